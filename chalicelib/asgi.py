@@ -1,0 +1,138 @@
+"""The local-mode server: REST routes generated from the registry, /mcp, /health, /ready.
+
+Run it with `uvicorn chalicelib.asgi:app`. A small ASGI router in front answers the hot
+paths (/health and stateless JSON-RPC on /mcp) without going through FastAPI; everything
+else is FastAPI (REST, OpenAPI, docs) or the MCP SDK (sessions, SSE, anything unusual).
+"""
+
+import inspect
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import pydantic_core
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from . import __version__, db, invoke
+from .config import Settings, get_settings
+from .errors import ToolError, validation_error
+from .mcp_app import build_mcp_server, transport_security
+from .mcp_lean import LeanMCP
+from .registry import Tool, all_tools
+
+HEALTH_BODY = b'{"status":"ok"}'
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    hint: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in ((404, "Not found"), (409, "Conflict"), (422, "Invalid arguments"))
+}
+
+
+def _json(output: BaseModel) -> Response:
+    return Response(pydantic_core.to_json(output), media_type="application/json")
+
+
+def _endpoint(tool: Tool, settings: Settings, source: str):
+    """An endpoint whose single parameter is the tool's input model, read from the body or the query."""
+
+    async def endpoint(args):
+        return _json(await invoke.acall(tool, args, settings))
+
+    optional = all(not field.is_required() for field in tool.input.model_fields.values())
+    where = Query() if source == "query" else Body()
+    default = inspect.Parameter.empty if source == "query" or not optional else None
+    endpoint.__signature__ = inspect.Signature(
+        [inspect.Parameter("args", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[tool.input, where], default=default)]
+    )
+    return endpoint
+
+
+def add_rest_routes(api: FastAPI, settings: Settings) -> None:
+    for tool in all_tools():
+        common = dict(
+            response_model=tool.output,
+            responses=ERROR_RESPONSES,
+            summary=tool.description.split("\n")[0],
+            description=tool.description,
+            tags=[tool.group],
+        )
+        api.add_api_route(tool.rest_path, _endpoint(tool, settings, "body"), methods=["POST"], operation_id=tool.name, **common)
+        if tool.read_only:
+            api.add_api_route(
+                tool.rest_path, _endpoint(tool, settings, "query"), methods=["GET"], operation_id=f"{tool.name}_get", **common
+            )
+
+
+def create_app(settings: Settings | None = None):
+    settings = settings or get_settings()
+    mcp_server = build_mcp_server(settings)
+    mcp_sdk_app = mcp_server.streamable_http_app(
+        stateless_http=True, json_response=True, transport_security=transport_security(settings)
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        db.migrate(settings)
+        async with mcp_server.session_manager.run():
+            yield
+
+    api = FastAPI(title="Agent Mail", version=__version__, lifespan=lifespan, description=__doc__)
+    add_rest_routes(api, settings)
+    api.router.routes.extend(mcp_sdk_app.routes)  # /mcp, served by the SDK
+
+    @api.exception_handler(ToolError)
+    async def tool_error(_: Request, exc: ToolError):
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError):
+        error = validation_error(exc)
+        return JSONResponse(error.to_dict(), status_code=error.status)
+
+    @api.get("/health", tags=["service"])
+    async def health() -> dict:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @api.get("/ready", tags=["service"])
+    async def ready() -> dict:
+        """Readiness: the database answers."""
+        return (await invoke.acall(next(t for t in all_tools() if t.name == "health_check"), {}, settings)).model_dump()
+
+    return Front(api, LeanMCP(mcp_server, settings, fallback=api) if settings.mcp_lean_path else api)
+
+
+class Front:
+    """The hot paths, answered before FastAPI: /health and lean MCP JSON-RPC."""
+
+    def __init__(self, api: FastAPI, lean_mcp) -> None:
+        self.api = api
+        self.lean_mcp = lean_mcp
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == "/health" and scope["method"] == "GET":
+                await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": HEALTH_BODY})
+                return
+            if path == "/mcp" and scope["method"] == "POST":
+                await self.lean_mcp(scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+
+app = create_app()

@@ -1,0 +1,15 @@
+"""Timestamps: ISO 8601 in UTC with microseconds, so they sort as text."""
+
+from datetime import datetime, timezone
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def normalize(value: str) -> str:
+    """Any ISO 8601 timestamp → the stored form (naive times are taken as UTC)."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")

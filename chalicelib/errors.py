@@ -1,0 +1,51 @@
+"""The errors a tool may raise on purpose. Each carries a code, a message and a hint.
+
+Every transport renders them the same way: REST as `{"error": {...}}` with the status
+below, MCP as a tool error whose text is that same JSON.
+"""
+
+
+class ToolError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_dict(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "hint": self.hint}}
+
+
+class NotFound(ToolError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ToolError):
+    status = 409
+    code = "conflict"
+
+
+class InvalidArgument(ToolError):
+    status = 422
+    code = "invalid_argument"
+
+
+def validation_error(exc) -> InvalidArgument:
+    """Turn a pydantic (or FastAPI) ValidationError into an InvalidArgument that names each bad field."""
+    problems = []
+    for err in exc.errors():
+        loc = err["loc"][1:] if err["loc"][:1] in (("body",), ("query",)) else err["loc"]  # FastAPI's prefix
+        where = ".".join(str(part) for part in loc) or "input"
+        problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return InvalidArgument(
+        "Invalid arguments: " + "; ".join(problems),
+        "Check the tool's input schema (tools/list or /openapi.json) and send the fields it names.",
+    )
+
+
+class Unavailable(ToolError):
+    status = 503
+    code = "unavailable"

@@ -1,0 +1,38 @@
+"""Field types shared by tool inputs and outputs."""
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, PlainSerializer, WithJsonSchema
+
+from . import clock
+from .names import NAME_RULES, check_name
+
+ProjectKey = Annotated[
+    str,
+    Field(min_length=1, max_length=1024, description="The project's slug, or its human_key (absolute path)."),
+]
+
+AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES)]
+
+# Ids are 63-bit integers. JSON carries them as decimal strings, because JavaScript
+# numbers hold only 53 bits; inputs accept either form.
+MessageId = Annotated[
+    int,
+    Field(gt=0, lt=2**63),
+    PlainSerializer(str, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^[0-9]{1,19}$"}], "description": "Message id."},
+        mode="validation",
+    ),
+    WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,19}$", "description": "Message id."}, mode="serialization"),
+]
+
+
+def _timestamp(value: str) -> str:
+    try:
+        return clock.normalize(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 timestamp such as 2026-01-31T12:00:00Z") from None
+
+
+Timestamp = Annotated[str, AfterValidator(_timestamp), Field(description="ISO 8601 timestamp; UTC if no offset.")]

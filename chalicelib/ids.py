@@ -1,0 +1,34 @@
+"""Application-generated 63-bit ids, so rows made on different replicas never collide.
+
+Natural keys (projects, agents, products) get a deterministic id: the same key always
+maps to the same row, which makes concurrent creation harmless. Events (messages) get a
+time-ordered random id: sorting by id sorts by creation time.
+"""
+
+import hashlib
+import secrets
+import threading
+import time
+
+_EPOCH_MS = 1_704_067_200_000  # 2024-01-01: 41 bits of milliseconds last until 2093
+_RANDOM_BITS = 22
+_lock = threading.Lock()
+_last = 0
+
+
+def stable_id(*parts: object) -> int:
+    """A deterministic positive 63-bit id for a natural key."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 1) or 1
+
+
+def new_id() -> int:
+    """A time-ordered 63-bit id: milliseconds since 2024, then random bits.
+
+    Strictly increasing within a process, so ids made in one request stay in order.
+    """
+    global _last
+    candidate = ((int(time.time() * 1000) - _EPOCH_MS) << _RANDOM_BITS) | secrets.randbits(_RANDOM_BITS)
+    with _lock:
+        _last = max(candidate, _last + 1)
+        return _last

@@ -1,0 +1,113 @@
+"""The MCP server, generated from the tool registry (the `mcp` SDK's MCPServer).
+
+Each registry tool becomes an MCP tool whose input schema is the tool's input model and
+whose output schema is its output model. Results carry the output as structured content
+and, for older clients, as compact JSON text. Tool errors are MCP tool errors whose
+text is the same `{"error": {...}}` JSON the REST API answers with.
+"""
+
+import logging
+from typing import Any
+
+import orjson
+import pydantic_core
+from mcp.server import MCPServer
+from mcp.server.mcpserver.tools.base import Tool as SDKTool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import CallToolResult, ToolAnnotations
+from pydantic import ConfigDict
+
+from . import __version__, invoke
+from .config import Settings
+from .errors import ToolError
+from .registry import Tool, all_tools
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+Agent Mail: mail and coordination between coding agents working on the same code.
+Start a session: ensure_project(human_key=<absolute path of your repo>), then
+register_agent(project_key, program, model) to get your name (keep it), then
+fetch_inbox(project_key, agent_name) to read what others sent you.
+Talk with send_message / reply_message; keep one topic per thread_id; acknowledge_message
+when a message has ack_required. search_messages and summarize_thread catch you up.
+"""
+
+INTERNAL_ERROR = b'{"error":{"code":"internal_error","message":"The tool failed unexpectedly.","hint":"Retry; if it keeps failing, report it with the arguments you sent."}}'
+
+
+async def run_tool(tool: Tool, arguments: Any, settings: Settings) -> tuple[bool, bytes]:
+    """(is_error, JSON bytes) of one tool call: the output, or an error body."""
+    try:
+        output = await invoke.acall(tool, arguments, settings)
+    except ToolError as exc:
+        return True, orjson.dumps(exc.to_dict())
+    except Exception:
+        log.exception("tool %s failed", tool.name)
+        return True, INTERNAL_ERROR
+    return False, pydantic_core.to_json(output)
+
+
+def result_dict(is_error: bool, payload: bytes) -> dict:
+    """The CallToolResult wire form (camelCase keys)."""
+    result: dict[str, Any] = {"content": [{"type": "text", "text": payload.decode()}]}
+    if not is_error:
+        result["structuredContent"] = orjson.loads(payload)
+    result["isError"] = is_error
+    return result
+
+
+class _RawArguments(ArgModelBase):
+    """Hands the client's arguments through untouched: our own input model validates
+    them, so a bad call gets the same error on every transport."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def model_dump_one_level(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def annotations(tool: Tool) -> ToolAnnotations:
+    return ToolAnnotations(read_only_hint=tool.read_only, destructive_hint=False, open_world_hint=False)
+
+
+def input_schema(tool: Tool) -> dict:
+    return tool.input.model_json_schema()
+
+
+def output_schema(tool: Tool) -> dict:
+    return tool.output.model_json_schema(mode="serialization")
+
+
+def sdk_tool(tool: Tool, settings: Settings) -> SDKTool:
+    async def fn(**arguments: Any) -> CallToolResult:
+        return CallToolResult.model_validate(result_dict(*await run_tool(tool, arguments, settings)))
+
+    return SDKTool(
+        fn=fn,
+        name=tool.name,
+        description=tool.description,
+        parameters=input_schema(tool),
+        fn_metadata=FuncMetadata(arg_model=_RawArguments, output_schema=output_schema(tool)),
+        is_async=True,
+        annotations=annotations(tool),
+    )
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=settings.mcp_allowed_hosts,
+        allowed_origins=settings.mcp_allowed_origins,
+    )
+
+
+def build_mcp_server(settings: Settings) -> MCPServer:
+    return MCPServer(
+        name="agent-mail",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        tools=[sdk_tool(tool, settings) for tool in all_tools()],
+        log_level=settings.log_level,
+    )

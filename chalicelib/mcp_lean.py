@@ -1,0 +1,187 @@
+"""A lean path for the hot MCP requests, in front of the SDK's streamable-HTTP transport.
+
+The SDK spends ~0.8 ms of CPU per request (task groups, memory streams, a transport per
+stateless request). Most traffic is stateless JSON `tools/call`, `tools/list`,
+`initialize` and `ping`; those are answered here directly, with the same JSON-RPC
+results the SDK gives (tests compare the two). Anything else — sessions, SSE, batches,
+notifications, unknown tools or methods, odd headers, malformed JSON — is handed to the
+SDK unchanged, so its behaviour (and its errors) stay the reference.
+"""
+
+from typing import Any
+
+import orjson
+from mcp.server import MCPServer
+from mcp.server.transport_security import TransportSecurityMiddleware
+from mcp_types import (
+    DEFAULT_NEGOTIATED_VERSION,
+    Implementation,
+    InitializeRequestParams,
+    InitializeResult,
+    ListToolsResult,
+    methods,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import BaseModel, ValidationError
+
+from .config import Settings
+from .mcp_app import run_tool, transport_security
+from .registry import tools_by_name
+
+MAX_BODY = 4 * 1024 * 1024  # the SDK's default limit; larger bodies go to the SDK to be refused
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def _accepts_json_and_sse(accept: str) -> bool:
+    types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    json_ok = bool(types & {"application/json", "application/*", "*/*"})
+    sse_ok = bool(types & {"text/event-stream", "text/*", "*/*"})
+    return json_ok and sse_ok
+
+
+class LeanMCP:
+    def __init__(self, server: MCPServer, settings: Settings, fallback) -> None:
+        self.server = server
+        self.settings = settings
+        self.fallback = fallback
+        self.tools = tools_by_name()
+        self.security = TransportSecurityMiddleware(transport_security(settings))
+        self._tools_list: dict[str, bytes] = {}
+        self._initialize: dict[str, bytes] = {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        headers = dict(scope["headers"])
+        if not self._plain_json_request(headers):
+            return await self.fallback(scope, receive, send)
+        body, complete = await _read_body(receive)
+        version = _text(headers.get(b"mcp-protocol-version")) or DEFAULT_NEGOTIATED_VERSION
+        response = await self._answer(body, version) if complete else None
+        if response is None:
+            return await self.fallback(scope, _replay(body, complete, receive), send)
+        await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
+        await send({"type": "http.response.body", "body": response})
+
+    def _plain_json_request(self, headers: dict[bytes, bytes]) -> bool:
+        """A stateless JSON POST the SDK would accept, from an allowed host and origin."""
+        version = headers.get(b"mcp-protocol-version")
+        return (
+            headers.get(b"content-type", b"").split(b";")[0].strip().lower() == b"application/json"
+            and _accepts_json_and_sse(headers.get(b"accept", b"").decode("latin-1"))
+            and b"mcp-session-id" not in headers
+            and (version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS)
+            and self.security._validate_host(_text(headers.get(b"host")))
+            and self.security._validate_origin(_text(headers.get(b"origin")))
+        )
+
+    async def _answer(self, body: bytes, version: str) -> bytes | None:
+        """The response body, or None to let the SDK answer."""
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(request, dict) or request.get("jsonrpc") != "2.0":
+            return None
+        request_id = request.get("id")
+        if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
+            return None  # notifications and odd ids
+        params = request.get("params")
+        if params is not None and not isinstance(params, dict):
+            return None
+        result = await self._result(request.get("method"), params or {}, version)
+        if result is None:
+            return None
+        return b'{"jsonrpc":"2.0","id":' + orjson.dumps(request_id) + b',"result":' + result + b"}"
+
+    async def _result(self, method: Any, params: dict, version: str) -> bytes | None:
+        if method == "tools/call":
+            return await self._call_tool(params)
+        if method == "tools/list" and "cursor" not in params:
+            return await self._list_tools(version)
+        if method == "initialize":
+            return self._initialize_result(params)
+        if method == "ping":
+            return b"{}"
+        return None
+
+    async def _call_tool(self, params: dict) -> bytes | None:
+        tool = self.tools.get(params.get("name"))
+        arguments = params.get("arguments")
+        if tool is None or not (arguments is None or isinstance(arguments, dict)):
+            return None
+        is_error, payload = await run_tool(tool, arguments or {}, self.settings)
+        result: dict[str, Any] = {"content": [{"type": "text", "text": payload.decode()}]}
+        if not is_error:
+            result["structuredContent"] = orjson.Fragment(payload)
+        result["isError"] = is_error
+        return orjson.dumps(result)
+
+    async def _list_tools(self, version: str) -> bytes:
+        if version not in self._tools_list:
+            tools = ListToolsResult(tools=await self.server.list_tools())
+            self._tools_list[version] = _wire("tools/list", version, tools)
+        return self._tools_list[version]
+
+    def _initialize_result(self, params: dict) -> bytes | None:
+        try:
+            requested = InitializeRequestParams.model_validate(params, by_name=False).protocol_version
+        except ValidationError:
+            return None  # the SDK words the refusal
+        if requested not in HANDSHAKE_PROTOCOL_VERSIONS:
+            return None  # the SDK negotiates
+        if requested not in self._initialize:
+            options = self.server._lowlevel_server.create_initialization_options()
+            result = InitializeResult(
+                protocol_version=requested,
+                capabilities=options.capabilities,
+                server_info=Implementation(
+                    name=options.server_name,
+                    title=options.title,
+                    description=options.description,
+                    version=options.server_version,
+                    website_url=options.website_url,
+                    icons=options.icons,
+                ),
+                instructions=options.instructions,
+            )
+            self._initialize[requested] = _wire("initialize", requested, result)
+        return self._initialize[requested]
+
+
+def _wire(method: str, version: str, result: BaseModel) -> bytes:
+    """A result in the exact wire form the SDK sends for this protocol version."""
+    dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return orjson.dumps(methods.serialize_server_result(method, version, dumped))
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+async def _read_body(receive) -> tuple[bytes, bool]:
+    """The request body, and whether it was read whole within MAX_BODY."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY:
+            return b"".join(chunks), False
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def _replay(body: bytes, complete: bool, receive):
+    """A receive() that first yields the bytes already read, then the rest of the stream."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": not complete}
+        return await receive()
+
+    return replay

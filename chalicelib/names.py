@@ -1,0 +1,33 @@
+"""Memorable agent names (adjective + noun, like GreenCastle) and the rules for any name."""
+
+import re
+import secrets
+
+ADJECTIVES = (
+    "Amber Azure Bold Brave Bright Brisk Calm Clever Copper Coral Crimson Crisp Dapper Eager "
+    "Emerald Fair Fancy Gentle Golden Grand Green Happy Hazel Honest Indigo Ivory Jade Jolly "
+    "Keen Kind Lively Lucky Lunar Magenta Mellow Merry Misty Noble Olive Orange Pearl Plucky "
+    "Proud Purple Quick Quiet Rapid Rosy Ruby Rustic Sage Scarlet Silver Sleek Smooth Snowy "
+    "Solar Spry Steady Stellar Sunny Swift Tidy Topaz True Velvet Violet Vivid Warm Wise Witty Zesty"
+).split()
+NOUNS = (
+    "Anchor Badger Beacon Bear Bison Brook Canyon Castle Cedar Comet Condor Coyote Crane Creek "
+    "Dolphin Eagle Falcon Fern Finch Forest Fox Glacier Grove Harbor Hawk Heron Hill Island Lake "
+    "Lantern Lark Lion Lotus Lynx Maple Marsh Meadow Mesa Mountain Oak Orchid Otter Owl Panda "
+    "Peak Pine Pond Prairie Quartz Raven Reef Ridge River Robin Sparrow Spring Star Stone Stream "
+    "Summit Swan Thunder Tiger Valley Willow Wolf Wren"
+).split()
+
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9]{1,63}")
+NAME_RULES = "Agent names are 2-64 letters and digits starting with a letter, e.g. GreenCastle."
+
+
+def check_name(name: str) -> str:
+    """Pydantic validator for agent names, with a message that says how to fix it."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid agent name. {NAME_RULES} Omit the name to get one generated.")
+    return name
+
+
+def random_name() -> str:
+    return secrets.choice(ADJECTIVES) + secrets.choice(NOUNS)

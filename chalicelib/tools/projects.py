@@ -1,0 +1,116 @@
+"""Projects: one per code repository, keyed by its absolute path (the human key)."""
+
+import posixpath
+import re
+import sqlite3
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from .. import clock
+from ..errors import InvalidArgument, NotFound
+from ..fields import ProjectKey
+from ..ids import stable_id
+from ..registry import Input, Output, tool
+
+_WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]")
+
+
+def normalize_human_key(value: str) -> str:
+    if _WINDOWS_PATH.match(value):
+        return value.rstrip("\\/") or value
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute path; pass the project's working directory, e.g. /home/me/repo")
+    return posixpath.normpath(value).replace("//", "/")
+
+
+def slugify(human_key: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", human_key.lower()).strip("-") or "root"
+
+
+HumanKey = Annotated[
+    str,
+    Field(min_length=1, max_length=1024, description="Absolute path of the project's working directory."),
+    AfterValidator(normalize_human_key),
+]
+
+
+class Project(Output):
+    slug: str
+    human_key: str
+    created_ts: str
+
+
+def _project(row: sqlite3.Row) -> Project:
+    return Project(slug=row["slug"], human_key=row["human_key"], created_ts=row["created_ts"])
+
+
+def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
+    """The project named by slug or human key, or a NotFound that says how to create it."""
+    try:
+        rows = db.execute(
+            "SELECT * FROM projects WHERE id = ?", (stable_id("project", normalize_human_key(project_key)),)
+        ).fetchall()
+    except ValueError:  # not a path: a slug
+        rows = db.execute("SELECT * FROM projects WHERE slug = ?", (project_key,)).fetchall()
+    if len(rows) > 1:
+        raise InvalidArgument(
+            f"Slug {project_key!r} names several projects.", "Pass the project's absolute path (human_key) instead."
+        )
+    if not rows:
+        raise NotFound(
+            f"Project {project_key!r} not found.",
+            "Call ensure_project with the absolute path of the repository first, or list_projects to see slugs.",
+        )
+    return rows[0]
+
+
+class EnsureProjectInput(Input):
+    human_key: HumanKey
+
+
+def ensure_project(db: sqlite3.Connection, args: EnsureProjectInput) -> Project:
+    """Create the project for a repository path, or return it if it exists (idempotent)."""
+    db.execute(
+        "INSERT OR IGNORE INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, ?)",
+        (stable_id("project", args.human_key), slugify(args.human_key), args.human_key, clock.now()),
+    )
+    return _project(find_project(db, args.human_key))
+
+
+class ListProjectsInput(Input):
+    pass
+
+
+class Projects(Output):
+    projects: list[Project]
+
+
+def list_projects(db: sqlite3.Connection, args: ListProjectsInput) -> Projects:
+    """All projects, oldest first."""
+    rows = db.execute("SELECT * FROM projects ORDER BY created_ts, slug")
+    return Projects(projects=[_project(row) for row in rows])
+
+
+class GetProjectInput(Input):
+    project_key: ProjectKey
+
+
+class ProjectDetails(Project):
+    agents: int
+    messages: int
+
+
+def get_project(db: sqlite3.Connection, args: GetProjectInput) -> ProjectDetails:
+    """One project with its agent and message counts."""
+    row = find_project(db, args.project_key)
+    (agents,) = db.execute("SELECT count(*) FROM agents WHERE project_id = ?", (row["id"],)).fetchone()
+    (messages,) = db.execute("SELECT count(*) FROM messages WHERE project_id = ?", (row["id"],)).fetchone()
+    return ProjectDetails(**_project(row).model_dump(), agents=agents, messages=messages)
+
+
+TOOLS = [
+    tool(ensure_project),
+    tool(list_projects, read_only=True),
+    tool(get_project, read_only=True),
+]

@@ -1,0 +1,58 @@
+"""Full-text search over message subjects and bodies (SQLite FTS5, bm25 ranking)."""
+
+import sqlite3
+from typing import Annotated
+
+from pydantic import Field
+
+from ..errors import InvalidArgument
+from ..fields import MessageId, ProjectKey
+from ..registry import Input, Output, tool
+from .messages import Importance, Limit
+from .projects import find_project
+
+QUERY_HELP = (
+    'Search syntax: words (all must match), "exact phrase", prefix*, AND / OR / NOT, '
+    "NEAR(a b), subject:word; put text with punctuation inside double quotes."
+)
+
+
+class SearchMessagesInput(Input):
+    project_key: ProjectKey
+    query: Annotated[str, Field(min_length=1, max_length=1000, description=QUERY_HELP)]
+    limit: Limit = 20
+
+
+class SearchHit(Output):
+    id: MessageId
+    thread_id: str
+    subject: str
+    sender: str
+    importance: Importance
+    created_ts: str
+    snippet: str = Field(description="The best matching passage, hits marked with **.")
+    score: float = Field(description="bm25 relevance; lower is better.")
+
+
+class SearchResults(Output):
+    query: str
+    results: list[SearchHit]
+
+
+def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> SearchResults:
+    """Search the project's messages; best matches first (subject hits weigh double)."""
+    project = find_project(db, args.project_key)
+    try:
+        rows = db.execute(
+            "SELECT m.id, m.thread_id, m.subject, s.name AS sender, m.importance, m.created_ts,"
+            " snippet(messages_fts, -1, '**', '**', '…', 16) AS snippet, bm25(messages_fts, 2.0, 1.0) AS score"
+            " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid JOIN agents s ON s.id = m.sender_id"
+            " WHERE messages_fts MATCH ? AND m.project_id = ? ORDER BY score LIMIT ?",
+            (args.query, project["id"], args.limit),
+        ).fetchall()
+    except sqlite3.OperationalError as exc:
+        raise InvalidArgument(f"Cannot parse search query {args.query!r}: {exc}.", QUERY_HELP) from None
+    return SearchResults(query=args.query, results=[SearchHit(**dict(row)) for row in rows])
+
+
+TOOLS = [tool(search_messages, read_only=True)]

@@ -1,0 +1,164 @@
+"""Threads: messages that share a thread_id, listed, read and summarised."""
+
+import re
+import sqlite3
+
+from pydantic import Field
+
+from ..errors import NotFound
+from ..fields import MessageId, ProjectKey
+from ..registry import Input, Output, tool
+from .messages import MESSAGE_COLUMNS, Limit, Message, ThreadId, messages_from_rows
+from .projects import find_project
+
+
+def thread_messages(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True) -> list[Message]:
+    rows = db.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
+        " WHERE m.project_id = ? AND m.thread_id = ? ORDER BY m.id",
+        (project["id"], thread_id),
+    ).fetchall()
+    if not rows:
+        raise NotFound(
+            f"Thread {thread_id!r} not found in project {project['slug']!r}.",
+            "Use list_threads to see thread ids; a message's thread_id is in fetch_inbox results.",
+        )
+    return messages_from_rows(db, project, rows, bodies=bodies)
+
+
+def participants(messages: list[Message]) -> list[str]:
+    """Senders and visible recipients, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for message in messages:
+        for name in (message.sender, *message.to, *message.cc):
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+class ThreadInfo(Output):
+    thread_id: str
+    subject: str
+    message_count: int
+    participants: list[str]
+    first_ts: str
+    last_ts: str
+
+
+class ListThreadsInput(Input):
+    project_key: ProjectKey
+    limit: Limit = 50
+
+
+class Threads(Output):
+    threads: list[ThreadInfo]
+
+
+def thread_info(thread_id: str, messages: list[Message]) -> dict:
+    return dict(
+        thread_id=thread_id,
+        subject=messages[0].subject,
+        message_count=len(messages),
+        participants=participants(messages),
+        first_ts=messages[0].created_ts,
+        last_ts=messages[-1].created_ts,
+    )
+
+
+def list_threads(db: sqlite3.Connection, args: ListThreadsInput) -> Threads:
+    """The project's threads, most recently active first."""
+    project = find_project(db, args.project_key)
+    rows = db.execute(
+        "SELECT thread_id FROM messages WHERE project_id = ? GROUP BY thread_id ORDER BY max(id) DESC LIMIT ?",
+        (project["id"], args.limit),
+    ).fetchall()
+    return Threads(
+        threads=[ThreadInfo(**thread_info(tid, thread_messages(db, project, tid, bodies=False))) for (tid,) in rows]
+    )
+
+
+class GetThreadInput(Input):
+    project_key: ProjectKey
+    thread_id: ThreadId
+    include_bodies: bool = True
+
+
+class Thread(Output):
+    thread_id: str
+    messages: list[Message]
+
+
+def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
+    """All messages of a thread, oldest first."""
+    project = find_project(db, args.project_key)
+    return Thread(thread_id=args.thread_id, messages=thread_messages(db, project, args.thread_id, args.include_bodies))
+
+
+# Lines worth surfacing, recognised without a language model (deterministic).
+_ACTION = re.compile(r"^(?:[-*+]\s*\[ \]\s*|(?:TODO|FIXME|ACTION(?: ITEM)?|NEXT(?: STEP)?S?)\b[:\s-]*)(?P<text>.+)", re.I)
+_POINT = re.compile(
+    r"^(?:#{1,6}\s+|[-*+]\s+(?:\[[xX]\]\s*)?|\d+[.)]\s+)(?P<text>.+)"
+    r"|^(?P<flagged>.*\b(?:decided|decision|agreed|must|blocker|blocked|important|note|conclusion)\b.*)$",
+    re.I,
+)
+_MAX_ITEMS = 20
+
+
+class OpenAck(Output):
+    message_id: MessageId
+    agent: str
+
+
+class ThreadSummary(ThreadInfo):
+    key_points: list[str] = Field(description="Headings, bullets and decision lines, prefixed with their author.")
+    action_items: list[str] = Field(description="Unchecked boxes and TODO/ACTION lines, prefixed with their author.")
+    open_acks: list[OpenAck] = Field(description="Recipients who have not acknowledged a message that asks for it.")
+
+
+def extract(messages: list[Message]) -> tuple[list[str], list[str]]:
+    """(key points, action items) from the message bodies, in thread order, without repeats."""
+    points: dict[str, None] = {}
+    actions: dict[str, None] = {}
+    for message in messages:
+        in_code = False
+        for line in (message.body_md or "").splitlines():
+            line = line.strip()
+            if line.startswith("```"):
+                in_code = not in_code
+            if in_code or not line or line.startswith("```"):
+                continue
+            if match := _ACTION.match(line):
+                actions.setdefault(f"{message.sender}: {match['text'].strip()}", None)
+            elif match := _POINT.match(line):
+                points.setdefault(f"{message.sender}: {(match['text'] or match['flagged']).strip()}", None)
+    return list(points)[:_MAX_ITEMS], list(actions)[:_MAX_ITEMS]
+
+
+class SummarizeThreadInput(Input):
+    project_key: ProjectKey
+    thread_id: ThreadId
+
+
+def summarize_thread(db: sqlite3.Connection, args: SummarizeThreadInput) -> ThreadSummary:
+    """A deterministic digest of a thread: participants, counts, key points, action items, open acks."""
+    project = find_project(db, args.project_key)
+    messages = thread_messages(db, project, args.thread_id)
+    open_acks = db.execute(
+        "SELECT r.message_id, a.name FROM message_recipients r JOIN messages m ON m.id = r.message_id"
+        " JOIN agents a ON a.id = r.agent_id"
+        " WHERE m.project_id = ? AND m.thread_id = ? AND m.ack_required AND r.ack_ts IS NULL ORDER BY r.message_id, a.name",
+        (project["id"], args.thread_id),
+    )
+    key_points, action_items = extract(messages)
+    return ThreadSummary(
+        **thread_info(args.thread_id, messages),
+        key_points=key_points,
+        action_items=action_items,
+        open_acks=[OpenAck(message_id=mid, agent=name) for mid, name in open_acks],
+    )
+
+
+TOOLS = [
+    tool(list_threads, read_only=True),
+    tool(get_thread, read_only=True),
+    tool(summarize_thread, read_only=True),
+]
