@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     # NORMAL survives process crashes only, and is faster.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sqlite_busy_timeout_ms: int = 5000
+    # Idle connections kept open per process (0: open and close one per invocation).
+    sqlite_pool_size: int = 8
     # Host headers the MCP endpoint accepts (DNS-rebinding protection); add your API domain.
     mcp_allowed_hosts: list[str] = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
     # Answer stateless JSON tools/call, tools/list, initialize and ping without the SDK's

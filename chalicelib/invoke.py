@@ -1,22 +1,30 @@
-"""Running a tool: validate the input, open a connection, run the handler in one transaction.
+"""Running a tool: validate the input, lend a connection, run the handler in a transaction.
 
-Every transport goes through here: `call` for synchronous callers (Chalice, the CLI),
-`acall` for the ASGI app, which runs readers inline and writers on one writer thread
-(SQLite has one writer at a time anyway; the event loop stays free for readers).
+Every transport goes through here. `call` serves synchronous callers (Chalice, the CLI).
+`acall` serves the ASGI app: readers run inline (WAL readers never wait, and their
+queries take microseconds); writers go to one writer thread per database, which commits
+whatever writes are waiting as one transaction, each write inside its own savepoint
+(group commit: one fsync for many acknowledged writes, and a failing write rolls back
+alone). A write is acknowledged only after its COMMIT returned.
 """
 
 import asyncio
+import logging
+import queue
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+import threading
+from concurrent.futures import Future
 from typing import Any
 
 from pydantic import ValidationError
 
 from .config import Settings
-from .db import connect, transaction
+from .db import connection, transaction
 from .errors import Unavailable, validation_error
 from .registry import Input, Output, Tool
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 256
 
 
 def parse(tool: Tool, arguments: Any) -> Input:
@@ -30,26 +38,85 @@ def parse(tool: Tool, arguments: Any) -> Input:
 
 def call(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)
-    conn = connect(settings)
-    try:
-        with transaction(conn, write=not tool.read_only):
-            return tool.handler(conn, args)
-    except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise Unavailable("The database is busy.", "Retry in a moment.") from exc
-        raise
-    finally:
-        conn.close()
-
-
-@lru_cache(maxsize=1)
-def _writer() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
+    with _busy_is_unavailable(), connection(settings) as conn, transaction(conn, write=not tool.read_only):
+        return tool.handler(conn, args)
 
 
 async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)  # bad input is refused before it waits for anything
     if tool.read_only:
-        # WAL readers never wait for the writer, and these queries take microseconds.
         return call(tool, args, settings)
-    return await asyncio.get_running_loop().run_in_executor(_writer(), call, tool, args, settings)
+    return await asyncio.wrap_future(_writer(settings).submit(tool, args))
+
+
+class _busy_is_unavailable:
+    """SQLITE_BUSY after the busy timeout → 503 with a retry hint, not a 500."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+            raise Unavailable("The database is busy.", "Retry in a moment.") from exc
+
+
+class Writer:
+    """One thread that runs write tools in batches, committed together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="db-writer", daemon=True).start()
+
+    def submit(self, tool: Tool, args: Input) -> Future:
+        future: Future = Future()
+        self.jobs.put((tool, args, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.jobs.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(batch)
+
+    def _commit(self, batch: list) -> None:
+        outcomes = []
+        try:
+            with _busy_is_unavailable(), connection(self.settings) as conn, transaction(conn, write=True):
+                for tool, args, _ in batch:
+                    outcomes.append(_in_savepoint(conn, tool, args))
+        except Exception as exc:  # the COMMIT (or BEGIN) failed: nothing in the batch was stored
+            log.exception("write batch of %d failed", len(batch))
+            outcomes = [(None, exc)] * len(batch)
+        for (_, _, future), (result, error) in zip(batch, outcomes):
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+
+def _in_savepoint(conn: sqlite3.Connection, tool: Tool, args: Input) -> tuple[Output | None, Exception | None]:
+    conn.execute("SAVEPOINT tool")
+    try:
+        result = tool.handler(conn, args)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO tool")
+        conn.execute("RELEASE tool")
+        return None, exc
+    conn.execute("RELEASE tool")
+    return result, None
+
+
+_writers: dict[str, Writer] = {}
+_writers_lock = threading.Lock()
+
+
+def _writer(settings: Settings) -> Writer:
+    with _writers_lock:
+        if settings.database_url not in _writers:
+            _writers[settings.database_url] = Writer(settings)
+        return _writers[settings.database_url]

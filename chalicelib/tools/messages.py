@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .. import clock
+from ..db import dicts
 from ..errors import NotFound
 from ..fields import AgentName, MessageId, ProjectKey, Timestamp
 from ..ids import new_id
@@ -112,8 +113,21 @@ def deliver(db, project, sender, *, to, cc, bcc, subject, body_md, importance, a
         [(message_id, agent["id"], kind) for agent, (kind, _) in zip(agents, kinds.values())],
     )
     db.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, sender["id"]))
-    row = find_message(db, project, message_id)
-    return messages_from_rows(db, project, [row], viewer_id=sender["id"])[0]
+    lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
+    for agent, (kind, _) in sorted(zip(agents, kinds.values()), key=lambda pair: pair[0]["name"].lower()):
+        lists[kind].append(agent["name"])
+    return Message(
+        id=message_id,
+        project=project["slug"],
+        thread_id=thread_id or str(message_id),
+        subject=subject,
+        body_md=body_md,
+        sender=sender["name"],
+        importance=importance,
+        ack_required=ack_required,
+        created_ts=now,
+        **lists,
+    )
 
 
 class SentMessage(Output):
@@ -222,7 +236,7 @@ def fetch_inbox(db: sqlite3.Connection, args: FetchInboxInput) -> Inbox:
         params.append(args.since_ts)
     sql += " ORDER BY r.message_id DESC LIMIT ?"
     params.append(args.limit)
-    return Inbox.model_validate({"messages": [dict(row) for row in db.execute(sql, params)]})
+    return Inbox(messages=dicts(db.execute(sql, params)))
 
 
 class FetchOutboxInput(Input):

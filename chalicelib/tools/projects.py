@@ -16,6 +16,10 @@ from ..registry import Input, Output, tool
 _WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]")
 
 
+def is_path(value: str) -> bool:
+    return value.startswith("/") or _WINDOWS_PATH.match(value) is not None
+
+
 def normalize_human_key(value: str) -> str:
     if _WINDOWS_PATH.match(value):
         return value.rstrip("\\/") or value
@@ -47,11 +51,10 @@ def _project(row: sqlite3.Row) -> Project:
 
 def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
     """The project named by slug or human key, or a NotFound that says how to create it."""
-    try:
-        rows = db.execute(
-            "SELECT * FROM projects WHERE id = ?", (stable_id("project", normalize_human_key(project_key)),)
-        ).fetchall()
-    except ValueError:  # not a path: a slug
+    if is_path(project_key):
+        key = stable_id("project", normalize_human_key(project_key))
+        rows = db.execute("SELECT * FROM projects WHERE id = ?", (key,)).fetchall()
+    else:
         rows = db.execute("SELECT * FROM projects WHERE slug = ?", (project_key,)).fetchall()
     if len(rows) > 1:
         raise InvalidArgument(
