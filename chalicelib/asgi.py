@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from . import __version__, db, invoke
 from .config import Settings, get_settings
-from .errors import ToolError, validation_error
+from .errors import ToolError, internal_error, malformed_json, validation_error
 from .mcp_app import build_mcp_server, transport_security
 from .mcp_lean import LeanMCP
 from .registry import Tool, all_tools
@@ -65,7 +65,7 @@ def add_rest_routes(api: FastAPI, settings: Settings) -> None:
         common = dict(
             response_model=tool.output,
             responses=ERROR_RESPONSES,
-            summary=tool.description.split("\n")[0],
+            summary=tool.summary,
             description=tool.description,
             tags=[tool.group],
         )
@@ -99,7 +99,13 @@ def create_app(settings: Settings | None = None):
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError):
-        error = validation_error(exc)
+        bad_json = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
+        error = malformed_json(bad_json["ctx"]["error"], bad_json["loc"][1]) if bad_json else validation_error(exc)
+        return JSONResponse(error.to_dict(), status_code=error.status)
+
+    @api.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception):
+        error = internal_error()
         return JSONResponse(error.to_dict(), status_code=error.status)
 
     @api.get("/health", tags=["service"])

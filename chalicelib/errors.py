@@ -49,3 +49,23 @@ def validation_error(exc) -> InvalidArgument:
 class Unavailable(ToolError):
     status = 503
     code = "unavailable"
+
+
+class InternalError(ToolError):
+    status = 500
+    code = "internal_error"
+
+
+def internal_error() -> InternalError:
+    """What a client sees of an unexpected exception: no details (those go to the log)."""
+    return InternalError(
+        "The server failed while handling this request.",
+        "Retry; if it keeps failing, report it with the time of the request.",
+    )
+
+
+def malformed_json(reason: str, position: int) -> InvalidArgument:
+    return InvalidArgument(
+        f"The request body is not valid JSON: {reason} (at character {position}).",
+        "Send the tool's input as one JSON object, with Content-Type: application/json.",
+    )

@@ -20,7 +20,7 @@ from pydantic import ConfigDict
 
 from . import __version__, invoke
 from .config import Settings
-from .errors import ToolError
+from .errors import ToolError, internal_error
 from .registry import Tool, all_tools
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,6 @@ Talk with send_message / reply_message; keep one topic per thread_id; acknowledg
 when a message has ack_required. search_messages and summarize_thread catch you up.
 """
 
-INTERNAL_ERROR = b'{"error":{"code":"internal_error","message":"The tool failed unexpectedly.","hint":"Retry; if it keeps failing, report it with the arguments you sent."}}'
-
-
 async def run_tool(tool: Tool, arguments: Any, settings: Settings) -> tuple[bool, bytes]:
     """(is_error, JSON bytes) of one tool call: the output, or an error body."""
     try:
@@ -45,7 +42,7 @@ async def run_tool(tool: Tool, arguments: Any, settings: Settings) -> tuple[bool
         return True, orjson.dumps(exc.to_dict())
     except Exception:
         log.exception("tool %s failed", tool.name)
-        return True, INTERNAL_ERROR
+        return True, orjson.dumps(internal_error().to_dict())
     return False, pydantic_core.to_json(output)
 
 

@@ -13,8 +13,9 @@ Name, input and output models and description are read from the function itself.
 
 import inspect
 import sqlite3
+import types
 from dataclasses import dataclass
-from typing import Any, Callable, get_type_hints
+from typing import Annotated, Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,6 +41,11 @@ class Tool:
     description: str
 
     @property
+    def summary(self) -> str:
+        """The description's first paragraph, on one line."""
+        return " ".join(self.description.split("\n\n")[0].split())
+
+    @property
     def rest_path(self) -> str:
         return f"/api/{self.name}"
 
@@ -62,6 +68,18 @@ def tool(handler: Callable, *, read_only: bool = False) -> Tool:
         read_only=read_only,
         description=inspect.cleandoc(handler.__doc__ or ""),
     )
+
+
+def field_type(annotation: Any) -> Any:
+    """The type under Annotated[...] and Optional[...]: what a field holds when given."""
+    while True:
+        origin, args = get_origin(annotation), get_args(annotation)
+        if origin is Annotated:
+            annotation = args[0]
+        elif origin in (Union, types.UnionType) and len(args) == 2 and type(None) in args:
+            annotation = next(arg for arg in args if arg is not type(None))
+        else:
+            return annotation
 
 
 def all_tools() -> list[Tool]:

@@ -1,0 +1,5 @@
+"""`python -m chalicelib ...`: the command line (see cli.py)."""
+
+from .cli import cli
+
+cli()

@@ -1,0 +1,222 @@
+"""The command line: one subcommand per registry tool, plus serve, migrate and tools.
+
+    python -m chalicelib ensure-project --human-key /home/me/repo
+    python -m chalicelib send-message --project-key home-me-repo --sender-name BlueLake \\
+        --to GreenCastle --to RedStone --subject hi --body-md "..."
+
+Each tool command is generated from the tool's input model: a field `sender_name` becomes
+`--sender-name`, a list field a repeatable option, a bool `--flag/--no-flag`, a Literal a
+choice. `--json '{...}'` supplies any arguments as one object; options given as well win.
+The arguments go through `invoke.call` like every other transport, so the input model
+validates them. The output is the tool's JSON on stdout; a tool error is its
+`{"error": {...}}` JSON on stderr with exit status 1.
+"""
+
+import json
+import os
+import sys
+from typing import Any, Literal, get_args, get_origin
+
+import click
+from click.core import ParameterSource
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+
+from . import __version__, db, invoke
+from .config import Settings, get_settings
+from .errors import ToolError
+from .registry import Tool, all_tools, field_type
+
+RESERVED = {"json", "json_input", "compact", "help"}  # names taken by every tool command's own options
+
+
+@click.group()
+@click.version_option(__version__, prog_name="agent-mail")
+@click.option("--database-url", metavar="URL", help="sqlite:///path/to/file.db; overrides DATABASE_URL.")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None) -> None:
+    """Agent Mail: mail, threads and coordination for coding agents."""
+    try:
+        ctx.obj = Settings(database_url=database_url) if database_url else get_settings()
+    except ValidationError as exc:
+        raise click.BadParameter(exc.errors()[0]["msg"].removeprefix("Value error, "), param_hint="--database-url")
+
+
+# Tool commands
+
+
+class FieldOption(click.Option):
+    """An option for one input field. A required field may come from --json instead, so
+    click cannot insist on it; it is checked once both are merged, and still shown as
+    required in --help."""
+
+    def __init__(self, *args, field_required: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.field_required = field_required
+
+    def get_help_extra(self, ctx: click.Context):
+        extra = super().get_help_extra(ctx)
+        if self.field_required:
+            extra["required"] = "required"
+        return extra
+
+
+def tool_command(tool: Tool) -> click.Command:
+    @click.pass_context
+    def run(ctx: click.Context, json_input: dict, compact: bool, **values: Any) -> None:
+        arguments = {**json_input, **given(ctx, values)}
+        check_required(ctx, arguments)
+        try:
+            output = invoke.call(tool, arguments, ctx.obj)
+        except ToolError as error:
+            click.echo(dumps(error.to_dict(), compact), err=True)
+            ctx.exit(1)
+        click.echo(dumps(output.model_dump(mode="json"), compact))
+
+    return click.Command(
+        command_name(tool),
+        callback=run,
+        params=[
+            *(field_option(name, field) for name, field in tool.input.model_fields.items()),
+            click.Option(
+                ["--json", "json_input"],
+                metavar="JSON",
+                callback=json_object,
+                help="The arguments as one JSON object ('-' reads it from stdin); options given as well override it.",
+            ),
+            click.Option(["--compact"], is_flag=True, help="Print the result on one line."),
+        ],
+        help=tool.description,
+        short_help=tool.summary,
+    )
+
+
+def command_name(tool: Tool) -> str:
+    return tool.name.replace("_", "-")
+
+
+def field_option(name: str, field: FieldInfo) -> click.Option:
+    if name in RESERVED:
+        raise ValueError(f"input field {name!r} clashes with an option of every tool command")
+    kind = field_type(field.annotation)
+    multiple = get_origin(kind) is list
+    if multiple:
+        kind = field_type(get_args(kind)[0])
+    flag = "--" + name.replace("_", "-")
+    return FieldOption(
+        [f"{flag}/--no-{flag[2:]}" if kind is bool else flag, name],
+        type=click_type(kind),
+        multiple=multiple,
+        # Shown in --help only: values left at their default are not passed (see `given`),
+        # so the input model applies its own.
+        default=None if field.is_required() else field.get_default(call_default_factory=True),
+        show_default=True,
+        help=" ".join(filter(None, [field.description, "Repeat for several." if multiple else None])),
+        field_required=field.is_required(),
+    )
+
+
+def click_type(kind: Any) -> click.ParamType:
+    if get_origin(kind) is Literal:
+        return click.Choice([str(value) for value in get_args(kind)])
+    # Anything else is passed as the string typed; the input model parses or refuses it.
+    return {bool: click.BOOL, int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
+
+
+def json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict:
+    if value is None:
+        return {}
+    text = sys.stdin.read() if value == "-" else value
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("""must be a JSON object, e.g. '{"project_key": "my-repo"}'""")
+    return data
+
+
+def given(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line, as the input model expects them."""
+    return {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in values.items()
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+
+
+def check_required(ctx: click.Context, arguments: dict[str, Any]) -> None:
+    for param in ctx.command.params:
+        if isinstance(param, FieldOption) and param.field_required and param.name not in arguments:
+            raise click.MissingParameter(ctx=ctx, param=param)
+
+
+def dumps(data: Any, compact: bool) -> str:
+    if compact:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(data, ensure_ascii=False, indent=2)
+
+
+for _tool in all_tools():
+    cli.add_command(tool_command(_tool))
+
+
+# Service commands
+
+
+@cli.command(short_help="Run the local server (REST, MCP, /health).")
+@click.option("--host", help="Defaults to HOST.")
+@click.option("--port", type=int, help="Defaults to PORT.")
+@click.option("--reload", is_flag=True, help="Restart when the code changes (development).")
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None, reload: bool) -> None:
+    """Run the local server (REST, MCP, /health) with uvicorn."""
+    import uvicorn
+
+    # uvicorn imports the app itself (in a child process with --reload), and the app reads
+    # its settings from the environment: hand --database-url over that way.
+    os.environ["DATABASE_URL"] = settings.database_url
+    get_settings.cache_clear()
+    uvicorn.run(
+        "chalicelib.asgi:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        reload=reload,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@cli.command(short_help="Apply pending migrations.")
+@click.pass_obj
+def migrate(settings: Settings) -> None:
+    """Apply pending migrations and list every applied one."""
+    db.migrate(settings)
+    with db.connection(settings) as conn:
+        for version, applied_ts in conn.execute("SELECT version, applied_ts FROM schema_migrations ORDER BY version"):
+            click.echo(f"{version}  {applied_ts}")
+
+
+@cli.command(name="tools", short_help="List the tools.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tools as JSON, with their input schemas.")
+def list_tools(as_json: bool) -> None:
+    """List the tools: command, read-only or write, summary."""
+    tools = all_tools()
+    if as_json:
+        click.echo(dumps([describe(tool) for tool in tools], compact=False))
+        return
+    width = max(len(command_name(tool)) for tool in tools)
+    for tool in tools:
+        access = "read" if tool.read_only else "write"
+        click.echo(f"{command_name(tool):<{width}}  {access:<5}  {tool.summary}")
+
+
+def describe(tool: Tool) -> dict:
+    return {
+        "name": tool.name,
+        "command": command_name(tool),
+        "group": tool.group,
+        "read_only": tool.read_only,
+        "description": tool.description,
+        "input_schema": tool.input.model_json_schema(),
+    }

@@ -1,0 +1,38 @@
+"""REST details shared by the transports that speak HTTP: reading a tool's arguments
+from a request.
+
+Framework-free on purpose: the Chalice app (app.py) uses it on Lambda, where importing
+FastAPI would lengthen every cold start.
+"""
+
+import json
+from typing import Any, Iterable, get_origin
+
+from .errors import malformed_json
+from .registry import Tool, field_type
+
+
+def body_arguments(body: bytes) -> Any:
+    """The JSON value of a request body; None for an empty body (a tool whose fields are all optional)."""
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise malformed_json(exc.msg, exc.pos) from None
+    except UnicodeDecodeError:
+        raise malformed_json("not UTF-8", 0) from None
+
+
+def query_arguments(tool: Tool, params: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Arguments from query parameters, as FastAPI reads a query model: a list field takes
+    every value of its repeated parameter, any other field the last one. Unknown names
+    are kept, so that the input model refuses them instead of ignoring them."""
+    fields = tool.input.model_fields
+    arguments: dict[str, Any] = {}
+    for name, value in params:
+        if name in fields and get_origin(field_type(fields[name].annotation)) is list:
+            arguments.setdefault(name, []).append(value)
+        else:
+            arguments[name] = value
+    return arguments

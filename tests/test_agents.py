@@ -1,0 +1,52 @@
+import re
+
+import pytest
+
+from chalicelib.errors import InvalidArgument, NotFound
+
+
+def test_register_with_a_name_then_update_profile(call, project):
+    before = call("whois", project_key=project, agent_name="BlueLake")
+    updated = call(
+        "register_agent", project_key=project, program="codex", model="gpt-5", name="BlueLake", task_description="db"
+    )
+    assert (updated["program"], updated["model"], updated["task_description"]) == ("codex", "gpt-5", "db")
+    assert updated["inception_ts"] == before["inception_ts"]
+    assert updated["last_active_ts"] > before["last_active_ts"]
+    assert len(call("list_agents", project_key=project)["agents"]) == 3
+
+
+def test_register_without_name_gets_a_memorable_fresh_name(call, project):
+    names = {call("register_agent", project_key=project, program="p", model="m")["name"] for _ in range(5)}
+    assert len(names) == 5
+    assert all(re.fullmatch(r"[A-Z][a-z]+[A-Z][a-z]+", name) for name in names)
+
+
+def test_names_are_case_insensitive(call, project):
+    assert call("whois", project_key=project, agent_name="bluelake")["name"] == "BlueLake"
+
+
+def test_create_agent_identity_never_reuses_a_name(call, project):
+    taken = call("create_agent_identity", project_key=project, program="p", model="m", name_hint="BlueLake")
+    assert taken["name"] != "BlueLake"
+    free = call("create_agent_identity", project_key=project, program="p", model="m", name_hint="QuietOwl")
+    assert free["name"] == "QuietOwl"
+
+
+@pytest.mark.parametrize("bad", ["x", "has space", "../etc", "1abc", "a" * 65, "Émile"])
+def test_invalid_names_get_a_helpful_error(call, project, bad):
+    with pytest.raises(InvalidArgument) as info:
+        call("register_agent", project_key=project, program="p", model="m", name=bad)
+    assert "GreenCastle" in info.value.message  # the rule comes with an example
+
+
+def test_whois_counts_messages(call, project):
+    call("send_message", project_key=project, sender_name="BlueLake", to=["RedStone"], subject="a", body_md="")
+    call("send_message", project_key=project, sender_name="RedStone", to=["BlueLake"], subject="b", body_md="")
+    profile = call("whois", project_key=project, agent_name="BlueLake")
+    assert (profile["messages_sent"], profile["messages_received"], profile["unread"]) == (1, 1, 1)
+
+
+def test_unknown_agent_is_named_in_the_error(call, project):
+    with pytest.raises(NotFound, match="Nobody"):
+        call("whois", project_key=project, agent_name="Nobody")

@@ -1,0 +1,232 @@
+"""The Chalice app (app.py): routes from the registry, a full flow, errors identical to the FastAPI app's,
+and `chalice local` serving over real HTTP."""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from chalice.test import Client
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from chalicelib import invoke, rest
+from chalicelib.errors import internal_error
+from chalicelib.config import get_settings
+from chalicelib.registry import all_tools, tools_by_name
+
+from .servers import ROOT, free_port
+
+TOOLS = tools_by_name()
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    """Settings from the environment, as on Lambda, on this test's own database."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/agent_mail.db")
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def chalice_app(settings):
+    # Imported only now: importing app.py builds an app on get_settings() and migrates its database.
+    return importlib.import_module("app").create_app(settings)
+
+
+@pytest.fixture
+def chalice(chalice_app):
+    with Client(chalice_app, project_dir=str(ROOT)) as client:
+        yield Http(client)
+
+
+@pytest.fixture
+def fastapi_app(settings):
+    from chalicelib.asgi import create_app
+
+    return create_app(settings).api
+
+
+@pytest.fixture
+def fastapi(fastapi_app):
+    return TestClient(fastapi_app)
+
+
+class Http:
+    """The Chalice test client with the calls these tests make: (status, parsed JSON)."""
+
+    def __init__(self, client: Client) -> None:
+        self.http = client.http
+
+    def post(self, path: str, arguments=None, *, body: bytes | None = None):
+        if body is None:
+            body = json.dumps(arguments).encode()
+        response = self.http.post(path, headers={"Content-Type": "application/json"}, body=body)
+        return response.status_code, json.loads(response.body)
+
+    def get(self, path: str, **params):
+        response = self.http.get(f"{path}?{urlencode(params, doseq=True)}" if params else path)
+        return response.status_code, json.loads(response.body)
+
+
+def test_routes_are_exactly_the_registry(chalice_app, fastapi_app):
+    expected = {("/health", "GET"), ("/ready", "GET")}
+    for tool in all_tools():
+        expected.add((f"/api/{tool.name}", "POST"))
+        if tool.read_only:
+            expected.add((f"/api/{tool.name}", "GET"))
+    chalice_routes = {(path, method) for path, methods in chalice_app.routes.items() for method in methods}
+    fastapi_routes = {
+        (route.path, method) for route in fastapi_app.routes if isinstance(route, APIRoute) for method in route.methods
+    }
+    assert chalice_routes == expected
+    assert fastapi_routes == expected
+
+
+def test_full_flow(chalice):
+    status, project = chalice.post("/api/ensure_project", {"human_key": "/work/demo"})
+    assert status == 200 and project["slug"] == "work-demo"
+    for name in ("BlueLake", "GreenCastle"):
+        status, agent = chalice.post(
+            "/api/register_agent", {"project_key": "work-demo", "program": "claude-code", "model": "opus", "name": name}
+        )
+        assert status == 200 and agent["name"] == name
+
+    status, sent = chalice.post(
+        "/api/send_message",
+        {"project_key": "work-demo", "sender_name": "BlueLake", "to": ["GreenCastle"], "subject": "Plan",
+         "body_md": "Step 1", "ack_required": True},
+    )
+    assert status == 200 and sent["recipients"] == 1
+    message_id = sent["message"]["id"]
+    assert isinstance(message_id, str)  # 63-bit ids travel as strings
+
+    status, inbox = chalice.get("/api/fetch_inbox", project_key="work-demo", agent_name="GreenCastle", include_bodies="true")
+    assert status == 200
+    assert [(m["id"], m["subject"], m["body_md"], m["ack_ts"]) for m in inbox["messages"]] == [(message_id, "Plan", "Step 1", None)]
+
+    status, message = chalice.get("/api/get_message", project_key="work-demo", message_id=message_id)
+    assert status == 200 and message["body_md"] == "Step 1" and message["to"] == ["GreenCastle"]
+
+    status, receipt = chalice.post(
+        "/api/acknowledge_message", {"project_key": "work-demo", "agent_name": "GreenCastle", "message_id": message_id}
+    )
+    assert status == 200 and receipt["message_id"] == message_id and receipt["ack_ts"]
+    _, inbox = chalice.get("/api/fetch_inbox", project_key="work-demo", agent_name="GreenCastle")
+    assert inbox["messages"][0]["ack_ts"] == receipt["ack_ts"]
+
+
+def test_post_without_body_when_every_field_is_optional(chalice):
+    assert chalice.http.post("/api/list_projects").status_code == 200
+
+
+FAILING_REQUESTS = [
+    ("POST", "/api/get_project", {"project_key": "nope"}),
+    ("GET", "/api/get_project", {"project_key": "nope"}),
+    ("GET", "/api/get_project", {}),
+    ("GET", "/api/get_project", {"project_key": "nope", "extra": "1"}),
+    ("POST", "/api/get_project", {"project_key": "work-demo", "zzz": 1}),
+    ("POST", "/api/register_agent", {"project_key": "work-demo", "program": "x", "model": "y", "name": "1bad"}),
+    ("GET", "/api/fetch_inbox", {"project_key": "work-demo", "agent_name": "BlueLake", "limit": "many"}),
+    ("GET", "/api/get_message", {"project_key": "work-demo", "message_id": "123"}),
+    ("POST", "/api/acknowledge_message", {"project_key": "work-demo", "agent_name": "BlueLake", "message_id": 123}),
+]
+
+
+@pytest.mark.parametrize("method, path, arguments", FAILING_REQUESTS)
+def test_errors_are_those_of_the_fastapi_app(chalice, fastapi, settings, method, path, arguments):
+    invoke.call(TOOLS["ensure_project"], {"human_key": "/work/demo"}, settings)
+    invoke.call(TOOLS["register_agent"], {"project_key": "work-demo", "program": "p", "model": "m", "name": "BlueLake"}, settings)
+    if method == "GET":
+        status, body = chalice.get(path, **arguments)
+        expected = fastapi.get(path, params=arguments)
+    else:
+        status, body = chalice.post(path, arguments)
+        expected = fastapi.post(path, json=arguments)
+    assert (status, body) == (expected.status_code, expected.json())
+    assert status in (404, 422) and set(body["error"]) == {"code", "message", "hint"}
+
+
+def test_unknown_project_is_404(chalice):
+    status, body = chalice.post("/api/get_project", {"project_key": "nope"})
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+def test_invalid_arguments_are_422(chalice):
+    status, body = chalice.post("/api/ensure_project", {"human_key": 5})
+    assert status == 422 and body["error"]["code"] == "invalid_argument"
+    assert "human_key" in body["error"]["message"]
+    # Not an object: pydantic's wording here differs from FastAPI's, so only the status and code are compared.
+    status, body = chalice.post("/api/send_message", [1, 2])
+    assert status == 422 and body["error"]["code"] == "invalid_argument"
+
+
+def test_malformed_json_is_422(chalice):
+    status, body = chalice.post("/api/ensure_project", body=b'{"human_key": ')
+    assert status == 422
+    assert body["error"]["code"] == "invalid_argument"
+    assert body["error"]["message"].startswith("The request body is not valid JSON:")
+
+
+def test_unexpected_exception_is_500_without_details(chalice, monkeypatch):
+    def fail(*_):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(invoke, "call", fail)
+    status, body = chalice.get("/api/list_projects")
+    assert status == 500
+    assert body == internal_error().to_dict() and "secret" not in json.dumps(body)
+
+
+def test_health_and_ready(chalice):
+    assert chalice.get("/health") == (200, {"status": "ok"})
+    status, ready = chalice.get("/ready")
+    assert status == 200 and ready["status"] == "ok" and ready["projects"] == 0
+
+
+def test_query_lists_take_every_value():
+    params = [("to", "A"), ("to", "B"), ("subject", "x"), ("subject", "y")]
+    assert rest.query_arguments(TOOLS["send_message"], params) == {"to": ["A", "B"], "subject": "y"}
+    assert rest.query_arguments(TOOLS["reply_message"], [("to", "A")]) == {"to": ["A"]}  # Optional[list]
+
+
+def test_chalice_local_serves_the_api(tmp_path):
+    database = tmp_path / "local.db"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "chalice.log").open("w")
+    # A stage that .chalice/config.json does not define: a defined stage's DATABASE_URL would override ours.
+    process = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "chalice"), "local", "--host", "127.0.0.1", "--port", str(port),
+         "--stage", "pytest", "--no-autoreload"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{database}"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 8
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "chalice.log").read_text()
+            time.sleep(0.05)
+
+        created = httpx.post(f"{url}/api/ensure_project", json={"human_key": "/work/demo"})
+        assert created.status_code == 200 and created.json()["slug"] == "work-demo"
+        listed = httpx.get(f"{url}/api/list_projects")
+        assert listed.status_code == 200 and [p["slug"] for p in listed.json()["projects"]] == ["work-demo"]
+        assert database.exists()
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+        log.close()

@@ -1,0 +1,152 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from chalicelib.cli import cli
+from chalicelib.registry import all_tools
+
+from .servers import ROOT
+
+
+@pytest.fixture
+def run(tmp_path):
+    """run("fetch-inbox", "--project-key", ...) -> click's Result, on a fresh database."""
+    database_url = f"sqlite:///{tmp_path}/agent_mail.db"
+
+    def run(*args: str, input: str | None = None):
+        return CliRunner().invoke(cli, ["--database-url", database_url, *args], input=input)
+
+    return run
+
+
+def output(result) -> dict:
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def project(run):
+    """A project with three agents: BlueLake, RedStone, GreenCastle."""
+    output(run("ensure-project", "--human-key", "/work/demo"))
+    for name in ("BlueLake", "RedStone", "GreenCastle"):
+        output(run("register-agent", "--project-key", "work-demo", "--program", "cc", "--model", "opus", "--name", name))
+    return "work-demo"
+
+
+def test_one_command_per_tool():
+    commands = set(cli.commands) - {"serve", "migrate", "tools"}
+    assert commands == {tool.name.replace("_", "-") for tool in all_tools()}
+
+
+def test_send_fetch_acknowledge(run, project):
+    sent = output(
+        run(
+            "send-message", "--project-key", project, "--sender-name", "BlueLake",
+            "--to", "RedStone", "--to", "GreenCastle", "--subject", "Plan", "--body-md", "See **this**.",
+            "--importance", "high", "--ack-required",
+        )
+    )
+    message = sent["message"]
+    assert (message["to"], message["importance"], message["ack_required"]) == (["GreenCastle", "RedStone"], "high", True)
+
+    inbox = output(run("fetch-inbox", "--project-key", project, "--agent-name", "RedStone", "--include-bodies"))
+    assert [(m["id"], m["subject"], m["body_md"]) for m in inbox["messages"]] == [(message["id"], "Plan", "See **this**.")]
+
+    acked = output(
+        run("acknowledge-message", "--project-key", project, "--agent-name", "RedStone", "--message-id", message["id"])
+    )
+    assert acked["ack_ts"]
+    inbox = output(run("fetch-inbox", "--project-key", project, "--agent-name", "RedStone"))
+    assert inbox["messages"][0]["ack_ts"] == acked["ack_ts"]
+
+
+def test_pretty_by_default_compact_on_request(run, project):
+    pretty = run("list-agents", "--project-key", project)
+    compact = run("list-agents", "--project-key", project, "--compact")
+    assert json.loads(pretty.stdout) == json.loads(compact.stdout)
+    assert pretty.stdout.count("\n") > 1 and compact.stdout.count("\n") == 1
+
+
+def test_json_input_and_options_override_it(run, project):
+    arguments = {"project_key": project, "sender_name": "BlueLake", "to": ["RedStone"], "subject": "a", "body_md": "b"}
+    sent = output(run("send-message", "--json", json.dumps(arguments), "--subject", "from the option"))
+    assert sent["message"]["subject"] == "from the option"
+    assert sent["message"]["to"] == ["RedStone"]
+
+    inbox = output(run("fetch-inbox", "--json", "-", input=json.dumps({"project_key": project, "agent_name": "RedStone"})))
+    assert len(inbox["messages"]) == 1
+
+
+def test_not_json_object_is_a_usage_error(run):
+    result = run("list-projects", "--json", "[1, 2]")
+    assert result.exit_code == 2 and "JSON object" in result.stderr
+
+
+def test_required_field_may_come_from_json_but_not_from_nowhere(run, project):
+    result = run("whois", "--agent-name", "BlueLake")
+    assert result.exit_code == 2 and "--project-key" in result.stderr
+    assert output(run("whois", "--agent-name", "BlueLake", "--json", json.dumps({"project_key": project})))["name"] == "BlueLake"
+
+
+def test_tool_error_is_json_on_stderr_with_exit_1(run):
+    result = run("get-project", "--project-key", "nope")
+    assert result.exit_code == 1 and result.stdout == ""
+    error = json.loads(result.stderr)["error"]
+    assert error["code"] == "not_found" and "ensure_project" in error["hint"]
+
+
+def test_invalid_argument_names_the_field(run, project):
+    result = run("whois", "--project-key", project, "--agent-name", "9lives")
+    assert result.exit_code == 1
+    error = json.loads(result.stderr)["error"]
+    assert error["code"] == "invalid_argument"
+    assert "agent_name" in error["message"] and "9lives" in error["message"]
+
+
+def test_unknown_json_field_is_refused_by_the_input_model(run):
+    result = run("list-projects", "--json", '{"colour": "blue"}')
+    assert result.exit_code == 1 and "colour" in json.loads(result.stderr)["error"]["message"]
+
+
+def test_help_comes_from_the_registry():
+    help_text = CliRunner().invoke(cli, ["send-message", "--help"]).stdout
+    assert "Send a message to agents of the project." in help_text
+    assert "--ack-required / --no-ack-required" in help_text
+    assert "[low|normal|high|urgent]" in help_text
+    assert "Receive the message; invisible to the other" in help_text
+
+
+def test_tools_lists_every_tool(run):
+    tools = json.loads(run("tools", "--json").stdout)
+    assert [t["name"] for t in tools] == [t.name for t in all_tools()]
+    send = next(t for t in tools if t["name"] == "send_message")
+    assert send["read_only"] is False and "to" in send["input_schema"]["properties"]
+    listing = run("tools").stdout
+    assert all(t.name.replace("_", "-") in listing for t in all_tools())
+
+
+def test_migrate_lists_applied_versions(run):
+    result = run("migrate")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0].startswith("0001_")
+
+
+def test_bad_database_url_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["--database-url", "postgres://x", "list-projects"])
+    assert result.exit_code == 2 and "sqlite:///" in result.stderr
+
+
+def test_python_dash_m(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "chalicelib", "--database-url", f"sqlite:///{tmp_path}/agent_mail.db",
+         "ensure-project", "--human-key", "/tmp/x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["slug"] == "tmp-x"

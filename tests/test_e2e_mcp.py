@@ -1,0 +1,62 @@
+"""The official MCP client against the real server (uvicorn on 127.0.0.1)."""
+
+import asyncio
+import json
+
+import pytest
+from mcp import Client
+
+from chalicelib.registry import all_tools
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])  # initialize handshake, and 2026-07-28 discovery
+def test_a_whole_session_through_the_official_client(server, mode):
+    async def session():
+        async with Client(f"{server}/mcp", mode=mode) as client:
+            listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+            assert set(listed) == {tool.name for tool in all_tools()}
+            assert listed["send_message"].output_schema["properties"]["message"]
+            assert listed["fetch_inbox"].annotations.read_only_hint is True
+
+            async def call(tool_name, /, **arguments):
+                result = await client.call_tool(tool_name, arguments)
+                assert not result.is_error, result.content[0].text
+                assert json.loads(result.content[0].text) == result.structured_content
+                return result.structured_content
+
+            key = f"/e2e/{mode}"
+            project = (await call("ensure_project", human_key=key))["slug"]
+            alice = (await call("register_agent", project_key=key, program="claude-code", model="opus"))["name"]
+            bob = (await call("register_agent", project_key=project, program="codex", model="gpt", name="BobBadger"))["name"]
+            sent = await call("send_message", project_key=project, sender_name=alice, to=[bob], subject="Hello",
+                              body_md="Ready to pair?", ack_required=True)
+            [received] = (await call("fetch_inbox", project_key=project, agent_name=bob, include_bodies=True))["messages"]
+            assert (received["id"], received["body_md"], received["sender"]) == (sent["message"]["id"], "Ready to pair?", alice)
+            await call("acknowledge_message", project_key=project, agent_name=bob, message_id=received["id"])
+            await call("reply_message", project_key=project, message_id=received["id"], sender_name=bob, body_md="Yes")
+            summary = await call("summarize_thread", project_key=project, thread_id=received["thread_id"])
+            assert summary["message_count"] == 2 and summary["open_acks"] == [{"message_id": summary["open_acks"][0]["message_id"], "agent": alice}]
+            hits = await call("search_messages", project_key=project, query="pair*")
+            assert [h["subject"] for h in hits["results"]] == ["Hello"]
+
+            error = await client.call_tool("whois", {"project_key": project, "agent_name": "Nobody"})
+            assert error.is_error
+            assert json.loads(error.content[0].text)["error"]["code"] == "not_found"
+            invalid = await client.call_tool("search_messages", {"project_key": project, "query": '"open'})
+            assert invalid.is_error and "double quotes" in json.loads(invalid.content[0].text)["error"]["hint"]
+
+    run(session())
+
+
+def test_server_instructions_tell_an_agent_how_to_start(server):
+    async def initialize():
+        async with Client(f"{server}/mcp", mode="legacy") as client:
+            return client.server_info, client.instructions
+
+    server_info, instructions = run(initialize())
+    assert server_info.name == "agent-mail"
+    assert "ensure_project" in instructions and "register_agent" in instructions

@@ -1,0 +1,124 @@
+"""The lean MCP path answers exactly as the SDK does.
+
+Two real servers share one database: one with the lean path, one with MCP_LEAN_PATH=false
+(every request through the mcp SDK). The same requests go to both; status codes and
+parsed JSON bodies must be equal.
+"""
+
+import asyncio
+
+import httpx
+import pytest
+
+from .servers import running_server
+
+JSON = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    database = tmp_path_factory.mktemp("lean") / "agent_mail.db"
+    with running_server(database) as lean, running_server(database, MCP_LEAN_PATH="false") as sdk:
+        with httpx.Client(base_url=lean) as client:
+            client.post("/api/ensure_project", json={"human_key": "/lean"})
+            for name in ("BlueLake", "GreenCastle"):
+                client.post("/api/register_agent", json={"project_key": "lean", "program": "p", "model": "m", "name": name})
+            sent = client.post("/api/send_message", json={"project_key": "lean", "sender_name": "BlueLake",
+                                                           "to": ["GreenCastle"], "subject": "Hi", "body_md": "é ✓ \"q\""})
+            client.post("/api/mark_message_read", json={"project_key": "lean", "agent_name": "GreenCastle",
+                                                         "message_id": sent.json()["message"]["id"]})
+        yield lean, sdk, sent.json()["message"]["id"]
+
+
+def rpc(method, params=None, id=1):
+    body = {"jsonrpc": "2.0", "id": id, "method": method}
+    return body if params is None else body | {"params": params}
+
+
+def tool_call(name, arguments, id=7):
+    return rpc("tools/call", {"name": name, "arguments": arguments}, id)
+
+
+SAME_REQUESTS = [
+    # (json body or raw bytes, extra headers)
+    (rpc("initialize", INIT), {}),
+    (rpc("initialize", INIT | {"protocolVersion": "2024-11-05"}), {}),
+    (rpc("initialize", INIT | {"protocolVersion": "1999-01-01"}), {}),
+    (rpc("initialize", {"protocolVersion": "2025-06-18"}), {}),
+    (rpc("ping", id="str-id"), {}),
+    (rpc("tools/list"), {}),
+    (rpc("tools/list"), {"mcp-protocol-version": "2025-06-18"}),
+    (rpc("tools/list"), {"mcp-protocol-version": "2024-11-05"}),
+    (tool_call("list_projects", {}), {}),
+    (tool_call("list_agents", {"project_key": "lean"}), {"mcp-protocol-version": "2025-11-25"}),
+    (tool_call("fetch_inbox", {"project_key": "lean", "agent_name": "GreenCastle", "include_bodies": True}), {}),
+    (tool_call("fetch_inbox", {"project_key": "lean", "agent_name": "Ghost"}), {}),
+    (tool_call("fetch_inbox", {"project_key": "lean", "agent_name": "bad name"}), {}),
+    (tool_call("fetch_inbox", {"project_key": "lean"}), {}),
+    (tool_call("search_messages", {"project_key": "lean", "query": '"open'}), {}),
+    (tool_call("ensure_project", {"human_key": "/lean"}), {}),
+    (rpc("tools/call", {"name": "list_projects"}), {}),  # no arguments at all
+    (rpc("tools/call", {"name": "no_such_tool", "arguments": {}}), {}),
+    (rpc("tools/call", {"name": "list_projects", "arguments": "nope"}), {}),
+    (rpc("no/such/method"), {}),
+    ({"jsonrpc": "2.0", "method": "notifications/initialized"}, {}),
+    ([rpc("ping", id=1), rpc("ping", id=2)], {}),
+    ({"jsonrpc": "1.0", "id": 1, "method": "ping"}, {}),
+    (b"{not json", {}),
+    (rpc("ping"), {"accept": "application/json"}),
+    (rpc("ping"), {"content-type": "text/plain"}),
+    (rpc("ping"), {"host": "evil.example:80"}),
+    (rpc("ping"), {"origin": "http://evil.example"}),
+    (rpc("ping"), {"mcp-protocol-version": "2031-01-01"}),
+]
+
+
+@pytest.mark.parametrize(("body", "headers"), SAME_REQUESTS, ids=lambda value: str(value)[:60])
+def test_lean_path_answers_like_the_sdk(servers, body, headers):
+    lean, sdk, _ = servers
+    answers = []
+    for base in (lean, sdk):
+        kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+        answers.append(parsed(httpx.post(f"{base}/mcp", headers=JSON | headers, **kwargs)))
+    assert answers[0] == answers[1]
+
+
+def parsed(response: httpx.Response):
+    is_json = response.headers.get("content-type", "").startswith("application/json")
+    return response.status_code, response.json() if is_json and response.content else response.text
+
+
+def test_idempotent_write_tools_match_too(servers):
+    lean, sdk, message_id = servers
+    request = tool_call("mark_message_read", {"project_key": "lean", "agent_name": "GreenCastle", "message_id": message_id})
+    lean_answer, sdk_answer = (httpx.post(f"{base}/mcp", headers=JSON, json=request).json() for base in (lean, sdk))
+    assert lean_answer == sdk_answer and lean_answer["result"]["isError"] is False
+
+
+def test_the_lean_path_really_is_taken(tmp_path):
+    """Guard against comparing the SDK with itself: plain requests never reach the SDK,
+    unusual ones always do."""
+    from chalicelib import asgi
+    from chalicelib.config import Settings
+
+    app = asgi.create_app(Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite"))
+    handed_over = []
+
+    async def sdk_stand_in(scope, receive, send):
+        handed_over.append(scope["path"])
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app.lean_mcp.fallback = sdk_stand_in
+
+    async def post(body):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as client:
+            return (await client.post("/mcp", headers=JSON, json=body)).status_code
+
+    for request in (rpc("ping"), rpc("tools/list"), tool_call("list_projects", {}), rpc("initialize", INIT)):
+        assert asyncio.run(post(request)) == 200
+    assert handed_over == []
+    assert asyncio.run(post([rpc("ping")])) == 418
+    assert handed_over == ["/mcp"]

@@ -1,0 +1,52 @@
+import pytest
+
+from chalicelib.errors import InvalidArgument
+
+MESSAGES = [
+    ("Database migration", "We move the inbox to WAL mode and add an index."),
+    ("Lunch", "Who wants pizza? The database team is buying."),
+    ("Release notes", "Migrations run on start-up; the indexer is faster."),
+]
+
+
+@pytest.fixture
+def mail(call, project):
+    for subject, body in MESSAGES:
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md=body)
+    return project
+
+
+def subjects(call, project, query, **options):
+    return [hit["subject"] for hit in call("search_messages", project_key=project, query=query, **options)["results"]]
+
+
+def test_subject_hits_rank_first(call, mail):
+    assert subjects(call, mail, "database") == ["Database migration", "Lunch"]
+
+
+def test_phrase_prefix_and_boolean_queries(call, mail):
+    assert subjects(call, mail, '"WAL mode"') == ["Database migration"]
+    assert set(subjects(call, mail, "index*")) == {"Database migration", "Release notes"}
+    assert subjects(call, mail, "database NOT pizza") == ["Database migration"]
+    assert set(subjects(call, mail, "pizza OR faster")) == {"Lunch", "Release notes"}
+    assert subjects(call, mail, "subject:lunch") == ["Lunch"]
+    assert subjects(call, mail, "migrat*", limit=1) == ["Database migration"]
+
+
+def test_hits_carry_snippets_and_scores(call, mail):
+    [hit] = call("search_messages", project_key=mail, query="pizza")["results"]
+    assert "**pizza**" in hit["snippet"] and hit["sender"] == "BlueLake" and hit["score"] < 0
+
+
+def test_search_stays_inside_the_project(call, mail):
+    call("ensure_project", human_key="/other")
+    call("register_agent", project_key="other", program="p", model="m", name="Solo")
+    call("send_message", project_key="other", sender_name="Solo", to=["Solo"], subject="database", body_md="")
+    assert subjects(call, mail, "database") == ["Database migration", "Lunch"]
+
+
+@pytest.mark.parametrize("query", ['"unclosed', "AND", "foo:bar", "(a OR", "NEAR("])
+def test_malformed_queries_get_a_clear_error(call, mail, query):
+    with pytest.raises(InvalidArgument) as info:
+        call("search_messages", project_key=mail, query=query)
+    assert "Cannot parse search query" in info.value.message and "double quotes" in info.value.hint

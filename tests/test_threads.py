@@ -1,0 +1,67 @@
+import pytest
+
+from chalicelib.errors import NotFound
+
+BODY = """\
+## Migration plan
+We decided to use WAL mode.
+- keep ids application-generated
+- [ ] BlueLake: write the migration
+- [x] review the schema
+TODO: benchmark the inbox query
+```
+- not a point, code
+```
+"""
+
+
+def test_threads_list_get_and_summarize(call, project):
+    first = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], cc=["RedStone"],
+                 subject="Schema", body_md=BODY, thread_id="DB-1", ack_required=True)["message"]
+    reply = call("reply_message", project_key=project, message_id=first["id"], sender_name="GreenCastle",
+                 body_md="Agreed, this must land today.\nACTION: RedStone to review")["message"]
+    call("send_message", project_key=project, sender_name="RedStone", to=["BlueLake"], subject="Other", body_md="x")
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=first["id"])
+
+    threads = call("list_threads", project_key=project)["threads"]
+    assert [t["subject"] for t in threads] == ["Other", "Schema"]  # most recent first
+    assert threads[1]["message_count"] == 2
+    assert threads[1]["participants"] == ["BlueLake", "GreenCastle", "RedStone"]
+
+    thread = call("get_thread", project_key=project, thread_id="DB-1")
+    assert [m["subject"] for m in thread["messages"]] == ["Schema", "Re: Schema"]
+
+    summary = call("summarize_thread", project_key=project, thread_id="DB-1")
+    assert summary["message_count"] == 2 and summary["participants"] == ["BlueLake", "GreenCastle", "RedStone"]
+    assert summary["key_points"] == [
+        "BlueLake: Migration plan",
+        "BlueLake: We decided to use WAL mode.",
+        "BlueLake: keep ids application-generated",
+        "BlueLake: review the schema",
+        "GreenCastle: Agreed, this must land today.",
+    ]
+    assert summary["action_items"] == [
+        "BlueLake: BlueLake: write the migration",
+        "BlueLake: benchmark the inbox query",
+        "GreenCastle: RedStone to review",
+    ]
+    assert summary["open_acks"] == [  # the reply inherited ack_required
+        {"message_id": first["id"], "agent": "RedStone"},
+        {"message_id": reply["id"], "agent": "BlueLake"},
+    ]
+
+
+def test_summaries_are_deterministic(call, project):
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s",
+         body_md=BODY, thread_id="T")
+    assert call("summarize_thread", project_key=project, thread_id="T") == call(
+        "summarize_thread", project_key=project, thread_id="T"
+    )
+
+
+def test_unknown_thread(call, project):
+    with pytest.raises(NotFound, match="Thread 'nope' not found") as info:
+        call("get_thread", project_key=project, thread_id="nope")
+    assert "list_threads" in info.value.hint
+    with pytest.raises(NotFound):
+        call("summarize_thread", project_key=project, thread_id="nope")
