@@ -5,6 +5,7 @@ paths (/health and stateless JSON-RPC on /mcp) without going through FastAPI; ev
 else is FastAPI (REST, OpenAPI, docs) or the MCP SDK (sessions, SSE, anything unusual).
 """
 
+import gc
 import inspect
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from .config import Settings, get_settings
 from .errors import ToolError, internal_error, malformed_json, validation_error
 from .mcp_app import build_mcp_server, transport_security
 from .mcp_lean import LeanMCP
+from .raw_asgi import send_json
 from .registry import Tool, all_tools
 
 HEALTH_BODY = b'{"status":"ok"}'
@@ -87,6 +89,10 @@ def create_app(settings: Settings | None = None):
     async def lifespan(_: FastAPI):
         db.migrate(settings)
         async with mcp_server.session_manager.run():
+            # The ~100k objects made at start-up live forever: take them out of the garbage
+            # collector's full passes, which otherwise stall every request for ~60 ms.
+            gc.collect()
+            gc.freeze()
             yield
 
     api = FastAPI(title="Agent Mail", version=__version__, lifespan=lifespan, description=__doc__)
@@ -132,8 +138,7 @@ class Front:
         if scope["type"] == "http":
             path = scope["path"]
             if path == "/health" and scope["method"] == "GET":
-                await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": HEALTH_BODY})
+                await send_json(send, HEALTH_BODY)
                 return
             if path == "/mcp" and scope["method"] == "POST":
                 await self.lean_mcp(scope, receive, send)

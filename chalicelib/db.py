@@ -50,6 +50,7 @@ def connect(settings: Settings) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute(f"PRAGMA synchronous = {settings.sqlite_synchronous}")
+    conn.execute("PRAGMA temp_store = MEMORY")  # savepoint journals stay off the disk
     return conn
 
 

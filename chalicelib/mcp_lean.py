@@ -26,10 +26,10 @@ from pydantic import BaseModel, ValidationError
 
 from .config import Settings
 from .mcp_app import run_tool, transport_security
+from .raw_asgi import send_json
 from .registry import tools_by_name
 
 MAX_BODY = 4 * 1024 * 1024  # the SDK's default limit; larger bodies go to the SDK to be refused
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 def _accepts_json_and_sse(accept: str) -> bool:
@@ -58,8 +58,7 @@ class LeanMCP:
         response = await self._answer(body, version) if complete else None
         if response is None:
             return await self.fallback(scope, _replay(body, complete, receive), send)
-        await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
-        await send({"type": "http.response.body", "body": response})
+        await send_json(send, response)
 
     def _plain_json_request(self, headers: dict[bytes, bytes]) -> bool:
         """A stateless JSON POST the SDK would accept, from an allowed host and origin."""
