@@ -10,36 +10,36 @@ transaction, so an invocation never sees another's state. The pool is a cache: l
 it (a new Lambda container) costs only the open.
 """
 
-import queue
 import sqlite3
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .config import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _migrated: set[str] = set()  # databases already checked by this process; safe to lose
-_pools: dict[str, queue.LifoQueue] = {}  # idle connections per database; safe to lose
+_pools: dict[str, list[sqlite3.Connection]] = {}  # idle connections per database; safe to lose
 
 
-@contextmanager
-def connection(settings: Settings) -> Iterator[sqlite3.Connection]:
-    """A connection for one invocation: from the pool, or newly opened."""
-    pool = _pools.get(settings.database_url)
-    if pool is None:
-        pool = _pools.setdefault(settings.database_url, queue.LifoQueue())
-    try:
-        conn = pool.get_nowait()
-    except queue.Empty:
-        conn = connect(settings)
-    try:
-        yield conn
-    finally:
-        if conn.in_transaction or pool.qsize() >= settings.sqlite_pool_size:
-            conn.close()
+class connection:
+    """`with connection(settings) as conn:` a connection for one invocation, from the pool
+    or newly opened. (A class, not @contextmanager: this is on every request's path.)"""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = _pools.setdefault(settings.database_url, [])
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self.conn = self.pool.pop()  # list.pop and append are atomic: no lock needed
+        except IndexError:
+            self.conn = connect(self.settings)
+        return self.conn
+
+    def __exit__(self, *exc_info) -> None:
+        if self.conn.in_transaction or len(self.pool) >= self.settings.sqlite_pool_size:
+            self.conn.close()
         else:
-            pool.put_nowait(conn)
+            self.pool.append(self.conn)
 
 
 def connect(settings: Settings) -> sqlite3.Connection:
@@ -54,17 +54,20 @@ def connect(settings: Settings) -> sqlite3.Connection:
     return conn
 
 
-@contextmanager
-def transaction(conn: sqlite3.Connection, write: bool) -> Iterator[sqlite3.Connection]:
-    """One transaction: IMMEDIATE for writers (take the write lock up front, so a
-    read-then-write never fails half way with SQLITE_BUSY), deferred for readers."""
-    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+class transaction:
+    """`with transaction(conn, write):` IMMEDIATE for writers (take the write lock up front,
+    so a read-then-write never fails half way with SQLITE_BUSY), deferred for readers."""
+
+    def __init__(self, conn: sqlite3.Connection, write: bool) -> None:
+        self.conn = conn
+        self.write = write
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+        return self.conn
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self.conn.execute("ROLLBACK" if kind else "COMMIT")
 
 
 def dicts(cursor: sqlite3.Cursor) -> list[dict]:
