@@ -18,7 +18,8 @@ def test_migrations_apply_once_and_are_recorded(settings):
     with sqlite3.connect(settings.database_path) as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert versions == [version for version, _ in db.migrations()] == ["0001_core", "0002_search"]
+    assert versions == [version for version, _ in db.migrations()]
+    assert versions[:2] == ["0001_core", "0002_search"]
 
 
 def test_schema_check_costs_nothing_per_request(call, settings, monkeypatch):
