@@ -12,17 +12,17 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import running_server  # noqa: E402  (the same way the tests start it)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -44,46 +44,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of fetch_inbox load before measuring")
     parser.add_argument("--compare-sdk", action="store_true", help="also run the MCP scenarios with MCP_LEAN_PATH=false")
     return parser.parse_args()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def server(database: Path, **env: str):
-    """Run uvicorn on `database`; yield (base URL, pid) once /ready answers 200."""
-    port = free_port()
-    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING", **env}
-    command = [sys.executable, "-m", "uvicorn", "chalicelib.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "warning", "--no-access-log"]
-    process = subprocess.Popen(command, cwd=ROOT, env=environ)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"server exited with code {process.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    sys.exit("server did not become ready")
 
 
 def seed(url: str) -> None:
@@ -166,13 +126,13 @@ def bench_server(label: str, scenarios: list, args: argparse.Namespace, **env: s
     database = workdir / "bench.db"
     results = {}
     try:
-        with server(database, **env) as (url, pid):
+        with running_server(database, **env) as url:
             seed(url)
             check_inbox(url)
             if args.warmup:  # first requests pay for lazy imports, caches and a first full GC
                 run_wrk(f"{url}/mcp", "mcp_fetch_inbox.lua", args, duration=args.warmup)
             for name, script, path in scenarios:
-                print(f"[{label}] {name}: {args.duration}s at {args.connections} connections (server pid {pid})", flush=True)
+                print(f"[{label}] {name}: {args.duration}s at {args.connections} connections", flush=True)
                 if script == "mcp_send_message.lua":
                     results[name] = run_send_message(url, database, workdir, args)
                 else:

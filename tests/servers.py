@@ -26,7 +26,7 @@ def running_server(database: Path, **env: str):
     environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING", **env}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "chalicelib.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
+         "--log-level", "warning", "--no-access-log"],
         cwd=ROOT,
         env=environ,
     )
