@@ -1,13 +1,19 @@
-"""Cloud mode: the REST API on AWS Lambda (Chalice), generated from the tool registry.
+"""Cloud mode: the REST API and MCP on AWS Lambda (Chalice), generated from the tool registry.
 
 The same convention as the local server (chalicelib/asgi.py): every tool is
 `POST /api/{tool}` with its input as the JSON body and its output as the response;
 read-only tools also answer `GET /api/{tool}?field=value`. Errors are
 `{"error": {"code", "message", "hint"}}` with the tool error's status.
 
-Imports stay light (no FastAPI, no MCP SDK): every cold start pays for them.
+MCP (streamable HTTP) is served by the same MCP ASGI app as locally, through Mangum
+(chalicelib/lambda_mcp.py): at `/mcp` on the REST API, and by the `mcp` function
+(`mcp_handler` below) for a function URL or an HTTP API.
+
+Imports stay light (no FastAPI; the MCP SDK only on the first MCP request): every cold
+start pays for them.
 """
 
+import base64
 from typing import Any, Callable
 
 import pydantic_core
@@ -17,6 +23,7 @@ from chalice.app import Request
 from chalicelib import db, invoke, rest
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import ToolError, internal_error
+from chalicelib.lambda_mcp import MCPHandler
 from chalicelib.registry import Tool, all_tools, tools_by_name
 
 
@@ -36,6 +43,22 @@ def create_app(settings: Settings) -> Chalice:
     @app.route("/ready")
     def ready() -> Response:
         return respond(app, lambda: invoke.call(health_check, {}, settings))
+
+    mcp = MCPHandler(settings)
+
+    # Every method the streamable-HTTP transport uses, and any content type: the MCP SDK,
+    # not Chalice, decides what to refuse and how.
+    @app.route("/mcp", methods=["POST", "GET", "DELETE"], content_types=["*/*"])
+    def mcp_route() -> Response:
+        try:
+            return chalice_response(mcp(rest_event(app.current_request), app.lambda_context))
+        except Exception:
+            return unexpected(app)
+
+    @app.lambda_function(name="mcp")
+    def mcp_handler(event: dict, context: Any) -> dict:
+        """MCP for events straight from AWS: HTTP API or function URL (v2), or REST API (v1)."""
+        return mcp(event, context)
 
     return app
 
@@ -61,10 +84,15 @@ def respond(app: Chalice, run: Callable[[], Any]) -> Response:
         return json_response(200, run())
     except ToolError as exc:
         return json_response(exc.status, exc.to_dict())
-    except Exception:  # the traceback goes to the log, never to the client
-        app.log.exception("%s %s failed", app.current_request.method, app.current_request.path)
-        error = internal_error()
-        return json_response(error.status, error.to_dict())
+    except Exception:
+        return unexpected(app)
+
+
+def unexpected(app: Chalice) -> Response:
+    """The answer to an unexpected exception: the traceback goes to the log, never to the client."""
+    app.log.exception("%s %s failed", app.current_request.method, app.current_request.path)
+    error = internal_error()
+    return json_response(error.status, error.to_dict())
 
 
 def json_response(status: int, content: Any) -> Response:
@@ -74,4 +102,22 @@ def json_response(status: int, content: Any) -> Response:
     return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
 
 
+def rest_event(request: Request) -> dict:
+    """The request as a REST API (v1) proxy event. The event behind it is one from API Gateway,
+    or a partial one from `chalice local` or Chalice's test client: fill in what those leave out."""
+    event = request.to_original_event()
+    context = event["requestContext"]
+    return {"resource": context["resourcePath"], "path": context["resourcePath"], "httpMethod": request.method, **event}
+
+
+def chalice_response(response: dict) -> Response:
+    """A proxy response (Mangum's) as a Chalice Response. MCP answers are text, but Mangum
+    base64-encodes a body without a text content type (the SDK's plain refusals have none);
+    Chalice wants it back as text."""
+    body = base64.b64decode(response["body"]).decode() if response.get("isBase64Encoded") else response["body"]
+    headers = {**response.get("headers", {}), **response.get("multiValueHeaders", {})}
+    return Response(body=body, status_code=response["statusCode"], headers=headers)
+
+
 app = create_app(get_settings())
+mcp_handler = app.handler_map["mcp"]  # the `mcp` function's entry point: Chalice deploys it as "app.mcp_handler"

@@ -55,6 +55,7 @@ def seed(url: str) -> None:
         post("ensure_project", human_key=PROJECT)
         for name in ("BlueLake", "GreenCastle"):
             post("register_agent", project_key=PROJECT, program="bench", model="bench", name=name)
+        post("set_contact_policy", project_key=PROJECT, agent_name="BlueLake", policy="open")
         for n in range(20):
             post("send_message", project_key=PROJECT, sender_name="GreenCastle", to=["BlueLake"],
                  subject=f"seed {n}", body_md=f"Seed message {n}.")

@@ -1,8 +1,9 @@
 """The local-mode server: REST routes generated from the registry, /mcp, /health, /ready.
 
-Run it with `uvicorn chalicelib.asgi:app`. A small ASGI router in front answers the hot
-paths (/health and stateless JSON-RPC on /mcp) without going through FastAPI; everything
-else is FastAPI (REST, OpenAPI, docs) or the MCP SDK (sessions, SSE, anything unusual).
+Run it with `uvicorn chalicelib.asgi:app`. A small ASGI router in front answers /health and
+hands /mcp to the MCP app (chalicelib/mcp_asgi.py: the lean path, then the MCP SDK for
+sessions, SSE and anything unusual) without going through FastAPI; everything else is
+FastAPI (REST, OpenAPI, docs).
 """
 
 import gc
@@ -19,8 +20,7 @@ from pydantic import BaseModel
 from . import __version__, db, invoke
 from .config import Settings, get_settings
 from .errors import ToolError, internal_error, malformed_json, validation_error
-from .mcp_app import build_mcp_server, transport_security
-from .mcp_lean import LeanMCP
+from .mcp_asgi import PATH as MCP_PATH, MCPApp
 from .raw_asgi import send_json
 from .registry import Tool, all_tools
 
@@ -80,15 +80,12 @@ def add_rest_routes(api: FastAPI, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None):
     settings = settings or get_settings()
-    mcp_server = build_mcp_server(settings)
-    mcp_sdk_app = mcp_server.streamable_http_app(
-        stateless_http=True, json_response=True, transport_security=transport_security(settings)
-    )
+    mcp = MCPApp(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         db.migrate(settings)
-        async with mcp_server.session_manager.run():
+        async with mcp.lifespan():
             # The ~100k objects made at start-up live forever: take them out of the garbage
             # collector's full passes, which otherwise stall every request for ~60 ms.
             gc.collect()
@@ -97,7 +94,6 @@ def create_app(settings: Settings | None = None):
 
     api = FastAPI(title="Agent Mail", version=__version__, lifespan=lifespan, description=__doc__)
     add_rest_routes(api, settings)
-    api.router.routes.extend(mcp_sdk_app.routes)  # /mcp, served by the SDK
 
     @api.exception_handler(ToolError)
     async def tool_error(_: Request, exc: ToolError):
@@ -124,15 +120,15 @@ def create_app(settings: Settings | None = None):
         """Readiness: the database answers."""
         return (await invoke.acall(next(t for t in all_tools() if t.name == "health_check"), {}, settings)).model_dump()
 
-    return Front(api, LeanMCP(mcp_server, settings, fallback=api) if settings.mcp_lean_path else api)
+    return Front(api, mcp)
 
 
 class Front:
-    """The hot paths, answered before FastAPI: /health and lean MCP JSON-RPC."""
+    """The hot paths, answered before FastAPI: /health, and /mcp (the MCP app)."""
 
-    def __init__(self, api: FastAPI, lean_mcp) -> None:
+    def __init__(self, api: FastAPI, mcp: MCPApp) -> None:
         self.api = api
-        self.lean_mcp = lean_mcp
+        self.mcp = mcp
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
@@ -140,8 +136,8 @@ class Front:
             if path == "/health" and scope["method"] == "GET":
                 await send_json(send, HEALTH_BODY)
                 return
-            if path == "/mcp" and scope["method"] == "POST":
-                await self.lean_mcp(scope, receive, send)
+            if path in (MCP_PATH, MCP_PATH + "/"):  # the SDK redirects /mcp/ to /mcp
+                await self.mcp(scope, receive, send)
                 return
         await self.api(scope, receive, send)
 

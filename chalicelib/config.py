@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # transport (same results, ~10x the throughput). Off: every MCP request goes to the SDK.
     mcp_lean_path: bool = True
     mcp_allowed_origins: list[str] = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    # force_release_file_reservation may take over a reservation whose holder has been
+    # inactive (agents.last_active_ts) this long, even before the reservation expires.
+    stale_agent_seconds: int = 1800
 
     @field_validator("database_url")
     @classmethod

@@ -14,18 +14,43 @@ ProjectKey = Annotated[
 
 AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES)]
 
+
+def _address(value: str) -> str:
+    name, at, project_key = value.partition("@")
+    check_name(name)
+    if at and not project_key.strip():
+        raise ValueError(f"{value!r} names no project after '@'; write Name@project, e.g. GreenCastle@backend")
+    return value
+
+
+# An agent as a recipient: names contain no '@', so `Name@project` is unambiguous.
+AgentAddress = Annotated[
+    str,
+    Field(min_length=2, max_length=1100),
+    AfterValidator(_address),
+    Field(
+        description="An agent name (GreenCastle) for an agent of this project, or Name@project"
+        " (project = slug or human_key) for an agent of another project."
+    ),
+]
+
 # Ids are 63-bit integers. JSON carries them as decimal strings, because JavaScript
 # numbers hold only 53 bits; inputs accept either form.
-MessageId = Annotated[
-    int,
-    Field(gt=0, lt=2**63),
-    PlainSerializer(str, return_type=str, when_used="json"),
-    WithJsonSchema(
-        {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^[0-9]{1,19}$"}], "description": "Message id."},
-        mode="validation",
-    ),
-    WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,19}$", "description": "Message id."}, mode="serialization"),
-]
+def _id_type(description: str):
+    return Annotated[
+        int,
+        Field(gt=0, lt=2**63),
+        PlainSerializer(str, return_type=str, when_used="json"),
+        WithJsonSchema(
+            {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^[0-9]{1,19}$"}], "description": description},
+            mode="validation",
+        ),
+        WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,19}$", "description": description}, mode="serialization"),
+    ]
+
+
+MessageId = _id_type("Message id.")
+Id = _id_type("A 63-bit id, as a decimal string (a number is accepted too).")
 
 
 def _timestamp(value: str) -> str:

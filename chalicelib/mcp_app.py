@@ -101,10 +101,14 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 
 
 def build_mcp_server(settings: Settings) -> MCPServer:
-    return MCPServer(
+    from .mcp_resources import add_resources  # imported here: it runs tools with run_tool above
+
+    server = MCPServer(
         name="agent-mail",
         instructions=INSTRUCTIONS,
         version=__version__,
         tools=[sdk_tool(tool, settings) for tool in all_tools()],
         log_level=settings.log_level,
     )
+    add_resources(server, settings)
+    return server

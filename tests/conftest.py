@@ -26,10 +26,12 @@ def call(settings):
 
 @pytest.fixture
 def project(call):
-    """A project with three agents: BlueLake, GreenCastle, RedStone."""
+    """A project with three agents that accept anyone's messages: BlueLake, GreenCastle, RedStone.
+    (Contact policies are tested in test_contacts.py, on agents that keep the default.)"""
     call("ensure_project", human_key="/work/demo")
     for name in ("BlueLake", "GreenCastle", "RedStone"):
         call("register_agent", project_key="work-demo", program="claude-code", model="opus", name=name)
+        call("set_contact_policy", project_key="work-demo", agent_name=name, policy="open")
     return "work-demo"
 
 

@@ -97,6 +97,10 @@ def test_full_flow(chalice):
             "/api/register_agent", {"project_key": "work-demo", "program": "claude-code", "model": "opus", "name": name}
         )
         assert status == 200 and agent["name"] == name
+    status, _ = chalice.post(
+        "/api/set_contact_policy", {"project_key": "work-demo", "agent_name": "GreenCastle", "policy": "open"}
+    )
+    assert status == 200
 
     status, sent = chalice.post(
         "/api/send_message",

@@ -29,10 +29,11 @@ def output(result) -> dict:
 
 @pytest.fixture
 def project(run):
-    """A project with three agents: BlueLake, RedStone, GreenCastle."""
+    """A project with three agents that accept anyone's messages: BlueLake, RedStone, GreenCastle."""
     output(run("ensure-project", "--human-key", "/work/demo"))
     for name in ("BlueLake", "RedStone", "GreenCastle"):
         output(run("register-agent", "--project-key", "work-demo", "--program", "cc", "--model", "opus", "--name", name))
+        output(run("set-contact-policy", "--project-key", "work-demo", "--agent-name", name, "--policy", "open"))
     return "work-demo"
 
 

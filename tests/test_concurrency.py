@@ -20,6 +20,8 @@ def test_fifty_concurrent_senders_lose_nothing(tmp_path):
             names = [f"Sender{i}" for i in range(SENDERS)] + ["InboxOne", "InboxTwo"]
             for name in names:
                 client.post("/api/register_agent", json={"project_key": "load", "program": "p", "model": "m", "name": name})
+            for name in ("InboxOne", "InboxTwo"):
+                client.post("/api/set_contact_policy", json={"project_key": "load", "agent_name": name, "policy": "open"})
 
         def sender(i: int) -> list[str]:
             """Half the senders use REST, half MCP; each returns the ids it was acknowledged."""

@@ -34,7 +34,7 @@ def test_schema_check_costs_nothing_per_request(call, settings, monkeypatch):
 def test_connections_are_lent_outside_transactions(settings):
     with db.connection(settings) as conn:
         conn.execute("BEGIN")
-        conn.execute("INSERT INTO projects VALUES (1, 's', '/s', 'now')")
+        conn.execute("INSERT INTO projects (id, slug, human_key, created_ts) VALUES (1, 's', '/s', 'now')")
     # A connection left inside a transaction is closed, not pooled: its write is gone.
     with db.connection(settings) as conn:
         assert not conn.in_transaction

@@ -32,6 +32,7 @@ def test_a_whole_session_through_the_official_client(server, mode):
             project = (await call("ensure_project", human_key=key))["slug"]
             alice = (await call("register_agent", project_key=key, program="claude-code", model="opus"))["name"]
             bob = (await call("register_agent", project_key=project, program="codex", model="gpt", name="BobBadger"))["name"]
+            await call("set_contact_policy", project_key=project, agent_name=bob, policy="open")
             sent = await call("send_message", project_key=project, sender_name=alice, to=[bob], subject="Hello",
                               body_md="Ready to pair?", ack_required=True)
             [received] = (await call("fetch_inbox", project_key=project, agent_name=bob, include_bodies=True))["messages"]

@@ -12,6 +12,7 @@ def api(server):
         client.post("/api/ensure_project", json={"human_key": "/rest/demo"}).raise_for_status()
         for name in ("BlueLake", "GreenCastle"):
             client.post("/api/register_agent", json={"project_key": "rest-demo", "program": "p", "model": "m", "name": name})
+        client.post("/api/set_contact_policy", json={"project_key": "rest-demo", "agent_name": "GreenCastle", "policy": "open"})
         yield client
 
 

@@ -24,6 +24,7 @@ def servers(tmp_path_factory):
             client.post("/api/ensure_project", json={"human_key": "/lean"})
             for name in ("BlueLake", "GreenCastle"):
                 client.post("/api/register_agent", json={"project_key": "lean", "program": "p", "model": "m", "name": name})
+            client.post("/api/set_contact_policy", json={"project_key": "lean", "agent_name": "GreenCastle", "policy": "open"})
             sent = client.post("/api/send_message", json={"project_key": "lean", "sender_name": "BlueLake",
                                                            "to": ["GreenCastle"], "subject": "Hi", "body_md": "é ✓ \"q\""})
             client.post("/api/mark_message_read", json={"project_key": "lean", "agent_name": "GreenCastle",

@@ -1,7 +1,7 @@
-"""Agents: memorable identities inside a project."""
+"""Agents: memorable identities inside a project, and their retirement."""
 
 import sqlite3
-from typing import Annotated, Iterable
+from typing import Annotated, Iterable, Literal
 
 from pydantic import Field
 
@@ -11,11 +11,12 @@ from ..fields import AgentName, ProjectKey
 from ..ids import stable_id
 from ..names import random_name
 from ..registry import Input, Output, tool
-from .projects import find_project
+from .projects import find_project, refuse_archived
 
 Program = Annotated[str, Field(min_length=1, max_length=128, description="The agent program, e.g. claude-code.")]
 Model = Annotated[str, Field(min_length=1, max_length=128, description="The model, e.g. opus-4.")]
 TaskDescription = Annotated[str, Field(max_length=4000, description="What the agent is working on.")]
+ContactPolicy = Literal["open", "auto", "contacts_only", "block_all"]
 
 
 class Agent(Output):
@@ -26,6 +27,8 @@ class Agent(Output):
     task_description: str
     inception_ts: str
     last_active_ts: str
+    contact_policy: ContactPolicy = Field(description="Who may write to this agent; see set_contact_policy.")
+    retired_ts: str | None = Field(description="Set while the agent is retired: it neither sends nor receives.")
 
 
 def agent_id(project_id: int, name: str) -> int:
@@ -33,25 +36,37 @@ def agent_id(project_id: int, name: str) -> int:
     return stable_id("agent", project_id, name.lower())
 
 
-def _agent(project: sqlite3.Row, row: sqlite3.Row) -> Agent:
-    return Agent(
-        project=project["slug"],
-        **{key: row[key] for key in ("name", "program", "model", "task_description", "inception_ts", "last_active_ts")},
-    )
+_AGENT_COLUMNS = (
+    "name", "program", "model", "task_description", "inception_ts", "last_active_ts", "contact_policy", "retired_ts"
+)
+
+
+def describe_agent(project: sqlite3.Row, row: sqlite3.Row) -> Agent:
+    return Agent(project=project["slug"], **{key: row[key] for key in _AGENT_COLUMNS})
+
+
+_AGENT_BY_ID = (
+    "SELECT a.*, p.slug AS project_slug, p.archived_ts AS project_archived_ts"
+    " FROM agents a JOIN projects p ON p.id = a.project_id WHERE a.id = ?"
+)
 
 
 def find_agents(db: sqlite3.Connection, project: sqlite3.Row, names: Iterable[str]) -> list[sqlite3.Row]:
-    """The named agents of a project, in order; a NotFound names every one that is missing."""
-    names = list(names)
-    rows, missing = [], []
-    for name in names:
-        row = db.execute("SELECT * FROM agents WHERE id = ?", (agent_id(project["id"], name),)).fetchone()
+    """The named agents, in order, each with its project's slug and archived_ts. A name may
+    also be an address, Name@project, for an agent of another project. A NotFound names
+    every one that is missing."""
+    rows, missing = [], {}
+    for address in names:
+        name, _, project_key = address.partition("@")
+        home = find_project(db, project_key) if project_key else project
+        row = db.execute(_AGENT_BY_ID, (agent_id(home["id"], name),)).fetchone()
         if row is None:
-            missing.append(name)
+            missing.setdefault(home["slug"], []).append(name)
         rows.append(row)
     if missing:
+        where = "; ".join(f"{', '.join(missed)} in project {slug!r}" for slug, missed in missing.items())
         raise NotFound(
-            f"No agent named {', '.join(missing)} in project {project['slug']!r}.",
+            f"No agent named {where}.",
             "Check the spelling with list_agents, or have that agent call register_agent first.",
         )
     return rows
@@ -59,6 +74,40 @@ def find_agents(db: sqlite3.Connection, project: sqlite3.Row, names: Iterable[st
 
 def find_agent(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3.Row:
     return find_agents(db, project, [name])[0]
+
+
+def find_agent_by_id(db: sqlite3.Connection, key: int) -> sqlite3.Row:
+    """An agent known to exist (e.g. a message's sender), with its project's slug and archived_ts."""
+    return db.execute(_AGENT_BY_ID, (key,)).fetchone()
+
+
+def address(agent: sqlite3.Row, home: sqlite3.Row) -> str:
+    """How agents of project `home` write to `agent`: its name, or Name@slug if it is another project's."""
+    return agent["name"] if agent["project_id"] == home["id"] else f"{agent['name']}@{agent['project_slug']}"
+
+
+def refuse_inactive(home: sqlite3.Row, sender: sqlite3.Row, recipients: list[sqlite3.Row]) -> None:
+    """Conflict if the sender or a recipient is retired, or in an archived project.
+
+    Called before anything is stored, so a refused message reaches nobody."""
+    refuse_archived(home)
+    if sender["retired_ts"]:
+        raise Conflict(
+            f"{sender['name']} is retired (since {sender['retired_ts']}) and cannot send.",
+            f"Call unretire_agent(project_key={home['slug']!r}, agent_name={sender['name']!r}) first.",
+        )
+    retired = [address(agent, home) for agent in recipients if agent["retired_ts"]]
+    if retired:
+        raise Conflict(
+            f"Not sent: {', '.join(retired)} {'is' if len(retired) == 1 else 'are'} retired and get no new mail.",
+            "Leave them out (list_agents shows the active agents), or have them call unretire_agent.",
+        )
+    for agent in recipients:
+        if agent["project_archived_ts"]:
+            raise Conflict(
+                f"Not sent: {address(agent, home)} is in project {agent['project_slug']!r}, which is archived.",
+                f"Leave its agents out, or call unarchive_project(project_key={agent['project_slug']!r}) first.",
+            )
 
 
 def _insert_agent(db, project, name, args) -> sqlite3.Row:
@@ -96,15 +145,16 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Agent:
     """Register an agent in a project. With an existing name, update its profile and
     last_active time; without a name, create a new agent with a memorable name."""
     project = find_project(db, args.project_key)
+    refuse_archived(project)
     if args.name is None:
-        return _agent(project, _insert_agent(db, project, _unused_name(db, project), args))
+        return describe_agent(project, _insert_agent(db, project, _unused_name(db, project), args))
     updated = db.execute(
         "UPDATE agents SET program = ?, model = ?, task_description = ?, last_active_ts = ? WHERE id = ?",
         (args.program, args.model, args.task_description, clock.now(), agent_id(project["id"], args.name)),
     )
     if updated.rowcount:
-        return _agent(project, find_agent(db, project, args.name))
-    return _agent(project, _insert_agent(db, project, args.name, args))
+        return describe_agent(project, find_agent(db, project, args.name))
+    return describe_agent(project, _insert_agent(db, project, args.name, args))
 
 
 class CreateAgentIdentityInput(Input):
@@ -118,10 +168,11 @@ class CreateAgentIdentityInput(Input):
 def create_agent_identity(db: sqlite3.Connection, args: CreateAgentIdentityInput) -> Agent:
     """Always create a new agent identity (never reuse an existing one)."""
     project = find_project(db, args.project_key)
+    refuse_archived(project)
     name = args.name_hint
     if name is None or _exists(db, project, name):
         name = _unused_name(db, project)
-    return _agent(project, _insert_agent(db, project, name, args))
+    return describe_agent(project, _insert_agent(db, project, name, args))
 
 
 class WhoisInput(Input):
@@ -144,12 +195,13 @@ def whois(db: sqlite3.Connection, args: WhoisInput) -> AgentProfile:
         "SELECT count(*), count(*) - count(read_ts) FROM message_recipients WHERE agent_id = ?", (row["id"],)
     ).fetchone()
     return AgentProfile(
-        **_agent(project, row).model_dump(), messages_sent=sent, messages_received=received, unread=unread
+        **describe_agent(project, row).model_dump(), messages_sent=sent, messages_received=received, unread=unread
     )
 
 
 class ListAgentsInput(Input):
     project_key: ProjectKey
+    include_retired: bool = False
 
 
 class Agents(Output):
@@ -157,10 +209,50 @@ class Agents(Output):
 
 
 def list_agents(db: sqlite3.Connection, args: ListAgentsInput) -> Agents:
-    """All agents of a project, by name."""
+    """The active agents of a project, by name; retired ones too with include_retired."""
     project = find_project(db, args.project_key)
-    rows = db.execute("SELECT * FROM agents WHERE project_id = ? ORDER BY name COLLATE NOCASE", (project["id"],))
-    return Agents(agents=[_agent(project, row) for row in rows])
+    active = "" if args.include_retired else " AND retired_ts IS NULL"
+    rows = db.execute(
+        f"SELECT * FROM agents WHERE project_id = ?{active} ORDER BY name COLLATE NOCASE", (project["id"],)
+    )
+    return Agents(agents=[describe_agent(project, row) for row in rows])
+
+
+class RetireAgentInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName
+
+
+class RetiredAgent(Agent):
+    released_file_reservations: int = Field(description="Active file reservations released on retirement.")
+
+
+def retire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> RetiredAgent:
+    """Retire an agent whose work is done: it gets no new mail and cannot send. Idempotent.
+
+    Its active file reservations are released. It stays readable (whois, its inbox, its
+    threads) but leaves list_agents unless include_retired; unretire_agent brings it back.
+    Its name is never reused."""
+    project = find_project(db, args.project_key)
+    agent = find_agent(db, project, args.agent_name)
+    now = clock.now()
+    # coalesce: retiring again keeps the first time
+    row = db.execute(
+        "UPDATE agents SET retired_ts = coalesce(retired_ts, ?) WHERE id = ? RETURNING *", (now, agent["id"])
+    ).fetchone()
+    released = db.execute(
+        "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL AND expires_ts > ?",
+        (now, agent["id"], now),
+    ).rowcount
+    return RetiredAgent(**describe_agent(project, row).model_dump(), released_file_reservations=released)
+
+
+def unretire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> Agent:
+    """Bring a retired agent back: it can send and receive again. Idempotent."""
+    project = find_project(db, args.project_key)
+    agent = find_agent(db, project, args.agent_name)
+    row = db.execute("UPDATE agents SET retired_ts = NULL WHERE id = ? RETURNING *", (agent["id"],)).fetchone()
+    return describe_agent(project, row)
 
 
 TOOLS = [
@@ -168,4 +260,6 @@ TOOLS = [
     tool(create_agent_identity),
     tool(whois, read_only=True),
     tool(list_agents, read_only=True),
+    tool(retire_agent),
+    tool(unretire_agent),
 ]

@@ -1,3 +1,339 @@
-"""(being written)"""
+"""Contacts and contact policies: who may write to whom, within a project and across projects.
 
-TOOLS: list = []
+Each agent chooses who may write to it (set_contact_policy):
+
+- open: anyone.
+- auto (the default): agents it already shares a thread with, or whose active file
+  reservations overlap its own; anyone else needs an approved contact.
+- contacts_only: approved contacts only.
+- block_all: nobody, not even approved contacts.
+
+Under auto and contacts_only an agent may always answer: whoever wrote to you, or asked
+you for contact, may be written back. A contact is one row per pair of agents: asked for
+with request_contact, answered with respond_contact; once approved both may write to each
+other until it expires. See docs/contacts.md.
+"""
+
+import sqlite3
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .. import clock
+from ..errors import Conflict, InvalidArgument, NotFound
+from ..fields import AgentAddress, AgentName, ProjectKey
+from ..ids import stable_id
+from ..registry import Input, Output, tool
+from .agents import Agent, ContactPolicy, address, describe_agent, find_agent, find_agents, refuse_inactive
+from .messages import deliver
+from .projects import find_project, project_by_id
+from .reservations import later, overlap_peers
+
+DEFAULT_TTL = 30 * 24 * 3600
+TtlSeconds = Annotated[int, Field(ge=60, le=365 * 24 * 3600, description="How long an approval lasts, in seconds.")]
+Reason = Annotated[str, Field(max_length=1000, description="Why you want to write; the other agent reads it.")]
+
+
+def contact_id(a: int, b: int) -> int:
+    # One row per pair, whichever of the two asked.
+    return stable_id("contact", min(a, b), max(a, b))
+
+
+# --- The delivery check -------------------------------------------------------------------
+
+
+def _marks(values: list) -> str:
+    return ",".join("?" * len(values))
+
+
+def _contacts_and_answers(db: sqlite3.Connection, sender_id: int, ids: list[int]) -> set[int]:
+    """Which of `ids` the sender may write to under any policy but block_all: an approved
+    contact, a request from them, or a message from them to the sender."""
+    return {
+        agent_id
+        for (agent_id,) in db.execute(
+            "SELECT CASE WHEN requester_id = ? THEN target_id ELSE requester_id END FROM contacts"
+            f" WHERE id IN ({_marks(ids)}) AND expires_ts > ?"
+            "  AND (status = 'approved' OR (status = 'pending' AND requester_id != ?))"
+            f" UNION SELECT a.id FROM agents a WHERE a.id IN ({_marks(ids)}) AND EXISTS ("
+            "  SELECT 1 FROM messages m JOIN message_recipients r ON r.message_id = m.id"
+            "  WHERE m.sender_id = a.id AND r.agent_id = ? AND r.kind != 'notice')",
+            [sender_id, *(contact_id(sender_id, i) for i in ids), clock.now(), sender_id, *ids, sender_id],
+        )
+    }
+
+
+def _shared_threads(db: sqlite3.Connection, sender_id: int, ids: list[int]) -> set[int]:
+    """Which of `ids` took part in a thread the sender took part in: as sender, or as a
+    to/cc recipient (bcc recipients and notices do not count). One EXISTS per candidate,
+    so a pair that shares a thread is found at the first one."""
+    takes_part = "(m.sender_id = a.id OR (r.agent_id = a.id AND r.kind IN ('to', 'cc')))"
+    same_thread = "JOIN messages m ON m.project_id = mine.project_id AND m.thread_id = mine.thread_id"
+    return {
+        agent_id
+        for (agent_id,) in db.execute(
+            f"SELECT a.id FROM agents a WHERE a.id IN ({_marks(ids)}) AND (EXISTS ("
+            f"  SELECT 1 FROM messages mine {same_thread} JOIN message_recipients r ON r.message_id = m.id"
+            f"  WHERE mine.sender_id = ? AND {takes_part}"
+            ") OR EXISTS ("
+            "  SELECT 1 FROM message_recipients own JOIN messages mine ON mine.id = own.message_id"
+            f"  {same_thread} JOIN message_recipients r ON r.message_id = m.id"
+            f"  WHERE own.agent_id = ? AND own.kind IN ('to', 'cc') AND {takes_part}))",
+            [*ids, sender_id, sender_id],
+        )
+    }
+
+
+def admitted(db: sqlite3.Connection, sender: sqlite3.Row, recipients: list[sqlite3.Row]) -> set[int]:
+    """Ids of the recipients whose contact policy admits a message from `sender`.
+
+    At most two queries and one reservation lookup, whatever the number of recipients;
+    each step runs only for the recipients still undecided."""
+    ok = {agent["id"] for agent in recipients if agent["id"] == sender["id"] or agent["contact_policy"] == "open"}
+    undecided = [agent for agent in recipients if agent["id"] not in ok and agent["contact_policy"] != "block_all"]
+    if undecided:
+        ok |= _contacts_and_answers(db, sender["id"], [agent["id"] for agent in undecided])
+    auto = [agent for agent in undecided if agent["id"] not in ok and agent["contact_policy"] == "auto"]
+    if auto:
+        ok |= _shared_threads(db, sender["id"], [agent["id"] for agent in auto])
+    neighbours = [a["id"] for a in auto if a["id"] not in ok and a["project_id"] == sender["project_id"]]
+    if neighbours:
+        ok |= overlap_peers(db, sender["project_id"], sender["id"]) & set(neighbours)
+    return ok
+
+
+def refuse_blocked(db: sqlite3.Connection, project: sqlite3.Row, sender: sqlite3.Row, recipients: list) -> None:
+    """Conflict naming every recipient whose contact policy refuses `sender` (before anything is stored)."""
+    ok = admitted(db, sender, recipients)
+    blocked = [agent for agent in recipients if agent["id"] not in ok]
+    if not blocked:
+        return
+    askable = [address(agent, project) for agent in blocked if agent["contact_policy"] != "block_all"]
+    closed = [address(agent, project) for agent in blocked if agent["contact_policy"] == "block_all"]
+    named = ", ".join(f"{address(agent, project)} ({agent['contact_policy']})" for agent in blocked)
+    hints = []
+    if askable:
+        hints.append(
+            f"Call request_contact(project_key={project['slug']!r}, from_agent={sender['name']!r}, to_agent=...)"
+            f" for {', '.join(askable)}, and send again once they accept with respond_contact;"
+            " or send without them."
+        )
+    if closed:
+        hints.append(f"{', '.join(closed)} accept{'s' if len(closed) == 1 else ''} no messages at all: leave them out.")
+    raise Conflict(
+        f"Not sent: the contact policy of {named} does not admit messages from {sender['name']}."
+        " Nothing was delivered to any recipient.",
+        " ".join(hints),
+    )
+
+
+# --- Contacts -----------------------------------------------------------------------------
+
+
+class Contact(Output):
+    from_agent: str = Field(description="Who asked (Name@project if of another project).")
+    to_agent: str = Field(description="Who was asked, and answers.")
+    status: Literal["pending", "approved", "denied", "expired"]
+    reason: str
+    requested_ts: str
+    responded_ts: str | None
+    expires_ts: str = Field(description="When the request, approval or denial lapses.")
+
+
+_CONTACTS = (
+    "SELECT c.*, ra.name AS requester_name, ra.project_id AS requester_project_id, rp.slug AS requester_slug,"
+    " ta.name AS target_name, ta.project_id AS target_project_id, tp.slug AS target_slug"
+    " FROM contacts c JOIN agents ra ON ra.id = c.requester_id JOIN projects rp ON rp.id = ra.project_id"
+    " JOIN agents ta ON ta.id = c.target_id JOIN projects tp ON tp.id = ta.project_id"
+)
+
+
+def _contact(row: sqlite3.Row, project: sqlite3.Row, now: str) -> Contact:
+    """A contacts row (selected with _CONTACTS) as seen from `project`."""
+
+    def side(prefix: str) -> str:
+        agent = {"name": row[f"{prefix}_name"], "project_id": row[f"{prefix}_project_id"]}
+        return address(agent | {"project_slug": row[f"{prefix}_slug"]}, project)
+
+    return Contact(
+        from_agent=side("requester"),
+        to_agent=side("target"),
+        status=row["status"] if row["expires_ts"] > now else "expired",
+        **{key: row[key] for key in ("reason", "requested_ts", "responded_ts", "expires_ts")},
+    )
+
+
+def _find_contact(db: sqlite3.Connection, a: sqlite3.Row, b: sqlite3.Row) -> sqlite3.Row | None:
+    return db.execute(f"{_CONTACTS} WHERE c.id = ?", (contact_id(a["id"], b["id"]),)).fetchone()
+
+
+def _store(db, requester, target, *, status, reason, ttl, requested_ts, responded_ts, expires_ts) -> sqlite3.Row:
+    db.execute(
+        "INSERT OR REPLACE INTO contacts (id, requester_id, target_id, status, reason, ttl_seconds, requested_ts,"
+        " responded_ts, expires_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (contact_id(requester["id"], target["id"]), requester["id"], target["id"], status, reason, ttl, requested_ts,
+         responded_ts, expires_ts),
+    )
+    return _find_contact(db, requester, target)
+
+
+def _notify(db, project, sender, recipient, subject: str, body: str) -> None:
+    """A system notice: delivered whatever the recipient's policy, never counted as conversation."""
+    deliver(
+        db, project, sender, to=[address(recipient, project)], cc=[], bcc=[], subject=subject[:512],
+        body_md=f"*Notice from Agent Mail.*\n\n{body}", importance="normal", ack_required=False, thread_id=None,
+        notice=True,
+    )
+
+
+def _answer(db, project, responder, requester, row, accept: bool, ttl: int, now: str) -> sqlite3.Row:
+    """Record the responder's decision on the requester's request and tell the requester."""
+    stored = _store(
+        db, requester, responder, status="approved" if accept else "denied", reason=row["reason"], ttl=ttl,
+        requested_ts=row["requested_ts"], responded_ts=now, expires_ts=later(now, ttl),
+    )
+    name = address(responder, project_by_id(db, requester["project_id"]))
+    if accept:
+        body = f"{name} accepted your contact request: you may write to each other until {stored['expires_ts']}."
+    else:
+        body = f"{name} declined your contact request; you cannot ask again before {stored['expires_ts']}."
+    outcome = "accepted" if accept else "declined"
+    _notify(db, project, responder, requester, f"Contact request {outcome} by {name}", body)
+    return stored
+
+
+class RequestContactInput(Input):
+    project_key: ProjectKey
+    from_agent: AgentName = Field(description="You: the agent asking.")
+    to_agent: AgentAddress
+    reason: Reason = ""
+    ttl_seconds: TtlSeconds = DEFAULT_TTL
+
+
+def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contact:
+    """Ask another agent (of this or another project, as Name@project) for permission to write to it.
+
+    The other agent gets a notice in its inbox and answers with respond_contact; once it
+    accepts, both of you may write to each other for ttl_seconds (30 days by default).
+    You may already write back to it meanwhile. An agent with the open policy accepts at
+    once, one with block_all refuses; asking an agent that has asked you accepts its
+    request. Asking again while pending changes nothing."""
+    project = find_project(db, args.project_key)
+    requester, target = find_agents(db, project, [args.from_agent, args.to_agent])
+    if requester["id"] == target["id"]:
+        raise InvalidArgument(f"{requester['name']} asked itself for contact.", "Name another agent in to_agent.")
+    refuse_inactive(project, requester, [target])
+    name = address(target, project)
+    if target["contact_policy"] == "block_all":
+        raise Conflict(
+            f"{name} accepts no messages and no contact requests (contact policy block_all); nothing was requested.",
+            f"Only {name} can change that, with set_contact_policy.",
+        )
+    now = clock.now()
+    row = _find_contact(db, requester, target)
+    live = row is not None and row["expires_ts"] > now
+    asked_by_me = live and row["requester_id"] == requester["id"]
+    if (live and row["status"] == "approved") or (asked_by_me and row["status"] == "pending"):
+        return _contact(row, project, now)  # nothing new to ask
+    if asked_by_me and row["status"] == "denied":
+        raise Conflict(
+            f"{name} declined your contact request at {row['responded_ts']}.",
+            f"You may ask again after {row['expires_ts']}.",
+        )
+    if live and row["status"] == "pending":  # the target asked first: this is consent
+        return _contact(_answer(db, project, requester, target, row, True, args.ttl_seconds, now), project, now)
+    if target["contact_policy"] == "open":
+        stored = _store(
+            db, requester, target, status="approved", reason=args.reason, ttl=args.ttl_seconds, requested_ts=now,
+            responded_ts=now, expires_ts=later(now, args.ttl_seconds),
+        )
+        return _contact(stored, project, now)
+    stored = _store(
+        db, requester, target, status="pending", reason=args.reason, ttl=args.ttl_seconds, requested_ts=now,
+        responded_ts=None, expires_ts=later(now, args.ttl_seconds),
+    )
+    home = project_by_id(db, target["project_id"])
+    asker = address(requester, home)
+    _notify(
+        db, project, requester, target, f"Contact request from {asker}",
+        f"{asker} asks to write to you" + (f": {args.reason}" if args.reason else ".") + "\n\n"
+        f"Answer with respond_contact(project_key={home['slug']!r}, to_agent={target['name']!r},"
+        f" from_agent={asker!r}, accept=true) or accept=false. You may write to {asker} already.",
+    )
+    return _contact(stored, project, now)
+
+
+class RespondContactInput(Input):
+    project_key: ProjectKey
+    to_agent: AgentName = Field(description="You: the agent that was asked.")
+    from_agent: AgentAddress = Field(description="Who asked (Name@project if of another project).")
+    accept: bool
+    ttl_seconds: TtlSeconds | None = Field(None, description="How long an approval lasts; default: what was asked for.")
+
+
+def respond_contact(db: sqlite3.Connection, args: RespondContactInput) -> Contact:
+    """Accept or decline a contact request; answering again changes the answer (e.g. revokes).
+
+    Accepting lets both agents write to each other until the contact expires; declining
+    keeps the asker from asking again until then. The asker gets a notice either way."""
+    project = find_project(db, args.project_key)
+    responder, requester = find_agents(db, project, [args.to_agent, args.from_agent])
+    row = _find_contact(db, responder, requester)
+    if row is None or row["requester_id"] != requester["id"]:
+        raise NotFound(
+            f"{address(requester, project)} has not asked {responder['name']} for contact.",
+            "list_contacts shows the requests you can answer; to ask them yourself, call request_contact.",
+        )
+    refuse_inactive(project, responder, [requester])
+    now = clock.now()
+    stored = _answer(db, project, responder, requester, row, args.accept, args.ttl_seconds or row["ttl_seconds"], now)
+    return _contact(stored, project, now)
+
+
+class ListContactsInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName
+
+
+class Contacts(Output):
+    contacts: list[Contact]
+
+
+def list_contacts(db: sqlite3.Connection, args: ListContactsInput) -> Contacts:
+    """An agent's contacts and contact requests, both directions, most recently asked first."""
+    project = find_project(db, args.project_key)
+    agent = find_agent(db, project, args.agent_name)
+    rows = db.execute(
+        f"{_CONTACTS} WHERE c.requester_id = ? OR c.target_id = ? ORDER BY c.requested_ts DESC",
+        (agent["id"], agent["id"]),
+    )
+    now = clock.now()
+    return Contacts(contacts=[_contact(row, project, now) for row in rows])
+
+
+class SetContactPolicyInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName
+    policy: ContactPolicy = Field(
+        description="open: anyone may write. auto (default): agents sharing a thread or overlapping file"
+        " reservations, and approved contacts. contacts_only: approved contacts only. block_all: nobody."
+        " Except under block_all, whoever wrote to you or asked you for contact may always be answered."
+    )
+
+
+def set_contact_policy(db: sqlite3.Connection, args: SetContactPolicyInput) -> Agent:
+    """Choose who may write to an agent: open, auto (the default), contacts_only or block_all."""
+    project = find_project(db, args.project_key)
+    agent = find_agent(db, project, args.agent_name)
+    row = db.execute(
+        "UPDATE agents SET contact_policy = ? WHERE id = ? RETURNING *", (args.policy, agent["id"])
+    ).fetchone()
+    return describe_agent(project, row)
+
+
+TOOLS = [
+    tool(request_contact),
+    tool(respond_contact),
+    tool(list_contacts, read_only=True),
+    tool(set_contact_policy),
+]

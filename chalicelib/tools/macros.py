@@ -1,3 +1,203 @@
-"""(being written)"""
+"""Macros: one call for what an agent otherwise does in three or four.
 
-TOOLS: list = []
+Each macro runs the same handlers as the single tools, in one transaction: it happens
+entirely or not at all.
+"""
+
+import sqlite3
+from typing import Annotated
+
+from pydantic import Field
+
+from ..fields import AgentAddress, AgentName, ProjectKey
+from ..registry import Input, Output, tool
+from .agents import Agent, Model, Program, RegisterAgentInput, TaskDescription, register_agent
+from .contacts import Contact, RequestContactInput, RespondContactInput, request_contact, respond_contact
+from .messages import FetchInboxInput, InboxMessage, SendMessageInput, SentMessage, Subject, fetch_inbox, send_message
+from .projects import EnsureProjectInput, HumanKey, Project, ensure_project
+from .reservations import (
+    FileReservationPathsInput,
+    Paths,
+    ReleaseFileReservationsInput,
+    Released,
+    Reserved,
+    TtlSeconds,
+    file_reservation_paths,
+    release_file_reservations,
+)
+from .threads import SummarizeThreadInput, ThreadSummary, summarize_thread
+
+InboxLimit = Annotated[int, Field(ge=0, le=100, description="How many inbox messages to return (0: none).")]
+
+
+def _inbox(db: sqlite3.Connection, project_key: str, agent: str, limit: int, bodies: bool) -> list[InboxMessage]:
+    if not limit:
+        return []
+    args = FetchInboxInput(project_key=project_key, agent_name=agent, limit=limit, include_bodies=bodies)
+    return fetch_inbox(db, args).messages
+
+
+def _register(db: sqlite3.Connection, project_key: str, args) -> Agent:
+    return register_agent(
+        db,
+        RegisterAgentInput(
+            project_key=project_key,
+            program=args.program,
+            model=args.model,
+            name=args.agent_name,
+            task_description=args.task_description,
+        ),
+    )
+
+
+class MacroStartSessionInput(Input):
+    human_key: HumanKey
+    program: Program
+    model: Model
+    agent_name: AgentName | None = Field(None, description="Your name, if you have one; omit to get a new one.")
+    task_description: TaskDescription = ""
+    file_reservation_paths: Paths | None = Field(None, description="Files or globs to reserve (exclusive) right away.")
+    file_reservation_reason: Annotated[str, Field(max_length=1000)] = ""
+    file_reservation_ttl_seconds: TtlSeconds = 3600
+    inbox_limit: InboxLimit = 10
+
+
+class SessionStarted(Output):
+    project: Project
+    agent: Agent
+    file_reservations: Reserved | None
+    inbox: list[InboxMessage]
+
+
+def macro_start_session(db: sqlite3.Connection, args: MacroStartSessionInput) -> SessionStarted:
+    """Start a session in one call: ensure the project, register yourself (or refresh your
+    profile), optionally reserve files, and read your inbox. Keep the agent name it returns."""
+    project = ensure_project(db, EnsureProjectInput(human_key=args.human_key))
+    agent = _register(db, project.slug, args)
+    reserved = None
+    if args.file_reservation_paths:
+        reserved = file_reservation_paths(
+            db,
+            FileReservationPathsInput(
+                project_key=project.slug,
+                agent_name=agent.name,
+                paths=args.file_reservation_paths,
+                ttl_seconds=args.file_reservation_ttl_seconds,
+                reason=args.file_reservation_reason,
+            ),
+        )
+    inbox = _inbox(db, project.slug, agent.name, args.inbox_limit, bodies=False)
+    return SessionStarted(project=project, agent=agent, file_reservations=reserved, inbox=inbox)
+
+
+class MacroPrepareThreadInput(Input):
+    project_key: ProjectKey
+    thread_id: Annotated[str, Field(min_length=1, max_length=128)]
+    program: Program
+    model: Model
+    agent_name: AgentName | None = None
+    task_description: TaskDescription = ""
+    inbox_limit: InboxLimit = 10
+    include_inbox_bodies: bool = False
+
+
+class ThreadPrepared(Output):
+    agent: Agent
+    thread: ThreadSummary
+    inbox: list[InboxMessage]
+
+
+def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) -> ThreadPrepared:
+    """Join a thread in one call: register yourself, get the thread's summary (participants,
+    key points, action items, open acks) and your inbox."""
+    agent = _register(db, args.project_key, args)
+    thread = summarize_thread(db, SummarizeThreadInput(project_key=args.project_key, thread_id=args.thread_id))
+    inbox = _inbox(db, args.project_key, agent.name, args.inbox_limit, args.include_inbox_bodies)
+    return ThreadPrepared(agent=agent, thread=thread, inbox=inbox)
+
+
+class MacroFileReservationCycleInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName
+    paths: Paths
+    ttl_seconds: TtlSeconds = 3600
+    exclusive: bool = True
+    reason: Annotated[str, Field(max_length=1000)] = ""
+    auto_release: bool = Field(False, description="Release the reservations again at once (a conflict check).")
+
+
+class ReservationCycle(Output):
+    file_reservations: Reserved
+    released: Released | None
+
+
+def macro_file_reservation_cycle(db: sqlite3.Connection, args: MacroFileReservationCycleInput) -> ReservationCycle:
+    """Reserve files and see the conflicts; with auto_release, release them again at once."""
+    reserved = file_reservation_paths(db, FileReservationPathsInput(**args.model_dump(exclude={"auto_release"})))
+    released = None
+    if args.auto_release:
+        released = release_file_reservations(
+            db, ReleaseFileReservationsInput(project_key=args.project_key, agent_name=args.agent_name, paths=args.paths)
+        )
+    return ReservationCycle(file_reservations=reserved, released=released)
+
+
+class MacroContactHandshakeInput(Input):
+    project_key: ProjectKey
+    requester: AgentName = Field(description="You: the agent asking.")
+    target: AgentAddress
+    reason: Annotated[str, Field(max_length=1000)] = ""
+    auto_accept: bool = Field(False, description="Accept on the target's behalf (agents of one owner).")
+    welcome_subject: Subject | None = None
+    welcome_body: Annotated[str, Field(max_length=262_144)] | None = None
+
+
+class Handshake(Output):
+    request: Contact
+    response: Contact | None
+    welcome: SentMessage | None
+
+
+def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeInput) -> Handshake:
+    """Ask for contact, optionally accept on the target's behalf, and optionally send a
+    welcome message once allowed."""
+    request = request_contact(
+        db,
+        RequestContactInput(
+            project_key=args.project_key, from_agent=args.requester, to_agent=args.target, reason=args.reason
+        ),
+    )
+    response = None
+    if args.auto_accept and request.status != "approved":  # approved already if the target had asked too
+        # The target answers in its own project: a Name@project target is addressed there.
+        target_name, _, target_project = args.target.partition("@")
+        response = respond_contact(
+            db,
+            RespondContactInput(
+                project_key=target_project or args.project_key,
+                to_agent=target_name,
+                from_agent=args.requester if not target_project else f"{args.requester}@{args.project_key}",
+                accept=True,
+            ),
+        )
+    welcome = None
+    if args.welcome_subject and args.welcome_body is not None:
+        welcome = send_message(
+            db,
+            SendMessageInput(
+                project_key=args.project_key,
+                sender_name=args.requester,
+                to=[args.target],
+                subject=args.welcome_subject,
+                body_md=args.welcome_body,
+            ),
+        )
+    return Handshake(request=request, response=response, welcome=welcome)
+
+
+TOOLS = [
+    tool(macro_start_session),
+    tool(macro_prepare_thread),
+    tool(macro_file_reservation_cycle),
+    tool(macro_contact_handshake),
+]

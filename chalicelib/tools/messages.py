@@ -1,4 +1,10 @@
-"""Messages: send, reply, inbox and outbox, read and acknowledge."""
+"""Messages: send, reply, inbox and outbox, read and acknowledge.
+
+A message is stored in its sender's project. Recipients may be agents of other projects
+(addressed as Name@project); they find it in their own inbox, where its sender reads as
+Name@project. Sending checks every recipient (retired, archived, contact policy) before
+storing anything: a message reaches all its recipients or none.
+"""
 
 import sqlite3
 from typing import Annotated, Literal
@@ -8,16 +14,16 @@ from pydantic import Field
 from .. import clock
 from ..db import dicts
 from ..errors import NotFound
-from ..fields import AgentName, MessageId, ProjectKey, Timestamp
+from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
 from ..ids import new_id
 from ..registry import Input, Output, tool
-from .agents import find_agent, find_agents
-from .projects import find_project
+from .agents import address, find_agent, find_agent_by_id, find_agents, refuse_inactive
+from .projects import find_project, project_by_id
 
 Importance = Literal["low", "normal", "high", "urgent"]
 Subject = Annotated[str, Field(min_length=1, max_length=512)]
 Body = Annotated[str, Field(max_length=262_144, description="GitHub-flavoured Markdown.")]
-Recipients = Annotated[list[AgentName], Field(max_length=100)]
+Recipients = Annotated[list[AgentAddress], Field(max_length=100)]
 ThreadId = Annotated[str, Field(min_length=1, max_length=128, description="Thread key; any string, e.g. FEAT-123.")]
 Limit = Annotated[int, Field(ge=1, le=500)]
 
@@ -38,22 +44,26 @@ class Message(Output):
 
 
 def recipients_of(db: sqlite3.Connection, message_ids: list[int]) -> dict[int, dict[str, list[str]]]:
-    """{message_id: {"to": [...], "cc": [...], "bcc": [...]}} in one query."""
+    """{message_id: {"to": [...], "cc": [...], "bcc": [...]}} in one query. Agents of
+    another project than the message's read as Name@project; a notice's recipient is in "to"."""
     found: dict[int, dict[str, list[str]]] = {mid: {"to": [], "cc": [], "bcc": []} for mid in message_ids}
     if message_ids:
         marks = ",".join("?" * len(message_ids))
         rows = db.execute(
-            f"SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
-            f" WHERE r.message_id IN ({marks}) ORDER BY a.name COLLATE NOCASE",
+            "SELECT r.message_id, r.kind,"
+            " CASE WHEN a.project_id = m.project_id THEN a.name ELSE a.name || '@' || p.slug END AS address"
+            " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents a ON a.id = r.agent_id"
+            f" JOIN projects p ON p.id = a.project_id WHERE r.message_id IN ({marks}) ORDER BY address COLLATE NOCASE",
             message_ids,
         )
         for message_id, kind, name in rows:
-            found[message_id][kind].append(name)
+            found[message_id]["to" if kind == "notice" else kind].append(name)
     return found
 
 
 MESSAGE_COLUMNS = (
-    "m.id, m.thread_id, m.subject, m.body_md, m.importance, m.ack_required, m.created_ts, m.sender_id, s.name AS sender"
+    "m.id, m.project_id, m.thread_id, m.subject, m.body_md, m.importance, m.ack_required, m.created_ts, m.sender_id,"
+    " s.name AS sender"
 )
 
 
@@ -82,10 +92,12 @@ def messages_from_rows(db, project: sqlite3.Row, rows, viewer_id: int | None = N
     return messages
 
 
-def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int) -> sqlite3.Row:
+def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, viewer_id: int | None = None):
+    """A message of the project, or (given a viewer) one the viewer received from another project."""
     row = db.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id = ? AND m.project_id = ?",
-        (message_id, project["id"]),
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id = ?"
+        " AND (m.project_id = ? OR EXISTS (SELECT 1 FROM message_recipients WHERE message_id = m.id AND agent_id = ?))",
+        (message_id, project["id"], viewer_id),
     ).fetchone()
     if row is None:
         raise NotFound(
@@ -95,13 +107,25 @@ def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int) 
     return row
 
 
-def deliver(db, project, sender, *, to, cc, bcc, subject, body_md, importance, ack_required, thread_id) -> Message:
-    """Store one message and all its recipient rows (in the caller's transaction: all or nothing)."""
-    kinds: dict[str, tuple[str, str]] = {}  # lower(name) -> (kind, name); to beats cc beats bcc
-    for kind, names in (("to", to), ("cc", cc), ("bcc", bcc)):
-        for name in names:
-            kinds.setdefault(name.lower(), (kind, name))
-    agents = find_agents(db, project, [name for _, name in kinds.values()])
+def deliver(
+    db, project, sender, *, to, cc, bcc, subject, body_md, importance, ack_required, thread_id, notice=False
+) -> Message:
+    """Store one message and all its recipient rows (in the caller's transaction: all or nothing).
+
+    Recipients are names or Name@project addresses. Every recipient is checked before
+    anything is stored: retired agents and archived projects refuse everything, and each
+    recipient's contact policy must admit the sender. A notice (a system notice such as a
+    contact request: every recipient gets kind "notice") skips the contact policy."""
+    kinds = ["notice" if notice else kind for kind, names in (("to", to), ("cc", cc), ("bcc", bcc)) for _ in names]
+    addressed: dict[int, tuple[str, sqlite3.Row]] = {}  # agent id -> (kind, agent); to beats cc beats bcc
+    for kind, agent in zip(kinds, find_agents(db, project, [*to, *cc, *bcc])):
+        addressed.setdefault(agent["id"], (kind, agent))
+    recipients = [agent for _, agent in addressed.values()]
+    refuse_inactive(project, sender, recipients)
+    if not notice:
+        from .contacts import refuse_blocked  # not at the top: contacts → reservations → this module
+
+        refuse_blocked(db, project, sender, recipients)
     message_id, now = new_id(), clock.now()
     db.execute(
         "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts)"
@@ -110,12 +134,14 @@ def deliver(db, project, sender, *, to, cc, bcc, subject, body_md, importance, a
     )
     db.executemany(
         "INSERT INTO message_recipients (message_id, agent_id, kind) VALUES (?, ?, ?)",
-        [(message_id, agent["id"], kind) for agent, (kind, _) in zip(agents, kinds.values())],
+        [(message_id, agent_id, kind) for agent_id, (kind, _) in addressed.items()],
     )
     db.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, sender["id"]))
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
-    for agent, (kind, _) in sorted(zip(agents, kinds.values()), key=lambda pair: pair[0]["name"].lower()):
-        lists[kind].append(agent["name"])
+    for kind, agent in addressed.values():
+        lists["to" if kind == "notice" else kind].append(address(agent, project))
+    for names in lists.values():
+        names.sort(key=str.lower)
     return Message(
         id=message_id,
         project=project["slug"],
@@ -149,7 +175,11 @@ class SendMessageInput(Input):
 
 
 def send_message(db: sqlite3.Connection, args: SendMessageInput) -> SentMessage:
-    """Send a message to agents of the project. Every recipient gets it, or none does."""
+    """Send a message to agents of the project. Every recipient gets it, or none does.
+
+    Address an agent of another project as Name@project. If a recipient's contact policy
+    does not admit you yet, nothing is sent and the error names whom to ask with
+    request_contact."""
     project = find_project(db, args.project_key)
     sender = find_agent(db, project, args.sender_name)
     message = deliver(db, project, sender, **args.model_dump(exclude={"project_key", "sender_name"}))
@@ -168,10 +198,13 @@ class ReplyMessageInput(Input):
 
 
 def reply_message(db: sqlite3.Connection, args: ReplyMessageInput) -> SentMessage:
-    """Reply in the original message's thread, keeping its importance and ack requirement."""
+    """Reply in the original message's thread, keeping its importance and ack requirement.
+
+    Works for a message received from another project too: the reply is stored in your
+    project under the same thread_id, and goes by default to the original sender."""
     project = find_project(db, args.project_key)
     sender = find_agent(db, project, args.sender_name)
-    original = find_message(db, project, args.message_id)
+    original = find_message(db, project, args.message_id, viewer_id=sender["id"])
     subject = original["subject"]
     if args.subject_prefix and not subject.lower().startswith(args.subject_prefix.lower()):
         subject = f"{args.subject_prefix} {subject}"[:512]
@@ -179,7 +212,7 @@ def reply_message(db: sqlite3.Connection, args: ReplyMessageInput) -> SentMessag
         db,
         project,
         sender,
-        to=args.to or [original["sender"]],
+        to=args.to or [address(find_agent_by_id(db, original["sender_id"]), project)],
         cc=args.cc,
         bcc=args.bcc,
         subject=subject,
@@ -196,7 +229,7 @@ class InboxMessage(Output):
     thread_id: str
     subject: str
     sender: str
-    kind: Literal["to", "cc", "bcc"]
+    kind: Literal["to", "cc", "bcc", "notice"] = Field(description="notice: a system notice, e.g. a contact request.")
     importance: Importance
     ack_required: bool
     created_ts: str
@@ -219,16 +252,18 @@ class FetchInboxInput(Input):
 
 
 def fetch_inbox(db: sqlite3.Connection, args: FetchInboxInput) -> Inbox:
-    """An agent's received messages, newest first."""
+    """An agent's received messages, newest first (from other projects too: sender Name@project)."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
     sql = (
-        "SELECT m.id, m.thread_id, m.subject, s.name AS sender, r.kind, m.importance, m.ack_required, m.created_ts,"
+        "SELECT m.id, m.thread_id, m.subject, CASE WHEN s.project_id = ? THEN s.name"
+        " ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END AS sender,"
+        " r.kind, m.importance, m.ack_required, m.created_ts,"
         f" r.read_ts, r.ack_ts, {'m.body_md' if args.include_bodies else 'NULL'} AS body_md"
         " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
         " WHERE r.agent_id = ?"
     )
-    params: list = [agent["id"]]
+    params: list = [project["id"], agent["id"]]
     if args.urgent_only:
         sql += " AND m.importance IN ('high', 'urgent')"
     if args.since_ts:
@@ -269,14 +304,19 @@ def fetch_outbox(db: sqlite3.Connection, args: FetchOutboxInput) -> Outbox:
 class GetMessageInput(Input):
     project_key: ProjectKey
     message_id: MessageId
-    agent_name: AgentName | None = Field(None, description="Who is reading; the sender also sees bcc.")
+    agent_name: AgentName | None = Field(
+        None, description="Who is reading: the sender also sees bcc; a recipient also sees messages of other projects."
+    )
 
 
 def get_message(db: sqlite3.Connection, args: GetMessageInput) -> Message:
     """One message with its body."""
     project = find_project(db, args.project_key)
     viewer = find_agent(db, project, args.agent_name)["id"] if args.agent_name else None
-    return messages_from_rows(db, project, [find_message(db, project, args.message_id)], viewer_id=viewer)[0]
+    row = find_message(db, project, args.message_id, viewer_id=viewer)
+    if row["project_id"] != project["id"]:  # received from another project: shown as stored there
+        project = project_by_id(db, row["project_id"])
+    return messages_from_rows(db, project, [row], viewer_id=viewer)[0]
 
 
 class ReceiptInput(Input):
@@ -294,7 +334,7 @@ class Receipt(Output):
 def _receipt(db: sqlite3.Connection, args: ReceiptInput, acknowledge: bool) -> Receipt:
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
-    find_message(db, project, args.message_id)
+    find_message(db, project, args.message_id, viewer_id=agent["id"])
     now = clock.now()
     row = db.execute(
         "UPDATE message_recipients SET read_ts = coalesce(read_ts, ?),"

@@ -1,3 +1,251 @@
-"""(being written)"""
+"""Products: a named group of projects (say a backend and a frontend repository).
 
-TOOLS: list = []
+An agent name belongs to one project; across the projects of a product, the same name is
+taken to be the same agent. So the product tools read one agent's inbox, search the mail
+and summarise a thread over every linked project, by running the project tools on each
+linked project and merging what they return.
+"""
+
+import re
+import sqlite3
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from .. import clock
+from ..errors import NotFound
+from ..fields import AgentName, ProjectKey, Timestamp
+from ..ids import stable_id
+from ..registry import Input, Output, tool
+from .agents import agent_id
+from .messages import FetchInboxInput, InboxMessage, Limit, ThreadId, fetch_inbox
+from .projects import Project, find_project
+from .search import QUERY_HELP, SearchHit, SearchMessagesInput, search_messages
+from .threads import ThreadSummary, messages_in_thread, open_acks, summary
+
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+KEY_RULES = "Product keys are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. acme-shop."
+
+
+def _product_key(value: str) -> str:
+    if not _KEY.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid product key. {KEY_RULES}")
+    return value.lower()  # keys are case-insensitive: Acme-Shop and acme-shop are one product
+
+
+ProductKey = Annotated[
+    str, AfterValidator(_product_key), Field(description=f"The product's key (case-insensitive). {KEY_RULES}")
+]
+
+
+class Product(Output):
+    product_key: str
+    name: str
+    created_ts: str
+    projects: list[Project] = Field(description="The linked projects, by slug.")
+
+
+def product_id(product_key: str) -> int:
+    return stable_id("product", product_key)
+
+
+def find_product(db: sqlite3.Connection, product_key: str) -> sqlite3.Row:
+    row = db.execute("SELECT * FROM products WHERE id = ?", (product_id(product_key),)).fetchone()
+    if row is None:
+        raise NotFound(
+            f"Product {product_key!r} not found.", "Create it with ensure_product, or see list_products for product keys."
+        )
+    return row
+
+
+def linked_projects(db: sqlite3.Connection, product: sqlite3.Row) -> list[sqlite3.Row]:
+    return db.execute(
+        "SELECT p.* FROM product_projects l JOIN projects p ON p.id = l.project_id"
+        " WHERE l.product_id = ? ORDER BY p.slug, p.human_key",
+        (product["id"],),
+    ).fetchall()
+
+
+def _product(db: sqlite3.Connection, row: sqlite3.Row) -> Product:
+    return Product(
+        product_key=row["product_key"],
+        name=row["name"],
+        created_ts=row["created_ts"],
+        projects=[Project(**dict(project)) for project in linked_projects(db, row)],
+    )
+
+
+class EnsureProductInput(Input):
+    product_key: ProductKey
+    name: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        None, description="Display name; defaults to the key. Given for an existing product, it renames it."
+    )
+
+
+def ensure_product(db: sqlite3.Connection, args: EnsureProductInput) -> Product:
+    """Create a product — a group of projects, such as a backend and a frontend repository —
+    or return it if it exists (idempotent). Then link projects to it with products_link."""
+    key = product_id(args.product_key)
+    db.execute(
+        "INSERT OR IGNORE INTO products (id, product_key, name, created_ts) VALUES (?, ?, ?, ?)",
+        (key, args.product_key, args.name or args.product_key, clock.now()),
+    )
+    if args.name:
+        db.execute("UPDATE products SET name = ? WHERE id = ?", (args.name, key))
+    return _product(db, find_product(db, args.product_key))
+
+
+class ProductsLinkInput(Input):
+    product_key: ProductKey
+    project_key: ProjectKey
+
+
+def products_link(db: sqlite3.Connection, args: ProductsLinkInput) -> Product:
+    """Link a project to a product (idempotent). A project may belong to several products."""
+    product = find_product(db, args.product_key)
+    project = find_project(db, args.project_key)
+    db.execute(
+        "INSERT OR IGNORE INTO product_projects (product_id, project_id, linked_ts) VALUES (?, ?, ?)",
+        (product["id"], project["id"], clock.now()),
+    )
+    return _product(db, product)
+
+
+class ListProductsInput(Input):
+    pass
+
+
+class Products(Output):
+    products: list[Product]
+
+
+def list_products(db: sqlite3.Connection, args: ListProductsInput) -> Products:
+    """All products with their linked projects, oldest first."""
+    rows = db.execute("SELECT * FROM products ORDER BY created_ts, product_key").fetchall()
+    return Products(products=[_product(db, row) for row in rows])
+
+
+class GetProductInput(Input):
+    product_key: ProductKey
+
+
+def get_product(db: sqlite3.Connection, args: GetProductInput) -> Product:
+    """One product with its linked projects."""
+    return _product(db, find_product(db, args.product_key))
+
+
+class FetchInboxProductInput(Input):
+    product_key: ProductKey
+    agent_name: AgentName
+    limit: Limit = 20
+    urgent_only: bool = Field(False, description="Only high and urgent messages.")
+    include_bodies: bool = False
+    since_ts: Timestamp | None = Field(None, description="Only messages created after this time.")
+
+
+class ProductInboxMessage(InboxMessage):
+    project: str = Field(description="Slug of the project the message was sent in; reply there.")
+
+
+class ProductInbox(Output):
+    messages: list[ProductInboxMessage]
+
+
+def agent_projects(db: sqlite3.Connection, product: sqlite3.Row, name: str) -> list[sqlite3.Row]:
+    """The linked projects in which this agent name is registered; NotFound if there are none."""
+    projects = linked_projects(db, product)
+    found = [
+        project
+        for project in projects
+        if db.execute("SELECT 1 FROM agents WHERE id = ?", (agent_id(project["id"], name),)).fetchone()
+    ]
+    if not found:
+        linked = ", ".join(repr(project["slug"]) for project in projects) or "none"
+        raise NotFound(
+            f"No agent named {name} in the projects of product {product['product_key']!r} (linked: {linked}).",
+            "Check the name with list_agents on a linked project, or link the agent's project with products_link.",
+        )
+    return found
+
+
+def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) -> ProductInbox:
+    """An agent's received messages across every project of a product, newest first.
+
+    The same agent name in several linked projects counts as one agent; each message
+    names the project it was sent in."""
+    product = find_product(db, args.product_key)
+    messages = []
+    for project in agent_projects(db, product, args.agent_name):
+        inbox = fetch_inbox(db, FetchInboxInput(project_key=project["human_key"], **args.model_dump(exclude={"product_key"})))
+        messages += [ProductInboxMessage(**m.model_dump(), project=project["slug"]) for m in inbox.messages]
+    messages.sort(key=lambda message: message.id, reverse=True)  # ids are time-ordered across projects
+    return ProductInbox(messages=messages[: args.limit])
+
+
+class SearchMessagesProductInput(Input):
+    product_key: ProductKey
+    query: Annotated[str, Field(min_length=1, max_length=1000, description=QUERY_HELP)]
+    limit: Limit = 20
+
+
+class ProductSearchHit(SearchHit):
+    project: str = Field(description="Slug of the project the message belongs to.")
+
+
+class ProductSearchResults(Output):
+    query: str
+    results: list[ProductSearchHit]
+
+
+def search_messages_product(db: sqlite3.Connection, args: SearchMessagesProductInput) -> ProductSearchResults:
+    """Search the messages of every project of a product; best matches first, same syntax as search_messages."""
+    product = find_product(db, args.product_key)
+    hits = []
+    for project in linked_projects(db, product):
+        found = search_messages(
+            db, SearchMessagesInput(project_key=project["human_key"], query=args.query, limit=args.limit)
+        )
+        hits += [ProductSearchHit(**hit.model_dump(), project=project["slug"]) for hit in found.results]
+    # bm25 statistics span the whole index, not one project, so scores compare across projects.
+    hits.sort(key=lambda hit: hit.score)
+    return ProductSearchResults(query=args.query, results=hits[: args.limit])
+
+
+class SummarizeThreadProductInput(Input):
+    product_key: ProductKey
+    thread_id: ThreadId
+
+
+class ProductThreadSummary(ThreadSummary):
+    projects: list[str] = Field(description="Slugs of the linked projects that have messages in this thread.")
+
+
+def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProductInput) -> ProductThreadSummary:
+    """Summarise a thread across a product: the messages with this thread_id in every
+    linked project, digested together like summarize_thread does."""
+    product = find_product(db, args.product_key)
+    messages, acks, projects = [], [], []
+    for project in linked_projects(db, product):
+        if found := messages_in_thread(db, project, args.thread_id):
+            messages += found
+            acks += open_acks(db, project, args.thread_id)
+            projects.append(project["slug"])
+    if not messages:
+        raise NotFound(
+            f"Thread {args.thread_id!r} not found in any project of product {args.product_key!r}.",
+            "Take thread ids from fetch_inbox_product or search_messages_product; see get_product for the linked projects.",
+        )
+    messages.sort(key=lambda message: message.id)
+    acks.sort(key=lambda ack: (ack.message_id, ack.agent))
+    return ProductThreadSummary(**summary(args.thread_id, messages, acks), projects=projects)
+
+
+TOOLS = [
+    tool(ensure_product),
+    tool(products_link),
+    tool(list_products, read_only=True),
+    tool(get_product, read_only=True),
+    tool(fetch_inbox_product, read_only=True),
+    tool(search_messages_product, read_only=True),
+    tool(summarize_thread_product, read_only=True),
+]

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from .. import clock
-from ..errors import InvalidArgument, NotFound
+from ..errors import Conflict, InvalidArgument, NotFound
 from ..fields import ProjectKey
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -43,10 +43,11 @@ class Project(Output):
     slug: str
     human_key: str
     created_ts: str
+    archived_ts: str | None = Field(description="Set while the project is archived (read-only).")
 
 
 def _project(row: sqlite3.Row) -> Project:
-    return Project(slug=row["slug"], human_key=row["human_key"], created_ts=row["created_ts"])
+    return Project(**{key: row[key] for key in ("slug", "human_key", "created_ts", "archived_ts")})
 
 
 def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
@@ -68,6 +69,11 @@ def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
     return rows[0]
 
 
+def project_by_id(db: sqlite3.Connection, project_id: int) -> sqlite3.Row:
+    """A project known to exist, e.g. an agent's or a message's."""
+    return db.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
+
+
 class EnsureProjectInput(Input):
     human_key: HumanKey
 
@@ -82,7 +88,7 @@ def ensure_project(db: sqlite3.Connection, args: EnsureProjectInput) -> Project:
 
 
 class ListProjectsInput(Input):
-    pass
+    include_archived: bool = False
 
 
 class Projects(Output):
@@ -90,8 +96,9 @@ class Projects(Output):
 
 
 def list_projects(db: sqlite3.Connection, args: ListProjectsInput) -> Projects:
-    """All projects, oldest first."""
-    rows = db.execute("SELECT * FROM projects ORDER BY created_ts, slug")
+    """All projects, oldest first; archived ones only with include_archived."""
+    where = "" if args.include_archived else " WHERE archived_ts IS NULL"
+    rows = db.execute(f"SELECT * FROM projects{where} ORDER BY created_ts, slug")
     return Projects(projects=[_project(row) for row in rows])
 
 
@@ -112,8 +119,41 @@ def get_project(db: sqlite3.Connection, args: GetProjectInput) -> ProjectDetails
     return ProjectDetails(**_project(row).model_dump(), agents=agents, messages=messages)
 
 
+def refuse_archived(project: sqlite3.Row) -> None:
+    """Conflict if the project is archived: it takes no new messages, agents or contacts."""
+    if project["archived_ts"]:
+        raise Conflict(
+            f"Project {project['slug']!r} is archived (since {project['archived_ts']}): it is read-only.",
+            f"Call unarchive_project(project_key={project['slug']!r}) to use it again.",
+        )
+
+
+class ArchiveProjectInput(Input):
+    project_key: ProjectKey
+
+
+def archive_project(db: sqlite3.Connection, args: ArchiveProjectInput) -> Project:
+    """Archive a project: hidden from list_projects and read-only until unarchived. Idempotent.
+
+    Everything stays readable (inboxes, threads, search). Sending messages from or to its
+    agents, registering agents and contact requests are refused with a hint to unarchive."""
+    project = find_project(db, args.project_key)
+    # coalesce: archiving again keeps the first time
+    sql = "UPDATE projects SET archived_ts = coalesce(archived_ts, ?) WHERE id = ? RETURNING *"
+    return _project(db.execute(sql, (clock.now(), project["id"])).fetchone())
+
+
+def unarchive_project(db: sqlite3.Connection, args: ArchiveProjectInput) -> Project:
+    """Make an archived project active again. Idempotent."""
+    project = find_project(db, args.project_key)
+    sql = "UPDATE projects SET archived_ts = NULL WHERE id = ? RETURNING *"
+    return _project(db.execute(sql, (project["id"],)).fetchone())
+
+
 TOOLS = [
     tool(ensure_project),
     tool(list_projects, read_only=True),
     tool(get_project, read_only=True),
+    tool(archive_project),
+    tool(unarchive_project),
 ]

@@ -1,15 +1,104 @@
-"""File reservations: advisory leases on repo-relative paths and globs."""
+"""File reservations: advisory leases on repo-relative paths and globs, and the pre-commit
+guard that enforces other agents' exclusive ones at commit time.
 
+A pattern reserves the paths it matches and everything under them (`src` covers
+`src/app.py`, as a git pathspec would). An exclusive reservation conflicts with any other
+agent's overlapping reservation; two shared ones never conflict. Conflicts are reported,
+never refused: reservations are advisory. See docs/reservations.md.
+"""
+
+import re
 import sqlite3
+from datetime import datetime, timedelta
+from typing import Annotated
 
-from .. import clock
-from ..globs import overlaps
+from pydantic import AfterValidator, Field
+
+from .. import clock, guard
+from ..config import get_settings
+from ..errors import Conflict, NotFound
+from ..fields import AgentName, Id, ProjectKey
+from ..globs import is_glob, overlaps
+from ..ids import stable_id
+from ..registry import Input, Output, tool
+from .agents import find_agent
+from .messages import deliver
+from .projects import find_project, normalize_human_key, refuse_archived
+
+_DRIVE = re.compile(r"[A-Za-z]:/")
+MAX_TTL = 30 * 24 * 3600
+
+
+def normalize_path(value: str) -> str:
+    """A repo-relative path or glob in one canonical form: `/` separators, no `.` or empty segments."""
+    path = value.strip().replace("\\", "/")
+    if path.startswith("/") or _DRIVE.match(path):
+        raise ValueError(f"{value!r} is absolute; pass a path relative to the repository root, e.g. src/app.py")
+    segments = [segment for segment in path.split("/") if segment not in ("", ".")]
+    if ".." in segments:
+        raise ValueError(f"{value!r} climbs out with '..'; pass a path relative to the repository root, e.g. src/app.py")
+    if not segments:
+        raise ValueError(f"{value!r} names no path; pass a file, directory or glob, e.g. src/**, or ** for everything")
+    return "/".join(segments)
+
+
+RepoPath = Annotated[
+    str,
+    Field(min_length=1, max_length=1024),
+    AfterValidator(normalize_path),
+]
+Paths = Annotated[
+    list[RepoPath],
+    Field(
+        min_length=1,
+        max_length=1000,
+        description="Repo-relative files, directories or globs (`*`, `?`, `[...]`, `**`),"
+        " e.g. src/**, *.py, docs/api/*.md.",
+    ),
+]
+TtlSeconds = Annotated[int, Field(ge=1, le=MAX_TTL, description="How long the lease lasts, in seconds.")]
+CodeRepoPath = Annotated[
+    str,
+    Field(min_length=1, max_length=4096, description="Absolute path of a git work tree on the server's machine."),
+    AfterValidator(normalize_human_key),
+]
+
+
+def later(timestamp: str, seconds: float) -> str:
+    """The stored timestamp `seconds` after `timestamp` (before it, if negative)."""
+    return (datetime.fromisoformat(timestamp) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def mark_active(db: sqlite3.Connection, agent_id: int, now: str) -> None:
+    # Taking or renewing a lease is activity: it keeps the agent from looking stale.
+    db.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, agent_id))
+
+
+def subtree(pattern: str) -> str:
+    """The pattern as what it reserves. A plain path may be a directory, so it covers
+    everything under it (`src` covers `src/app.py`); a glob reserves what it matches
+    (`src/*.py` is Python files, so it does not meet `src/**/*.ts`)."""
+    return pattern if is_glob(pattern) else pattern + "/**"
+
+
+def covers(a: str, b: str) -> bool:
+    """Could one path be reserved by both patterns?"""
+    return overlaps(subtree(a), subtree(b))
+
+
+def reserved_by(path: str, pattern: str) -> bool:
+    """Is this file (a path as git lists it, not a directory) under the reservation `pattern`?"""
+    return overlaps(path, subtree(pattern))
+
+
+# Reservation rows with their holder's name as `agent`.
+WITH_HOLDER = "SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents a ON a.id = r.agent_id"
 
 
 def active_reservations(db: sqlite3.Connection, project_id: int) -> list[sqlite3.Row]:
-    """Unreleased, unexpired reservations of a project (expired ones never count)."""
+    """Unreleased, unexpired reservations of a project (expired ones never count), with the holder's name as `agent`."""
     return db.execute(
-        "SELECT * FROM file_reservations WHERE project_id = ? AND released_ts IS NULL AND expires_ts > ?",
+        WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND r.expires_ts > ? ORDER BY r.created_ts, r.id",
         (project_id, clock.now()),
     ).fetchall()
 
@@ -21,8 +110,361 @@ def overlap_peers(db: sqlite3.Connection, project_id: int, agent_id: int) -> set
     return {
         row["agent_id"]
         for row in active
-        if row["agent_id"] != agent_id and any(overlaps(pattern, row["path_pattern"]) for pattern in mine)
+        if row["agent_id"] != agent_id and any(covers(pattern, row["path_pattern"]) for pattern in mine)
     }
 
 
-TOOLS: list = []
+class Reservation(Output):
+    id: Id
+    agent: str
+    path_pattern: str
+    exclusive: bool
+    reason: str
+    created_ts: str
+    expires_ts: str
+    released_ts: str | None
+
+
+def reservation(row: sqlite3.Row) -> Reservation:
+    return Reservation(**{name: row[name] for name in Reservation.model_fields})
+
+
+class PathConflict(Output):
+    path: str = Field(description="The path or pattern asked about.")
+    holders: list[Reservation] = Field(description="Other agents' active reservations that overlap it.")
+
+
+def conflicts(
+    active: list[sqlite3.Row], agent_id: int | None, paths: list[str], exclusive: bool, match=covers
+) -> list[PathConflict]:
+    """For each path, the other agents' active reservations it clashes with: any of them
+    for an exclusive request, the exclusive ones for a shared request."""
+    found = []
+    for path in paths:
+        holders = [
+            reservation(row)
+            for row in active
+            if row["agent_id"] != agent_id and (exclusive or row["exclusive"]) and match(path, row["path_pattern"])
+        ]
+        if holders:
+            found.append(PathConflict(path=path, holders=holders))
+    return found
+
+
+def reservations_by_id(db: sqlite3.Connection, ids: list[int]) -> list[Reservation]:
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(f"{WITH_HOLDER} WHERE r.id IN ({marks}) ORDER BY r.path_pattern", ids)
+    return [reservation(row) for row in rows]
+
+
+def reservation_id(project_id: int, agent_id: int, pattern: str) -> int:
+    # One row per (agent, pattern): reserving it again renews that lease instead of adding one.
+    return stable_id("file_reservation", project_id, agent_id, pattern)
+
+
+class FileReservationPathsInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName
+    paths: Paths
+    ttl_seconds: TtlSeconds = 3600
+    exclusive: bool = Field(True, description="Exclusive: others should not edit. Shared: you are reading or watching.")
+    reason: Annotated[str, Field(max_length=1000, description="What you are doing, e.g. a thread id.")] = ""
+
+
+class Reserved(Output):
+    granted: list[Reservation]
+    conflicts: list[PathConflict] = Field(description="Granted anyway (reservations are advisory): coordinate first.")
+
+
+def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInput) -> Reserved:
+    """Reserve files or globs before editing them, so other agents know.
+
+    Advisory: every path is granted, and `conflicts` lists other agents' active
+    reservations that overlap (an exclusive request clashes with any holder, a shared one
+    with exclusive holders), with holder, pattern and expiry: message them before you edit.
+    A pattern covers everything under it (`src` covers `src/app.py`). Reserving a pattern
+    you already hold renews it with the new ttl, exclusive flag and reason."""
+    project = find_project(db, args.project_key)
+    refuse_archived(project)
+    agent = find_agent(db, project, args.agent_name)
+    paths = list(dict.fromkeys(args.paths))
+    clashes = conflicts(active_reservations(db, project["id"]), agent["id"], paths, args.exclusive)
+    now = clock.now()
+    ids = [reservation_id(project["id"], agent["id"], path) for path in paths]
+    db.executemany(
+        "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, exclusive, reason, created_ts, expires_ts)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET exclusive = excluded.exclusive, reason = excluded.reason,"
+        # a lease still running keeps its start; a released or expired one starts afresh
+        "  created_ts = CASE WHEN released_ts IS NULL AND expires_ts > excluded.created_ts"
+        "   THEN created_ts ELSE excluded.created_ts END,"
+        "  expires_ts = excluded.expires_ts, released_ts = NULL",
+        [
+            (rid, project["id"], agent["id"], path, args.exclusive, args.reason, now, later(now, args.ttl_seconds))
+            for rid, path in zip(ids, paths)
+        ],
+    )
+    mark_active(db, agent["id"], now)
+    return Reserved(granted=reservations_by_id(db, ids), conflicts=clashes)
+
+
+class CheckFileReservationsInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName | None = Field(None, description="Who is asking; omit for someone holding nothing (a human).")
+    paths: Annotated[Paths, Field(description="Repo-relative files, e.g. as `git diff --cached --name-only` lists them.")]
+
+
+class Checked(Output):
+    conflicts: list[PathConflict] = Field(description="Paths under another agent's active exclusive reservation.")
+
+
+def check_file_reservations(db: sqlite3.Connection, args: CheckFileReservationsInput) -> Checked:
+    """Which of these files are under another agent's active exclusive reservation?
+
+    What the pre-commit guard asks about the staged files; also useful before editing.
+    Each path is taken as a file (a glob is matched as a glob). Reserves nothing."""
+    project = find_project(db, args.project_key)
+    agent_id = find_agent(db, project, args.agent_name)["id"] if args.agent_name else None
+    active = active_reservations(db, project["id"])
+    return Checked(conflicts=conflicts(active, agent_id, args.paths, exclusive=False, match=reserved_by))
+
+
+class ReleaseFileReservationsInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName
+    paths: Paths | None = Field(None, description="Release the reservations of exactly these patterns.")
+    file_reservation_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)] | None = Field(
+        None, description="Release these reservations (yours only)."
+    )
+
+
+class Released(Output):
+    released: int = Field(description="How many active reservations were released.")
+    released_ts: str
+
+
+def own_reservation_ids(db: sqlite3.Connection, agent: sqlite3.Row, ids: list[int]) -> list[int]:
+    """The ids, after checking that each one is a reservation of `agent`."""
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(f"SELECT id FROM file_reservations WHERE agent_id = ? AND id IN ({marks})", [agent["id"], *ids])
+    owned = {rid for (rid,) in rows}
+    if missing := [str(rid) for rid in ids if rid not in owned]:
+        raise NotFound(
+            f"{agent['name']} holds no file reservation with id {', '.join(missing)}.",
+            "Take ids from list_file_reservations; another agent's stale reservation needs force_release_file_reservation.",
+        )
+    return ids
+
+
+def selection(db: sqlite3.Connection, agent: sqlite3.Row, paths: list[str] | None, ids: list[int] | None) -> tuple:
+    """SQL condition and parameters for the agent's active reservations named by paths or ids (all, if neither)."""
+    sql, params = "agent_id = ? AND released_ts IS NULL AND expires_ts > ?", [agent["id"], clock.now()]
+    named = []
+    if paths:
+        named.append(f"path_pattern IN ({','.join('?' * len(paths))})")
+        params += paths
+    if ids:
+        named.append(f"id IN ({','.join('?' * len(ids))})")
+        params += own_reservation_ids(db, agent, ids)
+    if named:
+        sql += f" AND ({' OR '.join(named)})"
+    return sql, params
+
+
+def release_file_reservations(db: sqlite3.Connection, args: ReleaseFileReservationsInput) -> Released:
+    """Release your file reservations: those with the given patterns or ids, or all of them
+    if you give neither. Releasing what is not active is a no-op."""
+    project = find_project(db, args.project_key)
+    agent = find_agent(db, project, args.agent_name)
+    where, params = selection(db, agent, args.paths, args.file_reservation_ids)
+    now = clock.now()
+    released = db.execute(f"UPDATE file_reservations SET released_ts = ? WHERE {where}", [now, *params]).rowcount
+    mark_active(db, agent["id"], now)
+    return Released(released=released, released_ts=now)
+
+
+class RenewFileReservationsInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName
+    extend_seconds: TtlSeconds = 1800
+    paths: Paths | None = Field(None, description="Renew the reservations of exactly these patterns (default: all yours).")
+    file_reservation_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)] | None = None
+
+
+class Renewed(Output):
+    renewed: int
+    file_reservations: list[Reservation]
+
+
+def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsInput) -> Renewed:
+    """Extend your active file reservations by extend_seconds: those with the given patterns
+    or ids, or all of them. An expired reservation is not renewed: reserve it again (which
+    reports any conflicts that appeared meanwhile)."""
+    project = find_project(db, args.project_key)
+    agent = find_agent(db, project, args.agent_name)
+    where, params = selection(db, agent, args.paths, args.file_reservation_ids)
+    rows = db.execute(f"SELECT id, expires_ts FROM file_reservations WHERE {where}", params).fetchall()
+    db.executemany(
+        "UPDATE file_reservations SET expires_ts = ? WHERE id = ?",
+        [(later(row["expires_ts"], args.extend_seconds), row["id"]) for row in rows],
+    )
+    mark_active(db, agent["id"], clock.now())
+    ids = [row["id"] for row in rows]
+    return Renewed(renewed=len(ids), file_reservations=reservations_by_id(db, ids) if ids else [])
+
+
+class ForceReleaseInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName = Field(description="You: the agent taking the reservation away.")
+    file_reservation_id: Id
+    note: Annotated[str, Field(max_length=4000, description="Why; included in the message to the holder.")] = ""
+    notify_previous: bool = Field(True, description="Send the holder a message saying so.")
+
+
+class ForceReleased(Output):
+    released: bool = Field(description="False if it was already released.")
+    stale_because: str = Field(description="Why it could be taken: expired, holder inactive or retired, or yours.")
+    notified: bool
+    file_reservation: Reservation
+
+
+def find_reservation(db: sqlite3.Connection, project: sqlite3.Row, reservation_id: int) -> sqlite3.Row:
+    row = db.execute(
+        "SELECT r.*, a.name AS agent, a.last_active_ts, a.retired_ts FROM file_reservations r"
+        " JOIN agents a ON a.id = r.agent_id WHERE r.id = ? AND r.project_id = ?",
+        (reservation_id, project["id"]),
+    ).fetchone()
+    if row is None:
+        raise NotFound(
+            f"File reservation {reservation_id} not found in project {project['slug']!r}.",
+            "Take ids from list_file_reservations or from the conflicts of file_reservation_paths.",
+        )
+    return row
+
+
+def stale_because(row: sqlite3.Row, agent: sqlite3.Row, now: str) -> str | None:
+    """Why another agent may take this reservation away, or None while its holder looks alive."""
+    if row["agent_id"] == agent["id"]:
+        return "it is yours"
+    if row["expires_ts"] <= now:
+        return f"it expired at {row['expires_ts']}"
+    if row["retired_ts"]:
+        return f"{row['agent']} is retired"
+    if row["last_active_ts"] <= later(now, -get_settings().stale_agent_seconds):
+        return f"{row['agent']} has been inactive since {row['last_active_ts']}"
+    return None
+
+
+def force_release_file_reservation(db: sqlite3.Connection, args: ForceReleaseInput) -> ForceReleased:
+    """Release another agent's reservation that looks abandoned: it expired, its holder is
+    retired, or its holder has been inactive longer than STALE_AGENT_SECONDS (default 30
+    minutes). A live holder's reservation is refused (409): message them instead. The
+    holder gets a notice saying who released it and why (your note)."""
+    project = find_project(db, args.project_key)
+    agent = find_agent(db, project, args.agent_name)
+    row = find_reservation(db, project, args.file_reservation_id)
+    if row["released_ts"] is not None:
+        return ForceReleased(
+            released=False, stale_because="it was already released", notified=False, file_reservation=reservation(row)
+        )
+    now = clock.now()
+    why = stale_because(row, agent, now)
+    if why is None:
+        raise Conflict(
+            f"{row['agent']}'s reservation of {row['path_pattern']} is active until {row['expires_ts']}"
+            f" and {row['agent']} was last active at {row['last_active_ts']}.",
+            f"Ask {row['agent']} to release it (send_message), or retry once it expires or {row['agent']}"
+            f" has been inactive for {get_settings().stale_agent_seconds} seconds.",
+        )
+    db.execute("UPDATE file_reservations SET released_ts = ? WHERE id = ?", (now, row["id"]))
+    notify = args.notify_previous and row["agent_id"] != agent["id"] and not row["retired_ts"]
+    if notify:
+        deliver(  # a notice: the holder hears of it whatever its contact policy
+            db, project, agent, to=[row["agent"]], cc=[], bcc=[], importance="normal", ack_required=False, thread_id=None,
+            notice=True,
+            subject=f"Released your file reservation {row['path_pattern']}"[:512],
+            body_md=f"{agent['name']} force-released your reservation of `{row['path_pattern']}`"
+            f" (id {row['id']}) because {why}." + (f"\n\n{args.note}" if args.note else ""),
+        )
+    else:
+        mark_active(db, agent["id"], now)
+    [released] = reservations_by_id(db, [row["id"]])
+    return ForceReleased(released=True, stale_because=why, notified=notify, file_reservation=released)
+
+
+class ListFileReservationsInput(Input):
+    project_key: ProjectKey
+    active_only: bool = Field(True, description="False: also released and expired ones.")
+
+
+class FileReservations(Output):
+    file_reservations: list[Reservation]
+
+
+def list_file_reservations(db: sqlite3.Connection, args: ListFileReservationsInput) -> FileReservations:
+    """The project's file reservations, oldest first: by default only active ones (neither released nor expired)."""
+    project = find_project(db, args.project_key)
+    if args.active_only:
+        rows = active_reservations(db, project["id"])
+    else:
+        rows = db.execute(WITH_HOLDER + " WHERE r.project_id = ? ORDER BY r.created_ts, r.id", (project["id"],))
+    return FileReservations(file_reservations=[reservation(row) for row in rows])
+
+
+class InstallPrecommitGuardInput(Input):
+    project_key: ProjectKey
+    code_repo_path: CodeRepoPath
+
+
+class GuardInstalled(Output):
+    hook_path: str
+    chained_hook: str | None = Field(description="The hook that was there before: it still runs first.")
+    server_url: str = Field(description="Where the hook asks; AGENT_MAIL_URL overrides it at commit time.")
+    project: str
+
+
+def install_precommit_guard(db: sqlite3.Connection, args: InstallPrecommitGuardInput) -> GuardInstalled:
+    """Install a git pre-commit hook that blocks commits touching files under another
+    agent's active exclusive reservation. Writes to the filesystem of the machine the
+    server runs on, so code_repo_path must be a git work tree there (local mode).
+
+    The hook goes where git looks (core.hooksPath respected); an existing pre-commit hook
+    is kept and run first. At commit time: AGENT_NAME names the committing agent;
+    AGENT_MAIL_GUARD_MODE=warn reports without blocking; AGENT_MAIL_BYPASS=1 skips the
+    check; if the server cannot be reached the commit goes ahead with a warning, unless
+    AGENT_MAIL_GUARD_STRICT=1. Installing again updates the hook."""
+    project = find_project(db, args.project_key)
+    url = guard.server_url(get_settings())
+    hook, chained = guard.install(args.code_repo_path, project["human_key"], url)
+    return GuardInstalled(
+        hook_path=str(hook), chained_hook=chained and str(chained), server_url=url, project=project["slug"]
+    )
+
+
+class UninstallPrecommitGuardInput(Input):
+    code_repo_path: CodeRepoPath
+
+
+class GuardUninstalled(Output):
+    hook_path: str
+    removed: bool = Field(description="False if the guard was not installed (another hook there is left alone).")
+    restored_hook: bool = Field(description="The hook the guard had chained is back in place.")
+
+
+def uninstall_precommit_guard(db: sqlite3.Connection, args: UninstallPrecommitGuardInput) -> GuardUninstalled:
+    """Remove the pre-commit guard from a git work tree on the server's machine, putting
+    back the hook it had chained, if any. Writes to the server machine's filesystem."""
+    hook, removed, restored = guard.uninstall(args.code_repo_path)
+    return GuardUninstalled(hook_path=str(hook), removed=removed, restored_hook=restored)
+
+
+TOOLS = [
+    tool(file_reservation_paths),
+    tool(check_file_reservations, read_only=True),
+    tool(release_file_reservations),
+    tool(renew_file_reservations),
+    tool(force_release_file_reservation),
+    tool(list_file_reservations, read_only=True),
+    tool(install_precommit_guard),
+    tool(uninstall_precommit_guard),
+]

@@ -12,18 +12,24 @@ from .messages import MESSAGE_COLUMNS, Limit, Message, ThreadId, messages_from_r
 from .projects import find_project
 
 
-def thread_messages(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True) -> list[Message]:
+def messages_in_thread(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True) -> list[Message]:
+    """The thread's messages in this project, oldest first; empty if it has none here."""
     rows = db.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
         " WHERE m.project_id = ? AND m.thread_id = ? ORDER BY m.id",
         (project["id"], thread_id),
     ).fetchall()
-    if not rows:
+    return messages_from_rows(db, project, rows, bodies=bodies)
+
+
+def thread_messages(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True) -> list[Message]:
+    messages = messages_in_thread(db, project, thread_id, bodies)
+    if not messages:
         raise NotFound(
             f"Thread {thread_id!r} not found in project {project['slug']!r}.",
             "Use list_threads to see thread ids; a message's thread_id is in fetch_inbox results.",
         )
-    return messages_from_rows(db, project, rows, bodies=bodies)
+    return messages
 
 
 def participants(messages: list[Message]) -> list[str]:
@@ -138,23 +144,27 @@ class SummarizeThreadInput(Input):
     thread_id: ThreadId
 
 
+def open_acks(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str) -> list[OpenAck]:
+    rows = db.execute(
+        "SELECT r.message_id, a.name FROM message_recipients r JOIN messages m ON m.id = r.message_id"
+        " JOIN agents a ON a.id = r.agent_id"
+        " WHERE m.project_id = ? AND m.thread_id = ? AND m.ack_required AND r.ack_ts IS NULL ORDER BY r.message_id, a.name",
+        (project["id"], thread_id),
+    )
+    return [OpenAck(message_id=mid, agent=name) for mid, name in rows]
+
+
+def summary(thread_id: str, messages: list[Message], acks: list[OpenAck]) -> dict:
+    """The fields of a ThreadSummary, from the thread's messages (oldest first) and open acks."""
+    key_points, action_items = extract(messages)
+    return dict(**thread_info(thread_id, messages), key_points=key_points, action_items=action_items, open_acks=acks)
+
+
 def summarize_thread(db: sqlite3.Connection, args: SummarizeThreadInput) -> ThreadSummary:
     """A deterministic digest of a thread: participants, counts, key points, action items, open acks."""
     project = find_project(db, args.project_key)
     messages = thread_messages(db, project, args.thread_id)
-    open_acks = db.execute(
-        "SELECT r.message_id, a.name FROM message_recipients r JOIN messages m ON m.id = r.message_id"
-        " JOIN agents a ON a.id = r.agent_id"
-        " WHERE m.project_id = ? AND m.thread_id = ? AND m.ack_required AND r.ack_ts IS NULL ORDER BY r.message_id, a.name",
-        (project["id"], args.thread_id),
-    )
-    key_points, action_items = extract(messages)
-    return ThreadSummary(
-        **thread_info(args.thread_id, messages),
-        key_points=key_points,
-        action_items=action_items,
-        open_acks=[OpenAck(message_id=mid, agent=name) for mid, name in open_acks],
-    )
+    return ThreadSummary(**summary(args.thread_id, messages, open_acks(db, project, args.thread_id)))
 
 
 TOOLS = [

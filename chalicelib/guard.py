@@ -1,0 +1,241 @@
+"""The pre-commit guard: a git hook that asks the server whether the staged files are under
+another agent's active exclusive reservation, and installing or removing it.
+
+The hook is a small stdlib-only Python script: it lists the staged paths and POSTs them to
+`/api/check_file_reservations`, so the matching rules live in one place (the tool). The
+server URL and the project are written into it at install time. An existing pre-commit
+hook is moved aside to `pre-commit.agent-mail-chained`, run first by the guard, and put
+back by uninstall.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+from .config import Settings
+from .errors import Conflict, InvalidArgument, NotFound, Unavailable
+
+HOOK = "pre-commit"
+CHAINED = "pre-commit.agent-mail-chained"
+MARKER = "# agent-mail pre-commit guard"
+
+HOOK_HEADER = f"""#!/usr/bin/env python3
+{MARKER}: installed by install_precommit_guard, removed by uninstall_precommit_guard.
+SERVER_URL = {{url!r}}
+PROJECT = {{project!r}}
+CHAINED = {CHAINED!r}
+"""
+
+HOOK_BODY = r'''"""Refuse a commit that touches files under another agent's active exclusive reservation.
+
+AGENT_NAME                  the committing agent (unset: a committer holding no reservation)
+AGENT_MAIL_GUARD_MODE=warn  report conflicts but let the commit through
+AGENT_MAIL_BYPASS=1         skip the check
+AGENT_MAIL_GUARD_STRICT=1   block when the server cannot be reached (default: warn, commit)
+AGENT_MAIL_URL              the server (default: SERVER_URL above)
+"""
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+CHUNK = 1000  # paths per request (the tool takes at most 1000)
+
+
+class Unreachable(Exception):
+    pass
+
+
+class Refused(Exception):
+    pass
+
+
+def say(text):
+    print(f"agent-mail: {text}", file=sys.stderr)
+
+
+def switch(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def run_chained():
+    hook = os.path.join(os.path.dirname(os.path.abspath(__file__)), CHAINED)
+    if os.path.isfile(hook) and os.access(hook, os.X_OK):
+        return subprocess.call([hook, *sys.argv[1:]])
+    return 0
+
+
+def staged_paths():
+    # --no-renames: a rename touches both its old and its new path.
+    out = subprocess.run(
+        ["git", "diff", "--cached", "--name-only", "-z", "--no-renames"], check=True, stdout=subprocess.PIPE
+    ).stdout
+    return [path for path in out.decode("utf-8", "surrogateescape").split("\0") if path]
+
+
+def ask(url, arguments):
+    request = urllib.request.Request(
+        url.rstrip("/") + "/api/check_file_reservations",
+        data=json.dumps(arguments).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the server is local: no proxy
+    try:
+        with opener.open(request, timeout=10) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            error = json.load(exc)["error"]
+            detail = f"{error['message']} {error['hint']}"
+        except Exception:
+            detail = f"HTTP {exc.code}"
+        if exc.code >= 500:
+            raise Unreachable(detail) from None
+        raise Refused(detail) from None
+    except (OSError, ValueError) as exc:  # connection refused, timeout, DNS, not JSON
+        raise Unreachable(str(getattr(exc, "reason", exc))) from None
+
+
+def conflicts(url, paths):
+    arguments = {"project_key": PROJECT, "paths": []}
+    if os.environ.get("AGENT_NAME"):
+        arguments["agent_name"] = os.environ["AGENT_NAME"]
+    found = []
+    for start in range(0, len(paths), CHUNK):
+        found += ask(url, {**arguments, "paths": paths[start : start + CHUNK]})["conflicts"]
+    return found
+
+
+def describe(conflict):
+    return "; ".join(
+        f"{conflict['path']} is reserved by {h['agent']} ({h['path_pattern']}, until {h['expires_ts']}"
+        + (f", {h['reason']}" if h["reason"] else "")
+        + ")"
+        for h in conflict["holders"]
+    )
+
+
+def main():
+    code = run_chained()
+    if code:
+        return code
+    if switch("AGENT_MAIL_BYPASS"):
+        say("AGENT_MAIL_BYPASS is set: file reservations not checked.")
+        return 0
+    warn_only = os.environ.get("AGENT_MAIL_GUARD_MODE", "block").strip().lower() == "warn"
+    url = os.environ.get("AGENT_MAIL_URL") or SERVER_URL
+    paths = staged_paths()
+    if not paths:
+        return 0
+    try:
+        found = conflicts(url, paths)
+    except Unreachable as exc:
+        if switch("AGENT_MAIL_GUARD_STRICT"):
+            say(f"cannot check file reservations at {url} ({exc}); commit blocked (AGENT_MAIL_GUARD_STRICT).")
+            return 1
+        say(f"cannot check file reservations at {url} ({exc}); committing anyway.")
+        return 0
+    except Refused as exc:
+        say(f"the reservation check was refused: {exc}")
+        if warn_only:
+            return 0
+        say("Commit blocked. Fix AGENT_NAME or AGENT_MAIL_URL, or set AGENT_MAIL_BYPASS=1.")
+        return 1
+    for conflict in found:
+        say(describe(conflict))
+    if not found or warn_only:
+        return 0
+    say(
+        "Commit blocked: these files are under another agent's exclusive reservation."
+        " Coordinate with the holder (send_message) or wait for it to expire;"
+        " AGENT_MAIL_GUARD_MODE=warn only reports, AGENT_MAIL_BYPASS=1 skips the check."
+    )
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+
+def hook_script(project: str, url: str) -> str:
+    return HOOK_HEADER.format(url=url, project=project) + HOOK_BODY
+
+
+def server_url(settings: Settings) -> str:
+    """Where a hook on this machine reaches this server."""
+    host = settings.host
+    if host in ("", "0.0.0.0", "::"):  # listening everywhere: loopback reaches it
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def git(repo: str, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise Unavailable("git is not installed on the server's machine.", "Install git there, then retry.") from None
+
+
+def hooks_dir(repo: str) -> Path:
+    """The directory git runs this work tree's hooks from (core.hooksPath respected)."""
+    if not os.path.exists(repo):
+        raise NotFound(
+            f"{repo} does not exist on the server's machine.",
+            "Pass the absolute path of a git work tree on the machine where the server runs.",
+        )
+    inside = git(repo, "rev-parse", "--is-inside-work-tree")
+    if inside.returncode != 0 or inside.stdout.strip() != "true":
+        raise InvalidArgument(
+            f"{repo} is not a git work tree.",
+            "Pass the root of a cloned repository (run `git init` there first if it has none).",
+        )
+    found = git(repo, "rev-parse", "--path-format=absolute", "--git-path", "hooks")
+    if found.returncode != 0:
+        raise Unavailable(f"git could not locate the hooks of {repo}: {found.stderr.strip()}", "Git 2.31+ is needed.")
+    return Path(found.stdout.strip())
+
+
+def is_guard(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            return MARKER.encode() in file.read(4096)
+    except OSError:
+        return False
+
+
+def install(repo: str, project: str, url: str) -> tuple[Path, Path | None]:
+    """Write the guard as the pre-commit hook, moving a foreign hook aside to be chained.
+    Returns (hook, chained hook or None)."""
+    hooks = hooks_dir(repo)
+    hook, chained = hooks / HOOK, hooks / CHAINED
+    if os.path.lexists(hook) and not is_guard(hook):
+        if os.path.lexists(chained):
+            raise Conflict(
+                f"{hook} is another hook, and {chained} (a hook the guard chained earlier) is in the way.",
+                "Merge or delete one of them by hand, then install again.",
+            )
+        hook.rename(chained)
+    hooks.mkdir(parents=True, exist_ok=True)
+    temporary = hooks / f".{HOOK}.agent-mail-{os.getpid()}"
+    temporary.write_text(hook_script(project, url))
+    temporary.chmod(0o755)
+    temporary.replace(hook)  # atomic: a commit running now sees the old hook or the new one
+    return hook, chained if os.path.lexists(chained) else None
+
+
+def uninstall(repo: str) -> tuple[Path, bool, bool]:
+    """Remove the guard and put the chained hook back. Returns (hook, removed, restored)."""
+    hooks = hooks_dir(repo)
+    hook, chained = hooks / HOOK, hooks / CHAINED
+    removed = is_guard(hook)
+    if removed:
+        hook.unlink()
+    restored = os.path.lexists(chained) and not os.path.lexists(hook)
+    if restored:
+        chained.rename(hook)
+    return hook, removed, restored

@@ -1,0 +1,103 @@
+"""MCP on AWS Lambda: API Gateway events, through Mangum, to the MCP ASGI app (mcp_asgi.py).
+
+Mangum translates an event into an ASGI request and the response back (REST API v1
+events, HTTP API and function URL v2 events). Its `Mangum` adapter is not used as a whole,
+because it would break this app twice:
+
+- it runs the ASGI lifespan around every invocation, and the SDK's session manager runs
+  only once per instance, so the second invocation would fail. Here the lifespan is entered
+  once per process, in a task that lives as long as the process.
+- it runs each invocation with `run_until_complete` on the calling thread's event loop.
+  `chalice local` calls from a new thread per request (with no loop), and what anyio and
+  the SDK set up on one loop must not be used from another. Here one event loop runs
+  forever on a background thread; every invocation, from whatever thread, is submitted to it.
+
+Lambda buffers a response until it is complete, so the SSE stream a GET would open could
+only hold the invocation until its timeout: GET is answered 405, as the MCP specification
+allows for a server without that stream.
+
+This module imports nothing heavy: `MCPHandler` imports Mangum, Starlette and the MCP SDK on
+its first call, so a Lambda container that only ever serves REST never pays for them.
+"""
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from .config import Settings
+
+# The body of the 405 to a GET, in the form the SDK gives its own 405s.
+NO_SSE_STREAM = (
+    b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,'
+    b'"message":"Method Not Allowed: no SSE stream on AWS Lambda; POST requests"}}'
+)
+
+class MCPHandler:
+    """`handler(event, context) -> response` for MCP events; the MCP app is built, and its
+    lifespan started, on the first call (thread-safe)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runtime: _Runtime | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict, context: Any) -> dict:
+        runtime = self._runtime or self._start()
+        return runtime(event, context)
+
+    def _start(self) -> "_Runtime":
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = _Runtime(self.settings)
+            return self._runtime
+
+
+class _Runtime:
+    """The MCP app and the one event loop (on its own thread) that runs it."""
+
+    def __init__(self, settings: Settings) -> None:
+        # Imported here, on the first MCP request, not when app.py is imported (see above).
+        from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
+        from mangum.handlers import APIGateway, HTTPGateway
+        from mangum.protocols import HTTPCycle
+
+        from .mcp_asgi import MCPApp
+
+        self.app = MCPApp(settings)
+        self.event_kinds = (HTTPGateway, APIGateway)  # v2 (and v1 with a "version"), then v1
+        self.config = {"api_gateway_base_path": "/", "text_mime_types": DEFAULT_TEXT_MIME_TYPES, "exclude_headers": []}
+        self.http_cycle = HTTPCycle
+        logging.getLogger("mangum.http").setLevel(logging.WARNING)  # a log line per request: API Gateway's access log does that
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="mcp-event-loop", daemon=True).start()
+        started: Future = Future()
+        asyncio.run_coroutine_threadsafe(self._lifespan(started), self.loop)
+        started.result()  # raises if the app failed to start
+
+    def __call__(self, event: dict, context: Any) -> dict:
+        kind = next((kind for kind in self.event_kinds if kind.infer(event, context, self.config)), None)
+        if kind is None:
+            raise ValueError("not an API Gateway (REST or HTTP API) or function URL event")
+        request = kind(event, context, self.config)
+        response = asyncio.run_coroutine_threadsafe(self._respond(request.scope, request.body), self.loop).result()
+        return request(response)
+
+    async def _respond(self, scope: dict, body: bytes) -> dict:
+        if scope["method"] == "GET":
+            headers = [(b"allow", b"POST, DELETE"), (b"content-type", b"application/json")]
+            return {"status": 405, "headers": headers, "body": NO_SSE_STREAM}
+        cycle = self.http_cycle(scope, body)
+        await cycle.run(self.app)  # an exception becomes a 500, as under uvicorn
+        return {"status": cycle.status, "headers": cycle.headers, "body": cycle.body}
+
+    async def _lifespan(self, started: Future) -> None:
+        try:
+            async with self.app.lifespan():
+                started.set_result(None)
+                await asyncio.Event().wait()  # as long as the process lives
+        except BaseException as exc:
+            if not started.done():
+                started.set_exception(exc)
+            raise

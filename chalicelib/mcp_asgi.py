@@ -1,0 +1,45 @@
+"""MCP over streamable HTTP as one ASGI app, without FastAPI: the lean path in front of the
+SDK's transport.
+
+The local server (chalicelib/asgi.py) hands it every /mcp request; on AWS Lambda,
+chalicelib/lambda_mcp.py serves it through Mangum. Both run this same code, so what the
+lean-path tests prove locally holds on Lambda too.
+"""
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from .config import Settings
+from .mcp_app import build_mcp_server, transport_security
+from .mcp_lean import LeanMCP
+
+PATH = "/mcp"
+
+
+class MCPApp:
+    """POST /mcp goes to the lean path (which hands anything unusual to the SDK); every other
+    request (GET, DELETE, other paths, the lifespan) goes to the SDK's Starlette app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.server = build_mcp_server(settings)
+        self.sdk = self.server.streamable_http_app(
+            streamable_http_path=PATH,
+            stateless_http=True,
+            json_response=True,
+            transport_security=transport_security(settings),
+        )
+        self.lean = LeanMCP(self.server, settings, fallback=self.sdk) if settings.mcp_lean_path else None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.lean is not None and scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
+            await self.lean(scope, receive, send)
+        else:
+            await self.sdk(scope, receive, send)
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Runs the SDK's session manager, whose task group serves every request that reaches
+        the SDK. It can run only once per MCPApp: enter this once per process, around all
+        requests (a server's lifespan), never per request."""
+        async with self.server.session_manager.run():
+            yield

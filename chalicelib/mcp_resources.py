@@ -1,0 +1,121 @@
+"""MCP resources: read-only views an agent can open, each the JSON output of one read-only tool.
+
+One table says which tool answers which URI template and which URI variable fills which
+tool argument (variables not renamed keep their name). Reading a resource runs the tool
+through `mcp_app.run_tool`, the same path as a tools/call: same validation, same errors.
+A tool error becomes a JSON-RPC error with the tool error's message; its `data` is the
+same `{"error": {"code", "message", "hint"}}` body every transport answers with.
+
+Query variables (`{?project,limit}`) are RFC 6570 form-style queries, which the SDK
+matches in any order; absent ones are left out, so the tool's defaults apply.
+"""
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from mcp.server import MCPServer
+from mcp.server.mcpserver.resources.templates import ResourceSecurity
+from mcp.shared.exceptions import MCPError
+from mcp.shared.uri_template import UriTemplate
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+
+from .config import Settings
+from .errors import InvalidArgument
+from .mcp_app import run_tool
+from .registry import Tool, tools_by_name
+
+
+@dataclass(frozen=True)
+class View:
+    tool: str
+    renames: dict[str, str] = field(default_factory=dict)  # URI variable -> tool argument
+
+
+AS_AGENT = {"agent": "agent_name", "project": "project_key"}
+
+VIEWS = {
+    "resource://projects": View("list_projects"),
+    "resource://project/{slug}": View("get_project", {"slug": "project_key"}),
+    "resource://agents/{project_key}": View("list_agents"),
+    "resource://inbox/{agent}{?project,limit,include_bodies}": View("fetch_inbox", AS_AGENT),
+    "resource://outbox/{agent}{?project}": View("fetch_outbox", AS_AGENT),
+    "resource://thread/{thread_id}{?project}": View("get_thread", {"project": "project_key"}),
+    "resource://message/{id}{?project}": View("get_message", {"id": "message_id", "project": "project_key"}),
+    "resource://file_reservations/{project_key}{?active_only}": View("list_file_reservations"),
+    "resource://product/{key}": View("get_product", {"key": "product_key"}),
+}
+
+# Values only ever reach SQL parameters through the tool's input model, never a file
+# path, so a human key such as /home/me/repo (sent as %2Fhome%2Fme%2Frepo) is fine.
+KEYS_NOT_PATHS = ResourceSecurity(reject_path_traversal=False, reject_absolute_paths=False)
+
+# JSON-RPC codes: the caller's mistake (a missing project, a bad argument) or ours.
+_CALLER_ERRORS = {"not_found", "invalid_argument"}
+
+
+def add_resources(server: MCPServer, settings: Settings) -> None:
+    """Register every view whose tool this server has (a tool group may not exist yet)."""
+    tools = tools_by_name()
+    for uri, view in VIEWS.items():
+        if view.tool in tools:
+            _register(server, uri, view, tools[view.tool], settings)
+
+
+def _register(server: MCPServer, uri: str, view: View, tool: Tool, settings: Settings) -> None:
+    template = UriTemplate.parse(uri)
+    arguments = {name: view.renames.get(name, name) for name in template.variable_names}
+    if not tool.read_only:
+        raise ValueError(f"resource {uri}: {tool.name} is not read-only")
+    if unknown := set(arguments.values()) - set(tool.input.model_fields):
+        raise ValueError(f"resource {uri}: {tool.name} has no argument {sorted(unknown)}")
+    mapping = ", ".join(f"{name} → {argument}" for name, argument in arguments.items())
+    server.resource(
+        uri,
+        name=uri.removeprefix("resource://").split("/")[0],
+        description=f"The JSON output of the {tool.name} tool ({mapping or 'no arguments'}). {tool.description}",
+        mime_type="application/json",
+        security=KEYS_NOT_PATHS,
+    )(_reader(template, tool, arguments, settings))
+
+
+def _reader(template: UriTemplate, tool: Tool, arguments: dict[str, str], settings: Settings):
+    """An async function of the URI variables (query ones optional) that returns the tool's JSON."""
+    optional = template.query_variable_names
+    required_query = [name for name in optional if tool.input.model_fields[arguments[name]].is_required()]
+
+    async def read(**values: str | None) -> str:
+        given = {name: value for name, value in values.items() if value is not None}
+        if missing := [name for name in required_query if name not in given]:
+            raise _mcp_error(_missing_query(template.expand(given), missing).to_dict())
+        is_error, payload = await run_tool(tool, {arguments[name]: value for name, value in given.items()}, settings)
+        if is_error:
+            raise _mcp_error(orjson.loads(payload))
+        return payload.decode()
+
+    # The SDK reads the URI variables off the signature (and pydantic off the annotations).
+    read.__annotations__ = {name: str | None if name in optional else str for name in arguments} | {"return": str}
+    read.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                              default=None if name in optional else inspect.Parameter.empty)
+            for name, annotation in read.__annotations__.items() if name != "return"
+        ],
+        return_annotation=str,
+    )
+    return read
+
+
+def _missing_query(uri: str, missing: list[str]) -> InvalidArgument:
+    return InvalidArgument(
+        f"{uri} needs the query parameter {', '.join(missing)}.",
+        f"Add ?{'&'.join(f'{name}=...' for name in missing)} to the URI; project takes a slug or a"
+        " percent-encoded human_key.",
+    )
+
+
+def _mcp_error(body: dict[str, Any]) -> MCPError:
+    error = body["error"]
+    code = INVALID_PARAMS if error["code"] in _CALLER_ERRORS else INTERNAL_ERROR
+    return MCPError(code=code, message=error["message"], data=body)

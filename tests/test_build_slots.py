@@ -1,0 +1,127 @@
+"""Build slots, in process. (Concurrent acquires through the real server: test_e2e_reservations.py.)"""
+
+import pytest
+
+from chalicelib import db
+from chalicelib.errors import Conflict, NotFound
+from chalicelib.ids import stable_id
+from chalicelib.tools.agents import agent_id
+from chalicelib.tools.reservations import later
+
+from .test_reservations import travel
+
+
+@pytest.fixture
+def slot(call, project):
+    """slot("acquire", "BlueLake", ...) calls the {verb}_build_slot tool on slot "frontend"."""
+
+    def slot(verb, agent, **options):
+        return call(f"{verb}_build_slot", project_key=project, agent_name=agent, slot=options.pop("slot", "frontend"), **options)
+
+    return slot
+
+
+def holders(call, project, slot="frontend"):
+    return [(s["agent"], s["exclusive"]) for s in call("list_build_slots", project_key=project, slot=slot)["slots"]]
+
+
+def test_an_exclusive_slot_refuses_everyone_else(slot):
+    held = slot("acquire", "BlueLake")
+    assert (held["slot"], held["agent"], held["exclusive"]) == ("frontend", "BlueLake", True)
+    for exclusive in (True, False):
+        with pytest.raises(Conflict) as refused:
+            slot("acquire", "GreenCastle", exclusive=exclusive)
+        assert "BlueLake" in refused.value.message and held["expires_ts"] in refused.value.message
+        assert refused.value.hint
+    assert slot("acquire", "GreenCastle", slot="backend")["agent"] == "GreenCastle"  # another slot is free
+
+
+def test_acquiring_again_renews(slot, monkeypatch):
+    first = slot("acquire", "BlueLake", ttl_seconds=60)
+    travel(monkeypatch, 30)
+    again = slot("acquire", "BlueLake", ttl_seconds=600)
+    assert again["acquired_ts"] == first["acquired_ts"] and again["expires_ts"] > later(first["expires_ts"], 500)
+
+
+def test_shared_holders_coexist_but_block_an_exclusive_request(call, project, slot):
+    slot("acquire", "BlueLake", exclusive=False)
+    slot("acquire", "GreenCastle", exclusive=False)
+    assert holders(call, project) == [("BlueLake", False), ("GreenCastle", False)]
+    with pytest.raises(Conflict) as refused:
+        slot("acquire", "RedStone")
+    assert "BlueLake (shared" in refused.value.message and "GreenCastle (shared" in refused.value.message
+    with pytest.raises(Conflict):
+        slot("acquire", "BlueLake")  # not even a shared holder may turn exclusive while others share
+
+
+def test_release_frees_the_slot(call, project, slot):
+    slot("acquire", "BlueLake")
+    assert slot("release", "BlueLake")["released"] is True
+    assert slot("release", "BlueLake")["released"] is False  # idempotent
+    assert holders(call, project) == []
+    assert slot("acquire", "GreenCastle")["agent"] == "GreenCastle"
+
+
+def test_an_expired_hold_frees_the_slot(slot, monkeypatch):
+    slot("acquire", "BlueLake", ttl_seconds=60)
+    travel(monkeypatch, 61)
+    assert slot("acquire", "GreenCastle")["agent"] == "GreenCastle"
+    with pytest.raises(NotFound) as gone:
+        slot("renew", "BlueLake")
+    assert "acquire_build_slot" in gone.value.hint
+
+
+def test_renew_extends_the_hold(slot):
+    held = slot("acquire", "BlueLake", ttl_seconds=60)
+    renewed = slot("renew", "BlueLake", extend_seconds=600)
+    assert renewed["expires_ts"] == later(held["expires_ts"], 600) and renewed["acquired_ts"] == held["acquired_ts"]
+
+
+def test_two_replicas_granting_the_slot_agree_on_the_earliest(call, project, slot, settings):
+    """What a sync between replicas that each granted the slot leaves behind: two exclusive rows."""
+    winner = slot("acquire", "BlueLake")
+    with db.connection(settings) as conn:
+        (project_id,) = conn.execute("SELECT id FROM projects WHERE slug = ?", (project,)).fetchone()
+        loser_agent = agent_id(project_id, "GreenCastle")
+        conn.execute(
+            "INSERT INTO build_slots (id, project_id, slot, agent_id, exclusive, acquired_ts, expires_ts)"
+            " VALUES (?, ?, 'frontend', ?, 1, ?, ?)",
+            (stable_id("build_slot", project_id, "frontend", loser_agent), project_id, loser_agent,
+             later(winner["acquired_ts"], 0.001), winner["expires_ts"]),
+        )
+    assert holders(call, project) == [("BlueLake", True)]
+    for verb in ("renew", "acquire"):
+        with pytest.raises(Conflict) as lost:
+            slot(verb, "GreenCastle")
+        assert "BlueLake" in lost.value.message
+    slot("release", "BlueLake")
+    assert holders(call, project) == [("GreenCastle", True)]  # its own grant still runs
+
+
+def test_a_tie_goes_to_the_lower_id(call, project, slot, settings):
+    with db.connection(settings) as conn:
+        (project_id,) = conn.execute("SELECT id FROM projects WHERE slug = ?", (project,)).fetchone()
+        rows = sorted(
+            (stable_id("build_slot", project_id, "frontend", agent_id(project_id, name)), agent_id(project_id, name), name)
+            for name in ("BlueLake", "GreenCastle", "RedStone")
+        )
+        conn.executemany(
+            "INSERT INTO build_slots (id, project_id, slot, agent_id, exclusive, acquired_ts, expires_ts)"
+            " VALUES (?, ?, 'frontend', ?, 1, '2026-01-01T00:00:00.000000+00:00', '2999-01-01T00:00:00.000000+00:00')",
+            [(row_id, project_id, agent) for row_id, agent, _ in rows],
+        )
+    assert holders(call, project) == [(rows[0][2], True)]
+
+
+def test_list_build_slots_by_slot(call, project, slot):
+    slot("acquire", "BlueLake", slot="backend")
+    slot("acquire", "GreenCastle", slot="alpha", exclusive=False)
+    listed = call("list_build_slots", project_key=project)["slots"]
+    assert [(s["slot"], s["agent"]) for s in listed] == [("alpha", "GreenCastle"), ("backend", "BlueLake")]
+
+
+def test_an_archived_project_grants_no_slot(call, project, slot):
+    call("archive_project", project_key=project)
+    with pytest.raises(Conflict) as refused:
+        slot("acquire", "BlueLake")
+    assert "archived" in refused.value.message

@@ -1,0 +1,247 @@
+"""The pre-commit guard: installed in real git repositories, exercised by real commits
+against the real server."""
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chalicelib.config import get_settings
+from chalicelib.errors import InvalidArgument, NotFound
+from chalicelib.guard import CHAINED, MARKER
+
+from .servers import free_port
+
+PROJECT = "/guard/demo"
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+}
+GUARD_ENV = ("AGENT_NAME", "AGENT_MAIL_URL", "AGENT_MAIL_GUARD_MODE", "AGENT_MAIL_BYPASS", "AGENT_MAIL_GUARD_STRICT")
+
+
+def git(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {key: value for key, value in os.environ.items() if key not in GUARD_ENV}
+    environ.update(GIT_ENV, **env)
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False, env=environ)
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q")
+    return path
+
+
+def commit(repo: Path, *files: str, **env: str) -> subprocess.CompletedProcess:
+    """Write, stage and commit the files; the result of `git commit`."""
+    for name in files:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(f"{name} {os.urandom(4).hex()}\n")
+    git(repo, "add", "--", *files)
+    return git(repo, "commit", "-q", "-m", "change", **env)
+
+
+def commits(repo: Path) -> int:
+    out = git(repo, "rev-list", "--count", "HEAD")
+    return int(out.stdout) if out.returncode == 0 else 0
+
+
+def write_hook(path: Path, script: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    path.chmod(0o755)
+
+
+# Installing and uninstalling (in process)
+
+
+@pytest.fixture
+def guard_tools(call):
+    call("ensure_project", human_key=PROJECT)
+
+    def install(repo):
+        return call("install_precommit_guard", project_key=PROJECT, code_repo_path=str(repo))
+
+    def uninstall(repo):
+        return call("uninstall_precommit_guard", code_repo_path=str(repo))
+
+    return install, uninstall
+
+
+def test_install_needs_an_existing_git_work_tree(guard_tools, tmp_path):
+    install, _ = guard_tools
+    with pytest.raises(NotFound) as missing:
+        install(tmp_path / "nowhere")
+    assert "does not exist" in missing.value.message and missing.value.hint
+    with pytest.raises(InvalidArgument) as plain:
+        install(tmp_path)
+    assert "not a git work tree" in plain.value.message and "git init" in plain.value.hint
+    with pytest.raises(InvalidArgument) as relative:
+        install("repo")
+    assert "absolute" in relative.value.message
+
+
+def test_install_writes_an_executable_hook_pointing_at_this_server(guard_tools, repo, monkeypatch):
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("PORT", "9999")
+    get_settings.cache_clear()
+    try:
+        installed = guard_tools[0](repo)
+    finally:
+        get_settings.cache_clear()
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    assert installed == {"hook_path": str(hook), "chained_hook": None, "server_url": "http://127.0.0.1:9999", "project": "guard-demo"}
+    script = hook.read_text()
+    assert MARKER in script and "SERVER_URL = 'http://127.0.0.1:9999'" in script and f"PROJECT = {PROJECT!r}" in script
+    assert hook.stat().st_mode & stat.S_IXUSR
+
+
+def test_core_hooks_path_is_respected(guard_tools, repo):
+    git(repo, "config", "core.hooksPath", ".githooks")  # relative: to the work tree's root
+    (repo / "sub").mkdir()
+    assert guard_tools[0](repo / "sub")["hook_path"] == str(repo / ".githooks" / "pre-commit")
+    assert MARKER in (repo / ".githooks" / "pre-commit").read_text()
+    assert not (repo / ".git" / "hooks" / "pre-commit").exists()
+
+
+def test_an_existing_hook_is_chained_and_restored(guard_tools, repo):
+    install, uninstall = guard_tools
+    original = repo / ".git" / "hooks" / "pre-commit"
+    write_hook(original, "#!/bin/sh\nexit 0\n")
+    assert install(repo)["chained_hook"] == str(original.parent / CHAINED)
+    assert install(repo)["chained_hook"] == str(original.parent / CHAINED)  # again: updates, never chains itself
+    assert (original.parent / CHAINED).read_text() == "#!/bin/sh\nexit 0\n" and MARKER in original.read_text()
+
+    assert uninstall(repo) == {"hook_path": str(original), "removed": True, "restored_hook": True}
+    assert original.read_text() == "#!/bin/sh\nexit 0\n" and original.stat().st_mode & stat.S_IXUSR
+    assert not (original.parent / CHAINED).exists()
+
+
+def test_uninstall_leaves_other_hooks_alone(guard_tools, repo):
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    assert guard_tools[1](repo)["removed"] is False
+    write_hook(hook, "#!/bin/sh\nexit 0\n")
+    assert guard_tools[1](repo) == {"hook_path": str(hook), "removed": False, "restored_hook": False}
+    assert hook.read_text() == "#!/bin/sh\nexit 0\n"
+
+
+# Real commits against the real server
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    """GreenCastle holds src/** exclusively and docs/** shared for the whole module."""
+    with httpx.Client(base_url=server) as client:
+        client.post("/api/ensure_project", json={"human_key": PROJECT}).raise_for_status()
+        for name in ("BlueLake", "GreenCastle"):
+            client.post(
+                "/api/register_agent", json={"project_key": PROJECT, "program": "p", "model": "m", "name": name}
+            ).raise_for_status()
+        for paths, exclusive in ((["src/**"], True), (["docs/**"], False)):
+            client.post(
+                "/api/file_reservation_paths",
+                json={"project_key": PROJECT, "agent_name": "GreenCastle", "paths": paths, "exclusive": exclusive, "reason": "FEAT-7"},
+            ).raise_for_status()
+        yield client
+
+
+@pytest.fixture
+def guarded(api, repo, server):
+    """A repository with the guard installed through the server; commit(files, **env) talks to that server."""
+    api.post("/api/install_precommit_guard", json={"project_key": PROJECT, "code_repo_path": str(repo)}).raise_for_status()
+
+    def commit_as(agent: str | None, *files: str, **env: str) -> subprocess.CompletedProcess:
+        return commit(repo, *files, **{"AGENT_MAIL_URL": server, **({"AGENT_NAME": agent} if agent else {}), **env})
+
+    return commit_as
+
+
+def test_a_commit_touching_another_agents_exclusive_reservation_is_blocked(guarded, repo):
+    result = guarded("BlueLake", "README.md", "src/app.py")
+    assert result.returncode != 0 and commits(repo) == 0
+    assert "src/app.py is reserved by GreenCastle (src/**" in result.stderr and "FEAT-7" in result.stderr
+    assert "README.md" not in result.stderr and "AGENT_MAIL_BYPASS" in result.stderr
+
+
+def test_without_agent_name_every_exclusive_reservation_counts(guarded, repo):
+    assert guarded(None, "src/app.py").returncode != 0 and commits(repo) == 0
+
+
+def test_own_reservations_shared_ones_and_free_files_pass(guarded, repo):
+    assert guarded("GreenCastle", "src/app.py").returncode == 0
+    assert guarded("BlueLake", "docs/guide.md", "README.md").returncode == 0
+    assert commits(repo) == 2
+
+
+def test_a_rename_out_of_a_reservation_touches_it(guarded, repo, server):
+    assert guarded("GreenCastle", "src/old.py").returncode == 0
+    git(repo, "mv", "src/old.py", "new.py")
+    result = git(repo, "commit", "-q", "-m", "move", AGENT_NAME="BlueLake", AGENT_MAIL_URL=server)
+    assert result.returncode != 0 and "src/old.py" in result.stderr
+
+
+def test_advisory_mode_warns_but_commits(guarded, repo):
+    result = guarded("BlueLake", "src/app.py", AGENT_MAIL_GUARD_MODE="warn")
+    assert result.returncode == 0 and commits(repo) == 1
+    assert "src/app.py is reserved by GreenCastle" in result.stderr
+
+
+def test_bypass_skips_the_check(guarded, repo):
+    result = guarded("BlueLake", "src/app.py", AGENT_MAIL_BYPASS="1")
+    assert result.returncode == 0 and commits(repo) == 1 and "AGENT_MAIL_BYPASS" in result.stderr
+
+
+def test_an_unknown_agent_is_blocked_with_the_servers_explanation(guarded, repo):
+    result = guarded("NoSuchAgent", "README.md")
+    assert result.returncode != 0 and "No agent named NoSuchAgent" in result.stderr
+
+
+def test_an_unreachable_server_warns_unless_strict(guarded, repo):
+    nobody = f"http://127.0.0.1:{free_port()}"
+    result = guarded("BlueLake", "src/app.py", AGENT_MAIL_URL=nobody)
+    assert result.returncode == 0 and "cannot check file reservations" in result.stderr
+    strict = guarded("BlueLake", "src/other.py", AGENT_MAIL_URL=nobody, AGENT_MAIL_GUARD_STRICT="1")
+    assert strict.returncode != 0 and "AGENT_MAIL_GUARD_STRICT" in strict.stderr and commits(repo) == 1
+
+
+def test_the_chained_hook_runs_first_and_can_block(api, repo, server):
+    hooks = repo / ".git" / "hooks"
+    write_hook(hooks / "pre-commit", '#!/bin/sh\necho chained >> "$(git rev-parse --git-dir)/ran"\nexit "${FAIL:-0}"\n')
+    api.post("/api/install_precommit_guard", json={"project_key": PROJECT, "code_repo_path": str(repo)}).raise_for_status()
+    env = {"AGENT_MAIL_URL": server, "AGENT_NAME": "BlueLake"}
+    assert commit(repo, "src/app.py", **env).returncode != 0  # chained hook passed, the guard blocked
+    git(repo, "rm", "-q", "--cached", "src/app.py")
+    assert commit(repo, "README.md", FAIL="3", **env).returncode != 0  # the chained hook's failure blocks
+    assert commit(repo, "README.md", **env).returncode == 0
+    assert (repo / ".git" / "ran").read_text() == "chained\n" * 3
+
+    api.post("/api/uninstall_precommit_guard", json={"code_repo_path": str(repo)}).raise_for_status()
+    assert commit(repo, "src/app.py", **env).returncode == 0  # only the original hook is left
+    assert not (hooks / CHAINED).exists() and MARKER not in (hooks / "pre-commit").read_text()
+
+
+def test_a_hook_under_core_hooks_path_guards_commits(api, repo, server):
+    git(repo, "config", "core.hooksPath", "tools/hooks")
+    installed = api.post("/api/install_precommit_guard", json={"project_key": PROJECT, "code_repo_path": str(repo)}).json()
+    assert installed["hook_path"] == str(repo / "tools" / "hooks" / "pre-commit")
+    result = commit(repo, "src/app.py", AGENT_MAIL_URL=server, AGENT_NAME="BlueLake")
+    assert result.returncode != 0 and "GreenCastle" in result.stderr
+
+
+def test_the_url_written_at_install_reaches_the_server(call, api, repo, server, monkeypatch):
+    """Installed in process with PORT set to the server's: no AGENT_MAIL_URL needed at commit time."""
+    call("ensure_project", human_key=PROJECT)
+    monkeypatch.setenv("PORT", server.rsplit(":", 1)[1])
+    get_settings.cache_clear()
+    try:
+        call("install_precommit_guard", project_key=PROJECT, code_repo_path=str(repo))
+    finally:
+        get_settings.cache_clear()
+    result = commit(repo, "src/app.py", AGENT_NAME="BlueLake")
+    assert result.returncode != 0 and "GreenCastle" in result.stderr

@@ -1,0 +1,124 @@
+"""Retiring agents and archiving projects, in process (real SQLite file, every tool through invoke)."""
+
+import sqlite3
+
+import pytest
+
+from chalicelib import clock
+from chalicelib.errors import Conflict
+from chalicelib.ids import new_id, stable_id
+from chalicelib.tools.agents import agent_id
+from chalicelib.tools.reservations import later
+
+TEAM = "work-team"
+
+
+@pytest.fixture
+def team(call):
+    """A project of three agents that accept anyone's messages."""
+    call("ensure_project", human_key="/work/team")
+    for name in ("BlueLake", "GreenCastle", "RedStone"):
+        call("register_agent", project_key=TEAM, program="claude-code", model="opus", name=name)
+        call("set_contact_policy", project_key=TEAM, agent_name=name, policy="open")
+    return TEAM
+
+
+@pytest.fixture
+def send(call):
+    def send(sender, to, project=TEAM, **options):
+        args = dict(project_key=project, sender_name=sender, to=to, subject="Hello", body_md="hi") | options
+        return call("send_message", **args)["message"]
+
+    return send
+
+
+def count_messages(settings) -> int:
+    with sqlite3.connect(settings.database_path) as conn:
+        return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+
+def names(call, **options):
+    return [agent["name"] for agent in call("list_agents", project_key=TEAM, **options)["agents"]]
+
+
+def test_a_retired_agent_gets_no_mail_and_sends_none(call, team, send, settings):
+    retired = call("retire_agent", project_key=team, agent_name="RedStone")
+    assert retired["retired_ts"] and retired["released_file_reservations"] == 0
+    again = call("retire_agent", project_key=team, agent_name="RedStone")
+    assert again["retired_ts"] == retired["retired_ts"]  # idempotent: the first time is kept
+
+    with pytest.raises(Conflict, match="RedStone is retired") as info:
+        send("BlueLake", ["GreenCastle"], cc=["RedStone"])
+    assert "list_agents" in info.value.hint
+    assert count_messages(settings) == 0  # not even GreenCastle's copy
+    with pytest.raises(Conflict, match="RedStone is retired") as info:
+        send("RedStone", ["BlueLake"])
+    assert "unretire_agent" in info.value.hint
+    with pytest.raises(Conflict, match="retired"):
+        call("request_contact", project_key=team, from_agent="BlueLake", to_agent="RedStone")
+
+    assert call("whois", project_key=team, agent_name="RedStone")["retired_ts"] == retired["retired_ts"]
+    profile = call("register_agent", project_key=team, program="codex", model="gpt", name="RedStone")
+    assert profile["retired_ts"] == retired["retired_ts"]  # a new session does not unretire it by accident
+    assert names(call) == ["BlueLake", "GreenCastle"]
+    assert names(call, include_retired=True) == ["BlueLake", "GreenCastle", "RedStone"]
+
+    assert call("unretire_agent", project_key=team, agent_name="RedStone")["retired_ts"] is None
+    send("BlueLake", ["RedStone"])
+    send("RedStone", ["BlueLake"])
+    assert count_messages(settings) == 2
+
+
+def test_retiring_releases_active_file_reservations(call, team, settings):
+    project_id, now = stable_id("project", "/work/team"), clock.now()
+    rows = [("src/**", later(now, 3600), None), ("old/**", later(now, -1), None), ("docs/**", later(now, 3600), now)]
+    with sqlite3.connect(settings.database_path) as conn:
+        conn.executemany(
+            "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, exclusive, created_ts, expires_ts,"
+            " released_ts) VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
+            [(new_id(), project_id, agent_id(project_id, "BlueLake"), pattern, now, expires, released)
+             for pattern, expires, released in rows],
+        )
+    assert call("retire_agent", project_key=team, agent_name="BlueLake")["released_file_reservations"] == 1
+    with sqlite3.connect(settings.database_path) as conn:
+        unreleased = conn.execute("SELECT path_pattern FROM file_reservations WHERE released_ts IS NULL").fetchall()
+    assert unreleased == [("old/**",)]  # the expired one needed no release
+
+
+def test_an_archived_project_is_hidden_and_read_only(call, team, send, settings):
+    first = send("BlueLake", ["GreenCastle"])
+    archived = call("archive_project", project_key=team)
+    assert archived["archived_ts"]
+    assert call("archive_project", project_key="/work/team")["archived_ts"] == archived["archived_ts"]
+
+    assert call("list_projects")["projects"] == []
+    assert [p["slug"] for p in call("list_projects", include_archived=True)["projects"]] == [team]
+    assert call("get_project", project_key=team)["archived_ts"] == archived["archived_ts"]
+
+    with pytest.raises(Conflict, match="archived") as info:
+        send("BlueLake", ["GreenCastle"])
+    assert "unarchive_project(project_key='work-team')" in info.value.hint
+    with pytest.raises(Conflict, match="archived"):
+        call("reply_message", project_key=team, message_id=first["id"], sender_name="GreenCastle", body_md="x")
+    with pytest.raises(Conflict, match="archived"):
+        call("register_agent", project_key=team, program="p", model="m")
+    with pytest.raises(Conflict, match="archived"):
+        call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")
+    assert count_messages(settings) == 1
+
+    # everything stays readable, and a reader may still mark what it has read
+    [received] = call("fetch_inbox", project_key=team, agent_name="GreenCastle")["messages"]
+    call("acknowledge_message", project_key=team, agent_name="GreenCastle", message_id=received["id"])
+    assert call("search_messages", project_key=team, query="hi")["results"]
+
+    assert call("unarchive_project", project_key=team)["archived_ts"] is None
+    assert [p["slug"] for p in call("list_projects")["projects"]] == [team]
+    send("BlueLake", ["GreenCastle"])
+
+
+def test_no_message_into_an_archived_project_from_outside(call, team, send):
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="PinkDog")
+    call("archive_project", project_key=team)
+    with pytest.raises(Conflict, match="BlueLake@work-team is in project 'work-team', which is archived"):
+        send("PinkDog", ["BlueLake@work-team"], project="work-other")

@@ -1,0 +1,76 @@
+"""Macros: one call doing the work of several, in one transaction."""
+
+import asyncio
+
+import pytest
+from mcp import Client
+
+from chalicelib.errors import NotFound
+
+
+def test_start_session_registers_reserves_and_reads(call, project):
+    call("send_message", project_key=project, sender_name="BlueLake", to=["RedStone"], subject="Welcome", body_md="hi")
+    started = call(
+        "macro_start_session", human_key="/work/demo", program="codex", model="gpt-5", agent_name="RedStone",
+        file_reservation_paths=["src/**"], file_reservation_reason="FEAT-1",
+    )
+    assert started["project"]["slug"] == project
+    assert (started["agent"]["name"], started["agent"]["program"]) == ("RedStone", "codex")
+    assert [g["path_pattern"] for g in started["file_reservations"]["granted"]] == ["src/**"]
+    assert [m["subject"] for m in started["inbox"]] == ["Welcome"]
+
+
+def test_start_session_for_a_new_agent_in_a_new_project(call):
+    started = call("macro_start_session", human_key="/brand/new", program="p", model="m", inbox_limit=0)
+    assert started["project"]["slug"] == "brand-new"
+    assert started["agent"]["name"] and started["inbox"] == [] and started["file_reservations"] is None
+
+
+def test_a_failing_macro_changes_nothing(call, project):
+    with pytest.raises(NotFound):
+        call("macro_prepare_thread", project_key=project, thread_id="nope", program="p", model="m", agent_name="NewOne")
+    assert "NewOne" not in [a["name"] for a in call("list_agents", project_key=project)["agents"]]
+
+
+def test_prepare_thread(call, project):
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Plan",
+         body_md="- [ ] write tests", thread_id="T-1")
+    prepared = call("macro_prepare_thread", project_key=project, thread_id="T-1", program="p", model="m",
+                    agent_name="GreenCastle", include_inbox_bodies=True)
+    assert prepared["thread"]["action_items"] == ["BlueLake: write tests"]
+    assert prepared["inbox"][0]["body_md"] == "- [ ] write tests"
+
+
+def test_file_reservation_cycle_reports_conflicts_and_can_release(call, project):
+    call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["src/app.py"])
+    cycle = call("macro_file_reservation_cycle", project_key=project, agent_name="GreenCastle", paths=["src/**"],
+                 auto_release=True)
+    [conflict] = cycle["file_reservations"]["conflicts"]
+    assert [holder["agent"] for holder in conflict["holders"]] == ["BlueLake"]
+    assert cycle["released"]["released"] == 1
+    active = call("list_file_reservations", project_key=project)["file_reservations"]
+    assert [r["agent"] for r in active] == ["BlueLake"]
+
+
+def test_contact_handshake_with_welcome(call, project):
+    for name in ("BlueLake", "GreenCastle"):
+        call("set_contact_policy", project_key=project, agent_name=name, policy="contacts_only")
+    shake = call("macro_contact_handshake", project_key=project, requester="BlueLake", target="GreenCastle",
+                 reason="pairing", auto_accept=True, welcome_subject="Hello", welcome_body="Let's pair")
+    assert shake["response"]["status"] == "approved"
+    assert shake["welcome"]["message"]["to"] == ["GreenCastle"]
+    subjects = [m["subject"] for m in call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"]]
+    assert "Hello" in subjects
+
+
+def test_macros_over_mcp(server):
+    async def session():
+        async with Client(f"{server}/mcp", mode="legacy") as client:
+            result = await client.call_tool(
+                "macro_start_session", {"human_key": "/macro/mcp", "program": "p", "model": "m", "inbox_limit": 5}
+            )
+            assert not result.is_error, result.content[0].text
+            return result.structured_content
+
+    started = asyncio.run(session())
+    assert started["project"]["slug"] == "macro-mcp" and started["inbox"] == []

@@ -1,0 +1,195 @@
+"""MCP resources: each a read-only tool's JSON output, read through the official client from the real server."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from mcp import Client, MCPError
+
+from chalicelib import mcp_resources
+from chalicelib.mcp_app import build_mcp_server
+from chalicelib.mcp_resources import View
+from chalicelib.registry import tools_by_name
+
+TOOLS = tools_by_name()
+HAS_RESERVATIONS = {"list_file_reservations", "file_reservation_paths"} <= set(TOOLS)
+TEMPLATES = {
+    "resource://project/{slug}",
+    "resource://agents/{project_key}",
+    "resource://inbox/{agent}{?project,limit,include_bodies}",
+    "resource://outbox/{agent}{?project}",
+    "resource://thread/{thread_id}{?project}",
+    "resource://message/{id}{?project}",
+    "resource://product/{key}",
+} | ({"resource://file_reservations/{project_key}{?active_only}"} if "list_file_reservations" in TOOLS else set())
+
+
+@pytest.fixture(scope="module")
+def seed(server):
+    """Project res-demo (BlueLake, GreenCastle), one message in thread 'FEAT 1/a', product res-shop."""
+    with httpx.Client(base_url=server) as api:
+        def post(tool, **arguments):
+            response = api.post(f"/api/{tool}", json=arguments)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        post("ensure_project", human_key="/res/demo")
+        for name in ("BlueLake", "GreenCastle"):
+            post("register_agent", project_key="res-demo", program="p", model="m", name=name)
+            post("set_contact_policy", project_key="res-demo", agent_name=name, policy="open")  # mail from anyone
+        for subject in ("First", "Second"):
+            message = post("send_message", project_key="res-demo", sender_name="BlueLake", to=["GreenCastle"],
+                           bcc=["BlueLake"], subject=subject, body_md=f"{subject} body", thread_id="FEAT 1/a")["message"]
+        post("ensure_product", product_key="res-shop")
+        post("products_link", product_key="res-shop", project_key="res-demo")
+        if HAS_RESERVATIONS:
+            post("file_reservation_paths", project_key="res-demo", agent_name="BlueLake", paths=["src/*.py"])
+        yield {"message": message["id"]}
+
+
+def read(server, uri):
+    async def reading():
+        async with Client(f"{server}/mcp", mode="legacy") as client:
+            return await client.read_resource(uri)
+
+    return asyncio.run(reading())
+
+
+def rest(server, tool, **arguments):
+    return httpx.get(f"{server}/api/{tool}", params=arguments)
+
+
+SAME_AS_TOOL = [
+    ("resource://projects", "list_projects", {}),
+    ("resource://project/res-demo", "get_project", {"project_key": "res-demo"}),
+    ("resource://project/%2Fres%2Fdemo", "get_project", {"project_key": "/res/demo"}),  # a human key, encoded
+    ("resource://agents/res-demo", "list_agents", {"project_key": "res-demo"}),
+    ("resource://inbox/GreenCastle?project=res-demo", "fetch_inbox", {"project_key": "res-demo", "agent_name": "GreenCastle"}),
+    ("resource://inbox/GreenCastle?include_bodies=true&limit=1&project=res-demo", "fetch_inbox",
+     {"project_key": "res-demo", "agent_name": "GreenCastle", "limit": 1, "include_bodies": True}),
+    ("resource://outbox/BlueLake?project=res-demo", "fetch_outbox", {"project_key": "res-demo", "agent_name": "BlueLake"}),
+    ("resource://thread/FEAT%201%2Fa?project=res-demo", "get_thread", {"project_key": "res-demo", "thread_id": "FEAT 1/a"}),
+    ("resource://message/{message}?project=%2Fres%2Fdemo", "get_message", {"project_key": "res-demo", "message_id": "{message}"}),
+    ("resource://product/res-shop", "get_product", {"product_key": "res-shop"}),
+    pytest.param("resource://file_reservations/res-demo", "list_file_reservations", {"project_key": "res-demo"},
+                 marks=pytest.mark.skipif(not HAS_RESERVATIONS, reason="file reservation tools not present")),
+    pytest.param("resource://file_reservations/res-demo?active_only=false", "list_file_reservations",
+                 {"project_key": "res-demo", "active_only": False},
+                 marks=pytest.mark.skipif(not HAS_RESERVATIONS, reason="file reservation tools not present")),
+]
+
+
+@pytest.mark.parametrize(("uri", "tool", "arguments"), SAME_AS_TOOL, ids=lambda value: str(value)[:50])
+def test_a_resource_is_its_tools_json_output(server, seed, uri, tool, arguments):
+    uri = uri.format(**seed)
+    arguments = {key: str(value).format(**seed) for key, value in arguments.items()}
+    [content] = read(server, uri).contents
+    expected = rest(server, tool, **arguments)
+    assert expected.status_code == 200
+    assert (content.uri, content.mime_type) == (uri, "application/json")
+    assert json.loads(content.text) == expected.json()
+
+
+def test_query_parameters_reach_the_tool(server, seed):
+    [full] = read(server, "resource://inbox/GreenCastle?project=res-demo&include_bodies=true").contents
+    [short] = read(server, "resource://inbox/GreenCastle?limit=1&project=res-demo").contents
+    assert [m["body_md"] for m in json.loads(full.text)["messages"]] == ["Second body", "First body"]
+    assert [m["body_md"] for m in json.loads(short.text)["messages"]] == [None]
+    # The outbox is the sender's view: bcc included. get_message without a reader hides it.
+    [outbox] = read(server, "resource://outbox/BlueLake?project=res-demo").contents
+    [message] = read(server, f"resource://message/{seed['message']}?project=res-demo").contents
+    assert json.loads(outbox.text)["messages"][0]["bcc"] == ["BlueLake"] and json.loads(message.text)["bcc"] == []
+
+
+def resource_error(server, uri) -> MCPError:
+    async def reading():
+        async with Client(f"{server}/mcp", mode="legacy") as client:
+            with pytest.raises(MCPError) as info:  # caught inside: the client's task group would wrap it
+                await client.read_resource(uri)
+            return info.value
+
+    return asyncio.run(reading())
+
+
+@pytest.mark.parametrize(
+    ("uri", "tool", "arguments", "code"),
+    [
+        ("resource://inbox/Ghost?project=res-demo", "fetch_inbox", {"project_key": "res-demo", "agent_name": "Ghost"},
+         "not_found"),
+        ("resource://project/missing", "get_project", {"project_key": "missing"}, "not_found"),
+        ("resource://message/123?project=res-demo", "get_message", {"project_key": "res-demo", "message_id": 123},
+         "not_found"),
+        ("resource://message/abc?project=res-demo", "get_message", {"project_key": "res-demo", "message_id": "abc"},
+         "invalid_argument"),
+        ("resource://inbox/GreenCastle?project=res-demo&limit=0", "fetch_inbox",
+         {"project_key": "res-demo", "agent_name": "GreenCastle", "limit": 0}, "invalid_argument"),
+        ("resource://thread/nope?project=res-demo", "get_thread", {"project_key": "res-demo", "thread_id": "nope"},
+         "not_found"),
+    ],
+)
+def test_a_tool_error_is_a_resource_error_with_the_same_message(server, seed, uri, tool, arguments, code):
+    error = resource_error(server, uri)
+    expected = rest(server, tool, **arguments).json()
+    assert expected["error"]["code"] == code
+    assert error.code == -32602  # invalid params: the caller's to fix
+    assert error.message == expected["error"]["message"]
+    assert error.data == expected
+
+
+def test_a_missing_required_query_parameter_is_named(server, seed):
+    error = resource_error(server, "resource://outbox/BlueLake")
+    assert error.code == -32602
+    assert error.message == "resource://outbox/BlueLake needs the query parameter project."
+    assert error.data["error"]["code"] == "invalid_argument" and "?project=" in error.data["error"]["hint"]
+
+
+def test_an_unknown_resource(server, seed):
+    assert "Unknown resource" in resource_error(server, "resource://nope/1").message
+
+
+def test_resources_and_templates_are_listed(server):
+    async def listing():
+        async with Client(f"{server}/mcp", mode="legacy") as client:
+            return (await client.list_resources()).resources, (await client.list_resource_templates()).resource_templates
+
+    resources, templates = asyncio.run(listing())
+    assert [(r.uri, r.name, r.mime_type) for r in resources] == [("resource://projects", "projects", "application/json")]
+    assert {t.uri_template for t in templates} == TEMPLATES
+    for template in templates:
+        assert template.mime_type == "application/json"
+        assert f"the {mcp_resources.VIEWS[template.uri_template].tool} tool" in template.description
+
+
+def test_resources_over_plain_json_rpc_and_the_lean_initialize(server):
+    """The lean path answers initialize (advertising resources) and hands resources/* to the SDK."""
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    init = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+
+    def rpc(method, params):
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        return httpx.post(f"{server}/mcp", headers=headers, json=body).json()
+
+    assert "resources" in rpc("initialize", init)["result"]["capabilities"]
+    listed = rpc("resources/templates/list", {})["result"]["resourceTemplates"]
+    assert {t["uriTemplate"] for t in listed} == TEMPLATES
+    [content] = rpc("resources/read", {"uri": "resource://projects"})["result"]["contents"]
+    assert json.loads(content["text"]) == rest(server, "list_projects").json()
+
+
+def test_views_must_name_read_only_tools_and_their_real_arguments(settings, monkeypatch):
+    monkeypatch.setattr(mcp_resources, "VIEWS", {"resource://x/{who}": View("fetch_inbox", {"who": "agent"})})
+    with pytest.raises(ValueError, match=r"fetch_inbox has no argument \['agent'\]"):
+        build_mcp_server(settings)
+    monkeypatch.setattr(mcp_resources, "VIEWS", {"resource://x/{project_key}": View("send_message")})
+    with pytest.raises(ValueError, match="send_message is not read-only"):
+        build_mcp_server(settings)
+
+
+def test_a_view_whose_tool_is_absent_is_left_out(settings, monkeypatch):
+    monkeypatch.setattr(mcp_resources, "VIEWS", {"resource://later/{project_key}": View("not_written_yet")})
+
+    async def templates():
+        return await build_mcp_server(settings).list_resource_templates()
+
+    assert asyncio.run(templates()) == []

@@ -1,0 +1,223 @@
+"""Products: groups of projects, with an inbox, search and thread summaries across them."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from mcp import Client
+
+from chalicelib.errors import InvalidArgument, NotFound
+
+
+@pytest.fixture
+def shop(call):
+    """Product `shop` = projects backend + frontend; `other` stays outside.
+    BlueLake works in both linked projects; GreenCastle in backend, RedStone in frontend."""
+    for path, agents in (("/work/backend", ["BlueLake", "GreenCastle"]), ("/work/frontend", ["BlueLake", "RedStone"]),
+                         ("/work/other", ["BlueLake"])):
+        slug = call("ensure_project", human_key=path)["slug"]
+        for name in agents:
+            call("register_agent", project_key=slug, program="claude-code", model="opus", name=name)
+            call("set_contact_policy", project_key=slug, agent_name=name, policy="open")  # mail from anyone
+    call("ensure_product", product_key="shop", name="The Shop")
+    call("products_link", product_key="shop", project_key="work-backend")
+    call("products_link", product_key="shop", project_key="/work/frontend")
+    return "shop"
+
+
+def send(call, project, sender, to, subject, body="", **options):
+    return call("send_message", project_key=project, sender_name=sender, to=to, subject=subject, body_md=body,
+                **options)["message"]
+
+
+def test_ensure_product_is_idempotent_and_keys_are_case_insensitive(call):
+    first = call("ensure_product", product_key="Acme-Shop")
+    assert (first["product_key"], first["name"], first["projects"]) == ("acme-shop", "acme-shop", [])
+    assert call("ensure_product", product_key="acme-shop") == first
+    renamed = call("ensure_product", product_key="ACME-SHOP", name="Acme Shop")
+    assert renamed == first | {"name": "Acme Shop"}
+    assert call("ensure_product", product_key="acme-shop")["name"] == "Acme Shop"  # no name: kept
+    assert [p["product_key"] for p in call("list_products")["products"]] == ["acme-shop"]
+
+
+@pytest.mark.parametrize("key", ["", "has space", "-leading", "a/b", "x" * 65])
+def test_product_keys_are_short_slugs(call, key):
+    with pytest.raises(InvalidArgument, match="product_key") as info:
+        call("ensure_product", product_key=key)
+    assert "e.g. acme-shop" in info.value.message
+
+
+def test_linking_is_idempotent_and_lists_the_projects(call, shop):
+    again = call("products_link", product_key="SHOP", project_key="work-frontend")
+    assert [p["slug"] for p in again["projects"]] == ["work-backend", "work-frontend"]
+    assert again["projects"][0]["human_key"] == "/work/backend"
+    call("ensure_product", product_key="tools")
+    call("products_link", product_key="tools", project_key="work-backend")  # a project in two products
+    listed = {p["product_key"]: [project["slug"] for project in p["projects"]] for p in call("list_products")["products"]}
+    assert listed == {"shop": ["work-backend", "work-frontend"], "tools": ["work-backend"]}
+    assert call("get_product", product_key="shop") == again
+
+
+def test_linking_needs_an_existing_product_and_project(call, shop):
+    with pytest.raises(NotFound, match="Product 'nope' not found") as info:
+        call("products_link", product_key="nope", project_key="work-backend")
+    assert "ensure_product" in info.value.hint
+    with pytest.raises(NotFound, match="Project 'nope' not found"):
+        call("products_link", product_key="shop", project_key="nope")
+    with pytest.raises(NotFound):
+        call("get_product", product_key="nope")
+
+
+def test_product_inbox_spans_the_linked_projects_newest_first(call, shop):
+    a = send(call, "work-backend", "GreenCastle", ["BlueLake"], "API ready", "body a")
+    b = send(call, "work-frontend", "RedStone", ["BlueLake"], "UI broken", "body b", importance="urgent")
+    send(call, "work-other", "BlueLake", ["BlueLake"], "not in the product")
+    send(call, "work-backend", "BlueLake", ["GreenCastle"], "sent, not received")
+    c = send(call, "work-backend", "GreenCastle", ["BlueLake"], "Schema", "body c")
+
+    inbox = call("fetch_inbox_product", product_key="shop", agent_name="bluelake")["messages"]
+    assert [(m["id"], m["project"]) for m in inbox] == [(c["id"], "work-backend"), (b["id"], "work-frontend"),
+                                                        (a["id"], "work-backend")]
+    assert inbox[0]["body_md"] is None and inbox[0]["sender"] == "GreenCastle"
+    # Each message is the project inbox's own row, plus its project.
+    [own] = call("fetch_inbox", project_key="work-frontend", agent_name="BlueLake")["messages"]
+    assert inbox[1] == own | {"project": "work-frontend"}
+
+    def ids(**options):
+        return [m["id"] for m in call("fetch_inbox_product", product_key="shop", agent_name="BlueLake", **options)["messages"]]
+
+    assert ids(limit=2) == [c["id"], b["id"]]
+    assert ids(urgent_only=True) == [b["id"]]
+    assert ids(since_ts=b["created_ts"]) == [c["id"]]
+    bodies = call("fetch_inbox_product", product_key="shop", agent_name="BlueLake", include_bodies=True)["messages"]
+    assert [m["body_md"] for m in bodies] == ["body c", "body b", "body a"]
+
+
+def test_product_inbox_of_an_agent_in_one_project_only(call, shop):
+    send(call, "work-frontend", "BlueLake", ["RedStone"], "hello")
+    [message] = call("fetch_inbox_product", product_key="shop", agent_name="RedStone")["messages"]
+    assert message["project"] == "work-frontend"
+
+
+def test_product_inbox_of_an_unknown_agent(call, shop):
+    with pytest.raises(NotFound, match=r"No agent named Ghost in the projects of product 'shop' \(linked: "
+                                       r"'work-backend', 'work-frontend'\)") as info:
+        call("fetch_inbox_product", product_key="shop", agent_name="Ghost")
+    assert "products_link" in info.value.hint
+    call("ensure_product", product_key="empty")
+    with pytest.raises(NotFound, match=r"\(linked: none\)"):
+        call("fetch_inbox_product", product_key="empty", agent_name="BlueLake")
+
+
+def test_product_search_spans_the_linked_projects(call, shop):
+    send(call, "work-backend", "GreenCastle", ["BlueLake"], "Database migration", "WAL mode for the database")
+    send(call, "work-frontend", "RedStone", ["BlueLake"], "Lunch", "the database team buys pizza")
+    send(call, "work-other", "BlueLake", ["BlueLake"], "database database", "database")
+
+    hits = call("search_messages_product", product_key="shop", query="database")["results"]
+    assert [(h["subject"], h["project"]) for h in hits] == [("Database migration", "work-backend"),
+                                                            ("Lunch", "work-frontend")]
+    assert hits[0]["score"] <= hits[1]["score"] and "**database**" in hits[1]["snippet"]
+    [own] = call("search_messages", project_key="work-frontend", query="database")["results"]
+    assert hits[1] == own | {"project": "work-frontend"}
+    assert [h["subject"] for h in call("search_messages_product", product_key="shop", query="database",
+                                       limit=1)["results"]] == ["Database migration"]
+    assert call("search_messages_product", product_key="shop", query="pizza NOT lunch")["results"] == []
+
+
+@pytest.mark.parametrize("query", ['"unclosed', "AND", "(a OR"])
+def test_product_search_refuses_malformed_queries_like_search_messages(call, shop, query):
+    with pytest.raises(InvalidArgument) as product_error:
+        call("search_messages_product", product_key="shop", query=query)
+    with pytest.raises(InvalidArgument) as project_error:
+        call("search_messages", project_key="work-backend", query=query)
+    assert (product_error.value.message, product_error.value.hint) == (project_error.value.message,
+                                                                       project_error.value.hint)
+
+
+def test_product_thread_summary_merges_the_thread_from_every_linked_project(call, shop):
+    send(call, "work-backend", "GreenCastle", ["BlueLake"], "Checkout", "- API: POST /orders\nTODO: rate limits",
+         thread_id="FEAT-1", ack_required=True)
+    send(call, "work-frontend", "RedStone", ["BlueLake"], "Checkout UI", "We decided on one page.\n- [ ] wire the API",
+         thread_id="FEAT-1")
+    send(call, "work-other", "BlueLake", ["BlueLake"], "unrelated", "- not in the product", thread_id="FEAT-1")
+
+    summary = call("summarize_thread_product", product_key="shop", thread_id="FEAT-1")
+    assert summary["projects"] == ["work-backend", "work-frontend"]
+    assert (summary["subject"], summary["message_count"]) == ("Checkout", 2)
+    assert summary["participants"] == ["GreenCastle", "BlueLake", "RedStone"]
+    assert summary["key_points"] == ["GreenCastle: API: POST /orders", "RedStone: We decided on one page."]
+    assert summary["action_items"] == ["GreenCastle: rate limits", "RedStone: wire the API"]
+    assert [ack["agent"] for ack in summary["open_acks"]] == ["BlueLake"]
+
+    # Within one project it is exactly summarize_thread.
+    send(call, "work-backend", "GreenCastle", ["BlueLake"], "Solo", "- one point", thread_id="SOLO")
+    solo = call("summarize_thread_product", product_key="shop", thread_id="SOLO")
+    assert solo == call("summarize_thread", project_key="work-backend", thread_id="SOLO") | {"projects": ["work-backend"]}
+
+
+def test_product_thread_summary_of_an_unknown_thread(call, shop):
+    send(call, "work-other", "BlueLake", ["BlueLake"], "outside", thread_id="OUT")
+    with pytest.raises(NotFound, match="Thread 'OUT' not found in any project of product 'shop'"):
+        call("summarize_thread_product", product_key="shop", thread_id="OUT")
+
+
+# End to end: the real server, over REST and through the official MCP client.
+
+
+def test_products_over_rest(server):
+    with httpx.Client(base_url=server) as api:
+        for path in ("/rest/api", "/rest/web"):
+            slug = api.post("/api/ensure_project", json={"human_key": path}).json()["slug"]
+            for name in ("BlueLake", "GreenCastle"):
+                api.post("/api/register_agent", json={"project_key": slug, "program": "p", "model": "m", "name": name})
+                api.post("/api/set_contact_policy", json={"project_key": slug, "agent_name": name, "policy": "open"})
+            api.post("/api/send_message", json={"project_key": slug, "sender_name": "GreenCastle", "to": ["BlueLake"],
+                                                 "subject": f"from {slug}", "body_md": "x"})
+        assert api.post("/api/ensure_product", json={"product_key": "rest-shop"}).status_code == 200
+        for slug in ("rest-api", "rest-web"):
+            linked = api.post("/api/products_link", json={"product_key": "rest-shop", "project_key": slug})
+        assert [p["slug"] for p in linked.json()["projects"]] == ["rest-api", "rest-web"]
+
+        inbox = api.get("/api/fetch_inbox_product", params={"product_key": "rest-shop", "agent_name": "BlueLake"})
+        assert [(m["subject"], m["project"]) for m in inbox.json()["messages"]] == [("from rest-web", "rest-web"),
+                                                                                   ("from rest-api", "rest-api")]
+        assert isinstance(inbox.json()["messages"][0]["id"], str)
+        assert api.get("/api/list_products").json()["products"][0]["product_key"] == "rest-shop"
+        missing = api.post("/api/products_link", json={"product_key": "nope", "project_key": "rest-api"})
+        assert missing.status_code == 404 and "ensure_product" in missing.json()["error"]["hint"]
+        bad = api.get("/api/search_messages_product", params={"product_key": "rest-shop", "query": '"open'})
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_argument"
+
+
+def test_products_through_the_official_mcp_client(server):
+    async def session():
+        async with Client(f"{server}/mcp", mode="legacy") as client:
+            async def call(tool_name, /, **arguments):
+                result = await client.call_tool(tool_name, arguments)
+                assert not result.is_error, result.content[0].text
+                return result.structured_content
+
+            for path in ("/mcp/api", "/mcp/web"):
+                slug = (await call("ensure_project", human_key=path))["slug"]
+                for name in ("BlueLake", "RedStone"):
+                    await call("register_agent", project_key=slug, program="p", model="m", name=name)
+                    await call("set_contact_policy", project_key=slug, agent_name=name, policy="open")
+                await call("send_message", project_key=slug, sender_name="RedStone", to=["BlueLake"],
+                           subject=f"Deploy {slug}", body_md="- ship it", thread_id="DEPLOY")
+            await call("ensure_product", product_key="mcp-shop", name="MCP shop")
+            await call("products_link", product_key="mcp-shop", project_key="/mcp/api")
+            await call("products_link", product_key="mcp-shop", project_key="/mcp/web")
+
+            hits = await call("search_messages_product", product_key="mcp-shop", query="deploy")
+            assert {h["project"] for h in hits["results"]} == {"mcp-api", "mcp-web"}
+            summary = await call("summarize_thread_product", product_key="mcp-shop", thread_id="DEPLOY")
+            assert summary["message_count"] == 2 and summary["projects"] == ["mcp-api", "mcp-web"]
+            inbox = await call("fetch_inbox_product", product_key="mcp-shop", agent_name="BlueLake", limit=1)
+            assert [m["project"] for m in inbox["messages"]] == ["mcp-web"]
+
+            error = await client.call_tool("summarize_thread_product", {"product_key": "mcp-shop", "thread_id": "nope"})
+            assert error.is_error and json.loads(error.content[0].text)["error"]["code"] == "not_found"
+
+    asyncio.run(session())

@@ -1,0 +1,262 @@
+"""File reservations, in process (the `call` fixture: real SQLite file, every tool through invoke)."""
+
+import pytest
+
+from chalicelib import clock, db
+from chalicelib.config import get_settings
+from chalicelib.errors import Conflict, InvalidArgument, NotFound
+from chalicelib.tools.agents import agent_id
+from chalicelib.tools.reservations import later, overlap_peers
+
+REAL_NOW = clock.now
+
+
+def travel(monkeypatch, seconds: float) -> None:
+    """From now on the clock reads `seconds` later than real time (no sleeping in tests)."""
+    monkeypatch.setattr(clock, "now", lambda: later(REAL_NOW(), seconds))
+
+
+@pytest.fixture
+def reserve(call, project):
+    def reserve(agent, *paths, **options):
+        return call("file_reservation_paths", project_key=project, agent_name=agent, paths=list(paths), **options)
+
+    return reserve
+
+
+def patterns(reservations):
+    return sorted(r["path_pattern"] for r in reservations)
+
+
+def test_paths_are_normalised(reserve):
+    granted = reserve("BlueLake", "./src//app.py", "docs/", "lib\\util.py", "a/./b", "src/app.py")["granted"]
+    assert patterns(granted) == ["a/b", "docs", "lib/util.py", "src/app.py"]  # duplicates collapse into one
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("/etc/passwd", "is absolute"),
+        ("C:\\repo\\x.py", "is absolute"),
+        ("../secrets", "'..'"),
+        ("src/../../x", "'..'"),
+        ("./", "names no path"),
+        ("", "at least 1 character"),
+    ],
+)
+def test_paths_outside_the_repository_are_refused(call, project, reserve, path, problem):
+    with pytest.raises(InvalidArgument) as refused:
+        reserve("BlueLake", "ok.py", path)
+    assert "paths.1" in refused.value.message and problem in refused.value.message
+    assert refused.value.hint
+    assert call("list_file_reservations", project_key=project, active_only=False)["file_reservations"] == []
+
+
+def test_conflicts_are_granted_but_reported_with_holder_pattern_and_expiry(reserve):
+    held = reserve("GreenCastle", "src/**", reason="FEAT-1")["granted"][0]
+    result = reserve("BlueLake", "src/app.py", "docs/x.md")
+    assert patterns(result["granted"]) == ["docs/x.md", "src/app.py"]
+    [conflict] = result["conflicts"]
+    assert conflict["path"] == "src/app.py"
+    [holder] = conflict["holders"]
+    assert holder == held and (holder["agent"], holder["path_pattern"], holder["reason"]) == ("GreenCastle", "src/**", "FEAT-1")
+    assert holder["exclusive"] is True and holder["expires_ts"] > clock.now()
+
+
+@pytest.mark.parametrize(
+    ("held_exclusive", "asked_exclusive", "clashes"),
+    [(True, True, True), (True, False, True), (False, True, True), (False, False, False)],
+)
+def test_only_two_shared_reservations_coexist(reserve, held_exclusive, asked_exclusive, clashes):
+    reserve("GreenCastle", "docs/**", exclusive=held_exclusive)
+    assert bool(reserve("BlueLake", "docs/*.md", exclusive=asked_exclusive)["conflicts"]) is clashes
+
+
+def test_own_reservations_never_conflict(reserve):
+    reserve("BlueLake", "src/**")
+    assert reserve("BlueLake", "src/app.py")["conflicts"] == []
+
+
+@pytest.mark.parametrize(
+    ("held", "asked", "clashes"),
+    [
+        ("src", "src/app.py", True),  # a directory covers what is under it
+        ("src/*", "src/lib/deep.py", False),  # a glob reserves what it matches, no more
+        ("src/*.py", "src/**/*.ts", False),
+        ("src/**", "src/lib/deep.py", True),
+        ("src", "srcs/app.py", False),
+        ("*.py", "src/app.py", False),  # patterns are anchored at the repository root
+        ("**/*.py", "src/app.py", True),
+        ("docs/*.md", "docs/api/x.md", False),
+    ],
+)
+def test_what_a_pattern_covers(reserve, held, asked, clashes):
+    reserve("GreenCastle", held)
+    assert bool(reserve("BlueLake", asked)["conflicts"]) is clashes
+
+
+def test_expired_reservations_never_count(call, project, reserve, monkeypatch):
+    reserve("GreenCastle", "src/**", ttl_seconds=60)
+    travel(monkeypatch, 61)
+    assert reserve("BlueLake", "src/app.py")["conflicts"] == []
+    check = call("check_file_reservations", project_key=project, agent_name="BlueLake", paths=["src/app.py"])
+    assert check["conflicts"] == []
+    assert [r["agent"] for r in call("list_file_reservations", project_key=project)["file_reservations"]] == ["BlueLake"]
+    everything = call("list_file_reservations", project_key=project, active_only=False)["file_reservations"]
+    assert sorted(r["agent"] for r in everything) == ["BlueLake", "GreenCastle"]
+
+
+def test_reserving_again_renews_the_same_lease(call, project, reserve, monkeypatch):
+    first = reserve("BlueLake", "src/**", ttl_seconds=60)["granted"][0]
+    travel(monkeypatch, 30)
+    again = reserve("BlueLake", "src/**", ttl_seconds=7200, exclusive=False, reason="wider")["granted"][0]
+    assert (again["id"], again["created_ts"]) == (first["id"], first["created_ts"])
+    assert again["expires_ts"] > later(first["expires_ts"], 7000)
+    assert (again["exclusive"], again["reason"]) == (False, "wider")
+    assert len(call("list_file_reservations", project_key=project, active_only=False)["file_reservations"]) == 1
+
+    call("release_file_reservations", project_key=project, agent_name="BlueLake")
+    renewed = reserve("BlueLake", "src/**")["granted"][0]
+    assert renewed["id"] == first["id"] and renewed["created_ts"] > first["created_ts"] and renewed["released_ts"] is None
+
+
+def test_release_by_pattern_by_id_or_all(call, project, reserve):
+    granted = {r["path_pattern"]: r["id"] for r in reserve("BlueLake", "a.py", "b.py", "c.py", "d.py")["granted"]}
+    reserve("GreenCastle", "a.py", exclusive=False)
+
+    def release(**which):
+        return call("release_file_reservations", project_key=project, agent_name="BlueLake", **which)["released"]
+
+    assert release(paths=["a.py"], file_reservation_ids=[granted["b.py"]]) == 2
+    assert release(paths=["a.py", "nothing.py"]) == 0  # already released: a no-op
+    assert release() == 2
+    active = call("list_file_reservations", project_key=project)["file_reservations"]
+    assert [(r["agent"], r["path_pattern"]) for r in active] == [("GreenCastle", "a.py")]
+
+
+def test_releasing_another_agents_reservation_by_id_is_refused(call, project, reserve):
+    theirs = reserve("GreenCastle", "a.py")["granted"][0]["id"]
+    with pytest.raises(NotFound) as refused:
+        call("release_file_reservations", project_key=project, agent_name="BlueLake", file_reservation_ids=[theirs])
+    assert theirs in refused.value.message and "force_release_file_reservation" in refused.value.hint
+    assert len(call("list_file_reservations", project_key=project)["file_reservations"]) == 1
+
+
+def test_renew_extends_active_reservations_only(call, project, reserve, monkeypatch):
+    short = reserve("BlueLake", "short.py", ttl_seconds=60)["granted"][0]
+    long = reserve("BlueLake", "long.py", ttl_seconds=600)["granted"][0]
+    travel(monkeypatch, 120)
+    renewed = call("renew_file_reservations", project_key=project, agent_name="BlueLake", extend_seconds=900)
+    assert renewed["renewed"] == 1
+    [reservation] = renewed["file_reservations"]
+    assert reservation["id"] == long["id"] and reservation["expires_ts"] == later(long["expires_ts"], 900)
+    assert short["id"] not in [r["id"] for r in call("list_file_reservations", project_key=project)["file_reservations"]]
+
+
+def test_force_release_is_refused_while_the_holder_is_alive(call, project, reserve):
+    held = reserve("GreenCastle", "src/**")["granted"][0]
+    with pytest.raises(Conflict) as refused:
+        call("force_release_file_reservation", project_key=project, agent_name="BlueLake", file_reservation_id=held["id"])
+    assert "GreenCastle" in refused.value.message and "src/**" in refused.value.message
+    assert "send_message" in refused.value.hint
+    assert len(call("list_file_reservations", project_key=project)["file_reservations"]) == 1
+
+
+def test_force_release_of_an_expired_reservation_tells_the_holder(call, project, reserve, monkeypatch):
+    held = reserve("GreenCastle", "src/**", ttl_seconds=60)["granted"][0]
+    travel(monkeypatch, 61)
+    forced = call(
+        "force_release_file_reservation", project_key=project, agent_name="BlueLake",
+        file_reservation_id=held["id"], note="Taking over the parser.",
+    )
+    assert forced["released"] and forced["notified"] and "expired" in forced["stale_because"]
+    assert forced["file_reservation"]["released_ts"] is not None
+    [message] = call("fetch_inbox", project_key=project, agent_name="GreenCastle", include_bodies=True)["messages"]
+    assert message["sender"] == "BlueLake" and "src/**" in message["subject"]
+    assert "Taking over the parser." in message["body_md"] and "expired" in message["body_md"]
+
+    again = call("force_release_file_reservation", project_key=project, agent_name="RedStone", file_reservation_id=held["id"])
+    assert (again["released"], again["notified"]) == (False, False)
+
+
+def test_force_release_when_the_holder_went_quiet(call, project, reserve, monkeypatch):
+    held = reserve("GreenCastle", "src/**", ttl_seconds=86400)["granted"][0]
+    travel(monkeypatch, get_settings().stale_agent_seconds + 1)
+    forced = call(
+        "force_release_file_reservation", project_key=project, agent_name="BlueLake",
+        file_reservation_id=held["id"], notify_previous=False,
+    )
+    assert "GreenCastle has been inactive" in forced["stale_because"] and not forced["notified"]
+    assert call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"] == []
+
+
+def test_renewing_keeps_the_holder_from_looking_stale(call, project, reserve, monkeypatch):
+    held = reserve("GreenCastle", "src/**", ttl_seconds=86400)["granted"][0]
+    travel(monkeypatch, get_settings().stale_agent_seconds + 1)
+    call("renew_file_reservations", project_key=project, agent_name="GreenCastle", extend_seconds=60)
+    with pytest.raises(Conflict):
+        call("force_release_file_reservation", project_key=project, agent_name="BlueLake", file_reservation_id=held["id"])
+
+
+def test_stale_agent_seconds_is_a_setting(call, project, reserve, monkeypatch):
+    held = reserve("GreenCastle", "src/**", ttl_seconds=86400)["granted"][0]
+    monkeypatch.setenv("STALE_AGENT_SECONDS", "60")
+    get_settings.cache_clear()
+    try:
+        travel(monkeypatch, 61)
+        forced = call("force_release_file_reservation", project_key=project, agent_name="BlueLake", file_reservation_id=held["id"])
+    finally:
+        get_settings.cache_clear()
+    assert forced["released"]
+
+
+def test_force_release_from_a_retired_holder_sends_nothing(call, project, reserve):
+    call("retire_agent", project_key=project, agent_name="GreenCastle")
+    held = reserve("GreenCastle", "src/**")["granted"][0]
+    forced = call("force_release_file_reservation", project_key=project, agent_name="BlueLake", file_reservation_id=held["id"])
+    assert forced["stale_because"] == "GreenCastle is retired" and forced["notified"] is False
+
+
+def test_an_archived_project_takes_no_reservations(call, project, reserve):
+    call("archive_project", project_key=project)
+    with pytest.raises(Conflict) as refused:
+        reserve("BlueLake", "src/**")
+    assert "archived" in refused.value.message
+
+
+def test_unknown_reservation_id_is_a_404(call, project):
+    with pytest.raises(NotFound):
+        call("force_release_file_reservation", project_key=project, agent_name="BlueLake", file_reservation_id=12345)
+
+
+def test_check_reports_other_agents_exclusive_reservations(call, project, reserve):
+    reserve("BlueLake", "src/**")
+    reserve("GreenCastle", "docs/**", exclusive=False)
+
+    def conflicting(**who):
+        found = call("check_file_reservations", project_key=project, paths=["src/a.py", "docs/x.md", "README.md"], **who)
+        return {c["path"]: [h["agent"] for h in c["holders"]] for c in found["conflicts"]}
+
+    assert conflicting(agent_name="GreenCastle") == {"src/a.py": ["BlueLake"]}  # shared ones never block
+    assert conflicting(agent_name="BlueLake") == {}
+    assert conflicting() == {"src/a.py": ["BlueLake"]}  # a committer who holds nothing
+
+
+@pytest.mark.parametrize(
+    ("held", "staged", "blocked"),
+    [("src", "src/app.py", True), ("src/*.py", "src/app.py", True), ("src/*.py", "src/app.py.d/x.ts", False),
+     ("src/*.py", "src/pkg/app.py", False), ("src/**", "src/pkg/app.py", True)],
+)
+def test_checked_paths_are_files(call, project, reserve, held, staged, blocked):
+    reserve("BlueLake", held)
+    assert bool(call("check_file_reservations", project_key=project, paths=[staged])["conflicts"]) is blocked
+
+
+def test_overlap_peers(project, reserve, settings):
+    reserve("BlueLake", "src/**")
+    reserve("GreenCastle", "src/app.py", exclusive=False)
+    reserve("RedStone", "docs/**")
+    with db.connection(settings) as conn:
+        (project_id,) = conn.execute("SELECT id FROM projects WHERE slug = ?", (project,)).fetchone()
+        assert overlap_peers(conn, project_id, agent_id(project_id, "BlueLake")) == {agent_id(project_id, "GreenCastle")}
+        assert overlap_peers(conn, project_id, agent_id(project_id, "RedStone")) == set()
