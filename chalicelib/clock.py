@@ -1,6 +1,6 @@
 """Timestamps: ISO 8601 in UTC with microseconds, so they sort as text."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 
 def now() -> str:
@@ -13,3 +13,8 @@ def normalize(value: str) -> str:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def later(timestamp: str, seconds: float) -> str:
+    """The stored timestamp `seconds` after `timestamp` (before it, if negative)."""
+    return (datetime.fromisoformat(timestamp) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")

@@ -6,7 +6,7 @@ from chalicelib import db
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.ids import stable_id
 from chalicelib.tools.agents import agent_id
-from chalicelib.tools.reservations import later
+from chalicelib.clock import later
 
 from .test_reservations import travel
 

@@ -9,7 +9,7 @@ from chalicelib.errors import Conflict, InvalidArgument, NotFound
 from chalicelib.ids import new_id, stable_id
 from chalicelib.registry import tools_by_name
 from chalicelib.tools.agents import agent_id
-from chalicelib.tools.reservations import later
+from chalicelib.clock import later
 
 TEAM = "work-team"
 REAL_NOW = clock.now

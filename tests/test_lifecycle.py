@@ -8,7 +8,7 @@ from chalicelib import clock
 from chalicelib.errors import Conflict
 from chalicelib.ids import new_id, stable_id
 from chalicelib.tools.agents import agent_id
-from chalicelib.tools.reservations import later
+from chalicelib.clock import later
 
 TEAM = "work-team"
 

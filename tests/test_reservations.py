@@ -6,7 +6,8 @@ from chalicelib import clock, db
 from chalicelib.config import get_settings
 from chalicelib.errors import Conflict, InvalidArgument, NotFound
 from chalicelib.tools.agents import agent_id
-from chalicelib.tools.reservations import later, overlap_peers
+from chalicelib.clock import later
+from chalicelib.tools.reservations import overlap_peers
 
 REAL_NOW = clock.now
 

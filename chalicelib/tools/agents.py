@@ -120,6 +120,11 @@ def _insert_agent(db, project, name, args) -> sqlite3.Row:
     return find_agent(db, project, name)
 
 
+def mark_active(db: sqlite3.Connection, agent_id: int, now: str) -> None:
+    """Sending, reserving and holding slots is activity: it keeps an agent from looking stale."""
+    db.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, agent_id))
+
+
 def _exists(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> bool:
     return db.execute("SELECT 1 FROM agents WHERE id = ?", (agent_id(project["id"], name),)).fetchone() is not None
 

@@ -20,9 +20,9 @@ from ..errors import Conflict, NotFound
 from ..fields import AgentName, ProjectKey
 from ..ids import stable_id
 from ..registry import Input, Output, tool
-from .agents import find_agent
+from .agents import find_agent, mark_active
 from .projects import find_project, refuse_archived
-from .reservations import TtlSeconds, later, mark_active
+from .reservations import TtlSeconds
 
 SlotName = Annotated[str, Field(min_length=1, max_length=128, description="The slot's name, e.g. frontend-build.")]
 
@@ -132,7 +132,7 @@ def acquire_build_slot(db: sqlite3.Connection, args: AcquireBuildSlotInput) -> B
         "  acquired_ts = CASE WHEN released_ts IS NULL AND expires_ts > excluded.acquired_ts"
         "   THEN acquired_ts ELSE excluded.acquired_ts END,"
         "  expires_ts = excluded.expires_ts, released_ts = NULL",
-        (row_id, project["id"], args.slot, agent["id"], args.exclusive, now, later(now, args.ttl_seconds)),
+        (row_id, project["id"], args.slot, agent["id"], args.exclusive, now, clock.later(now, args.ttl_seconds)),
     )
     mark_active(db, agent["id"], now)
     return build_slot(find_slot_row(db, row_id))
@@ -151,7 +151,7 @@ def renew_build_slot(db: sqlite3.Connection, args: RenewBuildSlotInput) -> Build
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
     mine = own_hold(db, project, agent, args.slot)
-    expires = later(mine["expires_ts"], args.extend_seconds)
+    expires = clock.later(mine["expires_ts"], args.extend_seconds)
     db.execute("UPDATE build_slots SET expires_ts = ? WHERE id = ?", (expires, mine["id"]))
     mark_active(db, agent["id"], clock.now())
     return build_slot(find_slot_row(db, mine["id"]))

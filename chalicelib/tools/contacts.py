@@ -27,7 +27,7 @@ from ..registry import Input, Output, tool
 from .agents import Agent, ContactPolicy, address, describe_agent, find_agent, find_agents, refuse_inactive
 from .messages import deliver
 from .projects import find_project, project_by_id
-from .reservations import later, overlap_peers
+from .reservations import overlap_peers
 
 DEFAULT_TTL = 30 * 24 * 3600
 TtlSeconds = Annotated[int, Field(ge=60, le=365 * 24 * 3600, description="How long an approval lasts, in seconds.")]
@@ -190,7 +190,7 @@ def _answer(db, project, responder, requester, row, accept: bool, ttl: int, now:
     """Record the responder's decision on the requester's request and tell the requester."""
     stored = _store(
         db, requester, responder, status="approved" if accept else "denied", reason=row["reason"], ttl=ttl,
-        requested_ts=row["requested_ts"], responded_ts=now, expires_ts=later(now, ttl),
+        requested_ts=row["requested_ts"], responded_ts=now, expires_ts=clock.later(now, ttl),
     )
     name = address(responder, project_by_id(db, requester["project_id"]))
     if accept:
@@ -245,12 +245,12 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
     if target["contact_policy"] == "open":
         stored = _store(
             db, requester, target, status="approved", reason=args.reason, ttl=args.ttl_seconds, requested_ts=now,
-            responded_ts=now, expires_ts=later(now, args.ttl_seconds),
+            responded_ts=now, expires_ts=clock.later(now, args.ttl_seconds),
         )
         return _contact(stored, project, now)
     stored = _store(
         db, requester, target, status="pending", reason=args.reason, ttl=args.ttl_seconds, requested_ts=now,
-        responded_ts=None, expires_ts=later(now, args.ttl_seconds),
+        responded_ts=None, expires_ts=clock.later(now, args.ttl_seconds),
     )
     home = project_by_id(db, target["project_id"])
     asker = address(requester, home)

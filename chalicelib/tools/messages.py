@@ -17,7 +17,7 @@ from ..errors import NotFound
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
 from ..ids import new_id
 from ..registry import Input, Output, tool
-from .agents import address, find_agent, find_agent_by_id, find_agents, refuse_inactive
+from .agents import address, find_agent, find_agent_by_id, find_agents, mark_active, refuse_inactive
 from .projects import find_project, project_by_id
 
 Importance = Literal["low", "normal", "high", "urgent"]
@@ -136,7 +136,7 @@ def deliver(
         "INSERT INTO message_recipients (message_id, agent_id, kind) VALUES (?, ?, ?)",
         [(message_id, agent_id, kind) for agent_id, (kind, _) in addressed.items()],
     )
-    db.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, sender["id"]))
+    mark_active(db, sender["id"], now)
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
     for kind, agent in addressed.values():
         lists["to" if kind == "notice" else kind].append(address(agent, project))

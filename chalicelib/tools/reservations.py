@@ -9,7 +9,6 @@ never refused: reservations are advisory. See docs/reservations.md.
 
 import re
 import sqlite3
-from datetime import datetime, timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -21,7 +20,7 @@ from ..fields import AgentName, Id, ProjectKey
 from ..globs import is_glob, overlaps
 from ..ids import stable_id
 from ..registry import Input, Output, tool
-from .agents import find_agent
+from .agents import find_agent, mark_active
 from .messages import deliver
 from .projects import find_project, normalize_human_key, refuse_archived
 
@@ -62,16 +61,6 @@ CodeRepoPath = Annotated[
     Field(min_length=1, max_length=4096, description="Absolute path of a git work tree on the server's machine."),
     AfterValidator(normalize_human_key),
 ]
-
-
-def later(timestamp: str, seconds: float) -> str:
-    """The stored timestamp `seconds` after `timestamp` (before it, if negative)."""
-    return (datetime.fromisoformat(timestamp) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
-
-
-def mark_active(db: sqlite3.Connection, agent_id: int, now: str) -> None:
-    # Taking or renewing a lease is activity: it keeps the agent from looking stale.
-    db.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, agent_id))
 
 
 def subtree(pattern: str) -> str:
@@ -200,7 +189,7 @@ def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInp
         "   THEN created_ts ELSE excluded.created_ts END,"
         "  expires_ts = excluded.expires_ts, released_ts = NULL",
         [
-            (rid, project["id"], agent["id"], path, args.exclusive, args.reason, now, later(now, args.ttl_seconds))
+            (rid, project["id"], agent["id"], path, args.exclusive, args.reason, now, clock.later(now, args.ttl_seconds))
             for rid, path in zip(ids, paths)
         ],
     )
@@ -306,7 +295,7 @@ def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsI
     rows = db.execute(f"SELECT id, expires_ts FROM file_reservations WHERE {where}", params).fetchall()
     db.executemany(
         "UPDATE file_reservations SET expires_ts = ? WHERE id = ?",
-        [(later(row["expires_ts"], args.extend_seconds), row["id"]) for row in rows],
+        [(clock.later(row["expires_ts"], args.extend_seconds), row["id"]) for row in rows],
     )
     mark_active(db, agent["id"], clock.now())
     ids = [row["id"] for row in rows]
@@ -350,7 +339,7 @@ def stale_because(row: sqlite3.Row, agent: sqlite3.Row, now: str) -> str | None:
         return f"it expired at {row['expires_ts']}"
     if row["retired_ts"]:
         return f"{row['agent']} is retired"
-    if row["last_active_ts"] <= later(now, -get_settings().stale_agent_seconds):
+    if row["last_active_ts"] <= clock.later(now, -get_settings().stale_agent_seconds):
         return f"{row['agent']} has been inactive since {row['last_active_ts']}"
     return None
 
