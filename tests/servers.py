@@ -1,5 +1,6 @@
 """Start the real server (uvicorn in a subprocess) on a free 127.0.0.1 port."""
 
+import json
 import os
 import socket
 import subprocess
@@ -49,3 +50,16 @@ def running_server(database: Path, **env: str):
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def tool_caller(client):
+    """`await call(tool, **arguments)` through an official MCP client: the structured
+    result, which must equal the JSON text beside it; a tool error fails the test."""
+
+    async def call(tool_name, /, **arguments):
+        result = await client.call_tool(tool_name, arguments)
+        assert not result.is_error, result.content[0].text
+        assert json.loads(result.content[0].text) == result.structured_content
+        return result.structured_content
+
+    return call

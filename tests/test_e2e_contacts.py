@@ -6,6 +6,8 @@ import json
 import httpx
 from mcp import Client
 
+from .servers import tool_caller
+
 
 def test_contact_flow_over_rest(server):
     with httpx.Client(base_url=f"{server}/api") as api:
@@ -46,10 +48,7 @@ def test_contact_flow_through_the_official_mcp_client(server):
     async def session():
         async with Client(f"{server}/mcp", mode="legacy") as client:
 
-            async def call(tool_name, /, **arguments):
-                result = await client.call_tool(tool_name, arguments)
-                assert not result.is_error, result.content[0].text
-                return result.structured_content
+            call = tool_caller(client)
 
             await call("ensure_project", human_key="/mcp/team")
             for name in ("BlueLake", "GreenCastle"):

@@ -8,6 +8,8 @@ from mcp import Client
 
 from chalicelib.registry import all_tools
 
+from .servers import tool_caller
+
 
 def run(coroutine):
     return asyncio.run(coroutine)
@@ -22,11 +24,7 @@ def test_a_whole_session_through_the_official_client(server, mode):
             assert listed["send_message"].output_schema["properties"]["message"]
             assert listed["fetch_inbox"].annotations.read_only_hint is True
 
-            async def call(tool_name, /, **arguments):
-                result = await client.call_tool(tool_name, arguments)
-                assert not result.is_error, result.content[0].text
-                assert json.loads(result.content[0].text) == result.structured_content
-                return result.structured_content
+            call = tool_caller(client)
 
             key = f"/e2e/{mode}"
             project = (await call("ensure_project", human_key=key))["slug"]

@@ -9,6 +9,8 @@ from mcp import Client
 
 from chalicelib.errors import InvalidArgument, NotFound
 
+from .servers import tool_caller
+
 
 @pytest.fixture
 def shop(call):
@@ -194,10 +196,7 @@ def test_products_over_rest(server):
 def test_products_through_the_official_mcp_client(server):
     async def session():
         async with Client(f"{server}/mcp", mode="legacy") as client:
-            async def call(tool_name, /, **arguments):
-                result = await client.call_tool(tool_name, arguments)
-                assert not result.is_error, result.content[0].text
-                return result.structured_content
+            call = tool_caller(client)
 
             for path in ("/mcp/api", "/mcp/web"):
                 slug = (await call("ensure_project", human_key=path))["slug"]
