@@ -43,6 +43,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _without_source(errors: list[dict]) -> list[dict]:
+    """FastAPI's error locations start with where the input came from ("body", "query")."""
+    return [{**error, "loc": error["loc"][1:]} for error in errors]
+
+
 def _json(output: BaseModel) -> Response:
     return Response(pydantic_core.to_json(output), media_type="application/json")
 
@@ -102,7 +107,7 @@ def create_app(settings: Settings | None = None):
     @api.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError):
         bad_json = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
-        error = malformed_json(bad_json["ctx"]["error"], bad_json["loc"][1]) if bad_json else validation_error(exc)
+        error = malformed_json(bad_json["ctx"]["error"], bad_json["loc"][1]) if bad_json else validation_error(_without_source(exc.errors()))
         return JSONResponse(error.to_dict(), status_code=error.status)
 
     @api.exception_handler(Exception)

@@ -33,12 +33,12 @@ class InvalidArgument(ToolError):
     code = "invalid_argument"
 
 
-def validation_error(exc) -> InvalidArgument:
-    """Turn a pydantic (or FastAPI) ValidationError into an InvalidArgument that names each bad field."""
+def validation_error(errors: list[dict]) -> InvalidArgument:
+    """Turn pydantic's error list (ValidationError.errors()) into an InvalidArgument that
+    names each bad field."""
     problems = []
-    for err in exc.errors():
-        loc = err["loc"][1:] if err["loc"][:1] in (("body",), ("query",)) else err["loc"]  # FastAPI's prefix
-        where = ".".join(str(part) for part in loc) or "input"
+    for err in errors:
+        where = ".".join(str(part) for part in err["loc"]) or "input"
         problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return InvalidArgument(
         "Invalid arguments: " + "; ".join(problems),

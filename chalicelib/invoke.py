@@ -33,7 +33,7 @@ def parse(tool: Tool, arguments: Any) -> Input:
     try:
         return tool.input.model_validate(arguments if arguments is not None else {})
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc.errors()) from None
 
 
 def call(tool: Tool, arguments: Any, settings: Settings) -> Output:

@@ -34,6 +34,7 @@ NO_SSE_STREAM = (
     b'"message":"Method Not Allowed: no SSE stream on AWS Lambda; POST requests"}}'
 )
 
+
 class MCPHandler:
     """`handler(event, context) -> response` for MCP events; the MCP app is built, and its
     lifespan started, on the first call (thread-safe)."""
@@ -69,7 +70,8 @@ class _Runtime:
         self.event_kinds = (HTTPGateway, APIGateway)  # v2 (and v1 with a "version"), then v1
         self.config = {"api_gateway_base_path": "/", "text_mime_types": DEFAULT_TEXT_MIME_TYPES, "exclude_headers": []}
         self.http_cycle = HTTPCycle
-        logging.getLogger("mangum.http").setLevel(logging.WARNING)  # a log line per request: API Gateway's access log does that
+        # Mangum logs a line per request; API Gateway's access log is the place for that.
+        logging.getLogger("mangum.http").setLevel(logging.WARNING)
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="mcp-event-loop", daemon=True).start()
         started: Future = Future()
@@ -90,7 +92,12 @@ class _Runtime:
             return {"status": 405, "headers": headers, "body": NO_SSE_STREAM}
         cycle = self.http_cycle(scope, body)
         await cycle.run(self.app)  # an exception becomes a 500, as under uvicorn
-        return {"status": cycle.status, "headers": cycle.headers, "body": cycle.body}
+        headers = cycle.headers
+        if cycle.body and not any(name.lower() == b"content-type" for name, _ in headers):
+            # The SDK's plain-text refusals have no content type; Mangum (v2) and API Gateway (v1)
+            # would call them application/json.
+            headers = [*headers, (b"content-type", b"text/plain; charset=utf-8")]
+        return {"status": cycle.status, "headers": headers, "body": cycle.body}
 
     async def _lifespan(self, started: Future) -> None:
         try:

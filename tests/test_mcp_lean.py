@@ -111,7 +111,7 @@ def test_the_lean_path_really_is_taken(tmp_path):
         await send({"type": "http.response.start", "status": 418, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    app.lean_mcp.fallback = sdk_stand_in
+    app.mcp.lean.fallback = sdk_stand_in
 
     async def post(body):
         transport = httpx.ASGITransport(app=app)

@@ -1,0 +1,154 @@
+"""The AWS deployment as scripts/package builds it: a template that passes cfn-lint, a zip that
+holds what Lambda needs and runs on its own, stage settings the app accepts, and the archive
+queue behaving as declared (moto's CloudFormation, no AWS account)."""
+
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from moto import mock_aws
+
+from chalicelib.config import Settings
+
+from .aws_events import MCP_HEADERS, URL_HOST, http_api_event, rest_api_event, tool_call
+from .servers import ROOT
+
+CHALICE_CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    """build/dev/ of `./scripts/package dev`, built in a temporary folder."""
+    build = tmp_path_factory.mktemp("build")
+    result = subprocess.run([ROOT / "scripts" / "package", "dev"], cwd=ROOT, env={**os.environ, "BUILD_DIR": str(build)},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return build / "dev"
+
+
+@pytest.fixture(scope="module")
+def template(package) -> dict:
+    return yaml.safe_load((package / "sam.yaml").read_text())
+
+
+def functions(template: dict) -> dict[str, dict]:
+    return {name: resource["Properties"] for name, resource in template["Resources"].items()
+            if resource["Type"] == "AWS::Serverless::Function"}
+
+
+def test_the_template_passes_cfn_lint(package):
+    result = subprocess.run([BIN / "cfn-lint", package / "sam.yaml"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_template_has_both_entry_points(template):
+    assert {name: props["Handler"] for name, props in functions(template).items()} == {
+        "APIHandler": "app.app",  # REST API, /mcp included
+        "Mcp": "app.mcp_handler",
+    }
+
+
+def test_the_zip_holds_the_app_its_dependencies_and_the_migrations_only(package):
+    names = zipfile.ZipFile(package / "deployment.zip").namelist()
+    top = {name.split("/")[0] for name in names}
+    assert {"app.py", "chalicelib", "migrations", "chalice", "mcp", "mangum", "pydantic", "orjson"} <= top
+    assert not top & {"fastapi", "uvloop", "httptools", "watchfiles", "websockets", "moto", "cfnlint", "pytest", "tests"}
+    migrations = {f"migrations/{path.name}" for path in (ROOT / "migrations").glob("*.sql")}
+    assert migrations and migrations <= set(names)
+
+
+@pytest.mark.skipif((sys.platform, platform.machine()) != ("linux", "x86_64"),
+                    reason="the zip's compiled wheels are for Lambda's platform, Linux x86_64")
+def test_the_zip_runs_on_its_own(package, tmp_path):
+    """Unzipped, and with nothing but the standard library besides (no site-packages), the
+    package answers a REST and an MCP invocation: no dependency is missing."""
+    zipfile.ZipFile(package / "deployment.zip").extractall(tmp_path / "task")
+    script = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import app, mcp
+rest, mcp_event = json.load(sys.stdin)
+print(json.dumps({"rest": app.app(rest, None), "mcp": app.mcp_handler(mcp_event, None),
+                  "files": [app.__file__, mcp.__file__]}))
+"""
+    events = [rest_api_event("GET", "/api/list_projects"),
+              http_api_event("POST", "/mcp", tool_call("list_projects", {}), MCP_HEADERS)]
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/lambda.db", "MCP_ALLOWED_HOSTS": json.dumps([URL_HOST])}
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", script, str(tmp_path / "task")], input=json.dumps(events),
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout)
+    assert all(path.startswith(str(tmp_path / "task")) for path in answers["files"])
+    assert (answers["rest"]["statusCode"], json.loads(answers["rest"]["body"])) == (200, {"projects": []})
+    assert answers["mcp"]["statusCode"] == 200
+    assert json.loads(answers["mcp"]["body"])["result"]["structuredContent"] == {"projects": []}
+
+
+@pytest.mark.parametrize("stage", sorted(CHALICE_CONFIG["stages"]))
+def test_every_function_has_its_memory_and_timeout(template, stage, monkeypatch, tmp_path):
+    """Chalice ignores a lambda_functions entry whose name matches no function: every function
+    of the app has one, in every stage, and the packaged template (dev) carries its numbers."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/imported.db")  # importing app.py opens it
+    app = importlib.import_module("app").app
+    names = {"api_handler"} | {function.name for function in app.pure_lambda_functions}
+    names |= {source.name for source in app.event_sources}
+    configured = CHALICE_CONFIG["stages"][stage]["lambda_functions"]
+    assert set(configured) == names
+    for config in configured.values():
+        assert set(config) >= {"lambda_memory_size", "lambda_timeout"}
+    if stage == "dev":
+        packaged = {(props["MemorySize"], props["Timeout"]) for props in functions(template).values()}
+        assert packaged == {(config["lambda_memory_size"], config["lambda_timeout"]) for config in configured.values()}
+
+
+@pytest.mark.parametrize("stage", sorted(CHALICE_CONFIG["stages"]))
+def test_stage_settings_are_valid(stage, monkeypatch):
+    """A value the app refuses (MCP_ALLOWED_HOSTS is a JSON list) would fail every cold start."""
+    for name, value in CHALICE_CONFIG["stages"][stage]["environment_variables"].items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)
+    assert isinstance(settings.mcp_allowed_hosts, list)
+
+
+def test_the_functions_read_only_keys_the_secret_has(template):
+    secret = template["Resources"]["AppSecret"]["Properties"]["GenerateSecretString"]
+    keys = set(json.loads(secret["SecretStringTemplate"])) | {secret["GenerateStringKey"]}
+    prefix = "{{resolve:secretsmanager:${AppSecret}:SecretString:"
+    for name, props in functions(template).items():
+        references = {variable: value["Fn::Sub"] for variable, value in props["Environment"]["Variables"].items()
+                      if isinstance(value, dict) and "Fn::Sub" in value}
+        assert {variable: f"{prefix}{variable}}}}}" for variable in keys} == references, name
+
+
+def test_failing_archive_jobs_end_in_the_dead_letter_queue(template):
+    """The template's queues, created by moto's CloudFormation: a FIFO queue that drops
+    duplicates, and hands a job received maxReceiveCount times to the dead-letter queue."""
+    queues = {name: resource for name, resource in template["Resources"].items() if resource["Type"] == "AWS::SQS::Queue"}
+    outputs = {name: template["Outputs"][name] for name in ("ArchiveQueueUrl", "ArchiveDeadLetterQueueUrl")}
+    with mock_aws():
+        cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+        cloudformation.create_stack(StackName="agent-mail-test", TemplateBody=json.dumps(
+            {"AWSTemplateFormatVersion": "2010-09-09", "Resources": queues, "Outputs": outputs}))
+        stack = cloudformation.describe_stacks(StackName="agent-mail-test")["Stacks"][0]
+        urls = {output["OutputKey"]: output["OutputValue"] for output in stack["Outputs"]}
+        assert urls["ArchiveQueueUrl"].endswith("/agent-mail-test-archive.fifo")
+
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        for _ in range(2):  # the same job twice: content-based deduplication keeps one
+            sqs.send_message(QueueUrl=urls["ArchiveQueueUrl"], MessageBody='{"project": "demo"}', MessageGroupId="demo")
+        max_receives = queues["ArchiveQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+        for _ in range(max_receives):  # a worker that fails: receives, never deletes
+            received = sqs.receive_message(QueueUrl=urls["ArchiveQueueUrl"], VisibilityTimeout=0, MaxNumberOfMessages=10)
+            assert [message["Body"] for message in received["Messages"]] == ['{"project": "demo"}']
+        assert "Messages" not in sqs.receive_message(QueueUrl=urls["ArchiveQueueUrl"], VisibilityTimeout=0)
+        dead = sqs.receive_message(QueueUrl=urls["ArchiveDeadLetterQueueUrl"])
+        assert [message["Body"] for message in dead["Messages"]] == ['{"project": "demo"}']
