@@ -20,7 +20,8 @@ import pydantic_core
 from chalice import Chalice, Response
 from chalice.app import Request
 
-from chalicelib import db, invoke, rest
+from chalicelib import auth, db, headers as security, invoke, ratelimit, rest
+from chalicelib.archive import cloud
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import ToolError, internal_error
 from chalicelib.lambda_mcp import MCPHandler
@@ -29,7 +30,41 @@ from chalicelib.registry import Tool, all_tools, tools_by_name
 
 def create_app(settings: Settings) -> Chalice:
     app = Chalice(app_name="agent-mail")
+    auth.check_configuration(settings, None if auth.on_lambda() else settings.host)
     db.migrate(settings)  # once per cold start, not per request
+    authenticator = auth.Authenticator(settings)
+    limiter = ratelimit.RateLimiter(settings)
+    tools = tools_by_name()
+
+    def guard(headers, path: str, method: str, body: bytes, source_ip: str | None) -> None:
+        """Authentication, body size and rate limit: once per request, for every route but
+        /health and /ready (chalicelib/auth.py, chalicelib/ratelimit.py)."""
+        principal = authenticator.authenticate(headers)
+        if len(body) > settings.max_body_bytes:
+            raise ratelimit.too_large(settings.max_body_bytes)
+        if limiter.enabled:
+            limiter.check(ratelimit.caller(principal, source_ip), ratelimit.is_write(path, method, body, tools))
+
+    @app.middleware("http")
+    def protect(request: Request, get_response):
+        response = _protected(request, get_response)
+        tls = (request.headers.get("x-forwarded-proto") or "").lower() == "https"  # set by API Gateway itself
+        content_type = next((v for k, v in response.headers.items() if k.lower() == "content-type"), "")
+        for name, value in security.security_headers(content_type, tls).items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def _protected(request: Request, get_response):
+        if request.path not in auth.OPEN_PATHS:
+            try:
+                source_ip = ((request.context or {}).get("identity") or {}).get("sourceIp")
+                guard(request.headers, request.path, request.method, request.raw_body or b"", source_ip)
+            except ToolError as exc:
+                if request.path == "/mcp" and exc.status in (413, 429):
+                    return Response(ratelimit.mcp_error(exc).decode(), status_code=exc.status,
+                                    headers={"Content-Type": "application/json", **exc.headers})
+                return json_response(exc.status, exc.to_dict(), exc.headers)
+        return get_response(request)
 
     for tool in all_tools():
         app.route(tool.rest_path, methods=list(tool.rest_methods), name=tool.name)(tool_view(app, tool, settings))
@@ -58,7 +93,41 @@ def create_app(settings: Settings) -> Chalice:
     @app.lambda_function(name="mcp")
     def mcp_handler(event: dict, context: Any) -> dict:
         """MCP for events straight from AWS: HTTP API or function URL (v2), or REST API (v1)."""
-        return mcp(event, context)
+        try:
+            body = event.get("body") or ""
+            body = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+            method = event.get("httpMethod") or event.get("requestContext", {}).get("http", {}).get("method", "")
+            guard(auth.lower_headers(event.get("headers")), "/mcp", method, body, ratelimit.event_source_ip(event))
+        except ToolError as exc:
+            body = ratelimit.mcp_error(exc) if exc.status in (413, 429) else pydantic_core.to_json(exc.to_dict())
+            return {"statusCode": exc.status, "body": body.decode(),
+                    "headers": {"Content-Type": "application/json", **exc.headers}, "isBase64Encoded": False}
+        try:
+            response = mcp(event, context)
+        finally:
+            cloud.publish_after_write(settings)
+        headers = response.setdefault("headers", {})
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        for name, value in security.security_headers(content_type, tls=True).items():  # API Gateway: HTTPS
+            headers.setdefault(name, value)
+        return response
+
+    @app.middleware("http")
+    def archive_publish(request: Request, get_response):
+        """After each request, send what it queued for the git archive (a no-op after reads)."""
+        response = get_response(request)
+        cloud.publish_after_write(settings)
+        return response
+
+    @app.on_sqs_message(queue=cloud.queue_name(settings), batch_size=10, name="archive_worker")
+    def archive_worker(event) -> dict:
+        """The git archive worker (chalicelib/archive/cloud.py): SQS FIFO batch -> commits -> push."""
+        return cloud.handle_sqs_event(event.to_dict(), settings)
+
+    @app.schedule("rate(1 minute)", name="archive_sweep")
+    def archive_sweep(event) -> None:
+        """Publishes what the after-write drain missed (a failed publish, or a burst)."""
+        cloud.publish_all(settings)
 
     return app
 
@@ -83,7 +152,7 @@ def respond(app: Chalice, run: Callable[[], Any]) -> Response:
     try:
         return json_response(200, run())
     except ToolError as exc:
-        return json_response(exc.status, exc.to_dict())
+        return json_response(exc.status, exc.to_dict(), exc.headers)
     except Exception:
         return unexpected(app)
 
@@ -95,11 +164,11 @@ def unexpected(app: Chalice) -> Response:
     return json_response(error.status, error.to_dict())
 
 
-def json_response(status: int, content: Any) -> Response:
+def json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
     # pydantic_core renders outputs exactly as the FastAPI app does (ids as strings);
     # the body is a str because Lambda's proxy integration wants text.
     body = pydantic_core.to_json(content).decode()
-    return Response(body=body, status_code=status, headers={"Content-Type": "application/json"})
+    return Response(body=body, status_code=status, headers={"Content-Type": "application/json", **(headers or {})})
 
 
 def rest_event(request: Request) -> dict:

@@ -11,18 +11,22 @@ import inspect
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import orjson
 import pydantic_core
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel
 
-from . import __version__, db, invoke
+from . import __version__, auth, db, headers as security, invoke, ratelimit
 from .config import Settings, get_settings
-from .errors import ToolError, internal_error, malformed_json, validation_error
+from .errors import ToolError, Unavailable, internal_error, malformed_json, validation_error
+from .archive.worker import LocalWorker
 from .mcp_asgi import PATH as MCP_PATH, MCPApp
+from .mcp_lean import _replay
 from .raw_asgi import send_json
-from .registry import Tool, all_tools
+from .registry import Tool, all_tools, tools_by_name
 
 HEALTH_BODY = b'{"status":"ok"}'
 
@@ -39,7 +43,11 @@ class ErrorBody(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
-    for status, description in ((404, "Not found"), (409, "Conflict"), (422, "Invalid arguments"))
+    for status, description in (
+        (400, "Malformed request"), (401, "Authentication required"), (403, "Not allowed to act as that agent"),
+        (404, "Not found"), (409, "Conflict"), (413, "Request body too large"), (422, "Invalid arguments"),
+        (429, "Rate limited (see Retry-After)"),
+    )
 }
 
 
@@ -85,30 +93,43 @@ def add_rest_routes(api: FastAPI, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None):
     settings = settings or get_settings()
+    auth.check_configuration(settings, settings.host)  # refuse to serve an open API beyond loopback
     mcp = MCPApp(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         db.migrate(settings)
+        worker = LocalWorker(settings) if settings.archive_enabled else None
+        if worker:
+            worker.start()
         async with mcp.lifespan():
             # The ~100k objects made at start-up live forever: take them out of the garbage
             # collector's full passes, which otherwise stall every request for ~60 ms.
             gc.collect()
             gc.freeze()
             yield
+        if worker:
+            worker.stop()  # after the last request; what is still pending stays in the outbox
 
     api = FastAPI(title="Agent Mail", version=__version__, lifespan=lifespan, description=__doc__)
     add_rest_routes(api, settings)
 
     @api.exception_handler(ToolError)
     async def tool_error(_: Request, exc: ToolError):
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
+        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers or None)
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError):
         bad_json = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
         error = malformed_json(bad_json["ctx"]["error"], bad_json["loc"][1]) if bad_json else validation_error(_without_source(exc.errors()))
         return JSONResponse(error.to_dict(), status_code=error.status)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException):
+        """Starlette's own refusals (an unparsable body, an unknown path) in the one error shape."""
+        error = ToolError(str(exc.detail), "Check the method, path and body against /openapi.json.")
+        error.status, error.code = exc.status_code, {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
     @api.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):
@@ -125,26 +146,109 @@ def create_app(settings: Settings | None = None):
         """Readiness: the database answers."""
         return (await invoke.acall(next(t for t in all_tools() if t.name == "health_check"), {}, settings)).model_dump()
 
-    return Front(api, mcp)
+    return Front(api, mcp, settings)
 
 
 class Front:
-    """The hot paths, answered before FastAPI: /health, and /mcp (the MCP app)."""
+    """The hot paths, answered before FastAPI: /health, and /mcp (the MCP app). Every other
+    request is authenticated here first (chalicelib/auth.py), whichever app answers it."""
 
-    def __init__(self, api: FastAPI, mcp: MCPApp) -> None:
+    def __init__(self, api: FastAPI, mcp: MCPApp, settings: Settings) -> None:
         self.api = api
         self.mcp = mcp
+        self.auth = auth.Authenticator(settings)
+        self.limiter = ratelimit.RateLimiter(settings)
+        self.tools = tools_by_name()
+        self.settings = settings
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
+            send = self._with_headers(scope, send)
             path = scope["path"]
             if path == "/health" and scope["method"] == "GET":
                 await send_json(send, HEALTH_BODY)
+                return
+            if scope["method"] == "OPTIONS" and self.settings.cors_allowed_origins:
+                origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
+                allowed = security.preflight_headers(origin, self.settings)
+                if allowed is not None:  # a preflight carries no credentials: answered before authentication
+                    cors = security.cors_headers(origin, self.settings)  # added by send_with_headers
+                    allowed = {name: value for name, value in allowed.items() if name not in cors}
+                    await send({"type": "http.response.start", "status": 204, "headers": _raw(allowed)})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+            try:
+                principal = self._guard(scope)
+                receive = await self._limit(scope, receive, principal)
+            except ToolError as exc:
+                is_mcp_refusal = path == MCP_PATH and exc.status in (413, 429)
+                body = ratelimit.mcp_error(exc) if is_mcp_refusal else orjson.dumps(exc.to_dict())
+                await send_json(send, body, exc.status, exc.headers)
                 return
             if path in (MCP_PATH, MCP_PATH + "/"):  # the SDK redirects /mcp/ to /mcp
                 await self.mcp(scope, receive, send)
                 return
         await self.api(scope, receive, send)
+
+    def _with_headers(self, scope, send):
+        """send() adding the security headers (and CORS for an allowed origin) to the response."""
+        tls = scope.get("scheme") == "https"
+        origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None) if self.settings.cors_allowed_origins else None
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                content_type = next((v.decode("latin-1") for n, v in message.get("headers", ()) if n.lower() == b"content-type"), "")
+                extra = security.security_headers(content_type, tls) | security.cors_headers(origin, self.settings)
+                message = {**message, "headers": [*message.get("headers", ()), *_raw(extra)]}
+            await send(message)
+
+        return send_with_headers
+
+    def _guard(self, scope) -> None:
+        if self.auth.mode == "none":
+            # Also when uvicorn was started by hand on another interface than HOST says.
+            server = scope.get("server")
+            if server and not self.settings.allow_insecure and auth.is_remote_address(server[0]):
+                raise Unavailable("This server has no authentication and refuses non-loopback traffic.",
+                                  "Set AUTH_MODE (docs/security.md) and restart.")
+            return auth.ANONYMOUS
+        if scope["path"] in auth.OPEN_PATHS:
+            return auth.ANONYMOUS
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"] if name == b"authorization"}
+        return self.auth.authenticate(headers)
+
+    async def _limit(self, scope, receive, principal):
+        """Refuse bodies over MAX_BODY_BYTES (413) and callers over their rate (429); the
+        receive() to go on with (the body read here is replayed)."""
+        limit = self.settings.max_body_bytes
+        length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise ratelimit.too_large(limit)
+        body = b""
+        is_mcp_post = self.limiter.enabled and scope["path"] == MCP_PATH and scope["method"] == "POST"
+        if (length is None and scope["method"] in ("POST", "PUT", "PATCH")) or is_mcp_post:
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > limit:
+                    raise ratelimit.too_large(limit)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            receive = _replay(body, True, receive)
+        if self.limiter.enabled and scope["path"] not in auth.OPEN_PATHS:
+            client = scope.get("client")
+            write = ratelimit.is_write(scope["path"], scope["method"], body, self.tools)
+            self.limiter.check(ratelimit.caller(principal, client[0] if client else None), write)
+        return receive
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
 
 app = create_app()

@@ -176,6 +176,7 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
     # uvicorn imports the app itself (in a child process with --reload), and the app reads
     # its settings from the environment: hand --database-url over that way.
     os.environ["DATABASE_URL"] = settings.database_url
+    os.environ["HOST"] = host or settings.host  # the app refuses AUTH_MODE=none beyond loopback
     get_settings.cache_clear()
     uvicorn.run(
         "chalicelib.asgi:app",
@@ -220,3 +221,77 @@ def describe(tool: Tool) -> dict:
         "description": tool.description,
         "input_schema": tool.input.model_json_schema(),
     }
+
+
+# The git archive (docs/archive.md)
+
+
+@cli.group(short_help="The git archive: drain, rebuild, verify.")
+def archive() -> None:
+    """The git archive of messages, profiles and file reservations (ARCHIVE_DIR)."""
+
+
+@archive.command(short_help="Archive the pending outbox entries, then exit.")
+@click.pass_obj
+def drain(settings: Settings) -> None:
+    """Archive the pending outbox entries (what the server's worker does continuously)."""
+    from .archive.worker import drain as drain_outbox
+    from .archive.gitrepo import GitArchive
+
+    with db.connection(settings) as conn:
+        pending = conn.execute("SELECT count(*) FROM archive_outbox WHERE state = 'pending'").fetchone()[0]
+    with GitArchive.local(settings) as repo, click.progressbar(length=pending, label="archiving", file=sys.stderr) as bar:
+        done = drain_outbox(settings, repo, on_batch=bar.update)
+    click.echo(f"{done} entries archived")
+
+
+@archive.command(short_help="Write every database entity into the archive.")
+@click.pass_obj
+def rebuild(settings: Settings) -> None:
+    """Regenerate the archive from the database: whatever is missing or different is written
+    (one commit per project per 1,000 entries); what is already right is left alone."""
+    from .archive import rebuild as rebuilding
+    from .archive.gitrepo import GitArchive
+
+    with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+        with click.progressbar(length=rebuilding.count_entries(conn), label="rebuilding", file=sys.stderr) as bar:
+            total = rebuilding.rebuild(conn, repo, on_batch=bar.update)
+    click.echo(f"{total} entries written to {settings.archive_dir}")
+
+
+@archive.command(short_help="Check that archive and database hold the same messages.")
+@click.pass_context
+def verify(ctx: click.Context) -> None:
+    """Every database message has its canonical file in the archive, and every canonical file
+    its message, with the same content. Exit status 1 on any mismatch."""
+    from .archive import rebuild as rebuilding
+    from .archive.gitrepo import GitArchive
+
+    settings = ctx.obj
+    with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+        problems = rebuilding.verify(conn, repo)
+    click.echo(dumps(problems, compact=False))
+    if any(problems.values()):
+        ctx.exit(1)
+
+
+@cli.group(name="db", short_help="Database maintenance: restore-from-archive.")
+def db_group() -> None:
+    """Database maintenance."""
+
+
+@db_group.command(name="restore-from-archive", short_help="Fill an empty database from the archive.")
+@click.pass_context
+def restore_from_archive(ctx: click.Context) -> None:
+    """Disaster recovery: fill an empty database (--database-url) from the archive
+    (ARCHIVE_DIR): projects, agents, messages with their recipients, file reservations."""
+    from .archive import rebuild as rebuilding
+    from .archive.gitrepo import GitArchive
+
+    settings = ctx.obj
+    with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
+        try:
+            counts = rebuilding.restore(conn, repo)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(dumps(counts, compact=False))

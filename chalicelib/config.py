@@ -2,10 +2,13 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A list setting from the environment: a JSON array, or comma-separated values.
+CommaList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -30,6 +33,50 @@ class Settings(BaseSettings):
     # force_release_file_reservation may take over a reservation whose holder has been
     # inactive (agents.last_active_ts) this long, even before the reservation expires.
     stale_agent_seconds: int = 1800
+    # The git archive (docs/archive.md). Off: no outbox rows and no worker (process-wide).
+    archive_enabled: bool = True
+    archive_dir: Path = Path("./data/archive")
+    # A bare repository by default (read it with git log/show, or clone it); true also checks
+    # the files out into ARCHIVE_DIR, at the cost of ~4 file creations per message.
+    archive_worktree: bool = False
+    archive_batch_size: int = 1000
+    archive_poll_seconds: float = 0.2
+    archive_retry_seconds: float = 5.0  # first wait after a failed entry; doubles, up to an hour
+    # Cloud mode: the SQS FIFO queue the outbox drains to, and the remote the worker pushes to.
+    archive_queue_url: str = ""
+    archive_git_remote: str = ""
+    archive_work_dir: Path = Path("/tmp/agent-mail-archive")  # the worker's clone (Lambda: /tmp)
+    # Security (docs/security.md). AUTH_MODE unset: "none" on a loopback HOST, else refused.
+    auth_mode: Literal["none", "bearer", "jwt"] | None = None
+    allow_insecure: bool = False  # allow AUTH_MODE=none on a non-loopback host
+    auth_bearer_tokens: CommaList = Field([], validation_alias=AliasChoices("auth_bearer_tokens", "auth_keys"))
+    jwt_jwks_url: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    jwt_algorithms: CommaList = ["RS256", "ES256"]
+    jwt_leeway_seconds: int = 30
+    jwt_jwks_timeout_seconds: float = 3.0
+    jwt_jwks_cache_seconds: int = 300
+    # Unset: required whenever AUTH_MODE is not none.
+    require_agent_tokens: bool | None = None
+    # Per caller, per process (docs/security.md). Unset: 1200 / 300 with authentication, unlimited
+    # without; 0: unlimited.
+    rate_limit_reads_per_minute: int | None = None
+    rate_limit_writes_per_minute: int | None = None
+    max_body_bytes: int = 1024 * 1024  # request bodies, every transport
+    cors_allowed_origins: CommaList = []  # browsers' cross-origin requests: none allowed by default
+
+    @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                import json
+
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -8,6 +8,7 @@ below, MCP as a tool error whose text is that same JSON.
 class ToolError(Exception):
     status = 400
     code = "bad_request"
+    headers: dict[str, str] = {}  # extra response headers (WWW-Authenticate, Retry-After)
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -69,3 +70,19 @@ def malformed_json(reason: str, position: int) -> InvalidArgument:
         f"The request body is not valid JSON: {reason} (at character {position}).",
         "Send the tool's input as one JSON object, with Content-Type: application/json.",
     )
+
+
+class Unauthorized(ToolError):
+    """No credentials, or credentials that do not verify (chalicelib/auth.py)."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, hint: str = "", challenge: str = 'Bearer realm="agent-mail"') -> None:
+        super().__init__(message, hint)
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(ToolError):
+    status = 403
+    code = "forbidden"

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from . import agent_tokens, auth
 from .config import Settings
 from .db import connection, transaction
 from .errors import Unavailable, validation_error
@@ -36,10 +37,17 @@ def parse(tool: Tool, arguments: Any) -> Input:
         raise validation_error(exc.errors()) from None
 
 
+def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -> Output:
+    """The handler, after checking the tokens of the agents the call acts as (if required)."""
+    if tool.acts_as and auth.agent_tokens_required(settings):
+        agent_tokens.check(conn, tool, args)
+    return tool.handler(conn, args)
+
+
 def call(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)
     with _busy_is_unavailable(), connection(settings) as conn, transaction(conn, write=not tool.read_only):
-        return tool.handler(conn, args)
+        return run(conn, tool, args, settings)
 
 
 async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
@@ -88,7 +96,7 @@ class Writer:
         try:
             with _busy_is_unavailable(), connection(self.settings) as conn, transaction(conn, write=True):
                 for tool, args, _ in batch:
-                    outcomes.append(_in_savepoint(conn, tool, args))
+                    outcomes.append(_in_savepoint(conn, tool, args, self.settings))
         except Exception as exc:  # the COMMIT (or BEGIN) failed: nothing in the batch was stored
             log.exception("write batch of %d failed", len(batch))
             outcomes = [(None, exc)] * len(batch)
@@ -99,10 +107,10 @@ class Writer:
                 future.set_exception(error)
 
 
-def _in_savepoint(conn: sqlite3.Connection, tool: Tool, args: Input) -> tuple[Output | None, Exception | None]:
+def _in_savepoint(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -> tuple[Output | None, Exception | None]:
     conn.execute("SAVEPOINT tool")
     try:
-        result = tool.handler(conn, args)
+        result = run(conn, tool, args, settings)
     except Exception as exc:
         conn.execute("ROLLBACK TO tool")
         conn.execute("RELEASE tool")

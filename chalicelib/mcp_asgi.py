@@ -12,8 +12,18 @@ from typing import AsyncIterator
 from .config import Settings
 from .mcp_app import build_mcp_server, transport_security
 from .mcp_lean import LeanMCP
+from .raw_asgi import send_json
 
 PATH = "/mcp"
+UNSUPPORTED_MEDIA_TYPE = (
+    b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,'
+    b'"message":"Unsupported Media Type: Content-Type must be application/json"}}'
+)
+
+
+def _json_content(scope) -> bool:
+    content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
+    return content_type.split(b";")[0].strip().lower() == b"application/json"
 
 
 class MCPApp:
@@ -31,6 +41,10 @@ class MCPApp:
         self.lean = LeanMCP(self.server, settings, fallback=self.sdk) if settings.mcp_lean_path else None
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not _json_content(scope):
+            # The SDK answers 400; 415 is what HTTP says (and what clients retry differently).
+            await send_json(send, UNSUPPORTED_MEDIA_TYPE, 415)
+            return
         if self.lean is not None and scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
             await self.lean(scope, receive, send)
         else:

@@ -11,13 +11,14 @@ model (the input) and `result` another (the output). Each group module lists its
 Name, input and output models and description are read from the function itself.
 """
 
+import functools
 import inspect
 import sqlite3
 import types
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Union, get_args, get_origin, get_type_hints
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
 class Input(BaseModel):
@@ -39,6 +40,12 @@ class Tool:
     output: type[Output]
     read_only: bool
     description: str
+    # Input fields naming the agent(s) the call acts as or reads for; with REQUIRE_AGENT_TOKENS
+    # invoke.py wants that agent's token in `token_field` (chalicelib/agent_tokens.py).
+    acts_as: tuple[str, ...] = ()
+    token_field: str = "registration_token"
+    may_create: bool = False  # the agent may not exist yet (register_agent): then no token is asked
+    handler_input: type[Input] | None = None  # the handler's own input model, without token_field
 
     @property
     def summary(self) -> str:
@@ -54,20 +61,70 @@ class Tool:
         return ("GET", "POST") if self.read_only else ("POST",)
 
 
-def tool(handler: Callable, *, read_only: bool = False) -> Tool:
+def tool(
+    handler: Callable,
+    *,
+    read_only: bool = False,
+    acts_as: str | tuple[str, ...] = (),
+    token_field: str = "registration_token",
+    may_create: bool = False,
+) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
     if len(params) != 2:
         raise TypeError(f"{handler.__name__} must take (db, args)")
+    acts_as = (acts_as,) if isinstance(acts_as, str) else tuple(acts_as)
+    handler_input = hints[params[1]]
+    for field in acts_as:
+        if field not in handler_input.model_fields:
+            raise TypeError(f"{handler.__name__}: acts_as names {field!r}, which is not an input field")
     return Tool(
         name=handler.__name__,
         group=handler.__module__.rsplit(".", 1)[-1],
-        handler=handler,
-        input=hints[params[1]],
+        handler=_without_token(handler, handler_input) if acts_as else handler,
+        input=with_token_field(handler_input, token_field) if acts_as else handler_input,
         output=hints["return"],
         read_only=read_only,
         description=inspect.cleandoc(handler.__doc__ or ""),
+        acts_as=acts_as,
+        token_field=token_field,
+        may_create=may_create,
+        handler_input=handler_input if acts_as else None,
     )
+
+
+_with_token: dict[tuple[type, str], type[Input]] = {}
+
+
+def with_token_field(model: type[Input], token_field: str) -> type[Input]:
+    """`model` plus an optional agent token field (one class per model and field name, so
+    tools sharing an input model share its schema)."""
+    key = (model, token_field)
+    if key not in _with_token:
+        _with_token[key] = create_model(
+            model.__name__,
+            __base__=model,
+            __module__=model.__module__,
+            **{token_field: (
+                str | None,
+                Field(None, max_length=256, description="The acting agent's secret token (from register_agent);"
+                      " required when the server requires agent tokens."),
+            )},
+        )
+    return _with_token[key]
+
+
+def _without_token(handler: Callable, model: type[Input]) -> Callable:
+    """The handler, given its own input model: the token field (checked before) is left out."""
+
+    @functools.wraps(handler)
+    def call(db: sqlite3.Connection, args: Input):
+        if type(args) is not model:
+            fields = model.model_fields
+            args = model.model_construct(args.model_fields_set & fields.keys(), **{name: getattr(args, name) for name in fields})
+        return handler(db, args)
+
+    return call
 
 
 def field_type(annotation: Any) -> Any:

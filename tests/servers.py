@@ -24,7 +24,8 @@ def free_port() -> int:
 def running_server(database: Path, **env: str):
     """Yield the base URL of a uvicorn server on `database`; stop it afterwards."""
     port = free_port()
-    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING", **env}
+    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING",
+               "ARCHIVE_DIR": str(database.parent / "archive"), **env}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "chalicelib.asgi:app", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "warning", "--no-access-log"],

@@ -54,6 +54,8 @@ def test_the_template_has_both_entry_points(template):
     assert {name: props["Handler"] for name, props in functions(template).items()} == {
         "APIHandler": "app.app",  # REST API, /mcp included
         "Mcp": "app.mcp_handler",
+        "ArchiveWorker": "app.archive_worker",  # the git archive (docs/archive.md)
+        "ArchiveSweep": "app.archive_sweep",
     }
 
 

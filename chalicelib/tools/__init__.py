@@ -1,11 +1,12 @@
 """Every tool group; the registry is the concatenation of their TOOLS lists."""
 
-from . import agents, build_slots, contacts, health, macros, messages, products, projects, reservations, search, threads
+from . import agents, archive, build_slots, contacts, health, identity, macros, messages, products, projects, reservations, search, threads
 
 TOOLS = [
     *health.TOOLS,
     *projects.TOOLS,
     *agents.TOOLS,
+    *identity.TOOLS,
     *messages.TOOLS,
     *threads.TOOLS,
     *search.TOOLS,
@@ -14,4 +15,5 @@ TOOLS = [
     *build_slots.TOOLS,
     *products.TOOLS,
     *macros.TOOLS,
+    *archive.TOOLS,
 ]

@@ -6,6 +6,8 @@ from typing import Annotated, Iterable, Literal
 from pydantic import Field
 
 from .. import clock
+from ..agent_tokens import issue_token
+from ..archive import outbox
 from ..errors import Conflict, NotFound
 from ..fields import AgentName, ProjectKey
 from ..ids import stable_id
@@ -117,7 +119,9 @@ def _insert_agent(db, project, name, args) -> sqlite3.Row:
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (agent_id(project["id"], name), project["id"], name, args.program, args.model, args.task_description, now, now),
     )
-    return find_agent(db, project, name)
+    row = find_agent(db, project, name)
+    outbox.record_agent(db, project, row)
+    return row
 
 
 def mark_active(db: sqlite3.Connection, agent_id: int, now: str) -> None:
@@ -138,6 +142,19 @@ def _unused_name(db: sqlite3.Connection, project: sqlite3.Row) -> str:
     raise Conflict("No free agent name left in this project.", "Pass an explicit name.")
 
 
+class RegisteredAgent(Agent):
+    registration_token: str | None = Field(
+        None,
+        description="Set when the agent is created, and shown only this once: the secret that proves you are"
+        " this agent (registration_token / sender_token arguments). Keep it; rotate_agent_token replaces it.",
+    )
+
+
+def registered(db: sqlite3.Connection, project: sqlite3.Row, row: sqlite3.Row) -> RegisteredAgent:
+    """A newly created agent, with its new token."""
+    return RegisteredAgent(**describe_agent(project, row).model_dump(), registration_token=issue_token(db, row["id"]))
+
+
 class RegisterAgentInput(Input):
     project_key: ProjectKey
     program: Program
@@ -146,20 +163,22 @@ class RegisterAgentInput(Input):
     task_description: TaskDescription = ""
 
 
-def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Agent:
+def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> RegisteredAgent:
     """Register an agent in a project. With an existing name, update its profile and
     last_active time; without a name, create a new agent with a memorable name."""
     project = find_project(db, args.project_key)
     refuse_archived(project)
     if args.name is None:
-        return describe_agent(project, _insert_agent(db, project, _unused_name(db, project), args))
+        return registered(db, project, _insert_agent(db, project, _unused_name(db, project), args))
     updated = db.execute(
         "UPDATE agents SET program = ?, model = ?, task_description = ?, last_active_ts = ? WHERE id = ?",
         (args.program, args.model, args.task_description, clock.now(), agent_id(project["id"], args.name)),
     )
     if updated.rowcount:
-        return describe_agent(project, find_agent(db, project, args.name))
-    return describe_agent(project, _insert_agent(db, project, args.name, args))
+        row = find_agent(db, project, args.name)
+        outbox.record_agent(db, project, row)
+        return RegisteredAgent(**describe_agent(project, row).model_dump())
+    return registered(db, project, _insert_agent(db, project, args.name, args))
 
 
 class CreateAgentIdentityInput(Input):
@@ -170,14 +189,14 @@ class CreateAgentIdentityInput(Input):
     task_description: TaskDescription = ""
 
 
-def create_agent_identity(db: sqlite3.Connection, args: CreateAgentIdentityInput) -> Agent:
+def create_agent_identity(db: sqlite3.Connection, args: CreateAgentIdentityInput) -> RegisteredAgent:
     """Always create a new agent identity (never reuse an existing one)."""
     project = find_project(db, args.project_key)
     refuse_archived(project)
     name = args.name_hint
     if name is None or _exists(db, project, name):
         name = _unused_name(db, project)
-    return describe_agent(project, _insert_agent(db, project, name, args))
+    return registered(db, project, _insert_agent(db, project, name, args))
 
 
 class WhoisInput(Input):
@@ -245,11 +264,13 @@ def retire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> RetiredAgent
     row = db.execute(
         "UPDATE agents SET retired_ts = coalesce(retired_ts, ?) WHERE id = ? RETURNING *", (now, agent["id"])
     ).fetchone()
-    released = db.execute(
-        "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL AND expires_ts > ?",
+    released = [rid for (rid,) in db.execute(
+        "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL AND expires_ts > ?"
+        " RETURNING id",
         (now, agent["id"], now),
-    ).rowcount
-    return RetiredAgent(**describe_agent(project, row).model_dump(), released_file_reservations=released)
+    )]
+    outbox.record_reservations(db, project, released)
+    return RetiredAgent(**describe_agent(project, row).model_dump(), released_file_reservations=len(released))
 
 
 def unretire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> Agent:
@@ -261,10 +282,10 @@ def unretire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> Agent:
 
 
 TOOLS = [
-    tool(register_agent),
+    tool(register_agent, acts_as="name", may_create=True),
     tool(create_agent_identity),
     tool(whois, read_only=True),
     tool(list_agents, read_only=True),
-    tool(retire_agent),
-    tool(unretire_agent),
+    tool(retire_agent, acts_as="agent_name"),
+    tool(unretire_agent, acts_as="agent_name"),
 ]

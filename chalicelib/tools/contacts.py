@@ -332,8 +332,8 @@ def set_contact_policy(db: sqlite3.Connection, args: SetContactPolicyInput) -> A
 
 
 TOOLS = [
-    tool(request_contact),
-    tool(respond_contact),
-    tool(list_contacts, read_only=True),
-    tool(set_contact_policy),
+    tool(request_contact, acts_as="from_agent"),
+    tool(respond_contact, acts_as="to_agent"),
+    tool(list_contacts, read_only=True, acts_as="agent_name"),
+    tool(set_contact_policy, acts_as="agent_name"),
 ]

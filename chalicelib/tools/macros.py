@@ -11,7 +11,7 @@ from pydantic import Field
 
 from ..fields import AgentAddress, AgentName, ProjectKey
 from ..registry import Input, Output, tool
-from .agents import Agent, Model, Program, RegisterAgentInput, TaskDescription, register_agent
+from .agents import Agent, Model, Program, RegisterAgentInput, RegisteredAgent, TaskDescription, register_agent
 from .contacts import Contact, RequestContactInput, RespondContactInput, request_contact, respond_contact
 from .messages import FetchInboxInput, InboxMessage, SendMessageInput, SentMessage, Subject, fetch_inbox, send_message
 from .projects import EnsureProjectInput, HumanKey, Project, ensure_project
@@ -64,7 +64,7 @@ class MacroStartSessionInput(Input):
 
 class SessionStarted(Output):
     project: Project
-    agent: Agent
+    agent: RegisteredAgent
     file_reservations: Reserved | None
     inbox: list[InboxMessage]
 
@@ -102,7 +102,7 @@ class MacroPrepareThreadInput(Input):
 
 
 class ThreadPrepared(Output):
-    agent: Agent
+    agent: RegisteredAgent
     thread: ThreadSummary
     inbox: list[InboxMessage]
 
@@ -196,8 +196,8 @@ def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeI
 
 
 TOOLS = [
-    tool(macro_start_session),
-    tool(macro_prepare_thread),
-    tool(macro_file_reservation_cycle),
-    tool(macro_contact_handshake),
+    tool(macro_start_session, acts_as="agent_name", may_create=True),
+    tool(macro_prepare_thread, acts_as="agent_name", may_create=True),
+    tool(macro_file_reservation_cycle, acts_as="agent_name"),
+    tool(macro_contact_handshake, acts_as="requester"),
 ]

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .. import clock
+from ..archive import outbox
 from ..db import dicts
 from ..errors import NotFound
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
@@ -142,7 +143,7 @@ def deliver(
         lists["to" if kind == "notice" else kind].append(address(agent, project))
     for names in lists.values():
         names.sort(key=str.lower)
-    return Message(
+    message = Message(
         id=message_id,
         project=project["slug"],
         thread_id=thread_id or str(message_id),
@@ -154,6 +155,8 @@ def deliver(
         created_ts=now,
         **lists,
     )
+    outbox.record_message(db, message)  # archived after the commit, by the worker
+    return message
 
 
 class SentMessage(Output):
@@ -361,11 +364,11 @@ def acknowledge_message(db: sqlite3.Connection, args: ReceiptInput) -> Receipt:
 
 
 TOOLS = [
-    tool(send_message),
-    tool(reply_message),
-    tool(fetch_inbox, read_only=True),
-    tool(fetch_outbox, read_only=True),
-    tool(get_message, read_only=True),
-    tool(mark_message_read),
-    tool(acknowledge_message),
+    tool(send_message, acts_as="sender_name", token_field="sender_token"),
+    tool(reply_message, acts_as="sender_name", token_field="sender_token"),
+    tool(fetch_inbox, read_only=True, acts_as="agent_name"),
+    tool(fetch_outbox, read_only=True, acts_as="agent_name"),
+    tool(get_message, read_only=True, acts_as="agent_name"),
+    tool(mark_message_read, acts_as="agent_name"),
+    tool(acknowledge_message, acts_as="agent_name"),
 ]

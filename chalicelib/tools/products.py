@@ -245,7 +245,7 @@ TOOLS = [
     tool(products_link),
     tool(list_products, read_only=True),
     tool(get_product, read_only=True),
-    tool(fetch_inbox_product, read_only=True),
+    tool(fetch_inbox_product, read_only=True, acts_as="agent_name"),
     tool(search_messages_product, read_only=True),
     tool(summarize_thread_product, read_only=True),
 ]

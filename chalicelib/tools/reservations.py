@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from .. import clock, guard
+from ..archive import outbox
 from ..config import get_settings
 from ..errors import Conflict, NotFound
 from ..fields import AgentName, Id, ProjectKey
@@ -194,6 +195,7 @@ def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInp
         ],
     )
     mark_active(db, agent["id"], now)
+    outbox.record_reservations(db, project, ids)
     return Reserved(granted=reservations_by_id(db, ids), conflicts=clashes)
 
 
@@ -267,9 +269,11 @@ def release_file_reservations(db: sqlite3.Connection, args: ReleaseFileReservati
     agent = find_agent(db, project, args.agent_name)
     where, params = selection(db, agent, args.paths, args.file_reservation_ids)
     now = clock.now()
-    released = db.execute(f"UPDATE file_reservations SET released_ts = ? WHERE {where}", [now, *params]).rowcount
+    sql = f"UPDATE file_reservations SET released_ts = ? WHERE {where} RETURNING id"
+    released = [rid for (rid,) in db.execute(sql, [now, *params])]
     mark_active(db, agent["id"], now)
-    return Released(released=released, released_ts=now)
+    outbox.record_reservations(db, project, released)
+    return Released(released=len(released), released_ts=now)
 
 
 class RenewFileReservationsInput(Input):
@@ -299,6 +303,7 @@ def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsI
     )
     mark_active(db, agent["id"], clock.now())
     ids = [row["id"] for row in rows]
+    outbox.record_reservations(db, project, ids)
     return Renewed(renewed=len(ids), file_reservations=reservations_by_id(db, ids) if ids else [])
 
 
@@ -366,6 +371,7 @@ def force_release_file_reservation(db: sqlite3.Connection, args: ForceReleaseInp
             f" has been inactive for {get_settings().stale_agent_seconds} seconds.",
         )
     db.execute("UPDATE file_reservations SET released_ts = ? WHERE id = ?", (now, row["id"]))
+    outbox.record_reservations(db, project, [row["id"]])
     notify = args.notify_previous and row["agent_id"] != agent["id"] and not row["retired_ts"]
     if notify:
         deliver(  # a notice: the holder hears of it whatever its contact policy
@@ -448,11 +454,11 @@ def uninstall_precommit_guard(db: sqlite3.Connection, args: UninstallPrecommitGu
 
 
 TOOLS = [
-    tool(file_reservation_paths),
+    tool(file_reservation_paths, acts_as="agent_name"),
     tool(check_file_reservations, read_only=True),
-    tool(release_file_reservations),
-    tool(renew_file_reservations),
-    tool(force_release_file_reservation),
+    tool(release_file_reservations, acts_as="agent_name"),
+    tool(renew_file_reservations, acts_as="agent_name"),
+    tool(force_release_file_reservation, acts_as="agent_name"),
     tool(list_file_reservations, read_only=True),
     tool(install_precommit_guard),
     tool(uninstall_precommit_guard),

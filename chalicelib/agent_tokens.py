@@ -1,0 +1,73 @@
+"""Per-agent identity tokens: proof that a caller may act as (or read for) an agent.
+
+register_agent and create_agent_identity return a new agent's `registration_token` once;
+only its SHA-256 is stored (a token is 256 random bits, so a plain hash is enough: no
+salt or slow hash is needed against guessing). rotate_agent_token replaces it.
+
+With REQUIRE_AGENT_TOKENS (default whenever AUTH_MODE is not none), invoke.py checks,
+before the handler runs, every input field a tool declares with `tool(..., acts_as=...)`:
+the named agent's token must come with the call (`registration_token`, or `sender_token`
+on send_message / reply_message). An unknown project, an unknown agent, a missing token
+and a wrong token all get the same 403, so a caller without access learns nothing about
+which agents exist.
+"""
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+
+from . import clock
+from .errors import Forbidden, NotFound
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(db: sqlite3.Connection, agent_id: int) -> str:
+    """A new token for the agent, replacing any previous one: the only time it is seen."""
+    token = "amt_" + secrets.token_urlsafe(32)
+    db.execute(
+        "INSERT INTO agent_tokens (agent_id, token_sha256, created_ts) VALUES (?, ?, ?)"
+        " ON CONFLICT (agent_id) DO UPDATE SET token_sha256 = excluded.token_sha256, created_ts = excluded.created_ts",
+        (agent_id, digest(token), clock.now()),
+    )
+    return token
+
+
+def check(db: sqlite3.Connection, tool, args) -> None:
+    """Forbidden unless the call carries the token of every agent it acts as."""
+    from .tools.agents import agent_id
+    from .tools.projects import find_project
+
+    token = getattr(args, tool.token_field, None)
+    for field in tool.acts_as:
+        name = getattr(args, field, None)
+        if name is None:
+            continue  # the tool acts as nobody (e.g. get_message without agent_name)
+        project_key = getattr(args, "project_key", None) or getattr(args, "human_key", None)
+        try:
+            project = find_project(db, project_key)
+        except NotFound:
+            if tool.may_create:
+                continue
+            raise _refused(tool, name) from None
+        row = db.execute(
+            "SELECT t.token_sha256 FROM agents a LEFT JOIN agent_tokens t ON t.agent_id = a.id WHERE a.id = ?",
+            (agent_id(project["id"], name),),
+        ).fetchone()
+        if row is None and tool.may_create:
+            continue  # registering a new agent
+        stored = row[0] if row is not None else None
+        # compare_digest even when nothing is stored: the same work whether or not the agent exists
+        matches = hmac.compare_digest(digest(token or ""), stored or "")
+        if token is None or stored is None or not matches:
+            raise _refused(tool, name)
+
+
+def _refused(tool, name: str) -> Forbidden:
+    return Forbidden(
+        f"Not allowed to act as agent {name!r} here: {tool.token_field} is missing or wrong.",
+        f"Pass {tool.token_field}: the registration_token that register_agent (or rotate_agent_token) gave this agent.",
+    )

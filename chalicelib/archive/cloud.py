@@ -1,0 +1,161 @@
+"""Cloud mode: the outbox drains to an SQS FIFO queue; a worker function writes the archive.
+
+`publish` sends pending outbox rows to ARCHIVE_QUEUE_URL, MessageGroupId = project (one
+project's entries stay in order), MessageDeduplicationId = the outbox row id (a row sent
+twice within SQS's five-minute window is delivered once; after that the writer's
+idempotence makes a second delivery a no-op). It runs after every write invocation on
+Lambda and from a scheduled sweep, which also picks up anything a failed publish left.
+
+`handle_sqs_event` is the worker (`@app.on_sqs_message` in app.py). It keeps a bare
+clone of ARCHIVE_GIT_REMOTE in /tmp (kept across warm invocations), applies the batch as
+one commit per project and pushes; when the push is refused (another worker pushed first:
+not a fast-forward) it fetches, re-applies onto the new head and pushes again. An entry
+that cannot be written (a poison message) is reported alone in `batchItemFailures`: the
+rest of the batch is archived, and SQS moves the poison message to the dead-letter queue
+after maxReceiveCount receives. Only deterministic failures are reported per item; a
+failed push fails the whole batch, so entries are never applied out of order.
+"""
+
+import json
+import logging
+from functools import lru_cache
+
+from ..config import Settings
+from ..db import connection, transaction
+from . import outbox
+from .render import render
+
+log = logging.getLogger(__name__)
+MAX_BODY = 250_000  # SQS takes 256 KiB: larger entries travel as their outbox id only
+PUSH_ATTEMPTS = 5
+
+
+@lru_cache
+def sqs_client():
+    import boto3  # not at the top: only the drainer and its tests need it
+
+    return boto3.client("sqs")
+
+
+def publish(settings: Settings, limit: int = 100) -> int:
+    """Send up to `limit` pending outbox rows to the queue; the number sent."""
+    with connection(settings) as conn:
+        rows = outbox.take(conn, limit)
+    sent: list[int] = []
+    failed: dict[int, str] = {}
+    for start in range(0, len(rows), 10):  # SendMessageBatch takes 10 at a time
+        chunk = rows[start : start + 10]
+        response = sqs_client().send_message_batch(
+            QueueUrl=settings.archive_queue_url,
+            Entries=[
+                {"Id": str(i), "MessageBody": body(row), "MessageGroupId": row["project"], "MessageDeduplicationId": str(row["id"])}
+                for i, row in enumerate(chunk)
+            ],
+        )
+        sent += [chunk[int(ok["Id"])]["id"] for ok in response.get("Successful", [])]
+        failed |= {chunk[int(bad["Id"])]["id"]: bad.get("Message", bad["Code"]) for bad in response.get("Failed", [])}
+    with connection(settings) as conn, transaction(conn, write=True):
+        conn.executemany("UPDATE archive_outbox SET state = 'queued' WHERE id = ?", [(rid,) for rid in sent])
+        for rid, error in failed.items():  # still pending: a later publish sends it again
+            outbox.mark_failed(conn, [rid], f"SQS: {error}", settings.archive_retry_seconds)
+    return len(sent)
+
+
+def body(row) -> str:
+    text = json.dumps({"outbox_id": str(row["id"]), "entry": json.loads(row["payload"])})
+    return text if len(text.encode()) <= MAX_BODY else json.dumps({"outbox_id": str(row["id"])})
+
+
+def handle_sqs_event(event: dict, settings: Settings) -> dict:
+    """The worker: archive the batch, push, mark the outbox rows done."""
+    entries: dict[str, dict] = {}  # SQS messageId -> entry
+    outbox_ids: dict[str, int] = {}
+    failures: dict[str, str] = {}
+    with connection(settings) as conn:
+        for record in event["Records"]:
+            try:
+                message = json.loads(record["body"])
+                outbox_ids[record["messageId"]] = int(message["outbox_id"])
+                entry = message.get("entry") or json.loads(
+                    conn.execute("SELECT payload FROM archive_outbox WHERE id = ?", (int(message["outbox_id"]),)).fetchone()[0]
+                )
+                render(entry)  # a poison entry is found here, before it can spoil the batch
+                entries[record["messageId"]] = entry
+            except Exception as exc:
+                failures[record["messageId"]] = f"{type(exc).__name__}: {exc}"
+    if entries:
+        commit = push_entries(settings, list(entries.values()))
+        with connection(settings) as conn, transaction(conn, write=True):
+            outbox.mark_done(conn, [outbox_ids[mid] for mid in entries], commit)
+    if failures:
+        log.error("archive entries not written: %s", failures)
+        with connection(settings) as conn, transaction(conn, write=True):
+            for mid, error in failures.items():
+                if mid in outbox_ids:
+                    outbox.mark_failed(conn, [outbox_ids[mid]], error, settings.archive_retry_seconds)
+    return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failures]}
+
+
+def push_entries(settings: Settings, entries: list[dict]) -> str:
+    """Apply onto the remote's head and push, again on top of any newer head; the pushed commit."""
+    from dulwich.client import get_transport_and_path  # here: the API functions import this module too
+
+    from .gitrepo import BRANCH, GitArchive
+
+    client, remote_path = get_transport_and_path(settings.archive_git_remote)
+    with GitArchive(settings.archive_work_dir, bare=True) as archive:  # kept in /tmp across warm invocations
+        for _ in range(PUSH_ATTEMPTS):
+            remote_head = client.fetch(remote_path, archive.repo).refs.get(BRANCH)
+            if remote_head:
+                archive.repo.refs[BRANCH] = remote_head  # start from the remote's head: local commits are redone
+            archive.apply(entries)
+            head = archive.head()
+            if head is None or head == remote_head:
+                return (head or b"").decode()  # nothing new: a redelivery
+
+            def update_refs(refs: dict) -> dict:
+                if refs.get(BRANCH) != remote_head:
+                    raise NotFastForward()
+                return {BRANCH: head}
+
+            try:
+                result = client.send_pack(remote_path, update_refs, archive.repo.generate_pack_data)
+            except NotFastForward:
+                log.info("archive push: the remote moved; fetching and retrying")
+                continue
+            if not (result.ref_status or {}).get(BRANCH):
+                return head.decode()
+            log.info("archive push refused (%s); retrying", result.ref_status[BRANCH])
+    raise RuntimeError(f"archive push refused {PUSH_ATTEMPTS} times")
+
+
+class NotFastForward(Exception):
+    """Another worker pushed since our fetch."""
+
+
+def queue_name(settings: Settings) -> str:
+    """The queue's name, for Chalice's event source mapping (the URL ends with it)."""
+    return settings.archive_queue_url.rstrip("/").rsplit("/", 1)[-1] or "agent-mail-archive.fifo"
+
+
+def publish_after_write(settings: Settings) -> None:
+    """After a write invocation on Lambda: send what it queued. Never fails the request:
+    whatever is not sent stays pending for the scheduled sweep."""
+    if not (settings.archive_enabled and settings.archive_queue_url):
+        return
+    try:
+        with connection(settings) as conn:
+            if conn.execute("SELECT 1 FROM archive_outbox WHERE state = 'pending' LIMIT 1").fetchone() is None:
+                return  # a read, or a write that archives nothing: no SQS call
+        publish(settings)
+    except Exception:
+        log.exception("archive publish failed; the sweep will retry")
+
+
+def publish_all(settings: Settings) -> int:
+    """The scheduled sweep: publish until nothing pending is left (or SQS refuses)."""
+    total = 0
+    if settings.archive_enabled and settings.archive_queue_url:
+        while sent := publish(settings):
+            total += sent
+    return total

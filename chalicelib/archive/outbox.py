@@ -1,0 +1,115 @@
+"""The transactional outbox: archive work recorded in the same transaction as the data.
+
+A write tool calls `record_*` inside its transaction; the row commits (or rolls back) with
+the message, profile or reservation it describes, so the archive can lag behind the
+database but never silently diverge from it. Workers take `pending` rows, write them to
+git, and mark them `done` only after the commit; a failure is counted and kept for retry.
+"""
+
+import json
+import sqlite3
+from datetime import datetime
+
+from .. import clock
+from ..config import get_settings
+from ..ids import new_id
+
+RESERVATION_COLUMNS = ("id", "agent", "path_pattern", "exclusive", "reason", "created_ts", "expires_ts", "released_ts")
+
+
+def record(db: sqlite3.Connection, project: str, kind: str, entity_id: int, payload: dict) -> None:
+    # Process-wide switch (ARCHIVE_ENABLED): off, nothing is queued, so nothing piles up.
+    if not get_settings().archive_enabled:
+        return
+    db.execute(
+        "INSERT INTO archive_outbox (id, project, kind, entity_id, payload, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
+        (new_id(), project, kind, entity_id, json.dumps({"kind": kind, "project": project, **payload}), clock.now()),
+    )
+
+
+def record_message(db: sqlite3.Connection, message) -> None:
+    """`message`: the messages.Message just stored (bcc included: the archive keeps it)."""
+    payload = message.model_dump(mode="json", exclude={"project"})
+    record(db, message.project, "message", int(message.id), payload)
+
+
+def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:
+    return {
+        "id": str(agent["id"]),
+        "name": agent["name"],
+        "program": agent["program"],
+        "model": agent["model"],
+        "task_description": agent["task_description"],
+        "inception_ts": agent["inception_ts"],
+        "project_human_key": project["human_key"],
+    }
+
+
+def record_agent(db: sqlite3.Connection, project: sqlite3.Row, agent: sqlite3.Row) -> None:
+    record(db, project["slug"], "agent", agent["id"], agent_payload(project, agent))
+
+
+def reservation_payload(row: sqlite3.Row) -> dict:
+    return {key: str(row[key]) if key == "id" else (bool(row[key]) if key == "exclusive" else row[key]) for key in RESERVATION_COLUMNS}
+
+
+def record_reservations(db: sqlite3.Connection, project: sqlite3.Row, ids: list[int]) -> None:
+    """The reservations' current state (after an insert, renewal or release)."""
+    if not ids or not get_settings().archive_enabled:
+        return
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(
+        f"SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents a ON a.id = r.agent_id WHERE r.id IN ({marks})", ids
+    )
+    for row in rows:
+        record(db, project["slug"], "reservation", row["id"], reservation_payload(row))
+
+
+# The worker's side
+
+
+def take(db: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
+    """Pending rows due now, oldest first (a failed row waits for its retry_ts)."""
+    return db.execute(
+        "SELECT id, project, payload, attempts FROM archive_outbox WHERE state = 'pending'"
+        " AND (retry_ts IS NULL OR retry_ts <= ?) ORDER BY id LIMIT ?",
+        (clock.now(), limit),
+    ).fetchall()
+
+
+def mark_done(db: sqlite3.Connection, ids: list[int], commit: str | None) -> None:
+    db.executemany(
+        "UPDATE archive_outbox SET state = 'done', done_ts = ?, git_commit = ?, last_error = NULL WHERE id = ?",
+        [(clock.now(), commit, rid) for rid in ids],
+    )
+
+
+def mark_failed(db: sqlite3.Connection, ids: list[int], error: str, retry_seconds: float = 5.0) -> None:
+    """Counted and kept pending, never dropped: retried after retry_seconds, doubling with
+    every failure up to an hour, so a poison entry does not cost every drain."""
+    rows = db.execute(f"SELECT id, attempts FROM archive_outbox WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall()
+    now = clock.now()
+    db.executemany(
+        "UPDATE archive_outbox SET attempts = attempts + 1, last_error = ?, retry_ts = ? WHERE id = ?",
+        [(error[:2000], clock.later(now, min(retry_seconds * 2 ** row["attempts"], 3600)), row["id"]) for row in rows],
+    )
+
+
+def status(db: sqlite3.Connection, project: str | None) -> dict:
+    where, params = ("AND project = ?", [project]) if project else ("", [])
+    pending, failed, oldest = db.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE attempts > 0), min(created_ts) FROM archive_outbox"
+        f" WHERE state IN ('pending', 'queued') {where}",  # IN, not !=: the (state, id) index serves it
+        params,
+    ).fetchone()
+    last = db.execute(  # the newest archived entry: a backwards walk of the index
+        f"SELECT git_commit, done_ts FROM archive_outbox WHERE state = 'done' {where} ORDER BY id DESC LIMIT 1", params
+    ).fetchone()
+    lag = (datetime.fromisoformat(clock.now()) - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
+    return {
+        "pending": pending,
+        "failed": failed,
+        "last_commit": last["git_commit"] if last else None,
+        "last_commit_ts": last["done_ts"] if last else None,
+        "lag_seconds": round(lag, 3),
+    }

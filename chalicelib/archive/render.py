@@ -1,0 +1,123 @@
+"""Entry -> files: the layout of the archive, as one pure function.
+
+An entry is an outbox payload: {"kind": ..., "project": slug, ...}. The same function
+serves the local worker, the SQS worker and `archive rebuild`, so they cannot disagree.
+Paths are built only from a validated slug, validated agent names, an id, a timestamp and
+a sanitised subject: nothing a client sends can climb out of projects/{slug}/.
+"""
+
+import hashlib
+import json
+import re
+
+from ..names import NAME_PATTERN
+
+SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+TIMESTAMP_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?\+00:00")
+
+
+def render(entry: dict) -> dict[str, bytes]:
+    """{repository path: file content} for one entry."""
+    return RENDERERS[entry["kind"]](entry)
+
+
+def commit_message(entries: list[dict]) -> str:
+    """One line per entry; the first names the batch."""
+    lines = [describe(entry) for entry in entries]
+    head = lines[0] if len(lines) == 1 else f"archive: {len(lines)} entries ({lines[0]}, ...)"
+    return head + ("\n\n" + "\n".join(lines) if len(lines) > 1 else "") + "\n"
+
+
+def describe(entry: dict) -> str:
+    if entry["kind"] == "message":
+        to = ", ".join(entry["to"] + entry["cc"]) or "(bcc only)"
+        return f"mail: {entry['sender']} -> {to} | {one_line(entry['subject'])}"
+    if entry["kind"] == "agent":
+        return f"agent: profile {entry['name']}"
+    return f"file_reservation: {entry['agent']} {entry['path_pattern']}"
+
+
+def message_files(entry: dict) -> dict[str, bytes]:
+    base = project_dir(entry["project"])
+    month = month_dir(entry["created_ts"])
+    name = f"{file_timestamp(entry['created_ts'])}__{subject_slug(entry['subject'])}__{int(entry['id'])}.md"
+    canonical = document(entry)
+    files = {f"{base}/messages/{month}/{name}": canonical, f"{agent_dir(entry['project'], entry['sender'])}/outbox/{month}/{name}": canonical}
+    public = document({**entry, "bcc": []})  # what the to and cc recipients see
+    for address in entry["to"] + entry["cc"]:
+        files[f"{agent_dir(*home(address, entry['project']))}/inbox/{month}/{name}"] = public
+    for address in entry["bcc"]:
+        files[f"{agent_dir(*home(address, entry['project']))}/inbox/{month}/{name}"] = document({**entry, "bcc": [address]})
+    return files
+
+
+def agent_files(entry: dict) -> dict[str, bytes]:
+    profile = {key: entry[key] for key in ("id", "name", "program", "model", "task_description", "inception_ts", "project", "project_human_key")}
+    return {f"{agent_dir(entry['project'], entry['name'])}/profile.json": to_json(profile)}
+
+
+def reservation_files(entry: dict) -> dict[str, bytes]:
+    digest = hashlib.sha1(entry["path_pattern"].encode()).hexdigest()
+    return {f"{project_dir(entry['project'])}/file_reservations/{digest}.json": to_json(entry)}
+
+
+RENDERERS = {"message": message_files, "agent": agent_files, "reservation": reservation_files}
+
+
+def document(entry: dict) -> bytes:
+    """`---json` front matter, then the markdown body."""
+    front = {key: value for key, value in entry.items() if key not in ("kind", "body_md")}
+    return f"---json\n{json.dumps(front, indent=2, ensure_ascii=False, sort_keys=True)}\n---\n\n{entry['body_md']}\n".encode()
+
+
+def parse_document(content: bytes) -> dict:
+    """The inverse of `document`: the message entry a canonical file holds."""
+    text = content.decode()
+    head, _, body = text.removeprefix("---json\n").partition("\n---\n\n")
+    return {"kind": "message", **json.loads(head), "body_md": body[:-1] if body.endswith("\n") else body}
+
+
+def to_json(data: dict) -> bytes:
+    return (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
+
+
+def project_dir(slug: str) -> str:
+    if not SLUG_PATTERN.fullmatch(slug):
+        raise ValueError(f"not a project slug: {slug!r}")
+    return f"projects/{slug}"
+
+
+def agent_dir(slug: str, name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"not an agent name: {name!r}")
+    return f"{project_dir(slug)}/agents/{name}"
+
+
+def home(address: str, project: str) -> tuple[str, str]:
+    """(project slug, name) of a recipient: Name, or Name@project for another project's agent."""
+    name, _, slug = address.partition("@")
+    return slug or project, name
+
+
+def month_dir(timestamp: str) -> str:
+    check_timestamp(timestamp)
+    return f"{timestamp[:4]}/{timestamp[5:7]}"
+
+
+def file_timestamp(timestamp: str) -> str:
+    """2026-11-24T07:12:38.123456+00:00 -> 2026-11-24T07-12-38-123456Z: no colons (Windows)."""
+    check_timestamp(timestamp)
+    return re.sub(r"[:.]", "-", timestamp.removesuffix("+00:00")) + "Z"
+
+
+def check_timestamp(timestamp: str) -> None:
+    if not TIMESTAMP_PATTERN.fullmatch(timestamp):
+        raise ValueError(f"not a stored UTC timestamp: {timestamp!r}")
+
+
+def subject_slug(subject: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-")[:60].strip("-") or "message"
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())[:120]

@@ -1,0 +1,285 @@
+"""Who is calling: bearer tokens or JWTs (JWKS), checked once per request at each transport's
+entry (chalicelib/asgi.py's Front, app.py's Chalice middleware and its `mcp` function).
+
+Framework-free on purpose, like rest.py: the Lambda package imports it on every cold start.
+
+    AUTH_MODE=none    nobody is asked (allowed on a loopback HOST only, or with ALLOW_INSECURE=true)
+    AUTH_MODE=bearer  `Authorization: Bearer <one of AUTH_BEARER_TOKENS>`
+    AUTH_MODE=jwt     `Authorization: Bearer <JWT>` signed by a key of JWT_JWKS_URL, for
+                      JWT_AUDIENCE, from JWT_ISSUER, with an algorithm of JWT_ALGORITHMS
+
+Cost on the hot path: a bearer check is a few constant-time comparisons (~1 µs); a JWT is
+verified once (an RSA or EC signature check, ~50–200 µs) and then looked up in a bounded
+cache of verified tokens until it expires (~1 µs).
+"""
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Mapping
+
+from .config import Settings
+from .errors import Unauthorized, Unavailable
+
+OPEN_PATHS = frozenset({"/health", "/ready"})  # liveness and readiness never ask for credentials
+CACHE_SIZE = 4096  # verified JWTs kept; when full, the cache starts over
+JWKS_MAX_BYTES = 1024 * 1024
+JWKS_MIN_REFRESH_SECONDS = 10  # an unknown kid refetches the key set at most this often
+
+
+class InsecureConfiguration(RuntimeError):
+    """The server would be reachable from other hosts without authentication."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # "anonymous", "bearer" or "jwt"
+    subject: str  # who, for logs and rate limits: "anonymous", "bearer:<hash prefix>", the JWT's sub
+
+
+ANONYMOUS = Principal("anonymous", "anonymous")
+
+
+def mode(settings: Settings) -> str:
+    """AUTH_MODE; unset: bearer if AUTH_BEARER_TOKENS (or AUTH_KEYS, infra's secret) names tokens, else none."""
+    return settings.auth_mode or ("bearer" if any(settings.auth_bearer_tokens) else "none")
+
+
+def agent_tokens_required(settings: Settings) -> bool:
+    if settings.require_agent_tokens is not None:
+        return settings.require_agent_tokens
+    return mode(settings) != "none"
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_remote_address(host: str) -> bool:
+    """An IP address that is not loopback (names, such as a test client's, are not addresses)."""
+    try:
+        return not ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def on_lambda() -> bool:
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def check_configuration(settings: Settings, host: str | None = None) -> None:
+    """Refuse to start with a configuration that would leave the server open, or that cannot
+    verify anything. `host` is where the server listens (None on AWS Lambda: reachable by anyone)."""
+    current = mode(settings)
+    if current == "none":
+        if not settings.allow_insecure and not is_loopback(host):
+            where = "on AWS Lambda" if host is None else f"on host {host!r}"
+            raise InsecureConfiguration(
+                f"Refusing to serve without authentication {where}: set AUTH_MODE=bearer or AUTH_MODE=jwt"
+                " (docs/security.md), or ALLOW_INSECURE=true if something in front of it authenticates."
+            )
+    elif current == "bearer":
+        if not [token for token in settings.auth_bearer_tokens if token]:
+            raise InsecureConfiguration("AUTH_MODE=bearer needs AUTH_BEARER_TOKENS (comma-separated).")
+    elif current == "jwt":
+        missing = [name for name in ("jwt_jwks_url", "jwt_audience", "jwt_issuer") if not getattr(settings, name)]
+        if missing:
+            raise InsecureConfiguration(f"AUTH_MODE=jwt needs {', '.join(name.upper() for name in missing)}.")
+        if not settings.jwt_algorithms or any(alg.lower() == "none" or alg.startswith("HS") for alg in settings.jwt_algorithms):
+            raise InsecureConfiguration("JWT_ALGORITHMS must list asymmetric algorithms only (e.g. RS256, ES256).")
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization") or headers.get("Authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+def _missing() -> Unauthorized:
+    return Unauthorized(
+        "Authentication required.",
+        "Send an Authorization: Bearer <token> header (docs/security.md).",
+    )
+
+
+def _invalid(reason: str) -> Unauthorized:
+    return Unauthorized(
+        f"The bearer token was refused: {reason}.",
+        "Get a valid token; for a JWT check its audience, issuer, expiry and signing key.",
+        challenge='Bearer realm="agent-mail", error="invalid_token"',
+    )
+
+
+class Authenticator:
+    """`authenticate(headers) -> Principal`, or raise Unauthorized (401). Headers: a mapping
+    whose keys are lower-case (ASGI, API Gateway v2) or as sent (API Gateway v1, Chalice's
+    case-insensitive dict)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.mode = mode(settings)
+        self.settings = settings
+        self.bearer = [
+            (token.encode(), Principal("bearer", "bearer:" + hashlib.sha256(token.encode()).hexdigest()[:12]))
+            for token in settings.auth_bearer_tokens
+            if token
+        ]
+        self.jwks = JWKS(settings) if self.mode == "jwt" else None
+        self.verified: dict[str, tuple[Principal, float]] = {}
+
+    def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        if self.mode == "none":
+            return ANONYMOUS
+        token = bearer_token(headers)
+        if token is None:
+            raise _missing()
+        if not token:
+            raise _invalid("not a Bearer token")
+        if self.mode == "bearer":
+            return self._bearer(token)
+        return self._jwt(token)
+
+    def _bearer(self, token: str) -> Principal:
+        presented = token.encode()
+        found = None
+        for expected, principal in self.bearer:  # every comparison runs: no early exit, constant time
+            if hmac.compare_digest(presented, expected):
+                found = principal
+        if found is None:
+            raise _invalid("unknown token")
+        return found
+
+    def _jwt(self, token: str) -> Principal:
+        cached = self.verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        principal, expires = self._verify(token)
+        if len(self.verified) >= CACHE_SIZE:
+            self.verified.clear()
+        self.verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        import jwt  # PyJWT, imported on the first JWT: REST-only cold starts without JWT never pay for it
+
+        settings = self.settings
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _invalid("not a JWT") from None
+        alg = header.get("alg")
+        # The allow-list decides, never the token: alg=none and HMAC (signed with the public key) are refused.
+        if alg not in settings.jwt_algorithms:
+            raise _invalid(f"algorithm {alg!r} is not accepted")
+        key = self.jwks.key(header.get("kid"))
+        if key is None:
+            raise _invalid("unknown signing key")
+        if key.algorithm_name != alg:
+            raise _invalid("the signing key is not for this algorithm")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                leeway=settings.jwt_leeway_seconds,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _invalid("expired") from None
+        except jwt.ImmatureSignatureError:
+            raise _invalid("not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise _invalid("wrong audience") from None
+        except jwt.InvalidIssuerError:
+            raise _invalid("wrong issuer") from None
+        except jwt.InvalidSignatureError:
+            raise _invalid("bad signature") from None
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise _invalid("invalid") from None
+        return Principal("jwt", str(claims.get("sub", ""))), float(claims["exp"])
+
+
+class JWKS:
+    """The issuer's public keys, fetched from JWT_JWKS_URL with a bounded time and size,
+    kept for JWT_JWKS_CACHE_SECONDS, refetched early (at most every 10 s) for an unknown kid
+    (key rotation). If a refetch fails, the keys already known stay in use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.jwt_jwks_url
+        self.timeout = settings.jwt_jwks_timeout_seconds
+        self.ttl = settings.jwt_jwks_cache_seconds
+        self.keys: dict[str | None, object] = {}
+        self.fetched = self.attempted = float("-inf")
+        self.lock = threading.Lock()
+
+    def key(self, kid: str | None):
+        now = time.monotonic()
+        if now - self.fetched > self.ttl:
+            self._refresh(now)
+        if self._find(kid) is None and now - self.attempted > JWKS_MIN_REFRESH_SECONDS:
+            self._refresh(now)
+        return self._find(kid)
+
+    def _find(self, kid: str | None):
+        if kid is None and len(self.keys) == 1:
+            return next(iter(self.keys.values()))
+        return self.keys.get(kid) if kid is not None else None
+
+    def _refresh(self, now: float) -> None:
+        import jwt
+
+        with self.lock:
+            if self.attempted >= now:  # another thread just refreshed
+                return
+            self.attempted = now
+            try:
+                with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
+                    document = json.loads(response.read(JWKS_MAX_BYTES + 1)[:JWKS_MAX_BYTES])
+                keys = {}
+                for entry in document.get("keys", []):
+                    if entry.get("use", "sig") != "sig":
+                        continue
+                    try:
+                        keys[entry.get("kid")] = jwt.PyJWK(entry)
+                    except jwt.PyJWTError:
+                        continue  # a key type this server does not use
+            except (OSError, ValueError, AttributeError):
+                if not self.keys:
+                    raise Unavailable(
+                        "The signing keys (JWT_JWKS_URL) could not be fetched.", "Retry in a moment."
+                    ) from None
+                return
+            self.keys = keys
+            self.fetched = now
+
+
+_authenticators: dict[int, tuple[Settings, Authenticator]] = {}
+
+
+def authenticate(headers: Mapping[str, str], settings: Settings) -> Principal:
+    """The caller's principal, or Unauthorized (401). One Authenticator (and its caches) per Settings."""
+    entry = _authenticators.get(id(settings))
+    if entry is None or entry[0] is not settings:
+        entry = _authenticators[id(settings)] = (settings, Authenticator(settings))
+    return entry[1].authenticate(headers)
+
+
+def lower_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    return {name.lower(): value for name, value in (headers or {}).items()}

@@ -1,0 +1,136 @@
+"""Rate limits: a token bucket per caller, one budget for reads and one for writes.
+
+The caller is the authenticated principal (a JWT's subject, a bearer token's hash) or,
+without authentication, the client address: on Lambda the source IP API Gateway saw
+(requestContext), never a client-supplied X-Forwarded-For.
+
+Buckets live in the process's memory: a limit holds per uvicorn worker and per Lambda
+container. Across Lambda containers (and uvicorn workers), the limit that holds is
+API Gateway's throttling (infra/template.yaml); see docs/security.md.
+"""
+
+import math
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from .config import Settings
+from .errors import ToolError
+
+MAX_KEYS = 10_000  # callers tracked; when full, the buckets start over
+
+
+class RateLimited(ToolError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, retry_after: float, write: bool) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(
+            f"Too many {'writes' if write else 'reads'}: the limit is "
+            f"RATE_LIMIT_{'WRITES' if write else 'READS'}_PER_MINUTE.",
+            f"Retry after {seconds} s.",
+        )
+        self.headers = {"Retry-After": str(seconds)}
+
+
+def limits(settings: Settings) -> tuple[int, int]:
+    """(reads, writes) per minute; 0 is unlimited. Unset: 1200 and 300 with authentication, none without."""
+    from .auth import mode
+
+    authenticated = mode(settings) != "none"
+    reads = settings.rate_limit_reads_per_minute
+    writes = settings.rate_limit_writes_per_minute
+    return (
+        reads if reads is not None else (1200 if authenticated else 0),
+        writes if writes is not None else (300 if authenticated else 0),
+    )
+
+
+class Bucket:
+    """`per_minute` tokens a minute, refilled continuously; bursts of up to `per_minute`."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = float(per_minute)
+        self.state: dict[str, tuple[float, float]] = {}  # key -> (tokens, monotonic time)
+        self.lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 if a token was taken, else the seconds until one is available."""
+        now = time.monotonic()
+        with self.lock:
+            tokens, then = self.state.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - then) * self.rate)
+            if tokens >= 1:
+                if len(self.state) >= MAX_KEYS and key not in self.state:
+                    self.state.clear()
+                self.state[key] = (tokens - 1, now)
+                return 0.0
+            self.state[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings) -> None:
+        reads, writes = limits(settings)
+        self.reads = Bucket(reads) if reads else None
+        self.writes = Bucket(writes) if writes else None
+        self.enabled = bool(self.reads or self.writes)
+
+    def check(self, key: str, write: bool) -> None:
+        bucket = self.writes if write else self.reads
+        if bucket is not None:
+            wait = bucket.take(key)
+            if wait:
+                raise RateLimited(wait, write)
+
+
+def is_write(path: str, method: str, body: bytes, tools: dict[str, Any]) -> bool:
+    """Whether a request writes: a REST call of a write tool, or an MCP tools/call of one
+    (a batch writes if any of its calls does). Everything else reads."""
+    if path.startswith("/api/"):
+        tool = tools.get(path[5:])
+        return tool is not None and not tool.read_only and method != "GET"
+    if path.startswith("/mcp") and method == "POST":
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        for request in message if isinstance(message, list) else [message]:
+            if isinstance(request, dict) and request.get("method") == "tools/call":
+                params = request.get("params")
+                name = params.get("name") if isinstance(params, dict) else None
+                tool = tools.get(name) if isinstance(name, str) else None
+                if tool is None or not tool.read_only:
+                    return True
+    return False
+
+
+class PayloadTooLarge(ToolError):
+    status = 413
+    code = "payload_too_large"
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than {limit} bytes.", "Send less (MAX_BODY_BYTES).")
+
+
+def caller(principal, address: str | None) -> str:
+    """The rate-limit key: who authenticated, else where the request came from."""
+    return principal.subject if principal.kind != "anonymous" else f"ip:{address or 'unknown'}"
+
+
+def event_source_ip(event: dict) -> str | None:
+    """The client address API Gateway saw (v2: requestContext.http, v1: requestContext.identity).
+    X-Forwarded-For is the client's to write, so it is never used."""
+    context = event.get("requestContext") or {}
+    return (context.get("http") or {}).get("sourceIp") or (context.get("identity") or {}).get("sourceIp")
+
+
+def mcp_error(exc: ToolError) -> bytes:
+    """A refusal of an MCP request (rate limit, size) as the JSON-RPC error the client's
+    transport understands; `data` is the usual error object."""
+    return orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": exc.message, "data": exc.to_dict()["error"]}})

@@ -1,0 +1,32 @@
+"""The git archive's progress, as the outbox records it (docs/archive.md)."""
+
+import sqlite3
+
+from pydantic import Field
+
+from ..archive import outbox
+from ..fields import ProjectKey
+from ..registry import Input, Output, tool
+from .projects import find_project
+
+
+class ArchiveStatusInput(Input):
+    project_key: ProjectKey | None = Field(None, description="Omit for every project.")
+
+
+class ArchiveStatus(Output):
+    pending: int = Field(description="Outbox entries not yet in the archive (failed ones included).")
+    failed: int = Field(description="Pending entries that failed at least once; retried, never dropped.")
+    last_commit: str | None = Field(description="The archive commit of the last archived entry.")
+    last_commit_ts: str | None
+    lag_seconds: float = Field(description="Age of the oldest pending entry (0 when none).")
+
+
+def archive_status(db: sqlite3.Connection, args: ArchiveStatusInput) -> ArchiveStatus:
+    """How far the git archive lags behind the database: pending and failed entries, the
+    last commit, and the age of the oldest pending entry."""
+    project = find_project(db, args.project_key)["slug"] if args.project_key else None
+    return ArchiveStatus(**outbox.status(db, project))
+
+
+TOOLS = [tool(archive_status, read_only=True)]

@@ -1,0 +1,213 @@
+"""The git archive in-process: rendering, the idempotent writer, the outbox and its worker,
+rebuild, verify and restore, on real SQLite databases and real git repositories."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from chalicelib import config, db
+from chalicelib.archive import outbox, rebuild
+from chalicelib.archive.gitrepo import GitArchive
+from chalicelib.archive.render import render
+from chalicelib.archive.worker import drain, drain_once
+from chalicelib.cli import cli
+from chalicelib.config import Settings
+
+ENTRY = {
+    "kind": "message", "project": "work-demo", "id": "383516381663293588", "thread_id": "t-1", "subject": "Hello there",
+    "body_md": "Body *markdown*", "sender": "BlueLake", "to": ["GreenCastle"], "cc": ["Ann@other-proj"],
+    "bcc": ["RedStone"], "importance": "normal", "ack_required": False, "created_ts": "2026-11-24T07:17:10.778789+00:00",
+}
+
+
+def git(repo, *args) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path}/agent_mail.db", archive_dir=tmp_path / "archive",
+                    archive_retry_seconds=0)  # a failed entry is due again at once
+
+
+@pytest.fixture
+def archive(settings):
+    with GitArchive.local(settings) as repo:
+        yield repo
+
+
+def outbox_rows(settings) -> list[dict]:
+    with db.connection(settings) as conn:
+        return db.dicts(conn.execute("SELECT kind, state, attempts, last_error, git_commit FROM archive_outbox ORDER BY id"))
+
+
+# Rendering
+
+
+def test_a_message_renders_canonical_outbox_and_inbox_copies_and_hides_bcc_from_the_others():
+    files = render(ENTRY)
+    name = "2026-11-24T07-17-10-778789Z__hello-there__383516381663293588.md"
+    assert sorted(files) == [
+        f"projects/other-proj/agents/Ann/inbox/2026/11/{name}",
+        f"projects/work-demo/agents/BlueLake/outbox/2026/11/{name}",
+        f"projects/work-demo/agents/GreenCastle/inbox/2026/11/{name}",
+        f"projects/work-demo/agents/RedStone/inbox/2026/11/{name}",
+        f"projects/work-demo/messages/2026/11/{name}",
+    ]
+    canonical = files[f"projects/work-demo/messages/2026/11/{name}"].decode()
+    assert canonical.startswith("---json\n") and canonical.endswith("\n---\n\nBody *markdown*\n")
+    assert json.loads(canonical.split("\n---\n")[0].removeprefix("---json\n"))["bcc"] == ["RedStone"]
+    assert b"RedStone" not in files[f"projects/work-demo/agents/GreenCastle/inbox/2026/11/{name}"]
+    assert rebuild.parse_document(files[f"projects/work-demo/messages/2026/11/{name}"]) == ENTRY
+
+
+@pytest.mark.parametrize("subject", ["../../../etc/passwd", "..", "/abs/path", "a\\..\\b", "\x00nul", "ünïcødé ✓"])
+def test_no_subject_can_put_a_file_outside_the_message_directory(subject):
+    paths = render({**ENTRY, "subject": subject})
+    for path in paths:
+        parts = path.split("/")
+        assert ".." not in parts and "" not in parts and "\\" not in path and "\x00" not in path
+        assert path.startswith("projects/work-demo/") or path.startswith("projects/other-proj/agents/Ann/")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"project": "../etc"}, {"project": "a/b"}, {"sender": "../Blue"}, {"to": ["x/../../y"]}, {"cc": ["Ann@../../etc"]},
+     {"created_ts": "2026/../../x"}],
+)
+def test_names_slugs_and_timestamps_that_could_escape_are_refused(change):
+    with pytest.raises(ValueError):
+        render({**ENTRY, **change})
+
+
+# The writer
+
+
+def test_applying_entries_again_makes_no_commit_and_no_duplicate_file(tmp_path):
+    with GitArchive(tmp_path / "repo", bare=False) as archive:
+        other = {**ENTRY, "id": "2", "project": "other-proj", "cc": [], "bcc": []}
+        first = archive.apply([ENTRY, {**ENTRY, "id": "3", "subject": "Second"}, other])
+        assert first["work-demo"] and first["other-proj"]  # one commit per project
+        files = archive.files()
+        assert archive.apply([ENTRY, other]) == {"work-demo": None, "other-proj": None}
+        assert archive.files() == files and archive.commit_count() == 2
+    assert git(tmp_path / "repo", "status", "--porcelain") == ""  # the checked-out files match the commit
+    assert git(tmp_path / "repo", "log", "-1", "--format=%s") .startswith("mail: BlueLake -> GreenCastle")
+    git(tmp_path / "repo", "fsck", "--strict")
+
+
+# The outbox and the local worker
+
+
+def test_writes_queue_their_archive_entry_in_their_transaction_and_the_worker_commits_them(call, project, settings, archive):
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], bcc=["RedStone"], subject="Hi",
+         body_md="hello")
+    call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["src/app.py"])
+    call("release_file_reservations", project_key=project, agent_name="BlueLake")
+    with pytest.raises(Exception):  # refused: nothing stored, nothing queued
+        call("send_message", project_key=project, sender_name="BlueLake", to=["Nobody"], subject="x", body_md="x")
+    rows = outbox_rows(settings)
+    assert [row["kind"] for row in rows] == ["agent"] * 3 + ["message", "reservation", "reservation"]
+    assert call("archive_status")["pending"] == 6
+
+    assert drain_once(settings, archive) == 6
+    assert {row["state"] for row in outbox_rows(settings)} == {"done"}
+    status = call("archive_status", project_key=project)
+    assert status["pending"] == 0 and status["last_commit"] == archive.head().decode()
+    files = archive.files()
+    assert sum("/messages/" in path for path in files) == 1
+    assert sum("/inbox/" in path for path in files) == 2 and sum("/outbox/" in path for path in files) == 1
+    reservation = json.loads(next(content for path, content in files.items() if "/file_reservations/" in path))
+    assert reservation["path_pattern"] == "src/app.py" and reservation["released_ts"] is not None
+    assert json.loads(files["projects/work-demo/agents/RedStone/profile.json"])["program"] == "claude-code"
+    assert archive.commit_count() == 1
+
+
+def test_an_entry_that_cannot_be_written_is_kept_with_its_error_and_does_not_block_the_others(call, project, settings, archive):
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        outbox.record(conn, "work-demo", "message", 1, {**ENTRY, "sender": "../../escape", "project": "work-demo"})
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Hi", body_md="x")
+    assert drain(settings, archive) == 4  # three profiles and the good message
+    bad = [row for row in outbox_rows(settings) if row["state"] != "done"]
+    assert len(bad) == 1 and bad[0]["attempts"] >= 1 and "not an agent name" in bad[0]["last_error"]
+    assert call("archive_status")["failed"] == 1
+    drain(settings, archive)  # retried, still failing: counted again, never dropped
+    assert [row["attempts"] for row in outbox_rows(settings) if row["state"] != "done"] > [bad[0]["attempts"]]
+
+
+def test_a_failed_entry_waits_before_it_is_tried_again(project, settings, archive):
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        outbox.record(conn, "work-demo", "message", 1, {**ENTRY, "sender": "../../escape", "project": "work-demo"})
+    waiting = settings.model_copy(update={"archive_retry_seconds": 60})
+    drain(waiting, archive)
+    with db.connection(settings) as conn:
+        assert outbox.take(conn, 10) == []  # due in a minute: later drains do not pay for it
+        (attempts,) = conn.execute("SELECT attempts FROM archive_outbox WHERE state = 'pending'").fetchone()
+    assert attempts == 1
+
+
+def test_with_the_archive_off_writes_queue_nothing(call, project, settings, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_ENABLED", "false")
+    config.get_settings.cache_clear()
+    try:
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Hi", body_md="x")
+    finally:
+        monkeypatch.undo()
+        config.get_settings.cache_clear()
+    assert [row["kind"] for row in outbox_rows(settings)] == ["agent"] * 3
+
+
+# Rebuild, verify, restore
+
+
+def send_some(call, project):
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], cc=["RedStone"], subject="One",
+         body_md="first")
+    call("send_message", project_key=project, sender_name="GreenCastle", to=["BlueLake"], bcc=["RedStone"], subject="Two",
+         body_md="second", thread_id="T-1")
+    call("file_reservation_paths", project_key=project, agent_name="RedStone", paths=["docs/*.md"], reason="T-1")
+
+
+def test_rebuild_writes_the_same_files_the_worker_wrote(call, project, settings, tmp_path, archive):
+    send_some(call, project)
+    drain(settings, archive)
+    with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
+        assert rebuild.rebuild(conn, rebuilt) == 3 + 2 + 1
+        assert rebuilt.files() == archive.files()
+        assert rebuild.rebuild(conn, rebuilt) == 6 and rebuilt.commit_count() == 1  # nothing new: no commit
+
+
+def test_archive_verify_passes_when_in_step_and_exits_1_on_a_missing_message(call, project, settings, archive):
+    send_some(call, project)
+    runner = CliRunner()
+    env = {"ARCHIVE_DIR": str(settings.archive_dir)}
+    args = ["--database-url", settings.database_url, "archive", "verify"]
+    result = runner.invoke(cli, args, env=env)
+    assert result.exit_code == 1 and len(json.loads(result.output)["missing"]) == 2  # not drained yet
+    drain(settings, archive)
+    result = runner.invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        mid = conn.execute("SELECT id FROM messages ORDER BY id LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE messages SET body_md = 'tampered' WHERE id = ?", (mid,))
+    result = runner.invoke(cli, args, env=env)
+    assert result.exit_code == 1 and len(json.loads(result.output)["different"]) == 1
+
+
+def test_restore_from_archive_rebuilds_an_empty_database(call, project, settings, tmp_path, archive):
+    send_some(call, project)
+    drain(settings, archive)
+    restored = f"sqlite:///{tmp_path}/restored.db"
+    env = {"ARCHIVE_DIR": str(settings.archive_dir)}
+    result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"projects": 1, "agents": 3, "messages": 2, "file_reservations": 1}
+    again = Settings(database_url=restored)
+    with db.connection(settings) as old, db.connection(again) as new:
+        assert list(rebuild.message_entries(new)) == list(rebuild.message_entries(old))
+        assert list(rebuild.other_entries(new))[-1] == list(rebuild.other_entries(old))[-1]  # the reservation
+    result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"], env=env)
+    assert result.exit_code == 1 and "not empty" in result.output

@@ -1,0 +1,157 @@
+"""Cloud mode with moto: outbox -> SQS FIFO -> the worker function (called as Lambda calls
+it, with an event built from the received messages) -> pushed to a bare repository."""
+
+import importlib
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib import db, invoke
+from chalicelib.archive import cloud, outbox
+from chalicelib.archive.gitrepo import GitArchive
+from chalicelib.config import get_settings
+from chalicelib.registry import tools_by_name
+
+from .aws_events import CONTEXT
+
+TOOLS = tools_by_name()
+MAX_RECEIVES = 2
+
+
+@pytest.fixture
+def sqs(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        cloud.sqs_client.cache_clear()
+        client = boto3.client("sqs")
+        dead = client.create_queue(QueueName="archive-dead.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        dead_arn = client.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue = client.create_queue(QueueName="archive.fifo", Attributes={
+            "FifoQueue": "true", "VisibilityTimeout": "0",  # a failed message is visible again at once
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": MAX_RECEIVES}),
+        })["QueueUrl"]
+        yield client, queue, dead
+        cloud.sqs_client.cache_clear()
+
+
+@pytest.fixture
+def settings(sqs, tmp_path, monkeypatch):
+    """Settings from the environment, as on Lambda."""
+    GitArchive(tmp_path / "remote.git", bare=True).close()
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/agent_mail.db")
+    monkeypatch.setenv("ARCHIVE_QUEUE_URL", sqs[1])
+    monkeypatch.setenv("ARCHIVE_GIT_REMOTE", str(tmp_path / "remote.git"))
+    monkeypatch.setenv("ARCHIVE_WORK_DIR", str(tmp_path / "clone"))
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def worker(settings):
+    """The worker function, as Chalice hands it to Lambda."""
+    return importlib.import_module("app").create_app(settings).handler_map["archive_worker"]
+
+
+@pytest.fixture
+def send(settings):
+    def send(subject: str) -> str:
+        return invoke.call(TOOLS["send_message"], {"project_key": "cloud", "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                   "subject": subject, "body_md": "x"}, settings).model_dump(mode="json")["message"]["id"]
+
+    invoke.call(TOOLS["ensure_project"], {"human_key": "/cloud"}, settings)
+    for name in ("BlueLake", "GreenCastle"):
+        invoke.call(TOOLS["register_agent"], {"project_key": "cloud", "program": "p", "model": "m", "name": name}, settings)
+    invoke.call(TOOLS["set_contact_policy"], {"project_key": "cloud", "agent_name": "GreenCastle", "policy": "open"}, settings)
+    return send
+
+
+def receive(sqs) -> dict:
+    """An SQS event, as Lambda builds it, from the messages received now."""
+    client, queue, _ = sqs
+    messages = client.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+    return {"Records": [
+        {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"], "attributes": m["Attributes"],
+         "messageAttributes": {}, "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
+         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:archive.fifo", "awsRegion": "us-east-1"}
+        for m in messages
+    ]}
+
+
+def acknowledge(sqs, event: dict, result: dict) -> None:
+    """What Lambda does with the result: delete every message but the failures."""
+    failed = {item["itemIdentifier"] for item in result["batchItemFailures"]}
+    for record in event["Records"]:
+        if record["messageId"] not in failed:
+            sqs[0].delete_message(QueueUrl=sqs[1], ReceiptHandle=record["receiptHandle"])
+
+
+def remote(settings) -> GitArchive:
+    return GitArchive(settings.archive_git_remote, bare=True)
+
+
+def messages_in(archive: GitArchive) -> list[str]:
+    return sorted(path.rsplit("__", 1)[1].removesuffix(".md") for path in archive.files() if "/messages/" in path)
+
+
+def test_outbox_to_fifo_queue_to_worker_to_pushed_commit_and_redelivery_changes_nothing(sqs, settings, worker, send):
+    ids = [send(f"hello {n}") for n in range(3)]
+    assert cloud.publish_all(settings) == 2 + 3  # two profiles, three messages
+    event = receive(sqs)
+    assert len(event["Records"]) == 5
+    assert {r["attributes"]["MessageGroupId"] for r in event["Records"]} == {"cloud"}
+
+    result = worker(event, CONTEXT)
+    assert result == {"batchItemFailures": []}
+    with remote(settings) as archive:
+        assert messages_in(archive) == sorted(ids)
+        head, commits = archive.head(), archive.commit_count()
+    assert commits == 1
+    assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0
+
+    assert worker(event, CONTEXT) == {"batchItemFailures": []}  # SQS delivers again: nothing changes
+    with remote(settings) as archive:
+        assert archive.head() == head
+
+
+def test_a_poison_message_ends_in_the_dead_letter_queue_and_the_rest_of_its_batch_is_archived(sqs, settings, worker, send):
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        outbox.record(conn, "other", "message", 1, {"sender": "../../escape", "subject": "x"})  # cannot be written
+    good = send("good")
+    cloud.publish_all(settings)
+    receives = 0
+    while (event := receive(sqs))["Records"]:
+        receives += 1
+        result = worker(event, CONTEXT)
+        bodies = {r["messageId"]: json.loads(r["body"]) for r in event["Records"]}
+        assert [bodies[item["itemIdentifier"]]["entry"]["project"] for item in result["batchItemFailures"]] == ["other"]
+        acknowledge(sqs, event, result)
+        assert receives <= MAX_RECEIVES
+    dead = sqs[0].receive_message(QueueUrl=sqs[2], MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"])["entry"]["sender"] for m in dead] == ["../../escape"]
+    with remote(settings) as archive:
+        assert messages_in(archive) == [good]
+    status = invoke.call(TOOLS["archive_status"], {}, settings)
+    assert status.pending == 1 and status.failed == 1  # still visible: never silently dropped
+
+
+def test_a_push_refused_because_another_worker_pushed_first_is_redone_on_top(sqs, settings, send, monkeypatch, tmp_path):
+    first, second = send("first"), send("second")
+    with db.connection(settings) as conn:
+        entries = [json.loads(row["payload"]) for row in outbox.take(conn, 10)]
+    other = {"settings": settings.model_copy(update={"archive_work_dir": tmp_path / "other-clone"})}
+    apply = GitArchive.apply
+
+    def apply_while_another_worker_pushes(self, batch):
+        if other:  # once: between our fetch and our push, another container pushes `second`
+            cloud.push_entries(other.pop("settings"), [e for e in entries if e.get("subject") == "second"])
+        return apply(self, batch)
+
+    monkeypatch.setattr(GitArchive, "apply", apply_while_another_worker_pushes)
+    cloud.push_entries(settings, [e for e in entries if e.get("subject") == "first"])
+    with remote(settings) as archive:
+        assert messages_in(archive) == sorted([first, second]) and archive.commit_count() == 2

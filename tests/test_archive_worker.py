@@ -1,0 +1,127 @@
+"""The archive worker as a real process: through the real server under concurrent sends, and
+killed with SIGKILL in the middle of a drain."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from chalicelib import invoke
+from chalicelib.archive.gitrepo import GitArchive
+from chalicelib.config import Settings
+from chalicelib.registry import tools_by_name
+
+from .servers import ROOT, running_server
+
+TOOLS = tools_by_name()
+SENDERS = 25
+PER_SENDER = 20
+
+
+def cli(database, archive_dir, *args, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "chalicelib", "--database-url", f"sqlite:///{database}", *args],
+        cwd=ROOT, env={**os.environ, "ARCHIVE_DIR": str(archive_dir), **env}, capture_output=True, text=True, timeout=120,
+    )
+
+
+def canonical(files: dict) -> dict:
+    return {path: content for path, content in files.items() if path.split("/")[2] == "messages"}
+
+
+def test_500_concurrent_sends_through_the_server_are_archived_in_few_commits(tmp_path):
+    database, archive_dir = tmp_path / "agent_mail.db", tmp_path / "archive"
+    with running_server(database, ARCHIVE_DIR=str(archive_dir)) as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            client.post("/api/ensure_project", json={"human_key": "/load"}).raise_for_status()
+            for name in [f"Sender{i}" for i in range(SENDERS)] + ["InboxOne", "InboxTwo"]:
+                client.post("/api/register_agent", json={"project_key": "load", "program": "p", "model": "m", "name": name})
+            for name in ("InboxOne", "InboxTwo"):
+                client.post("/api/set_contact_policy", json={"project_key": "load", "agent_name": name, "policy": "open"})
+
+        def sender(i: int) -> list[str]:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                return [
+                    client.post("/api/send_message", json={
+                        "project_key": "load", "sender_name": f"Sender{i}", "to": ["InboxOne"], "cc": ["InboxTwo"],
+                        "subject": f"s{i}-{n}", "body_md": "payload"}).raise_for_status().json()["message"]["id"]
+                    for n in range(PER_SENDER)
+                ]
+
+        with ThreadPoolExecutor(SENDERS) as pool:
+            acknowledged = {mid for ids in pool.map(sender, range(SENDERS)) for mid in ids}
+
+        deadline = time.monotonic() + 60
+        while (status := httpx.get(f"{url}/api/archive_status").json())["pending"]:
+            assert time.monotonic() < deadline, f"the archive did not catch up: {status}"
+            time.sleep(0.1)
+        assert status["failed"] == 0 and status["last_commit"]
+
+    assert len(acknowledged) == SENDERS * PER_SENDER
+    with GitArchive(archive_dir, bare=True) as archive:
+        files, commits = archive.files(), archive.commit_count()
+    messages = canonical(files)
+    assert {path.rsplit("__", 1)[1].removesuffix(".md") for path in messages} == acknowledged
+    for box in ("agents/InboxOne/inbox", "agents/InboxTwo/inbox"):
+        assert sorted(p.rsplit("/", 1)[1] for p in files if f"/{box}/" in p) == sorted(p.rsplit("/", 1)[1] for p in messages)
+    for i in range(SENDERS):
+        assert sum(f"/agents/Sender{i}/outbox/" in path for path in files) == PER_SENDER
+    assert commits < len(acknowledged) / 5, commits  # batched: far fewer commits than messages
+    verified = cli(database, archive_dir, "archive", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_drain_killed_mid_batch_loses_nothing_and_writes_nothing_twice(tmp_path):
+    database, archive_dir = tmp_path / "agent_mail.db", tmp_path / "archive"
+    settings = Settings(database_url=f"sqlite:///{database}", sqlite_synchronous="NORMAL")
+
+    def call(tool, **args):
+        return invoke.call(TOOLS[tool], args, settings)
+
+    call("ensure_project", human_key="/crash")
+    for name in ("BlueLake", "GreenCastle"):
+        call("register_agent", project_key="crash", program="p", model="m", name=name)
+    call("set_contact_policy", project_key="crash", agent_name="GreenCastle", policy="open")
+    total = 1500
+    for n in range(total):
+        call("send_message", project_key="crash", sender_name="BlueLake", to=["GreenCastle"], subject=f"m{n}", body_md="x")
+
+    drainer = subprocess.Popen(
+        [sys.executable, "-m", "chalicelib", "--database-url", f"sqlite:///{database}", "archive", "drain"],
+        cwd=ROOT, env={**os.environ, "ARCHIVE_DIR": str(archive_dir), "ARCHIVE_BATCH_SIZE": "50"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        with sqlite3.connect(database) as db:
+            deadline = time.monotonic() + 60
+            while not db.execute("SELECT count(*) FROM archive_outbox WHERE state = 'done'").fetchone()[0]:
+                assert drainer.poll() is None and time.monotonic() < deadline, "the drain ended before it could be killed"
+                time.sleep(0.005)
+    finally:
+        drainer.send_signal(signal.SIGKILL)
+        drainer.wait()
+    with sqlite3.connect(database) as db:
+        done_before = db.execute("SELECT count(*) FROM archive_outbox WHERE state = 'done'").fetchone()[0]
+    assert 0 < done_before < total + 2, "killed after the drain had finished: nothing was tested"
+
+    restarted = cli(database, archive_dir, "archive", "drain", ARCHIVE_BATCH_SIZE="50")
+    assert restarted.returncode == 0, restarted.stderr
+
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM archive_outbox WHERE state != 'done'").fetchone()[0] == 0
+    with GitArchive(archive_dir, bare=True) as archive:
+        messages, commits = canonical(archive.files()), archive.commit_count()
+        # Every commit changed something: a batch applied again after the kill made no commit.
+        trees = [archive.repo[c.commit.id].tree for c in archive.repo.get_walker(include=[archive.head()])]
+    assert len(messages) == total and len(set(trees)) == len(trees)
+    assert commits <= (total + 2) // 50 + 1
+    subprocess.run(["git", "-C", str(archive_dir), "fsck", "--strict"], check=True, capture_output=True)
+    verified = cli(database, archive_dir, "archive", "verify")
+    assert verified.returncode == 0, verified.stdout
+    assert json.loads(verified.stdout) == {"missing": [], "unexpected": [], "different": []}

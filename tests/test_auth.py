@@ -1,0 +1,292 @@
+"""Authentication (chalicelib/auth.py): every route × every kind of credential, through the
+real server and through the Chalice app (test client, REST API events, the `mcp` function),
+with a JWKS served by a local HTTP server."""
+
+import base64
+import importlib
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import jwt
+import pytest
+from chalice.test import Client
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from chalicelib import auth
+from chalicelib.config import Settings
+from chalicelib.registry import all_tools
+
+from .aws_events import API_HOST, CONTEXT, MCP_HEADERS, URL_HOST, http_api_event, rest_api_event, rpc
+from .servers import ROOT, running_server
+
+AUDIENCE = "agent-mail"
+ISSUER = "https://issuer.test"
+BEARER = "s3cret-bearer-token-one"
+
+
+class Keys:
+    """An RSA and an EC signing key published in the JWKS, and keys the JWKS does not know."""
+
+    def __init__(self) -> None:
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        self.stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def jwks(self) -> dict:
+        return {"keys": [
+            RSAAlgorithm.to_jwk(self.rsa.public_key(), as_dict=True) | {"kid": "rsa-1", "alg": "RS256", "use": "sig"},
+            ECAlgorithm.to_jwk(self.ec.public_key(), as_dict=True) | {"kid": "ec-1", "use": "sig"},  # alg inferred
+        ]}
+
+
+@pytest.fixture(scope="module")
+def keys() -> Keys:
+    return Keys()
+
+
+@pytest.fixture(scope="module")
+def jwks_url(keys):
+    body = json.dumps(keys.jwks()).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
+    server.shutdown()
+
+
+def claims(**changes) -> dict:
+    now = int(time.time())
+    return {"sub": "agent-runner", "aud": AUDIENCE, "iss": ISSUER, "iat": now, "nbf": now, "exp": now + 600} | changes
+
+
+def unsigned(payload: dict) -> str:
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT', 'kid': 'rsa-1'})}.{part(payload)}."
+
+
+def jwt_cases(keys: Keys) -> dict[str, str | None]:
+    """Authorization header per case; None: no header."""
+    rsa_sign = lambda payload, key=keys.rsa, kid="rsa-1": jwt.encode(payload, key, "RS256", headers={"kid": kid})  # noqa: E731
+    now = int(time.time())
+    return {
+        "no credentials": None,
+        "wrong token": "Bearer not-a-jwt",
+        "basic scheme": "Basic dXNlcjpwYXNz",
+        "expired": "Bearer " + rsa_sign(claims(exp=now - 120, iat=now - 900, nbf=now - 900)),
+        "not yet valid": "Bearer " + rsa_sign(claims(nbf=now + 600)),
+        "wrong audience": "Bearer " + rsa_sign(claims(aud="someone-else")),
+        "wrong issuer": "Bearer " + rsa_sign(claims(iss="https://evil.test")),
+        "no expiry": "Bearer " + rsa_sign({k: v for k, v in claims().items() if k != "exp"}),
+        "bad signature": "Bearer " + rsa_sign(claims(), key=keys.stranger),
+        "alg=none": "Bearer " + unsigned(claims()),
+        "HS256 with the public key": "Bearer " + jwt.encode(claims(), "x" * 32, "HS256", headers={"kid": "rsa-1"}),
+        "unknown kid": "Bearer " + rsa_sign(claims(), key=keys.stranger, kid="rsa-2"),
+        "valid": "Bearer " + rsa_sign(claims()),
+        "valid EC": "Bearer " + jwt.encode(claims(), keys.ec, "ES256", headers={"kid": "ec-1"}),
+    }
+
+
+BEARER_CASES = {
+    "no credentials": None,
+    "wrong token": "Bearer s3cret-bearer-token-onE",
+    "empty token": "Bearer",
+    "valid": f"Bearer {BEARER}",
+    "valid second": "Bearer another-token",
+}
+
+
+def routes(docs: bool = True) -> list[tuple[str, str]]:
+    """Every route that needs credentials: each registry tool's REST route(s), /mcp, the docs
+    (served by the local server only)."""
+    found = [("POST", tool.rest_path) for tool in all_tools()]
+    found += [("GET", tool.rest_path) for tool in all_tools() if tool.read_only]
+    found.append(("POST", "/mcp"))
+    return found + ([("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc")] if docs else [])
+
+
+def check_matrix(request, cases: dict[str, str | None], docs: bool = True) -> None:
+    """`request(method, path, authorization) -> (status, headers, body)` for every route × case."""
+    failures = []
+    for method, path in routes(docs):
+        for case, authorization in cases.items():
+            status, headers, body = request(method, path, authorization)
+            if case.startswith("valid"):
+                ok = status not in (401, 403) and status < 500
+            else:
+                ok = (
+                    status == 401
+                    and headers.get("www-authenticate", "").startswith('Bearer realm="agent-mail"')
+                    and json.loads(body)["error"]["code"] == "unauthorized"
+                )
+            if not ok:
+                failures.append((method, path, case, status, body[:200]))
+    assert not failures, failures[:10]
+
+
+def test_auth_matrix_real_server_jwt(tmp_path, keys, jwks_url):
+    env = dict(AUTH_MODE="jwt", JWT_JWKS_URL=jwks_url, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER)
+    with running_server(tmp_path / "db.sqlite", **env) as url, httpx.Client(base_url=url) as client:
+
+        def request(method, path, authorization):
+            headers = MCP_HEADERS | ({"Authorization": authorization} if authorization else {})
+            body = json.dumps(rpc("tools/list")) if path == "/mcp" else "{}"
+            response = client.request(method, path, headers=headers, content=body if method == "POST" else None)
+            return response.status_code, response.headers, response.text
+
+        check_matrix(request, jwt_cases(keys))
+        for path in ("/health", "/ready"):
+            assert client.get(path).status_code == 200
+        # MCP, lean path and SDK path (a notification goes to the SDK), with a valid token
+        valid = {"Authorization": jwt_cases(keys)["valid"]} | MCP_HEADERS
+        listed = client.post("/mcp", headers=valid, json=rpc("tools/list")).json()
+        assert len(listed["result"]["tools"]) == len(all_tools())
+        assert client.post("/mcp", headers=valid, json={"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
+        assert client.post("/mcp", headers=MCP_HEADERS, json={"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 401
+        assert client.get("/mcp", headers={"Accept": "text/event-stream"}).status_code == 401
+        assert client.post("/api/ensure_project", headers=valid, json={"human_key": "/auth"}).json()["slug"] == "auth"
+
+
+def test_auth_matrix_real_server_bearer(tmp_path):
+    with running_server(tmp_path / "db.sqlite", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=f"{BEARER},another-token") as url:
+        with httpx.Client(base_url=url) as client:
+
+            def request(method, path, authorization):
+                headers = MCP_HEADERS | ({"Authorization": authorization} if authorization else {})
+                response = client.request(method, path, headers=headers, content="{}" if method == "POST" else None)
+                return response.status_code, response.headers, response.text
+
+            check_matrix(request, BEARER_CASES)
+            assert client.get("/health").status_code == 200
+
+
+def chalice_settings(tmp_path, **changes) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", mcp_allowed_hosts=["127.0.0.1:*", "localhost:*", API_HOST, URL_HOST], **changes)
+
+
+@pytest.fixture
+def app_module(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/imported.db")
+    return importlib.import_module("app")
+
+
+def test_auth_matrix_chalice(tmp_path, keys, jwks_url, app_module):
+    settings = chalice_settings(tmp_path, auth_mode="jwt", jwt_jwks_url=jwks_url, jwt_audience=AUDIENCE, jwt_issuer=ISSUER)
+    chalice_app = app_module.create_app(settings)
+    cases = jwt_cases(keys)
+    with Client(chalice_app, project_dir=str(ROOT)) as client:
+
+        def request(method, path, authorization):
+            headers = MCP_HEADERS | ({"Authorization": authorization} if authorization else {})
+            body = json.dumps(rpc("tools/list")).encode() if path == "/mcp" else b"{}"
+            response = client.http.request(method, path, headers=headers, body=body if method == "POST" else b"")
+            return response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.body.decode()
+
+        check_matrix(request, cases, docs=False)
+        assert client.http.get("/health").status_code == 200
+        assert client.http.get("/ready").status_code == 200
+
+    # The Lambda entry points, as AWS calls them: the REST API (v1) and the `mcp` function (v2).
+    mcp_function = chalice_app.handler_map["mcp"]
+    for case, authorization in cases.items():
+        headers = MCP_HEADERS | ({"Authorization": authorization} if authorization else {})
+        v1 = chalice_app(rest_api_event("POST", "/api/list_projects", {}, headers), CONTEXT)
+        v2 = mcp_function(http_api_event("POST", "/mcp", rpc("tools/list"), headers), CONTEXT)
+        expected = 200 if case.startswith("valid") else 401
+        assert (case, v1["statusCode"], v2["statusCode"]) == (case, expected, expected)
+        if expected == 401:
+            assert json.loads(v2["body"])["error"]["code"] == "unauthorized"
+            assert v2["headers"]["WWW-Authenticate"].startswith("Bearer")
+    assert chalice_app(rest_api_event("GET", "/health"), CONTEXT)["statusCode"] == 200
+
+
+def test_bearer_tokens_are_compared_whole(tmp_path):
+    authenticator = auth.Authenticator(Settings(auth_mode="bearer", auth_bearer_tokens=["abc", "defgh"]))
+    assert authenticator.authenticate({"authorization": "Bearer abc"}).kind == "bearer"
+    assert authenticator.authenticate({"Authorization": "bearer defgh"}).subject.startswith("bearer:")
+    for wrong in ("Bearer ab", "Bearer abcd", "Bearer ABC", "Token abc", "abc"):
+        with pytest.raises(auth.Unauthorized):
+            authenticator.authenticate({"authorization": wrong})
+
+
+@pytest.mark.parametrize(
+    "changes, host",
+    [
+        ({}, "0.0.0.0"),
+        ({}, "192.0.2.10"),
+        ({}, None),  # AWS Lambda
+        ({"auth_mode": "none"}, "::"),
+        ({"auth_mode": "bearer"}, "127.0.0.1"),  # no tokens
+        ({"auth_mode": "jwt", "jwt_jwks_url": "http://127.0.0.1:1/jwks"}, "127.0.0.1"),  # no audience, issuer
+        ({"auth_mode": "jwt", "jwt_jwks_url": "u", "jwt_audience": "a", "jwt_issuer": "i", "jwt_algorithms": ["HS256"]}, "::1"),
+        ({"auth_mode": "jwt", "jwt_jwks_url": "u", "jwt_audience": "a", "jwt_issuer": "i", "jwt_algorithms": ["none"]}, "::1"),
+    ],
+)
+def test_refuses_to_start_open_or_unverifiable(changes, host):
+    with pytest.raises(auth.InsecureConfiguration):
+        auth.check_configuration(Settings(**changes), host)
+
+
+@pytest.mark.parametrize("changes, host", [({}, "127.0.0.1"), ({}, "localhost"), ({}, "::1"), ({"allow_insecure": True}, "0.0.0.0"),
+                                           ({"auth_mode": "bearer", "auth_bearer_tokens": ["t"]}, "0.0.0.0")])
+def test_starts_when_safe(changes, host):
+    auth.check_configuration(Settings(**changes), host)
+
+
+def test_the_server_refuses_to_start_open_on_all_interfaces(tmp_path):
+    with pytest.raises(RuntimeError, match="did not start"):
+        with running_server(tmp_path / "db.sqlite", HOST="0.0.0.0"):
+            pass
+
+
+def test_unknown_kid_refetches_the_key_set_once(keys, jwks_url):
+    """Key rotation: a token signed with a key published after the first fetch is accepted
+    after one refetch; a storm of unknown kids does not refetch every time."""
+    settings = Settings(auth_mode="jwt", jwt_jwks_url=jwks_url, jwt_audience=AUDIENCE, jwt_issuer=ISSUER)
+    authenticator = auth.Authenticator(settings)
+    fetches = []
+    original = authenticator.jwks._refresh
+    authenticator.jwks._refresh = lambda now: (fetches.append(now), original(now))[1]
+    token = jwt.encode(claims(), keys.rsa, "RS256", headers={"kid": "rsa-1"})
+    assert authenticator.authenticate({"authorization": f"Bearer {token}"}).subject == "agent-runner"
+    assert authenticator.authenticate({"authorization": f"Bearer {token}"}).subject == "agent-runner"  # cached
+    assert len(fetches) == 1
+    for n in range(5):
+        stranger = jwt.encode(claims(n=n), keys.stranger, "RS256", headers={"kid": f"new-{n}"})
+        with pytest.raises(auth.Unauthorized):
+            authenticator.authenticate({"authorization": f"Bearer {stranger}"})
+    assert len(fetches) == 1  # within JWKS_MIN_REFRESH_SECONDS of the first fetch: no refetch
+
+
+def test_an_open_server_refuses_traffic_that_did_not_come_over_loopback(tmp_path):
+    """uvicorn started by hand with --host 0.0.0.0 while HOST says 127.0.0.1: Front answers 503
+    to any request whose local address is not loopback (health stays up)."""
+    import asyncio
+
+    from chalicelib.asgi import create_app
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite"))
+
+    async def get(base_url, path):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url) as client:
+            return await client.get(path)
+
+    remote = asyncio.run(get("http://192.0.2.10:8765", "/api/list_projects"))
+    assert remote.status_code == 503 and remote.json()["error"]["code"] == "unavailable"
+    assert asyncio.run(get("http://192.0.2.10:8765", "/health")).status_code == 200

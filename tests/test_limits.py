@@ -1,0 +1,78 @@
+"""Rate limits (chalicelib/ratelimit.py) and request size limits, through the real server
+and the Lambda entry points."""
+
+import importlib
+import json
+import time
+
+import httpx
+import pytest
+
+from chalicelib.config import Settings
+
+from .aws_events import CONTEXT, MCP_HEADERS, http_api_event, rest_api_event, tool_call
+from .servers import running_server
+
+TOKENS = "token-a,token-b"
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    env = dict(AUTH_MODE="bearer", AUTH_BEARER_TOKENS=TOKENS, REQUIRE_AGENT_TOKENS="false",
+               RATE_LIMIT_WRITES_PER_MINUTE="60", RATE_LIMIT_READS_PER_MINUTE="600", MAX_BODY_BYTES="4096")
+    with running_server(tmp_path_factory.mktemp("limits") / "db.sqlite", **env) as url:
+        yield url
+
+
+def client(url, token="token-a"):
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
+
+
+def test_a_burst_beyond_the_write_limit_gets_429_then_recovers(limited):
+    with client(limited) as a, client(limited, "token-b") as b:
+        statuses = [a.post("/api/ensure_project", json={"human_key": f"/burst/{n}"}).status_code for n in range(60)]
+        assert statuses == [200] * 60  # the burst the bucket holds
+        refused = a.post("/api/ensure_project", json={"human_key": "/burst/over"})
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+        retry_after = int(refused.headers["Retry-After"])
+        assert retry_after >= 1
+        mcp = a.post("/mcp", headers=MCP_HEADERS, json=tool_call("ensure_project", {"human_key": "/burst/mcp"}))
+        assert mcp.status_code == 429 and mcp.json()["error"]["data"]["code"] == "rate_limited"  # a JSON-RPC error
+        assert a.get("/api/list_projects").status_code == 200  # reads have their own budget
+        assert a.post("/mcp", headers=MCP_HEADERS, json=tool_call("list_projects", {})).status_code == 200
+        assert b.post("/api/ensure_project", json={"human_key": "/burst/b"}).status_code == 200  # another caller
+        time.sleep(retry_after)
+        assert a.post("/api/ensure_project", json={"human_key": "/burst/later"}).status_code == 200
+
+
+def test_bodies_over_the_limit_are_refused(limited):
+    with client(limited, "token-b") as b:
+        big = {"human_key": "/x" + "a" * 5000}
+        response = b.post("/api/ensure_project", json=big)
+        assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+        chunked = b.post("/api/ensure_project", content=iter([json.dumps(big).encode()]), headers={"Content-Type": "application/json"})
+        assert chunked.status_code == 413
+        assert b.post("/mcp", headers=MCP_HEADERS, json=tool_call("ensure_project", big)).status_code == 413
+        assert b.post("/api/ensure_project", json={"human_key": "/small"}).status_code == 200
+
+
+def test_lambda_limits_key_on_the_gateway_source_ip(tmp_path, monkeypatch):
+    """Without authentication the key is API Gateway's source IP; X-Forwarded-For changes nothing."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/imported.db")
+    app_module = importlib.import_module("app")
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", rate_limit_writes_per_minute=2,
+                        mcp_allowed_hosts=["*"])
+    chalice_app = app_module.create_app(settings)
+    statuses = []
+    for n in range(4):
+        event = rest_api_event("POST", "/api/ensure_project", {"human_key": f"/l/{n}"},
+                               {"Content-Type": "application/json", "X-Forwarded-For": f"198.51.100.{n}"})
+        statuses.append(chalice_app(event, CONTEXT)["statusCode"])
+    assert statuses == [200, 200, 429, 429]
+    other_ip = rest_api_event("POST", "/api/ensure_project", {"human_key": "/l/other"}, {"Content-Type": "application/json"})
+    other_ip["requestContext"]["identity"]["sourceIp"] = "203.0.113.99"
+    assert chalice_app(other_ip, CONTEXT)["statusCode"] == 200
+    mcp = chalice_app.handler_map["mcp"]
+    event = http_api_event("POST", "/mcp", tool_call("ensure_project", {"human_key": "/l/mcp"}), MCP_HEADERS)
+    answer = mcp(event, CONTEXT)  # same source IP as the REST events: over budget
+    assert answer["statusCode"] == 429 and "Retry-After" in answer["headers"]

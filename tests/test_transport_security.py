@@ -1,0 +1,80 @@
+"""Security headers, CORS, and the MCP transport's own refusals (Host/Origin, methods, media
+types, malformed JSON-RPC), on both MCP paths of the real server."""
+
+import importlib
+
+import httpx
+import pytest
+
+from chalicelib.config import Settings
+
+from .aws_events import CONTEXT, MCP_HEADERS, http_api_event, rest_api_event, rpc
+from .servers import running_server
+
+ALLOWED = "https://app.example"
+
+
+@pytest.fixture(scope="module", params=["lean", "sdk"])
+def url(request, tmp_path_factory):
+    env = {"CORS_ALLOWED_ORIGINS": ALLOWED, "MCP_LEAN_PATH": "true" if request.param == "lean" else "false"}
+    with running_server(tmp_path_factory.mktemp("transport") / "db.sqlite", **env) as url:
+        yield url
+
+
+def test_security_headers_on_every_response(url):
+    for response in (httpx.get(f"{url}/health"), httpx.get(f"{url}/api/list_projects"), httpx.get(f"{url}/docs"),
+                     httpx.post(f"{url}/mcp", headers=MCP_HEADERS, json=rpc("ping")), httpx.get(f"{url}/nowhere")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert "strict-transport-security" not in response.headers  # plain HTTP
+        assert "access-control-allow-origin" not in response.headers
+
+
+def test_cors_closed_except_for_configured_origins(url):
+    preflight = {"Origin": ALLOWED, "Access-Control-Request-Method": "POST"}
+    allowed = httpx.options(f"{url}/api/list_projects", headers=preflight)
+    assert allowed.status_code == 204 and allowed.headers["access-control-allow-origin"] == ALLOWED
+    assert "Authorization" in allowed.headers["access-control-allow-headers"]
+    other = httpx.options(f"{url}/api/list_projects", headers=preflight | {"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    simple = httpx.get(f"{url}/api/list_projects", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in simple.headers
+    assert httpx.get(f"{url}/api/list_projects", headers={"Origin": ALLOWED}).headers["access-control-allow-origin"] == ALLOWED
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"Host": "evil.example"}, 421),  # DNS rebinding
+    ({"Origin": "http://evil.example"}, 403),
+    ({"Content-Type": "text/plain"}, 415),
+    ({"Accept": "text/html"}, 406),
+])
+def test_mcp_refuses_foreign_hosts_origins_and_wrong_media_types(url, headers, status):
+    response = httpx.post(f"{url}/mcp", headers=MCP_HEADERS | headers, json=rpc("tools/list"))
+    assert response.status_code == status
+    assert "result" not in response.text
+
+
+@pytest.mark.parametrize("body", [b"{", b"[]", b"null", b'{"jsonrpc":"1.0","id":1,"method":"ping"}', b'"x"',
+                                  b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[]}'])
+def test_malformed_json_rpc_gets_a_json_rpc_error(url, body):
+    response = httpx.post(f"{url}/mcp", headers=MCP_HEADERS, content=body)
+    assert 400 <= response.status_code < 500 or (response.status_code == 200 and "error" in response.json())
+    assert response.json()["jsonrpc"] == "2.0" and "error" in response.json()
+
+
+def test_wrong_methods(url):
+    assert httpx.put(f"{url}/mcp", headers=MCP_HEADERS).status_code == 405
+    assert httpx.delete(f"{url}/api/list_projects").status_code == 405
+
+
+def test_chalice_adds_security_headers_and_hsts_over_https(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/imported.db")
+    chalice_app = importlib.import_module("app").create_app(Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite"))
+    for path in ("/health", "/api/list_projects"):
+        headers = chalice_app(rest_api_event("GET", path), CONTEXT)["headers"]
+        assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+        assert headers["Strict-Transport-Security"].startswith("max-age=")  # API Gateway: X-Forwarded-Proto https
+    answer = chalice_app.handler_map["mcp"](http_api_event("POST", "/mcp", rpc("ping"), MCP_HEADERS), CONTEXT)
+    assert answer["headers"]["X-Content-Type-Options"] == "nosniff" and "Strict-Transport-Security" in answer["headers"]
