@@ -9,6 +9,7 @@ FastAPI (REST, OpenAPI, docs).
 import gc
 import inspect
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Annotated, Any
 
 import orjson
@@ -16,14 +17,22 @@ import pydantic_core
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, auth, db, headers as security, invoke, ratelimit
-from .config import Settings, get_settings
-from .errors import ToolError, Unavailable, internal_error, malformed_json, validation_error
+from . import __version__, auth, db, invoke, ratelimit
+from . import headers as security
 from .archive.worker import LocalWorker
-from .mcp_asgi import PATH as MCP_PATH, MCPApp
+from .config import Settings, get_settings
+from .errors import (
+    ToolError,
+    Unavailable,
+    internal_error,
+    malformed_json,
+    validation_error,
+)
+from .mcp_asgi import PATH as MCP_PATH
+from .mcp_asgi import MCPApp
 from .mcp_lean import _replay
 from .raw_asgi import send_json
 from .registry import Tool, all_tools, tools_by_name
@@ -193,13 +202,16 @@ class Front:
     def _with_headers(self, scope, send):
         """send() adding the security headers (and CORS for an allowed origin) to the response."""
         tls = scope.get("scheme") == "https"
-        origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None) if self.settings.cors_allowed_origins else None
+        origin = None
+        if self.settings.cors_allowed_origins:
+            origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
+        cors = _raw(security.cors_headers(origin, self.settings)) if origin else []
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
-                content_type = next((v.decode("latin-1") for n, v in message.get("headers", ()) if n.lower() == b"content-type"), "")
-                extra = security.security_headers(content_type, tls) | security.cors_headers(origin, self.settings)
-                message = {**message, "headers": [*message.get("headers", ()), *_raw(extra)]}
+                headers = message.get("headers", ())
+                html = any(n.lower() == b"content-type" and v.startswith(b"text/html") for n, v in headers)
+                message = {**message, "headers": [*headers, *_security_headers(html, tls), *cors]}
             await send(message)
 
         return send_with_headers
@@ -245,6 +257,12 @@ class Front:
             write = ratelimit.is_write(scope["path"], scope["method"], body, self.tools)
             self.limiter.check(ratelimit.caller(principal, client[0] if client else None), write)
         return receive
+
+
+@lru_cache(maxsize=4)
+def _security_headers(html: bool, tls: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """Computed once: they are the same for every response of a kind."""
+    return tuple(_raw(security.security_headers("text/html" if html else "", tls)))
 
 
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

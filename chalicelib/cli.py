@@ -245,6 +245,23 @@ def drain(settings: Settings) -> None:
     click.echo(f"{done} entries archived")
 
 
+@archive.command(short_help="Keep archiving the outbox until stopped (the local server runs this).")
+@click.pass_obj
+def work(settings: Settings) -> None:
+    """Archive pending outbox entries every ARCHIVE_POLL_SECONDS until SIGTERM or Ctrl-C."""
+    import signal
+    import threading
+
+    from .archive.worker import work as keep_draining
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        keep_draining(settings, stopping)
+    except KeyboardInterrupt:
+        pass
+
+
 @archive.command(short_help="Write every database entity into the archive.")
 @click.pass_obj
 def rebuild(settings: Settings) -> None:
