@@ -292,6 +292,16 @@ def verify(ctx: click.Context) -> None:
         ctx.exit(1)
 
 
+def progress_bar(label: str):
+    """Wraps an iterable in a progress bar on stderr."""
+
+    def wrap(items):
+        with click.progressbar(items, label=label, file=sys.stderr) as bar:
+            yield from bar
+
+    return wrap
+
+
 @cli.group(name="db", short_help="Database maintenance: restore-from-archive.")
 def db_group() -> None:
     """Database maintenance."""
@@ -308,7 +318,7 @@ def restore_from_archive(ctx: click.Context) -> None:
     settings = ctx.obj
     with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
         try:
-            counts = rebuilding.restore(conn, repo)
+            counts = rebuilding.restore(conn, repo, progress=progress_bar("restoring"))
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(dumps(counts, compact=False))

@@ -204,7 +204,7 @@ def test_restore_from_archive_rebuilds_an_empty_database(call, project, settings
     env = {"ARCHIVE_DIR": str(settings.archive_dir)}
     result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"], env=env)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"projects": 1, "agents": 3, "messages": 2, "file_reservations": 1}
+    assert json.loads(result.stdout) == {"projects": 1, "agents": 3, "messages": 2, "file_reservations": 1}
     again = Settings(database_url=restored)
     with db.connection(settings) as old, db.connection(again) as new:
         assert list(rebuild.message_entries(new)) == list(rebuild.message_entries(old))

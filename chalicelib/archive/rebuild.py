@@ -93,10 +93,11 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     }
 
 
-def restore(db: sqlite3.Connection, archive: GitArchive) -> dict[str, int]:
+def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: items) -> dict[str, int]:
     """Fill an empty database from the archive: projects and agents (profiles), messages and
     their recipients (canonical files), file reservations. Contact policies, read and ack
-    marks are not archived and start afresh."""
+    marks are not archived and start afresh. `progress` wraps the messages as they are
+    restored (the CLI's progress bar)."""
     if db.execute("SELECT 1 FROM messages UNION ALL SELECT 1 FROM agents LIMIT 1").fetchone():
         raise ValueError("the database is not empty; restore into a new DATABASE_URL")
     files = archive.files()
@@ -125,7 +126,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive) -> dict[str, int]:
         name, _, other = address.partition("@")
         return agent_id(projects[other or slug], name)
 
-    for path, content in canonical(files).items():
+    for path, content in progress(list(canonical(files).items())):
         entry = parse_document(content)
         slug, mid = entry["project"], int(entry["id"])
         db.execute(
