@@ -50,6 +50,15 @@ def test_the_template_passes_cfn_lint(package):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_api_gateway_throttles_every_route(template):
+    """The rate limit that holds across Lambda containers (the app's buckets are per container)."""
+    [setting] = template["Resources"]["RestAPI"]["Properties"]["MethodSettings"]
+    assert (setting["ResourcePath"], setting["HttpMethod"]) == ("/*", "*")
+    assert setting["ThrottlingRateLimit"] == {"Ref": "ThrottleRatePerSecond"}
+    assert setting["ThrottlingBurstLimit"] == {"Ref": "ThrottleBurst"}
+    assert "DefinitionBody" in template["Resources"]["RestAPI"]["Properties"]  # merged into Chalice's, not replaced
+
+
 def test_the_template_has_both_entry_points(template):
     assert {name: props["Handler"] for name, props in functions(template).items()} == {
         "APIHandler": "app.app",  # REST API, /mcp included
