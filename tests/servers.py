@@ -1,4 +1,4 @@
-"""Start the real server (uvicorn in a subprocess) on a free 127.0.0.1 port."""
+"""Start the real servers (uvicorn, chalice local) in a subprocess on a free 127.0.0.1 port."""
 
 import json
 import os
@@ -23,26 +23,43 @@ def free_port() -> int:
 @contextmanager
 def running_server(database: Path, **env: str):
     """Yield the base URL of a uvicorn server on `database`; stop it afterwards."""
+    environ = {"ARCHIVE_DIR": str(database.parent / "archive"), **env}
+    with _running(
+        lambda port: [sys.executable, "-m", "uvicorn", "chalicelib.asgi:app", "--host", "127.0.0.1", "--port", str(port),
+                      "--log-level", "warning", "--no-access-log"],
+        database, environ, ready="/ready",
+    ) as url:
+        yield url
+
+
+@contextmanager
+def running_chalice_local(database: Path, **env: str):
+    """Yield the base URL of `chalice local` on `database`; stop it afterwards."""
+    chalice = os.path.join(os.path.dirname(sys.executable), "chalice")
+    # A stage that .chalice/config.json does not define: a defined stage's settings would apply.
+    with _running(
+        lambda port: [chalice, "local", "--host", "127.0.0.1", "--port", str(port), "--stage", "pytest", "--no-autoreload"],
+        database, env, ready="/health",
+    ) as url:
+        yield url
+
+
+@contextmanager
+def _running(command, database: Path, env: dict, ready: str, timeout: float = 30):
     port = free_port()
-    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING",
-               "ARCHIVE_DIR": str(database.parent / "archive"), **env}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "chalicelib.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT,
-        env=environ,
-    )
+    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING", **env}
+    process = subprocess.Popen(command(port), cwd=ROOT, env=environ)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{url}{ready}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start (exit code {process.poll()})")
+                raise RuntimeError(f"{command(port)[:3]} did not start (exit code {process.poll()})")
             time.sleep(0.05)
         yield url
     finally:

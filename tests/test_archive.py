@@ -3,7 +3,6 @@ rebuild, verify and restore, on real SQLite databases and real git repositories.
 
 import json
 import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner

@@ -3,10 +3,6 @@ and `chalice local` serving over real HTTP."""
 
 import importlib
 import json
-import os
-import subprocess
-import sys
-import time
 from urllib.parse import urlencode
 
 import httpx
@@ -20,7 +16,7 @@ from chalicelib.errors import internal_error
 from chalicelib.config import get_settings
 from chalicelib.registry import all_tools, tools_by_name
 
-from .servers import ROOT, free_port
+from .servers import ROOT, running_chalice_local
 
 TOOLS = tools_by_name()
 
@@ -202,35 +198,9 @@ def test_query_lists_take_every_value():
 
 def test_chalice_local_serves_the_api(tmp_path):
     database = tmp_path / "local.db"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "chalice.log").open("w")
-    # A stage that .chalice/config.json does not define: a defined stage's DATABASE_URL would override ours.
-    process = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "chalice"), "local", "--host", "127.0.0.1", "--port", str(port),
-         "--stage", "pytest", "--no-autoreload"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": f"sqlite:///{database}"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 8
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "chalice.log").read_text()
-            time.sleep(0.05)
-
+    with running_chalice_local(database) as url:
         created = httpx.post(f"{url}/api/ensure_project", json={"human_key": "/work/demo"})
         assert created.status_code == 200 and created.json()["slug"] == "work-demo"
         listed = httpx.get(f"{url}/api/list_projects")
         assert listed.status_code == 200 and [p["slug"] for p in listed.json()["projects"]] == ["work-demo"]
-        assert database.exists()
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
-        log.close()
+    assert database.exists()

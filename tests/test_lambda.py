@@ -10,9 +10,7 @@ import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -25,7 +23,7 @@ from chalicelib.errors import Conflict, InvalidArgument, NotFound, internal_erro
 from chalicelib.registry import all_tools
 
 from .aws_events import API_HOST, CONTEXT, MCP_HEADERS, URL_HOST, http_api_event, rest_api_event, rpc, tool_call
-from .servers import ROOT, free_port, running_server
+from .servers import ROOT, running_chalice_local, running_server
 
 INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
 
@@ -246,39 +244,9 @@ assert app.app(rest_api_event("POST", "/mcp", rpc("ping"), MCP_HEADERS), CONTEXT
     assert output.stdout.splitlines() == ["[]", "['anyio', 'mangum', 'mcp', 'starlette']"]
 
 
-@contextmanager
-def chalice_local(database):
-    """`chalice local` on a free port and on `database`; yields its base URL."""
-    port = free_port()
-    # A stage that .chalice/config.json does not define: a defined stage's settings would apply.
-    process = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "chalice"), "local", "--host", "127.0.0.1", "--port", str(port),
-         "--stage", "pytest", "--no-autoreload"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "chalice local did not start"
-            time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def chalice_url(tmp_path_factory):
-    with chalice_local(tmp_path_factory.mktemp("chalice") / "agent_mail.db") as url:
+    with running_chalice_local(tmp_path_factory.mktemp("chalice") / "agent_mail.db") as url:
         yield url
 
 
