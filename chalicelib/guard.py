@@ -33,6 +33,7 @@ AGENT_MAIL_GUARD_MODE=warn  report conflicts but let the commit through
 AGENT_MAIL_BYPASS=1         skip the check
 AGENT_MAIL_GUARD_STRICT=1   block when the server cannot be reached (default: warn, commit)
 AGENT_MAIL_URL              the server (default: SERVER_URL above)
+AGENT_MAIL_TOKEN            a bearer token, when the server requires authentication
 """
 import json
 import os
@@ -76,10 +77,11 @@ def staged_paths():
 
 
 def ask(url, arguments):
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get("AGENT_MAIL_TOKEN"):
+        headers["Authorization"] = "Bearer " + os.environ["AGENT_MAIL_TOKEN"]
     request = urllib.request.Request(
-        url.rstrip("/") + "/api/check_file_reservations",
-        data=json.dumps(arguments).encode(),
-        headers={"Content-Type": "application/json"},
+        url.rstrip("/") + "/api/check_file_reservations", data=json.dumps(arguments).encode(), headers=headers
     )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the server is local: no proxy
     try:

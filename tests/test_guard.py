@@ -13,7 +13,7 @@ from chalicelib.config import get_settings
 from chalicelib.errors import InvalidArgument, NotFound
 from chalicelib.guard import CHAINED, MARKER
 
-from .servers import free_port
+from .servers import free_port, running_server
 
 PROJECT = "/guard/demo"
 GIT_ENV = {
@@ -21,7 +21,8 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com",
     "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
 }
-GUARD_ENV = ("AGENT_NAME", "AGENT_MAIL_URL", "AGENT_MAIL_GUARD_MODE", "AGENT_MAIL_BYPASS", "AGENT_MAIL_GUARD_STRICT")
+GUARD_ENV = ("AGENT_NAME", "AGENT_MAIL_URL", "AGENT_MAIL_GUARD_MODE", "AGENT_MAIL_BYPASS", "AGENT_MAIL_GUARD_STRICT",
+             "AGENT_MAIL_TOKEN")
 
 
 def git(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -245,3 +246,24 @@ def test_the_url_written_at_install_reaches_the_server(call, api, repo, server, 
         get_settings.cache_clear()
     result = commit(repo, "src/app.py", AGENT_NAME="BlueLake")
     assert result.returncode != 0 and "GreenCastle" in result.stderr
+
+
+def test_the_guard_authenticates_to_a_server_that_requires_it(repo, tmp_path):
+    token = "guard-test-token"
+    with running_server(tmp_path / "auth.db", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=token) as url:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+            client.post("/api/ensure_project", json={"human_key": PROJECT}).raise_for_status()
+            holder = client.post("/api/register_agent", json={"project_key": PROJECT, "program": "p", "model": "m",
+                                                               "name": "GreenCastle"}).json()
+            client.post("/api/file_reservation_paths", json={
+                "project_key": PROJECT, "agent_name": "GreenCastle", "paths": ["src/**"],
+                "registration_token": holder["registration_token"],
+            }).raise_for_status()
+            client.post("/api/install_precommit_guard",
+                        json={"project_key": PROJECT, "code_repo_path": str(repo)}).raise_for_status()
+        blocked = commit(repo, "src/app.py", AGENT_MAIL_URL=url, AGENT_MAIL_TOKEN=token)
+        assert blocked.returncode != 0 and "src/app.py is reserved by GreenCastle" in blocked.stderr
+        git(repo, "rm", "-q", "--cached", "src/app.py")
+        anonymous = commit(repo, "README.md", AGENT_MAIL_URL=url)  # no token: refused, not waved through
+        assert anonymous.returncode != 0 and commits(repo) == 0
+        assert commit(repo, "README.md", AGENT_MAIL_URL=url, AGENT_MAIL_TOKEN=token).returncode == 0
