@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Mapping
 
 from .config import Settings
@@ -69,8 +70,10 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+@lru_cache(maxsize=256)
 def is_remote_address(host: str) -> bool:
-    """An IP address that is not loopback (names, such as a test client's, are not addresses)."""
+    """An IP address that is not loopback (names, such as a test client's, are not addresses).
+    Cached: the local server asks on every request, about the few addresses it listens on."""
     try:
         return not ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
