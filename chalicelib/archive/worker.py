@@ -94,7 +94,9 @@ class LocalWorker:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "chalicelib", "archive", "work"]
-        self.process = subprocess.Popen(command, env=settings_environment(self.settings))
+        # Lower priority: under load the archive falls behind and catches up afterwards,
+        # instead of taking CPU from the requests.
+        self.process = subprocess.Popen(command, env=settings_environment(self.settings), preexec_fn=lambda: os.nice(10))
 
     def stop(self) -> None:
         self.process.terminate()  # `archive work` finishes its batch, then exits
