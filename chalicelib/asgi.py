@@ -33,8 +33,7 @@ from .errors import (
 )
 from .mcp_asgi import PATH as MCP_PATH
 from .mcp_asgi import MCPApp
-from .mcp_lean import _replay
-from .raw_asgi import send_json
+from .raw_asgi import read_body, replay, send_json
 from .registry import Tool, all_tools, tools_by_name
 
 HEALTH_BODY = b'{"status":"ok"}'
@@ -239,19 +238,10 @@ class Front:
         body = b""
         is_mcp_post = self.limiter.enabled and scope["path"] == MCP_PATH and scope["method"] == "POST"
         if (length is None and scope["method"] in ("POST", "PUT", "PATCH")) or is_mcp_post:
-            chunks, size = [], 0
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    break
-                chunks.append(message.get("body", b""))
-                size += len(chunks[-1])
-                if size > limit:
-                    raise ratelimit.too_large(limit)
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
-            receive = _replay(body, True, receive)
+            body, complete = await read_body(receive, limit)
+            if len(body) > limit:
+                raise ratelimit.too_large(limit)
+            receive = replay(body, complete, receive)
         if self.limiter.enabled and scope["path"] not in auth.OPEN_PATHS:
             client = scope.get("client")
             write = ratelimit.is_write(scope["path"], scope["method"], body, self.tools)

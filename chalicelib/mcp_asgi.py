@@ -12,7 +12,7 @@ from typing import AsyncIterator
 from .config import Settings
 from .mcp_app import build_mcp_server, transport_security
 from .mcp_lean import LeanMCP
-from .raw_asgi import send_json
+from .raw_asgi import is_json, send_json
 
 PATH = "/mcp"
 UNSUPPORTED_MEDIA_TYPE = (
@@ -22,8 +22,7 @@ UNSUPPORTED_MEDIA_TYPE = (
 
 
 def _json_content(scope) -> bool:
-    content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
-    return content_type.split(b";")[0].strip().lower() == b"application/json"
+    return is_json(next((value for name, value in scope["headers"] if name == b"content-type"), b""))
 
 
 class MCPApp:

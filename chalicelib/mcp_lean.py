@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from .config import Settings
 from .mcp_app import run_tool, transport_security
-from .raw_asgi import send_json
+from .raw_asgi import is_json, read_body, replay, send_json
 from .registry import tools_by_name
 
 MAX_BODY = 4 * 1024 * 1024  # the SDK's default limit; larger bodies go to the SDK to be refused
@@ -53,18 +53,18 @@ class LeanMCP:
         headers = dict(scope["headers"])
         if not self._plain_json_request(headers):
             return await self.fallback(scope, receive, send)
-        body, complete = await _read_body(receive)
+        body, complete = await read_body(receive, MAX_BODY)
         version = _text(headers.get(b"mcp-protocol-version")) or DEFAULT_NEGOTIATED_VERSION
         response = await self._answer(body, version) if complete else None
         if response is None:
-            return await self.fallback(scope, _replay(body, complete, receive), send)
+            return await self.fallback(scope, replay(body, complete, receive), send)
         await send_json(send, response)
 
     def _plain_json_request(self, headers: dict[bytes, bytes]) -> bool:
         """A stateless JSON POST the SDK would accept, from an allowed host and origin."""
         version = headers.get(b"mcp-protocol-version")
         return (
-            headers.get(b"content-type", b"").split(b";")[0].strip().lower() == b"application/json"
+            is_json(headers.get(b"content-type", b""))
             and _accepts_json_and_sse(headers.get(b"accept", b"").decode("latin-1"))
             and b"mcp-session-id" not in headers
             and (version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS)
@@ -154,33 +154,3 @@ def _wire(method: str, version: str, result: BaseModel) -> bytes:
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
-
-
-async def _read_body(receive) -> tuple[bytes, bool]:
-    """The request body, and whether it was read whole within MAX_BODY."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), False
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_BODY:
-            return b"".join(chunks), False
-        if not message.get("more_body", False):
-            return b"".join(chunks), True
-
-
-def _replay(body: bytes, complete: bool, receive):
-    """A receive() that first yields the bytes already read, then the rest of the stream."""
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": not complete}
-        return await receive()
-
-    return replay

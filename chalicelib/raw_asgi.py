@@ -1,4 +1,38 @@
-"""Answering over raw ASGI, for the hot paths that skip FastAPI."""
+"""Raw ASGI helpers for the hot paths that skip FastAPI: reading a request, answering it."""
+
+
+def is_json(content_type: bytes) -> bool:
+    return content_type.split(b";")[0].strip().lower() == b"application/json"
+
+
+async def read_body(receive, limit: int) -> tuple[bytes, bool]:
+    """The request body, and whether it came whole: False when the client went away or the
+    body passed `limit` bytes (then what was read so far, which may exceed `limit`)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            return b"".join(chunks), False
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def replay(body: bytes, complete: bool, receive):
+    """A receive() that first yields the bytes already read, then the rest of the stream."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": not complete}
+        return await receive()
+
+    return replayed
 
 
 async def send_json(send, body: bytes, status: int = 200, extra: dict[str, str] | None = None) -> None:
