@@ -49,9 +49,7 @@ def create_app(settings: Settings) -> Chalice:
     def protect(request: Request, get_response):
         response = _protected(request, get_response)
         tls = (request.headers.get("x-forwarded-proto") or "").lower() == "https"  # set by API Gateway itself
-        content_type = next((v for k, v in response.headers.items() if k.lower() == "content-type"), "")
-        for name, value in security.security_headers(content_type, tls).items():
-            response.headers.setdefault(name, value)
+        security.add_security_headers(response.headers, tls)
         return response
 
     def _protected(request: Request, get_response):
@@ -106,10 +104,7 @@ def create_app(settings: Settings) -> Chalice:
             response = mcp(event, context)
         finally:
             cloud.publish_after_write(settings)
-        headers = response.setdefault("headers", {})
-        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
-        for name, value in security.security_headers(content_type, tls=True).items():  # API Gateway: HTTPS
-            headers.setdefault(name, value)
+        security.add_security_headers(response.setdefault("headers", {}), tls=True)  # AWS endpoints are HTTPS
         return response
 
     @app.middleware("http")

@@ -32,6 +32,14 @@ def security_headers(content_type: str, tls: bool) -> dict[str, str]:
     return headers
 
 
+def add_security_headers(headers: dict[str, str], tls: bool) -> None:
+    """Add to a response's headers (a dict, as Chalice and Lambda have them) the security
+    headers it lacks."""
+    content_type = next((value for name, value in headers.items() if name.lower() == "content-type"), "")
+    for name, value in security_headers(content_type, tls).items():
+        headers.setdefault(name, value)
+
+
 def cors_headers(origin: str | None, settings: Settings) -> dict[str, str]:
     """Access-Control-* for an allowed Origin; nothing otherwise (the browser then refuses)."""
     if not origin or origin not in settings.cors_allowed_origins:
