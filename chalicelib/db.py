@@ -70,6 +70,11 @@ class transaction:
         self.conn.execute("ROLLBACK" if kind else "COMMIT")
 
 
+def placeholders(values) -> str:
+    """`?, ?, ?` for an `IN (...)` of these values."""
+    return ",".join("?" * len(values))
+
+
 def dicts(cursor: sqlite3.Cursor) -> list[dict]:
     """A cursor's rows as dicts; for result sets, faster than going through sqlite3.Row."""
     cursor.row_factory = None

@@ -11,6 +11,7 @@ import sqlite3
 from datetime import datetime
 
 from .. import clock
+from ..db import placeholders
 from ..config import get_settings
 from ..ids import new_id
 
@@ -57,9 +58,8 @@ def record_reservations(db: sqlite3.Connection, project: sqlite3.Row, ids: list[
     """The reservations' current state (after an insert, renewal or release)."""
     if not ids or not get_settings().archive_enabled:
         return
-    marks = ",".join("?" * len(ids))
     rows = db.execute(
-        f"SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents a ON a.id = r.agent_id WHERE r.id IN ({marks})", ids
+        f"SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents a ON a.id = r.agent_id WHERE r.id IN ({placeholders(ids)})", ids
     )
     for row in rows:
         record(db, project["slug"], "reservation", row["id"], reservation_payload(row))
@@ -87,7 +87,7 @@ def mark_done(db: sqlite3.Connection, ids: list[int], commit: str | None) -> Non
 def mark_failed(db: sqlite3.Connection, ids: list[int], error: str, retry_seconds: float = 5.0) -> None:
     """Counted and kept pending, never dropped: retried after retry_seconds, doubling with
     every failure up to an hour, so a poison entry does not cost every drain."""
-    rows = db.execute(f"SELECT id, attempts FROM archive_outbox WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall()
+    rows = db.execute(f"SELECT id, attempts FROM archive_outbox WHERE id IN ({placeholders(ids)})", ids).fetchall()
     now = clock.now()
     db.executemany(
         "UPDATE archive_outbox SET attempts = attempts + 1, last_error = ?, retry_ts = ? WHERE id = ?",

@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .. import clock
+from ..db import placeholders
 from ..errors import Conflict, InvalidArgument, NotFound
 from ..fields import AgentAddress, AgentName, ProjectKey
 from ..ids import stable_id
@@ -42,10 +43,6 @@ def contact_id(a: int, b: int) -> int:
 # --- The delivery check -------------------------------------------------------------------
 
 
-def _marks(values: list) -> str:
-    return ",".join("?" * len(values))
-
-
 def _contacts_and_answers(db: sqlite3.Connection, sender_id: int, ids: list[int]) -> set[int]:
     """Which of `ids` the sender may write to under any policy but block_all: an approved
     contact, a request from them, or a message from them to the sender."""
@@ -53,9 +50,9 @@ def _contacts_and_answers(db: sqlite3.Connection, sender_id: int, ids: list[int]
         agent_id
         for (agent_id,) in db.execute(
             "SELECT CASE WHEN requester_id = ? THEN target_id ELSE requester_id END FROM contacts"
-            f" WHERE id IN ({_marks(ids)}) AND expires_ts > ?"
+            f" WHERE id IN ({placeholders(ids)}) AND expires_ts > ?"
             "  AND (status = 'approved' OR (status = 'pending' AND requester_id != ?))"
-            f" UNION SELECT a.id FROM agents a WHERE a.id IN ({_marks(ids)}) AND EXISTS ("
+            f" UNION SELECT a.id FROM agents a WHERE a.id IN ({placeholders(ids)}) AND EXISTS ("
             "  SELECT 1 FROM messages m JOIN message_recipients r ON r.message_id = m.id"
             "  WHERE m.sender_id = a.id AND r.agent_id = ? AND r.kind != 'notice')",
             [sender_id, *(contact_id(sender_id, i) for i in ids), clock.now(), sender_id, *ids, sender_id],
@@ -72,7 +69,7 @@ def _shared_threads(db: sqlite3.Connection, sender_id: int, ids: list[int]) -> s
     return {
         agent_id
         for (agent_id,) in db.execute(
-            f"SELECT a.id FROM agents a WHERE a.id IN ({_marks(ids)}) AND (EXISTS ("
+            f"SELECT a.id FROM agents a WHERE a.id IN ({placeholders(ids)}) AND (EXISTS ("
             f"  SELECT 1 FROM messages mine {same_thread} JOIN message_recipients r ON r.message_id = m.id"
             f"  WHERE mine.sender_id = ? AND {takes_part}"
             ") OR EXISTS ("

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from .. import clock
 from ..archive import outbox
-from ..db import dicts
+from ..db import dicts, placeholders
 from ..errors import NotFound
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
 from ..ids import new_id
@@ -49,12 +49,11 @@ def recipients_of(db: sqlite3.Connection, message_ids: list[int]) -> dict[int, d
     another project than the message's read as Name@project; a notice's recipient is in "to"."""
     found: dict[int, dict[str, list[str]]] = {mid: {"to": [], "cc": [], "bcc": []} for mid in message_ids}
     if message_ids:
-        marks = ",".join("?" * len(message_ids))
         rows = db.execute(
             "SELECT r.message_id, r.kind,"
             " CASE WHEN a.project_id = m.project_id THEN a.name ELSE a.name || '@' || p.slug END AS address"
             " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents a ON a.id = r.agent_id"
-            f" JOIN projects p ON p.id = a.project_id WHERE r.message_id IN ({marks}) ORDER BY address COLLATE NOCASE",
+            f" JOIN projects p ON p.id = a.project_id WHERE r.message_id IN ({placeholders(message_ids)}) ORDER BY address COLLATE NOCASE",
             message_ids,
         )
         for message_id, kind, name in rows:

@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from .. import clock, guard
+from ..db import placeholders
 from ..archive import outbox
 from ..config import get_settings
 from ..errors import Conflict, NotFound
@@ -142,8 +143,7 @@ def conflicts(
 
 
 def reservations_by_id(db: sqlite3.Connection, ids: list[int]) -> list[Reservation]:
-    marks = ",".join("?" * len(ids))
-    rows = db.execute(f"{WITH_HOLDER} WHERE r.id IN ({marks}) ORDER BY r.path_pattern", ids)
+    rows = db.execute(f"{WITH_HOLDER} WHERE r.id IN ({placeholders(ids)}) ORDER BY r.path_pattern", ids)
     return [reservation(row) for row in rows]
 
 
@@ -236,8 +236,7 @@ class Released(Output):
 
 def own_reservation_ids(db: sqlite3.Connection, agent: sqlite3.Row, ids: list[int]) -> list[int]:
     """The ids, after checking that each one is a reservation of `agent`."""
-    marks = ",".join("?" * len(ids))
-    rows = db.execute(f"SELECT id FROM file_reservations WHERE agent_id = ? AND id IN ({marks})", [agent["id"], *ids])
+    rows = db.execute(f"SELECT id FROM file_reservations WHERE agent_id = ? AND id IN ({placeholders(ids)})", [agent["id"], *ids])
     owned = {rid for (rid,) in rows}
     if missing := [str(rid) for rid in ids if rid not in owned]:
         raise NotFound(
@@ -252,10 +251,10 @@ def selection(db: sqlite3.Connection, agent: sqlite3.Row, paths: list[str] | Non
     sql, params = "agent_id = ? AND released_ts IS NULL AND expires_ts > ?", [agent["id"], clock.now()]
     named = []
     if paths:
-        named.append(f"path_pattern IN ({','.join('?' * len(paths))})")
+        named.append(f"path_pattern IN ({placeholders(paths)})")
         params += paths
     if ids:
-        named.append(f"id IN ({','.join('?' * len(ids))})")
+        named.append(f"id IN ({placeholders(ids)})")
         params += own_reservation_ids(db, agent, ids)
     if named:
         sql += f" AND ({' OR '.join(named)})"
