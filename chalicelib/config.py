@@ -24,6 +24,15 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = 5000
     # Idle connections kept open per process (0: open and close one per invocation).
     sqlite_pool_size: int = 8
+    # Turso replica mode (docs/turso.md): set, DATABASE_URL's file is a local replica of this
+    # primary (https://<db>.turso.io), one per process; writes are pushed before they are answered.
+    turso_sync_url: str = ""
+    turso_auth_token: str = ""
+    # Reads pull first when the last pull is older than this: another host's writes show within
+    # about a second, and a busy process pulls (10-20 ms) at most once a second. 0: every read pulls.
+    replica_max_staleness_ms: int = 1000
+    # A failed pull or push is retried (50 ms, doubling to 1 s) this long before the call fails.
+    replica_push_timeout_ms: int = 10000
     # Host headers the MCP endpoint accepts (DNS-rebinding protection); add your API domain.
     mcp_allowed_hosts: list[str] = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
     # Answer stateless JSON tools/call, tools/list, initialize and ping without the SDK's

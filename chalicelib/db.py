@@ -1,7 +1,9 @@
-"""Connections and migrations for the embedded SQLite database.
+"""Connections and migrations: the embedded SQLite database, or a Turso replica.
 
 `connection()` lends one connection to one tool invocation. `migrate()` brings the schema
 up to date and runs once per process (on start-up or a cold start), never per request.
+With TURSO_SYNC_URL set, connections come from the process's replica (chalicelib/replica.py)
+and `transaction` pushes each committed write to the primary before returning.
 
 Opening a SQLite connection costs 100-300 µs here (schema parse, WAL index mapping):
 more than a whole inbox query. So a long-lived process keeps a few idle connections
@@ -14,6 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from .config import Settings
+from .replica import replica
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _migrated: set[str] = set()  # databases already checked by this process; safe to lose
@@ -29,6 +32,10 @@ class connection:
         self.pool = _pools.setdefault(settings.database_url, [])
 
     def __enter__(self) -> sqlite3.Connection:
+        if self.settings.turso_sync_url:
+            migrate(self.settings)
+            self.replica = replica(self.settings)
+            return self.replica.lend()
         try:
             self.conn = self.pool.pop()  # list.pop and append are atomic: no lock needed
         except IndexError:
@@ -36,7 +43,9 @@ class connection:
         return self.conn
 
     def __exit__(self, *exc_info) -> None:
-        if self.conn.in_transaction or len(self.pool) >= self.settings.sqlite_pool_size:
+        if self.settings.turso_sync_url:
+            self.replica.give_back()
+        elif self.conn.in_transaction or len(self.pool) >= self.settings.sqlite_pool_size:
             self.conn.close()
         else:
             self.pool.append(self.conn)
@@ -56,7 +65,8 @@ def connect(settings: Settings) -> sqlite3.Connection:
 
 class transaction:
     """`with transaction(conn, write):` IMMEDIATE for writers (take the write lock up front,
-    so a read-then-write never fails half way with SQLITE_BUSY), deferred for readers."""
+    so a read-then-write never fails half way with SQLITE_BUSY), deferred for readers.
+    On a replica, a committed write is pushed before the block ends (or Unavailable)."""
 
     def __init__(self, conn: sqlite3.Connection, write: bool) -> None:
         self.conn = conn
@@ -68,6 +78,8 @@ class transaction:
 
     def __exit__(self, kind, exc, tb) -> None:
         self.conn.execute("ROLLBACK" if kind else "COMMIT")
+        if self.write and not kind and hasattr(self.conn, "replica"):
+            self.conn.replica.push()
 
 
 def placeholders(values) -> str:
@@ -87,31 +99,51 @@ def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, str]]:
     return [(path.stem, path.read_text()) for path in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))]
 
 
+def embedded_only(sql: str) -> bool:
+    """A migration marked `-- embedded only` (FTS5: Turso has none; replica mode indexes
+    in a sidecar file instead, chalicelib/search_index.py) is recorded but not run on replicas."""
+    return sql.startswith("-- embedded only")
+
+
 def migrate(settings: Settings) -> None:
     if settings.database_url in _migrated:
         return
-    path = settings.database_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=settings.sqlite_busy_timeout_ms / 1000)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_ts TEXT NOT NULL)"
-        )
-        with transaction(conn, write=True):
-            applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for version, sql in migrations():
-                if version not in applied:
-                    # executescript would commit our transaction; run statement by statement instead.
-                    for statement in split_statements(sql):
-                        conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, applied_ts) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ'))",
-                        (version,),
-                    )
-    finally:
-        conn.close()
+    if settings.turso_sync_url:
+        # On the primary, through this process's replica: pulled first, so migrations another
+        # replica already applied are seen; pushed at the end, so they apply once.
+        the_replica = replica(settings)
+        conn = the_replica.lend()
+        try:
+            apply_migrations(conn, on_replica=True)
+        finally:
+            the_replica.give_back()
+    else:
+        settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(settings.database_path, isolation_level=None, timeout=settings.sqlite_busy_timeout_ms / 1000)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            apply_migrations(conn, on_replica=False)
+        finally:
+            conn.close()
     _migrated.add(settings.database_url)
+
+
+def apply_migrations(conn, on_replica: bool) -> None:
+    with transaction(conn, write=True):
+        # Only our own table: a replica also holds Turso's (turso_cdc, turso_sync_*), never touched.
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_ts TEXT NOT NULL)")
+        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version, sql in migrations():
+            if version in applied:
+                continue
+            if not (on_replica and embedded_only(sql)):
+                # executescript would commit our transaction; run statement by statement instead.
+                for statement in split_statements(sql):
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_ts) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ'))",
+                (version,),
+            )
 
 
 def split_statements(sql: str) -> list[str]:

@@ -11,7 +11,7 @@ import threading
 import time
 
 _EPOCH_MS = 1_704_067_200_000  # 2024-01-01: 41 bits of milliseconds last until 2093
-_RANDOM_BITS = 22
+RANDOM_BITS = 22
 _lock = threading.Lock()
 _last = 0
 
@@ -28,7 +28,7 @@ def new_id() -> int:
     Strictly increasing within a process, so ids made in one request stay in order.
     """
     global _last
-    candidate = ((int(time.time() * 1000) - _EPOCH_MS) << _RANDOM_BITS) | secrets.randbits(_RANDOM_BITS)
+    candidate = ((int(time.time() * 1000) - _EPOCH_MS) << RANDOM_BITS) | secrets.randbits(RANDOM_BITS)
     with _lock:
         _last = max(candidate, _last + 1)
         return _last

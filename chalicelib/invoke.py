@@ -53,6 +53,8 @@ def call(tool: Tool, arguments: Any, settings: Settings) -> Output:
 async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)  # bad input is refused before it waits for anything
     if tool.read_only:
+        if settings.turso_sync_url:  # a replica may pull first, or wait for its lock: not on the event loop
+            return await asyncio.to_thread(call, tool, args, settings)
         return call(tool, args, settings)
     return await asyncio.wrap_future(_writer(settings).submit(tool, args))
 

@@ -1,3 +1,5 @@
+-- embedded only: Turso has no FTS5; replica mode keeps this index in a sidecar file instead
+-- (chalicelib/search_index.py), with the same tokenizer and ranking.
 -- Full-text search over subjects and bodies (SQLite FTS5, bm25 ranking).
 -- An external-content index: the text lives once, in `messages`.
 

@@ -9,9 +9,10 @@ CREATE TABLE products (
 
 -- Which projects a product groups; a project may belong to several products.
 CREATE TABLE product_projects (
+    id          INTEGER PRIMARY KEY,          -- stable_id('product_project', product_id, project_id)
     product_id  INTEGER NOT NULL REFERENCES products (id),
     project_id  INTEGER NOT NULL REFERENCES projects (id),
-    linked_ts   TEXT NOT NULL,
-    PRIMARY KEY (product_id, project_id)
-) WITHOUT ROWID;
+    linked_ts   TEXT NOT NULL
+);
+CREATE INDEX product_projects_by_product ON product_projects (product_id, project_id);
 CREATE INDEX product_projects_by_project ON product_projects (project_id);

@@ -12,3 +12,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
     echo "$wanted" > "$stamp"
 fi
+# The Turso server (tursodb --sync-server) for replica mode's tests and local trials, pinned.
+TURSODB_VERSION=0.7.0
+if [ "$(cat .tools/tursodb.version 2>/dev/null)" != "$TURSODB_VERSION" ]; then
+    npm install --prefix .tools/turso --no-audit --no-fund --silent --no-save \
+        "@tursodatabase/cli-linux-x64-gnu@$TURSODB_VERSION"
+    echo "$TURSODB_VERSION" > .tools/tursodb.version
+fi

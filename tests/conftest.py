@@ -5,13 +5,27 @@ from chalicelib.config import Settings
 from chalicelib.registry import tools_by_name
 
 from .servers import running_server
+from .turso import turso_server
 
 TOOLS = tools_by_name()
 
 
+def pytest_generate_tests(metafunc):
+    """Modules marked `both_backends` run each test on embedded SQLite and on a Turso replica
+    (but for tests marked `sqlite_only`)."""
+    marked = metafunc.definition.get_closest_marker
+    if "settings" in metafunc.fixturenames and marked("both_backends") and not marked("sqlite_only"):
+        metafunc.parametrize("settings", ["sqlite", "turso"], indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(database_url=f"sqlite:///{tmp_path}/agent_mail.db")
+def settings(request, tmp_path) -> Settings:
+    database_url = f"sqlite:///{tmp_path}/agent_mail.db"
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield Settings(database_url=database_url)
+    else:
+        with turso_server(tmp_path) as primary:
+            yield Settings(database_url=database_url, turso_sync_url=primary.url)
 
 
 @pytest.fixture

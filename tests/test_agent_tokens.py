@@ -17,6 +17,8 @@ from chalicelib.registry import all_tools, tools_by_name
 from .aws_events import MCP_HEADERS, tool_call
 from .servers import running_server
 
+pytestmark = pytest.mark.both_backends
+
 TOKEN = "bearer-for-tests"
 TOOLS = tools_by_name()
 

@@ -4,6 +4,8 @@ import pytest
 
 from chalicelib.errors import InvalidArgument, NotFound
 
+pytestmark = pytest.mark.both_backends
+
 
 def test_register_with_a_name_then_update_profile(call, project):
     before = call("whois", project_key=project, agent_name="BlueLake")

@@ -10,6 +10,8 @@ from chalicelib.clock import later
 
 from .test_reservations import travel
 
+pytestmark = pytest.mark.both_backends
+
 
 @pytest.fixture
 def slot(call, project):

@@ -1,7 +1,5 @@
 """Contact policies and contacts, in process (every tool through invoke, on a real SQLite file)."""
 
-import sqlite3
-
 import pytest
 
 from chalicelib import clock, db
@@ -10,6 +8,10 @@ from chalicelib.ids import new_id, stable_id
 from chalicelib.registry import tools_by_name
 from chalicelib.tools.agents import agent_id
 from chalicelib.clock import later
+
+from .sql import sql
+
+pytestmark = pytest.mark.both_backends
 
 TEAM = "work-team"
 REAL_NOW = clock.now
@@ -42,16 +44,16 @@ def inbox(call, agent, project=TEAM):
 
 
 def stored_messages(settings) -> tuple[int, int]:
-    with sqlite3.connect(settings.database_path) as conn:
+    with sql(settings) as conn:
         counts = "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM message_recipients)"
-        return conn.execute(counts).fetchone()
+        return tuple(conn.execute(counts).fetchone())
 
 
 def reserve(settings, project_key, agent, pattern, expires_in=3600):
     """A file reservation row, inserted directly (the schema of migrations/0004)."""
     project_id = stable_id("project", project_key)
     now = clock.now()
-    with sqlite3.connect(settings.database_path) as conn:
+    with sql(settings) as conn:
         conn.execute(
             "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, exclusive, created_ts, expires_ts)"
             " VALUES (?, ?, ?, ?, 1, ?, ?)",
@@ -293,6 +295,7 @@ def test_addresses_are_checked(call, two_projects, send):
         send("BlueLake", ["Pink Dog@work-frontend"], project=backend)
 
 
+@pytest.mark.sqlite_only  # counts statements with sqlite3's trace callback
 def test_the_check_costs_a_few_queries_whatever_the_recipients(call, team, settings):
     names = [f"Peer{i}" for i in range(20)]
     for name in names:

@@ -1,7 +1,5 @@
 """Retiring agents and archiving projects, in process (real SQLite file, every tool through invoke)."""
 
-import sqlite3
-
 import pytest
 
 from chalicelib import clock
@@ -9,6 +7,10 @@ from chalicelib.errors import Conflict
 from chalicelib.ids import new_id, stable_id
 from chalicelib.tools.agents import agent_id
 from chalicelib.clock import later
+
+from .sql import sql
+
+pytestmark = pytest.mark.both_backends
 
 TEAM = "work-team"
 
@@ -33,7 +35,7 @@ def send(call):
 
 
 def count_messages(settings) -> int:
-    with sqlite3.connect(settings.database_path) as conn:
+    with sql(settings) as conn:
         return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
 
 
@@ -72,7 +74,7 @@ def test_a_retired_agent_gets_no_mail_and_sends_none(call, team, send, settings)
 def test_retiring_releases_active_file_reservations(call, team, settings):
     project_id, now = stable_id("project", "/work/team"), clock.now()
     rows = [("src/**", later(now, 3600), None), ("old/**", later(now, -1), None), ("docs/**", later(now, 3600), now)]
-    with sqlite3.connect(settings.database_path) as conn:
+    with sql(settings) as conn:
         conn.executemany(
             "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, exclusive, created_ts, expires_ts,"
             " released_ts) VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
@@ -80,8 +82,8 @@ def test_retiring_releases_active_file_reservations(call, team, settings):
              for pattern, expires, released in rows],
         )
     assert call("retire_agent", project_key=team, agent_name="BlueLake")["released_file_reservations"] == 1
-    with sqlite3.connect(settings.database_path) as conn:
-        unreleased = conn.execute("SELECT path_pattern FROM file_reservations WHERE released_ts IS NULL").fetchall()
+    with sql(settings) as conn:
+        unreleased = [tuple(row) for row in conn.execute("SELECT path_pattern FROM file_reservations WHERE released_ts IS NULL")]
     assert unreleased == [("old/**",)]  # the expired one needed no release
 
 

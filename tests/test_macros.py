@@ -7,6 +7,8 @@ from mcp import Client
 
 from chalicelib.errors import NotFound
 
+pytestmark = pytest.mark.both_backends
+
 
 def test_start_session_registers_reserves_and_reads(call, project):
     call("send_message", project_key=project, sender_name="BlueLake", to=["RedStone"], subject="Welcome", body_md="hi")

@@ -1,8 +1,10 @@
-import sqlite3
-
 import pytest
 
 from chalicelib.errors import InvalidArgument, NotFound
+
+from .sql import sql
+
+pytestmark = pytest.mark.both_backends
 
 
 def send(call, project, **overrides):
@@ -43,7 +45,7 @@ def test_bcc_is_invisible_to_other_recipients(call, project):
 def test_unknown_recipient_sends_nothing_at_all(call, project, settings):
     with pytest.raises(NotFound, match="Ghost, Phantom"):
         send(call, project, to=["GreenCastle", "Ghost"], cc=["Phantom"])
-    with sqlite3.connect(settings.database_path) as db:
+    with sql(settings) as db:
         assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
         assert db.execute("SELECT count(*) FROM message_recipients").fetchone()[0] == 0
 

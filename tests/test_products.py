@@ -11,6 +11,8 @@ from chalicelib.errors import InvalidArgument, NotFound
 
 from .servers import tool_caller
 
+pytestmark = pytest.mark.both_backends
+
 
 @pytest.fixture
 def shop(call):

@@ -2,6 +2,8 @@ import pytest
 
 from chalicelib.errors import InvalidArgument, NotFound
 
+pytestmark = pytest.mark.both_backends
+
 
 def test_ensure_project_is_idempotent_and_slugged(call):
     first = call("ensure_project", human_key="/home/me/My Repo/")

@@ -9,6 +9,8 @@ from chalicelib.tools.agents import agent_id
 from chalicelib.clock import later
 from chalicelib.tools.reservations import overlap_peers
 
+pytestmark = pytest.mark.both_backends
+
 REAL_NOW = clock.now
 
 

@@ -2,6 +2,8 @@ import pytest
 
 from chalicelib.errors import InvalidArgument
 
+pytestmark = pytest.mark.both_backends
+
 MESSAGES = [
     ("Database migration", "We move the inbox to WAL mode and add an index."),
     ("Lunch", "Who wants pizza? The database team is buying."),

@@ -2,6 +2,8 @@ import pytest
 
 from chalicelib.errors import NotFound
 
+pytestmark = pytest.mark.both_backends
+
 BODY = """\
 ## Migration plan
 We decided to use WAL mode.

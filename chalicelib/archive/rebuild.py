@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from ..ids import stable_id
 from ..tools.agents import agent_id
-from ..tools.messages import MESSAGE_COLUMNS, Message, recipients_of
+from ..tools.messages import MESSAGE_COLUMNS, Message, recipients_of, store_recipients
 from . import outbox
 from .gitrepo import GitArchive
 from .render import parse_document, render
@@ -136,8 +136,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
              entry["importance"], entry["ack_required"], entry["created_ts"]),
         )
         kinds = {agent(a, slug): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc
-        db.executemany("INSERT INTO message_recipients (message_id, agent_id, kind) VALUES (?, ?, ?)",
-                       [(mid, aid, kind) for aid, kind in kinds.items()])
+        store_recipients(db, mid, kinds)
         counts["messages"] += 1
     for path, content in files.items():
         if path.split("/")[2:3] == ["file_reservations"]:

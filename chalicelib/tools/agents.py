@@ -263,7 +263,7 @@ def retire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> RetiredAgent
     # coalesce: retiring again keeps the first time
     row = db.execute(
         "UPDATE agents SET retired_ts = coalesce(retired_ts, ?) WHERE id = ? RETURNING *", (now, agent["id"])
-    ).fetchone()
+    ).fetchall()[0]
     released = [rid for (rid,) in db.execute(
         "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL AND expires_ts > ?"
         " RETURNING id",
@@ -277,7 +277,7 @@ def unretire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> Agent:
     """Bring a retired agent back: it can send and receive again. Idempotent."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
-    row = db.execute("UPDATE agents SET retired_ts = NULL WHERE id = ? RETURNING *", (agent["id"],)).fetchone()
+    row = db.execute("UPDATE agents SET retired_ts = NULL WHERE id = ? RETURNING *", (agent["id"],)).fetchall()[0]
     return describe_agent(project, row)
 
 

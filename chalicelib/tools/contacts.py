@@ -324,7 +324,7 @@ def set_contact_policy(db: sqlite3.Connection, args: SetContactPolicyInput) -> A
     agent = find_agent(db, project, args.agent_name)
     row = db.execute(
         "UPDATE agents SET contact_policy = ? WHERE id = ? RETURNING *", (args.policy, agent["id"])
-    ).fetchone()
+    ).fetchall()[0]
     return describe_agent(project, row)
 
 

@@ -16,7 +16,7 @@ from ..archive import outbox
 from ..db import dicts, placeholders
 from ..errors import NotFound
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
-from ..ids import new_id
+from ..ids import new_id, stable_id
 from ..registry import Input, Output, tool
 from .agents import address, find_agent, find_agent_by_id, find_agents, mark_active, refuse_inactive
 from .projects import find_project, project_by_id
@@ -107,6 +107,14 @@ def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, 
     return row
 
 
+def store_recipients(db, message_id: int, kinds: dict[int, str]) -> None:
+    """One row per recipient ({agent id: kind}), keyed by (message, agent) so replicas agree."""
+    db.executemany(
+        "INSERT INTO message_recipients (id, message_id, agent_id, kind) VALUES (?, ?, ?, ?)",
+        [(stable_id("recipient", message_id, agent_id), message_id, agent_id, kind) for agent_id, kind in kinds.items()],
+    )
+
+
 def deliver(
     db, project, sender, *, to, cc, bcc, subject, body_md, importance, ack_required, thread_id, notice=False
 ) -> Message:
@@ -132,10 +140,7 @@ def deliver(
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (message_id, project["id"], sender["id"], thread_id or str(message_id), subject, body_md, importance, ack_required, now),
     )
-    db.executemany(
-        "INSERT INTO message_recipients (message_id, agent_id, kind) VALUES (?, ?, ?)",
-        [(message_id, agent_id, kind) for agent_id, (kind, _) in addressed.items()],
-    )
+    store_recipients(db, message_id, {agent_id: kind for agent_id, (kind, _) in addressed.items()})
     mark_active(db, sender["id"], now)
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
     for kind, agent in addressed.values():
@@ -338,12 +343,13 @@ def _receipt(db: sqlite3.Connection, args: ReceiptInput, acknowledge: bool) -> R
     agent = find_agent(db, project, args.agent_name)
     find_message(db, project, args.message_id, viewer_id=agent["id"])
     now = clock.now()
-    row = db.execute(
+    rows = db.execute(  # fetchall: a replica finishes an UPDATE … RETURNING once its rows are read
         "UPDATE message_recipients SET read_ts = coalesce(read_ts, ?),"
         " ack_ts = CASE WHEN ? THEN coalesce(ack_ts, ?) ELSE ack_ts END"
         " WHERE message_id = ? AND agent_id = ? RETURNING read_ts, ack_ts",
         (now, acknowledge, now, args.message_id, agent["id"]),
-    ).fetchone()
+    ).fetchall()
+    row = rows[0] if rows else None
     if row is None:
         raise NotFound(
             f"Message {args.message_id} was not sent to {agent['name']}.",

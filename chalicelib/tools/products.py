@@ -105,8 +105,8 @@ def products_link(db: sqlite3.Connection, args: ProductsLinkInput) -> Product:
     product = find_product(db, args.product_key)
     project = find_project(db, args.project_key)
     db.execute(
-        "INSERT OR IGNORE INTO product_projects (product_id, project_id, linked_ts) VALUES (?, ?, ?)",
-        (product["id"], project["id"], clock.now()),
+        "INSERT OR IGNORE INTO product_projects (id, product_id, project_id, linked_ts) VALUES (?, ?, ?, ?)",
+        (stable_id("product_project", product["id"], project["id"]), product["id"], project["id"], clock.now()),
     )
     return _product(db, product)
 

@@ -140,14 +140,14 @@ def archive_project(db: sqlite3.Connection, args: ArchiveProjectInput) -> Projec
     project = find_project(db, args.project_key)
     # coalesce: archiving again keeps the first time
     sql = "UPDATE projects SET archived_ts = coalesce(archived_ts, ?) WHERE id = ? RETURNING *"
-    return _project(db.execute(sql, (clock.now(), project["id"])).fetchone())
+    return _project(db.execute(sql, (clock.now(), project["id"])).fetchall()[0])
 
 
 def unarchive_project(db: sqlite3.Connection, args: ArchiveProjectInput) -> Project:
     """Make an archived project active again. Idempotent."""
     project = find_project(db, args.project_key)
     sql = "UPDATE projects SET archived_ts = NULL WHERE id = ? RETURNING *"
-    return _project(db.execute(sql, (project["id"],)).fetchone())
+    return _project(db.execute(sql, (project["id"],)).fetchall()[0])
 
 
 TOOLS = [

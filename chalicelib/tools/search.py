@@ -5,7 +5,9 @@ from typing import Annotated
 
 from pydantic import Field
 
+from ..db import placeholders
 from ..errors import InvalidArgument
+from ..search_index import search_index
 from ..fields import MessageId, ProjectKey
 from ..registry import Input, Output, tool
 from .messages import Importance, Limit
@@ -42,17 +44,31 @@ class SearchResults(Output):
 def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> SearchResults:
     """Search the project's messages; best matches first (subject hits weigh double)."""
     project = find_project(db, args.project_key)
+    # The index is in the database itself, or, on a Turso replica, in a sidecar file
+    # (chalicelib/search_index.py) with the same tables: the same SQL runs on both.
+    index = search_index(db).conn if hasattr(db, "replica") else db
     try:
-        rows = db.execute(
-            "SELECT m.id, m.thread_id, m.subject, s.name AS sender, m.importance, m.created_ts,"
-            " snippet(messages_fts, -1, '**', '**', '…', 16) AS snippet, bm25(messages_fts, 2.0, 1.0) AS score"
-            " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid JOIN agents s ON s.id = m.sender_id"
+        matches = index.execute(
+            "SELECT messages_fts.rowid, snippet(messages_fts, -1, '**', '**', '…', 16), bm25(messages_fts, 2.0, 1.0) AS score"
+            " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
             " WHERE messages_fts MATCH ? AND m.project_id = ? ORDER BY score LIMIT ?",
             (args.query, project["id"], args.limit),
         ).fetchall()
     except sqlite3.OperationalError as exc:
         raise InvalidArgument(f"Cannot parse search query {args.query!r}: {exc}.", QUERY_HELP) from None
-    return SearchResults(query=args.query, results=[SearchHit(**dict(row)) for row in rows])
+    ids = [match[0] for match in matches]
+    messages = {
+        row["id"]: row
+        for row in db.execute(
+            "SELECT m.id, m.thread_id, m.subject, s.name AS sender, m.importance, m.created_ts"
+            f" FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id IN ({placeholders(ids)})",
+            ids,
+        )
+    }
+    return SearchResults(
+        query=args.query,
+        results=[SearchHit(**dict(messages[mid]), snippet=snippet, score=score) for mid, snippet, score in matches],
+    )
 
 
 TOOLS = [tool(search_messages, read_only=True)]

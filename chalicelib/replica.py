@@ -1,0 +1,136 @@
+"""Turso replica mode: the database file is a local replica of a Turso primary (docs/turso.md).
+
+One `Replica` per database per process (a Lambda container, a server). It lends its one
+pyturso connection to one invocation at a time, pulls before lending when its last pull is
+older than REPLICA_MAX_STALENESS_MS, and pushes after every committed write, so a write is
+acknowledged only once the primary has it. A push that keeps failing for
+REPLICA_PUSH_TIMEOUT_MS refuses the write and throws the replica away: its unpushed change
+must not reach the primary later, unannounced. The replica is only a cache of the primary
+(everything acknowledged was pushed), so the next invocation bootstraps a fresh one.
+"""
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from .config import Settings
+from .errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY_SECONDS = 0.05
+LAST_RETRY_SECONDS = 1.0
+UNREACHABLE_HINT = "The Turso primary (TURSO_SYNC_URL) did not answer; retry when it is back."
+
+
+class Replica:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.path = settings.database_path
+        self.lock = threading.RLock()  # a pyturso connection serves one thread at a time
+        self.conn = None
+        self.pulled_at = float("-inf")  # time.monotonic() of the last pull
+
+    def lend(self):
+        self.lock.acquire()
+        try:
+            if self.conn is None:
+                self.conn = self._open()
+            self.pull(if_older_than_ms=self.settings.replica_max_staleness_ms)
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.conn
+
+    def give_back(self) -> None:
+        try:
+            if self.conn is not None and self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        finally:
+            self.lock.release()
+
+    def _open(self):
+        import turso  # only replica mode loads pyturso
+        import turso.sync
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._retrying(
+            "bootstrap",
+            lambda: turso.sync.connect(
+                str(self.path), self.settings.turso_sync_url, auth_token=self.settings.turso_auth_token or None
+            ),
+        )
+        conn.isolation_level = None  # explicit BEGIN/COMMIT, as on the sqlite3 connections
+        conn.row_factory = turso.Row
+        conn.replica = self  # transaction() finds its replica through the connection
+        self.pulled_at = time.monotonic()  # the bootstrap (or the local file) is as good as a pull
+        return conn
+
+    def pull(self, if_older_than_ms: float = 0) -> None:
+        if (time.monotonic() - self.pulled_at) * 1000 < if_older_than_ms:
+            return
+        started = time.monotonic()
+        self._retrying("pull", self.conn.pull)
+        self.pulled_at = started
+
+    def push(self) -> None:
+        """Push the committed writes; Unavailable (and a discarded replica) if the primary
+        cannot take them within REPLICA_PUSH_TIMEOUT_MS."""
+        try:
+            self._retrying("push", self.conn.push)
+        except Unavailable as exc:
+            self.discard()
+            raise Unavailable(
+                "The Turso primary did not confirm the write, so it was not acknowledged"
+                " (if the primary did store it, it shows after the next pull).",
+                exc.hint,
+            ) from exc
+
+    def _retrying(self, what: str, operation):
+        deadline = time.monotonic() + self.settings.replica_push_timeout_ms / 1000
+        wait = FIRST_RETRY_SECONDS
+        while True:
+            try:
+                return operation()
+            except Exception as exc:
+                if not is_network_error(exc) or time.monotonic() + wait > deadline:
+                    log.warning("replica %s failed: %s", what, exc)
+                    raise Unavailable(f"Turso replica {what} failed: {exc}", UNREACHABLE_HINT) from exc
+                log.info("replica %s failed (%s); retrying in %.2fs", what, exc, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, LAST_RETRY_SECONDS)
+
+    def discard(self) -> None:
+        """Close and delete the local replica; the next lend bootstraps a fresh one."""
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                log.debug("closing a discarded replica failed", exc_info=True)
+            self.conn = None
+        for path in replica_files(self.path):
+            path.unlink(missing_ok=True)
+        log.warning("discarded the Turso replica %s", self.path)
+
+
+def is_network_error(exc: Exception) -> bool:
+    """pyturso reports an unreachable primary as a DatabaseError naming the cause."""
+    text = str(exc).lower()
+    return any(word in text for word in ("network", "connection", "timed out", "http", "502", "503", "504"))
+
+
+def replica_files(path: Path) -> list[Path]:
+    """The replica file and pyturso's companions (-wal, -changes, -info, ...)."""
+    return [path, *path.parent.glob(path.name + "-*")]
+
+
+_replicas: dict[str, Replica] = {}  # per database; safe to lose (a fresh one bootstraps)
+_replicas_lock = threading.Lock()
+
+
+def replica(settings: Settings) -> Replica:
+    with _replicas_lock:
+        if settings.database_url not in _replicas:
+            _replicas[settings.database_url] = Replica(settings)
+        return _replicas[settings.database_url]

@@ -1,0 +1,79 @@
+"""Full-text search in replica mode: an FTS5 index in a sidecar stdlib-sqlite file.
+
+Turso has no FTS5, so each process keeps `<replica>.search` beside its replica, with the same
+FTS table name, tokenizer and bm25 columns as migrations/0002_search.sql, and a `messages`
+table holding only (id, project_id): the search SQL in tools/search.py then runs unchanged on
+either. Before each search the index catches up with the replica. Messages are never edited
+or deleted, so catching up is indexing the ids it lacks: the recent ones (ids are
+time-ordered; a window covers messages that other replicas pushed late), and, if the counts
+still differ, every missing id.
+"""
+
+import sqlite3
+import threading
+
+from .db import placeholders
+from .ids import RANDOM_BITS
+
+SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (subject, body_md, tokenize = 'porter unicode61');
+CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL);
+"""
+LATE_WINDOW_IDS = (15 * 60 * 1000) << RANDOM_BITS  # ids made in the 15 minutes before the newest indexed
+CHUNK = 500
+
+
+class SearchIndex:
+    def __init__(self, path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.executescript(SCHEMA)
+
+    def catch_up(self, replica) -> int:
+        """Index the replica's messages this index lacks; how many were added."""
+        total, newest = self.conn.execute("SELECT count(*), coalesce(max(id), 0) FROM messages").fetchone()
+        if replica.execute("SELECT count(*) FROM messages").fetchone()[0] == total:
+            return 0
+        recent = [row[0] for row in replica.execute("SELECT id FROM messages WHERE id > ?", (newest - LATE_WINDOW_IDS,))]
+        added = self._add(replica, recent)
+        if replica.execute("SELECT count(*) FROM messages").fetchone()[0] != total + added:
+            added += self._add(replica, [row[0] for row in replica.execute("SELECT id FROM messages")])
+        return added
+
+    def _add(self, replica, ids: list[int]) -> int:
+        """Index those of `ids` not indexed yet."""
+        known = set()
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            known.update(row[0] for row in self.conn.execute(f"SELECT id FROM messages WHERE id IN ({placeholders(chunk)})", chunk))
+        missing = [message_id for message_id in ids if message_id not in known]
+        self.conn.execute("BEGIN")
+        try:
+            for start in range(0, len(missing), CHUNK):
+                chunk = missing[start : start + CHUNK]
+                rows = replica.execute(
+                    f"SELECT id, project_id, subject, body_md FROM messages WHERE id IN ({placeholders(chunk)})", chunk
+                ).fetchall()
+                self.conn.executemany("INSERT INTO messages (id, project_id) VALUES (?, ?)", [(r[0], r[1]) for r in rows])
+                self.conn.executemany(
+                    "INSERT INTO messages_fts (rowid, subject, body_md) VALUES (?, ?, ?)", [(r[0], r[2], r[3]) for r in rows]
+                )
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+        return len(missing)
+
+
+_indexes: dict[str, SearchIndex] = {}  # per replica file; safe to lose (it is rebuilt from the replica)
+_indexes_lock = threading.Lock()
+
+
+def search_index(replica) -> SearchIndex:
+    """The caught-up index of this replica (a pyturso connection lent by chalicelib/replica.py)."""
+    path = f"{replica.replica.path}.search"
+    with _indexes_lock:
+        if path not in _indexes:
+            _indexes[path] = SearchIndex(path)
+    index = _indexes[path]
+    index.catch_up(replica)
+    return index
