@@ -82,6 +82,12 @@ class transaction:
             self.conn.replica.push()
 
 
+def refresh(conn) -> None:
+    """Pull now, on a replica, so other replicas' pushed writes show; nothing on embedded SQLite."""
+    if hasattr(conn, "replica"):
+        conn.replica.pull()
+
+
 def placeholders(values) -> str:
     """`?, ?, ?` for an `IN (...)` of these values."""
     return ",".join("?" * len(values))

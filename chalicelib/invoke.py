@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from . import agent_tokens, auth
 from .config import Settings
-from .db import connection, transaction
+from .db import connection, refresh, transaction
 from .errors import Unavailable, validation_error
 from .registry import Input, Output, Tool
 
@@ -46,8 +46,12 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -
 
 def call(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)
-    with _busy_is_unavailable(), connection(settings) as conn, transaction(conn, write=not tool.read_only):
-        return run(conn, tool, args, settings)
+    with _busy_is_unavailable(), connection(settings) as conn:
+        if tool.settle:
+            refresh(conn)
+        with transaction(conn, write=not tool.read_only):
+            result = run(conn, tool, args, settings)
+        return tool.settle(conn, args, result) if tool.settle else result
 
 
 async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
@@ -96,10 +100,14 @@ class Writer:
     def _commit(self, batch: list) -> None:
         outcomes = []
         try:
-            with _busy_is_unavailable(), connection(self.settings) as conn, transaction(conn, write=True):
-                for tool, args, _ in batch:
-                    outcomes.append(_in_savepoint(conn, tool, args, self.settings))
-        except Exception as exc:  # the COMMIT (or BEGIN) failed: nothing in the batch was stored
+            with _busy_is_unavailable(), connection(self.settings) as conn:
+                if any(tool.settle for tool, _, _ in batch):
+                    refresh(conn)
+                with transaction(conn, write=True):
+                    for tool, args, _ in batch:
+                        outcomes.append(_in_savepoint(conn, tool, args, self.settings))
+                outcomes = [_settled(conn, tool, args, outcome) for (tool, args, _), outcome in zip(batch, outcomes)]
+        except Exception as exc:  # the COMMIT (or BEGIN, or push) failed: nothing in the batch was acknowledged
             log.exception("write batch of %d failed", len(batch))
             outcomes = [(None, exc)] * len(batch)
         for (_, _, future), (result, error) in zip(batch, outcomes):
@@ -107,6 +115,16 @@ class Writer:
                 future.set_result(result)
             else:
                 future.set_exception(error)
+
+
+def _settled(conn, tool: Tool, args: Input, outcome: tuple) -> tuple[Output | None, Exception | None]:
+    result, error = outcome
+    if error is not None or tool.settle is None:
+        return outcome
+    try:
+        return tool.settle(conn, args, result), None
+    except Exception as exc:
+        return None, exc
 
 
 def _in_savepoint(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -> tuple[Output | None, Exception | None]:

@@ -46,6 +46,10 @@ class Tool:
     token_field: str = "registration_token"
     may_create: bool = False  # the agent may not exist yet (register_agent): then no token is asked
     handler_input: type[Input] | None = None  # the handler's own input model, without token_field
+    # settle(db, args, result) -> result: runs after the write committed (and, on a Turso
+    # replica, reached the primary), to re-check its outcome against writes other replicas
+    # made meanwhile (build slots: exactly one winner). The tool's data is pulled fresh first.
+    settle: Callable[[sqlite3.Connection, Any, BaseModel], BaseModel] | None = None
 
     @property
     def summary(self) -> str:
@@ -68,6 +72,7 @@ def tool(
     acts_as: str | tuple[str, ...] = (),
     token_field: str = "registration_token",
     may_create: bool = False,
+    settle: Callable | None = None,
 ) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
@@ -90,6 +95,7 @@ def tool(
         token_field=token_field,
         may_create=may_create,
         handler_input=handler_input if acts_as else None,
+        settle=settle,
     )
 
 

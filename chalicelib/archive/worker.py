@@ -94,9 +94,13 @@ class LocalWorker:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "chalicelib", "archive", "work"]
+        environment = settings_environment(self.settings)
+        if self.settings.turso_sync_url:  # a replica file serves one process: the worker gets its own
+            path = self.settings.database_path
+            environment["DATABASE_URL"] = f"sqlite:///{path.with_name(f'{path.stem}.archive-worker{path.suffix}')}"
         # Lower priority: under load the archive falls behind and catches up afterwards,
         # instead of taking CPU from the requests.
-        self.process = subprocess.Popen(command, env=settings_environment(self.settings), preexec_fn=lambda: os.nice(10))
+        self.process = subprocess.Popen(command, env=environment, preexec_fn=lambda: os.nice(10))
 
     def stop(self) -> None:
         self.process.terminate()  # `archive work` finishes its batch, then exits

@@ -4,23 +4,24 @@ same build, dev server or migration at once.
 Unlike file reservations, slots are enforced: an exclusive holder excludes everyone else,
 shared holders exclude exclusive requests only, and a refused request is a 409.
 
-One row per holder. When two database replicas each granted the same slot (possible once
-replicas sync), both rows survive the merge; `holders` then admits them in
-(acquired_ts, id) order, so every replica agrees that the earliest one holds the slot and
-the other learns it lost on its next call. See docs/reservations.md.
+One row per holder. On Turso replicas two processes can each grant the same slot; both
+rows reach the primary, and `confirm_build_slot` then settles the race before either
+answers: exactly one is confirmed, the other withdraws and is refused. See docs/turso.md.
 """
 
 import sqlite3
+import time
 from typing import Annotated
 
 from pydantic import Field
 
 from .. import clock
+from ..db import refresh, transaction
 from ..errors import Conflict, NotFound
 from ..fields import AgentName, ProjectKey
 from ..ids import stable_id
 from ..registry import Input, Output, tool
-from .agents import find_agent, mark_active
+from .agents import agent_id, find_agent, mark_active
 from .projects import find_project, refuse_archived
 from .reservations import TtlSeconds
 
@@ -40,9 +41,9 @@ def build_slot(row: sqlite3.Row) -> BuildSlot:
 
 
 def holders(db: sqlite3.Connection, project_id: int, slot: str | None = None) -> list[sqlite3.Row]:
-    """Who holds the slot (every slot, if None) now: unreleased, unexpired rows, admitted in
-    (acquired_ts, id) order while compatible with those admitted before them. Rows granted
-    concurrently on two replicas can clash; the later one is then simply not a holder."""
+    """Who holds the slot (every slot, if None) now: unreleased, unexpired rows, confirmed ones
+    first, then in (acquired_ts, id) order, each admitted while compatible with those before it.
+    (A grant being settled across replicas may clash with another; the later one is no holder.)"""
     sql = (
         "SELECT s.*, a.name AS agent FROM build_slots s JOIN agents a ON a.id = s.agent_id"
         " WHERE s.project_id = ? AND s.released_ts IS NULL AND s.expires_ts > ?"
@@ -52,7 +53,7 @@ def holders(db: sqlite3.Connection, project_id: int, slot: str | None = None) ->
         sql += " AND s.slot = ?"
         params.append(slot)
     admitted: list[sqlite3.Row] = []
-    for row in db.execute(sql + " ORDER BY s.slot, s.acquired_ts, s.id", params):
+    for row in db.execute(sql + " ORDER BY s.slot, s.confirmed_ts IS NULL, s.acquired_ts, s.id", params):
         if not any(clash(row["exclusive"], held["exclusive"]) for held in admitted if held["slot"] == row["slot"]):
             admitted.append(row)
     return admitted
@@ -128,14 +129,64 @@ def acquire_build_slot(db: sqlite3.Connection, args: AcquireBuildSlotInput) -> B
         "INSERT INTO build_slots (id, project_id, slot, agent_id, exclusive, acquired_ts, expires_ts)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (id) DO UPDATE SET exclusive = excluded.exclusive,"
-        # a hold still running keeps its place in the tie-break order
+        # a hold still running keeps its place in the tie-break order, and its confirmation
         "  acquired_ts = CASE WHEN released_ts IS NULL AND expires_ts > excluded.acquired_ts"
         "   THEN acquired_ts ELSE excluded.acquired_ts END,"
+        "  confirmed_ts = CASE WHEN released_ts IS NULL AND expires_ts > excluded.acquired_ts"
+        "   THEN confirmed_ts END,"
         "  expires_ts = excluded.expires_ts, released_ts = NULL",
         (row_id, project["id"], args.slot, agent["id"], args.exclusive, now, clock.later(now, args.ttl_seconds)),
     )
     mark_active(db, agent["id"], now)
     return build_slot(find_slot_row(db, row_id))
+
+
+SETTLE_SECONDS = 5.0  # how long a claim waits for a rival claim to withdraw before it gives up
+SETTLE_POLL_SECONDS = 0.02
+
+
+def confirm_build_slot(db: sqlite3.Connection, args: AcquireBuildSlotInput, granted: BuildSlot) -> BuildSlot:
+    """Settle a fresh grant against rival claims that other replicas pushed meanwhile.
+
+    Every claim was pushed before its check, so of two racing claims at least one sees the
+    other (neither can see the primary without the other's claim). A claim alone is confirmed.
+    One that sees a confirmed rival, or an unconfirmed rival earlier in (acquired_ts, id) order,
+    withdraws and is refused. The earliest claim waits for later ones to withdraw (or confirm,
+    if they saw no rival: then it withdraws). So exactly one wins, whatever the interleaving.
+    On embedded SQLite a grant never has a rival, and is confirmed at once."""
+    project = find_project(db, args.project_key)
+    row_id = slot_row_id(project["id"], args.slot, agent_id(project["id"], args.agent_name))
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        refresh(db)  # our claim is on the primary: now see every claim pushed before it
+        with transaction(db, write=True):
+            mine = find_slot_row(db, row_id)
+            if mine["confirmed_ts"] is not None:  # a hold renewed while running
+                return build_slot(mine)
+            rivals = [
+                row
+                for row in db.execute(
+                    "SELECT s.*, a.name AS agent FROM build_slots s JOIN agents a ON a.id = s.agent_id"
+                    " WHERE s.project_id = ? AND s.slot = ? AND s.id != ? AND s.released_ts IS NULL AND s.expires_ts > ?",
+                    (project["id"], args.slot, row_id, clock.now()),
+                )
+                if clash(mine["exclusive"], row["exclusive"])
+            ]
+            if not rivals:
+                db.execute("UPDATE build_slots SET confirmed_ts = ? WHERE id = ?", (clock.now(), row_id))
+                return build_slot(find_slot_row(db, row_id))
+            lost = any(row["confirmed_ts"] is not None or claim_order(row) < claim_order(mine) for row in rivals)
+            give_up = lost or time.monotonic() > deadline
+            if give_up:
+                db.execute("UPDATE build_slots SET released_ts = ? WHERE id = ?", (clock.now(), row_id))
+        if give_up:
+            raise refuse(args.slot, rivals)
+        time.sleep(SETTLE_POLL_SECONDS)
+
+
+def claim_order(row: sqlite3.Row) -> tuple:
+    """The deterministic tie-break between racing claims: every replica sorts them alike."""
+    return row["acquired_ts"], row["id"]
 
 
 class RenewBuildSlotInput(Input):
@@ -197,7 +248,7 @@ def list_build_slots(db: sqlite3.Connection, args: ListBuildSlotsInput) -> Build
 
 
 TOOLS = [
-    tool(acquire_build_slot, acts_as="agent_name"),
+    tool(acquire_build_slot, acts_as="agent_name", settle=confirm_build_slot),
     tool(renew_build_slot, acts_as="agent_name"),
     tool(release_build_slot, acts_as="agent_name"),
     tool(list_build_slots, read_only=True),

@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from .. import clock, guard
-from ..db import placeholders
+from ..db import placeholders, refresh, transaction
 from ..archive import outbox
 from ..config import get_settings
 from ..errors import Conflict, NotFound
@@ -22,7 +22,7 @@ from ..fields import AgentName, Id, ProjectKey
 from ..globs import is_glob, overlaps
 from ..ids import stable_id
 from ..registry import Input, Output, tool
-from .agents import find_agent, mark_active
+from .agents import agent_id, find_agent, mark_active
 from .messages import deliver
 from .projects import find_project, normalize_human_key, refuse_archived
 
@@ -197,6 +197,19 @@ def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInp
     mark_active(db, agent["id"], now)
     outbox.record_reservations(db, project, ids)
     return Reserved(granted=reservations_by_id(db, ids), conflicts=clashes)
+
+
+def recheck_conflicts(db: sqlite3.Connection, args: FileReservationPathsInput, reserved: Reserved) -> Reserved:
+    """Once the grant reached the primary, list the conflicts again from fresh data: on Turso
+    replicas another process may have granted an overlapping reservation meanwhile, and of
+    two racing grants at least one sees the other here (each was pushed before its check)."""
+    refresh(db)
+    with transaction(db, write=False):
+        project = find_project(db, args.project_key)
+        active = active_reservations(db, project["id"])
+        paths = list(dict.fromkeys(args.paths))
+        mine = agent_id(project["id"], args.agent_name)
+        return Reserved(granted=reserved.granted, conflicts=conflicts(active, mine, paths, args.exclusive))
 
 
 class CheckFileReservationsInput(Input):
@@ -453,7 +466,7 @@ def uninstall_precommit_guard(db: sqlite3.Connection, args: UninstallPrecommitGu
 
 
 TOOLS = [
-    tool(file_reservation_paths, acts_as="agent_name"),
+    tool(file_reservation_paths, acts_as="agent_name", settle=recheck_conflicts),
     tool(check_file_reservations, read_only=True),
     tool(release_file_reservations, acts_as="agent_name"),
     tool(renew_file_reservations, acts_as="agent_name"),

@@ -1,0 +1,189 @@
+"""Several Turso replicas (processes, as several Lambdas would be) on one real `tursodb` primary."""
+
+import multiprocessing
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from chalicelib import db, invoke
+from chalicelib.config import Settings
+from chalicelib.errors import Conflict, Unavailable
+from chalicelib.registry import tools_by_name
+
+from .servers import running_server
+from .sql import sql
+from .turso import turso_server
+
+TOOLS = tools_by_name()
+PROJECT = "/work/shared"
+SPAWN = multiprocessing.get_context("spawn")  # fresh processes: nothing shared but the primary
+
+
+def replica_settings(directory, name: str, url: str, **overrides) -> Settings:
+    return Settings(database_url=f"sqlite:///{directory}/{name}.db", turso_sync_url=url, **overrides)
+
+
+def call(settings: Settings, tool: str, **arguments) -> dict:
+    return invoke.call(TOOLS[tool], arguments, settings).model_dump(mode="json")
+
+
+def counts(settings: Settings) -> tuple:
+    """(messages, recipients, agents) on this replica, freshly pulled."""
+    with db.connection(settings) as conn:
+        db.refresh(conn)
+        query = "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM message_recipients), (SELECT count(*) FROM agents)"
+        return tuple(conn.execute(query).fetchone())
+
+
+def correspondent(directory, url, me: str, peer: str, start, done) -> None:
+    """One replica: sets up the shared project and agents, then sends 200 messages to `peer`."""
+    settings = replica_settings(directory, me, url)
+    call(settings, "ensure_project", human_key=PROJECT)
+    for name in (me, "Shared"):  # "Shared": both replicas register the same agent
+        call(settings, "register_agent", project_key=PROJECT, program="p", model="m", name=name)
+        call(settings, "set_contact_policy", project_key=PROJECT, agent_name=name, policy="open")
+    start.wait()  # both have pushed their agents
+    with db.connection(settings) as conn:
+        db.refresh(conn)
+    for number in range(200):
+        call(settings, "send_message", project_key=PROJECT, sender_name=me, to=[peer], cc=["Shared"],
+             subject=f"{me} #{number}", body_md=f"message {number} from {me}")
+    done.put(counts(settings))
+
+
+def test_two_replicas_writing_concurrently_lose_nothing(tmp_path):
+    with turso_server(tmp_path) as primary:
+        start, done = SPAWN.Barrier(2), SPAWN.Queue()
+        workers = [
+            SPAWN.Process(target=correspondent, args=(tmp_path, primary.url, me, peer, start, done))
+            for me, peer in (("BlueLake", "GreenCastle"), ("GreenCastle", "BlueLake"))
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+            assert worker.exitcode == 0
+        [done.get(timeout=5) for _ in workers]
+        # Every replica (after a pull) and the primary (a fresh replica of it) hold everything.
+        expected = (400, 800, 3)
+        for name in ("BlueLake", "GreenCastle", "fresh"):
+            assert counts(replica_settings(tmp_path, name, primary.url)) == expected
+        # Neither replica is stuck: each still pushes, and sees the other's new write.
+        blue, green = (replica_settings(tmp_path, name, primary.url) for name in ("BlueLake", "GreenCastle"))
+        call(blue, "send_message", project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle"], subject="after", body_md="x")
+        call(green, "send_message", project_key=PROJECT, sender_name="GreenCastle", to=["BlueLake"], subject="after", body_md="y")
+        assert counts(blue) == counts(green) == (402, 802, 3)
+        inbox = call(green, "fetch_inbox", project_key=PROJECT, agent_name="GreenCastle", limit=200)["messages"]
+        assert len(inbox) == 200 and {m["sender"] for m in inbox} == {"BlueLake"}
+        hits = call(blue, "search_messages", project_key=PROJECT, query='"message 199"', limit=10)["results"]
+        assert sorted(hit["subject"] for hit in hits) == ["BlueLake #199", "GreenCastle #199"]
+
+
+def slot_racer(directory, url, me: str, rounds: int, barrier, results) -> None:
+    settings = replica_settings(directory, me, url)
+    call(settings, "ensure_project", human_key=PROJECT)
+    call(settings, "register_agent", project_key=PROJECT, program="p", model="m", name=me)
+    barrier.wait()
+    for number in range(rounds):
+        barrier.wait()
+        try:
+            call(settings, "acquire_build_slot", project_key=PROJECT, agent_name=me, slot="deploy", ttl_seconds=60)
+            won = True
+        except Conflict:
+            won = False
+        barrier.wait()  # both have answered: the winner releases for the next round
+        if won:
+            call(settings, "release_build_slot", project_key=PROJECT, agent_name=me, slot="deploy")
+        results.put((number, me, won))
+        barrier.wait()
+
+
+def test_two_replicas_racing_for_a_slot_get_exactly_one_winner(tmp_path):
+    rounds = 50
+    with turso_server(tmp_path) as primary:
+        barrier, results = SPAWN.Barrier(2), SPAWN.Queue()
+        racers = [SPAWN.Process(target=slot_racer, args=(tmp_path, primary.url, me, rounds, barrier, results))
+                  for me in ("BlueLake", "GreenCastle")]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=240)
+            assert racer.exitcode == 0
+        winners: dict[int, list[str]] = {}
+        for _ in range(2 * rounds):
+            number, me, won = results.get(timeout=5)
+            winners.setdefault(number, [])
+            if won:
+                winners[number].append(me)
+        assert all(len(names) == 1 for names in winners.values()), winners
+        assert len(winners) == rounds
+
+
+def test_a_write_the_primary_never_got_is_refused_and_never_stored(tmp_path):
+    with turso_server(tmp_path) as primary:
+        settings = replica_settings(tmp_path, "lambda", primary.url, replica_push_timeout_ms=300)
+        call(settings, "ensure_project", human_key=PROJECT)
+        for name in ("BlueLake", "GreenCastle"):
+            call(settings, "register_agent", project_key=PROJECT, program="p", model="m", name=name)
+            call(settings, "set_contact_policy", project_key=PROJECT, agent_name=name, policy="open")
+        send = dict(project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle"], body_md="b")
+        call(settings, "send_message", **send, subject="before")
+        primary.kill()
+        with pytest.raises(Unavailable, match="did not confirm the write"):
+            call(settings, "send_message", **send, subject="lost")
+        with pytest.raises(Unavailable, match="Turso"):  # the replica was discarded; a new one needs the primary
+            call(settings, "fetch_inbox", project_key=PROJECT, agent_name="GreenCastle")
+        primary.start()
+        call(settings, "send_message", **send, subject="after")
+        subjects = [m["subject"] for m in call(settings, "fetch_inbox", project_key=PROJECT, agent_name="GreenCastle")["messages"]]
+        assert subjects == ["after", "before"]
+        fresh = replica_settings(tmp_path, "fresh", primary.url)
+        assert counts(fresh)[0] == 2
+
+
+def test_killing_the_primary_mid_push_loses_no_acknowledged_write(tmp_path):
+    """Concurrent sends through the real server while the primary is killed and restarted:
+    every acknowledged message is on the primary; every other send got an error."""
+    with turso_server(tmp_path) as primary, running_server(
+        tmp_path / "server.db", TURSO_SYNC_URL=primary.url, REPLICA_PUSH_TIMEOUT_MS="3000", ARCHIVE_ENABLED="false"
+    ) as url:
+        client = httpx.Client(base_url=url, timeout=30)
+        client.post("/api/ensure_project", json={"human_key": PROJECT}).raise_for_status()
+        for name in ("BlueLake", "GreenCastle"):
+            client.post("/api/register_agent", json={"project_key": PROJECT, "program": "p", "model": "m", "name": name}).raise_for_status()
+            client.post("/api/set_contact_policy", json={"project_key": PROJECT, "agent_name": name, "policy": "open"}).raise_for_status()
+
+        outcomes, stop = [], threading.Event()
+
+        def keep_sending(sender: int) -> None:
+            number = 0
+            while not stop.is_set():
+                started = time.monotonic()
+                response = client.post("/api/send_message", json={
+                    "project_key": PROJECT, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                    "subject": f"{sender}.{number}", "body_md": "b"})
+                message_id = response.json()["message"]["id"] if response.status_code == 200 else None
+                outcomes.append((response.status_code, message_id, started, time.monotonic()))
+                number += 1
+
+        with ThreadPoolExecutor(8) as pool:
+            senders = [pool.submit(keep_sending, sender) for sender in range(8)]
+            time.sleep(0.5)
+            killed = time.monotonic()
+            primary.kill()  # pushes are in flight: there is always one
+            time.sleep(1.0)  # within REPLICA_PUSH_TIMEOUT_MS: pending pushes retry, then go through
+            primary.start()
+            restarted = time.monotonic()
+            time.sleep(0.5)
+            stop.set()
+            [sender.result() for sender in senders]
+        acknowledged = {message_id for status, message_id, _, _ in outcomes if status == 200}
+        assert {status for status, *_ in outcomes} <= {200, 503}
+        across = [o for o in outcomes if o[0] == 200 and o[2] < killed and o[3] > restarted]
+        assert across, "no send was in flight across the outage"
+        with sql(replica_settings(tmp_path, "fresh", primary.url)) as conn:
+            stored = {str(row[0]) for row in conn.execute("SELECT id FROM messages")}
+        assert acknowledged <= stored
