@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     # about a second, and a busy process pulls (10-20 ms) at most once a second. 0: every read pulls.
     replica_max_staleness_ms: int = 1000
     # A failed pull or push is retried (50 ms, doubling to 1 s) this long before the call fails.
-    replica_push_timeout_ms: int = 10000
+    replica_sync_timeout_ms: int = 10000
     # Host headers the MCP endpoint accepts (DNS-rebinding protection); add your API domain.
     mcp_allowed_hosts: list[str] = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
     # Answer stateless JSON tools/call, tools/list, initialize and ping without the SDK's

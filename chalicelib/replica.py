@@ -4,7 +4,7 @@ One `Replica` per database per process (a Lambda container, a server). It lends 
 pyturso connection to one invocation at a time, pulls before lending when its last pull is
 older than REPLICA_MAX_STALENESS_MS, and pushes after every committed write, so a write is
 acknowledged only once the primary has it. A push that keeps failing for
-REPLICA_PUSH_TIMEOUT_MS refuses the write and throws the replica away: its unpushed change
+REPLICA_SYNC_TIMEOUT_MS refuses the write and throws the replica away: its unpushed change
 must not reach the primary later, unannounced. The replica is only a cache of the primary
 (everything acknowledged was pushed), so the next invocation bootstraps a fresh one.
 """
@@ -76,7 +76,7 @@ class Replica:
 
     def push(self) -> None:
         """Push the committed writes; Unavailable (and a discarded replica) if the primary
-        cannot take them within REPLICA_PUSH_TIMEOUT_MS."""
+        cannot take them within REPLICA_SYNC_TIMEOUT_MS."""
         try:
             self._retrying("push", self.conn.push)
         except Unavailable as exc:
@@ -88,7 +88,7 @@ class Replica:
             ) from exc
 
     def _retrying(self, what: str, operation):
-        deadline = time.monotonic() + self.settings.replica_push_timeout_ms / 1000
+        deadline = time.monotonic() + self.settings.replica_sync_timeout_ms / 1000
         wait = FIRST_RETRY_SECONDS
         while True:
             try:

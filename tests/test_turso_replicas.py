@@ -1,5 +1,7 @@
 """Several Turso replicas (processes, as several Lambdas would be) on one real `tursodb` primary."""
 
+import importlib
+import json
 import multiprocessing
 import threading
 import time
@@ -7,13 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from chalice.test import Client
 
 from chalicelib import db, invoke
 from chalicelib.config import Settings
 from chalicelib.errors import Conflict, Unavailable
 from chalicelib.registry import tools_by_name
 
-from .servers import running_server
+from .servers import ROOT, running_server
 from .sql import sql
 from .turso import turso_server
 
@@ -124,7 +127,7 @@ def test_two_replicas_racing_for_a_slot_get_exactly_one_winner(tmp_path):
 
 def test_a_write_the_primary_never_got_is_refused_and_never_stored(tmp_path):
     with turso_server(tmp_path) as primary:
-        settings = replica_settings(tmp_path, "lambda", primary.url, replica_push_timeout_ms=300)
+        settings = replica_settings(tmp_path, "lambda", primary.url, replica_sync_timeout_ms=300)
         call(settings, "ensure_project", human_key=PROJECT)
         for name in ("BlueLake", "GreenCastle"):
             call(settings, "register_agent", project_key=PROJECT, program="p", model="m", name=name)
@@ -148,7 +151,7 @@ def test_killing_the_primary_mid_push_loses_no_acknowledged_write(tmp_path):
     """Concurrent sends through the real server while the primary is killed and restarted:
     every acknowledged message is on the primary; every other send got an error."""
     with turso_server(tmp_path) as primary, running_server(
-        tmp_path / "server.db", TURSO_SYNC_URL=primary.url, REPLICA_PUSH_TIMEOUT_MS="3000", ARCHIVE_ENABLED="false"
+        tmp_path / "server.db", TURSO_SYNC_URL=primary.url, REPLICA_SYNC_TIMEOUT_MS="3000", ARCHIVE_ENABLED="false"
     ) as url:
         client = httpx.Client(base_url=url, timeout=30)
         client.post("/api/ensure_project", json={"human_key": PROJECT}).raise_for_status()
@@ -174,7 +177,7 @@ def test_killing_the_primary_mid_push_loses_no_acknowledged_write(tmp_path):
             time.sleep(0.5)
             killed = time.monotonic()
             primary.kill()  # pushes are in flight: there is always one
-            time.sleep(1.0)  # within REPLICA_PUSH_TIMEOUT_MS: pending pushes retry, then go through
+            time.sleep(1.0)  # within REPLICA_SYNC_TIMEOUT_MS: pending pushes retry, then go through
             primary.start()
             restarted = time.monotonic()
             time.sleep(0.5)
@@ -187,3 +190,28 @@ def test_killing_the_primary_mid_push_loses_no_acknowledged_write(tmp_path):
         with sql(replica_settings(tmp_path, "fresh", primary.url)) as conn:
             stored = {str(row[0]) for row in conn.execute("SELECT id FROM messages")}
         assert acknowledged <= stored
+
+
+def test_lambda_containers_share_the_primary(tmp_path):
+    """Two Chalice apps (two Lambda containers), each with its replica in its own /tmp."""
+    with turso_server(tmp_path) as primary:
+        containers = []
+        for name in ("container-a", "container-b"):
+            settings = replica_settings(tmp_path, name, primary.url, replica_max_staleness_ms=0)
+            app = importlib.import_module("app").create_app(settings)
+            containers.append(Client(app, project_dir=str(ROOT)))
+
+        def post(client, tool, **arguments):
+            response = client.http.post(f"/api/{tool}", headers={"Content-Type": "application/json"}, body=json.dumps(arguments))
+            assert response.status_code == 200, response.body
+            return json.loads(response.body)
+
+        a, b = containers
+        post(a, "ensure_project", human_key=PROJECT)
+        post(b, "register_agent", project_key=PROJECT, program="p", model="m", name="BlueLake")
+        post(a, "register_agent", project_key=PROJECT, program="p", model="m", name="GreenCastle")
+        post(b, "set_contact_policy", project_key=PROJECT, agent_name="GreenCastle", policy="open")
+        sent = post(a, "send_message", project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle"], subject="hi", body_md="x")
+        inbox = post(b, "fetch_inbox", project_key=PROJECT, agent_name="GreenCastle")["messages"]
+        assert [m["id"] for m in inbox] == [sent["message"]["id"]]
+        assert post(b, "search_messages", project_key=PROJECT, query="hi")["results"][0]["id"] == sent["message"]["id"]

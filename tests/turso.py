@@ -18,6 +18,7 @@ class TursoServer:
     def __init__(self, directory: Path) -> None:
         if not TURSODB.exists():
             raise RuntimeError(f"{TURSODB} is missing: run ./scripts/test (its bootstrap installs tursodb)")
+        directory.mkdir(parents=True, exist_ok=True)
         self.database = directory / "primary.db"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
