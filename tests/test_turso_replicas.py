@@ -79,6 +79,9 @@ def test_two_replicas_writing_concurrently_lose_nothing(tmp_path):
         call(blue, "send_message", project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle"], subject="after", body_md="x")
         call(green, "send_message", project_key=PROJECT, sender_name="GreenCastle", to=["BlueLake"], subject="after", body_md="y")
         assert counts(blue) == counts(green) == (402, 802, 3)
+        with db.connection(blue) as conn:  # both migrated at once; each migration is recorded once
+            versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        assert versions == [version for version, _ in db.migrations()]
         inbox = call(green, "fetch_inbox", project_key=PROJECT, agent_name="GreenCastle", limit=200)["messages"]
         assert len(inbox) == 200 and {m["sender"] for m in inbox} == {"BlueLake"}
         hits = call(blue, "search_messages", project_key=PROJECT, query='"message 199"', limit=10)["results"]

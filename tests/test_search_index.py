@@ -1,0 +1,48 @@
+"""Replica mode's sidecar FTS5 index catching up with a replica's messages (chalicelib/search_index.py).
+The replica here is a plain sqlite3 file with the messages table: catch_up only reads it."""
+
+import sqlite3
+
+from chalicelib.ids import RANDOM_BITS, new_id
+from chalicelib.search_index import SearchIndex
+
+MINUTE = (60 * 1000) << RANDOM_BITS  # one minute of new_id()s
+
+
+def replica(tmp_path) -> sqlite3.Connection:
+    conn = sqlite3.connect(tmp_path / "replica.db", isolation_level=None)
+    conn.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY, project_id INTEGER, subject TEXT, body_md TEXT)")
+    return conn
+
+
+def add(conn, message_id: int, subject: str, project_id: int = 1) -> None:
+    conn.execute("INSERT INTO messages VALUES (?, ?, ?, ?)", (message_id, project_id, subject, f"body of {subject}"))
+
+
+def found(index: SearchIndex, query: str, project_id: int = 1) -> list[int]:
+    sql = ("SELECT messages_fts.rowid FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
+           " WHERE messages_fts MATCH ? AND m.project_id = ? ORDER BY bm25(messages_fts, 2.0, 1.0)")
+    return [row[0] for row in index.conn.execute(sql, (query, project_id))]
+
+
+def test_catches_up_with_new_late_and_very_late_messages(tmp_path):
+    conn, index = replica(tmp_path), SearchIndex(tmp_path / "replica.db.search")
+    newest = new_id()
+    add(conn, newest, "deploy plan")
+    add(conn, newest - MINUTE, "deploy rollback", project_id=2)
+    assert index.catch_up(conn) == 2
+    assert found(index, "deploy") == [newest] and found(index, "deploy", project_id=2) == [newest - MINUTE]
+    assert index.catch_up(conn) == 0  # nothing new: counts match, nothing read
+    # Pushed late by other replicas: older than the newest indexed, one by far.
+    add(conn, newest - 5 * MINUTE, "deploy window")
+    add(conn, newest - 600 * MINUTE, "deploy freeze")
+    assert index.catch_up(conn) == 2
+    assert sorted(found(index, "deploy")) == sorted([newest, newest - 5 * MINUTE, newest - 600 * MINUTE])
+    assert found(index, '"deploy freeze"') == [newest - 600 * MINUTE]
+
+
+def test_the_index_file_survives_a_restart(tmp_path):
+    conn = replica(tmp_path)
+    add(conn, new_id(), "persisted")
+    assert SearchIndex(tmp_path / "replica.db.search").catch_up(conn) == 1
+    assert SearchIndex(tmp_path / "replica.db.search").catch_up(conn) == 0
