@@ -13,7 +13,6 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 import orjson
-import pydantic_core
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -34,7 +33,7 @@ from .errors import (
 from .mcp_asgi import PATH as MCP_PATH
 from .mcp_asgi import MCPApp
 from .raw_asgi import read_body, replay, send_json
-from .registry import Tool, all_tools, tools_by_name
+from .registry import Tool, all_tools, to_json, tools_by_name
 
 HEALTH_BODY = b'{"status":"ok"}'
 
@@ -65,7 +64,7 @@ def _without_source(errors: list[dict]) -> list[dict]:
 
 
 def _json(output: BaseModel) -> Response:
-    return Response(pydantic_core.to_json(output), media_type="application/json")
+    return Response(to_json(output), media_type="application/json")
 
 
 def _endpoint(tool: Tool, settings: Settings, source: str):

@@ -22,6 +22,7 @@ from . import agent_tokens, auth
 from .config import Settings
 from .db import connection, refresh, transaction
 from .errors import Unavailable, validation_error
+from .per_process import OnePerKey
 from .registry import Input, Output, Tool
 
 log = logging.getLogger(__name__)
@@ -139,12 +140,8 @@ def _in_savepoint(conn: sqlite3.Connection, tool: Tool, args: Input, settings: S
     return result, None
 
 
-_writers: dict[str, Writer] = {}
-_writers_lock = threading.Lock()
+_writers = OnePerKey(Writer)
 
 
 def _writer(settings: Settings) -> Writer:
-    with _writers_lock:
-        if settings.database_url not in _writers:
-            _writers[settings.database_url] = Writer(settings)
-        return _writers[settings.database_url]
+    return _writers.get(settings.database_url, settings)

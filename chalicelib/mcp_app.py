@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 import orjson
-import pydantic_core
 from mcp.server import MCPServer
 from mcp.server.mcpserver.tools.base import Tool as SDKTool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
@@ -21,7 +20,7 @@ from pydantic import ConfigDict
 from . import __version__, invoke
 from .config import Settings
 from .errors import ToolError, internal_error
-from .registry import Tool, all_tools
+from .registry import Tool, all_tools, to_json
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ async def run_tool(tool: Tool, arguments: Any, settings: Settings) -> tuple[bool
     except Exception:
         log.exception("tool %s failed", tool.name)
         return True, orjson.dumps(internal_error().to_dict())
-    return False, pydantic_core.to_json(output)
+    return False, to_json(output)
 
 
 def result_dict(is_error: bool, payload: bytes) -> dict:

@@ -89,20 +89,22 @@ class LeanMCP:
         result = await self._result(request.get("method"), params or {}, version)
         if result is None:
             return None
-        return b'{"jsonrpc":"2.0","id":' + orjson.dumps(request_id) + b',"result":' + result + b"}"
+        # One encoding pass: a tool's JSON result is copied once, not once per enclosing layer.
+        return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
 
-    async def _result(self, method: Any, params: dict, version: str) -> bytes | None:
+    async def _result(self, method: Any, params: dict, version: str) -> dict | orjson.Fragment | None:
         if method == "tools/call":
             return await self._call_tool(params)
         if method == "tools/list" and "cursor" not in params:
-            return await self._list_tools(version)
+            return orjson.Fragment(await self._list_tools(version))
         if method == "initialize":
-            return self._initialize_result(params)
+            result = self._initialize_result(params)
+            return None if result is None else orjson.Fragment(result)
         if method == "ping":
-            return b"{}"
+            return {}
         return None
 
-    async def _call_tool(self, params: dict) -> bytes | None:
+    async def _call_tool(self, params: dict) -> dict | None:
         tool = self.tools.get(params.get("name"))
         arguments = params.get("arguments")
         if tool is None or not (arguments is None or isinstance(arguments, dict)):
@@ -112,7 +114,7 @@ class LeanMCP:
         if not is_error:
             result["structuredContent"] = orjson.Fragment(payload)
         result["isError"] = is_error
-        return orjson.dumps(result)
+        return result
 
     async def _list_tools(self, version: str) -> bytes:
         if version not in self._tools_list:

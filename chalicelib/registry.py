@@ -18,6 +18,7 @@ import types
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Union, get_args, get_origin, get_type_hints
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
@@ -29,6 +30,31 @@ class Input(BaseModel):
 
 class Output(BaseModel):
     """Base of every tool output."""
+
+
+class JSONOutput(Output):
+    """An output that may keep the JSON it was validated from (from_json): to_json then hands
+    out those bytes instead of serialising again. For result sets the database renders as
+    JSON, where a Python object per row would cost more than the query."""
+
+    # A slot, not a PrivateAttr: read on every call, and a private attribute's bookkeeping
+    # costs more than the lookup it saves.
+    __slots__ = ("_json",)
+
+    @classmethod
+    def from_json(cls, data: bytes):
+        """Validated from `data`, which must be what to_json would give for it: compact, fields
+        in the model's order, values in their serialised form (ids as strings). Not to be
+        changed afterwards: to_json would still return `data`."""
+        output = cls.model_validate_json(data)
+        output._json = data
+        return output
+
+
+def to_json(output: Any) -> bytes:
+    """An output (or any value pydantic serialises) as JSON bytes."""
+    encoded = getattr(output, "_json", None) if isinstance(output, JSONOutput) else None
+    return encoded if encoded is not None else pydantic_core.to_json(output)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import Unavailable
+from .per_process import OnePerKey
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +126,8 @@ def replica_files(path: Path) -> list[Path]:
     return [path, *path.parent.glob(path.name + "-*")]
 
 
-_replicas: dict[str, Replica] = {}  # per database; safe to lose (a fresh one bootstraps)
-_replicas_lock = threading.Lock()
+_replicas = OnePerKey(Replica)  # per database; safe to lose (a fresh one bootstraps)
 
 
 def replica(settings: Settings) -> Replica:
-    with _replicas_lock:
-        if settings.database_url not in _replicas:
-            _replicas[settings.database_url] = Replica(settings)
-        return _replicas[settings.database_url]
+    return _replicas.get(settings.database_url, settings)

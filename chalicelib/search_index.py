@@ -10,10 +10,10 @@ still differ, every missing id.
 """
 
 import sqlite3
-import threading
 
 from .db import placeholders
 from .ids import RANDOM_BITS
+from .per_process import OnePerKey
 
 SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (subject, body_md, tokenize = 'porter unicode61');
@@ -64,16 +64,12 @@ class SearchIndex:
         return len(missing)
 
 
-_indexes: dict[str, SearchIndex] = {}  # per replica file; safe to lose (it is rebuilt from the replica)
-_indexes_lock = threading.Lock()
+_indexes = OnePerKey(SearchIndex)  # per replica file; safe to lose (the file stays, and catches up)
 
 
 def search_index(replica) -> SearchIndex:
     """The caught-up index of this replica (a pyturso connection lent by chalicelib/replica.py)."""
     path = f"{replica.replica.path}.search"
-    with _indexes_lock:
-        if path not in _indexes:
-            _indexes[path] = SearchIndex(path)
-    index = _indexes[path]
+    index = _indexes.get(path, path)
     index.catch_up(replica)
     return index

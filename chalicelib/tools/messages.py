@@ -13,13 +13,13 @@ from pydantic import Field
 
 from .. import clock
 from ..archive import outbox
-from ..db import dicts, placeholders
+from ..db import placeholders
 from ..errors import NotFound
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
 from ..ids import new_id, stable_id
-from ..registry import Input, Output, tool
-from .agents import address, find_agent, find_agent_by_id, find_agents, mark_active, refuse_inactive
-from .projects import find_project, project_by_id
+from ..registry import Input, JSONOutput, Output, tool
+from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_inactive
+from .projects import find_project, project_by_id, project_id
 
 Importance = Literal["low", "normal", "high", "urgent"]
 Subject = Annotated[str, Field(min_length=1, max_length=512)]
@@ -245,7 +245,7 @@ class InboxMessage(Output):
     body_md: str | None = Field(description="Only with include_bodies.")
 
 
-class Inbox(Output):
+class Inbox(JSONOutput):
     messages: list[InboxMessage]
 
 
@@ -258,19 +258,30 @@ class FetchInboxInput(Input):
     since_ts: Timestamp | None = Field(None, description="Only messages created after this time.")
 
 
+# One inbox message as the JSON pydantic would write for InboxMessage (its field order, the id as
+# a string, ack_required a boolean), rendered by the database: cheaper than a Python object per row.
+_INBOX_MESSAGE_JSON = (
+    "json_object('id', CAST(m.id AS TEXT), 'thread_id', m.thread_id, 'subject', m.subject,"
+    " 'sender', CASE WHEN s.project_id = ? THEN s.name"
+    " ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END,"
+    " 'kind', r.kind, 'importance', m.importance,"
+    " 'ack_required', json(CASE WHEN m.ack_required THEN 'true' ELSE 'false' END), 'created_ts', m.created_ts,"
+    " 'read_ts', r.read_ts, 'ack_ts', r.ack_ts, 'body_md', {body_md})"
+)
+
+
 def fetch_inbox(db: sqlite3.Connection, args: FetchInboxInput) -> Inbox:
     """An agent's received messages, newest first (from other projects too: sender Name@project)."""
-    project = find_project(db, args.project_key)
-    agent = find_agent(db, project, args.agent_name)
+    # The agent's id follows from the names: no lookups before the inbox query. Only an empty
+    # inbox asks whether the project and the agent exist (NotFound if not).
+    home = project_id(db, args.project_key)
+    body_md = "m.body_md" if args.include_bodies else "NULL"
     sql = (
-        "SELECT m.id, m.thread_id, m.subject, CASE WHEN s.project_id = ? THEN s.name"
-        " ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END AS sender,"
-        " r.kind, m.importance, m.ack_required, m.created_ts,"
-        f" r.read_ts, r.ack_ts, {'m.body_md' if args.include_bodies else 'NULL'} AS body_md"
+        f"SELECT {_INBOX_MESSAGE_JSON.format(body_md=body_md)}"
         " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
         " WHERE r.agent_id = ?"
     )
-    params: list = [project["id"], agent["id"]]
+    params: list = [home, agent_id(home, args.agent_name)]
     if args.urgent_only:
         sql += " AND m.importance IN ('high', 'urgent')"
     if args.since_ts:
@@ -278,7 +289,10 @@ def fetch_inbox(db: sqlite3.Connection, args: FetchInboxInput) -> Inbox:
         params.append(args.since_ts)
     sql += " ORDER BY r.message_id DESC LIMIT ?"
     params.append(args.limit)
-    return Inbox(messages=dicts(db.execute(sql, params)))
+    messages = [row[0] for row in db.execute(sql, params)]
+    if not messages:
+        find_agent(db, find_project(db, args.project_key), args.agent_name)
+    return Inbox.from_json(f'{{"messages":[{",".join(messages)}]}}'.encode())
 
 
 class FetchOutboxInput(Input):

@@ -69,6 +69,15 @@ def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
     return rows[0]
 
 
+def project_id(db: sqlite3.Connection, project_key: str) -> int:
+    """The id of the project named by slug or human key. A human key gives it without a query,
+    and without checking that the project exists: a caller whose query then finds nothing
+    must call find_project for the error. A slug is looked up (find_project)."""
+    if is_path(project_key):
+        return stable_id("project", normalize_human_key(project_key))
+    return find_project(db, project_key)["id"]
+
+
 def project_by_id(db: sqlite3.Connection, project_id: int) -> sqlite3.Row:
     """A project known to exist, e.g. an agent's or a message's."""
     return db.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
