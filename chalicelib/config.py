@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     archive_batch_size: int = 1000
     archive_poll_seconds: float = 0.2
     archive_retry_seconds: float = 5.0  # first wait after a failed entry; doubles, up to an hour
+    # Archived outbox rows (each a copy of its message) are deleted this long after their commit;
+    # the git archive keeps them. 0: never.
+    archive_keep_done_days: float = 7.0
     # Cloud mode: the SQS FIFO queue the outbox drains to, and the remote the worker pushes to.
     archive_queue_url: str = ""
     archive_git_remote: str = ""

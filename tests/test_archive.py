@@ -15,6 +15,8 @@ from chalicelib.archive.worker import drain, drain_once
 from chalicelib.cli import cli
 from chalicelib.config import Settings
 
+from .test_reservations import travel
+
 ENTRY = {
     "kind": "message", "project": "work-demo", "id": "383516381663293588", "thread_id": "t-1", "subject": "Hello there",
     "body_md": "Body *markdown*", "sender": "BlueLake", "to": ["GreenCastle"], "cc": ["Ann@other-proj"],
@@ -146,6 +148,22 @@ def test_a_failed_entry_waits_before_it_is_tried_again(project, settings, archiv
         assert outbox.take(conn, 10) == []  # due in a minute: later drains do not pay for it
         (attempts,) = conn.execute("SELECT attempts FROM archive_outbox WHERE state = 'pending'").fetchone()
     assert attempts == 1
+
+
+def test_archived_rows_are_pruned_after_the_keep_time_but_the_newest_and_pending_stay(call, project, settings, archive, monkeypatch):
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="old", body_md="x")
+    drain(settings, archive)
+    head = archive.head().decode()
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="new", body_md="y")
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        assert outbox.prune(conn, settings.archive_keep_done_days) == 0  # archived just now: kept
+    travel(monkeypatch, 8 * 86400)
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        assert outbox.prune(conn, 0) == 0  # 0: keep forever
+        assert outbox.prune(conn, settings.archive_keep_done_days) == 3  # three profiles; the message was the newest
+    assert [(row["kind"], row["state"]) for row in outbox_rows(settings)] == [("message", "done"), ("message", "pending")]
+    status = call("archive_status")
+    assert status["pending"] == 1 and status["last_commit"] == head
 
 
 def test_with_the_archive_off_writes_queue_nothing(call, project, settings, monkeypatch):

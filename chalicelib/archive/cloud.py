@@ -153,9 +153,12 @@ def publish_after_write(settings: Settings) -> None:
 
 
 def publish_all(settings: Settings) -> int:
-    """The scheduled sweep: publish until nothing pending is left (or SQS refuses)."""
+    """The scheduled sweep: publish until nothing pending is left (or SQS refuses), then prune
+    rows archived more than ARCHIVE_KEEP_DONE_DAYS ago."""
     total = 0
     if settings.archive_enabled and settings.archive_queue_url:
         while sent := publish(settings):
             total += sent
+        with connection(settings) as conn, transaction(conn, write=True):
+            outbox.prune(conn, settings.archive_keep_done_days)
     return total

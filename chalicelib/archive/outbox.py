@@ -95,6 +95,19 @@ def mark_failed(db: sqlite3.Connection, ids: list[int], error: str, retry_second
     )
 
 
+def prune(db: sqlite3.Connection, keep_days: float) -> int:
+    """Delete rows archived more than `keep_days` ago (the commit holds them); how many. The
+    newest archived row stays: status() reads the last commit from it."""
+    if keep_days <= 0:
+        return 0
+    cutoff = clock.later(clock.now(), -keep_days * 86400)
+    return db.execute(
+        "DELETE FROM archive_outbox WHERE state = 'done' AND done_ts < ?"
+        " AND id < (SELECT max(id) FROM archive_outbox WHERE state = 'done')",
+        (cutoff,),
+    ).rowcount
+
+
 def status(db: sqlite3.Connection, project: str | None) -> dict:
     where, params = ("AND project = ?", [project]) if project else ("", [])
     pending, failed, oldest = db.execute(

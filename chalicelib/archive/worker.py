@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 from ..config import Settings
 from ..db import connection, transaction
@@ -70,17 +71,30 @@ def drain(settings: Settings, archive: GitArchive, on_batch=None) -> int:
     return total
 
 
+PRUNE_EVERY_SECONDS = 600
+
+
 def work(settings: Settings, stopping: threading.Event) -> None:
-    """Drain every ARCHIVE_POLL_SECONDS until `stopping` is set (`python -m chalicelib archive work`)."""
+    """Drain every ARCHIVE_POLL_SECONDS until `stopping` is set (`python -m chalicelib archive work`);
+    when idle, prune archived rows every 10 minutes."""
+    pruned_at = float("-inf")
     with GitArchive.local(settings) as archive:
         while not stopping.is_set():
             try:
                 done = drain_once(settings, archive)
+                if done < settings.archive_batch_size and time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
+                    prune(settings)
+                    pruned_at = time.monotonic()
             except Exception:
                 log.exception("archive drain failed")  # the rows stay pending; try again later
                 done = 0
             if done < settings.archive_batch_size:
                 stopping.wait(settings.archive_poll_seconds)
+
+
+def prune(settings: Settings) -> int:
+    with connection(settings) as conn, transaction(conn, write=True):
+        return outbox.prune(conn, settings.archive_keep_done_days)
 
 
 class LocalWorker:
