@@ -16,7 +16,6 @@ start pays for them.
 import base64
 from typing import Any, Callable
 
-import pydantic_core
 from chalice import Chalice, Response
 from chalice.app import Request
 
@@ -25,7 +24,7 @@ from chalicelib.archive import cloud
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import ToolError, internal_error
 from chalicelib.lambda_mcp import MCPHandler
-from chalicelib.registry import Tool, all_tools, tools_by_name
+from chalicelib.registry import Tool, all_tools, to_json, tools_by_name
 
 
 def create_app(settings: Settings) -> Chalice:
@@ -97,7 +96,7 @@ def create_app(settings: Settings) -> Chalice:
             method = event.get("httpMethod") or event.get("requestContext", {}).get("http", {}).get("method", "")
             guard(auth.lower_headers(event.get("headers")), "/mcp", method, body, ratelimit.event_source_ip(event))
         except ToolError as exc:
-            body = ratelimit.mcp_error(exc) if exc.status in (413, 429) else pydantic_core.to_json(exc.to_dict())
+            body = ratelimit.mcp_error(exc) if exc.status in (413, 429) else to_json(exc.to_dict())
             return {"statusCode": exc.status, "body": body.decode(),
                     "headers": {"Content-Type": "application/json", **exc.headers}, "isBase64Encoded": False}
         try:
@@ -129,7 +128,7 @@ def create_app(settings: Settings) -> Chalice:
 
 def tool_view(app: Chalice, tool: Tool, settings: Settings) -> Callable[[], Response]:
     def view() -> Response:
-        return respond(app, lambda: invoke.call(tool, arguments(tool, app.current_request), settings))
+        return respond(app, lambda: invoke.call(tool.json_tool, arguments(tool, app.current_request), settings))
 
     return view
 
@@ -162,7 +161,7 @@ def unexpected(app: Chalice) -> Response:
 def json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
     # pydantic_core renders outputs exactly as the FastAPI app does (ids as strings);
     # the body is a str because Lambda's proxy integration wants text.
-    body = pydantic_core.to_json(content).decode()
+    body = to_json(content).decode()
     return Response(body=body, status_code=status, headers={"Content-Type": "application/json", **(headers or {})})
 
 

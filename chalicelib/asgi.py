@@ -1,9 +1,10 @@
 """The local-mode server: REST routes generated from the registry, /mcp, /health, /ready.
 
-Run it with `uvicorn chalicelib.asgi:app`. A small ASGI router in front answers /health and
-hands /mcp to the MCP app (chalicelib/mcp_asgi.py: the lean path, then the MCP SDK for
-sessions, SSE and anything unusual) without going through FastAPI; everything else is
-FastAPI (REST, OpenAPI, docs).
+Run it with `uvicorn chalicelib.asgi:app --http chalicelib.http_protocol:HttpProtocol` (what
+scripts/serve does; chalicelib/http_protocol.py says why). A small ASGI router in front
+answers /health and hands /mcp to the MCP app (chalicelib/mcp_asgi.py: the lean path, then
+the MCP SDK for sessions, SSE and anything unusual) without going through FastAPI;
+everything else is FastAPI (REST, OpenAPI, docs).
 """
 
 import gc
@@ -71,7 +72,7 @@ def _endpoint(tool: Tool, settings: Settings, source: str):
     """An endpoint whose single parameter is the tool's input model, read from the body or the query."""
 
     async def endpoint(args):
-        return _json(await invoke.acall(tool, args, settings))
+        return _json(await invoke.acall(tool.json_tool, args, settings))
 
     optional = all(not field.is_required() for field in tool.input.model_fields.values())
     where = Query() if source == "query" else Body()

@@ -183,6 +183,7 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
         host=host or settings.host,
         port=port or settings.port,
         reload=reload,
+        http="chalicelib.http_protocol:HttpProtocol",  # one write per connection per loop turn
         access_log=False,
         log_level=settings.log_level.lower(),
     )

@@ -39,7 +39,7 @@ search_messages and summarize_thread catch you up.
 async def run_tool(tool: Tool, arguments: Any, settings: Settings) -> tuple[bool, bytes]:
     """(is_error, JSON bytes) of one tool call: the output, or an error body."""
     try:
-        output = await invoke.acall(tool, arguments, settings)
+        output = await invoke.acall(tool.json_tool, arguments, settings)
     except ToolError as exc:
         return True, orjson.dumps(exc.to_dict())
     except Exception:

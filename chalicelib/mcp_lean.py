@@ -8,6 +8,7 @@ notifications, unknown tools or methods, odd headers, malformed JSON — is hand
 SDK unchanged, so its behaviour (and its errors) stay the reference.
 """
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ from .registry import tools_by_name
 MAX_BODY = 4 * 1024 * 1024  # the SDK's default limit; larger bodies go to the SDK to be refused
 
 
+@lru_cache(maxsize=64)  # clients send the same few Accept headers
 def _accepts_json_and_sse(accept: str) -> bool:
     types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
     json_ok = bool(types & {"application/json", "application/*", "*/*"})

@@ -11,6 +11,7 @@ model (the input) and `result` another (the output). Each group module lists its
 Name, input and output models and description are read from the function itself.
 """
 
+import dataclasses
 import functools
 import inspect
 import sqlite3
@@ -32,29 +33,10 @@ class Output(BaseModel):
     """Base of every tool output."""
 
 
-class JSONOutput(Output):
-    """An output that may keep the JSON it was validated from (from_json): to_json then hands
-    out those bytes instead of serialising again. For result sets the database renders as
-    JSON, where a Python object per row would cost more than the query."""
-
-    # A slot, not a PrivateAttr: read on every call, and a private attribute's bookkeeping
-    # costs more than the lookup it saves.
-    __slots__ = ("_json",)
-
-    @classmethod
-    def from_json(cls, data: bytes):
-        """Validated from `data`, which must be what to_json would give for it: compact, fields
-        in the model's order, values in their serialised form (ids as strings). Not to be
-        changed afterwards: to_json would still return `data`."""
-        output = cls.model_validate_json(data)
-        output._json = data
-        return output
-
-
 def to_json(output: Any) -> bytes:
-    """An output (or any value pydantic serialises) as JSON bytes."""
-    encoded = getattr(output, "_json", None) if isinstance(output, JSONOutput) else None
-    return encoded if encoded is not None else pydantic_core.to_json(output)
+    """An output (or any value pydantic serialises) as JSON bytes; a json_handler's output
+    already is."""
+    return output if isinstance(output, bytes) else pydantic_core.to_json(output)
 
 
 @dataclass(frozen=True)
@@ -76,6 +58,15 @@ class Tool:
     # replica, reached the primary), to re-check its outcome against writes other replicas
     # made meanwhile (build slots: exactly one winner). The tool's data is pulled fresh first.
     settle: Callable[[sqlite3.Connection, Any, BaseModel], BaseModel] | None = None
+    # The same result as handler, already as JSON bytes: what to_json(handler(...)) gives. For
+    # outputs the database renders as JSON (a Python object per row costs more than the query);
+    # transports that only send the JSON call it, through json_tool.
+    json_handler: Callable[[sqlite3.Connection, Any], bytes] | None = None
+
+    @functools.cached_property
+    def json_tool(self) -> "Tool":
+        """This tool, its handler returning JSON bytes (to_json passes them through)."""
+        return dataclasses.replace(self, handler=self.json_handler) if self.json_handler else self
 
     @property
     def summary(self) -> str:
@@ -99,6 +90,7 @@ def tool(
     token_field: str = "registration_token",
     may_create: bool = False,
     settle: Callable | None = None,
+    json_handler: Callable | None = None,
 ) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
@@ -122,6 +114,7 @@ def tool(
         may_create=may_create,
         handler_input=handler_input if acts_as else None,
         settle=settle,
+        json_handler=_without_token(json_handler, handler_input) if json_handler and acts_as else json_handler,
     )
 
 

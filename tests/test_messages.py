@@ -1,6 +1,8 @@
 import pytest
 
+from chalicelib import invoke
 from chalicelib.errors import InvalidArgument, NotFound
+from chalicelib.registry import to_json, tools_by_name
 
 from .sql import sql
 
@@ -106,6 +108,40 @@ def test_inbox_filters(call, project):
     assert inbox(call, project, "GreenCastle", include_bodies=True)[0]["body_md"] == "Let's go"
     with pytest.raises(InvalidArgument, match="ISO 8601"):
         inbox(call, project, "GreenCastle", since_ts="yesterday")
+
+
+def test_inbox_json_is_the_validated_outputs_json(call, project, settings):
+    """MCP and REST send fetch_inbox's JSON as the database renders it (json_handler): it must
+    be byte for byte what pydantic writes for the validated output, awkward text included."""
+    awkward = 'quote " backslash \\ newline \n tab \t controls \x01\x1f\x7f é 漢字 🙂 \u2028 </script> \\u0041'
+    first = send(call, project, subject=awkward, body_md=awkward, cc=["RedStone"], importance="urgent", ack_required=True)
+    send(call, project, to=["RedStone"], cc=["GreenCastle"])
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=first["id"])
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="PurpleBear")
+    send(call, "work-other", sender_name="PurpleBear", to=["GreenCastle@work-demo"], subject="from afar")
+    fetch_inbox = tools_by_name()["fetch_inbox"]
+    for options in ({}, {"include_bodies": True}, {"urgent_only": True}, {"project_key": "/work/demo", "limit": 2}):
+        args = {"project_key": project, "agent_name": "greencastle", **options}
+        encoded = invoke.call(fetch_inbox.json_tool, args, settings)
+        assert encoded == to_json(invoke.call(fetch_inbox, args, settings))
+    senders = [m["sender"] for m in inbox(call, project, "GreenCastle", include_bodies=True)]
+    assert senders == ["PurpleBear@work-other", "BlueLake", "BlueLake"]
+    assert inbox(call, project, "GreenCastle", include_bodies=True)[2]["body_md"] == awkward
+
+
+@pytest.mark.parametrize("project_key, agent_name, missing", [
+    ("/work/nowhere", "GreenCastle", "Project '/work/nowhere'"),
+    ("nowhere", "GreenCastle", "Project 'nowhere'"),
+    ("/work/demo", "Ghost", "Ghost"),
+    ("work-demo", "Ghost", "Ghost"),
+])
+def test_inbox_of_an_unknown_project_or_agent_is_not_found(call, project, settings, project_key, agent_name, missing):
+    fetch_inbox = tools_by_name()["fetch_inbox"]
+    for tool in (fetch_inbox, fetch_inbox.json_tool):
+        with pytest.raises(NotFound, match=missing):
+            invoke.call(tool, {"project_key": project_key, "agent_name": agent_name}, settings)
+    assert inbox(call, project, "RedStone") == []  # known, and nothing received: empty, not an error
 
 
 def test_outbox_lists_what_was_sent(call, project):

@@ -1,5 +1,6 @@
 """Agents: memorable identities inside a project, and their retirement."""
 
+import functools
 import sqlite3
 from typing import Annotated, Iterable, Literal
 
@@ -33,6 +34,7 @@ class Agent(Output):
     retired_ts: str | None = Field(description="Set while the agent is retired: it neither sends nor receives.")
 
 
+@functools.lru_cache(maxsize=4096)  # on every request that names an agent; hashing costs ~2 µs
 def agent_id(project_id: int, name: str) -> int:
     # Names are case-insensitive: GreenCastle and greencastle are one agent.
     return stable_id("agent", project_id, name.lower())

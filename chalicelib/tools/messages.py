@@ -17,7 +17,7 @@ from ..db import placeholders
 from ..errors import NotFound
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
 from ..ids import new_id, stable_id
-from ..registry import Input, JSONOutput, Output, tool
+from ..registry import Input, Output, tool
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_inactive
 from .projects import find_project, project_by_id, project_id
 
@@ -245,7 +245,7 @@ class InboxMessage(Output):
     body_md: str | None = Field(description="Only with include_bodies.")
 
 
-class Inbox(JSONOutput):
+class Inbox(Output):
     messages: list[InboxMessage]
 
 
@@ -272,6 +272,12 @@ _INBOX_MESSAGE_JSON = (
 
 def fetch_inbox(db: sqlite3.Connection, args: FetchInboxInput) -> Inbox:
     """An agent's received messages, newest first (from other projects too: sender Name@project)."""
+    return Inbox.model_validate_json(inbox_json(db, args))
+
+
+def inbox_json(db: sqlite3.Connection, args: FetchInboxInput) -> bytes:
+    """fetch_inbox's output as JSON, rendered by the database and not validated again (the
+    tool's json_handler: MCP and REST send it as it is)."""
     # The agent's id follows from the names: no lookups before the inbox query. Only an empty
     # inbox asks whether the project and the agent exist (NotFound if not).
     home = project_id(db, args.project_key)
@@ -292,7 +298,7 @@ def fetch_inbox(db: sqlite3.Connection, args: FetchInboxInput) -> Inbox:
     messages = [row[0] for row in db.execute(sql, params)]
     if not messages:
         find_agent(db, find_project(db, args.project_key), args.agent_name)
-    return Inbox.from_json(f'{{"messages":[{",".join(messages)}]}}'.encode())
+    return f'{{"messages":[{",".join(messages)}]}}'.encode()
 
 
 class FetchOutboxInput(Input):
@@ -385,7 +391,7 @@ def acknowledge_message(db: sqlite3.Connection, args: ReceiptInput) -> Receipt:
 TOOLS = [
     tool(send_message, acts_as="sender_name", token_field="sender_token"),
     tool(reply_message, acts_as="sender_name", token_field="sender_token"),
-    tool(fetch_inbox, read_only=True, acts_as="agent_name"),
+    tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json),
     tool(fetch_outbox, read_only=True, acts_as="agent_name"),
     tool(get_message, read_only=True, acts_as="agent_name"),
     tool(mark_message_read, acts_as="agent_name"),

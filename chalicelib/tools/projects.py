@@ -1,5 +1,6 @@
 """Projects: one per code repository, keyed by its absolute path (the human key)."""
 
+import functools
 import posixpath
 import re
 import sqlite3
@@ -53,7 +54,7 @@ def _project(row: sqlite3.Row) -> Project:
 def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
     """The project named by slug or human key, or a NotFound that says how to create it."""
     if is_path(project_key):
-        key = stable_id("project", normalize_human_key(project_key))
+        key = _human_key_id(project_key)
         rows = db.execute("SELECT * FROM projects WHERE id = ?", (key,)).fetchall()
     else:
         rows = db.execute("SELECT * FROM projects WHERE slug = ?", (project_key,)).fetchall()
@@ -74,8 +75,13 @@ def project_id(db: sqlite3.Connection, project_key: str) -> int:
     and without checking that the project exists: a caller whose query then finds nothing
     must call find_project for the error. A slug is looked up (find_project)."""
     if is_path(project_key):
-        return stable_id("project", normalize_human_key(project_key))
+        return _human_key_id(project_key)
     return find_project(db, project_key)["id"]
+
+
+@functools.lru_cache(maxsize=4096)  # on every request that names a project: normalising and hashing cost ~3 µs
+def _human_key_id(human_key: str) -> int:
+    return stable_id("project", normalize_human_key(human_key))
 
 
 def project_by_id(db: sqlite3.Connection, project_id: int) -> sqlite3.Row:
