@@ -13,7 +13,6 @@ import logging
 import queue
 import sqlite3
 import threading
-from concurrent.futures import Future
 from typing import Any
 
 from pydantic import ValidationError
@@ -61,7 +60,7 @@ async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
         if settings.turso_sync_url:  # a replica may pull first, or wait for its lock: not on the event loop
             return await asyncio.to_thread(call, tool, args, settings)
         return call(tool, args, settings)
-    return await asyncio.wrap_future(_writer(settings).submit(tool, args))
+    return await _writer(settings).submit(tool, args)
 
 
 class _busy_is_unavailable:
@@ -83,8 +82,9 @@ class Writer:
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._run, name="db-writer", daemon=True).start()
 
-    def submit(self, tool: Tool, args: Input) -> Future:
-        future: Future = Future()
+    def submit(self, tool: Tool, args: Input) -> asyncio.Future:
+        """Queue a write; the future (of the running event loop) resolves once it committed."""
+        future = asyncio.get_running_loop().create_future()
         self.jobs.put((tool, args, future))
         return future
 
@@ -111,11 +111,22 @@ class Writer:
         except Exception as exc:  # the COMMIT (or BEGIN, or push) failed: nothing in the batch was acknowledged
             log.exception("write batch of %d failed", len(batch))
             outcomes = [(None, exc)] * len(batch)
-        for (_, _, future), (result, error) in zip(batch, outcomes):
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+        # One wake-up per event loop for the whole batch, not one per write.
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for (_, _, future), outcome in zip(batch, outcomes):
+            by_loop.setdefault(future.get_loop(), []).append((future, outcome))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_resolve, settled)
+
+
+def _resolve(settled: list) -> None:
+    for future, (result, error) in settled:
+        if future.cancelled():  # the client went away; the write stands
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 def _settled(conn, tool: Tool, args: Input, outcome: tuple) -> tuple[Output | None, Exception | None]:

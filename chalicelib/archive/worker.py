@@ -112,9 +112,7 @@ class LocalWorker:
         if self.settings.turso_sync_url:  # a replica file serves one process: the worker gets its own
             path = self.settings.database_path
             environment["DATABASE_URL"] = f"sqlite:///{path.with_name(f'{path.stem}.archive-worker{path.suffix}')}"
-        # Lower priority: under load the archive falls behind and catches up afterwards,
-        # instead of taking CPU from the requests.
-        self.process = subprocess.Popen(command, env=environment, preexec_fn=lambda: os.nice(10))
+        self.process = subprocess.Popen(command, env=environment, preexec_fn=lowest_priority)
 
     def stop(self) -> None:
         self.process.terminate()  # `archive work` finishes its batch, then exits
@@ -122,6 +120,15 @@ class LocalWorker:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()  # safe: an interrupted batch is applied again next time
+
+
+def lowest_priority() -> None:
+    """Run only on otherwise idle CPU (SCHED_IDLE; nice 19 where that is refused): under load
+    the archive falls behind and catches up afterwards, instead of taking CPU from requests."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
