@@ -1,6 +1,6 @@
 """Benchmark the real server with wrk: MCP fetch_inbox, MCP send_message and GET /health.
 
-    .venv/bin/python bench/run.py [--duration 10] [--connections 50] [--threads 1] [--warmup 2] [--compare-sdk]
+    .venv/bin/python bench/run.py [--duration 10] [--connections 50] [--threads 1] [--warmup 2] [--compare-sdk] [--turso]
 
 Starts uvicorn on a fresh temporary database, seeds a project with two agents and 20
 messages through the REST API, runs one wrk scenario after another (Lua scripts in this
@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from chalicelib import db  # noqa: E402
+from chalicelib.config import Settings  # noqa: E402
 from tests.servers import running_server  # noqa: E402  (the same way the tests start it)
+from tests.turso import turso_server  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -44,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (the server gets the other core)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of fetch_inbox load before measuring")
     parser.add_argument("--compare-sdk", action="store_true", help="also run the MCP scenarios with MCP_LEAN_PATH=false")
+    parser.add_argument("--turso", action="store_true", help="also run the MCP scenarios on a Turso replica of a local tursodb")
     return parser.parse_args()
 
 
@@ -97,9 +100,11 @@ def run_wrk(url: str, script: str, args: argparse.Namespace, env: dict[str, str]
     return json.loads(line.removeprefix("RESULT "))
 
 
-def stored_subjects(database: Path) -> set[str]:
-    """Subjects of the benchmark's messages from GreenCastle to BlueLake, read straight from the file."""
-    with sqlite3.connect(database) as conn:
+def stored_subjects(database: Settings) -> set[str]:
+    """Subjects of the benchmark's messages from GreenCastle to BlueLake, read from the database
+    file (or a fresh replica of the Turso primary)."""
+    with db.connection(database) as conn:
+        db.refresh(conn)
         rows = conn.execute(
             "SELECT m.subject FROM messages m JOIN agents s ON s.id = m.sender_id"
             " JOIN message_recipients r ON r.message_id = m.id JOIN agents b ON b.id = r.agent_id"
@@ -120,7 +125,7 @@ def summarise(raw: dict) -> dict:
     }
 
 
-def run_send_message(url: str, database: Path, workdir: Path, args: argparse.Namespace) -> dict:
+def run_send_message(url: str, database: Settings, workdir: Path, args: argparse.Namespace) -> dict:
     """send_message under load, then compare acknowledged subjects with what the database holds."""
     acked_file = workdir / "acked.txt"
     result = summarise(run_wrk(f"{url}/mcp", "mcp_send_message.lua", args, {"BENCH_ACKED_FILE": str(acked_file)}))
@@ -138,6 +143,9 @@ def bench_server(label: str, scenarios: list, args: argparse.Namespace, **env: s
     """Start a server on a fresh database, seed it, run each scenario; {scenario: result}."""
     workdir = Path(tempfile.mkdtemp(prefix="agent-mail-bench-"))
     database = workdir / "bench.db"
+    check = Settings(database_url=f"sqlite:///{database}")
+    if "TURSO_SYNC_URL" in env:  # the primary is checked through a replica of its own
+        check = Settings(database_url=f"sqlite:///{workdir}/check.db", turso_sync_url=env["TURSO_SYNC_URL"])
     results = {}
     try:
         with running_server(database, **env) as url:
@@ -148,7 +156,7 @@ def bench_server(label: str, scenarios: list, args: argparse.Namespace, **env: s
             for name, script, path in scenarios:
                 print(f"[{label}] {name}: {args.duration}s at {args.connections} connections", flush=True)
                 if script == "mcp_send_message.lua":
-                    results[name] = run_send_message(url, database, workdir, args)
+                    results[name] = run_send_message(url, check, workdir, args)
                 else:
                     results[name] = summarise(run_wrk(f"{url}{path}", script, args))
                 results[name]["archive_drain_s"] = wait_for_archive(url)
@@ -196,6 +204,9 @@ def main() -> None:
     results = {"lean": bench_server("lean", MCP_SCENARIOS + REST_SCENARIOS, args, MCP_LEAN_PATH="true")}
     if args.compare_sdk:
         results["sdk"] = bench_server("sdk", MCP_SCENARIOS, args, MCP_LEAN_PATH="false")
+    if args.turso:
+        with tempfile.TemporaryDirectory() as directory, turso_server(Path(directory)) as primary:
+            results["turso"] = bench_server("turso", MCP_SCENARIOS, args, MCP_LEAN_PATH="true", TURSO_SYNC_URL=primary.url)
     print_table(results)
     print(f"\nraw results: {save(results, args).relative_to(ROOT)}")
     if any(r.get("lost") for scenarios in results.values() for r in scenarios.values()):
