@@ -56,6 +56,7 @@ class Replica:
         import turso.sync
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        bootstrapping = not self.path.exists()
         conn = self._retrying(
             "bootstrap",
             lambda: turso.sync.connect(
@@ -65,7 +66,8 @@ class Replica:
         conn.isolation_level = None  # explicit BEGIN/COMMIT, as on the sqlite3 connections
         conn.row_factory = turso.Row
         conn.replica = self  # transaction() finds its replica through the connection
-        self.pulled_at = time.monotonic()  # the bootstrap (or the local file) is as good as a pull
+        if bootstrapping:  # a fresh copy of the primary is as good as a pull; an old file is not
+            self.pulled_at = time.monotonic()
         return conn
 
     def pull(self, if_older_than_ms: float = 0) -> None:

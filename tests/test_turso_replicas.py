@@ -218,3 +218,15 @@ def test_lambda_containers_share_the_primary(tmp_path):
         inbox = post(b, "fetch_inbox", project_key=PROJECT, agent_name="GreenCastle")["messages"]
         assert [m["id"] for m in inbox] == [sent["message"]["id"]]
         assert post(b, "search_messages", project_key=PROJECT, query="hi")["results"][0]["id"] == sent["message"]["id"]
+
+
+def test_a_restarted_process_pulls_its_old_replica_before_reading(tmp_path):
+    from chalicelib import replica
+
+    with turso_server(tmp_path) as primary:
+        old, other = (replica_settings(tmp_path, name, primary.url) for name in ("old", "other"))
+        call(old, "ensure_project", human_key=PROJECT)
+        call(other, "ensure_project", human_key="/work/elsewhere")
+        replica._replicas.made.clear()  # as in a new process: the replica file is all that is left
+        keys = [project["human_key"] for project in call(old, "list_projects")["projects"]]
+        assert sorted(keys) == ["/work/elsewhere", PROJECT]
