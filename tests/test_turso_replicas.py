@@ -11,7 +11,7 @@ import httpx
 import pytest
 from chalice.test import Client
 
-from chalicelib import db, invoke
+from chalicelib import db, invoke, replica
 from chalicelib.config import Settings
 from chalicelib.errors import Conflict, Unavailable
 from chalicelib.registry import tools_by_name
@@ -221,8 +221,6 @@ def test_lambda_containers_share_the_primary(tmp_path):
 
 
 def test_a_restarted_process_pulls_its_old_replica_before_reading(tmp_path):
-    from chalicelib import replica
-
     with turso_server(tmp_path) as primary:
         old, other = (replica_settings(tmp_path, name, primary.url) for name in ("old", "other"))
         call(old, "ensure_project", human_key=PROJECT)
