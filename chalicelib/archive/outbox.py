@@ -78,10 +78,15 @@ def take(db: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
 
 
 def mark_done(db: sqlite3.Connection, ids: list[int], commit: str | None) -> None:
-    db.executemany(
-        "UPDATE archive_outbox SET state = 'done', done_ts = ?, git_commit = ?, last_error = NULL WHERE id = ?",
-        [(clock.now(), commit, rid) for rid in ids],
-    )
+    """One statement for many rows: the worker holds the write lock (which the requests'
+    writes wait for) as briefly as it can."""
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        db.execute(
+            "UPDATE archive_outbox SET state = 'done', done_ts = ?, git_commit = ?, last_error = NULL"
+            f" WHERE id IN ({placeholders(chunk)})",
+            [clock.now(), commit, *chunk],
+        )
 
 
 def mark_failed(db: sqlite3.Connection, ids: list[int], error: str, retry_seconds: float = 5.0) -> None:

@@ -38,11 +38,15 @@ def drain_once(settings: Settings, archive: GitArchive, limit: int | None = None
     except Exception:
         log.warning("archive batch of %d failed; retrying entry by entry", len(fresh), exc_info=True)
         outcomes += [apply_one(archive, row) for row in fresh]
+    archived: dict[str | None, list[int]] = {}  # commit -> its rows
+    for row, commit, error in outcomes:
+        if error is None:
+            archived.setdefault(commit, []).append(row["id"])
     with connection(settings) as conn, transaction(conn, write=True):
-        for row, commit, error in outcomes:
-            if error is None:
-                outbox.mark_done(conn, [row["id"]], commit)
-            else:
+        for commit, ids in archived.items():
+            outbox.mark_done(conn, ids, commit)
+        for row, _, error in outcomes:
+            if error is not None:
                 outbox.mark_failed(conn, [row["id"]], error, settings.archive_retry_seconds)
     return sum(1 for _, _, error in outcomes if error is None)
 
