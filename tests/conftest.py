@@ -54,3 +54,15 @@ def server(tmp_path_factory):
     """A real uvicorn server on a fresh database, shared by a test module."""
     with running_server(tmp_path_factory.mktemp("server") / "agent_mail.db") as url:
         yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "turso"])
+def any_server(request, tmp_path_factory):
+    """A real uvicorn server on embedded SQLite, then one on a Turso replica of a real tursodb."""
+    directory = tmp_path_factory.mktemp("server")
+    if request.param == "sqlite":
+        with running_server(directory / "agent_mail.db") as url:
+            yield url
+    else:
+        with turso_server(directory) as primary, running_server(directory / "replica.db", TURSO_SYNC_URL=primary.url) as url:
+            yield url

@@ -16,9 +16,9 @@ def run(coroutine):
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])  # initialize handshake, and 2026-07-28 discovery
-def test_a_whole_session_through_the_official_client(server, mode):
+def test_a_whole_session_through_the_official_client(any_server, mode):
     async def session():
-        async with Client(f"{server}/mcp", mode=mode) as client:
+        async with Client(f"{any_server}/mcp", mode=mode) as client:
             listed = {tool.name: tool for tool in (await client.list_tools()).tools}
             assert set(listed) == {tool.name for tool in all_tools()}
             assert listed["send_message"].output_schema["properties"]["message"]
