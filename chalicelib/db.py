@@ -25,17 +25,19 @@ _pools: dict[str, list[sqlite3.Connection]] = {}  # idle connections per databas
 
 class connection:
     """`with connection(settings) as conn:` a connection for one invocation, from the pool
-    or newly opened. (A class, not @contextmanager: this is on every request's path.)"""
+    or newly opened. (A class, not @contextmanager: this is on every request's path.)
+    On a replica, `fresh` pulls before lending whatever the staleness allows."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, fresh: bool = False) -> None:
         self.settings = settings
+        self.fresh = fresh
         self.pool = _pools.setdefault(settings.database_url, [])
 
     def __enter__(self) -> sqlite3.Connection:
         if self.settings.turso_sync_url:
             migrate(self.settings)
             self.replica = replica(self.settings)
-            return self.replica.lend()
+            return self.replica.lend(max_staleness_ms=0 if self.fresh else self.settings.replica_max_staleness_ms)
         try:
             self.conn = self.pool.pop()  # list.pop and append are atomic: no lock needed
         except IndexError:
@@ -118,7 +120,7 @@ def migrate(settings: Settings) -> None:
         # On the primary, through this process's replica: pulled first, so migrations another
         # replica already applied are seen; pushed at the end, so they apply once.
         the_replica = replica(settings)
-        conn = the_replica.lend()
+        conn = the_replica.lend(max_staleness_ms=settings.replica_max_staleness_ms)
         try:
             apply_migrations(conn, on_replica=True)
         finally:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from . import agent_tokens, auth
 from .config import Settings
-from .db import connection, refresh, transaction
+from .db import connection, transaction
 from .errors import Unavailable, validation_error
 from .per_process import OnePerKey
 from .registry import Input, Output, Tool
@@ -46,9 +46,8 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -
 
 def call(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)
-    with _busy_is_unavailable(), connection(settings) as conn:
-        if tool.settle:
-            refresh(conn)
+    # A tool with a settle step decides on fresh data, so it lends a freshly pulled replica.
+    with _busy_is_unavailable(), connection(settings, fresh=tool.settle is not None) as conn:
         with transaction(conn, write=not tool.read_only):
             result = run(conn, tool, args, settings)
         return tool.settle(conn, args, result) if tool.settle else result
@@ -101,9 +100,8 @@ class Writer:
     def _commit(self, batch: list) -> None:
         outcomes = []
         try:
-            with _busy_is_unavailable(), connection(self.settings) as conn:
-                if any(tool.settle for tool, _, _ in batch):
-                    refresh(conn)
+            fresh = any(tool.settle for tool, _, _ in batch)
+            with _busy_is_unavailable(), connection(self.settings, fresh=fresh) as conn:
                 with transaction(conn, write=True):
                     for tool, args, _ in batch:
                         outcomes.append(_in_savepoint(conn, tool, args, self.settings))

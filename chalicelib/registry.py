@@ -56,7 +56,7 @@ class Tool:
     handler_input: type[Input] | None = None  # the handler's own input model, without token_field
     # settle(db, args, result) -> result: runs after the write committed (and, on a Turso
     # replica, reached the primary), to re-check its outcome against writes other replicas
-    # made meanwhile (build slots: exactly one winner). The tool's data is pulled fresh first.
+    # made meanwhile (build slots: exactly one winner). Such a tool runs on a freshly pulled replica.
     settle: Callable[[sqlite3.Connection, Any, BaseModel], BaseModel] | None = None
     # The same result as handler, already as JSON bytes: what to_json(handler(...)) gives. For
     # outputs the database renders as JSON (a Python object per row costs more than the query);

@@ -33,12 +33,12 @@ class Replica:
         self.conn = None
         self.pulled_at = float("-inf")  # time.monotonic() of the last pull
 
-    def lend(self):
+    def lend(self, max_staleness_ms: float):
         self.lock.acquire()
         try:
             if self.conn is None:
                 self.conn = self._open()
-            self.pull(if_older_than_ms=self.settings.replica_max_staleness_ms)
+            self.pull(if_older_than_ms=max_staleness_ms)
         except BaseException:
             self.lock.release()
             raise

@@ -25,10 +25,11 @@ class TursoServer:
         self.process = None
 
     def start(self) -> None:
-        log = open(self.database.with_suffix(".log"), "a")
-        self.process = subprocess.Popen(
-            [TURSODB, self.database, "--sync-server", f"127.0.0.1:{self.port}"], stdout=log, stderr=subprocess.STDOUT
-        )
+        log = self.database.with_suffix(".log")
+        with open(log, "a") as output:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [TURSODB, self.database, "--sync-server", f"127.0.0.1:{self.port}"], stdout=output, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -36,7 +37,7 @@ class TursoServer:
                 return
             except OSError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"tursodb did not start; see {log.name}") from None
+                    raise RuntimeError(f"tursodb did not start; see {log}") from None
                 time.sleep(0.005)
 
     def kill(self) -> None:
