@@ -49,6 +49,17 @@ def project(call):
     return "work-demo"
 
 
+@pytest.fixture
+def send(call):
+    """send(sender, to, project="work-team", **options) -> the message sent (subject Hello, body hi)."""
+
+    def send(sender, to, project="work-team", **options):
+        args = dict(project_key=project, sender_name=sender, to=to, subject="Hello", body_md="hi") | options
+        return call("send_message", **args)["message"]
+
+    return send
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real uvicorn server on a fresh database, shared by a test module."""

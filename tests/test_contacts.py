@@ -26,15 +26,6 @@ def team(call):
     return TEAM
 
 
-@pytest.fixture
-def send(call):
-    def send(sender, to, project=TEAM, **options):
-        args = dict(project_key=project, sender_name=sender, to=to, subject="Hello", body_md="hi") | options
-        return call("send_message", **args)["message"]
-
-    return send
-
-
 def policy(call, agent, value, project=TEAM):
     call("set_contact_policy", project_key=project, agent_name=agent, policy=value)
 

@@ -25,15 +25,6 @@ def team(call):
     return TEAM
 
 
-@pytest.fixture
-def send(call):
-    def send(sender, to, project=TEAM, **options):
-        args = dict(project_key=project, sender_name=sender, to=to, subject="Hello", body_md="hi") | options
-        return call("send_message", **args)["message"]
-
-    return send
-
-
 def count_messages(settings) -> int:
     with sql(settings) as conn:
         return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
