@@ -1,12 +1,12 @@
 """Cloud mode: the REST API and MCP on AWS Lambda (Chalice), generated from the tool registry.
 
-The same convention as the local server (chalicelib/asgi.py): every tool is
+The same convention as the local server (chalicelib/transports/asgi.py): every tool is
 `POST /api/{tool}` with its input as the JSON body and its output as the response;
 read-only tools also answer `GET /api/{tool}?field=value`. Errors are
 `{"error": {"code", "message", "hint"}}` with the tool error's status.
 
 MCP (streamable HTTP) is served by the same MCP ASGI app as locally, through Mangum
-(chalicelib/lambda_mcp.py): at `/mcp` on the REST API, and by the `mcp` function
+(chalicelib/transports/lambda_mcp.py): at `/mcp` on the REST API, and by the `mcp` function
 (`mcp_handler` below) for a function URL or an HTTP API.
 
 Imports stay light (no FastAPI; the MCP SDK only on the first MCP request): every cold
@@ -19,12 +19,16 @@ from typing import Any, Callable
 from chalice import Chalice, Response
 from chalice.app import Request
 
-from chalicelib import auth, db, headers as security, invoke, ratelimit, rest
+from chalicelib.security import auth, ratelimit
+from chalicelib.store import db
+from chalicelib.transports import headers as security, rest
+from chalicelib import invoke
 from chalicelib.archive import cloud
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import ToolError, internal_error
-from chalicelib.lambda_mcp import MCPHandler
-from chalicelib.registry import Tool, all_tools, to_json, tools_by_name
+from chalicelib.transports.lambda_mcp import MCPHandler
+from chalicelib.registry import Tool, to_json
+from chalicelib.tools import all_tools, tools_by_name
 
 
 def create_app(settings: Settings) -> Chalice:
@@ -37,7 +41,7 @@ def create_app(settings: Settings) -> Chalice:
 
     def guard(headers, path: str, method: str, body: bytes, source_ip: str | None) -> None:
         """Authentication, body size and rate limit: once per request, for every route but
-        /health and /ready (chalicelib/auth.py, chalicelib/ratelimit.py)."""
+        /health and /ready (chalicelib/security/auth.py, chalicelib/security/ratelimit.py)."""
         principal = authenticator.authenticate(headers)
         if len(body) > settings.max_body_bytes:
             raise ratelimit.too_large(settings.max_body_bytes)

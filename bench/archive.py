@@ -83,7 +83,7 @@ def libraries(n: int) -> None:
 def setup(tmp: str, enabled: bool):
     os.environ["ARCHIVE_ENABLED"] = "true" if enabled else "false"
     from chalicelib import config, invoke
-    from chalicelib.registry import tools_by_name
+    from chalicelib.tools import tools_by_name
 
     config.get_settings.cache_clear()
     settings = config.Settings(database_url=f"sqlite:///{tmp}/db.sqlite", archive_dir=Path(tmp) / "archive")

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chalicelib import invoke  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
-from chalicelib.registry import tools_by_name  # noqa: E402
+from chalicelib.tools import tools_by_name  # noqa: E402
 from tests.turso import turso_server  # noqa: E402  (the same way the tests start it)
 
 TOOLS = tools_by_name()

@@ -1,5 +1,5 @@
 """`python -m chalicelib ...`: the command line (see cli.py)."""
 
-from .cli import cli
+from .transports.cli import cli
 
 cli()

@@ -73,7 +73,7 @@ def malformed_json(reason: str, position: int) -> InvalidArgument:
 
 
 class Unauthorized(ToolError):
-    """No credentials, or credentials that do not verify (chalicelib/auth.py)."""
+    """No credentials, or credentials that do not verify (chalicelib/security/auth.py)."""
 
     status = 401
     code = "unauthorized"

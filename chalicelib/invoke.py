@@ -15,14 +15,15 @@ import sqlite3
 import threading
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
-from . import agent_tokens, auth
+from .security import agent_tokens, auth
 from .config import Settings
-from .db import connection, transaction
-from .errors import Unavailable, validation_error
-from .per_process import OnePerKey
-from .registry import Input, Output, Tool
+from .store.db import connection, transaction
+from .errors import ToolError, Unavailable, internal_error, validation_error
+from .store.per_process import OnePerKey
+from .registry import Input, Output, Tool, to_json
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
@@ -60,6 +61,18 @@ async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
             return await asyncio.to_thread(call, tool, args, settings)
         return call(tool, args, settings)
     return await _writer(settings).submit(tool, args)
+
+
+async def run_tool(tool: Tool, arguments: Any, settings: Settings) -> tuple[bool, bytes]:
+    """(is_error, JSON bytes) of one tool call: the output, or an error body (MCP tools and resources)."""
+    try:
+        output = await acall(tool.json_tool, arguments, settings)
+    except ToolError as exc:
+        return True, orjson.dumps(exc.to_dict())
+    except Exception:
+        log.exception("tool %s failed", tool.name)
+        return True, orjson.dumps(internal_error().to_dict())
+    return False, to_json(output)
 
 
 class _busy_is_unavailable:

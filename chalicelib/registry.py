@@ -49,7 +49,7 @@ class Tool:
     read_only: bool
     description: str
     # Input fields naming the agent(s) the call acts as or reads for; with REQUIRE_AGENT_TOKENS
-    # invoke.py wants that agent's token in `token_field` (chalicelib/agent_tokens.py).
+    # invoke.py wants that agent's token in `token_field` (chalicelib/security/agent_tokens.py).
     acts_as: tuple[str, ...] = ()
     token_field: str = "registration_token"
     may_create: bool = False  # the agent may not exist yet (register_agent): then no token is asked
@@ -163,12 +163,3 @@ def field_type(annotation: Any) -> Any:
         else:
             return annotation
 
-
-def all_tools() -> list[Tool]:
-    from .tools import TOOLS
-
-    return TOOLS
-
-
-def tools_by_name() -> dict[str, Tool]:
-    return {t.name: t for t in all_tools()}

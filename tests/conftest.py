@@ -2,7 +2,7 @@ import pytest
 
 from chalicelib import invoke
 from chalicelib.config import Settings
-from chalicelib.registry import tools_by_name
+from chalicelib.tools import tools_by_name
 
 from .servers import running_server
 from .turso import turso_server

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-HTTP_PROTOCOL = "chalicelib.http_protocol:HttpProtocol"  # as scripts/serve runs it (chalicelib/cli.py)
+HTTP_PROTOCOL = "chalicelib.transports.http_protocol:HttpProtocol"  # as scripts/serve runs it (chalicelib/transports/cli.py)
 
 
 def free_port() -> int:
@@ -26,7 +26,7 @@ def running_server(database: Path, **env: str):
     """Yield the base URL of a uvicorn server on `database`; stop it afterwards."""
     environ = {"ARCHIVE_DIR": str(database.parent / "archive"), **env}
     with _running(
-        lambda port: [sys.executable, "-m", "uvicorn", "chalicelib.asgi:app", "--host", "127.0.0.1", "--port", str(port),
+        lambda port: [sys.executable, "-m", "uvicorn", "chalicelib.transports.asgi:app", "--host", "127.0.0.1", "--port", str(port),
                       "--http", HTTP_PROTOCOL, "--log-level", "warning", "--no-access-log"],
         database, environ, ready="/ready",
     ) as url:

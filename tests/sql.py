@@ -2,7 +2,7 @@
 
 from contextlib import contextmanager
 
-from chalicelib import db
+from chalicelib.store import db
 
 
 @contextmanager

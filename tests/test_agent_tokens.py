@@ -1,4 +1,4 @@
-"""Per-agent identity tokens (chalicelib/agent_tokens.py): with REQUIRE_AGENT_TOKENS, acting as
+"""Per-agent identity tokens (chalicelib/security/agent_tokens.py): with REQUIRE_AGENT_TOKENS, acting as
 or reading for an agent needs that agent's token, checked centrally in invoke.py for every
 tool that declares `acts_as`."""
 
@@ -12,7 +12,7 @@ import pytest
 from chalicelib import invoke
 from chalicelib.config import Settings
 from chalicelib.errors import Forbidden
-from chalicelib.registry import all_tools, tools_by_name
+from chalicelib.tools import all_tools, tools_by_name
 
 from .aws_events import MCP_HEADERS, tool_call
 from .servers import running_server
@@ -133,7 +133,7 @@ def test_not_required_without_auth(tmp_path):
     """AUTH_MODE=none (loopback): tokens are issued but not asked for, unless REQUIRE_AGENT_TOKENS=true."""
     loose = Settings(database_url=f"sqlite:///{tmp_path}/a.db")
     strict = loose.model_copy(update={"require_agent_tokens": True})
-    from chalicelib import db
+    from chalicelib.store import db
 
     db.migrate(loose)
     invoke.call(TOOLS["ensure_project"], {"human_key": "/t"}, loose)

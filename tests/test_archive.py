@@ -7,12 +7,13 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from chalicelib import config, db
+from chalicelib import config
+from chalicelib.store import db
 from chalicelib.archive import outbox, rebuild
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import render
 from chalicelib.archive.worker import drain, drain_once
-from chalicelib.cli import cli
+from chalicelib.transports.cli import cli
 from chalicelib.config import Settings
 
 from .test_reservations import travel

@@ -8,11 +8,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib import db, invoke
+from chalicelib.store import db
+from chalicelib import invoke
 from chalicelib.archive import cloud, outbox
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.config import get_settings
-from chalicelib.registry import tools_by_name
+from chalicelib.tools import tools_by_name
 
 from .aws_events import CONTEXT
 

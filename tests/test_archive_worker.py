@@ -15,7 +15,7 @@ import httpx
 from chalicelib import invoke
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.config import Settings
-from chalicelib.registry import tools_by_name
+from chalicelib.tools import tools_by_name
 
 from .servers import ROOT, running_server
 

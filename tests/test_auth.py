@@ -1,4 +1,4 @@
-"""Authentication (chalicelib/auth.py): every route × every kind of credential, through the
+"""Authentication (chalicelib/security/auth.py): every route × every kind of credential, through the
 real server and through the Chalice app (test client, REST API events, the `mcp` function),
 with a JWKS served by a local HTTP server."""
 
@@ -16,9 +16,9 @@ from chalice.test import Client
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from chalicelib import auth
+from chalicelib.security import auth
 from chalicelib.config import Settings
-from chalicelib.registry import all_tools
+from chalicelib.tools import all_tools
 
 from .aws_events import API_HOST, CONTEXT, MCP_HEADERS, URL_HOST, http_api_event, rest_api_event, rpc
 from .servers import ROOT, running_server
@@ -279,7 +279,7 @@ def test_an_open_server_refuses_traffic_that_did_not_come_over_loopback(tmp_path
     to any request whose local address is not loopback (health stays up)."""
     import asyncio
 
-    from chalicelib.asgi import create_app
+    from chalicelib.transports.asgi import create_app
 
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite"))
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from chalicelib import db
+from chalicelib.store import db
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.ids import stable_id
 from chalicelib.tools.agents import agent_id

@@ -11,10 +11,11 @@ from chalice.test import Client
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from chalicelib import invoke, rest
+from chalicelib import invoke
+from chalicelib.transports import rest
 from chalicelib.errors import internal_error
 from chalicelib.config import get_settings
-from chalicelib.registry import all_tools, tools_by_name
+from chalicelib.tools import all_tools, tools_by_name
 
 from .servers import ROOT, running_chalice_local
 
@@ -44,7 +45,7 @@ def chalice(chalice_app):
 
 @pytest.fixture
 def fastapi_app(settings):
-    from chalicelib.asgi import create_app
+    from chalicelib.transports.asgi import create_app
 
     return create_app(settings).api
 

@@ -5,8 +5,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from chalicelib.cli import cli
-from chalicelib.registry import all_tools
+from chalicelib.transports.cli import cli
+from chalicelib.tools import all_tools
 
 from .servers import ROOT
 

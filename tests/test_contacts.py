@@ -2,10 +2,11 @@
 
 import pytest
 
-from chalicelib import clock, db
+from chalicelib import clock
+from chalicelib.store import db
 from chalicelib.errors import Conflict, InvalidArgument, NotFound
 from chalicelib.ids import new_id, stable_id
-from chalicelib.registry import tools_by_name
+from chalicelib.tools import tools_by_name
 from chalicelib.tools.agents import agent_id
 from chalicelib.clock import later
 

@@ -3,10 +3,11 @@ import sqlite3
 
 import pytest
 
-from chalicelib import db, invoke
+from chalicelib.store import db
+from chalicelib import invoke
 from chalicelib.errors import NotFound
 from chalicelib.ids import new_id, stable_id
-from chalicelib.registry import tools_by_name
+from chalicelib.tools import tools_by_name
 
 TOOLS = tools_by_name()
 

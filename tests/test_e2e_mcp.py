@@ -6,7 +6,7 @@ import json
 import pytest
 from mcp import Client
 
-from chalicelib.registry import all_tools
+from chalicelib.tools import all_tools
 
 from .servers import tool_caller
 

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from chalicelib.registry import all_tools
+from chalicelib.tools import all_tools
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 import pytest
 
-from chalicelib.globs import overlaps
+from chalicelib.tools.globs import overlaps
 
 CASES = [
     ("src/**", "src/app.py", True),

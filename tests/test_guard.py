@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib.config import get_settings
 from chalicelib.errors import InvalidArgument, NotFound
-from chalicelib.guard import CHAINED, MARKER
+from chalicelib.tools.guard import CHAINED, MARKER
 
 from .servers import free_port, running_server
 

@@ -1,11 +1,11 @@
-"""chalicelib/http_protocol.py: a connection's writes leave once per event-loop turn."""
+"""chalicelib/transports/http_protocol.py: a connection's writes leave once per event-loop turn."""
 
 import asyncio
 import re
 import socket
 from urllib.parse import urlparse
 
-from chalicelib.http_protocol import TurnBufferedTransport
+from chalicelib.transports.http_protocol import TurnBufferedTransport
 
 
 class FakeTransport:

@@ -20,7 +20,7 @@ from mcp import Client
 from chalicelib import clock, invoke
 from chalicelib.config import Settings
 from chalicelib.errors import Conflict, InvalidArgument, NotFound, internal_error
-from chalicelib.registry import all_tools
+from chalicelib.tools import all_tools
 
 from .aws_events import API_HOST, CONTEXT, MCP_HEADERS, URL_HOST, http_api_event, rest_api_event, rpc, tool_call
 from .servers import ROOT, running_chalice_local, running_server
@@ -191,7 +191,7 @@ def test_errors_are_those_of_local_mode(aws, settings, monkeypatch, error):
 
     monkeypatch.setattr(invoke, "call", fail)
     monkeypatch.setattr(invoke, "acall", afail)
-    from chalicelib.asgi import create_app
+    from chalicelib.transports.asgi import create_app
 
     local = TestClient(create_app(settings).api, raise_server_exceptions=False).post("/api/list_projects", json={})
     status, body = aws.rest("POST", "/api/list_projects", {})
@@ -208,7 +208,7 @@ def test_errors_are_those_of_local_mode(aws, settings, monkeypatch, error):
 def test_every_rest_route_answers_as_in_local_mode(aws, settings, monkeypatch):
     """Every route of the registry through the Lambda handler (REST API events) and the FastAPI
     app, with an empty input: the same status and body (mostly the 422 naming the missing fields)."""
-    from chalicelib.asgi import create_app
+    from chalicelib.transports.asgi import create_app
 
     monkeypatch.setattr(clock, "now", lambda: "2026-01-02T03:04:05.000006+00:00")
     local = TestClient(create_app(settings).api)

@@ -1,4 +1,4 @@
-"""Rate limits (chalicelib/ratelimit.py) and request size limits, through the real server
+"""Rate limits (chalicelib/security/ratelimit.py) and request size limits, through the real server
 and the Lambda entry points."""
 
 import importlib

@@ -100,7 +100,7 @@ def test_idempotent_write_tools_match_too(servers):
 def test_the_lean_path_really_is_taken(tmp_path):
     """Guard against comparing the SDK with itself: plain requests never reach the SDK,
     unusual ones always do."""
-    from chalicelib import asgi
+    from chalicelib.transports import asgi
     from chalicelib.config import Settings
 
     app = asgi.create_app(Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite"))

@@ -7,10 +7,10 @@ import httpx
 import pytest
 from mcp import Client, MCPError
 
-from chalicelib import mcp_resources
-from chalicelib.mcp_app import build_mcp_server
-from chalicelib.mcp_resources import View
-from chalicelib.registry import tools_by_name
+from chalicelib.transports import mcp_resources
+from chalicelib.transports.mcp_app import build_mcp_server
+from chalicelib.transports.mcp_resources import View
+from chalicelib.tools import tools_by_name
 
 TOOLS = tools_by_name()
 HAS_RESERVATIONS = {"list_file_reservations", "file_reservation_paths"} <= set(TOOLS)

@@ -2,7 +2,8 @@ import pytest
 
 from chalicelib import invoke
 from chalicelib.errors import InvalidArgument, NotFound
-from chalicelib.registry import to_json, tools_by_name
+from chalicelib.registry import to_json
+from chalicelib.tools import tools_by_name
 
 from .sql import sql
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from chalicelib import clock, db
+from chalicelib import clock
+from chalicelib.store import db
 from chalicelib.config import get_settings
 from chalicelib.errors import Conflict, InvalidArgument, NotFound
 from chalicelib.tools.agents import agent_id

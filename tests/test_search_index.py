@@ -1,10 +1,10 @@
-"""Replica mode's sidecar FTS5 index catching up with a replica's messages (chalicelib/search_index.py).
+"""Replica mode's sidecar FTS5 index catching up with a replica's messages (chalicelib/store/search_index.py).
 The replica here is a plain sqlite3 file with the messages table: catch_up only reads it."""
 
 import sqlite3
 
 from chalicelib.ids import RANDOM_BITS, new_id
-from chalicelib.search_index import SearchIndex
+from chalicelib.store.search_index import SearchIndex
 
 MINUTE = (60 * 1000) << RANDOM_BITS  # one minute of new_id()s
 

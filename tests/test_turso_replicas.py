@@ -11,10 +11,11 @@ import httpx
 import pytest
 from chalice.test import Client
 
-from chalicelib import db, invoke, replica
+from chalicelib.store import db, replica
+from chalicelib import invoke
 from chalicelib.config import Settings
 from chalicelib.errors import Conflict, Unavailable
-from chalicelib.registry import tools_by_name
+from chalicelib.tools import tools_by_name
 
 from .servers import ROOT, running_server
 from .sql import sql

@@ -21,7 +21,7 @@ import logging
 from functools import lru_cache
 
 from ..config import Settings
-from ..db import connection, transaction
+from ..store.db import connection, transaction
 from . import outbox
 from .render import render
 

@@ -11,7 +11,7 @@ import sqlite3
 from datetime import datetime
 
 from .. import clock
-from ..db import placeholders
+from ..store.db import placeholders
 from ..config import get_settings
 from ..ids import new_id
 

@@ -17,7 +17,7 @@ import threading
 import time
 
 from ..config import Settings
-from ..db import connection, transaction
+from ..store.db import connection, transaction
 from . import outbox
 from .gitrepo import GitArchive
 

@@ -17,3 +17,14 @@ TOOLS = [
     *macros.TOOLS,
     *archive.TOOLS,
 ]
+
+
+def all_tools() -> list:
+    return TOOLS
+
+
+_by_name = {t.name: t for t in TOOLS}
+
+
+def tools_by_name() -> dict:
+    return _by_name

@@ -7,7 +7,7 @@ from typing import Annotated, Iterable, Literal
 from pydantic import Field
 
 from .. import clock
-from ..agent_tokens import issue_token
+from ..security.agent_tokens import issue_token
 from ..archive import outbox
 from ..errors import Conflict, NotFound
 from ..fields import AgentName, ProjectKey

@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import Field
 
 from .. import clock
-from ..db import refresh, transaction
+from ..store.db import refresh, transaction
 from ..errors import Conflict, NotFound
 from ..fields import AgentName, ProjectKey
 from ..ids import stable_id

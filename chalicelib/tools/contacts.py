@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .. import clock
-from ..db import placeholders
+from ..store.db import placeholders
 from ..errors import Conflict, InvalidArgument, NotFound
 from ..fields import AgentAddress, AgentName, ProjectKey
 from ..ids import stable_id

@@ -4,7 +4,7 @@ import sqlite3
 
 from pydantic import Field
 
-from ..agent_tokens import issue_token
+from ..security.agent_tokens import issue_token
 from ..fields import AgentName, ProjectKey
 from ..registry import Input, Output, tool
 from .agents import find_agent

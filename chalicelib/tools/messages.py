@@ -13,7 +13,7 @@ from pydantic import Field
 
 from .. import clock
 from ..archive import outbox
-from ..db import placeholders
+from ..store.db import placeholders
 from ..errors import NotFound
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
 from ..ids import new_id, stable_id

@@ -13,13 +13,14 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from .. import clock, guard
-from ..db import placeholders, refresh, transaction
+from .. import clock
+from . import guard
+from ..store.db import placeholders, refresh, transaction
 from ..archive import outbox
 from ..config import get_settings
 from ..errors import Conflict, NotFound
 from ..fields import AgentName, Id, ProjectKey
-from ..globs import is_glob, overlaps
+from .globs import is_glob, overlaps
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .agents import agent_id, find_agent, mark_active

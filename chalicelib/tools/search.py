@@ -5,9 +5,9 @@ from typing import Annotated
 
 from pydantic import Field
 
-from ..db import placeholders
+from ..store.db import placeholders
 from ..errors import InvalidArgument
-from ..search_index import search_index
+from ..store.search_index import search_index
 from ..fields import MessageId, ProjectKey
 from ..registry import Input, Output, tool
 from .messages import Importance, Limit
@@ -45,7 +45,7 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     """Search the project's messages; best matches first (subject hits weigh double)."""
     project = find_project(db, args.project_key)
     # The index is in the database itself, or, on a Turso replica, in a sidecar file
-    # (chalicelib/search_index.py) with the same tables: the same SQL runs on both.
+    # (chalicelib/store/search_index.py) with the same tables: the same SQL runs on both.
     index = search_index(db).conn if hasattr(db, "replica") else db
     try:
         matches = index.execute(

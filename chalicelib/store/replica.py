@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from .config import Settings
-from .errors import Unavailable
+from ..config import Settings
+from ..errors import Unavailable
 from .per_process import OnePerKey
 
 log = logging.getLogger(__name__)

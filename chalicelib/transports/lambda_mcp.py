@@ -26,7 +26,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from .config import Settings
+from ..config import Settings
 
 # The body of the 405 to a GET, in the form the SDK gives its own 405s.
 NO_SSE_STREAM = (

@@ -12,8 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from .config import Settings
-from .errors import Conflict, InvalidArgument, NotFound, Unavailable
+from ..config import Settings
+from ..errors import Conflict, InvalidArgument, NotFound, Unavailable
 
 HOOK = "pre-commit"
 CHAINED = "pre-commit.agent-mail-chained"

@@ -6,7 +6,6 @@ and, for older clients, as compact JSON text. Tool errors are MCP tool errors wh
 text is the same `{"error": {...}}` JSON the REST API answers with.
 """
 
-import logging
 from typing import Any
 
 import orjson
@@ -17,12 +16,13 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import ConfigDict
 
-from . import __version__, invoke
-from .config import Settings
-from .errors import ToolError, internal_error
-from .registry import Tool, all_tools, to_json
+from .. import __version__
+from ..invoke import run_tool
+from ..config import Settings
+from .mcp_resources import add_resources
+from ..registry import Tool
+from ..tools import all_tools
 
-log = logging.getLogger(__name__)
 
 INSTRUCTIONS = """\
 Agent Mail: mail and coordination between coding agents working on the same code.
@@ -35,18 +35,6 @@ talked with may need to accept you first: request_contact, then wait for its res
 (advisory; read the conflicts) and release_file_reservations when done.
 search_messages and summarize_thread catch you up.
 """
-
-async def run_tool(tool: Tool, arguments: Any, settings: Settings) -> tuple[bool, bytes]:
-    """(is_error, JSON bytes) of one tool call: the output, or an error body."""
-    try:
-        output = await invoke.acall(tool.json_tool, arguments, settings)
-    except ToolError as exc:
-        return True, orjson.dumps(exc.to_dict())
-    except Exception:
-        log.exception("tool %s failed", tool.name)
-        return True, orjson.dumps(internal_error().to_dict())
-    return False, to_json(output)
-
 
 def result_dict(is_error: bool, payload: bytes) -> dict:
     """The CallToolResult wire form (camelCase keys)."""
@@ -103,8 +91,6 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 
 
 def build_mcp_server(settings: Settings) -> MCPServer:
-    from .mcp_resources import add_resources  # imported here: it runs tools with run_tool above
-
     server = MCPServer(
         name="agent-mail",
         instructions=INSTRUCTIONS,

@@ -22,10 +22,12 @@ from click.core import ParameterSource
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from . import __version__, db, invoke
-from .config import Settings, get_settings
-from .errors import ToolError
-from .registry import Tool, all_tools, field_type
+from .. import __version__, invoke
+from ..store import db
+from ..config import Settings, get_settings
+from ..errors import ToolError
+from ..registry import Tool, field_type
+from ..tools import all_tools
 
 RESERVED = {"json", "json_input", "compact", "help"}  # names taken by every tool command's own options
 
@@ -179,11 +181,11 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
     os.environ["HOST"] = host or settings.host  # the app refuses AUTH_MODE=none beyond loopback
     get_settings.cache_clear()
     uvicorn.run(
-        "chalicelib.asgi:app",
+        "chalicelib.transports.asgi:app",
         host=host or settings.host,
         port=port or settings.port,
         reload=reload,
-        http="chalicelib.http_protocol:HttpProtocol",  # one write per connection per loop turn
+        http="chalicelib.transports.http_protocol:HttpProtocol",  # one write per connection per loop turn
         access_log=False,
         log_level=settings.log_level.lower(),
     )
@@ -236,8 +238,8 @@ def archive() -> None:
 @click.pass_obj
 def drain(settings: Settings) -> None:
     """Archive the pending outbox entries (what the server's worker does continuously)."""
-    from .archive.worker import drain as drain_outbox
-    from .archive.gitrepo import GitArchive
+    from ..archive.worker import drain as drain_outbox
+    from ..archive.gitrepo import GitArchive
 
     with db.connection(settings) as conn:
         pending = conn.execute("SELECT count(*) FROM archive_outbox WHERE state = 'pending'").fetchone()[0]
@@ -253,7 +255,7 @@ def work(settings: Settings) -> None:
     import signal
     import threading
 
-    from .archive.worker import work as keep_draining
+    from ..archive.worker import work as keep_draining
 
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -268,8 +270,8 @@ def work(settings: Settings) -> None:
 def rebuild(settings: Settings) -> None:
     """Regenerate the archive from the database: whatever is missing or different is written
     (one commit per project per 1,000 entries); what is already right is left alone."""
-    from .archive import rebuild as rebuilding
-    from .archive.gitrepo import GitArchive
+    from ..archive import rebuild as rebuilding
+    from ..archive.gitrepo import GitArchive
 
     with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
         with click.progressbar(length=rebuilding.count_entries(conn), label="rebuilding", file=sys.stderr) as bar:
@@ -282,8 +284,8 @@ def rebuild(settings: Settings) -> None:
 def verify(ctx: click.Context) -> None:
     """Every database message has its canonical file in the archive, and every canonical file
     its message, with the same content. Exit status 1 on any mismatch."""
-    from .archive import rebuild as rebuilding
-    from .archive.gitrepo import GitArchive
+    from ..archive import rebuild as rebuilding
+    from ..archive.gitrepo import GitArchive
 
     settings = ctx.obj
     with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
@@ -313,8 +315,8 @@ def db_group() -> None:
 def restore_from_archive(ctx: click.Context) -> None:
     """Disaster recovery: fill an empty database (--database-url) from the archive
     (ARCHIVE_DIR): projects, agents, messages with their recipients, file reservations."""
-    from .archive import rebuild as rebuilding
-    from .archive.gitrepo import GitArchive
+    from ..archive import rebuild as rebuilding
+    from ..archive.gitrepo import GitArchive
 
     settings = ctx.obj
     with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:

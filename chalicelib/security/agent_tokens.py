@@ -17,8 +17,8 @@ import hmac
 import secrets
 import sqlite3
 
-from . import clock
-from .errors import Forbidden, NotFound
+from .. import clock
+from ..errors import Forbidden, NotFound
 
 
 def digest(token: str) -> str:
@@ -38,8 +38,8 @@ def issue_token(db: sqlite3.Connection, agent_id: int) -> str:
 
 def check(db: sqlite3.Connection, tool, args) -> None:
     """Forbidden unless the call carries the token of every agent it acts as."""
-    from .tools.agents import agent_id
-    from .tools.projects import find_project
+    from ..tools.agents import agent_id
+    from ..tools.projects import find_project
 
     token = getattr(args, tool.token_field, None)
     for field in tool.acts_as:

@@ -2,7 +2,7 @@
 
 One table says which tool answers which URI template and which URI variable fills which
 tool argument (variables not renamed keep their name). Reading a resource runs the tool
-through `mcp_app.run_tool`, the same path as a tools/call: same validation, same errors.
+through `invoke.run_tool`, the same path as a tools/call: same validation, same errors.
 A tool error becomes a JSON-RPC error with the tool error's message; its `data` is the
 same `{"error": {"code", "message", "hint"}}` body every transport answers with.
 
@@ -21,10 +21,11 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 
-from .config import Settings
-from .errors import InvalidArgument
-from .mcp_app import run_tool
-from .registry import Tool, tools_by_name
+from ..config import Settings
+from ..errors import InvalidArgument
+from ..invoke import run_tool
+from ..registry import Tool
+from ..tools import tools_by_name
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,11 @@ from mcp_types import (
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
-from .config import Settings
-from .mcp_app import run_tool, transport_security
+from ..config import Settings
+from ..invoke import run_tool
+from .mcp_app import transport_security
 from .raw_asgi import is_json, read_body, replay, send_json
-from .registry import tools_by_name
+from ..tools import tools_by_name
 
 MAX_BODY = 4 * 1024 * 1024  # the SDK's default limit; larger bodies go to the SDK to be refused
 

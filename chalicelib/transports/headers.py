@@ -3,7 +3,7 @@
 Framework-free: Front (asgi.py) adds them as raw ASGI headers, the Chalice app in its middleware.
 """
 
-from .config import Settings
+from ..config import Settings
 
 COMMON = {
     "X-Content-Type-Options": "nosniff",

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from .config import Settings
-from .errors import ToolError
+from ..config import Settings
+from ..errors import ToolError
 
 MAX_KEYS = 10_000  # callers tracked; when full, the buckets start over
 

@@ -8,8 +8,8 @@ FastAPI would lengthen every cold start.
 import json
 from typing import Any, Iterable, get_origin
 
-from .errors import malformed_json
-from .registry import Tool, field_type
+from ..errors import malformed_json
+from ..registry import Tool, field_type
 
 
 def body_arguments(body: bytes) -> Any:

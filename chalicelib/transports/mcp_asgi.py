@@ -1,15 +1,15 @@
 """MCP over streamable HTTP as one ASGI app, without FastAPI: the lean path in front of the
 SDK's transport.
 
-The local server (chalicelib/asgi.py) hands it every /mcp request; on AWS Lambda,
-chalicelib/lambda_mcp.py serves it through Mangum. Both run this same code, so what the
+The local server (chalicelib/transports/asgi.py) hands it every /mcp request; on AWS Lambda,
+chalicelib/transports/lambda_mcp.py serves it through Mangum. Both run this same code, so what the
 lean-path tests prove locally holds on Lambda too.
 """
 
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from .config import Settings
+from ..config import Settings
 from .mcp_app import build_mcp_server, transport_security
 from .mcp_lean import LeanMCP
 from .raw_asgi import is_json, send_json

@@ -7,7 +7,7 @@ until the end of the event loop's turn and sent as one: the responses of the req
 handled in one turn leave together, and the head and body of a response in one packet.
 Nothing waits longer than that turn, so a streamed response still streams.
 
-    uvicorn chalicelib.asgi:app --http chalicelib.http_protocol:HttpProtocol
+    uvicorn chalicelib.transports.asgi:app --http chalicelib.transports.http_protocol:HttpProtocol
 
 (scripts/serve and the test servers do this; plain uvicorn serves the same app, slower.)
 """

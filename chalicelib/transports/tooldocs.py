@@ -1,6 +1,6 @@
 """The tool list in README.md, generated from the registry (a test keeps it current)."""
 
-from .registry import all_tools
+from ..tools import all_tools
 
 BEGIN, END = "<!-- tools:begin -->", "<!-- tools:end -->"
 
@@ -23,5 +23,5 @@ def update_readme(text: str) -> str:
 if __name__ == "__main__":
     from pathlib import Path
 
-    readme = Path(__file__).resolve().parent.parent / "README.md"
+    readme = Path(__file__).resolve().parents[2] / "README.md"
     readme.write_text(update_readme(readme.read_text()))

@@ -1,5 +1,5 @@
 """Who is calling: bearer tokens or JWTs (JWKS), checked once per request at each transport's
-entry (chalicelib/asgi.py's Front, app.py's Chalice middleware and its `mcp` function).
+entry (chalicelib/transports/asgi.py's Front, app.py's Chalice middleware and its `mcp` function).
 
 Framework-free on purpose, like rest.py: the Lambda package imports it on every cold start.
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Mapping
 
-from .config import Settings
-from .errors import Unauthorized, Unavailable
+from ..config import Settings
+from ..errors import Unauthorized, Unavailable
 
 OPEN_PATHS = frozenset({"/health", "/ready"})  # liveness and readiness never ask for credentials
 CACHE_SIZE = 4096  # verified JWTs kept; when full, the cache starts over

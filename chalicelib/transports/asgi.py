@@ -1,8 +1,8 @@
 """The local-mode server: REST routes generated from the registry, /mcp, /health, /ready.
 
-Run it with `uvicorn chalicelib.asgi:app --http chalicelib.http_protocol:HttpProtocol` (what
-scripts/serve does; chalicelib/http_protocol.py says why). A small ASGI router in front
-answers /health and hands /mcp to the MCP app (chalicelib/mcp_asgi.py: the lean path, then
+Run it with `uvicorn chalicelib.transports.asgi:app --http chalicelib.transports.http_protocol:HttpProtocol` (what
+scripts/serve does; chalicelib/transports/http_protocol.py says why). A small ASGI router in front
+answers /health and hands /mcp to the MCP app (chalicelib/transports/mcp_asgi.py: the lean path, then
 the MCP SDK for sessions, SSE and anything unusual) without going through FastAPI;
 everything else is FastAPI (REST, OpenAPI, docs).
 """
@@ -20,11 +20,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, auth, db, invoke, ratelimit
+from .. import __version__, invoke
+from ..security import auth, ratelimit
+from ..store import db
 from . import headers as security
-from .archive.worker import LocalWorker
-from .config import Settings, get_settings
-from .errors import (
+from ..archive.worker import LocalWorker
+from ..config import Settings, get_settings
+from ..errors import (
     ToolError,
     Unavailable,
     internal_error,
@@ -34,7 +36,8 @@ from .errors import (
 from .mcp_asgi import PATH as MCP_PATH
 from .mcp_asgi import MCPApp
 from .raw_asgi import read_body, replay, send_json
-from .registry import Tool, all_tools, to_json, tools_by_name
+from ..registry import Tool, to_json
+from ..tools import all_tools, tools_by_name
 
 HEALTH_BODY = b'{"status":"ok"}'
 
@@ -162,7 +165,7 @@ def create_app(settings: Settings | None = None):
 
 class Front:
     """The hot paths, answered before FastAPI: /health, and /mcp (the MCP app). Every other
-    request is authenticated here first (chalicelib/auth.py), whichever app answers it."""
+    request is authenticated here first (chalicelib/security/auth.py), whichever app answers it."""
 
     def __init__(self, api: FastAPI, mcp: MCPApp, settings: Settings) -> None:
         self.api = api

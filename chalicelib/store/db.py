@@ -2,7 +2,7 @@
 
 `connection()` lends one connection to one tool invocation. `migrate()` brings the schema
 up to date and runs once per process (on start-up or a cold start), never per request.
-With TURSO_SYNC_URL set, connections come from the process's replica (chalicelib/replica.py)
+With TURSO_SYNC_URL set, connections come from the process's replica (chalicelib/store/replica.py)
 and `transaction` pushes each committed write to the primary before returning.
 
 Opening a SQLite connection costs 100-300 µs here (schema parse, WAL index mapping):
@@ -15,10 +15,10 @@ it (a new Lambda container) costs only the open.
 import sqlite3
 from pathlib import Path
 
-from .config import Settings
+from ..config import Settings
 from .replica import replica
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 _migrated: set[str] = set()  # databases already checked by this process; safe to lose
 _pools: dict[str, list[sqlite3.Connection]] = {}  # idle connections per database; safe to lose
 
@@ -109,7 +109,7 @@ def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, str]]:
 
 def embedded_only(sql: str) -> bool:
     """A migration marked `-- embedded only` (FTS5: Turso has none; replica mode indexes
-    in a sidecar file instead, chalicelib/search_index.py) is recorded but not run on replicas."""
+    in a sidecar file instead, chalicelib/store/search_index.py) is recorded but not run on replicas."""
     return sql.startswith("-- embedded only")
 
 

@@ -12,7 +12,7 @@ still differ, every missing id.
 import sqlite3
 
 from .db import placeholders
-from .ids import RANDOM_BITS
+from ..ids import RANDOM_BITS
 from .per_process import OnePerKey
 
 SCHEMA = """
@@ -68,7 +68,7 @@ _indexes = OnePerKey(SearchIndex)  # per replica file; safe to lose (the file st
 
 
 def search_index(replica) -> SearchIndex:
-    """The caught-up index of this replica (a pyturso connection lent by chalicelib/replica.py)."""
+    """The caught-up index of this replica (a pyturso connection lent by chalicelib/store/replica.py)."""
     path = f"{replica.replica.path}.search"
     index = _indexes.get(path, path)
     index.catch_up(replica)

@@ -1,0 +1,1 @@
+"""Who may call what: authentication, per-agent tokens, rate limits."""
