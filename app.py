@@ -14,6 +14,7 @@ start pays for them.
 """
 
 import base64
+import time
 from typing import Any, Callable
 
 from chalice import Chalice, Response
@@ -23,6 +24,7 @@ from chalicelib.security import auth, ratelimit
 from chalicelib.store import db
 from chalicelib.transports import headers as security, rest
 from chalicelib import invoke
+from chalicelib.ops import logs, readiness
 from chalicelib.archive import cloud
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import ToolError, internal_error
@@ -33,6 +35,7 @@ from chalicelib.tools import all_tools, tools_by_name
 
 def create_app(settings: Settings) -> Chalice:
     app = Chalice(app_name="agent-mail")
+    logs.configure(settings)
     auth.check_configuration(settings, None if auth.on_lambda() else settings.host)
     db.migrate(settings)  # once per cold start, not per request
     authenticator = auth.Authenticator(settings)
@@ -43,6 +46,7 @@ def create_app(settings: Settings) -> Chalice:
         """Authentication, body size and rate limit: once per request, for every route but
         /health and /ready (chalicelib/security/auth.py, chalicelib/security/ratelimit.py)."""
         principal = authenticator.authenticate(headers)
+        logs.note(caller=ratelimit.caller(principal, source_ip))
         if len(body) > settings.max_body_bytes:
             raise ratelimit.too_large(settings.max_body_bytes)
         if limiter.enabled:
@@ -50,9 +54,13 @@ def create_app(settings: Settings) -> Chalice:
 
     @app.middleware("http")
     def protect(request: Request, get_response):
+        started = time.perf_counter()
+        logs.current.set({})  # invoke notes the tool in it, guard the caller
         response = _protected(request, get_response)
         tls = (request.headers.get("x-forwarded-proto") or "").lower() == "https"  # set by API Gateway itself
         security.add_security_headers(response.headers, tls)
+        logs.request(request.method, request.path, response.status_code, time.perf_counter() - started,
+                     request_id=getattr(app.lambda_context, "aws_request_id", None))
         return response
 
     def _protected(request: Request, get_response):
@@ -74,11 +82,15 @@ def create_app(settings: Settings) -> Chalice:
     def health() -> dict:
         return {"status": "ok"}
 
-    health_check = tools_by_name()["health_check"]
+    archive_status = tools_by_name()["archive_status"]
 
     @app.route("/ready")
     def ready() -> Response:
-        return respond(app, lambda: invoke.call(health_check, {}, settings))
+        """200, or 503 with the problems (chalicelib/ops/readiness.py); SQS drives the archive here."""
+        try:
+            return json_response(*readiness.report(settings, worker_alive=None))
+        except Exception:
+            return unexpected(app)
 
     mcp = MCPHandler(settings)
 
@@ -94,6 +106,14 @@ def create_app(settings: Settings) -> Chalice:
     @app.lambda_function(name="mcp")
     def mcp_handler(event: dict, context: Any) -> dict:
         """MCP for events straight from AWS: HTTP API or function URL (v2), or REST API (v1)."""
+        started = time.perf_counter()
+        logs.current.set({})
+        response = _mcp_event(event, context)
+        logs.request("POST", "/mcp", response["statusCode"], time.perf_counter() - started,
+                     request_id=getattr(context, "aws_request_id", None))
+        return response
+
+    def _mcp_event(event: dict, context: Any) -> dict:
         try:
             body = event.get("body") or ""
             body = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
@@ -124,8 +144,12 @@ def create_app(settings: Settings) -> Chalice:
 
     @app.schedule("rate(1 minute)", name="archive_sweep")
     def archive_sweep(event) -> None:
-        """Publishes what the after-write drain missed (a failed publish, or a burst)."""
+        """Publishes what the after-write drain missed (a failed publish, or a burst), then reports
+        the archive's backlog and lag as CloudWatch metrics (infra/template.yaml alarms on the lag)."""
         cloud.publish_all(settings)
+        status = invoke.call(archive_status, {}, settings)
+        logs.metrics_line({"ArchiveBacklog": (status.pending, "Count"), "ArchiveFailed": (status.failed, "Count"),
+                           "ArchiveLagSeconds": (status.lag_seconds, "Seconds")})
 
     return app
 

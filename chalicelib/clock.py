@@ -18,3 +18,8 @@ def normalize(value: str) -> str:
 def later(timestamp: str, seconds: float) -> str:
     """The stored timestamp `seconds` after `timestamp` (before it, if negative)."""
     return (datetime.fromisoformat(timestamp) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def age_seconds(timestamp: str) -> float:
+    """How long ago the stored `timestamp` was."""
+    return (datetime.now(timezone.utc) - datetime.fromisoformat(timestamp)).total_seconds()

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8765
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # auto: JSON lines when stderr is not a terminal (and always on Lambda), text on a terminal.
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_requests: bool = True  # one log line per request: method, path, tool, status, duration, caller
     # FULL fsyncs the WAL on every commit, so an acknowledged write survives power loss;
     # NORMAL survives process crashes only, and is faster.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
@@ -51,6 +54,10 @@ class Settings(BaseSettings):
     archive_batch_size: int = 1000
     archive_poll_seconds: float = 0.2
     archive_retry_seconds: float = 5.0  # first wait after a failed entry; doubles, up to an hour
+    # The worker writes a heartbeat this often (archive_status, doctor, /metrics); /ready fails
+    # when the oldest pending entry is older than ARCHIVE_MAX_LAG_SECONDS (archive stuck).
+    archive_heartbeat_seconds: float = 5.0
+    archive_max_lag_seconds: float = 300.0
     # Archived outbox rows (each a copy of its message) are deleted this long after their commit;
     # the git archive keeps them. 0: never.
     archive_keep_done_days: float = 7.0

@@ -13,11 +13,13 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
+from .ops import logs, metrics
 from .security import agent_tokens, auth
 from .config import Settings
 from .store.db import connection, transaction
@@ -46,6 +48,35 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -
 
 
 def call(tool: Tool, arguments: Any, settings: Settings) -> Output:
+    with _measured(tool.name):
+        return _call(tool, arguments, settings)
+
+
+async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
+    with _measured(tool.name):
+        return await _acall(tool, arguments, settings)
+
+
+class _measured:
+    """Counts the call by outcome (ok, or the error code the client got), times it, and names
+    the tool in the request's log line."""
+
+    __slots__ = ("tool", "started")
+
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+        self.started = time.perf_counter()
+        logs.note(tool=tool)
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind, exc, tb) -> None:
+        outcome = "ok" if exc is None else exc.code if isinstance(exc, ToolError) else "internal_error"
+        metrics.tool_done(self.tool, outcome, time.perf_counter() - self.started)
+
+
+def _call(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)
     # A tool with a settle step decides on fresh data, so it lends a freshly pulled replica.
     with _busy_is_unavailable(), connection(settings, fresh=tool.settle is not None) as conn:
@@ -54,12 +85,12 @@ def call(tool: Tool, arguments: Any, settings: Settings) -> Output:
         return tool.settle(conn, args, result) if tool.settle else result
 
 
-async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
+async def _acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)  # bad input is refused before it waits for anything
     if tool.read_only:
         if settings.turso_sync_url:  # a replica may pull first, or wait for its lock: not on the event loop
-            return await asyncio.to_thread(call, tool, args, settings)
-        return call(tool, args, settings)
+            return await asyncio.to_thread(_call, tool, args, settings)
+        return _call(tool, args, settings)
     return await _writer(settings).submit(tool, args)
 
 
@@ -111,6 +142,7 @@ class Writer:
             self._commit(batch)
 
     def _commit(self, batch: list) -> None:
+        metrics.write_batch.observe(len(batch))
         outcomes = []
         try:
             fresh = any(tool.settle for tool, _, _ in batch)

@@ -22,13 +22,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(database: Path, **env: str):
-    """Yield the base URL of a uvicorn server on `database`; stop it afterwards."""
+def running_server(database: Path, stderr: Path | None = None, **env: str):
+    """Yield the base URL of a uvicorn server on `database` (its log into `stderr`, if given);
+    stop it afterwards."""
     environ = {"ARCHIVE_DIR": str(database.parent / "archive"), **env}
     with _running(
         lambda port: [sys.executable, "-m", "uvicorn", "chalicelib.transports.asgi:app", "--host", "127.0.0.1", "--port", str(port),
                       "--http", HTTP_PROTOCOL, "--log-level", "warning", "--no-access-log"],
-        database, environ, ready="/ready",
+        database, environ, ready="/ready", stderr=stderr,
     ) as url:
         yield url
 
@@ -46,10 +47,11 @@ def running_chalice_local(database: Path, **env: str):
 
 
 @contextmanager
-def _running(command, database: Path, env: dict, ready: str, timeout: float = 30):
+def _running(command, database: Path, env: dict, ready: str, timeout: float = 30, stderr: Path | None = None):
     port = free_port()
     environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING", **env}
-    process = subprocess.Popen(command(port), cwd=ROOT, env=environ)
+    log = open(stderr, "ab") if stderr else None
+    process = subprocess.Popen(command(port), cwd=ROOT, env=environ, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -69,6 +71,8 @@ def _running(command, database: Path, env: dict, ready: str, timeout: float = 30
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        if log:
+            log.close()
 
 
 def tool_caller(client):

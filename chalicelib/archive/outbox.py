@@ -8,7 +8,6 @@ git, and mark them `done` only after the commit; a failure is counted and kept f
 
 import json
 import sqlite3
-from datetime import datetime
 
 from .. import clock
 from ..store.db import placeholders
@@ -100,6 +99,11 @@ def mark_failed(db: sqlite3.Connection, ids: list[int], error: str, retry_second
     )
 
 
+def requeue_failed(db: sqlite3.Connection) -> int:
+    """Retry every failed pending entry at the next drain instead of after its backoff; how many."""
+    return db.execute("UPDATE archive_outbox SET retry_ts = NULL WHERE state = 'pending' AND attempts > 0").rowcount
+
+
 def prune(db: sqlite3.Connection, keep_days: float) -> int:
     """Delete rows archived more than `keep_days` ago (the commit holds them); how many. The
     newest archived row stays: status() reads the last commit from it."""
@@ -123,7 +127,7 @@ def status(db: sqlite3.Connection, project: str | None) -> dict:
     last = db.execute(  # the newest archived entry: a backwards walk of the index
         f"SELECT git_commit, done_ts FROM archive_outbox WHERE state = 'done' {where} ORDER BY id DESC LIMIT 1", params
     ).fetchone()
-    lag = (datetime.fromisoformat(clock.now()) - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
+    lag = clock.age_seconds(oldest) if oldest else 0.0
     return {
         "pending": pending,
         "failed": failed,

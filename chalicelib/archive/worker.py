@@ -11,12 +11,16 @@ which is retried later (ARCHIVE_RETRY_SECONDS, doubling) and alone, off the fast
 import json
 import logging
 import os
-import subprocess
 import sys
 import threading
 import time
 
+from pathlib import Path
+
+from .. import clock
 from ..config import Settings
+from ..ops.supervisor import RESTARTS_ENV, Supervised, exclusive, parent_gone
+from ..store import heartbeats
 from ..store.db import connection, transaction
 from . import outbox
 from .gitrepo import GitArchive
@@ -78,20 +82,39 @@ def drain(settings: Settings, archive: GitArchive, on_batch=None) -> int:
 PRUNE_EVERY_SECONDS = 600
 
 
+def lock_path(settings: Settings) -> Path:
+    return settings.archive_dir.resolve().with_name(settings.archive_dir.name + ".lock")
+
+
 def work(settings: Settings, stopping: threading.Event) -> None:
-    """Drain every ARCHIVE_POLL_SECONDS until `stopping` is set (`python -m chalicelib archive work`);
-    when idle, prune archived rows every 10 minutes."""
-    pruned_at = float("-inf")
+    """Drain every ARCHIVE_POLL_SECONDS until `stopping` is set (`python -m chalicelib archive work`),
+    as the only worker of this archive directory: another one waits for the lock and takes
+    over when this one dies. Beats every ARCHIVE_HEARTBEAT_SECONDS; when idle, prunes
+    archived rows every 10 minutes. Stops by itself if the process that started it died."""
+    with exclusive(lock_path(settings), stopping, on_wait=lambda: log.info("another archive worker holds %s; waiting", lock_path(settings))) as mine:
+        if mine:
+            log.info("archive worker %d running on %s", os.getpid(), settings.archive_dir)
+            _work(settings, stopping)
+
+
+def _work(settings: Settings, stopping: threading.Event) -> None:
+    pruned_at = beat_at = float("-inf")
+    started, restarts, error = clock.now(), int(os.environ.get(RESTARTS_ENV, 0)), None
     with GitArchive.local(settings) as archive:
-        while not stopping.is_set():
+        while not stopping.is_set() and not parent_gone():
             try:
+                if time.monotonic() - beat_at >= settings.archive_heartbeat_seconds:
+                    with connection(settings) as conn, transaction(conn, write=True):
+                        heartbeats.beat(conn, heartbeats.ARCHIVE_WORKER, os.getpid(), started, restarts, error)
+                    beat_at = time.monotonic()
                 done = drain_once(settings, archive)
                 if done < settings.archive_batch_size and time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
                     prune(settings)
                     pruned_at = time.monotonic()
-            except Exception:
+                error = None
+            except Exception as exc:
                 log.exception("archive drain failed")  # the rows stay pending; try again later
-                done = 0
+                error, done = f"{type(exc).__name__}: {exc}"[:500], 0
             if done < settings.archive_batch_size:
                 stopping.wait(settings.archive_poll_seconds)
 
@@ -102,28 +125,28 @@ def prune(settings: Settings) -> int:
 
 
 class LocalWorker:
-    """The local server's archive worker: a child process running `archive work`, started
-    and stopped by the server's lifespan. A process, not a thread: writing git objects is
-    CPU work, and inside the server it would take the GIL from the requests (send_message
-    p99 went from 25 to over 100 ms under load)."""
+    """The local server's archive worker: a supervised child process running `archive work`
+    (restarted when it dies, ended with the server, even by kill -9; chalicelib/ops/supervisor.py).
+    A process, not a thread: writing git objects is CPU work, and inside the server it would
+    take the GIL from the requests (send_message p99 went from 25 to over 100 ms under load)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        environment = settings_environment(settings)
+        if settings.turso_sync_url:  # a replica file serves one process: the worker gets its own
+            path = settings.database_path
+            environment["DATABASE_URL"] = f"sqlite:///{path.with_name(f'{path.stem}.archive-worker{path.suffix}')}"
+        self.child = Supervised("archive worker", [sys.executable, "-m", "chalicelib", "archive", "work"], environment,
+                                preexec=lowest_priority)
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "chalicelib", "archive", "work"]
-        environment = settings_environment(self.settings)
-        if self.settings.turso_sync_url:  # a replica file serves one process: the worker gets its own
-            path = self.settings.database_path
-            environment["DATABASE_URL"] = f"sqlite:///{path.with_name(f'{path.stem}.archive-worker{path.suffix}')}"
-        self.process = subprocess.Popen(command, env=environment, preexec_fn=lowest_priority)
+        self.child.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.child.alive
 
     def stop(self) -> None:
-        self.process.terminate()  # `archive work` finishes its batch, then exits
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()  # safe: an interrupted batch is applied again next time
+        self.child.stop()
 
 
 def lowest_priority() -> None:

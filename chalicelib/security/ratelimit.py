@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from ..config import Settings
+from ..ops import metrics
 from ..errors import ToolError
 
 MAX_KEYS = 10_000  # callers tracked; when full, the buckets start over
@@ -85,6 +86,7 @@ class RateLimiter:
         if bucket is not None:
             wait = bucket.take(key)
             if wait:
+                metrics.rate_limited.inc("writes" if write else "reads")
                 raise RateLimited(wait, write)
 
 

@@ -166,3 +166,39 @@ def split_statements(sql: str) -> list[str]:
     if current.strip():
         statements.append(current.strip())
     return statements
+
+
+def missing_migrations(conn) -> list[str]:
+    """Migrations on disk that this database has not applied."""
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    return [version for version, _ in migrations() if version not in applied]
+
+
+def write_probe(settings: Settings, timeout_seconds: float = 1.0) -> str | None:
+    """Why the database cannot take a write now (None if it can): the write lock is tried
+    on a connection of its own, and given back at once. A replica is pulled instead: its
+    writes go to the primary."""
+    if settings.turso_sync_url:
+        the_replica = replica(settings)
+        try:
+            the_replica.lend(max_staleness_ms=0)  # pulls now (and gives the lock back if it cannot)
+        except Exception as exc:
+            return f"the Turso primary does not answer: {exc}"
+        the_replica.give_back()
+        return None
+    try:
+        conn = sqlite3.connect(settings.database_path, isolation_level=None, timeout=timeout_seconds)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"the database cannot be written: {exc}"
+    return None
+
+
+def integrity_problems(conn, limit: int = 20) -> list[str]:
+    """What PRAGMA integrity_check finds (an empty list: the file is sound)."""
+    found = [row[0] for row in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+    return [] if found == ["ok"] else found

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..config import Settings
+from ..ops import metrics
 from ..errors import Unavailable
 from .per_process import OnePerKey
 
@@ -91,14 +92,18 @@ class Replica:
             ) from exc
 
     def _retrying(self, what: str, operation):
-        deadline = time.monotonic() + self.settings.replica_sync_timeout_ms / 1000
+        started = time.monotonic()
+        deadline = started + self.settings.replica_sync_timeout_ms / 1000
         wait = FIRST_RETRY_SECONDS
         while True:
             try:
-                return operation()
+                result = operation()
+                metrics.replica_seconds.observe(time.monotonic() - started, what)
+                return result
             except Exception as exc:
                 if not is_network_error(exc) or time.monotonic() + wait > deadline:
                     log.warning("replica %s failed: %s", what, exc)
+                    metrics.replica_failures.inc(what)
                     raise Unavailable(f"Turso replica {what} failed: {exc}", UNREACHABLE_HINT) from exc
                 log.info("replica %s failed (%s); retrying in %.2fs", what, exc, wait)
                 time.sleep(wait)

@@ -73,3 +73,21 @@ def search_index(replica) -> SearchIndex:
     index = _indexes.get(path, path)
     index.catch_up(replica)
     return index
+
+
+# The embedded database's own index (migrations/0002_search.sql): an external-content FTS5
+# table over `messages`, kept by triggers. `doctor` checks and repairs it.
+
+
+def fts_problem(db: sqlite3.Connection) -> str | None:
+    """Why the embedded full-text index disagrees with the messages (None if it agrees)."""
+    try:
+        db.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
+    except sqlite3.DatabaseError as exc:
+        return f"the full-text index does not match the messages ({exc})"
+    return None
+
+
+def rebuild_fts(db: sqlite3.Connection) -> None:
+    """Rebuild the embedded full-text index from the messages (in the caller's transaction)."""
+    db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")

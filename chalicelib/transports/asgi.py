@@ -7,7 +7,9 @@ the MCP SDK for sessions, SSE and anything unusual) without going through FastAP
 everything else is FastAPI (REST, OpenAPI, docs).
 """
 
+import asyncio
 import gc
+import time
 import inspect
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -16,7 +18,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,6 +27,7 @@ from ..security import auth, ratelimit
 from ..store import db
 from . import headers as security
 from ..archive.worker import LocalWorker
+from ..ops import logs, metrics, readiness
 from ..config import Settings, get_settings
 from ..errors import (
     ToolError,
@@ -104,13 +107,14 @@ def add_rest_routes(api: FastAPI, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None):
     settings = settings or get_settings()
+    logs.configure(settings)
     auth.check_configuration(settings, settings.host)  # refuse to serve an open API beyond loopback
     mcp = MCPApp(settings)
+    worker = LocalWorker(settings) if settings.archive_enabled else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         db.migrate(settings)
-        worker = LocalWorker(settings) if settings.archive_enabled else None
         if worker:
             worker.start()
         async with mcp.lifespan():
@@ -156,9 +160,20 @@ def create_app(settings: Settings | None = None):
         return {"status": "ok"}
 
     @api.get("/ready", tags=["service"])
-    async def ready() -> dict:
-        """Readiness: the database answers."""
-        return (await invoke.acall(next(t for t in all_tools() if t.name == "health_check"), {}, settings)).model_dump()
+    async def ready() -> Response:
+        """Readiness: 200 when the database takes writes, every migration is applied and the git
+        archive keeps up; else 503 with the problems (chalicelib/ops/readiness.py)."""
+        status, body = await asyncio.to_thread(readiness.report, settings, worker.alive if worker else None)
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+    archive_status = tools_by_name()["archive_status"]
+
+    @api.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    async def metrics_text() -> PlainTextResponse:
+        """Prometheus metrics: tool calls, errors, latency, write batches, archive backlog and lag,
+        replica syncs, rate-limit refusals (docs/operations.md)."""
+        metrics.set_archive_gauges((await invoke.acall(archive_status, {}, settings)).model_dump(), settings)
+        return PlainTextResponse(metrics.prometheus_text(), media_type=metrics.CONTENT_TYPE)
 
     return Front(api, mcp, settings)
 
@@ -176,32 +191,53 @@ class Front:
         self.settings = settings
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            send = self._with_headers(scope, send)
-            path = scope["path"]
-            if path == "/health" and scope["method"] == "GET":
-                await send_json(send, HEALTH_BODY)
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        if scope["path"] == "/health" and scope["method"] == "GET":  # cheap, and unlogged: balancers poll it
+            await send_json(self._with_headers(scope, send), HEALTH_BODY)
+            return
+        started = time.perf_counter()
+        answered = {"status": 500}
+        logs.current.set({})  # invoke notes the tool in it, _serve the caller
+
+        async def send_counted(message) -> None:
+            if message["type"] == "http.response.start":
+                answered["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self._serve(scope, receive, self._with_headers(scope, send_counted))
+        finally:
+            metrics.http_responses.inc(str(answered["status"]))
+            logs.request(scope["method"], scope["path"], answered["status"], time.perf_counter() - started)
+
+    async def _serve(self, scope, receive, send) -> None:
+        path = scope["path"]
+        if scope["method"] == "OPTIONS" and self.settings.cors_allowed_origins:
+            origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
+            allowed = security.preflight_headers(origin, self.settings)
+            if allowed is not None:  # a preflight carries no credentials: answered before authentication
+                cors = security.cors_headers(origin, self.settings)  # added by send_with_headers
+                allowed = {name: value for name, value in allowed.items() if name not in cors}
+                await send({"type": "http.response.start", "status": 204, "headers": _raw(allowed)})
+                await send({"type": "http.response.body", "body": b""})
                 return
-            if scope["method"] == "OPTIONS" and self.settings.cors_allowed_origins:
-                origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
-                allowed = security.preflight_headers(origin, self.settings)
-                if allowed is not None:  # a preflight carries no credentials: answered before authentication
-                    cors = security.cors_headers(origin, self.settings)  # added by send_with_headers
-                    allowed = {name: value for name, value in allowed.items() if name not in cors}
-                    await send({"type": "http.response.start", "status": 204, "headers": _raw(allowed)})
-                    await send({"type": "http.response.body", "body": b""})
-                    return
-            try:
-                principal = self._guard(scope)
-                receive = await self._limit(scope, receive, principal)
-            except ToolError as exc:
-                is_mcp_refusal = path == MCP_PATH and exc.status in (413, 429)
-                body = ratelimit.mcp_error(exc) if is_mcp_refusal else orjson.dumps(exc.to_dict())
-                await send_json(send, body, exc.status, exc.headers)
-                return
-            if path in (MCP_PATH, MCP_PATH + "/"):  # the SDK redirects /mcp/ to /mcp
-                await self.mcp(scope, receive, send)
-                return
+        client = scope.get("client")
+        address = client[0] if client else None
+        logs.note(caller=ratelimit.caller(auth.ANONYMOUS, address))  # until someone authenticates
+        try:
+            principal = self._guard(scope)
+            logs.note(caller=ratelimit.caller(principal, address))
+            receive = await self._limit(scope, receive, principal)
+        except ToolError as exc:
+            is_mcp_refusal = path == MCP_PATH and exc.status in (413, 429)
+            body = ratelimit.mcp_error(exc) if is_mcp_refusal else orjson.dumps(exc.to_dict())
+            await send_json(send, body, exc.status, exc.headers)
+            return
+        if path in (MCP_PATH, MCP_PATH + "/"):  # the SDK redirects /mcp/ to /mcp
+            await self.mcp(scope, receive, send)
+            return
         await self.api(scope, receive, send)
 
     def _with_headers(self, scope, send):

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from .. import __version__, invoke
+from ..ops import logs
 from ..store import db
 from ..config import Settings, get_settings
 from ..errors import ToolError
@@ -42,6 +43,7 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
         ctx.obj = Settings(database_url=database_url) if database_url else get_settings()
     except ValidationError as exc:
         raise click.BadParameter(exc.errors()[0]["msg"].removeprefix("Value error, "), param_hint="--database-url")
+    logs.configure(ctx.obj)  # to stderr: stdout is for the commands' answers
 
 
 # Tool commands
@@ -325,3 +327,56 @@ def restore_from_archive(ctx: click.Context) -> None:
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(dumps(counts, compact=False))
+
+
+@cli.command(short_help="Check the installation; --repair applies the safe fixes.")
+@click.option("--repair", is_flag=True, help="Apply the fixes that lose nothing (index, archive, migrations, retries).")
+@click.pass_context
+def doctor(ctx: click.Context, repair: bool) -> None:
+    """Check configuration, database integrity and migrations, the full-text index, the git
+    archive against the database, the archive worker, disk space and Turso connectivity;
+    print what is wrong and the command that fixes it. Exit status 1 while anything is wrong."""
+    from ..ops import doctor as checks
+
+    settings = ctx.obj
+    findings = checks.examine(settings)
+    show_findings(findings)
+    fixable = [finding for finding in findings if not finding.ok and finding.repair]
+    if repair and fixable:
+        for finding in fixable:
+            with ProgressBars(finding.check) as progress:
+                done = finding.repair(progress)
+            click.echo(f"repaired {finding.check}: {done}")
+        click.echo("")
+        findings = checks.examine(settings)
+        show_findings(findings)
+    if not all(finding.ok for finding in findings):
+        ctx.exit(1)
+
+
+def show_findings(findings) -> None:
+    width = max(len(finding.check) for finding in findings)
+    for finding in findings:
+        click.echo(f"{'ok  ' if finding.ok else 'FAIL'}  {finding.check:<{width}}  {finding.detail}")
+        if not finding.ok and finding.fix:
+            click.echo(f"      {'':<{width}}  fix: {finding.fix}")
+
+
+class ProgressBars:
+    """progress(total) -> an update(n) callback drawing a bar on stderr; closed at the end."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bars = []
+
+    def __enter__(self):
+        def progress(total: int):
+            bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bars.append(bar.__enter__())
+            return bar.update
+
+        return progress
+
+    def __exit__(self, *exc) -> None:
+        for bar in self.bars:
+            bar.__exit__(*exc)

@@ -1,0 +1,166 @@
+"""`python -m chalicelib doctor [--repair]`: what is wrong with this installation, and the
+command that fixes it. `--repair` applies the fixes that lose nothing: apply migrations,
+rebuild the full-text index, rewrite the git archive from the database, retry failed
+archive entries now.
+
+Each check is a function (settings) -> Finding; they run in order, each on its own, so one
+broken part does not hide the others.
+"""
+
+import shutil
+from dataclasses import dataclass
+from typing import Callable
+
+from ..archive import outbox
+from ..archive.worker import lock_path
+from ..config import Settings
+from ..security import auth
+from ..store import db, heartbeats, search_index
+from .supervisor import exclusive
+
+LOW_DISK_BYTES = 1 << 30
+
+
+@dataclass
+class Finding:
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""  # the command (or step) that fixes it
+    repair: Callable[[Callable], str] | None = None  # repair(progress) -> what it did; only safe fixes
+
+
+def configuration(settings: Settings) -> Finding:
+    try:
+        auth.check_configuration(settings, None if auth.on_lambda() else settings.host)
+    except auth.InsecureConfiguration as exc:
+        return Finding("configuration", False, str(exc), "set AUTH_MODE and its settings (docs/security.md)")
+    mode = auth.mode(settings)
+    tokens = "on" if auth.agent_tokens_required(settings) else "off"
+    return Finding("configuration", True, f"AUTH_MODE={mode}, agent tokens {tokens}, HOST={settings.host}")
+
+
+def disk_space(settings: Settings) -> Finding:
+    places = {settings.database_path.parent.resolve()}
+    if settings.archive_enabled:
+        places.add(settings.archive_dir.resolve().parent)
+    low = []
+    for place in sorted(places):
+        place.mkdir(parents=True, exist_ok=True)
+        usage = shutil.disk_usage(place)
+        if usage.free < LOW_DISK_BYTES or usage.free < usage.total * 0.05:
+            low.append(f"{place}: {usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.0f}")
+    if low:
+        return Finding("disk space", False, "; ".join(low), "free disk space (writes fail when the disk is full)")
+    return Finding("disk space", True, "enough free space for the database and the archive")
+
+
+def database(settings: Settings) -> Finding:
+    if settings.turso_sync_url:
+        return Finding("database", True, "replica mode: the primary keeps the data (see the Turso check)")
+    with db.connection(settings) as conn:
+        problems = db.integrity_problems(conn)
+    if problems:
+        return Finding("database", False, "PRAGMA integrity_check: " + "; ".join(problems),
+                       "restore it: move the file aside, then python -m chalicelib db restore-from-archive")
+    return Finding("database", True, f"{settings.database_path}: integrity_check ok")
+
+
+def migrations(settings: Settings) -> Finding:
+    with db.connection(settings) as conn:
+        missing = db.missing_migrations(conn)
+    if missing:
+        def repair(progress) -> str:
+            db.migrate(settings)
+            return f"applied {len(missing)} migrations"
+
+        return Finding("migrations", False, "not applied: " + ", ".join(missing), "python -m chalicelib migrate", repair)
+    return Finding("migrations", True, "all applied")
+
+
+def search(settings: Settings) -> Finding:
+    if settings.turso_sync_url:
+        return Finding("search index", True, "replica mode: the sidecar index catches up before every search")
+    with db.connection(settings) as conn:
+        problem = search_index.fts_problem(conn)
+    if problem:
+        def repair(progress) -> str:
+            with db.connection(settings) as conn, db.transaction(conn, write=True):
+                search_index.rebuild_fts(conn)
+            return "rebuilt the full-text index"
+
+        return Finding("search index", False, problem, "python -m chalicelib doctor --repair", repair)
+    return Finding("search index", True, "matches the messages")
+
+
+def archive(settings: Settings) -> Finding:
+    if not settings.archive_enabled:
+        return Finding("git archive", True, "ARCHIVE_ENABLED=false")
+    from ..archive import rebuild
+    from ..archive.gitrepo import GitArchive
+
+    with db.connection(settings) as conn, db.transaction(conn, write=False):
+        status = outbox.status(conn, None)
+    if status["pending"]:  # files of pending entries are not written yet: nothing to compare
+        return Finding("git archive", True, f"{status['pending']} entries still to archive; compared when none are pending")
+    with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+        problems = rebuild.verify(conn, repo)
+    if not any(problems.values()):
+        return Finding("git archive", True, f"{settings.archive_dir} holds every message")
+    counts = ", ".join(f"{len(paths)} {kind}" for kind, paths in problems.items() if paths)
+
+    def repair(progress) -> str:
+        # The worker of a running server writes the same repository: rewrite only while none runs.
+        with exclusive(lock_path(settings), None) as mine:
+            if not mine:
+                return "skipped: a running archive worker holds the archive; stop the server and repair again"
+            with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+                total = rebuild.count_entries(conn)
+                written = rebuild.rebuild(conn, repo, on_batch=progress(total))
+            return f"rewrote {written} archive entries from the database"
+
+    return Finding("git archive", False, f"archive and database differ: {counts}", "python -m chalicelib doctor --repair (or: archive rebuild)", repair)
+
+
+def worker(settings: Settings) -> Finding:
+    if not settings.archive_enabled or settings.archive_queue_url:
+        return Finding("archive worker", True, "no local worker (archive off, or SQS drives it)")
+    with db.connection(settings) as conn, db.transaction(conn, write=False):
+        beat = heartbeats.last(conn, heartbeats.ARCHIVE_WORKER)
+        status = outbox.status(conn, None)
+    if status["failed"]:
+        def repair(progress) -> str:
+            with db.connection(settings) as conn, db.transaction(conn, write=True):
+                return f"re-queued {outbox.requeue_failed(conn)} failed entries"
+
+        return Finding("archive worker", False, f"{status['failed']} entries failed (retried with backoff);"
+                       f" last error: {(beat or {}).get('last_error') or 'see archive_status'}",
+                       "python -m chalicelib doctor --repair (retries them now)", repair)
+    if beat is None:
+        return Finding("archive worker", True, "has never run (it runs with the server)")
+    if beat["age_seconds"] > 3 * settings.archive_heartbeat_seconds:
+        return Finding("archive worker", True, f"not running now: last heartbeat {beat['age_seconds']:.0f} s ago"
+                       " (fine while the server is stopped; it runs with the server)")
+    return Finding("archive worker", True, f"running (pid {beat['pid']} on {beat['host']}, {beat['restarts']} restarts)")
+
+
+def turso(settings: Settings) -> Finding:
+    if not settings.turso_sync_url:
+        return Finding("turso", True, "not in replica mode")
+    problem = db.write_probe(settings)
+    if problem:
+        return Finding("turso", False, problem, "check TURSO_SYNC_URL, TURSO_AUTH_TOKEN and the network")
+    return Finding("turso", True, f"{settings.turso_sync_url} answers")
+
+
+CHECKS = [configuration, disk_space, database, migrations, search, archive, worker, turso]
+
+
+def examine(settings: Settings) -> list[Finding]:
+    findings = []
+    for check in CHECKS:
+        try:
+            findings.append(check(settings))
+        except Exception as exc:  # a check that cannot run is itself a finding
+            findings.append(Finding(check.__name__.replace("_", " "), False, f"could not check: {type(exc).__name__}: {exc}"))
+    return findings

@@ -1,0 +1,36 @@
+"""Readiness that tells the truth: GET /ready answers 503, with the reasons, when the
+database cannot take a write, migrations are missing, the local archive worker is down, or
+the git archive is stuck (its oldest pending entry older than ARCHIVE_MAX_LAG_SECONDS: a
+worker that hangs, or one starved of CPU for that long). /health stays a cheap liveness check.
+
+"Down" is the supervisor's word (its child process is not running), not a stale heartbeat:
+the worker runs at idle priority, so a busy machine may starve it for a while; that shows as
+lag, and becomes a problem only past the bound.
+"""
+
+from ..archive import outbox
+from ..config import Settings
+from ..store.db import connection, missing_migrations, transaction, write_probe
+from ..tools.health import HealthCheckInput, health_check
+
+
+def report(settings: Settings, worker_alive: bool | None) -> tuple[int, dict]:
+    """(status, body) of GET /ready: health_check's answer and the problems found (503 if any).
+    `worker_alive`: whether the archive worker this server supervises is running (None: it
+    runs none, e.g. on AWS, where SQS drives the archive). Blocking (up to ~1 s)."""
+    found = []
+    unwritable = write_probe(settings)
+    if unwritable:
+        found.append(unwritable)
+    with connection(settings) as conn, transaction(conn, write=False):
+        health = health_check(conn, HealthCheckInput()).model_dump()
+        missing = missing_migrations(conn)
+        archive = outbox.status(conn, None) if settings.archive_enabled else None
+    if missing:
+        found.append(f"migrations not applied: {', '.join(missing)} (run: python -m chalicelib migrate)")
+    if worker_alive is False:
+        found.append("the archive worker is down: its supervisor restarts it (see the server's log)")
+    if archive and archive["lag_seconds"] > settings.archive_max_lag_seconds:
+        found.append(f"the git archive is stuck: {archive['pending']} entries pending, the oldest"
+                     f" {archive['lag_seconds']:.0f} s old (ARCHIVE_MAX_LAG_SECONDS={settings.archive_max_lag_seconds:g})")
+    return (503 if found else 200), {**health, "status": "unavailable" if found else "ok", "problems": found}

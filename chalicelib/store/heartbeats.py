@@ -1,0 +1,31 @@
+"""Workers' heartbeats: a running worker writes one every few seconds; readers judge it
+alive while its heartbeat is recent (table worker_heartbeats, migrations/0018)."""
+
+import socket
+import sqlite3
+
+from .. import clock
+from ..ids import stable_id
+
+ARCHIVE_WORKER = "archive"  # a database's outbox has one archive (worker) at a time
+
+
+def beat(db: sqlite3.Connection, name: str, pid: int, started_ts: str, restarts: int, last_error: str | None = None) -> None:
+    db.execute(
+        "INSERT INTO worker_heartbeats (id, name, pid, host, started_ts, heartbeat_ts, restarts, last_error)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, host = excluded.host,"
+        " started_ts = excluded.started_ts, heartbeat_ts = excluded.heartbeat_ts, restarts = excluded.restarts,"
+        " last_error = excluded.last_error",
+        (stable_id("worker", name), name, pid, socket.gethostname(), started_ts, clock.now(), restarts, last_error),
+    )
+
+
+def last(db: sqlite3.Connection, name: str) -> dict | None:
+    """The worker's last heartbeat, with its age in seconds; None if it never beat."""
+    row = db.execute(
+        "SELECT pid, host, started_ts, heartbeat_ts, restarts, last_error FROM worker_heartbeats WHERE id = ?",
+        (stable_id("worker", name),),
+    ).fetchone()
+    if row is None:
+        return None
+    return {**dict(row), "age_seconds": round(clock.age_seconds(row["heartbeat_ts"]), 3)}
