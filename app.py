@@ -19,7 +19,7 @@ from typing import Any, Callable
 from chalice import Chalice, Response
 from chalice.app import Request
 
-from chalicelib.security import auth, ratelimit
+from chalicelib.security import auth, ratelimit, rebinding
 from chalicelib.store import db
 from chalicelib.transports import headers as security, rest
 from chalicelib import invoke
@@ -56,6 +56,11 @@ def create_app(settings: Settings) -> Chalice:
         return response
 
     def _protected(request: Request, get_response):
+        if request.path not in rebinding.EXEMPT_PATHS:
+            try:
+                rebinding.check(request.headers.get("host"), request.headers.get("origin"), settings)
+            except ToolError as exc:
+                return json_response(exc.status, exc.to_dict(), exc.headers)
         if request.path not in auth.OPEN_PATHS:
             try:
                 source_ip = ((request.context or {}).get("identity") or {}).get("sourceIp")
@@ -94,21 +99,26 @@ def create_app(settings: Settings) -> Chalice:
     @app.lambda_function(name="mcp")
     def mcp_handler(event: dict, context: Any) -> dict:
         """MCP for events straight from AWS: HTTP API or function URL (v2), or REST API (v1)."""
+        response = _mcp_answer(event, context)
+        security.add_security_headers(response.setdefault("headers", {}), tls=True)  # AWS endpoints are HTTPS
+        return response
+
+    def _mcp_answer(event: dict, context: Any) -> dict:
         try:
             body = event.get("body") or ""
             body = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
             method = event.get("httpMethod") or event.get("requestContext", {}).get("http", {}).get("method", "")
-            guard(auth.lower_headers(event.get("headers")), "/mcp", method, body, ratelimit.event_source_ip(event))
+            headers = auth.lower_headers(event.get("headers"))
+            rebinding.check(headers.get("host"), headers.get("origin"), settings)
+            guard(headers, "/mcp", method, body, ratelimit.event_source_ip(event))
         except ToolError as exc:
             body = ratelimit.mcp_error(exc) if exc.status in (413, 429) else to_json(exc.to_dict())
             return {"statusCode": exc.status, "body": body.decode(),
                     "headers": {"Content-Type": "application/json", **exc.headers}, "isBase64Encoded": False}
         try:
-            response = mcp(event, context)
+            return mcp(event, context)
         finally:
             cloud.publish_after_write(settings)
-        security.add_security_headers(response.setdefault("headers", {}), tls=True)  # AWS endpoints are HTTPS
-        return response
 
     @app.middleware("http")
     def archive_publish(request: Request, get_response):

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, invoke
-from ..security import auth, ratelimit
+from ..security import auth, ratelimit, rebinding
 from ..store import db
 from . import headers as security
 from ..archive.worker import LocalWorker
@@ -182,6 +182,11 @@ class Front:
             if path == "/health" and scope["method"] == "GET":
                 await send_json(send, HEALTH_BODY)
                 return
+            try:
+                rebinding.check(_header(scope, b"host"), _header(scope, b"origin"), self.settings)
+            except ToolError as exc:
+                await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
+                return
             if scope["method"] == "OPTIONS" and self.settings.cors_allowed_origins:
                 origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
                 allowed = security.preflight_headers(origin, self.settings)
@@ -259,6 +264,10 @@ class Front:
 def _security_headers(html: bool, tls: bool) -> tuple[tuple[bytes, bytes], ...]:
     """Computed once: they are the same for every response of a kind."""
     return tuple(_raw(security.security_headers("text/html" if html else "", tls)))
+
+
+def _header(scope, name: bytes) -> str | None:
+    return next((value.decode("latin-1") for n, value in scope["headers"] if n == name), None)
 
 
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
