@@ -142,7 +142,7 @@ def create_app(settings: Settings) -> Chalice:
 
 def tool_view(app: Chalice, tool: Tool, settings: Settings) -> Callable[[], Response]:
     def view() -> Response:
-        return respond(app, lambda: invoke.call(tool.json_tool, arguments(tool, app.current_request), settings))
+        return respond(app, lambda: invoke.json_call(tool, arguments(tool, app.current_request), settings))
 
     return view
 

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     rate_limit_reads_per_minute: int | None = None
     rate_limit_writes_per_minute: int | None = None
     max_body_bytes: int = 1024 * 1024  # request bodies, every transport
+    # A client that has not taken its answer for this long is dropped (chalicelib/transports/http_protocol.py).
+    send_timeout_seconds: float = 30.0
     cors_allowed_origins: CommaList = []  # browsers' cross-origin requests: none allowed by default
 
     @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", mode="before")

@@ -9,6 +9,7 @@ everything else is FastAPI (REST, OpenAPI, docs).
 
 import gc
 import inspect
+import logging
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
@@ -36,10 +37,11 @@ from ..errors import (
 from .mcp_asgi import PATH as MCP_PATH
 from .mcp_asgi import MCPApp
 from .raw_asgi import read_body, replay, send_json
-from ..registry import Tool, to_json
+from ..registry import Tool
 from ..tools import all_tools, tools_by_name
 
 HEALTH_BODY = b'{"status":"ok"}'
+log = logging.getLogger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -67,15 +69,11 @@ def _without_source(errors: list[dict]) -> list[dict]:
     return [{**error, "loc": error["loc"][1:]} for error in errors]
 
 
-def _json(output: BaseModel) -> Response:
-    return Response(to_json(output), media_type="application/json")
-
-
 def _endpoint(tool: Tool, settings: Settings, source: str):
     """An endpoint whose single parameter is the tool's input model, read from the body or the query."""
 
     async def endpoint(args):
-        return _json(await invoke.acall(tool.json_tool, args, settings))
+        return Response(await invoke.ajson(tool, args, settings), media_type="application/json")
 
     optional = all(not field.is_required() for field in tool.input.model_fields.values())
     where = Query() if source == "query" else Body()
@@ -105,6 +103,9 @@ def add_rest_routes(api: FastAPI, settings: Settings) -> None:
 def create_app(settings: Settings | None = None):
     settings = settings or get_settings()
     auth.check_configuration(settings, settings.host)  # refuse to serve an open API beyond loopback
+    # Plain log lines, configured before the MCP SDK would install its rich handler: rendering a
+    # traceback with it holds the event loop for hundreds of milliseconds (seconds under load).
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mcp = MCPApp(settings)
 
     @asynccontextmanager
@@ -207,6 +208,15 @@ class Front:
             if path in (MCP_PATH, MCP_PATH + "/"):  # the SDK redirects /mcp/ to /mcp
                 await self.mcp(scope, receive, send)
                 return
+            try:
+                await self.api(scope, receive, send)
+            except Exception:
+                # Starlette re-raises an exception after its 500 answer went out, and uvicorn then
+                # closes the connection: a keep-alive client's next request would be reset.
+                if not send.finished:
+                    raise
+                log.exception("%s %s failed", scope["method"], path)
+            return
         await self.api(scope, receive, send)
 
     def _with_headers(self, scope, send):
@@ -222,8 +232,11 @@ class Front:
                 headers = message.get("headers", ())
                 html = any(n.lower() == b"content-type" and v.startswith(b"text/html") for n, v in headers)
                 message = {**message, "headers": [*headers, *_security_headers(html, tls), *cors]}
+            elif not message.get("more_body"):
+                send_with_headers.finished = True
             await send(message)
 
+        send_with_headers.finished = False  # the whole response went out
         return send_with_headers
 
     def _guard(self, scope) -> None:
