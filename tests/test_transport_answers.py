@@ -142,3 +142,18 @@ def test_chalice_pages_threads_and_refuses_out_of_range_timestamps(chalice):
     assert [m["subject"] for m in second["messages"]] == ["s2"] and second["next_cursor"] is None
     status, error = post("fetch_inbox", project_key="answers", agent_name="GreenCastle", since_ts="0001-01-01T00:00:00+14:00")
     assert status == 422
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("DELETE", "/api/list_projects", "GET, POST"), ("GET", "/api/send_message", "POST"), ("POST", "/health", "GET"),
+    ("DELETE", "/ready", "GET"), ("DELETE", "/mcp", "GET, POST"), ("PUT", "/mcp", "GET, POST"),
+])
+def test_a_405_names_what_is_allowed(url, method, path, allow):
+    answer = httpx.request(method, f"{url}{path}", headers={"Accept": "application/json, text/event-stream"})
+    assert (answer.status_code, answer.headers.get("allow")) == (405, allow)
+
+
+def test_chalice_405_names_what_is_allowed(chalice):
+    assert chalice.http.request("DELETE", "/api/list_projects").headers["Allow"] == "GET, POST"
+    mcp_delete = chalice.http.request("DELETE", "/mcp", headers={"Accept": "application/json, text/event-stream", "Host": "127.0.0.1:8000"})
+    assert (mcp_delete.status_code, mcp_delete.headers.get("allow")) == (405, "POST")

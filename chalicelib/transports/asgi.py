@@ -140,11 +140,15 @@ def create_app(settings: Settings | None = None):
         return JSONResponse(error.to_dict(), status_code=error.status)
 
     @api.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException):
+    async def http_error(request: Request, exc: StarletteHTTPException):
         """Starlette's own refusals (an unparsable body, an unknown path) in the one error shape."""
         error = ToolError(str(exc.detail), "Check the method, path and body against /openapi.json.")
         error.status, error.code = exc.status_code, {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the first route's methods; a tool has a GET and a POST route
+            routes = [route for route in request.app.routes if getattr(route, "path", None) == request.url.path]
+            headers["Allow"] = ", ".join(sorted({method for route in routes for method in getattr(route, "methods", ())}))
+        return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=headers)
 
     @api.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):
