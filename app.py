@@ -151,8 +151,10 @@ def arguments(tool: Tool, request: Request) -> Any:
     """The tool's input: the query parameters of a GET, the JSON body of a POST."""
     if request.method == "GET":
         params = request.query_params or {}
-        return rest.query_arguments(tool, ((name, value) for name in params for value in params.getlist(name)))
-    return rest.body_arguments(request.raw_body)
+        given = rest.query_arguments(tool, ((name, value) for name in params for value in params.getlist(name)))
+    else:
+        given = rest.body_arguments(request.raw_body)
+    return rest.with_header_token(tool, given, request.headers.get(rest.AGENT_TOKEN_HEADER))
 
 
 def respond(app: Chalice, run: Callable[[], Any]) -> Response:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__, invoke
 from ..security import auth, ratelimit, rebinding
 from ..store import db
-from . import headers as security
+from . import headers as security, rest
 from ..archive.worker import LocalWorker
 from ..config import Settings, get_settings
 from ..errors import (
@@ -72,15 +72,20 @@ def _without_source(errors: list[dict]) -> list[dict]:
 def _endpoint(tool: Tool, settings: Settings, source: str):
     """An endpoint whose single parameter is the tool's input model, read from the body or the query."""
 
-    async def endpoint(args):
+    async def endpoint(args, agent_token=None):
+        args = rest.with_header_token(tool, args, agent_token)
         return Response(await invoke.ajson(tool, args, settings), media_type="application/json")
 
     optional = all(not field.is_required() for field in tool.input.model_fields.values())
     where = Query() if source == "query" else Body()
     default = inspect.Parameter.empty if source == "query" or not optional else None
-    endpoint.__signature__ = inspect.Signature(
-        [inspect.Parameter("args", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[tool.input, where], default=default)]
-    )
+    parameters = [inspect.Parameter("args", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[tool.input, where], default=default)]
+    if tool.acts_as:
+        header = Header(alias=rest.AGENT_TOKEN_HEADER, max_length=256,
+                        description=f"The acting agent's token, instead of {tool.token_field} (keeps it out of URLs).")
+        parameters.append(inspect.Parameter("agent_token", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                            annotation=Annotated[str | None, header], default=None))
+    endpoint.__signature__ = inspect.Signature(parameters)
     return endpoint
 
 
