@@ -20,7 +20,7 @@ from typing import Any, Callable
 from chalice import Chalice, Response
 from chalice.app import Request
 
-from chalicelib.security import auth, ratelimit
+from chalicelib.security import auth, ratelimit, rebinding
 from chalicelib.store import db
 from chalicelib.transports import headers as security, rest
 from chalicelib import invoke
@@ -64,6 +64,11 @@ def create_app(settings: Settings) -> Chalice:
         return response
 
     def _protected(request: Request, get_response):
+        if request.path not in rebinding.EXEMPT_PATHS:
+            try:
+                rebinding.check(request.headers.get("host"), request.headers.get("origin"), settings)
+            except ToolError as exc:
+                return json_response(exc.status, exc.to_dict(), exc.headers)
         if request.path not in auth.OPEN_PATHS:
             try:
                 source_ip = ((request.context or {}).get("identity") or {}).get("sourceIp")
@@ -108,27 +113,28 @@ def create_app(settings: Settings) -> Chalice:
         """MCP for events straight from AWS: HTTP API or function URL (v2), or REST API (v1)."""
         started = time.perf_counter()
         logs.current.set({})
-        response = _mcp_event(event, context)
+        response = _mcp_answer(event, context)
+        security.add_security_headers(response.setdefault("headers", {}), tls=True)  # AWS endpoints are HTTPS
         logs.request("POST", "/mcp", response["statusCode"], time.perf_counter() - started,
                      request_id=getattr(context, "aws_request_id", None))
         return response
 
-    def _mcp_event(event: dict, context: Any) -> dict:
+    def _mcp_answer(event: dict, context: Any) -> dict:
         try:
             body = event.get("body") or ""
             body = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
             method = event.get("httpMethod") or event.get("requestContext", {}).get("http", {}).get("method", "")
-            guard(auth.lower_headers(event.get("headers")), "/mcp", method, body, ratelimit.event_source_ip(event))
+            headers = auth.lower_headers(event.get("headers"))
+            rebinding.check(headers.get("host"), headers.get("origin"), settings)
+            guard(headers, "/mcp", method, body, ratelimit.event_source_ip(event))
         except ToolError as exc:
             body = ratelimit.mcp_error(exc) if exc.status in (413, 429) else to_json(exc.to_dict())
             return {"statusCode": exc.status, "body": body.decode(),
                     "headers": {"Content-Type": "application/json", **exc.headers}, "isBase64Encoded": False}
         try:
-            response = mcp(event, context)
+            return mcp(event, context)
         finally:
             cloud.publish_after_write(settings)
-        security.add_security_headers(response.setdefault("headers", {}), tls=True)  # AWS endpoints are HTTPS
-        return response
 
     @app.middleware("http")
     def archive_publish(request: Request, get_response):
@@ -156,7 +162,7 @@ def create_app(settings: Settings) -> Chalice:
 
 def tool_view(app: Chalice, tool: Tool, settings: Settings) -> Callable[[], Response]:
     def view() -> Response:
-        return respond(app, lambda: invoke.call(tool.json_tool, arguments(tool, app.current_request), settings))
+        return respond(app, lambda: invoke.json_call(tool, arguments(tool, app.current_request), settings))
 
     return view
 
@@ -165,8 +171,10 @@ def arguments(tool: Tool, request: Request) -> Any:
     """The tool's input: the query parameters of a GET, the JSON body of a POST."""
     if request.method == "GET":
         params = request.query_params or {}
-        return rest.query_arguments(tool, ((name, value) for name in params for value in params.getlist(name)))
-    return rest.body_arguments(request.raw_body)
+        given = rest.query_arguments(tool, ((name, value) for name in params for value in params.getlist(name)))
+    else:
+        given = rest.body_arguments(request.raw_body)
+    return rest.with_header_token(tool, given, request.headers.get(rest.AGENT_TOKEN_HEADER))
 
 
 def respond(app: Chalice, run: Callable[[], Any]) -> Response:

@@ -8,11 +8,15 @@ def now() -> str:
 
 
 def normalize(value: str) -> str:
-    """Any ISO 8601 timestamp → the stored form (naive times are taken as UTC)."""
+    """Any ISO 8601 timestamp → the stored form (naive times are taken as UTC). ValueError
+    also for times that are out of range once in UTC (0001-01-01T00:00:00+14:00)."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    try:
+        return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of range in UTC") from None
 
 
 def later(timestamp: str, seconds: float) -> str:

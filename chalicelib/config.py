@@ -36,12 +36,16 @@ class Settings(BaseSettings):
     replica_max_staleness_ms: int = 1000
     # A failed pull or push is retried (50 ms, doubling to 1 s) this long before the call fails.
     replica_sync_timeout_ms: int = 10000
-    # Host headers the MCP endpoint accepts (DNS-rebinding protection); add your API domain.
-    mcp_allowed_hosts: list[str] = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    # Host headers every route but /health accepts (DNS-rebinding protection, chalicelib/security/
+    # rebinding.py); add your API domain. MCP_ALLOWED_HOSTS is the old name.
+    allowed_hosts: list[str] = Field(["127.0.0.1:*", "localhost:*", "[::1]:*"],
+                                     validation_alias=AliasChoices("allowed_hosts", "mcp_allowed_hosts"))
     # Answer stateless JSON tools/call, tools/list, initialize and ping without the SDK's
     # transport (same results, ~10x the throughput). Off: every MCP request goes to the SDK.
     mcp_lean_path: bool = True
-    mcp_allowed_origins: list[str] = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    # Origin headers every route but /health accepts (besides CORS_ALLOWED_ORIGINS); MCP_ALLOWED_ORIGINS is the old name.
+    allowed_origins: list[str] = Field(["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+                                       validation_alias=AliasChoices("allowed_origins", "mcp_allowed_origins"))
     # force_release_file_reservation may take over a reservation whose holder has been
     # inactive (agents.last_active_ts) this long, even before the reservation expires.
     stale_agent_seconds: int = 1800
@@ -83,6 +87,8 @@ class Settings(BaseSettings):
     rate_limit_reads_per_minute: int | None = None
     rate_limit_writes_per_minute: int | None = None
     max_body_bytes: int = 1024 * 1024  # request bodies, every transport
+    # A client that has not taken its answer for this long is dropped (chalicelib/transports/http_protocol.py).
+    send_timeout_seconds: float = 30.0
     cors_allowed_origins: CommaList = []  # browsers' cross-origin requests: none allowed by default
 
     @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", mode="before")

@@ -47,6 +47,21 @@ def validation_error(errors: list[dict]) -> InvalidArgument:
     )
 
 
+# The most one answer may hold: every answer is built in memory and held until the client read it.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+
+
+class AnswerTooLarge(InvalidArgument):
+    code = "answer_too_large"
+
+
+def answer_too_large() -> AnswerTooLarge:
+    return AnswerTooLarge(
+        f"The answer would exceed {MAX_ANSWER_BYTES // (1024 * 1024)} MiB.",
+        "Ask for less: a smaller limit, without bodies, or page with the cursor the tool returns.",
+    )
+
+
 class Unavailable(ToolError):
     status = 503
     code = "unavailable"

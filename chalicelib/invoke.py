@@ -23,7 +23,7 @@ from .ops import logs, metrics
 from .security import agent_tokens, auth
 from .config import Settings
 from .store.db import connection, transaction
-from .errors import ToolError, Unavailable, internal_error, validation_error
+from .errors import MAX_ANSWER_BYTES, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
 
@@ -94,16 +94,36 @@ async def _acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
     return await _writer(settings).submit(tool, args)
 
 
+def json_call(tool: Tool, arguments: Any, settings: Settings) -> bytes:
+    """The output as JSON (what REST and MCP send), no larger than MAX_ANSWER_BYTES."""
+    return bounded(to_json(call(tool.json_tool, arguments, settings)))
+
+
+async def ajson(tool: Tool, arguments: Any, settings: Settings) -> bytes:
+    """json_call for the ASGI app: a read whose tool says it may be slow runs, encoding
+    included, in a thread, so the event loop keeps serving (/health, every other client)."""
+    tool = tool.json_tool
+    args = parse(tool, arguments)
+    if tool.read_only and tool.off_loop(args):
+        return await asyncio.to_thread(json_call, tool, args, settings)
+    return bounded(to_json(await acall(tool, args, settings)))
+
+
+def bounded(answer: bytes) -> bytes:
+    if len(answer) > MAX_ANSWER_BYTES:
+        raise answer_too_large()
+    return answer
+
+
 async def run_tool(tool: Tool, arguments: Any, settings: Settings) -> tuple[bool, bytes]:
     """(is_error, JSON bytes) of one tool call: the output, or an error body (MCP tools and resources)."""
     try:
-        output = await acall(tool.json_tool, arguments, settings)
+        return False, await ajson(tool, arguments, settings)
     except ToolError as exc:
         return True, orjson.dumps(exc.to_dict())
     except Exception:
         log.exception("tool %s failed", tool.name)
         return True, orjson.dumps(internal_error().to_dict())
-    return False, to_json(output)
 
 
 class _busy_is_unavailable:

@@ -62,6 +62,9 @@ class Tool:
     # outputs the database renders as JSON (a Python object per row costs more than the query);
     # transports that only send the JSON call it, through json_tool.
     json_handler: Callable[[sqlite3.Connection, Any], bytes] | None = None
+    # off_loop(args) -> bool: this read may take more than a few milliseconds (big inputs, big
+    # answers), so the ASGI app runs it, and the answer's encoding, in a thread (invoke.ajson).
+    off_loop: Callable[[Any], bool] = lambda args: False
 
     @functools.cached_property
     def json_tool(self) -> "Tool":
@@ -91,6 +94,7 @@ def tool(
     may_create: bool = False,
     settle: Callable | None = None,
     json_handler: Callable | None = None,
+    off_loop: bool | Callable[[Any], bool] = False,
 ) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
@@ -115,6 +119,7 @@ def tool(
         handler_input=handler_input if acts_as else None,
         settle=settle,
         json_handler=_without_token(json_handler, handler_input) if json_handler and acts_as else json_handler,
+        off_loop=off_loop if callable(off_loop) else (lambda args: off_loop),
     )
 
 

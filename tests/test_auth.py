@@ -281,7 +281,7 @@ def test_an_open_server_refuses_traffic_that_did_not_come_over_loopback(tmp_path
 
     from chalicelib.transports.asgi import create_app
 
-    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite"))
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", allowed_hosts=["192.0.2.10:*"]))
 
     async def get(base_url, path):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url) as client:

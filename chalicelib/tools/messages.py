@@ -14,7 +14,7 @@ from pydantic import Field
 from .. import clock
 from ..archive import outbox
 from ..store.db import placeholders
-from ..errors import NotFound
+from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
 from ..ids import new_id, stable_id
 from ..registry import Input, Output, tool
@@ -295,7 +295,12 @@ def inbox_json(db: sqlite3.Connection, args: FetchInboxInput) -> bytes:
         params.append(args.since_ts)
     sql += " ORDER BY r.message_id DESC LIMIT ?"
     params.append(args.limit)
-    messages = [row[0] for row in db.execute(sql, params)]
+    messages, size = [], 0
+    for (message,) in db.execute(sql, params):  # lazily: reading stops at the answer's cap
+        size += len(message) + 1
+        if size > MAX_ANSWER_BYTES:
+            raise answer_too_large()
+        messages.append(message)
     if not messages:
         find_agent(db, find_project(db, args.project_key), args.agent_name)
     return f'{{"messages":[{",".join(messages)}]}}'.encode()
@@ -391,7 +396,7 @@ def acknowledge_message(db: sqlite3.Connection, args: ReceiptInput) -> Receipt:
 TOOLS = [
     tool(send_message, acts_as="sender_name", token_field="sender_token"),
     tool(reply_message, acts_as="sender_name", token_field="sender_token"),
-    tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json),
+    tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json, off_loop=lambda args: args.include_bodies),
     tool(fetch_outbox, read_only=True, acts_as="agent_name"),
     tool(get_message, read_only=True, acts_as="agent_name"),
     tool(mark_message_read, acts_as="agent_name"),

@@ -5,8 +5,8 @@ import sqlite3
 
 from pydantic import Field
 
-from ..errors import NotFound
-from ..fields import MessageId, ProjectKey
+from ..errors import MAX_ANSWER_BYTES, NotFound
+from ..fields import Id, MessageId, ProjectKey
 from ..registry import Input, Output, tool
 from .messages import MESSAGE_COLUMNS, Limit, Message, ThreadId, messages_from_rows
 from .projects import find_project
@@ -86,17 +86,40 @@ class GetThreadInput(Input):
     project_key: ProjectKey
     thread_id: ThreadId
     include_bodies: bool = True
+    limit: Limit = Field(20, description="At most this many messages per page.")
+    cursor: Id | None = Field(None, description="next_cursor of the previous page: the messages after it.")
 
 
 class Thread(Output):
     thread_id: str
     messages: list[Message]
+    next_cursor: Id | None = Field(description="Pass as cursor for the next page; null on the last page.")
+
+
+# A page of bodies stops here (or at limit): the answer stays well under MAX_ANSWER_BYTES.
+PAGE_BODY_BYTES = MAX_ANSWER_BYTES // 2
 
 
 def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
-    """All messages of a thread, oldest first."""
+    """A thread's messages, oldest first, a page at a time (limit, and at most ~4 MiB of bodies)."""
     project = find_project(db, args.project_key)
-    return Thread(thread_id=args.thread_id, messages=thread_messages(db, project, args.thread_id, args.include_bodies))
+    rows = db.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
+        " WHERE m.project_id = ? AND m.thread_id = ? AND m.id > ? ORDER BY m.id LIMIT ?",
+        (project["id"], args.thread_id, args.cursor or 0, args.limit + 1),
+    )
+    page, size = [], 0
+    for row in rows:  # lazily: what is past the page is never read
+        size += len(row["body_md"] or "") if args.include_bodies else 0
+        if len(page) == args.limit or (page and size > PAGE_BODY_BYTES):
+            break
+        page.append(row)
+    else:
+        row = None
+    if not page and args.cursor is None:
+        thread_messages(db, project, args.thread_id, bodies=False)  # NotFound, with its hint
+    messages = messages_from_rows(db, project, page, bodies=args.include_bodies)
+    return Thread(thread_id=args.thread_id, messages=messages, next_cursor=page[-1]["id"] if row is not None else None)
 
 
 # Lines worth surfacing, recognised without a language model (deterministic).
@@ -169,6 +192,6 @@ def summarize_thread(db: sqlite3.Connection, args: SummarizeThreadInput) -> Thre
 
 TOOLS = [
     tool(list_threads, read_only=True),
-    tool(get_thread, read_only=True),
-    tool(summarize_thread, read_only=True),
+    tool(get_thread, read_only=True, off_loop=True),
+    tool(summarize_thread, read_only=True, off_loop=True),
 ]

@@ -11,21 +11,22 @@ import asyncio
 import gc
 import time
 import inspect
+import logging
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, invoke
-from ..security import auth, ratelimit
+from ..security import auth, ratelimit, rebinding
 from ..store import db
-from . import headers as security
+from . import headers as security, rest
 from ..archive.worker import LocalWorker
 from ..ops import logs, metrics, readiness
 from ..config import Settings, get_settings
@@ -39,10 +40,11 @@ from ..errors import (
 from .mcp_asgi import PATH as MCP_PATH
 from .mcp_asgi import MCPApp
 from .raw_asgi import read_body, replay, send_json
-from ..registry import Tool, to_json
+from ..registry import Tool
 from ..tools import all_tools, tools_by_name
 
 HEALTH_BODY = b'{"status":"ok"}'
+log = logging.getLogger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -70,22 +72,23 @@ def _without_source(errors: list[dict]) -> list[dict]:
     return [{**error, "loc": error["loc"][1:]} for error in errors]
 
 
-def _json(output: BaseModel) -> Response:
-    return Response(to_json(output), media_type="application/json")
-
-
 def _endpoint(tool: Tool, settings: Settings, source: str):
     """An endpoint whose single parameter is the tool's input model, read from the body or the query."""
 
-    async def endpoint(args):
-        return _json(await invoke.acall(tool.json_tool, args, settings))
+    async def endpoint(args, agent_token=None):
+        args = rest.with_header_token(tool, args, agent_token)
+        return Response(await invoke.ajson(tool, args, settings), media_type="application/json")
 
     optional = all(not field.is_required() for field in tool.input.model_fields.values())
     where = Query() if source == "query" else Body()
     default = inspect.Parameter.empty if source == "query" or not optional else None
-    endpoint.__signature__ = inspect.Signature(
-        [inspect.Parameter("args", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[tool.input, where], default=default)]
-    )
+    parameters = [inspect.Parameter("args", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[tool.input, where], default=default)]
+    if tool.acts_as:
+        header = Header(alias=rest.AGENT_TOKEN_HEADER, max_length=256,
+                        description=f"The acting agent's token, instead of {tool.token_field} (keeps it out of URLs).")
+        parameters.append(inspect.Parameter("agent_token", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                            annotation=Annotated[str | None, header], default=None))
+    endpoint.__signature__ = inspect.Signature(parameters)
     return endpoint
 
 
@@ -107,6 +110,8 @@ def add_rest_routes(api: FastAPI, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None):
     settings = settings or get_settings()
+    # Our handler, in place before the MCP SDK would install its rich one: rendering a traceback
+    # with that holds the event loop for hundreds of milliseconds (seconds under load).
     logs.configure(settings)
     auth.check_configuration(settings, settings.host)  # refuse to serve an open API beyond loopback
     mcp = MCPApp(settings)
@@ -143,11 +148,15 @@ def create_app(settings: Settings | None = None):
         return JSONResponse(error.to_dict(), status_code=error.status)
 
     @api.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException):
+    async def http_error(request: Request, exc: StarletteHTTPException):
         """Starlette's own refusals (an unparsable body, an unknown path) in the one error shape."""
         error = ToolError(str(exc.detail), "Check the method, path and body against /openapi.json.")
         error.status, error.code = exc.status_code, {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the first route's methods; a tool has a GET and a POST route
+            routes = [route for route in request.app.routes if getattr(route, "path", None) == request.url.path]
+            headers["Allow"] = ", ".join(sorted({method for route in routes for method in getattr(route, "methods", ())}))
+        return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=headers)
 
     @api.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):
@@ -214,6 +223,11 @@ class Front:
 
     async def _serve(self, scope, receive, send) -> None:
         path = scope["path"]
+        try:
+            rebinding.check(_header(scope, b"host"), _header(scope, b"origin"), self.settings)
+        except ToolError as exc:
+            await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
+            return
         if scope["method"] == "OPTIONS" and self.settings.cors_allowed_origins:
             origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
             allowed = security.preflight_headers(origin, self.settings)
@@ -238,7 +252,14 @@ class Front:
         if path in (MCP_PATH, MCP_PATH + "/"):  # the SDK redirects /mcp/ to /mcp
             await self.mcp(scope, receive, send)
             return
-        await self.api(scope, receive, send)
+        try:
+            await self.api(scope, receive, send)
+        except Exception:
+            # Starlette re-raises an exception after its 500 answer went out, and uvicorn then
+            # closes the connection: a keep-alive client's next request would be reset.
+            if not send.finished:
+                raise
+            log.exception("%s %s failed", scope["method"], path)
 
     def _with_headers(self, scope, send):
         """send() adding the security headers (and CORS for an allowed origin) to the response."""
@@ -253,8 +274,11 @@ class Front:
                 headers = message.get("headers", ())
                 html = any(n.lower() == b"content-type" and v.startswith(b"text/html") for n, v in headers)
                 message = {**message, "headers": [*headers, *_security_headers(html, tls), *cors]}
+            elif not message.get("more_body"):
+                send_with_headers.finished = True
             await send(message)
 
+        send_with_headers.finished = False  # the whole response went out
         return send_with_headers
 
     def _guard(self, scope) -> None:
@@ -295,6 +319,10 @@ class Front:
 def _security_headers(html: bool, tls: bool) -> tuple[tuple[bytes, bytes], ...]:
     """Computed once: they are the same for every response of a kind."""
     return tuple(_raw(security.security_headers("text/html" if html else "", tls)))
+
+
+def _header(scope, name: bytes) -> str | None:
+    return next((value.decode("latin-1") for n, value in scope["headers"] if n == name), None)
 
 
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

@@ -21,7 +21,7 @@ CSP_HTML = (
 )
 HSTS = "max-age=31536000; includeSubDomains"
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
-CORS_HEADERS = "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID"
+CORS_HEADERS = "Authorization, Content-Type, Accept, X-Agent-Token, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID"
 
 
 def security_headers(content_type: str, tls: bool) -> dict[str, str]:

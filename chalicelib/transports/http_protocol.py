@@ -10,11 +10,17 @@ Nothing waits longer than that turn, so a streamed response still streams.
     uvicorn chalicelib.transports.asgi:app --http chalicelib.transports.http_protocol:HttpProtocol
 
 (scripts/serve and the test servers do this; plain uvicorn serves the same app, slower.)
+
+It also drops slow readers: a client that stops reading its answer would keep that answer
+(up to MAX_ANSWER_BYTES) in memory for as long as it likes; once the transport's buffer has
+stayed above its high-water mark for SEND_TIMEOUT_SECONDS, the connection is aborted.
 """
 
 import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..config import get_settings
 
 
 class TurnBufferedTransport:
@@ -48,6 +54,25 @@ class TurnBufferedTransport:
 
 
 class HttpProtocol(HttpToolsProtocol):
+    stalled: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the real transport
         self.transport = TurnBufferedTransport(transport, self.loop)  # type: ignore[assignment]
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.stalled = self.loop.call_later(get_settings().send_timeout_seconds, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_stall()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_stall()
+        super().connection_lost(exc)
+
+    def _cancel_stall(self) -> None:
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None

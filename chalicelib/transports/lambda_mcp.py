@@ -66,7 +66,7 @@ class _Runtime:
 
         from .mcp_asgi import MCPApp
 
-        self.app = MCPApp(settings)
+        self.app = MCPApp(settings, allow=b"POST")
         self.event_kinds = (HTTPGateway, APIGateway)  # v2 (and v1 with a "version"), then v1
         self.config = {"api_gateway_base_path": "/", "text_mime_types": DEFAULT_TEXT_MIME_TYPES, "exclude_headers": []}
         self.http_cycle = HTTPCycle
@@ -88,7 +88,7 @@ class _Runtime:
 
     async def _respond(self, scope: dict, body: bytes) -> dict:
         if scope["method"] == "GET":
-            headers = [(b"allow", b"POST, DELETE"), (b"content-type", b"application/json")]
+            headers = [(b"allow", b"POST"), (b"content-type", b"application/json")]
             return {"status": 405, "headers": headers, "body": NO_SSE_STREAM}
         cycle = self.http_cycle(scope, body)
         await cycle.run(self.app)  # an exception becomes a 500, as under uvicorn

@@ -85,8 +85,8 @@ def sdk_tool(tool: Tool, settings: Settings) -> SDKTool:
 def transport_security(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=settings.mcp_allowed_hosts,
-        allowed_origins=settings.mcp_allowed_origins,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=[*settings.allowed_origins, *settings.cors_allowed_origins],
     )
 
 

@@ -25,11 +25,25 @@ def _json_content(scope) -> bool:
     return is_json(next((value for name, value in scope["headers"] if name == b"content-type"), b""))
 
 
+def _with_allow(send, allow: bytes):
+    """send() that gives a 405 its Allow header (the SDK's 405s name none, or name DELETE,
+    which a stateless server refuses)."""
+
+    async def send_with_allow(message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 405:
+            headers = [(name, value) for name, value in message.get("headers", ()) if name.lower() != b"allow"]
+            message = {**message, "headers": [*headers, (b"allow", allow)]}
+        await send(message)
+
+    return send_with_allow
+
+
 class MCPApp:
     """POST /mcp goes to the lean path (which hands anything unusual to the SDK); every other
     request (GET, DELETE, other paths, the lifespan) goes to the SDK's Starlette app."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, allow: bytes = b"GET, POST") -> None:
+        self.allow = allow  # the methods that get an answer other than 405
         self.server = build_mcp_server(settings)
         self.sdk = self.server.streamable_http_app(
             streamable_http_path=PATH,
@@ -46,6 +60,8 @@ class MCPApp:
             return
         if self.lean is not None and scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
             await self.lean(scope, receive, send)
+        elif scope["type"] == "http":
+            await self.sdk(scope, receive, _with_allow(send, self.allow))
         else:
             await self.sdk(scope, receive, send)
 

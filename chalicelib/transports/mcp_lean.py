@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 from mcp.server import MCPServer
-from mcp.server.transport_security import TransportSecurityMiddleware
 from mcp_types import (
     DEFAULT_NEGOTIATED_VERSION,
     Implementation,
@@ -27,7 +26,6 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
 from ..invoke import run_tool
-from .mcp_app import transport_security
 from .raw_asgi import is_json, read_body, replay, send_json
 from ..tools import tools_by_name
 
@@ -48,7 +46,6 @@ class LeanMCP:
         self.settings = settings
         self.fallback = fallback
         self.tools = tools_by_name()
-        self.security = TransportSecurityMiddleware(transport_security(settings))
         self._tools_list: dict[str, bytes] = {}
         self._initialize: dict[str, bytes] = {}
 
@@ -64,15 +61,14 @@ class LeanMCP:
         await send_json(send, response)
 
     def _plain_json_request(self, headers: dict[bytes, bytes]) -> bool:
-        """A stateless JSON POST the SDK would accept, from an allowed host and origin."""
+        """A stateless JSON POST the SDK would accept (Host and Origin were checked before:
+        chalicelib/security/rebinding.py)."""
         version = headers.get(b"mcp-protocol-version")
         return (
             is_json(headers.get(b"content-type", b""))
             and _accepts_json_and_sse(headers.get(b"accept", b"").decode("latin-1"))
             and b"mcp-session-id" not in headers
             and (version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS)
-            and self.security._validate_host(_text(headers.get(b"host")))
-            and self.security._validate_origin(_text(headers.get(b"origin")))
         )
 
     async def _answer(self, body: bytes, version: str) -> bytes | None:

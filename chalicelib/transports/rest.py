@@ -8,6 +8,8 @@ FastAPI would lengthen every cold start.
 import json
 from typing import Any, Iterable, get_origin
 
+from pydantic import BaseModel
+
 from ..errors import malformed_json
 from ..registry import Tool, field_type
 
@@ -22,6 +24,25 @@ def body_arguments(body: bytes) -> Any:
         raise malformed_json(exc.msg, exc.pos) from None
     except UnicodeDecodeError:
         raise malformed_json("not UTF-8", 0) from None
+
+
+# The acting agent's token as a header: a GET then keeps it out of URLs (and so out of access
+# logs, proxies and browser history). A token field in the arguments wins over the header.
+AGENT_TOKEN_HEADER = "X-Agent-Token"
+
+
+def with_header_token(tool: Tool, arguments: Any, token: str | None) -> Any:
+    """The arguments, plus the header's token in the tool's token field if they lack one."""
+    if not token or not tool.acts_as:
+        return arguments
+    if isinstance(arguments, BaseModel):
+        has_token = getattr(arguments, tool.token_field, None) is not None
+        return arguments if has_token else arguments.model_copy(update={tool.token_field: token})
+    if arguments is None:
+        arguments = {}
+    if isinstance(arguments, dict) and arguments.get(tool.token_field) is None:
+        arguments = {**arguments, tool.token_field: token}
+    return arguments
 
 
 def query_arguments(tool: Tool, params: Iterable[tuple[str, str]]) -> dict[str, Any]:

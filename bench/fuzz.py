@@ -1,0 +1,30 @@
+"""A longer schemathesis run than the suite's (tests/test_fuzz.py): every check, against the real
+server's /openapi.json. Prints schemathesis' report; exits non-zero on any failure.
+
+    .venv/bin/python bench/fuzz.py [--max-examples 100] [--phases examples,coverage,fuzzing,stateful]
+"""
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import running_server  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--max-examples", type=int, default=100)
+    parser.add_argument("--phases", default="examples,coverage,fuzzing")
+    args = parser.parse_args()
+    schemathesis = Path(sys.executable).parent / "schemathesis"
+    with tempfile.TemporaryDirectory() as directory, running_server(Path(directory) / "fuzz.db", ARCHIVE_ENABLED="false") as url:
+        command = [str(schemathesis), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(args.max_examples),
+                   "--phases", args.phases, "--suppress-health-check", "all", "--workers", "1", "--seed", "1"]
+        return subprocess.run(command).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""DNS-rebinding protection: the one Host and Origin check every transport runs.
+
+A web page can rebind its own name to 127.0.0.1 and then call the local server as if it were
+same-origin; the browser still sends the page's name as `Host` (and its origin as `Origin`).
+So every route but /health (the local server's Front, the Chalice middleware, the MCP lean path
+and Lambda's `mcp` function) refuses a `Host` outside ALLOWED_HOSTS (421) and an `Origin`
+outside ALLOWED_ORIGINS or CORS_ALLOWED_ORIGINS (403), with the same rules as the MCP SDK's
+transport security: an exact value, or `name:*` for any port (`*` alone: anything, for a deployment
+whose gateway already pins the Host). A request without `Host` (HTTP/1.0,
+Chalice's test client) is let through: browsers always send one.
+"""
+
+from ..config import Settings
+from ..errors import Forbidden, ToolError
+
+# Liveness stays cheap and open to load balancers that probe by address (any Host).
+EXEMPT_PATHS = frozenset({"/health"})
+
+
+class MisdirectedRequest(ToolError):
+    status = 421
+    code = "misdirected_request"
+
+
+def allowed(value: str, patterns: list[str]) -> bool:
+    return any(value == pattern or pattern == "*" or (pattern.endswith(":*") and value.startswith(pattern[:-1])) for pattern in patterns)
+
+
+def check(host: str | None, origin: str | None, settings: Settings) -> None:
+    """Raise unless the request's Host and Origin are allowed."""
+    if host and not allowed(host, settings.allowed_hosts):
+        raise MisdirectedRequest(
+            f"Host {host!r} is not served here.",
+            "Add this host to ALLOWED_HOSTS (docs/security.md) if it is really this server's name.",
+        )
+    if origin and not (allowed(origin, settings.allowed_origins) or origin in settings.cors_allowed_origins):
+        raise Forbidden(
+            f"Requests from origin {origin!r} are not allowed.",
+            "Add the origin to ALLOWED_ORIGINS (or CORS_ALLOWED_ORIGINS for browsers) if you trust it.",
+        )

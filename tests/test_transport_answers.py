@@ -1,0 +1,159 @@
+"""Bounded answers (issue 11 #3, #9): get_thread pages, answers have a size cap, slow readers
+are dropped, a 500 does not reset the keep-alive connection, out-of-range timestamps are a 422.
+Through the real server (and the Chalice app where the route exists there)."""
+
+import importlib
+import socket
+import sqlite3
+import time
+
+import httpx
+import pytest
+from chalice.test import Client
+
+from chalicelib.errors import MAX_ANSWER_BYTES
+
+from .servers import ROOT, running_server
+
+BIG = "x" * 250_000  # close to the largest body a message may have
+
+
+@pytest.fixture(scope="module")
+def db_path(tmp_path_factory):
+    return tmp_path_factory.mktemp("answers") / "db.sqlite"
+
+
+@pytest.fixture(scope="module")
+def url(db_path):
+    with running_server(db_path, SEND_TIMEOUT_SECONDS="1", ARCHIVE_ENABLED="false") as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            post = lambda tool, **arguments: client.post(f"/api/{tool}", json=arguments).raise_for_status()  # noqa: E731
+            post("ensure_project", human_key="/answers")
+            for name in ("BlueLake", "GreenCastle"):
+                post("register_agent", project_key="answers", name=name, program="p", model="m")
+            post("set_contact_policy", project_key="answers", agent_name="GreenCastle", policy="open")
+            for n in range(25):
+                post("send_message", project_key="answers", sender_name="BlueLake", to=["GreenCastle"], subject=f"small {n}",
+                     body_md=f"body {n}", thread_id="SMALL")
+            for n in range(40):
+                post("send_message", project_key="answers", sender_name="BlueLake", to=["GreenCastle"], subject=f"big {n}",
+                     body_md=BIG, thread_id="BIG")
+        yield url
+
+
+def pages(url, thread_id, **options):
+    """Every page of get_thread, following next_cursor."""
+    found, cursor = [], None
+    for _ in range(20):
+        answer = httpx.post(f"{url}/api/get_thread", json={"project_key": "answers", "thread_id": thread_id, "cursor": cursor} | options)
+        assert answer.status_code == 200, answer.text
+        found.append(answer.json()["messages"])
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            return found
+    raise AssertionError("get_thread never ended")
+
+
+def test_get_thread_pages(url):
+    found = pages(url, "SMALL")
+    assert [len(page) for page in found] == [20, 5]  # the default limit is 20
+    assert [m["subject"] for page in found for m in page] == [f"small {n}" for n in range(25)]
+    assert [len(page) for page in pages(url, "SMALL", limit=10)] == [10, 10, 5]
+
+
+def test_a_page_of_bodies_stops_before_the_answer_cap(url):
+    found = pages(url, "BIG")
+    assert sum(len(page) for page in found) == 40 and all(m["body_md"] == BIG for page in found for m in page)
+    assert len(found[0]) < 20  # bodies ended the page, not the limit
+    assert len(httpx.get(f"{url}/api/get_thread", params={"project_key": "answers", "thread_id": "BIG"}).content) < MAX_ANSWER_BYTES
+
+
+def test_an_answer_over_the_cap_is_a_clear_error(url):
+    answer = httpx.post(f"{url}/api/fetch_inbox", json={"project_key": "answers", "agent_name": "GreenCastle",
+                                                        "include_bodies": True, "limit": 100})
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "answer_too_large"
+    smaller = httpx.post(f"{url}/api/fetch_inbox", json={"project_key": "answers", "agent_name": "GreenCastle",
+                                                         "include_bodies": True, "limit": 20})
+    assert smaller.status_code == 200 and len(smaller.json()["messages"]) == 20
+
+
+def test_a_client_that_does_not_read_its_answer_is_dropped(url):
+    host, port = url.removeprefix("http://").split(":")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sock.connect((host, int(port)))
+        query = "project_key=answers&agent_name=GreenCastle&include_bodies=true&limit=20"
+        sock.sendall(f"GET /api/fetch_inbox?{query} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        time.sleep(3)  # the server gives up after SEND_TIMEOUT_SECONDS=1 without progress
+        sock.settimeout(5)
+        received = 0
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert received < 20 * len(BIG)  # aborted, not served in full
+    assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_a_500_leaves_the_keep_alive_connection_usable(url, db_path):
+    with sqlite3.connect(db_path) as db:  # a real failure: a table the server expects is gone
+        db.execute("DROP TABLE IF EXISTS product_projects")
+        db.execute("DROP TABLE IF EXISTS products")
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/api/list_products").status_code == 500
+        assert client.get("/api/list_projects").status_code == 200  # same connection, not reset
+        assert client.get("/api/list_products").status_code == 500
+        assert client.get("/health").status_code == 200
+
+
+def test_an_out_of_range_timestamp_is_a_422(url):
+    answer = httpx.post(f"{url}/api/fetch_inbox", json={"project_key": "answers", "agent_name": "GreenCastle",
+                                                        "since_ts": "0001-01-01T00:00:00+14:00"})
+    assert answer.status_code == 422 and "since_ts" in answer.json()["error"]["message"]
+
+
+@pytest.fixture
+def chalice(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/imported.db")
+    from chalicelib.config import Settings
+
+    app = importlib.import_module("app").create_app(Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", archive_enabled=False))
+    with Client(app, project_dir=str(ROOT)) as client:
+        yield client
+
+
+def test_chalice_pages_threads_and_refuses_out_of_range_timestamps(chalice):
+    import json
+
+    def post(tool, **arguments):
+        response = chalice.http.post(f"/api/{tool}", body=json.dumps(arguments), headers={"Content-Type": "application/json"})
+        return response.status_code, json.loads(response.body)
+
+    post("ensure_project", human_key="/answers")
+    for name in ("BlueLake", "GreenCastle"):
+        post("register_agent", project_key="answers", name=name, program="p", model="m")
+    post("set_contact_policy", project_key="answers", agent_name="GreenCastle", policy="open")
+    for n in range(3):
+        post("send_message", project_key="answers", sender_name="BlueLake", to=["GreenCastle"], subject=f"s{n}", body_md="b", thread_id="T")
+    status, first = post("get_thread", project_key="answers", thread_id="T", limit=2)
+    assert status == 200 and len(first["messages"]) == 2 and first["next_cursor"]
+    status, second = post("get_thread", project_key="answers", thread_id="T", limit=2, cursor=first["next_cursor"])
+    assert [m["subject"] for m in second["messages"]] == ["s2"] and second["next_cursor"] is None
+    status, error = post("fetch_inbox", project_key="answers", agent_name="GreenCastle", since_ts="0001-01-01T00:00:00+14:00")
+    assert status == 422
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("DELETE", "/api/list_projects", "GET, POST"), ("GET", "/api/send_message", "POST"), ("POST", "/health", "GET"),
+    ("DELETE", "/ready", "GET"), ("DELETE", "/mcp", "GET, POST"), ("PUT", "/mcp", "GET, POST"),
+])
+def test_a_405_names_what_is_allowed(url, method, path, allow):
+    answer = httpx.request(method, f"{url}{path}", headers={"Accept": "application/json, text/event-stream"})
+    assert (answer.status_code, answer.headers.get("allow")) == (405, allow)
+
+
+def test_chalice_405_names_what_is_allowed(chalice):
+    assert chalice.http.request("DELETE", "/api/list_projects").headers["Allow"] == "GET, POST"
+    mcp_delete = chalice.http.request("DELETE", "/mcp", headers={"Accept": "application/json, text/event-stream", "Host": "127.0.0.1:8000"})
+    assert (mcp_delete.status_code, mcp_delete.headers.get("allow")) == (405, "POST")

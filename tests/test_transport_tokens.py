@@ -1,0 +1,51 @@
+"""Agent tokens in a header (issue 11 #9): a read over GET need not put the token in its URL."""
+
+import importlib
+import json
+
+import httpx
+import pytest
+from chalice.test import Client
+
+from chalicelib.config import Settings
+
+from .servers import ROOT, running_server
+
+INBOX = {"project_key": "tokens", "agent_name": "BlueLake"}
+
+
+def register(post) -> str:
+    post("ensure_project", {"human_key": "/tokens"})
+    return post("register_agent", {"project_key": "tokens", "name": "BlueLake", "program": "p", "model": "m"})["registration_token"]
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("tokens") / "db.sqlite", REQUIRE_AGENT_TOKENS="true", ARCHIVE_ENABLED="false") as url:
+        yield url
+
+
+def test_rest_takes_the_agent_token_from_a_header(url):
+    token = register(lambda tool, body: httpx.post(f"{url}/api/{tool}", json=body).raise_for_status().json())
+    assert httpx.get(f"{url}/api/fetch_inbox", params=INBOX).status_code == 403
+    assert httpx.get(f"{url}/api/fetch_inbox", params=INBOX, headers={"X-Agent-Token": "amt_wrong"}).status_code == 403
+    assert httpx.get(f"{url}/api/fetch_inbox", params=INBOX, headers={"X-Agent-Token": token}).status_code == 200
+    assert httpx.post(f"{url}/api/fetch_inbox", json=INBOX, headers={"X-Agent-Token": token}).status_code == 200
+    sent = httpx.post(f"{url}/api/send_message", headers={"X-Agent-Token": token},
+                      json={"project_key": "tokens", "sender_name": "BlueLake", "to": ["BlueLake"], "subject": "s", "body_md": "b"})
+    assert sent.status_code == 200, sent.text  # send_message's sender_token too
+    operation = httpx.get(f"{url}/openapi.json").json()["paths"]["/api/fetch_inbox"]["get"]
+    assert any(p["in"] == "header" and p["name"] == "X-Agent-Token" for p in operation["parameters"])
+
+
+def test_chalice_takes_the_agent_token_from_a_header(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/imported.db")
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", require_agent_tokens=True, archive_enabled=False)
+    with Client(importlib.import_module("app").create_app(settings), project_dir=str(ROOT)) as client:
+        def post(tool, body):
+            return json.loads(client.http.post(f"/api/{tool}", body=json.dumps(body), headers={"Content-Type": "application/json"}).body)
+
+        token = register(post)
+        query = "project_key=tokens&agent_name=BlueLake"
+        assert client.http.get(f"/api/fetch_inbox?{query}").status_code == 403
+        assert client.http.get(f"/api/fetch_inbox?{query}", headers={"X-Agent-Token": token}).status_code == 200
