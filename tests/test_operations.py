@@ -15,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from .aws_events import API_HOST
 from .servers import ROOT, running_server
 
 FAST = {"ARCHIVE_HEARTBEAT_SECONDS": "0.2", "ARCHIVE_POLL_SECONDS": "0.05"}
@@ -285,6 +286,7 @@ api.handler_map["archive_sweep"]({{"detail-type": "Scheduled Event", "source": "
 
 def test_lambda_logs_are_embedded_metric_format_with_request_ids(tmp_path):
     env = {**os.environ, "AWS_LAMBDA_FUNCTION_NAME": "agent-mail-test", "ALLOW_INSECURE": "true",
+           "MCP_ALLOWED_HOSTS": json.dumps(["127.0.0.1:*", API_HOST]),
            "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "AWS_DEFAULT_REGION": "eu-west-1"}
     run = subprocess.run([sys.executable, "-c", LAMBDA_SCRIPT.format(root=str(ROOT))], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
