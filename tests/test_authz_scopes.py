@@ -68,7 +68,8 @@ def setup_world(call):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     database = tmp_path_factory.mktemp("scopes") / "agent_mail.db"
-    with running_server(database, AUTH_MODE="bearer", AUTH_BEARER_TOKENS=json.dumps(TOKENS)) as url:
+    env = dict(AUTH_MODE="bearer", AUTH_BEARER_TOKENS=json.dumps(TOKENS), CONTACT_REQUESTS_PER_AGENT_PER_HOUR="1")
+    with running_server(database, **env) as url:
         with httpx.Client(base_url=url, timeout=30) as client:
 
             def call(tool, **arguments):
@@ -173,6 +174,12 @@ def test_over_mcp_lean_path_and_sdk_resources(world):
     assert thread["error"]["data"]["error"]["code"] == "forbidden"  # reading mail as nobody
     listed = mcp(world, "alpha-writer", rpc("resources/read", {"uri": "resource://projects"}))
     assert [p["slug"] for p in json.loads(listed["result"]["contents"][0]["text"])["projects"]] == ["alpha"]
+    green = f"agent=GreenCastle&token={world.tokens['GreenCastle']}"
+    own = mcp(world, "alpha-writer", rpc("resources/read", {"uri": f"resource://thread/T-1?project=alpha&{green}"}))
+    assert json.loads(own["result"]["contents"][0]["text"])["messages"][0]["subject"] == "Secret plan"
+    pink = f"agent=PinkDog&token={world.tokens['PinkDog']}"
+    stranger = mcp(world, "alpha-writer", rpc("resources/read", {"uri": f"resource://thread/T-1?project=alpha&{pink}"}))
+    assert stranger["error"]["data"]["error"]["code"] == "not_found"
     admin = mcp(world, ADMIN, rpc("resources/read", {"uri": "resource://thread/T-1?project=alpha"}))
     assert json.loads(admin["result"]["contents"][0]["text"])["messages"][0]["subject"] == "Secret plan"
 
@@ -246,3 +253,38 @@ def test_jwt_claims_scope_the_principal(tmp_path, keys, jwks_url):  # noqa: F811
     with pytest.raises(Forbidden):
         invoke.call(TOOLS["ensure_project"], {"human_key": "/alpha"}, settings, scoped)  # a reader does not write
     assert invoke.call(TOOLS["get_project"], {"project_key": "alpha"}, settings, scoped).slug == "alpha"
+
+
+def test_mail_findings_over_http_with_agent_tokens(world):
+    """fetch_inbox_product answered 500 with agent tokens on; auto_accept accepted for the
+    target; bcc showed in open_acks; contact requests were unlimited."""
+    tokens = world.tokens
+    status, inbox = post(world, "alpha-writer", "fetch_inbox", project_key="alpha", agent_name="GreenCastle",
+                         registration_token=tokens["GreenCastle"])
+    status, product_inbox = post(world, ADMIN, "fetch_inbox_product", product_key="ab", agent_name="GreenCastle",
+                                 registration_token=tokens["GreenCastle"])
+    assert status == 200 and [m["id"] for m in product_inbox["messages"]] == [m["id"] for m in inbox["messages"]]
+    assert forbidden(post(world, ADMIN, "fetch_inbox_product", product_key="ab", agent_name="GreenCastle",
+                          registration_token=tokens["PinkDog"]))
+
+    status, rose = post(world, ADMIN, "register_agent", project_key="beta", program="p", model="m", name="RoseHill")
+    rose_token = rose["registration_token"]
+    assert post(world, ADMIN, "set_contact_policy", project_key="beta", agent_name="RoseHill", policy="contacts_only",
+                registration_token=rose_token)[0] == 200
+    shake = dict(project_key="alpha", requester="PinkDog", target="RoseHill@beta", auto_accept=True,
+                 registration_token=tokens["PinkDog"])
+    assert forbidden(post(world, ADMIN, "macro_contact_handshake", **shake))
+    status, accepted = post(world, ADMIN, "macro_contact_handshake", **shake, target_token=rose_token)
+    assert status == 200 and accepted["response"]["status"] == "approved"
+
+    status, _ = post(world, ADMIN, "send_message", project_key="alpha", sender_name="BlueLake", to=["GreenCastle"],
+                     bcc=["PinkDog"], subject="quiet", body_md="b", thread_id="T-BCC", ack_required=True,
+                     sender_token=tokens["BlueLake"])
+    status, summary = post(world, ADMIN, "summarize_thread", project_key="alpha", thread_id="T-BCC")
+    assert status == 200 and [ack["agent"] for ack in summary["open_acks"]] == ["GreenCastle"]
+
+    # CONTACT_REQUESTS_PER_AGENT_PER_HOUR=1 on this server: PinkDog asked RoseHill already
+    response = world.post("/api/request_contact", headers={"Authorization": f"Bearer {ADMIN}"}, json=dict(
+        project_key="alpha", from_agent="PinkDog", to_agent="RedStone@beta", registration_token=tokens["PinkDog"]))
+    assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limited"
+    assert 3000 < int(response.headers["retry-after"]) <= 3600
