@@ -41,13 +41,13 @@ def parse(tool: Tool, arguments: Any) -> Input:
 def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
     """The handler, after checking what the caller's credential may do (its role and projects)
     and the tokens of the agents the call acts as (if required)."""
-    tokens_required = auth.agent_tokens_required(settings)
+    # An unrestricted principal (no authentication, a plain token, the CLI) costs one attribute test.
     if not principal.unrestricted:
-        scopes.authorize(conn, tool, args, principal, tokens_required)
-    if tool.acts_as and tokens_required:
+        scopes.authorize(conn, tool, args, principal, auth.agent_tokens_required(settings))
+    if tool.acts_as and auth.agent_tokens_required(settings):
         agent_tokens.check(conn, tool, args)
     result = tool.handler(conn, args)
-    return result if principal.projects is None else scopes.visible_output(tool, result, principal)
+    return result if principal.unrestricted else scopes.visible_output(tool, result, principal)
 
 
 def caller(principal: auth.Principal | None) -> auth.Principal:

@@ -357,8 +357,8 @@ class SetContactPolicyInput(Input):
     project_key: ProjectKey
     agent_name: AgentName
     policy: ContactPolicy = Field(
-        description="open: anyone may write. auto (default): agents sharing a thread or overlapping file"
-        " reservations, and approved contacts. contacts_only: approved contacts only. block_all: nobody."
+        description="open: anyone may write. auto (default): agents you exchanged mail with, agents whose file"
+        " reservations overlap yours, and approved contacts. contacts_only: approved contacts only. block_all: nobody."
         " Except under block_all, whoever wrote to you or asked you for contact may always be answered."
     )
 
