@@ -42,15 +42,17 @@ def create_app(settings: Settings) -> Chalice:
     limiter = ratelimit.RateLimiter(settings)
     tools = tools_by_name()
 
-    def guard(headers, path: str, method: str, body: bytes, source_ip: str | None) -> None:
+    def guard(headers, path: str, method: str, body: bytes, source_ip: str | None) -> auth.Principal:
         """Authentication, body size and rate limit: once per request, for every route but
-        /health and /ready (chalicelib/security/auth.py, chalicelib/security/ratelimit.py)."""
+        /health and /ready (chalicelib/security/auth.py, chalicelib/security/ratelimit.py).
+        The caller's principal, for the tool calls of this request."""
         principal = authenticator.authenticate(headers)
         logs.note(caller=ratelimit.caller(principal, source_ip))
         if len(body) > settings.max_body_bytes:
             raise ratelimit.too_large(settings.max_body_bytes)
         if limiter.enabled:
             limiter.check(ratelimit.caller(principal, source_ip), ratelimit.is_write(path, method, body, tools))
+        return principal
 
     @app.middleware("http")
     def protect(request: Request, get_response):
@@ -69,16 +71,22 @@ def create_app(settings: Settings) -> Chalice:
                 rebinding.check(request.headers.get("host"), request.headers.get("origin"), settings)
             except ToolError as exc:
                 return json_response(exc.status, exc.to_dict(), exc.headers)
+        principal = auth.ANONYMOUS
         if request.path not in auth.OPEN_PATHS:
             try:
                 source_ip = ((request.context or {}).get("identity") or {}).get("sourceIp")
-                guard(request.headers, request.path, request.method, request.raw_body or b"", source_ip)
+                principal = guard(request.headers, request.path, request.method, request.raw_body or b"", source_ip)
             except ToolError as exc:
                 if request.path == "/mcp" and exc.status in (413, 429):
                     return Response(ratelimit.mcp_error(exc).decode(), status_code=exc.status,
                                     headers={"Content-Type": "application/json", **exc.headers})
                 return json_response(exc.status, exc.to_dict(), exc.headers)
-        return get_response(request)
+        # The view (and the MCP event loop it submits to) calls tools as this principal.
+        reset = auth.current.set(principal)
+        try:
+            return get_response(request)
+        finally:
+            auth.current.reset(reset)
 
     for tool in all_tools():
         app.route(tool.rest_path, methods=list(tool.rest_methods), name=tool.name)(tool_view(app, tool, settings))
@@ -126,14 +134,16 @@ def create_app(settings: Settings) -> Chalice:
             method = event.get("httpMethod") or event.get("requestContext", {}).get("http", {}).get("method", "")
             headers = auth.lower_headers(event.get("headers"))
             rebinding.check(headers.get("host"), headers.get("origin"), settings)
-            guard(headers, "/mcp", method, body, ratelimit.event_source_ip(event))
+            principal = guard(headers, "/mcp", method, body, ratelimit.event_source_ip(event))
         except ToolError as exc:
             body = ratelimit.mcp_error(exc) if exc.status in (413, 429) else to_json(exc.to_dict())
             return {"statusCode": exc.status, "body": body.decode(),
                     "headers": {"Content-Type": "application/json", **exc.headers}, "isBase64Encoded": False}
+        reset = auth.current.set(principal)  # the MCP event loop runs the call in a copy of this context
         try:
             return mcp(event, context)
         finally:
+            auth.current.reset(reset)
             cloud.publish_after_write(settings)
 
     @app.middleware("http")

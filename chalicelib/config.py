@@ -4,11 +4,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A list setting from the environment: a JSON array, or comma-separated values.
 CommaList = Annotated[list[str], NoDecode]
+
+Role = Literal["reader", "writer", "admin"]
+
+
+class ScopedToken(BaseModel):
+    """An AUTH_BEARER_TOKENS entry with a scope (docs/security.md): the projects it reaches
+    (slugs or human keys; "*" for all) and its role."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    token: str = Field(min_length=1)
+    projects: list[str] | Literal["*"] = "*"
+    role: Role = "admin"
 
 
 class Settings(BaseSettings):
@@ -72,7 +84,10 @@ class Settings(BaseSettings):
     # Security (docs/security.md). AUTH_MODE unset: "none" on a loopback HOST, else refused.
     auth_mode: Literal["none", "bearer", "jwt"] | None = None
     allow_insecure: bool = False  # allow AUTH_MODE=none on a non-loopback host
-    auth_bearer_tokens: CommaList = Field([], validation_alias=AliasChoices("auth_bearer_tokens", "auth_keys"))
+    # Each entry: a plain token (all projects, admin) or {"token", "projects", "role"} (JSON list).
+    auth_bearer_tokens: Annotated[list[str | ScopedToken], NoDecode] = Field(
+        [], validation_alias=AliasChoices("auth_bearer_tokens", "auth_keys")
+    )
     jwt_jwks_url: str = ""
     jwt_audience: str = ""
     jwt_issuer: str = ""
@@ -80,6 +95,10 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = 30
     jwt_jwks_timeout_seconds: float = 3.0
     jwt_jwks_cache_seconds: int = 300
+    # The JWT claims carrying a token's scope: the projects (a list, or a comma/space-separated
+    # string; "*" for all) and the role. A JWT without them reaches every project as admin.
+    jwt_projects_claim: str = "agent_mail_projects"
+    jwt_role_claim: str = "agent_mail_role"
     # Unset: required whenever AUTH_MODE is not none.
     require_agent_tokens: bool | None = None
     # Per caller, per process (docs/security.md). Unset: 1200 / 300 with authentication, unlimited
@@ -89,6 +108,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024  # request bodies, every transport
     # A client that has not taken its answer for this long is dropped (chalicelib/transports/http_protocol.py).
     send_timeout_seconds: float = 30.0
+    # Contact requests an agent, and all agents of a project together, may file per hour
+    # (request_contact and macro_contact_handshake; 429 beyond). 0: unlimited.
+    contact_requests_per_agent_per_hour: int = 30
+    contact_requests_per_project_per_hour: int = 300
     cors_allowed_origins: CommaList = []  # browsers' cross-origin requests: none allowed by default
 
     @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", mode="before")

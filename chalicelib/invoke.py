@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from .ops import logs, metrics
-from .security import agent_tokens, auth
+from .security import agent_tokens, auth, scopes
 from .config import Settings
 from .store.db import connection, transaction
 from .errors import MAX_ANSWER_BYTES, ToolError, Unavailable, answer_too_large, internal_error, validation_error
@@ -40,21 +40,31 @@ def parse(tool: Tool, arguments: Any) -> Input:
         raise validation_error(exc.errors()) from None
 
 
-def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -> Output:
-    """The handler, after checking the tokens of the agents the call acts as (if required)."""
+def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
+    """The handler, after checking what the caller's credential may do (its role and projects)
+    and the tokens of the agents the call acts as (if required)."""
+    # An unrestricted principal (no authentication, a plain token, the CLI) costs one attribute test.
+    if not principal.unrestricted:
+        scopes.authorize(conn, tool, args, principal, auth.agent_tokens_required(settings))
     if tool.acts_as and auth.agent_tokens_required(settings):
         agent_tokens.check(conn, tool, args)
-    return tool.handler(conn, args)
+    result = tool.handler(conn, args)
+    return result if principal.unrestricted else scopes.visible_output(tool, result, principal)
 
 
-def call(tool: Tool, arguments: Any, settings: Settings) -> Output:
+def caller(principal: auth.Principal | None) -> auth.Principal:
+    """The given principal, else the request's (set by its transport), else the operator (in process)."""
+    return principal or auth.current.get() or auth.OPERATOR
+
+
+def call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> Output:
     with _measured(tool.name):
-        return _call(tool, arguments, settings)
+        return _call(tool, arguments, settings, caller(principal))
 
 
-async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
+async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> Output:
     with _measured(tool.name):
-        return await _acall(tool, arguments, settings)
+        return await _acall(tool, arguments, settings, caller(principal))
 
 
 class _measured:
@@ -76,37 +86,37 @@ class _measured:
         metrics.tool_done(self.tool, outcome, time.perf_counter() - self.started)
 
 
-def _call(tool: Tool, arguments: Any, settings: Settings) -> Output:
+def _call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal) -> Output:
     args = parse(tool, arguments)
     # A tool with a settle step decides on fresh data, so it lends a freshly pulled replica.
     with _busy_is_unavailable(), connection(settings, fresh=tool.settle is not None) as conn:
         with transaction(conn, write=not tool.read_only):
-            result = run(conn, tool, args, settings)
+            result = run(conn, tool, args, settings, principal)
         return tool.settle(conn, args, result) if tool.settle else result
 
 
-async def _acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
+async def _acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal) -> Output:
     args = parse(tool, arguments)  # bad input is refused before it waits for anything
     if tool.read_only:
         if settings.turso_sync_url:  # a replica may pull first, or wait for its lock: not on the event loop
-            return await asyncio.to_thread(_call, tool, args, settings)
-        return _call(tool, args, settings)
-    return await _writer(settings).submit(tool, args)
+            return await asyncio.to_thread(_call, tool, args, settings, principal)
+        return _call(tool, args, settings, principal)
+    return await _writer(settings).submit(tool, args, principal)
 
 
-def json_call(tool: Tool, arguments: Any, settings: Settings) -> bytes:
+def json_call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> bytes:
     """The output as JSON (what REST and MCP send), no larger than MAX_ANSWER_BYTES."""
-    return bounded(to_json(call(tool.json_tool, arguments, settings)))
+    return bounded(to_json(call(tool.json_tool, arguments, settings, principal)))
 
 
-async def ajson(tool: Tool, arguments: Any, settings: Settings) -> bytes:
+async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> bytes:
     """json_call for the ASGI app: a read whose tool says it may be slow runs, encoding
     included, in a thread, so the event loop keeps serving (/health, every other client)."""
     tool = tool.json_tool
     args = parse(tool, arguments)
     if tool.read_only and tool.off_loop(args):
-        return await asyncio.to_thread(json_call, tool, args, settings)
-    return bounded(to_json(await acall(tool, args, settings)))
+        return await asyncio.to_thread(json_call, tool, args, settings, principal)
+    return bounded(to_json(await acall(tool, args, settings, principal)))
 
 
 def bounded(answer: bytes) -> bytes:
@@ -115,10 +125,10 @@ def bounded(answer: bytes) -> bytes:
     return answer
 
 
-async def run_tool(tool: Tool, arguments: Any, settings: Settings) -> tuple[bool, bytes]:
+async def run_tool(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> tuple[bool, bytes]:
     """(is_error, JSON bytes) of one tool call: the output, or an error body (MCP tools and resources)."""
     try:
-        return False, await ajson(tool, arguments, settings)
+        return False, await ajson(tool, arguments, settings, principal)
     except ToolError as exc:
         return True, orjson.dumps(exc.to_dict())
     except Exception:
@@ -145,10 +155,10 @@ class Writer:
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._run, name="db-writer", daemon=True).start()
 
-    def submit(self, tool: Tool, args: Input) -> asyncio.Future:
+    def submit(self, tool: Tool, args: Input, principal: auth.Principal) -> asyncio.Future:
         """Queue a write; the future (of the running event loop) resolves once it committed."""
         future = asyncio.get_running_loop().create_future()
-        self.jobs.put((tool, args, future))
+        self.jobs.put((tool, args, principal, future))
         return future
 
     def _run(self) -> None:
@@ -165,18 +175,18 @@ class Writer:
         metrics.write_batch.observe(len(batch))
         outcomes = []
         try:
-            fresh = any(tool.settle for tool, _, _ in batch)
+            fresh = any(tool.settle for tool, _, _, _ in batch)
             with _busy_is_unavailable(), connection(self.settings, fresh=fresh) as conn:
                 with transaction(conn, write=True):
-                    for tool, args, _ in batch:
-                        outcomes.append(_in_savepoint(conn, tool, args, self.settings))
-                outcomes = [_settled(conn, tool, args, outcome) for (tool, args, _), outcome in zip(batch, outcomes)]
+                    for tool, args, principal, _ in batch:
+                        outcomes.append(_in_savepoint(conn, tool, args, self.settings, principal))
+                outcomes = [_settled(conn, tool, args, outcome) for (tool, args, _, _), outcome in zip(batch, outcomes)]
         except Exception as exc:  # the COMMIT (or BEGIN, or push) failed: nothing in the batch was acknowledged
             log.exception("write batch of %d failed", len(batch))
             outcomes = [(None, exc)] * len(batch)
         # One wake-up per event loop for the whole batch, not one per write.
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for (_, _, future), outcome in zip(batch, outcomes):
+        for (_, _, _, future), outcome in zip(batch, outcomes):
             by_loop.setdefault(future.get_loop(), []).append((future, outcome))
         for loop, settled in by_loop.items():
             loop.call_soon_threadsafe(_resolve, settled)
@@ -202,10 +212,12 @@ def _settled(conn, tool: Tool, args: Input, outcome: tuple) -> tuple[Output | No
         return None, exc
 
 
-def _in_savepoint(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -> tuple[Output | None, Exception | None]:
+def _in_savepoint(
+    conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, principal: auth.Principal
+) -> tuple[Output | None, Exception | None]:
     conn.execute("SAVEPOINT tool")
     try:
-        result = run(conn, tool, args, settings)
+        result = run(conn, tool, args, settings, principal)
     except Exception as exc:
         conn.execute("ROLLBACK TO tool")
         conn.execute("RELEASE tool")

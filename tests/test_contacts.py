@@ -300,5 +300,5 @@ def test_the_check_costs_a_few_queries_whatever_the_recipients(call, team, setti
         with pytest.raises(Conflict):
             send_tool.handler(conn, args)
         conn.set_trace_callback(None)
-    assert len([s for s in statements if "FROM contacts" in s or "messages mine" in s]) == 2
+    assert len([s for s in statements if "FROM contacts" in s or "message_recipients own" in s]) == 2
     assert len([s for s in statements if "FROM file_reservations" in s]) == 1

@@ -57,8 +57,10 @@ def test_file_reservation_cycle_reports_conflicts_and_can_release(call, project)
 def test_contact_handshake_with_welcome(call, project):
     for name in ("BlueLake", "GreenCastle"):
         call("set_contact_policy", project_key=project, agent_name=name, policy="contacts_only")
+    target_token = call("rotate_agent_token", project_key=project, agent_name="GreenCastle")["registration_token"]
     shake = call("macro_contact_handshake", project_key=project, requester="BlueLake", target="GreenCastle",
-                 reason="pairing", auto_accept=True, welcome_subject="Hello", welcome_body="Let's pair")
+                 reason="pairing", auto_accept=True, target_token=target_token, welcome_subject="Hello",
+                 welcome_body="Let's pair")
     assert shake["response"]["status"] == "approved"
     assert shake["welcome"]["message"]["to"] == ["GreenCastle"]
     subjects = [m["subject"] for m in call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"]]

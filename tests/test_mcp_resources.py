@@ -17,10 +17,10 @@ HAS_RESERVATIONS = {"list_file_reservations", "file_reservation_paths"} <= set(T
 TEMPLATES = {
     "resource://project/{slug}",
     "resource://agents/{project_key}",
-    "resource://inbox/{agent}{?project,limit,include_bodies}",
-    "resource://outbox/{agent}{?project}",
-    "resource://thread/{thread_id}{?project}",
-    "resource://message/{id}{?project}",
+    "resource://inbox/{agent}{?project,limit,include_bodies,token}",
+    "resource://outbox/{agent}{?project,token}",
+    "resource://thread/{thread_id}{?project,agent,token}",
+    "resource://message/{id}{?project,agent,token}",
     "resource://product/{key}",
 } | ({"resource://file_reservations/{project_key}{?active_only}"} if "list_file_reservations" in TOOLS else set())
 

@@ -93,8 +93,10 @@ def test_read_and_acknowledge_are_idempotent(call, project):
 
 def test_only_recipients_can_acknowledge(call, project):
     message = send(call, project)
-    with pytest.raises(NotFound, match="not sent to RedStone"):
+    with pytest.raises(NotFound, match="among the viewer's mail"):  # not a message RedStone sent or received
         call("acknowledge_message", project_key=project, agent_name="RedStone", message_id=message["id"])
+    with pytest.raises(NotFound, match="not sent to BlueLake"):  # its sender
+        call("acknowledge_message", project_key=project, agent_name="BlueLake", message_id=message["id"])
 
 
 def test_inbox_filters(call, project):

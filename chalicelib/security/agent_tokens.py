@@ -37,8 +37,9 @@ def issue_token(db: sqlite3.Connection, agent_id: int) -> str:
 
 
 def check(db: sqlite3.Connection, tool, args) -> None:
-    """Forbidden unless the call carries the token of every agent it acts as."""
-    from ..tools.agents import agent_id
+    """Forbidden unless the call carries the token of every agent it acts as. For a tool over a
+    product (product_key), the token must be the agent's in one of the linked projects (the
+    tool then reads only those: `matching_projects`)."""
     from ..tools.projects import find_project
 
     token = getattr(args, tool.token_field, None)
@@ -46,6 +47,10 @@ def check(db: sqlite3.Connection, tool, args) -> None:
         name = getattr(args, field, None)
         if name is None:
             continue  # the tool acts as nobody (e.g. get_message without agent_name)
+        if getattr(args, "product_key", None) is not None and getattr(args, "project_key", None) is None:
+            if not matching_projects(db, args.product_key, name, token):
+                raise _refused(tool, name)
+            continue
         project_key = getattr(args, "project_key", None) or getattr(args, "human_key", None)
         try:
             project = find_project(db, project_key)
@@ -53,17 +58,44 @@ def check(db: sqlite3.Connection, tool, args) -> None:
             if tool.may_create:
                 continue
             raise _refused(tool, name) from None
-        row = db.execute(
-            "SELECT t.token_sha256 FROM agents a LEFT JOIN agent_tokens t ON t.agent_id = a.id WHERE a.id = ?",
-            (agent_id(project["id"], name),),
-        ).fetchone()
-        if row is None and tool.may_create:
+        stored = _stored(db, project["id"], name)
+        if stored is None and tool.may_create:
             continue  # registering a new agent
-        stored = row[0] if row is not None else None
-        # compare_digest even when nothing is stored: the same work whether or not the agent exists
-        matches = hmac.compare_digest(digest(token or ""), stored or "")
-        if token is None or stored is None or not matches:
+        if not _matches(token, stored[0] if stored else None):
             raise _refused(tool, name)
+
+
+def matching_projects(db: sqlite3.Connection, product_key: str, name: str, token: str | None) -> list:
+    """The product's linked projects in which `name` is an agent whose token is `token`."""
+    from ..tools.products import find_product, linked_projects
+
+    try:
+        projects = linked_projects(db, find_product(db, product_key))
+    except NotFound:
+        return []
+    return [project for project in projects if _matches(token, (_stored(db, project["id"], name) or (None,))[0])]
+
+
+def holds_token(db: sqlite3.Connection, agent_id: int, token: str | None) -> bool:
+    """Whether `token` is this agent's token."""
+    row = db.execute("SELECT token_sha256 FROM agent_tokens WHERE agent_id = ?", (agent_id,)).fetchone()
+    return _matches(token, row[0] if row else None)
+
+
+def _stored(db: sqlite3.Connection, project_id: int, name: str):
+    """(token hash or None,) for an existing agent, None for no such agent."""
+    from ..tools.agents import agent_id
+
+    return db.execute(
+        "SELECT t.token_sha256 FROM agents a LEFT JOIN agent_tokens t ON t.agent_id = a.id WHERE a.id = ?",
+        (agent_id(project_id, name),),
+    ).fetchone()
+
+
+def _matches(token: str | None, stored: str | None) -> bool:
+    # compare_digest even when nothing is stored: the same work whether or not the agent exists
+    matches = hmac.compare_digest(digest(token or ""), stored or "")
+    return token is not None and stored is not None and matches
 
 
 def _refused(tool, name: str) -> Forbidden:

@@ -21,11 +21,12 @@ import os
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Mapping
 
-from ..config import Settings
+from ..config import ScopedToken, Settings
 from ..errors import Unauthorized, Unavailable
 
 OPEN_PATHS = frozenset({"/health", "/ready"})  # liveness and readiness never ask for credentials
@@ -38,13 +39,38 @@ class InsecureConfiguration(RuntimeError):
     """The server would be reachable from other hosts without authentication."""
 
 
+ROLES = ("reader", "writer", "admin")  # each may do what the one before it may
+
+
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # "anonymous", "bearer" or "jwt"
+    kind: str  # "anonymous", "operator", "bearer" or "jwt"
     subject: str  # who, for logs and rate limits: "anonymous", "bearer:<hash prefix>", the JWT's sub
+    role: str = "admin"  # reader, writer or admin (chalicelib/security/scopes.py says who may do what)
+    projects: frozenset[str] | None = None  # slugs or human keys it reaches; None: every project
+    unrestricted: bool = field(init=False)  # admin of every project: nothing to check (hot path)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unrestricted", self.role == "admin" and self.projects is None)
 
 
-ANONYMOUS = Principal("anonymous", "anonymous")
+ANONYMOUS = Principal("anonymous", "anonymous")  # AUTH_MODE=none: whoever reaches the loopback port
+OPERATOR = Principal("operator", "operator")  # in-process callers: the CLI, scripts, tests
+
+# The caller of the request being served, set by each transport after authentication
+# (asgi.Front, app.py); invoke.py reads it. Unset (an in-process call): the operator.
+current: ContextVar[Principal | None] = ContextVar("principal", default=None)
+
+
+def scoped(kind: str, subject: str, projects, role) -> Principal:
+    """A principal from a configured or claimed scope (projects: a list, "*" or None for all)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if projects is None or projects == "*" or (not isinstance(projects, str) and "*" in projects):
+        return Principal(kind, subject, role, None)
+    if isinstance(projects, str):
+        projects = projects.replace(",", " ").split()
+    return Principal(kind, subject, role, frozenset(str(project) for project in projects))
 
 
 def mode(settings: Settings) -> str:
@@ -137,11 +163,7 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.mode = mode(settings)
         self.settings = settings
-        self.bearer = [
-            (token.encode(), Principal("bearer", "bearer:" + hashlib.sha256(token.encode()).hexdigest()[:12]))
-            for token in settings.auth_bearer_tokens
-            if token
-        ]
+        self.bearer = [_bearer_entry(entry) for entry in settings.auth_bearer_tokens if entry]
         self.jwks = JWKS(settings) if self.mode == "jwt" else None
         self.verified: dict[str, tuple[Principal, float]] = {}
 
@@ -216,7 +238,18 @@ class Authenticator:
             raise _invalid("bad signature") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise _invalid("invalid") from None
-        return Principal("jwt", str(claims.get("sub", ""))), float(claims["exp"])
+        subject = str(claims.get("sub", ""))
+        try:
+            principal = scoped("jwt", subject, claims.get(settings.jwt_projects_claim), claims.get(settings.jwt_role_claim, "admin"))
+        except (ValueError, TypeError):
+            raise _invalid(f"bad {settings.jwt_projects_claim} or {settings.jwt_role_claim} claim") from None
+        return principal, float(claims["exp"])
+
+
+def _bearer_entry(entry: str | ScopedToken) -> tuple[bytes, Principal]:
+    scope = entry if isinstance(entry, ScopedToken) else ScopedToken(token=entry)
+    subject = "bearer:" + hashlib.sha256(scope.token.encode()).hexdigest()[:12]
+    return scope.token.encode(), scoped("bearer", subject, scope.projects, scope.role)
 
 
 class JWKS:

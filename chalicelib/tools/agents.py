@@ -208,8 +208,8 @@ class WhoisInput(Input):
 
 class AgentProfile(Agent):
     messages_sent: int
-    messages_received: int
-    unread: int
+    messages_received: int = Field(description="As to, cc or notice (bcc copies are not counted).")
+    unread: int = Field(description="Of those, not read yet.")
 
 
 def whois(db: sqlite3.Connection, args: WhoisInput) -> AgentProfile:
@@ -218,7 +218,9 @@ def whois(db: sqlite3.Connection, args: WhoisInput) -> AgentProfile:
     row = find_agent(db, project, args.agent_name)
     (sent,) = db.execute("SELECT count(*) FROM messages WHERE sender_id = ?", (row["id"],)).fetchone()
     received, unread = db.execute(
-        "SELECT count(*), count(*) - count(read_ts) FROM message_recipients WHERE agent_id = ?", (row["id"],)
+        # bcc copies are left out: whoever asks whois must not learn that the agent got one
+        "SELECT count(*), count(*) - count(read_ts) FROM message_recipients WHERE agent_id = ? AND kind != 'bcc'",
+        (row["id"],),
     ).fetchone()
     return AgentProfile(
         **describe_agent(project, row).model_dump(), messages_sent=sent, messages_received=received, unread=unread

@@ -3,8 +3,9 @@
 Each agent chooses who may write to it (set_contact_policy):
 
 - open: anyone.
-- auto (the default): agents it already shares a thread with, or whose active file
-  reservations overlap its own; anyone else needs an approved contact.
+- auto (the default): agents it has exchanged mail with (it wrote to them, or someone wrote
+  to both), or whose active file reservations overlap its own; anyone else needs an
+  approved contact.
 - contacts_only: approved contacts only.
 - block_all: nobody, not even approved contacts.
 
@@ -14,14 +15,17 @@ with request_contact, answered with respond_contact; once approved both may writ
 other until it expires. See docs/contacts.md.
 """
 
+import math
 import sqlite3
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field
 
 from .. import clock
+from ..config import get_settings
 from ..store.db import placeholders
-from ..errors import Conflict, InvalidArgument, NotFound
+from ..errors import Conflict, InvalidArgument, NotFound, ToolError
 from ..fields import AgentAddress, AgentName, ProjectKey
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -61,21 +65,20 @@ def _contacts_and_answers(db: sqlite3.Connection, sender_id: int, ids: list[int]
 
 
 def _shared_threads(db: sqlite3.Connection, sender_id: int, ids: list[int]) -> set[int]:
-    """Which of `ids` took part in a thread the sender took part in: as sender, or as a
-    to/cc recipient (bcc recipients and notices do not count). One EXISTS per candidate,
-    so a pair that shares a thread is found at the first one."""
-    takes_part = "(m.sender_id = a.id OR (r.agent_id = a.id AND r.kind IN ('to', 'cc')))"
-    same_thread = "JOIN messages m ON m.project_id = mine.project_id AND m.thread_id = mine.thread_id"
+    """Which of `ids` have exchanged mail with the sender: the sender wrote to them (to/cc),
+    or both were to/cc recipients of one message (someone wrote to the two of them). Only
+    mail actually delivered to another agent counts: posting to yourself into a thread makes
+    you no one's correspondent, and a bcc or a notice introduces nobody. (A message from
+    them to the sender is an answer: _contacts_and_answers.)"""
     return {
         agent_id
         for (agent_id,) in db.execute(
             f"SELECT a.id FROM agents a WHERE a.id IN ({placeholders(ids)}) AND (EXISTS ("
-            f"  SELECT 1 FROM messages mine {same_thread} JOIN message_recipients r ON r.message_id = m.id"
-            f"  WHERE mine.sender_id = ? AND {takes_part}"
+            "  SELECT 1 FROM message_recipients r JOIN messages m ON m.id = r.message_id"
+            "  WHERE r.agent_id = a.id AND r.kind IN ('to', 'cc') AND m.sender_id = ?"
             ") OR EXISTS ("
-            "  SELECT 1 FROM message_recipients own JOIN messages mine ON mine.id = own.message_id"
-            f"  {same_thread} JOIN message_recipients r ON r.message_id = m.id"
-            f"  WHERE own.agent_id = ? AND own.kind IN ('to', 'cc') AND {takes_part}))",
+            "  SELECT 1 FROM message_recipients own JOIN message_recipients r ON r.message_id = own.message_id"
+            "  WHERE own.agent_id = ? AND own.kind IN ('to', 'cc') AND r.agent_id = a.id AND r.kind IN ('to', 'cc')))",
             [*ids, sender_id, sender_id],
         )
     }
@@ -199,6 +202,47 @@ def _answer(db, project, responder, requester, row, accept: bool, ttl: int, now:
     return stored
 
 
+class TooManyRequests(ToolError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, hint: str, retry_after: int) -> None:
+        super().__init__(message, hint)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+FLOOD_WINDOW = 3600  # seconds
+
+
+def refuse_flood(db: sqlite3.Connection, requester: sqlite3.Row, now: str) -> None:
+    """429 once the requester, or all agents of its project together, filed the configured
+    number of contact requests within the last hour (CONTACT_REQUESTS_PER_AGENT_PER_HOUR,
+    CONTACT_REQUESTS_PER_PROJECT_PER_HOUR): throwaway identities cannot flood inboxes with
+    requests carrying their text. Counted in the database (a request is a write anyway), so
+    the limit holds across processes and Lambda containers."""
+    settings = get_settings()
+    since = clock.later(now, -FLOOD_WINDOW)
+    checks = (
+        ("this agent", settings.contact_requests_per_agent_per_hour,
+         "SELECT min(requested_ts), count(*) FROM contacts WHERE requester_id = ? AND requested_ts > ?", requester["id"]),
+        ("the agents of this project", settings.contact_requests_per_project_per_hour,
+         "SELECT min(c.requested_ts), count(*) FROM contacts c JOIN agents a ON a.id = c.requester_id"
+         " WHERE a.project_id = ? AND c.requested_ts > ?", requester["project_id"]),
+    )
+    for who, limit, sql, key in checks:
+        if not limit:
+            continue
+        oldest, count = db.execute(sql, (key, since)).fetchone()
+        if count >= limit:
+            freed = datetime.fromisoformat(clock.later(oldest, FLOOD_WINDOW)) - datetime.fromisoformat(now)
+            wait = max(1, math.ceil(freed.total_seconds()))
+            raise TooManyRequests(
+                f"Too many contact requests: {who} filed {count} in the last hour (limit {limit}).",
+                f"Retry after {wait} seconds, or write to agents that already admit you.",
+                wait,
+            )
+
+
 class RequestContactInput(Input):
     project_key: ProjectKey
     from_agent: AgentName = Field(description="You: the agent asking.")
@@ -239,6 +283,7 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
         )
     if live and row["status"] == "pending":  # the target asked first: this is consent
         return _contact(_answer(db, project, requester, target, row, True, args.ttl_seconds, now), project, now)
+    refuse_flood(db, requester, now)
     if target["contact_policy"] == "open":
         stored = _store(
             db, requester, target, status="approved", reason=args.reason, ttl=args.ttl_seconds, requested_ts=now,
@@ -312,8 +357,8 @@ class SetContactPolicyInput(Input):
     project_key: ProjectKey
     agent_name: AgentName
     policy: ContactPolicy = Field(
-        description="open: anyone may write. auto (default): agents sharing a thread or overlapping file"
-        " reservations, and approved contacts. contacts_only: approved contacts only. block_all: nobody."
+        description="open: anyone may write. auto (default): agents you exchanged mail with, agents whose file"
+        " reservations overlap yours, and approved contacts. contacts_only: approved contacts only. block_all: nobody."
         " Except under block_all, whoever wrote to you or asked you for contact may always be answered."
     )
 

@@ -9,12 +9,15 @@ from typing import Annotated
 
 from pydantic import Field
 
+from ..errors import Forbidden
 from ..fields import AgentAddress, AgentName, ProjectKey
+from ..security.agent_tokens import holds_token
+from .agents import find_agent
 from ..registry import Input, Output, tool
 from .agents import Agent, Model, Program, RegisterAgentInput, RegisteredAgent, TaskDescription, register_agent
 from .contacts import Contact, RequestContactInput, RespondContactInput, request_contact, respond_contact
 from .messages import FetchInboxInput, InboxMessage, SendMessageInput, SentMessage, Subject, fetch_inbox, send_message
-from .projects import EnsureProjectInput, HumanKey, Project, ensure_project
+from .projects import EnsureProjectInput, HumanKey, Project, ensure_project, find_project
 from .reservations import (
     FileReservationPathsInput,
     Paths,
@@ -109,9 +112,13 @@ class ThreadPrepared(Output):
 
 def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) -> ThreadPrepared:
     """Join a thread in one call: register yourself, get the thread's summary (participants,
-    key points, action items, open acks) and your inbox."""
+    key points, action items, open acks) and your inbox.
+
+    Given agent_name, the summary is that agent's view (the messages it sent or received),
+    as summarize_thread with agent_name; with agent tokens on that is required."""
     agent = _register(db, args.project_key, args)
-    thread = summarize_thread(db, SummarizeThreadInput(project_key=args.project_key, thread_id=args.thread_id))
+    summarized = SummarizeThreadInput(project_key=args.project_key, thread_id=args.thread_id, agent_name=args.agent_name)
+    thread = summarize_thread(db, summarized)
     inbox = _inbox(db, args.project_key, agent.name, args.inbox_limit, args.include_inbox_bodies)
     return ThreadPrepared(agent=agent, thread=thread, inbox=inbox)
 
@@ -147,7 +154,12 @@ class MacroContactHandshakeInput(Input):
     requester: AgentName = Field(description="You: the agent asking.")
     target: AgentAddress
     reason: Annotated[str, Field(max_length=1000)] = ""
-    auto_accept: bool = Field(False, description="Accept on the target's behalf (agents of one owner).")
+    auto_accept: bool = Field(
+        False, description="Accept on the target's behalf (agents of one owner): needs target_token, the target's own token."
+    )
+    target_token: Annotated[str, Field(max_length=256)] | None = Field(
+        None, description="The target's registration_token, required by auto_accept: only the target may accept."
+    )
     welcome_subject: Subject | None = None
     welcome_body: Annotated[str, Field(max_length=262_144)] | None = None
 
@@ -160,7 +172,19 @@ class Handshake(Output):
 
 def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeInput) -> Handshake:
     """Ask for contact, optionally accept on the target's behalf, and optionally send a
-    welcome message once allowed."""
+    welcome message once allowed.
+
+    Only the target may accept: auto_accept needs target_token, the target's registration_token
+    (403 without it, and nothing is requested)."""
+    if args.auto_accept:
+        project = find_project(db, args.project_key)
+        target = find_agent(db, project, args.target)
+        if not holds_token(db, target["id"], args.target_token):
+            raise Forbidden(
+                f"auto_accept accepts on {args.target}'s behalf: only {args.target} may do that.",
+                "Pass target_token (the target's registration_token), or leave auto_accept out and let the target"
+                " answer with respond_contact.",
+            )
     request = request_contact(
         db,
         RequestContactInput(

@@ -67,13 +67,15 @@ MESSAGE_COLUMNS = (
 )
 
 
-def messages_from_rows(db, project: sqlite3.Row, rows, viewer_id: int | None = None, bodies=True) -> list[Message]:
-    """Rows selected with MESSAGE_COLUMNS → Messages."""
+def messages_from_rows(db, project: sqlite3.Row, rows, viewer_id: int | frozenset[int] | None = None, bodies=True) -> list[Message]:
+    """Rows selected with MESSAGE_COLUMNS → Messages, as the viewer (an agent id, or an agent's
+    identities across a product) sees them."""
     recipients = recipients_of(db, [row["id"] for row in rows])
+    viewers = viewer_id if isinstance(viewer_id, frozenset) else {viewer_id}
     messages = []
     for row in rows:
         lists = recipients[row["id"]]
-        if row["sender_id"] != viewer_id:
+        if row["sender_id"] not in viewers:
             lists["bcc"] = []  # bcc recipients are invisible to everyone but the sender
         messages.append(
             Message(
@@ -92,16 +94,32 @@ def messages_from_rows(db, project: sqlite3.Row, rows, viewer_id: int | None = N
     return messages
 
 
+def visible_to(viewers: list[int], alias: str = "m") -> tuple[str, list[int]]:
+    """(SQL condition, parameters): the message `alias` was sent or received (any kind) by one
+    of the agents `viewers` (an agent's identities; empty: visible to nobody). The one
+    definition of "mail this agent may read", for every tool that reads mail as an agent."""
+    marks = placeholders(viewers) if viewers else "NULL"
+    return (
+        f"({alias}.sender_id IN ({marks}) OR EXISTS (SELECT 1 FROM message_recipients v"
+        f" WHERE v.message_id = {alias}.id AND v.agent_id IN ({marks})))",
+        [*viewers, *viewers],
+    )
+
+
 def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, viewer_id: int | None = None):
-    """A message of the project, or (given a viewer) one the viewer received from another project."""
+    """A message of the project; given a viewer, a message it sent or received (of any project)."""
+    if viewer_id is None:
+        where, params = "m.project_id = ?", [project["id"]]
+    else:
+        where, params = visible_to([viewer_id])
     row = db.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id = ?"
-        " AND (m.project_id = ? OR EXISTS (SELECT 1 FROM message_recipients WHERE message_id = m.id AND agent_id = ?))",
-        (message_id, project["id"], viewer_id),
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id = ? AND {where}",
+        (message_id, *params),
     ).fetchone()
     if row is None:
         raise NotFound(
-            f"Message {message_id} not found in project {project['slug']!r}.",
+            f"Message {message_id} not found in project {project['slug']!r}"
+            + (" among the viewer's mail." if viewer_id is not None else "."),
             "Take message ids from fetch_inbox, fetch_outbox or search_messages.",
         )
     return row
@@ -337,12 +355,14 @@ class GetMessageInput(Input):
     project_key: ProjectKey
     message_id: MessageId
     agent_name: AgentName | None = Field(
-        None, description="Who is reading: the sender also sees bcc; a recipient also sees messages of other projects."
+        None,
+        description="Read as this agent: only a message it sent or received (of any project); the sender also sees bcc."
+        " Required with agent tokens on (but for an admin credential).",
     )
 
 
 def get_message(db: sqlite3.Connection, args: GetMessageInput) -> Message:
-    """One message with its body."""
+    """One message with its body: of the project, or, read as agent_name, one that agent sent or received."""
     project = find_project(db, args.project_key)
     viewer = find_agent(db, project, args.agent_name)["id"] if args.agent_name else None
     row = find_message(db, project, args.message_id, viewer_id=viewer)

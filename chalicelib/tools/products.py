@@ -17,11 +17,12 @@ from ..errors import NotFound
 from ..fields import AgentName, ProjectKey, Timestamp
 from ..ids import stable_id
 from ..registry import Input, Output, tool
+from ..security.agent_tokens import matching_projects
 from .agents import agent_id
 from .messages import FetchInboxInput, InboxMessage, Limit, ThreadId, fetch_inbox
 from .projects import Project, find_project
-from .search import QUERY_HELP, SearchHit, SearchMessagesInput, search_messages
-from .threads import ThreadSummary, messages_in_thread, open_acks, summary
+from .search import QUERY_HELP, SearchHit, search_project
+from .threads import ReadAs, ThreadSummary, messages_in_thread, open_acks, summary
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 KEY_RULES = "Product keys are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. acme-shop."
@@ -134,9 +135,19 @@ def get_product(db: sqlite3.Connection, args: GetProductInput) -> Product:
     return _product(db, find_product(db, args.product_key))
 
 
+# The agent's token is the handler's business here: an agent name has one identity, and token,
+# per linked project, and a product tool reads only the identities the token belongs to.
+AgentToken = Annotated[
+    str | None,
+    Field(None, max_length=256, description="The agent's registration_token: the tool reads only the linked projects"
+          " in which it is this agent's token (required when the server requires agent tokens)."),
+]
+
+
 class FetchInboxProductInput(Input):
     product_key: ProductKey
     agent_name: AgentName
+    registration_token: AgentToken = None
     limit: Limit = 20
     urgent_only: bool = Field(False, description="Only high and urgent messages.")
     include_bodies: bool = False
@@ -168,6 +179,12 @@ def agent_projects(db: sqlite3.Connection, product: sqlite3.Row, name: str) -> l
     return found
 
 
+def identities(db: sqlite3.Connection, product: sqlite3.Row, name: str, token: str | None) -> list[sqlite3.Row]:
+    """The linked projects where the agent is registered (and, given a token, where it is its token)."""
+    found = agent_projects(db, product, name)
+    return found if token is None else [p for p in matching_projects(db, product["product_key"], name, token) if p in found]
+
+
 def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) -> ProductInbox:
     """An agent's received messages across every project of a product, newest first.
 
@@ -175,17 +192,27 @@ def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) ->
     names the project it was sent in."""
     product = find_product(db, args.product_key)
     messages = []
-    for project in agent_projects(db, product, args.agent_name):
-        inbox = fetch_inbox(db, FetchInboxInput(project_key=project["human_key"], **args.model_dump(exclude={"product_key"})))
+    for project in identities(db, product, args.agent_name, args.registration_token):
+        options = args.model_dump(exclude={"product_key", "registration_token"})
+        inbox = fetch_inbox(db, FetchInboxInput(project_key=project["human_key"], **options))
         messages += [ProductInboxMessage(**m.model_dump(), project=project["slug"]) for m in inbox.messages]
     messages.sort(key=lambda message: message.id, reverse=True)  # ids are time-ordered across projects
     return ProductInbox(messages=messages[: args.limit])
+
+
+def product_reader(db, product: sqlite3.Row, name: str | None, token: str | None) -> frozenset[int] | None:
+    """The identities (agent ids) of the agent a product tool reads as, or None to read everything."""
+    if name is None:
+        return None
+    return frozenset(agent_id(project["id"], name) for project in identities(db, product, name, token))
 
 
 class SearchMessagesProductInput(Input):
     product_key: ProductKey
     query: Annotated[str, Field(min_length=1, max_length=1000, description=QUERY_HELP)]
     limit: Limit = 20
+    agent_name: ReadAs = None
+    registration_token: AgentToken = None
 
 
 class ProductSearchHit(SearchHit):
@@ -200,12 +227,11 @@ class ProductSearchResults(Output):
 def search_messages_product(db: sqlite3.Connection, args: SearchMessagesProductInput) -> ProductSearchResults:
     """Search the messages of every project of a product; best matches first, same syntax as search_messages."""
     product = find_product(db, args.product_key)
+    viewers = product_reader(db, product, args.agent_name, args.registration_token)
     hits = []
     for project in linked_projects(db, product):
-        found = search_messages(
-            db, SearchMessagesInput(project_key=project["human_key"], query=args.query, limit=args.limit)
-        )
-        hits += [ProductSearchHit(**hit.model_dump(), project=project["slug"]) for hit in found.results]
+        found = search_project(db, project, args.query, args.limit, viewers)
+        hits += [ProductSearchHit(**hit.model_dump(), project=project["slug"]) for hit in found]
     # bm25 statistics span the whole index, not one project, so scores compare across projects.
     hits.sort(key=lambda hit: hit.score)
     return ProductSearchResults(query=args.query, results=hits[: args.limit])
@@ -214,6 +240,8 @@ def search_messages_product(db: sqlite3.Connection, args: SearchMessagesProductI
 class SummarizeThreadProductInput(Input):
     product_key: ProductKey
     thread_id: ThreadId
+    agent_name: ReadAs = None
+    registration_token: AgentToken = None
 
 
 class ProductThreadSummary(ThreadSummary):
@@ -224,11 +252,12 @@ def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProduc
     """Summarise a thread across a product: the messages with this thread_id in every
     linked project, digested together like summarize_thread does."""
     product = find_product(db, args.product_key)
+    viewers = product_reader(db, product, args.agent_name, args.registration_token)
     messages, acks, projects = [], [], []
     for project in linked_projects(db, product):
-        if found := messages_in_thread(db, project, args.thread_id):
+        if found := messages_in_thread(db, project, args.thread_id, viewers=viewers):
             messages += found
-            acks += open_acks(db, project, args.thread_id)
+            acks += open_acks(db, project, args.thread_id, viewers)
             projects.append(project["slug"])
     if not messages:
         raise NotFound(
@@ -246,6 +275,6 @@ TOOLS = [
     tool(list_products, read_only=True),
     tool(get_product, read_only=True),
     tool(fetch_inbox_product, read_only=True, acts_as="agent_name"),
-    tool(search_messages_product, read_only=True),
-    tool(summarize_thread_product, read_only=True),
+    tool(search_messages_product, read_only=True, acts_as="agent_name"),
+    tool(summarize_thread_product, read_only=True, acts_as="agent_name"),
 ]

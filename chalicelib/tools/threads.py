@@ -2,34 +2,56 @@
 
 import re
 import sqlite3
+from typing import Annotated
 
 from pydantic import Field
 
 from ..errors import MAX_ANSWER_BYTES, NotFound
-from ..fields import Id, MessageId, ProjectKey
+from ..store.db import placeholders
+from ..fields import AgentName, Id, MessageId, ProjectKey
 from ..registry import Input, Output, tool
-from .messages import MESSAGE_COLUMNS, Limit, Message, ThreadId, messages_from_rows
+from .agents import find_agent
+from .messages import MESSAGE_COLUMNS, Limit, Message, ThreadId, messages_from_rows, visible_to
 from .projects import find_project
 
 
-def messages_in_thread(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True) -> list[Message]:
-    """The thread's messages in this project, oldest first; empty if it has none here."""
+def messages_in_thread(
+    db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True, viewers: frozenset[int] | None = None
+) -> list[Message]:
+    """The thread's messages in this project, oldest first; empty if it has none here. Given
+    viewers (an agent's identities), only the messages they sent or received."""
+    where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
     rows = db.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
-        " WHERE m.project_id = ? AND m.thread_id = ? ORDER BY m.id",
-        (project["id"], thread_id),
+        f" WHERE m.project_id = ? AND m.thread_id = ? AND {where} ORDER BY m.id",
+        (project["id"], thread_id, *params),
     ).fetchall()
-    return messages_from_rows(db, project, rows, bodies=bodies)
+    return messages_from_rows(db, project, rows, viewer_id=viewers, bodies=bodies)
 
 
-def thread_messages(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True) -> list[Message]:
-    messages = messages_in_thread(db, project, thread_id, bodies)
+def thread_messages(
+    db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True, viewers: frozenset[int] | None = None
+) -> list[Message]:
+    messages = messages_in_thread(db, project, thread_id, bodies, viewers)
     if not messages:
         raise NotFound(
-            f"Thread {thread_id!r} not found in project {project['slug']!r}.",
+            f"Thread {thread_id!r} not found in project {project['slug']!r}"
+            + (" among the reader's mail." if viewers is not None else "."),
             "Use list_threads to see thread ids; a message's thread_id is in fetch_inbox results.",
         )
     return messages
+
+
+def reader(db: sqlite3.Connection, project: sqlite3.Row, agent_name: str | None) -> frozenset[int] | None:
+    """The agent a thread tool reads as (its id), or None to read the whole project."""
+    return None if agent_name is None else frozenset({find_agent(db, project, agent_name)["id"]})
+
+
+ReadAs = Annotated[
+    AgentName | None,
+    Field(description="Read as this agent: only the messages it sent or received. Required with agent tokens on"
+                      " (but for an admin credential)."),
+]
 
 
 def participants(messages: list[Message]) -> list[str]:
@@ -53,6 +75,7 @@ class ThreadInfo(Output):
 class ListThreadsInput(Input):
     project_key: ProjectKey
     limit: Limit = 50
+    agent_name: ReadAs = None
 
 
 class Threads(Output):
@@ -73,12 +96,16 @@ def thread_info(thread_id: str, messages: list[Message]) -> dict:
 def list_threads(db: sqlite3.Connection, args: ListThreadsInput) -> Threads:
     """The project's threads, most recently active first."""
     project = find_project(db, args.project_key)
+    viewers = reader(db, project, args.agent_name)
+    where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
     rows = db.execute(
-        "SELECT thread_id FROM messages WHERE project_id = ? GROUP BY thread_id ORDER BY max(id) DESC LIMIT ?",
-        (project["id"], args.limit),
+        f"SELECT thread_id FROM messages m WHERE project_id = ? AND {where} GROUP BY thread_id ORDER BY max(id) DESC LIMIT ?",
+        (project["id"], *params, args.limit),
     ).fetchall()
     return Threads(
-        threads=[ThreadInfo(**thread_info(tid, thread_messages(db, project, tid, bodies=False))) for (tid,) in rows]
+        threads=[
+            ThreadInfo(**thread_info(tid, thread_messages(db, project, tid, bodies=False, viewers=viewers))) for (tid,) in rows
+        ]
     )
 
 
@@ -88,6 +115,7 @@ class GetThreadInput(Input):
     include_bodies: bool = True
     limit: Limit = Field(20, description="At most this many messages per page.")
     cursor: Id | None = Field(None, description="next_cursor of the previous page: the messages after it.")
+    agent_name: ReadAs = None
 
 
 class Thread(Output):
@@ -103,10 +131,12 @@ PAGE_BODY_BYTES = MAX_ANSWER_BYTES // 2
 def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
     """A thread's messages, oldest first, a page at a time (limit, and at most ~4 MiB of bodies)."""
     project = find_project(db, args.project_key)
+    viewers = reader(db, project, args.agent_name)
+    where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
     rows = db.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
-        " WHERE m.project_id = ? AND m.thread_id = ? AND m.id > ? ORDER BY m.id LIMIT ?",
-        (project["id"], args.thread_id, args.cursor or 0, args.limit + 1),
+        f" WHERE m.project_id = ? AND m.thread_id = ? AND m.id > ? AND {where} ORDER BY m.id LIMIT ?",
+        (project["id"], args.thread_id, args.cursor or 0, *params, args.limit + 1),
     )
     page, size = [], 0
     for row in rows:  # lazily: what is past the page is never read
@@ -117,8 +147,8 @@ def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
     else:
         row = None
     if not page and args.cursor is None:
-        thread_messages(db, project, args.thread_id, bodies=False)  # NotFound, with its hint
-    messages = messages_from_rows(db, project, page, bodies=args.include_bodies)
+        thread_messages(db, project, args.thread_id, bodies=False, viewers=viewers)  # NotFound, with its hint
+    messages = messages_from_rows(db, project, page, viewer_id=viewers, bodies=args.include_bodies)
     return Thread(thread_id=args.thread_id, messages=messages, next_cursor=page[-1]["id"] if row is not None else None)
 
 
@@ -165,14 +195,21 @@ def extract(messages: list[Message]) -> tuple[list[str], list[str]]:
 class SummarizeThreadInput(Input):
     project_key: ProjectKey
     thread_id: ThreadId
+    agent_name: ReadAs = None
 
 
-def open_acks(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str) -> list[OpenAck]:
+def open_acks(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None = None) -> list[OpenAck]:
+    """Recipients yet to acknowledge a message of the thread that asks for it. A bcc recipient
+    is listed only to the message's sender (a viewer); given viewers, only their messages count."""
+    where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
+    senders = list(viewers or ())
     rows = db.execute(
         "SELECT r.message_id, a.name FROM message_recipients r JOIN messages m ON m.id = r.message_id"
         " JOIN agents a ON a.id = r.agent_id"
-        " WHERE m.project_id = ? AND m.thread_id = ? AND m.ack_required AND r.ack_ts IS NULL ORDER BY r.message_id, a.name",
-        (project["id"], thread_id),
+        f" WHERE m.project_id = ? AND m.thread_id = ? AND m.ack_required AND r.ack_ts IS NULL AND {where}"
+        f" AND (r.kind != 'bcc' OR m.sender_id IN ({placeholders(senders) if senders else 'NULL'}))"
+        " ORDER BY r.message_id, a.name",
+        (project["id"], thread_id, *params, *senders),
     )
     return [OpenAck(message_id=mid, agent=name) for mid, name in rows]
 
@@ -186,12 +223,13 @@ def summary(thread_id: str, messages: list[Message], acks: list[OpenAck]) -> dic
 def summarize_thread(db: sqlite3.Connection, args: SummarizeThreadInput) -> ThreadSummary:
     """A deterministic digest of a thread: participants, counts, key points, action items, open acks."""
     project = find_project(db, args.project_key)
-    messages = thread_messages(db, project, args.thread_id)
-    return ThreadSummary(**summary(args.thread_id, messages, open_acks(db, project, args.thread_id)))
+    viewers = reader(db, project, args.agent_name)
+    messages = thread_messages(db, project, args.thread_id, viewers=viewers)
+    return ThreadSummary(**summary(args.thread_id, messages, open_acks(db, project, args.thread_id, viewers)))
 
 
 TOOLS = [
-    tool(list_threads, read_only=True),
-    tool(get_thread, read_only=True, off_loop=True),
-    tool(summarize_thread, read_only=True, off_loop=True),
+    tool(list_threads, read_only=True, acts_as="agent_name"),
+    tool(get_thread, read_only=True, acts_as="agent_name", off_loop=True),
+    tool(summarize_thread, read_only=True, acts_as="agent_name", off_loop=True),
 ]

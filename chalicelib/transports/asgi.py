@@ -244,6 +244,8 @@ class Front:
             principal = self._guard(scope)
             logs.note(caller=ratelimit.caller(principal, address))
             receive = await self._limit(scope, receive, principal)
+            # This request's task (and the tasks it starts) calls tools as this principal.
+            auth.current.set(principal)
         except ToolError as exc:
             is_mcp_refusal = path == MCP_PATH and exc.status in (413, 429)
             body = ratelimit.mcp_error(exc) if is_mcp_refusal else orjson.dumps(exc.to_dict())
@@ -281,7 +283,7 @@ class Front:
         send_with_headers.finished = False  # the whole response went out
         return send_with_headers
 
-    def _guard(self, scope) -> None:
+    def _guard(self, scope) -> auth.Principal:
         if self.auth.mode == "none":
             # Also when uvicorn was started by hand on another interface than HOST says.
             server = scope.get("server")

@@ -34,16 +34,19 @@ class View:
     renames: dict[str, str] = field(default_factory=dict)  # URI variable -> tool argument
 
 
-AS_AGENT = {"agent": "agent_name", "project": "project_key"}
+# `agent` reads as that agent and `token` is its registration_token: with agent tokens on, reading
+# an inbox, an outbox, a thread or a message needs both (docs/security.md; an admin credential
+# reads threads and messages without).
+AS_AGENT = {"agent": "agent_name", "project": "project_key", "token": "registration_token"}
 
 VIEWS = {
     "resource://projects": View("list_projects"),
     "resource://project/{slug}": View("get_project", {"slug": "project_key"}),
     "resource://agents/{project_key}": View("list_agents"),
-    "resource://inbox/{agent}{?project,limit,include_bodies}": View("fetch_inbox", AS_AGENT),
-    "resource://outbox/{agent}{?project}": View("fetch_outbox", AS_AGENT),
-    "resource://thread/{thread_id}{?project}": View("get_thread", {"project": "project_key"}),
-    "resource://message/{id}{?project}": View("get_message", {"id": "message_id", "project": "project_key"}),
+    "resource://inbox/{agent}{?project,limit,include_bodies,token}": View("fetch_inbox", AS_AGENT),
+    "resource://outbox/{agent}{?project,token}": View("fetch_outbox", AS_AGENT),
+    "resource://thread/{thread_id}{?project,agent,token}": View("get_thread", AS_AGENT),
+    "resource://message/{id}{?project,agent,token}": View("get_message", AS_AGENT | {"id": "message_id"}),
     "resource://file_reservations/{project_key}{?active_only}": View("list_file_reservations"),
     "resource://product/{key}": View("get_product", {"key": "product_key"}),
 }

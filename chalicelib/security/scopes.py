@@ -1,0 +1,151 @@
+"""What a credential may do: its role, and the projects it reaches (IMAP-style ACLs).
+
+A principal (chalicelib/security/auth.py) carries a role and, if scoped, a set of projects
+(slugs or human keys). invoke.py calls `authorize` for every tool call, inside the call's
+transaction, before the agent-token check and the handler:
+
+- the role: a reader calls read-only tools only; a writer every tool but the admin-only ones
+  (ADMIN_ONLY); an admin everything;
+- the projects: every project the call names (project_key, human_key, the @project of each
+  Name@project address, and every linked project of a product for the tools that span one)
+  must be in scope; an unknown project out of scope is refused the same way as a known one,
+  so the refusal tells nothing about which projects exist. A tool that names no project
+  reaches them all (archive_status without project_key), so a scoped principal may call it
+  only if it is in GLOBAL_OK;
+- reading mail with agent tokens on: a non-admin caller must name the agent it reads as
+  (READS_MAIL_AS; that agent's token is then checked like any acts_as field), and the tool
+  shows only mail that agent sent or received.
+
+`visible_output` then narrows the answers that list projects to the principal's scope.
+An unrestricted principal (admin of every project: AUTH_MODE=none, plain bearer tokens, the
+CLI) returns at the first line: no query, no cost on the hot path.
+"""
+
+import sqlite3
+
+from ..errors import Forbidden, NotFound
+from .auth import ROLES, Principal
+
+ADMIN_ONLY = frozenset({
+    "archive_project",  # hides and freezes a whole project
+    "unarchive_project",
+    "install_precommit_guard",  # writes into a git work tree on the server's machine
+    "uninstall_precommit_guard",
+})
+
+# Tools that read mail, and the input field naming the agent they read as: with agent tokens
+# required, a non-admin caller must give it (the handler then shows only that agent's mail).
+READS_MAIL_AS = {
+    "get_message": "agent_name",
+    "get_thread": "agent_name",
+    "summarize_thread": "agent_name",
+    "list_threads": "agent_name",
+    "search_messages": "agent_name",
+    "macro_prepare_thread": "agent_name",
+    "summarize_thread_product": "agent_name",
+    "search_messages_product": "agent_name",
+}
+
+# Tools whose call reaches every project linked to the product they name.
+SPANS_PRODUCT = frozenset({"fetch_inbox_product", "search_messages_product", "summarize_thread_product"})
+
+# Tools that name no project and are fine for a scoped principal (answers narrowed below, or harmless).
+GLOBAL_OK = frozenset({"health_check", "list_projects", "list_products", "get_product", "ensure_product"})
+
+ADDRESS_FIELDS = ("to", "cc", "bcc", "to_agent", "from_agent", "target")  # Name@project addresses
+
+
+def required_role(tool) -> str:
+    if tool.name in ADMIN_ONLY:
+        return "admin"
+    return "reader" if tool.read_only else "writer"
+
+
+def authorize(db: sqlite3.Connection, tool, args, principal: Principal, tokens_required: bool) -> None:
+    """Forbidden unless `principal` may make this call (invoke.py calls it unless the principal is unrestricted)."""
+    needed = required_role(tool)
+    if ROLES.index(principal.role) < ROLES.index(needed):
+        raise Forbidden(
+            f"{tool.name} needs the {needed} role; this credential is a {principal.role}.",
+            "Ask the operator for a credential with that role (docs/security.md).",
+        )
+    if tokens_required and principal.role != "admin":
+        field = READS_MAIL_AS.get(tool.name)
+        if field and getattr(args, field, None) is None:
+            raise Forbidden(
+                f"{tool.name} shows mail only to its sender and recipients: name the agent you read as.",
+                f"Pass {field} and that agent's registration_token.",
+            )
+    if principal.projects is not None:
+        _check_projects(db, tool, args, principal.projects)
+
+
+def _check_projects(db: sqlite3.Connection, tool, args, scope: frozenset[str]) -> None:
+    from ..tools.products import find_product, linked_projects
+    from ..tools.projects import find_project, is_path, normalize_human_key, slugify
+
+    keys = [value for field in ("project_key", "human_key") if (value := getattr(args, field, None))]
+    for field in ADDRESS_FIELDS:
+        value = getattr(args, field, None)
+        for address in [value] if isinstance(value, str) else value or ():
+            if "@" in address:
+                keys.append(address.partition("@")[2])
+    for key in keys:
+        try:
+            project = find_project(db, key)
+        except NotFound:  # not created yet (ensure_project): in scope if named there
+            name = normalize_human_key(key) if is_path(key) else key
+            if name in scope or (is_path(key) and slugify(name) in scope):
+                continue
+            raise _out_of_scope(key) from None
+        if not in_scope(project, scope):
+            raise _out_of_scope(key)
+    if tool.name in SPANS_PRODUCT:
+        try:
+            projects = linked_projects(db, find_product(db, args.product_key))
+        except NotFound:
+            raise _out_of_scope(args.product_key) from None
+        if any(not in_scope(project, scope) for project in projects):
+            raise Forbidden(
+                f"Product {args.product_key!r} links projects outside this credential's scope.",
+                "Use the per-project tools on the projects in scope.",
+            )
+        keys.append(args.product_key)
+    if not keys and tool.name not in GLOBAL_OK:
+        raise Forbidden(
+            f"{tool.name} without a project reaches every project; this credential is scoped to some.",
+            "Pass project_key.",
+        )
+
+
+def in_scope(project, scope: frozenset[str] | None) -> bool:
+    """Whether a project (a row or an output with slug and human_key) is in the scope (None: all)."""
+    if scope is None:
+        return True
+    slug, human_key = (project["slug"], project["human_key"]) if isinstance(project, sqlite3.Row) else (project.slug, project.human_key)
+    return slug in scope or human_key in scope
+
+
+def _out_of_scope(key: str) -> Forbidden:
+    return Forbidden(
+        f"Project {key!r} is not in this credential's scope (or does not exist).",
+        "Use a project your credential lists (list_projects shows them), or ask the operator to extend its scope.",
+    )
+
+
+def visible_output(tool, output, principal: Principal):
+    """The answer narrowed to the principal's projects: list_projects, list_products and
+    get_product list only the projects in scope (and list_products only products with one)."""
+    scope = principal.projects
+    if scope is None or tool.name not in ("list_projects", "list_products", "get_product"):
+        return output
+    if tool.name == "list_projects":
+        return output.model_copy(update={"projects": [p for p in output.projects if in_scope(p, scope)]})
+
+    def narrowed(product):
+        return product.model_copy(update={"projects": [p for p in product.projects if in_scope(p, scope)]})
+
+    if tool.name == "get_product":
+        return narrowed(output)
+    products = [narrowed(product) for product in output.products]
+    return output.model_copy(update={"products": [product for product in products if product.projects]})

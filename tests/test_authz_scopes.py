@@ -1,0 +1,290 @@
+"""Scoped credentials (chalicelib/security/scopes.py): bearer tokens and JWT claims map to
+projects and a role (reader / writer / admin), enforced in invoke.py for every transport:
+the real server (REST, MCP lean path, MCP SDK path via resources/read), the Chalice app and
+its `mcp` function. With agent tokens on, reading mail needs being its sender or recipient."""
+
+import json
+
+import httpx
+import jwt
+import pytest
+from chalice.test import Client
+
+from chalicelib import invoke
+from chalicelib.config import Settings
+from chalicelib.errors import Forbidden
+from chalicelib.security import auth
+from chalicelib.tools import tools_by_name
+
+from .aws_events import CONTEXT, MCP_HEADERS, http_api_event, rest_api_event, rpc, tool_call
+from .servers import ROOT, running_server
+from .test_auth import AUDIENCE, ISSUER, app_module, chalice_settings, claims, jwks_url, keys  # noqa: F401 (fixtures)
+
+TOOLS = tools_by_name()
+ADMIN = "admin-token"
+TOKENS = [
+    ADMIN,  # a plain token: every project, admin (as before scopes existed)
+    {"token": "alpha-writer", "projects": ["alpha"], "role": "writer"},
+    {"token": "alpha-reader", "projects": ["/alpha"], "role": "reader"},  # a human key names the project too
+    {"token": "beta-writer", "projects": ["beta"], "role": "writer"},
+]
+
+
+def post(client, token, tool, **arguments):
+    response = client.post(f"/api/{tool}", json=arguments, headers={"Authorization": f"Bearer {token}"})
+    return response.status_code, response.json()
+
+
+def mcp(client, token, message):
+    response = client.post("/mcp", json=message, headers=MCP_HEADERS | {"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def mcp_tool(client, token, tool, **arguments):
+    """(is_error, structured result or error body) of a tools/call over the lean path."""
+    result = mcp(client, token, tool_call(tool, arguments))["result"]
+    return result["isError"], json.loads(result["content"][0]["text"])
+
+
+def setup_world(call):
+    """Projects alpha and beta (linked in product ab); alpha: BlueLake, GreenCastle, PinkDog;
+    beta: RedStone; all open. BlueLake wrote GreenCastle in thread T-1 (with an ack asked).
+    Returns the agents' tokens and the message id."""
+    tokens = {}
+    for project, names in (("/alpha", ["BlueLake", "GreenCastle", "PinkDog"]), ("/beta", ["RedStone"])):
+        call("ensure_project", human_key=project)
+        for name in names:
+            tokens[name] = call("register_agent", project_key=project, program="p", model="m", name=name)["registration_token"]
+            call("set_contact_policy", project_key=project, agent_name=name, policy="open", registration_token=tokens[name])
+    call("ensure_product", product_key="ab")
+    for project in ("alpha", "beta"):
+        call("products_link", product_key="ab", project_key=project)
+    sent = call("send_message", project_key="alpha", sender_name="BlueLake", to=["GreenCastle"], subject="Secret plan",
+                body_md="- decided: ship", thread_id="T-1", ack_required=True, sender_token=tokens["BlueLake"])
+    return tokens, sent["message"]["id"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    database = tmp_path_factory.mktemp("scopes") / "agent_mail.db"
+    env = dict(AUTH_MODE="bearer", AUTH_BEARER_TOKENS=json.dumps(TOKENS), CONTACT_REQUESTS_PER_AGENT_PER_HOUR="1")
+    with running_server(database, **env) as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+
+            def call(tool, **arguments):
+                status, body = post(client, ADMIN, tool, **arguments)
+                assert status == 200, body
+                return body
+
+            client.tokens, client.message_id = setup_world(call)
+            yield client
+
+
+def forbidden(answer):
+    status, body = answer
+    return status == 403 and body["error"]["code"] == "forbidden"
+
+
+def test_a_scoped_credential_reaches_only_its_projects(world):
+    assert forbidden(post(world, "alpha-writer", "get_project", project_key="beta"))
+    assert forbidden(post(world, "alpha-writer", "list_agents", project_key="/beta"))
+    assert post(world, "alpha-writer", "get_project", project_key="alpha")[0] == 200
+    # an unknown project gets the same refusal as a known one out of scope
+    unknown = post(world, "alpha-writer", "get_project", project_key="gamma")
+    assert forbidden(unknown) and unknown[1]["error"]["message"].replace("gamma", "beta") == \
+        post(world, "alpha-writer", "get_project", project_key="beta")[1]["error"]["message"]
+    assert forbidden(post(world, "beta-writer", "ensure_project", human_key="/gamma"))
+    # Name@project addresses: writing into another project's inbox is reaching that project
+    tokens = world.tokens
+    assert forbidden(post(world, "alpha-writer", "send_message", project_key="alpha", sender_name="BlueLake",
+                          to=["RedStone@beta"], subject="x", body_md="y", sender_token=tokens["BlueLake"]))
+    assert forbidden(post(world, "alpha-writer", "request_contact", project_key="alpha", from_agent="BlueLake",
+                          to_agent="RedStone@beta", registration_token=tokens["BlueLake"]))
+    # lists show what is in scope only
+    status, projects = post(world, "alpha-writer", "list_projects")
+    assert status == 200 and [p["slug"] for p in projects["projects"]] == ["alpha"]
+    status, products = post(world, "beta-writer", "list_products")
+    assert [[p["slug"] for p in product["projects"]] for product in products["products"]] == [["beta"]]
+    assert [p["slug"] for p in post(world, ADMIN, "get_product", product_key="ab")[1]["projects"]] == ["alpha", "beta"]
+    # a product call may reach only projects in scope
+    assert forbidden(post(world, "alpha-writer", "fetch_inbox_product", product_key="ab", agent_name="GreenCastle",
+                          registration_token=tokens["GreenCastle"]))
+    assert forbidden(post(world, "alpha-writer", "search_messages_product", product_key="ab", query="plan"))
+    # a tool that names no project reaches all of them
+    assert forbidden(post(world, "alpha-writer", "archive_status"))
+    assert post(world, "alpha-writer", "archive_status", project_key="alpha")[0] == 200
+
+
+def test_roles(world):
+    tokens = world.tokens
+    send = dict(project_key="alpha", sender_name="GreenCastle", to=["BlueLake"], subject="r", body_md="b",
+                sender_token=tokens["GreenCastle"])
+    refused = post(world, "alpha-reader", "send_message", **send)
+    assert forbidden(refused) and "writer" in refused[1]["error"]["message"]
+    inbox = post(world, "alpha-reader", "fetch_inbox", project_key="alpha", agent_name="GreenCastle",
+                 registration_token=tokens["GreenCastle"])
+    assert inbox[0] == 200 and inbox[1]["messages"][0]["subject"] == "Secret plan"
+    assert forbidden(post(world, "alpha-reader", "get_project", project_key="beta"))
+    # admin-only: archiving a project, installing a hook on the server's machine
+    assert forbidden(post(world, "alpha-writer", "archive_project", project_key="alpha"))
+    assert forbidden(post(world, "alpha-writer", "install_precommit_guard", project_key="alpha", code_repo_path="/tmp"))
+    assert post(world, ADMIN, "get_project", project_key="beta")[0] == 200
+
+
+def test_reading_mail_needs_being_its_sender_or_recipient(world):
+    tokens, mid = world.tokens, world.message_id
+    pink = dict(agent_name="PinkDog", registration_token=tokens["PinkDog"])
+    for tool, arguments in (
+        ("get_thread", dict(project_key="alpha", thread_id="T-1")),
+        ("summarize_thread", dict(project_key="alpha", thread_id="T-1")),
+        ("get_message", dict(project_key="alpha", message_id=mid)),
+    ):
+        assert forbidden(post(world, "alpha-writer", tool, **arguments))  # as nobody: refused
+        assert post(world, "alpha-writer", tool, **arguments, **pink)[0] == 404  # as a stranger to it: not there
+        status, _ = post(world, "alpha-writer", tool, **arguments, agent_name="GreenCastle",
+                         registration_token=tokens["GreenCastle"])
+        assert status == 200
+        assert post(world, ADMIN, tool, **arguments)[0] == 200  # an admin (operator, overseer) reads everything
+    assert forbidden(post(world, "alpha-writer", "get_thread", project_key="alpha", thread_id="T-1",
+                          agent_name="GreenCastle", registration_token=tokens["PinkDog"]))
+    assert forbidden(post(world, "alpha-writer", "search_messages", project_key="alpha", query="plan"))
+    status, found = post(world, "alpha-writer", "search_messages", project_key="alpha", query="plan", **pink)
+    assert status == 200 and found["results"] == []
+    status, found = post(world, "alpha-writer", "search_messages", project_key="alpha", query="plan",
+                         agent_name="BlueLake", registration_token=tokens["BlueLake"])
+    assert [hit["id"] for hit in found["results"]] == [mid]
+    status, threads = post(world, "alpha-writer", "list_threads", project_key="alpha", **pink)
+    assert status == 200 and threads["threads"] == []
+    # and nobody replies into a thread it is not part of
+    status, _ = post(world, "alpha-writer", "reply_message", project_key="alpha", message_id=mid, sender_name="PinkDog",
+                     body_md="me too", sender_token=tokens["PinkDog"])
+    assert status == 404
+
+
+def test_over_mcp_lean_path_and_sdk_resources(world):
+    is_error, body = mcp_tool(world, "alpha-writer", "get_project", project_key="beta")
+    assert is_error and body["error"]["code"] == "forbidden"
+    is_error, body = mcp_tool(world, "alpha-writer", "list_projects")
+    assert not is_error and [p["slug"] for p in body["projects"]] == ["alpha"]
+    # resources/read is answered by the SDK transport, not the lean path: the same principal applies
+    refused = mcp(world, "alpha-writer", rpc("resources/read", {"uri": "resource://project/beta"}))
+    assert refused["error"]["data"]["error"]["code"] == "forbidden"
+    thread = mcp(world, "alpha-writer", rpc("resources/read", {"uri": "resource://thread/T-1?project=alpha"}))
+    assert thread["error"]["data"]["error"]["code"] == "forbidden"  # reading mail as nobody
+    listed = mcp(world, "alpha-writer", rpc("resources/read", {"uri": "resource://projects"}))
+    assert [p["slug"] for p in json.loads(listed["result"]["contents"][0]["text"])["projects"]] == ["alpha"]
+    green = f"agent=GreenCastle&token={world.tokens['GreenCastle']}"
+    own = mcp(world, "alpha-writer", rpc("resources/read", {"uri": f"resource://thread/T-1?project=alpha&{green}"}))
+    assert json.loads(own["result"]["contents"][0]["text"])["messages"][0]["subject"] == "Secret plan"
+    pink = f"agent=PinkDog&token={world.tokens['PinkDog']}"
+    stranger = mcp(world, "alpha-writer", rpc("resources/read", {"uri": f"resource://thread/T-1?project=alpha&{pink}"}))
+    assert stranger["error"]["data"]["error"]["code"] == "not_found"
+    admin = mcp(world, ADMIN, rpc("resources/read", {"uri": "resource://thread/T-1?project=alpha"}))
+    assert json.loads(admin["result"]["contents"][0]["text"])["messages"][0]["subject"] == "Secret plan"
+
+
+def test_chalice_app_and_mcp_function(tmp_path, app_module):  # noqa: F811
+    settings = chalice_settings(tmp_path, auth_mode="bearer", auth_bearer_tokens=json.dumps(TOKENS))
+    chalice_app = app_module.create_app(settings)
+
+    def call(tool, **arguments):
+        return invoke.call(TOOLS[tool], arguments, settings).model_dump(mode="json")  # in process: the operator
+
+    setup_world(call)
+    with Client(chalice_app, project_dir=str(ROOT)) as client:
+
+        def request(token, tool, **arguments):
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            response = client.http.post(f"/api/{tool}", headers=headers, body=json.dumps(arguments).encode())
+            return response.status_code, json.loads(response.body)
+
+        assert forbidden(request("alpha-writer", "get_project", project_key="beta"))
+        assert [p["slug"] for p in request("alpha-writer", "list_projects")[1]["projects"]] == ["alpha"]
+        assert forbidden(request("alpha-reader", "ensure_project", human_key="/alpha"))
+        assert forbidden(request("alpha-writer", "get_thread", project_key="alpha", thread_id="T-1"))
+        assert request(ADMIN, "get_thread", project_key="alpha", thread_id="T-1")[0] == 200
+
+    headers = MCP_HEADERS | {"Authorization": "Bearer alpha-writer"}
+    answer = chalice_app(rest_api_event("POST", "/mcp", tool_call("get_project", {"project_key": "beta"}), headers), CONTEXT)
+    assert json.loads(json.loads(answer["body"])["result"]["content"][0]["text"])["error"]["code"] == "forbidden"
+    function = chalice_app.handler_map["mcp"]
+    answer = function(http_api_event("POST", "/mcp", tool_call("get_project", {"project_key": "beta"}), headers), CONTEXT)
+    assert json.loads(json.loads(answer["body"])["result"]["content"][0]["text"])["error"]["code"] == "forbidden"
+    answer = function(http_api_event("POST", "/mcp", tool_call("get_project", {"project_key": "alpha"}), headers), CONTEXT)
+    assert not json.loads(answer["body"])["result"]["isError"]
+
+
+def test_scoped_bearer_configuration():
+    settings = Settings(auth_mode="bearer", auth_bearer_tokens=json.dumps(TOKENS))
+    authenticator = auth.Authenticator(settings)
+    principal = authenticator.authenticate({"authorization": "Bearer alpha-reader"})
+    assert (principal.role, principal.projects) == ("reader", frozenset({"/alpha"}))
+    assert authenticator.authenticate({"authorization": f"Bearer {ADMIN}"}).unrestricted
+    assert Settings(auth_bearer_tokens="one,two").auth_bearer_tokens == ["one", "two"]  # the old format holds
+    with pytest.raises(ValueError):
+        Settings(auth_bearer_tokens='[{"token": "t", "role": "owner"}]')
+
+
+def test_jwt_claims_scope_the_principal(tmp_path, keys, jwks_url):  # noqa: F811
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", auth_mode="jwt", jwt_jwks_url=jwks_url,
+                        jwt_audience=AUDIENCE, jwt_issuer=ISSUER)
+    authenticator = auth.Authenticator(settings)
+
+    def principal(**extra):
+        token = jwt.encode(claims(**extra), keys.rsa, algorithm="RS256", headers={"kid": "rsa-1"})
+        return authenticator.authenticate({"authorization": f"Bearer {token}"})
+
+    scoped = principal(agent_mail_projects="alpha beta", agent_mail_role="reader")
+    assert (scoped.role, scoped.projects) == ("reader", frozenset({"alpha", "beta"}))
+    assert principal(agent_mail_projects=["alpha"]).projects == frozenset({"alpha"})
+    assert principal(agent_mail_projects="*", agent_mail_role="writer").projects is None
+    assert principal().unrestricted  # no claims: every project, admin (as before)
+    with pytest.raises(auth.Unauthorized, match="claim"):
+        principal(agent_mail_role="root")
+    renamed = Settings(**{**settings.model_dump(), "jwt_role_claim": "https://example.com/role"})
+    token = jwt.encode(claims(**{"https://example.com/role": "reader"}), keys.rsa, algorithm="RS256", headers={"kid": "rsa-1"})
+    assert auth.Authenticator(renamed).authenticate({"authorization": f"Bearer {token}"}).role == "reader"
+
+    call = lambda tool, **arguments: invoke.call(TOOLS[tool], arguments, settings)  # noqa: E731
+    call("ensure_project", human_key="/alpha")
+    with pytest.raises(Forbidden):
+        invoke.call(TOOLS["ensure_project"], {"human_key": "/gamma"}, settings, scoped)
+    with pytest.raises(Forbidden):
+        invoke.call(TOOLS["ensure_project"], {"human_key": "/alpha"}, settings, scoped)  # a reader does not write
+    assert invoke.call(TOOLS["get_project"], {"project_key": "alpha"}, settings, scoped).slug == "alpha"
+
+
+def test_mail_findings_over_http_with_agent_tokens(world):
+    """fetch_inbox_product answered 500 with agent tokens on; auto_accept accepted for the
+    target; bcc showed in open_acks; contact requests were unlimited."""
+    tokens = world.tokens
+    status, inbox = post(world, "alpha-writer", "fetch_inbox", project_key="alpha", agent_name="GreenCastle",
+                         registration_token=tokens["GreenCastle"])
+    status, product_inbox = post(world, ADMIN, "fetch_inbox_product", product_key="ab", agent_name="GreenCastle",
+                                 registration_token=tokens["GreenCastle"])
+    assert status == 200 and [m["id"] for m in product_inbox["messages"]] == [m["id"] for m in inbox["messages"]]
+    assert forbidden(post(world, ADMIN, "fetch_inbox_product", product_key="ab", agent_name="GreenCastle",
+                          registration_token=tokens["PinkDog"]))
+
+    status, rose = post(world, ADMIN, "register_agent", project_key="beta", program="p", model="m", name="RoseHill")
+    rose_token = rose["registration_token"]
+    assert post(world, ADMIN, "set_contact_policy", project_key="beta", agent_name="RoseHill", policy="contacts_only",
+                registration_token=rose_token)[0] == 200
+    shake = dict(project_key="alpha", requester="PinkDog", target="RoseHill@beta", auto_accept=True,
+                 registration_token=tokens["PinkDog"])
+    assert forbidden(post(world, ADMIN, "macro_contact_handshake", **shake))
+    status, accepted = post(world, ADMIN, "macro_contact_handshake", **shake, target_token=rose_token)
+    assert status == 200 and accepted["response"]["status"] == "approved"
+
+    status, _ = post(world, ADMIN, "send_message", project_key="alpha", sender_name="BlueLake", to=["GreenCastle"],
+                     bcc=["PinkDog"], subject="quiet", body_md="b", thread_id="T-BCC", ack_required=True,
+                     sender_token=tokens["BlueLake"])
+    status, summary = post(world, ADMIN, "summarize_thread", project_key="alpha", thread_id="T-BCC")
+    assert status == 200 and [ack["agent"] for ack in summary["open_acks"]] == ["GreenCastle"]
+
+    # CONTACT_REQUESTS_PER_AGENT_PER_HOUR=1 on this server: PinkDog asked RoseHill already
+    response = world.post("/api/request_contact", headers={"Authorization": f"Bearer {ADMIN}"}, json=dict(
+        project_key="alpha", from_agent="PinkDog", to_agent="RedStone@beta", registration_token=tokens["PinkDog"]))
+    assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limited"
+    assert 3000 < int(response.headers["retry-after"]) <= 3600
