@@ -6,6 +6,11 @@ queries take microseconds); writers go to one writer thread per database, which 
 whatever writes are waiting as one transaction, each write inside its own savepoint
 (group commit: one fsync for many acknowledged writes, and a failing write rolls back
 alone). A write is acknowledged only after its COMMIT returned.
+
+On a Turso replica, a NotFound may only mean that another replica's write (a project, an
+agent, a message, a thread, a contact) has not been pulled yet: a call that fails so on data
+pulled before it started pulls and runs once more before it answers not-found (read your
+writes across replicas; docs/turso.md).
 """
 
 import asyncio
@@ -13,6 +18,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -21,9 +27,10 @@ from pydantic import ValidationError
 from .security import agent_tokens, auth
 from .config import Settings
 from .store.db import connection, transaction
-from .errors import ToolError, Unavailable, internal_error, validation_error
+from .errors import NotFound, ToolError, Unavailable, internal_error, validation_error
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
+from .store.replica import replica
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
@@ -47,11 +54,26 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -
 
 def call(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)
-    # A tool with a settle step decides on fresh data, so it lends a freshly pulled replica.
-    with _busy_is_unavailable(), connection(settings, fresh=tool.settle is not None) as conn:
+    started = time.monotonic()
+    try:
+        # A tool with a settle step decides on fresh data, so it lends a freshly pulled replica.
+        return _call(tool, args, settings, fresh=tool.settle is not None)
+    except NotFound:
+        if not pulled_before(settings, started):
+            raise
+        return _call(tool, args, settings, fresh=True)
+
+
+def _call(tool: Tool, args: Input, settings: Settings, fresh: bool) -> Output:
+    with _busy_is_unavailable(), connection(settings, fresh=fresh) as conn:
         with transaction(conn, write=not tool.read_only):
             result = run(conn, tool, args, settings)
         return tool.settle(conn, args, result) if tool.settle else result
+
+
+def pulled_before(settings: Settings, moment: float) -> bool:
+    """On a replica: its data was last pulled before `moment`, so a pull may show what is missing."""
+    return bool(settings.turso_sync_url) and replica(settings).pulled_at < moment
 
 
 async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
@@ -110,10 +132,11 @@ class Writer:
                     break
             self._commit(batch)
 
-    def _commit(self, batch: list) -> None:
+    def _commit(self, batch: list, fresh: bool = False) -> None:
         outcomes = []
+        started = time.monotonic()
         try:
-            fresh = any(tool.settle for tool, _, _ in batch)
+            fresh = fresh or any(tool.settle for tool, _, _ in batch)
             with _busy_is_unavailable(), connection(self.settings, fresh=fresh) as conn:
                 with transaction(conn, write=True):
                     for tool, args, _ in batch:
@@ -122,6 +145,12 @@ class Writer:
         except Exception as exc:  # the COMMIT (or BEGIN, or push) failed: nothing in the batch was acknowledged
             log.exception("write batch of %d failed", len(batch))
             outcomes = [(None, exc)] * len(batch)
+        if not fresh and pulled_before(self.settings, started):  # not found on old data: pull, run those again
+            missed = [isinstance(error, NotFound) for _, error in outcomes]
+            if any(missed):
+                self._commit([job for job, miss in zip(batch, missed) if miss], fresh=True)
+                batch = [job for job, miss in zip(batch, missed) if not miss]
+                outcomes = [outcome for outcome, miss in zip(outcomes, missed) if not miss]
         # One wake-up per event loop for the whole batch, not one per write.
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for (_, _, future), outcome in zip(batch, outcomes):
