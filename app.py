@@ -29,6 +29,7 @@ from chalicelib.errors import ToolError, internal_error
 from chalicelib.transports.lambda_mcp import MCPHandler
 from chalicelib.registry import Tool, to_json
 from chalicelib.tools import all_tools, tools_by_name
+from chalicelib.tools.retention import run_retention
 
 
 def create_app(settings: Settings) -> Chalice:
@@ -126,6 +127,11 @@ def create_app(settings: Settings) -> Chalice:
     def archive_sweep(event) -> None:
         """Publishes what the after-write drain missed (a failed publish, or a burst)."""
         cloud.publish_all(settings)
+
+    @app.schedule("rate(1 hour)", name="retention")
+    def retention(event) -> dict:
+        """Retention (docs/retention.md): one bounded run of the projects' policies."""
+        return run_retention(settings)
 
     return app
 

@@ -78,9 +78,10 @@ def drain(settings: Settings, archive: GitArchive, on_batch=None) -> int:
 PRUNE_EVERY_SECONDS = 600
 
 
-def work(settings: Settings, stopping: threading.Event) -> None:
+def work(settings: Settings, stopping: threading.Event, on_idle=None) -> None:
     """Drain every ARCHIVE_POLL_SECONDS until `stopping` is set (`python -m chalicelib archive work`);
-    when idle, prune archived rows every 10 minutes."""
+    when idle, prune archived rows every 10 minutes, and call `on_idle()` (the CLI passes
+    retention's, which runs at most every RETENTION_EVERY_SECONDS)."""
     pruned_at = float("-inf")
     with GitArchive.local(settings) as archive:
         while not stopping.is_set():
@@ -89,6 +90,8 @@ def work(settings: Settings, stopping: threading.Event) -> None:
                 if done < settings.archive_batch_size and time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
                     prune(settings)
                     pruned_at = time.monotonic()
+                if on_idle and done < settings.archive_batch_size:
+                    on_idle()
             except Exception:
                 log.exception("archive drain failed")  # the rows stay pending; try again later
                 done = 0
