@@ -169,3 +169,33 @@ def test_the_cli_and_the_scheduled_lambda_function_run_it(tmp_path, monkeypatch,
         assert answer.payload["messages_purged"] == 0 and set(answer.payload) >= {"agents_retired", "slots_deleted"}
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.sqlite_only
+def test_the_archive_worker_runs_it_when_idle_at_most_every_interval(settings, call, send, later, tmp_path):
+    import threading
+
+    from chalicelib.archive.worker import work
+    from chalicelib.tools.retention import every
+
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive", "retention_every_seconds": 3600})
+    call("ensure_project", human_key="/work/team")
+    call("register_agent", project_key="/work/team", program="p", model="m", name="BlueLake")
+    call("set_retention_policy", project_key="work-team", mode="purge", days=1)
+    send("BlueLake", ["BlueLake"])
+    later(2)
+    stopping = threading.Event()
+    worker = threading.Thread(target=work, args=(settings, stopping), kwargs={"on_idle": every(settings)})
+    worker.start()
+    try:
+        for _ in range(200):  # the worker's first idle turn runs retention
+            if call("get_project", project_key="work-team")["messages"] == 0:
+                break
+            stopping.wait(0.05)
+        assert call("get_project", project_key="work-team")["messages"] == 0
+        send("BlueLake", ["BlueLake"])  # as old (the clock is 2 days ahead), but within the hour: kept
+        stopping.wait(0.5)
+        assert call("get_project", project_key="work-team")["messages"] == 1
+    finally:
+        stopping.set()
+        worker.join(10)
