@@ -171,3 +171,30 @@ def test_unique_slugs_through_the_real_server_rest_and_mcp(any_server):
 
     for path, result in zip(paths, asyncio.run(resources())):
         assert json.loads(result.contents[0].text)["human_key"] == path
+
+
+def test_a_session_that_leaves_a_shared_slug_takes_its_answer_and_archive_work_along(tmp_path):
+    """macro_start_session's settle step, with the rival forced in between the write and the settle."""
+    import json as json_module
+
+    from chalicelib.tools.macros import MacroStartSessionInput, macro_start_session, settle_session
+
+    with turso_server(tmp_path) as primary:
+        settings = Settings(database_url=f"sqlite:///{tmp_path}/a.db", turso_sync_url=primary.url)
+        args = MacroStartSessionInput(human_key=PATHS[1], program="p", model="m", agent_name="BlueLake",
+                                      file_reservation_paths=["src/*"])
+        with db.connection(settings) as conn:
+            with db.transaction(conn, write=True):
+                started = macro_start_session(conn, args)
+                assert started.project.slug == "home-me-shop"  # free when it looked
+            with db.transaction(conn, write=True):  # another replica's project, pushed meanwhile
+                conn.execute("INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, 'home-me-shop', ?, ?)",
+                             (stable_id("project", PATHS[0]), PATHS[0], "2026-01-01T00:00:00.000000Z"))
+            settled = settle_session(conn, args, started)
+            rows = conn.execute("SELECT project, kind, payload FROM archive_outbox ORDER BY id").fetchall()
+        slug = suffixed(PATHS[1])
+        assert (settled.project.slug, settled.agent.project) == (slug, slug)
+        assert sorted(kind for _, kind, _ in rows) == ["agent", "reservation"]
+        assert all(project == slug and json_module.loads(payload)["project"] == slug for project, _, payload in rows)
+        assert invoke.call(TOOLS["whois"], {"project_key": slug, "agent_name": "BlueLake"}, settings).project == slug
+        assert invoke.call(TOOLS["get_project"], {"project_key": "home-me-shop"}, settings).human_key == PATHS[0]
