@@ -1,6 +1,6 @@
 """Projects: one per code repository, keyed by its absolute path (the human key).
 
-Slugs are unique (docs/projects.md): a project gets the plain slug of its path
+Slugs are unique (docs/identity.md): a project gets the plain slug of its path
 (`/home/me/shop` -> `home-me-shop`) unless another project already holds it; then
 `<plain slug>-<6 hex digits of its id>` (the id is itself a hash of the human key, so the
 suffix is the same on every replica). Two replicas creating `/home/me/shop` and
@@ -132,12 +132,12 @@ def ensure_project(db: sqlite3.Connection, args: EnsureProjectInput) -> Project:
     row = project_by_id(db, key)
     if row is not None:
         return _project(row)
-    db.execute(
-        "INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, ?)",
+    inserted = db.execute(
+        "INSERT OR IGNORE INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, ?)",
         (key, free_slug(db, args.human_key, key), args.human_key, clock.now()),
-    )
+    ).rowcount
     project = _project(project_by_id(db, key))
-    project._created = True
+    project._created = inserted == 1
     return project
 
 
