@@ -31,6 +31,7 @@ from chalicelib.errors import ToolError, internal_error
 from chalicelib.transports.lambda_mcp import MCPHandler
 from chalicelib.registry import Tool, to_json
 from chalicelib.tools import all_tools, tools_by_name
+from chalicelib.tools.retention import run_retention
 
 
 def create_app(settings: Settings) -> Chalice:
@@ -166,6 +167,11 @@ def create_app(settings: Settings) -> Chalice:
         status = invoke.call(archive_status, {}, settings)
         logs.metrics_line({"ArchiveBacklog": (status.pending, "Count"), "ArchiveFailed": (status.failed, "Count"),
                            "ArchiveLagSeconds": (status.lag_seconds, "Seconds")})
+
+    @app.schedule("rate(1 hour)", name="retention")
+    def retention(event) -> dict:
+        """Retention (docs/retention.md): one bounded run of the projects' policies."""
+        return run_retention(settings)
 
     return app
 

@@ -81,6 +81,22 @@ class Settings(BaseSettings):
     archive_queue_url: str = ""
     archive_git_remote: str = ""
     archive_work_dir: Path = Path("/tmp/agent-mail-archive")  # the worker's clone (Lambda: /tmp)
+    # Retention (docs/retention.md): what happens to old mail of a project without a policy of
+    # its own (set_retention_policy). keep: forever; purge: deleted after RETENTION_DAYS;
+    # archive_only: bodies leave the database after RETENTION_DAYS (the git archive keeps them).
+    retention_mode: Literal["keep", "purge", "archive_only"] = "keep"
+    retention_days: int = Field(365, ge=1)
+    # Agents inactive this long are retired automatically (their reservations released). 0: never.
+    retention_agent_idle_days: float = Field(0, ge=0)
+    # Released or expired file reservations and build slots are deleted this long after they ended.
+    retention_lease_grace_days: float = Field(7, ge=0)
+    # At most this many rows per kind (messages, agents, reservations, slots) per run, in short
+    # transactions of RETENTION_CHUNK rows; a later run takes the rest.
+    retention_batch: int = Field(5000, ge=1)
+    retention_chunk: int = Field(200, ge=1)
+    # The local archive worker runs retention when idle, at most this often (0: never; then
+    # `python -m chalicelib retention run` from cron). On AWS a scheduled function runs it hourly.
+    retention_every_seconds: float = Field(3600, ge=0)
     # Security (docs/security.md). AUTH_MODE unset: "none" on a loopback HOST, else refused.
     auth_mode: Literal["none", "bearer", "jwt"] | None = None
     allow_insecure: bool = False  # allow AUTH_MODE=none on a non-loopback host

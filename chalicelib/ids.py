@@ -35,3 +35,8 @@ def new_id() -> int:
     with _lock:
         _last = max(candidate, _last + 1)
         return _last
+
+
+def first_id_at(unix_ms: int) -> int:
+    """The smallest new_id() made at this time (milliseconds since 1970): older events have smaller ids."""
+    return max(unix_ms - _EPOCH_MS, 0) << RANDOM_BITS

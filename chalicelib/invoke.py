@@ -6,6 +6,11 @@ queries take microseconds); writers go to one writer thread per database, which 
 whatever writes are waiting as one transaction, each write inside its own savepoint
 (group commit: one fsync for many acknowledged writes, and a failing write rolls back
 alone). A write is acknowledged only after its COMMIT returned.
+
+On a Turso replica, a NotFound may only mean that another replica's write (a project, an
+agent, a message, a thread, a contact) has not been pulled yet: a call that fails so on data
+pulled before it started pulls and runs once more before it answers not-found (read your
+writes across replicas; docs/turso.md).
 """
 
 import asyncio
@@ -23,9 +28,10 @@ from .ops import logs, metrics
 from .security import agent_tokens, auth, scopes
 from .config import Settings
 from .store.db import connection, transaction
-from .errors import MAX_ANSWER_BYTES, ToolError, Unavailable, answer_too_large, internal_error, validation_error
+from .errors import MAX_ANSWER_BYTES, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
+from .store.replica import replica
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
@@ -88,11 +94,26 @@ class _measured:
 
 def _call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal) -> Output:
     args = parse(tool, arguments)
-    # A tool with a settle step decides on fresh data, so it lends a freshly pulled replica.
-    with _busy_is_unavailable(), connection(settings, fresh=tool.settle is not None) as conn:
+    started = time.monotonic()
+    try:
+        # A tool with a settle step decides on fresh data, so it lends a freshly pulled replica.
+        return _run_once(tool, args, settings, principal, fresh=tool.settle is not None)
+    except NotFound:
+        if not pulled_before(settings, started):
+            raise
+        return _run_once(tool, args, settings, principal, fresh=True)
+
+
+def _run_once(tool: Tool, args: Input, settings: Settings, principal: auth.Principal, fresh: bool) -> Output:
+    with _busy_is_unavailable(), connection(settings, fresh=fresh) as conn:
         with transaction(conn, write=not tool.read_only):
             result = run(conn, tool, args, settings, principal)
         return tool.settle(conn, args, result) if tool.settle else result
+
+
+def pulled_before(settings: Settings, moment: float) -> bool:
+    """On a replica: its data was last pulled before `moment`, so a pull may show what is missing."""
+    return bool(settings.turso_sync_url) and replica(settings).pulled_at < moment
 
 
 async def _acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal) -> Output:
@@ -171,11 +192,12 @@ class Writer:
                     break
             self._commit(batch)
 
-    def _commit(self, batch: list) -> None:
+    def _commit(self, batch: list, fresh: bool = False) -> None:
         metrics.write_batch.observe(len(batch))
         outcomes = []
+        started = time.monotonic()
         try:
-            fresh = any(tool.settle for tool, _, _, _ in batch)
+            fresh = fresh or any(tool.settle for tool, _, _, _ in batch)
             with _busy_is_unavailable(), connection(self.settings, fresh=fresh) as conn:
                 with transaction(conn, write=True):
                     for tool, args, principal, _ in batch:
@@ -184,6 +206,12 @@ class Writer:
         except Exception as exc:  # the COMMIT (or BEGIN, or push) failed: nothing in the batch was acknowledged
             log.exception("write batch of %d failed", len(batch))
             outcomes = [(None, exc)] * len(batch)
+        if not fresh and pulled_before(self.settings, started):  # not found on old data: pull, run those again
+            missed = [isinstance(error, NotFound) for _, error in outcomes]
+            if any(missed):
+                self._commit([job for job, miss in zip(batch, missed) if miss], fresh=True)
+                batch = [job for job, miss in zip(batch, missed) if not miss]
+                outcomes = [outcome for outcome, miss in zip(outcomes, missed) if not miss]
         # One wake-up per event loop for the whole batch, not one per write.
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for (_, _, _, future), outcome in zip(batch, outcomes):

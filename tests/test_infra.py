@@ -65,6 +65,7 @@ def test_the_template_has_both_entry_points(template):
         "Mcp": "app.mcp_handler",
         "ArchiveWorker": "app.archive_worker",  # the git archive (docs/archive.md)
         "ArchiveSweep": "app.archive_sweep",
+        "Retention": "app.retention",  # docs/retention.md
     }
 
 

@@ -11,12 +11,13 @@ MINUTE = (60 * 1000) << RANDOM_BITS  # one minute of new_id()s
 
 def replica(tmp_path) -> sqlite3.Connection:
     conn = sqlite3.connect(tmp_path / "replica.db", isolation_level=None)
-    conn.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY, project_id INTEGER, subject TEXT, body_md TEXT)")
+    conn.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY, project_id INTEGER, subject TEXT, body_md TEXT, body_archived_ts TEXT)")
     return conn
 
 
 def add(conn, message_id: int, subject: str, project_id: int = 1) -> None:
-    conn.execute("INSERT INTO messages VALUES (?, ?, ?, ?)", (message_id, project_id, subject, f"body of {subject}"))
+    conn.execute("INSERT INTO messages (id, project_id, subject, body_md) VALUES (?, ?, ?, ?)",
+                 (message_id, project_id, subject, f"body of {subject}"))
 
 
 def found(index: SearchIndex, query: str, project_id: int = 1) -> list[int]:

@@ -64,6 +64,17 @@ def record_reservations(db: sqlite3.Connection, project: sqlite3.Row, ids: list[
         record(db, project["slug"], "reservation", row["id"], reservation_payload(row))
 
 
+def move_pending(db: sqlite3.Connection, old_slug: str, new_slug: str, entity_ids: list[int]) -> None:
+    """Archive work not yet written for these entities goes under the project's new slug
+    (a project that left a slug another replica gave at the same time: tools/projects.py)."""
+    if entity_ids:
+        db.execute(
+            "UPDATE archive_outbox SET project = ?, payload = json_set(payload, '$.project', ?)"
+            f" WHERE state IN ('pending', 'queued') AND project = ? AND entity_id IN ({placeholders(entity_ids)})",
+            [new_slug, new_slug, old_slug, *entity_ids],
+        )
+
+
 # The worker's side
 
 

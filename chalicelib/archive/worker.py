@@ -86,18 +86,19 @@ def lock_path(settings: Settings) -> Path:
     return settings.archive_dir.resolve().with_name(settings.archive_dir.name + ".lock")
 
 
-def work(settings: Settings, stopping: threading.Event) -> None:
+def work(settings: Settings, stopping: threading.Event, on_idle=None) -> None:
     """Drain every ARCHIVE_POLL_SECONDS until `stopping` is set (`python -m chalicelib archive work`),
     as the only worker of this archive directory: another one waits for the lock and takes
     over when this one dies. Beats every ARCHIVE_HEARTBEAT_SECONDS; when idle, prunes
-    archived rows every 10 minutes. Stops by itself if the process that started it died."""
+    archived rows every 10 minutes and calls `on_idle()` (the CLI passes retention's, which
+    runs at most every RETENTION_EVERY_SECONDS). Stops by itself if the process that started it died."""
     with exclusive(lock_path(settings), stopping, on_wait=lambda: log.info("another archive worker holds %s; waiting", lock_path(settings))) as mine:
         if mine:
             log.info("archive worker %d running on %s", os.getpid(), settings.archive_dir)
-            _work(settings, stopping)
+            _work(settings, stopping, on_idle)
 
 
-def _work(settings: Settings, stopping: threading.Event) -> None:
+def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
     pruned_at = beat_at = float("-inf")
     started, restarts, error = clock.now(), int(os.environ.get(RESTARTS_ENV, 0)), None
     with GitArchive.local(settings) as archive:
@@ -111,6 +112,8 @@ def _work(settings: Settings, stopping: threading.Event) -> None:
                 if done < settings.archive_batch_size and time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
                     prune(settings)
                     pruned_at = time.monotonic()
+                if on_idle and done < settings.archive_batch_size:
+                    on_idle()
                 error = None
             except Exception as exc:
                 log.exception("archive drain failed")  # the rows stay pending; try again later

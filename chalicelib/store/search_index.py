@@ -3,13 +3,18 @@
 Turso has no FTS5, so each process keeps `<replica>.search` beside its replica, with the same
 FTS table name, tokenizer and bm25 columns as migrations/0002_search.sql, and a `messages`
 table holding only (id, project_id): the search SQL in tools/search.py then runs unchanged on
-either. Before each search the index catches up with the replica. Messages are never edited
-or deleted, so catching up is indexing the ids it lacks: the recent ones (ids are
-time-ordered; a window covers messages that other replicas pushed late), and, if the counts
-still differ, every missing id.
+either. Before each search the index catches up with the replica. Messages are never edited;
+only retention (tools/retention.py) deletes them or archives their bodies. So catching up is:
+re-indexing the bodies archived lately; then, if the sets of ids differ (a count and a
+checksum of the ids), indexing the ids it lacks: the recent ones (ids are time-ordered; a
+window covers messages that other replicas pushed late), and, if they still differ, comparing
+every id, which also drops purged ones.
 """
 
 import sqlite3
+from contextlib import contextmanager
+
+from .. import clock
 
 from .db import placeholders
 from ..ids import RANDOM_BITS
@@ -18,7 +23,10 @@ from .per_process import OnePerKey
 SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (subject, body_md, tokenize = 'porter unicode61');
 CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS archived_bodies (id INTEGER PRIMARY KEY, archived_ts TEXT NOT NULL);
 """
+FINGERPRINT = "SELECT count(*), coalesce(sum(id & 16777215), 0) FROM messages"
+LATE_WINDOW_SECONDS = 15 * 60
 LATE_WINDOW_IDS = (15 * 60 * 1000) << RANDOM_BITS  # ids made in the 15 minutes before the newest indexed
 CHUNK = 500
 
@@ -29,15 +37,56 @@ class SearchIndex:
         self.conn.executescript(SCHEMA)
 
     def catch_up(self, replica) -> int:
-        """Index the replica's messages this index lacks; how many were added."""
-        total, newest = self.conn.execute("SELECT count(*), coalesce(max(id), 0) FROM messages").fetchone()
-        if replica.execute("SELECT count(*) FROM messages").fetchone()[0] == total:
+        """Index the replica's messages this index lacks (and drop purged ones); how many were added."""
+        self._archive_bodies(replica)
+        theirs = tuple(replica.execute(FINGERPRINT).fetchone())
+        if tuple(self.conn.execute(FINGERPRINT).fetchone()) == theirs:
             return 0
+        (newest,) = self.conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
         recent = [row[0] for row in replica.execute("SELECT id FROM messages WHERE id > ?", (newest - LATE_WINDOW_IDS,))]
         added = self._add(replica, recent)
-        if replica.execute("SELECT count(*) FROM messages").fetchone()[0] != total + added:
-            added += self._add(replica, [row[0] for row in replica.execute("SELECT id FROM messages")])
+        if tuple(self.conn.execute(FINGERPRINT).fetchone()) != theirs:
+            every = [row[0] for row in replica.execute("SELECT id FROM messages")]
+            added += self._add(replica, every)
+            self._drop_all_but(set(every))
         return added
+
+    def _archive_bodies(self, replica) -> None:
+        """Re-index the messages whose bodies retention archived since the last look (and a
+        window before it, for other replicas' late pushes)."""
+        (seen,) = self.conn.execute("SELECT max(archived_ts) FROM archived_bodies").fetchone()
+        since = clock.later(seen, -LATE_WINDOW_SECONDS) if seen else ""
+        rows = replica.execute(
+            "SELECT id, subject, body_md, body_archived_ts FROM messages WHERE body_archived_ts > ?", (since,)
+        ).fetchall()
+        done = {row[0] for row in self.conn.execute("SELECT id FROM archived_bodies WHERE archived_ts > ?", (since,))}
+        rows = [row for row in rows if row[0] not in done]
+        if not rows:
+            return
+        with self._transaction():
+            for message_id, subject, body, archived_ts in rows:
+                if self.conn.execute("DELETE FROM messages_fts WHERE rowid = ?", (message_id,)).rowcount:
+                    self.conn.execute("INSERT INTO messages_fts (rowid, subject, body_md) VALUES (?, ?, ?)", (message_id, subject, body))
+                self.conn.execute("INSERT OR REPLACE INTO archived_bodies (id, archived_ts) VALUES (?, ?)", (message_id, archived_ts))
+
+    def _drop_all_but(self, ids: set[int]) -> None:
+        """Drop indexed messages the replica no longer has (purged)."""
+        gone = [row[0] for row in self.conn.execute("SELECT id FROM messages") if row[0] not in ids]
+        with self._transaction():
+            for start in range(0, len(gone), CHUNK):
+                chunk = gone[start : start + CHUNK]
+                self.conn.execute(f"DELETE FROM messages_fts WHERE rowid IN ({placeholders(chunk)})", chunk)
+                self.conn.execute(f"DELETE FROM messages WHERE id IN ({placeholders(chunk)})", chunk)
+
+    @contextmanager
+    def _transaction(self):
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     def _add(self, replica, ids: list[int]) -> int:
         """Index those of `ids` not indexed yet."""
@@ -46,8 +95,7 @@ class SearchIndex:
             chunk = ids[start : start + CHUNK]
             known.update(row[0] for row in self.conn.execute(f"SELECT id FROM messages WHERE id IN ({placeholders(chunk)})", chunk))
         missing = [message_id for message_id in ids if message_id not in known]
-        self.conn.execute("BEGIN")
-        try:
+        with self._transaction():
             for start in range(0, len(missing), CHUNK):
                 chunk = missing[start : start + CHUNK]
                 rows = replica.execute(
@@ -57,10 +105,6 @@ class SearchIndex:
                 self.conn.executemany(
                     "INSERT INTO messages_fts (rowid, subject, body_md) VALUES (?, ?, ?)", [(r[0], r[2], r[3]) for r in rows]
                 )
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
         return len(missing)
 
 

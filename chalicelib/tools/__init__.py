@@ -1,6 +1,6 @@
 """Every tool group; the registry is the concatenation of their TOOLS lists."""
 
-from . import agents, archive, build_slots, contacts, health, identity, macros, messages, products, projects, reservations, search, threads
+from . import agents, archive, build_slots, contacts, health, identity, macros, messages, products, projects, reservations, retention, search, threads
 
 TOOLS = [
     *health.TOOLS,
@@ -15,6 +15,7 @@ TOOLS = [
     *build_slots.TOOLS,
     *products.TOOLS,
     *macros.TOOLS,
+    *retention.TOOLS,
     *archive.TOOLS,
 ]
 

@@ -263,18 +263,23 @@ def retire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> RetiredAgent
     Its name is never reused."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
-    now = clock.now()
-    # coalesce: retiring again keeps the first time
+    row, released = retire(db, project, agent["id"], clock.now())
+    return RetiredAgent(**describe_agent(project, row).model_dump(), released_file_reservations=released)
+
+
+def retire(db: sqlite3.Connection, project: sqlite3.Row, key: int, now: str) -> tuple[sqlite3.Row, int]:
+    """Retire the agent (coalesce: retiring again keeps the first time) and release its active
+    file reservations: (its row, how many were released). Also used by retention."""
     row = db.execute(
-        "UPDATE agents SET retired_ts = coalesce(retired_ts, ?) WHERE id = ? RETURNING *", (now, agent["id"])
+        "UPDATE agents SET retired_ts = coalesce(retired_ts, ?) WHERE id = ? RETURNING *", (now, key)
     ).fetchall()[0]
     released = [rid for (rid,) in db.execute(
         "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL AND expires_ts > ?"
         " RETURNING id",
-        (now, agent["id"], now),
+        (now, key, now),
     )]
     outbox.record_reservations(db, project, released)
-    return RetiredAgent(**describe_agent(project, row).model_dump(), released_file_reservations=len(released))
+    return row, len(released)
 
 
 def unretire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> Agent:

@@ -1,7 +1,8 @@
 """Macros: one call for what an agent otherwise does in three or four.
 
 Each macro runs the same handlers as the single tools, in one transaction: it happens
-entirely or not at all.
+entirely or not at all. A macro resolves its project once and hands the single tools its
+human key, which names the project by id (a hash), never by a slug looked up again.
 """
 
 import sqlite3
@@ -9,15 +10,18 @@ from typing import Annotated
 
 from pydantic import Field
 
+from ..archive import outbox
 from ..errors import Forbidden
 from ..fields import AgentAddress, AgentName, ProjectKey
+from ..ids import stable_id
 from ..security.agent_tokens import holds_token
 from .agents import find_agent
 from ..registry import Input, Output, tool
-from .agents import Agent, Model, Program, RegisterAgentInput, RegisteredAgent, TaskDescription, register_agent
+from ..store.db import transaction
+from .agents import agent_id, Agent, Model, Program, RegisterAgentInput, RegisteredAgent, TaskDescription, register_agent
 from .contacts import Contact, RequestContactInput, RespondContactInput, request_contact, respond_contact
 from .messages import FetchInboxInput, InboxMessage, SendMessageInput, SentMessage, Subject, fetch_inbox, send_message
-from .projects import EnsureProjectInput, HumanKey, Project, ensure_project, find_project
+from .projects import EnsureProjectInput, HumanKey, Project, ensure_project, find_project, settle_slug
 from .reservations import (
     FileReservationPathsInput,
     Paths,
@@ -76,21 +80,38 @@ def macro_start_session(db: sqlite3.Connection, args: MacroStartSessionInput) ->
     """Start a session in one call: ensure the project, register yourself (or refresh your
     profile), optionally reserve files, and read your inbox. Keep the agent name it returns."""
     project = ensure_project(db, EnsureProjectInput(human_key=args.human_key))
-    agent = _register(db, project.slug, args)
+    agent = _register(db, project.human_key, args)
     reserved = None
     if args.file_reservation_paths:
         reserved = file_reservation_paths(
             db,
             FileReservationPathsInput(
-                project_key=project.slug,
+                project_key=project.human_key,
                 agent_name=agent.name,
                 paths=args.file_reservation_paths,
                 ttl_seconds=args.file_reservation_ttl_seconds,
                 reason=args.file_reservation_reason,
             ),
         )
-    inbox = _inbox(db, project.slug, agent.name, args.inbox_limit, bodies=False)
+    inbox = _inbox(db, project.human_key, agent.name, args.inbox_limit, bodies=False)
     return SessionStarted(project=project, agent=agent, file_reservations=reserved, inbox=inbox)
+
+
+def settle_session(db: sqlite3.Connection, args: MacroStartSessionInput, started: SessionStarted) -> SessionStarted:
+    """As ensure_project's settle step: if the project had to leave a slug another replica gave
+    meanwhile, the answer and the archive work this call queued follow it to its new slug."""
+    key = stable_id("project", started.project.human_key)
+    moved = settle_slug(db, key, started.project._created)
+    if not moved:
+        return started
+    entities = [agent_id(key, started.agent.name)]
+    entities += [int(r.id) for r in started.file_reservations.granted] if started.file_reservations else []
+    with transaction(db, write=True):
+        outbox.move_pending(db, started.project.slug, moved, entities)
+    return started.model_copy(update={
+        "project": started.project.model_copy(update={"slug": moved}),
+        "agent": started.agent.model_copy(update={"project": moved}),
+    })
 
 
 class MacroPrepareThreadInput(Input):
@@ -116,10 +137,11 @@ def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) 
 
     Given agent_name, the summary is that agent's view (the messages it sent or received),
     as summarize_thread with agent_name; with agent tokens on that is required."""
-    agent = _register(db, args.project_key, args)
-    summarized = SummarizeThreadInput(project_key=args.project_key, thread_id=args.thread_id, agent_name=args.agent_name)
+    project_key = find_project(db, args.project_key)["human_key"]
+    agent = _register(db, project_key, args)
+    summarized = SummarizeThreadInput(project_key=project_key, thread_id=args.thread_id, agent_name=args.agent_name)
     thread = summarize_thread(db, summarized)
-    inbox = _inbox(db, args.project_key, agent.name, args.inbox_limit, args.include_inbox_bodies)
+    inbox = _inbox(db, project_key, agent.name, args.inbox_limit, args.include_inbox_bodies)
     return ThreadPrepared(agent=agent, thread=thread, inbox=inbox)
 
 
@@ -140,11 +162,13 @@ class ReservationCycle(Output):
 
 def macro_file_reservation_cycle(db: sqlite3.Connection, args: MacroFileReservationCycleInput) -> ReservationCycle:
     """Reserve files and see the conflicts; with auto_release, release them again at once."""
-    reserved = file_reservation_paths(db, FileReservationPathsInput(**args.model_dump(exclude={"auto_release"})))
+    project_key = find_project(db, args.project_key)["human_key"]
+    fields = args.model_dump(exclude={"auto_release"}) | {"project_key": project_key}
+    reserved = file_reservation_paths(db, FileReservationPathsInput(**fields))
     released = None
     if args.auto_release:
         released = release_file_reservations(
-            db, ReleaseFileReservationsInput(project_key=args.project_key, agent_name=args.agent_name, paths=args.paths)
+            db, ReleaseFileReservationsInput(project_key=project_key, agent_name=args.agent_name, paths=args.paths)
         )
     return ReservationCycle(file_reservations=reserved, released=released)
 
@@ -176,8 +200,9 @@ def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeI
 
     Only the target may accept: auto_accept needs target_token, the target's registration_token
     (403 without it, and nothing is requested)."""
+    project = find_project(db, args.project_key)
+    project_key = project["human_key"]
     if args.auto_accept:
-        project = find_project(db, args.project_key)
         target = find_agent(db, project, args.target)
         if not holds_token(db, target["id"], args.target_token):
             raise Forbidden(
@@ -187,9 +212,7 @@ def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeI
             )
     request = request_contact(
         db,
-        RequestContactInput(
-            project_key=args.project_key, from_agent=args.requester, to_agent=args.target, reason=args.reason
-        ),
+        RequestContactInput(project_key=project_key, from_agent=args.requester, to_agent=args.target, reason=args.reason),
     )
     response = None
     if args.auto_accept and request.status != "approved":  # approved already if the target had asked too
@@ -198,9 +221,9 @@ def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeI
         response = respond_contact(
             db,
             RespondContactInput(
-                project_key=target_project or args.project_key,
+                project_key=target_project or project_key,
                 to_agent=target_name,
-                from_agent=args.requester if not target_project else f"{args.requester}@{args.project_key}",
+                from_agent=args.requester if not target_project else f"{args.requester}@{project_key}",
                 accept=True,
             ),
         )
@@ -209,7 +232,7 @@ def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeI
         welcome = send_message(
             db,
             SendMessageInput(
-                project_key=args.project_key,
+                project_key=project_key,
                 sender_name=args.requester,
                 to=[args.target],
                 subject=args.welcome_subject,
@@ -220,7 +243,7 @@ def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeI
 
 
 TOOLS = [
-    tool(macro_start_session, acts_as="agent_name", may_create=True),
+    tool(macro_start_session, acts_as="agent_name", may_create=True, settle=settle_session),
     tool(macro_prepare_thread, acts_as="agent_name", may_create=True),
     tool(macro_file_reservation_cycle, acts_as="agent_name"),
     tool(macro_contact_handshake, acts_as="requester"),

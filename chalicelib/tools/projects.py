@@ -1,4 +1,12 @@
-"""Projects: one per code repository, keyed by its absolute path (the human key)."""
+"""Projects: one per code repository, keyed by its absolute path (the human key).
+
+Slugs are unique (docs/identity.md): a project gets the plain slug of its path
+(`/home/me/shop` -> `home-me-shop`) unless another project already holds it; then
+`<plain slug>-<6 hex digits of its id>` (the id is itself a hash of the human key, so the
+suffix is the same on every replica). Two replicas creating `/home/me/shop` and
+`/home/me/Shop` at once can both take the plain slug; `settle_slug` runs after the push and
+moves one of them off it, so a slug once answered stays that project's.
+"""
 
 import functools
 import posixpath
@@ -6,10 +14,11 @@ import re
 import sqlite3
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
-from ..errors import Conflict, InvalidArgument, NotFound
+from ..errors import Conflict, NotFound
+from ..store.db import refresh, transaction
 from ..fields import ProjectKey
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -30,7 +39,25 @@ def normalize_human_key(value: str) -> str:
 
 
 def slugify(human_key: str) -> str:
+    """The plain slug of a path; several paths share one (case, punctuation)."""
     return re.sub(r"[^a-z0-9]+", "-", human_key.lower()).strip("-") or "root"
+
+
+def distinct_slug(plain: str, project_id: int) -> str:
+    """The slug of a project whose plain slug another project holds: the same on every replica
+    (migrations/0012_a_unique_slugs.sql computes it in SQL)."""
+    return f"{plain}-{project_id & 0xFFFFFF:06x}"
+
+
+def free_slug(db: sqlite3.Connection, human_key: str, project_id: int) -> str:
+    """The plain slug if no other project holds it, else the distinct one, else (a path that
+    happens to end in those hex digits) the plain slug and the whole id."""
+    plain = slugify(human_key)
+    candidates = (plain, distinct_slug(plain, project_id))
+    for slug in candidates:
+        if not db.execute("SELECT 1 FROM projects WHERE slug = ? AND id != ? LIMIT 1", (slug, project_id)).fetchone():
+            return slug
+    return f"{plain}-{project_id:016x}"
 
 
 HumanKey = Annotated[
@@ -45,6 +72,7 @@ class Project(Output):
     human_key: str
     created_ts: str
     archived_ts: str | None = Field(description="Set while the project is archived (read-only).")
+    _created: bool = PrivateAttr(False)  # made by this call: settle_slug may still move it
 
 
 def _project(row: sqlite3.Row) -> Project:
@@ -58,16 +86,18 @@ def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
         rows = db.execute("SELECT * FROM projects WHERE id = ?", (key,)).fetchall()
     else:
         rows = db.execute("SELECT * FROM projects WHERE slug = ?", (project_key,)).fetchall()
-    if len(rows) > 1:
-        raise InvalidArgument(
-            f"Slug {project_key!r} names several projects.", "Pass the project's absolute path (human_key) instead."
-        )
     if not rows:
         raise NotFound(
             f"Project {project_key!r} not found.",
             "Call ensure_project with the absolute path of the repository first, or list_projects to see slugs.",
         )
-    return rows[0]
+    # A slug is shared only for a moment (two replicas racing, until settle_slug), or for good
+    # after a crash in between: then it names the oldest of them, on every replica alike.
+    return min(rows, key=project_order) if len(rows) > 1 else rows[0]
+
+
+def project_order(row: sqlite3.Row) -> tuple:
+    return row["created_ts"], row["id"]
 
 
 def project_id(db: sqlite3.Connection, project_key: str) -> int:
@@ -94,12 +124,50 @@ class EnsureProjectInput(Input):
 
 
 def ensure_project(db: sqlite3.Connection, args: EnsureProjectInput) -> Project:
-    """Create the project for a repository path, or return it if it exists (idempotent)."""
-    db.execute(
+    """Create the project for a repository path, or return it if it exists (idempotent).
+
+    Its slug is unique: the plain slug of the path, or, when another path already has that
+    one (e.g. /home/me/Shop after /home/me/shop), the plain slug and 6 hex digits."""
+    key = stable_id("project", args.human_key)
+    row = project_by_id(db, key)
+    if row is not None:
+        return _project(row)
+    inserted = db.execute(
         "INSERT OR IGNORE INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, ?)",
-        (stable_id("project", args.human_key), slugify(args.human_key), args.human_key, clock.now()),
-    )
-    return _project(find_project(db, args.human_key))
+        (key, free_slug(db, args.human_key, key), args.human_key, clock.now()),
+    ).rowcount
+    project = _project(project_by_id(db, key))
+    project._created = inserted == 1
+    return project
+
+
+def settle_project(db: sqlite3.Connection, args: EnsureProjectInput, project: Project) -> Project:
+    """ensure_project's settle step (after the push): leave a slug another replica gave meanwhile."""
+    moved = settle_slug(db, stable_id("project", args.human_key), project._created)
+    return project.model_copy(update={"slug": moved}) if moved else project
+
+
+def settle_slug(db: sqlite3.Connection, key: int, created: bool) -> str | None:
+    """The project's new slug if it had to leave a shared one, else None.
+
+    Each of two projects racing for one slug was pushed before this check, so at least one
+    sees the other. One that sees a rival leaves the slug if this very call made it (it has
+    answered nobody yet) or if it is the younger in (created_ts, id) order; one that saw no
+    rival keeps it. So a slug, once answered, stays, and the replicas end with unique slugs.
+    On embedded SQLite writes are serialised and there is never a rival."""
+    if not hasattr(db, "replica"):
+        return None
+    if created:
+        refresh(db)  # ours is on the primary: now see every project pushed before it
+    with transaction(db, write=False):
+        mine = project_by_id(db, key)
+        rivals = db.execute("SELECT * FROM projects WHERE slug = ? AND id != ?", (mine["slug"], key)).fetchall()
+    if not rivals or not (created or any(project_order(row) < project_order(mine) for row in rivals)):
+        return None
+    with transaction(db, write=True):
+        slug = free_slug(db, mine["human_key"], key)
+        db.execute("UPDATE projects SET slug = ? WHERE id = ?", (slug, key))
+    return slug
 
 
 class ListProjectsInput(Input):
@@ -166,7 +234,7 @@ def unarchive_project(db: sqlite3.Connection, args: ArchiveProjectInput) -> Proj
 
 
 TOOLS = [
-    tool(ensure_project),
+    tool(ensure_project, settle=settle_project),
     tool(list_projects, read_only=True),
     tool(get_project, read_only=True),
     tool(archive_project),

@@ -259,11 +259,12 @@ def work(settings: Settings) -> None:
     import threading
 
     from ..archive.worker import work as keep_draining
+    from ..tools.retention import every
 
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        keep_draining(settings, stopping)
+        keep_draining(settings, stopping, on_idle=every(settings))
     except KeyboardInterrupt:
         pass
 
@@ -306,6 +307,22 @@ def progress_bar(label: str):
             yield from bar
 
     return wrap
+
+
+@cli.group(short_help="Retention of old mail, idle agents and ended leases.")
+def retention() -> None:
+    """Apply the retention policies (docs/retention.md)."""
+
+
+@retention.command(name="run", short_help="One bounded retention run, then exit.")
+@click.option("--budget", type=click.IntRange(min=1), default=None, help="Rows of each kind at most (default RETENTION_BATCH).")
+@click.pass_obj
+def retention_run(settings: Settings, budget: int | None) -> None:
+    """Purge or archive old messages as the projects' policies say, retire idle agents (if
+    RETENTION_AGENT_IDLE_DAYS is set), delete ended reservations and build slots; print the counts."""
+    from ..tools.retention import run_retention
+
+    click.echo(dumps(run_retention(settings, budget), compact=False))
 
 
 @cli.group(name="db", short_help="Database maintenance: restore-from-archive.")

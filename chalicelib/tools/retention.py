@@ -1,0 +1,223 @@
+"""Retention: how long old mail, idle agents and finished leases stay (docs/retention.md).
+
+A project keeps its mail forever unless it has a policy (set_retention_policy) or the server
+a default (RETENTION_MODE, RETENTION_DAYS): `purge` deletes messages older than N days,
+`archive_only` drops their bodies from the database once the git archive holds them.
+`run_retention(settings)` applies the policies, retires agents idle for
+RETENTION_AGENT_IDLE_DAYS (if set) and deletes file reservations and build slots that ended
+RETENTION_LEASE_GRACE_DAYS ago. Each kind of work stops after RETENTION_BATCH rows, in
+transactions of RETENTION_CHUNK rows, so a run is short and never holds the write lock for
+long; the next run takes the rest. It runs from the local archive worker when idle, from
+`python -m chalicelib retention run`, and from a scheduled Lambda function on AWS.
+"""
+
+import logging
+import sqlite3
+import time
+from datetime import datetime
+from typing import Annotated, Callable, Literal
+
+from pydantic import Field
+
+from .. import clock
+from ..config import Settings, get_settings
+from ..errors import InvalidArgument
+from ..fields import ProjectKey
+from ..ids import RANDOM_BITS, first_id_at
+from ..registry import Input, Output, tool
+from ..store.db import connection, placeholders, transaction
+from .agents import retire
+from .projects import find_project, project_by_id
+
+log = logging.getLogger(__name__)
+
+RetentionMode = Literal["keep", "purge", "archive_only"]
+# How long an archive entry can trail its message: both are written by one transaction.
+OUTBOX_LAG_IDS = (60 * 1000) << RANDOM_BITS
+
+
+class SetRetentionPolicyInput(Input):
+    project_key: ProjectKey
+    mode: RetentionMode | None = Field(
+        description="keep (forever), purge (delete after `days`), archive_only (bodies only in the git archive"
+        " after `days`); null: the server's default (RETENTION_MODE)."
+    )
+    days: Annotated[int, Field(ge=1, le=36500)] | None = Field(
+        None, description="Age in days after which messages are purged or archived; null: RETENTION_DAYS."
+    )
+
+
+class RetentionPolicy(Output):
+    project: str
+    mode: RetentionMode | None = Field(description="The project's own mode; null: the server's default applies.")
+    days: int | None = Field(description="The project's own age limit in days; null: the server's default.")
+
+
+def set_retention_policy(db: sqlite3.Connection, args: SetRetentionPolicyInput) -> RetentionPolicy:
+    """Set how long a project keeps its messages (an administrator's decision).
+
+    keep: forever. purge: messages older than `days` are deleted from the database (with their
+    recipients and search entries). archive_only: their bodies leave the database and stay in the
+    git archive only (subjects, recipients and threads remain). Applied by the periodic retention
+    run, a batch at a time. mode null resets to the server's default."""
+    project = find_project(db, args.project_key)
+    if args.mode == "archive_only" and not get_settings().archive_enabled:
+        raise InvalidArgument(
+            "archive_only needs the git archive, and this server runs without it (ARCHIVE_ENABLED=false).",
+            "Enable the archive, or choose purge or keep.",
+        )
+    row = db.execute(
+        "UPDATE projects SET retention_mode = ?, retention_days = ? WHERE id = ? RETURNING *",
+        (args.mode, args.days, project["id"]),
+    ).fetchall()[0]
+    return policy(row)
+
+
+class GetRetentionPolicyInput(Input):
+    project_key: ProjectKey
+
+
+def get_retention_policy(db: sqlite3.Connection, args: GetRetentionPolicyInput) -> RetentionPolicy:
+    """A project's own retention policy (null fields: the server's default applies)."""
+    return policy(find_project(db, args.project_key))
+
+
+def policy(row: sqlite3.Row) -> RetentionPolicy:
+    return RetentionPolicy(project=row["slug"], mode=row["retention_mode"], days=row["retention_days"])
+
+
+# The periodic run
+
+
+def run_retention(settings: Settings, budget: int | None = None) -> dict[str, int]:
+    """One bounded retention run: at most `budget` (RETENTION_BATCH) rows of each kind. How many
+    messages were purged or archived, agents retired, reservations and build slots deleted."""
+    budget = budget or settings.retention_batch
+    now = clock.now()
+    done = dict.fromkeys(("messages_purged", "bodies_archived", "agents_retired", "reservations_deleted", "slots_deleted"), 0)
+    with connection(settings) as conn:
+        with transaction(conn, write=False):
+            projects = conn.execute("SELECT id, slug, retention_mode, retention_days FROM projects").fetchall()
+        for project in projects:
+            mode = project["retention_mode"] or settings.retention_mode
+            days = project["retention_days"] or settings.retention_days
+            cutoff = first_id_at(int(datetime.fromisoformat(now).timestamp() * 1000) - days * 86_400_000)
+            if mode == "purge":
+                step, kind = (lambda db, limit, p=project["id"]: purge_messages(db, p, cutoff, limit)), "messages_purged"
+            elif mode == "archive_only" and settings.archive_enabled:
+                step, kind = (lambda db, limit, p=project["id"]: archive_bodies(db, p, cutoff, limit, now)), "bodies_archived"
+            else:
+                if mode == "archive_only":
+                    log.warning("project %s: archive_only, but the archive is off; its mail is kept", project["slug"])
+                continue
+            done[kind] += chunked(conn, settings, budget - done[kind], step)
+        if settings.retention_agent_idle_days:
+            idle_since = clock.later(now, -86400 * settings.retention_agent_idle_days)
+            done["agents_retired"] = chunked(conn, settings, budget, lambda db, limit: retire_idle(db, idle_since, now, limit))
+        ended = clock.later(now, -86400 * settings.retention_lease_grace_days)
+        for table, kind in (("file_reservations", "reservations_deleted"), ("build_slots", "slots_deleted")):
+            done[kind] = chunked(conn, settings, budget, lambda db, limit, t=table: delete_ended(db, t, ended, limit))
+    if any(done.values()):
+        log.info("retention: %s", done)
+    return done
+
+
+def chunked(conn, settings: Settings, budget: int, step: Callable[[sqlite3.Connection, int], int]) -> int:
+    """Run `step(db, limit)` in short write transactions until it does less than asked or
+    the budget is spent; how many rows it handled."""
+    total = 0
+    while total < budget:
+        limit = min(settings.retention_chunk, budget - total)
+        with transaction(conn, write=True):
+            count = step(conn, limit)
+        total += count
+        if count < limit:
+            break
+    return total
+
+
+def old_messages(db: sqlite3.Connection, project_id: int, before_id: int, limit: int, with_body_only: bool) -> list[int]:
+    """Up to `limit` ids of the project's messages older than `before_id` (index messages_by_retention)."""
+    found: list[int] = []
+    for archived in ("IS NULL",) if with_body_only else ("IS NULL", "IS NOT NULL"):
+        found += [row[0] for row in db.execute(
+            f"SELECT id FROM messages WHERE project_id = ? AND body_archived_ts {archived} AND id < ? ORDER BY id LIMIT ?",
+            (project_id, before_id, limit - len(found)),
+        )]
+    return found
+
+
+def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limit: int) -> int:
+    """Delete old messages with their recipients (the FTS triggers, or the replica's search
+    index on its next catch-up, drop them from search)."""
+    ids = old_messages(db, project_id, before_id, limit, with_body_only=False)
+    if ids:
+        db.execute(f"DELETE FROM message_recipients WHERE message_id IN ({placeholders(ids)})", ids)
+        db.execute(f"DELETE FROM messages WHERE id IN ({placeholders(ids)})", ids)
+    return len(ids)
+
+
+def archived_body(now: str) -> str:
+    return f"(The body of this message was archived on {now[:10]}: the git archive keeps it, the database no longer does.)"
+
+
+def archive_bodies(db: sqlite3.Connection, project_id: int, before_id: int, limit: int, now: str) -> int:
+    """Replace old bodies with a note, but only of messages the git archive already holds: older
+    than every archive entry still pending (an entry is made with its message, so a message
+    older than the oldest pending entry, by more than the time one transaction takes, is archived)."""
+    (pending,) = db.execute("SELECT min(id) FROM archive_outbox WHERE state IN ('pending', 'queued')").fetchone()
+    if pending is not None:
+        before_id = min(before_id, pending - OUTBOX_LAG_IDS)
+    ids = old_messages(db, project_id, before_id, limit, with_body_only=True)
+    if ids:
+        db.execute(
+            f"UPDATE messages SET body_md = ?, body_archived_ts = ? WHERE id IN ({placeholders(ids)})",
+            [archived_body(now), now, *ids],
+        )
+    return len(ids)
+
+
+def retire_idle(db: sqlite3.Connection, idle_since: str, now: str, limit: int) -> int:
+    """Retire agents inactive since before `idle_since` (as retire_agent: reservations released)."""
+    rows = db.execute(
+        "SELECT id, project_id FROM agents WHERE retired_ts IS NULL AND last_active_ts < ? LIMIT ?", (idle_since, limit)
+    ).fetchall()
+    for row in rows:
+        retire(db, project_by_id(db, row["project_id"]), row["id"], now)
+    return len(rows)
+
+
+def delete_ended(db: sqlite3.Connection, table: str, ended_before: str, limit: int) -> int:
+    """Delete file reservations or build slots released or expired before `ended_before`."""
+    ids = [row[0] for row in db.execute(
+        f"SELECT id FROM {table} WHERE (released_ts IS NOT NULL AND released_ts < ?) OR expires_ts < ? LIMIT ?",
+        (ended_before, ended_before, limit),
+    )]
+    if ids:
+        db.execute(f"DELETE FROM {table} WHERE id IN ({placeholders(ids)})", ids)
+    return len(ids)
+
+
+class every:
+    """`every(settings)()` runs retention if RETENTION_EVERY_SECONDS have passed since the last
+    run (the local archive worker calls it when idle); a failed run is logged and tried again then."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.last = float("-inf")
+
+    def __call__(self) -> None:
+        seconds = self.settings.retention_every_seconds
+        if not seconds or time.monotonic() - self.last < seconds:
+            return
+        self.last = time.monotonic()
+        try:
+            run_retention(self.settings)
+        except Exception:
+            log.exception("retention run failed")
+
+
+TOOLS = [
+    tool(set_retention_policy),
+    tool(get_retention_policy, read_only=True),
+]

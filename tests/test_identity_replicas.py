@@ -1,0 +1,91 @@
+"""Read your writes across Turso replicas: a miss on a replica pulls and retries before not-found."""
+
+import time
+
+import httpx
+import pytest
+
+from chalicelib import invoke
+from chalicelib.config import Settings
+from chalicelib.errors import NotFound
+from chalicelib.store import replica
+from chalicelib.tools import tools_by_name
+
+from .servers import running_server
+from .turso import turso_server
+
+TOOLS = tools_by_name()
+PROJECT = "/work/ryw"
+
+
+def call(settings: Settings, tool: str, **arguments) -> dict:
+    return invoke.call(TOOLS[tool], arguments, settings).model_dump(mode="json")
+
+
+def test_register_on_replica_a_then_send_through_replica_b_50ms_later(tmp_path):
+    with turso_server(tmp_path) as primary:
+        a, b = (Settings(database_url=f"sqlite:///{tmp_path}/{name}.db", turso_sync_url=primary.url) for name in "ab")
+        call(a, "ensure_project", human_key=PROJECT)
+        call(a, "register_agent", project_key=PROJECT, program="p", model="m", name="BlueLake")
+        call(a, "set_contact_policy", project_key=PROJECT, agent_name="BlueLake", policy="open")
+        call(b, "list_projects")  # b has pulled: from now on its data is younger than a second
+        failures = []
+        for number in range(100):
+            name = f"Agent{number}"
+            call(a, "register_agent", project_key=PROJECT, program="p", model="m", name=name)
+            time.sleep(0.05)
+            try:  # the new agent, as sender, is looked up on b
+                call(b, "send_message", project_key=PROJECT, sender_name=name, to=["BlueLake"], subject=f"#{number}", body_md="x")
+            except NotFound as exc:
+                failures.append((number, exc.message))
+        assert failures == []
+        assert replica.replica(b).pulled_at > 0
+
+
+def test_every_kind_of_lookup_retries_once_and_a_real_miss_is_still_not_found(tmp_path):
+    with turso_server(tmp_path) as primary:
+        a, b = (Settings(database_url=f"sqlite:///{tmp_path}/{name}.db", turso_sync_url=primary.url) for name in "ab")
+        call(b, "list_projects")  # pulled now: fresh for a second
+        call(a, "ensure_project", human_key=PROJECT)  # project
+        assert call(b, "get_project", project_key="work-ryw")["human_key"] == PROJECT
+        for name in ("BlueLake", "GreenCastle"):  # agent
+            call(a, "register_agent", project_key=PROJECT, program="p", model="m", name=name)
+        assert call(b, "whois", project_key=PROJECT, agent_name="GreenCastle")["name"] == "GreenCastle"
+        call(a, "set_contact_policy", project_key=PROJECT, agent_name="GreenCastle", policy="open")
+        sent = call(a, "send_message", project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle"],  # message, thread
+                    subject="s", body_md="b", thread_id="T-9")["message"]
+        assert call(b, "get_message", project_key=PROJECT, message_id=sent["id"])["subject"] == "s"
+        call(a, "send_message", project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle"], subject="s2",
+             body_md="b", thread_id="T-10")
+        assert call(b, "get_thread", project_key=PROJECT, thread_id="T-10")["messages"][0]["subject"] == "s2"
+        call(a, "request_contact", project_key=PROJECT, from_agent="BlueLake", to_agent="GreenCastle")  # contact
+        assert call(b, "respond_contact", project_key=PROJECT, to_agent="GreenCastle", from_agent="BlueLake",
+                    accept=True)["status"] == "approved"
+        with pytest.raises(NotFound, match="Nobody"):
+            call(b, "whois", project_key=PROJECT, agent_name="Nobody")
+
+
+def test_two_servers_on_two_replicas_read_their_writes(tmp_path):
+    """The server's paths: writes through the writer thread (group commit), reads off the event loop."""
+    with turso_server(tmp_path) as primary, \
+            running_server(tmp_path / "a.db", TURSO_SYNC_URL=primary.url, ARCHIVE_ENABLED="false") as url_a, \
+            running_server(tmp_path / "b.db", TURSO_SYNC_URL=primary.url, ARCHIVE_ENABLED="false") as url_b:
+        a, b = httpx.Client(base_url=url_a, timeout=30), httpx.Client(base_url=url_b, timeout=30)
+        a.post("/api/ensure_project", json={"human_key": PROJECT}).raise_for_status()
+        a.post("/api/register_agent", json={"project_key": PROJECT, "program": "p", "model": "m", "name": "BlueLake"}).raise_for_status()
+        a.post("/api/set_contact_policy", json={"project_key": PROJECT, "agent_name": "BlueLake", "policy": "open"}).raise_for_status()
+        b.get("/api/list_projects").raise_for_status()
+        answers = []
+        for number in range(10):
+            name = f"Agent{number}"
+            a.post("/api/register_agent", json={"project_key": PROJECT, "program": "p", "model": "m", "name": name}).raise_for_status()
+            time.sleep(0.05)
+            sent = b.post("/api/send_message", json={"project_key": PROJECT, "sender_name": name, "to": ["BlueLake"],
+                                                     "subject": f"#{number}", "body_md": "x"})
+            answers.append((sent.status_code, sent.text[:200]))
+            message = a.post("/api/send_message", json={"project_key": PROJECT, "sender_name": name, "to": ["BlueLake"],
+                                                        "subject": f"re #{number}", "body_md": "y"}).json()["message"]
+            time.sleep(0.05)
+            read = b.get("/api/get_message", params={"project_key": PROJECT, "message_id": message["id"]})
+            answers.append((read.status_code, read.text[:200]))
+        assert [status for status, _ in answers] == [200] * 20, answers

@@ -1,0 +1,201 @@
+"""Retention (docs/retention.md): policies, purging, archive-only bodies, idle agents, ended leases."""
+
+import importlib
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from chalice.test import Client
+from click.testing import CliRunner
+
+from chalicelib import clock
+from chalicelib.archive.gitrepo import GitArchive
+from chalicelib.archive.worker import drain
+from chalicelib.config import get_settings
+from chalicelib.errors import InvalidArgument
+from chalicelib.store import db
+from chalicelib.tools.retention import run_retention
+from chalicelib.transports.cli import cli
+
+from .servers import ROOT
+
+pytestmark = pytest.mark.both_backends
+
+
+@pytest.fixture
+def later(monkeypatch):
+    """later(days): from now on the clock reads `days` days ahead (the mail sent so far is that old)."""
+
+    def later(days: float) -> None:
+        ahead = datetime.now(timezone.utc) + timedelta(days=days)
+        monkeypatch.setattr(clock, "now", lambda: ahead.isoformat(timespec="microseconds"))
+
+    return later
+
+
+@pytest.fixture
+def two_projects(call, send):
+    """work-team (BlueLake, RedStone: 3 messages) and work-other (GreenCastle: 2 to itself)."""
+    for key, names in (("/work/team", ("BlueLake", "RedStone")), ("/work/other", ("GreenCastle",))):
+        call("ensure_project", human_key=key)
+        for name in names:
+            call("register_agent", project_key=key, program="p", model="m", name=name)
+            call("set_contact_policy", project_key=key, agent_name=name, policy="open")
+    sent = [send("BlueLake", ["RedStone"], subject=f"deploy plan {n}", body_md=f"rollback steps {n}") for n in range(3)]
+    for n in range(2):
+        send("GreenCastle", ["GreenCastle"], project="work-other", subject=f"deploy other {n}", body_md="rollback")
+    return sent
+
+
+def subjects(call, project: str, query: str) -> list[str]:
+    return sorted(hit["subject"] for hit in call("search_messages", project_key=project, query=query)["results"])
+
+
+def test_a_policy_is_set_read_and_reset(call, project):
+    assert call("get_retention_policy", project_key=project) == {"project": project, "mode": None, "days": None}
+    assert call("set_retention_policy", project_key=project, mode="purge", days=30)["mode"] == "purge"
+    assert call("get_retention_policy", project_key=project) == {"project": project, "mode": "purge", "days": 30}
+    assert call("set_retention_policy", project_key=project, mode=None)["days"] is None
+    with pytest.raises(InvalidArgument):
+        call("set_retention_policy", project_key=project, mode="purge", days=0)
+
+
+def test_archive_only_is_refused_without_an_archive(call, project, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_ENABLED", "false")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(InvalidArgument, match="ARCHIVE_ENABLED"):
+            call("set_retention_policy", project_key=project, mode="archive_only", days=30)
+    finally:
+        get_settings.cache_clear()
+
+
+def test_by_default_mail_is_kept_forever(settings, call, two_projects, later):
+    later(10 * 365)
+    assert run_retention(settings)["messages_purged"] == 0
+    assert call("get_project", project_key="work-team")["messages"] == 3
+
+
+def test_purge_deletes_old_mail_of_that_project_only_in_bounded_batches(settings, call, two_projects, later):
+    assert subjects(call, "work-team", "rollback") == ["deploy plan 0", "deploy plan 1", "deploy plan 2"]  # indexed
+    call("set_retention_policy", project_key="work-team", mode="purge", days=30)
+    later(29)
+    assert run_retention(settings)["messages_purged"] == 0  # not old enough yet
+    later(31)
+    assert run_retention(settings, budget=2)["messages_purged"] == 2
+    assert call("get_project", project_key="work-team")["messages"] == 1
+    assert run_retention(settings, budget=2)["messages_purged"] == 1
+    assert run_retention(settings)["messages_purged"] == 0
+    team = call("get_project", project_key="work-team")
+    assert team["messages"] == 0 and team["agents"] == 2
+    assert call("fetch_inbox", project_key="work-team", agent_name="RedStone")["messages"] == []
+    assert subjects(call, "work-team", "rollback") == []  # and the search index (FTS, or the replica's sidecar) agrees
+    assert subjects(call, "work-other", "rollback") == ["deploy other 0", "deploy other 1"]
+    assert call("get_project", project_key="work-other")["messages"] == 2
+    with db.connection(settings) as conn:
+        assert conn.execute("SELECT count(*) FROM message_recipients").fetchone()[0] == 2
+
+
+def test_the_server_default_applies_to_projects_without_a_policy(settings, call, two_projects, later):
+    call("set_retention_policy", project_key="work-other", mode="keep")
+    later(400)
+    assert run_retention(settings.model_copy(update={"retention_mode": "purge"}))["messages_purged"] == 3
+    assert call("get_project", project_key="work-other")["messages"] == 2
+
+
+def test_archive_only_drops_bodies_the_archive_holds_and_nothing_else(settings, call, two_projects, later, tmp_path):
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    call("set_retention_policy", project_key="work-team", mode="archive_only", days=30)
+    subjects(call, "work-team", "rollback")  # indexed before
+    later(31)
+    assert run_retention(settings)["bodies_archived"] == 0  # the archive does not hold them yet
+    with GitArchive.local(settings) as archive:
+        assert drain(settings, archive) > 0
+    assert run_retention(settings)["bodies_archived"] == 3
+    assert run_retention(settings)["bodies_archived"] == 0  # done once
+    [first, *_] = two_projects
+    message = call("get_message", project_key="work-team", message_id=first["id"])
+    assert message["subject"] == "deploy plan 0" and "the git archive keeps it" in message["body_md"]
+    assert subjects(call, "work-team", "rollback") == []  # the body's words left the search index
+    assert subjects(call, "work-team", "plan") == ["deploy plan 0", "deploy plan 1", "deploy plan 2"]  # subjects stay
+    assert call("get_project", project_key="work-team")["messages"] == 3
+    assert subjects(call, "work-other", "rollback") == ["deploy other 0", "deploy other 1"]
+
+
+def test_idle_agents_are_retired_only_when_configured(settings, call, project, later):
+    call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["src/*"], ttl_seconds=30 * 86400)
+    later(11)  # the reservation still runs
+    assert run_retention(settings)["agents_retired"] == 0  # off by default
+    assert run_retention(settings.model_copy(update={"retention_agent_idle_days": 10}))["agents_retired"] == 3
+    assert call("list_agents", project_key=project)["agents"] == []
+    assert call("list_file_reservations", project_key=project)["file_reservations"] == []  # released with it
+
+
+def test_ended_reservations_and_slots_are_deleted_after_the_grace_period(settings, call, project, later):
+    call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["a.py"], ttl_seconds=60)
+    call("file_reservation_paths", project_key=project, agent_name="RedStone", paths=["b.py"], ttl_seconds=30 * 86400)
+    call("acquire_build_slot", project_key=project, agent_name="BlueLake", slot="deploy", ttl_seconds=60)
+    call("release_build_slot", project_key=project, agent_name="BlueLake", slot="deploy")
+    later(6)
+    assert run_retention(settings)["reservations_deleted"] == 0  # within the 7 days' grace
+    later(8)
+    done = run_retention(settings)
+    assert (done["reservations_deleted"], done["slots_deleted"]) == (1, 1)
+    with db.connection(settings) as conn:
+        assert [row[0] for row in conn.execute("SELECT path_pattern FROM file_reservations")] == ["b.py"]
+
+
+@pytest.mark.sqlite_only
+def test_the_cli_and_the_scheduled_lambda_function_run_it(tmp_path, monkeypatch, later):
+    database_url = f"sqlite:///{tmp_path}/agent_mail.db"
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        base = ["--database-url", database_url]
+        runner.invoke(cli, [*base, "ensure-project", "--human-key", "/work/cli"])
+        runner.invoke(cli, [*base, "register-agent", "--project-key", "work-cli", "--program", "p", "--model", "m", "--name", "BlueLake"])
+        runner.invoke(cli, [*base, "send-message", "--project-key", "work-cli", "--sender-name", "BlueLake",
+                            "--to", "BlueLake", "--subject", "s", "--body-md", "b"])
+        runner.invoke(cli, [*base, "set-retention-policy", "--project-key", "work-cli", "--mode", "purge", "--days", "1"])
+        later(2)
+        result = runner.invoke(cli, [*base, "retention", "run", "--budget", "10"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["messages_purged"] == 1
+        app = importlib.import_module("app").create_app(get_settings())
+        with Client(app, project_dir=str(ROOT)) as client:
+            answer = client.lambda_.invoke("retention", client.events.generate_cw_event(
+                source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]))
+        assert answer.payload["messages_purged"] == 0 and set(answer.payload) >= {"agents_retired", "slots_deleted"}
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.mark.sqlite_only
+def test_the_archive_worker_runs_it_when_idle_at_most_every_interval(settings, call, send, later, tmp_path):
+    import threading
+
+    from chalicelib.archive.worker import work
+    from chalicelib.tools.retention import every
+
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive", "retention_every_seconds": 3600})
+    call("ensure_project", human_key="/work/team")
+    call("register_agent", project_key="/work/team", program="p", model="m", name="BlueLake")
+    call("set_retention_policy", project_key="work-team", mode="purge", days=1)
+    send("BlueLake", ["BlueLake"])
+    later(2)
+    stopping = threading.Event()
+    worker = threading.Thread(target=work, args=(settings, stopping), kwargs={"on_idle": every(settings)})
+    worker.start()
+    try:
+        for _ in range(200):  # the worker's first idle turn runs retention
+            if call("get_project", project_key="work-team")["messages"] == 0:
+                break
+            stopping.wait(0.05)
+        assert call("get_project", project_key="work-team")["messages"] == 0
+        send("BlueLake", ["BlueLake"])  # as old (the clock is 2 days ahead), but within the hour: kept
+        stopping.wait(0.5)
+        assert call("get_project", project_key="work-team")["messages"] == 1
+    finally:
+        stopping.set()
+        worker.join(10)
