@@ -20,6 +20,7 @@ from ..config import Settings
 from ..store.db import connection, transaction
 from . import outbox
 from .gitrepo import GitArchive
+from .migrate import migrate_layout
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,10 @@ def drain(settings: Settings, archive: GitArchive, on_batch=None) -> int:
     total = 0
     while done := drain_once(settings, archive):
         total += done
+        archive.maintain_if_due()
         if on_batch:
             on_batch(done)
+    archive.maintain_if_due()
     return total
 
 
@@ -80,13 +83,17 @@ PRUNE_EVERY_SECONDS = 600
 
 def work(settings: Settings, stopping: threading.Event) -> None:
     """Drain every ARCHIVE_POLL_SECONDS until `stopping` is set (`python -m chalicelib archive work`);
-    when idle, prune archived rows every 10 minutes."""
+    repack the archive's small packs every MAINTAIN_EVERY commits (gitrepo.py), and when
+    idle, prune archived rows every 10 minutes."""
     pruned_at = float("-inf")
     with GitArchive.local(settings) as archive:
+        migrate_layout(archive)
         while not stopping.is_set():
             try:
                 done = drain_once(settings, archive)
-                if done < settings.archive_batch_size and time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
+                idle = done < settings.archive_batch_size
+                archive.maintain_if_due()
+                if idle and time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
                     prune(settings)
                     pruned_at = time.monotonic()
             except Exception:
