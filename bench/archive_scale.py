@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chalicelib.archive import gitrepo  # noqa: E402
-from chalicelib.archive.gitrepo import GitArchive  # noqa: E402
+from chalicelib.archive.gitrepo import MAINTAIN_EVERY, GitArchive  # noqa: E402
 
 AGENTS = [f"{colour}{thing}" for colour in ("Blue", "Green", "Red", "Amber", "Silver", "Violet", "Coral", "Ivory", "Olive", "Teal", "Rust")
           for thing in ("Lake", "Castle")]  # 22
@@ -89,7 +89,7 @@ def counting(add_pack):
     return add
 
 
-def timed(archive: GitArchive, entries: list[dict], idle: bool) -> None:
+def timed(archive: GitArchive, entries: list[dict]) -> None:
     """What the worker does per batch: apply, then maintain_if_due; timed apart."""
     start = time.perf_counter()
     archive.apply(entries)
@@ -119,12 +119,13 @@ def memory_mb(field: str) -> float:
     return 0.0
 
 
-def measure(archive: GitArchive, batches, count: int) -> str:
-    """Apply the batches; 'commit ms, repack ms, commit bytes, repack bytes (per message), peak MB'."""
+def measure(archive: GitArchive, batches, count: int, batch: int = 0) -> str:
+    """Apply the batches as the worker does (apply, then maintain_if_due);
+    'commit ms, repack ms, commit bytes, repack bytes (per message), peak MB'."""
     reset_peak()
     COST.reset()
-    for entries, idle in batches:
-        timed(archive, entries, idle)
+    for entries in batches:
+        timed(archive, entries)
     return (f"{COST.seconds['commit'] * 1000 / count:>7.3f} {COST.seconds['repack'] * 1000 / count:>7.3f}"
             f" {COST.bytes['commit'] / count:>8,.0f} {COST.bytes['repack'] / count:>8,.0f} {memory_mb('VmHWM'):>5.0f}")
 
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="simulated messages per second")
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--fill-batch", type=int, default=2000, help="batch size to reach each checkpoint (faster)")
     parser.add_argument("--dir", type=Path, default=Path("/work/tmp/d2-archive/scale"))
     parser.add_argument("--flat", action="store_true", help="the old layout (flat month folders)")
     args = parser.parse_args()
@@ -143,32 +145,32 @@ def main() -> None:
     gitrepo.add_pack = counting(gitrepo.add_pack)
     path = args.dir / ("flat.git" if args.flat else "archive.git")
     shutil.rmtree(path, ignore_errors=True)
-    checkpoints = sorted({n for n in (10_000, 30_000, 100_000, 300_000, 1_000_000) if n <= args.messages} | {args.messages})
+    checkpoints = sorted({n for n in (10_000, 100_000, 300_000, 1_000_000) if n <= args.messages} | {args.messages})
     print(f"{'layout: flat month folders' if args.flat else 'layout: per-second folders'}, rate {args.rate:g}/s,"
           f" batches of {args.batch}; repository {path}")
     print("per message: commit ms, repack ms, commit bytes, repack bytes written; peak: VmHWM (MB) over the part."
-          " fill: the messages since the previous line, in batches of --batch; single: 100 one-message commits")
+          f" fill: up to the checkpoint in batches of --fill-batch; batch: the next {MAINTAIN_EVERY} batches of --batch"
+          f" (one repack falls in it); single: {2 * MAINTAIN_EVERY} one-message commits")
     head = f"{'ms':>7} {'rep ms':>7} {'bytes':>8} {'rep B':>8} {'peak':>5}"
-    print(f"{'messages':>9} | fill {head} | single {head} | {'packs':>5} {'repo MB':>7} {'RSS MB':>6} {'anon MB':>7}")
+    print(f"{'messages':>9} | fill {head} | batch {head} | single {head} | {'packs':>5} {'repo MB':>7} {'RSS MB':>6} {'anon MB':>7}")
     written = 0
     with GitArchive(path, bare=True) as archive:
         for checkpoint in checkpoints:
-            batches = []
             start = written
-            while written < checkpoint:
-                count = min(args.batch, checkpoint - written)
-                batches.append(written)
-                written += count
-
-            def fill():
-                for at in batches:
-                    yield list(messages(min(args.batch, checkpoint - at), args.rate, at)), False
-
-            filled = measure(archive, fill(), checkpoint - start)
-            singles = measure(archive, (([entry], True) for entry in messages(100, args.rate, written)), 100)
-            written += 100
-            print(f"{checkpoint:>9,} | fill {filled} | single {singles} | {archive.pack_count():>5}"
+            filled = measure(archive, fill(args, written, checkpoint), checkpoint - start)
+            written = checkpoint
+            window = measure(archive, fill(args, written, written + MAINTAIN_EVERY * args.batch), MAINTAIN_EVERY * args.batch, batch=args.batch)
+            written += MAINTAIN_EVERY * args.batch
+            singles = measure(archive, fill(args, written, written + 2 * MAINTAIN_EVERY, batch=1), 2 * MAINTAIN_EVERY)
+            written += 2 * MAINTAIN_EVERY
+            print(f"{checkpoint:>9,} | fill {filled} | batch {window} | single {singles} | {archive.pack_count():>5}"
                   f" {pack_bytes(path) / 2**20:>7.0f} {memory_mb('VmRSS'):>6.0f} {memory_mb('RssAnon'):>7.0f}", flush=True)
+
+
+def fill(args, start: int, end: int, batch: int | None = None):
+    batch = batch or args.fill_batch
+    for at in range(start, end, batch):
+        yield list(messages(min(batch, end - at), args.rate, at))
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ def push_entries(settings: Settings, entries: list[dict]) -> str:
     """Apply onto the remote's head and push, again on top of any newer head; the pushed commit."""
     from dulwich.client import get_transport_and_path  # here: the API functions import this module too
 
-    from .gitrepo import BRANCH, GitArchive
+    from .gitrepo import BRANCH, MAINTAIN_EVERY, GitArchive
+    from .migrate import migrate_layout
 
     client, remote_path = get_transport_and_path(settings.archive_git_remote)
     with GitArchive(settings.archive_work_dir, bare=True) as archive:  # kept in /tmp across warm invocations
@@ -108,6 +109,7 @@ def push_entries(settings: Settings, entries: list[dict]) -> str:
             remote_head = client.fetch(remote_path, archive.repo).refs.get(BRANCH)
             if remote_head:
                 archive.repo.refs[BRANCH] = remote_head  # start from the remote's head: local commits are redone
+            migrate_layout(archive)  # a remote of the first layout moves on with its first new batch
             archive.apply(entries)
             head = archive.head()
             if head is None or head == remote_head:
@@ -124,6 +126,8 @@ def push_entries(settings: Settings, entries: list[dict]) -> str:
                 log.info("archive push: the remote moved; fetching and retrying")
                 continue
             if not (result.ref_status or {}).get(BRANCH):
+                if archive.pack_count() > MAINTAIN_EVERY:  # each fetch and commit adds a pack to the warm clone
+                    archive.maintain()
                 return head.decode()
             log.info("archive push refused (%s); retrying", result.ref_status[BRANCH])
     raise RuntimeError(f"archive push refused {PUSH_ATTEMPTS} times")

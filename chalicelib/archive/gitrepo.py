@@ -309,7 +309,7 @@ class TreeCache:
     same recent folders) up to `limit` bytes of tree data, least recently used out first.
     Git objects never change, so it is always safe to use, and safe to lose."""
 
-    def __init__(self, limit: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, limit: int = 4 * 1024 * 1024) -> None:
         self.limit, self.size = limit, 0
         self.items: OrderedDict[bytes, Tree] = OrderedDict()
 
