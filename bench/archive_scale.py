@@ -119,7 +119,7 @@ def memory_mb(field: str) -> float:
     return 0.0
 
 
-def measure(archive: GitArchive, batches, count: int, batch: int = 0) -> str:
+def measure(archive: GitArchive, batches, count: int) -> str:
     """Apply the batches as the worker does (apply, then maintain_if_due);
     'commit ms, repack ms, commit bytes, repack bytes (per message), peak MB'."""
     reset_peak()
@@ -138,14 +138,19 @@ def main() -> None:
     parser.add_argument("--fill-batch", type=int, default=2000, help="batch size to reach each checkpoint (faster)")
     parser.add_argument("--dir", type=Path, default=Path("/work/tmp/d2-archive/scale"))
     parser.add_argument("--flat", action="store_true", help="the old layout (flat month folders)")
+    parser.add_argument("--resume", type=int, default=0, metavar="N",
+                        help="go on with the repository in --dir, which holds messages 0..N-1 of an earlier run")
+    parser.add_argument("--fill-only", action="store_true", help="fill up to --messages, measure nothing (with --resume:"
+                        " a later run measures at that size in a fresh process)")
     args = parser.parse_args()
     if args.flat:
         render = gitrepo.render
         gitrepo.render = lambda entry: flatten(render(entry))
     gitrepo.add_pack = counting(gitrepo.add_pack)
     path = args.dir / ("flat.git" if args.flat else "archive.git")
-    shutil.rmtree(path, ignore_errors=True)
-    checkpoints = sorted({n for n in (10_000, 100_000, 300_000, 1_000_000) if n <= args.messages} | {args.messages})
+    if not args.resume:
+        shutil.rmtree(path, ignore_errors=True)
+    checkpoints = sorted({n for n in (10_000, 100_000, 300_000, 1_000_000) if args.resume <= n <= args.messages} | {args.messages})
     print(f"{'layout: flat month folders' if args.flat else 'layout: per-second folders'}, rate {args.rate:g}/s,"
           f" batches of {args.batch}; repository {path}")
     print("per message: commit ms, repack ms, commit bytes, repack bytes written; peak: VmHWM (MB) over the part."
@@ -153,13 +158,17 @@ def main() -> None:
           f" (one repack falls in it); single: {2 * MAINTAIN_EVERY} one-message commits")
     head = f"{'ms':>7} {'rep ms':>7} {'bytes':>8} {'rep B':>8} {'peak':>5}"
     print(f"{'messages':>9} | fill {head} | batch {head} | single {head} | {'packs':>5} {'repo MB':>7} {'RSS MB':>6} {'anon MB':>7}")
-    written = 0
+    written = args.resume
     with GitArchive(path, bare=True) as archive:
         for checkpoint in checkpoints:
             start = written
-            filled = measure(archive, fill(args, written, checkpoint), checkpoint - start)
-            written = checkpoint
-            window = measure(archive, fill(args, written, written + MAINTAIN_EVERY * args.batch), MAINTAIN_EVERY * args.batch, batch=args.batch)
+            filled = measure(archive, fill(args, written, checkpoint), checkpoint - start) if checkpoint > start else "(none)"
+            written = max(checkpoint, written)
+            if args.fill_only:
+                print(f"{written:>9,} | fill {filled} | {archive.pack_count():>5} {pack_bytes(path) / 2**20:>7.0f}", flush=True)
+                continue
+            window = measure(archive, fill(args, written, written + MAINTAIN_EVERY * args.batch, batch=args.batch),
+                             MAINTAIN_EVERY * args.batch)
             written += MAINTAIN_EVERY * args.batch
             singles = measure(archive, fill(args, written, written + 2 * MAINTAIN_EVERY, batch=1), 2 * MAINTAIN_EVERY)
             written += 2 * MAINTAIN_EVERY
