@@ -124,4 +124,4 @@ def test_a_drain_killed_mid_batch_loses_nothing_and_writes_nothing_twice(tmp_pat
     subprocess.run(["git", "-C", str(archive_dir), "fsck", "--strict"], check=True, capture_output=True)
     verified = cli(database, archive_dir, "archive", "verify")
     assert verified.returncode == 0, verified.stdout
-    assert json.loads(verified.stdout) == {"missing": [], "unexpected": [], "different": []}
+    assert json.loads(verified.stdout) == {"missing": [], "unexpected": [], "different": [], "foreign": []}

@@ -84,9 +84,11 @@ def handle_sqs_event(event: dict, settings: Settings) -> dict:
             except Exception as exc:
                 failures[record["messageId"]] = f"{type(exc).__name__}: {exc}"
     if entries:
-        commit = push_entries(settings, list(entries.values()))
+        refused: dict[str, str] = {}  # entries of a project whose folder is another project's
+        commit = push_entries(settings, list(entries.values()), refused=lambda i, error: refused.update({list(entries)[i]: error}))
+        failures |= refused
         with connection(settings) as conn, transaction(conn, write=True):
-            outbox.mark_done(conn, [outbox_ids[mid] for mid in entries], commit)
+            outbox.mark_done(conn, [outbox_ids[mid] for mid in entries if mid not in refused], commit)
     if failures:
         log.error("archive entries not written: %s", failures)
         with connection(settings) as conn, transaction(conn, write=True):
@@ -96,11 +98,14 @@ def handle_sqs_event(event: dict, settings: Settings) -> dict:
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failures]}
 
 
-def push_entries(settings: Settings, entries: list[dict]) -> str:
-    """Apply onto the remote's head and push, again on top of any newer head; the pushed commit."""
+def push_entries(settings: Settings, entries: list[dict], refused=lambda index, error: None) -> str:
+    """Apply onto the remote's head and push, again on top of any newer head; the pushed commit.
+    An entry the archive refuses (ForeignProject: its slug names another project's folder) is
+    left out and reported to `refused(index, error)`: deterministic, like a poison entry."""
     from dulwich.client import get_transport_and_path  # here: the API functions import this module too
 
-    from .gitrepo import BRANCH, GitArchive
+    from .gitrepo import BRANCH, MAINTAIN_EVERY, ForeignProject, GitArchive
+    from .migrate import migrate_layout
 
     client, remote_path = get_transport_and_path(settings.archive_git_remote)
     with GitArchive(settings.archive_work_dir, bare=True) as archive:  # kept in /tmp across warm invocations
@@ -108,7 +113,16 @@ def push_entries(settings: Settings, entries: list[dict]) -> str:
             remote_head = client.fetch(remote_path, archive.repo).refs.get(BRANCH)
             if remote_head:
                 archive.repo.refs[BRANCH] = remote_head  # start from the remote's head: local commits are redone
-            archive.apply(entries)
+            migrate_layout(archive)  # a remote of the first layout moves on with its first new batch
+            accepted, owners = [], {}  # slug -> the first human key of the batch (a new folder has no project.json yet)
+            for index, entry in enumerate(entries):
+                try:
+                    archive.check_owner([owners.get(entry["project"], entry), entry], archive.head())
+                    owners.setdefault(entry["project"], entry)
+                    accepted.append(entry)
+                except ForeignProject as exc:
+                    refused(index, f"ForeignProject: {exc}")
+            archive.apply(accepted)
             head = archive.head()
             if head is None or head == remote_head:
                 return (head or b"").decode()  # nothing new: a redelivery
@@ -124,6 +138,8 @@ def push_entries(settings: Settings, entries: list[dict]) -> str:
                 log.info("archive push: the remote moved; fetching and retrying")
                 continue
             if not (result.ref_status or {}).get(BRANCH):
+                if archive.pack_count() > MAINTAIN_EVERY:  # each fetch and commit adds a pack to the warm clone
+                    archive.maintain()
                 return head.decode()
             log.info("archive push refused (%s); retrying", result.ref_status[BRANCH])
     raise RuntimeError(f"archive push refused {PUSH_ATTEMPTS} times")

@@ -5,23 +5,40 @@ Idempotent by construction: a file's content depends only on its entry, so apply
 entry again leaves the tree unchanged, and an unchanged tree makes no commit. Each
 project's entries of a batch become one commit, and all of a commit's new objects are
 written as one pack (a loose object per file is what makes naive git writers slow).
+
+A commit reads and rewrites only the trees on the paths it changes (the layout keeps them
+small: render.py), never a whole folder of the archive. Every commit adds a pack, and
+dulwich searches packs one by one and keeps each open: `maintain` merges the small ones
+(geometric repacking, as `git repack --geometric=2`), streaming, with bounded memory.
 """
 
+import json
 import os
+from binascii import hexlify
 import stat
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from dulwich.index import index_entry_from_stat
 from dulwich.objects import Blob, Commit, Tree
+from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, write_pack_index
 from dulwich.repo import Repo
 
-from .render import commit_message, render
+from .render import commit_message, project_json_path, render
 
 BRANCH = b"refs/heads/main"
 IDENTITY = b"Agent Mail <agent-mail@localhost>"
 FILE_MODE = 0o100644
+LAYOUT_FILE = b"layout.json"  # at the root: which layout the archive uses (migrate.py)
+LAYOUT_BLOB = Blob.from_string(b'{\n  "layout": 2,\n  "messages": "projects/{slug}/messages/YYYY/MM/DD/HH/mm/SS/{file}"\n}\n')
+MAINTAIN_EVERY = 32  # commits between two `maintain` runs of the workers
+MERGE_LIMIT = 32 * 1024 * 1024  # a merged pack is at most this large (bounded memory and time)
+
+
+class ForeignProject(ValueError):
+    """An entry for a project whose slug names another project's folder in the archive."""
 
 
 class GitArchive:
@@ -38,6 +55,8 @@ class GitArchive:
             self.repo = Repo.init_bare(str(self.path)) if bare else Repo.init(str(self.path))
             self.repo.refs.set_symbolic_ref(b"HEAD", BRANCH)
         self.bare = self.repo.bare
+        self.trees = TreeCache()
+        self.repo.object_store.packed_git_limit = MERGE_LIMIT  # unmap the least recently used packs beyond this
 
     @classmethod
     def local(cls, settings) -> "GitArchive":
@@ -69,29 +88,78 @@ class GitArchive:
         for entry in entries:
             files.update(render(entry))
         parent = self.head()
+        self.check_owner(entries, parent)
+        if parent is None:  # a new archive starts in the current layout
+            files[LAYOUT_FILE.decode()] = LAYOUT_BLOB.data
         blobs: dict[bytes, Blob] = {}  # an inbox copy is often the outbox copy: one blob
         changes = {}
         for path, content in files.items():
             if content not in blobs:
                 blobs[content] = Blob.from_string(content)
-            changes[path.encode()] = blobs[content].id
-        root = self.repo[self.repo[parent].tree] if parent else Tree()
+            changes[path.encode()] = (FILE_MODE, blobs[content].id)
+        root = self.tree(self.repo[parent].tree) if parent else Tree()
         new_objects: list = []
-        tree = with_changes(self.repo, root, changes, new_objects)
+        tree = with_changes(self.tree, root, changes, new_objects)
         if parent and tree.id == self.repo[parent].tree:
             return None  # everything was already there
+        commit = self.write_commit(tree.id, parent, commit_message(entries), [*blobs.values(), *new_objects])
+        if not self.bare:
+            self.write_worktree(files, {path.encode(): blobs[content].id for path, content in files.items()})
+        self.commits += 1
+        return commit.id.decode()
+
+    def write_commit(self, tree: bytes, parent: bytes | None, message: str, objects: list) -> Commit:
+        """Write the objects and a commit of `tree` as one pack, and move the branch to it."""
         commit = Commit()
-        commit.tree, commit.parents = tree.id, [parent] if parent else []
+        commit.tree, commit.parents = tree, [parent] if parent else []
         commit.author = commit.committer = IDENTITY
         commit.author_time = commit.commit_time = int(time.time())
         commit.author_timezone = commit.commit_timezone = 0
-        commit.message = commit_message(entries).encode()
-        self.repo.object_store.add_objects([(obj, None) for obj in [*blobs.values(), *new_objects, commit]])
+        commit.message = message.encode()
+        add_pack(self.repo.object_store, [*objects, commit])
+        self.trees.add(obj for obj in objects if isinstance(obj, Tree))  # the next commit starts from these
         if not self.repo.refs.set_if_equals(BRANCH, parent, commit.id):
             raise RuntimeError("the archive branch moved during a commit: is another writer running?")
-        if not self.bare:
-            self.write_worktree(files, {path.encode(): blobs[content].id for path, content in files.items()})
-        return commit.id.decode()
+        return commit
+
+    def tree(self, sha: bytes) -> Tree:
+        """A tree, from the cache of recent ones when it is there (read-only: with_changes copies)."""
+        return self.trees.get(sha) or self.trees.add([self.repo[sha]])
+
+    commits = 0  # made by this instance: the workers `maintain` every MAINTAIN_EVERY
+
+    def check_owner(self, entries: list[dict], parent: bytes | None) -> None:
+        """Refuse to mix two projects in one folder: projects/{slug}/project.json names the
+        human key the folder belongs to, and an entry of another project (a slug collision)
+        fails with ForeignProject instead of overwriting its files. Entries queued before
+        project.json existed carry no human key and are not checked."""
+        keys = {entry["project_human_key"] for entry in entries if entry.get("project_human_key")}
+        if not keys:
+            return
+        slug = entries[0]["project"]
+        owner = self.read(project_json_path(slug), parent)
+        owners = keys | ({json.loads(owner)["human_key"]} if owner else set())
+        if len(owners) > 1:
+            raise ForeignProject(
+                f"archive folder projects/{slug}/ holds more than one project ({', '.join(sorted(owners))}):"
+                " give each project its own slug"
+            )
+
+    def read(self, path: str, commit: bytes | None = None) -> bytes | None:
+        """One file of a commit (the head by default), or None; reads only the trees on its path."""
+        commit = commit or self.head()
+        if commit is None:
+            return None
+        sha = self.repo[commit].tree
+        for part in path.encode().split(b"/"):
+            tree = self.tree(sha)
+            if part not in tree:
+                return None
+            mode, sha = tree[part]
+        if stat.S_ISDIR(mode):
+            return None
+        blob = self.repo[sha]
+        return blob.data if isinstance(blob, Blob) else None
 
     def write_worktree(self, files: dict[str, bytes], shas: dict[bytes, bytes]) -> None:
         index = self.repo.open_index()
@@ -103,42 +171,180 @@ class GitArchive:
         index.write()  # `git status` stays clean
 
     def files(self, under: str = "projects") -> dict[str, bytes]:
-        """Every file of the last commit under a directory: {path: content}."""
+        """Every file of the last commit under a directory: {path: content} (small archives)."""
+        return {path: self.repo[sha].data for path, sha in self.walk(under)}
+
+    def walk(self, under: str = "projects") -> Iterator[tuple[str, bytes]]:
+        """(path, blob id) of every file of the last commit under a directory, in path order,
+        one tree in memory per level: what reads a large archive."""
         head = self.head()
-        found: dict[str, bytes] = {}
         if head is None:
-            return found
+            return
+        sha = self.repo[head].tree
+        for part in under.encode().split(b"/"):
+            tree = self.repo[sha]
+            if part not in tree:
+                return
+            mode, sha = tree[part]
+            if not stat.S_ISDIR(mode):
+                return
+        yield from self._walk(sha, under)
 
-        def walk(tree: Tree, prefix: str) -> None:
-            for item in tree.items():
-                path = f"{prefix}/{item.path.decode()}"
-                if stat.S_ISDIR(item.mode):
-                    walk(self.repo[item.sha], path)
-                else:
-                    found[path] = self.repo[item.sha].data
+    def _walk(self, sha: bytes, prefix: str) -> Iterator[tuple[str, bytes]]:
+        for item in self.repo[sha].items():
+            path = f"{prefix}/{item.path.decode()}"
+            if stat.S_ISDIR(item.mode):
+                yield from self._walk(item.sha, path)
+            else:
+                yield path, item.sha
 
-        root = self.repo[self.repo[head].tree]
-        if under.encode() in root:
-            walk(self.repo[root[under.encode()][1]], under)
-        return found
+    def folders(self, under: str) -> list[str]:
+        """The names of the folders directly under a directory of the last commit."""
+        head = self.head()
+        if head is None:
+            return []
+        sha = self.repo[head].tree
+        for part in under.encode().split(b"/"):
+            tree = self.repo[sha]
+            if part not in tree:
+                return []
+            sha = tree[part][1]
+        return [item.path.decode() for item in self.repo[sha].items() if stat.S_ISDIR(item.mode)]
+
+    def maintain(self, merge_limit: int = MERGE_LIMIT) -> int:
+        """Merge small packs into one, so that the packs' sizes form a geometric series (each
+        at least twice all smaller ones together): a few packs at any size, lookups that
+        stay fast, and each object rewritten O(log n) times. Packs over merge_limit are left
+        alone, and so is any merge that would make a pack larger than that. Objects are streamed from the old packs into the new one; the old ones are
+        deleted once it is complete (a reader sees every object throughout). Returns how many
+        packs were merged (0: nothing to do)."""
+        store = self.repo.object_store
+        store.pack_loose_objects()  # from `git` commands or older writers, if any
+        packs = sorted(store.packs, key=pack_size)
+        merge, total = [], 0
+        for index, pack in enumerate(packs[:-1]):
+            total += pack_size(pack)
+            if total + pack_size(packs[index + 1]) > merge_limit:
+                break
+            if pack_size(packs[index + 1]) < 2 * total:
+                merge = packs[: index + 2]
+        if len(merge) < 2:
+            return 0
+        unwritten = set()  # an object in two packs is written once
+        for pack in merge:
+            unwritten.update(pack.index)
+        count = len(unwritten)
+
+        def objects() -> Iterator:
+            for pack in merge:
+                for unpacked in pack.iter_unpacked():
+                    sha = hexlify(unpacked.sha())
+                    if sha not in unwritten:
+                        continue
+                    unwritten.discard(sha)
+                    if unpacked.pack_type_num in DELTA_TYPES:  # (fetched packs) a delta needs its base here
+                        yield full_unpacked_object(store[sha])
+                    else:
+                        yield unpacked  # its bytes as they are: no parsing
+
+        merged = add_pack(store, objects(), count)
+        for pack in merge:
+            if pack._basename != merged:
+                store._remove_pack(pack)  # dulwich's own repack does the same
+        store._update_pack_cache()
+        self.maintained_at = self.commits
+        return len(merge)
+
+    maintained_at = 0
+
+    def maintain_if_due(self) -> int:
+        """`maintain` every MAINTAIN_EVERY commits (the workers call this after each batch):
+        the packs never pile up, under load either, and a merge's cost is spread thin."""
+        if self.commits - self.maintained_at < MAINTAIN_EVERY:
+            return 0
+        self.maintained_at = self.commits
+        return self.maintain()
+
+    def pack_count(self) -> int:
+        return len(self.repo.object_store.packs)
 
     def commit_count(self) -> int:
         head = self.head()
         return 0 if head is None else sum(1 for _ in self.repo.get_walker(include=[head]))
 
 
-def with_changes(repo: Repo, tree: Tree, changes: dict[bytes, bytes], new_objects: list) -> Tree:
-    """A copy of `tree` with files set (path -> blob id); every new tree goes to new_objects."""
-    tree = Tree.from_string(tree.as_raw_string()) if tree.id in repo.object_store else Tree()
-    nested: dict[bytes, dict[bytes, bytes]] = defaultdict(dict)
-    for path, sha in changes.items():
+def add_pack(store, objects, count: int | None = None) -> str:
+    """Write objects (a list, or an iterator of UnpackedObjects and their count) as a new pack,
+    named after its checksum as git does; its path without extension. Not dulwich's
+    add_objects: that reads the pack back and compares the new pack's name with every
+    existing pack's, which costs a pass over all their object ids on every commit."""
+    if count is None:
+        unique = list({obj.id: obj for obj in objects}.values())  # equal trees at two paths are one object
+        objects, count = (full_unpacked_object(obj) for obj in unique), len(unique)
+    temporary = os.path.join(store.pack_dir, f"tmp_pack_{os.getpid()}_{time.monotonic_ns()}")
+    try:
+        with open(temporary + ".pack", "wb") as pack:
+            entries, checksum = write_pack_data(pack.write, objects, object_format=store.object_format, num_records=count)
+            pack.flush()
+            os.fsync(pack.fileno())
+        with open(temporary + ".idx", "wb") as index:
+            write_pack_index(index, sorted((sha, offset, crc) for sha, (offset, crc) in entries.items()), checksum)
+        final = os.path.join(store.pack_dir, f"pack-{checksum.hex()}")
+        os.replace(temporary + ".pack", final + ".pack")
+        os.replace(temporary + ".idx", final + ".idx")  # the index last: git looks for packs by it
+    finally:
+        for leftover in (temporary + ".pack", temporary + ".idx"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    store._update_pack_cache()
+    return final
+
+
+def pack_size(pack) -> int:
+    return os.path.getsize(pack._data_path)  # no public name for it in dulwich 1.2
+
+
+class TreeCache:
+    """The trees a commit reads and writes, kept for the next commits (which start from the
+    same recent folders) up to `limit` bytes of tree data, least recently used out first.
+    Git objects never change, so it is always safe to use, and safe to lose."""
+
+    def __init__(self, limit: int = 4 * 1024 * 1024) -> None:
+        self.limit, self.size = limit, 0
+        self.items: OrderedDict[bytes, Tree] = OrderedDict()
+
+    def get(self, sha: bytes) -> Tree | None:
+        tree = self.items.get(sha)
+        if tree is not None:
+            self.items.move_to_end(sha)
+        return tree
+
+    def add(self, trees) -> Tree | None:
+        """Remember trees; the last one."""
+        tree = None
+        for tree in trees:
+            if tree.id not in self.items:
+                self.items[tree.id] = tree
+                self.size += len(tree.as_raw_string())
+        while self.size > self.limit and self.items:
+            _, old = self.items.popitem(last=False)
+            self.size -= len(old.as_raw_string())
+        return tree
+
+
+def with_changes(read, tree: Tree, changes: dict[bytes, tuple[int, bytes]], new_objects: list) -> Tree:
+    """A copy of `tree` with entries set (path -> (mode, id): a file, or a whole folder);
+    only the trees on the changed paths are read, and every new tree goes to new_objects."""
+    tree = Tree.from_string(tree.as_raw_string())
+    nested: dict[bytes, dict[bytes, tuple[int, bytes]]] = defaultdict(dict)
+    for path, entry in changes.items():
         head, sep, rest = path.partition(b"/")
         if sep:
-            nested[head][rest] = sha
+            nested[head][rest] = entry
         else:
-            tree[head] = (FILE_MODE, sha)
+            tree[head] = entry
     for name, subchanges in nested.items():
-        subtree = repo[tree[name][1]] if name in tree else Tree()
-        tree[name] = (stat.S_IFDIR, with_changes(repo, subtree, subchanges, new_objects).id)
+        subtree = read(tree[name][1]) if name in tree else Tree()
+        tree[name] = (stat.S_IFDIR, with_changes(read, subtree, subchanges, new_objects).id)
     new_objects.append(tree)
     return tree

@@ -27,10 +27,14 @@ def record(db: sqlite3.Connection, project: str, kind: str, entity_id: int, payl
     )
 
 
-def record_message(db: sqlite3.Connection, message) -> None:
-    """`message`: the messages.Message just stored (bcc included: the archive keeps it)."""
-    payload = message.model_dump(mode="json", exclude={"project"})
-    record(db, message.project, "message", int(message.id), payload)
+def record_message(db: sqlite3.Connection, message, human_key: str) -> None:
+    """`message`: the messages.Message just stored (bcc included: the archive keeps it);
+    `human_key`: its project's, so every archived document says whose it is."""
+    record(db, message.project, "message", int(message.id), message_payload(message, human_key))
+
+
+def message_payload(message, human_key: str) -> dict:
+    return {**message.model_dump(mode="json", exclude={"project"}), "project_human_key": human_key}
 
 
 def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:
@@ -49,8 +53,9 @@ def record_agent(db: sqlite3.Connection, project: sqlite3.Row, agent: sqlite3.Ro
     record(db, project["slug"], "agent", agent["id"], agent_payload(project, agent))
 
 
-def reservation_payload(row: sqlite3.Row) -> dict:
-    return {key: str(row[key]) if key == "id" else (bool(row[key]) if key == "exclusive" else row[key]) for key in RESERVATION_COLUMNS}
+def reservation_payload(row: sqlite3.Row, human_key: str) -> dict:
+    payload = {key: str(row[key]) if key == "id" else (bool(row[key]) if key == "exclusive" else row[key]) for key in RESERVATION_COLUMNS}
+    return {**payload, "project_human_key": human_key}
 
 
 def record_reservations(db: sqlite3.Connection, project: sqlite3.Row, ids: list[int]) -> None:
@@ -61,7 +66,7 @@ def record_reservations(db: sqlite3.Connection, project: sqlite3.Row, ids: list[
         f"SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents a ON a.id = r.agent_id WHERE r.id IN ({placeholders(ids)})", ids
     )
     for row in rows:
-        record(db, project["slug"], "reservation", row["id"], reservation_payload(row))
+        record(db, project["slug"], "reservation", row["id"], reservation_payload(row, project["human_key"]))
 
 
 def move_pending(db: sqlite3.Connection, old_slug: str, new_slug: str, entity_ids: list[int]) -> None:

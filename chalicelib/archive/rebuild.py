@@ -12,8 +12,10 @@ from ..ids import stable_id
 from ..tools.agents import agent_id
 from ..tools.messages import MESSAGE_COLUMNS, Message, recipients_of, store_recipients
 from . import outbox
+from dulwich.objects import Blob
+
 from .gitrepo import GitArchive
-from .render import parse_document, render
+from .render import parse_document, project_json_path, render, second_dir_of_name
 
 CHUNK = 1000
 
@@ -23,7 +25,7 @@ def message_entries(db: sqlite3.Connection) -> Iterator[dict]:
     last = 0
     while True:
         rows = db.execute(
-            f"SELECT {MESSAGE_COLUMNS}, p.slug FROM messages m JOIN agents s ON s.id = m.sender_id"
+            f"SELECT {MESSAGE_COLUMNS}, p.slug, p.human_key FROM messages m JOIN agents s ON s.id = m.sender_id"
             " JOIN projects p ON p.id = m.project_id WHERE m.id > ? ORDER BY m.id LIMIT ?",
             (last, CHUNK),
         ).fetchall()
@@ -36,7 +38,7 @@ def message_entries(db: sqlite3.Connection) -> Iterator[dict]:
                 sender=row["sender"], importance=row["importance"], ack_required=bool(row["ack_required"]),
                 created_ts=row["created_ts"], **recipients[row["id"]],
             )
-            yield {"kind": "message", "project": row["slug"], **message.model_dump(mode="json", exclude={"project"})}
+            yield {"kind": "message", "project": row["slug"], **outbox.message_payload(message, row["human_key"])}
         last = rows[-1]["id"]
 
 
@@ -47,10 +49,10 @@ def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
     ).fetchall():
         yield {"kind": "agent", "project": row["slug"], **outbox.agent_payload(row, row)}
     for row in db.execute(
-        "SELECT r.*, a.name AS agent, p.slug FROM file_reservations r JOIN agents a ON a.id = r.agent_id"
+        "SELECT r.*, a.name AS agent, p.slug, p.human_key FROM file_reservations r JOIN agents a ON a.id = r.agent_id"
         " JOIN projects p ON p.id = r.project_id ORDER BY r.id"
     ).fetchall():
-        yield {"kind": "reservation", "project": row["slug"], **outbox.reservation_payload(row)}
+        yield {"kind": "reservation", "project": row["slug"], **outbox.reservation_payload(row, row["human_key"])}
 
 
 def count_entries(db: sqlite3.Connection) -> int:
@@ -80,73 +82,160 @@ def canonical(files: dict[str, bytes]) -> dict[str, bytes]:
     return {path: content for path, content in files.items() if path.split("/")[2:3] == ["messages"]}
 
 
+def current_path(path: str) -> str:
+    """A message file's path in today's layout: a file of the first layout (a flat month
+    folder, YYYY/MM/{file}) moves to its per-second folder; anything else stays."""
+    parts = path.split("/")
+    folder = second_dir_of_name(parts[-1]) if len(parts) >= 3 and parts[-2].isdigit() and len(parts[-2]) == 2 else None
+    if folder and "/".join(parts[-3:-1]) == folder[:7]:
+        return "/".join([*parts[:-3], folder, parts[-1]])
+    return path
+
+
+def blob_id(content: bytes) -> bytes:
+    return Blob.from_string(content).id
+
+
 def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
-    """Canonical message files that are missing, unexpected or different in the archive."""
-    found = canonical(archive.files())
-    expected: dict[str, bytes] = {}
+    """Canonical message files that are missing, unexpected or different in the archive, and
+    files that belong to another project than their folder's ("foreign": a profile, project.json
+    or message whose human key is not the folder project's). Files are compared by blob id;
+    a document written before documents carried project_human_key matches without it, and
+    files of the first layout are compared at the path they move to (migrate.py)."""
+    expected: dict[str, tuple[bytes, bytes]] = {}  # path -> (blob id, blob id of the older document)
     for entry in message_entries(db):
-        expected.update(canonical(render(entry)))
+        older = {key: value for key, value in entry.items() if key != "project_human_key"}
+        for path, content in canonical(render(entry)).items():
+            expected[path] = (blob_id(content), blob_id(canonical(render(older))[path]))
+    found = {current_path(path): (path, sha) for path, sha in archive.walk("projects") if path.split("/")[2:3] == ["messages"]}
+    owners = {row["slug"]: row["human_key"] for row in db.execute("SELECT slug, human_key FROM projects")}
+    homes = {}  # message id -> its project's human key, for the files that are not where they should be
+    foreign = foreign_files(archive, owners)
+    unexpected = []
+    for path in sorted(found.keys() - expected.keys()):
+        original, sha = found[path]
+        slug = original.split("/")[1]
+        document = parse_document(archive.repo[sha].data)
+        key = document.get("project_human_key")
+        if key is None:  # an older document: its project is the one that has the message
+            if not homes:
+                homes = {str(row[0]): row[1] for row in db.execute("SELECT m.id, p.human_key FROM messages m JOIN projects p ON p.id = m.project_id")}
+            key = homes.get(str(document.get("id")))
+        (foreign if key is not None and key != owners.get(slug) else unexpected).append(original)
     return {
         "missing": sorted(expected.keys() - found.keys()),
-        "unexpected": sorted(found.keys() - expected.keys()),
-        "different": sorted(path for path in expected.keys() & found.keys() if expected[path] != found[path]),
+        "unexpected": unexpected,
+        "different": sorted(path for path in expected.keys() & found.keys() if found[path][1] not in expected[path]),
+        "foreign": sorted(foreign),
     }
+
+
+def foreign_files(archive: GitArchive, owners: dict[str, str]) -> list[str]:
+    """project.json and agent profiles that name another project than the folder's."""
+    found = []
+    for slug in archive.folders("projects"):
+        owner = owners.get(slug)
+        project = archive.read(project_json_path(slug))
+        if project is not None and json.loads(project)["human_key"] != owner:
+            found.append(project_json_path(slug))
+        for name in archive.folders(f"projects/{slug}/agents"):
+            path = f"projects/{slug}/agents/{name}/profile.json"
+            profile = archive.read(path)
+            if profile is not None and json.loads(profile).get("project_human_key") != owner:
+                found.append(path)
+    return found
+
+
+class Restorer:
+    """Projects, keyed by human key (never by slug: two projects may share one), as restore
+    creates them; a slug already given to another project gets a suffix (-2, -3, ...)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.ids: dict[str, int] = {}  # human key -> project id
+        self.slugs: dict[str, str] = {}  # slug -> human key
+        self.folders: dict[str, str] = {}  # archive folder -> the human key it belongs to
+
+    def project(self, human_key: str, slug: str, created_ts: str) -> int:
+        if human_key not in self.ids:
+            unique, number = slug, 1
+            while unique in self.slugs:
+                number += 1
+                unique = f"{slug}-{number}"
+            self.ids[human_key], self.slugs[unique] = stable_id("project", human_key), human_key
+            self.db.execute(
+                "INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, ?)",
+                (self.ids[human_key], unique, human_key, created_ts),
+            )
+        return self.ids[human_key]
+
+    def agent(self, address: str, folder: str, human_key: str) -> int:
+        """Name (of the message's project) or Name@folder (another project's archive folder)."""
+        name, _, other = address.partition("@")
+        return agent_id(self.ids[self.folders.get(other, human_key) if other else human_key], name)
 
 
 def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: items) -> dict[str, int]:
     """Fill an empty database from the archive: projects and agents (profiles), messages and
     their recipients (canonical files), file reservations. Contact policies, read and ack
     marks are not archived and start afresh. `progress` wraps the messages as they are
-    restored (the CLI's progress bar)."""
+    restored (the CLI's progress bar). Each project is rebuilt under its own human key (from
+    project.json, the profiles and the documents), so two projects whose archive folders share
+    a slug stay apart. The archive is read a folder at a time, never whole."""
     if db.execute("SELECT 1 FROM messages UNION ALL SELECT 1 FROM agents LIMIT 1").fetchone():
         raise ValueError("the database is not empty; restore into a new DATABASE_URL")
-    files = archive.files()
-    projects: dict[str, int] = {}
+    projects = Restorer(db)
     counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0}
-    for path, content in sorted(files.items()):
-        if path.endswith("/profile.json"):
+    folders = archive.folders("projects")
+    for folder in folders:
+        owner = archive.read(project_json_path(folder))
+        if owner is not None:
+            projects.folders[folder] = json.loads(owner)["human_key"]
+        for name in archive.folders(f"projects/{folder}/agents"):
+            content = archive.read(f"projects/{folder}/agents/{name}/profile.json")
+            if content is None:
+                continue
             profile = json.loads(content)
-            slug = profile["project"]
-            if slug not in projects:
-                projects[slug] = stable_id("project", profile["project_human_key"])
-                db.execute(
-                    "INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, ?)",
-                    (projects[slug], slug, profile["project_human_key"], profile["inception_ts"]),
-                )
-                counts["projects"] += 1
+            human_key = profile["project_human_key"]
+            projects.folders.setdefault(folder, human_key)
+            project_id = projects.project(human_key, folder, profile["inception_ts"])
             db.execute(
                 "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (agent_id(projects[slug], profile["name"]), projects[slug], profile["name"], profile["program"],
+                (agent_id(project_id, profile["name"]), project_id, profile["name"], profile["program"],
                  profile["model"], profile["task_description"], profile["inception_ts"], profile["inception_ts"]),
             )
             counts["agents"] += 1
 
-    def agent(address: str, slug: str) -> int:
-        name, _, other = address.partition("@")
-        return agent_id(projects[other or slug], name)
+    def documents():
+        for folder in folders:
+            for _, sha in archive.walk(f"projects/{folder}/messages"):
+                yield folder, sha
 
-    for path, content in progress(list(canonical(files).items())):
-        entry = parse_document(content)
-        slug, mid = entry["project"], int(entry["id"])
+    for folder, sha in progress(documents()):
+        entry = parse_document(archive.repo[sha].data)
+        human_key = entry.get("project_human_key") or projects.folders[folder]
+        mid = int(entry["id"])
+        project_id = projects.project(human_key, folder, entry["created_ts"])
         db.execute(
             "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (mid, projects[slug], agent(entry["sender"], slug), entry["thread_id"], entry["subject"], entry["body_md"],
-             entry["importance"], entry["ack_required"], entry["created_ts"]),
+            (mid, project_id, projects.agent(entry["sender"], folder, human_key), entry["thread_id"], entry["subject"],
+             entry["body_md"], entry["importance"], entry["ack_required"], entry["created_ts"]),
         )
-        kinds = {agent(a, slug): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc
+        kinds = {projects.agent(a, folder, human_key): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc
         store_recipients(db, mid, kinds)
         counts["messages"] += 1
-    for path, content in files.items():
-        if path.split("/")[2:3] == ["file_reservations"]:
-            r = json.loads(content)
-            slug = path.split("/")[1]
+    for folder in folders:
+        for _, sha in archive.walk(f"projects/{folder}/file_reservations"):
+            r = json.loads(archive.repo[sha].data)
+            human_key = r.get("project_human_key") or projects.folders[folder]
             db.execute(
                 "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, exclusive, reason, created_ts,"
                 " expires_ts, released_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (int(r["id"]), projects[slug], agent(r["agent"], slug), r["path_pattern"], r["exclusive"], r["reason"],
-                 r["created_ts"], r["expires_ts"], r["released_ts"]),
+                (int(r["id"]), projects.ids[human_key], projects.agent(r["agent"], folder, human_key), r["path_pattern"],
+                 r["exclusive"], r["reason"], r["created_ts"], r["expires_ts"], r["released_ts"]),
             )
             counts["file_reservations"] += 1
+    counts["projects"] = len(projects.ids)
     return counts

@@ -4,6 +4,11 @@ An entry is an outbox payload: {"kind": ..., "project": slug, ...}. The same fun
 serves the local worker, the SQS worker and `archive rebuild`, so they cannot disagree.
 Paths are built only from a validated slug, validated agent names, an id, a timestamp and
 a sanitised subject: nothing a client sends can climb out of projects/{slug}/.
+
+A message's copies live in a folder per second of its creation (YYYY/MM/DD/HH/mm/SS):
+every folder has at most 60 (or 31, 24, 12) subfolders and a leaf holds one second's
+mail, so a commit rewrites a few small trees whatever the archive's size (the old flat
+YYYY/MM folders were rewritten whole by every commit: docs/archive.md, "Layout").
 """
 
 import hashlib
@@ -39,26 +44,42 @@ def describe(entry: dict) -> str:
 
 def message_files(entry: dict) -> dict[str, bytes]:
     base = project_dir(entry["project"])
-    month = month_dir(entry["created_ts"])
-    name = f"{file_timestamp(entry['created_ts'])}__{subject_slug(entry['subject'])}__{int(entry['id'])}.md"
+    folder = second_dir(entry["created_ts"])
+    name = message_name(entry)
     canonical = document(entry)
-    files = {f"{base}/messages/{month}/{name}": canonical, f"{agent_dir(entry['project'], entry['sender'])}/outbox/{month}/{name}": canonical}
+    files = {f"{base}/messages/{folder}/{name}": canonical, f"{agent_dir(entry['project'], entry['sender'])}/outbox/{folder}/{name}": canonical}
     public = document({**entry, "bcc": []})  # what the to and cc recipients see
     for address in entry["to"] + entry["cc"]:
-        files[f"{agent_dir(*home(address, entry['project']))}/inbox/{month}/{name}"] = public
+        files[f"{agent_dir(*home(address, entry['project']))}/inbox/{folder}/{name}"] = public
     for address in entry["bcc"]:
-        files[f"{agent_dir(*home(address, entry['project']))}/inbox/{month}/{name}"] = document({**entry, "bcc": [address]})
-    return files
+        files[f"{agent_dir(*home(address, entry['project']))}/inbox/{folder}/{name}"] = document({**entry, "bcc": [address]})
+    return {**files, **project_file(entry)}
 
 
 def agent_files(entry: dict) -> dict[str, bytes]:
     profile = {key: entry[key] for key in ("id", "name", "program", "model", "task_description", "inception_ts", "project", "project_human_key")}
-    return {f"{agent_dir(entry['project'], entry['name'])}/profile.json": to_json(profile)}
+    return {f"{agent_dir(entry['project'], entry['name'])}/profile.json": to_json(profile), **project_file(entry)}
 
 
 def reservation_files(entry: dict) -> dict[str, bytes]:
     digest = hashlib.sha1(entry["path_pattern"].encode()).hexdigest()
-    return {f"{project_dir(entry['project'])}/file_reservations/{digest}.json": to_json(entry)}
+    return {f"{project_dir(entry['project'])}/file_reservations/{digest}.json": to_json(entry), **project_file(entry)}
+
+
+def project_file(entry: dict) -> dict[str, bytes]:
+    """projects/{slug}/project.json: whose folder this is. Entries queued before it existed
+    carry no human key and write none."""
+    if not entry.get("project_human_key"):
+        return {}
+    return {project_json_path(entry["project"]): to_json({"slug": entry["project"], "human_key": entry["project_human_key"]})}
+
+
+def project_json_path(slug: str) -> str:
+    return f"{project_dir(slug)}/project.json"
+
+
+def message_name(entry: dict) -> str:
+    return f"{file_timestamp(entry['created_ts'])}__{subject_slug(entry['subject'])}__{int(entry['id'])}.md"
 
 
 RENDERERS = {"message": message_files, "agent": agent_files, "reservation": reservation_files}
@@ -99,9 +120,20 @@ def home(address: str, project: str) -> tuple[str, str]:
     return slug or project, name
 
 
-def month_dir(timestamp: str) -> str:
+def second_dir(timestamp: str) -> str:
+    """2026-11-24T07:12:38.123456+00:00 -> 2026/11/24/07/12/38."""
     check_timestamp(timestamp)
-    return f"{timestamp[:4]}/{timestamp[5:7]}"
+    return "/".join((timestamp[:4], timestamp[5:7], timestamp[8:10], timestamp[11:13], timestamp[14:16], timestamp[17:19]))
+
+
+FILE_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2})-(\d{2})-(\d{2})(?:-\d+)?Z__[a-z0-9-]+__\d+\.md")
+
+
+def second_dir_of_name(name: str) -> str | None:
+    """The folder a message file of this name belongs in (None: not a message file name),
+    from the timestamp its name starts with: what moves an old flat archive's files."""
+    match = FILE_NAME.fullmatch(name)
+    return "/".join(match.groups()) if match else None
 
 
 def file_timestamp(timestamp: str) -> str:

@@ -24,6 +24,7 @@ from ..store import heartbeats
 from ..store.db import connection, transaction
 from . import outbox
 from .gitrepo import GitArchive
+from .migrate import migrate_layout
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,10 @@ def drain(settings: Settings, archive: GitArchive, on_batch=None) -> int:
     total = 0
     while done := drain_once(settings, archive):
         total += done
+        archive.maintain_if_due()
         if on_batch:
             on_batch(done)
+    archive.maintain_if_due()
     return total
 
 
@@ -89,8 +92,8 @@ def lock_path(settings: Settings) -> Path:
 def work(settings: Settings, stopping: threading.Event, on_idle=None) -> None:
     """Drain every ARCHIVE_POLL_SECONDS until `stopping` is set (`python -m chalicelib archive work`),
     as the only worker of this archive directory: another one waits for the lock and takes
-    over when this one dies. Beats every ARCHIVE_HEARTBEAT_SECONDS; when idle, prunes
-    archived rows every 10 minutes and calls `on_idle()` (the CLI passes retention's, which
+    over when this one dies. Beats every ARCHIVE_HEARTBEAT_SECONDS; repacks the archive's small
+    packs every MAINTAIN_EVERY commits (gitrepo.py); when idle, prunes archived rows every 10 minutes and calls `on_idle()` (the CLI passes retention's, which
     runs at most every RETENTION_EVERY_SECONDS). Stops by itself if the process that started it died."""
     with exclusive(lock_path(settings), stopping, on_wait=lambda: log.info("another archive worker holds %s; waiting", lock_path(settings))) as mine:
         if mine:
@@ -102,6 +105,7 @@ def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
     pruned_at = beat_at = float("-inf")
     started, restarts, error = clock.now(), int(os.environ.get(RESTARTS_ENV, 0)), None
     with GitArchive.local(settings) as archive:
+        migrate_layout(archive)
         while not stopping.is_set() and not parent_gone():
             try:
                 if time.monotonic() - beat_at >= settings.archive_heartbeat_seconds:
@@ -109,10 +113,12 @@ def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
                         heartbeats.beat(conn, heartbeats.ARCHIVE_WORKER, os.getpid(), started, restarts, error)
                     beat_at = time.monotonic()
                 done = drain_once(settings, archive)
-                if done < settings.archive_batch_size and time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
+                idle = done < settings.archive_batch_size
+                archive.maintain_if_due()
+                if idle and time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
                     prune(settings)
                     pruned_at = time.monotonic()
-                if on_idle and done < settings.archive_batch_size:
+                if on_idle and idle:
                     on_idle()
                 error = None
             except Exception as exc:

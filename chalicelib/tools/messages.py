@@ -177,7 +177,7 @@ def deliver(
         created_ts=now,
         **lists,
     )
-    outbox.record_message(db, message)  # archived after the commit, by the worker
+    outbox.record_message(db, message, project["human_key"])  # archived after the commit, by the worker
     return message
 
 

@@ -232,7 +232,7 @@ def describe(tool: Tool) -> dict:
 # The git archive (docs/archive.md)
 
 
-@cli.group(short_help="The git archive: drain, rebuild, verify.")
+@cli.group(short_help="The git archive: drain, rebuild, verify, migrate.")
 def archive() -> None:
     """The git archive of messages, profiles and file reservations (ARCHIVE_DIR)."""
 
@@ -246,7 +246,10 @@ def drain(settings: Settings) -> None:
 
     with db.connection(settings) as conn:
         pending = conn.execute("SELECT count(*) FROM archive_outbox WHERE state = 'pending'").fetchone()[0]
+    from ..archive.migrate import migrate_layout
+
     with GitArchive.local(settings) as repo, click.progressbar(length=pending, label="archiving", file=sys.stderr) as bar:
+        migrate_layout(repo)
         done = drain_outbox(settings, repo, on_batch=bar.update)
     click.echo(f"{done} entries archived")
 
@@ -277,10 +280,28 @@ def rebuild(settings: Settings) -> None:
     from ..archive import rebuild as rebuilding
     from ..archive.gitrepo import GitArchive
 
+    from ..archive.migrate import migrate_layout
+
     with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+        migrate_layout(repo)
         with click.progressbar(length=rebuilding.count_entries(conn), label="rebuilding", file=sys.stderr) as bar:
             total = rebuilding.rebuild(conn, repo, on_batch=bar.update)
+        repo.maintain()
     click.echo(f"{total} entries written to {settings.archive_dir}")
+
+
+@archive.command(short_help="Move an archive of the first layout to per-second folders, and repack.")
+@click.pass_obj
+def migrate(settings: Settings) -> None:
+    """Move every message file of a flat month folder (layout 1) to its per-second folder, in
+    one commit (the workers also do this when they start), then merge small packs."""
+    from ..archive.gitrepo import GitArchive
+    from ..archive.migrate import migrate_layout
+
+    with GitArchive.local(settings) as repo:
+        moved = migrate_layout(repo)
+        merged = repo.maintain()
+    click.echo(f"{moved} message files moved, {merged} packs merged")
 
 
 @archive.command(short_help="Check that archive and database hold the same messages.")
