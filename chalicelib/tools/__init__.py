@@ -1,6 +1,6 @@
 """Every tool group; the registry is the concatenation of their TOOLS lists."""
 
-from . import agents, archive, build_slots, contacts, health, identity, macros, messages, products, projects, reservations, search, threads
+from . import agents, archive, build_slots, contacts, health, identity, macros, messages, overseer, products, projects, reservations, search, threads
 
 TOOLS = [
     *health.TOOLS,
@@ -16,6 +16,7 @@ TOOLS = [
     *products.TOOLS,
     *macros.TOOLS,
     *archive.TOOLS,
+    *overseer.TOOLS,
 ]
 
 
