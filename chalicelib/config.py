@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     rate_limit_writes_per_minute: int | None = None
     max_body_bytes: int = 1024 * 1024  # request bodies, every transport
     cors_allowed_origins: CommaList = []  # browsers' cross-origin requests: none allowed by default
+    # The web UI's session cookies (chalicelib/web/session.py): the HMAC key (unset: derived from
+    # AUTH_BEARER_TOKENS, else random per process) and how long a login lasts.
+    ui_session_secret: str = ""
+    ui_session_hours: float = 12.0
 
     @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", mode="before")
     @classmethod

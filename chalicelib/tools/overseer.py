@@ -17,7 +17,7 @@ from ..errors import Conflict, InvalidArgument
 from ..fields import AgentName, MessageId, ProjectKey
 from ..registry import Input, Output, tool
 from ..store.db import placeholders
-from .agents import agent_id, find_agent
+from .agents import Agent, agent_id, describe_agent, find_agent
 from .messages import (
     Body, Importance, Recipients, SentMessage, Subject, ThreadId, deliver, find_message, recipients_of,
 )
@@ -60,6 +60,18 @@ def overseer(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3
             "Choose another overseer_name.",
         )
     return find_agent(db, project, name)
+
+
+class EnsureOverseerInput(Input):
+    project_key: ProjectKey
+    overseer_name: AgentName = OVERSEER
+
+
+def ensure_overseer(db: sqlite3.Connection, args: EnsureOverseerInput) -> Agent:
+    """Create the project's human sender for a person (or return it): the name they act under,
+    e.g. as agent_name of force_release_file_reservation. Conflict if an agent has that name."""
+    project = find_project(db, args.project_key)
+    return describe_agent(project, overseer(db, project, args.overseer_name))
 
 
 def send_overseer_message(db: sqlite3.Connection, args: SendOverseerMessageInput) -> SentMessage:
@@ -159,6 +171,7 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
 
 
 TOOLS = [
+    tool(ensure_overseer),
     tool(send_overseer_message),
     tool(unified_inbox, read_only=True),
 ]
