@@ -22,7 +22,7 @@ from markupsafe import Markup, escape
 
 from .. import invoke
 from ..config import Settings
-from ..errors import NotFound, ToolError, Unauthorized
+from ..errors import NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
 from ..tools.overseer import OVERSEER
 from . import markdown
@@ -122,7 +122,7 @@ class WebUI:
             response = self.error(request, session, exc)
         except Exception:
             log.exception("web page %s failed", request.path)
-            response = self.error(request, session, ToolError("Something went wrong on the server.", "Retry; the log has the details."))
+            response = self.error(request, session, internal_error())
         if fresh is not None and "Set-Cookie" not in response.headers:
             response.headers["Set-Cookie"] = self.sessions.cookie(fresh, request.tls)
         response.headers.setdefault("Cache-Control", "no-store")
@@ -243,12 +243,12 @@ class WebUI:
         thread = self.run("get_thread", project_key=key, thread_id=thread_id)
         project = thread.messages[0].project
         digest = self.run("summarize_thread", project_key=project, thread_id=thread_id)
-        marks = {m.id: m for m in self.run("unified_inbox", project_key=project, thread_id=thread_id, limit=200).messages}
+        reads = {m.id: m for m in self.run("unified_inbox", project_key=project, thread_id=thread_id, limit=200).messages}
         pending: dict[int, list[str]] = {}
         for ack in digest.open_acks:
             pending.setdefault(ack.message_id, []).append(ack.agent)
         return self.page(
-            request, session, "thread.html", thread=thread, project=project, digest=digest, marks=marks, pending=pending,
+            request, session, "thread.html", thread=thread, project=project, digest=digest, reads=reads, pending=pending,
             nav="inbox", live=self.live_url(request, project, thread_id), latest=thread.messages[-1].id,
             agents=[a.name for a in self.run("list_agents", project_key=project).agents if a.kind == "agent"],
         )
