@@ -71,6 +71,7 @@ def test_person_reads_the_thread_and_answers_as_overseer_and_the_agent_gets_it_o
     link = page.locator("article.msg a", has_text="docs")
     assert link.get_attribute("rel") == "noopener noreferrer"
     assert "decided: keep v1 routes" in page.locator("details.digest").inner_text()
+    page.evaluate("window.scrollTo(0, 0)")
     screenshot(page, "thread")
 
     page.fill("form.reply textarea[name=body_md]", "Please *pause* CART-12 until the fixture lands.")
@@ -151,12 +152,13 @@ def test_project_page_and_overseer_actions(url, page):
     [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "GreenCastle"})])
     assert inbox["messages"][0]["subject"].startswith("Released your file reservation src/cart/**")
 
-    page.locator("tr", has_text="BlueLake").locator("button", has_text="Retire").click()
+    agent = page.locator("table.grid").first.locator("tr", has_text="BlueLake")
+    agent.locator("button", has_text="Retire").click()
     page.wait_for_load_state()
-    assert "retired" in page.locator("tr", has_text="BlueLake").inner_text()
-    page.locator("tr", has_text="BlueLake").locator("button", has_text="Unretire").click()
+    assert "retired" in agent.inner_text()
+    agent.locator("button", has_text="Unretire").click()
     page.wait_for_load_state()
-    assert "retired" not in page.locator("tr", has_text="BlueLake").inner_text()
+    assert "retired" not in agent.inner_text()
 
     page.goto(f"{url}/ui/agent?p={P}&a=BlueLake")
     row = page.locator("ol.mail li", has_text="GreenCastle").filter(has_text="CART-12: new cart API")

@@ -12,7 +12,8 @@ is signed as a human sender (send_overseer_message).
 import dataclasses
 import hashlib
 import logging
-from functools import cached_property
+import re
+from functools import cached_property, lru_cache
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -39,6 +40,7 @@ except ImportError:
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 PAGE_SIZE = 50
+THREADS_SHOWN = 10  # on a project page: list_threads reads each thread whole
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 ACTIONS = {  # form action -> (tool, the fields it takes from the form)
     "read": ("mark_message_read", ("project_key", "agent_name", "message_id")),
@@ -47,6 +49,19 @@ ACTIONS = {  # form action -> (tool, the fields it takes from the form)
     "unretire": ("unretire_agent", ("project_key", "agent_name")),
     "force_release": ("force_release_file_reservation", ("project_key", "file_reservation_id", "note")),
 }
+
+
+@lru_cache(maxsize=4096)  # the same project slugs and thread ids, row after row
+def _quote(value) -> str:
+    return quote(str(value), safe="")
+
+
+_MARKUP = re.compile(r"[#*_`>|~]+|\[ \]|\s+")
+
+
+def _plain(text: str) -> str:
+    """A Markdown excerpt as plain words, for one line of the inbox."""
+    return " ".join(_MARKUP.sub(" ", text).split())
 
 
 def _short_time(ts: str | None) -> str:
@@ -75,7 +90,7 @@ class WebUI:
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True, default_for_string=True),
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
-        self.env.filters.update(short_time=_short_time, markdown=markdown.render, snippet=_snippet, q=quote)
+        self.env.filters.update(short_time=_short_time, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain)
         self.env.globals.update(assets=self.assets)
 
     def principal(self, cookie_header: str | None):
@@ -205,8 +220,9 @@ class WebUI:
     def inbox(self, request: Request, session: Session) -> Response:
         before = request.query.get("before") or None
         inbox = self.run("unified_inbox", before_id=before, limit=PAGE_SIZE)
-        latest = inbox.messages[0].id if inbox.messages and not before else ""
-        return self.page(request, session, "inbox.html", inbox=inbox, live=self.live_url(request), latest=latest, nav="inbox")
+        latest = inbox.messages[0].id if inbox.messages else ""
+        live = None if before else self.live_url(request)  # an older page stays as it is
+        return self.page(request, session, "inbox.html", inbox=inbox, live=live, latest=latest, nav="inbox")
 
     def projects(self, request: Request, session: Session) -> Response:
         projects = self.run("list_projects", include_archived=True).projects
@@ -220,7 +236,7 @@ class WebUI:
         return self.page(
             request, session, "project.html", project=project, nav="projects",
             agents=self.run("list_agents", project_key=project.slug, include_retired=True).agents,
-            threads=self.run("list_threads", project_key=project.slug, limit=20).threads,
+            threads=self.run("list_threads", project_key=project.slug, limit=THREADS_SHOWN).threads,
             reservations=self.run("list_file_reservations", project_key=project.slug).file_reservations,
             slots=self.run("list_build_slots", project_key=project.slug).slots,
             awaiting=[m for m in recent if m.ack_pending],
@@ -243,12 +259,11 @@ class WebUI:
         thread = self.run("get_thread", project_key=key, thread_id=thread_id)
         project = thread.messages[0].project
         digest = self.run("summarize_thread", project_key=project, thread_id=thread_id)
-        reads = {m.id: m for m in self.run("unified_inbox", project_key=project, thread_id=thread_id, limit=200).messages}
         pending: dict[int, list[str]] = {}
         for ack in digest.open_acks:
             pending.setdefault(ack.message_id, []).append(ack.agent)
         return self.page(
-            request, session, "thread.html", thread=thread, project=project, digest=digest, reads=reads, pending=pending,
+            request, session, "thread.html", thread=thread, project=project, digest=digest, pending=pending,
             nav="inbox", live=self.live_url(request, project, thread_id), latest=thread.messages[-1].id,
             agents=[a.name for a in self.run("list_agents", project_key=project).agents if a.kind == "agent"],
         )
