@@ -136,7 +136,7 @@ def create_app(settings: Settings) -> Chalice:
 
 
 WEB_PATHS = ("/", "/ui", "/ui/projects", "/ui/project", "/ui/agent", "/ui/thread", "/ui/search", "/ui/compose",
-             "/ui/act", "/ui/login", "/ui/logout", "/ui/live", "/ui/static/{name}")
+             "/ui/act", "/ui/digest", "/ui/login", "/ui/logout", "/ui/live", "/ui/static/{name}")
 
 
 def web_path(path: str) -> bool:

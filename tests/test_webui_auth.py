@@ -16,14 +16,14 @@ TOKEN = "ui-test-token-0123456789"
 def url(tmp_path_factory):
     with running_server(tmp_path_factory.mktemp("webui-auth") / "agent_mail.db", AUTH_MODE="bearer",
                         AUTH_BEARER_TOKENS=f"{TOKEN},other-token-abcdefgh") as url:
-        api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"})
+        api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
         api.post("/api/ensure_project", json={"human_key": "/srv/app"}).raise_for_status()
         api.post("/api/register_agent", json={"project_key": "srv-app", "program": "p", "model": "m", "name": "BlueLake"}).raise_for_status()
         yield url
 
 
 def _signed_in(url: str) -> httpx.Client:
-    client = httpx.Client(base_url=url)
+    client = httpx.Client(base_url=url, timeout=60)
     login = client.get("/ui/login")
     csrf = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
     answer = client.post("/ui/login", data={"csrf": csrf, "token": TOKEN, "next": "/"})
@@ -36,7 +36,7 @@ def _csrf(client: httpx.Client, path: str = "/ui/compose?p=srv-app") -> str:
 
 
 def test_pages_ask_for_a_session_and_the_api_still_for_a_bearer_token(url):
-    anonymous = httpx.Client(base_url=url)
+    anonymous = httpx.Client(base_url=url, timeout=60)
     page = anonymous.get("/ui/projects")
     assert page.status_code == 303 and page.headers["location"] == "/ui/login?next=%2Fui%2Fprojects"
     assert anonymous.get("/ui/live").status_code == 401
@@ -52,13 +52,13 @@ def test_pages_ask_for_a_session_and_the_api_still_for_a_bearer_token(url):
 
 
 def test_a_wrong_token_or_a_forged_cookie_signs_nobody_in(url):
-    client = httpx.Client(base_url=url)
+    client = httpx.Client(base_url=url, timeout=60)
     csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/login").text).group(1)
     refused = client.post("/ui/login", data={"csrf": csrf, "token": "nope", "next": "/"})
     assert refused.status_code == 401 and "refused" in refused.text
     signed = _signed_in(url).cookies["am_session"]
     payload, signature = signed.rsplit(".", 1)
-    forged = httpx.Client(base_url=url, cookies={"am_session": payload + "." + signature[::-1]})
+    forged = httpx.Client(base_url=url, timeout=60, cookies={"am_session": payload + "." + signature[::-1]})
     assert forged.get("/ui/projects").status_code == 303
 
 
@@ -71,7 +71,7 @@ def test_every_state_changing_form_needs_the_sessions_csrf_token(url):
     retire = {"action": "retire", "project_key": "srv-app", "agent_name": "BlueLake", "back": "/"}
     assert client.post("/ui/act", data=retire).status_code == 403
     assert client.post("/ui/logout").status_code == 403
-    api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"})
+    api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
     assert api.get("/api/whois", params={"project_key": "srv-app", "agent_name": "BlueLake"}).json()["retired_ts"] is None
     sent = client.post("/ui/compose", data={**form, "csrf": _csrf(client)})
     assert sent.status_code == 303 and sent.headers["location"].startswith("/ui/thread?p=srv-app")

@@ -21,8 +21,9 @@ def client(tmp_path):
     app = importlib.import_module("app").create_app(settings)
     tools = tools_by_name()
     invoke.call(tools["ensure_project"], {"human_key": "/srv/web"}, settings)
-    invoke.call(tools["register_agent"], {"project_key": "srv-web", "program": "p", "model": "m", "name": "BlueLake"}, settings)
+    agent = invoke.call(tools["register_agent"], {"project_key": "srv-web", "program": "p", "model": "m", "name": "BlueLake"}, settings)
     invoke.call(tools["send_message"], {"project_key": "srv-web", "sender_name": "BlueLake", "to": ["BlueLake"],
+                                        "sender_token": agent.registration_token,
                                         "subject": "Deployed <b>v2</b>", "body_md": "**done**", "thread_id": "REL-2"}, settings)
     with Client(app) as client:
         yield client

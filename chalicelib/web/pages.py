@@ -40,6 +40,7 @@ except ImportError:
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 PAGE_SIZE = 50
+ARTICLES_KEPT = 4096  # rendered thread messages kept; when full, the cache starts over
 THREADS_SHOWN = 10  # on a project page: list_threads reads each thread whole
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 ACTIONS = {  # form action -> (tool, the fields it takes from the form)
@@ -79,7 +80,7 @@ class WebUI:
     PAGES = {
         "/": "inbox", "/ui": "inbox", "/ui/": "inbox", "/ui/projects": "projects", "/ui/project": "project",
         "/ui/agent": "agent", "/ui/thread": "thread", "/ui/search": "search", "/ui/compose": "compose",
-        "/ui/act": "act", "/ui/login": "login", "/ui/logout": "logout", "/ui/live": "live", "/docs": "docs",
+        "/ui/act": "act", "/ui/digest": "digest", "/ui/login": "login", "/ui/logout": "logout", "/ui/live": "live", "/docs": "docs",
     }
 
     def __init__(self, settings: Settings) -> None:
@@ -91,7 +92,10 @@ class WebUI:
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
         self.env.filters.update(short_time=_short_time, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain)
-        self.env.globals.update(assets=self.assets)
+        self.env.globals.update(assets=self.assets, article=self.article)
+        # A thread's messages never change, and live refresh re-renders whole threads: each
+        # message's HTML is kept (a cache, safe to lose).
+        self._articles: dict[tuple, Markup] = {}
 
     def principal(self, cookie_header: str | None):
         """The signed-in principal of a Cookie header, or None (for /openapi.json under /docs)."""
@@ -111,6 +115,16 @@ class WebUI:
         for file in STATIC.iterdir():
             found[file.name] = f"/ui/static/{file.name}?v={hashlib.sha256(file.read_bytes()).hexdigest()[:10]}"
         return found
+
+    def article(self, message, first_subject: str, root: str) -> Markup:
+        key = (message.id, first_subject, root)
+        html = self._articles.get(key)
+        if html is None:
+            if len(self._articles) >= ARTICLES_KEPT:
+                self._articles.clear()
+            html = self._articles[key] = Markup(self.env.get_template("message.html").render(
+                m=message, first_subject=first_subject, root=root))
+        return html
 
     # --- dispatch ---------------------------------------------------------------------------
 
@@ -231,7 +245,10 @@ class WebUI:
 
     def project(self, request: Request, session: Session) -> Response:
         key = request.query.get("p", "")
-        project = self.run("get_project", project_key=key)
+        # list_projects, not get_project: its message count costs a scan of the project's messages.
+        project = next((p for p in self.run("list_projects", include_archived=True).projects if key in (p.slug, p.human_key)), None)
+        if project is None:
+            project = self.run("get_project", project_key=key)  # its NotFound says what to do
         recent = self.run("unified_inbox", project_key=project.slug, limit=PAGE_SIZE).messages
         return self.page(
             request, session, "project.html", project=project, nav="projects",
@@ -258,15 +275,29 @@ class WebUI:
         key, thread_id = request.query.get("p", ""), request.query.get("t", "")
         thread = self.run("get_thread", project_key=key, thread_id=thread_id)
         project = thread.messages[0].project
-        digest = self.run("summarize_thread", project_key=project, thread_id=thread_id)
-        pending: dict[int, list[str]] = {}
-        for ack in digest.open_acks:
-            pending.setdefault(ack.message_id, []).append(ack.agent)
+        # The digest, with who has yet to acknowledge which message, comes from /ui/digest once
+        # the page is shown (summarize_thread reads the whole thread again: the page does not wait).
         return self.page(
-            request, session, "thread.html", thread=thread, project=project, digest=digest, pending=pending,
-            nav="inbox", live=self.live_url(request, project, thread_id), latest=thread.messages[-1].id,
-            agents=[a.name for a in self.run("list_agents", project_key=project).agents if a.kind == "agent"],
+            request, session, "thread.html", thread=thread, project=project, nav="inbox",
+            live=self.live_url(request, project, thread_id), latest=thread.messages[-1].id,
+            digest_url=request.root + "/ui/digest?" + urlencode({"p": project, "t": thread_id}),
+            people=self.participants(project, thread.messages),
         )
+
+    def participants(self, project: str, messages) -> list[str]:
+        """The thread's agents (not people), in order of appearance: whom a reply goes to."""
+        agents = {a.name for a in self.run("list_agents", project_key=project).agents if a.kind == "agent"}
+        seen: dict[str, None] = {}
+        for message in messages:
+            for name in (message.sender, *message.to, *message.cc):
+                if name in agents:
+                    seen.setdefault(name, None)
+        return list(seen)
+
+    def digest(self, request: Request, session: Session) -> Response:
+        """The thread's summary (summarize_thread) as an HTML fragment, for the thread page."""
+        digest = self.run("summarize_thread", project_key=request.query.get("p", ""), thread_id=request.query.get("t", ""))
+        return self.page(request, session, "digest.html", digest=digest)
 
     def search(self, request: Request, session: Session) -> Response:
         query, key = request.query.get("q", "").strip(), request.query.get("p", "")

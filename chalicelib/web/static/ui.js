@@ -30,6 +30,26 @@
     if (button && button.dataset.confirm && !window.confirm(button.dataset.confirm)) event.preventDefault();
   });
 
+  // The thread's digest (summarize_thread) arrives after the page: the page does not wait for it.
+  function loadDigest() {
+    var digest = document.querySelector("details.digest[data-src]");
+    if (!digest || !window.fetch) return;
+    fetch(digest.dataset.src, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
+      if (!html) return;
+      var body = new DOMParser().parseFromString(html, "text/html").body;
+      digest.querySelector(".digest-body").replaceChildren.apply(digest.querySelector(".digest-body"), Array.from(body.childNodes));
+      // Each message asking for acks says who has yet to give one (the digest's open acks).
+      var pending = {};
+      digest.querySelectorAll("a[href^='#m']").forEach(function (a) { (pending[a.hash.slice(2)] = pending[a.hash.slice(2)] || []).push(a.textContent); });
+      document.querySelectorAll("article.msg[data-ack] .ack-state").forEach(function (tag) {
+        var who = pending[tag.closest("article").id.slice(1)];
+        tag.textContent = who ? "awaiting ack: " + who.join(", ") : "acknowledged by all";
+        tag.className = "tag ack-state " + (who ? "ack" : "done");
+      });
+    }).catch(function () {});
+  }
+  loadDigest();
+
   // Live: poll the page's scope for its newest message id; when it changes, fetch the page
   // again and swap its live regions (forms being typed into stay as they are).
   var body = document.body, url = body.dataset.live;
@@ -43,6 +63,7 @@
       var now = document.querySelectorAll("[data-live-region]"), next = fresh.querySelectorAll("[data-live-region]");
       for (var i = 0; i < now.length && i < next.length; i++) now[i].replaceChildren.apply(now[i], Array.from(next[i].childNodes));
       latest = (fresh.body && fresh.body.dataset.latest) || latest;
+      loadDigest();
       if (selected >= 0) select(selected);
     });
   }
