@@ -49,3 +49,33 @@ def test_serving_installs_no_test_tools():
         assert tool not in runtime
     assert "BOOTSTRAP=serve" in (ROOT / "scripts" / "serve").read_text()
     assert "npm install" in (ROOT / "scripts" / "bootstrap.sh").read_text().split("BOOTSTRAP\" = serve ] && return 0")[1]
+
+
+def test_the_readmes_rest_examples_work_verbatim_in_order(server):
+    """The first curl commands a newcomer copies from README.md, run as written (port aside)."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Use it over HTTP (REST)", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(command.replace("\\\n", " ")) for command in re.split(r"\n(?=curl )", block.strip())]
+    assert len(commands) >= 3
+    for command in commands:
+        command = [part.replace("localhost:8765", server.removeprefix("http://")) for part in command]
+        result = subprocess.run([*command, "--fail-with-body"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+    assert '"messages":[]' in result.stdout  # the inbox of the agent registered just before
+
+
+def test_the_openapi_description_speaks_to_users_and_docs_need_no_cdn(server):
+    import httpx
+
+    description = httpx.get(f"{server}/openapi.json", timeout=60).json()["info"]["description"]
+    assert "/mcp" in description and "POST /api/{tool}" in description
+    for internal in ("uvicorn", "FastAPI", "http_protocol", "ASGI", "lean path"):
+        assert internal not in description
+    docs = httpx.get(f"{server}/docs", timeout=60)
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower() and "<script>" not in docs.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert httpx.get(f"{server}/ui/static/swagger/{asset}", timeout=60).status_code == 200
+    assert httpx.get(f"{server}/redoc", timeout=60).status_code == 404

@@ -120,7 +120,10 @@ def test_no_payload_runs_anywhere(site):
         page = context.new_page()
         dialogs, problems = [], []
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-        page.on("console", lambda msg: msg.type in ("error", "warning") and problems.append(msg.text))
+        # Two of the pages are 404s on purpose (a payload as project key or thread id): their
+        # "failed to load" notes are expected; anything else (a CSP report above all) is not.
+        page.on("console", lambda msg: msg.type in ("error", "warning") and "status of 404" not in msg.text
+                and problems.append(msg.text))
         page.on("pageerror", lambda exc: problems.append(str(exc)))
         for path in pages:
             page.goto(url + path)

@@ -139,7 +139,7 @@ class WebUI:
         if session is None and self.sessions.open:
             session = fresh = self.sessions.new()  # a session only to tie CSRF tokens to this browser
         try:
-            if request.method == "POST" and not self.sessions.csrf_ok(session, request.form.get("csrf")):
+            if request.method not in ("GET", "HEAD") and not self.sessions.csrf_ok(session, request.form.get("csrf")):
                 response = self.refuse_forgery(request, session)
             elif page == "login":
                 response = self.login(request, session)
