@@ -28,6 +28,7 @@ from chalicelib.archive import cloud
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import ToolError, internal_error
 from chalicelib.transports.lambda_mcp import MCPHandler
+from chalicelib.web import http as web_http  # plain data only: the pages load on first use
 from chalicelib.registry import Tool, to_json
 from chalicelib.tools import all_tools, tools_by_name
 
@@ -148,7 +149,6 @@ def add_web_routes(app: Chalice, settings: Settings) -> None:
     ui = []
 
     def view(name: str | None = None) -> Response:
-        from chalicelib.web import http
         from chalicelib.web.pages import WebUI
 
         if not ui:
@@ -160,14 +160,14 @@ def add_web_routes(app: Chalice, settings: Settings) -> None:
         # The URL's prefix (API Gateway's stage, e.g. /api): links and redirects keep it.
         full = ((request.context or {}).get("path") or path).rstrip("/")
         root = full[: len(full) - len(path.rstrip("/"))] if full.endswith(path.rstrip("/")) else ""
-        answer = ui[0].handle(http.request(
+        answer = ui[0].handle(web_http.request(
             request.method, path, query, request.raw_body or b"", auth.lower_headers(request.headers),
             root=root, tls=(request.headers.get("x-forwarded-proto") or "").lower() == "https",
         ))
         return Response(answer.body.decode(), status_code=answer.status, headers={"Content-Type": answer.content_type, **answer.headers})
 
     for path in WEB_PATHS:
-        methods = ["GET", "POST"] if path in ("/ui/compose", "/ui/act", "/ui/login", "/ui/logout") else ["GET"]
+        methods = ["GET", "POST"] if path in web_http.FORMS else ["GET"]
         route = "web_" + (path.strip("/").replace("/", "_").replace("{", "").replace("}", "") or "inbox")
         app.route(path, methods=methods, name=route, content_types=["application/x-www-form-urlencoded", "application/json"])(view)
 

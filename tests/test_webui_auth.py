@@ -94,7 +94,7 @@ def test_login_and_logout_in_the_browser_and_docs_work_offline(url):
         assert page.locator("h1").inner_text().startswith("srv-app")
         assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts never see the session
         page.goto(url + "/docs")
-        page.locator(".swagger-ui .title", has_text="Agent Mail").wait_for(timeout=20000)
+        page.locator(".swagger-ui .title", has_text="Agent Mail").wait_for(timeout=90000)  # 1.5 MB of JS
         assert page.locator(".opblock-summary-path", has_text="/api/send_message").count() >= 1
         page.goto(url + "/")
         page.click("form.logout button")

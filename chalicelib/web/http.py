@@ -11,6 +11,7 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
     " form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
+FORMS = ("/ui/compose", "/ui/act", "/ui/login", "/ui/logout")  # the pages that take a POST
 MAX_FIELDS = 200  # form or query fields read; the rest is ignored
 
 
