@@ -66,3 +66,15 @@ def test_unified_inbox_is_newest_first_across_projects_with_marks(call, project,
     assert [m["id"] for m in only] == [b["id"]]
     thread = call("unified_inbox", project_key=project, thread_id=a["thread_id"])
     assert [m["id"] for m in thread["messages"]] == [a["id"]] and thread["next_before_id"] is None
+
+
+def test_ensure_overseer_is_idempotent_and_the_person_can_release_an_abandoned_reservation(call, project):
+    first = call("ensure_overseer", project_key=project)
+    assert (first["name"], first["kind"], first["contact_policy"]) == ("Overseer", "human", "open")
+    assert call("ensure_overseer", project_key=project)["inception_ts"] == first["inception_ts"]
+    reserved = call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["src/x"])["granted"][0]
+    call("retire_agent", project_key=project, agent_name="GreenCastle")  # (any retirement: the holder stays active)
+    with pytest.raises(Conflict, match="active until"):
+        call("force_release_file_reservation", project_key=project, agent_name="Overseer", file_reservation_id=reserved["id"])
+    with pytest.raises(Conflict, match="is an agent"):
+        call("ensure_overseer", project_key=project, overseer_name="BlueLake")
