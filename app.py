@@ -16,6 +16,7 @@ start pays for them.
 import base64
 import time
 from typing import Any, Callable
+from urllib.parse import urlencode
 
 from chalice import Chalice, Response
 from chalice.app import Request
@@ -29,6 +30,7 @@ from chalicelib.archive import cloud
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import ToolError, internal_error
 from chalicelib.transports.lambda_mcp import MCPHandler
+from chalicelib.web import http as web_http  # plain data only: the pages load on first use
 from chalicelib.registry import Tool, to_json
 from chalicelib.tools import all_tools, tools_by_name
 from chalicelib.tools.retention import run_retention
@@ -43,11 +45,12 @@ def create_app(settings: Settings) -> Chalice:
     limiter = ratelimit.RateLimiter(settings)
     tools = tools_by_name()
 
-    def guard(headers, path: str, method: str, body: bytes, source_ip: str | None) -> auth.Principal:
+    def guard(headers, path: str, method: str, body: bytes, source_ip: str | None, authenticate: bool = True) -> auth.Principal:
         """Authentication, body size and rate limit: once per request, for every route but
         /health and /ready (chalicelib/security/auth.py, chalicelib/security/ratelimit.py).
-        The caller's principal, for the tool calls of this request."""
-        principal = authenticator.authenticate(headers)
+        The caller's principal, for the tool calls of this request. The web UI's pages
+        authenticate with their own session cookie (chalicelib/web/)."""
+        principal = authenticator.authenticate(headers) if authenticate else auth.ANONYMOUS
         logs.note(caller=ratelimit.caller(principal, source_ip))
         if len(body) > settings.max_body_bytes:
             raise ratelimit.too_large(settings.max_body_bytes)
@@ -76,7 +79,8 @@ def create_app(settings: Settings) -> Chalice:
         if request.path not in auth.OPEN_PATHS:
             try:
                 source_ip = ((request.context or {}).get("identity") or {}).get("sourceIp")
-                principal = guard(request.headers, request.path, request.method, request.raw_body or b"", source_ip)
+                principal = guard(request.headers, request.path, request.method, request.raw_body or b"", source_ip,
+                                  authenticate=not web_path(request.path))
             except ToolError as exc:
                 if request.path == "/mcp" and exc.status in (413, 429):
                     return Response(ratelimit.mcp_error(exc).decode(), status_code=exc.status,
@@ -105,6 +109,8 @@ def create_app(settings: Settings) -> Chalice:
             return json_response(*readiness.report(settings, worker_alive=None))
         except Exception:
             return unexpected(app)
+
+    add_web_routes(app, settings)
 
     mcp = MCPHandler(settings)
 
@@ -174,6 +180,42 @@ def create_app(settings: Settings) -> Chalice:
         return run_retention(settings)
 
     return app
+
+
+WEB_PATHS = ("/", "/ui", "/ui/projects", "/ui/project", "/ui/agent", "/ui/thread", "/ui/search", "/ui/compose",
+             "/ui/act", "/ui/digest", "/ui/login", "/ui/logout", "/ui/live", "/ui/static/{name}")
+
+
+def web_path(path: str) -> bool:
+    return path in WEB_PATHS or path.startswith("/ui/static/")
+
+
+def add_web_routes(app: Chalice, settings: Settings) -> None:
+    """The web UI (chalicelib/web/), the same pages as the local server's; loaded on first use."""
+    ui = []
+
+    def view(name: str | None = None) -> Response:
+        from chalicelib.web.pages import WebUI
+
+        if not ui:
+            ui.append(WebUI(settings))
+        request = app.current_request
+        path = request.path if name is None else f"/ui/static/{name}"  # Chalice's path is the route's pattern
+        params = request.query_params or {}
+        query = urlencode([(name, value) for name in params for value in params.getlist(name)])
+        # The URL's prefix (API Gateway's stage, e.g. /api): links and redirects keep it.
+        full = ((request.context or {}).get("path") or path).rstrip("/")
+        root = full[: len(full) - len(path.rstrip("/"))] if full.endswith(path.rstrip("/")) else ""
+        answer = ui[0].handle(web_http.request(
+            request.method, path, query, request.raw_body or b"", auth.lower_headers(request.headers),
+            root=root, tls=(request.headers.get("x-forwarded-proto") or "").lower() == "https",
+        ))
+        return Response(answer.body.decode(), status_code=answer.status, headers={"Content-Type": answer.content_type, **answer.headers})
+
+    for path in WEB_PATHS:
+        methods = ["GET", "POST"] if path in web_http.FORMS else ["GET"]
+        route = "web_" + (path.strip("/").replace("/", "_").replace("{", "").replace("}", "") or "inbox")
+        app.route(path, methods=methods, name=route, content_types=["application/x-www-form-urlencoded", "application/json"])(view)
 
 
 def tool_view(app: Chalice, tool: Tool, settings: Settings) -> Callable[[], Response]:

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     contact_requests_per_agent_per_hour: int = 30
     contact_requests_per_project_per_hour: int = 300
     cors_allowed_origins: CommaList = []  # browsers' cross-origin requests: none allowed by default
+    # The web UI's session cookies (chalicelib/web/session.py): the HMAC key (unset: derived from
+    # AUTH_BEARER_TOKENS, else random per process) and how long a login lasts.
+    ui_session_secret: str = ""
+    ui_session_hours: float = 12.0
 
     @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", mode="before")
     @classmethod

@@ -47,7 +47,7 @@ def running_chalice_local(database: Path, **env: str):
 
 
 @contextmanager
-def _running(command, database: Path, env: dict, ready: str, timeout: float = 30, stderr: Path | None = None):
+def _running(command, database: Path, env: dict, ready: str, timeout: float = 90, stderr: Path | None = None):  # a loaded machine starts slowly
     port = free_port()
     environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING", **env}
     log = open(stderr, "ab") if stderr else None

@@ -114,11 +114,12 @@ BEARER_CASES = {
 
 def routes(docs: bool = True) -> list[tuple[str, str]]:
     """Every route that needs credentials: each registry tool's REST route(s), /mcp, the docs
-    (served by the local server only)."""
+    (served by the local server only). /docs is a web UI page: it asks for a session instead
+    (tests/test_webui_auth.py)."""
     found = [("POST", tool.rest_path) for tool in all_tools()]
     found += [("GET", tool.rest_path) for tool in all_tools() if tool.read_only]
     found.append(("POST", "/mcp"))
-    return found + ([("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc")] if docs else [])
+    return found + ([("GET", "/openapi.json"), ("GET", "/redoc")] if docs else [])
 
 
 def check_matrix(request, cases: dict[str, str | None], docs: bool = True) -> None:

@@ -82,7 +82,15 @@ def test_routes_are_exactly_the_registry(chalice_app, fastapi_app):
     fastapi_routes = {
         (route.path, method) for route in fastapi_app.routes if isinstance(route, APIRoute) for method in route.methods
     }
-    assert chalice_routes == expected | {("/mcp", method) for method in ("POST", "GET", "DELETE")}  # lambda_mcp
+    # The web UI's pages (chalicelib/web/): Front answers them locally before FastAPI, the same paths.
+    from app import WEB_PATHS
+    from chalicelib.web.http import FORMS
+    from chalicelib.web.pages import WebUI
+
+    web = {(path, method) for path in WEB_PATHS for method in (("GET", "POST") if path in FORMS else ("GET",))}
+    assert {path for path, _ in web} - {"/ui/static/{name}"} == set(WebUI.PAGES) - {"/ui/", "/docs"}
+    mcp = {("/mcp", method) for method in ("POST", "GET", "DELETE")}  # lambda_mcp
+    assert chalice_routes == expected | mcp | web
     assert fastapi_routes == expected | {("/metrics", "GET")}  # Prometheus locally; EMF log lines on Lambda
 
 

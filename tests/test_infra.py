@@ -72,7 +72,10 @@ def test_the_template_has_both_entry_points(template):
 def test_the_zip_holds_the_app_its_dependencies_and_the_migrations_only(package):
     names = zipfile.ZipFile(package / "deployment.zip").namelist()
     top = {name.split("/")[0] for name in names}
-    assert {"app.py", "chalicelib", "migrations", "chalice", "mcp", "mangum", "pydantic", "orjson"} <= top
+    assert {"app.py", "chalicelib", "migrations", "chalice", "mcp", "mangum", "pydantic", "orjson", "jinja2", "nh3", "markdown_it"} <= top
+    # The web UI's templates and assets (chalicelib/web/) travel with the code.
+    web = {f"chalicelib/web/{path.relative_to(ROOT / 'chalicelib' / 'web')}" for path in (ROOT / "chalicelib" / "web").glob("[st]*/*")}
+    assert web and web <= set(names)
     assert not top & {"fastapi", "uvloop", "httptools", "watchfiles", "websockets", "moto", "cfnlint", "pytest", "tests"}
     migrations = {f"migrations/{path.name}" for path in (ROOT / "migrations").glob("*.sql")}
     assert migrations and migrations <= set(names)
@@ -88,12 +91,12 @@ def test_the_zip_runs_on_its_own(package, tmp_path):
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import app, mcp
-rest, mcp_event = json.load(sys.stdin)
-print(json.dumps({"rest": app.app(rest, None), "mcp": app.mcp_handler(mcp_event, None),
+rest, mcp_event, web = json.load(sys.stdin)
+print(json.dumps({"rest": app.app(rest, None), "mcp": app.mcp_handler(mcp_event, None), "web": app.app(web, None),
                   "files": [app.__file__, mcp.__file__]}))
 """
     events = [rest_api_event("GET", "/api/list_projects"),
-              http_api_event("POST", "/mcp", tool_call("list_projects", {}), MCP_HEADERS)]
+              http_api_event("POST", "/mcp", tool_call("list_projects", {}), MCP_HEADERS), rest_api_event("GET", "/")]
     env = {"DATABASE_URL": f"sqlite:///{tmp_path}/lambda.db", "MCP_ALLOWED_HOSTS": json.dumps([URL_HOST])}
     result = subprocess.run([sys.executable, "-I", "-S", "-c", script, str(tmp_path / "task")], input=json.dumps(events),
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
@@ -102,6 +105,8 @@ print(json.dumps({"rest": app.app(rest, None), "mcp": app.mcp_handler(mcp_event,
     assert all(path.startswith(str(tmp_path / "task")) for path in answers["files"])
     assert (answers["rest"]["statusCode"], json.loads(answers["rest"]["body"])) == (200, {"projects": []})
     assert answers["mcp"]["statusCode"] == 200
+    assert answers["web"]["statusCode"] == 200 and "No messages yet." in answers["web"]["body"]  # the web UI's inbox
+    assert 'href="/api/ui/projects"' in answers["web"]["body"]  # under API Gateway's stage
     assert json.loads(answers["mcp"]["body"])["result"]["structuredContent"] == {"projects": []}
 
 

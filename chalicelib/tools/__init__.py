@@ -1,6 +1,6 @@
 """Every tool group; the registry is the concatenation of their TOOLS lists."""
 
-from . import agents, archive, build_slots, contacts, health, identity, macros, messages, products, projects, reservations, retention, search, threads
+from . import agents, archive, build_slots, contacts, health, identity, macros, messages, overseer, products, projects, reservations, retention, search, threads
 
 TOOLS = [
     *health.TOOLS,
@@ -17,6 +17,7 @@ TOOLS = [
     *macros.TOOLS,
     *retention.TOOLS,
     *archive.TOOLS,
+    *overseer.TOOLS,
 ]
 
 

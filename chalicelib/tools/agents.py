@@ -32,6 +32,7 @@ class Agent(Output):
     last_active_ts: str
     contact_policy: ContactPolicy = Field(description="Who may write to this agent; see set_contact_policy.")
     retired_ts: str | None = Field(description="Set while the agent is retired: it neither sends nor receives.")
+    kind: Literal["agent", "human"] = Field("agent", description="human: a person overseeing the agents (send_overseer_message).")
 
 
 @functools.lru_cache(maxsize=4096)  # on every request that names an agent; hashing costs ~2 µs
@@ -41,7 +42,7 @@ def agent_id(project_id: int, name: str) -> int:
 
 
 _AGENT_COLUMNS = (
-    "name", "program", "model", "task_description", "inception_ts", "last_active_ts", "contact_policy", "retired_ts"
+    "name", "program", "model", "task_description", "inception_ts", "last_active_ts", "contact_policy", "retired_ts", "kind"
 )
 
 
@@ -88,6 +89,15 @@ def find_agent_by_id(db: sqlite3.Connection, key: int) -> sqlite3.Row:
 def address(agent: sqlite3.Row, home: sqlite3.Row) -> str:
     """How agents of project `home` write to `agent`: its name, or Name@slug if it is another project's."""
     return agent["name"] if agent["project_id"] == home["id"] else f"{agent['name']}@{agent['project_slug']}"
+
+
+def refuse_human(project: sqlite3.Row, row: sqlite3.Row | None) -> None:
+    """Conflict if `row` is a human overseer's: no agent registers under or sends as a person."""
+    if row is not None and row["kind"] == "human":
+        raise Conflict(
+            f"{row['name']} is a human overseer of project {project['slug']!r}, not an agent.",
+            "Agents cannot register under or send as a person's name: use your own agent name.",
+        )
 
 
 def refuse_inactive(home: sqlite3.Row, sender: sqlite3.Row, recipients: list[sqlite3.Row]) -> None:
@@ -172,6 +182,7 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Register
     refuse_archived(project)
     if args.name is None:
         return registered(db, project, _insert_agent(db, project, _unused_name(db, project), args))
+    refuse_human(project, db.execute("SELECT name, kind FROM agents WHERE id = ?", (agent_id(project["id"], args.name),)).fetchone())
     updated = db.execute(
         "UPDATE agents SET program = ?, model = ?, task_description = ?, last_active_ts = ? WHERE id = ?",
         (args.program, args.model, args.task_description, clock.now(), agent_id(project["id"], args.name)),

@@ -18,7 +18,7 @@ from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
 from ..ids import new_id, stable_id
 from ..registry import Input, Output, tool
-from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_inactive
+from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
 from .projects import find_project, project_by_id, project_id
 
 Importance = Literal["low", "normal", "high", "urgent"]
@@ -134,21 +134,23 @@ def store_recipients(db, message_id: int, kinds: dict[int, str]) -> None:
 
 
 def deliver(
-    db, project, sender, *, to, cc, bcc, subject, body_md, importance, ack_required, thread_id, notice=False
+    db, project, sender, *, to, cc, bcc, subject, body_md, importance, ack_required, thread_id, notice=False,
+    overseer=False,
 ) -> Message:
     """Store one message and all its recipient rows (in the caller's transaction: all or nothing).
 
     Recipients are names or Name@project addresses. Every recipient is checked before
     anything is stored: retired agents and archived projects refuse everything, and each
     recipient's contact policy must admit the sender. A notice (a system notice such as a
-    contact request: every recipient gets kind "notice") skips the contact policy."""
+    contact request: every recipient gets kind "notice") skips the contact policy, and so does a
+    human overseer's message (overseer: the person in charge is not subject to agents' policies)."""
     kinds = ["notice" if notice else kind for kind, names in (("to", to), ("cc", cc), ("bcc", bcc)) for _ in names]
     addressed: dict[int, tuple[str, sqlite3.Row]] = {}  # agent id -> (kind, agent); to beats cc beats bcc
     for kind, agent in zip(kinds, find_agents(db, project, [*to, *cc, *bcc])):
         addressed.setdefault(agent["id"], (kind, agent))
     recipients = [agent for _, agent in addressed.values()]
     refuse_inactive(project, sender, recipients)
-    if not notice:
+    if not notice and not overseer:
         from .contacts import refuse_blocked  # not at the top: contacts → reservations → this module
 
         refuse_blocked(db, project, sender, recipients)
@@ -207,6 +209,7 @@ def send_message(db: sqlite3.Connection, args: SendMessageInput) -> SentMessage:
     request_contact."""
     project = find_project(db, args.project_key)
     sender = find_agent(db, project, args.sender_name)
+    refuse_human(project, sender)
     message = deliver(db, project, sender, **args.model_dump(exclude={"project_key", "sender_name"}))
     return SentMessage(message=message, recipients=len(message.to) + len(message.cc) + len(message.bcc))
 
@@ -229,6 +232,7 @@ def reply_message(db: sqlite3.Connection, args: ReplyMessageInput) -> SentMessag
     project under the same thread_id, and goes by default to the original sender."""
     project = find_project(db, args.project_key)
     sender = find_agent(db, project, args.sender_name)
+    refuse_human(project, sender)
     original = find_message(db, project, args.message_id, viewer_id=sender["id"])
     subject = original["subject"]
     if args.subject_prefix and not subject.lower().startswith(args.subject_prefix.lower()):

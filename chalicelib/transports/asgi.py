@@ -1,10 +1,11 @@
-"""The local-mode server: REST routes generated from the registry, /mcp, /health, /ready.
+"""The local-mode server: REST routes generated from the registry, /mcp, /health, /ready, the web UI.
 
 Run it with `uvicorn chalicelib.transports.asgi:app --http chalicelib.transports.http_protocol:HttpProtocol` (what
 scripts/serve does; chalicelib/transports/http_protocol.py says why). A small ASGI router in front
 answers /health and hands /mcp to the MCP app (chalicelib/transports/mcp_asgi.py: the lean path, then
 the MCP SDK for sessions, SSE and anything unusual) without going through FastAPI;
-everything else is FastAPI (REST, OpenAPI, docs).
+the web UI (chalicelib/web/: /, /ui/*, /docs) is answered there too; everything else is FastAPI
+(REST, OpenAPI).
 """
 
 import asyncio
@@ -42,6 +43,8 @@ from .mcp_asgi import MCPApp
 from .raw_asgi import read_body, replay, send_json
 from ..registry import Tool
 from ..tools import all_tools, tools_by_name
+from ..web import http as web_http
+from ..web.pages import WebUI
 
 HEALTH_BODY = b'{"status":"ok"}'
 log = logging.getLogger(__name__)
@@ -56,6 +59,12 @@ class ErrorDetail(BaseModel):
 class ErrorBody(BaseModel):
     error: ErrorDetail
 
+
+API_DESCRIPTION = """Mail for coding agents: identities, inboxes and threads, search, file reservations,
+build slots and contacts. Every tool is `POST /api/{tool}` with its input as the JSON body (read-only
+tools also answer `GET /api/{tool}?field=value`); the same tools are served over MCP at `/mcp`.
+Errors have one shape: `{"error": {"code", "message", "hint"}}`. With authentication on, send
+`Authorization: Bearer <token>`."""
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
@@ -134,7 +143,9 @@ def create_app(settings: Settings | None = None):
         if worker:
             worker.stop()  # after the last request; what is still pending stays in the outbox
 
-    api = FastAPI(title="Agent Mail", version=__version__, lifespan=lifespan, description=__doc__)
+    # /docs is the web UI's (Swagger UI from assets served here, no CDN); no /redoc.
+    api = FastAPI(title="Agent Mail", version=__version__, lifespan=lifespan, description=API_DESCRIPTION,
+                  docs_url=None, redoc_url=None)
     add_rest_routes(api, settings)
 
     @api.exception_handler(ToolError)
@@ -198,6 +209,7 @@ class Front:
         self.limiter = ratelimit.RateLimiter(settings)
         self.tools = tools_by_name()
         self.settings = settings
+        self.web = WebUI(settings)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -237,6 +249,9 @@ class Front:
                 await send({"type": "http.response.start", "status": 204, "headers": _raw(allowed)})
                 await send({"type": "http.response.body", "body": b""})
                 return
+        if self.web.serves(path):
+            await self._web(scope, receive, send)
+            return
         client = scope.get("client")
         address = client[0] if client else None
         logs.note(caller=ratelimit.caller(auth.ANONYMOUS, address))  # until someone authenticates
@@ -263,6 +278,26 @@ class Front:
                 raise
             log.exception("%s %s failed", scope["method"], path)
 
+    async def _web(self, scope, receive, send) -> None:
+        """A web UI page (chalicelib/web/): it signs people in with its own session cookie."""
+        try:
+            # Without authentication, still only loopback traffic; with it, the page asks for a session.
+            principal = self._guard(scope) if self.auth.mode == "none" else auth.ANONYMOUS
+            receive = await self._limit(scope, receive, principal)
+        except ToolError as exc:
+            await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
+            return
+        body = b""
+        if scope["method"] == "POST":
+            body, _ = await read_body(receive, self.settings.max_body_bytes)
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        request = web_http.request(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"), body,
+                              headers, root=scope.get("root_path", ""), tls=scope.get("scheme") == "https")
+        response = await asyncio.to_thread(self.web.handle, request)  # pages call tools synchronously
+        raw = [(b"content-type", response.content_type.encode()), (b"content-length", str(len(response.body)).encode())]
+        await send({"type": "http.response.start", "status": response.status, "headers": raw + _raw(response.headers)})
+        await send({"type": "http.response.body", "body": response.body})
+
     def _with_headers(self, scope, send):
         """send() adding the security headers (and CORS for an allowed origin) to the response."""
         tls = scope.get("scheme") == "https"
@@ -275,7 +310,9 @@ class Front:
             if message["type"] == "http.response.start":
                 headers = message.get("headers", ())
                 html = any(n.lower() == b"content-type" and v.startswith(b"text/html") for n, v in headers)
-                message = {**message, "headers": [*headers, *_security_headers(html, tls), *cors]}
+                present = {n.lower() for n, _ in headers}  # a response's own policy (the web UI's) stands
+                extra = [h for h in _security_headers(html, tls) if h[0] not in present]
+                message = {**message, "headers": [*headers, *extra, *cors]}
             elif not message.get("more_body"):
                 send_with_headers.finished = True
             await send(message)
@@ -293,7 +330,11 @@ class Front:
             return auth.ANONYMOUS
         if scope["path"] in auth.OPEN_PATHS:
             return auth.ANONYMOUS
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"] if name == b"authorization"}
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"] if name in (b"authorization", b"cookie")}
+        if scope["path"] == "/openapi.json" and "authorization" not in headers:  # for /docs, after signing in
+            principal = self.web.principal(headers.get("cookie"))
+            if principal is not None:
+                return principal
         return self.auth.authenticate(headers)
 
     async def _limit(self, scope, receive, principal):

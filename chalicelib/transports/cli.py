@@ -169,24 +169,41 @@ for _tool in all_tools():
 # Service commands
 
 
-@cli.command(short_help="Run the local server (REST, MCP, /health).")
+@cli.command(short_help="Run the local server (web UI, REST, MCP, /docs).")
 @click.option("--host", help="Defaults to HOST.")
 @click.option("--port", type=int, help="Defaults to PORT.")
 @click.option("--reload", is_flag=True, help="Restart when the code changes (development).")
 @click.pass_obj
 def serve(settings: Settings, host: str | None, port: int | None, reload: bool) -> None:
-    """Run the local server (REST, MCP, /health) with uvicorn."""
+    """Run the local server (web UI, REST, MCP, /docs) with uvicorn."""
+    import socket
+
     import uvicorn
 
+    host, port = host or settings.host, port or settings.port
+    try:  # a clear word now rather than uvicorn's traceback once the app has loaded
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise click.ClickException(
+            f"Cannot listen on {host}:{port} ({exc.strerror}). Is another server running there?"
+            f" Choose another port: PORT={port + 1} ./scripts/serve (or --port {port + 1})."
+        ) from None
+    base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    click.echo(
+        f"Agent Mail {__version__} on {base}\n"
+        f"  web UI  {base}/\n  MCP     {base}/mcp\n  REST    {base}/api/{{tool}}\n  docs    {base}/docs\n"
+        f"  database {settings.database_path}", err=True,
+    )
     # uvicorn imports the app itself (in a child process with --reload), and the app reads
     # its settings from the environment: hand --database-url over that way.
     os.environ["DATABASE_URL"] = settings.database_url
-    os.environ["HOST"] = host or settings.host  # the app refuses AUTH_MODE=none beyond loopback
+    os.environ["HOST"] = host  # the app refuses AUTH_MODE=none beyond loopback
     get_settings.cache_clear()
     uvicorn.run(
         "chalicelib.transports.asgi:app",
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host,
+        port=port,
         reload=reload,
         http="chalicelib.transports.http_protocol:HttpProtocol",  # one write per connection per loop turn
         access_log=False,

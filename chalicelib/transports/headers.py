@@ -4,6 +4,7 @@ Framework-free: Front (asgi.py) adds them as raw ASGI headers, the Chalice app i
 """
 
 from ..config import Settings
+from ..web.http import CSP
 
 COMMON = {
     "X-Content-Type-Options": "nosniff",
@@ -12,13 +13,8 @@ COMMON = {
 }
 # Anything but HTML: nothing may load, nothing may frame it.
 CSP_DATA = "default-src 'none'; frame-ancestors 'none'"
-# The API docs (/docs, /redoc): FastAPI's pages load their scripts and styles from jsDelivr.
-CSP_HTML = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net;"
-    " style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com;"
-    " font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly;"
-    " connect-src 'self'; worker-src blob:; frame-ancestors 'none'"
-)
+# HTML (the web UI and /docs, whose assets this server serves itself): chalicelib/web/http.py.
+CSP_HTML = CSP
 HSTS = "max-age=31536000; includeSubDomains"
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, Accept, X-Agent-Token, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID"

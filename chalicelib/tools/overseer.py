@@ -1,0 +1,177 @@
+"""Overseers: the people who run the agents, reading all the mail and stepping in.
+
+A person writes as a human sender: an agents row of kind 'human' in the project (created on
+first use), so agents read the message with fetch_inbox like any other and can answer it with
+reply_message, but no agent can register under or send as that name. The unified inbox lists
+the newest mail across projects, the view the web UI (chalicelib/web/) opens on.
+"""
+
+import sqlite3
+from typing import Annotated
+
+from pydantic import Field
+
+from .. import clock
+from ..archive import outbox
+from ..errors import Conflict, InvalidArgument
+from ..fields import AgentName, MessageId, ProjectKey
+from ..registry import Input, Output, tool
+from ..store.db import placeholders
+from .agents import Agent, agent_id, describe_agent, find_agent
+from .messages import (
+    Body, Importance, Recipients, SentMessage, Subject, ThreadId, deliver, find_message, recipients_of,
+)
+from .projects import find_project
+
+OVERSEER = "Overseer"
+
+
+class SendOverseerMessageInput(Input):
+    project_key: ProjectKey
+    to: Annotated[Recipients, Field(min_length=1)]
+    subject: Subject | None = Field(None, description="Required unless reply_to is given (then 'Re: <original>').")
+    body_md: Body
+    cc: Recipients = []
+    importance: Importance = "normal"
+    ack_required: bool = False
+    thread_id: ThreadId | None = Field(None, description="Join an existing thread; omit to start a new one.")
+    reply_to: MessageId | None = Field(None, description="Answer this message: its thread, and its subject with 'Re:'.")
+    overseer_name: AgentName = Field(OVERSEER, description="The name the person signs with (never an agent's).")
+
+
+def overseer(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3.Row:
+    """The project's human sender called `name`, created on first use. Conflict if an agent has that name."""
+    key = agent_id(project["id"], name)
+    row = db.execute("SELECT * FROM agents WHERE id = ?", (key,)).fetchone()
+    if row is None:
+        now = clock.now()
+        # contact_policy open: any agent may answer the person.
+        db.execute(
+            "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts,"
+            " contact_policy, kind) VALUES (?, ?, ?, 'human', 'human', 'Human overseer (web UI)', ?, ?, 'open', 'human')",
+            (key, project["id"], name, now, now),
+        )
+        row = find_agent(db, project, name)
+        outbox.record_agent(db, project, row)
+        return row
+    if row["kind"] != "human":
+        raise Conflict(
+            f"{row['name']} is an agent of project {project['slug']!r}: a person cannot write under its name.",
+            "Choose another overseer_name.",
+        )
+    return find_agent(db, project, name)
+
+
+class EnsureOverseerInput(Input):
+    project_key: ProjectKey
+    overseer_name: AgentName = OVERSEER
+
+
+def ensure_overseer(db: sqlite3.Connection, args: EnsureOverseerInput) -> Agent:
+    """Create the project's human sender for a person (or return it): the name they act under,
+    e.g. as agent_name of force_release_file_reservation. Conflict if an agent has that name."""
+    project = find_project(db, args.project_key)
+    return describe_agent(project, overseer(db, project, args.overseer_name))
+
+
+def send_overseer_message(db: sqlite3.Connection, args: SendOverseerMessageInput) -> SentMessage:
+    """Write to agents as a person overseeing them (a human sender, never an agent).
+
+    The message reaches the recipients like any other (fetch_inbox), whatever their contact
+    policy; they can answer it with reply_message. With reply_to, it joins that message's thread."""
+    project = find_project(db, args.project_key)
+    sender = overseer(db, project, args.overseer_name)
+    thread_id, subject = args.thread_id, args.subject
+    if args.reply_to is not None:
+        original = find_message(db, project, args.reply_to)
+        thread_id = original["thread_id"]
+        subject = subject or (original["subject"] if original["subject"].lower().startswith("re:") else f"Re: {original['subject']}"[:512])
+    if not subject:
+        raise InvalidArgument("A subject is required (or reply_to, to answer a message).", "Pass subject.")
+    message = deliver(
+        db, project, sender, to=args.to, cc=args.cc, bcc=[], subject=subject, body_md=args.body_md,
+        importance=args.importance, ack_required=args.ack_required, thread_id=thread_id, overseer=True,
+    )
+    return SentMessage(message=message, recipients=len(message.to) + len(message.cc))
+
+
+class UnifiedInboxInput(Input):
+    project_key: ProjectKey | None = Field(None, description="Only this project's messages.")
+    thread_id: ThreadId | None = Field(None, description="Only this thread (with project_key).")
+    before_id: MessageId | None = Field(None, description="Paging: only messages older than this id.")
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+
+class InboxEntry(Output):
+    id: MessageId
+    project: str
+    thread_id: str
+    subject: str
+    excerpt: str = Field(description="The body's first 160 characters.")
+    sender: str
+    sender_kind: str = Field(description="agent, or human (an overseer).")
+    to: list[str]
+    cc: list[str]
+    importance: Importance
+    ack_required: bool
+    created_ts: str
+    unread: int = Field(description="Recipients who have not read it yet.")
+    ack_pending: int = Field(description="Recipients who have not acknowledged it (when it asks for acks).")
+
+
+class UnifiedInbox(Output):
+    messages: list[InboxEntry]
+    next_before_id: MessageId | None = Field(description="Pass as before_id for the next (older) page.")
+
+
+def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInbox:
+    """The newest messages across all projects (or of one project or thread), newest first, with
+    read and acknowledgement counts: what the people overseeing the agents read. bcc stays hidden."""
+    where, params = [], []
+    if args.project_key is not None:
+        project = find_project(db, args.project_key)
+        where.append("m.project_id = ?")
+        params.append(project["id"])
+        if args.thread_id is not None:
+            where.append("m.thread_id = ?")
+            params.append(args.thread_id)
+    if args.before_id is not None:
+        where.append("m.id < ?")
+        params.append(args.before_id)
+    rows = db.execute(
+        "SELECT m.id, p.slug, m.thread_id, m.subject, substr(m.body_md, 1, 160) AS excerpt, s.name, s.kind,"
+        " m.importance, m.ack_required, m.created_ts"
+        " FROM messages m JOIN agents s ON s.id = m.sender_id JOIN projects p ON p.id = m.project_id"
+        + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY m.id DESC LIMIT ?",
+        [*params, args.limit],
+    ).fetchall()
+    ids = [row[0] for row in rows]
+    recipients = recipients_of(db, ids)
+    counts = {}
+    if ids:
+        counts = {
+            message_id: (unread, unacked)
+            for message_id, unread, unacked in db.execute(
+                "SELECT message_id, count(*) - count(read_ts), count(*) - count(ack_ts) FROM message_recipients"
+                f" WHERE message_id IN ({placeholders(ids)}) GROUP BY message_id",
+                ids,
+            )
+        }
+    entries = []
+    for mid, slug, thread_id, subject, excerpt, sender, kind, importance, ack_required, created_ts in rows:
+        unread, unacked = counts.get(mid, (0, 0))
+        entries.append(InboxEntry(
+            id=mid, project=slug, thread_id=thread_id, subject=subject, excerpt=excerpt, sender=sender,
+            sender_kind=kind, to=recipients[mid]["to"], cc=recipients[mid]["cc"], importance=importance,
+            ack_required=bool(ack_required), created_ts=created_ts, unread=unread,
+            ack_pending=unacked if ack_required else 0,
+        ))
+    full = len(rows) == args.limit
+    return UnifiedInbox(messages=entries, next_before_id=ids[-1] if full else None)
+
+
+TOOLS = [
+    tool(ensure_overseer),
+    tool(send_overseer_message),
+    tool(unified_inbox, read_only=True),
+]

@@ -1,0 +1,72 @@
+"""The web UI's own request and response: plain data, so that the local server (asgi.py) and
+the Chalice app (app.py) serve the same pages, each adapting its framework's request."""
+
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qsl
+
+# Every HTML page: our own scripts and styles only, nothing inline, no remote images, forms only
+# to ourselves, never framed.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
+    " form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+FORMS = ("/ui/compose", "/ui/act", "/ui/login", "/ui/logout")  # the pages that take a POST
+MAX_FIELDS = 200  # form or query fields read; the rest is ignored
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # as routed, without the root
+    query: dict[str, str] = field(default_factory=dict)
+    form: dict[str, str] = field(default_factory=dict)
+    cookies: dict[str, str] = field(default_factory=dict)
+    root: str = ""  # the URL prefix the app is served under (API Gateway's stage), no trailing slash
+    tls: bool = False
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def pairs(text: str) -> dict[str, str]:
+    """A query string or urlencoded form as {name: first value}, bounded."""
+    found: dict[str, str] = {}
+    for name, value in parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS):
+        found.setdefault(name, value)
+    return found
+
+
+def form_fields(body: bytes, content_type: str | None) -> dict[str, str]:
+    if not body or not (content_type or "").startswith("application/x-www-form-urlencoded"):
+        return {}
+    try:
+        return pairs(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {}
+
+
+def cookies(header: str | None) -> dict[str, str]:
+    jar = SimpleCookie()
+    try:
+        jar.load(header or "")
+    except Exception:  # a malformed Cookie header is no session, not an error
+        return {}
+    return {name: morsel.value for name, morsel in jar.items()}
+
+
+def request(method: str, path: str, query_string: str, body: bytes, headers: dict[str, str], root: str = "", tls: bool = False) -> Request:
+    """A Request from raw parts; `headers` with lower-case names."""
+    try:
+        query = pairs(query_string)
+    except ValueError:
+        query = {}
+    return Request(
+        method=method.upper(), path=path, query=query, form=form_fields(body, headers.get("content-type")),
+        cookies=cookies(headers.get("cookie")), root=root, tls=tls,
+    )

@@ -1,0 +1,369 @@
+"""The pages of the web UI: each reads and writes through the tool registry (invoke), never SQL.
+
+`WebUI(settings).handle(request) -> Response` is framework-free; chalicelib/transports/asgi.py
+and app.py adapt their requests to it. Every page but the login needs a signed-in session when
+authentication is on (chalicelib/web/session.py); every POST needs the session's CSRF token.
+
+The person using the UI acts with the server's credential, as an overseer: their actions for
+an agent (mark read, acknowledge, retire) do not need that agent's token, and what they write
+is signed as a human sender (send_overseer_message).
+"""
+
+import dataclasses
+import hashlib
+import logging
+import re
+from functools import cached_property, lru_cache
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import orjson
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
+
+from .. import invoke
+from ..config import Settings
+from ..errors import NotFound, ToolError, Unauthorized, internal_error
+from ..tools import tools_by_name
+from ..tools.overseer import OVERSEER
+from . import markdown
+from .http import CSP, Request, Response
+from .session import Session, Sessions
+
+log = logging.getLogger(__name__)
+try:  # Swagger UI's assets, pinned on PyPI (local runtime only: the Lambda package serves no /docs)
+    import fastapi_offline
+
+    SWAGGER: Path | None = Path(fastapi_offline.__file__).parent / "static"
+except ImportError:
+    SWAGGER = None
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+PAGE_SIZE = 50
+ARTICLES_KEPT = 4096  # rendered thread messages kept; when full, the cache starts over
+THREADS_SHOWN = 10  # on a project page: list_threads reads each thread whole
+STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
+ACTIONS = {  # form action -> (tool, the fields it takes from the form)
+    "read": ("mark_message_read", ("project_key", "agent_name", "message_id")),
+    "ack": ("acknowledge_message", ("project_key", "agent_name", "message_id")),
+    "retire": ("retire_agent", ("project_key", "agent_name")),
+    "unretire": ("unretire_agent", ("project_key", "agent_name")),
+    "force_release": ("force_release_file_reservation", ("project_key", "file_reservation_id", "note")),
+}
+
+
+@lru_cache(maxsize=4096)  # the same project slugs and thread ids, row after row
+def _quote(value) -> str:
+    return quote(str(value), safe="")
+
+
+_MARKUP = re.compile(r"[#*_`>|~]+|\[ \]|\s+")
+
+
+def _plain(text: str) -> str:
+    """A Markdown excerpt as plain words, for one line of the inbox."""
+    return " ".join(_MARKUP.sub(" ", text).split())
+
+
+def _short_time(ts: str | None) -> str:
+    """2026-11-30T08:11:15.123Z -> 11-30 08:11 (the full time is in the element's title)."""
+    return f"{ts[5:10]} {ts[11:16]}" if ts and len(ts) >= 16 else (ts or "")
+
+
+def _snippet(text: str) -> Markup:
+    """search_messages marks hits with **…**: escape everything, then mark the hits."""
+    parts = str(escape(text)).split("**")
+    return Markup("".join(f"<mark>{part}</mark>" if i % 2 else part for i, part in enumerate(parts)))
+
+
+class WebUI:
+    PAGES = {
+        "/": "inbox", "/ui": "inbox", "/ui/": "inbox", "/ui/projects": "projects", "/ui/project": "project",
+        "/ui/agent": "agent", "/ui/thread": "thread", "/ui/search": "search", "/ui/compose": "compose",
+        "/ui/act": "act", "/ui/digest": "digest", "/ui/login": "login", "/ui/logout": "logout", "/ui/live": "live", "/docs": "docs",
+    }
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sessions = Sessions(settings)
+        self.tools = tools_by_name()
+        self.env = Environment(
+            loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True, lstrip_blocks=True, auto_reload=False,
+        )
+        self.env.filters.update(short_time=_short_time, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain)
+        self.env.globals.update(assets=self.assets, article=self.article)
+        # A thread's messages never change, and live refresh re-renders whole threads: each
+        # message's HTML is kept (a cache, safe to lose).
+        self._articles: dict[tuple, Markup] = {}
+
+    def principal(self, cookie_header: str | None):
+        """The signed-in principal of a Cookie header, or None (for /openapi.json under /docs)."""
+        from .http import cookies
+
+        session = self.sessions.read(cookies(cookie_header))
+        return session.principal() if session is not None and self.sessions.signed_in(session) else None
+
+    @staticmethod
+    def serves(path: str) -> bool:
+        return path in WebUI.PAGES or path.startswith("/ui/static/")
+
+    @cached_property
+    def assets(self) -> dict[str, str]:
+        """name -> URL path with a content hash, so browsers may cache them for long."""
+        found = {}
+        for file in STATIC.iterdir():
+            found[file.name] = f"/ui/static/{file.name}?v={hashlib.sha256(file.read_bytes()).hexdigest()[:10]}"
+        return found
+
+    def article(self, message, first_subject: str, root: str) -> Markup:
+        key = (message.id, first_subject, root)
+        html = self._articles.get(key)
+        if html is None:
+            if len(self._articles) >= ARTICLES_KEPT:
+                self._articles.clear()
+            html = self._articles[key] = Markup(self.env.get_template("message.html").render(
+                m=message, first_subject=first_subject, root=root))
+        return html
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        if request.path.startswith("/ui/static/"):
+            return self.static(request.path.removeprefix("/ui/static/"))
+        page = self.PAGES.get(request.path)
+        if page is None:
+            return self.error(request, None, NotFound("No such page.", "Start from the inbox."))
+        session = self.sessions.read(request.cookies)
+        fresh = None
+        if session is None and self.sessions.open:
+            session = fresh = self.sessions.new()  # a session only to tie CSRF tokens to this browser
+        try:
+            if request.method not in ("GET", "HEAD") and not self.sessions.csrf_ok(session, request.form.get("csrf")):
+                response = self.refuse_forgery(request, session)
+            elif page == "login":
+                response = self.login(request, session)
+            elif not self.sessions.signed_in(session):
+                response = self.sign_in_first(request)
+            else:
+                response = getattr(self, page)(request, session)
+        except ToolError as exc:
+            response = self.error(request, session, exc)
+        except Exception:
+            log.exception("web page %s failed", request.path)
+            response = self.error(request, session, internal_error())
+        if fresh is not None and "Set-Cookie" not in response.headers:
+            response.headers["Set-Cookie"] = self.sessions.cookie(fresh, request.tls)
+        response.headers.setdefault("Cache-Control", "no-store")
+        if response.content_type.startswith("text/html"):
+            response.headers["Content-Security-Policy"] = CSP
+        return response
+
+    def run(self, name: str, **arguments):
+        """A tool's output. The overseer acts with the server's credential: no agent token is asked."""
+        tool = dataclasses.replace(self.tools[name], acts_as=())
+        return invoke.call(tool, {k: v for k, v in arguments.items() if v is not None}, self.settings)
+
+    def page(self, request: Request, session: Session | None, template: str, status: int = 200, **context) -> Response:
+        body = self.env.get_template(template).render(
+            root=request.root, csrf=self.sessions.csrf(session) if session else "", request=request,
+            signed_in=self.sessions.signed_in(session) and not self.sessions.open, **context,
+        )
+        return Response(status, body.encode())
+
+    def redirect(self, request: Request, to: str) -> Response:
+        if not to.startswith("/") or to.startswith("//") or "\\" in to:  # only our own pages
+            to = "/"
+        return Response(303, b"", headers={"Location": request.root + to})
+
+    def error(self, request: Request, session: Session | None, exc: ToolError) -> Response:
+        return self.page(request, session, "error.html", status=exc.status, error=exc)
+
+    def refuse_forgery(self, request: Request, session: Session | None) -> Response:
+        exc = ToolError("This form has expired or did not come from this site.", "Reload the page and submit it again.")
+        exc.status, exc.code = 403, "csrf"
+        return self.error(request, session, exc)
+
+    def sign_in_first(self, request: Request) -> Response:
+        if request.method == "GET" and request.path != "/ui/live":
+            back = request.path + ("?" + urlencode(request.query) if request.query else "")
+            return self.redirect(request, "/ui/login?" + urlencode({"next": back}))
+        body = orjson.dumps(Unauthorized("Sign in first.", "Open /ui/login.").to_dict())
+        return Response(401, body, "application/json")
+
+    def static(self, name: str) -> Response:
+        folder = STATIC
+        if name.startswith("swagger/") and SWAGGER is not None:
+            folder, name = SWAGGER, name.removeprefix("swagger/")
+        file = folder / name
+        if "/" in name or name.startswith(".") or file.suffix not in STATIC_TYPES or not file.is_file():
+            return Response(404, b"not found", "text/plain")
+        return Response(200, file.read_bytes(), STATIC_TYPES[file.suffix], {"Cache-Control": "public, max-age=86400"})
+
+    # --- pages ------------------------------------------------------------------------------
+
+    def login(self, request: Request, session: Session | None) -> Response:
+        if self.sessions.open:
+            return self.redirect(request, "/")
+        target = request.query.get("next") or request.form.get("next") or "/"
+        if request.method == "POST":
+            try:
+                new = self.sessions.login(request.form.get("token", ""))
+            except Unauthorized as exc:
+                response = self.page(request, session, "login.html", status=401, next=target, error=exc.message)
+            else:
+                response = self.redirect(request, target)
+                response.headers["Set-Cookie"] = self.sessions.cookie(new, request.tls)
+                return response
+        else:
+            response = self.page(request, session, "login.html", next=target, error=None)
+        if session is None:  # a pre-login session, so that the login form has a CSRF token
+            session = self.sessions.new()
+            response = self.page(request, session, "login.html", status=response.status, next=target,
+                                 error=None if request.method == "GET" else "Enter a token.")
+            response.headers["Set-Cookie"] = self.sessions.cookie(session, request.tls)
+        return response
+
+    def logout(self, request: Request, session: Session) -> Response:
+        if request.method != "POST":
+            return self.redirect(request, "/")
+        response = self.redirect(request, "/ui/login" if not self.sessions.open else "/")
+        response.headers["Set-Cookie"] = self.sessions.cookie(None, request.tls)
+        return response
+
+    def inbox(self, request: Request, session: Session) -> Response:
+        before = request.query.get("before") or None
+        inbox = self.run("unified_inbox", before_id=before, limit=PAGE_SIZE)
+        latest = inbox.messages[0].id if inbox.messages else ""
+        live = None if before else self.live_url(request)  # an older page stays as it is
+        return self.page(request, session, "inbox.html", inbox=inbox, live=live, latest=latest, nav="inbox")
+
+    def projects(self, request: Request, session: Session) -> Response:
+        projects = self.run("list_projects", include_archived=True).projects
+        details = [self.run("get_project", project_key=p.slug) for p in projects[:200]]
+        return self.page(request, session, "projects.html", projects=details, nav="projects")
+
+    def project(self, request: Request, session: Session) -> Response:
+        key = request.query.get("p", "")
+        # list_projects, not get_project: its message count costs a scan of the project's messages.
+        project = next((p for p in self.run("list_projects", include_archived=True).projects if key in (p.slug, p.human_key)), None)
+        if project is None:
+            project = self.run("get_project", project_key=key)  # its NotFound says what to do
+        recent = self.run("unified_inbox", project_key=project.slug, limit=PAGE_SIZE).messages
+        return self.page(
+            request, session, "project.html", project=project, nav="projects",
+            agents=self.run("list_agents", project_key=project.slug, include_retired=True).agents,
+            threads=self.run("list_threads", project_key=project.slug, limit=THREADS_SHOWN).threads,
+            reservations=self.run("list_file_reservations", project_key=project.slug).file_reservations,
+            slots=self.run("list_build_slots", project_key=project.slug).slots,
+            awaiting=[m for m in recent if m.ack_pending],
+            live=self.live_url(request, project.slug), latest=recent[0].id if recent else "",
+        )
+
+    def agent(self, request: Request, session: Session) -> Response:
+        key, name = request.query.get("p", ""), request.query.get("a", "")
+        profile = self.run("whois", project_key=key, agent_name=name)
+        inbox = self.run("fetch_inbox", project_key=profile.project, agent_name=profile.name, limit=PAGE_SIZE).messages
+        return self.page(
+            request, session, "agent.html", agent=profile, inbox=inbox, nav="projects",
+            outbox=self.run("fetch_outbox", project_key=profile.project, agent_name=profile.name, limit=20).messages,
+            contacts=self.run("list_contacts", project_key=profile.project, agent_name=profile.name).contacts,
+            live=self.live_url(request, profile.project), latest=self.latest(profile.project),
+        )
+
+    def thread(self, request: Request, session: Session) -> Response:
+        key, thread_id = request.query.get("p", ""), request.query.get("t", "")
+        thread = self.run("get_thread", project_key=key, thread_id=thread_id)
+        project = thread.messages[0].project
+        # The digest, with who has yet to acknowledge which message, comes from /ui/digest once
+        # the page is shown (summarize_thread reads the whole thread again: the page does not wait).
+        return self.page(
+            request, session, "thread.html", thread=thread, project=project, nav="inbox",
+            live=self.live_url(request, project, thread_id), latest=thread.messages[-1].id,
+            digest_url=request.root + "/ui/digest?" + urlencode({"p": project, "t": thread_id}),
+            people=self.participants(project, thread.messages),
+        )
+
+    def participants(self, project: str, messages) -> list[str]:
+        """The thread's agents (not people), in order of appearance: whom a reply goes to."""
+        agents = {a.name for a in self.run("list_agents", project_key=project).agents if a.kind == "agent"}
+        seen: dict[str, None] = {}
+        for message in messages:
+            for name in (message.sender, *message.to, *message.cc):
+                if name in agents:
+                    seen.setdefault(name, None)
+        return list(seen)
+
+    def digest(self, request: Request, session: Session) -> Response:
+        """The thread's summary (summarize_thread) as an HTML fragment, for the thread page."""
+        digest = self.run("summarize_thread", project_key=request.query.get("p", ""), thread_id=request.query.get("t", ""))
+        return self.page(request, session, "digest.html", digest=digest)
+
+    def search(self, request: Request, session: Session) -> Response:
+        query, key = request.query.get("q", "").strip(), request.query.get("p", "")
+        sender, importance, since = (request.query.get(name, "").strip() for name in ("sender", "importance", "since"))
+        projects = [p.slug for p in self.run("list_projects").projects]
+        hits, error = [], None
+        if query:
+            try:
+                for slug in [key] if key else projects[:50]:
+                    for hit in self.run("search_messages", project_key=slug, query=query, limit=100).results:
+                        hits.append((slug, hit))
+            except ToolError as exc:
+                error = exc
+            # Filters the tool does not take (yet) narrow its answer here.
+            hits = [
+                (slug, hit) for slug, hit in hits
+                if (not sender or hit.sender.lower() == sender.lower())
+                and (not importance or hit.importance == importance)
+                and (not since or hit.created_ts >= since)
+            ]
+            hits.sort(key=lambda pair: pair[1].score)
+        return self.page(request, session, "search.html", query=query, project=key, projects=projects, hits=hits[:100],
+                         error=error, sender=sender, importance=importance, since=since, nav="search")
+
+    def compose(self, request: Request, session: Session) -> Response:
+        key = request.query.get("p") or request.form.get("project_key", "")
+        if request.method == "POST":
+            form = request.form
+            to = [name.strip() for name in form.get("to", "").replace(";", ",").split(",") if name.strip()]
+            cc = [name.strip() for name in form.get("cc", "").replace(";", ",").split(",") if name.strip()]
+            sent = self.run(
+                "send_overseer_message", project_key=key, to=to, cc=cc, subject=form.get("subject") or None,
+                body_md=form.get("body_md", ""), importance=form.get("importance") or "normal",
+                ack_required=form.get("ack_required") == "on", reply_to=form.get("reply_to") or None,
+                thread_id=form.get("thread_id") or None,
+            ).message
+            return self.redirect(request, f"/ui/thread?{urlencode({'p': sent.project, 't': sent.thread_id})}")
+        projects = [p.slug for p in self.run("list_projects").projects]
+        agents = [a.name for a in self.run("list_agents", project_key=key).agents if a.kind == "agent"] if key else []
+        return self.page(request, session, "compose.html", projects=projects, project=key, agents=agents,
+                         to=request.query.get("to", ""), nav="compose", overseer=OVERSEER)
+
+    def act(self, request: Request, session: Session) -> Response:
+        form = request.form
+        action = ACTIONS.get(form.get("action", ""))
+        if action is None:
+            raise NotFound("Unknown action.", f"One of: {', '.join(ACTIONS)}.")
+        tool, fields = action
+        arguments = {name: form.get(name) or None for name in fields}
+        if tool == "force_release_file_reservation":  # it acts as someone: the person, as a human row
+            arguments["agent_name"] = self.run("ensure_overseer", project_key=arguments["project_key"]).name
+        self.run(tool, **arguments)
+        return self.redirect(request, form.get("back") or "/")
+
+    def live(self, request: Request, session: Session) -> Response:
+        """{"latest": id}: the newest message of the page's scope, polled by ui.js."""
+        body = orjson.dumps({"latest": self.latest(request.query.get("p") or None, request.query.get("t") or None)})
+        return Response(200, body, "application/json")
+
+    def latest(self, project: str | None = None, thread_id: str | None = None) -> str:
+        newest = self.run("unified_inbox", project_key=project, thread_id=thread_id, limit=1).messages
+        return str(newest[0].id) if newest else ""
+
+    def live_url(self, request: Request, project: str | None = None, thread_id: str | None = None) -> str:
+        query = {k: v for k, v in (("p", project), ("t", thread_id)) if v}
+        return request.root + "/ui/live" + ("?" + urlencode(query) if query else "")
+
+    def docs(self, request: Request, session: Session) -> Response:
+        return self.page(request, session, "docs.html")

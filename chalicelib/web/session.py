@@ -1,0 +1,104 @@
+"""Signed session cookies and CSRF tokens for the web UI.
+
+A session is a cookie holding {sid, sub, kind, exp}, signed with HMAC-SHA256: nothing is stored
+on the server, so sessions survive restarts and work across Lambda containers. The key is
+UI_SESSION_SECRET, or else derived from AUTH_BEARER_TOKENS (rotating the tokens ends every
+session); with neither (AUTH_MODE=none, or jwt without UI_SESSION_SECRET) it is random per
+process. Every form carries a CSRF token, the HMAC of the session's id: a cross-site page can
+neither read it nor (SameSite=Strict) send the cookie with its forged request.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from ..config import Settings
+from ..errors import Unauthorized
+from ..security import auth
+
+COOKIE = "am_session"
+
+
+@dataclass(frozen=True)
+class Session:
+    sid: str
+    sub: str | None  # the principal's subject once logged in (auth.Principal), None before
+    kind: str | None
+    exp: int
+
+    def principal(self) -> auth.Principal | None:
+        return auth.Principal(self.kind, self.sub) if self.sub is not None else None
+
+
+def signing_key(settings: Settings) -> bytes:
+    if settings.ui_session_secret:
+        return hashlib.sha256(b"agent-mail-ui-session\0" + settings.ui_session_secret.encode()).digest()
+    tokens = sorted(token for token in settings.auth_bearer_tokens if token)
+    if auth.mode(settings) == "bearer" and tokens:
+        return hmac.new(b"agent-mail-ui-session", "\0".join(tokens).encode(), hashlib.sha256).digest()
+    return secrets.token_bytes(32)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Sessions:
+    def __init__(self, settings: Settings) -> None:
+        self.authenticator = auth.Authenticator(settings)
+        self.open = self.authenticator.mode == "none"
+        self.key = signing_key(settings)
+        self.lifetime = int(settings.ui_session_hours * 3600)
+
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self.key, payload.encode(), hashlib.sha256).digest())
+
+    def read(self, cookies: dict[str, str]) -> Session | None:
+        """The cookie's session if its signature holds and it has not expired."""
+        value = cookies.get(COOKIE, "")
+        payload, _, signature = value.rpartition(".")
+        if not payload or len(value) > 2048 or not hmac.compare_digest(self._sign(payload), signature):
+            return None
+        try:
+            data = json.loads(_unb64(payload))
+            session = Session(str(data["sid"]), data.get("sub"), data.get("kind"), int(data["exp"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+        return session if session.exp > time.time() else None
+
+    def new(self, principal: auth.Principal | None = None) -> Session:
+        sub, kind = (principal.subject, principal.kind) if principal else (None, None)
+        return Session(secrets.token_urlsafe(16), sub, kind, int(time.time()) + self.lifetime)
+
+    def cookie(self, session: Session | None, tls: bool) -> str:
+        """The Set-Cookie value that stores `session` (None: ends the current one)."""
+        if session is None:
+            value, age = "", 0
+        else:
+            payload = _b64(json.dumps({"sid": session.sid, "sub": session.sub, "kind": session.kind, "exp": session.exp}).encode())
+            value, age = f"{payload}.{self._sign(payload)}", max(0, session.exp - int(time.time()))
+        return f"{COOKIE}={value}; Path=/; Max-Age={age}; HttpOnly; SameSite=Strict" + ("; Secure" if tls else "")
+
+    def signed_in(self, session: Session | None) -> bool:
+        return session is not None and (self.open or session.sub is not None)
+
+    def login(self, credential: str) -> Session:
+        """A new signed-in session for a credential the API accepts (bearer token or JWT); Unauthorized if not."""
+        credential = credential.strip()
+        if not credential or len(credential) > 8192:
+            raise Unauthorized("Enter a token.", "The bearer token or JWT you use for the API.")
+        return self.new(self.authenticator.authenticate({"authorization": f"Bearer {credential}"}))
+
+    def csrf(self, session: Session) -> str:
+        return self._sign("csrf:" + session.sid)
+
+    def csrf_ok(self, session: Session | None, token: str | None) -> bool:
+        return session is not None and bool(token) and hmac.compare_digest(self.csrf(session), token)

@@ -1,0 +1,80 @@
+// Agent Mail web UI: keyboard navigation and live refresh. No framework, no inline script (strict CSP).
+(function () {
+  "use strict";
+  var POLL_MS = 1500;
+
+  // j/k move through the list, Enter opens, / searches, c composes.
+  var selected = -1;
+  function rows() { var list = document.querySelector("[data-nav]"); return list ? list.querySelectorAll(":scope > li:not(.empty)") : []; }
+  function select(i) {
+    var all = rows(); if (!all.length) return;
+    selected = Math.max(0, Math.min(all.length - 1, i));
+    all.forEach(function (row, n) { row.classList.toggle("sel", n === selected); });
+    all[selected].scrollIntoView({ block: "nearest" });
+  }
+  document.addEventListener("keydown", function (event) {
+    var tag = (event.target.tagName || "").toLowerCase();
+    if (event.ctrlKey || event.metaKey || event.altKey || tag === "input" || tag === "textarea" || tag === "select") return;
+    if (event.key === "j") { select(selected + 1); event.preventDefault(); }
+    else if (event.key === "k") { select(selected - 1); event.preventDefault(); }
+    else if (event.key === "Enter" && selected >= 0) {
+      var link = rows()[selected] && rows()[selected].querySelector("a"); if (link) { link.click(); event.preventDefault(); }
+    }
+    else if (event.key === "/") { var q = document.querySelector("input[type=search]"); if (q) q.focus(); else location.href = document.querySelector("nav a[href$='/ui/search']").href; event.preventDefault(); }
+    else if (event.key === "c") { location.href = document.querySelector("nav a[href$='/ui/compose']").href; }
+  });
+
+  // Dangerous buttons ask first.
+  document.addEventListener("submit", function (event) {
+    var button = event.submitter;
+    if (button && button.dataset.confirm && !window.confirm(button.dataset.confirm)) event.preventDefault();
+  });
+
+  // The thread's digest (summarize_thread) arrives after the page: the page does not wait for it.
+  function loadDigest() {
+    var digest = document.querySelector("details.digest[data-src]");
+    if (!digest || !window.fetch) return;
+    fetch(digest.dataset.src, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
+      if (!html) return;
+      var body = new DOMParser().parseFromString(html, "text/html").body;
+      digest.querySelector(".digest-body").replaceChildren.apply(digest.querySelector(".digest-body"), Array.from(body.childNodes));
+      // Each message asking for acks says who has yet to give one (the digest's open acks).
+      var pending = {};
+      digest.querySelectorAll("a[href^='#m']").forEach(function (a) { (pending[a.hash.slice(2)] = pending[a.hash.slice(2)] || []).push(a.textContent); });
+      document.querySelectorAll("article.msg[data-ack] .ack-state").forEach(function (tag) {
+        var who = pending[tag.closest("article").id.slice(1)];
+        tag.textContent = who ? "awaiting ack: " + who.join(", ") : "acknowledged by all";
+        tag.className = "tag ack-state " + (who ? "ack" : "done");
+      });
+    }).catch(function () {});
+  }
+  loadDigest();
+
+  // Live: poll the page's scope for its newest message id; when it changes, fetch the page
+  // again and swap its live regions (forms being typed into stay as they are).
+  var body = document.body, url = body.dataset.live;
+  if (!url || !window.fetch) return;
+  var latest = body.dataset.latest || "", busy = false;
+  document.querySelector(".live-dot").hidden = false;
+  function refresh() {
+    return fetch(location.href, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
+      if (!html) return;
+      var fresh = new DOMParser().parseFromString(html, "text/html");
+      var now = document.querySelectorAll("[data-live-region]"), next = fresh.querySelectorAll("[data-live-region]");
+      for (var i = 0; i < now.length && i < next.length; i++) now[i].replaceChildren.apply(now[i], Array.from(next[i].childNodes));
+      latest = (fresh.body && fresh.body.dataset.latest) || latest;
+      loadDigest();
+      if (selected >= 0) select(selected);
+    });
+  }
+  function poll() {
+    if (busy || document.hidden) return;
+    busy = true;
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) { if (data && data.latest && data.latest !== latest) { latest = data.latest; return refresh(); } })
+      .catch(function () {})
+      .then(function () { busy = false; });
+  }
+  setInterval(poll, POLL_MS);
+})();

@@ -1,0 +1,104 @@
+"""The web UI with authentication on: sign in once with a credential the API accepts, a signed
+HttpOnly SameSite=Strict session cookie, sign out, CSRF tokens on every form; /docs offline."""
+
+import re
+
+import httpx
+import pytest
+
+from .browser import chromium
+from .servers import running_server
+
+TOKEN = "ui-test-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("webui-auth") / "agent_mail.db", AUTH_MODE="bearer",
+                        AUTH_BEARER_TOKENS=f"{TOKEN},other-token-abcdefgh") as url:
+        api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
+        api.post("/api/ensure_project", json={"human_key": "/srv/app"}).raise_for_status()
+        api.post("/api/register_agent", json={"project_key": "srv-app", "program": "p", "model": "m", "name": "BlueLake"}).raise_for_status()
+        yield url
+
+
+def _signed_in(url: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=60)
+    login = client.get("/ui/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
+    answer = client.post("/ui/login", data={"csrf": csrf, "token": TOKEN, "next": "/"})
+    assert answer.status_code == 303 and answer.headers["location"] == "/"
+    return client
+
+
+def _csrf(client: httpx.Client, path: str = "/ui/compose?p=srv-app") -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
+
+
+def test_pages_ask_for_a_session_and_the_api_still_for_a_bearer_token(url):
+    anonymous = httpx.Client(base_url=url, timeout=60)
+    page = anonymous.get("/ui/projects")
+    assert page.status_code == 303 and page.headers["location"] == "/ui/login?next=%2Fui%2Fprojects"
+    assert anonymous.get("/ui/live").status_code == 401
+    assert anonymous.post("/ui/act", data={"action": "retire"}).status_code == 403  # no session, no CSRF token
+    client = _signed_in(url)
+    cookie = client.cookies.jar
+    [session] = [c for c in cookie if c.name == "am_session"]
+    assert session.has_nonstandard_attr("HttpOnly") and session._rest.get("SameSite") == "Strict" and session.expires
+    assert client.get("/ui/projects").status_code == 200
+    assert client.get("/api/list_projects").status_code == 401  # the cookie is no API credential
+    assert client.get("/openapi.json").status_code == 200  # but /docs may read the description
+    assert anonymous.get("/openapi.json").status_code == 401
+
+
+def test_a_wrong_token_or_a_forged_cookie_signs_nobody_in(url):
+    client = httpx.Client(base_url=url, timeout=60)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/login").text).group(1)
+    refused = client.post("/ui/login", data={"csrf": csrf, "token": "nope", "next": "/"})
+    assert refused.status_code == 401 and "refused" in refused.text
+    signed = _signed_in(url).cookies["am_session"]
+    payload, signature = signed.rsplit(".", 1)
+    forged = httpx.Client(base_url=url, timeout=60, cookies={"am_session": payload + "." + signature[::-1]})
+    assert forged.get("/ui/projects").status_code == 303
+
+
+def test_every_state_changing_form_needs_the_sessions_csrf_token(url):
+    client = _signed_in(url)
+    other = _signed_in(url)
+    form = {"project_key": "srv-app", "to": "BlueLake", "subject": "Hi", "body_md": "x"}
+    assert client.post("/ui/compose", data=form).status_code == 403
+    assert client.post("/ui/compose", data={**form, "csrf": _csrf(other)}).status_code == 403  # another session's
+    retire = {"action": "retire", "project_key": "srv-app", "agent_name": "BlueLake", "back": "/"}
+    assert client.post("/ui/act", data=retire).status_code == 403
+    assert client.post("/ui/logout").status_code == 403
+    api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert api.get("/api/whois", params={"project_key": "srv-app", "agent_name": "BlueLake"}).json()["retired_ts"] is None
+    sent = client.post("/ui/compose", data={**form, "csrf": _csrf(client)})
+    assert sent.status_code == 303 and sent.headers["location"].startswith("/ui/thread?p=srv-app")
+
+
+def test_login_and_logout_in_the_browser_and_docs_work_offline(url):
+    with chromium() as browser:
+        context = browser.new_context()
+        # Offline: anything not from this server fails (as without internet).
+        context.route(re.compile(r"^(?!http://127\.0\.0\.1).*"), lambda route: route.abort())
+        page = context.new_page()
+        page.goto(url + "/ui/project?p=srv-app")
+        assert "/ui/login" in page.url
+        page.fill("input[name=token]", "wrong")
+        page.click("button[type=submit]")
+        assert "refused" in page.locator("p.error").inner_text()
+        page.fill("input[name=token]", TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/ui/project?p=srv-app")
+        assert page.locator("h1").inner_text().startswith("srv-app")
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts never see the session
+        page.goto(url + "/docs")
+        page.locator(".swagger-ui .title", has_text="Agent Mail").wait_for(timeout=90000)  # 1.5 MB of JS
+        assert page.locator(".opblock-summary-path", has_text="/api/send_message").count() >= 1
+        page.goto(url + "/")
+        page.click("form.logout button")
+        page.wait_for_url("**/ui/login")
+        page.goto(url + "/")
+        assert "/ui/login" in page.url
+        context.close()

@@ -1,0 +1,193 @@
+"""The web UI in a real browser (Debian's Chromium) against the real server: two agents talk
+over MCP, a person reads and answers in the UI, and the agent gets the answer over MCP."""
+
+import time
+
+import httpx
+import pytest
+
+from .browser import chromium, mcp, screenshot
+from .servers import running_server
+
+P = "home-me-shop"
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    # STALE_AGENT_SECONDS=1: a reservation is abandoned (force-releasable) a second after its holder's last act.
+    with running_server(tmp_path_factory.mktemp("webui") / "agent_mail.db", STALE_AGENT_SECONDS="1") as url:
+        mcp(url, [
+            ("ensure_project", {"human_key": "/home/me/shop"}),
+            ("register_agent", {"project_key": P, "program": "claude-code", "model": "opus", "name": "GreenCastle",
+                                "task_description": "Cart API (CART-12)"}),
+            ("register_agent", {"project_key": P, "program": "codex", "model": "gpt-5", "name": "BlueLake",
+                                "task_description": "Checkout UI"}),
+            ("set_contact_policy", {"project_key": P, "agent_name": "BlueLake", "policy": "open"}),
+            ("send_message", {"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"], "thread_id": "CART-12",
+                              "subject": "CART-12: new cart API", "ack_required": True, "importance": "high",
+                              "body_md": "## Plan\n\n- [ ] move `Cart.total()` to the service\n- decided: keep v1 routes\n\n"
+                                         "| endpoint | status |\n|---|---|\n| `/cart` | done |\n\n```python\nprint('hi')\n```"}),
+            ("file_reservation_paths", {"project_key": P, "agent_name": "GreenCastle", "paths": ["src/cart/**"],
+                                        "reason": "CART-12"}),
+            ("acquire_build_slot", {"project_key": P, "agent_name": "BlueLake", "slot": "frontend-build"}),
+        ])
+        [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "BlueLake"})])
+        mcp(url, [("reply_message", {"project_key": P, "message_id": inbox["messages"][0]["id"], "sender_name": "BlueLake",
+                                     "body_md": "Looks good. **Blocked** on the checkout fixture, see [docs](https://example.com)."})])
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    yield page
+    context.close()
+    assert errors == []  # no script error and no CSP violation on any page
+
+
+def test_person_reads_the_thread_and_answers_as_overseer_and_the_agent_gets_it_over_mcp(url, page):
+    page.goto(url + "/")
+    row = page.locator("ol.mail li", has_text="CART-12: new cart API").last  # the reply ("Re: …") is newer
+    assert "high" in row.inner_text() and "ack ×1" in row.inner_text()
+    screenshot(page, "inbox")
+    row.locator("a").click()
+    page.wait_for_selector("article.msg")
+    assert page.locator("article.msg").count() == 2
+    first = page.locator("article.msg").first
+    assert first.locator("h2", has_text="Plan").count() == 1  # Markdown rendered: heading, table, code
+    assert first.locator("table td code", has_text="/cart").count() == 1
+    assert first.locator("pre code").inner_text().strip() == "print('hi')"
+    page.locator("details.digest a[href^='#m']", has_text="BlueLake").wait_for()  # the digest: who has yet to acknowledge
+    assert "awaiting ack: BlueLake" in first.inner_text()
+    link = page.locator("article.msg a", has_text="docs")
+    assert link.get_attribute("rel") == "noopener noreferrer"
+    assert "decided: keep v1 routes" in page.locator("details.digest").inner_text()
+    assert "Cart.total()" in page.locator("details.digest").inner_text()  # an action item
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot(page, "thread")
+
+    page.fill("form.reply textarea[name=body_md]", "Please *pause* CART-12 until the fixture lands.")
+    page.check("form.reply input[name=ack_required]")
+    page.click("form.reply button[type=submit]")
+    page.wait_for_selector("article.msg >> nth=2")
+    assert "Overseer" in page.locator("article.msg").nth(2).inner_text()
+
+    [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "GreenCastle", "include_bodies": True})])
+    newest = inbox["messages"][0]
+    assert (newest["sender"], newest["subject"], newest["thread_id"], newest["ack_required"]) == (
+        "Overseer", "Re: CART-12: new cart API", "CART-12", True)
+    assert newest["body_md"] == "Please *pause* CART-12 until the fixture lands."
+
+
+def test_a_new_message_appears_live_without_a_reload(url, page):
+    page.goto(url + "/")
+    page.evaluate("window.__sameDocument = true")
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                "subject": "Live one", "body_md": "fresh"}).raise_for_status()
+    started = time.monotonic()
+    page.locator("ol.mail li", has_text="Live one").wait_for(timeout=2500)
+    assert time.monotonic() - started < 2.5
+    assert page.evaluate("window.__sameDocument") is True  # the list changed in place
+
+    page.goto(f"{url}/ui/thread?p={P}&t=CART-12")
+    count = page.locator("article.msg").count()
+    mcp(url, [("reply_message", {"project_key": P, "message_id": _newest_in(url, "CART-12"), "sender_name": "BlueLake",
+                                 "body_md": "Paused."})])
+    page.locator("article.msg", has_text="Paused.").wait_for(timeout=2500)
+    assert page.locator("article.msg").count() == count + 1
+
+
+def _newest_in(url: str, thread_id: str) -> str:
+    thread = httpx.get(f"{url}/api/get_thread", params={"project_key": P, "thread_id": thread_id}).json()
+    return thread["messages"][-1]["id"]
+
+
+def test_search_finds_a_message_with_the_hit_highlighted(url, page):
+    page.goto(url + "/")
+    page.keyboard.press("/")
+    page.wait_for_url("**/ui/search")
+    page.fill("input[name=q]", "fixture")
+    page.select_option("select[name=p]", P)
+    page.click("form.search button")
+    hits = page.locator("ol.mail li")
+    assert hits.count() >= 1
+    assert "fixture" in [mark.lower() for mark in hits.first.locator("mark").all_inner_texts()]
+    screenshot(page, "search")
+    page.fill("input[name=q]", "fixture")
+    page.fill("input[name=sender]", "GreenCastle")
+    page.click("form.search button")
+    assert "Nothing found" in page.locator("ol.mail").inner_text()  # only BlueLake wrote it
+
+
+def test_keyboard_opens_the_second_message(url, page):
+    page.goto(url + "/")
+    second = page.locator("ol.mail li").nth(1)
+    subject = second.locator(".subj").inner_text()
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    assert "sel" in second.get_attribute("class")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/ui/thread**")
+    assert subject.split(" — ")[0].split()[-1] in page.content()
+
+
+def test_project_page_and_overseer_actions(url, page):
+    page.goto(f"{url}/ui/project?p={P}")
+    assert page.locator("table.grid code", has_text="src/cart/**").count() == 1
+    assert page.locator("table.grid code", has_text="frontend-build").count() == 1
+    screenshot(page, "project")
+    page.on("dialog", lambda dialog: dialog.accept())  # the confirm() of dangerous buttons
+    time.sleep(1.1)  # GreenCastle's last act is now older than STALE_AGENT_SECONDS
+    page.locator("button", has_text="Force release").click()
+    page.wait_for_load_state()
+    assert "src/cart/**" not in page.locator("section.two").inner_text()
+    [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "GreenCastle"})])
+    assert inbox["messages"][0]["subject"].startswith("Released your file reservation src/cart/**")
+
+    agent = page.locator("table.grid").first.locator("tr", has_text="BlueLake")
+    agent.locator("button", has_text="Retire").click()
+    page.wait_for_load_state()
+    assert "retired" in agent.inner_text()
+    agent.locator("button", has_text="Unretire").click()
+    page.wait_for_load_state()
+    assert "retired" not in agent.inner_text()
+
+    page.goto(f"{url}/ui/agent?p={P}&a=BlueLake")
+    row = page.locator("ol.mail li", has_text="GreenCastle").filter(has_text="CART-12: new cart API")
+    row.locator("button", has_text="Acknowledge").click()
+    page.wait_for_load_state()
+    assert row.locator("button").count() == 0
+    [agent_inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "BlueLake"})])
+    acked = [m for m in agent_inbox["messages"] if m["subject"] == "CART-12: new cart API"]
+    assert acked[0]["ack_ts"] and acked[0]["read_ts"]
+    screenshot(page, "agent")
+
+
+def test_compose_to_an_agent_and_the_phone_and_dark_layouts(url, browser):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True)
+    page = context.new_page()
+    page.goto(f"{url}/ui/compose?p={P}&to=GreenCastle")
+    page.fill("input[name=subject]", "Standup")
+    page.fill("textarea[name=body_md]", "What is left on **CART-12**?")
+    page.select_option("select[name=importance]", "urgent")
+    page.click("form.compose button[type=submit]")
+    page.wait_for_url("**/ui/thread**")
+    assert page.locator("article.msg .tag.urgent").count() == 1
+    screenshot(page, "thread-phone-dark")
+    page.goto(url + "/")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # nothing overflows sideways on a phone
+    screenshot(page, "inbox-phone-dark")
+    context.close()
+    [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "GreenCastle", "urgent_only": True})])
+    assert inbox["messages"][0]["subject"] == "Standup" and inbox["messages"][0]["sender"] == "Overseer"

@@ -1,0 +1,72 @@
+"""The web UI on the Chalice app (AWS): the same pages from the same code, with its login, under
+API Gateway's stage prefix; and its files go into the Lambda package."""
+
+import importlib
+import re
+
+import pytest
+from chalice.test import Client
+
+from chalicelib import invoke
+from chalicelib.config import Settings
+from chalicelib.tools import tools_by_name
+
+TOKEN = "chalice-ui-token-0123456789"
+
+
+@pytest.fixture
+def client(tmp_path):
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/a.db", auth_mode="bearer", auth_bearer_tokens=[TOKEN],
+                        archive_enabled=False)
+    app = importlib.import_module("app").create_app(settings)
+    tools = tools_by_name()
+    invoke.call(tools["ensure_project"], {"human_key": "/srv/web"}, settings)
+    agent = invoke.call(tools["register_agent"], {"project_key": "srv-web", "program": "p", "model": "m", "name": "BlueLake"}, settings)
+    invoke.call(tools["send_message"], {"project_key": "srv-web", "sender_name": "BlueLake", "to": ["BlueLake"],
+                                        "sender_token": agent.registration_token,
+                                        "subject": "Deployed <b>v2</b>", "body_md": "**done**", "thread_id": "REL-2"}, settings)
+    with Client(app) as client:
+        yield client
+
+
+def _cookie(response) -> str:
+    return response.headers["Set-Cookie"].split(";")[0]
+
+
+def test_login_then_the_inbox_thread_and_a_reply_on_chalice(client):
+    assert client.http.get("/").status_code == 303
+    login = client.http.get("/ui/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', login.body.decode()).group(1)
+    form = {"content-type": "application/x-www-form-urlencoded", "cookie": _cookie(login)}
+    signed = client.http.post("/ui/login", headers=form, body=f"csrf={csrf}&token={TOKEN}&next=/")
+    assert signed.status_code == 303 and "HttpOnly; SameSite=Strict" in signed.headers["Set-Cookie"]
+    session = {"cookie": _cookie(signed)}
+    inbox = client.http.get("/", headers=session)
+    assert inbox.status_code == 200 and "Deployed &lt;b&gt;v2&lt;/b&gt;" in inbox.body.decode()
+    assert "script-src 'self';" in inbox.headers["Content-Security-Policy"]
+    thread = client.http.get("/ui/thread?p=srv-web&t=REL-2", headers=session)
+    assert "<strong>done</strong>" in thread.body.decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', thread.body.decode()).group(1)
+    reply = client.http.post("/ui/compose", headers={**form, **session},
+                             body=f"csrf={csrf}&project_key=srv-web&to=BlueLake&body_md=thanks&reply_to=" +
+                             re.search(r'name="reply_to" value="(\d+)"', thread.body.decode()).group(1))
+    assert reply.status_code == 303 and reply.headers["Location"] == "/ui/thread?p=srv-web&t=REL-2"
+    assert client.http.post("/ui/compose", headers={**form, **session}, body="project_key=srv-web&to=BlueLake&body_md=x").status_code == 403
+    assert client.http.get("/ui/static/ui.css").status_code == 200
+    assert client.http.get("/api/list_projects", headers=session).status_code == 401  # the cookie is no API credential
+
+
+def test_links_and_redirects_keep_api_gateways_stage_prefix(tmp_path):
+    """Deployed, API Gateway serves the app under its stage (/api): app.py passes it as the root."""
+    from chalicelib.store import db
+    from chalicelib.web import http
+    from chalicelib.web.pages import WebUI
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/b.db", archive_enabled=False)
+    db.migrate(settings)
+    ui = WebUI(settings)
+    page = ui.handle(http.request("GET", "/", "", b"", {}, root="/api")).body.decode()
+    assert 'href="/api/ui/projects"' in page and 'src="/api/ui/static/ui.js?v=' in page
+    assert 'data-live="/api/ui/live"' in page
+    cookie = {"cookie": ui.handle(http.request("GET", "/", "", b"", {})).headers["Set-Cookie"].split(";")[0]}
+    assert ui.handle(http.request("GET", "/ui/login", "", b"", cookie, root="/api")).headers["Location"] == "/api/"

@@ -1,0 +1,80 @@
+"""The overseer's tools: a person writes as a human sender, and reads the unified inbox."""
+
+import pytest
+
+from chalicelib.errors import Conflict, InvalidArgument
+
+pytestmark = pytest.mark.both_backends
+
+
+def test_overseer_message_reaches_agents_whatever_their_policy(call, project):
+    call("set_contact_policy", project_key=project, agent_name="BlueLake", policy="block_all")
+    sent = call("send_overseer_message", project_key=project, to=["BlueLake"], cc=["GreenCastle"],
+                subject="Stop the deploy", body_md="Please **hold**.", importance="urgent", ack_required=True)
+    assert sent["message"]["sender"] == "Overseer" and sent["recipients"] == 2
+    inbox = call("fetch_inbox", project_key=project, agent_name="BlueLake", include_bodies=True)["messages"]
+    assert [(m["sender"], m["subject"], m["importance"], m["ack_required"]) for m in inbox] == [
+        ("Overseer", "Stop the deploy", "urgent", True)]
+    agents = {a["name"]: a["kind"] for a in call("list_agents", project_key=project)["agents"]}
+    assert agents["Overseer"] == "human" and agents["BlueLake"] == "agent"
+
+
+def test_agents_answer_the_overseer_but_never_act_as_it(call, project):
+    first = call("send_overseer_message", project_key=project, to=["BlueLake"], subject="Status?", body_md="?")["message"]
+    reply = call("reply_message", project_key=project, message_id=first["id"], sender_name="BlueLake", body_md="green")
+    assert reply["message"]["to"] == ["Overseer"] and reply["message"]["thread_id"] == first["thread_id"]
+    with pytest.raises(Conflict, match="human overseer"):
+        call("send_message", project_key=project, sender_name="Overseer", to=["BlueLake"], subject="x", body_md="x")
+    with pytest.raises(Conflict, match="human overseer"):
+        call("reply_message", project_key=project, message_id=reply["message"]["id"], sender_name="Overseer", body_md="x")
+    with pytest.raises(Conflict, match="human overseer"):
+        call("register_agent", project_key=project, program="x", model="y", name="overseer")
+
+
+def test_a_person_never_takes_an_agents_name(call, project):
+    with pytest.raises(Conflict, match="is an agent"):
+        call("send_overseer_message", project_key=project, to=["BlueLake"], subject="x", body_md="x",
+             overseer_name="GreenCastle")
+    with pytest.raises(InvalidArgument, match="subject is required"):
+        call("send_overseer_message", project_key=project, to=["BlueLake"], body_md="x")
+
+
+def test_reply_to_joins_the_thread_with_re(call, project, send):
+    original = send("BlueLake", ["GreenCastle"], project=project, subject="Plan", thread_id="T-1")
+    sent = call("send_overseer_message", project_key=project, to=["BlueLake"], body_md="ok", reply_to=original["id"])
+    assert (sent["message"]["thread_id"], sent["message"]["subject"]) == ("T-1", "Re: Plan")
+
+
+def test_unified_inbox_is_newest_first_across_projects_with_marks(call, project, send):
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="RedFox")
+    call("register_agent", project_key="work-other", program="p", model="m", name="BlueFox")
+    call("set_contact_policy", project_key="work-other", agent_name="BlueFox", policy="open")
+    a = send("BlueLake", ["GreenCastle"], project=project, bcc=["RedStone"], ack_required=True, body_md="x" * 500)
+    b = send("RedFox", ["BlueFox"], project="work-other", importance="urgent")
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=a["id"])
+    page = call("unified_inbox", limit=1)
+    assert [m["id"] for m in page["messages"]] == [b["id"]] and page["next_before_id"] == b["id"]
+    [older] = call("unified_inbox", limit=1, before_id=page["next_before_id"])["messages"]
+    assert older["id"] == a["id"] and older["project"] == project
+    assert older["to"] == ["GreenCastle"] and older["cc"] == [] and "RedStone" not in str(older)  # bcc stays hidden
+    assert (older["unread"], older["ack_pending"]) == (1, 1)  # RedStone (bcc) has neither read nor acknowledged
+    assert len(older["excerpt"]) == 160
+    newest = call("unified_inbox")["messages"][0]
+    assert (newest["unread"], newest["ack_pending"], newest["importance"]) == (1, 0, "urgent")
+    only = call("unified_inbox", project_key="work-other")["messages"]
+    assert [m["id"] for m in only] == [b["id"]]
+    thread = call("unified_inbox", project_key=project, thread_id=a["thread_id"])
+    assert [m["id"] for m in thread["messages"]] == [a["id"]] and thread["next_before_id"] is None
+
+
+def test_ensure_overseer_is_idempotent_and_the_person_can_release_an_abandoned_reservation(call, project):
+    first = call("ensure_overseer", project_key=project)
+    assert (first["name"], first["kind"], first["contact_policy"]) == ("Overseer", "human", "open")
+    assert call("ensure_overseer", project_key=project)["inception_ts"] == first["inception_ts"]
+    reserved = call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["src/x"])["granted"][0]
+    call("retire_agent", project_key=project, agent_name="GreenCastle")  # (any retirement: the holder stays active)
+    with pytest.raises(Conflict, match="active until"):
+        call("force_release_file_reservation", project_key=project, agent_name="Overseer", file_reservation_id=reserved["id"])
+    with pytest.raises(Conflict, match="is an agent"):
+        call("ensure_overseer", project_key=project, overseer_name="BlueLake")

@@ -1,0 +1,59 @@
+"""Session cookies, CSRF tokens and Markdown rendering of the web UI, without a server."""
+
+import time
+
+from chalicelib.config import Settings
+from chalicelib.security.auth import Principal
+from chalicelib.web import markdown
+from chalicelib.web.session import COOKIE, Sessions
+
+BEARER = Settings(auth_mode="bearer", auth_bearer_tokens=["tok-aaaaaaaaaaaaaaaa"])
+
+
+def _value(sessions: Sessions, session) -> dict[str, str]:
+    return {COOKIE: sessions.cookie(session, tls=False).split(";")[0].split("=", 1)[1]}
+
+
+def test_a_signed_session_reads_back_and_a_tampered_or_expired_one_does_not():
+    sessions = Sessions(BEARER)
+    session = sessions.login("tok-aaaaaaaaaaaaaaaa")
+    assert session.principal() == Principal("bearer", session.sub) and session.sub.startswith("bearer:")
+    cookie = _value(sessions, session)
+    assert sessions.read(cookie) == session and sessions.signed_in(session)
+    payload, signature = cookie[COOKIE].rsplit(".", 1)
+    assert sessions.read({COOKIE: payload + "." + signature[:-2] + "AA"}) is None
+    assert sessions.read({COOKIE: "x" + payload[1:] + "." + signature}) is None
+    expired = type(session)(session.sid, session.sub, session.kind, int(time.time()) - 1)
+    assert sessions.read(_value(sessions, expired)) is None
+    assert sessions.read({COOKIE: "garbage"}) is None and sessions.read({}) is None
+
+
+def test_the_key_follows_the_configured_secrets():
+    one, same = Sessions(BEARER), Sessions(BEARER)
+    assert one.read(_value(same, same.login("tok-aaaaaaaaaaaaaaaa"))) is not None  # another process, same tokens
+    rotated = Sessions(Settings(auth_mode="bearer", auth_bearer_tokens=["tok-bbbbbbbbbbbbbbbb"]))
+    assert rotated.read(_value(one, one.login("tok-aaaaaaaaaaaaaaaa"))) is None  # rotating the tokens ends sessions
+    secret = Settings(auth_mode="bearer", auth_bearer_tokens=["tok-bbbbbbbbbbbbbbbb"], ui_session_secret="s3cret")
+    assert Sessions(secret).key == Sessions(secret).key != rotated.key
+
+
+def test_cookie_attributes_and_csrf_tokens_per_session():
+    sessions = Sessions(BEARER)
+    a, b = sessions.new(), sessions.new()
+    header = sessions.cookie(a, tls=True)
+    assert "HttpOnly" in header and "SameSite=Strict" in header and "Secure" in header and "Max-Age=43200" in header
+    assert "Secure" not in sessions.cookie(a, tls=False)
+    assert sessions.csrf_ok(a, sessions.csrf(a)) and not sessions.csrf_ok(a, sessions.csrf(b))
+    assert not sessions.csrf_ok(a, "") and not sessions.csrf_ok(None, sessions.csrf(a))
+    assert not sessions.signed_in(a)  # a pre-login session is no login
+    assert sessions.cookie(None, tls=False).startswith(f"{COOKIE}=; Path=/; Max-Age=0")
+
+
+def test_markdown_is_rendered_and_sanitised():
+    html = markdown.render("# T\n\n| a |\n|---|\n| `x` |\n\n[ok](https://e.x) [bad](javascript:alert(1)) ![i](https://e.x/i.png)"
+                           "\n\n<script>alert(1)</script> <b onclick=alert(1)>b</b>")
+    assert "<h1>T</h1>" in html and "<td><code>x</code></td>" in html
+    assert '<a href="https://e.x" rel="noopener noreferrer">ok</a>' in html
+    assert "javascript:" not in html.replace("[bad](javascript:alert(1))", "")  # left as text, never a link
+    assert "<img" not in html and '<a href="https://e.x/i.png" rel="noopener noreferrer">[image: i]</a>' in html
+    assert "&lt;script&gt;" in html and "<b" not in html
