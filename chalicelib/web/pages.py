@@ -22,6 +22,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from .. import invoke
+from ..security import auth
 from ..config import Settings
 from ..errors import NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
@@ -31,6 +32,8 @@ from .http import CSP, Request, Response
 from .session import Session, Sessions
 
 log = logging.getLogger(__name__)
+THREAD_SHOWN = 500  # messages of one thread on one page (get_thread pages them; the page gathers)
+NOBODY = auth.Principal("anonymous", "anonymous", role="reader", projects=frozenset())  # not signed in: reaches nothing
 try:  # Swagger UI's assets, pinned on PyPI (local runtime only: the Lambda package serves no /docs)
     import fastapi_offline
 
@@ -138,6 +141,10 @@ class WebUI:
         fresh = None
         if session is None and self.sessions.open:
             session = fresh = self.sessions.new()  # a session only to tie CSRF tokens to this browser
+        # The page's tool calls run as the signed-in person's credential (its role and projects);
+        # without authentication, as the loopback caller (AUTH_MODE=none: everything).
+        signed = session.principal() if session else None
+        as_principal = auth.current.set(signed or (auth.ANONYMOUS if self.sessions.open else NOBODY))
         try:
             if request.method not in ("GET", "HEAD") and not self.sessions.csrf_ok(session, request.form.get("csrf")):
                 response = self.refuse_forgery(request, session)
@@ -152,6 +159,8 @@ class WebUI:
         except Exception:
             log.exception("web page %s failed", request.path)
             response = self.error(request, session, internal_error())
+        finally:
+            auth.current.reset(as_principal)
         if fresh is not None and "Set-Cookie" not in response.headers:
             response.headers["Set-Cookie"] = self.sessions.cookie(fresh, request.tls)
         response.headers.setdefault("Cache-Control", "no-store")
@@ -160,7 +169,9 @@ class WebUI:
         return response
 
     def run(self, name: str, **arguments):
-        """A tool's output. The overseer acts with the server's credential: no agent token is asked."""
+        """A tool's output, called as the signed-in person (handle() set the principal). A person
+        overseeing agents needs no agent's token; what the credential's role and projects allow
+        still holds (security/scopes.py)."""
         tool = dataclasses.replace(self.tools[name], acts_as=())
         return invoke.call(tool, {k: v for k, v in arguments.items() if v is not None}, self.settings)
 
@@ -273,7 +284,7 @@ class WebUI:
 
     def thread(self, request: Request, session: Session) -> Response:
         key, thread_id = request.query.get("p", ""), request.query.get("t", "")
-        thread = self.run("get_thread", project_key=key, thread_id=thread_id)
+        thread = self.thread_pages(key, thread_id, after=request.query.get("after") or None)
         project = thread.messages[0].project
         # The digest, with who has yet to acknowledge which message, comes from /ui/digest once
         # the page is shown (summarize_thread reads the whole thread again: the page does not wait).
@@ -283,6 +294,17 @@ class WebUI:
             digest_url=request.root + "/ui/digest?" + urlencode({"p": project, "t": thread_id}),
             people=self.participants(project, thread.messages),
         )
+
+    def thread_pages(self, project_key: str, thread_id: str, after: str | None):
+        """Up to THREAD_SHOWN messages of the thread (get_thread's pages, from `after`); its
+        next_cursor says where the rest starts, for a "later messages" link."""
+        messages, cursor = [], after
+        while True:
+            page = self.run("get_thread", project_key=project_key, thread_id=thread_id, limit=500, cursor=cursor)
+            messages += page.messages
+            cursor = page.next_cursor
+            if cursor is None or len(messages) >= THREAD_SHOWN:
+                return page.model_copy(update={"messages": messages, "next_cursor": cursor})
 
     def participants(self, project: str, messages) -> list[str]:
         """The thread's agents (not people), in order of appearance: whom a reply goes to."""

@@ -29,9 +29,15 @@ class Session:
     sub: str | None  # the principal's subject once logged in (auth.Principal), None before
     kind: str | None
     exp: int
+    # What the credential signed in with may do (security/scopes.py): the UI calls tools with it.
+    role: str = "admin"
+    projects: tuple[str, ...] | None = None
 
     def principal(self) -> auth.Principal | None:
-        return auth.Principal(self.kind, self.sub) if self.sub is not None else None
+        if self.sub is None:
+            return None
+        projects = frozenset(self.projects) if self.projects is not None else None
+        return auth.Principal(self.kind, self.sub, role=self.role, projects=projects)
 
 
 def signing_key(settings: Settings) -> bytes:
@@ -69,21 +75,27 @@ class Sessions:
             return None
         try:
             data = json.loads(_unb64(payload))
-            session = Session(str(data["sid"]), data.get("sub"), data.get("kind"), int(data["exp"]))
+            projects = data.get("projects")
+            session = Session(str(data["sid"]), data.get("sub"), data.get("kind"), int(data["exp"]), str(data.get("role", "admin")),
+                              tuple(map(str, projects)) if projects is not None else None)
         except (ValueError, KeyError, TypeError):
             return None
         return session if session.exp > time.time() else None
 
     def new(self, principal: auth.Principal | None = None) -> Session:
-        sub, kind = (principal.subject, principal.kind) if principal else (None, None)
-        return Session(secrets.token_urlsafe(16), sub, kind, int(time.time()) + self.lifetime)
+        expires = int(time.time()) + self.lifetime
+        if principal is None:
+            return Session(secrets.token_urlsafe(16), None, None, expires)
+        projects = tuple(sorted(principal.projects)) if principal.projects is not None else None
+        return Session(secrets.token_urlsafe(16), principal.subject, principal.kind, expires, principal.role, projects)
 
     def cookie(self, session: Session | None, tls: bool) -> str:
         """The Set-Cookie value that stores `session` (None: ends the current one)."""
         if session is None:
             value, age = "", 0
         else:
-            payload = _b64(json.dumps({"sid": session.sid, "sub": session.sub, "kind": session.kind, "exp": session.exp}).encode())
+            payload = _b64(json.dumps({"sid": session.sid, "sub": session.sub, "kind": session.kind, "exp": session.exp,
+                                       "role": session.role, "projects": session.projects}).encode())
             value, age = f"{payload}.{self._sign(payload)}", max(0, session.exp - int(time.time()))
         return f"{COOKIE}={value}; Path=/; Max-Age={age}; HttpOnly; SameSite=Strict" + ("; Secure" if tls else "")
 
