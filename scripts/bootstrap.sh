@@ -7,9 +7,12 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
-wanted=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
+wanted=$(cat requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    # The project itself, editable: the `agent-mail` command (pyproject.toml); its
+    # dependencies are the pinned requirements above.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e . --no-deps
     echo "$wanted" > "$stamp"
 fi
 # The Turso server (tursodb --sync-server) for replica mode's tests and local trials, pinned.

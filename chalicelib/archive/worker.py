@@ -20,6 +20,7 @@ from ..config import Settings
 from ..store.db import connection, transaction
 from . import outbox
 from .gitrepo import GitArchive
+from .lock import WorkerLock
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,18 @@ PRUNE_EVERY_SECONDS = 600
 
 def work(settings: Settings, stopping: threading.Event) -> None:
     """Drain every ARCHIVE_POLL_SECONDS until `stopping` is set (`python -m chalicelib archive work`);
-    when idle, prune archived rows every 10 minutes."""
+    when idle, prune archived rows every 10 minutes. Only while holding the archive
+    directory's worker lock (archive/lock.py): another server's worker may hold it, and
+    this one then stands by until it is released."""
+    with WorkerLock(settings.archive_dir) as lock:
+        if not lock.try_acquire():
+            log.info("another archive worker (pid %s) holds %s; standing by", lock.holder(), lock.path)
+            if not lock.wait(stopping):
+                return
+        _work(settings, stopping)
+
+
+def _work(settings: Settings, stopping: threading.Event) -> None:
     pruned_at = float("-inf")
     with GitArchive.local(settings) as archive:
         while not stopping.is_set():
