@@ -62,6 +62,9 @@ class Tool:
     # outputs the database renders as JSON (a Python object per row costs more than the query);
     # transports that only send the JSON call it, through json_tool.
     json_handler: Callable[[sqlite3.Connection, Any], bytes] | None = None
+    # MCP content blocks for a successful result, from its JSON (instead of the JSON as text):
+    # get_attachment gives an image a multimodal agent can look at.
+    mcp_content: Callable[[bytes], list[dict]] | None = None
 
     @functools.cached_property
     def json_tool(self) -> "Tool":
@@ -91,6 +94,7 @@ def tool(
     may_create: bool = False,
     settle: Callable | None = None,
     json_handler: Callable | None = None,
+    mcp_content: Callable | None = None,
 ) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
@@ -115,6 +119,7 @@ def tool(
         handler_input=handler_input if acts_as else None,
         settle=settle,
         json_handler=_without_token(json_handler, handler_input) if json_handler and acts_as else json_handler,
+        mcp_content=mcp_content,
     )
 
 

@@ -17,7 +17,7 @@ from dulwich.index import index_entry_from_stat
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 
-from .render import commit_message, render
+from .render import attachment_paths, commit_message, render
 
 BRANCH = b"refs/heads/main"
 IDENTITY = b"Agent Mail <agent-mail@localhost>"
@@ -68,6 +68,9 @@ class GitArchive:
         files: dict[str, bytes] = {}
         for entry in entries:
             files.update(render(entry))
+            for path, sha256 in attachment_paths(entry).items():
+                if path not in files:
+                    files[path] = attachment_content(sha256)
         parent = self.head()
         blobs: dict[bytes, Blob] = {}  # an inbox copy is often the outbox copy: one blob
         changes = {}
@@ -125,6 +128,14 @@ class GitArchive:
     def commit_count(self) -> int:
         head = self.head()
         return 0 if head is None else sum(1 for _ in self.repo.get_walker(include=[head]))
+
+
+def attachment_content(sha256: str) -> bytes:
+    """An attachment's content, from the attachment storage (chalicelib/attachments/storage.py)."""
+    from ..attachments.storage import storage
+    from ..config import get_settings
+
+    return storage(get_settings()).read(sha256)
 
 
 def with_changes(repo: Repo, tree: Tree, changes: dict[bytes, bytes], new_objects: list) -> Tree:

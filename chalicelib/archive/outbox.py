@@ -30,7 +30,8 @@ def record(db: sqlite3.Connection, project: str, kind: str, entity_id: int, payl
 
 def record_message(db: sqlite3.Connection, message) -> None:
     """`message`: the messages.Message just stored (bcc included: the archive keeps it)."""
-    payload = message.model_dump(mode="json", exclude={"project"})
+    # A message without attachments is archived as before they existed (old archives verify).
+    payload = message.model_dump(mode="json", exclude={"project"} | (set() if message.attachments else {"attachments"}))
     record(db, message.project, "message", int(message.id), payload)
 
 

@@ -8,14 +8,28 @@ import json
 import sqlite3
 from collections.abc import Iterator
 
+from ..attachments.intake import Attachment
 from ..ids import stable_id
 from ..tools.agents import agent_id
-from ..tools.messages import MESSAGE_COLUMNS, Message, recipients_of, store_recipients
+from ..tools.messages import MESSAGE_COLUMNS, Message, attachments_json, attachments_of, recipients_of, store_recipients
 from . import outbox
 from .gitrepo import GitArchive
-from .render import parse_document, render
+from .render import attachment_path, parse_document, render
 
 CHUNK = 1000
+
+
+def restore_attachment(files: dict[str, bytes], slug: str, sha256: str) -> None:
+    """Put an archived attachment back into the attachment storage (a no-op if it is there)."""
+    from ..attachments.storage import storage
+    from ..config import get_settings
+
+    content = files.get(attachment_path(slug, sha256))
+    if content is None:
+        raise ValueError(f"the archive lacks attachment {sha256} of project {slug}")
+    where = storage(get_settings())
+    if where.size(sha256) is None:
+        where.put(content)
 
 
 def message_entries(db: sqlite3.Connection) -> Iterator[dict]:
@@ -34,9 +48,10 @@ def message_entries(db: sqlite3.Connection) -> Iterator[dict]:
             message = Message(
                 id=row["id"], project=row["slug"], thread_id=row["thread_id"], subject=row["subject"], body_md=row["body_md"],
                 sender=row["sender"], importance=row["importance"], ack_required=bool(row["ack_required"]),
-                created_ts=row["created_ts"], **recipients[row["id"]],
+                created_ts=row["created_ts"], attachments=attachments_of(row), **recipients[row["id"]],
             )
-            yield {"kind": "message", "project": row["slug"], **message.model_dump(mode="json", exclude={"project"})}
+            exclude = {"project"} | (set() if message.attachments else {"attachments"})  # as outbox.record_message
+            yield {"kind": "message", "project": row["slug"], **message.model_dump(mode="json", exclude=exclude)}
         last = rows[-1]["id"]
 
 
@@ -129,12 +144,15 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     for path, content in progress(list(canonical(files).items())):
         entry = parse_document(content)
         slug, mid = entry["project"], int(entry["id"])
+        attachments = [Attachment.model_validate(item) for item in entry.get("attachments", [])]
         db.execute(
-            "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts,"
+            " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (mid, projects[slug], agent(entry["sender"], slug), entry["thread_id"], entry["subject"], entry["body_md"],
-             entry["importance"], entry["ack_required"], entry["created_ts"]),
+             entry["importance"], entry["ack_required"], entry["created_ts"], attachments_json(attachments)),
         )
+        for item in attachments:  # the archive's copy, back into the attachment storage
+            restore_attachment(files, slug, item.sha256)
         kinds = {agent(a, slug): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc
         store_recipients(db, mid, kinds)
         counts["messages"] += 1

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__, invoke
 from ..security import auth, ratelimit
 from ..store import db
+from . import attachment_routes
 from . import headers as security
 from ..archive.worker import LocalWorker
 from ..config import Settings, get_settings
@@ -193,6 +194,12 @@ class Front:
                     return
             try:
                 principal = self._guard(scope)
+                if path == attachment_routes.UPLOAD_PATH and scope["method"] == "PUT":  # its own size limit
+                    if self.limiter.enabled:
+                        client = scope.get("client")
+                        self.limiter.check(ratelimit.caller(principal, client[0] if client else None), True)
+                    await attachment_routes.upload(scope, receive, send, self.settings)
+                    return
                 receive = await self._limit(scope, receive, principal)
             except ToolError as exc:
                 is_mcp_refusal = path == MCP_PATH and exc.status in (413, 429)
@@ -201,6 +208,9 @@ class Front:
                 return
             if path in (MCP_PATH, MCP_PATH + "/"):  # the SDK redirects /mcp/ to /mcp
                 await self.mcp(scope, receive, send)
+                return
+            if path.startswith(attachment_routes.DOWNLOAD_PREFIX) and scope["method"] == "GET":
+                await attachment_routes.download(scope, receive, send, self.settings)
                 return
         await self.api(scope, receive, send)
 

@@ -26,9 +26,10 @@ from ..tools import all_tools
 
 
 
-def result_dict(is_error: bool, payload: bytes) -> dict:
-    """The CallToolResult wire form (camelCase keys)."""
-    result: dict[str, Any] = {"content": [{"type": "text", "text": payload.decode()}]}
+def result_dict(is_error: bool, payload: bytes, content=None) -> dict:
+    """The CallToolResult wire form (camelCase keys); `content`: the tool's mcp_content."""
+    blocks = content(payload) if content and not is_error else [{"type": "text", "text": payload.decode()}]
+    result: dict[str, Any] = {"content": blocks}
     if not is_error:
         result["structuredContent"] = orjson.loads(payload)
     result["isError"] = is_error
@@ -59,7 +60,7 @@ def output_schema(tool: Tool) -> dict:
 
 def sdk_tool(tool: Tool, settings: Settings) -> SDKTool:
     async def fn(**arguments: Any) -> CallToolResult:
-        return CallToolResult.model_validate(result_dict(*await run_tool(tool, arguments, settings)))
+        return CallToolResult.model_validate(result_dict(*await run_tool(tool, arguments, settings), tool.mcp_content))
 
     return SDKTool(
         fn=fn,
