@@ -40,6 +40,16 @@ PASSIVE_TYPES = {
 }
 
 
+# What agents send most, the same on every machine (mimetypes depends on /etc/mime.types).
+COMMON_TYPES = {
+    ".txt": "text/plain", ".log": "text/plain", ".md": "text/markdown", ".diff": "text/x-diff", ".patch": "text/x-diff",
+    ".csv": "text/csv", ".json": "application/json", ".yaml": "application/yaml", ".yml": "application/yaml",
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp",
+    ".pdf": "application/pdf", ".zip": "application/zip", ".gz": "application/gzip", ".html": "text/html",
+    ".svg": "image/svg+xml",
+}
+
+
 class AttachmentInput(Input):
     name: FileName | None = Field(None, description="Defaults to the path's file name; required otherwise.")
     media_type: MediaType | None = Field(None, description="e.g. image/png; guessed from the name if omitted.")
@@ -163,10 +173,11 @@ def read_project_file(path: str, project_dir: str, settings) -> bytes:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise InvalidArgument(f"Cannot read attachment path {path!r}: {exc.strerror}.", "Check the path.") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise InvalidArgument(f"Attachment path {path!r} is not a regular file.", "Attach a file.")
     with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidArgument(f"Attachment path {path!r} is not a regular file.", "Attach a file.")
         limit = settings.attachment_max_bytes
         if info.st_size > limit:
             raise too_large(f"Attachment {path!r}", limit, "ATTACHMENT_MAX_BYTES")
@@ -180,7 +191,8 @@ def guess_type(name: str, content: bytes | None) -> str:
     for magic, media_type in ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif")):
         if content is not None and content.startswith(magic):
             return media_type
-    guessed, _ = mimetypes.guess_type(name, strict=False)
+    extension = os.path.splitext(name)[1].lower()
+    guessed = COMMON_TYPES.get(extension) or mimetypes.guess_type(name, strict=False)[0]
     return guessed or "application/octet-stream"
 
 
