@@ -82,7 +82,8 @@ def test_routes_are_exactly_the_registry(chalice_app, fastapi_app):
     fastapi_routes = {
         (route.path, method) for route in fastapi_app.routes if isinstance(route, APIRoute) for method in route.methods
     }
-    assert chalice_routes == expected | {("/mcp", method) for method in ("POST", "GET", "DELETE")}  # lambda_mcp
+    assert chalice_routes == expected | {("/mcp", method) for method in ("POST", "GET", "DELETE")} | {
+        ("/api/attachments/{sha256}", "GET")}  # lambda_mcp; attachment downloads (tests/test_attachments_s3.py)
     assert fastapi_routes == expected
 
 

@@ -113,8 +113,10 @@ class S3Storage:
     def __init__(self, bucket: str, client=None) -> None:
         if client is None:
             import boto3  # only here: local mode never needs it
+            from botocore.config import Config
 
-            client = boto3.client("s3")
+            # SigV4: presigned URLs that sign their headers (length, checksum), in every region.
+            client = boto3.client("s3", config=Config(signature_version="s3v4"))
         self.bucket, self.client = bucket, client
 
     @staticmethod
