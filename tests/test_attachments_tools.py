@@ -240,3 +240,21 @@ def test_the_archive_keeps_attachments_beside_their_messages_and_restore_brings_
     assert base64.b64decode(got.content_base64) == png
     message = invoke.call(TOOLS["get_message"], {"project_key": project, "message_id": sent[0]["id"]}, restored)
     assert [a.model_dump() for a in message.attachments] == sent[0]["attachments"]
+
+
+def test_with_agent_tokens_only_the_readers_own_token_opens_an_attachment(call, settings):
+    call("ensure_project", human_key="/work/tokens")
+    tokens = {name: call("register_agent", project_key="work-tokens", program="p", model="m", name=name)["registration_token"]
+              for name in ("BlueLake", "GreenCastle")}
+    call("set_contact_policy", project_key="work-tokens", agent_name="GreenCastle", policy="open")
+    sent = call("send_message", project_key="work-tokens", sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"name": "a.txt", "content_base64": b64(b"for GreenCastle")}])["message"]
+    strict = settings.model_copy(update={"require_agent_tokens": True})
+    args = {"project_key": "work-tokens", "agent_name": "GreenCastle", "message_id": sent["id"],
+            "sha256": sent["attachments"][0]["sha256"]}
+    for token in (None, tokens["BlueLake"]):  # none, or another agent's
+        with pytest.raises(ToolError) as refused:
+            invoke.call(TOOLS["get_attachment"], {**args, "registration_token": token}, strict)
+        assert refused.value.status in (401, 403)
+    got = invoke.call(TOOLS["get_attachment"], {**args, "registration_token": tokens["GreenCastle"]}, strict)
+    assert base64.b64decode(got.content_base64) == b"for GreenCastle"
