@@ -145,3 +145,28 @@ def test_a_standing_by_worker_takes_over_when_the_other_exits(tmp_path):
         holder.wait()
     assert lock.try_acquire() and lock.holder() == os.getpid()
     lock.release()
+
+
+def test_sigterm_stops_the_server_and_its_archive_worker(tmp_path):
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive")}
+    server = subprocess.Popen([str(AGENT_MAIL), "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=tmp_path)
+    try:
+        server.stdin.write(initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n'
+                           b'{"jsonrpc":"2.0","id":2,"method":"ping"}\n')
+        server.stdin.flush()
+        assert [json.loads(server.stdout.readline())["id"] for _ in range(2)] == [1, 2]  # the worker runs by now
+        lock = WorkerLock(tmp_path / "archive")
+        deadline = time.monotonic() + 60
+        while lock.holder() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = lock.holder()
+        server.terminate()  # stdin still open: a reader thread blocks on it
+        assert server.wait(timeout=60) == 0
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{worker}") and open(f"/proc/{worker}/stat").read().split()[2] != "Z":
+            assert time.monotonic() < deadline, "the archive worker outlived its server"
+            time.sleep(0.05)
+    finally:
+        server.kill()
+        server.wait()

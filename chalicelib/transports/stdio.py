@@ -100,12 +100,22 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
 
     settings = Settings(database_url=database_url) if database_url else get_settings()
     logging.basicConfig(stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that `finally` stops the worker
     db.migrate(settings)
     server = build_mcp_server(settings)
     worker = LocalWorker(settings) if settings.archive_enabled else None
+
+    def terminate(*_) -> None:
+        """SIGTERM (a client that is done with us): stop the worker, then go at once; a thread
+        blocked reading stdin would keep a normal exit waiting. Every acknowledged write is
+        committed; one in progress rolls back and was never answered."""
+        if worker:
+            worker.stop()
+        logging.shutdown()
+        os._exit(0)
+
     if worker:
         worker.start()
+    signal.signal(signal.SIGTERM, terminate)
     try:
         anyio.run(session, server, Lines(first, wire_in), Wire(wire_out, answered_id))
     finally:
