@@ -27,6 +27,8 @@ from chalicelib.transports import headers as security, rest
 from chalicelib import invoke
 from chalicelib.ops import logs, readiness
 from chalicelib.archive import cloud
+from chalicelib.attachments import storage as attachment_storage
+from chalicelib.attachments.intake import served_type
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import ToolError, internal_error
 from chalicelib.transports.lambda_mcp import MCPHandler
@@ -111,6 +113,27 @@ def create_app(settings: Settings) -> Chalice:
             return unexpected(app)
 
     add_web_routes(app, settings)
+
+    app.api.binary_types.extend(["image/webp", "application/pdf", "application/gzip"])
+    get_attachment = tools["get_attachment"]
+
+    @app.route("/api/attachments/{sha256}", methods=["GET"])
+    def attachment_download(sha256: str) -> Response:
+        """An attachment's bytes, for its message's sender and recipients: a redirect to a
+        short-lived S3 link (no size limit), or from local storage (a trial's /tmp)."""
+        request = app.current_request
+        query = dict(request.query_params or {})
+        try:
+            found = invoke.call(get_attachment, {**query, "sha256": sha256, "include_content": False}, settings)
+        except ToolError as exc:
+            return json_response(exc.status, exc.to_dict(), exc.headers)
+        where = attachment_storage.storage(settings)
+        if not isinstance(where, attachment_storage.LocalStorage):
+            return Response(body="", status_code=302, headers={"Location": found.url})
+        served = served_type(found.media_type)
+        served = served if served in app.api.binary_types else "application/octet-stream"
+        return Response(body=where.read(found.sha256), status_code=200, headers={
+            "Content-Type": served, "Content-Disposition": attachment_storage.content_disposition(found.name)})
 
     mcp = MCPHandler(settings)
 

@@ -128,6 +128,23 @@ class Settings(BaseSettings):
     # (request_contact and macro_contact_handshake; 429 beyond). 0: unlimited.
     contact_requests_per_agent_per_hour: int = 30
     contact_requests_per_project_per_hour: int = 300
+    # Attachments (docs/attachments.md): stored once per SHA-256 in ATTACHMENTS_BUCKET (S3) if
+    # set, else in ATTACHMENTS_DIR. Base64 content counts against MAX_BODY_BYTES; larger files
+    # go through request_attachment_upload first.
+    attachments_dir: Path = Path("./data/attachments")
+    attachments_bucket: str = ""
+    attachment_max_bytes: int = 25 * 1024 * 1024  # per file
+    attachments_max_bytes_per_message: int = 50 * 1024 * 1024
+    attachments_max_per_message: int = 20
+    # get_attachment returns content inline up to this size, a link above it (MCP answers and
+    # API Gateway's 6 MB payload limit stay bounded).
+    attachment_inline_max_bytes: int = 4 * 1024 * 1024
+    # Attaching a file by path reads the server's disk (inside the project's directory only).
+    # Unset: allowed when the server has no authentication (loopback only) and stores locally.
+    attachment_paths: bool | None = None
+    # Images (PNG, JPEG, GIF, BMP, TIFF) are stored as WebP, scaled to fit this many pixels on
+    # the longer side, unless an attachment asks keep_original (0: never convert).
+    attachment_image_max_side: int = 2048
     cors_allowed_origins: CommaList = []  # browsers' cross-origin requests: none allowed by default
     # The web UI's session cookies (chalicelib/web/session.py): the HMAC key (unset: derived from
     # AUTH_BEARER_TOKENS, else random per process) and how long a login lasts.

@@ -65,6 +65,9 @@ class Tool:
     # off_loop(args) -> bool: this read may take more than a few milliseconds (big inputs, big
     # answers), so the ASGI app runs it, and the answer's encoding, in a thread (invoke.ajson).
     off_loop: Callable[[Any], bool] = lambda args: False
+    # MCP content blocks for a successful result, from its JSON (instead of the JSON as text):
+    # get_attachment gives an image a multimodal agent can look at.
+    mcp_content: Callable[[bytes], list[dict]] | None = None
 
     @functools.cached_property
     def json_tool(self) -> "Tool":
@@ -95,6 +98,7 @@ def tool(
     settle: Callable | None = None,
     json_handler: Callable | None = None,
     off_loop: bool | Callable[[Any], bool] = False,
+    mcp_content: Callable | None = None,
 ) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
@@ -120,6 +124,7 @@ def tool(
         settle=settle,
         json_handler=_without_token(json_handler, handler_input) if json_handler and acts_as else json_handler,
         off_loop=off_loop if callable(off_loop) else (lambda args: off_loop),
+        mcp_content=mcp_content,
     )
 
 

@@ -14,10 +14,13 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.requirements-$BOOTSTRAP.sha256
-wanted=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
+wanted=$(cat requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "installing dependencies ($requirements)…" >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    # The project itself, editable: the `agent-mail` command (pyproject.toml); its
+    # dependencies are the pinned requirements above.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e . --no-deps
     echo "$wanted" > "$stamp"
 fi
 [ "$BOOTSTRAP" = serve ] && return 0

@@ -90,7 +90,8 @@ def test_routes_are_exactly_the_registry(chalice_app, fastapi_app):
     web = {(path, method) for path in WEB_PATHS for method in (("GET", "POST") if path in FORMS else ("GET",))}
     assert {path for path, _ in web} - {"/ui/static/{name}"} == set(WebUI.PAGES) - {"/ui/", "/docs"}
     mcp = {("/mcp", method) for method in ("POST", "GET", "DELETE")}  # lambda_mcp
-    assert chalice_routes == expected | mcp | web
+    attachments = {("/api/attachments/{sha256}", "GET")}  # downloads (tests/test_attachments_s3.py)
+    assert chalice_routes == expected | mcp | web | attachments
     assert fastapi_routes == expected | {("/metrics", "GET")}  # Prometheus locally; EMF log lines on Lambda
 
 

@@ -26,7 +26,7 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, write_pack_index
 from dulwich.repo import Repo
 
-from .render import commit_message, project_json_path, render
+from .render import attachment_paths, commit_message, project_json_path, render
 
 BRANCH = b"refs/heads/main"
 IDENTITY = b"Agent Mail <agent-mail@localhost>"
@@ -87,6 +87,9 @@ class GitArchive:
         files: dict[str, bytes] = {}
         for entry in entries:
             files.update(render(entry))
+            for path, sha256 in attachment_paths(entry).items():  # one file per content and project
+                if path not in files:
+                    files[path] = attachment_content(sha256)
         parent = self.head()
         self.check_owner(entries, parent)
         if parent is None:  # a new archive starts in the current layout
@@ -271,6 +274,14 @@ class GitArchive:
     def commit_count(self) -> int:
         head = self.head()
         return 0 if head is None else sum(1 for _ in self.repo.get_walker(include=[head]))
+
+
+def attachment_content(sha256: str) -> bytes:
+    """An attachment's content, from the attachment storage (chalicelib/attachments/storage.py)."""
+    from ..attachments.storage import storage
+    from ..config import get_settings
+
+    return storage(get_settings()).read(sha256)
 
 
 def add_pack(store, objects, count: int | None = None) -> str:

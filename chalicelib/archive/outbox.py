@@ -34,7 +34,9 @@ def record_message(db: sqlite3.Connection, message, human_key: str) -> None:
 
 
 def message_payload(message, human_key: str) -> dict:
-    return {**message.model_dump(mode="json", exclude={"project"}), "project_human_key": human_key}
+    # A message without attachments is archived as before they existed (old archives verify).
+    exclude = {"project"} | (set() if message.attachments else {"attachments"})
+    return {**message.model_dump(mode="json", exclude=exclude), "project_human_key": human_key}
 
 
 def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:

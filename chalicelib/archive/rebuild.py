@@ -10,14 +10,28 @@ from collections.abc import Iterator
 
 from ..ids import stable_id
 from ..tools.agents import agent_id
-from ..tools.messages import MESSAGE_COLUMNS, Message, recipients_of, store_recipients
+from ..attachments.intake import Attachment
+from ..tools.messages import MESSAGE_COLUMNS, Message, attachments_json, attachments_of, recipients_of, store_recipients
 from . import outbox
 from dulwich.objects import Blob
 
 from .gitrepo import GitArchive
-from .render import parse_document, project_json_path, render, second_dir_of_name
+from .render import attachment_path, parse_document, project_json_path, render, second_dir_of_name
 
 CHUNK = 1000
+
+
+def restore_attachment(archive: GitArchive, folder: str, sha256: str) -> None:
+    """Put an archived attachment back into the attachment storage (a no-op if it is there)."""
+    from ..attachments.storage import storage
+    from ..config import get_settings
+
+    content = archive.read(attachment_path(folder, sha256))
+    if content is None:
+        raise ValueError(f"the archive lacks attachment {sha256} of project folder {folder}")
+    where = storage(get_settings())
+    if where.size(sha256) is None:
+        where.put(content)
 
 
 def message_entries(db: sqlite3.Connection) -> Iterator[dict]:
@@ -36,7 +50,7 @@ def message_entries(db: sqlite3.Connection) -> Iterator[dict]:
             message = Message(
                 id=row["id"], project=row["slug"], thread_id=row["thread_id"], subject=row["subject"], body_md=row["body_md"],
                 sender=row["sender"], importance=row["importance"], ack_required=bool(row["ack_required"]),
-                created_ts=row["created_ts"], **recipients[row["id"]],
+                created_ts=row["created_ts"], attachments=attachments_of(row), **recipients[row["id"]],
             )
             yield {"kind": "message", "project": row["slug"], **outbox.message_payload(message, row["human_key"])}
         last = rows[-1]["id"]
@@ -217,12 +231,15 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
         human_key = entry.get("project_human_key") or projects.folders[folder]
         mid = int(entry["id"])
         project_id = projects.project(human_key, folder, entry["created_ts"])
+        attachments = [Attachment.model_validate(item) for item in entry.get("attachments", [])]
         db.execute(
-            "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts,"
+            " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (mid, project_id, projects.agent(entry["sender"], folder, human_key), entry["thread_id"], entry["subject"],
-             entry["body_md"], entry["importance"], entry["ack_required"], entry["created_ts"]),
+             entry["body_md"], entry["importance"], entry["ack_required"], entry["created_ts"], attachments_json(attachments)),
         )
+        for item in attachments:  # the archive's copy, back into the attachment storage
+            restore_attachment(archive, folder, item.sha256)
         kinds = {projects.agent(a, folder, human_key): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc
         store_recipients(db, mid, kinds)
         counts["messages"] += 1

@@ -18,6 +18,7 @@ import re
 from ..names import NAME_PATTERN
 
 SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 TIMESTAMP_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?\+00:00")
 
 
@@ -54,6 +55,20 @@ def message_files(entry: dict) -> dict[str, bytes]:
     for address in entry["bcc"]:
         files[f"{agent_dir(*home(address, entry['project']))}/inbox/{folder}/{name}"] = document({**entry, "bcc": [address]})
     return {**files, **project_file(entry)}
+
+
+def attachment_paths(entry: dict) -> dict[str, str]:
+    """{repository path: sha256} of a message's attachments: one file per content and project,
+    however many messages carry it (the front matter names it by sha256)."""
+    if entry["kind"] != "message":
+        return {}
+    return {attachment_path(entry["project"], item["sha256"]): item["sha256"] for item in entry.get("attachments", ())}
+
+
+def attachment_path(slug: str, sha256: str) -> str:
+    if not SHA256_PATTERN.fullmatch(sha256):
+        raise ValueError(f"not a sha256: {sha256!r}")
+    return f"{project_dir(slug)}/attachments/{sha256[:2]}/{sha256}"
 
 
 def agent_files(entry: dict) -> dict[str, bytes]:

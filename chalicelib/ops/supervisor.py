@@ -134,7 +134,27 @@ def exclusive(path: Path, stopping: threading.Event | None, on_wait: Callable[[]
                 if stopping is None or stopping.wait(poll):
                     yield False
                     return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))  # for holder(); the lock itself is the kernel's
+        handle.flush()
         try:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def holder(path: Path) -> int | None:
+    """The pid of the process holding exclusive(path), or None if nobody does."""
+    try:
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                text = handle.read().strip()
+                return int(text) if text.isdigit() else None
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return None
+    except FileNotFoundError:
+        return None

@@ -1,6 +1,6 @@
 """Every tool group; the registry is the concatenation of their TOOLS lists."""
 
-from . import agents, archive, build_slots, contacts, health, identity, macros, messages, overseer, products, projects, reservations, retention, search, threads
+from . import agents, archive, attachments, build_slots, contacts, health, identity, macros, messages, overseer, products, projects, reservations, retention, search, threads
 
 TOOLS = [
     *health.TOOLS,
@@ -8,6 +8,7 @@ TOOLS = [
     *agents.TOOLS,
     *identity.TOOLS,
     *messages.TOOLS,
+    *attachments.TOOLS,
     *threads.TOOLS,
     *search.TOOLS,
     *contacts.TOOLS,

@@ -9,15 +9,19 @@ storing anything: a message reaches all its recipients or none.
 import sqlite3
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import Field
 
 from .. import clock
 from ..archive import outbox
+from ..attachments import intake
+from ..attachments.intake import Attachment, AttachmentInput
+from ..config import get_settings
 from ..store.db import placeholders
 from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
 from ..ids import new_id, stable_id
-from ..registry import Input, Output, tool
+from ..registry import Input, Output, to_json, tool
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
 from .projects import find_project, project_by_id, project_id
 
@@ -42,6 +46,7 @@ class Message(Output):
     importance: Importance
     ack_required: bool
     created_ts: str
+    attachments: list[Attachment] = Field([], description="Read one with get_attachment(..., sha256).")
 
 
 def recipients_of(db: sqlite3.Connection, message_ids: list[int]) -> dict[int, dict[str, list[str]]]:
@@ -63,8 +68,22 @@ def recipients_of(db: sqlite3.Connection, message_ids: list[int]) -> dict[int, d
 
 MESSAGE_COLUMNS = (
     "m.id, m.project_id, m.thread_id, m.subject, m.body_md, m.importance, m.ack_required, m.created_ts, m.sender_id,"
-    " s.name AS sender"
+    " s.name AS sender, m.attachments"
 )
+
+Attachments = Annotated[list[AttachmentInput], Field(max_length=100, description=(
+    "Files: each with content_base64 (counts against the request size limit), an uploaded sha256"
+    " (request_attachment_upload), or in local mode a path inside the project's directory."))]
+
+
+def attachments_of(row) -> list[Attachment]:
+    """A message row's attachments (the messages.attachments column: JSON, NULL for none)."""
+    return [Attachment.model_validate(item) for item in orjson.loads(row["attachments"])] if row["attachments"] else []
+
+
+def attachments_json(attachments: list[Attachment]) -> str | None:
+    """The column's value: the JSON pydantic writes (fetch_inbox's SQL copies it byte for byte)."""
+    return to_json(attachments).decode() if attachments else None
 
 
 def messages_from_rows(db, project: sqlite3.Row, rows, viewer_id: int | frozenset[int] | None = None, bodies=True) -> list[Message]:
@@ -88,6 +107,7 @@ def messages_from_rows(db, project: sqlite3.Row, rows, viewer_id: int | frozense
                 importance=row["importance"],
                 ack_required=bool(row["ack_required"]),
                 created_ts=row["created_ts"],
+                attachments=attachments_of(row),
                 **lists,
             )
         )
@@ -136,6 +156,7 @@ def store_recipients(db, message_id: int, kinds: dict[int, str]) -> None:
 def deliver(
     db, project, sender, *, to, cc, bcc, subject, body_md, importance, ack_required, thread_id, notice=False,
     overseer=False,
+    attachments: list[AttachmentInput] = (),
 ) -> Message:
     """Store one message and all its recipient rows (in the caller's transaction: all or nothing).
 
@@ -154,11 +175,14 @@ def deliver(
         from .contacts import refuse_blocked  # not at the top: contacts → reservations → this module
 
         refuse_blocked(db, project, sender, recipients)
+    # Stored before the message (content-addressed: a rollback leaves only an unreferenced copy).
+    stored = intake.store(list(attachments), project["human_key"], get_settings()) if attachments else []
     message_id, now = new_id(), clock.now()
     db.execute(
-        "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (message_id, project["id"], sender["id"], thread_id or str(message_id), subject, body_md, importance, ack_required, now),
+        "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts,"
+        " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (message_id, project["id"], sender["id"], thread_id or str(message_id), subject, body_md, importance, ack_required, now,
+         attachments_json(stored)),
     )
     store_recipients(db, message_id, {agent_id: kind for agent_id, (kind, _) in addressed.items()})
     mark_active(db, sender["id"], now)
@@ -177,6 +201,7 @@ def deliver(
         importance=importance,
         ack_required=ack_required,
         created_ts=now,
+        attachments=stored,
         **lists,
     )
     outbox.record_message(db, message, project["human_key"])  # archived after the commit, by the worker
@@ -199,6 +224,7 @@ class SendMessageInput(Input):
     importance: Importance = "normal"
     ack_required: bool = False
     thread_id: ThreadId | None = Field(None, description="Join an existing thread; omit to start a new one.")
+    attachments: Attachments = []
 
 
 def send_message(db: sqlite3.Connection, args: SendMessageInput) -> SentMessage:
@@ -210,7 +236,8 @@ def send_message(db: sqlite3.Connection, args: SendMessageInput) -> SentMessage:
     project = find_project(db, args.project_key)
     sender = find_agent(db, project, args.sender_name)
     refuse_human(project, sender)
-    message = deliver(db, project, sender, **args.model_dump(exclude={"project_key", "sender_name"}))
+    message = deliver(db, project, sender, attachments=args.attachments,
+                      **args.model_dump(exclude={"project_key", "sender_name", "attachments"}))
     return SentMessage(message=message, recipients=len(message.to) + len(message.cc) + len(message.bcc))
 
 
@@ -223,6 +250,7 @@ class ReplyMessageInput(Input):
     cc: Recipients = []
     bcc: Recipients = []
     subject_prefix: Annotated[str, Field(max_length=32)] = "Re:"
+    attachments: Attachments = []
 
 
 def reply_message(db: sqlite3.Connection, args: ReplyMessageInput) -> SentMessage:
@@ -249,6 +277,7 @@ def reply_message(db: sqlite3.Connection, args: ReplyMessageInput) -> SentMessag
         importance=original["importance"],
         ack_required=bool(original["ack_required"]),
         thread_id=original["thread_id"],
+        attachments=args.attachments,
     )
     return SentMessage(message=message, recipients=len(message.to) + len(message.cc) + len(message.bcc))
 
@@ -265,6 +294,7 @@ class InboxMessage(Output):
     read_ts: str | None
     ack_ts: str | None
     body_md: str | None = Field(description="Only with include_bodies.")
+    attachments: list[Attachment] = Field([], description="Read one with get_attachment(..., sha256).")
 
 
 class Inbox(Output):
@@ -288,7 +318,8 @@ _INBOX_MESSAGE_JSON = (
     " ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END,"
     " 'kind', r.kind, 'importance', m.importance,"
     " 'ack_required', json(CASE WHEN m.ack_required THEN 'true' ELSE 'false' END), 'created_ts', m.created_ts,"
-    " 'read_ts', r.read_ts, 'ack_ts', r.ack_ts, 'body_md', {body_md})"
+    " 'read_ts', r.read_ts, 'ack_ts', r.ack_ts, 'body_md', {body_md},"
+    " 'attachments', json(coalesce(m.attachments, '[]')))"
 )
 
 

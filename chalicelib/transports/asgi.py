@@ -27,7 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__, invoke
 from ..security import auth, ratelimit, rebinding
 from ..store import db
-from . import headers as security, rest
+from . import attachment_routes, rest
+from . import headers as security
 from ..archive.worker import LocalWorker
 from ..ops import logs, metrics, readiness
 from ..config import Settings, get_settings
@@ -258,6 +259,12 @@ class Front:
         try:
             principal = self._guard(scope)
             logs.note(caller=ratelimit.caller(principal, address))
+            if path == attachment_routes.UPLOAD_PATH and scope["method"] == "PUT":  # its own size limit
+                if self.limiter.enabled:
+                    self.limiter.check(ratelimit.caller(principal, address), True)
+                auth.current.set(principal)
+                await attachment_routes.upload(scope, receive, send, self.settings)
+                return
             receive = await self._limit(scope, receive, principal)
             # This request's task (and the tasks it starts) calls tools as this principal.
             auth.current.set(principal)
@@ -268,6 +275,9 @@ class Front:
             return
         if path in (MCP_PATH, MCP_PATH + "/"):  # the SDK redirects /mcp/ to /mcp
             await self.mcp(scope, receive, send)
+            return
+        if path.startswith(attachment_routes.DOWNLOAD_PREFIX) and scope["method"] == "GET":
+            await attachment_routes.download(scope, receive, send, self.settings)
             return
         try:
             await self.api(scope, receive, send)

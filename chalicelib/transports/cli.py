@@ -211,6 +211,17 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
     )
 
 
+@cli.command(short_help="Serve MCP over stdin/stdout (for clients that start their server).")
+@click.pass_obj
+def stdio(settings: Settings) -> None:
+    """Serve MCP over stdin and stdout: what an MCP client runs as its server's command
+    (`agent-mail stdio`). The same tools as /mcp, on the same database (the HTTP server may
+    run at once); logs go to stderr."""
+    from .stdio import main
+
+    main(settings.database_url)
+
+
 @cli.command(short_help="Apply pending migrations.")
 @click.pass_obj
 def migrate(settings: Settings) -> None:

@@ -19,26 +19,17 @@ from pydantic import ConfigDict
 from .. import __version__
 from ..invoke import run_tool
 from ..config import Settings
+from .instructions import INSTRUCTIONS
 from .mcp_resources import add_resources
 from ..registry import Tool
 from ..tools import all_tools
 
 
-INSTRUCTIONS = """\
-Agent Mail: mail and coordination between coding agents working on the same code.
-Start a session: macro_start_session(human_key=<absolute path of your repo>, program, model)
-(or ensure_project, then register_agent) and keep the agent name it gives you.
-Read fetch_inbox(project_key, agent_name); write with send_message / reply_message, one topic
-per thread_id; acknowledge_message when a message has ack_required. An agent you have not
-talked with may need to accept you first: request_contact, then wait for its respond_contact
-(agents of other projects are Name@project). Before editing files, file_reservation_paths
-(advisory; read the conflicts) and release_file_reservations when done.
-search_messages and summarize_thread catch you up.
-"""
 
-def result_dict(is_error: bool, payload: bytes) -> dict:
-    """The CallToolResult wire form (camelCase keys)."""
-    result: dict[str, Any] = {"content": [{"type": "text", "text": payload.decode()}]}
+def result_dict(is_error: bool, payload: bytes, content=None) -> dict:
+    """The CallToolResult wire form (camelCase keys); `content`: the tool's mcp_content."""
+    blocks = content(payload) if content and not is_error else [{"type": "text", "text": payload.decode()}]
+    result: dict[str, Any] = {"content": blocks}
     if not is_error:
         result["structuredContent"] = orjson.loads(payload)
     result["isError"] = is_error
@@ -69,7 +60,7 @@ def output_schema(tool: Tool) -> dict:
 
 def sdk_tool(tool: Tool, settings: Settings) -> SDKTool:
     async def fn(**arguments: Any) -> CallToolResult:
-        return CallToolResult.model_validate(result_dict(*await run_tool(tool, arguments, settings)))
+        return CallToolResult.model_validate(result_dict(*await run_tool(tool, arguments, settings), tool.mcp_content))
 
     return SDKTool(
         fn=fn,

@@ -109,7 +109,10 @@ class LeanMCP:
         if tool is None or not (arguments is None or isinstance(arguments, dict)):
             return None
         is_error, payload = await run_tool(tool, arguments or {}, self.settings)
-        result: dict[str, Any] = {"content": [{"type": "text", "text": payload.decode()}]}
+        if tool.mcp_content and not is_error:
+            result: dict[str, Any] = {"content": tool.mcp_content(payload)}
+        else:
+            result = {"content": [{"type": "text", "text": payload.decode()}]}
         if not is_error:
             result["structuredContent"] = orjson.Fragment(payload)
         result["isError"] = is_error

@@ -1,0 +1,205 @@
+"""An attachment as a caller sends it -> checked, stored, described.
+
+Three ways to give the content: `content_base64` (every transport; counts against the
+request body limit), `path` (a file inside the project's directory, local mode only) or
+`sha256` (content uploaded before, through request_attachment_upload). Everything is checked
+(names, types, limits, paths) before anything is stored.
+"""
+
+import base64
+import binascii
+import mimetypes
+import os
+import stat
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, model_validator
+
+from ..errors import InvalidArgument, ToolError
+from ..registry import Input, Output
+from . import images
+from .storage import SHA256, storage
+
+MediaType = Annotated[str, Field(max_length=127, pattern=r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")]
+
+
+def _not_dots(name: str) -> str:
+    if name in (".", ".."):
+        raise ValueError(f"{name!r} is not a file name")
+    return name
+
+
+FileName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^/\\\x00-\x1f\x7f]+$",
+                                description="A file name, without folders."), AfterValidator(_not_dots)]
+Sha256 = Annotated[str, Field(pattern=SHA256.pattern, description="SHA-256 of the content, 64 lowercase hex digits.")]
+
+# Served as themselves; anything else (HTML, SVG, scripts...) as application/octet-stream.
+PASSIVE_TYPES = {
+    "image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "application/pdf", "application/json",
+    "application/zip", "application/gzip", "application/x-tar", "application/octet-stream",
+}
+
+
+# What agents send most, the same on every machine (mimetypes depends on /etc/mime.types).
+COMMON_TYPES = {
+    ".txt": "text/plain", ".log": "text/plain", ".md": "text/markdown", ".diff": "text/x-diff", ".patch": "text/x-diff",
+    ".csv": "text/csv", ".json": "application/json", ".yaml": "application/yaml", ".yml": "application/yaml",
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp",
+    ".pdf": "application/pdf", ".zip": "application/zip", ".gz": "application/gzip", ".html": "text/html",
+    ".svg": "image/svg+xml",
+}
+
+
+class AttachmentInput(Input):
+    name: FileName | None = Field(None, description="Defaults to the path's file name; required otherwise.")
+    media_type: MediaType | None = Field(None, description="e.g. image/png; guessed from the name if omitted.")
+    content_base64: str | None = Field(None, description="The content, base64-encoded.")
+    path: str | None = Field(
+        None, max_length=4096,
+        description="Local mode: a file inside the project's directory (relative to it, or absolute within it).",
+    )
+    sha256: Sha256 | None = Field(None, description="Content uploaded before (request_attachment_upload).")
+    keep_original: bool = Field(False, description="Store an image as sent, not converted to WebP.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [field for field in ("content_base64", "path", "sha256") if getattr(self, field) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of content_base64, path and sha256")
+        if self.name is None and self.path is None:
+            raise ValueError("name is required with content_base64 or sha256")
+        return self
+
+
+class Attachment(Output):
+    """An attachment as messages list it; get_attachment returns its content."""
+
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+
+
+class PayloadTooLarge(ToolError):
+    status = 413
+    code = "payload_too_large"
+
+
+def too_large(what: str, limit: int, setting: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{what} is larger than {limit} bytes.",
+        f"Send less, or raise {setting}." + (" Larger files: request_attachment_upload." if setting == "MAX_BODY_BYTES" else ""),
+    )
+
+
+def store(items: list[AttachmentInput], project_dir: str, settings) -> list[Attachment]:
+    """Check every attachment, then store each content once; their descriptions."""
+    if len(items) > settings.attachments_max_per_message:
+        raise InvalidArgument(f"{len(items)} attachments; at most {settings.attachments_max_per_message} per message.",
+                              "Send the rest in another message, or as one archive.")
+    where = storage(settings)
+    loaded = [_load(item, project_dir, settings, where) for item in items]
+    total = sum(len(content) if content is not None else size for _, content, size, _ in loaded)
+    if total > settings.attachments_max_bytes_per_message:
+        raise too_large("The message's attachments together", settings.attachments_max_bytes_per_message,
+                        "ATTACHMENTS_MAX_BYTES_PER_MESSAGE")
+    stored = []
+    for item, content, size, name in loaded:
+        media_type = item.media_type or guess_type(name, content)
+        if content is not None:
+            if not item.keep_original:
+                name, media_type, content = images.to_webp(name, media_type, content, settings.attachment_image_max_side)
+            sha256, size = where.put(content), len(content)
+        else:
+            sha256 = item.sha256
+        stored.append(Attachment(name=name, media_type=media_type, size=size, sha256=sha256))
+    return stored
+
+
+def _load(item: AttachmentInput, project_dir: str, settings, where) -> tuple[AttachmentInput, bytes | None, int, str]:
+    """(item, content or None for an upload, size, name)."""
+    limit = settings.attachment_max_bytes
+    if item.content_base64 is not None:
+        if len(item.content_base64) > (limit + 2) // 3 * 4 + 4:
+            raise too_large(f"Attachment {item.name!r}", limit, "ATTACHMENT_MAX_BYTES")
+        try:
+            content = base64.b64decode(item.content_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidArgument(f"Attachment {item.name!r}: content_base64 is not valid base64.",
+                                  "Encode the file with standard base64 (RFC 4648, with padding).") from None
+    elif item.path is not None:
+        content = read_project_file(item.path, project_dir, settings)
+    else:
+        size = where.size(item.sha256)
+        if size is None:
+            raise InvalidArgument(f"No uploaded content with sha256 {item.sha256}.",
+                                  "Upload it first (request_attachment_upload), then send its sha256.")
+        if size > limit:
+            raise too_large(f"Attachment {item.name!r}", limit, "ATTACHMENT_MAX_BYTES")
+        return item, None, size, item.name
+    if len(content) > limit:
+        raise too_large(f"Attachment {item.name or item.path!r}", limit, "ATTACHMENT_MAX_BYTES")
+    return item, content, len(content), item.name or os.path.basename(item.path)
+
+
+def paths_allowed(settings) -> bool:
+    from ..security import auth
+
+    if settings.attachments_bucket or auth.on_lambda():
+        return False
+    if settings.attachment_paths is not None:
+        return settings.attachment_paths
+    return auth.mode(settings) == "none"
+
+
+def read_project_file(path: str, project_dir: str, settings) -> bytes:
+    """The content of a regular file inside the project's directory. `..`, absolute paths
+    elsewhere and symlinks that lead out are refused: the path is resolved (symlinks
+    followed) and must still lie inside the resolved project directory."""
+    if not paths_allowed(settings):
+        raise InvalidArgument("Attaching a file by path works only in local mode.",
+                              "Send the content as content_base64, or upload it (request_attachment_upload).")
+    if "\x00" in path or ".." in path.replace("\\", "/").split("/"):
+        raise InvalidArgument(f"Attachment path {path!r} must not contain '..'.", "Give a path inside the project's directory.")
+    root = os.path.realpath(project_dir)
+    if not os.path.isabs(project_dir) or root == os.path.sep or not os.path.isdir(root):
+        raise InvalidArgument(f"The project's directory {project_dir!r} is not a directory on this machine.",
+                              "Attach the content as content_base64 instead.")
+    real = os.path.realpath(os.path.join(root, path))
+    if os.path.commonpath([real, root]) != root:
+        raise InvalidArgument(f"Attachment path {path!r} leads outside the project's directory {project_dir!r}.",
+                              "Only files inside the project's directory can be attached by path (symlinks are followed).")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InvalidArgument(f"Cannot read attachment path {path!r}: {exc.strerror}.", "Check the path.") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise InvalidArgument(f"Attachment path {path!r} is not a regular file.", "Attach a file.")
+    with os.fdopen(fd, "rb") as file:
+        limit = settings.attachment_max_bytes
+        if info.st_size > limit:
+            raise too_large(f"Attachment {path!r}", limit, "ATTACHMENT_MAX_BYTES")
+        content = file.read(limit + 1)
+    if len(content) > limit:
+        raise too_large(f"Attachment {path!r}", limit, "ATTACHMENT_MAX_BYTES")
+    return content
+
+
+def guess_type(name: str, content: bytes | None) -> str:
+    for magic, media_type in ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif")):
+        if content is not None and content.startswith(magic):
+            return media_type
+    extension = os.path.splitext(name)[1].lower()
+    guessed = COMMON_TYPES.get(extension) or mimetypes.guess_type(name, strict=False)[0]
+    return guessed or "application/octet-stream"
+
+
+def served_type(media_type: str) -> str:
+    """The Content-Type a download is served with: never one a browser would run."""
+    if media_type in PASSIVE_TYPES:
+        return media_type
+    if media_type.startswith("text/") and media_type not in ("text/html", "text/xml", "text/javascript"):
+        return "text/plain; charset=utf-8"
+    return "application/octet-stream"

@@ -1,0 +1,181 @@
+"""Content-addressed storage of attachment content: stored once per SHA-256, however often
+it is sent. A local directory (ATTACHMENTS_DIR/ab/cdef...) or an S3 bucket (ATTACHMENTS_BUCKET,
+keys blobs/ab/abcdef...). Writing content that is already there is a no-op, so a write that
+is repeated (or whose message rolled back) costs nothing and loses nothing."""
+
+import base64
+import hashlib
+import os
+import re
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+CHUNK = 1024 * 1024
+DOWNLOAD_SECONDS = 300  # presigned GET: long enough to start the download, short enough to leak little
+UPLOAD_SECONDS = 900
+
+
+def check_sha256(sha256: str) -> str:
+    if not SHA256.fullmatch(sha256):
+        raise ValueError(f"not a SHA-256 in hex: {sha256!r}")
+    return sha256
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` (never inline), with the name for any browser (RFC 6266)."""
+    ascii_name = re.sub(r'[^A-Za-z0-9._ -]', "_", name) or "attachment"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+class TooLarge(Exception):
+    pass
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / check_sha256(sha256)[:2] / sha256[2:]
+
+    def size(self, sha256: str) -> int | None:
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def put(self, data: bytes) -> str:
+        sha256 = hashlib.sha256(data).hexdigest()
+        if self.size(sha256) is None:
+            with self.writer(len(data)) as writer:
+                writer.write(data)
+                writer.commit()
+        return sha256
+
+    def writer(self, limit: int) -> "LocalWriter":
+        return LocalWriter(self, limit)
+
+    def read(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()
+
+    def chunks(self, sha256: str):
+        with open(self.path(sha256), "rb") as file:
+            while chunk := file.read(CHUNK):
+                yield chunk
+
+    def download_url(self, sha256: str, name: str, media_type: str) -> str | None:
+        return None  # local: the REST route serves it (transports/attachment_routes.py)
+
+    def upload_target(self, sha256: str, size: int) -> dict:
+        return {"method": "PUT", "url": "/api/attachments", "headers": {"Content-Type": "application/octet-stream"}}
+
+
+class LocalWriter:
+    """Streams content into a temporary file while hashing it; `commit()` moves it to its
+    address (atomically: a reader never sees half a file). More than `limit` bytes: TooLarge."""
+
+    def __init__(self, storage: LocalStorage, limit: int) -> None:
+        self.storage, self.limit = storage, limit
+        storage.root.mkdir(parents=True, exist_ok=True)
+        self.file = tempfile.NamedTemporaryFile(dir=storage.root, prefix=".upload-", delete=False)
+        self.hash, self.size = hashlib.sha256(), 0
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise TooLarge(f"more than {self.limit} bytes")
+        self.hash.update(chunk)
+        self.file.write(chunk)
+
+    def commit(self) -> str:
+        sha256 = self.hash.hexdigest()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        target = self.storage.path(sha256)
+        target.parent.mkdir(exist_ok=True)
+        os.replace(self.file.name, target)
+        return sha256
+
+    def __enter__(self) -> "LocalWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.file.close()
+        if os.path.exists(self.file.name):
+            os.unlink(self.file.name)
+
+
+class S3Storage:
+    def __init__(self, bucket: str, client=None) -> None:
+        if client is None:
+            import boto3  # only here: local mode never needs it
+            from botocore.config import Config
+
+            # SigV4: presigned URLs that sign their headers (length, checksum), in every region.
+            client = boto3.client("s3", config=Config(signature_version="s3v4"))
+        self.bucket, self.client = bucket, client
+
+    @staticmethod
+    def key(sha256: str) -> str:
+        return f"blobs/{check_sha256(sha256)[:2]}/{sha256}"
+
+    def size(self, sha256: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))["ContentLength"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).digest()
+        sha256 = digest.hex()
+        if self.size(sha256) is None:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(sha256), Body=data,
+                                   ChecksumSHA256=base64.b64encode(digest).decode())
+        return sha256
+
+    def read(self, sha256: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"].read()
+
+    def chunks(self, sha256: str):
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
+        while chunk := body.read(CHUNK):
+            yield chunk
+
+    def download_url(self, sha256: str, name: str, media_type: str) -> str:
+        from .intake import served_type
+
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self.key(sha256), "ResponseContentType": served_type(media_type),
+                    "ResponseContentDisposition": content_disposition(name)},
+            ExpiresIn=DOWNLOAD_SECONDS,
+        )
+
+    def upload_target(self, sha256: str, size: int) -> dict:
+        """A presigned PUT of exactly this content: S3 refuses another length or checksum."""
+        checksum = base64.b64encode(bytes.fromhex(check_sha256(sha256))).decode()
+        url = self.client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": self.key(sha256), "ContentLength": size, "ChecksumSHA256": checksum},
+            ExpiresIn=UPLOAD_SECONDS,
+        )
+        return {"method": "PUT", "url": url, "headers": {"Content-Length": str(size), "x-amz-checksum-sha256": checksum}}
+
+
+def storage(settings) -> LocalStorage | S3Storage:
+    if settings.attachments_bucket:
+        return _s3(settings.attachments_bucket)
+    return LocalStorage(settings.attachments_dir)
+
+
+@lru_cache(maxsize=4)
+def _s3(bucket: str) -> S3Storage:
+    return S3Storage(bucket)  # a boto3 client costs ~50 ms to make: one per process (safe to lose)

@@ -1,0 +1,128 @@
+"""Attachments: read one (the agents that may read its message only), and upload content too
+large for a request body before sending it (docs/attachments.md)."""
+
+import base64
+import sqlite3
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from pydantic import Field
+
+from ..attachments.intake import Attachment, Sha256, paths_allowed
+from ..attachments.storage import storage
+from ..config import get_settings
+from ..errors import InvalidArgument, NotFound
+from ..fields import AgentName, MessageId, ProjectKey
+from ..registry import Input, Output, tool
+from .agents import find_agent
+from .messages import attachments_of, find_message
+from .projects import find_project
+
+
+class GetAttachmentInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName = Field(description="Who is reading: the message's sender or one of its recipients.")
+    message_id: MessageId
+    sha256: Sha256
+    include_content: bool = Field(True, description="False: only the details and a download link.")
+
+
+class AttachmentContent(Attachment):
+    content_base64: str | None = Field(description="The content, up to ATTACHMENT_INLINE_MAX_BYTES; else null and see url.")
+    url: str | None = Field(
+        description="Where to download it: a short-lived link (S3), or this server's GET /api/attachments/{sha256}?... route."
+    )
+
+
+def get_attachment(db: sqlite3.Connection, args: GetAttachmentInput) -> AttachmentContent:
+    """One attachment of a message you sent or received: its content (an image an agent can
+    look at, a log, a diff), or a download link when it is large.
+
+    Take the sha256 from the message's attachments (fetch_inbox, get_message, get_thread)."""
+    project = find_project(db, args.project_key)
+    agent = find_agent(db, project, args.agent_name)
+    row = find_message(db, project, args.message_id, viewer_id=agent["id"])
+    may_read = row["sender_id"] == agent["id"] or db.execute(
+        "SELECT 1 FROM message_recipients WHERE message_id = ? AND agent_id = ?", (args.message_id, agent["id"])
+    ).fetchone()
+    attachment = next((item for item in attachments_of(row) if item.sha256 == args.sha256), None) if may_read else None
+    if attachment is None:  # the same answer whether it does not exist or is not yours to read
+        raise NotFound(
+            f"Message {args.message_id} has no attachment {args.sha256} that {agent['name']} may read.",
+            "Only a message's sender and recipients read its attachments; take sha256 from the message's attachments.",
+        )
+    settings = get_settings()
+    where = storage(settings)
+    content = None
+    if args.include_content and attachment.size <= settings.attachment_inline_max_bytes:
+        content = base64.b64encode(where.read(attachment.sha256)).decode()
+    url = where.download_url(attachment.sha256, attachment.name, attachment.media_type)
+    if url is None:
+        query = {"project_key": args.project_key, "agent_name": agent["name"], "message_id": args.message_id}
+        url = f"/api/attachments/{attachment.sha256}?{urlencode(query)}"
+    return AttachmentContent(**attachment.model_dump(), content_base64=content, url=url)
+
+
+def mcp_content(payload: bytes) -> list[dict[str, Any]]:
+    """get_attachment over MCP: the details as text, then the content itself, as an image a
+    multimodal agent can look at, or an embedded resource (text or blob)."""
+    found = orjson.loads(payload)
+    content, media_type = found.pop("content_base64"), found["media_type"]
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": orjson.dumps(found).decode()}]
+    if content is None:
+        return blocks
+    if media_type in ("image/png", "image/jpeg", "image/gif", "image/webp"):
+        blocks.append({"type": "image", "data": content, "mimeType": media_type})
+        return blocks
+    uri = f"attachment://{found['sha256']}/{found['name']}"
+    resource: dict[str, Any] = {"uri": uri, "mimeType": media_type, "blob": content}
+    if media_type.startswith("text/") or media_type in ("application/json", "application/x-ndjson"):
+        try:
+            resource = {"uri": uri, "mimeType": media_type, "text": base64.b64decode(content).decode()}
+        except UnicodeDecodeError:
+            pass
+    blocks.append({"type": "resource", "resource": resource})
+    return blocks
+
+
+class UploadInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName
+    sha256: Sha256
+    size: int = Field(gt=0, description="The content's length in bytes.")
+
+
+class UploadTarget(Output):
+    already_stored: bool = Field(description="True: nothing to upload, send the sha256 right away.")
+    method: str
+    url: str = Field(description="A presigned S3 URL, or this server's path (PUT the raw bytes there).")
+    headers: dict[str, str] = Field(description="Send these headers with the upload.")
+    max_bytes: int
+
+
+def request_attachment_upload(db: sqlite3.Connection, args: UploadInput) -> UploadTarget:
+    """Where to upload a file too large for a request body (over MAX_BODY_BYTES as base64),
+    before attaching it to send_message / reply_message as {"name", "sha256"}.
+
+    Locally: PUT the raw bytes to /api/attachments (the answer gives the sha256); on AWS:
+    PUT them to the presigned S3 URL with the headers given (S3 checks length and sha256)."""
+    agent = find_agent(db, find_project(db, args.project_key), args.agent_name)
+    settings = get_settings()
+    if args.size > settings.attachment_max_bytes:
+        from ..attachments.intake import too_large
+
+        raise too_large(f"A {args.size}-byte attachment", settings.attachment_max_bytes, "ATTACHMENT_MAX_BYTES")
+    where = storage(settings)
+    stored = where.size(args.sha256)
+    if stored is not None and stored != args.size:
+        raise InvalidArgument(f"Content {args.sha256} is stored with {stored} bytes, not {args.size}.", "Check the size.")
+    del agent  # an agent of the project, with its token when tokens are required: that is all it takes
+    return UploadTarget(already_stored=stored is not None, max_bytes=settings.attachment_max_bytes,
+                        **where.upload_target(args.sha256, args.size))
+
+
+TOOLS = [
+    tool(get_attachment, read_only=True, acts_as="agent_name", mcp_content=mcp_content),
+    tool(request_attachment_upload, read_only=True, acts_as="agent_name"),
+]

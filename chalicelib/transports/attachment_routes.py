@@ -1,0 +1,94 @@
+"""Attachment bytes over HTTP, local mode (the Chalice app has its own download route):
+
+    PUT /api/attachments            the raw bytes of a file too large for a request body,
+                                    streamed to storage (up to ATTACHMENT_MAX_BYTES)
+                                    -> {"sha256", "size"}, then send_message(attachments=
+                                    [{"name", "sha256"}])
+    GET /api/attachments/{sha256}?project_key=&agent_name=&message_id=
+                                    the content, for the message's sender and recipients
+                                    (get_attachment checks, agent tokens included)
+
+Downloads are always `Content-Disposition: attachment`, never served as a type a browser
+would run (HTML, SVG, scripts: application/octet-stream), with `nosniff` (Front adds it).
+"""
+
+import asyncio
+from urllib.parse import parse_qsl
+
+import orjson
+
+from .. import invoke
+from ..attachments.intake import served_type, too_large
+from ..attachments.storage import SHA256, LocalStorage, TooLarge, content_disposition, storage
+from ..config import Settings
+from ..errors import InvalidArgument, ToolError, internal_error
+from ..tools import tools_by_name
+from .raw_asgi import send_json
+
+UPLOAD_PATH = "/api/attachments"
+DOWNLOAD_PREFIX = "/api/attachments/"
+
+
+async def upload(scope, receive, send, settings: Settings) -> None:
+    try:
+        where = storage(settings)
+        if not isinstance(where, LocalStorage):
+            raise InvalidArgument("This server stores attachments in S3.", "Upload through request_attachment_upload's URL.")
+        limit = settings.attachment_max_bytes
+        length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise too_large("The upload", limit, "ATTACHMENT_MAX_BYTES")
+        with where.writer(limit) as writer:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away: nothing stored
+                chunk = message.get("body", b"")
+                if chunk:
+                    await asyncio.to_thread(writer.write, chunk)  # disk writes off the event loop
+                if not message.get("more_body", False):
+                    break
+            if writer.size == 0:
+                raise InvalidArgument("The upload is empty.", "PUT the file's bytes as the request body.")
+            sha256 = await asyncio.to_thread(writer.commit)
+            size = writer.size
+    except TooLarge:
+        error = too_large("The upload", settings.attachment_max_bytes, "ATTACHMENT_MAX_BYTES")
+        await send_json(send, orjson.dumps(error.to_dict()), error.status)
+        return
+    except ToolError as exc:
+        await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
+        return
+    await send_json(send, orjson.dumps({"sha256": sha256, "size": size}))
+
+
+async def download(scope, receive, send, settings: Settings) -> None:
+    sha256 = scope["path"].removeprefix(DOWNLOAD_PREFIX)
+    arguments = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    try:
+        if not SHA256.fullmatch(sha256):
+            raise InvalidArgument(f"{sha256!r} is not a sha256.", "GET /api/attachments/{sha256}?project_key=&agent_name=&message_id=")
+        found = await invoke.acall(tools_by_name()["get_attachment"], {**arguments, "sha256": sha256, "include_content": False},
+                                   settings)
+    except ToolError as exc:
+        await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
+        return
+    except Exception:
+        await send_json(send, orjson.dumps(internal_error().to_dict()), 500)
+        return
+    where = storage(settings)
+    if not isinstance(where, LocalStorage):  # S3: a short-lived link, straight from the bucket
+        await send({"type": "http.response.start", "status": 302, "headers": [(b"location", found.url.encode())]})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers = [
+        (b"content-type", served_type(found.media_type).encode()),
+        (b"content-length", str(found.size).encode()),
+        (b"content-disposition", content_disposition(found.name).encode()),
+        (b"cache-control", b"private, max-age=3600, immutable"),  # content-addressed: never changes
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    with open(where.path(sha256), "rb") as file:
+        while chunk := await asyncio.to_thread(file.read, 1024 * 1024):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,151 @@
+"""Attachments through the real server (uvicorn on 127.0.0.1): REST and the official MCP client,
+the upload route for files larger than API Gateway's payload limit, safe downloads."""
+
+import asyncio
+import base64
+import hashlib
+import io
+import os
+import socket
+
+import httpx
+import pytest
+from mcp import Client
+from PIL import Image
+
+from .servers import running_server
+
+MAX_BYTES = 12 * 1024 * 1024
+API_GATEWAY_LIMIT = 10 * 1024 * 1024  # REST APIs' payload limit (a Lambda's own is 6 MB)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("server")
+    with running_server(directory / "agent_mail.db", ATTACHMENTS_DIR=str(directory / "attachments"),
+                        ATTACHMENT_MAX_BYTES=str(MAX_BYTES)) as url:
+        yield url, directory / "attachments"
+
+
+@pytest.fixture(scope="module")
+def team(server):
+    url, _ = server
+    project = httpx.post(f"{url}/api/ensure_project", json={"human_key": "/e2e/attachments"}).json()["slug"]
+    for name in ("BlueLake", "GreenCastle", "RedStone"):
+        httpx.post(f"{url}/api/register_agent", json={"project_key": project, "program": "p", "model": "m", "name": name})
+        httpx.post(f"{url}/api/set_contact_policy", json={"project_key": project, "agent_name": name, "policy": "open"})
+    return project
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def png(width=400, height=300) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), "navy").save(out, "PNG")
+    return out.getvalue()
+
+
+def send(url, project, attachments, to=("GreenCastle",)):
+    return httpx.post(f"{url}/api/send_message", json={
+        "project_key": project, "sender_name": "BlueLake", "to": list(to), "subject": "files", "body_md": "attached",
+        "attachments": attachments}, timeout=60)
+
+
+def download(url, project, agent, message_id, sha256):
+    return httpx.get(f"{url}/api/attachments/{sha256}",
+                     params={"project_key": project, "agent_name": agent, "message_id": message_id}, timeout=60)
+
+
+def test_a_screenshot_and_a_log_near_the_body_limit_over_rest_and_mcp(server, team):
+    url, _ = server
+    screenshot = png()
+    log = (b"2026-11-30T08:00:00Z DEBUG cart: recomputed totals for 1 item\n" * 12_000)[:700_000]  # base64: ~933 kB
+    answer = send(url, team, [{"name": "screen.png", "content_base64": b64(screenshot), "keep_original": True},
+                              {"name": "pytest.log", "content_base64": b64(log)}])
+    assert answer.status_code == 200, answer.text
+    message = answer.json()["message"]
+    shot, text = message["attachments"]
+    assert (shot["media_type"], shot["sha256"]) == ("image/png", hashlib.sha256(screenshot).hexdigest())
+    assert (text["media_type"], text["size"]) == ("text/plain", len(log))
+
+    too_big = send(url, team, [{"name": "big.log", "content_base64": b64(log + b"x" * 100_000)}])  # body over 1 MiB
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
+
+    async def look():
+        async with Client(f"{url}/mcp", mode="legacy") as client:
+            image = await client.call_tool("get_attachment", {"project_key": team, "agent_name": "GreenCastle",
+                                                              "message_id": message["id"], "sha256": shot["sha256"]})
+            assert not image.is_error
+            details, picture = image.content
+            assert (picture.type, picture.mime_type, base64.b64decode(picture.data)) == ("image", "image/png", screenshot)
+            assert '"name":"screen.png"' in details.text and image.structured_content["size"] == len(screenshot)
+            logged = await client.call_tool("get_attachment", {"project_key": team, "agent_name": "BlueLake",
+                                                               "message_id": message["id"], "sha256": text["sha256"]})
+            assert logged.content[1].type == "resource" and logged.content[1].resource.text == log.decode()
+            refused = await client.call_tool("get_attachment", {"project_key": team, "agent_name": "RedStone",
+                                                                "message_id": message["id"], "sha256": shot["sha256"]})
+            assert refused.is_error and '"not_found"' in refused.content[0].text
+
+    asyncio.run(look())
+
+    got = download(url, team, "GreenCastle", message["id"], text["sha256"])
+    assert got.status_code == 200 and got.content == log
+    assert got.headers["content-type"] == "text/plain; charset=utf-8"
+    assert got.headers["content-disposition"] == "attachment; filename=\"pytest.log\"; filename*=UTF-8''pytest.log"
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert download(url, team, "RedStone", message["id"], text["sha256"]).status_code == 404  # not a recipient
+
+
+def test_active_content_is_never_served_as_itself(server, team):
+    url, _ = server
+    html = b"<script>fetch('/api/list_projects').then(r => r.text()).then(alert)</script>"
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>'
+    message = send(url, team, [{"name": "page.html", "content_base64": b64(html)},
+                               {"name": "x.svg", "content_base64": b64(svg)}]).json()["message"]
+    assert [a["media_type"] for a in message["attachments"]] == ["text/html", "image/svg+xml"]
+    for attachment in message["attachments"]:
+        got = download(url, team, "GreenCastle", message["id"], attachment["sha256"])
+        assert got.headers["content-type"] == "application/octet-stream"
+        assert got.headers["content-disposition"].startswith("attachment;")
+
+
+def test_a_file_larger_than_api_gateways_limit_goes_through_the_upload_route(server, team):
+    url, store = server
+    data = os.urandom(API_GATEWAY_LIMIT + 1024 * 1024)  # 11 MiB
+    sha256 = hashlib.sha256(data).hexdigest()
+    target = httpx.post(f"{url}/api/request_attachment_upload",
+                        json={"project_key": team, "agent_name": "BlueLake", "sha256": sha256, "size": len(data)}).json()
+    assert (target["already_stored"], target["method"], target["url"]) == (False, "PUT", "/api/attachments")
+    uploaded = httpx.put(f"{url}{target['url']}", content=data, headers=target["headers"], timeout=60)
+    assert uploaded.json() == {"sha256": sha256, "size": len(data)}
+    again = httpx.post(f"{url}/api/request_attachment_upload",
+                       json={"project_key": team, "agent_name": "BlueLake", "sha256": sha256, "size": len(data)}).json()
+    assert again["already_stored"] is True
+
+    message = send(url, team, [{"name": "core.dump", "sha256": sha256}]).json()["message"]
+    assert message["attachments"] == [{"name": "core.dump", "media_type": "application/octet-stream",
+                                       "size": len(data), "sha256": sha256}]
+    found = httpx.post(f"{url}/api/get_attachment", json={"project_key": team, "agent_name": "GreenCastle",
+                                                          "message_id": message["id"], "sha256": sha256}).json()
+    assert found["content_base64"] is None  # over ATTACHMENT_INLINE_MAX_BYTES: a link instead
+    got = httpx.get(f"{url}{found['url']}", timeout=60)
+    assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == sha256
+
+
+def test_an_oversize_upload_is_refused_while_streaming_and_leaves_nothing(server):
+    url, store = server
+    before = sorted(p.name for p in store.rglob("*"))
+
+    def chunks():  # no Content-Length: the limit must hold while the body streams in
+        for _ in range(MAX_BYTES // (1024 * 1024) + 1):
+            yield b"x" * (1024 * 1024)
+
+    refused = httpx.put(f"{url}/api/attachments", content=chunks(), timeout=60)
+    assert refused.status_code == 413 and "ATTACHMENT_MAX_BYTES" in refused.json()["error"]["hint"]
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:  # refused on its Content-Length, before any body
+        sock.sendall(f"PUT /api/attachments HTTP/1.1\r\nHost: {host}\r\nContent-Length: {MAX_BYTES + 1}\r\n\r\n".encode())
+        assert sock.recv(1024).startswith(b"HTTP/1.1 413 ")
+    assert sorted(p.name for p in store.rglob("*")) == before

@@ -1,0 +1,260 @@
+"""Attachments through the tools (invoke.call, as every transport runs them), on both backends:
+sending (base64, paths inside the project, uploads), limits, listing, reading, access, the
+archive round trip."""
+
+import base64
+import hashlib
+import io
+import os
+
+import pytest
+from PIL import Image, ImageDraw
+
+from chalicelib import invoke
+from chalicelib.archive import rebuild
+from chalicelib.archive.gitrepo import GitArchive
+from chalicelib.archive.render import parse_document
+from chalicelib.archive.worker import drain
+from chalicelib.config import Settings, get_settings
+from chalicelib.errors import InvalidArgument, NotFound, ToolError
+from chalicelib.registry import to_json
+from chalicelib.store import db
+from chalicelib.tools import tools_by_name
+
+pytestmark = pytest.mark.both_backends
+TOOLS = tools_by_name()
+
+
+@pytest.fixture(autouse=True)
+def attachment_settings(tmp_path, monkeypatch):
+    """Handlers read attachment settings from the environment (get_settings), like on a server."""
+    monkeypatch.setenv("ATTACHMENTS_DIR", str(tmp_path / "attachments"))
+    monkeypatch.setenv("ARCHIVE_DIR", str(tmp_path / "archive"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def screenshot(width=1600, height=1000) -> bytes:
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for y in range(0, height, 40):
+        draw.text((20, y), f"line {y}: Traceback (most recent call last): KeyError 'cart_id'", fill="black")
+    draw.rectangle((900, 100, 1500, 600), outline="red", width=5)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def stored_files(tmp_path) -> list[str]:
+    root = tmp_path / "attachments"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_a_text_attachment_is_listed_everywhere_and_read_back(call, project, tmp_path, settings):
+    log = b"2026-11-30 ERROR cart: KeyError 'cart_id'\n" * 50
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], bcc=["RedStone"],
+                subject="build log", body_md="see attached",
+                attachments=[{"name": "build.log", "content_base64": b64(log)}])["message"]
+    described = {"name": "build.log", "media_type": "text/plain", "size": len(log), "sha256": hashlib.sha256(log).hexdigest()}
+    assert sent["attachments"] == [described]
+    [inboxed] = call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"]
+    assert inboxed["attachments"] == [described]
+    assert call("get_message", project_key=project, message_id=sent["id"])["attachments"] == [described]
+    assert call("get_thread", project_key=project, thread_id=sent["thread_id"])["messages"][0]["attachments"] == [described]
+    assert call("fetch_outbox", project_key=project, agent_name="BlueLake")["messages"][0]["attachments"] == [described]
+    for reader in ("GreenCastle", "BlueLake", "RedStone"):  # recipient, sender, bcc recipient
+        got = call("get_attachment", project_key=project, agent_name=reader, message_id=sent["id"], sha256=described["sha256"])
+        assert base64.b64decode(got["content_base64"]) == log and got["url"].startswith(f"/api/attachments/{described['sha256']}?")
+    # The inbox JSON the database renders is still byte for byte the validated output's.
+    fetch_inbox = TOOLS["fetch_inbox"]
+    for options in ({}, {"include_bodies": True}):
+        args = {"project_key": project, "agent_name": "GreenCastle", **options}
+        assert invoke.call(fetch_inbox.json_tool, args, settings) == to_json(invoke.call(fetch_inbox, args, settings))
+    assert stored_files(tmp_path) == [f"{described['sha256'][:2]}/{described['sha256'][2:]}"]
+
+
+def test_only_the_sender_and_recipients_read_an_attachment(call, project):
+    call("register_agent", project_key=project, program="p", model="m", name="PurpleBear")
+    call("set_contact_policy", project_key=project, agent_name="PurpleBear", policy="open")
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"name": "secret.txt", "content_base64": b64(b"secret")}])["message"]
+    sha = sent["attachments"][0]["sha256"]
+    with pytest.raises(NotFound, match="may read"):
+        call("get_attachment", project_key=project, agent_name="PurpleBear", message_id=sent["id"], sha256=sha)
+    with pytest.raises(NotFound):  # an attachment of another message
+        other = call("send_message", project_key=project, sender_name="BlueLake", to=["PurpleBear"], subject="s", body_md="b")
+        call("get_attachment", project_key=project, agent_name="PurpleBear", message_id=other["message"]["id"], sha256=sha)
+
+
+def test_a_png_screenshot_becomes_a_smaller_webp_unless_the_original_is_asked_for(call, project):
+    png = screenshot(3000, 1500)  # a wide high-resolution screen
+    converted, original = call(
+        "send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="screen", body_md="b",
+        attachments=[{"name": "screen.png", "content_base64": b64(png)},
+                     {"name": "screen.png", "content_base64": b64(png), "keep_original": True}],
+    )["message"]["attachments"]
+    assert (original["name"], original["media_type"], original["size"]) == ("screen.png", "image/png", len(png))
+    assert original["sha256"] == hashlib.sha256(png).hexdigest()
+    assert (converted["name"], converted["media_type"]) == ("screen.webp", "image/webp")
+    assert converted["size"] < len(png)
+    [message] = call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"]
+    got = call("get_attachment", project_key=project, agent_name="GreenCastle", message_id=message["id"], sha256=converted["sha256"])
+    with Image.open(io.BytesIO(base64.b64decode(got["content_base64"]))) as image:
+        assert (image.format, image.size) == ("WEBP", (2048, 1024))  # scaled to the 2048-pixel cap
+
+
+def test_a_repeated_file_is_stored_once(call, project, tmp_path):
+    data = b"same diff\n" * 100
+    for _ in range(3):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+             attachments=[{"name": "a.diff", "content_base64": b64(data)}, {"name": "b.diff", "content_base64": b64(data)}])
+    call("reply_message", project_key=project, message_id=call("fetch_inbox", project_key=project, agent_name="GreenCastle")
+         ["messages"][0]["id"], sender_name="GreenCastle", body_md="ok", attachments=[{"name": "c.diff", "content_base64": b64(data)}])
+    assert len(stored_files(tmp_path)) == 1
+
+
+def test_oversize_attachments_are_refused_and_nothing_is_sent(call, project, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTACHMENT_MAX_BYTES", "1000")
+    monkeypatch.setenv("ATTACHMENTS_MAX_BYTES_PER_MESSAGE", "1500")
+    monkeypatch.setenv("ATTACHMENTS_MAX_PER_MESSAGE", "3")
+    get_settings.cache_clear()
+
+    def attempt(*sizes):
+        attachments = [{"name": f"f{i}.bin", "content_base64": b64(os.urandom(size))} for i, size in enumerate(sizes)]
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+             attachments=attachments)
+
+    with pytest.raises(ToolError, match="larger than 1000 bytes") as refused:
+        attempt(1001)
+    assert (refused.value.status, refused.value.code) == (413, "payload_too_large")
+    with pytest.raises(ToolError, match="together is larger than 1500") as refused:
+        attempt(800, 800)
+    assert refused.value.status == 413
+    with pytest.raises(InvalidArgument, match="at most 3"):
+        attempt(1, 1, 1, 1)
+    attempt(1000)
+    assert len(call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"]) == 1
+    assert len(stored_files(tmp_path)) == 1  # nothing of the refused ones
+
+
+def test_bad_attachment_input_is_refused_clearly(call, project):
+    def attempt(attachment):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+             attachments=[attachment])
+
+    with pytest.raises(InvalidArgument, match="not valid base64"):
+        attempt({"name": "x", "content_base64": "***"})
+    with pytest.raises(InvalidArgument, match="exactly one of"):
+        attempt({"name": "x", "content_base64": "eA==", "sha256": "0" * 64})
+    with pytest.raises(InvalidArgument, match="name is required"):
+        attempt({"content_base64": "eA=="})
+    for name in ("../x", "a/b", "..", "a\nb"):
+        with pytest.raises(InvalidArgument, match="name"):
+            attempt({"name": name, "content_base64": "eA=="})
+    with pytest.raises(InvalidArgument, match="No uploaded content"):
+        attempt({"name": "x", "sha256": "a" * 64})
+
+
+@pytest.fixture
+def repo(call, tmp_path):
+    """A project whose human_key is a real directory, with a file inside and a secret outside."""
+    root = tmp_path / "repo"
+    (root / "logs").mkdir(parents=True)
+    (root / "logs" / "test.log").write_bytes(b"FAILED tests/test_cart.py::test_total\n")
+    (tmp_path / "secret.txt").write_text("password=hunter2")
+    os.symlink(tmp_path / "secret.txt", root / "innocent.txt")
+    os.symlink(root / "logs" / "test.log", root / "latest.log")  # a symlink that stays inside is fine
+    project = call("ensure_project", human_key=str(root))["slug"]
+    for name in ("BlueLake", "GreenCastle"):
+        call("register_agent", project_key=project, program="p", model="m", name=name)
+        call("set_contact_policy", project_key=project, agent_name=name, policy="open")
+    return project, root
+
+
+def test_local_mode_attaches_files_inside_the_project_only(call, repo, tmp_path):
+    project, root = repo
+
+    def attach(path):
+        return call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s",
+                    body_md="b", attachments=[{"path": path}])["message"]["attachments"][0]
+
+    for path in ("logs/test.log", str(root / "logs" / "test.log"), "latest.log", "./logs/test.log"):
+        attached = attach(path)
+        assert attached["size"] == len(b"FAILED tests/test_cart.py::test_total\n")
+    assert attach("logs/test.log")["name"] == "test.log"
+    for path, reason in (("../secret.txt", "must not contain '..'"), ("logs/../../secret.txt", "must not contain '..'"),
+                         (str(tmp_path / "secret.txt"), "outside the project"), ("/etc/passwd", "outside the project"),
+                         ("innocent.txt", "outside the project"), ("logs", "not a regular file"),
+                         ("missing.txt", "Cannot read")):
+        with pytest.raises(InvalidArgument, match=reason):
+            attach(path)
+    assert "hunter2" not in "".join(
+        str(m) for m in call("fetch_inbox", project_key=project, agent_name="GreenCastle", include_bodies=True)["messages"])
+
+
+def test_paths_are_refused_when_the_server_has_authentication(call, repo, monkeypatch):
+    project, _ = repo
+    monkeypatch.setenv("AUTH_BEARER_TOKENS", "t" * 32)
+    monkeypatch.setenv("REQUIRE_AGENT_TOKENS", "false")
+    get_settings.cache_clear()
+    with pytest.raises(InvalidArgument, match="only in local mode"):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+             attachments=[{"path": "logs/test.log"}])
+
+
+def test_the_archive_keeps_attachments_beside_their_messages_and_restore_brings_them_back(call, project, settings, tmp_path):
+    data, png = b"log line\n" * 10, screenshot(200, 100)
+    sent = [call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"s{i}", body_md="b",
+                 attachments=[{"name": "run.log", "content_base64": b64(data)},
+                              {"name": "shot.png", "content_base64": b64(png), "keep_original": True}])["message"]
+            for i in range(2)]
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="plain", body_md="b")
+    sha_log, sha_png = (a["sha256"] for a in sent[0]["attachments"])
+    with GitArchive.local(get_settings()) as archive:
+        drain(settings, archive)
+        files = archive.files()
+    blobs = {path: content for path, content in files.items() if "/attachments/" in path}
+    assert blobs == {f"projects/{project}/attachments/{sha_log[:2]}/{sha_log}": data,
+                     f"projects/{project}/attachments/{sha_png[:2]}/{sha_png}": png}  # one copy each
+    fronts = [parse_document(content) for path, content in files.items() if "/messages/" in path]
+    assert sorted(len(front.get("attachments", [])) for front in fronts) == [0, 2, 2]
+    assert all("attachments" not in front for front in fronts if front["subject"] == "plain")  # as before attachments
+    with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(get_settings()) as archive:
+        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": []}
+
+    # Disaster: a new database and an empty attachment store, restored from the archive.
+    for path in (tmp_path / "attachments").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    restored = Settings(database_url=f"sqlite:///{tmp_path}/restored.db")
+    db.migrate(restored)
+    with db.connection(restored) as conn, db.transaction(conn, write=True), GitArchive.local(get_settings()) as archive:
+        rebuild.restore(conn, archive)
+    got = invoke.call(TOOLS["get_attachment"], {"project_key": project, "agent_name": "GreenCastle",
+                                                "message_id": sent[1]["id"], "sha256": sha_png}, restored)
+    assert base64.b64decode(got.content_base64) == png
+    message = invoke.call(TOOLS["get_message"], {"project_key": project, "message_id": sent[0]["id"]}, restored)
+    assert [a.model_dump() for a in message.attachments] == sent[0]["attachments"]
+
+
+def test_with_agent_tokens_only_the_readers_own_token_opens_an_attachment(call, settings):
+    call("ensure_project", human_key="/work/tokens")
+    tokens = {name: call("register_agent", project_key="work-tokens", program="p", model="m", name=name)["registration_token"]
+              for name in ("BlueLake", "GreenCastle")}
+    call("set_contact_policy", project_key="work-tokens", agent_name="GreenCastle", policy="open")
+    sent = call("send_message", project_key="work-tokens", sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"name": "a.txt", "content_base64": b64(b"for GreenCastle")}])["message"]
+    strict = settings.model_copy(update={"require_agent_tokens": True})
+    args = {"project_key": "work-tokens", "agent_name": "GreenCastle", "message_id": sent["id"],
+            "sha256": sent["attachments"][0]["sha256"]}
+    for token in (None, tokens["BlueLake"]):  # none, or another agent's
+        with pytest.raises(ToolError) as refused:
+            invoke.call(TOOLS["get_attachment"], {**args, "registration_token": token}, strict)
+        assert refused.value.status in (401, 403)
+    got = invoke.call(TOOLS["get_attachment"], {**args, "registration_token": tokens["GreenCastle"]}, strict)
+    assert base64.b64decode(got.content_base64) == b"for GreenCastle"

@@ -1,0 +1,174 @@
+"""MCP over stdio: the `agent-mail stdio` command spawned by the official MCP client, beside a
+real HTTP server on the same database and archive."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+from chalicelib.archive.gitrepo import GitArchive
+from chalicelib.archive.worker import lock_path
+from chalicelib.ops.supervisor import exclusive, holder
+from chalicelib.archive.rebuild import canonical
+from chalicelib.config import Settings
+from chalicelib.tools import all_tools
+from chalicelib.transports import stdio
+from chalicelib.transports.mcp_app import build_mcp_server
+from chalicelib.transports.mcp_lean import LeanMCP
+
+from .servers import ROOT, running_server, tool_caller
+
+AGENT_MAIL = Path(sys.executable).parent / "agent-mail"  # installed by scripts/bootstrap.sh (pyproject.toml)
+
+
+def initialize_line(request_id=1, version="2025-11-25") -> bytes:
+    params = {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": params}).encode() + b"\n"
+
+
+def test_the_quick_initialize_answer_is_the_sdks_for_every_handshake_version(tmp_path):
+    assert stdio.QUICK_VERSIONS == set(HANDSHAKE_PROTOCOL_VERSIONS)
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite")
+    sdk = LeanMCP(build_mcp_server(settings), settings, None)  # the SDK's own per-version serialiser
+    for version in HANDSHAKE_PROTOCOL_VERSIONS:
+        request_id, line = stdio.quick_initialize(initialize_line("a", version))
+        params = json.loads(initialize_line("a", version))["params"]
+        assert request_id == "a"
+        assert json.loads(line) == {"jsonrpc": "2.0", "id": "a", "result": json.loads(sdk._initialize_result(params))}
+    for odd in (b"not json\n", initialize_line(version="2099-01-01"), b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n',
+                b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}\n'):
+        assert stdio.quick_initialize(odd) is None  # the SDK answers (or refuses) those
+
+
+def test_stdout_carries_only_protocol_one_answer_per_request(tmp_path):
+    """Raw JSON lines to `python -m chalicelib stdio`: initialize is answered once (the SDK's
+    own answer to it is dropped), then the SDK answers; logs go to stderr."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"),
+           "LOG_LEVEL": "DEBUG"}
+    requests = initialize_line(7) + b"".join(
+        json.dumps(message).encode() + b"\n"
+        for message in (
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 8, "method": "tools/list"},
+            {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "health_check", "arguments": {}}},
+        )
+    )
+    server = subprocess.Popen([sys.executable, "-m", "chalicelib", "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    server.stdin.write(requests)
+    server.stdin.flush()
+    lines = [server.stdout.readline() for _ in range(3)]  # a client waits for its answers before it closes stdin
+    stdout, stderr = server.communicate(timeout=60)
+    assert server.returncode == 0 and stdout == b"", stderr.decode()
+    answers = [json.loads(line) for line in lines]
+    assert [answer["id"] for answer in answers] == [7, 8, 9]
+    assert answers[0]["result"]["serverInfo"]["name"] == "agent-mail"
+    assert {tool["name"] for tool in answers[1]["result"]["tools"]} == {tool.name for tool in all_tools()}
+    assert answers[2]["result"]["structuredContent"]["status"] == "ok"
+    assert b"DEBUG" in stderr  # the logs are there, on stderr
+
+
+def test_an_agent_session_over_stdio_beside_the_http_server_on_one_database(tmp_path):
+    """The official client spawns `agent-mail stdio` (as Claude Desktop, Claude Code, Codex and
+    Cursor do) and runs the HTTP tests' agent workflow, while the HTTP server serves the same
+    database; mail crosses between the two, and one archive worker writes for both."""
+    database, archive_dir = tmp_path / "agent_mail.db", tmp_path / "archive"
+    env = {"DATABASE_URL": f"sqlite:///{database}", "ARCHIVE_DIR": str(archive_dir), "LOG_LEVEL": "WARNING"}
+    with running_server(database, ARCHIVE_DIR=str(archive_dir)) as url:
+        lock = lock_path(Settings(archive_dir=archive_dir))
+        deadline = time.monotonic() + 30
+        while holder(lock) is None:  # the HTTP server's worker took the lock
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        http_worker = holder(lock)
+
+        async def session():
+            server = StdioServerParameters(command=str(AGENT_MAIL), args=["stdio"], env=env, cwd=str(tmp_path))
+            async with Client(server, mode="legacy") as client:
+                assert client.server_info.name == "agent-mail"
+                assert "ensure_project" in client.instructions
+                assert {tool.name for tool in (await client.list_tools()).tools} == {tool.name for tool in all_tools()}
+                call = tool_caller(client)
+                key = "/e2e/stdio"
+                project = (await call("ensure_project", human_key=key))["slug"]
+                alice = (await call("register_agent", project_key=key, program="claude-desktop", model="opus"))["name"]
+                # Bob works over HTTP, on the same database.
+                bob = httpx.post(f"{url}/api/register_agent", json={"project_key": project, "program": "codex",
+                                                                    "model": "gpt", "name": "BobBadger"}).json()["name"]
+                httpx.post(f"{url}/api/set_contact_policy", json={"project_key": project, "agent_name": bob, "policy": "open"})
+                sent = await call("send_message", project_key=project, sender_name=alice, to=[bob], subject="Hello",
+                                  body_md="Ready to pair?", ack_required=True)
+                inbox = httpx.get(f"{url}/api/fetch_inbox", params={"project_key": project, "agent_name": bob}).json()
+                assert [m["id"] for m in inbox["messages"]] == [sent["message"]["id"]]
+                httpx.post(f"{url}/api/reply_message", json={"project_key": project, "message_id": sent["message"]["id"],
+                                                            "sender_name": bob, "body_md": "Yes"}).raise_for_status()
+                [reply] = (await call("fetch_inbox", project_key=project, agent_name=alice, include_bodies=True))["messages"]
+                assert (reply["sender"], reply["body_md"]) == (bob, "Yes")
+                summary = await call("summarize_thread", project_key=project, thread_id=reply["thread_id"])
+                assert summary["message_count"] == 2
+                hits = await call("search_messages", project_key=project, query="pair*")
+                assert [h["subject"] for h in hits["results"]] == ["Hello"]
+                resource = await client.read_resource(f"resource://inbox/{bob}?project={project}")
+                assert json.loads(resource.contents[0].text)["messages"][0]["subject"] == "Hello"
+                error = await client.call_tool("whois", {"project_key": project, "agent_name": "Nobody"})
+                assert error.is_error and json.loads(error.content[0].text)["error"]["code"] == "not_found"
+                assert holder(lock) == http_worker  # the stdio server's worker stands by
+
+        asyncio.run(session())
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/api/archive_status").json()["pending"]:
+            assert time.monotonic() < deadline, "the archive did not catch up"
+            time.sleep(0.1)
+    with GitArchive(archive_dir, bare=True) as archive:
+        assert len(canonical(archive.files())) == 2  # both messages, archived once
+
+
+def test_a_standing_by_worker_takes_over_when_the_other_exits(tmp_path):
+    lock = lock_path(Settings(archive_dir=tmp_path / "archive"))
+    holding = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from chalicelib.ops.supervisor import exclusive\n"
+         f"with exclusive(Path({str(lock)!r}), None) as mine:\n assert mine; print('held', flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holding.stdout.readline() == "held\n"
+        with exclusive(lock, None) as mine:
+            assert not mine and holder(lock) == holding.pid
+    finally:
+        holding.kill()  # however it dies, its lock goes with it
+        holding.wait()
+    with exclusive(lock, None) as mine:
+        assert mine and holder(lock) == os.getpid()
+
+
+def test_sigterm_stops_the_server_and_its_archive_worker(tmp_path):
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive")}
+    server = subprocess.Popen([str(AGENT_MAIL), "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=tmp_path)
+    try:
+        server.stdin.write(initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n'
+                           b'{"jsonrpc":"2.0","id":2,"method":"ping"}\n')
+        server.stdin.flush()
+        assert [json.loads(server.stdout.readline())["id"] for _ in range(2)] == [1, 2]  # the worker runs by now
+        lock = lock_path(Settings(archive_dir=tmp_path / "archive"))
+        deadline = time.monotonic() + 60
+        while holder(lock) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = holder(lock)
+        server.terminate()  # stdin still open: a reader thread blocks on it
+        assert server.wait(timeout=60) == 0
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{worker}") and open(f"/proc/{worker}/stat").read().split()[2] != "Z":
+            assert time.monotonic() < deadline, "the archive worker outlived its server"
+            time.sleep(0.05)
+    finally:
+        server.kill()
+        server.wait()
