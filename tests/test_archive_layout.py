@@ -194,11 +194,12 @@ def test_the_worker_migrates_an_old_archive_when_it_starts(call, project, settin
 
 
 @pytest.fixture
-def two_shops(call):
-    """/home/me/shop and /home/me/Shop: both get the slug home-me-shop (c-identity makes slugs
-    unique; the archive must not mix them either way)."""
+def two_shops(call, settings):
+    """/home/me/shop and /home/me/Shop under the one slug home-me-shop, as databases made before
+    slugs were unique hold them: the archive must not mix them either way."""
     for key in ("/home/me/shop", "/home/me/Shop"):
         call("ensure_project", human_key=key)
+        give_unique_slug(settings, key, "home-me-shop")  # the slug both had then
         for name in ("BlueLake", "GreenCastle"):
             call("register_agent", project_key=key, program=f"prog {key}", model="m", name=name)
             call("set_contact_policy", project_key=key, agent_name=name, policy="open")

@@ -84,7 +84,7 @@ def test_only_the_sender_and_recipients_read_an_attachment(call, project):
     sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
                 attachments=[{"name": "secret.txt", "content_base64": b64(b"secret")}])["message"]
     sha = sent["attachments"][0]["sha256"]
-    with pytest.raises(NotFound, match="may read"):
+    with pytest.raises(NotFound, match="viewer.s mail|may read"):  # never told apart from a missing message
         call("get_attachment", project_key=project, agent_name="PurpleBear", message_id=sent["id"], sha256=sha)
     with pytest.raises(NotFound):  # an attachment of another message
         other = call("send_message", project_key=project, sender_name="BlueLake", to=["PurpleBear"], subject="s", body_md="b")
@@ -225,7 +225,7 @@ def test_the_archive_keeps_attachments_beside_their_messages_and_restore_brings_
     assert sorted(len(front.get("attachments", [])) for front in fronts) == [0, 2, 2]
     assert all("attachments" not in front for front in fronts if front["subject"] == "plain")  # as before attachments
     with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(get_settings()) as archive:
-        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": []}
+        assert not any(rebuild.verify(conn, archive).values())
 
     # Disaster: a new database and an empty attachment store, restored from the archive.
     for path in (tmp_path / "attachments").rglob("*"):
