@@ -49,13 +49,15 @@ def call(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)
     # A tool with a settle step decides on fresh data, so it lends a freshly pulled replica.
     with _busy_is_unavailable(), connection(settings, fresh=tool.settle is not None) as conn:
-        with transaction(conn, write=not tool.read_only):
+        with transaction(conn, write=not (tool.read_only or tool.writes_files)):
             result = run(conn, tool, args, settings)
         return tool.settle(conn, args, result) if tool.settle else result
 
 
 async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)  # bad input is refused before it waits for anything
+    if tool.writes_files:
+        return await asyncio.to_thread(call, tool, args, settings)
     if tool.read_only:
         if settings.turso_sync_url:  # a replica may pull first, or wait for its lock: not on the event loop
             return await asyncio.to_thread(call, tool, args, settings)

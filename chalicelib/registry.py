@@ -65,6 +65,9 @@ class Tool:
     # off_loop(args) -> bool: this read may take more than a few milliseconds (big inputs, big
     # answers), so the ASGI app runs it, and the answer's encoding, in a thread (invoke.ajson).
     off_loop: Callable[[Any], bool] = lambda args: False
+    # Changes files on the server's machine, not the database (install_precommit_guard): runs in a
+    # thread on a read transaction, never inside the writer's (git would hold every write up).
+    writes_files: bool = False
 
     @functools.cached_property
     def json_tool(self) -> "Tool":
@@ -95,6 +98,7 @@ def tool(
     settle: Callable | None = None,
     json_handler: Callable | None = None,
     off_loop: bool | Callable[[Any], bool] = False,
+    writes_files: bool = False,
 ) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
@@ -120,6 +124,7 @@ def tool(
         settle=settle,
         json_handler=_without_token(json_handler, handler_input) if json_handler and acts_as else json_handler,
         off_loop=off_loop if callable(off_loop) else (lambda args: off_loop),
+        writes_files=writes_files,
     )
 
 

@@ -46,7 +46,7 @@ def running_chalice_local(database: Path, **env: str):
 
 
 @contextmanager
-def _running(command, database: Path, env: dict, ready: str, timeout: float = 30):
+def _running(command, database: Path, env: dict, ready: str, timeout: float = 90):  # a loaded 2-core machine starts slowly
     port = free_port()
     environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING", **env}
     process = subprocess.Popen(command(port), cwd=ROOT, env=environ)
