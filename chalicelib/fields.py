@@ -5,14 +5,18 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, PlainSerializer, WithJsonSchema
 
 from . import clock
-from .names import NAME_RULES, check_name
+from .names import NAME_PATTERN, NAME_RULES, check_name
 
 ProjectKey = Annotated[
     str,
     Field(min_length=1, max_length=1024, description="The project's slug, or its human_key (absolute path)."),
 ]
 
-AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES)]
+# The rules the validators enforce, also in the JSON schema (OpenAPI, MCP tools/list), so that
+# schema-driven clients and fuzzers agree with the server; the validators keep their own messages.
+NAME_REGEX = f"^{NAME_PATTERN.pattern}$"
+
+AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES, json_schema_extra={"pattern": NAME_REGEX})]
 
 
 def _address(value: str) -> str:
@@ -26,7 +30,7 @@ def _address(value: str) -> str:
 # An agent as a recipient: names contain no '@', so `Name@project` is unambiguous.
 AgentAddress = Annotated[
     str,
-    Field(min_length=2, max_length=1100),
+    Field(min_length=2, max_length=1100, json_schema_extra={"pattern": f"^{NAME_PATTERN.pattern}(@.*\\S.*)?$"}),
     AfterValidator(_address),
     Field(
         description="An agent name (GreenCastle) for an agent of this project, or Name@project"
@@ -42,7 +46,8 @@ def _id_type(description: str):
         Field(gt=0, lt=2**63),
         PlainSerializer(str, return_type=str, when_used="json"),
         WithJsonSchema(
-            {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^[0-9]{1,19}$"}], "description": description},
+            {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 2**63 - 1}, {"type": "string", "pattern": "^[0-9]{1,19}$"}],
+             "description": description},
             mode="validation",
         ),
         WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,19}$", "description": description}, mode="serialization"),

@@ -33,9 +33,12 @@ def slugify(human_key: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", human_key.lower()).strip("-") or "root"
 
 
+ABSOLUTE_PATH = r"^(/|[A-Za-z]:[\\/])"  # what normalize_human_key accepts, for the JSON schema
+
 HumanKey = Annotated[
     str,
-    Field(min_length=1, max_length=1024, description="Absolute path of the project's working directory."),
+    Field(min_length=1, max_length=1024, description="Absolute path of the project's working directory.",
+          json_schema_extra={"pattern": ABSOLUTE_PATH}),
     AfterValidator(normalize_human_key),
 ]
 

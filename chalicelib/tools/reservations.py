@@ -25,7 +25,7 @@ from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .agents import agent_id, find_agent, mark_active
 from .messages import deliver
-from .projects import find_project, normalize_human_key, refuse_archived
+from .projects import ABSOLUTE_PATH, find_project, normalize_human_key, refuse_archived
 
 _DRIVE = re.compile(r"[A-Za-z]:/")
 MAX_TTL = 30 * 24 * 3600
@@ -61,7 +61,8 @@ Paths = Annotated[
 TtlSeconds = Annotated[int, Field(ge=1, le=MAX_TTL, description="How long the lease lasts, in seconds.")]
 CodeRepoPath = Annotated[
     str,
-    Field(min_length=1, max_length=4096, description="Absolute path of a git work tree on the server's machine."),
+    Field(min_length=1, max_length=4096, description="Absolute path of a git work tree on the server's machine.",
+          json_schema_extra={"pattern": ABSOLUTE_PATH}),
     AfterValidator(normalize_human_key),
 ]
 
