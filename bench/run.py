@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from chalicelib import db  # noqa: E402
+from chalicelib.store import db  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from tests.servers import running_server  # noqa: E402  (the same way the tests start it)
 from tests.turso import turso_server  # noqa: E402
