@@ -13,6 +13,7 @@ import logging
 import queue
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -27,6 +28,9 @@ from .registry import Input, Output, Tool, to_json
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
+# Slow reads run one at a time beside the event loop: the loop then shares the GIL with one busy
+# thread, not one per request, and one big answer is being built at a time (docs/limits.md).
+_slow_reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-read")
 
 
 def parse(tool: Tool, arguments: Any) -> Input:
@@ -76,7 +80,7 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings) -> bytes:
     tool = tool.json_tool
     args = parse(tool, arguments)
     if tool.read_only and tool.off_loop(args):
-        return await asyncio.to_thread(json_call, tool, args, settings)
+        return await asyncio.get_running_loop().run_in_executor(_slow_reads, json_call, tool, args, settings)
     return bounded(to_json(await acall(tool, args, settings)))
 
 

@@ -25,12 +25,10 @@ def api_schema(fuzz_server):
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
-CHECKS = [
-    schemathesis.checks.not_a_server_error,
-    schemathesis.checks.status_code_conformance,
-    schemathesis.checks.content_type_conformance,
-    schemathesis.checks.response_schema_conformance,
-]
+# Every check schemathesis has but the timing one (issue 11: the schema states what the server
+# enforces, so negative data is refused and positive data accepted). bench/fuzz.py runs longer.
+schemathesis.checks.load_all_checks()
+CHECKS = [check for check in schemathesis.checks.CHECKS.get_all() if check is not schemathesis.checks.max_response_time]
 
 
 @schema.parametrize()
