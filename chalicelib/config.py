@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     rate_limit_reads_per_minute: int | None = None
     rate_limit_writes_per_minute: int | None = None
     max_body_bytes: int = 1024 * 1024  # request bodies, every transport
+    # install_precommit_guard: directories besides each project's own (its human_key) where the
+    # server may install git hooks; and a file holding the bearer token the hook sends (its path
+    # goes into the hook; the committer's AGENT_MAIL_TOKEN wins). chalicelib/tools/guard.py.
+    guard_allowed_roots: CommaList = []
+    guard_token_file: str = ""
     # A client that has not taken its answer for this long is dropped (chalicelib/transports/http_protocol.py).
     send_timeout_seconds: float = 30.0
     # Contact requests an agent, and all agents of a project together, may file per hour
@@ -151,7 +156,7 @@ class Settings(BaseSettings):
     ui_session_secret: str = ""
     ui_session_hours: float = 12.0
 
-    @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", mode="before")
+    @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", "guard_allowed_roots", mode="before")
     @classmethod
     def _comma_list(cls, value):
         if isinstance(value, str):

@@ -2,17 +2,23 @@
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, PlainSerializer, WithJsonSchema
+import re
+
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from . import clock
-from .names import NAME_RULES, check_name
+from .names import NAME_PATTERN, NAME_RULES, check_name
 
 ProjectKey = Annotated[
     str,
     Field(min_length=1, max_length=1024, description="The project's slug, or its human_key (absolute path)."),
 ]
 
-AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES)]
+# The rules the validators enforce, also in the JSON schema (OpenAPI, MCP tools/list), so that
+# schema-driven clients and fuzzers agree with the server; the validators keep their own messages.
+NAME_REGEX = f"^{NAME_PATTERN.pattern}$"
+
+AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES, json_schema_extra={"pattern": NAME_REGEX})]
 
 
 def _address(value: str) -> str:
@@ -26,7 +32,7 @@ def _address(value: str) -> str:
 # An agent as a recipient: names contain no '@', so `Name@project` is unambiguous.
 AgentAddress = Annotated[
     str,
-    Field(min_length=2, max_length=1100),
+    Field(min_length=2, max_length=1100, json_schema_extra={"pattern": f"^{NAME_PATTERN.pattern}(@.*\\S.*)?$"}),
     AfterValidator(_address),
     Field(
         description="An agent name (GreenCastle) for an agent of this project, or Name@project"
@@ -34,15 +40,40 @@ AgentAddress = Annotated[
     ),
 ]
 
+def _at_most(limit: int) -> str:
+    """A regular expression for the decimal numbers 1..limit, without leading zeros."""
+    digits = str(limit)
+    branches = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"]  # fewer digits
+    for i, digit in enumerate(digits):  # as many digits: equal up to i, then smaller
+        low = "1" if i == 0 else "0"
+        if int(digit) > int(low):
+            branches.append(f"{digits[:i]}[{low}-{int(digit) - 1}][0-9]{{{len(digits) - i - 1}}}")
+    branches.append(digits)
+    return "^(" + "|".join(branches) + ")$"
+
+
+ID_PATTERN = _at_most(2**63 - 1)
+_ID_STRING = re.compile(ID_PATTERN)
+
+
+def _id_text(value):
+    """An id given as a string must be what the schema says: 1..2**63-1, no leading zeros or signs."""
+    if isinstance(value, str) and not _ID_STRING.match(value):
+        raise ValueError(f"{value!r} is not an id: a decimal number from 1 to {2**63 - 1}")
+    return value
+
+
 # Ids are 63-bit integers. JSON carries them as decimal strings, because JavaScript
 # numbers hold only 53 bits; inputs accept either form.
 def _id_type(description: str):
     return Annotated[
         int,
+        BeforeValidator(_id_text),
         Field(gt=0, lt=2**63),
         PlainSerializer(str, return_type=str, when_used="json"),
         WithJsonSchema(
-            {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^[0-9]{1,19}$"}], "description": description},
+            {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 2**63 - 1}, {"type": "string", "pattern": ID_PATTERN}],
+             "description": description},
             mode="validation",
         ),
         WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,19}$", "description": description}, mode="serialization"),
@@ -60,4 +91,6 @@ def _timestamp(value: str) -> str:
         raise ValueError(f"{value!r} is not an ISO 8601 timestamp such as 2026-01-31T12:00:00Z") from None
 
 
-Timestamp = Annotated[str, AfterValidator(_timestamp), Field(description="ISO 8601 timestamp; UTC if no offset.")]
+Timestamp = Annotated[
+    str, AfterValidator(_timestamp), Field(description="ISO 8601 timestamp; UTC if no offset.", json_schema_extra={"format": "date-time"})
+]

@@ -18,7 +18,9 @@ import logging
 import queue
 import sqlite3
 import threading
+import contextvars
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -35,6 +37,9 @@ from .store.replica import replica
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
+# Slow reads run one at a time beside the event loop: the loop then shares the GIL with one busy
+# thread, not one per request, and one big answer is being built at a time (docs/limits.md).
+_slow_reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-read")
 
 
 def parse(tool: Tool, arguments: Any) -> Input:
@@ -106,7 +111,7 @@ def _call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Princi
 
 def _run_once(tool: Tool, args: Input, settings: Settings, principal: auth.Principal, fresh: bool) -> Output:
     with _busy_is_unavailable(), connection(settings, fresh=fresh) as conn:
-        with transaction(conn, write=not tool.read_only):
+        with transaction(conn, write=not (tool.read_only or tool.writes_files)):
             result = run(conn, tool, args, settings, principal)
         return tool.settle(conn, args, result) if tool.settle else result
 
@@ -118,6 +123,8 @@ def pulled_before(settings: Settings, moment: float) -> bool:
 
 async def _acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal) -> Output:
     args = parse(tool, arguments)  # bad input is refused before it waits for anything
+    if tool.writes_files:
+        return await asyncio.to_thread(_call, tool, args, settings, principal)
     if tool.read_only:
         if settings.turso_sync_url:  # a replica may pull first, or wait for its lock: not on the event loop
             return await asyncio.to_thread(_call, tool, args, settings, principal)
@@ -136,7 +143,9 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.
     tool = tool.json_tool
     args = parse(tool, arguments)
     if tool.read_only and tool.off_loop(args):
-        return await asyncio.to_thread(json_call, tool, args, settings, principal)
+        # The request's context goes along: the caller's principal, and the tool for its log line.
+        run = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(_slow_reads, run, json_call, tool, args, settings, principal)
     return bounded(to_json(await acall(tool, args, settings, principal)))
 
 

@@ -68,6 +68,9 @@ class Tool:
     # MCP content blocks for a successful result, from its JSON (instead of the JSON as text):
     # get_attachment gives an image a multimodal agent can look at.
     mcp_content: Callable[[bytes], list[dict]] | None = None
+    # Changes files on the server's machine, not the database (install_precommit_guard): runs in a
+    # thread on a read transaction, never inside the writer's (git would hold every write up).
+    writes_files: bool = False
 
     @functools.cached_property
     def json_tool(self) -> "Tool":
@@ -99,6 +102,7 @@ def tool(
     json_handler: Callable | None = None,
     off_loop: bool | Callable[[Any], bool] = False,
     mcp_content: Callable | None = None,
+    writes_files: bool = False,
 ) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
@@ -125,6 +129,7 @@ def tool(
         json_handler=_without_token(json_handler, handler_input) if json_handler and acts_as else json_handler,
         off_loop=off_loop if callable(off_loop) else (lambda args: off_loop),
         mcp_content=mcp_content,
+        writes_files=writes_files,
     )
 
 

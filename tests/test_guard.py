@@ -62,6 +62,21 @@ def write_hook(path: Path, script: str) -> None:
 # Installing and uninstalling (in process)
 
 
+@pytest.fixture(autouse=True)
+def allowed_roots(tmp_path_factory, monkeypatch):
+    """The test repositories live under pytest's temporary directory: the operator permits it."""
+    monkeypatch.setenv("GUARD_ALLOWED_ROOTS", str(tmp_path_factory.getbasetemp()))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("server") / "agent_mail.db", GUARD_ALLOWED_ROOTS=str(tmp_path_factory.getbasetemp())) as url:
+        yield url
+
+
 @pytest.fixture
 def guard_tools(call):
     call("ensure_project", human_key=PROJECT)
@@ -250,7 +265,7 @@ def test_the_url_written_at_install_reaches_the_server(call, api, repo, server, 
 
 def test_the_guard_authenticates_to_a_server_that_requires_it(repo, tmp_path):
     token = "guard-test-token"
-    with running_server(tmp_path / "auth.db", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=token) as url:
+    with running_server(tmp_path / "auth.db", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=token, GUARD_ALLOWED_ROOTS=str(repo.parent)) as url:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
             client.post("/api/ensure_project", json={"human_key": PROJECT}).raise_for_status()
             holder = client.post("/api/register_agent", json={"project_key": PROJECT, "program": "p", "model": "m",

@@ -6,6 +6,13 @@ The hook is a small stdlib-only Python script: it lists the staged paths and POS
 server URL and the project are written into it at install time. An existing pre-commit
 hook is moved aside to `pre-commit.agent-mail-chained`, run first by the guard, and put
 back by uninstall.
+
+Only work trees the operator permits are touched: the project's own directory (its human_key)
+or below it, or below a GUARD_ALLOWED_ROOTS entry, after resolving symlinks. Anything else is
+refused with the same 403 whether or not it exists, so the tool probes nothing. With
+authentication on, the hook sends a bearer token: AGENT_MAIL_TOKEN from the committer's
+environment, else the file GUARD_TOKEN_FILE names (the path is written into the hook, never the
+token itself).
 """
 
 import os
@@ -13,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import Conflict, InvalidArgument, NotFound, Unavailable
+from ..errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
 
 HOOK = "pre-commit"
 CHAINED = "pre-commit.agent-mail-chained"
@@ -23,6 +30,7 @@ HOOK_HEADER = f"""#!/usr/bin/env python3
 {MARKER}: installed by install_precommit_guard, removed by uninstall_precommit_guard.
 SERVER_URL = {{url!r}}
 PROJECT = {{project!r}}
+TOKEN_FILE = {{token_file!r}}
 CHAINED = {CHAINED!r}
 """
 
@@ -34,6 +42,7 @@ AGENT_MAIL_BYPASS=1         skip the check
 AGENT_MAIL_GUARD_STRICT=1   block when the server cannot be reached (default: warn, commit)
 AGENT_MAIL_URL              the server (default: SERVER_URL above)
 AGENT_MAIL_TOKEN            a bearer token, when the server requires authentication
+AGENT_MAIL_TOKEN_FILE       a file holding that token (default: TOKEN_FILE above, if set)
 """
 import json
 import os
@@ -76,10 +85,23 @@ def staged_paths():
     return [path for path in out.decode("utf-8", "surrogateescape").split("\0") if path]
 
 
+def token():
+    if os.environ.get("AGENT_MAIL_TOKEN"):
+        return os.environ["AGENT_MAIL_TOKEN"].strip()
+    path = os.environ.get("AGENT_MAIL_TOKEN_FILE") or TOKEN_FILE
+    if not path:
+        return None
+    try:
+        with open(path) as file:
+            return file.read().strip() or None
+    except OSError as exc:
+        raise Refused(f"cannot read the token file {path}: {exc.strerror}") from None
+
+
 def ask(url, arguments):
     headers = {"Content-Type": "application/json"}
-    if os.environ.get("AGENT_MAIL_TOKEN"):
-        headers["Authorization"] = "Bearer " + os.environ["AGENT_MAIL_TOKEN"]
+    if secret := token():
+        headers["Authorization"] = "Bearer " + secret
     request = urllib.request.Request(
         url.rstrip("/") + "/api/check_file_reservations", data=json.dumps(arguments).encode(), headers=headers
     )
@@ -162,8 +184,24 @@ if __name__ == "__main__":
 '''
 
 
-def hook_script(project: str, url: str) -> str:
-    return HOOK_HEADER.format(url=url, project=project) + HOOK_BODY
+def hook_script(project: str, url: str, token_file: str = "") -> str:
+    return HOOK_HEADER.format(url=url, project=project, token_file=token_file) + HOOK_BODY
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def check_permitted(repo: str, roots: list[str]) -> None:
+    """Forbidden unless `repo` is one of `roots` or below one, also once symlinks are resolved
+    (/proc/self/cwd, a link out of an allowed root). The same refusal whatever is at `repo`."""
+    real = os.path.realpath(repo)
+    if not any(_within(repo, root) and _within(real, os.path.realpath(root)) for root in roots if root):
+        raise Forbidden(
+            f"The server does not install or remove git hooks in {repo}.",
+            "Pass the project's own directory (its human_key) or a directory below it; the operator may"
+            " permit other roots with GUARD_ALLOWED_ROOTS.",
+        )
 
 
 def server_url(settings: Settings) -> str:
@@ -210,7 +248,7 @@ def is_guard(path: Path) -> bool:
         return False
 
 
-def install(repo: str, project: str, url: str) -> tuple[Path, Path | None]:
+def install(repo: str, project: str, url: str, token_file: str = "") -> tuple[Path, Path | None]:
     """Write the guard as the pre-commit hook, moving a foreign hook aside to be chained.
     Returns (hook, chained hook or None)."""
     hooks = hooks_dir(repo)
@@ -224,7 +262,7 @@ def install(repo: str, project: str, url: str) -> tuple[Path, Path | None]:
         hook.rename(chained)
     hooks.mkdir(parents=True, exist_ok=True)
     temporary = hooks / f".{HOOK}.agent-mail-{os.getpid()}"
-    temporary.write_text(hook_script(project, url))
+    temporary.write_text(hook_script(project, url, token_file))
     temporary.chmod(0o755)
     temporary.replace(hook)  # atomic: a commit running now sees the old hook or the new one
     return hook, chained if os.path.lexists(chained) else None

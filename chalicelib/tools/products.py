@@ -35,7 +35,8 @@ def _product_key(value: str) -> str:
 
 
 ProductKey = Annotated[
-    str, AfterValidator(_product_key), Field(description=f"The product's key (case-insensitive). {KEY_RULES}")
+    str, AfterValidator(_product_key),
+    Field(description=f"The product's key (case-insensitive). {KEY_RULES}", json_schema_extra={"pattern": f"^{_KEY.pattern}$"}),
 ]
 
 

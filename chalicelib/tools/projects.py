@@ -60,9 +60,12 @@ def free_slug(db: sqlite3.Connection, human_key: str, project_id: int) -> str:
     return f"{plain}-{project_id:016x}"
 
 
+ABSOLUTE_PATH = r"^(/|[A-Za-z]:[\\/])"  # what normalize_human_key accepts, for the JSON schema
+
 HumanKey = Annotated[
     str,
-    Field(min_length=1, max_length=1024, description="Absolute path of the project's working directory."),
+    Field(min_length=1, max_length=1024, description="Absolute path of the project's working directory.",
+          json_schema_extra={"pattern": ABSOLUTE_PATH}),
     AfterValidator(normalize_human_key),
 ]
 

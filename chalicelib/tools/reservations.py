@@ -25,7 +25,7 @@ from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .agents import agent_id, find_agent, mark_active
 from .messages import deliver
-from .projects import find_project, normalize_human_key, refuse_archived
+from .projects import ABSOLUTE_PATH, find_project, normalize_human_key, refuse_archived
 
 _DRIVE = re.compile(r"[A-Za-z]:/")
 MAX_TTL = 30 * 24 * 3600
@@ -61,7 +61,8 @@ Paths = Annotated[
 TtlSeconds = Annotated[int, Field(ge=1, le=MAX_TTL, description="How long the lease lasts, in seconds.")]
 CodeRepoPath = Annotated[
     str,
-    Field(min_length=1, max_length=4096, description="Absolute path of a git work tree on the server's machine."),
+    Field(min_length=1, max_length=4096, description="Absolute path of a git work tree on the server's machine.",
+          json_schema_extra={"pattern": ABSOLUTE_PATH}),
     AfterValidator(normalize_human_key),
 ]
 
@@ -442,8 +443,10 @@ def install_precommit_guard(db: sqlite3.Connection, args: InstallPrecommitGuardI
     check; if the server cannot be reached the commit goes ahead with a warning, unless
     AGENT_MAIL_GUARD_STRICT=1. Installing again updates the hook."""
     project = find_project(db, args.project_key)
-    url = guard.server_url(get_settings())
-    hook, chained = guard.install(args.code_repo_path, project["human_key"], url)
+    settings = get_settings()
+    guard.check_permitted(args.code_repo_path, [project["human_key"], *settings.guard_allowed_roots])
+    url = guard.server_url(settings)
+    hook, chained = guard.install(args.code_repo_path, project["human_key"], url, settings.guard_token_file)
     return GuardInstalled(
         hook_path=str(hook), chained_hook=chained and str(chained), server_url=url, project=project["slug"]
     )
@@ -462,7 +465,13 @@ class GuardUninstalled(Output):
 def uninstall_precommit_guard(db: sqlite3.Connection, args: UninstallPrecommitGuardInput) -> GuardUninstalled:
     """Remove the pre-commit guard from a git work tree on the server's machine, putting
     back the hook it had chained, if any. Writes to the server machine's filesystem."""
-    hook, removed, restored = guard.uninstall(args.code_repo_path)
+    path = args.code_repo_path
+    projects = db.execute(  # the projects whose directory holds this path
+        "SELECT human_key FROM projects WHERE human_key = ? OR substr(?, 1, length(human_key) + 1) = human_key || '/'",
+        (path, path),
+    ).fetchall()
+    guard.check_permitted(path, [row[0] for row in projects] + get_settings().guard_allowed_roots)
+    hook, removed, restored = guard.uninstall(path)
     return GuardUninstalled(hook_path=str(hook), removed=removed, restored_hook=restored)
 
 
@@ -473,6 +482,6 @@ TOOLS = [
     tool(renew_file_reservations, acts_as="agent_name"),
     tool(force_release_file_reservation, acts_as="agent_name"),
     tool(list_file_reservations, read_only=True),
-    tool(install_precommit_guard),
-    tool(uninstall_precommit_guard),
+    tool(install_precommit_guard, writes_files=True),
+    tool(uninstall_precommit_guard, writes_files=True),
 ]

@@ -201,7 +201,8 @@ def create_app(settings: Settings | None = None):
 
 class Front:
     """The hot paths, answered before FastAPI: /health, and /mcp (the MCP app). Every other
-    request is authenticated here first (chalicelib/security/auth.py), whichever app answers it."""
+    request has its Host and Origin checked (chalicelib/security/rebinding.py) and is
+    authenticated here first (chalicelib/security/auth.py), whichever app answers it."""
 
     def __init__(self, api: FastAPI, mcp: MCPApp, settings: Settings) -> None:
         self.api = api
