@@ -9,7 +9,9 @@ before the handler runs, every input field a tool declares with `tool(..., acts_
 the named agent's token must come with the call (`registration_token`, or `sender_token`
 on send_message / reply_message). An unknown project, an unknown agent, a missing token
 and a wrong token all get the same 403, so a caller without access learns nothing about
-which agents exist.
+which agents exist. A tool over a product checks the token against the agent's identity in
+each linked project (one name, one identity and token per project) and reads only those
+in which it matches.
 """
 
 import hashlib
