@@ -7,13 +7,13 @@ One project, 22 agents, 500 threads, bodies of 40-200 words, one to three recipi
 cc now and then; `created_ts` advances `--rate` messages per second (1,000/s: a burst that
 never ends, the worst case for a folder per second). Rendered entries go straight into
 GitArchive.apply in batches of `--batch` (1,000: the worker's batch when it is behind),
-and GitArchive.maintain_if_due runs as the worker runs it. At 10k, 100k and 1M messages
-(and every power-of-ten step in between) it measures, over the next 10 batches and over
-100 single-message commits (the idle worker's shape):
+and GitArchive.maintain_if_due runs as the worker runs it. At 10k, 100k, 300k and 1M messages
+it measures, over 32 batches of --batch (one repack falls in them) and over 64 one-message
+commits (the idle worker's shape):
 
-- commit time per message (render, trees, pack, ref),
-- bytes written per message (the pack directory's growth, repacking included),
-- the process's peak RSS over the window (VmHWM, reset before each window) and its RSS now.
+- commit time and repacking time per message,
+- bytes of packs written per message, by commits and by repacking,
+- the process's peak RSS over the part (VmHWM, reset before each part) and its RSS after.
 
 Data goes under --dir (deleted first); the repository stays for `git` to look at.
 """
