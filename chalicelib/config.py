@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     rate_limit_reads_per_minute: int | None = None
     rate_limit_writes_per_minute: int | None = None
     max_body_bytes: int = 1024 * 1024  # request bodies, every transport
+    # wait_for_mail (docs/mailbox.md): calls waiting at once per process; beyond, 503 with a retry hint.
+    max_mail_waiters: int = 1000
+    # How long a replica's waiter sleeps between checks (other hosts' mail shows after a pull).
+    mail_wait_poll_seconds: float = 1.0
+    # Idempotency keys (docs/mailbox.md) are remembered this long; a retry after that runs again.
+    idempotency_key_ttl_seconds: int = 86400
+    # Which tools MCP tools/list offers: full (all), core (the everyday ones) or minimal.
+    # Every tool stays callable (and on REST); a smaller list costs agents fewer context tokens.
+    tools_profile: Literal["full", "core", "minimal"] = "full"
     cors_allowed_origins: CommaList = []  # browsers' cross-origin requests: none allowed by default
 
     @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", mode="before")

@@ -35,3 +35,13 @@ def new_id() -> int:
     with _lock:
         _last = max(candidate, _last + 1)
         return _last
+
+
+def id_at(unix_seconds: float) -> int:
+    """The smallest new_id() made at this time: ids below it were made earlier."""
+    return max(int(unix_seconds * 1000) - _EPOCH_MS, 0) << RANDOM_BITS
+
+
+def time_of(id_: int) -> float:
+    """When new_id() made this id (unix seconds, to the millisecond)."""
+    return ((id_ >> RANDOM_BITS) + _EPOCH_MS) / 1000

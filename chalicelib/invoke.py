@@ -10,6 +10,7 @@ alone). A write is acknowledged only after its COMMIT returned.
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 
 from .security import agent_tokens, auth
 from .config import Settings
+from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .errors import ToolError, Unavailable, internal_error, validation_error
 from .store.per_process import OnePerKey
@@ -27,6 +29,9 @@ from .registry import Input, Output, Tool, to_json
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
+# Tests only (tests/test_mailbox_idempotency.py): the process dies right after a write's COMMIT,
+# before answering, as a crash would. Never set it anywhere else.
+_DIE_AFTER_COMMIT = os.environ.get("AGENT_MAIL_TEST_DIE_AFTER_COMMIT") == "1"
 
 
 def parse(tool: Tool, arguments: Any) -> Input:
@@ -42,25 +47,96 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -
     """The handler, after checking the tokens of the agents the call acts as (if required)."""
     if tool.acts_as and auth.agent_tokens_required(settings):
         agent_tokens.check(conn, tool, args)
+    if tool.idempotent:
+        return idempotency.run_once(conn, tool, args, settings.idempotency_key_ttl_seconds, lambda: tool.handler(conn, args))
     return tool.handler(conn, args)
 
 
 def call(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)
+    if tool.wait:
+        return _wait_sync(tool, args, settings)
+    return _call_once(tool, args, settings)
+
+
+def _call_once(tool: Tool, args: Input, settings: Settings) -> Output:
     # A tool with a settle step decides on fresh data, so it lends a freshly pulled replica.
     with _busy_is_unavailable(), connection(settings, fresh=tool.settle is not None) as conn:
-        with transaction(conn, write=not tool.read_only):
-            result = run(conn, tool, args, settings)
+        try:
+            with transaction(conn, write=not tool.read_only):
+                result = run(conn, tool, args, settings)
+        except BaseException:
+            wakeup.rolled_back()
+            raise
+        if not tool.read_only:
+            _committed(settings)
         return tool.settle(conn, args, result) if tool.settle else result
+
+
+def _committed(settings: Settings) -> None:
+    if _DIE_AFTER_COMMIT:
+        os._exit(1)
+    wakeup.committed(settings.database_url)
 
 
 async def acall(tool: Tool, arguments: Any, settings: Settings) -> Output:
     args = parse(tool, arguments)  # bad input is refused before it waits for anything
+    if tool.wait:
+        return await _wait(tool, args, settings)
     if tool.read_only:
-        if settings.turso_sync_url:  # a replica may pull first, or wait for its lock: not on the event loop
-            return await asyncio.to_thread(call, tool, args, settings)
-        return call(tool, args, settings)
+        return await _read(tool, args, settings)
     return await _writer(settings).submit(tool, args)
+
+
+async def _read(tool: Tool, args: Input, settings: Settings) -> Output:
+    if settings.turso_sync_url:  # a replica may pull first, or wait for its lock: not on the event loop
+        return await asyncio.to_thread(_call_once, tool, args, settings)
+    return _call_once(tool, args, settings)
+
+
+# Waiting tools (registry.Tool.wait): check, and while there is nothing yet, sleep until a commit
+# wakes the key the check gave (store/wakeup.py) or, on a replica, until the next pull is due.
+# No connection is held while sleeping, and at most MAX_MAIL_WAITERS wait per process.
+
+
+async def _wait(tool: Tool, args: Input, settings: Settings) -> Output:
+    deadline = asyncio.get_running_loop().time() + args.timeout_seconds
+    with wakeup.board(settings).join(asynchronous=True) as waiter:
+        while True:
+            waiter.arm()
+            result = await _read(tool, args, settings)
+            key = tool.wait(result)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if key is None or remaining <= 0:
+                return result
+            if waiter.key != key:  # watched only after this check: check once more
+                waiter.watch(key)
+                continue
+            await waiter.sleep(_nap(remaining, settings))
+
+
+def _wait_sync(tool: Tool, args: Input, settings: Settings) -> Output:
+    """The same for synchronous callers (Chalice, the CLI): the thread sleeps instead."""
+    import time
+
+    deadline = time.monotonic() + args.timeout_seconds
+    with wakeup.board(settings).join(asynchronous=False) as waiter:
+        while True:
+            waiter.arm()
+            result = _call_once(tool, args, settings)
+            key = tool.wait(result)
+            remaining = deadline - time.monotonic()
+            if key is None or remaining <= 0:
+                return result
+            if waiter.key != key:
+                waiter.watch(key)
+                continue
+            waiter.sleep_sync(_nap(remaining, settings))
+
+
+def _nap(remaining: float, settings: Settings) -> float:
+    # On a replica another host's mail shows only after a pull: check again when one is due.
+    return min(remaining, settings.mail_wait_poll_seconds) if settings.turso_sync_url else remaining
 
 
 async def run_tool(tool: Tool, arguments: Any, settings: Settings) -> tuple[bool, bytes]:
@@ -118,8 +194,10 @@ class Writer:
                 with transaction(conn, write=True):
                     for tool, args, _ in batch:
                         outcomes.append(_in_savepoint(conn, tool, args, self.settings))
+                _committed(self.settings)
                 outcomes = [_settled(conn, tool, args, outcome) for (tool, args, _), outcome in zip(batch, outcomes)]
         except Exception as exc:  # the COMMIT (or BEGIN, or push) failed: nothing in the batch was acknowledged
+            wakeup.rolled_back()
             log.exception("write batch of %d failed", len(batch))
             outcomes = [(None, exc)] * len(batch)
         # One wake-up per event loop for the whole batch, not one per write.

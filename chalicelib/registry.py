@@ -62,6 +62,13 @@ class Tool:
     # outputs the database renders as JSON (a Python object per row costs more than the query);
     # transports that only send the JSON call it, through json_tool.
     json_handler: Callable[[sqlite3.Connection, Any], bytes] | None = None
+    # A waiting tool (wait_for_mail): its handler answers at once, and wait(result) gives a
+    # wake-up key (a recipient's id) while the result is "nothing yet", None once it is final.
+    # invoke.py runs the handler again when a commit wakes that key, until args.timeout_seconds.
+    wait: Callable[[BaseModel], Any] | None = None
+    # Takes an optional idempotency_key: a retry with the same key returns the first result and
+    # changes nothing (invoke.py stores key, payload hash and result with the write).
+    idempotent: bool = False
 
     @functools.cached_property
     def json_tool(self) -> "Tool":
@@ -91,20 +98,24 @@ def tool(
     may_create: bool = False,
     settle: Callable | None = None,
     json_handler: Callable | None = None,
+    wait: Callable | None = None,
+    idempotent: bool = False,
 ) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
     if len(params) != 2:
         raise TypeError(f"{handler.__name__} must take (db, args)")
     acts_as = (acts_as,) if isinstance(acts_as, str) else tuple(acts_as)
-    handler_input = hints[params[1]]
+    handler_input = own_input = hints[params[1]]
+    if idempotent:
+        handler_input = with_idempotency_key(handler_input)
     for field in acts_as:
         if field not in handler_input.model_fields:
             raise TypeError(f"{handler.__name__}: acts_as names {field!r}, which is not an input field")
     return Tool(
         name=handler.__name__,
         group=handler.__module__.rsplit(".", 1)[-1],
-        handler=_without_token(handler, handler_input) if acts_as else handler,
+        handler=_without_token(handler, own_input) if acts_as or idempotent else handler,
         input=with_token_field(handler_input, token_field) if acts_as else handler_input,
         output=hints["return"],
         read_only=read_only,
@@ -112,9 +123,11 @@ def tool(
         acts_as=acts_as,
         token_field=token_field,
         may_create=may_create,
-        handler_input=handler_input if acts_as else None,
+        handler_input=own_input if acts_as or idempotent else None,
         settle=settle,
-        json_handler=_without_token(json_handler, handler_input) if json_handler and acts_as else json_handler,
+        json_handler=_without_token(json_handler, own_input) if json_handler and (acts_as or idempotent) else json_handler,
+        wait=wait,
+        idempotent=idempotent,
     )
 
 
@@ -137,6 +150,24 @@ def with_token_field(model: type[Input], token_field: str) -> type[Input]:
             )},
         )
     return _with_token[key]
+
+
+IDEMPOTENCY_KEY_DESCRIPTION = (
+    "Any string unique to this operation (e.g. a UUID). A retry with the same key returns the"
+    " first result and changes nothing; the same key with other arguments is refused (409)."
+    " Keys are remembered for IDEMPOTENCY_KEY_TTL_SECONDS (a day by default)."
+)
+
+
+@functools.cache
+def with_idempotency_key(model: type[Input]) -> type[Input]:
+    """`model` plus an optional idempotency_key field (invoke.py handles it; the handler never sees it)."""
+    return create_model(
+        model.__name__,
+        __base__=model,
+        __module__=model.__module__,
+        idempotency_key=(str | None, Field(None, min_length=1, max_length=200, description=IDEMPOTENCY_KEY_DESCRIPTION)),
+    )
 
 
 def _without_token(handler: Callable, model: type[Input]) -> Callable:

@@ -1,6 +1,6 @@
 """Every tool group; the registry is the concatenation of their TOOLS lists."""
 
-from . import agents, archive, build_slots, contacts, health, identity, macros, messages, products, projects, reservations, search, threads
+from . import agents, archive, build_slots, contacts, health, identity, macros, mailbox, messages, products, projects, reservations, search, threads
 
 TOOLS = [
     *health.TOOLS,
@@ -8,6 +8,7 @@ TOOLS = [
     *agents.TOOLS,
     *identity.TOOLS,
     *messages.TOOLS,
+    *mailbox.TOOLS,
     *threads.TOOLS,
     *search.TOOLS,
     *contacts.TOOLS,

@@ -329,7 +329,7 @@ def set_contact_policy(db: sqlite3.Connection, args: SetContactPolicyInput) -> A
 
 
 TOOLS = [
-    tool(request_contact, acts_as="from_agent"),
+    tool(request_contact, acts_as="from_agent", idempotent=True),
     tool(respond_contact, acts_as="to_agent"),
     tool(list_contacts, read_only=True, acts_as="agent_name"),
     tool(set_contact_policy, acts_as="agent_name"),

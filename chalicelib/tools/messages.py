@@ -13,6 +13,7 @@ from pydantic import Field
 
 from .. import clock
 from ..archive import outbox
+from ..store import wakeup
 from ..store.db import placeholders
 from ..errors import NotFound
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
@@ -141,6 +142,7 @@ def deliver(
         (message_id, project["id"], sender["id"], thread_id or str(message_id), subject, body_md, importance, ack_required, now),
     )
     store_recipients(db, message_id, {agent_id: kind for agent_id, (kind, _) in addressed.items()})
+    wakeup.delivered(addressed)  # their waiting wait_for_mail calls wake once this commits
     mark_active(db, sender["id"], now)
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
     for kind, agent in addressed.values():
@@ -247,6 +249,9 @@ class InboxMessage(Output):
 
 class Inbox(Output):
     messages: list[InboxMessage]
+    next_cursor: str | None = Field(
+        None, description="Pass as cursor to get the next (older) page; null on the last page."
+    )
 
 
 class FetchInboxInput(Input):
@@ -254,8 +259,13 @@ class FetchInboxInput(Input):
     agent_name: AgentName
     limit: Limit = 20
     urgent_only: bool = Field(False, description="Only high and urgent messages.")
+    unread_only: bool = Field(False, description="Only messages not marked read (mark_message_read, acknowledge_message).")
+    ack_pending_only: bool = Field(False, description="Only messages that require an acknowledgement not given yet.")
     include_bodies: bool = False
     since_ts: Timestamp | None = Field(None, description="Only messages created after this time.")
+    cursor: Annotated[str, Field(max_length=32, pattern="^[0-9]{1,19}$")] | None = Field(
+        None, description="The next_cursor of the previous page: only messages older than that page."
+    )
 
 
 # One inbox message as the JSON pydantic would write for InboxMessage (its field order, the id as
@@ -269,9 +279,30 @@ _INBOX_MESSAGE_JSON = (
     " 'read_ts', r.read_ts, 'ack_ts', r.ack_ts, 'body_md', {body_md})"
 )
 
+# fetch_inbox's filters, as conditions on r (message_recipients) and m (messages).
+INBOX_FILTERS = {
+    "urgent_only": "m.importance IN ('high', 'urgent')",
+    "unread_only": "r.read_ts IS NULL",
+    "ack_pending_only": "m.ack_required AND r.ack_ts IS NULL",
+}
+
+
+def inbox_page(db, home_id: int, recipient_id: int, where: str = "", params=(), *, order="DESC", limit: int, bodies=False):
+    """(message id, InboxMessage JSON) of one recipient's messages matching `where` (conditions
+    on r and m), by id in `order`: the query every inbox view shares."""
+    sql = (
+        f"SELECT m.id, {_INBOX_MESSAGE_JSON.format(body_md='m.body_md' if bodies else 'NULL')}"
+        " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
+        f" WHERE r.agent_id = ? {where} ORDER BY r.message_id {order} LIMIT ?"
+    )
+    return db.execute(sql, [home_id, recipient_id, *params, limit]).fetchall()
+
 
 def fetch_inbox(db: sqlite3.Connection, args: FetchInboxInput) -> Inbox:
-    """An agent's received messages, newest first (from other projects too: sender Name@project)."""
+    """An agent's received messages, newest first (from other projects too: sender Name@project).
+
+    Reading changes nothing (mark_message_read does). Filters combine; a full page gives a
+    next_cursor for the older messages. To wait for new mail, use wait_for_mail."""
     return Inbox.model_validate_json(inbox_json(db, args))
 
 
@@ -281,24 +312,19 @@ def inbox_json(db: sqlite3.Connection, args: FetchInboxInput) -> bytes:
     # The agent's id follows from the names: no lookups before the inbox query. Only an empty
     # inbox asks whether the project and the agent exist (NotFound if not).
     home = project_id(db, args.project_key)
-    body_md = "m.body_md" if args.include_bodies else "NULL"
-    sql = (
-        f"SELECT {_INBOX_MESSAGE_JSON.format(body_md=body_md)}"
-        " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
-        " WHERE r.agent_id = ?"
-    )
-    params: list = [home, agent_id(home, args.agent_name)]
-    if args.urgent_only:
-        sql += " AND m.importance IN ('high', 'urgent')"
+    where = "".join(f" AND {sql}" for name, sql in INBOX_FILTERS.items() if getattr(args, name))
+    params: list = []
     if args.since_ts:
-        sql += " AND m.created_ts > ?"
+        where += " AND m.created_ts > ?"
         params.append(args.since_ts)
-    sql += " ORDER BY r.message_id DESC LIMIT ?"
-    params.append(args.limit)
-    messages = [row[0] for row in db.execute(sql, params)]
-    if not messages:
+    if args.cursor:
+        where += " AND r.message_id < ?"
+        params.append(int(args.cursor))
+    rows = inbox_page(db, home, agent_id(home, args.agent_name), where, params, limit=args.limit, bodies=args.include_bodies)
+    if not rows:
         find_agent(db, find_project(db, args.project_key), args.agent_name)
-    return f'{{"messages":[{",".join(messages)}]}}'.encode()
+    next_cursor = f'"{rows[-1][0]}"' if len(rows) == args.limit else "null"
+    return f'{{"messages":[{",".join(row[1] for row in rows)}],"next_cursor":{next_cursor}}}'.encode()
 
 
 class FetchOutboxInput(Input):
@@ -389,11 +415,11 @@ def acknowledge_message(db: sqlite3.Connection, args: ReceiptInput) -> Receipt:
 
 
 TOOLS = [
-    tool(send_message, acts_as="sender_name", token_field="sender_token"),
-    tool(reply_message, acts_as="sender_name", token_field="sender_token"),
+    tool(send_message, acts_as="sender_name", token_field="sender_token", idempotent=True),
+    tool(reply_message, acts_as="sender_name", token_field="sender_token", idempotent=True),
     tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json),
     tool(fetch_outbox, read_only=True, acts_as="agent_name"),
     tool(get_message, read_only=True, acts_as="agent_name"),
-    tool(mark_message_read, acts_as="agent_name"),
-    tool(acknowledge_message, acts_as="agent_name"),
+    tool(mark_message_read, acts_as="agent_name", idempotent=True),
+    tool(acknowledge_message, acts_as="agent_name", idempotent=True),
 ]
