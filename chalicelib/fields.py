@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, AliasChoices, Field, PlainSerializer, WithJsonSchema
 
 from . import clock
 from .names import NAME_RULES, check_name
@@ -13,6 +13,16 @@ ProjectKey = Annotated[
 ]
 
 AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES)]
+
+
+def acting_agent(*old_names: str, default=..., description: str = "You: the agent acting."):
+    """The field for the acting agent: `agent_name` in every tool; its names of before are
+    still accepted (aliases), while the schemas show agent_name only."""
+    return Field(
+        default,
+        validation_alias=AliasChoices("agent_name", *old_names),
+        description=f"{description} (Also accepted as {' or '.join(old_names)}.)",
+    )
 
 
 def _address(value: str) -> str:

@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 class Input(BaseModel):
     """Base of every tool input: unknown fields are an error, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid")
+    # By name or by alias: old field names stay accepted (fields.acting_agent).
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
 
 
 class Output(BaseModel):

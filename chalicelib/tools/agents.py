@@ -10,7 +10,7 @@ from .. import clock
 from ..security.agent_tokens import issue_token
 from ..archive import outbox
 from ..errors import Conflict, NotFound
-from ..fields import AgentName, ProjectKey
+from ..fields import AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..names import random_name
 from ..registry import Input, Output, tool
@@ -161,7 +161,7 @@ class RegisterAgentInput(Input):
     project_key: ProjectKey
     program: Program
     model: Model
-    name: AgentName | None = Field(None, description="Omit to get a fresh memorable name like GreenCastle.")
+    agent_name: AgentName | None = acting_agent("name", default=None, description="Omit to get a fresh memorable name like GreenCastle.")
     task_description: TaskDescription = ""
 
 
@@ -170,17 +170,17 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Register
     last_active time; without a name, create a new agent with a memorable name."""
     project = find_project(db, args.project_key)
     refuse_archived(project)
-    if args.name is None:
+    if args.agent_name is None:
         return registered(db, project, _insert_agent(db, project, _unused_name(db, project), args))
     updated = db.execute(
         "UPDATE agents SET program = ?, model = ?, task_description = ?, last_active_ts = ? WHERE id = ?",
-        (args.program, args.model, args.task_description, clock.now(), agent_id(project["id"], args.name)),
+        (args.program, args.model, args.task_description, clock.now(), agent_id(project["id"], args.agent_name)),
     )
     if updated.rowcount:
-        row = find_agent(db, project, args.name)
+        row = find_agent(db, project, args.agent_name)
         outbox.record_agent(db, project, row)
         return RegisteredAgent(**describe_agent(project, row).model_dump())
-    return registered(db, project, _insert_agent(db, project, args.name, args))
+    return registered(db, project, _insert_agent(db, project, args.agent_name, args))
 
 
 class CreateAgentIdentityInput(Input):
@@ -284,7 +284,7 @@ def unretire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> Agent:
 
 
 TOOLS = [
-    tool(register_agent, acts_as="name", may_create=True),
+    tool(register_agent, acts_as="agent_name", may_create=True),
     tool(create_agent_identity),
     tool(whois, read_only=True),
     tool(list_agents, read_only=True),

@@ -16,7 +16,7 @@ from ..archive import outbox
 from ..store import wakeup
 from ..store.db import placeholders
 from ..errors import NotFound
-from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
+from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent
 from ..ids import new_id, stable_id
 from ..registry import Input, Output, tool
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_inactive
@@ -172,7 +172,7 @@ class SentMessage(Output):
 
 class SendMessageInput(Input):
     project_key: ProjectKey
-    sender_name: AgentName
+    agent_name: AgentName = acting_agent("sender_name", description="You: the sender.")
     to: Annotated[Recipients, Field(min_length=1)]
     subject: Subject
     body_md: Body
@@ -190,44 +190,53 @@ def send_message(db: sqlite3.Connection, args: SendMessageInput) -> SentMessage:
     does not admit you yet, nothing is sent and the error names whom to ask with
     request_contact."""
     project = find_project(db, args.project_key)
-    sender = find_agent(db, project, args.sender_name)
-    message = deliver(db, project, sender, **args.model_dump(exclude={"project_key", "sender_name"}))
+    sender = find_agent(db, project, args.agent_name)
+    message = deliver(db, project, sender, **args.model_dump(exclude={"project_key", "agent_name"}))
     return SentMessage(message=message, recipients=len(message.to) + len(message.cc) + len(message.bcc))
 
 
 class ReplyMessageInput(Input):
     project_key: ProjectKey
     message_id: MessageId
-    sender_name: AgentName
+    agent_name: AgentName = acting_agent("sender_name", description="You: the one replying.")
     body_md: Body
-    to: Recipients | None = Field(None, description="Defaults to the original sender.")
+    to: Recipients | None = Field(
+        None, description="Defaults to the original sender; for the original sender, to the original to and cc."
+    )
     cc: Recipients = []
     bcc: Recipients = []
     subject_prefix: Annotated[str, Field(max_length=32)] = "Re:"
+    importance: Importance | None = Field(None, description="Defaults to the original message's.")
+    ack_required: bool = Field(False, description="Ask the recipients to acknowledge this reply.")
 
 
 def reply_message(db: sqlite3.Connection, args: ReplyMessageInput) -> SentMessage:
-    """Reply in the original message's thread, keeping its importance and ack requirement.
+    """Reply in the original message's thread, with its importance; no ack required unless asked.
 
-    Works for a message received from another project too: the reply is stored in your
-    project under the same thread_id, and goes by default to the original sender."""
+    Goes by default to the original sender; a reply by the original sender goes to the
+    original to and cc recipients (a follow-up). Works for a message received from another
+    project too: the reply is stored in your project under the same thread_id."""
     project = find_project(db, args.project_key)
-    sender = find_agent(db, project, args.sender_name)
+    sender = find_agent(db, project, args.agent_name)
     original = find_message(db, project, args.message_id, viewer_id=sender["id"])
     subject = original["subject"]
     if args.subject_prefix and not subject.lower().startswith(args.subject_prefix.lower()):
         subject = f"{args.subject_prefix} {subject}"[:512]
+    to, cc = args.to, args.cc
+    if not to and original["sender_id"] == sender["id"]:  # a follow-up: to whom the original went
+        recipients = recipients_of(db, [original["id"]])[original["id"]]
+        to, cc = recipients["to"], cc or recipients["cc"]
     message = deliver(
         db,
         project,
         sender,
-        to=args.to or [address(find_agent_by_id(db, original["sender_id"]), project)],
-        cc=args.cc,
+        to=to or [address(find_agent_by_id(db, original["sender_id"]), project)],
+        cc=cc,
         bcc=args.bcc,
         subject=subject,
         body_md=args.body_md,
-        importance=original["importance"],
-        ack_required=bool(original["ack_required"]),
+        importance=args.importance or original["importance"],
+        ack_required=args.ack_required,
         thread_id=original["thread_id"],
     )
     return SentMessage(message=message, recipients=len(message.to) + len(message.cc) + len(message.bcc))
@@ -415,8 +424,8 @@ def acknowledge_message(db: sqlite3.Connection, args: ReceiptInput) -> Receipt:
 
 
 TOOLS = [
-    tool(send_message, acts_as="sender_name", token_field="sender_token", idempotent=True),
-    tool(reply_message, acts_as="sender_name", token_field="sender_token", idempotent=True),
+    tool(send_message, acts_as="agent_name", token_field="sender_token", idempotent=True),
+    tool(reply_message, acts_as="agent_name", token_field="sender_token", idempotent=True),
     tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json),
     tool(fetch_outbox, read_only=True, acts_as="agent_name"),
     tool(get_message, read_only=True, acts_as="agent_name"),
