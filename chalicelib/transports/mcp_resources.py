@@ -40,7 +40,15 @@ VIEWS = {
     "resource://projects": View("list_projects"),
     "resource://project/{slug}": View("get_project", {"slug": "project_key"}),
     "resource://agents/{project_key}": View("list_agents"),
-    "resource://inbox/{agent}{?project,limit,include_bodies}": View("fetch_inbox", AS_AGENT),
+    "resource://inbox/{agent}{?project,limit,include_bodies,urgent_only,unread_only,ack_pending_only,since_ts,cursor}":
+        View("fetch_inbox", AS_AGENT),
+    # What needs attention (chalicelib/tools/mailbox.py): one agent's, or a whole project's.
+    "resource://ack-required/{agent}{?project,limit}": View("list_ack_required", AS_AGENT),
+    "resource://ack-overdue/{agent}{?project,older_than_minutes,limit}": View("list_ack_overdue", AS_AGENT),
+    "resource://urgent-unread/{agent}{?project,limit}": View("list_urgent_unread", AS_AGENT),
+    "resource://project-ack-required/{project_key}{?limit}": View("list_ack_required"),
+    "resource://project-ack-overdue/{project_key}{?older_than_minutes,limit}": View("list_ack_overdue"),
+    "resource://project-urgent-unread/{project_key}{?limit}": View("list_urgent_unread"),
     "resource://outbox/{agent}{?project}": View("fetch_outbox", AS_AGENT),
     "resource://thread/{thread_id}{?project}": View("get_thread", {"project": "project_key"}),
     "resource://message/{id}{?project}": View("get_message", {"id": "message_id", "project": "project_key"}),
