@@ -9,7 +9,7 @@ from pydantic import Field
 from .. import clock
 from ..security.agent_tokens import issue_token
 from ..archive import outbox
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, did_you_mean
 from ..fields import AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..names import random_name
@@ -65,15 +65,23 @@ def find_agents(db: sqlite3.Connection, project: sqlite3.Row, names: Iterable[st
         home = find_project(db, project_key) if project_key else project
         row = db.execute(_AGENT_BY_ID, (agent_id(home["id"], name),)).fetchone()
         if row is None:
-            missing.setdefault(home["slug"], []).append(name)
+            missing.setdefault((home["slug"], home["id"]), []).append(name)
         rows.append(row)
     if missing:
-        where = "; ".join(f"{', '.join(missed)} in project {slug!r}" for slug, missed in missing.items())
+        where = "; ".join(f"{', '.join(missed)} in project {slug!r}" for (slug, _), missed in missing.items())
+        guesses = "".join(
+            did_you_mean(name, _names(db, key)) for (_, key), missed in missing.items() for name in missed
+        )
         raise NotFound(
-            f"No agent named {where}.",
+            f"No agent named {where}.{guesses}",
             "Check the spelling with list_agents, or have that agent call register_agent first.",
         )
     return rows
+
+
+def _names(db: sqlite3.Connection, project_id: int) -> list[str]:
+    """The project's agent names (bounded): the candidates of a "did you mean"."""
+    return [row[0] for row in db.execute("SELECT name FROM agents WHERE project_id = ? LIMIT 5000", (project_id,))]
 
 
 def find_agent(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3.Row:
