@@ -23,6 +23,7 @@ from .. import clock
 from ..errors import InvalidArgument
 from ..fields import AgentName, ProjectKey
 from ..ids import id_at
+from ..store.db import placeholders
 from ..registry import Input, Output, tool
 from .agents import find_agent
 from .messages import INBOX_FILTERS, InboxMessage, inbox_page
@@ -113,13 +114,17 @@ def wait_for_mail(db: sqlite3.Connection, args: WaitForMailInput) -> MailArrived
         cursor, rows, left = start.advanced([row[0] for row in rows], None), [], None
     else:
         cursor = Cursor.parse(args.cursor)
-        candidates = inbox_page(
-            db, project["id"], agent["id"], "AND r.message_id >= ?", [cursor.floor],
-            order="ASC", limit=args.limit + len(cursor.seen) + 1, bodies=args.include_bodies,
-        )
-        new = [row for row in candidates if row[0] not in cursor.seen]
-        rows, left = new[: args.limit], (new[args.limit][0] if len(new) > args.limit else None)
-        cursor = cursor.advanced([row[0] for row in rows], left)
+        candidates = db.execute(  # ids first (index only): most above the floor may be seen already
+            "SELECT message_id FROM message_recipients WHERE agent_id = ? AND message_id >= ? ORDER BY message_id LIMIT ?",
+            (agent["id"], cursor.floor, args.limit + len(cursor.seen) + 1),
+        ).fetchall()
+        new = [row[0] for row in candidates if row[0] not in cursor.seen]
+        chosen, left = new[: args.limit], (new[args.limit] if len(new) > args.limit else None)
+        rows = inbox_page(
+            db, project["id"], agent["id"], f"AND r.message_id IN ({placeholders(chosen)})", chosen,
+            order="ASC", limit=len(chosen), bodies=args.include_bodies,
+        ) if chosen else []
+        cursor = cursor.advanced(chosen, left)
     result = MailArrived(
         messages=[InboxMessage.model_validate_json(row[1]) for row in rows], cursor=str(cursor), more=left is not None
     )
