@@ -14,6 +14,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -117,8 +118,6 @@ async def _wait(tool: Tool, args: Input, settings: Settings) -> Output:
 
 def _wait_sync(tool: Tool, args: Input, settings: Settings) -> Output:
     """The same for synchronous callers (Chalice, the CLI): the thread sleeps instead."""
-    import time
-
     deadline = time.monotonic() + args.timeout_seconds
     with wakeup.board(settings).join(asynchronous=False) as waiter:
         while True:

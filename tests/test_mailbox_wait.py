@@ -1,6 +1,7 @@
 """wait_for_mail: durable cursors (nothing missed, nothing repeated) and wake-ups."""
 
 import asyncio
+import json
 import subprocess
 import sys
 import threading
@@ -188,3 +189,24 @@ def test_wait_over_rest_wakes_on_a_send(any_server):
     sent = post("send_message", project_key="wait-rest", sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b")
     waiting.join(25)
     assert [m["id"] for m in result["messages"]] == [sent["message"]["id"]]
+
+
+@pytest.mark.sqlite_only
+def test_the_cli_waits_and_retries_with_a_key(settings, project):
+    from click.testing import CliRunner
+
+    from chalicelib.transports.cli import cli
+
+    def run(*args):
+        result = CliRunner().invoke(cli, ["--database-url", settings.database_url, *args])
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    cursor = run("wait-for-mail", "--project-key", project, "--agent-name", "GreenCastle", "--timeout-seconds", "0")["cursor"]
+    send = ("send-message", "--project-key", project, "--sender-name", "BlueLake", "--to", "GreenCastle",
+            "--subject", "cli", "--body-md", "b", "--idempotency-key", "cli-1")
+    first, retry = run(*send), run(*send)
+    assert first == retry
+    got = run("wait-for-mail", "--project-key", project, "--agent-name", "GreenCastle", "--cursor", cursor,
+              "--timeout-seconds", "5")
+    assert [m["id"] for m in got["messages"]] == [first["message"]["id"]]
