@@ -110,7 +110,8 @@ def test_a_server_killed_between_commit_and_answer_does_not_duplicate_the_retry(
         for name in ("BlueLake", "GreenCastle"):
             post(url, "register_agent", project_key="idem-kill", program="p", model="m", name=name)
             post(url, "set_contact_policy", project_key="idem-kill", agent_name=name, policy="open")
-    with running_server(database, AGENT_MAIL_TEST_DIE_AFTER_COMMIT="1") as url:
+    # No archive worker: the dying server would leave its worker process behind.
+    with running_server(database, AGENT_MAIL_TEST_DIE_AFTER_COMMIT="1", ARCHIVE_ENABLED="false") as url:
         with pytest.raises(httpx.TransportError):  # the process died after the COMMIT, before answering
             post(url, "send_message", **sent_args("idem-kill", idempotency_key="retry-me"))
     with running_server(database) as url:
