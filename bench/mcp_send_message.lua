@@ -6,6 +6,7 @@
 dofile(debug.getinfo(1, "S").source:match("^@(.-)[^/]*$") .. "mcp_common.lua")
 
 local project_key, sent = nil, 0
+local with_keys = os.getenv("BENCH_IDEMPOTENCY_KEYS") == "1"  -- bench/idempotency.py: a key per send
 acked_subjects = {}
 
 function init(args)
@@ -15,9 +16,10 @@ end
 function request()
   sent = sent + 1
   local subject = string.format("bench-send %d-%d", thread_id, sent)
+  local key = with_keys and string.format(',"idempotency_key":"%s %s"', subject, tostring(os.time())) or ""
   local arguments = string.format(
-    '{"project_key":"%s","sender_name":"GreenCastle","to":["BlueLake"],"subject":"%s","body_md":"Body of %s."}',
-    project_key, subject, subject)
+    '{"project_key":"%s","sender_name":"GreenCastle","to":["BlueLake"],"subject":"%s","body_md":"Body of %s."%s}',
+    project_key, subject, subject, key)
   return wrk.format(nil, nil, nil, tools_call(sent, "send_message", arguments))
 end
 

@@ -150,6 +150,15 @@ class Settings(BaseSettings):
     # Images (PNG, JPEG, GIF, BMP, TIFF) are stored as WebP, scaled to fit this many pixels on
     # the longer side, unless an attachment asks keep_original (0: never convert).
     attachment_image_max_side: int = 2048
+    # wait_for_mail (docs/mailbox.md): calls waiting at once per process; beyond, 503 with a retry hint.
+    max_mail_waiters: int = 1000
+    # How long a replica's waiter sleeps between checks (other hosts' mail shows after a pull).
+    mail_wait_poll_seconds: float = 1.0
+    # Idempotency keys (docs/mailbox.md) are remembered this long; a retry after that runs again.
+    idempotency_key_ttl_seconds: int = 86400
+    # Which tools MCP tools/list offers: full (all), core (the everyday ones) or minimal.
+    # Every tool stays callable (and on REST); a smaller list costs agents fewer context tokens.
+    tools_profile: Literal["full", "core", "minimal"] = "full"
     cors_allowed_origins: CommaList = []  # browsers' cross-origin requests: none allowed by default
     # The web UI's session cookies (chalicelib/web/session.py): the HMAC key (unset: derived from
     # AUTH_BEARER_TOKENS, else random per process) and how long a login lasts.

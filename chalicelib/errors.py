@@ -34,13 +34,16 @@ class InvalidArgument(ToolError):
     code = "invalid_argument"
 
 
-def validation_error(errors: list[dict]) -> InvalidArgument:
+def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
     """Turn pydantic's error list (ValidationError.errors()) into an InvalidArgument that
-    names each bad field."""
+    names each bad field; an unknown one gets the closest of `fields` (the input's names)."""
     problems = []
     for err in errors:
         where = ".".join(str(part) for part in err["loc"]) or "input"
-        problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+        problem = f"{where}: {err['msg'].removeprefix('Value error, ')}"
+        if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+            problem += did_you_mean(str(err["loc"][0]), fields)
+        problems.append(problem)
     return InvalidArgument(
         "Invalid arguments: " + "; ".join(problems),
         "Check the tool's input schema (tools/list or /openapi.json) and send the fields it names.",
@@ -101,3 +104,20 @@ class Unauthorized(ToolError):
 class Forbidden(ToolError):
     status = 403
     code = "forbidden"
+
+
+def did_you_mean(word: str, choices) -> str:
+    """" Did you mean 'x'?" for the closest of `choices`, or "" when none is close."""
+    import difflib  # only on an error path
+
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(choice) for choice in close) + "?"
+
+
+def unknown_tool(name: str, known) -> NotFound:
+    return NotFound(
+        f"No tool named {name!r}.{did_you_mean(str(name), known)}",
+        "List the tools with tools/list (MCP), /openapi.json (REST) or `agent-mail tools` (CLI).",
+    )

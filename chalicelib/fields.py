@@ -4,7 +4,7 @@ from typing import Annotated
 
 import re
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from . import clock
 from .names import NAME_PATTERN, NAME_RULES, check_name
@@ -19,6 +19,16 @@ ProjectKey = Annotated[
 NAME_REGEX = f"^{NAME_PATTERN.pattern}$"
 
 AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES, json_schema_extra={"pattern": NAME_REGEX})]
+
+
+def acting_agent(*old_names: str, default=..., description: str = "You: the agent acting."):
+    """The field for the acting agent: `agent_name` in every tool; its names of before are
+    still accepted (aliases), while the schemas show agent_name only."""
+    return Field(
+        default,
+        validation_alias=AliasChoices("agent_name", *old_names),
+        description=f"{description} (Also accepted as {' or '.join(old_names)}.)",
+    )
 
 
 def _address(value: str) -> str:

@@ -40,3 +40,13 @@ def new_id() -> int:
 def first_id_at(unix_ms: int) -> int:
     """The smallest new_id() made at this time (milliseconds since 1970): older events have smaller ids."""
     return max(unix_ms - _EPOCH_MS, 0) << RANDOM_BITS
+
+
+def id_at(unix_seconds: float) -> int:
+    """The smallest new_id() made at this time: ids below it were made earlier."""
+    return max(int(unix_seconds * 1000) - _EPOCH_MS, 0) << RANDOM_BITS
+
+
+def time_of(id_: int) -> float:
+    """When new_id() made this id (unix seconds, to the millisecond)."""
+    return ((id_ >> RANDOM_BITS) + _EPOCH_MS) / 1000

@@ -14,11 +14,12 @@ writes across replicas; docs/turso.md).
 """
 
 import asyncio
+import contextvars
 import logging
+import os
 import queue
 import sqlite3
 import threading
-import contextvars
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 from .ops import logs, metrics
 from .security import agent_tokens, auth, scopes
 from .config import Settings
+from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .errors import MAX_ANSWER_BYTES, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.per_process import OnePerKey
@@ -40,6 +42,9 @@ MAX_BATCH = 256
 # Slow reads run one at a time beside the event loop: the loop then shares the GIL with one busy
 # thread, not one per request, and one big answer is being built at a time (docs/limits.md).
 _slow_reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-read")
+# Tests only (tests/test_mailbox_idempotency.py): the process dies right after a write's COMMIT,
+# before answering, as a crash would. Never set it anywhere else.
+_DIE_AFTER_COMMIT = os.environ.get("AGENT_MAIL_TEST_DIE_AFTER_COMMIT") == "1"
 
 
 def parse(tool: Tool, arguments: Any) -> Input:
@@ -48,7 +53,7 @@ def parse(tool: Tool, arguments: Any) -> Input:
     try:
         return tool.input.model_validate(arguments if arguments is not None else {})
     except ValidationError as exc:
-        raise validation_error(exc.errors()) from None
+        raise validation_error(exc.errors(), tool.input.model_fields) from None
 
 
 def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
@@ -59,7 +64,10 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, p
         scopes.authorize(conn, tool, args, principal, auth.agent_tokens_required(settings))
     if tool.acts_as and auth.agent_tokens_required(settings):
         agent_tokens.check(conn, tool, args)
-    result = tool.handler(conn, args)
+    if tool.idempotent:
+        result = idempotency.run_once(conn, tool, args, settings.idempotency_key_ttl_seconds, lambda: tool.handler(conn, args))
+    else:
+        result = tool.handler(conn, args)
     return result if principal.unrestricted else scopes.visible_output(tool, result, principal)
 
 
@@ -99,6 +107,12 @@ class _measured:
 
 def _call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal) -> Output:
     args = parse(tool, arguments)
+    if tool.wait:
+        return _wait_sync(tool, args, settings, principal)
+    return _attempt(tool, args, settings, principal)
+
+
+def _attempt(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
     started = time.monotonic()
     try:
         # A tool with a settle step decides on fresh data, so it lends a freshly pulled replica.
@@ -111,9 +125,21 @@ def _call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Princi
 
 def _run_once(tool: Tool, args: Input, settings: Settings, principal: auth.Principal, fresh: bool) -> Output:
     with _busy_is_unavailable(), connection(settings, fresh=fresh) as conn:
-        with transaction(conn, write=not (tool.read_only or tool.writes_files)):
-            result = run(conn, tool, args, settings, principal)
+        try:
+            with transaction(conn, write=not (tool.read_only or tool.writes_files)):
+                result = run(conn, tool, args, settings, principal)
+        except BaseException:
+            wakeup.rolled_back()
+            raise
+        if not tool.read_only:
+            _committed(settings)
         return tool.settle(conn, args, result) if tool.settle else result
+
+
+def _committed(settings: Settings) -> None:
+    if _DIE_AFTER_COMMIT:
+        os._exit(1)
+    wakeup.committed(settings.database_url)
 
 
 def pulled_before(settings: Settings, moment: float) -> bool:
@@ -123,13 +149,62 @@ def pulled_before(settings: Settings, moment: float) -> bool:
 
 async def _acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal) -> Output:
     args = parse(tool, arguments)  # bad input is refused before it waits for anything
+    if tool.wait:
+        return await _wait(tool, args, settings, principal)
     if tool.writes_files:
-        return await asyncio.to_thread(_call, tool, args, settings, principal)
+        return await asyncio.to_thread(_attempt, tool, args, settings, principal)
     if tool.read_only:
-        if settings.turso_sync_url:  # a replica may pull first, or wait for its lock: not on the event loop
-            return await asyncio.to_thread(_call, tool, args, settings, principal)
-        return _call(tool, args, settings, principal)
+        return await _read(tool, args, settings, principal)
     return await _writer(settings).submit(tool, args, principal)
+
+
+async def _read(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
+    if settings.turso_sync_url:  # a replica may pull first, or wait for its lock: not on the event loop
+        return await asyncio.to_thread(_attempt, tool, args, settings, principal)
+    return _attempt(tool, args, settings, principal)
+
+
+# Waiting tools (registry.Tool.wait): check, and while there is nothing yet, sleep until a commit
+# wakes the key the check gave (store/wakeup.py) or, on a replica, until the next pull is due.
+# No connection is held while sleeping, and at most MAX_MAIL_WAITERS wait per process.
+
+
+async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
+    deadline = asyncio.get_running_loop().time() + args.timeout_seconds
+    with wakeup.board(settings).join(asynchronous=True) as waiter:
+        while True:
+            waiter.arm()
+            result = await _read(tool, args, settings, principal)
+            key = tool.wait(result)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if key is None or remaining <= 0:
+                return result
+            if waiter.key != key:  # watched only after this check: check once more
+                waiter.watch(key)
+                continue
+            await waiter.sleep(_nap(remaining, settings))
+
+
+def _wait_sync(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
+    """The same for synchronous callers (Chalice, the CLI): the thread sleeps instead."""
+    deadline = time.monotonic() + args.timeout_seconds
+    with wakeup.board(settings).join(asynchronous=False) as waiter:
+        while True:
+            waiter.arm()
+            result = _attempt(tool, args, settings, principal)
+            key = tool.wait(result)
+            remaining = deadline - time.monotonic()
+            if key is None or remaining <= 0:
+                return result
+            if waiter.key != key:
+                waiter.watch(key)
+                continue
+            waiter.sleep_sync(_nap(remaining, settings))
+
+
+def _nap(remaining: float, settings: Settings) -> float:
+    # On a replica another host's mail shows only after a pull: check again when one is due.
+    return min(remaining, settings.mail_wait_poll_seconds) if settings.turso_sync_url else remaining
 
 
 def json_call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> bytes:
@@ -211,8 +286,10 @@ class Writer:
                 with transaction(conn, write=True):
                     for tool, args, principal, _ in batch:
                         outcomes.append(_in_savepoint(conn, tool, args, self.settings, principal))
+                _committed(self.settings)
                 outcomes = [_settled(conn, tool, args, outcome) for (tool, args, _, _), outcome in zip(batch, outcomes)]
         except Exception as exc:  # the COMMIT (or BEGIN, or push) failed: nothing in the batch was acknowledged
+            wakeup.rolled_back()
             log.exception("write batch of %d failed", len(batch))
             outcomes = [(None, exc)] * len(batch)
         if not fresh and pulled_before(self.settings, started):  # not found on old data: pull, run those again

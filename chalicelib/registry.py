@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 class Input(BaseModel):
     """Base of every tool input: unknown fields are an error, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid")
+    # By name or by alias: old field names stay accepted (fields.acting_agent).
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
 
 
 class Output(BaseModel):
@@ -71,6 +72,13 @@ class Tool:
     # Changes files on the server's machine, not the database (install_precommit_guard): runs in a
     # thread on a read transaction, never inside the writer's (git would hold every write up).
     writes_files: bool = False
+    # A waiting tool (wait_for_mail): its handler answers at once, and wait(result) gives a
+    # wake-up key (a recipient's id) while the result is "nothing yet", None once it is final.
+    # invoke.py runs the handler again when a commit wakes that key, until args.timeout_seconds.
+    wait: Callable[[BaseModel], Any] | None = None
+    # Takes an optional idempotency_key: a retry with the same key returns the first result and
+    # changes nothing (invoke.py stores key, payload hash and result with the write).
+    idempotent: bool = False
 
     @functools.cached_property
     def json_tool(self) -> "Tool":
@@ -103,20 +111,24 @@ def tool(
     off_loop: bool | Callable[[Any], bool] = False,
     mcp_content: Callable | None = None,
     writes_files: bool = False,
+    wait: Callable | None = None,
+    idempotent: bool = False,
 ) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
     if len(params) != 2:
         raise TypeError(f"{handler.__name__} must take (db, args)")
     acts_as = (acts_as,) if isinstance(acts_as, str) else tuple(acts_as)
-    handler_input = hints[params[1]]
+    handler_input = own_input = hints[params[1]]
+    if idempotent:
+        handler_input = with_idempotency_key(handler_input)
     for field in acts_as:
         if field not in handler_input.model_fields:
             raise TypeError(f"{handler.__name__}: acts_as names {field!r}, which is not an input field")
     return Tool(
         name=handler.__name__,
         group=handler.__module__.rsplit(".", 1)[-1],
-        handler=_without_token(handler, handler_input) if acts_as else handler,
+        handler=_without_token(handler, own_input) if acts_as or idempotent else handler,
         input=with_token_field(handler_input, token_field) if acts_as else handler_input,
         output=hints["return"],
         read_only=read_only,
@@ -124,12 +136,14 @@ def tool(
         acts_as=acts_as,
         token_field=token_field,
         may_create=may_create,
-        handler_input=handler_input if acts_as else None,
+        handler_input=own_input if acts_as or idempotent else None,
         settle=settle,
-        json_handler=_without_token(json_handler, handler_input) if json_handler and acts_as else json_handler,
+        json_handler=_without_token(json_handler, own_input) if json_handler and (acts_as or idempotent) else json_handler,
         off_loop=off_loop if callable(off_loop) else (lambda args: off_loop),
         mcp_content=mcp_content,
         writes_files=writes_files,
+        wait=wait,
+        idempotent=idempotent,
     )
 
 
@@ -152,6 +166,24 @@ def with_token_field(model: type[Input], token_field: str) -> type[Input]:
             )},
         )
     return _with_token[key]
+
+
+IDEMPOTENCY_KEY_DESCRIPTION = (
+    "Any string unique to this operation (e.g. a UUID). A retry with the same key returns the"
+    " first result and changes nothing; the same key with other arguments is refused (409)."
+    " Keys are remembered for IDEMPOTENCY_KEY_TTL_SECONDS (a day by default)."
+)
+
+
+@functools.cache
+def with_idempotency_key(model: type[Input]) -> type[Input]:
+    """`model` plus an optional idempotency_key field (invoke.py handles it; the handler never sees it)."""
+    return create_model(
+        model.__name__,
+        __base__=model,
+        __module__=model.__module__,
+        idempotency_key=(str | None, Field(None, min_length=1, max_length=200, description=IDEMPOTENCY_KEY_DESCRIPTION)),
+    )
 
 
 def _without_token(handler: Callable, model: type[Input]) -> Callable:

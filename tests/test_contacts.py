@@ -67,7 +67,7 @@ def test_a_blocked_send_names_the_blocked_and_stores_nothing(call, team, send, s
         send("BlueLake", ["GreenCastle", "RedStone"])
     error = info.value
     assert "RedStone (auto)" in error.message and "GreenCastle" not in error.message
-    assert "request_contact" in error.hint and "from_agent='BlueLake'" in error.hint
+    assert "request_contact(project_key='work-team', agent_name='BlueLake', to_agent='RedStone')" in error.hint
     assert stored_messages(settings) == (0, 0)  # not even GreenCastle's copy
     assert inbox(call, "GreenCastle") == []
 
@@ -300,5 +300,6 @@ def test_the_check_costs_a_few_queries_whatever_the_recipients(call, team, setti
         with pytest.raises(Conflict):
             send_tool.handler(conn, args)
         conn.set_trace_callback(None)
-    assert len([s for s in statements if "FROM contacts" in s or "message_recipients own" in s]) == 2
+    # two to decide, one more (the pending requests) to word the refusal
+    assert len([s for s in statements if "FROM contacts" in s or "messages mine" in s]) == 3
     assert len([s for s in statements if "FROM file_reservations" in s]) == 1

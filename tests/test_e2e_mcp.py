@@ -36,7 +36,8 @@ def test_a_whole_session_through_the_official_client(any_server, mode):
             [received] = (await call("fetch_inbox", project_key=project, agent_name=bob, include_bodies=True))["messages"]
             assert (received["id"], received["body_md"], received["sender"]) == (sent["message"]["id"], "Ready to pair?", alice)
             await call("acknowledge_message", project_key=project, agent_name=bob, message_id=received["id"])
-            await call("reply_message", project_key=project, message_id=received["id"], sender_name=bob, body_md="Yes")
+            await call("reply_message", project_key=project, message_id=received["id"], sender_name=bob, body_md="Yes",
+                       ack_required=True)
             summary = await call("summarize_thread", project_key=project, thread_id=received["thread_id"])
             assert summary["message_count"] == 2 and summary["open_acks"] == [{"message_id": summary["open_acks"][0]["message_id"], "agent": alice}]
             hits = await call("search_messages", project_key=project, query="pair*")

@@ -62,12 +62,12 @@ def test_validation_errors_name_the_field(call, project):
         call("fetch_inbox", project_key=project, agent_name="BlueLake", colour="red")
 
 
-def test_reply_inherits_thread_and_defaults_to_the_sender(call, project):
+def test_reply_keeps_thread_and_importance_and_defaults_to_the_sender(call, project):
     original = send(call, project, thread_id="FEAT-7", importance="urgent", ack_required=True)
     reply = call("reply_message", project_key=project, message_id=original["id"], sender_name="GreenCastle",
                  body_md="On it")["message"]
     assert (reply["thread_id"], reply["subject"], reply["to"]) == ("FEAT-7", "Re: Plan", ["BlueLake"])
-    assert reply["importance"] == "urgent" and reply["ack_required"] is True
+    assert reply["importance"] == "urgent" and reply["ack_required"] is False  # "On it" demands no ack
     again = call("reply_message", project_key=project, message_id=reply["id"], sender_name="BlueLake", body_md="ok")
     assert again["message"]["subject"] == "Re: Plan"  # no "Re: Re:"
 

@@ -21,7 +21,7 @@ def test_threads_list_get_and_summarize(call, project):
     first = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], cc=["RedStone"],
                  subject="Schema", body_md=BODY, thread_id="DB-1", ack_required=True)["message"]
     reply = call("reply_message", project_key=project, message_id=first["id"], sender_name="GreenCastle",
-                 body_md="Agreed, this must land today.\nACTION: RedStone to review")["message"]
+                 body_md="Agreed, this must land today.\nACTION: RedStone to review", ack_required=True)["message"]
     call("send_message", project_key=project, sender_name="RedStone", to=["BlueLake"], subject="Other", body_md="x")
     call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=first["id"])
 
@@ -47,7 +47,7 @@ def test_threads_list_get_and_summarize(call, project):
         "BlueLake: benchmark the inbox query",
         "GreenCastle: RedStone to review",
     ]
-    assert summary["open_acks"] == [  # the reply inherited ack_required
+    assert summary["open_acks"] == [  # the reply asked for one too
         {"message_id": first["id"], "agent": "RedStone"},
         {"message_id": reply["id"], "agent": "BlueLake"},
     ]

@@ -9,8 +9,8 @@ from pydantic import Field
 from .. import clock
 from ..security.agent_tokens import issue_token
 from ..archive import outbox
-from ..errors import Conflict, NotFound
-from ..fields import AgentName, ProjectKey
+from ..errors import Conflict, NotFound, did_you_mean
+from ..fields import AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..names import random_name
 from ..registry import Input, Output, tool
@@ -66,15 +66,23 @@ def find_agents(db: sqlite3.Connection, project: sqlite3.Row, names: Iterable[st
         home = find_project(db, project_key) if project_key else project
         row = db.execute(_AGENT_BY_ID, (agent_id(home["id"], name),)).fetchone()
         if row is None:
-            missing.setdefault(home["slug"], []).append(name)
+            missing.setdefault((home["slug"], home["id"]), []).append(name)
         rows.append(row)
     if missing:
-        where = "; ".join(f"{', '.join(missed)} in project {slug!r}" for slug, missed in missing.items())
+        where = "; ".join(f"{', '.join(missed)} in project {slug!r}" for (slug, _), missed in missing.items())
+        guesses = "".join(
+            did_you_mean(name, _names(db, key)) for (_, key), missed in missing.items() for name in missed
+        )
         raise NotFound(
-            f"No agent named {where}.",
+            f"No agent named {where}.{guesses}",
             "Check the spelling with list_agents, or have that agent call register_agent first.",
         )
     return rows
+
+
+def _names(db: sqlite3.Connection, project_id: int) -> list[str]:
+    """The project's agent names (bounded): the candidates of a "did you mean"."""
+    return [row[0] for row in db.execute("SELECT name FROM agents WHERE project_id = ? LIMIT 5000", (project_id,))]
 
 
 def find_agent(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3.Row:
@@ -171,7 +179,7 @@ class RegisterAgentInput(Input):
     project_key: ProjectKey
     program: Program
     model: Model
-    name: AgentName | None = Field(None, description="Omit to get a fresh memorable name like GreenCastle.")
+    agent_name: AgentName | None = acting_agent("name", default=None, description="Omit to get a fresh memorable name like GreenCastle.")
     task_description: TaskDescription = ""
 
 
@@ -180,18 +188,18 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Register
     last_active time; without a name, create a new agent with a memorable name."""
     project = find_project(db, args.project_key)
     refuse_archived(project)
-    if args.name is None:
+    if args.agent_name is None:
         return registered(db, project, _insert_agent(db, project, _unused_name(db, project), args))
     refuse_human(project, db.execute("SELECT name, kind FROM agents WHERE id = ?", (agent_id(project["id"], args.name),)).fetchone())
     updated = db.execute(
         "UPDATE agents SET program = ?, model = ?, task_description = ?, last_active_ts = ? WHERE id = ?",
-        (args.program, args.model, args.task_description, clock.now(), agent_id(project["id"], args.name)),
+        (args.program, args.model, args.task_description, clock.now(), agent_id(project["id"], args.agent_name)),
     )
     if updated.rowcount:
-        row = find_agent(db, project, args.name)
+        row = find_agent(db, project, args.agent_name)
         outbox.record_agent(db, project, row)
         return RegisteredAgent(**describe_agent(project, row).model_dump())
-    return registered(db, project, _insert_agent(db, project, args.name, args))
+    return registered(db, project, _insert_agent(db, project, args.agent_name, args))
 
 
 class CreateAgentIdentityInput(Input):
@@ -302,7 +310,7 @@ def unretire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> Agent:
 
 
 TOOLS = [
-    tool(register_agent, acts_as="name", may_create=True),
+    tool(register_agent, acts_as="agent_name", may_create=True),
     tool(create_agent_identity),
     tool(whois, read_only=True),
     tool(list_agents, read_only=True),

@@ -26,7 +26,7 @@ from .. import clock
 from ..config import get_settings
 from ..store.db import placeholders
 from ..errors import Conflict, InvalidArgument, NotFound, ToolError
-from ..fields import AgentAddress, AgentName, ProjectKey
+from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .agents import Agent, ContactPolicy, address, describe_agent, find_agent, find_agents, refuse_inactive
@@ -103,27 +103,54 @@ def admitted(db: sqlite3.Connection, sender: sqlite3.Row, recipients: list[sqlit
 
 
 def refuse_blocked(db: sqlite3.Connection, project: sqlite3.Row, sender: sqlite3.Row, recipients: list) -> None:
-    """Conflict naming every recipient whose contact policy refuses `sender` (before anything is stored)."""
+    """Conflict naming every recipient whose contact policy refuses `sender` (before anything is
+    stored), and for each what to do: ask, wait for a pending request, or leave it out."""
     ok = admitted(db, sender, recipients)
     blocked = [agent for agent in recipients if agent["id"] not in ok]
     if not blocked:
         return
-    askable = [address(agent, project) for agent in blocked if agent["contact_policy"] != "block_all"]
+    pending = _pending_requests(db, sender, blocked)
+    askable = [agent for agent in blocked if agent["contact_policy"] != "block_all" and agent["id"] not in pending]
     closed = [address(agent, project) for agent in blocked if agent["contact_policy"] == "block_all"]
     named = ", ".join(f"{address(agent, project)} ({agent['contact_policy']})" for agent in blocked)
     hints = []
-    if askable:
+    for agent in askable:
         hints.append(
-            f"Call request_contact(project_key={project['slug']!r}, from_agent={sender['name']!r}, to_agent=...)"
-            f" for {', '.join(askable)}, and send again once they accept with respond_contact;"
-            " or send without them."
+            f"Call request_contact(project_key={project['slug']!r}, agent_name={sender['name']!r},"
+            f" to_agent={address(agent, project)!r}) and send again once it accepts;"
         )
+    for agent in blocked:
+        if agent["id"] in pending:
+            hints.append(pending_note(project, sender, address(agent, project), pending[agent["id"]]))
+    if askable or pending:
+        hints.append("or send without them.")
     if closed:
         hints.append(f"{', '.join(closed)} accept{'s' if len(closed) == 1 else ''} no messages at all: leave them out.")
     raise Conflict(
-        f"Not sent: the contact policy of {named} does not admit messages from {sender['name']}."
-        " Nothing was delivered to any recipient.",
+        f"Not sent: the contact policy of {named} does not admit messages from {sender['name']}"
+        + (" yet (contact request pending)" if pending else "")
+        + ". Nothing was delivered to any recipient.",
         " ".join(hints),
+    )
+
+
+def _pending_requests(db: sqlite3.Connection, sender: sqlite3.Row, agents: list) -> dict[int, str]:
+    """{agent id: requested_ts} of the sender's live pending contact requests to these agents."""
+    ids = [contact_id(sender["id"], agent["id"]) for agent in agents]
+    rows = db.execute(
+        f"SELECT target_id, requested_ts FROM contacts WHERE id IN ({placeholders(ids)})"
+        " AND requester_id = ? AND status = 'pending' AND expires_ts > ?",
+        [*ids, sender["id"], clock.now()],
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+def pending_note(project: sqlite3.Row, requester: sqlite3.Row, target: str, since: str) -> str:
+    """What a requester is told while its contact request waits for an answer."""
+    return (
+        f"Your contact request to {target} is pending since {since}; {target} has been notified (a notice in its inbox)"
+        f" and answers with respond_contact. Meanwhile wait_for_mail(project_key={project['slug']!r},"
+        f" agent_name={requester['name']!r}) tells you when it answers (a notice), then send again;"
     )
 
 
@@ -138,6 +165,7 @@ class Contact(Output):
     requested_ts: str
     responded_ts: str | None
     expires_ts: str = Field(description="When the request, approval or denial lapses.")
+    next_step: str | None = Field(None, description="What to do now, while the request is pending.")
 
 
 _CONTACTS = (
@@ -245,7 +273,7 @@ def refuse_flood(db: sqlite3.Connection, requester: sqlite3.Row, now: str) -> No
 
 class RequestContactInput(Input):
     project_key: ProjectKey
-    from_agent: AgentName = Field(description="You: the agent asking.")
+    agent_name: AgentName = acting_agent("from_agent", description="You: the agent asking.")
     to_agent: AgentAddress
     reason: Reason = ""
     ttl_seconds: TtlSeconds = DEFAULT_TTL
@@ -260,7 +288,7 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
     once, one with block_all refuses; asking an agent that has asked you accepts its
     request. Asking again while pending changes nothing."""
     project = find_project(db, args.project_key)
-    requester, target = find_agents(db, project, [args.from_agent, args.to_agent])
+    requester, target = find_agents(db, project, [args.agent_name, args.to_agent])
     if requester["id"] == target["id"]:
         raise InvalidArgument(f"{requester['name']} asked itself for contact.", "Name another agent in to_agent.")
     refuse_inactive(project, requester, [target])
@@ -274,8 +302,10 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
     row = _find_contact(db, requester, target)
     live = row is not None and row["expires_ts"] > now
     asked_by_me = live and row["requester_id"] == requester["id"]
-    if (live and row["status"] == "approved") or (asked_by_me and row["status"] == "pending"):
+    if live and row["status"] == "approved":
         return _contact(row, project, now)  # nothing new to ask
+    if asked_by_me and row["status"] == "pending":
+        return _pending(_contact(row, project, now), project, requester, name)
     if asked_by_me and row["status"] == "denied":
         raise Conflict(
             f"{name} declined your contact request at {row['responded_ts']}.",
@@ -299,15 +329,20 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
     _notify(
         db, project, requester, target, f"Contact request from {asker}",
         f"{asker} asks to write to you" + (f": {args.reason}" if args.reason else ".") + "\n\n"
-        f"Answer with respond_contact(project_key={home['slug']!r}, to_agent={target['name']!r},"
+        f"Answer with respond_contact(project_key={home['slug']!r}, agent_name={target['name']!r},"
         f" from_agent={asker!r}, accept=true) or accept=false. You may write to {asker} already.",
     )
-    return _contact(stored, project, now)
+    return _pending(_contact(stored, project, now), project, requester, name)
+
+
+def _pending(contact: Contact, project: sqlite3.Row, requester: sqlite3.Row, target: str) -> Contact:
+    note = pending_note(project, requester, target, contact.requested_ts)
+    return contact.model_copy(update={"next_step": note + " or write to others meanwhile."})
 
 
 class RespondContactInput(Input):
     project_key: ProjectKey
-    to_agent: AgentName = Field(description="You: the agent that was asked.")
+    agent_name: AgentName = acting_agent("to_agent", description="You: the agent that was asked.")
     from_agent: AgentAddress = Field(description="Who asked (Name@project if of another project).")
     accept: bool
     ttl_seconds: TtlSeconds | None = Field(None, description="How long an approval lasts; default: what was asked for.")
@@ -319,7 +354,7 @@ def respond_contact(db: sqlite3.Connection, args: RespondContactInput) -> Contac
     Accepting lets both agents write to each other until the contact expires; declining
     keeps the asker from asking again until then. The asker gets a notice either way."""
     project = find_project(db, args.project_key)
-    responder, requester = find_agents(db, project, [args.to_agent, args.from_agent])
+    responder, requester = find_agents(db, project, [args.agent_name, args.from_agent])
     row = _find_contact(db, responder, requester)
     if row is None or row["requester_id"] != requester["id"]:
         raise NotFound(
@@ -374,8 +409,8 @@ def set_contact_policy(db: sqlite3.Connection, args: SetContactPolicyInput) -> A
 
 
 TOOLS = [
-    tool(request_contact, acts_as="from_agent"),
-    tool(respond_contact, acts_as="to_agent"),
+    tool(request_contact, acts_as="agent_name", idempotent=True),
+    tool(respond_contact, acts_as="agent_name"),
     tool(list_contacts, read_only=True, acts_as="agent_name"),
     tool(set_contact_policy, acts_as="agent_name"),
 ]

@@ -11,8 +11,8 @@ from typing import Annotated
 from pydantic import Field
 
 from ..archive import outbox
-from ..errors import Forbidden
-from ..fields import AgentAddress, AgentName, ProjectKey
+from ..errors import Conflict, Forbidden
+from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..security.agent_tokens import holds_token
 from .agents import find_agent
@@ -51,7 +51,7 @@ def _register(db: sqlite3.Connection, project_key: str, args) -> Agent:
             project_key=project_key,
             program=args.program,
             model=args.model,
-            name=args.agent_name,
+            agent_name=args.agent_name,
             task_description=args.task_description,
         ),
     )
@@ -175,7 +175,7 @@ def macro_file_reservation_cycle(db: sqlite3.Connection, args: MacroFileReservat
 
 class MacroContactHandshakeInput(Input):
     project_key: ProjectKey
-    requester: AgentName = Field(description="You: the agent asking.")
+    agent_name: AgentName = acting_agent("requester", description="You: the agent asking.")
     target: AgentAddress
     reason: Annotated[str, Field(max_length=1000)] = ""
     auto_accept: bool = Field(
@@ -192,6 +192,7 @@ class Handshake(Output):
     request: Contact
     response: Contact | None
     welcome: SentMessage | None
+    note: str | None = Field(None, description="Why the welcome was not sent, and what to do.")
 
 
 def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeInput) -> Handshake:
@@ -212,7 +213,9 @@ def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeI
             )
     request = request_contact(
         db,
-        RequestContactInput(project_key=project_key, from_agent=args.requester, to_agent=args.target, reason=args.reason),
+        RequestContactInput(
+            project_key=project_key, agent_name=args.agent_name, to_agent=args.target, reason=args.reason
+        ),
     )
     response = None
     if args.auto_accept and request.status != "approved":  # approved already if the target had asked too
@@ -222,29 +225,39 @@ def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeI
             db,
             RespondContactInput(
                 project_key=target_project or project_key,
-                to_agent=target_name,
-                from_agent=args.requester if not target_project else f"{args.requester}@{project_key}",
+                agent_name=target_name,
+                from_agent=args.agent_name if not target_project else f"{args.agent_name}@{project_key}",
                 accept=True,
             ),
         )
-    welcome = None
+    welcome, note = None, None
     if args.welcome_subject and args.welcome_body is not None:
-        welcome = send_message(
-            db,
-            SendMessageInput(
-                project_key=project_key,
-                sender_name=args.requester,
-                to=[args.target],
-                subject=args.welcome_subject,
-                body_md=args.welcome_body,
-            ),
-        )
-    return Handshake(request=request, response=response, welcome=welcome)
+        # The request stands even when the target does not admit the welcome yet (pending).
+        db.execute("SAVEPOINT welcome")
+        try:
+            welcome = send_message(
+                db,
+                SendMessageInput(
+                    project_key=project_key,
+                    agent_name=args.agent_name,
+                    to=[args.target],
+                    subject=args.welcome_subject,
+                    body_md=args.welcome_body,
+                ),
+            )
+        except Conflict as refused:
+            db.execute("ROLLBACK TO welcome")
+            note = (
+                f"The contact request was kept ({request.status}); the welcome was not sent: {refused.message}"
+                f" Send it with send_message once {args.target} accepts. {refused.hint}"
+            )
+        db.execute("RELEASE welcome")
+    return Handshake(request=request, response=response, welcome=welcome, note=note)
 
 
 TOOLS = [
     tool(macro_start_session, acts_as="agent_name", may_create=True, settle=settle_session),
     tool(macro_prepare_thread, acts_as="agent_name", may_create=True),
     tool(macro_file_reservation_cycle, acts_as="agent_name"),
-    tool(macro_contact_handshake, acts_as="requester"),
+    tool(macro_contact_handshake, acts_as="agent_name"),
 ]

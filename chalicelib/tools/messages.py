@@ -17,9 +17,10 @@ from ..archive import outbox
 from ..attachments import intake
 from ..attachments.intake import Attachment, AttachmentInput
 from ..config import get_settings
+from ..store import wakeup
 from ..store.db import placeholders
 from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
-from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
+from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent
 from ..ids import new_id, stable_id
 from ..registry import Input, Output, to_json, tool
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
@@ -185,6 +186,7 @@ def deliver(
          attachments_json(stored)),
     )
     store_recipients(db, message_id, {agent_id: kind for agent_id, (kind, _) in addressed.items()})
+    wakeup.delivered(addressed)  # their waiting wait_for_mail calls wake once this commits
     mark_active(db, sender["id"], now)
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
     for kind, agent in addressed.values():
@@ -215,7 +217,7 @@ class SentMessage(Output):
 
 class SendMessageInput(Input):
     project_key: ProjectKey
-    sender_name: AgentName
+    agent_name: AgentName = acting_agent("sender_name", description="You: the sender.")
     to: Annotated[Recipients, Field(min_length=1)]
     subject: Subject
     body_md: Body
@@ -234,48 +236,57 @@ def send_message(db: sqlite3.Connection, args: SendMessageInput) -> SentMessage:
     does not admit you yet, nothing is sent and the error names whom to ask with
     request_contact."""
     project = find_project(db, args.project_key)
-    sender = find_agent(db, project, args.sender_name)
+    sender = find_agent(db, project, args.agent_name)
     refuse_human(project, sender)
     message = deliver(db, project, sender, attachments=args.attachments,
-                      **args.model_dump(exclude={"project_key", "sender_name", "attachments"}))
+                      **args.model_dump(exclude={"project_key", "agent_name", "attachments"}))
     return SentMessage(message=message, recipients=len(message.to) + len(message.cc) + len(message.bcc))
 
 
 class ReplyMessageInput(Input):
     project_key: ProjectKey
     message_id: MessageId
-    sender_name: AgentName
+    agent_name: AgentName = acting_agent("sender_name", description="You: the one replying.")
     body_md: Body
-    to: Recipients | None = Field(None, description="Defaults to the original sender.")
+    to: Recipients | None = Field(
+        None, description="Defaults to the original sender; for the original sender, to the original to and cc."
+    )
     cc: Recipients = []
     bcc: Recipients = []
     subject_prefix: Annotated[str, Field(max_length=32)] = "Re:"
     attachments: Attachments = []
+    importance: Importance | None = Field(None, description="Defaults to the original message's.")
+    ack_required: bool = Field(False, description="Ask the recipients to acknowledge this reply.")
 
 
 def reply_message(db: sqlite3.Connection, args: ReplyMessageInput) -> SentMessage:
-    """Reply in the original message's thread, keeping its importance and ack requirement.
+    """Reply in the original message's thread, with its importance; no ack required unless asked.
 
-    Works for a message received from another project too: the reply is stored in your
-    project under the same thread_id, and goes by default to the original sender."""
+    Goes by default to the original sender; a reply by the original sender goes to the
+    original to and cc recipients (a follow-up). Works for a message received from another
+    project too: the reply is stored in your project under the same thread_id."""
     project = find_project(db, args.project_key)
-    sender = find_agent(db, project, args.sender_name)
+    sender = find_agent(db, project, args.agent_name)
     refuse_human(project, sender)
     original = find_message(db, project, args.message_id, viewer_id=sender["id"])
     subject = original["subject"]
     if args.subject_prefix and not subject.lower().startswith(args.subject_prefix.lower()):
         subject = f"{args.subject_prefix} {subject}"[:512]
+    to, cc = args.to, args.cc
+    if not to and original["sender_id"] == sender["id"]:  # a follow-up: to whom the original went
+        recipients = recipients_of(db, [original["id"]])[original["id"]]
+        to, cc = recipients["to"], cc or recipients["cc"]
     message = deliver(
         db,
         project,
         sender,
-        to=args.to or [address(find_agent_by_id(db, original["sender_id"]), project)],
-        cc=args.cc,
+        to=to or [address(find_agent_by_id(db, original["sender_id"]), project)],
+        cc=cc,
         bcc=args.bcc,
         subject=subject,
         body_md=args.body_md,
-        importance=original["importance"],
-        ack_required=bool(original["ack_required"]),
+        importance=args.importance or original["importance"],
+        ack_required=args.ack_required,
         thread_id=original["thread_id"],
         attachments=args.attachments,
     )
@@ -299,6 +310,9 @@ class InboxMessage(Output):
 
 class Inbox(Output):
     messages: list[InboxMessage]
+    next_cursor: str | None = Field(
+        None, description="Pass as cursor to get the next (older) page; null on the last page."
+    )
 
 
 class FetchInboxInput(Input):
@@ -306,8 +320,13 @@ class FetchInboxInput(Input):
     agent_name: AgentName
     limit: Limit = 20
     urgent_only: bool = Field(False, description="Only high and urgent messages.")
+    unread_only: bool = Field(False, description="Only messages not marked read (mark_message_read, acknowledge_message).")
+    ack_pending_only: bool = Field(False, description="Only messages that require an acknowledgement not given yet.")
     include_bodies: bool = False
     since_ts: Timestamp | None = Field(None, description="Only messages created after this time.")
+    cursor: Annotated[str, Field(max_length=32, pattern="^[0-9]{1,19}$")] | None = Field(
+        None, description="The next_cursor of the previous page: only messages older than that page."
+    )
 
 
 # One inbox message as the JSON pydantic would write for InboxMessage (its field order, the id as
@@ -322,9 +341,36 @@ _INBOX_MESSAGE_JSON = (
     " 'attachments', json(coalesce(m.attachments, '[]')))"
 )
 
+# fetch_inbox's filters, as conditions on r (message_recipients) and m (messages).
+INBOX_FILTERS = {
+    "urgent_only": "m.importance IN ('high', 'urgent')",
+    "unread_only": "r.read_ts IS NULL",
+    "ack_pending_only": "m.ack_required AND r.ack_ts IS NULL",
+}
+
+
+def inbox_page(db, home_id: int, recipient_id: int, where: str = "", params=(), *, order="DESC", limit: int, bodies=False):
+    """(message id, InboxMessage JSON) of one recipient's messages matching `where` (conditions
+    on r and m), by id in `order`: the query every inbox view shares."""
+    sql = (
+        f"SELECT m.id, {_INBOX_MESSAGE_JSON.format(body_md='m.body_md' if bodies else 'NULL')}"
+        " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
+        f" WHERE r.agent_id = ? {where} ORDER BY r.message_id {order} LIMIT ?"
+    )
+    rows, size = [], 0
+    for row in db.execute(sql, [home_id, recipient_id, *params, limit]):  # lazily: reading stops at the answer's cap
+        size += len(row[1]) + 1
+        if size > MAX_ANSWER_BYTES:
+            raise answer_too_large()
+        rows.append(row)
+    return rows
+
 
 def fetch_inbox(db: sqlite3.Connection, args: FetchInboxInput) -> Inbox:
-    """An agent's received messages, newest first (from other projects too: sender Name@project)."""
+    """An agent's received messages, newest first (from other projects too: sender Name@project).
+
+    Reading changes nothing (mark_message_read does). Filters combine; a full page gives a
+    next_cursor for the older messages. To wait for new mail, use wait_for_mail."""
     return Inbox.model_validate_json(inbox_json(db, args))
 
 
@@ -334,29 +380,19 @@ def inbox_json(db: sqlite3.Connection, args: FetchInboxInput) -> bytes:
     # The agent's id follows from the names: no lookups before the inbox query. Only an empty
     # inbox asks whether the project and the agent exist (NotFound if not).
     home = project_id(db, args.project_key)
-    body_md = "m.body_md" if args.include_bodies else "NULL"
-    sql = (
-        f"SELECT {_INBOX_MESSAGE_JSON.format(body_md=body_md)}"
-        " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
-        " WHERE r.agent_id = ?"
-    )
-    params: list = [home, agent_id(home, args.agent_name)]
-    if args.urgent_only:
-        sql += " AND m.importance IN ('high', 'urgent')"
+    where = "".join(f" AND {sql}" for name, sql in INBOX_FILTERS.items() if getattr(args, name))
+    params: list = []
     if args.since_ts:
-        sql += " AND m.created_ts > ?"
+        where += " AND m.created_ts > ?"
         params.append(args.since_ts)
-    sql += " ORDER BY r.message_id DESC LIMIT ?"
-    params.append(args.limit)
-    messages, size = [], 0
-    for (message,) in db.execute(sql, params):  # lazily: reading stops at the answer's cap
-        size += len(message) + 1
-        if size > MAX_ANSWER_BYTES:
-            raise answer_too_large()
-        messages.append(message)
-    if not messages:
+    if args.cursor:
+        where += " AND r.message_id < ?"
+        params.append(int(args.cursor))
+    rows = inbox_page(db, home, agent_id(home, args.agent_name), where, params, limit=args.limit, bodies=args.include_bodies)
+    if not rows:
         find_agent(db, find_project(db, args.project_key), args.agent_name)
-    return f'{{"messages":[{",".join(messages)}]}}'.encode()
+    next_cursor = f'"{rows[-1][0]}"' if len(rows) == args.limit else "null"
+    return f'{{"messages":[{",".join(row[1] for row in rows)}],"next_cursor":{next_cursor}}}'.encode()
 
 
 class FetchOutboxInput(Input):
@@ -449,11 +485,11 @@ def acknowledge_message(db: sqlite3.Connection, args: ReceiptInput) -> Receipt:
 
 
 TOOLS = [
-    tool(send_message, acts_as="sender_name", token_field="sender_token"),
-    tool(reply_message, acts_as="sender_name", token_field="sender_token"),
+    tool(send_message, acts_as="agent_name", token_field="sender_token", idempotent=True),
+    tool(reply_message, acts_as="agent_name", token_field="sender_token", idempotent=True),
     tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json, off_loop=lambda args: args.include_bodies),
     tool(fetch_outbox, read_only=True, acts_as="agent_name"),
     tool(get_message, read_only=True, acts_as="agent_name"),
-    tool(mark_message_read, acts_as="agent_name"),
-    tool(acknowledge_message, acts_as="agent_name"),
+    tool(mark_message_read, acts_as="agent_name", idempotent=True),
+    tool(acknowledge_message, acts_as="agent_name", idempotent=True),
 ]

@@ -476,7 +476,7 @@ def uninstall_precommit_guard(db: sqlite3.Connection, args: UninstallPrecommitGu
 
 
 TOOLS = [
-    tool(file_reservation_paths, acts_as="agent_name", settle=recheck_conflicts),
+    tool(file_reservation_paths, acts_as="agent_name", settle=recheck_conflicts, idempotent=True),
     tool(check_file_reservations, read_only=True, off_loop=True),
     tool(release_file_reservations, acts_as="agent_name"),
     tool(renew_file_reservations, acts_as="agent_name"),

@@ -37,6 +37,7 @@ from ..errors import (
     Unavailable,
     internal_error,
     malformed_json,
+    unknown_tool,
     validation_error,
 )
 from .mcp_asgi import PATH as MCP_PATH
@@ -154,14 +155,20 @@ def create_app(settings: Settings | None = None):
         return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers or None)
 
     @api.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError):
+    async def invalid_request(request: Request, exc: RequestValidationError):
         bad_json = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
-        error = malformed_json(bad_json["ctx"]["error"], bad_json["loc"][1]) if bad_json else validation_error(_without_source(exc.errors()))
+        tool = tools_by_name().get(request.url.path.removeprefix("/api/"))
+        fields = tool.input.model_fields if tool else ()
+        error = malformed_json(bad_json["ctx"]["error"], bad_json["loc"][1]) if bad_json else validation_error(_without_source(exc.errors()), fields)
         return JSONResponse(error.to_dict(), status_code=error.status)
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         """Starlette's own refusals (an unparsable body, an unknown path) in the one error shape."""
+        path = request.url.path
+        if exc.status_code == 404 and path.startswith("/api/"):  # a misspelt tool: say which was meant
+            missing = unknown_tool(path.removeprefix("/api/"), tools_by_name())
+            return JSONResponse(missing.to_dict(), status_code=404)
         error = ToolError(str(exc.detail), "Check the method, path and body against /openapi.json.")
         error.status, error.code = exc.status_code, {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers or {})

@@ -55,9 +55,10 @@ class FieldOption(click.Option):
     click cannot insist on it; it is checked once both are merged, and still shown as
     required in --help."""
 
-    def __init__(self, *args, field_required: bool, **kwargs) -> None:
+    def __init__(self, *args, field_required: bool, aliases=(), **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.field_required = field_required
+        self.aliases = aliases  # old names of the field, which --json may use too
 
     def get_help_extra(self, ctx: click.Context):
         extra = super().get_help_extra(ctx)
@@ -108,8 +109,10 @@ def field_option(name: str, field: FieldInfo) -> click.Option:
     if multiple:
         kind = field_type(get_args(kind)[0])
     flag = "--" + name.replace("_", "-")
+    # A field's old names (fields.acting_agent) stay accepted as options too: --sender-name.
+    aliases = getattr(field.validation_alias, "choices", [])[1:]
     return FieldOption(
-        [f"{flag}/--no-{flag[2:]}" if kind is bool else flag, name],
+        [f"{flag}/--no-{flag[2:]}" if kind is bool else flag, *("--" + alias.replace("_", "-") for alias in aliases), name],
         type=click_type(kind),
         multiple=multiple,
         # Shown in --help only: values left at their default are not passed (see `given`),
@@ -118,6 +121,7 @@ def field_option(name: str, field: FieldInfo) -> click.Option:
         show_default=True,
         help=" ".join(filter(None, [field.description, "Repeat for several." if multiple else None])),
         field_required=field.is_required(),
+        aliases=aliases,
     )
 
 
@@ -152,7 +156,7 @@ def given(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
 
 def check_required(ctx: click.Context, arguments: dict[str, Any]) -> None:
     for param in ctx.command.params:
-        if isinstance(param, FieldOption) and param.field_required and param.name not in arguments:
+        if isinstance(param, FieldOption) and param.field_required and not {param.name, *param.aliases} & arguments.keys():
             raise click.MissingParameter(ctx=ctx, param=param)
 
 

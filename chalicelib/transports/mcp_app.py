@@ -22,7 +22,8 @@ from ..config import Settings
 from .instructions import INSTRUCTIONS
 from .mcp_resources import add_resources
 from ..registry import Tool
-from ..tools import all_tools
+from ..errors import unknown_tool
+from ..tools import all_tools, profile_tools, tools_by_name
 
 
 
@@ -81,13 +82,35 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
+class AgentMailServer(MCPServer):
+    """The SDK's server, listing only the tools of TOOLS_PROFILE (all stay callable), and
+    answering a call to an unknown tool with the error shape every tool error has."""
+
+    def __init__(self, *, listed: set[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.listed = listed
+
+    async def list_tools(self):
+        return [tool for tool in await super().list_tools() if tool.name in self.listed]
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context=None):
+        if self._tool_manager.get_tool(name) is None:
+            return CallToolResult.model_validate(result_dict(True, unknown_tool_body(name)))
+        return await super().call_tool(name, arguments, context)
+
+
+def unknown_tool_body(name: Any) -> bytes:
+    return orjson.dumps(unknown_tool(str(name), tools_by_name()).to_dict())
+
+
 def build_mcp_server(settings: Settings) -> MCPServer:
-    server = MCPServer(
+    server = AgentMailServer(
         name="agent-mail",
         instructions=INSTRUCTIONS,
         version=__version__,
         tools=[sdk_tool(tool, settings) for tool in all_tools()],
         log_level=settings.log_level,
+        listed={tool.name for tool in profile_tools(settings.tools_profile)},
     )
     add_resources(server, settings)
     return server

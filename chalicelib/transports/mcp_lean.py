@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
 from ..invoke import run_tool
+from .mcp_app import unknown_tool_body
 from .raw_asgi import is_json, read_body, replay, send_json
 from ..tools import tools_by_name
 
@@ -106,10 +107,13 @@ class LeanMCP:
     async def _call_tool(self, params: dict) -> dict | None:
         tool = self.tools.get(params.get("name"))
         arguments = params.get("arguments")
-        if tool is None or not (arguments is None or isinstance(arguments, dict)):
+        if not (arguments is None or isinstance(arguments, dict)):
             return None
-        is_error, payload = await run_tool(tool, arguments or {}, self.settings)
-        if tool.mcp_content and not is_error:
+        if tool is None:
+            is_error, payload = True, unknown_tool_body(params.get("name"))
+        else:
+            is_error, payload = await run_tool(tool, arguments or {}, self.settings)
+        if tool is not None and tool.mcp_content and not is_error:
             result: dict[str, Any] = {"content": tool.mcp_content(payload)}
         else:
             result = {"content": [{"type": "text", "text": payload.decode()}]}

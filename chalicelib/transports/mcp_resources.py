@@ -43,7 +43,15 @@ VIEWS = {
     "resource://projects": View("list_projects"),
     "resource://project/{slug}": View("get_project", {"slug": "project_key"}),
     "resource://agents/{project_key}": View("list_agents"),
-    "resource://inbox/{agent}{?project,limit,include_bodies,token}": View("fetch_inbox", AS_AGENT),
+    "resource://inbox/{agent}{?project,limit,include_bodies,urgent_only,unread_only,ack_pending_only,since_ts,cursor,token}":
+        View("fetch_inbox", AS_AGENT),
+    # What needs attention (chalicelib/tools/mailbox.py): one agent's, or a whole project's.
+    "resource://ack-required/{agent}{?project,limit,token}": View("list_ack_required", AS_AGENT),
+    "resource://ack-overdue/{agent}{?project,older_than_minutes,limit,token}": View("list_ack_overdue", AS_AGENT),
+    "resource://urgent-unread/{agent}{?project,limit,token}": View("list_urgent_unread", AS_AGENT),
+    "resource://project-ack-required/{project_key}{?limit}": View("list_ack_required"),
+    "resource://project-ack-overdue/{project_key}{?older_than_minutes,limit}": View("list_ack_overdue"),
+    "resource://project-urgent-unread/{project_key}{?limit}": View("list_urgent_unread"),
     "resource://outbox/{agent}{?project,token}": View("fetch_outbox", AS_AGENT),
     "resource://thread/{thread_id}{?project,agent,token}": View("get_thread", AS_AGENT),
     "resource://message/{id}{?project,agent,token}": View("get_message", AS_AGENT | {"id": "message_id"}),

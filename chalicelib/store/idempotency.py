@@ -1,0 +1,72 @@
+"""Idempotency keys: a retried write returns its first result instead of running again.
+
+The key, a hash of the call (tool and arguments) and the result's JSON are stored in the
+write's own transaction, so a key exists exactly when its write committed: a client that
+lost the answer (a timeout, a crashed server, another Lambda container, another replica)
+retries with the same key and gets the stored result. The key is found by key_id, a
+stable_id over (project, acting agent, key), through a plain index (no UNIQUE index,
+docs/turso.md); the row id is a time-ordered new_id, so rows are appended and the expired
+ones are the lowest ids. Two copies of one call racing on two replicas within a push are
+not caught (a retry comes after a timeout, not at once; the earlier row answers later
+retries); on one database the write lock orders them. Keys expire after
+IDEMPOTENCY_KEY_TTL_SECONDS.
+"""
+
+import hashlib
+import sqlite3
+import time
+from typing import Any, Callable
+
+from .. import clock
+from ..errors import Conflict
+from ..ids import id_at, new_id, stable_id
+from ..registry import Input, Output, Tool, to_json
+
+# One write in PRUNE_EVERY that stores a key also deletes up to PRUNE_BATCH expired ones: bounded
+# work, and the table stays small (deleting faster than keys are made).
+PRUNE_EVERY = 16
+PRUNE_BATCH = 64
+
+
+def run_once(conn: sqlite3.Connection, tool: Tool, args: Input, ttl_seconds: int, run: Callable[[], Output]) -> Output:
+    """run(), unless this call's idempotency_key was seen: then the first result (or Conflict)."""
+    key = getattr(args, "idempotency_key", None)
+    if key is None:
+        return run()
+    acting = getattr(args, tool.acts_as[0], "") if tool.acts_as else ""
+    key_id = stable_id("idempotency", getattr(args, "project_key", ""), (acting or "").lower(), key)
+    digest = _digest(tool, args)
+    oldest = id_at(time.time() - ttl_seconds)  # rows below have expired
+    row = conn.execute(
+        "SELECT tool, payload_sha256, result_json FROM idempotency_keys WHERE key_id = ? AND id >= ? ORDER BY id LIMIT 1",
+        (key_id, oldest),
+    ).fetchone()
+    if row is not None:
+        if row[1] != digest:
+            raise KeyReused(
+                f"idempotency_key {key!r} was already used for another call ({row[0]} with other arguments).",
+                "Use a new key for a new operation; reuse a key only to retry the very same call.",
+            )
+        return tool.output.model_validate_json(row[2])
+    result = run()
+    row_id = new_id()
+    if row_id % PRUNE_EVERY == 0:
+        conn.execute(
+            "DELETE FROM idempotency_keys WHERE id IN (SELECT id FROM idempotency_keys WHERE id < ? ORDER BY id LIMIT ?)",
+            (oldest, PRUNE_BATCH),
+        )
+    conn.execute(
+        "INSERT INTO idempotency_keys (id, key_id, tool, payload_sha256, result_json, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
+        (row_id, key_id, tool.name, digest, to_json(result).decode(), clock.now()),
+    )
+    return result
+
+
+class KeyReused(Conflict):
+    code = "idempotency_key_reused"
+
+
+def _digest(tool: Tool, args: Any) -> str:
+    # The input model dumps its fields in one fixed order: the same call, the same bytes.
+    payload = args.__pydantic_serializer__.to_json(args, exclude={"idempotency_key", tool.token_field})
+    return hashlib.sha256(tool.name.encode() + b"\0" + payload).hexdigest()

@@ -1,0 +1,198 @@
+"""Waiting for mail with a durable cursor, and the views of what needs attention.
+
+Message ids are time-ordered (new_id), but ids are made before their transaction commits:
+a message committed later may carry a smaller id than one already seen (another writer
+process, another Turso replica, a busy write lock). So a cursor is not "the last id seen".
+It is a floor and the ids already seen above it: the next call returns every message
+above the floor it did not return before. The floor trails the clock by CURSOR_WINDOW_SECONDS,
+longer than any write takes from making its id to being visible (a push retries for at most
+REPLICA_SYNC_TIMEOUT_MS, a replica pulls within a second). The cursor is self-contained
+text, so it survives restarts and works on every process and replica (docs/mailbox.md).
+"""
+
+import re
+import sqlite3
+import time
+from typing import Annotated
+
+import orjson
+
+from pydantic import Field, PrivateAttr
+
+from .. import clock
+from ..errors import InvalidArgument
+from ..fields import AgentName, ProjectKey
+from ..ids import id_at
+from ..store.db import placeholders
+from ..registry import Input, Output, tool
+from .agents import find_agent
+from .messages import INBOX_FILTERS, InboxMessage, inbox_page
+from .projects import find_project
+
+CURSOR_WINDOW_SECONDS = 60
+MAX_SEEN = 1000  # ids a cursor remembers; beyond (1000 messages a minute), the oldest are let go
+MAX_WAIT_SECONDS = 25  # under API Gateway's 29 s
+_CURSOR = re.compile(r"^m1\.[0-9a-z]{1,13}(\.[0-9a-z]{1,13}){0,%d}$" % MAX_SEEN)
+
+
+class Cursor:
+    """A floor id and the ids above it already returned, as `m1.<floor>.<offset>...` (base 36)."""
+
+    def __init__(self, floor: int, seen: set[int]) -> None:
+        self.floor = floor
+        self.seen = seen
+
+    @classmethod
+    def parse(cls, text: str) -> "Cursor":
+        if not _CURSOR.match(text):
+            raise InvalidArgument(
+                "cursor is not one wait_for_mail gave out.",
+                "Pass the cursor of the previous wait_for_mail answer unchanged, or omit it to start from now.",
+            )
+        floor, *offsets = (int(part, 36) for part in text.split(".")[1:])
+        return cls(floor, {floor + offset for offset in offsets})
+
+    def __str__(self) -> str:
+        return ".".join(["m1", _base36(self.floor), *(_base36(id_ - self.floor) for id_ in sorted(self.seen))])
+
+    def advanced(self, returned: list[int], first_left: int | None) -> "Cursor":
+        """The cursor after returning `returned`; `first_left` is the smallest id not returned
+        for lack of room (the floor must not pass it)."""
+        floor = max(self.floor, id_at(time.time() - CURSOR_WINDOW_SECONDS))
+        if first_left is not None:
+            floor = min(floor, first_left)
+        seen = sorted(id_ for id_ in self.seen.union(returned) if id_ >= floor)
+        if len(seen) > MAX_SEEN:
+            floor = seen[-MAX_SEEN]
+            seen = seen[-MAX_SEEN:]
+        return Cursor(floor, set(seen))
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+        if not number:
+            return digits
+
+
+class WaitForMailInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName
+    cursor: Annotated[str, Field(max_length=14 * (MAX_SEEN + 1) + 3)] | None = Field(
+        None, description="The cursor of the previous answer; omit it to wait for mail newer than this call."
+    )
+    timeout_seconds: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS)] = Field(
+        20, description=f"How long to wait when nothing is new (at most {MAX_WAIT_SECONDS}); 0 checks once."
+    )
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    include_bodies: bool = True
+
+
+class MailArrived(Output):
+    messages: list[InboxMessage] = Field(description="New messages, oldest first; empty after a timeout.")
+    cursor: str = Field(description="Pass it to the next wait_for_mail: nothing is missed or repeated.")
+    more: bool = Field(description="More new messages are waiting: call again at once.")
+    _recipient_id: int = PrivateAttr(0)
+
+
+def wait_for_mail(db: sqlite3.Connection, args: WaitForMailInput) -> MailArrived:
+    """Wait until mail arrives for an agent (or the timeout), and return it with a cursor.
+
+    Call it in a loop, each time with the cursor of the previous answer: every message is
+    returned exactly once, across restarts and servers. Instead of polling fetch_inbox.
+    Changes nothing (messages stay unread)."""
+    project = find_project(db, args.project_key)
+    agent = find_agent(db, project, args.agent_name)
+    if args.cursor is None:  # from now: what is already there counts as seen
+        start = Cursor(id_at(time.time() - CURSOR_WINDOW_SECONDS), set())
+        rows = db.execute(
+            "SELECT message_id FROM message_recipients WHERE agent_id = ? AND message_id >= ? ORDER BY message_id DESC LIMIT ?",
+            (agent["id"], start.floor, MAX_SEEN),
+        ).fetchall()
+        cursor, rows, left = start.advanced([row[0] for row in rows], None), [], None
+    else:
+        cursor = Cursor.parse(args.cursor)
+        candidates = db.execute(  # ids first (index only): most above the floor may be seen already
+            "SELECT message_id FROM message_recipients WHERE agent_id = ? AND message_id >= ? ORDER BY message_id LIMIT ?",
+            (agent["id"], cursor.floor, args.limit + len(cursor.seen) + 1),
+        ).fetchall()
+        new = [row[0] for row in candidates if row[0] not in cursor.seen]
+        chosen, left = new[: args.limit], (new[args.limit] if len(new) > args.limit else None)
+        rows = inbox_page(
+            db, project["id"], agent["id"], f"AND r.message_id IN ({placeholders(chosen)})", chosen,
+            order="ASC", limit=len(chosen), bodies=args.include_bodies,
+        ) if chosen else []
+        cursor = cursor.advanced(chosen, left)
+    result = MailArrived(
+        messages=[InboxMessage.model_validate_json(row[1]) for row in rows], cursor=str(cursor), more=left is not None
+    )
+    result._recipient_id = agent["id"]
+    return result
+
+
+def keep_waiting(result: MailArrived):
+    """The wake-up key while nothing arrived (the recipient's id); None once there is mail."""
+    return None if result.messages else result._recipient_id
+
+
+# Views of what needs attention, for one agent or a whole project.
+
+
+class AttentionInput(Input):
+    project_key: ProjectKey
+    agent_name: AgentName | None = Field(None, description="One agent's view; omit for every agent of the project.")
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+
+
+class AckOverdueInput(AttentionInput):
+    older_than_minutes: Annotated[float, Field(gt=0, le=525_600)] = Field(
+        60, description="Only messages waiting for an acknowledgement longer than this."
+    )
+
+
+class AttentionItem(InboxMessage):
+    recipient: str = Field(description="Whose attention it needs.")
+
+
+class Attention(Output):
+    messages: list[AttentionItem] = Field(description="Oldest first.")
+
+
+def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, params=()) -> Attention:
+    project = find_project(db, args.project_key)
+    recipients = [find_agent(db, project, args.agent_name)] if args.agent_name else db.execute(
+        "SELECT id, name FROM agents WHERE project_id = ? ORDER BY name COLLATE NOCASE", (project["id"],)
+    ).fetchall()
+    found = []
+    for recipient in recipients:
+        for message_id, json in inbox_page(db, project["id"], recipient["id"], f"AND {condition}", params, order="ASC", limit=args.limit):
+            item = json[:-1] + ',"recipient":' + orjson.dumps(recipient["name"]).decode() + "}"
+            found.append((message_id, AttentionItem.model_validate_json(item)))
+    found.sort(key=lambda pair: pair[0])
+    return Attention(messages=[item for _, item in found[: args.limit]])
+
+
+def list_ack_required(db: sqlite3.Connection, args: AttentionInput) -> Attention:
+    """Messages that require an acknowledgement not given yet (acknowledge_message gives it)."""
+    return _attention(db, args, INBOX_FILTERS["ack_pending_only"])
+
+
+def list_ack_overdue(db: sqlite3.Connection, args: AckOverdueInput) -> Attention:
+    """Messages waiting for an acknowledgement for longer than older_than_minutes."""
+    cutoff = clock.later(clock.now(), -args.older_than_minutes * 60)
+    return _attention(db, args, f"{INBOX_FILTERS['ack_pending_only']} AND m.created_ts < ?", [cutoff])
+
+
+def list_urgent_unread(db: sqlite3.Connection, args: AttentionInput) -> Attention:
+    """Unread messages of importance high or urgent."""
+    return _attention(db, args, f"{INBOX_FILTERS['urgent_only']} AND {INBOX_FILTERS['unread_only']}")
+
+
+TOOLS = [
+    tool(wait_for_mail, read_only=True, acts_as="agent_name", wait=keep_waiting),
+    tool(list_ack_required, read_only=True, acts_as="agent_name"),
+    tool(list_ack_overdue, read_only=True, acts_as="agent_name"),
+    tool(list_urgent_unread, read_only=True, acts_as="agent_name"),
+]

@@ -1,0 +1,102 @@
+"""Did-you-mean hints, the one error shape for unknown tools on every transport, and TOOLS_PROFILE."""
+
+import asyncio
+import importlib
+import json
+
+import httpx
+import pytest
+from chalice.test import Client as ChaliceClient
+from mcp import Client
+
+from chalicelib.config import Settings, get_settings
+from chalicelib.errors import InvalidArgument, NotFound
+from chalicelib.tools import CORE, MINIMAL, all_tools
+from chalicelib.transports.mcp_app import build_mcp_server
+
+from .servers import ROOT, running_server
+
+pytestmark = pytest.mark.both_backends
+
+
+def test_an_unknown_field_gets_the_closest_name(call, project):
+    with pytest.raises(InvalidArgument, match="Did you mean 'agent_name'") as error:
+        call("fetch_inbox", project_key=project, agent_nmae="GreenCastle")
+    assert error.value.to_dict()["error"]["hint"]
+
+
+def test_an_unknown_agent_gets_the_closest_names(call, project):
+    with pytest.raises(NotFound, match="Did you mean 'GreenCastle'"):
+        call("send_message", project_key=project, agent_name="BlueLake", to=["GreenCastel"], subject="s", body_md="b")
+
+
+def test_unknown_tools_and_fields_over_rest_and_mcp(server):
+    misspelt = httpx.post(f"{server}/api/send_mesage", json={})
+    assert misspelt.status_code == 404
+    assert "Did you mean 'send_message'" in misspelt.json()["error"]["message"]
+    assert misspelt.json()["error"]["hint"]
+    field = httpx.post(f"{server}/api/fetch_inbox", json={"project_key": "p", "agent_name": "BlueLake", "limt": 3})
+    assert field.status_code == 422 and "Did you mean 'limit'" in field.json()["error"]["message"]
+
+    async def session(mode):
+        async with Client(f"{server}/mcp", mode=mode) as client:
+            return await client.call_tool("fetch_inbx", {})
+
+    for mode in ("legacy", "auto"):  # the lean path and the SDK's sessions
+        result = asyncio.run(session(mode))
+        assert result.is_error
+        error = json.loads(result.content[0].text)["error"]
+        assert error["code"] == "not_found" and "Did you mean 'fetch_inbox'" in error["message"] and error["hint"]
+
+
+def test_unknown_tool_through_the_sdk_path_has_the_error_shape(tmp_path):
+    server = build_mcp_server(Settings(database_url=f"sqlite:///{tmp_path}/a.db"))
+    result = asyncio.run(server.call_tool("whoiss", {}))
+    assert result.is_error and json.loads(result.content[0].text)["error"]["message"].endswith("Did you mean 'whois'?")
+
+
+def test_profiles_choose_what_tools_list_offers(tmp_path):
+    def listed(profile):
+        settings = Settings(database_url=f"sqlite:///{tmp_path}/a.db", tools_profile=profile)
+        tools = asyncio.run(build_mcp_server(settings).list_tools())
+        return {tool.name for tool in tools}, len(json.dumps([tool.model_dump(mode="json") for tool in tools]))
+
+    (full, full_size), (core, core_size), (minimal, minimal_size) = map(listed, ("full", "core", "minimal"))
+    assert full == {tool.name for tool in all_tools()}
+    assert core == set(CORE) and minimal == set(MINIMAL) and minimal < core < full
+    assert core_size < full_size / 3
+
+
+@pytest.mark.sqlite_only
+def test_a_profile_lists_fewer_tools_but_every_tool_stays_callable(tmp_path):
+    with running_server(tmp_path / "a.db", TOOLS_PROFILE="minimal") as url:
+        async def session():
+            async with Client(f"{url}/mcp", mode="legacy") as client:
+                names = {tool.name for tool in (await client.list_tools()).tools}
+                result = await client.call_tool("ensure_project", {"human_key": "/profile/demo"})
+                return names, result
+
+        names, result = asyncio.run(session())
+    assert names == set(MINIMAL)
+    assert not result.is_error and result.structured_content["slug"] == "profile-demo"
+
+
+def test_chalice_answers_old_names_and_hints(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/chalice.db")
+    get_settings.cache_clear()
+    try:
+        # Imported only now: importing app.py builds an app on get_settings() and migrates its database.
+        chalice_app = importlib.import_module("app").create_app(get_settings())
+        with ChaliceClient(chalice_app, project_dir=str(ROOT)) as client:
+            def post(tool, **body):
+                return client.http.post(f"/api/{tool}", body=json.dumps(body), headers={"content-type": "application/json"})
+
+            post("ensure_project", human_key="/chalice/demo")
+            registered = post("register_agent", project_key="chalice-demo", program="p", model="m", name="BlueLake")
+            assert registered.status_code == 200, registered.body
+            waited = post("wait_for_mail", project_key="chalice-demo", agent_name="BlueLake", timeout_seconds=0)
+            assert waited.status_code == 200 and json.loads(waited.body)["cursor"].startswith("m1.")
+            wrong = post("fetch_inbox", project_key="chalice-demo", agent_name="BlueLake", unread_onyl=True)
+            assert wrong.status_code == 422 and "Did you mean 'unread_only'" in json.loads(wrong.body)["error"]["message"]
+    finally:
+        get_settings.cache_clear()

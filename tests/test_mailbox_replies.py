@@ -1,0 +1,88 @@
+"""Replies and contacts that do what an agent means; one vocabulary (agent_name, old names as aliases)."""
+
+import pytest
+
+from chalicelib.errors import Conflict
+from chalicelib.tools import tools_by_name
+
+pytestmark = pytest.mark.both_backends
+
+
+@pytest.fixture
+def strangers(call):
+    """BlueLake, GreenCastle and RedStone with the default policy (auto): strangers need a contact."""
+    call("ensure_project", human_key="/work/strangers")
+    for name in ("BlueLake", "GreenCastle", "RedStone"):
+        call("register_agent", project_key="work-strangers", program="p", model="m", agent_name=name)
+    return "work-strangers"
+
+
+def test_a_reply_by_the_original_sender_goes_to_the_original_recipients(call, project):
+    original = call("send_message", project_key=project, agent_name="BlueLake", to=["GreenCastle"], cc=["RedStone"],
+                    subject="Plan", body_md="v1")["message"]
+    follow_up = call("reply_message", project_key=project, message_id=original["id"], agent_name="BlueLake",
+                     body_md="v2")["message"]
+    assert (follow_up["to"], follow_up["cc"]) == (["GreenCastle"], ["RedStone"])
+    answer = call("reply_message", project_key=project, message_id=original["id"], agent_name="GreenCastle",
+                  body_md="ok")["message"]
+    assert (answer["to"], answer["cc"]) == (["BlueLake"], [])
+
+
+def test_a_reply_demands_an_ack_only_when_asked(call, project):
+    original = call("send_message", project_key=project, agent_name="BlueLake", to=["GreenCastle"], subject="Review",
+                    body_md="please", ack_required=True, importance="high")["message"]
+    thanks = call("reply_message", project_key=project, message_id=original["id"], agent_name="GreenCastle",
+                  body_md="Looks good")["message"]
+    assert thanks["ack_required"] is False and thanks["importance"] == "high"
+    asked = call("reply_message", project_key=project, message_id=original["id"], agent_name="GreenCastle",
+                 body_md="Please confirm", ack_required=True, importance="low")["message"]
+    assert asked["ack_required"] is True and asked["importance"] == "low"
+
+
+def test_a_send_to_a_pending_contact_says_it_is_pending(call, strangers):
+    with pytest.raises(Conflict) as refused:
+        call("send_message", project_key=strangers, agent_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b")
+    assert "request_contact(project_key='work-strangers', agent_name='BlueLake', to_agent='GreenCastle')" in refused.value.hint
+    request = call("request_contact", project_key=strangers, agent_name="BlueLake", to_agent="GreenCastle")
+    assert request["status"] == "pending"
+    assert "pending since" in request["next_step"] and "wait_for_mail(project_key='work-strangers'" in request["next_step"]
+    with pytest.raises(Conflict) as pending:
+        call("send_message", project_key=strangers, agent_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b")
+    error = pending.value
+    assert "pending" in error.message
+    assert f"pending since {request['requested_ts']}" in error.hint and "has been notified" in error.hint
+    assert "agent_name='BlueLake'" in error.hint and "to_agent=..." not in error.hint
+    again = call("request_contact", project_key=strangers, agent_name="BlueLake", to_agent="GreenCastle")
+    assert again["status"] == "pending" and again["next_step"]
+
+
+def test_a_handshake_keeps_its_request_when_the_welcome_must_wait(call, strangers):
+    shook = call("macro_contact_handshake", project_key=strangers, agent_name="BlueLake", target="GreenCastle",
+                 welcome_subject="Hi", welcome_body="Let's pair")
+    assert shook["request"]["status"] == "pending" and shook["welcome"] is None
+    assert "request was kept" in shook["note"] and "send_message" in shook["note"]
+    [contact] = call("list_contacts", project_key=strangers, agent_name="GreenCastle")["contacts"]
+    assert contact["status"] == "pending"
+    [notice] = call("fetch_inbox", project_key=strangers, agent_name="GreenCastle")["messages"]
+    assert notice["kind"] == "notice"  # the request's notice, but no welcome
+    call("respond_contact", project_key=strangers, agent_name="GreenCastle", from_agent="BlueLake", accept=True)
+    welcomed = call("macro_contact_handshake", project_key=strangers, agent_name="BlueLake", target="GreenCastle",
+                    welcome_subject="Hi", welcome_body="Let's pair")
+    assert welcomed["welcome"]["message"]["subject"] == "Hi" and welcomed["note"] is None
+
+
+def test_old_field_names_are_still_accepted(call, strangers):
+    call("register_agent", project_key=strangers, program="p", model="m", name="PinkDog")
+    call("request_contact", project_key=strangers, from_agent="PinkDog", to_agent="RedStone")
+    call("respond_contact", project_key=strangers, to_agent="RedStone", from_agent="PinkDog", accept=True)
+    sent = call("send_message", project_key=strangers, sender_name="PinkDog", to=["RedStone"], subject="s", body_md="b")
+    call("reply_message", project_key=strangers, message_id=sent["message"]["id"], sender_name="RedStone", body_md="r")
+    call("macro_contact_handshake", project_key=strangers, requester="PinkDog", target="BlueLake")
+
+
+def test_schemas_name_the_acting_agent_agent_name():
+    for name in ("register_agent", "send_message", "reply_message", "request_contact", "respond_contact",
+                 "macro_contact_handshake"):
+        properties = tools_by_name()[name].input.model_json_schema()["properties"]
+        assert "agent_name" in properties, name
+        assert not {"name", "sender_name", "requester"} & set(properties), name

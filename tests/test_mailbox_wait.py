@@ -1,0 +1,212 @@
+"""wait_for_mail: durable cursors (nothing missed, nothing repeated) and wake-ups."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from chalicelib import invoke
+from chalicelib.errors import InvalidArgument, Unavailable
+from chalicelib.ids import new_id
+from chalicelib.tools import messages, tools_by_name
+
+from .servers import ROOT
+
+pytestmark = pytest.mark.both_backends
+TOOLS = tools_by_name()
+
+
+def wait(call, project, agent="GreenCastle", **options):
+    return call("wait_for_mail", project_key=project, agent_name=agent, **({"timeout_seconds": 0} | options))
+
+
+def send(call, project, subject="Hello", **options):
+    args = dict(project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md="hi")
+    return call("send_message", **(args | options))["message"]
+
+
+def test_cursor_returns_each_message_once(call, project):
+    before = send(call, project, "before")
+    started = wait(call, project)
+    assert started["messages"] == []  # without a cursor: mail newer than the call
+    first, second = send(call, project, "one"), send(call, project, "two")
+    got = wait(call, project, cursor=started["cursor"])
+    assert [m["id"] for m in got["messages"]] == [first["id"], second["id"]]
+    assert got["messages"][0]["body_md"] == "hi" and got["more"] is False
+    again = wait(call, project, cursor=got["cursor"])
+    assert again["messages"] == []
+    third = send(call, project, "three")
+    assert [m["id"] for m in wait(call, project, cursor=again["cursor"])["messages"]] == [third["id"]]
+    # Waiting changes nothing: the messages stay unread.
+    inbox = call("fetch_inbox", project_key=project, agent_name="GreenCastle", unread_only=True)["messages"]
+    assert {m["id"] for m in inbox} == {before["id"], first["id"], second["id"], third["id"]}
+
+
+def test_a_message_committed_after_a_newer_one_is_not_missed(call, project, monkeypatch):
+    """Ids are made before the commit: a writer that was slower to commit (another process or
+    replica) stores a smaller id than one the reader already saw. A last-id cursor misses it."""
+    started = wait(call, project)
+    slow_id = new_id()  # the slow writer made its id first...
+    fast = send(call, project, "fast")
+    got = wait(call, project, cursor=started["cursor"])
+    assert [m["id"] for m in got["messages"]] == [fast["id"]]
+    monkeypatch.setattr(messages, "new_id", lambda: slow_id)
+    slow = send(call, project, "slow")  # ...and committed it after the reader saw the fast one
+    assert int(slow["id"]) < int(fast["id"])
+    late = wait(call, project, cursor=got["cursor"])
+    assert [m["id"] for m in late["messages"]] == [slow["id"]]
+    assert wait(call, project, cursor=late["cursor"])["messages"] == []
+
+
+def test_limit_leaves_the_rest_for_the_next_call(call, project):
+    started = wait(call, project)
+    sent = [send(call, project, f"m{i}")["id"] for i in range(5)]
+    page = wait(call, project, cursor=started["cursor"], limit=2)
+    assert [m["id"] for m in page["messages"]] == sent[:2] and page["more"] is True
+    page = wait(call, project, cursor=page["cursor"], limit=2)
+    assert [m["id"] for m in page["messages"]] == sent[2:4]
+    page = wait(call, project, cursor=page["cursor"], limit=2)
+    assert [m["id"] for m in page["messages"]] == sent[4:] and page["more"] is False
+
+
+def test_cursor_of_another_format_is_refused(call, project):
+    with pytest.raises(InvalidArgument, match="cursor"):
+        wait(call, project, cursor="12345")
+    with pytest.raises(InvalidArgument):
+        wait(call, project, timeout_seconds=60)  # beyond the bound
+
+
+def test_a_waiting_call_wakes_when_mail_is_delivered(settings, call, project):
+    cursor = wait(call, project)["cursor"]
+    args = dict(project_key=project, agent_name="GreenCastle", cursor=cursor, timeout_seconds=20)
+
+    async def scenario():
+        waiting = asyncio.create_task(invoke.acall(TOOLS["wait_for_mail"], args, settings))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # nothing yet: it waits
+        started = time.monotonic()
+        sent = await invoke.acall(TOOLS["send_message"], dict(
+            project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="wake", body_md="up"), settings)
+        got = await asyncio.wait_for(waiting, 19)
+        return sent, got, time.monotonic() - started
+
+    sent, got, elapsed = asyncio.run(scenario())
+    assert [m.id for m in got.messages] == [sent.message.id]
+    assert elapsed < 10  # woken by the commit, long before its 20 s timeout
+
+
+def test_mail_for_someone_else_does_not_end_the_wait(settings, call, project):
+    cursor = wait(call, project)["cursor"]
+    send(call, project, to=["RedStone"])
+    got = wait(call, project, cursor=cursor, timeout_seconds=0.3)
+    assert got["messages"] == []
+
+
+@pytest.mark.sqlite_only
+def test_mail_sent_by_another_process_wakes_the_waiter(settings, call, project):
+    cursor = wait(call, project)["cursor"]
+    result = {}
+
+    def waiting():
+        result["got"] = invoke.call(TOOLS["wait_for_mail"], dict(
+            project_key=project, agent_name="GreenCastle", cursor=cursor, timeout_seconds=20), settings)
+        result["at"] = time.monotonic()
+
+    thread = threading.Thread(target=waiting)
+    thread.start()
+    sent_at = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "chalicelib", "--database-url", settings.database_url, "send-message", "--project-key",
+         project, "--sender-name", "BlueLake", "--to", "GreenCastle", "--subject", "other process", "--body-md", "hi"],
+        cwd=ROOT, check=True, capture_output=True, env={"ARCHIVE_ENABLED": "false", "PATH": ""},
+    )
+    thread.join(20)
+    assert [m.subject for m in result["got"].messages] == ["other process"]
+    assert result["at"] - sent_at < 10  # the watcher saw the other process's commit
+
+
+@pytest.mark.sqlite_only
+def test_waiters_are_bounded(settings, call, project):
+    bounded = settings.model_copy(update={"max_mail_waiters": 1, "database_url": settings.database_url})
+    args = dict(project_key=project, agent_name="GreenCastle", timeout_seconds=1)
+
+    async def scenario():
+        first = asyncio.create_task(invoke.acall(TOOLS["wait_for_mail"], args, bounded))
+        await asyncio.sleep(0.1)
+        with pytest.raises(Unavailable, match="Too many"):
+            await invoke.acall(TOOLS["wait_for_mail"], args, bounded)
+        await first
+
+    asyncio.run(scenario())
+
+
+def test_fetch_inbox_filters_and_pages(call, project):
+    plain = send(call, project, "plain")
+    urgent = send(call, project, "urgent", importance="urgent")
+    acked = send(call, project, "acked", ack_required=True)
+    pending = send(call, project, "pending", ack_required=True)
+    read = send(call, project, "read")
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=acked["id"])
+    call("mark_message_read", project_key=project, agent_name="GreenCastle", message_id=read["id"])
+
+    def ids(**options):
+        return [m["id"] for m in call("fetch_inbox", project_key=project, agent_name="GreenCastle", **options)["messages"]]
+
+    assert ids(unread_only=True) == [pending["id"], urgent["id"], plain["id"]]
+    assert ids(ack_pending_only=True) == [pending["id"]]
+    assert ids(unread_only=True, urgent_only=True) == [urgent["id"]]
+    page = call("fetch_inbox", project_key=project, agent_name="GreenCastle", limit=2)
+    assert [m["id"] for m in page["messages"]] == [read["id"], pending["id"]]
+    page = call("fetch_inbox", project_key=project, agent_name="GreenCastle", limit=2, cursor=page["next_cursor"])
+    assert [m["id"] for m in page["messages"]] == [acked["id"], urgent["id"]]
+    page = call("fetch_inbox", project_key=project, agent_name="GreenCastle", limit=2, cursor=page["next_cursor"])
+    assert [m["id"] for m in page["messages"]] == [plain["id"]] and page["next_cursor"] is None
+    # Reading with filters marked nothing read.
+    assert ids(unread_only=True) == [pending["id"], urgent["id"], plain["id"]]
+
+
+def test_wait_over_rest_wakes_on_a_send(any_server):
+    def post(tool, **arguments):
+        response = httpx.post(f"{any_server}/api/{tool}", json=arguments, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    post("ensure_project", human_key="/wait/rest")
+    for name in ("BlueLake", "GreenCastle"):
+        post("register_agent", project_key="wait-rest", program="x", model="y", name=name)
+        post("set_contact_policy", project_key="wait-rest", agent_name=name, policy="open")
+    cursor = post("wait_for_mail", project_key="wait-rest", agent_name="GreenCastle", timeout_seconds=0)["cursor"]
+    result = {}
+    waiting = threading.Thread(target=lambda: result.update(post(
+        "wait_for_mail", project_key="wait-rest", agent_name="GreenCastle", cursor=cursor, timeout_seconds=20)))
+    waiting.start()
+    time.sleep(0.3)
+    sent = post("send_message", project_key="wait-rest", sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b")
+    waiting.join(25)
+    assert [m["id"] for m in result["messages"]] == [sent["message"]["id"]]
+
+
+@pytest.mark.sqlite_only
+def test_the_cli_waits_and_retries_with_a_key(settings, project):
+    from click.testing import CliRunner
+
+    from chalicelib.transports.cli import cli
+
+    def run(*args):
+        result = CliRunner().invoke(cli, ["--database-url", settings.database_url, *args])
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    cursor = run("wait-for-mail", "--project-key", project, "--agent-name", "GreenCastle", "--timeout-seconds", "0")["cursor"]
+    send = ("send-message", "--project-key", project, "--sender-name", "BlueLake", "--to", "GreenCastle",
+            "--subject", "cli", "--body-md", "b", "--idempotency-key", "cli-1")
+    first, retry = run(*send), run(*send)
+    assert first == retry
+    got = run("wait-for-mail", "--project-key", project, "--agent-name", "GreenCastle", "--cursor", cursor,
+              "--timeout-seconds", "5")
+    assert [m["id"] for m in got["messages"]] == [first["message"]["id"]]
