@@ -136,7 +136,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
              entry["importance"], entry["ack_required"], entry["created_ts"]),
         )
         kinds = {agent(a, slug): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc
-        store_recipients(db, mid, kinds)
+        store_recipients(db, mid, agent(entry["sender"], slug), entry["importance"], kinds)
         counts["messages"] += 1
     for path, content in files.items():
         if path.split("/")[2:3] == ["file_reservations"]:
