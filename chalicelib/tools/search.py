@@ -1,28 +1,57 @@
-"""Full-text search over message subjects and bodies (SQLite FTS5, bm25 ranking)."""
+"""Full-text search over message subjects and bodies (SQLite FTS5, bm25 ranking).
 
+Queries are read forgivingly (tools/search_syntax.py): ids, file names, paths and punctuation
+are literal words; operators work when used as operators; no query fails to parse.
+
+Bounded ranking: a page ranks a window of the newest WINDOW matching messages (newest by id,
+which FTS5 walks in order without reading the other matches) by bm25, not every match: the
+cost of a search stays flat however many messages match, and the best matches of the recent
+mail come first. The next_cursor continues with the rest of the window, then with the next
+older window, so paging reaches every match exactly once. The trade-off: a strong match
+older than the newest WINDOW matches shows on a later page, not the first.
+"""
+
+import re
 import sqlite3
 from typing import Annotated
 
 from pydantic import Field
 
-from ..store.db import placeholders
 from ..errors import InvalidArgument
-from ..store.search_index import search_index
-from ..fields import MessageId, ProjectKey
+from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
 from ..registry import Input, Output, tool
-from .messages import Importance, Limit
+from ..store.db import placeholders
+from ..store.search_index import search_index
+from .agents import find_agent, find_agents
+from .messages import Importance, Limit, ThreadId
 from .projects import find_project
+from .search_syntax import fts5_query, literal_query
 
+WINDOW = 500  # matches ranked together; see the module docstring
+MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
 QUERY_HELP = (
-    'Search syntax: words (all must match), "exact phrase", prefix*, AND / OR / NOT, '
-    "NEAR(a b), subject:word; put text with punctuation inside double quotes."
+    "Plain words (all must match); ids, file names and paths work as typed (CART-12, src/api.py)."
+    ' Operators: "exact phrase", prefix*, AND / OR / NOT, (groups), NEAR(a b), subject:word, body:word.'
 )
+_CURSOR = re.compile(r"^(\d{1,19})\.(\d{1,6})$")
 
 
 class SearchMessagesInput(Input):
     project_key: ProjectKey
     query: Annotated[str, Field(min_length=1, max_length=1000, description=QUERY_HELP)]
     limit: Limit = 20
+    sender: AgentName | None = Field(None, description="Only messages this agent sent.")
+    recipient: AgentAddress | None = Field(None, description="Only messages to this agent (to or cc; bcc only for its sender or itself).")
+    thread_id: ThreadId | None = Field(None, description="Only messages of this thread.")
+    importance: Annotated[list[Importance], Field(max_length=4)] = Field([], description="Only these importances.")
+    since_ts: Timestamp | None = Field(None, description="Only messages created after this time.")
+    until_ts: Timestamp | None = Field(None, description="Only messages created at or before this time.")
+    agent_name: AgentName | None = Field(
+        None,
+        description="Search only the mail this agent sent or received (other projects' mail to it included)."
+        " Acts as this agent: with agent tokens on, its token is required.",
+    )
+    cursor: Annotated[str, Field(max_length=40)] | None = Field(None, description="next_cursor of the previous page.")
 
 
 class SearchHit(Output):
@@ -39,36 +68,129 @@ class SearchHit(Output):
 class SearchResults(Output):
     query: str
     results: list[SearchHit]
+    next_cursor: str | None = Field(None, description="Pass as cursor for more hits; null when there are no more.")
+
+
+def _filters(db, project: sqlite3.Row, args: SearchMessagesInput) -> tuple[str, list]:
+    """SQL conditions on `m` (messages) for the scope and filters, and their parameters."""
+    caller = find_agent(db, project, args.agent_name)["id"] if args.agent_name else None
+    if caller is None:
+        sql, params = "m.project_id = ?", [project["id"]]
+    else:  # what the caller may see: mail it sent or received, in any project
+        sql = "(m.sender_id = ? OR EXISTS (SELECT 1 FROM message_recipients WHERE message_id = m.id AND agent_id = ?))"
+        params = [caller, caller]
+    if args.sender:
+        sql += " AND m.sender_id = ?"
+        params.append(find_agent(db, project, args.sender)["id"])
+    if args.recipient:
+        # A bcc recipient is visible only to the message's sender and to itself.
+        sql += (
+            " AND EXISTS (SELECT 1 FROM message_recipients WHERE message_id = m.id AND agent_id = ?"
+            " AND (kind != 'bcc' OR agent_id = ? OR m.sender_id = ?))"
+        )
+        params += [find_agents(db, project, [args.recipient])[0]["id"], caller, caller]
+    if args.thread_id:
+        sql += " AND m.thread_id = ?"
+        params.append(args.thread_id)
+    if args.importance:
+        sql += f" AND m.importance IN ({placeholders(args.importance)})"
+        params += args.importance
+    if args.since_ts:
+        sql += " AND m.created_ts > ?"
+        params.append(args.since_ts)
+    if args.until_ts:
+        sql += " AND m.created_ts <= ?"
+        params.append(args.until_ts)
+    return sql, params
+
+
+def _cursor(cursor: str | None) -> tuple[int, int]:
+    """(ids below this, hits of that window already returned)."""
+    if cursor is None:
+        return 2**63 - 1, 0  # above every id
+    match = _CURSOR.match(cursor)
+    if not match:
+        raise InvalidArgument(f"Cursor {cursor!r} is not one this tool gave.", "Pass next_cursor as it came, or omit it.")
+    return int(match[1]), int(match[2])
+
+
+def _ranked_page(index, fts: str, where: str, params: list, cursor: str | None, limit: int):
+    """([(id, score)] of one page, best first within each window, and the next cursor)."""
+    below, skip = _cursor(cursor)
+    page: list[tuple[int, float]] = []
+    for _ in range(MAX_WINDOWS):
+        window = index.execute(
+            "SELECT messages_fts.rowid, bm25(messages_fts, 2.0, 1.0) FROM messages_fts"
+            " JOIN messages m ON m.id = messages_fts.rowid"
+            f" WHERE messages_fts MATCH ? AND messages_fts.rowid < ? AND {where}"
+            " ORDER BY messages_fts.rowid DESC LIMIT ?",
+            (fts, below, *params, WINDOW),
+        ).fetchall()
+        ranked = sorted(((row[0], row[1]) for row in window), key=lambda hit: (hit[1], -hit[0]))
+        taken = ranked[skip : skip + limit - len(page)]
+        page += taken
+        if skip + len(taken) < len(ranked):
+            return page, f"{below}.{skip + len(taken)}"
+        if len(window) < WINDOW:
+            return page, None
+        below, skip = window[-1][0], 0
+        if len(page) == limit:
+            break
+    return page, f"{below}.{skip}"
 
 
 def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> SearchResults:
-    """Search the project's messages; best matches first (subject hits weigh double)."""
+    """Search the project's messages; best matches first (subject hits weigh double).
+
+    Type what you are looking for: ids (CART-12), file names and paths work as typed.
+    Filters narrow by sender, recipient, thread, importance and time; agent_name keeps to
+    the mail that agent sent or received. Each page ranks the newest matches first by
+    relevance; next_cursor goes on to older ones."""
     project = find_project(db, args.project_key)
+    where, params = _filters(db, project, args)
     # The index is in the database itself, or, on a Turso replica, in a sidecar file
     # (chalicelib/store/search_index.py) with the same tables: the same SQL runs on both.
     index = search_index(db).conn if hasattr(db, "replica") else db
+    fts = fts5_query(args.query)
+    if fts is None:
+        return SearchResults(query=args.query, results=[])
     try:
-        matches = index.execute(
-            "SELECT messages_fts.rowid, snippet(messages_fts, -1, '**', '**', '…', 16), bm25(messages_fts, 2.0, 1.0) AS score"
-            " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
-            " WHERE messages_fts MATCH ? AND m.project_id = ? ORDER BY score LIMIT ?",
-            (args.query, project["id"], args.limit),
+        page, next_cursor = _ranked_page(index, fts, where, params, args.cursor, args.limit)
+    except sqlite3.OperationalError:  # not expected: fts5_query's output parses; then all words are text
+        fts = literal_query(args.query)
+        page, next_cursor = _ranked_page(index, fts, where, params, args.cursor, args.limit)
+    return SearchResults(query=args.query, results=_hits(db, index, fts, project, page), next_cursor=next_cursor)
+
+
+def _hits(db, index, fts: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
+    """The page's hits, with snippets (computed for these rows only: they cost a re-read each)."""
+    if not page:
+        return []
+    ids = [message_id for message_id, _ in page]
+    snippets = dict(
+        index.execute(
+            "SELECT rowid, snippet(messages_fts, -1, '**', '**', '…', 16) FROM messages_fts"
+            f" WHERE messages_fts MATCH ? AND rowid BETWEEN ? AND ? AND rowid IN ({placeholders(ids)})",
+            (fts, min(ids), max(ids), *ids),
         ).fetchall()
-    except sqlite3.OperationalError as exc:
-        raise InvalidArgument(f"Cannot parse search query {args.query!r}: {exc}.", QUERY_HELP) from None
-    ids = [match[0] for match in matches]
-    messages = {
-        row["id"]: row
-        for row in db.execute(
-            "SELECT m.id, m.thread_id, m.subject, s.name AS sender, m.importance, m.created_ts"
-            f" FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id IN ({placeholders(ids)})",
-            ids,
-        )
-    }
-    return SearchResults(
-        query=args.query,
-        results=[SearchHit(**dict(messages[mid]), snippet=snippet, score=score) for mid, snippet, score in matches],
     )
+    rows = {
+        row[0]: row
+        for row in db.execute(
+            "SELECT m.id, m.thread_id, m.subject,"
+            " CASE WHEN s.project_id = ? THEN s.name ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END,"
+            f" m.importance, m.created_ts FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id IN ({placeholders(ids)})",
+            (project["id"], *ids),
+        ).fetchall()
+    }
+    return [
+        SearchHit(
+            id=mid, thread_id=rows[mid][1], subject=rows[mid][2], sender=rows[mid][3], importance=rows[mid][4],
+            created_ts=rows[mid][5], snippet=snippets.get(mid, ""), score=score,
+        )
+        for mid, score in page
+        if mid in rows
+    ]
 
 
-TOOLS = [tool(search_messages, read_only=True)]
+TOOLS = [tool(search_messages, read_only=True, acts_as="agent_name")]
