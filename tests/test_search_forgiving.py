@@ -192,3 +192,13 @@ def test_the_query_forms_over_rest(tmp_path):
                                                            "importance": ["normal"], "sender": "Ann", "limit": 1})
         assert [hit["subject"] for hit in filtered.json()["results"]] in (["fix: bug in totals"], ["Checkout bug CART-12"])
         assert filtered.json()["next_cursor"]
+
+
+def test_only_rare_terms_weigh_in_the_ranking_common_ones_list_newest_first(call, project, monkeypatch):
+    monkeypatch.setattr(search, "RARE", 2)  # a term in more than 2 messages is "common" here
+    for subject, body in [("one", "deploy rollback rollback"), ("two", "deploy"), ("three", "deploy rollback")]:
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md=body)
+    common = call("search_messages", project_key=project, query="deploy")["results"]
+    assert [(hit["subject"], hit["score"]) for hit in common] == [("three", 0.0), ("two", 0.0), ("one", 0.0)]
+    ranked = call("search_messages", project_key=project, query="deploy rollback")["results"]
+    assert [hit["subject"] for hit in ranked] == ["one", "three"] and ranked[0]["score"] < ranked[1]["score"] < 0

@@ -3,12 +3,18 @@
 Queries are read forgivingly (tools/search_syntax.py): ids, file names, paths and punctuation
 are literal words; operators work when used as operators; no query fails to parse.
 
-Bounded ranking: a page ranks a window of the newest WINDOW matching messages (newest by id,
-which FTS5 walks in order without reading the other matches) by bm25, not every match: the
-cost of a search stays flat however many messages match, and the best matches of the recent
-mail come first. The next_cursor continues with the rest of the window, then with the next
-older window, so paging reaches every match exactly once. The trade-off: a strong match
-older than the newest WINDOW matches shows on a later page, not the first.
+Bounded ranking, so a search costs the same at a million messages as at ten thousand:
+
+- A page ranks a window of the newest WINDOW matching messages (FTS5 walks matches newest
+  first by id and stops there), not every match. next_cursor continues with the rest of the
+  window, then the next older window: paging reaches every match exactly once. Trade-off: a
+  strong match older than the newest WINDOW matches shows on a later page, not the first.
+- bm25 weighs a term by how many messages contain it, and FTS5 counts those by reading every
+  one of them (60 ms for "the" at 100k messages, growing with the mailbox). So only the
+  query's terms found in at most RARE messages weigh in the score (a probe of RARE+1 matches
+  tells); a term in more messages than that says little about relevance anyway (a word in
+  half the messages has a bm25 weight of ~0). Ties, and queries of only common words, list
+  the newest first.
 """
 
 import re
@@ -25,9 +31,12 @@ from ..store.search_index import search_index
 from .agents import find_agent, find_agents
 from .messages import Importance, Limit, ThreadId
 from .projects import find_project
-from .search_syntax import fts5_query, literal_query
+from .search_syntax import fts5_query, fts5_terms, literal_query
 
 WINDOW = 500  # matches ranked together; see the module docstring
+FILTERED_WINDOW = 100  # with filters, fewer: finding each match may take reading many that fail them
+RARE = 5000  # a term in at most this many messages weighs in the ranking
+MAX_RANKED_TERMS = 8
 MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
 QUERY_HELP = (
     "Plain words (all must match); ids, file names and paths work as typed (CART-12, src/api.py)."
@@ -62,7 +71,7 @@ class SearchHit(Output):
     importance: Importance
     created_ts: str
     snippet: str = Field(description="The best matching passage, hits marked with **.")
-    score: float = Field(description="bm25 relevance; lower is better.")
+    score: float = Field(description="bm25 relevance of the query's distinctive terms; lower is better, 0 for none.")
 
 
 class SearchResults(Output):
@@ -114,26 +123,67 @@ def _cursor(cursor: str | None) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def _ranked_page(index, fts: str, where: str, params: list, cursor: str | None, limit: int):
+def _rank_query(index, terms: list[str]) -> str | None:
+    """The query's rare terms, OR'ed: what bm25 can weigh cheaply (see the module docstring)."""
+    rare = [
+        term
+        for term in terms[:MAX_RANKED_TERMS]
+        if index.execute("SELECT 1 FROM messages_fts WHERE messages_fts MATCH ? LIMIT 1 OFFSET ?", (term, RARE)).fetchone()
+        is None
+    ]
+    return " OR ".join(f"({term})" for term in rare) or None
+
+
+def _ranked(index, rank_query: str | None, window: list[int]) -> list[tuple[int, float]]:
+    """The window's ids with their scores, best first (ties: newest first)."""
+    scores: dict[int, float] = {}
+    if rank_query and window:
+        scores = dict(
+            index.execute(
+                "SELECT rowid, bm25(messages_fts, 2.0, 1.0) FROM messages_fts"
+                " WHERE messages_fts MATCH ? AND rowid BETWEEN ? AND ?",
+                (rank_query, window[-1], window[0]),
+            ).fetchall()
+        )
+    return sorted(((mid, scores.get(mid, 0.0)) for mid in window), key=lambda hit: (hit[1], -hit[0]))
+
+
+def _filtered(args: SearchMessagesInput) -> bool:
+    return any((args.sender, args.recipient, args.thread_id, args.importance, args.since_ts, args.until_ts, args.agent_name))
+
+
+def _window_sql(where: str, by_thread: bool) -> str:
+    """The newest matches below an id. Most searches walk the index's matches newest first and
+    check each against the filters; within one thread, the thread's few messages (the
+    messages_by_thread index) are checked against the index instead."""
+    if by_thread:
+        return (
+            "SELECT m.id FROM messages m JOIN messages_fts ON messages_fts.rowid = m.id"
+            f" WHERE messages_fts MATCH ? AND m.id < ? AND {where} ORDER BY m.id DESC LIMIT ?"
+        )
+    return (
+        "SELECT messages_fts.rowid FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
+        f" WHERE messages_fts MATCH ? AND messages_fts.rowid < ? AND {where} ORDER BY messages_fts.rowid DESC LIMIT ?"
+    )
+
+
+def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: list, args: SearchMessagesInput):
     """([(id, score)] of one page, best first within each window, and the next cursor)."""
-    below, skip = _cursor(cursor)
+    below, skip = _cursor(args.cursor)
+    limit = args.limit
+    size = max(limit, FILTERED_WINDOW) if _filtered(args) else WINDOW
+    sql = _window_sql(where, by_thread=args.thread_id is not None)
     page: list[tuple[int, float]] = []
     for _ in range(MAX_WINDOWS):
-        window = index.execute(
-            "SELECT messages_fts.rowid, bm25(messages_fts, 2.0, 1.0) FROM messages_fts"
-            " JOIN messages m ON m.id = messages_fts.rowid"
-            f" WHERE messages_fts MATCH ? AND messages_fts.rowid < ? AND {where}"
-            " ORDER BY messages_fts.rowid DESC LIMIT ?",
-            (fts, below, *params, WINDOW),
-        ).fetchall()
-        ranked = sorted(((row[0], row[1]) for row in window), key=lambda hit: (hit[1], -hit[0]))
+        window = [row[0] for row in index.execute(sql, (fts, below, *params, size))]
+        ranked = _ranked(index, rank_query, window)
         taken = ranked[skip : skip + limit - len(page)]
         page += taken
         if skip + len(taken) < len(ranked):
             return page, f"{below}.{skip + len(taken)}"
-        if len(window) < WINDOW:
+        if len(window) < size:
             return page, None
-        below, skip = window[-1][0], 0
+        below, skip = window[-1], 0
         if len(page) == limit:
             break
     return page, f"{below}.{skip}"
@@ -155,25 +205,25 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     if fts is None:
         return SearchResults(query=args.query, results=[])
     try:
-        page, next_cursor = _ranked_page(index, fts, where, params, args.cursor, args.limit)
+        rank_query = _rank_query(index, fts5_terms(args.query))
+        page, next_cursor = _ranked_page(index, fts, rank_query, where, params, args)
     except sqlite3.OperationalError:  # not expected: fts5_query's output parses; then all words are text
         fts = literal_query(args.query)
-        page, next_cursor = _ranked_page(index, fts, where, params, args.cursor, args.limit)
-    return SearchResults(query=args.query, results=_hits(db, index, fts, project, page), next_cursor=next_cursor)
+        page, next_cursor = _ranked_page(index, fts, fts, where, params, args)
+    return SearchResults(query=args.query, results=_hits(db, index, fts, project, page, windowed=not _filtered(args)), next_cursor=next_cursor)
 
 
-def _hits(db, index, fts: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
+def _hits(db, index, fts: str, project: sqlite3.Row, page: list[tuple[int, float]], windowed: bool) -> list[SearchHit]:
     """The page's hits, with snippets (computed for these rows only: they cost a re-read each)."""
     if not page:
         return []
     ids = [message_id for message_id, _ in page]
-    snippets = dict(
-        index.execute(
-            "SELECT rowid, snippet(messages_fts, -1, '**', '**', '…', 16) FROM messages_fts"
-            f" WHERE messages_fts MATCH ? AND rowid BETWEEN ? AND ? AND rowid IN ({placeholders(ids)})",
-            (fts, min(ids), max(ids), *ids),
-        ).fetchall()
-    )
+    snippet_sql = "SELECT rowid, snippet(messages_fts, -1, '**', '**', '…', 16) FROM messages_fts WHERE messages_fts MATCH ?"
+    if windowed:  # the matches between them are the page's windows' (at most MAX_WINDOWS * WINDOW): one pass
+        sql = f"{snippet_sql} AND rowid BETWEEN ? AND ? AND rowid IN ({placeholders(ids)})"
+        snippets = dict(index.execute(sql, (fts, min(ids), max(ids), *ids)).fetchall())
+    else:  # scattered (a filtered search): one look-up each
+        snippets = {mid: text for mid in ids for _, text in index.execute(f"{snippet_sql} AND rowid = ?", (fts, mid))}
     rows = {
         row[0]: row
         for row in db.execute(

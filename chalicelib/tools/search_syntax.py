@@ -12,7 +12,8 @@ every word is literal text unless it is an operator used as one:
 - NEAR(a b) and NEAR(a b, 5);
 - subject:word, body:word (or subject:"a phrase"); any other `name:` is literal text.
 
-`fts5_query` returns the FTS5 query, or None when the text holds no searchable word.
+`fts5_query` returns the FTS5 query, or None when the text holds no searchable word;
+`fts5_terms` its terms (phrases, prefixes, column filters, NEAR groups), for ranking.
 `literal_query` is the fallback that treats every word as text.
 """
 
@@ -122,6 +123,11 @@ def fts5_query(text: str) -> str | None:
             joined.append("AND")  # FTS5 has no implicit AND next to a parenthesis
         joined.append(value)
     return " ".join(joined) or None
+
+
+def fts5_terms(text: str) -> list[str]:
+    """The query's terms, each a valid FTS5 query by itself, without repeats."""
+    return list(dict.fromkeys(value for kind, value in _tokens(text) if kind == "term"))
 
 
 def literal_query(text: str) -> str | None:
