@@ -192,7 +192,7 @@ def main() -> None:
     options = parser.parse_args()
     sizes = [int(size) for size in options.sizes.split(",")]
     options.dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[int, tuple[float, float, int]]] = {}
+    results: dict[str, dict[int, tuple[float, float, float]]] = {}  # median, p95, min
     for size in sizes:
         path, built = options.dir / f"scale-{size}.db", options.dir / f"scale-{size}.built"
         if not built.exists():
@@ -212,16 +212,16 @@ def main() -> None:
             times = measure(settings, chosen[label], options.calls)
             times.sort()
             results.setdefault(label, {})[size] = (
-                statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], len(times)
+                statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], times[0]
             )
             print(f"  {size:>9,} {label:<26} median {results[label][size][0]:8.2f} ms", flush=True)
     if options.build_only:
         return
     print()
-    print("| tool | " + " | ".join(f"{size:,}: median / p95 ms" for size in sizes) + " | ratio |")
+    print("| tool | " + " | ".join(f"{size:,}: median / p95 (min) ms" for size in sizes) + " | ratio of medians |")
     print("|---|" + "---:|" * (len(sizes) + 1))
     for label, by_size in results.items():
-        cells = [f"{by_size[s][0]:.2f} / {by_size[s][1]:.2f}" if s in by_size else "–" for s in sizes]
+        cells = [f"{by_size[s][0]:.2f} / {by_size[s][1]:.2f} ({by_size[s][2]:.2f})" if s in by_size else "–" for s in sizes]
         ratio = by_size[sizes[-1]][0] / by_size[sizes[0]][0] if sizes[0] in by_size and sizes[-1] in by_size else 0
         print(f"| {label} | " + " | ".join(cells) + f" | {ratio:.1f}x |")
 

@@ -210,20 +210,17 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     except sqlite3.OperationalError:  # not expected: fts5_query's output parses; then all words are text
         fts = literal_query(args.query)
         page, next_cursor = _ranked_page(index, fts, fts, where, params, args)
-    return SearchResults(query=args.query, results=_hits(db, index, fts, project, page, windowed=not _filtered(args)), next_cursor=next_cursor)
+    return SearchResults(query=args.query, results=_hits(db, index, fts, project, page), next_cursor=next_cursor)
 
 
-def _hits(db, index, fts: str, project: sqlite3.Row, page: list[tuple[int, float]], windowed: bool) -> list[SearchHit]:
+def _hits(db, index, fts: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
     """The page's hits, with snippets (computed for these rows only: they cost a re-read each)."""
     if not page:
         return []
     ids = [message_id for message_id, _ in page]
-    snippet_sql = "SELECT rowid, snippet(messages_fts, -1, '**', '**', '…', 16) FROM messages_fts WHERE messages_fts MATCH ?"
-    if windowed:  # the matches between them are the page's windows' (at most MAX_WINDOWS * WINDOW): one pass
-        sql = f"{snippet_sql} AND rowid BETWEEN ? AND ? AND rowid IN ({placeholders(ids)})"
-        snippets = dict(index.execute(sql, (fts, min(ids), max(ids), *ids)).fetchall())
-    else:  # scattered (a filtered search): one look-up each
-        snippets = {mid: text for mid in ids for _, text in index.execute(f"{snippet_sql} AND rowid = ?", (fts, mid))}
+    # One look-up per hit: a snippet re-reads its message's text, so only the page's hits get one.
+    snippet_sql = "SELECT snippet(messages_fts, -1, '**', '**', '…', 16) FROM messages_fts WHERE messages_fts MATCH ? AND rowid = ?"
+    snippets = {mid: text for mid in ids for (text,) in index.execute(snippet_sql, (fts, mid))}
     rows = {
         row[0]: row
         for row in db.execute(
