@@ -31,7 +31,7 @@ from ..store.search_index import search_index
 from .agents import find_agent, find_agents
 from .messages import Importance, Limit, ThreadId
 from .projects import find_project
-from .search_syntax import fts5_query, fts5_terms, literal_query
+from .search_syntax import fts5_query, fts5_terms, literal_query, query_words, snippet
 
 WINDOW = 500  # matches ranked together; see the module docstring
 FILTERED_WINDOW = 100  # with filters, fewer: finding each match may take reading many that fail them
@@ -70,7 +70,7 @@ class SearchHit(Output):
     sender: str
     importance: Importance
     created_ts: str
-    snippet: str = Field(description="The best matching passage, hits marked with **.")
+    snippet: str = Field(description="The first passage with a query word (subject or body), words marked with **.")
     score: float = Field(description="bm25 relevance of the query's distinctive terms; lower is better, 0 for none.")
 
 
@@ -210,30 +210,29 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     except sqlite3.OperationalError:  # not expected: fts5_query's output parses; then all words are text
         fts = literal_query(args.query)
         page, next_cursor = _ranked_page(index, fts, fts, where, params, args)
-    return SearchResults(query=args.query, results=_hits(db, index, fts, project, page), next_cursor=next_cursor)
+    return SearchResults(query=args.query, results=_hits(db, args.query, project, page), next_cursor=next_cursor)
 
 
-def _hits(db, index, fts: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
-    """The page's hits, with snippets (computed for these rows only: they cost a re-read each)."""
+def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
+    """The page's hits, with snippets. (FTS5's snippet() costs ~1 ms a hit on long bodies with
+    common words: it re-reads the match's positions and re-tokenizes the text.)"""
+    words = query_words(query)
     if not page:
         return []
     ids = [message_id for message_id, _ in page]
-    # One look-up per hit: a snippet re-reads its message's text, so only the page's hits get one.
-    snippet_sql = "SELECT snippet(messages_fts, -1, '**', '**', '…', 16) FROM messages_fts WHERE messages_fts MATCH ? AND rowid = ?"
-    snippets = {mid: text for mid in ids for (text,) in index.execute(snippet_sql, (fts, mid))}
     rows = {
         row[0]: row
         for row in db.execute(
             "SELECT m.id, m.thread_id, m.subject,"
             " CASE WHEN s.project_id = ? THEN s.name ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END,"
-            f" m.importance, m.created_ts FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id IN ({placeholders(ids)})",
+            f" m.importance, m.created_ts, m.body_md FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id IN ({placeholders(ids)})",
             (project["id"], *ids),
         ).fetchall()
     }
     return [
         SearchHit(
             id=mid, thread_id=rows[mid][1], subject=rows[mid][2], sender=rows[mid][3], importance=rows[mid][4],
-            created_ts=rows[mid][5], snippet=snippets.get(mid, ""), score=score,
+            created_ts=rows[mid][5], snippet=snippet(rows[mid][2], rows[mid][6], words), score=score,
         )
         for mid, score in page
         if mid in rows

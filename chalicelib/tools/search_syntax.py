@@ -134,3 +134,26 @@ def literal_query(text: str) -> str | None:
     """Every word of the text as literal text (all must match)."""
     terms = [_quote(word) for word in re.split(r'[\s"()]+', text) if _searchable(word)]
     return " ".join(terms) or None
+
+
+_COLUMN_PREFIX = re.compile(r"\b(?:subject|body|body_md):", re.I)
+
+
+def query_words(text: str) -> list[str]:
+    """The words of a query, lower case, for marking them in a snippet (operators left out)."""
+    words = re.findall(r"\w+", _COLUMN_PREFIX.sub(" ", text))
+    return list(dict.fromkeys(word.lower() for word in words if word not in (*OPERATORS, "NEAR")))
+
+
+def snippet(subject: str, body: str, words: list[str], width: int = 16) -> str:
+    """About `width` words around the first query word (in the subject, else the body), each
+    word starting with a query word marked **like this**."""
+    if not words:
+        return ""
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
+    text = subject if pattern.search(subject) else body
+    tokens = text.split()
+    first = next((index for index, token in enumerate(tokens) if pattern.search(token)), 0)
+    start = max(0, first - width // 4)
+    passage = " ".join(pattern.sub(r"**\g<0>**", token) for token in tokens[start : start + width])
+    return ("…" if start else "") + passage + ("…" if start + width < len(tokens) else "")
