@@ -34,7 +34,7 @@ from .projects import find_project
 from .search_syntax import fts5_query, fts5_terms, literal_query, query_words, snippet
 
 WINDOW = 500  # matches ranked together; see the module docstring
-FILTERED_WINDOW = 100  # with filters, fewer: finding each match may take reading many that fail them
+FILTERED_WINDOW = 50  # with filters, fewer: finding each match may take reading many that fail them
 RARE = 5000  # a term in at most this many messages weighs in the ranking
 MAX_RANKED_TERMS = 8
 MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
