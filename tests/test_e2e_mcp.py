@@ -46,8 +46,10 @@ def test_a_whole_session_through_the_official_client(any_server, mode):
             error = await client.call_tool("whois", {"project_key": project, "agent_name": "Nobody"})
             assert error.is_error
             assert json.loads(error.content[0].text)["error"]["code"] == "not_found"
-            invalid = await client.call_tool("search_messages", {"project_key": project, "query": '"open'})
-            assert invalid.is_error and "double quotes" in json.loads(invalid.content[0].text)["error"]["hint"]
+            typed = await call("search_messages", project_key=project, query='"pair? (ready')
+            assert [h["subject"] for h in typed["results"]] == ["Hello"]
+            invalid = await client.call_tool("search_messages", {"project_key": project, "query": "pair", "cursor": "bogus"})
+            assert invalid.is_error and "next_cursor" in json.loads(invalid.content[0].text)["error"]["hint"]
 
     run(session())
 

@@ -46,7 +46,7 @@ def test_tools_without_arguments_take_an_empty_body(api):
         ("POST", "/api/ensure_project", {"human_key": "relative"}, 422, "invalid_argument"),
         ("POST", "/api/send_message", {"project_key": "rest-demo"}, 422, "invalid_argument"),
         ("GET", "/api/fetch_inbox?project_key=rest-demo&agent_name=BlueLake&limit=0", None, 422, "invalid_argument"),
-        ("GET", "/api/search_messages?project_key=rest-demo&query=%22open", None, 422, "invalid_argument"),
+        ("GET", "/api/search_messages?project_key=rest-demo&query=open&cursor=bogus", None, 422, "invalid_argument"),
     ],
 )
 def test_errors_have_one_json_shape(api, method, path, payload, status, code):

@@ -11,13 +11,21 @@ MINUTE = (60 * 1000) << RANDOM_BITS  # one minute of new_id()s
 
 def replica(tmp_path) -> sqlite3.Connection:
     conn = sqlite3.connect(tmp_path / "replica.db", isolation_level=None)
-    conn.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY, project_id INTEGER, subject TEXT, body_md TEXT, body_archived_ts TEXT)")
+    conn.execute(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY, project_id INTEGER, sender_id INTEGER, thread_id TEXT,"
+        " importance TEXT, created_ts TEXT, subject TEXT, body_md TEXT, body_archived_ts TEXT)"
+    )
+    conn.execute("CREATE TABLE message_recipients (message_id INTEGER, agent_id INTEGER, kind TEXT)")
     return conn
 
 
 def add(conn, message_id: int, subject: str, project_id: int = 1) -> None:
-    conn.execute("INSERT INTO messages (id, project_id, subject, body_md) VALUES (?, ?, ?, ?)",
-                 (message_id, project_id, subject, f"body of {subject}"))
+    conn.execute(
+        "INSERT INTO messages (id, project_id, sender_id, thread_id, importance, created_ts, subject, body_md)"
+        " VALUES (?, ?, 7, 'T-1', 'normal', '2026-01-01T00:00:00.000Z', ?, ?)",
+        (message_id, project_id, subject, f"body of {subject}"),
+    )
+    conn.execute("INSERT INTO message_recipients VALUES (?, 8, 'bcc')", (message_id,))
 
 
 def found(index: SearchIndex, query: str, project_id: int = 1) -> list[int]:
@@ -40,6 +48,28 @@ def test_catches_up_with_new_late_and_very_late_messages(tmp_path):
     assert index.catch_up(conn) == 2
     assert sorted(found(index, "deploy")) == sorted([newest, newest - 5 * MINUTE, newest - 600 * MINUTE])
     assert found(index, '"deploy freeze"') == [newest - 600 * MINUTE]
+
+
+def test_the_index_copies_what_search_filters_on(tmp_path):
+    conn, index = replica(tmp_path), SearchIndex(tmp_path / "replica.db.search")
+    add(conn, new_id(), "filtered")
+    index.catch_up(conn)
+    assert index.conn.execute("SELECT sender_id, thread_id, importance FROM messages").fetchall() == [(7, "T-1", "normal")]
+    assert index.conn.execute("SELECT agent_id, kind FROM message_recipients").fetchall() == [(8, "bcc")]
+
+
+def test_an_index_of_an_older_layout_is_rebuilt(tmp_path):
+    old = sqlite3.connect(tmp_path / "replica.db.search")
+    old.executescript(
+        "CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md);"
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL);"
+        "INSERT INTO messages VALUES (1, 1);"
+    )
+    old.close()
+    conn = replica(tmp_path)
+    add(conn, new_id(), "rebuilt")
+    index = SearchIndex(tmp_path / "replica.db.search")
+    assert index.catch_up(conn) == 1 and len(found(index, "rebuilt")) == 1
 
 
 def test_the_index_file_survives_a_restart(tmp_path):

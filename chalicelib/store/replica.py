@@ -17,6 +17,7 @@ from pathlib import Path
 from ..config import Settings
 from ..ops import metrics
 from ..errors import Unavailable
+from ..ids import new_id
 from .per_process import OnePerKey
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Replica:
         self.lock = threading.RLock()  # a pyturso connection serves one thread at a time
         self.conn = None
         self.pulled_at = float("-inf")  # time.monotonic() of the last pull
+        self.writer_id = new_id()  # this replica's own counter rows (chalicelib/tools/counts.py)
 
     def lend(self, max_staleness_ms: float):
         self.lock.acquire()

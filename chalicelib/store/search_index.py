@@ -1,9 +1,12 @@
 """Full-text search in replica mode: an FTS5 index in a sidecar stdlib-sqlite file.
 
 Turso has no FTS5, so each process keeps `<replica>.search` beside its replica, with the same
-FTS table name, tokenizer and bm25 columns as migrations/0002_search.sql, and a `messages`
-table holding only (id, project_id): the search SQL in tools/search.py then runs unchanged on
-either. Before each search the index catches up with the replica. Messages are never edited;
+FTS table name, tokenizer and bm25 columns as migrations/0002_search.sql, and `messages` and
+`message_recipients` tables holding the columns search filters on: the search SQL in
+tools/search.py then runs unchanged on either. (Messages and their recipients are written
+together and never changed, so the copy stays right.) An index file of an older layout
+(user_version) is dropped and rebuilt: it is only a cache. Before each search the index
+catches up with the replica. Messages are never edited;
 only retention (tools/retention.py) deletes them or archives their bodies. So catching up is:
 re-indexing the bodies archived lately; then, if the sets of ids differ (a count and a
 checksum of the ids), indexing the ids it lacks: the recent ones (ids are time-ordered; a
@@ -20,11 +23,23 @@ from .db import placeholders
 from ..ids import RANDOM_BITS
 from .per_process import OnePerKey
 
-SCHEMA = """
-CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (subject, body_md, tokenize = 'porter unicode61');
-CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS archived_bodies (id INTEGER PRIMARY KEY, archived_ts TEXT NOT NULL);
+VERSION = 3
+SCHEMA = f"""
+DROP TABLE IF EXISTS messages_fts;
+DROP TABLE IF EXISTS messages;
+DROP TABLE IF EXISTS message_recipients;
+DROP TABLE IF EXISTS archived_bodies;
+CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md, tokenize = 'porter unicode61');
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL, sender_id INTEGER NOT NULL, thread_id TEXT NOT NULL,
+    importance TEXT NOT NULL, created_ts TEXT NOT NULL
+);
+CREATE TABLE message_recipients (message_id INTEGER NOT NULL, agent_id INTEGER NOT NULL, kind TEXT NOT NULL);
+CREATE INDEX recipients_by_message ON message_recipients (message_id, agent_id);
+CREATE TABLE archived_bodies (id INTEGER PRIMARY KEY, archived_ts TEXT NOT NULL);
+PRAGMA user_version = {VERSION};
 """
+MESSAGE_COLUMNS = "id, project_id, sender_id, thread_id, importance, created_ts"
 FINGERPRINT = "SELECT count(*), coalesce(sum(id & 16777215), 0) FROM messages"
 LATE_WINDOW_SECONDS = 15 * 60
 LATE_WINDOW_IDS = (15 * 60 * 1000) << RANDOM_BITS  # ids made in the 15 minutes before the newest indexed
@@ -34,7 +49,8 @@ CHUNK = 500
 class SearchIndex:
     def __init__(self, path) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.executescript(SCHEMA)
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] != VERSION:
+            self.conn.executescript(SCHEMA)
 
     def catch_up(self, replica) -> int:
         """Index the replica's messages this index lacks (and drop purged ones); how many were added."""
@@ -76,6 +92,7 @@ class SearchIndex:
             for start in range(0, len(gone), CHUNK):
                 chunk = gone[start : start + CHUNK]
                 self.conn.execute(f"DELETE FROM messages_fts WHERE rowid IN ({placeholders(chunk)})", chunk)
+                self.conn.execute(f"DELETE FROM message_recipients WHERE message_id IN ({placeholders(chunk)})", chunk)
                 self.conn.execute(f"DELETE FROM messages WHERE id IN ({placeholders(chunk)})", chunk)
 
     @contextmanager
@@ -99,11 +116,18 @@ class SearchIndex:
             for start in range(0, len(missing), CHUNK):
                 chunk = missing[start : start + CHUNK]
                 rows = replica.execute(
-                    f"SELECT id, project_id, subject, body_md FROM messages WHERE id IN ({placeholders(chunk)})", chunk
+                    f"SELECT {MESSAGE_COLUMNS}, subject, body_md FROM messages WHERE id IN ({placeholders(chunk)})", chunk
                 ).fetchall()
-                self.conn.executemany("INSERT INTO messages (id, project_id) VALUES (?, ?)", [(r[0], r[1]) for r in rows])
+                self.conn.executemany(f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", [r[:6] for r in rows])
                 self.conn.executemany(
-                    "INSERT INTO messages_fts (rowid, subject, body_md) VALUES (?, ?, ?)", [(r[0], r[2], r[3]) for r in rows]
+                    "INSERT INTO messages_fts (rowid, subject, body_md) VALUES (?, ?, ?)", [(r[0], r[6], r[7]) for r in rows]
+                )
+                self.conn.executemany(
+                    "INSERT INTO message_recipients (message_id, agent_id, kind) VALUES (?, ?, ?)",
+                    replica.execute(
+                        f"SELECT message_id, agent_id, kind FROM message_recipients WHERE message_id IN ({placeholders(chunk)})",
+                        chunk,
+                    ).fetchall(),
                 )
         return len(missing)
 

@@ -14,6 +14,7 @@ from ..fields import AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..names import random_name
 from ..registry import Input, Output, tool
+from .counts import agent_counts
 from .projects import find_project, refuse_archived
 
 Program = Annotated[str, Field(min_length=1, max_length=128, description="The agent program, e.g. claude-code.")]
@@ -235,12 +236,7 @@ def whois(db: sqlite3.Connection, args: WhoisInput) -> AgentProfile:
     """An agent's profile with its message counts."""
     project = find_project(db, args.project_key)
     row = find_agent(db, project, args.agent_name)
-    (sent,) = db.execute("SELECT count(*) FROM messages WHERE sender_id = ?", (row["id"],)).fetchone()
-    received, unread = db.execute(
-        # bcc copies are left out: whoever asks whois must not learn that the agent got one
-        "SELECT count(*), count(*) - count(read_ts) FROM message_recipients WHERE agent_id = ? AND kind != 'bcc'",
-        (row["id"],),
-    ).fetchone()
+    sent, received, unread = agent_counts(db, row["id"])
     return AgentProfile(
         **describe_agent(project, row).model_dump(), messages_sent=sent, messages_received=received, unread=unread
     )

@@ -23,6 +23,7 @@ from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent
 from ..ids import new_id, stable_id
 from ..registry import Input, Output, to_json, tool
+from .counts import count_message, count_read
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
 from .projects import find_project, project_by_id, project_id
 
@@ -32,6 +33,7 @@ Body = Annotated[str, Field(max_length=262_144, description="GitHub-flavoured Ma
 Recipients = Annotated[list[AgentAddress], Field(max_length=100)]
 ThreadId = Annotated[str, Field(min_length=1, max_length=128, description="Thread key; any string, e.g. FEAT-123.")]
 Limit = Annotated[int, Field(ge=1, le=500)]
+URGENT = ("high", "urgent")  # what urgent_only keeps (message_recipients.urgent)
 
 
 class Message(Output):
@@ -146,12 +148,15 @@ def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, 
     return row
 
 
-def store_recipients(db, message_id: int, kinds: dict[int, str]) -> None:
-    """One row per recipient ({agent id: kind}), keyed by (message, agent) so replicas agree."""
+def store_recipients(db, message_id: int, sender_id: int, importance: str, kinds: dict[int, str]) -> None:
+    """One row per recipient ({agent id: kind}), keyed by (message, agent) so replicas agree;
+    and the message counted (chalicelib/tools/counts.py)."""
+    urgent = importance in URGENT
     db.executemany(
-        "INSERT INTO message_recipients (id, message_id, agent_id, kind) VALUES (?, ?, ?, ?)",
-        [(stable_id("recipient", message_id, agent_id), message_id, agent_id, kind) for agent_id, kind in kinds.items()],
+        "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent) VALUES (?, ?, ?, ?, ?)",
+        [(stable_id("recipient", message_id, agent_id), message_id, agent_id, kind, urgent) for agent_id, kind in kinds.items()],
     )
+    count_message(db, sender_id, kinds)
 
 
 def deliver(
@@ -185,7 +190,7 @@ def deliver(
         (message_id, project["id"], sender["id"], thread_id or str(message_id), subject, body_md, importance, ack_required, now,
          attachments_json(stored)),
     )
-    store_recipients(db, message_id, {agent_id: kind for agent_id, (kind, _) in addressed.items()})
+    store_recipients(db, message_id, sender["id"], importance, {agent_id: kind for agent_id, (kind, _) in addressed.items()})
     wakeup.delivered(addressed)  # their waiting wait_for_mail calls wake once this commits
     mark_active(db, sender["id"], now)
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
@@ -343,7 +348,7 @@ _INBOX_MESSAGE_JSON = (
 
 # fetch_inbox's filters, as conditions on r (message_recipients) and m (messages).
 INBOX_FILTERS = {
-    "urgent_only": "m.importance IN ('high', 'urgent')",
+    "urgent_only": "r.urgent = 1",  # the inbox_urgent index: only the agent's urgent mail is read
     "unread_only": "r.read_ts IS NULL",
     "ack_pending_only": "m.ack_required AND r.ack_ts IS NULL",
 }
@@ -459,6 +464,11 @@ def _receipt(db: sqlite3.Connection, args: ReceiptInput, acknowledge: bool) -> R
     agent = find_agent(db, project, args.agent_name)
     find_message(db, project, args.message_id, viewer_id=agent["id"])
     now = clock.now()
+    unread = db.execute(
+        # bcc copies are not counted (whois must not reveal one), nor their reads
+        "SELECT 1 FROM message_recipients WHERE id = ? AND read_ts IS NULL AND kind != 'bcc'",
+        (stable_id("recipient", args.message_id, agent["id"]),)
+    ).fetchone()
     rows = db.execute(  # fetchall: a replica finishes an UPDATE … RETURNING once its rows are read
         "UPDATE message_recipients SET read_ts = coalesce(read_ts, ?),"
         " ack_ts = CASE WHEN ? THEN coalesce(ack_ts, ?) ELSE ack_ts END"
@@ -471,6 +481,8 @@ def _receipt(db: sqlite3.Connection, args: ReceiptInput, acknowledge: bool) -> R
             f"Message {args.message_id} was not sent to {agent['name']}.",
             "Only recipients can mark a message read or acknowledge it; see fetch_inbox.",
         )
+    if unread:
+        count_read(db, agent["id"])
     return Receipt(message_id=args.message_id, read_ts=row["read_ts"], ack_ts=row["ack_ts"])
 
 

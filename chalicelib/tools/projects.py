@@ -22,6 +22,7 @@ from ..store.db import refresh, transaction
 from ..fields import ProjectKey
 from ..ids import stable_id
 from ..registry import Input, Output, tool
+from .counts import project_message_count
 
 _WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]")
 
@@ -201,8 +202,7 @@ def get_project(db: sqlite3.Connection, args: GetProjectInput) -> ProjectDetails
     """One project with its agent and message counts."""
     row = find_project(db, args.project_key)
     (agents,) = db.execute("SELECT count(*) FROM agents WHERE project_id = ?", (row["id"],)).fetchone()
-    (messages,) = db.execute("SELECT count(*) FROM messages WHERE project_id = ?", (row["id"],)).fetchone()
-    return ProjectDetails(**_project(row).model_dump(), agents=agents, messages=messages)
+    return ProjectDetails(**_project(row).model_dump(), agents=agents, messages=project_message_count(db, row["id"]))
 
 
 def refuse_archived(project: sqlite3.Row) -> None:

@@ -27,6 +27,7 @@ from ..ids import RANDOM_BITS, first_id_at
 from ..registry import Input, Output, tool
 from ..store.db import connection, placeholders, transaction
 from .agents import retire
+from .counts import uncount_messages
 from .projects import find_project, project_by_id
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limi
     index on its next catch-up, drop them from search)."""
     ids = old_messages(db, project_id, before_id, limit, with_body_only=False)
     if ids:
+        uncount_messages(db, ids)  # whois and get_project count what is kept
         db.execute(f"DELETE FROM message_recipients WHERE message_id IN ({placeholders(ids)})", ids)
         db.execute(f"DELETE FROM messages WHERE id IN ({placeholders(ids)})", ids)
     return len(ids)

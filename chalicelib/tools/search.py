@@ -1,30 +1,66 @@
-"""Full-text search over message subjects and bodies (SQLite FTS5, bm25 ranking)."""
+"""Full-text search over message subjects and bodies (SQLite FTS5, bm25 ranking).
 
+Queries are read forgivingly (tools/search_syntax.py): ids, file names, paths and punctuation
+are literal words; operators work when used as operators; no query fails to parse.
+
+Bounded ranking, so a search costs the same at a million messages as at ten thousand:
+
+- A page ranks a window of the newest WINDOW matching messages (FTS5 walks matches newest
+  first by id and stops there), not every match. next_cursor continues with the rest of the
+  window, then the next older window: paging reaches every match exactly once. Trade-off: a
+  strong match older than the newest WINDOW matches shows on a later page, not the first.
+- bm25 weighs a term by how many messages contain it, and FTS5 counts those by reading every
+  one of them (60 ms for "the" at 100k messages, growing with the mailbox). So only the
+  query's terms found in at most RARE messages weigh in the score (a probe of RARE+1 matches
+  tells); a term in more messages than that says little about relevance anyway (a word in
+  half the messages has a bm25 weight of ~0). Ties, and queries of only common words, list
+  the newest first.
+"""
+
+import re
 import sqlite3
 from typing import Annotated
 
 from pydantic import Field
 
-from ..store.db import placeholders
 from ..errors import InvalidArgument
-from ..store.search_index import search_index
-from ..fields import MessageId, ProjectKey
+from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
 from ..registry import Input, Output, tool
-from .messages import Importance, Limit, visible_to
+from ..store.db import placeholders
+from ..store.search_index import search_index
+from .agents import find_agent, find_agents
+from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
-from .threads import ReadAs, reader
+from .search_syntax import fts5_query, fts5_terms, literal_query, query_words, snippet
 
+WINDOW = 500  # matches ranked together; see the module docstring
+FILTERED_WINDOW = 50  # with filters, fewer: finding each match may take reading many that fail them
+RARE = 5000  # a term in at most this many messages weighs in the ranking
+MAX_RANKED_TERMS = 8
+MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
 QUERY_HELP = (
-    'Search syntax: words (all must match), "exact phrase", prefix*, AND / OR / NOT, '
-    "NEAR(a b), subject:word; put text with punctuation inside double quotes."
+    "Plain words (all must match); ids, file names and paths work as typed (CART-12, src/api.py)."
+    ' Operators: "exact phrase", prefix*, AND / OR / NOT, (groups), NEAR(a b), subject:word, body:word.'
 )
+_CURSOR = re.compile(r"^(\d{1,19})\.(\d{1,6})$")
 
 
 class SearchMessagesInput(Input):
     project_key: ProjectKey
     query: Annotated[str, Field(min_length=1, max_length=1000, description=QUERY_HELP)]
     limit: Limit = 20
-    agent_name: ReadAs = None
+    sender: AgentName | None = Field(None, description="Only messages this agent sent.")
+    recipient: AgentAddress | None = Field(None, description="Only messages to this agent (to or cc; bcc only for its sender or itself).")
+    thread_id: ThreadId | None = Field(None, description="Only messages of this thread.")
+    importance: Annotated[list[Importance], Field(max_length=4)] = Field([], description="Only these importances.")
+    since_ts: Timestamp | None = Field(None, description="Only messages created after this time.")
+    until_ts: Timestamp | None = Field(None, description="Only messages created at or before this time.")
+    agent_name: AgentName | None = Field(
+        None,
+        description="Search only the mail this agent sent or received (other projects' mail to it included)."
+        " Acts as this agent: with agent tokens on, its token is required.",
+    )
+    cursor: Annotated[str, Field(max_length=40)] | None = Field(None, description="next_cursor of the previous page.")
 
 
 class SearchHit(Output):
@@ -34,51 +70,193 @@ class SearchHit(Output):
     sender: str
     importance: Importance
     created_ts: str
-    snippet: str = Field(description="The best matching passage, hits marked with **.")
-    score: float = Field(description="bm25 relevance; lower is better.")
+    snippet: str = Field(description="The first passage with a query word (subject or body), words marked with **.")
+    score: float = Field(description="bm25 relevance of the query's distinctive terms; lower is better, 0 for none.")
 
 
 class SearchResults(Output):
     query: str
     results: list[SearchHit]
+    next_cursor: str | None = Field(None, description="Pass as cursor for more hits; null when there are no more.")
+
+
+def _filters(db, project: sqlite3.Row, args: SearchMessagesInput) -> tuple[str, list]:
+    """SQL conditions on `m` (messages) for the scope and filters, and their parameters."""
+    caller = find_agent(db, project, args.agent_name)["id"] if args.agent_name else None
+    if caller is None:
+        sql, params = "m.project_id = ?", [project["id"]]
+    else:  # what the caller may see: mail it sent or received, in any project
+        sql = "(m.sender_id = ? OR EXISTS (SELECT 1 FROM message_recipients WHERE message_id = m.id AND agent_id = ?))"
+        params = [caller, caller]
+    if args.sender:
+        sql += " AND m.sender_id = ?"
+        params.append(find_agent(db, project, args.sender)["id"])
+    if args.recipient:
+        # A bcc recipient is visible only to the message's sender and to itself.
+        sql += (
+            " AND EXISTS (SELECT 1 FROM message_recipients WHERE message_id = m.id AND agent_id = ?"
+            " AND (kind != 'bcc' OR agent_id = ? OR m.sender_id = ?))"
+        )
+        params += [find_agents(db, project, [args.recipient])[0]["id"], caller, caller]
+    if args.thread_id:
+        sql += " AND m.thread_id = ?"
+        params.append(args.thread_id)
+    if args.importance:
+        sql += f" AND m.importance IN ({placeholders(args.importance)})"
+        params += args.importance
+    if args.since_ts:
+        sql += " AND m.created_ts > ?"
+        params.append(args.since_ts)
+    if args.until_ts:
+        sql += " AND m.created_ts <= ?"
+        params.append(args.until_ts)
+    return sql, params
+
+
+def _cursor(cursor: str | None) -> tuple[int, int]:
+    """(ids below this, hits of that window already returned)."""
+    if cursor is None:
+        return 2**63 - 1, 0  # above every id
+    match = _CURSOR.match(cursor)
+    if not match:
+        raise InvalidArgument(f"Cursor {cursor!r} is not one this tool gave.", "Pass next_cursor as it came, or omit it.")
+    return int(match[1]), int(match[2])
+
+
+def _rank_query(index, terms: list[str]) -> str | None:
+    """The query's rare terms, OR'ed: what bm25 can weigh cheaply (see the module docstring)."""
+    rare = [
+        term
+        for term in terms[:MAX_RANKED_TERMS]
+        if index.execute("SELECT 1 FROM messages_fts WHERE messages_fts MATCH ? LIMIT 1 OFFSET ?", (term, RARE)).fetchone()
+        is None
+    ]
+    return " OR ".join(f"({term})" for term in rare) or None
+
+
+def _ranked(index, rank_query: str | None, window: list[int]) -> list[tuple[int, float]]:
+    """The window's ids with their scores, best first (ties: newest first)."""
+    scores: dict[int, float] = {}
+    if rank_query and window:
+        scores = dict(
+            index.execute(
+                "SELECT rowid, bm25(messages_fts, 2.0, 1.0) FROM messages_fts"
+                " WHERE messages_fts MATCH ? AND rowid BETWEEN ? AND ?",
+                (rank_query, window[-1], window[0]),
+            ).fetchall()
+        )
+    return sorted(((mid, scores.get(mid, 0.0)) for mid in window), key=lambda hit: (hit[1], -hit[0]))
+
+
+def _filtered(args: SearchMessagesInput) -> bool:
+    return any((args.sender, args.recipient, args.thread_id, args.importance, args.since_ts, args.until_ts, args.agent_name))
+
+
+def _window_sql(where: str, by_thread: bool) -> str:
+    """The newest matches below an id. Most searches walk the index's matches newest first and
+    check each against the filters; within one thread, the thread's few messages (the
+    messages_by_thread index) are checked against the index instead."""
+    if by_thread:
+        return (
+            "SELECT m.id FROM messages m JOIN messages_fts ON messages_fts.rowid = m.id"
+            f" WHERE messages_fts MATCH ? AND m.id < ? AND {where} ORDER BY m.id DESC LIMIT ?"
+        )
+    return (
+        "SELECT messages_fts.rowid FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
+        f" WHERE messages_fts MATCH ? AND messages_fts.rowid < ? AND {where} ORDER BY messages_fts.rowid DESC LIMIT ?"
+    )
+
+
+def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: list, args: SearchMessagesInput):
+    """([(id, score)] of one page, best first within each window, and the next cursor)."""
+    below, skip = _cursor(args.cursor)
+    limit = args.limit
+    size = max(limit, FILTERED_WINDOW) if _filtered(args) else WINDOW
+    sql = _window_sql(where, by_thread=args.thread_id is not None)
+    page: list[tuple[int, float]] = []
+    for _ in range(MAX_WINDOWS):
+        window = [row[0] for row in index.execute(sql, (fts, below, *params, size))]
+        ranked = _ranked(index, rank_query, window)
+        taken = ranked[skip : skip + limit - len(page)]
+        page += taken
+        if skip + len(taken) < len(ranked):
+            return page, f"{below}.{skip + len(taken)}"
+        if len(window) < size:
+            return page, None
+        below, skip = window[-1], 0
+        if len(page) == limit:
+            break
+    return page, f"{below}.{skip}"
 
 
 def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> SearchResults:
     """Search the project's messages; best matches first (subject hits weigh double).
 
-    Read as agent_name: only messages that agent sent or received."""
+    Type what you are looking for: ids (CART-12), file names and paths work as typed.
+    Filters narrow by sender, recipient, thread, importance and time; agent_name keeps to
+    the mail that agent sent or received. Each page ranks the newest matches first by
+    relevance; next_cursor goes on to older ones."""
     project = find_project(db, args.project_key)
-    return SearchResults(query=args.query, results=search_project(db, project, args.query, args.limit, reader(db, project, args.agent_name)))
+    where, params = _filters(db, project, args)
+    # The index is in the database itself, or, on a Turso replica, in a sidecar file
+    # (chalicelib/store/search_index.py) with the same tables: the same SQL runs on both.
+    index = search_index(db).conn if hasattr(db, "replica") else db
+    fts = fts5_query(args.query)
+    if fts is None:
+        return SearchResults(query=args.query, results=[])
+    try:
+        rank_query = _rank_query(index, fts5_terms(args.query))
+        page, next_cursor = _ranked_page(index, fts, rank_query, where, params, args)
+    except sqlite3.OperationalError:  # not expected: fts5_query's output parses; then all words are text
+        fts = literal_query(args.query)
+        page, next_cursor = _ranked_page(index, fts, fts, where, params, args)
+    return SearchResults(query=args.query, results=_hits(db, args.query, project, page), next_cursor=next_cursor)
 
 
 def search_project(db: sqlite3.Connection, project, query: str, limit: int, viewers: frozenset[int] | None) -> list[SearchHit]:
-    """The best `limit` hits of the project (given viewers: among the mail they sent or received)."""
-    # The index is in the database itself, or, on a Turso replica, in a sidecar file
-    # (chalicelib/store/search_index.py) with the same tables: the same SQL runs on both.
-    sidecar = hasattr(db, "replica")
-    index = search_index(db).conn if sidecar else db
-    # Visibility needs message_recipients, which only the database has: in the index query when
-    # that is the database, else on the hits (then fewer than `limit` may remain).
-    visible, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
+    """One page of the project's hits for the product tools: given viewers (an agent's
+    identities in the product's projects), only the mail they sent or received."""
+    where, params = "m.project_id = ?", [project["id"]]
+    if viewers is not None:
+        visible, more = visible_to(list(viewers))
+        where, params = f"{where} AND {visible}", params + more
+    fts = fts5_query(query)
+    if fts is None:
+        return []
+    index = search_index(db).conn if hasattr(db, "replica") else db
+    args = SearchMessagesInput(project_key=project["human_key"], query=query, limit=limit)
     try:
-        matches = index.execute(
-            "SELECT messages_fts.rowid, snippet(messages_fts, -1, '**', '**', '…', 16), bm25(messages_fts, 2.0, 1.0) AS score"
-            " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
-            f" WHERE messages_fts MATCH ? AND m.project_id = ? AND {'1' if sidecar else visible} ORDER BY score LIMIT ?",
-            (query, project["id"], *([] if sidecar else params), limit),
-        ).fetchall()
-    except sqlite3.OperationalError as exc:
-        raise InvalidArgument(f"Cannot parse search query {query!r}: {exc}.", QUERY_HELP) from None
-    ids = [match[0] for match in matches]
-    messages = {
-        row["id"]: row
+        page, _ = _ranked_page(index, fts, _rank_query(index, fts5_terms(query)), where, params, args)
+    except sqlite3.OperationalError:  # as in search_messages
+        fts = literal_query(query)
+        page, _ = _ranked_page(index, fts, fts, where, params, args)
+    return _hits(db, query, project, page)
+
+
+def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
+    """The page's hits, with snippets. (FTS5's snippet() costs ~1 ms a hit on long bodies with
+    common words: it re-reads the match's positions and re-tokenizes the text.)"""
+    words = query_words(query)
+    if not page:
+        return []
+    ids = [message_id for message_id, _ in page]
+    rows = {
+        row[0]: row
         for row in db.execute(
-            "SELECT m.id, m.thread_id, m.subject, s.name AS sender, m.importance, m.created_ts"
-            f" FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id IN ({placeholders(ids)}) AND {visible}",
-            [*ids, *params],
-        )
+            "SELECT m.id, m.thread_id, m.subject,"
+            " CASE WHEN s.project_id = ? THEN s.name ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END,"
+            f" m.importance, m.created_ts, m.body_md FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id IN ({placeholders(ids)})",
+            (project["id"], *ids),
+        ).fetchall()
     }
-    return [SearchHit(**dict(messages[mid]), snippet=snippet, score=score) for mid, snippet, score in matches if mid in messages]
+    return [
+        SearchHit(
+            id=mid, thread_id=rows[mid][1], subject=rows[mid][2], sender=rows[mid][3], importance=rows[mid][4],
+            created_ts=rows[mid][5], snippet=snippet(rows[mid][2], rows[mid][6], words), score=score,
+        )
+        for mid, score in page
+        if mid in rows
+    ]
 
 
 TOOLS = [tool(search_messages, read_only=True, acts_as="agent_name")]

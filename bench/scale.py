@@ -1,0 +1,230 @@
+"""Every read tool at 10k, 100k and 1M messages in one project, in-process (invoke.call).
+
+    .venv/bin/python bench/scale.py [--sizes 10000,100000,1000000] [--dir /work/tmp/d1-scale] [--calls 30]
+
+Builds one SQLite database per size once (kept in --dir and reused by later runs; delete a
+file to rebuild it) and prints, per tool, the median and p95 of --calls calls (varied
+arguments: other agents, threads, messages) at each size, and the ratio of the largest size's
+median to the smallest's.
+
+The project has a realistic shape: AGENTS agents, one thread per THREAD_SIZE messages, bodies
+of ~250 words drawn from a Zipf-weighted vocabulary (so "the" and "database" are common words
+and the rarer ones are rare), a ticket id (CART-n) and a file path in most bodies, 1-3
+recipients, some cc and bcc, 10% high/urgent, 70% of the mail read. Messages are stored with
+the SQL the tools use (messages INSERT with its search trigger, tools.messages.store_recipients,
+which also keeps the counts); their ids are time-ordered as new_id() makes them, spaced 30 s.
+The search index is built in one pass at the end, so it starts fully merged (an index grown
+message by message has more segments until FTS5's automerge catches up).
+"""
+
+import argparse
+import collections
+import itertools
+import random
+import sqlite3
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from chalicelib import invoke  # noqa: E402
+from chalicelib.config import Settings  # noqa: E402
+from chalicelib.ids import RANDOM_BITS, _EPOCH_MS  # noqa: E402
+from chalicelib.store.db import migrate  # noqa: E402
+from chalicelib.tools import tools_by_name  # noqa: E402
+from chalicelib.tools.agents import agent_id  # noqa: E402
+from chalicelib.tools.counts import _add as add_counts  # noqa: E402
+from chalicelib.tools.messages import store_recipients  # noqa: E402
+
+HUMAN_KEY = "/bench/scale"
+AGENTS = [f"Agent{n:02d}" for n in range(40)]
+THREAD_SIZE = 20
+WORDS = 250
+TOOLS = tools_by_name()
+
+
+def vocabulary(rng: random.Random) -> tuple[list[str], list[float]]:
+    common = "the a to of and in is for on that this with we it be database inbox index test build fix".split()
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    rare = ["".join(rng.choice(letters) for _ in range(rng.randint(4, 10))) for _ in range(20_000)]
+    words = common + rare
+    weights = [1 / (rank + 1) for rank in range(len(words))]  # Zipf
+    return words, list(itertools.accumulate(weights))
+
+
+def sentences(rng: random.Random, count: int) -> list[str]:
+    words, cumulative = vocabulary(rng)
+    return [" ".join(rng.choices(words, cum_weights=cumulative, k=12)).capitalize() + "." for _ in range(count)]
+
+
+def build(path: Path, size: int) -> None:
+    """A database holding one project with `size` messages (and the bench's agents, product)."""
+    settings = Settings(database_url=f"sqlite:///{path}", archive_enabled=False)
+    for name, args in [
+        ("ensure_project", {"human_key": HUMAN_KEY}),
+        *[("register_agent", {"project_key": HUMAN_KEY, "program": "bench", "model": "m", "name": n}) for n in AGENTS],
+        *[("set_contact_policy", {"project_key": HUMAN_KEY, "agent_name": n, "policy": "open"}) for n in AGENTS],
+        ("ensure_product", {"product_key": "bench-product"}),
+        ("products_link", {"product_key": "bench-product", "project_key": HUMAN_KEY}),
+    ]:
+        invoke.call(TOOLS[name], args, settings)
+    rng = random.Random(size)
+    pool = sentences(rng, 5000)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA synchronous = OFF")  # a bench database: rebuilt if a crash spoils it
+    db.execute("PRAGMA cache_size = -200000")
+    (project_id,) = db.execute("SELECT id FROM projects").fetchone()
+    agents = [agent_id(project_id, name) for name in AGENTS]
+    # The search index is built in one pass at the end ('rebuild': 3x faster than the trigger
+    # row by row); the trigger is put back, exactly as migrations/0002_search.sql made it.
+    (trigger,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_fts_insert'").fetchone()
+    db.execute("DROP TRIGGER messages_fts_insert")
+    start_ms = int(time.time() * 1000) - size * 30_000 - 3_600_000
+    started = time.monotonic()
+    batch = 5000
+    for first in range(0, size, batch):
+        messages, deliveries, reads = [], [], []
+        for n in range(first, min(first + batch, size)):
+            ms = start_ms + n * 30_000
+            message_id = ((ms - _EPOCH_MS) << RANDOM_BITS) | rng.getrandbits(RANDOM_BITS)
+            sender = rng.choice(agents)
+            thread = rng.randrange(max(1, size // THREAD_SIZE))
+            importance = rng.choices(["normal", "low", "high", "urgent"], [85, 5, 8, 2])[0]
+            body = " ".join(rng.choices(pool, k=WORDS // 12))
+            if rng.random() < 0.7:
+                body += f"\n\nSee CART-{rng.randrange(100_000)} in src/mod{rng.randrange(50)}/file{rng.randrange(200)}.py."
+            created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+            messages.append((message_id, project_id, sender, f"T-{thread}", pool[thread % len(pool)][:60], body, importance,
+                             rng.random() < 0.1, created))
+            others = rng.sample([a for a in agents if a != sender], rng.choice([1, 1, 2, 3]))
+            kinds = {others[0]: "to", **{a: rng.choice(["to", "cc", "cc", "bcc"]) for a in others[1:]}}
+            deliveries.append((message_id, sender, importance, kinds))
+            reads += [(created, message_id, agent) for agent in kinds if rng.random() < 0.7]
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            messages,
+        )
+        for delivery in deliveries:
+            store_recipients(db, *delivery)
+        db.executemany("UPDATE message_recipients SET read_ts = ? WHERE message_id = ? AND agent_id = ?", reads)
+        for agent, count in collections.Counter(agent for _, _, agent in reads).items():
+            add_counts(db, [(agent, 0, 0, count)])  # what count_read adds, once per batch
+        db.execute("COMMIT")
+        done = min(first + batch, size)
+        if done % 50_000 == 0 or done == size:
+            print(f"  {path.name}: {done:,} messages, {done / (time.monotonic() - started):,.0f}/s", flush=True)
+    print(f"  {path.name}: indexing for search", flush=True)
+    db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+    db.execute(trigger)
+    db.execute("PRAGMA optimize")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def scenarios(db: sqlite3.Connection) -> dict[str, callable]:
+    """{label: function(i) -> (tool name, arguments)} for the i-th call."""
+    agent = lambda i: AGENTS[i % len(AGENTS)]  # noqa: E731
+    threads = [row[0] for row in db.execute("SELECT thread_id FROM messages ORDER BY id DESC LIMIT 200")]
+    ids = [str(row[0]) for row in db.execute("SELECT id FROM messages ORDER BY random() LIMIT 200")]
+    p = HUMAN_KEY
+    return {
+        "health_check": lambda i: ("health_check", {}),
+        "list_projects": lambda i: ("list_projects", {}),
+        "get_project": lambda i: ("get_project", {"project_key": p}),
+        "whois": lambda i: ("whois", {"project_key": p, "agent_name": agent(i)}),
+        "list_agents": lambda i: ("list_agents", {"project_key": p}),
+        "fetch_inbox": lambda i: ("fetch_inbox", {"project_key": p, "agent_name": agent(i)}),
+        "fetch_inbox urgent_only": lambda i: ("fetch_inbox", {"project_key": p, "agent_name": agent(i), "urgent_only": True}),
+        "fetch_inbox bodies": lambda i: ("fetch_inbox", {"project_key": p, "agent_name": agent(i), "include_bodies": True}),
+        "fetch_outbox": lambda i: ("fetch_outbox", {"project_key": p, "agent_name": agent(i)}),
+        "get_message": lambda i: ("get_message", {"project_key": p, "message_id": ids[i % len(ids)]}),
+        "list_threads": lambda i: ("list_threads", {"project_key": p}),
+        "get_thread": lambda i: ("get_thread", {"project_key": p, "thread_id": threads[i % len(threads)]}),
+        "summarize_thread": lambda i: ("summarize_thread", {"project_key": p, "thread_id": threads[i % len(threads)]}),
+        "search common word": lambda i: ("search_messages", {"project_key": p, "query": ["database", "the", "index"][i % 3]}),
+        "search id CART-n": lambda i: ("search_messages", {"project_key": p, "query": f"CART-{i * 7919 % 100_000}"}),
+        "search path": lambda i: ("search_messages", {"project_key": p, "query": f"src/mod{i % 50}/file{i % 200}.py"}),
+        "search + thread": lambda i: ("search_messages", {"project_key": p, "query": "database", "thread_id": threads[i % len(threads)]}),
+        "search + sender": lambda i: ("search_messages", {"project_key": p, "query": "database", "sender": agent(i)}),
+        "search visible to agent": lambda i: ("search_messages", {"project_key": p, "query": "database", "agent_name": agent(i)}),
+        "list_contacts": lambda i: ("list_contacts", {"project_key": p, "agent_name": agent(i)}),
+        "check_file_reservations": lambda i: ("check_file_reservations", {"project_key": p, "agent_name": agent(i), "paths": ["src/a.py"]}),
+        "list_file_reservations": lambda i: ("list_file_reservations", {"project_key": p}),
+        "list_build_slots": lambda i: ("list_build_slots", {"project_key": p}),
+        "list_products": lambda i: ("list_products", {}),
+        "get_product": lambda i: ("get_product", {"product_key": "bench-product"}),
+        "fetch_inbox_product": lambda i: ("fetch_inbox_product", {"product_key": "bench-product", "agent_name": agent(i)}),
+        "search_messages_product": lambda i: ("search_messages_product", {"product_key": "bench-product", "query": "database"}),
+        "summarize_thread_product": lambda i: ("summarize_thread_product", {"product_key": "bench-product", "thread_id": threads[i % len(threads)]}),
+        "archive_status": lambda i: ("archive_status", {"project_key": p}),
+        "send_message (write)": lambda i: ("send_message", {
+            "project_key": p, "sender_name": agent(i), "to": [agent(i + 1)], "subject": f"bench {i}",
+            "body_md": " ".join(random.Random(i).choices(["the", "database", "index", "CART-9", "fix"], k=WORDS))}),
+    }
+
+
+def measure(settings: Settings, scenario, calls: int, budget_s: float = 5.0) -> list[float]:
+    """Milliseconds of `calls` calls (fewer if they take longer than budget_s), after 2 warm-ups."""
+    for i in range(2):
+        name, args = scenario(i)
+        invoke.call(TOOLS[name], args, settings)
+    times, deadline = [], time.monotonic() + budget_s
+    for i in range(calls):
+        name, args = scenario(i + 2)
+        started = time.perf_counter()
+        invoke.call(TOOLS[name], args, settings)
+        times.append((time.perf_counter() - started) * 1000)
+        if time.monotonic() > deadline:
+            break
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--dir", type=Path, default=Path("/work/tmp/d1-scale"))
+    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated scenario labels (default: all)")
+    options = parser.parse_args()
+    sizes = [int(size) for size in options.sizes.split(",")]
+    options.dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[int, tuple[float, float, float]]] = {}  # median, p95, min
+    for size in sizes:
+        path, built = options.dir / f"scale-{size}.db", options.dir / f"scale-{size}.built"
+        if not built.exists():
+            print(f"building {path} ({size:,} messages)", flush=True)
+            for stale in options.dir.glob(f"scale-{size}.db*"):
+                stale.unlink()
+            build(path, size)
+            built.touch()
+        if options.build_only:
+            continue
+        settings = Settings(database_url=f"sqlite:///{path}", archive_enabled=False)
+        migrate(settings)  # a database built by an older version migrates forward first
+        with sqlite3.connect(path) as db:
+            chosen = scenarios(db)
+        wanted = [label for label in chosen if not options.only or label in options.only.split(",")]
+        for label in wanted:
+            times = measure(settings, chosen[label], options.calls)
+            times.sort()
+            results.setdefault(label, {})[size] = (
+                statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], times[0]
+            )
+            print(f"  {size:>9,} {label:<26} median {results[label][size][0]:8.2f} ms", flush=True)
+    if options.build_only:
+        return
+    print()
+    print("| tool | " + " | ".join(f"{size:,}: median / p95 (min) ms" for size in sizes) + " | ratio of medians |")
+    print("|---|" + "---:|" * (len(sizes) + 1))
+    for label, by_size in results.items():
+        cells = [f"{by_size[s][0]:.2f} / {by_size[s][1]:.2f} ({by_size[s][2]:.2f})" if s in by_size else "–" for s in sizes]
+        ratio = by_size[sizes[-1]][0] / by_size[sizes[0]][0] if sizes[0] in by_size and sizes[-1] in by_size else 0
+        print(f"| {label} | " + " | ".join(cells) + f" | {ratio:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Message counts kept up to date by the write path (migrations/0013_scale.sql).
+
+whois and get_project used to count rows, which costs time in proportion to the mailbox
+(18 ms at 100k messages). Instead every delivery and every first read adds to counters, in
+the same transaction (and savepoint) as the rows it counts: a rolled-back write rolls its
+counts back too.
+
+Each writer keeps its own row per agent: 0 on embedded SQLite (one writer thread), a replica's
+own id on Turso. Two replicas that write at once therefore never update the same row, and
+the primary never has to choose between their increments; a count is the sum of the
+agent's rows (one per replica that ever wrote for it: a handful, read through an index).
+Trade-off: on Turso two replicas marking the same message read at the same moment each
+count that first read (unread is clamped at 0); sent and received are exact.
+"""
+
+import sqlite3
+
+from ..ids import stable_id
+from ..store.db import placeholders
+
+
+def _writer(db) -> int:
+    replica = getattr(db, "replica", None)
+    return replica.writer_id if replica is not None else 0
+
+
+def _add(db, rows: list[tuple[int, int, int, int]]) -> None:
+    """Add (agent_id, sent, received, read) to this writer's counters."""
+    writer = _writer(db)
+    db.executemany(
+        "INSERT INTO message_counts (id, agent_id, writer, sent, received, read) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET sent = sent + excluded.sent, received = received + excluded.received,"
+        " read = read + excluded.read",
+        [(stable_id("counts", agent, writer), agent, writer, sent, received, read) for agent, sent, received, read in rows],
+    )
+
+
+def count_message(db, sender_id: int, kinds: dict[int, str]) -> None:
+    """A message was stored: one sent for its sender, one received per recipient row but bcc
+    (whois counts are seen by others: they must not reveal a bcc copy)."""
+    rows: dict[int, list[int]] = {sender_id: [1, 0]}
+    for agent, kind in kinds.items():
+        if kind != "bcc":
+            rows.setdefault(agent, [0, 0])[1] += 1
+    _add(db, [(agent, sent, received, 0) for agent, (sent, received) in rows.items()])
+
+
+def count_read(db, agent_id: int) -> None:
+    """A received message was read for the first time."""
+    _add(db, [(agent_id, 0, 0, 1)])
+
+
+def agent_counts(db: sqlite3.Connection, agent_id: int) -> tuple[int, int, int]:
+    """(sent, received, unread) of one agent."""
+    sent, received, read = db.execute(
+        "SELECT coalesce(sum(sent), 0), coalesce(sum(received), 0), coalesce(sum(read), 0)"
+        " FROM message_counts WHERE agent_id = ?",
+        (agent_id,),
+    ).fetchone()
+    return sent, received, max(received - read, 0)
+
+
+def project_message_count(db: sqlite3.Connection, project_id: int) -> int:
+    """Messages stored in the project: those its agents sent (a message lives in its sender's project)."""
+    return db.execute(
+        "SELECT coalesce(sum(c.sent), 0) FROM agents a JOIN message_counts c ON c.agent_id = a.id WHERE a.project_id = ?",
+        (project_id,),
+    ).fetchone()[0]
+
+
+def uncount_messages(db, message_ids: list[int]) -> None:
+    """Messages about to be deleted (retention): off their senders' and recipients' counts."""
+    marks = placeholders(message_ids)
+    sent = db.execute(f"SELECT sender_id, count(*) FROM messages WHERE id IN ({marks}) GROUP BY sender_id", message_ids)
+    rows = {agent: [-count, 0, 0] for agent, count in sent}
+    received = db.execute(
+        f"SELECT agent_id, count(*), count(read_ts) FROM message_recipients WHERE message_id IN ({marks}) AND kind != 'bcc'"
+        " GROUP BY agent_id",
+        message_ids,
+    )
+    for agent, count, read in received:
+        rows.setdefault(agent, [0, 0, 0])[1:] = [-count, -read]
+    _add(db, [(agent, sent, received, read) for agent, (sent, received, read) in rows.items()])

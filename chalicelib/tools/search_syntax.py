@@ -1,0 +1,159 @@
+"""Search queries as agents type them, turned into FTS5 queries that always parse.
+
+FTS5's own syntax reads `CART-12` as "column CART, minus 12", `api.py` as a syntax error and
+`fix: bug` as a column filter. Agents type ids, file names, paths and punctuation, so here
+every word is literal text unless it is an operator used as one:
+
+- words (all must match); anything with punctuation (CART-12, src/cart/api.py, it's, C++,
+  -flag) is the phrase of its words, as the index tokenizes them;
+- "exact phrase" (an unclosed quote is just punctuation);
+- prefix* (a word ending in *);
+- AND, OR, NOT (upper case, between two terms), ( ) when balanced;
+- NEAR(a b) and NEAR(a b, 5);
+- subject:word, body:word (or subject:"a phrase"); any other `name:` is literal text.
+
+`fts5_query` returns the FTS5 query, or None when the text holds no searchable word;
+`fts5_terms` its terms (phrases, prefixes, column filters, NEAR groups), for ranking.
+`literal_query` is the fallback that treats every word as text.
+"""
+
+import re
+
+COLUMNS = {"subject": "subject", "body": "body_md", "body_md": "body_md"}
+OPERATORS = ("AND", "OR", "NOT")
+_TOKEN = re.compile(
+    r'(?P<column>[A-Za-z_]+):"(?P<column_phrase>[^"]*)"'  # subject:"a phrase"
+    r'|"(?P<phrase>[^"]*)"'  # "a phrase"
+    r"|(?P<paren>[()])"
+    r'|(?P<word>[^\s()"]+)'  # anything else up to space, quote or parenthesis
+    r'|"'  # an unclosed quote: punctuation
+)
+_NEAR = re.compile(r"NEAR\((?P<terms>[^()\"]*?)(?:,\s*(?P<distance>\d+))?\)")
+
+
+def _searchable(text: str) -> bool:
+    """Whether the index's tokenizer (unicode61) finds a word in it: letters or digits."""
+    return any(char.isalnum() for char in text)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _term(word: str) -> str | None:
+    """One typed word as an FTS5 term: a phrase of its words, with a trailing * a prefix."""
+    if word.endswith("*") and _searchable(word):
+        return _quote(word.rstrip("*")) + " *"
+    return _quote(word) if _searchable(word) else None
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    """(kind, FTS5 text) items: kind is 'term', 'op', '(' or ')'."""
+    items: list[tuple[str, str]] = []
+    position = 0
+    while position < len(text):
+        if text[position].isspace():
+            position += 1
+            continue
+        near = _NEAR.match(text, position) if text.startswith("NEAR(", position) else None
+        if near:
+            terms = [term for word in near["terms"].split() if (term := _term(word))]
+            if terms:
+                distance = f", {near['distance']}" if near["distance"] else ""
+                items.append(("term", f"NEAR({' '.join(terms)}{distance})"))
+            position = near.end()
+            continue
+        match = _TOKEN.search(text, position)
+        if match is None:
+            break
+        position = match.end()
+        if match["column"] is not None:
+            column = COLUMNS.get(match["column"].lower())
+            if column and _searchable(match["column_phrase"]):
+                items.append(("term", f"{column} : {_quote(match['column_phrase'])}"))
+            else:
+                items += [("term", term) for term in (_term(match["column"]), _term(match["column_phrase"])) if term]
+        elif match["phrase"] is not None:
+            if _searchable(match["phrase"]):
+                items.append(("term", _quote(match["phrase"])))
+        elif match["paren"]:
+            items.append((match["paren"], match["paren"]))
+        elif match["word"]:
+            word = match["word"]
+            name, colon, rest = word.partition(":")
+            if word in OPERATORS:
+                items.append(("op", word))
+            elif colon and name.lower() in COLUMNS and (term := _term(rest)):
+                items.append(("term", f"{COLUMNS[name.lower()]} : {term}"))
+            elif term := _term(word):
+                items.append(("term", term))
+    return items
+
+
+def _balanced(items: list[tuple[str, str]]) -> bool:
+    depth = 0
+    for kind, _ in items:
+        depth += {"(": 1, ")": -1}.get(kind, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def fts5_query(text: str) -> str | None:
+    items = _tokens(text)
+    if not _balanced(items):
+        items = [item for item in items if item[0] not in "()"]
+    out: list[tuple[str, str]] = []
+    for index, (kind, value) in enumerate(items):
+        if kind == "op":
+            after = items[index + 1][0] if index + 1 < len(items) else None
+            if out and out[-1][0] in ("term", ")") and after in ("term", "(", "op"):
+                out.append((kind, value))
+            else:  # not between two terms: the word itself
+                out.append(("term", _quote(value)))
+        elif kind == ")" and out and out[-1][0] in ("(", "op"):
+            return literal_query(text)  # "()" or "(a OR)": no structure worth keeping
+        else:
+            out.append((kind, value))
+    while out and out[-1][0] == "op":  # "a AND OR" leaves a trailing operator
+        out[-1] = ("term", _quote(out[-1][1]))
+    joined: list[str] = []
+    for index, (kind, value) in enumerate(out):
+        if index and (out[index - 1][0], kind) in ((")", "term"), (")", "("), ("term", "(")):
+            joined.append("AND")  # FTS5 has no implicit AND next to a parenthesis
+        joined.append(value)
+    return " ".join(joined) or None
+
+
+def fts5_terms(text: str) -> list[str]:
+    """The query's terms, each a valid FTS5 query by itself, without repeats."""
+    return list(dict.fromkeys(value for kind, value in _tokens(text) if kind == "term"))
+
+
+def literal_query(text: str) -> str | None:
+    """Every word of the text as literal text (all must match)."""
+    terms = [_quote(word) for word in re.split(r'[\s"()]+', text) if _searchable(word)]
+    return " ".join(terms) or None
+
+
+_COLUMN_PREFIX = re.compile(r"\b(?:subject|body|body_md):", re.I)
+
+
+def query_words(text: str) -> list[str]:
+    """The words of a query, lower case, for marking them in a snippet (operators left out)."""
+    words = re.findall(r"\w+", _COLUMN_PREFIX.sub(" ", text))
+    return list(dict.fromkeys(word.lower() for word in words if word not in (*OPERATORS, "NEAR")))
+
+
+def snippet(subject: str, body: str, words: list[str], width: int = 16) -> str:
+    """About `width` words around the first query word (in the subject, else the body), each
+    word starting with a query word marked **like this**."""
+    if not words:
+        return ""
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
+    text = subject if pattern.search(subject) else body
+    tokens = text.split()
+    first = next((index for index, token in enumerate(tokens) if pattern.search(token)), 0)
+    start = max(0, first - width // 4)
+    passage = " ".join(pattern.sub(r"**\g<0>**", token) for token in tokens[start : start + width])
+    return ("…" if start else "") + passage + ("…" if start + width < len(tokens) else "")
