@@ -301,5 +301,5 @@ def test_the_check_costs_a_few_queries_whatever_the_recipients(call, team, setti
             send_tool.handler(conn, args)
         conn.set_trace_callback(None)
     # two to decide, one more (the pending requests) to word the refusal
-    assert len([s for s in statements if "FROM contacts" in s or "messages mine" in s]) == 3
+    assert len([s for s in statements if "FROM contacts" in s or "message_recipients own" in s]) == 3
     assert len([s for s in statements if "FROM file_reservations" in s]) == 1

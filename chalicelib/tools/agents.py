@@ -191,7 +191,7 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Register
     refuse_archived(project)
     if args.agent_name is None:
         return registered(db, project, _insert_agent(db, project, _unused_name(db, project), args))
-    refuse_human(project, db.execute("SELECT name, kind FROM agents WHERE id = ?", (agent_id(project["id"], args.name),)).fetchone())
+    refuse_human(project, db.execute("SELECT name, kind FROM agents WHERE id = ?", (agent_id(project["id"], args.agent_name),)).fetchone())
     updated = db.execute(
         "UPDATE agents SET program = ?, model = ?, task_description = ?, last_active_ts = ? WHERE id = ?",
         (args.program, args.model, args.task_description, clock.now(), agent_id(project["id"], args.agent_name)),
