@@ -43,7 +43,8 @@ class Session:
 def signing_key(settings: Settings) -> bytes:
     if settings.ui_session_secret:
         return hashlib.sha256(b"agent-mail-ui-session\0" + settings.ui_session_secret.encode()).digest()
-    tokens = sorted(token for token in settings.auth_bearer_tokens if token)
+    # Entries are plain tokens or scoped ones ({token, projects, role}): the secrets either way.
+    tokens = sorted(getattr(entry, "token", entry) for entry in settings.auth_bearer_tokens if entry)
     if auth.mode(settings) == "bearer" and tokens:
         return hmac.new(b"agent-mail-ui-session", "\0".join(tokens).encode(), hashlib.sha256).digest()
     return secrets.token_bytes(32)
