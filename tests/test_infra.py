@@ -18,7 +18,7 @@ from moto import mock_aws
 
 from chalicelib.config import Settings
 
-from .aws_events import MCP_HEADERS, URL_HOST, http_api_event, rest_api_event, tool_call
+from .aws_events import API_HOST, MCP_HEADERS, URL_HOST, http_api_event, rest_api_event, tool_call
 from .servers import ROOT
 
 CHALICE_CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
@@ -97,7 +97,7 @@ print(json.dumps({"rest": app.app(rest, None), "mcp": app.mcp_handler(mcp_event,
 """
     events = [rest_api_event("GET", "/api/list_projects"),
               http_api_event("POST", "/mcp", tool_call("list_projects", {}), MCP_HEADERS), rest_api_event("GET", "/")]
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/lambda.db", "MCP_ALLOWED_HOSTS": json.dumps([URL_HOST])}
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/lambda.db", "ALLOWED_HOSTS": json.dumps([URL_HOST, API_HOST])}
     result = subprocess.run([sys.executable, "-I", "-S", "-c", script, str(tmp_path / "task")], input=json.dumps(events),
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -129,11 +129,11 @@ def test_every_function_has_its_memory_and_timeout(template, stage, monkeypatch,
 
 @pytest.mark.parametrize("stage", sorted(CHALICE_CONFIG["stages"]))
 def test_stage_settings_are_valid(stage, monkeypatch):
-    """A value the app refuses (MCP_ALLOWED_HOSTS is a JSON list) would fail every cold start."""
+    """A value the app refuses (ALLOWED_HOSTS is a JSON list) would fail every cold start."""
     for name, value in CHALICE_CONFIG["stages"][stage]["environment_variables"].items():
         monkeypatch.setenv(name, value)
     settings = Settings(_env_file=None)
-    assert isinstance(settings.mcp_allowed_hosts, list)
+    assert isinstance(settings.allowed_hosts, list)
 
 
 def test_the_functions_read_only_keys_the_secret_has(template):
