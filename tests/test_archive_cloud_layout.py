@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 
+from chalicelib.store import db
 from chalicelib import invoke
 from chalicelib.archive import cloud
 
@@ -41,6 +42,8 @@ def test_the_worker_moves_a_remote_of_the_first_layout_to_per_second_folders(sqs
 def test_entries_of_a_second_project_with_the_same_slug_are_refused_per_item(sqs, settings, worker):  # noqa: F811
     for key in ("/home/me/shop", "/home/me/Shop"):
         invoke.call(TOOLS["ensure_project"], {"human_key": key}, settings)
+        with db.connection(settings) as conn, db.transaction(conn, write=True):  # one slug, as before slugs were unique
+            conn.execute("UPDATE projects SET slug = 'home-me-shop' WHERE human_key = ?", (key,))
         invoke.call(TOOLS["register_agent"], {"project_key": key, "program": key, "model": "m", "name": "BlueLake"}, settings)
     cloud.publish_all(settings)
     event = receive(sqs)

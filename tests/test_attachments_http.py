@@ -146,6 +146,6 @@ def test_an_oversize_upload_is_refused_while_streaming_and_leaves_nothing(server
     assert refused.status_code == 413 and "ATTACHMENT_MAX_BYTES" in refused.json()["error"]["hint"]
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:  # refused on its Content-Length, before any body
-        sock.sendall(f"PUT /api/attachments HTTP/1.1\r\nHost: {host}\r\nContent-Length: {MAX_BYTES + 1}\r\n\r\n".encode())
+        sock.sendall(f"PUT /api/attachments HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {MAX_BYTES + 1}\r\n\r\n".encode())
         assert sock.recv(1024).startswith(b"HTTP/1.1 413 ")
     assert sorted(p.name for p in store.rglob("*")) == before
