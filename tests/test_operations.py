@@ -150,7 +150,8 @@ def test_ready_fails_with_the_reason_and_recovers(tmp_path):
     database = tmp_path / "db.sqlite"
     with running_server(database, ARCHIVE_MAX_LAG_SECONDS="1", **FAST) as url:
         slug = setup_project(url)
-        assert ready(url) == (200, ready(url)[1]) and ready(url)[1]["problems"] == []
+        status, body = ready(url)
+        assert status == 200 and body["problems"] == []
         # A stuck archive: the worker frozen while mail arrives.
         worker = worker_pid(url)
         os.kill(worker, signal.SIGSTOP)
