@@ -166,6 +166,9 @@ class WebUI:
         response.headers.setdefault("Cache-Control", "no-store")
         if response.content_type.startswith("text/html"):
             response.headers["Content-Security-Policy"] = CSP
+            # Not no-referrer: under it a browser sends its forms with "Origin: null", which the
+            # DNS-rebinding check (security/rebinding.py) rightly refuses. Other sites still get none.
+            response.headers["Referrer-Policy"] = "same-origin"
         return response
 
     def run(self, name: str, **arguments):
