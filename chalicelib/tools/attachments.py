@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import orjson
 from pydantic import Field
 
-from ..attachments.intake import Attachment, Sha256, paths_allowed
+from ..attachments.intake import Attachment, Sha256
 from ..attachments.storage import storage
 from ..config import get_settings
 from ..errors import InvalidArgument, NotFound

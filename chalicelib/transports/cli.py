@@ -322,9 +322,9 @@ def rebuild(settings: Settings) -> None:
     click.echo(f"{total} entries written to {settings.archive_dir}")
 
 
-@archive.command(short_help="Move an archive of the first layout to per-second folders, and repack.")
+@archive.command(name="migrate", short_help="Move an archive of the first layout to per-second folders, and repack.")
 @click.pass_obj
-def migrate(settings: Settings) -> None:
+def archive_migrate(settings: Settings) -> None:
     """Move every message file of a flat month folder (layout 1) to its per-second folder, in
     one commit (the workers also do this when they start), then merge small packs."""
     from ..archive.gitrepo import GitArchive
