@@ -178,7 +178,8 @@ def test_ready_fails_with_the_reason_and_recovers(tmp_path):
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        assert ready(url)[0] == 200
+        status, body = ready(url)
+        assert status == 200, body
 
 
 def metrics(url: str, **headers) -> dict:
