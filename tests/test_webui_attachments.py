@@ -4,7 +4,6 @@ get_attachment with the session's credential. Through the real server and the Ch
 
 import base64
 import hashlib
-import importlib
 import io
 import json
 import re
@@ -13,14 +12,12 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-from chalice.test import Client
 from PIL import Image
 
 from chalicelib.attachments.storage import content_disposition
-from chalicelib.config import get_settings
 
-from .servers import ROOT, running_server
-from .test_attachments_s3 import bucket  # noqa: F401 (the moto bucket fixture)
+from .servers import running_server
+from .test_attachments_s3 import bucket, chalice  # noqa: F401 (moto's bucket, the Chalice app storing in it)
 
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script></svg>'
 HTML = b"<html><script>alert(1)</script></html>"
@@ -214,83 +211,38 @@ def test_with_authentication_a_session_reads_only_attachments_of_its_projects(tm
 
 
 @pytest.fixture
-def chalice_app(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/agent_mail.db")
-    monkeypatch.setenv("ATTACHMENTS_DIR", str(tmp_path / "attachments"))
-    monkeypatch.setenv("ARCHIVE_DIR", str(tmp_path / "archive"))
+def small_inline(monkeypatch):
+    """ATTACHMENT_INLINE_MAX_BYTES=INLINE_MAX for the Chalice app (asked for before `chalice`, which reads the settings)."""
     monkeypatch.setenv("ATTACHMENT_INLINE_MAX_BYTES", str(INLINE_MAX))
-    get_settings.cache_clear()
-    app = importlib.import_module("app").create_app(get_settings())
-    with Client(app, project_dir=str(ROOT)) as client:
-        http = client.http
-
-        def post(tool, **arguments):
-            response = http.post(f"/api/{tool}", headers={"Content-Type": "application/json"}, body=json.dumps(arguments))
-            assert response.status_code == 200, response.body
-            return json.loads(response.body)
-
-        post("ensure_project", human_key="/aws/files")
-        for name in ("BlueLake", "GreenCastle"):
-            post("register_agent", project_key="aws-files", program="p", model="m", name=name)
-            post("set_contact_policy", project_key="aws-files", agent_name=name, policy="open")
-        yield post, http
-    get_settings.cache_clear()
 
 
-def _chalice_headers(response) -> dict[str, str]:
+def _headers(response) -> dict[str, str]:
     return {name.lower(): value for name, value in response.headers.items()}
 
 
-def test_the_same_on_chalice(chalice_app):
-    post, http = chalice_app
-    post("send_message", project_key="aws-files", sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
-         thread_id="F", attachments=[*files()[:5], files()[7]])
-    page = http.get("/ui/thread?p=aws-files&t=F")
+def test_the_same_on_chalice_with_s3(small_inline, chalice, bucket):
+    import requests
+
+    post, http = chalice
+    big = b"y" * (INLINE_MAX + 1)
+    status, _ = post("send_message", project_key="aws-demo", sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                     thread_id="F", attachments=[*files()[:5], files()[7], {"name": "big.log", "content_base64": b64(big)}])
+    assert status == 200
+    page = http.get("/ui/thread?p=aws-demo&t=F")
     assert page.status_code == 200
     shown = links(page.body.decode())
     assert {name for name, item in shown.items() if item["img"]} == {"shot.png", "pic.webp"}
     accept = {"Accept": "image/avif,image/webp,*/*;q=0.8"}  # what a browser sends for an image
     image = http.get(shown["shot.png"]["img"], headers=accept)
     assert image.status_code == 200 and image.body == png()
-    check_download(_chalice_headers(image), "shot.png", inline=True, media_type="image/png")
+    check_download(_headers(image), "shot.png", inline=True, media_type="image/png")
     for name, content in (("notes.txt", TEXT), ("evil.svg", SVG), ("page.html", HTML), (HOSTILE[0], HOSTILE[0].encode())):
         answer = http.get(shown[name]["href"], headers={"Accept": "*/*"})
         assert answer.status_code == 200 and answer.body == content, name
-        check_download(_chalice_headers(answer), name, inline=False)
+        check_download(_headers(answer), name, inline=False)
     assert http.get(shown["notes.txt"]["href"].replace("a=BlueLake", "a=Nobody"), headers={"Accept": "*/*"}).status_code == 404
-
-
-def test_on_aws_a_file_too_large_for_a_lambda_answer_redirects_to_s3(bucket, tmp_path, monkeypatch):
-    import requests
-
-    monkeypatch.setenv("ATTACHMENTS_BUCKET", bucket)
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/agent_mail.db")
-    monkeypatch.setenv("ARCHIVE_DIR", str(tmp_path / "archive"))
-    monkeypatch.setenv("ATTACHMENT_INLINE_MAX_BYTES", "1000")
-    get_settings.cache_clear()
-    try:
-        app = importlib.import_module("app").create_app(get_settings())
-        with Client(app, project_dir=str(ROOT)) as client:
-            http = client.http
-
-            def post(tool, **arguments):
-                response = http.post(f"/api/{tool}", headers={"Content-Type": "application/json"}, body=json.dumps(arguments))
-                assert response.status_code == 200, response.body
-                return json.loads(response.body)
-
-            post("ensure_project", human_key="/aws/big")
-            post("register_agent", project_key="aws-big", program="p", model="m", name="BlueLake")
-            log, small = b"y" * 5000, b"small"
-            post("send_message", project_key="aws-big", sender_name="BlueLake", to=["BlueLake"], subject="s", body_md="b",
-                 thread_id="B", attachments=[{"name": "big.log", "content_base64": b64(log)},
-                                             {"name": "small.txt", "content_base64": b64(small)}])
-            shown = links(http.get("/ui/thread?p=aws-big&t=B").body.decode())
-            redirect = http.get(shown["big.log"]["href"], headers={"Accept": "*/*"})
-            assert redirect.status_code == 302 and redirect.headers["Location"].startswith(f"https://{bucket}.s3")
-            fetched = requests.get(redirect.headers["Location"])
-            assert fetched.content == log and fetched.headers["Content-Disposition"].startswith("attachment;")
-            direct = http.get(shown["small.txt"]["href"], headers={"Accept": "*/*"})  # small: from the Lambda itself
-            assert direct.status_code == 200 and direct.body == small
-    finally:
-        get_settings.cache_clear()
-
+    # Too large for a Lambda's answer: the short-lived S3 link, itself an attachment.
+    redirect = http.get(shown["big.log"]["href"], headers={"Accept": "*/*"})
+    assert redirect.status_code == 302 and redirect.headers["Location"].startswith(f"https://{bucket}.s3")
+    fetched = requests.get(redirect.headers["Location"])
+    assert fetched.content == big and fetched.headers["Content-Disposition"].startswith("attachment;")
