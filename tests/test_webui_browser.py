@@ -107,6 +107,11 @@ def test_person_reads_the_thread_and_answers_as_overseer_and_the_agent_gets_it_o
     assert open(download.value.path(), "rb").read() == LOG
     first.locator(".attachments").scroll_into_view_if_needed()
     screenshot(page, "thread-attachments")
+    with page.context.expect_page() as opened:  # a click opens the image whole, under its sandbox CSP
+        shot.click()
+    opened.value.wait_for_load_state()
+    assert opened.value.evaluate("document.images[0].naturalWidth") == 360
+    opened.value.close()
     page.evaluate("window.scrollTo(0, 0)")
     screenshot(page, "thread")
 
