@@ -10,7 +10,6 @@ import sqlite3
 from typing import Annotated
 
 import orjson
-
 from pydantic import Field
 
 from .. import clock
