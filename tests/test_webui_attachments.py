@@ -4,6 +4,7 @@ get_attachment with the session's credential. Through the real server and the Ch
 
 import base64
 import hashlib
+import importlib
 import io
 import json
 import re
@@ -12,9 +13,14 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+import requests
+from chalice.test import Client
 from PIL import Image
 
+from chalicelib import invoke
 from chalicelib.attachments.storage import content_disposition
+from chalicelib.config import get_settings
+from chalicelib.tools import tools_by_name
 
 from .servers import running_server
 from .test_attachments_s3 import bucket, chalice  # noqa: F401 (moto's bucket, the Chalice app storing in it)
@@ -221,8 +227,6 @@ def _headers(response) -> dict[str, str]:
 
 
 def test_the_same_on_chalice_with_s3(small_inline, chalice, bucket):
-    import requests
-
     post, http = chalice
     big = b"y" * (INLINE_MAX + 1)
     status, _ = post("send_message", project_key="aws-demo", sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
@@ -246,3 +250,25 @@ def test_the_same_on_chalice_with_s3(small_inline, chalice, bucket):
     assert redirect.status_code == 302 and redirect.headers["Location"].startswith(f"https://{bucket}.s3")
     fetched = requests.get(redirect.headers["Location"])
     assert fetched.content == big and fetched.headers["Content-Disposition"].startswith("attachment;")
+
+
+def test_chalice_with_local_storage_serves_a_large_file_whole(tmp_path, monkeypatch):
+    """A trial deployment keeps attachments in the Lambda's /tmp: no S3 link, the file itself."""
+    for name, value in (("DATABASE_URL", f"sqlite:///{tmp_path}/a.db"), ("ATTACHMENTS_DIR", str(tmp_path / "files")),
+                        ("ARCHIVE_ENABLED", "false"), ("ATTACHMENT_INLINE_MAX_BYTES", "1000")):
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        settings, tools, log = get_settings(), tools_by_name(), b"z" * 5000
+        app = importlib.import_module("app").create_app(settings)
+        invoke.call(tools["ensure_project"], {"human_key": "/trial"}, settings)
+        invoke.call(tools["register_agent"], {"project_key": "trial", "program": "p", "model": "m", "name": "BlueLake"}, settings)
+        sent = invoke.call(tools["send_message"], {"project_key": "trial", "sender_name": "BlueLake", "to": ["BlueLake"],
+                                                   "subject": "s", "body_md": "b", "attachments": [
+                                                       {"name": "big.log", "content_base64": b64(log)}]}, settings).message
+        with Client(app) as client:
+            answer = client.http.get(f"/ui/attachment?p=trial&m={sent.id}&a=BlueLake&s={sha(log)}", headers={"Accept": "*/*"})
+        assert answer.status_code == 200 and answer.body == log
+        check_download(_headers(answer), "big.log", inline=False)
+    finally:
+        get_settings.cache_clear()
