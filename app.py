@@ -206,7 +206,7 @@ def create_app(settings: Settings) -> Chalice:
 
 
 WEB_PATHS = ("/", "/ui", "/ui/projects", "/ui/project", "/ui/agent", "/ui/thread", "/ui/search", "/ui/compose",
-             "/ui/act", "/ui/digest", "/ui/login", "/ui/logout", "/ui/live", "/ui/static/{name}")
+             "/ui/act", "/ui/digest", "/ui/login", "/ui/logout", "/ui/live", "/ui/attachment", "/ui/static/{name}")
 
 
 def web_path(path: str) -> bool:
@@ -233,7 +233,10 @@ def add_web_routes(app: Chalice, settings: Settings) -> None:
             request.method, path, query, request.raw_body or b"", auth.lower_headers(request.headers),
             root=root, tls=(request.headers.get("x-forwarded-proto") or "").lower() == "https",
         ))
-        return Response(answer.body.decode(), status_code=answer.status, headers={"Content-Type": answer.content_type, **answer.headers})
+        body = answer.file.read_bytes() if answer.file is not None else answer.body  # a file: a trial's local storage
+        if answer.content_type.startswith(("text/", "application/json")):
+            body = body.decode()  # Lambda's proxy integration wants text; bytes (an attachment) go base64-encoded
+        return Response(body, status_code=answer.status, headers={"Content-Type": answer.content_type, **answer.headers})
 
     for path in WEB_PATHS:
         methods = ["GET", "POST"] if path in web_http.FORMS else ["GET"]

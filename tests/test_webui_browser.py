@@ -1,6 +1,8 @@
 """The web UI in a real browser (Debian's Chromium) against the real server: two agents talk
 over MCP, a person reads and answers in the UI, and the agent gets the answer over MCP."""
 
+import base64
+import io
 import time
 
 import httpx
@@ -10,6 +12,24 @@ from .browser import chromium, mcp, screenshot
 from .servers import running_server
 
 P = "home-me-shop"
+LOG = b"FAILED tests/test_cart.py::test_total - assert 41.9 == 42.0\n1 failed, 120 passed in 3.2s\n"
+
+
+def _screenshot() -> str:
+    """A small PNG "screenshot" of a cart (attached to the first message), base64-encoded."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (360, 200), "#f4f6fb")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, 360, 36), fill="#2f5bd3")
+    draw.text((12, 12), "Cart", fill="white")
+    for row, (item, price) in enumerate((("Coffee beans", "12.90"), ("Grinder", "29.00"), ("Total", "41.90 (expected 42.00)"))):
+        draw.text((16, 56 + 40 * row), item, fill="#1d1f23")
+        draw.text((180, 56 + 40 * row), price, fill="#b42318" if item == "Total" else "#1d1f23")
+        draw.line((12, 80 + 40 * row, 348, 80 + 40 * row), fill="#e4e4e1")
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return base64.b64encode(out.getvalue()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +46,9 @@ def url(tmp_path_factory):
             ("send_message", {"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"], "thread_id": "CART-12",
                               "subject": "CART-12: new cart API", "ack_required": True, "importance": "high",
                               "body_md": "## Plan\n\n- [ ] move `Cart.total()` to the service\n- decided: keep v1 routes\n\n"
-                                         "| endpoint | status |\n|---|---|\n| `/cart` | done |\n\n```python\nprint('hi')\n```"}),
+                                         "| endpoint | status |\n|---|---|\n| `/cart` | done |\n\n```python\nprint('hi')\n```",
+                              "attachments": [{"name": "cart.png", "content_base64": _screenshot()},
+                                              {"name": "pytest.log", "content_base64": base64.b64encode(LOG).decode()}]}),
             ("file_reservation_paths", {"project_key": P, "agent_name": "GreenCastle", "paths": ["src/cart/**"],
                                         "reason": "CART-12"}),
             ("acquire_build_slot", {"project_key": P, "agent_name": "BlueLake", "slot": "frontend-build"}),
@@ -58,7 +80,7 @@ def page(browser):
 def test_person_reads_the_thread_and_answers_as_overseer_and_the_agent_gets_it_over_mcp(url, page):
     page.goto(url + "/")
     row = page.locator("ol.mail li", has_text="CART-12: new cart API").last  # the reply ("Re: …") is newer
-    assert "high" in row.inner_text() and "ack ×1" in row.inner_text()
+    assert "high" in row.inner_text() and "ack ×1" in row.inner_text() and "2 files" in row.inner_text()
     screenshot(page, "inbox")
     row.locator("a").click()
     page.wait_for_selector("article.msg")
@@ -73,6 +95,23 @@ def test_person_reads_the_thread_and_answers_as_overseer_and_the_agent_gets_it_o
     assert link.get_attribute("rel") == "noopener noreferrer"
     assert "decided: keep v1 routes" in page.locator("details.digest").inner_text()
     assert "Cart.total()" in page.locator("details.digest").inner_text()  # an action item
+    shot = first.locator(".attachments img")  # the PNG, shown inline (stored as WebP); the log, a download
+    shot.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=shot.element_handle())
+    assert shot.get_attribute("alt") == "cart.webp" and first.locator(".attachments img").count() == 1
+    log = first.locator(".attachments a.file", has_text="pytest.log")
+    assert log.get_attribute("download") is not None and "text/plain" in first.locator(".attachments").inner_text()
+    with page.expect_download() as download:
+        log.click()
+    assert download.value.suggested_filename == "pytest.log"
+    assert open(download.value.path(), "rb").read() == LOG
+    first.locator(".attachments").scroll_into_view_if_needed()
+    screenshot(page, "thread-attachments")
+    with page.context.expect_page() as opened:  # a click opens the image whole, under its sandbox CSP
+        shot.click()
+    opened.value.wait_for_load_state()
+    assert opened.value.evaluate("document.images[0].naturalWidth") == 360
+    opened.value.close()
     page.evaluate("window.scrollTo(0, 0)")
     screenshot(page, "thread")
 

@@ -3,6 +3,7 @@ descriptions, project keys, thread ids, search and URL parameters), replayed in 
 no payload runs, no dangerous link or remote image is left, and the CSP never had to step in
 (a CSP report would mean markup got through the escaping)."""
 
+import base64
 from urllib.parse import quote
 
 import httpx
@@ -12,6 +13,7 @@ from .browser import chromium
 from .servers import running_server
 
 X = "window.__xss=1"
+ACTIVE = f"<svg xmlns='http://www.w3.org/2000/svg' onload='{X}'><script>{X}</script></svg>".encode()  # attachments' content
 PAYLOADS = [
     f"<script>{X}</script>",
     f"<SCRIPT SRC=//evil.example/x.js></SCRIPT>",
@@ -95,6 +97,15 @@ def site(tmp_path_factory):
             if i % 5 == 0:
                 threads.append(sent["message"]["thread_id"])
         call("file_reservation_paths", project_key=slug, agent_name="BlueLake", paths=["src/x"], reason=PAYLOADS[2])
+        # Attachments named with every payload a file name can carry, typed as what a browser
+        # would run (HTML, SVG), and an "image/png" that is really SVG.
+        names = [p for p in PAYLOADS if not any(c in p for c in "/\\\n") and p not in (".", "..")]
+        types = ["text/html", "image/svg+xml", "image/png", "text/plain"]
+        files = [{"name": name, "media_type": types[i % 4], "content_base64": base64.b64encode(ACTIVE + bytes([i])).decode()}
+                 for i, name in enumerate(names)]
+        for start in range(0, len(files), 20):
+            call("send_message", project_key=slug, sender_name="BlueLake", to=["GreenCastle"], subject=PAYLOADS[2],
+                 body_md="files", thread_id="files", attachments=files[start:start + 20])
         yield url, slug, threads
 
 
@@ -107,7 +118,7 @@ def test_no_payload_runs_anywhere(site):
     p = quote(slug)
     pages = [
         "/", "/ui/projects", f"/ui/project?p={p}", f"/ui/agent?p={p}&a=BlueLake", f"/ui/agent?p={p}&a=GreenCastle",
-        f"/ui/thread?p={p}&t=bodies",
+        f"/ui/thread?p={p}&t=bodies", f"/ui/thread?p={p}&t=files",
         *[f"/ui/thread?p={p}&t={quote(t)}" for t in threads],
         f"/ui/search?p={p}&q=script", f"/ui/search?q={quote(PAYLOADS[2])}&sender={quote(PAYLOADS[31])}",
         f"/ui/project?p={quote(PAYLOADS[0])}", f"/ui/thread?p={p}&t={quote(PAYLOADS[32])}",
@@ -142,9 +153,25 @@ def test_no_payload_runs_anywhere(site):
                 ".filter(a => a.name.startsWith('on')).map(a => e.tagName + ' ' + a.name))"
             )
             assert handlers == [], path
-            assert page.locator("main img, main iframe, main object, main embed, main svg, main style, main script").count() == 0, path
+            assert page.locator("main img:not(.attachments img), main iframe, main object, main embed, main svg, main style,"
+                                " main script").count() == 0, path
+            images = page.evaluate("Array.from(document.querySelectorAll('main img')).map(i => i.getAttribute('src'))")
+            assert all(src.startswith("/ui/attachment?") for src in images), path  # attachments only: never SVG or HTML
         thread = page.goto(f"{url}/ui/thread?p={p}&t=bodies")
         assert thread.ok and page.locator("article.msg").count() >= 40
         assert page.locator("article.msg", has_text="<img src=x onerror=window.__xss=1>").count() >= 1  # shown as text
+        page.goto(f"{url}/ui/thread?p={p}&t=files")
+        assert page.locator(".attachments a.file", has_text="<img src=x onerror=window.__xss=1>").count() >= 1
+        inline = page.evaluate("Array.from(document.querySelectorAll('.attachments img')).map(i => [i.alt, i.naturalWidth])")
+        assert inline and all(width == 0 for _, width in inline)  # the "image/png" that is SVG: never rendered
+        for href in page.evaluate("Array.from(document.querySelectorAll('.attachments a')).map(a => a.href)"):
+            answer = httpx.get(href)
+            assert answer.headers["x-content-type-options"] == "nosniff", href
+            assert answer.headers["content-security-policy"].startswith("sandbox;"), href
+            assert answer.headers["content-type"] in ("image/png", "application/octet-stream"), href
+            if answer.headers["content-type"] == "image/png":
+                assert answer.headers["content-disposition"].startswith("inline;") and "download=1" not in href
+            else:
+                assert answer.headers["content-disposition"].startswith("attachment;"), href
         context.close()
     assert dialogs == [] and remote == [] and problems == []

@@ -24,10 +24,11 @@ def check_sha256(sha256: str) -> str:
     return sha256
 
 
-def content_disposition(name: str) -> str:
-    """`attachment` (never inline), with the name for any browser (RFC 6266)."""
+def content_disposition(name: str, disposition: str = "attachment") -> str:
+    """`attachment` (or `inline`: the web UI's raster images), with the name for any browser
+    (RFC 6266): an ASCII fallback without quotes or control characters, and `filename*`."""
     ascii_name = re.sub(r'[^A-Za-z0-9._ -]', "_", name) or "attachment"
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+    return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 class TooLarge(Exception):

@@ -9,6 +9,7 @@ the newest mail across projects, the view the web UI (chalicelib/web/) opens on.
 import sqlite3
 from typing import Annotated
 
+import orjson
 from pydantic import Field
 
 from .. import clock
@@ -117,6 +118,7 @@ class InboxEntry(Output):
     created_ts: str
     unread: int = Field(description="Recipients who have not read it yet.")
     ack_pending: int = Field(description="Recipients who have not acknowledged it (when it asks for acks).")
+    attachment_count: int = Field(0, description="How many files it carries (get_message lists them).")
 
 
 class UnifiedInbox(Output):
@@ -140,7 +142,7 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
         params.append(args.before_id)
     rows = db.execute(
         "SELECT m.id, p.slug, m.thread_id, m.subject, substr(m.body_md, 1, 160) AS excerpt, s.name, s.kind,"
-        " m.importance, m.ack_required, m.created_ts"
+        " m.importance, m.ack_required, m.created_ts, m.attachments"
         " FROM messages m JOIN agents s ON s.id = m.sender_id JOIN projects p ON p.id = m.project_id"
         + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY m.id DESC LIMIT ?",
         [*params, args.limit],
@@ -158,13 +160,13 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
             )
         }
     entries = []
-    for mid, slug, thread_id, subject, excerpt, sender, kind, importance, ack_required, created_ts in rows:
+    for mid, slug, thread_id, subject, excerpt, sender, kind, importance, ack_required, created_ts, attached in rows:
         unread, unacked = counts.get(mid, (0, 0))
         entries.append(InboxEntry(
             id=mid, project=slug, thread_id=thread_id, subject=subject, excerpt=excerpt, sender=sender,
             sender_kind=kind, to=recipients[mid]["to"], cc=recipients[mid]["cc"], importance=importance,
             ack_required=bool(ack_required), created_ts=created_ts, unread=unread,
-            ack_pending=unacked if ack_required else 0,
+            ack_pending=unacked if ack_required else 0, attachment_count=len(orjson.loads(attached)) if attached else 0,
         ))
     full = len(rows) == args.limit
     return UnifiedInbox(messages=entries, next_before_id=ids[-1] if full else None)

@@ -312,6 +312,10 @@ class Front:
         request = web_http.request(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"), body,
                               headers, root=scope.get("root_path", ""), tls=scope.get("scheme") == "https")
         response = await asyncio.to_thread(self.web.handle, request)  # pages call tools synchronously
+        if response.file is not None:  # a large attachment: streamed from disk
+            head = [(b"content-type", response.content_type.encode()), *_raw(response.headers)]
+            await attachment_routes.send_file(send, response.status, head, response.file)
+            return
         raw = [(b"content-type", response.content_type.encode()), (b"content-length", str(len(response.body)).encode())]
         await send({"type": "http.response.start", "status": response.status, "headers": raw + _raw(response.headers)})
         await send({"type": "http.response.body", "body": response.body})

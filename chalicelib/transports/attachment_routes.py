@@ -13,6 +13,7 @@ would run (HTML, SVG, scripts: application/octet-stream), with `nosniff` (Front 
 """
 
 import asyncio
+import os
 from urllib.parse import parse_qsl
 
 import orjson
@@ -83,12 +84,18 @@ async def download(scope, receive, send, settings: Settings) -> None:
         return
     headers = [
         (b"content-type", served_type(found.media_type).encode()),
-        (b"content-length", str(found.size).encode()),
         (b"content-disposition", content_disposition(found.name).encode()),
         (b"cache-control", b"private, max-age=3600, immutable"),  # content-addressed: never changes
     ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    with open(where.path(sha256), "rb") as file:
+    await send_file(send, 200, headers, where.path(sha256))
+
+
+async def send_file(send, status: int, headers: list[tuple[bytes, bytes]], path) -> None:
+    """A response whose body is a file (with its Content-Length), read off the event loop a
+    MiB at a time. Also the web UI's large attachments (asgi.py)."""
+    with open(path, "rb") as file:
+        length = (b"content-length", str(os.fstat(file.fileno()).st_size).encode())
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
         while chunk := await asyncio.to_thread(file.read, 1024 * 1024):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})

@@ -3,6 +3,7 @@ the Chalice app (app.py) serve the same pages, each adapting its framework's req
 
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 # Every HTML page: our own scripts and styles only, nothing inline, no remote images, forms only
@@ -32,6 +33,7 @@ class Response:
     body: bytes
     content_type: str = "text/html; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
+    file: Path | None = None  # the body is this file's content instead (a large attachment: streamed)
 
 
 def pairs(text: str) -> dict[str, str]:

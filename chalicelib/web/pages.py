@@ -27,7 +27,7 @@ from ..config import Settings
 from ..errors import NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
 from ..tools.overseer import OVERSEER
-from . import markdown
+from . import downloads, markdown
 from .http import CSP, Request, Response
 from .session import Session, Sessions
 
@@ -73,6 +73,13 @@ def _short_time(ts: str | None) -> str:
     return f"{ts[5:10]} {ts[11:16]}" if ts and len(ts) >= 16 else (ts or "")
 
 
+def _size(size: int) -> str:
+    """1536 -> 1.5 KB."""
+    if size < 1024:
+        return f"{size} bytes"
+    return f"{size / 1024:.1f} KB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MB"
+
+
 def _snippet(text: str) -> Markup:
     """search_messages marks hits with **…**: escape everything, then mark the hits."""
     parts = str(escape(text)).split("**")
@@ -84,6 +91,7 @@ class WebUI:
         "/": "inbox", "/ui": "inbox", "/ui/": "inbox", "/ui/projects": "projects", "/ui/project": "project",
         "/ui/agent": "agent", "/ui/thread": "thread", "/ui/search": "search", "/ui/compose": "compose",
         "/ui/act": "act", "/ui/digest": "digest", "/ui/login": "login", "/ui/logout": "logout", "/ui/live": "live", "/docs": "docs",
+        "/ui/attachment": "attachment",
     }
 
     def __init__(self, settings: Settings) -> None:
@@ -94,8 +102,10 @@ class WebUI:
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True, default_for_string=True),
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
-        self.env.filters.update(short_time=_short_time, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain)
-        self.env.globals.update(assets=self.assets, article=self.article)
+        self.env.filters.update(short_time=_short_time, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
+                                size=_size)
+        self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url,
+                                shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
         # A thread's messages never change, and live refresh re-renders whole threads: each
         # message's HTML is kept (a cache, safe to lose).
         self._articles: dict[tuple, Markup] = {}
@@ -389,6 +399,14 @@ class WebUI:
     def live_url(self, request: Request, project: str | None = None, thread_id: str | None = None) -> str:
         query = {k: v for k, v in (("p", project), ("t", thread_id)) if v}
         return request.root + "/ui/live" + ("?" + urlencode(query) if query else "")
+
+    def attachment(self, request: Request, session: Session) -> Response:
+        """An attachment's bytes (chalicelib/web/downloads.py), read through get_attachment as the
+        signed-in person: a message outside their credential's projects is refused like any page."""
+        query = request.query
+        found = self.run("get_attachment", project_key=query.get("p", ""), agent_name=query.get("a", ""),
+                         message_id=query.get("m", ""), sha256=query.get("s", ""))
+        return downloads.respond(found, self.settings, download=query.get("download") == "1")
 
     def docs(self, request: Request, session: Session) -> Response:
         return self.page(request, session, "docs.html")

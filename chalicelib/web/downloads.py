@@ -1,0 +1,49 @@
+"""An attachment's bytes in the web UI (GET /ui/attachment): what get_attachment answered,
+served so that a browser never runs it.
+
+Raster images (PNG, JPEG, GIF, WebP) small enough to come back inline are shown in the page
+(`Content-Disposition: inline`, their own type); everything else, SVG and HTML above all, is
+`application/octet-stream` with `Content-Disposition: attachment`. Every answer has `nosniff`
+and a sandboxing CSP, so that even opened on its own nothing in it runs or loads.
+"""
+
+import base64
+from pathlib import Path
+from urllib.parse import urlencode
+
+from ..attachments.storage import LocalStorage, content_disposition, storage
+from .http import Response
+
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})  # never SVG: it runs scripts
+CSP = "sandbox; default-src 'none'; frame-ancestors 'none'"
+CACHE = "private, max-age=3600"  # content-addressed, so it never changes; only this browser keeps it
+
+
+def shows_inline(attachment, settings) -> bool:
+    """Whether the page shows it as an image: a raster type, and small enough that get_attachment
+    returns it (a larger one is a link: on AWS it comes from S3, which the page's CSP does not load)."""
+    return attachment.media_type in INLINE_TYPES and attachment.size <= settings.attachment_inline_max_bytes
+
+
+def url(root: str, message, attachment, download: bool = False) -> str:
+    """The UI's link to one attachment, read as the message's sender (who may always read it)."""
+    query = {"p": message.project, "m": message.id, "a": message.sender, "s": attachment.sha256}
+    return f"{root}/ui/attachment?{urlencode(query | ({'download': '1'} if download else {}))}"
+
+
+def respond(found, settings, download: bool) -> Response:
+    """get_attachment's answer as the HTTP response to the browser."""
+    inline = not download and found.media_type in INLINE_TYPES
+    headers = {
+        "Content-Disposition": content_disposition(found.name, "inline" if inline else "attachment"),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": CSP,
+        "Cache-Control": CACHE,
+    }
+    content_type = found.media_type if inline else "application/octet-stream"
+    if found.content_base64 is not None:
+        return Response(200, base64.b64decode(found.content_base64), content_type, headers)
+    where = storage(settings)
+    if not isinstance(where, LocalStorage):  # larger than a Lambda answer: the short-lived S3 link
+        return Response(302, b"", "text/plain", {"Location": found.url, "Cache-Control": "no-store"})
+    return Response(200, b"", content_type, headers, file=Path(where.path(found.sha256)))
