@@ -95,6 +95,15 @@ def test_a_killed_worker_is_restarted_and_the_backlog_drains(tmp_path):
         assert not alive(first)
         status = wait_for(lambda: (s := archive_status(url))["pending"] == 0 and s, what=lambda: f"the backlog to drain: {archive_status(url)}")
         assert status["worker"]["restarts"] >= 1 and status["last_commit"]
+        # Git's work on idle CPU only, the database written at normal priority: a transaction
+        # starved of CPU would hold SQLite's write lock from the server's requests.
+        policies = thread_policies(second)
+        assert policies[second] == os.SCHED_OTHER and os.SCHED_IDLE in policies.values(), policies
+
+
+def thread_policies(pid: int) -> dict[int, int]:
+    """{thread id: scheduling policy} of a process's threads (Linux sets policies per thread)."""
+    return {int(tid): os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
 
 
 def test_a_killed_server_leaves_no_worker_behind(tmp_path):

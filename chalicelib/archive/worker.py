@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from pathlib import Path
 
@@ -29,20 +30,26 @@ from .migrate import migrate_layout
 log = logging.getLogger(__name__)
 
 
-def drain_once(settings: Settings, archive: GitArchive, limit: int | None = None) -> int:
-    """Archive up to `limit` pending rows; the number now done (failed ones stay pending)."""
+def here(function, *args):
+    """Run git's work on the calling thread (drain_once's default; the worker passes its idle thread)."""
+    return function(*args)
+
+
+def drain_once(settings: Settings, archive: GitArchive, limit: int | None = None, git=here) -> int:
+    """Archive up to `limit` pending rows; the number now done (failed ones stay pending).
+    The commits are made by `git(function, *args)`; the database is written on this thread."""
     with connection(settings) as conn:
         rows = outbox.take(conn, limit or settings.archive_batch_size)
     if not rows:
         return 0
     fresh = [row for row in rows if not row["attempts"]]
-    outcomes = [apply_one(archive, row) for row in rows if row["attempts"]]  # failed before: alone
+    outcomes = [git(apply_one, archive, row) for row in rows if row["attempts"]]  # failed before: alone
     try:
-        commits = archive.apply([json.loads(row["payload"]) for row in fresh])
+        commits = git(archive.apply, [json.loads(row["payload"]) for row in fresh])
         outcomes += [(row, commits.get(row["project"]) or head_id(archive), None) for row in fresh]
     except Exception:
         log.warning("archive batch of %d failed; retrying entry by entry", len(fresh), exc_info=True)
-        outcomes += [apply_one(archive, row) for row in fresh]
+        outcomes += [git(apply_one, archive, row) for row in fresh]
     archived: dict[str | None, list[int]] = {}  # commit -> its rows
     for row, commit, error in outcomes:
         if error is None:
@@ -104,17 +111,18 @@ def work(settings: Settings, stopping: threading.Event, on_idle=None) -> None:
 def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
     pruned_at = beat_at = float("-inf")
     started, restarts, error = clock.now(), int(os.environ.get(RESTARTS_ENV, 0)), None
-    with GitArchive.local(settings) as archive:
-        migrate_layout(archive)
+    with GitArchive.local(settings) as archive, ThreadPoolExecutor(1, initializer=lowest_priority) as idle_cpu:
+        git = lambda function, *args: idle_cpu.submit(function, *args).result()  # noqa: E731
+        git(migrate_layout, archive)
         while not stopping.is_set() and not parent_gone():
             try:
                 if time.monotonic() - beat_at >= settings.archive_heartbeat_seconds:
                     with connection(settings) as conn, transaction(conn, write=True):
                         heartbeats.beat(conn, heartbeats.ARCHIVE_WORKER, os.getpid(), started, restarts, error)
                     beat_at = time.monotonic()
-                done = drain_once(settings, archive)
+                done = drain_once(settings, archive, git=git)
                 idle = done < settings.archive_batch_size
-                archive.maintain_if_due()
+                git(archive.maintain_if_due)
                 if idle and time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
                     prune(settings)
                     pruned_at = time.monotonic()
@@ -137,15 +145,16 @@ class LocalWorker:
     """The local server's archive worker: a supervised child process running `archive work`
     (restarted when it dies, ended with the server, even by kill -9; chalicelib/ops/supervisor.py).
     A process, not a thread: writing git objects is CPU work, and inside the server it would
-    take the GIL from the requests (send_message p99 went from 25 to over 100 ms under load)."""
+    take the GIL from the requests (send_message p99 went from 25 to over 100 ms under load).
+    Its git work runs on idle CPU only (`lowest_priority`, one thread); its database writes do
+    not, since a transaction starved of CPU would hold SQLite's write lock from the server."""
 
     def __init__(self, settings: Settings) -> None:
         environment = settings_environment(settings)
         if settings.turso_sync_url:  # a replica file serves one process: the worker gets its own
             path = settings.database_path
             environment["DATABASE_URL"] = f"sqlite:///{path.with_name(f'{path.stem}.archive-worker{path.suffix}')}"
-        self.child = Supervised("archive worker", [sys.executable, "-m", "chalicelib", "archive", "work"], environment,
-                                preexec=lowest_priority)
+        self.child = Supervised("archive worker", [sys.executable, "-m", "chalicelib", "archive", "work"], environment)
 
     def start(self) -> None:
         self.child.start()
@@ -159,8 +168,9 @@ class LocalWorker:
 
 
 def lowest_priority() -> None:
-    """Run only on otherwise idle CPU (SCHED_IDLE; nice 19 where that is refused): under load
-    the archive falls behind and catches up afterwards, instead of taking CPU from requests."""
+    """The calling thread runs only on otherwise idle CPU (SCHED_IDLE; nice 19 where that is
+    refused; Linux sets both per thread): under load the archive falls behind and catches up
+    afterwards, instead of taking CPU from requests."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
