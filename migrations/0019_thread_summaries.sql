@@ -32,8 +32,7 @@ CREATE TABLE thread_participants (
 CREATE INDEX thread_participants_by_thread ON thread_participants (project_id, thread_id, viewer_id);
 
 -- The mail stored before this migration (writer -1: written once, here). Ids are negative, so
--- never a stable_id, and the same on every replica that runs this: -1 - (a message id XOR the
--- viewer's id [XOR half the participant's id]), unique as stable_id is.
+-- never a stable_id, and numbered in key order: the same rows on every replica that runs this.
 -- Who sees a message (its sender and every recipient, any kind; viewer 0: everyone), and who
 -- appears in it at which rank (the sender once, even if also a recipient).
 INSERT INTO thread_summaries (id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id)
@@ -42,7 +41,7 @@ WITH seen AS (
     JOIN (SELECT id AS message_id, 0 AS viewer_id FROM messages UNION SELECT id, sender_id FROM messages
           UNION SELECT message_id, agent_id FROM message_recipients) v ON v.message_id = m.id
 )
-SELECT -1 - ((min(message_id) | viewer_id) - (min(message_id) & viewer_id)), project_id, thread_id, viewer_id, -1,
+SELECT -row_number() OVER (ORDER BY project_id, thread_id, viewer_id), project_id, thread_id, viewer_id, -1,
        count(*), min(message_id), max(message_id)
 FROM seen GROUP BY project_id, thread_id, viewer_id;
 
@@ -60,11 +59,10 @@ appears AS (
     GROUP BY message_id, agent_id
 ),
 firsts AS (
-    SELECT s.project_id, s.thread_id, s.viewer_id, a.agent_id, min(s.message_id) AS first_id,
-           (min(s.message_id) | s.viewer_id) - (min(s.message_id) & s.viewer_id) AS mixed
+    SELECT s.project_id, s.thread_id, s.viewer_id, a.agent_id, min(s.message_id) AS first_id
     FROM seen s JOIN appears a ON a.message_id = s.message_id
     GROUP BY s.project_id, s.thread_id, s.viewer_id, a.agent_id
 )
-SELECT -1 - (f.mixed | (f.agent_id / 2)) + (f.mixed & (f.agent_id / 2)),
+SELECT -row_number() OVER (ORDER BY f.project_id, f.thread_id, f.viewer_id, f.agent_id),
        f.project_id, f.thread_id, f.viewer_id, f.agent_id, -1, f.first_id, a.rank
 FROM firsts f JOIN appears a ON a.message_id = f.first_id AND a.agent_id = f.agent_id;

@@ -4,6 +4,7 @@ agent's own mail, after sends, replies, cc/bcc, mail across projects, notices, a
 retention purge, and on a database made before migration 0019 and migrated forward."""
 
 import json
+import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -157,3 +158,20 @@ def test_a_database_restored_from_the_archive_lists_the_same_threads(tmp_path):
     for project_key, names in AGENTS.items():
         for agent_name in (None, *names):
             assert listed(restored, project_key, agent_name, 500) == listed(settings, project_key, agent_name, 500)
+
+
+@pytest.mark.sqlite_only
+def test_list_threads_walks_an_index_newest_first(call, settings, agents):
+    mixed_history(call, rounds=1)
+    conn = sqlite3.connect(settings.database_path)
+    walk = plan(conn, "SELECT thread_id, last_id FROM thread_summaries WHERE project_id = ? AND viewer_id = ?"
+                      " ORDER BY last_id DESC LIMIT ?", (1, 0, 58))
+    assert "USING INDEX thread_summaries_recent" in walk and "TEMP B-TREE" not in walk  # no sort, no grouping
+    for table in ("thread_summaries", "thread_participants"):
+        by_thread = plan(conn, f"SELECT * FROM {table} WHERE project_id = ? AND thread_id IN (?, ?) AND viewer_id = ?",
+                         (1, "a", "b", 0))
+        assert f"USING INDEX {table}_" in by_thread, by_thread
+
+
+def plan(conn, sql: str, params) -> str:
+    return " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
