@@ -13,8 +13,8 @@ CREATE TABLE thread_summaries (
     first_id    INTEGER NOT NULL,         -- the view's first message: min over its rows
     last_id     INTEGER NOT NULL          -- its latest message: max over its rows
 );
--- list_threads walks this newest first and stops after `limit` threads.
-CREATE INDEX thread_summaries_recent ON thread_summaries (project_id, viewer_id, last_id);
+-- list_threads walks this newest first and stops after `limit` threads (covering: no row reads).
+CREATE INDEX thread_summaries_recent ON thread_summaries (project_id, viewer_id, last_id, thread_id);
 CREATE INDEX thread_summaries_by_thread ON thread_summaries (project_id, thread_id, viewer_id);
 
 -- Who appears in a view of a thread (sender, to, cc: never bcc), and where first: ordered by
@@ -29,7 +29,8 @@ CREATE TABLE thread_participants (
     first_id    INTEGER NOT NULL,         -- the first message of the view it appears in
     rank        INTEGER NOT NULL          -- its place in that message: 0 sender, 1 to (or notice), 2 cc
 );
-CREATE INDEX thread_participants_by_thread ON thread_participants (project_id, thread_id, viewer_id);
+-- Covering: a thread's participants are read from a few adjacent index entries.
+CREATE INDEX thread_participants_by_thread ON thread_participants (project_id, thread_id, viewer_id, first_id, rank, agent_id);
 
 -- The mail stored before this migration (writer -1: written once, here). Ids are negative, so
 -- never a stable_id, and numbered in key order: the same rows on every replica that runs this.
