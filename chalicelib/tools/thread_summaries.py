@@ -48,18 +48,19 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
                 if key not in appearances or (message_id, rank) < appearances[key]:
                     appearances[key] = (message_id, rank)
     me = writer(db)
-    for (thread, viewer), (count, first, last) in summaries.items():
-        key = stable_id("thread", project_id, thread, viewer, me)
-        # UPDATE, then INSERT if new: tursodb 0.7 reports "TEXT value contains invalid UTF-8" on
-        # some INSERT ... ON CONFLICT DO UPDATE of these rows.
-        if not db.execute(
-            "UPDATE thread_summaries SET messages = messages + ?, first_id = min(first_id, ?), last_id = max(last_id, ?)"
-            " WHERE id = ?", (count, first, last, key),
-        ).rowcount:
-            db.execute(
-                "INSERT INTO thread_summaries (id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (key, project_id, thread, viewer, me, count, first, last),
-            )
+    rows = [(stable_id("thread", project_id, thread, viewer, me), project_id, thread, viewer, me, count, first, last)
+            for (thread, viewer), (count, first, last) in summaries.items()]
+    # UPDATE, then INSERT what is new: tursodb 0.7 reports "TEXT value contains invalid UTF-8" on
+    # some INSERT ... ON CONFLICT DO UPDATE of these rows.
+    updated = db.executemany(
+        "UPDATE thread_summaries SET messages = messages + ?, first_id = min(first_id, ?), last_id = max(last_id, ?)"
+        " WHERE id = ?", [(count, first, last, key) for key, _, _, _, _, count, first, last in rows],
+    ).rowcount
+    if updated < len(rows):
+        db.executemany(
+            "INSERT INTO thread_summaries (id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", rows,
+        )
     db.executemany(  # a participant already seen earlier in the view is not written again
         "INSERT INTO thread_participants (id, project_id, thread_id, viewer_id, agent_id, writer, first_id, rank)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET first_id = excluded.first_id,"
