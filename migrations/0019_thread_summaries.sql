@@ -4,49 +4,27 @@
 -- message_counts, each writer (0 on embedded SQLite, a replica's id on Turso) only ever writes
 -- its own rows, keyed by stable_id(..., writer); a view is the combination of its few rows.
 CREATE TABLE thread_summaries (
-    id          INTEGER PRIMARY KEY,      -- stable_id('thread', project_id, thread_id, viewer_id, writer); < 0 below
-    project_id  INTEGER NOT NULL REFERENCES projects (id),
-    thread_id   TEXT NOT NULL,
-    viewer_id   INTEGER NOT NULL,         -- 0: the whole project; else the agent whose mail this is
-    writer      INTEGER NOT NULL,
-    messages    INTEGER NOT NULL,         -- summed over the view's rows
-    first_id    INTEGER NOT NULL,         -- the view's first message: min over its rows
-    last_id     INTEGER NOT NULL          -- its latest message: max over its rows
+    id            INTEGER PRIMARY KEY,    -- stable_id('thread', project_id, thread_id, viewer_id, writer); < 0 below
+    project_id    INTEGER NOT NULL REFERENCES projects (id),
+    thread_id     TEXT NOT NULL,
+    viewer_id     INTEGER NOT NULL,       -- 0: the whole project; else the agent whose mail this is
+    writer        INTEGER NOT NULL,
+    messages      INTEGER NOT NULL,       -- summed over the view's rows
+    first_id      INTEGER NOT NULL,       -- the view's first message: min over its rows
+    last_id       INTEGER NOT NULL,       -- its latest message: max over its rows
+    -- Who appears in the view (sender, to, cc: never bcc) and where first, as a JSON list of
+    -- [agent_id, first message id, rank (0 sender, 1 to or notice, 2 cc)]: min over its rows.
+    participants  TEXT NOT NULL
 );
 -- list_threads walks this newest first and stops after `limit` threads (covering: no row reads).
 CREATE INDEX thread_summaries_recent ON thread_summaries (project_id, viewer_id, last_id, thread_id);
 CREATE INDEX thread_summaries_by_thread ON thread_summaries (project_id, thread_id, viewer_id);
 
--- Who appears in a view of a thread (sender, to, cc: never bcc), and where first: ordered by
--- (first_id, rank, address) as participants() orders a thread's messages.
-CREATE TABLE thread_participants (
-    id          INTEGER PRIMARY KEY,      -- stable_id('participant', project_id, thread_id, viewer_id, agent_id, writer)
-    project_id  INTEGER NOT NULL REFERENCES projects (id),
-    thread_id   TEXT NOT NULL,
-    viewer_id   INTEGER NOT NULL,
-    agent_id    INTEGER NOT NULL REFERENCES agents (id),
-    writer      INTEGER NOT NULL,
-    first_id    INTEGER NOT NULL,         -- the first message of the view it appears in
-    rank        INTEGER NOT NULL          -- its place in that message: 0 sender, 1 to (or notice), 2 cc
-);
--- Covering: a thread's participants are read from a few adjacent index entries.
-CREATE INDEX thread_participants_by_thread ON thread_participants (project_id, thread_id, viewer_id, first_id, rank, agent_id);
-
 -- The mail stored before this migration (writer -1: written once, here). Ids are negative, so
 -- never a stable_id, and numbered in key order: the same rows on every replica that runs this.
--- Who sees a message (its sender and every recipient, any kind; viewer 0: everyone), and who
--- appears in it at which rank (the sender once, even if also a recipient).
-INSERT INTO thread_summaries (id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id)
-WITH seen AS (
-    SELECT m.id AS message_id, m.project_id, m.thread_id, v.viewer_id FROM messages m
-    JOIN (SELECT id AS message_id, 0 AS viewer_id FROM messages UNION SELECT id, sender_id FROM messages
-          UNION SELECT message_id, agent_id FROM message_recipients) v ON v.message_id = m.id
-)
-SELECT -row_number() OVER (ORDER BY project_id, thread_id, viewer_id), project_id, thread_id, viewer_id, -1,
-       count(*), min(message_id), max(message_id)
-FROM seen GROUP BY project_id, thread_id, viewer_id;
-
-INSERT INTO thread_participants (id, project_id, thread_id, viewer_id, agent_id, writer, first_id, rank)
+-- Who sees a message (its sender and every recipient, any kind; viewer 0: everyone), who appears
+-- in it at which rank (the sender once, even if also a recipient), and where each first appears.
+INSERT INTO thread_summaries (id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id, participants)
 WITH seen AS (
     SELECT m.id AS message_id, m.project_id, m.thread_id, v.viewer_id FROM messages m
     JOIN (SELECT id AS message_id, 0 AS viewer_id FROM messages UNION SELECT id, sender_id FROM messages
@@ -63,7 +41,16 @@ firsts AS (
     SELECT s.project_id, s.thread_id, s.viewer_id, a.agent_id, min(s.message_id) AS first_id
     FROM seen s JOIN appears a ON a.message_id = s.message_id
     GROUP BY s.project_id, s.thread_id, s.viewer_id, a.agent_id
+),
+lists AS (
+    SELECT f.project_id, f.thread_id, f.viewer_id, json_group_array(json_array(f.agent_id, f.first_id, a.rank)) AS participants
+    FROM firsts f JOIN appears a ON a.message_id = f.first_id AND a.agent_id = f.agent_id
+    GROUP BY f.project_id, f.thread_id, f.viewer_id
+),
+views AS (
+    SELECT project_id, thread_id, viewer_id, count(*) AS messages, min(message_id) AS first_id, max(message_id) AS last_id
+    FROM seen GROUP BY project_id, thread_id, viewer_id
 )
-SELECT -row_number() OVER (ORDER BY f.project_id, f.thread_id, f.viewer_id, f.agent_id),
-       f.project_id, f.thread_id, f.viewer_id, f.agent_id, -1, f.first_id, a.rank
-FROM firsts f JOIN appears a ON a.message_id = f.first_id AND a.agent_id = f.agent_id;
+SELECT -row_number() OVER (ORDER BY v.project_id, v.thread_id, v.viewer_id), v.project_id, v.thread_id, v.viewer_id, -1,
+       v.messages, v.first_id, v.last_id, l.participants
+FROM views v JOIN lists l ON l.project_id = v.project_id AND l.thread_id = v.thread_id AND l.viewer_id = v.viewer_id;
