@@ -142,6 +142,7 @@ def scenarios(db: sqlite3.Connection) -> dict[str, callable]:
         "fetch_outbox": lambda i: ("fetch_outbox", {"project_key": p, "agent_name": agent(i)}),
         "get_message": lambda i: ("get_message", {"project_key": p, "message_id": ids[i % len(ids)]}),
         "list_threads": lambda i: ("list_threads", {"project_key": p}),
+        "list_threads as an agent": lambda i: ("list_threads", {"project_key": p, "agent_name": agent(i)}),
         "get_thread": lambda i: ("get_thread", {"project_key": p, "thread_id": threads[i % len(threads)]}),
         "summarize_thread": lambda i: ("summarize_thread", {"project_key": p, "thread_id": threads[i % len(threads)]}),
         "search common word": lambda i: ("search_messages", {"project_key": p, "query": ["database", "the", "index"][i % 3]}),

@@ -23,7 +23,7 @@ from chalicelib import invoke  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.ids import new_id, stable_id  # noqa: E402
 from chalicelib.store import db  # noqa: E402
-from chalicelib.tools import tools_by_name  # noqa: E402
+from chalicelib.tools import thread_summaries, tools_by_name  # noqa: E402
 from chalicelib.tools.agents import agent_id  # noqa: E402
 from chalicelib.web import http  # noqa: E402
 from chalicelib.web.pages import WebUI  # noqa: E402
@@ -64,6 +64,8 @@ def build(settings: Settings, messages: int) -> None:
                          " ack_required, created_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         conn.executemany("INSERT INTO message_recipients (id, message_id, agent_id, kind, read_ts, ack_ts)"
                          " VALUES (?, ?, ?, ?, ?, ?)", recipients)
+        # Bulk SQL bypasses the write path: the thread summaries are made as a retention purge remakes them.
+        thread_summaries.recount(conn, pid, sorted({row[3] for row in rows}))
     conn.execute("ANALYZE")
     conn.close()
 

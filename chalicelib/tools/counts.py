@@ -19,19 +19,20 @@ from ..ids import stable_id
 from ..store.db import placeholders
 
 
-def _writer(db) -> int:
+def writer(db) -> int:
+    """Whose rows this connection writes: 0 on embedded SQLite, the replica's own id on Turso."""
     replica = getattr(db, "replica", None)
     return replica.writer_id if replica is not None else 0
 
 
 def _add(db, rows: list[tuple[int, int, int, int]]) -> None:
     """Add (agent_id, sent, received, read) to this writer's counters."""
-    writer = _writer(db)
+    me = writer(db)
     db.executemany(
         "INSERT INTO message_counts (id, agent_id, writer, sent, received, read) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (id) DO UPDATE SET sent = sent + excluded.sent, received = received + excluded.received,"
         " read = read + excluded.read",
-        [(stable_id("counts", agent, writer), agent, writer, sent, received, read) for agent, sent, received, read in rows],
+        [(stable_id("counts", agent, me), agent, me, sent, received, read) for agent, sent, received, read in rows],
     )
 
 

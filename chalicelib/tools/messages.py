@@ -23,6 +23,7 @@ from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent
 from ..ids import new_id, stable_id
 from ..registry import Input, Output, to_json, tool
+from . import thread_summaries
 from .counts import count_message, count_read
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
 from .projects import find_project, project_by_id, project_id
@@ -148,15 +149,19 @@ def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, 
     return row
 
 
-def store_recipients(db, message_id: int, sender_id: int, importance: str, kinds: dict[int, str]) -> None:
+def store_recipients(
+    db, project_id: int, thread_id: str, message_id: int, sender_id: int, importance: str, kinds: dict[int, str]
+) -> None:
     """One row per recipient ({agent id: kind}), keyed by (message, agent) so replicas agree;
-    and the message counted (chalicelib/tools/counts.py)."""
+    and the message counted (chalicelib/tools/counts.py) and onto its thread's summaries
+    (chalicelib/tools/thread_summaries.py)."""
     urgent = importance in URGENT
     db.executemany(
         "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent) VALUES (?, ?, ?, ?, ?)",
         [(stable_id("recipient", message_id, agent_id), message_id, agent_id, kind, urgent) for agent_id, kind in kinds.items()],
     )
     count_message(db, sender_id, kinds)
+    thread_summaries.record(db, project_id, [(message_id, thread_id, sender_id, kinds)])
 
 
 def deliver(
@@ -184,13 +189,14 @@ def deliver(
     # Stored before the message (content-addressed: a rollback leaves only an unreferenced copy).
     stored = intake.store(list(attachments), project["human_key"], get_settings()) if attachments else []
     message_id, now = new_id(), clock.now()
+    thread_id = thread_id or str(message_id)
     db.execute(
         "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts,"
         " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (message_id, project["id"], sender["id"], thread_id or str(message_id), subject, body_md, importance, ack_required, now,
+        (message_id, project["id"], sender["id"], thread_id, subject, body_md, importance, ack_required, now,
          attachments_json(stored)),
     )
-    store_recipients(db, message_id, sender["id"], importance, {agent_id: kind for agent_id, (kind, _) in addressed.items()})
+    store_recipients(db, project["id"], thread_id, message_id, sender["id"], importance, {agent_id: kind for agent_id, (kind, _) in addressed.items()})
     wakeup.delivered(addressed)  # their waiting wait_for_mail calls wake once this commits
     mark_active(db, sender["id"], now)
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
@@ -201,7 +207,7 @@ def deliver(
     message = Message(
         id=message_id,
         project=project["slug"],
-        thread_id=thread_id or str(message_id),
+        thread_id=thread_id,
         subject=subject,
         body_md=body_md,
         sender=sender["name"],

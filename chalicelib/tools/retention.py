@@ -27,6 +27,7 @@ from ..ids import RANDOM_BITS, first_id_at
 from ..registry import Input, Output, tool
 from ..store.db import connection, placeholders, transaction
 from .agents import retire
+from . import thread_summaries
 from .counts import uncount_messages
 from .projects import find_project, project_by_id
 
@@ -154,8 +155,10 @@ def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limi
     ids = old_messages(db, project_id, before_id, limit, with_body_only=False)
     if ids:
         uncount_messages(db, ids)  # whois and get_project count what is kept
+        threads = [row[0] for row in db.execute(f"SELECT DISTINCT thread_id FROM messages WHERE id IN ({placeholders(ids)})", ids)]
         db.execute(f"DELETE FROM message_recipients WHERE message_id IN ({placeholders(ids)})", ids)
         db.execute(f"DELETE FROM messages WHERE id IN ({placeholders(ids)})", ids)
+        thread_summaries.recount(db, project_id, threads)  # list_threads shows what is kept
     return len(ids)
 
 

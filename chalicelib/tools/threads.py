@@ -10,6 +10,7 @@ from ..errors import MAX_ANSWER_BYTES, NotFound
 from ..store.db import placeholders
 from ..fields import AgentName, Id, MessageId, ProjectKey
 from ..registry import Input, Output, tool
+from . import thread_summaries
 from .agents import find_agent
 from .messages import MESSAGE_COLUMNS, Limit, Message, ThreadId, messages_from_rows, visible_to
 from .projects import find_project
@@ -97,16 +98,8 @@ def list_threads(db: sqlite3.Connection, args: ListThreadsInput) -> Threads:
     """The project's threads, most recently active first."""
     project = find_project(db, args.project_key)
     viewers = reader(db, project, args.agent_name)
-    where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
-    rows = db.execute(
-        f"SELECT thread_id FROM messages m WHERE project_id = ? AND {where} GROUP BY thread_id ORDER BY max(id) DESC LIMIT ?",
-        (project["id"], *params, args.limit),
-    ).fetchall()
-    return Threads(
-        threads=[
-            ThreadInfo(**thread_info(tid, thread_messages(db, project, tid, bodies=False, viewers=viewers))) for (tid,) in rows
-        ]
-    )
+    viewer = next(iter(viewers)) if viewers is not None else 0  # thread_summaries' view: 0, the whole project
+    return Threads(threads=[ThreadInfo(**info) for info in thread_summaries.newest(db, project, viewer, args.limit)])
 
 
 class GetThreadInput(Input):

@@ -44,7 +44,7 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 PAGE_SIZE = 50
 ARTICLES_KEPT = 4096  # rendered thread messages kept; when full, the cache starts over
-THREADS_SHOWN = 10  # on a project page: list_threads reads each thread whole
+THREADS_SHOWN = 50  # on a project page (list_threads reads a few rows per thread: thread_summaries)
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 ACTIONS = {  # form action -> (tool, the fields it takes from the form)
     "read": ("mark_message_read", ("project_key", "agent_name", "message_id")),

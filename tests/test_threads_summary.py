@@ -1,0 +1,175 @@
+"""list_threads from the thread summaries kept by the write path (chalicelib/tools/thread_summaries.py)
+equals the threads computed from scratch over the messages: for the whole project and for each
+agent's own mail, after sends, replies, cc/bcc, mail across projects, notices, an overseer, a
+retention purge, and on a database made before migration 0019 and migrated forward."""
+
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from click.testing import CliRunner
+
+from chalicelib import clock, invoke
+from chalicelib.archive.gitrepo import GitArchive
+from chalicelib.archive.worker import drain
+from chalicelib.config import Settings
+from chalicelib.store import db
+from chalicelib.tools import tools_by_name
+from chalicelib.tools.messages import visible_to
+from chalicelib.tools.projects import find_project
+from chalicelib.tools.retention import run_retention
+from chalicelib.tools.threads import messages_in_thread, reader, thread_info
+from chalicelib.transports.cli import cli
+
+from .sql import sql
+
+pytestmark = pytest.mark.both_backends
+
+TOOLS = tools_by_name()
+AGENTS = {"work-demo": ("BlueLake", "GreenCastle", "RedStone", "amberfox"), "work-other": ("GoldHill",)}
+
+
+def from_scratch(settings, project_key: str, agent_name: str | None, limit: int) -> list[dict]:
+    """What list_threads answered before the summaries: every message of the project grouped, and
+    each listed thread read whole (as its reader sees it)."""
+    with db.connection(settings) as conn:
+        project = find_project(conn, project_key)
+        viewers = reader(conn, project, agent_name)
+        where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
+        rows = conn.execute(
+            f"SELECT thread_id FROM messages m WHERE project_id = ? AND {where} GROUP BY thread_id ORDER BY max(id) DESC LIMIT ?",
+            (project["id"], *params, limit),
+        ).fetchall()
+        return [thread_info(tid, messages_in_thread(conn, project, tid, bodies=False, viewers=viewers)) for (tid,) in rows]
+
+
+def listed(settings, project_key: str, agent_name: str | None, limit: int) -> list[dict]:
+    args = dict(project_key=project_key, limit=limit) | ({"agent_name": agent_name} if agent_name else {})
+    return invoke.call(TOOLS["list_threads"], args, settings).model_dump(mode="json")["threads"]
+
+
+def assert_all_views_right(settings, limits=(1, 3, 500)) -> int:
+    """Every view of every project, at a few limits, equals the computation from scratch; how many threads there are."""
+    for project_key, names in AGENTS.items():
+        for agent_name in (None, *names):
+            for limit in limits:
+                assert listed(settings, project_key, agent_name, limit) == from_scratch(settings, project_key, agent_name, limit), (
+                    project_key, agent_name, limit)
+    return len(listed(settings, "work-demo", None, 500))
+
+
+@pytest.fixture
+def agents(call):
+    register(call)
+
+
+def register(call) -> None:
+    for key, names in AGENTS.items():
+        call("ensure_project", human_key=f"/work/{key.removeprefix('work-')}")
+        for name in names:
+            call("register_agent", project_key=key, program="p", model="m", name=name)
+            call("set_contact_policy", project_key=key, agent_name=name, policy="open")
+
+
+def mixed_history(call, rounds: int = 2) -> None:
+    """Threads of several lengths with cc and bcc, replies, a notice, an overseer, mail across projects."""
+    demo = "work-demo"
+    for n in range(rounds):
+        first = call("send_message", project_key=demo, sender_name="BlueLake", to=["RedStone", "GreenCastle"], cc=["amberfox"],
+                     subject=f"Plan {n}", body_md="x", thread_id=f"PLAN-{n}")["message"]
+        call("reply_message", project_key=demo, message_id=first["id"], sender_name="RedStone", body_md="ok")
+        call("send_message", project_key=demo, sender_name="GreenCastle", to=["BlueLake"], bcc=["RedStone"],
+             subject="Quiet", body_md="bcc", thread_id=f"PLAN-{n}")
+        call("send_message", project_key=demo, sender_name="amberfox", to=["GreenCastle"], subject=f"Alone {n}", body_md="y")
+        call("send_message", project_key=demo, sender_name="BlueLake", to=["GoldHill@work-other"], cc=["BlueLake"],
+             subject=f"Across {n}", body_md="z", thread_id="ACROSS")
+        call("send_message", project_key="work-other", sender_name="GoldHill", to=["RedStone@work-demo"], subject="From away",
+             body_md="w", thread_id="ACROSS")
+        call("send_message", project_key=demo, sender_name="RedStone", to=["RedStone"], cc=["GreenCastle"], bcc=["amberfox"],
+             subject=f"Note to self {n}", body_md="n")
+    call("request_contact", project_key=demo, from_agent="amberfox", to_agent="BlueLake", reason="hello")
+    call("send_overseer_message", project_key=demo, to=["amberfox", "RedStone"], cc=["BlueLake"], subject="From the human",
+         body_md="h", thread_id="PLAN-0")
+
+
+def test_every_view_equals_the_threads_computed_from_the_messages(call, settings, agents):
+    assert assert_all_views_right(settings) == 0
+    mixed_history(call)
+    assert assert_all_views_right(settings) >= 6
+    threads = {t["thread_id"]: t for t in call("list_threads", project_key="work-demo", limit=500)["threads"]}
+    assert threads["PLAN-0"]["participants"] == ["BlueLake", "GreenCastle", "RedStone", "amberfox", "Overseer"]
+    assert threads["ACROSS"]["participants"] == ["BlueLake", "GoldHill@work-other"]
+    red = {t["thread_id"]: t for t in call("list_threads", project_key="work-demo", agent_name="RedStone")["threads"]}
+    green = {t["thread_id"]: t for t in call("list_threads", project_key="work-demo", agent_name="GreenCastle")["threads"]}
+    assert red["PLAN-1"]["message_count"] == 3 and green["PLAN-1"]["message_count"] == 2  # Red: its bcc copy; Green: not the reply
+    amber = {t["thread_id"]: t for t in call("list_threads", project_key="work-demo", agent_name="amberfox")["threads"]}
+    assert "ACROSS" not in amber  # not its mail: none of its names leak
+    note = next(t for t in amber.values() if t["subject"] == "Note to self 1")
+    assert note["participants"] == ["RedStone", "GreenCastle"]  # bcc recipients are never participants
+
+
+def test_a_retention_purge_recounts_the_threads_it_cut(call, settings, agents):
+    mixed_history(call, rounds=3)
+    call("set_retention_policy", project_key="work-demo", mode="purge", days=1)
+    ahead = datetime.now(timezone.utc) + timedelta(days=2)
+    original = clock.now
+    clock.now = lambda: ahead.isoformat(timespec="microseconds")
+    try:
+        assert run_retention(settings, budget=5)["messages_purged"] == 5  # the oldest 5: threads cut in the middle
+    finally:
+        clock.now = original
+    before = assert_all_views_right(settings)
+    mixed_history(call, rounds=1)  # written on top of the recounted rows
+    assert assert_all_views_right(settings) > before
+
+
+def test_a_database_made_before_the_summaries_migrates_forward(call, settings, agents):
+    mixed_history(call)
+    with sql(settings) as conn:  # as before migration 0019: its tables and its record gone
+        conn.execute("DROP TABLE thread_summaries")
+        conn.execute("DELETE FROM schema_migrations WHERE version LIKE '0019%'")
+    db._migrated.clear()
+    db.migrate(settings)
+    with db.connection(settings) as conn:
+        assert conn.execute("SELECT count(*) FROM thread_summaries WHERE writer = -1").fetchone()[0] > 0  # backfilled
+    assert_all_views_right(settings)
+    mixed_history(call, rounds=1)  # new rows combine with the backfilled ones
+    assert_all_views_right(settings)
+
+
+def test_a_database_restored_from_the_archive_lists_the_same_threads(tmp_path):
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/agent_mail.db", archive_dir=tmp_path / "archive")
+
+    def call(tool_name: str, /, **arguments):
+        return invoke.call(TOOLS[tool_name], arguments, settings).model_dump(mode="json")
+
+    register(call)
+    mixed_history(call)
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    restored = Settings(database_url=f"sqlite:///{tmp_path}/restored.db")
+    env = {"ARCHIVE_DIR": str(settings.archive_dir)}
+    result = CliRunner().invoke(cli, ["--database-url", restored.database_url, "db", "restore-from-archive"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["messages"] > 10
+    assert_all_views_right(restored, limits=(500,))
+    for project_key, names in AGENTS.items():
+        for agent_name in (None, *names):
+            assert listed(restored, project_key, agent_name, 500) == listed(settings, project_key, agent_name, 500)
+
+
+@pytest.mark.sqlite_only
+def test_list_threads_walks_an_index_newest_first(call, settings, agents):
+    mixed_history(call, rounds=1)
+    conn = sqlite3.connect(settings.database_path)
+    walk = plan(conn, "SELECT thread_id, last_id FROM thread_summaries WHERE project_id = ? AND viewer_id = ?"
+                      " ORDER BY last_id DESC LIMIT ?", (1, 0, 58))
+    assert "USING COVERING INDEX thread_summaries_recent" in walk and "TEMP B-TREE" not in walk  # no sort, no row reads
+    by_thread = plan(conn, "SELECT * FROM thread_summaries WHERE project_id = ? AND thread_id IN (?, ?) AND viewer_id = ?",
+                     (1, "a", "b", 0))
+    assert "USING INDEX thread_summaries_by_thread" in by_thread, by_thread
+
+
+def plan(conn, sql: str, params) -> str:
+    return " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
