@@ -241,7 +241,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
         for item in attachments:  # the archive's copy, back into the attachment storage
             restore_attachment(archive, folder, item.sha256)
         kinds = {projects.agent(a, folder, human_key): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc
-        store_recipients(db, mid, projects.agent(entry["sender"], folder, human_key), entry["importance"], kinds)
+        store_recipients(db, mid, projects.agent(entry["sender"], folder, human_key), entry["importance"], entry["ack_required"], kinds)
         counts["messages"] += 1
     for folder in folders:
         for _, sha in archive.walk(f"projects/{folder}/file_reservations"):

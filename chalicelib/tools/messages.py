@@ -148,13 +148,15 @@ def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, 
     return row
 
 
-def store_recipients(db, message_id: int, sender_id: int, importance: str, kinds: dict[int, str]) -> None:
-    """One row per recipient ({agent id: kind}), keyed by (message, agent) so replicas agree;
-    and the message counted (chalicelib/tools/counts.py)."""
+def store_recipients(db, message_id: int, sender_id: int, importance: str, ack_required: bool, kinds: dict[int, str]) -> None:
+    """One row per recipient ({agent id: kind}), keyed by (message, agent) so replicas agree, with
+    the message's urgency and ack_required copied for the inbox filters' partial indexes
+    (migrations/0020_inbox_filters.sql); and the message counted (chalicelib/tools/counts.py)."""
     urgent = importance in URGENT
     db.executemany(
-        "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent) VALUES (?, ?, ?, ?, ?)",
-        [(stable_id("recipient", message_id, agent_id), message_id, agent_id, kind, urgent) for agent_id, kind in kinds.items()],
+        "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent, ack_required) VALUES (?, ?, ?, ?, ?, ?)",
+        [(stable_id("recipient", message_id, agent_id), message_id, agent_id, kind, urgent, ack_required)
+         for agent_id, kind in kinds.items()],
     )
     count_message(db, sender_id, kinds)
 
@@ -190,7 +192,7 @@ def deliver(
         (message_id, project["id"], sender["id"], thread_id or str(message_id), subject, body_md, importance, ack_required, now,
          attachments_json(stored)),
     )
-    store_recipients(db, message_id, sender["id"], importance, {agent_id: kind for agent_id, (kind, _) in addressed.items()})
+    store_recipients(db, message_id, sender["id"], importance, ack_required, {agent_id: kind for agent_id, (kind, _) in addressed.items()})
     wakeup.delivered(addressed)  # their waiting wait_for_mail calls wake once this commits
     mark_active(db, sender["id"], now)
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
@@ -346,11 +348,13 @@ _INBOX_MESSAGE_JSON = (
     " 'attachments', json(coalesce(m.attachments, '[]')))"
 )
 
-# fetch_inbox's filters, as conditions on r (message_recipients) and m (messages).
+# fetch_inbox's filters, as conditions on r (message_recipients). Written exactly as the partial
+# indexes' WHERE clauses (migrations/0020_inbox_filters.sql), so that the planner uses them: each
+# filter and each combination with urgent_only reads only matching rows (tests/test_mailbox_perf_indexes.py).
 INBOX_FILTERS = {
-    "urgent_only": "r.urgent = 1",  # the inbox_urgent index: only the agent's urgent mail is read
+    "urgent_only": "r.urgent = 1",
     "unread_only": "r.read_ts IS NULL",
-    "ack_pending_only": "m.ack_required AND r.ack_ts IS NULL",
+    "ack_pending_only": "r.ack_required = 1 AND r.ack_ts IS NULL",
 }
 
 
