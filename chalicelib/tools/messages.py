@@ -22,7 +22,7 @@ from ..store.db import placeholders
 from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent
 from ..ids import new_id, stable_id
-from ..registry import Input, Output, to_json, tool
+from ..registry import Input, Output, Replay, to_json, tool
 from .counts import count_message, count_read
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
 from .projects import find_project, project_by_id, project_id
@@ -500,9 +500,20 @@ def acknowledge_message(db: sqlite3.Connection, args: ReceiptInput) -> Receipt:
     return _receipt(db, args, acknowledge=True)
 
 
+def _sent_again(db: sqlite3.Connection, args, kept: list) -> SentMessage:
+    """A retried send's first result, read back from the message it stored (messages never change)."""
+    project = find_project(db, args.project_key)
+    sender = find_agent(db, project, args.agent_name)
+    message = messages_from_rows(db, project, [find_message(db, project, kept[0], viewer_id=sender["id"])], viewer_id=sender["id"])[0]
+    return SentMessage(message=message, recipients=len(message.to) + len(message.cc) + len(message.bcc))
+
+
+# An idempotency key keeps the message's id, not the whole answer (its body a second time).
+_SENT = Replay(keep=lambda result: [int(result.message.id)], rebuild=_sent_again)
+
 TOOLS = [
-    tool(send_message, acts_as="agent_name", token_field="sender_token", idempotent=True),
-    tool(reply_message, acts_as="agent_name", token_field="sender_token", idempotent=True),
+    tool(send_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT),
+    tool(reply_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT),
     tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json, off_loop=lambda args: args.include_bodies),
     tool(fetch_outbox, read_only=True, acts_as="agent_name"),
     tool(get_message, read_only=True, acts_as="agent_name"),
