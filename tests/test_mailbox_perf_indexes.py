@@ -13,7 +13,7 @@ from chalicelib.store import db as store
 from chalicelib.tools import tools_by_name
 from chalicelib.tools.agents import agent_id
 
-from .sql import sql
+from .sql import migrated_until, sql
 
 pytestmark = pytest.mark.both_backends
 TOOLS = tools_by_name()
@@ -120,21 +120,13 @@ def test_filters_and_views_answer_right(call, project, settings):
     call("mark_message_read", project_key=project, agent_name="RedStone", message_id=urgent["id"])
     assert view("list_ack_overdue") == [("GreenCastle", "ack")]
     assert view("list_urgent_unread", agent_name="RedStone") == []
-    assert high_ack["importance"] == "high"
 
 
 @pytest.mark.sqlite_only
 def test_mail_stored_before_the_migration_is_found_by_the_filters(tmp_path):
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = migrated_until(path, "0020")
     with store.transaction(conn, write=True):
-        conn.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_ts TEXT NOT NULL)")
-        for version, text in store.migrations():
-            if version >= "0020":
-                break
-            for statement in store.split_statements(text):
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (version,))
         # Mail written by the old schema's SQL (no message_recipients.ack_required yet).
         project = stable_id("project", "/old")
         conn.execute("INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, 'old', '/old', 't')", (project,))
