@@ -95,11 +95,12 @@ def build(path: Path, size: int) -> None:
             if rng.random() < 0.7:
                 body += f"\n\nSee CART-{rng.randrange(100_000)} in src/mod{rng.randrange(50)}/file{rng.randrange(200)}.py."
             created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+            ack_required = rng.random() < 0.1
             messages.append((message_id, project_id, sender, f"T-{thread}", pool[thread % len(pool)][:60], body, importance,
-                             rng.random() < 0.1, created))
+                             ack_required, created))
             others = rng.sample([a for a in agents if a != sender], rng.choice([1, 1, 2, 3]))
             kinds = {others[0]: "to", **{a: rng.choice(["to", "cc", "cc", "bcc"]) for a in others[1:]}}
-            deliveries.append((message_id, sender, importance, kinds))
+            deliveries.append((project_id, f"T-{thread}", message_id, sender, importance, ack_required, kinds))
             reads += [(created, message_id, agent) for agent in kinds if rng.random() < 0.7]
         db.execute("BEGIN")
         db.executemany(

@@ -41,6 +41,16 @@ def to_json(output: Any) -> bytes:
 
 
 @dataclass(frozen=True)
+class Replay:
+    """What an idempotent tool stores for a retry instead of its whole result: keep(result) gives
+    a short JSON list (ids), rebuild(db, args, kept) reads the first result back from it. For
+    results that are large and can be read again as they were (a sent message never changes)."""
+
+    keep: Callable[[BaseModel], list]
+    rebuild: Callable[[sqlite3.Connection, Any, list], BaseModel]
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     group: str
@@ -79,6 +89,8 @@ class Tool:
     # Takes an optional idempotency_key: a retry with the same key returns the first result and
     # changes nothing (invoke.py stores key, payload hash and result with the write).
     idempotent: bool = False
+    # With idempotent: store ids and read the result back on a retry, instead of storing it whole.
+    replay: Replay | None = None
 
     @functools.cached_property
     def json_tool(self) -> "Tool":
@@ -113,6 +125,7 @@ def tool(
     writes_files: bool = False,
     wait: Callable | None = None,
     idempotent: bool = False,
+    replay: Replay | None = None,
 ) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
@@ -144,6 +157,7 @@ def tool(
         writes_files=writes_files,
         wait=wait,
         idempotent=idempotent,
+        replay=replay,
     )
 
 

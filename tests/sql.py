@@ -10,3 +10,20 @@ def sql(settings):
     """`with sql(settings) as conn:` one transaction, committed (and pushed, on a replica) at the end."""
     with db.connection(settings) as conn, db.transaction(conn, write=True):
         yield conn
+
+
+def migrated_until(path, version: str):
+    """A database file with the migrations before `version` only (an older release's schema), as
+    an open connection (autocommit) for the test to write old rows with the old SQL."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    with db.transaction(conn, write=True):
+        conn.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_ts TEXT NOT NULL)")
+        for name, text in db.migrations():
+            if name >= version:
+                break
+            for statement in db.split_statements(text):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (name,))
+    return conn

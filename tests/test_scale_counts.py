@@ -12,6 +12,8 @@ from chalicelib.config import Settings
 from chalicelib.store import db as store
 from chalicelib.tools import tools_by_name
 
+from .sql import migrated_until
+
 TOOLS = tools_by_name()
 
 
@@ -58,16 +60,7 @@ def test_a_write_that_fails_in_a_group_commit_rolls_its_counts_back(settings, ca
 
 def test_an_older_database_migrates_forward_with_its_counts(tmp_path):
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    with store.transaction(conn, write=True):
-        conn.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_ts TEXT NOT NULL)")
-        for version, sql in store.migrations():
-            if version >= "0013":
-                break
-            for statement in store.split_statements(sql):
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (version,))
-    conn.close()
+    migrated_until(path, "0013").close()
     settings = Settings(database_url=f"sqlite:///{path}", archive_enabled=False)
     # Mail written by the old schema's SQL, straight into its tables.
     conn = sqlite3.connect(path, isolation_level=None)

@@ -242,7 +242,8 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             restore_attachment(archive, folder, item.sha256)
         kinds = {projects.agent(a, folder, human_key): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc
         store_recipients(
-            db, project_id, entry["thread_id"], mid, projects.agent(entry["sender"], folder, human_key), entry["importance"], kinds
+            db, project_id, entry["thread_id"], mid, projects.agent(entry["sender"], folder, human_key), entry["importance"],
+            entry["ack_required"], kinds,
         )
         counts["messages"] += 1
     for folder in folders:

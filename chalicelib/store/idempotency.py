@@ -1,9 +1,10 @@
 """Idempotency keys: a retried write returns its first result instead of running again.
 
-The key, a hash of the call (tool and arguments) and the result's JSON are stored in the
-write's own transaction, so a key exists exactly when its write committed: a client that
-lost the answer (a timeout, a crashed server, another Lambda container, another replica)
-retries with the same key and gets the stored result. The key is found by key_id, a
+The key, a hash of the call (tool and arguments) and the result's JSON (or, for a tool with a
+registry.Replay, the ids to read it back: a sent message) are stored in the write's own
+transaction, so a key exists exactly when its write committed: a client that lost the answer
+(a timeout, a crashed server, another Lambda container, another replica) retries with the same
+key and gets the stored result. The key is found by key_id, a
 stable_id over (project, acting agent, key), through a plain index (no UNIQUE index,
 docs/turso.md); the row id is a time-ordered new_id, so rows are appended and the expired
 ones are the lowest ids. Two copies of one call racing on two replicas within a push are
@@ -16,6 +17,8 @@ import hashlib
 import sqlite3
 import time
 from typing import Any, Callable
+
+import orjson
 
 from .. import clock
 from ..errors import Conflict
@@ -47,6 +50,8 @@ def run_once(conn: sqlite3.Connection, tool: Tool, args: Input, ttl_seconds: int
                 f"idempotency_key {key!r} was already used for another call ({row[0]} with other arguments).",
                 "Use a new key for a new operation; reuse a key only to retry the very same call.",
             )
+        if tool.replay and row[2].startswith("["):  # ids kept by tool.replay (a whole result is an object)
+            return tool.replay.rebuild(conn, args, orjson.loads(row[2]))
         return tool.output.model_validate_json(row[2])
     result = run()
     row_id = new_id()
@@ -57,9 +62,14 @@ def run_once(conn: sqlite3.Connection, tool: Tool, args: Input, ttl_seconds: int
         )
     conn.execute(
         "INSERT INTO idempotency_keys (id, key_id, tool, payload_sha256, result_json, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
-        (row_id, key_id, tool.name, digest, to_json(result).decode(), clock.now()),
+        (row_id, key_id, tool.name, digest, _kept(tool, result), clock.now()),
     )
     return result
+
+
+def _kept(tool: Tool, result: Output) -> str:
+    # A sent message's whole result would store its body a second time; its id is enough.
+    return (orjson.dumps(tool.replay.keep(result)) if tool.replay else to_json(result)).decode()
 
 
 class KeyReused(Conflict):

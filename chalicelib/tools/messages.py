@@ -22,7 +22,7 @@ from ..store.db import placeholders
 from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent
 from ..ids import new_id, stable_id
-from ..registry import Input, Output, to_json, tool
+from ..registry import Input, Output, Replay, to_json, tool
 from . import thread_summaries
 from .counts import count_message, count_read
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
@@ -150,15 +150,18 @@ def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, 
 
 
 def store_recipients(
-    db, project_id: int, thread_id: str, message_id: int, sender_id: int, importance: str, kinds: dict[int, str]
+    db, project_id: int, thread_id: str, message_id: int, sender_id: int, importance: str, ack_required: bool,
+    kinds: dict[int, str],
 ) -> None:
-    """One row per recipient ({agent id: kind}), keyed by (message, agent) so replicas agree;
-    and the message counted (chalicelib/tools/counts.py) and onto its thread's summaries
-    (chalicelib/tools/thread_summaries.py)."""
+    """One row per recipient ({agent id: kind}), keyed by (message, agent) so replicas agree, with
+    the message's urgency and ack_required copied for the inbox filters' partial indexes
+    (migrations/0020_inbox_filters.sql); and the message counted (chalicelib/tools/counts.py)
+    and onto its thread's summaries (chalicelib/tools/thread_summaries.py)."""
     urgent = importance in URGENT
     db.executemany(
-        "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent) VALUES (?, ?, ?, ?, ?)",
-        [(stable_id("recipient", message_id, agent_id), message_id, agent_id, kind, urgent) for agent_id, kind in kinds.items()],
+        "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent, ack_required) VALUES (?, ?, ?, ?, ?, ?)",
+        [(stable_id("recipient", message_id, agent_id), message_id, agent_id, kind, urgent, ack_required)
+         for agent_id, kind in kinds.items()],
     )
     count_message(db, sender_id, kinds)
     thread_summaries.record(db, project_id, [(message_id, thread_id, sender_id, kinds)])
@@ -196,7 +199,8 @@ def deliver(
         (message_id, project["id"], sender["id"], thread_id, subject, body_md, importance, ack_required, now,
          attachments_json(stored)),
     )
-    store_recipients(db, project["id"], thread_id, message_id, sender["id"], importance, {agent_id: kind for agent_id, (kind, _) in addressed.items()})
+    store_recipients(db, project["id"], thread_id, message_id, sender["id"], importance, ack_required,
+                     {agent_id: kind for agent_id, (kind, _) in addressed.items()})
     wakeup.delivered(addressed)  # their waiting wait_for_mail calls wake once this commits
     mark_active(db, sender["id"], now)
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
@@ -352,11 +356,13 @@ _INBOX_MESSAGE_JSON = (
     " 'attachments', json(coalesce(m.attachments, '[]')))"
 )
 
-# fetch_inbox's filters, as conditions on r (message_recipients) and m (messages).
+# fetch_inbox's filters, as conditions on r (message_recipients). Written exactly as the partial
+# indexes' WHERE clauses (migrations/0020_inbox_filters.sql), so that the planner uses them: each
+# filter and each combination with urgent_only reads only matching rows (tests/test_mailbox_perf_indexes.py).
 INBOX_FILTERS = {
-    "urgent_only": "r.urgent = 1",  # the inbox_urgent index: only the agent's urgent mail is read
+    "urgent_only": "r.urgent = 1",
     "unread_only": "r.read_ts IS NULL",
-    "ack_pending_only": "m.ack_required AND r.ack_ts IS NULL",
+    "ack_pending_only": "r.ack_required = 1 AND r.ack_ts IS NULL",
 }
 
 
@@ -502,9 +508,20 @@ def acknowledge_message(db: sqlite3.Connection, args: ReceiptInput) -> Receipt:
     return _receipt(db, args, acknowledge=True)
 
 
+def _sent_again(db: sqlite3.Connection, args, kept: list) -> SentMessage:
+    """A retried send's first result, read back from the message it stored (messages never change)."""
+    project = find_project(db, args.project_key)
+    sender = find_agent(db, project, args.agent_name)
+    message = messages_from_rows(db, project, [find_message(db, project, kept[0], viewer_id=sender["id"])], viewer_id=sender["id"])[0]
+    return SentMessage(message=message, recipients=len(message.to) + len(message.cc) + len(message.bcc))
+
+
+# An idempotency key keeps the message's id, not the whole answer (its body a second time).
+_SENT = Replay(keep=lambda result: [int(result.message.id)], rebuild=_sent_again)
+
 TOOLS = [
-    tool(send_message, acts_as="agent_name", token_field="sender_token", idempotent=True),
-    tool(reply_message, acts_as="agent_name", token_field="sender_token", idempotent=True),
+    tool(send_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT),
+    tool(reply_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT),
     tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json, off_loop=lambda args: args.include_bodies),
     tool(fetch_outbox, read_only=True, acts_as="agent_name"),
     tool(get_message, read_only=True, acts_as="agent_name"),

@@ -1,0 +1,156 @@
+"""fetch_inbox's filters and the attention views walk partial indexes of just the rows they want
+(migrations/0020_inbox_filters.sql): the plans of the queries the tools really run (traced), and
+the answers on both backends, also for mail stored before the migration."""
+
+import sqlite3
+
+import pytest
+
+from chalicelib import invoke
+from chalicelib.config import Settings
+from chalicelib.ids import stable_id
+from chalicelib.store import db as store
+from chalicelib.tools import tools_by_name
+from chalicelib.tools.agents import agent_id
+
+from .sql import migrated_until, sql
+
+pytestmark = pytest.mark.both_backends
+TOOLS = tools_by_name()
+
+
+@pytest.fixture
+def traced(settings, monkeypatch):
+    """Every statement the tools run from now on (each connection opened traced, the pool emptied)."""
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced_connect(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)  # the SQL with its values filled in
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced_connect)
+    monkeypatch.setitem(store._pools, settings.database_url, [])
+    return statements
+
+
+def send(call, project, to, subject, sender="BlueLake", **options):
+    return call("send_message", project_key=project, agent_name=sender, to=to, subject=subject, body_md="b", **options)["message"]
+
+
+def inbox_plans(settings, statements: list[str]) -> list[str]:
+    """The query plan of each inbox query traced (the one inbox_page runs), on the real SQLite."""
+    conn = sqlite3.connect(settings.database_path)
+    queries = [sql for sql in statements if "FROM message_recipients r JOIN messages m" in sql]
+    assert queries, "no inbox query ran"
+    plans = [" | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")) for sql in queries]
+    statements.clear()
+    return plans
+
+
+# (tool, arguments, the partial index its inbox query walks)
+CASES = [
+    ("fetch_inbox", {"agent_name": "GreenCastle", "urgent_only": True}, "inbox_urgent"),
+    ("fetch_inbox", {"agent_name": "GreenCastle", "unread_only": True}, "inbox_unread"),
+    ("fetch_inbox", {"agent_name": "GreenCastle", "unread_only": True, "cursor": str(2**62)}, "inbox_unread"),
+    ("fetch_inbox", {"agent_name": "GreenCastle", "ack_pending_only": True}, "inbox_ack_pending"),
+    ("fetch_inbox", {"agent_name": "GreenCastle", "urgent_only": True, "unread_only": True}, "inbox_urgent_unread"),
+    ("fetch_inbox", {"agent_name": "GreenCastle", "urgent_only": True, "ack_pending_only": True}, "inbox_ack_pending"),
+    ("fetch_inbox", {"agent_name": "GreenCastle", "unread_only": True, "ack_pending_only": True}, "inbox_ack_pending"),
+    ("list_ack_required", {"agent_name": "GreenCastle"}, "inbox_ack_pending"),
+    ("list_ack_required", {}, "inbox_ack_pending"),
+    ("list_ack_overdue", {"agent_name": "GreenCastle", "older_than_minutes": 1}, "inbox_ack_pending"),
+    ("list_ack_overdue", {}, "inbox_ack_pending"),
+    ("list_urgent_unread", {"agent_name": "GreenCastle"}, "inbox_urgent_unread"),
+    ("list_urgent_unread", {}, "inbox_urgent_unread"),
+]
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize(("tool", "arguments", "index"), CASES, ids=[f"{c[0]}-{'+'.join(c[1])}" for c in CASES])
+def test_filters_and_views_walk_their_partial_index(call, project, settings, traced, tool, arguments, index):
+    send(call, project, ["GreenCastle"], "x", importance="urgent", ack_required=True)
+    traced.clear()
+    call(tool, project_key=project, **arguments)
+    for plan in inbox_plans(settings, traced):  # one per agent for a project's view
+        # The recipient rows come from the partial index, by agent, already in order: no scan of the
+        # inbox, no sort of every match.
+        assert plan.startswith(f"SEARCH r USING INDEX {index} (agent_id=?"), plan
+        assert "TEMP B-TREE" not in plan and "SCAN" not in plan, plan
+
+
+def test_filters_and_views_answer_right(call, project, settings):
+    plain = send(call, project, ["GreenCastle"], "plain")
+    urgent = send(call, project, ["GreenCastle", "RedStone"], "urgent", importance="urgent")
+    high_ack = send(call, project, ["GreenCastle"], "high ack", importance="high", ack_required=True)
+    ack = send(call, project, ["GreenCastle", "RedStone"], "ack", ack_required=True)
+    read_ack = send(call, project, ["GreenCastle"], "read ack", ack_required=True)
+    done = send(call, project, ["GreenCastle"], "done", importance="urgent", ack_required=True)
+    me = {"project_key": project, "agent_name": "GreenCastle"}
+    call("mark_message_read", **me, message_id=read_ack["id"])
+    call("acknowledge_message", **me, message_id=done["id"])  # also marks it read
+    call("mark_message_read", **me, message_id=plain["id"])
+
+    def inbox(**filters):
+        return [m["subject"] for m in call("fetch_inbox", **me, **filters)["messages"]]
+
+    assert inbox(unread_only=True) == ["ack", "high ack", "urgent"]
+    assert inbox(ack_pending_only=True) == ["read ack", "ack", "high ack"]
+    assert inbox(urgent_only=True) == ["done", "high ack", "urgent"]
+    assert inbox(urgent_only=True, unread_only=True) == ["high ack", "urgent"]
+    assert inbox(urgent_only=True, ack_pending_only=True) == ["high ack"]
+    assert inbox(unread_only=True, ack_pending_only=True) == ["ack", "high ack"]
+    assert inbox(unread_only=True, limit=2) == ["ack", "high ack"]
+    cursor = call("fetch_inbox", **me, unread_only=True, limit=2)["next_cursor"]
+    assert inbox(unread_only=True, cursor=cursor) == ["urgent"]
+
+    def view(tool, **options):
+        return [(m["recipient"], m["subject"]) for m in call(tool, project_key=project, **options)["messages"]]
+
+    assert view("list_ack_required", agent_name="GreenCastle") == [("GreenCastle", "high ack"), ("GreenCastle", "ack"),
+                                                                   ("GreenCastle", "read ack")]
+    assert view("list_ack_required") == [("GreenCastle", "high ack"), ("GreenCastle", "ack"), ("RedStone", "ack"),
+                                         ("GreenCastle", "read ack")]
+    assert view("list_urgent_unread") == [("GreenCastle", "urgent"), ("RedStone", "urgent"), ("GreenCastle", "high ack")]
+    with sql(settings) as conn:  # "ack" was sent long ago
+        conn.execute("UPDATE messages SET created_ts = '2020-01-01T00:00:00+00:00' WHERE id = ?", (int(ack["id"]),))
+    assert view("list_ack_overdue", older_than_minutes=60) == [("GreenCastle", "ack"), ("RedStone", "ack")]
+    call("acknowledge_message", project_key=project, agent_name="RedStone", message_id=ack["id"])
+    call("mark_message_read", project_key=project, agent_name="RedStone", message_id=urgent["id"])
+    assert view("list_ack_overdue") == [("GreenCastle", "ack")]
+    assert view("list_urgent_unread", agent_name="RedStone") == []
+
+
+@pytest.mark.sqlite_only
+def test_mail_stored_before_the_migration_is_found_by_the_filters(tmp_path):
+    path = tmp_path / "old.db"
+    conn = migrated_until(path, "0020")
+    with store.transaction(conn, write=True):
+        # Mail written by the old schema's SQL (no message_recipients.ack_required yet).
+        project = stable_id("project", "/old")
+        conn.execute("INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, 'old', '/old', 't')", (project,))
+        for name in ("BlueLake", "GreenCastle"):
+            conn.execute("INSERT INTO agents (id, project_id, name, program, model, inception_ts, last_active_ts)"
+                         " VALUES (?, ?, ?, 'p', 'm', 't', 't')", (agent_id(project, name), project, name))
+        mail = {10: ("normal", True, None, None), 11: ("urgent", False, None, None), 12: ("normal", True, "t", "t"),
+                13: ("normal", False, "t", None)}
+        for message, (importance, ack_required, read, acked) in mail.items():
+            conn.execute("INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required,"
+                         " created_ts) VALUES (?, ?, ?, 'T', ?, 'b', ?, ?, '2020-01-01T00:00:00+00:00')",
+                         (message, project, agent_id(project, "BlueLake"), f"m{message}", importance, ack_required))
+            conn.execute("INSERT INTO message_recipients (id, message_id, agent_id, kind, read_ts, ack_ts, urgent)"
+                         " VALUES (?, ?, ?, 'to', ?, ?, ?)", (message, message, agent_id(project, "GreenCastle"), read, acked,
+                                                               importance == "urgent"))
+    conn.close()
+    settings = Settings(database_url=f"sqlite:///{path}", archive_enabled=False)
+    me = {"project_key": "/old", "agent_name": "GreenCastle"}
+
+    def subjects(tool, **arguments):
+        return [m.subject for m in invoke.call(TOOLS[tool], arguments, settings).messages]
+
+    assert subjects("fetch_inbox", **me, ack_pending_only=True) == ["m10"]
+    assert subjects("fetch_inbox", **me, unread_only=True) == ["m11", "m10"]
+    assert subjects("fetch_inbox", **me, urgent_only=True, unread_only=True) == ["m11"]
+    assert subjects("fetch_inbox", **me, urgent_only=True) == ["m11"]
+    assert subjects("list_ack_overdue", project_key="/old") == ["m10"]
