@@ -39,9 +39,10 @@ def settings(request, tmp_path) -> Settings:
     if getattr(request, "param", "sqlite") == "sqlite":
         yield Settings(database_url=database_url)
     else:
-        migrated = request.getfixturevalue("migrated_primary")
-        for file in migrated.glob("primary.db*"):
-            shutil.copy(file, tmp_path / file.name)
+        if not request.node.get_closest_marker("fresh_primary"):
+            migrated = request.getfixturevalue("migrated_primary")
+            for file in migrated.glob("primary.db*"):
+                shutil.copy(file, tmp_path / file.name)
         with turso_server(tmp_path) as primary:
             yield Settings(database_url=database_url, turso_sync_url=primary.url)
 
