@@ -13,7 +13,7 @@ import os
 import stat
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from ..errors import InvalidArgument, ToolError
 from ..registry import Input, Output
@@ -50,7 +50,17 @@ COMMON_TYPES = {
 }
 
 
+def _given(field: str) -> dict:
+    return {"required": [field], "properties": {field: {"type": "string"}}}
+
+
 class AttachmentInput(Input):
+    # _one_source's rules, in the JSON schema too (null counts as not given).
+    model_config = ConfigDict(json_schema_extra={
+        "oneOf": [_given("content_base64"), _given("path"), _given("sha256")],
+        "anyOf": [_given("name"), _given("path")],
+    })
+
     name: FileName | None = Field(None, description="Defaults to the path's file name; required otherwise.")
     media_type: MediaType | None = Field(None, description="e.g. image/png; guessed from the name if omitted.")
     content_base64: str | None = Field(None, description="The content, base64-encoded.")
