@@ -202,3 +202,12 @@ def test_a_request_http_cannot_parse_gets_the_api_error_shape(fuzz_server):
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower()
     assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+def test_a_sha256_is_exactly_64_hex_digits(fuzz_server):
+    with httpx.Client(base_url=fuzz_server) as client:
+        assert client.post("/api/ensure_project", json={"human_key": "/sha"}).status_code == 200
+        assert client.post("/api/register_agent", json={"project_key": "sha", "program": "p", "model": "m", "name": "BlueLake"}).status_code == 200
+        for sha, status in (("a" * 64, 200), ("a" * 66, 422), (" " + "a" * 64, 422)):  # 66 digits once reached storage: a 500
+            answer = client.get("/api/request_attachment_upload", params={"project_key": "sha", "agent_name": "BlueLake", "sha256": sha, "size": 1})
+            assert answer.status_code == status, (sha, answer.text)

@@ -31,7 +31,7 @@ def _not_dots(name: str) -> str:
 
 FileName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^/\\\x00-\x1f\x7f]+$",
                                 description="A file name, without folders."), AfterValidator(_not_dots)]
-Sha256 = Annotated[str, Field(pattern=SHA256.pattern, description="SHA-256 of the content, 64 lowercase hex digits.")]
+Sha256 = Annotated[str, Field(pattern=f"^{SHA256.pattern}$", description="SHA-256 of the content, 64 lowercase hex digits.")]
 
 # Served as themselves; anything else (HTML, SVG, scripts...) as application/octet-stream.
 PASSIVE_TYPES = {
