@@ -112,3 +112,9 @@ def _timestamp(value: str) -> str:
 Timestamp = Annotated[
     str, AfterValidator(_timestamp), Field(description="ISO 8601 timestamp; UTC if no offset.", json_schema_extra={"format": "date-time"})
 ]
+
+
+def given(field: str) -> dict:
+    """JSON schema: `field` is present and not null (what a model validator checks as "given"), for
+    a model's anyOf/oneOf rules across fields (json_schema_extra)."""
+    return {"required": [field], "properties": {field: {"not": {"type": "null"}}}}

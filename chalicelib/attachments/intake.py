@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from ..errors import InvalidArgument, ToolError
+from ..fields import given
 from ..registry import Input, Output
 from . import images
 from .storage import SHA256, storage
@@ -50,15 +51,11 @@ COMMON_TYPES = {
 }
 
 
-def _given(field: str) -> dict:
-    return {"required": [field], "properties": {field: {"type": "string"}}}
-
-
 class AttachmentInput(Input):
     # _one_source's rules, in the JSON schema too (null counts as not given).
     model_config = ConfigDict(json_schema_extra={
-        "oneOf": [_given("content_base64"), _given("path"), _given("sha256")],
-        "anyOf": [_given("name"), _given("path")],
+        "oneOf": [given("content_base64"), given("path"), given("sha256")],
+        "anyOf": [given("name"), given("path")],
     })
 
     name: FileName | None = Field(None, description="Defaults to the path's file name; required otherwise.")
@@ -73,8 +70,8 @@ class AttachmentInput(Input):
 
     @model_validator(mode="after")
     def _one_source(self):
-        given = [field for field in ("content_base64", "path", "sha256") if getattr(self, field) is not None]
-        if len(given) != 1:
+        sources = [field for field in ("content_base64", "path", "sha256") if getattr(self, field) is not None]
+        if len(sources) != 1:
             raise ValueError("give exactly one of content_base64, path and sha256")
         if self.name is None and self.path is None:
             raise ValueError("name is required with content_base64 or sha256")
