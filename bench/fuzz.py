@@ -26,8 +26,8 @@ def main() -> int:
     args = parser.parse_args()
     schemathesis = Path(sys.executable).parent / "schemathesis"
     with tempfile.TemporaryDirectory() as directory, running_server(Path(directory) / "fuzz.db", ARCHIVE_ENABLED="false") as url:
-        command = [str(schemathesis), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(args.max_examples),
-                   "--phases", args.phases, "--config-file", str(CONFIG), "--suppress-health-check", "all", "--workers", "1", "--seed", "1"]
+        command = [str(schemathesis), "--config-file", str(CONFIG), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(args.max_examples),
+                   "--phases", args.phases, "--suppress-health-check", "all", "--workers", "1", "--seed", "1"]
         return subprocess.run(command).returncode
 
 
