@@ -228,3 +228,13 @@ def test_an_overseer_message_needs_a_subject_or_reply_to_in_the_schema_too(fuzz_
             message = {"project_key": "oversee", "to": ["BlueLake"], "body_md": "", **extra}
             assert client.post("/api/send_overseer_message", json=message).status_code == status, extra
             assert rule.is_valid(message) == (status != 422), extra
+
+
+def test_a_wait_for_mail_cursor_has_the_shape_the_schema_gives(fuzz_server):
+    cursor = served_field(fuzz_server, "WaitForMailInput", "cursor")
+    with httpx.Client(base_url=fuzz_server) as client:
+        assert client.post("/api/ensure_project", json={"human_key": "/cursor"}).status_code == 200
+        client.post("/api/register_agent", json={"project_key": "cursor", "program": "p", "model": "m", "name": "BlueLake"})
+        for text in ("", "m1.a\n", "m1.0", "m1.zz.1"):
+            answer = client.post("/api/wait_for_mail", json={"project_key": "cursor", "agent_name": "BlueLake", "cursor": text, "timeout_seconds": 0})
+            assert (answer.status_code == 200) == cursor.is_valid(text), (text, answer.text)
