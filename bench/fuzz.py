@@ -2,6 +2,9 @@
 server's /openapi.json. Prints schemathesis' report; exits non-zero on any failure.
 
     .venv/bin/python bench/fuzz.py [--max-examples 100] [--phases examples,coverage,fuzzing,stateful]
+
+Every check with schemathesis' default expected statuses (none is configured away); response-time
+bounds in bench/fuzz.toml. Results: docs/security.md ("Fuzzing").
 """
 
 import argparse
@@ -13,6 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.servers import running_server  # noqa: E402
 
+CONFIG = Path(__file__).with_name("fuzz.toml")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -21,7 +26,7 @@ def main() -> int:
     args = parser.parse_args()
     schemathesis = Path(sys.executable).parent / "schemathesis"
     with tempfile.TemporaryDirectory() as directory, running_server(Path(directory) / "fuzz.db", ARCHIVE_ENABLED="false") as url:
-        command = [str(schemathesis), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(args.max_examples),
+        command = [str(schemathesis), "--config-file", str(CONFIG), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(args.max_examples),
                    "--phases", args.phases, "--suppress-health-check", "all", "--workers", "1", "--seed", "1"]
         return subprocess.run(command).returncode
 

@@ -64,12 +64,20 @@ def _at_most(limit: int) -> str:
 
 ID_PATTERN = _at_most(2**63 - 1)
 _ID_STRING = re.compile(ID_PATTERN)
+# The largest id a JSON number may carry. FastAPI writes OpenAPI bounds as floats, and schema
+# readers take a float by its shortest decimal (9.223372036854775e+18 for 2**63 - 1) or by its
+# binary value: this one is both exactly, and below 2**63. Readers that parse numbers into floats
+# could not tell ids this large apart anyway: larger ids go as strings (as every answer gives them).
+MAX_ID_NUMBER = 9_223_372_036_854_656_000
 
 
-def _id_text(value):
-    """An id given as a string must be what the schema says: 1..2**63-1, no leading zeros or signs."""
-    if isinstance(value, str) and not _ID_STRING.match(value):
+def _id_value(value):
+    """An id must be what the schema says: a string 1..2**63-1 without leading zeros or signs, or
+    a number 1..MAX_ID_NUMBER (true and false are not numbers)."""
+    if isinstance(value, bool) or (isinstance(value, str) and not _ID_STRING.match(value)):
         raise ValueError(f"{value!r} is not an id: a decimal number from 1 to {2**63 - 1}")
+    if isinstance(value, (int, float)) and value > MAX_ID_NUMBER:
+        raise ValueError(f"{value} is too large for a JSON number; send it as a string, \"{value}\"")
     return value
 
 
@@ -78,11 +86,11 @@ def _id_text(value):
 def _id_type(description: str):
     return Annotated[
         int,
-        BeforeValidator(_id_text),
+        BeforeValidator(_id_value),
         Field(gt=0, lt=2**63),
         PlainSerializer(str, return_type=str, when_used="json"),
         WithJsonSchema(
-            {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 2**63 - 1}, {"type": "string", "pattern": ID_PATTERN}],
+            {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_ID_NUMBER}, {"type": "string", "pattern": ID_PATTERN}],
              "description": description},
             mode="validation",
         ),
@@ -104,3 +112,9 @@ def _timestamp(value: str) -> str:
 Timestamp = Annotated[
     str, AfterValidator(_timestamp), Field(description="ISO 8601 timestamp; UTC if no offset.", json_schema_extra={"format": "date-time"})
 ]
+
+
+def given(field: str) -> dict:
+    """JSON schema: `field` is present and not null (what a model validator checks as "given"), for
+    a model's anyOf/oneOf rules across fields (json_schema_extra)."""
+    return {"required": [field], "properties": {field: {"not": {"type": "null"}}}}

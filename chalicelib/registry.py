@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 
 class Input(BaseModel):
@@ -28,6 +28,31 @@ class Input(BaseModel):
 
     # By name or by alias: old field names stay accepted (fields.acting_agent).
     model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flags_are_not_numbers(cls, data: Any) -> Any:
+        """JSON's true/false and numbers are different types (so says the schema), but pydantic's
+        lax mode reads 0 as false and false as 0: refuse either in the other's place."""
+        if isinstance(data, dict):
+            for name, kind in _flag_and_number_fields(cls).items():
+                value = data.get(name)
+                if kind is bool and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    raise ValueError(f"{name}: {value!r} is a number; pass true or false")
+                if kind is not bool and isinstance(value, bool):
+                    raise ValueError(f"{name}: {value!r} is not a number")
+        return data
+
+
+@functools.cache
+def _flag_and_number_fields(model: type[BaseModel]) -> dict[str, type]:
+    """The names (and aliases) of a model's bool, int and float fields, with their type."""
+    kinds = {}
+    for name, field in model.model_fields.items():
+        kind = field_type(field.annotation)
+        if kind in (bool, int, float):
+            kinds.update({name: kind, **({field.alias: kind} if isinstance(field.alias, str) else {})})
+    return kinds
 
 
 class Output(BaseModel):

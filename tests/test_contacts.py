@@ -230,7 +230,7 @@ def test_respond_needs_a_request(call, team):
     call("request_contact", project_key=team, from_agent="GreenCastle", to_agent="RedStone")
     with pytest.raises(NotFound):  # the asker cannot answer its own request
         call("respond_contact", project_key=team, to_agent="GreenCastle", from_agent="RedStone", accept=True)
-    with pytest.raises(InvalidArgument, match="itself"):
+    with pytest.raises(Conflict, match="itself"):
         call("request_contact", project_key=team, from_agent="GreenCastle", to_agent="greencastle")
 
 

@@ -95,7 +95,7 @@ def test_install_needs_an_existing_git_work_tree(guard_tools, tmp_path):
     with pytest.raises(NotFound) as missing:
         install(tmp_path / "nowhere")
     assert "does not exist" in missing.value.message and missing.value.hint
-    with pytest.raises(InvalidArgument) as plain:
+    with pytest.raises(NotFound) as plain:  # a well-formed path: what is (not) there is no 422
         install(tmp_path)
     assert "not a git work tree" in plain.value.message and "git init" in plain.value.hint
     with pytest.raises(InvalidArgument) as relative:

@@ -13,9 +13,10 @@ import os
 import stat
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from ..errors import InvalidArgument, ToolError
+from ..fields import given
 from ..registry import Input, Output
 from . import images
 from .storage import SHA256, storage
@@ -31,7 +32,7 @@ def _not_dots(name: str) -> str:
 
 FileName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^/\\\x00-\x1f\x7f]+$",
                                 description="A file name, without folders."), AfterValidator(_not_dots)]
-Sha256 = Annotated[str, Field(pattern=SHA256.pattern, description="SHA-256 of the content, 64 lowercase hex digits.")]
+Sha256 = Annotated[str, Field(pattern=f"^{SHA256.pattern}$", description="SHA-256 of the content, 64 lowercase hex digits.")]
 
 # Served as themselves; anything else (HTML, SVG, scripts...) as application/octet-stream.
 PASSIVE_TYPES = {
@@ -51,6 +52,12 @@ COMMON_TYPES = {
 
 
 class AttachmentInput(Input):
+    # _one_source's rules, in the JSON schema too (null counts as not given).
+    model_config = ConfigDict(json_schema_extra={
+        "oneOf": [given("content_base64"), given("path"), given("sha256")],
+        "anyOf": [given("name"), given("path")],
+    })
+
     name: FileName | None = Field(None, description="Defaults to the path's file name; required otherwise.")
     media_type: MediaType | None = Field(None, description="e.g. image/png; guessed from the name if omitted.")
     content_base64: str | None = Field(None, description="The content, base64-encoded.")
@@ -63,8 +70,8 @@ class AttachmentInput(Input):
 
     @model_validator(mode="after")
     def _one_source(self):
-        given = [field for field in ("content_base64", "path", "sha256") if getattr(self, field) is not None]
-        if len(given) != 1:
+        sources = [field for field in ("content_base64", "path", "sha256") if getattr(self, field) is not None]
+        if len(sources) != 1:
             raise ValueError("give exactly one of content_base64, path and sha256")
         if self.name is None and self.path is None:
             raise ValueError("name is required with content_base64 or sha256")

@@ -25,7 +25,7 @@ from pydantic import Field
 from .. import clock
 from ..config import get_settings
 from ..store.db import placeholders
-from ..errors import Conflict, InvalidArgument, NotFound, ToolError
+from ..errors import Conflict, NotFound, ToolError
 from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -290,7 +290,9 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
     project = find_project(db, args.project_key)
     requester, target = find_agents(db, project, [args.agent_name, args.to_agent])
     if requester["id"] == target["id"]:
-        raise InvalidArgument(f"{requester['name']} asked itself for contact.", "Name another agent in to_agent.")
+        # Well-formed, but to_agent is the asker (also when spelt Name@project): a clash with what
+        # is stored, not a bad argument, like the refusals below.
+        raise Conflict(f"{requester['name']} asked itself for contact.", "Name another agent in to_agent.")
     refuse_inactive(project, requester, [target])
     name = address(target, project)
     if target["contact_policy"] == "block_all":

@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
+from ..errors import Conflict, Forbidden, NotFound, Unavailable
 
 HOOK = "pre-commit"
 CHAINED = "pre-commit.agent-mail-chained"
@@ -229,8 +229,8 @@ def hooks_dir(repo: str) -> Path:
             "Pass the absolute path of a git work tree on the machine where the server runs.",
         )
     inside = git(repo, "rev-parse", "--is-inside-work-tree")
-    if inside.returncode != 0 or inside.stdout.strip() != "true":
-        raise InvalidArgument(
+    if inside.returncode != 0 or inside.stdout.strip() != "true":  # no work tree there: 404, like no path
+        raise NotFound(
             f"{repo} is not a git work tree.",
             "Pass the root of a cloned repository (run `git init` there first if it has none).",
         )

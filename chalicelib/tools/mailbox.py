@@ -44,7 +44,7 @@ class Cursor:
 
     @classmethod
     def parse(cls, text: str) -> "Cursor":
-        if not _CURSOR.match(text):
+        if not _CURSOR.fullmatch(text):  # fullmatch: Python's $ would let a final newline through
             raise InvalidArgument(
                 "cursor is not one wait_for_mail gave out.",
                 "Pass the cursor of the previous wait_for_mail answer unchanged, or omit it to start from now.",
@@ -80,7 +80,7 @@ def _base36(number: int) -> str:
 class WaitForMailInput(Input):
     project_key: ProjectKey
     agent_name: AgentName
-    cursor: Annotated[str, Field(max_length=14 * (MAX_SEEN + 1) + 3)] | None = Field(
+    cursor: Annotated[str, Field(max_length=14 * (MAX_SEEN + 1) + 3, json_schema_extra={"pattern": _CURSOR.pattern})] | None = Field(
         None, description="The cursor of the previous answer; omit it to wait for mail newer than this call."
     )
     timeout_seconds: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS)] = Field(

@@ -10,12 +10,12 @@ import sqlite3
 from typing import Annotated
 
 import orjson
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from .. import clock
 from ..archive import outbox
-from ..errors import Conflict, InvalidArgument
-from ..fields import AgentName, MessageId, ProjectKey
+from ..errors import Conflict
+from ..fields import AgentName, MessageId, ProjectKey, given
 from ..registry import Input, Output, tool
 from ..store.db import placeholders
 from .agents import Agent, agent_id, describe_agent, find_agent
@@ -38,6 +38,13 @@ class SendOverseerMessageInput(Input):
     thread_id: ThreadId | None = Field(None, description="Join an existing thread; omit to start a new one.")
     reply_to: MessageId | None = Field(None, description="Answer this message: its thread, and its subject with 'Re:'.")
     overseer_name: AgentName = Field(OVERSEER, description="The name the person signs with (never an agent's).")
+    model_config = ConfigDict(json_schema_extra={"anyOf": [given("subject"), given("reply_to")]})
+
+    @model_validator(mode="after")
+    def _subject_or_reply_to(self):
+        if self.subject is None and self.reply_to is None:
+            raise ValueError("a subject is required (or reply_to, to answer a message)")
+        return self
 
 
 def overseer(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3.Row:
@@ -87,8 +94,6 @@ def send_overseer_message(db: sqlite3.Connection, args: SendOverseerMessageInput
         original = find_message(db, project, args.reply_to)
         thread_id = original["thread_id"]
         subject = subject or (original["subject"] if original["subject"].lower().startswith("re:") else f"Re: {original['subject']}"[:512])
-    if not subject:
-        raise InvalidArgument("A subject is required (or reply_to, to answer a message).", "Pass subject.")
     message = deliver(
         db, project, sender, to=args.to, cc=args.cc, bcc=[], subject=subject, body_md=args.body_md,
         importance=args.importance, ack_required=args.ack_required, thread_id=thread_id, overseer=True,

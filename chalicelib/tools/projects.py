@@ -33,7 +33,7 @@ def is_path(value: str) -> bool:
 
 def normalize_human_key(value: str) -> str:
     if _WINDOWS_PATH.match(value):
-        return value.rstrip("\\/") or value
+        return value[:3] + value[3:].rstrip("\\/")  # C:\ stays: C: would not be absolute
     if not value.startswith("/"):
         raise ValueError(f"{value!r} is not an absolute path; pass the project's working directory, e.g. /home/me/repo")
     return posixpath.normpath(value).replace("//", "/")

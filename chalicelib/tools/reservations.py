@@ -31,22 +31,32 @@ _DRIVE = re.compile(r"[A-Za-z]:/")
 MAX_TTL = 30 * 24 * 3600
 
 
+# What normalize_path accepts, for the JSON schema (no lookarounds: fuzzers generate from it):
+# `./` segments, then a first real segment (not "", ".", "..", nor a drive such as C:), then
+# separators each followed by a real segment, ".", or nothing. Every part begins differently from
+# what may follow it, so matching is linear.
+_SEGMENT = r"(?:[^/\\.][^/\\]*|\.[^/\\.][^/\\]*|\.\.[^/\\]+)"  # not "", ".", ".."
+_FIRST_SEGMENT = r"(?:[^/\\.A-Za-z][^/\\]*|[A-Za-z](?:[^/\\:][^/\\]*|:[^/\\]+)?|\.[^/\\.][^/\\]*|\.\.[^/\\]+)"
+REPO_PATH = rf"^(?:\.[/\\]+)*{_FIRST_SEGMENT}(?:[/\\](?:{_SEGMENT}|\.)?)*$"
+_REPO_PATH = re.compile(REPO_PATH)
+
+
 def normalize_path(value: str) -> str:
     """A repo-relative path or glob in one canonical form: `/` separators, no `.` or empty segments."""
-    path = value.strip().replace("\\", "/")
+    path = value.replace("\\", "/")
     if path.startswith("/") or _DRIVE.match(path):
         raise ValueError(f"{value!r} is absolute; pass a path relative to the repository root, e.g. src/app.py")
     segments = [segment for segment in path.split("/") if segment not in ("", ".")]
     if ".." in segments:
         raise ValueError(f"{value!r} climbs out with '..'; pass a path relative to the repository root, e.g. src/app.py")
-    if not segments:
+    if not segments or not _REPO_PATH.fullmatch(value):
         raise ValueError(f"{value!r} names no path; pass a file, directory or glob, e.g. src/**, or ** for everything")
     return "/".join(segments)
 
 
 RepoPath = Annotated[
     str,
-    Field(min_length=1, max_length=1024),
+    Field(min_length=1, max_length=1024, json_schema_extra={"pattern": REPO_PATH}),
     AfterValidator(normalize_path),
 ]
 Paths = Annotated[

@@ -18,9 +18,11 @@ stayed above its high-water mark for SEND_TIMEOUT_SECONDS, the connection is abo
 
 import asyncio
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..config import get_settings
+from ..errors import ToolError
 
 
 class TurnBufferedTransport:
@@ -59,6 +61,16 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the real transport
         self.transport = TurnBufferedTransport(transport, self.loop)  # type: ignore[assignment]
+
+    def send_400_response(self, msg: str) -> None:
+        """A request HTTP itself cannot parse (an over-long line, a bad header) gets the API's error
+        shape, as /openapi.json documents every 400, instead of uvicorn's plain text."""
+        body = orjson.dumps(ToolError(msg, "Check the request line and headers; send a long input as a POST body, not in the URL.").to_dict())
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
     def pause_writing(self) -> None:
         super().pause_writing()
