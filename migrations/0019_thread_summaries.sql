@@ -2,9 +2,9 @@
 -- costs the same at a million messages as at ten. A thread has one view per reader: viewer 0 is
 -- the whole project, an agent's id its own mail (the messages it sent or received). As in
 -- message_counts, each writer (0 on embedded SQLite, a replica's id on Turso) only ever writes
--- its own rows, keyed by stable_id(..., writer); a view is the combination of its few rows.
+-- its own rows, found by (project, thread, writer); a view is the combination of its few rows.
 CREATE TABLE thread_summaries (
-    id            INTEGER PRIMARY KEY,    -- stable_id('thread', project_id, thread_id, viewer_id, writer); < 0 below
+    id            INTEGER PRIMARY KEY,    -- new_id() (time-ordered: a new row goes at the table's end); < 0 below
     project_id    INTEGER NOT NULL REFERENCES projects (id),
     thread_id     TEXT NOT NULL,
     viewer_id     INTEGER NOT NULL,       -- 0: the whole project; else the agent whose mail this is
@@ -21,7 +21,7 @@ CREATE INDEX thread_summaries_recent ON thread_summaries (project_id, viewer_id,
 CREATE INDEX thread_summaries_by_thread ON thread_summaries (project_id, thread_id, viewer_id);
 
 -- The mail stored before this migration (writer -1: written once, here). Ids are negative, so
--- never a stable_id, and numbered in key order: the same rows on every replica that runs this.
+-- never a new_id(), and numbered in key order: the same rows on every replica that runs this.
 -- Who sees a message (its sender and every recipient, any kind; viewer 0: everyone), who appears
 -- in it at which rank (the sender once, even if also a recipient), and where each first appears.
 INSERT INTO thread_summaries (id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id, participants)
