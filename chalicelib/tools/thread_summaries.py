@@ -14,9 +14,9 @@ its own rows, so two replicas never overwrite one another; a view combines its f
 of counts, min of firsts, max of lasts). Rows are found by project, thread and writer; a new
 one gets a time-ordered id (new_id), so it is appended to the table: hashed ids put each new
 row on a random page, and a batch of sends then wrote ~11% fewer per second (bench/compare.py).
-A retention purge recounts the threads it touched from their remaining messages (`recount`): exact on embedded SQLite; on Turso a message
-delivered to one of those threads through another replica while the purge runs may be
-counted twice or not at all, until the thread's next purge.
+A retention purge recounts the threads it touched from their remaining messages (`recount`):
+exact on embedded SQLite; on Turso a message delivered to one of those threads through another
+replica while the purge runs may be counted twice or not at all, until the thread's next purge.
 
 Cost per message: one row read and updated per view (the project, the sender, each
 recipient); a view's participant list is rewritten only when someone new appears in it.
