@@ -4,13 +4,12 @@ The key, a hash of the call (tool and arguments) and the result's JSON (or, for 
 registry.Replay, the ids to read it back: a sent message) are stored in the write's own
 transaction, so a key exists exactly when its write committed: a client that lost the answer
 (a timeout, a crashed server, another Lambda container, another replica) retries with the same
-key and gets the stored result. The key is found by key_id, a
-stable_id over (project, acting agent, key), through a plain index (no UNIQUE index,
-docs/turso.md); the row id is a time-ordered new_id, so rows are appended and the expired
-ones are the lowest ids. Two copies of one call racing on two replicas within a push are
-not caught (a retry comes after a timeout, not at once; the earlier row answers later
-retries); on one database the write lock orders them. Keys expire after
-IDEMPOTENCY_KEY_TTL_SECONDS.
+key and gets the stored result. The key is found by key_id, a stable_id over (project, acting
+agent, key), through a plain index (no UNIQUE index, docs/turso.md); the row id is a
+time-ordered new_id, so rows are appended and the expired ones are the lowest ids. Two copies
+of one call racing on two replicas within a push are not caught (a retry comes after a
+timeout, not at once; the earlier row answers later retries); on one database the write lock
+orders them. Keys expire after IDEMPOTENCY_KEY_TTL_SECONDS.
 """
 
 import hashlib
