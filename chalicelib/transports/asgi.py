@@ -320,27 +320,13 @@ class Front:
         await send({"type": "http.response.start", "status": response.status, "headers": raw + _raw(response.headers)})
         await send({"type": "http.response.body", "body": response.body})
 
-    def _with_headers(self, scope, send):
+    def _with_headers(self, scope, send) -> "WithHeaders":
         """send() adding the security headers (and CORS for an allowed origin) to the response."""
-        tls = scope.get("scheme") == "https"
-        origin = None
+        cors = ()
         if self.settings.cors_allowed_origins:
             origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
-        cors = _raw(security.cors_headers(origin, self.settings)) if origin else []
-
-        async def send_with_headers(message) -> None:
-            if message["type"] == "http.response.start":
-                headers = message.get("headers", ())
-                html = any(n.lower() == b"content-type" and v.startswith(b"text/html") for n, v in headers)
-                present = {n.lower() for n, _ in headers}  # a response's own policy (the web UI's) stands
-                extra = [h for h in _security_headers(html, tls) if h[0] not in present]
-                message = {**message, "headers": [*headers, *extra, *cors]}
-            elif not message.get("more_body"):
-                send_with_headers.finished = True
-            await send(message)
-
-        send_with_headers.finished = False  # the whole response went out
-        return send_with_headers
+            cors = tuple(_raw(security.cors_headers(origin, self.settings))) if origin else ()
+        return WithHeaders(send, scope.get("scheme") == "https", cors)
 
     def _guard(self, scope) -> auth.Principal:
         if self.auth.mode == "none":
@@ -378,6 +364,34 @@ class Front:
             write = ratelimit.is_write(scope["path"], scope["method"], body, self.tools)
             self.limiter.check(ratelimit.caller(principal, client[0] if client else None), write)
         return receive
+
+
+class WithHeaders:
+    """send() adding the security headers (and CORS headers) to a response's start; `finished`
+    once its last body part went out. A class, not a closure with an attribute: this runs for
+    every request, and setting an attribute on a fresh function object cost ~4 µs of /health's 14."""
+
+    __slots__ = ("send", "tls", "cors", "finished")
+
+    def __init__(self, send, tls: bool, cors: tuple) -> None:
+        self.send, self.tls, self.cors, self.finished = send, tls, cors, False
+
+    async def __call__(self, message) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", ())
+            html = False
+            present = set()  # a response's own policy (the web UI's) stands
+            for name, value in headers:
+                name = name.lower()
+                present.add(name)
+                html = html or (name == b"content-type" and value.startswith(b"text/html"))
+            extra = _security_headers(html, self.tls)
+            if not present.isdisjoint(name for name, _ in extra):
+                extra = tuple(header for header in extra if header[0] not in present)
+            message = {**message, "headers": [*headers, *extra, *self.cors]}
+        elif not message.get("more_body"):
+            self.finished = True
+        await self.send(message)
 
 
 @lru_cache(maxsize=4)
