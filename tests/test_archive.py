@@ -3,6 +3,9 @@ rebuild, verify and restore, on real SQLite databases and real git repositories.
 
 import json
 import subprocess
+import threading
+import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,7 +15,7 @@ from chalicelib.store import db
 from chalicelib.archive import outbox, rebuild
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import render
-from chalicelib.archive.worker import drain, drain_once
+from chalicelib.archive.worker import drain, drain_once, work
 from chalicelib.transports.cli import cli
 from chalicelib.config import Settings
 
@@ -230,3 +233,22 @@ def test_restore_from_archive_rebuilds_an_empty_database(call, project, settings
         assert list(rebuild.other_entries(new))[-1] == list(rebuild.other_entries(old))[-1]  # the reservation
     result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"], env=env)
     assert result.exit_code == 1 and "not empty" in result.output
+
+
+def test_a_worker_started_after_a_kill_mid_commit_removes_the_stale_ref_lock(call, project, settings, archive):
+    drain(settings, archive)
+    lock = Path(archive.repo.controldir()) / "refs" / "heads" / "main.lock"
+    lock.write_bytes(b"")  # what a worker killed between taking the branch's lock and moving it leaves
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="after the kill", body_md="x")
+    assert drain_once(settings, archive) == 0  # git refuses to move the branch while the lock exists
+    stopping = threading.Event()
+    worker = threading.Thread(target=work, args=(settings, stopping))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while call("archive_status")["pending"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stopping.set()
+        worker.join(timeout=30)
+    assert call("archive_status")["pending"] == 0 and not lock.exists()

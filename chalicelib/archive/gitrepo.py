@@ -58,6 +58,16 @@ class GitArchive:
         self.trees = TreeCache()
         self.repo.object_store.packed_git_limit = MERGE_LIMIT  # unmap the least recently used packs beyond this
 
+    def clear_stale_locks(self) -> list[Path]:
+        """Remove the lock files (`refs/heads/main.lock`, `index.lock`, ...) that a writer killed
+        mid-commit leaves behind: git refuses to move a ref while its lock exists. Only for the
+        archive's one writer (the worker holding ARCHIVE_DIR.lock): nobody else can hold them."""
+        control = Path(self.repo.controldir())
+        stale = [*control.glob("refs/**/*.lock"), *control.glob("*.lock")]
+        for lock in stale:
+            lock.unlink(missing_ok=True)
+        return stale
+
     @classmethod
     def local(cls, settings) -> "GitArchive":
         """The local-mode archive: ARCHIVE_DIR, bare unless ARCHIVE_WORKTREE."""

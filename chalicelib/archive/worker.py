@@ -113,6 +113,8 @@ def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
     started, restarts, error = clock.now(), int(os.environ.get(RESTARTS_ENV, 0)), None
     with GitArchive.local(settings) as archive, ThreadPoolExecutor(1, initializer=lowest_priority) as idle_cpu:
         git = lambda function, *args: idle_cpu.submit(function, *args).result()  # noqa: E731
+        if stale := archive.clear_stale_locks():  # a worker killed mid-commit held them
+            log.warning("removed stale git locks: %s", ", ".join(map(str, stale)))
         git(migrate_layout, archive)
         while not stopping.is_set() and not parent_gone():
             try:
