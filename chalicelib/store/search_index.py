@@ -24,12 +24,13 @@ from ..ids import RANDOM_BITS
 from .per_process import OnePerKey
 
 VERSION = 3
+TOKENIZER = "porter unicode61"  # as in migrations/0002_search.sql
 SCHEMA = f"""
 DROP TABLE IF EXISTS messages_fts;
 DROP TABLE IF EXISTS messages;
 DROP TABLE IF EXISTS message_recipients;
 DROP TABLE IF EXISTS archived_bodies;
-CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md, tokenize = 'porter unicode61');
+CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md, tokenize = '{TOKENIZER}');
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL, sender_id INTEGER NOT NULL, thread_id TEXT NOT NULL,
     importance TEXT NOT NULL, created_ts TEXT NOT NULL

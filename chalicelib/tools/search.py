@@ -15,6 +15,8 @@ Bounded ranking, so a search costs the same at a million messages as at ten thou
   tells); a term in more messages than that says little about relevance anyway (a word in
   half the messages has a bm25 weight of ~0). Ties, and queries of only common words, list
   the newest first.
+- A query with a word found in nearly every message takes its window from its rarer words and
+  checks the whole query on those candidates only (tools/search_narrowing.py).
 """
 
 import re
@@ -31,6 +33,7 @@ from ..store.search_index import search_index
 from .agents import find_agent, find_agents
 from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
+from .search_narrowing import Narrowed, narrowed
 from .search_syntax import fts5_query, fts5_terms, literal_query, query_words, snippet
 
 WINDOW = 500  # matches ranked together; see the module docstring
@@ -138,11 +141,13 @@ def _ranked(index, rank_query: str | None, window: list[int]) -> list[tuple[int,
     """The window's ids with their scores, best first (ties: newest first)."""
     scores: dict[int, float] = {}
     if rank_query and window:
+        # bm25 (a docsize read each) only for the window's own rows, not every match in its
+        # range; `+rowid` filters FTS5's rows instead of making it look each id up.
         scores = dict(
             index.execute(
-                "SELECT rowid, bm25(messages_fts, 2.0, 1.0) FROM messages_fts"
-                " WHERE messages_fts MATCH ? AND rowid BETWEEN ? AND ?",
-                (rank_query, window[-1], window[0]),
+                "SELECT rowid, bm25(messages_fts, 2.0, 1.0) FROM messages_fts WHERE messages_fts MATCH ?"
+                f" AND rowid BETWEEN ? AND ? AND +rowid IN ({placeholders(window)})",
+                (rank_query, window[-1], window[0], *window),
             ).fetchall()
         )
     return sorted(((mid, scores.get(mid, 0.0)) for mid in window), key=lambda hit: (hit[1], -hit[0]))
@@ -167,16 +172,18 @@ def _window_sql(where: str, by_thread: bool) -> str:
     )
 
 
-def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: list, args: SearchMessagesInput):
-    """([(id, score)] of one page, best first within each window, and the next cursor)."""
+def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: list, args: SearchMessagesInput,
+                 narrow: Narrowed | None = None):
+    """([(id, score)] of one page, best first within each window, and the next cursor). A
+    narrowed query's window is of its rarer words' matches, checked against the whole query."""
     below, skip = _cursor(args.cursor)
     limit = args.limit
-    size = max(limit, FILTERED_WINDOW) if _filtered(args) else WINDOW
+    size = max(limit, FILTERED_WINDOW) if _filtered(args) or narrow else WINDOW
     sql = _window_sql(where, by_thread=args.thread_id is not None)
     page: list[tuple[int, float]] = []
     for _ in range(MAX_WINDOWS):
-        window = [row[0] for row in index.execute(sql, (fts, below, *params, size))]
-        ranked = _ranked(index, rank_query, window)
+        window = [row[0] for row in index.execute(sql, (" ".join(narrow.words) if narrow else fts, below, *params, size))]
+        ranked = _ranked(index, rank_query, narrow.matching(index, window) if narrow else window)
         taken = ranked[skip : skip + limit - len(page)]
         page += taken
         if skip + len(taken) < len(ranked):
@@ -205,8 +212,9 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     if fts is None:
         return SearchResults(query=args.query, results=[])
     try:
-        rank_query = _rank_query(index, fts5_terms(args.query))
-        page, next_cursor = _ranked_page(index, fts, rank_query, where, params, args)
+        narrow = narrowed(index, args.query, fts)
+        rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(args.query))
+        page, next_cursor = _ranked_page(index, fts, rank_query, where, params, args, narrow)
     except sqlite3.OperationalError:  # not expected: fts5_query's output parses; then all words are text
         fts = literal_query(args.query)
         page, next_cursor = _ranked_page(index, fts, fts, where, params, args)
@@ -226,7 +234,8 @@ def search_project(db: sqlite3.Connection, project, query: str, limit: int, view
     index = search_index(db).conn if hasattr(db, "replica") else db
     args = SearchMessagesInput(project_key=project["human_key"], query=query, limit=limit)
     try:
-        page, _ = _ranked_page(index, fts, _rank_query(index, fts5_terms(query)), where, params, args)
+        narrow = narrowed(index, query, fts)
+        page, _ = _ranked_page(index, fts, _rank_query(index, narrow.words if narrow else fts5_terms(query)), where, params, args, narrow)
     except sqlite3.OperationalError:  # as in search_messages
         fts = literal_query(query)
         page, _ = _ranked_page(index, fts, fts, where, params, args)

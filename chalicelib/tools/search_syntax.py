@@ -14,7 +14,8 @@ every word is literal text unless it is an operator used as one:
 
 `fts5_query` returns the FTS5 query, or None when the text holds no searchable word;
 `fts5_terms` its terms (phrases, prefixes, column filters, NEAR groups), for ranking.
-`literal_query` is the fallback that treats every word as text.
+`literal_query` is the fallback that treats every word as text. `plain_terms` splits a query
+of only words and phrases into its words, for tools/search_narrowing.py.
 """
 
 import re
@@ -128,6 +129,25 @@ def fts5_query(text: str) -> str | None:
 def fts5_terms(text: str) -> list[str]:
     """The query's terms, each a valid FTS5 query by itself, without repeats."""
     return list(dict.fromkeys(value for kind, value in _tokens(text) if kind == "term"))
+
+
+_ASCII_WORD = re.compile(r"[A-Za-z0-9]+")  # what unicode61 reads as one word of ASCII text
+
+
+def plain_terms(text: str) -> list[list[str]] | None:
+    """The words of each term of a query of only words and phrases (all must match): every
+    match of the query contains every term's words, in order. None for any other query (OR,
+    NOT, groups, prefixes, columns, NEAR) or for text beyond ASCII, whose word boundaries only
+    the tokenizer knows. Used by tools/search_narrowing.py."""
+    terms = []
+    items = _tokens(text)
+    for index, (kind, value) in enumerate(items):
+        if kind == "op" and value == "AND" and 0 < index < len(items) - 1 and items[index - 1][0] == items[index + 1][0] == "term":
+            continue  # AND between two terms (elsewhere fts5_query reads it as a word: not plain)
+        if kind != "term" or not (value.startswith('"') and value.endswith('"')) or not value.isascii():
+            return None
+        terms.append(_ASCII_WORD.findall(value[1:-1]))
+    return terms or None
 
 
 def literal_query(text: str) -> str | None:

@@ -1,0 +1,75 @@
+"""Search with a very common word (issue 12): the window comes from the query's rarer words and
+the whole query is checked on those candidates; the answers are those of the full index."""
+
+import pytest
+
+from chalicelib.tools import search, search_narrowing
+from chalicelib.tools.search_syntax import plain_terms
+
+pytestmark = pytest.mark.both_backends
+
+# Every message has src and py; cart and api are in few. Subjects name what FTS5 answers.
+BODIES = {
+    "exact": "Touching src/cart/api.py today.",
+    "upper case": "TOUCHING SRC/CART/API.PY",
+    "stemmed": "Renamed src/carts/api.py",  # porter reads carts as cart: a match FTS5 makes
+    "beyond ascii": "src/cart/api.py — déjà vu",
+    "scattered": "cart api in src, then py",  # every word, but not the phrase
+    "glued": "xsrc/cart/api.py",  # xsrc is another word
+    "underscore": "src_cart_api_py",  # _ separates words for the index too: a match
+}
+FILLER = 30
+
+
+@pytest.fixture
+def paths(call, project, monkeypatch):
+    monkeypatch.setattr(search_narrowing, "SAMPLE", 10)  # a word in fewer than 10 messages is rare here
+    for number in range(FILLER):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"filler {number}",
+             body_md=f"see src/mod{number}/file.py")
+    for subject, body in BODIES.items():
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md=body)
+    return project
+
+
+def found(call, project, query, **options):
+    return {hit["subject"] for hit in call("search_messages", project_key=project, query=query, limit=50, **options)["results"]}
+
+
+def test_a_path_of_common_words_finds_what_the_full_index_finds(call, paths, monkeypatch):
+    checked = []
+    fts_matching = search_narrowing._fts_matching
+    monkeypatch.setattr(search_narrowing, "_fts_matching", lambda fts, rows: checked.extend(rows) or fts_matching(fts, rows))
+    narrowed = found(call, paths, "src/cart/api.py")
+    assert narrowed == {"exact", "upper case", "stemmed", "beyond ascii", "underscore"}
+    assert {row[1] for row in checked} == {"stemmed", "beyond ascii", "scattered", "glued"}  # only the unsure ones
+    monkeypatch.setattr(search, "narrowed", lambda *args: None)
+    assert found(call, paths, "src/cart/api.py") == narrowed
+
+
+def test_words_and_phrases_together(call, paths, monkeypatch):
+    queries = ["cart src", "src/cart/api.py today", '"cart api" py', "api.py AND src", "src cart AND"]
+    narrowed = {query: found(call, paths, query) for query in queries}
+    monkeypatch.setattr(search, "narrowed", lambda *args: None)
+    assert narrowed == {query: found(call, paths, query) for query in queries}
+    assert narrowed["src/cart/api.py today"] == {"exact"}
+
+
+def test_paging_a_narrowed_search_reaches_every_match_once(call, paths, monkeypatch):
+    monkeypatch.setattr(search, "FILTERED_WINDOW", 2)  # two candidates a window
+    pages, cursor = [], None
+    while True:
+        page = call("search_messages", project_key=paths, query="src/cart/api.py", limit=2, cursor=cursor)
+        pages += [hit["subject"] for hit in page["results"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert len(pages) < 20
+    assert sorted(pages) == sorted({"exact", "upper case", "stemmed", "beyond ascii", "underscore"})
+
+
+def test_only_queries_of_plain_words_and_phrases_are_narrowed():
+    assert plain_terms("src/cart/api.py CART-12") == [["src", "cart", "api", "py"], ["CART", "12"]]
+    assert plain_terms('"exact phrase" AND word') == [["exact", "phrase"], ["word"]]
+    for query in ["a OR b", "a NOT b", "(a b)", "bind*", "subject:x", "NEAR(a b)", "café x", "a AND", "AND a"]:
+        assert plain_terms(query) is None, query
