@@ -171,9 +171,11 @@ def snippet(subject: str, body: str, words: list[str], width: int = 16) -> str:
     if not words:
         return ""
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
-    text = subject if pattern.search(subject) else body
+    found = pattern.search(subject)
+    text = subject if found else body
+    found = found or pattern.search(body)
     tokens = text.split()
-    first = next((index for index, token in enumerate(tokens) if pattern.search(token)), 0)
+    first = len(text[: found.start() + 1].split()) - 1 if found else 0  # the word the first match is in
     start = max(0, first - width // 4)
     passage = " ".join(pattern.sub(r"**\g<0>**", token) for token in tokens[start : start + width])
     return ("…" if start else "") + passage + ("…" if start + width < len(tokens) else "")
