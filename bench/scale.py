@@ -1,11 +1,14 @@
 """Every read tool at 10k, 100k and 1M messages in one project, in-process (invoke.call).
 
-    .venv/bin/python bench/scale.py [--sizes 10000,100000,1000000] [--dir /work/tmp/d1-scale] [--calls 30]
+    .venv/bin/python bench/scale.py [--sizes 10000,100000,1000000] [--dir /work/tmp/d1-scale] [--calls 30] [--warm]
 
 Builds one SQLite database per size once (kept in --dir and reused by later runs; delete a
 file to rebuild it) and prints, per tool, the median and p95 of --calls calls (varied
 arguments: other agents, threads, messages) at each size, and the ratio of the largest size's
-median to the smallest's.
+median to the smallest's. With --warm, each database file is read once before its timings, so
+the operating system's page cache holds it, as on a server that has served it for a while
+(without it, the first reads of a 5.5 GB file go to the disk, and each call's other agent
+reads pages no earlier call touched).
 
 The project has a realistic shape: AGENTS agents, one thread per THREAD_SIZE messages, bodies
 of ~250 words drawn from a Zipf-weighted vocabulary (so "the" and "database" are common words
@@ -190,6 +193,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/work/tmp/d1-scale"))
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--warm", action="store_true", help="read each database file once before timing it")
     parser.add_argument("--only", default="", help="comma-separated scenario labels (default: all)")
     options = parser.parse_args()
     sizes = [int(size) for size in options.sizes.split(",")]
@@ -205,6 +209,10 @@ def main() -> None:
             built.touch()
         if options.build_only:
             continue
+        if options.warm:
+            with path.open("rb") as file:
+                while file.read(1 << 24):
+                    pass
         settings = Settings(database_url=f"sqlite:///{path}", archive_enabled=False)
         migrate(settings)  # a database built by an older version migrates forward first
         with sqlite3.connect(path) as db:
