@@ -131,7 +131,8 @@ def test_two_replicas_racing_for_a_slot_get_exactly_one_winner(tmp_path):
 
 def test_a_write_the_primary_never_got_is_refused_and_never_stored(tmp_path):
     with turso_server(tmp_path) as primary:
-        settings = replica_settings(tmp_path, "lambda", primary.url, replica_sync_timeout_ms=300)
+        # No pull before the write, however slow the machine: it is the push that must fail.
+        settings = replica_settings(tmp_path, "lambda", primary.url, replica_sync_timeout_ms=300, replica_max_staleness_ms=600_000)
         call(settings, "ensure_project", human_key=PROJECT)
         for name in ("BlueLake", "GreenCastle"):
             call(settings, "register_agent", project_key=PROJECT, program="p", model="m", name=name)
