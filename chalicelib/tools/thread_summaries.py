@@ -35,52 +35,58 @@ RANKS = {"to": 1, "notice": 1, "cc": 2}  # a participant's place in a message af
 NOCASE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")  # SQLite's COLLATE NOCASE
 
 
-def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, str]]]) -> None:
-    """Stored messages (id, thread_id, sender_id, {recipient id: kind}): onto their threads'
-    summaries, for the project and for each agent that sees them."""
-    views: dict[tuple[str, int], list] = {}  # (thread, viewer) -> [count, first, last, {agent: (first, rank)}]
-    for message_id, thread_id, sender_id, kinds in messages:
+def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, str], str, str]]) -> None:
+    """Stored messages (id, thread_id, sender_id, {recipient id: kind}, subject, created_ts): onto
+    their threads' summaries, for the project and for each agent that sees them."""
+    views: dict[tuple[str, int], list] = {}  # (thread, viewer) -> [count, (first, subject, ts), (last, ts), {agent: (first, rank)}]
+    for message_id, thread_id, sender_id, kinds, subject, created_ts in messages:
         ranks = {sender_id: 0}
         for agent, kind in kinds.items():
             if kind in RANKS:
                 ranks.setdefault(agent, RANKS[kind])
         places = {agent: (message_id, rank) for agent, rank in ranks.items()}
+        first, last = (message_id, subject, created_ts), (message_id, created_ts)
         for viewer in dict.fromkeys((0, sender_id, *kinds)):
-            view = views.setdefault((thread_id, viewer), [0, message_id, message_id, {}])
+            view = views.setdefault((thread_id, viewer), [0, first, last, {}])
             view[0] += 1
-            view[1], view[2] = min(view[1], message_id), max(view[2], message_id)
+            view[1], view[2] = min(view[1], first), max(view[2], last)
             merge(view[3], places)
     me = writer(db)
     threads = list({thread for thread, _ in views})
-    stored: dict[tuple[str, int], tuple[int, str]] = {}  # (thread, viewer) -> (row id, participants)
+    stored: dict[tuple[str, int], tuple] = {}  # (thread, viewer) -> (row id, first, last, participants)
     for start in range(0, len(threads), 500):
         chunk = threads[start:start + 500]
-        for row_id, thread, viewer, participants in db.execute(
-            "SELECT id, thread_id, viewer_id, participants FROM thread_summaries"
+        for row_id, thread, viewer, first_id, last_id, participants in db.execute(
+            "SELECT id, thread_id, viewer_id, first_id, last_id, participants FROM thread_summaries"
             f" WHERE project_id = ? AND thread_id IN ({placeholders(chunk)}) AND writer = ?",
             (project_id, *chunk, me),
         ):
             if (thread, viewer) in views:
-                stored[(thread, viewer)] = (row_id, participants)
+                stored[(thread, viewer)] = (row_id, first_id, last_id, participants)
     updates, inserts = [], []
-    for (thread, viewer), (count, first, last, seen) in views.items():
+    for (thread, viewer), (count, (first, subject, first_ts), (last, last_ts), seen) in views.items():
         if (thread, viewer) in stored:
-            row_id, participants = stored[(thread, viewer)]
+            # The row is only ever written by this writer, in this transaction: its ends are current.
+            row_id, first_id, last_id, participants = stored[(thread, viewer)]
             known = {agent: (first_id, rank) for agent, first_id, rank in orjson.loads(participants)}
             changed = merge(known, seen)
-            updates.append((count, first, last, encode(known) if changed else None, row_id))
+            updates.append((
+                count, *((first, subject, first_ts) if first < first_id else (None, None, None)),
+                *((last, last_ts) if last > last_id else (None, None)), encode(known) if changed else None, row_id,
+            ))
         else:  # a new row goes at the end of the table (ids grow with time), not on a random page
-            inserts.append((new_id(), project_id, thread, viewer, me, count, first, last, encode(seen)))
+            inserts.append((new_id(), project_id, thread, viewer, me, count, first, last, encode(seen), subject, first_ts, last_ts))
     # UPDATE and INSERT, not an upsert: tursodb 0.7 reports "TEXT value contains invalid UTF-8" on
-    # some INSERT ... ON CONFLICT DO UPDATE of these rows.
+    # some INSERT ... ON CONFLICT DO UPDATE of these rows. NULL: that column stays.
     db.executemany(
-        "UPDATE thread_summaries SET messages = messages + ?, first_id = min(first_id, ?), last_id = max(last_id, ?),"
+        "UPDATE thread_summaries SET messages = messages + ?, first_id = coalesce(?, first_id), subject = coalesce(?, subject),"
+        " first_ts = coalesce(?, first_ts), last_id = coalesce(?, last_id), last_ts = coalesce(?, last_ts),"
         " participants = coalesce(?, participants) WHERE id = ?",
         updates,
     )
     db.executemany(
-        "INSERT INTO thread_summaries (id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id, participants)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO thread_summaries (id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id, participants,"
+        " subject, first_ts, last_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         inserts,
     )
 
@@ -105,7 +111,9 @@ def recount(db, project_id: int, thread_ids: list[str]) -> None:
         chunk = thread_ids[start:start + 500]
         where, params = f"project_id = ? AND thread_id IN ({placeholders(chunk)})", [project_id, *chunk]
         db.execute(f"DELETE FROM thread_summaries WHERE {where}", params)
-        rows = db.execute(f"SELECT id, thread_id, sender_id FROM messages WHERE {where} ORDER BY id", params).fetchall()
+        rows = db.execute(
+            f"SELECT id, thread_id, sender_id, subject, created_ts FROM messages WHERE {where} ORDER BY id", params
+        ).fetchall()
         for first in range(0, len(rows), 500):
             batch = rows[first:first + 500]
             kinds: dict[int, dict[int, str]] = defaultdict(dict)
@@ -114,7 +122,7 @@ def recount(db, project_id: int, thread_ids: list[str]) -> None:
                 f"SELECT message_id, agent_id, kind FROM message_recipients WHERE message_id IN ({placeholders(ids)})", ids
             ):
                 kinds[message_id][agent] = kind
-            record(db, project_id, [(mid, thread, sender, kinds[mid]) for mid, thread, sender in batch])
+            record(db, project_id, [(mid, thread, sender, kinds[mid], subject, ts) for mid, thread, sender, subject, ts in batch])
 
 
 def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int) -> list[dict]:
@@ -136,20 +144,16 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
     threads = list(found)[:limit]
     if not threads:
         return []
-    views: dict[str, list] = {}  # thread -> [count, first, last, {agent: (first, rank)}]
-    for thread_id, count, first, last, participants in db.execute(
-        "SELECT thread_id, messages, first_id, last_id, participants FROM thread_summaries"
+    views: dict[str, list] = {}  # thread -> [count, (first, subject, ts), (last, ts), {agent: (first, rank)}]
+    for thread_id, count, first, subject, first_ts, last, last_ts, participants in db.execute(
+        "SELECT thread_id, messages, first_id, subject, first_ts, last_id, last_ts, participants FROM thread_summaries"
         f" WHERE project_id = ? AND thread_id IN ({placeholders(threads)}) AND viewer_id = ?",
         (project["id"], *threads, viewer),
     ):
-        view = views.setdefault(thread_id, [0, first, last, {}])
+        view = views.setdefault(thread_id, [0, (first, subject, first_ts), (last, last_ts), {}])
         view[0] += count
-        view[1], view[2] = min(view[1], first), max(view[2], last)
+        view[1], view[2] = min(view[1], (first, subject, first_ts)), max(view[2], (last, last_ts))
         merge(view[3], {agent: (first_id, rank) for agent, first_id, rank in orjson.loads(participants)})
-    ends = [message_id for _, first, last, _ in views.values() for message_id in (first, last)]
-    messages = {
-        row[0]: row for row in db.execute(f"SELECT id, subject, created_ts FROM messages WHERE id IN ({placeholders(ends)})", ends)
-    }
     agents = list({agent for view in views.values() for agent in view[3]})
     addresses = dict(db.execute(
         "SELECT a.id, CASE WHEN a.project_id = ? THEN a.name ELSE a.name || '@' || p.slug END"
@@ -159,16 +163,14 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
     return [
         dict(
             thread_id=thread_id,
-            subject=messages[first][1],
+            subject=subject,
             message_count=count,
             # In order of first appearance: by message, then sender, to, cc, each by address (as recipients_of).
             participants=[addresses[agent] for agent in sorted(
                 seen, key=lambda agent, seen=seen: (*seen[agent], addresses[agent].translate(NOCASE)))],
-            first_ts=messages[first][2],
-            last_ts=messages[last][2],
+            first_ts=first_ts,
+            last_ts=last_ts,
         )
         for thread_id in threads
-        for count, first, last, seen in [views[thread_id]]
-        # On Turso a thread purged by another replica's retention run can lag its summary: not listed.
-        if first in messages and last in messages
+        for count, (_, subject, first_ts), (_, last_ts), seen in [views[thread_id]]
     ]
