@@ -125,31 +125,52 @@ def recount(db, project_id: int, thread_ids: list[str]) -> None:
             record(db, project_id, [(mid, thread, sender, kinds[mid], subject, ts) for mid, thread, sender, subject, ts in batch])
 
 
+COLUMNS = "id, thread_id, writer, messages, first_id, subject, first_ts, last_id, last_ts, participants"
+
+
 def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int) -> list[dict]:
     """The fields of ThreadInfo for the `limit` most recently active threads of a view (viewer
-    0: the whole project; an agent's id: its mail), newest first. Reads the index
-    thread_summaries_recent a page at a time (a thread has a row per writer: a few)."""
-    found: dict[str, None] = {}
+    0: the whole project; an agent's id: its mail), newest first.
+
+    Walks the covering index thread_summaries_newest a page at a time: the rows of the newest
+    threads, side by side (a few pages at any size, where a read per thread would touch a page
+    per thread). A view also has the rows of other writers, maybe older than the walk went:
+    a view has at most one row of writer 0 (embedded SQLite's, and what migrations wrote), so
+    beside a walked row of writer 0 only the other writers' rows are looked up, in the small
+    index thread_summaries_shared (on embedded SQLite it holds the rare views that also have
+    a row from before migration 0021); other views are looked up whole."""
+    walked: dict[str, list] = {}  # thread -> its rows seen in the walk
     before = None
-    while len(found) < limit:
+    while len(walked) < limit:
         page = db.execute(
-            "SELECT thread_id, last_id FROM thread_summaries WHERE project_id = ? AND viewer_id = ?"
+            f"SELECT {COLUMNS} FROM thread_summaries INDEXED BY thread_summaries_newest WHERE project_id = ? AND viewer_id = ?"
             + (" AND last_id < ?" if before is not None else "") + " ORDER BY last_id DESC LIMIT ?",
             (project["id"], viewer, *([before] if before is not None else []), limit + 8),
         ).fetchall()
-        for thread_id, before in page:
-            found.setdefault(thread_id, None)
+        for row in page:
+            walked.setdefault(row[1], []).append(row)
+            before = row[7]
         if len(page) < limit + 8:
             break
-    threads = list(found)[:limit]
+    threads = list(walked)[:limit]
     if not threads:
         return []
+    seen = {row[0] for thread in threads for row in walked[thread]}
+    local = [thread for thread in threads if any(row[2] == 0 for row in walked[thread])]
+    others = [thread for thread in threads if thread not in local]
+    missing = []
+    for chunk, index, shared in ((local, "shared", " AND writer != 0"), (others, "by_thread", "")):
+        if chunk:  # (INDEXED BY: the planner, without statistics on these indexes, may prefer the walk's)
+            missing += [row_id for (row_id,) in db.execute(
+                f"SELECT id FROM thread_summaries INDEXED BY thread_summaries_{index} WHERE project_id = ?"
+                f" AND thread_id IN ({placeholders(chunk)}) AND viewer_id = ?{shared}",
+                (project["id"], *chunk, viewer),
+            ) if row_id not in seen]
+    rows = [row for thread in threads for row in walked[thread]]
+    if missing:
+        rows += db.execute(f"SELECT {COLUMNS} FROM thread_summaries WHERE id IN ({placeholders(missing)})", missing).fetchall()
     views: dict[str, list] = {}  # thread -> [count, (first, subject, ts), (last, ts), {agent: (first, rank)}]
-    for thread_id, count, first, subject, first_ts, last, last_ts, participants in db.execute(
-        "SELECT thread_id, messages, first_id, subject, first_ts, last_id, last_ts, participants FROM thread_summaries"
-        f" WHERE project_id = ? AND thread_id IN ({placeholders(threads)}) AND viewer_id = ?",
-        (project["id"], *threads, viewer),
-    ):
+    for _, thread_id, _, count, first, subject, first_ts, last, last_ts, participants in rows:
         view = views.setdefault(thread_id, [0, (first, subject, first_ts), (last, last_ts), {}])
         view[0] += count
         view[1], view[2] = min(view[1], (first, subject, first_ts)), max(view[2], (last, last_ts))
