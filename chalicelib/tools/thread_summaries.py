@@ -58,7 +58,7 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
         chunk = threads[start:start + 500]
         for row_id, thread, viewer, first_id, last_id, participants in db.execute(
             "SELECT id, thread_id, viewer_id, first_id, last_id, participants FROM thread_summaries"
-            f" WHERE project_id = ? AND thread_id IN ({placeholders(chunk)}) AND writer = ?",
+            f" INDEXED BY thread_summaries_by_thread WHERE project_id = ? AND thread_id IN ({placeholders(chunk)}) AND writer = ?",
             (project_id, *chunk, me),
         ):
             if (thread, viewer) in views:
@@ -110,7 +110,7 @@ def recount(db, project_id: int, thread_ids: list[str]) -> None:
     for start in range(0, len(thread_ids), 500):
         chunk = thread_ids[start:start + 500]
         where, params = f"project_id = ? AND thread_id IN ({placeholders(chunk)})", [project_id, *chunk]
-        db.execute(f"DELETE FROM thread_summaries WHERE {where}", params)
+        db.execute(f"DELETE FROM thread_summaries INDEXED BY thread_summaries_by_thread WHERE {where}", params)
         rows = db.execute(
             f"SELECT id, thread_id, sender_id, subject, created_ts FROM messages WHERE {where} ORDER BY id", params
         ).fetchall()
