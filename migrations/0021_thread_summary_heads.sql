@@ -27,5 +27,9 @@ UPDATE thread_summaries SET
 DROP INDEX thread_summaries_recent;
 CREATE INDEX thread_summaries_newest ON thread_summaries
     (project_id, viewer_id, last_id, thread_id, writer, messages, first_id, subject, first_ts, last_ts, participants);
+-- The write path finds its own rows of a thread (project, thread, writer) without reading the
+-- rows of every other view and writer.
+DROP INDEX thread_summaries_by_thread;
+CREATE INDEX thread_summaries_by_thread ON thread_summaries (project_id, thread_id, writer, viewer_id);
 -- The rows a view has beside writer 0's: on embedded SQLite only views that had rows of both.
 CREATE INDEX thread_summaries_shared ON thread_summaries (project_id, thread_id, viewer_id, writer) WHERE writer != 0;

@@ -169,7 +169,7 @@ def test_list_threads_walks_an_index_newest_first(call, settings, agents):
     for index, shared in (("shared", " AND writer != 0"), ("by_thread", "")):
         probe = plan(conn, f"SELECT id FROM thread_summaries INDEXED BY thread_summaries_{index} WHERE project_id = ?"
                            f" AND thread_id IN (?, ?) AND viewer_id = ?{shared}", (1, "a", "b", 0))
-        assert f"USING COVERING INDEX thread_summaries_{index} (project_id=? AND thread_id=? AND viewer_id=?)" in probe, probe
+        assert f"USING COVERING INDEX thread_summaries_{index} (project_id=? AND thread_id=?" in probe, probe
 
 
 def plan(conn, sql: str, params) -> str:
