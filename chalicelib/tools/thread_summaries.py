@@ -52,14 +52,16 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
             view[1], view[2] = min(view[1], first), max(view[2], last)
             merge(view[3], places)
     me = writer(db)
-    threads = list({thread for thread, _ in views})
+    threads, viewers = list({thread for thread, _ in views}), list({viewer for _, viewer in views})
     stored: dict[tuple[str, int], tuple] = {}  # (thread, viewer) -> (row id, first, last, participants)
-    for start in range(0, len(threads), 500):
-        chunk = threads[start:start + 500]
+    for chunk, some in ((threads[t:t + 250], viewers[v:v + 250]) for t in range(0, len(threads), 250)
+                        for v in range(0, len(viewers), 250)):
+        # By viewer too: a thread's other views can be many rows (one per agent in it), each with its participants.
         for row_id, thread, viewer, first_id, last_id, participants in db.execute(
             "SELECT id, thread_id, viewer_id, first_id, last_id, participants FROM thread_summaries"
-            f" INDEXED BY thread_summaries_by_thread WHERE project_id = ? AND thread_id IN ({placeholders(chunk)}) AND writer = ?",
-            (project_id, *chunk, me),
+            f" INDEXED BY thread_summaries_by_thread WHERE project_id = ? AND thread_id IN ({placeholders(chunk)})"
+            f" AND writer = ? AND viewer_id IN ({placeholders(some)})",
+            (project_id, *chunk, me, *some),
         ):
             if (thread, viewer) in views:
                 stored[(thread, viewer)] = (row_id, first_id, last_id, participants)
