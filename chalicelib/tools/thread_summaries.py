@@ -1,17 +1,19 @@
-"""Thread summaries kept by the write path (migrations/0019_thread_summaries.sql).
+"""Thread summaries kept by the write path (migrations/0019_thread_summaries.sql, 0021_thread_summary_heads.sql).
 
 list_threads used to group every message of the project and read every message of the
 threads it listed (140 ms at 10k messages and at 100k). Instead every stored message updates,
 in the same transaction, a summary of its thread for each view that shows it: the whole
 project (viewer 0) and the mail of each agent that sent or received it (any kind, as
-`visible_to`). A view keeps its message count, first and last message, and its participants
-(sender, to, cc: never bcc) with where each first appears, in one row. list_threads walks the
-project's (or the agent's) summaries newest first through an index and reads a few rows per
-thread.
+`visible_to`). A view keeps its message count, first and last message (with the first's
+subject and both timestamps: what list_threads shows), and its participants (sender, to, cc:
+never bcc) with where each first appears, in one row. list_threads walks the project's (or the
+agent's) summaries newest first through an index that holds all of that, and reads no message.
 
 As in counts.py, each writer (0 on embedded SQLite, a replica's own id on Turso) writes only
 its own rows, so two replicas never overwrite one another; a view combines its few rows (sum
-of counts, min of firsts, max of lasts). Rows are found by project, thread and writer; a new
+of counts, min of firsts, max of lasts). Writer 0 is also who owns the rows migrations made
+(no replica has id 0), so on embedded SQLite a view has one row. Rows are found by project,
+thread, writer and viewer; a new
 one gets a time-ordered id (new_id), so it is appended to the table: hashed ids put each new
 row on a random page, and a batch of sends then wrote ~11% fewer per second (bench/compare.py).
 A retention purge recounts the threads it touched from their remaining messages (`recount`):
@@ -68,9 +70,9 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
     updates, inserts = [], []
     for (thread, viewer), (count, (first, subject, first_ts), (last, last_ts), seen) in views.items():
         if (thread, viewer) in stored:
-            # The row is only ever written by this writer, in this transaction: its ends are current.
+            # Only this writer writes the row, and it holds the write lock: the ends just read are current.
             row_id, first_id, last_id, participants = stored[(thread, viewer)]
-            known = {agent: (first_id, rank) for agent, first_id, rank in orjson.loads(participants)}
+            known = {agent: (appeared, rank) for agent, appeared, rank in orjson.loads(participants)}
             changed = merge(known, seen)
             updates.append((
                 count, *((first, subject, first_ts) if first < first_id else (None, None, None)),
