@@ -103,7 +103,8 @@ def build(path: Path, size: int) -> None:
                              ack_required, created))
             others = rng.sample([a for a in agents if a != sender], rng.choice([1, 1, 2, 3]))
             kinds = {others[0]: "to", **{a: rng.choice(["to", "cc", "cc", "bcc"]) for a in others[1:]}}
-            deliveries.append((project_id, f"T-{thread}", message_id, sender, importance, ack_required, kinds))
+            deliveries.append((project_id, f"T-{thread}", message_id, sender, importance, ack_required, kinds,
+                               pool[thread % len(pool)][:60], created))
             reads += [(created, message_id, agent) for agent in kinds if rng.random() < 0.7]
         db.execute("BEGIN")
         db.executemany(

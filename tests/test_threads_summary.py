@@ -15,7 +15,7 @@ from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.worker import drain
 from chalicelib.config import Settings
 from chalicelib.store import db
-from chalicelib.tools import tools_by_name
+from chalicelib.tools import thread_summaries, tools_by_name
 from chalicelib.tools.messages import visible_to
 from chalicelib.tools.projects import find_project
 from chalicelib.tools.retention import run_retention
@@ -128,11 +128,11 @@ def test_a_database_made_before_the_summaries_migrates_forward(call, settings, a
     mixed_history(call)
     with sql(settings) as conn:  # as before migration 0019: its tables and its record gone
         conn.execute("DROP TABLE thread_summaries")
-        conn.execute("DELETE FROM schema_migrations WHERE version LIKE '0019%'")
+        conn.execute("DELETE FROM schema_migrations WHERE version LIKE '0019%' OR version LIKE '0021%'")  # 0021: its columns
     db._migrated.clear()
     db.migrate(settings)
     with db.connection(settings) as conn:
-        assert conn.execute("SELECT count(*) FROM thread_summaries WHERE writer = -1").fetchone()[0] > 0  # backfilled
+        assert conn.execute("SELECT count(*) FROM thread_summaries WHERE id < 0").fetchone()[0] > 0  # backfilled
     assert_all_views_right(settings)
     mixed_history(call, rounds=1)  # new rows combine with the backfilled ones
     assert_all_views_right(settings)
@@ -163,12 +163,13 @@ def test_a_database_restored_from_the_archive_lists_the_same_threads(tmp_path):
 def test_list_threads_walks_an_index_newest_first(call, settings, agents):
     mixed_history(call, rounds=1)
     conn = sqlite3.connect(settings.database_path)
-    walk = plan(conn, "SELECT thread_id, last_id FROM thread_summaries WHERE project_id = ? AND viewer_id = ?"
+    walk = plan(conn, f"SELECT {thread_summaries.COLUMNS} FROM thread_summaries WHERE project_id = ? AND viewer_id = ?"
                       " ORDER BY last_id DESC LIMIT ?", (1, 0, 58))
-    assert "USING COVERING INDEX thread_summaries_recent" in walk and "TEMP B-TREE" not in walk  # no sort, no row reads
-    by_thread = plan(conn, "SELECT * FROM thread_summaries WHERE project_id = ? AND thread_id IN (?, ?) AND viewer_id = ?",
-                     (1, "a", "b", 0))
-    assert "USING INDEX thread_summaries_by_thread" in by_thread, by_thread
+    assert "USING COVERING INDEX thread_summaries_newest" in walk and "TEMP B-TREE" not in walk  # no sort, no row reads
+    for index, shared in (("shared", " AND writer != 0"), ("by_thread", "")):
+        probe = plan(conn, f"SELECT id FROM thread_summaries INDEXED BY thread_summaries_{index} WHERE project_id = ?"
+                           f" AND thread_id IN (?, ?) AND viewer_id = ?{shared}", (1, "a", "b", 0))
+        assert f"USING COVERING INDEX thread_summaries_{index} (project_id=? AND thread_id=?" in probe, probe
 
 
 def plan(conn, sql: str, params) -> str:

@@ -243,7 +243,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
         kinds = {projects.agent(a, folder, human_key): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc
         store_recipients(
             db, project_id, entry["thread_id"], mid, projects.agent(entry["sender"], folder, human_key), entry["importance"],
-            entry["ack_required"], kinds,
+            entry["ack_required"], kinds, entry["subject"], entry["created_ts"],
         )
         counts["messages"] += 1
     for folder in folders:

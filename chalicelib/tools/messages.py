@@ -151,7 +151,7 @@ def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, 
 
 def store_recipients(
     db, project_id: int, thread_id: str, message_id: int, sender_id: int, importance: str, ack_required: bool,
-    kinds: dict[int, str],
+    kinds: dict[int, str], subject: str, created_ts: str,
 ) -> None:
     """One row per recipient ({agent id: kind}), keyed by (message, agent) so replicas agree, with
     the message's urgency and ack_required copied for the inbox filters' partial indexes
@@ -164,7 +164,7 @@ def store_recipients(
          for agent_id, kind in kinds.items()],
     )
     count_message(db, sender_id, kinds)
-    thread_summaries.record(db, project_id, [(message_id, thread_id, sender_id, kinds)])
+    thread_summaries.record(db, project_id, [(message_id, thread_id, sender_id, kinds, subject, created_ts)])
 
 
 def deliver(
@@ -200,7 +200,7 @@ def deliver(
          attachments_json(stored)),
     )
     store_recipients(db, project["id"], thread_id, message_id, sender["id"], importance, ack_required,
-                     {agent_id: kind for agent_id, (kind, _) in addressed.items()})
+                     {agent_id: kind for agent_id, (kind, _) in addressed.items()}, subject, now)
     wakeup.delivered(addressed)  # their waiting wait_for_mail calls wake once this commits
     mark_active(db, sender["id"], now)
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}

@@ -1,17 +1,19 @@
-"""Thread summaries kept by the write path (migrations/0019_thread_summaries.sql).
+"""Thread summaries kept by the write path (migrations/0019_thread_summaries.sql, 0021_thread_summary_heads.sql).
 
 list_threads used to group every message of the project and read every message of the
 threads it listed (140 ms at 10k messages and at 100k). Instead every stored message updates,
 in the same transaction, a summary of its thread for each view that shows it: the whole
 project (viewer 0) and the mail of each agent that sent or received it (any kind, as
-`visible_to`). A view keeps its message count, first and last message, and its participants
-(sender, to, cc: never bcc) with where each first appears, in one row. list_threads walks the
-project's (or the agent's) summaries newest first through an index and reads a few rows per
-thread.
+`visible_to`). A view keeps its message count, first and last message (with the first's
+subject and both timestamps: what list_threads shows), and its participants (sender, to, cc:
+never bcc) with where each first appears, in one row. list_threads walks the project's (or the
+agent's) summaries newest first through an index that holds all of that, and reads no message.
 
 As in counts.py, each writer (0 on embedded SQLite, a replica's own id on Turso) writes only
 its own rows, so two replicas never overwrite one another; a view combines its few rows (sum
-of counts, min of firsts, max of lasts). Rows are found by project, thread and writer; a new
+of counts, min of firsts, max of lasts). Writer 0 is also who owns the rows migrations made
+(no replica has id 0), so on embedded SQLite a view has one row. Rows are found by project,
+thread, writer and viewer; a new
 one gets a time-ordered id (new_id), so it is appended to the table: hashed ids put each new
 row on a random page, and a batch of sends then wrote ~11% fewer per second (bench/compare.py).
 A retention purge recounts the threads it touched from their remaining messages (`recount`):
@@ -35,52 +37,60 @@ RANKS = {"to": 1, "notice": 1, "cc": 2}  # a participant's place in a message af
 NOCASE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")  # SQLite's COLLATE NOCASE
 
 
-def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, str]]]) -> None:
-    """Stored messages (id, thread_id, sender_id, {recipient id: kind}): onto their threads'
-    summaries, for the project and for each agent that sees them."""
-    views: dict[tuple[str, int], list] = {}  # (thread, viewer) -> [count, first, last, {agent: (first, rank)}]
-    for message_id, thread_id, sender_id, kinds in messages:
+def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, str], str, str]]) -> None:
+    """Stored messages (id, thread_id, sender_id, {recipient id: kind}, subject, created_ts): onto
+    their threads' summaries, for the project and for each agent that sees them."""
+    views: dict[tuple[str, int], list] = {}  # (thread, viewer) -> [count, (first, subject, ts), (last, ts), {agent: (first, rank)}]
+    for message_id, thread_id, sender_id, kinds, subject, created_ts in messages:
         ranks = {sender_id: 0}
         for agent, kind in kinds.items():
             if kind in RANKS:
                 ranks.setdefault(agent, RANKS[kind])
         places = {agent: (message_id, rank) for agent, rank in ranks.items()}
+        first, last = (message_id, subject, created_ts), (message_id, created_ts)
         for viewer in dict.fromkeys((0, sender_id, *kinds)):
-            view = views.setdefault((thread_id, viewer), [0, message_id, message_id, {}])
+            view = views.setdefault((thread_id, viewer), [0, first, last, {}])
             view[0] += 1
-            view[1], view[2] = min(view[1], message_id), max(view[2], message_id)
+            view[1], view[2] = min(view[1], first), max(view[2], last)
             merge(view[3], places)
     me = writer(db)
-    threads = list({thread for thread, _ in views})
-    stored: dict[tuple[str, int], tuple[int, str]] = {}  # (thread, viewer) -> (row id, participants)
-    for start in range(0, len(threads), 500):
-        chunk = threads[start:start + 500]
-        for row_id, thread, viewer, participants in db.execute(
-            "SELECT id, thread_id, viewer_id, participants FROM thread_summaries"
-            f" WHERE project_id = ? AND thread_id IN ({placeholders(chunk)}) AND writer = ?",
-            (project_id, *chunk, me),
+    threads, viewers = list({thread for thread, _ in views}), list({viewer for _, viewer in views})
+    stored: dict[tuple[str, int], tuple] = {}  # (thread, viewer) -> (row id, first, last, participants)
+    for chunk, some in ((threads[t:t + 250], viewers[v:v + 250]) for t in range(0, len(threads), 250)
+                        for v in range(0, len(viewers), 250)):
+        # By viewer too: a thread's other views can be many rows (one per agent in it), each with its participants.
+        for row_id, thread, viewer, first_id, last_id, participants in db.execute(
+            "SELECT id, thread_id, viewer_id, first_id, last_id, participants FROM thread_summaries"
+            f" INDEXED BY thread_summaries_by_thread WHERE project_id = ? AND thread_id IN ({placeholders(chunk)})"
+            f" AND writer = ? AND viewer_id IN ({placeholders(some)})",
+            (project_id, *chunk, me, *some),
         ):
             if (thread, viewer) in views:
-                stored[(thread, viewer)] = (row_id, participants)
+                stored[(thread, viewer)] = (row_id, first_id, last_id, participants)
     updates, inserts = [], []
-    for (thread, viewer), (count, first, last, seen) in views.items():
+    for (thread, viewer), (count, (first, subject, first_ts), (last, last_ts), seen) in views.items():
         if (thread, viewer) in stored:
-            row_id, participants = stored[(thread, viewer)]
-            known = {agent: (first_id, rank) for agent, first_id, rank in orjson.loads(participants)}
+            # Only this writer writes the row, and it holds the write lock: the ends just read are current.
+            row_id, first_id, last_id, participants = stored[(thread, viewer)]
+            known = {agent: (appeared, rank) for agent, appeared, rank in orjson.loads(participants)}
             changed = merge(known, seen)
-            updates.append((count, first, last, encode(known) if changed else None, row_id))
+            updates.append((
+                count, *((first, subject, first_ts) if first < first_id else (None, None, None)),
+                *((last, last_ts) if last > last_id else (None, None)), encode(known) if changed else None, row_id,
+            ))
         else:  # a new row goes at the end of the table (ids grow with time), not on a random page
-            inserts.append((new_id(), project_id, thread, viewer, me, count, first, last, encode(seen)))
+            inserts.append((new_id(), project_id, thread, viewer, me, count, first, last, encode(seen), subject, first_ts, last_ts))
     # UPDATE and INSERT, not an upsert: tursodb 0.7 reports "TEXT value contains invalid UTF-8" on
-    # some INSERT ... ON CONFLICT DO UPDATE of these rows.
+    # some INSERT ... ON CONFLICT DO UPDATE of these rows. NULL: that column stays.
     db.executemany(
-        "UPDATE thread_summaries SET messages = messages + ?, first_id = min(first_id, ?), last_id = max(last_id, ?),"
+        "UPDATE thread_summaries SET messages = messages + ?, first_id = coalesce(?, first_id), subject = coalesce(?, subject),"
+        " first_ts = coalesce(?, first_ts), last_id = coalesce(?, last_id), last_ts = coalesce(?, last_ts),"
         " participants = coalesce(?, participants) WHERE id = ?",
         updates,
     )
     db.executemany(
-        "INSERT INTO thread_summaries (id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id, participants)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO thread_summaries (id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id, participants,"
+        " subject, first_ts, last_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         inserts,
     )
 
@@ -104,8 +114,10 @@ def recount(db, project_id: int, thread_ids: list[str]) -> None:
     for start in range(0, len(thread_ids), 500):
         chunk = thread_ids[start:start + 500]
         where, params = f"project_id = ? AND thread_id IN ({placeholders(chunk)})", [project_id, *chunk]
-        db.execute(f"DELETE FROM thread_summaries WHERE {where}", params)
-        rows = db.execute(f"SELECT id, thread_id, sender_id FROM messages WHERE {where} ORDER BY id", params).fetchall()
+        db.execute(f"DELETE FROM thread_summaries INDEXED BY thread_summaries_by_thread WHERE {where}", params)
+        rows = db.execute(
+            f"SELECT id, thread_id, sender_id, subject, created_ts FROM messages WHERE {where} ORDER BY id", params
+        ).fetchall()
         for first in range(0, len(rows), 500):
             batch = rows[first:first + 500]
             kinds: dict[int, dict[int, str]] = defaultdict(dict)
@@ -114,42 +126,59 @@ def recount(db, project_id: int, thread_ids: list[str]) -> None:
                 f"SELECT message_id, agent_id, kind FROM message_recipients WHERE message_id IN ({placeholders(ids)})", ids
             ):
                 kinds[message_id][agent] = kind
-            record(db, project_id, [(mid, thread, sender, kinds[mid]) for mid, thread, sender in batch])
+            record(db, project_id, [(mid, thread, sender, kinds[mid], subject, ts) for mid, thread, sender, subject, ts in batch])
+
+
+COLUMNS = "id, thread_id, writer, messages, first_id, subject, first_ts, last_id, last_ts, participants"
 
 
 def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int) -> list[dict]:
     """The fields of ThreadInfo for the `limit` most recently active threads of a view (viewer
-    0: the whole project; an agent's id: its mail), newest first. Reads the index
-    thread_summaries_recent a page at a time (a thread has a row per writer: a few)."""
-    found: dict[str, None] = {}
+    0: the whole project; an agent's id: its mail), newest first.
+
+    Walks the covering index thread_summaries_newest a page at a time: the rows of the newest
+    threads, side by side (a few pages at any size, where a read per thread would touch a page
+    per thread). A view also has the rows of other writers, maybe older than the walk went:
+    a view has at most one row of writer 0 (embedded SQLite's, and what migrations wrote), so
+    beside a walked row of writer 0 only the other writers' rows are looked up, in the small
+    index thread_summaries_shared (on embedded SQLite it holds the rare views that also have
+    a row from before migration 0021); other views are looked up whole."""
+    walked: dict[str, list] = {}  # thread -> its rows seen in the walk
     before = None
-    while len(found) < limit:
+    while len(walked) < limit:
         page = db.execute(
-            "SELECT thread_id, last_id FROM thread_summaries WHERE project_id = ? AND viewer_id = ?"
+            f"SELECT {COLUMNS} FROM thread_summaries INDEXED BY thread_summaries_newest WHERE project_id = ? AND viewer_id = ?"
             + (" AND last_id < ?" if before is not None else "") + " ORDER BY last_id DESC LIMIT ?",
             (project["id"], viewer, *([before] if before is not None else []), limit + 8),
         ).fetchall()
-        for thread_id, before in page:
-            found.setdefault(thread_id, None)
+        for row in page:
+            walked.setdefault(row[1], []).append(row)
+            before = row[7]
         if len(page) < limit + 8:
             break
-    threads = list(found)[:limit]
+    threads = list(walked)[:limit]
     if not threads:
         return []
-    views: dict[str, list] = {}  # thread -> [count, first, last, {agent: (first, rank)}]
-    for thread_id, count, first, last, participants in db.execute(
-        "SELECT thread_id, messages, first_id, last_id, participants FROM thread_summaries"
-        f" WHERE project_id = ? AND thread_id IN ({placeholders(threads)}) AND viewer_id = ?",
-        (project["id"], *threads, viewer),
-    ):
-        view = views.setdefault(thread_id, [0, first, last, {}])
+    seen = {row[0] for thread in threads for row in walked[thread]}
+    local = [thread for thread in threads if any(row[2] == 0 for row in walked[thread])]
+    others = [thread for thread in threads if thread not in local]
+    missing = []
+    for chunk, index, shared in ((local, "shared", " AND writer != 0"), (others, "by_thread", "")):
+        if chunk:  # (INDEXED BY: the planner, without statistics on these indexes, may prefer the walk's)
+            missing += [row_id for (row_id,) in db.execute(
+                f"SELECT id FROM thread_summaries INDEXED BY thread_summaries_{index} WHERE project_id = ?"
+                f" AND thread_id IN ({placeholders(chunk)}) AND viewer_id = ?{shared}",
+                (project["id"], *chunk, viewer),
+            ) if row_id not in seen]
+    rows = [row for thread in threads for row in walked[thread]]
+    if missing:
+        rows += db.execute(f"SELECT {COLUMNS} FROM thread_summaries WHERE id IN ({placeholders(missing)})", missing).fetchall()
+    views: dict[str, list] = {}  # thread -> [count, (first, subject, ts), (last, ts), {agent: (first, rank)}]
+    for _, thread_id, _, count, first, subject, first_ts, last, last_ts, participants in rows:
+        view = views.setdefault(thread_id, [0, (first, subject, first_ts), (last, last_ts), {}])
         view[0] += count
-        view[1], view[2] = min(view[1], first), max(view[2], last)
+        view[1], view[2] = min(view[1], (first, subject, first_ts)), max(view[2], (last, last_ts))
         merge(view[3], {agent: (first_id, rank) for agent, first_id, rank in orjson.loads(participants)})
-    ends = [message_id for _, first, last, _ in views.values() for message_id in (first, last)]
-    messages = {
-        row[0]: row for row in db.execute(f"SELECT id, subject, created_ts FROM messages WHERE id IN ({placeholders(ends)})", ends)
-    }
     agents = list({agent for view in views.values() for agent in view[3]})
     addresses = dict(db.execute(
         "SELECT a.id, CASE WHEN a.project_id = ? THEN a.name ELSE a.name || '@' || p.slug END"
@@ -159,16 +188,14 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
     return [
         dict(
             thread_id=thread_id,
-            subject=messages[first][1],
+            subject=subject,
             message_count=count,
             # In order of first appearance: by message, then sender, to, cc, each by address (as recipients_of).
             participants=[addresses[agent] for agent in sorted(
                 seen, key=lambda agent, seen=seen: (*seen[agent], addresses[agent].translate(NOCASE)))],
-            first_ts=messages[first][2],
-            last_ts=messages[last][2],
+            first_ts=first_ts,
+            last_ts=last_ts,
         )
         for thread_id in threads
-        for count, first, last, seen in [views[thread_id]]
-        # On Turso a thread purged by another replica's retention run can lag its summary: not listed.
-        if first in messages and last in messages
+        for count, (_, subject, first_ts), (_, last_ts), seen in [views[thread_id]]
     ]
