@@ -235,7 +235,8 @@ def search_project(db: sqlite3.Connection, project, query: str, limit: int, view
     args = SearchMessagesInput(project_key=project["human_key"], query=query, limit=limit)
     try:
         narrow = narrowed(index, query, fts)
-        page, _ = _ranked_page(index, fts, _rank_query(index, narrow.words if narrow else fts5_terms(query)), where, params, args, narrow)
+        rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
+        page, _ = _ranked_page(index, fts, rank_query, where, params, args, narrow)
     except sqlite3.OperationalError:  # as in search_messages
         fts = literal_query(query)
         page, _ = _ranked_page(index, fts, fts, where, params, args)

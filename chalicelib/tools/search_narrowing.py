@@ -79,7 +79,9 @@ class _Scratch(threading.local):
 
     def __init__(self) -> None:
         self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self.conn.execute(f"CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md, content = '', tokenize = '{TOKENIZER}')")
+        self.conn.execute(
+            f"CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md, content = '', tokenize = '{TOKENIZER}')"
+        )
 
 
 _scratch = _Scratch()

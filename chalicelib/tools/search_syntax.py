@@ -142,7 +142,8 @@ def plain_terms(text: str) -> list[list[str]] | None:
     terms = []
     items = _tokens(text)
     for index, (kind, value) in enumerate(items):
-        if kind == "op" and value == "AND" and 0 < index < len(items) - 1 and items[index - 1][0] == items[index + 1][0] == "term":
+        between_terms = 0 < index < len(items) - 1 and items[index - 1][0] == items[index + 1][0] == "term"
+        if kind == "op" and value == "AND" and between_terms:
             continue  # AND between two terms (elsewhere fts5_query reads it as a word: not plain)
         if kind != "term" or not (value.startswith('"') and value.endswith('"')) or not value.isascii():
             return None
