@@ -353,7 +353,7 @@ _INBOX_MESSAGE_JSON = (
     " 'kind', r.kind, 'importance', m.importance,"
     " 'ack_required', json(CASE WHEN m.ack_required THEN 'true' ELSE 'false' END), 'created_ts', m.created_ts,"
     " 'read_ts', r.read_ts, 'ack_ts', r.ack_ts, 'body_md', {body_md},"
-    " 'attachments', json(coalesce(m.attachments, '[]')))"
+    " 'attachments', CASE WHEN m.attachments IS NULL THEN json_array() ELSE json(m.attachments) END)"
 )
 
 # fetch_inbox's filters, as conditions on r (message_recipients). Written exactly as the partial
