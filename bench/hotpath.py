@@ -216,6 +216,7 @@ def main() -> None:
             args.profile_out = tempfile.mktemp(suffix=".prof")
             print(f"== {tree}: {run_child(tree, args)}")
             stats = pstats.Stats(args.profile_out)
+            print(f"function calls per request (event-loop thread): {stats.total_calls / args.requests:.1f}")
             stats.sort_stats("tottime").print_stats(30)
             stats.sort_stats("cumulative").print_stats("chalicelib", 45)
         return
