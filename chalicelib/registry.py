@@ -36,7 +36,10 @@ class Input(BaseModel):
         """JSON's true/false and numbers are different types (so says the schema), but pydantic's
         lax mode reads 0 as false and false as 0: refuse either in the other's place."""
         if isinstance(data, dict):
-            for name, kind in _flag_and_number_fields(cls).items():
+            kinds = _flag_and_number_fields(cls)
+            if kinds.keys().isdisjoint(data):  # none given (most calls): no loop in Python
+                return data
+            for name, kind in kinds.items():
                 value = data.get(name)
                 if kind is bool and isinstance(value, (int, float)) and not isinstance(value, bool):
                     raise ValueError(f"{name}: {value!r} is a number; pass true or false")

@@ -77,3 +77,15 @@ def test_an_inbox_page_over_the_answer_cap_is_refused_without_bodies(call, proje
     assert getattr(refused.value, "code", None) == "answer_too_large"
     monkeypatch.setattr(messages, "MAX_ANSWER_BYTES", len(whole))
     assert invoke.call(fetch_inbox.json_tool, arguments, settings) == whole
+
+
+@pytest.mark.parametrize("arguments, refused", [
+    ({"limit": True}, "limit"), ({"include_bodies": 1}, "include_bodies"), ({"urgent_only": 0.0}, "urgent_only"),
+    ({"limit": 5, "unread_only": 1}, "unread_only"),
+])
+def test_flags_and_numbers_are_still_told_apart(arguments, refused):
+    """Input._flags_are_not_numbers skips its loop when no flag or number is given; given, it refuses."""
+    with pytest.raises(Exception) as error:
+        invoke.parse(tools_by_name()["fetch_inbox"], {"project_key": "/p", "agent_name": "BlueLake", **arguments})
+    assert getattr(error.value, "code", None) == "invalid_argument" and refused in str(error.value.to_dict())
+    assert invoke.parse(tools_by_name()["fetch_inbox"], {"project_key": "/p", "agent_name": "BlueLake", "limit": 5}).limit == 5
