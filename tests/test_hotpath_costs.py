@@ -23,16 +23,21 @@ def test_uvicorn_builds_no_access_lines(tmp_path):
     """uvicorn formats an access line's arguments (quoting the path) for every request whenever
     its access logger has a handler, even one the level then silences: it must have none. Order
     as in a server: uvicorn sets up its logging, then importing the app runs logs.configure."""
-    config = uvicorn.config.Config(nothing, log_level="warning", access_log=True)
-    config.load()
-    logs.configure(Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite"))
-    assert not logging.getLogger("uvicorn.access").hasHandlers()
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved = [(logger, logger.handlers[:], logger.propagate, logger.level) for logger in loggers]
     loop = asyncio.new_event_loop()
     try:
+        config = uvicorn.config.Config(nothing, log_level="warning", access_log=True)
+        config.load()
+        logs.configure(Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", log_level="WARNING"))
+        assert not logging.getLogger("uvicorn.access").hasHandlers()
         assert HttpToolsProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop).access_log is False
+        assert logging.getLogger("uvicorn.error").hasHandlers()  # uvicorn's other messages still reach the log
     finally:
         loop.close()
-    logging.getLogger("agent_mail.test").warning("other loggers still reach the log")  # (no exception)
+        for logger, handlers, propagate, level in saved:  # this test process's logging as it was
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
 
 
 @pytest.mark.parametrize("tool_name, arguments", [
