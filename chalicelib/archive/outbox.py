@@ -6,8 +6,9 @@ database but never silently diverge from it. Workers take `pending` rows, write 
 git, and mark them `done` only after the commit; a failure is counted and kept for retry.
 """
 
-import json
 import sqlite3
+
+import orjson
 
 from .. import clock
 from ..store.db import placeholders
@@ -23,7 +24,8 @@ def record(db: sqlite3.Connection, project: str, kind: str, entity_id: int, payl
         return
     db.execute(
         "INSERT INTO archive_outbox (id, project, kind, entity_id, payload, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
-        (new_id(), project, kind, entity_id, json.dumps({"kind": kind, "project": project, **payload}), clock.now()),
+        # orjson: the json module's encoder cost ~10 µs of every send_message (the worker reads either)
+        (new_id(), project, kind, entity_id, orjson.dumps({"kind": kind, "project": project, **payload}).decode(), clock.now()),
     )
 
 

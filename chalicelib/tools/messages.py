@@ -7,6 +7,7 @@ storing anything: a message reaches all its recipients or none.
 """
 
 import sqlite3
+from operator import itemgetter
 from typing import Annotated, Literal
 
 import orjson
@@ -353,7 +354,7 @@ _INBOX_MESSAGE_JSON = (
     " 'kind', r.kind, 'importance', m.importance,"
     " 'ack_required', json(CASE WHEN m.ack_required THEN 'true' ELSE 'false' END), 'created_ts', m.created_ts,"
     " 'read_ts', r.read_ts, 'ack_ts', r.ack_ts, 'body_md', {body_md},"
-    " 'attachments', json(coalesce(m.attachments, '[]')))"
+    " 'attachments', CASE WHEN m.attachments IS NULL THEN json_array() ELSE json(m.attachments) END)"
 )
 
 # fetch_inbox's filters, as conditions on r (message_recipients). Written exactly as the partial
@@ -374,13 +375,20 @@ def inbox_page(db, home_id: int, recipient_id: int, where: str = "", params=(), 
         " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
         f" WHERE r.agent_id = ? {where} ORDER BY r.message_id {order} LIMIT ?"
     )
-    rows, size = [], 0
-    for row in db.execute(sql, [home_id, recipient_id, *params, limit]):  # lazily: reading stops at the answer's cap
-        size += len(row[1]) + 1
+    # Read lazily, measured as it goes: reading stops at the answer's cap. Without bodies a row is
+    # at most ~140 KB (a 512-character subject, 100 attachments' names and types), so rows come
+    # 20 at a time (a default page in one step; at most ~2.7 MB read past the cap), measured
+    # without a Python step per row (~3 µs of a 20-message fetch_inbox).
+    cursor, rows, size = db.execute(sql, [home_id, recipient_id, *params, limit]), [], 0
+    while chunk := cursor.fetchmany(1 if bodies else 20):
+        size += sum(map(len, map(_json_column, chunk))) + len(chunk)
         if size > MAX_ANSWER_BYTES:
             raise answer_too_large()
-        rows.append(row)
+        rows += chunk
     return rows
+
+
+_json_column = itemgetter(1)
 
 
 def fetch_inbox(db: sqlite3.Connection, args: FetchInboxInput) -> Inbox:
@@ -409,7 +417,7 @@ def inbox_json(db: sqlite3.Connection, args: FetchInboxInput) -> bytes:
     if not rows:
         find_agent(db, find_project(db, args.project_key), args.agent_name)
     next_cursor = f'"{rows[-1][0]}"' if len(rows) == args.limit else "null"
-    return f'{{"messages":[{",".join(row[1] for row in rows)}],"next_cursor":{next_cursor}}}'.encode()
+    return f'{{"messages":[{",".join(map(_json_column, rows))}],"next_cursor":{next_cursor}}}'.encode()
 
 
 class FetchOutboxInput(Input):
