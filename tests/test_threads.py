@@ -67,3 +67,12 @@ def test_unknown_thread(call, project):
     assert "list_threads" in info.value.hint
     with pytest.raises(NotFound):
         call("summarize_thread", project_key=project, thread_id="nope")
+
+
+def test_summary_items_are_a_lines_first_300_characters(call, project):
+    long_point, long_action = "- " + "point " * 20_000, "TODO: " + "act " * 20_000  # ~120 KB lines
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s",
+         body_md=f"{long_point}\n{long_action}\nWe decided " + "x" * 50_000, thread_id="LONG")
+    summary = call("summarize_thread", project_key=project, thread_id="LONG")
+    assert summary["key_points"] == ["BlueLake: " + long_point[2:300].strip(), "BlueLake: We decided " + "x" * 289]
+    assert summary["action_items"] == ["BlueLake: " + long_action[6:300].strip()]
