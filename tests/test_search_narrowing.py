@@ -56,7 +56,7 @@ def test_words_and_phrases_together(call, paths, monkeypatch):
 
 
 def test_paging_a_narrowed_search_reaches_every_match_once(call, paths, monkeypatch):
-    monkeypatch.setattr(search, "FILTERED_WINDOW", 2)  # two candidates a window
+    monkeypatch.setattr(search, "NARROWED_WINDOW", 2)  # two candidates a window
     pages, cursor = [], None
     while True:
         page = call("search_messages", project_key=paths, query="src/cart/api.py", limit=2, cursor=cursor)

@@ -38,6 +38,7 @@ from .search_syntax import fts5_query, fts5_terms, literal_query, query_words, s
 
 WINDOW = 500  # matches ranked together; see the module docstring
 FILTERED_WINDOW = 50  # with filters, fewer: finding each match may take reading many that fail them
+NARROWED_WINDOW = 20  # candidates of a narrowed query (search_narrowing.py): each is read and checked
 RARE = 5000  # a term in at most this many messages weighs in the ranking
 MAX_RANKED_TERMS = 8
 MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
@@ -178,7 +179,7 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
     narrowed query's window is of its rarer words' matches, checked against the whole query."""
     below, skip = _cursor(args.cursor)
     limit = args.limit
-    size = max(limit, FILTERED_WINDOW) if _filtered(args) or narrow else WINDOW
+    size = max(limit, NARROWED_WINDOW if narrow else FILTERED_WINDOW) if _filtered(args) or narrow else WINDOW
     sql = _window_sql(where, by_thread=args.thread_id is not None)
     page: list[tuple[int, float]] = []
     for _ in range(MAX_WINDOWS):

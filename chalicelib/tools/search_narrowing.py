@@ -9,10 +9,10 @@ just those candidates: the same answer the full index gives, at a cost that foll
 candidates, not the mailbox.
 
 How common a word is lately: how far back (in ids, which are time-ordered) its SAMPLE newest
-messages reach; a word reaching SPREAD times less far than the rarest word is left to the check.
+messages reach, against how far back the SAMPLE newest messages of all reach. A word in more
+than one of every COMMON recent messages is left to the check.
 """
 
-import math
 import re
 import sqlite3
 import threading
@@ -22,7 +22,7 @@ from ..store.search_index import TOKENIZER
 from .search_syntax import plain_terms
 
 SAMPLE = 1000
-SPREAD = 16
+COMMON = 32
 
 
 def _sure_pattern(term: list[str]) -> re.Pattern:
@@ -56,22 +56,29 @@ class Narrowed:
 
 
 def narrowed(index, query: str, fts: str) -> Narrowed | None:
-    """The query narrowed to its rarer words, when it also has far more common ones; None when
-    leaving no word out would gain nothing."""
+    """The query narrowed to its rarer words, when it also has common ones; None when leaving
+    no word out would gain nothing."""
     terms = plain_terms(query)
     words = list(dict.fromkeys(f'"{word}"' for term in terms or [] for word in term))
     if len(words) < 2:
         return None
-    (newest,) = index.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
-    reach = {}
+    # The SAMPLE newest messages, as their recipients' narrow index lists them (every message
+    # has one; the messages table would be read row by row, bodies and all).
+    newest, oldest, count = index.execute(
+        "SELECT max(message_id), min(message_id), count(*) FROM (SELECT DISTINCT message_id FROM message_recipients"
+        " INDEXED BY recipients_by_message ORDER BY message_id DESC LIMIT ?)", (SAMPLE + 1,)
+    ).fetchone()
+    if count <= SAMPLE:  # no word can be in SAMPLE messages: none is common
+        return None
+    recent = newest - oldest  # how far back the SAMPLE newest messages reach
+    rarer = []
     for word in words:
         row = index.execute(
             "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?", (word, SAMPLE)
         ).fetchone()
-        reach[word] = newest - row[0] if row else math.inf  # in fewer than SAMPLE messages: rare
-    farthest = max(reach.values())
-    rarer = [word for word in words if reach[word] * SPREAD >= farthest]
-    return Narrowed(fts, terms, rarer) if len(rarer) < len(words) else None
+        if row is None or newest - row[0] >= COMMON * recent:  # its SAMPLE newest reach COMMON times further back
+            rarer.append(word)
+    return Narrowed(fts, terms, rarer) if 0 < len(rarer) < len(words) else None
 
 
 class _Scratch(threading.local):

@@ -166,17 +166,34 @@ def query_words(text: str) -> list[str]:
     return list(dict.fromkeys(word.lower() for word in words if word not in (*OPERATORS, "NEAR")))
 
 
+def _first_word_start(text: str, words: list[str], pattern: re.Pattern) -> int | None:
+    """Where the first word starting with a query word starts (what `pattern` finds first):
+    str.find in the lower-cased text, ~10x faster than the pattern, which has no literal start."""
+    lower = text.lower()
+    if len(lower) != len(text):  # a letter whose lower case is longer: positions would shift
+        found = pattern.search(text)
+        return found.start() if found else None
+    starts = []
+    for word in words:
+        at = lower.find(word)
+        while at > 0 and (lower[at - 1].isalnum() or lower[at - 1] == "_"):  # inside a word: not \b
+            at = lower.find(word, at + 1)
+        if at >= 0:
+            starts.append(at)
+    return min(starts, default=None)
+
+
 def snippet(subject: str, body: str, words: list[str], width: int = 16) -> str:
     """About `width` words around the first query word (in the subject, else the body), each
     word starting with a query word marked **like this**."""
     if not words:
         return ""
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
-    found = pattern.search(subject)
-    text = subject if found else body
-    found = found or pattern.search(body)
+    found = _first_word_start(subject, words, pattern)
+    text = subject if found is not None else body
+    found = found if found is not None else _first_word_start(body, words, pattern)
     tokens = text.split()
-    first = len(text[: found.start() + 1].split()) - 1 if found else 0  # the word the first match is in
+    first = len(text[: found + 1].split()) - 1 if found is not None else 0  # the word the first match is in
     start = max(0, first - width // 4)
     passage = " ".join(pattern.sub(r"**\g<0>**", token) for token in tokens[start : start + width])
     return ("…" if start else "") + passage + ("…" if start + width < len(tokens) else "")
