@@ -1,10 +1,13 @@
 """Search with a very common word (issue 12): the window comes from the query's rarer words and
 the whole query is checked on those candidates; the answers are those of the full index."""
 
+import re
+
 import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from chalicelib.tools import search, search_narrowing
-from chalicelib.tools.search_syntax import plain_terms
+from chalicelib.tools.search_syntax import _first_word_start, plain_terms
 
 pytestmark = pytest.mark.both_backends
 
@@ -73,3 +76,17 @@ def test_only_queries_of_plain_words_and_phrases_are_narrowed():
     assert plain_terms('"exact phrase" AND word') == [["exact", "phrase"], ["word"]]
     for query in ["a OR b", "a NOT b", "(a b)", "bind*", "subject:x", "NEAR(a b)", "café x", "a AND", "AND a"]:
         assert plain_terms(query) is None, query
+
+
+PIECES = ["cart", "Cart", "(cart", "x.cart", "foo_cart", "cartography", "ĉart", "CART-12", "é12", "x12", "12",
+          "İstanbul", "istanbul", "api.py", " ", "\n", "-"]
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=30),
+       st.lists(st.sampled_from(["cart", "12", "api", "istanbul"]), min_size=1, max_size=3))
+def test_snippets_find_the_first_query_word_where_the_pattern_does(pieces, words):
+    text = " ".join(pieces)
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
+    found = pattern.search(text)
+    assert _first_word_start(text, words, pattern) == (found.start() if found else None)
