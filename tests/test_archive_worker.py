@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +15,7 @@ import httpx
 
 from chalicelib import invoke
 from chalicelib.archive.gitrepo import GitArchive
+from chalicelib.archive.worker import IdleCPU
 from chalicelib.config import Settings
 from chalicelib.tools import tools_by_name
 
@@ -125,3 +127,19 @@ def test_a_drain_killed_mid_batch_loses_nothing_and_writes_nothing_twice(tmp_pat
     verified = cli(database, archive_dir, "archive", "verify")
     assert verified.returncode == 0, verified.stdout
     assert json.loads(verified.stdout) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+
+
+def test_a_stopping_worker_lifts_its_git_thread_to_normal_priority():
+    """Git's work runs on idle CPU only; under a full load that can be never. A worker told to
+    stop (or whose server died) must not wait for idle CPU to finish the commit under way."""
+    def commit_under_full_load() -> int:  # waits as a starved thread would, until it is lifted
+        deadline = time.monotonic() + 10
+        while os.sched_getscheduler(0) == os.SCHED_IDLE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return os.sched_getscheduler(0)
+
+    stopping = threading.Event()
+    with IdleCPU() as idle_cpu:
+        assert idle_cpu.run(stopping, os.sched_getscheduler, 0) == os.SCHED_IDLE
+        threading.Timer(0.3, stopping.set).start()
+        assert idle_cpu.run(stopping, commit_under_full_load) == os.SCHED_OTHER

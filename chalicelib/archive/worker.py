@@ -111,8 +111,8 @@ def work(settings: Settings, stopping: threading.Event, on_idle=None) -> None:
 def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
     pruned_at = beat_at = float("-inf")
     started, restarts, error = clock.now(), int(os.environ.get(RESTARTS_ENV, 0)), None
-    with GitArchive.local(settings) as archive, ThreadPoolExecutor(1, initializer=lowest_priority) as idle_cpu:
-        git = lambda function, *args: idle_cpu.submit(function, *args).result()  # noqa: E731
+    with GitArchive.local(settings) as archive, IdleCPU() as idle_cpu:
+        git = lambda function, *args: idle_cpu.run(stopping, function, *args)  # noqa: E731
         if stale := archive.clear_stale_locks():  # a worker killed mid-commit held them
             log.warning("removed stale git locks: %s", ", ".join(map(str, stale)))
         git(migrate_layout, archive)
@@ -124,7 +124,8 @@ def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
                     beat_at = time.monotonic()
                 done = drain_once(settings, archive, git=git)
                 idle = done < settings.archive_batch_size
-                git(archive.maintain_if_due)
+                if done:  # maintenance is due after commits only: an idle worker leaves that thread be
+                    git(archive.maintain_if_due)
                 if idle and time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
                     prune(settings)
                     pruned_at = time.monotonic()
@@ -167,6 +168,43 @@ class LocalWorker:
 
     def stop(self) -> None:
         self.child.stop()
+
+
+class IdleCPU:
+    """One thread for git's work, on otherwise idle CPU (lowest_priority). A worker that is
+    stopping lifts it to the normal policy, so the git work under way ends at once instead of
+    when the CPU next goes idle (under a full load, much later: the server killed, its worker
+    lingered on)."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(1, initializer=self._start)
+        self.thread_id: int | None = None
+
+    def _start(self) -> None:
+        self.thread_id = threading.get_native_id()
+        lowest_priority()
+
+    def run(self, stopping: threading.Event, function, *args):
+        """function(*args) on that thread; its result."""
+        future = self.pool.submit(function, *args)
+        while True:
+            try:
+                return future.result(timeout=0.25)
+            except TimeoutError:
+                if stopping.is_set() or parent_gone():
+                    self.lift()
+
+    def lift(self) -> None:
+        try:
+            os.sched_setscheduler(self.thread_id, os.SCHED_OTHER, os.sched_param(0))
+        except (AttributeError, OSError):  # not allowed here (RLIMIT_NICE): it ends when the CPU allows
+            pass
+
+    def __enter__(self) -> "IdleCPU":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.pool.shutdown()
 
 
 def lowest_priority() -> None:
