@@ -187,8 +187,9 @@ def test_ready_fails_with_the_reason_and_recovers(tmp_path):
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        status, body = ready(url)
-        assert status == 200, body
+        # Recovers: the worker's git work runs on idle CPU, so on a loaded machine an entry may
+        # briefly stay pending past this test's 1 s bound.
+        wait_for(lambda: ready(url)[0] == 200, timeout=30, what=lambda: f"/ready to recover: {ready(url)[1]}")
 
 
 def metrics(url: str, **headers) -> dict:
