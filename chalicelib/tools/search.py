@@ -212,13 +212,7 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     fts = fts5_query(args.query)
     if fts is None:
         return SearchResults(query=args.query, results=[])
-    try:
-        narrow = narrowed(index, args.query, fts)
-        rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(args.query))
-        page, next_cursor = _ranked_page(index, fts, rank_query, where, params, args, narrow)
-    except sqlite3.OperationalError:  # not expected: fts5_query's output parses; then all words are text
-        fts = literal_query(args.query)
-        page, next_cursor = _ranked_page(index, fts, fts, where, params, args)
+    page, next_cursor = _page(index, args.query, fts, where, params, args)
     return SearchResults(query=args.query, results=_hits(db, args.query, project, page), next_cursor=next_cursor)
 
 
@@ -234,14 +228,19 @@ def search_project(db: sqlite3.Connection, project, query: str, limit: int, view
         return []
     index = search_index(db).conn if hasattr(db, "replica") else db
     args = SearchMessagesInput(project_key=project["human_key"], query=query, limit=limit)
+    page, _ = _page(index, query, fts, where, params, args)
+    return _hits(db, query, project, page)
+
+
+def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput):
+    """One ranked page of the query (its FTS5 form `fts`) and the next cursor."""
     try:
         narrow = narrowed(index, query, fts)
         rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
-        page, _ = _ranked_page(index, fts, rank_query, where, params, args, narrow)
-    except sqlite3.OperationalError:  # as in search_messages
+        return _ranked_page(index, fts, rank_query, where, params, args, narrow)
+    except sqlite3.OperationalError:  # not expected: fts5_query's output parses; then all words are text
         fts = literal_query(query)
-        page, _ = _ranked_page(index, fts, fts, where, params, args)
-    return _hits(db, query, project, page)
+        return _ranked_page(index, fts, fts, where, params, args)
 
 
 def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
