@@ -32,6 +32,7 @@ from .security import agent_tokens, auth, scopes
 from .config import Settings
 from .store import idempotency, wakeup
 from .store.db import connection, transaction
+from .store.upkeep import savepoint
 from .errors import MAX_ANSWER_BYTES, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
@@ -329,15 +330,11 @@ def _settled(conn, tool: Tool, args: Input, outcome: tuple) -> tuple[Output | No
 def _in_savepoint(
     conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, principal: auth.Principal
 ) -> tuple[Output | None, Exception | None]:
-    conn.execute("SAVEPOINT tool")
     try:
-        result = run(conn, tool, args, settings, principal)
+        with savepoint(conn, "tool"):
+            return run(conn, tool, args, settings, principal), None
     except Exception as exc:
-        conn.execute("ROLLBACK TO tool")
-        conn.execute("RELEASE tool")
         return None, exc
-    conn.execute("RELEASE tool")
-    return result, None
 
 
 _writers = OnePerKey(Writer)

@@ -16,6 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from ..config import Settings
+from . import upkeep
 from .replica import replica
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -76,11 +77,25 @@ class transaction:
 
     def __enter__(self) -> sqlite3.Connection:
         self.conn.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+        if self.write:
+            self.upkeep = upkeep.begin(self.conn)  # what the writes defer, applied before COMMIT (upkeep.py)
         return self.conn
 
     def __exit__(self, kind, exc, tb) -> None:
-        self.conn.execute("ROLLBACK" if kind else "COMMIT")
-        if self.write and not kind and hasattr(self.conn, "replica"):
+        if not self.write:
+            self.conn.execute("ROLLBACK" if kind else "COMMIT")
+            return
+        try:
+            if not kind:
+                upkeep.apply(self.conn)
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("ROLLBACK" if kind else "COMMIT")
+        finally:
+            upkeep.end(self.upkeep)
+        if not kind and hasattr(self.conn, "replica"):
             self.conn.replica.push()
 
 

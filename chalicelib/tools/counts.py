@@ -11,11 +11,15 @@ the primary never has to choose between their increments; a count is the sum of 
 agent's rows (one per replica that ever wrote for it: a handful, read through an index).
 Trade-off: on Turso two replicas marking the same message read at the same moment each
 count that first read (unread is clamped at 0); sent and received are exact.
+
+A send's counts are deferred to the end of its transaction (chalicelib/store/upkeep.py): a
+group-committed batch of sends adds to each agent's row once, not once per send.
 """
 
 import sqlite3
 
 from ..ids import stable_id
+from ..store import upkeep
 from ..store.db import placeholders
 
 
@@ -26,13 +30,17 @@ def writer(db) -> int:
 
 
 def _add(db, rows: list[tuple[int, int, int, int]]) -> None:
-    """Add (agent_id, sent, received, read) to this writer's counters."""
-    me = writer(db)
+    """Add (agent_id, sent, received, read) to this writer's counters, one row per agent."""
+    me, totals = writer(db), {}
+    for agent, *deltas in rows:
+        total = totals.setdefault(agent, [0, 0, 0])
+        for column, delta in enumerate(deltas):
+            total[column] += delta
     db.executemany(
         "INSERT INTO message_counts (id, agent_id, writer, sent, received, read) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (id) DO UPDATE SET sent = sent + excluded.sent, received = received + excluded.received,"
         " read = read + excluded.read",
-        [(stable_id("counts", agent, me), agent, me, sent, received, read) for agent, sent, received, read in rows],
+        [(stable_id("counts", agent, me), agent, me, *total) for agent, total in totals.items()],
     )
 
 
@@ -43,16 +51,18 @@ def count_message(db, sender_id: int, kinds: dict[int, str]) -> None:
     for agent, kind in kinds.items():
         if kind != "bcc":
             rows.setdefault(agent, [0, 0])[1] += 1
-    _add(db, [(agent, sent, received, 0) for agent, (sent, received) in rows.items()])
+    for agent, (sent, received) in rows.items():
+        upkeep.later(db, _add, (agent, sent, received, 0))
 
 
 def count_read(db, agent_id: int) -> None:
     """A received message was read for the first time."""
-    _add(db, [(agent_id, 0, 0, 1)])
+    upkeep.later(db, _add, (agent_id, 0, 0, 1))
 
 
 def agent_counts(db: sqlite3.Connection, agent_id: int) -> tuple[int, int, int]:
     """(sent, received, unread) of one agent."""
+    upkeep.settled(db)
     sent, received, read = db.execute(
         "SELECT coalesce(sum(sent), 0), coalesce(sum(received), 0), coalesce(sum(read), 0)"
         " FROM message_counts WHERE agent_id = ?",
@@ -63,6 +73,7 @@ def agent_counts(db: sqlite3.Connection, agent_id: int) -> tuple[int, int, int]:
 
 def project_message_count(db: sqlite3.Connection, project_id: int) -> int:
     """Messages stored in the project: those its agents sent (a message lives in its sender's project)."""
+    upkeep.settled(db)
     return db.execute(
         "SELECT coalesce(sum(c.sent), 0) FROM agents a JOIN message_counts c ON c.agent_id = a.id WHERE a.project_id = ?",
         (project_id,),

@@ -18,6 +18,7 @@ from ..security.agent_tokens import holds_token
 from .agents import find_agent
 from ..registry import Input, Output, tool
 from ..store.db import transaction
+from ..store.upkeep import savepoint
 from .agents import agent_id, Agent, Model, Program, RegisterAgentInput, RegisteredAgent, TaskDescription, register_agent
 from .contacts import Contact, RequestContactInput, RespondContactInput, request_contact, respond_contact
 from .messages import FetchInboxInput, InboxMessage, SendMessageInput, SentMessage, Subject, fetch_inbox, send_message
@@ -233,25 +234,23 @@ def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeI
     welcome, note = None, None
     if args.welcome_subject and args.welcome_body is not None:
         # The request stands even when the target does not admit the welcome yet (pending).
-        db.execute("SAVEPOINT welcome")
         try:
-            welcome = send_message(
-                db,
-                SendMessageInput(
-                    project_key=project_key,
-                    agent_name=args.agent_name,
-                    to=[args.target],
-                    subject=args.welcome_subject,
-                    body_md=args.welcome_body,
-                ),
-            )
+            with savepoint(db, "welcome"):
+                welcome = send_message(
+                    db,
+                    SendMessageInput(
+                        project_key=project_key,
+                        agent_name=args.agent_name,
+                        to=[args.target],
+                        subject=args.welcome_subject,
+                        body_md=args.welcome_body,
+                    ),
+                )
         except Conflict as refused:
-            db.execute("ROLLBACK TO welcome")
             note = (
                 f"The contact request was kept ({request.status}); the welcome was not sent: {refused.message}"
                 f" Send it with send_message once {args.target} accepts. {refused.hint}"
             )
-        db.execute("RELEASE welcome")
     return Handshake(request=request, response=response, welcome=welcome, note=note)
 
 

@@ -152,12 +152,13 @@ def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, 
 
 def store_recipients(
     db, project_id: int, thread_id: str, message_id: int, sender_id: int, importance: str, ack_required: bool,
-    kinds: dict[int, str], subject: str, created_ts: str,
+    kinds: dict[int, str], subject: str, created_ts: str, new_thread: bool = False,
 ) -> None:
     """One row per recipient ({agent id: kind}), keyed by (message, agent) so replicas agree, with
     the message's urgency and ack_required copied for the inbox filters' partial indexes
     (migrations/0020_inbox_filters.sql); and the message counted (chalicelib/tools/counts.py)
-    and onto its thread's summaries (chalicelib/tools/thread_summaries.py)."""
+    and onto its thread's summaries (chalicelib/tools/thread_summaries.py), both at the end of
+    the transaction. `new_thread`: this message starts its thread."""
     urgent = importance in URGENT
     db.executemany(
         "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent, ack_required) VALUES (?, ?, ?, ?, ?, ?)",
@@ -165,7 +166,7 @@ def store_recipients(
          for agent_id, kind in kinds.items()],
     )
     count_message(db, sender_id, kinds)
-    thread_summaries.record(db, project_id, [(message_id, thread_id, sender_id, kinds, subject, created_ts)])
+    thread_summaries.add(db, project_id, (message_id, thread_id, sender_id, kinds, subject, created_ts), new_thread)
 
 
 def deliver(
@@ -192,7 +193,7 @@ def deliver(
         refuse_blocked(db, project, sender, recipients)
     # Stored before the message (content-addressed: a rollback leaves only an unreferenced copy).
     stored = intake.store(list(attachments), project["human_key"], get_settings()) if attachments else []
-    message_id, now = new_id(), clock.now()
+    message_id, now, new_thread = new_id(), clock.now(), not thread_id
     thread_id = thread_id or str(message_id)
     db.execute(
         "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts,"
@@ -201,7 +202,7 @@ def deliver(
          attachments_json(stored)),
     )
     store_recipients(db, project["id"], thread_id, message_id, sender["id"], importance, ack_required,
-                     {agent_id: kind for agent_id, (kind, _) in addressed.items()}, subject, now)
+                     {agent_id: kind for agent_id, (kind, _) in addressed.items()}, subject, now, new_thread)
     wakeup.delivered(addressed)  # their waiting wait_for_mail calls wake once this commits
     mark_active(db, sender["id"], now)
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}

@@ -21,7 +21,11 @@ exact on embedded SQLite; on Turso a message delivered to one of those threads t
 replica while the purge runs may be counted twice or not at all, until the thread's next purge.
 
 Cost per message: one row read and updated per view (the project, the sender, each
-recipient); a view's participant list is rewritten only when someone new appears in it.
+recipient); a view's participant list is rewritten only when someone new appears in it. A
+send's summary upkeep is deferred to the end of its transaction (chalicelib/store/upkeep.py),
+so a group-committed batch reads its threads' rows in one statement and writes them in one
+more; a thread that a message of the batch started has no row to read yet (its id is the
+message's new_id: no other message can have used it).
 """
 
 import sqlite3
@@ -30,6 +34,7 @@ from collections import defaultdict
 import orjson
 
 from ..ids import new_id
+from ..store import upkeep
 from ..store.db import placeholders
 from .counts import writer
 
@@ -37,9 +42,27 @@ RANKS = {"to": 1, "notice": 1, "cc": 2}  # a participant's place in a message af
 NOCASE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")  # SQLite's COLLATE NOCASE
 
 
-def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, str], str, str]]) -> None:
+def add(db, project_id: int, message: tuple[int, str, int, dict[int, str], str, str], new_thread: bool) -> None:
+    """A stored message (as `record` takes it) onto its thread's summaries when its transaction
+    ends; `new_thread`: the message started the thread."""
+    upkeep.later(db, _record_deferred, (project_id, message, new_thread))
+
+
+def _record_deferred(db, items: list[tuple[int, tuple, bool]]) -> None:
+    by_project: dict[int, tuple[list, set]] = {}
+    for project_id, message, new_thread in items:
+        messages, new_threads = by_project.setdefault(project_id, ([], set()))
+        messages.append(message)
+        if new_thread:
+            new_threads.add(message[1])
+    for project_id, (messages, new_threads) in by_project.items():
+        record(db, project_id, messages, new_threads)
+
+
+def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, str], str, str]], new_threads=frozenset()) -> None:
     """Stored messages (id, thread_id, sender_id, {recipient id: kind}, subject, created_ts): onto
-    their threads' summaries, for the project and for each agent that sees them."""
+    their threads' summaries, for the project and for each agent that sees them. `new_threads`
+    have no summary yet (started by one of these messages)."""
     views: dict[tuple[str, int], list] = {}  # (thread, viewer) -> [count, (first, subject, ts), (last, ts), {agent: (first, rank)}]
     for message_id, thread_id, sender_id, kinds, subject, created_ts in messages:
         ranks = {sender_id: 0}
@@ -54,7 +77,8 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
             view[1], view[2] = min(view[1], first), max(view[2], last)
             merge(view[3], places)
     me = writer(db)
-    threads, viewers = list({thread for thread, _ in views}), list({viewer for _, viewer in views})
+    threads = list({thread for thread, _ in views if thread not in new_threads})
+    viewers = list({viewer for thread, viewer in views if thread not in new_threads})
     stored: dict[tuple[str, int], tuple] = {}  # (thread, viewer) -> (row id, first, last, participants)
     for chunk, some in ((threads[t:t + 250], viewers[v:v + 250]) for t in range(0, len(threads), 250)
                         for v in range(0, len(viewers), 250)):
@@ -143,6 +167,7 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
     beside a walked row of writer 0 only the other writers' rows are looked up, in the small
     index thread_summaries_shared (on embedded SQLite it holds the rare views that also have
     a row from before migration 0021); other views are looked up whole."""
+    upkeep.settled(db)
     walked: dict[str, list] = {}  # thread -> its rows seen in the walk
     before = None
     while len(walked) < limit:
