@@ -14,8 +14,8 @@ The project has a realistic shape: AGENTS agents, one thread per THREAD_SIZE mes
 of ~250 words drawn from a Zipf-weighted vocabulary (so "the" and "database" are common words
 and the rarer ones are rare), a ticket id (CART-n) and a file path in most bodies, 1-3
 recipients, some cc and bcc, 10% high/urgent, 70% of the mail read. Messages are stored with
-the SQL the tools use (messages INSERT with its search trigger, tools.messages.store_recipients,
-which also keeps the counts); their ids are time-ordered as new_id() makes them, spaced 30 s.
+the SQL the tools use (messages INSERT, tools.messages.store_recipients, which also keeps
+the counts and thread summaries); their ids are time-ordered as new_id() makes them, spaced 30 s.
 The search index is built in one pass at the end, so it starts fully merged (an index grown
 message by message has more segments until FTS5's automerge catches up).
 """
@@ -79,10 +79,7 @@ def build(path: Path, size: int) -> None:
     db.execute("PRAGMA cache_size = -200000")
     (project_id,) = db.execute("SELECT id FROM projects").fetchone()
     agents = [agent_id(project_id, name) for name in AGENTS]
-    # The search index is built in one pass at the end ('rebuild': 3x faster than the trigger
-    # row by row); the trigger is put back, exactly as migrations/0002_search.sql made it.
-    (trigger,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_fts_insert'").fetchone()
-    db.execute("DROP TRIGGER messages_fts_insert")
+    # The search index is built in one pass at the end ('rebuild': 3x faster than row by row).
     start_ms = int(time.time() * 1000) - size * 30_000 - 3_600_000
     started = time.monotonic()
     batch = 5000
@@ -123,7 +120,6 @@ def build(path: Path, size: int) -> None:
             print(f"  {path.name}: {done:,} messages, {done / (time.monotonic() - started):,.0f}/s", flush=True)
     print(f"  {path.name}: indexing for search", flush=True)
     db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
-    db.execute(trigger)
     db.execute("PRAGMA optimize")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()

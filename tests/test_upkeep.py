@@ -74,6 +74,8 @@ def test_sends_group_committed_together_keep_counts_and_summaries_exact(call, se
     asyncio.run(concurrently())
     assert batched()[1] - writes > batched()[0] - batches  # some batch held several writes
     assert counted(settings) == recounted(settings)
+    assert all(searched(call, f"s{n}") == [f"s{n}"] for n in range(0, 60, 7))
+    index_matches_messages(settings)
     assert assert_all_views_right(settings, limits=(2, 500)) == 1 + 1 + 15 + 15  # the first, NAMED, and 30 new ones
 
 
@@ -97,6 +99,21 @@ def test_a_write_rolled_back_in_its_savepoint_takes_its_upkeep_along(call, setti
     threads = call("list_threads", project_key=DEMO)["threads"]
     assert [(t["subject"], t["message_count"]) for t in threads] == [("kept", 2)]
     assert assert_all_views_right(settings) == 1
+    assert searched(call, "kept") == ["kept"] and searched(call, "lost") == [] and searched(call, "reply") == ["reply"]
+    index_matches_messages(settings)
+
+
+def searched(call, query: str) -> list[str]:
+    return [hit["subject"] for hit in call("search_messages", project_key=DEMO, query=query)["results"]]
+
+
+def index_matches_messages(settings) -> None:
+    """FTS5's own check of the full-text index against the messages it indexes (embedded SQLite;
+    a replica's sidecar index is tested in test_search_index.py)."""
+    if settings.turso_sync_url:
+        return
+    with db.connection(settings) as conn:
+        conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
 
 
 def test_a_reply_in_the_transaction_that_started_its_thread(call, settings, agents):

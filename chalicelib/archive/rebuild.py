@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from ..ids import stable_id
 from ..tools.agents import agent_id
 from ..attachments.intake import Attachment
-from ..tools.messages import MESSAGE_COLUMNS, Message, attachments_json, attachments_of, recipients_of, store_recipients
+from ..tools.messages import MESSAGE_COLUMNS, Message, attachments_json, attachments_of, recipients_of, store_message, store_recipients
 from . import outbox
 from dulwich.objects import Blob
 
@@ -232,12 +232,9 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
         mid = int(entry["id"])
         project_id = projects.project(human_key, folder, entry["created_ts"])
         attachments = [Attachment.model_validate(item) for item in entry.get("attachments", [])]
-        db.execute(
-            "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts,"
-            " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (mid, project_id, projects.agent(entry["sender"], folder, human_key), entry["thread_id"], entry["subject"],
-             entry["body_md"], entry["importance"], entry["ack_required"], entry["created_ts"], attachments_json(attachments)),
-        )
+        store_message(db, (mid, project_id, projects.agent(entry["sender"], folder, human_key), entry["thread_id"],
+                           entry["subject"], entry["body_md"], entry["importance"], entry["ack_required"], entry["created_ts"],
+                           attachments_json(attachments)))
         for item in attachments:  # the archive's copy, back into the attachment storage
             restore_attachment(archive, folder, item.sha256)
         kinds = {projects.agent(a, folder, human_key): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc

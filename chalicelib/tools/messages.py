@@ -18,7 +18,7 @@ from ..archive import outbox
 from ..attachments import intake
 from ..attachments.intake import Attachment, AttachmentInput
 from ..config import get_settings
-from ..store import wakeup
+from ..store import upkeep, wakeup
 from ..store.db import placeholders
 from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent
@@ -150,6 +150,24 @@ def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, 
     return row
 
 
+def store_message(db, row: tuple) -> None:
+    """One messages row (id, project_id, sender_id, thread_id, subject, body_md, importance,
+    ack_required, created_ts, attachments), and into the full-text index at the end of the
+    transaction, with the rest of the batch: FTS5 flushes its pending index at every savepoint
+    (migrations/0022_search_index_at_commit.sql). A replica's index is its sidecar file."""
+    db.execute(
+        "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts,"
+        " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        row,
+    )
+    if not hasattr(db, "replica"):
+        upkeep.later(db, _index_for_search, (row[0], row[4], row[5]))
+
+
+def _index_for_search(db, rows: list[tuple[int, str, str]]) -> None:
+    db.executemany("INSERT INTO messages_fts (rowid, subject, body_md) VALUES (?, ?, ?)", rows)
+
+
 def store_recipients(
     db, project_id: int, thread_id: str, message_id: int, sender_id: int, importance: str, ack_required: bool,
     kinds: dict[int, str], subject: str, created_ts: str, new_thread: bool = False,
@@ -195,12 +213,8 @@ def deliver(
     stored = intake.store(list(attachments), project["human_key"], get_settings()) if attachments else []
     message_id, now, new_thread = new_id(), clock.now(), not thread_id
     thread_id = thread_id or str(message_id)
-    db.execute(
-        "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts,"
-        " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (message_id, project["id"], sender["id"], thread_id, subject, body_md, importance, ack_required, now,
-         attachments_json(stored)),
-    )
+    store_message(db, (message_id, project["id"], sender["id"], thread_id, subject, body_md, importance, ack_required, now,
+                       attachments_json(stored)))
     store_recipients(db, project["id"], thread_id, message_id, sender["id"], importance, ack_required,
                      {agent_id: kind for agent_id, (kind, _) in addressed.items()}, subject, now, new_thread)
     wakeup.delivered(addressed)  # their waiting wait_for_mail calls wake once this commits
