@@ -37,6 +37,19 @@ def new_id() -> int:
         return _last
 
 
+def new_ids(count: int) -> range:
+    """`count` consecutive new ids, reserved at once: what `count` calls of new_id() would give,
+    without the lock and the clock each time."""
+    global _last
+    if count <= 0:
+        return range(0)
+    candidate = ((int(time.time() * 1000) - _EPOCH_MS) << RANDOM_BITS) | random.getrandbits(RANDOM_BITS)
+    with _lock:
+        start = max(candidate, _last + 1)
+        _last = start + count - 1
+        return range(start, start + count)
+
+
 def first_id_at(unix_ms: int) -> int:
     """The smallest new_id() made at this time (milliseconds since 1970): older events have smaller ids."""
     return max(unix_ms - _EPOCH_MS, 0) << RANDOM_BITS

@@ -33,7 +33,7 @@ from collections import defaultdict
 
 import orjson
 
-from ..ids import new_id
+from ..ids import new_ids
 from ..store import upkeep
 from ..store.db import placeholders
 from .counts import writer
@@ -65,17 +65,18 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
     have no summary yet (started by one of these messages)."""
     views: dict[tuple[str, int], list] = {}  # (thread, viewer) -> [count, (first, subject, ts), (last, ts), {agent: (first, rank)}]
     for message_id, thread_id, sender_id, kinds, subject, created_ts in messages:
-        ranks = {sender_id: 0}
+        places = {sender_id: (message_id, 0)}  # shared by the views this message opens: never changed in place
         for agent, kind in kinds.items():
-            if kind in RANKS:
-                ranks.setdefault(agent, RANKS[kind])
-        places = {agent: (message_id, rank) for agent, rank in ranks.items()}
+            if kind in RANKS and agent not in places:
+                places[agent] = (message_id, RANKS[kind])
         first, last = (message_id, subject, created_ts), (message_id, created_ts)
         for viewer in dict.fromkeys((0, sender_id, *kinds)):
-            view = views.setdefault((thread_id, viewer), [0, first, last, {}])
-            view[0] += 1
-            view[1], view[2] = min(view[1], first), max(view[2], last)
-            merge(view[3], places)
+            view = views.get((thread_id, viewer))
+            if view is None:
+                views[(thread_id, viewer)] = [1, first, last, places]
+            else:
+                view[0] += 1
+                view[1], view[2], view[3] = min(view[1], first), max(view[2], last), merged(view[3], places)
     me = writer(db)
     threads = list({thread for thread, _ in views if thread not in new_threads})
     viewers = list({viewer for thread, viewer in views if thread not in new_threads})
@@ -91,19 +92,24 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
         ):
             if (thread, viewer) in views:
                 stored[(thread, viewer)] = (row_id, first_id, last_id, participants)
-    updates, inserts = [], []
+    updates, inserts, encoded = [], [], {}  # encoded: id(participants) -> JSON, once for the views that share them
     for (thread, viewer), (count, (first, subject, first_ts), (last, last_ts), seen) in views.items():
         if (thread, viewer) in stored:
             # Only this writer writes the row, and it holds the write lock: the ends just read are current.
             row_id, first_id, last_id, participants = stored[(thread, viewer)]
             known = {agent: (appeared, rank) for agent, appeared, rank in orjson.loads(participants)}
-            changed = merge(known, seen)
+            now_known = merged(known, seen)
             updates.append((
                 count, *((first, subject, first_ts) if first < first_id else (None, None, None)),
-                *((last, last_ts) if last > last_id else (None, None)), encode(known) if changed else None, row_id,
+                *((last, last_ts) if last > last_id else (None, None)), encode(now_known) if now_known is not known else None,
+                row_id,
             ))
-        else:  # a new row goes at the end of the table (ids grow with time), not on a random page
-            inserts.append((new_id(), project_id, thread, viewer, me, count, first, last, encode(seen), subject, first_ts, last_ts))
+        else:
+            if id(seen) not in encoded:
+                encoded[id(seen)] = encode(seen)
+            inserts.append([project_id, thread, viewer, me, count, first, last, encoded[id(seen)], subject, first_ts, last_ts])
+    # A new row goes at the end of the table (ids grow with time), not on a random page.
+    inserts = [(row_id, *row) for row_id, row in zip(new_ids(len(inserts)), inserts)]
     # UPDATE and INSERT, not an upsert: tursodb 0.7 reports "TEXT value contains invalid UTF-8" on
     # some INSERT ... ON CONFLICT DO UPDATE of these rows. NULL: that column stays.
     db.executemany(
@@ -119,14 +125,11 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
     )
 
 
-def merge(known: dict[int, tuple[int, int]], more: dict[int, tuple[int, int]]) -> bool:
-    """Participants {agent: (first message id, rank)} into `known`, keeping each one's earliest
-    appearance; whether anything changed."""
-    changed = False
-    for agent, place in more.items():
-        if agent not in known or place < known[agent]:
-            known[agent], changed = place, True
-    return changed
+def merged(known: dict[int, tuple[int, int]], more: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    """Participants {agent: (first message id, rank)}: `known` with `more`'s new agents and earlier
+    appearances; `known` itself (never changed: it may be shared) when nothing is new."""
+    changes = {agent: place for agent, place in more.items() if agent not in known or place < known[agent]}
+    return {**known, **changes} if changes else known
 
 
 def encode(participants: dict[int, tuple[int, int]]) -> str:
@@ -203,7 +206,7 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
         view = views.setdefault(thread_id, [0, (first, subject, first_ts), (last, last_ts), {}])
         view[0] += count
         view[1], view[2] = min(view[1], (first, subject, first_ts)), max(view[2], (last, last_ts))
-        merge(view[3], {agent: (first_id, rank) for agent, first_id, rank in orjson.loads(participants)})
+        view[3] = merged(view[3], {agent: (first_id, rank) for agent, first_id, rank in orjson.loads(participants)})
     agents = list({agent for view in views.values() for agent in view[3]})
     addresses = dict(db.execute(
         "SELECT a.id, CASE WHEN a.project_id = ? THEN a.name ELSE a.name || '@' || p.slug END"
