@@ -21,7 +21,7 @@ from ..config import get_settings
 from ..store import upkeep, wakeup
 from ..store.db import placeholders
 from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
-from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent
+from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent, empty_list
 from ..ids import new_id, stable_id
 from ..registry import Input, Output, Replay, to_json, tool
 from . import thread_summaries
@@ -51,7 +51,7 @@ class Message(Output):
     importance: Importance
     ack_required: bool
     created_ts: str
-    attachments: list[Attachment] = Field([], description="Read one with get_attachment(..., sha256).")
+    attachments: list[Attachment] = empty_list("Read one with get_attachment(..., sha256).")
 
 
 def recipients_of(db: sqlite3.Connection, message_ids: list[int]) -> dict[int, dict[str, list[str]]]:
@@ -252,12 +252,12 @@ class SendMessageInput(Input):
     to: Annotated[Recipients, Field(min_length=1)]
     subject: Subject
     body_md: Body
-    cc: Recipients = []
-    bcc: Recipients = Field([], description="Receive the message; invisible to the other recipients.")
+    cc: Recipients = empty_list()
+    bcc: Recipients = empty_list("Receive the message; invisible to the other recipients.")
     importance: Importance = "normal"
     ack_required: bool = False
     thread_id: ThreadId | None = Field(None, description="Join an existing thread; omit to start a new one.")
-    attachments: Attachments = []
+    attachments: Attachments = empty_list()
 
 
 def send_message(db: sqlite3.Connection, args: SendMessageInput) -> SentMessage:
@@ -282,10 +282,10 @@ class ReplyMessageInput(Input):
     to: Recipients | None = Field(
         None, description="Defaults to the original sender; for the original sender, to the original to and cc."
     )
-    cc: Recipients = []
-    bcc: Recipients = []
+    cc: Recipients = empty_list()
+    bcc: Recipients = empty_list()
     subject_prefix: Annotated[str, Field(max_length=32)] = "Re:"
-    attachments: Attachments = []
+    attachments: Attachments = empty_list()
     importance: Importance | None = Field(None, description="Defaults to the original message's.")
     ack_required: bool = Field(False, description="Ask the recipients to acknowledge this reply.")
 
@@ -336,7 +336,7 @@ class InboxMessage(Output):
     read_ts: str | None
     ack_ts: str | None
     body_md: str | None = Field(description="Only with include_bodies.")
-    attachments: list[Attachment] = Field([], description="Read one with get_attachment(..., sha256).")
+    attachments: list[Attachment] = empty_list("Read one with get_attachment(..., sha256).")
 
 
 class Inbox(Output):

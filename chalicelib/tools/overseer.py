@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, model_validator
 from .. import clock
 from ..archive import outbox
 from ..errors import Conflict
-from ..fields import AgentName, MessageId, ProjectKey, given
+from ..fields import AgentName, MessageId, ProjectKey, empty_list, given
 from ..registry import Input, Output, tool
 from ..store.db import placeholders
 from .agents import Agent, agent_id, describe_agent, find_agent
@@ -32,7 +32,7 @@ class SendOverseerMessageInput(Input):
     to: Annotated[Recipients, Field(min_length=1)]
     subject: Subject | None = Field(None, description="Required unless reply_to is given (then 'Re: <original>').")
     body_md: Body
-    cc: Recipients = []
+    cc: Recipients = empty_list()
     importance: Importance = "normal"
     ack_required: bool = False
     thread_id: ThreadId | None = Field(None, description="Join an existing thread; omit to start a new one.")

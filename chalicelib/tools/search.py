@@ -26,7 +26,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ..errors import InvalidArgument
-from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp
+from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, empty_list
 from ..registry import Input, Output, tool
 from ..store.db import placeholders
 from ..store.search_index import search_index
@@ -56,7 +56,7 @@ class SearchMessagesInput(Input):
     sender: AgentName | None = Field(None, description="Only messages this agent sent.")
     recipient: AgentAddress | None = Field(None, description="Only messages to this agent (to or cc; bcc only for its sender or itself).")
     thread_id: ThreadId | None = Field(None, description="Only messages of this thread.")
-    importance: Annotated[list[Importance], Field(max_length=4)] = Field([], description="Only these importances.")
+    importance: Annotated[list[Importance], Field(max_length=4)] = empty_list("Only these importances.")
     since_ts: Timestamp | None = Field(None, description="Only messages created after this time.")
     until_ts: Timestamp | None = Field(None, description="Only messages created at or before this time.")
     agent_name: AgentName | None = Field(
