@@ -213,7 +213,7 @@ def main() -> None:
     if args.profile:
         import pstats
         for tree in trees:
-            args.profile_out = tempfile.mktemp(suffix=".prof")
+            args.profile_out = args.profile_out or tempfile.mktemp(suffix=".prof")
             print(f"== {tree}: {run_child(tree, args)}")
             stats = pstats.Stats(args.profile_out)
             print(f"function calls per request (event-loop thread): {stats.total_calls / args.requests:.1f}")
