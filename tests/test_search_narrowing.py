@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from chalicelib.tools import search, search_narrowing
-from chalicelib.tools.search_syntax import _first_word_start, plain_terms
+from chalicelib.tools.search_syntax import _around, _first_word_start, plain_terms, snippet
 
 pytestmark = pytest.mark.both_backends
 
@@ -90,3 +90,24 @@ def test_snippets_find_the_first_query_word_where_the_pattern_does(pieces, words
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
     found = pattern.search(text)
     assert _first_word_start(text, words, pattern) == (found.start() if found else None)
+
+
+def reference_snippet_window(text: str, found: int | None, width: int = 16) -> tuple[list[str], bool, bool]:
+    """The window as snippet() took it before it split only what it shows: every token of the text."""
+    tokens = text.split()
+    first = len(text[: found + 1].split()) - 1 if found is not None else 0
+    start = max(0, first - width // 4)
+    return tokens[start:start + width], start > 0, start + width < len(tokens)
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([*PIECES, "  ", "\t", "a", "b c", "xcart", "cart."]), max_size=60),
+       st.lists(st.sampled_from(["cart", "12", "api", "istanbul"]), min_size=1, max_size=3))
+def test_a_snippet_shows_the_tokens_around_the_first_match(pieces, words):
+    text = "".join(pieces)
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
+    found = _first_word_start(text, words, pattern)
+    assert _around(text, found or 0, 4, 16) == reference_snippet_window(text, found)
+    shown, before, after = reference_snippet_window(text, found)
+    expected = ("…" if before else "") + " ".join(pattern.sub(r"**\g<0>**", token) for token in shown) + ("…" if after else "")
+    assert snippet("", text, words) == expected

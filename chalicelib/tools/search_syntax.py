@@ -192,8 +192,23 @@ def snippet(subject: str, body: str, words: list[str], width: int = 16) -> str:
     found = _first_word_start(subject, words, pattern)
     text = subject if found is not None else body
     found = found if found is not None else _first_word_start(body, words, pattern)
-    tokens = text.split()
-    first = len(text[: found + 1].split()) - 1 if found is not None else 0  # the word the first match is in
-    start = max(0, first - width // 4)
-    passage = " ".join(pattern.sub(r"**\g<0>**", token) for token in tokens[start : start + width])
-    return ("…" if start else "") + passage + ("…" if start + width < len(tokens) else "")
+    shown, more_before, more_after = _around(text, found or 0, width // 4, width)
+    # One substitution over the passage: a match never spans the spaces between its tokens.
+    passage = pattern.sub(r"**\g<0>**", " ".join(shown))
+    return ("…" if more_before else "") + passage + ("…" if more_after else "")
+
+
+def _around(text: str, at: int, before: int, width: int) -> tuple[list[str], bool, bool]:
+    """`width` whitespace-separated tokens of text: up to `before` of them before the one `at` is
+    in, then that one and those after it; and whether more come before and after. Only the
+    tokens shown are split out (a body is up to 256 KiB; a page has 20 snippets)."""
+    head, tail = text[:at], text[at:]
+    glued = bool(head) and not head[-1].isspace() and bool(tail) and not tail[0].isspace()
+    previous = head.rsplit(None, before + 1 if glued else before)
+    if glued:  # the token `at` is in starts in head
+        tail = previous.pop() + tail
+    more_before = len(previous) > before  # rsplit's first part then holds the tokens not shown
+    shown = previous[1:] if more_before else previous
+    following = tail.split(None, width - len(shown))
+    more_after = len(following) > width - len(shown)
+    return shown + following[: width - len(shown)], more_before, more_after
