@@ -5,7 +5,8 @@
 Builds one SQLite database per size once (kept in --dir and reused by later runs; delete a
 file to rebuild it) and prints, per tool, the median and p95 of --calls calls (varied
 arguments: other agents, threads, messages) at each size, and the ratio of the largest size's
-median to the smallest's. With --warm, each database file is read once before its timings, so
+median to the smallest's. The sizes take turns call by call, so the machine's drift hits them
+alike. With --warm, each database file is read once before its timings, so
 the operating system's page cache holds it, as on a server that has served it for a while
 (without it, the first reads of a 5.5 GB file go to the disk, and each call's other agent
 reads pages no earlier call touched).
@@ -170,17 +171,22 @@ def scenarios(db: sqlite3.Connection) -> dict[str, callable]:
     }
 
 
-def measure(settings: Settings, scenario, calls: int, budget_s: float = 5.0) -> list[float]:
-    """Milliseconds of `calls` calls (fewer if they take longer than budget_s), after 2 warm-ups."""
-    for i in range(2):
-        name, args = scenario(i)
-        invoke.call(TOOLS[name], args, settings)
-    times, deadline = [], time.monotonic() + budget_s
+def measure(sides: dict[int, tuple[Settings, callable]], calls: int, budget_s: float = 15.0) -> dict[int, list[float]]:
+    """Milliseconds of `calls` calls at each size (fewer if they take longer than budget_s), after
+    2 warm-ups each. The sizes take turns call by call, so the machine's drift (±15% from one
+    minute to the next) hits them alike and the ratios between sizes hold."""
+    for settings, scenario in sides.values():
+        for i in range(2):
+            name, args = scenario(i)
+            invoke.call(TOOLS[name], args, settings)
+    times: dict[int, list[float]] = {size: [] for size in sides}
+    deadline = time.monotonic() + budget_s
     for i in range(calls):
-        name, args = scenario(i + 2)
-        started = time.perf_counter()
-        invoke.call(TOOLS[name], args, settings)
-        times.append((time.perf_counter() - started) * 1000)
+        for size, (settings, scenario) in (sides.items() if i % 2 == 0 else reversed(sides.items())):
+            name, args = scenario(i + 2)
+            started = time.perf_counter()
+            invoke.call(TOOLS[name], args, settings)
+            times[size].append((time.perf_counter() - started) * 1000)
         if time.monotonic() > deadline:
             break
     return times
@@ -198,6 +204,7 @@ def main() -> None:
     sizes = [int(size) for size in options.sizes.split(",")]
     options.dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[int, tuple[float, float, float]]] = {}  # median, p95, min
+    prepared: dict[int, tuple[Settings, dict]] = {}
     for size in sizes:
         path, built = options.dir / f"scale-{size}.db", options.dir / f"scale-{size}.built"
         if not built.exists():
@@ -215,15 +222,16 @@ def main() -> None:
         settings = Settings(database_url=f"sqlite:///{path}", archive_enabled=False)
         migrate(settings)  # a database built by an older version migrates forward first
         with sqlite3.connect(path) as db:
-            chosen = scenarios(db)
-        wanted = [label for label in chosen if not options.only or label in options.only.split(",")]
-        for label in wanted:
-            times = measure(settings, chosen[label], options.calls)
+            prepared[size] = (settings, scenarios(db))
+    labels = list(prepared[sizes[0]][1]) if prepared else []
+    for label in [label for label in labels if not options.only or label in options.only.split(",")]:
+        by_size = measure({size: (settings, chosen[label]) for size, (settings, chosen) in prepared.items()}, options.calls)
+        for size, times in by_size.items():
             times.sort()
             results.setdefault(label, {})[size] = (
                 statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], times[0]
             )
-            print(f"  {size:>9,} {label:<26} median {results[label][size][0]:8.2f} ms", flush=True)
+        print(f"  {label:<26} " + "  ".join(f"{size:,}: {results[label][size][0]:.2f} ms" for size in sizes), flush=True)
     if options.build_only:
         return
     print()
