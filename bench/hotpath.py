@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/hotpath.py --tree /path/to/old-checkout --tree . [--rounds 3] [--requests 4000]
     .venv/bin/python bench/hotpath.py --tree . --profile fetch      # cProfile of one scenario, top functions
+    .venv/bin/python bench/hotpath.py --tree /path/to/old-checkout --tree . --scenarios writer
 
 bench/run.py measures req/s through the kernel, and on this shared 2-core machine its numbers
 swing by ±15% from one minute to the next. This drives the same server code without sockets:
@@ -13,6 +14,10 @@ connections do). It prints the process's CPU time per request (all its threads: 
 thread counts for send_message) — what limits req/s when the server is CPU-bound. Trees take
 turns, each in a fresh process, so drift hits them alike. A tree needs no script of its own:
 the child runs with the tree as its working directory and first on sys.path.
+
+`writer` is the writer thread's own CPU per send, without HTTP: batches of 50 sends, each one
+`Writer._commit` as the server's writer thread runs it. Under load that thread limits
+send_message (it runs every write), so this is what a change to the write path costs.
 """
 
 import argparse
@@ -28,7 +33,8 @@ from pathlib import Path
 
 PROJECT = "/bench/project"
 CONNECTIONS = 50
-SCENARIOS = ("health", "fetch", "send")
+SCENARIOS = ("health", "fetch", "send", "writer")
+WRITER_BATCH = 50
 
 
 def request(method: str, path: str, body: bytes = b"", mcp: bool = False) -> bytes:
@@ -149,6 +155,9 @@ async def child(args) -> dict:
     results, counter = {}, [0]
     rounds = max(1, args.requests // CONNECTIONS)
     for name in args.scenarios:
+        if name == "writer":
+            results[name] = writer_cpu(rounds, counter)
+            continue
         for _ in range(max(1, rounds // 5)):  # warm-up: lazy imports, caches
             await driver.round(scenario_requests(name, counter))
         await archive_drained()
@@ -175,6 +184,39 @@ async def child(args) -> dict:
     return results
 
 
+def writer_cpu(batches: int, counter: list[int]) -> dict:
+    """The writer thread's own CPU per send (what limits send_message under load), without HTTP:
+    batches of WRITER_BATCH sends, each one `Writer._commit` as the server's writer thread runs it."""
+    from chalicelib import invoke
+    from chalicelib.config import get_settings
+    from chalicelib.tools import tools_by_name
+
+    writer = invoke.Writer.__new__(invoke.Writer)  # its _commit, without a thread of its own
+    writer.settings = get_settings()
+    send, loop = tools_by_name()["send_message"], asyncio.get_running_loop()
+    principal = (invoke.caller(None),) if hasattr(invoke, "caller") else ()  # older trees take none
+
+    def batch() -> list:
+        jobs = []
+        for _ in range(WRITER_BATCH):
+            counter[0] += 1
+            args = invoke.parse(send, {"project_key": PROJECT, "sender_name": "GreenCastle", "to": ["BlueLake"],
+                                       "subject": f"bench-send {counter[0]}", "body_md": f"Body of bench-send {counter[0]}."})
+            jobs.append((send, args, *principal, loop.create_future()))
+        return jobs
+
+    for _ in range(max(1, batches // 5)):  # warm-up
+        writer._commit(batch())
+    chunks = []
+    for _ in range(10):
+        jobs = [batch() for _ in range(max(1, batches // 10))]
+        cpu = time.thread_time()
+        for one in jobs:
+            writer._commit(one)
+        chunks.append((time.thread_time() - cpu) / (len(jobs) * WRITER_BATCH) * 1e6)
+    return {"cpu_us": statistics.median(chunks), "min_us": min(chunks)}
+
+
 def run_child(tree: Path, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="hotpath-") as directory:
         env = {**os.environ, "DATABASE_URL": f"sqlite:///{directory}/bench.db", "ARCHIVE_DIR": f"{directory}/archive",
@@ -195,7 +237,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=4000, help="per scenario and run")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-    parser.add_argument("--profile", choices=SCENARIOS, help="cProfile this scenario (one run per tree) and print its top functions")
+    parser.add_argument("--profile", choices=SCENARIOS[:3], help="cProfile this scenario (one run per tree) and print its top functions")
     parser.add_argument("--profile-out", default="")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
