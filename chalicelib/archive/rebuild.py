@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from ..ids import stable_id
 from ..tools.agents import agent_id
 from ..attachments.intake import Attachment
-from ..tools.messages import MESSAGE_COLUMNS, Message, attachments_json, attachments_of, recipients_of, store_message, store_recipients
+from ..tools.messages import (
+    MESSAGE_COLUMNS, Message, attachments_json, attachments_of, recipients_of, store_message, store_recipients,
+)
 from . import outbox
 from dulwich.objects import Blob
 

@@ -1,10 +1,11 @@
 """Upkeep a write leaves to the end of its transaction, done once for everything deferred.
 
-The aggregates the write path keeps (message counts, thread summaries) cost the writer a few
-statements per message. The writer group-commits up to MAX_BATCH writes in one transaction
+What the write path keeps besides a message's own rows (message counts, thread summaries, its
+entry in the full-text index) costs the writer a few statements per message. The writer group-commits up to MAX_BATCH writes in one transaction
 (chalicelib/invoke.py), so a write defers its upkeep (`later`) and the transaction applies it
 for the whole batch just before COMMIT: two count rows and one statement for fifty sends
-between the same agents, where each send used to read and write its own. Same transaction:
+between the same agents, where each send used to read and write its own (and FTS5, which
+flushes its pending index at every SAVEPOINT, writes one segment, not fifty). Same transaction:
 nobody ever sees a message without its counts. A write whose savepoint rolls back takes its
 deferred upkeep with it (`savepoint`).
 
