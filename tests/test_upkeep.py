@@ -7,10 +7,14 @@ import asyncio
 import pytest
 
 from chalicelib import invoke
+from chalicelib.config import Settings
+from chalicelib.ids import stable_id
 from chalicelib.ops import metrics
 from chalicelib.store import db, upkeep
 from chalicelib.tools import tools_by_name
+from chalicelib.tools.agents import agent_id
 
+from .sql import migrated_until
 from .test_threads_summary import AGENTS, assert_all_views_right, register
 
 pytestmark = pytest.mark.both_backends
@@ -152,3 +156,26 @@ def test_a_long_transaction_applies_its_upkeep_as_it_goes(call, settings, agents
             send(conn, f"m{n}")
     assert counted(settings)["GreenCastle"] == (0, 25, 25) == recounted(settings)["GreenCastle"]
     assert assert_all_views_right(settings, limits=(500,)) == 25
+
+
+@pytest.mark.sqlite_only
+def test_a_database_made_with_the_insert_trigger_migrates_forward(tmp_path):
+    path = tmp_path / "old.db"
+    conn = migrated_until(path, "0022")  # the search index still kept by the insert trigger
+    project = stable_id("project", "/old")
+    blue = agent_id(project, "BlueLake")
+    with db.transaction(conn, write=True):
+        conn.execute("INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, 'old', '/old', 't')", (project,))
+        conn.execute("INSERT INTO agents (id, project_id, name, program, model, inception_ts, last_active_ts)"
+                     " VALUES (?, ?, 'BlueLake', 'p', 'm', 't', 't')", (blue, project))
+        conn.execute("INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, created_ts)"
+                     " VALUES (10, ?, ?, 'T', 'walrus', 'old body', 'normal', '2020-01-01T00:00:00+00:00')", (project, blue))
+    conn.close()
+    settings = Settings(database_url=f"sqlite:///{path}", archive_enabled=False)
+    invoke.call(TOOLS["send_message"], dict(project_key="/old", sender_name="BlueLake", to=["BlueLake"], subject="walrus too",
+                                            body_md="new body"), settings)
+    hits = invoke.call(TOOLS["search_messages"], dict(project_key="/old", query="walrus"), settings).results
+    assert sorted(hit.subject for hit in hits) == ["walrus", "walrus too"]
+    with db.connection(settings) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'messages_fts_insert'").fetchone()[0] == 0
+    index_matches_messages(settings)
