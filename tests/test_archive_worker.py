@@ -143,3 +143,36 @@ def test_a_stopping_worker_lifts_its_git_thread_to_normal_priority():
         assert idle_cpu.run(stopping, os.sched_getscheduler, 0) == os.SCHED_IDLE
         threading.Timer(0.3, stopping.set).start()
         assert idle_cpu.run(stopping, commit_under_full_load) == os.SCHED_OTHER
+
+
+def test_a_worker_that_takes_the_lock_beats_before_its_idle_cpu_work(tmp_path, monkeypatch):
+    """The layout check runs on idle CPU, which a fully loaded machine may not give for a long
+    while (a standby that took over after kill -9 then showed no heartbeat for over 60 s in a
+    full test run). The worker shows itself first."""
+    from chalicelib.archive import worker
+    from chalicelib.store import heartbeats
+    from chalicelib.store.db import connection
+
+    starved, stopping = threading.Event(), threading.Event()
+
+    def layout_check_without_idle_cpu(archive) -> int:
+        starved.wait(30)
+        return 0
+
+    monkeypatch.setattr(worker, "migrate_layout", layout_check_without_idle_cpu)
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", archive_dir=tmp_path / "archive")
+    running = threading.Thread(target=worker.work, args=(settings, stopping))
+    running.start()
+    try:
+        deadline = time.monotonic() + 10
+        beat = None
+        while beat is None and time.monotonic() < deadline:
+            with connection(settings) as conn:
+                beat = heartbeats.last(conn, heartbeats.ARCHIVE_WORKER)
+            time.sleep(0.05)
+        assert beat is not None and beat["pid"] == os.getpid() and not starved.is_set()
+    finally:
+        stopping.set()
+        starved.set()
+        running.join(30)
+    assert not running.is_alive()

@@ -109,19 +109,26 @@ def work(settings: Settings, stopping: threading.Event, on_idle=None) -> None:
 
 
 def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
-    pruned_at = beat_at = float("-inf")
+    pruned_at = float("-inf")
     started, restarts, error = clock.now(), int(os.environ.get(RESTARTS_ENV, 0)), None
+
+    def beat() -> float:
+        with connection(settings) as conn, transaction(conn, write=True):
+            heartbeats.beat(conn, heartbeats.ARCHIVE_WORKER, os.getpid(), started, restarts, error)
+        return time.monotonic()
+
     with GitArchive.local(settings) as archive, IdleCPU() as idle_cpu:
         git = lambda function, *args: idle_cpu.run(stopping, function, *args)  # noqa: E731
         if stale := archive.clear_stale_locks():  # a worker killed mid-commit held them
             log.warning("removed stale git locks: %s", ", ".join(map(str, stale)))
+        # A beat before the layout check: that runs on idle CPU, which a busy machine may not
+        # have for a while, and the worker that just took the lock should show at once.
+        beat_at = beat()
         git(migrate_layout, archive)
         while not stopping.is_set() and not parent_gone():
             try:
                 if time.monotonic() - beat_at >= settings.archive_heartbeat_seconds:
-                    with connection(settings) as conn, transaction(conn, write=True):
-                        heartbeats.beat(conn, heartbeats.ARCHIVE_WORKER, os.getpid(), started, restarts, error)
-                    beat_at = time.monotonic()
+                    beat_at = beat()
                 done = drain_once(settings, archive, git=git)
                 idle = done < settings.archive_batch_size
                 if done:  # maintenance is due after commits only: an idle worker leaves that thread be
