@@ -6,7 +6,7 @@ import pytest
 from chalicelib.store import db
 from chalicelib import invoke
 from chalicelib.errors import NotFound
-from chalicelib.ids import new_id, stable_id
+from chalicelib.ids import new_id, new_ids, stable_id
 from chalicelib.tools import tools_by_name
 
 TOOLS = tools_by_name()
@@ -61,6 +61,17 @@ def test_new_ids_are_time_ordered_and_unique():
     ids = [new_id() for _ in range(10_000)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(0 < i < 2**63 for i in ids)
+
+
+def test_ids_reserved_at_once_interleave_with_single_ones_in_order():
+    ids = []
+    for count in (0, 1, 3, 250, 2):
+        ids.append(new_id())
+        reserved = list(new_ids(count))
+        assert reserved == list(range(reserved[0], reserved[0] + count)) if count else reserved == []
+        ids += reserved
+    ids.append(new_id())
+    assert ids == sorted(ids) and len(set(ids)) == len(ids) and all(0 < i < 2**63 for i in ids)
 
 
 def test_group_commit_isolates_a_failing_write(call, project, settings):
