@@ -1,6 +1,7 @@
-"""Upkeep deferred to the end of a write transaction (chalicelib/store/upkeep.py): message counts
-and thread summaries applied once per group-committed batch stay exact, a write rolled back in
-its savepoint takes its upkeep along, and no aggregate is read while upkeep is pending."""
+"""Upkeep deferred to the end of a write transaction (chalicelib/store/upkeep.py): message counts,
+thread summaries and the full-text index applied once per group-committed batch stay exact, a
+write rolled back in its savepoint takes its upkeep along, and no aggregate is read while upkeep
+is pending."""
 
 import asyncio
 
