@@ -258,3 +258,21 @@ def test_with_agent_tokens_only_the_readers_own_token_opens_an_attachment(call, 
         assert refused.value.status in (401, 403)
     got = invoke.call(TOOLS["get_attachment"], {**args, "registration_token": tokens["GreenCastle"]}, strict)
     assert base64.b64decode(got.content_base64) == b"for GreenCastle"
+
+
+def test_the_longest_inbox_row_fits_the_page_that_is_not_measured(call, project, monkeypatch):
+    """fetch_inbox reads a page of up to _SURELY_UNDER_CAP rows without bodies at once, unmeasured:
+    even rows at every limit (subject, thread id, 100 attachments, each character escaped) keep
+    such a page under the answer's cap."""
+    from chalicelib.errors import MAX_ANSWER_BYTES
+    from chalicelib.tools.messages import _SURELY_UNDER_CAP
+
+    monkeypatch.setenv("ATTACHMENTS_MAX_PER_MESSAGE", "100")  # the most the schema allows
+    get_settings.cache_clear()
+    attachments = [{"name": '"' * 255, "media_type": "application/" + "x" * 115, "content_base64": b64(b"%d" % n)} for n in range(100)]
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject='"' * 512,
+         thread_id="\x01" * 128, body_md="", attachments=attachments)
+    inbox = call("fetch_inbox", project_key=project, agent_name="GreenCastle", limit=1)
+    row = to_json(inbox["messages"][0])
+    assert len(inbox["messages"][0]["attachments"]) == 100 and len(row) > 50_000
+    assert len(row) * _SURELY_UNDER_CAP <= MAX_ANSWER_BYTES

@@ -69,8 +69,9 @@ def _cell(value):
 
 
 def test_an_inbox_page_over_the_answer_cap_is_refused_without_bodies(call, project, settings, monkeypatch):
-    """Rows without bodies are read a page at a time and measured together: still refused, and
-    a page under the cap is whole."""
+    """A page of more rows than surely fit under the cap (without bodies) is read 20 rows at a
+    time and measured together: still refused, and a page under the cap is whole."""
+    monkeypatch.setattr(messages, "_SURELY_UNDER_CAP", 10)
     for n in range(25):
         call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"s{n}", body_md="b")
     fetch_inbox = tools_by_name()["fetch_inbox"]

@@ -26,7 +26,7 @@ from ..ids import id_at
 from ..store.db import placeholders
 from ..registry import Input, Output, tool
 from .agents import find_agent
-from .messages import INBOX_FILTERS, InboxMessage, inbox_page
+from .messages import INBOX_FILTERS, InboxMessage, inbox_page, message_id_of
 from .projects import find_project
 
 CURSOR_WINDOW_SECONDS = 60
@@ -126,7 +126,7 @@ def wait_for_mail(db: sqlite3.Connection, args: WaitForMailInput) -> MailArrived
         ) if chosen else []
         cursor = cursor.advanced(chosen, left)
     result = MailArrived(
-        messages=[InboxMessage.model_validate_json(row[1]) for row in rows], cursor=str(cursor), more=left is not None
+        messages=[InboxMessage.model_validate_json(row) for row in rows], cursor=str(cursor), more=left is not None
     )
     result._recipient_id = agent["id"]
     return result
@@ -167,9 +167,9 @@ def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, par
     ).fetchall()
     found = []
     for recipient in recipients:
-        for message_id, json in inbox_page(db, project["id"], recipient["id"], f"AND {condition}", params, order="ASC", limit=args.limit):
+        for json in inbox_page(db, project["id"], recipient["id"], f"AND {condition}", params, order="ASC", limit=args.limit):
             item = json[:-1] + ',"recipient":' + orjson.dumps(recipient["name"]).decode() + "}"
-            found.append((message_id, AttentionItem.model_validate_json(item)))
+            found.append((message_id_of(json), AttentionItem.model_validate_json(item)))
     found.sort(key=lambda pair: pair[0])
     return Attention(messages=[item for _, item in found[: args.limit]])
 

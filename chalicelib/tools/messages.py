@@ -7,6 +7,7 @@ storing anything: a message reaches all its recipients or none.
 """
 
 import sqlite3
+from functools import lru_cache
 from operator import itemgetter
 from typing import Annotated, Literal
 
@@ -362,12 +363,13 @@ class FetchInboxInput(Input):
 
 # One inbox message as the JSON pydantic would write for InboxMessage (its field order, the id as
 # a string, ack_required a boolean), rendered by the database: cheaper than a Python object per row.
+# json('true') and json('false') are constants, made once per query rather than once per row.
 _INBOX_MESSAGE_JSON = (
     "json_object('id', CAST(m.id AS TEXT), 'thread_id', m.thread_id, 'subject', m.subject,"
     " 'sender', CASE WHEN s.project_id = ? THEN s.name"
     " ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END,"
     " 'kind', r.kind, 'importance', m.importance,"
-    " 'ack_required', json(CASE WHEN m.ack_required THEN 'true' ELSE 'false' END), 'created_ts', m.created_ts,"
+    " 'ack_required', CASE WHEN m.ack_required THEN json('true') ELSE json('false') END, 'created_ts', m.created_ts,"
     " 'read_ts', r.read_ts, 'ack_ts', r.ack_ts, 'body_md', {body_md},"
     " 'attachments', CASE WHEN m.attachments IS NULL THEN json_array() ELSE json(m.attachments) END)"
 )
@@ -382,28 +384,42 @@ INBOX_FILTERS = {
 }
 
 
-def inbox_page(db, home_id: int, recipient_id: int, where: str = "", params=(), *, order="DESC", limit: int, bodies=False):
-    """(message id, InboxMessage JSON) of one recipient's messages matching `where` (conditions
-    on r and m), by id in `order`: the query every inbox view shares."""
-    sql = (
-        f"SELECT m.id, {_INBOX_MESSAGE_JSON.format(body_md='m.body_md' if bodies else 'NULL')}"
-        " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
-        f" WHERE r.agent_id = ? {where} ORDER BY r.message_id {order} LIMIT ?"
-    )
-    # Read lazily, measured as it goes: reading stops at the answer's cap. Without bodies a row is
-    # at most ~140 KB (a 512-character subject, 100 attachments' names and types), so rows come
-    # 20 at a time (a default page in one step; at most ~2.7 MB read past the cap), measured
-    # without a Python step per row (~3 µs of a 20-message fetch_inbox).
-    cursor, rows, size = db.execute(sql, [home_id, recipient_id, *params, limit]), [], 0
+def inbox_page(db, home_id: int, recipient_id: int, where: str = "", params=(), *, order="DESC", limit: int, bodies=False) -> list[str]:
+    """The InboxMessage JSON of one recipient's messages matching `where` (conditions on r and
+    m), by id in `order`: the query every inbox view shares (message_id_of gives a row's id)."""
+    cursor = db.execute(_inbox_sql(where, order, bodies), [home_id, recipient_id, *params, limit])
+    cursor.row_factory = None  # tuples: no sqlite3.Row per row
+    if not bodies and limit <= _SURELY_UNDER_CAP:
+        return list(map(_first, cursor.fetchall()))
+    # Otherwise read lazily, measured as it goes: reading stops at the answer's cap.
+    rows: list[str] = []
+    size = 0
     while chunk := cursor.fetchmany(1 if bodies else 20):
-        size += sum(map(len, map(_json_column, chunk))) + len(chunk)
+        rows += map(_first, chunk)
+        size += sum(map(len, rows[-len(chunk):])) + len(chunk)
         if size > MAX_ANSWER_BYTES:
             raise answer_too_large()
-        rows += chunk
     return rows
 
 
-_json_column = itemgetter(1)
+# Without bodies a row is at most ~140 KB (a 512-character subject, 100 attachments' names and
+# types): this many rows stay under the answer's cap however long they are (a default page does).
+_SURELY_UNDER_CAP = MAX_ANSWER_BYTES // (160 * 1024)
+_first = itemgetter(0)
+
+
+def message_id_of(inbox_json: str) -> int:
+    """The id of an inbox row: its JSON starts {"id":"<digits>"."""
+    return int(inbox_json[7 : inbox_json.index('"', 7)])
+
+
+@lru_cache(maxsize=64)  # a few filter combinations; the same text also finds sqlite3's cached statement at once
+def _inbox_sql(where: str, order: str, bodies: bool) -> str:
+    return (
+        f"SELECT {_INBOX_MESSAGE_JSON.format(body_md='m.body_md' if bodies else 'NULL')}"
+        " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
+        f" WHERE r.agent_id = ? {where} ORDER BY r.message_id {order} LIMIT ?"
+    )
 
 
 def fetch_inbox(db: sqlite3.Connection, args: FetchInboxInput) -> Inbox:
@@ -431,8 +447,8 @@ def inbox_json(db: sqlite3.Connection, args: FetchInboxInput) -> bytes:
     rows = inbox_page(db, home, agent_id(home, args.agent_name), where, params, limit=args.limit, bodies=args.include_bodies)
     if not rows:
         find_agent(db, find_project(db, args.project_key), args.agent_name)
-    next_cursor = f'"{rows[-1][0]}"' if len(rows) == args.limit else "null"
-    return f'{{"messages":[{",".join(map(_json_column, rows))}],"next_cursor":{next_cursor}}}'.encode()
+    next_cursor = f'"{message_id_of(rows[-1])}"' if len(rows) == args.limit else "null"
+    return f'{{"messages":[{",".join(rows)}],"next_cursor":{next_cursor}}}'.encode()
 
 
 class FetchOutboxInput(Input):
