@@ -77,3 +77,22 @@ def test_the_index_file_survives_a_restart(tmp_path):
     add(conn, new_id(), "persisted")
     assert SearchIndex(tmp_path / "replica.db.search").catch_up(conn) == 1
     assert SearchIndex(tmp_path / "replica.db.search").catch_up(conn) == 0
+
+
+def test_archived_bodies_are_found_through_their_partial_index_on_both_engines():
+    """The catch-up's look for archived bodies uses the index that holds only archived rows
+    (migration 0023), on SQLite and on Turso's engine (a replica's), instead of a scan."""
+    import turso
+
+    from chalicelib.store.db import MIGRATIONS_DIR, split_statements
+    from chalicelib.store.search_index import ARCHIVED_SINCE
+
+    migration = (MIGRATIONS_DIR / "0023_body_archived_index_partial.sql").read_text()
+    for engine in (sqlite3, turso):
+        conn = engine.connect(":memory:")
+        conn.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY, subject TEXT, body_md TEXT, body_archived_ts TEXT)")
+        conn.execute("CREATE INDEX messages_by_body_archived ON messages (body_archived_ts)")
+        for statement in split_statements(migration):
+            conn.execute(statement)
+        plan = " ".join(str(row[-1]) for row in conn.execute("EXPLAIN QUERY PLAN " + ARCHIVED_SINCE, ("",)))
+        assert "INDEX messages_by_body_archived" in plan, (engine.__name__, plan)

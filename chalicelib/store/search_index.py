@@ -46,6 +46,12 @@ LATE_WINDOW_SECONDS = 15 * 60
 LATE_WINDOW_IDS = (15 * 60 * 1000) << RANDOM_BITS  # ids made in the 15 minutes before the newest indexed
 CHUNK = 500
 
+# Bodies retention archived after a time, through the partial index messages_by_body_archived
+# (migration 0023): Turso's planner takes a partial index only when the query states its WHERE.
+ARCHIVED_SINCE = (
+    "SELECT id, subject, body_md, body_archived_ts FROM messages WHERE body_archived_ts IS NOT NULL AND body_archived_ts > ?"
+)
+
 
 class SearchIndex:
     def __init__(self, path) -> None:
@@ -73,9 +79,7 @@ class SearchIndex:
         window before it, for other replicas' late pushes)."""
         (seen,) = self.conn.execute("SELECT max(archived_ts) FROM archived_bodies").fetchone()
         since = clock.later(seen, -LATE_WINDOW_SECONDS) if seen else ""
-        rows = replica.execute(
-            "SELECT id, subject, body_md, body_archived_ts FROM messages WHERE body_archived_ts > ?", (since,)
-        ).fetchall()
+        rows = replica.execute(ARCHIVED_SINCE, (since,)).fetchall()
         done = {row[0] for row in self.conn.execute("SELECT id FROM archived_bodies WHERE archived_ts > ?", (since,))}
         rows = [row for row in rows if row[0] not in done]
         if not rows:
