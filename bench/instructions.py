@@ -6,7 +6,7 @@ Each checkout's ASGI app (its own code, this interpreter) runs in process under
 `valgrind --tool=callgrind`, with counting switched on only around the measured calls: MCP
 fetch_inbox of 20 messages, MCP send_message (50 at a time, so the writer commits them in
 groups, as under load) or GET /health, after the same seed and warm-up as bench/run.py.
-The count is the same from run to run (±0.1%), where req/s on this machine drifts ±15% and
+The count is the same from run to run (±0.5%), where req/s on this machine drifts ±15% and
 more; it leaves out the kernel (sockets, fsync) and uvicorn's HTTP parsing, which both sides
 share. Needs Debian's valgrind.
 """
