@@ -395,10 +395,11 @@ def inbox_page(db, home_id: int, recipient_id: int, where: str = "", params=(), 
     rows: list[str] = []
     size = 0
     while chunk := cursor.fetchmany(1 if bodies else 20):
-        rows += map(_first, chunk)
-        size += sum(map(len, rows[-len(chunk):])) + len(chunk)
+        texts = list(map(_first, chunk))
+        size += sum(map(len, texts)) + len(texts)
         if size > MAX_ANSWER_BYTES:
             raise answer_too_large()
+        rows += texts
     return rows
 
 
