@@ -79,3 +79,18 @@ def test_chalice_adds_security_headers_and_hsts_over_https(tmp_path, monkeypatch
         assert headers["Strict-Transport-Security"].startswith("max-age=")  # API Gateway: X-Forwarded-Proto https
     answer = chalice_app.handler_map["mcp"](http_api_event("POST", "/mcp", rpc("ping"), MCP_HEADERS), CONTEXT)
     assert answer["headers"]["X-Content-Type-Options"] == "nosniff" and "Strict-Transport-Security" in answer["headers"]
+
+
+def test_health_without_cors_sends_the_same_security_headers(server):
+    """/health's answer is prebuilt when no CORS origin is configured: the same security headers
+    as any other answer, on every request of a keep-alive connection."""
+    with httpx.Client(base_url=server) as client:
+        api = client.get("/api/list_projects").headers
+        for _ in range(2):
+            health = client.get("/health")
+            assert health.status_code == 200 and health.json() == {"status": "ok"}
+            assert health.headers["content-type"] == "application/json"
+            assert health.headers["content-length"] == str(len(health.content))
+            for name in ("x-content-type-options", "x-frame-options", "referrer-policy", "content-security-policy"):
+                assert health.headers[name] == api[name]
+            assert "access-control-allow-origin" not in health.headers

@@ -243,7 +243,11 @@ class Front:
             await self.api(scope, receive, send)
             return
         if scope["path"] == "/health" and scope["method"] == "GET":  # cheap, and unlogged: balancers poll it
-            await send_json(self._with_headers(scope, send), HEALTH_BODY)
+            if self.settings.cors_allowed_origins:  # an allowed origin also gets CORS headers
+                await send_json(self._with_headers(scope, send), HEALTH_BODY)
+            else:
+                await send({"type": "http.response.start", "status": 200, "headers": _health_headers(scope.get("scheme") == "https")})
+                await send({"type": "http.response.body", "body": HEALTH_BODY})
             return
         send = self._with_headers(scope, send)  # it also keeps the status, for the metrics and the log line
         logged = logs.enabled()
@@ -433,6 +437,12 @@ class WithHeaders:
 def _security_headers(html: bool, tls: bool) -> tuple[tuple[bytes, bytes], ...]:
     """Computed once: they are the same for every response of a kind."""
     return tuple(_raw(security.security_headers("text/html" if html else "", tls)))
+
+
+@lru_cache(maxsize=2)
+def _health_headers(tls: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """/health's whole header list, security headers included: the same for every answer."""
+    return ((b"content-type", b"application/json"), (b"content-length", b"%d" % len(HEALTH_BODY)), *_security_headers(False, tls))
 
 
 def _text(value: bytes | None) -> str | None:
