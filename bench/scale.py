@@ -114,7 +114,7 @@ def build(path: Path, size: int) -> None:
             store_recipients(db, *delivery)
         db.executemany("UPDATE message_recipients SET read_ts = ? WHERE message_id = ? AND agent_id = ?", reads)
         for agent, count in collections.Counter(agent for _, _, agent in reads).items():
-            add_counts(db, [(agent, 0, 0, count)])  # what count_read adds, once per batch
+            add_counts(db, [[(agent, 0, 0, count)]])  # what count_read adds, once per batch
         db.execute("COMMIT")
         done = min(first + batch, size)
         if done % 50_000 == 0 or done == size:

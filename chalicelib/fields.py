@@ -92,8 +92,8 @@ def _id_value(value):
 def _id_type(description: str):
     return Annotated[
         int,
+        Field(gt=0, lt=2**63),  # before the validator: checked by pydantic's own int, not by Python functions after it
         BeforeValidator(_id_value),
-        Field(gt=0, lt=2**63),
         PlainSerializer(str, return_type=str, when_used="json"),
         WithJsonSchema(
             {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_ID_NUMBER}, {"type": "string", "pattern": ID_PATTERN}],

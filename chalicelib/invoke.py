@@ -65,7 +65,7 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, p
         scopes.authorize(conn, tool, args, principal, auth.agent_tokens_required(settings))
     if tool.acts_as and auth.agent_tokens_required(settings):
         agent_tokens.check(conn, tool, args)
-    if tool.idempotent:
+    if tool.idempotent and getattr(args, "idempotency_key", None) is not None:
         result = idempotency.run_once(conn, tool, args, settings.idempotency_key_ttl_seconds, lambda: tool.handler(conn, args))
     else:
         result = tool.handler(conn, args)
@@ -84,7 +84,15 @@ def call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Princip
 
 async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> Output:
     with _measured(tool.name):
-        return await _acall(tool, arguments, settings, caller(principal))
+        principal = caller(principal)
+        args = parse(tool, arguments)  # bad input is refused before it waits for anything
+        if tool.wait:
+            return await _wait(tool, args, settings, principal)
+        if tool.writes_files:
+            return await asyncio.to_thread(_attempt, tool, args, settings, principal)
+        if tool.read_only:
+            return await _read(tool, args, settings, principal)
+        return await _writer(settings).submit(tool, args, principal)
 
 
 class _measured:
@@ -146,17 +154,6 @@ def _committed(settings: Settings) -> None:
 def pulled_before(settings: Settings, moment: float) -> bool:
     """On a replica: its data was last pulled before `moment`, so a pull may show what is missing."""
     return bool(settings.turso_sync_url) and replica(settings).pulled_at < moment
-
-
-async def _acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal) -> Output:
-    args = parse(tool, arguments)  # bad input is refused before it waits for anything
-    if tool.wait:
-        return await _wait(tool, args, settings, principal)
-    if tool.writes_files:
-        return await asyncio.to_thread(_attempt, tool, args, settings, principal)
-    if tool.read_only:
-        return await _read(tool, args, settings, principal)
-    return await _writer(settings).submit(tool, args, principal)
 
 
 async def _read(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:

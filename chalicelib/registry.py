@@ -232,6 +232,7 @@ def with_idempotency_key(model: type[Input]) -> type[Input]:
 def _without_token(handler: Callable, model: type[Input]) -> Callable:
     """The handler, given its own input model: the token field (checked before) is left out."""
     names = tuple(model.model_fields)
+    own_names = frozenset(names)
     values = operator.itemgetter(*names) if len(names) > 1 else lambda fields: (fields[names[0]],)
     # What model_construct does for a validated model without defaults to fill in, private
     # attributes or post-init: set its slots. model_construct's loop over the fields in Python
@@ -241,7 +242,7 @@ def _without_token(handler: Callable, model: type[Input]) -> Callable:
     @functools.wraps(handler)
     def call(db: sqlite3.Connection, args: Input):
         if type(args) is not model:
-            fields_set = args.model_fields_set & model.model_fields.keys()
+            fields_set = args.__pydantic_fields_set__ & own_names
             if plain:
                 own = object.__new__(model)
                 object.__setattr__(own, "__dict__", dict(zip(names, values(args.__dict__))))

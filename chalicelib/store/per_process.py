@@ -16,6 +16,9 @@ class OnePerKey(Generic[T]):
         self.lock = threading.Lock()
 
     def get(self, key: Hashable, *args) -> T:
+        made = self.made.get(key)  # made once, then only read: no lock needed to find it
+        if made is not None:
+            return made
         with self.lock:
             if key not in self.made:
                 self.made[key] = self.make(*args)

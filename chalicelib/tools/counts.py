@@ -29,13 +29,14 @@ def writer(db) -> int:
     return replica.writer_id if replica is not None else 0
 
 
-def _add(db, rows: list[tuple[int, int, int, int]]) -> None:
-    """Add (agent_id, sent, received, read) to this writer's counters, one row per agent."""
+def _add(db, items: list[tuple[tuple[int, int, int, int], ...]]) -> None:
+    """Add each item's rows (agent_id, sent, received, read) to this writer's counters, one row per agent."""
     me, totals = writer(db), {}
-    for agent, *deltas in rows:
-        total = totals.setdefault(agent, [0, 0, 0])
-        for column, delta in enumerate(deltas):
-            total[column] += delta
+    for rows in items:
+        for agent, *deltas in rows:
+            total = totals.setdefault(agent, [0, 0, 0])
+            for column, delta in enumerate(deltas):
+                total[column] += delta
     db.executemany(
         "INSERT INTO message_counts (id, agent_id, writer, sent, received, read) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (id) DO UPDATE SET sent = sent + excluded.sent, received = received + excluded.received,"
@@ -47,17 +48,16 @@ def _add(db, rows: list[tuple[int, int, int, int]]) -> None:
 def count_message(db, sender_id: int, kinds: dict[int, str]) -> None:
     """A message was stored: one sent for its sender, one received per recipient row but bcc
     (whois counts are seen by others: they must not reveal a bcc copy)."""
-    rows: dict[int, list[int]] = {sender_id: [1, 0]}
+    rows = [(sender_id, 1, 0, 0)]  # one deferred item for the message (_add sums an agent's rows)
     for agent, kind in kinds.items():
         if kind != "bcc":
-            rows.setdefault(agent, [0, 0])[1] += 1
-    for agent, (sent, received) in rows.items():
-        upkeep.later(db, _add, (agent, sent, received, 0))
+            rows.append((agent, 0, 1, 0))
+    upkeep.later(db, _add, rows)
 
 
 def count_read(db, agent_id: int) -> None:
     """A received message was read for the first time."""
-    upkeep.later(db, _add, (agent_id, 0, 0, 1))
+    upkeep.later(db, _add, ((agent_id, 0, 0, 1),))
 
 
 def agent_counts(db: sqlite3.Connection, agent_id: int) -> tuple[int, int, int]:
@@ -92,4 +92,4 @@ def uncount_messages(db, message_ids: list[int]) -> None:
     )
     for agent, count, read in received:
         rows.setdefault(agent, [0, 0, 0])[1:] = [-count, -read]
-    _add(db, [(agent, sent, received, read) for agent, (sent, received, read) in rows.items()])
+    _add(db, [[(agent, sent, received, read) for agent, (sent, received, read) in rows.items()]])

@@ -63,24 +63,69 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
     """Stored messages (id, thread_id, sender_id, {recipient id: kind}, subject, created_ts): onto
     their threads' summaries, for the project and for each agent that sees them. `new_threads`
     have no summary yet (started by one of these messages)."""
-    views: dict[tuple[str, int], list] = {}  # (thread, viewer) -> [count, (first, subject, ts), (last, ts), {agent: (first, rank)}]
+    views: dict[tuple[str, int], list] = {}  # (thread, viewer) -> [count, first, subject, first_ts, last, last_ts, {agent: (first, rank)}]
     for message_id, thread_id, sender_id, kinds, subject, created_ts in messages:
         places = {sender_id: (message_id, 0)}  # shared by the views this message opens: never changed in place
         for agent, kind in kinds.items():
-            if kind in RANKS and agent not in places:
-                places[agent] = (message_id, RANKS[kind])
-        first, last = (message_id, subject, created_ts), (message_id, created_ts)
-        for viewer in dict.fromkeys((0, sender_id, *kinds)):
+            rank = RANKS.get(kind)
+            if rank is not None and agent not in places:
+                places[agent] = (message_id, rank)
+        viewers = (0, sender_id, *kinds) if sender_id not in kinds else dict.fromkeys((0, sender_id, *kinds))  # once each
+        for viewer in viewers:
             view = views.get((thread_id, viewer))
             if view is None:
-                views[(thread_id, viewer)] = [1, first, last, places]
-            else:
-                view[0] += 1
-                view[1], view[2], view[3] = min(view[1], first), max(view[2], last), merged(view[3], places)
+                views[(thread_id, viewer)] = [1, message_id, subject, created_ts, message_id, created_ts, places]
+                continue
+            view[0] += 1
+            if message_id < view[1]:
+                view[1:4] = message_id, subject, created_ts
+            if message_id > view[4]:
+                view[4:6] = message_id, created_ts
+            view[6] = merged(view[6], places)
     me = writer(db)
-    threads = list({thread for thread, _ in views if thread not in new_threads})
-    viewers = list({viewer for thread, viewer in views if thread not in new_threads})
-    stored: dict[tuple[str, int], tuple] = {}  # (thread, viewer) -> (row id, first, last, participants)
+    old = [key for key in views if key[0] not in new_threads]  # a thread started here has no rows yet
+    stored = _stored(db, project_id, me, old) if old else {}
+    updates, inserts, encoded = [], [], {}  # encoded: id(participants) -> JSON, once for the views that share them
+    for (thread, viewer), (count, first, subject, first_ts, last, last_ts, seen) in views.items():
+        row = stored.get((thread, viewer))
+        if row is not None:
+            # Only this writer writes the row, and it holds the write lock: the ends just read are current.
+            row_id, first_id, last_id, participants = row
+            known = {agent: (appeared, rank) for agent, appeared, rank in orjson.loads(participants)}
+            now_known = merged(known, seen)
+            updates.append((
+                count, *((first, subject, first_ts) if first < first_id else (None, None, None)),
+                *((last, last_ts) if last > last_id else (None, None)), encode(now_known) if now_known is not known else None,
+                row_id,
+            ))
+        else:
+            participants = encoded.get(id(seen))
+            if participants is None:
+                participants = encoded[id(seen)] = encode(seen)
+            inserts.append((project_id, thread, viewer, me, count, first, last, participants, subject, first_ts, last_ts))
+    if updates:
+        # UPDATE and INSERT, not an upsert: tursodb 0.7 reports "TEXT value contains invalid UTF-8" on
+        # some INSERT ... ON CONFLICT DO UPDATE of these rows. NULL: that column stays.
+        db.executemany(
+            "UPDATE thread_summaries SET messages = messages + ?, first_id = coalesce(?, first_id), subject = coalesce(?, subject),"
+            " first_ts = coalesce(?, first_ts), last_id = coalesce(?, last_id), last_ts = coalesce(?, last_ts),"
+            " participants = coalesce(?, participants) WHERE id = ?",
+            updates,
+        )
+    if inserts:
+        # A new row goes at the end of the table (ids grow with time), not on a random page.
+        db.executemany(
+            "INSERT INTO thread_summaries (project_id, thread_id, viewer_id, writer, messages, first_id, last_id, participants,"
+            " subject, first_ts, last_ts, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row + (row_id,) for row, row_id in zip(inserts, new_ids(len(inserts)))),
+        )
+
+
+def _stored(db, project_id: int, me: int, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+    """This writer's rows of these (thread, viewer) pairs: (thread, viewer) -> (row id, first, last, participants)."""
+    wanted = set(keys)
+    threads, viewers = list({thread for thread, _ in keys}), list({viewer for _, viewer in keys})
+    stored = {}
     for chunk, some in ((threads[t:t + 250], viewers[v:v + 250]) for t in range(0, len(threads), 250)
                         for v in range(0, len(viewers), 250)):
         # By viewer too: a thread's other views can be many rows (one per agent in it), each with its participants.
@@ -90,39 +135,9 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
             f" AND writer = ? AND viewer_id IN ({placeholders(some)})",
             (project_id, *chunk, me, *some),
         ):
-            if (thread, viewer) in views:
+            if (thread, viewer) in wanted:
                 stored[(thread, viewer)] = (row_id, first_id, last_id, participants)
-    updates, inserts, encoded = [], [], {}  # encoded: id(participants) -> JSON, once for the views that share them
-    for (thread, viewer), (count, (first, subject, first_ts), (last, last_ts), seen) in views.items():
-        if (thread, viewer) in stored:
-            # Only this writer writes the row, and it holds the write lock: the ends just read are current.
-            row_id, first_id, last_id, participants = stored[(thread, viewer)]
-            known = {agent: (appeared, rank) for agent, appeared, rank in orjson.loads(participants)}
-            now_known = merged(known, seen)
-            updates.append((
-                count, *((first, subject, first_ts) if first < first_id else (None, None, None)),
-                *((last, last_ts) if last > last_id else (None, None)), encode(now_known) if now_known is not known else None,
-                row_id,
-            ))
-        else:
-            if id(seen) not in encoded:
-                encoded[id(seen)] = encode(seen)
-            inserts.append([project_id, thread, viewer, me, count, first, last, encoded[id(seen)], subject, first_ts, last_ts])
-    # A new row goes at the end of the table (ids grow with time), not on a random page.
-    inserts = [(row_id, *row) for row_id, row in zip(new_ids(len(inserts)), inserts)]
-    # UPDATE and INSERT, not an upsert: tursodb 0.7 reports "TEXT value contains invalid UTF-8" on
-    # some INSERT ... ON CONFLICT DO UPDATE of these rows. NULL: that column stays.
-    db.executemany(
-        "UPDATE thread_summaries SET messages = messages + ?, first_id = coalesce(?, first_id), subject = coalesce(?, subject),"
-        " first_ts = coalesce(?, first_ts), last_id = coalesce(?, last_id), last_ts = coalesce(?, last_ts),"
-        " participants = coalesce(?, participants) WHERE id = ?",
-        updates,
-    )
-    db.executemany(
-        "INSERT INTO thread_summaries (id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id, participants,"
-        " subject, first_ts, last_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        inserts,
-    )
+    return stored
 
 
 def merged(known: dict[int, tuple[int, int]], more: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:

@@ -424,8 +424,8 @@ class WithHeaders:
                 name = name.lower()
                 present.add(name)
                 html = html or (name == b"content-type" and value.startswith(b"text/html"))
-            extra = _security_headers(html, self.tls)
-            if not present.isdisjoint(name for name, _ in extra):
+            extra, names = _security_headers(html, self.tls)
+            if not present.isdisjoint(names):
                 extra = tuple(header for header in extra if header[0] not in present)
             message = {**message, "headers": [*headers, *extra, *self.cors]}
         elif not message.get("more_body"):
@@ -434,15 +434,16 @@ class WithHeaders:
 
 
 @lru_cache(maxsize=4)
-def _security_headers(html: bool, tls: bool) -> tuple[tuple[bytes, bytes], ...]:
-    """Computed once: they are the same for every response of a kind."""
-    return tuple(_raw(security.security_headers("text/html" if html else "", tls)))
+def _security_headers(html: bool, tls: bool) -> tuple[tuple[tuple[bytes, bytes], ...], frozenset[bytes]]:
+    """Computed once: they are the same for every response of a kind. With their names."""
+    headers = tuple(_raw(security.security_headers("text/html" if html else "", tls)))
+    return headers, frozenset(name for name, _ in headers)
 
 
 @lru_cache(maxsize=2)
 def _health_headers(tls: bool) -> tuple[tuple[bytes, bytes], ...]:
     """/health's whole header list, security headers included: the same for every answer."""
-    return ((b"content-type", b"application/json"), (b"content-length", b"%d" % len(HEALTH_BODY)), *_security_headers(False, tls))
+    return ((b"content-type", b"application/json"), (b"content-length", b"%d" % len(HEALTH_BODY)), *_security_headers(False, tls)[0])
 
 
 def _text(value: bytes | None) -> str | None:
