@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -243,6 +244,15 @@ def test_one_json_log_line_per_request_without_bodies_or_secrets(tmp_path):
     assert all(line["ms"] > 0 and "ts" in line for line in requests)
     text = log.read_text()
     assert "s3cret-token" not in text and "secret-body-text" not in text
+
+
+def test_log_timestamps_are_right_across_seconds_and_back():
+    """A line's second is formatted once and reused: every line still gets its own time."""
+    from chalicelib.ops.logs import _iso
+
+    for timestamp in (1_700_000_000.999, 1_700_000_001.0, 1_700_000_000.5, 1_700_000_001.042, 0.0, 1_800_000_000.0009):
+        expected = datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        assert _iso(timestamp) == expected
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

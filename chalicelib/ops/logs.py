@@ -25,27 +25,23 @@ current: ContextVar[dict | None] = ContextVar("agent_mail_request", default=None
 
 
 class _Stream:
-    """stderr, buffered; whole lines only, from every thread."""
+    """stderr, buffered. A buffered file writes each call whole under its own lock, so lines
+    from several threads never mix; the unbuffered one (Lambda) writes each in one syscall."""
 
     def __init__(self) -> None:
         try:  # On Lambda the process is frozen after each answer: no buffer there.
             self.file = os.fdopen(os.dup(sys.stderr.fileno()), "wb", buffering=0 if _on_lambda() else 1 << 16)
         except (AttributeError, OSError, ValueError):  # a stderr without a file (a test runner's)
             self.file = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else _TextAsBinary(sys.stderr)
-        self.lock = threading.Lock()
+        self.write = self.file.write
         threading.Thread(target=self._flush_often, name="log-flush", daemon=True).start()
         atexit.register(self.flush)
 
-    def write(self, line: bytes) -> None:
-        with self.lock:
-            self.file.write(line)
-
     def flush(self) -> None:
-        with self.lock:
-            try:
-                self.file.flush()
-            except (OSError, ValueError):
-                pass  # stderr is gone: nothing to tell
+        try:
+            self.file.flush()
+        except (OSError, ValueError):
+            pass  # stderr is gone: nothing to tell
 
     def _flush_often(self) -> None:
         while True:
@@ -124,17 +120,20 @@ def request(method: str, path: str, status: int, seconds: float, **extra) -> Non
     if not _enabled or _stream is None:
         return
     noted = current.get() or {}
-    tool, caller, ms = noted.get("tool"), noted.get("caller", "anonymous"), round(seconds * 1000, 3)
-    fields = {"level": "INFO", "logger": "agent_mail.request", "msg": "request", "method": method, "path": path,
-              "tool": tool, "status": status, "ms": ms, "caller": caller, **extra}
+    tool, caller, ms = noted.get("tool"), noted.get("caller", "anonymous"), int(seconds * 1_000_000) / 1000
+    if not _json:
+        _stream.write(f"{method} {path} {tool or '-'} {status} {ms:.1f}ms {caller}\n".encode())
+        return
+    line = {"ts": _iso(time.time()), "level": "INFO", "logger": "agent_mail.request", "msg": "request",
+            "method": method, "path": path, "tool": tool, "status": status, "ms": ms, "caller": caller}
+    if extra:
+        line.update(extra)
     if _emf:
         measured = {"Latency": (ms, "Milliseconds"), "ServerErrors": (int(status >= 500), "Count"),
                     "ClientErrors": (int(400 <= status < 500), "Count")}
-        _stream.write(emf.line(measured, [[], ["Tool"]] if tool else [[]], Tool=tool, **fields))
-    elif _json:
-        _stream.write(orjson.dumps({"ts": _iso(time.time()), **fields}, option=orjson.OPT_APPEND_NEWLINE))
+        _stream.write(emf.line(measured, [[], ["Tool"]] if tool else [[]], Tool=tool, **line))
     else:
-        _stream.write(f"{method} {path} {tool or '-'} {status} {ms:.1f}ms {caller}\n".encode())
+        _stream.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
 
 
 def metrics_line(measured: dict[str, tuple[float, str]], **properties) -> None:
@@ -150,8 +149,19 @@ def note(**fields) -> None:
         noted.update(fields)
 
 
+# A line's time is the second, formatted once a second, and its milliseconds, formatted once.
+_second: tuple[int, str] = (-1, "")
+_MILLISECONDS = [f".{n:03d}Z" for n in range(1000)]
+
+
 def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}Z"
+    global _second
+    second, formatted = _second
+    if int(timestamp) != second:
+        second = int(timestamp)
+        formatted = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, formatted)  # one tuple: every thread sees a matching pair
+    return formatted + _MILLISECONDS[int(timestamp % 1 * 1000)]
 
 
 def _on_lambda() -> bool:

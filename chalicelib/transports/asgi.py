@@ -287,7 +287,7 @@ class Front:
             logs.note(caller=ratelimit.caller(auth.ANONYMOUS, address))  # until someone authenticates
         try:
             principal = self._guard(scope)
-            if logged:
+            if logged and principal.kind != "anonymous":
                 logs.note(caller=ratelimit.caller(principal, address))
             if path == attachment_routes.UPLOAD_PATH and scope["method"] == "PUT":  # its own size limit
                 if self.limiter.enabled:
