@@ -13,6 +13,7 @@ from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.worker import drain
 from chalicelib.config import get_settings
 from chalicelib.errors import InvalidArgument
+from chalicelib.store.idempotency import ResultGone
 from chalicelib.store import db
 from chalicelib.tools.retention import run_retention
 from chalicelib.transports.cli import cli
@@ -199,3 +200,20 @@ def test_the_archive_worker_runs_it_when_idle_at_most_every_interval(settings, c
     finally:
         stopping.set()
         worker.join(10)
+
+
+def test_a_retried_send_whose_message_retention_purged_says_so_and_sends_nothing(settings, call, two_projects, later):
+    """With keys kept longer than a policy's days, a retry can come after the purge: it is told
+    its message was sent and purged (not "no such message"), and nothing is sent again."""
+    retry = dict(project_key="work-team", sender_name="BlueLake", to=["RedStone"], subject="once", body_md="only once",
+                 idempotency_key="send-once")
+    first = call("send_message", **retry)["message"]
+    assert call("send_message", **retry)["message"]["id"] == first["id"]  # a retry: the first answer
+    call("set_retention_policy", project_key="work-team", mode="purge", days=1)
+    later(2)
+    assert run_retention(settings)["messages_purged"] == 4
+    with pytest.raises(ResultGone) as refused:
+        call("send_message", **retry)
+    assert refused.value.status == 409 and str(first["id"]) in refused.value.message and "retention" in refused.value.message
+    assert call("fetch_inbox", project_key="work-team", agent_name="RedStone")["messages"] == []
+    assert call("get_project", project_key="work-team")["messages"] == 0

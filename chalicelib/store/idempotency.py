@@ -20,7 +20,7 @@ from typing import Any, Callable
 import orjson
 
 from .. import clock
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from ..ids import id_at, new_id, stable_id
 from ..registry import Input, Output, Tool, to_json
 
@@ -50,7 +50,16 @@ def run_once(conn: sqlite3.Connection, tool: Tool, args: Input, ttl_seconds: int
                 "Use a new key for a new operation; reuse a key only to retry the very same call.",
             )
         if tool.replay and row[2].startswith("["):  # ids kept by tool.replay (a whole result is an object)
-            return tool.replay.rebuild(conn, args, orjson.loads(row[2]))
+            kept = orjson.loads(row[2])
+            try:
+                return tool.replay.rebuild(conn, args, kept)
+            except NotFound:  # keys may outlive what they wrote (IDEMPOTENCY_KEY_TTL_SECONDS > a policy's days)
+                raise ResultGone(
+                    f"idempotency_key {key!r} belongs to a call that succeeded, but what it wrote ({tool.name}: "
+                    f"{', '.join(map(str, kept))}) was deleted since by the project's retention policy; "
+                    "it is not done again.",
+                    "Nothing to retry: the call took effect. To do it again, use a new key.",
+                )
         return tool.output.model_validate_json(row[2])
     result = run()
     row_id = new_id()
@@ -73,6 +82,10 @@ def _kept(tool: Tool, result: Output) -> str:
 
 class KeyReused(Conflict):
     code = "idempotency_key_reused"
+
+
+class ResultGone(Conflict):
+    code = "idempotency_result_gone"
 
 
 def _digest(tool: Tool, args: Any) -> str:
