@@ -1,7 +1,7 @@
 """Before/after without the machine's noise: CPU instructions per request, counted by valgrind.
 
     .venv/bin/python bench/instructions.py --base ../agent-mail-before [--calls 1000] [--scenarios fetch,send,health]
-                                           [--log-level INFO]
+                                           [--log-level INFO] [--archive]
 
 Each checkout's ASGI app (its own code, this interpreter) runs in process under
 `valgrind --tool=callgrind`, with counting switched on only around the measured calls: MCP
@@ -10,7 +10,9 @@ groups, as under load) or GET /health, after the same seed and warm-up as bench/
 The count is the same from run to run (±0.5%), where req/s on this machine drifts ±15% and
 more; it leaves out the kernel (sockets, fsync) and uvicorn's HTTP parsing, which both sides
 share. Both servers log as they do by default (INFO: a line per request); `--log-level WARNING`
-leaves the request lines out. Needs Debian's valgrind.
+leaves the request lines out. `--archive` turns the git archive on as bench/run.py has it (a
+send then also writes its outbox row); the archive worker, another process, is not started.
+Needs Debian's valgrind.
 """
 
 import argparse
@@ -27,14 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "/bench/project"
 
 
-def count(checkout: Path, scenario: str, calls: int, log_level: str) -> int:
+def count(checkout: Path, scenario: str, calls: int, log_level: str, archive: bool) -> int:
     """Instructions per call of `scenario` in `checkout`."""
     signal = Path(tempfile.mkdtemp(prefix="agent-mail-instructions-"))
     try:
         process = subprocess.Popen(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null",
              sys.executable, __file__, "--worker", str(checkout), scenario, str(calls), str(signal)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONHASHSEED": "0", "LOG_LEVEL": log_level},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONHASHSEED": "0", "LOG_LEVEL": log_level,
+                                                                         "ARCHIVE_ENABLED": "true" if archive else "false"},
         )
         while not (signal / "ready").exists():
             if process.poll() is not None:
@@ -57,10 +60,14 @@ def worker(checkout: Path, scenario: str, calls: int, signal: Path) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="agent-mail-instructions-db-"))
     os.environ.update(DATABASE_URL=f"sqlite:///{work}/bench.db", ARCHIVE_DIR=str(work / "archive"),
-                      ATTACHMENTS_DIR=str(work / "attachments"), ARCHIVE_ENABLED="false")
+                      ATTACHMENTS_DIR=str(work / "attachments"))
     os.chdir(checkout)
     sys.path.insert(0, str(checkout))
     import orjson
+    from chalicelib.archive import worker as archive_worker
+
+    # Not the worker process: it would outlive this one (dd4aaf1's is not bound to its parent).
+    archive_worker.LocalWorker.start = archive_worker.LocalWorker.stop = lambda self: None
     from chalicelib.transports.asgi import app
 
     async def request(method: str, path: str, body: bytes = b"") -> bytes:
@@ -142,10 +149,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--scenarios", default="fetch,send,health")
     parser.add_argument("--log-level", default="INFO", help="the servers' LOG_LEVEL (INFO, their default, logs every request)")
+    parser.add_argument("--archive", action="store_true", help="the git archive on (outbox rows), its worker not started")
     args = parser.parse_args()
     print(f"{'scenario':<8} {'base instr/call':>16} {'this instr/call':>16} {'change':>8}")
     for scenario in args.scenarios.split(","):
-        base, this = (count(checkout, scenario, args.calls, args.log_level) for checkout in (args.base.resolve(), ROOT))
+        base, this = (count(checkout, scenario, args.calls, args.log_level, args.archive) for checkout in (args.base.resolve(), ROOT))
         print(f"{scenario:<8} {base:>16,} {this:>16,} {(this / base - 1) * 100:>+7.1f}%", flush=True)
 
 

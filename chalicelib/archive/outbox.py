@@ -19,26 +19,38 @@ RESERVATION_COLUMNS = ("id", "agent", "path_pattern", "exclusive", "reason", "cr
 
 
 def record(db: sqlite3.Connection, project: str, kind: str, entity_id: int, payload: dict) -> None:
+    # orjson: the json module's encoder cost ~10 µs of every send_message (the worker reads either)
+    _insert(db, project, kind, entity_id, orjson.dumps({"kind": kind, "project": project, **payload}))
+
+
+def _insert(db: sqlite3.Connection, project: str, kind: str, entity_id: int, entry: bytes) -> None:
     # Process-wide switch (ARCHIVE_ENABLED): off, nothing is queued, so nothing piles up.
     if not get_settings().archive_enabled:
         return
     db.execute(
         "INSERT INTO archive_outbox (id, project, kind, entity_id, payload, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
-        # orjson: the json module's encoder cost ~10 µs of every send_message (the worker reads either)
-        (new_id(), project, kind, entity_id, orjson.dumps({"kind": kind, "project": project, **payload}).decode(), clock.now()),
+        (new_id(), project, kind, entity_id, entry.decode(), clock.now()),
     )
 
 
 def record_message(db: sqlite3.Connection, message, human_key: str) -> None:
     """`message`: the messages.Message just stored (bcc included: the archive keeps it);
     `human_key`: its project's, so every archived document says whose it is."""
-    record(db, message.project, "message", int(message.id), message_payload(message, human_key))
+    _insert(db, message.project, "message", int(message.id), message_entry(message, human_key))
 
 
-def message_payload(message, human_key: str) -> dict:
-    # A message without attachments is archived as before they existed (old archives verify).
-    exclude = {"project"} | (set() if message.attachments else {"attachments"})
-    return {**message.model_dump(mode="json", exclude=exclude), "project_human_key": human_key}
+# A message without attachments is archived as before they existed (old archives verify).
+_NOT_ARCHIVED, _NOT_ARCHIVED_WITHOUT_ATTACHMENTS = {"project"}, {"project", "attachments"}
+
+
+def message_entry(message, human_key: str) -> bytes:
+    """A message's archive entry as JSON: the message as its model serializes it, with its kind,
+    project and project's human key. Spliced rather than built as a dict and encoded again
+    (pydantic-core writes the JSON itself: ~3 µs less of every send)."""
+    exclude = _NOT_ARCHIVED if message.attachments else _NOT_ARCHIVED_WITHOUT_ATTACHMENTS
+    fields = message.__pydantic_serializer__.to_json(message, exclude=exclude)  # b'{"id":...}': never empty
+    return b'{"kind":"message","project":%b,"project_human_key":%b,%b' % (
+        orjson.dumps(message.project), orjson.dumps(human_key), fields[1:])
 
 
 def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:

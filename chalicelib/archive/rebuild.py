@@ -54,7 +54,7 @@ def message_entries(db: sqlite3.Connection) -> Iterator[dict]:
                 sender=row["sender"], importance=row["importance"], ack_required=bool(row["ack_required"]),
                 created_ts=row["created_ts"], attachments=attachments_of(row), **recipients[row["id"]],
             )
-            yield {"kind": "message", "project": row["slug"], **outbox.message_payload(message, row["human_key"])}
+            yield json.loads(outbox.message_entry(message, row["human_key"]))
         last = rows[-1]["id"]
 
 
