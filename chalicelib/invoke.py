@@ -65,8 +65,9 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, p
         scopes.authorize(conn, tool, args, principal, auth.agent_tokens_required(settings))
     if tool.acts_as and auth.agent_tokens_required(settings):
         agent_tokens.check(conn, tool, args)
-    if tool.idempotent and getattr(args, "idempotency_key", None) is not None:
-        result = idempotency.run_once(conn, tool, args, settings.idempotency_key_ttl_seconds, lambda: tool.handler(conn, args))
+    key = getattr(args, "idempotency_key", None) if tool.idempotent else None
+    if key is not None:
+        result = idempotency.run_once(conn, tool, args, key, settings.idempotency_key_ttl_seconds, lambda: tool.handler(conn, args))
     else:
         result = tool.handler(conn, args)
     return result if principal.unrestricted else scopes.visible_output(tool, result, principal)

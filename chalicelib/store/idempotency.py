@@ -30,11 +30,8 @@ PRUNE_EVERY = 16
 PRUNE_BATCH = 64
 
 
-def run_once(conn: sqlite3.Connection, tool: Tool, args: Input, ttl_seconds: int, run: Callable[[], Output]) -> Output:
-    """run(), unless this call's idempotency_key was seen: then the first result (or Conflict)."""
-    key = getattr(args, "idempotency_key", None)
-    if key is None:
-        return run()
+def run_once(conn: sqlite3.Connection, tool: Tool, args: Input, key: str, ttl_seconds: int, run: Callable[[], Output]) -> Output:
+    """run(), unless this call's idempotency_key `key` was seen: then the first result (or Conflict)."""
     acting = getattr(args, tool.acts_as[0], "") if tool.acts_as else ""
     key_id = stable_id("idempotency", getattr(args, "project_key", ""), (acting or "").lower(), key)
     digest = _digest(tool, args)

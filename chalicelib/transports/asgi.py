@@ -43,7 +43,7 @@ from ..errors import (
 )
 from .mcp_asgi import PATH as MCP_PATH
 from .mcp_asgi import MCPApp
-from .raw_asgi import read_body, replay, send_json
+from .raw_asgi import json_headers, read_body, replay, send_json
 from ..registry import Tool
 from ..tools import all_tools, tools_by_name
 from ..web import http as web_http
@@ -443,7 +443,7 @@ def _security_headers(html: bool, tls: bool) -> tuple[tuple[tuple[bytes, bytes],
 @lru_cache(maxsize=2)
 def _health_headers(tls: bool) -> tuple[tuple[bytes, bytes], ...]:
     """/health's whole header list, security headers included: the same for every answer."""
-    return ((b"content-type", b"application/json"), (b"content-length", b"%d" % len(HEALTH_BODY)), *_security_headers(False, tls)[0])
+    return (*json_headers(HEALTH_BODY), *_security_headers(False, tls)[0])
 
 
 def _text(value: bytes | None) -> str | None:

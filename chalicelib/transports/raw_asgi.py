@@ -35,9 +35,14 @@ def replay(body: bytes, complete: bool, receive):
     return replayed
 
 
+def json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    """A JSON body's type and length (so no chunked encoding)."""
+    return [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+
+
 async def send_json(send, body: bytes, status: int = 200, extra: dict[str, str] | None = None) -> None:
-    """A JSON response with its length (so no chunked encoding)."""
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    """A JSON response with its length."""
+    headers = json_headers(body)
     headers += [(name.lower().encode(), value.encode()) for name, value in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
