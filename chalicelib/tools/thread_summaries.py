@@ -7,7 +7,7 @@ project (viewer 0) and the mail of each agent that sent or received it (any kind
 `visible_to`). A view keeps its message count, first and last message (with the first's
 subject and both timestamps: what list_threads shows), and its participants (sender, to, cc:
 never bcc) with where each first appears, in one row. list_threads walks the project's (or the
-agent's) summaries newest first through an index that holds all of that, and reads no message.
+agent's) summaries newest first through an index of their last messages, and reads no message.
 
 As in counts.py, each writer (0 on embedded SQLite, a replica's own id on Turso) writes only
 its own rows, so two replicas never overwrite one another; a view combines its few rows (sum
@@ -178,13 +178,14 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
     """The fields of ThreadInfo for the `limit` most recently active threads of a view (viewer
     0: the whole project; an agent's id: its mail), newest first.
 
-    Walks the covering index thread_summaries_newest a page at a time: the rows of the newest
-    threads, side by side (a few pages at any size, where a read per thread would touch a page
-    per thread). A view also has the rows of other writers, maybe older than the walk went:
-    a view has at most one row of writer 0 (embedded SQLite's, and what migrations wrote), so
-    beside a walked row of writer 0 only the other writers' rows are looked up, in the small
-    index thread_summaries_shared (on embedded SQLite it holds the rare views that also have
-    a row from before migration 0021); other views are looked up whole."""
+    Walks the index thread_summaries_newest (project, viewer, last message) a page at a time,
+    reading each walked row: a page of the table per thread (migration 0024: the index held
+    whole rows, which made every send write each of its views twice). A view also has the
+    rows of other writers, maybe older than the walk went: a view has at most one row of
+    writer 0 (embedded SQLite's, and what migrations wrote), so beside a walked row of writer 0
+    only the other writers' rows are looked up, in the small index thread_summaries_shared (on
+    embedded SQLite it holds the rare views that also have a row from before migration 0021);
+    other views are looked up whole."""
     upkeep.settled(db)
     walked: dict[str, list] = {}  # thread -> its rows seen in the walk
     before = None
