@@ -14,6 +14,8 @@ from chalicelib.config import Settings
 from chalicelib.ops import logs
 from chalicelib.tools import messages, tools_by_name
 
+from .sql import sql
+
 
 async def nothing(scope, receive, send) -> None:
     pass
@@ -95,3 +97,17 @@ def test_flags_and_numbers_are_still_told_apart(arguments, refused):
         invoke.parse(tools_by_name()["fetch_inbox"], {"project_key": "/p", "agent_name": "BlueLake", **arguments})
     assert getattr(error.value, "code", None) == "invalid_argument" and refused in str(error.value.to_dict())
     assert invoke.parse(tools_by_name()["fetch_inbox"], {"project_key": "/p", "agent_name": "BlueLake", "limit": 5}).limit == 5
+
+
+def test_a_send_appends_its_recipient_rows(call, project, settings):
+    """A send's recipient rows get time-ordered ids: they go at the table's end, where hashed
+    ids put each on a random page that the commit then wrote (~20 of ~60 pages a group commit)."""
+    sent = [call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle", "RedStone"],
+                 cc=["BlueLake"], subject=f"s{n}", body_md="b")["message"]["id"] for n in range(5)]
+    with sql(settings) as conn:
+        rows = conn.execute("SELECT message_id FROM message_recipients ORDER BY id").fetchall()
+    assert [int(message_id) for (message_id,) in rows] == [int(mid) for mid in sent for _ in range(3)]
+    # Marking read and acknowledging find the row by (message, agent).
+    receipt = call("acknowledge_message", project_key=project, agent_name="RedStone", message_id=sent[2])
+    assert receipt["read_ts"] and receipt["ack_ts"]
+    assert call("whois", project_key=project, agent_name="RedStone")["unread"] == 4

@@ -23,7 +23,7 @@ from ..store import upkeep, wakeup
 from ..store.db import placeholders
 from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent, empty_list
-from ..ids import new_id, stable_id
+from ..ids import new_id, new_ids
 from ..registry import Input, Output, Replay, to_json, tool
 from . import thread_summaries
 from .counts import count_message, count_read
@@ -173,16 +173,18 @@ def store_recipients(
     db, project_id: int, thread_id: str, message_id: int, sender_id: int, importance: str, ack_required: bool,
     kinds: dict[int, str], subject: str, created_ts: str, new_thread: bool = False,
 ) -> None:
-    """One row per recipient ({agent id: kind}), keyed by (message, agent) so replicas agree, with
+    """One row per recipient ({agent id: kind}), found by (message, agent), with
     the message's urgency and ack_required copied for the inbox filters' partial indexes
     (migrations/0020_inbox_filters.sql); and the message counted (chalicelib/tools/counts.py)
     and onto its thread's summaries (chalicelib/tools/thread_summaries.py), both at the end of
     the transaction. `new_thread`: this message starts its thread."""
     urgent = importance in URGENT
+    # Time-ordered ids: a send's rows go at the table's end. (A hash of (message, agent) put each
+    # on a random page: ~20 of a group commit's ~60 pages written were recipient rows.)
     db.executemany(
         "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent, ack_required) VALUES (?, ?, ?, ?, ?, ?)",
-        [(stable_id("recipient", message_id, agent_id), message_id, agent_id, kind, urgent, ack_required)
-         for agent_id, kind in kinds.items()],
+        [(row_id, message_id, agent_id, kind, urgent, ack_required)
+         for row_id, (agent_id, kind) in zip(new_ids(len(kinds)), kinds.items())],
     )
     count_message(db, sender_id, kinds)
     thread_summaries.add(db, project_id, (message_id, thread_id, sender_id, kinds, subject, created_ts), new_thread)
@@ -518,8 +520,8 @@ def _receipt(db: sqlite3.Connection, args: ReceiptInput, acknowledge: bool) -> R
     now = clock.now()
     unread = db.execute(
         # bcc copies are not counted (whois must not reveal one), nor their reads
-        "SELECT 1 FROM message_recipients WHERE id = ? AND read_ts IS NULL AND kind != 'bcc'",
-        (stable_id("recipient", args.message_id, agent["id"]),)
+        "SELECT 1 FROM message_recipients WHERE message_id = ? AND agent_id = ? AND read_ts IS NULL AND kind != 'bcc'",
+        (args.message_id, agent["id"]),
     ).fetchone()
     rows = db.execute(  # fetchall: a replica finishes an UPDATE … RETURNING once its rows are read
         "UPDATE message_recipients SET read_ts = coalesce(read_ts, ?),"
