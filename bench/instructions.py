@@ -9,7 +9,8 @@ fetch_inbox of 20 messages, MCP send_message (50 at a time, so the writer commit
 groups, as under load) or GET /health, after the same seed and warm-up as bench/run.py.
 The count is the same from run to run (±0.5%), where req/s on this machine drifts ±15% and
 more; it leaves out the kernel (sockets, fsync) and uvicorn's HTTP parsing, which both sides
-share. Both servers log as they do by default (INFO: a line per request); `--log-level WARNING`
+share. Beside it, the bytes each call writes (/proc/self/io wchar: WAL pages, checkpoints,
+log lines): the kernel's share of a commit grows with them. Both servers log as they do by default (INFO: a line per request); `--log-level WARNING`
 leaves the request lines out. `--archive` turns the git archive on as bench/run.py has it (a
 send then also writes its outbox row); the archive worker, another process, is not started.
 Needs Debian's valgrind.
@@ -29,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "/bench/project"
 
 
-def count(checkout: Path, scenario: str, calls: int, log_level: str, archive: bool) -> int:
-    """Instructions per call of `scenario` in `checkout`."""
+def count(checkout: Path, scenario: str, calls: int, log_level: str, archive: bool) -> tuple[int, int]:
+    """Instructions and bytes written (to the database, its WAL, logs) per call of `scenario` in `checkout`."""
     signal = Path(tempfile.mkdtemp(prefix="agent-mail-instructions-"))
     try:
         process = subprocess.Popen(
@@ -48,10 +49,10 @@ def count(checkout: Path, scenario: str, calls: int, log_level: str, archive: bo
         output = process.communicate()[0]
     finally:
         shutil.rmtree(signal, ignore_errors=True)
-    collected = re.search(r"Collected : (\d+)", output)
-    if process.returncode != 0 or collected is None:
+    collected, written = re.search(r"Collected : (\d+)", output), re.search(r"^written (\d+)$", output, re.M)
+    if process.returncode != 0 or collected is None or written is None:
         sys.exit(f"{checkout} {scenario} failed:\n{output}")
-    return int(collected.group(1)) // calls
+    return int(collected.group(1)) // calls, int(written.group(1)) // calls
 
 
 def worker(checkout: Path, scenario: str, calls: int, signal: Path) -> None:
@@ -132,12 +133,20 @@ def worker(checkout: Path, scenario: str, calls: int, signal: Path) -> None:
         (signal / "ready").touch()
         while not (signal / "go").exists():
             await asyncio.sleep(0.05)
+        written = _written()
         await run(scenario, calls)
+        print(f"written {_written() - written}", flush=True)
         lifespan.cancel()
         os._exit(0)  # no shutdown work in the count
 
     fetch = tools_call("fetch_inbox", project_key=PROJECT, agent_name="BlueLake")
     asyncio.run(main())
+
+
+def _written() -> int:
+    """Bytes this process has written (write calls: the kernel's side of a commit, which the count leaves out)."""
+    with open("/proc/self/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("wchar"))
 
 
 def main() -> None:
@@ -151,10 +160,11 @@ def main() -> None:
     parser.add_argument("--log-level", default="INFO", help="the servers' LOG_LEVEL (INFO, their default, logs every request)")
     parser.add_argument("--archive", action="store_true", help="the git archive on (outbox rows), its worker not started")
     args = parser.parse_args()
-    print(f"{'scenario':<8} {'base instr/call':>16} {'this instr/call':>16} {'change':>8}")
+    print(f"{'scenario':<8} {'base instr/call':>16} {'this instr/call':>16} {'change':>8} {'base bytes/call':>16} {'this bytes/call':>16}")
     for scenario in args.scenarios.split(","):
-        base, this = (count(checkout, scenario, args.calls, args.log_level, args.archive) for checkout in (args.base.resolve(), ROOT))
-        print(f"{scenario:<8} {base:>16,} {this:>16,} {(this / base - 1) * 100:>+7.1f}%", flush=True)
+        (base, base_bytes), (this, this_bytes) = (count(checkout, scenario, args.calls, args.log_level, args.archive)
+                                                  for checkout in (args.base.resolve(), ROOT))
+        print(f"{scenario:<8} {base:>16,} {this:>16,} {(this / base - 1) * 100:>+7.1f}% {base_bytes:>16,} {this_bytes:>16,}", flush=True)
 
 
 if __name__ == "__main__":
