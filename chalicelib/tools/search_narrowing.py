@@ -70,14 +70,15 @@ def narrowed(index, query: str, fts: str) -> Narrowed | None:
     ).fetchone()
     if count <= SAMPLE:  # no word can be in SAMPLE messages: none is common
         return None
-    recent = newest - oldest  # how far back the SAMPLE newest messages reach
-    rarer = []
-    for word in words:
-        row = index.execute(
-            "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC LIMIT 1 OFFSET ?", (word, SAMPLE)
-        ).fetchone()
-        if row is None or newest - row[0] >= COMMON * recent:  # its SAMPLE newest reach COMMON times further back
-            rarer.append(word)
+    # A word is common when more than SAMPLE of its messages are among the COMMON * SAMPLE
+    # newest, roughly: when its SAMPLE newest reach back less than COMMON times as far. Counted
+    # only that far back (FTS5 stops at the rowid bound): a rare word's few recent matches, not
+    # SAMPLE of them from anywhere in the mailbox.
+    bound = newest - COMMON * (newest - oldest)
+    rarer = [word for word in words if index.execute(
+        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? AND rowid > ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+        (word, bound, SAMPLE),
+    ).fetchone() is None]
     return Narrowed(fts, terms, rarer) if 0 < len(rarer) < len(words) else None
 
 
