@@ -10,10 +10,10 @@ groups, as under load) or GET /health, after the same seed and warm-up as bench/
 The count is the same from run to run (±0.5%), where req/s on this machine drifts ±15% and
 more; it leaves out the kernel (sockets, fsync) and uvicorn's HTTP parsing, which both sides
 share. Beside it, the bytes each call writes (/proc/self/io wchar: WAL pages, checkpoints,
-log lines): the kernel's share of a commit grows with them. Both servers log as they do by default (INFO: a line per request); `--log-level WARNING`
-leaves the request lines out. `--archive` turns the git archive on as bench/run.py has it (a
-send then also writes its outbox row); the archive worker, another process, is not started.
-Needs Debian's valgrind.
+log lines): the kernel's share of a commit grows with them. Both servers log as they do by
+default (INFO: a line per request); `--log-level WARNING` leaves the request lines out.
+`--archive` turns the git archive on as bench/run.py has it (a send then also writes its
+outbox row); the archive worker, another process, is not started. Needs Debian's valgrind.
 """
 
 import argparse

@@ -70,16 +70,21 @@ def narrowed(index, query: str, fts: str) -> Narrowed | None:
     ).fetchone()
     if count <= SAMPLE:  # no word can be in SAMPLE messages: none is common
         return None
-    # A word is common when more than SAMPLE of its messages are among the COMMON * SAMPLE
-    # newest, roughly: when its SAMPLE newest reach back less than COMMON times as far. Counted
-    # only that far back (FTS5 stops at the rowid bound): a rare word's few recent matches, not
-    # SAMPLE of them from anywhere in the mailbox.
+    # Common: its SAMPLE newest messages reach back less than COMMON times as far as the SAMPLE
+    # newest of all, i.e. more than SAMPLE of its messages are newer than `bound`. Counted only
+    # that far back (FTS5 stops at the rowid bound): a rare word reads its few recent matches,
+    # not SAMPLE of them from anywhere in the mailbox.
     bound = newest - COMMON * (newest - oldest)
-    rarer = [word for word in words if index.execute(
-        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? AND rowid > ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-        (word, bound, SAMPLE),
-    ).fetchone() is None]
+    rarer = [word for word in words if not _in_more_than(index, word, SAMPLE, newer_than=bound)]
     return Narrowed(fts, terms, rarer) if 0 < len(rarer) < len(words) else None
+
+
+def _in_more_than(index, word: str, count: int, newer_than: int) -> bool:
+    """Whether more than `count` messages with an id above `newer_than` have the word."""
+    return index.execute(
+        "SELECT 1 FROM messages_fts WHERE messages_fts MATCH ? AND rowid > ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+        (word, newer_than, count),
+    ).fetchone() is not None
 
 
 class _Scratch(threading.local):
