@@ -1,9 +1,9 @@
 """Background child processes kept alive, and never outliving their parent.
 
 `Supervised` starts a command, restarts it with backoff whenever it dies, and stops it with
-the server. The child is bound to its parent: on Linux the kernel sends it SIGTERM when the
-parent dies (PR_SET_PDEATHSIG, even after kill -9), and `parent_gone()` lets a child check
-for itself elsewhere. `exclusive(path)` is the lock that keeps one worker per directory:
+the server. The child is bound to its parent: on Linux the kernel kills it when the parent
+dies (PR_SET_PDEATHSIG, even after kill -9), and `parent_gone()` lets a child check for
+itself elsewhere. `exclusive(path)` is the lock that keeps one worker per directory:
 held by the kernel, so it is released the moment its holder dies, and a waiting process
 takes over.
 """
@@ -28,12 +28,16 @@ RESTARTS_ENV = "AGENT_MAIL_RESTARTS"
 
 
 def bind_to_parent(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGTERM when its parent dies (Linux), and exits at once
-    if the parent died before that was set up."""
+    """A preexec_fn: the kernel kills the child when its parent dies (Linux), and it exits at
+    once if the parent died before that was set up. SIGKILL, not SIGTERM: a SIGTERM handler
+    is Python, which a loaded machine can delay (the archive worker's git thread runs on idle
+    CPU only and holds the GIL while it runs; a killed server's worker once outlived it by
+    more than 10 s under the test suite's load). An orphan has nobody to report to; what it
+    was archiving stays pending for the next worker, as after any kill."""
 
     def preexec() -> None:
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except (AttributeError, OSError):
             pass  # not Linux: the child polls parent_gone()
         if os.getppid() != parent_pid:
