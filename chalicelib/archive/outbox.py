@@ -18,15 +18,18 @@ from ..ids import new_id
 RESERVATION_COLUMNS = ("id", "agent", "path_pattern", "exclusive", "reason", "created_ts", "expires_ts", "released_ts")
 
 
+def archiving() -> bool:
+    """The process-wide switch (ARCHIVE_ENABLED): off, nothing is queued (nor built), so nothing piles up."""
+    return get_settings().archive_enabled
+
+
 def record(db: sqlite3.Connection, project: str, kind: str, entity_id: int, payload: dict) -> None:
-    # orjson: the json module's encoder cost ~10 µs of every send_message (the worker reads either)
-    _insert(db, project, kind, entity_id, orjson.dumps({"kind": kind, "project": project, **payload}))
+    if archiving():
+        # orjson: the json module's encoder cost ~10 µs of every send_message (the worker reads either)
+        _insert(db, project, kind, entity_id, orjson.dumps({"kind": kind, "project": project, **payload}))
 
 
 def _insert(db: sqlite3.Connection, project: str, kind: str, entity_id: int, entry: bytes) -> None:
-    # Process-wide switch (ARCHIVE_ENABLED): off, nothing is queued, so nothing piles up.
-    if not get_settings().archive_enabled:
-        return
     db.execute(
         "INSERT INTO archive_outbox (id, project, kind, entity_id, payload, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
         (new_id(), project, kind, entity_id, entry.decode(), clock.now()),
@@ -36,7 +39,8 @@ def _insert(db: sqlite3.Connection, project: str, kind: str, entity_id: int, ent
 def record_message(db: sqlite3.Connection, message, human_key: str) -> None:
     """`message`: the messages.Message just stored (bcc included: the archive keeps it);
     `human_key`: its project's, so every archived document says whose it is."""
-    _insert(db, message.project, "message", int(message.id), message_entry(message, human_key))
+    if archiving():
+        _insert(db, message.project, "message", int(message.id), message_entry(message, human_key))
 
 
 # A message without attachments is archived as before they existed (old archives verify).
@@ -76,7 +80,7 @@ def reservation_payload(row: sqlite3.Row, human_key: str) -> dict:
 
 def record_reservations(db: sqlite3.Connection, project: sqlite3.Row, ids: list[int]) -> None:
     """The reservations' current state (after an insert, renewal or release)."""
-    if not ids or not get_settings().archive_enabled:
+    if not ids or not archiving():
         return
     rows = db.execute(
         f"SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents a ON a.id = r.agent_id WHERE r.id IN ({placeholders(ids)})", ids
