@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from chalicelib.tools import search, search_narrowing
-from chalicelib.tools.search_syntax import _around, _first_word_start, plain_terms, snippet
+from chalicelib.tools.search_syntax import _around, _first_word_start, _marked, plain_terms, snippet
 
 pytestmark = pytest.mark.both_backends
 
@@ -89,8 +89,17 @@ def test_snippets_find_the_first_query_word_where_the_pattern_does(pieces, words
     text = " ".join(pieces)
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
     found = pattern.search(text)
-    assert _first_word_start(text, words, pattern) == (found.start() if found else None)
+    assert _first_word_start(text, words) == (found.start() if found else None)
 
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([*PIECES, "_cart", "cart_x", "12cart", "ſ12"]), max_size=20),
+       st.lists(st.sampled_from(["cart", "12", "api", "istanbul", "ca"]), min_size=1, max_size=3))
+def test_snippets_mark_the_words_the_pattern_marks(pieces, words):
+    text = " ".join(pieces)
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
+    assert _marked(text, words) == pattern.sub(r"**\g<0>**", text)
 
 def reference_snippet_window(text: str, found: int | None, width: int = 16) -> tuple[list[str], bool, bool]:
     """The window as snippet() took it before it split only what it shows: every token of the text."""
@@ -106,8 +115,11 @@ def reference_snippet_window(text: str, found: int | None, width: int = 16) -> t
 def test_a_snippet_shows_the_tokens_around_the_first_match(pieces, words):
     text = "".join(pieces)
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
-    found = _first_word_start(text, words, pattern)
+    found = _first_word_start(text, words)
     assert _around(text, found or 0, 4, 16) == reference_snippet_window(text, found)
+    longest = max(words, key=len)  # the snippet centres on the longest word's first place, if any
+    at_longest = re.search(r"\b" + re.escape(longest) + r"\w*", text, re.I)
+    found = at_longest.start() if at_longest else found
     shown, before, after = reference_snippet_window(text, found)
     expected = ("…" if before else "") + " ".join(pattern.sub(r"**\g<0>**", token) for token in shown) + ("…" if after else "")
     assert snippet("", text, words) == expected
