@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     # Images (PNG, JPEG, GIF, BMP, TIFF) are stored as WebP, scaled to fit this many pixels on
     # the longer side, unless an attachment asks keep_original (0: never convert).
     attachment_image_max_side: int = 2048
+    # Content no message names (an upload never sent, what purged mail named) is deleted by the
+    # retention run once it is this many days old (0: kept forever), ATTACHMENT_DELETE_DELAY_SECONDS
+    # after it was found unnamed, unless a message names it again in the first half of that delay.
+    attachment_unused_days: float = Field(7, ge=0)
+    attachment_delete_delay_seconds: float = Field(3600, ge=0)
     # wait_for_mail (docs/mailbox.md): calls waiting at once per process; beyond, 503 with a retry hint.
     max_mail_waiters: int = 1000
     # How long a replica's waiter sleeps between checks (other hosts' mail shows after a pull).

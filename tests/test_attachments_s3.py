@@ -140,3 +140,27 @@ def test_the_archive_reads_attachments_from_s3(chalice, bucket, tmp_path):
         rebuild.rebuild(conn, archive)
         blobs = {path: content for path, content in archive.files().items() if "/attachments/" in path}
     assert list(blobs.values()) == [b"from s3"]
+
+
+def test_retention_deletes_content_no_message_names_from_the_bucket(chalice, bucket, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    from chalicelib import clock
+    from chalicelib.tools.retention import run_retention
+
+    post, _ = chalice
+    unsent = b"uploaded, never sent"
+    sha = hashlib.sha256(unsent).hexdigest()
+    status, target = post("request_attachment_upload", project_key="aws-demo", agent_name="BlueLake", sha256=sha, size=len(unsent))
+    assert requests.put(target["url"], data=unsent, headers=target["headers"]).status_code == 200
+    status, sent = post("send_message", project_key="aws-demo", sender_name="BlueLake", to=["GreenCastle"], subject="log",
+                        body_md="b", attachments=[{"name": "kept.txt", "content_base64": base64.b64encode(b"kept").decode()}])
+    kept = sent["message"]["attachments"][0]["sha256"]
+    done = []
+    for seconds in (0, 3601):  # found unnamed 8 days later; deleted once ATTACHMENT_DELETE_DELAY_SECONDS have passed
+        ahead = datetime.now(timezone.utc) + timedelta(days=8, seconds=seconds)
+        monkeypatch.setattr(clock, "now", lambda ahead=ahead: ahead.isoformat(timespec="microseconds"))
+        done.append(run_retention(get_settings()))
+    assert [(run["attachments_condemned"], run["attachments_deleted"]) for run in done] == [(1, 0), (0, 1)]
+    keys = {item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
+    assert keys == {storage.S3Storage.key(kept)}

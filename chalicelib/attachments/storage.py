@@ -42,11 +42,20 @@ class LocalStorage:
     def path(self, sha256: str) -> Path:
         return self.root / check_sha256(sha256)[:2] / sha256[2:]
 
-    def size(self, sha256: str) -> int | None:
+    def _stat(self, sha256: str) -> os.stat_result | None:
         try:
-            return self.path(sha256).stat().st_size
+            return self.path(sha256).stat()
         except FileNotFoundError:
             return None
+
+    def size(self, sha256: str) -> int | None:
+        found = self._stat(sha256)
+        return found.st_size if found else None
+
+    def modified(self, sha256: str) -> float | None:
+        """When the content was last written (a Unix time); None if it is not stored."""
+        found = self._stat(sha256)
+        return found.st_mtime if found else None
 
     def put(self, data: bytes) -> str:
         sha256 = hashlib.sha256(data).hexdigest()
@@ -69,6 +78,42 @@ class LocalStorage:
 
     def download_url(self, sha256: str, name: str, media_type: str) -> str | None:
         return None  # local: the REST route serves it (transports/attachment_routes.py)
+
+    def walk(self, after: str, limit: int) -> list[tuple[str, float]]:
+        """Up to `limit` stored contents after the SHA-256 `after` (in order): (sha256, when
+        last written, as a Unix time)."""
+        found: list[tuple[str, float]] = []
+        folders = sorted(entry.name for entry in os.scandir(self.root) if entry.is_dir()) if self.root.is_dir() else []
+        for folder in folders:
+            if folder < after[:2] or len(found) >= limit:
+                continue
+            for name in sorted(os.listdir(self.root / folder)):
+                sha256 = folder + name
+                if sha256 > after and SHA256.fullmatch(sha256):
+                    try:
+                        found.append((sha256, (self.root / folder / name).stat().st_mtime))
+                    except FileNotFoundError:  # deleted meanwhile
+                        continue
+                    if len(found) >= limit:
+                        break
+        return found
+
+    def delete(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
+    def claim(self, owner: str) -> bool:
+        """Whether this directory's content belongs to the database `owner`: the first database
+        to ask claims it (a file beside the content). Content never leaves a directory that
+        another database claimed: that database's messages may name it."""
+        if not self.root.is_dir():
+            return True  # nothing stored yet: nothing to collect either
+        marker = self.root / ".collected-for"
+        try:
+            with open(marker, "x") as file:
+                file.write(owner)
+            return True
+        except FileExistsError:
+            return marker.read_text() == owner
 
     def upload_target(self, sha256: str, size: int) -> dict:
         return {"method": "PUT", "url": "/api/attachments", "headers": {"Content-Type": "application/octet-stream"}}
@@ -124,15 +169,23 @@ class S3Storage:
     def key(sha256: str) -> str:
         return f"blobs/{check_sha256(sha256)[:2]}/{sha256}"
 
-    def size(self, sha256: str) -> int | None:
+    def _head(self, sha256: str) -> dict | None:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))["ContentLength"]
+            return self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
         except ClientError as exc:
             if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+
+    def size(self, sha256: str) -> int | None:
+        head = self._head(sha256)
+        return head["ContentLength"] if head else None
+
+    def modified(self, sha256: str) -> float | None:
+        head = self._head(sha256)
+        return head["LastModified"].timestamp() if head else None
 
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).digest()
@@ -149,6 +202,18 @@ class S3Storage:
         body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
         while chunk := body.read(CHUNK):
             yield chunk
+
+    def walk(self, after: str, limit: int) -> list[tuple[str, float]]:
+        start = {"StartAfter": self.key(after)} if after else {}
+        listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix="blobs/", MaxKeys=limit, **start)
+        return [(item["Key"].rsplit("/", 1)[-1], item["LastModified"].timestamp()) for item in listed.get("Contents", [])
+                if SHA256.fullmatch(item["Key"].rsplit("/", 1)[-1])]
+
+    def delete(self, sha256: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
+
+    def claim(self, owner: str) -> bool:
+        return True  # the stack's own bucket (infra/template.yaml), beside its one database
 
     def download_url(self, sha256: str, name: str, media_type: str) -> str:
         from .intake import served_type

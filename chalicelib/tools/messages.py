@@ -25,7 +25,7 @@ from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent, empty_list
 from ..ids import new_id, new_ids
 from ..registry import Input, Output, Replay, to_json, tool
-from . import thread_summaries
+from . import attachment_refs, thread_summaries
 from .counts import count_message, count_read
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
 from .projects import find_project, project_by_id, project_id
@@ -161,6 +161,8 @@ def store_message(db, row: tuple) -> None:
         " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         row,
     )
+    if row[9]:
+        attachment_refs.name(db, row[0], [item["sha256"] for item in orjson.loads(row[9])])
     if not hasattr(db, "replica"):
         upkeep.later(db, _index_for_search, (row[0], row[4], row[5]))
 
@@ -215,6 +217,8 @@ def deliver(
     # Stored before the message (content-addressed: a rollback leaves only an unreferenced copy).
     stored = intake.store(list(attachments), project["human_key"], get_settings()) if attachments else []
     message_id, now, new_thread = new_id(), clock.now(), not thread_id
+    if stored:
+        attachment_refs.take_back(db, [item.sha256 for item in stored], now, get_settings())
     thread_id = thread_id or str(message_id)
     store_message(db, (message_id, project["id"], sender["id"], thread_id, subject, body_md, importance, ack_required, now,
                        attachments_json(stored)))

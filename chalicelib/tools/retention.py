@@ -5,7 +5,8 @@ a default (RETENTION_MODE, RETENTION_DAYS): `purge` deletes messages older than 
 `archive_only` drops their bodies from the database once the git archive holds them.
 `run_retention(settings)` applies the policies, retires agents idle for
 RETENTION_AGENT_IDLE_DAYS (if set) and deletes file reservations and build slots that ended
-RETENTION_LEASE_GRACE_DAYS ago. Each kind of work stops after RETENTION_BATCH rows, in
+RETENTION_LEASE_GRACE_DAYS ago, and deletes attachment content no message has named for
+ATTACHMENT_UNUSED_DAYS (tools/attachment_refs.py). Each kind of work stops after RETENTION_BATCH rows, in
 transactions of RETENTION_CHUNK rows, so a run is short and never holds the write lock for
 long; the next run takes the rest. It runs from the local archive worker when idle, from
 `python -m chalicelib retention run`, and from a scheduled Lambda function on AWS.
@@ -25,9 +26,10 @@ from ..errors import InvalidArgument
 from ..fields import ProjectKey
 from ..ids import RANDOM_BITS, first_id_at
 from ..registry import Input, Output, tool
+from ..attachments.storage import storage
 from ..store.db import connection, placeholders, transaction
+from . import attachment_refs, thread_summaries
 from .agents import retire
-from . import thread_summaries
 from .counts import uncount_messages
 from .projects import find_project, project_by_id
 
@@ -93,7 +95,8 @@ def policy(row: sqlite3.Row) -> RetentionPolicy:
 
 def run_retention(settings: Settings, budget: int | None = None) -> dict[str, int]:
     """One bounded retention run: at most `budget` (RETENTION_BATCH) rows of each kind. How many
-    messages were purged or archived, agents retired, reservations and build slots deleted."""
+    messages were purged or archived, agents retired, reservations and build slots deleted, and
+    unused attachment content condemned and deleted (tools/attachment_refs.py)."""
     budget = budget or settings.retention_batch
     now = clock.now()
     done = dict.fromkeys(("messages_purged", "bodies_archived", "agents_retired", "reservations_deleted", "slots_deleted"), 0)
@@ -119,6 +122,7 @@ def run_retention(settings: Settings, budget: int | None = None) -> dict[str, in
         ended = clock.later(now, -86400 * settings.retention_lease_grace_days)
         for table, kind in (("file_reservations", "reservations_deleted"), ("build_slots", "slots_deleted")):
             done[kind] = chunked(conn, settings, budget, lambda db, limit, t=table: delete_ended(db, t, ended, limit))
+        done.update(attachment_refs.collect(conn, settings, storage(settings), budget, now))
     if any(done.values()):
         log.info("retention: %s", done)
     return done
@@ -157,6 +161,7 @@ def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limi
         uncount_messages(db, ids)  # whois and get_project count what is kept
         threads = [row[0] for row in db.execute(f"SELECT DISTINCT thread_id FROM messages WHERE id IN ({placeholders(ids)})", ids)]
         db.execute(f"DELETE FROM message_recipients WHERE message_id IN ({placeholders(ids)})", ids)
+        attachment_refs.forget(db, ids)  # their content is deleted once nothing names it (attachment_refs.py)
         db.execute(f"DELETE FROM messages WHERE id IN ({placeholders(ids)})", ids)
         thread_summaries.recount(db, project_id, threads)  # list_threads shows what is kept
     return len(ids)
