@@ -4,10 +4,11 @@
 
 Builds one SQLite database per size once (kept in --dir and reused by later runs; delete a
 file to rebuild it) and prints, per tool, the median and p95 of --calls calls (varied
-arguments: other agents, threads, messages) at each size, and the ratio of the largest size's
-median to the smallest's. The sizes take turns call by call, so the machine's drift hits them
-alike. With --warm, each database file is read once before its timings, so
-the operating system's page cache holds it, as on a server that has served it for a while
+arguments: other agents, threads, messages) at each size, the ratio of the largest size's
+median to the smallest's, and for searches the mean hits per call at each size. The sizes take
+turns call by call, so the machine's drift hits them alike. With --warm, each database file is
+read once before its timings, so the operating system's page cache holds it, as on a server
+that has served it for a while
 (without it, the first reads of a 5.5 GB file go to the disk, and each call's other agent
 reads pages no earlier call touched).
 
@@ -171,25 +172,30 @@ def scenarios(db: sqlite3.Connection) -> dict[str, callable]:
     }
 
 
-def measure(sides: dict[int, tuple[Settings, callable]], calls: int, budget_s: float = 15.0) -> dict[int, list[float]]:
+def measure(sides: dict[int, tuple[Settings, callable]], calls: int, budget_s: float = 15.0
+            ) -> tuple[dict[int, list[float]], dict[int, list[int]]]:
     """Milliseconds of `calls` calls at each size (fewer if they take longer than budget_s), after
-    2 warm-ups each. The sizes take turns call by call, so the machine's drift (±15% from one
-    minute to the next) hits them alike and the ratios between sizes hold."""
+    2 warm-ups each, and the hits of each search. The sizes take turns call by call, so the
+    machine's drift (±15% from one minute to the next) hits them alike and the ratios between
+    sizes hold."""
     for settings, scenario in sides.values():
         for i in range(2):
             name, args = scenario(i)
             invoke.call(TOOLS[name], args, settings)
     times: dict[int, list[float]] = {size: [] for size in sides}
+    hits: dict[int, list[int]] = {size: [] for size in sides}
     deadline = time.monotonic() + budget_s
     for i in range(calls):
         for size, (settings, scenario) in (sides.items() if i % 2 == 0 else reversed(sides.items())):
             name, args = scenario(i + 2)
             started = time.perf_counter()
-            invoke.call(TOOLS[name], args, settings)
+            output = invoke.call(TOOLS[name], args, settings)
             times[size].append((time.perf_counter() - started) * 1000)
+            if hasattr(output, "results"):
+                hits[size].append(len(output.results))
         if time.monotonic() > deadline:
             break
-    return times
+    return times, hits
 
 
 def main() -> None:
@@ -204,6 +210,7 @@ def main() -> None:
     sizes = [int(size) for size in options.sizes.split(",")]
     options.dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[int, tuple[float, float, float]]] = {}  # median, p95, min
+    answers: dict[str, str] = {}  # searches: mean hits per call at each size
     prepared: dict[int, tuple[Settings, dict]] = {}
     for size in sizes:
         path, built = options.dir / f"scale-{size}.db", options.dir / f"scale-{size}.built"
@@ -225,7 +232,9 @@ def main() -> None:
             prepared[size] = (settings, scenarios(db))
     labels = list(prepared[sizes[0]][1]) if prepared else []
     for label in [label for label in labels if not options.only or label in options.only.split(",")]:
-        by_size = measure({size: (settings, chosen[label]) for size, (settings, chosen) in prepared.items()}, options.calls)
+        by_size, hits = measure({size: (settings, chosen[label]) for size, (settings, chosen) in prepared.items()}, options.calls)
+        if any(hits.values()):
+            answers[label] = " / ".join(f"{statistics.mean(hits[size]):.1f}" for size in sizes if hits.get(size))
         for size, times in by_size.items():
             times.sort()
             results.setdefault(label, {})[size] = (
@@ -235,12 +244,12 @@ def main() -> None:
     if options.build_only:
         return
     print()
-    print("| tool | " + " | ".join(f"{size:,}: median / p95 (min) ms" for size in sizes) + " | ratio of medians |")
-    print("|---|" + "---:|" * (len(sizes) + 1))
+    print("| tool | " + " | ".join(f"{size:,}: median / p95 (min) ms" for size in sizes) + " | ratio of medians | hits per call |")
+    print("|---|" + "---:|" * (len(sizes) + 2))
     for label, by_size in results.items():
         cells = [f"{by_size[s][0]:.2f} / {by_size[s][1]:.2f} ({by_size[s][2]:.2f})" if s in by_size else "–" for s in sizes]
         ratio = by_size[sizes[-1]][0] / by_size[sizes[0]][0] if sizes[0] in by_size and sizes[-1] in by_size else 0
-        print(f"| {label} | " + " | ".join(cells) + f" | {ratio:.1f}x |")
+        print(f"| {label} | " + " | ".join(cells) + f" | {ratio:.1f}x | {answers.get(label, '')} |")
 
 
 if __name__ == "__main__":
