@@ -221,18 +221,19 @@ def snippet(subject: str, body: str, words: list[str], width: int = 16) -> str:
     id), where the first of any word is often a common prefix (`py` in "python")."""
     if not words:
         return ""
-    found = None
-    for wanted in ([max(words, key=len)], words) if len(words) > 1 else (words,):
-        for text in (subject, body):
-            found = _first_word_start(text, wanted)
-            if found is not None:
-                break
-        if found is not None:
-            break
+    text, found = _first_place(subject, body, [max(words, key=len)])
+    if found is None and len(words) > 1:
+        text, found = _first_place(subject, body, words)
     shown, more_before, more_after = _around(text, found or 0, width // 4, width)
     # One pass over the passage: a marked word never spans the spaces between its tokens.
     passage = _marked(" ".join(shown), words)
     return ("…" if more_before else "") + passage + ("…" if more_after else "")
+
+
+def _first_place(subject: str, body: str, words: list[str]) -> tuple[str, int | None]:
+    """The subject, else the body, and where its first word starting with one of `words` is."""
+    found = _first_word_start(subject, words)
+    return (subject, found) if found is not None else (body, _first_word_start(body, words))
 
 
 @lru_cache(maxsize=64)
