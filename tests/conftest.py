@@ -36,15 +36,16 @@ def migrated_primary(tmp_path_factory) -> Path:
 @pytest.fixture
 def settings(request, tmp_path) -> Settings:
     database_url = f"sqlite:///{tmp_path}/agent_mail.db"
+    attachments_dir = tmp_path / "attachments"  # never ./data/attachments: a retention run may delete from it
     if getattr(request, "param", "sqlite") == "sqlite":
-        yield Settings(database_url=database_url)
+        yield Settings(database_url=database_url, attachments_dir=attachments_dir)
     else:
         if not request.node.get_closest_marker("fresh_primary"):
             migrated = request.getfixturevalue("migrated_primary")
             for file in migrated.glob("primary.db*"):
                 shutil.copy(file, tmp_path / file.name)
         with turso_server(tmp_path) as primary:
-            yield Settings(database_url=database_url, turso_sync_url=primary.url)
+            yield Settings(database_url=database_url, turso_sync_url=primary.url, attachments_dir=attachments_dir)
 
 
 @pytest.fixture

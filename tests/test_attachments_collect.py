@@ -91,6 +91,7 @@ def test_purged_mail_frees_its_content_unless_other_mail_names_it(call, project,
 
 def test_a_send_takes_condemned_content_back_in_the_first_half_of_the_delay_and_is_refused_after(
         call, project, collecting, at):
+    send_with(call, project, {"named.txt": b"named content"})
     early, late = storage(collecting).put(b"sent early"), storage(collecting).put(b"sent late")
     at(8)
     assert collected(collecting)["attachments_condemned"] == 2
@@ -113,6 +114,7 @@ def test_a_send_takes_condemned_content_back_in_the_first_half_of_the_delay_and_
 
 
 def test_content_written_again_after_its_condemnation_is_kept(call, project, collecting, at):
+    send_with(call, project, {"named.txt": b"named content"})
     sha = storage(collecting).put(b"uploaded again")
     at(8)
     assert collected(collecting)["attachments_condemned"] == 1
@@ -142,11 +144,17 @@ def test_mail_from_before_migration_0025_keeps_its_content(call, project, collec
 
 
 @pytest.mark.sqlite_only
-def test_a_directory_another_database_claimed_is_never_collected(call, project, collecting, at, tmp_path):
-    unsent = storage(collecting).put(b"named by the other database, maybe")
+def test_a_database_collects_only_a_directory_holding_content_its_messages_name(call, project, collecting, at, tmp_path):
+    """Two databases on one ATTACHMENTS_DIR: the one whose messages name content there claims it;
+    the other, naming nothing there, never deletes from it (its run would condemn everything)."""
+    send_with(call, project, {"named.txt": b"named content"})
+    unsent = storage(collecting).put(b"uploaded, never sent")
     other = collecting.model_copy(update={"database_url": f"sqlite:///{tmp_path}/other.db"})
     at(8)
-    assert collected(other)["attachments_condemned"] == 1  # the first to collect claims the directory
+    assert collected(other)["attachments_condemned"] == 0
+    assert collected(collecting)["attachments_condemned"] == 1
+    assert (tmp_path / "attachments" / ".collected-for").read_text() == str(collecting.database_path.resolve())
     at(8, DELAY + 1)
-    assert collected(collecting) == {"attachments_condemned": 0, "attachments_deleted": 0}
-    assert stored(collecting, unsent)
+    assert collected(other) == {"attachments_condemned": 0, "attachments_deleted": 0}
+    assert collected(collecting)["attachments_deleted"] == 1
+    assert not stored(collecting, unsent)

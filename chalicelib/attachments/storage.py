@@ -10,6 +10,7 @@ import re
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 from urllib.parse import quote
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -85,7 +86,9 @@ class LocalStorage:
         found: list[tuple[str, float]] = []
         folders = sorted(entry.name for entry in os.scandir(self.root) if entry.is_dir()) if self.root.is_dir() else []
         for folder in folders:
-            if folder < after[:2] or len(found) >= limit:
+            if len(found) >= limit:
+                break
+            if folder < after[:2]:
                 continue
             for name in sorted(os.listdir(self.root / folder)):
                 sha256 = folder + name
@@ -101,19 +104,24 @@ class LocalStorage:
     def delete(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
 
-    def claim(self, owner: str) -> bool:
-        """Whether this directory's content belongs to the database `owner`: the first database
-        to ask claims it (a file beside the content). Content never leaves a directory that
-        another database claimed: that database's messages may name it."""
-        if not self.root.is_dir():
-            return True  # nothing stored yet: nothing to collect either
+    def claim(self, owner: str, ours: Callable[[], bool]) -> bool:
+        """Whether the database `owner` may delete from this directory: it claimed it (a file
+        beside the content), or claims it now, if `ours()` says the directory is empty or holds
+        content that database's messages name. Another database sharing the directory never
+        deletes from it: the content there may be named by the claimant's messages."""
         marker = self.root / ".collected-for"
-        try:
-            with open(marker, "x") as file:
-                file.write(owner)
-            return True
-        except FileExistsError:
-            return marker.read_text() == owner
+        if not self.root.is_dir():
+            return True  # nothing stored: nothing to delete
+        if not marker.exists():
+            if not ours():
+                return False
+            try:
+                with open(marker, "x") as file:
+                    file.write(owner)
+                return True
+            except FileExistsError:  # another database, at the same moment
+                pass
+        return marker.read_text() == owner
 
     def upload_target(self, sha256: str, size: int) -> dict:
         return {"method": "PUT", "url": "/api/attachments", "headers": {"Content-Type": "application/octet-stream"}}
@@ -212,7 +220,7 @@ class S3Storage:
     def delete(self, sha256: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
 
-    def claim(self, owner: str) -> bool:
+    def claim(self, owner: str, ours: Callable[[], bool]) -> bool:
         return True  # the stack's own bucket (infra/template.yaml), beside its one database
 
     def download_url(self, sha256: str, name: str, media_type: str) -> str:

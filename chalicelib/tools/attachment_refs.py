@@ -15,6 +15,7 @@ transaction) during the first half of the delay, and is refused in the second ha
 deletion never races a send: by then every send that named the content committed long enough
 ago to be seen, or was refused. Half the delay leaves room for a Turso replica's staleness
 (REPLICA_MAX_STALENESS_MS) and for clock skew between machines, which must stay well below it.
+Locally, only the database that claimed ATTACHMENTS_DIR deletes from it (LocalStorage.claim).
 """
 
 import logging
@@ -69,8 +70,9 @@ def collect(conn, settings: Settings, where, budget: int, now: str) -> dict[str,
     nothing = {"attachments_deleted": 0, "attachments_condemned": 0}
     if not settings.attachment_unused_days:
         return nothing
-    if not where.claim(settings.turso_sync_url or str(settings.database_path.resolve())):
-        log.warning("attachments: not collected, %s belongs to another database", settings.attachments_dir)
+    if not where.claim(settings.turso_sync_url or str(settings.database_path.resolve()), lambda: _ours(conn, where)):
+        log.warning("attachments: %s not collected: it is another database's, or holds no content this one names",
+                    settings.attachments_dir)
         return nothing
     return {
         "attachments_deleted": _carry_out(conn, settings, where, budget, now),
@@ -118,6 +120,15 @@ def _condemn_unnamed(conn, settings: Settings, where, budget: int, now: str) -> 
                              zip(new_ids(len(unnamed)), unnamed, repeat(now)))
         condemned += len(unnamed)
     return condemned
+
+
+def _ours(conn, where) -> bool:
+    """An empty storage, or one holding the newest content this database's messages name."""
+    if not where.walk("", 1):
+        return True
+    with transaction(conn, write=False):
+        newest = conn.execute("SELECT sha256 FROM attachment_refs ORDER BY id DESC LIMIT 1").fetchone()
+    return newest is not None and where.size(newest[0]) is not None
 
 
 def _chunks(items: list, size: int) -> list[list]:

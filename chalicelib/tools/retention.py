@@ -6,9 +6,9 @@ a default (RETENTION_MODE, RETENTION_DAYS): `purge` deletes messages older than 
 `run_retention(settings)` applies the policies, retires agents idle for
 RETENTION_AGENT_IDLE_DAYS (if set) and deletes file reservations and build slots that ended
 RETENTION_LEASE_GRACE_DAYS ago, and deletes attachment content no message has named for
-ATTACHMENT_UNUSED_DAYS (tools/attachment_refs.py). Each kind of work stops after RETENTION_BATCH rows, in
-transactions of RETENTION_CHUNK rows, so a run is short and never holds the write lock for
-long; the next run takes the rest. It runs from the local archive worker when idle, from
+ATTACHMENT_UNUSED_DAYS (tools/attachment_refs.py). Each kind of work stops after
+RETENTION_BATCH rows, in transactions of RETENTION_CHUNK rows, so a run is short and never
+holds the write lock for long; the next run takes the rest. It runs from the local archive worker when idle, from
 `python -m chalicelib retention run`, and from a scheduled Lambda function on AWS.
 """
 
@@ -21,12 +21,12 @@ from typing import Annotated, Callable, Literal
 from pydantic import Field
 
 from .. import clock
+from ..attachments.storage import storage
 from ..config import Settings, get_settings
 from ..errors import InvalidArgument
 from ..fields import ProjectKey
 from ..ids import RANDOM_BITS, first_id_at
 from ..registry import Input, Output, tool
-from ..attachments.storage import storage
 from ..store.db import connection, placeholders, transaction
 from . import attachment_refs, thread_summaries
 from .agents import retire
