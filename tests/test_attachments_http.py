@@ -22,8 +22,9 @@ API_GATEWAY_LIMIT = 10 * 1024 * 1024  # REST APIs' payload limit (a Lambda's own
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     directory = tmp_path_factory.mktemp("server")
+    # RETENTION_EVERY_SECONDS=0: the worker leaves retention to the test that runs it.
     with running_server(directory / "agent_mail.db", ATTACHMENTS_DIR=str(directory / "attachments"),
-                        ATTACHMENT_MAX_BYTES=str(MAX_BYTES)) as url:
+                        ATTACHMENT_MAX_BYTES=str(MAX_BYTES), RETENTION_EVERY_SECONDS="0") as url:
         yield url, directory / "attachments"
 
 
@@ -149,3 +150,37 @@ def test_an_oversize_upload_is_refused_while_streaming_and_leaves_nothing(server
         sock.sendall(f"PUT /api/attachments HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {MAX_BYTES + 1}\r\n\r\n".encode())
         assert sock.recv(1024).startswith(b"HTTP/1.1 413 ")
     assert sorted(p.name for p in store.rglob("*")) == before
+
+
+def test_an_upload_never_sent_is_deleted_and_a_send_naming_it_meanwhile_is_refused(server, team, monkeypatch):
+    """The retention run (in process, on the server's database and directory) condemns an upload
+    never sent; the server refuses a send naming it in the second half of the delay (422), the
+    next run deletes it, and it can be sent again (chalicelib/tools/attachment_refs.py)."""
+    from datetime import datetime, timedelta, timezone
+
+    from chalicelib import clock
+    from chalicelib.config import Settings
+    from chalicelib.tools.retention import run_retention
+
+    url, attachments = server
+    assert send(url, team, [{"name": "named.txt", "content_base64": b64(b"a file a message names")}]).status_code == 200
+    data = b"uploaded, never sent " + os.urandom(16)
+    sha = httpx.put(f"{url}/api/attachments", content=data).json()["sha256"]
+    path = attachments / sha[:2] / sha[2:]
+    week_ago = (datetime.now(timezone.utc) - timedelta(days=8)).timestamp()
+    os.utime(path, (week_ago, week_ago))  # uploaded 8 days ago
+    settings = Settings(database_url=f"sqlite:///{attachments.parent / 'agent_mail.db'}", attachments_dir=attachments)
+
+    def retention_at(minutes: float) -> dict:
+        at = datetime.now(timezone.utc) + timedelta(minutes=minutes)
+        monkeypatch.setattr(clock, "now", lambda: at.isoformat(timespec="microseconds"))
+        return run_retention(settings)
+
+    assert retention_at(-40)["attachments_condemned"] == 1  # condemned 40 minutes ago: past half the hour's delay
+    refused = send(url, team, [{"name": "late.bin", "sha256": sha}])
+    assert refused.status_code == 422 and "is being deleted" in refused.json()["error"]["message"], refused.text
+    assert path.exists()
+    assert retention_at(21)["attachments_deleted"] == 1
+    assert not path.exists()
+    again = send(url, team, [{"name": "late.bin", "content_base64": b64(data)}])
+    assert again.status_code == 200 and again.json()["message"]["attachments"][0]["sha256"] == sha and path.exists()
