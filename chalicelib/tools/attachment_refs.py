@@ -93,10 +93,10 @@ def _carry_out(conn, settings: Settings, where, budget: int, now: str) -> int:
     deleted = 0
     for chunk in _chunks(list(since), settings.retention_chunk):
         with transaction(conn, write=False):
-            named = _named(conn, chunk)
-        for sha in chunk:
+            named = _listed(conn, "attachment_refs", chunk)
+        for sha in (sha for sha in chunk if sha not in named):
             written = where.modified(sha)  # None: already gone (a run that stopped half way)
-            if sha not in named and not (written and written > _unix(since[sha])):
+            if not (written and written > _unix(since[sha])):
                 where.delete(sha)
                 deleted += 1
         with transaction(conn, write=True):
@@ -113,8 +113,7 @@ def _condemn_unnamed(conn, settings: Settings, where, budget: int, now: str) -> 
     condemned = 0
     for chunk in _chunks([sha for sha, written in listed if written < unused_before], settings.retention_chunk):
         with transaction(conn, write=True):
-            spared = _named(conn, chunk) | {row[0] for row in conn.execute(
-                f"SELECT sha256 FROM attachment_condemned WHERE sha256 IN ({placeholders(chunk)})", chunk)}
+            spared = _listed(conn, "attachment_refs", chunk) | _listed(conn, "attachment_condemned", chunk)
             unnamed = [sha for sha in chunk if sha not in spared]
             conn.executemany("INSERT INTO attachment_condemned (id, sha256, condemned_ts) VALUES (?, ?, ?)",
                              zip(new_ids(len(unnamed)), unnamed, repeat(now)))
@@ -135,8 +134,9 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def _named(conn, shas) -> set[str]:
-    return {row[0] for row in conn.execute(f"SELECT sha256 FROM attachment_refs WHERE sha256 IN ({placeholders(shas)})", shas)}
+def _listed(conn, table: str, shas: list[str]) -> set[str]:
+    """Those of `shas` that `table` lists (attachment_refs: named; attachment_condemned: condemned)."""
+    return {row[0] for row in conn.execute(f"SELECT sha256 FROM {table} WHERE sha256 IN ({placeholders(shas)})", shas)}
 
 
 def _unix(timestamp: str) -> float:

@@ -8,8 +8,9 @@ RETENTION_AGENT_IDLE_DAYS (if set) and deletes file reservations and build slots
 RETENTION_LEASE_GRACE_DAYS ago, and deletes attachment content no message has named for
 ATTACHMENT_UNUSED_DAYS (tools/attachment_refs.py). Each kind of work stops after
 RETENTION_BATCH rows, in transactions of RETENTION_CHUNK rows, so a run is short and never
-holds the write lock for long; the next run takes the rest. It runs from the local archive worker when idle, from
-`python -m chalicelib retention run`, and from a scheduled Lambda function on AWS.
+holds the write lock for long; the next run takes the rest. It runs from the local archive
+worker when idle, from `python -m chalicelib retention run`, and from a scheduled Lambda
+function on AWS.
 """
 
 import logging
