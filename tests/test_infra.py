@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import zipfile
@@ -14,7 +15,9 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 from moto import mock_aws
+from moto.core import set_initial_no_auth_action_count
 
 from chalicelib.config import Settings
 
@@ -169,3 +172,91 @@ def test_failing_archive_jobs_end_in_the_dead_letter_queue(template):
         assert "Messages" not in sqs.receive_message(QueueUrl=urls["ArchiveQueueUrl"], VisibilityTimeout=0)
         dead = sqs.receive_message(QueueUrl=urls["ArchiveDeadLetterQueueUrl"])
         assert [message["Body"] for message in dead["Messages"]] == ['{"project": "demo"}']
+
+
+# What each function's code calls: attachments through S3Storage (put: the API's uploads;
+# read, size: downloads, the archive's copies, the collector's checks; walk, delete: the
+# collector), archive jobs through SQS (send: the after-write publish and the sweep; receive,
+# delete: Lambda's queue mapping, on the worker's behalf).
+REACHES = {
+    "APIHandler": {"put", "read", "size", "walk", "send"},
+    "Mcp": {"put", "read", "size", "walk", "send"},
+    "ArchiveWorker": {"read", "size", "walk", "receive"},
+    "ArchiveSweep": {"send"},
+    "Retention": {"read", "size", "walk", "delete"},
+}
+
+
+def resolved(value, names: dict[str, str]):
+    """The template's Fn::Sub and Fn::GetAtt, with these names' values."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        return re.sub(r"\$\{([^}]+)\}", lambda match: names[match[1]], value["Fn::Sub"])
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return names[".".join(value["Fn::GetAtt"])]
+    if isinstance(value, dict):
+        return {key: resolved(item, names) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolved(item, names) for item in value]
+    return value
+
+
+@set_initial_no_auth_action_count(5)  # the setup's first five calls; IAM decides every later one
+def test_each_function_reaches_only_what_its_code_calls(template):
+    """Each function's role, made in moto's IAM with its policies as packaged, and moto
+    enforcing them: what the function's code calls passes, anything else is refused. Only
+    Retention may delete attachment content; only the worker may take jobs off the queue."""
+    from chalicelib.attachments.storage import S3Storage
+
+    with mock_aws():
+        region, account = "us-east-1", "123456789012"
+        boto3.client("s3", region_name=region).create_bucket(Bucket="blobs-bucket")
+        queue = boto3.client("sqs", region_name=region).create_queue(
+            QueueName="agent-mail-archive.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"})["QueueUrl"]
+        iam = boto3.client("iam", region_name=region)
+        iam.create_user(UserName="deployer")
+        iam.put_user_policy(UserName="deployer", PolicyName="all", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="deployer")["AccessKey"]
+        deployer = boto3.Session(key["AccessKeyId"], key["SecretAccessKey"], region_name=region)
+        names = {"AWS::Partition": "aws", "AWS::Region": region, "AWS::AccountId": account, "AWS::StackName": "agent-mail",
+                 "AttachmentsBucket.Arn": "arn:aws:s3:::blobs-bucket",
+                 "ArchiveQueue.Arn": f"arn:aws:sqs:{region}:{account}:agent-mail-archive.fifo"}
+        written = S3Storage("blobs-bucket", deployer.client("s3")).put(b"kept")
+        iam = deployer.client("iam")
+        reaches = {}
+        for function, props in functions(template).items():
+            role = props["Role"]["Fn::GetAtt"][0]
+            # Lambda assumes the role in AWS; here the deployer does (moto checks the trust).
+            iam.create_role(RoleName=f"{function}-role", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:user/deployer"}, "Action": "sts:AssumeRole"}]}))
+            for policy in template["Resources"][role]["Properties"]["Policies"]:
+                iam.put_role_policy(RoleName=f"{function}-role", PolicyName=policy["PolicyName"],
+                                    PolicyDocument=json.dumps(resolved(policy["PolicyDocument"], names)))
+            credentials = deployer.client("sts").assume_role(RoleArn=f"arn:aws:iam::{account}:role/{function}-role",
+                                                             RoleSessionName=function)["Credentials"]
+            session = boto3.Session(credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"],
+                                    region_name=region)
+            blobs, sqs = S3Storage("blobs-bucket", session.client("s3")), session.client("sqs")
+            calls = {
+                "put": lambda: blobs.put(function.encode()),
+                "read": lambda: blobs.read(written),
+                "size": lambda: blobs.size(written),
+                "walk": lambda: blobs.walk("", 10),
+                "delete": lambda: blobs.delete("0" * 64),
+                # The code sends batches; AWS authorizes SendMessageBatch as sqs:SendMessage, moto
+                # under the batch's own name, so one message here.
+                "send": lambda: sqs.send_message(QueueUrl=queue, MessageBody="{}", MessageGroupId="demo",
+                                                 MessageDeduplicationId=function),
+                "receive": lambda: sqs.receive_message(QueueUrl=queue, VisibilityTimeout=0),
+            }
+            reaches[function] = set()
+            for name, call in calls.items():
+                try:
+                    call()
+                except ClientError as exc:
+                    assert exc.response["Error"]["Code"] in ("AccessDenied", "403"), (function, name, exc.response["Error"])
+                else:
+                    reaches[function].add(name)
+            with pytest.raises(ClientError, match="AccessDenied"):  # outside blobs/
+                session.client("s3").put_object(Bucket="blobs-bucket", Key="other/file", Body=b"x")
+        assert reaches == REACHES
