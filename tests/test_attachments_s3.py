@@ -163,4 +163,31 @@ def test_retention_deletes_content_no_message_names_from_the_bucket(chalice, buc
         done.append(run_retention(get_settings()))
     assert [(run["attachments_condemned"], run["attachments_deleted"]) for run in done] == [(1, 0), (0, 1)]
     keys = {item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
-    assert keys == {storage.S3Storage.key(kept)}
+    assert keys == {storage.S3Storage.key(kept), "blobs/.collected-for"}  # the claim: this database collects the bucket
+
+
+def test_a_second_database_never_deletes_from_the_bucket(chalice, bucket, monkeypatch, tmp_path):
+    """A local server pointed at the stack's bucket has a database that names nothing there: its
+    runs would condemn everything. It never claims the bucket, so it deletes nothing; the
+    database whose messages name the bucket's content claims it and collects."""
+    from datetime import datetime, timedelta, timezone
+
+    from chalicelib import clock
+    from chalicelib.tools.retention import run_retention
+
+    post, _ = chalice
+    post("send_message", project_key="aws-demo", sender_name="BlueLake", to=["GreenCastle"], subject="log", body_md="b",
+         attachments=[{"name": "kept.txt", "content_base64": base64.b64encode(b"kept").decode()}])
+    unsent = storage.storage(get_settings()).put(b"uploaded, never sent")
+    stack, local = get_settings(), get_settings().model_copy(update={"database_url": f"sqlite:///{tmp_path}/local.db"})
+    runs = {}
+    for seconds in (0, 3601):
+        ahead = datetime.now(timezone.utc) + timedelta(days=8, seconds=seconds)
+        monkeypatch.setattr(clock, "now", lambda ahead=ahead: ahead.isoformat(timespec="microseconds"))
+        for name, settings in (("local", local), ("stack", stack)):  # the local one first: the bucket is unclaimed then
+            run = run_retention(settings)
+            runs.setdefault(name, []).append((run["attachments_condemned"], run["attachments_deleted"]))
+    assert runs == {"local": [(0, 0), (0, 0)], "stack": [(1, 0), (0, 1)]}
+    marker = boto3.client("s3").get_object(Bucket=bucket, Key="blobs/.collected-for")["Body"].read().decode()
+    assert marker == str(stack.database_path.resolve())
+    assert storage.storage(stack).size(unsent) is None

@@ -175,15 +175,16 @@ def test_failing_archive_jobs_end_in_the_dead_letter_queue(template):
 
 
 # What each function's code calls: attachments through S3Storage (put: the API's uploads;
-# read, size: downloads, the archive's copies, the collector's checks; walk, delete: the
-# collector), archive jobs through SQS (send: the after-write publish and the sweep; receive,
+# read, size: downloads, the archive's copies, the collector's checks; walk, delete, take: the
+# collector, take claiming the bucket; the API functions may put the claim's key too, as any
+# blobs/ key), archive jobs through SQS (send: the after-write publish and the sweep; receive,
 # delete: Lambda's queue mapping, on the worker's behalf).
 REACHES = {
-    "APIHandler": {"put", "read", "size", "walk", "send"},
-    "Mcp": {"put", "read", "size", "walk", "send"},
+    "APIHandler": {"put", "read", "size", "walk", "take", "send"},
+    "Mcp": {"put", "read", "size", "walk", "take", "send"},
     "ArchiveWorker": {"read", "size", "walk", "receive"},
     "ArchiveSweep": {"send"},
-    "Retention": {"read", "size", "walk", "delete"},
+    "Retention": {"read", "size", "walk", "delete", "take"},
 }
 
 
@@ -243,6 +244,7 @@ def test_each_function_reaches_only_what_its_code_calls(template):
                 "size": lambda: blobs.size(written),
                 "walk": lambda: blobs.walk("", 10),
                 "delete": lambda: blobs.delete("0" * 64),
+                "take": lambda: blobs.take(function),
                 # The code sends batches; AWS authorizes SendMessageBatch as sqs:SendMessage, moto
                 # under the batch's own name, so one message here.
                 "send": lambda: sqs.send_message(QueueUrl=queue, MessageBody="{}", MessageGroupId="demo",

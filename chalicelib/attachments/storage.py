@@ -10,13 +10,13 @@ import re
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1024 * 1024
 DOWNLOAD_SECONDS = 300  # presigned GET: long enough to start the download, short enough to leak little
 UPLOAD_SECONDS = 900
+OWNER = ".collected-for"  # names the one database that deletes unused content here (tools/attachment_refs.py)
 
 
 def check_sha256(sha256: str) -> str:
@@ -104,24 +104,24 @@ class LocalStorage:
     def delete(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
 
-    def claim(self, owner: str, ours: Callable[[], bool]) -> bool:
-        """Whether the database `owner` may delete from this directory: it claimed it (a file
-        beside the content), or claims it now, if `ours()` says the directory is empty or holds
-        content that database's messages name. Another database sharing the directory never
-        deletes from it: the content there may be named by the claimant's messages."""
-        marker = self.root / ".collected-for"
-        if not self.root.is_dir():
-            return True  # nothing stored: nothing to delete
-        if not marker.exists():
-            if not ours():
-                return False
+    def owner(self) -> str | None:
+        """The database that claimed this storage for collection (tools/attachment_refs.py), if any."""
+        try:
+            return (self.root / OWNER).read_text()
+        except FileNotFoundError:
+            return None
+
+    def take(self, owner: str) -> bool:
+        """Claim the storage for the database `owner` unless one has; whether this did."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=self.root, prefix=".owner-") as file:
+            file.write(owner)
+            file.flush()
             try:
-                with open(marker, "x") as file:
-                    file.write(owner)
+                os.link(file.name, self.root / OWNER)  # all at once, and never over another's
                 return True
-            except FileExistsError:  # another database, at the same moment
-                pass
-        return marker.read_text() == owner
+            except FileExistsError:
+                return False
 
     def upload_target(self, sha256: str, size: int) -> dict:
         return {"method": "PUT", "url": "/api/attachments", "headers": {"Content-Type": "application/octet-stream"}}
@@ -220,8 +220,26 @@ class S3Storage:
     def delete(self, sha256: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
 
-    def claim(self, owner: str, ours: Callable[[], bool]) -> bool:
-        return True  # the stack's own bucket (infra/template.yaml), beside its one database
+    def owner(self) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=f"blobs/{OWNER}")["Body"].read().decode()
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey"):
+                return None
+            raise
+
+    def take(self, owner: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=f"blobs/{OWNER}", Body=owner.encode(), IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
 
     def download_url(self, sha256: str, name: str, media_type: str) -> str:
         from .intake import served_type

@@ -15,7 +15,7 @@ transaction) during the first half of the delay, and is refused in the second ha
 deletion never races a send: by then every send that named the content committed long enough
 ago to be seen, or was refused. Half the delay leaves room for a Turso replica's staleness
 (REPLICA_MAX_STALENESS_MS) and for clock skew between machines, which must stay well below it.
-Locally, only the database that claimed ATTACHMENTS_DIR deletes from it (LocalStorage.claim).
+Only the database that claimed the storage deletes from it (`_claimed`).
 """
 
 import logging
@@ -70,9 +70,9 @@ def collect(conn, settings: Settings, where, budget: int, now: str) -> dict[str,
     nothing = {"attachments_deleted": 0, "attachments_condemned": 0}
     if not settings.attachment_unused_days:
         return nothing
-    if not where.claim(settings.turso_sync_url or str(settings.database_path.resolve()), lambda: _ours(conn, where)):
+    if not _claimed(conn, where, settings.turso_sync_url or str(settings.database_path.resolve())):
         log.warning("attachments: %s not collected: it is another database's, or holds no content this one names",
-                    settings.attachments_dir)
+                    settings.attachments_bucket or settings.attachments_dir)
         return nothing
     return {
         "attachments_deleted": _carry_out(conn, settings, where, budget, now),
@@ -121,13 +121,23 @@ def _condemn_unnamed(conn, settings: Settings, where, budget: int, now: str) -> 
     return condemned
 
 
-def _ours(conn, where) -> bool:
-    """An empty storage, or one holding the newest content this database's messages name."""
-    if not where.walk("", 1):
-        return True
-    with transaction(conn, write=False):
-        newest = conn.execute("SELECT sha256 FROM attachment_refs ORDER BY id DESC LIMIT 1").fetchone()
-    return newest is not None and where.size(newest[0]) is not None
+def _claimed(conn, where, owner: str) -> bool:
+    """Whether the database `owner` may delete from the storage: it claimed it (a marker beside
+    the content), or claims it now if the storage holds the newest content its messages name.
+    Another database sharing the storage (a second server, a test run, a local server pointed
+    at a stack's bucket) never deletes from it: the content may be named by the claimant's mail."""
+    claimant = where.owner()
+    if claimant is None:
+        if not where.walk("", 1):
+            return True  # nothing stored: nothing to delete (and nothing to claim yet)
+        with transaction(conn, write=False):
+            newest = conn.execute("SELECT sha256 FROM attachment_refs ORDER BY id DESC LIMIT 1").fetchone()
+        if newest is None or where.size(newest[0]) is None:
+            return False
+        if where.take(owner):
+            return True
+        claimant = where.owner()  # another database, at the same moment
+    return claimant == owner
 
 
 def _chunks(items: list, size: int) -> list[list]:
