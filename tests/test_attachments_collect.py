@@ -95,13 +95,14 @@ def test_a_send_takes_condemned_content_back_in_the_first_half_of_the_delay_and_
     early, late = storage(collecting).put(b"sent early"), storage(collecting).put(b"sent late")
     at(8)
     assert collected(collecting)["attachments_condemned"] == 2
+    deleted_after = clock.later(clock.now(), DELAY)  # the first run after this deletes it (the refusal's hint)
     at(8, DELAY / 2 - 60)
     sent = send_with(call, project, {}, **{"early.bin": early})
     at(8, DELAY / 2 + 60)
     messages = call("get_project", project_key=project)["messages"]
     with pytest.raises(InvalidArgument, match="is being deleted") as refused:
         send_with(call, project, {}, **{"late.bin": late})
-    assert "after the next retention run" in refused.value.hint
+    assert f"The first retention run after {deleted_after} deletes it" in refused.value.hint
     assert call("get_project", project_key=project)["messages"] == messages  # nothing sent
     at(8, DELAY + 1)
     assert collected(collecting)["attachments_deleted"] == 1

@@ -59,8 +59,8 @@ def take_back(db, shas: list[str], now: str, settings: Settings) -> None:
         if since < last_chance:
             raise InvalidArgument(
                 f"Attachment content {sha} is being deleted: no message had named it for {settings.attachment_unused_days:g} days.",
-                "Send it again after the next retention run: inline content is then stored anew, and an upload of it"
-                " made meanwhile is kept.",
+                f"The first retention run after {clock.later(since, settings.attachment_delete_delay_seconds)} deletes it;"
+                " send it again after that run: inline content is then stored anew, and an upload of it made meanwhile is kept.",
             )
     db.execute(f"DELETE FROM attachment_condemned WHERE sha256 IN ({placeholders(shas)})", shas)
 
