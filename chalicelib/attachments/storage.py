@@ -107,7 +107,7 @@ class LocalStorage:
     def owner(self) -> str | None:
         """The database that claimed this storage for collection (tools/attachment_refs.py), if any."""
         try:
-            return (self.root / OWNER).read_text()
+            return (self.root / OWNER).read_text(errors="replace")
         except FileNotFoundError:
             return None
 
@@ -224,7 +224,8 @@ class S3Storage:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=f"blobs/{OWNER}")["Body"].read().decode()
+            marker = self.client.get_object(Bucket=self.bucket, Key=f"blobs/{OWNER}")["Body"]
+            return marker.read(4096).decode(errors="replace")  # bounded: a marker names a database
         except ClientError as exc:
             if exc.response["Error"]["Code"] in ("404", "NoSuchKey"):
                 return None
