@@ -16,6 +16,7 @@ import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError
+from cfnlint.decode import decode
 from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 
@@ -137,6 +138,14 @@ def test_stage_settings_are_valid(stage, monkeypatch):
         monkeypatch.setenv(name, value)
     settings = Settings(_env_file=None)
     assert isinstance(settings.allowed_hosts, list)
+
+
+def test_docs_deploy_lists_every_parameter_and_resource(template):
+    """docs/deploy.md's tables name every template parameter and every resource infra/template.yaml adds."""
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    ours, _ = decode(str(ROOT / "infra" / "template.yaml"))
+    added = {name for name, resource in ours["Resources"].items() if "Type" in resource}  # the others amend Chalice's
+    assert {name for name in [*template["Parameters"], *added] if f"`{name}`" not in docs} == set()
 
 
 def test_the_functions_read_only_keys_the_secret_has(template):
