@@ -130,7 +130,9 @@ def build(path: Path, size: int) -> None:
 def scenarios(db: sqlite3.Connection) -> dict[str, callable]:
     """{label: function(i) -> (tool name, arguments)} for the i-th call."""
     agent = lambda i: AGENTS[i % len(AGENTS)]  # noqa: E731
-    threads = [row[0] for row in db.execute("SELECT thread_id FROM messages ORDER BY id DESC LIMIT 200")]
+    # Threads the build made (T-n, ~THREAD_SIZE messages each): not those of send_message (write)
+    # in earlier runs of this bench on the same database (one message each).
+    threads = [row[0] for row in db.execute("SELECT thread_id FROM messages WHERE thread_id LIKE 'T-%' ORDER BY id DESC LIMIT 200")]
     ids = [str(row[0]) for row in db.execute("SELECT id FROM messages ORDER BY random() LIMIT 200")]
     p = HUMAN_KEY
     return {

@@ -159,6 +159,31 @@ def test_product_thread_summary_merges_the_thread_from_every_linked_project(call
     assert solo == call("summarize_thread", project_key="work-backend", thread_id="SOLO") | {"projects": ["work-backend"]}
 
 
+def test_a_product_summary_digests_the_newest_messages_of_all_its_projects(call, shop, monkeypatch):
+    from chalicelib.tools import products, threads
+
+    monkeypatch.setattr(threads, "DIGESTED", 2)
+    monkeypatch.setattr(products, "DIGESTED", 2)
+    send(call, "work-backend", "GreenCastle", ["BlueLake"], "Plan", "- first", thread_id="P", ack_required=True)
+    send(call, "work-frontend", "RedStone", ["BlueLake"], "Plan", "- second", thread_id="P")
+    send(call, "work-backend", "GreenCastle", ["BlueLake"], "Plan", "- third", thread_id="P")
+    fourth = send(call, "work-frontend", "RedStone", ["BlueLake"], "Plan", "- fourth", thread_id="P", ack_required=True)
+    summary = call("summarize_thread_product", product_key="shop", thread_id="P")
+    assert (summary["message_count"], summary["participants"]) == (4, ["GreenCastle", "BlueLake", "RedStone"])
+    assert summary["key_points"] == ["GreenCastle: third", "RedStone: fourth"]
+    assert summary["open_acks"] == [{"message_id": fourth["id"], "agent": "BlueLake"}]  # the first's is past the newest 2
+
+
+def test_a_message_to_two_identities_of_the_agent_counts_once_in_its_product_summary(call, shop):
+    """As BlueLake (in both linked projects), a message to both its identities is in both of
+    their thread views: the product summary counts it once."""
+    send(call, "work-backend", "GreenCastle", ["BlueLake", "BlueLake@work-frontend"], "Both of you", thread_id="DUO")
+    send(call, "work-backend", "GreenCastle", ["BlueLake"], "Only backend", thread_id="DUO")
+    summary = call("summarize_thread_product", product_key="shop", thread_id="DUO", agent_name="BlueLake")
+    assert (summary["message_count"], summary["participants"]) == (2, ["GreenCastle", "BlueLake", "BlueLake@work-frontend"])
+    assert summary["message_count"] == call("summarize_thread", project_key="work-backend", thread_id="DUO")["message_count"]
+
+
 def test_product_thread_summary_of_an_unknown_thread(call, shop):
     send(call, "work-other", "BlueLake", ["BlueLake"], "outside", thread_id="OUT")
     with pytest.raises(NotFound, match="Thread 'OUT' not found in any project of product 'shop'"):

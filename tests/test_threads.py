@@ -69,6 +69,27 @@ def test_unknown_thread(call, project):
         call("summarize_thread", project_key=project, thread_id="nope")
 
 
+def test_a_summary_digests_the_newest_messages_and_counts_the_whole_thread(call, project, monkeypatch):
+    """Its cost stays flat however long the thread: the bodies and open acks of the newest
+    DIGESTED messages; the count, participants and times of all (the thread summaries)."""
+    from chalicelib.tools import products, threads
+
+    monkeypatch.setattr(threads, "DIGESTED", 3)
+    monkeypatch.setattr(products, "DIGESTED", 3)
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Standup",
+         body_md="- old point\nTODO: old action", thread_id="LONG", ack_required=True)
+    for n in range(5):
+        call("send_message", project_key=project, sender_name=["GreenCastle", "RedStone"][n % 2], to=["BlueLake"],
+             subject="Re: Standup", body_md=f"- point {n}", thread_id="LONG")
+    summary = call("summarize_thread", project_key=project, thread_id="LONG")
+    messages = call("get_thread", project_key=project, thread_id="LONG", include_bodies=False)["messages"]
+    assert (summary["subject"], summary["message_count"]) == ("Standup", 6)
+    assert summary["participants"] == ["BlueLake", "GreenCastle", "RedStone"]
+    assert (summary["first_ts"], summary["last_ts"]) == (messages[0]["created_ts"], messages[-1]["created_ts"])
+    assert summary["key_points"] == ["GreenCastle: point 2", "RedStone: point 3", "GreenCastle: point 4"]
+    assert summary["action_items"] == [] and summary["open_acks"] == []  # the first message is past the newest 3
+
+
 def test_summary_items_are_a_lines_first_300_characters(call, project):
     long_point, long_action = "- " + "point " * 20_000, "TODO: " + "act " * 20_000  # ~120 KB lines
     call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s",

@@ -19,7 +19,7 @@ from chalicelib.tools import thread_summaries, tools_by_name
 from chalicelib.tools.messages import visible_to
 from chalicelib.tools.projects import find_project
 from chalicelib.tools.retention import run_retention
-from chalicelib.tools.threads import messages_in_thread, reader, thread_info
+from chalicelib.tools.threads import messages_in_thread, reader
 from chalicelib.transports.cli import cli
 
 from .sql import sql
@@ -44,6 +44,17 @@ def from_scratch(settings, project_key: str, agent_name: str | None, limit: int)
         return [thread_info(tid, messages_in_thread(conn, project, tid, bodies=False, viewers=viewers)) for (tid,) in rows]
 
 
+def thread_info(thread_id: str, messages: list) -> dict:
+    """ThreadInfo's fields from the thread's messages (oldest first): participants are senders
+    and visible recipients in order of first appearance."""
+    seen: dict[str, None] = {}
+    for message in messages:
+        for name in (message.sender, *message.to, *message.cc):
+            seen.setdefault(name, None)
+    return dict(thread_id=thread_id, subject=messages[0].subject, message_count=len(messages), participants=list(seen),
+                first_ts=messages[0].created_ts, last_ts=messages[-1].created_ts)
+
+
 def listed(settings, project_key: str, agent_name: str | None, limit: int) -> list[dict]:
     args = dict(project_key=project_key, limit=limit) | ({"agent_name": agent_name} if agent_name else {})
     return invoke.call(TOOLS["list_threads"], args, settings).model_dump(mode="json")["threads"]
@@ -56,6 +67,11 @@ def assert_all_views_right(settings, limits=(1, 3, 500)) -> int:
             for limit in limits:
                 assert listed(settings, project_key, agent_name, limit) == from_scratch(settings, project_key, agent_name, limit), (
                     project_key, agent_name, limit)
+            # summarize_thread's header (thread_summaries.header) is the same, thread by thread
+            for thread in from_scratch(settings, project_key, agent_name, 4):
+                args = dict(project_key=project_key, thread_id=thread["thread_id"]) | ({"agent_name": agent_name} if agent_name else {})
+                summary = invoke.call(TOOLS["summarize_thread"], args, settings).model_dump(mode="json")
+                assert {key: summary[key] for key in thread} == thread, (project_key, agent_name, thread["thread_id"])
     return len(listed(settings, "work-demo", None, 500))
 
 

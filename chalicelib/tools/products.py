@@ -18,11 +18,12 @@ from ..fields import AgentName, ProjectKey, Timestamp
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from ..security.agent_tokens import matching_projects
+from . import thread_summaries
 from .agents import agent_id
 from .messages import FetchInboxInput, InboxMessage, Limit, ThreadId, fetch_inbox
 from .projects import Project, find_project
 from .search import QUERY_HELP, SearchHit, search_project
-from .threads import ReadAs, ThreadSummary, messages_in_thread, open_acks, summary
+from .threads import DIGESTED, ReadAs, ThreadSummary, digest, summary
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 KEY_RULES = "Product keys are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. acme-shop."
@@ -254,20 +255,33 @@ def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProduc
     linked project, digested together like summarize_thread does."""
     product = find_product(db, args.product_key)
     viewers = product_reader(db, product, args.agent_name, args.registration_token)
-    messages, acks, projects = [], [], []
+    headers, messages, acks, projects = [], [], [], []
     for project in linked_projects(db, product):
-        if found := messages_in_thread(db, project, args.thread_id, viewers=viewers):
+        if header := thread_summaries.header(db, project, args.thread_id, viewers):
+            found, waiting = digest(db, project, args.thread_id, viewers)
+            headers.append(header)
             messages += found
-            acks += open_acks(db, project, args.thread_id, viewers)
+            acks += waiting
             projects.append(project["slug"])
-    if not messages:
+    if not headers:
         raise NotFound(
             f"Thread {args.thread_id!r} not found in any project of product {args.product_key!r}.",
             "Take thread ids from fetch_inbox_product or search_messages_product; see get_product for the linked projects.",
         )
-    messages.sort(key=lambda message: message.id)
-    acks.sort(key=lambda ack: (ack.message_id, ack.agent))
-    return ProductThreadSummary(**summary(args.thread_id, messages, acks), projects=projects)
+    messages = sorted(messages, key=lambda message: message.id)[-DIGESTED:]  # the newest of all the projects'
+    since = messages[0].id if messages else 0
+    acks = sorted((ack for ack in acks if ack.message_id >= since), key=lambda ack: (ack.message_id, ack.agent))
+    return ProductThreadSummary(**summary(args.thread_id, merged_header(headers), messages, acks), projects=projects)
+
+
+def merged_header(headers: list[dict]) -> dict:
+    """One thread's headers from several projects (thread_summaries.header) as one: each
+    participant once (by address), where it first appears."""
+    places: dict[str, tuple] = {}
+    for place in sorted((place for header in headers for place in header["participants"]), key=thread_summaries.place_order):
+        places.setdefault(place[2], place)
+    return {**min(headers, key=lambda header: header["first_id"]), "message_count": sum(h["message_count"] for h in headers),
+            "participants": list(places.values()), "last_ts": max(header["last_ts"] for header in headers)}
 
 
 TOOLS = [

@@ -38,6 +38,7 @@ from ..store import upkeep
 from ..store.db import placeholders
 from .counts import writer
 
+COLUMNS = "id, thread_id, writer, messages, first_id, subject, first_ts, last_id, last_ts, participants"
 RANKS = {"to": 1, "notice": 1, "cc": 2}  # a participant's place in a message after the sender (0); bcc: none
 NOCASE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")  # SQLite's COLLATE NOCASE
 
@@ -171,7 +172,6 @@ def recount(db, project_id: int, thread_ids: list[str]) -> None:
             record(db, project_id, [(mid, thread, sender, kinds[mid], subject, ts) for mid, thread, sender, subject, ts in batch])
 
 
-COLUMNS = "id, thread_id, writer, messages, first_id, subject, first_ts, last_id, last_ts, participants"
 
 
 def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int) -> list[dict]:
@@ -217,29 +217,70 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
     rows = [row for thread in threads for row in walked[thread]]
     if missing:
         rows += db.execute(f"SELECT {COLUMNS} FROM thread_summaries WHERE id IN ({placeholders(missing)})", missing).fetchall()
-    views: dict[str, list] = {}  # thread -> [count, (first, subject, ts), (last, ts), {agent: (first, rank)}]
+    views = _combined(rows)
+    addresses = _addresses(db, project, {agent for view in views.values() for agent in view[3]})
+    return [
+        dict(thread_id=thread_id, subject=subject, message_count=count,
+             participants=[place[2] for place in _placed(seen, addresses)], first_ts=first_ts, last_ts=last_ts)
+        for thread_id in threads
+        for count, (_, subject, first_ts), (_, last_ts), seen in [views[thread_id]]
+    ]
+
+
+def header(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None) -> dict | None:
+    """What summarize_thread says of one thread of the project as `viewers` (an agent's
+    identities; None: the whole project) see it, from its few summary rows however long the
+    thread: first_id, subject, message_count, participants (placed: (first message, rank,
+    address)), first_ts and last_ts. None when they see none of its messages."""
+    upkeep.settled(db)
+    viewer_ids = [0] if viewers is None else list(viewers)
+    rows = db.execute(
+        f"SELECT {COLUMNS}, viewer_id FROM thread_summaries INDEXED BY thread_summaries_by_thread"
+        f" WHERE project_id = ? AND thread_id = ? AND viewer_id IN ({placeholders(viewer_ids)})",
+        (project["id"], thread_id, *viewer_ids),
+    ).fetchall()
+    if not rows:
+        return None
+    count, (first, subject, first_ts), (_, last_ts), seen = _combined([row[:10] for row in rows])[thread_id]
+    if len({row[10] for row in rows}) > 1:  # a message two of the identities took part in is in both views: once
+        from .messages import visible_to  # not at the top: messages imports this module
+
+        where, params = visible_to(viewer_ids)
+        (count,) = db.execute(
+            f"SELECT count(*) FROM messages m WHERE m.project_id = ? AND m.thread_id = ? AND {where}",
+            (project["id"], thread_id, *params),
+        ).fetchone()
+    return dict(first_id=first, subject=subject, message_count=count, participants=_placed(seen, _addresses(db, project, seen)),
+                first_ts=first_ts, last_ts=last_ts)
+
+
+def _combined(rows) -> dict[str, list]:
+    """Summary rows (COLUMNS) combined per thread: [count, (first, subject, first_ts), (last,
+    last_ts), {agent: (first message, rank)}] (a view's rows are one per writer)."""
+    views: dict[str, list] = {}
     for _, thread_id, _, count, first, subject, first_ts, last, last_ts, participants in rows:
         view = views.setdefault(thread_id, [0, (first, subject, first_ts), (last, last_ts), {}])
         view[0] += count
         view[1], view[2] = min(view[1], (first, subject, first_ts)), max(view[2], (last, last_ts))
         view[3] = merged(view[3], {agent: (first_id, rank) for agent, first_id, rank in orjson.loads(participants)})
-    agents = list({agent for view in views.values() for agent in view[3]})
-    addresses = dict(db.execute(
+    return views
+
+
+def _addresses(db, project: sqlite3.Row, agents) -> dict[int, str]:
+    """{agent id: its name, or Name@project when it is another project's}."""
+    agents = list(agents)
+    return dict(db.execute(
         "SELECT a.id, CASE WHEN a.project_id = ? THEN a.name ELSE a.name || '@' || p.slug END"
         f" FROM agents a JOIN projects p ON p.id = a.project_id WHERE a.id IN ({placeholders(agents)})",
         (project["id"], *agents),
     ))
-    return [
-        dict(
-            thread_id=thread_id,
-            subject=subject,
-            message_count=count,
-            # In order of first appearance: by message, then sender, to, cc, each by address (as recipients_of).
-            participants=[addresses[agent] for agent in sorted(
-                seen, key=lambda agent, seen=seen: (*seen[agent], addresses[agent].translate(NOCASE)))],
-            first_ts=first_ts,
-            last_ts=last_ts,
-        )
-        for thread_id in threads
-        for count, (_, subject, first_ts), (_, last_ts), seen in [views[thread_id]]
-    ]
+
+
+def _placed(seen: dict[int, tuple[int, int]], addresses: dict[int, str]) -> list[tuple[int, int, str]]:
+    """Participants in order of first appearance: by message, then sender, to, cc, each by
+    address (as recipients_of)."""
+    return sorted(((*seen[agent], addresses[agent]) for agent in seen), key=place_order)
+
+
+def place_order(place: tuple[int, int, str]) -> tuple:
+    return place[0], place[1], place[2].translate(NOCASE)

@@ -17,17 +17,19 @@ from .projects import find_project
 
 
 def messages_in_thread(
-    db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True, viewers: frozenset[int] | None = None
+    db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True, viewers: frozenset[int] | None = None,
+    newest: int = -1,
 ) -> list[Message]:
-    """The thread's messages in this project, oldest first; empty if it has none here. Given
-    viewers (an agent's identities), only the messages they sent or received."""
+    """The thread's messages in this project (the `newest` ones, if given), oldest first; empty
+    if it has none here. Given viewers (an agent's identities), only the messages they sent or
+    received."""
     where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
     rows = db.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
-        f" WHERE m.project_id = ? AND m.thread_id = ? AND {where} ORDER BY m.id",
-        (project["id"], thread_id, *params),
+        f" WHERE m.project_id = ? AND m.thread_id = ? AND {where} ORDER BY m.id DESC LIMIT ?",
+        (project["id"], thread_id, *params, newest),
     ).fetchall()
-    return messages_from_rows(db, project, rows, viewer_id=viewers, bodies=bodies)
+    return messages_from_rows(db, project, rows[::-1], viewer_id=viewers, bodies=bodies)
 
 
 def thread_messages(
@@ -35,12 +37,16 @@ def thread_messages(
 ) -> list[Message]:
     messages = messages_in_thread(db, project, thread_id, bodies, viewers)
     if not messages:
-        raise NotFound(
-            f"Thread {thread_id!r} not found in project {project['slug']!r}"
-            + (" among the reader's mail." if viewers is not None else "."),
-            "Use list_threads to see thread ids; a message's thread_id is in fetch_inbox results.",
-        )
+        raise no_thread(project, thread_id, viewers)
     return messages
+
+
+def no_thread(project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None) -> NotFound:
+    return NotFound(
+        f"Thread {thread_id!r} not found in project {project['slug']!r}"
+        + (" among the reader's mail." if viewers is not None else "."),
+        "Use list_threads to see thread ids; a message's thread_id is in fetch_inbox results.",
+    )
 
 
 def reader(db: sqlite3.Connection, project: sqlite3.Row, agent_name: str | None) -> frozenset[int] | None:
@@ -53,15 +59,6 @@ ReadAs = Annotated[
     Field(description="Read as this agent: only the messages it sent or received. Required with agent tokens on"
                       " (but for an admin credential)."),
 ]
-
-
-def participants(messages: list[Message]) -> list[str]:
-    """Senders and visible recipients, in order of first appearance."""
-    seen: dict[str, None] = {}
-    for message in messages:
-        for name in (message.sender, *message.to, *message.cc):
-            seen.setdefault(name, None)
-    return list(seen)
 
 
 class ThreadInfo(Output):
@@ -81,17 +78,6 @@ class ListThreadsInput(Input):
 
 class Threads(Output):
     threads: list[ThreadInfo]
-
-
-def thread_info(thread_id: str, messages: list[Message]) -> dict:
-    return dict(
-        thread_id=thread_id,
-        subject=messages[0].subject,
-        message_count=len(messages),
-        participants=participants(messages),
-        first_ts=messages[0].created_ts,
-        last_ts=messages[-1].created_ts,
-    )
 
 
 def list_threads(db: sqlite3.Connection, args: ListThreadsInput) -> Threads:
@@ -163,14 +149,23 @@ class OpenAck(Output):
     agent: str
 
 
+# A summary digests the bodies of a thread's newest messages only, so it costs the same at any
+# length (the counts and participants cover the whole thread: thread_summaries.header).
+DIGESTED = 500
+
+
 class ThreadSummary(ThreadInfo):
     key_points: list[str] = Field(
-        description="Headings, bullets and decision lines (their first 300 characters), prefixed with their author."
+        description=f"Headings, bullets and decision lines (their first 300 characters), prefixed with their author;"
+        f" from the newest {DIGESTED} messages."
     )
     action_items: list[str] = Field(
-        description="Unchecked boxes and TODO/ACTION lines (their first 300 characters), prefixed with their author."
+        description=f"Unchecked boxes and TODO/ACTION lines (their first 300 characters), prefixed with their author;"
+        f" from the newest {DIGESTED} messages."
     )
-    open_acks: list[OpenAck] = Field(description="Recipients who have not acknowledged a message that asks for it.")
+    open_acks: list[OpenAck] = Field(
+        description=f"Recipients who have not acknowledged one of the newest {DIGESTED} messages that asks for it."
+    )
 
 
 def extract(messages: list[Message]) -> tuple[list[str], list[str]]:
@@ -198,34 +193,49 @@ class SummarizeThreadInput(Input):
     agent_name: ReadAs = None
 
 
-def open_acks(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None = None) -> list[OpenAck]:
-    """Recipients yet to acknowledge a message of the thread that asks for it. A bcc recipient
-    is listed only to the message's sender (a viewer); given viewers, only their messages count."""
+def open_acks(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None = None,
+              since: int = 0) -> list[OpenAck]:
+    """Recipients yet to acknowledge a message of the thread (from the id `since` on) that asks
+    for it. A bcc recipient is listed only to the message's sender (a viewer); given viewers,
+    only their messages count."""
     where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
     senders = list(viewers or ())
     rows = db.execute(
         "SELECT r.message_id, a.name FROM message_recipients r JOIN messages m ON m.id = r.message_id"
         " JOIN agents a ON a.id = r.agent_id"
-        f" WHERE m.project_id = ? AND m.thread_id = ? AND m.ack_required AND r.ack_ts IS NULL AND {where}"
+        f" WHERE m.project_id = ? AND m.thread_id = ? AND m.id >= ? AND m.ack_required AND r.ack_ts IS NULL AND {where}"
         f" AND (r.kind != 'bcc' OR m.sender_id IN ({placeholders(senders) if senders else 'NULL'}))"
         " ORDER BY r.message_id, a.name",
-        (project["id"], thread_id, *params, *senders),
+        (project["id"], thread_id, since, *params, *senders),
     )
     return [OpenAck(message_id=mid, agent=name) for mid, name in rows]
 
 
-def summary(thread_id: str, messages: list[Message], acks: list[OpenAck]) -> dict:
-    """The fields of a ThreadSummary, from the thread's messages (oldest first) and open acks."""
+def digest(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None
+           ) -> tuple[list[Message], list[OpenAck]]:
+    """The thread's newest DIGESTED messages the viewers see (oldest first), and their open acks."""
+    messages = messages_in_thread(db, project, thread_id, viewers=viewers, newest=DIGESTED)
+    return messages, (open_acks(db, project, thread_id, viewers, since=messages[0].id) if messages else [])
+
+
+def summary(thread_id: str, header: dict, messages: list[Message], acks: list[OpenAck]) -> dict:
+    """The fields of a ThreadSummary: the thread's header (thread_summaries.header), and what
+    its newest messages (oldest first) and their open acks say."""
     key_points, action_items = extract(messages)
-    return dict(**thread_info(thread_id, messages), key_points=key_points, action_items=action_items, open_acks=acks)
+    return dict(thread_id=thread_id, subject=header["subject"], message_count=header["message_count"],
+                participants=[place[2] for place in header["participants"]], first_ts=header["first_ts"],
+                last_ts=header["last_ts"], key_points=key_points, action_items=action_items, open_acks=acks)
 
 
 def summarize_thread(db: sqlite3.Connection, args: SummarizeThreadInput) -> ThreadSummary:
-    """A deterministic digest of a thread: participants, counts, key points, action items, open acks."""
+    """A deterministic digest of a thread: participants, counts, and the key points, action
+    items and open acks of its newest 500 messages."""
     project = find_project(db, args.project_key)
     viewers = reader(db, project, args.agent_name)
-    messages = thread_messages(db, project, args.thread_id, viewers=viewers)
-    return ThreadSummary(**summary(args.thread_id, messages, open_acks(db, project, args.thread_id, viewers)))
+    header = thread_summaries.header(db, project, args.thread_id, viewers)
+    if header is None:
+        raise no_thread(project, args.thread_id, viewers)
+    return ThreadSummary(**summary(args.thread_id, header, *digest(db, project, args.thread_id, viewers)))
 
 
 TOOLS = [
