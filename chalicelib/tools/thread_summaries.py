@@ -7,7 +7,8 @@ project (viewer 0) and the mail of each agent that sent or received it (any kind
 `visible_to`). A view keeps its message count, first and last message (with the first's
 subject and both timestamps: what list_threads shows), and its participants (sender, to, cc:
 never bcc) with where each first appears, in one row. list_threads walks the project's (or the
-agent's) summaries newest first through an index of their last messages, and reads no message.
+agent's) summaries newest first through an index of their last messages, and reads no message;
+summarize_thread reads one thread's (`header`) instead of counting its messages.
 
 As in counts.py, each writer (0 on embedded SQLite, a replica's own id on Turso) writes only
 its own rows, so two replicas never overwrite one another; a view combines its few rows (sum
@@ -170,8 +171,6 @@ def recount(db, project_id: int, thread_ids: list[str]) -> None:
             ):
                 kinds[message_id][agent] = kind
             record(db, project_id, [(mid, thread, sender, kinds[mid], subject, ts) for mid, thread, sender, subject, ts in batch])
-
-
 
 
 def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int) -> list[dict]:
