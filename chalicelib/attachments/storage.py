@@ -183,7 +183,7 @@ class S3Storage:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            if _missing(exc):
                 return None
             raise
 
@@ -227,7 +227,7 @@ class S3Storage:
             marker = self.client.get_object(Bucket=self.bucket, Key=f"blobs/{OWNER}")["Body"]
             return marker.read(4096).decode(errors="replace")  # bounded: a marker names a database
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("404", "NoSuchKey"):
+            if _missing(exc):
                 return None
             raise
 
@@ -261,6 +261,11 @@ class S3Storage:
             ExpiresIn=UPLOAD_SECONDS,
         )
         return {"method": "PUT", "url": url, "headers": {"Content-Length": str(size), "x-amz-checksum-sha256": checksum}}
+
+
+def _missing(exc) -> bool:
+    """An S3 error that says the object is not there (HEAD answers a bare 404, GET NoSuchKey)."""
+    return exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound")
 
 
 def storage(settings) -> LocalStorage | S3Storage:
