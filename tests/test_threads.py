@@ -1,6 +1,8 @@
+import httpx
 import pytest
 
 from chalicelib.errors import NotFound
+from chalicelib.tools.threads import DIGESTED
 
 pytestmark = pytest.mark.both_backends
 
@@ -97,3 +99,28 @@ def test_summary_items_are_a_lines_first_300_characters(call, project):
     summary = call("summarize_thread", project_key=project, thread_id="LONG")
     assert summary["key_points"] == ["BlueLake: " + long_point[2:300].strip(), "BlueLake: We decided " + "x" * 289]
     assert summary["action_items"] == ["BlueLake: " + long_action[6:300].strip()]
+
+
+def test_a_long_threads_summary_over_rest_counts_all_and_digests_the_newest(server):
+    """Through the real server: a thread one message longer than DIGESTED. The count covers
+    every message; the oldest one's action item and open ack are past the digest."""
+    with httpx.Client(base_url=server, timeout=30) as api:
+        def post(tool, **arguments):
+            response = api.post(f"/api/{tool}", json=arguments)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        slug = post("ensure_project", human_key="/rest/long-thread")["slug"]
+        for name in ("BlueLake", "GreenCastle"):
+            post("register_agent", project_key=slug, program="p", model="m", name=name)
+            post("set_contact_policy", project_key=slug, agent_name=name, policy="open")
+        first = post("send_message", project_key=slug, sender_name="BlueLake", to=["GreenCastle"], subject="Standup",
+                     body_md="TODO: the oldest action", ack_required=True)["message"]
+        for n in range(1, DIGESTED + 1):
+            post("send_message", project_key=slug, sender_name="GreenCastle", to=["BlueLake"], subject="Re: Standup",
+                 body_md=f"- point {n}", thread_id=first["thread_id"])
+        summary = api.get("/api/summarize_thread", params={"project_key": slug, "thread_id": first["thread_id"]}).json()
+    assert (summary["subject"], summary["message_count"]) == ("Standup", DIGESTED + 1)
+    assert summary["participants"] == ["BlueLake", "GreenCastle"] and summary["first_ts"] == first["created_ts"]
+    assert summary["key_points"][:2] == ["GreenCastle: point 1", "GreenCastle: point 2"]
+    assert summary["action_items"] == [] and summary["open_acks"] == []
