@@ -133,6 +133,7 @@ SAME_AS_LOCAL = [
     ("POST", rpc("ping"), {"Accept": "application/json"}),
     ("POST", rpc("ping"), {"Origin": "http://evil.example"}),
     ("DELETE", None, {}),
+    ("GET", None, {"Accept": "text/event-stream"}),
 ]
 
 
@@ -155,7 +156,8 @@ def test_hosts_not_allowed_are_refused(aws):
 
 
 def test_get_is_405_without_an_sse_stream(aws):
-    """An SSE stream would hold the invocation until its timeout: Lambda buffers responses."""
+    """An SSE stream would hold the invocation until its timeout (Lambda buffers responses),
+    and a stateless server has nothing to send on it."""
     for via, event, handler in (("v1", rest_api_event, aws.api), ("v2", http_api_event, aws.mcp_function)):
         response = handler(event("GET", "/mcp", None, {"Accept": "text/event-stream"}), CONTEXT)
         headers = {name.lower(): value for name, value in response["headers"].items()}

@@ -12,10 +12,6 @@ because it would break this app twice:
   the SDK set up on one loop must not be used from another. Here one event loop runs
   forever on a background thread; every invocation, from whatever thread, is submitted to it.
 
-Lambda buffers a response until it is complete, so the SSE stream a GET would open could
-only hold the invocation until its timeout: GET is answered 405, as the MCP specification
-allows for a server without that stream.
-
 This module imports nothing heavy: `MCPHandler` imports Mangum, Starlette and the MCP SDK on
 its first call, so a Lambda container that only ever serves REST never pays for them.
 """
@@ -27,12 +23,6 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..config import Settings
-
-# The body of the 405 to a GET, in the form the SDK gives its own 405s.
-NO_SSE_STREAM = (
-    b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,'
-    b'"message":"Method Not Allowed: no SSE stream on AWS Lambda; POST requests"}}'
-)
 
 
 class MCPHandler:
@@ -66,7 +56,7 @@ class _Runtime:
 
         from .mcp_asgi import MCPApp
 
-        self.app = MCPApp(settings, allow=b"POST")
+        self.app = MCPApp(settings)
         self.event_kinds = (HTTPGateway, APIGateway)  # v2 (and v1 with a "version"), then v1
         self.config = {"api_gateway_base_path": "/", "text_mime_types": DEFAULT_TEXT_MIME_TYPES, "exclude_headers": []}
         self.http_cycle = HTTPCycle
@@ -87,9 +77,6 @@ class _Runtime:
         return request(response)
 
     async def _respond(self, scope: dict, body: bytes) -> dict:
-        if scope["method"] == "GET":
-            headers = [(b"allow", b"POST"), (b"content-type", b"application/json")]
-            return {"status": 405, "headers": headers, "body": NO_SSE_STREAM}
         cycle = self.http_cycle(scope, body)
         await cycle.run(self.app)  # an exception becomes a 500, as under uvicorn
         headers = cycle.headers
