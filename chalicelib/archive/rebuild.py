@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from ..ids import stable_id
 from ..tools.agents import agent_id
+from ..tools.reservations import literal_prefix
 from ..attachments.intake import Attachment
 from ..tools.messages import (
     MESSAGE_COLUMNS, Message, attachments_json, attachments_of, recipients_of, store_message, store_recipients,
@@ -250,10 +251,10 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             r = json.loads(archive.repo[sha].data)
             human_key = r.get("project_human_key") or projects.folders[folder]
             db.execute(
-                "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, exclusive, reason, created_ts,"
-                " expires_ts, released_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, path_prefix, exclusive, reason,"
+                " created_ts, expires_ts, released_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (int(r["id"]), projects.ids[human_key], projects.agent(r["agent"], folder, human_key), r["path_pattern"],
-                 r["exclusive"], r["reason"], r["created_ts"], r["expires_ts"], r["released_ts"]),
+                 literal_prefix(r["path_pattern"]), r["exclusive"], r["reason"], r["created_ts"], r["expires_ts"], r["released_ts"]),
             )
             counts["file_reservations"] += 1
     counts["projects"] = len(projects.ids)

@@ -29,11 +29,12 @@ def digest(token: str) -> str:
 
 def issue_token(db: sqlite3.Connection, agent_id: int) -> str:
     """A new token for the agent, replacing any previous one: the only time it is seen."""
-    token = "amt_" + secrets.token_urlsafe(32)
+    token, now = "amt_" + secrets.token_urlsafe(32), clock.now()
+    # Updated, or else inserted: not an upsert (docs/turso.md).
+    db.execute("UPDATE agent_tokens SET token_sha256 = ?, created_ts = ? WHERE agent_id = ?", (digest(token), now, agent_id))
     db.execute(
-        "INSERT INTO agent_tokens (agent_id, token_sha256, created_ts) VALUES (?, ?, ?)"
-        " ON CONFLICT (agent_id) DO UPDATE SET token_sha256 = excluded.token_sha256, created_ts = excluded.created_ts",
-        (agent_id, digest(token), clock.now()),
+        "INSERT INTO agent_tokens (agent_id, token_sha256, created_ts) VALUES (?, ?, ?) ON CONFLICT (agent_id) DO NOTHING",
+        (agent_id, digest(token), now),
     )
     return token
 

@@ -11,12 +11,17 @@ ARCHIVE_WORKER = "archive"  # a database's outbox has one archive (worker) at a 
 
 
 def beat(db: sqlite3.Connection, name: str, pid: int, started_ts: str, restarts: int, last_error: str | None = None) -> None:
+    row = (pid, socket.gethostname(), started_ts, clock.now(), restarts, last_error, stable_id("worker", name))
+    # Updated, or else inserted: not an upsert (docs/turso.md).
     db.execute(
-        "INSERT INTO worker_heartbeats (id, name, pid, host, started_ts, heartbeat_ts, restarts, last_error)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, host = excluded.host,"
-        " started_ts = excluded.started_ts, heartbeat_ts = excluded.heartbeat_ts, restarts = excluded.restarts,"
-        " last_error = excluded.last_error",
-        (stable_id("worker", name), name, pid, socket.gethostname(), started_ts, clock.now(), restarts, last_error),
+        "UPDATE worker_heartbeats SET pid = ?, host = ?, started_ts = ?, heartbeat_ts = ?, restarts = ?, last_error = ?"
+        " WHERE id = ?",
+        row,
+    )
+    db.execute(
+        "INSERT INTO worker_heartbeats (pid, host, started_ts, heartbeat_ts, restarts, last_error, id, name)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        (*row, name),
     )
 
 

@@ -124,18 +124,21 @@ def acquire_build_slot(db: sqlite3.Connection, args: AcquireBuildSlotInput) -> B
     if blockers:
         raise refuse(args.slot, blockers)
     now = clock.now()
+    expires = clock.later(now, args.ttl_seconds)
     row_id = slot_row_id(project["id"], args.slot, agent["id"])
+    # A hold is updated, or else inserted: not an upsert (docs/turso.md).
+    db.execute(
+        "UPDATE build_slots SET exclusive = ?,"
+        # a hold still running keeps its place in the tie-break order, and its confirmation
+        " acquired_ts = CASE WHEN released_ts IS NULL AND expires_ts > ? THEN acquired_ts ELSE ? END,"
+        " confirmed_ts = CASE WHEN released_ts IS NULL AND expires_ts > ? THEN confirmed_ts END,"
+        " expires_ts = ?, released_ts = NULL WHERE id = ?",
+        (args.exclusive, now, now, now, expires, row_id),
+    )
     db.execute(
         "INSERT INTO build_slots (id, project_id, slot, agent_id, exclusive, acquired_ts, expires_ts)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (id) DO UPDATE SET exclusive = excluded.exclusive,"
-        # a hold still running keeps its place in the tie-break order, and its confirmation
-        "  acquired_ts = CASE WHEN released_ts IS NULL AND expires_ts > excluded.acquired_ts"
-        "   THEN acquired_ts ELSE excluded.acquired_ts END,"
-        "  confirmed_ts = CASE WHEN released_ts IS NULL AND expires_ts > excluded.acquired_ts"
-        "   THEN confirmed_ts END,"
-        "  expires_ts = excluded.expires_ts, released_ts = NULL",
-        (row_id, project["id"], args.slot, agent["id"], args.exclusive, now, clock.later(now, args.ttl_seconds)),
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        (row_id, project["id"], args.slot, agent["id"], args.exclusive, now, expires),
     )
     mark_active(db, agent["id"], now)
     return build_slot(find_slot_row(db, row_id))

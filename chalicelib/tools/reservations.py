@@ -7,6 +7,8 @@ agent's overlapping reservation; two shared ones never conflict. Conflicts are r
 never refused: reservations are advisory. See docs/reservations.md.
 """
 
+import bisect
+import itertools
 import re
 import sqlite3
 from typing import Annotated
@@ -98,22 +100,75 @@ def reserved_by(path: str, pattern: str) -> bool:
 WITH_HOLDER = "SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents a ON a.id = r.agent_id"
 
 
+# Unreleased, unexpired reservations of a project (expired ones never count).
+ACTIVE = WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND r.expires_ts > ?"
+IN_ORDER = " ORDER BY r.created_ts, r.id"
+LOOKUP_CHUNK = 500  # prefixes per query, well under SQLite's limit on parameters
+
+
 def active_reservations(db: sqlite3.Connection, project_id: int) -> list[sqlite3.Row]:
-    """Unreleased, unexpired reservations of a project (expired ones never count), with the holder's name as `agent`."""
-    return db.execute(
-        WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND r.expires_ts > ? ORDER BY r.created_ts, r.id",
-        (project_id, clock.now()),
-    ).fetchall()
+    """Every active reservation of a project, oldest first, with the holder's name as `agent`."""
+    return db.execute(ACTIVE + IN_ORDER, (project_id, clock.now())).fetchall()
+
+
+def literal_prefix(pattern: str) -> str:
+    """The pattern's leading segments without a glob character (`src/api` for `src/api/*.py`,
+    '' for `*.md`): every path it reserves starts with them. So two patterns can overlap only
+    when one's literal prefix is the other's or a folder under it."""
+    return "/".join(itertools.takewhile(lambda segment: not is_glob(segment), pattern.split("/")))
+
+
+def _folders_down_to(prefix: str) -> list[str]:
+    """'' and each folder down to the prefix itself: `a/b` gives '', `a`, `a/b`."""
+    segments = prefix.split("/") if prefix else []
+    return ["/".join(segments[:n]) for n in range(len(segments) + 1)]
+
+
+def _under(prefix: str) -> tuple[str, str]:
+    """The prefixes under this one lie strictly between these two (`src/` and `src0`, as
+    '0' follows '/'; every other prefix is under '')."""
+    return (prefix + "/", prefix + "0") if prefix else ("", "\U0010ffff")
+
+
+class ActiveNear:
+    """A project's active reservations that may overlap some patterns, found by literal prefix
+    (the file_reservations_by_prefix index) instead of read all, so a check costs what the
+    patterns name, not what the project holds. `near(pattern)` gives those of them that
+    may overlap one pattern, oldest first; the caller decides with `covers` or `reserved_by`."""
+
+    def __init__(self, db: sqlite3.Connection, project_id: int, patterns: list[str]) -> None:
+        now, prefixes = clock.now(), sorted({literal_prefix(pattern) for pattern in patterns})
+        folders = sorted({folder for prefix in prefixes for folder in _folders_down_to(prefix)})
+        rows = {}
+        for start in range(0, len(folders), LOOKUP_CHUNK):
+            chunk = folders[start : start + LOOKUP_CHUNK]
+            sql = f"{ACTIVE} AND r.path_prefix IN ({placeholders(chunk)})"
+            rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *chunk)))
+        for prefix in prefixes:
+            sql = f"{ACTIVE} AND r.path_prefix > ? AND r.path_prefix < ?"
+            rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *_under(prefix))))
+        self.by_prefix: dict[str, list[sqlite3.Row]] = {}
+        for row in sorted(rows.values(), key=lambda row: (row["created_ts"], row["id"])):
+            self.by_prefix.setdefault(row["path_prefix"], []).append(row)
+        self.prefixes = sorted(self.by_prefix)
+
+    def near(self, pattern: str) -> list[sqlite3.Row]:
+        prefix = literal_prefix(pattern)
+        low, high = _under(prefix)
+        under = self.prefixes[bisect.bisect_right(self.prefixes, low) : bisect.bisect_left(self.prefixes, high)]
+        found = [row for folder in [*_folders_down_to(prefix), *under] for row in self.by_prefix.get(folder, ())]
+        return sorted(found, key=lambda row: (row["created_ts"], row["id"]))
 
 
 def overlap_peers(db: sqlite3.Connection, project_id: int, agent_id: int) -> set[int]:
     """Agents holding an active reservation that overlaps one of `agent_id`'s."""
-    active = active_reservations(db, project_id)
-    mine = [row["path_pattern"] for row in active if row["agent_id"] == agent_id]
+    mine = [row["path_pattern"] for row in db.execute(ACTIVE + " AND r.agent_id = ?", (project_id, clock.now(), agent_id))]
+    active = ActiveNear(db, project_id, mine)
     return {
         row["agent_id"]
-        for row in active
-        if row["agent_id"] != agent_id and any(covers(pattern, row["path_pattern"]) for pattern in mine)
+        for pattern in mine
+        for row in active.near(pattern)
+        if row["agent_id"] != agent_id and covers(pattern, row["path_pattern"])
     }
 
 
@@ -138,7 +193,7 @@ class PathConflict(Output):
 
 
 def conflicts(
-    active: list[sqlite3.Row], agent_id: int | None, paths: list[str], exclusive: bool, match=covers
+    active: ActiveNear, agent_id: int | None, paths: list[str], exclusive: bool, match=covers
 ) -> list[PathConflict]:
     """For each path, the other agents' active reservations it clashes with: any of them
     for an exclusive request, the exclusive ones for a shared request."""
@@ -146,7 +201,7 @@ def conflicts(
     for path in paths:
         holders = [
             reservation(row)
-            for row in active
+            for row in active.near(path)
             if row["agent_id"] != agent_id and (exclusive or row["exclusive"]) and match(path, row["path_pattern"])
         ]
         if holders:
@@ -190,19 +245,23 @@ def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInp
     refuse_archived(project)
     agent = find_agent(db, project, args.agent_name)
     paths = list(dict.fromkeys(args.paths))
-    clashes = conflicts(active_reservations(db, project["id"]), agent["id"], paths, args.exclusive)
+    clashes = conflicts(ActiveNear(db, project["id"], paths), agent["id"], paths, args.exclusive)
     now = clock.now()
+    expires = clock.later(now, args.ttl_seconds)
     ids = [reservation_id(project["id"], agent["id"], path) for path in paths]
+    # The leases held are updated, then the others inserted: not an upsert (docs/turso.md).
     db.executemany(
-        "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, exclusive, reason, created_ts, expires_ts)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (id) DO UPDATE SET exclusive = excluded.exclusive, reason = excluded.reason,"
+        "UPDATE file_reservations SET exclusive = ?, reason = ?,"
         # a lease still running keeps its start; a released or expired one starts afresh
-        "  created_ts = CASE WHEN released_ts IS NULL AND expires_ts > excluded.created_ts"
-        "   THEN created_ts ELSE excluded.created_ts END,"
-        "  expires_ts = excluded.expires_ts, released_ts = NULL",
+        " created_ts = CASE WHEN released_ts IS NULL AND expires_ts > ? THEN created_ts ELSE ? END,"
+        " expires_ts = ?, released_ts = NULL WHERE id = ?",
+        [(args.exclusive, args.reason, now, now, expires, rid) for rid in ids],
+    )
+    db.executemany(
+        "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, path_prefix, exclusive, reason, created_ts,"
+        " expires_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         [
-            (rid, project["id"], agent["id"], path, args.exclusive, args.reason, now, clock.later(now, args.ttl_seconds))
+            (rid, project["id"], agent["id"], path, literal_prefix(path), args.exclusive, args.reason, now, expires)
             for rid, path in zip(ids, paths)
         ],
     )
@@ -218,8 +277,8 @@ def recheck_conflicts(db: sqlite3.Connection, args: FileReservationPathsInput, r
     refresh(db)
     with transaction(db, write=False):
         project = find_project(db, args.project_key)
-        active = active_reservations(db, project["id"])
         paths = list(dict.fromkeys(args.paths))
+        active = ActiveNear(db, project["id"], paths)
         mine = agent_id(project["id"], args.agent_name)
         return Reserved(granted=reserved.granted, conflicts=conflicts(active, mine, paths, args.exclusive))
 
@@ -241,7 +300,7 @@ def check_file_reservations(db: sqlite3.Connection, args: CheckFileReservationsI
     Each path is taken as a file (a glob is matched as a glob). Reserves nothing."""
     project = find_project(db, args.project_key)
     agent_id = find_agent(db, project, args.agent_name)["id"] if args.agent_name else None
-    active = active_reservations(db, project["id"])
+    active = ActiveNear(db, project["id"], args.paths)
     return Checked(conflicts=conflicts(active, agent_id, args.paths, exclusive=False, match=reserved_by))
 
 

@@ -106,8 +106,7 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
                 participants = encoded[id(seen)] = encode(seen)
             inserts.append((project_id, thread, viewer, me, count, first, last, participants, subject, first_ts, last_ts))
     if updates:
-        # UPDATE and INSERT, not an upsert: tursodb 0.7 reports "TEXT value contains invalid UTF-8" on
-        # some INSERT ... ON CONFLICT DO UPDATE of these rows. NULL: that column stays.
+        # UPDATE and INSERT, not an upsert (docs/turso.md). NULL: that column stays.
         db.executemany(
             "UPDATE thread_summaries SET messages = messages + ?, first_id = coalesce(?, first_id), subject = coalesce(?, subject),"
             " first_ts = coalesce(?, first_ts), last_id = coalesce(?, last_id), last_ts = coalesce(?, last_ts),"

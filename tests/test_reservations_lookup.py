@@ -1,0 +1,108 @@
+"""Conflicts are looked up by literal prefix (tools/reservations.py ActiveNear), not by comparing
+each path with every active reservation: the same answers as that comparison, at a cost that
+follows what the paths name (bench/reservations.py measures it)."""
+
+import random
+
+import pytest
+
+from chalicelib.config import Settings
+from chalicelib.store import db
+from chalicelib.tools.agents import agent_id
+from chalicelib.tools.reservations import ActiveNear, covers, literal_prefix, overlap_peers, reserved_by
+
+from .sql import migrated_until, sql
+
+pytestmark = pytest.mark.both_backends
+
+AGENTS = ("BlueLake", "GreenCastle", "RedStone")
+LITERAL = ["src", "lib", "app.py", "a", "docs", "srcx"]  # srcx: a name that `src` is a string prefix of
+GLOBS = ["*", "**", "*.py", "a*", "[ab]*", "?"]
+
+
+def random_pattern(rng: random.Random) -> str:
+    segments = [rng.choice(GLOBS) if rng.random() < 0.25 else rng.choice(LITERAL) for _ in range(rng.randint(1, 4))]
+    return "/".join(segments)
+
+
+def expected(active: list[dict], me: str | None, paths: list[str], exclusive: bool, match) -> list[dict]:
+    """Every path against every active reservation: what the tools answered before the lookup."""
+    found = []
+    for path in paths:
+        holders = [r for r in active if r["agent"] != me and (exclusive or r["exclusive"]) and match(path, r["path_pattern"])]
+        if holders:
+            found.append({"path": path, "holders": holders})
+    return found
+
+
+def test_conflicts_are_those_every_reservation_compared_gives(call, project, settings):
+    rng = random.Random(2026)
+    for _ in range(4):
+        for agent in AGENTS:
+            patterns = list({random_pattern(rng) for _ in range(15)})
+            call("file_reservation_paths", project_key=project, agent_name=agent, paths=patterns, exclusive=rng.random() < 0.7)
+    active = call("list_file_reservations", project_key=project)["file_reservations"]
+    assert len(active) > 100
+    for round_ in range(12):
+        paths = list({random_pattern(rng) for _ in range(20)})
+        me = AGENTS[round_ % 3] if round_ % 4 else None
+        checked = call("check_file_reservations", project_key=project, agent_name=me, paths=paths)["conflicts"]
+        assert checked == expected(active, me, paths, exclusive=False, match=reserved_by)
+    exclusive = call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=paths)["conflicts"]
+    assert exclusive == expected(active, "BlueLake", paths, exclusive=True, match=covers)
+    active = call("list_file_reservations", project_key=project)["file_reservations"]
+    shared = call("file_reservation_paths", project_key=project, agent_name="RedStone", paths=paths, exclusive=False)
+    assert shared["conflicts"] == expected(active, "RedStone", paths, exclusive=False, match=covers)
+    active = call("list_file_reservations", project_key=project)["file_reservations"]
+    with db.connection(settings) as conn:
+        for agent in AGENTS:
+            mine = [r["path_pattern"] for r in active if r["agent"] == agent]
+            peers = {r["agent"] for r in active if r["agent"] != agent and any(covers(p, r["path_pattern"]) for p in mine)}
+            ids = overlap_peers(conn, _project_id(conn, project), agent_id(_project_id(conn, project), agent))
+            assert ids == {agent_id(_project_id(conn, project), name) for name in peers}
+
+
+def _project_id(conn, slug: str) -> int:
+    return conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()[0]
+
+
+def test_a_check_reads_only_the_reservations_that_could_overlap(call, project, settings):
+    """500 reservations elsewhere in the repository are not read for a check under `src`."""
+    call("file_reservation_paths", project_key=project, agent_name="GreenCastle", paths=[f"docs/d{n}/x.md" for n in range(500)])
+    call("file_reservation_paths", project_key=project, agent_name="GreenCastle",
+         paths=["src/**/*.py", "*.md", "src/api", "src/api/v2/x.py", "srcx/y.py"])
+    with db.connection(settings) as conn:
+        near = ActiveNear(conn, _project_id(conn, project), ["src/api/app.py"])
+        read = sorted(row["path_pattern"] for rows in near.by_prefix.values() for row in rows)
+        assert read == ["*.md", "src/**/*.py", "src/api"]
+        assert sorted(row["path_pattern"] for row in near.near("src/api/app.py")) == ["*.md", "src/**/*.py", "src/api"]
+    checked = call("check_file_reservations", project_key=project, paths=["src/api/app.py", "src/api"])["conflicts"]
+    assert [(c["path"], sorted(h["path_pattern"] for h in c["holders"])) for c in checked] == [
+        ("src/api/app.py", ["src/**/*.py", "src/api"]), ("src/api", ["src/api"]),
+    ]
+    # A directory reserved covers what lies under it; a glob, what it may match.
+    granted = call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["src", "src*/y.py"])
+    assert [(c["path"], sorted(h["path_pattern"] for h in c["holders"])) for c in granted["conflicts"]] == [
+        ("src", ["src/**/*.py", "src/api", "src/api/v2/x.py"]), ("src*/y.py", ["src/**/*.py", "srcx/y.py"]),
+    ]
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("pattern", [
+    "src/app.py", "src", "*.md", "**", "src/**/*.py", "src/api/*.py", "a/b/c[0-9]/d", "docs/?", "x*/y", "a/b*",
+    "lib/v1.2/z?.txt", "deep/er/still/deeper/file",
+])
+def test_older_reservations_get_their_prefix(tmp_path, pattern):
+    """Migration 0026 computes in SQL what literal_prefix computes for new reservations."""
+    path = tmp_path / "old.db"
+    old = migrated_until(path, "0026_reservation_prefixes")
+    old.execute("INSERT INTO projects (id, slug, human_key, created_ts) VALUES (1, 'p', '/p', 'then')")
+    old.execute("INSERT INTO agents (id, project_id, name, program, model, inception_ts, last_active_ts)"
+                " VALUES (2, 1, 'BlueLake', 'p', 'm', 'then', 'then')")
+    old.execute("INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, exclusive, created_ts, expires_ts)"
+                " VALUES (3, 1, 2, ?, 1, 'then', '9999-12-31T00:00:00Z')", (pattern,))
+    old.close()
+    settings = Settings(database_url=f"sqlite:///{path}")
+    db.migrate(settings)
+    with sql(settings) as conn:
+        assert conn.execute("SELECT path_prefix FROM file_reservations").fetchone()[0] == literal_prefix(pattern)
