@@ -90,7 +90,7 @@ def test_a_check_reads_only_the_reservations_that_could_overlap(call, project, s
 @pytest.mark.sqlite_only
 @pytest.mark.parametrize("pattern", [
     "src/app.py", "src", "*.md", "**", "src/**/*.py", "src/api/*.py", "a/b/c[0-9]/d", "docs/?", "x*/y", "a/b*",
-    "lib/v1.2/z?.txt", "deep/er/still/deeper/file",
+    "lib/v1.2/z?.txt", "deep/er/still/deeper/file", "ü/ß*/x",
 ])
 def test_older_reservations_get_their_prefix(tmp_path, pattern):
     """Migration 0026 computes in SQL what literal_prefix computes for new reservations."""
