@@ -144,7 +144,10 @@ class ActiveNear:
             chunk = folders[start : start + LOOKUP_CHUNK]
             sql = f"{ACTIVE} AND r.path_prefix IN ({placeholders(chunk)})"
             rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *chunk)))
+        named = set(prefixes)
         for prefix in prefixes:
+            if any(folder in named for folder in _folders_down_to(prefix)[:-1]):
+                continue  # under another of the prefixes, whose range holds its own
             sql = f"{ACTIVE} AND r.path_prefix > ? AND r.path_prefix < ?"
             rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *_under(prefix))))
         self.by_prefix: dict[str, list[sqlite3.Row]] = {}
