@@ -151,7 +151,7 @@ class ActiveNear:
             sql = f"{ACTIVE} AND r.path_prefix > ? AND r.path_prefix < ?"
             rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *_under(prefix))))
         self.by_prefix: dict[str, list[sqlite3.Row]] = {}
-        for row in sorted(rows.values(), key=lambda row: (row["created_ts"], row["id"])):
+        for row in rows.values():  # near() puts each answer in order
             self.by_prefix.setdefault(row["path_prefix"], []).append(row)
         self.prefixes = sorted(self.by_prefix)
 
