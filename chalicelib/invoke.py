@@ -63,6 +63,7 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, p
     # An unrestricted principal (no authentication, a plain token, the CLI) costs one attribute test.
     if not principal.unrestricted:
         scopes.authorize(conn, tool, args, principal, auth.agent_tokens_required(settings))
+        args = scopes.narrowed_input(tool, args, principal)
     if tool.acts_as and auth.agent_tokens_required(settings):
         agent_tokens.check(conn, tool, args)
     key = getattr(args, "idempotency_key", None) if tool.idempotent else None

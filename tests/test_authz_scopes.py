@@ -116,6 +116,25 @@ def test_a_scoped_credential_reaches_only_its_projects(world):
     assert post(world, "alpha-writer", "archive_status", project_key="alpha")[0] == 200
 
 
+def test_a_scoped_credentials_pages_hold_its_projects_only(world):
+    """The scope narrows the query itself: no page is cut short, no cursor is another project's."""
+    status, first = post(world, ADMIN, "list_projects", limit=1)
+    assert [p["slug"] for p in first["projects"]] == ["alpha"] and first["next_cursor"]
+    status, beta = post(world, "beta-writer", "list_projects", limit=1)
+    assert [p["slug"] for p in beta["projects"]] == ["beta"] and beta["next_cursor"] is None
+    assert post(world, "alpha-writer", "list_projects", cursor=first["next_cursor"]) == (200, {"projects": [], "next_cursor": None})
+    for n in range(3):  # products linking alpha only: beta-writer's pages skip them
+        post(world, ADMIN, "ensure_product", product_key=f"alpha-only-{n}")
+        post(world, ADMIN, "products_link", product_key=f"alpha-only-{n}", project_key="alpha")
+    status, products = post(world, "beta-writer", "list_products", limit=1)
+    assert [p["product_key"] for p in products["products"]] == ["ab"] and products["next_cursor"] is None
+    status, products = post(world, "alpha-reader", "list_products", limit=3)
+    assert [p["product_key"] for p in products["products"]] == ["ab", "alpha-only-0", "alpha-only-1"]
+    assert [[p["slug"] for p in product["projects"]] for product in products["products"]] == [["alpha"]] * 3
+    rest = post(world, "alpha-reader", "list_products", limit=3, cursor=products["next_cursor"])[1]
+    assert [p["product_key"] for p in rest["products"]] == ["alpha-only-2"] and rest["next_cursor"] is None
+
+
 def test_roles(world):
     tokens = world.tokens
     send = dict(project_key="alpha", sender_name="GreenCastle", to=["BlueLake"], subject="r", body_md="b",

@@ -107,11 +107,11 @@ print(json.dumps({"rest": app.app(rest, None), "mcp": app.mcp_handler(mcp_event,
     assert result.returncode == 0, result.stderr
     answers = json.loads(result.stdout)
     assert all(path.startswith(str(tmp_path / "task")) for path in answers["files"])
-    assert (answers["rest"]["statusCode"], json.loads(answers["rest"]["body"])) == (200, {"projects": []})
+    assert (answers["rest"]["statusCode"], json.loads(answers["rest"]["body"])) == (200, {"projects": [], "next_cursor": None})
     assert answers["mcp"]["statusCode"] == 200
     assert answers["web"]["statusCode"] == 200 and "No messages yet." in answers["web"]["body"]  # the web UI's inbox
     assert 'href="/api/ui/projects"' in answers["web"]["body"]  # under API Gateway's stage
-    assert json.loads(answers["mcp"]["body"])["result"]["structuredContent"] == {"projects": []}
+    assert json.loads(answers["mcp"]["body"])["result"]["structuredContent"] == {"projects": [], "next_cursor": None}
 
 
 @pytest.mark.parametrize("stage", sorted(CHALICE_CONFIG["stages"]))

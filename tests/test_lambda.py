@@ -168,7 +168,7 @@ def test_get_is_405_without_an_sse_stream(aws):
 def test_a_base64_body_from_a_function_url(aws):
     event = http_api_event("POST", "/mcp", tool_call("list_projects", {}), MCP_HEADERS)
     event["body"], event["isBase64Encoded"] = base64.b64encode(event["body"].encode()).decode(), True
-    assert tool_result(parsed(aws.mcp_function(event, CONTEXT))) == {"projects": []}
+    assert tool_result(parsed(aws.mcp_function(event, CONTEXT))) == {"projects": [], "next_cursor": None}
 
 
 def test_the_mcp_function_refuses_other_events(aws):

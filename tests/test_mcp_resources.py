@@ -16,7 +16,8 @@ TOOLS = tools_by_name()
 HAS_RESERVATIONS = {"list_file_reservations", "file_reservation_paths"} <= set(TOOLS)
 TEMPLATES = {
     "resource://project/{slug}",
-    "resource://agents/{project_key}",
+    "resource://projects{?include_archived,limit,cursor}",
+    "resource://agents/{project_key}{?include_retired,limit,cursor}",
     "resource://inbox/{agent}{?project,limit,include_bodies,urgent_only,unread_only,ack_pending_only,since_ts,cursor,token}",
     "resource://ack-required/{agent}{?project,limit,token}",
     "resource://ack-overdue/{agent}{?project,older_than_minutes,limit,token}",
@@ -28,7 +29,7 @@ TEMPLATES = {
     "resource://thread/{thread_id}{?project,agent,token}",
     "resource://message/{id}{?project,agent,token}",
     "resource://product/{key}",
-} | ({"resource://file_reservations/{project_key}{?active_only}"} if "list_file_reservations" in TOOLS else set())
+} | ({"resource://file_reservations/{project_key}{?active_only,limit,cursor}"} if "list_file_reservations" in TOOLS else set())
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,9 @@ SAME_AS_TOOL = [
     ("resource://projects", "list_projects", {}),
     ("resource://project/res-demo", "get_project", {"project_key": "res-demo"}),
     ("resource://project/%2Fres%2Fdemo", "get_project", {"project_key": "/res/demo"}),  # a human key, encoded
+    ("resource://projects?limit=1&include_archived=true", "list_projects", {"limit": 1, "include_archived": True}),
     ("resource://agents/res-demo", "list_agents", {"project_key": "res-demo"}),
+    ("resource://agents/res-demo?limit=1", "list_agents", {"project_key": "res-demo", "limit": 1}),
     ("resource://inbox/GreenCastle?project=res-demo", "fetch_inbox", {"project_key": "res-demo", "agent_name": "GreenCastle"}),
     ("resource://inbox/GreenCastle?include_bodies=true&limit=1&project=res-demo", "fetch_inbox",
      {"project_key": "res-demo", "agent_name": "GreenCastle", "limit": 1, "include_bodies": True}),
@@ -95,6 +98,15 @@ def test_a_resource_is_its_tools_json_output(server, seed, uri, tool, arguments)
     assert expected.status_code == 200
     assert (content.uri, content.mime_type) == (uri, "application/json")
     assert json.loads(content.text) == expected.json()
+
+
+def test_a_list_resource_pages_with_the_tools_cursor(server, seed):
+    [first] = read(server, "resource://agents/res-demo?limit=1").contents
+    page = json.loads(first.text)
+    [second] = read(server, f"resource://agents/res-demo?limit=1&cursor={page['next_cursor']}").contents
+    rest_page = json.loads(second.text)
+    assert [a["name"] for a in page["agents"] + rest_page["agents"]] == ["BlueLake", "GreenCastle"]
+    assert rest_page["next_cursor"] is None
 
 
 def test_query_parameters_reach_the_tool(server, seed):

@@ -41,7 +41,7 @@ def test_conflicts_are_those_every_reservation_compared_gives(call, project, set
         for agent in AGENTS:
             patterns = list({random_pattern(rng) for _ in range(15)})
             call("file_reservation_paths", project_key=project, agent_name=agent, paths=patterns, exclusive=rng.random() < 0.7)
-    active = call("list_file_reservations", project_key=project)["file_reservations"]
+    active = call("list_file_reservations", project_key=project, limit=500)["file_reservations"]
     assert len(active) > 100
     for round_ in range(12):
         paths = list({random_pattern(rng) for _ in range(20)})
@@ -50,10 +50,10 @@ def test_conflicts_are_those_every_reservation_compared_gives(call, project, set
         assert checked == expected(active, me, paths, exclusive=False, match=reserved_by)
     exclusive = call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=paths)["conflicts"]
     assert exclusive == expected(active, "BlueLake", paths, exclusive=True, match=covers)
-    active = call("list_file_reservations", project_key=project)["file_reservations"]
+    active = call("list_file_reservations", project_key=project, limit=500)["file_reservations"]
     shared = call("file_reservation_paths", project_key=project, agent_name="RedStone", paths=paths, exclusive=False)
     assert shared["conflicts"] == expected(active, "RedStone", paths, exclusive=False, match=covers)
-    active = call("list_file_reservations", project_key=project)["file_reservations"]
+    active = call("list_file_reservations", project_key=project, limit=500)["file_reservations"]
     with db.connection(settings) as conn:
         for agent in AGENTS:
             mine = [r["path_pattern"] for r in active if r["agent"] == agent]

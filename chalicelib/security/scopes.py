@@ -16,7 +16,8 @@ transaction, before the agent-token check and the handler:
   (READS_MAIL_AS; that agent's token is then checked like any acts_as field), and the tool
   shows only mail that agent sent or received.
 
-`visible_output` then narrows the answers that list projects to the principal's scope.
+`narrowed_input` then has list_projects and list_products ask for the principal's projects
+only, and `visible_output` narrows the projects a product lists.
 An unrestricted principal (admin of every project: AUTH_MODE=none, plain bearer tokens, the
 CLI) returns at the first line: no query, no cost on the hot path.
 """
@@ -133,19 +134,25 @@ def _out_of_scope(key: str) -> Forbidden:
     )
 
 
+def narrowed_input(tool, args, principal: Principal):
+    """list_projects and list_products of a scoped principal ask for its projects only: in
+    their query, so that no page or cursor holds anything of the others."""
+    if principal.projects is None or tool.name not in ("list_projects", "list_products"):
+        return args
+    args = args.model_copy()
+    args._scope = principal.projects
+    return args
+
+
 def visible_output(tool, output, principal: Principal):
-    """The answer narrowed to the principal's projects: list_projects, list_products and
-    get_product list only the projects in scope (and list_products only products with one)."""
+    """The products' projects narrowed to the principal's scope (list_products, get_product)."""
     scope = principal.projects
-    if scope is None or tool.name not in ("list_projects", "list_products", "get_product"):
+    if scope is None or tool.name not in ("list_products", "get_product"):
         return output
-    if tool.name == "list_projects":
-        return output.model_copy(update={"projects": [p for p in output.projects if in_scope(p, scope)]})
 
     def narrowed(product):
         return product.model_copy(update={"projects": [p for p in product.projects if in_scope(p, scope)]})
 
     if tool.name == "get_product":
         return narrowed(output)
-    products = [narrowed(product) for product in output.products]
-    return output.model_copy(update={"products": [product for product in products if product.projects]})
+    return output.model_copy(update={"products": [narrowed(product) for product in output.products]})

@@ -15,6 +15,7 @@ from ..ids import stable_id
 from ..names import random_name
 from ..registry import Input, Output, tool
 from .counts import agent_counts
+from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import find_project, refuse_archived
 
 Program = Annotated[str, Field(min_length=1, max_length=128, description="The agent program, e.g. claude-code.")]
@@ -245,20 +246,30 @@ def whois(db: sqlite3.Connection, args: WhoisInput) -> AgentProfile:
 class ListAgentsInput(Input):
     project_key: ProjectKey
     include_retired: bool = False
+    limit: PageLimit = 100
+    cursor: PageCursor | None = Field(None, description=CURSOR_HELP)
 
 
 class Agents(Output):
     agents: list[Agent]
+    next_cursor: str | None = Field(None, description=NEXT_HELP)
+
+
+BY_NAME = Keyset((("name", "name COLLATE NOCASE"), ("id", "id")))
 
 
 def list_agents(db: sqlite3.Connection, args: ListAgentsInput) -> Agents:
-    """The active agents of a project, by name; retired ones too with include_retired."""
+    """The active agents of a project by name, a page at a time; retired ones too with include_retired."""
     project = find_project(db, args.project_key)
-    active = "" if args.include_retired else " AND retired_ts IS NULL"
+    where, params = BY_NAME.after(args.cursor)
+    if not args.include_retired:
+        where += " AND retired_ts IS NULL"
     rows = db.execute(
-        f"SELECT * FROM agents WHERE project_id = ?{active} ORDER BY name COLLATE NOCASE", (project["id"],)
+        f"SELECT * FROM agents WHERE project_id = ?{where}{BY_NAME.order_by()} LIMIT ?",
+        (project["id"], *params, args.limit + 1),
     )
-    return Agents(agents=[describe_agent(project, row) for row in rows])
+    page, cursor = BY_NAME.page(rows, args.limit)
+    return Agents(agents=[describe_agent(project, row) for row in page], next_cursor=cursor)
 
 
 class RetireAgentInput(Input):

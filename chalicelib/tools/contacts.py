@@ -31,6 +31,7 @@ from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .agents import Agent, ContactPolicy, address, describe_agent, find_agent, find_agents, refuse_inactive
 from .messages import deliver
+from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import find_project, project_by_id
 from .reservations import overlap_peers
 
@@ -372,22 +373,30 @@ def respond_contact(db: sqlite3.Connection, args: RespondContactInput) -> Contac
 class ListContactsInput(Input):
     project_key: ProjectKey
     agent_name: AgentName
+    limit: PageLimit = 100
+    cursor: PageCursor | None = Field(None, description=CURSOR_HELP)
 
 
 class Contacts(Output):
     contacts: list[Contact]
+    next_cursor: str | None = Field(None, description=NEXT_HELP)
+
+
+NEWEST_FIRST = Keyset((("requested_ts", "c.requested_ts"), ("id", "c.id")), descending=True)
 
 
 def list_contacts(db: sqlite3.Connection, args: ListContactsInput) -> Contacts:
-    """An agent's contacts and contact requests, both directions, most recently asked first."""
+    """An agent's contacts and contact requests, both directions, most recently asked first, a page at a time."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
+    where, params = NEWEST_FIRST.after(args.cursor)
     rows = db.execute(
-        f"{_CONTACTS} WHERE c.requester_id = ? OR c.target_id = ? ORDER BY c.requested_ts DESC",
-        (agent["id"], agent["id"]),
+        f"{_CONTACTS} WHERE (c.requester_id = ? OR c.target_id = ?){where}{NEWEST_FIRST.order_by()} LIMIT ?",
+        (agent["id"], agent["id"], *params, args.limit + 1),
     )
+    page, cursor = NEWEST_FIRST.page(rows, args.limit)
     now = clock.now()
-    return Contacts(contacts=[_contact(row, project, now) for row in rows])
+    return Contacts(contacts=[_contact(row, project, now) for row in page], next_cursor=cursor)
 
 
 class SetContactPolicyInput(Input):

@@ -10,7 +10,7 @@ import re
 import sqlite3
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
 from ..errors import NotFound
@@ -21,7 +21,8 @@ from ..security.agent_tokens import matching_projects
 from . import thread_summaries
 from .agents import agent_id
 from .messages import FetchInboxInput, InboxMessage, Limit, ThreadId, fetch_inbox
-from .projects import Project, find_project
+from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
+from .projects import Project, among, find_project
 from .search import QUERY_HELP, SearchHit, search_project
 from .threads import DIGESTED, ReadAs, ThreadSummary, digest, summary
 
@@ -115,17 +116,33 @@ def products_link(db: sqlite3.Connection, args: ProductsLinkInput) -> Product:
 
 
 class ListProductsInput(Input):
-    pass
+    limit: PageLimit = 100
+    cursor: PageCursor | None = Field(None, description=CURSOR_HELP)
+    # Not an argument: set by security/scopes.py for a scoped credential (see ListProjectsInput).
+    _scope: frozenset[str] | None = PrivateAttr(None)
 
 
 class Products(Output):
     products: list[Product]
+    next_cursor: str | None = Field(None, description=NEXT_HELP)
+
+
+OLDEST_FIRST = Keyset((("created_ts", "created_ts"), ("product_key", "product_key")))  # keys are unique
 
 
 def list_products(db: sqlite3.Connection, args: ListProductsInput) -> Products:
-    """All products with their linked projects, oldest first."""
-    rows = db.execute("SELECT * FROM products ORDER BY created_ts, product_key").fetchall()
-    return Products(products=[_product(db, row) for row in rows])
+    """The products with their linked projects, oldest first, a page at a time."""
+    where, params = OLDEST_FIRST.after(args.cursor)
+    if args._scope is not None:  # only products linking a project in scope
+        condition, keys = among(args._scope, "p")
+        where += (
+            " AND EXISTS (SELECT 1 FROM product_projects l JOIN projects p ON p.id = l.project_id"
+            f" WHERE l.product_id = products.id AND {condition})"
+        )
+        params += keys
+    rows = db.execute(f"SELECT * FROM products WHERE 1{where}{OLDEST_FIRST.order_by()} LIMIT ?", (*params, args.limit + 1))
+    page, cursor = OLDEST_FIRST.page(rows, args.limit)
+    return Products(products=[_product(db, row) for row in page], next_cursor=cursor)
 
 
 class GetProductInput(Input):

@@ -18,11 +18,12 @@ from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
 from ..errors import Conflict, NotFound
-from ..store.db import refresh, transaction
+from ..store.db import placeholders, refresh, transaction
 from ..fields import ProjectKey
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .counts import project_message_count
+from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 
 _WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]")
 
@@ -176,17 +177,39 @@ def settle_slug(db: sqlite3.Connection, key: int, created: bool) -> str | None:
 
 class ListProjectsInput(Input):
     include_archived: bool = False
+    limit: PageLimit = 100
+    cursor: PageCursor | None = Field(None, description=CURSOR_HELP)
+    # Not an argument: security/scopes.py sets it for a credential scoped to some projects (their
+    # slugs or human keys), so that the query, its pages and its cursors never touch the others.
+    _scope: frozenset[str] | None = PrivateAttr(None)
 
 
 class Projects(Output):
     projects: list[Project]
+    next_cursor: str | None = Field(None, description=NEXT_HELP)
+
+
+def among(scope: frozenset[str], table: str = "projects") -> tuple[str, list[str]]:
+    """SQL for "the project is one of `scope`" (slugs or human keys) and its parameters."""
+    keys = sorted(scope)
+    return f"({table}.slug IN ({placeholders(keys)}) OR {table}.human_key IN ({placeholders(keys)}))", keys + keys
+
+
+OLDEST_FIRST = Keyset((("created_ts", "created_ts"), ("slug", "slug")))  # slugs are unique
 
 
 def list_projects(db: sqlite3.Connection, args: ListProjectsInput) -> Projects:
-    """All projects, oldest first; archived ones only with include_archived."""
-    where = "" if args.include_archived else " WHERE archived_ts IS NULL"
-    rows = db.execute(f"SELECT * FROM projects{where} ORDER BY created_ts, slug")
-    return Projects(projects=[_project(row) for row in rows])
+    """The projects, oldest first, a page at a time; archived ones only with include_archived."""
+    where, params = OLDEST_FIRST.after(args.cursor)
+    if not args.include_archived:
+        where += " AND archived_ts IS NULL"
+    if args._scope is not None:
+        condition, keys = among(args._scope)
+        where += f" AND {condition}"
+        params += keys
+    rows = db.execute(f"SELECT * FROM projects WHERE 1{where}{OLDEST_FIRST.order_by()} LIMIT ?", (*params, args.limit + 1))
+    page, cursor = OLDEST_FIRST.page(rows, args.limit)
+    return Projects(projects=[_project(row) for row in page], next_cursor=cursor)
 
 
 class GetProjectInput(Input):

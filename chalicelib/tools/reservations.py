@@ -23,6 +23,7 @@ from ..config import get_settings
 from ..errors import Conflict, NotFound
 from ..fields import AgentName, Id, ProjectKey
 from .globs import is_glob, overlaps
+from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .agents import agent_id, find_agent, mark_active
@@ -102,13 +103,7 @@ WITH_HOLDER = "SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents 
 
 # Unreleased, unexpired reservations of a project (expired ones never count).
 ACTIVE = WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND r.expires_ts > ?"
-IN_ORDER = " ORDER BY r.created_ts, r.id"
 LOOKUP_CHUNK = 500  # prefixes per query, well under SQLite's limit on parameters
-
-
-def active_reservations(db: sqlite3.Connection, project_id: int) -> list[sqlite3.Row]:
-    """Every active reservation of a project, oldest first, with the holder's name as `agent`."""
-    return db.execute(ACTIVE + IN_ORDER, (project_id, clock.now())).fetchall()
 
 
 def literal_prefix(pattern: str) -> str:
@@ -476,20 +471,32 @@ def force_release_file_reservation(db: sqlite3.Connection, args: ForceReleaseInp
 class ListFileReservationsInput(Input):
     project_key: ProjectKey
     active_only: bool = Field(True, description="False: also released and expired ones.")
+    limit: PageLimit = 100
+    cursor: PageCursor | None = Field(None, description=CURSOR_HELP)
 
 
 class FileReservations(Output):
     file_reservations: list[Reservation]
+    next_cursor: str | None = Field(None, description=NEXT_HELP)
+
+
+OLDEST_FIRST = Keyset((("created_ts", "r.created_ts"), ("id", "r.id")))
 
 
 def list_file_reservations(db: sqlite3.Connection, args: ListFileReservationsInput) -> FileReservations:
-    """The project's file reservations, oldest first: by default only active ones (neither released nor expired)."""
+    """The project's file reservations, oldest first, a page at a time: by default only active
+    ones (neither released nor expired)."""
     project = find_project(db, args.project_key)
+    where, params = OLDEST_FIRST.after(args.cursor)
     if args.active_only:
-        rows = active_reservations(db, project["id"])
-    else:
-        rows = db.execute(WITH_HOLDER + " WHERE r.project_id = ? ORDER BY r.created_ts, r.id", (project["id"],))
-    return FileReservations(file_reservations=[reservation(row) for row in rows])
+        where += " AND r.released_ts IS NULL AND r.expires_ts > ?"
+        params.append(clock.now())
+    rows = db.execute(
+        f"{WITH_HOLDER} WHERE r.project_id = ?{where}{OLDEST_FIRST.order_by()} LIMIT ?",
+        (project["id"], *params, args.limit + 1),
+    )
+    page, cursor = OLDEST_FIRST.page(rows, args.limit)
+    return FileReservations(file_reservations=[reservation(row) for row in page], next_cursor=cursor)
 
 
 class InstallPrecommitGuardInput(Input):

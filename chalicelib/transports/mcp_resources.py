@@ -41,8 +41,9 @@ AS_AGENT = {"agent": "agent_name", "project": "project_key", "token": "registrat
 
 VIEWS = {
     "resource://projects": View("list_projects"),
+    "resource://projects{?include_archived,limit,cursor}": View("list_projects"),  # the next pages
     "resource://project/{slug}": View("get_project", {"slug": "project_key"}),
-    "resource://agents/{project_key}": View("list_agents"),
+    "resource://agents/{project_key}{?include_retired,limit,cursor}": View("list_agents"),
     "resource://inbox/{agent}{?project,limit,include_bodies,urgent_only,unread_only,ack_pending_only,since_ts,cursor,token}":
         View("fetch_inbox", AS_AGENT),
     # What needs attention (chalicelib/tools/mailbox.py): one agent's, or a whole project's.
@@ -55,7 +56,7 @@ VIEWS = {
     "resource://outbox/{agent}{?project,token}": View("fetch_outbox", AS_AGENT),
     "resource://thread/{thread_id}{?project,agent,token}": View("get_thread", AS_AGENT),
     "resource://message/{id}{?project,agent,token}": View("get_message", AS_AGENT | {"id": "message_id"}),
-    "resource://file_reservations/{project_key}{?active_only}": View("list_file_reservations"),
+    "resource://file_reservations/{project_key}{?active_only,limit,cursor}": View("list_file_reservations"),
     "resource://product/{key}": View("get_product", {"key": "product_key"}),
 }
 

@@ -44,6 +44,7 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 PAGE_SIZE = 50
 ARTICLES_KEPT = 4096  # rendered thread messages kept; when full, the cache starts over
+LIST_SHOWN = 200  # projects, agents or file reservations on a page; the next page a link away
 THREADS_SHOWN = 50  # on a project page (list_threads reads a few rows per thread: thread_summaries)
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 ACTIONS = {  # form action -> (tool, the fields it takes from the form)
@@ -263,22 +264,20 @@ class WebUI:
         return self.page(request, session, "inbox.html", inbox=inbox, live=live, latest=latest, nav="inbox")
 
     def projects(self, request: Request, session: Session) -> Response:
-        projects = self.run("list_projects", include_archived=True).projects
-        details = [self.run("get_project", project_key=p.slug) for p in projects[:200]]
-        return self.page(request, session, "projects.html", projects=details, nav="projects")
+        listed = self.run("list_projects", include_archived=True, limit=LIST_SHOWN, cursor=request.query.get("after") or None)
+        details = [self.run("get_project", project_key=p.slug) for p in listed.projects]
+        return self.page(request, session, "projects.html", projects=details, next_cursor=listed.next_cursor, nav="projects")
 
     def project(self, request: Request, session: Session) -> Response:
-        key = request.query.get("p", "")
-        # list_projects, not get_project: its message count costs a scan of the project's messages.
-        project = next((p for p in self.run("list_projects", include_archived=True).projects if key in (p.slug, p.human_key)), None)
-        if project is None:
-            project = self.run("get_project", project_key=key)  # its NotFound says what to do
+        project = self.run("get_project", project_key=request.query.get("p", ""))
         recent = self.run("unified_inbox", project_key=project.slug, limit=PAGE_SIZE).messages
+        agents = self.run("list_agents", project_key=project.slug, include_retired=True, limit=LIST_SHOWN,
+                          cursor=request.query.get("agents") or None)
+        reservations = self.run("list_file_reservations", project_key=project.slug, limit=LIST_SHOWN,
+                                cursor=request.query.get("reservations") or None)
         return self.page(
-            request, session, "project.html", project=project, nav="projects",
-            agents=self.run("list_agents", project_key=project.slug, include_retired=True).agents,
+            request, session, "project.html", project=project, nav="projects", agents=agents, reservations=reservations,
             threads=self.run("list_threads", project_key=project.slug, limit=THREADS_SHOWN).threads,
-            reservations=self.run("list_file_reservations", project_key=project.slug).file_reservations,
             slots=self.run("list_build_slots", project_key=project.slug).slots,
             awaiting=[m for m in recent if m.ack_pending],
             live=self.live_url(request, project.slug), latest=recent[0].id if recent else "",
@@ -320,14 +319,20 @@ class WebUI:
                 return page.model_copy(update={"messages": messages, "next_cursor": cursor})
 
     def participants(self, project: str, messages) -> list[str]:
-        """The thread's agents (not people), in order of appearance: whom a reply goes to."""
-        agents = {a.name for a in self.run("list_agents", project_key=project).agents if a.kind == "agent"}
+        """The thread's active agents (not people), in order of appearance: whom a reply goes to."""
         seen: dict[str, None] = {}
         for message in messages:
             for name in (message.sender, *message.to, *message.cc):
-                if name in agents:
+                if "@" not in name:  # Name@project: an agent of another project
                     seen.setdefault(name, None)
-        return list(seen)
+        return [name for name in seen if self.is_active_agent(project, name)]
+
+    def is_active_agent(self, project: str, name: str) -> bool:
+        try:
+            profile = self.run("whois", project_key=project, agent_name=name)
+        except NotFound:
+            return False
+        return profile.kind == "agent" and not profile.retired_ts
 
     def digest(self, request: Request, session: Session) -> Response:
         """The thread's summary (summarize_thread) as an HTML fragment, for the thread page."""
@@ -337,7 +342,7 @@ class WebUI:
     def search(self, request: Request, session: Session) -> Response:
         query, key = request.query.get("q", "").strip(), request.query.get("p", "")
         sender, importance, since = (request.query.get(name, "").strip() for name in ("sender", "importance", "since"))
-        projects = [p.slug for p in self.run("list_projects").projects]
+        projects = [p.slug for p in self.run("list_projects", limit=LIST_SHOWN).projects]
         hits, error = [], None
         if query:
             try:
@@ -370,8 +375,8 @@ class WebUI:
                 thread_id=form.get("thread_id") or None,
             ).message
             return self.redirect(request, f"/ui/thread?{urlencode({'p': sent.project, 't': sent.thread_id})}")
-        projects = [p.slug for p in self.run("list_projects").projects]
-        agents = [a.name for a in self.run("list_agents", project_key=key).agents if a.kind == "agent"] if key else []
+        projects = [p.slug for p in self.run("list_projects", limit=LIST_SHOWN).projects]
+        agents = [a.name for a in self.run("list_agents", project_key=key, limit=LIST_SHOWN).agents if a.kind == "agent"] if key else []
         return self.page(request, session, "compose.html", projects=projects, project=key, agents=agents,
                          to=request.query.get("to", ""), nav="compose", overseer=OVERSEER)
 

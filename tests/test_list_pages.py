@@ -1,0 +1,192 @@
+"""The list tools answer a page at a time (chalicelib/tools/paging.py): pages add up to the
+whole list in order, rows written between two pages shift nothing, and a cursor is checked
+like any input. Through the tools on both backends, then over HTTP and in the web UI."""
+
+import base64
+import re
+
+import httpx
+import pytest
+
+from chalicelib import invoke
+from chalicelib.security.auth import Principal
+from chalicelib.tools import tools_by_name
+from chalicelib.web.pages import LIST_SHOWN
+
+from .servers import running_server
+
+TOOLS = tools_by_name()
+NAMES = ["BlueLake", "GreenCastle", "RedStone", "amberfox", "Cobalt7", "dustyowl", "EmberHill", "frostpine"]
+
+
+def world(call) -> str:
+    """Projects /w/p0../w/p4, products k0..k4, in project w-p0 eight agents (names in mixed case),
+    a reservation per agent and contact requests between them."""
+    for n in range(5):
+        call("ensure_project", human_key=f"/w/p{n}")
+        call("ensure_product", product_key=f"k{n}")
+        call("products_link", product_key=f"k{n}", project_key=f"w-p{n}")
+    for name in NAMES:
+        call("register_agent", project_key="w-p0", program="p", model="m", name=name)
+        call("file_reservation_paths", project_key="w-p0", agent_name=name, paths=[f"src/{name}/**"])
+    for name in NAMES[1:]:
+        call("request_contact", project_key="w-p0", from_agent=name, to_agent="BlueLake", reason=f"from {name}")
+    call("retire_agent", project_key="w-p0", agent_name="dustyowl")  # its reservation is released
+    return "w-p0"
+
+
+LISTS = [  # tool, arguments, the field holding the list, the key of an item
+    ("list_projects", {}, "projects", "slug"),
+    ("list_products", {}, "products", "product_key"),
+    ("list_agents", {"project_key": "w-p0"}, "agents", "name"),
+    ("list_agents", {"project_key": "w-p0", "include_retired": True}, "agents", "name"),
+    ("list_file_reservations", {"project_key": "w-p0"}, "file_reservations", "id"),
+    ("list_file_reservations", {"project_key": "w-p0", "active_only": False}, "file_reservations", "id"),
+    ("list_contacts", {"project_key": "w-p0", "agent_name": "BlueLake"}, "contacts", "id"),
+]
+
+
+def pages(call, tool, arguments, field, limit, cursor=None):
+    """Every page's items, following next_cursor from the first page (or `cursor`) to the last."""
+    found = []
+    while True:
+        page = call(tool, **arguments, limit=limit, **({"cursor": cursor} if cursor else {}))
+        assert len(page[field]) <= limit
+        found.append(page[field])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return found
+
+
+@pytest.mark.both_backends
+def test_pages_add_up_to_the_whole_list_in_order(call):
+    world(call)
+    for tool, arguments, field, key in LISTS:
+        whole = call(tool, **arguments, limit=500)
+        assert whole["next_cursor"] is None and len(whole[field]) >= 5, tool
+        for limit in (1, 2, 3):
+            found = pages(call, tool, arguments, field, limit)
+            assert [item for page in found for item in page] == whole[field], (tool, arguments, limit)
+            assert all(len(page) == limit for page in found[:-1]) and found[-1], (tool, limit)  # no empty last page
+    agents = [a["name"] for a in call("list_agents", project_key="w-p0", include_retired=True)["agents"]]
+    assert agents == sorted(NAMES, key=str.lower)  # by name, case aside
+    contacts = [c["requested_ts"] for c in call("list_contacts", project_key="w-p0", agent_name="BlueLake")["contacts"]]
+    assert contacts == sorted(contacts, reverse=True)  # most recently asked first
+
+
+@pytest.mark.both_backends
+def test_a_credential_that_reaches_no_project_lists_none(call, settings):
+    world(call)
+    nobody = Principal("bearer", "nobody", role="reader", projects=frozenset())
+    for tool, field in (("list_projects", "projects"), ("list_products", "products")):
+        answer = invoke.call(TOOLS[tool], {"limit": 1}, settings, nobody)
+        assert (getattr(answer, field), answer.next_cursor) == ([], None), tool
+    only = Principal("bearer", "p3", role="reader", projects=frozenset({"/w/p3"}))
+    assert [p.slug for p in invoke.call(TOOLS["list_projects"], {}, settings, only).projects] == ["w-p3"]
+
+
+def test_rows_written_between_two_pages_shift_nothing(call):
+    world(call)
+    first = call("list_agents", project_key="w-p0", limit=3)
+    assert [a["name"] for a in first["agents"]] == ["amberfox", "BlueLake", "Cobalt7"]
+    call("register_agent", project_key="w-p0", program="p", model="m", name="Aardvark")  # before the cursor
+    call("register_agent", project_key="w-p0", program="p", model="m", name="Zebra")  # after it
+    call("retire_agent", project_key="w-p0", agent_name="EmberHill")  # on a later page
+    later = pages(call, "list_agents", {"project_key": "w-p0"}, "agents", 2, cursor=first["next_cursor"])
+    rest = [a["name"] for page in later for a in page]
+    assert rest == ["frostpine", "GreenCastle", "RedStone", "Zebra"]
+
+
+def test_a_cursor_is_bound_to_its_list_not_to_the_first_call(call):
+    """A cursor holds a position in the order, so it also continues a list filtered differently."""
+    world(call)
+    page = call("list_file_reservations", project_key="w-p0", active_only=False, limit=2)
+    active = call("list_file_reservations", project_key="w-p0", cursor=page["next_cursor"])["file_reservations"]
+    assert [r["agent"] for r in active] == [n for n in NAMES[2:] if n != "dustyowl"]
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+BAD_CURSORS = [
+    "not base64!",  # outside the alphabet: the schema's pattern
+    "A" * 3000,  # longer than any cursor
+    "AAAA",  # base64 of three zero bytes: not JSON
+    _b64('{"a": 1}'),  # JSON, not a list
+    _b64('["x"]'),  # a list of the wrong length
+    _b64('[["x"], 1]'),  # not plain values
+    _b64('["x", 18446744073709551615]'),  # an integer SQLite cannot bind
+    _b64('["x", 1.5]'),
+    _b64('["x", true]'),
+]
+
+
+def test_a_bad_cursor_or_limit_is_a_clear_422(server):
+    with httpx.Client(base_url=server) as api:
+        assert api.post("/api/ensure_project", json={"human_key": "/c/p"}).status_code == 200
+        for cursor in BAD_CURSORS:
+            response = api.post("/api/list_agents", json={"project_key": "c-p", "cursor": cursor})
+            error = response.json()["error"]
+            assert (response.status_code, error["code"]) == (422, "invalid_argument"), cursor
+            assert "cursor" in (error["message"] + error.get("hint", "")).lower(), cursor
+        for limit in (0, 501, "many"):
+            response = api.post("/api/list_projects", json={"limit": limit})
+            assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_argument"), limit
+        # REST's GET takes them as query parameters too
+        assert api.post("/api/ensure_project", json={"human_key": "/c/q"}).status_code == 200
+        first = api.get("/api/list_projects", params={"limit": 1}).json()
+        second = api.get("/api/list_projects", params={"limit": 1, "cursor": first["next_cursor"]}).json()
+        assert [p["slug"] for p in first["projects"] + second["projects"]] == ["c-p", "c-q"]
+
+
+def test_the_web_ui_links_to_the_next_page(tmp_path):
+    """More agents or projects than a page shows: a link to the next page, which shows the rest."""
+    with running_server(tmp_path / "agent_mail.db") as url, httpx.Client(base_url=url, timeout=30) as web:
+        def post(tool, **arguments):
+            response = web.post(f"/api/{tool}", json=arguments)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        post("ensure_project", human_key="/ui/big")
+        names = [f"Agent{n:04d}" for n in range(LIST_SHOWN + 3)]
+        for name in names:
+            post("register_agent", project_key="ui-big", program="p", model="m", name=name)
+        for n in range(LIST_SHOWN):
+            post("ensure_project", human_key=f"/ui/p{n:04d}")
+
+        page = web.get("/ui/project", params={"p": "ui-big"}).text
+        shown = re.findall(r">(Agent\d{4})<", page)
+        assert shown == names[:LIST_SHOWN] and f"<small>{len(names)}</small>" in page
+        [more] = re.findall(r'href="([^"]*&amp;agents=[^"]*)"[^>]*>More agents', page)
+        rest = web.get(more.replace("&amp;", "&")).text
+        assert re.findall(r">(Agent\d{4})<", rest) == names[LIST_SHOWN:] and "More agents" not in rest
+
+        projects = web.get("/ui/projects").text
+        [more] = re.findall(r'href="([^"]*\?after=[^"]*)"[^>]*>More projects', projects)
+        rest = web.get(more).text
+        assert len(re.findall(r'href="/ui/project\?p=', projects)) == LIST_SHOWN
+        assert re.findall(r'href="/ui/project\?p=([^"]+)"', rest) == ["ui-p0199"] and "More projects" not in rest
+
+
+def test_a_reply_in_the_web_ui_goes_to_the_threads_active_agents(tmp_path):
+    """The thread page's reply form names the thread's agents without reading the project's whole
+    list of agents: not the person, not a retired agent, not an agent of another project."""
+    with running_server(tmp_path / "agent_mail.db") as url, httpx.Client(base_url=url, timeout=30) as web:
+        def post(tool, **arguments):
+            response = web.post(f"/api/{tool}", json=arguments)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        for key in ("/r/a", "/r/b"):
+            post("ensure_project", human_key=key)
+        for project, name in (("r-a", "BlueLake"), ("r-a", "GreenCastle"), ("r-a", "RedStone"), ("r-b", "PinkDog")):
+            post("register_agent", project_key=project, program="p", model="m", name=name)
+            post("set_contact_policy", project_key=project, agent_name=name, policy="open")
+        post("send_message", project_key="r-a", sender_name="BlueLake", to=["GreenCastle", "PinkDog@r-b"], cc=["RedStone"],
+             subject="Plan", body_md="x", thread_id="T-1")
+        post("send_overseer_message", project_key="r-a", to=["BlueLake"], subject="Re: Plan", body_md="ok", thread_id="T-1")
+        post("retire_agent", project_key="r-a", agent_name="RedStone")
+        page = web.get("/ui/thread", params={"p": "r-a", "t": "T-1"}).text
+        [to] = re.findall(r'<input name="to" required value="([^"]*)"', page)
+        assert to == "BlueLake, GreenCastle"
