@@ -11,7 +11,7 @@ import pytest
 from chalicelib import invoke
 from chalicelib.security.auth import Principal
 from chalicelib.tools import tools_by_name
-from chalicelib.web.pages import LIST_SHOWN
+from chalicelib.web.pages import LIST_SHOWN, THREADS_SHOWN
 
 from .servers import running_server
 
@@ -68,6 +68,14 @@ def test_pages_add_up_to_the_whole_list_in_order(call):
             found = pages(call, tool, arguments, field, limit)
             assert [item for page in found for item in page] == whole[field], (tool, arguments, limit)
             assert all(len(page) == limit for page in found[:-1]) and found[-1], (tool, limit)  # no empty last page
+    for n in range(5):
+        call("send_message", project_key="w-p0", sender_name="BlueLake", to=["GreenCastle"], subject=f"S{n}", body_md="x",
+             thread_id=f"T-{n % 3}")
+    for tool, arguments, field in (("fetch_outbox", {"project_key": "w-p0", "agent_name": "BlueLake"}, "messages"),
+                                   ("list_threads", {"project_key": "w-p0"}, "threads")):
+        whole = call(tool, **arguments, limit=500)[field]
+        found = pages(call, tool, arguments, field, 2)
+        assert len(whole) >= 3 and [item for page in found for item in page] == whole and found[-1], tool  # no empty last page
     agents = [a["name"] for a in call("list_agents", project_key="w-p0", include_retired=True)["agents"]]
     assert agents == sorted(NAMES, key=str.lower)  # by name, case aside
     contacts = [c["requested_ts"] for c in call("list_contacts", project_key="w-p0", agent_name="BlueLake")["contacts"]]
@@ -154,6 +162,10 @@ def test_the_web_ui_links_to_the_next_page(tmp_path):
             post("register_agent", project_key="ui-big", program="p", model="m", name=name)
         for n in range(LIST_SHOWN):
             post("ensure_project", human_key=f"/ui/p{n:04d}")
+        post("set_contact_policy", project_key="ui-big", agent_name="Agent0001", policy="open")
+        for n in range(THREADS_SHOWN + 2):
+            post("send_message", project_key="ui-big", sender_name="Agent0000", to=["Agent0001"], subject=f"Thread {n}",
+                 body_md="x", thread_id=f"T-{n:03d}")
 
         page = web.get("/ui/project", params={"p": "ui-big"}).text
         shown = re.findall(r">(Agent\d{4})<", page)
@@ -161,6 +173,10 @@ def test_the_web_ui_links_to_the_next_page(tmp_path):
         [more] = re.findall(r'href="([^"]*&amp;agents=[^"]*)"[^>]*>More agents', page)
         rest = web.get(more.replace("&amp;", "&")).text
         assert re.findall(r">(Agent\d{4})<", rest) == names[LIST_SHOWN:] and "More agents" not in rest
+
+        [older] = re.findall(r'href="([^"]*&amp;threads=[^"]*)"[^>]*>Older threads', page)
+        assert re.findall(r">(T-\d{3})</a>", page) == [f"T-{n:03d}" for n in range(THREADS_SHOWN + 1, 1, -1)]
+        assert re.findall(r">(T-\d{3})</a>", web.get(older.replace("&amp;", "&")).text) == ["T-001", "T-000"]
 
         projects = web.get("/ui/projects").text
         [more] = re.findall(r'href="([^"]*\?after=[^"]*)"[^>]*>More projects', projects)

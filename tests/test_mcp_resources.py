@@ -25,7 +25,7 @@ TEMPLATES = {
     "resource://project-ack-required/{project_key}{?limit}",
     "resource://project-ack-overdue/{project_key}{?older_than_minutes,limit}",
     "resource://project-urgent-unread/{project_key}{?limit}",
-    "resource://outbox/{agent}{?project,token}",
+    "resource://outbox/{agent}{?project,limit,cursor,token}",
     "resource://thread/{thread_id}{?project,agent,token}",
     "resource://message/{id}{?project,agent,token}",
     "resource://product/{key}",

@@ -60,13 +60,27 @@ def listed(settings, project_key: str, agent_name: str | None, limit: int) -> li
     return invoke.call(TOOLS["list_threads"], args, settings).model_dump(mode="json")["threads"]
 
 
+def paged(settings, project_key: str, agent_name: str | None, limit: int) -> list[dict]:
+    """Every page of list_threads, following next_cursor."""
+    args = dict(project_key=project_key, limit=limit) | ({"agent_name": agent_name} if agent_name else {})
+    threads, cursor = [], None
+    while True:
+        page = invoke.call(TOOLS["list_threads"], args | ({"cursor": cursor} if cursor else {}), settings)
+        threads += page.model_dump(mode="json")["threads"]
+        if (cursor := page.next_cursor) is None:
+            return threads
+
+
 def assert_all_views_right(settings, limits=(1, 3, 500)) -> int:
-    """Every view of every project, at a few limits, equals the computation from scratch; how many threads there are."""
+    """Every view of every project, at a few limits and page by page, equals the computation
+    from scratch; how many threads there are."""
     for project_key, names in AGENTS.items():
         for agent_name in (None, *names):
             for limit in limits:
                 assert listed(settings, project_key, agent_name, limit) == from_scratch(settings, project_key, agent_name, limit), (
                     project_key, agent_name, limit)
+            assert paged(settings, project_key, agent_name, 2) == from_scratch(settings, project_key, agent_name, 500), (
+                project_key, agent_name)
             # summarize_thread's header (thread_summaries.header) is the same, thread by thread
             for thread in from_scratch(settings, project_key, agent_name, 4):
                 args = dict(project_key=project_key, thread_id=thread["thread_id"]) | ({"agent_name": agent_name} if agent_name else {})

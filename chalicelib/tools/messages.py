@@ -346,11 +346,15 @@ class InboxMessage(Output):
     attachments: list[Attachment] = empty_list("Read one with get_attachment(..., sha256).")
 
 
+# A page of mail newest first ends at a message id; the next page is the messages older than it.
+OlderThan = Annotated[str, Field(max_length=32, pattern="^[0-9]{1,19}$")]
+OLDER_THAN_HELP = "The next_cursor of the previous page: only messages older than that page."
+NEXT_OLDER_HELP = "Pass as cursor to get the next (older) page; null on the last page."
+
+
 class Inbox(Output):
     messages: list[InboxMessage]
-    next_cursor: str | None = Field(
-        None, description="Pass as cursor to get the next (older) page; null on the last page."
-    )
+    next_cursor: str | None = Field(None, description=NEXT_OLDER_HELP)
 
 
 class FetchInboxInput(Input):
@@ -362,9 +366,7 @@ class FetchInboxInput(Input):
     ack_pending_only: bool = Field(False, description="Only messages that require an acknowledgement not given yet.")
     include_bodies: bool = False
     since_ts: Timestamp | None = Field(None, description="Only messages created after this time.")
-    cursor: Annotated[str, Field(max_length=32, pattern="^[0-9]{1,19}$")] | None = Field(
-        None, description="The next_cursor of the previous page: only messages older than that page."
-    )
+    cursor: OlderThan | None = Field(None, description=OLDER_THAN_HELP)
 
 
 # One inbox message as the JSON pydantic would write for InboxMessage (its field order, the id as
@@ -464,14 +466,16 @@ class FetchOutboxInput(Input):
     limit: Limit = 20
     include_bodies: bool = False
     since_ts: Timestamp | None = None
+    cursor: OlderThan | None = Field(None, description=OLDER_THAN_HELP)
 
 
 class Outbox(Output):
     messages: list[Message]
+    next_cursor: str | None = Field(None, description=NEXT_OLDER_HELP)
 
 
 def fetch_outbox(db: sqlite3.Connection, args: FetchOutboxInput) -> Outbox:
-    """Messages an agent sent, newest first, with all their recipients (bcc included)."""
+    """Messages an agent sent, newest first, a page at a time, with all their recipients (bcc included)."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
     sql = f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.sender_id = ?"
@@ -479,10 +483,17 @@ def fetch_outbox(db: sqlite3.Connection, args: FetchOutboxInput) -> Outbox:
     if args.since_ts:
         sql += " AND m.created_ts > ?"
         params.append(args.since_ts)
+    if args.cursor:
+        sql += " AND m.id < ?"
+        params.append(int(args.cursor))
     sql += " ORDER BY m.id DESC LIMIT ?"
-    params.append(args.limit)
+    params.append(args.limit + 1)  # one more: whether there is a next page
     rows = db.execute(sql, params).fetchall()
-    return Outbox(messages=messages_from_rows(db, project, rows, viewer_id=agent["id"], bodies=args.include_bodies))
+    page = rows[: args.limit]
+    return Outbox(
+        messages=messages_from_rows(db, project, page, viewer_id=agent["id"], bodies=args.include_bodies),
+        next_cursor=str(page[-1]["id"]) if len(rows) > args.limit else None,
+    )
 
 
 class GetMessageInput(Input):

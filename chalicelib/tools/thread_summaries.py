@@ -172,9 +172,11 @@ def recount(db, project_id: int, thread_ids: list[str]) -> None:
             record(db, project_id, [(mid, thread, sender, kinds[mid], subject, ts) for mid, thread, sender, subject, ts in batch])
 
 
-def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int) -> list[dict]:
+def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int, before: int | None = None) -> tuple[list[dict], int | None]:
     """The fields of ThreadInfo for the `limit` most recently active threads of a view (viewer
-    0: the whole project; an agent's id: its mail), newest first.
+    0: the whole project; an agent's id: its mail), newest first, of those last active before
+    message `before` if given; and where the next page starts (the last one's last message id),
+    None if no thread is left.
 
     Walks the index thread_summaries_newest (project, viewer, last message) a page at a time,
     reading each walked row: a page of the table per thread (migration 0024: the index held
@@ -186,8 +188,8 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
     other views are looked up whole."""
     upkeep.settled(db)
     walked: dict[str, list] = {}  # thread -> its rows seen in the walk
-    before = None
-    while len(walked) < limit:
+    page_start = before
+    while len(walked) <= limit:  # one more than the page: whether a next page has any
         page = db.execute(
             f"SELECT {COLUMNS} FROM thread_summaries INDEXED BY thread_summaries_newest WHERE project_id = ? AND viewer_id = ?"
             + (" AND last_id < ?" if before is not None else "") + " ORDER BY last_id DESC LIMIT ?",
@@ -200,7 +202,8 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
             break
     threads = list(walked)[:limit]
     if not threads:
-        return []
+        return [], None
+    next_page = walked[threads[-1]][0][7] if len(walked) > limit else None  # a thread's first row walked: its newest
     seen = {row[0] for thread in threads for row in walked[thread]}
     local = [thread for thread in threads if any(row[2] == 0 for row in walked[thread])]
     others = [thread for thread in threads if thread not in local]
@@ -216,13 +219,15 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
     if missing:
         rows += db.execute(f"SELECT {COLUMNS} FROM thread_summaries WHERE id IN ({placeholders(missing)})", missing).fetchall()
     views = _combined(rows)
-    addresses = _addresses(db, project, {agent for view in views.values() for agent in view[3]})
+    if page_start is not None:  # another writer's newer row: the thread was on an earlier page
+        threads = [thread for thread in threads if views[thread][2][0] < page_start]
+    addresses = _addresses(db, project, {agent for thread in threads for agent in views[thread][3]})
     return [
         dict(thread_id=thread_id, subject=subject, message_count=count,
              participants=[place[2] for place in _placed(seen, addresses)], first_ts=first_ts, last_ts=last_ts)
         for thread_id in threads
         for count, (_, subject, first_ts), (_, last_ts), seen in [views[thread_id]]
-    ]
+    ], next_page
 
 
 def header(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None) -> dict | None:

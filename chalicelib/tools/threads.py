@@ -12,7 +12,7 @@ from ..fields import AgentName, Id, MessageId, ProjectKey
 from ..registry import Input, Output, tool
 from . import thread_summaries
 from .agents import find_agent
-from .messages import MESSAGE_COLUMNS, Limit, Message, ThreadId, messages_from_rows, visible_to
+from .messages import MESSAGE_COLUMNS, Limit, Message, OlderThan, ThreadId, messages_from_rows, visible_to
 from .projects import find_project
 
 
@@ -74,18 +74,22 @@ class ListThreadsInput(Input):
     project_key: ProjectKey
     limit: Limit = 50
     agent_name: ReadAs = None
+    cursor: OlderThan | None = Field(None, description="The next_cursor of the previous page: threads last active before that page's.")
 
 
 class Threads(Output):
     threads: list[ThreadInfo]
+    next_cursor: str | None = Field(None, description="Pass as cursor for the next (less recently active) page; null on the last page.")
 
 
 def list_threads(db: sqlite3.Connection, args: ListThreadsInput) -> Threads:
-    """The project's threads, most recently active first."""
+    """The project's threads, most recently active first, a page at a time."""
     project = find_project(db, args.project_key)
     viewers = reader(db, project, args.agent_name)
     viewer = next(iter(viewers)) if viewers is not None else 0  # thread_summaries' view: 0, the whole project
-    return Threads(threads=[ThreadInfo(**info) for info in thread_summaries.newest(db, project, viewer, args.limit)])
+    before = int(args.cursor) if args.cursor else None
+    threads, next_page = thread_summaries.newest(db, project, viewer, args.limit, before)
+    return Threads(threads=[ThreadInfo(**info) for info in threads], next_cursor=None if next_page is None else str(next_page))
 
 
 class GetThreadInput(Input):
