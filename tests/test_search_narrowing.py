@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from chalicelib.tools import search, search_narrowing
-from chalicelib.tools.search_syntax import _around, _first_word_start, _marked, plain_terms, snippet
+from chalicelib.tools.search_syntax import _around, _first_word_start, _marked, _marked_words, plain_terms, snippet, snippet_terms
 
 pytestmark = pytest.mark.both_backends
 
@@ -99,7 +99,8 @@ def test_snippets_find_the_first_query_word_where_the_pattern_does(pieces, words
 def test_snippets_mark_the_words_the_pattern_marks(pieces, words):
     text = " ".join(pieces)
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
-    assert _marked(text, words) == pattern.sub(r"**\g<0>**", text)
+    assert _marked_words(text, words) == pattern.sub(r"**\g<0>**", text)
+    assert _marked(text, [(word,) for word in words]) == pattern.sub(r"**\g<0>**", text)  # one-word terms
 
 def reference_snippet_window(text: str, found: int | None, width: int = 16) -> tuple[list[str], bool, bool]:
     """The window as snippet() took it before it split only what it shows: every token of the text."""
@@ -122,4 +123,31 @@ def test_a_snippet_shows_the_tokens_around_the_first_match(pieces, words):
     found = at_longest.start() if at_longest else found
     shown, before, after = reference_snippet_window(text, found)
     expected = ("…" if before else "") + " ".join(pattern.sub(r"**\g<0>**", token) for token in shown) + ("…" if after else "")
-    assert snippet("", text, words) == expected
+    assert snippet("", text, [(word,) for word in words]) == expected
+
+
+PHRASE_PIECES = ["cart", "Cart", "CART-12", "cart 12", "cart_12", "cart-123", "x-cart-12", "xcart-12", "12", "-", " ",
+                 "(", ")", ".", "api.py", "src/cart/api.py", "é", "_", "cart12", "src"]
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(PHRASE_PIECES), max_size=25),
+       st.sampled_from([("cart", "12"), ("src", "cart", "api", "py"), ("api", "py"), ("cart", "cart")]))
+def test_a_phrase_is_marked_where_the_pattern_of_its_words_finds_it(pieces, phrase):
+    """Each place of the phrase marked as a whole (`**CART-12**`, `**src/cart/api.py**`), its words
+    alone nowhere else; where it is not, its words are marked one by one."""
+    text = "".join(pieces)
+    pattern = re.compile(r"(?<!\w)" + r"[\W_]+".join(map(re.escape, phrase)) + r"(?![^\W_])", re.I)
+    expected = pattern.sub(r"**\g<0>**", text) if pattern.search(text) else _marked_words(text, list(dict.fromkeys(phrase)))
+    assert _marked(text, [phrase]) == expected
+
+
+def test_a_snippet_centres_on_the_phrase_not_on_its_words_elsewhere():
+    body = "The cart page lists 12 items; see src/cart/api.py. " + "More words here. " * 20 + "Fixed in CART-12 today."
+    terms = snippet_terms("CART-12")
+    assert terms == [("cart", "12")]
+    assert snippet("Weekly", body, terms) == "…words here. Fixed in **CART-12** today."
+    path = snippet("Weekly", body, snippet_terms("src/cart/api.py"))
+    assert "**src/cart/api.py**" in path and path.count("**") == 2
+    # words of an OR query, a prefix or text beyond ASCII: each word alone, as before
+    assert snippet_terms("cart OR api") == [("cart",), ("api",)] and snippet_terms("car*") == [("car",)]

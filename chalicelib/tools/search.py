@@ -34,7 +34,7 @@ from .agents import find_agent, find_agents
 from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
 from .search_narrowing import Narrowed, narrowed
-from .search_syntax import fts5_query, fts5_terms, literal_query, query_words, snippet
+from .search_syntax import fts5_query, fts5_terms, literal_query, snippet, snippet_terms
 
 WINDOW = 500  # matches ranked together; see the module docstring
 FILTERED_WINDOW = 50  # with filters, fewer: finding each match may take reading many that fail them
@@ -246,7 +246,7 @@ def _page(index, query: str, fts: str, where: str, params: list, args: SearchMes
 def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
     """The page's hits, with snippets. (FTS5's snippet() costs ~1 ms a hit on long bodies with
     common words: it re-reads the match's positions and re-tokenizes the text.)"""
-    words = query_words(query)
+    terms = snippet_terms(query)
     if not page:
         return []
     ids = [message_id for message_id, _ in page]
@@ -262,7 +262,7 @@ def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -
     return [
         SearchHit(
             id=mid, thread_id=rows[mid][1], subject=rows[mid][2], sender=rows[mid][3], importance=rows[mid][4],
-            created_ts=rows[mid][5], snippet=snippet(rows[mid][2], rows[mid][6], words), score=score,
+            created_ts=rows[mid][5], snippet=snippet(rows[mid][2], rows[mid][6], terms), score=score,
         )
         for mid, score in page
         if mid in rows

@@ -167,6 +167,14 @@ def query_words(text: str) -> list[str]:
     return list(dict.fromkeys(word.lower() for word in words if word not in (*OPERATORS, "NEAR")))
 
 
+def snippet_terms(text: str) -> list[tuple[str, ...]]:
+    """What a snippet looks for, lower case: the phrases of a query of plain words and phrases
+    (`CART-12` is one: ("cart", "12")), else each of its words alone."""
+    plain = plain_terms(text)
+    terms = [tuple(word.lower() for word in words) for words in plain if words] if plain else []
+    return list(dict.fromkeys(terms)) or [(word,) for word in query_words(text)]
+
+
 _WORD_REST = re.compile(r"\w*")
 
 
@@ -184,19 +192,29 @@ def _word_start(lower: str, word: str, at: int = 0) -> int:
 
 
 def _first_word_start(text: str, words: list[str]) -> int | None:
-    """Where the first word starting with a query word starts (what `_marker(words)` finds
-    first): str.find in the lower-cased text, ~10x faster than the pattern (which has no
-    literal start), and nothing to compile."""
-    lower = text.lower()
+    """Where the first word starting with a query word starts (what `_marker(words)` finds first)."""
+    return _first_start(text, text.lower(), [(word,) for word in words])
+
+
+def _first_start(text: str, lower: str, terms: list[tuple[str, ...]]) -> int | None:
+    """Where the first place of one of the terms starts in the text (`lower`: the text lower
+    case): str.find, ~10x faster than a pattern (which has no literal start) and nothing to
+    compile."""
     if len(lower) != len(text):  # a letter whose lower case is longer: positions would shift
-        found = _marker(tuple(words)).search(text)
+        found = _marker(tuple(dict.fromkeys(term[0] for term in terms))).search(text)  # a phrase by its first word
         return found.start() if found else None
-    return min((at for word in words if (at := _word_start(lower, word)) >= 0), default=None)
+    return min(
+        (at for term in terms if (at := _word_start(lower, term[0]) if len(term) == 1 else _phrase_at(lower, term)) is not None
+         and at >= 0),
+        default=None,
+    )
 
 
-def _marked(passage: str, words: list[str]) -> str:
+def _marked_words(passage: str, words: list[str]) -> str:
     """Each word of the passage that starts with a query word, marked **like this**: what
     `_marker(words)` substitutes (a new query's pattern takes ~80 µs to compile)."""
+    if not words:
+        return passage
     lower = passage.lower()
     if len(lower) != len(passage):
         return _marker(tuple(words)).sub(lambda match: f"**{match[0]}**", passage)
@@ -214,26 +232,76 @@ def _marked(passage: str, words: list[str]) -> str:
     return "".join(pieces) + passage[done:]
 
 
-def snippet(subject: str, body: str, words: list[str], width: int = 16) -> str:
-    """About `width` words around the first place of the query's longest word (in the subject,
-    else the body), else of any query word; each word starting with a query word marked **like
-    this**. The longest word is the most telling one (the file of a path, the number of a ticket
-    id), where the first of any word is often a common prefix (`py` in "python")."""
-    if not words:
+def snippet(subject: str, body: str, terms: list[tuple[str, ...]], width: int = 16) -> str:
+    """About `width` words around the first place of the query's longest term (in the subject,
+    else the body), else of any term, else of any of their words; each place of a phrase
+    marked **like-this** as a whole, each word starting with a one-word term **like** this.
+    The longest term is the most telling one (a path, a ticket id), where the first of any word
+    is often a common prefix (`py` in "python"). A phrase found nowhere as a phrase (text the
+    index splits where this does not) has its words marked one by one."""
+    if not terms:
         return ""
-    text, found = _first_place(subject, body, [max(words, key=len)])
-    if found is None and len(words) > 1:
-        text, found = _first_place(subject, body, words)
+    tries = [[max(terms, key=lambda term: sum(map(len, term)))]]
+    if len(terms) > 1:
+        tries.append(terms)
+    if any(len(term) > 1 for term in terms):
+        tries.append([(word,) for word in dict.fromkeys(word for term in terms for word in term)])
+    places = ((subject, subject.lower()), (body, body.lower()))
+    text, found = body, None
+    for candidates, (text, lower) in ((candidates, place) for candidates in tries for place in places):
+        if (found := _first_start(text, lower, candidates)) is not None:
+            break
     shown, more_before, more_after = _around(text, found or 0, width // 4, width)
-    # One pass over the passage: a marked word never spans the spaces between its tokens.
-    passage = _marked(" ".join(shown), words)
-    return ("…" if more_before else "") + passage + ("…" if more_after else "")
+    return ("…" if more_before else "") + _marked(" ".join(shown), terms) + ("…" if more_after else "")
 
 
-def _first_place(subject: str, body: str, words: list[str]) -> tuple[str, int | None]:
-    """The subject, else the body, and where its first word starting with one of `words` is."""
-    found = _first_word_start(subject, words)
-    return (subject, found) if found is not None else (body, _first_word_start(body, words))
+def _phrase_at(lower: str, phrase: tuple[str, ...], at: int = 0) -> int | None:
+    """Where the phrase's first place from `at` starts: its first word starting a word, each
+    next one after characters that are no letters or digits (what the index's tokenizer skips),
+    the last one ending there. (Lower-cased text of the same length as the original.)"""
+    while (start := _word_start(lower, phrase[0], at)) >= 0:
+        if _phrase_end(lower, phrase, start) is not None:
+            return start
+        at = start + 1
+    return None
+
+
+def _phrase_end(lower: str, phrase: tuple[str, ...], start: int) -> int | None:
+    """Where the phrase starting at `start` ends, or None if it does not go on there."""
+    position = start + len(phrase[0])
+    for word in phrase[1:]:
+        gap = position
+        while gap < len(lower) and not lower[gap].isalnum():
+            gap += 1
+        if gap == position or not lower.startswith(word, gap):
+            return None
+        position = gap + len(word)
+    if position < len(lower) and lower[position].isalnum():
+        return None
+    return position
+
+
+def _marked(passage: str, terms: list[tuple[str, ...]]) -> str:
+    """The passage with each place of a phrase marked as a whole, then each word starting with
+    a one-word term (or with a word of a phrase the passage holds nowhere as a phrase)."""
+    phrases = [term for term in terms if len(term) > 1]
+    if not phrases:
+        return _marked_words(passage, [term[0] for term in terms])
+    lower = passage.lower()
+    spans, found = [], set()
+    for phrase in phrases if len(lower) == len(passage) else ():
+        at = _phrase_at(lower, phrase)
+        while at is not None:
+            spans.append((at, _phrase_end(lower, phrase, at)))
+            found.add(phrase)
+            at = _phrase_at(lower, phrase, at + 1)
+    words = list(dict.fromkeys(word for term in terms if term not in found for word in term))
+    pieces, done = [], 0
+    for start, end in sorted(spans):
+        if start >= done:  # not inside a phrase already marked
+            pieces += [_marked_words(passage[done:start], words), "**", passage[start:end], "**"]
+            done = end
+    return "".join(pieces) + _marked_words(passage[done:], words)
 
 
 @lru_cache(maxsize=64)
