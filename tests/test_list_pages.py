@@ -178,6 +178,17 @@ def test_the_web_ui_links_to_the_next_page(tmp_path):
         assert re.findall(r">(T-\d{3})</a>", page) == [f"T-{n:03d}" for n in range(THREADS_SHOWN + 1, 1, -1)]
         assert re.findall(r">(T-\d{3})</a>", web.get(older.replace("&amp;", "&")).text) == ["T-001", "T-000"]
 
+        def subjects(html):
+            return [int(n) for n in re.findall(r">Thread (\d+)</span>", html)]
+
+        received = web.get("/ui/agent", params={"p": "ui-big", "a": "Agent0001"}).text
+        [older] = re.findall(r'href="([^"]*&amp;inbox=[^"]*)"[^>]*>Older received', received)
+        assert subjects(received) + subjects(web.get(older.replace("&amp;", "&")).text) == list(range(THREADS_SHOWN + 1, -1, -1))
+        sent = web.get("/ui/agent", params={"p": "ui-big", "a": "Agent0000"}).text
+        [older] = re.findall(r'href="([^"]*&amp;outbox=[^"]*)"[^>]*>Older sent', sent)
+        assert subjects(sent) == list(range(THREADS_SHOWN + 1, THREADS_SHOWN - 19, -1))
+        assert subjects(web.get(older.replace("&amp;", "&")).text) == list(range(THREADS_SHOWN - 19, THREADS_SHOWN - 39, -1))
+
         projects = web.get("/ui/projects").text
         [more] = re.findall(r'href="([^"]*\?after=[^"]*)"[^>]*>More projects', projects)
         rest = web.get(more).text

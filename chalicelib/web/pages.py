@@ -284,13 +284,14 @@ class WebUI:
         )
 
     def agent(self, request: Request, session: Session) -> Response:
-        key, name = request.query.get("p", ""), request.query.get("a", "")
-        profile = self.run("whois", project_key=key, agent_name=name)
-        inbox = self.run("fetch_inbox", project_key=profile.project, agent_name=profile.name, limit=PAGE_SIZE).messages
+        query = request.query
+        profile = self.run("whois", project_key=query.get("p", ""), agent_name=query.get("a", ""))
+        mine = {"project_key": profile.project, "agent_name": profile.name}
         return self.page(
-            request, session, "agent.html", agent=profile, inbox=inbox, nav="projects",
-            outbox=self.run("fetch_outbox", project_key=profile.project, agent_name=profile.name, limit=20).messages,
-            contacts=self.run("list_contacts", project_key=profile.project, agent_name=profile.name).contacts,
+            request, session, "agent.html", agent=profile, nav="projects",
+            inbox=self.run("fetch_inbox", **mine, limit=PAGE_SIZE, cursor=query.get("inbox") or None),
+            outbox=self.run("fetch_outbox", **mine, limit=20, cursor=query.get("outbox") or None),
+            contacts=self.run("list_contacts", **mine, limit=LIST_SHOWN, cursor=query.get("contacts") or None),
             live=self.live_url(request, profile.project), latest=self.latest(profile.project),
         )
 
