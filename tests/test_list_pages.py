@@ -217,3 +217,40 @@ def test_a_reply_in_the_web_ui_goes_to_the_threads_active_agents(tmp_path):
         page = web.get("/ui/thread", params={"p": "r-a", "t": "T-1"}).text
         [to] = re.findall(r'<input name="to" required value="([^"]*)"', page)
         assert to == "BlueLake, GreenCastle"
+
+
+def test_the_web_ui_search_filters_in_the_tool_across_every_project_it_lists(tmp_path):
+    """Sender, importance and date go to search_messages (not a filter of its first 100 hits),
+    a sender missing from a project skips that project, and past the projects searched the page
+    says so."""
+    with running_server(tmp_path / "agent_mail.db") as url, httpx.Client(base_url=url, timeout=30) as web:
+        def post(tool, **arguments):
+            response = web.post(f"/api/{tool}", json=arguments)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        for key, names in (("/s/a", ["BlueLake", "GreenCastle"]), ("/s/b", ["BlueLake"])):
+            post("ensure_project", human_key=key)
+            for name in names:
+                post("register_agent", project_key=key, program="p", model="m", name=name)
+                post("set_contact_policy", project_key=key, agent_name=name, policy="open")
+        post("send_message", project_key="s-a", sender_name="GreenCastle", to=["BlueLake"], subject="Old deploy note",
+             body_md="deploy", importance="high")
+        for n in range(120):  # newer and better matches: GreenCastle's is not among the first 100 hits
+            post("send_message", project_key="s-a", sender_name="BlueLake", to=["GreenCastle"], subject=f"deploy {n}",
+                 body_md="deploy deploy")
+        post("send_message", project_key="s-b", sender_name="BlueLake", to=["BlueLake"], subject="deploy b", body_md="deploy")
+
+        def found(**params):
+            page = web.get("/ui/search", params={"q": "deploy", **params}).text
+            assert 'class="error"' not in page, page[-2000:]
+            return re.findall(r'<span class="subj">(?:<span class="tag \w+">\w+</span>)?([^<]*)</span>', page), page
+
+        assert found(sender="GreenCastle")[0] == ["Old deploy note"]  # in s-a; s-b has no GreenCastle
+        assert found(importance="high")[0] == ["Old deploy note"]
+        assert found(p="s-b")[0] == ["deploy b"]
+        assert found(since="2999-01-01")[0] == []
+        assert "oldest projects" not in found()[1]
+        for n in range(LIST_SHOWN):
+            post("ensure_project", human_key=f"/s/p{n:04d}")
+        assert f"in the {LIST_SHOWN} oldest projects" in found()[1]

@@ -343,25 +343,26 @@ class WebUI:
     def search(self, request: Request, session: Session) -> Response:
         query, key = request.query.get("q", "").strip(), request.query.get("p", "")
         sender, importance, since = (request.query.get(name, "").strip() for name in ("sender", "importance", "since"))
-        projects = [p.slug for p in self.run("list_projects", limit=LIST_SHOWN).projects]
+        listed = self.run("list_projects", limit=LIST_SHOWN)
+        projects = [p.slug for p in listed.projects]
+        filters = {"sender": sender or None, "importance": [importance] if importance else [], "since_ts": since or None}
         hits, error = [], None
         if query:
             try:
-                for slug in [key] if key else projects[:50]:
-                    for hit in self.run("search_messages", project_key=slug, query=query, limit=100).results:
-                        hits.append((slug, hit))
+                for slug in [key] if key else projects:
+                    try:
+                        found = self.run("search_messages", project_key=slug, query=query, limit=100, **filters).results
+                    except NotFound:
+                        if key or not sender:
+                            raise
+                        continue  # the sender is no agent of this project: nothing of its mail matches
+                    hits += [(slug, hit) for hit in found]
             except ToolError as exc:
                 error = exc
-            # Filters the tool does not take (yet) narrow its answer here.
-            hits = [
-                (slug, hit) for slug, hit in hits
-                if (not sender or hit.sender.lower() == sender.lower())
-                and (not importance or hit.importance == importance)
-                and (not since or hit.created_ts >= since)
-            ]
-            hits.sort(key=lambda pair: pair[1].score)
+            hits.sort(key=lambda pair: pair[1].score)  # one index for every project: comparable scores
         return self.page(request, session, "search.html", query=query, project=key, projects=projects, hits=hits[:100],
-                         error=error, sender=sender, importance=importance, since=since, nav="search")
+                         error=error, sender=sender, importance=importance, since=since, nav="search",
+                         more_projects=not key and listed.next_cursor is not None)
 
     def compose(self, request: Request, session: Session) -> Response:
         key = request.query.get("p") or request.form.get("project_key", "")
