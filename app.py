@@ -25,7 +25,7 @@ from chalicelib.security import auth, ratelimit, rebinding
 from chalicelib.store import db
 from chalicelib.transports import headers as security, rest
 from chalicelib import invoke
-from chalicelib.ops import logs, readiness
+from chalicelib.ops import logs, readiness, secrets
 from chalicelib.archive import cloud
 from chalicelib.attachments import storage as attachment_storage
 from chalicelib.attachments.intake import served_type
@@ -302,5 +302,6 @@ def chalice_response(response: dict) -> Response:
     return Response(body=body, status_code=response["statusCode"], headers=headers)
 
 
+secrets.load_into_environment()  # APP_SECRET_ARN (infra/template.yaml): the secret settings, before they are read
 app = create_app(get_settings())
 mcp_handler = app.handler_map["mcp"]  # the `mcp` function's entry point: Chalice deploys it as "app.mcp_handler"

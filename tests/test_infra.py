@@ -148,14 +148,18 @@ def test_docs_deploy_lists_every_parameter_and_resource(template):
     assert {name for name in [*template["Parameters"], *added] if f"`{name}`" not in docs} == set()
 
 
-def test_the_functions_read_only_keys_the_secret_has(template):
-    secret = template["Resources"]["AppSecret"]["Properties"]["GenerateSecretString"]
-    keys = set(json.loads(secret["SecretStringTemplate"])) | {secret["GenerateStringKey"]}
-    prefix = "{{resolve:secretsmanager:${AppSecret}:SecretString:"
+def test_the_functions_read_their_secret_settings_at_start_not_from_their_configuration(template):
+    """The environment names the secret; no value of it is resolved into a function's
+    configuration; every function's role may read it (and only it)."""
+    roles = {name: resource["Properties"] for name, resource in template["Resources"].items() if resource["Type"] == "AWS::IAM::Role"}
     for name, props in functions(template).items():
-        references = {variable: value["Fn::Sub"] for variable, value in props["Environment"]["Variables"].items()
-                      if isinstance(value, dict) and "Fn::Sub" in value}
-        assert {variable: f"{prefix}{variable}}}}}" for variable in keys} == references, name
+        variables = props["Environment"]["Variables"]
+        assert variables["APP_SECRET_ARN"] == {"Ref": "AppSecret"}, name
+        assert "resolve:secretsmanager" not in json.dumps(variables), name
+        role = props.get("Role", {"Fn::GetAtt": ["DefaultRole", "Arn"]})["Fn::GetAtt"][0]
+        reads = [statement for policy in roles[role]["Policies"] for statement in policy["PolicyDocument"]["Statement"]
+                 if "secretsmanager:GetSecretValue" in statement["Action"]]
+        assert reads == [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": {"Ref": "AppSecret"}}], name
 
 
 def test_failing_archive_jobs_end_in_the_dead_letter_queue(template):
@@ -198,7 +202,9 @@ REACHES = {
 
 
 def resolved(value, names: dict[str, str]):
-    """The template's Fn::Sub and Fn::GetAtt, with these names' values."""
+    """The template's Fn::Sub, Fn::GetAtt and Ref, with these names' values."""
+    if isinstance(value, dict) and "Ref" in value:
+        return names[value["Ref"]]
     if isinstance(value, dict) and "Fn::Sub" in value:
         return re.sub(r"\$\{([^}]+)\}", lambda match: names[match[1]], value["Fn::Sub"])
     if isinstance(value, dict) and "Fn::GetAtt" in value:
@@ -230,7 +236,9 @@ def test_each_function_reaches_only_what_its_code_calls(template):
         deployer = boto3.Session(key["AccessKeyId"], key["SecretAccessKey"], region_name=region)
         names = {"AWS::Partition": "aws", "AWS::Region": region, "AWS::AccountId": account, "AWS::StackName": "agent-mail",
                  "AttachmentsBucket.Arn": "arn:aws:s3:::blobs-bucket",
-                 "ArchiveQueue.Arn": f"arn:aws:sqs:{region}:{account}:agent-mail-archive.fifo"}
+                 "ArchiveQueue.Arn": f"arn:aws:sqs:{region}:{account}:agent-mail-archive.fifo",
+                 # moto checks Secrets Manager's actions, not their resources: the test above checks those
+                 "AppSecret": f"arn:aws:secretsmanager:{region}:{account}:secret:agent-mail/settings-abcdef"}
         written = S3Storage("blobs-bucket", deployer.client("s3")).put(b"kept")
         iam = deployer.client("iam")
         reaches = {}
