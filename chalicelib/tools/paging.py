@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ..errors import InvalidArgument
 
-MAX_CURSOR = 2048  # a key of a few names and timestamps is far shorter; human keys may be long paths
+MAX_CURSOR = 2048  # a key of a timestamp and a name or id; a slug (of a long path) may take ~1,400
 
 PageLimit = Annotated[int, Field(ge=1, le=500, description="At most this many per page; next_cursor continues.")]
 PageCursor = Annotated[str, Field(max_length=MAX_CURSOR, pattern=r"^[A-Za-z0-9_-]+$")]
