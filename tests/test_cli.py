@@ -151,3 +151,16 @@ def test_python_dash_m(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["slug"] == "tmp-x"
+
+
+def test_all_follows_the_pages_of_a_list(run, project):
+    for name in ("AmberFox", "Zed"):
+        output(run("register-agent", "--project-key", project, "--program", "cc", "--model", "opus", "--name", name))
+    first = output(run("list-agents", "--project-key", project, "--limit", "2"))
+    assert len(first["agents"]) == 2 and first["next_cursor"]
+    every = output(run("list-agents", "--project-key", project, "--limit", "2", "--all"))
+    assert [a["name"] for a in every["agents"]] == ["AmberFox", "BlueLake", "GreenCastle", "RedStone", "Zed"]
+    assert every["next_cursor"] is None
+    rest = output(run("list-agents", "--project-key", project, "--limit", "2", "--cursor", first["next_cursor"], "--all"))
+    assert rest["agents"] == every["agents"][2:]
+    assert "--all" not in run("whois", "--help").stdout  # a tool that answers no list has no pages

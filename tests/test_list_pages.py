@@ -138,9 +138,9 @@ def test_a_bad_cursor_or_limit_is_a_clear_422(server):
             error = response.json()["error"]
             assert (response.status_code, error["code"]) == (422, "invalid_argument"), cursor
             assert "cursor" in (error["message"] + error.get("hint", "")).lower(), cursor
-        for limit in (0, 501, "many"):
-            response = api.post("/api/list_projects", json={"limit": limit})
-            assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_argument"), limit
+        for arguments in ({"limit": 0}, {"limit": 501}, {"limit": "many"}, {"_scope": []}):  # the scope is no argument
+            response = api.post("/api/list_projects", json=arguments)
+            assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_argument"), arguments
         # REST's GET takes them as query parameters too
         assert api.post("/api/ensure_project", json={"human_key": "/c/q"}).status_code == 200
         first = api.get("/api/list_projects", params={"limit": 1}).json()

@@ -31,7 +31,7 @@ from ..errors import ToolError
 from ..registry import Tool, field_type
 from ..tools import all_tools
 
-RESERVED = {"json", "json_input", "compact", "help"}  # names taken by every tool command's own options
+RESERVED = {"json", "json_input", "compact", "help", "all_pages"}  # names taken by the tool commands' own options
 
 
 @click.group()
@@ -68,17 +68,23 @@ class FieldOption(click.Option):
 
 
 def tool_command(tool: Tool) -> click.Command:
+    listed = paged_list(tool)
+
     @click.pass_context
-    def run(ctx: click.Context, json_input: dict, compact: bool, **values: Any) -> None:
+    def run(ctx: click.Context, json_input: dict, compact: bool, all_pages: bool = False, **values: Any) -> None:
         arguments = {**json_input, **given(ctx, values)}
         check_required(ctx, arguments)
         try:
-            output = invoke.call(tool, arguments, ctx.obj, auth.OPERATOR)  # the operator: every project, admin
+            if all_pages:
+                output = every_page(tool, listed, arguments, ctx.obj)
+            else:
+                output = invoke.call(tool, arguments, ctx.obj, auth.OPERATOR)  # the operator: every project, admin
         except ToolError as error:
             click.echo(dumps(error.to_dict(), compact), err=True)
             ctx.exit(1)
         click.echo(dumps(output.model_dump(mode="json"), compact))
 
+    every = [click.Option(["--all", "all_pages"], is_flag=True, help=f"Follow next_cursor to the last page: all the {listed} at once.")]
     return click.Command(
         command_name(tool),
         callback=run,
@@ -91,10 +97,30 @@ def tool_command(tool: Tool) -> click.Command:
                 help="The arguments as one JSON object ('-' reads it from stdin); options given as well override it.",
             ),
             click.Option(["--compact"], is_flag=True, help="Print the result on one line."),
+            *(every if listed else []),
         ],
         help=tool.description,
         short_help=tool.summary,
     )
+
+
+def paged_list(tool: Tool) -> str | None:
+    """The list field of a tool that answers a page at a time (cursor in, next_cursor out)."""
+    if "cursor" not in tool.input.model_fields or "next_cursor" not in tool.output.model_fields:
+        return None
+    lists = [name for name, field in tool.output.model_fields.items() if get_origin(field.annotation) is list]
+    return lists[0] if len(lists) == 1 else None
+
+
+def every_page(tool: Tool, listed: str, arguments: dict[str, Any], settings: Settings):
+    """The last page's output holding the items of every page (from `cursor`, if given)."""
+    items, cursor = [], arguments.get("cursor")
+    while True:
+        output = invoke.call(tool, {**arguments, "cursor": cursor}, settings, auth.OPERATOR)
+        items += getattr(output, listed)
+        cursor = output.next_cursor
+        if cursor is None:
+            return output.model_copy(update={listed: items})
 
 
 def command_name(tool: Tool) -> str:
