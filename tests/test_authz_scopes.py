@@ -107,6 +107,8 @@ def test_a_scoped_credential_reaches_only_its_projects(world):
     status, products = post(world, "beta-writer", "list_products")
     assert [[p["slug"] for p in product["projects"]] for product in products["products"]] == [["beta"]]
     assert [p["slug"] for p in post(world, ADMIN, "get_product", product_key="ab")[1]["projects"]] == ["alpha", "beta"]
+    # unlinking a project from a product is writing to that project
+    assert forbidden(post(world, "alpha-writer", "products_unlink", product_key="ab", project_key="beta"))
     # a product call may reach only projects in scope
     assert forbidden(post(world, "alpha-writer", "fetch_inbox_product", product_key="ab", agent_name="GreenCastle",
                           registration_token=tokens["GreenCastle"]))

@@ -63,6 +63,19 @@ def test_linking_is_idempotent_and_lists_the_projects(call, shop):
     assert call("get_product", product_key="shop") == again
 
 
+def test_unlinking_takes_a_project_out_of_the_product_tools(call, shop):
+    send(call, "work-frontend", "RedStone", ["BlueLake"], "From the frontend")
+    assert [m["subject"] for m in call("fetch_inbox_product", product_key="shop", agent_name="BlueLake")["messages"]] == [
+        "From the frontend"]
+    unlinked = call("products_unlink", product_key="shop", project_key="/work/frontend")
+    assert [p["slug"] for p in unlinked["projects"]] == ["work-backend"]
+    assert call("products_unlink", product_key="shop", project_key="work-frontend") == unlinked  # idempotent
+    assert call("fetch_inbox_product", product_key="shop", agent_name="BlueLake")["messages"] == []
+    assert call("fetch_inbox", project_key="work-frontend", agent_name="BlueLake")["messages"][0]["subject"] == "From the frontend"
+    with pytest.raises(NotFound, match="Product 'nope' not found"):
+        call("products_unlink", product_key="nope", project_key="work-backend")
+
+
 def test_linking_needs_an_existing_product_and_project(call, shop):
     with pytest.raises(NotFound, match="Product 'nope' not found") as info:
         call("products_link", product_key="nope", project_key="work-backend")

@@ -115,6 +115,15 @@ def products_link(db: sqlite3.Connection, args: ProductsLinkInput) -> Product:
     return _product(db, product)
 
 
+def products_unlink(db: sqlite3.Connection, args: ProductsLinkInput) -> Product:
+    """Unlink a project from a product (idempotent): the product tools no longer span it.
+    Nothing of the project's mail changes."""
+    product = find_product(db, args.product_key)
+    project = find_project(db, args.project_key)
+    db.execute("DELETE FROM product_projects WHERE product_id = ? AND project_id = ?", (product["id"], project["id"]))
+    return _product(db, product)
+
+
 class ListProductsInput(Input):
     limit: PageLimit = 100
     cursor: PageCursor | None = Field(None, description=CURSOR_HELP)
@@ -304,6 +313,7 @@ def merged_header(headers: list[dict]) -> dict:
 TOOLS = [
     tool(ensure_product),
     tool(products_link),
+    tool(products_unlink),
     tool(list_products, read_only=True),
     tool(get_product, read_only=True),
     tool(fetch_inbox_product, read_only=True, acts_as="agent_name"),
