@@ -18,6 +18,7 @@ every word is literal text unless it is an operator used as one:
 of only words and phrases into its words, for tools/search_narrowing.py.
 """
 
+import itertools
 import re
 from functools import lru_cache
 
@@ -203,11 +204,15 @@ def _first_start(text: str, lower: str, terms: list[tuple[str, ...]]) -> int | N
     if len(lower) != len(text):  # a letter whose lower case is longer: positions would shift
         found = _marker(tuple(dict.fromkeys(term[0] for term in terms))).search(text)  # a phrase by its first word
         return found.start() if found else None
-    return min(
-        (at for term in terms if (at := _word_start(lower, term[0]) if len(term) == 1 else _phrase_at(lower, term)) is not None
-         and at >= 0),
-        default=None,
-    )
+    return min((at for term in terms if (at := _term_at(lower, term)) is not None), default=None)
+
+
+def _term_at(lower: str, term: tuple[str, ...]) -> int | None:
+    """Where the term's first place starts: a word starting with a one-word term, or the phrase."""
+    if len(term) > 1:
+        return _phrase_at(lower, term)
+    at = _word_start(lower, term[0])
+    return at if at >= 0 else None
 
 
 def _marked_words(passage: str, words: list[str]) -> str:
@@ -247,8 +252,7 @@ def snippet(subject: str, body: str, terms: list[tuple[str, ...]], width: int = 
     if any(len(term) > 1 for term in terms):
         tries.append([(word,) for word in dict.fromkeys(word for term in terms for word in term)])
     places = ((subject, subject.lower()), (body, body.lower()))
-    text, found = body, None
-    for candidates, (text, lower) in ((candidates, place) for candidates in tries for place in places):
+    for candidates, (text, lower) in itertools.product(tries, places):  # ends on the body if nothing is found
         if (found := _first_start(text, lower, candidates)) is not None:
             break
     shown, more_before, more_after = _around(text, found or 0, width // 4, width)
