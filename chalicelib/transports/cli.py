@@ -84,7 +84,9 @@ def tool_command(tool: Tool) -> click.Command:
             ctx.exit(1)
         click.echo(dumps(output.model_dump(mode="json"), compact))
 
-    every = [click.Option(["--all", "all_pages"], is_flag=True, help=f"Follow next_cursor to the last page: all the {listed} at once.")]
+    every_page_option = [
+        click.Option(["--all", "all_pages"], is_flag=True, help=f"Follow next_cursor to the last page: all the {listed} at once.")
+    ] if listed else []
     return click.Command(
         command_name(tool),
         callback=run,
@@ -97,7 +99,7 @@ def tool_command(tool: Tool) -> click.Command:
                 help="The arguments as one JSON object ('-' reads it from stdin); options given as well override it.",
             ),
             click.Option(["--compact"], is_flag=True, help="Print the result on one line."),
-            *(every if listed else []),
+            *every_page_option,
         ],
         help=tool.description,
         short_help=tool.summary,
