@@ -158,6 +158,10 @@ def scenarios(db: sqlite3.Connection) -> dict[str, callable]:
         "search + thread": lambda i: ("search_messages", {"project_key": p, "query": "database", "thread_id": threads[i % len(threads)]}),
         "search + sender": lambda i: ("search_messages", {"project_key": p, "query": "database", "sender": agent(i)}),
         "search visible to agent": lambda i: ("search_messages", {"project_key": p, "query": "database", "agent_name": agent(i)}),
+        "list_ack_required": lambda i: ("list_ack_required", {"project_key": p}),  # every agent's
+        "list_ack_required as an agent": lambda i: ("list_ack_required", {"project_key": p, "agent_name": agent(i)}),
+        "list_ack_overdue": lambda i: ("list_ack_overdue", {"project_key": p}),
+        "list_urgent_unread": lambda i: ("list_urgent_unread", {"project_key": p}),
         "list_contacts": lambda i: ("list_contacts", {"project_key": p, "agent_name": agent(i)}),
         "check_file_reservations": lambda i: ("check_file_reservations", {"project_key": p, "agent_name": agent(i), "paths": ["src/a.py"]}),
         "list_file_reservations": lambda i: ("list_file_reservations", {"project_key": p}),

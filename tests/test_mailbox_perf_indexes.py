@@ -39,18 +39,21 @@ def send(call, project, to, subject, sender="BlueLake", **options):
     return call("send_message", project_key=project, agent_name=sender, to=to, subject=subject, body_md="b", **options)["message"]
 
 
-def inbox_plans(settings, statements: list[str]) -> list[str]:
-    """The query plan of each inbox query traced (the one inbox_page runs), on the real SQLite."""
+def plans(settings, statements: list[str], query: str) -> list[str]:
+    """The query plan of each traced query with `query` in it, on the real SQLite."""
     conn = sqlite3.connect(settings.database_path)
-    queries = [sql for sql in statements if "FROM message_recipients r JOIN messages m" in sql]
-    assert queries, "no inbox query ran"
-    plans = [" | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")) for sql in queries]
-    statements.clear()
-    return plans
+    queries = [sql for sql in statements if query in sql]
+    assert queries, f"no {query} ran"
+    return [" | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")) for sql in queries]
+
+
+INBOX = "FROM message_recipients r JOIN messages m"  # inbox_page's query
+AGENTS = "FROM agents a WHERE"  # an attention view's agents with such mail
+OLDEST = "SELECT r.message_id FROM message_recipients r"  # and the ids of each one's oldest
 
 
 # (tool, arguments, the partial index its inbox query walks)
-CASES = [
+FILTERS = [
     ("fetch_inbox", {"agent_name": "GreenCastle", "urgent_only": True}, "inbox_urgent"),
     ("fetch_inbox", {"agent_name": "GreenCastle", "unread_only": True}, "inbox_unread"),
     ("fetch_inbox", {"agent_name": "GreenCastle", "unread_only": True, "cursor": str(2**62)}, "inbox_unread"),
@@ -59,25 +62,46 @@ CASES = [
     ("fetch_inbox", {"agent_name": "GreenCastle", "urgent_only": True, "ack_pending_only": True}, "inbox_ack_pending"),
     ("fetch_inbox", {"agent_name": "GreenCastle", "unread_only": True, "ack_pending_only": True}, "inbox_ack_pending"),
     ("list_ack_required", {"agent_name": "GreenCastle"}, "inbox_ack_pending"),
-    ("list_ack_required", {}, "inbox_ack_pending"),
-    ("list_ack_overdue", {"agent_name": "GreenCastle", "older_than_minutes": 1}, "inbox_ack_pending"),
-    ("list_ack_overdue", {}, "inbox_ack_pending"),
+    ("list_ack_overdue", {"agent_name": "GreenCastle", "older_than_minutes": 1e-6}, "inbox_ack_pending"),
     ("list_urgent_unread", {"agent_name": "GreenCastle"}, "inbox_urgent_unread"),
+]
+# (a project's view: tool, arguments, the partial index its choice of messages walks, agent by agent)
+VIEWS = [
+    ("list_ack_required", {}, "inbox_ack_pending"),
+    ("list_ack_overdue", {}, "inbox_ack_pending"),
     ("list_urgent_unread", {}, "inbox_urgent_unread"),
 ]
 
 
 @pytest.mark.sqlite_only
-@pytest.mark.parametrize(("tool", "arguments", "index"), CASES, ids=[f"{c[0]}-{'+'.join(c[1])}" for c in CASES])
-def test_filters_and_views_walk_their_partial_index(call, project, settings, traced, tool, arguments, index):
+@pytest.mark.parametrize(("tool", "arguments", "index"), FILTERS, ids=[f"{c[0]}-{'+'.join(c[1])}" for c in FILTERS])
+def test_filters_and_an_agents_views_walk_their_partial_index(call, project, settings, traced, tool, arguments, index):
     send(call, project, ["GreenCastle"], "x", importance="urgent", ack_required=True)
     traced.clear()
     call(tool, project_key=project, **arguments)
-    for plan in inbox_plans(settings, traced):  # one per agent for a project's view
+    for plan in plans(settings, traced, INBOX):
         # The recipient rows come from the partial index, by agent, already in order: no scan of the
         # inbox, no sort of every match.
         assert plan.startswith(f"SEARCH r USING INDEX {index} (agent_id=?"), plan
         assert "TEMP B-TREE" not in plan and "SCAN" not in plan, plan
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize(("tool", "index"), [(tool, index) for tool, _, index in VIEWS])
+def test_a_projects_views_pick_through_their_partial_index_and_read_only_what_they_show(call, project, settings, traced,
+                                                                                       tool, index):
+    """The agents with such mail, and each one's oldest, come from the partial index, without a
+    scan or a sort; only the messages shown are read whole, by id."""
+    send(call, project, ["GreenCastle"], "x", importance="urgent", ack_required=True)
+    traced.clear()
+    shown = call(tool, project_key=project)["messages"]
+    [agents] = plans(settings, traced, AGENTS)
+    assert f"SEARCH r USING INDEX {index} (agent_id=?)" in agents, agents
+    [oldest] = plans(settings, traced, OLDEST)  # GreenCastle's: the one agent with such mail
+    assert oldest.startswith(f"SEARCH r USING INDEX {index} (agent_id=?)"), oldest
+    assert bool(shown) == (tool != "list_ack_overdue")  # the message is not an hour old
+    for plan in [agents, oldest, *(plans(settings, traced, INBOX) if shown else [])]:
+        assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan
 
 
 def test_filters_and_views_answer_right(call, project, settings):

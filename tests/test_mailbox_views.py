@@ -74,3 +74,37 @@ def test_views_and_inbox_filters_as_mcp_resources(server):
     assert [m["subject"] for m in pending["messages"]] == ["ack me"]
     assert [(m["recipient"], m["subject"]) for m in project_wide["messages"]] == [("GreenCastle", "ack me")]
     assert urgent["messages"] == []  # read already
+
+
+def test_a_projects_view_is_the_oldest_of_every_agents_own(call, project):
+    """The project's view (each agent's oldest `limit`, merged) against each agent's inbox filtered
+    the same way, for mail spread over agents, some of it read, acknowledged or urgent."""
+    import random
+
+    rng = random.Random(12)
+    names = ["BlueLake", "GreenCastle", "RedStone"]
+    for extra in ("amberfox", "Cobalt7"):
+        call("register_agent", project_key=project, program="p", model="m", name=extra)
+        call("set_contact_policy", project_key=project, agent_name=extra, policy="open")
+        names.append(extra)
+    for n in range(40):
+        to = rng.sample(names, rng.randint(1, 3))
+        message = send(call, project, rng.choice(names), to, f"m{n}", ack_required=rng.random() < 0.5,
+                       importance=rng.choice(["normal", "high", "urgent"]))
+        for name in to:
+            if rng.random() < 0.3:
+                call("acknowledge_message", project_key=project, agent_name=name, message_id=message["id"])
+            elif rng.random() < 0.3:
+                call("mark_message_read", project_key=project, agent_name=name, message_id=message["id"])
+
+    def reference(filters: dict, limit: int) -> list[tuple[str, str]]:
+        mine = [(int(m["id"]), name.lower(), name, m["subject"]) for name in names
+                for m in call("fetch_inbox", project_key=project, agent_name=name, limit=500, **filters)["messages"]]
+        return [(name, subject) for _, _, name, subject in sorted(mine)[:limit]]
+
+    for limit in (1, 7, 50):
+        assert subjects(call("list_ack_required", project_key=project, limit=limit)) == reference({"ack_pending_only": True}, limit)
+        assert subjects(call("list_urgent_unread", project_key=project, limit=limit)) == reference(
+            {"urgent_only": True, "unread_only": True}, limit)
+        assert subjects(call("list_ack_required", project_key=project, agent_name="Cobalt7", limit=limit)) == [
+            pair for pair in reference({"ack_pending_only": True}, 500) if pair[0] == "Cobalt7"][:limit]

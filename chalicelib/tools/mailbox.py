@@ -160,18 +160,45 @@ class Attention(Output):
     messages: list[AttentionItem] = Field(description="Oldest first.")
 
 
-def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, params=()) -> Attention:
+def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, created_before: str | None = None) -> Attention:
+    """The oldest `limit` messages matching `condition` (on r, the recipient's row), older than
+    `created_before` if given, of one agent or of every agent of the project (an item per
+    recipient), through the condition's partial index (migrations/0020)."""
     project = find_project(db, args.project_key)
-    recipients = [find_agent(db, project, args.agent_name)] if args.agent_name else db.execute(
-        "SELECT id, name FROM agents WHERE project_id = ? ORDER BY name COLLATE NOCASE", (project["id"],)
+    old_enough, params = (" AND m.created_ts < ?", [created_before]) if created_before else ("", [])
+    if args.agent_name:
+        agent = find_agent(db, project, args.agent_name)
+        page = inbox_page(db, project["id"], agent["id"], f"AND {condition}{old_enough}", params, order="ASC", limit=args.limit)
+        return Attention(messages=[_item(json, agent["name"]) for json in page])
+    # Every agent's: the agents with such mail (one statement, whatever the number of agents),
+    # the ids of each one's oldest, and only the `limit` oldest of all read whole.
+    agents = db.execute(
+        "SELECT a.id, a.name FROM agents a WHERE a.project_id = ?"
+        f" AND EXISTS (SELECT 1 FROM message_recipients r WHERE r.agent_id = a.id AND {condition}) ORDER BY a.name COLLATE NOCASE",
+        (project["id"],),
     ).fetchall()
-    found = []
-    for recipient in recipients:
-        for json in inbox_page(db, project["id"], recipient["id"], f"AND {condition}", params, order="ASC", limit=args.limit):
-            item = json[:-1] + ',"recipient":' + orjson.dumps(recipient["name"]).decode() + "}"
-            found.append((message_id_of(json), AttentionItem.model_validate_json(item)))
-    found.sort(key=lambda pair: pair[0])
-    return Attention(messages=[item for _, item in found[: args.limit]])
+    messages = " JOIN messages m ON m.id = r.message_id" if created_before else ""
+    oldest = []  # (message id, the agent's place by name, agent id, name)
+    for place, (agent, name) in enumerate(agents):
+        oldest += [(message_id, place, agent, name) for (message_id,) in db.execute(
+            f"SELECT r.message_id FROM message_recipients r{messages} WHERE r.agent_id = ? AND {condition}{old_enough}"
+            " ORDER BY r.message_id LIMIT ?",
+            (agent, *params, args.limit),
+        )]
+    picked = sorted(oldest)[: args.limit]
+    ids_of: dict[tuple[int, str], list[int]] = {}
+    for message_id, _, agent, name in picked:
+        ids_of.setdefault((agent, name), []).append(message_id)
+    items = {
+        (message_id_of(json), agent): _item(json, name)
+        for (agent, name), ids in ids_of.items()
+        for json in inbox_page(db, project["id"], agent, f"AND r.message_id IN ({placeholders(ids)})", ids, order="ASC", limit=len(ids))
+    }
+    return Attention(messages=[items[message_id, agent] for message_id, _, agent, _ in picked])
+
+
+def _item(inbox_json: str, recipient: str) -> AttentionItem:
+    return AttentionItem.model_validate_json(inbox_json[:-1] + ',"recipient":' + orjson.dumps(recipient).decode() + "}")
 
 
 def list_ack_required(db: sqlite3.Connection, args: AttentionInput) -> Attention:
@@ -181,8 +208,7 @@ def list_ack_required(db: sqlite3.Connection, args: AttentionInput) -> Attention
 
 def list_ack_overdue(db: sqlite3.Connection, args: AckOverdueInput) -> Attention:
     """Messages waiting for an acknowledgement for longer than older_than_minutes."""
-    cutoff = clock.later(clock.now(), -args.older_than_minutes * 60)
-    return _attention(db, args, f"{INBOX_FILTERS['ack_pending_only']} AND m.created_ts < ?", [cutoff])
+    return _attention(db, args, INBOX_FILTERS["ack_pending_only"], created_before=clock.later(clock.now(), -args.older_than_minutes * 60))
 
 
 def list_urgent_unread(db: sqlite3.Connection, args: AttentionInput) -> Attention:
