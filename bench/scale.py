@@ -158,6 +158,9 @@ def scenarios(db: sqlite3.Connection) -> dict[str, callable]:
         "search + thread": lambda i: ("search_messages", {"project_key": p, "query": "database", "thread_id": threads[i % len(threads)]}),
         "search + sender": lambda i: ("search_messages", {"project_key": p, "query": "database", "sender": agent(i)}),
         "search visible to agent": lambda i: ("search_messages", {"project_key": p, "query": "database", "agent_name": agent(i)}),
+        "unified_inbox": lambda i: ("unified_inbox", {}),  # the overseer's (the web UI's first page)
+        "unified_inbox of the project": lambda i: ("unified_inbox", {"project_key": p}),
+        "get_retention_policy": lambda i: ("get_retention_policy", {"project_key": p}),
         "list_ack_required": lambda i: ("list_ack_required", {"project_key": p}),  # every agent's
         "list_ack_required as an agent": lambda i: ("list_ack_required", {"project_key": p, "agent_name": agent(i)}),
         "list_ack_overdue": lambda i: ("list_ack_overdue", {"project_key": p}),
