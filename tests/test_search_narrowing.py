@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from chalicelib.tools import search, search_narrowing
-from chalicelib.tools.search_syntax import _around, _first_word_start, _marked, _marked_words, plain_terms, snippet, snippet_terms
+from chalicelib.tools.search_syntax import _around, _first_start, _marked, _marked_words, plain_terms, snippet, snippet_terms
 
 pytestmark = pytest.mark.both_backends
 
@@ -82,6 +82,11 @@ PIECES = ["cart", "Cart", "(cart", "x.cart", "foo_cart", "cartography", "ĉart",
           "İstanbul", "istanbul", "api.py", " ", "\n", "-"]
 
 
+def first_word_start(text: str, words: list[str]) -> int | None:
+    """Where snippets find the first word starting with one of `words`."""
+    return _first_start(text, text.lower(), [(word,) for word in words])
+
+
 @hypothesis_settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(PIECES), max_size=30),
        st.lists(st.sampled_from(["cart", "12", "api", "istanbul"]), min_size=1, max_size=3))
@@ -89,7 +94,7 @@ def test_snippets_find_the_first_query_word_where_the_pattern_does(pieces, words
     text = " ".join(pieces)
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
     found = pattern.search(text)
-    assert _first_word_start(text, words) == (found.start() if found else None)
+    assert first_word_start(text, words) == (found.start() if found else None)
 
 
 
@@ -116,7 +121,7 @@ def reference_snippet_window(text: str, found: int | None, width: int = 16) -> t
 def test_a_snippet_shows_the_tokens_around_the_first_match(pieces, words):
     text = "".join(pieces)
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
-    found = _first_word_start(text, words)
+    found = first_word_start(text, words)
     assert _around(text, found or 0, 4, 16) == reference_snippet_window(text, found)
     longest = max(words, key=len)  # the snippet centres on the longest word's first place, if any
     at_longest = re.search(r"\b" + re.escape(longest) + r"\w*", text, re.I)

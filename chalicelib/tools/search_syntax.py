@@ -192,11 +192,6 @@ def _word_start(lower: str, word: str, at: int = 0) -> int:
     return at
 
 
-def _first_word_start(text: str, words: list[str]) -> int | None:
-    """Where the first word starting with a query word starts (what `_marker(words)` finds first)."""
-    return _first_start(text, text.lower(), [(word,) for word in words])
-
-
 def _first_start(text: str, lower: str, terms: list[tuple[str, ...]]) -> int | None:
     """Where the first place of one of the terms starts in the text (`lower`: the text lower
     case): str.find, ~10x faster than a pattern (which has no literal start) and nothing to
@@ -210,7 +205,8 @@ def _first_start(text: str, lower: str, terms: list[tuple[str, ...]]) -> int | N
 def _term_at(lower: str, term: tuple[str, ...]) -> int | None:
     """Where the term's first place starts: a word starting with a one-word term, or the phrase."""
     if len(term) > 1:
-        return _phrase_at(lower, term)
+        span = _phrase_span(lower, term)
+        return span[0] if span else None
     at = _word_start(lower, term[0])
     return at if at >= 0 else None
 
@@ -259,13 +255,13 @@ def snippet(subject: str, body: str, terms: list[tuple[str, ...]], width: int = 
     return ("…" if more_before else "") + _marked(" ".join(shown), terms) + ("…" if more_after else "")
 
 
-def _phrase_at(lower: str, phrase: tuple[str, ...], at: int = 0) -> int | None:
-    """Where the phrase's first place from `at` starts: its first word starting a word, each
-    next one after characters that are no letters or digits (what the index's tokenizer skips),
-    the last one ending there. (Lower-cased text of the same length as the original.)"""
+def _phrase_span(lower: str, phrase: tuple[str, ...], at: int = 0) -> tuple[int, int] | None:
+    """Where the phrase's first place from `at` starts and ends: its first word starting a word,
+    each next one after characters that are no letters or digits (what the index's tokenizer
+    skips), the last one ending there. (Lower-cased text of the same length as the original.)"""
     while (start := _word_start(lower, phrase[0], at)) >= 0:
-        if _phrase_end(lower, phrase, start) is not None:
-            return start
+        if (end := _phrase_end(lower, phrase, start)) is not None:
+            return start, end
         at = start + 1
     return None
 
@@ -294,11 +290,11 @@ def _marked(passage: str, terms: list[tuple[str, ...]]) -> str:
     lower = passage.lower()
     spans, found = [], set()
     for phrase in phrases if len(lower) == len(passage) else ():
-        at = _phrase_at(lower, phrase)
-        while at is not None:
-            spans.append((at, _phrase_end(lower, phrase, at)))
+        span = _phrase_span(lower, phrase)
+        while span is not None:
+            spans.append(span)
             found.add(phrase)
-            at = _phrase_at(lower, phrase, at + 1)
+            span = _phrase_span(lower, phrase, span[0] + 1)
     words = list(dict.fromkeys(word for term in terms if term not in found for word in term))
     pieces, done = [], 0
     for start, end in sorted(spans):
