@@ -1,10 +1,11 @@
-"""The list tools and the web UI's project pages as a server's projects, a project's agents and its
-file reservations grow, in-process.
+"""The list tools and the web UI's project pages as a server's projects, a project's agents, its
+file reservations and its held build slots grow, in-process.
 
     .venv/bin/python bench/lists.py [--sizes 1000,10000,50000] [--calls 9] [--dir /work/tmp/lists-bench]
 
 One database per size (kept in --dir, reused by later runs): that many projects, and in project
-`bench-lists` that many agents (a third retired) and active file reservations, written with bulk
+`bench-lists` that many agents (a third retired), active file reservations and build slots, each
+slot held by one agent, written with bulk
 SQL, so an older checkout builds the same rows in its own --dir. Prints, per size, the median of
 --calls calls of each tool with its default arguments (the first page, or before paging the
 whole list), of the last page of all agents (when the tools page) and of the web UI's two
@@ -41,6 +42,8 @@ def build(settings: Settings, size: int) -> None:
                TS.format(1, n) if n % 3 == 0 else None) for n in range(size)]
     reservations = [(stable_id("file_reservation", n), project, agents[n % len(agents)][0], f"src/mod{n}/**", f"src/mod{n}",
                      TS.format(2, n)) for n in range(size)]
+    slots = [(stable_id("build_slot", n), project, f"build{n:06d}", agents[n][0], TS.format(3, n), TS.format(3, n))
+             for n in range(size)]
     with sqlite3.connect(settings.database_path) as conn:
         conn.executemany("INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, ?)", projects)
         conn.executemany("INSERT INTO agents (id, project_id, name, program, model, inception_ts, last_active_ts, retired_ts)"
@@ -52,6 +55,8 @@ def build(settings: Settings, size: int) -> None:
             f" expires_ts) VALUES (?, ?, ?, ?{', ?' if prefix else ''}, 1, '', ?, '2999-01-01T00:00:00+00:00')",
             [row if prefix else row[:4] + row[5:] for row in reservations],
         )
+        conn.executemany("INSERT INTO build_slots (id, project_id, slot, agent_id, exclusive, acquired_ts, confirmed_ts,"
+                         " expires_ts) VALUES (?, ?, ?, ?, 1, ?, ?, '2999-01-01T00:00:00+00:00')", slots)
 
 
 def timed(function, calls: int) -> tuple[float, str]:
@@ -93,6 +98,7 @@ def main() -> None:
             "list_agents": tool("list_agents", project_key="bench-lists"),
             "list_agents include_retired": tool("list_agents", project_key="bench-lists", include_retired=True),
             "list_file_reservations": tool("list_file_reservations", project_key="bench-lists"),
+            "list_build_slots": tool("list_build_slots", project_key="bench-lists"),
             "web UI /ui/projects": page("/ui/projects"),
             "web UI /ui/project": page("/ui/project", "p=bench-lists"),
         }
@@ -102,7 +108,7 @@ def main() -> None:
             while (page := invoke.call(TOOLS["list_agents"], arguments | {"cursor": last}, settings)).next_cursor:
                 last = page.next_cursor
             scenarios["list_agents, the last page of 500"] = tool("list_agents", **arguments, cursor=last)
-        print(f"{size:,} projects, agents and reservations")
+        print(f"{size:,} projects, agents, reservations and build slots")
         for name, function in scenarios.items():
             median, outcome = timed(function, options.calls)
             print(f"  {name:<34} {median:>8.1f} ms  {outcome:>16}", flush=True)

@@ -83,6 +83,36 @@ def test_pages_add_up_to_the_whole_list_in_order(call):
 
 
 @pytest.mark.both_backends
+def test_build_slots_come_a_page_of_slots_at_a_time(call):
+    """A page holds every current holder of at most `limit` slots, by slot name: shared slots
+    are never split between pages, released and expired holds are on none."""
+    world(call)
+    holds = [("alpha", NAMES[:3], False), ("Beta", NAMES[3:4], True), ("delta", NAMES[4:6], False), ("gamma", NAMES[6:7], True)]
+    for slot, agents, exclusive in holds:
+        for agent in agents:
+            call("acquire_build_slot", project_key="w-p0", agent_name=agent, slot=slot, exclusive=exclusive)
+    call("acquire_build_slot", project_key="w-p0", agent_name="BlueLake", slot="cleared")
+    call("release_build_slot", project_key="w-p0", agent_name="BlueLake", slot="cleared")
+    whole = call("list_build_slots", project_key="w-p0", limit=500)
+    expected = [(slot, agent) for slot, agents, _ in sorted(holds) for agent in agents]  # byte order: "Beta" first
+    assert [(s["slot"], s["agent"]) for s in whole["slots"]] == expected and whole["next_cursor"] is None
+    for limit in (1, 2, 3):
+        found = []
+        cursor = None
+        while True:
+            page = call("list_build_slots", project_key="w-p0", limit=limit, **({"cursor": cursor} if cursor else {}))
+            found.append([(s["slot"], s["agent"]) for s in page["slots"]])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert [hold for page in found for hold in page] == expected, limit
+        slots = [list(dict.fromkeys(slot for slot, _ in page)) for page in found]
+        assert all(len(names) == limit for names in slots[:-1]) and 0 < len(slots[-1]) <= limit, (limit, slots)
+    only = call("list_build_slots", project_key="w-p0", slot="alpha", limit=1)
+    assert ([s["agent"] for s in only["slots"]], only["next_cursor"]) == (NAMES[:3], None)
+
+
+@pytest.mark.both_backends
 def test_a_credential_that_reaches_no_project_lists_none(call, settings):
     world(call)
     nobody = Principal("bearer", "nobody", role="reader", projects=frozenset())
@@ -160,6 +190,7 @@ def test_the_web_ui_links_to_the_next_page(tmp_path):
         names = [f"Agent{n:04d}" for n in range(LIST_SHOWN + 3)]
         for name in names:
             post("register_agent", project_key="ui-big", program="p", model="m", name=name)
+            post("acquire_build_slot", project_key="ui-big", agent_name=name, slot=f"build-{name}")
         for n in range(LIST_SHOWN):
             post("ensure_project", human_key=f"/ui/p{n:04d}")
         post("set_contact_policy", project_key="ui-big", agent_name="Agent0001", policy="open")
@@ -168,11 +199,16 @@ def test_the_web_ui_links_to_the_next_page(tmp_path):
                  body_md="x", thread_id=f"T-{n:03d}")
 
         page = web.get("/ui/project", params={"p": "ui-big"}).text
-        shown = re.findall(r">(Agent\d{4})<", page)
+        shown = re.findall(r">(Agent\d{4})<", page.split("<h2>Build slots</h2>")[0])  # the holders link them too
         assert shown == names[:LIST_SHOWN] and f"<small>{len(names)}</small>" in page
         [more] = re.findall(r'href="([^"]*&amp;agents=[^"]*)"[^>]*>More agents', page)
         rest = web.get(more.replace("&amp;", "&")).text
-        assert re.findall(r">(Agent\d{4})<", rest) == names[LIST_SHOWN:] and "More agents" not in rest
+        assert re.findall(r">(Agent\d{4})<", rest.split("<h2>Build slots</h2>")[0]) == names[LIST_SHOWN:]
+        assert "More agents" not in rest
+        assert re.findall(r"<code>build-(Agent\d{4})</code>", page) == names[:LIST_SHOWN]
+        [more] = re.findall(r'href="([^"]*&amp;slots=[^"]*)"[^>]*>More build slots', page)
+        rest = web.get(more.replace("&amp;", "&")).text
+        assert re.findall(r"<code>build-(Agent\d{4})</code>", rest) == names[LIST_SHOWN:] and "More build slots" not in rest
 
         [older] = re.findall(r'href="([^"]*&amp;threads=[^"]*)"[^>]*>Older threads', page)
         assert re.findall(r">(T-\d{3})</a>", page) == [f"T-{n:03d}" for n in range(THREADS_SHOWN + 1, 1, -1)]

@@ -16,12 +16,13 @@ from typing import Annotated
 from pydantic import Field
 
 from .. import clock
-from ..store.db import refresh, transaction
+from ..store.db import placeholders, refresh, transaction
 from ..errors import Conflict, NotFound
 from ..fields import AgentName, ProjectKey
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .agents import agent_id, find_agent, mark_active
+from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor
 from .projects import find_project, refuse_archived
 from .reservations import TtlSeconds
 
@@ -40,27 +41,29 @@ def build_slot(row: sqlite3.Row) -> BuildSlot:
     return BuildSlot(**{name: row[name] for name in BuildSlot.model_fields})
 
 
-def holders(db: sqlite3.Connection, project_id: int, slot: str | None = None) -> list[sqlite3.Row]:
-    """Who holds the slot (every slot, if None) now: unreleased, unexpired rows, confirmed ones
+def holders(db: sqlite3.Connection, project_id: int, slots: list[str]) -> list[sqlite3.Row]:
+    """Who holds these slots now: unreleased, unexpired rows, confirmed ones
     first, then in (acquired_ts, id) order, each admitted while compatible with those before it.
     (A grant being settled across replicas may clash with another; the later one is no holder.)"""
     sql = (
         "SELECT s.*, a.name AS agent FROM build_slots s JOIN agents a ON a.id = s.agent_id"
-        " WHERE s.project_id = ? AND s.released_ts IS NULL AND s.expires_ts > ?"
+        f" WHERE s.project_id = ? AND s.slot IN ({placeholders(slots)}) AND s.released_ts IS NULL AND s.expires_ts > ?"
     )
-    params: list = [project_id, clock.now()]
-    if slot is not None:
-        sql += " AND s.slot = ?"
-        params.append(slot)
+    params = [project_id, *slots, clock.now()]
     admitted: list[sqlite3.Row] = []
+    # Per slot, whether its holders so far are one exclusive one (else all shared): what a
+    # newcomer clashes with, in one look however many share it.
+    exclusive: dict[str, bool] = {}
     for row in db.execute(sql + " ORDER BY s.slot, s.confirmed_ts IS NULL, s.acquired_ts, s.id", params):
-        if not any(clash(row["exclusive"], held["exclusive"]) for held in admitted if held["slot"] == row["slot"]):
+        held = exclusive.get(row["slot"])
+        if held is None or not clash(row["exclusive"], held):
+            exclusive[row["slot"]] = bool(row["exclusive"])
             admitted.append(row)
     return admitted
 
 
 def clash(exclusive: bool, held_exclusive: bool) -> bool:
-    """Readers-writer rule: only two shared holds coexist."""
+    """Readers-writer rule: two holds coexist only when both are shared."""
     return exclusive or held_exclusive
 
 
@@ -76,7 +79,7 @@ def refuse(slot: str, blockers: list[sqlite3.Row]) -> Conflict:
 
 def own_hold(db: sqlite3.Connection, project: sqlite3.Row, agent: sqlite3.Row, slot: str) -> sqlite3.Row:
     """The agent's current hold on the slot; NotFound if it has none, Conflict if it lost a replica race."""
-    current = holders(db, project["id"], slot)
+    current = holders(db, project["id"], [slot])
     mine = next((row for row in current if row["agent_id"] == agent["id"]), None)
     if mine is not None:
         return mine
@@ -118,7 +121,7 @@ def acquire_build_slot(db: sqlite3.Connection, args: AcquireBuildSlotInput) -> B
     agent = find_agent(db, project, args.agent_name)
     blockers = [
         row
-        for row in holders(db, project["id"], args.slot)
+        for row in holders(db, project["id"], [args.slot])
         if row["agent_id"] != agent["id"] and clash(args.exclusive, row["exclusive"])
     ]
     if blockers:
@@ -238,16 +241,33 @@ def release_build_slot(db: sqlite3.Connection, args: ReleaseBuildSlotInput) -> S
 class ListBuildSlotsInput(Input):
     project_key: ProjectKey
     slot: SlotName | None = Field(None, description="Only this slot.")
+    limit: Annotated[int, Field(ge=1, le=500, description="The holders of at most this many slots per page; next_cursor continues.")] = 100
+    cursor: PageCursor | None = Field(None, description=CURSOR_HELP)
 
 
 class BuildSlots(Output):
     slots: list[BuildSlot] = Field(description="Current holders, by slot then acquisition time.")
+    next_cursor: str | None = Field(None, description=NEXT_HELP)
+
+
+BY_NAME = Keyset((("slot", "slot"),))
 
 
 def list_build_slots(db: sqlite3.Connection, args: ListBuildSlotsInput) -> BuildSlots:
-    """Who holds which build slot now (released and expired holds are gone)."""
+    """Who holds which build slot now (released and expired holds are gone), by slot name, a
+    page of slots at a time."""
     project = find_project(db, args.project_key)
-    return BuildSlots(slots=[build_slot(row) for row in holders(db, project["id"], args.slot)])
+    if args.slot is not None:
+        return BuildSlots(slots=[build_slot(row) for row in holders(db, project["id"], [args.slot])])
+    after, params = BY_NAME.after(args.cursor)
+    held = db.execute(
+        "SELECT DISTINCT slot FROM build_slots WHERE project_id = ? AND released_ts IS NULL AND expires_ts > ?"
+        f"{after}{BY_NAME.order_by()} LIMIT ?",
+        (project["id"], clock.now(), *params, args.limit + 1),
+    )
+    page, cursor = BY_NAME.page(held, args.limit)
+    rows = holders(db, project["id"], [row["slot"] for row in page]) if page else []
+    return BuildSlots(slots=[build_slot(row) for row in rows], next_cursor=cursor)
 
 
 TOOLS = [

@@ -278,7 +278,7 @@ class WebUI:
         return self.page(
             request, session, "project.html", project=project, nav="projects", agents=agents, reservations=reservations,
             threads=self.run("list_threads", project_key=project.slug, limit=THREADS_SHOWN, cursor=request.query.get("threads") or None),
-            slots=self.run("list_build_slots", project_key=project.slug).slots,
+            slots=self.run("list_build_slots", project_key=project.slug, limit=LIST_SHOWN, cursor=request.query.get("slots") or None),
             awaiting=[m for m in recent if m.ack_pending],
             live=self.live_url(request, project.slug), latest=recent[0].id if recent else "",
         )
