@@ -175,10 +175,11 @@ async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Pri
         while True:
             waiter.arm()
             result = await _read(tool, args, settings, principal)
-            key = tool.wait(result)
+            waiting = tool.wait(args, result)
             remaining = deadline - asyncio.get_running_loop().time()
-            if key is None or remaining <= 0:
+            if waiting is None or remaining <= 0:
                 return result
+            key, args = waiting
             if waiter.key != key:  # watched only after this check: check once more
                 waiter.watch(key)
                 continue
@@ -192,10 +193,11 @@ def _wait_sync(tool: Tool, args: Input, settings: Settings, principal: auth.Prin
         while True:
             waiter.arm()
             result = _attempt(tool, args, settings, principal)
-            key = tool.wait(result)
+            waiting = tool.wait(args, result)
             remaining = deadline - time.monotonic()
-            if key is None or remaining <= 0:
+            if waiting is None or remaining <= 0:
                 return result
+            key, args = waiting
             if waiter.key != key:
                 waiter.watch(key)
                 continue

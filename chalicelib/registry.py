@@ -111,10 +111,11 @@ class Tool:
     # Changes files on the server's machine, not the database (install_precommit_guard): runs in a
     # thread on a read transaction, never inside the writer's (git would hold every write up).
     writes_files: bool = False
-    # A waiting tool (wait_for_mail): its handler answers at once, and wait(result) gives a
-    # wake-up key (a recipient's id) while the result is "nothing yet", None once it is final.
-    # invoke.py runs the handler again when a commit wakes that key, until args.timeout_seconds.
-    wait: Callable[[BaseModel], Any] | None = None
+    # A waiting tool (wait_for_mail): its handler answers at once, and wait(args, result) gives,
+    # while the result is "nothing yet", a wake-up key (a recipient's id) and the input of the
+    # next check; None once it is final. invoke.py runs the handler again on that input when a
+    # commit wakes the key, until args.timeout_seconds.
+    wait: Callable[[BaseModel, BaseModel], tuple[Any, BaseModel] | None] | None = None
     # Takes an optional idempotency_key: a retry with the same key returns the first result and
     # changes nothing (invoke.py stores key, payload hash and result with the write).
     idempotent: bool = False

@@ -100,6 +100,31 @@ def test_a_waiting_call_wakes_when_mail_is_delivered(settings, call, project):
     assert elapsed < 10  # woken by the commit, long before its 20 s timeout
 
 
+def test_a_wait_without_a_cursor_returns_mail_delivered_during_it(settings, call, project):
+    """Without a cursor the wait starts from the call: what arrives while it waits is its answer
+    (each check after the first goes on from the first one's cursor, not from its own now)."""
+    args = dict(project_key=project, agent_name="GreenCastle", timeout_seconds=20)
+
+    async def scenario():
+        waiting = asyncio.create_task(invoke.acall(TOOLS["wait_for_mail"], args, settings))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        sent = await invoke.acall(TOOLS["send_message"], dict(
+            project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="during", body_md="x"), settings)
+        return sent, await asyncio.wait_for(waiting, 19)
+
+    sent, got = asyncio.run(scenario())
+    assert [m.id for m in got.messages] == [sent.message.id]
+    assert wait(call, project, cursor=got.cursor)["messages"] == []  # and once only
+    result = {}  # the synchronous callers' loop (Chalice, the CLI)
+    waiting = threading.Thread(target=lambda: result.update(call("wait_for_mail", **args)))
+    waiting.start()
+    time.sleep(0.3)
+    sent = send(call, project, subject="during, in a thread")
+    waiting.join(25)
+    assert [m["id"] for m in result["messages"]] == [sent["id"]]
+
+
 def test_mail_for_someone_else_does_not_end_the_wait(settings, call, project):
     cursor = wait(call, project)["cursor"]
     send(call, project, to=["RedStone"])

@@ -132,9 +132,13 @@ def wait_for_mail(db: sqlite3.Connection, args: WaitForMailInput) -> MailArrived
     return result
 
 
-def keep_waiting(result: MailArrived):
-    """The wake-up key while nothing arrived (the recipient's id); None once there is mail."""
-    return None if result.messages else result._recipient_id
+def keep_waiting(args: WaitForMailInput, result: MailArrived):
+    """While nothing arrived: the wake-up key (the recipient's id) and the next check's input,
+    which goes on from this answer's cursor (a check run again without one would start from its
+    own now, counting what arrived meanwhile as seen). None once there is mail."""
+    if result.messages:
+        return None
+    return result._recipient_id, args.model_copy(update={"cursor": result.cursor})
 
 
 # Views of what needs attention, for one agent or a whole project.
