@@ -42,6 +42,17 @@ def test_ack_required_overdue_and_urgent_unread(call, project, settings):
     assert view("list_ack_required", limit=1) == [("GreenCastle", "old")]
 
 
+def test_a_projects_view_hides_bcc_recipients_as_get_thread_does(call, project):
+    hidden = send(call, project, "BlueLake", ["GreenCastle"], "quiet", bcc=["RedStone"], ack_required=True, importance="urgent")
+    for tool in ("list_ack_required", "list_urgent_unread"):
+        assert subjects(call(tool, project_key=project)) == [("GreenCastle", "quiet")], tool
+        assert subjects(call(tool, project_key=project, agent_name="RedStone")) == [("RedStone", "quiet")], tool  # its own
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=hidden["id"])
+    assert call("list_ack_required", project_key=project)["messages"] == []
+    thread = call("get_thread", project_key=project, thread_id=hidden["thread_id"])
+    assert "RedStone" not in str(thread)
+
+
 @pytest.mark.sqlite_only
 def test_views_and_inbox_filters_as_mcp_resources(server):
     with httpx.Client(base_url=server) as api:

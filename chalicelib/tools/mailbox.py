@@ -167,7 +167,7 @@ class Attention(Output):
 def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, created_before: str | None = None) -> Attention:
     """The oldest `limit` messages matching `condition` (on r, the recipient's row), older than
     `created_before` if given, of one agent or of every agent of the project (an item per
-    recipient), through the condition's partial index (migrations/0020)."""
+    recipient but bcc ones), through the condition's partial index (migrations/0020)."""
     project = find_project(db, args.project_key)
     old_enough, params = (" AND m.created_ts < ?", [created_before]) if created_before else ("", [])
     if args.agent_name:
@@ -175,7 +175,9 @@ def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, cre
         page = inbox_page(db, project["id"], agent["id"], f"AND {condition}{old_enough}", params, order="ASC", limit=args.limit)
         return Attention(messages=[_item(json, agent["name"]) for json in page])
     # Every agent's: the agents with such mail (one statement, whatever the number of agents),
-    # the ids of each one's oldest, and only the `limit` oldest of all read whole.
+    # the ids of each one's oldest, and only the `limit` oldest of all read whole. A bcc
+    # recipient stays hidden here, as in every view but its own and its sender's.
+    condition += " AND r.kind != 'bcc'"
     agents = db.execute(
         "SELECT a.id, a.name FROM agents a WHERE a.project_id = ?"
         f" AND EXISTS (SELECT 1 FROM message_recipients r WHERE r.agent_id = a.id AND {condition}) ORDER BY a.name COLLATE NOCASE",
