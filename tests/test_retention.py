@@ -125,11 +125,18 @@ def test_archive_only_drops_bodies_the_archive_holds_and_nothing_else(settings, 
 
 def test_idle_agents_are_retired_only_when_configured(settings, call, project, later):
     call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["src/*"], ttl_seconds=30 * 86400)
-    later(11)  # the reservation still runs
+    call("acquire_build_slot", project_key=project, agent_name="BlueLake", slot="deploy", ttl_seconds=30 * 86400)
+    call("ensure_overseer", project_key=project)  # the person, as idle as the agents
+    later(11)  # the reservation and the slot still run
     assert run_retention(settings)["agents_retired"] == 0  # off by default
     assert run_retention(settings.model_copy(update={"retention_agent_idle_days": 10}))["agents_retired"] == 3
-    assert call("list_agents", project_key=project)["agents"] == []
+    assert [a["name"] for a in call("list_agents", project_key=project)["agents"]] == ["Overseer"]  # a person is no agent
     assert call("list_file_reservations", project_key=project)["file_reservations"] == []  # released with it
+    assert call("list_build_slots", project_key=project)["slots"] == []
+    call("register_agent", project_key=project, program="p", model="m", name="Newcomer")
+    assert call("acquire_build_slot", project_key=project, agent_name="Newcomer", slot="deploy")["agent"] == "Newcomer"  # free again
+    sent = call("send_overseer_message", project_key=project, to=["Newcomer"], subject="Welcome", body_md="!")
+    assert sent["message"]["sender"] == "Overseer"
 
 
 def test_ended_reservations_and_slots_are_deleted_after_the_grace_period(settings, call, project, later):

@@ -284,7 +284,7 @@ class RetiredAgent(Agent):
 def retire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> RetiredAgent:
     """Retire an agent whose work is done: it gets no new mail and cannot send. Idempotent.
 
-    Its active file reservations are released. It stays readable (whois, its inbox, its
+    Its active file reservations and build slots are released. It stays readable (whois, its inbox, its
     threads) but leaves list_agents unless include_retired; unretire_agent brings it back.
     Its name is never reused."""
     project = find_project(db, args.project_key)
@@ -295,7 +295,8 @@ def retire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> RetiredAgent
 
 def retire(db: sqlite3.Connection, project: sqlite3.Row, key: int, now: str) -> tuple[sqlite3.Row, int]:
     """Retire the agent (coalesce: retiring again keeps the first time) and release its active
-    file reservations: (its row, how many were released). Also used by retention."""
+    file reservations and build slots: (its row, how many reservations were released). Also
+    used by retention."""
     row = db.execute(
         "UPDATE agents SET retired_ts = coalesce(retired_ts, ?) WHERE id = ? RETURNING *", (now, key)
     ).fetchall()[0]
@@ -305,6 +306,10 @@ def retire(db: sqlite3.Connection, project: sqlite3.Row, key: int, now: str) -> 
         (now, key, now),
     )]
     outbox.record_reservations(db, project, released)
+    db.execute(  # a retired agent runs no build: its slots would block others until they expire
+        "UPDATE build_slots SET released_ts = ? WHERE project_id = ? AND agent_id = ? AND released_ts IS NULL AND expires_ts > ?",
+        (now, project["id"], key, now),
+    )
     return row, len(released)
 
 

@@ -189,9 +189,11 @@ def archive_bodies(db: sqlite3.Connection, project_id: int, before_id: int, limi
 
 
 def retire_idle(db: sqlite3.Connection, idle_since: str, now: str, limit: int) -> int:
-    """Retire agents inactive since before `idle_since` (as retire_agent: reservations released)."""
+    """Retire agents inactive since before `idle_since` (as retire_agent: reservations and slots
+    released). Not a project's human overseer: it may read and write rarely, and must stay reachable."""
     rows = db.execute(
-        "SELECT id, project_id FROM agents WHERE retired_ts IS NULL AND last_active_ts < ? LIMIT ?", (idle_since, limit)
+        "SELECT id, project_id FROM agents WHERE kind = 'agent' AND retired_ts IS NULL AND last_active_ts < ? LIMIT ?",
+        (idle_since, limit),
     ).fetchall()
     for row in rows:
         retire(db, project_by_id(db, row["project_id"]), row["id"], now)
