@@ -309,3 +309,32 @@ def test_mail_findings_over_http_with_agent_tokens(world):
         project_key="alpha", from_agent="PinkDog", to_agent="RedStone@beta", registration_token=tokens["PinkDog"]))
     assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limited"
     assert 3000 < int(response.headers["retry-after"]) <= 3600
+
+
+def test_views_of_every_agents_mail_are_the_admins(world):
+    """The unified inbox and a project's attention views (no agent_name) show every agent's mail,
+    bcc copies included: with agent tokens on, only an admin reads them; others read as an agent."""
+    tokens = world.tokens
+    for token in ("alpha-reader", "alpha-writer"):
+        refused = post(world, token, "unified_inbox", project_key="alpha")
+        assert forbidden(refused) and "fetch_inbox" in refused[1]["error"]["hint"]
+        assert forbidden(post(world, token, "unified_inbox"))
+        for tool in ("list_ack_required", "list_ack_overdue", "list_urgent_unread"):
+            refused = post(world, token, tool, project_key="alpha")
+            assert forbidden(refused) and "agent_name" in refused[1]["error"]["hint"], tool
+        status, mine = post(world, token, "list_ack_required", project_key="alpha", agent_name="GreenCastle",
+                            registration_token=tokens["GreenCastle"])
+        assert status == 200 and {m["recipient"] for m in mine["messages"]} == {"GreenCastle"}
+        assert "Secret plan" in [m["subject"] for m in mine["messages"]]
+        assert forbidden(post(world, token, "list_ack_required", project_key="alpha", agent_name="GreenCastle",
+                              registration_token=tokens["PinkDog"]))
+    for uri in ("resource://project-urgent-unread/alpha", "resource://project-ack-required/alpha"):
+        refused = mcp(world, "alpha-reader", rpc("resources/read", {"uri": uri}))
+        assert refused["error"]["data"]["error"]["code"] == "forbidden", uri
+    # the admin (the operator, a human overseer) reads them all
+    status, inbox = post(world, ADMIN, "unified_inbox", project_key="alpha")
+    assert status == 200 and "Secret plan" in [m["subject"] for m in inbox["messages"]]
+    status, waiting = post(world, ADMIN, "list_ack_required", project_key="alpha")
+    assert status == 200 and ("Secret plan", "GreenCastle") in [(m["subject"], m["recipient"]) for m in waiting["messages"]]
+    listed = mcp(world, ADMIN, rpc("resources/read", {"uri": "resource://project-ack-required/alpha"}))
+    assert "Secret plan" in listed["result"]["contents"][0]["text"]

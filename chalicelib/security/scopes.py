@@ -14,7 +14,8 @@ transaction, before the agent-token check and the handler:
   only if it is in GLOBAL_OK;
 - reading mail with agent tokens on: a non-admin caller must name the agent it reads as
   (READS_MAIL_AS; that agent's token is then checked like any acts_as field), and the tool
-  shows only mail that agent sent or received.
+  shows only mail that agent sent or received. The overseer's views across agents (the
+  unified inbox, a project's attention views without agent_name) are the admin's.
 
 `narrowed_input` then has list_projects and list_products ask for the principal's projects
 only, and `visible_output` narrows the projects a product lists.
@@ -45,7 +46,15 @@ READS_MAIL_AS = {
     "macro_prepare_thread": "agent_name",
     "summarize_thread_product": "agent_name",
     "search_messages_product": "agent_name",
+    # The attention views: without agent_name they list every agent's mail, bcc copies included.
+    "list_ack_required": "agent_name",
+    "list_ack_overdue": "agent_name",
+    "list_urgent_unread": "agent_name",
 }
+
+# Mail of every agent with no agent to read as (the web UI's inbox): with agent tokens
+# required, the admin's (the operator, a human overseer) only.
+OVERSEER_VIEWS = frozenset({"unified_inbox"})
 
 # Tools whose call reaches every project linked to the product they name.
 SPANS_PRODUCT = frozenset({"fetch_inbox_product", "search_messages_product", "summarize_thread_product"})
@@ -76,6 +85,11 @@ def authorize(db: sqlite3.Connection, tool, args, principal: Principal, tokens_r
             raise Forbidden(
                 f"{tool.name} shows mail only to its sender and recipients: name the agent you read as.",
                 f"Pass {field} and that agent's registration_token.",
+            )
+        if tool.name in OVERSEER_VIEWS:
+            raise Forbidden(
+                f"{tool.name} shows every agent's mail: it needs the admin role; this credential is a {principal.role}.",
+                "Read as an agent instead: fetch_inbox or fetch_outbox with agent_name and its registration_token.",
             )
     if principal.projects is not None:
         _check_projects(db, tool, args, principal.projects)
