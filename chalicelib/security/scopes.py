@@ -33,6 +33,9 @@ ADMIN_ONLY = frozenset({
     "unarchive_project",
     "install_precommit_guard",  # writes into a git work tree on the server's machine
     "uninstall_precommit_guard",
+    "send_overseer_message",  # writes as the human overseer, past every contact policy
+    "ensure_overseer",  # the name a person acts under (force_release_file_reservation)
+    "set_retention_policy",  # decides when a project's mail is purged
 })
 
 # Tools that read mail, and the input field naming the agent they read as: with agent tokens
