@@ -75,3 +75,41 @@ def test_pipelined_requests_get_their_responses_in_order(server):
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)  # a body ends without a line break
     assert statuses == [b"200", b"404", b"200"]
     assert received.count(b"x-content-type-options: nosniff") == 3  # security headers on each
+
+
+def exchange(server: str, raw: bytes, answers: int = 1) -> list[tuple[int, bytes]]:
+    """Send raw bytes on a new connection; the statuses and bodies of the first `answers` responses
+    (until the server closes the connection, if it does first)."""
+    url = urlparse(server)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(raw)
+        received = b""
+        while len(re.findall(rb"HTTP/1\.1 \d{3} ", received)) < answers or not received.endswith((b"}", b"\n")):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    return [(int(status), body) for status, body in re.findall(rb"HTTP/1\.1 (\d{3}) .*?\r\n\r\n([^\r]*?)(?=HTTP/1\.1 |$)", received, re.S)]
+
+
+def test_a_request_head_over_64_kib_is_refused_with_431(server):
+    """Line and headers come before authentication: past MAX_HEAD_BYTES the server answers 431
+    (400 if the URL is most of it) and closes, without waiting for the head to end (httptools
+    would hold all of it)."""
+    host = urlparse(server).netloc
+    endless = f"GET /health HTTP/1.1\r\nHost: {host}\r\nX-Big: ".encode() + b"a" * (70 * 1024)  # never ends
+    [(status, body)] = exchange(server, endless)
+    assert status == 431 and b'"code":"request_header_fields_too_large"' in body
+    # a whole head over the limit arriving in one piece, with a body after it
+    big = f"POST /api/health_check HTTP/1.1\r\nHost: {host}\r\nX-Big: {'a' * 70_000}\r\nContent-Length: 2\r\n\r\n{{}}".encode()
+    assert exchange(server, big)[0][0] == 431
+    # a request line that long is one HTTP cannot take: 400, as an over-long URL always got
+    [(status, body)] = exchange(server, f"GET /health?{'q' * 70_000}".encode())  # never ends either
+    assert status == 400 and b'"code":"bad_request"' in body and b"request line" in body
+    # under the limit: served; a body does not count as head, on a kept-alive connection either
+    assert exchange(server, f"GET /health HTTP/1.1\r\nHost: {host}\r\nX-Big: {'a' * 60_000}\r\n\r\n".encode())[0][0] == 200
+    body = b'{"x": "' + b"b" * 300_000 + b'"}'
+    post = f"POST /api/health_check HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    get = f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    statuses = [status for status, _ in exchange(server, post.encode() + body + get.encode(), answers=2)]
+    assert statuses == [422, 200]

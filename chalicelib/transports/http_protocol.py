@@ -14,15 +14,31 @@ Nothing waits longer than that turn, so a streamed response still streams.
 It also drops slow readers: a client that stops reading its answer would keep that answer
 (up to MAX_ANSWER_BYTES) in memory for as long as it likes; once the transport's buffer has
 stayed above its high-water mark for SEND_TIMEOUT_SECONDS, the connection is aborted.
+
+And it bounds a request's line and headers, which come before authentication: httptools keeps
+them until they are complete (joining the pieces over and over: a 100 MiB header held the event
+loop for seconds). The bytes received while a head is incomplete are counted per read; past
+MAX_HEAD_BYTES the client gets 431 and the connection is closed (docs/limits.md).
 """
 
 import asyncio
+from http import HTTPStatus
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..config import get_settings
 from ..errors import ToolError
+
+MAX_HEAD_BYTES = 64 * 1024  # a request's line and headers (browsers send a few KiB at most)
+
+
+class HeadTooLarge(ToolError):
+    status = 431
+    code = "request_header_fields_too_large"
+
+
+LINE_HINT = "Check the request line and headers; send a long input as a POST body, not in the URL."
 
 
 class TurnBufferedTransport:
@@ -57,16 +73,53 @@ class TurnBufferedTransport:
 
 class HttpProtocol(HttpToolsProtocol):
     stalled: asyncio.TimerHandle | None = None
+    # Bytes received while the current request's head was incomplete; None while its body is read.
+    head_bytes: int | None = 0
+    url = b""  # uvicorn's, until a request begins
+    refusal: ToolError | None = None  # why on_headers_complete stopped the parser
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the real transport
         self.transport = TurnBufferedTransport(transport, self.loop)  # type: ignore[assignment]
 
+    def data_received(self, data: bytes) -> None:
+        if self.head_bytes is not None:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        # Still no end of the head: refused before httptools holds more of it.
+        if self.head_bytes is not None and self.head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            self.refuse(self.head_refusal(self.head_bytes))
+
+    def on_headers_complete(self) -> None:
+        # A read can hold a whole head and then a body: measure the head itself (rare: big reads only).
+        if self.head_bytes > MAX_HEAD_BYTES:
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > MAX_HEAD_BYTES:
+                self.refusal = self.head_refusal(size)
+                raise self.refusal  # stops the parser; uvicorn then calls send_400_response
+        self.head_bytes = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.head_bytes = 0  # the next request's head (a pipelined one's counts from the next read)
+        super().on_message_complete()
+
+    def head_refusal(self, size: int) -> ToolError:
+        """431, or, when the URL is most of the head, the 400 of a request line HTTP cannot take."""
+        if 2 * len(self.url) > size:
+            return ToolError(f"The request line is longer than {MAX_HEAD_BYTES} bytes.", LINE_HINT)
+        return HeadTooLarge(f"The request line and headers are larger than {MAX_HEAD_BYTES} bytes.",
+                            "Send less in headers; long inputs go in a POST body.")
+
     def send_400_response(self, msg: str) -> None:
         """A request HTTP itself cannot parse (an over-long line, a bad header) gets the API's error
         shape, as /openapi.json documents every 400, instead of uvicorn's plain text."""
-        body = orjson.dumps(ToolError(msg, "Check the request line and headers; send a long input as a POST body, not in the URL.").to_dict())
-        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        self.refuse(self.refusal or ToolError(msg, LINE_HINT))
+
+    def refuse(self, error: ToolError) -> None:
+        """Answer `error` and close the connection."""
+        body = orjson.dumps(error.to_dict())
+        head = [b"HTTP/1.1 %d %s\r\n" % (error.status, HTTPStatus(error.status).phrase.encode())]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
         self.transport.write(b"".join(head) + body)
