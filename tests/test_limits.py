@@ -13,7 +13,7 @@ from chalicelib.config import Settings
 from .aws_events import CONTEXT, MCP_HEADERS, http_api_event, rest_api_event, tool_call
 from .servers import running_server
 
-TOKENS = "token-a,token-b"
+TOKENS = "token-a,token-b,token-c"
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,20 @@ def test_a_burst_beyond_the_write_limit_gets_429_then_recovers(limited):
         assert b.post("/api/ensure_project", json={"human_key": "/burst/b"}).status_code == 200  # another caller
         time.sleep(retry_after)
         assert a.post("/api/ensure_project", json={"human_key": "/burst/later"}).status_code == 200
+
+
+def test_a_body_orjson_cannot_parse_counts_as_a_write(limited):
+    """The MCP SDK reads NaN, orjson does not: a tools/call carrying one passed as a read, past the write budget."""
+    call = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ensure_project","arguments":{"human_key":"/nan/%d"},"_meta":{"x":NaN}}}'
+    with client(limited, "token-c") as c:
+        answers = []
+        while len(answers) < 120 and (not answers or answers[-1].status_code == 200):
+            answers.append(c.post("/mcp", headers=MCP_HEADERS, content=call % len(answers)))
+        *accepted, refused = answers
+        assert not accepted[0].json()["result"]["isError"]  # the SDK did take it: a write
+        assert refused.status_code == 429 and refused.json()["error"]["data"]["code"] == "rate_limited"
+        assert c.post("/mcp", headers=MCP_HEADERS, content=b"{not json").status_code == 429  # whatever it is
+        assert c.get("/api/list_projects").status_code == 200  # reads keep their own budget
 
 
 def test_bodies_over_the_limit_are_refused(limited):

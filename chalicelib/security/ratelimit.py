@@ -92,7 +92,8 @@ class RateLimiter:
 
 def is_write(path: str, method: str, body: bytes, tools: dict[str, Any]) -> bool:
     """Whether a request writes: a REST call of a write tool, or an MCP tools/call of one
-    (a batch writes if any of its calls does). Everything else reads."""
+    (a batch writes if any of its calls does), or an MCP body orjson cannot parse (the SDK
+    reads more than strict JSON: NaN, Infinity). Everything else reads."""
     if path.startswith("/api/"):
         tool = tools.get(path[5:])
         return tool is not None and not tool.read_only and method != "GET"
@@ -100,7 +101,7 @@ def is_write(path: str, method: str, body: bytes, tools: dict[str, Any]) -> bool
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return False
+            return True
         for request in message if isinstance(message, list) else [message]:
             if isinstance(request, dict) and request.get("method") == "tools/call":
                 params = request.get("params")
