@@ -7,6 +7,7 @@ import importlib
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -263,7 +264,7 @@ def test_unknown_kid_refetches_the_key_set_once(keys, jwks_url):
     authenticator = auth.Authenticator(settings)
     fetches = []
     original = authenticator.jwks._refresh
-    authenticator.jwks._refresh = lambda now: (fetches.append(now), original(now))[1]
+    authenticator.jwks._refresh = lambda: (fetches.append(1), original())[1]
     token = jwt.encode(claims(), keys.rsa, "RS256", headers={"kid": "rsa-1"})
     assert authenticator.authenticate({"authorization": f"Bearer {token}"}).subject == "agent-runner"
     assert authenticator.authenticate({"authorization": f"Bearer {token}"}).subject == "agent-runner"  # cached
@@ -291,3 +292,45 @@ def test_an_open_server_refuses_traffic_that_did_not_come_over_loopback(tmp_path
     remote = asyncio.run(get("http://192.0.2.10:8765", "/api/list_projects"))
     assert remote.status_code == 503 and remote.json()["error"]["code"] == "unavailable"
     assert asyncio.run(get("http://192.0.2.10:8765", "/health")).status_code == 200
+
+
+def test_a_jwks_fetch_waits_off_the_event_loop_once_and_backs_off_after_failing(tmp_path):
+    """AUTH_MODE=jwt: a forged JWT naming an unknown kid makes the server fetch the key set. While
+    that fetch hangs, the server answers others (it ran on the event loop: everything waited); a
+    second forged JWT waits for the same fetch; after it failed, more forged JWTs refetch nothing
+    for JWKS_MIN_REFRESH_SECONDS (they refetched at every request once the cache was stale)."""
+    fetches, release = [], threading.Event()
+
+    class Hanging(BaseHTTPRequestHandler):
+        def do_GET(self):
+            fetches.append(self.path)
+            release.wait(60)
+            self.send_error(500)
+
+        def log_message(self, *args):
+            pass
+
+    jwks = ThreadingHTTPServer(("127.0.0.1", 0), Hanging)
+    threading.Thread(target=jwks.serve_forever, daemon=True).start()
+    env = dict(AUTH_MODE="jwt", JWT_JWKS_URL=f"http://127.0.0.1:{jwks.server_address[1]}/jwks", JWT_AUDIENCE=AUDIENCE,
+               JWT_ISSUER=ISSUER, JWT_JWKS_TIMEOUT_SECONDS="60", JWT_JWKS_CACHE_SECONDS="1")
+    part = lambda value: base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()  # noqa: E731
+    forged = lambda n: f"Bearer {part({'alg': 'RS256', 'kid': f'made-up-{n}'})}.{part(claims())}.c2ln"  # noqa: E731
+    try:
+        with running_server(tmp_path / "db.sqlite", **env) as url, ThreadPoolExecutor(2) as pool:
+            post = lambda n: httpx.post(f"{url}/api/health_check", headers={"Authorization": forged(n)}, timeout=90)  # noqa: E731
+            first = pool.submit(post, 1)
+            while not fetches:
+                time.sleep(0.01)
+            second = pool.submit(post, 2)
+            assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+            assert httpx.get(f"{url}/ready", timeout=30).status_code == 200
+            assert not first.done() and not second.done() and len(fetches) == 1  # the fetch still hangs, alone
+            release.set()
+            assert first.result().status_code == second.result().status_code == 503  # no keys could be fetched
+            for n in range(3, 8):
+                assert post(n).status_code == 503
+            assert len(fetches) == 1
+    finally:
+        release.set()
+        jwks.shutdown()

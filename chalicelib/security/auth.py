@@ -13,6 +13,7 @@ verified once (an RSA or EC signature check, ~50–200 µs) and then looked up i
 cache of verified tokens until it expires (~1 µs).
 """
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -21,6 +22,7 @@ import os
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -179,6 +181,16 @@ class Authenticator:
             return self._bearer(token)
         return self._jwt(token)
 
+    async def authenticate_async(self, headers: Mapping[str, str]) -> Principal:
+        """authenticate, on an event loop: a JWT whose key set must be fetched first waits for the
+        fetch in a thread (JWKS.fetch_if_due) instead of holding the loop."""
+        if self.jwks is not None:
+            token = bearer_token(headers)
+            cached = self.verified.get(token) if token else None
+            if token and (cached is None or cached[1] <= time.time()):
+                await self.jwks.fetch_if_due(_kid(token))
+        return self.authenticate(headers)
+
     def _bearer(self, token: str) -> Principal:
         presented = token.encode()
         found = None
@@ -246,6 +258,16 @@ class Authenticator:
         return principal, float(claims["exp"])
 
 
+def _kid(token: str) -> str | None:
+    """The key id a JWT names, unverified (a token that is no JWT: None, and _verify refuses it)."""
+    import jwt
+
+    try:
+        return jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError:
+        return None
+
+
 def _bearer_entry(entry: str | ScopedToken) -> tuple[bytes, Principal]:
     scope = entry if isinstance(entry, ScopedToken) else ScopedToken(token=entry)
     subject = "bearer:" + hashlib.sha256(scope.token.encode()).hexdigest()[:12]
@@ -254,37 +276,64 @@ def _bearer_entry(entry: str | ScopedToken) -> tuple[bytes, Principal]:
 
 class JWKS:
     """The issuer's public keys, fetched from JWT_JWKS_URL with a bounded time and size,
-    kept for JWT_JWKS_CACHE_SECONDS, refetched early (at most every 10 s) for an unknown kid
-    (key rotation). If a refetch fails, the keys already known stay in use."""
+    kept for JWT_JWKS_CACHE_SECONDS, refetched early for an unknown kid (key rotation). After a
+    fetch, failed or not, the next one waits JWKS_MIN_REFRESH_SECONDS: made-up kids, or an issuer
+    that is down, cost one fetch per interval. If a refetch fails, the keys already known stay in
+    use. On the event loop the fetch runs in a thread (fetch_if_due), one at a time."""
 
     def __init__(self, settings: Settings) -> None:
         self.url = settings.jwt_jwks_url
         self.timeout = settings.jwt_jwks_timeout_seconds
         self.ttl = settings.jwt_jwks_cache_seconds
         self.keys: dict[str | None, object] = {}
-        self.fetched = self.attempted = float("-inf")
+        self.fetched = self.attempted = float("-inf")  # monotonic: the last good fetch, the end of the last one
+        self.failed = False
         self.lock = threading.Lock()
+        self.pending: asyncio.Future | None = None  # the event loop's fetch in flight
+        self.fetcher: ThreadPoolExecutor | None = None
+
+    def due(self, kid: str | None) -> bool:
+        """Whether the key set should be fetched (again) before looking `kid` up."""
+        now = time.monotonic()
+        if now - self.attempted < JWKS_MIN_REFRESH_SECONDS or (self.pending is not None and not self.pending.done()):
+            return False
+        return now - self.fetched > self.ttl or self._find(kid) is None
 
     def key(self, kid: str | None):
-        now = time.monotonic()
-        if now - self.fetched > self.ttl:
-            self._refresh(now)
-        if self._find(kid) is None and now - self.attempted > JWKS_MIN_REFRESH_SECONDS:
-            self._refresh(now)
+        """The key named `kid` (None: unknown), after a fetch if one is due, which blocks: on the
+        event loop, await fetch_if_due first."""
+        if self.due(kid):
+            self._refresh()
+        if not self.keys and self.failed:
+            raise Unavailable("The signing keys (JWT_JWKS_URL) could not be fetched.", "Retry in a moment.")
         return self._find(kid)
 
+    async def fetch_if_due(self, kid: str | None) -> None:
+        """The fetch key(kid) would make, in a thread of its own; every request that needs it
+        waits for the one in flight. A known key is used meanwhile (an early refresh)."""
+        loop = asyncio.get_running_loop()
+        if self.pending is not None and self.pending.get_loop() is not loop:
+            self.pending = None  # another loop's (tests start several)
+        if self.due(kid):
+            self.fetcher = self.fetcher or ThreadPoolExecutor(1, thread_name_prefix="jwks")
+            self.pending = loop.run_in_executor(self.fetcher, self._refresh)
+        if self.pending is not None and not self.pending.done() and self._find(kid) is None:
+            await asyncio.shield(self.pending)  # a request that goes away leaves the fetch to the others
+
     def _find(self, kid: str | None):
+        if kid is not None and not isinstance(kid, str):
+            return None
         if kid is None and len(self.keys) == 1:
             return next(iter(self.keys.values()))
         return self.keys.get(kid) if kid is not None else None
 
-    def _refresh(self, now: float) -> None:
+    def _refresh(self) -> None:
         import jwt
 
+        started = time.monotonic()
         with self.lock:
-            if self.attempted >= now:  # another thread just refreshed
+            if self.attempted >= started:  # another thread fetched while this one waited
                 return
-            self.attempted = now
             try:
                 with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
                     document = json.loads(response.read(JWKS_MAX_BYTES + 1)[:JWKS_MAX_BYTES])
@@ -297,13 +346,11 @@ class JWKS:
                     except jwt.PyJWTError:
                         continue  # a key type this server does not use
             except (OSError, ValueError, AttributeError):
-                if not self.keys:
-                    raise Unavailable(
-                        "The signing keys (JWT_JWKS_URL) could not be fetched.", "Retry in a moment."
-                    ) from None
+                self.failed = True
                 return
-            self.keys = keys
-            self.fetched = now
+            finally:
+                self.attempted = time.monotonic()
+            self.keys, self.fetched, self.failed = keys, self.attempted, False
 
 
 _authenticators: dict[int, tuple[Settings, Authenticator]] = {}

@@ -286,7 +286,7 @@ class Front:
         if logged:
             logs.note(caller=ratelimit.caller(auth.ANONYMOUS, address))  # until someone authenticates
         try:
-            principal = self._guard(scope)
+            principal = await self._guard(scope)
             if logged and principal.kind != "anonymous":
                 logs.note(caller=ratelimit.caller(principal, address))
             if path == attachment_routes.UPLOAD_PATH and scope["method"] == "PUT":  # its own size limit
@@ -337,7 +337,7 @@ class Front:
         """A web UI page (chalicelib/web/): it signs people in with its own session cookie."""
         try:
             # Without authentication, still only loopback traffic; with it, the page asks for a session.
-            principal = self._guard(scope) if self.auth.mode == "none" else auth.ANONYMOUS
+            principal = await self._guard(scope) if self.auth.mode == "none" else auth.ANONYMOUS
             receive = await self._limit(scope, receive, principal)
         except ToolError as exc:
             await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
@@ -365,7 +365,7 @@ class Front:
             cors = tuple(_raw(security.cors_headers(origin, self.settings))) if origin else ()
         return WithHeaders(send, scope.get("scheme") == "https", cors)
 
-    def _guard(self, scope) -> auth.Principal:
+    async def _guard(self, scope) -> auth.Principal:
         if self.auth.mode == "none":
             # Also when uvicorn was started by hand on another interface than HOST says.
             server = scope.get("server")
@@ -380,7 +380,7 @@ class Front:
             principal = self.web.principal(headers.get("cookie"))
             if principal is not None:
                 return principal
-        return self.auth.authenticate(headers)
+        return await self.auth.authenticate_async(headers)  # a JWT key-set fetch waits off the loop
 
     async def _limit(self, scope, receive, principal):
         """Refuse bodies over MAX_BODY_BYTES (413) and callers over their rate (429); the
