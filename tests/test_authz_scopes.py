@@ -3,7 +3,9 @@ projects and a role (reader / writer / admin), enforced in invoke.py for every t
 the real server (REST, MCP lean path, MCP SDK path via resources/read), the Chalice app and
 its `mcp` function. With agent tokens on, reading mail needs being its sender or recipient."""
 
+import hashlib
 import json
+import os
 
 import httpx
 import jwt
@@ -349,3 +351,24 @@ def test_views_of_every_agents_mail_are_the_admins(world):
     assert status == 200 and ("Secret plan", "GreenCastle") in [(m["subject"], m["recipient"]) for m in waiting["messages"]]
     listed = mcp(world, ADMIN, rpc("resources/read", {"uri": "resource://project-ack-required/alpha"}))
     assert "Secret plan" in listed["result"]["contents"][0]["text"]
+
+
+def test_storing_bytes_needs_the_writer_role(world):
+    """PUT /api/attachments and request_attachment_upload (its presigned URL on AWS) store bytes."""
+    tokens = world.tokens
+    mine, theirs = os.urandom(1000), os.urandom(1000)
+
+    def put(token, content):
+        return world.put("/api/attachments", content=content, headers={"Authorization": f"Bearer {token}"})
+
+    def upload_target(token, content):
+        return post(world, token, "request_attachment_upload", project_key="alpha", agent_name="GreenCastle",
+                    sha256=hashlib.sha256(content).hexdigest(), size=len(content), registration_token=tokens["GreenCastle"])
+
+    refused = put("alpha-reader", theirs)
+    assert refused.status_code == 403 and "writer" in refused.json()["error"]["message"]
+    assert forbidden(upload_target("alpha-reader", theirs))
+    stored = put("alpha-writer", mine)
+    assert stored.status_code == 200 and stored.json()["sha256"] == hashlib.sha256(mine).hexdigest()
+    assert upload_target("alpha-writer", mine)[1]["already_stored"]
+    assert not upload_target("alpha-writer", theirs)[1]["already_stored"]  # the reader's bytes were not kept

@@ -38,6 +38,10 @@ ADMIN_ONLY = frozenset({
     "set_retention_policy",  # decides when a project's mail is purged
 })
 
+# Read-only in the database, but it hands out a place to store bytes (an upload URL): a writer's,
+# as is the upload itself (PUT /api/attachments, asgi.py).
+STORES_BYTES = frozenset({"request_attachment_upload"})
+
 # Tools that read mail, and the input field naming the agent they read as: with agent tokens
 # required, a non-admin caller must give it (the handler then shows only that agent's mail).
 READS_MAIL_AS = {
@@ -71,17 +75,21 @@ ADDRESS_FIELDS = ("to", "cc", "bcc", "to_agent", "from_agent", "target")  # Name
 def required_role(tool) -> str:
     if tool.name in ADMIN_ONLY:
         return "admin"
-    return "reader" if tool.read_only else "writer"
+    return "reader" if tool.read_only and tool.name not in STORES_BYTES else "writer"
+
+
+def require_role(principal: Principal, needed: str, what: str) -> None:
+    """Forbidden unless the principal's role is `needed` or above."""
+    if ROLES.index(principal.role) < ROLES.index(needed):
+        raise Forbidden(
+            f"{what} needs the {needed} role; this credential is a {principal.role}.",
+            "Ask the operator for a credential with that role (docs/security.md).",
+        )
 
 
 def authorize(db: sqlite3.Connection, tool, args, principal: Principal, tokens_required: bool) -> None:
     """Forbidden unless `principal` may make this call (invoke.py calls it unless the principal is unrestricted)."""
-    needed = required_role(tool)
-    if ROLES.index(principal.role) < ROLES.index(needed):
-        raise Forbidden(
-            f"{tool.name} needs the {needed} role; this credential is a {principal.role}.",
-            "Ask the operator for a credential with that role (docs/security.md).",
-        )
+    require_role(principal, required_role(tool), tool.name)
     if tokens_required and principal.role != "admin":
         field = READS_MAIL_AS.get(tool.name)
         if field and getattr(args, field, None) is None:

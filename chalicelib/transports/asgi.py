@@ -26,7 +26,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, invoke
-from ..security import auth, ratelimit, rebinding
+from ..security import auth, ratelimit, rebinding, scopes
 from ..store import db
 from . import attachment_routes, rest
 from . import headers as security
@@ -290,6 +290,7 @@ class Front:
             if logged and principal.kind != "anonymous":
                 logs.note(caller=ratelimit.caller(principal, address))
             if path == attachment_routes.UPLOAD_PATH and scope["method"] == "PUT":  # its own size limit
+                scopes.require_role(principal, "writer", "PUT /api/attachments")  # it stores bytes
                 if self.limiter.enabled:
                     self.limiter.check(ratelimit.caller(principal, address), True)
                 auth.current.set(principal)
