@@ -372,3 +372,27 @@ def test_storing_bytes_needs_the_writer_role(world):
     assert stored.status_code == 200 and stored.json()["sha256"] == hashlib.sha256(mine).hexdigest()
     assert upload_target("alpha-writer", mine)[1]["already_stored"]
     assert not upload_target("alpha-writer", theirs)[1]["already_stored"]  # the reader's bytes were not kept
+
+
+def test_a_product_of_another_scope_is_neither_joined_nor_shown(world):
+    """products_link put a project into another scope's product (whose tools then refused that
+    scope's own credential); product answers showed other scopes' projects (human keys are paths)."""
+    tokens = world.tokens
+    beta_inbox = dict(product_key="bp", agent_name="RedStone", registration_token=tokens["RedStone"])
+    assert post(world, "beta-writer", "ensure_product", product_key="bp")[0] == 200
+    assert post(world, "beta-writer", "products_link", product_key="bp", project_key="beta")[0] == 200
+    refused = post(world, "alpha-writer", "products_link", product_key="bp", project_key="alpha")
+    assert forbidden(refused) and "ensure_product" in refused[1]["error"]["hint"]
+    assert post(world, "beta-writer", "fetch_inbox_product", **beta_inbox)[0] == 200  # still beta's own
+    assert post(world, "alpha-writer", "products_link", product_key="nowhere", project_key="alpha")[0] == 404
+    # every answer about a product shows only the projects in the caller's scope
+    assert post(world, ADMIN, "ensure_product", product_key="mixed")[0] == 200
+    for project in ("alpha", "beta"):
+        post(world, ADMIN, "products_link", product_key="mixed", project_key=project)
+    status, seen = post(world, "alpha-writer", "ensure_product", product_key="bp")
+    assert status == 200 and seen["projects"] == []
+    assert [p["slug"] for p in post(world, "alpha-writer", "ensure_product", product_key="mixed")[1]["projects"]] == ["alpha"]
+    assert [p["slug"] for p in post(world, "beta-writer", "products_link", product_key="bp", project_key="beta")[1]["projects"]] == ["beta"]
+    status, left = post(world, "alpha-writer", "products_unlink", product_key="mixed", project_key="alpha")
+    assert status == 200 and left["projects"] == []
+    assert [p["slug"] for p in post(world, ADMIN, "get_product", product_key="mixed")[1]["projects"]] == ["beta"]

@@ -18,7 +18,8 @@ transaction, before the agent-token check and the handler:
   unified inbox, a project's attention views without agent_name) are the admin's.
 
 `narrowed_input` then has list_projects and list_products ask for the principal's projects
-only, and `visible_output` narrows the projects a product lists.
+only, and `visible_output` narrows the projects a product lists, in every tool's answer. A
+project joins (products_link) only a product that links no project out of scope.
 An unrestricted principal (admin of every project: AUTH_MODE=none, plain bearer tokens, the
 CLI) returns at the first line: no query, no cost on the hot path.
 """
@@ -137,10 +138,28 @@ def _check_projects(db: sqlite3.Connection, tool, args, scope: frozenset[str]) -
                 "Use the per-project tools on the projects in scope.",
             )
         keys.append(args.product_key)
+    if tool.name == "products_link":
+        _check_joined_product(db, args.product_key, scope)
     if not keys and tool.name not in GLOBAL_OK:
         raise Forbidden(
             f"{tool.name} without a project reaches every project; this credential is scoped to some.",
             "Pass project_key.",
+        )
+
+
+def _check_joined_product(db: sqlite3.Connection, product_key: str, scope: frozenset[str]) -> None:
+    """A project joins a product whose tools span all it links: not another scope's product, whose
+    users would reach the project (and then be refused their own product)."""
+    from ..tools.products import find_product, linked_projects
+
+    try:
+        projects = linked_projects(db, find_product(db, product_key))
+    except NotFound:
+        return  # the handler says so
+    if any(not in_scope(project, scope) for project in projects):
+        raise Forbidden(
+            f"Product {product_key!r} links projects outside this credential's scope: a project of yours cannot join it.",
+            "Link your project into a product of your own (ensure_product with another key).",
         )
 
 
@@ -169,15 +188,19 @@ def narrowed_input(tool, args, principal: Principal):
     return args
 
 
+# Tools that answer one product with its linked projects.
+ANSWERS_PRODUCT = frozenset({"get_product", "ensure_product", "products_link", "products_unlink"})
+
+
 def visible_output(tool, output, principal: Principal):
-    """The products' projects narrowed to the principal's scope (list_products, get_product)."""
+    """The products' projects narrowed to the principal's scope (list_products, ANSWERS_PRODUCT)."""
     scope = principal.projects
-    if scope is None or tool.name not in ("list_products", "get_product"):
+    if scope is None or (tool.name not in ANSWERS_PRODUCT and tool.name != "list_products"):
         return output
 
     def narrowed(product):
         return product.model_copy(update={"projects": [p for p in product.projects if in_scope(p, scope)]})
 
-    if tool.name == "get_product":
+    if tool.name in ANSWERS_PRODUCT:
         return narrowed(output)
     return output.model_copy(update={"products": [narrowed(product) for product in output.products]})
