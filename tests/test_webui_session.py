@@ -1,11 +1,16 @@
 """Session cookies, CSRF tokens and Markdown rendering of the web UI, without a server."""
 
+import re
 import time
+
+import jwt
 
 from chalicelib.config import Settings
 from chalicelib.security.auth import Principal
 from chalicelib.web import markdown
 from chalicelib.web.session import COOKIE, Sessions
+
+from .test_auth import AUDIENCE, ISSUER, claims, jwks_url, keys  # noqa: F401 (fixtures)
 
 BEARER = Settings(auth_mode="bearer", auth_bearer_tokens=["tok-aaaaaaaaaaaaaaaa"])
 
@@ -26,6 +31,21 @@ def test_a_signed_session_reads_back_and_a_tampered_or_expired_one_does_not():
     expired = type(session)(session.sid, session.sub, session.kind, int(time.time()) - 1)
     assert sessions.read(_value(sessions, expired)) is None
     assert sessions.read({COOKIE: "garbage"}) is None and sessions.read({}) is None
+
+
+def test_a_session_ends_when_the_jwt_it_was_signed_in_with_expires(keys, jwks_url):  # noqa: F811
+    """It lasted UI_SESSION_HOURS whatever the JWT's exp: the UI went on after the API refused the token."""
+    settings = Settings(auth_mode="jwt", jwt_jwks_url=jwks_url, jwt_audience=AUDIENCE, jwt_issuer=ISSUER,
+                        ui_session_secret="s3cret")
+    sessions = Sessions(settings)
+    exp = int(time.time()) + 600
+    session = sessions.login(jwt.encode(claims(exp=exp), keys.rsa, "RS256", headers={"kid": "rsa-1"}))
+    assert session.exp == exp and sessions.read(_value(sessions, session)) == session
+    assert int(re.search(r"Max-Age=(\d+)", sessions.cookie(session, tls=False)).group(1)) <= 600
+    long_lived = sessions.login(jwt.encode(claims(exp=exp + 86400), keys.rsa, "RS256", headers={"kid": "rsa-1"}))
+    assert long_lived.exp <= int(time.time()) + 12 * 3600  # UI_SESSION_HOURS still bounds it
+    bearer = Sessions(BEARER).login("tok-aaaaaaaaaaaaaaaa")  # a bearer token has no expiry of its own
+    assert bearer.exp >= int(time.time()) + 12 * 3600 - 5
 
 
 def test_the_key_follows_the_configured_secrets():

@@ -50,6 +50,7 @@ class Principal:
     subject: str  # who, for logs and rate limits: "anonymous", "bearer:<hash prefix>", the JWT's sub
     role: str = "admin"  # reader, writer or admin (chalicelib/security/scopes.py says who may do what)
     projects: frozenset[str] | None = None  # slugs or human keys it reaches; None: every project
+    expires: float | None = None  # a JWT's exp (epoch seconds), which a UI session must not outlive; None: never
     unrestricted: bool = field(init=False)  # admin of every project: nothing to check (hot path)
 
     def __post_init__(self) -> None:
@@ -64,15 +65,15 @@ OPERATOR = Principal("operator", "operator")  # in-process callers: the CLI, scr
 current: ContextVar[Principal | None] = ContextVar("principal", default=None)
 
 
-def scoped(kind: str, subject: str, projects, role) -> Principal:
+def scoped(kind: str, subject: str, projects, role, expires: float | None = None) -> Principal:
     """A principal from a configured or claimed scope (projects: a list, "*" or None for all)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if projects is None or projects == "*" or (not isinstance(projects, str) and "*" in projects):
-        return Principal(kind, subject, role, None)
+        return Principal(kind, subject, role, None, expires)
     if isinstance(projects, str):
         projects = projects.replace(",", " ").split()
-    return Principal(kind, subject, role, frozenset(str(project) for project in projects))
+    return Principal(kind, subject, role, frozenset(str(project) for project in projects), expires)
 
 
 def mode(settings: Settings) -> str:
@@ -250,12 +251,13 @@ class Authenticator:
             raise _invalid("bad signature") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise _invalid("invalid") from None
-        subject = str(claims.get("sub", ""))
+        subject, expires = str(claims.get("sub", "")), float(claims["exp"])
         try:
-            principal = scoped("jwt", subject, claims.get(settings.jwt_projects_claim), claims.get(settings.jwt_role_claim, "admin"))
+            principal = scoped("jwt", subject, claims.get(settings.jwt_projects_claim), claims.get(settings.jwt_role_claim, "admin"),
+                               expires)
         except (ValueError, TypeError):
             raise _invalid(f"bad {settings.jwt_projects_claim} or {settings.jwt_role_claim} claim") from None
-        return principal, float(claims["exp"])
+        return principal, expires
 
 
 def _kid(token: str) -> str | None:

@@ -85,6 +85,8 @@ class Sessions:
 
     def new(self, principal: auth.Principal | None = None) -> Session:
         expires = int(time.time()) + self.lifetime
+        if principal is not None and principal.expires is not None:  # a JWT: the session ends with it
+            expires = min(expires, int(principal.expires))
         if principal is None:
             return Session(secrets.token_urlsafe(16), None, None, expires)
         projects = tuple(sorted(principal.projects)) if principal.projects is not None else None
