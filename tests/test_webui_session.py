@@ -1,11 +1,14 @@
 """Session cookies, CSRF tokens and Markdown rendering of the web UI, without a server."""
 
+import json
 import re
 import time
 
 import jwt
+import pytest
 
 from chalicelib.config import Settings
+from chalicelib.errors import Unauthorized
 from chalicelib.security.auth import Principal
 from chalicelib.web import markdown
 from chalicelib.web.session import COOKIE, Sessions
@@ -46,6 +49,22 @@ def test_a_session_ends_when_the_jwt_it_was_signed_in_with_expires(keys, jwks_ur
     assert long_lived.exp <= int(time.time()) + 12 * 3600  # UI_SESSION_HOURS still bounds it
     bearer = Sessions(BEARER).login("tok-aaaaaaaaaaaaaaaa")  # a bearer token has no expiry of its own
     assert bearer.exp >= int(time.time()) + 12 * 3600 - 5
+
+
+def test_a_credential_scoped_to_many_projects_signs_in_or_is_told_why_not():
+    """The project list is in the cookie, and cookies over 2048 characters were dropped: the
+    sign-in 'worked' and every page sent the person back to it."""
+    def scoped_to(count):
+        projects = [f"team-{n:03d}-service-repository" for n in range(count)]
+        settings = Settings(auth_mode="bearer", auth_bearer_tokens=json.dumps([{"token": "tok-many-projects", "projects": projects,
+                                                                                 "role": "reader"}]))
+        return Sessions(settings)
+
+    sessions = scoped_to(60)  # a cookie of ~2,700 characters: what browsers keep
+    session = sessions.login("tok-many-projects")
+    assert len(session.projects) == 60 and sessions.read(_value(sessions, session)) == session
+    with pytest.raises(Unauthorized, match="too many projects \\(200\\)"):
+        scoped_to(200).login("tok-many-projects")
 
 
 def test_the_key_follows_the_configured_secrets():

@@ -21,6 +21,9 @@ from ..errors import Unauthorized
 from ..security import auth
 
 COOKIE = "am_session"
+# Browsers keep a cookie of up to 4096 bytes (RFC 6265 §6.1; some count the attributes too): the
+# value gets what the name and the attributes leave. A scope listing very many projects is longer.
+MAX_COOKIE_VALUE = 4000
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Sessions:
         """The cookie's session if its signature holds and it has not expired."""
         value = cookies.get(COOKIE, "")
         payload, _, signature = value.rpartition(".")
-        if not payload or len(value) > 2048 or not hmac.compare_digest(self._sign(payload), signature):
+        if not payload or len(value) > MAX_COOKIE_VALUE or not hmac.compare_digest(self._sign(payload), signature):
             return None
         try:
             data = json.loads(_unb64(payload))
@@ -97,10 +100,13 @@ class Sessions:
         if session is None:
             value, age = "", 0
         else:
-            payload = _b64(json.dumps({"sid": session.sid, "sub": session.sub, "kind": session.kind, "exp": session.exp,
-                                       "role": session.role, "projects": session.projects}).encode())
-            value, age = f"{payload}.{self._sign(payload)}", max(0, session.exp - int(time.time()))
+            value, age = self._value(session), max(0, session.exp - int(time.time()))
         return f"{COOKIE}={value}; Path=/; Max-Age={age}; HttpOnly; SameSite=Strict" + ("; Secure" if tls else "")
+
+    def _value(self, session: Session) -> str:
+        payload = _b64(json.dumps({"sid": session.sid, "sub": session.sub, "kind": session.kind, "exp": session.exp,
+                                   "role": session.role, "projects": session.projects}).encode())
+        return f"{payload}.{self._sign(payload)}"
 
     def signed_in(self, session: Session | None) -> bool:
         return session is not None and (self.open or session.sub is not None)
@@ -110,7 +116,14 @@ class Sessions:
         credential = credential.strip()
         if not credential or len(credential) > 8192:
             raise Unauthorized("Enter a token.", "The bearer token or JWT you use for the API.")
-        return self.new(self.authenticator.authenticate({"authorization": f"Bearer {credential}"}))
+        session = self.new(self.authenticator.authenticate({"authorization": f"Bearer {credential}"}))
+        if len(self._value(session)) > MAX_COOKIE_VALUE:  # the browser would drop it: signed in, then out at once
+            raise Unauthorized(
+                f"This credential lists too many projects ({len(session.projects or ())}) for a browser session:"
+                " sign in with one scoped to fewer projects, or to all (\"*\").",
+                "The session cookie holds the scope, and browsers keep 4 KB per cookie; the API takes this credential as it is.",
+            )
+        return session
 
     def csrf(self, session: Session) -> str:
         return self._sign("csrf:" + session.sid)
