@@ -54,7 +54,7 @@ READS_MAIL_AS = {
     "macro_prepare_thread": "agent_name",
     "summarize_thread_product": "agent_name",
     "search_messages_product": "agent_name",
-    # The attention views: without agent_name they list every agent's mail, bcc copies included.
+    # The attention views: without agent_name they list every agent's mail.
     "list_ack_required": "agent_name",
     "list_ack_overdue": "agent_name",
     "list_urgent_unread": "agent_name",
