@@ -303,3 +303,41 @@ def test_the_check_costs_a_few_queries_whatever_the_recipients(call, team, setti
     # two to decide, one more (the pending requests) to word the refusal
     assert len([s for s in statements if "FROM contacts" in s or "message_recipients own" in s]) == 3
     assert len([s for s in statements if "FROM file_reservations" in s]) == 1
+
+
+@pytest.mark.parametrize("side", ["theirs", "mine"])
+def test_mail_exchanged_is_found_from_either_side(call, team, settings, monkeypatch, side):
+    """The check looks for mail between sender and recipient from whichever side holds less
+    (tools/contacts.py, by the maintained counts): forced to either side, it finds exactly what
+    the messages say, for random mail in to, cc and bcc."""
+    import random
+
+    from chalicelib.tools import contacts
+
+    rng = random.Random(7)
+    names = ["BlueLake", "GreenCastle", "RedStone", "amberfox", "Cobalt7", "dustyowl", "EmberHill", "frostpine", "GoldFinch"]
+    for name in names[3:]:
+        call("register_agent", project_key=team, program="p", model="m", name=name)
+    for name in names:
+        policy(call, name, "open")
+    for n in range(15):  # sparse: most pairs have exchanged nothing, some only through a bcc
+        sender, *others = rng.sample(names, 3)
+        kinds = {kind: [name for name in others if rng.random() < 0.4] for kind in ("to", "cc", "bcc")}
+        call("send_message", project_key=team, sender_name=sender, to=kinds["to"] or [others[0]], cc=kinds["cc"],
+             bcc=kinds["bcc"], subject=f"m{n}", body_md="b")
+    huge = 10**9  # the recipient's side looks bigger than any sender's: "mine"; else all are 0: "theirs"
+    monkeypatch.setattr(contacts, "mail_sizes", lambda db, ids: {i: (huge, huge) for i in ids[1:]} if side == "mine" else {})
+    ids = {name: agent_id(stable_id("project", "/work/team"), name) for name in names}
+    with db.connection(settings) as conn:
+        rows = conn.execute("SELECT m.id, m.sender_id, r.agent_id, r.kind FROM messages m JOIN message_recipients r ON r.message_id = m.id").fetchall()
+        addressed: dict[int, set[int]] = {}
+        for message, _, agent, kind in rows:
+            if kind in ("to", "cc"):
+                addressed.setdefault(message, set()).add(agent)
+        for sender in ids.values():
+            others = [agent for agent in ids.values() if agent != sender]
+            answers = {agent for _, from_, agent_to, _ in rows for agent in others if from_ == agent and agent_to == sender}
+            wrote = {agent for message, from_, agent, kind in rows if from_ == sender and agent != sender and kind in ("to", "cc")}
+            both = {agent for group in addressed.values() if sender in group for agent in group if agent != sender}
+            assert contacts._contacts_and_answers(conn, sender, others) == answers
+            assert contacts._shared_threads(conn, sender, others) == (wrote | both) & set(others)
