@@ -4,9 +4,10 @@
 and app.py adapt their requests to it. Every page but the login needs a signed-in session when
 authentication is on (chalicelib/web/session.py); every POST needs the session's CSRF token.
 
-The person using the UI acts with the server's credential, as an overseer: their actions for
-an agent (mark read, acknowledge, retire) do not need that agent's token, and what they write
-is signed as a human sender (send_overseer_message).
+The person using the UI acts with the credential they signed in with. An admin (the overseer
+role) acts for an agent (reads its inbox, marks read, acknowledges, retires) without that agent's
+token; a reader or writer credential, which agents are given, keeps the agent-token check and
+gets the API's 403. What a person writes is signed as a human sender (send_overseer_message).
 """
 
 import dataclasses
@@ -99,6 +100,8 @@ class WebUI:
         self.settings = settings
         self.sessions = Sessions(settings)
         self.tools = tools_by_name()
+        # The same tools without their agent-token check, for an admin session (run()).
+        self.overseer_tools = {name: dataclasses.replace(tool, acts_as=()) for name, tool in self.tools.items()}
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True, default_for_string=True),
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
@@ -183,10 +186,12 @@ class WebUI:
         return response
 
     def run(self, name: str, **arguments):
-        """A tool's output, called as the signed-in person (handle() set the principal). A person
-        overseeing agents needs no agent's token; what the credential's role and projects allow
-        still holds (security/scopes.py)."""
-        tool = dataclasses.replace(self.tools[name], acts_as=())
+        """A tool's output, called as the signed-in person (handle() set the principal). An admin
+        oversees agents and needs no agent's token; any other role is what agents are given, so
+        it keeps the check the API makes. The credential's role and projects hold either way
+        (security/scopes.py)."""
+        oversees = invoke.caller(None).role == "admin"
+        tool = (self.overseer_tools if oversees else self.tools)[name]
         return invoke.call(tool, {k: v for k, v in arguments.items() if v is not None}, self.settings)
 
     def page(self, request: Request, session: Session | None, template: str, status: int = 200, **context) -> Response:

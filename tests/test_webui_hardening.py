@@ -1,0 +1,78 @@
+"""The web UI against what a signed-in person or a hostile agent may try: a reader or writer
+credential (what agents are given) gets the API's 403 when it acts for another agent; a thread's
+bodies cost bounded time to show; `next` and `back` lead to this site only; a thread page past
+its last message is no error. Through the real server, with bearer auth and scoped credentials."""
+
+import base64
+import json
+import re
+
+import httpx
+import pytest
+
+from .servers import running_server
+
+ADMIN = "admin-token-0123456789"
+READER = "reader-token-0123456789"
+WRITER = "writer-token-0123456789"
+TOKENS = [ADMIN, {"token": READER, "projects": "*", "role": "reader"},
+          {"token": WRITER, "projects": ["srv-app"], "role": "writer"}]
+SECRET = b"the deploy key is in vault\n"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """(url, the admin's API client, the message BlueLake sent GreenCastle with an attachment)."""
+    database = tmp_path_factory.mktemp("webui-hardening") / "agent_mail.db"
+    with running_server(database, AUTH_MODE="bearer", AUTH_BEARER_TOKENS=json.dumps(TOKENS)) as url:
+        api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {ADMIN}"})
+        api.post("/api/ensure_project", json={"human_key": "/srv/app"}).raise_for_status()
+        tokens = {}
+        for name in ("BlueLake", "GreenCastle"):
+            registered = api.post("/api/register_agent", json={"project_key": "srv-app", "program": "p", "model": "m", "name": name})
+            tokens[name] = registered.json()["registration_token"]
+            api.post("/api/set_contact_policy", json={"project_key": "srv-app", "agent_name": name, "policy": "open",
+                                                      "registration_token": tokens[name]}).raise_for_status()
+        sent = api.post("/api/send_message", json={
+            "project_key": "srv-app", "sender_name": "BlueLake", "sender_token": tokens["BlueLake"], "to": ["GreenCastle"],
+            "subject": "Deploy notes", "body_md": "**Hello**", "thread_id": "T-1",
+            "attachments": [{"name": "secret.txt", "content_base64": base64.b64encode(SECRET).decode()}]})
+        assert sent.status_code == 200, sent.text
+        yield url, api, sent.json()["message"]
+
+
+def signed_in(url: str, token: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=60)
+    client.csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/login").text).group(1)
+    assert client.post("/ui/login", data={"csrf": client.csrf, "token": token, "next": "/"}).status_code == 303
+    client.csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/compose").text).group(1)
+    return client
+
+
+def refused_as_agent(response: httpx.Response) -> bool:
+    """The API's 403 for a call without the agent's token, on the UI's error page."""
+    return (response.status_code == 403 and response.headers["content-type"].startswith("text/html")
+            and "Not allowed to act as agent" in response.text)
+
+
+def test_only_an_admin_session_acts_for_agents_without_their_tokens(site):
+    url, api, sent = site
+    inbox = {"p": "srv-app", "a": "GreenCastle"}
+    attachment = {"p": "srv-app", "m": sent["id"], "a": "BlueLake", "s": sent["attachments"][0]["sha256"], "download": "1"}
+    for token in (READER, WRITER):  # what operators give agents: the API wants the agent's token, so does the UI
+        person = signed_in(url, token)
+        assert refused_as_agent(person.get("/ui/agent", params=inbox))
+        assert refused_as_agent(person.get("/ui/attachment", params=attachment))
+    writer = signed_in(url, WRITER)
+    for action, extra in (("ack", {"message_id": sent["id"]}), ("read", {"message_id": sent["id"]}), ("retire", {})):
+        acted = writer.post("/ui/act", data={"csrf": writer.csrf, "action": action, "project_key": "srv-app",
+                                             "agent_name": "GreenCastle", "back": "/", **extra})
+        assert refused_as_agent(acted), action
+    assert api.post("/api/whois", json={"project_key": "srv-app", "agent_name": "GreenCastle"}).json()["retired_ts"] is None
+    admin = signed_in(url, ADMIN)  # the overseer: every agent's mail, and acts for them
+    page = admin.get("/ui/agent", params=inbox)
+    assert page.status_code == 200 and "Deploy notes" in page.text
+    assert admin.get("/ui/attachment", params=attachment).content == SECRET
+    acked = admin.post("/ui/act", data={"csrf": admin.csrf, "action": "ack", "project_key": "srv-app",
+                                        "agent_name": "GreenCastle", "message_id": sent["id"], "back": "/"})
+    assert acked.status_code == 303
