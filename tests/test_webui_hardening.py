@@ -4,8 +4,10 @@ bodies cost bounded time to show; `next` and `back` lead to this site only; a th
 its last message is no error. Through the real server, with bearer auth and scoped credentials."""
 
 import base64
+import http.client
 import json
 import re
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
@@ -76,3 +78,34 @@ def test_only_an_admin_session_acts_for_agents_without_their_tokens(site):
     acked = admin.post("/ui/act", data={"csrf": admin.csrf, "action": "ack", "project_key": "srv-app",
                                         "agent_name": "GreenCastle", "message_id": sent["id"], "back": "/"})
     assert acked.status_code == 303
+
+
+def raw_post(url: str, path: str, form: dict, cookie: str) -> http.client.HTTPResponse:
+    """A POST whose answer's headers are read as sent (no client normalises the Location)."""
+    connection = http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=60)
+    connection.request("POST", path, body=urlencode(form), headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie, "Host": urlsplit(url).netloc})
+    response = connection.getresponse()
+    response.read()
+    return response
+
+
+OFF_SITE = ["/\t/evil.example/phish", "/\n/evil.example", "/\r\n/evil.example", "/ /evil.example", "/\\evil.example",
+            "//evil.example", "/\x7f/evil.example", "https://evil.example/", "javascript:alert(1)", "/\u3000/evil.example"]
+
+
+def test_next_and_back_lead_to_this_site_only(site):
+    url, api, sent = site
+    for target in [*OFF_SITE, "/ui/projects?after=x%20y"]:
+        login = httpx.get(f"{url}/ui/login", params={"next": target})
+        csrf = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
+        cookie = login.headers["set-cookie"].split(";")[0]
+        answer = raw_post(url, "/ui/login", {"csrf": csrf, "token": ADMIN, "next": target}, cookie)
+        assert answer.status == 303
+        assert answer.getheader("Location") == (target if target.startswith("/ui/") else "/"), repr(target)
+    admin = signed_in(url, ADMIN)
+    cookie = f"am_session={admin.cookies['am_session']}"
+    for target in OFF_SITE:
+        answer = raw_post(url, "/ui/act", {"csrf": admin.csrf, "action": "read", "project_key": "srv-app", "agent_name": "GreenCastle",
+                                           "message_id": sent["id"], "back": target}, cookie)
+        assert answer.status == 303 and answer.getheader("Location") == "/", repr(target)

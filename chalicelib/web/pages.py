@@ -62,6 +62,10 @@ def _quote(value) -> str:
     return quote(str(value), safe="")
 
 
+# A path of this site, in printable ASCII without a backslash: browsers drop tabs and newlines
+# from a Location and read a backslash as "/", so "/\t/evil.example" would lead to another host.
+_SAME_SITE = re.compile(r"/(?![/\\])[\x21-\x5b\x5d-\x7e]*")
+
 _MARKUP = re.compile(r"[#*_`>|~]+|\[ \]|\s+")
 
 
@@ -202,7 +206,7 @@ class WebUI:
         return Response(status, body.encode())
 
     def redirect(self, request: Request, to: str) -> Response:
-        if not to.startswith("/") or to.startswith("//") or "\\" in to:  # only our own pages
+        if not _SAME_SITE.fullmatch(to):  # `next` and `back` come from the request: our own pages only
             to = "/"
         return Response(303, b"", headers={"Location": request.root + to})
 
