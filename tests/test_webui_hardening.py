@@ -109,3 +109,13 @@ def test_next_and_back_lead_to_this_site_only(site):
         answer = raw_post(url, "/ui/act", {"csrf": admin.csrf, "action": "read", "project_key": "srv-app", "agent_name": "GreenCastle",
                                            "message_id": sent["id"], "back": target}, cookie)
         assert answer.status == 303 and answer.getheader("Location") == "/", repr(target)
+
+
+def test_a_thread_page_after_its_last_message_is_a_404_page_not_an_error(site):
+    url, api, sent = site
+    admin = signed_in(url, ADMIN)
+    for after in (sent["id"], "9000000000000000000"):
+        page = admin.get("/ui/thread", params={"p": "srv-app", "t": "T-1", "after": after})
+        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+        assert f"No messages after {after}" in page.text
+    assert admin.get("/ui/thread", params={"p": "srv-app", "t": "T-1"}).status_code == 200

@@ -306,7 +306,11 @@ class WebUI:
 
     def thread(self, request: Request, session: Session) -> Response:
         key, thread_id = request.query.get("p", ""), request.query.get("t", "")
-        thread = self.thread_pages(key, thread_id, after=request.query.get("after") or None)
+        after = request.query.get("after") or None
+        thread = self.thread_pages(key, thread_id, after=after)
+        if not thread.messages:  # only `after` gets here (get_thread says when a thread is unknown): at or past its end
+            raise NotFound(f"No messages after {after} in thread {thread_id!r}.",
+                           "Open the thread from its start (without after=), or from the inbox.")
         project = thread.messages[0].project
         # The digest, with who has yet to acknowledge which message, comes from /ui/digest once
         # the page is shown (summarize_thread reads the whole thread again: the page does not wait).
