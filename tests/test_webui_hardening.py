@@ -12,6 +12,8 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import pytest
 
+from chalicelib.web import markdown
+
 from .servers import running_server
 
 ADMIN = "admin-token-0123456789"
@@ -24,7 +26,7 @@ SECRET = b"the deploy key is in vault\n"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """(url, the admin's API client, the message BlueLake sent GreenCastle with an attachment)."""
+    """(url, the admin's API client, the message BlueLake sent GreenCastle with an attachment, agent tokens)."""
     database = tmp_path_factory.mktemp("webui-hardening") / "agent_mail.db"
     with running_server(database, AUTH_MODE="bearer", AUTH_BEARER_TOKENS=json.dumps(TOKENS)) as url:
         api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {ADMIN}"})
@@ -40,7 +42,7 @@ def site(tmp_path_factory):
             "subject": "Deploy notes", "body_md": "**Hello**", "thread_id": "T-1",
             "attachments": [{"name": "secret.txt", "content_base64": base64.b64encode(SECRET).decode()}]})
         assert sent.status_code == 200, sent.text
-        yield url, api, sent.json()["message"]
+        yield url, api, sent.json()["message"], tokens
 
 
 def signed_in(url: str, token: str) -> httpx.Client:
@@ -58,7 +60,7 @@ def refused_as_agent(response: httpx.Response) -> bool:
 
 
 def test_only_an_admin_session_acts_for_agents_without_their_tokens(site):
-    url, api, sent = site
+    url, api, sent, tokens = site
     inbox = {"p": "srv-app", "a": "GreenCastle"}
     attachment = {"p": "srv-app", "m": sent["id"], "a": "BlueLake", "s": sent["attachments"][0]["sha256"], "download": "1"}
     for token in (READER, WRITER):  # what operators give agents: the API wants the agent's token, so does the UI
@@ -95,7 +97,7 @@ OFF_SITE = ["/\t/evil.example/phish", "/\n/evil.example", "/\r\n/evil.example", 
 
 
 def test_next_and_back_lead_to_this_site_only(site):
-    url, api, sent = site
+    url, api, sent, tokens = site
     for target in [*OFF_SITE, "/ui/projects?after=x%20y"]:
         login = httpx.get(f"{url}/ui/login", params={"next": target})
         csrf = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
@@ -112,10 +114,39 @@ def test_next_and_back_lead_to_this_site_only(site):
 
 
 def test_a_thread_page_after_its_last_message_is_a_404_page_not_an_error(site):
-    url, api, sent = site
+    url, api, sent, tokens = site
     admin = signed_in(url, ADMIN)
     for after in (sent["id"], "9000000000000000000"):
         page = admin.get("/ui/thread", params={"p": "srv-app", "t": "T-1", "after": after})
         assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
         assert f"No messages after {after}" in page.text
     assert admin.get("/ui/thread", params={"p": "srv-app", "t": "T-1"}).status_code == 200
+
+
+def test_a_thread_of_hostile_markdown_opens_its_excess_shown_as_plain_text(site):
+    url, api, sent, tokens = site
+    bodies = [
+        "**Normal** Markdown with a [link](https://example.com/docs) and `code`.",
+        "![" * 131072,  # 256 KiB, the largest body: ~5 s of markdown-it
+        "<b>raw</b> **not bold** " + "![" * 10_000 + " end",  # over BODY_MAX
+        "|a" * 1000 + "\n" + "|-" * 1000 + "\n" + "|\n" * 66,  # 4 KB that a table pads to 65,536 cells
+        *(f"[[[ {i} " + "[" * (markdown.PAGE_MAX // 3) for i in range(3)),  # each fits; all three do not
+        "**Small** enough for what is left of the page's budget",
+    ]
+    for text in bodies:
+        answer = api.post("/api/send_message", json={
+            "project_key": "srv-app", "sender_name": "BlueLake", "sender_token": tokens["BlueLake"],
+            "to": ["GreenCastle"], "subject": "md", "body_md": text, "thread_id": "MD-DOS"})
+        assert answer.status_code == 200, answer.text
+    page = signed_in(url, ADMIN).get("/ui/thread", params={"p": "srv-app", "t": "MD-DOS"})
+    assert page.status_code == 200
+    articles = page.text.split('<article class="msg"')[1:]
+    assert len(articles) == len(bodies)
+    plain = ['<pre class="plain">' in article for article in articles]
+    assert plain == [False, True, True, True, False, False, True, False]
+    assert "<strong>Normal</strong>" in articles[0] and 'href="https://example.com/docs"' in articles[0]
+    assert "![" * 1000 in articles[1]
+    assert "&lt;b&gt;raw&lt;/b&gt; **not bold**" in articles[2] and "<b>raw" not in articles[2]
+    assert "<td>" not in articles[3] and "<table>" not in page.text
+    assert "<p>[[[ 0 [[[" in articles[4] and "<p>[[[ 1 [[[" in articles[5] and "<strong>Small</strong>" in articles[7]
+    assert "Shown as plain text" in articles[1]

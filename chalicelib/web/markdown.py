@@ -1,8 +1,16 @@
 """Message bodies as safe HTML: markdown-it-py (CommonMark + tables and strikethrough, raw HTML
 shown as text), then the nh3 sanitiser (an allow-list; links get rel="noopener noreferrer").
-Images are never loaded: an image becomes a link to it (the CSP would block remote ones anyway)."""
+Images are never loaded: an image becomes a link to it (the CSP would block remote ones anyway).
+
+markdown-it-py costs ~0.3 µs a character of prose but up to ~30 µs of dense punctuation
+("![![![…"), some shapes grow quadratically with a paragraph's length ('[a]("aaa…' repeated), and
+a table pads every row to its header's width (a 2 KB table is 65,536 cells, ~0.8 s). So a page
+renders as Markdown only bodies up to BODY_MAX characters, and only PAGE_MAX units of weight()
+in all; the others are shown as plain text (bench/markdown.py has the numbers).
+"""
 
 from functools import lru_cache
+from typing import Iterable
 
 import nh3
 from markdown_it import MarkdownIt
@@ -13,6 +21,12 @@ TAGS = {
     "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td",
 }
 ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}  # no style: the CSP allows no inline styles
+BODY_MAX = 16 * 1024  # characters of one body rendered as Markdown (bounds the quadratic shapes)
+PAGE_MAX = 32 * 1024  # weight() rendered as Markdown on one page: ~1 s at the very worst, ~140 KB of prose
+MARKUP = b"\n!#$%&*+-:<=>@[\\]^_`{}~|"  # the characters markdown-it's inline parser stops at (its terminators)
+LINE_UNITS = 4  # a line costs the block parser about as much as 4 such characters
+PLAIN_PER_UNIT = 8  # bytes of anything else that weigh one unit
+TABLE_DELIMITER = frozenset(" \t|:-+*>")  # a delimiter row (|---|:-:|), in a quote or a list item too
 
 
 def _image_as_link(self, tokens, idx, options, env) -> str:
@@ -33,3 +47,42 @@ def render(body: str) -> Markup:
         html, tags=TAGS, attributes=ATTRIBUTES, url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer",
     ))
+
+
+def weight(body: str, limit: int) -> int | None:
+    """What rendering `body` as Markdown costs, in units of ~10-40 µs whatever its shape (each
+    character markdown-it acts on, each line, every PLAIN_PER_UNIT other bytes, each cell of its
+    tables), or None if it is longer than BODY_MAX or weighs more than `limit`."""
+    if len(body) > BODY_MAX:
+        return None
+    data = body.encode()
+    markup = len(data) - len(data.translate(None, MARKUP))
+    cost = markup + (LINE_UNITS - 1) * data.count(b"\n") + (len(data) - markup) // PLAIN_PER_UNIT
+    if cost <= limit and "|" in body:  # only then: the lines it reads are paid for
+        cost += _table_cells(body)
+    return cost if cost <= limit else None
+
+
+def _table_cells(body: str) -> int:
+    """At most how many cells the body's tables have: each delimiter row's width times the
+    lines that follow it, up to a blank line (markdown-it pads each row to that width)."""
+    cells = following = 0
+    for line in reversed(body.splitlines()):
+        if not line.strip():
+            following = 0
+            continue
+        if "|" in line and "-" in line and TABLE_DELIMITER.issuperset(line):
+            cells += (line.count("|") + 1) * following
+        following += 1
+    return cells
+
+
+def plan(bodies: Iterable[str]) -> list[bool]:
+    """Which of a page's bodies to render as Markdown, in order, while the page's weight stays
+    within PAGE_MAX; the others are shown as plain text."""
+    left, shown = PAGE_MAX, []
+    for body in bodies:
+        cost = weight(body, left)
+        shown.append(cost is not None)
+        left -= cost or 0
+    return shown

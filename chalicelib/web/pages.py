@@ -137,14 +137,14 @@ class WebUI:
             found[file.name] = f"/ui/static/{file.name}?v={hashlib.sha256(file.read_bytes()).hexdigest()[:10]}"
         return found
 
-    def article(self, message, first_subject: str, root: str) -> Markup:
-        key = (message.id, first_subject, root)
+    def article(self, message, first_subject: str, root: str, as_markdown: bool) -> Markup:
+        key = (message.id, first_subject, root, as_markdown)
         html = self._articles.get(key)
         if html is None:
             if len(self._articles) >= ARTICLES_KEPT:
                 self._articles.clear()
             html = self._articles[key] = Markup(self.env.get_template("message.html").render(
-                m=message, first_subject=first_subject, root=root))
+                m=message, first_subject=first_subject, root=root, as_markdown=as_markdown))
         return html
 
     # --- dispatch ---------------------------------------------------------------------------
@@ -312,6 +312,9 @@ class WebUI:
             raise NotFound(f"No messages after {after} in thread {thread_id!r}.",
                            "Open the thread from its start (without after=), or from the inbox.")
         project = thread.messages[0].project
+        # Markdown costs up to ~100x more on hostile bodies than on prose: a page renders so much of
+        # it, the rest is plain text (markdown.py).
+        shown = markdown.plan(m.body_md or "" for m in thread.messages)
         # The digest, with who has yet to acknowledge which message, comes from /ui/digest once
         # the page is shown (summarize_thread reads the whole thread again: the page does not wait).
         return self.page(
@@ -319,6 +322,7 @@ class WebUI:
             live=self.live_url(request, project, thread_id), latest=thread.messages[-1].id,
             digest_url=request.root + "/ui/digest?" + urlencode({"p": project, "t": thread_id}),
             people=self.participants(project, thread.messages),
+            as_markdown={m.id for m, markdown_ok in zip(thread.messages, shown) if markdown_ok},
         )
 
     def thread_pages(self, project_key: str, thread_id: str, after: str | None):
