@@ -150,3 +150,20 @@ def test_a_thread_of_hostile_markdown_opens_its_excess_shown_as_plain_text(site)
     assert "<td>" not in articles[3] and "<table>" not in page.text
     assert "<p>[[[ 0 [[[" in articles[4] and "<p>[[[ 1 [[[" in articles[5] and "<strong>Small</strong>" in articles[7]
     assert "Shown as plain text" in articles[1]
+
+
+def test_a_page_of_a_thread_holds_one_get_thread_page_of_bodies(site):
+    """get_thread stops a page at ~4 MiB of bodies; the UI used to gather 500 messages (125 MiB)."""
+    url, api, sent, tokens = site
+    for i in range(20):
+        answer = api.post("/api/send_message", json={
+            "project_key": "srv-app", "sender_name": "BlueLake", "sender_token": tokens["BlueLake"], "to": ["GreenCastle"],
+            "subject": "big", "body_md": f"{i:02d} " + "x" * (256 * 1024 - 3), "thread_id": "BIG"})
+        assert answer.status_code == 200, answer.text
+    admin = signed_in(url, ADMIN)
+    first = admin.get("/ui/thread", params={"p": "srv-app", "t": "BIG"})
+    later = re.search(r'href="(/ui/thread\?[^"]*after=\d+)">Later messages', first.text)
+    assert first.status_code == 200 and later and len(first.content) < 6 * 1024 * 1024
+    rest = admin.get(later.group(1).replace("&amp;", "&"))
+    shown = re.findall(r'<pre class="plain">(\d\d) x', first.text + rest.text)
+    assert shown == [f"{i:02d}" for i in range(20)] and len(re.findall(r"<pre class", first.text)) < 20

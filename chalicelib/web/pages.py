@@ -33,7 +33,7 @@ from .http import CSP, Request, Response
 from .session import Session, Sessions
 
 log = logging.getLogger(__name__)
-THREAD_SHOWN = 500  # messages of one thread on one page (get_thread pages them; the page gathers)
+THREAD_SHOWN = 500  # messages of one thread on one page (get_thread's largest page)
 NOBODY = auth.Principal("anonymous", "anonymous", role="reader", projects=frozenset())  # not signed in: reaches nothing
 try:  # Swagger UI's assets, pinned on PyPI (local runtime only: the Lambda package serves no /docs)
     import fastapi_offline
@@ -307,7 +307,9 @@ class WebUI:
     def thread(self, request: Request, session: Session) -> Response:
         key, thread_id = request.query.get("p", ""), request.query.get("t", "")
         after = request.query.get("after") or None
-        thread = self.thread_pages(key, thread_id, after=after)
+        # One page of get_thread: at most THREAD_SHOWN messages and ~4 MiB of bodies, so the page's
+        # HTML stays bounded whatever they are; its next_cursor is the "Later messages" link.
+        thread = self.run("get_thread", project_key=key, thread_id=thread_id, limit=THREAD_SHOWN, cursor=after)
         if not thread.messages:  # only `after` gets here (get_thread says when a thread is unknown): at or past its end
             raise NotFound(f"No messages after {after} in thread {thread_id!r}.",
                            "Open the thread from its start (without after=), or from the inbox.")
@@ -324,17 +326,6 @@ class WebUI:
             people=self.participants(project, thread.messages),
             as_markdown={m.id for m, markdown_ok in zip(thread.messages, shown) if markdown_ok},
         )
-
-    def thread_pages(self, project_key: str, thread_id: str, after: str | None):
-        """Up to THREAD_SHOWN messages of the thread (get_thread's pages, from `after`); its
-        next_cursor says where the rest starts, for a "later messages" link."""
-        messages, cursor = [], after
-        while True:
-            page = self.run("get_thread", project_key=project_key, thread_id=thread_id, limit=500, cursor=cursor)
-            messages += page.messages
-            cursor = page.next_cursor
-            if cursor is None or len(messages) >= THREAD_SHOWN:
-                return page.model_copy(update={"messages": messages, "next_cursor": cursor})
 
     def participants(self, project: str, messages) -> list[str]:
         """The thread's active agents (not people), in order of appearance: whom a reply goes to."""
