@@ -1,6 +1,6 @@
 """What Markdown costs the thread page, on hostile bodies (chalicelib/web/markdown.py).
 
-    .venv/bin/python bench/markdown.py [--sizes 4096,16384,65536] [--page-bodies 500]
+    .venv/bin/python bench/markdown.py [--sizes 4096,16384,65536]
 
 1. Each shape at each size: markdown-it + nh3 time (uncached), per character and per unit of
    weight() (what the page's budget counts). A shape whose time per character grows with the
@@ -8,7 +8,8 @@
 2. One thread page per shape, before and after the caps: the page's Markdown time rendering every
    body (as before; 5 bodies of 256 KiB, the largest body_md, as in the audit) and as the page
    does now (plan(): Markdown within BODY_MAX and PAGE_MAX, the rest escaped as plain text), for
-   --page-bodies distinct bodies at 256 KiB and at the sizes that fill the page's budget best.
+   a full page (one get_thread page: 500 messages, ~4 MiB of bodies) of distinct bodies of
+   256 KiB, of BODY_MAX characters and of 2 KiB.
 """
 
 import argparse
@@ -20,7 +21,9 @@ from markupsafe import escape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from chalicelib.tools.threads import PAGE_BODY_BYTES  # noqa: E402
 from chalicelib.web import markdown  # noqa: E402
+from chalicelib.web.pages import THREAD_SHOWN  # noqa: E402
 
 SHAPES = {
     "prose (docs/*.md)": lambda n: (DOCS * (n // len(DOCS) + 1))[:n],
@@ -64,7 +67,6 @@ def page_now(bodies) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="4096,16384,65536")
-    parser.add_argument("--page-bodies", type=int, default=500)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     print(f"1. render time, ms (µs per character / per unit of weight) at {sizes} characters")
@@ -77,11 +79,11 @@ def main() -> None:
             per_unit = f"/{took * 1e6 / units:5.1f}" if units else "      "
             cells.append(f"{took * 1000:8.1f} ({took * 1e6 / len(text):5.2f}{per_unit})")
         print(f"  {shape:20s}" + "".join(cells), flush=True)
-    print(f"\n2. a thread page's Markdown time, s: before (5 bodies of 256 KiB, all Markdown) | now "
-          f"({args.page_bodies} bodies of 256 KiB; of BODY_MAX; of 2 KiB)")
+    print("\n2. a thread page's Markdown time, s: before (5 bodies of 256 KiB, all Markdown) | now, a full page of"
+          " bodies of 256 KiB | of BODY_MAX | of 2 KiB")
     for shape in SHAPES:
         before = seconds(page_before, [body(shape, 256 * 1024, i) for i in range(5)])
-        now = [seconds(page_now, [body(shape, size, i) for i in range(args.page_bodies)])
+        now = [seconds(page_now, [body(shape, size, i) for i in range(min(THREAD_SHOWN, PAGE_BODY_BYTES // size))])
                for size in (256 * 1024, markdown.BODY_MAX, 2048)]
         print(f"  {shape:20s} {before:7.2f} | " + " ".join(f"{took:6.2f}" for took in now), flush=True)
 
