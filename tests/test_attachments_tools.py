@@ -6,6 +6,8 @@ import base64
 import hashlib
 import io
 import os
+import struct
+import zlib
 
 import pytest
 from PIL import Image, ImageDraw
@@ -106,6 +108,35 @@ def test_a_png_screenshot_becomes_a_smaller_webp_unless_the_original_is_asked_fo
     got = call("get_attachment", project_key=project, agent_name="GreenCastle", message_id=message["id"], sha256=converted["sha256"])
     with Image.open(io.BytesIO(base64.b64decode(got["content_base64"]))) as image:
         assert (image.format, image.size) == ("WEBP", (2048, 1024))  # scaled to the 2048-pixel cap
+
+
+def png_header_of(width: int, height: int) -> bytes:
+    """A real, tiny PNG (1-bit grey, all black) of width x height pixels: a few kB of zeros
+    that would decode to width x height pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width + 7) // 8)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the header check refuses it all the same
+@pytest.mark.parametrize("width, height", [(10_000, 5_001), (12_000, 9_000)])  # Pillow: warns (1x-2x its limit), refuses (2x)
+def test_an_image_over_50_megapixels_is_refused_before_it_is_decoded(call, project, tmp_path, width, height):
+    bomb = png_header_of(width, height)
+    assert len(bomb) < 100_000
+    with pytest.raises(InvalidArgument, match="more than 50 megapixels") as refused:
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+             attachments=[{"name": "fine.txt", "content_base64": b64(b"stored only with its message")},
+                          {"name": "huge.png", "content_base64": b64(bomb)}])
+    assert refused.value.status == 422 and "keep_original" in refused.value.hint
+    assert stored_files(tmp_path) == [] and call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"] == []
+    kept = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"name": "huge.png", "content_base64": b64(bomb), "keep_original": True}])["message"]
+    assert kept["attachments"][0]["size"] == len(bomb)  # stored as sent, never decoded
 
 
 def test_a_repeated_file_is_stored_once(call, project, tmp_path):

@@ -110,17 +110,23 @@ def store(items: list[AttachmentInput], project_dir: str, settings) -> list[Atta
     if total > settings.attachments_max_bytes_per_message:
         raise too_large("The message's attachments together", settings.attachments_max_bytes_per_message,
                         "ATTACHMENTS_MAX_BYTES_PER_MESSAGE")
+    converted = [_converted(item, content, name, settings) for item, content, _, name in loaded]  # may refuse: before any put
     stored = []
-    for item, content, size, name in loaded:
-        media_type = item.media_type or guess_type(name, content)
+    for (item, _, size, _), (name, media_type, content) in zip(loaded, converted):
         if content is not None:
-            if not item.keep_original:
-                name, media_type, content = images.to_webp(name, media_type, content, settings.attachment_image_max_side)
             sha256, size = where.put(content), len(content)
         else:
             sha256 = item.sha256
         stored.append(Attachment(name=name, media_type=media_type, size=size, sha256=sha256))
     return stored
+
+
+def _converted(item: AttachmentInput, content: bytes | None, name: str, settings) -> tuple[str, str, bytes | None]:
+    """(name, media type, content) as stored: images as WebP unless keep_original (an upload, content None, as sent)."""
+    media_type = item.media_type or guess_type(name, content)
+    if content is None or item.keep_original:
+        return name, media_type, content
+    return images.to_webp(name, media_type, content, settings.attachment_image_max_side)
 
 
 def _load(item: AttachmentInput, project_dir: str, settings, where) -> tuple[AttachmentInput, bytes | None, int, str]:
