@@ -9,10 +9,13 @@ from chalice.test import Client
 from click.testing import CliRunner
 
 from chalicelib import clock
+from chalicelib.archive import rebuild
 from chalicelib.archive.gitrepo import GitArchive
+from chalicelib.archive.render import message_path, parse_document
 from chalicelib.archive.worker import drain
-from chalicelib.config import get_settings
+from chalicelib.config import Settings, get_settings
 from chalicelib.errors import InvalidArgument
+from chalicelib.ops import doctor
 from chalicelib.store.idempotency import ResultGone
 from chalicelib.store import db
 from chalicelib.tools.retention import run_retention
@@ -121,6 +124,46 @@ def test_archive_only_drops_bodies_the_archive_holds_and_nothing_else(settings, 
     assert subjects(call, "work-team", "plan") == ["deploy plan 0", "deploy plan 1", "deploy plan 2"]  # subjects stay
     assert call("get_project", project_key="work-team")["messages"] == 3
     assert subjects(call, "work-other", "rollback") == ["deploy other 0", "deploy other 1"]
+
+
+CLEAN = {"missing": [], "unexpected": [], "different": [], "foreign": []}
+
+
+def archived_bodies(archive: GitArchive) -> list[str]:
+    return sorted(parse_document(content)["body_md"] for content in rebuild.canonical(archive.files()).values())
+
+
+def test_archive_only_bodies_stay_in_the_archive_through_verify_repair_and_restore(settings, call, two_projects, later, tmp_path):
+    """The archive holds the only copy of an archived body: verify accepts it, a repair never
+    replaces it with the database's note, and a restore brings it back."""
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    call("set_retention_policy", project_key="work-team", mode="archive_only", days=30)
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+        before = archived_bodies(archive)
+    assert "rollback steps 0" in before
+    later(31)
+    assert run_retention(settings)["bodies_archived"] == 3
+    with db.connection(settings) as conn, GitArchive.local(settings) as archive:
+        assert rebuild.verify(conn, archive) == CLEAN
+    assert doctor.archive(settings).ok
+    [first, *_] = two_projects
+    with db.connection(settings) as conn, db.transaction(conn, write=True):  # the rest of the document is still compared
+        conn.execute("UPDATE messages SET importance = 'high' WHERE id = ?", (first["id"],))
+    finding = doctor.archive(settings)
+    assert not finding.ok and "1 different" in finding.detail
+    assert finding.repair(lambda total: lambda done: None).startswith("rewrote")
+    with db.connection(settings) as conn, GitArchive.local(settings) as archive:
+        assert rebuild.verify(conn, archive) == CLEAN
+        assert archived_bodies(archive) == before  # the bodies, not the note
+        entry = next(entry for entry in rebuild.message_entries(conn) if entry["id"] == first["id"])
+        assert '"importance": "high"' in archive.read(message_path(entry)).decode()  # what was different is written
+    restored = f"sqlite:///{tmp_path}/restored.db"
+    result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"],
+                                env={"ARCHIVE_DIR": str(settings.archive_dir)})
+    assert result.exit_code == 0, result.output
+    with db.connection(Settings(database_url=restored)) as conn:
+        assert conn.execute("SELECT body_md FROM messages WHERE id = ?", (first["id"],)).fetchone()[0] == "rollback steps 0"
 
 
 def test_idle_agents_are_retired_only_when_configured(settings, call, project, later):

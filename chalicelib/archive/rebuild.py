@@ -6,7 +6,7 @@ the same function, so a rebuilt archive matches one written entry by entry.
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..ids import stable_id
 from ..tools.agents import agent_id
@@ -19,7 +19,7 @@ from . import outbox
 from dulwich.objects import Blob
 
 from .gitrepo import GitArchive
-from .render import attachment_path, parse_document, project_json_path, render, second_dir_of_name
+from .render import attachment_path, message_path, parse_document, project_json_path, render, second_dir_of_name
 
 CHUNK = 1000
 
@@ -37,12 +37,15 @@ def restore_attachment(archive: GitArchive, folder: str, sha256: str) -> None:
         where.put(content)
 
 
-def message_entries(db: sqlite3.Connection) -> Iterator[dict]:
-    """Every message as the entry `deliver` recorded for it (bcc included)."""
+def message_entries(db: sqlite3.Connection, archived_body: Callable[[dict], str | None] = lambda entry: None) -> Iterator[dict]:
+    """Every message as the entry `deliver` recorded for it (bcc included). A message whose body
+    retention archived (body_archived_ts: the database keeps only a note) takes the body of its
+    file in the archive, `archived_body(entry)`: that file is the body's only copy, and the note
+    must never replace it (None: the archive has no such file; the note stands in)."""
     last = 0
     while True:
         rows = db.execute(
-            f"SELECT {MESSAGE_COLUMNS}, p.slug, p.human_key FROM messages m JOIN agents s ON s.id = m.sender_id"
+            f"SELECT {MESSAGE_COLUMNS}, m.body_archived_ts, p.slug, p.human_key FROM messages m JOIN agents s ON s.id = m.sender_id"
             " JOIN projects p ON p.id = m.project_id WHERE m.id > ? ORDER BY m.id LIMIT ?",
             (last, CHUNK),
         ).fetchall()
@@ -55,8 +58,17 @@ def message_entries(db: sqlite3.Connection) -> Iterator[dict]:
                 sender=row["sender"], importance=row["importance"], ack_required=bool(row["ack_required"]),
                 created_ts=row["created_ts"], attachments=attachments_of(row), **recipients[row["id"]],
             )
-            yield json.loads(outbox.message_entry(message, row["human_key"]))
+            entry = json.loads(outbox.message_entry(message, row["human_key"]))
+            if row["body_archived_ts"] and (body := archived_body(entry)) is not None:
+                entry["body_md"] = body
+            yield entry
         last = rows[-1]["id"]
+
+
+def body_in_archive(archive: GitArchive, entry: dict) -> str | None:
+    """The body of a message's canonical file in the archive (None: there is none)."""
+    content = archive.read(message_path(entry))
+    return None if content is None else parse_document(content)["body_md"]
 
 
 def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
@@ -80,7 +92,7 @@ def rebuild(db: sqlite3.Connection, archive: GitArchive, on_batch=lambda n: None
     """Write every entity of the database into the archive, CHUNK entries per commit
     (per project); what is already there does not change. The number of entries."""
     total, batch = 0, []
-    for entry in (*other_entries(db), *message_entries(db)):
+    for entry in (*other_entries(db), *message_entries(db, lambda entry: body_in_archive(archive, entry))):
         batch.append(entry)
         if len(batch) == CHUNK:
             archive.apply(batch)
@@ -118,13 +130,20 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     files that belong to another project than their folder's ("foreign": a profile, project.json
     or message whose human key is not the folder project's). Files are compared by blob id;
     a document written before documents carried project_human_key matches without it, and
-    files of the first layout are compared at the path they move to (migrate.py)."""
+    files of the first layout are compared at the path they move to (migrate.py). A message whose
+    body retention archived is compared with the body of its file (the only copy left): the rest
+    of the document must still match."""
+    found = {current_path(path): (path, sha) for path, sha in archive.walk("projects") if path.split("/")[2:3] == ["messages"]}
+
+    def archived_body(entry: dict) -> str | None:
+        _, sha = found.get(message_path(entry), (None, None))
+        return None if sha is None else parse_document(archive.repo[sha].data)["body_md"]
+
     expected: dict[str, tuple[bytes, bytes]] = {}  # path -> (blob id, blob id of the older document)
-    for entry in message_entries(db):
+    for entry in message_entries(db, archived_body):
         older = {key: value for key, value in entry.items() if key != "project_human_key"}
         for path, content in canonical(render(entry)).items():
             expected[path] = (blob_id(content), blob_id(canonical(render(older))[path]))
-    found = {current_path(path): (path, sha) for path, sha in archive.walk("projects") if path.split("/")[2:3] == ["messages"]}
     owners = {row["slug"]: row["human_key"] for row in db.execute("SELECT slug, human_key FROM projects")}
     homes = {}  # message id -> its project's human key, for the files that are not where they should be
     foreign = foreign_files(archive, owners)

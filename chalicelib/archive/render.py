@@ -44,11 +44,10 @@ def describe(entry: dict) -> str:
 
 
 def message_files(entry: dict) -> dict[str, bytes]:
-    base = project_dir(entry["project"])
     folder = second_dir(entry["created_ts"])
     name = message_name(entry)
     canonical = document(entry)
-    files = {f"{base}/messages/{folder}/{name}": canonical, f"{agent_dir(entry['project'], entry['sender'])}/outbox/{folder}/{name}": canonical}
+    files = {message_path(entry): canonical, f"{agent_dir(entry['project'], entry['sender'])}/outbox/{folder}/{name}": canonical}
     public = document({**entry, "bcc": []})  # what the to and cc recipients see
     for address in entry["to"] + entry["cc"]:
         files[f"{agent_dir(*home(address, entry['project']))}/inbox/{folder}/{name}"] = public
@@ -91,6 +90,11 @@ def project_file(entry: dict) -> dict[str, bytes]:
 
 def project_json_path(slug: str) -> str:
     return f"{project_dir(slug)}/project.json"
+
+
+def message_path(entry: dict) -> str:
+    """Where a message's canonical file is."""
+    return f"{project_dir(entry['project'])}/messages/{second_dir(entry['created_ts'])}/{message_name(entry)}"
 
 
 def message_name(entry: dict) -> str:

@@ -98,6 +98,7 @@ def archive(settings: Settings) -> Finding:
         return Finding("git archive", True, "ARCHIVE_ENABLED=false")
     from ..archive import rebuild
     from ..archive.gitrepo import GitArchive
+    from ..archive.migrate import migrate_layout
 
     with db.connection(settings) as conn, db.transaction(conn, write=False):
         status = outbox.status(conn, None)
@@ -115,6 +116,7 @@ def archive(settings: Settings) -> Finding:
             if not mine:
                 return "skipped: a running archive worker holds the archive; stop the server and repair again"
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+                migrate_layout(repo)  # as `archive rebuild`: an archived body is read where today's layout puts it
                 total = rebuild.count_entries(conn)
                 written = rebuild.rebuild(conn, repo, on_batch=progress(total))
             return f"rewrote {written} archive entries from the database"
