@@ -166,6 +166,27 @@ def test_archive_only_bodies_stay_in_the_archive_through_verify_repair_and_resto
         assert conn.execute("SELECT body_md FROM messages WHERE id = ?", (first["id"],)).fetchone()[0] == "rollback steps 0"
 
 
+def test_purged_mail_stays_in_the_archive_and_verify_expects_it(settings, call, two_projects, later, tmp_path):
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    call("set_retention_policy", project_key="work-team", mode="purge", days=30)
+    later(31)
+    assert run_retention(settings, budget=2)["messages_purged"] == 2
+    assert run_retention(settings)["messages_purged"] == 1
+    with db.connection(settings) as conn, GitArchive.local(settings) as archive:
+        assert len(rebuild.canonical(archive.files())) == 5  # append-only: the archive keeps them
+        assert rebuild.verify(conn, archive) == CLEAN
+    assert doctor.archive(settings).ok
+    with db.connection(settings) as conn, db.transaction(conn, write=True):  # a message lost otherwise still shows
+        [(lost,)] = conn.execute("SELECT max(m.id) FROM messages m JOIN projects p ON p.id = m.project_id WHERE p.slug = 'work-other'")
+        conn.execute("DELETE FROM message_recipients WHERE message_id = ?", (lost,))
+        conn.execute("DELETE FROM messages WHERE id = ?", (lost,))
+    with db.connection(settings) as conn, GitArchive.local(settings) as archive:
+        [unexpected] = rebuild.verify(conn, archive)["unexpected"]
+    assert unexpected.startswith("projects/work-other/messages/") and unexpected.endswith(f"__{lost}.md")
+
+
 def test_idle_agents_are_retired_only_when_configured(settings, call, project, later):
     call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["src/*"], ttl_seconds=30 * 86400)
     call("acquire_build_slot", project_key=project, agent_name="BlueLake", slot="deploy", ttl_seconds=30 * 86400)

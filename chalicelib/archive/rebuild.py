@@ -129,10 +129,11 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     """Canonical message files that are missing, unexpected or different in the archive, and
     files that belong to another project than their folder's ("foreign": a profile, project.json
     or message whose human key is not the folder project's). Files are compared by blob id;
-    a document written before documents carried project_human_key matches without it, and
-    files of the first layout are compared at the path they move to (migrate.py). A message whose
-    body retention archived is compared with the body of its file (the only copy left): the rest
-    of the document must still match."""
+    a document written before documents carried project_human_key matches without it, files
+    of the first layout are compared at the path they move to (migrate.py), and files of
+    messages retention purged (ids below their project's purged_before_id) are expected. A
+    message whose body retention archived is compared with the body of its file (the only copy
+    left): the rest of the document must still match."""
     found = {current_path(path): (path, sha) for path, sha in archive.walk("projects") if path.split("/")[2:3] == ["messages"]}
 
     def archived_body(entry: dict) -> str | None:
@@ -144,13 +145,18 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
         older = {key: value for key, value in entry.items() if key != "project_human_key"}
         for path, content in canonical(render(entry)).items():
             expected[path] = (blob_id(content), blob_id(canonical(render(older))[path]))
-    owners = {row["slug"]: row["human_key"] for row in db.execute("SELECT slug, human_key FROM projects")}
+    projects = db.execute("SELECT slug, human_key, purged_before_id FROM projects").fetchall()
+    owners = {row["slug"]: row["human_key"] for row in projects}
+    purged_before = {row["slug"]: row["purged_before_id"] or 0 for row in projects}
     homes = {}  # message id -> its project's human key, for the files that are not where they should be
     foreign = foreign_files(archive, owners)
     unexpected = []
     for path in sorted(found.keys() - expected.keys()):
         original, sha = found[path]
         slug = original.split("/")[1]
+        message_id = message_id_of(original)
+        if message_id is not None and message_id < purged_before.get(slug, 0):
+            continue  # purged by retention: the archive keeps it (docs/retention.md)
         document = parse_document(archive.repo[sha].data)
         key = document.get("project_human_key")
         if key is None:  # an older document: its project is the one that has the message
@@ -164,6 +170,12 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
         "different": sorted(path for path in expected.keys() & found.keys() if found[path][1] not in expected[path]),
         "foreign": sorted(foreign),
     }
+
+
+def message_id_of(path: str) -> int | None:
+    """The id a message file's name ends with (`{created}__{subject}__{id}.md`), if it does."""
+    digits = path.rsplit("__", 1)[-1].removesuffix(".md")
+    return int(digits) if digits.isdigit() else None
 
 
 def foreign_files(archive: GitArchive, owners: dict[str, str]) -> list[str]:

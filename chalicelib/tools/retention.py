@@ -165,6 +165,11 @@ def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limi
         attachment_refs.forget(db, ids)  # their content is deleted once nothing names it (attachment_refs.py)
         db.execute(f"DELETE FROM messages WHERE id IN ({placeholders(ids)})", ids)
         thread_summaries.recount(db, project_id, threads)  # list_threads shows what is kept
+    if len(ids) < limit:  # none left below before_id: the archive's files there are of purged mail (archive verify)
+        db.execute(
+            "UPDATE projects SET purged_before_id = ? WHERE id = ? AND coalesce(purged_before_id, 0) < ?",
+            (before_id, project_id, before_id),
+        )
     return len(ids)
 
 
