@@ -202,6 +202,28 @@ def test_rebuild_writes_the_same_files_the_worker_wrote(call, project, settings,
         assert rebuild.rebuild(conn, rebuilt) == 6 and rebuilt.commit_count() == 1  # nothing new: no commit
 
 
+def test_rebuild_streams_the_database_commit_by_commit(call, project, settings, tmp_path, monkeypatch):
+    """Each batch is committed before the next rows are read: memory holds a batch, not the database."""
+    for number in range(6):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"m{number}", body_md="x")
+    monkeypatch.setattr(rebuild, "CHUNK", 2)
+    read: list[str] = []
+    every_message = rebuild.message_entries
+
+    def message_entries(db, *args):
+        for entry in every_message(db, *args):
+            read.append(entry["subject"])
+            yield entry
+
+    monkeypatch.setattr(rebuild, "message_entries", message_entries)
+    with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
+        apply = rebuilt.apply
+        read_at_commit: list[int] = []
+        rebuilt.apply = lambda entries: read_at_commit.append(len(read)) or apply(entries)
+        assert rebuild.rebuild(conn, rebuilt) == 3 + 6
+    assert read_at_commit == [0, 1, 3, 5, 6]  # 3 profiles and 6 messages, 2 entries a commit
+
+
 def test_archive_verify_passes_when_in_step_and_exits_1_on_a_missing_message(call, project, settings, archive):
     send_some(call, project)
     runner = CliRunner()

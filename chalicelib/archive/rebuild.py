@@ -6,6 +6,7 @@ the same function, so a rebuilt archive matches one written entry by entry.
 
 import json
 import sqlite3
+from itertools import chain
 from collections.abc import Callable, Iterator
 
 from ..ids import stable_id
@@ -92,7 +93,7 @@ def rebuild(db: sqlite3.Connection, archive: GitArchive, on_batch=lambda n: None
     """Write every entity of the database into the archive, CHUNK entries per commit
     (per project); what is already there does not change. The number of entries."""
     total, batch = 0, []
-    for entry in (*other_entries(db), *message_entries(db, lambda entry: body_in_archive(archive, entry))):
+    for entry in chain(other_entries(db), message_entries(db, lambda entry: body_in_archive(archive, entry))):  # streamed
         batch.append(entry)
         if len(batch) == CHUNK:
             archive.apply(batch)
