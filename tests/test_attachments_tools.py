@@ -16,6 +16,7 @@ from chalicelib import invoke
 from chalicelib.archive import rebuild
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import parse_document
+from chalicelib.archive import worker
 from chalicelib.archive.worker import drain
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import InvalidArgument, NotFound, ToolError
@@ -271,6 +272,26 @@ def test_the_archive_keeps_attachments_beside_their_messages_and_restore_brings_
     assert base64.b64decode(got.content_base64) == png
     message = invoke.call(TOOLS["get_message"], {"project_key": project, "message_id": sent[0]["id"]}, restored)
     assert [a.model_dump() for a in message.attachments] == sent[0]["attachments"]
+
+
+def test_an_archive_batch_stops_at_its_byte_bound_and_an_archived_attachment_is_not_read_again(call, project, settings,
+                                                                                               tmp_path, monkeypatch):
+    """The worker's memory follows a batch's content, not its row count (worker.BATCH_MAX_BYTES)."""
+    with GitArchive.local(get_settings()) as archive:
+        drain(settings, archive)  # the profiles
+        monkeypatch.setattr(worker, "BATCH_MAX_BYTES", 1_000_000)
+        dumps = [os.urandom(400_000) for _ in range(3)]
+        sent = [call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"dump {i}",
+                     body_md="b", attachments=[{"name": "core.bin", "content_base64": b64(dump)}])["message"]
+                for i, dump in enumerate(dumps)]
+        assert [worker.drain_once(settings, archive) for _ in range(3)] == [2, 1, 0]  # 2 x 400 kB fit in 1 MB, 3 do not
+        again = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="again",
+                     body_md="b", attachments=[{"name": "core.bin", "sha256": sent[0]["attachments"][0]["sha256"]}])["message"]
+        for path in (tmp_path / "attachments").rglob("*"):  # the archive holds it: the storage is not read again
+            if path.is_file():
+                path.unlink()
+        assert worker.drain_once(settings, archive) == 1
+        assert any(path.endswith(f"__{again['id']}.md") for path in rebuild.canonical(archive.files()))
 
 
 def test_with_agent_tokens_only_the_readers_own_token_opens_an_attachment(call, settings):

@@ -95,12 +95,12 @@ class GitArchive:
 
     def commit(self, entries: list[dict]) -> str | None:
         files: dict[str, bytes] = {}
+        parent = self.head()
         for entry in entries:
             files.update(render(entry))
             for path, sha256 in attachment_paths(entry).items():  # one file per content and project
-                if path not in files:
+                if path not in files and self.lookup(path, parent) is None:  # named by its sha256: if there, it is right
                     files[path] = attachment_content(sha256)
-        parent = self.head()
         self.check_owner(entries, parent)
         if parent is None:  # a new archive starts in the current layout
             files[LAYOUT_FILE.decode()] = LAYOUT_BLOB.data
@@ -160,19 +160,27 @@ class GitArchive:
 
     def read(self, path: str, commit: bytes | None = None) -> bytes | None:
         """One file of a commit (the head by default), or None; reads only the trees on its path."""
+        found = self.lookup(path, commit)
+        if found is None or stat.S_ISDIR(found[0]):
+            return None
+        blob = self.repo[found[1]]
+        return blob.data if isinstance(blob, Blob) else None
+
+    def lookup(self, path: str, commit: bytes | None = None) -> tuple[int, bytes] | None:
+        """(mode, object id) of a path in a commit (the head by default), or None if it has none;
+        reads only the trees on the path, never a file."""
         commit = commit or self.head()
         if commit is None:
             return None
-        sha = self.repo[commit].tree
+        mode, sha = stat.S_IFDIR, self.repo[commit].tree
         for part in path.encode().split(b"/"):
+            if not stat.S_ISDIR(mode):
+                return None
             tree = self.tree(sha)
             if part not in tree:
                 return None
             mode, sha = tree[part]
-        if stat.S_ISDIR(mode):
-            return None
-        blob = self.repo[sha]
-        return blob.data if isinstance(blob, Blob) else None
+        return mode, sha
 
     def write_worktree(self, files: dict[str, bytes], shas: dict[bytes, bytes]) -> None:
         index = self.repo.open_index()

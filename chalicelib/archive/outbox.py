@@ -14,6 +14,7 @@ from .. import clock
 from ..store.db import placeholders
 from ..config import get_settings
 from ..ids import new_id
+from .render import rendered_size
 
 RESERVATION_COLUMNS = ("id", "agent", "path_pattern", "exclusive", "reason", "created_ts", "expires_ts", "released_ts")
 
@@ -103,13 +104,26 @@ def move_pending(db: sqlite3.Connection, old_slug: str, new_slug: str, entity_id
 # The worker's side
 
 
-def take(db: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
-    """Pending rows due now, oldest first (a failed row waits for its retry_ts)."""
-    return db.execute(
+def take(db: sqlite3.Connection, limit: int, max_bytes: int | None = None) -> list[sqlite3.Row]:
+    """Pending rows due now, oldest first (a failed row waits for its retry_ts): up to `limit`
+    and, with max_bytes, only those that render to at most that many bytes together (the
+    first one whatever its size). Rows are read one at a time: the rest are never loaded."""
+    rows, size = [], 0
+    cursor = db.execute(
         "SELECT id, project, payload, attempts FROM archive_outbox WHERE state = 'pending'"
         " AND (retry_ts IS NULL OR retry_ts <= ?) ORDER BY id LIMIT ?",
         (clock.now(), limit),
-    ).fetchall()
+    )
+    try:
+        for row in cursor:
+            if max_bytes is not None:
+                size += rendered_size(orjson.loads(row["payload"]), len(row["payload"]))
+                if rows and size > max_bytes:
+                    break
+            rows.append(row)
+    finally:
+        cursor.close()  # a statement left open would hold its read snapshot (Turso: the next write fails)
+    return rows
 
 
 def mark_done(db: sqlite3.Connection, ids: list[int], commit: str | None) -> None:

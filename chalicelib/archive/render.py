@@ -56,6 +56,16 @@ def message_files(entry: dict) -> dict[str, bytes]:
     return {**files, **project_file(entry)}
 
 
+def rendered_size(entry: dict, payload_bytes: int) -> int:
+    """About how many bytes writing the entry holds in memory: a message's payload once per
+    distinct document (the canonical one, the to and cc readers' one, one per bcc reader),
+    plus its attachments."""
+    if entry["kind"] != "message":
+        return payload_bytes
+    documents = 1 + bool(entry["to"] or entry["cc"]) + len(entry["bcc"])
+    return payload_bytes * documents + sum(item["size"] for item in entry.get("attachments", ()))
+
+
 def attachment_paths(entry: dict) -> dict[str, str]:
     """{repository path: sha256} of a message's attachments: one file per content and project,
     however many messages carry it (the front matter names it by sha256)."""

@@ -28,6 +28,7 @@ from .gitrepo import GitArchive
 from .migrate import migrate_layout
 
 log = logging.getLogger(__name__)
+BATCH_MAX_BYTES = 32 * 1024 * 1024  # a batch renders about this much at most (documents and attachments): bounded memory
 
 
 def here(function, *args):
@@ -36,10 +37,10 @@ def here(function, *args):
 
 
 def drain_once(settings: Settings, archive: GitArchive, limit: int | None = None, git=here) -> int:
-    """Archive up to `limit` pending rows; the number now done (failed ones stay pending).
+    """Archive up to `limit` pending rows (and BATCH_MAX_BYTES); the number now done (failed ones stay pending).
     The commits are made by `git(function, *args)`; the database is written on this thread."""
     with connection(settings) as conn:
-        rows = outbox.take(conn, limit or settings.archive_batch_size)
+        rows = outbox.take(conn, limit or settings.archive_batch_size, BATCH_MAX_BYTES)
     if not rows:
         return 0
     fresh = [row for row in rows if not row["attempts"]]
