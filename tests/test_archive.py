@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from chalicelib import config
 from chalicelib.store import db
-from chalicelib.archive import outbox, rebuild
+from chalicelib.archive import outbox, rebuild, worker
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import render
 from chalicelib.archive.worker import drain, drain_once, work
@@ -222,6 +222,16 @@ def test_rebuild_streams_the_database_commit_by_commit(call, project, settings, 
         rebuilt.apply = lambda entries: read_at_commit.append(len(read)) or apply(entries)
         assert rebuild.rebuild(conn, rebuilt) == 3 + 6
     assert read_at_commit == [0, 1, 3, 5, 6]  # 3 profiles and 6 messages, 2 entries a commit
+
+
+def test_rebuild_commits_once_a_batch_holds_the_worker_s_byte_bound(call, project, settings, tmp_path, monkeypatch):
+    for number in range(3):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"m{number}",
+             body_md="x" * 1000)
+    monkeypatch.setattr(worker, "BATCH_MAX_BYTES", 1500)  # each message renders to 2 documents of over 1,000 bytes
+    with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
+        assert rebuild.rebuild(conn, rebuilt) == 3 + 3
+        assert rebuilt.commit_count() == 3  # the profiles with the first message, then a message a commit (CHUNK: one)
 
 
 def test_archive_verify_passes_when_in_step_and_exits_1_on_a_missing_message(call, project, settings, archive):

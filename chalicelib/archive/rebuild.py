@@ -6,8 +6,11 @@ the same function, so a rebuilt archive matches one written entry by entry.
 
 import json
 import sqlite3
-from itertools import chain
 from collections.abc import Callable, Iterator
+from itertools import chain
+
+import orjson
+from dulwich.objects import Blob
 
 from ..ids import stable_id
 from ..tools.agents import agent_id
@@ -16,11 +19,9 @@ from ..attachments.intake import Attachment
 from ..tools.messages import (
     MESSAGE_COLUMNS, Message, attachments_json, attachments_of, recipients_of, store_message, store_recipients,
 )
-from . import outbox
-from dulwich.objects import Blob
-
+from . import outbox, worker
 from .gitrepo import GitArchive
-from .render import attachment_path, message_path, parse_document, project_json_path, render, second_dir_of_name
+from .render import attachment_path, message_path, parse_document, project_json_path, render, rendered_size, second_dir_of_name
 
 CHUNK = 1000
 
@@ -90,16 +91,18 @@ def count_entries(db: sqlite3.Connection) -> int:
 
 
 def rebuild(db: sqlite3.Connection, archive: GitArchive, on_batch=lambda n: None) -> int:
-    """Write every entity of the database into the archive, CHUNK entries per commit
-    (per project); what is already there does not change. The number of entries."""
-    total, batch = 0, []
+    """Write every entity of the database into the archive, CHUNK entries (or the worker's
+    BATCH_MAX_BYTES of content) per commit (per project); what is already there does not
+    change. The number of entries."""
+    total, batch, size = 0, [], 0
     for entry in chain(other_entries(db), message_entries(db, lambda entry: body_in_archive(archive, entry))):  # streamed
         batch.append(entry)
-        if len(batch) == CHUNK:
+        size += rendered_size(entry, len(orjson.dumps(entry)))
+        if len(batch) == CHUNK or size >= worker.BATCH_MAX_BYTES:
             archive.apply(batch)
             total += len(batch)
             on_batch(len(batch))
-            batch = []
+            batch, size = [], 0
     if batch:
         archive.apply(batch)
         total += len(batch)
