@@ -1,6 +1,7 @@
 """The git archive in-process: rendering, the idempotent writer, the outbox and its worker,
 rebuild, verify and restore, on real SQLite databases and real git repositories."""
 
+import hashlib
 import json
 import subprocess
 import threading
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from chalicelib import config
 from chalicelib.store import db
 from chalicelib.archive import outbox, rebuild, worker
+from chalicelib.archive import render as layout
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import render
 from chalicelib.archive.worker import drain, drain_once, work
@@ -240,7 +242,7 @@ def test_archive_verify_passes_when_in_step_and_exits_1_on_a_missing_message(cal
     env = {"ARCHIVE_DIR": str(settings.archive_dir)}
     args = ["--database-url", settings.database_url, "archive", "verify"]
     result = runner.invoke(cli, args, env=env)
-    assert result.exit_code == 1 and len(json.loads(result.output)["missing"]) == 2  # not drained yet
+    assert result.exit_code == 1 and len(json.loads(result.output)["missing"]) == 2 + 1  # not drained yet: messages, reservation
     drain(settings, archive)
     result = runner.invoke(cli, args, env=env)
     assert result.exit_code == 0, result.output
@@ -265,6 +267,45 @@ def test_restore_from_archive_rebuilds_an_empty_database(call, project, settings
         assert list(rebuild.other_entries(new))[-1] == list(rebuild.other_entries(old))[-1]  # the reservation
     result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"], env=env)
     assert result.exit_code == 1 and "not empty" in result.output
+
+
+def first_naming(entry: dict) -> dict[str, bytes]:
+    """How reservations were archived before: a file per pattern, sha1(pattern).json."""
+    digest = hashlib.sha1(entry["path_pattern"].encode()).hexdigest()
+    return {f"projects/{entry['project']}/file_reservations/{digest}.json": layout.to_json(entry), **layout.project_file(entry)}
+
+
+def test_reservations_of_one_pattern_keep_a_file_each_and_an_archive_named_by_pattern_still_reads(call, project, settings,
+                                                                                                  tmp_path, monkeypatch):
+    def reserve(agent: str, reason: str) -> None:
+        call("file_reservation_paths", project_key=project, agent_name=agent, paths=["src/shared.py"], exclusive=False, reason=reason)
+
+    with monkeypatch.context() as before:  # written by an older version: the second overwrote the first
+        before.setitem(layout.RENDERERS, "reservation", first_naming)
+        reserve("BlueLake", "refactor")
+        reserve("RedStone", "tests")
+        with GitArchive.local(settings) as archive:
+            drain(settings, archive)
+    with db.connection(settings) as conn:
+        ids = dict(conn.execute("SELECT a.name, r.id FROM file_reservations r JOIN agents a ON a.id = r.agent_id"))
+    first, second = ids["BlueLake"], ids["RedStone"]
+    with db.connection(settings) as conn, GitArchive.local(settings) as archive:
+        assert rebuild.verify(conn, archive)["missing"] == [f"projects/{project}/file_reservations/{first}.json"]
+        rebuild.rebuild(conn, archive)  # what doctor --repair runs
+        assert not any(rebuild.verify(conn, archive).values())
+    reserve("GreenCastle", "docs")  # and from now on, a file each
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+        names = sorted(path.rsplit("/", 1)[1] for path, _ in archive.walk(f"projects/{project}/file_reservations"))
+    assert len(names) == 4 and f"{first}.json" in names and f"{second}.json" in names  # and the old file, kept
+    restored = f"sqlite:///{tmp_path}/restored.db"
+    result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"],
+                                env={"ARCHIVE_DIR": str(settings.archive_dir)})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["file_reservations"] == 3
+    with db.connection(Settings(database_url=restored)) as conn:
+        reasons = conn.execute("SELECT a.name, r.reason FROM file_reservations r JOIN agents a ON a.id = r.agent_id ORDER BY a.name")
+        assert [tuple(row) for row in reasons] == [("BlueLake", "refactor"), ("GreenCastle", "docs"), ("RedStone", "tests")]
 
 
 def test_a_worker_started_after_a_kill_mid_commit_removes_the_stale_ref_lock(call, project, settings, archive):

@@ -21,7 +21,10 @@ from ..tools.messages import (
 )
 from . import outbox, worker
 from .gitrepo import GitArchive
-from .render import attachment_path, message_path, parse_document, project_json_path, render, rendered_size, second_dir_of_name
+from .render import (
+    attachment_path, message_path, parse_document, project_json_path, render, rendered_size, reservation_id_of_name,
+    second_dir_of_name,
+)
 
 CHUNK = 1000
 
@@ -79,6 +82,10 @@ def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
         "SELECT a.*, p.slug, p.human_key FROM agents a JOIN projects p ON p.id = a.project_id ORDER BY a.id"
     ).fetchall():
         yield {"kind": "agent", "project": row["slug"], **outbox.agent_payload(row, row)}
+    yield from reservation_entries(db)
+
+
+def reservation_entries(db: sqlite3.Connection) -> Iterator[dict]:
     for row in db.execute(
         "SELECT r.*, a.name AS agent, p.slug, p.human_key FROM file_reservations r JOIN agents a ON a.id = r.agent_id"
         " JOIN projects p ON p.id = r.project_id ORDER BY r.id"
@@ -137,7 +144,8 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     of the first layout are compared at the path they move to (migrate.py), and files of
     messages retention purged (ids below their project's purged_before_id) are expected. A
     message whose body retention archived is compared with the body of its file (the only copy
-    left): the rest of the document must still match."""
+    left): the rest of the document must still match. Each file reservation of the database
+    must have its file too (reservation_problems)."""
     found = {current_path(path): (path, sha) for path, sha in archive.walk("projects") if path.split("/")[2:3] == ["messages"]}
 
     def archived_body(entry: dict) -> str | None:
@@ -168,12 +176,47 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
                 homes = {str(row[0]): row[1] for row in db.execute("SELECT m.id, p.human_key FROM messages m JOIN projects p ON p.id = m.project_id")}
             key = homes.get(str(document.get("id")))
         (foreign if key is not None and key != owners.get(slug) else unexpected).append(original)
+    missing, different = reservation_problems(db, archive)
     return {
-        "missing": sorted(expected.keys() - found.keys()),
+        "missing": sorted([*expected.keys() - found.keys(), *missing]),
         "unexpected": unexpected,
-        "different": sorted(path for path in expected.keys() & found.keys() if found[path][1] not in expected[path]),
+        "different": sorted([*(path for path in expected.keys() & found.keys() if found[path][1] not in expected[path]), *different]),
         "foreign": sorted(foreign),
     }
+
+
+def reservation_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
+    """(missing, different) file reservation files: each reservation of the database has its
+    file, by id or (an archive written before) of the first naming. Files of reservations the
+    database no longer has are the archive's history (retention deletes ended ones)."""
+    found = archived_reservations(archive, archive.folders("projects"))
+    missing, different = [], []
+    for entry in reservation_entries(db):
+        older = {key: value for key, value in entry.items() if key != "project_human_key"}  # as written before it existed
+        [(path, content)] = [(path, content) for path, content in render(entry).items() if "/file_reservations/" in path]
+        if int(entry["id"]) not in found:
+            missing.append(path)
+        elif found[int(entry["id"])] not in (blob_id(content), blob_id(render(older)[path])):
+            different.append(path)
+    return missing, different
+
+
+def archived_reservations(archive: GitArchive, folders: list[str]) -> dict[int, bytes]:
+    """{reservation id: blob id} of the reservation files of these project folders. A file
+    named by its id wins over a file of the first naming (sha1 of the pattern, read to learn
+    whose it is), which was written before it and never again."""
+    found: dict[int, bytes] = {}
+    older: list[bytes] = []
+    for folder in folders:
+        for path, sha in archive.walk(f"projects/{folder}/file_reservations"):
+            reservation_id = reservation_id_of_name(path.rsplit("/", 1)[-1])
+            if reservation_id is None:
+                older.append(sha)
+            else:
+                found[reservation_id] = sha
+    for sha in older:
+        found.setdefault(int(json.loads(archive.repo[sha].data)["id"]), sha)
+    return found
 
 
 def message_id_of(path: str) -> int | None:
@@ -282,7 +325,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
         )
         counts["messages"] += 1
     for folder in folders:
-        for _, sha in archive.walk(f"projects/{folder}/file_reservations"):
+        for sha in archived_reservations(archive, [folder]).values():  # one file per reservation, whichever naming
             r = json.loads(archive.repo[sha].data)
             human_key = r.get("project_human_key") or projects.folders[folder]
             db.execute(

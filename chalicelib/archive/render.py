@@ -11,7 +11,6 @@ mail, so a commit rewrites a few small trees whatever the archive's size (the ol
 YYYY/MM folders were rewritten whole by every commit: docs/archive.md, "Layout").
 """
 
-import hashlib
 import json
 import re
 
@@ -86,8 +85,17 @@ def agent_files(entry: dict) -> dict[str, bytes]:
 
 
 def reservation_files(entry: dict) -> dict[str, bytes]:
-    digest = hashlib.sha1(entry["path_pattern"].encode()).hexdigest()
-    return {f"{project_dir(entry['project'])}/file_reservations/{digest}.json": to_json(entry), **project_file(entry)}
+    """One file per reservation, named by its id. (Archives written before named it by the
+    sha1 of its pattern, so two agents' reservations of one pattern shared a file: readers
+    still take those, reservation_id_of_name.)"""
+    return {f"{project_dir(entry['project'])}/file_reservations/{int(entry['id'])}.json": to_json(entry), **project_file(entry)}
+
+
+def reservation_id_of_name(name: str) -> int | None:
+    """A reservation file's id, from its name: `{id}.json`; None for a name of the first
+    naming (`{sha1(pattern)}.json`: its content says which reservation it holds)."""
+    stem = name.removesuffix(".json")
+    return int(stem) if stem.isdigit() and len(stem) != 40 else None
 
 
 def project_file(entry: dict) -> dict[str, bytes]:
