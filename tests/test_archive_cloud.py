@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 
 from chalicelib.store import db
-from chalicelib import invoke
+from chalicelib import clock, invoke
 from chalicelib.archive import cloud, outbox
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.config import get_settings
@@ -156,3 +156,29 @@ def test_a_push_refused_because_another_worker_pushed_first_is_redone_on_top(sqs
     cloud.push_entries(settings, [e for e in entries if e.get("subject") == "first"])
     with remote(settings) as archive:
         assert messages_in(archive) == sorted([first, second]) and archive.commit_count() == 2
+
+
+def test_a_batch_whose_push_keeps_failing_is_counted_and_published_again_after_the_dead_letter_queue(
+        sqs, settings, worker, send, monkeypatch, tmp_path):
+    mid = send("important")
+    down = settings.model_copy(update={"archive_git_remote": str(tmp_path / "unreachable.git")})  # the git host is down
+    assert cloud.publish_all(settings) == 2 + 1
+    receives = 0
+    while (event := receive(sqs))["Records"]:
+        receives += 1
+        with pytest.raises(Exception):  # Lambda fails the whole batch; SQS delivers it again
+            cloud.handle_sqs_event(event, down)
+        assert receives <= MAX_RECEIVES
+    assert sqs[0].receive_message(QueueUrl=sqs[2], MaxNumberOfMessages=10)["Messages"]  # dead-lettered
+    status = invoke.call(TOOLS["archive_status"], {}, settings)
+    assert status.pending == 3 and status.failed == 3  # each counted its attempts
+    assert cloud.publish_all(settings) == 0  # the queue may still be trying: not before its deadline
+
+    deadline = clock.later(clock.now(), cloud.QUEUED_MAX_SECONDS + 1)
+    monkeypatch.setattr(clock, "now", lambda: deadline)
+    assert cloud.publish_all(settings) == 3  # the git host is back; the sweep publishes them again
+    event = receive(sqs)
+    assert worker(event, CONTEXT) == {"batchItemFailures": []}
+    with remote(settings) as archive:
+        assert messages_in(archive) == [mid]
+    assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0

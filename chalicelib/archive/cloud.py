@@ -20,6 +20,7 @@ import json
 import logging
 from functools import lru_cache
 
+from .. import clock
 from ..config import Settings
 from ..store.db import connection, transaction
 from . import outbox
@@ -28,6 +29,10 @@ from .render import render
 log = logging.getLogger(__name__)
 MAX_BODY = 250_000  # SQS takes 256 KiB: larger entries travel as their outbox id only
 PUSH_ATTEMPTS = 5
+# The queue tries a message for at most maxReceiveCount x VisibilityTimeout (5 x 360 s:
+# infra/template.yaml), then moves it to the dead-letter queue. A row still queued well after
+# that is not coming back by itself: the sweep publishes it again (requeue_overdue).
+QUEUED_MAX_SECONDS = 3600
 
 
 @lru_cache
@@ -55,7 +60,7 @@ def publish(settings: Settings, limit: int = 100) -> int:
         sent += [chunk[int(ok["Id"])]["id"] for ok in response.get("Successful", [])]
         failed |= {chunk[int(bad["Id"])]["id"]: bad.get("Message", bad["Code"]) for bad in response.get("Failed", [])}
     with connection(settings) as conn, transaction(conn, write=True):
-        conn.executemany("UPDATE archive_outbox SET state = 'queued' WHERE id = ?", [(rid,) for rid in sent])
+        outbox.mark_queued(conn, sent, clock.later(clock.now(), QUEUED_MAX_SECONDS))
         for rid, error in failed.items():  # still pending: a later publish sends it again
             outbox.mark_failed(conn, [rid], f"SQS: {error}", settings.archive_retry_seconds)
     return len(sent)
@@ -85,7 +90,12 @@ def handle_sqs_event(event: dict, settings: Settings) -> dict:
                 failures[record["messageId"]] = f"{type(exc).__name__}: {exc}"
     if entries:
         refused: dict[str, str] = {}  # entries of a project whose folder is another project's
-        commit = push_entries(settings, list(entries.values()), refused=lambda i, error: refused.update({list(entries)[i]: error}))
+        try:
+            commit = push_entries(settings, list(entries.values()), refused=lambda i, error: refused.update({list(entries)[i]: error}))
+        except Exception as exc:  # the whole batch fails and SQS delivers it again: each of its rows counts the attempt
+            with connection(settings) as conn, transaction(conn, write=True):
+                outbox.mark_failed(conn, [outbox_ids[mid] for mid in entries], f"{type(exc).__name__}: {exc}")
+            raise
         failures |= refused
         with connection(settings) as conn, transaction(conn, write=True):
             outbox.mark_done(conn, [outbox_ids[mid] for mid in entries if mid not in refused], commit)
@@ -169,10 +179,14 @@ def publish_after_write(settings: Settings) -> None:
 
 
 def publish_all(settings: Settings) -> int:
-    """The scheduled sweep: publish until nothing pending is left (or SQS refuses), then prune
-    rows archived more than ARCHIVE_KEEP_DONE_DAYS ago."""
+    """The scheduled sweep: take back the rows the queue did not archive in time, publish until
+    nothing pending is left (or SQS refuses), then prune rows archived more than
+    ARCHIVE_KEEP_DONE_DAYS ago."""
     total = 0
     if settings.archive_enabled and settings.archive_queue_url:
+        with connection(settings) as conn, transaction(conn, write=True):
+            if requeued := outbox.requeue_overdue(conn):
+                log.warning("archive: %d queued entries not archived in time; publishing them again", requeued)
         while sent := publish(settings):
             total += sent
         with connection(settings) as conn, transaction(conn, write=True):

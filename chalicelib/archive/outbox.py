@@ -140,13 +140,38 @@ def mark_done(db: sqlite3.Connection, ids: list[int], commit: str | None) -> Non
 
 def mark_failed(db: sqlite3.Connection, ids: list[int], error: str, retry_seconds: float = 5.0) -> None:
     """Counted and kept pending, never dropped: retried after retry_seconds, doubling with
-    every failure up to an hour, so a poison entry does not cost every drain."""
+    every failure up to an hour, so a poison entry does not cost every drain. A queued row
+    (cloud mode: SQS retries it) keeps its deadline (mark_queued)."""
     rows = db.execute(f"SELECT id, attempts FROM archive_outbox WHERE id IN ({placeholders(ids)})", ids).fetchall()
     now = clock.now()
     db.executemany(
-        "UPDATE archive_outbox SET attempts = attempts + 1, last_error = ?, retry_ts = ? WHERE id = ?",
+        "UPDATE archive_outbox SET attempts = attempts + 1, last_error = ?,"
+        " retry_ts = CASE WHEN state = 'queued' THEN retry_ts ELSE ? END WHERE id = ?",
         [(error[:2000], clock.later(now, min(retry_seconds * 2 ** row["attempts"], 3600)), row["id"]) for row in rows],
     )
+
+
+def mark_queued(db: sqlite3.Connection, ids: list[int], deadline: str) -> None:
+    """Sent to the queue (cloud mode), which should have them archived before `deadline`
+    (kept in retry_ts); requeue_overdue takes back those it did not."""
+    db.executemany("UPDATE archive_outbox SET state = 'queued', retry_ts = ? WHERE id = ?", [(deadline, rid) for rid in ids])
+
+
+def requeue_overdue(db: sqlite3.Connection) -> int:
+    """Queued rows past their deadline (their SQS message ended in the dead-letter queue, or
+    was lost; rows queued before deadlines were kept have none) go back to pending, counted
+    as a failed attempt, so that the sweep publishes them again; with them every other queued
+    row of their project, so that its entries go out again in order. Delivered twice, an
+    entry changes nothing. How many rows."""
+    now = clock.now()
+    return db.execute(
+        "UPDATE archive_outbox SET state = 'pending', retry_ts = NULL,"
+        " attempts = attempts + (coalesce(retry_ts, '') <= ?),"
+        " last_error = CASE WHEN coalesce(retry_ts, '') <= ? THEN ? ELSE last_error END"
+        " WHERE state = 'queued' AND project IN"
+        " (SELECT project FROM archive_outbox WHERE state = 'queued' AND coalesce(retry_ts, '') <= ?)",
+        (now, now, "SQS: not archived by the queue's deadline (dead-letter queue?); published again", now),
+    ).rowcount
 
 
 def requeue_failed(db: sqlite3.Connection) -> int:
