@@ -269,6 +269,26 @@ def test_restore_from_archive_rebuilds_an_empty_database(call, project, settings
     assert result.exit_code == 1 and "not empty" in result.output
 
 
+def test_a_retired_agent_is_restored_retired_and_an_unretired_one_active(call, project, settings, tmp_path, archive):
+    call("retire_agent", project_key=project, agent_name="RedStone")
+    call("retire_agent", project_key=project, agent_name="GreenCastle")
+    call("unretire_agent", project_key=project, agent_name="GreenCastle")
+    drain(settings, archive)
+    profile = json.loads(archive.read(f"projects/{project}/agents/RedStone/profile.json"))
+    assert profile["retired_ts"] is not None
+    assert "retired_ts" not in json.loads(archive.read(f"projects/{project}/agents/BlueLake/profile.json"))  # as before
+    with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
+        rebuild.rebuild(conn, rebuilt)
+        assert rebuilt.files() == archive.files()  # the worker and rebuild agree
+    restored = f"sqlite:///{tmp_path}/restored.db"
+    result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"],
+                                env={"ARCHIVE_DIR": str(settings.archive_dir)})
+    assert result.exit_code == 0, result.output
+    with db.connection(Settings(database_url=restored)) as conn:
+        retired = dict(conn.execute("SELECT name, retired_ts FROM agents"))
+    assert retired == {"BlueLake": None, "GreenCastle": None, "RedStone": profile["retired_ts"]}
+
+
 def first_naming(entry: dict) -> dict[str, bytes]:
     """How reservations were archived before: a file per pattern, sha1(pattern).json."""
     digest = hashlib.sha1(entry["path_pattern"].encode()).hexdigest()

@@ -59,7 +59,7 @@ def message_entry(message, human_key: str) -> bytes:
 
 
 def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:
-    return {
+    payload = {
         "id": str(agent["id"]),
         "name": agent["name"],
         "program": agent["program"],
@@ -68,6 +68,9 @@ def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:
         "inception_ts": agent["inception_ts"],
         "project_human_key": project["human_key"],
     }
+    if agent["retired_ts"]:  # only then: an active agent's profile stays as it was written before
+        payload["retired_ts"] = agent["retired_ts"]
+    return payload
 
 
 def record_agent(db: sqlite3.Connection, project: sqlite3.Row, agent: sqlite3.Row) -> None:

@@ -295,10 +295,10 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             projects.folders.setdefault(folder, human_key)
             project_id = projects.project(human_key, folder, profile["inception_ts"])
             db.execute(
-                "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (agent_id(project_id, profile["name"]), project_id, profile["name"], profile["program"],
-                 profile["model"], profile["task_description"], profile["inception_ts"], profile["inception_ts"]),
+                "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts,"
+                " retired_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (agent_id(project_id, profile["name"]), project_id, profile["name"], profile["program"], profile["model"],
+                 profile["task_description"], profile["inception_ts"], profile["inception_ts"], profile.get("retired_ts")),
             )
             counts["agents"] += 1
 

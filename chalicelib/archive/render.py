@@ -81,6 +81,8 @@ def attachment_path(slug: str, sha256: str) -> str:
 
 def agent_files(entry: dict) -> dict[str, bytes]:
     profile = {key: entry[key] for key in ("id", "name", "program", "model", "task_description", "inception_ts", "project", "project_human_key")}
+    if entry.get("retired_ts"):
+        profile["retired_ts"] = entry["retired_ts"]
     return {f"{agent_dir(entry['project'], entry['name'])}/profile.json": to_json(profile), **project_file(entry)}
 
 

@@ -300,6 +300,7 @@ def retire(db: sqlite3.Connection, project: sqlite3.Row, key: int, now: str) -> 
     row = db.execute(
         "UPDATE agents SET retired_ts = coalesce(retired_ts, ?) WHERE id = ? RETURNING *", (now, key)
     ).fetchall()[0]
+    outbox.record_agent(db, project, row)  # the profile says so: a restore keeps it retired
     released = [rid for (rid,) in db.execute(
         "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL AND expires_ts > ?"
         " RETURNING id",
@@ -318,6 +319,7 @@ def unretire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> Agent:
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
     row = db.execute("UPDATE agents SET retired_ts = NULL WHERE id = ? RETURNING *", (agent["id"],)).fetchall()[0]
+    outbox.record_agent(db, project, row)
     return describe_agent(project, row)
 
 
