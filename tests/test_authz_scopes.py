@@ -385,6 +385,9 @@ def test_a_product_of_another_scope_is_neither_joined_nor_shown(world):
     assert forbidden(refused) and "ensure_product" in refused[1]["error"]["hint"]
     assert post(world, "beta-writer", "fetch_inbox_product", **beta_inbox)[0] == 200  # still beta's own
     assert post(world, "alpha-writer", "products_link", product_key="nowhere", project_key="alpha")[0] == 404
+    assert forbidden(post(world, "alpha-writer", "ensure_product", product_key="bp", name="Alpha's now"))  # nor renamed
+    assert post(world, ADMIN, "get_product", product_key="bp")[1]["name"] == "bp"
+    assert post(world, "alpha-writer", "ensure_product", product_key="ap", name="Alpha's")[1]["name"] == "Alpha's"  # its own
     # every answer about a product shows only the projects in the caller's scope
     assert post(world, ADMIN, "ensure_product", product_key="mixed")[0] == 200
     for project in ("alpha", "beta"):

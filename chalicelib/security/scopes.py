@@ -138,7 +138,7 @@ def _check_projects(db: sqlite3.Connection, tool, args, scope: frozenset[str]) -
                 "Use the per-project tools on the projects in scope.",
             )
         keys.append(args.product_key)
-    if tool.name == "products_link":
+    if tool.name == "products_link" or (tool.name == "ensure_product" and args.name):
         _check_joined_product(db, args.product_key, scope)
     if not keys and tool.name not in GLOBAL_OK:
         raise Forbidden(
@@ -148,8 +148,9 @@ def _check_projects(db: sqlite3.Connection, tool, args, scope: frozenset[str]) -
 
 
 def _check_joined_product(db: sqlite3.Connection, product_key: str, scope: frozenset[str]) -> None:
-    """A project joins a product whose tools span all it links: not another scope's product, whose
-    users would reach the project (and then be refused their own product)."""
+    """A project joins (and a name is given to) a product whose tools span all it links: not
+    another scope's product, whose users would reach the project (and then be refused their own
+    product), or see it renamed."""
     from ..tools.products import find_product, linked_projects
 
     try:
@@ -158,7 +159,8 @@ def _check_joined_product(db: sqlite3.Connection, product_key: str, scope: froze
         return  # the handler says so
     if any(not in_scope(project, scope) for project in projects):
         raise Forbidden(
-            f"Product {product_key!r} links projects outside this credential's scope: a project of yours cannot join it.",
+            f"Product {product_key!r} links projects outside this credential's scope: it cannot link a project of yours"
+            " or be renamed with it.",
             "Link your project into a product of your own (ensure_product with another key).",
         )
 
