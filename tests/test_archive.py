@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from chalicelib import config
 from chalicelib.store import db
 from chalicelib.archive import outbox, rebuild, worker
+from chalicelib.archive import render as rendering
 from chalicelib.archive import render as layout
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import render
@@ -230,7 +231,7 @@ def test_rebuild_commits_once_a_batch_holds_the_worker_s_byte_bound(call, projec
     for number in range(3):
         call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"m{number}",
              body_md="x" * 1000)
-    monkeypatch.setattr(worker, "BATCH_MAX_BYTES", 1500)  # each message renders to 2 documents of over 1,000 bytes
+    monkeypatch.setattr(rendering, "BATCH_MAX_BYTES", 1500)  # each message renders to 2 documents of over 1,000 bytes
     with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
         assert rebuild.rebuild(conn, rebuilt) == 3 + 3
         assert rebuilt.commit_count() == 3  # the profiles with the first message, then a message a commit (CHUNK: one)

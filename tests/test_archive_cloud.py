@@ -10,7 +10,7 @@ from moto import mock_aws
 
 from chalicelib.store import db
 from chalicelib import clock, invoke
-from chalicelib.archive import cloud, outbox
+from chalicelib.archive import cloud, outbox, render
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.config import get_settings
 from chalicelib.tools import tools_by_name
@@ -117,6 +117,17 @@ def test_outbox_to_fifo_queue_to_worker_to_pushed_commit_and_redelivery_changes_
     assert worker(event, CONTEXT) == {"batchItemFailures": []}  # SQS delivers again: nothing changes
     with remote(settings) as archive:
         assert archive.head() == head
+
+
+def test_the_worker_commits_a_batch_a_byte_bound_at_a_time(sqs, settings, worker, send, monkeypatch):
+    """Ten messages of 50 MiB of attachments are not held at once: a commit per BATCH_MAX_BYTES."""
+    ids = [send(f"hello {n}") for n in range(3)]
+    monkeypatch.setattr(render, "BATCH_MAX_BYTES", 1)  # every entry alone
+    assert cloud.publish_all(settings) == 2 + 3
+    assert worker(receive(sqs), CONTEXT) == {"batchItemFailures": []}
+    with remote(settings) as archive:
+        assert (messages_in(archive), archive.commit_count()) == (sorted(ids), 2 + 3)
+    assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0
 
 
 def test_a_poison_message_ends_in_the_dead_letter_queue_and_the_rest_of_its_batch_is_archived(sqs, settings, worker, send):

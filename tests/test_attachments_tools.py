@@ -16,7 +16,7 @@ from chalicelib import invoke
 from chalicelib.archive import rebuild
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import parse_document
-from chalicelib.archive import worker
+from chalicelib.archive import render, worker
 from chalicelib.archive.worker import drain
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import InvalidArgument, NotFound, ToolError
@@ -276,10 +276,10 @@ def test_the_archive_keeps_attachments_beside_their_messages_and_restore_brings_
 
 def test_an_archive_batch_stops_at_its_byte_bound_and_an_archived_attachment_is_not_read_again(call, project, settings,
                                                                                                tmp_path, monkeypatch):
-    """The worker's memory follows a batch's content, not its row count (worker.BATCH_MAX_BYTES)."""
+    """The worker's memory follows a batch's content, not its row count (render.BATCH_MAX_BYTES)."""
     with GitArchive.local(get_settings()) as archive:
         drain(settings, archive)  # the profiles
-        monkeypatch.setattr(worker, "BATCH_MAX_BYTES", 1_000_000)
+        monkeypatch.setattr(render, "BATCH_MAX_BYTES", 1_000_000)
         dumps = [os.urandom(400_000) for _ in range(3)]
         sent = [call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"dump {i}",
                      body_md="b", attachments=[{"name": "core.bin", "content_base64": b64(dump)}])["message"]

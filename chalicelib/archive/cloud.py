@@ -23,8 +23,8 @@ from functools import lru_cache
 from .. import clock
 from ..config import Settings
 from ..store.db import connection, transaction
-from . import outbox
-from .render import render
+from . import outbox, render as rendering
+from .render import batches, render
 
 log = logging.getLogger(__name__)
 MAX_BODY = 250_000  # SQS takes 256 KiB: larger entries travel as their outbox id only
@@ -132,7 +132,8 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
                     accepted.append(entry)
                 except ForeignProject as exc:
                     refused(index, f"ForeignProject: {exc}")
-            archive.apply(accepted)
+            for batch in batches(accepted, len(accepted), rendering.BATCH_MAX_BYTES):  # bounded memory, as the local worker's
+                archive.apply(batch)
             head = archive.head()
             if head is None or head == remote_head:
                 return (head or b"").decode()  # nothing new: a redelivery

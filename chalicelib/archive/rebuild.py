@@ -9,7 +9,6 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from itertools import chain
 
-import orjson
 from dulwich.objects import Blob
 
 from ..ids import stable_id
@@ -19,10 +18,10 @@ from ..attachments.intake import Attachment
 from ..tools.messages import (
     MESSAGE_COLUMNS, Message, attachments_json, attachments_of, recipients_of, store_message, store_recipients,
 )
-from . import outbox, worker
+from . import outbox, render as rendering
 from .gitrepo import GitArchive
 from .render import (
-    attachment_path, message_path, parse_document, project_json_path, render, rendered_size, reservation_id_of_name,
+    attachment_path, batches, message_path, parse_document, project_json_path, render, reservation_id_of_name,
     second_dir_of_name,
 )
 
@@ -98,19 +97,12 @@ def count_entries(db: sqlite3.Connection) -> int:
 
 
 def rebuild(db: sqlite3.Connection, archive: GitArchive, on_batch=lambda n: None) -> int:
-    """Write every entity of the database into the archive, CHUNK entries (or the worker's
-    BATCH_MAX_BYTES of content) per commit (per project); what is already there does not
+    """Write every entity of the database into the archive, CHUNK entries (or BATCH_MAX_BYTES
+    of content) per commit (per project); what is already there does not
     change. The number of entries."""
-    total, batch, size = 0, [], 0
-    for entry in chain(other_entries(db), message_entries(db, lambda entry: body_in_archive(archive, entry))):  # streamed
-        batch.append(entry)
-        size += rendered_size(entry, len(orjson.dumps(entry)))
-        if len(batch) == CHUNK or size >= worker.BATCH_MAX_BYTES:
-            archive.apply(batch)
-            total += len(batch)
-            on_batch(len(batch))
-            batch, size = [], 0
-    if batch:
+    total = 0
+    entries = chain(other_entries(db), message_entries(db, lambda entry: body_in_archive(archive, entry)))  # streamed
+    for batch in batches(entries, CHUNK, rendering.BATCH_MAX_BYTES):
         archive.apply(batch)
         total += len(batch)
         on_batch(len(batch))

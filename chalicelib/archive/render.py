@@ -13,6 +13,9 @@ YYYY/MM folders were rewritten whole by every commit: docs/archive.md, "Layout")
 
 import json
 import re
+from collections.abc import Iterable, Iterator
+
+import orjson
 
 from ..names import NAME_PATTERN
 
@@ -55,6 +58,9 @@ def message_files(entry: dict) -> dict[str, bytes]:
     return {**files, **project_file(entry)}
 
 
+BATCH_MAX_BYTES = 32 * 1024 * 1024  # what one commit renders at most (documents and attachments): bounded memory
+
+
 def rendered_size(entry: dict, payload_bytes: int) -> int:
     """About how many bytes writing the entry holds in memory: a message's payload once per
     distinct document (the canonical one, the to and cc readers' one, one per bcc reader),
@@ -63,6 +69,20 @@ def rendered_size(entry: dict, payload_bytes: int) -> int:
         return payload_bytes
     documents = 1 + bool(entry["to"] or entry["cc"]) + len(entry["bcc"])
     return payload_bytes * documents + sum(item["size"] for item in entry.get("attachments", ()))
+
+
+def batches(entries: Iterable[dict], max_count: int, max_bytes: int) -> Iterator[list[dict]]:
+    """The entries in order, lazily (none read ahead), in lists of at most max_count, each closed
+    once it renders to max_bytes or more: what one commit holds in memory (max_bytes and one entry)."""
+    batch, size = [], 0
+    for entry in entries:
+        batch.append(entry)
+        size += rendered_size(entry, len(orjson.dumps(entry)))
+        if len(batch) == max_count or size >= max_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def attachment_paths(entry: dict) -> dict[str, str]:

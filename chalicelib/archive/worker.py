@@ -23,12 +23,11 @@ from ..config import Settings
 from ..ops.supervisor import RESTARTS_ENV, Supervised, exclusive, parent_gone
 from ..store import heartbeats
 from ..store.db import connection, transaction
-from . import outbox
+from . import outbox, render
 from .gitrepo import GitArchive
 from .migrate import migrate_layout
 
 log = logging.getLogger(__name__)
-BATCH_MAX_BYTES = 32 * 1024 * 1024  # a batch renders about this much at most (documents and attachments): bounded memory
 
 
 def here(function, *args):
@@ -40,7 +39,7 @@ def drain_once(settings: Settings, archive: GitArchive, limit: int | None = None
     """Archive up to `limit` pending rows (and BATCH_MAX_BYTES); the number now done (failed ones stay pending).
     The commits are made by `git(function, *args)`; the database is written on this thread."""
     with connection(settings) as conn:
-        rows = outbox.take(conn, limit or settings.archive_batch_size, BATCH_MAX_BYTES)
+        rows = outbox.take(conn, limit or settings.archive_batch_size, render.BATCH_MAX_BYTES)
     if not rows:
         return 0
     fresh = [row for row in rows if not row["attempts"]]
