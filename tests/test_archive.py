@@ -290,6 +290,19 @@ def test_a_retired_agent_is_restored_retired_and_an_unretired_one_active(call, p
     assert retired == {"BlueLake": None, "GreenCastle": None, "RedStone": profile["retired_ts"]}
 
 
+def test_verify_finds_a_profile_that_does_not_say_its_agent_is_retired(call, project, settings, archive):
+    """An agent retired before profiles carried retired_ts (retiring wrote no profile then): verify
+    says its profile differs, so doctor --repair (a rebuild) writes it, and a restore keeps it retired."""
+    drain(settings, archive)
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        conn.execute("UPDATE agents SET retired_ts = '2026-01-01T00:00:00.000000+00:00' WHERE name = 'RedStone'")
+    with db.connection(settings) as conn:
+        assert rebuild.verify(conn, archive)["different"] == [f"projects/{project}/agents/RedStone/profile.json"]
+        rebuild.rebuild(conn, archive)
+        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+    assert json.loads(archive.read(f"projects/{project}/agents/RedStone/profile.json"))["retired_ts"].startswith("2026-01-01")
+
+
 def first_naming(entry: dict) -> dict[str, bytes]:
     """How reservations were archived before: a file per pattern, sha1(pattern).json."""
     digest = hashlib.sha1(entry["path_pattern"].encode()).hexdigest()

@@ -21,7 +21,7 @@ from ..tools.messages import (
 from . import outbox, render as rendering
 from .gitrepo import GitArchive
 from .render import (
-    attachment_path, batches, message_path, parse_document, project_json_path, render, reservation_id_of_name,
+    agent_dir, attachment_path, batches, message_path, parse_document, project_json_path, render, reservation_id_of_name,
     second_dir_of_name,
 )
 
@@ -137,7 +137,8 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     messages retention purged (ids below their project's purged_before_id) are expected. A
     message whose body retention archived is compared with the body of its file (the only copy
     left): the rest of the document must still match. Each file reservation of the database
-    must have its file too (reservation_problems)."""
+    must have its file too (reservation_problems), and an agent's profile must say whether it
+    is retired (profiles written before they said so: different, which a rebuild rewrites)."""
     found = {current_path(path): (path, sha) for path, sha in archive.walk("projects") if path.split("/")[2:3] == ["messages"]}
 
     def archived_body(entry: dict) -> str | None:
@@ -169,6 +170,7 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
             key = homes.get(str(document.get("id")))
         (foreign if key is not None and key != owners.get(slug) else unexpected).append(original)
     missing, different = reservation_problems(db, archive)
+    different += retirement_problems(db, archive)
     return {
         "missing": sorted([*expected.keys() - found.keys(), *missing]),
         "unexpected": unexpected,
@@ -191,6 +193,17 @@ def reservation_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[l
         elif found[int(entry["id"])] not in (blob_id(content), blob_id(render(older)[path])):
             different.append(path)
     return missing, different
+
+
+def retirement_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
+    """Agent profiles whose retired_ts is not the database's (a missing profile is no concern here)."""
+    different = []
+    for row in db.execute("SELECT a.name, a.retired_ts, p.slug FROM agents a JOIN projects p ON p.id = a.project_id"):
+        path = f"{agent_dir(row['slug'], row['name'])}/profile.json"
+        content = archive.read(path)
+        if content is not None and json.loads(content).get("retired_ts") != row["retired_ts"]:
+            different.append(path)
+    return different
 
 
 def archived_reservations(archive: GitArchive, folders: list[str]) -> dict[int, bytes]:
