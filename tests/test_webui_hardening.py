@@ -82,6 +82,28 @@ def test_only_an_admin_session_acts_for_agents_without_their_tokens(site):
     assert acked.status_code == 303
 
 
+def test_a_session_that_reads_no_agents_mail_gets_the_pages_it_may_read(site):
+    """With agent tokens on, a reader or writer reads no agent's mail (unified_inbox, list_threads
+    are the admin's): it lands on the projects, sees a project's agents, reservations and build
+    slots, and is offered neither the mail nor what it may not do."""
+    url, api, sent, tokens = site
+    api.post("/api/acquire_build_slot", json={"project_key": "srv-app", "agent_name": "BlueLake", "slot": "deploy",
+                                              "registration_token": tokens["BlueLake"]}).raise_for_status()
+    for token in (READER, WRITER):
+        person = signed_in(url, token)
+        home = person.get("/")
+        assert home.status_code == 303 and home.headers["location"].endswith("/ui/projects")
+        page = person.get("/ui/project", params={"p": "srv-app"})
+        assert page.status_code == 200, page.text
+        assert ">BlueLake<" in page.text and "<code>deploy</code>" in page.text  # agents and slots
+        assert "T-1" not in page.text and "only an admin credential reads them" in page.text  # no threads
+        for offered in ("/ui/compose", ">Inbox<", ">Retire<", "Force release", "data-live="):
+            assert offered not in page.text, offered
+        assert person.get("/ui/live", params={"p": "srv-app"}).json() == {"latest": ""}
+    page = signed_in(url, ADMIN).get("/ui/project", params={"p": "srv-app"}).text
+    assert all(offered in page for offered in ("T-1", "/ui/compose", ">Inbox<", ">Retire<", "data-live="))
+
+
 def raw_post(url: str, path: str, form: dict, cookie: str) -> http.client.HTTPResponse:
     """A POST whose answer's headers are read as sent (no client normalises the Location)."""
     connection = http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=60)

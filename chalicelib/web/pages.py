@@ -198,10 +198,17 @@ class WebUI:
         tool = (self.overseer_tools if oversees else self.tools)[name]
         return invoke.call(tool, {k: v for k, v in arguments.items() if v is not None}, self.settings)
 
+    def sees_all(self) -> bool:
+        """Whether the signed-in person reads every agent's mail and acts for agents: an admin, or
+        anyone while agents need no tokens (other roles are what agents are given: security/scopes.py)."""
+        return invoke.caller(None).role == "admin" or not auth.agent_tokens_required(self.settings)
+
     def page(self, request: Request, session: Session | None, template: str, status: int = 200, **context) -> Response:
         body = self.env.get_template(template).render(
             root=request.root, csrf=self.sessions.csrf(session) if session else "", request=request,
-            signed_in=self.sessions.signed_in(session) and not self.sessions.open, **context,
+            signed_in=self.sessions.signed_in(session) and not self.sessions.open,
+            sees_all=self.sees_all(), speaks=invoke.caller(None).role == "admin",  # what the page offers (send_overseer_message: admin)
+            **context,
         )
         return Response(status, body.encode())
 
@@ -266,6 +273,8 @@ class WebUI:
         return response
 
     def inbox(self, request: Request, session: Session) -> Response:
+        if not self.sees_all():  # every agent's mail: what this credential may not read
+            return self.redirect(request, "/ui/projects")
         before = request.query.get("before") or None
         inbox = self.run("unified_inbox", before_id=before, limit=PAGE_SIZE)
         latest = inbox.messages[0].id if inbox.messages else ""
@@ -279,17 +288,19 @@ class WebUI:
 
     def project(self, request: Request, session: Session) -> Response:
         project = self.run("get_project", project_key=request.query.get("p", ""))
-        recent = self.run("unified_inbox", project_key=project.slug, limit=PAGE_SIZE).messages
+        sees_all = self.sees_all()  # else the agents, reservations and slots only: the mail is the agents'
+        recent = self.run("unified_inbox", project_key=project.slug, limit=PAGE_SIZE).messages if sees_all else []
         agents = self.run("list_agents", project_key=project.slug, include_retired=True, limit=LIST_SHOWN,
                           cursor=request.query.get("agents") or None)
         reservations = self.run("list_file_reservations", project_key=project.slug, limit=LIST_SHOWN,
                                 cursor=request.query.get("reservations") or None)
         return self.page(
             request, session, "project.html", project=project, nav="projects", agents=agents, reservations=reservations,
-            threads=self.run("list_threads", project_key=project.slug, limit=THREADS_SHOWN, cursor=request.query.get("threads") or None),
+            threads=self.run("list_threads", project_key=project.slug, limit=THREADS_SHOWN, cursor=request.query.get("threads") or None)
+            if sees_all else None,
             slots=self.run("list_build_slots", project_key=project.slug, limit=LIST_SHOWN, cursor=request.query.get("slots") or None),
             awaiting=[m for m in recent if m.ack_pending],
-            live=self.live_url(request, project.slug), latest=recent[0].id if recent else "",
+            live=self.live_url(request, project.slug) if sees_all else None, latest=recent[0].id if recent else "",
         )
 
     def agent(self, request: Request, session: Session) -> Response:
@@ -404,7 +415,8 @@ class WebUI:
 
     def live(self, request: Request, session: Session) -> Response:
         """{"latest": id}: the newest message of the page's scope, polled by ui.js."""
-        body = orjson.dumps({"latest": self.latest(request.query.get("p") or None, request.query.get("t") or None)})
+        latest = self.latest(request.query.get("p") or None, request.query.get("t") or None) if self.sees_all() else ""
+        body = orjson.dumps({"latest": latest})
         return Response(200, body, "application/json")
 
     def latest(self, project: str | None = None, thread_id: str | None = None) -> str:
