@@ -388,6 +388,12 @@ def test_a_product_of_another_scope_is_neither_joined_nor_shown(world):
     assert forbidden(post(world, "alpha-writer", "ensure_product", product_key="bp", name="Alpha's now"))  # nor renamed
     assert post(world, ADMIN, "get_product", product_key="bp")[1]["name"] == "bp"
     assert post(world, "alpha-writer", "ensure_product", product_key="ap", name="Alpha's")[1]["name"] == "Alpha's"  # its own
+    # a product another scope made is that scope's, even before it links anything
+    assert post(world, "beta-writer", "ensure_product", product_key="bq2")[0] == 200
+    assert forbidden(post(world, "alpha-writer", "products_link", product_key="bq2", project_key="alpha"))
+    assert forbidden(post(world, "alpha-writer", "ensure_product", product_key="bq2", name="taken"))
+    assert post(world, "alpha-writer", "ensure_product", product_key="bq2")[0] == 200  # seen (its projects narrowed), not changed
+    assert post(world, "beta-writer", "products_link", product_key="bq2", project_key="beta")[0] == 200
     # every answer about a product shows only the projects in the caller's scope
     assert post(world, ADMIN, "ensure_product", product_key="mixed")[0] == 200
     for project in ("alpha", "beta"):

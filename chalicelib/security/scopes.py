@@ -26,6 +26,8 @@ CLI) returns at the first line: no query, no cost on the hot path.
 
 import sqlite3
 
+import orjson
+
 from ..errors import Forbidden, NotFound
 from .auth import ROLES, Principal
 
@@ -149,15 +151,17 @@ def _check_projects(db: sqlite3.Connection, tool, args, scope: frozenset[str]) -
 
 def _check_joined_product(db: sqlite3.Connection, product_key: str, scope: frozenset[str]) -> None:
     """A project joins (and a name is given to) a product whose tools span all it links: not
-    another scope's product, whose users would reach the project (and then be refused their own
+    another scope's product (one that links a project out of scope, or that another scoped
+    credential made), whose users would reach the project (and then be refused their own
     product), or see it renamed."""
     from ..tools.products import find_product, linked_projects
 
     try:
-        projects = linked_projects(db, find_product(db, product_key))
+        product = find_product(db, product_key)
     except NotFound:
         return  # the handler says so
-    if any(not in_scope(project, scope) for project in projects):
+    owner = orjson.loads(product["owner_scope"]) if product["owner_scope"] else []  # made by another scope, maybe still empty
+    if any(key not in scope for key in owner) or any(not in_scope(project, scope) for project in linked_projects(db, product)):
         raise Forbidden(
             f"Product {product_key!r} links projects outside this credential's scope: it cannot link a project of yours"
             " or be renamed with it.",
@@ -182,8 +186,9 @@ def _out_of_scope(key: str) -> Forbidden:
 
 def narrowed_input(tool, args, principal: Principal):
     """list_projects and list_products of a scoped principal ask for its projects only: in
-    their query, so that no page or cursor holds anything of the others."""
-    if principal.projects is None or tool.name not in ("list_projects", "list_products"):
+    their query, so that no page or cursor holds anything of the others. ensure_product records
+    them as a new product's owner."""
+    if principal.projects is None or tool.name not in ("list_projects", "list_products", "ensure_product"):
         return args
     args = args.model_copy()
     args._scope = principal.projects

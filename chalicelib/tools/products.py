@@ -10,6 +10,7 @@ import re
 import sqlite3
 from typing import Annotated
 
+import orjson
 from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
@@ -84,15 +85,17 @@ class EnsureProductInput(Input):
     name: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
         None, description="Display name; defaults to the key. Given for an existing product, it renames it."
     )
+    _scope: frozenset[str] | None = PrivateAttr(None)  # a scoped caller's projects (security/scopes.py): the new product's owner
 
 
 def ensure_product(db: sqlite3.Connection, args: EnsureProductInput) -> Product:
     """Create a product — a group of projects, such as a backend and a frontend repository —
     or return it if it exists (idempotent). Then link projects to it with products_link."""
     key = product_id(args.product_key)
+    owner = orjson.dumps(sorted(args._scope)).decode() if args._scope is not None else None
     db.execute(
-        "INSERT OR IGNORE INTO products (id, product_key, name, created_ts) VALUES (?, ?, ?, ?)",
-        (key, args.product_key, args.name or args.product_key, clock.now()),
+        "INSERT OR IGNORE INTO products (id, product_key, name, created_ts, owner_scope) VALUES (?, ?, ?, ?, ?)",
+        (key, args.product_key, args.name or args.product_key, clock.now(), owner),
     )
     if args.name:
         db.execute("UPDATE products SET name = ? WHERE id = ?", (args.name, key))
