@@ -189,11 +189,14 @@ def test_a_product_summary_digests_the_newest_messages_of_all_its_projects(call,
 
 def test_a_message_to_two_identities_of_the_agent_counts_once_in_its_product_summary(call, shop):
     """As BlueLake (in both linked projects), a message to both its identities is in both of
-    their thread views: the product summary counts it once."""
-    send(call, "work-backend", "GreenCastle", ["BlueLake", "BlueLake@work-frontend"], "Both of you", thread_id="DUO")
+    their thread views: the product summary counts it once, names BlueLake once (one agent in
+    a product), and its inbox lists it once, under the project it was sent in."""
+    both = send(call, "work-backend", "GreenCastle", ["BlueLake", "BlueLake@work-frontend"], "Both of you", thread_id="DUO")
     send(call, "work-backend", "GreenCastle", ["BlueLake"], "Only backend", thread_id="DUO")
     summary = call("summarize_thread_product", product_key="shop", thread_id="DUO", agent_name="BlueLake")
-    assert (summary["message_count"], summary["participants"]) == (2, ["GreenCastle", "BlueLake", "BlueLake@work-frontend"])
+    assert (summary["message_count"], summary["participants"]) == (2, ["GreenCastle", "BlueLake"])
+    inbox = call("fetch_inbox_product", product_key="shop", agent_name="BlueLake")["messages"]
+    assert [(m["id"], m["project"]) for m in inbox if m["id"] == both["id"]] == [(both["id"], "work-backend")]
     assert summary["message_count"] == call("summarize_thread", project_key="work-backend", thread_id="DUO")["message_count"]
 
 

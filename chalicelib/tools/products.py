@@ -222,12 +222,14 @@ def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) ->
     The same agent name in several linked projects counts as one agent; each message
     names the project it was sent in."""
     product = find_product(db, args.product_key)
-    messages = []
+    by_id: dict[str, ProductInboxMessage] = {}
     for project in identities(db, product, args.agent_name, args.registration_token):
         options = args.model_dump(exclude={"product_key", "registration_token"})
-        inbox = fetch_inbox(db, FetchInboxInput(project_key=project["human_key"], **options))
-        messages += [ProductInboxMessage(**m.model_dump(), project=project["slug"]) for m in inbox.messages]
-    messages.sort(key=lambda message: message.id, reverse=True)  # ids are time-ordered across projects
+        for message in fetch_inbox(db, FetchInboxInput(project_key=project["human_key"], **options)).messages:
+            # Sent to the agent in two linked projects: listed once, under the project it was sent in.
+            if message.id not in by_id or "@" in by_id[message.id].sender and "@" not in message.sender:
+                by_id[message.id] = ProductInboxMessage(**message.model_dump(), project=project["slug"])
+    messages = sorted(by_id.values(), key=lambda message: int(message.id), reverse=True)  # ids are time-ordered across projects
     return ProductInbox(messages=messages[: args.limit])
 
 
@@ -285,7 +287,8 @@ def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProduc
     product = find_product(db, args.product_key)
     viewers = product_reader(db, product, args.agent_name, args.registration_token)
     headers, messages, acks, projects = [], [], [], []
-    for project in linked_projects(db, product):
+    linked = linked_projects(db, product)
+    for project in linked:
         if header := thread_summaries.header(db, project, args.thread_id, viewers):
             found, waiting = digest(db, project, args.thread_id, viewers)
             headers.append(header)
@@ -300,15 +303,20 @@ def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProduc
     messages = sorted(messages, key=lambda message: message.id)[-DIGESTED:]  # the newest of all the projects'
     since = messages[0].id if messages else 0
     acks = sorted((ack for ack in acks if ack.message_id >= since), key=lambda ack: (ack.message_id, ack.agent))
-    return ProductThreadSummary(**summary(args.thread_id, merged_header(headers), messages, acks), projects=projects)
+    merged = merged_header(headers, {project["slug"] for project in linked})
+    return ProductThreadSummary(**summary(args.thread_id, merged, messages, acks), projects=projects)
 
 
-def merged_header(headers: list[dict]) -> dict:
+def merged_header(headers: list[dict], linked: set[str]) -> dict:
     """One thread's headers from several projects (thread_summaries.header) as one: each
-    participant once (by address), where it first appears."""
+    participant once, where it first appears. An agent of a linked project is one agent by its
+    name (a header addresses another project's agents as Name@slug), others keep Name@slug."""
     places: dict[str, tuple] = {}
-    for place in sorted((place for header in headers for place in header["participants"]), key=thread_summaries.place_order):
-        places.setdefault(place[2], place)
+    for first, rank, address in sorted((place for header in headers for place in header["participants"]), key=thread_summaries.place_order):
+        name, _, slug = address.partition("@")
+        if slug in linked:
+            address = name
+        places.setdefault(address, (first, rank, address))
     return {**min(headers, key=lambda header: header["first_id"]), "message_count": sum(h["message_count"] for h in headers),
             "participants": list(places.values()), "last_ts": max(header["last_ts"] for header in headers)}
 
