@@ -62,6 +62,11 @@ SAME_REQUESTS = [
     (rpc("tools/call", {"name": "list_projects"}), {}),  # no arguments at all
     (rpc("tools/call", {"name": "no_such_tool", "arguments": {}}), {}),
     (rpc("tools/call", {"name": "list_projects", "arguments": "nope"}), {}),
+    (rpc("tools/call", {"name": ["list_projects"], "arguments": {}}), {}),  # a name that is not a string
+    (rpc("tools/call", {"name": {"a": 1}}), {}),
+    (rpc("tools/call", {"name": 5, "arguments": {}}), {}),
+    (rpc("tools/call", {"name": None}), {}),
+    (rpc("tools/call", {"arguments": {}}), {}),  # no name
     (rpc("no/such/method"), {}),
     ({"jsonrpc": "2.0", "method": "notifications/initialized"}, {}),
     ([rpc("ping", id=1), rpc("ping", id=2)], {}),

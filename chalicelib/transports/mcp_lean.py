@@ -4,8 +4,9 @@ The SDK spends ~0.8 ms of CPU per request (task groups, memory streams, a transp
 stateless request). Most traffic is stateless JSON `tools/call`, `tools/list`,
 `initialize` and `ping`; those are answered here directly, with the same JSON-RPC
 results the SDK gives (tests compare the two). Anything else — sessions, SSE, batches,
-notifications, unknown tools or methods, odd headers, malformed JSON — is handed to the
-SDK unchanged, so its behaviour (and its errors) stay the reference.
+notifications, unknown methods, a tool name or arguments of the wrong type, odd headers,
+malformed JSON — is handed to the SDK unchanged, so its behaviour (and its errors) stay the
+reference.
 """
 
 from functools import lru_cache
@@ -105,12 +106,12 @@ class LeanMCP:
         return None
 
     async def _call_tool(self, params: dict) -> dict | None:
-        tool = self.tools.get(params.get("name"))
-        arguments = params.get("arguments")
-        if not (arguments is None or isinstance(arguments, dict)):
-            return None
+        name, arguments = params.get("name"), params.get("arguments")
+        if not isinstance(name, str) or not (arguments is None or isinstance(arguments, dict)):
+            return None  # the SDK refuses it (-32602)
+        tool = self.tools.get(name)
         if tool is None:
-            is_error, payload = True, unknown_tool_body(params.get("name"))
+            is_error, payload = True, unknown_tool_body(name)
         else:
             is_error, payload = await run_tool(tool, arguments or {}, self.settings)
         if tool is not None and tool.mcp_content and not is_error:
