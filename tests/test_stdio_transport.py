@@ -172,3 +172,39 @@ def test_sigterm_stops_the_server_and_its_archive_worker(tmp_path):
     finally:
         server.kill()
         server.wait()
+
+
+def test_requests_piped_in_are_all_answered_though_stdin_closes_at_once(tmp_path):
+    """`cat requests.jsonl | agent-mail stdio`: stdin ends while the writes run; each still gets
+    its own answer (the SDK alone answered "Connection closed" for a write that committed)."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive")}
+    calls = [{"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+              "params": {"name": "ensure_project", "arguments": {"human_key": f"/piped/{request_id}"}}} for request_id in (2, 3)]
+    requests = initialize_line() + b"".join(json.dumps(message).encode() + b"\n" for message in (
+        {"jsonrpc": "2.0", "method": "notifications/initialized"}, *calls, {"jsonrpc": "2.0", "id": 4, "method": "ping"}))
+    done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=requests, capture_output=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    answers = {answer["id"]: answer for answer in map(json.loads, done.stdout.splitlines())}
+    assert sorted(answers) == [1, 2, 3, 4]
+    for request_id in (2, 3):
+        assert "error" not in answers[request_id], answers[request_id]
+        assert answers[request_id]["result"]["structuredContent"]["human_key"] == f"/piped/{request_id}"
+    assert answers[4]["result"] == {}
+
+
+def test_a_cancelled_request_is_not_waited_for_at_the_end_of_stdin():
+    """The SDK never answers a request the client cancelled: the end of stdin must not wait for it."""
+    from mcp.shared.message import SessionMessage
+    from mcp_types import JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
+
+    unanswered = stdio.Unanswered()
+    for request_id in (1, "2", 3):
+        unanswered.read(SessionMessage(JSONRPCRequest(jsonrpc="2.0", id=request_id, method="ping")))
+    unanswered.read(ValueError("a line the SDK could not parse"))
+    unanswered.read(SessionMessage(JSONRPCNotification(jsonrpc="2.0", method="notifications/cancelled",
+                                                       params={"requestId": 2})))
+    unanswered.answered(SessionMessage(JSONRPCResponse(jsonrpc="2.0", id=1, result={})))
+    assert unanswered.counts == {3: 1}
+    unanswered.answered(SessionMessage(JSONRPCResponse(jsonrpc="2.0", id="3", result={})))
+    assert unanswered.counts == {}

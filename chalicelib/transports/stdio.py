@@ -14,6 +14,10 @@ A client spawns this process for every session, so start-up counts. The first re
 half a second), with what the SDK would answer (tests/test_stdio_*.py compares). The SDK then
 serves the session: it is handed that same request first, and its answer, already sent, is
 dropped.
+
+When stdin closes (`cat requests.jsonl | agent-mail stdio`), every request already read is
+answered before the process exits (the SDK alone would cancel those still running, and answer
+"Connection closed" for a write that committed).
 """
 
 import json
@@ -31,6 +35,9 @@ CAPABILITIES = {
     "resources": {"listChanged": False, "subscribe": False},
     "tools": {"listChanged": False},
 }
+# Once stdin has closed, how long the requests already read may take to be answered; past it
+# the SDK cancels the rest ("Connection closed"). Every tool is bounded well within it.
+DRAIN_SECONDS = 60.0
 
 
 def main(database_url: str | None = None) -> None:
@@ -127,8 +134,122 @@ async def session(server, stdin, stdout) -> None:
     from mcp.server.stdio import stdio_server
 
     async with stdio_server(stdin, stdout) as (read_stream, write_stream):
+        unanswered = Unanswered()
         lowlevel = server._lowlevel_server
-        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+        await lowlevel.run(
+            DrainingReader(read_stream, unanswered),
+            AnswerCounter(write_stream, unanswered),
+            lowlevel.create_initialization_options(),
+        )
+
+
+class Unanswered:
+    """The client's requests read and not answered yet, by id (as the SDK correlates them)."""
+
+    def __init__(self) -> None:
+        self.counts: dict = {}
+        self.changed = None  # an anyio.Event while the end of stdin waits
+
+    def read(self, item) -> None:
+        from mcp.shared.dispatcher import coerce_request_id
+        from mcp_types import JSONRPCNotification, JSONRPCRequest
+
+        message = getattr(item, "message", None)  # an Exception for a line the SDK could not parse
+        if isinstance(message, JSONRPCRequest):
+            key = coerce_request_id(message.id)
+            self.counts[key] = self.counts.get(key, 0) + 1
+        elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
+            request_id = (message.params or {}).get("requestId")
+            if isinstance(request_id, (int, str)):
+                self.counts.pop(coerce_request_id(request_id), None)  # the SDK never answers it
+                self._notify()
+
+    def answered(self, item) -> None:
+        from mcp.shared.dispatcher import coerce_request_id
+        from mcp_types import JSONRPCError, JSONRPCResponse
+
+        message = item.message
+        if isinstance(message, (JSONRPCResponse, JSONRPCError)) and message.id is not None:
+            key = coerce_request_id(message.id)
+            if self.counts.get(key, 0) > 1:
+                self.counts[key] -= 1
+            else:
+                self.counts.pop(key, None)
+            self._notify()
+
+    async def drained(self) -> None:
+        """Returns once every request read has its answer (or after DRAIN_SECONDS)."""
+        import anyio
+
+        with anyio.move_on_after(DRAIN_SECONDS):
+            while self.counts:
+                self.changed = anyio.Event()
+                await self.changed.wait()
+
+    def _notify(self) -> None:
+        if self.changed is not None:
+            self.changed.set()
+
+
+class DrainingReader:
+    """The SDK's read stream, whose end waits until the requests read are answered: the SDK
+    cancels the requests in flight when its read stream ends."""
+
+    def __init__(self, inner, unanswered: Unanswered) -> None:
+        self.inner, self.unanswered = inner, unanswered
+        self.last_context = None  # the SDK's per-message context, passed on
+
+    async def receive(self):
+        import anyio
+
+        try:
+            item = await self.inner.receive()
+        except anyio.EndOfStream:
+            await self.unanswered.drained()
+            raise
+        self.last_context = getattr(self.inner, "last_context", None)
+        self.unanswered.read(item)
+        return item
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        import anyio
+
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+
+class AnswerCounter:
+    """The SDK's write stream, telling `Unanswered` of each answer it sends."""
+
+    def __init__(self, inner, unanswered: Unanswered) -> None:
+        self.inner, self.unanswered = inner, unanswered
+
+    async def send(self, item) -> None:
+        await self.inner.send(item)
+        self.unanswered.answered(item)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
 
 
 class Lines:
