@@ -208,3 +208,27 @@ def test_a_cancelled_request_is_not_waited_for_at_the_end_of_stdin():
     assert unanswered.counts == {3: 1}
     unanswered.answered(SessionMessage(JSONRPCResponse(jsonrpc="2.0", id="3", result={})))
     assert unanswered.counts == {}
+
+
+def test_a_line_that_is_not_utf8_gets_a_parse_error_and_the_session_goes_on(tmp_path):
+    """Decoded with replacement characters, "/caf\\xe9" was stored as "/caf\\ufffd"; HTTP refuses
+    such a body, and so does stdio now (-32700, id null), then it serves the next line."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive")}
+    server = subprocess.Popen([sys.executable, "-m", "chalicelib", "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    try:
+        server.stdin.write(initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n'
+                           b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"ensure_project",'
+                           b'"arguments":{"human_key":"/caf\xe9"}}}\n'
+                           b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_projects","arguments":{}}}\n')
+        server.stdin.flush()
+        answers = [json.loads(server.stdout.readline()) for _ in range(3)]
+        server.stdin.close()
+        assert server.wait(timeout=60) == 0
+    finally:
+        server.kill()
+        server.wait()
+    assert answers[0]["id"] == 1
+    assert answers[1]["id"] is None and answers[1]["error"]["code"] == -32700
+    assert "not UTF-8" in answers[1]["error"]["message"]
+    assert answers[2]["id"] == 3 and answers[2]["result"]["structuredContent"]["projects"] == []  # nothing was stored

@@ -124,7 +124,8 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
         worker.start()
     signal.signal(signal.SIGTERM, terminate)
     try:
-        anyio.run(session, server, Lines(first, wire_in), Wire(wire_out, answered_id))
+        wire = Wire(wire_out, answered_id)
+        anyio.run(session, server, Lines(first, wire_in, wire), wire)
     finally:
         if worker:
             worker.stop()
@@ -253,10 +254,12 @@ class AnswerCounter:
 
 
 class Lines:
-    """The wire's lines as text, starting with the first one (already read)."""
+    """The wire's lines as text, starting with the first one (already read). A line that is
+    not UTF-8 is refused here with a parse error, as HTTP refuses such a body: decoded with
+    replacement characters, its text would have been stored altered."""
 
-    def __init__(self, first: bytes, wire_in) -> None:
-        self.first, self.wire_in = first, wire_in
+    def __init__(self, first: bytes, wire_in, wire: "Wire") -> None:
+        self.first, self.wire_in, self.wire = first, wire_in, wire
 
     def __aiter__(self):
         return self
@@ -264,15 +267,27 @@ class Lines:
     async def __anext__(self) -> str:
         import anyio
 
-        line, self.first = self.first or await anyio.to_thread.run_sync(self.wire_in.readline, abandon_on_cancel=True), b""
-        if not line:
-            raise StopAsyncIteration
-        return line.decode("utf-8", errors="replace")
+        while True:
+            line, self.first = self.first or await anyio.to_thread.run_sync(self.wire_in.readline, abandon_on_cancel=True), b""
+            if not line:
+                raise StopAsyncIteration
+            try:
+                return line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                await self.wire.write(not_utf8(error))
+                await self.wire.flush()
+
+
+def not_utf8(error: UnicodeDecodeError) -> str:
+    """The JSON-RPC parse error for a line that is not UTF-8 (its id is unknown: null)."""
+    message = f"Parse error: the line is not UTF-8 ({error.reason} at byte {error.start}); nothing was done. Send JSON in UTF-8"
+    return json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": message}}) + "\n"
 
 
 class Wire:
     """Writes the SDK's messages to the wire, but for its answer to an initialize request
-    that was answered already."""
+    that was answered already. Lines writes its refusals here too: one BufferedWriter.write
+    holds the buffer's lock, so two lines never interleave."""
 
     def __init__(self, wire_out, answered_id) -> None:
         self.wire_out, self.answered_id = wire_out, answered_id
