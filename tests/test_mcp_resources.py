@@ -10,6 +10,7 @@ from mcp import Client, MCPError
 from chalicelib.transports import mcp_resources
 from chalicelib.transports.mcp_app import build_mcp_server
 from chalicelib.transports.mcp_resources import View
+from chalicelib.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unauthorized, Unavailable, internal_error
 from chalicelib.tools import tools_by_name
 
 TOOLS = tools_by_name()
@@ -215,3 +216,34 @@ def test_a_view_whose_tool_is_absent_is_left_out(settings, monkeypatch):
         return await build_mcp_server(settings).list_resource_templates()
 
     assert asyncio.run(templates()) == []
+
+
+def test_a_refused_read_is_the_callers_error_not_an_internal_one(tmp_path):
+    """403 forbidden (here: an inbox read without the agent's token) is -32602, the caller's to
+    fix, with the tool error as data; -32603 (which clients may retry) was wrong for it."""
+    from .servers import running_server
+
+    auth = {"Authorization": "Bearer admin-token"}
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"} | auth
+    with running_server(tmp_path / "agent_mail.db", AUTH_MODE="bearer", AUTH_BEARER_TOKENS="admin-token",
+                        REQUIRE_AGENT_TOKENS="true") as url:
+        httpx.post(f"{url}/api/ensure_project", headers=auth, json={"human_key": "/guarded"}).raise_for_status()
+        httpx.post(f"{url}/api/register_agent", headers=auth, json={"project_key": "guarded", "program": "p", "model": "m",
+                                                                   "name": "BlueLake"}).raise_for_status()
+        body = {"jsonrpc": "2.0", "id": 1, "method": "resources/read",
+                "params": {"uri": "resource://inbox/BlueLake?project=guarded"}}
+        error = httpx.post(f"{url}/mcp", headers=headers, json=body).json()["error"]
+        rest_error = httpx.get(f"{url}/api/fetch_inbox", headers=auth, params={"project_key": "guarded", "agent_name": "BlueLake"})
+    assert rest_error.status_code == 403
+    assert error["code"] == -32602
+    assert error["data"] == rest_error.json() and error["data"]["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (Unauthorized("no credentials"), -32602), (Forbidden("not yours"), -32602), (Conflict("taken"), -32602),
+    (NotFound("gone"), -32602), (InvalidArgument("bad"), -32602),
+    (Unavailable("busy"), -32603), (internal_error(), -32603),
+])
+def test_only_a_server_failure_is_an_internal_error(error, code):
+    mapped = mcp_resources._mcp_error(error.to_dict())
+    assert (mapped.error.code, mapped.error.message, mapped.error.data) == (code, error.message, error.to_dict())

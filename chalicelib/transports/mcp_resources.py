@@ -3,8 +3,9 @@
 One table says which tool answers which URI template and which URI variable fills which
 tool argument (variables not renamed keep their name). Reading a resource runs the tool
 through `invoke.run_tool`, the same path as a tools/call: same validation, same errors.
-A tool error becomes a JSON-RPC error with the tool error's message; its `data` is the
-same `{"error": {"code", "message", "hint"}}` body every transport answers with.
+A tool error becomes a JSON-RPC error with the tool error's message (invalid params, -32602,
+for every HTTP 4xx one; internal error, -32603, for a 5xx); its `data` is the same
+`{"error": {"code", "message", "hint"}}` body every transport answers with.
 
 Query variables (`{?project,limit}`) are RFC 6570 form-style queries, which the SDK
 matches in any order; absent ones are left out, so the tool's defaults apply.
@@ -22,7 +23,7 @@ from mcp.shared.uri_template import UriTemplate
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 
 from ..config import Settings
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, ToolError
 from ..invoke import run_tool
 from ..registry import Tool
 from ..tools import tools_by_name
@@ -65,8 +66,6 @@ VIEWS = {
 # path, so a human key such as /home/me/repo (sent as %2Fhome%2Fme%2Frepo) is fine.
 KEYS_NOT_PATHS = ResourceSecurity(reject_path_traversal=False, reject_absolute_paths=False)
 
-# JSON-RPC codes: the caller's mistake (a missing project, a bad argument) or ours.
-_CALLER_ERRORS = {"not_found", "invalid_argument"}
 
 
 def add_resources(server: MCPServer, settings: Settings) -> None:
@@ -130,6 +129,20 @@ def _missing_query(uri: str, missing: list[str]) -> InvalidArgument:
 
 
 def _mcp_error(body: dict[str, Any]) -> MCPError:
+    """The JSON-RPC error for a tool error: invalid params when it is the caller's to fix (an
+    HTTP 4xx: not found, refused, a conflict...), internal error only for the server's (5xx),
+    which a client may retry as is."""
     error = body["error"]
-    code = INVALID_PARAMS if error["code"] in _CALLER_ERRORS else INTERNAL_ERROR
+    code = INTERNAL_ERROR if _http_status(error["code"]) >= 500 else INVALID_PARAMS
     return MCPError(code=code, message=error["message"], data=body)
+
+
+def _http_status(code: str) -> int:
+    """The HTTP status of a tool error code, as its ToolError class gives it (500 if none does)."""
+    classes = [ToolError]
+    while classes:
+        error_class = classes.pop()
+        if error_class.code == code:
+            return error_class.status
+        classes += error_class.__subclasses__()
+    return 500
