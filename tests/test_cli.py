@@ -81,6 +81,15 @@ def test_json_input_and_options_override_it(run, project):
     assert len(inbox["messages"]) == 1
 
 
+def test_an_option_overrides_its_field_given_in_json_under_an_old_name(run, project):
+    """send_message's sender_name is agent_name's old name: --agent-name (or --sender-name) wins
+    over it, as over agent_name, instead of "Extra inputs are not permitted"."""
+    arguments = {"project_key": project, "sender_name": "GreenCastle", "to": ["RedStone"], "subject": "a", "body_md": "b"}
+    for option in ("--agent-name", "--sender-name"):
+        sent = output(run("send-message", "--json", json.dumps(arguments), option, "BlueLake"))
+        assert sent["message"]["sender"] == "BlueLake"
+
+
 def test_not_json_object_is_a_usage_error(run):
     result = run("list-projects", "--json", "[1, 2]")
     assert result.exit_code == 2 and "JSON object" in result.stderr

@@ -72,7 +72,7 @@ def tool_command(tool: Tool) -> click.Command:
 
     @click.pass_context
     def run(ctx: click.Context, json_input: dict, compact: bool, all_pages: bool = False, **values: Any) -> None:
-        arguments = {**json_input, **given(ctx, values)}
+        arguments = overridden(ctx, json_input, given(ctx, values))
         check_required(ctx, arguments)
         try:
             if all_pages:
@@ -180,6 +180,15 @@ def given(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
         for name, value in values.items()
         if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
     }
+
+
+def overridden(ctx: click.Context, json_input: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """--json's arguments with the options given on top. An option replaces its field under any
+    of its names: --json may use an old name (sender_name for agent_name), and the input model
+    refuses a field given twice."""
+    aliases = {param.name: param.aliases for param in ctx.command.params if isinstance(param, FieldOption)}
+    replaced = {alias for name in options for alias in aliases.get(name, ())}
+    return {**{name: value for name, value in json_input.items() if name not in replaced}, **options}
 
 
 def check_required(ctx: click.Context, arguments: dict[str, Any]) -> None:
