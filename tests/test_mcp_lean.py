@@ -74,6 +74,8 @@ SAME_REQUESTS = [
     (b"{not json", {}),
     (rpc("ping"), {"accept": "application/json"}),
     (rpc("ping"), {"content-type": "text/plain"}),
+    (rpc("ping"), {"content-type": "Application/JSON"}),  # media types are case-insensitive
+    (rpc("ping"), {"content-type": "APPLICATION/JSON; Charset=UTF-8"}),
     (rpc("ping"), {"host": "evil.example:80"}),
     (rpc("ping"), {"origin": "http://evil.example"}),
     (rpc("ping"), {"mcp-protocol-version": "2031-01-01"}),
@@ -100,6 +102,16 @@ def test_idempotent_write_tools_match_too(servers):
     request = tool_call("mark_message_read", {"project_key": "lean", "agent_name": "GreenCastle", "message_id": message_id})
     lean_answer, sdk_answer = (httpx.post(f"{base}/mcp", headers=JSON, json=request).json() for base in (lean, sdk))
     assert lean_answer == sdk_answer and lean_answer["result"]["isError"] is False
+
+
+def test_a_json_content_type_in_capitals_is_accepted_on_both_paths(servers):
+    """Media types are case-insensitive: the SDK compared "application/json" exactly (415)."""
+    lean, sdk, _ = servers
+    headers = JSON | {"content-type": "Application/JSON"}
+    for base in (lean, sdk):
+        assert httpx.post(f"{base}/mcp", headers=headers, json=rpc("ping")).json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+        notification = {"jsonrpc": "2.0", "method": "notifications/initialized"}  # the SDK answers it on both
+        assert httpx.post(f"{base}/mcp", headers=headers, json=notification).status_code == 202
 
 
 def test_the_lean_path_really_is_taken(tmp_path):

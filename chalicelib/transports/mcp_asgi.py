@@ -36,6 +36,15 @@ def _json_content(scope) -> bool:
     return is_json(next((value for name, value in scope["headers"] if name == b"content-type"), b""))
 
 
+def _lower_content_type(scope):
+    """The scope with its Content-Type lower-cased: media types are case-insensitive, and the
+    SDK compares `application/json` exactly (it answered `Application/JSON` with 415)."""
+    headers = scope["headers"]
+    if all(value.islower() for name, value in headers if name == b"content-type"):  # (JSON has no case-sensitive parameter)
+        return scope
+    return {**scope, "headers": [(name, value.lower() if name == b"content-type" else value) for name, value in headers]}
+
+
 def _with_allow(send):
     """send() that gives a 405 its Allow header (the SDK's 405s name none, or name DELETE,
     which a stateless server refuses)."""
@@ -65,10 +74,12 @@ class MCPApp:
         self.lean = LeanMCP(self.server, settings, fallback=self.sdk) if settings.mcp_lean_path else None
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not _json_content(scope):
-            # The SDK answers 400; 415 is what HTTP says (and what clients retry differently).
-            await send_json(send, UNSUPPORTED_MEDIA_TYPE, 415)
-            return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            if not _json_content(scope):
+                # The SDK answers 400; 415 is what HTTP says (and what clients retry differently).
+                await send_json(send, UNSUPPORTED_MEDIA_TYPE, 415)
+                return
+            scope = _lower_content_type(scope)
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == PATH:
             await send_json(send, NO_SSE_STREAM, 405, {"allow": ALLOW.decode()})
             return
