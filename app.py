@@ -30,7 +30,7 @@ from chalicelib.archive import cloud
 from chalicelib.attachments import storage as attachment_storage
 from chalicelib.attachments.intake import served_type
 from chalicelib.config import Settings, get_settings
-from chalicelib.errors import ToolError, internal_error
+from chalicelib.errors import ToolError, internal_error, unknown_tool
 from chalicelib.transports.lambda_mcp import MCPHandler
 from chalicelib.web import http as web_http  # plain data only: the pages load on first use
 from chalicelib.registry import Tool, to_json
@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> Chalice:
     def protect(request: Request, get_response):
         started = time.perf_counter()
         logs.current.set({})  # invoke notes the tool in it, guard the caller
-        response = _protected(request, get_response)
+        response = in_the_error_shape(_protected(request, get_response))
         tls = (request.headers.get("x-forwarded-proto") or "").lower() == "https"  # set by API Gateway itself
         security.add_security_headers(response.headers, tls)
         logs.request(request.method, request.path, response.status_code, time.perf_counter() - started,
@@ -95,8 +95,16 @@ def create_app(settings: Settings) -> Chalice:
         finally:
             auth.current.reset(reset)
 
+    # Any content type: rest.body_arguments, not Chalice, refuses what is not JSON (in the one error shape).
     for tool in all_tools():
-        app.route(tool.rest_path, methods=list(tool.rest_methods), name=tool.name)(tool_view(app, tool, settings))
+        app.route(tool.rest_path, methods=list(tool.rest_methods), name=tool.name, content_types=["*/*"])(tool_view(app, tool, settings))
+
+    # The more specific routes above win; API Gateway would answer an unknown path itself (403
+    # "Missing Authentication Token"), so a misspelt tool gets the local server's 404 here.
+    @app.route("/api/{name}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], content_types=["*/*"])
+    def unknown_tool_route(name: str) -> Response:
+        error = unknown_tool(name, tools)
+        return json_response(error.status, error.to_dict())
 
     @app.route("/health")
     def health() -> dict:
@@ -257,7 +265,7 @@ def arguments(tool: Tool, request: Request) -> Any:
         params = request.query_params or {}
         given = rest.query_arguments(tool, ((name, value) for name in params for value in params.getlist(name)))
     else:
-        given = rest.body_arguments(request.raw_body)
+        given = rest.body_arguments(request.raw_body or b"", request.headers.get("content-type"))
     return rest.with_header_token(tool, given, request.headers.get(rest.AGENT_TOKEN_HEADER))
 
 
@@ -269,6 +277,15 @@ def respond(app: Chalice, run: Callable[[], Any]) -> Response:
         return json_response(exc.status, exc.to_dict(), exc.headers)
     except Exception:
         return unexpected(app)
+
+
+def in_the_error_shape(response: Response) -> Response:
+    """Chalice's own 405 (a method the route does not take), in the error shape every answer has.
+    Seen by `chalice local` and the test client: API Gateway refuses such a method itself (403)."""
+    if response.status_code == 405 and isinstance(response.body, dict) and response.body.get("Code") == "MethodNotAllowedError":
+        error = rest.http_error(405, "Method Not Allowed", {"Allow": ", ".join(sorted(response.headers["Allow"].split(", ")))})
+        return json_response(error.status, error.to_dict(), error.headers)
+    return response
 
 
 def unexpected(app: Chalice) -> Response:

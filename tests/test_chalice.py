@@ -91,7 +91,8 @@ def test_routes_are_exactly_the_registry(chalice_app, fastapi_app):
     assert {path for path, _ in web} - {"/ui/static/{name}"} == set(WebUI.PAGES) - {"/ui/", "/docs"}
     mcp = {("/mcp", method) for method in ("POST", "GET", "DELETE")}  # lambda_mcp
     attachments = {("/api/attachments/{sha256}", "GET")}  # downloads (tests/test_attachments_s3.py)
-    assert chalice_routes == expected | mcp | web | attachments
+    unknown_tools = {("/api/{name}", method) for method in ("GET", "POST", "PUT", "PATCH", "DELETE")}  # their 404
+    assert chalice_routes == expected | mcp | web | attachments | unknown_tools
     assert fastapi_routes == expected | {("/metrics", "GET")}  # Prometheus locally; EMF log lines on Lambda
 
 
@@ -161,6 +162,38 @@ def test_errors_are_those_of_the_fastapi_app(chalice, fastapi, settings, method,
         expected = fastapi.post(path, json=arguments)
     assert (status, body) == (expected.status_code, expected.json())
     assert status in (404, 422) and set(body["error"]) == {"code", "message", "hint"}
+
+
+JSON = {"Content-Type": "application/json"}
+SAME_ANSWERS = [  # (method, path, body, headers)
+    ("POST", "/api/list_projects", b"null", JSON),  # not an object: 422 (Chalice read null as no arguments)
+    ("POST", "/api/ensure_project", b"[1]", JSON),
+    ("POST", "/api/ensure_project", b"", {}),  # no body: the missing field is named (locally it was "input")
+    ("POST", "/api/list_projects", b"", {}),
+    ("POST", "/api/list_projects", b'{"limit": 1}', {}),  # JSON without a Content-Type: 415 (Chalice read it)
+    ("POST", "/api/list_projects", b'{"limit": 1}', {"Content-Type": "text/plain"}),  # Chalice's own 415 shape
+    ("POST", "/api/list_projects", b'{"limit": 1}', {"Content-Type": "Application/JSON; charset=utf-8"}),
+    ("POST", "/api/ensure_project", b'{"human_key": "/caf\xe9"}', JSON),  # not UTF-8: 422 (locally 400)
+    ("POST", "/api/ensure_project", b'{"human_key": ', JSON),
+    ("GET", "/api/ensure_project?human_key=/x", b"", {}),  # a method the tool does not take: 405 (Chalice's shape)
+    ("DELETE", "/api/list_projects", b"", {}),
+    ("POST", "/api/no_such_tool", b"{}", JSON),  # a misspelt tool: 404 (Chalice 403 "Missing Authentication Token")
+    ("GET", "/api/no_such_tool", b"", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers"), SAME_ANSWERS, ids=lambda value: str(value)[:40])
+def test_the_chalice_app_answers_as_the_local_server(chalice, settings, method, path, body, headers):
+    """README: errors have one shape everywhere. Both apps read a POST body with rest.body_arguments."""
+    from chalicelib.transports.asgi import create_app
+
+    local = TestClient(create_app(settings), base_url="http://127.0.0.1:8765").request(method, path, content=body,
+                                                                                       headers=headers)
+    answer = chalice.http.request(method, path, headers=headers, body=body)
+    allow = {name.lower(): value for name, value in answer.headers.items()}.get("allow")
+    assert (answer.status_code, json.loads(answer.body), allow) == (local.status_code, local.json(), local.headers.get("allow"))
+    if local.status_code != 200:
+        assert set(local.json()["error"]) == {"code", "message", "hint"}
 
 
 def test_unknown_project_is_404(chalice):

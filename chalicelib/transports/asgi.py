@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
@@ -37,7 +37,6 @@ from ..errors import (
     ToolError,
     Unavailable,
     internal_error,
-    malformed_json,
     unknown_tool,
     validation_error,
 )
@@ -70,12 +69,13 @@ Errors have one shape: `{"error": {"code", "message", "hint"}}`. With authentica
 `Authorization: Bearer <token>`."""
 
 # Every route's error answers name one shared schema, added to the document once
-# (with_error_schema): given as a model, FastAPI built 8 model fields per route (~0.5 s a start).
+# (with_shared_schemas): given as a model, FastAPI built 8 model fields per route (~0.5 s a start).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
     for status, description in (
         (400, "Malformed request"), (401, "Authentication required"), (403, "Not allowed to act as that agent"),
-        (404, "Not found"), (409, "Conflict"), (413, "Request body too large"), (422, "Invalid arguments"),
+        (404, "Not found"), (409, "Conflict"), (413, "Request body too large"),
+        (415, "Request body not sent as JSON"), (422, "Invalid arguments"),
         (429, "Rate limited (see Retry-After)"),
     )
 }
@@ -87,16 +87,18 @@ def _without_source(errors: list[dict]) -> list[dict]:
 
 
 def _endpoint(tool: Tool, settings: Settings, source: str):
-    """An endpoint whose single parameter is the tool's input model, read from the body or the query."""
+    """An endpoint for one tool: a GET's single parameter is the tool's input model, read from
+    the query; a POST reads its body with rest.body_arguments, as the Chalice app does (the
+    input model then validates it in invoke)."""
 
     async def endpoint(args, agent_token=None):
+        if source == "body":
+            args = rest.body_arguments(await args.body(), args.headers.get("content-type"))
         args = rest.with_header_token(tool, args, agent_token)
         return Response(await invoke.ajson(tool, args, settings), media_type="application/json")
 
-    optional = all(not field.is_required() for field in tool.input.model_fields.values())
-    where = Query() if source == "query" else Body()
-    default = inspect.Parameter.empty if source == "query" or not optional else None
-    parameters = [inspect.Parameter("args", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[tool.input, where], default=default)]
+    annotation = Annotated[tool.input, Query()] if source == "query" else Request
+    parameters = [inspect.Parameter("args", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation)]
     if tool.acts_as:
         header = Header(alias=rest.AGENT_TOKEN_HEADER, max_length=256,
                         description=f"The acting agent's token, instead of {tool.token_field} (keeps it out of URLs).")
@@ -115,20 +117,31 @@ def add_rest_routes(api: FastAPI, settings: Settings) -> None:
             description=tool.description,
             tags=[tool.group],
         )
-        api.add_api_route(tool.rest_path, _endpoint(tool, settings, "body"), methods=["POST"], operation_id=tool.name, **common)
+        api.add_api_route(tool.rest_path, _endpoint(tool, settings, "body"), methods=["POST"], operation_id=tool.name,
+                          openapi_extra={"requestBody": request_body(tool)}, **common)
         if tool.read_only:
             api.add_api_route(
                 tool.rest_path, _endpoint(tool, settings, "query"), methods=["GET"], operation_id=f"{tool.name}_get", **common
             )
 
 
-def with_error_schema(api: FastAPI) -> None:
-    """api.openapi(), with ErrorBody (and what it uses) among the components."""
+def request_body(tool: Tool) -> dict[str, Any]:
+    """A POST's requestBody in the OpenAPI document: the endpoint reads the body itself."""
+    body: dict[str, Any] = {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{tool.input.__name__}"}}}}
+    if any(field.is_required() for field in tool.input.model_fields.values()):
+        body["required"] = True
+    return body
+
+
+def with_shared_schemas(api: FastAPI) -> None:
+    """api.openapi(), with ErrorBody and the tools' input models (and what they use) among the
+    components."""
     build = api.openapi
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
-            _, schemas = models_json_schema([(ErrorBody, "serialization")], ref_template="#/components/schemas/{model}")
+            models = [(ErrorBody, "serialization"), *((tool.input, "validation") for tool in all_tools())]
+            _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
             build().setdefault("components", {}).setdefault("schemas", {}).update(schemas["$defs"])
         return api.openapi_schema
 
@@ -165,7 +178,7 @@ def create_app(settings: Settings | None = None):
     api = FastAPI(title="Agent Mail", version=__version__, lifespan=lifespan, description=API_DESCRIPTION,
                   docs_url=None, redoc_url=None)
     add_rest_routes(api, settings)
-    with_error_schema(api)
+    with_shared_schemas(api)
 
     @api.exception_handler(ToolError)
     async def tool_error(_: Request, exc: ToolError):
@@ -173,10 +186,10 @@ def create_app(settings: Settings | None = None):
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
-        bad_json = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
+        """A GET's query (a POST's body is read by rest.body_arguments, then validated in invoke)."""
         tool = tools_by_name().get(request.url.path.removeprefix("/api/"))
         fields = tool.input.model_fields if tool else ()
-        error = malformed_json(bad_json["ctx"]["error"], bad_json["loc"][1]) if bad_json else validation_error(_without_source(exc.errors()), fields)
+        error = validation_error(_without_source(exc.errors()), fields)
         return JSONResponse(error.to_dict(), status_code=error.status)
 
     @api.exception_handler(StarletteHTTPException)
@@ -186,13 +199,12 @@ def create_app(settings: Settings | None = None):
         if exc.status_code == 404 and path.startswith("/api/"):  # a misspelt tool: say which was meant
             missing = unknown_tool(path.removeprefix("/api/"), tools_by_name())
             return JSONResponse(missing.to_dict(), status_code=404)
-        error = ToolError(str(exc.detail), "Check the method, path and body against /openapi.json.")
-        error.status, error.code = exc.status_code, {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names the first route's methods; a tool has a GET and a POST route
             routes = [route for route in request.app.routes if getattr(route, "path", None) == request.url.path]
             headers["Allow"] = ", ".join(sorted({method for route in routes for method in getattr(route, "methods", ())}))
-        return JSONResponse(error.to_dict(), status_code=exc.status_code, headers=headers)
+        error = rest.http_error(exc.status_code, str(exc.detail), headers)
+        return JSONResponse(error.to_dict(), status_code=error.status, headers=error.headers)
 
     @api.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):

@@ -1,8 +1,10 @@
 """REST details shared by the transports that speak HTTP: reading a tool's arguments
-from a request.
+from a request, and the refusals of a request no tool route takes.
 
-Framework-free on purpose: the Chalice app (app.py) uses it on Lambda, where importing
-FastAPI would lengthen every cold start.
+The local server (asgi.py) and the Chalice app (app.py) both read a POST body with
+`body_arguments`, so the same body gets the same answer from both. Framework-free on
+purpose: the Chalice app uses it on Lambda, where importing FastAPI would lengthen every
+cold start.
 """
 
 import json
@@ -10,20 +12,58 @@ from typing import Any, Iterable, get_origin
 
 from pydantic import BaseModel
 
-from ..errors import malformed_json
+from ..errors import InvalidArgument, ToolError, malformed_json
 from ..registry import Tool, field_type
 
 
-def body_arguments(body: bytes) -> Any:
-    """The JSON value of a request body; None for an empty body (a tool whose fields are all optional)."""
+class UnsupportedMediaType(ToolError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+def body_arguments(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """A tool's arguments from a POST body: one JSON object, sent as JSON. An empty body is no
+    arguments (the input model then names each missing field)."""
     if not body.strip():
-        return None
+        return {}
+    if not is_json(content_type):
+        # Not read whatever its type: a browser sends a form or text/plain to another site unasked.
+        raise UnsupportedMediaType(
+            f"The request body is {content_type}, not JSON." if content_type else "The request body has no Content-Type.",
+            "Send the tool's input as one JSON object, with Content-Type: application/json.",
+        )
     try:
-        return json.loads(body)
+        arguments = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise malformed_json("not UTF-8", exc.start) from None
     except json.JSONDecodeError as exc:
         raise malformed_json(exc.msg, exc.pos) from None
-    except UnicodeDecodeError:
-        raise malformed_json("not UTF-8", 0) from None
+    if not isinstance(arguments, dict):
+        raise InvalidArgument(
+            f"The request body must be a JSON object of the tool's arguments, not {_json_kind(arguments)}.",
+            "Send the tool's input as one JSON object: {} when it needs no argument.",
+        )
+    return arguments
+
+
+def is_json(content_type: str | None) -> bool:
+    """application/json or application/*+json, in any case (media types are case-insensitive)."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def http_error(status: int, message: str, headers: dict[str, str] | None = None) -> ToolError:
+    """A refusal of the HTTP layer (an unknown path, a method a route does not take) in the
+    one error shape: the local server's (Starlette's) and the Chalice app's alike."""
+    error = ToolError(message, "Check the method, path and body against /openapi.json.")
+    error.status = status
+    error.code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    error.headers = headers or {}
+    return error
 
 
 # The acting agent's token as a header: a GET then keeps it out of URLs (and so out of access
