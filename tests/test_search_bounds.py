@@ -1,9 +1,14 @@
 """What one search may cost, whatever the mailbox, the message and the query (an audit of
 search): snippets, prefix queries, paging while mail arrives, the product search's window."""
 
+import asyncio
+import threading
+
 import pytest
 
-from chalicelib.tools import search_syntax
+from chalicelib import invoke
+from chalicelib.errors import InvalidArgument
+from chalicelib.tools import search, search_syntax, tools_by_name
 
 
 def test_a_snippet_of_a_long_phrase_in_a_long_body_tries_a_bounded_number_of_places(call, project, monkeypatch):
@@ -24,3 +29,41 @@ def test_a_snippet_shows_a_bounded_passage_of_a_token_without_spaces():
     body = "a-" * 120_000 + "b"  # one whitespace-separated token of 240 KB
     shown = search_syntax.snippet("log", body, search_syntax.snippet_terms("a-a-b"))
     assert shown.startswith("**a**-**a**") and len(shown.replace("**", "")) <= search_syntax.PASSAGE_CHARS + 1  # and "…"
+
+
+@pytest.fixture
+def migrations(call, project):
+    for subject in ("Database migration", "Migrated the inbox", "src/migrations/0022.sql is new"):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md="")
+    return project
+
+
+def subjects(call, project, query):
+    return sorted(hit["subject"] for hit in call("search_messages", project_key=project, query=query)["results"])
+
+
+@pytest.mark.parametrize("query", ["m*", "mi*", "database mi*", "NEAR(mi* database)", "subject:d*", "src/m*", "a*b*"])
+def test_a_prefix_of_fewer_than_three_letters_is_refused_with_a_hint(call, migrations, query):
+    """FTS5 merges the lists of every word a prefix starts: `t*` read most of the index (420 ms at 100k)."""
+    with pytest.raises(InvalidArgument, match="at least 3 letters") as refused:
+        call("search_messages", project_key=migrations, query=query)
+    assert "migrat*" in refused.value.hint
+
+
+def test_a_query_has_at_most_two_prefixes(call, migrations):
+    with pytest.raises(InvalidArgument, match="3 prefixes: at most 2") as refused:
+        call("search_messages", project_key=migrations, query="mig* dat* inb*")
+    assert refused.value.hint
+    assert subjects(call, migrations, "migrat* inb*") == ["Migrated the inbox"]
+    assert subjects(call, migrations, "src/mig*") == ["src/migrations/0022.sql is new"]
+
+
+@pytest.mark.parametrize("query,off_loop", [
+    ("migrat*", True), ("NEAR(database migration)", True), ("-".join(["a"] * 17), True),
+    ("database migration", False), ("src/migrations/0022.sql", False), ('"database migration"', False),
+])
+def test_a_search_fts5_may_take_long_over_runs_off_the_event_loop(settings, migrations, monkeypatch, query, off_loop):
+    threads = []
+    monkeypatch.setattr(search, "snippet_terms", lambda text: threads.append(threading.current_thread()) or search_syntax.snippet_terms(text))
+    asyncio.run(invoke.ajson(tools_by_name()["search_messages"], {"project_key": migrations, "query": query}, settings))
+    assert (threads != [threading.main_thread()]) == off_loop

@@ -17,6 +17,11 @@ Bounded ranking, so a search costs the same at a million messages as at ten thou
   the newest first.
 - A query with a word found in nearly every message takes its window from its rarer words and
   checks the whole query on those candidates only (tools/search_narrowing.py).
+- FTS5 reads a prefix (`migrat*`) by merging the lists of every word it starts (there is no
+  prefix index): `t*` cost 420 ms at 100k messages. So a prefix needs MIN_PREFIX letters or
+  digits and a query has at most MAX_PREFIXES of them (422 with a hint otherwise), and a query
+  whose cost FTS5 does not bound (a prefix, NEAR, a long phrase: `slow_query`) runs off the
+  event loop.
 """
 
 import re
@@ -34,7 +39,7 @@ from .agents import find_agent, find_agents
 from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
 from .search_narrowing import Narrowed, narrowed
-from .search_syntax import fts5_query, fts5_terms, literal_query, snippet, snippet_terms
+from .search_syntax import fts5_query, fts5_terms, fts5_phrases, literal_query, snippet, snippet_terms
 
 WINDOW = 500  # matches ranked together; see the module docstring
 FILTERED_WINDOW = 50  # with filters, fewer: finding each match may take reading many that fail them
@@ -42,6 +47,9 @@ NARROWED_WINDOW = 20  # candidates of a narrowed query (search_narrowing.py): ea
 RARE = 5000  # a term in at most this many messages weighs in the ranking
 MAX_RANKED_TERMS = 8
 MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
+MIN_PREFIX = 3  # letters or digits of a prefix (t*: every word starting with t)
+MAX_PREFIXES = 2
+LONG_PHRASE = 16  # words of a phrase FTS5 compares at every place of its first word: off the loop
 QUERY_HELP = (
     "Plain words (all must match); ids, file names and paths work as typed (CART-12, src/api.py)."
     ' Operators: "exact phrase", prefix*, AND / OR / NOT, (groups), NEAR(a b), subject:word, body:word.'
@@ -127,6 +135,30 @@ def _cursor(cursor: str | None) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+def bounded_query(text: str) -> str | None:
+    """The FTS5 query of the typed text (None: no word in it), refused when its prefixes would
+    make FTS5 read much of the index (see the module docstring)."""
+    fts = fts5_query(text)
+    prefixes = [words[-1] for words, prefix in fts5_phrases(fts or "") if prefix]
+    if short := [prefix for prefix in prefixes if len(prefix) < MIN_PREFIX]:
+        raise InvalidArgument(
+            f"The prefix {short[0]}* is too short: a prefix needs at least {MIN_PREFIX} letters or digits.",
+            "Type more of the word before the * (migrat*), or the whole word.",
+        )
+    if len(prefixes) > MAX_PREFIXES:
+        raise InvalidArgument(
+            f"The query has {len(prefixes)} prefixes: at most {MAX_PREFIXES} are allowed.", "Type the others as whole words."
+        )
+    return fts
+
+
+def slow_query(text: str) -> bool:
+    """Whether FTS5 may take long over this query whatever the mailbox's size (a prefix, NEAR, a
+    phrase of more than LONG_PHRASE words): such a search runs off the event loop."""
+    fts = fts5_query(text) or ""
+    return "NEAR(" in fts or any(prefix or len(words) > LONG_PHRASE for words, prefix in fts5_phrases(fts))
+
+
 def _rank_query(index, terms: list[str]) -> str | None:
     """The query's rare terms, OR'ed: what bm25 can weigh cheaply (see the module docstring)."""
     rare = [
@@ -209,7 +241,7 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     # The index is in the database itself, or, on a Turso replica, in a sidecar file
     # (chalicelib/store/search_index.py) with the same tables: the same SQL runs on both.
     index = search_index(db).conn if hasattr(db, "replica") else db
-    fts = fts5_query(args.query)
+    fts = bounded_query(args.query)
     if fts is None:
         return SearchResults(query=args.query, results=[])
     page, next_cursor = _page(index, args.query, fts, where, params, args)
@@ -223,7 +255,7 @@ def search_project(db: sqlite3.Connection, project, query: str, limit: int, view
     if viewers is not None:
         visible, more = visible_to(list(viewers))
         where, params = f"{where} AND {visible}", params + more
-    fts = fts5_query(query)
+    fts = bounded_query(query)
     if fts is None:
         return []
     index = search_index(db).conn if hasattr(db, "replica") else db
@@ -269,4 +301,4 @@ def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -
     ]
 
 
-TOOLS = [tool(search_messages, read_only=True, acts_as="agent_name")]
+TOOLS = [tool(search_messages, read_only=True, acts_as="agent_name", off_loop=lambda args: slow_query(args.query))]

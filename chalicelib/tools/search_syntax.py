@@ -13,7 +13,8 @@ every word is literal text unless it is an operator used as one:
 - subject:word, body:word (or subject:"a phrase"); any other `name:` is literal text.
 
 `fts5_query` returns the FTS5 query, or None when the text holds no searchable word;
-`fts5_terms` its terms (phrases, prefixes, column filters, NEAR groups), for ranking.
+`fts5_terms` its terms (phrases, prefixes, column filters, NEAR groups), for ranking;
+`fts5_phrases` the phrases and prefixes of an FTS5 query, which tools/search.py bounds.
 `literal_query` is the fallback that treats every word as text. `plain_terms` splits a query
 of only words and phrases into its words, for tools/search_narrowing.py.
 """
@@ -126,6 +127,16 @@ def fts5_query(text: str) -> str | None:
             joined.append("AND")  # FTS5 has no implicit AND next to a parenthesis
         joined.append(value)
     return " ".join(joined) or None
+
+
+_QUOTED = re.compile(r'"([^"]*)"( \*)?')  # a phrase in fts5_query's output (its quoted text holds no "); " *": a prefix
+
+
+def fts5_phrases(fts: str) -> list[tuple[list[str], bool]]:
+    """The phrases of an FTS5 query from fts5_query (words, in NEAR groups and columns too): the
+    words of each, and whether its last one is a prefix (FTS5 reads `"src/mig" *` as src, then
+    a word starting with mig)."""
+    return [(re.findall(r"[^\W_]+", quoted), bool(star)) for quoted, star in _QUOTED.findall(fts)]
 
 
 def fts5_terms(text: str) -> list[str]:
