@@ -67,3 +67,37 @@ def test_a_search_fts5_may_take_long_over_runs_off_the_event_loop(settings, migr
     monkeypatch.setattr(search, "snippet_terms", lambda text: threads.append(threading.current_thread()) or search_syntax.snippet_terms(text))
     asyncio.run(invoke.ajson(tools_by_name()["search_messages"], {"project_key": migrations, "query": query}, settings))
     assert (threads != [threading.main_thread()]) == off_loop
+
+
+def deploy_pages(call, project, **options):
+    """The subjects of every page of a search for deploy, in order, following next_cursor."""
+    pages, cursor = [], None
+    while len(pages) < 50:
+        page = call("search_messages", project_key=project, query="deploy", cursor=cursor, **options)
+        pages.append([hit["subject"] for hit in page["results"]])
+        if (cursor := page["next_cursor"]) is None:
+            return pages
+    raise AssertionError("paging never ended")
+
+
+def send_deploy(call, project, subject, body="deploy the build"):
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md=body)
+
+
+@pytest.mark.parametrize("window", [500, 3])
+def test_mail_arriving_between_pages_stays_out_of_a_paging_in_progress(call, project, monkeypatch, window):
+    """The first page's cursor started above every id: a new match entered the window and
+    shifted every position, so the next page repeated a hit."""
+    monkeypatch.setattr(search, "WINDOW", window)
+    for number in range(5):
+        send_deploy(call, project, f"deploy {number}")
+    first = call("search_messages", project_key=project, query="deploy", limit=2)
+    send_deploy(call, project, "deploy, newer")
+    seen = [hit["subject"] for hit in first["results"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = call("search_messages", project_key=project, query="deploy", limit=2, cursor=cursor)
+        seen += [hit["subject"] for hit in page["results"]]
+        cursor = page["next_cursor"]
+    assert sorted(seen) == [f"deploy {number}" for number in range(5)]  # each once; the new one on a new search
+    assert "deploy, newer" in sum(deploy_pages(call, project, limit=2), [])

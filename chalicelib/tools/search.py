@@ -7,7 +7,8 @@ Bounded ranking, so a search costs the same at a million messages as at ten thou
 
 - A page ranks a window of the newest WINDOW matching messages (FTS5 walks matches newest
   first by id and stops there), not every match. next_cursor continues with the rest of the
-  window, then the next older window: paging reaches every match exactly once. Trade-off: a
+  window, then the next older window: paging reaches every match exactly once. A window ends at
+  its newest match, so mail arriving meanwhile (newer ids) stays out of it. Trade-off: a
   strong match older than the newest WINDOW matches shows on a later page, not the first.
 - bm25 weighs a term by how many messages contain it, and FTS5 counts those by reading every
   one of them (60 ms for "the" at 100k messages, growing with the mailbox). So only the
@@ -128,7 +129,7 @@ def _filters(db, project: sqlite3.Row, args: SearchMessagesInput) -> tuple[str, 
 def _cursor(cursor: str | None) -> tuple[int, int]:
     """(ids below this, hits of that window already returned)."""
     if cursor is None:
-        return 2**63 - 1, 0  # above every id
+        return 2**63 - 1, 0  # above every id: the first window then ends at its newest match
     match = _CURSOR.match(cursor)
     if not match:
         raise InvalidArgument(f"Cursor {cursor!r} is not one this tool gave.", "Pass next_cursor as it came, or omit it.")
@@ -216,6 +217,8 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
     page: list[tuple[int, float]] = []
     for _ in range(MAX_WINDOWS):
         window = [row[0] for row in index.execute(sql, (" ".join(narrow.words) if narrow else fts, below, *params, size))]
+        if window:  # the window ends at its newest id, so mail arriving later (newer ids) stays out of it
+            below = window[0] + 1
         ranked = _ranked(index, rank_query, narrow.matching(index, window) if narrow else window)
         taken = ranked[skip : skip + limit - len(page)]
         page += taken
