@@ -101,3 +101,28 @@ def test_mail_arriving_between_pages_stays_out_of_a_paging_in_progress(call, pro
         cursor = page["next_cursor"]
     assert sorted(seen) == [f"deploy {number}" for number in range(5)]  # each once; the new one on a new search
     assert "deploy, newer" in sum(deploy_pages(call, project, limit=2), [])
+
+
+def test_with_no_mail_between_pages_paging_gives_the_ranking_of_one_page(call, project):
+    for number, body in enumerate(["deploy", "deploy deploy deploy", "deploy deploy", "deploy and more words here", "deploy x4 " * 4]):
+        send_deploy(call, project, f"note {number}", body)
+    whole = deploy_pages(call, project, limit=50)
+    assert len(whole) == 1 and len(whole[0]) == 5
+    assert sum(deploy_pages(call, project, limit=1), []) == sum(deploy_pages(call, project, limit=2), []) == whole[0]
+
+
+def test_without_a_rare_term_paging_is_exact_whatever_mail_arrives(call, project, monkeypatch):
+    """Hits are then listed newest first, an order new mail cannot change (bm25's statistics,
+    which any new message changes, reorder ranked hits: docs/search.md)."""
+    monkeypatch.setattr(search, "RARE", 1)  # a term in more than one message weighs nothing
+    for number in range(6):
+        send_deploy(call, project, f"deploy {number}", "deploy alpha" if number % 2 else "deploy beta beta")
+    first = call("search_messages", project_key=project, query="deploy beta", limit=1)
+    for number in range(20):
+        send_deploy(call, project, f"other {number}", "beta, and deploy elsewhere" if number % 3 else "beta only")
+    seen, cursor = [hit["subject"] for hit in first["results"]], first["next_cursor"]
+    while cursor:
+        page = call("search_messages", project_key=project, query="deploy beta", limit=1, cursor=cursor)
+        seen += [hit["subject"] for hit in page["results"]]
+        cursor = page["next_cursor"]
+    assert seen == ["deploy 4", "deploy 2", "deploy 0"]

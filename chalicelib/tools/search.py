@@ -7,8 +7,10 @@ Bounded ranking, so a search costs the same at a million messages as at ten thou
 
 - A page ranks a window of the newest WINDOW matching messages (FTS5 walks matches newest
   first by id and stops there), not every match. next_cursor continues with the rest of the
-  window, then the next older window: paging reaches every match exactly once. A window ends at
-  its newest match, so mail arriving meanwhile (newer ids) stays out of it. Trade-off: a
+  window, then the next older window: paging reaches every match exactly once when no mail
+  arrives between pages. A window ends at its newest match, so mail arriving meanwhile (newer
+  ids) stays out of it; but any new message changes bm25's statistics, which may reorder the
+  window's ranked hits: one may then come twice or be skipped (docs/search.md). Trade-off: a
   strong match older than the newest WINDOW matches shows on a later page, not the first.
 - bm25 weighs a term by how many messages contain it, and FTS5 counts those by reading every
   one of them (60 ms for "the" at 100k messages, growing with the mailbox). So only the
