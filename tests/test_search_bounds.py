@@ -126,3 +126,24 @@ def test_without_a_rare_term_paging_is_exact_whatever_mail_arrives(call, project
         seen += [hit["subject"] for hit in page["results"]]
         cursor = page["next_cursor"]
     assert seen == ["deploy 4", "deploy 2", "deploy 0"]
+
+
+def test_a_product_search_read_as_an_agent_ranks_the_window_of_a_filtered_search(call, project, monkeypatch):
+    """search_project added the reader's condition, but its window was the unfiltered one: 500
+    matches ranked where search_messages with agent_name ranks 50 (~14 ms against ~1 at 100k)."""
+    monkeypatch.setattr(search, "FILTERED_WINDOW", 3)
+    call("ensure_product", product_key="shop")
+    call("products_link", product_key="shop", project_key=project)
+    for number in range(8):
+        send_deploy(call, project, f"deploy {number}")
+    windows = []
+    ranked = search._ranked
+    monkeypatch.setattr(search, "_ranked", lambda index, query, window: windows.append(len(window)) or ranked(index, query, window))
+    hits = call("search_messages_product", product_key="shop", query="deploy", limit=2, agent_name="GreenCastle")["results"]
+    assert len(hits) == 2 and windows == [3]
+    windows.clear()
+    call("search_messages", project_key=project, query="deploy", limit=2, agent_name="GreenCastle")
+    assert windows == [3]
+    windows.clear()
+    call("search_messages_product", product_key="shop", query="deploy", limit=2)  # the whole project: no filter
+    assert windows == [8]

@@ -190,6 +190,7 @@ def _ranked(index, rank_query: str | None, window: list[int]) -> list[tuple[int,
 
 
 def _filtered(args: SearchMessagesInput) -> bool:
+    """Whether the search has conditions beyond the project (its window is then FILTERED_WINDOW)."""
     return any((args.sender, args.recipient, args.thread_id, args.importance, args.since_ts, args.until_ts, args.agent_name))
 
 
@@ -209,12 +210,13 @@ def _window_sql(where: str, by_thread: bool) -> str:
 
 
 def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: list, args: SearchMessagesInput,
-                 narrow: Narrowed | None = None):
+                 filtered: bool, narrow: Narrowed | None = None):
     """([(id, score)] of one page, best first within each window, and the next cursor). A
-    narrowed query's window is of its rarer words' matches, checked against the whole query."""
+    narrowed query's window is of its rarer words' matches, checked against the whole query;
+    `filtered`: `where` has conditions beyond the project, which matches may fail."""
     below, skip = _cursor(args.cursor)
     limit = args.limit
-    size = max(limit, NARROWED_WINDOW if narrow else FILTERED_WINDOW) if _filtered(args) or narrow else WINDOW
+    size = max(limit, NARROWED_WINDOW if narrow else FILTERED_WINDOW) if filtered or narrow else WINDOW
     sql = _window_sql(where, by_thread=args.thread_id is not None)
     page: list[tuple[int, float]] = []
     for _ in range(MAX_WINDOWS):
@@ -249,7 +251,7 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     fts = bounded_query(args.query)
     if fts is None:
         return SearchResults(query=args.query, results=[])
-    page, next_cursor = _page(index, args.query, fts, where, params, args)
+    page, next_cursor = _page(index, args.query, fts, where, params, args, _filtered(args))
     return SearchResults(query=args.query, results=_hits(db, args.query, project, page), next_cursor=next_cursor)
 
 
@@ -265,19 +267,19 @@ def search_project(db: sqlite3.Connection, project, query: str, limit: int, view
         return []
     index = search_index(db).conn if hasattr(db, "replica") else db
     args = SearchMessagesInput(project_key=project["human_key"], query=query, limit=limit)
-    page, _ = _page(index, query, fts, where, params, args)
+    page, _ = _page(index, query, fts, where, params, args, filtered=viewers is not None)
     return _hits(db, query, project, page)
 
 
-def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput):
+def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput, filtered: bool):
     """One ranked page of the query (its FTS5 form `fts`) and the next cursor."""
     try:
         narrow = narrowed(index, query, fts)
         rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
-        return _ranked_page(index, fts, rank_query, where, params, args, narrow)
+        return _ranked_page(index, fts, rank_query, where, params, args, filtered, narrow)
     except sqlite3.OperationalError:  # not expected: fts5_query's output parses; then all words are text
         fts = literal_query(query)
-        return _ranked_page(index, fts, fts, where, params, args)
+        return _ranked_page(index, fts, fts, where, params, args, filtered)
 
 
 def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
