@@ -147,3 +147,9 @@ def test_a_product_search_read_as_an_agent_ranks_the_window_of_a_filtered_search
     windows.clear()
     call("search_messages_product", product_key="shop", query="deploy", limit=2)  # the whole project: no filter
     assert windows == [8]
+
+
+def test_a_product_search_fts5_may_take_long_over_runs_off_the_event_loop_too():
+    product_search = tools_by_name()["search_messages_product"]
+    assert product_search.off_loop(product_search.input(product_key="shop", query="migrat*"))
+    assert not product_search.off_loop(product_search.input(product_key="shop", query="migration"))

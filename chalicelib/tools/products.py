@@ -24,7 +24,7 @@ from .agents import agent_id
 from .messages import FetchInboxInput, InboxMessage, Limit, ThreadId, fetch_inbox
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import Project, among, find_project
-from .search import QUERY_HELP, SearchHit, search_project
+from .search import QUERY_HELP, SearchHit, search_project, slow_query
 from .threads import DIGESTED, ReadAs, ThreadSummary, digest, summary
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -328,6 +328,6 @@ TOOLS = [
     tool(list_products, read_only=True),
     tool(get_product, read_only=True),
     tool(fetch_inbox_product, read_only=True, acts_as="agent_name"),
-    tool(search_messages_product, read_only=True, acts_as="agent_name"),
+    tool(search_messages_product, read_only=True, acts_as="agent_name", off_loop=lambda args: slow_query(args.query)),
     tool(summarize_thread_product, read_only=True, acts_as="agent_name"),
 ]
