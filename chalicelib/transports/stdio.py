@@ -192,13 +192,27 @@ class Unanswered:
             self.changed.set()
 
 
-class DrainingReader:
-    """The SDK's read stream, whose end waits until the requests read are answered: the SDK
-    cancels the requests in flight when its read stream ends."""
+class _Wrapped:
+    """One of the SDK's streams, wrapped: closing and `async with` go to it."""
 
     def __init__(self, inner, unanswered: Unanswered) -> None:
         self.inner, self.unanswered = inner, unanswered
-        self.last_context = None  # the SDK's per-message context, passed on
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+
+class DrainingReader(_Wrapped):
+    """The SDK's read stream, whose end waits until the requests read are answered: the SDK
+    cancels the requests in flight when its read stream ends."""
+
+    last_context = None  # the SDK's per-message context, passed on
 
     async def receive(self):
         import anyio
@@ -223,34 +237,13 @@ class DrainingReader:
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        await self.aclose()
-
-
-class AnswerCounter:
+class AnswerCounter(_Wrapped):
     """The SDK's write stream, telling `Unanswered` of each answer it sends."""
-
-    def __init__(self, inner, unanswered: Unanswered) -> None:
-        self.inner, self.unanswered = inner, unanswered
 
     async def send(self, item) -> None:
         await self.inner.send(item)
         self.unanswered.answered(item)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        await self.aclose()
 
 
 class Lines:
