@@ -26,7 +26,7 @@ from ..attachments.storage import storage
 from ..config import Settings, get_settings
 from ..errors import InvalidArgument
 from ..fields import ProjectKey
-from ..ids import RANDOM_BITS, first_id_at
+from ..ids import RANDOM_BITS, first_id_at, stable_id
 from ..registry import Input, Output, tool
 from ..store.db import connection, placeholders, transaction
 from . import attachment_refs, thread_summaries
@@ -117,6 +117,7 @@ def run_retention(settings: Settings, budget: int | None = None) -> dict[str, in
                     log.warning("project %s: archive_only, but the archive is off; its mail is kept", project["slug"])
                 continue
             done[kind] += chunked(conn, settings, budget - done[kind], step)
+        recount_cut_threads(conn, settings)
         if settings.retention_agent_idle_days:
             idle_since = clock.later(now, -86400 * settings.retention_agent_idle_days)
             done["agents_retired"] = chunked(conn, settings, budget, lambda db, limit: retire_idle(db, idle_since, now, limit))
@@ -164,13 +165,33 @@ def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limi
         db.execute(f"DELETE FROM message_recipients WHERE message_id IN ({placeholders(ids)})", ids)
         attachment_refs.forget(db, ids)  # their content is deleted once nothing names it (attachment_refs.py)
         db.execute(f"DELETE FROM messages WHERE id IN ({placeholders(ids)})", ids)
-        thread_summaries.recount(db, project_id, threads)  # list_threads shows what is kept
+        db.executemany(  # list_threads shows what is kept once the run recounts them (recount_cut_threads)
+            "INSERT OR IGNORE INTO threads_to_recount (id, project_id, thread_id) VALUES (?, ?, ?)",
+            [(stable_id("thread_to_recount", project_id, thread), project_id, thread) for thread in threads],
+        )
     if len(ids) < limit:  # none left below before_id: the archive's files there are of purged mail (archive verify)
         db.execute(
             "UPDATE projects SET purged_before_id = ? WHERE id = ? AND coalesce(purged_before_id, 0) < ?",
             (before_id, project_id, before_id),
         )
     return len(ids)
+
+
+def recount_cut_threads(conn, settings: Settings) -> None:
+    """Make the summaries of the threads purges cut again from their remaining messages, once
+    each, in transactions of RETENTION_CHUNK threads (with what an interrupted run left)."""
+    while True:
+        with transaction(conn, write=True):
+            rows = conn.execute("SELECT id, project_id, thread_id FROM threads_to_recount LIMIT ?", (settings.retention_chunk,)).fetchall()
+            by_project: dict[int, list[str]] = {}
+            for _, project_id, thread in rows:
+                by_project.setdefault(project_id, []).append(thread)
+            for project_id, threads in by_project.items():
+                thread_summaries.recount(conn, project_id, threads)
+            if rows:
+                conn.execute(f"DELETE FROM threads_to_recount WHERE id IN ({placeholders(rows)})", [row[0] for row in rows])
+        if len(rows) < settings.retention_chunk:
+            return
 
 
 def archived_body(now: str) -> str:

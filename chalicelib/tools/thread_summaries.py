@@ -17,7 +17,9 @@ of counts, min of firsts, max of lasts). Writer 0 is also who owns the rows migr
 thread, writer and viewer; a new
 one gets a time-ordered id (new_id), so it is appended to the table: hashed ids put each new
 row on a random page, and a batch of sends then wrote ~11% fewer per second (bench/compare.py).
-A retention purge recounts the threads it touched from their remaining messages (`recount`):
+A retention purge lists the threads it cut (threads_to_recount, migration 0030), and the run
+recounts each once from its remaining messages (`recount`; until then list_threads still counts
+the purged messages):
 exact on embedded SQLite; on Turso a message delivered to one of those threads through another
 replica while the purge runs may be counted twice or not at all, until the thread's next purge.
 
