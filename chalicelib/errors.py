@@ -29,6 +29,11 @@ class Conflict(ToolError):
     code = "conflict"
 
 
+class NotAdmitted(Conflict):
+    """A contact policy refuses the message. On a replica, maybe on data older than another
+    replica's approval: invoke retries it after a pull, as a NotFound."""
+
+
 class InvalidArgument(ToolError):
     status = 422
     code = "invalid_argument"

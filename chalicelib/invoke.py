@@ -7,10 +7,12 @@ whatever writes are waiting as one transaction, each write inside its own savepo
 (group commit: one fsync for many acknowledged writes, and a failing write rolls back
 alone). A write is acknowledged only after its COMMIT returned.
 
-On a Turso replica, a NotFound may only mean that another replica's write (a project, an
-agent, a message, a thread, a contact) has not been pulled yet: a call that fails so on data
-pulled before it started pulls and runs once more before it answers not-found (read your
-writes across replicas; docs/turso.md).
+On a Turso replica, a NotFound (or a contact policy's refusal) may only mean that another
+replica's write (a project, an agent, a message, a thread, a contact, an approval) has not
+been pulled yet: a call that fails so on data pulled before it started pulls and runs once
+more before it answers so. A call whose miss is an answer (releasing or renewing a hold) or
+that carries an idempotency key runs on freshly pulled data from the start (read your writes
+across replicas; docs/turso.md).
 """
 
 import asyncio
@@ -33,13 +35,16 @@ from .config import Settings
 from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .store.upkeep import savepoint
-from .errors import MAX_ANSWER_BYTES, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
+from .errors import MAX_ANSWER_BYTES, NotAdmitted, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
 from .store.replica import replica
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
+# What a replica may answer only because another replica's write has not been pulled yet: the
+# call is run once more after a pull (read your writes across replicas; docs/turso.md).
+MAYBE_STALE = (NotFound, NotAdmitted)
 # Slow reads run one at a time beside the event loop: the loop then shares the GIL with one busy
 # thread, not one per request, and one big answer is being built at a time (docs/limits.md).
 _slow_reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-read")
@@ -126,12 +131,18 @@ def _call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Princi
 def _attempt(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
     started = time.monotonic()
     try:
-        # A tool with a settle step decides on fresh data, so it lends a freshly pulled replica.
-        return _run_once(tool, args, settings, principal, fresh=tool.settle is not None)
-    except NotFound:
+        return _run_once(tool, args, settings, principal, fresh=decides_on_fresh_data(tool, args))
+    except MAYBE_STALE:
         if not pulled_before(settings, started):
             raise
         return _run_once(tool, args, settings, principal, fresh=True)
+
+
+def decides_on_fresh_data(tool: Tool, args: Input) -> bool:
+    """Whether the call lends a freshly pulled replica: a tool with a settle step or marked
+    fresh, and a call with an idempotency key (its first run, answered through another
+    replica, must be seen: else the retry would run again)."""
+    return tool.settle is not None or tool.fresh or getattr(args, "idempotency_key", None) is not None
 
 
 def _run_once(tool: Tool, args: Input, settings: Settings, principal: auth.Principal, fresh: bool) -> Output:
@@ -283,7 +294,7 @@ class Writer:
         outcomes = []
         started = time.monotonic()
         try:
-            fresh = fresh or any(tool.settle for tool, _, _, _ in batch)
+            fresh = fresh or any(decides_on_fresh_data(tool, args) for tool, args, _, _ in batch)
             with _busy_is_unavailable(), connection(self.settings, fresh=fresh) as conn:
                 with transaction(conn, write=True):
                     for tool, args, principal, _ in batch:
@@ -295,7 +306,7 @@ class Writer:
             log.exception("write batch of %d failed", len(batch))
             outcomes = [(None, exc)] * len(batch)
         if not fresh and pulled_before(self.settings, started):  # not found on old data: pull, run those again
-            missed = [isinstance(error, NotFound) for _, error in outcomes]
+            missed = [isinstance(error, MAYBE_STALE) for _, error in outcomes]
             if any(missed):
                 self._commit([job for job, miss in zip(batch, missed) if miss], fresh=True)
                 batch = [job for job, miss in zip(batch, missed) if not miss]

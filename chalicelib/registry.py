@@ -98,6 +98,10 @@ class Tool:
     # replica, reached the primary), to re-check its outcome against writes other replicas
     # made meanwhile (build slots: exactly one winner). Such a tool runs on a freshly pulled replica.
     settle: Callable[[sqlite3.Connection, Any, BaseModel], BaseModel] | None = None
+    # Decides on fresh data (a replica pulls first), though it needs no settle step: a write whose
+    # miss is an answer, not a NotFound that invoke would retry after a pull (releasing a hold
+    # another replica just granted: "released: false" on stale data).
+    fresh: bool = False
     # The same result as handler, already as JSON bytes: what to_json(handler(...)) gives. For
     # outputs the database renders as JSON (a Python object per row costs more than the query);
     # transports that only send the JSON call it, through json_tool.
@@ -149,6 +153,7 @@ def tool(
     token_field: str = "registration_token",
     may_create: bool = False,
     settle: Callable | None = None,
+    fresh: bool = False,
     json_handler: Callable | None = None,
     off_loop: bool | Callable[[Any], bool] = False,
     mcp_content: Callable | None = None,
@@ -181,6 +186,7 @@ def tool(
         may_create=may_create,
         handler_input=own_input if acts_as or idempotent else None,
         settle=settle,
+        fresh=fresh,
         json_handler=_without_token(json_handler, own_input) if json_handler and (acts_as or idempotent) else json_handler,
         off_loop=off_loop if callable(off_loop) else (lambda args: off_loop),
         mcp_content=mcp_content,

@@ -89,3 +89,32 @@ def test_two_servers_on_two_replicas_read_their_writes(tmp_path):
             read = b.get("/api/get_message", params={"project_key": PROJECT, "message_id": message["id"]})
             answers.append((read.status_code, read.text[:200]))
         assert [status for status, _ in answers] == [200] * 20, answers
+
+
+def test_a_release_a_keyed_retry_and_an_approval_made_on_one_replica_hold_on_the_other_at_once(tmp_path):
+    """What another replica's stale data would answer without an error: a hold released as not
+    held (it stayed, blocking others), a keyed send run twice, an approved contact refused."""
+    with turso_server(tmp_path) as primary:
+        a, b = (Settings(database_url=f"sqlite:///{tmp_path}/{name}.db", turso_sync_url=primary.url) for name in "ab")
+        call(a, "ensure_project", human_key=PROJECT)
+        for name in ("BlueLake", "GreenCastle"):
+            call(a, "register_agent", project_key=PROJECT, program="p", model="m", name=name)
+        call(b, "list_projects")  # b has pulled: its data is fresh for a second
+        call(a, "acquire_build_slot", project_key=PROJECT, agent_name="BlueLake", slot="deploy")
+        assert call(b, "release_build_slot", project_key=PROJECT, agent_name="BlueLake", slot="deploy")["released"] is True
+        held = call(a, "file_reservation_paths", project_key=PROJECT, agent_name="BlueLake", paths=["src/x.py"])["granted"]
+        assert call(b, "renew_file_reservations", project_key=PROJECT, agent_name="BlueLake", extend_seconds=600)["renewed"] == 1
+        assert call(b, "release_file_reservations", project_key=PROJECT, agent_name="BlueLake",
+                    file_reservation_ids=[held[0]["id"]])["released"] == 1
+        call(a, "request_contact", project_key=PROJECT, from_agent="BlueLake", to_agent="GreenCastle", reason="review")
+        call(b, "list_projects")
+        call(a, "respond_contact", project_key=PROJECT, agent_name="GreenCastle", from_agent="BlueLake", accept=True)
+        call(b, "send_message", project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle"], subject="approved", body_md="x")
+        call(a, "list_projects")
+        sent = call(b, "send_message", project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle"], subject="keyed",
+                    body_md="x", idempotency_key="pay-1")["message"]
+        again = call(a, "send_message", project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle"], subject="keyed",
+                     body_md="x", idempotency_key="pay-1")["message"]
+        assert again["id"] == sent["id"]
+        subjects = [m["subject"] for m in call(b, "fetch_inbox", project_key=PROJECT, agent_name="GreenCastle")["messages"]]
+        assert sorted(subjects) == ["Contact request from BlueLake", "approved", "keyed"]

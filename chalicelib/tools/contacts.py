@@ -25,7 +25,7 @@ from pydantic import Field
 from .. import clock
 from ..config import get_settings
 from ..store.db import placeholders
-from ..errors import Conflict, NotFound, ToolError
+from ..errors import Conflict, NotAdmitted, NotFound, ToolError
 from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -162,7 +162,7 @@ def refuse_blocked(db: sqlite3.Connection, project: sqlite3.Row, sender: sqlite3
         hints.append("or send without them.")
     if closed:
         hints.append(f"{', '.join(closed)} accept{'s' if len(closed) == 1 else ''} no messages at all: leave them out.")
-    raise Conflict(
+    raise NotAdmitted(
         f"Not sent: the contact policy of {named} does not admit messages from {sender['name']}"
         + (" yet (contact request pending)" if pending else "")
         + ". Nothing was delivered to any recipient.",

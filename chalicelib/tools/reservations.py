@@ -557,8 +557,8 @@ def uninstall_precommit_guard(db: sqlite3.Connection, args: UninstallPrecommitGu
 TOOLS = [
     tool(file_reservation_paths, acts_as="agent_name", settle=recheck_conflicts, idempotent=True),
     tool(check_file_reservations, read_only=True, off_loop=True),
-    tool(release_file_reservations, acts_as="agent_name"),
-    tool(renew_file_reservations, acts_as="agent_name"),
+    tool(release_file_reservations, acts_as="agent_name", fresh=True),  # 0 released must not be another replica's news
+    tool(renew_file_reservations, acts_as="agent_name", fresh=True),
     tool(force_release_file_reservation, acts_as="agent_name"),
     tool(list_file_reservations, read_only=True),
     tool(install_precommit_guard, writes_files=True),
