@@ -109,9 +109,10 @@ class Tool:
     # off_loop(args) -> bool: this read may take more than a few milliseconds (big inputs, big
     # answers), so the ASGI app runs it, and the answer's encoding, in a thread (invoke.ajson).
     off_loop: Callable[[Any], bool] = lambda args: False
-    # MCP content blocks for a successful result, from its JSON (instead of the JSON as text):
-    # get_attachment gives an image a multimodal agent can look at.
-    mcp_content: Callable[[bytes], list[dict]] | None = None
+    # MCP content blocks for a successful result, from its JSON (instead of the JSON as text),
+    # and the structured result to send with them: get_attachment gives an image a multimodal
+    # agent can look at (its content then in the block only).
+    mcp_content: Callable[[bytes], tuple[list[dict], bytes]] | None = None
     # Changes files on the server's machine, not the database (install_precommit_guard): runs in a
     # thread on a read transaction, never inside the writer's (git would hold every write up).
     writes_files: bool = False

@@ -82,6 +82,7 @@ def test_a_screenshot_and_a_log_near_the_body_limit_over_rest_and_mcp(server, te
             details, picture = image.content
             assert (picture.type, picture.mime_type, base64.b64decode(picture.data)) == ("image", "image/png", screenshot)
             assert '"name":"screen.png"' in details.text and image.structured_content["size"] == len(screenshot)
+            assert image.structured_content["content_base64"] is None  # the content travels once: in its block
             logged = await client.call_tool("get_attachment", {"project_key": team, "agent_name": "BlueLake",
                                                                "message_id": message["id"], "sha256": text["sha256"]})
             assert logged.content[1].type == "resource" and logged.content[1].resource.text == log.decode()

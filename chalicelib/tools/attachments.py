@@ -64,17 +64,21 @@ def get_attachment(db: sqlite3.Connection, args: GetAttachmentInput) -> Attachme
     return AttachmentContent(**attachment.model_dump(), content_base64=content, url=url)
 
 
-def mcp_content(payload: bytes) -> list[dict[str, Any]]:
+def mcp_content(payload: bytes) -> tuple[list[dict[str, Any]], bytes]:
     """get_attachment over MCP: the details as text, then the content itself, as an image a
-    multimodal agent can look at, or an embedded resource (text or blob)."""
+    multimodal agent can look at, or an embedded resource (text or blob); and the structured
+    result without the content (content_base64 null), so that it travels once: twice, an
+    attachment of 2.2 MiB passed Lambda's 6 MB answer."""
     found = orjson.loads(payload)
     content, media_type = found.pop("content_base64"), found["media_type"]
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": orjson.dumps(found).decode()}]
+    details = orjson.dumps(found)
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": details.decode()}]
+    structured = orjson.dumps({**found, "content_base64": None})
     if content is None:
-        return blocks
+        return blocks, structured
     if media_type in ("image/png", "image/jpeg", "image/gif", "image/webp"):
         blocks.append({"type": "image", "data": content, "mimeType": media_type})
-        return blocks
+        return blocks, structured
     uri = f"attachment://{found['sha256']}/{found['name']}"
     resource: dict[str, Any] = {"uri": uri, "mimeType": media_type, "blob": content}
     if media_type.startswith("text/") or media_type in ("application/json", "application/x-ndjson"):
@@ -83,7 +87,7 @@ def mcp_content(payload: bytes) -> list[dict[str, Any]]:
         except UnicodeDecodeError:
             pass
     blocks.append({"type": "resource", "resource": resource})
-    return blocks
+    return blocks, structured
 
 
 class UploadInput(Input):

@@ -29,7 +29,10 @@ from ..tools import all_tools, profile_tools, tools_by_name
 
 def result_dict(is_error: bool, payload: bytes, content=None) -> dict:
     """The CallToolResult wire form (camelCase keys); `content`: the tool's mcp_content."""
-    blocks = content(payload) if content and not is_error else [{"type": "text", "text": payload.decode()}]
+    if content and not is_error:
+        blocks, payload = content(payload)
+    else:
+        blocks = [{"type": "text", "text": payload.decode()}]
     result: dict[str, Any] = {"content": blocks}
     if not is_error:
         result["structuredContent"] = orjson.loads(payload)

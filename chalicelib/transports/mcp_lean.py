@@ -115,7 +115,8 @@ class LeanMCP:
         else:
             is_error, payload = await run_tool(tool, arguments or {}, self.settings)
         if tool is not None and tool.mcp_content and not is_error:
-            result: dict[str, Any] = {"content": tool.mcp_content(payload)}
+            blocks, payload = tool.mcp_content(payload)
+            result: dict[str, Any] = {"content": blocks}
         else:
             result = {"content": [{"type": "text", "text": payload.decode()}]}
         if not is_error:
