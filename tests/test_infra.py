@@ -279,3 +279,15 @@ def test_each_function_reaches_only_what_its_code_calls(template):
             with pytest.raises(ClientError, match="AccessDenied"):  # outside blobs/
                 session.client("s3").put_object(Bucket="blobs-bucket", Key="other/file", Body=b"x")
         assert reaches == REACHES
+
+
+def test_the_alarms_watch_their_own_stacks_metrics(template):
+    """Two stages in one account and region: each alarm watches its own stack's API and metrics."""
+    resources, stack = template["Resources"], {"Ref": "AWS::StackName"}
+    assert resources["RestAPI"]["Properties"]["Name"] == stack
+    watched = [metric["MetricStat"]["Metric"]["Dimensions"] for metric in resources["ServerErrorRateAlarm"]["Properties"]["Metrics"]
+               if "MetricStat" in metric]
+    assert watched == [[{"Name": "ApiName", "Value": stack}, {"Name": "Stage", "Value": "api"}]] * 2
+    assert resources["ArchiveLagAlarm"]["Properties"]["Dimensions"] == [{"Name": "Service", "Value": stack}]
+    for name, props in functions(template).items():  # what ops/emf.py writes as the Service dimension
+        assert props["Environment"]["Variables"]["METRICS_SERVICE"] == stack, name

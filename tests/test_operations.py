@@ -2,6 +2,7 @@
 logs and doctor (docs/operations.md)."""
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -332,3 +333,44 @@ def test_lambda_logs_are_embedded_metric_format_with_request_ids(tmp_path):
 def test_the_template_has_the_alarms(alarm):
     template = (ROOT / "infra" / "template.yaml").read_text()
     assert f"  {alarm}:\n    Type: AWS::CloudWatch::Alarm" in template
+
+
+def test_doctor_calls_a_worker_killed_since_its_last_heartbeat_stopped(tmp_path):
+    """A heartbeat stays fresh for a few seconds after kill -9: doctor asks the lock's holder."""
+    from chalicelib import clock
+    from chalicelib.archive.worker import lock_path
+    from chalicelib.config import Settings
+    from chalicelib.ops import doctor
+    from chalicelib.ops.supervisor import exclusive
+    from chalicelib.store import db, heartbeats
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", archive_dir=tmp_path / "archive")
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        heartbeats.beat(conn, heartbeats.ARCHIVE_WORKER, 4242, clock.now(), 0)  # just now, by a process gone since
+    stopped = doctor.worker(settings)
+    assert stopped.ok and stopped.detail.startswith("not running now: nobody holds its lock"), stopped
+    with exclusive(lock_path(settings), None) as mine:
+        assert mine and doctor.worker(settings).detail.startswith("running (pid 4242")
+
+
+def test_lambda_counts_requests_in_metrics_with_request_lines_off_under_the_stacks_name(tmp_path):
+    """LOG_LEVEL=WARNING (prod) turned request lines off, and with them every request metric;
+    the Service dimension was one name for every stack, so dev fed prod's alarms. And DEBUG
+    would have had botocore log requests' parameters."""
+    env = {**os.environ, "AWS_LAMBDA_FUNCTION_NAME": "agent-mail-test", "ALLOW_INSECURE": "true",
+           "MCP_ALLOWED_HOSTS": json.dumps(["127.0.0.1:*", API_HOST]), "LOG_LEVEL": "WARNING",
+           "METRICS_SERVICE": "agent-mail-prod", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+           "AWS_DEFAULT_REGION": "eu-west-1"}
+    run = subprocess.run([sys.executable, "-c", LAMBDA_SCRIPT.format(root=str(ROOT))], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stderr.splitlines() if line.startswith('{"_aws"')]
+    counted = [line for line in lines if "Latency" in line]
+    assert [(line["Tool"], line["ClientErrors"]) for line in counted] == [("ensure_project", 0), ("register_agent", 0),
+                                                                         ("get_project", 1)]
+    assert all(line["Service"] == "agent-mail-prod" and "path" not in line for line in counted)  # metrics, no request line
+    debug = subprocess.run([sys.executable, "-c", "import logging; from chalicelib.config import Settings;"
+                            " from chalicelib.ops import logs; logs.configure(Settings(log_level='DEBUG'));"
+                            " print(logging.getLogger('botocore').getEffectiveLevel())"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert debug.stdout.strip() == str(logging.WARNING), debug.stderr

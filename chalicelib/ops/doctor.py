@@ -8,6 +8,7 @@ broken part does not hide the others.
 """
 
 import shutil
+import socket
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,7 +17,7 @@ from ..archive.worker import lock_path
 from ..config import Settings
 from ..security import auth
 from ..store import db, heartbeats, search_index
-from .supervisor import exclusive
+from .supervisor import exclusive, holder
 
 LOW_DISK_BYTES = 1 << 30
 
@@ -143,6 +144,9 @@ def worker(settings: Settings) -> Finding:
     if beat["age_seconds"] > 3 * settings.archive_heartbeat_seconds:
         return Finding("archive worker", True, f"not running now: last heartbeat {beat['age_seconds']:.0f} s ago"
                        " (fine while the server is stopped; it runs with the server)")
+    if beat["host"] == socket.gethostname() and holder(lock_path(settings)) is None:  # a fresh beat of a worker killed since
+        return Finding("archive worker", True, f"not running now: nobody holds its lock (pid {beat['pid']} beat"
+                       f" {beat['age_seconds']:.0f} s ago, then stopped; fine while the server is stopped)")
     return Finding("archive worker", True, f"running (pid {beat['pid']} on {beat['host']}, {beat['restarts']} restarts)")
 
 

@@ -6,12 +6,15 @@ alarms on them. Written by hand: the format is four keys, and AWS Lambda Powerto
 usual writer, added 35-96 ms to a cold start here (docs/operations.md).
 """
 
+import os
 import time
 
 import orjson
 
 NAMESPACE = "AgentMail"
-SERVICE = "agent-mail"
+# The Service dimension: the stack's name on AWS (infra/template.yaml sets METRICS_SERVICE), so
+# that two stages in one account and region do not feed each other's alarms.
+SERVICE = os.environ.get("METRICS_SERVICE") or "agent-mail"
 
 
 def line(metrics: dict[str, tuple[float, str]], dimensions: list[list[str]], **properties) -> bytes:

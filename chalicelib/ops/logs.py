@@ -99,6 +99,8 @@ def configure(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.log_level)
+    for chatty in ("botocore", "boto3", "urllib3", "s3transfer"):  # at DEBUG they log requests' parameters: bodies, signatures
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
@@ -116,11 +118,15 @@ def enabled() -> bool:
 
 def request(method: str, path: str, status: int, seconds: float, **extra) -> None:
     """One line for one request, with what was noted while it ran (the tool, the caller). On
-    Lambda the line is also CloudWatch metrics (EMF): latency and errors, per tool and in all."""
-    if not _enabled or _stream is None:
+    Lambda the line is also CloudWatch metrics (EMF): latency and errors, per tool and in all;
+    with request lines off (LOG_LEVEL above INFO) a line of the metrics alone, so they still count."""
+    if _stream is None or not (_enabled or _emf):
         return
     noted = current.get() or {}
     tool, caller, ms = noted.get("tool"), noted.get("caller", "anonymous"), int(seconds * 1_000_000) / 1000
+    if not _enabled:
+        _stream.write(emf.line(_measured(ms, status), [[], ["Tool"]] if tool else [[]], Tool=tool))
+        return
     if not _json:
         _stream.write(f"{method} {path} {tool or '-'} {status} {ms:.1f}ms {caller}\n".encode())
         return
@@ -129,11 +135,14 @@ def request(method: str, path: str, status: int, seconds: float, **extra) -> Non
     if extra:
         line.update(extra)
     if _emf:
-        measured = {"Latency": (ms, "Milliseconds"), "ServerErrors": (int(status >= 500), "Count"),
-                    "ClientErrors": (int(400 <= status < 500), "Count")}
-        _stream.write(emf.line(measured, [[], ["Tool"]] if tool else [[]], Tool=tool, **line))
+        _stream.write(emf.line(_measured(ms, status), [[], ["Tool"]] if tool else [[]], Tool=tool, **line))
     else:
         _stream.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+
+
+def _measured(ms: float, status: int) -> dict[str, tuple[float, str]]:
+    return {"Latency": (ms, "Milliseconds"), "ServerErrors": (int(status >= 500), "Count"),
+            "ClientErrors": (int(400 <= status < 500), "Count")}
 
 
 def metrics_line(measured: dict[str, tuple[float, str]], **properties) -> None:
