@@ -142,7 +142,7 @@ def decides_on_fresh_data(tool: Tool, args: Input) -> bool:
     """Whether the call lends a freshly pulled replica: a tool with a settle step or marked
     fresh, and a call with an idempotency key (its first run, answered through another
     replica, must be seen: else the retry would run again)."""
-    return tool.settle is not None or tool.fresh or getattr(args, "idempotency_key", None) is not None
+    return tool.settle is not None or tool.fresh or (tool.idempotent and args.idempotency_key is not None)
 
 
 def _run_once(tool: Tool, args: Input, settings: Settings, principal: auth.Principal, fresh: bool) -> Output:

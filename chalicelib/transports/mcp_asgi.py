@@ -32,16 +32,11 @@ NO_SSE_STREAM = (
 ALLOW = b"POST"
 
 
-def _json_content(scope) -> bool:
-    return is_json(next((value for name, value in scope["headers"] if name == b"content-type"), b""))
-
-
 def _lower_content_type(scope):
     """The scope with its Content-Type lower-cased: media types are case-insensitive, and the
-    SDK compares `application/json` exactly (it answered `Application/JSON` with 415)."""
+    SDK compares `application/json` exactly (it answered `Application/JSON` with 415). (JSON's
+    media type has no case-sensitive parameter.)"""
     headers = scope["headers"]
-    if all(value.islower() for name, value in headers if name == b"content-type"):  # (JSON has no case-sensitive parameter)
-        return scope
     return {**scope, "headers": [(name, value.lower() if name == b"content-type" else value) for name, value in headers]}
 
 
@@ -75,11 +70,13 @@ class MCPApp:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            if not _json_content(scope):
+            content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
+            if not is_json(content_type):
                 # The SDK answers 400; 415 is what HTTP says (and what clients retry differently).
                 await send_json(send, UNSUPPORTED_MEDIA_TYPE, 415)
                 return
-            scope = _lower_content_type(scope)
+            if not content_type.islower():
+                scope = _lower_content_type(scope)
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == PATH:
             await send_json(send, NO_SSE_STREAM, 405, {"allow": ALLOW.decode()})
             return
