@@ -29,6 +29,7 @@ TOKENS = [
     {"token": "alpha-writer", "projects": ["alpha"], "role": "writer"},
     {"token": "alpha-reader", "projects": ["/alpha"], "role": "reader"},  # a human key names the project too
     {"token": "beta-writer", "projects": ["beta"], "role": "writer"},
+    {"token": "both-writer", "projects": ["alpha", "beta"], "role": "writer"},
 ]
 
 
@@ -394,6 +395,11 @@ def test_a_product_of_another_scope_is_neither_joined_nor_shown(world):
     assert forbidden(post(world, "alpha-writer", "ensure_product", product_key="bq2", name="taken"))
     assert post(world, "alpha-writer", "ensure_product", product_key="bq2")[0] == 200  # seen (its projects narrowed), not changed
     assert post(world, "beta-writer", "products_link", product_key="bq2", project_key="beta")[0] == 200
+    # nor by a wider scope: it could link a project the maker cannot see, or rename the product
+    assert post(world, "alpha-writer", "ensure_product", product_key="ap3")[0] == 200
+    assert post(world, "alpha-writer", "products_link", product_key="ap3", project_key="alpha")[0] == 200
+    assert forbidden(post(world, "both-writer", "products_link", product_key="ap3", project_key="beta"))
+    assert forbidden(post(world, "both-writer", "ensure_product", product_key="ap3", name="wider"))
     # every answer about a product shows only the projects in the caller's scope
     assert post(world, ADMIN, "ensure_product", product_key="mixed")[0] == 200
     for project in ("alpha", "beta"):

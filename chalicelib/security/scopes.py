@@ -160,8 +160,9 @@ def _check_joined_product(db: sqlite3.Connection, product_key: str, scope: froze
         product = find_product(db, product_key)
     except NotFound:
         return  # the handler says so
-    owner = orjson.loads(product["owner_scope"]) if product["owner_scope"] else []  # made by another scope, maybe still empty
-    if any(key not in scope for key in owner) or any(not in_scope(project, scope) for project in linked_projects(db, product)):
+    owner = orjson.loads(product["owner_scope"]) if product["owner_scope"] else None  # made by a scope, maybe still empty
+    beyond = owner is not None and not scope <= set(owner)  # a scope reaching past the maker's would make it span more
+    if beyond or any(not in_scope(project, scope) for project in linked_projects(db, product)):
         raise Forbidden(
             f"Product {product_key!r} links projects outside this credential's scope: it cannot link a project of yours"
             " or be renamed with it.",

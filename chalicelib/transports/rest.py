@@ -38,6 +38,8 @@ def body_arguments(body: bytes, content_type: str | None) -> dict[str, Any]:
         raise malformed_json("not UTF-8", exc.start) from None
     except json.JSONDecodeError as exc:
         raise malformed_json(exc.msg, exc.pos) from None
+    except RecursionError:  # nested deeper than Python's parser goes: no tool's input is
+        raise malformed_json("nested too deeply", 0) from None
     if not isinstance(arguments, dict):
         raise InvalidArgument(
             f"The request body must be a JSON object of the tool's arguments, not {_json_kind(arguments)}.",
