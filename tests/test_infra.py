@@ -291,3 +291,13 @@ def test_the_alarms_watch_their_own_stacks_metrics(template):
     assert resources["ArchiveLagAlarm"]["Properties"]["Dimensions"] == [{"Name": "Service", "Value": stack}]
     for name, props in functions(template).items():  # what ops/emf.py writes as the Service dimension
         assert props["Environment"]["Variables"]["METRICS_SERVICE"] == stack, name
+
+
+def test_a_path_or_method_no_route_takes_is_a_404_in_the_error_shape(template):
+    """API Gateway answers those itself (403 "Missing Authentication Token"): the template
+    gives them the error shape every other answer has."""
+    response = template["Resources"]["NoSuchRouteResponse"]["Properties"]
+    assert (response["ResponseType"], response["StatusCode"], response["RestApiId"]) == ("MISSING_AUTHENTICATION_TOKEN", "404",
+                                                                                      {"Ref": "RestAPI"})
+    body = json.loads(response["ResponseTemplates"]["application/json"].replace("$context.httpMethod $context.path", "GET /x"))
+    assert set(body["error"]) == {"code", "message", "hint"} and body["error"]["code"] == "not_found"
