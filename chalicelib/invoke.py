@@ -140,9 +140,12 @@ def _attempt(tool: Tool, args: Input, settings: Settings, principal: auth.Princi
 
 def decides_on_fresh_data(tool: Tool, args: Input) -> bool:
     """Whether the call lends a freshly pulled replica: a tool with a settle step or marked
-    fresh, and a call with an idempotency key (its first run, answered through another
-    replica, must be seen: else the retry would run again)."""
-    return tool.settle is not None or tool.fresh or (tool.idempotent and args.idempotency_key is not None)
+    fresh; one that may create its agent (on stale data an agent registered through another
+    replica looks new, and new agents need no token: anyone could take it over); and a call
+    with an idempotency key (its first run, answered through another replica, must be seen:
+    else the retry would run again)."""
+    return (tool.settle is not None or tool.fresh or tool.may_create
+            or (tool.idempotent and args.idempotency_key is not None))
 
 
 def _run_once(tool: Tool, args: Input, settings: Settings, principal: auth.Principal, fresh: bool) -> Output:

@@ -208,6 +208,25 @@ def test_contacts_expire(call, team, send, monkeypatch):
     assert renewed["status"] == "pending"
 
 
+def test_a_request_that_lapsed_or_was_declined_is_asked_again_only_after_the_hour(call, team, monkeypatch):
+    """ttl_seconds=60 ended a request (or its decline) within a minute, and each new ask was a
+    new notice in the target's inbox: the flood limits counted the pair's one row once."""
+    from chalicelib.tools.contacts import TooManyRequests
+
+    call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle", ttl_seconds=60)
+    monkeypatch.setattr(clock, "now", lambda: later(REAL_NOW(), 61))
+    with pytest.raises(TooManyRequests) as refused:
+        call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle", ttl_seconds=60)
+    assert 3400 < int(refused.value.headers["Retry-After"]) <= 3540 and "one request to an agent an hour" in refused.value.message
+    call("respond_contact", project_key=team, to_agent="GreenCastle", from_agent="BlueLake", accept=False)
+    monkeypatch.setattr(clock, "now", lambda: later(REAL_NOW(), 130))  # the decline, lasting its 60 s, is over
+    with pytest.raises(TooManyRequests):
+        call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")
+    assert [m["subject"] for m in inbox(call, "GreenCastle")].count("Contact request from BlueLake") == 1
+    monkeypatch.setattr(clock, "now", lambda: later(REAL_NOW(), 3700))
+    assert call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")["status"] == "pending"
+
+
 def test_open_agents_accept_requests_at_once(call, team):
     policy(call, "GreenCastle", "open")
     contact = call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")

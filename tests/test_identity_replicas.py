@@ -118,3 +118,22 @@ def test_a_release_a_keyed_retry_and_an_approval_made_on_one_replica_hold_on_the
         assert again["id"] == sent["id"]
         subjects = [m["subject"] for m in call(b, "fetch_inbox", project_key=PROJECT, agent_name="GreenCastle")["messages"]]
         assert sorted(subjects) == ["Contact request from BlueLake", "approved", "keyed"]
+
+
+def test_an_agent_registered_on_one_replica_cannot_be_taken_over_through_another(tmp_path):
+    """On B's stale data BlueLake, just registered through A, looked new, and a new agent needs
+    no token: anyone registering it there got its identity (and a token of their own)."""
+    from chalicelib.errors import Forbidden
+
+    with turso_server(tmp_path) as primary:
+        a, b = (Settings(database_url=f"sqlite:///{tmp_path}/{name}.db", turso_sync_url=primary.url, require_agent_tokens=True)
+                for name in "ab")
+        call(a, "ensure_project", human_key=PROJECT)
+        call(b, "list_projects")  # b has pulled: fresh for a second
+        token = call(a, "register_agent", project_key=PROJECT, program="p", model="m", name="BlueLake")["registration_token"]
+        with pytest.raises(Forbidden):
+            call(b, "register_agent", project_key=PROJECT, program="evil", model="m", name="BlueLake")
+        other = call(b, "create_agent_identity", project_key=PROJECT, program="p", model="m", name_hint="BlueLake")
+        assert other["name"] != "BlueLake"
+        assert call(a, "whois", project_key=PROJECT, agent_name="BlueLake")["program"] == "p"
+        call(a, "register_agent", project_key=PROJECT, program="p2", model="m", name="BlueLake", registration_token=token)

@@ -325,7 +325,7 @@ def unretire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> Agent:
 
 TOOLS = [
     tool(register_agent, acts_as="agent_name", may_create=True),
-    tool(create_agent_identity),
+    tool(create_agent_identity, fresh=True),  # a name another replica just took must look taken
     tool(whois, read_only=True),
     tool(list_agents, read_only=True),
     tool(retire_agent, acts_as="agent_name"),

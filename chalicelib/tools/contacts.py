@@ -298,13 +298,17 @@ def refuse_flood(db: sqlite3.Connection, requester: sqlite3.Row, now: str) -> No
             continue
         oldest, count = db.execute(sql, (key, since)).fetchone()
         if count >= limit:
-            freed = datetime.fromisoformat(clock.later(oldest, FLOOD_WINDOW)) - datetime.fromisoformat(now)
-            wait = max(1, math.ceil(freed.total_seconds()))
+            wait = _seconds_until(clock.later(oldest, FLOOD_WINDOW), now)
             raise TooManyRequests(
                 f"Too many contact requests: {who} filed {count} in the last hour (limit {limit}).",
                 f"Retry after {wait} seconds, or write to agents that already admit you.",
                 wait,
             )
+
+
+def _seconds_until(moment: str, now: str) -> int:
+    """Whole seconds from `now` until `moment` (at least 1): a Retry-After."""
+    return max(1, math.ceil((datetime.fromisoformat(moment) - datetime.fromisoformat(now)).total_seconds()))
 
 
 class RequestContactInput(Input):
@@ -351,6 +355,14 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
         )
     if live and row["status"] == "pending":  # the target asked first: this is consent
         return _contact(_answer(db, project, requester, target, row, True, args.ttl_seconds, now), project, now)
+    if row is not None and row["requester_id"] == requester["id"] and row["requested_ts"] > clock.later(now, -FLOOD_WINDOW):
+        # Its request lapsed or was declined within the hour (a short ttl_seconds ends either
+        # soon): asked again at once, each ask would be a new notice in the target's inbox.
+        raise TooManyRequests(
+            f"{requester['name']} asked {name} for contact at {row['requested_ts']}: one request to an agent an hour.",
+            f"Ask again after {clock.later(row['requested_ts'], FLOOD_WINDOW)}, or write to agents that already admit you.",
+            _seconds_until(clock.later(row["requested_ts"], FLOOD_WINDOW), now),
+        )
     refuse_flood(db, requester, now)
     if target["contact_policy"] == "open":
         stored = _store(
