@@ -70,3 +70,47 @@ def test_the_hook_authenticates_with_the_configured_token_file(repos, tmp_path):
         assert blocked.returncode != 0 and "src/app.py is reserved by GreenCastle" in blocked.stderr
         git(own, "rm", "-q", "--cached", "src/app.py")
         assert commit(own, "README.md", AGENT_MAIL_URL=url).returncode == 0 and commits(own) == 1
+
+
+def test_a_hooks_directory_in_another_repository_is_refused_too(repos, tmp_path):
+    """git finds the hooks through a `.git` file (a submodule, a worktree) or core.hooksPath:
+    a directory below the project's own repository could send the hook into a stranger's."""
+    stranger_hook = repos["stranger"] / ".git" / "hooks" / "pre-commit"
+    stranger_hook.parent.mkdir(parents=True, exist_ok=True)
+    stranger_hook.write_text("#!/bin/sh\nexit 0\n")
+    vendor = repos["own"] / "vendor"
+    vendor.mkdir()
+    (vendor / ".git").write_text(f"gitdir: {repos['stranger'] / '.git'}\n")
+    with running_server(tmp_path / "db.sqlite", ARCHIVE_ENABLED="false") as url:
+        httpx.post(f"{url}/api/ensure_project", json={"human_key": str(repos["own"])}).raise_for_status()
+        answer = httpx.post(f"{url}/api/install_precommit_guard", json={"project_key": str(repos["own"]),
+                                                                        "code_repo_path": str(vendor)}, timeout=30)
+        assert answer.status_code == 403, answer.text
+        removed = httpx.post(f"{url}/api/uninstall_precommit_guard", json={"code_repo_path": str(vendor)}, timeout=30)
+        assert removed.status_code == 403
+    assert stranger_hook.read_text() == "#!/bin/sh\nexit 0\n" and not (stranger_hook.parent / "pre-commit.chained").exists()
+
+
+def test_installing_follows_no_planted_link_and_a_failure_keeps_the_hook_in_place(repos, tmp_path, monkeypatch):
+    """The script was written to a predictable name (following a link planted there), after the
+    repository's own hook had been moved aside (a failure then left no hook at all)."""
+    from chalicelib.tools import guard
+
+    hooks = repos["own"] / ".git" / "hooks"
+    hooks.mkdir(parents=True, exist_ok=True)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    victim.chmod(0o600)
+    for pid in range(os.getpid() - 50, os.getpid() + 50):  # the names the old code would have written to
+        (hooks / f".pre-commit.agent-mail-{pid}").symlink_to(victim)
+    own_hook = hooks / "pre-commit"
+    own_hook.write_text("#!/bin/sh\nexit 1\n")
+    roots = [str(repos["own"])]
+    monkeypatch.setattr(guard, "hook_script", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        guard.install(str(repos["own"]), roots, str(repos["own"]), "http://127.0.0.1:1")
+    assert own_hook.read_text() == "#!/bin/sh\nexit 1\n" and not (hooks / "pre-commit.chained").exists()
+    monkeypatch.undo()
+    hook, chained = guard.install(str(repos["own"]), roots, str(repos["own"]), "http://127.0.0.1:1")
+    assert guard.MARKER in hook.read_text() and chained.read_text() == "#!/bin/sh\nexit 1\n"
+    assert victim.read_text() == "precious" and oct(victim.stat().st_mode & 0o777) == "0o600"

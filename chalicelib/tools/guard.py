@@ -8,8 +8,11 @@ hook is moved aside to `pre-commit.agent-mail-chained`, run first by the guard, 
 back by uninstall.
 
 Only work trees the operator permits are touched: the project's own directory (its human_key)
-or below it, or below a GUARD_ALLOWED_ROOTS entry, after resolving symlinks. Anything else is
-refused with the same 403 whether or not it exists, so the tool probes nothing. With
+or below it, or below a GUARD_ALLOWED_ROOTS entry, after resolving symlinks; so must be the
+hooks directory git names for it (a `.git` file or core.hooksPath may point into another
+repository). Anything else is refused with the same 403 whether or not it exists, so the tool
+probes nothing. The script is written to a fresh file (no planted link is followed) before
+the hook it chains is moved aside. With
 authentication on, the hook sends a bearer token: AGENT_MAIL_TOKEN from the committer's
 environment, else the file GUARD_TOKEN_FILE names (the path is written into the hook, never the
 token itself).
@@ -17,6 +20,7 @@ token itself).
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 from ..config import Settings
@@ -248,29 +252,48 @@ def is_guard(path: Path) -> bool:
         return False
 
 
-def install(repo: str, project: str, url: str, token_file: str = "") -> tuple[Path, Path | None]:
-    """Write the guard as the pre-commit hook, moving a foreign hook aside to be chained.
-    Returns (hook, chained hook or None)."""
+def permitted_hooks(repo: str, roots: list[str]) -> Path:
+    """The hooks directory of a permitted work tree, itself within the permitted roots: git finds
+    it through a `.git` file or core.hooksPath, which may point into another repository."""
+    check_permitted(repo, roots)
     hooks = hooks_dir(repo)
+    check_permitted(str(hooks), roots)
+    return hooks
+
+
+def install(repo: str, roots: list[str], project: str, url: str, token_file: str = "") -> tuple[Path, Path | None]:
+    """Write the guard as the pre-commit hook, moving a foreign hook aside to be chained.
+    Returns (hook, chained hook or None). The script is written first, under a name no one can
+    plant a link at; the foreign hook is moved only then, and back if anything fails."""
+    hooks = permitted_hooks(repo, roots)
     hook, chained = hooks / HOOK, hooks / CHAINED
-    if os.path.lexists(hook) and not is_guard(hook):
-        if os.path.lexists(chained):
-            raise Conflict(
-                f"{hook} is another hook, and {chained} (a hook the guard chained earlier) is in the way.",
-                "Merge or delete one of them by hand, then install again.",
-            )
-        hook.rename(chained)
+    foreign = os.path.lexists(hook) and not is_guard(hook)
+    if foreign and os.path.lexists(chained):
+        raise Conflict(
+            f"{hook} is another hook, and {chained} (a hook the guard chained earlier) is in the way.",
+            "Merge or delete one of them by hand, then install again.",
+        )
     hooks.mkdir(parents=True, exist_ok=True)
-    temporary = hooks / f".{HOOK}.agent-mail-{os.getpid()}"
-    temporary.write_text(hook_script(project, url, token_file))
-    temporary.chmod(0o755)
-    temporary.replace(hook)  # atomic: a commit running now sees the old hook or the new one
+    handle, temporary = tempfile.mkstemp(dir=hooks, prefix=f".{HOOK}.agent-mail-")  # O_EXCL: a new file, never a link
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(hook_script(project, url, token_file))
+            os.fchmod(file.fileno(), 0o755)
+        if foreign:
+            hook.rename(chained)
+        os.replace(temporary, hook)  # atomic: a commit running now sees the old hook or the new one
+    except BaseException:
+        if foreign and os.path.lexists(chained) and not os.path.lexists(hook):
+            chained.rename(hook)
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
     return hook, chained if os.path.lexists(chained) else None
 
 
-def uninstall(repo: str) -> tuple[Path, bool, bool]:
+def uninstall(repo: str, roots: list[str]) -> tuple[Path, bool, bool]:
     """Remove the guard and put the chained hook back. Returns (hook, removed, restored)."""
-    hooks = hooks_dir(repo)
+    hooks = permitted_hooks(repo, roots)
     hook, chained = hooks / HOOK, hooks / CHAINED
     removed = is_guard(hook)
     if removed:

@@ -523,9 +523,9 @@ def install_precommit_guard(db: sqlite3.Connection, args: InstallPrecommitGuardI
     AGENT_MAIL_GUARD_STRICT=1. Installing again updates the hook."""
     project = find_project(db, args.project_key)
     settings = get_settings()
-    guard.check_permitted(args.code_repo_path, [project["human_key"], *settings.guard_allowed_roots])
     url = guard.server_url(settings)
-    hook, chained = guard.install(args.code_repo_path, project["human_key"], url, settings.guard_token_file)
+    roots = [project["human_key"], *settings.guard_allowed_roots]
+    hook, chained = guard.install(args.code_repo_path, roots, project["human_key"], url, settings.guard_token_file)
     return GuardInstalled(
         hook_path=str(hook), chained_hook=chained and str(chained), server_url=url, project=project["slug"]
     )
@@ -549,8 +549,7 @@ def uninstall_precommit_guard(db: sqlite3.Connection, args: UninstallPrecommitGu
         "SELECT human_key FROM projects WHERE human_key = ? OR substr(?, 1, length(human_key) + 1) = human_key || '/'",
         (path, path),
     ).fetchall()
-    guard.check_permitted(path, [row[0] for row in projects] + get_settings().guard_allowed_roots)
-    hook, removed, restored = guard.uninstall(path)
+    hook, removed, restored = guard.uninstall(path, [row[0] for row in projects] + get_settings().guard_allowed_roots)
     return GuardUninstalled(hook_path=str(hook), removed=removed, restored_hook=restored)
 
 
