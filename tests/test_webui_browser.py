@@ -178,6 +178,11 @@ def test_keyboard_opens_the_second_message(url, page):
     page.keyboard.press("Enter")
     page.wait_for_url("**/ui/thread**")
     assert subject.split(" — ")[0].split()[-1] in page.content()
+    page.fill("form.reply textarea[name=body_md]", "a draft")  # c does not throw a draft away
+    page.locator("h1").click()
+    page.keyboard.press("c")
+    time.sleep(0.3)
+    assert "/ui/thread" in page.url and page.locator("form.reply textarea").input_value() == "a draft"
 
 
 def test_project_page_and_overseer_actions(url, page):
@@ -223,9 +228,11 @@ def test_compose_to_an_agent_and_the_phone_and_dark_layouts(url, browser):
     page.wait_for_url("**/ui/thread**")
     assert page.locator("article.msg .tag.urgent").count() == 1
     screenshot(page, "thread-phone-dark")
-    page.goto(url + "/")
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390  # nothing overflows sideways on a phone
+    httpx.post(f"{url}/api/file_reservation_paths", json={"project_key": P, "agent_name": "BlueLake", "reason": "layout",
+               "paths": ["src/components/checkout/payment/providers/stripe/**"]}).raise_for_status()  # a wide table row
+    for target in ("/", f"/ui/project?p={P}"):  # nothing overflows sideways on a phone
+        page.goto(url + target)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, target
     screenshot(page, "inbox-phone-dark")
     context.close()
     [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "GreenCastle", "urgent_only": True})])

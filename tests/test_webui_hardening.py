@@ -97,8 +97,8 @@ def test_a_session_that_reads_no_agents_mail_gets_the_pages_it_may_read(site):
         assert page.status_code == 200, page.text
         assert ">BlueLake<" in page.text and "<code>deploy</code>" in page.text  # agents and slots
         assert "T-1" not in page.text and "only an admin credential reads them" in page.text  # no threads
-        for offered in ("/ui/compose", ">Inbox<", ">Retire<", "Force release", "data-live="):
-            assert offered not in page.text, offered
+        for offered in ("/ui/compose", ">Inbox<", ">Retire<", "Force release", "data-live=", "/ui/agent?"):
+            assert offered not in page.text, offered  # (an agent's page is its mail: names are no links)
         assert person.get("/ui/live", params={"p": "srv-app"}).json() == {"latest": ""}
     page = signed_in(url, ADMIN).get("/ui/project", params={"p": "srv-app"}).text
     assert all(offered in page for offered in ("T-1", "/ui/compose", ">Inbox<", ">Retire<", "data-live="))
@@ -189,3 +189,18 @@ def test_a_page_of_a_thread_holds_one_get_thread_page_of_bodies(site):
     rest = admin.get(later.group(1).replace("&amp;", "&"))
     shown = re.findall(r'<pre class="plain">(\d\d) x', first.text + rest.text)
     assert shown == [f"{i:02d}" for i in range(20)] and len(re.findall(r"<pre class", first.text)) < 20
+
+
+def test_an_earlier_page_of_a_long_thread_does_not_refresh_itself(site):
+    """The first of two pages showed its last message as the newest, the live poll answered the
+    thread's newest, and the page reloaded itself every 1.5 s: only the last page is live."""
+    url, api, sent, tokens = site
+    for n in range(20):  # a get_thread page holds ~4 MiB of bodies: 16 of these
+        api.post("/api/send_message", json={"project_key": "srv-app", "sender_name": "BlueLake", "sender_token": tokens["BlueLake"],
+                                            "to": ["GreenCastle"], "subject": f"Long {n}", "body_md": "x" * 250_000,
+                                            "thread_id": "T-LONG"}).raise_for_status()
+    admin = signed_in(url, ADMIN)
+    first = admin.get("/ui/thread", params={"p": "srv-app", "t": "T-LONG"}).text
+    [later] = re.findall(r'href="([^"]*after=[^"]*)"', first)
+    assert "data-live=" not in first
+    assert "data-live=" in admin.get(later.replace("&amp;", "&")).text

@@ -332,7 +332,10 @@ class WebUI:
         # the page is shown (summarize_thread reads the whole thread again: the page does not wait).
         return self.page(
             request, session, "thread.html", thread=thread, project=project, nav="inbox",
-            live=self.live_url(request, project, thread_id), latest=thread.messages[-1].id,
+            # New messages go on the last page: an earlier one has nothing to refresh (its last
+            # message is never the thread's newest, and it reloaded itself at every poll).
+            live=self.live_url(request, project, thread_id) if thread.next_cursor is None else None,
+            latest=thread.messages[-1].id,
             digest_url=request.root + "/ui/digest?" + urlencode({"p": project, "t": thread_id}),
             people=self.participants(project, thread.messages),
             as_markdown={m.id for m, markdown_ok in zip(thread.messages, shown) if markdown_ok},

@@ -12,16 +12,18 @@
     all.forEach(function (row, n) { row.classList.toggle("sel", n === selected); });
     all[selected].scrollIntoView({ block: "nearest" });
   }
+  function go(selector) { var link = document.querySelector(selector); if (link) location.href = link.href; }  // absent: not offered
+  function drafting() { return Array.from(document.querySelectorAll("form textarea")).some(function (t) { return t.value.trim(); }); }
   document.addEventListener("keydown", function (event) {
     var tag = (event.target.tagName || "").toLowerCase();
     if (event.ctrlKey || event.metaKey || event.altKey || tag === "input" || tag === "textarea" || tag === "select") return;
     if (event.key === "j") { select(selected + 1); event.preventDefault(); }
     else if (event.key === "k") { select(selected - 1); event.preventDefault(); }
-    else if (event.key === "Enter" && selected >= 0) {
+    else if (event.key === "Enter" && selected >= 0 && tag !== "button" && tag !== "a") {  // a focused control does its own
       var link = rows()[selected] && rows()[selected].querySelector("a"); if (link) { link.click(); event.preventDefault(); }
     }
-    else if (event.key === "/") { var q = document.querySelector("input[type=search]"); if (q) q.focus(); else location.href = document.querySelector("nav a[href$='/ui/search']").href; event.preventDefault(); }
-    else if (event.key === "c") { location.href = document.querySelector("nav a[href$='/ui/compose']").href; }
+    else if (event.key === "/") { var q = document.querySelector("input[type=search]"); if (q) q.focus(); else go("nav a[href$='/ui/search']"); event.preventDefault(); }
+    else if (event.key === "c" && !drafting()) { go("nav a[href$='/ui/compose']"); }  // a draft is not thrown away
   });
 
   // Dangerous buttons ask first.
@@ -61,10 +63,15 @@
       if (!html) return;
       var fresh = new DOMParser().parseFromString(html, "text/html");
       var now = document.querySelectorAll("[data-live-region]"), next = fresh.querySelectorAll("[data-live-region]");
+      var was = selected >= 0 && rows()[selected] && rows()[selected].querySelector("a");  // the same message stays selected
+      var href = was && was.getAttribute("href");
       for (var i = 0; i < now.length && i < next.length; i++) now[i].replaceChildren.apply(now[i], Array.from(next[i].childNodes));
       latest = (fresh.body && fresh.body.dataset.latest) || latest;
       loadDigest();
-      if (selected >= 0) select(selected);
+      if (href) {
+        var found = Array.from(rows()).findIndex(function (row) { var a = row.querySelector("a"); return a && a.getAttribute("href") === href; });
+        select(found >= 0 ? found : selected);
+      }
     });
   }
   function poll() {
