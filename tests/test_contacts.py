@@ -213,7 +213,7 @@ def test_a_request_that_lapsed_or_was_declined_is_asked_again_only_after_the_hou
     new notice in the target's inbox: the flood limits counted the pair's one row once."""
     from chalicelib.tools.contacts import TooManyRequests
 
-    call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle", ttl_seconds=60)
+    first = call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle", ttl_seconds=60)
     monkeypatch.setattr(clock, "now", lambda: later(REAL_NOW(), 61))
     with pytest.raises(TooManyRequests) as refused:
         call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle", ttl_seconds=60)
@@ -225,6 +225,20 @@ def test_a_request_that_lapsed_or_was_declined_is_asked_again_only_after_the_hou
     assert [m["subject"] for m in inbox(call, "GreenCastle")].count("Contact request from BlueLake") == 1
     monkeypatch.setattr(clock, "now", lambda: later(REAL_NOW(), 3700))
     assert call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")["status"] == "pending"
+    declined = [m for m in inbox(call, "BlueLake") if "declined" in m["subject"]]
+    assert declined and f"before {later(first['requested_ts'], 3600)}." in declined[0]["body_md"]  # not after its 60 s
+
+
+def test_a_contact_that_was_approved_is_asked_for_again_once_it_lapsed_however_soon(call, team, monkeypatch):
+    """The once-an-hour rule is for requests that lapsed unanswered or were declined: a lapsed
+    approval (or an open agent's, which sends no notice) is asked for again at once."""
+    call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle", ttl_seconds=60)
+    call("respond_contact", project_key=team, to_agent="GreenCastle", from_agent="BlueLake", accept=True, ttl_seconds=60)
+    policy(call, "RedStone", "open")
+    call("request_contact", project_key=team, from_agent="BlueLake", to_agent="RedStone", ttl_seconds=60)
+    monkeypatch.setattr(clock, "now", lambda: later(REAL_NOW(), 120))
+    assert call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")["status"] == "pending"
+    assert call("request_contact", project_key=team, from_agent="BlueLake", to_agent="RedStone")["status"] == "approved"
 
 
 def test_open_agents_accept_requests_at_once(call, team):

@@ -9,6 +9,8 @@ import httpx
 import pytest
 
 from .servers import running_server
+from chalicelib.tools.guard import CHAINED
+
 from .test_guard import GIT_ENV, commit, commits, git
 
 TOKEN = "guard-permits-token"
@@ -88,7 +90,7 @@ def test_a_hooks_directory_in_another_repository_is_refused_too(repos, tmp_path)
         assert answer.status_code == 403, answer.text
         removed = httpx.post(f"{url}/api/uninstall_precommit_guard", json={"code_repo_path": str(vendor)}, timeout=30)
         assert removed.status_code == 403
-    assert stranger_hook.read_text() == "#!/bin/sh\nexit 0\n" and not (stranger_hook.parent / "pre-commit.chained").exists()
+    assert stranger_hook.read_text() == "#!/bin/sh\nexit 0\n" and not (stranger_hook.parent / CHAINED).exists()
 
 
 def test_installing_follows_no_planted_link_and_a_failure_keeps_the_hook_in_place(repos, tmp_path, monkeypatch):
@@ -109,8 +111,21 @@ def test_installing_follows_no_planted_link_and_a_failure_keeps_the_hook_in_plac
     monkeypatch.setattr(guard, "hook_script", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         guard.install(str(repos["own"]), roots, str(repos["own"]), "http://127.0.0.1:1")
-    assert own_hook.read_text() == "#!/bin/sh\nexit 1\n" and not (hooks / "pre-commit.chained").exists()
+    assert own_hook.read_text() == "#!/bin/sh\nexit 1\n" and not (hooks / CHAINED).exists()
     monkeypatch.undo()
     hook, chained = guard.install(str(repos["own"]), roots, str(repos["own"]), "http://127.0.0.1:1")
     assert guard.MARKER in hook.read_text() and chained.read_text() == "#!/bin/sh\nexit 1\n"
     assert victim.read_text() == "precious" and oct(victim.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_project_whose_path_runs_through_a_symlink_installs_and_removes_its_guard(repos, tmp_path):
+    """git names the hooks directory by its real path (/tmp is /private/tmp on macOS): it is
+    compared with the permitted roots resolved, not as typed."""
+    from chalicelib.tools import guard
+
+    linked = tmp_path / "linked"
+    linked.symlink_to(repos["own"])
+    roots = [str(linked)]
+    hook, _ = guard.install(str(linked), roots, str(linked), "http://127.0.0.1:1")
+    assert hook.resolve() == (repos["own"] / ".git" / "hooks" / "pre-commit").resolve()
+    assert guard.uninstall(str(linked), roots)[1]

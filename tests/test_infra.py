@@ -296,8 +296,7 @@ def test_the_alarms_watch_their_own_stacks_metrics(template):
 def test_a_path_or_method_no_route_takes_is_a_404_in_the_error_shape(template):
     """API Gateway answers those itself (403 "Missing Authentication Token"): the template
     gives them the error shape every other answer has."""
-    response = template["Resources"]["NoSuchRouteResponse"]["Properties"]
-    assert (response["ResponseType"], response["StatusCode"], response["RestApiId"]) == ("MISSING_AUTHENTICATION_TOKEN", "404",
-                                                                                      {"Ref": "RestAPI"})
+    response = template["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]["MISSING_AUTHENTICATION_TOKEN"]
+    assert response["StatusCode"] == "404" and response["ResponseParameters"]["Headers"]["Content-Type"] == "'application/json'"
     body = json.loads(response["ResponseTemplates"]["application/json"].replace("$context.httpMethod $context.path", "GET /x"))
     assert set(body["error"]) == {"code", "message", "hint"} and body["error"]["code"] == "not_found"

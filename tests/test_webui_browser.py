@@ -233,6 +233,10 @@ def test_compose_to_an_agent_and_the_phone_and_dark_layouts(url, browser):
     for target in ("/", f"/ui/project?p={P}"):  # nothing overflows sideways on a phone
         page.goto(url + target)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, target
+    desk = browser.new_context(viewport={"width": 1024, "height": 768}).new_page()  # nor on a desk, beside a long pattern
+    desk.goto(f"{url}/ui/project?p={P}")
+    assert desk.evaluate("document.documentElement.scrollWidth") <= 1024
+    desk.context.close()
     screenshot(page, "inbox-phone-dark")
     context.close()
     [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "GreenCastle", "urgent_only": True})])

@@ -260,7 +260,7 @@ def _answer(db, project, responder, requester, row, accept: bool, ttl: int, now:
     if accept:
         body = f"{name} accepted your contact request: you may write to each other until {stored['expires_ts']}."
     else:
-        body = f"{name} declined your contact request; you cannot ask again before {stored['expires_ts']}."
+        body = f"{name} declined your contact request; you cannot ask again before {ask_again_after(stored)}."
     outcome = "accepted" if accept else "declined"
     _notify(db, project, responder, requester, f"Contact request {outcome} by {name}", body)
     return stored
@@ -304,6 +304,12 @@ def refuse_flood(db: sqlite3.Connection, requester: sqlite3.Row, now: str) -> No
                 f"Retry after {wait} seconds, or write to agents that already admit you.",
                 wait,
             )
+
+
+def ask_again_after(row: sqlite3.Row) -> str:
+    """When the requester of a lapsed or declined request may ask again: once it has ended, and
+    an hour after it asked (FLOOD_WINDOW)."""
+    return max(row["expires_ts"], clock.later(row["requested_ts"], FLOOD_WINDOW))
 
 
 def _seconds_until(moment: str, now: str) -> int:
@@ -351,17 +357,17 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
     if asked_by_me and row["status"] == "denied":
         raise Conflict(
             f"{name} declined your contact request at {row['responded_ts']}.",
-            f"You may ask again after {row['expires_ts']}.",
+            f"You may ask again after {ask_again_after(row)}.",
         )
     if live and row["status"] == "pending":  # the target asked first: this is consent
         return _contact(_answer(db, project, requester, target, row, True, args.ttl_seconds, now), project, now)
-    if row is not None and row["requester_id"] == requester["id"] and row["requested_ts"] > clock.later(now, -FLOOD_WINDOW):
+    again = ask_again_after(row) if row is not None and row["requester_id"] == requester["id"] else now
+    if again > now and row["status"] in ("pending", "denied") and target["contact_policy"] != "open":
         # Its request lapsed or was declined within the hour (a short ttl_seconds ends either
         # soon): asked again at once, each ask would be a new notice in the target's inbox.
         raise TooManyRequests(
             f"{requester['name']} asked {name} for contact at {row['requested_ts']}: one request to an agent an hour.",
-            f"Ask again after {clock.later(row['requested_ts'], FLOOD_WINDOW)}, or write to agents that already admit you.",
-            _seconds_until(clock.later(row["requested_ts"], FLOOD_WINDOW), now),
+            f"Ask again after {again}, or write to agents that already admit you.", _seconds_until(again, now),
         )
     refuse_flood(db, requester, now)
     if target["contact_policy"] == "open":

@@ -257,7 +257,9 @@ def permitted_hooks(repo: str, roots: list[str]) -> Path:
     it through a `.git` file or core.hooksPath, which may point into another repository."""
     check_permitted(repo, roots)
     hooks = hooks_dir(repo)
-    check_permitted(str(hooks), roots)
+    real = os.path.realpath(hooks)  # git names it by its real path: compared with the roots resolved
+    if not any(_within(real, os.path.realpath(root)) for root in roots if root):
+        check_permitted(str(hooks), [])  # the same refusal
     return hooks
 
 
