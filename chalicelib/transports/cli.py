@@ -15,6 +15,7 @@ validates them. The output is the tool's JSON on stdout; a tool error is its
 import json
 import os
 import sys
+from contextlib import contextmanager
 from typing import Any, Literal, get_args, get_origin
 
 import click
@@ -306,6 +307,21 @@ def archive() -> None:
     """The git archive of messages, profiles and file reservations (ARCHIVE_DIR)."""
 
 
+@contextmanager
+def archive_to_myself(settings: Settings):
+    """Hold the archive's lock for the block, as the archive worker does; refuse while a worker
+    (a running server's) holds it: two writers of one repository corrupt each other's commits."""
+    from ..archive.worker import lock_path
+    from ..ops.supervisor import exclusive
+
+    with exclusive(lock_path(settings), None) as mine:
+        if not mine:
+            raise click.ClickException(
+                f"an archive worker (a running server?) holds {settings.archive_dir}; stop it and try again"
+            )
+        yield
+
+
 @archive.command(short_help="Archive the pending outbox entries, then exit.")
 @click.pass_obj
 def drain(settings: Settings) -> None:
@@ -317,7 +333,8 @@ def drain(settings: Settings) -> None:
         pending = conn.execute("SELECT count(*) FROM archive_outbox WHERE state = 'pending'").fetchone()[0]
     from ..archive.migrate import migrate_layout
 
-    with GitArchive.local(settings) as repo, click.progressbar(length=pending, label="archiving", file=sys.stderr) as bar:
+    with archive_to_myself(settings), GitArchive.local(settings) as repo, \
+            click.progressbar(length=pending, label="archiving", file=sys.stderr) as bar:
         migrate_layout(repo)
         done = drain_outbox(settings, repo, on_batch=bar.update)
     click.echo(f"{done} entries archived")
@@ -351,7 +368,8 @@ def rebuild(settings: Settings) -> None:
 
     from ..archive.migrate import migrate_layout
 
-    with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+    with archive_to_myself(settings), db.connection(settings) as conn, db.transaction(conn, write=False), \
+            GitArchive.local(settings) as repo:
         migrate_layout(repo)
         with click.progressbar(length=rebuilding.count_entries(conn), label="rebuilding", file=sys.stderr) as bar:
             total = rebuilding.rebuild(conn, repo, on_batch=bar.update)
@@ -367,7 +385,7 @@ def archive_migrate(settings: Settings) -> None:
     from ..archive.gitrepo import GitArchive
     from ..archive.migrate import migrate_layout
 
-    with GitArchive.local(settings) as repo:
+    with archive_to_myself(settings), GitArchive.local(settings) as repo:
         moved = migrate_layout(repo)
         merged = repo.maintain()
     click.echo(f"{moved} message files moved, {merged} packs merged")

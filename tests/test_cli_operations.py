@@ -1,0 +1,33 @@
+"""The operator's service commands (archive, db, migrate, serve) on bad conditions: a running
+worker, a locked database, a bad environment, a missing archive."""
+
+import pytest
+from click.testing import CliRunner
+
+from chalicelib.archive.worker import lock_path
+from chalicelib.config import Settings
+from chalicelib.ops.supervisor import exclusive
+from chalicelib.transports.cli import cli
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch) -> Settings:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/agent_mail.db")
+    monkeypatch.setenv("ARCHIVE_DIR", str(tmp_path / "archive"))
+    return Settings()
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, ["--database-url", Settings().database_url, *args])
+
+
+@pytest.mark.parametrize("command", [["archive", "rebuild"], ["archive", "drain"], ["archive", "migrate"]])
+def test_archive_writers_refuse_while_a_worker_holds_the_archive(settings, command):
+    assert run("migrate").exit_code == 0
+    with exclusive(lock_path(settings), None) as mine:
+        assert mine
+        result = run(*command)
+    assert result.exit_code == 1
+    assert "an archive worker (a running server?) holds" in result.stderr
+    assert not settings.archive_dir.exists()  # nothing written
+    assert run(*command).exit_code == 0  # once the worker is gone
