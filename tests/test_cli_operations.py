@@ -1,6 +1,8 @@
 """The operator's service commands (archive, db, migrate, serve) on bad conditions: a running
 worker, a locked database, a bad environment, a missing archive."""
 
+import sqlite3
+
 import pytest
 from click.testing import CliRunner
 
@@ -31,3 +33,25 @@ def test_archive_writers_refuse_while_a_worker_holds_the_archive(settings, comma
     assert "an archive worker (a running server?) holds" in result.stderr
     assert not settings.archive_dir.exists()  # nothing written
     assert run(*command).exit_code == 0  # once the worker is gone
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["retention", "run"], ["archive", "drain"], ["archive", "rebuild"],
+                                     ["archive", "verify"]])
+def test_a_locked_database_is_one_line_not_a_traceback(settings, monkeypatch, command):
+    monkeypatch.setenv("SQLITE_BUSY_TIMEOUT_MS", "50")
+    # Not yet in WAL mode, so an exclusive transaction shuts readers out as well.
+    locker = sqlite3.connect(settings.database_path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run(*command)
+    finally:
+        locker.close()
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"Error: database error ({settings.database_path}): database is locked"
+
+
+def test_a_file_that_is_not_a_database_is_one_line(settings):
+    settings.database_path.write_text("not a database" * 100)
+    result = run("archive", "verify")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"Error: database error ({settings.database_path}): file is not a database"

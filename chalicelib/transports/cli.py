@@ -14,6 +14,7 @@ validates them. The output is the tool's JSON on stdout; a tool error is its
 
 import json
 import os
+import sqlite3
 import sys
 from contextlib import contextmanager
 from typing import Any, Literal, get_args, get_origin
@@ -35,7 +36,20 @@ from ..tools import all_tools
 RESERVED = {"json", "json_input", "compact", "help", "all_pages"}  # names taken by the tool commands' own options
 
 
-@click.group()
+class OperatorCommands(click.Group):
+    """The top-level group: a database error in any command (a locked or unreadable file) is one
+    line on stderr and exit status 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except sqlite3.Error as exc:
+            settings = ctx.obj
+            where = f" ({settings.database_path})" if isinstance(settings, Settings) else ""
+            raise click.ClickException(f"database error{where}: {exc}") from None
+
+
+@click.group(cls=OperatorCommands)
 @click.version_option(__version__, prog_name="agent-mail")
 @click.option("--database-url", metavar="URL", help="sqlite:///path/to/file.db; overrides DATABASE_URL.")
 @click.pass_context
