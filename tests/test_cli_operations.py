@@ -1,6 +1,7 @@
 """The operator's service commands (archive, db, migrate, serve) on bad conditions: a running
 worker, a locked database, a bad environment, a missing archive."""
 
+import os
 import sqlite3
 
 import pytest
@@ -20,7 +21,7 @@ def settings(tmp_path, monkeypatch) -> Settings:
 
 
 def run(*args: str):
-    return CliRunner().invoke(cli, ["--database-url", Settings().database_url, *args])
+    return CliRunner().invoke(cli, ["--database-url", os.environ["DATABASE_URL"], *args])
 
 
 @pytest.mark.parametrize("command", [["archive", "rebuild"], ["archive", "drain"], ["archive", "migrate"]])
@@ -55,3 +56,15 @@ def test_a_file_that_is_not_a_database_is_one_line(settings):
     result = run("archive", "verify")
     assert result.exit_code == 1
     assert result.stderr.strip() == f"Error: database error ({settings.database_path}): file is not a database"
+
+
+@pytest.mark.parametrize("variable, value, says", [
+    ("PORT", "abc", "valid integer"),
+    ("RETENTION_DAYS", "0", "greater than or equal to 1"),
+])
+def test_a_bad_environment_variable_is_named(settings, monkeypatch, variable, value, says):
+    monkeypatch.setenv(variable, value)
+    result = run("tools")
+    assert result.exit_code == 2
+    assert f"Invalid value for {variable}: " in result.stderr and says in result.stderr
+    assert "--database-url" not in result.stderr

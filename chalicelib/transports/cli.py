@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args, get_origin
 import click
 from click.core import ParameterSource
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from pydantic.fields import FieldInfo
 
 from .. import __version__, invoke
@@ -58,7 +59,12 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
     try:
         ctx.obj = Settings(database_url=database_url) if database_url else get_settings()
     except ValidationError as exc:
-        raise click.BadParameter(exc.errors()[0]["msg"].removeprefix("Value error, "), param_hint="--database-url")
+        error = exc.errors()[0]
+        blamed = error["loc"][0]  # the setting: its environment variable, or --database-url
+        hint = "--database-url" if database_url and blamed == "database_url" else str(blamed).upper()
+        raise click.BadParameter(error["msg"].removeprefix("Value error, "), param_hint=hint)
+    except SettingsError as exc:  # a list setting that is not valid JSON
+        raise click.UsageError(str(exc)) from None
     logs.configure(ctx.obj)  # to stderr: stdout is for the commands' answers
 
 
