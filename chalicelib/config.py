@@ -50,13 +50,13 @@ class Settings(BaseSettings):
     replica_sync_timeout_ms: int = 10000
     # Host headers every route but /health accepts (DNS-rebinding protection, chalicelib/security/
     # rebinding.py); add your API domain. MCP_ALLOWED_HOSTS is the old name.
-    allowed_hosts: list[str] = Field(["127.0.0.1:*", "localhost:*", "[::1]:*"],
+    allowed_hosts: CommaList = Field(["127.0.0.1:*", "localhost:*", "[::1]:*"],
                                      validation_alias=AliasChoices("allowed_hosts", "mcp_allowed_hosts"))
     # Answer stateless JSON tools/call, tools/list, initialize and ping without the SDK's
     # transport (same results, ~10x the throughput). Off: every MCP request goes to the SDK.
     mcp_lean_path: bool = True
     # Origin headers every route but /health accepts (besides CORS_ALLOWED_ORIGINS); MCP_ALLOWED_ORIGINS is the old name.
-    allowed_origins: list[str] = Field(["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+    allowed_origins: CommaList = Field(["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
                                        validation_alias=AliasChoices("allowed_origins", "mcp_allowed_origins"))
     # force_release_file_reservation may take over a reservation whose holder has been
     # inactive (agents.last_active_ts) this long, even before the reservation expires.
@@ -170,7 +170,8 @@ class Settings(BaseSettings):
     ui_session_secret: str = ""
     ui_session_hours: float = 12.0
 
-    @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", "guard_allowed_roots", mode="before")
+    @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", "guard_allowed_roots", "allowed_hosts",
+                     "allowed_origins", mode="before")
     @classmethod
     def _comma_list(cls, value):
         if isinstance(value, str):

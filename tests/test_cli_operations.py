@@ -68,3 +68,15 @@ def test_a_bad_environment_variable_is_named(settings, monkeypatch, variable, va
     assert result.exit_code == 2
     assert f"Invalid value for {variable}: " in result.stderr and says in result.stderr
     assert "--database-url" not in result.stderr
+
+
+@pytest.mark.parametrize("variable, setting", [
+    ("ALLOWED_HOSTS", "allowed_hosts"), ("MCP_ALLOWED_HOSTS", "allowed_hosts"),
+    ("ALLOWED_ORIGINS", "allowed_origins"), ("MCP_ALLOWED_ORIGINS", "allowed_origins"),
+])
+def test_host_and_origin_lists_are_comma_separated_or_json(settings, monkeypatch, variable, setting):
+    monkeypatch.setenv(variable, "a.example:443, b.example:*")
+    assert getattr(Settings(), setting) == ["a.example:443", "b.example:*"]
+    assert run("tools").exit_code == 0
+    monkeypatch.setenv(variable, '["c.example:*"]')
+    assert getattr(Settings(), setting) == ["c.example:*"]
