@@ -270,6 +270,18 @@ def test_restore_from_archive_rebuilds_an_empty_database(call, project, settings
     assert result.exit_code == 1 and "not empty" in result.output
 
 
+def test_restore_refuses_a_database_holding_only_a_project(call, project, settings, tmp_path, archive):
+    send_some(call, project)
+    drain(settings, archive)
+    restored = f"sqlite:///{tmp_path}/restored.db"
+    env = {"ARCHIVE_DIR": str(settings.archive_dir)}
+    assert CliRunner().invoke(cli, ["--database-url", restored, "ensure-project", "--human-key", "/elsewhere"]).exit_code == 0
+    result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"], env=env)
+    assert result.exit_code == 1 and "the database is not empty" in result.stderr
+    with db.connection(Settings(database_url=restored)) as conn:
+        assert conn.execute("SELECT count(*) FROM projects").fetchone()[0] == 1  # left as it was
+
+
 def test_a_retired_agent_is_restored_retired_and_an_unretired_one_active(call, project, settings, tmp_path, archive):
     call("retire_agent", project_key=project, agent_name="RedStone")
     call("retire_agent", project_key=project, agent_name="GreenCastle")

@@ -282,7 +282,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     restored (the CLI's progress bar). Each project is rebuilt under its own human key (from
     project.json, the profiles and the documents), so two projects whose archive folders share
     a slug stay apart. The archive is read a folder at a time, never whole."""
-    if db.execute("SELECT 1 FROM messages UNION ALL SELECT 1 FROM agents LIMIT 1").fetchone():
+    if db.execute("SELECT 1 FROM projects UNION ALL SELECT 1 FROM agents UNION ALL SELECT 1 FROM messages LIMIT 1").fetchone():
         raise ValueError("the database is not empty; restore into a new DATABASE_URL")
     projects = Restorer(db)
     counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0}
