@@ -23,6 +23,31 @@ def test_migrations_apply_once_and_are_recorded(settings):
     assert versions[:2] == ["0001_core", "0002_search"]
 
 
+@pytest.mark.parametrize("on_replica", [False, True])
+def test_a_database_from_a_newer_build_is_refused(settings, on_replica):
+    db.migrate(settings)
+    conn = sqlite3.connect(settings.database_path, isolation_level=None)
+    conn.execute("INSERT INTO schema_migrations VALUES ('9999_from_the_future', '2099-01-01T00:00:00Z')")
+    with pytest.raises(db.NewerSchema, match=r"does not know \(9999_from_the_future\).*upgrade Agent Mail"):
+        db.apply_migrations(conn, on_replica=on_replica)
+    conn.close()
+
+
+def test_migrate_on_the_command_line_names_the_unknown_version(settings):
+    from click.testing import CliRunner
+
+    from chalicelib.transports.cli import cli
+
+    db.migrate(settings)
+    with sqlite3.connect(settings.database_path) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES ('9999_from_the_future', '2099-01-01T00:00:00Z')")
+    db._migrated.clear()  # as a new process would
+    result = CliRunner().invoke(cli, ["--database-url", settings.database_url, "migrate"])
+    assert result.exit_code == 1
+    assert "9999_from_the_future" in result.stderr and "upgrade Agent Mail" in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_schema_check_costs_nothing_per_request(call, settings, monkeypatch):
     call("ensure_project", human_key="/x")
     looked = []

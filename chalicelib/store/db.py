@@ -156,6 +156,7 @@ def apply_migrations(conn, on_replica: bool) -> None:
         # Only our own table: a replica also holds Turso's (turso_cdc, turso_sync_*), never touched.
         conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_ts TEXT NOT NULL)")
         applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        refuse_newer_schema(applied)
         for version, sql in migrations():
             if version in applied:
                 continue
@@ -167,6 +168,20 @@ def apply_migrations(conn, on_replica: bool) -> None:
                 "INSERT INTO schema_migrations (version, applied_ts) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ'))",
                 (version,),
             )
+
+
+class NewerSchema(RuntimeError):
+    """The database was migrated by a newer build of Agent Mail than this one."""
+
+
+def refuse_newer_schema(applied: set[str]) -> None:
+    # This build would write rows the newer schema may not expect, and miss what it needs.
+    unknown = sorted(applied - {version for version, _ in migrations()})
+    if unknown:
+        raise NewerSchema(
+            f"the database has migrations this build of Agent Mail does not know ({', '.join(unknown)}):"
+            " a newer build wrote it; upgrade Agent Mail to use it"
+        )
 
 
 def split_statements(sql: str) -> list[str]:

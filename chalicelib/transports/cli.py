@@ -44,6 +44,8 @@ class OperatorCommands(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except db.NewerSchema as exc:
+            raise click.ClickException(str(exc)) from None
         except sqlite3.Error as exc:
             settings = ctx.obj
             where = f" ({settings.database_path})" if isinstance(settings, Settings) else ""
