@@ -80,3 +80,12 @@ def test_host_and_origin_lists_are_comma_separated_or_json(settings, monkeypatch
     assert run("tools").exit_code == 0
     monkeypatch.setenv(variable, '["c.example:*"]')
     assert getattr(Settings(), setting) == ["c.example:*"]
+
+
+@pytest.mark.parametrize("command", [["archive", "verify"], ["db", "restore-from-archive"], ["doctor"]])
+def test_readers_of_a_missing_archive_say_so_and_create_nothing(settings, command):
+    assert run("migrate").exit_code == 0
+    result = run(*command)
+    assert result.exit_code == 1
+    assert f"no archive at {settings.archive_dir}" in result.output + result.stderr
+    assert not settings.archive_dir.exists()

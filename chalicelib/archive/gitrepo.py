@@ -41,15 +41,22 @@ class ForeignProject(ValueError):
     """An entry for a project whose slug names another project's folder in the archive."""
 
 
-class GitArchive:
-    """A repository at `path` (created if missing). With a working tree, files are also
-    written to disk (and the index kept in step) so that people can read them; a bare
-    repository (the Lambda worker's clone) has only the git objects."""
+class NoArchive(FileNotFoundError):
+    """A reader found no repository where the archive should be."""
 
-    def __init__(self, path: Path, bare: bool = False) -> None:
+
+class GitArchive:
+    """A repository at `path` (created if missing, unless `create` is false: readers never
+    leave an empty repository behind). With a working tree, files are also written to disk
+    (and the index kept in step) so that people can read them; a bare repository (the Lambda
+    worker's clone) has only the git objects."""
+
+    def __init__(self, path: Path, bare: bool = False, create: bool = True) -> None:
         self.path = Path(path)
         if (self.path / ".git").exists() or (self.path / "HEAD").exists():
             self.repo = Repo(str(self.path))
+        elif not create:
+            raise NoArchive(f"no archive at {self.path} (ARCHIVE_DIR)")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             self.repo = Repo.init_bare(str(self.path)) if bare else Repo.init(str(self.path))
@@ -69,9 +76,9 @@ class GitArchive:
         return stale
 
     @classmethod
-    def local(cls, settings) -> "GitArchive":
+    def local(cls, settings, create: bool = True) -> "GitArchive":
         """The local-mode archive: ARCHIVE_DIR, bare unless ARCHIVE_WORKTREE."""
-        return cls(settings.archive_dir, bare=not settings.archive_worktree)
+        return cls(settings.archive_dir, bare=not settings.archive_worktree, create=create)
 
     def close(self) -> None:
         self.repo.close()

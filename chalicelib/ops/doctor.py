@@ -105,7 +105,7 @@ def archive(settings: Settings) -> Finding:
         status = outbox.status(conn, None)
     if status["pending"]:  # files of pending entries are not written yet: nothing to compare
         return Finding("git archive", True, f"{status['pending']} entries still to archive; compared when none are pending")
-    with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+    with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings, create=False) as repo:
         problems = rebuild.verify(conn, repo)
     if not any(problems.values()):
         return Finding("git archive", True, f"{settings.archive_dir} holds every message")

@@ -344,6 +344,16 @@ def archive_to_myself(settings: Settings):
         yield
 
 
+def archive_to_read(settings: Settings):
+    """ARCHIVE_DIR's repository for a command that only reads it: never created."""
+    from ..archive.gitrepo import GitArchive, NoArchive
+
+    try:
+        return GitArchive.local(settings, create=False)
+    except NoArchive as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @archive.command(short_help="Archive the pending outbox entries, then exit.")
 @click.pass_obj
 def drain(settings: Settings) -> None:
@@ -419,10 +429,9 @@ def verify(ctx: click.Context) -> None:
     """Every database message has its canonical file in the archive, and every canonical file
     its message, with the same content. Exit status 1 on any mismatch."""
     from ..archive import rebuild as rebuilding
-    from ..archive.gitrepo import GitArchive
 
     settings = ctx.obj
-    with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+    with db.connection(settings) as conn, db.transaction(conn, write=False), archive_to_read(settings) as repo:
         problems = rebuilding.verify(conn, repo)
     click.echo(dumps(problems, compact=False))
     if any(problems.values()):
@@ -466,10 +475,9 @@ def restore_from_archive(ctx: click.Context) -> None:
     """Disaster recovery: fill an empty database (--database-url) from the archive
     (ARCHIVE_DIR): projects, agents, messages with their recipients, file reservations."""
     from ..archive import rebuild as rebuilding
-    from ..archive.gitrepo import GitArchive
 
     settings = ctx.obj
-    with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
+    with db.connection(settings) as conn, db.transaction(conn, write=True), archive_to_read(settings) as repo:
         try:
             counts = rebuilding.restore(conn, repo, progress=progress_bar("restoring"))
         except ValueError as exc:
