@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./data/agent_mail.db"
     host: str = "127.0.0.1"
-    port: int = 8765
+    port: int = Field(8765, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # auto: JSON lines when stderr is not a terminal (and always on Lambda), text on a terminal.
     log_format: Literal["auto", "json", "text"] = "auto"

@@ -89,3 +89,23 @@ def test_readers_of_a_missing_archive_say_so_and_create_nothing(settings, comman
     assert result.exit_code == 1
     assert f"no archive at {settings.archive_dir}" in result.output + result.stderr
     assert not settings.archive_dir.exists()
+
+
+def test_serve_refuses_a_port_out_of_range(settings, monkeypatch):
+    result = run("serve", "--port", "99999")
+    assert result.exit_code == 2 and "99999 is not in the range 0<=x<=65535" in result.stderr
+    monkeypatch.setenv("PORT", "70000")
+    result = run("serve")
+    assert result.exit_code == 2 and "Invalid value for PORT" in result.stderr
+
+
+def test_serve_port_0_is_used_not_replaced_by_port(settings, monkeypatch):
+    import uvicorn
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(options))  # not a real server
+    monkeypatch.setenv("PORT", "8765")
+    monkeypatch.setenv("HOST", "127.0.0.1")  # serve sets HOST for the app: restored after the test
+    result = run("serve", "--port", "0")
+    assert result.exit_code == 0, result.stderr
+    assert served["port"] == 0

@@ -235,7 +235,7 @@ for _tool in all_tools():
 
 @cli.command(short_help="Run the local server (web UI, REST, MCP, /docs).")
 @click.option("--host", help="Defaults to HOST.")
-@click.option("--port", type=int, help="Defaults to PORT.")
+@click.option("--port", type=click.IntRange(0, 65535), help="Defaults to PORT; 0 picks a free port.")
 @click.option("--reload", is_flag=True, help="Restart when the code changes (development).")
 @click.pass_obj
 def serve(settings: Settings, host: str | None, port: int | None, reload: bool) -> None:
@@ -244,7 +244,7 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
 
     import uvicorn
 
-    host, port = host or settings.host, port or settings.port
+    host, port = host or settings.host, settings.port if port is None else port
     try:  # a clear word now rather than uvicorn's traceback once the app has loaded
         with socket.create_server((host, port)):
             pass
