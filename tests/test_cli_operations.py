@@ -82,7 +82,7 @@ def test_host_and_origin_lists_are_comma_separated_or_json(settings, monkeypatch
     assert getattr(Settings(), setting) == ["c.example:*"]
 
 
-@pytest.mark.parametrize("command", [["archive", "verify"], ["db", "restore-from-archive"], ["doctor"]])
+@pytest.mark.parametrize("command", [["archive", "verify"], ["db", "restore-from-archive"]])
 def test_readers_of_a_missing_archive_say_so_and_create_nothing(settings, command):
     assert run("migrate").exit_code == 0
     result = run(*command)
@@ -109,3 +109,26 @@ def test_serve_port_0_is_used_not_replaced_by_port(settings, monkeypatch):
     result = run("serve", "--port", "0")
     assert result.exit_code == 0, result.stderr
     assert served["port"] == 0
+
+
+def test_doctor_on_a_new_server_finds_nothing_to_archive_yet(tmp_path):
+    """No entry, no repository: that is a new server, not a missing archive."""
+    from chalicelib.config import Settings
+    from chalicelib.ops import doctor
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", archive_dir=tmp_path / "archive")
+    finding = doctor.archive(settings)
+    assert finding.ok and finding.detail.startswith("nothing to archive yet") and not (tmp_path / "archive").exists()
+
+
+def test_doctor_names_a_lost_archive_and_creates_none(settings):
+    """Entries archived, then the archive gone (or ARCHIVE_DIR mistyped): doctor says so."""
+    import shutil
+
+    assert run("ensure-project", "--human-key", "/work/lost").exit_code == 0
+    assert run("register-agent", "--project-key", "work-lost", "--name", "BlueLake", "--program", "p", "--model", "m").exit_code == 0
+    assert run("archive", "drain").exit_code == 0 and settings.archive_dir.exists()
+    shutil.rmtree(settings.archive_dir)
+    result = run("doctor")
+    assert result.exit_code == 1 and f"no archive at {settings.archive_dir}" in result.output + result.stderr
+    assert not settings.archive_dir.exists()

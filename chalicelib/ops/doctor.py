@@ -98,15 +98,22 @@ def archive(settings: Settings) -> Finding:
     if not settings.archive_enabled:
         return Finding("git archive", True, "ARCHIVE_ENABLED=false")
     from ..archive import rebuild
-    from ..archive.gitrepo import GitArchive
+    from ..archive.gitrepo import GitArchive, NoArchive
     from ..archive.migrate import migrate_layout
 
     with db.connection(settings) as conn, db.transaction(conn, write=False):
         status = outbox.status(conn, None)
     if status["pending"]:  # files of pending entries are not written yet: nothing to compare
         return Finding("git archive", True, f"{status['pending']} entries still to archive; compared when none are pending")
-    with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings, create=False) as repo:
-        problems = rebuild.verify(conn, repo)
+    try:
+        with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings, create=False) as repo:
+            problems = rebuild.verify(conn, repo)
+    except NoArchive:  # (not created here: a mistyped ARCHIVE_DIR would look like an empty archive)
+        with db.connection(settings) as conn, db.transaction(conn, write=False):
+            entries = rebuild.count_entries(conn)
+        if not entries:  # a new server: nothing to archive yet, so no repository either
+            return Finding("git archive", True, f"nothing to archive yet ({settings.archive_dir} comes with the first entry)")
+        problems = {f"missing: no archive at {settings.archive_dir}": [f"all {entries} entries"]}
     if not any(problems.values()):
         return Finding("git archive", True, f"{settings.archive_dir} holds every message")
     counts = ", ".join(f"{len(paths)} {kind}" for kind, paths in problems.items() if paths)
