@@ -198,3 +198,9 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def invalid_setting(exc) -> tuple[str, str]:
+    """(the environment variable, what is wrong with it) of a Settings ValidationError."""
+    error = exc.errors()[0]
+    return str(error["loc"][0]).upper(), error["msg"].removeprefix("Value error, ")

@@ -232,3 +232,11 @@ def test_a_line_that_is_not_utf8_gets_a_parse_error_and_the_session_goes_on(tmp_
     assert answers[1]["id"] is None and answers[1]["error"]["code"] == -32700
     assert "not UTF-8" in answers[1]["error"]["message"]
     assert answers[2]["id"] == 3 and answers[2]["result"]["structuredContent"]["projects"] == []  # nothing was stored
+
+
+def test_a_bad_setting_ends_the_session_with_a_line_naming_it(tmp_path):
+    """A client shows the server's stderr in its log: one line naming the variable, not a traceback."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "PORT": "abc"}
+    done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=initialize_line(), capture_output=True,
+                          env=env, cwd=ROOT, timeout=60)
+    assert done.returncode == 1 and "invalid PORT" in done.stderr.decode() and "Traceback" not in done.stderr.decode()

@@ -29,7 +29,7 @@ from .. import __version__, invoke
 from ..ops import logs
 from ..security import auth
 from ..store import db
-from ..config import Settings, get_settings
+from ..config import Settings, get_settings, invalid_setting
 from ..errors import ToolError
 from ..registry import Tool, field_type
 from ..tools import all_tools
@@ -61,10 +61,8 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
     try:
         ctx.obj = Settings(database_url=database_url) if database_url else get_settings()
     except ValidationError as exc:
-        error = exc.errors()[0]
-        blamed = error["loc"][0]  # the setting: its environment variable, or --database-url
-        hint = "--database-url" if database_url and blamed == "database_url" else str(blamed).upper()
-        raise click.BadParameter(error["msg"].removeprefix("Value error, "), param_hint=hint)
+        variable, problem = invalid_setting(exc)  # its environment variable, or --database-url
+        raise click.BadParameter(problem, param_hint="--database-url" if database_url and variable == "DATABASE_URL" else variable)
     except SettingsError as exc:  # a list setting that is not valid JSON
         raise click.UsageError(str(exc)) from None
     logs.configure(ctx.obj)  # to stderr: stdout is for the commands' answers

@@ -100,14 +100,22 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
 
     import anyio
 
+    from pydantic import ValidationError
+
     from ..archive.worker import LocalWorker
-    from ..config import Settings, get_settings
+    from ..config import Settings, get_settings, invalid_setting
     from ..store import db
     from .mcp_app import build_mcp_server
 
-    settings = Settings(database_url=database_url) if database_url else get_settings()
+    try:
+        settings = Settings(database_url=database_url) if database_url else get_settings()
+    except ValidationError as exc:  # a line the client shows in its log, not a traceback
+        sys.exit("agent-mail stdio: invalid %s: %s" % invalid_setting(exc))
     logging.basicConfig(stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    db.migrate(settings)
+    try:
+        db.migrate(settings)
+    except db.NewerSchema as exc:
+        sys.exit(f"agent-mail stdio: {exc}")
     server = build_mcp_server(settings)
     worker = LocalWorker(settings) if settings.archive_enabled else None
 
