@@ -194,20 +194,25 @@ class WebUI:
         oversees agents and needs no agent's token; any other role is what agents are given, so
         it keeps the check the API makes. The credential's role and projects hold either way
         (security/scopes.py)."""
-        oversees = invoke.caller(None).role == "admin"
-        tool = (self.overseer_tools if oversees else self.tools)[name]
+        tool = (self.overseer_tools if self.oversees() else self.tools)[name]
         return invoke.call(tool, {k: v for k, v in arguments.items() if v is not None}, self.settings)
+
+    @staticmethod
+    def oversees() -> bool:
+        """Whether the signed-in person is an admin: the overseer, who writes as a human and acts
+        for agents without their tokens (handle() set the principal)."""
+        return invoke.caller(None).role == "admin"
 
     def sees_all(self) -> bool:
         """Whether the signed-in person reads every agent's mail and acts for agents: an admin, or
         anyone while agents need no tokens (other roles are what agents are given: security/scopes.py)."""
-        return invoke.caller(None).role == "admin" or not auth.agent_tokens_required(self.settings)
+        return self.oversees() or not auth.agent_tokens_required(self.settings)
 
     def page(self, request: Request, session: Session | None, template: str, status: int = 200, **context) -> Response:
         body = self.env.get_template(template).render(
             root=request.root, csrf=self.sessions.csrf(session) if session else "", request=request,
             signed_in=self.sessions.signed_in(session) and not self.sessions.open,
-            sees_all=self.sees_all(), speaks=invoke.caller(None).role == "admin",  # what the page offers (send_overseer_message: admin)
+            sees_all=self.sees_all(), speaks=self.oversees(),  # what the page offers (send_overseer_message: admin)
             **context,
         )
         return Response(status, body.encode())
