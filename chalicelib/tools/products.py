@@ -223,8 +223,8 @@ def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) ->
     names the project it was sent in."""
     product = find_product(db, args.product_key)
     by_id: dict[str, ProductInboxMessage] = {}
+    options = args.model_dump(exclude={"product_key", "registration_token"})
     for project in identities(db, product, args.agent_name, args.registration_token):
-        options = args.model_dump(exclude={"product_key", "registration_token"})
         for message in fetch_inbox(db, FetchInboxInput(project_key=project["human_key"], **options)).messages:
             # Sent to the agent in two linked projects: listed once, under the project it was sent in.
             if message.id not in by_id or "@" in by_id[message.id].sender and "@" not in message.sender:
