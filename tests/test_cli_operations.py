@@ -99,7 +99,7 @@ def test_serve_refuses_a_port_out_of_range(settings, monkeypatch):
     assert result.exit_code == 2 and "Invalid value for PORT" in result.stderr
 
 
-def test_serve_port_0_is_used_not_replaced_by_port(settings, monkeypatch):
+def test_serve_port_0_picks_a_free_port_and_names_it(settings, monkeypatch):
     import uvicorn
 
     served = {}
@@ -108,7 +108,8 @@ def test_serve_port_0_is_used_not_replaced_by_port(settings, monkeypatch):
     monkeypatch.setenv("HOST", "127.0.0.1")  # serve sets HOST for the app: restored after the test
     result = run("serve", "--port", "0")
     assert result.exit_code == 0, result.stderr
-    assert served["port"] == 0
+    assert served["port"] not in (0, 8765)  # not PORT's either
+    assert f"on http://127.0.0.1:{served['port']}\n" in result.stderr
 
 
 def test_doctor_on_a_new_server_finds_nothing_to_archive_yet(tmp_path):

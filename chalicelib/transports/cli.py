@@ -244,8 +244,8 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
 
     host, port = host or settings.host, settings.port if port is None else port
     try:  # a clear word now rather than uvicorn's traceback once the app has loaded
-        with socket.create_server((host, port)):
-            pass
+        with socket.create_server((host, port)) as probe:
+            port = probe.getsockname()[1]  # --port 0: the free port the system picked, for the banner
     except OSError as exc:
         raise click.ClickException(
             f"Cannot listen on {host}:{port} ({exc.strerror}). Is another server running there?"
