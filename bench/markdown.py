@@ -45,7 +45,7 @@ DOCS = "".join(path.read_text() for path in sorted((Path(__file__).resolve().par
 
 def body(shape: str, size: int, variant: int = 0) -> str:
     text = SHAPES[shape](size)[: size - 8]
-    return text + f" v{variant}"  # distinct bodies: render's cache does not help
+    return text + f" v{variant}"  # distinct bodies (the page keeps each message's HTML)
 
 
 def seconds(function, *args) -> float:

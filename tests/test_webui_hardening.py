@@ -204,3 +204,31 @@ def test_an_earlier_page_of_a_long_thread_does_not_refresh_itself(site):
     [later] = re.findall(r'href="([^"]*after=[^"]*)"', first)
     assert "data-live=" not in first
     assert "data-live=" in admin.get(later.replace("&amp;", "&")).text
+
+
+def test_rendered_messages_kept_are_bounded_by_their_size(tmp_path, monkeypatch):
+    """The thread page keeps each message's HTML (live refresh re-renders whole threads). It was
+    bounded by count only, 4096 of them: messages of 250 KiB of "<" (1 MiB of HTML each) took a
+    server from 100 MB to 776 MB after 320 were shown (/work/tmp/s14/uimem.py), on to ~8 GB."""
+    from chalicelib import invoke
+    from chalicelib.config import Settings
+    from chalicelib.tools import tools_by_name
+    from chalicelib.web import pages
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", archive_enabled=False)
+    tools = tools_by_name()
+    invoke.call(tools["ensure_project"], {"human_key": "/srv/logs"}, settings)
+    for name in ("BlueLake", "RedFox"):
+        invoke.call(tools["register_agent"], {"project_key": "srv-logs", "program": "p", "model": "m", "name": name}, settings)
+    invoke.call(tools["set_contact_policy"], {"project_key": "srv-logs", "agent_name": "RedFox", "policy": "open"}, settings)
+    for n in range(4):
+        invoke.call(tools["send_message"], {"project_key": "srv-logs", "sender_name": "BlueLake", "to": ["RedFox"],
+                                            "subject": "build log", "body_md": "<" * 250_000 + f" part {n}", "thread_id": "LOG"}, settings)
+    thread = invoke.call(tools["get_thread"], {"project_key": "srv-logs", "thread_id": "LOG"}, settings)
+    monkeypatch.setattr(pages, "ARTICLES_KEPT_CHARS", 2_500_000, raising=False)  # two of them
+    ui = pages.WebUI(settings)
+    shown = [ui.article(m, "build log", "", as_markdown=False) for m in thread.messages]
+    assert all("&lt;" * 1000 in html and f"part {n}" in html for n, html in enumerate(shown))
+    kept = ui._articles.values()
+    assert 0 < sum(len(html) for html in kept) <= 2_500_000
+    assert ui.article(thread.messages[-1], "build log", "", as_markdown=False) is shown[-1]  # still a cache

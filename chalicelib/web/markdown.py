@@ -9,7 +9,6 @@ renders as Markdown only bodies up to BODY_MAX characters, and only PAGE_MAX uni
 in all; the others are shown as plain text (bench/markdown.py has the numbers).
 """
 
-from functools import lru_cache
 from typing import Iterable
 
 import nh3
@@ -40,7 +39,6 @@ _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": 
 _md.add_render_rule("image", _image_as_link)
 
 
-@lru_cache(maxsize=4096)  # bodies never change once sent: a thread re-rendered costs nothing
 def render(body: str) -> Markup:
     html = _md.render(body)
     return Markup(nh3.clean(

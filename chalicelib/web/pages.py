@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import logging
 import re
+import threading
 from functools import cached_property, lru_cache
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -44,7 +45,9 @@ except ImportError:
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 PAGE_SIZE = 50
-ARTICLES_KEPT = 4096  # rendered thread messages kept; when full, the cache starts over
+# Characters of rendered thread messages kept; when full, the cache starts over. A bound on
+# their size, not their number: one message of 256 KiB of "<" renders to 1 MiB of HTML.
+ARTICLES_KEPT_CHARS = 16 * 1024 * 1024
 LIST_SHOWN = 200  # projects, agents or file reservations on a page; the next page a link away
 THREADS_SHOWN = 50  # on a project page (list_threads reads a few rows per thread: thread_summaries)
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
@@ -117,6 +120,8 @@ class WebUI:
         # A thread's messages never change, and live refresh re-renders whole threads: each
         # message's HTML is kept (a cache, safe to lose).
         self._articles: dict[tuple, Markup] = {}
+        self._articles_chars = 0
+        self._articles_lock = threading.Lock()  # pages render in threads
 
     def principal(self, cookie_header: str | None):
         """The signed-in principal of a Cookie header, or None (for /openapi.json under /docs)."""
@@ -141,10 +146,13 @@ class WebUI:
         key = (message.id, first_subject, root, as_markdown)
         html = self._articles.get(key)
         if html is None:
-            if len(self._articles) >= ARTICLES_KEPT:
-                self._articles.clear()
-            html = self._articles[key] = Markup(self.env.get_template("message.html").render(
+            html = Markup(self.env.get_template("message.html").render(
                 m=message, first_subject=first_subject, root=root, as_markdown=as_markdown))
+            with self._articles_lock:
+                if self._articles_chars + len(html) > ARTICLES_KEPT_CHARS:
+                    self._articles, self._articles_chars = {}, 0
+                self._articles[key] = html
+                self._articles_chars += len(html)
         return html
 
     # --- dispatch ---------------------------------------------------------------------------
