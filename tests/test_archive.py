@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from chalicelib import config
+from chalicelib import config, invoke
 from chalicelib.store import db
 from chalicelib.archive import outbox, rebuild, worker
 from chalicelib.archive import render as rendering
@@ -21,8 +21,12 @@ from chalicelib.archive.render import render
 from chalicelib.archive.worker import drain, drain_once, work
 from chalicelib.transports.cli import cli
 from chalicelib.config import Settings
+from chalicelib.errors import Conflict
+from chalicelib.tools import tools_by_name
 
 from .test_reservations import travel
+
+TOOLS = tools_by_name()
 
 ENTRY = {
     "kind": "message", "project": "work-demo", "id": "383516381663293588", "thread_id": "t-1", "subject": "Hello there",
@@ -313,6 +317,55 @@ def test_verify_finds_a_profile_that_does_not_say_its_agent_is_retired(call, pro
         rebuild.rebuild(conn, archive)
         assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
     assert json.loads(archive.read(f"projects/{project}/agents/RedStone/profile.json"))["retired_ts"].startswith("2026-01-01")
+
+
+def restore_into(settings, path: Path) -> Settings:
+    """`db restore-from-archive` into a new SQLite file, as an operator runs it."""
+    url = f"sqlite:///{path}"
+    result = CliRunner().invoke(cli, ["--database-url", url, "db", "restore-from-archive"],
+                                env={"ARCHIVE_DIR": str(settings.archive_dir)})
+    assert result.exit_code == 0, result.output
+    return Settings(database_url=url)
+
+
+def send_on(settings) -> dict:
+    arguments = dict(project_key="work-demo", sender_name="BlueLake", to=["GreenCastle"], subject="After", body_md="x")
+    return invoke.call(TOOLS["send_message"], arguments, settings).model_dump(mode="json")
+
+
+def test_an_archived_project_is_restored_archived_and_an_unarchived_one_active(call, project, settings, tmp_path, archive):
+    send_some(call, project)
+    archived_ts = call("archive_project", project_key=project)["archived_ts"]
+    call("retire_agent", project_key=project, agent_name="RedStone")  # written while archived: project.json still says so
+    drain(settings, archive)
+    described = {"slug": project, "human_key": "/work/demo"}
+    assert json.loads(archive.read(f"projects/{project}/project.json")) == {**described, "archived_ts": archived_ts}
+    with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
+        rebuild.rebuild(conn, rebuilt)
+        assert rebuilt.files() == archive.files()  # the worker and rebuild agree
+    restored = restore_into(settings, tmp_path / "restored.db")
+    assert invoke.call(TOOLS["get_project"], {"project_key": project}, restored).archived_ts == archived_ts
+    with pytest.raises(Conflict, match="is archived"):
+        send_on(restored)  # still read-only
+    call("unarchive_project", project_key=project)
+    drain(settings, archive)
+    assert json.loads(archive.read(f"projects/{project}/project.json")) == described  # as an active project's always was
+    restored = restore_into(settings, tmp_path / "unarchived.db")
+    assert invoke.call(TOOLS["get_project"], {"project_key": project}, restored).archived_ts is None
+    assert send_on(restored)["message"]["subject"] == "After"
+
+
+def test_verify_finds_a_project_json_that_does_not_say_its_project_is_archived(call, project, settings, archive):
+    """A project archived before archiving wrote project.json: verify says the file differs, so
+    doctor --repair (a rebuild) writes it, and a restore keeps the project archived."""
+    drain(settings, archive)
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        conn.execute("UPDATE projects SET archived_ts = '2026-01-01T00:00:00.000000+00:00'")
+    with db.connection(settings) as conn:
+        assert rebuild.verify(conn, archive)["different"] == [f"projects/{project}/project.json"]
+        rebuild.rebuild(conn, archive)
+        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+    assert json.loads(archive.read(f"projects/{project}/project.json"))["archived_ts"].startswith("2026-01-01")
 
 
 def first_naming(entry: dict) -> dict[str, bytes]:

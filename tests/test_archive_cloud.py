@@ -119,6 +119,16 @@ def test_outbox_to_fifo_queue_to_worker_to_pushed_commit_and_redelivery_changes_
         assert archive.head() == head
 
 
+def test_archiving_a_project_reaches_the_remote_s_project_json(sqs, settings, worker, send):
+    send("hello")
+    archived_ts = invoke.call(TOOLS["archive_project"], {"project_key": "cloud"}, settings).archived_ts
+    cloud.publish_all(settings)
+    event = receive(sqs)
+    assert worker(event, CONTEXT) == {"batchItemFailures": []}
+    with remote(settings) as archive:
+        assert json.loads(archive.read("projects/cloud/project.json"))["archived_ts"] == archived_ts
+
+
 def test_the_worker_commits_a_batch_a_byte_bound_at_a_time(sqs, settings, worker, send, monkeypatch):
     """Ten messages of 50 MiB of attachments are not held at once: a commit per BATCH_MAX_BYTES."""
     ids = [send(f"hello {n}") for n in range(3)]

@@ -1,7 +1,7 @@
 """The transactional outbox: archive work recorded in the same transaction as the data.
 
 A write tool calls `record_*` inside its transaction; the row commits (or rolls back) with
-the message, profile or reservation it describes, so the archive can lag behind the
+the message, profile, reservation or project it describes, so the archive can lag behind the
 database but never silently diverge from it. Workers take `pending` rows, write them to
 git, and mark them `done` only after the commit; a failure is counted and kept for retry.
 """
@@ -58,6 +58,21 @@ def message_entry(message, human_key: str) -> bytes:
         orjson.dumps(message.project), orjson.dumps(human_key), fields[1:])
 
 
+def project_payload(project: sqlite3.Row) -> dict:
+    """What an entry says of its project for projects/{slug}/project.json, which every entry
+    writes: its human key and, only while it is archived, since when (so a restore keeps it
+    archived; an active project's file stays as before)."""
+    payload = {"project_human_key": project["human_key"]}
+    if project["archived_ts"]:
+        payload["project_archived_ts"] = project["archived_ts"]
+    return payload
+
+
+def record_project(db: sqlite3.Connection, project: sqlite3.Row) -> None:
+    """project.json alone: the project was archived or unarchived."""
+    record(db, project["slug"], "project", project["id"], project_payload(project))
+
+
 def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:
     payload = {
         "id": str(agent["id"]),
@@ -66,7 +81,7 @@ def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:
         "model": agent["model"],
         "task_description": agent["task_description"],
         "inception_ts": agent["inception_ts"],
-        "project_human_key": project["human_key"],
+        **project_payload(project),
     }
     if agent["retired_ts"]:  # only then: an active agent's profile stays as it was written before
         payload["retired_ts"] = agent["retired_ts"]
@@ -77,9 +92,9 @@ def record_agent(db: sqlite3.Connection, project: sqlite3.Row, agent: sqlite3.Ro
     record(db, project["slug"], "agent", agent["id"], agent_payload(project, agent))
 
 
-def reservation_payload(row: sqlite3.Row, human_key: str) -> dict:
+def reservation_payload(row: sqlite3.Row, project: sqlite3.Row) -> dict:
     payload = {key: str(row[key]) if key == "id" else (bool(row[key]) if key == "exclusive" else row[key]) for key in RESERVATION_COLUMNS}
-    return {**payload, "project_human_key": human_key}
+    return {**payload, **project_payload(project)}
 
 
 def record_reservations(db: sqlite3.Connection, project: sqlite3.Row, ids: list[int]) -> None:
@@ -90,7 +105,7 @@ def record_reservations(db: sqlite3.Connection, project: sqlite3.Row, ids: list[
         f"SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents a ON a.id = r.agent_id WHERE r.id IN ({placeholders(ids)})", ids
     )
     for row in rows:
-        record(db, project["slug"], "reservation", row["id"], reservation_payload(row, project["human_key"]))
+        record(db, project["slug"], "reservation", row["id"], reservation_payload(row, project))
 
 
 def move_pending(db: sqlite3.Connection, old_slug: str, new_slug: str, entity_ids: list[int]) -> None:

@@ -49,7 +49,8 @@ def message_entries(db: sqlite3.Connection, archived_body: Callable[[dict], str 
     last = 0
     while True:
         rows = db.execute(
-            f"SELECT {MESSAGE_COLUMNS}, m.body_archived_ts, p.slug, p.human_key FROM messages m JOIN agents s ON s.id = m.sender_id"
+            f"SELECT {MESSAGE_COLUMNS}, m.body_archived_ts, p.slug, p.human_key, p.archived_ts FROM messages m"
+            " JOIN agents s ON s.id = m.sender_id"
             " JOIN projects p ON p.id = m.project_id WHERE m.id > ? ORDER BY m.id LIMIT ?",
             (last, CHUNK),
         ).fetchall()
@@ -62,7 +63,7 @@ def message_entries(db: sqlite3.Connection, archived_body: Callable[[dict], str 
                 sender=row["sender"], importance=row["importance"], ack_required=bool(row["ack_required"]),
                 created_ts=row["created_ts"], attachments=attachments_of(row), **recipients[row["id"]],
             )
-            entry = json.loads(outbox.message_entry(message, row["human_key"]))
+            entry = json.loads(outbox.message_entry(message, row["human_key"])) | outbox.project_payload(row)  # for project.json
             if row["body_archived_ts"] and (body := archived_body(entry)) is not None:
                 entry["body_md"] = body
             yield entry
@@ -76,9 +77,12 @@ def body_in_archive(archive: GitArchive, entry: dict) -> str | None:
 
 
 def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
-    """Every agent profile and file reservation, as entries."""
+    """Every archived project (its project.json: archive_project wrote one), agent profile and
+    file reservation, as entries."""
+    for row in db.execute("SELECT * FROM projects WHERE archived_ts IS NOT NULL ORDER BY id").fetchall():
+        yield {"kind": "project", "project": row["slug"], **outbox.project_payload(row)}
     for row in db.execute(
-        "SELECT a.*, p.slug, p.human_key FROM agents a JOIN projects p ON p.id = a.project_id ORDER BY a.id"
+        "SELECT a.*, p.slug, p.human_key, p.archived_ts FROM agents a JOIN projects p ON p.id = a.project_id ORDER BY a.id"
     ).fetchall():
         yield {"kind": "agent", "project": row["slug"], **outbox.agent_payload(row, row)}
     yield from reservation_entries(db)
@@ -86,14 +90,15 @@ def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
 
 def reservation_entries(db: sqlite3.Connection) -> Iterator[dict]:
     for row in db.execute(
-        "SELECT r.*, a.name AS agent, p.slug, p.human_key FROM file_reservations r JOIN agents a ON a.id = r.agent_id"
-        " JOIN projects p ON p.id = r.project_id ORDER BY r.id"
+        "SELECT r.*, a.name AS agent, p.slug, p.human_key, p.archived_ts FROM file_reservations r"
+        " JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = r.project_id ORDER BY r.id"
     ).fetchall():
-        yield {"kind": "reservation", "project": row["slug"], **outbox.reservation_payload(row, row["human_key"])}
+        yield {"kind": "reservation", "project": row["slug"], **outbox.reservation_payload(row, row)}
 
 
 def count_entries(db: sqlite3.Connection) -> int:
-    return sum(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("messages", "agents", "file_reservations"))
+    tables = ("messages", "agents", "file_reservations", "projects WHERE archived_ts IS NOT NULL")  # archived: other_entries
+    return sum(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables)
 
 
 def rebuild(db: sqlite3.Connection, archive: GitArchive, on_batch=lambda n: None) -> int:
@@ -138,7 +143,8 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     message whose body retention archived is compared with the body of its file (the only copy
     left): the rest of the document must still match. Each file reservation of the database
     must have its file too (reservation_problems), and an agent's profile must say whether it
-    is retired (profiles written before they said so: different, which a rebuild rewrites)."""
+    is retired (profiles written before they said so: different, which a rebuild rewrites), and
+    a project.json whether its project is archived (archived_problems)."""
     found = {current_path(path): (path, sha) for path, sha in archive.walk("projects") if path.split("/")[2:3] == ["messages"]}
 
     def archived_body(entry: dict) -> str | None:
@@ -150,7 +156,7 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
         older = {key: value for key, value in entry.items() if key != "project_human_key"}
         for path, content in canonical(render(entry)).items():
             expected[path] = (blob_id(content), blob_id(canonical(render(older))[path]))
-    projects = db.execute("SELECT slug, human_key, purged_before_id FROM projects").fetchall()
+    projects = db.execute("SELECT slug, human_key, archived_ts, purged_before_id FROM projects").fetchall()
     owners = {row["slug"]: row["human_key"] for row in projects}
     purged_before = {row["slug"]: row["purged_before_id"] or 0 for row in projects}
     homes = {}  # message id -> its project's human key, for the files that are not where they should be
@@ -170,7 +176,7 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
             key = homes.get(str(document.get("id")))
         (foreign if key is not None and key != owners.get(slug) else unexpected).append(original)
     missing, different = reservation_problems(db, archive)
-    different += retirement_problems(db, archive)
+    different += retirement_problems(db, archive) + archived_problems(archive, projects)
     return {
         "missing": sorted([*expected.keys() - found.keys(), *missing]),
         "unexpected": unexpected,
@@ -203,6 +209,18 @@ def retirement_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str
         content = archive.read(path)
         if content is not None and json.loads(content).get("retired_ts") != row["retired_ts"]:
             different.append(path)
+    return different
+
+
+def archived_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> list[str]:
+    """project.json files whose archived_ts is not their project's (written before archiving wrote
+    it); a missing one is no concern here, one of another project is foreign."""
+    different = []
+    for row in projects:
+        content = archive.read(project_json_path(row["slug"]))
+        described = json.loads(content) if content is not None else {}
+        if described.get("human_key") == row["human_key"] and described.get("archived_ts") != row["archived_ts"]:
+            different.append(project_json_path(row["slug"]))
     return different
 
 
@@ -255,6 +273,7 @@ class Restorer:
         self.ids: dict[str, int] = {}  # human key -> project id
         self.slugs: dict[str, str] = {}  # slug -> human key
         self.folders: dict[str, str] = {}  # archive folder -> the human key it belongs to
+        self.archived: dict[str, str] = {}  # human key -> archived_ts (its project.json says it is archived)
 
     def project(self, human_key: str, slug: str, created_ts: str) -> int:
         if human_key not in self.ids:
@@ -264,8 +283,8 @@ class Restorer:
                 unique = f"{slug}-{number}"
             self.ids[human_key], self.slugs[unique] = stable_id("project", human_key), human_key
             self.db.execute(
-                "INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, ?)",
-                (self.ids[human_key], unique, human_key, created_ts),
+                "INSERT INTO projects (id, slug, human_key, created_ts, archived_ts) VALUES (?, ?, ?, ?, ?)",
+                (self.ids[human_key], unique, human_key, created_ts, self.archived.get(human_key)),
             )
         return self.ids[human_key]
 
@@ -276,21 +295,26 @@ class Restorer:
 
 
 def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: items) -> dict[str, int]:
-    """Fill an empty database from the archive: projects and agents (profiles), messages and
-    their recipients (canonical files), file reservations. Contact policies, read and ack
-    marks are not archived and start afresh. `progress` wraps the messages as they are
-    restored (the CLI's progress bar). Each project is rebuilt under its own human key (from
-    project.json, the profiles and the documents), so two projects whose archive folders share
-    a slug stay apart. The archive is read a folder at a time, never whole."""
+    """Fill an empty database from the archive: projects (archived if their project.json says
+    so) and agents (profiles), messages and their recipients (canonical files), file
+    reservations. Contact policies, read and ack marks are not archived and start afresh.
+    `progress` wraps the messages as they are restored (the CLI's progress bar). Each project
+    is rebuilt under its own human key (from project.json, the profiles and the documents), so
+    two projects whose archive folders share a slug stay apart. The archive is read a folder at
+    a time, never whole."""
     if db.execute("SELECT 1 FROM projects UNION ALL SELECT 1 FROM agents UNION ALL SELECT 1 FROM messages LIMIT 1").fetchone():
         raise ValueError("the database is not empty; restore into a new DATABASE_URL")
     projects = Restorer(db)
     counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0}
     folders = archive.folders("projects")
-    for folder in folders:
+    for folder in folders:  # every project.json first: whether a project is archived, before it is created
         owner = archive.read(project_json_path(folder))
         if owner is not None:
-            projects.folders[folder] = json.loads(owner)["human_key"]
+            described = json.loads(owner)
+            projects.folders[folder] = described["human_key"]
+            if described.get("archived_ts"):
+                projects.archived[described["human_key"]] = described["archived_ts"]
+    for folder in folders:
         for name in archive.folders(f"projects/{folder}/agents"):
             content = archive.read(f"projects/{folder}/agents/{name}/profile.json")
             if content is None:

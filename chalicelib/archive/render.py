@@ -42,6 +42,8 @@ def describe(entry: dict) -> str:
         return f"mail: {entry['sender']} -> {to} | {one_line(entry['subject'])}"
     if entry["kind"] == "agent":
         return f"agent: profile {entry['name']}"
+    if entry["kind"] == "project":
+        return f"project: {'archived' if entry.get('project_archived_ts') else 'active'}"
     return f"file_reservation: {entry['agent']} {entry['path_pattern']}"
 
 
@@ -110,7 +112,8 @@ def reservation_files(entry: dict) -> dict[str, bytes]:
     """One file per reservation, named by its id. (Archives written before named it by the
     sha1 of its pattern, so two agents' reservations of one pattern shared a file: readers
     still take those, reservation_id_of_name.)"""
-    return {f"{project_dir(entry['project'])}/file_reservations/{int(entry['id'])}.json": to_json(entry), **project_file(entry)}
+    reservation = {key: value for key, value in entry.items() if key != "project_archived_ts"}  # project.json's
+    return {f"{project_dir(entry['project'])}/file_reservations/{int(entry['id'])}.json": to_json(reservation), **project_file(entry)}
 
 
 def reservation_id_of_name(name: str) -> int | None:
@@ -121,11 +124,14 @@ def reservation_id_of_name(name: str) -> int | None:
 
 
 def project_file(entry: dict) -> dict[str, bytes]:
-    """projects/{slug}/project.json: whose folder this is. Entries queued before it existed
-    carry no human key and write none."""
+    """projects/{slug}/project.json: whose folder this is and, while the project is archived,
+    since when. Entries queued before it existed carry no human key and write none."""
     if not entry.get("project_human_key"):
         return {}
-    return {project_json_path(entry["project"]): to_json({"slug": entry["project"], "human_key": entry["project_human_key"]})}
+    project = {"slug": entry["project"], "human_key": entry["project_human_key"]}
+    if entry.get("project_archived_ts"):
+        project["archived_ts"] = entry["project_archived_ts"]
+    return {project_json_path(entry["project"]): to_json(project)}
 
 
 def project_json_path(slug: str) -> str:
@@ -141,12 +147,13 @@ def message_name(entry: dict) -> str:
     return f"{file_timestamp(entry['created_ts'])}__{subject_slug(entry['subject'])}__{int(entry['id'])}.md"
 
 
-RENDERERS = {"message": message_files, "agent": agent_files, "reservation": reservation_files}
+RENDERERS = {"message": message_files, "agent": agent_files, "reservation": reservation_files, "project": project_file}
 
 
 def document(entry: dict) -> bytes:
     """`---json` front matter, then the markdown body."""
-    front = {key: value for key, value in entry.items() if key not in ("kind", "body_md")}
+    # project_archived_ts: project.json's (rebuild's entries carry it), not the message's
+    front = {key: value for key, value in entry.items() if key not in ("kind", "body_md", "project_archived_ts")}
     return f"---json\n{json.dumps(front, indent=2, ensure_ascii=False, sort_keys=True)}\n---\n\n{entry['body_md']}\n".encode()
 
 

@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
+from ..archive import outbox
 from ..errors import Conflict, NotFound
 from ..store.db import placeholders, refresh, transaction
 from ..fields import ProjectKey
@@ -249,14 +250,18 @@ def archive_project(db: sqlite3.Connection, args: ArchiveProjectInput) -> Projec
     project = find_project(db, args.project_key)
     # coalesce: archiving again keeps the first time
     sql = "UPDATE projects SET archived_ts = coalesce(archived_ts, ?) WHERE id = ? RETURNING *"
-    return _project(db.execute(sql, (clock.now(), project["id"])).fetchall()[0])
+    row = db.execute(sql, (clock.now(), project["id"])).fetchall()[0]
+    outbox.record_project(db, row)  # project.json says so: a restore keeps the project archived
+    return _project(row)
 
 
 def unarchive_project(db: sqlite3.Connection, args: ArchiveProjectInput) -> Project:
     """Make an archived project active again. Idempotent."""
     project = find_project(db, args.project_key)
     sql = "UPDATE projects SET archived_ts = NULL WHERE id = ? RETURNING *"
-    return _project(db.execute(sql, (project["id"],)).fetchall()[0])
+    row = db.execute(sql, (project["id"],)).fetchall()[0]
+    outbox.record_project(db, row)
+    return _project(row)
 
 
 TOOLS = [
