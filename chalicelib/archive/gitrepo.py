@@ -26,6 +26,7 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, write_pack_index
 from dulwich.repo import Repo
 
+from ..human_keys import normalize_human_key
 from .render import attachment_paths, commit_message, project_json_path, render
 
 BRANCH = b"refs/heads/main"
@@ -158,7 +159,8 @@ class GitArchive:
             return
         slug = entries[0]["project"]
         owner = self.read(project_json_path(slug), parent)
-        owners = keys | ({json.loads(owner)["human_key"]} if owner else set())
+        # Compared as normalised: a folder written under C:/x is C:\x's after migrations/0031 respelled it.
+        owners = {normalize_human_key(key) for key in keys | ({json.loads(owner)["human_key"]} if owner else set())}
         if len(owners) > 1:
             raise ForeignProject(
                 f"archive folder projects/{slug}/ holds more than one project ({', '.join(sorted(owners))}):"

@@ -13,6 +13,7 @@ from dulwich.objects import Blob
 
 from ..ids import stable_id
 from ..tools.agents import agent_id
+from ..human_keys import normalize_human_key
 from ..tools.reservations import literal_prefix
 from ..attachments.intake import Attachment
 from ..tools.messages import (
@@ -174,7 +175,7 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
             if not homes:
                 homes = {str(row[0]): row[1] for row in db.execute("SELECT m.id, p.human_key FROM messages m JOIN projects p ON p.id = m.project_id")}
             key = homes.get(str(document.get("id")))
-        (foreign if key is not None and key != owners.get(slug) else unexpected).append(original)
+        (foreign if key is not None and not same_project(key, owners.get(slug)) else unexpected).append(original)
     missing, different = reservation_problems(db, archive)
     different += retirement_problems(db, archive) + archived_problems(archive, projects)
     return {
@@ -248,18 +249,24 @@ def message_id_of(path: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
+def same_project(human_key: str | None, owner: str | None) -> bool:
+    """Whether the key an archive file records is its folder's project's, perhaps spelled as it
+    then was (before migrations/0031 a Windows key was stored as typed)."""
+    return human_key == owner or (None not in (human_key, owner) and normalize_human_key(human_key) == normalize_human_key(owner))
+
+
 def foreign_files(archive: GitArchive, owners: dict[str, str]) -> list[str]:
     """project.json and agent profiles that name another project than the folder's."""
     found = []
     for slug in archive.folders("projects"):
         owner = owners.get(slug)
         project = archive.read(project_json_path(slug))
-        if project is not None and json.loads(project)["human_key"] != owner:
+        if project is not None and not same_project(json.loads(project)["human_key"], owner):
             found.append(project_json_path(slug))
         for name in archive.folders(f"projects/{slug}/agents"):
             path = f"projects/{slug}/agents/{name}/profile.json"
             profile = archive.read(path)
-            if profile is not None and json.loads(profile).get("project_human_key") != owner:
+            if profile is not None and not same_project(json.loads(profile).get("project_human_key"), owner):
                 found.append(path)
     return found
 
@@ -274,6 +281,21 @@ class Restorer:
         self.slugs: dict[str, str] = {}  # slug -> human key
         self.folders: dict[str, str] = {}  # archive folder -> the human key it belongs to
         self.archived: dict[str, str] = {}  # human key -> archived_ts (its project.json says it is archived)
+        self.claims: dict[str, str] = {}  # normalised human key -> the folder whose project has it
+
+    def claim(self, owners: dict[str, str]) -> None:
+        """Which folder's project takes each normalised key, from {folder: its project.json's key}:
+        the one whose project.json spells it so (it held the key, or took it and wrote since),
+        else the first by name (a plain slug before its suffixed ones: the older project's)."""
+        for folder, written in sorted(owners.items(), key=lambda item: (normalize_human_key(item[1]) != item[1], item[0])):
+            self.claims.setdefault(normalize_human_key(written), folder)
+
+    def key(self, written: str, folder: str) -> str:
+        """The human key a project is restored under: the normal form of the key as written (an
+        archive may spell one directory C:/x and C:\\x), or, when another folder's project has
+        that form, the key as written (two projects migrations/0031 left apart stay apart)."""
+        normal = normalize_human_key(written)
+        return normal if self.claims.setdefault(normal, folder) == folder else written
 
     def project(self, human_key: str, slug: str, created_ts: str) -> int:
         if human_key not in self.ids:
@@ -307,20 +329,19 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     projects = Restorer(db)
     counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0}
     folders = archive.folders("projects")
-    for folder in folders:  # every project.json first: whether a project is archived, before it is created
-        owner = archive.read(project_json_path(folder))
-        if owner is not None:
-            described = json.loads(owner)
-            projects.folders[folder] = described["human_key"]
-            if described.get("archived_ts"):
-                projects.archived[described["human_key"]] = described["archived_ts"]
+    described = {folder: json.loads(owner) for folder in folders if (owner := archive.read(project_json_path(folder)))}
+    projects.claim({folder: project["human_key"] for folder, project in described.items()})
+    for folder, project in described.items():  # every project.json first: whether a project is archived, before it is created
+        projects.folders[folder] = projects.key(project["human_key"], folder)
+        if project.get("archived_ts"):
+            projects.archived[projects.folders[folder]] = project["archived_ts"]
     for folder in folders:
         for name in archive.folders(f"projects/{folder}/agents"):
             content = archive.read(f"projects/{folder}/agents/{name}/profile.json")
             if content is None:
                 continue
             profile = json.loads(content)
-            human_key = profile["project_human_key"]
+            human_key = projects.key(profile["project_human_key"], folder)
             projects.folders.setdefault(folder, human_key)
             project_id = projects.project(human_key, folder, profile["inception_ts"])
             db.execute(
@@ -338,7 +359,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
 
     for folder, sha in progress(documents()):
         entry = parse_document(archive.repo[sha].data)
-        human_key = entry.get("project_human_key") or projects.folders[folder]
+        human_key = projects.key(entry.get("project_human_key") or projects.folders[folder], folder)
         mid = int(entry["id"])
         project_id = projects.project(human_key, folder, entry["created_ts"])
         attachments = [Attachment.model_validate(item) for item in entry.get("attachments", [])]
@@ -356,7 +377,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     for folder in folders:
         for sha in archived_reservations(archive, [folder]).values():  # one file per reservation, whichever naming
             r = json.loads(archive.repo[sha].data)
-            human_key = r.get("project_human_key") or projects.folders[folder]
+            human_key = projects.key(r.get("project_human_key") or projects.folders[folder], folder)
             db.execute(
                 "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, path_prefix, exclusive, reason,"
                 " created_ts, expires_ts, released_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -79,6 +79,19 @@ def migrations(settings: Settings) -> Finding:
     return Finding("migrations", True, "all applied")
 
 
+def project_keys(settings: Settings) -> Finding:
+    from ..tools.projects import misspelled_keys
+
+    with db.connection(settings) as conn, db.transaction(conn, write=False):
+        found = misspelled_keys(conn)
+    if found:
+        named = [f"{row['slug']} keeps {row['human_key']}: " + (f"{normal} is project {holder}" if holder else f"not {normal}")
+                 for row, normal, holder in found]
+        return Finding("project keys", False, "; ".join(named), "it answers by its slug only (docs/identity.md, \"Windows"
+                       " paths\"); archive_project it once unused, and doctor stops naming it")
+    return Finding("project keys", True, "one project per directory")
+
+
 def search(settings: Settings) -> Finding:
     if settings.turso_sync_url:
         return Finding("search index", True, "replica mode: the sidecar index catches up before every search")
@@ -166,7 +179,7 @@ def turso(settings: Settings) -> Finding:
     return Finding("turso", True, f"{settings.turso_sync_url} answers")
 
 
-CHECKS = [configuration, disk_space, database, migrations, search, archive, worker, turso]
+CHECKS = [configuration, disk_space, database, migrations, project_keys, search, archive, worker, turso]
 
 
 def examine(settings: Settings) -> list[Finding]:

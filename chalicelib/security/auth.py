@@ -30,6 +30,7 @@ from typing import Mapping
 
 from ..config import ScopedToken, Settings
 from ..errors import Unauthorized, Unavailable
+from ..human_keys import is_path, normalize_human_key
 
 OPEN_PATHS = frozenset({"/health", "/ready"})  # liveness and readiness never ask for credentials
 CACHE_SIZE = 4096  # verified JWTs kept; when full, the cache starts over
@@ -73,7 +74,9 @@ def scoped(kind: str, subject: str, projects, role, expires: float | None = None
         return Principal(kind, subject, role, None, expires)
     if isinstance(projects, str):
         projects = projects.replace(",", " ").split()
-    return Principal(kind, subject, role, frozenset(str(project) for project in projects), expires)
+    # A path as the projects' keys spell it (C:/x and c:\x name C:\x), so that scopes.in_scope matches it.
+    keys = (normalize_human_key(key) if is_path(key) else key for key in map(str, projects))
+    return Principal(kind, subject, role, frozenset(keys), expires)
 
 
 def mode(settings: Settings) -> str:

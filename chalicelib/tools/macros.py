@@ -13,7 +13,6 @@ from pydantic import Field
 from ..archive import outbox
 from ..errors import Conflict, Forbidden
 from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
-from ..ids import stable_id
 from ..security.agent_tokens import holds_token
 from .agents import find_agent
 from ..registry import Input, Output, tool
@@ -101,7 +100,7 @@ def macro_start_session(db: sqlite3.Connection, args: MacroStartSessionInput) ->
 def settle_session(db: sqlite3.Connection, args: MacroStartSessionInput, started: SessionStarted) -> SessionStarted:
     """As ensure_project's settle step: if the project had to leave a slug another replica gave
     meanwhile, the answer and the archive work this call queued follow it to its new slug."""
-    key = stable_id("project", started.project.human_key)
+    key = started.project._id
     moved = settle_slug(db, key, started.project._created)
     if not moved:
         return started

@@ -453,9 +453,16 @@ def inbox_json(db: sqlite3.Connection, args: FetchInboxInput) -> bytes:
     if args.cursor:
         where += " AND r.message_id < ?"
         params.append(int(args.cursor))
-    rows = inbox_page(db, home, agent_id(home, args.agent_name), where, params, limit=args.limit, bodies=args.include_bodies)
+
+    def page(project: int) -> list[str]:
+        return inbox_page(db, project, agent_id(project, args.agent_name), where, params, limit=args.limit, bodies=args.include_bodies)
+
+    rows = page(home)
     if not rows:
-        find_agent(db, find_project(db, args.project_key), args.agent_name)
+        project = find_project(db, args.project_key)
+        find_agent(db, project, args.agent_name)
+        if project["id"] != home:  # a key migrations/0031 respelled: its ids follow from the old spelling
+            rows = page(project["id"])
     next_cursor = f'"{message_id_of(rows[-1])}"' if len(rows) == args.limit else "null"
     return f'{{"messages":[{",".join(rows)}],"next_cursor":{next_cursor}}}'.encode()
 

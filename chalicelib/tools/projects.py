@@ -9,7 +9,6 @@ moves one of them off it, so a slug once answered stays that project's.
 """
 
 import functools
-import posixpath
 import re
 import sqlite3
 from typing import Annotated
@@ -21,24 +20,11 @@ from ..archive import outbox
 from ..errors import Conflict, NotFound
 from ..store.db import placeholders, refresh, transaction
 from ..fields import ProjectKey
+from ..human_keys import is_path, normalize_human_key
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .counts import project_message_count
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
-
-_WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]")
-
-
-def is_path(value: str) -> bool:
-    return value.startswith("/") or _WINDOWS_PATH.match(value) is not None
-
-
-def normalize_human_key(value: str) -> str:
-    if _WINDOWS_PATH.match(value):
-        return value[:3] + value[3:].rstrip("\\/")  # C:\ stays: C: would not be absolute
-    if not value.startswith("/"):
-        raise ValueError(f"{value!r} is not an absolute path; pass the project's working directory, e.g. /home/me/repo")
-    return posixpath.normpath(value).replace("//", "/")
 
 
 def slugify(human_key: str) -> str:
@@ -79,17 +65,20 @@ class Project(Output):
     created_ts: str
     archived_ts: str | None = Field(description="Set while the project is archived (read-only).")
     _created: bool = PrivateAttr(False)  # made by this call: settle_slug may still move it
+    _id: int = PrivateAttr(0)  # its row's: the hash of its human key, or of an older spelling (migrations/0031)
 
 
 def _project(row: sqlite3.Row) -> Project:
-    return Project(**{key: row[key] for key in ("slug", "human_key", "created_ts", "archived_ts")})
+    project = Project(**{key: row[key] for key in ("slug", "human_key", "created_ts", "archived_ts")})
+    project._id = row["id"]
+    return project
 
 
 def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
     """The project named by slug or human key, or a NotFound that says how to create it."""
     if is_path(project_key):
-        key = _human_key_id(project_key)
-        rows = db.execute("SELECT * FROM projects WHERE id = ?", (key,)).fetchall()
+        row = project_by_key(db, _normal_key(project_key)[0])
+        rows = [] if row is None else [row]
     else:
         rows = db.execute("SELECT * FROM projects WHERE slug = ?", (project_key,)).fetchall()
     if not rows:
@@ -109,20 +98,41 @@ def project_order(row: sqlite3.Row) -> tuple:
 def project_id(db: sqlite3.Connection, project_key: str) -> int:
     """The id of the project named by slug or human key. A human key gives it without a query,
     and without checking that the project exists: a caller whose query then finds nothing
-    must call find_project for the error. A slug is looked up (find_project)."""
+    must call find_project, for the error or for the id of a project whose key migrations/0031
+    respelled (its id is the hash of the old spelling). A slug is looked up (find_project)."""
     if is_path(project_key):
-        return _human_key_id(project_key)
+        return _normal_key(project_key)[1]
     return find_project(db, project_key)["id"]
 
 
 @functools.lru_cache(maxsize=4096)  # on every request that names a project: normalising and hashing cost ~3 µs
-def _human_key_id(human_key: str) -> int:
-    return stable_id("project", normalize_human_key(human_key))
+def _normal_key(project_key: str) -> tuple[str, int]:
+    """A path's human key, and the id of a project created under it."""
+    human_key = normalize_human_key(project_key)
+    return human_key, stable_id("project", human_key)
+
+
+def project_by_key(db: sqlite3.Connection, human_key: str) -> sqlite3.Row | None:
+    """The project of a (normalised) human key. By key, not by id: a project whose key
+    migrations/0031 respelled keeps the id of its old spelling."""
+    return db.execute("SELECT * FROM projects WHERE human_key = ?", (human_key,)).fetchone()
 
 
 def project_by_id(db: sqlite3.Connection, project_id: int) -> sqlite3.Row:
     """A project known to exist, e.g. an agent's or a message's."""
     return db.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone()
+
+
+def misspelled_keys(db: sqlite3.Connection) -> list[tuple[sqlite3.Row, str, str | None]]:
+    """(project, its normal key, the slug of the project holding that key or None) for each active
+    project whose key is not normal: a Windows key migrations/0031 left as it was (doctor names them)."""
+    found = []
+    for row in db.execute("SELECT slug, human_key FROM projects WHERE archived_ts IS NULL ORDER BY created_ts, id").fetchall():
+        normal = normalize_human_key(row["human_key"])
+        if normal != row["human_key"]:
+            holder = project_by_key(db, normal)
+            found.append((row, normal, None if holder is None else holder["slug"]))
+    return found
 
 
 class EnsureProjectInput(Input):
@@ -134,10 +144,10 @@ def ensure_project(db: sqlite3.Connection, args: EnsureProjectInput) -> Project:
 
     Its slug is unique: the plain slug of the path, or, when another path already has that
     one (e.g. /home/me/Shop after /home/me/shop), the plain slug and 6 hex digits."""
-    key = stable_id("project", args.human_key)
-    row = project_by_id(db, key)
+    row = project_by_key(db, args.human_key)
     if row is not None:
         return _project(row)
+    key = stable_id("project", args.human_key)
     inserted = db.execute(
         "INSERT OR IGNORE INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, ?)",
         (key, free_slug(db, args.human_key, key), args.human_key, clock.now()),
@@ -149,7 +159,7 @@ def ensure_project(db: sqlite3.Connection, args: EnsureProjectInput) -> Project:
 
 def settle_project(db: sqlite3.Connection, args: EnsureProjectInput, project: Project) -> Project:
     """ensure_project's settle step (after the push): leave a slug another replica gave meanwhile."""
-    moved = settle_slug(db, stable_id("project", args.human_key), project._created)
+    moved = settle_slug(db, project._id, project._created)
     return project.model_copy(update={"slug": moved}) if moved else project
 
 
