@@ -99,6 +99,22 @@ def test_serve_refuses_a_port_out_of_range(settings, monkeypatch):
     assert result.exit_code == 2 and "Invalid value for PORT" in result.stderr
 
 
+@pytest.mark.parametrize("env, said", [
+    ({"AUTH_MODE": "jwt"}, "AUTH_MODE=jwt needs JWT_JWKS_URL, JWT_AUDIENCE, JWT_ISSUER."),
+    ({"AUTH_MODE": "bearer"}, "AUTH_MODE=bearer needs AUTH_BEARER_TOKENS"),
+    ({"AUTH_MODE": "none", "HOST": "0.0.0.0"}, "Refusing to serve without authentication on host '0.0.0.0'"),
+])
+def test_serve_refuses_an_unsafe_set_up_in_one_line_before_any_banner(settings, monkeypatch, env, said):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: pytest.fail("served"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = run("serve", "--port", "0")
+    assert result.exit_code == 1 and result.stderr.startswith(f"Error: {said}") and "Traceback" not in result.stderr
+    assert "Agent Mail" not in result.stderr  # no banner, as if it had started
+
+
 def test_serve_port_0_picks_a_free_port_and_names_it(settings, monkeypatch):
     import uvicorn
 

@@ -243,6 +243,10 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
     import uvicorn
 
     host, port = host or settings.host, settings.port if port is None else port
+    try:  # the app refuses these at start-up: say so in one line, before any banner
+        auth.check_configuration(settings, host)
+    except auth.InsecureConfiguration as exc:
+        raise click.ClickException(str(exc)) from None
     try:  # a clear word now rather than uvicorn's traceback once the app has loaded
         with socket.create_server((host, port)) as probe:
             port = probe.getsockname()[1]  # --port 0: the free port the system picked, for the banner
