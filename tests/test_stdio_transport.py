@@ -240,3 +240,21 @@ def test_a_bad_setting_ends_the_session_with_a_line_naming_it(tmp_path):
     done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=initialize_line(), capture_output=True,
                           env=env, cwd=ROOT, timeout=60)
     assert done.returncode == 1 and "invalid PORT" in done.stderr.decode() and "Traceback" not in done.stderr.decode()
+
+
+def test_a_relative_path_setting_is_named_on_stderr_with_where_it_lands(tmp_path):
+    """A client starts the server in a directory of its choosing: a relative ATTACHMENTS_DIR (the
+    default, ./data/attachments) put a stdio session's attachments there, where the HTTP server on
+    the same database could not find them (500s, an archive entry failing for ever)."""
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive")}
+    env.pop("ATTACHMENTS_DIR", None)
+    done = subprocess.run([str(AGENT_MAIL), "stdio"], input=initialize_line(), capture_output=True, env=env, cwd=client_dir, timeout=60)
+    said = done.stderr.decode()
+    assert done.returncode == 0, said
+    assert f"ATTACHMENTS_DIR is relative (data/attachments): it resolves to {client_dir}/data/attachments" in said
+    assert "DATABASE_URL is relative" not in said and "ARCHIVE_DIR is relative" not in said
+    done = subprocess.run([str(AGENT_MAIL), "stdio"], input=initialize_line(), capture_output=True, cwd=client_dir, timeout=60,
+                          env={**env, "ATTACHMENTS_DIR": str(tmp_path / "attachments")})
+    assert done.returncode == 0 and "is relative" not in done.stderr.decode()

@@ -112,6 +112,9 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     except ValidationError as exc:  # a line the client shows in its log, not a traceback
         sys.exit("agent-mail stdio: invalid %s: %s" % invalid_setting(exc))
     logging.basicConfig(stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name, path in relative_paths(settings):
+        logging.warning("%s is relative (%s): it resolves to %s, in the directory the client started this in;"
+                        " give it an absolute path, the HTTP server's (README: Over stdio)", name, path, path.resolve())
     try:
         db.migrate(settings)
     except db.NewerSchema as exc:
@@ -137,6 +140,17 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     finally:
         if worker:
             worker.stop()
+
+
+def relative_paths(settings) -> list[tuple[str, "Path"]]:
+    """The settings naming a relative path: a client starts this in a directory of its choosing,
+    so the mail, the archive or attachments would go there, apart from the HTTP server's."""
+    places = [("DATABASE_URL", settings.database_path)]
+    if settings.archive_enabled:
+        places.append(("ARCHIVE_DIR", settings.archive_dir))
+    if not settings.attachments_bucket:
+        places.append(("ATTACHMENTS_DIR", settings.attachments_dir))
+    return [(name, path) for name, path in places if not path.is_absolute()]
 
 
 async def session(server, stdin, stdout) -> None:
