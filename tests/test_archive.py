@@ -146,7 +146,12 @@ def test_an_entry_that_cannot_be_written_is_kept_with_its_error_and_does_not_blo
     assert drain(settings, archive) == 4  # three profiles and the good message
     bad = [row for row in outbox_rows(settings) if row["state"] != "done"]
     assert len(bad) == 1 and bad[0]["attempts"] >= 1 and "not an agent name" in bad[0]["last_error"]
-    assert call("archive_status")["failed"] == 1
+    status = call("archive_status")
+    assert status["failed"] == 1 and "not an agent name" in status["failed_error"]  # the error, not only the count
+    from chalicelib.ops import doctor
+
+    finding = doctor.worker(settings)  # it pointed at archive_status, which did not say
+    assert not finding.ok and "1 entries failed" in finding.detail and "not an agent name" in finding.detail
     drain(settings, archive)  # retried, still failing: counted again, never dropped
     assert [row["attempts"] for row in outbox_rows(settings) if row["state"] != "done"] > [bad[0]["attempts"]]
 

@@ -221,9 +221,14 @@ def status(db: sqlite3.Connection, project: str | None) -> dict:
         f"SELECT git_commit, done_ts FROM archive_outbox WHERE state = 'done' {where} ORDER BY id DESC LIMIT 1", params
     ).fetchone()
     lag = clock.age_seconds(oldest) if oldest else 0.0
+    error = failed and db.execute(  # the oldest failure's: failed entries are retried, so it is the one holding the rest back
+        f"SELECT last_error FROM archive_outbox WHERE state IN ('pending', 'queued') AND attempts > 0 {where} ORDER BY id LIMIT 1",
+        params,
+    ).fetchone()
     return {
         "pending": pending,
         "failed": failed,
+        "failed_error": error[0] if error else None,
         "last_commit": last["git_commit"] if last else None,
         "last_commit_ts": last["done_ts"] if last else None,
         "lag_seconds": round(lag, 3),

@@ -157,7 +157,7 @@ def worker(settings: Settings) -> Finding:
                 return f"re-queued {outbox.requeue_failed(conn)} failed entries"
 
         return Finding("archive worker", False, f"{status['failed']} entries failed (retried with backoff);"
-                       f" last error: {(beat or {}).get('last_error') or 'see archive_status'}",
+                       f" the oldest's error: {status['failed_error']}",
                        "python -m chalicelib doctor --repair (retries them now)", repair)
     if beat is None:
         return Finding("archive worker", True, "has never run (it runs with the server)")

@@ -28,6 +28,7 @@ class WorkerState(Output):
 class ArchiveStatus(Output):
     pending: int = Field(description="Outbox entries not yet in the archive (failed ones included).")
     failed: int = Field(description="Pending entries that failed at least once; retried, never dropped.")
+    failed_error: str | None = Field(None, description="The error of the oldest failed entry (none when nothing failed).")
     last_commit: str | None = Field(description="The archive commit of the last archived entry.")
     last_commit_ts: str | None
     lag_seconds: float = Field(description="Age of the oldest pending entry (0 when none).")
