@@ -115,7 +115,10 @@ def _normal_key(project_key: str) -> tuple[str, int]:
 def project_by_key(db: sqlite3.Connection, human_key: str) -> sqlite3.Row | None:
     """The project of a (normalised) human key. By key, not by id: a project whose key
     migrations/0031 respelled keeps the id of its old spelling."""
-    return db.execute("SELECT * FROM projects WHERE human_key = ?", (human_key,)).fetchone()
+    # fetchall: a lookup of a non-unique index left unfinished (fetchone) keeps a Turso replica's
+    # read snapshot open, and its next write transaction fails ("database snapshot is stale").
+    rows = db.execute("SELECT * FROM projects WHERE human_key = ?", (human_key,)).fetchall()
+    return rows[0] if rows else None
 
 
 def project_by_id(db: sqlite3.Connection, project_id: int) -> sqlite3.Row:
