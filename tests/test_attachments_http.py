@@ -185,3 +185,24 @@ def test_an_upload_never_sent_is_deleted_and_a_send_naming_it_meanwhile_is_refus
     assert not path.exists()
     again = send(url, team, [{"name": "late.bin", "content_base64": b64(data)}])
     assert again.status_code == 200 and again.json()["message"]["attachments"][0]["sha256"] == sha and path.exists()
+
+
+def test_content_missing_from_storage_is_a_clear_error_everywhere(server, team):
+    """Content a message names but the storage lacks (a stdio session that wrote it under another
+    ATTACHMENTS_DIR, a restore without the files): REST, the download route and the web UI
+    answered a bare 500 (the route plain text 'Internal Server Error')."""
+    url, attachments = server
+    data = b"lost log line\n" * 100
+    sent = send(url, team, [{"name": "lost.log", "media_type": "text/plain", "content_base64": b64(data)}]).json()["message"]
+    sha256 = hashlib.sha256(data).hexdigest()
+    (attachments / sha256[:2] / sha256[2:]).unlink()
+    reader = {"project_key": team, "agent_name": "GreenCastle", "message_id": sent["id"], "sha256": sha256}
+    for answer in (httpx.post(f"{url}/api/get_attachment", json=reader),
+                   httpx.post(f"{url}/api/get_attachment", json={**reader, "include_content": False}),
+                   download(url, team, "GreenCastle", sent["id"], sha256)):
+        assert answer.status_code == 500, answer.text
+        error = answer.json()["error"]
+        assert "lost.log" in error["message"] and "missing from the server's storage" in error["message"]
+        assert "ATTACHMENTS_DIR" in error["hint"]
+    page = httpx.get(f"{url}/ui/attachment", params={"p": team, "m": sent["id"], "a": "BlueLake", "s": sha256})
+    assert page.status_code == 500 and "missing from the server&#39;s storage" in page.text

@@ -191,3 +191,14 @@ def test_a_second_database_never_deletes_from_the_bucket(chalice, bucket, monkey
     marker = boto3.client("s3").get_object(Bucket=bucket, Key="blobs/.collected-for")["Body"].read().decode()
     assert marker == str(stack.database_path.resolve())
     assert storage.storage(stack).size(unsent) is None
+
+
+def test_content_missing_from_the_bucket_is_a_clear_error(chalice, bucket):
+    post, _ = chalice
+    data = b"build log\n" * 50
+    sent = post("send_message", project_key="aws-demo", sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"name": "build.log", "content_base64": base64.b64encode(data).decode()}])[1]["message"]
+    sha = hashlib.sha256(data).hexdigest()
+    boto3.client("s3").delete_object(Bucket=bucket, Key=f"blobs/{sha[:2]}/{sha}")
+    status, found = post("get_attachment", project_key="aws-demo", agent_name="GreenCastle", message_id=sent["id"], sha256=sha)
+    assert status == 500 and "build.log" in found["error"]["message"] and "missing" in found["error"]["message"]

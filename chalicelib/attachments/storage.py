@@ -32,6 +32,10 @@ def content_disposition(name: str, disposition: str = "attachment") -> str:
     return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
+class ContentMissing(FileNotFoundError):
+    """Content a message names is not in the storage (the bucket's answer; locally the file's own error)."""
+
+
 class TooLarge(Exception):
     pass
 
@@ -204,7 +208,14 @@ class S3Storage:
         return sha256
 
     def read(self, sha256: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"].read()
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"].read()
+        except ClientError as exc:
+            if _missing(exc):
+                raise ContentMissing(sha256) from None
+            raise
 
     def chunks(self, sha256: str):
         body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]

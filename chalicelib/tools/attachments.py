@@ -2,6 +2,7 @@
 large for a request body before sending it (docs/attachments.md)."""
 
 import base64
+import logging
 import sqlite3
 from typing import Any
 from urllib.parse import urlencode
@@ -10,14 +11,16 @@ import orjson
 from pydantic import Field
 
 from ..attachments.intake import Attachment, Sha256
-from ..attachments.storage import storage
+from ..attachments.storage import LocalStorage, storage
 from ..config import get_settings
-from ..errors import InvalidArgument, NotFound
+from ..errors import InternalError, InvalidArgument, NotFound
 from ..fields import AgentName, MessageId, ProjectKey
 from ..registry import Input, Output, tool
 from .agents import find_agent
 from .messages import attachments_of, find_message
 from .projects import find_project
+
+logger = logging.getLogger(__name__)
 
 
 class GetAttachmentInput(Input):
@@ -55,8 +58,19 @@ def get_attachment(db: sqlite3.Connection, args: GetAttachmentInput) -> Attachme
     settings = get_settings()
     where = storage(settings)
     content = None
-    if args.include_content and attachment.size <= settings.attachment_inline_max_bytes:
-        content = base64.b64encode(where.read(attachment.sha256)).decode()
+    try:
+        if args.include_content and attachment.size <= settings.attachment_inline_max_bytes:
+            content = base64.b64encode(where.read(attachment.sha256)).decode()
+        elif isinstance(where, LocalStorage) and where.size(attachment.sha256) is None:  # the link would serve nothing
+            raise FileNotFoundError(where.path(attachment.sha256))
+    except FileNotFoundError:  # ContentMissing on S3
+        logger.error("attachment %s of message %s is not in the attachment storage (%s)", attachment.sha256, args.message_id,
+                     settings.attachments_bucket or settings.attachments_dir.resolve())
+        raise InternalError(
+            f"The content of attachment {attachment.name!r} (sha256 {attachment.sha256}) is missing from the server's storage.",
+            "Tell the server's operator: every server and stdio session on one database must use the same ATTACHMENTS_DIR,"
+            " an absolute path (`db restore-from-archive` puts archived attachments back).",
+        ) from None
     url = where.download_url(attachment.sha256, attachment.name, attachment.media_type)
     if url is None:
         query = {"project_key": args.project_key, "agent_name": agent["name"], "message_id": args.message_id}
