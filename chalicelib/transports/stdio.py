@@ -23,6 +23,7 @@ answered before the process exits (the SDK alone would cancel those still runnin
 import json
 import os
 import sys
+from pathlib import Path
 
 from .. import __version__
 from .instructions import INSTRUCTIONS
@@ -142,7 +143,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
             worker.stop()
 
 
-def relative_paths(settings) -> list[tuple[str, "Path"]]:
+def relative_paths(settings) -> list[tuple[str, Path]]:
     """The settings naming a relative path: a client starts this in a directory of its choosing,
     so the mail, the archive or attachments would go there, apart from the HTTP server's."""
     places = [("DATABASE_URL", settings.database_path)]
