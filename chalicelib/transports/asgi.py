@@ -31,7 +31,7 @@ from ..store import db
 from . import attachment_routes, rest
 from . import headers as security
 from ..archive.worker import LocalWorker
-from ..ops import logs, metrics, readiness
+from ..ops import allocator, logs, metrics, readiness
 from ..config import Settings, get_settings
 from ..errors import (
     ToolError,
@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None):
     # with that holds the event loop for hundreds of milliseconds (seconds under load).
     logs.configure(settings)
     auth.check_configuration(settings, settings.host)  # refuse to serve an open API beyond loopback
+    allocator.keep_memory_down()  # before the threads start (ops/allocator.py)
     mcp = MCPApp(settings)
     worker = LocalWorker(settings) if settings.archive_enabled else None
 

@@ -104,6 +104,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     from pydantic import ValidationError
 
     from ..archive.worker import LocalWorker
+    from ..ops.allocator import keep_memory_down
     from ..config import Settings, get_settings, invalid_setting
     from ..store import db
     from .mcp_app import build_mcp_server
@@ -113,6 +114,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     except ValidationError as exc:  # a line the client shows in its log, not a traceback
         sys.exit("agent-mail stdio: invalid %s: %s" % invalid_setting(exc))
     logging.basicConfig(stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_memory_down()
     for name, path in relative_paths(settings):
         logging.warning("%s is relative (%s): it resolves to %s, in the directory the client started this in;"
                         " give it an absolute path, the HTTP server's (README: Over stdio)", name, path, path.resolve())
