@@ -32,9 +32,13 @@ class GetAttachmentInput(Input):
 
 
 class AttachmentContent(Attachment):
-    content_base64: str | None = Field(description="The content, up to ATTACHMENT_INLINE_MAX_BYTES; else null and see url.")
+    content_base64: str | None = Field(
+        description="The content, up to ATTACHMENT_INLINE_MAX_BYTES (else null: see url). Over MCP it is the result's"
+        " own content block instead (an image, or an embedded resource), and null here."
+    )
     url: str | None = Field(
-        description="Where to download it: a short-lived link (S3), or this server's GET /api/attachments/{sha256}?... route."
+        description="Where to download it: a short-lived link (S3), or a path on this server (GET /api/attachments/"
+        "{sha256}?..., on the server's base URL, with the same credentials)."
     )
 
 
