@@ -40,3 +40,19 @@ def test_unknown_project_says_how_to_fix_it(call):
     with pytest.raises(NotFound) as info:
         call("get_project", project_key="nope")
     assert "nope" in info.value.message and "ensure_project" in info.value.hint
+
+
+@pytest.mark.parametrize("home, asked", [("/home/me/shop", "/home/me/shop/src/api/"), ("C:\\Users\\me\\shop", "c:/Users/me/shop/src")])
+def test_a_folder_inside_a_project_is_pointed_to_the_project(call, home, asked):
+    """An agent started in a subfolder: ensure_project (the old hint) would split it from its team."""
+    slug = call("ensure_project", human_key=home)["slug"]
+    with pytest.raises(NotFound) as info:
+        call("get_project", project_key=asked)
+    assert f"inside project {slug!r} ({home})" in info.value.hint and "not a folder below it" in info.value.hint
+
+
+def test_a_mistyped_slug_is_pointed_to_the_slug(call):
+    call("ensure_project", human_key="/srv/web-app")
+    with pytest.raises(NotFound) as info:
+        call("get_project", project_key="Srv-Web-App ")
+    assert info.value.hint.startswith("Did you mean 'srv-web-app'?")

@@ -9,6 +9,8 @@ moves one of them off it, so a slug once answered stays that project's.
 """
 
 import functools
+import ntpath
+import posixpath
 import re
 import sqlite3
 from typing import Annotated
@@ -82,13 +84,29 @@ def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
     else:
         rows = db.execute("SELECT * FROM projects WHERE slug = ?", (project_key,)).fetchall()
     if not rows:
-        raise NotFound(
-            f"Project {project_key!r} not found.",
-            "Call ensure_project with the absolute path of the repository first, or list_projects to see slugs.",
-        )
+        raise NotFound(f"Project {project_key!r} not found.", _not_found_hint(db, project_key))
     # A slug is shared only for a moment (two replicas racing, until settle_slug), or for good
     # after a crash in between: then it names the oldest of them, on every replica alike.
     return min(rows, key=project_order) if len(rows) > 1 else rows[0]
+
+
+MAX_PARENTS = 32  # folders above a path looked up for the project it is inside
+
+
+def _not_found_hint(db: sqlite3.Connection, project_key: str) -> str:
+    """What to pass instead: the project a path is inside (an agent started in a subfolder, whom
+    ensure_project would give a project of its own, apart from its team), or the slug a
+    mistyped one stands for; else how to create one."""
+    if is_path(project_key):
+        path, parents = _normal_key(project_key)[0], 0
+        while (parent := (ntpath if path[1:2] == ":" else posixpath).dirname(path)) != path and parents < MAX_PARENTS:
+            path, parents = parent, parents + 1
+            if (row := project_by_key(db, path)) is not None:
+                return (f"It is inside project {row['slug']!r} ({row['human_key']}): pass that (the repository's"
+                        " root), not a folder below it; ensure_project is for a new repository.")
+    elif (slug := slugify(project_key)) != project_key and db.execute("SELECT 1 FROM projects WHERE slug = ?", (slug,)).fetchall():
+        return f"Did you mean {slug!r}? Slugs are lower case (list_projects shows them)."
+    return "Call ensure_project with the absolute path of the repository first, or list_projects to see slugs."
 
 
 def project_order(row: sqlite3.Row) -> tuple:
