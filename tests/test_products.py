@@ -105,6 +105,12 @@ def test_product_inbox_spans_the_linked_projects_newest_first(call, shop):
         return [m["id"] for m in call("fetch_inbox_product", product_key="shop", agent_name="BlueLake", **options)["messages"]]
 
     assert ids(limit=2) == [c["id"], b["id"]]
+    first = call("fetch_inbox_product", product_key="shop", agent_name="BlueLake", limit=2)
+    assert first["next_cursor"] == b["id"]  # pages on across projects: the reviewer's agent could not reach older mail
+    assert ids(limit=2, cursor=first["next_cursor"]) == [a["id"]]
+    assert call("fetch_inbox_product", product_key="shop", agent_name="BlueLake", cursor=a["id"])["next_cursor"] is None
+    call("mark_message_read", project_key="work-frontend", agent_name="BlueLake", message_id=b["id"])
+    assert ids(unread_only=True) == [c["id"], a["id"]]
     assert ids(urgent_only=True) == [b["id"]]
     assert ids(since_ts=b["created_ts"]) == [c["id"]]
     bodies = call("fetch_inbox_product", product_key="shop", agent_name="BlueLake", include_bodies=True)["messages"]

@@ -21,7 +21,9 @@ from ..registry import Input, Output, tool
 from ..security.agent_tokens import matching_projects
 from . import thread_summaries
 from .agents import agent_id
-from .messages import FetchInboxInput, InboxMessage, Limit, ThreadId, fetch_inbox
+from .messages import (
+    NEXT_OLDER_HELP, OLDER_THAN_HELP, FetchInboxInput, InboxMessage, Limit, OlderThan, ThreadId, fetch_inbox,
+)
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import Project, among, find_project
 from .search import QUERY_HELP, SearchHit, search_project, slow_query
@@ -181,8 +183,11 @@ class FetchInboxProductInput(Input):
     registration_token: AgentToken = None
     limit: Limit = 20
     urgent_only: bool = Field(False, description="Only high and urgent messages.")
+    unread_only: bool = Field(False, description="Only messages not marked read (mark_message_read, acknowledge_message).")
+    ack_pending_only: bool = Field(False, description="Only messages that require an acknowledgement not given yet.")
     include_bodies: bool = False
     since_ts: Timestamp | None = Field(None, description="Only messages created after this time.")
+    cursor: OlderThan | None = Field(None, description=OLDER_THAN_HELP)
 
 
 class ProductInboxMessage(InboxMessage):
@@ -191,6 +196,7 @@ class ProductInboxMessage(InboxMessage):
 
 class ProductInbox(Output):
     messages: list[ProductInboxMessage]
+    next_cursor: str | None = Field(None, description=NEXT_OLDER_HELP)
 
 
 def agent_projects(db: sqlite3.Connection, product: sqlite3.Row, name: str) -> list[sqlite3.Row]:
@@ -229,8 +235,10 @@ def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) ->
             # Sent to the agent in two linked projects: listed once, under the project it was sent in.
             if message.id not in by_id or "@" in by_id[message.id].sender and "@" not in message.sender:
                 by_id[message.id] = ProductInboxMessage(**message.model_dump(), project=project["slug"])
-    messages = sorted(by_id.values(), key=lambda message: int(message.id), reverse=True)  # ids are time-ordered across projects
-    return ProductInbox(messages=messages[: args.limit])
+    # Ids are time-ordered across projects: each project gave its newest `limit` below the cursor,
+    # so the newest `limit` of them all are the page, and the last one's id is where the next starts.
+    messages = sorted(by_id.values(), key=lambda message: int(message.id), reverse=True)[: args.limit]
+    return ProductInbox(messages=messages, next_cursor=str(messages[-1].id) if len(messages) == args.limit else None)
 
 
 def product_reader(db, product: sqlite3.Row, name: str | None, token: str | None) -> frozenset[int] | None:
