@@ -18,6 +18,17 @@ def test_register_with_a_name_then_update_profile(call, project):
     assert len(call("list_agents", project_key=project)["agents"]) == 3
 
 
+def test_registering_again_keeps_the_task_description_unless_given(call, project):
+    call("register_agent", project_key=project, program="codex", model="gpt-5", name="BlueLake", task_description="db")
+    call("register_agent", project_key=project, program="codex", model="gpt-5", name="BlueLake")
+    call("macro_start_session", human_key="/work/demo", program="codex", model="gpt-5", agent_name="BlueLake")
+    call("send_message", project_key=project, sender_name="BlueLake", to=["RedStone"], subject="a", body_md="", thread_id="T-1")
+    call("macro_prepare_thread", project_key=project, thread_id="T-1", program="codex", model="gpt-5", agent_name="BlueLake")
+    assert call("whois", project_key=project, agent_name="BlueLake")["task_description"] == "db"
+    cleared = call("register_agent", project_key=project, program="codex", model="gpt-5", name="BlueLake", task_description="")
+    assert cleared["task_description"] == ""
+
+
 def test_register_without_name_gets_a_memorable_fresh_name(call, project):
     names = {call("register_agent", project_key=project, program="p", model="m")["name"] for _ in range(5)}
     assert len(names) == 5

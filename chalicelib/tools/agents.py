@@ -21,6 +21,8 @@ from .projects import find_project, refuse_archived
 Program = Annotated[str, Field(min_length=1, max_length=128, description="The agent program, e.g. claude-code.")]
 Model = Annotated[str, Field(min_length=1, max_length=128, description="The model, e.g. opus-4.")]
 TaskDescription = Annotated[str, Field(max_length=4000, description="What the agent is working on.")]
+# Re-registering (a session start, joining a thread) must not wipe what the agent said it works on.
+KEEP_TASK = "What the agent is working on. Omit (or null) to keep the stored one of an existing agent; \"\" clears it."
 ContactPolicy = Literal["open", "auto", "contacts_only", "block_all"]
 
 
@@ -139,7 +141,7 @@ def _insert_agent(db, project, name, args) -> sqlite3.Row:
     db.execute(
         "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (agent_id(project["id"], name), project["id"], name, args.program, args.model, args.task_description, now, now),
+        (agent_id(project["id"], name), project["id"], name, args.program, args.model, args.task_description or "", now, now),
     )
     row = find_agent(db, project, name)
     outbox.record_agent(db, project, row)
@@ -182,19 +184,22 @@ class RegisterAgentInput(Input):
     program: Program
     model: Model
     agent_name: AgentName | None = acting_agent("name", default=None, description="Omit to get a fresh memorable name like GreenCastle.")
-    task_description: TaskDescription = ""
+    task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
 
 
 def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> RegisteredAgent:
     """Register an agent in a project. With an existing name, update its profile and
-    last_active time; without a name, create a new agent with a memorable name."""
+    last_active time; without a name, create a new agent with a memorable name.
+
+    program and model are always replaced; task_description only when given."""
     project = find_project(db, args.project_key)
     refuse_archived(project)
     if args.agent_name is None:
         return registered(db, project, _insert_agent(db, project, _unused_name(db, project), args))
     refuse_human(project, db.execute("SELECT name, kind FROM agents WHERE id = ?", (agent_id(project["id"], args.agent_name),)).fetchone())
     updated = db.execute(
-        "UPDATE agents SET program = ?, model = ?, task_description = ?, last_active_ts = ? WHERE id = ?",
+        "UPDATE agents SET program = ?, model = ?, task_description = coalesce(?, task_description), last_active_ts = ?"
+        " WHERE id = ?",
         (args.program, args.model, args.task_description, clock.now(), agent_id(project["id"], args.agent_name)),
     )
     if updated.rowcount:

@@ -18,7 +18,7 @@ from .agents import find_agent
 from ..registry import Input, Output, tool
 from ..store.db import transaction
 from ..store.upkeep import savepoint
-from .agents import agent_id, Agent, Model, Program, RegisterAgentInput, RegisteredAgent, TaskDescription, register_agent
+from .agents import KEEP_TASK, agent_id, Agent, Model, Program, RegisterAgentInput, RegisteredAgent, TaskDescription, register_agent
 from .contacts import Contact, RequestContactInput, RespondContactInput, request_contact, respond_contact
 from .messages import FetchInboxInput, InboxMessage, SendMessageInput, SentMessage, Subject, fetch_inbox, send_message
 from .projects import EnsureProjectInput, HumanKey, Project, ensure_project, find_project, settle_slug
@@ -62,7 +62,7 @@ class MacroStartSessionInput(Input):
     program: Program
     model: Model
     agent_name: AgentName | None = Field(None, description="Your name, if you have one; omit to get a new one.")
-    task_description: TaskDescription = ""
+    task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
     file_reservation_paths: Paths | None = Field(None, description="Files or globs to reserve (exclusive) right away.")
     file_reservation_reason: Annotated[str, Field(max_length=1000)] = ""
     file_reservation_ttl_seconds: TtlSeconds = 3600
@@ -120,7 +120,7 @@ class MacroPrepareThreadInput(Input):
     program: Program
     model: Model
     agent_name: AgentName | None = None
-    task_description: TaskDescription = ""
+    task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
     inbox_limit: InboxLimit = 10
     include_inbox_bodies: bool = False
 
