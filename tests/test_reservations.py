@@ -157,6 +157,29 @@ def test_renew_extends_active_reservations_only(call, project, reserve, monkeypa
     assert short["id"] not in [r["id"] for r in call("list_file_reservations", project_key=project)["file_reservations"]]
 
 
+def test_renewing_only_lapsed_reservations_is_a_404_saying_reserve_again(call, project, reserve, monkeypatch):
+    held = reserve("BlueLake", "lib/**", ttl_seconds=60)["granted"][0]
+    travel(monkeypatch, 61)
+    for which in ({"file_reservation_ids": [held["id"]]}, {"paths": ["lib/**"]}):
+        with pytest.raises(NotFound) as refused:
+            call("renew_file_reservations", project_key=project, agent_name="BlueLake", extend_seconds=600, **which)
+        assert "lib/**" in refused.value.message and "expired at" in refused.value.message
+        assert "file_reservation_paths(paths=['lib/**'])" in refused.value.hint
+    with pytest.raises(NotFound, match="holds no active file reservation"):  # all of them: none left
+        call("renew_file_reservations", project_key=project, agent_name="BlueLake")
+    assert call("list_file_reservations", project_key=project)["file_reservations"] == []
+
+
+def test_renewing_some_lapsed_reservations_renews_the_others_and_lists_those(call, project, reserve, monkeypatch):
+    short = reserve("BlueLake", "short.py", ttl_seconds=60)["granted"][0]
+    long = reserve("BlueLake", "long.py", ttl_seconds=600)["granted"][0]
+    travel(monkeypatch, 120)
+    renewed = call("renew_file_reservations", project_key=project, agent_name="BlueLake", extend_seconds=900,
+                   file_reservation_ids=[short["id"], long["id"]])
+    assert [r["id"] for r in renewed["file_reservations"]] == [long["id"]]
+    assert [r["id"] for r in renewed["lapsed"]] == [short["id"]]
+
+
 def test_force_release_is_refused_while_the_holder_is_alive(call, project, reserve):
     held = reserve("GreenCastle", "src/**")["granted"][0]
     with pytest.raises(Conflict) as refused:

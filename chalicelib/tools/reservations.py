@@ -328,19 +328,28 @@ def own_reservation_ids(db: sqlite3.Connection, agent: sqlite3.Row, ids: list[in
     return ids
 
 
-def selection(db: sqlite3.Connection, agent: sqlite3.Row, paths: list[str] | None, ids: list[int] | None) -> tuple:
-    """SQL condition and parameters for the agent's active reservations named by paths or ids (all, if neither)."""
-    sql, params = "agent_id = ? AND released_ts IS NULL AND expires_ts > ?", [agent["id"], clock.now()]
-    named = []
+LIVE = "released_ts IS NULL AND expires_ts > ?"  # a reservation's own condition for being active
+
+
+def named(db: sqlite3.Connection, agent: sqlite3.Row, paths: list[str] | None, ids: list[int] | None) -> tuple:
+    """SQL condition and parameters for the agent's reservations named by paths or ids (all, if neither)."""
+    sql, params = "agent_id = ?", [agent["id"]]
+    names = []
     if paths:
-        named.append(f"path_pattern IN ({placeholders(paths)})")
+        names.append(f"path_pattern IN ({placeholders(paths)})")
         params += paths
     if ids:
-        named.append(f"id IN ({placeholders(ids)})")
+        names.append(f"id IN ({placeholders(ids)})")
         params += own_reservation_ids(db, agent, ids)
-    if named:
-        sql += f" AND ({' OR '.join(named)})"
+    if names:
+        sql += f" AND ({' OR '.join(names)})"
     return sql, params
+
+
+def selection(db: sqlite3.Connection, agent: sqlite3.Row, paths: list[str] | None, ids: list[int] | None) -> tuple:
+    """SQL condition and parameters for the agent's active reservations named by paths or ids (all, if neither)."""
+    sql, params = named(db, agent, paths, ids)
+    return f"{sql} AND {LIVE}", [*params, clock.now()]
 
 
 def release_file_reservations(db: sqlite3.Connection, args: ReleaseFileReservationsInput) -> Released:
@@ -360,7 +369,7 @@ def release_file_reservations(db: sqlite3.Connection, args: ReleaseFileReservati
 class RenewFileReservationsInput(Input):
     project_key: ProjectKey
     agent_name: AgentName
-    extend_seconds: TtlSeconds = 1800
+    extend_seconds: Annotated[int, Field(ge=1, le=MAX_TTL, description="Seconds added to each reservation's current expiry.")] = 1800
     paths: Paths | None = Field(None, description="Renew the reservations of exactly these patterns (default: all yours).")
     file_reservation_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)] | None = None
 
@@ -368,24 +377,60 @@ class RenewFileReservationsInput(Input):
 class Renewed(Output):
     renewed: int
     file_reservations: list[Reservation]
+    lapsed: list[Reservation] = Field(
+        [], description="Of the reservations named by paths or ids, those not renewed because they had expired or"
+        " been released: reserve them again with file_reservation_paths."
+    )
 
 
 def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsInput) -> Renewed:
     """Extend your active file reservations by extend_seconds: those with the given patterns
-    or ids, or all of them. An expired reservation is not renewed: reserve it again (which
-    reports any conflicts that appeared meanwhile)."""
+    or ids, or all of them. An expired or released reservation is not renewed: reserve it
+    again with file_reservation_paths (which reports any conflicts that appeared meanwhile).
+
+    Renewing nothing is a 404 that says why. When only some of those named lapsed, the
+    others are renewed and `lapsed` lists these."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
-    where, params = selection(db, agent, args.paths, args.file_reservation_ids)
-    rows = db.execute(f"SELECT id, expires_ts FROM file_reservations WHERE {where}", params).fetchall()
+    where, params = named(db, agent, args.paths, args.file_reservation_ids)
+    now = clock.now()
+    rows = db.execute(f"SELECT id, expires_ts FROM file_reservations WHERE {where} AND {LIVE}", [*params, now]).fetchall()
+    # Only reservations asked for by name are reported: "all of them" would list every lease ever let go.
+    asked = args.paths is not None or args.file_reservation_ids is not None
+    lapsed = lapsed_reservations(db, where, params, now) if asked else []
+    if not rows:
+        raise nothing_renewed(agent, args.paths, lapsed)
     db.executemany(
         "UPDATE file_reservations SET expires_ts = ? WHERE id = ?",
         [(clock.later(row["expires_ts"], args.extend_seconds), row["id"]) for row in rows],
     )
-    mark_active(db, agent["id"], clock.now())
+    mark_active(db, agent["id"], now)
     ids = [row["id"] for row in rows]
     outbox.record_reservations(db, project, ids)
-    return Renewed(renewed=len(ids), file_reservations=reservations_by_id(db, ids) if ids else [])
+    return Renewed(renewed=len(ids), file_reservations=reservations_by_id(db, ids), lapsed=lapsed)
+
+
+def lapsed_reservations(db: sqlite3.Connection, where: str, params: list, now: str) -> list[Reservation]:
+    """The reservations `where` names that are no longer active: expired or released."""
+    ids = [rid for (rid,) in db.execute(f"SELECT id FROM file_reservations WHERE {where} AND NOT ({LIVE})", [*params, now])]
+    return reservations_by_id(db, ids) if ids else []
+
+
+def nothing_renewed(agent: sqlite3.Row, paths: list[str] | None, lapsed: list[Reservation]) -> NotFound:
+    """The 404 of a renewal that found nothing active: what lapsed, and how to reserve it again."""
+    if lapsed:
+        ended = "; ".join(
+            f"{r.path_pattern} (id {r.id}) " + (f"released at {r.released_ts}" if r.released_ts else f"expired at {r.expires_ts}")
+            for r in lapsed[:5]  # a few are enough to recognise them: the message stays short
+        )
+        more = f"; and {len(lapsed) - 5} more" if len(lapsed) > 5 else ""
+        message = f"Nothing renewed: {agent['name']}'s reservations named here are no longer active: {ended}{more}."
+    else:
+        message = f"Nothing renewed: {agent['name']} holds no active file reservation{' of these patterns' if paths else ''}."
+    patterns = list(dict.fromkeys(r.path_pattern for r in lapsed)) or paths
+    call = f"file_reservation_paths(paths={patterns!r})" if patterns and len(patterns) <= 5 else "file_reservation_paths"
+    return NotFound(message, f"An expired or released reservation cannot be renewed: reserve again with {call}"
+                    " (it reports any conflicts that appeared meanwhile).")
 
 
 class ForceReleaseInput(Input):
