@@ -2,6 +2,8 @@
 
 import pytest
 
+from chalicelib import clock
+from chalicelib.clock import later
 from chalicelib.errors import Conflict
 from chalicelib.tools import tools_by_name
 
@@ -54,6 +56,24 @@ def test_a_send_to_a_pending_contact_says_it_is_pending(call, strangers):
     assert "agent_name='BlueLake'" in error.hint and "to_agent=..." not in error.hint
     again = call("request_contact", project_key=strangers, agent_name="BlueLake", to_agent="GreenCastle")
     assert again["status"] == "pending" and again["next_step"]
+
+
+def test_a_send_after_a_declined_request_says_when_one_may_ask_again(call, strangers, monkeypatch):
+    """The hint named request_contact, which the decline refuses: an agent following it looped."""
+    call("request_contact", project_key=strangers, agent_name="BlueLake", to_agent="GreenCastle", ttl_seconds=60)
+    call("respond_contact", project_key=strangers, agent_name="GreenCastle", from_agent="BlueLake", accept=False)
+    with pytest.raises(Conflict) as asked:
+        call("request_contact", project_key=strangers, agent_name="BlueLake", to_agent="GreenCastle")
+    again = asked.value.hint.removeprefix("You may ask again after ").rstrip(".")
+    for seconds in (0, 120):  # while the decline lasts, and after it (asking again waits for the hour)
+        real_now = clock.now
+        monkeypatch.setattr(clock, "now", lambda: later(real_now(), seconds))
+        with pytest.raises(Conflict) as refused:
+            call("send_message", project_key=strangers, agent_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b")
+        assert "declined" in refused.value.message
+        assert "GreenCastle declined your contact request at" in refused.value.hint and f"until {again}" in refused.value.hint
+        assert "request_contact(" not in refused.value.hint and "write to agents that admit you" in refused.value.hint
+        monkeypatch.undo()
 
 
 def test_a_handshake_keeps_its_request_when_the_welcome_must_wait(call, strangers):

@@ -140,13 +140,20 @@ def admitted(db: sqlite3.Connection, sender: sqlite3.Row, recipients: list[sqlit
 
 def refuse_blocked(db: sqlite3.Connection, project: sqlite3.Row, sender: sqlite3.Row, recipients: list) -> None:
     """Conflict naming every recipient whose contact policy refuses `sender` (before anything is
-    stored), and for each what to do: ask, wait for a pending request, or leave it out."""
+    stored), and for each what to do: ask, wait for a pending request or for the time a declined
+    one may be asked again, or leave it out."""
     ok = admitted(db, sender, recipients)
     blocked = [agent for agent in recipients if agent["id"] not in ok]
     if not blocked:
         return
-    pending = _pending_requests(db, sender, blocked)
-    askable = [agent for agent in blocked if agent["contact_policy"] != "block_all" and agent["id"] not in pending]
+    now = clock.now()
+    requests = _own_requests(db, sender, [agent for agent in blocked if agent["contact_policy"] != "block_all"])
+    # What stands in the way of asking (request_contact would refuse): the sender's own request.
+    waits = {
+        agent["id"]: wait for agent in blocked
+        if agent["id"] in requests and (wait := _request_wait(project, sender, address(agent, project), requests[agent["id"]], now))
+    }
+    askable = [agent for agent in blocked if agent["contact_policy"] != "block_all" and agent["id"] not in waits]
     closed = [address(agent, project) for agent in blocked if agent["contact_policy"] == "block_all"]
     named = ", ".join(f"{address(agent, project)} ({agent['contact_policy']})" for agent in blocked)
     hints = []
@@ -155,30 +162,47 @@ def refuse_blocked(db: sqlite3.Connection, project: sqlite3.Row, sender: sqlite3
             f"Call request_contact(project_key={project['slug']!r}, agent_name={sender['name']!r},"
             f" to_agent={address(agent, project)!r}) and send again once it accepts;"
         )
-    for agent in blocked:
-        if agent["id"] in pending:
-            hints.append(pending_note(project, sender, address(agent, project), pending[agent["id"]]))
-    if askable or pending:
+    hints += [note for _, note in waits.values()]
+    if askable or waits:
         hints.append("or send without them.")
     if closed:
         hints.append(f"{', '.join(closed)} accept{'s' if len(closed) == 1 else ''} no messages at all: leave them out.")
+    states = sorted({state for state, _ in waits.values()})
     raise NotAdmitted(
         f"Not sent: the contact policy of {named} does not admit messages from {sender['name']}"
-        + (" yet (contact request pending)" if pending else "")
+        + (f" (contact request {' or '.join(states)})" if states else "")
         + ". Nothing was delivered to any recipient.",
         " ".join(hints),
     )
 
 
-def _pending_requests(db: sqlite3.Connection, sender: sqlite3.Row, agents: list) -> dict[int, str]:
-    """{agent id: requested_ts} of the sender's live pending contact requests to these agents."""
+def _own_requests(db: sqlite3.Connection, sender: sqlite3.Row, agents: list) -> dict[int, sqlite3.Row]:
+    """{agent id: contacts row} of the contact requests the sender made to these agents (any state)."""
+    if not agents:
+        return {}
     ids = [contact_id(sender["id"], agent["id"]) for agent in agents]
     rows = db.execute(
-        f"SELECT target_id, requested_ts FROM contacts WHERE id IN ({placeholders(ids)})"
-        " AND requester_id = ? AND status = 'pending' AND expires_ts > ?",
-        [*ids, sender["id"], clock.now()],
+        f"SELECT * FROM contacts WHERE id IN ({placeholders(ids)}) AND requester_id = ?", [*ids, sender["id"]]
     )
-    return {row[0]: row[1] for row in rows}
+    return {row["target_id"]: row for row in rows}
+
+
+def _request_wait(project: sqlite3.Row, sender: sqlite3.Row, target: str, row: sqlite3.Row, now: str) -> tuple[str, str] | None:
+    """(state, what to do) while the sender's own request to `target` keeps it from asking again
+    (as request_contact decides): pending, declined, or lapsed within the hour. None: it may ask."""
+    if row["status"] == "approved":
+        return None  # lapsed (else the target admitted the sender): asked for again at once
+    if row["status"] == "pending" and row["expires_ts"] > now:
+        return "pending", pending_note(project, sender, target, row["requested_ts"])
+    again = ask_again_after(row)
+    if again <= now:
+        return None
+    if row["status"] == "denied":
+        return "declined", (
+            f"{target} declined your contact request at {row['responded_ts']}: request_contact is refused until {again}."
+            f" Meanwhile write to agents that admit you, or ask the person who runs you to settle it with {target};"
+        )
+    return "lapsed", f"Your contact request to {target} of {row['requested_ts']} lapsed; you may ask again after {again};"
 
 
 def pending_note(project: sqlite3.Row, requester: sqlite3.Row, target: str, since: str) -> str:
