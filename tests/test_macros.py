@@ -6,8 +6,11 @@ import pytest
 from mcp import Client
 
 from chalicelib.errors import NotFound
+from chalicelib.tools import tools_by_name
 
 pytestmark = pytest.mark.both_backends
+
+TOOLS = tools_by_name()
 
 
 def test_start_session_registers_reserves_and_reads(call, project):
@@ -41,6 +44,20 @@ def test_prepare_thread(call, project):
                     agent_name="GreenCastle", include_inbox_bodies=True)
     assert prepared["thread"]["action_items"] == ["BlueLake: write tests"]
     assert prepared["inbox"][0]["body_md"] == "- [ ] write tests"
+
+
+def test_prepare_thread_without_agent_name_says_it_created_a_new_agent(call, project):
+    """An agent that left out its name silently became someone else, with someone else's inbox."""
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Plan", body_md="x",
+         thread_id="T-1")
+    fresh = call("macro_prepare_thread", project_key=project, thread_id="T-1", program="p", model="m")
+    name = fresh["agent"]["name"]
+    assert name not in ("BlueLake", "GreenCastle", "RedStone")
+    assert f"created a new agent, {name}" in fresh["note"] and "agent_name=" in fresh["note"]
+    mine = call("macro_prepare_thread", project_key=project, thread_id="T-1", program="p", model="m", agent_name="GreenCastle")
+    assert mine["note"] is None and [m["subject"] for m in mine["inbox"]] == ["Plan"]
+    schema = TOOLS["macro_prepare_thread"].input.model_json_schema()
+    assert "NEW agent" in schema["properties"]["agent_name"]["description"]
 
 
 def test_file_reservation_cycle_reports_conflicts_and_can_release(call, project):

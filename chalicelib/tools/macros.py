@@ -119,7 +119,9 @@ class MacroPrepareThreadInput(Input):
     thread_id: Annotated[str, Field(min_length=1, max_length=128)]
     program: Program
     model: Model
-    agent_name: AgentName | None = None
+    agent_name: AgentName | None = Field(
+        None, description="Your name: pass it to act as yourself. Omitted, a NEW agent with a fresh name is created."
+    )
     task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
     inbox_limit: InboxLimit = 10
     include_inbox_bodies: bool = False
@@ -129,11 +131,13 @@ class ThreadPrepared(Output):
     agent: RegisteredAgent
     thread: ThreadSummary
     inbox: list[InboxMessage]
+    note: str | None = Field(None, description="Set when no agent_name was given: a new agent was created.")
 
 
 def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) -> ThreadPrepared:
-    """Join a thread in one call: register yourself, get the thread's summary (participants,
-    key points, action items, open acks) and your inbox.
+    """Join a thread in one call: register yourself (pass your agent_name; without it a new
+    agent is created), get the thread's summary (participants, key points, action items,
+    open acks) and your inbox.
 
     Given agent_name, the summary is that agent's view (the messages it sent or received),
     as summarize_thread with agent_name; with agent tokens on that is required."""
@@ -142,7 +146,14 @@ def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) 
     summarized = SummarizeThreadInput(project_key=project_key, thread_id=args.thread_id, agent_name=args.agent_name)
     thread = summarize_thread(db, summarized)
     inbox = _inbox(db, project_key, agent.name, args.inbox_limit, args.include_inbox_bodies)
-    return ThreadPrepared(agent=agent, thread=thread, inbox=inbox)
+    note = None
+    if args.agent_name is None:  # an agent that meant to act as itself must hear it did not
+        note = (
+            f"No agent_name was given, so this created a new agent, {agent.name}, with an empty inbox."
+            " To act as yourself, call again with agent_name=<your name>; otherwise keep this name (and its"
+            " registration_token)."
+        )
+    return ThreadPrepared(agent=agent, thread=thread, inbox=inbox, note=note)
 
 
 class MacroFileReservationCycleInput(Input):
