@@ -201,6 +201,7 @@ def test_force_release_of_an_expired_reservation_tells_the_holder(call, project,
     [message] = call("fetch_inbox", project_key=project, agent_name="GreenCastle", include_bodies=True)["messages"]
     assert message["sender"] == "BlueLake" and "src/**" in message["subject"]
     assert "Taking over the parser." in message["body_md"] and "expired" in message["body_md"]
+    assert message["kind"] == "notice" and message["body_md"].startswith("*Notice from Agent Mail.*\n\n")  # as the others
 
     again = call("force_release_file_reservation", project_key=project, agent_name="RedStone", file_reservation_id=held["id"])
     assert (again["released"], again["notified"]) == (False, False)

@@ -31,7 +31,7 @@ from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .counts import mail_sizes
 from .agents import Agent, ContactPolicy, address, describe_agent, find_agent, find_agents, refuse_inactive
-from .messages import deliver
+from .messages import notify
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import find_project, project_by_id
 from .reservations import overlap_peers
@@ -265,15 +265,6 @@ def _store(db, requester, target, *, status, reason, ttl, requested_ts, responde
     return _find_contact(db, requester, target)
 
 
-def _notify(db, project, sender, recipient, subject: str, body: str) -> None:
-    """A system notice: delivered whatever the recipient's policy, never counted as conversation."""
-    deliver(
-        db, project, sender, to=[address(recipient, project)], cc=[], bcc=[], subject=subject[:512],
-        body_md=f"*Notice from Agent Mail.*\n\n{body}", importance="normal", ack_required=False, thread_id=None,
-        notice=True,
-    )
-
-
 def _answer(db, project, responder, requester, row, accept: bool, ttl: int, now: str) -> sqlite3.Row:
     """Record the responder's decision on the requester's request and tell the requester."""
     stored = _store(
@@ -286,7 +277,7 @@ def _answer(db, project, responder, requester, row, accept: bool, ttl: int, now:
     else:
         body = f"{name} declined your contact request; you cannot ask again before {ask_again_after(stored)}."
     outcome = "accepted" if accept else "declined"
-    _notify(db, project, responder, requester, f"Contact request {outcome} by {name}", body)
+    notify(db, project, responder, address(requester, project), f"Contact request {outcome} by {name}", body)
     return stored
 
 
@@ -406,8 +397,8 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
     )
     home = project_by_id(db, target["project_id"])
     asker = address(requester, home)
-    _notify(
-        db, project, requester, target, f"Contact request from {asker}",
+    notify(
+        db, project, requester, address(target, project), f"Contact request from {asker}",
         f"{asker} asks to write to you" + (f": {args.reason}" if args.reason else ".") + "\n\n"
         f"Answer with respond_contact(project_key={home['slug']!r}, agent_name={target['name']!r},"
         f" from_agent={asker!r}, accept=true) or accept=false. You may write to {asker} already.",

@@ -248,6 +248,16 @@ def deliver(
     return message
 
 
+def notify(db, project, sender, to: str, subject: str, body: str) -> Message:
+    """A system notice to one agent (a name, or Name@project) about what `sender` did: delivered
+    whatever its contact policy, never counted as conversation. The body starts with "*Notice
+    from Agent Mail.*", so the reader tells the server's words from the sender's own."""
+    return deliver(
+        db, project, sender, to=[to], cc=[], bcc=[], subject=subject[:512], body_md=f"*Notice from Agent Mail.*\n\n{body}",
+        importance="normal", ack_required=False, thread_id=None, notice=True,
+    )
+
+
 class SentMessage(Output):
     message: Message
     recipients: int

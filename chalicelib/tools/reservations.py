@@ -27,7 +27,7 @@ from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .agents import agent_id, find_agent, mark_active
-from .messages import deliver
+from .messages import notify
 from .projects import ABSOLUTE_PATH, find_project, normalize_human_key, refuse_archived
 
 _DRIVE = re.compile(r"[A-Za-z]:/")
@@ -498,19 +498,17 @@ def force_release_file_reservation(db: sqlite3.Connection, args: ForceReleaseInp
         )
     db.execute("UPDATE file_reservations SET released_ts = ? WHERE id = ?", (now, row["id"]))
     outbox.record_reservations(db, project, [row["id"]])
-    notify = args.notify_previous and row["agent_id"] != agent["id"] and not row["retired_ts"]
-    if notify:
-        deliver(  # a notice: the holder hears of it whatever its contact policy
-            db, project, agent, to=[row["agent"]], cc=[], bcc=[], importance="normal", ack_required=False, thread_id=None,
-            notice=True,
-            subject=f"Released your file reservation {row['path_pattern']}"[:512],
-            body_md=f"{agent['name']} force-released your reservation of `{row['path_pattern']}`"
+    tell_holder = args.notify_previous and row["agent_id"] != agent["id"] and not row["retired_ts"]
+    if tell_holder:
+        notify(  # the holder hears of it whatever its contact policy
+            db, project, agent, row["agent"], f"Released your file reservation {row['path_pattern']}",
+            f"{agent['name']} force-released your reservation of `{row['path_pattern']}`"
             f" (id {row['id']}) because {why}." + (f"\n\n{args.note}" if args.note else ""),
         )
     else:
         mark_active(db, agent["id"], now)
     [released] = reservations_by_id(db, [row["id"]])
-    return ForceReleased(released=True, stale_because=why, notified=notify, file_reservation=released)
+    return ForceReleased(released=True, stale_because=why, notified=tell_holder, file_reservation=released)
 
 
 class ListFileReservationsInput(Input):
