@@ -129,3 +129,36 @@ def test_a_project_whose_path_runs_through_a_symlink_installs_and_removes_its_gu
     hook, _ = guard.install(str(linked), roots, str(linked), "http://127.0.0.1:1")
     assert hook.resolve() == (repos["own"] / ".git" / "hooks" / "pre-commit").resolve()
     assert guard.uninstall(str(linked), roots)[1]
+
+
+def test_a_linked_worktree_of_the_projects_repository_is_permitted(repos, tmp_path):
+    """Agents often work in sibling work trees of one repository (git worktree add ../wt): they share
+    its project, and git runs its hooks for them all. Such a work tree outside the project's
+    directory was refused; it is permitted when the repository's own record names it back."""
+    own = repos["own"]
+    commit(own, "README.md")
+    worktree = tmp_path / "own-agent2"
+    assert git(own, "worktree", "add", "-q", str(worktree)).returncode == 0
+    planted = tmp_path / "planted"  # a .git file pointing at the repository's record of another work tree
+    planted.mkdir()
+    (planted / ".git").write_text(f"gitdir: {own / '.git' / 'worktrees' / 'own-agent2'}\n")
+    subprocess.run(["git", "init", "-q", str(repos["stranger"])], check=True)
+    commit(repos["stranger"], "README.md")
+    stranger_tree = tmp_path / "stranger-tree"
+    assert git(repos["stranger"], "worktree", "add", "-q", str(stranger_tree)).returncode == 0
+    with running_server(tmp_path / "db.sqlite", ARCHIVE_ENABLED="false") as url:
+        post = lambda tool, body: httpx.post(f"{url}/api/{tool}", json=body, timeout=30)  # noqa: E731
+        post("ensure_project", {"human_key": str(own)}).raise_for_status()
+        for name in ("GreenCastle", "BlueLake"):
+            post("register_agent", {"project_key": str(own), "program": "p", "model": "m", "name": name}).raise_for_status()
+        post("file_reservation_paths", {"project_key": str(own), "agent_name": "GreenCastle", "paths": ["src/**"]}).raise_for_status()
+        installed = post("install_precommit_guard", {"project_key": str(own), "code_repo_path": str(worktree)})
+        assert installed.status_code == 200, installed.text
+        assert installed.json()["hook_path"] == str(own / ".git" / "hooks" / "pre-commit")  # the repository's, shared
+        blocked = commit(worktree, "src/app.py", AGENT_MAIL_URL=url, AGENT_NAME="BlueLake")
+        assert blocked.returncode != 0 and "src/app.py is reserved by GreenCastle" in blocked.stderr
+        for refused in (planted, stranger_tree):
+            answer = post("install_precommit_guard", {"project_key": str(own), "code_repo_path": str(refused)})
+            assert answer.status_code == 403, (refused, answer.text)
+        assert not (repos["stranger"] / ".git" / "hooks" / "pre-commit").exists()
+        assert post("uninstall_precommit_guard", {"code_repo_path": str(worktree)}).json()["removed"]

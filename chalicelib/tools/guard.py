@@ -8,7 +8,8 @@ hook is moved aside to `pre-commit.agent-mail-chained`, run first by the guard, 
 back by uninstall.
 
 Only work trees the operator permits are touched: the project's own directory (its human_key)
-or below it, or below a GUARD_ALLOWED_ROOTS entry, after resolving symlinks; so must be the
+or below it, or below a GUARD_ALLOWED_ROOTS entry, after resolving symlinks, or a linked work
+tree of a repository there (its hooks are that repository's); so must be the
 hooks directory git names for it (a `.git` file or core.hooksPath may point into another
 repository). Anything else is refused with the same 403 whether or not it exists, so the tool
 probes nothing. The script is written to a fresh file (no planted link is followed) before
@@ -198,14 +199,46 @@ def _within(path: str, root: str) -> bool:
 
 def check_permitted(repo: str, roots: list[str]) -> None:
     """Forbidden unless `repo` is one of `roots` or below one, also once symlinks are resolved
-    (/proc/self/cwd, a link out of an allowed root). The same refusal whatever is at `repo`."""
+    (/proc/self/cwd, a link out of an allowed root), or a linked work tree of a repository within
+    them. The same refusal whatever is at `repo`."""
     real = os.path.realpath(repo)
-    if not any(_within(repo, root) and _within(real, os.path.realpath(root)) for root in roots if root):
+    within = any(_within(repo, root) and _within(real, os.path.realpath(root)) for root in roots if root)
+    repository = None if within else worktree_repository(repo)
+    if not within and not (repository and any(_within(repository, os.path.realpath(root)) for root in roots if root)):
         raise Forbidden(
             f"The server does not install or remove git hooks in {repo}.",
-            "Pass the project's own directory (its human_key) or a directory below it; the operator may"
-            " permit other roots with GUARD_ALLOWED_ROOTS.",
+            "Pass the project's own directory (its human_key), a directory below it, or the root of a linked work"
+            " tree of its repository (git worktree add); the operator may permit other roots with GUARD_ALLOWED_ROOTS.",
         )
+
+
+def worktree_repository(repo: str) -> str | None:
+    """The repository (its directory) of which `repo` is the root of a linked work tree (`git
+    worktree add`), as both sides record it: its `.git` file names the repository's
+    .git/worktrees/<name> entry, and that entry's `gitdir` names this `.git` file back. Agents
+    often work in sibling work trees of one repository, which share its project and its hooks.
+    Read from the files before git runs there: a planted `.git` file could point git at
+    anyone's configuration."""
+    dot_git = os.path.join(repo, ".git")
+    entry = _first_line(dot_git)
+    if entry is None or not entry.startswith("gitdir: "):
+        return None  # no .git file: no work tree, or a repository of its own (a .git directory)
+    entry = os.path.realpath(os.path.join(repo, entry.removeprefix("gitdir: ")))
+    back = _first_line(os.path.join(entry, "gitdir")) if os.path.basename(os.path.dirname(entry)) == "worktrees" else None
+    if back is None or os.path.realpath(back) != os.path.realpath(dot_git):
+        return None
+    return os.path.dirname(os.path.dirname(os.path.dirname(entry)))  # <repository>/.git/worktrees/<name>
+
+
+def _first_line(path: str) -> str | None:
+    """The first line of a regular file (never a FIFO or a device, which could block or flood)."""
+    try:
+        if not os.path.isfile(path):
+            return None
+        with open(path) as file:
+            return file.readline(4096).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def server_url(settings: Settings) -> str:

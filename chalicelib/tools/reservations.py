@@ -588,9 +588,10 @@ def uninstall_precommit_guard(db: sqlite3.Connection, args: UninstallPrecommitGu
     """Remove the pre-commit guard from a git work tree on the server's machine, putting
     back the hook it had chained, if any. Writes to the server machine's filesystem."""
     path = args.code_repo_path
+    holder = guard.worktree_repository(path) or path  # a linked work tree: its repository's projects
     projects = db.execute(  # the projects whose directory holds this path
         "SELECT human_key FROM projects WHERE human_key = ? OR substr(?, 1, length(human_key) + 1) = human_key || '/'",
-        (path, path),
+        (holder, holder),
     ).fetchall()
     hook, removed, restored = guard.uninstall(path, [row[0] for row in projects] + get_settings().guard_allowed_roots)
     return GuardUninstalled(hook_path=str(hook), removed=removed, restored_hook=restored)
