@@ -39,15 +39,16 @@ class InvalidArgument(ToolError):
     code = "invalid_argument"
 
 
-def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
+def validation_error(errors: list[dict], fields=(), token_field: str | None = None) -> InvalidArgument:
     """Turn pydantic's error list (ValidationError.errors()) into an InvalidArgument that
-    names each bad field; an unknown one gets the closest of `fields` (the input's names)."""
+    names each bad field; an unknown one gets the closest of `fields` (the input's names), an
+    unknown token field the name of `token_field` (the field this tool takes the agent's token in)."""
     problems = []
     for err in errors:
         where = ".".join(str(part) for part in err["loc"]) or "input"
         problem = f"{where}: {err['msg'].removeprefix('Value error, ')}"
         if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
-            problem += did_you_mean(str(err["loc"][0]), fields)
+            problem += did_you_mean(str(err["loc"][0]), fields) or token_named(str(err["loc"][0]), token_field)
         problems.append(problem)
     return InvalidArgument(
         "Invalid arguments: " + "; ".join(problems),
@@ -119,6 +120,14 @@ def did_you_mean(word: str, choices) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(choice) for choice in close) + "?"
+
+
+def token_named(word: str, token_field: str | None) -> str:
+    """Where the token goes, for a token sent under another tool's name for it: send_message
+    calls it sender_token, most tools registration_token (the same token either way)."""
+    if token_field is None or word == token_field or not word.endswith("_token"):
+        return ""
+    return f" (this tool takes the agent's token as {token_field!r})"
 
 
 def unknown_tool(name: str, known) -> NotFound:

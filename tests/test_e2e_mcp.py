@@ -62,3 +62,21 @@ def test_server_instructions_tell_an_agent_how_to_start(server):
     server_info, instructions = run(initialize())
     assert server_info.name == "agent-mail"
     assert "ensure_project" in instructions and "register_agent" in instructions
+    # Where the agent's token goes: most tools call it registration_token, send_message sender_token.
+    assert "registration_token" in instructions and "sender_token" in instructions
+
+
+def test_a_token_under_another_tools_name_for_it_gets_a_hint_naming_this_tools(server):
+    """send_message / reply_message take the agent's token as sender_token, every other tool as
+    registration_token: the refusal of the other name says which field this tool takes."""
+    async def misnamed():
+        async with Client(f"{server}/mcp", mode="legacy") as client:
+            sent = await client.call_tool("send_message", {"project_key": "p", "sender_name": "BlueLake", "to": ["RedFox"],
+                                                           "subject": "s", "body_md": "b", "registration_token": "amt_x"})
+            read = await client.call_tool("fetch_inbox", {"project_key": "p", "agent_name": "RedFox", "sender_token": "amt_x"})
+            return json.loads(sent.content[0].text)["error"], json.loads(read.content[0].text)["error"]
+
+    sent, read = run(misnamed())
+    assert sent["code"] == read["code"] == "invalid_argument"
+    assert "registration_token: Extra inputs are not permitted (this tool takes the agent's token as 'sender_token')" in sent["message"]
+    assert "sender_token: Extra inputs are not permitted (this tool takes the agent's token as 'registration_token')" in read["message"]
