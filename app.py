@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> Chalice:
                 principal = guard(request.headers, request.path, request.method, request.raw_body or b"", source_ip,
                                   authenticate=not web_path(request.path))
             except ToolError as exc:
-                if request.path == "/mcp" and exc.status in (413, 429):
+                if request.path == "/mcp":
                     return Response(ratelimit.mcp_error(exc).decode(), status_code=exc.status,
                                     headers={"Content-Type": "application/json", **exc.headers})
                 return json_response(exc.status, exc.to_dict(), exc.headers)
@@ -166,23 +166,28 @@ def create_app(settings: Settings) -> Chalice:
         return response
 
     def _mcp_answer(event: dict, context: Any) -> dict:
+        body = event.get("body") or ""
+        body = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+        method = event.get("httpMethod") or event.get("requestContext", {}).get("http", {}).get("method", "")
+        headers = auth.lower_headers(event.get("headers"))
         try:
-            body = event.get("body") or ""
-            body = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
-            method = event.get("httpMethod") or event.get("requestContext", {}).get("http", {}).get("method", "")
-            headers = auth.lower_headers(event.get("headers"))
             rebinding.check(headers.get("host"), headers.get("origin"), settings)
+        except ToolError as exc:  # a browser's request: the error shape of every route
+            return _refusal(exc, to_json(exc.to_dict()))
+        try:
             principal = guard(headers, "/mcp", method, body, ratelimit.event_source_ip(event))
-        except ToolError as exc:
-            body = ratelimit.mcp_error(exc) if exc.status in (413, 429) else to_json(exc.to_dict())
-            return {"statusCode": exc.status, "body": body.decode(),
-                    "headers": {"Content-Type": "application/json", **exc.headers}, "isBase64Encoded": False}
+        except ToolError as exc:  # a client's: the JSON-RPC error an MCP client shows
+            return _refusal(exc, ratelimit.mcp_error(exc))
         reset = auth.current.set(principal)  # the MCP event loop runs the call in a copy of this context
         try:
             return mcp(event, context)
         finally:
             auth.current.reset(reset)
             cloud.publish_after_write(settings)
+
+    def _refusal(exc: ToolError, body: bytes) -> dict:
+        return {"statusCode": exc.status, "body": body.decode(),
+                "headers": {"Content-Type": "application/json", **exc.headers}, "isBase64Encoded": False}
 
     @app.middleware("http")
     def archive_publish(request: Request, get_response):

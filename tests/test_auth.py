@@ -2,6 +2,7 @@
 real server and through the Chalice app (test client, REST API events, the `mcp` function),
 with a JWKS served by a local HTTP server."""
 
+import asyncio
 import base64
 import importlib
 import json
@@ -16,6 +17,9 @@ import pytest
 from chalice.test import Client
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+import httpx2
+from mcp import Client as MCPClient, MCPError
+from mcp.client.streamable_http import streamable_http_client
 
 from chalicelib.security import auth
 from chalicelib.config import Settings
@@ -123,6 +127,13 @@ def routes(docs: bool = True) -> list[tuple[str, str]]:
     return found + ([("GET", "/openapi.json"), ("GET", "/redoc")] if docs else [])
 
 
+def refusal_code(path: str, body: str) -> str:
+    """The error code of a refusal: /mcp answers a JSON-RPC error (what MCP clients read), whose
+    data is the error object every other route answers."""
+    error = json.loads(body)["error"]
+    return error["data"]["code"] if path == "/mcp" else error["code"]
+
+
 def check_matrix(request, cases: dict[str, str | None], docs: bool = True) -> None:
     """`request(method, path, authorization) -> (status, headers, body)` for every route × case."""
     failures = []
@@ -135,7 +146,7 @@ def check_matrix(request, cases: dict[str, str | None], docs: bool = True) -> No
                 ok = (
                     status == 401
                     and headers.get("www-authenticate", "").startswith('Bearer realm="agent-mail"')
-                    and json.loads(body)["error"]["code"] == "unauthorized"
+                    and refusal_code(path, body) == "unauthorized"
                 )
             if not ok:
                 failures.append((method, path, case, status, body[:200]))
@@ -178,6 +189,39 @@ def test_auth_matrix_real_server_bearer(tmp_path):
             assert client.get("/health").status_code == 200
 
 
+def mcp_refusal(url: str, authorization: str | None) -> MCPError:
+    """What the official MCP client raises when /mcp refuses its credentials."""
+    async def connecting():
+        headers = {"Authorization": authorization} if authorization else {}
+        transport = streamable_http_client(f"{url}/mcp", http_client=httpx2.AsyncClient(headers=headers))
+        try:
+            async with MCPClient(transport, mode="legacy") as client:
+                await client.list_tools()
+        except BaseException as exc:  # the client's task groups wrap it
+            while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]
+            return exc
+        raise AssertionError("the client was let in")
+
+    return asyncio.run(connecting())
+
+
+def test_the_official_mcp_client_shows_why_its_credentials_were_refused(tmp_path):
+    """A 401 from /mcp is a JSON-RPC error (keeping its status and WWW-Authenticate): with the
+    REST body the client showed only "Server returned an error response"."""
+    with running_server(tmp_path / "db.sqlite", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=BEARER) as url:
+        for authorization in ("Bearer wrong-token", None):
+            error = mcp_refusal(url, authorization)
+            rest = httpx.post(f"{url}/api/list_projects", headers={"Authorization": authorization} if authorization else {})
+            mcp = httpx.post(f"{url}/mcp", headers=MCP_HEADERS | ({"Authorization": authorization} if authorization else {}),
+                             json=rpc("tools/list"))
+            assert rest.status_code == mcp.status_code == 401
+            assert mcp.headers["www-authenticate"] == rest.headers["www-authenticate"]
+            assert isinstance(error, MCPError), repr(error)
+            assert str(error) == rest.json()["error"]["message"]
+            assert error.data == rest.json()["error"] and error.data["hint"]
+
+
 def chalice_settings(tmp_path, **changes) -> Settings:
     return Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", mcp_allowed_hosts=["127.0.0.1:*", "localhost:*", API_HOST, URL_HOST], **changes)
 
@@ -213,7 +257,7 @@ def test_auth_matrix_chalice(tmp_path, keys, jwks_url, app_module):
         expected = 200 if case.startswith("valid") else 401
         assert (case, v1["statusCode"], v2["statusCode"]) == (case, expected, expected)
         if expected == 401:
-            assert json.loads(v2["body"])["error"]["code"] == "unauthorized"
+            assert refusal_code("/mcp", v2["body"]) == "unauthorized"
             assert v2["headers"]["WWW-Authenticate"].startswith("Bearer")
     assert chalice_app(rest_api_event("GET", "/health"), CONTEXT)["statusCode"] == 200
 

@@ -313,8 +313,7 @@ class Front:
             # This request's task (and the tasks it starts) calls tools as this principal.
             auth.current.set(principal)
         except ToolError as exc:
-            is_mcp_refusal = path == MCP_PATH and exc.status in (413, 429)
-            body = ratelimit.mcp_error(exc) if is_mcp_refusal else orjson.dumps(exc.to_dict())
+            body = ratelimit.mcp_error(exc) if path in (MCP_PATH, MCP_PATH + "/") else orjson.dumps(exc.to_dict())
             await send_json(send, body, exc.status, exc.headers)
             return
         if path in (MCP_PATH, MCP_PATH + "/"):  # the SDK redirects /mcp/ to /mcp
