@@ -4,8 +4,10 @@ import asyncio
 import json
 
 import httpx
+import httpx2
 import pytest
 from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
 
 from chalicelib.transports import mcp_resources
 from chalicelib.transports.mcp_app import build_mcp_server
@@ -160,6 +162,26 @@ def test_a_tool_error_is_a_resource_error_with_the_same_message(server, seed, ur
     assert error.data == expected
 
 
+def test_an_unknown_query_parameter_is_refused_naming_the_ones_the_template_takes(server, seed):
+    """The SDK drops a query parameter its template does not name: a misspelt limit (or token)
+    would be read as absent. It is invalid params, as an unknown field of a tool is."""
+    misspelt = resource_error(server, "resource://inbox/GreenCastle?project=res-demo&limt=1")
+    assert misspelt.code == -32602
+    assert misspelt.message == "resource://inbox/GreenCastle has no query parameter limt. Did you mean 'limit'?"
+    assert misspelt.data["error"]["code"] == "invalid_argument"
+    assert misspelt.data["error"]["hint"].endswith("takes the query parameters project, limit, include_bodies, urgent_only,"
+                                                   " unread_only, ack_pending_only, since_ts, cursor, token.")
+    # A tool argument under its tool name: the message says how the URI spells it (no value echoed).
+    tool_names = resource_error(server, "resource://thread/x?project=res-demo&agent_name=GreenCastle&registration_token=amt_secret")
+    assert tool_names.message == ("resource://thread/x has no query parameter agent_name (here ?agent=),"
+                                  " registration_token (here ?token=).")
+    assert "amt_secret" not in json.dumps(tool_names.data)
+    pathless = resource_error(server, "resource://project/res-demo?bogus=1")
+    assert (pathless.code, pathless.data["error"]["hint"]) == (-32602, "resource://project/{slug} takes no query parameters.")
+    # The query-taking template wins, as in the SDK: resource://projects alone takes none.
+    assert json.loads(read(server, "resource://projects?limit=1").contents[0].text)["projects"]
+
+
 def test_a_missing_required_query_parameter_is_named(server, seed):
     error = resource_error(server, "resource://outbox/BlueLake")
     assert error.code == -32602
@@ -236,7 +258,38 @@ def test_a_refused_read_is_the_callers_error_not_an_internal_one(tmp_path):
         rest_error = httpx.get(f"{url}/api/fetch_inbox", headers=auth, params={"project_key": "guarded", "agent_name": "BlueLake"})
     assert rest_error.status_code == 403
     assert error["code"] == -32602
-    assert error["data"] == rest_error.json() and error["data"]["error"]["code"] == "forbidden"
+    assert error["data"]["error"]["code"] == "forbidden" and error["message"] == rest_error.json()["error"]["message"]
+
+
+def test_a_refused_read_says_how_the_uri_passes_the_token(tmp_path):
+    """The tool's hint names its argument registration_token; a resource URI calls it token."""
+    from .servers import running_server
+
+    auth = {"Authorization": "Bearer admin-token"}
+    with running_server(tmp_path / "agent_mail.db", AUTH_MODE="bearer", AUTH_BEARER_TOKENS='[{"token": "admin-token", "role": "writer"}]',
+                        REQUIRE_AGENT_TOKENS="true") as url:
+        httpx.post(f"{url}/api/ensure_project", headers=auth, json={"human_key": "/guarded"}).raise_for_status()
+        token = httpx.post(f"{url}/api/register_agent", headers=auth, json={
+            "project_key": "guarded", "program": "p", "model": "m", "name": "BlueLake"}).json()["registration_token"]
+
+        async def reading():
+            transport = streamable_http_client(f"{url}/mcp", http_client=httpx2.AsyncClient(headers=auth))
+            async with Client(transport, mode="legacy") as client:
+                with pytest.raises(MCPError) as refused:
+                    await client.read_resource("resource://inbox/BlueLake?project=guarded")
+                with pytest.raises(MCPError) as misnamed:
+                    await client.read_resource(f"resource://inbox/BlueLake?project=guarded&registration_token={token}")
+                with pytest.raises(MCPError) as unnamed:  # a thread read by a non-admin names its reader
+                    await client.read_resource(f"resource://thread/t1?project=guarded&token={token}")
+                read = await client.read_resource(f"resource://inbox/BlueLake?project=guarded&token={token}")
+                return refused.value, misnamed.value, unnamed.value, json.loads(read.contents[0].text)
+
+        refused, misnamed, unnamed, inbox = asyncio.run(reading())
+    assert refused.code == -32602 and refused.data["error"]["code"] == "forbidden"
+    assert refused.data["error"]["hint"].endswith("In this resource's URI, registration_token is ?token=.")
+    assert misnamed.code == -32602 and "registration_token (here ?token=)" in misnamed.message
+    assert unnamed.data["error"]["hint"].endswith("In this resource's URI, agent_name is ?agent=, registration_token is ?token=.")
+    assert inbox["messages"] == []
 
 
 @pytest.mark.parametrize(("error", "code"), [

@@ -20,7 +20,7 @@ from .. import __version__
 from ..invoke import run_tool
 from ..config import Settings
 from .instructions import INSTRUCTIONS
-from .mcp_resources import add_resources
+from .mcp_resources import add_resources, refuse_unknown_query
 from ..registry import Tool
 from ..errors import unknown_tool
 from ..tools import all_tools, profile_tools, tools_by_name
@@ -87,11 +87,13 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 
 class AgentMailServer(MCPServer):
     """The SDK's server, listing only the tools of TOOLS_PROFILE (all stay callable), and
-    answering a call to an unknown tool with the error shape every tool error has."""
+    answering a call to an unknown tool with the error shape every tool error has, and a
+    resource URI with an unknown query parameter with invalid params (mcp_resources.py)."""
 
     def __init__(self, *, listed: set[str], **kwargs) -> None:
         super().__init__(**kwargs)
         self.listed = listed
+        self.registered_resources = []  # add_resources' answer: what refuse_unknown_query checks a URI against
 
     async def list_tools(self):
         return [tool for tool in await super().list_tools() if tool.name in self.listed]
@@ -100,6 +102,10 @@ class AgentMailServer(MCPServer):
         if self._tool_manager.get_tool(name) is None:
             return CallToolResult.model_validate(result_dict(True, unknown_tool_body(name)))
         return await super().call_tool(name, arguments, context)
+
+    async def read_resource(self, uri, context=None):
+        refuse_unknown_query(str(uri), self.registered_resources)
+        return await super().read_resource(uri, context)
 
 
 def unknown_tool_body(name: Any) -> bytes:
@@ -115,5 +121,5 @@ def build_mcp_server(settings: Settings) -> MCPServer:
         log_level=settings.log_level,
         listed={tool.name for tool in profile_tools(settings.tools_profile)},
     )
-    add_resources(server, settings)
+    server.registered_resources = add_resources(server, settings)
     return server

@@ -5,13 +5,18 @@ tool argument (variables not renamed keep their name). Reading a resource runs t
 through `invoke.run_tool`, the same path as a tools/call: same validation, same errors.
 A tool error becomes a JSON-RPC error with the tool error's message (invalid params, -32602,
 for every HTTP 4xx one; internal error, -32603, for a 5xx); its `data` is the same
-`{"error": {"code", "message", "hint"}}` body every transport answers with.
+`{"error": {"code", "message", "hint"}}` body every transport answers with (the hint may add
+how the URI spells a tool argument it names).
 
 Query variables (`{?project,limit}`) are RFC 6570 form-style queries, which the SDK
-matches in any order; absent ones are left out, so the tool's defaults apply.
+matches in any order; absent ones are left out, so the tool's defaults apply. The SDK ignores
+a query parameter the template does not name: `refuse_unknown_query` refuses it instead, as a
+tool refuses an unknown field. An error's hint that names a tool argument the URI calls
+otherwise (registration_token is `?token=`) says so.
 """
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +28,7 @@ from mcp.shared.uri_template import UriTemplate
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 
 from ..config import Settings
-from ..errors import InvalidArgument, ToolError
+from ..errors import InvalidArgument, ToolError, did_you_mean
 from ..invoke import run_tool
 from ..registry import Tool
 from ..tools import tools_by_name
@@ -68,15 +73,36 @@ KEYS_NOT_PATHS = ResourceSecurity(reject_path_traversal=False, reject_absolute_p
 
 
 
-def add_resources(server: MCPServer, settings: Settings) -> None:
-    """Register every view whose tool this server has (a tool group may not exist yet)."""
+@dataclass(frozen=True)
+class Registered:
+    template: UriTemplate
+    arguments: dict[str, str]  # URI variable -> tool argument
+
+
+def add_resources(server: MCPServer, settings: Settings) -> list[Registered]:
+    """Register every view whose tool this server has (a tool group may not exist yet); the
+    registered templates, in the order the SDK matches them."""
     tools = tools_by_name()
-    for uri, view in VIEWS.items():
-        if view.tool in tools:
-            _register(server, uri, view, tools[view.tool], settings)
+    return [_register(server, uri, view, tools[view.tool], settings) for uri, view in VIEWS.items() if view.tool in tools]
 
 
-def _register(server: MCPServer, uri: str, view: View, tool: Tool, settings: Settings) -> None:
+def refuse_unknown_query(uri: str, registered: list[Registered]) -> None:
+    """Invalid params when `uri`'s query names a parameter its template does not take (the
+    SDK would drop it: a misspelt token or limit would be read as absent)."""
+    path, _, query = uri.partition("#")[0].partition("?")
+    if not query:
+        return
+    # As the SDK matches: the templates that take a query first (a query never matches the others).
+    for resource in sorted(registered, key=lambda resource: not resource.template.query_variable_names):
+        takes = resource.template.query_variable_names
+        if resource.template.match(uri if takes else path) is not None:
+            names = dict.fromkeys(pair.partition("=")[0] for pair in query.split("&"))
+            if unknown := [name for name in names if name and name not in takes]:
+                raise _mcp_error(_unknown_query(path, resource, unknown).to_dict())
+            return
+
+
+def _register(server: MCPServer, uri: str, view: View, tool: Tool, settings: Settings) -> Registered:
     template = UriTemplate.parse(uri)
     arguments = {name: view.renames.get(name, name) for name in template.variable_names}
     if not tool.read_only:
@@ -91,6 +117,7 @@ def _register(server: MCPServer, uri: str, view: View, tool: Tool, settings: Set
         mime_type="application/json",
         security=KEYS_NOT_PATHS,
     )(_reader(template, tool, arguments, settings))
+    return Registered(template, arguments)
 
 
 def _reader(template: UriTemplate, tool: Tool, arguments: dict[str, str], settings: Settings):
@@ -104,7 +131,7 @@ def _reader(template: UriTemplate, tool: Tool, arguments: dict[str, str], settin
             raise _mcp_error(_missing_query(template.expand(given), missing).to_dict())
         is_error, payload = await run_tool(tool, {arguments[name]: value for name, value in given.items()}, settings)
         if is_error:
-            raise _mcp_error(orjson.loads(payload))
+            raise _mcp_error(_in_uri_terms(orjson.loads(payload), template, arguments))
         return payload.decode()
 
     # The SDK reads the URI variables off the signature (and pydantic off the annotations).
@@ -118,6 +145,36 @@ def _reader(template: UriTemplate, tool: Tool, arguments: dict[str, str], settin
         return_annotation=str,
     )
     return read
+
+
+def _in_uri(name: str, template: UriTemplate) -> str:
+    """How a URI variable appears in the URI: ?token= for a query one, {agent} for a path one."""
+    return f"?{name}=" if name in template.query_variable_names else f"{{{name}}}"
+
+
+def _in_uri_terms(body: dict[str, Any], template: UriTemplate, arguments: dict[str, str]) -> dict[str, Any]:
+    """The tool's error, its hint saying how the URI spells each tool argument it names that
+    the URI calls otherwise ("Pass registration_token" is ?token= in a resource URI)."""
+    error = body["error"]
+    named = [f"{argument} is {_in_uri(name, template)}" for name, argument in arguments.items()
+             if name != argument and re.search(rf"\b{argument}\b", error["hint"])]
+    if not named:
+        return body
+    return {"error": {**error, "hint": f"{error['hint']} In this resource's URI, {', '.join(named)}."}}
+
+
+def _unknown_query(path: str, resource: Registered, unknown: list[str]) -> InvalidArgument:
+    """Names the unknown parameters (not their values: a token may be one), and how the URI
+    spells a tool argument sent under its tool name."""
+    template = resource.template
+    uri_name = {argument: name for name, argument in resource.arguments.items() if name != argument}
+    takes = [name for name in template.variable_names if name in template.query_variable_names]
+    problems = [f"{name} (here {_in_uri(uri_name[name], template)})" if name in uri_name else name for name in unknown]
+    guesses = "".join(did_you_mean(name, takes) for name in unknown if name not in uri_name)
+    return InvalidArgument(
+        f"{path} has no query parameter {', '.join(problems)}.{guesses}",
+        f"{template} takes the query parameters {', '.join(takes)}." if takes else f"{template} takes no query parameters.",
+    )
 
 
 def _missing_query(uri: str, missing: list[str]) -> InvalidArgument:
