@@ -187,6 +187,9 @@ def test_a_missing_required_query_parameter_is_named(server, seed):
     assert error.code == -32602
     assert error.message == "resource://outbox/BlueLake needs the query parameter project."
     assert error.data["error"]["code"] == "invalid_argument" and "?project=" in error.data["error"]["hint"]
+    with_token = resource_error(server, "resource://outbox/BlueLake?token=amt_s3cret&limit=5")
+    assert with_token.message == "resource://outbox/BlueLake needs the query parameter project."  # no value repeated
+    assert "amt_s3cret" not in json.dumps(with_token.data)
 
 
 def test_an_unknown_resource(server, seed):

@@ -128,7 +128,9 @@ def _reader(template: UriTemplate, tool: Tool, arguments: dict[str, str], settin
     async def read(**values: str | None) -> str:
         given = {name: value for name, value in values.items() if value is not None}
         if missing := [name for name in required_query if name not in given]:
-            raise _mcp_error(_missing_query(template.expand(given), missing).to_dict())
+            # The URI without its query: its values may hold a token, which an error must not repeat.
+            path = template.expand({name: value for name, value in given.items() if name not in template.query_variable_names})
+            raise _mcp_error(_missing_query(path, missing).to_dict())
         is_error, payload = await run_tool(tool, {arguments[name]: value for name, value in given.items()}, settings)
         if is_error:
             raise _mcp_error(_in_uri_terms(orjson.loads(payload), template, arguments))
