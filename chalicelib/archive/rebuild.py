@@ -220,7 +220,7 @@ def archived_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> list[
     for row in projects:
         content = archive.read(project_json_path(row["slug"]))
         described = json.loads(content) if content is not None else {}
-        if described.get("human_key") == row["human_key"] and described.get("archived_ts") != row["archived_ts"]:
+        if same_project(described.get("human_key"), row["human_key"]) and described.get("archived_ts") != row["archived_ts"]:
             different.append(project_json_path(row["slug"]))
     return different
 
