@@ -97,11 +97,11 @@ def test_a_session_that_reads_no_agents_mail_gets_the_pages_it_may_read(site):
         assert page.status_code == 200, page.text
         assert ">BlueLake<" in page.text and "<code>deploy</code>" in page.text  # agents and slots
         assert "T-1" not in page.text and "only an admin credential reads them" in page.text  # no threads
-        for offered in ("/ui/compose", ">Inbox<", ">Retire<", "Force release", "data-live=", "/ui/agent?"):
-            assert offered not in page.text, offered  # (an agent's page is its mail: names are no links)
+        for offered in ("/ui/compose", ">Inbox<", ">Retire<", "Force release", "data-live=", "/ui/agent?", "Open acks"):
+            assert offered not in page.text, offered  # (an agent's page is its mail: names are no links; nor are its acks)
         assert person.get("/ui/live", params={"p": "srv-app"}).json() == {"latest": ""}
     page = signed_in(url, ADMIN).get("/ui/project", params={"p": "srv-app"}).text
-    assert all(offered in page for offered in ("T-1", "/ui/compose", ">Inbox<", ">Retire<", "data-live="))
+    assert all(offered in page for offered in ("T-1", "/ui/compose", ">Inbox<", ">Retire<", "data-live=", "Open acks"))
 
 
 def raw_post(url: str, path: str, form: dict, cookie: str) -> http.client.HTTPResponse:

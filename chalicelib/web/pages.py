@@ -49,6 +49,7 @@ PAGE_SIZE = 50
 # their size, not their number: one message of 256 KiB of "<" renders to 1 MiB of HTML.
 ARTICLES_KEPT_CHARS = 16 * 1024 * 1024
 LIST_SHOWN = 200  # projects, agents or file reservations on a page; the next page a link away
+ACKS_SHOWN = 50  # open acks on a project page, oldest first (list_ack_required)
 THREADS_SHOWN = 50  # on a project page (list_threads reads a few rows per thread: thread_summaries)
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 ACTIONS = {  # form action -> (tool, the fields it takes from the form)
@@ -302,7 +303,6 @@ class WebUI:
     def project(self, request: Request, session: Session) -> Response:
         project = self.run("get_project", project_key=request.query.get("p", ""))
         sees_all = self.sees_all()  # else the agents, reservations and slots only: the mail is the agents'
-        recent = self.run("unified_inbox", project_key=project.slug, limit=PAGE_SIZE).messages if sees_all else []
         agents = self.run("list_agents", project_key=project.slug, include_retired=True, limit=LIST_SHOWN,
                           cursor=request.query.get("agents") or None)
         reservations = self.run("list_file_reservations", project_key=project.slug, limit=LIST_SHOWN,
@@ -312,9 +312,17 @@ class WebUI:
             threads=self.run("list_threads", project_key=project.slug, limit=THREADS_SHOWN, cursor=request.query.get("threads") or None)
             if sees_all else None,
             slots=self.run("list_build_slots", project_key=project.slug, limit=LIST_SHOWN, cursor=request.query.get("slots") or None),
-            awaiting=[m for m in recent if m.ack_pending],
-            live=self.live_url(request, project.slug) if sees_all else None, latest=recent[0].id if recent else "",
+            acks=self.open_acks(project.slug) if sees_all else None,
+            live=self.live_url(request, project.slug) if sees_all else None, latest=self.latest(project.slug) if sees_all else "",
         )
+
+    def open_acks(self, project: str) -> dict:
+        """The project's oldest acknowledgements not given yet, one per recipient, each marked when
+        list_ack_overdue counts it overdue; `more`: others wait beyond them."""
+        waiting = self.run("list_ack_required", project_key=project, limit=ACKS_SHOWN + 1).messages
+        overdue = self.run("list_ack_overdue", project_key=project, limit=ACKS_SHOWN + 1).messages
+        return {"items": waiting[:ACKS_SHOWN], "more": len(waiting) > ACKS_SHOWN,
+                "overdue": {(m.id, m.recipient) for m in overdue}}
 
     def agent(self, request: Request, session: Session) -> Response:
         query = request.query

@@ -1,0 +1,63 @@
+"""What the person overseeing the agents sees and does in the web UI, through the real server
+(authentication off: the loopback caller is the admin): open acks of the whole project, long
+threads, reservations, search pages, forms that keep a draft, previews."""
+
+import re
+import sqlite3
+
+import httpx
+import pytest
+
+from .servers import running_server
+
+P = "srv-shop"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """(url, an API client, the database file)."""
+    database = tmp_path_factory.mktemp("webui-overseeing") / "agent_mail.db"
+    with running_server(database) as url:
+        api = httpx.Client(base_url=url, timeout=60)
+        api.post("/api/ensure_project", json={"human_key": "/srv/shop"}).raise_for_status()
+        for name in ("BlueLake", "GreenCastle", "RedStone"):
+            api.post("/api/register_agent", json={"project_key": P, "program": "p", "model": "m", "name": name}).raise_for_status()
+            api.post("/api/set_contact_policy", json={"project_key": P, "agent_name": name, "policy": "open"}).raise_for_status()
+        yield url, api, database
+
+
+def send(api: httpx.Client, **message) -> dict:
+    answer = api.post("/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                 "subject": "note", "body_md": "x", **message})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["message"]
+
+
+def ui(url: str) -> httpx.Client:
+    """A browser-like client with the CSRF token the pages carry."""
+    client = httpx.Client(base_url=url, timeout=60)
+    client.csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/compose", params={"p": P}).text).group(1)
+    return client
+
+
+def section(page: str, heading: str) -> str:
+    """The text of a page from an <h2> on to the next one."""
+    start = page.index(f"<h2>{heading}")
+    end = page.find("<h2>", start + 4)
+    return page[start:end if end > 0 else None]
+
+
+def test_the_project_page_lists_open_acks_of_the_whole_project_however_busy(site):
+    """It showed the acks pending among the last 50 messages: a busy project hid them ("None.")."""
+    url, api, database = site
+    waiting = send(api, subject="Please confirm the schema", ack_required=True, to=["GreenCastle", "RedStone"], thread_id="ACKS")
+    old = send(api, subject="Old request", ack_required=True, thread_id="ACKS")
+    with sqlite3.connect(database) as db:  # two hours old: overdue (list_ack_overdue's default is an hour)
+        db.execute("UPDATE messages SET created_ts = '2020-01-01T00:00:00.000000+00:00' WHERE id = ?", (int(old["id"]),))
+    for n in range(55):
+        send(api, subject=f"chatter {n}", thread_id="CHATTER")
+    api.post("/api/acknowledge_message", json={"project_key": P, "agent_name": "RedStone", "message_id": waiting["id"]}).raise_for_status()
+    acks = section(ui(url).get("/ui/project", params={"p": P}).text, "Open acks")
+    assert "Please confirm the schema</a>\n— GreenCastle" in acks and "RedStone" not in acks
+    assert re.search(r"Old request</a>\n— GreenCastle <span class=\"tag ack\"[^>]*>overdue", acks)
+    assert acks.count("overdue</span>") == 1 and "None" not in acks
