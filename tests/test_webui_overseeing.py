@@ -61,3 +61,33 @@ def test_the_project_page_lists_open_acks_of_the_whole_project_however_busy(site
     assert "Please confirm the schema</a>\n— GreenCastle" in acks and "RedStone" not in acks
     assert re.search(r"Old request</a>\n— GreenCastle <span class=\"tag ack\"[^>]*>overdue", acks)
     assert acks.count("overdue</span>") == 1 and "None" not in acks
+
+
+def articles(page: str) -> list[str]:
+    """The ids of the messages a thread page shows."""
+    return re.findall(r'<article class="msg" id="m(\d+)"', page)
+
+
+def link(page: str, text: str) -> str:
+    """The target of the page's link with this text."""
+    return re.search(rf'href="([^"]+)"[^>]*>{re.escape(text)}', page).group(1).replace("&amp;", "&")
+
+
+def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site):
+    """The newest message of a 520-message thread opened page 1 (the oldest 500), without its
+    anchor, headed "500 messages"; page 2 led nowhere back, page 1 did not say newer ones exist."""
+    url, api, database = site
+    ids = [send(api, subject="Long thread" if n == 0 else f"Re: step {n}", body_md=f"step {n}", thread_id="LONG")["id"]
+           for n in range(520)]
+    client = ui(url)
+    row = re.search(r'<a class="row" href="([^"]+)"', client.get("/").text).group(1)  # the inbox's newest message
+    newest = client.get(row.replace("&amp;", "&"))
+    assert newest.status_code == 200 and ids[-1] in articles(newest.text) and "data-live=" in newest.text
+    assert "<h1>Long thread</h1>" in newest.text and "520 messages," in newest.text
+    earlier = client.get(link(newest.text, "← Earlier messages"))
+    assert articles(earlier.text) == ids[:500] and "Earlier messages" not in earlier.text  # back to the start
+    assert "520 messages, 500 on this page" in earlier.text and "Newer messages are on later pages" in earlier.text
+    assert ids[-1] in articles(client.get(link(earlier.text, "Newest »")).text)
+    later = client.get(link(earlier.text, "Later messages →"))
+    assert articles(later.text) == ids[500:] and "Earlier messages" in later.text and "520 messages, 20 on this page" in later.text
+    assert articles(client.get("/ui/thread", params={"p": P, "t": "LONG", "m": ids[3]}).text) == ids[:500]  # page 1 holds it

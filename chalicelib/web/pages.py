@@ -35,6 +35,7 @@ from .session import Session, Sessions
 
 log = logging.getLogger(__name__)
 THREAD_SHOWN = 500  # messages of one thread on one page (get_thread's largest page)
+CONTEXT_SHOWN = 100  # messages before the one a link leads to, on a page past a long thread's first
 NOBODY = auth.Principal("anonymous", "anonymous", role="reader", projects=frozenset())  # not signed in: reaches nothing
 try:  # Swagger UI's assets, pinned on PyPI (local runtime only: the Lambda package serves no /docs)
     import fastapi_offline
@@ -66,6 +67,11 @@ def _quote(value) -> str:
     return quote(str(value), safe="")
 
 
+def _message_url(root: str, project: str, thread_id: str, message_id) -> str:
+    """A link to one message: the page of its thread that holds it (m=), scrolled to it."""
+    return f"{root}/ui/thread?p={_quote(project)}&t={_quote(thread_id)}&m={message_id}#m{message_id}"
+
+
 # A path of this site, in printable ASCII without a backslash: browsers drop tabs and newlines
 # from a Location and read a backslash as "/", so "/\t/evil.example" would lead to another host.
 _SAME_SITE = re.compile(r"/(?![/\\])[\x21-\x5b\x5d-\x7e]*")
@@ -76,6 +82,11 @@ _MARKUP = re.compile(r"[#*_`>|~]+|\[ \]|\s+")
 def _plain(text: str) -> str:
     """A Markdown excerpt as plain words, for one line of the inbox."""
     return " ".join(_MARKUP.sub(" ", text).split())
+
+
+def _message_id(text: str) -> int | None:
+    """A message id given in a link (m=), or None: one below the largest, so the id after it is one too."""
+    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 2**63 - 1 else None
 
 
 def _short_time(ts: str | None) -> str:
@@ -116,7 +127,7 @@ class WebUI:
         )
         self.env.filters.update(short_time=_short_time, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
                                 size=_size)
-        self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url,
+        self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
                                 shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
         # A thread's messages never change, and live refresh re-renders whole threads: each
         # message's HTML is kept (a cache, safe to lose).
@@ -338,21 +349,25 @@ class WebUI:
 
     def thread(self, request: Request, session: Session) -> Response:
         key, thread_id = request.query.get("p", ""), request.query.get("t", "")
-        after = request.query.get("after") or None
-        # One page of get_thread: at most THREAD_SHOWN messages and ~4 MiB of bodies, so the page's
-        # HTML stays bounded whatever they are; its next_cursor is the "Later messages" link.
-        thread = self.run("get_thread", project_key=key, thread_id=thread_id, limit=THREAD_SHOWN, cursor=after)
+        thread, from_start = self.thread_page(key, thread_id, request.query)
         if not thread.messages:  # only `after` gets here (get_thread says when a thread is unknown): at or past its end
-            raise NotFound(f"No messages after {after} in thread {thread_id!r}.",
+            raise NotFound(f"No messages after {request.query.get('after')} in thread {thread_id!r}.",
                            "Open the thread from its start (without after=), or from the inbox.")
         project = thread.messages[0].project
+        # A thread on more than one page: its subject and count are the whole thread's
+        # (summarize_thread reads its summary), not the page's.
+        whole = from_start and thread.next_cursor is None
+        summary = None if whole else self.run("summarize_thread", project_key=project, thread_id=thread_id)
         # Markdown costs up to ~100x more on hostile bodies than on prose: a page renders so much of
         # it, the rest is plain text (markdown.py).
         shown = markdown.plan(m.body_md or "" for m in thread.messages)
         # The digest, with who has yet to acknowledge which message, comes from /ui/digest once
         # the page is shown (summarize_thread reads the whole thread again: the page does not wait).
         return self.page(
-            request, session, "thread.html", thread=thread, project=project, nav="inbox",
+            request, session, "thread.html", thread=thread, project=project, nav="inbox", from_start=from_start,
+            subject=summary.subject if summary else thread.messages[0].subject,
+            count=summary.message_count if summary else len(thread.messages),
+            newest=None if thread.next_cursor is None else self.latest(project, thread_id),
             # New messages go on the last page: an earlier one has nothing to refresh (its last
             # message is never the thread's newest, and it reloaded itself at every poll).
             live=self.live_url(request, project, thread_id) if thread.next_cursor is None else None,
@@ -361,6 +376,45 @@ class WebUI:
             people=self.participants(project, thread.messages),
             as_markdown={m.id for m, markdown_ok in zip(thread.messages, shown) if markdown_ok},
         )
+
+    def thread_page(self, key: str, thread_id: str, query: dict) -> tuple:
+        """The page of the thread a link asks for (one get_thread page: at most THREAD_SHOWN
+        messages and ~4 MiB of bodies, so its HTML stays bounded), and whether it starts at the
+        thread's first message: the next page (after=, get_thread's cursor), the previous one
+        (before=, a message id), the one holding a message (m=: a link to it), or the first."""
+        def page(cursor):
+            return self.run("get_thread", project_key=key, thread_id=thread_id, limit=THREAD_SHOWN, cursor=cursor)
+
+        def holds(thread) -> bool:
+            return any(m.id == wanted for m in thread.messages)
+
+        if query.get("before"):
+            cursor = self.cursor_before(key, thread_id, query["before"], THREAD_SHOWN)
+            return page(cursor), cursor is None
+        after, wanted = query.get("after") or None, _message_id(query.get("m", "")[:20])
+        first = page(after)
+        if after or first.next_cursor is None or wanted is None or holds(first):
+            return first, after is None
+        # Past the first page: a page opening a few messages before it, with room for the newer.
+        cursor = self.cursor_before(key, thread_id, wanted + 1, CONTEXT_SHOWN)
+        shown = page(cursor)
+        if holds(shown):
+            return shown, cursor is None
+        shown = page(wanted - 1 or None)  # the bodies before it filled a page: the page that starts with it
+        return (shown, False) if holds(shown) else (first, True)
+
+    def cursor_before(self, key: str, thread_id: str, before, count: int) -> int | None:
+        """get_thread's cursor for a page opening `count` messages before message `before`
+        (unified_inbox walks the thread back); None when the thread starts within them."""
+        ids = []
+        while len(ids) < count:
+            older = self.run("unified_inbox", project_key=key, thread_id=thread_id, before_id=before,
+                             limit=min(LIST_SHOWN, count - len(ids)))
+            ids += [m.id for m in older.messages]
+            if older.next_before_id is None:
+                return None
+            before = older.next_before_id
+        return ids[-1] - 1
 
     def participants(self, project: str, messages) -> list[str]:
         """The thread's active agents (not people), in order of appearance: whom a reply goes to."""
