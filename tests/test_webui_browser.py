@@ -186,12 +186,12 @@ def test_keyboard_opens_the_second_message(url, page):
 
 
 def test_project_page_and_overseer_actions(url, page):
+    time.sleep(1.1)  # GreenCastle's last act is now older than STALE_AGENT_SECONDS: its reservation may be released
     page.goto(f"{url}/ui/project?p={P}")
     assert page.locator("table.grid code", has_text="src/cart/**").count() == 1
     assert page.locator("table.grid code", has_text="frontend-build").count() == 1
     screenshot(page, "project")
     page.on("dialog", lambda dialog: dialog.accept())  # the confirm() of dangerous buttons
-    time.sleep(1.1)  # GreenCastle's last act is now older than STALE_AGENT_SECONDS
     page.locator("button", has_text="Force release").click()
     page.wait_for_load_state()
     assert "src/cart/**" not in page.locator("section.two").inner_text()
@@ -233,10 +233,15 @@ def test_compose_to_an_agent_and_the_phone_and_dark_layouts(url, browser):
     for target in ("/", f"/ui/project?p={P}"):  # nothing overflows sideways on a phone
         page.goto(url + target)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, target
-    desk = browser.new_context(viewport={"width": 1024, "height": 768}).new_page()  # nor on a desk, beside a long pattern
-    desk.goto(f"{url}/ui/project?p={P}")
-    assert desk.evaluate("document.documentElement.scrollWidth") <= 1024
-    desk.context.close()
+    time.sleep(1.1)  # BlueLake's last act is older than STALE_AGENT_SECONDS: its reservation is offered for release
+    for width in (1024, 1280, 1600):  # nor on a desk, beside a long pattern: the table fits its box ("Force releas")
+        desk = browser.new_context(viewport={"width": width, "height": 768}).new_page()
+        desk.goto(f"{url}/ui/project?p={P}")
+        assert desk.evaluate("document.documentElement.scrollWidth") <= width
+        table = desk.locator("section.two > div").first.locator("table")
+        assert table.locator("button", has_text="Force release").count() >= 1
+        assert table.evaluate("t => t.scrollWidth <= t.parentElement.clientWidth"), width
+        desk.context.close()
     screenshot(page, "inbox-phone-dark")
     context.close()
     [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "GreenCastle", "urgent_only": True})])

@@ -91,3 +91,29 @@ def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site):
     later = client.get(link(earlier.text, "Later messages →"))
     assert articles(later.text) == ids[500:] and "Earlier messages" in later.text and "520 messages, 20 on this page" in later.text
     assert articles(client.get("/ui/thread", params={"p": P, "t": "LONG", "m": ids[3]}).text) == ids[:500]  # page 1 holds it
+
+
+def test_force_release_is_offered_only_when_the_tool_would_take_it(site):
+    """The button was on every reservation: an active holder's answered 409 on an error page
+    that led only to the inbox."""
+    url, api, database = site
+    for name, path in (("GreenCastle", "src/live/**"), ("RedStone", "src/abandoned/**")):
+        api.post("/api/file_reservation_paths", json={"project_key": P, "agent_name": name, "paths": [path]}).raise_for_status()
+    with sqlite3.connect(database) as db:  # RedStone went quiet long ago (STALE_AGENT_SECONDS: 30 minutes)
+        db.execute("UPDATE agents SET last_active_ts = '2020-01-01T00:00:00.000000+00:00' WHERE name = 'RedStone'")
+    client = ui(url)
+    rows = {re.search(r"<code>([^<]+)</code>", row).group(1): row
+            for row in section(client.get("/ui/project", params={"p": P}).text, "File reservations").split("<tr>")[2:]}
+    assert "Force release" in rows["src/abandoned/**"] and "RedStone has been inactive since 2020" in rows["src/abandoned/**"]
+    assert "Force release" not in rows["src/live/**"] and "holder active; releasable from" in rows["src/live/**"]
+    held = re.search(r'name="file_reservation_id" value="(\d+)"', rows["src/abandoned/**"]).group(1)
+    live = api.post("/api/list_file_reservations", json={"project_key": P}).json()["file_reservations"]
+    [active] = [r["id"] for r in live if r["path_pattern"] == "src/live/**"]
+    back = f"/ui/project?p={P}"
+    refused = client.post("/ui/act", data={"csrf": client.csrf, "action": "force_release", "project_key": P,
+                                           "file_reservation_id": active, "back": back})  # a page older than the holder's last act
+    assert refused.status_code == 409 and f'href="{back}">Back to the page you came from' in refused.text
+    released = client.post("/ui/act", data={"csrf": client.csrf, "action": "force_release", "project_key": P,
+                                            "file_reservation_id": held, "back": back})
+    assert released.status_code == 303
+    assert "src/abandoned/**" not in section(client.get("/ui/project", params={"p": P}).text, "File reservations")
