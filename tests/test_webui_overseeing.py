@@ -117,3 +117,20 @@ def test_force_release_is_offered_only_when_the_tool_would_take_it(site):
                                             "file_reservation_id": held, "back": back})
     assert released.status_code == 303
     assert "src/abandoned/**" not in section(client.get("/ui/project", params={"p": P}).text, "File reservations")
+
+
+def test_search_goes_on_past_its_first_hundred_results(site):
+    """It stopped at 100 results with no way on (search_messages' next_cursor was dropped)."""
+    url, api, database = site
+    for n in range(120):
+        send(api, subject=f"haystack {n}", body_md=f"a needle here, number {n}", thread_id="HAY")
+    client = ui(url)
+    first = client.get("/ui/search", params={"q": "needle", "p": P})
+    assert first.text.count('<a class="row"') == 100
+    rest = client.get(link(first.text, "More results »"))
+    assert rest.text.count('<a class="row"') == 20 and "More results" not in rest.text
+    shown = re.findall(r"number (\d+)", first.text + rest.text)
+    assert sorted(map(int, shown)) == list(range(120))
+    everywhere = client.get("/ui/search", params={"q": "needle"}).text  # across projects: where to go on
+    assert everywhere.count('<a class="row"') == 100
+    assert link(everywhere, P) == f"/ui/search?p={P}&q=needle" and "More results in" in everywhere

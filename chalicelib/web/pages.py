@@ -52,6 +52,7 @@ PAGE_SIZE = 50
 ARTICLES_KEPT_CHARS = 16 * 1024 * 1024
 LIST_SHOWN = 200  # projects, agents or file reservations on a page; the next page a link away
 ACKS_SHOWN = 50  # open acks on a project page, oldest first (list_ack_required)
+SEARCH_SHOWN = 100  # hits on a search page (one search_messages page in each project)
 THREADS_SHOWN = 50  # on a project page (list_threads reads a few rows per thread: thread_summaries)
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 ACTIONS = {  # form action -> (tool, the fields it takes from the form)
@@ -459,23 +460,36 @@ class WebUI:
         listed = self.run("list_projects", limit=LIST_SHOWN)
         projects = [p.slug for p in listed.projects]
         filters = {"sender": sender or None, "importance": [importance] if importance else [], "since_ts": since or None}
-        hits, error = [], None
+        hits, error, more = [], None, {}  # more: {project: search_messages' next_cursor}
         if query:
             try:
                 for slug in [key] if key else projects:
                     try:
-                        found = self.run("search_messages", project_key=slug, query=query, limit=100, **filters).results
+                        found = self.run("search_messages", project_key=slug, query=query, limit=SEARCH_SHOWN,
+                                         cursor=(request.query.get("cursor") or None) if key else None, **filters)
                     except NotFound:
                         if key or not sender:
                             raise
                         continue  # the sender is no agent of this project: nothing of its mail matches
-                    hits += [(slug, hit) for hit in found]
+                    hits += [(slug, hit) for hit in found.results]
+                    if found.next_cursor:
+                        more[slug] = found.next_cursor
             except ToolError as exc:
                 error = exc
             hits.sort(key=lambda pair: pair[1].score)  # one index for every project: comparable scores
-        return self.page(request, session, "search.html", query=query, project=key, projects=projects, hits=hits[:100],
-                         error=error, sender=sender, importance=importance, since=since, nav="search",
+        same = {"q": query, "sender": sender, "importance": importance, "since": since}
+        if key:  # its next page
+            more_urls = {key: self.search_url(request, p=key, cursor=more[key], **same)} if key in more else {}
+        else:  # each project with more hits than this page shows, searched on its own
+            cut = {slug for slug, _ in hits[SEARCH_SHOWN:]}
+            more_urls = {slug: self.search_url(request, p=slug, **same) for slug in sorted({*more, *cut})}
+        return self.page(request, session, "search.html", query=query, project=key, projects=projects, hits=hits[:SEARCH_SHOWN],
+                         error=error, sender=sender, importance=importance, since=since, nav="search", more_urls=more_urls,
                          more_projects=not key and listed.next_cursor is not None)
+
+    @staticmethod
+    def search_url(request: Request, **params) -> str:
+        return request.root + "/ui/search?" + urlencode({name: value for name, value in params.items() if value})
 
     def compose(self, request: Request, session: Session) -> Response:
         key = request.query.get("p") or request.form.get("project_key", "")
