@@ -104,6 +104,24 @@ def test_a_session_that_reads_no_agents_mail_gets_the_pages_it_may_read(site):
     assert all(offered in page for offered in ("T-1", "/ui/compose", ">Inbox<", ">Retire<", "data-live=", "Open acks"))
 
 
+def test_a_session_that_may_not_write_or_search_gets_no_form_but_a_403(site):
+    """A reader or writer was shown the compose and search forms, refused only once submitted."""
+    url, api, sent, tokens = site
+    for token in (READER, WRITER):
+        person = signed_in(url, token)
+        for path, params in (("/ui/compose", {}), ("/ui/compose", {"p": "srv-app", "to": "BlueLake"}), ("/ui/search", {"q": "Deploy"}),
+                             ("/ui/search", {"q": "Deploy", "p": "srv-app"})):
+            page = person.get(path, params=params)
+            assert page.status_code == 403 and "needs an admin credential" in page.text, (path, params)
+            assert 'name="body_md"' not in page.text and 'type="search"' not in page.text and "Deploy notes" not in page.text
+        posted = person.post("/ui/compose", data={"csrf": person.csrf, "project_key": "srv-app", "to": "BlueLake",
+                                                  "subject": "hi", "body_md": "hi"})
+        assert posted.status_code == 403 and "needs an admin credential" in posted.text
+        for shown in ("/ui/projects", "/ui/project?p=srv-app"):  # nor is either offered
+            assert "/ui/compose" not in person.get(shown).text and "/ui/search" not in person.get(shown).text
+    assert signed_in(url, ADMIN).get("/ui/search", params={"q": "Deploy"}).text.count("Deploy notes") == 1
+
+
 def raw_post(url: str, path: str, form: dict, cookie: str) -> http.client.HTTPResponse:
     """A POST whose answer's headers are read as sent (no client normalises the Location)."""
     connection = http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=60)

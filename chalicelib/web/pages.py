@@ -26,7 +26,7 @@ from markupsafe import Markup, escape
 from .. import clock, invoke
 from ..security import auth
 from ..config import Settings
-from ..errors import NotFound, ToolError, Unauthorized, internal_error
+from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
 from ..tools.overseer import OVERSEER
 from ..tools.reservations import stale_because
@@ -455,6 +455,9 @@ class WebUI:
         return self.page(request, session, "digest.html", digest=digest)
 
     def search(self, request: Request, session: Session) -> Response:
+        if not self.sees_all():  # search_messages would refuse it on submit: no form to fill in vain
+            raise Forbidden("Searching the agents' mail needs an admin credential while agent tokens are on.",
+                            "An agent searches its own mail: search_messages with its agent_name and token (API or MCP).")
         query, key = request.query.get("q", "").strip(), request.query.get("p", "")
         sender, importance, since = (request.query.get(name, "").strip() for name in ("sender", "importance", "since"))
         listed = self.run("list_projects", limit=LIST_SHOWN)
@@ -492,6 +495,9 @@ class WebUI:
         return request.root + "/ui/search?" + urlencode({name: value for name, value in params.items() if value})
 
     def compose(self, request: Request, session: Session) -> Response:
+        if not self.oversees():  # send_overseer_message is the admin's: no form to fill in vain
+            raise Forbidden("Writing to agents as the overseer needs an admin credential.",
+                            "Sign in with an admin token; agents write with send_message and their own token.")
         key = request.query.get("p") or request.form.get("project_key", "")
         if request.method == "POST":
             form = request.form
