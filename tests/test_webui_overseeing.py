@@ -134,3 +134,25 @@ def test_search_goes_on_past_its_first_hundred_results(site):
     everywhere = client.get("/ui/search", params={"q": "needle"}).text  # across projects: where to go on
     assert everywhere.count('<a class="row"') == 100
     assert link(everywhere, P) == f"/ui/search?p={P}&q=needle" and "More results in" in everywhere
+
+
+def test_a_mistake_in_a_reply_or_a_new_message_shows_the_form_again_with_the_draft(site):
+    """A reply to an unknown agent answered a 404 page leading to the inbox: the draft was lost."""
+    url, api, database = site
+    asked = send(api, subject="Which fixture?", thread_id="DRAFTS")
+    client = ui(url)
+    draft = "A long answer\\n</textarea><b>kept</b> as written"
+    reply = {"csrf": client.csrf, "project_key": P, "reply_to": asked["id"], "thread_id": "DRAFTS", "to": "GreenCastle, NoSuchAgent",
+             "body_md": draft, "importance": "high", "ack_required": "on"}
+    shown = client.post("/ui/compose", data=reply)
+    assert shown.status_code == 404 and "NoSuchAgent" in re.search(r'<p class="error"[^>]*>(.+?)</p>', shown.text).group(1)
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', shown.text))
+    assert form["reply_to"] == asked["id"] and form["thread_id"] == "DRAFTS"
+    assert '<textarea name="body_md" rows="10" required placeholder="Markdown">A long answer\\n&lt;/textarea&gt;&lt;b&gt;kept' in shown.text
+    assert 'value="GreenCastle, NoSuchAgent"' in shown.text and "<option selected>high</option>" in shown.text
+    assert 'name="ack_required" checked' in shown.text
+    sent = client.post("/ui/compose", data={**reply, "to": "GreenCastle"})  # corrected, sent as a reply
+    assert sent.status_code == 303 and "t=DRAFTS" in sent.headers["location"]
+    fresh = {"csrf": client.csrf, "project_key": P, "to": "Nobody", "subject": "Standup", "thread_id": "", "body_md": "What is left?"}
+    again = client.post("/ui/compose", data=fresh)
+    assert again.status_code == 404 and 'value="Standup"' in again.text and ">What is left?</textarea>" in again.text

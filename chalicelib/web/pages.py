@@ -499,21 +499,26 @@ class WebUI:
             raise Forbidden("Writing to agents as the overseer needs an admin credential.",
                             "Sign in with an admin token; agents write with send_message and their own token.")
         key = request.query.get("p") or request.form.get("project_key", "")
+        draft, error = {"to": request.query.get("to", "")}, None
         if request.method == "POST":
             form = request.form
             to = [name.strip() for name in form.get("to", "").replace(";", ",").split(",") if name.strip()]
             cc = [name.strip() for name in form.get("cc", "").replace(";", ",").split(",") if name.strip()]
-            sent = self.run(
-                "send_overseer_message", project_key=key, to=to, cc=cc, subject=form.get("subject") or None,
-                body_md=form.get("body_md", ""), importance=form.get("importance") or "normal",
-                ack_required=form.get("ack_required") == "on", reply_to=form.get("reply_to") or None,
-                thread_id=form.get("thread_id") or None,
-            ).message
-            return self.redirect(request, f"/ui/thread?{urlencode({'p': sent.project, 't': sent.thread_id})}")
+            try:
+                sent = self.run(
+                    "send_overseer_message", project_key=key, to=to, cc=cc, subject=form.get("subject") or None,
+                    body_md=form.get("body_md", ""), importance=form.get("importance") or "normal",
+                    ack_required=form.get("ack_required") == "on", reply_to=form.get("reply_to") or None,
+                    thread_id=form.get("thread_id") or None,
+                ).message
+            except ToolError as exc:  # the form again, with what was written and what was wrong with it
+                draft, error = form, exc
+            else:
+                return self.redirect(request, f"/ui/thread?{urlencode({'p': sent.project, 't': sent.thread_id})}")
         projects = [p.slug for p in self.run("list_projects", limit=LIST_SHOWN).projects]
         agents = [a.name for a in self.run("list_agents", project_key=key, limit=LIST_SHOWN).agents if a.kind == "agent"] if key else []
-        return self.page(request, session, "compose.html", projects=projects, project=key, agents=agents,
-                         to=request.query.get("to", ""), nav="compose", overseer=OVERSEER)
+        return self.page(request, session, "compose.html", status=error.status if error else 200, projects=projects, project=key,
+                         agents=agents, draft=draft, error=error, nav="compose", overseer=OVERSEER)
 
     def act(self, request: Request, session: Session) -> Response:
         form = request.form
