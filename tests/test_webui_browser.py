@@ -144,6 +144,7 @@ def test_a_new_message_appears_live_without_a_reload(url, page):
                                  "body_md": "Paused."})])
     page.locator("article.msg", has_text="Paused.").wait_for(timeout=2500)
     assert page.locator("article.msg").count() == count + 1
+    assert f"· {count + 1} messages" in page.locator("p.sub").first.inner_text()  # the header's count too
 
 
 def _newest_in(url: str, thread_id: str) -> str:
