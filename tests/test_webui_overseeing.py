@@ -156,3 +156,21 @@ def test_a_mistake_in_a_reply_or_a_new_message_shows_the_form_again_with_the_dra
     fresh = {"csrf": client.csrf, "project_key": P, "to": "Nobody", "subject": "Standup", "thread_id": "", "body_md": "What is left?"}
     again = client.post("/ui/compose", data=fresh)
     assert again.status_code == 404 and 'value="Standup"' in again.text and ">What is left?</textarea>" in again.text
+
+
+def test_previews_show_plain_words_underscores_kept_and_no_markdown(site):
+    """Inbox excerpts dropped underscores ("respond contact(project key="), search snippets showed
+    raw ``` fences and misplaced their marks after a glob's **, digest key points raw **, `."""
+    url, api, database = site
+    send(api, subject="Preview", thread_id="PREVIEW", body_md=(
+        "Call `respond_contact(project_key=...)` now. I hold src/cart/** for the **checkout** flow, see CHECKOUT-12\n"
+        "```python\nprint('checkout')\n```\n- decided: keep **v1** routes in `api_v1.py`"))
+    client = ui(url)
+    inbox = client.get("/").text
+    assert "— Call respond_contact(project_key=...) now. I hold src/cart/ for the checkout flow" in inbox
+    found = client.get("/ui/search", params={"q": "checkout", "p": P}).text
+    snippet = re.search(r'<span class="snippet">(.*?)</span>', found, re.S).group(1)
+    assert "`" not in snippet and "**" not in snippet and "src/cart/ for the <mark>checkout</mark> flow" in snippet
+    assert {hit.lower() for hit in re.findall(r"<mark>(.*?)</mark>", snippet)} == {"checkout"}  # (CHECKOUT-12 too)
+    digest = client.get("/ui/digest", params={"p": P, "t": "PREVIEW"}).text
+    assert "<li>BlueLake: decided: keep v1 routes in api_v1.py</li>" in digest

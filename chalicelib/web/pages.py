@@ -30,6 +30,7 @@ from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_erro
 from ..tools import tools_by_name
 from ..tools.overseer import OVERSEER
 from ..tools.reservations import stale_because
+from ..tools.search_syntax import _marked as marked, snippet_terms
 from . import downloads, markdown
 from .http import CSP, Request, Response
 from .session import Session, Sessions
@@ -78,11 +79,14 @@ def _message_url(root: str, project: str, thread_id: str, message_id) -> str:
 # from a Location and read a backslash as "/", so "/\t/evil.example" would lead to another host.
 _SAME_SITE = re.compile(r"/(?![/\\])[\x21-\x5b\x5d-\x7e]*")
 
-_MARKUP = re.compile(r"[#*_`>|~]+|\[ \]|\s+")
+# Markdown's marks, not every character they are made of: emphasis (* and _) but inside a word
+# (respond_contact, 2*3), heading and quote marks, code ticks and fences, table pipes,
+# strikethrough, task boxes.
+_MARKUP = re.compile(r"(?<!\w)[*_]+|[*_]+(?!\w)|^[ \t]*(?:#{1,6}|>+)(?=\s)|`+|\||~~|\[[ xX]\]", re.M)
 
 
 def _plain(text: str) -> str:
-    """A Markdown excerpt as plain words, for one line of the inbox."""
+    """A Markdown excerpt as plain words: a line of the inbox, a key point of a digest."""
     return " ".join(_MARKUP.sub(" ", text).split())
 
 
@@ -103,10 +107,12 @@ def _size(size: int) -> str:
     return f"{size / 1024:.1f} KB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MB"
 
 
-def _snippet(text: str) -> Markup:
-    """search_messages marks hits with **…**: escape everything, then mark the hits."""
-    parts = str(escape(text)).split("**")
-    return Markup("".join(f"<mark>{part}</mark>" if i % 2 else part for i, part in enumerate(parts)))
+def _snippet(text: str, query: str) -> Markup:
+    """A search_messages snippet as plain words, its hits marked. Its **…** around a hit cannot
+    be told from the body's own (**bold**, a glob's src/**): the plain words are marked again
+    as the tool marks them (search_syntax), then escaped."""
+    parts = marked(_plain(text), snippet_terms(query)).split("**")
+    return Markup("".join(f"<mark>{escape(part)}</mark>" if i % 2 else str(escape(part)) for i, part in enumerate(parts)))
 
 
 class WebUI:
