@@ -174,3 +174,17 @@ def test_previews_show_plain_words_underscores_kept_and_no_markdown(site):
     assert {hit.lower() for hit in re.findall(r"<mark>(.*?)</mark>", snippet)} == {"checkout"}  # (CHECKOUT-12 too)
     digest = client.get("/ui/digest", params={"p": P, "t": "PREVIEW"}).text
     assert "<li>BlueLake: decided: keep v1 routes in api_v1.py</li>" in digest
+
+
+def test_a_reply_from_a_thread_page_takes_the_threads_subject(site):
+    """It took the subject of the thread's last message."""
+    url, api, database = site
+    send(api, subject="Cart totals are off", thread_id="SUBJECT")
+    send(api, subject="Unrelated aside", thread_id="SUBJECT")
+    client = ui(url)
+    page = client.get("/ui/thread", params={"p": P, "t": "SUBJECT"}).text
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page[page.index('class="compose reply"'):]))
+    sent = client.post("/ui/compose", data={**form, "to": "GreenCastle", "body_md": "On it."})
+    assert sent.status_code == 303
+    thread = api.get("/api/get_thread", params={"project_key": P, "thread_id": "SUBJECT"}).json()["messages"]
+    assert [m["subject"] for m in thread] == ["Cart totals are off", "Unrelated aside", "Re: Cart totals are off"]

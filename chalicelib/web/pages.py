@@ -95,6 +95,11 @@ def _message_id(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 2**63 - 1 else None
 
 
+def _reply_subject(subject: str) -> str:
+    """A reply's subject: "Re: " once, as send_overseer_message makes it from reply_to's."""
+    return subject if subject.lower().startswith("re:") else f"Re: {subject}"[:512]
+
+
 def _short_time(ts: str | None) -> str:
     """2026-11-30T08:11:15.123Z -> 11-30 08:11 (the full time is in the element's title)."""
     return f"{ts[5:10]} {ts[11:16]}" if ts and len(ts) >= 16 else (ts or "")
@@ -134,7 +139,7 @@ class WebUI:
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
         self.env.filters.update(short_time=_short_time, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
-                                size=_size)
+                                size=_size, reply_subject=_reply_subject)
         self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
                                 shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
         # A thread's messages never change, and live refresh re-renders whole threads: each
