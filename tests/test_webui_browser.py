@@ -212,6 +212,7 @@ def test_project_page_and_overseer_actions(url, page):
     row.locator("button", has_text="Acknowledge").click()
     page.wait_for_load_state()
     assert row.locator("button").count() == 0
+    assert "#received-" in page.url and "Acknowledged" in row.first.inner_text()  # back at the message (received), saying so
     [agent_inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "BlueLake"})])
     acked = [m for m in agent_inbox["messages"] if m["subject"] == "CART-12: new cart API"]
     assert acked[0]["ack_ts"] and acked[0]["read_ts"]

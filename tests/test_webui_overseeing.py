@@ -2,6 +2,7 @@
 (authentication off: the loopback caller is the admin): open acks of the whole project, long
 threads, reservations, search pages, forms that keep a draft, previews."""
 
+import html
 import re
 import sqlite3
 
@@ -188,3 +189,28 @@ def test_a_reply_from_a_thread_page_takes_the_threads_subject(site):
     assert sent.status_code == 303
     thread = api.get("/api/get_thread", params={"project_key": P, "thread_id": "SUBJECT"}).json()["messages"]
     assert [m["subject"] for m in thread] == ["Cart totals are off", "Unrelated aside", "Re: Cart totals are off"]
+
+
+def test_mark_read_and_acknowledge_come_back_to_the_message_and_say_so(site):
+    """The agent page came back at its top, saying nothing."""
+    url, api, database = site
+    asked = send(api, subject="Sign this off", ack_required=True, to=["RedStone"], thread_id="SIGN")
+    client = ui(url)
+    page = client.get("/ui/agent", params={"p": P, "a": "RedStone"}).text
+    row = page[page.index(f'<li id="received-{asked["id"]}"'):]
+    row = row[:row.index("</li>")]
+    [ack] = [form for form in row.split("<form")[1:] if 'value="ack"' in form]
+    form = {name: html.unescape(value) for name, value in re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', ack)}
+    assert form["action"] == "ack" and form["back"].endswith(f"#received-{asked['id']}")
+    acked = client.post("/ui/act", data=form)
+    assert acked.status_code == 303
+    target = acked.headers["location"]
+    assert target == f"/ui/agent?p={P}&a=RedStone&m={asked['id']}&done=ack#received-{asked['id']}"
+    back = client.get(target).text
+    row = back[back.index(f'<li id="received-{asked["id"]}"'):]
+    assert row[:row.index("</li>")].count('<span class="tag done" role="status">Acknowledged</span>') == 1
+    assert back.count('role="status"') == 1  # by the message, not atop the page
+    retired = client.post("/ui/act", data={"csrf": client.csrf, "action": "retire", "project_key": P, "agent_name": "RedStone",
+                                           "back": f"/ui/project?p={P}"})
+    assert retired.headers["location"] == f"/ui/project?p={P}&done=retire"
+    assert '<p class="notice" role="status">Done: retired.</p>' in client.get(retired.headers["location"]).text

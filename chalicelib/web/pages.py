@@ -56,13 +56,14 @@ ACKS_SHOWN = 50  # open acks on a project page, oldest first (list_ack_required)
 SEARCH_SHOWN = 100  # hits on a search page (one search_messages page in each project)
 THREADS_SHOWN = 50  # on a project page (list_threads reads a few rows per thread: thread_summaries)
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
-ACTIONS = {  # form action -> (tool, the fields it takes from the form)
-    "read": ("mark_message_read", ("project_key", "agent_name", "message_id")),
-    "ack": ("acknowledge_message", ("project_key", "agent_name", "message_id")),
-    "retire": ("retire_agent", ("project_key", "agent_name")),
-    "unretire": ("unretire_agent", ("project_key", "agent_name")),
-    "force_release": ("force_release_file_reservation", ("project_key", "file_reservation_id", "note")),
+ACTIONS = {  # form action -> (tool, the fields it takes from the form, what the page says once done)
+    "read": ("mark_message_read", ("project_key", "agent_name", "message_id"), "Marked read"),
+    "ack": ("acknowledge_message", ("project_key", "agent_name", "message_id"), "Acknowledged"),
+    "retire": ("retire_agent", ("project_key", "agent_name"), "Retired"),
+    "unretire": ("unretire_agent", ("project_key", "agent_name"), "Unretired"),
+    "force_release": ("force_release_file_reservation", ("project_key", "file_reservation_id", "note"), "Released"),
 }
+DONE = {action: said for action, (_, _, said) in ACTIONS.items()}
 
 
 @lru_cache(maxsize=4096)  # the same project slugs and thread ids, row after row
@@ -246,6 +247,7 @@ class WebUI:
             root=request.root, csrf=self.sessions.csrf(session) if session else "", request=request,
             signed_in=self.sessions.signed_in(session) and not self.sessions.open,
             sees_all=self.sees_all(), speaks=self.oversees(),  # what the page offers (send_overseer_message: admin)
+            done=DONE.get(request.query.get("done", "")),  # what the action just taken did (act)
             **context,
         )
         return Response(status, body.encode())
@@ -536,12 +538,14 @@ class WebUI:
         action = ACTIONS.get(form.get("action", ""))
         if action is None:
             raise NotFound("Unknown action.", f"One of: {', '.join(ACTIONS)}.")
-        tool, fields = action
+        tool, fields, _ = action
         arguments = {name: form.get(name) or None for name in fields}
         if tool == "force_release_file_reservation":  # it acts as someone: the person, as a human row
             arguments["agent_name"] = self.run("ensure_overseer", project_key=arguments["project_key"]).name
         self.run(tool, **arguments)
-        return self.redirect(request, form.get("back") or "/")
+        # Back where it was done (`back` may end in the row's #anchor), saying so (done=).
+        path, anchor, fragment = (form.get("back") or "/").partition("#")
+        return self.redirect(request, f"{path}{'&' if '?' in path else '?'}done={form['action']}{anchor}{fragment}")
 
     def live(self, request: Request, session: Session) -> Response:
         """{"latest": id}: the newest message of the page's scope, polled by ui.js."""
