@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from chalicelib.tools import search, search_narrowing
-from chalicelib.tools.search_syntax import _around, _first_start, _marked, _marked_words, plain_terms, snippet, snippet_terms
+from chalicelib.tools.search_syntax import _around, _first_start, _marked_words, marked, plain_terms, snippet, snippet_terms
 
 pytestmark = pytest.mark.both_backends
 
@@ -105,7 +105,7 @@ def test_snippets_mark_the_words_the_pattern_marks(pieces, words):
     text = " ".join(pieces)
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
     assert _marked_words(text, words) == pattern.sub(r"**\g<0>**", text)
-    assert _marked(text, [(word,) for word in words]) == pattern.sub(r"**\g<0>**", text)  # one-word terms
+    assert marked(text, [(word,) for word in words]) == pattern.sub(r"**\g<0>**", text)  # one-word terms
 
 def reference_snippet_window(text: str, found: int | None, width: int = 16) -> tuple[list[str], bool, bool]:
     """The window as snippet() took it before it split only what it shows: every token of the text."""
@@ -144,7 +144,7 @@ def test_a_phrase_is_marked_where_the_pattern_of_its_words_finds_it(pieces, phra
     text = "".join(pieces)
     pattern = re.compile(r"(?<!\w)" + r"[\W_]+".join(map(re.escape, phrase)) + r"(?![^\W_])", re.I)
     expected = pattern.sub(r"**\g<0>**", text) if pattern.search(text) else _marked_words(text, list(dict.fromkeys(phrase)))
-    assert _marked(text, [phrase]) == expected
+    assert marked(text, [phrase]) == expected
 
 
 def test_a_snippet_centres_on_the_phrase_not_on_its_words_elsewhere():

@@ -286,7 +286,7 @@ def snippet(subject: str, body: str, terms: list[tuple[str, ...]], width: int = 
     passage = " ".join(shown)
     if len(passage) > PASSAGE_CHARS:  # a token thousands of characters long
         passage, more_after = passage[:PASSAGE_CHARS], True
-    return ("…" if more_before else "") + _marked(passage, terms) + ("…" if more_after else "")
+    return ("…" if more_before else "") + marked(passage, terms) + ("…" if more_after else "")
 
 
 def _phrase_span(lower: str, phrase: tuple[str, ...], at: int = 0) -> tuple[int, int] | None:
@@ -316,7 +316,7 @@ def _phrase_end(lower: str, phrase: tuple[str, ...], start: int) -> int | None:
     return position
 
 
-def _marked(passage: str, terms: list[tuple[str, ...]]) -> str:
+def marked(passage: str, terms: list[tuple[str, ...]]) -> str:
     """The passage with each place of a phrase marked as a whole, then each word starting with
     a one-word term (or with a word of a phrase the passage holds nowhere as a phrase)."""
     phrases = [term for term in terms if len(term) > 1]

@@ -30,7 +30,7 @@ from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_erro
 from ..tools import tools_by_name
 from ..tools.overseer import OVERSEER
 from ..tools.reservations import stale_because
-from ..tools.search_syntax import _marked as marked, snippet_terms
+from ..tools.search_syntax import marked, snippet_terms
 from . import downloads, markdown
 from .http import CSP, Request, Response
 from .session import Session, Sessions
