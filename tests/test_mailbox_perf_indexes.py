@@ -2,6 +2,7 @@
 (migrations/0020_inbox_filters.sql): the plans of the queries the tools really run (traced), and
 the answers on both backends, also for mail stored before the migration."""
 
+import re
 import sqlite3
 
 import pytest
@@ -102,6 +103,34 @@ def test_a_projects_views_pick_through_their_partial_index_and_read_only_what_th
     assert bool(shown) == (tool != "list_ack_overdue")  # the message is not an hour old
     for plan in [agents, oldest, *(plans(settings, traced, INBOX) if shown else [])]:
         assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+# (unified_inbox's arguments, a statement it runs, the partial index that statement walks)
+UNIFIED_VIEWS = [
+    ({"view": "urgent"}, "SELECT id FROM messages", "messages_urgent"),
+    ({"view": "urgent", "project_key": "work-demo"}, "SELECT id FROM messages", "messages_urgent_by_project (project_id=?"),
+    ({"view": "ack_pending"}, "SELECT DISTINCT message_id", "acks_pending"),
+    ({"view": "ack_pending", "project_key": "work-demo"}, "SELECT message_id FROM message_recipients", "inbox_ack_pending (agent_id=?"),
+    ({"view": "to_overseer"}, "FROM agents WHERE", "agents_human"),
+    ({"view": "to_overseer"}, "SELECT message_id FROM message_recipients", "inbox (agent_id=?"),
+    ({"view": "to_overseer", "project_key": "work-demo"}, "FROM agents WHERE", "agents_human (project_id=?"),
+]
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize(("arguments", "query", "index"), UNIFIED_VIEWS, ids=lambda v: str(v).replace(" ", ""))
+def test_the_unified_inboxs_views_walk_their_partial_index(call, project, settings, traced, arguments, query, index):
+    """Each view's page of ids comes newest first from an index of just such rows: no scan of all
+    the mail, no sort of every match (migrations/0032_unified_inbox_views.sql)."""
+    send(call, project, ["GreenCastle"], "x", importance="urgent", ack_required=True)
+    asked = call("send_overseer_message", project_key=project, to=["BlueLake"], subject="?", body_md="?")["message"]
+    call("reply_message", project_key=project, message_id=asked["id"], sender_name="BlueLake", body_md="ok")
+    traced.clear()
+    assert call("unified_inbox", **arguments)["messages"]
+    for plan in plans(settings, traced, query):
+        assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
+        # (A scan of a partial index reads only its rows: the people, one or a few a project.)
+        assert "TEMP B-TREE" not in plan and not re.search(r"SCAN \w+(?! USING (COVERING )?INDEX)( |$)", plan), plan
 
 
 def test_filters_and_views_answer_right(call, project, settings):

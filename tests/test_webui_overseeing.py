@@ -214,3 +214,83 @@ def test_mark_read_and_acknowledge_come_back_to_the_message_and_say_so(site):
                                            "back": f"/ui/project?p={P}"})
     assert retired.headers["location"] == f"/ui/project?p={P}&done=retire"
     assert '<p class="notice" role="status">Done: retired.</p>' in client.get(retired.headers["location"]).text
+
+
+def live_region(page: str) -> str:
+    start = page.index("<div data-live-region>")
+    return page[start:page.index("</div>", start)]
+
+
+def test_the_inbox_has_views_of_what_needs_attention(site):
+    """The inbox was one list, newest first: an urgent message sat pages down behind chatter, acks
+    waited unseen, and the agents' answers to the overseer were mixed in."""
+    url, api, database = site
+    client = ui(url)
+    fire = send(api, subject="Payments down", importance="urgent", to=["BlueLake"], sender_name="GreenCastle", thread_id="FIRE")
+    sign = send(api, subject="Sign the release", ack_required=True, to=["BlueLake", "GreenCastle"], thread_id="SIGNOFF")
+    asked = client.post("/ui/compose", data={"csrf": client.csrf, "project_key": P, "to": "BlueLake", "subject": "Status of the fire?",
+                                             "body_md": "?"})
+    assert asked.status_code == 303
+    asked = api.post("/api/unified_inbox", json={"project_key": P, "limit": 1}).json()["messages"][0]
+    answer = api.post("/api/reply_message", json={"project_key": P, "message_id": asked["id"], "sender_name": "BlueLake",
+                                                  "body_md": "Rolling back"}).json()["message"]
+    for n in range(55):
+        send(api, subject=f"noise {n}", thread_id="NOISE")
+    assert "Payments down" not in client.get("/").text  # page 1 is the noise
+    tabs = client.get("/").text
+    assert '<a href="/" aria-current="page">All</a>' in tabs
+    for view, label in (("urgent", "Urgent"), ("ack_pending", "Waiting for acks"), ("to_overseer", "To the Overseer")):
+        assert f'<a href="/?view={view}">{label}</a>' in tabs
+
+    urgent = client.get("/", params={"view": "urgent"}).text
+    assert '<a href="/?view=urgent" aria-current="page">Urgent</a>' in urgent
+    shown = live_region(urgent)
+    assert "Payments down" in shown and "noise" not in shown and "Sign the release" not in shown
+    assert f'data-latest="{fire["id"]}"' in urgent and 'data-live="/ui/live?view=urgent"' in urgent  # live, within its view
+    assert client.get("/ui/live", params={"view": "urgent"}).json() == {"latest": fire["id"]}
+
+    waiting = live_region(client.get("/", params={"view": "ack_pending"}).text)
+    assert "Sign the release" in waiting and "noise" not in waiting and "Payments down" not in waiting
+    for name in ("BlueLake", "GreenCastle"):
+        api.post("/api/acknowledge_message", json={"project_key": P, "agent_name": name, "message_id": sign["id"]}).raise_for_status()
+    assert "Sign the release" not in client.get("/", params={"view": "ack_pending"}).text
+
+    to_me = live_region(client.get("/", params={"view": "to_overseer"}).text)
+    assert to_me.count('<li class=') == 1 and html.escape(answer["subject"]) in to_me and "BlueLake</b> → Overseer" in to_me
+
+    for n in range(PAGE := 50):  # a view pages on, and its pages keep it
+        send(api, subject=f"alarm {n}", importance="high", thread_id="ALARMS")
+    first = client.get("/", params={"view": "urgent"}).text
+    older = re.search(r'href="(/\?before=\d+&amp;view=urgent)" rel="next"', first)
+    assert older and "Payments down" not in first and "noise" not in first
+    second = client.get(html.unescape(older.group(1))).text
+    assert "Payments down" in live_region(second) and "alarm" not in live_region(second) and "noise" not in live_region(second)
+    assert '<a href="/?view=urgent">« Newest</a>' in second
+    wrong = client.get("/", params={"view": "everything"})
+    assert wrong.status_code == 422 and "to_overseer" in wrong.text  # the tool's error: what the views are
+
+
+def test_an_agents_inbox_filters_to_unread_urgent_or_ack_pending(site):
+    url, api, database = site
+    client = ui(url)
+    send(api, subject="Hot fix now", importance="urgent", to=["BlueLake"], sender_name="GreenCastle", thread_id="HOT")
+    acking = send(api, subject="Ack the plan", ack_required=True, to=["BlueLake"], sender_name="GreenCastle", thread_id="PLAN")
+    seen = send(api, subject="Already seen", to=["BlueLake"], sender_name="GreenCastle", thread_id="SEEN")
+    api.post("/api/mark_message_read", json={"project_key": P, "agent_name": "BlueLake", "message_id": seen["id"]}).raise_for_status()
+    agent = {"p": P, "a": "BlueLake"}
+
+    def received(only: str) -> str:
+        return section(client.get("/ui/agent", params={**agent, "only": only}).text, "Inbox")
+
+    assert all(subject in received("") for subject in ("Hot fix now", "Ack the plan", "Already seen"))
+    unread = received("unread")
+    assert "Hot fix now" in unread and "Ack the plan" in unread and "Already seen" not in unread
+    assert "Hot fix now" in received("urgent") and "Ack the plan" not in received("urgent")
+    assert "Ack the plan" in received("acks") and "Hot fix now" not in received("acks")
+    page = client.get("/ui/agent", params={**agent, "only": "acks"}).text
+    assert f'<a href="/ui/agent?p={P}&amp;a=BlueLake&amp;only=acks" aria-current="page">Ack pending</a>' in page
+    back = re.search(rf'name="back" value="([^"]+#received-{acking["id"]})"', page).group(1)
+    assert html.unescape(back) == f"/ui/agent?p={P}&a=BlueLake&only=acks&m={acking['id']}#received-{acking['id']}"
+    assert 'value="/ui/agent?p=srv-shop&amp;a=BlueLake&amp;only=acks"' in page  # retire comes back to it too
+    assert client.get("/ui/agent", params={**agent, "only": "mine"}).status_code == 404
+

@@ -78,3 +78,34 @@ def test_ensure_overseer_is_idempotent_and_the_person_can_release_an_abandoned_r
         call("force_release_file_reservation", project_key=project, agent_name="Overseer", file_reservation_id=reserved["id"])
     with pytest.raises(Conflict, match="is an agent"):
         call("ensure_overseer", project_key=project, overseer_name="BlueLake")
+
+
+def test_unified_inbox_views_show_what_needs_attention_newest_first_and_paged(call, project, send):
+    """The overseer's inbox had no way to find an urgent message or an open ack among the chatter."""
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="RedFox")
+    asked = call("send_overseer_message", project_key=project, to=["BlueLake"], subject="Status?", body_md="?")["message"]
+    urgent = send("BlueLake", ["GreenCastle"], project=project, subject="Prod down", importance="urgent")
+    acked = send("BlueLake", ["GreenCastle"], project=project, subject="Acked", ack_required=True)
+    waiting = send("BlueLake", ["GreenCastle", "RedStone"], project=project, subject="Confirm", importance="high", ack_required=True)
+    answer = call("reply_message", project_key=project, message_id=asked["id"], sender_name="BlueLake", body_md="green")["message"]
+    other = call("send_overseer_message", project_key="work-other", to=["RedFox"], subject="Hi", body_md="?")["message"]
+    fox = call("reply_message", project_key="work-other", message_id=other["id"], sender_name="RedFox", body_md="hi")["message"]
+    send("GreenCastle", ["BlueLake"], project=project, subject="chatter")
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=acked["id"])
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=waiting["id"])
+
+    def view(name, **options):
+        return [m["subject"] for m in call("unified_inbox", view=name, **options)["messages"]]
+
+    assert view("urgent") == ["Confirm", "Prod down"]
+    assert view("ack_pending") == ["Confirm"]  # RedStone has yet to acknowledge; "Acked" is done
+    assert view("to_overseer") == [fox["subject"], answer["subject"]]
+    assert view("to_overseer", project_key="work-other") == [fox["subject"]]
+    assert view("urgent", project_key="work-other") == [] and view("ack_pending", project_key=project) == ["Confirm"]
+    first = call("unified_inbox", view="urgent", limit=1)
+    assert first["next_before_id"] == waiting["id"]
+    assert view("urgent", before_id=first["next_before_id"]) == ["Prod down"]
+    assert call("unified_inbox", view="urgent", before_id=urgent["id"])["next_before_id"] is None
+    with pytest.raises(InvalidArgument, match="view"):
+        call("unified_inbox", view="urgent", project_key=project, thread_id="T-1")

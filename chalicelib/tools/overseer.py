@@ -7,7 +7,7 @@ the newest mail across projects, the view the web UI (chalicelib/web/) opens on.
 """
 
 import sqlite3
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from pydantic import ConfigDict, Field, model_validator
@@ -105,7 +105,16 @@ class UnifiedInboxInput(Input):
     project_key: ProjectKey | None = Field(None, description="Only this project's messages.")
     thread_id: ThreadId | None = Field(None, description="Only this thread (with project_key).")
     before_id: MessageId | None = Field(None, description="Paging: only messages older than this id.")
+    view: Literal["urgent", "ack_pending", "to_overseer"] | None = Field(
+        None, description="Only what needs attention: urgent (importance high or urgent), ack_pending (some recipient has"
+        " not acknowledged it yet), to_overseer (sent to a person: a human agent such as Overseer). Not with thread_id.")
     limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+    @model_validator(mode="after")
+    def _view_not_in_a_thread(self):
+        if self.view is not None and self.thread_id is not None:
+            raise ValueError("view lists messages across threads: pass thread_id or view, not both")
+        return self
 
 
 class InboxEntry(Output):
@@ -135,14 +144,18 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
     """The newest messages across all projects (or of one project or thread), newest first, with
     read and acknowledgement counts: what the people overseeing the agents read. bcc stays hidden."""
     where, params = [], []
-    if args.project_key is not None:
-        project = find_project(db, args.project_key)
+    project = find_project(db, args.project_key) if args.project_key is not None else None
+    if args.view is not None:  # the page's ids first, each view through its own index
+        ids = _view_ids(db, args.view, None if project is None else project["id"], args.before_id, args.limit)
+        where.append(f"m.id IN ({placeholders(ids)})" if ids else "0")
+        params += ids
+    elif project is not None:
         where.append("m.project_id = ?")
         params.append(project["id"])
         if args.thread_id is not None:
             where.append("m.thread_id = ?")
             params.append(args.thread_id)
-    if args.before_id is not None:
+    if args.before_id is not None and args.view is None:
         where.append("m.id < ?")
         params.append(args.before_id)
     rows = db.execute(
@@ -175,6 +188,36 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
         ))
     full = len(rows) == args.limit
     return UnifiedInbox(messages=entries, next_before_id=ids[-1] if full else None)
+
+
+def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_id: int | None, limit: int) -> list[int]:
+    """The ids of a view's newest `limit` messages older than before_id, of every project or one,
+    each walked through a partial index of only such rows (migrations/0032_unified_inbox_views.sql)."""
+    before = before_id or 2**63 - 1
+    in_project, project = ("project_id = ? AND ", [project_id]) if project_id is not None else ("", [])
+    if view == "urgent":
+        return [id_ for (id_,) in db.execute(
+            f"SELECT id FROM messages WHERE {in_project}importance IN ('high', 'urgent') AND id < ? ORDER BY id DESC LIMIT ?",
+            [*project, before, limit])]
+    if view == "ack_pending" and project_id is None:
+        return [id_ for (id_,) in db.execute(
+            "SELECT DISTINCT message_id FROM message_recipients WHERE ack_required = 1 AND ack_ts IS NULL AND message_id < ?"
+            " ORDER BY message_id DESC LIMIT ?", (before, limit))]
+    # One project's acks (its agents with some pending: the index above holds no project), and the
+    # people's mail: the newest `limit` of each such agent's inbox (inbox_ack_pending, inbox), merged.
+    if view == "ack_pending":
+        pending = "ack_required = 1 AND ack_ts IS NULL AND "
+        agents = db.execute("SELECT a.id FROM agents a WHERE a.project_id = ? AND EXISTS (SELECT 1 FROM message_recipients r"
+                            " WHERE r.agent_id = a.id AND r.ack_required = 1 AND r.ack_ts IS NULL)", project).fetchall()
+    else:
+        pending = ""
+        agents = db.execute(f"SELECT id FROM agents WHERE {in_project}kind = 'human'", project).fetchall()
+    newest: set[int] = set()
+    for (agent,) in agents:
+        newest.update(id_ for (id_,) in db.execute(
+            f"SELECT message_id FROM message_recipients WHERE agent_id = ? AND {pending}message_id < ? ORDER BY message_id DESC LIMIT ?",
+            (agent, before, limit)))
+    return sorted(newest, reverse=True)[:limit]
 
 
 TOOLS = [

@@ -64,6 +64,10 @@ ACTIONS = {  # form action -> (tool, the fields it takes from the form, what the
     "force_release": ("force_release_file_reservation", ("project_key", "file_reservation_id", "note"), "Released"),
 }
 DONE = {action: said for action, (_, _, said) in ACTIONS.items()}
+# The inbox's views (view=): unified_inbox's, each a tab; none is All.
+INBOX_VIEWS = {"urgent": "Urgent", "ack_pending": "Waiting for acks", "to_overseer": "To the Overseer"}
+# An agent's page's filters of its inbox (only=): fetch_inbox's flags.
+AGENT_FILTERS = {"unread": ("Unread", "unread_only"), "urgent": ("Urgent", "urgent_only"), "acks": ("Ack pending", "ack_pending_only")}
 
 
 @lru_cache(maxsize=4096)  # the same project slugs and thread ids, row after row
@@ -316,11 +320,12 @@ class WebUI:
     def inbox(self, request: Request, session: Session) -> Response:
         if not self.sees_all():  # every agent's mail: what this credential may not read
             return self.redirect(request, "/ui/projects")
-        before = request.query.get("before") or None
-        inbox = self.run("unified_inbox", before_id=before, limit=PAGE_SIZE)
+        before, view = request.query.get("before") or None, request.query.get("view") or None
+        inbox = self.run("unified_inbox", before_id=before, view=view, limit=PAGE_SIZE)
         latest = inbox.messages[0].id if inbox.messages else ""
-        live = None if before else self.live_url(request)  # an older page stays as it is
-        return self.page(request, session, "inbox.html", inbox=inbox, live=live, latest=latest, nav="inbox")
+        live = None if before else self.live_url(request, view=view)  # an older page stays as it is
+        return self.page(request, session, "inbox.html", inbox=inbox, live=live, latest=latest, nav="inbox",
+                         view=view, views=INBOX_VIEWS)
 
     def projects(self, request: Request, session: Session) -> Response:
         listed = self.run("list_projects", include_archived=True, limit=LIST_SHOWN, cursor=request.query.get("after") or None)
@@ -369,9 +374,14 @@ class WebUI:
         query = request.query
         profile = self.run("whois", project_key=query.get("p", ""), agent_name=query.get("a", ""))
         mine = {"project_key": profile.project, "agent_name": profile.name}
+        only = query.get("only", "")
+        if only and only not in AGENT_FILTERS:
+            raise NotFound(f"No inbox filter {only!r}.", f"One of: {', '.join(AGENT_FILTERS)}; or none, for all.")
+        flags = {AGENT_FILTERS[only][1]: True} if only else {}
         return self.page(
-            request, session, "agent.html", agent=profile, nav="projects",
-            inbox=self.run("fetch_inbox", **mine, limit=PAGE_SIZE, cursor=query.get("inbox") or None),
+            request, session, "agent.html", agent=profile, nav="projects", only=only,
+            filters={name: label for name, (label, _) in AGENT_FILTERS.items()},
+            inbox=self.run("fetch_inbox", **mine, **flags, limit=PAGE_SIZE, cursor=query.get("inbox") or None),
             outbox=self.run("fetch_outbox", **mine, limit=20, cursor=query.get("outbox") or None),
             contacts=self.run("list_contacts", **mine, limit=LIST_SHOWN, cursor=query.get("contacts") or None),
             live=self.live_url(request, profile.project), latest=self.latest(profile.project),
@@ -549,16 +559,17 @@ class WebUI:
 
     def live(self, request: Request, session: Session) -> Response:
         """{"latest": id}: the newest message of the page's scope, polled by ui.js."""
-        latest = self.latest(request.query.get("p") or None, request.query.get("t") or None) if self.sees_all() else ""
+        query = request.query
+        latest = self.latest(query.get("p") or None, query.get("t") or None, query.get("view") or None) if self.sees_all() else ""
         body = orjson.dumps({"latest": latest})
         return Response(200, body, "application/json")
 
-    def latest(self, project: str | None = None, thread_id: str | None = None) -> str:
-        newest = self.run("unified_inbox", project_key=project, thread_id=thread_id, limit=1).messages
+    def latest(self, project: str | None = None, thread_id: str | None = None, view: str | None = None) -> str:
+        newest = self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, limit=1).messages
         return str(newest[0].id) if newest else ""
 
-    def live_url(self, request: Request, project: str | None = None, thread_id: str | None = None) -> str:
-        query = {k: v for k, v in (("p", project), ("t", thread_id)) if v}
+    def live_url(self, request: Request, project: str | None = None, thread_id: str | None = None, view: str | None = None) -> str:
+        query = {k: v for k, v in (("p", project), ("t", thread_id), ("view", view)) if v}
         return request.root + "/ui/live" + ("?" + urlencode(query) if query else "")
 
     def attachment(self, request: Request, session: Session) -> Response:
