@@ -68,7 +68,8 @@ def test_only_an_admin_session_acts_for_agents_without_their_tokens(site):
         assert refused_as_agent(person.get("/ui/agent", params=inbox))
         assert refused_as_agent(person.get("/ui/attachment", params=attachment))
     writer = signed_in(url, WRITER)
-    for action, extra in (("ack", {"message_id": sent["id"]}), ("read", {"message_id": sent["id"]}), ("retire", {})):
+    for action, extra in (("ack", {"message_id": sent["id"]}), ("read", {"message_id": sent["id"]}), ("retire", {}),
+                          ("accept_contact", {"from_agent": "BlueLake"}), ("deny_contact", {"from_agent": "BlueLake"})):
         acted = writer.post("/ui/act", data={"csrf": writer.csrf, "action": action, "project_key": "srv-app",
                                              "agent_name": "GreenCastle", "back": "/", **extra})
         assert refused_as_agent(acted), action
@@ -80,6 +81,26 @@ def test_only_an_admin_session_acts_for_agents_without_their_tokens(site):
     acked = admin.post("/ui/act", data={"csrf": admin.csrf, "action": "ack", "project_key": "srv-app",
                                         "agent_name": "GreenCastle", "message_id": sent["id"], "back": "/"})
     assert acked.status_code == 303
+
+
+def test_only_an_admin_session_is_offered_to_answer_an_agents_contact_requests(tmp_path):
+    """Accept and Deny answer as the agent asked (respond_contact): the admin's, who acts for
+    agents; a reader or writer, even where agent tokens are off and it reads the page, is not offered them."""
+    with running_server(tmp_path / "agent_mail.db", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=json.dumps(TOKENS),
+                        REQUIRE_AGENT_TOKENS="false") as url:
+        api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {ADMIN}"})
+        api.post("/api/ensure_project", json={"human_key": "/srv/app"}).raise_for_status()
+        for name in ("BlueLake", "GreenCastle"):
+            api.post("/api/register_agent", json={"project_key": "srv-app", "program": "p", "model": "m", "name": name}).raise_for_status()
+        asked = api.post("/api/request_contact", json={"project_key": "srv-app", "from_agent": "BlueLake", "to_agent": "GreenCastle"})
+        asked.raise_for_status()
+        agent = {"p": "srv-app", "a": "GreenCastle"}
+        for token in (READER, WRITER):
+            page = signed_in(url, token).get("/ui/agent", params=agent)
+            assert page.status_code == 200 and "pending" in page.text
+            assert "accept_contact" not in page.text and ">Deny<" not in page.text, token
+        page = signed_in(url, ADMIN).get("/ui/agent", params=agent).text
+        assert 'value="accept_contact"' in page and 'value="deny_contact"' in page
 
 
 def test_a_session_that_reads_no_agents_mail_gets_the_pages_it_may_read(site):

@@ -294,3 +294,33 @@ def test_an_agents_inbox_filters_to_unread_urgent_or_ack_pending(site):
     assert 'value="/ui/agent?p=srv-shop&amp;a=BlueLake&amp;only=acks"' in page  # retire comes back to it too
     assert client.get("/ui/agent", params={**agent, "only": "mine"}).status_code == 404
 
+
+def contacts_of(page: str) -> str:
+    return page[page.index('<h2 id="contacts">'):]
+
+
+def test_a_pending_contact_request_is_accepted_or_denied_on_the_agents_page(site):
+    """The agent page listed the requests to the agent with nothing to answer them with."""
+    url, api, database = site
+    client = ui(url)
+    for name in ("PurpleBear", "OrangeFox", "SilverPine"):  # contact policy auto: a stranger asks first
+        api.post("/api/register_agent", json={"project_key": P, "program": "p", "model": "m", "name": name}).raise_for_status()
+    for asker in ("PurpleBear", "SilverPine"):
+        api.post("/api/request_contact", json={"project_key": P, "from_agent": asker, "to_agent": "OrangeFox",
+                                               "reason": "schema"}).raise_for_status()
+    page = contacts_of(client.get("/ui/agent", params={"p": P, "a": "OrangeFox"}).text)
+    assert page.count(">Accept</button>") == 2 and page.count(">Deny</button>") == 2
+    asker_page = contacts_of(client.get("/ui/agent", params={"p": P, "a": "PurpleBear"}).text)
+    assert "pending" in asker_page and "Accept" not in asker_page  # its own request: the other agent answers it
+    [accept] = [form for form in page.split("<form")[1:] if 'value="accept_contact"' in form and 'value="PurpleBear"' in form]
+    form = {name: html.unescape(value) for name, value in re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', accept)}
+    accepted = client.post("/ui/act", data=form)
+    assert accepted.headers["location"] == f"/ui/agent?p={P}&a=OrangeFox&done=accept_contact#contacts"
+    denied = client.post("/ui/act", data={**form, "action": "deny_contact", "from_agent": "SilverPine"})
+    assert denied.headers["location"] == f"/ui/agent?p={P}&a=OrangeFox&done=deny_contact#contacts"
+    back = client.get(denied.headers["location"]).text
+    assert '<p class="notice" role="status">Done: contact request denied.</p>' in back
+    assert "Done: contact request accepted." in client.get(accepted.headers["location"]).text
+    contacts = api.post("/api/list_contacts", json={"project_key": P, "agent_name": "OrangeFox"}).json()["contacts"]
+    assert {c["from_agent"]: c["status"] for c in contacts} == {"PurpleBear": "approved", "SilverPine": "denied"}
+    assert ">Accept</button>" not in contacts_of(back)  # answered

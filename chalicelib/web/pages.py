@@ -56,14 +56,17 @@ ACKS_SHOWN = 50  # open acks on a project page, oldest first (list_ack_required)
 SEARCH_SHOWN = 100  # hits on a search page (one search_messages page in each project)
 THREADS_SHOWN = 50  # on a project page (list_threads reads a few rows per thread: thread_summaries)
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
-ACTIONS = {  # form action -> (tool, the fields it takes from the form, what the page says once done)
-    "read": ("mark_message_read", ("project_key", "agent_name", "message_id"), "Marked read"),
-    "ack": ("acknowledge_message", ("project_key", "agent_name", "message_id"), "Acknowledged"),
-    "retire": ("retire_agent", ("project_key", "agent_name"), "Retired"),
-    "unretire": ("unretire_agent", ("project_key", "agent_name"), "Unretired"),
-    "force_release": ("force_release_file_reservation", ("project_key", "file_reservation_id", "note"), "Released"),
+# form action -> (tool, the fields it takes from the form, what the page says once done, arguments of its own)
+ACTIONS = {
+    "read": ("mark_message_read", ("project_key", "agent_name", "message_id"), "Marked read", {}),
+    "ack": ("acknowledge_message", ("project_key", "agent_name", "message_id"), "Acknowledged", {}),
+    "retire": ("retire_agent", ("project_key", "agent_name"), "Retired", {}),
+    "unretire": ("unretire_agent", ("project_key", "agent_name"), "Unretired", {}),
+    "force_release": ("force_release_file_reservation", ("project_key", "file_reservation_id", "note"), "Released", {}),
+    "accept_contact": ("respond_contact", ("project_key", "agent_name", "from_agent"), "Contact request accepted", {"accept": True}),
+    "deny_contact": ("respond_contact", ("project_key", "agent_name", "from_agent"), "Contact request denied", {"accept": False}),
 }
-DONE = {action: said for action, (_, _, said) in ACTIONS.items()}
+DONE = {action: said for action, (_, _, said, _) in ACTIONS.items()}
 # The inbox's views (view=): unified_inbox's, each a tab; none is All.
 INBOX_VIEWS = {"urgent": "Urgent", "ack_pending": "Waiting for acks", "to_overseer": "To the Overseer"}
 # An agent's page's filters of its inbox (only=): fetch_inbox's flags.
@@ -548,8 +551,8 @@ class WebUI:
         action = ACTIONS.get(form.get("action", ""))
         if action is None:
             raise NotFound("Unknown action.", f"One of: {', '.join(ACTIONS)}.")
-        tool, fields, _ = action
-        arguments = {name: form.get(name) or None for name in fields}
+        tool, fields, _, own = action
+        arguments = {name: form.get(name) or None for name in fields} | own
         if tool == "force_release_file_reservation":  # it acts as someone: the person, as a human row
             arguments["agent_name"] = self.run("ensure_overseer", project_key=arguments["project_key"]).name
         self.run(tool, **arguments)
