@@ -149,6 +149,30 @@ def test_product_search_spans_the_linked_projects(call, shop):
     assert call("search_messages_product", product_key="shop", query="pizza NOT lunch")["results"] == []
 
 
+@pytest.mark.parametrize("limit, reader", [(3, None), (4, "BlueLake"), (20, None)])
+def test_product_search_pages_reach_every_hit_once(call, shop, limit, reader):
+    """next_cursor goes on in every linked project at once: the reviewer's agent could not get
+    past the first page. Pages of 3 and 4 stop inside one project's page, then go on after it."""
+    sent = []
+    for n in range(7):
+        sent.append(send(call, "work-backend", "GreenCastle", ["BlueLake"], f"deploy {n}", "deploy " * (n + 1))["id"])
+        sent.append(send(call, "work-frontend", "RedStone", ["BlueLake"], f"deploy front {n}", "deploy")["id"])
+    send(call, "work-other", "BlueLake", ["BlueLake"], "deploy elsewhere", "deploy")  # not in the product
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = call("search_messages_product", product_key="shop", query="deploy", limit=limit, cursor=cursor,
+                    **({"agent_name": reader} if reader else {}))
+        assert len(page["results"]) <= limit
+        seen += [hit["id"] for hit in page["results"]]
+        pages, cursor = pages + 1, page["next_cursor"]
+        if cursor is None:
+            break
+        assert pages < 20
+    assert sorted(seen) == sorted(sent) and len(seen) == len(set(seen))  # each once, nothing from other
+    with pytest.raises(InvalidArgument, match="is not one this tool gave"):
+        call("search_messages_product", product_key="shop", query="deploy", cursor="work-backend=x")
+
+
 @pytest.mark.parametrize("query", ["CART-12", '"unclosed CART', "CART AND", "(CART OR", "subject:cart-12", "CART NOT pizza"])
 def test_product_search_reads_queries_like_search_messages(call, shop, query):
     send(call, "work-backend", "GreenCastle", ["BlueLake"], "CART-12 checkout", "unclosed carts and totals or more")

@@ -14,7 +14,7 @@ import orjson
 from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
-from ..errors import NotFound
+from ..errors import InvalidArgument, NotFound
 from ..fields import AgentName, ProjectKey, Timestamp
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -254,6 +254,7 @@ class SearchMessagesProductInput(Input):
     limit: Limit = 20
     agent_name: ReadAs = None
     registration_token: AgentToken = None
+    cursor: Annotated[str, Field(max_length=8000)] | None = Field(None, description="next_cursor of the previous page.")
 
 
 class ProductSearchHit(SearchHit):
@@ -263,19 +264,55 @@ class ProductSearchHit(SearchHit):
 class ProductSearchResults(Output):
     query: str
     results: list[ProductSearchHit]
+    next_cursor: str | None = Field(None, description="Pass as cursor for more hits; null when there are no more.")
+
+
+# A product search's place in each linked project: "slug=cursor" (search_messages' cursor, or
+# empty at the start) joined by ";"; a project left out has no more hits.
+_PLACE = re.compile(r"([a-z0-9][a-z0-9-]{0,199})=((?:\d{1,19}\.\d{1,6})?)")
+
+
+def _places(cursor: str | None, projects: list[sqlite3.Row]) -> dict[str, str | None]:
+    """{slug: where its next hits start (None: at the start)} of the linked projects still to search."""
+    if cursor is None:
+        return {project["slug"]: None for project in projects}
+    places = [_PLACE.fullmatch(part) for part in cursor.split(";")] if cursor else []
+    if not all(places):
+        raise InvalidArgument(f"Cursor {cursor[:80]!r} is not one this tool gave.", "Pass next_cursor as it came, or omit it.")
+    return {match[1]: match[2] or None for match in places}
 
 
 def search_messages_product(db: sqlite3.Connection, args: SearchMessagesProductInput) -> ProductSearchResults:
-    """Search the messages of every project of a product; best matches first, same syntax as search_messages."""
+    """Search the messages of every project of a product; best matches first, same syntax as
+    search_messages. next_cursor goes on in every project at once."""
     product = find_product(db, args.product_key)
     viewers = product_reader(db, product, args.agent_name, args.registration_token)
-    hits = []
-    for project in linked_projects(db, product):
-        found = search_project(db, project, args.query, args.limit, viewers)
-        hits += [ProductSearchHit(**hit.model_dump(), project=project["slug"]) for hit in found]
-    # bm25 statistics span the whole index, not one project, so scores compare across projects.
-    hits.sort(key=lambda hit: hit.score)
-    return ProductSearchResults(query=args.query, results=hits[: args.limit])
+    linked = {project["slug"]: project for project in linked_projects(db, product)}
+    places = {slug: place for slug, place in _places(args.cursor, list(linked.values())).items() if slug in linked}
+    pages = {slug: search_project(db, linked[slug], args.query, args.limit, viewers, place) for slug, place in places.items()}
+    # Merged as each project's page is ordered (best first within each of its windows): bm25
+    # statistics span the whole index, so scores compare across projects; what a page takes of
+    # a project is then the start of that project's page, and the next page goes on after it.
+    heads = {slug: 0 for slug in pages}
+    results: list[ProductSearchHit] = []
+    while len(results) < args.limit:
+        ready = [slug for slug, at in heads.items() if at < len(pages[slug][0])]
+        if not ready:
+            break
+        slug = min(ready, key=lambda slug: pages[slug][0][heads[slug]].score)
+        results.append(ProductSearchHit(**pages[slug][0][heads[slug]].model_dump(), project=slug))
+        heads[slug] += 1
+    following = {}
+    for slug, (hits, after) in pages.items():
+        taken = heads[slug]
+        if 0 < taken < len(hits):  # the page stopped within this project's: it goes on after what it took
+            after = search_project(db, linked[slug], args.query, args.limit, viewers, places[slug], take=taken)[1]
+        elif taken == 0 and hits:  # none of its hits shown yet: from where it was
+            after = places[slug] or ""
+        if after is not None:  # else it has no more
+            following[slug] = after
+    next_cursor = ";".join(f"{slug}={place}" for slug, place in following.items()) or None
+    return ProductSearchResults(query=args.query, results=results, next_cursor=next_cursor)
 
 
 class SummarizeThreadProductInput(Input):

@@ -210,13 +210,14 @@ def _window_sql(where: str, by_thread: bool) -> str:
 
 
 def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: list, args: SearchMessagesInput,
-                 filtered: bool, narrow: Narrowed | None = None):
+                 filtered: bool, narrow: Narrowed | None = None, take: int | None = None):
     """([(id, score)] of one page, best first within each window, and the next cursor). A
     narrowed query's window is of its rarer words' matches, checked against the whole query;
-    `filtered`: `where` has conditions beyond the project, which matches may fail."""
+    `filtered`: `where` has conditions beyond the project, which matches may fail. `take`: stop
+    after so many hits of the page args.limit makes (its windows), with the cursor after them."""
     below, skip = _cursor(args.cursor)
-    limit = args.limit
-    size = max(limit, NARROWED_WINDOW if narrow else FILTERED_WINDOW) if filtered or narrow else WINDOW
+    limit = take or args.limit
+    size = max(args.limit, NARROWED_WINDOW if narrow else FILTERED_WINDOW) if filtered or narrow else WINDOW
     sql = _window_sql(where, by_thread=args.thread_id is not None)
     page: list[tuple[int, float]] = []
     for _ in range(MAX_WINDOWS):
@@ -255,31 +256,34 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     return SearchResults(query=args.query, results=_hits(db, args.query, project, page), next_cursor=next_cursor)
 
 
-def search_project(db: sqlite3.Connection, project, query: str, limit: int, viewers: frozenset[int] | None) -> list[SearchHit]:
-    """One page of the project's hits for the product tools: given viewers (an agent's
-    identities in the product's projects), only the mail they sent or received."""
+def search_project(db: sqlite3.Connection, project, query: str, limit: int, viewers: frozenset[int] | None,
+                   cursor: str | None = None, take: int | None = None) -> tuple[list[SearchHit], str | None]:
+    """One page of the project's hits for the product tools, and its next cursor (after its
+    first `take` hits, if given): given viewers (an agent's identities in the product's
+    projects), only the mail they sent or received."""
     where, params = "m.project_id = ?", [project["id"]]
     if viewers is not None:
         visible, more = visible_to(list(viewers))
         where, params = f"{where} AND {visible}", params + more
     fts = bounded_query(query)
     if fts is None:
-        return []
+        return [], None
     index = search_index(db).conn if hasattr(db, "replica") else db
-    args = SearchMessagesInput(project_key=project["human_key"], query=query, limit=limit)
-    page, _ = _page(index, query, fts, where, params, args, filtered=viewers is not None)
-    return _hits(db, query, project, page)
+    args = SearchMessagesInput(project_key=project["human_key"], query=query, limit=limit, cursor=cursor)
+    page, next_cursor = _page(index, query, fts, where, params, args, filtered=viewers is not None, take=take)
+    return _hits(db, query, project, page), next_cursor
 
 
-def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput, filtered: bool):
-    """One ranked page of the query (its FTS5 form `fts`) and the next cursor."""
+def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput, filtered: bool,
+          take: int | None = None):
+    """One ranked page of the query (its FTS5 form `fts`) and the next cursor (see _ranked_page for take)."""
     try:
         narrow = narrowed(index, query, fts)
         rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
-        return _ranked_page(index, fts, rank_query, where, params, args, filtered, narrow)
+        return _ranked_page(index, fts, rank_query, where, params, args, filtered, narrow, take)
     except sqlite3.OperationalError:  # not expected: fts5_query's output parses; then all words are text
         fts = literal_query(query)
-        return _ranked_page(index, fts, fts, where, params, args, filtered)
+        return _ranked_page(index, fts, fts, where, params, args, filtered, take=take)
 
 
 def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
