@@ -388,8 +388,9 @@ def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsI
     or ids, or all of them. An expired or released reservation is not renewed: reserve it
     again with file_reservation_paths (which reports any conflicts that appeared meanwhile).
 
-    Renewing nothing is a 404 that says why. When only some of those named lapsed, the
-    others are renewed and `lapsed` lists these."""
+    Renewing nothing of what was named (paths or ids) is a 404 that says why; when only some
+    of it lapsed, the rest is renewed and `lapsed` lists the others. Renewing all of them
+    when none is held (after a release, say) renews 0."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
     where, params = named(db, agent, args.paths, args.file_reservation_ids)
@@ -398,7 +399,7 @@ def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsI
     # Only reservations asked for by name are reported: "all of them" would list every lease ever let go.
     asked = args.paths is not None or args.file_reservation_ids is not None
     lapsed = lapsed_reservations(db, where, params, now) if asked else []
-    if not rows:
+    if not rows and asked:  # those it named lapsed: say so (all of them: none held is no news, e.g. after a release)
         raise nothing_renewed(agent, args.paths, lapsed)
     db.executemany(
         "UPDATE file_reservations SET expires_ts = ? WHERE id = ?",
@@ -407,7 +408,7 @@ def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsI
     mark_active(db, agent["id"], now)
     ids = [row["id"] for row in rows]
     outbox.record_reservations(db, project, ids)
-    return Renewed(renewed=len(ids), file_reservations=reservations_by_id(db, ids), lapsed=lapsed)
+    return Renewed(renewed=len(ids), file_reservations=reservations_by_id(db, ids) if ids else [], lapsed=lapsed)
 
 
 def lapsed_reservations(db: sqlite3.Connection, where: str, params: list, now: str) -> list[Reservation]:
