@@ -71,12 +71,19 @@ def create_app(settings: Settings) -> Chalice:
                      request_id=getattr(app.lambda_context, "aws_request_id", None))
         return response
 
+    def _refused(request: Request, exc: ToolError) -> Response:
+        """A refusal before the view: on /mcp the JSON-RPC error an MCP client shows, else the REST error."""
+        if request.path == "/mcp":
+            return Response(ratelimit.mcp_error(exc).decode(), status_code=exc.status,
+                            headers={"Content-Type": "application/json", **exc.headers})
+        return json_response(exc.status, exc.to_dict(), exc.headers)
+
     def _protected(request: Request, get_response):
         if request.path not in rebinding.EXEMPT_PATHS:
             try:
                 rebinding.check(request.headers.get("host"), request.headers.get("origin"), settings)
             except ToolError as exc:
-                return json_response(exc.status, exc.to_dict(), exc.headers)
+                return _refused(request, exc)
         principal = auth.ANONYMOUS
         if request.path not in auth.OPEN_PATHS:
             try:
@@ -84,10 +91,7 @@ def create_app(settings: Settings) -> Chalice:
                 principal = guard(request.headers, request.path, request.method, request.raw_body or b"", source_ip,
                                   authenticate=not web_path(request.path))
             except ToolError as exc:
-                if request.path == "/mcp":
-                    return Response(ratelimit.mcp_error(exc).decode(), status_code=exc.status,
-                                    headers={"Content-Type": "application/json", **exc.headers})
-                return json_response(exc.status, exc.to_dict(), exc.headers)
+                return _refused(request, exc)
         # The view (and the MCP event loop it submits to) calls tools as this principal.
         reset = auth.current.set(principal)
         try:
@@ -172,11 +176,8 @@ def create_app(settings: Settings) -> Chalice:
         headers = auth.lower_headers(event.get("headers"))
         try:
             rebinding.check(headers.get("host"), headers.get("origin"), settings)
-        except ToolError as exc:  # a browser's request: the error shape of every route
-            return _refusal(exc, to_json(exc.to_dict()))
-        try:
             principal = guard(headers, "/mcp", method, body, ratelimit.event_source_ip(event))
-        except ToolError as exc:  # a client's: the JSON-RPC error an MCP client shows
+        except ToolError as exc:  # the JSON-RPC error an MCP client shows (a wrong Host, a bad token...)
             return _refusal(exc, ratelimit.mcp_error(exc))
         reset = auth.current.set(principal)  # the MCP event loop runs the call in a copy of this context
         try:

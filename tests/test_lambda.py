@@ -152,7 +152,9 @@ def test_mcp_answers_as_in_local_mode(aws, settings):
 def test_hosts_not_allowed_are_refused(aws):
     for via in ("v1", "v2"):
         status, body = aws.mcp(via, rpc("ping"), {"Host": "evil.example"})
-        assert (status, body["error"]["code"]) == (421, "misdirected_request")
+        # The JSON-RPC error an MCP client shows, the error object in its data.
+        assert (status, body["error"]["data"]["code"]) == (421, "misdirected_request")
+        assert body["error"]["message"] == "Host 'evil.example' is not served here."
 
 
 def test_get_is_405_without_an_sse_stream(aws):

@@ -236,6 +236,14 @@ def create_app(settings: Settings | None = None):
     return Front(api, mcp, settings)
 
 
+async def _refuse(send, path: str, exc: ToolError) -> None:
+    """A refusal before the route (Host, Origin, credentials, limits): on /mcp the JSON-RPC error
+    an MCP client shows (with the REST body the official client said only "Server returned an
+    error response"), else the REST error."""
+    body = ratelimit.mcp_error(exc) if path in (MCP_PATH, MCP_PATH + "/") else orjson.dumps(exc.to_dict())
+    await send_json(send, body, exc.status, exc.headers)
+
+
 class Front:
     """The hot paths, answered before FastAPI: /health, and /mcp (the MCP app). Every other
     request has its Host and Origin checked (chalicelib/security/rebinding.py) and is
@@ -279,7 +287,7 @@ class Front:
         try:
             self._check_host_and_origin(scope)
         except ToolError as exc:
-            await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
+            await _refuse(send, path, exc)
             return
         if scope["method"] == "OPTIONS" and self.settings.cors_allowed_origins:
             origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
@@ -313,8 +321,7 @@ class Front:
             # This request's task (and the tasks it starts) calls tools as this principal.
             auth.current.set(principal)
         except ToolError as exc:
-            body = ratelimit.mcp_error(exc) if path in (MCP_PATH, MCP_PATH + "/") else orjson.dumps(exc.to_dict())
-            await send_json(send, body, exc.status, exc.headers)
+            await _refuse(send, path, exc)
             return
         if path in (MCP_PATH, MCP_PATH + "/"):  # the SDK redirects /mcp/ to /mcp
             await self.mcp(scope, receive, send)
