@@ -39,6 +39,7 @@ def test_every_route_refuses_a_foreign_host_and_origin(url, method, path):
     assert request(url, method, path, {"Host": "attacker.example"}).status_code == 421
     refused = request(url, method, path, {"Origin": "http://evil.example"})
     assert refused.status_code == 403 and error_code(refused.json()) == "forbidden"
+    assert ("jsonrpc" in refused.json()) == (path == "/mcp")  # an MCP client shows only a JSON-RPC error
     assert request(url, method, path, {}).status_code in (200, 404)
     # the browser's own origins: loopback, and what CORS_ALLOWED_ORIGINS names
     assert request(url, method, path, {"Origin": url}).status_code in (200, 404)
