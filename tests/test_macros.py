@@ -95,3 +95,19 @@ def test_macros_over_mcp(server):
 
     started = asyncio.run(session())
     assert started["project"]["slug"] == "macro-mcp" and started["inbox"] == []
+
+
+def test_a_newcomer_joins_a_thread_it_has_no_mail_in(call, project):
+    """A new (or not yet addressed) agent joining a thread: the macro failed with 'Thread not
+    found among the reader's mail' (hint: list_threads, which lists it) and created no one."""
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Plan", body_md="x",
+         thread_id="T-1")
+    joined = call("macro_prepare_thread", project_key=project, thread_id="T-1", program="p", model="m", agent_name="NewGuy")
+    assert joined["agent"]["name"] == "NewGuy" and joined["thread"] is None and joined["inbox"] == []
+    assert "NewGuy has no messages in thread 'T-1'" in joined["note"] and "cc you" in joined["note"]
+    assert call("whois", project_key=project, agent_name="NewGuy")["name"] == "NewGuy"  # registered
+    for name in (None, "Newer"):  # a thread the project does not have stays a 404 (a typo), and registers no one
+        with pytest.raises(NotFound):
+            call("macro_prepare_thread", project_key=project, thread_id="T-404", program="p", model="m",
+                 **({"agent_name": name} if name else {}))
+    assert "Newer" not in [a["name"] for a in call("list_agents", project_key=project)["agents"]]

@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ..archive import outbox
-from ..errors import Conflict, Forbidden
+from ..errors import Conflict, Forbidden, NotFound
 from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
 from ..security.agent_tokens import holds_token
 from .agents import find_agent
@@ -32,6 +32,7 @@ from .reservations import (
     file_reservation_paths,
     release_file_reservations,
 )
+from . import thread_summaries
 from .threads import SummarizeThreadInput, ThreadSummary, summarize_thread
 
 InboxLimit = Annotated[int, Field(ge=0, le=100, description="How many inbox messages to return (0: none).")]
@@ -129,9 +130,10 @@ class MacroPrepareThreadInput(Input):
 
 class ThreadPrepared(Output):
     agent: RegisteredAgent
-    thread: ThreadSummary
+    thread: ThreadSummary | None = Field(description="Your view of the thread; null when you have no mail in it yet (see note).")
     inbox: list[InboxMessage]
-    note: str | None = Field(None, description="Set when no agent_name was given: a new agent was created.")
+    note: str | None = Field(None, description="Set when no agent_name was given (a new agent was created), or when"
+                             " you have no mail in the thread yet.")
 
 
 def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) -> ThreadPrepared:
@@ -141,19 +143,32 @@ def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) 
 
     Given agent_name, the summary is that agent's view (the messages it sent or received),
     as summarize_thread with agent_name; with agent tokens on that is required."""
-    project_key = find_project(db, args.project_key)["human_key"]
+    project = find_project(db, args.project_key)
+    project_key = project["human_key"]
     agent = _register(db, project_key, args)
     summarized = SummarizeThreadInput(project_key=project_key, thread_id=args.thread_id, agent_name=args.agent_name)
-    thread = summarize_thread(db, summarized)
+    notes = []
+    try:
+        thread = summarize_thread(db, summarized)
+    except NotFound:
+        if args.agent_name is None or thread_summaries.header(db, project, args.thread_id, None) is None:
+            raise  # no such thread in the project (and the agent made here goes with the transaction)
+        # The agent's view of a thread it has no mail in (a newcomer): nothing to summarise, but
+        # joining must not fail (it failed, and the hint sent it to list_threads, which lists it).
+        thread = None
+        notes.append(
+            f"{agent.name} has no messages in thread {args.thread_id!r}, so there is nothing of it to summarise"
+            " for you: ask a participant to cc you, or write in it"
+            f" (send_message with thread_id={args.thread_id!r})."
+        )
     inbox = _inbox(db, project_key, agent.name, args.inbox_limit, args.include_inbox_bodies)
-    note = None
     if args.agent_name is None:  # an agent that meant to act as itself must hear it did not
-        note = (
+        notes.append(
             f"No agent_name was given, so this created a new agent, {agent.name}, with an empty inbox."
             " To act as yourself, call again with agent_name=<your name>; otherwise keep this name (and its"
             " registration_token)."
         )
-    return ThreadPrepared(agent=agent, thread=thread, inbox=inbox, note=note)
+    return ThreadPrepared(agent=agent, thread=thread, inbox=inbox, note=" ".join(notes) or None)
 
 
 class MacroFileReservationCycleInput(Input):
