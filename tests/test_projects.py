@@ -56,3 +56,15 @@ def test_a_mistyped_slug_is_pointed_to_the_slug(call):
     with pytest.raises(NotFound) as info:
         call("get_project", project_key="Srv-Web-App ")
     assert info.value.hint.startswith("Did you mean 'srv-web-app'?")
+
+
+def test_a_project_made_inside_another_says_so(call):
+    """An agent started in a subfolder got a project of its own, apart from its team, silently."""
+    call("ensure_project", human_key="/home/me/shop")
+    nested = call("ensure_project", human_key="/home/me/shop/src")
+    assert nested["slug"] == "home-me-shop-src"
+    assert "inside project 'home-me-shop' (/home/me/shop)" in nested["note"] and "project_key='home-me-shop'" in nested["note"]
+    assert call("ensure_project", human_key="/home/me/shop/src")["note"] is None  # said once, when made
+    assert call("ensure_project", human_key="/home/me/elsewhere")["note"] is None
+    started = call("macro_start_session", human_key="/home/me/shop/docs", program="p", model="m")
+    assert "inside project 'home-me-shop'" in started["note"] and "note" not in started["project"]

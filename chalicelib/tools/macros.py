@@ -75,6 +75,7 @@ class SessionStarted(Output):
     agent: RegisteredAgent
     file_reservations: Reserved | None
     inbox: list[InboxMessage]
+    note: str | None = Field(None, description="Set when this call created the project inside another project's directory.")
 
 
 def macro_start_session(db: sqlite3.Connection, args: MacroStartSessionInput) -> SessionStarted:
@@ -95,7 +96,7 @@ def macro_start_session(db: sqlite3.Connection, args: MacroStartSessionInput) ->
             ),
         )
     inbox = _inbox(db, project.human_key, agent.name, args.inbox_limit, bodies=False)
-    return SessionStarted(project=project, agent=agent, file_reservations=reserved, inbox=inbox)
+    return SessionStarted(project=project, agent=agent, file_reservations=reserved, inbox=inbox, note=project.note)
 
 
 def settle_session(db: sqlite3.Connection, args: MacroStartSessionInput, started: SessionStarted) -> SessionStarted:

@@ -70,10 +70,17 @@ class Project(Output):
     _id: int = PrivateAttr(0)  # its row's: the hash of its human key, or of an older spelling (migrations/0031)
 
 
-def _project(row: sqlite3.Row) -> Project:
-    project = Project(**{key: row[key] for key in ("slug", "human_key", "created_ts", "archived_ts")})
+def _project(row: sqlite3.Row, kind: type[Project] = Project) -> Project:
+    project = kind(**{key: row[key] for key in ("slug", "human_key", "created_ts", "archived_ts")})
     project._id = row["id"]
     return project
+
+
+class EnsuredProject(Project):
+    note: str | None = Field(
+        None, description="Set when this call created the project inside another project's directory: that"
+        " project's agents do not see this one's mail."
+    )
 
 
 def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
@@ -97,16 +104,27 @@ def _not_found_hint(db: sqlite3.Connection, project_key: str) -> str:
     """What to pass instead: the project a path is inside (an agent started in a subfolder, whom
     ensure_project would give a project of its own, apart from its team), or the slug a
     mistyped one stands for; else how to create one."""
-    if is_path(project_key):
-        path, parents = _normal_key(project_key)[0], 0
-        while (parent := (ntpath if path[1:2] == ":" else posixpath).dirname(path)) != path and parents < MAX_PARENTS:
-            path, parents = parent, parents + 1
-            if (row := project_by_key(db, path)) is not None:
-                return (f"It is inside project {row['slug']!r} ({row['human_key']}): pass that (the repository's"
-                        " root), not a folder below it; ensure_project is for a new repository.")
-    elif (slug := slugify(project_key)) != project_key and db.execute("SELECT 1 FROM projects WHERE slug = ?", (slug,)).fetchall():
+    if is_path(project_key) and (row := enclosing_project(db, _normal_key(project_key)[0])) is not None:
+        return (f"It is inside project {row['slug']!r} ({row['human_key']}): pass that (the repository's"
+                " root), not a folder below it; ensure_project is for a new repository.")
+    if not is_path(project_key) and (slug := slugify(project_key)) != project_key and db.execute(
+        "SELECT 1 FROM projects WHERE slug = ?", (slug,)
+    ).fetchall():
         return f"Did you mean {slug!r}? Slugs are lower case (list_projects shows them)."
     return "Call ensure_project with the absolute path of the repository first, or list_projects to see slugs."
+
+
+def enclosing_project(db: sqlite3.Connection, human_key: str) -> sqlite3.Row | None:
+    """The nearest project whose directory holds this (normalised) path, up to MAX_PARENTS folders up."""
+    path = human_key
+    for _ in range(MAX_PARENTS):
+        parent = (ntpath if path[1:2] == ":" else posixpath).dirname(path)
+        if parent == path:
+            return None
+        path = parent
+        if (row := project_by_key(db, path)) is not None:
+            return row
+    return None
 
 
 def project_order(row: sqlite3.Row) -> tuple:
@@ -160,21 +178,29 @@ class EnsureProjectInput(Input):
     human_key: HumanKey
 
 
-def ensure_project(db: sqlite3.Connection, args: EnsureProjectInput) -> Project:
+def ensure_project(db: sqlite3.Connection, args: EnsureProjectInput) -> EnsuredProject:
     """Create the project for a repository path, or return it if it exists (idempotent).
 
     Its slug is unique: the plain slug of the path, or, when another path already has that
-    one (e.g. /home/me/Shop after /home/me/shop), the plain slug and 6 hex digits."""
+    one (e.g. /home/me/Shop after /home/me/shop), the plain slug and 6 hex digits. A project
+    made inside another's directory (a folder of its repository) says so in `note`."""
     row = project_by_key(db, args.human_key)
     if row is not None:
-        return _project(row)
+        return _project(row, EnsuredProject)
     key = stable_id("project", args.human_key)
     inserted = db.execute(
         "INSERT OR IGNORE INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, ?)",
         (key, free_slug(db, args.human_key, key), args.human_key, clock.now()),
     ).rowcount
-    project = _project(project_by_id(db, key))
+    project = _project(project_by_id(db, key), EnsuredProject)
     project._created = inserted == 1
+    if project._created and (home := enclosing_project(db, args.human_key)) is not None:
+        # Not refused (a monorepo may want a project per folder), but an agent started in a
+        # subfolder by mistake must hear it is now apart from its team.
+        project.note = (
+            f"Created project {project.slug!r} inside project {home['slug']!r} ({home['human_key']}): its agents do not"
+            f" see this one's mail. If you meant to join them, use project_key={home['slug']!r} (archive_project this one)."
+        )
     return project
 
 
