@@ -39,16 +39,16 @@ class InvalidArgument(ToolError):
     code = "invalid_argument"
 
 
-def validation_error(errors: list[dict], fields=(), token_field: str | None = None) -> InvalidArgument:
+def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
     """Turn pydantic's error list (ValidationError.errors()) into an InvalidArgument that
-    names each bad field; an unknown one gets the closest of `fields` (the input's names), an
-    unknown token field the name of `token_field` (the field this tool takes the agent's token in)."""
+    names each bad field; an unknown one gets the closest of `fields` (the input's names), or
+    the name this tool gives what another tool calls so (SAME_THING)."""
     problems = []
     for err in errors:
         where = ".".join(str(part) for part in err["loc"]) or "input"
         problem = f"{where}: {err['msg'].removeprefix('Value error, ')}"
         if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
-            problem += did_you_mean(str(err["loc"][0]), fields) or token_named(str(err["loc"][0]), token_field)
+            problem += did_you_mean(str(err["loc"][0]), fields) or known_as(str(err["loc"][0]), fields)
         problems.append(problem)
     return InvalidArgument(
         "Invalid arguments: " + "; ".join(problems),
@@ -122,12 +122,19 @@ def did_you_mean(word: str, choices) -> str:
     return " Did you mean " + " or ".join(repr(choice) for choice in close) + "?"
 
 
-def token_named(word: str, token_field: str | None) -> str:
-    """Where the token goes, for a token sent under another tool's name for it: send_message
-    calls it sender_token, most tools registration_token (the same token either way)."""
-    if token_field is None or word == token_field or not word.endswith("_token"):
-        return ""
-    return f" (this tool takes the agent's token as {token_field!r})"
+# What tools name differently: an argument sent under another tool's name for it (or a resource
+# URI's) gets this tool's name for it.
+SAME_THING = (
+    frozenset({"registration_token", "sender_token", "token"}),  # the agent's token (send/reply: sender_token)
+    frozenset({"to_agent", "target"}),  # request_contact / macro_contact_handshake
+    frozenset({"cursor", "before_id"}),  # paging: most tools / unified_inbox
+)
+
+
+def known_as(word: str, fields) -> str:
+    """" (this tool calls it 'x')" when `fields` has another name for what `word` names elsewhere."""
+    names = [field for group in SAME_THING if word in group for field in fields if field in group and field != word]
+    return f" (this tool calls it {names[0]!r})" if names else ""
 
 
 def unknown_tool(name: str, known) -> NotFound:

@@ -59,7 +59,7 @@ def parse(tool: Tool, arguments: Any) -> Input:
     try:
         return tool.input.model_validate(arguments if arguments is not None else {})
     except ValidationError as exc:
-        raise validation_error(exc.errors(), tool.input.model_fields, tool.agent_token_field) from None
+        raise validation_error(exc.errors(), tool.input.model_fields) from None
 
 
 def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:

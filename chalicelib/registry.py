@@ -138,11 +138,6 @@ class Tool:
         return " ".join(self.description.split("\n\n")[0].split())
 
     @property
-    def agent_token_field(self) -> str | None:
-        """The input field carrying the acting agent's token, if the tool takes one."""
-        return self.token_field if self.acts_as else None
-
-    @property
     def rest_path(self) -> str:
         return f"/api/{self.name}"
 

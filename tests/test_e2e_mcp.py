@@ -78,5 +78,5 @@ def test_a_token_under_another_tools_name_for_it_gets_a_hint_naming_this_tools(s
 
     sent, read = run(misnamed())
     assert sent["code"] == read["code"] == "invalid_argument"
-    assert "registration_token: Extra inputs are not permitted (this tool takes the agent's token as 'sender_token')" in sent["message"]
-    assert "sender_token: Extra inputs are not permitted (this tool takes the agent's token as 'registration_token')" in read["message"]
+    assert "registration_token: Extra inputs are not permitted (this tool calls it 'sender_token')" in sent["message"]
+    assert "sender_token: Extra inputs are not permitted (this tool calls it 'registration_token')" in read["message"]

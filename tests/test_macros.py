@@ -111,3 +111,14 @@ def test_a_newcomer_joins_a_thread_it_has_no_mail_in(call, project):
             call("macro_prepare_thread", project_key=project, thread_id="T-404", program="p", model="m",
                  **({"agent_name": name} if name else {}))
     assert "Newer" not in [a["name"] for a in call("list_agents", project_key=project)["agents"]]
+
+
+def test_an_argument_under_another_tools_name_gets_this_tools_name(call, project):
+    """request_contact says to_agent, macro_contact_handshake target; unified_inbox pages with
+    before_id, the rest with cursor: an agent used to the one got only "Extra inputs"."""
+    from chalicelib.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=r"to_agent: Extra inputs are not permitted \(this tool calls it 'target'\)"):
+        call("macro_contact_handshake", project_key=project, agent_name="BlueLake", to_agent="GreenCastle")
+    with pytest.raises(InvalidArgument, match=r"cursor: Extra inputs are not permitted \(this tool calls it 'before_id'\)"):
+        call("unified_inbox", cursor="123")

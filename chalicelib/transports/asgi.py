@@ -189,8 +189,7 @@ def create_app(settings: Settings | None = None):
     async def invalid_request(request: Request, exc: RequestValidationError):
         """A GET's query (a POST's body is read by rest.body_arguments, then validated in invoke)."""
         tool = tools_by_name().get(request.url.path.removeprefix("/api/"))
-        fields, token_field = (tool.input.model_fields, tool.agent_token_field) if tool else ((), None)
-        error = validation_error(_without_source(exc.errors()), fields, token_field)
+        error = validation_error(_without_source(exc.errors()), tool.input.model_fields if tool else ())
         return JSONResponse(error.to_dict(), status_code=error.status)
 
     @api.exception_handler(StarletteHTTPException)
