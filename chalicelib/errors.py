@@ -48,7 +48,7 @@ def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
         where = ".".join(str(part) for part in err["loc"]) or "input"
         problem = f"{where}: {err['msg'].removeprefix('Value error, ')}"
         if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
-            problem += did_you_mean(str(err["loc"][0]), fields) or known_as(str(err["loc"][0]), fields)
+            problem += known_as(str(err["loc"][0]), fields) or did_you_mean(str(err["loc"][0]), fields)
         problems.append(problem)
     return InvalidArgument(
         "Invalid arguments: " + "; ".join(problems),
