@@ -471,9 +471,14 @@ def stale_because(row: sqlite3.Row, agent: sqlite3.Row, now: str) -> str | None:
         return f"it expired at {row['expires_ts']}"
     if row["retired_ts"]:
         return f"{row['agent']} is retired"
-    if row["last_active_ts"] <= clock.later(now, -get_settings().stale_agent_seconds):
+    if stale_from(row["last_active_ts"]) <= now:
         return f"{row['agent']} has been inactive since {row['last_active_ts']}"
     return None
+
+
+def stale_from(last_active_ts: str) -> str:
+    """When an agent last active then counts as inactive (STALE_AGENT_SECONDS later)."""
+    return clock.later(last_active_ts, get_settings().stale_agent_seconds)
 
 
 def force_release_file_reservation(db: sqlite3.Connection, args: ForceReleaseInput) -> ForceReleased:

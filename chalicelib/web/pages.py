@@ -29,7 +29,7 @@ from ..config import Settings
 from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
 from ..tools.overseer import OVERSEER
-from ..tools.reservations import stale_because
+from ..tools.reservations import stale_because, stale_from
 from ..tools.search_syntax import marked, snippet_terms
 from . import downloads, markdown
 from .http import CSP, Request, Response
@@ -362,7 +362,7 @@ class WebUI:
             holders[held.agent] = holder
             why = stale_because({"agent_id": None, "agent": held.agent, "expires_ts": held.expires_ts, "retired_ts": holder.retired_ts,
                                  "last_active_ts": holder.last_active_ts}, {"id": 0}, now)  # the person holds none of them
-            answers[held.id] = (why, None if why else clock.later(holder.last_active_ts, self.settings.stale_agent_seconds))
+            answers[held.id] = (why, None if why else stale_from(holder.last_active_ts))
         return answers
 
     def open_acks(self, project: str) -> dict:
