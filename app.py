@@ -23,7 +23,7 @@ from chalice.app import Request
 
 from chalicelib.security import auth, ratelimit, rebinding
 from chalicelib.store import db
-from chalicelib.transports import headers as security, rest
+from chalicelib.transports import headers as security, mcp_errors, rest
 from chalicelib import invoke
 from chalicelib.ops import logs, readiness, secrets
 from chalicelib.archive import cloud
@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> Chalice:
     def _refused(request: Request, exc: ToolError) -> Response:
         """A refusal before the view: on /mcp the JSON-RPC error an MCP client shows, else the REST error."""
         if request.path == "/mcp":
-            return Response(ratelimit.mcp_error(exc).decode(), status_code=exc.status,
+            return Response(mcp_errors.refusal_body(exc).decode(), status_code=exc.status,
                             headers={"Content-Type": "application/json", **exc.headers})
         return json_response(exc.status, exc.to_dict(), exc.headers)
 
@@ -178,7 +178,7 @@ def create_app(settings: Settings) -> Chalice:
             rebinding.check(headers.get("host"), headers.get("origin"), settings)
             principal = guard(headers, "/mcp", method, body, ratelimit.event_source_ip(event))
         except ToolError as exc:  # the JSON-RPC error an MCP client shows (a wrong Host, a bad token...)
-            return _refusal(exc, ratelimit.mcp_error(exc))
+            return _refusal(exc, mcp_errors.refusal_body(exc))
         reset = auth.current.set(principal)  # the MCP event loop runs the call in a copy of this context
         try:
             return mcp(event, context)

@@ -129,9 +129,9 @@ def routes(docs: bool = True) -> list[tuple[str, str]]:
 
 def refusal_code(path: str, body: str) -> str:
     """The error code of a refusal: /mcp answers a JSON-RPC error (what MCP clients read), whose
-    data is the error object every other route answers."""
+    data is the body every other route answers."""
     error = json.loads(body)["error"]
-    return error["data"]["code"] if path == "/mcp" else error["code"]
+    return error["data"]["error"]["code"] if path == "/mcp" else error["code"]
 
 
 def check_matrix(request, cases: dict[str, str | None], docs: bool = True) -> None:
@@ -219,7 +219,7 @@ def test_the_official_mcp_client_shows_why_its_credentials_were_refused(tmp_path
             assert mcp.headers["www-authenticate"] == rest.headers["www-authenticate"]
             assert isinstance(error, MCPError), repr(error)
             assert str(error) == rest.json()["error"]["message"]
-            assert error.data == rest.json()["error"] and error.data["hint"]
+            assert error.data == rest.json() and error.data["error"]["hint"]
 
 
 def chalice_settings(tmp_path, **changes) -> Settings:

@@ -127,6 +127,7 @@ SAME_AS_LOCAL = [
     ("POST", tool_call("get_project", {"project_key": "nope"}), {}),
     ("POST", tool_call("ensure_project", {"human_key": 5}), {}),
     ("POST", tool_call("no_such_tool", {}), {}),
+    ("POST", rpc("resources/read", {"uri": "resource://project/nope"}), {}),  # a resource error
     ("POST", [rpc("ping", id=1), rpc("ping", id=2)], {}),
     ("POST", "{not json", {}),
     ("POST", rpc("ping"), {"Content-Type": "text/plain"}),
@@ -152,8 +153,8 @@ def test_mcp_answers_as_in_local_mode(aws, settings):
 def test_hosts_not_allowed_are_refused(aws):
     for via in ("v1", "v2"):
         status, body = aws.mcp(via, rpc("ping"), {"Host": "evil.example"})
-        # The JSON-RPC error an MCP client shows, the error object in its data.
-        assert (status, body["error"]["data"]["code"]) == (421, "misdirected_request")
+        # The JSON-RPC error an MCP client shows, the REST body as its data.
+        assert (status, body["error"]["data"]["error"]["code"]) == (421, "misdirected_request")
         assert body["error"]["message"] == "Host 'evil.example' is not served here."
 
 

@@ -39,7 +39,7 @@ def test_a_burst_beyond_the_write_limit_gets_429_then_recovers(limited):
         retry_after = int(refused.headers["Retry-After"])
         assert retry_after >= 1
         mcp = a.post("/mcp", headers=MCP_HEADERS, json=tool_call("ensure_project", {"human_key": "/burst/mcp"}))
-        assert mcp.status_code == 429 and mcp.json()["error"]["data"]["code"] == "rate_limited"  # a JSON-RPC error
+        assert mcp.status_code == 429 and mcp.json()["error"]["data"]["error"]["code"] == "rate_limited"  # a JSON-RPC error
         assert a.get("/api/list_projects").status_code == 200  # reads have their own budget
         assert a.post("/mcp", headers=MCP_HEADERS, json=tool_call("list_projects", {})).status_code == 200
         assert b.post("/api/ensure_project", json={"human_key": "/burst/b"}).status_code == 200  # another caller
@@ -56,7 +56,7 @@ def test_a_body_orjson_cannot_parse_counts_as_a_write(limited):
             answers.append(c.post("/mcp", headers=MCP_HEADERS, content=call % len(answers)))
         *accepted, refused = answers
         assert not accepted[0].json()["result"]["isError"]  # the SDK did take it: a write
-        assert refused.status_code == 429 and refused.json()["error"]["data"]["code"] == "rate_limited"
+        assert refused.status_code == 429 and refused.json()["error"]["data"]["error"]["code"] == "rate_limited"
         assert c.post("/mcp", headers=MCP_HEADERS, content=b"{not json").status_code == 429  # whatever it is
         assert c.get("/api/list_projects").status_code == 200  # reads keep their own budget
 

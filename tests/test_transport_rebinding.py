@@ -26,7 +26,7 @@ def url(tmp_path_factory):
 
 def error_code(body: dict) -> str:
     """The error's code: REST's, or in an MCP (JSON-RPC) error's data: what /mcp answers, so an MCP client shows it."""
-    return body["error"]["data"]["code"] if "jsonrpc" in body else body["error"]["code"]
+    return body["error"]["data"]["error"]["code"] if "jsonrpc" in body else body["error"]["code"]
 
 
 def request(url, method, path, headers):

@@ -132,9 +132,3 @@ def event_source_ip(event: dict) -> str | None:
     context = event.get("requestContext") or {}
     return (context.get("http") or {}).get("sourceIp") or (context.get("identity") or {}).get("sourceIp")
 
-
-def mcp_error(exc: ToolError) -> bytes:
-    """A refusal of an MCP request (credentials, role, rate limit, size) as the JSON-RPC error
-    the client's transport understands (the official client shows a non-2xx answer's message
-    only from such a body); `data` is the usual error object, with the hint."""
-    return orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": exc.message, "data": exc.to_dict()["error"]}})

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__, invoke
 from ..security import auth, ratelimit, rebinding, scopes
 from ..store import db
-from . import attachment_routes, rest
+from . import attachment_routes, mcp_errors, rest
 from . import headers as security
 from ..archive.worker import LocalWorker
 from ..ops import allocator, logs, metrics, readiness
@@ -239,7 +239,7 @@ async def _refuse(send, path: str, exc: ToolError) -> None:
     """A refusal before the route (Host, Origin, credentials, limits): on /mcp the JSON-RPC error
     an MCP client shows (with the REST body the official client said only "Server returned an
     error response"), else the REST error."""
-    body = ratelimit.mcp_error(exc) if path in (MCP_PATH, MCP_PATH + "/") else orjson.dumps(exc.to_dict())
+    body = mcp_errors.refusal_body(exc) if path in (MCP_PATH, MCP_PATH + "/") else orjson.dumps(exc.to_dict())
     await send_json(send, body, exc.status, exc.headers)
 
 

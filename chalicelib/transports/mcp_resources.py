@@ -4,9 +4,9 @@ One table says which tool answers which URI template and which URI variable fill
 tool argument (variables not renamed keep their name). Reading a resource runs the tool
 through `invoke.run_tool`, the same path as a tools/call: same validation, same errors.
 A tool error becomes a JSON-RPC error with the tool error's message (invalid params, -32602,
-for every HTTP 4xx one; internal error, -32603, for a 5xx); its `data` is the same
-`{"error": {"code", "message", "hint"}}` body every transport answers with (the hint may add
-how the URI spells a tool argument it names).
+for every HTTP 4xx one; internal error, -32603, for a 5xx) in the one shape of mcp_errors.py:
+its `data` is the `{"error": {"code", "message", "hint"}}` body every transport answers with
+(the hint may add how the URI spells a tool argument it names).
 
 Query variables (`{?project,limit}`) are RFC 6570 form-style queries, which the SDK
 matches in any order; absent ones are left out, so the tool's defaults apply. The SDK ignores
@@ -32,6 +32,7 @@ from ..errors import InvalidArgument, ToolError, did_you_mean
 from ..invoke import run_tool
 from ..registry import Tool
 from ..tools import tools_by_name
+from .mcp_errors import jsonrpc_error
 
 
 @dataclass(frozen=True)
@@ -191,9 +192,8 @@ def _mcp_error(body: dict[str, Any]) -> MCPError:
     """The JSON-RPC error for a tool error: invalid params when it is the caller's to fix (an
     HTTP 4xx: not found, refused, a conflict...), internal error only for the server's (5xx),
     which a client may retry as is."""
-    error = body["error"]
-    code = INTERNAL_ERROR if _http_status(error["code"]) >= 500 else INVALID_PARAMS
-    return MCPError(code=code, message=error["message"], data=body)
+    code = INTERNAL_ERROR if _http_status(body["error"]["code"]) >= 500 else INVALID_PARAMS
+    return MCPError(**jsonrpc_error(code, body))
 
 
 def _http_status(code: str) -> int:

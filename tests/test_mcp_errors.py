@@ -1,0 +1,65 @@
+"""One error shape over MCP (chalicelib/transports/mcp_errors.py): a tool error's text, and the
+`data` of every JSON-RPC error we answer (a failed resource read, a refusal before the MCP
+app), are the same `{"error": {"code", "message", "hint"}}` body REST answers with. Seen here
+through the official MCP client: over HTTP (uvicorn) and over stdio; tests/test_lambda.py holds
+the Lambda entry points to the local server's answers."""
+
+import asyncio
+import json
+import sys
+
+import pytest
+from mcp import Client, MCPError
+from mcp.client.stdio import StdioServerParameters
+
+from .servers import ROOT, running_server
+
+MISSING_PROJECT = "resource://project/no-such-project"
+
+
+def error_body(value) -> dict:
+    """The error object of an error body, checked to be in the one shape."""
+    assert isinstance(value, dict) and set(value) == {"error"}, value
+    assert {"code", "message", "hint"} <= set(value["error"]), value
+    return value["error"]
+
+
+async def three_errors(client: Client) -> dict[str, tuple[int | None, dict]]:
+    """(JSON-RPC code, error object) of a tool error, a resource error and a refusal (a body
+    over MAX_BODY_BYTES); a tool error has no JSON-RPC code."""
+    tool = await client.call_tool("get_project", {"project_key": "no-such-project"})
+    assert tool.is_error
+    with pytest.raises(MCPError) as resource:
+        await client.read_resource(MISSING_PROJECT)
+    found = {"tool": (None, error_body(json.loads(tool.content[0].text))),
+             "resource": (resource.value.code, error_body(resource.value.data))}
+    with pytest.raises(MCPError) as refused:
+        await client.call_tool("get_project", {"project_key": "x" * 4000})
+    found["refusal"] = (refused.value.code, error_body(refused.value.data))
+    return found
+
+
+async def read_missing(client: Client) -> MCPError:
+    async with client:
+        with pytest.raises(MCPError) as refused:
+            await client.read_resource(MISSING_PROJECT)
+        return refused.value
+
+
+def test_tool_resource_and_refusal_errors_carry_one_body_over_http_and_stdio(tmp_path):
+    with running_server(tmp_path / "db.sqlite", MAX_BODY_BYTES="2000") as url:
+        async def session():
+            async with Client(f"{url}/mcp", mode="legacy") as client:
+                return await three_errors(client)
+
+        errors = asyncio.run(session())
+    assert errors["tool"][1]["code"] == errors["resource"][1]["code"] == "not_found"
+    assert errors["tool"][1]["message"] == errors["resource"][1]["message"]
+    assert errors["resource"][0] == -32602  # invalid params: the caller's to fix
+    assert errors["refusal"][0] == -32000 and errors["refusal"][1]["code"] == "payload_too_large"
+    # stdio serves the same MCP server (no refusals before it: no credentials, no HTTP limits)
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"), "LOG_LEVEL": "WARNING"}
+    # Started in this checkout (the agent-mail script would import the installed one).
+    server = StdioServerParameters(command=sys.executable, args=["-m", "chalicelib", "stdio"], env=env, cwd=str(ROOT))
+    stdio = asyncio.run(read_missing(Client(server, mode="legacy")))
+    assert (stdio.code, error_body(stdio.data)) == errors["resource"]
