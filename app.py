@@ -72,11 +72,8 @@ def create_app(settings: Settings) -> Chalice:
         return response
 
     def _refused(request: Request, exc: ToolError) -> Response:
-        """A refusal before the view: on /mcp the JSON-RPC error an MCP client shows, else the REST error."""
-        if request.path == "/mcp":
-            return Response(mcp_errors.refusal_body(exc).decode(), status_code=exc.status,
-                            headers={"Content-Type": "application/json", **exc.headers})
-        return json_response(exc.status, exc.to_dict(), exc.headers)
+        status, headers, body = mcp_errors.refusal(request.path, exc)
+        return Response(body.decode(), status_code=status, headers=headers)
 
     def _protected(request: Request, get_response):
         if request.path not in rebinding.EXEMPT_PATHS:
@@ -178,17 +175,14 @@ def create_app(settings: Settings) -> Chalice:
             rebinding.check(headers.get("host"), headers.get("origin"), settings)
             principal = guard(headers, "/mcp", method, body, ratelimit.event_source_ip(event))
         except ToolError as exc:  # the JSON-RPC error an MCP client shows (a wrong Host, a bad token...)
-            return _refusal(exc, mcp_errors.refusal_body(exc))
+            status, headers, refusal = mcp_errors.refusal("/mcp", exc)
+            return {"statusCode": status, "body": refusal.decode(), "headers": headers, "isBase64Encoded": False}
         reset = auth.current.set(principal)  # the MCP event loop runs the call in a copy of this context
         try:
             return mcp(event, context)
         finally:
             auth.current.reset(reset)
             cloud.publish_after_write(settings)
-
-    def _refusal(exc: ToolError, body: bytes) -> dict:
-        return {"statusCode": exc.status, "body": body.decode(),
-                "headers": {"Content-Type": "application/json", **exc.headers}, "isBase64Encoded": False}
 
     @app.middleware("http")
     def archive_publish(request: Request, get_response):

@@ -236,11 +236,11 @@ def create_app(settings: Settings | None = None):
 
 
 async def _refuse(send, path: str, exc: ToolError) -> None:
-    """A refusal before the route (Host, Origin, credentials, limits): on /mcp the JSON-RPC error
-    an MCP client shows (with the REST body the official client said only "Server returned an
-    error response"), else the REST error."""
-    body = mcp_errors.refusal_body(exc) if path in (MCP_PATH, MCP_PATH + "/") else orjson.dumps(exc.to_dict())
-    await send_json(send, body, exc.status, exc.headers)
+    """A refusal before the route, in the form mcp_errors.refusal gives it for this path."""
+    status, headers, body = mcp_errors.refusal(path, exc)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*_raw(headers), (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class Front:
@@ -322,7 +322,7 @@ class Front:
         except ToolError as exc:
             await _refuse(send, path, exc)
             return
-        if path in (MCP_PATH, MCP_PATH + "/"):  # the SDK redirects /mcp/ to /mcp
+        if path in mcp_errors.PATHS:
             await self.mcp(scope, receive, send)
             return
         if path.startswith(attachment_routes.DOWNLOAD_PREFIX) and scope["method"] == "GET":
@@ -359,7 +359,7 @@ class Front:
             principal = await self._guard(scope) if self.auth.mode == "none" else auth.ANONYMOUS
             receive = await self._limit(scope, receive, principal)
         except ToolError as exc:
-            await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
+            await _refuse(send, scope["path"], exc)
             return
         body = b""
         if scope["method"] == "POST":
