@@ -6,7 +6,9 @@ session and waits for its `initialize` answer.
 Prints, over the runs, the time from spawning the process to its `initialize` answer (answered
 before the MCP SDK is imported: chalicelib/transports/stdio.py), and to its first `tools/list`
 answer (the SDK loaded, the database migrated: about what `initialize` would cost without the
-quick answer). Each run uses a fresh database in a temporary directory.
+quick answer), and (on Linux) the CPU time the server had used by then: on a loaded machine
+the wall times vary with the other processes, its CPU time much less. Each run uses a fresh database in a temporary directory, and this checkout's
+code (PYTHONPATH: the installed script would import the checkout it was installed from).
 """
 
 import argparse
@@ -19,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 COMMAND = [str(Path(sys.executable).parent / "agent-mail"), "stdio"]
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
               "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}
@@ -30,9 +33,18 @@ def line(message: dict) -> bytes:
     return json.dumps(message).encode() + b"\n"
 
 
-def one_run(directory: str) -> tuple[float, float]:
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a running process (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_run(directory: str) -> tuple[float, float, float]:
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{directory}/agent_mail.db", "ARCHIVE_DIR": f"{directory}/archive",
-           "LOG_LEVEL": "WARNING"}
+           "ATTACHMENTS_DIR": f"{directory}/attachments", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     server = subprocess.Popen(COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=directory)
     server.stdin.write(line(INITIALIZE))
@@ -43,9 +55,10 @@ def one_run(directory: str) -> tuple[float, float]:
     server.stdin.flush()
     assert json.loads(server.stdout.readline())["id"] == 2
     listed = time.perf_counter() - started
+    cpu = cpu_seconds(server.pid)
     server.stdin.close()
     server.wait(timeout=30)
-    return initialized, listed
+    return initialized, listed, cpu
 
 
 def main() -> None:
@@ -56,7 +69,8 @@ def main() -> None:
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as directory:
             results.append(one_run(directory))
-    for label, values in (("initialize answer", [r[0] for r in results]), ("first tools/list answer", [r[1] for r in results])):
+    for label, values in (("initialize answer", [r[0] for r in results]), ("first tools/list answer", [r[1] for r in results]),
+                          ("CPU by tools/list", [r[2] for r in results])):
         ms = [v * 1000 for v in values]
         print(f"{label:<24} median {statistics.median(ms):7.1f} ms   min {min(ms):7.1f} ms   max {max(ms):7.1f} ms   ({runs} runs)")
 
