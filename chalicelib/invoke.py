@@ -184,43 +184,52 @@ async def _read(tool: Tool, args: Input, settings: Settings, principal: auth.Pri
 
 
 async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
-    deadline = asyncio.get_running_loop().time() + args.timeout_seconds
     with wakeup.board(settings).join(asynchronous=True) as waiter:
+        wait = _Waiting(tool, args, settings, waiter, asyncio.get_running_loop().time)
         while True:
             waiter.arm()
-            result = await _read(tool, args, settings, principal)
-            waiting = tool.wait(args, result)
-            remaining = deadline - asyncio.get_running_loop().time()
-            if waiting is None or remaining <= 0:
+            result = await _read(tool, wait.args, settings, principal)
+            nap = wait.after(result)
+            if nap is None:
                 return result
-            key, args = waiting
-            if waiter.key != key:  # watched only after this check: check once more
-                waiter.watch(key)
-                continue
-            await waiter.sleep(_nap(remaining, settings))
+            if nap:
+                await waiter.sleep(nap)
 
 
 def _wait_sync(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
     """The same for synchronous callers (Chalice, the CLI): the thread sleeps instead."""
-    deadline = time.monotonic() + args.timeout_seconds
     with wakeup.board(settings).join(asynchronous=False) as waiter:
+        wait = _Waiting(tool, args, settings, waiter, time.monotonic)
         while True:
             waiter.arm()
-            result = _attempt(tool, args, settings, principal)
-            waiting = tool.wait(args, result)
-            remaining = deadline - time.monotonic()
-            if waiting is None or remaining <= 0:
+            result = _attempt(tool, wait.args, settings, principal)
+            nap = wait.after(result)
+            if nap is None:
                 return result
-            key, args = waiting
-            if waiter.key != key:
-                waiter.watch(key)
-                continue
-            waiter.sleep_sync(_nap(remaining, settings))
+            if nap:
+                waiter.sleep_sync(nap)
 
 
-def _nap(remaining: float, settings: Settings) -> float:
-    # On a replica another host's mail shows only after a pull: check again when one is due.
-    return min(remaining, settings.mail_wait_poll_seconds) if settings.turso_sync_url else remaining
+class _Waiting:
+    """What a wait decides after each check, for both loops above: answer, check again at once,
+    or sleep; and the arguments of the next check (the tool may move them on)."""
+
+    def __init__(self, tool: Tool, args: Input, settings: Settings, waiter: wakeup.Waiter, clock) -> None:
+        self.tool, self.args, self.settings, self.waiter, self.clock = tool, args, settings, waiter, clock
+        self.deadline = clock() + args.timeout_seconds
+
+    def after(self, result: Output) -> float | None:
+        """None: `result` is the answer. Else the seconds to sleep before the next check (0: none)."""
+        waiting = self.tool.wait(self.args, result)
+        remaining = self.deadline - self.clock()
+        if waiting is None or remaining <= 0:
+            return None
+        key, self.args = waiting
+        if self.waiter.key != key:  # watched only after this check: check once more
+            self.waiter.watch(key)
+            return 0.0
+        # On a replica another host's mail shows only after a pull: check again when one is due.
+        return min(remaining, self.settings.mail_wait_poll_seconds) if self.settings.turso_sync_url else remaining
 
 
 def json_call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> bytes:
