@@ -6,12 +6,10 @@ and, for older clients, as compact JSON text. Tool errors are MCP tool errors wh
 text is the same `{"error": {...}}` JSON the REST API answers with.
 """
 
-import logging
 from typing import Any
 
 import orjson
 from mcp.server import MCPServer
-from mcp.server.mcpserver import server as sdk_server
 from mcp.server.mcpserver.tools.base import Tool as SDKTool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.server.transport_security import TransportSecuritySettings
@@ -28,17 +26,6 @@ from ..errors import unknown_tool
 from ..tools import all_tools, profile_tools, tools_by_name
 
 
-sdk_configure_logging = sdk_server.configure_logging
-
-
-def configure_logging_unless_configured(level: str) -> None:
-    """The SDK's MCPServer configures logging on creation: it imports rich (~50 ms a start) for
-    a handler that logging.basicConfig then drops, as ours (ops/logs.py, stdio.py) is in place."""
-    if not logging.getLogger().handlers:
-        sdk_configure_logging(level)
-
-
-sdk_server.configure_logging = configure_logging_unless_configured
 
 
 def result_dict(is_error: bool, payload: bytes, content=None) -> dict:
