@@ -4,6 +4,8 @@ over MCP, a person reads and answers in the UI, and the agent gets the answer ov
 import base64
 import io
 import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -148,8 +150,7 @@ def test_a_new_message_appears_live_without_a_reload(url, page):
 
 
 def _newest_in(url: str, thread_id: str) -> str:
-    thread = httpx.get(f"{url}/api/get_thread", params={"project_key": P, "thread_id": thread_id}).json()
-    return thread["messages"][-1]["id"]
+    return _message(url, thread_id, -1)["id"]
 
 
 def test_search_finds_a_message_with_the_hit_highlighted(url, page):
@@ -248,3 +249,24 @@ def test_compose_to_an_agent_and_the_phone_and_dark_layouts(url, browser):
     context.close()
     [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "GreenCastle", "urgent_only": True})])
     assert inbox["messages"][0]["subject"] == "Standup" and inbox["messages"][0]["sender"] == "Overseer"
+
+
+def test_times_say_their_zone_and_show_in_the_viewers_own(url, browser):
+    """Times were UTC with nothing saying so: an overseer in another zone misread them."""
+    created = _message(url, "CART-12", 0)["created_ts"]  # 2026-11-30T08:11:15.123456+00:00
+    utc = httpx.get(f"{url}/ui/thread", params={"p": P, "t": "CART-12"}).text  # as without scripts: UTC, saying so
+    assert f'<time datetime="{created}" title="{created[:10]} {created[11:19]} UTC">{created[5:10]} {created[11:16]} ' \
+           '<small class="tz">UTC</small></time>' in utc
+    context = browser.new_context(timezone_id="Asia/Kolkata")  # UTC+5:30, no daylight saving
+    page = context.new_page()
+    page.goto(f"{url}/ui/thread?p={P}&t=CART-12")
+    local = datetime.fromisoformat(created).astimezone(ZoneInfo("Asia/Kolkata"))
+    shown = page.locator("article.msg time").first
+    assert shown.inner_text() == local.strftime("%m-%d %H:%M ") + "GMT+5:30"
+    assert shown.get_attribute("title") == f"{created[:10]} {created[11:19]} UTC"
+    context.close()
+
+
+def _message(url: str, thread_id: str, index: int) -> dict:
+    thread = httpx.get(f"{url}/api/get_thread", params={"project_key": P, "thread_id": thread_id}).json()
+    return thread["messages"][index]

@@ -113,6 +113,15 @@ def _short_time(ts: str | None) -> str:
     return f"{ts[5:10]} {ts[11:16]}" if ts and len(ts) >= 16 else (ts or "")
 
 
+def _when(ts: str | None) -> Markup:
+    """A stored time (always UTC) as a <time> that says so: "11-30 08:11 UTC", to the second in
+    its title. ui.js shows it in the viewer's own zone, named the same way; the title stays UTC."""
+    if not ts:
+        return Markup("")
+    return Markup('<time datetime="{0}" title="{1} UTC">{2} <small class="tz">UTC</small></time>').format(
+        ts, ts[:19].replace("T", " "), _short_time(ts))
+
+
 def _size(size: int) -> str:
     """1536 -> 1.5 KB."""
     if size < 1024:
@@ -146,7 +155,7 @@ class WebUI:
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True, default_for_string=True),
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
-        self.env.filters.update(short_time=_short_time, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
+        self.env.filters.update(when=_when, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
                                 size=_size, reply_subject=_reply_subject)
         self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
                                 shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))

@@ -26,6 +26,23 @@
     else if (event.key === "c" && !drafting()) { go("nav a[href$='/ui/compose']"); }  // a draft is not thrown away
   });
 
+  // Times come in UTC, saying so (pages.py _when): shown in the viewer's own zone, named (CET,
+  // GMT+5:30), the title keeping the UTC time.
+  function two(n) { return (n < 10 ? "0" : "") + n; }
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach(function (time) {
+      var at = new Date(time.dateTime.replace(/(\.\d{3})\d+/, "$1"));  // microseconds: not every engine parses them
+      if (isNaN(at)) return;
+      var zone = new Intl.DateTimeFormat([], { timeZoneName: "short" }).formatToParts(at)
+        .filter(function (part) { return part.type === "timeZoneName"; })[0];
+      var tz = document.createElement("small");
+      tz.className = "tz";
+      tz.textContent = zone ? zone.value : "local";
+      time.replaceChildren(two(at.getMonth() + 1) + "-" + two(at.getDate()) + " " + two(at.getHours()) + ":" + two(at.getMinutes()) + " ", tz);
+    });
+  }
+  localTimes(document);
+
   // Dangerous buttons ask first.
   document.addEventListener("submit", function (event) {
     var button = event.submitter;
@@ -67,6 +84,7 @@
       var href = was && was.getAttribute("href");
       for (var i = 0; i < now.length && i < next.length; i++) now[i].replaceChildren.apply(now[i], Array.from(next[i].childNodes));
       latest = (fresh.body && fresh.body.dataset.latest) || latest;
+      localTimes(document);
       loadDigest();
       if (href) {
         var found = Array.from(rows()).findIndex(function (row) { var a = row.querySelector("a"); return a && a.getAttribute("href") === href; });
