@@ -214,7 +214,8 @@ def create_app(settings: Settings) -> Chalice:
 
 
 WEB_PATHS = ("/", "/ui", "/ui/projects", "/ui/project", "/ui/agent", "/ui/thread", "/ui/search", "/ui/compose",
-             "/ui/act", "/ui/digest", "/ui/login", "/ui/logout", "/ui/live", "/ui/attachment", "/ui/static/{name}")
+             "/ui/act", "/ui/digest", "/ui/login", "/ui/logout", "/ui/live", "/ui/attachment", "/ui/products", "/ui/product",
+             "/ui/static/{name}")
 
 
 def web_path(path: str) -> bool:

@@ -70,3 +70,13 @@ def test_links_and_redirects_keep_api_gateways_stage_prefix(tmp_path):
     assert 'data-live="/api/ui/live"' in page
     cookie = {"cookie": ui.handle(http.request("GET", "/", "", b"", {})).headers["Set-Cookie"].split(";")[0]}
     assert ui.handle(http.request("GET", "/ui/login", "", b"", cookie, root="/api")).headers["Location"] == "/api/"
+
+
+def test_every_page_of_the_web_ui_is_routed_on_chalice(client):
+    """Chalice routes the UI's paths from a list of its own: a page missing from it is served locally only."""
+    from chalicelib.web.pages import WebUI
+
+    for path in set(WebUI.PAGES) - {"/docs", "/ui/"}:  # the API docs are the local server's; /ui/ is /ui
+        answer = client.http.get(path)
+        assert answer.status_code in (200, 303, 401), path
+        assert answer.status_code != 401 or b"Sign in first" in answer.body, path  # the UI's answer, not API Gateway's

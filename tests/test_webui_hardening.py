@@ -271,3 +271,22 @@ def test_rendered_messages_kept_are_bounded_by_their_size(tmp_path, monkeypatch)
     kept = ui._articles.values()
     assert 0 < sum(len(html) for html in kept) <= 2_500_000
     assert ui.article(thread.messages[-1], "build log", "", as_markdown=False) is shown[-1]  # still a cache
+
+
+def test_a_product_page_shows_a_session_what_its_credential_reaches(site):
+    """The product page: a scoped credential sees only its projects of a product; a session that
+    reads no agent's mail gets the projects without the mail or a search form."""
+    url, api, sent, tokens = site
+    api.post("/api/ensure_project", json={"human_key": "/srv/other"}).raise_for_status()
+    api.post("/api/ensure_product", json={"product_key": "suite"}).raise_for_status()
+    for project in ("srv-app", "srv-other"):
+        api.post("/api/products_link", json={"product_key": "suite", "project_key": project}).raise_for_status()
+    api.post("/api/send_message", json={"project_key": "srv-app", "sender_name": "BlueLake", "sender_token": tokens["BlueLake"],
+                                        "to": ["GreenCastle"], "subject": "Suite kickoff", "body_md": "x"}).raise_for_status()
+    admin = signed_in(url, ADMIN).get("/ui/product", params={"k": "suite"}).text
+    assert "/ui/project?p=srv-other" in admin and "Suite kickoff" in admin and 'type="search"' in admin
+    for token in (READER, WRITER):
+        page = signed_in(url, token).get("/ui/product", params={"k": "suite", "q": "kickoff"})
+        assert page.status_code == 200 and "/ui/project?p=srv-app" in page.text
+        assert "Suite kickoff" not in page.text and 'type="search"' not in page.text and "only an admin credential" in page.text
+        assert ("/ui/project?p=srv-other" in page.text) == (token == READER)  # the writer is scoped to srv-app

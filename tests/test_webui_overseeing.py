@@ -324,3 +324,31 @@ def test_a_pending_contact_request_is_accepted_or_denied_on_the_agents_page(site
     contacts = api.post("/api/list_contacts", json={"project_key": P, "agent_name": "OrangeFox"}).json()["contacts"]
     assert {c["from_agent"]: c["status"] for c in contacts} == {"PurpleBear": "approved", "SilverPine": "denied"}
     assert ">Accept</button>" not in contacts_of(back)  # answered
+
+
+def test_a_product_has_a_page_with_its_projects_its_newest_mail_and_a_search(site):
+    """Products (groups of projects) had no page: the overseer saw each project alone."""
+    url, api, database = site
+    api.post("/api/ensure_project", json={"human_key": "/srv/shop-web"}).raise_for_status()
+    api.post("/api/register_agent", json={"project_key": "srv-shop-web", "program": "p", "model": "m", "name": "BlueLake"}).raise_for_status()
+    api.post("/api/ensure_product", json={"product_key": "shop", "name": "The shop"}).raise_for_status()
+    for project in (P, "srv-shop-web"):
+        api.post("/api/products_link", json={"product_key": "shop", "project_key": project}).raise_for_status()
+    send(api, subject="Backend: price rounding", body_md="the rounding of prices is off", thread_id="PRICE")
+    send(api, project_key="srv-shop-web", to=["BlueLake"], subject="Frontend: price display", body_md="prices rounding shown",
+         thread_id="PRICE-UI")
+    client = ui(url)
+    assert '<a href="/ui/products">Products</a>' in client.get("/ui/projects").text  # in the navigation
+    products = client.get("/ui/products").text
+    assert '<a href="/ui/product?k=shop">shop</a>' in products and '<a href="/ui/project?p=srv-shop-web">srv-shop-web</a>' in products
+    page = client.get("/ui/product", params={"k": "shop"}).text
+    assert "<h1>The shop" in page and f'<a href="/ui/project?p={P}">{P}</a>' in page and 'href="/ui/project?p=srv-shop-web"' in page
+    newest = page[page.index("Newest mail"):]
+    assert newest.index("Frontend: price display") < newest.index("Backend: price rounding")  # both projects, newest first
+    found = client.get("/ui/product", params={"k": "shop", "q": "rounding"}).text
+    hits = re.findall(r'<span class="proj">([^<]+)</span> · (PRICE[-\w]*)', found)
+    assert sorted(hits) == [(P, "PRICE"), ("srv-shop-web", "PRICE-UI")] and "<mark>rounding</mark>" in found
+    wrong = client.get("/ui/product", params={"k": "shop", "q": "rounding", "cursor": "?"})  # the tool's refusal, on the page
+    assert wrong.status_code == 200 and "is not one this tool gave" in wrong.text and 'type="search"' in wrong.text
+    missing = client.get("/ui/product", params={"k": "nope"})
+    assert missing.status_code == 404 and "ensure_product" in missing.text

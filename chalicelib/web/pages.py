@@ -54,6 +54,7 @@ ARTICLES_KEPT_CHARS = 16 * 1024 * 1024
 LIST_SHOWN = 200  # projects, agents or file reservations on a page; the next page a link away
 ACKS_SHOWN = 50  # open acks on a project page, oldest first (list_ack_required)
 SEARCH_SHOWN = 100  # hits on a search page (one search_messages page in each project)
+PRODUCT_MAIL_SHOWN = 20  # the newest messages of a product's projects, on its page
 THREADS_SHOWN = 50  # on a project page (list_threads reads a few rows per thread: thread_summaries)
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 # form action -> (tool, the fields it takes from the form, what the page says once done, arguments of its own)
@@ -142,7 +143,7 @@ class WebUI:
         "/": "inbox", "/ui": "inbox", "/ui/": "inbox", "/ui/projects": "projects", "/ui/project": "project",
         "/ui/agent": "agent", "/ui/thread": "thread", "/ui/search": "search", "/ui/compose": "compose",
         "/ui/act": "act", "/ui/digest": "digest", "/ui/login": "login", "/ui/logout": "logout", "/ui/live": "live", "/docs": "docs",
-        "/ui/attachment": "attachment",
+        "/ui/attachment": "attachment", "/ui/products": "products", "/ui/product": "product",
     }
 
     def __init__(self, settings: Settings) -> None:
@@ -343,6 +344,38 @@ class WebUI:
         listed = self.run("list_projects", include_archived=True, limit=LIST_SHOWN, cursor=request.query.get("after") or None)
         details = [self.run("get_project", project_key=p.slug) for p in listed.projects]
         return self.page(request, session, "projects.html", projects=details, next_cursor=listed.next_cursor, nav="projects")
+
+    def products(self, request: Request, session: Session) -> Response:
+        listed = self.run("list_products", limit=LIST_SHOWN, cursor=request.query.get("after") or None)
+        return self.page(request, session, "products.html", products=listed.products, next_cursor=listed.next_cursor, nav="products")
+
+    def product(self, request: Request, session: Session) -> Response:
+        """A product's projects, the newest mail across them and a search of it (search_messages_product).
+        Its projects are those the credential reaches (get_product narrows them: security/scopes.py)."""
+        product = self.run("get_product", product_key=request.query.get("k", ""))
+        query, cursor = request.query.get("q", "").strip(), request.query.get("cursor") or None
+        reads_mail = self.sees_all()  # else no mail and no search form: search_messages_product would refuse it
+        found, error, mail = None, None, []
+        if query and reads_mail:
+            try:
+                found = self.run("search_messages_product", product_key=product.product_key, query=query,
+                                 limit=SEARCH_SHOWN, cursor=cursor)
+            except ToolError as exc:
+                error = exc
+        elif reads_mail:
+            mail = self.product_mail([p.slug for p in product.projects][:LIST_SHOWN])
+        return self.page(
+            request, session, "product.html", product=product, nav="products", reads_mail=reads_mail, mail=mail,
+            query=query, found=found, error=error, hits=[(hit.project, hit) for hit in found.results] if found else [],
+            more_url=request.root + "/ui/product?" + urlencode({"k": product.product_key, "q": query, "cursor": found.next_cursor})
+            if found and found.next_cursor else None,
+        )
+
+    def product_mail(self, projects: list[str]) -> list:
+        """The newest messages across the projects, newest first: each project's newest, merged
+        (ids are time-ordered across projects)."""
+        newest = [m for slug in projects for m in self.run("unified_inbox", project_key=slug, limit=PRODUCT_MAIL_SHOWN).messages]
+        return sorted(newest, key=lambda message: int(message.id), reverse=True)[:PRODUCT_MAIL_SHOWN]
 
     def project(self, request: Request, session: Session) -> Response:
         project = self.run("get_project", project_key=request.query.get("p", ""))
