@@ -29,7 +29,8 @@ def expected(active: list[dict], me: str | None, paths: list[str], exclusive: bo
     """Every path against every active reservation: what the tools answered before the lookup."""
     found = []
     for path in paths:
-        holders = [r for r in active if r["agent"] != me and (exclusive or r["exclusive"]) and match(path, r["path_pattern"])]
+        holders = [{k: v for k, v in r.items() if k != "conflicts_with"}  # list_file_reservations' own field
+                   for r in active if r["agent"] != me and (exclusive or r["exclusive"]) and match(path, r["path_pattern"])]
         if holders:
             found.append({"path": path, "holders": holders})
     return found
@@ -43,6 +44,9 @@ def test_conflicts_are_those_every_reservation_compared_gives(call, project, set
             call("file_reservation_paths", project_key=project, agent_name=agent, paths=patterns, exclusive=rng.random() < 0.7)
     active = call("list_file_reservations", project_key=project, limit=500)["file_reservations"]
     assert len(active) > 100
+    for held in active:  # what list_file_reservations says each conflicts with
+        [clashes] = expected(active, held["agent"], [held["path_pattern"]], held["exclusive"], covers) or [{"holders": []}]
+        assert held["conflicts_with"] == [{k: h[k] for k in ("id", "agent", "path_pattern")} for h in clashes["holders"]]
     for round_ in range(12):
         paths = list({random_pattern(rng) for _ in range(20)})
         me = AGENTS[round_ % 3] if round_ % 4 else None

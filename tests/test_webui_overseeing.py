@@ -352,3 +352,22 @@ def test_a_product_has_a_page_with_its_projects_its_newest_mail_and_a_search(sit
     assert wrong.status_code == 200 and "is not one this tool gave" in wrong.text and 'type="search"' in wrong.text
     missing = client.get("/ui/product", params={"k": "nope"})
     assert missing.status_code == 404 and "ensure_product" in missing.text
+
+
+def test_overlapping_reservations_of_two_agents_are_flagged_on_the_project_page(site):
+    """A reservation granted over another agent's (a conflict reported, then ignored) looked like any other."""
+    url, api, database = site
+    for name, path, exclusive in (("GreenCastle", "src/api/*", True), ("RedStone", "src/api/handlers.py", True),
+                                  ("BlueLake", "docs/**", False), ("RedStone", "docs/guide.md", False)):  # shared ones never conflict
+        api.post("/api/file_reservation_paths", json={"project_key": P, "agent_name": name, "paths": [path],
+                                                      "exclusive": exclusive}).raise_for_status()
+    listed = {r["path_pattern"]: r for r in api.post("/api/list_file_reservations", json={"project_key": P}).json()["file_reservations"]}
+    assert [(o["agent"], o["path_pattern"], o["id"]) for o in listed["src/api/*"]["conflicts_with"]] == [
+        ("RedStone", "src/api/handlers.py", listed["src/api/handlers.py"]["id"])]
+    assert [o["agent"] for o in listed["src/api/handlers.py"]["conflicts_with"]] == ["GreenCastle"]
+    assert listed["docs/**"]["conflicts_with"] == listed["docs/guide.md"]["conflicts_with"] == []
+    rows = {re.search(r"<code>([^<]+)</code>", row).group(1): row
+            for row in section(ui(url).get("/ui/project", params={"p": P}).text, "File reservations").split("<tr>")[2:]}
+    assert "overlaps RedStone's <code>src/api/handlers.py</code>" in rows["src/api/*"]
+    assert "overlaps GreenCastle's <code>src/api/*</code>" in rows["src/api/handlers.py"]
+    assert "overlaps" not in rows["docs/**"] + rows["docs/guide.md"]

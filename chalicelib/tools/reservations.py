@@ -524,8 +524,20 @@ class ListFileReservationsInput(Input):
     cursor: PageCursor | None = Field(None, description=CURSOR_HELP)
 
 
+class Overlap(Output):
+    id: Id
+    agent: str
+    path_pattern: str
+
+
+class ListedReservation(Reservation):
+    conflicts_with: list[Overlap] = Field(
+        description="Other agents' active reservations this active one conflicts with (they overlap and one of the two is"
+        " exclusive): granted anyway, as reservations are advisory; the holders should settle it. Empty otherwise.")
+
+
 class FileReservations(Output):
-    file_reservations: list[Reservation]
+    file_reservations: list[ListedReservation]
     next_cursor: str | None = Field(None, description=NEXT_HELP)
 
 
@@ -545,7 +557,21 @@ def list_file_reservations(db: sqlite3.Connection, args: ListFileReservationsInp
         (project["id"], *params, args.limit + 1),
     )
     page, cursor = OLDEST_FIRST.page(rows, args.limit)
-    return FileReservations(file_reservations=[reservation(row) for row in page], next_cursor=cursor)
+    return FileReservations(file_reservations=with_conflicts(db, project["id"], page), next_cursor=cursor)
+
+
+def with_conflicts(db: sqlite3.Connection, project_id: int, rows: list[sqlite3.Row]) -> list[ListedReservation]:
+    """The reservations, each active one with the others it conflicts with (as file_reservation_paths
+    reported them when granting it, or as they came since)."""
+    now = clock.now()
+    live = [row for row in rows if row["released_ts"] is None and row["expires_ts"] > now]
+    active = ActiveNear(db, project_id, [row["path_pattern"] for row in live])
+    clashes = {
+        row["id"]: [Overlap(id=held.id, agent=held.agent, path_pattern=held.path_pattern) for found in
+                    conflicts(active, row["agent_id"], [row["path_pattern"]], bool(row["exclusive"])) for held in found.holders]
+        for row in live
+    }
+    return [ListedReservation(**reservation(row).model_dump(), conflicts_with=clashes.get(row["id"], [])) for row in rows]
 
 
 class InstallPrecommitGuardInput(Input):
