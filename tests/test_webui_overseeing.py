@@ -371,3 +371,17 @@ def test_overlapping_reservations_of_two_agents_are_flagged_on_the_project_page(
     assert "overlaps RedStone's <code>src/api/handlers.py</code>" in rows["src/api/*"]
     assert "overlaps GreenCastle's <code>src/api/*</code>" in rows["src/api/handlers.py"]
     assert "overlaps" not in rows["docs/**"] + rows["docs/guide.md"]
+
+
+def test_a_digests_ack_links_open_the_page_of_the_thread_that_holds_the_message(site):
+    """They were #m<id> anchors: on the first page of a long thread, an ack asked for on a later
+    page led nowhere."""
+    url, api, database = site
+    for n in range(20):  # a get_thread page holds ~4 MiB of bodies: 16 of these
+        sent = send(api, subject=f"Big {n}", body_md="x" * 250_000, thread_id="ACK-LONG", ack_required=n == 19)
+    client = ui(url)
+    assert sent["id"] not in articles(client.get("/ui/thread", params={"p": P, "t": "ACK-LONG"}).text)  # not on the first page
+    digest = client.get("/ui/digest", params={"p": P, "t": "ACK-LONG"}).text
+    target = link(digest, "GreenCastle")
+    assert f"m={sent['id']}" in target and f'data-m="{sent["id"]}"' in digest
+    assert sent["id"] in articles(client.get(target).text)

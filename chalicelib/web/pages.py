@@ -519,8 +519,9 @@ class WebUI:
 
     def digest(self, request: Request, session: Session) -> Response:
         """The thread's summary (summarize_thread) as an HTML fragment, for the thread page."""
-        digest = self.run("summarize_thread", project_key=request.query.get("p", ""), thread_id=request.query.get("t", ""))
-        return self.page(request, session, "digest.html", digest=digest)
+        key, thread_id = request.query.get("p", ""), request.query.get("t", "")
+        digest = self.run("summarize_thread", project_key=key, thread_id=thread_id)
+        return self.page(request, session, "digest.html", digest=digest, project=key, thread_id=thread_id)
 
     def search(self, request: Request, session: Session) -> Response:
         if not self.sees_all():  # search_messages would refuse it on submit: no form to fill in vain

@@ -58,8 +58,12 @@
       var body = new DOMParser().parseFromString(html, "text/html").body;
       digest.querySelector(".digest-body").replaceChildren.apply(digest.querySelector(".digest-body"), Array.from(body.childNodes));
       // Each message asking for acks says who has yet to give one (the digest's open acks).
+      // A link to a message on this page scrolls to it; others open the page holding theirs.
       var pending = {};
-      digest.querySelectorAll("a[href^='#m']").forEach(function (a) { (pending[a.hash.slice(2)] = pending[a.hash.slice(2)] || []).push(a.textContent); });
+      digest.querySelectorAll("a[data-m]").forEach(function (a) {
+        (pending[a.dataset.m] = pending[a.dataset.m] || []).push(a.textContent);
+        if (document.getElementById("m" + a.dataset.m)) a.setAttribute("href", "#m" + a.dataset.m);
+      });
       document.querySelectorAll("article.msg[data-ack] .ack-state").forEach(function (tag) {
         var who = pending[tag.closest("article").id.slice(1)];
         tag.textContent = who ? "awaiting ack: " + who.join(", ") : "acknowledged by all";
