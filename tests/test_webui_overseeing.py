@@ -385,3 +385,24 @@ def test_a_digests_ack_links_open_the_page_of_the_thread_that_holds_the_message(
     target = link(digest, "GreenCastle")
     assert f"m={sent['id']}" in target and f'data-m="{sent["id"]}"' in digest
     assert sent["id"] in articles(client.get(target).text)
+
+
+def test_waiting_for_acks_refreshes_live_when_a_message_is_acknowledged(site):
+    """The view's live poll answered its newest message only: an older one acknowledged stayed listed."""
+    url, api, database = site
+    older = send(api, subject="Approve the plan", ack_required=True, thread_id="LIVE-ACKS")
+    send(api, subject="Approve the budget", ack_required=True, thread_id="LIVE-ACKS")
+    client = ui(url)
+
+    def shown() -> str:
+        page = client.get("/", params={"view": "ack_pending"}).text
+        assert f'data-latest="{client.get("/ui/live", params={"view": "ack_pending"}).json()["latest"]}"' in page  # no reload loop
+        return page
+
+    before = shown()
+    assert "Approve the plan" in live_region(before)
+    api.post("/api/acknowledge_message", json={"project_key": P, "agent_name": "GreenCastle", "message_id": older["id"]}).raise_for_status()
+    after = shown()
+    assert "Approve the plan" not in live_region(after) and "Approve the budget" in live_region(after)
+    token = re.compile(r'data-latest="([^"]*)"')
+    assert token.search(before).group(1) != token.search(after).group(1)  # what ui.js compares: the page refreshes

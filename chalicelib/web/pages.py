@@ -123,6 +123,17 @@ def _when(ts: str | None) -> Markup:
         ts, ts[:19].replace("T", " "), _short_time(ts))
 
 
+def _live_token(messages, view: str | None) -> str:
+    """What /ui/live answers for a list, newest first: its newest id, and for the Waiting for acks
+    view each row's pending count too, since an acknowledgement changes that view with no new mail."""
+    if not messages:
+        return ""
+    if view != "ack_pending":
+        return str(messages[0].id)
+    rows = ",".join(f"{m.id}:{m.ack_pending}" for m in messages)
+    return f"{messages[0].id}.{hashlib.sha256(rows.encode()).hexdigest()[:16]}"
+
+
 def _size(size: int) -> str:
     """1536 -> 1.5 KB."""
     if size < 1024:
@@ -335,7 +346,7 @@ class WebUI:
             return self.redirect(request, "/ui/projects")
         before, view = request.query.get("before") or None, request.query.get("view") or None
         inbox = self.run("unified_inbox", before_id=before, view=view, limit=PAGE_SIZE)
-        latest = inbox.messages[0].id if inbox.messages else ""
+        latest = _live_token(inbox.messages, view)
         live = None if before else self.live_url(request, view=view)  # an older page stays as it is
         return self.page(request, session, "inbox.html", inbox=inbox, live=live, latest=latest, nav="inbox",
                          view=view, views=INBOX_VIEWS)
@@ -604,15 +615,17 @@ class WebUI:
         return self.redirect(request, f"{path}{'&' if '?' in path else '?'}done={form['action']}{anchor}{fragment}")
 
     def live(self, request: Request, session: Session) -> Response:
-        """{"latest": id}: the newest message of the page's scope, polled by ui.js."""
+        """{"latest": token}: the newest message of the page's scope (of Waiting for acks, with its
+        rows' pending counts: _live_token), polled by ui.js."""
         query = request.query
         latest = self.latest(query.get("p") or None, query.get("t") or None, query.get("view") or None) if self.sees_all() else ""
         body = orjson.dumps({"latest": latest})
         return Response(200, body, "application/json")
 
     def latest(self, project: str | None = None, thread_id: str | None = None, view: str | None = None) -> str:
-        newest = self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, limit=1).messages
-        return str(newest[0].id) if newest else ""
+        """The live token of a scope (_live_token): of its newest message, or of the page's rows."""
+        shown = PAGE_SIZE if view == "ack_pending" else 1
+        return _live_token(self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, limit=shown).messages, view)
 
     def live_url(self, request: Request, project: str | None = None, thread_id: str | None = None, view: str | None = None) -> str:
         query = {k: v for k, v in (("p", project), ("t", thread_id), ("view", view)) if v}
