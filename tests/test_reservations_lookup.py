@@ -9,7 +9,7 @@ import pytest
 from chalicelib.config import Settings
 from chalicelib.store import db
 from chalicelib.tools.agents import agent_id
-from chalicelib.tools.reservations import ActiveNear, covers, literal_prefix, overlap_peers, reserved_by
+from chalicelib.tools.reservations import ActiveNear, Reservation, covers, literal_prefix, overlap_peers, reserved_by
 
 from .sql import migrated_until, sql
 
@@ -29,7 +29,7 @@ def expected(active: list[dict], me: str | None, paths: list[str], exclusive: bo
     """Every path against every active reservation: what the tools answered before the lookup."""
     found = []
     for path in paths:
-        holders = [{k: v for k, v in r.items() if k != "conflicts_with"}  # list_file_reservations' own field
+        holders = [{k: r[k] for k in Reservation.model_fields}  # not list_file_reservations' own fields
                    for r in active if r["agent"] != me and (exclusive or r["exclusive"]) and match(path, r["path_pattern"])]
         if holders:
             found.append({"path": path, "holders": holders})

@@ -108,8 +108,12 @@ def test_force_release_is_offered_only_when_the_tool_would_take_it(site):
     assert "Force release" in rows["src/abandoned/**"] and "RedStone has been inactive since 2020" in rows["src/abandoned/**"]
     assert "Force release" not in rows["src/live/**"] and "holder active; releasable from" in rows["src/live/**"]
     held = re.search(r'name="file_reservation_id" value="(\d+)"', rows["src/abandoned/**"]).group(1)
-    live = api.post("/api/list_file_reservations", json={"project_key": P}).json()["file_reservations"]
-    [active] = [r["id"] for r in live if r["path_pattern"] == "src/live/**"]
+    live = {r["path_pattern"]: r for r in api.post("/api/list_file_reservations", json={"project_key": P}).json()["file_reservations"]}
+    active = live["src/live/**"]["id"]
+    # What the page says comes from the tool (it worked it out again from a stand-in row):
+    assert live["src/abandoned/**"]["releasable_because"].startswith("RedStone has been inactive since 2020")
+    assert live["src/abandoned/**"]["releasable_from"] is None and live["src/live/**"]["releasable_because"] is None
+    assert f'releasable from <time datetime="{live["src/live/**"]["releasable_from"]}"' in rows["src/live/**"]
     back = f"/ui/project?p={P}"
     refused = client.post("/ui/act", data={"csrf": client.csrf, "action": "force_release", "project_key": P,
                                            "file_reservation_id": active, "back": back})  # a page older than the holder's last act

@@ -97,8 +97,9 @@ def reserved_by(path: str, pattern: str) -> bool:
     return overlaps(path, subtree(pattern))
 
 
-# Reservation rows with their holder's name as `agent`.
-WITH_HOLDER = "SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents a ON a.id = r.agent_id"
+# Reservation rows with their holder's name as `agent`, and whether it looks alive (stale_because).
+WITH_HOLDER = ("SELECT r.*, a.name AS agent, a.last_active_ts, a.retired_ts"
+               " FROM file_reservations r JOIN agents a ON a.id = r.agent_id")
 
 
 # Unreleased, unexpired reservations of a project (expired ones never count).
@@ -534,6 +535,12 @@ class ListedReservation(Reservation):
     conflicts_with: list[Overlap] = Field(
         description="Other agents' active reservations this active one conflicts with (they overlap and one of the two is"
         " exclusive): granted anyway, as reservations are advisory; the holders should settle it. Empty otherwise.")
+    releasable_because: str | None = Field(
+        description="Why force_release_file_reservation would take it from its holder now (expired, holder retired or"
+        " inactive); null while its holder looks alive, or once released.")
+    releasable_from: str | None = Field(
+        description="While its holder looks alive: when force_release_file_reservation takes it if the holder does nothing"
+        " more (STALE_AGENT_SECONDS after its last act; or once the reservation expires, if sooner). Else null.")
 
 
 class FileReservations(Output):
@@ -560,9 +567,12 @@ def list_file_reservations(db: sqlite3.Connection, args: ListFileReservationsInp
     return FileReservations(file_reservations=with_conflicts(db, project["id"], page), next_cursor=cursor)
 
 
+ANOTHER_AGENT = {"id": None}  # stale_because asks as someone: anyone but the holder
+
+
 def with_conflicts(db: sqlite3.Connection, project_id: int, rows: list[sqlite3.Row]) -> list[ListedReservation]:
     """The reservations, each active one with the others it conflicts with (as file_reservation_paths
-    reported them when granting it, or as they came since)."""
+    reported them when granting it, or as they came since), and when another agent may take it."""
     now = clock.now()
     live = [row for row in rows if row["released_ts"] is None and row["expires_ts"] > now]
     active = ActiveNear(db, project_id, [row["path_pattern"] for row in live])
@@ -571,7 +581,14 @@ def with_conflicts(db: sqlite3.Connection, project_id: int, rows: list[sqlite3.R
                     conflicts(active, row["agent_id"], [row["path_pattern"]], bool(row["exclusive"])) for held in found.holders]
         for row in live
     }
-    return [ListedReservation(**reservation(row).model_dump(), conflicts_with=clashes.get(row["id"], [])) for row in rows]
+    listed = []
+    for row in rows:
+        why = stale_because(row, ANOTHER_AGENT, now) if row["released_ts"] is None else None
+        listed.append(ListedReservation(
+            **reservation(row).model_dump(), conflicts_with=clashes.get(row["id"], []), releasable_because=why,
+            releasable_from=None if why or row["released_ts"] else min(stale_from(row["last_active_ts"]), row["expires_ts"]),
+        ))
+    return listed
 
 
 class InstallPrecommitGuardInput(Input):

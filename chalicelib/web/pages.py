@@ -23,13 +23,12 @@ import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from .. import clock, invoke
+from .. import invoke
 from ..security import auth
 from ..config import Settings
 from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
 from ..tools.overseer import OVERSEER
-from ..tools.reservations import stale_because, stale_from
 from ..tools.search_syntax import marked, snippet_terms
 from . import downloads, markdown
 from .http import CSP, Request, Response
@@ -397,26 +396,12 @@ class WebUI:
                                 cursor=request.query.get("reservations") or None)
         return self.page(
             request, session, "project.html", project=project, nav="projects", agents=agents, reservations=reservations,
-            releasable=self.releasable(project.slug, reservations.file_reservations, agents.agents) if self.oversees() else {},
             threads=self.run("list_threads", project_key=project.slug, limit=THREADS_SHOWN, cursor=request.query.get("threads") or None)
             if sees_all else None,
             slots=self.run("list_build_slots", project_key=project.slug, limit=LIST_SHOWN, cursor=request.query.get("slots") or None),
             acks=self.open_acks(project.slug) if sees_all else None,
             live=self.live_url(request, project.slug) if sees_all else None, latest=self.latest(project.slug) if sees_all else "",
         )
-
-    def releasable(self, project: str, reservations, agents) -> dict:
-        """{reservation id: why force_release_file_reservation would take it (the tool's own
-        test, stale_because), or None and when its holder, active, would be inactive long enough}."""
-        holders = {agent.name: agent for agent in agents}
-        now, answers = clock.now(), {}
-        for held in reservations:
-            holder = holders.get(held.agent) or self.run("whois", project_key=project, agent_name=held.agent)
-            holders[held.agent] = holder
-            why = stale_because({"agent_id": None, "agent": held.agent, "expires_ts": held.expires_ts, "retired_ts": holder.retired_ts,
-                                 "last_active_ts": holder.last_active_ts}, {"id": 0}, now)  # the person holds none of them
-            answers[held.id] = (why, None if why else stale_from(holder.last_active_ts))
-        return answers
 
     def open_acks(self, project: str) -> dict:
         """The project's oldest acknowledgements not given yet, one per recipient, each marked when
