@@ -149,19 +149,6 @@ def test_a_new_message_appears_live_without_a_reload(url, page):
     assert f"· {count + 1} messages" in page.locator("p.sub").first.inner_text()  # the header's count too
 
 
-def test_waiting_for_acks_updates_live_when_an_agent_acknowledges(url, page):
-    sent = [httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["GreenCastle"],
-                                                        "subject": subject, "body_md": "?", "ack_required": True}).json()["message"]
-            for subject in ("Sign off v1", "Sign off v2")]
-    page.goto(url + "/?view=ack_pending")
-    page.evaluate("window.__sameDocument = true")
-    row = page.locator("ol.mail li", has_text="Sign off v1")
-    assert row.count() == 1
-    mcp(url, [("acknowledge_message", {"project_key": P, "agent_name": "GreenCastle", "message_id": sent[0]["id"]})])
-    row.wait_for(state="detached", timeout=2500)  # not the view's newest: only its ack changed
-    assert page.locator("ol.mail li", has_text="Sign off v2").count() == 1 and page.evaluate("window.__sameDocument") is True
-
-
 def _newest_in(url: str, thread_id: str) -> str:
     return _message(url, thread_id, -1)["id"]
 
@@ -283,3 +270,16 @@ def test_times_say_their_zone_and_show_in_the_viewers_own(url, browser):
 def _message(url: str, thread_id: str, index: int) -> dict:
     thread = httpx.get(f"{url}/api/get_thread", params={"project_key": P, "thread_id": thread_id}).json()
     return thread["messages"][index]
+
+
+def test_waiting_for_acks_updates_live_when_an_agent_acknowledges(url, page):
+    sent = [httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                        "subject": subject, "body_md": "?", "ack_required": True}).json()["message"]
+            for subject in ("Sign off v1", "Sign off v2")]
+    page.goto(url + "/?view=ack_pending")
+    page.evaluate("window.__sameDocument = true")
+    row = page.locator("ol.mail li", has_text="Sign off v1")
+    assert row.count() == 1
+    mcp(url, [("acknowledge_message", {"project_key": P, "agent_name": "GreenCastle", "message_id": sent[0]["id"]})])
+    row.wait_for(state="detached", timeout=2500)  # not the view's newest: only its ack changed
+    assert page.locator("ol.mail li", has_text="Sign off v2").count() == 1 and page.evaluate("window.__sameDocument") is True
