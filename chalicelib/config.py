@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = 5000
     # Idle connections kept open per process (0: open and close one per invocation).
     sqlite_pool_size: int = 8
+    # A search stops after this long (422: too broad; chalicelib/tools/search.py): a prefix or NEAR
+    # query's cost grows with the mailbox, and slow searches share one thread (docs/limits.md).
+    search_timeout_ms: int = Field(2000, ge=1)
     # Turso replica mode (docs/turso.md): set, DATABASE_URL's file is a local replica of this
     # primary (https://<db>.turso.io), one per process; writes are pushed before they are answered.
     turso_sync_url: str = ""

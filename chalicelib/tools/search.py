@@ -25,14 +25,20 @@ Bounded ranking, so a search costs the same at a million messages as at ten thou
   digits and a query has at most MAX_PREFIXES of them (422 with a hint otherwise), and a query
   whose cost FTS5 does not bound (a prefix, NEAR, a long phrase: `slow_query`) runs off the
   event loop.
+- Whatever the query, its statements stop after SEARCH_TIMEOUT_MS (a progress handler on the
+  connection, removed after): such a query is too broad for this mailbox (422 with a hint), and
+  slow searches share one thread (invoke.py `_slow_reads`): one must not hold it for long.
 """
 
 import re
 import sqlite3
+import time
+from contextlib import contextmanager
 from typing import Annotated
 
 from pydantic import Field
 
+from ..config import get_settings
 from ..errors import InvalidArgument
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, empty_list
 from ..registry import Input, Output, tool
@@ -53,6 +59,7 @@ MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin 
 MIN_PREFIX = 3  # letters or digits of a prefix (t*: every word starting with t)
 MAX_PREFIXES = 2
 LONG_PHRASE = 16  # words of a phrase FTS5 compares at every place of its first word: off the loop
+STEPS_BETWEEN_CHECKS = 1000  # SQLite VM steps between looks at the clock (fewer came no closer: docs/limits.md)
 QUERY_HELP = (
     "Plain words (all must match); ids, file names and paths work as typed (CART-12, src/api.py)."
     ' Operators: "exact phrase", prefix*, AND / OR / NOT, (groups), NEAR(a b), subject:word, body:word.'
@@ -277,13 +284,41 @@ def search_project(db: sqlite3.Connection, project, query: str, limit: int, view
 def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput, filtered: bool,
           take: int | None = None):
     """One ranked page of the query (its FTS5 form `fts`) and the next cursor (see _ranked_page for take)."""
+    with _time_budget(index):
+        try:
+            narrow = narrowed(index, query, fts)
+            rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
+            return _ranked_page(index, fts, rank_query, where, params, args, filtered, narrow, take)
+        except sqlite3.OperationalError as exc:  # not expected: fts5_query's output parses; then all words are text
+            if _interrupted(exc):
+                raise
+            fts = literal_query(query)
+            return _ranked_page(index, fts, fts, where, params, args, filtered, take=take)
+
+
+@contextmanager
+def _time_budget(index):
+    """Stop the index's statements once the search has run SEARCH_TIMEOUT_MS (422). The handler
+    is the connection's, which is lent to this call alone: it is removed before it goes back, and
+    an interrupted statement is reset by sqlite3 (the read transaction ends as any failed call's)."""
+    budget_ms = get_settings().search_timeout_ms
+    deadline = time.monotonic() + budget_ms / 1000
+    index.set_progress_handler(lambda: time.monotonic() > deadline, STEPS_BETWEEN_CHECKS)
     try:
-        narrow = narrowed(index, query, fts)
-        rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
-        return _ranked_page(index, fts, rank_query, where, params, args, filtered, narrow, take)
-    except sqlite3.OperationalError:  # not expected: fts5_query's output parses; then all words are text
-        fts = literal_query(query)
-        return _ranked_page(index, fts, fts, where, params, args, filtered, take=take)
+        yield
+    except sqlite3.OperationalError as exc:
+        if not _interrupted(exc):
+            raise
+        raise InvalidArgument(
+            f"The search took longer than {budget_ms} ms (SEARCH_TIMEOUT_MS): the query reads too much of this mailbox.",
+            "Type more of each prefix (migrat* rather than mig*) or whole words, fewer NEAR groups, a shorter phrase.",
+        ) from None
+    finally:
+        index.set_progress_handler(None, STEPS_BETWEEN_CHECKS)
+
+
+def _interrupted(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT
 
 
 def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
