@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chalicelib import invoke  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.errors import Conflict  # noqa: E402
-from chalicelib.ids import new_ids  # noqa: E402
+from chalicelib.ids import new_ids, stable_id  # noqa: E402
 from chalicelib.tools import tools_by_name  # noqa: E402
 
 TOOLS = tools_by_name()
@@ -54,6 +54,9 @@ def build(settings: Settings, size: int) -> None:
                            (next(iter(new_ids(1))), agent[sender], size))
                 db.execute("INSERT INTO message_counts (id, agent_id, writer, sent, received, read) VALUES (?, ?, 0, 0, ?, 0)",
                            (next(iter(new_ids(1))), agent[recipient], size))
+            if "correspondents" in {row[0] for row in db.execute("SELECT name FROM sqlite_master")}:
+                db.execute("INSERT INTO correspondents (id, agent_id, peer_id, relation) VALUES (?, ?, ?, 'to')",
+                           (stable_id("correspondents", "to", agent[sender], agent[recipient]), agent[sender], agent[recipient]))
         db.execute("ANALYZE")
 
 

@@ -333,16 +333,17 @@ def test_the_check_costs_a_few_queries_whatever_the_recipients(call, team, setti
         with pytest.raises(Conflict):
             send_tool.handler(conn, args)
         conn.set_trace_callback(None)
-    # two to decide, one more (the pending requests) to word the refusal
-    assert len([s for s in statements if "FROM contacts" in s or "message_recipients own" in s]) == 3
+    # contacts, answers, written to, addressed together (lower ids, higher ids); the pending requests to word the refusal
+    assert len([s for s in statements if "FROM contacts" in s or "FROM correspondents" in s]) == 6
     assert len([s for s in statements if "FROM file_reservations" in s]) == 1
+    assert not [s for s in statements if "FROM messages" in s or "FROM message_recipients" in s]  # no mailbox is walked
 
 
-@pytest.mark.parametrize("side", ["theirs", "mine"])
-def test_mail_exchanged_is_found_from_either_side(call, team, settings, monkeypatch, side):
-    """The check looks for mail between sender and recipient from whichever side holds less
-    (tools/contacts.py, by the maintained counts): forced to either side, it finds exactly what
-    the messages say, for random mail in to, cc and bcc."""
+@pytest.mark.parametrize("kept_by", ["the write path", "the migration"])
+def test_mail_exchanged_is_what_the_messages_say(call, team, settings, kept_by):
+    """The check reads the pairs the write path keeps (tools/correspondents.py), or the migration
+    made of the mail stored before it: it finds exactly what the messages say, for random mail in
+    to, cc and bcc."""
     import random
 
     from chalicelib.tools import contacts
@@ -358,8 +359,14 @@ def test_mail_exchanged_is_found_from_either_side(call, team, settings, monkeypa
         kinds = {kind: [name for name in others if rng.random() < 0.4] for kind in ("to", "cc", "bcc")}
         call("send_message", project_key=team, sender_name=sender, to=kinds["to"] or [others[0]], cc=kinds["cc"],
              bcc=kinds["bcc"], subject=f"m{n}", body_md="b")
-    huge = 10**9  # the recipient's side looks bigger than any sender's: "mine"; else all are 0: "theirs"
-    monkeypatch.setattr(contacts, "mail_sizes", lambda db, ids: {i: (huge, huge) for i in ids[1:]} if side == "mine" else {})
+    for _ in range(2):  # with itself, and to a group of agents (again: its pairs are known)
+        call("send_message", project_key=team, sender_name="BlueLake", to=["BlueLake", "RedStone", "amberfox"], cc=["Cobalt7"],
+             subject="group", body_md="b")
+    if kept_by == "the migration":
+        [(_, migration)] = [(version, text) for version, text in db.migrations() if version == "0033_correspondents"]
+        with sql(settings) as conn:
+            conn.execute("DELETE FROM correspondents")
+            conn.execute(next(s for s in db.split_statements(migration) if "INSERT INTO correspondents" in s))
     ids = {name: agent_id(stable_id("project", "/work/team"), name) for name in names}
     with db.connection(settings) as conn:
         rows = conn.execute("SELECT m.id, m.sender_id, r.agent_id, r.kind FROM messages m JOIN message_recipients r ON r.message_id = m.id").fetchall()
@@ -369,7 +376,8 @@ def test_mail_exchanged_is_found_from_either_side(call, team, settings, monkeypa
                 addressed.setdefault(message, set()).add(agent)
         for sender in ids.values():
             others = [agent for agent in ids.values() if agent != sender]
-            answers = {agent for _, from_, agent_to, _ in rows for agent in others if from_ == agent and agent_to == sender}
+            answers = {agent for _, from_, agent_to, kind in rows for agent in others
+                       if from_ == agent and agent_to == sender and kind != "notice"}
             wrote = {agent for message, from_, agent, kind in rows if from_ == sender and agent != sender and kind in ("to", "cc")}
             both = {agent for group in addressed.values() if sender in group for agent in group if agent != sender}
             assert contacts._contacts_and_answers(conn, sender, others) == answers

@@ -29,7 +29,7 @@ from ..errors import Conflict, NotAdmitted, NotFound, ToolError
 from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..registry import Input, Output, tool
-from .counts import mail_sizes
+from . import correspondents
 from .agents import Agent, ContactPolicy, address, describe_agent, find_agent, find_agents, refuse_inactive
 from .messages import notify
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
@@ -49,52 +49,6 @@ def contact_id(a: int, b: int) -> int:
 # --- The delivery check -------------------------------------------------------------------
 
 
-# Mail between the sender and each recipient is looked for from the side with less of it: the
-# recipient's mail or the sender's, whichever the maintained counts say is smaller, so a send
-# between an agent with years of mail and a newcomer costs what the newcomer's mail does (the
-# planner, knowing no agent's size, walked the big side: 70 ms a recipient at 200,000 messages).
-# Each pair: (from the recipient's side, from the sender's side); `a` is the recipient, ? the
-# sender. CROSS JOIN keeps SQLite to the order written.
-THEY_WROTE = (  # a message from them to the sender (any kind but a notice): an answer
-    "SELECT 1 FROM messages m CROSS JOIN message_recipients r"
-    " WHERE m.sender_id = a.id AND r.message_id = m.id AND r.agent_id = ? AND r.kind != 'notice'",
-    "SELECT 1 FROM message_recipients r CROSS JOIN messages m"
-    " WHERE r.agent_id = ? AND r.kind != 'notice' AND m.id = r.message_id AND m.sender_id = a.id",
-)
-SENDER_WROTE = (  # a message from the sender to them (to/cc)
-    "SELECT 1 FROM message_recipients r CROSS JOIN messages m"
-    " WHERE r.agent_id = a.id AND r.kind IN ('to', 'cc') AND m.id = r.message_id AND m.sender_id = ?",
-    "SELECT 1 FROM messages m CROSS JOIN message_recipients r"
-    " WHERE m.sender_id = ? AND r.message_id = m.id AND r.agent_id = a.id AND r.kind IN ('to', 'cc')",
-)
-BOTH_ADDRESSED = (  # a message to both of them (to/cc)
-    "SELECT 1 FROM message_recipients r CROSS JOIN message_recipients own WHERE r.agent_id = a.id"
-    " AND r.kind IN ('to', 'cc') AND own.message_id = r.message_id AND own.agent_id = ? AND own.kind IN ('to', 'cc')",
-    "SELECT 1 FROM message_recipients own CROSS JOIN message_recipients r WHERE own.agent_id = ?"
-    " AND own.kind IN ('to', 'cc') AND r.message_id = own.message_id AND r.agent_id = a.id AND r.kind IN ('to', 'cc')",
-)
-SENT, RECEIVED = 0, 1
-
-
-def _exchanged(db: sqlite3.Connection, sender_id: int, ids: list[int], checks: list[tuple[tuple[str, str], int, int]]) -> set[int]:
-    """Which of `ids` any of `checks` finds mail for: each check is (its two forms, which count of
-    the recipient's, which of the sender's, sizes the two sides). A query per choice of sides."""
-    sizes = mail_sizes(db, [sender_id, *ids])
-    mine = sizes.get(sender_id, (0, 0))
-    by_sides: dict[tuple[int, ...], list[int]] = {}
-    for agent in ids:
-        theirs = sizes.get(agent, (0, 0))
-        sides = tuple(0 if theirs[their_count] <= mine[my_count] else 1 for _, their_count, my_count in checks)
-        by_sides.setdefault(sides, []).append(agent)
-    found: set[int] = set()
-    for sides, agents in by_sides.items():
-        exists = " OR ".join(f"EXISTS ({forms[side]})" for (forms, _, _), side in zip(checks, sides))
-        found.update(agent_id for (agent_id,) in db.execute(
-            f"SELECT a.id FROM agents a WHERE a.id IN ({placeholders(agents)}) AND ({exists})", [*agents, *[sender_id] * len(checks)]
-        ))
-    return found
-
-
 def _contacts_and_answers(db: sqlite3.Connection, sender_id: int, ids: list[int]) -> set[int]:
     """Which of `ids` the sender may write to under any policy but block_all: an approved
     contact, a request from them, or a message from them to the sender."""
@@ -108,7 +62,7 @@ def _contacts_and_answers(db: sqlite3.Connection, sender_id: int, ids: list[int]
         )
     }
     rest = [agent for agent in ids if agent not in contacts]
-    return contacts | (_exchanged(db, sender_id, rest, [(THEY_WROTE, SENT, RECEIVED)]) if rest else set())
+    return contacts | correspondents.wrote_to(db, rest, sender_id, (correspondents.TO, correspondents.BCC))
 
 
 def _shared_threads(db: sqlite3.Connection, sender_id: int, ids: list[int]) -> set[int]:
@@ -116,15 +70,17 @@ def _shared_threads(db: sqlite3.Connection, sender_id: int, ids: list[int]) -> s
     or both were to/cc recipients of one message (someone wrote to the two of them). Only
     mail actually delivered to another agent counts: posting to yourself into a thread makes
     you no one's correspondent, and a bcc or a notice introduces nobody. (A message from
-    them to the sender is an answer: _contacts_and_answers.)"""
-    return _exchanged(db, sender_id, ids, [(SENDER_WROTE, RECEIVED, SENT), (BOTH_ADDRESSED, RECEIVED, RECEIVED)])
+    them to the sender is an answer: _contacts_and_answers.) Read from the pairs the write path
+    keeps (tools/correspondents.py): index lookups, whatever either mailbox's size."""
+    wrote = correspondents.written_to(db, sender_id, ids, (correspondents.TO,))
+    return wrote | correspondents.addressed_with(db, sender_id, [agent for agent in ids if agent not in wrote])
 
 
 def admitted(db: sqlite3.Connection, sender: sqlite3.Row, recipients: list[sqlite3.Row]) -> set[int]:
     """Ids of the recipients whose contact policy admits a message from `sender`.
 
-    At most two queries and one reservation lookup, whatever the number of recipients;
-    each step runs only for the recipients still undecided."""
+    A few queries (index lookups) and one reservation lookup, whatever the number of recipients
+    and the size of their mailboxes; each step runs only for the recipients still undecided."""
     ok = {agent["id"] for agent in recipients if agent["id"] == sender["id"] or agent["contact_policy"] == "open"}
     undecided = [agent for agent in recipients if agent["id"] not in ok and agent["contact_policy"] != "block_all"]
     if undecided:

@@ -71,19 +71,6 @@ def agent_counts(db: sqlite3.Connection, agent_id: int) -> tuple[int, int, int]:
     return sent, received, max(received - read, 0)
 
 
-def mail_sizes(db: sqlite3.Connection, agent_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """(sent, received) of these agents (those with mail), as last settled: what a query may
-    choose its plan by."""
-    return {
-        agent: (sent, received)
-        for agent, sent, received in db.execute(
-            f"SELECT agent_id, sum(sent), sum(received) FROM message_counts WHERE agent_id IN ({placeholders(agent_ids)})"
-            " GROUP BY agent_id",
-            agent_ids,
-        )
-    }
-
-
 def project_message_count(db: sqlite3.Connection, project_id: int) -> int:
     """Messages stored in the project: those its agents sent (a message lives in its sender's project)."""
     upkeep.settled(db)

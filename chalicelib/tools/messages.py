@@ -25,7 +25,7 @@ from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent, empty_list
 from ..ids import new_id, new_ids
 from ..registry import Input, Output, Replay, to_json, tool
-from . import attachment_refs, thread_summaries
+from . import attachment_refs, correspondents, thread_summaries
 from .counts import count_message, count_read
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
 from .projects import find_project, project_by_id, project_id
@@ -179,7 +179,8 @@ def store_recipients(
     the message's urgency and ack_required copied for the inbox filters' partial indexes
     (migrations/0020_inbox_filters.sql); and the message counted (chalicelib/tools/counts.py)
     and onto its thread's summaries (chalicelib/tools/thread_summaries.py), both at the end of
-    the transaction. `new_thread`: this message starts its thread."""
+    the transaction; and who wrote to whom (chalicelib/tools/correspondents.py). `new_thread`:
+    this message starts its thread."""
     urgent = importance in URGENT
     # Time-ordered ids: a send's rows go at the table's end. (A hash of (message, agent) put each
     # on a random page: ~20 of a group commit's ~60 pages written were recipient rows.)
@@ -189,6 +190,7 @@ def store_recipients(
          for row_id, (agent_id, kind) in zip(new_ids(len(kinds)), kinds.items())],
     )
     count_message(db, sender_id, kinds)
+    correspondents.record(db, sender_id, kinds)  # now, not at COMMIT: the batch's next send may be an answer to it
     thread_summaries.add(db, project_id, (message_id, thread_id, sender_id, kinds, subject, created_ts), new_thread)
 
 
