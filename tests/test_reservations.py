@@ -181,6 +181,24 @@ def test_renewing_some_lapsed_reservations_renews_the_others_and_lists_those(cal
     assert [r["id"] for r in renewed["lapsed"]] == [short["id"]]
 
 
+def test_a_heartbeat_renewing_all_lists_what_expired_since_and_is_not_held_again(call, project, reserve, monkeypatch):
+    """An agent that slept past a lease hears of it at its next renew-all, not only by naming it."""
+    hour, day = 3600, 24 * 3600
+    slept = reserve("BlueLake", "slept.py", ttl_seconds=hour)["granted"][0]
+    reserve("BlueLake", "again.py", "let_go.py", ttl_seconds=hour)
+    reserve("BlueLake", "held.py", ttl_seconds=3 * day)
+    reserve("BlueLake", "old.py", ttl_seconds=60)  # expired over a day before the heartbeat: no longer news
+    reserve("GreenCastle", "theirs.py", ttl_seconds=hour)
+    call("release_file_reservations", project_key=project, agent_name="BlueLake", paths=["let_go.py"])
+    travel(monkeypatch, 2 * hour)
+    reserve("BlueLake", "again.py", ttl_seconds=2 * day)  # lapsed, then held again
+    travel(monkeypatch, day + hour / 2)
+    heartbeat = call("renew_file_reservations", project_key=project, agent_name="BlueLake", extend_seconds=600)
+    assert patterns(heartbeat["file_reservations"]) == ["again.py", "held.py"]
+    assert [(r["id"], r["expires_ts"]) for r in heartbeat["lapsed"]] == [(slept["id"], slept["expires_ts"])]
+    assert call("renew_file_reservations", project_key=project, agent_name="RedStone")["lapsed"] == []
+
+
 def test_force_release_is_refused_while_the_holder_is_alive(call, project, reserve):
     held = reserve("GreenCastle", "src/**")["granted"][0]
     with pytest.raises(Conflict) as refused:

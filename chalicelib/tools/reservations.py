@@ -375,12 +375,22 @@ class RenewFileReservationsInput(Input):
     file_reservation_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)] | None = None
 
 
+# How far back a renewal of all of them (a heartbeat) looks for leases that expired: an agent
+# that slept past its leases (a night, a long build) hears of it at its next heartbeat, while a
+# lease let go by leaving it to expire stops being news after a day. Newest first, so a long
+# list is cut where it matters least.
+RECENT_LAPSE_SECONDS = 24 * 3600
+RECENT_LAPSES_LISTED = 100
+
+
 class Renewed(Output):
     renewed: int
     file_reservations: list[Reservation]
     lapsed: list[Reservation] = Field(
-        [], description="Of the reservations named by paths or ids, those not renewed because they had expired or"
-        " been released: reserve them again with file_reservation_paths."
+        [], description="Not renewed because they had lapsed: reserve them again with file_reservation_paths (and"
+        " check nobody edited those files meanwhile). Of the reservations named by paths or ids, those expired or"
+        f" released; renewing all of them, those that expired in the last {RECENT_LAPSE_SECONDS // 3600} hours (newest"
+        f" first, at most {RECENT_LAPSES_LISTED}) and that you have not reserved again (not those you released)."
     )
 
 
@@ -391,15 +401,15 @@ def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsI
 
     Renewing nothing of what was named (paths or ids) is a 404 that says why; when only some
     of it lapsed, the rest is renewed and `lapsed` lists the others. Renewing all of them
-    when none is held (after a release, say) renews 0."""
+    (a heartbeat) renews what is held, 0 after a release, and `lapsed` lists those that
+    expired in the last 24 hours: you may still be editing files you no longer hold."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
     where, params = named(db, agent, args.paths, args.file_reservation_ids)
     now = clock.now()
     rows = db.execute(f"SELECT id, expires_ts FROM file_reservations WHERE {where} AND {LIVE}", [*params, now]).fetchall()
-    # Only reservations asked for by name are reported: "all of them" would list every lease ever let go.
     asked = args.paths is not None or args.file_reservation_ids is not None
-    lapsed = lapsed_reservations(db, where, params, now) if asked else []
+    lapsed = lapsed_reservations(db, where, params, now) if asked else recently_expired(db, agent, now)
     if not rows and asked:  # those it named lapsed: say so (all of them: none held is no news, e.g. after a release)
         raise nothing_renewed(agent, args.paths, lapsed)
     db.executemany(
@@ -416,6 +426,18 @@ def lapsed_reservations(db: sqlite3.Connection, where: str, params: list, now: s
     """The reservations `where` names that are no longer active: expired or released."""
     ids = [rid for (rid,) in db.execute(f"SELECT id FROM file_reservations WHERE {where} AND NOT ({LIVE})", [*params, now])]
     return reservations_by_id(db, ids) if ids else []
+
+
+def recently_expired(db: sqlite3.Connection, agent: sqlite3.Row, now: str) -> list[Reservation]:
+    """The agent's reservations that expired within RECENT_LAPSE_SECONDS, released by no one.
+    Reserving a pattern again reuses its row (one per agent and pattern), so a pattern held
+    again is active and not among them."""
+    rows = db.execute(
+        f"{WITH_HOLDER} WHERE r.agent_id = ? AND r.released_ts IS NULL AND r.expires_ts <= ? AND r.expires_ts > ?"
+        " ORDER BY r.expires_ts DESC, r.id LIMIT ?",
+        (agent["id"], now, clock.later(now, -RECENT_LAPSE_SECONDS), RECENT_LAPSES_LISTED),
+    )
+    return [reservation(row) for row in rows]
 
 
 def nothing_renewed(agent: sqlite3.Row, paths: list[str] | None, lapsed: list[Reservation]) -> NotFound:
