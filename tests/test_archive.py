@@ -123,10 +123,10 @@ def test_writes_queue_their_archive_entry_in_their_transaction_and_the_worker_co
     with pytest.raises(Exception):  # refused: nothing stored, nothing queued
         call("send_message", project_key=project, sender_name="BlueLake", to=["Nobody"], subject="x", body_md="x")
     rows = outbox_rows(settings)
-    assert [row["kind"] for row in rows] == ["agent"] * 3 + ["message", "reservation", "reservation"]
-    assert call("archive_status")["pending"] == 6
+    assert [row["kind"] for row in rows] == ["project"] + ["agent"] * 3 + ["message", "reservation", "reservation"]
+    assert call("archive_status")["pending"] == 7
 
-    assert drain_once(settings, archive) == 6
+    assert drain_once(settings, archive) == 7
     assert {row["state"] for row in outbox_rows(settings)} == {"done"}
     status = call("archive_status", project_key=project)
     assert status["pending"] == 0 and status["last_commit"] == archive.head().decode()
@@ -143,7 +143,7 @@ def test_an_entry_that_cannot_be_written_is_kept_with_its_error_and_does_not_blo
     with db.connection(settings) as conn, db.transaction(conn, write=True):
         outbox.record(conn, "work-demo", "message", 1, {**ENTRY, "sender": "../../escape", "project": "work-demo"})
     call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Hi", body_md="x")
-    assert drain(settings, archive) == 4  # three profiles and the good message
+    assert drain(settings, archive) == 5  # the project, three profiles and the good message
     bad = [row for row in outbox_rows(settings) if row["state"] != "done"]
     assert len(bad) == 1 and bad[0]["attempts"] >= 1 and "not an agent name" in bad[0]["last_error"]
     status = call("archive_status")
@@ -177,7 +177,7 @@ def test_archived_rows_are_pruned_after_the_keep_time_but_the_newest_and_pending
     travel(monkeypatch, 8 * 86400)
     with db.connection(settings) as conn, db.transaction(conn, write=True):
         assert outbox.prune(conn, 0) == 0  # 0: keep forever
-        assert outbox.prune(conn, settings.archive_keep_done_days) == 3  # three profiles; the message was the newest
+        assert outbox.prune(conn, settings.archive_keep_done_days) == 4  # the project, three profiles; the message was the newest
     assert [(row["kind"], row["state"]) for row in outbox_rows(settings)] == [("message", "done"), ("message", "pending")]
     status = call("archive_status")
     assert status["pending"] == 1 and status["last_commit"] == head
@@ -191,7 +191,7 @@ def test_with_the_archive_off_writes_queue_nothing(call, project, settings, monk
     finally:
         monkeypatch.undo()
         config.get_settings.cache_clear()
-    assert [row["kind"] for row in outbox_rows(settings)] == ["agent"] * 3
+    assert [row["kind"] for row in outbox_rows(settings)] == ["project"] + ["agent"] * 3
 
 
 # Rebuild, verify, restore
@@ -209,9 +209,9 @@ def test_rebuild_writes_the_same_files_the_worker_wrote(call, project, settings,
     send_some(call, project)
     drain(settings, archive)
     with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
-        assert rebuild.rebuild(conn, rebuilt) == 3 + 2 + 1
+        assert rebuild.rebuild(conn, rebuilt) == 1 + 3 + 2 + 1
         assert rebuilt.files() == archive.files()
-        assert rebuild.rebuild(conn, rebuilt) == 6 and rebuilt.commit_count() == 1  # nothing new: no commit
+        assert rebuild.rebuild(conn, rebuilt) == 7 and rebuilt.commit_count() == 1  # nothing new: no commit
 
 
 def test_rebuild_streams_the_database_commit_by_commit(call, project, settings, tmp_path, monkeypatch):
@@ -232,8 +232,8 @@ def test_rebuild_streams_the_database_commit_by_commit(call, project, settings, 
         apply = rebuilt.apply
         read_at_commit: list[int] = []
         rebuilt.apply = lambda entries: read_at_commit.append(len(read)) or apply(entries)
-        assert rebuild.rebuild(conn, rebuilt) == 3 + 6
-    assert read_at_commit == [0, 1, 3, 5, 6]  # 3 profiles and 6 messages, 2 entries a commit
+        assert rebuild.rebuild(conn, rebuilt) == 1 + 3 + 6
+    assert read_at_commit == [0, 0, 2, 4, 6]  # the project, 3 profiles and 6 messages, 2 entries a commit
 
 
 def test_rebuild_commits_once_a_batch_holds_the_worker_s_byte_bound(call, project, settings, tmp_path, monkeypatch):
@@ -242,7 +242,7 @@ def test_rebuild_commits_once_a_batch_holds_the_worker_s_byte_bound(call, projec
              body_md="x" * 1000)
     monkeypatch.setattr(rendering, "BATCH_MAX_BYTES", 1500)  # each message renders to 2 documents of over 1,000 bytes
     with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
-        assert rebuild.rebuild(conn, rebuilt) == 3 + 3
+        assert rebuild.rebuild(conn, rebuilt) == 1 + 3 + 3
         assert rebuilt.commit_count() == 3  # the profiles with the first message, then a message a commit (CHUNK: one)
 
 
@@ -358,6 +358,26 @@ def test_an_archived_project_is_restored_archived_and_an_unarchived_one_active(c
     restored = restore_into(settings, tmp_path / "unarchived.db")
     assert invoke.call(TOOLS["get_project"], {"project_key": project}, restored).archived_ts is None
     assert send_on(restored)["message"]["subject"] == "After"
+
+
+def test_a_project_without_agents_or_messages_is_restored_with_its_archived_state(call, settings, tmp_path, archive):
+    """An empty project left nothing the restore read: ensure_project archived nothing, and a
+    project.json (archive_project wrote one) made no project unless a profile or message did."""
+    for key in ("/work/empty", "/work/shelved", "/work/back"):
+        call("ensure_project", human_key=key)
+    shelved = call("archive_project", project_key="work-shelved")["archived_ts"]
+    call("archive_project", project_key="work-back")
+    call("unarchive_project", project_key="work-back")
+    drain(settings, archive)
+    assert json.loads(archive.read("projects/work-empty/project.json")) == {"slug": "work-empty", "human_key": "/work/empty"}
+    with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
+        rebuild.rebuild(conn, rebuilt)
+        assert rebuilt.files() == archive.files()  # the worker and rebuild agree
+    restored = restore_into(settings, tmp_path / "restored.db")
+    listed = invoke.call(TOOLS["list_projects"], {"include_archived": True}, restored).model_dump(mode="json")["projects"]
+    assert {p["slug"]: (p["human_key"], p["archived_ts"]) for p in listed} == {
+        "work-empty": ("/work/empty", None), "work-shelved": ("/work/shelved", shelved), "work-back": ("/work/back", None),
+    }
 
 
 def test_verify_finds_a_project_json_that_does_not_say_its_project_is_archived(call, project, settings, archive):

@@ -195,7 +195,7 @@ def test_a_session_that_leaves_a_shared_slug_takes_its_answer_and_archive_work_a
             rows = conn.execute("SELECT project, kind, payload FROM archive_outbox ORDER BY id").fetchall()
         slug = suffixed(PATHS[1])
         assert (settled.project.slug, settled.agent.project) == (slug, slug)
-        assert sorted(kind for _, kind, _ in rows) == ["agent", "reservation"]
+        assert sorted(kind for _, kind, _ in rows) == ["agent", "project", "reservation"]
         assert all(project == slug and json_module.loads(payload)["project"] == slug for project, _, payload in rows)
         assert invoke.call(TOOLS["whois"], {"project_key": slug, "agent_name": "BlueLake"}, settings).project == slug
         assert invoke.call(TOOLS["get_project"], {"project_key": "home-me-shop"}, settings).human_key == PATHS[0]

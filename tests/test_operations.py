@@ -326,7 +326,7 @@ def test_lambda_logs_are_embedded_metric_format_with_request_ids(tmp_path):
     assert {metric["Name"] for metric in declared["Metrics"]} == {"Latency", "ServerErrors", "ClientErrors"}
     assert requests[2]["ClientErrors"] == 1 and requests[2]["Latency"] > 0
     sweep = next(line for line in lines if "ArchiveLagSeconds" in line)
-    assert sweep["ArchiveBacklog"] == 1  # the agent's profile: no queue here to take it
+    assert sweep["ArchiveBacklog"] == 2  # the project.json and the agent's profile: no queue here to take them
 
 
 @pytest.mark.parametrize("alarm", ["ServerErrorRateAlarm", "ArchiveDeadLetterAlarm", "ArchiveLagAlarm"])

@@ -11,6 +11,7 @@ from itertools import chain
 
 from dulwich.objects import Blob
 
+from .. import clock
 from ..ids import stable_id
 from ..tools.agents import agent_id
 from ..human_keys import normalize_human_key
@@ -78,9 +79,9 @@ def body_in_archive(archive: GitArchive, entry: dict) -> str | None:
 
 
 def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
-    """Every archived project (its project.json: archive_project wrote one), agent profile and
-    file reservation, as entries."""
-    for row in db.execute("SELECT * FROM projects WHERE archived_ts IS NOT NULL ORDER BY id").fetchall():
+    """Every project (its project.json: ensure_project and archive_project write one), agent
+    profile and file reservation, as entries."""
+    for row in db.execute("SELECT * FROM projects ORDER BY id").fetchall():
         yield {"kind": "project", "project": row["slug"], **outbox.project_payload(row)}
     for row in db.execute(
         "SELECT a.*, p.slug, p.human_key, p.archived_ts FROM agents a JOIN projects p ON p.id = a.project_id ORDER BY a.id"
@@ -98,7 +99,7 @@ def reservation_entries(db: sqlite3.Connection) -> Iterator[dict]:
 
 
 def count_entries(db: sqlite3.Connection) -> int:
-    tables = ("messages", "agents", "file_reservations", "projects WHERE archived_ts IS NOT NULL")  # archived: other_entries
+    tables = ("messages", "agents", "file_reservations", "projects")
     return sum(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables)
 
 
@@ -318,9 +319,10 @@ class Restorer:
 
 def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: items) -> dict[str, int]:
     """Fill an empty database from the archive: projects (archived if their project.json says
-    so) and agents (profiles), messages and their recipients (canonical files), file
-    reservations. Contact policies, read and ack marks are not archived and start afresh.
-    `progress` wraps the messages as they are restored (the CLI's progress bar). Each project
+    so; one with no agent nor message from its project.json alone) and agents (profiles),
+    messages and their recipients (canonical files), file reservations. Contact policies,
+    read and ack marks are not archived and start afresh. `progress` wraps the messages as
+    they are restored (the CLI's progress bar). Each project
     is rebuilt under its own human key (from project.json, the profiles and the documents), so
     two projects whose archive folders share a slug stay apart. The archive is read a folder at
     a time, never whole."""
@@ -374,6 +376,8 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             entry["ack_required"], kinds, entry["subject"], entry["created_ts"],
         )
         counts["messages"] += 1
+    for folder in described:  # a project with no agent nor message: its project.json alone (which says not when it was made)
+        projects.project(projects.folders[folder], folder, clock.now())
     for folder in folders:
         for sha in archived_reservations(archive, [folder]).values():  # one file per reservation, whichever naming
             r = json.loads(archive.repo[sha].data)

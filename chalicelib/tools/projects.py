@@ -192,8 +192,11 @@ def ensure_project(db: sqlite3.Connection, args: EnsureProjectInput) -> EnsuredP
         "INSERT OR IGNORE INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, ?)",
         (key, free_slug(db, args.human_key, key), args.human_key, clock.now()),
     ).rowcount
-    project = _project(project_by_id(db, key), EnsuredProject)
+    row = project_by_id(db, key)
+    project = _project(row, EnsuredProject)
     project._created = inserted == 1
+    if project._created:
+        outbox.record_project(db, row)  # its project.json: restored even if it never gets an agent or a message
     if project._created and (home := enclosing_project(db, args.human_key)) is not None:
         # Not refused (a monorepo may want a project per folder), but an agent started in a
         # subfolder by mistake must hear it is now apart from its team.
@@ -230,6 +233,7 @@ def settle_slug(db: sqlite3.Connection, key: int, created: bool) -> str | None:
     with transaction(db, write=True):
         slug = free_slug(db, mine["human_key"], key)
         db.execute("UPDATE projects SET slug = ? WHERE id = ?", (slug, key))
+        outbox.move_pending(db, mine["slug"], slug, [key])  # its project.json goes to its own folder
     return slug
 
 
