@@ -354,7 +354,8 @@ def test_an_archived_project_is_restored_archived_and_an_unarchived_one_active(c
         send_on(restored)  # still read-only
     call("unarchive_project", project_key=project)
     drain(settings, archive)
-    assert json.loads(archive.read(f"projects/{project}/project.json")) == described  # as an active project's always was
+    unarchived = json.loads(archive.read(f"projects/{project}/project.json"))
+    assert unarchived == {**described, "unarchived_ts": unarchived["unarchived_ts"]} and unarchived["unarchived_ts"] > archived_ts
     restored = restore_into(settings, tmp_path / "unarchived.db")
     assert invoke.call(TOOLS["get_project"], {"project_key": project}, restored).archived_ts is None
     assert send_on(restored)["message"]["subject"] == "After"
@@ -378,6 +379,9 @@ def test_a_project_without_agents_or_messages_is_restored_with_its_archived_stat
     assert {p["slug"]: (p["human_key"], p["archived_ts"]) for p in listed} == {
         "work-empty": ("/work/empty", None), "work-shelved": ("/work/shelved", shelved), "work-back": ("/work/back", None),
     }
+    with db.connection(restored) as conn, GitArchive(tmp_path / "from-restored", bare=True) as again:
+        rebuild.rebuild(conn, again)
+        assert again.files() == archive.files()  # work-back's unarchived_ts came back too
 
 
 def test_verify_finds_a_project_json_that_does_not_say_its_project_is_archived(call, project, settings, archive):

@@ -129,6 +129,33 @@ def test_archiving_a_project_reaches_the_remote_s_project_json(sqs, settings, wo
         assert json.loads(archive.read("projects/cloud/project.json"))["archived_ts"] == archived_ts
 
 
+def test_an_older_project_json_delivered_after_a_newer_one_does_not_overwrite_it(sqs, settings, worker, send):
+    """Archived then unarchived, the two project.json updates reach the worker in reverse order
+    (as when the first one's send failed, or it came back from the dead-letter queue, after the
+    second went through): the project stays active in the archive, as in the database."""
+    send("hello")
+    invoke.call(TOOLS["archive_project"], {"project_key": "cloud"}, settings)
+    invoke.call(TOOLS["unarchive_project"], {"project_key": "cloud"}, settings)
+    cloud.publish_all(settings)
+    records = receive(sqs)["Records"]
+    update = {state: record for record in records for state in ("project_archived_ts", "project_unarchived_ts")
+              if json.loads(record["body"])["entry"].get(state)}  # the two project entries, by the state they carry
+    unarchived_ts = json.loads(update["project_unarchived_ts"]["body"])["entry"]["project_unarchived_ts"]
+
+    assert worker({"Records": records[::-1]}, CONTEXT) == {"batchItemFailures": []}  # in one batch
+    assert worker({"Records": [update["project_archived_ts"]]}, CONTEXT) == {"batchItemFailures": []}  # alone, later
+    with remote(settings) as archive:
+        described = json.loads(archive.read("projects/cloud/project.json"))
+    assert described == {"slug": "cloud", "human_key": "/cloud", "unarchived_ts": unarchived_ts}
+
+    archived_ts = invoke.call(TOOLS["archive_project"], {"project_key": "cloud"}, settings).archived_ts
+    cloud.publish_all(settings)
+    assert worker(receive(sqs), CONTEXT) == {"batchItemFailures": []}
+    assert worker({"Records": [update["project_unarchived_ts"]]}, CONTEXT) == {"batchItemFailures": []}  # the old one again
+    with remote(settings) as archive:
+        assert json.loads(archive.read("projects/cloud/project.json"))["archived_ts"] == archived_ts
+
+
 def test_the_worker_commits_a_batch_a_byte_bound_at_a_time(sqs, settings, worker, send, monkeypatch):
     """Ten messages of 50 MiB of attachments are not held at once: a commit per BATCH_MAX_BYTES."""
     ids = [send(f"hello {n}") for n in range(3)]

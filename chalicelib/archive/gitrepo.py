@@ -27,7 +27,7 @@ from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, wri
 from dulwich.repo import Repo
 
 from ..human_keys import normalize_human_key
-from .render import attachment_paths, commit_message, project_json_path, render
+from .render import attachment_paths, commit_message, project_json_path, project_version, render
 
 BRANCH = b"refs/heads/main"
 IDENTITY = b"Agent Mail <agent-mail@localhost>"
@@ -105,7 +105,9 @@ class GitArchive:
         files: dict[str, bytes] = {}
         parent = self.head()
         for entry in entries:
-            files.update(render(entry))
+            rendered = render(entry)
+            self.keep_newer_project_json(rendered, files, parent)
+            files.update(rendered)
             for path, sha256 in attachment_paths(entry).items():  # one file per content and project
                 if path not in files and self.lookup(path, parent) is None:  # named by its sha256: if there, it is right
                     files[path] = attachment_content(sha256)
@@ -148,6 +150,16 @@ class GitArchive:
         return self.trees.get(sha) or self.trees.add([self.repo[sha]])
 
     commits = 0  # made by this instance: the workers `maintain` every MAINTAIN_EVERY
+
+    def keep_newer_project_json(self, rendered: dict[str, bytes], files: dict[str, bytes], parent: bytes | None) -> None:
+        """Drop an entry's project.json that describes an older state of its project than the one
+        already written (earlier in the batch, or in the archive): entries may come out of order
+        (one retried after a later one went through), and a project archived then unarchived must
+        not end up archived."""
+        for path in [path for path in rendered if path.endswith("/project.json")]:
+            current = files.get(path) or self.read(path, parent)
+            if current is not None and project_version(json.loads(rendered[path])) < project_version(json.loads(current)):
+                del rendered[path]
 
     def check_owner(self, entries: list[dict], parent: bytes | None) -> None:
         """Refuse to mix two projects in one folder: projects/{slug}/project.json names the

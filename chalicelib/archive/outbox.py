@@ -60,11 +60,14 @@ def message_entry(message, human_key: str) -> bytes:
 
 def project_payload(project: sqlite3.Row) -> dict:
     """What an entry says of its project for projects/{slug}/project.json, which every entry
-    writes: its human key and, only while it is archived, since when (so a restore keeps it
-    archived; an active project's file stays as before)."""
+    writes: its human key and, while it is archived, since when (so a restore keeps it
+    archived), or, once unarchived, since when it is active again (so a writer keeps the newer
+    of two project.json: render.project_version). A project never archived: as before."""
     payload = {"project_human_key": project["human_key"]}
     if project["archived_ts"]:
         payload["project_archived_ts"] = project["archived_ts"]
+    elif project["unarchived_ts"]:
+        payload["project_unarchived_ts"] = project["unarchived_ts"]
     return payload
 
 

@@ -51,7 +51,7 @@ def message_entries(db: sqlite3.Connection, archived_body: Callable[[dict], str 
     last = 0
     while True:
         rows = db.execute(
-            f"SELECT {MESSAGE_COLUMNS}, m.body_archived_ts, p.slug, p.human_key, p.archived_ts FROM messages m"
+            f"SELECT {MESSAGE_COLUMNS}, m.body_archived_ts, p.slug, p.human_key, p.archived_ts, p.unarchived_ts FROM messages m"
             " JOIN agents s ON s.id = m.sender_id"
             " JOIN projects p ON p.id = m.project_id WHERE m.id > ? ORDER BY m.id LIMIT ?",
             (last, CHUNK),
@@ -84,7 +84,8 @@ def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
     for row in db.execute("SELECT * FROM projects ORDER BY id").fetchall():
         yield {"kind": "project", "project": row["slug"], **outbox.project_payload(row)}
     for row in db.execute(
-        "SELECT a.*, p.slug, p.human_key, p.archived_ts FROM agents a JOIN projects p ON p.id = a.project_id ORDER BY a.id"
+        "SELECT a.*, p.slug, p.human_key, p.archived_ts, p.unarchived_ts FROM agents a JOIN projects p ON p.id = a.project_id"
+        " ORDER BY a.id"
     ).fetchall():
         yield {"kind": "agent", "project": row["slug"], **outbox.agent_payload(row, row)}
     yield from reservation_entries(db)
@@ -92,7 +93,7 @@ def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
 
 def reservation_entries(db: sqlite3.Connection) -> Iterator[dict]:
     for row in db.execute(
-        "SELECT r.*, a.name AS agent, p.slug, p.human_key, p.archived_ts FROM file_reservations r"
+        "SELECT r.*, a.name AS agent, p.slug, p.human_key, p.archived_ts, p.unarchived_ts FROM file_reservations r"
         " JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = r.project_id ORDER BY r.id"
     ).fetchall():
         yield {"kind": "reservation", "project": row["slug"], **outbox.reservation_payload(row, row)}
@@ -281,7 +282,7 @@ class Restorer:
         self.ids: dict[str, int] = {}  # human key -> project id
         self.slugs: dict[str, str] = {}  # slug -> human key
         self.folders: dict[str, str] = {}  # archive folder -> the human key it belongs to
-        self.archived: dict[str, str] = {}  # human key -> archived_ts (its project.json says it is archived)
+        self.states: dict[str, dict] = {}  # human key -> its project.json (archived_ts, unarchived_ts)
         self.claims: dict[str, str] = {}  # normalised human key -> the folder whose project has it
 
     def claim(self, owners: dict[str, str]) -> None:
@@ -305,9 +306,10 @@ class Restorer:
                 number += 1
                 unique = f"{slug}-{number}"
             self.ids[human_key], self.slugs[unique] = stable_id("project", human_key), human_key
+            state = self.states.get(human_key, {})
             self.db.execute(
-                "INSERT INTO projects (id, slug, human_key, created_ts, archived_ts) VALUES (?, ?, ?, ?, ?)",
-                (self.ids[human_key], unique, human_key, created_ts, self.archived.get(human_key)),
+                "INSERT INTO projects (id, slug, human_key, created_ts, archived_ts, unarchived_ts) VALUES (?, ?, ?, ?, ?, ?)",
+                (self.ids[human_key], unique, human_key, created_ts, state.get("archived_ts"), state.get("unarchived_ts")),
             )
         return self.ids[human_key]
 
@@ -335,8 +337,8 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     projects.claim({folder: project["human_key"] for folder, project in described.items()})
     for folder, project in described.items():  # every project.json first: whether a project is archived, before it is created
         projects.folders[folder] = projects.key(project["human_key"], folder)
-        if project.get("archived_ts"):
-            projects.archived[projects.folders[folder]] = project["archived_ts"]
+        key = projects.folders[folder]  # of two folders of one project (0031 respelled keys), the newer state
+        projects.states[key] = max(project, projects.states.get(key, project), key=rendering.project_version)
     for folder in folders:
         for name in archive.folders(f"projects/{folder}/agents"):
             content = archive.read(f"projects/{folder}/agents/{name}/profile.json")

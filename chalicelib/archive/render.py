@@ -112,7 +112,7 @@ def reservation_files(entry: dict) -> dict[str, bytes]:
     """One file per reservation, named by its id. (Archives written before named it by the
     sha1 of its pattern, so two agents' reservations of one pattern shared a file: readers
     still take those, reservation_id_of_name.)"""
-    reservation = {key: value for key, value in entry.items() if key != "project_archived_ts"}  # project.json's
+    reservation = {key: value for key, value in entry.items() if key not in PROJECT_STATE}  # project.json's
     return {f"{project_dir(entry['project'])}/file_reservations/{int(entry['id'])}.json": to_json(reservation), **project_file(entry)}
 
 
@@ -123,15 +123,27 @@ def reservation_id_of_name(name: str) -> int | None:
     return int(stem) if stem.isdigit() and len(stem) != 40 else None
 
 
+PROJECT_STATE = ("project_archived_ts", "project_unarchived_ts")  # what entries carry for project.json alone
+
+
 def project_file(entry: dict) -> dict[str, bytes]:
     """projects/{slug}/project.json: whose folder this is and, while the project is archived,
-    since when. Entries queued before it existed carry no human key and write none."""
+    since when, or, once it was unarchived, since when it is active again. Entries queued
+    before it existed carry no human key and write none."""
     if not entry.get("project_human_key"):
         return {}
     project = {"slug": entry["project"], "human_key": entry["project_human_key"]}
-    if entry.get("project_archived_ts"):
-        project["archived_ts"] = entry["project_archived_ts"]
+    for key in PROJECT_STATE:
+        if entry.get(key):
+            project[key.removeprefix("project_")] = entry[key]
     return {project_json_path(entry["project"]): to_json(project)}
+
+
+def project_version(project: dict) -> str:
+    """When the state a project.json describes began ('' for a project never archived, or an
+    entry that does not say, as a message's): of two, the writer keeps the later, so an update
+    delivered late (cloud mode, docs/archive.md) never overwrites a newer one."""
+    return project.get("archived_ts") or project.get("unarchived_ts") or ""
 
 
 def project_json_path(slug: str) -> str:
@@ -152,8 +164,8 @@ RENDERERS = {"message": message_files, "agent": agent_files, "reservation": rese
 
 def document(entry: dict) -> bytes:
     """`---json` front matter, then the markdown body."""
-    # project_archived_ts: project.json's (rebuild's entries carry it), not the message's
-    front = {key: value for key, value in entry.items() if key not in ("kind", "body_md", "project_archived_ts")}
+    # PROJECT_STATE: project.json's (rebuild's entries carry it), not the message's
+    front = {key: value for key, value in entry.items() if key not in ("kind", "body_md", *PROJECT_STATE)}
     return f"---json\n{json.dumps(front, indent=2, ensure_ascii=False, sort_keys=True)}\n---\n\n{entry['body_md']}\n".encode()
 
 
