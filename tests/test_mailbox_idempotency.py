@@ -38,6 +38,19 @@ def test_a_retried_send_is_stored_once(call, project, settings):
     assert plain[0]["message"]["id"] != plain[1]["message"]["id"]
 
 
+def test_a_retry_that_spells_the_project_otherwise_is_the_same_call(call, settings):
+    """C:\\Users\\me\\shop, c:/Users/me/shop and its slug name one project: a retry under another
+    spelling returns the first answer and sends nothing new."""
+    slug = call("ensure_project", human_key="C:\\Users\\me\\shop")["slug"]
+    for name in ("BlueLake", "GreenCastle"):
+        call("register_agent", project_key=slug, program="p", model="m", name=name)
+    call("set_contact_policy", project_key=slug, agent_name="GreenCastle", policy="open")
+    first = call("send_message", **sent_args("C:\\Users\\me\\shop", idempotency_key="k"))
+    for spelling in ("c:/Users/me/shop", "C:/Users/me//shop/", slug):
+        assert call("send_message", **sent_args(spelling, idempotency_key="k")) == first
+    assert count(settings, "SELECT count(*) FROM messages") == 1
+
+
 def test_the_same_key_with_other_arguments_is_refused(call, project, settings):
     call("send_message", **sent_args(project, idempotency_key="k"))
     with pytest.raises(Conflict, match="already used") as refused:

@@ -4,7 +4,7 @@ The key, a hash of the call (tool and arguments) and the result's JSON (or, for 
 registry.Replay, the ids to read it back: a sent message) are stored in the write's own
 transaction, so a key exists exactly when its write committed: a client that lost the answer
 (a timeout, a crashed server, another Lambda container, another replica) retries with the same
-key and gets the stored result. The key is found by key_id, a stable_id over (project, acting
+key and gets the stored result. The key is found by key_id, a stable_id over (project id, acting
 agent, key), through a plain index (no UNIQUE index, docs/turso.md); the row id is a
 time-ordered new_id, so rows are appended and the expired ones are the lowest ids. Two copies
 of one call racing on two replicas within a push are not caught (a retry comes after a
@@ -33,8 +33,9 @@ PRUNE_BATCH = 64
 def run_once(conn: sqlite3.Connection, tool: Tool, args: Input, key: str, ttl_seconds: int, run: Callable[[], Output]) -> Output:
     """run(), unless this call's idempotency_key `key` was seen: then the first result (or Conflict)."""
     acting = getattr(args, tool.acts_as[0], "") if tool.acts_as else ""
-    key_id = stable_id("idempotency", getattr(args, "project_key", ""), (acting or "").lower(), key)
-    digest = _digest(tool, args)
+    project = _project_id(conn, args)
+    key_id = stable_id("idempotency", project, (acting or "").lower(), key)
+    digest = _digest(tool, args, project)
     oldest = id_at(time.time() - ttl_seconds)  # rows below have expired
     row = conn.execute(
         "SELECT tool, payload_sha256, result_json FROM idempotency_keys WHERE key_id = ? AND id >= ? ORDER BY id LIMIT 1",
@@ -85,7 +86,17 @@ class ResultGone(Conflict):
     code = "idempotency_result_gone"
 
 
-def _digest(tool: Tool, args: Any) -> str:
-    # The input model dumps its fields in one fixed order: the same call, the same bytes.
-    payload = args.__pydantic_serializer__.to_json(args, exclude={"idempotency_key", tool.token_field})
-    return hashlib.sha256(tool.name.encode() + b"\0" + payload).hexdigest()
+def _project_id(conn: sqlite3.Connection, args: Any) -> int | str:
+    """The project the call names, however spelled (its slug, C:\\x or c:/x): a retry that spells
+    it otherwise is the same call. A project that does not exist: the call fails as it would."""
+    from ..tools.projects import find_project  # here: the tools import the store
+
+    project_key = getattr(args, "project_key", None)
+    return find_project(conn, project_key)["id"] if project_key else ""
+
+
+def _digest(tool: Tool, args: Any, project: int | str) -> str:
+    # The input model dumps its fields in one fixed order: the same call, the same bytes. The
+    # project by id, not as spelled.
+    payload = args.__pydantic_serializer__.to_json(args, exclude={"idempotency_key", tool.token_field, "project_key"})
+    return hashlib.sha256(f"{tool.name}\0{project}\0".encode() + payload).hexdigest()
