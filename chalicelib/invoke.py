@@ -38,6 +38,7 @@ from .store.upkeep import savepoint
 from .errors import MAX_ANSWER_BYTES, NotAdmitted, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
+from .tools.projects import find_project
 from .store.replica import replica
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, p
         agent_tokens.check(conn, tool, args)
     key = getattr(args, "idempotency_key", None) if tool.idempotent else None
     if key is not None:
-        result = idempotency.run_once(conn, tool, args, key, settings.idempotency_key_ttl_seconds, lambda: tool.handler(conn, args))
+        project = find_project(conn, args.project_key)["id"] if getattr(args, "project_key", None) else ""
+        result = idempotency.run_once(conn, tool, args, key, project, settings.idempotency_key_ttl_seconds,
+                                      lambda: tool.handler(conn, args))
     else:
         result = tool.handler(conn, args)
     return result if principal.unrestricted else scopes.visible_output(tool, result, principal)

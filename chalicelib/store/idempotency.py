@@ -30,10 +30,12 @@ PRUNE_EVERY = 16
 PRUNE_BATCH = 64
 
 
-def run_once(conn: sqlite3.Connection, tool: Tool, args: Input, key: str, ttl_seconds: int, run: Callable[[], Output]) -> Output:
-    """run(), unless this call's idempotency_key `key` was seen: then the first result (or Conflict)."""
+def run_once(conn: sqlite3.Connection, tool: Tool, args: Input, key: str, project: int | str, ttl_seconds: int,
+             run: Callable[[], Output]) -> Output:
+    """run(), unless this call's idempotency_key `key` was seen: then the first result (or Conflict).
+    `project`: the id of the project the call names (its project_key however spelled: a slug, C:\\x
+    or c:/x), so a retry that spells it otherwise is the same call."""
     acting = getattr(args, tool.acts_as[0], "") if tool.acts_as else ""
-    project = _project_id(conn, args)
     key_id = stable_id("idempotency", project, (acting or "").lower(), key)
     digest = _digest(tool, args, project)
     oldest = id_at(time.time() - ttl_seconds)  # rows below have expired
@@ -84,15 +86,6 @@ class KeyReused(Conflict):
 
 class ResultGone(Conflict):
     code = "idempotency_result_gone"
-
-
-def _project_id(conn: sqlite3.Connection, args: Any) -> int | str:
-    """The project the call names, however spelled (its slug, C:\\x or c:/x): a retry that spells
-    it otherwise is the same call. A project that does not exist: the call fails as it would."""
-    from ..tools.projects import find_project  # here: the tools import the store
-
-    project_key = getattr(args, "project_key", None)
-    return find_project(conn, project_key)["id"] if project_key else ""
 
 
 def _digest(tool: Tool, args: Any, project: int | str) -> str:
