@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     # Attaching a file by path reads the server's disk (inside the project's directory only).
     # Unset: allowed when the server has no authentication (loopback only) and stores locally.
     attachment_paths: bool | None = None
-    # Images (PNG, JPEG, GIF, BMP, TIFF) are stored as WebP, scaled to fit this many pixels on
+    # Images (PNG, JPEG, BMP, TIFF) are stored as WebP, scaled to fit this many pixels on
     # the longer side, unless an attachment asks keep_original (0: never convert).
     attachment_image_max_side: int = 2048
     # Content no message names (an upload never sent, what purged mail named) is deleted by the
