@@ -384,6 +384,25 @@ def test_a_project_without_agents_or_messages_is_restored_with_its_archived_stat
         assert again.files() == archive.files()  # work-back's unarchived_ts came back too
 
 
+def test_a_notice_is_restored_as_a_notice_and_introduces_nobody(call, project, settings, tmp_path, archive):
+    """A notice's recipient is in "to" (as Message shows it), and a restore read it as written to:
+    after it, a contact request made its two agents correspondents, and the auto policy admitted
+    mail both ways that it refused before (docs/contacts.md: notices introduce nobody)."""
+    call("set_contact_policy", project_key=project, agent_name="GreenCastle", policy="auto")  # open accepts at once
+    call("request_contact", project_key=project, from_agent="RedStone", to_agent="GreenCastle")
+    drain(settings, archive)
+    restored = restore_into(settings, tmp_path / "restored.db")  # policies are not archived: both are auto again
+    inbox = invoke.call(TOOLS["fetch_inbox"], {"project_key": project, "agent_name": "GreenCastle"}, restored)
+    assert [(m.sender, m.kind) for m in inbox.messages] == [("RedStone", "notice")]
+    for sender, to in (("RedStone", "GreenCastle"), ("GreenCastle", "RedStone")):
+        with pytest.raises(Conflict, match="does not admit"):
+            invoke.call(TOOLS["send_message"], {"project_key": project, "sender_name": sender, "to": [to],
+                                                "subject": "hi", "body_md": "hi"}, restored)
+    with db.connection(restored) as conn, GitArchive(tmp_path / "from-restored", bare=True) as again:
+        rebuild.rebuild(conn, again)
+        assert again.files() == archive.files()  # the flag came back with the notice
+
+
 def test_verify_finds_a_project_json_that_does_not_say_its_project_is_archived(call, project, settings, archive):
     """A project archived before archiving wrote project.json: verify says the file differs, so
     doctor --repair (a rebuild) writes it, and a restore keeps the project archived."""

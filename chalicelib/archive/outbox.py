@@ -37,25 +37,28 @@ def _insert(db: sqlite3.Connection, project: str, kind: str, entity_id: int, ent
     )
 
 
-def record_message(db: sqlite3.Connection, message, human_key: str) -> None:
+def record_message(db: sqlite3.Connection, message, human_key: str, notice: bool = False) -> None:
     """`message`: the messages.Message just stored (bcc included: the archive keeps it);
-    `human_key`: its project's, so every archived document says whose it is."""
+    `human_key`: its project's, so every archived document says whose it is; `notice`: a
+    system notice (messages.notify)."""
     if archiving():
-        _insert(db, message.project, "message", int(message.id), message_entry(message, human_key))
+        _insert(db, message.project, "message", int(message.id), message_entry(message, human_key, notice))
 
 
 # A message without attachments is archived as before they existed (old archives verify).
 _NOT_ARCHIVED, _NOT_ARCHIVED_WITHOUT_ATTACHMENTS = {"project"}, {"project", "attachments"}
 
 
-def message_entry(message, human_key: str) -> bytes:
+def message_entry(message, human_key: str, notice: bool = False) -> bytes:
     """A message's archive entry as JSON: the message as its model serializes it, with its kind,
-    project and project's human key. Spliced rather than built as a dict and encoded again
-    (pydantic-core writes the JSON itself: ~3 µs less of every send)."""
+    project and project's human key, and `"notice": true` for a system notice (its recipient
+    is in "to", as Message shows it; a restore must not make it conversation: docs/contacts.md).
+    Spliced rather than built as a dict and encoded again (pydantic-core writes the JSON
+    itself: ~3 µs less of every send)."""
     exclude = _NOT_ARCHIVED if message.attachments else _NOT_ARCHIVED_WITHOUT_ATTACHMENTS
     fields = message.__pydantic_serializer__.to_json(message, exclude=exclude)  # b'{"id":...}': never empty
-    return b'{"kind":"message","project":%b,"project_human_key":%b,%b' % (
-        orjson.dumps(message.project), orjson.dumps(human_key), fields[1:])
+    return b'{"kind":"message","project":%b,"project_human_key":%b,%b%b' % (
+        orjson.dumps(message.project), orjson.dumps(human_key), b'"notice":true,' if notice else b"", fields[1:])
 
 
 def project_payload(project: sqlite3.Row) -> dict:

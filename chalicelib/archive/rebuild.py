@@ -13,6 +13,7 @@ from dulwich.objects import Blob
 
 from .. import clock
 from ..ids import stable_id
+from ..store.db import placeholders
 from ..tools.agents import agent_id
 from ..human_keys import normalize_human_key
 from ..tools.reservations import literal_prefix
@@ -58,14 +59,17 @@ def message_entries(db: sqlite3.Connection, archived_body: Callable[[dict], str 
         ).fetchall()
         if not rows:
             return
-        recipients = recipients_of(db, [row["id"] for row in rows])
+        ids = [row["id"] for row in rows]
+        recipients = recipients_of(db, ids)
+        notices = {mid for (mid,) in db.execute(
+            f"SELECT DISTINCT message_id FROM message_recipients WHERE kind = 'notice' AND message_id IN ({placeholders(ids)})", ids)}
         for row in rows:
             message = Message(
                 id=row["id"], project=row["slug"], thread_id=row["thread_id"], subject=row["subject"], body_md=row["body_md"],
                 sender=row["sender"], importance=row["importance"], ack_required=bool(row["ack_required"]),
                 created_ts=row["created_ts"], attachments=attachments_of(row), **recipients[row["id"]],
             )
-            entry = json.loads(outbox.message_entry(message, row["human_key"])) | outbox.project_payload(row)  # for project.json
+            entry = json.loads(outbox.message_entry(message, row["human_key"], row["id"] in notices)) | outbox.project_payload(row)  # for project.json
             if row["body_archived_ts"] and (body := archived_body(entry)) is not None:
                 entry["body_md"] = body
             yield entry
@@ -373,6 +377,8 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
         for item in attachments:  # the archive's copy, back into the attachment storage
             restore_attachment(archive, folder, item.sha256)
         kinds = {projects.agent(a, folder, human_key): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc
+        if entry.get("notice"):  # a system notice: its recipient is in "to", but it is no conversation
+            kinds = dict.fromkeys(kinds, "notice")
         store_recipients(
             db, project_id, entry["thread_id"], mid, projects.agent(entry["sender"], folder, human_key), entry["importance"],
             entry["ack_required"], kinds, entry["subject"], entry["created_ts"],

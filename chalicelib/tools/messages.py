@@ -246,7 +246,7 @@ def deliver(
         attachments=stored,
         **lists,
     )
-    outbox.record_message(db, message, project["human_key"])  # archived after the commit, by the worker
+    outbox.record_message(db, message, project["human_key"], notice)  # archived after the commit, by the worker
     return message
 
 
