@@ -24,15 +24,19 @@ def error_body(value) -> dict:
     return value["error"]
 
 
-async def three_errors(client: Client) -> dict[str, tuple[int | None, dict]]:
-    """(JSON-RPC code, error object) of a tool error, a resource error and a refusal (a body
-    over MAX_BODY_BYTES); a tool error has no JSON-RPC code."""
+async def errors_of_each_kind(client: Client) -> dict[str, tuple[int | None, dict]]:
+    """(JSON-RPC code, error object) of a tool error, a resource error, a URI no resource
+    matches (the SDK's own error had only {"uri": ...} as data) and a refusal (a body over
+    MAX_BODY_BYTES); a tool error has no JSON-RPC code."""
     tool = await client.call_tool("get_project", {"project_key": "no-such-project"})
     assert tool.is_error
     with pytest.raises(MCPError) as resource:
         await client.read_resource(MISSING_PROJECT)
     found = {"tool": (None, error_body(json.loads(tool.content[0].text))),
              "resource": (resource.value.code, error_body(resource.value.data))}
+    with pytest.raises(MCPError) as unknown:
+        await client.read_resource("resource://inbx/BlueLake?project=shop")
+    found["unknown resource"] = (unknown.value.code, error_body(unknown.value.data))
     with pytest.raises(MCPError) as refused:
         await client.call_tool("get_project", {"project_key": "x" * 4000})
     found["refusal"] = (refused.value.code, error_body(refused.value.data))
@@ -50,12 +54,15 @@ def test_tool_resource_and_refusal_errors_carry_one_body_over_http_and_stdio(tmp
     with running_server(tmp_path / "db.sqlite", MAX_BODY_BYTES="2000") as url:
         async def session():
             async with Client(f"{url}/mcp", mode="legacy") as client:
-                return await three_errors(client)
+                return await errors_of_each_kind(client)
 
         errors = asyncio.run(session())
     assert errors["tool"][1]["code"] == errors["resource"][1]["code"] == "not_found"
     assert errors["tool"][1]["message"] == errors["resource"][1]["message"]
     assert errors["resource"][0] == -32602  # invalid params: the caller's to fix
+    assert errors["unknown resource"][0] == -32602 and errors["unknown resource"][1]["code"] == "not_found"
+    assert "Did you mean 'inbox'?" in errors["unknown resource"][1]["message"]
+    assert "resources/templates/list" in errors["unknown resource"][1]["hint"]
     assert errors["refusal"][0] == -32000 and errors["refusal"][1]["code"] == "payload_too_large"
     # stdio serves the same MCP server (no refusals before it: no credentials, no HTTP limits)
     env = {"DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"), "LOG_LEVEL": "WARNING"}

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.tools.base import Tool as SDKTool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.server.transport_security import TransportSecuritySettings
@@ -20,7 +21,7 @@ from .. import __version__
 from ..invoke import run_tool
 from ..config import Settings
 from .instructions import INSTRUCTIONS
-from .mcp_resources import add_resources, refuse_unknown_query
+from .mcp_resources import add_resources, refuse_unknown_query, unknown_resource
 from ..registry import Tool
 from ..errors import unknown_tool
 from ..tools import all_tools, profile_tools, tools_by_name
@@ -106,7 +107,10 @@ class AgentMailServer(MCPServer):
 
     async def read_resource(self, uri, context=None):
         refuse_unknown_query(str(uri), self.registered_resources)
-        return await super().read_resource(uri, context)
+        try:
+            return await super().read_resource(uri, context)
+        except ResourceNotFoundError:  # raised only by the SDK's matching: our readers raise MCPError
+            raise unknown_resource(str(uri)) from None
 
 
 def unknown_tool_body(name: Any) -> bytes:

@@ -28,7 +28,7 @@ from mcp.shared.uri_template import UriTemplate
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 
 from ..config import Settings
-from ..errors import InvalidArgument, ToolError, did_you_mean
+from ..errors import InvalidArgument, NotFound, ToolError, did_you_mean
 from ..invoke import run_tool
 from ..registry import Tool
 from ..tools import tools_by_name
@@ -164,6 +164,17 @@ def _in_uri_terms(body: dict[str, Any], template: UriTemplate, arguments: dict[s
     if not named:
         return body
     return {"error": {**error, "hint": f"{error['hint']} In this resource's URI, {', '.join(named)}."}}
+
+
+def unknown_resource(uri: str) -> MCPError:
+    """Invalid params for a URI no template matches, in the one error shape (the SDK's own said
+    only {"uri": ...} in data), naming the closest kind of resource."""
+    kind = uri.partition("://")[2].split("/")[0].split("?")[0]
+    kinds = {template.partition("://")[2].split("/")[0].split("{")[0] for template in VIEWS}
+    return _mcp_error(NotFound(
+        f"No resource matches {uri[:200]!r}.{did_you_mean(kind, kinds)}",
+        "List the URI templates with resources/templates/list (resource://projects, resource://inbox/{agent}?project=...).",
+    ).to_dict())
 
 
 def _unknown_query(path: str, resource: Registered, unknown: list[str]) -> InvalidArgument:
