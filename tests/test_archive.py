@@ -112,6 +112,20 @@ def test_applying_entries_again_makes_no_commit_and_no_duplicate_file(tmp_path):
     git(tmp_path / "repo", "fsck", "--strict")
 
 
+def test_a_rewritten_file_keeps_its_newer_version_and_one_without_a_version_counts_as_oldest(tmp_path):
+    profile = {"kind": "agent", "project": "work-demo", "id": "7", "name": "BlueLake", "program": "p", "model": "m",
+               "task_description": "", "inception_ts": "2026-11-24T07:17:10.778789+00:00", "project_human_key": "/work/demo"}
+    path = "projects/work-demo/agents/BlueLake/profile.json"
+    with GitArchive(tmp_path / "repo", bare=True) as archive:
+        archive.apply([profile])  # as written before versions: none
+        archive.apply([{**profile, "retired_ts": "2026-11-25T00:00:00.000000+00:00", "version": "20"}])
+        assert json.loads(archive.read(path))["version"] == "20"  # newer than a file without one
+        for older in ({**profile, "version": "9"}, profile):  # an older version, an entry queued before versions
+            assert archive.apply([older]) == {"work-demo": None}
+        assert archive.apply([{**profile, "version": "21"}, {**profile, "program": "q", "version": "20"}])  # in one batch
+        assert json.loads(archive.read(path)) == {**{k: v for k, v in profile.items() if k != "kind"}, "version": "21"}
+
+
 # The outbox and the local worker
 
 
@@ -231,7 +245,7 @@ def test_rebuild_streams_the_database_commit_by_commit(call, project, settings, 
     with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
         apply = rebuilt.apply
         read_at_commit: list[int] = []
-        rebuilt.apply = lambda entries: read_at_commit.append(len(read)) or apply(entries)
+        rebuilt.apply = lambda entries, **options: read_at_commit.append(len(read)) or apply(entries, **options)
         assert rebuild.rebuild(conn, rebuilt) == 1 + 3 + 6
     assert read_at_commit == [0, 0, 2, 4, 6]  # the project, 3 profiles and 6 messages, 2 entries a commit
 
@@ -324,6 +338,31 @@ def test_verify_finds_a_profile_that_does_not_say_its_agent_is_retired(call, pro
     assert json.loads(archive.read(f"projects/{project}/agents/RedStone/profile.json"))["retired_ts"].startswith("2026-01-01")
 
 
+def test_an_older_profile_or_reservation_retried_after_a_newer_one_does_not_overwrite_it(call, project, settings, archive):
+    """The entries of a retire and a renewal fail (kept pending with a backoff), so the unretire's
+    and the release's are archived first; retried, the older entries leave the newer states, and
+    `archive verify` finds the archive in step."""
+    reservation = call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["src/app.py"])["granted"][0]
+    drain(settings, archive)
+    call("retire_agent", project_key=project, agent_name="GreenCastle")
+    call("renew_file_reservations", project_key=project, agent_name="BlueLake")
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        older = [rid for (rid,) in conn.execute("SELECT id FROM archive_outbox WHERE state = 'pending'")]
+        outbox.mark_failed(conn, older, "git push failed", retry_seconds=3600)
+    call("unretire_agent", project_key=project, agent_name="GreenCastle")
+    released_ts = call("release_file_reservations", project_key=project, agent_name="BlueLake")["released_ts"]
+    assert drain(settings, archive) == 2  # the newer ones
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        assert outbox.requeue_failed(conn) == 2
+    assert drain(settings, archive) == 2  # the older ones, retried
+    assert "retired_ts" not in json.loads(archive.read(f"projects/{project}/agents/GreenCastle/profile.json"))
+    assert json.loads(archive.read(f"projects/{project}/file_reservations/{reservation['id']}.json"))["released_ts"] == released_ts
+    result = CliRunner().invoke(cli, ["--database-url", settings.database_url, "archive", "verify"],
+                                env={"ARCHIVE_DIR": str(settings.archive_dir)})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+
+
 def restore_into(settings, path: Path) -> Settings:
     """`db restore-from-archive` into a new SQLite file, as an operator runs it."""
     url = f"sqlite:///{path}"
@@ -344,7 +383,8 @@ def test_an_archived_project_is_restored_archived_and_an_unarchived_one_active(c
     call("retire_agent", project_key=project, agent_name="RedStone")  # written while archived: project.json still says so
     drain(settings, archive)
     described = {"slug": project, "human_key": "/work/demo"}
-    assert json.loads(archive.read(f"projects/{project}/project.json")) == {**described, "archived_ts": archived_ts}
+    archived = json.loads(archive.read(f"projects/{project}/project.json"))
+    assert archived == {**described, "archived_ts": archived_ts, "version": archived["version"]}
     with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
         rebuild.rebuild(conn, rebuilt)
         assert rebuilt.files() == archive.files()  # the worker and rebuild agree
@@ -355,7 +395,8 @@ def test_an_archived_project_is_restored_archived_and_an_unarchived_one_active(c
     call("unarchive_project", project_key=project)
     drain(settings, archive)
     unarchived = json.loads(archive.read(f"projects/{project}/project.json"))
-    assert unarchived == {**described, "unarchived_ts": unarchived["unarchived_ts"]} and unarchived["unarchived_ts"] > archived_ts
+    assert unarchived == {**described, "unarchived_ts": unarchived["unarchived_ts"], "version": unarchived["version"]}
+    assert unarchived["unarchived_ts"] > archived_ts and int(unarchived["version"]) > int(archived["version"])
     restored = restore_into(settings, tmp_path / "unarchived.db")
     assert invoke.call(TOOLS["get_project"], {"project_key": project}, restored).archived_ts is None
     assert send_on(restored)["message"]["subject"] == "After"
@@ -370,7 +411,8 @@ def test_a_project_without_agents_or_messages_is_restored_with_its_archived_stat
     call("archive_project", project_key="work-back")
     call("unarchive_project", project_key="work-back")
     drain(settings, archive)
-    assert json.loads(archive.read("projects/work-empty/project.json")) == {"slug": "work-empty", "human_key": "/work/empty"}
+    empty = json.loads(archive.read("projects/work-empty/project.json"))
+    assert empty == {"slug": "work-empty", "human_key": "/work/empty", "version": empty["version"]}
     with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
         rebuild.rebuild(conn, rebuilt)
         assert rebuilt.files() == archive.files()  # the worker and rebuild agree

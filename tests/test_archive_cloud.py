@@ -10,7 +10,7 @@ from moto import mock_aws
 
 from chalicelib.store import db
 from chalicelib import clock, invoke
-from chalicelib.archive import cloud, outbox, render
+from chalicelib.archive import cloud, outbox, rebuild, render
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.config import get_settings
 from chalicelib.tools import tools_by_name
@@ -146,7 +146,7 @@ def test_an_older_project_json_delivered_after_a_newer_one_does_not_overwrite_it
     assert worker({"Records": [update["project_archived_ts"]]}, CONTEXT) == {"batchItemFailures": []}  # alone, later
     with remote(settings) as archive:
         described = json.loads(archive.read("projects/cloud/project.json"))
-    assert described == {"slug": "cloud", "human_key": "/cloud", "unarchived_ts": unarchived_ts}
+    assert described == {"slug": "cloud", "human_key": "/cloud", "unarchived_ts": unarchived_ts, "version": described["version"]}
 
     archived_ts = invoke.call(TOOLS["archive_project"], {"project_key": "cloud"}, settings).archived_ts
     cloud.publish_all(settings)
@@ -154,6 +154,35 @@ def test_an_older_project_json_delivered_after_a_newer_one_does_not_overwrite_it
     assert worker({"Records": [update["project_unarchived_ts"]]}, CONTEXT) == {"batchItemFailures": []}  # the old one again
     with remote(settings) as archive:
         assert json.loads(archive.read("projects/cloud/project.json"))["archived_ts"] == archived_ts
+
+
+def test_a_profile_and_a_reservation_delivered_out_of_order_keep_their_newer_state(sqs, settings, worker, send):
+    """An agent retired then unretired, a reservation renewed then released: the worker gets each
+    pair in reverse order (in one batch, then the older ones alone again, as after a failed send or
+    a redrive from the dead-letter queue): the archive ends with the database's state, which verify
+    finds in step."""
+    send("hello")
+    reserved = invoke.call(TOOLS["file_reservation_paths"], {"project_key": "cloud", "agent_name": "BlueLake",
+                                                              "paths": ["src/app.py"]}, settings).granted[0]
+    cloud.publish_all(settings)
+    event = receive(sqs)
+    acknowledge(sqs, event, worker(event, CONTEXT))
+    invoke.call(TOOLS["retire_agent"], {"project_key": "cloud", "agent_name": "GreenCastle"}, settings)
+    invoke.call(TOOLS["renew_file_reservations"], {"project_key": "cloud", "agent_name": "BlueLake"}, settings)
+    invoke.call(TOOLS["unretire_agent"], {"project_key": "cloud", "agent_name": "GreenCastle"}, settings)
+    released_ts = invoke.call(TOOLS["release_file_reservations"], {"project_key": "cloud", "agent_name": "BlueLake"},
+                              settings).released_ts
+    assert cloud.publish_all(settings) == 4
+    retire, renew, unretire, release = records = receive(sqs)["Records"]  # in the order of the database's changes
+    assert json.loads(retire["body"])["entry"]["retired_ts"] and json.loads(release["body"])["entry"]["released_ts"]
+
+    assert worker({"Records": records[::-1]}, CONTEXT) == {"batchItemFailures": []}  # in one batch
+    assert worker({"Records": [retire, renew]}, CONTEXT) == {"batchItemFailures": []}  # alone, later
+    with remote(settings) as archive:
+        assert "retired_ts" not in json.loads(archive.read("projects/cloud/agents/GreenCastle/profile.json"))
+        assert json.loads(archive.read(f"projects/cloud/file_reservations/{reserved.id}.json"))["released_ts"] == released_ts
+        with db.connection(settings) as conn:
+            assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
 
 
 def test_the_worker_commits_a_batch_a_byte_bound_at_a_time(sqs, settings, worker, send, monkeypatch):

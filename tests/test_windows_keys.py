@@ -154,8 +154,10 @@ def test_an_archive_written_under_the_old_spellings_is_written_on_and_restored(t
     with db.transaction(conn, write=True):  # each project's profile queued under its key as then typed
         for key, slug, ts in (("C:/Users/me/shop", "c-users-me-shop", "2026-01-01"), (loser, loser_slug, "2026-01-02")):
             project = old_project(conn, key, slug, ts, agent="BlueLake")
-            row = conn.execute("SELECT *, NULL AS unarchived_ts FROM projects WHERE id = ?", (project,)).fetchone()  # a later column
-            outbox.record_agent(conn, row, conn.execute("SELECT * FROM agents WHERE project_id = ?", (project,)).fetchone())
+            # later columns: NULL (the entry as the version of then queued it)
+            row = conn.execute("SELECT *, NULL AS unarchived_ts, NULL AS archive_version FROM projects WHERE id = ?", (project,)).fetchone()
+            agent = conn.execute("SELECT *, NULL AS archive_version FROM agents WHERE project_id = ?", (project,)).fetchone()
+            outbox.record(conn, slug, "agent", agent["id"], outbox.agent_payload(row, agent))
     conn.close()
     with GitArchive.local(settings) as archive:
         drain(settings, archive)  # entries queued before migration 0031, as typed (written after it)

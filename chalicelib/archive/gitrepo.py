@@ -27,7 +27,7 @@ from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, wri
 from dulwich.repo import Repo
 
 from ..human_keys import normalize_human_key
-from .render import attachment_paths, commit_message, project_json_path, project_version, render
+from .render import attachment_paths, commit_message, project_json_path, render, version_of
 
 BRANCH = b"refs/heads/main"
 IDENTITY = b"Agent Mail <agent-mail@localhost>"
@@ -94,19 +94,22 @@ class GitArchive:
         """The branch's commit id (hex), or None before the first commit."""
         return self.repo.refs.as_dict().get(BRANCH)
 
-    def apply(self, entries: list[dict]) -> dict[str, str | None]:
-        """Write the entries; {project: new commit id, or None if nothing changed}."""
+    def apply(self, entries: list[dict], keep_newer: bool = True) -> dict[str, str | None]:
+        """Write the entries; {project: new commit id, or None if nothing changed}. keep_newer:
+        a file an entry rewrites stays as it is if it has a newer version (keep_newer_files);
+        `archive rebuild` writes the database's state whatever the archive says (False)."""
         by_project: dict[str, list[dict]] = defaultdict(list)
         for entry in entries:
             by_project[entry["project"]].append(entry)
-        return {project: self.commit(group) for project, group in by_project.items()}
+        return {project: self.commit(group, keep_newer) for project, group in by_project.items()}
 
-    def commit(self, entries: list[dict]) -> str | None:
+    def commit(self, entries: list[dict], keep_newer: bool = True) -> str | None:
         files: dict[str, bytes] = {}
         parent = self.head()
         for entry in entries:
             rendered = render(entry)
-            self.keep_newer_project_json(rendered, files, parent)
+            if keep_newer:
+                self.keep_newer_files(rendered, files, parent)
             files.update(rendered)
             for path, sha256 in attachment_paths(entry).items():  # one file per content and project
                 if path not in files and self.lookup(path, parent) is None:  # named by its sha256: if there, it is right
@@ -151,14 +154,15 @@ class GitArchive:
 
     commits = 0  # made by this instance: the workers `maintain` every MAINTAIN_EVERY
 
-    def keep_newer_project_json(self, rendered: dict[str, bytes], files: dict[str, bytes], parent: bytes | None) -> None:
-        """Drop an entry's project.json that describes an older state of its project than the one
-        already written (earlier in the batch, or in the archive): entries may come out of order
-        (one retried after a later one went through), and a project archived then unarchived must
-        not end up archived."""
-        for path in [path for path in rendered if path.endswith("/project.json")]:
+    def keep_newer_files(self, rendered: dict[str, bytes], files: dict[str, bytes], parent: bytes | None) -> None:
+        """Drop the files of an entry that describe an older version of their project, agent or
+        reservation than the one already written (earlier in the batch, or in the archive):
+        entries may come out of order (one retried after a later one went through), and an agent
+        retired then unretired must not end up retired. The JSON files are the ones entries
+        rewrite; a message's (.md) are written once, and never change."""
+        for path in [path for path in rendered if path.endswith(".json")]:
             current = files.get(path) or self.read(path, parent)
-            if current is not None and project_version(json.loads(rendered[path])) < project_version(json.loads(current)):
+            if current is not None and version_of(json.loads(rendered[path])) < version_of(json.loads(current)):
                 del rendered[path]
 
     def check_owner(self, entries: list[dict], parent: bytes | None) -> None:

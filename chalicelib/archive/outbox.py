@@ -64,19 +64,46 @@ def message_entry(message, human_key: str, notice: bool = False) -> bytes:
 def project_payload(project: sqlite3.Row) -> dict:
     """What an entry says of its project for projects/{slug}/project.json, which every entry
     writes: its human key and, while it is archived, since when (so a restore keeps it
-    archived), or, once unarchived, since when it is active again (so a writer keeps the newer
-    of two project.json: render.project_version). A project never archived: as before."""
+    archived), or, once unarchived, since when it is active again, and the version of its last
+    change (so a writer keeps the newer of two project.json). A project never archived: as before."""
     payload = {"project_human_key": project["human_key"]}
     if project["archived_ts"]:
         payload["project_archived_ts"] = project["archived_ts"]
     elif project["unarchived_ts"]:
         payload["project_unarchived_ts"] = project["unarchived_ts"]
+    if project["archive_version"]:
+        payload["project_version"] = str(project["archive_version"])
     return payload
 
 
+def versioned(payload: dict, row: sqlite3.Row) -> dict:
+    """The payload with its row's archive version (as a string, as ids: JSON readers may hold
+    numbers as doubles); a row not changed since versions exist has none, and its file is as before."""
+    return {**payload, "version": str(row["archive_version"])} if row["archive_version"] else payload
+
+
+VERSIONED = ("projects", "agents", "file_reservations")  # the rows whose archive files entries rewrite
+
+
+def new_versions(db: sqlite3.Connection, table: str, ids: list[int]) -> list[sqlite3.Row]:
+    """Date a change of these rows for the archive (their entries carry the version, their files
+    record it, and the writer keeps the newer file: docs/archive.md, "Order of updates"); the rows.
+    new_id(), or the row's last version + 1 if that is larger: one row's versions grow in the
+    order the database committed its changes, whatever the clocks of the hosts that made them."""
+    if table not in VERSIONED:
+        raise ValueError(f"not a versioned table: {table}")
+    return db.execute(
+        f"UPDATE {table} SET archive_version = max(?, coalesce(archive_version, 0) + 1)"
+        f" WHERE id IN ({placeholders(ids)}) RETURNING *",
+        [new_id(), *ids],
+    ).fetchall()
+
+
 def record_project(db: sqlite3.Connection, project: sqlite3.Row) -> None:
-    """project.json alone: the project was archived or unarchived."""
-    record(db, project["slug"], "project", project["id"], project_payload(project))
+    """project.json alone: the project was created, archived or unarchived."""
+    if archiving():
+        [project] = new_versions(db, "projects", [project["id"]])
+        record(db, project["slug"], "project", project["id"], project_payload(project))
 
 
 def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:
@@ -91,22 +118,25 @@ def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:
     }
     if agent["retired_ts"]:  # only then: an active agent's profile stays as it was written before
         payload["retired_ts"] = agent["retired_ts"]
-    return payload
+    return versioned(payload, agent)
 
 
 def record_agent(db: sqlite3.Connection, project: sqlite3.Row, agent: sqlite3.Row) -> None:
-    record(db, project["slug"], "agent", agent["id"], agent_payload(project, agent))
+    if archiving():
+        [agent] = new_versions(db, "agents", [agent["id"]])
+        record(db, project["slug"], "agent", agent["id"], agent_payload(project, agent))
 
 
 def reservation_payload(row: sqlite3.Row, project: sqlite3.Row) -> dict:
     payload = {key: str(row[key]) if key == "id" else (bool(row[key]) if key == "exclusive" else row[key]) for key in RESERVATION_COLUMNS}
-    return {**payload, **project_payload(project)}
+    return versioned({**payload, **project_payload(project)}, row)
 
 
 def record_reservations(db: sqlite3.Connection, project: sqlite3.Row, ids: list[int]) -> None:
     """The reservations' current state (after an insert, renewal or release)."""
     if not ids or not archiving():
         return
+    new_versions(db, "file_reservations", ids)
     rows = db.execute(
         f"SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents a ON a.id = r.agent_id WHERE r.id IN ({placeholders(ids)})", ids
     )

@@ -52,7 +52,8 @@ def message_entries(db: sqlite3.Connection, archived_body: Callable[[dict], str 
     last = 0
     while True:
         rows = db.execute(
-            f"SELECT {MESSAGE_COLUMNS}, m.body_archived_ts, p.slug, p.human_key, p.archived_ts, p.unarchived_ts FROM messages m"
+            f"SELECT {MESSAGE_COLUMNS}, m.body_archived_ts, p.slug, p.human_key, p.archived_ts, p.unarchived_ts, p.archive_version"
+            " FROM messages m"
             " JOIN agents s ON s.id = m.sender_id"
             " JOIN projects p ON p.id = m.project_id WHERE m.id > ? ORDER BY m.id LIMIT ?",
             (last, CHUNK),
@@ -85,22 +86,26 @@ def body_in_archive(archive: GitArchive, entry: dict) -> str | None:
 def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
     """Every project (its project.json: ensure_project and archive_project write one), agent
     profile and file reservation, as entries."""
-    for row in db.execute("SELECT * FROM projects ORDER BY id").fetchall():
+    projects = projects_by_id(db)
+    for row in projects.values():
         yield {"kind": "project", "project": row["slug"], **outbox.project_payload(row)}
-    for row in db.execute(
-        "SELECT a.*, p.slug, p.human_key, p.archived_ts, p.unarchived_ts FROM agents a JOIN projects p ON p.id = a.project_id"
-        " ORDER BY a.id"
-    ).fetchall():
-        yield {"kind": "agent", "project": row["slug"], **outbox.agent_payload(row, row)}
-    yield from reservation_entries(db)
+    for row in db.execute("SELECT * FROM agents ORDER BY id").fetchall():
+        project = projects[row["project_id"]]
+        yield {"kind": "agent", "project": project["slug"], **outbox.agent_payload(project, row)}
+    yield from reservation_entries(db, projects)
 
 
-def reservation_entries(db: sqlite3.Connection) -> Iterator[dict]:
+def projects_by_id(db: sqlite3.Connection) -> dict[int, sqlite3.Row]:
+    return {row["id"]: row for row in db.execute("SELECT * FROM projects ORDER BY id")}
+
+
+def reservation_entries(db: sqlite3.Connection, projects: dict[int, sqlite3.Row] | None = None) -> Iterator[dict]:
+    projects = projects or projects_by_id(db)
     for row in db.execute(
-        "SELECT r.*, a.name AS agent, p.slug, p.human_key, p.archived_ts, p.unarchived_ts FROM file_reservations r"
-        " JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = r.project_id ORDER BY r.id"
+        "SELECT r.*, a.name AS agent FROM file_reservations r JOIN agents a ON a.id = r.agent_id ORDER BY r.id"
     ).fetchall():
-        yield {"kind": "reservation", "project": row["slug"], **outbox.reservation_payload(row, row)}
+        project = projects[row["project_id"]]
+        yield {"kind": "reservation", "project": project["slug"], **outbox.reservation_payload(row, project)}
 
 
 def count_entries(db: sqlite3.Connection) -> int:
@@ -110,12 +115,13 @@ def count_entries(db: sqlite3.Connection) -> int:
 
 def rebuild(db: sqlite3.Connection, archive: GitArchive, on_batch=lambda n: None) -> int:
     """Write every entity of the database into the archive, CHUNK entries (or BATCH_MAX_BYTES
-    of content) per commit (per project); what is already there does not
-    change. The number of entries."""
+    of content) per commit (per project); what is already there does not change. The
+    database's state wins over a newer version in the archive (a database restored from a
+    backup older than the archive). The number of entries."""
     total = 0
     entries = chain(other_entries(db), message_entries(db, lambda entry: body_in_archive(archive, entry)))  # streamed
     for batch in batches(entries, CHUNK, rendering.BATCH_MAX_BYTES):
-        archive.apply(batch)
+        archive.apply(batch, keep_newer=False)
         total += len(batch)
         on_batch(len(batch))
     return total
@@ -312,8 +318,10 @@ class Restorer:
             self.ids[human_key], self.slugs[unique] = stable_id("project", human_key), human_key
             state = self.states.get(human_key, {})
             self.db.execute(
-                "INSERT INTO projects (id, slug, human_key, created_ts, archived_ts, unarchived_ts) VALUES (?, ?, ?, ?, ?, ?)",
-                (self.ids[human_key], unique, human_key, created_ts, state.get("archived_ts"), state.get("unarchived_ts")),
+                "INSERT INTO projects (id, slug, human_key, created_ts, archived_ts, unarchived_ts, archive_version)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (self.ids[human_key], unique, human_key, created_ts, state.get("archived_ts"), state.get("unarchived_ts"),
+                 state.get("version")),
             )
         return self.ids[human_key]
 
@@ -342,7 +350,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     for folder, project in described.items():  # every project.json first: whether a project is archived, before it is created
         projects.folders[folder] = projects.key(project["human_key"], folder)
         key = projects.folders[folder]  # of two folders of one project (0031 respelled keys), the newer state
-        projects.states[key] = max(project, projects.states.get(key, project), key=rendering.project_version)
+        projects.states[key] = max(project, projects.states.get(key, project), key=rendering.version_of)
     for folder in folders:
         for name in archive.folders(f"projects/{folder}/agents"):
             content = archive.read(f"projects/{folder}/agents/{name}/profile.json")
@@ -354,9 +362,10 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             project_id = projects.project(human_key, folder, profile["inception_ts"])
             db.execute(
                 "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts,"
-                " retired_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " retired_ts, archive_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (agent_id(project_id, profile["name"]), project_id, profile["name"], profile["program"], profile["model"],
-                 profile["task_description"], profile["inception_ts"], profile["inception_ts"], profile.get("retired_ts")),
+                 profile["task_description"], profile["inception_ts"], profile["inception_ts"], profile.get("retired_ts"),
+                 profile.get("version")),
             )
             counts["agents"] += 1
 
@@ -392,9 +401,10 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             human_key = projects.key(r.get("project_human_key") or projects.folders[folder], folder)
             db.execute(
                 "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, path_prefix, exclusive, reason,"
-                " created_ts, expires_ts, released_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_ts, expires_ts, released_ts, archive_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (int(r["id"]), projects.ids[human_key], projects.agent(r["agent"], folder, human_key), r["path_pattern"],
-                 literal_prefix(r["path_pattern"]), r["exclusive"], r["reason"], r["created_ts"], r["expires_ts"], r["released_ts"]),
+                 literal_prefix(r["path_pattern"]), r["exclusive"], r["reason"], r["created_ts"], r["expires_ts"], r["released_ts"],
+                 r.get("version")),
             )
             counts["file_reservations"] += 1
     counts["projects"] = len(projects.ids)

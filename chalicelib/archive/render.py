@@ -103,8 +103,9 @@ def attachment_path(slug: str, sha256: str) -> str:
 
 def agent_files(entry: dict) -> dict[str, bytes]:
     profile = {key: entry[key] for key in ("id", "name", "program", "model", "task_description", "inception_ts", "project", "project_human_key")}
-    if entry.get("retired_ts"):
-        profile["retired_ts"] = entry["retired_ts"]
+    for key in ("retired_ts", "version"):  # only when set: a profile as it was written before they existed
+        if entry.get(key):
+            profile[key] = entry[key]
     return {f"{agent_dir(entry['project'], entry['name'])}/profile.json": to_json(profile), **project_file(entry)}
 
 
@@ -123,13 +124,13 @@ def reservation_id_of_name(name: str) -> int | None:
     return int(stem) if stem.isdigit() and len(stem) != 40 else None
 
 
-PROJECT_STATE = ("project_archived_ts", "project_unarchived_ts")  # what entries carry for project.json alone
+PROJECT_STATE = ("project_archived_ts", "project_unarchived_ts", "project_version")  # what entries carry for project.json alone
 
 
 def project_file(entry: dict) -> dict[str, bytes]:
     """projects/{slug}/project.json: whose folder this is and, while the project is archived,
-    since when, or, once it was unarchived, since when it is active again. Entries queued
-    before it existed carry no human key and write none."""
+    since when, or, once it was unarchived, since when it is active again; the version of the
+    project's last change. Entries queued before it existed carry no human key and write none."""
     if not entry.get("project_human_key"):
         return {}
     project = {"slug": entry["project"], "human_key": entry["project_human_key"]}
@@ -139,11 +140,12 @@ def project_file(entry: dict) -> dict[str, bytes]:
     return {project_json_path(entry["project"]): to_json(project)}
 
 
-def project_version(project: dict) -> str:
-    """When the state a project.json describes began ('' for a project never archived, or an
-    entry that does not say, as a message's): of two, the writer keeps the later, so an update
-    delivered late (cloud mode, docs/archive.md) never overwrites a newer one."""
-    return project.get("archived_ts") or project.get("unarchived_ts") or ""
+def version_of(document: dict) -> int:
+    """The version of the change a JSON file of the archive describes (project.json, a profile, a
+    reservation: outbox.new_versions); 0 for one that does not say (written before versions, or
+    by an entry that does not know, as a message's project.json). Of two, the writer keeps the
+    newer, so an update delivered late (docs/archive.md, "Order of updates") never overwrites it."""
+    return int(document.get("version") or 0)
 
 
 def project_json_path(slug: str) -> str:

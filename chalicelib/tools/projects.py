@@ -319,7 +319,7 @@ def archive_project(db: sqlite3.Connection, args: ArchiveProjectInput) -> Projec
 def unarchive_project(db: sqlite3.Connection, args: ArchiveProjectInput) -> Project:
     """Make an archived project active again. Idempotent."""
     project = find_project(db, args.project_key)
-    # unarchived_ts dates its project.json (archive/render.py, project_version): kept when it was not archived
+    # unarchived_ts: since when it is active again, in its project.json; kept when it was not archived
     sql = ("UPDATE projects SET unarchived_ts = CASE WHEN archived_ts IS NULL THEN unarchived_ts ELSE ? END,"
            " archived_ts = NULL WHERE id = ? RETURNING *")
     row = db.execute(sql, (clock.now(), project["id"])).fetchall()[0]
