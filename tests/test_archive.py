@@ -266,7 +266,7 @@ def test_archive_verify_passes_when_in_step_and_exits_1_on_a_missing_message(cal
     env = {"ARCHIVE_DIR": str(settings.archive_dir)}
     args = ["--database-url", settings.database_url, "archive", "verify"]
     result = runner.invoke(cli, args, env=env)
-    assert result.exit_code == 1 and len(json.loads(result.output)["missing"]) == 2 + 1  # not drained yet: messages, reservation
+    assert result.exit_code == 1 and len(json.loads(result.stdout)["missing"]) == 2 + 1 + 1  # not drained: messages, reservation, project
     drain(settings, archive)
     result = runner.invoke(cli, args, env=env)
     assert result.exit_code == 0, result.output
@@ -275,6 +275,26 @@ def test_archive_verify_passes_when_in_step_and_exits_1_on_a_missing_message(cal
         conn.execute("UPDATE messages SET body_md = 'tampered' WHERE id = ?", (mid,))
     result = runner.invoke(cli, args, env=env)
     assert result.exit_code == 1 and len(json.loads(result.output)["different"]) == 1
+
+
+def test_verify_says_to_rebuild_when_a_project_has_no_project_json(call, settings, archive):
+    """A project made before ensure_project archived its project.json, and never written to since
+    (nothing else writes that file): verify lists it as missing and says what writes it."""
+    call("ensure_project", human_key="/work/demo")
+    call("ensure_project", human_key="/work/old")
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        conn.execute("DELETE FROM archive_outbox WHERE project = 'work-old'")  # as ensure_project queued nothing then
+    drain(settings, archive)
+    verify = ["--database-url", settings.database_url, "archive", "verify"]
+    env = {"ARCHIVE_DIR": str(settings.archive_dir)}
+    result = CliRunner().invoke(cli, verify, env=env)
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {"missing": ["projects/work-old/project.json"], "unexpected": [], "different": [], "foreign": []}
+    assert result.stderr == ("no project.json in the archive for 1 project(s) (work-old), made before ensure_project archived one:"
+                             " run `python -m chalicelib archive rebuild` to write it\n")
+    assert CliRunner().invoke(cli, ["--database-url", settings.database_url, "archive", "rebuild"], env=env).exit_code == 0
+    result = CliRunner().invoke(cli, verify, env=env)
+    assert (result.exit_code, result.stderr) == (0, "")
 
 
 def test_restore_from_archive_rebuilds_an_empty_database(call, project, settings, tmp_path, archive):

@@ -146,8 +146,9 @@ def test_an_archive_of_the_first_layout_is_verified_migrated_and_restored(call, 
     flat = [path for path in git(repo, "ls-tree", "-r", "--name-only", "HEAD").splitlines() if path.endswith(".md")]
     assert len(flat) == 4 + 4 and all(len(path.split("/")) in (6, 8) for path in flat)  # YYYY/MM/{file}
 
-    result = run(settings, "archive", "verify")  # readers understand the first layout as it is
-    assert result.exit_code == 0, result.output
+    result = run(settings, "archive", "verify")  # readers understand the first layout as it is: it lacks only project.json
+    assert result.exit_code == 1 and json.loads(result.stdout) == {
+        "missing": [f"projects/{project}/project.json"], "unexpected": [], "different": [], "foreign": []}
 
     result = run(settings, "archive", "migrate")
     assert result.exit_code == 0, result.output
@@ -265,12 +266,13 @@ def test_verify_reports_the_files_of_another_project_in_a_folder(call, two_shops
     give_unique_slug(settings, "/home/me/Shop", "home-me-shop-2")
     result = run(settings, "archive", "verify")
     assert result.exit_code == 1
-    problems = json.loads(result.output)
+    problems = json.loads(result.stdout)
     shop_message = next(path for path in problems["foreign"] if "/messages/" in path)
     assert "from-home-me-shop" in shop_message and shop_message.startswith("projects/home-me-shop/messages/")
     profiles = [f"projects/home-me-shop/agents/{name}/profile.json" for name in ("BlueLake", "GreenCastle")]
     overwritten = [path for path in profiles if b"/home/me/Shop" in git_show(settings.archive_dir, path)]
     assert overwritten  # the collision's damage: Shop's profile where shop's belongs
     assert sorted(path for path in problems["foreign"] if path.endswith("profile.json")) == overwritten
-    assert len(problems["missing"]) == 1 and problems["missing"][0].startswith("projects/home-me-shop-2/messages/")
+    missing = [path for path in problems["missing"] if not path.endswith("/project.json")]  # the first layout had none
+    assert len(missing) == 1 and missing[0].startswith("projects/home-me-shop-2/messages/")
     assert problems["unexpected"] == [] and problems["different"] == []

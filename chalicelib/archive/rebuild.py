@@ -157,7 +157,7 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     left): the rest of the document must still match. Each file reservation of the database
     must have its file too (reservation_problems), and an agent's profile must say whether it
     is retired (profiles written before they said so: different, which a rebuild rewrites), and
-    a project.json whether its project is archived (archived_problems)."""
+    each project its project.json, saying whether it is archived (project_json_problems)."""
     found = {current_path(path): (path, sha) for path, sha in archive.walk("projects") if path.split("/")[2:3] == ["messages"]}
 
     def archived_body(entry: dict) -> str | None:
@@ -189,7 +189,9 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
             key = homes.get(str(document.get("id")))
         (foreign if key is not None and not same_project(key, owners.get(slug)) else unexpected).append(original)
     missing, different = reservation_problems(db, archive)
-    different += retirement_problems(db, archive) + archived_problems(archive, projects)
+    no_project_json, archived = project_json_problems(archive, projects)
+    missing += no_project_json
+    different += retirement_problems(db, archive) + archived
     return {
         "missing": sorted([*expected.keys() - found.keys(), *missing]),
         "unexpected": unexpected,
@@ -225,16 +227,31 @@ def retirement_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str
     return different
 
 
-def archived_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> list[str]:
-    """project.json files whose archived_ts is not their project's (written before archiving wrote
-    it); a missing one is no concern here, one of another project is foreign."""
-    different = []
+def project_json_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> tuple[list[str], list[str]]:
+    """(missing, different) project.json files: a project's is missing if it was made before
+    ensure_project archived one and got no entry since (`archive rebuild` writes it: missing_advice),
+    different if its archived_ts is not its project's (written before archiving wrote it); one of
+    another project is foreign."""
+    missing, different = [], []
     for row in projects:
         content = archive.read(project_json_path(row["slug"]))
-        described = json.loads(content) if content is not None else {}
+        if content is None:
+            missing.append(project_json_path(row["slug"]))
+            continue
+        described = json.loads(content)
         if same_project(described.get("human_key"), row["human_key"]) and described.get("archived_ts") != row["archived_ts"]:
             different.append(project_json_path(row["slug"]))
-    return different
+    return missing, different
+
+
+def missing_advice(problems: dict[str, list[str]]) -> list[str]:
+    """What to do about verify's missing project.json files, in words: one line, or none."""
+    slugs = [path.split("/")[1] for path in problems["missing"] if path.endswith("/project.json")]
+    if not slugs:
+        return []
+    named = ", ".join(slugs[:10]) + (", ..." if len(slugs) > 10 else "")
+    return [f"no project.json in the archive for {len(slugs)} project(s) ({named}), made before ensure_project archived"
+            " one: run `python -m chalicelib archive rebuild` to write it"]
 
 
 def archived_reservations(archive: GitArchive, folders: list[str]) -> dict[int, bytes]:

@@ -429,13 +429,16 @@ def archive_migrate(settings: Settings) -> None:
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Every database message has its canonical file in the archive, and every canonical file
-    its message, with the same content. Exit status 1 on any mismatch."""
+    its message, with the same content. Exit status 1 on any mismatch; projects without their
+    project.json (made before the archive wrote one) get a line on stderr: `archive rebuild`."""
     from ..archive import rebuild as rebuilding
 
     settings = ctx.obj
     with db.connection(settings) as conn, db.transaction(conn, write=False), archive_to_read(settings) as repo:
         problems = rebuilding.verify(conn, repo)
     click.echo(dumps(problems, compact=False))
+    for line in rebuilding.missing_advice(problems):
+        click.echo(line, err=True)
     if any(problems.values()):
         ctx.exit(1)
 
