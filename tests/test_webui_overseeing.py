@@ -410,3 +410,28 @@ def test_waiting_for_acks_refreshes_live_when_a_message_is_acknowledged(site):
     assert "Approve the plan" not in live_region(after) and "Approve the budget" in live_region(after)
     token = re.compile(r'data-latest="([^"]*)"')
     assert token.search(before).group(1) != token.search(after).group(1)  # what ui.js compares: the page refreshes
+
+
+def test_a_product_pages_newest_mail_refreshes_live(site):
+    """The product page did not refresh itself like the inbox and project pages: new mail in
+    any of its projects showed only on a reload."""
+    url, api, database = site
+    api.post("/api/ensure_project", json={"human_key": "/srv/shop-app"}).raise_for_status()
+    api.post("/api/register_agent", json={"project_key": "srv-shop-app", "program": "p", "model": "m", "name": "BlueLake"}).raise_for_status()
+    api.post("/api/ensure_product", json={"product_key": "live-shop"}).raise_for_status()
+    for project in (P, "srv-shop-app"):
+        api.post("/api/products_link", json={"product_key": "live-shop", "project_key": project}).raise_for_status()
+    client = ui(url)
+    token = re.compile(r'<body data-live="([^"]+)" data-latest="([^"]*)"')
+
+    def shown() -> tuple[str, str]:
+        page = client.get("/ui/product", params={"k": "live-shop"}).text
+        poll, latest = token.search(page).groups()
+        assert poll == "/ui/live?k=live-shop" and client.get(poll).json()["latest"] == latest  # no reload loop
+        return live_region(page), latest
+
+    before, latest = shown()
+    sent = send(api, project_key="srv-shop-app", to=["BlueLake"], subject="Checkout redesign")
+    assert client.get("/ui/live", params={"k": "live-shop"}).json()["latest"] == sent["id"] != latest  # what ui.js compares
+    after, _ = shown()
+    assert "Checkout redesign" not in before and "Checkout redesign" in after

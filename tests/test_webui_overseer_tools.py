@@ -2,7 +2,8 @@
 
 import pytest
 
-from chalicelib.errors import Conflict, InvalidArgument
+from chalicelib.errors import Conflict, Forbidden, InvalidArgument
+from chalicelib.security import auth
 
 pytestmark = pytest.mark.both_backends
 
@@ -109,3 +110,38 @@ def test_unified_inbox_views_show_what_needs_attention_newest_first_and_paged(ca
     assert call("unified_inbox", view="urgent", before_id=urgent["id"])["next_before_id"] is None
     with pytest.raises(InvalidArgument, match="view"):
         call("unified_inbox", view="urgent", project_key=project, thread_id="T-1")
+
+
+def test_unified_inbox_of_a_product_lists_its_projects_mail_newest_first_in_the_callers_scope(call, project, send):
+    """The product page read each linked project's unified_inbox and merged them: up to 200 tool
+    calls a render, and as many a poll to keep it live. One call now answers it."""
+    for path in ("/work/web", "/work/elsewhere"):
+        call("ensure_project", human_key=path)
+        call("register_agent", project_key=path, program="p", model="m", name="RedFox")
+        call("set_contact_policy", project_key=path, agent_name="RedFox", policy="open")
+    call("ensure_product", product_key="shop")
+    for key in (project, "work-web"):
+        call("products_link", product_key="shop", project_key=key)
+    backend = send("BlueLake", ["GreenCastle"], project=project, subject="backend", ack_required=True)
+    frontend = call("send_message", project_key="work-web", sender_name="RedFox", to=["RedFox"], subject="frontend",
+                    body_md="x", importance="urgent")["message"]
+    call("send_message", project_key="work-elsewhere", sender_name="RedFox", to=["RedFox"], subject="not linked", body_md="x")
+
+    def subjects(**options):
+        return [m["subject"] for m in call("unified_inbox", product_key="shop", **options)["messages"]]
+
+    assert subjects() == ["frontend", "backend"]
+    first = call("unified_inbox", product_key="SHOP", limit=1)  # keys are case-insensitive
+    assert [m["id"] for m in first["messages"]] == [frontend["id"]] and first["next_before_id"] == frontend["id"]
+    assert subjects(before_id=frontend["id"]) == ["backend"] and subjects(before_id=backend["id"]) == []
+    assert subjects(view="urgent") == ["frontend"] and subjects(view="ack_pending") == ["backend"]
+    with pytest.raises(InvalidArgument, match="product_key"):
+        call("unified_inbox", product_key="shop", project_key=project)
+    # A scoped overseer reads its own projects of the product (those get_product shows it), no others.
+    scoped = auth.current.set(auth.Principal("bearer", "test", role="admin", projects=frozenset({"work-web"})))
+    try:
+        assert subjects() == ["frontend"]
+        with pytest.raises(Forbidden):
+            call("unified_inbox")
+    finally:
+        auth.current.reset(scoped)

@@ -18,7 +18,7 @@ transaction, before the agent-token check and the handler:
   unified inbox, a project's attention views without agent_name) are the admin's.
 
 `narrowed_input` then has list_projects and list_products ask for the principal's projects
-only, and `visible_output` narrows the projects a product lists, in every tool's answer. A
+only (and unified_inbox of a product read those of its linked projects), and `visible_output` narrows the projects a product lists, in every tool's answer. A
 project joins (products_link) only a product that links no project out of scope.
 An unrestricted principal (admin of every project: AUTH_MODE=none, plain bearer tokens, the
 CLI) returns at the first line: no query, no cost on the hot path.
@@ -71,6 +71,9 @@ SPANS_PRODUCT = frozenset({"fetch_inbox_product", "search_messages_product", "su
 
 # Tools that name no project and are fine for a scoped principal (answers narrowed below, or harmless).
 GLOBAL_OK = frozenset({"health_check", "list_projects", "list_products", "get_product", "ensure_product"})
+
+# Tools asked for the principal's projects only (narrowed_input), and with a product key, those of its projects.
+NARROWED = frozenset({"list_projects", "list_products", "ensure_product", "unified_inbox"})
 
 ADDRESS_FIELDS = ("to", "cc", "bcc", "to_agent", "from_agent", "target")  # Name@project addresses
 
@@ -142,7 +145,7 @@ def _check_projects(db: sqlite3.Connection, tool, args, scope: frozenset[str]) -
         keys.append(args.product_key)
     if tool.name == "products_link" or (tool.name == "ensure_product" and args.name):
         _check_joined_product(db, args.product_key, scope)
-    if not keys and tool.name not in GLOBAL_OK:
+    if not keys and tool.name not in GLOBAL_OK and not (tool.name == "unified_inbox" and args.product_key):
         raise Forbidden(
             f"{tool.name} without a project reaches every project; this credential is scoped to some.",
             "Pass project_key.",
@@ -174,7 +177,8 @@ def in_scope(project, scope: frozenset[str] | None) -> bool:
     """Whether a project (a row or an output with slug and human_key) is in the scope (None: all)."""
     if scope is None:
         return True
-    slug, human_key = (project["slug"], project["human_key"]) if isinstance(project, sqlite3.Row) else (project.slug, project.human_key)
+    # A row (either backend's: turso's Row is no sqlite3.Row) or an output.
+    slug, human_key = (project.slug, project.human_key) if hasattr(project, "slug") else (project["slug"], project["human_key"])
     return slug in scope or human_key in scope
 
 
@@ -187,9 +191,9 @@ def _out_of_scope(key: str) -> Forbidden:
 
 def narrowed_input(tool, args, principal: Principal):
     """list_projects and list_products of a scoped principal ask for its projects only: in
-    their query, so that no page or cursor holds anything of the others. ensure_product records
-    them as a new product's owner."""
-    if principal.projects is None or tool.name not in ("list_projects", "list_products", "ensure_product"):
+    their query, so that no page or cursor holds anything of the others; unified_inbox of a
+    product reads those of its linked projects. ensure_product records them as a new product's owner."""
+    if principal.projects is None or tool.name not in NARROWED:
         return args
     args = args.model_copy()
     args._scope = principal.projects

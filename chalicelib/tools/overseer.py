@@ -10,18 +10,20 @@ import sqlite3
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from .. import clock
 from ..archive import outbox
 from ..errors import Conflict
 from ..fields import AgentName, MessageId, ProjectKey, empty_list, given
 from ..registry import Input, Output, tool
+from ..security.scopes import in_scope
 from ..store.db import placeholders
 from .agents import Agent, agent_id, describe_agent, find_agent
 from .messages import (
     Body, Importance, Recipients, SentMessage, Subject, ThreadId, deliver, find_message, recipients_of,
 )
+from .products import ProductKey, find_product, linked_projects
 from .projects import find_project
 
 OVERSEER = "Overseer"
@@ -103,17 +105,24 @@ def send_overseer_message(db: sqlite3.Connection, args: SendOverseerMessageInput
 
 class UnifiedInboxInput(Input):
     project_key: ProjectKey | None = Field(None, description="Only this project's messages.")
+    product_key: ProductKey | None = Field(
+        None, description="Only the messages of this product's linked projects (not with project_key).")
     thread_id: ThreadId | None = Field(None, description="Only this thread (with project_key).")
     before_id: MessageId | None = Field(None, description="Paging: only messages older than this id.")
     view: Literal["urgent", "ack_pending", "to_overseer"] | None = Field(
         None, description="Only what needs attention: urgent (importance high or urgent), ack_pending (some recipient has"
         " not acknowledged it yet), to_overseer (sent to a person: a human agent such as Overseer). Not with thread_id.")
     limit: Annotated[int, Field(ge=1, le=200)] = 50
+    # Not an argument: set by security/scopes.py for a scoped credential, which reads its own
+    # projects of a product only (those get_product shows it).
+    _scope: frozenset[str] | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _view_not_in_a_thread(self):
         if self.view is not None and self.thread_id is not None:
             raise ValueError("view lists messages across threads: pass thread_id or view, not both")
+        if self.product_key is not None and self.project_key is not None:
+            raise ValueError("product_key spans its linked projects: pass project_key or product_key, not both")
         return self
 
 
@@ -141,11 +150,16 @@ class UnifiedInbox(Output):
 
 
 def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInbox:
-    """The newest messages across all projects (or of one project or thread), newest first, with
-    read and acknowledgement counts: what the people overseeing the agents read. bcc stays hidden."""
+    """The newest messages across all projects (or of one project or thread, or of a product's
+    linked projects), newest first, with read and acknowledgement counts: what the people
+    overseeing the agents read. bcc stays hidden."""
     where, params = [], []
     project = find_project(db, args.project_key) if args.project_key is not None else None
-    if args.view is not None:  # the page's ids first, each view through its own index
+    if args.product_key is not None:  # the page's ids first, project by project
+        ids = _product_ids(db, args)
+        where.append(f"m.id IN ({placeholders(ids)})" if ids else "0")
+        params += ids
+    elif args.view is not None:  # the page's ids first, each view through its own index
         ids = _view_ids(db, args.view, None if project is None else project["id"], args.before_id, args.limit)
         where.append(f"m.id IN ({placeholders(ids)})" if ids else "0")
         params += ids
@@ -155,7 +169,7 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
         if args.thread_id is not None:
             where.append("m.thread_id = ?")
             params.append(args.thread_id)
-    if args.before_id is not None and args.view is None:
+    if args.before_id is not None and args.view is None and args.product_key is None:
         where.append("m.id < ?")
         params.append(args.before_id)
     rows = db.execute(
@@ -188,6 +202,23 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
         ))
     full = len(rows) == args.limit
     return UnifiedInbox(messages=entries, next_before_id=ids[-1] if full else None)
+
+
+def _product_ids(db: sqlite3.Connection, args: UnifiedInboxInput) -> list[int]:
+    """The ids of the newest `limit` messages (of the view) of the product's linked projects in
+    the caller's scope: each project's newest through its index, merged (ids are time-ordered
+    across projects), so a page costs `limit` rows a project however much other mail there is."""
+    newest: list[int] = []
+    before = args.before_id or 2**63 - 1
+    for linked in linked_projects(db, find_product(db, args.product_key)):
+        if not in_scope(linked, args._scope):
+            continue
+        if args.view is not None:
+            newest += _view_ids(db, args.view, linked["id"], before, args.limit)
+        else:
+            newest += [id_ for (id_,) in db.execute(
+                "SELECT id FROM messages WHERE project_id = ? AND id < ? ORDER BY id DESC LIMIT ?", (linked["id"], before, args.limit))]
+    return sorted(newest, reverse=True)[:args.limit]
 
 
 def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_id: int | None, limit: int) -> list[int]:

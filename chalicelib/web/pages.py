@@ -365,27 +365,23 @@ class WebUI:
         product = self.run("get_product", product_key=request.query.get("k", ""))
         query, cursor = request.query.get("q", "").strip(), request.query.get("cursor") or None
         reads_mail = self.sees_all()  # else no mail and no search form: search_messages_product would refuse it
-        found, error, mail = None, None, []
+        found, error, mail, live = None, None, [], None
         if query and reads_mail:
             try:
                 found = self.run("search_messages_product", product_key=product.product_key, query=query,
                                  limit=SEARCH_SHOWN, cursor=cursor)
             except ToolError as exc:
                 error = exc
-        elif reads_mail:
-            mail = self.product_mail([p.slug for p in product.projects][:LIST_SHOWN])
+        elif reads_mail:  # the newest across its projects (those of the credential's scope), kept live
+            mail = self.run("unified_inbox", product_key=product.product_key, limit=PRODUCT_MAIL_SHOWN).messages
+            live = self.live_url(request, product=product.product_key)
         return self.page(
             request, session, "product.html", product=product, nav="products", reads_mail=reads_mail, mail=mail,
+            live=live, latest=_live_token(mail, None),
             query=query, found=found, error=error, hits=[(hit.project, hit) for hit in found.results] if found else [],
             more_url=request.root + "/ui/product?" + urlencode({"k": product.product_key, "q": query, "cursor": found.next_cursor})
             if found and found.next_cursor else None,
         )
-
-    def product_mail(self, projects: list[str]) -> list:
-        """The newest messages across the projects, newest first: each project's newest, merged
-        (ids are time-ordered across projects)."""
-        newest = [m for slug in projects for m in self.run("unified_inbox", project_key=slug, limit=PRODUCT_MAIL_SHOWN).messages]
-        return sorted(newest, key=lambda message: int(message.id), reverse=True)[:PRODUCT_MAIL_SHOWN]
 
     def project(self, request: Request, session: Session) -> Response:
         project = self.run("get_project", project_key=request.query.get("p", ""))
@@ -603,17 +599,22 @@ class WebUI:
         """{"latest": token}: the newest message of the page's scope (of Waiting for acks, with its
         rows' pending counts: _live_token), polled by ui.js."""
         query = request.query
-        latest = self.latest(query.get("p") or None, query.get("t") or None, query.get("view") or None) if self.sees_all() else ""
+        scope = {"project": query.get("p") or None, "thread_id": query.get("t") or None, "view": query.get("view") or None,
+                 "product": query.get("k") or None}
+        latest = self.latest(**scope) if self.sees_all() else ""
         body = orjson.dumps({"latest": latest})
         return Response(200, body, "application/json")
 
-    def latest(self, project: str | None = None, thread_id: str | None = None, view: str | None = None) -> str:
+    def latest(self, project: str | None = None, thread_id: str | None = None, view: str | None = None,
+               product: str | None = None) -> str:
         """The live token of a scope (_live_token): of its newest message, or of the page's rows."""
         shown = PAGE_SIZE if view == "ack_pending" else 1
-        return _live_token(self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, limit=shown).messages, view)
+        newest = self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, product_key=product, limit=shown)
+        return _live_token(newest.messages, view)
 
-    def live_url(self, request: Request, project: str | None = None, thread_id: str | None = None, view: str | None = None) -> str:
-        query = {k: v for k, v in (("p", project), ("t", thread_id), ("view", view)) if v}
+    def live_url(self, request: Request, project: str | None = None, thread_id: str | None = None, view: str | None = None,
+                 product: str | None = None) -> str:
+        query = {k: v for k, v in (("p", project), ("t", thread_id), ("view", view), ("k", product)) if v}
         return request.root + "/ui/live" + ("?" + urlencode(query) if query else "")
 
     def attachment(self, request: Request, session: Session) -> Response:
