@@ -114,6 +114,10 @@ UNIFIED_VIEWS = [
     ({"view": "to_overseer"}, "FROM agents WHERE", "agents_human"),
     ({"view": "to_overseer"}, "SELECT message_id FROM message_recipients", "inbox (agent_id=?"),
     ({"view": "to_overseer", "project_key": "work-demo"}, "FROM agents WHERE", "agents_human (project_id=?"),
+    # A product's page: each linked project's newest; and every page's newest acknowledgement (0035_acks_given.sql).
+    ({"product_key": "demo"}, "SELECT id FROM messages WHERE project_id", "messages_by_project (project_id=?"),
+    ({}, "SELECT max(ack_ts)", "acks_given"),
+    ({"project_key": "work-demo"}, "SELECT max(r.ack_ts)", "acks_given_by_agent (agent_id=?"),
 ]
 
 
@@ -125,6 +129,8 @@ def test_the_unified_inboxs_views_walk_their_partial_index(call, project, settin
     send(call, project, ["GreenCastle"], "x", importance="urgent", ack_required=True)
     asked = call("send_overseer_message", project_key=project, to=["BlueLake"], subject="?", body_md="?")["message"]
     call("reply_message", project_key=project, message_id=asked["id"], sender_name="BlueLake", body_md="ok")
+    call("ensure_product", product_key="demo")
+    call("products_link", product_key="demo", project_key=project)
     traced.clear()
     assert call("unified_inbox", **arguments)["messages"]
     for plan in plans(settings, traced, query):

@@ -250,8 +250,8 @@ def test_the_inbox_has_views_of_what_needs_attention(site):
     assert '<a href="/?view=urgent" aria-current="page">Urgent</a>' in urgent
     shown = live_region(urgent)
     assert "Payments down" in shown and "noise" not in shown and "Sign the release" not in shown
-    assert f'data-latest="{fire["id"]}"' in urgent and 'data-live="/ui/live?view=urgent"' in urgent  # live, within its view
-    assert client.get("/ui/live", params={"view": "urgent"}).json() == {"latest": fire["id"]}
+    assert f'data-latest="{fire["id"]}.' in urgent and 'data-live="/ui/live?view=urgent"' in urgent  # live, within its view
+    assert client.get("/ui/live", params={"view": "urgent"}).json()["latest"].startswith(f'{fire["id"]}.')
 
     waiting = live_region(client.get("/", params={"view": "ack_pending"}).text)
     assert "Sign the release" in waiting and "noise" not in waiting and "Payments down" not in waiting
@@ -432,6 +432,39 @@ def test_a_product_pages_newest_mail_refreshes_live(site):
 
     before, latest = shown()
     sent = send(api, project_key="srv-shop-app", to=["BlueLake"], subject="Checkout redesign")
-    assert client.get("/ui/live", params={"k": "live-shop"}).json()["latest"] == sent["id"] != latest  # what ui.js compares
+    polled = client.get("/ui/live", params={"k": "live-shop"}).json()["latest"]
+    assert polled.startswith(f'{sent["id"]}.') and polled != latest  # what ui.js compares
     after, _ = shown()
     assert "Checkout redesign" not in before and "Checkout redesign" in after
+
+
+def test_ack_marks_of_the_inbox_a_project_and_an_agent_refresh_live_when_acknowledged(site):
+    """The All inbox's "ack ×N", a project's open acks and an agent's inbox refreshed only on new
+    mail: an acknowledgement given left them stale."""
+    url, api, database = site
+    asked = send(api, subject="Sign off the release notes", ack_required=True, thread_id="LIVE-MARKS")
+    client = ui(url)
+    token = re.compile(r'<body data-live="([^"]+)" data-latest="([^"]*)"')
+    pages = {"/": {}, "/ui/project": {"p": P}, "/ui/agent": {"p": P, "a": "GreenCastle"}}
+
+    def shown() -> dict:
+        seen = {}
+        for path, params in pages.items():
+            page = client.get(path, params=params).text
+            poll, latest = token.search(page).groups()
+            assert client.get(poll).json()["latest"] == latest, path  # no reload loop
+            seen[path] = (latest, page)
+        return seen
+
+    before = shown()
+    assert re.search(r'ack ×1</span>Sign off the release notes', live_region(before["/"][1]))
+    assert "Sign off the release notes" in section(before["/ui/project"][1], "Open acks")
+    received = re.compile(rf'<li id="received-{asked["id"]}".*?</li>', re.S)  # the agent's inbox row
+    assert ">Acknowledge</button>" in received.search(before["/ui/agent"][1]).group()
+    api.post("/api/acknowledge_message", json={"project_key": P, "agent_name": "GreenCastle", "message_id": asked["id"]}).raise_for_status()
+    after = shown()
+    for path in pages:  # what ui.js compares: each page refreshes
+        assert after[path][0] != before[path][0], path
+    assert re.search(r'acked</span>Sign off the release notes', live_region(after["/"][1]))
+    assert "Sign off the release notes" not in section(after["/ui/project"][1], "Open acks")
+    assert ">Acknowledge</button>" not in received.search(after["/ui/agent"][1]).group()

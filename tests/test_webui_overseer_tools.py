@@ -145,3 +145,23 @@ def test_unified_inbox_of_a_product_lists_its_projects_mail_newest_first_in_the_
             call("unified_inbox")
     finally:
         auth.current.reset(scoped)
+
+
+def test_unified_inbox_says_when_the_newest_acknowledgement_of_its_projects_was_given(call, project, send):
+    """A live page polled its newest message only: an acknowledgement, which changes ack marks
+    with no new mail, went unseen."""
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="RedFox")
+    call("ensure_product", product_key="demo")
+    call("products_link", product_key="demo", project_key=project)
+    asked = send("BlueLake", ["GreenCastle", "RedStone"], project=project, ack_required=True)
+
+    def newest(**scope):
+        return call("unified_inbox", limit=1, **scope)["newest_ack_ts"]
+
+    assert newest() is newest(project_key=project) is newest(product_key="demo") is None
+    first = call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=asked["id"])["ack_ts"]
+    assert newest() == newest(project_key=project) == newest(product_key="demo") == newest(view="urgent") == first
+    assert newest(project_key="work-other") is None  # another project's
+    second = call("acknowledge_message", project_key=project, agent_name="RedStone", message_id=asked["id"])["ack_ts"]
+    assert second > first and newest(project_key=project, thread_id=asked["thread_id"]) == second

@@ -147,6 +147,9 @@ class InboxEntry(Output):
 class UnifiedInbox(Output):
     messages: list[InboxEntry]
     next_before_id: MessageId | None = Field(description="Pass as before_id for the next (older) page.")
+    newest_ack_ts: str | None = Field(None, description="When the newest acknowledgement in its projects was given (all, or"
+                                      " project_key's or product_key's; not narrowed by thread_id or view): it changes when"
+                                      " any message's ack_pending drops, so a view polling it sees acks without new mail.")
 
 
 def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInbox:
@@ -155,8 +158,11 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
     overseeing the agents read. bcc stays hidden."""
     where, params = [], []
     project = find_project(db, args.project_key) if args.project_key is not None else None
+    projects = None if project is None else [project["id"]]  # None: all of them
     if args.product_key is not None:  # the page's ids first, project by project
-        ids = _product_ids(db, args)
+        projects = [linked["id"] for linked in linked_projects(db, find_product(db, args.product_key))
+                    if in_scope(linked, args._scope)]
+        ids = _product_ids(db, projects, args.view, args.before_id, args.limit)
         where.append(f"m.id IN ({placeholders(ids)})" if ids else "0")
         params += ids
     elif args.view is not None:  # the page's ids first, each view through its own index
@@ -201,24 +207,34 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
             ack_pending=unacked if ack_required else 0, attachment_count=len(orjson.loads(attached)) if attached else 0,
         ))
     full = len(rows) == args.limit
-    return UnifiedInbox(messages=entries, next_before_id=ids[-1] if full else None)
+    return UnifiedInbox(messages=entries, next_before_id=ids[-1] if full else None, newest_ack_ts=_newest_ack(db, projects))
 
 
-def _product_ids(db: sqlite3.Connection, args: UnifiedInboxInput) -> list[int]:
-    """The ids of the newest `limit` messages (of the view) of the product's linked projects in
-    the caller's scope: each project's newest through its index, merged (ids are time-ordered
-    across projects), so a page costs `limit` rows a project however much other mail there is."""
+def _newest_ack(db: sqlite3.Connection, projects: list[int] | None) -> str | None:
+    """The time of the newest acknowledgement of every project (None) or of these: one look-up
+    in an index of acknowledged rows, or one per agent of the projects (migrations/0035_acks_given.sql)."""
+    if projects is None:
+        return db.execute("SELECT max(ack_ts) FROM message_recipients WHERE ack_ts IS NOT NULL").fetchone()[0]
+    if not projects:
+        return None
+    return db.execute(
+        "SELECT max((SELECT max(r.ack_ts) FROM message_recipients r WHERE r.agent_id = a.id AND r.ack_ts IS NOT NULL))"
+        f" FROM agents a WHERE a.project_id IN ({placeholders(projects)})", projects).fetchone()[0]
+
+
+def _product_ids(db: sqlite3.Connection, projects: list[int], view: str | None, before_id: int | None, limit: int) -> list[int]:
+    """The ids of the newest `limit` messages (of the view) of these projects (a product's): each
+    project's newest through its index, merged (ids are time-ordered across projects), so a page
+    costs `limit` rows a project however much other mail there is."""
     newest: list[int] = []
-    before = args.before_id or 2**63 - 1
-    for linked in linked_projects(db, find_product(db, args.product_key)):
-        if not in_scope(linked, args._scope):
-            continue
-        if args.view is not None:
-            newest += _view_ids(db, args.view, linked["id"], before, args.limit)
+    before = before_id or 2**63 - 1
+    for project_id in projects:
+        if view is not None:
+            newest += _view_ids(db, view, project_id, before, limit)
         else:
             newest += [id_ for (id_,) in db.execute(
-                "SELECT id FROM messages WHERE project_id = ? AND id < ? ORDER BY id DESC LIMIT ?", (linked["id"], before, args.limit))]
-    return sorted(newest, reverse=True)[:args.limit]
+                "SELECT id FROM messages WHERE project_id = ? AND id < ? ORDER BY id DESC LIMIT ?", (project_id, before, limit))]
+    return sorted(newest, reverse=True)[:limit]
 
 
 def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_id: int | None, limit: int) -> list[int]:

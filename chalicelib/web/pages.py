@@ -122,15 +122,11 @@ def _when(ts: str | None) -> Markup:
         ts, ts[:19].replace("T", " "), _short_time(ts))
 
 
-def _live_token(messages, view: str | None) -> str:
-    """What /ui/live answers for a list, newest first: its newest id, and for the Waiting for acks
-    view each row's pending count too, since an acknowledgement changes that view with no new mail."""
-    if not messages:
-        return ""
-    if view != "ack_pending":
-        return str(messages[0].id)
-    rows = ",".join(f"{m.id}:{m.ack_pending}" for m in messages)
-    return f"{messages[0].id}.{hashlib.sha256(rows.encode()).hexdigest()[:16]}"
+def _live_token(inbox) -> str:
+    """What /ui/live answers for a scope (a unified_inbox page of it, newest first): its newest
+    message's id, and when its newest acknowledgement was given, since an acknowledgement changes
+    ack marks (and Waiting for acks, and open acks) with no new mail. Both are index look-ups."""
+    return f"{inbox.messages[0].id if inbox.messages else ''}.{inbox.newest_ack_ts or ''}"
 
 
 def _size(size: int) -> str:
@@ -345,7 +341,7 @@ class WebUI:
             return self.redirect(request, "/ui/projects")
         before, view = request.query.get("before") or None, request.query.get("view") or None
         inbox = self.run("unified_inbox", before_id=before, view=view, limit=PAGE_SIZE)
-        latest = _live_token(inbox.messages, view)
+        latest = _live_token(inbox)
         live = None if before else self.live_url(request, view=view)  # an older page stays as it is
         return self.page(request, session, "inbox.html", inbox=inbox, live=live, latest=latest, nav="inbox",
                          view=view, views=INBOX_VIEWS)
@@ -365,7 +361,7 @@ class WebUI:
         product = self.run("get_product", product_key=request.query.get("k", ""))
         query, cursor = request.query.get("q", "").strip(), request.query.get("cursor") or None
         reads_mail = self.sees_all()  # else no mail and no search form: search_messages_product would refuse it
-        found, error, mail, live = None, None, [], None
+        found, error, mail, live, latest = None, None, [], None, ""
         if query and reads_mail:
             try:
                 found = self.run("search_messages_product", product_key=product.product_key, query=query,
@@ -373,11 +369,12 @@ class WebUI:
             except ToolError as exc:
                 error = exc
         elif reads_mail:  # the newest across its projects (those of the credential's scope), kept live
-            mail = self.run("unified_inbox", product_key=product.product_key, limit=PRODUCT_MAIL_SHOWN).messages
+            newest = self.run("unified_inbox", product_key=product.product_key, limit=PRODUCT_MAIL_SHOWN)
+            mail, latest = newest.messages, _live_token(newest)
             live = self.live_url(request, product=product.product_key)
         return self.page(
             request, session, "product.html", product=product, nav="products", reads_mail=reads_mail, mail=mail,
-            live=live, latest=_live_token(mail, None),
+            live=live, latest=latest,
             query=query, found=found, error=error, hits=[(hit.project, hit) for hit in found.results] if found else [],
             more_url=request.root + "/ui/product?" + urlencode({"k": product.product_key, "q": query, "cursor": found.next_cursor})
             if found and found.next_cursor else None,
@@ -386,6 +383,7 @@ class WebUI:
     def project(self, request: Request, session: Session) -> Response:
         project = self.run("get_project", project_key=request.query.get("p", ""))
         sees_all = self.sees_all()  # else the agents, reservations and slots only: the mail is the agents'
+        latest = self.latest(project.slug) if sees_all else ""  # before the rest: a change while they are read is seen
         agents = self.run("list_agents", project_key=project.slug, include_retired=True, limit=LIST_SHOWN,
                           cursor=request.query.get("agents") or None)
         reservations = self.run("list_file_reservations", project_key=project.slug, limit=LIST_SHOWN,
@@ -396,7 +394,7 @@ class WebUI:
             if sees_all else None,
             slots=self.run("list_build_slots", project_key=project.slug, limit=LIST_SHOWN, cursor=request.query.get("slots") or None),
             acks=self.open_acks(project.slug) if sees_all else None,
-            live=self.live_url(request, project.slug) if sees_all else None, latest=self.latest(project.slug) if sees_all else "",
+            live=self.live_url(request, project.slug) if sees_all else None, latest=latest,
         )
 
     def open_acks(self, project: str) -> dict:
@@ -411,6 +409,10 @@ class WebUI:
         query = request.query
         profile = self.run("whois", project_key=query.get("p", ""), agent_name=query.get("a", ""))
         mine = {"project_key": profile.project, "agent_name": profile.name}
+        # Before its mail, so that a change while it is read is seen; only for a session that reads
+        # every agent's (else /ui/live answers nothing, and fetch_inbox says why it refuses).
+        live = self.sees_all()
+        latest = self.latest(profile.project) if live else ""
         only = query.get("only", "")
         if only and only not in AGENT_FILTERS:
             raise NotFound(f"No inbox filter {only!r}.", f"One of: {', '.join(AGENT_FILTERS)}; or none, for all.")
@@ -421,7 +423,7 @@ class WebUI:
             inbox=self.run("fetch_inbox", **mine, **flags, limit=PAGE_SIZE, cursor=query.get("inbox") or None),
             outbox=self.run("fetch_outbox", **mine, limit=20, cursor=query.get("outbox") or None),
             contacts=self.run("list_contacts", **mine, limit=LIST_SHOWN, cursor=query.get("contacts") or None),
-            live=self.live_url(request, profile.project), latest=self.latest(profile.project),
+            live=self.live_url(request, profile.project) if live else None, latest=latest,
         )
 
     def thread(self, request: Request, session: Session) -> Response:
@@ -444,11 +446,11 @@ class WebUI:
             request, session, "thread.html", thread=thread, project=project, nav="inbox", from_start=from_start,
             subject=summary.subject if summary else thread.messages[0].subject,
             count=summary.message_count if summary else len(thread.messages),
-            newest=None if thread.next_cursor is None else self.latest(project, thread_id),
+            newest=None if thread.next_cursor is None else self.scope_inbox(project, thread_id).messages[0].id,
             # New messages go on the last page: an earlier one has nothing to refresh (its last
             # message is never the thread's newest, and it reloaded itself at every poll).
             live=self.live_url(request, project, thread_id) if thread.next_cursor is None else None,
-            latest=thread.messages[-1].id,
+            latest=self.latest(project, thread_id) if thread.next_cursor is None else "",
             digest_url=request.root + "/ui/digest?" + urlencode({"p": project, "t": thread_id}),
             people=self.participants(project, thread.messages),
             as_markdown={m.id for m, markdown_ok in zip(thread.messages, shown) if markdown_ok},
@@ -596,8 +598,8 @@ class WebUI:
         return self.redirect(request, f"{path}{'&' if '?' in path else '?'}done={form['action']}{anchor}{fragment}")
 
     def live(self, request: Request, session: Session) -> Response:
-        """{"latest": token}: the newest message of the page's scope (of Waiting for acks, with its
-        rows' pending counts: _live_token), polled by ui.js."""
+        """{"latest": token}: the newest message and acknowledgement of the page's scope
+        (_live_token), polled by ui.js."""
         query = request.query
         scope = {"project": query.get("p") or None, "thread_id": query.get("t") or None, "view": query.get("view") or None,
                  "product": query.get("k") or None}
@@ -607,10 +609,13 @@ class WebUI:
 
     def latest(self, project: str | None = None, thread_id: str | None = None, view: str | None = None,
                product: str | None = None) -> str:
-        """The live token of a scope (_live_token): of its newest message, or of the page's rows."""
-        shown = PAGE_SIZE if view == "ack_pending" else 1
-        newest = self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, product_key=product, limit=shown)
-        return _live_token(newest.messages, view)
+        """The live token of a scope (_live_token)."""
+        return _live_token(self.scope_inbox(project, thread_id, view, product))
+
+    def scope_inbox(self, project: str | None = None, thread_id: str | None = None, view: str | None = None,
+                    product: str | None = None):
+        """unified_inbox of a scope, its newest message only."""
+        return self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, product_key=product, limit=1)
 
     def live_url(self, request: Request, project: str | None = None, thread_id: str | None = None, view: str | None = None,
                  product: str | None = None) -> str:
