@@ -14,6 +14,7 @@ from .browser import chromium, mcp, screenshot
 from .servers import running_server
 
 P = "home-me-shop"
+WEB = "home-me-storefront"  # the other project of the product "shop"
 LOG = b"FAILED tests/test_cart.py::test_total - assert 41.9 == 42.0\n1 failed, 120 passed in 3.2s\n"
 
 
@@ -53,6 +54,21 @@ def url(tmp_path_factory):
                                               {"name": "pytest.log", "content_base64": base64.b64encode(LOG).decode()}]}),
             ("file_reservation_paths", {"project_key": P, "agent_name": "GreenCastle", "paths": ["src/cart/**"],
                                         "reason": "CART-12"}),
+            # granted over GreenCastle's, the conflict reported: the project page flags both
+            ("file_reservation_paths", {"project_key": P, "agent_name": "BlueLake", "paths": ["src/cart/button.tsx"],
+                                        "reason": "checkout button"}),
+            # a product of two projects: the storefront's mail beside the shop's
+            ("ensure_project", {"human_key": "/home/me/storefront"}),
+            ("register_agent", {"project_key": WEB, "program": "claude-code", "model": "sonnet", "name": "RedStone",
+                                "task_description": "Storefront pages"}),
+            ("register_agent", {"project_key": WEB, "program": "codex", "model": "gpt-5", "name": "PinkDog",
+                                "task_description": "Storefront search"}),
+            ("set_contact_policy", {"project_key": WEB, "agent_name": "PinkDog", "policy": "open"}),
+            ("ensure_product", {"product_key": "shop", "name": "The shop"}),
+            ("products_link", {"product_key": "shop", "project_key": P}),
+            ("products_link", {"product_key": "shop", "project_key": WEB}),
+            ("send_message", {"project_key": WEB, "sender_name": "RedStone", "to": ["PinkDog"], "thread_id": "WEB-3",
+                              "subject": "WEB-3: product page copy", "body_md": "Draft copy for the product pages is in."}),
             ("acquire_build_slot", {"project_key": P, "agent_name": "BlueLake", "slot": "frontend-build"}),
         ])
         [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "BlueLake"})])
@@ -190,11 +206,13 @@ def test_keyboard_opens_the_second_message(url, page):
 def test_project_page_and_overseer_actions(url, page):
     time.sleep(1.1)  # GreenCastle's last act is now older than STALE_AGENT_SECONDS: its reservation may be released
     page.goto(f"{url}/ui/project?p={P}")
-    assert page.locator("table.grid code", has_text="src/cart/**").count() == 1
+    assert page.locator("table.grid code", has_text="src/cart/**").count() == 2  # GreenCastle's, and BlueLake's overlap flag
+    assert page.locator("small.clash").count() == 2
     assert page.locator("table.grid code", has_text="frontend-build").count() == 1
     screenshot(page, "project")
     page.on("dialog", lambda dialog: dialog.accept())  # the confirm() of dangerous buttons
-    page.locator("button", has_text="Force release").click()
+    greens = page.locator("table.reservations tr").filter(has=page.locator("td:first-child", has_text="GreenCastle"))
+    greens.locator("button", has_text="Force release").click()
     page.wait_for_load_state()
     assert "src/cart/**" not in page.locator("section.two").inner_text()
     [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "GreenCastle"})])
@@ -249,6 +267,23 @@ def test_compose_to_an_agent_and_the_phone_and_dark_layouts(url, browser):
     context.close()
     [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "GreenCastle", "urgent_only": True})])
     assert inbox["messages"][0]["subject"] == "Standup" and inbox["messages"][0]["sender"] == "Overseer"
+
+
+def test_a_product_page_shows_its_projects_mail_and_new_mail_live(url, page):
+    page.goto(f"{url}/ui/products")
+    page.locator("a", has_text="shop").first.click()
+    page.wait_for_url("**/ui/product?k=shop")
+    assert page.locator("table.grid a", has_text=WEB).count() == 1 and page.locator("table.grid a", has_text=P).count() == 1
+    newest = page.locator("ol.mail li")
+    assert newest.filter(has_text="WEB-3: product page copy").count() == 1 and newest.filter(has_text="CART-12").count() >= 1
+    assert page.locator(".live-dot").is_visible()
+    page.evaluate("window.__sameDocument = true")
+    httpx.post(f"{url}/api/send_message", json={"project_key": WEB, "sender_name": "RedStone", "to": ["PinkDog"],
+                                                "thread_id": "WEB-3", "subject": "Re: WEB-3: product page copy",
+                                                "body_md": "Copy is live on staging; search results next."}).raise_for_status()
+    page.locator("ol.mail li", has_text="Copy is live on staging").wait_for(timeout=2500)
+    assert page.evaluate("window.__sameDocument") is True  # the list changed in place
+    screenshot(page, "product")
 
 
 def test_times_say_their_zone_and_show_in_the_viewers_own(url, browser):
