@@ -290,3 +290,5 @@ def test_a_product_page_shows_a_session_what_its_credential_reaches(site):
         assert page.status_code == 200 and "/ui/project?p=srv-app" in page.text
         assert "Suite kickoff" not in page.text and 'type="search"' not in page.text and "only an admin credential" in page.text
         assert ("/ui/project?p=srv-other" in page.text) == (token == READER)  # the writer is scoped to srv-app
+        as_agent = signed_in(url, token).get("/ui/product", params={"k": "suite", "as": "GreenCastle"})  # no agent's view either
+        assert as_agent.status_code == 200 and "Suite kickoff" not in as_agent.text and 'name="as"' not in as_agent.text

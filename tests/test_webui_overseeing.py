@@ -468,3 +468,30 @@ def test_ack_marks_of_the_inbox_a_project_and_an_agent_refresh_live_when_acknowl
     assert re.search(r'acked</span>Sign off the release notes', live_region(after["/"][1]))
     assert "Sign off the release notes" not in section(after["/ui/project"][1], "Open acks")
     assert ">Acknowledge</button>" not in received.search(after["/ui/agent"][1]).group()
+
+
+def test_a_product_page_shows_one_agents_inbox_across_its_projects(site):
+    """An overseer saw a product's mail as a whole, or an agent's inbox one project at a time."""
+    url, api, database = site
+    api.post("/api/ensure_project", json={"human_key": "/srv/shop-mobile"}).raise_for_status()
+    for name in ("BlueLake", "GreenCastle"):
+        api.post("/api/register_agent", json={"project_key": "srv-shop-mobile", "program": "p", "model": "m", "name": name}).raise_for_status()
+    api.post("/api/set_contact_policy", json={"project_key": "srv-shop-mobile", "agent_name": "BlueLake", "policy": "open"}).raise_for_status()
+    api.post("/api/ensure_product", json={"product_key": "as-shop"}).raise_for_status()
+    for project in (P, "srv-shop-mobile"):
+        api.post("/api/products_link", json={"product_key": "as-shop", "project_key": project}).raise_for_status()
+    here = send(api, sender_name="GreenCastle", to=["BlueLake"], subject="Backend for BlueLake", ack_required=True)
+    there = send(api, project_key="srv-shop-mobile", sender_name="GreenCastle", to=["BlueLake"], subject="Mobile for BlueLake")
+    send(api, subject="Not for BlueLake")  # BlueLake to GreenCastle
+    client = ui(url)
+    page = client.get("/ui/product", params={"k": "as-shop", "as": "BlueLake"}).text
+    shown = live_region(page)
+    assert "Inbox of BlueLake" in page and 'data-live="/ui/live?k=as-shop"' in page
+    assert shown.index("Mobile for BlueLake") < shown.index("Backend for BlueLake") and "Not for BlueLake" not in shown
+    assert f'<span class="proj">srv-shop-mobile</span> · {there["thread_id"]}' in shown
+    acked = client.post("/ui/act", data={"csrf": client.csrf, "action": "ack", "project_key": P, "agent_name": "BlueLake",
+                                         "message_id": here["id"], "back": f"/ui/product?k=as-shop&as=BlueLake#received-{here['id']}"})
+    back = client.get(acked.headers["location"]).text  # acknowledged as BlueLake, back on its row
+    assert acked.status_code == 303 and ">Acknowledge</button>" not in re.search(rf'<li id="received-{here["id"]}".*?</li>', back, re.S).group()
+    unknown = client.get("/ui/product", params={"k": "as-shop", "as": "NoSuchAgent"})
+    assert unknown.status_code == 200 and "No agent named NoSuchAgent" in unknown.text and 'name="as"' in unknown.text

@@ -356,13 +356,22 @@ class WebUI:
         return self.page(request, session, "products.html", products=listed.products, next_cursor=listed.next_cursor, nav="products")
 
     def product(self, request: Request, session: Session) -> Response:
-        """A product's projects, the newest mail across them and a search of it (search_messages_product).
-        Its projects are those the credential reaches (get_product narrows them: security/scopes.py)."""
+        """A product's projects, the newest mail across them, one agent's inbox across them (as=,
+        fetch_inbox_product) and a search of it (search_messages_product). Its projects are those
+        the credential reaches (get_product narrows them: security/scopes.py)."""
         product = self.run("get_product", product_key=request.query.get("k", ""))
         query, cursor = request.query.get("q", "").strip(), request.query.get("cursor") or None
+        reader = request.query.get("as", "").strip()
         reads_mail = self.sees_all()  # else no mail and no search form: search_messages_product would refuse it
-        found, error, mail, live, latest = None, None, [], None, ""
-        if query and reads_mail:
+        found, error, mail, live, latest, inbox = None, None, [], None, "", None
+        if reader and reads_mail and not query:  # one agent's view: the product tool checks its name and scope
+            latest, live = self.latest(product=product.product_key), self.live_url(request, product=product.product_key)
+            try:
+                inbox = self.run("fetch_inbox_product", product_key=product.product_key, agent_name=reader, limit=PAGE_SIZE,
+                                 cursor=request.query.get("inbox") or None)
+            except ToolError as exc:
+                error = exc
+        elif query and reads_mail:
             try:
                 found = self.run("search_messages_product", product_key=product.product_key, query=query,
                                  limit=SEARCH_SHOWN, cursor=cursor)
@@ -374,7 +383,7 @@ class WebUI:
             live = self.live_url(request, product=product.product_key)
         return self.page(
             request, session, "product.html", product=product, nav="products", reads_mail=reads_mail, mail=mail,
-            live=live, latest=latest,
+            live=live, latest=latest, reader=reader, inbox=inbox,
             query=query, found=found, error=error, hits=[(hit.project, hit) for hit in found.results] if found else [],
             more_url=request.root + "/ui/product?" + urlencode({"k": product.product_key, "q": query, "cursor": found.next_cursor})
             if found and found.next_cursor else None,
