@@ -114,7 +114,7 @@ UNIFIED_VIEWS = [
     ({"view": "to_overseer"}, "FROM agents WHERE", "agents_human"),
     ({"view": "to_overseer"}, "SELECT message_id FROM message_recipients", "inbox (agent_id=?"),
     ({"view": "to_overseer", "project_key": "work-demo"}, "FROM agents WHERE", "agents_human (project_id=?"),
-    # A product's page: each linked project's newest; and every page's newest acknowledgement (0035_acks_given.sql).
+    # A product's page: each linked project's newest; and every page's newest acknowledgement (0036_acks_given.sql).
     ({"product_key": "demo"}, "SELECT id FROM messages WHERE project_id", "messages_by_project (project_id=?"),
     ({}, "SELECT max(ack_ts)", "acks_given"),
     ({"project_key": "work-demo"}, "SELECT max(r.ack_ts)", "acks_given_by_agent (agent_id=?"),

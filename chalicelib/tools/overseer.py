@@ -212,7 +212,7 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
 
 def _newest_ack(db: sqlite3.Connection, projects: list[int] | None) -> str | None:
     """The time of the newest acknowledgement of every project (None) or of these: one look-up
-    in an index of acknowledged rows, or one per agent of the projects (migrations/0035_acks_given.sql)."""
+    in an index of acknowledged rows, or one per agent of the projects (migrations/0036_acks_given.sql)."""
     if projects is None:
         return db.execute("SELECT max(ack_ts) FROM message_recipients WHERE ack_ts IS NOT NULL").fetchone()[0]
     if not projects:
