@@ -270,6 +270,8 @@ def test_the_inbox_has_views_of_what_needs_attention(site):
     second = client.get(html.unescape(older.group(1))).text
     assert "Payments down" in live_region(second) and "alarm" not in live_region(second) and "noise" not in live_region(second)
     assert '<a href="/?view=urgent">« Newest</a>' in second
+    assert "An older page: it does not refresh by itself" in second and "data-live=" not in second
+    assert "An older page" not in first
     wrong = client.get("/", params={"view": "everything"})
     assert wrong.status_code == 422 and "to_overseer" in wrong.text  # the tool's error: what the views are
 
