@@ -674,7 +674,7 @@ TOOLS = [
     tool(release_file_reservations, acts_as="agent_name", fresh=True),  # 0 released must not be another replica's news
     tool(renew_file_reservations, acts_as="agent_name", fresh=True),
     tool(force_release_file_reservation, acts_as="agent_name"),
-    tool(list_file_reservations, read_only=True),
+    tool(list_file_reservations, read_only=True, off_loop=True),  # conflicts_with: a 500-row page of 20,000 reservations ~80 ms
     tool(install_precommit_guard, writes_files=True),
     tool(uninstall_precommit_guard, writes_files=True),
 ]
