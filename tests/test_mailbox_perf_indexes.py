@@ -99,7 +99,7 @@ def test_a_projects_views_pick_through_their_partial_index_and_read_only_what_th
     [agents] = plans(settings, traced, AGENTS)
     assert f"SEARCH r USING INDEX {index} (agent_id=?)" in agents, agents
     [oldest] = plans(settings, traced, OLDEST)  # GreenCastle's: the one agent with such mail
-    assert oldest.startswith(f"SEARCH r USING INDEX {index} (agent_id=?)"), oldest
+    assert oldest.startswith(f"SEARCH r USING INDEX {index} (agent_id=? AND message_id<?)"), oldest  # below the oldest found
     assert bool(shown) == (tool != "list_ack_overdue")  # the message is not an hour old
     for plan in [agents, oldest, *(plans(settings, traced, INBOX) if shown else [])]:
         assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan

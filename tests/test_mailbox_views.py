@@ -119,3 +119,30 @@ def test_a_projects_view_is_the_oldest_of_every_agents_own(call, project):
             {"urgent_only": True, "unread_only": True}, limit)
         assert subjects(call("list_ack_required", project_key=project, agent_name="Cobalt7", limit=limit)) == [
             pair for pair in reference({"ack_pending_only": True}, 500) if pair[0] == "Cobalt7"][:limit]
+
+
+def test_a_projects_view_is_the_oldest_of_its_agents_views_merged(call, project):
+    """The project's view reads each agent's oldest matching mail below the oldest `limit` found so
+    far (each agent read `limit` rows: 40 agents × 50 at a million messages). Whatever the limit,
+    it must answer what merging every agent's own view answers (bcc left out, ties by name)."""
+    import random
+
+    rng, names = random.Random(7), ["BlueLake", "GreenCastle", "RedStone"]
+    for n in range(40):
+        sender = rng.choice(names)
+        others = [name for name in names if name != sender]
+        to = rng.sample(others, rng.randint(1, 2))
+        bcc = [name for name in others if name not in to and rng.random() < 0.5]
+        sent = send(call, project, sender, to, f"m{n}", bcc=bcc, importance=rng.choice(["normal", "high", "urgent"]),
+                    ack_required=rng.random() < 0.6)
+        for reader in to + bcc:
+            if rng.random() < 0.3:
+                call("acknowledge_message", project_key=project, agent_name=reader, message_id=sent["id"])
+            elif rng.random() < 0.3:
+                call("mark_message_read", project_key=project, agent_name=reader, message_id=sent["id"])
+    for tool in ("list_ack_required", "list_urgent_unread"):
+        merged = sorted((int(m["id"]), place, m["recipient"], m["subject"]) for place, name in enumerate(sorted(names, key=str.lower))
+                        for m in call(tool, project_key=project, agent_name=name, limit=500)["messages"] if m["kind"] != "bcc")
+        assert len(merged) > 10
+        for limit in (1, 2, 5, 9, 500):
+            assert subjects(call(tool, project_key=project, limit=limit)) == [(r, s) for _, _, r, s in merged[:limit]], (tool, limit)

@@ -184,13 +184,17 @@ def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, cre
         (project["id"],),
     ).fetchall()
     messages = " JOIN messages m ON m.id = r.message_id" if created_before else ""
-    oldest = []  # (message id, the agent's place by name, agent id, name)
+    oldest = []  # (message id, the agent's place by name, agent id, name): the `limit` oldest so far
+    below = 2**63 - 1  # once `limit` are found, only older ones can join: each agent reads a few, not `limit`
     for place, (agent, name) in enumerate(agents):
         oldest += [(message_id, place, agent, name) for (message_id,) in db.execute(
             f"SELECT r.message_id FROM message_recipients r{messages} WHERE r.agent_id = ? AND {condition}{old_enough}"
-            " ORDER BY r.message_id LIMIT ?",
-            (agent, *params, args.limit),
+            " AND r.message_id < ? ORDER BY r.message_id LIMIT ?",
+            (agent, *params, below, args.limit),
         )]
+        if len(oldest) >= args.limit:
+            oldest = sorted(oldest)[: args.limit]
+            below = oldest[-1][0]  # a later agent's copy of that message sorts after it: out either way
     picked = sorted(oldest)[: args.limit]
     ids_of: dict[tuple[int, str], list[int]] = {}
     for message_id, _, agent, name in picked:
