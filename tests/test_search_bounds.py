@@ -2,6 +2,7 @@
 search): snippets, prefix queries, paging while mail arrives, the product search's window."""
 
 import asyncio
+import itertools
 import threading
 
 import pytest
@@ -207,3 +208,30 @@ def test_a_search_stops_at_its_time_budget_and_the_next_one_runs(settings, call,
     search_timeout_ms(60_000)
     assert [hit["subject"] for hit in call("search_messages", project_key=project, query="filed")["results"]] == ["filed"]
     assert call("search_messages", project_key=project, query=query, limit=3)["results"]
+
+
+@pytest.mark.both_backends
+def test_a_product_search_has_one_time_budget_for_all_its_projects(settings, call, project, monkeypatch, search_timeout_ms):
+    """Each linked project's search had a budget of its own: a prefix that stayed just under it in
+    one project cost (projects × SEARCH_TIMEOUT_MS) in one call, on the one thread of slow reads.
+    The clock here ticks once a look, so the budget counts the searches' work, not the machine's speed."""
+    words_sharing_a_prefix(settings, project, 300)
+    call("ensure_product", product_key="shop", name="Shop")
+    for key in [project, *(call("ensure_project", human_key=f"/work/other-{n}")["slug"] for n in range(5))]:
+        call("products_link", product_key="shop", project_key=key)
+    ticks = itertools.count()
+    monkeypatch.setattr(search, "monotonic", lambda: next(ticks))
+    monkeypatch.setattr(search, "STEPS_BETWEEN_CHECKS", 100)
+
+    def looks(tool, **arguments) -> int:
+        before = next(ticks)
+        call(tool, query="fil*", limit=5, **arguments)
+        return next(ticks) - before
+
+    search_timeout_ms(10**12)
+    one, product = looks("search_messages", project_key=project), looks("search_messages_product", product_key="shop")
+    assert product > 1.5 * one  # six projects, the index searched in each (the empty ones cost less)
+    search_timeout_ms(1000 * (one + product) // 2)  # room for any one project's search, not for the product's six
+    assert looks("search_messages", project_key=project)
+    with pytest.raises(InvalidArgument, match="took longer than"):
+        call("search_messages_product", product_key="shop", query="fil*", limit=5)

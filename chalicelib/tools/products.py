@@ -26,7 +26,7 @@ from .messages import (
 )
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import Project, among, find_project
-from .search import QUERY_HELP, SearchHit, search_project, slow_query
+from .search import QUERY_HELP, SearchHit, one_budget, search_project, slow_query
 from .threads import DIGESTED, ReadAs, ThreadSummary, digest, summary
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -285,6 +285,11 @@ def _places(cursor: str | None, projects: list[sqlite3.Row]) -> dict[str, str | 
 def search_messages_product(db: sqlite3.Connection, args: SearchMessagesProductInput) -> ProductSearchResults:
     """Search the messages of every project of a product; best matches first, same syntax as
     search_messages. next_cursor goes on in every project at once."""
+    with one_budget():  # one SEARCH_TIMEOUT_MS for all its projects, not one each
+        return _search_product(db, args)
+
+
+def _search_product(db: sqlite3.Connection, args: SearchMessagesProductInput) -> ProductSearchResults:
     product = find_product(db, args.product_key)
     viewers = product_reader(db, product, args.agent_name, args.registration_token)
     linked = {project["slug"]: project for project in linked_projects(db, product)}

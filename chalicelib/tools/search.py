@@ -32,8 +32,9 @@ Bounded ranking, so a search costs the same at a million messages as at ten thou
 
 import re
 import sqlite3
-import time
+from time import monotonic
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Annotated
 
 from pydantic import Field
@@ -296,14 +297,29 @@ def _page(index, query: str, fts: str, where: str, params: list, args: SearchMes
             return _ranked_page(index, fts, fts, where, params, args, filtered, take=take)
 
 
+_deadline: ContextVar[float | None] = ContextVar("search_deadline", default=None)
+
+
+@contextmanager
+def one_budget():
+    """One SEARCH_TIMEOUT_MS for all the searches made inside: a product's projects, searched one
+    by one, each got a budget of its own (41 projects: 41 budgets in one call)."""
+    token = _deadline.set(_deadline.get() or monotonic() + get_settings().search_timeout_ms / 1000)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
 @contextmanager
 def _time_budget(index):
-    """Stop the index's statements once the search has run SEARCH_TIMEOUT_MS (422). The handler
-    is the connection's, which is lent to this call alone: it is removed before it goes back, and
-    an interrupted statement is reset by sqlite3 (the read transaction ends as any failed call's)."""
+    """Stop the index's statements once the search has run SEARCH_TIMEOUT_MS (422), or once the
+    budget of the searches it is one of has (one_budget). The handler is the connection's, which
+    is lent to this call alone: it is removed before it goes back, and an interrupted statement
+    is reset by sqlite3 (the read transaction ends as any failed call's)."""
     budget_ms = get_settings().search_timeout_ms
-    deadline = time.monotonic() + budget_ms / 1000
-    index.set_progress_handler(lambda: time.monotonic() > deadline, STEPS_BETWEEN_CHECKS)
+    deadline = _deadline.get() or monotonic() + budget_ms / 1000
+    index.set_progress_handler(lambda: monotonic() > deadline, STEPS_BETWEEN_CHECKS)
     try:
         yield
     except sqlite3.OperationalError as exc:

@@ -29,6 +29,7 @@ from ..config import Settings
 from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
 from ..tools.overseer import OVERSEER
+from ..tools.search import one_budget
 from ..tools.search_syntax import marked, snippet_terms
 from . import downloads, markdown
 from .http import CSP, Request, Response
@@ -538,17 +539,18 @@ class WebUI:
         hits, error, more = [], None, {}  # more: {project: search_messages' next_cursor}
         if query:
             try:
-                for slug in [key] if key else projects:
-                    try:
-                        found = self.run("search_messages", project_key=slug, query=query, limit=SEARCH_SHOWN,
-                                         cursor=(request.query.get("cursor") or None) if key else None, **filters)
-                    except NotFound:
-                        if key or not sender:
-                            raise
-                        continue  # the sender is no agent of this project: nothing of its mail matches
-                    hits += [(slug, hit) for hit in found.results]
-                    if found.next_cursor:
-                        more[slug] = found.next_cursor
+                with one_budget():  # SEARCH_TIMEOUT_MS for the whole page, not for each of its projects
+                    for slug in [key] if key else projects:
+                        try:
+                            found = self.run("search_messages", project_key=slug, query=query, limit=SEARCH_SHOWN,
+                                             cursor=(request.query.get("cursor") or None) if key else None, **filters)
+                        except NotFound:
+                            if key or not sender:
+                                raise
+                            continue  # the sender is no agent of this project: nothing of its mail matches
+                        hits += [(slug, hit) for hit in found.results]
+                        if found.next_cursor:
+                            more[slug] = found.next_cursor
             except ToolError as exc:
                 error = exc
             hits.sort(key=lambda pair: pair[1].score)  # one index for every project: comparable scores
