@@ -35,7 +35,7 @@ async def errors_of_each_kind(client: Client) -> dict[str, tuple[int | None, dic
     found = {"tool": (None, error_body(json.loads(tool.content[0].text))),
              "resource": (resource.value.code, error_body(resource.value.data))}
     with pytest.raises(MCPError) as unknown:
-        await client.read_resource("resource://inbx/BlueLake?project=shop")
+        await client.read_resource("resource://inbx/BlueLake?project=shop&token=amt_not-to-be-repeated")
     found["unknown resource"] = (unknown.value.code, error_body(unknown.value.data))
     with pytest.raises(MCPError) as refused:
         await client.call_tool("get_project", {"project_key": "x" * 4000})
@@ -62,6 +62,7 @@ def test_tool_resource_and_refusal_errors_carry_one_body_over_http_and_stdio(tmp
     assert errors["resource"][0] == -32602  # invalid params: the caller's to fix
     assert errors["unknown resource"][0] == -32602 and errors["unknown resource"][1]["code"] == "not_found"
     assert "Did you mean 'inbox'?" in errors["unknown resource"][1]["message"]
+    assert "amt_not-to-be-repeated" not in json.dumps(errors["unknown resource"])  # a token is never echoed
     assert "resources/templates/list" in errors["unknown resource"][1]["hint"]
     assert errors["refusal"][0] == -32000 and errors["refusal"][1]["code"] == "payload_too_large"
     # stdio serves the same MCP server (no refusals before it: no credentials, no HTTP limits)
