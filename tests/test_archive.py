@@ -124,6 +124,10 @@ def test_a_rewritten_file_keeps_its_newer_version_and_one_without_a_version_coun
             assert archive.apply([older]) == {"work-demo": None}
         assert archive.apply([{**profile, "version": "21"}, {**profile, "program": "q", "version": "20"}])  # in one batch
         assert json.loads(archive.read(path)) == {**{k: v for k, v in profile.items() if k != "kind"}, "version": "21"}
+        # A version edited by hand is no version: the file counts as oldest, and the writer goes on.
+        for odd in ("21x", "9" * 40, "²", 22):
+            assert rendering.version_of({"version": odd}) == 0
+        assert archive.apply([{**profile, "version": "9" * 40}]) == {"work-demo": None}
 
 
 # The outbox and the local worker

@@ -338,7 +338,7 @@ class Restorer:
                 "INSERT INTO projects (id, slug, human_key, created_ts, archived_ts, unarchived_ts, archive_version)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (self.ids[human_key], unique, human_key, created_ts, state.get("archived_ts"), state.get("unarchived_ts"),
-                 state.get("version")),
+                 rendering.version_of(state) or None),
             )
         return self.ids[human_key]
 
@@ -382,7 +382,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
                 " retired_ts, archive_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (agent_id(project_id, profile["name"]), project_id, profile["name"], profile["program"], profile["model"],
                  profile["task_description"], profile["inception_ts"], profile["inception_ts"], profile.get("retired_ts"),
-                 profile.get("version")),
+                 rendering.version_of(profile) or None),
             )
             counts["agents"] += 1
 
@@ -421,7 +421,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
                 " created_ts, expires_ts, released_ts, archive_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (int(r["id"]), projects.ids[human_key], projects.agent(r["agent"], folder, human_key), r["path_pattern"],
                  literal_prefix(r["path_pattern"]), r["exclusive"], r["reason"], r["created_ts"], r["expires_ts"], r["released_ts"],
-                 r.get("version")),
+                 rendering.version_of(r) or None),
             )
             counts["file_reservations"] += 1
     counts["projects"] = len(projects.ids)

@@ -144,8 +144,16 @@ def version_of(document: dict) -> int:
     """The version of the change a JSON file of the archive describes (project.json, a profile, a
     reservation: outbox.new_versions); 0 for one that does not say (written before versions, or
     by an entry that does not know, as a message's project.json). Of two, the writer keeps the
-    newer, so an update delivered late (docs/archive.md, "Order of updates") never overwrites it."""
-    return int(document.get("version") or 0)
+    newer, so an update delivered late (docs/archive.md, "Order of updates") never overwrites it.
+    Anything but the digits of a 63-bit id (an archive edited by hand) counts as 0 too: the
+    writer and a restore must not fail on it."""
+    version = document.get("version")
+    if isinstance(version, str) and _VERSION.fullmatch(version) and int(version) < 2**63:
+        return int(version)
+    return 0
+
+
+_VERSION = re.compile(r"[0-9]{1,19}")
 
 
 def project_json_path(slug: str) -> str:
