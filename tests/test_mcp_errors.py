@@ -37,6 +37,10 @@ async def errors_of_each_kind(client: Client) -> dict[str, tuple[int | None, dic
     with pytest.raises(MCPError) as unknown:
         await client.read_resource("resource://inbx/BlueLake?project=shop&token=amt_not-to-be-repeated")
     found["unknown resource"] = (unknown.value.code, error_body(unknown.value.data))
+    for anywhere in ("resource://inbx/BlueLake&token=amt_not-to-be-repeated", "resource://amt_not-to-be-repeated/inbox"):
+        with pytest.raises(MCPError) as unknown:  # a mistyped ? and a token in the path: never repeated either
+            await client.read_resource(anywhere)
+        assert "amt_not-to-be-repeated" not in json.dumps(error_body(unknown.value.data)) + unknown.value.message
     with pytest.raises(MCPError) as refused:
         await client.call_tool("get_project", {"project_key": "x" * 4000})
     found["refusal"] = (refused.value.code, error_body(refused.value.data))

@@ -193,7 +193,7 @@ def test_a_missing_required_query_parameter_is_named(server, seed):
 
 
 def test_an_unknown_resource(server, seed):
-    assert "No resource matches 'resource://nope/1'" in resource_error(server, "resource://nope/1").message
+    assert "No resource matches this URI." in resource_error(server, "resource://nope/1").message
 
 
 def test_resources_and_templates_are_listed(server):

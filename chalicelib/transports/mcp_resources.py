@@ -168,13 +168,13 @@ def _in_uri_terms(body: dict[str, Any], template: UriTemplate, arguments: dict[s
 
 def unknown_resource(uri: str) -> MCPError:
     """Invalid params for a URI no template matches, in the one error shape (the SDK's own said
-    only {"uri": ...} in data), naming the closest kind of resource. Its query is not repeated:
-    `token=` may be an agent's token, and error text ends up in logs and transcripts."""
-    path = uri.partition("#")[0].partition("?")[0]
-    kind = path.partition("://")[2].split("/")[0]
+    only {"uri": ...} in data), naming the closest kind of resource. No part of the URI is repeated:
+    any may hold an agent's token (`?token=`, `&token=` for a mistyped `?`, a path segment), and
+    error text ends up in logs and transcripts; the kinds suggested are this server's own."""
+    kind = uri.partition("://")[2].split("/")[0].split("?")[0]
     kinds = {template.partition("://")[2].split("/")[0].split("{")[0] for template in VIEWS}
     return _mcp_error(NotFound(
-        f"No resource matches {path[:200]!r}.{did_you_mean(kind, kinds)}",
+        f"No resource matches this URI.{did_you_mean(kind, kinds)}",
         "List the URI templates with resources/templates/list (resource://projects, resource://inbox/{agent}?project=...).",
     ).to_dict())
 
