@@ -497,3 +497,4 @@ def test_a_product_page_shows_one_agents_inbox_across_its_projects(site):
     assert acked.status_code == 303 and ">Acknowledge</button>" not in re.search(rf'<li id="received-{here["id"]}".*?</li>', back, re.S).group()
     unknown = client.get("/ui/product", params={"k": "as-shop", "as": "NoSuchAgent"})
     assert unknown.status_code == 200 and "No agent named NoSuchAgent" in unknown.text and 'name="as"' in unknown.text
+    assert "Inbox of NoSuchAgent" not in unknown.text  # the error says why; no empty inbox under its name
