@@ -160,6 +160,8 @@ def scenarios(db: sqlite3.Connection) -> dict[str, callable]:
         "search visible to agent": lambda i: ("search_messages", {"project_key": p, "query": "database", "agent_name": agent(i)}),
         "unified_inbox": lambda i: ("unified_inbox", {}),  # the overseer's (the web UI's first page)
         "unified_inbox of the project": lambda i: ("unified_inbox", {"project_key": p}),
+        "unified_inbox acks pending": lambda i: ("unified_inbox", {"project_key": p, "view": "ack_pending"}),  # every agent's, merged
+        "unified_inbox of the product": lambda i: ("unified_inbox", {"product_key": "bench-product", "view": "urgent"}),
         "get_retention_policy": lambda i: ("get_retention_policy", {"project_key": p}),
         "list_ack_required": lambda i: ("list_ack_required", {"project_key": p}),  # every agent's
         "list_ack_required as an agent": lambda i: ("list_ack_required", {"project_key": p, "agent_name": agent(i)}),

@@ -165,3 +165,54 @@ def test_unified_inbox_says_when_the_newest_acknowledgement_of_its_projects_was_
     assert newest(project_key="work-other") is None  # another project's
     second = call("acknowledge_message", project_key=project, agent_name="RedStone", message_id=asked["id"])["ack_ts"]
     assert second > first and newest(project_key=project, thread_id=asked["thread_id"]) == second
+
+
+def test_every_view_and_product_page_is_its_groups_newest_merged_whatever_the_limit(call, project, send):
+    """A product's page and a view of one project merge each project's (each agent's) newest ids;
+    once `limit` are found, the next groups read only newer ones. Paged at any limit, every view
+    must list exactly what one page of all of it lists (a message to two people counted once)."""
+    import random
+
+    rng, projects = random.Random(11), [project]
+    for path in ("/work/web", "/work/api"):
+        projects.append(call("ensure_project", human_key=path)["slug"])
+        for name in ("BlueLake", "GreenCastle", "RedStone"):
+            call("register_agent", project_key=path, program="p", model="m", name=name)
+            call("set_contact_policy", project_key=path, agent_name=name, policy="open")
+    call("ensure_product", product_key="shop")
+    for key in projects:
+        call("products_link", product_key="shop", project_key=key)
+        for person in ("Ada", "Grace"):
+            call("ensure_overseer", project_key=key, overseer_name=person)
+    agents = ["BlueLake", "GreenCastle", "RedStone"]
+    for n in range(60):
+        key = rng.choice(projects)
+        if rng.random() < 0.4:  # a person asks, an agent answers: mail to the people
+            asked_to = rng.sample(agents, 2)
+            asked = call("send_overseer_message", project_key=key, overseer_name=rng.choice(["Ada", "Grace"]),
+                         to=asked_to, subject=f"ask{n}", body_md="?")["message"]
+            call("reply_message", project_key=key, message_id=asked["id"], sender_name=asked_to[0], body_md="ok",
+                 cc=rng.sample(["Ada", "Grace"], rng.randint(0, 2)))
+            continue
+        to = rng.sample(agents, rng.randint(1, 3))
+        sent = send(rng.choice(agents), to, project=key, subject=f"m{n}", ack_required=rng.random() < 0.7,
+                    importance=rng.choice(["normal", "high", "urgent"]))
+        for name in to:
+            if rng.random() < 0.25:
+                call("acknowledge_message", project_key=key, agent_name=name, message_id=sent["id"])
+
+    def paged(limit: int, **scope) -> list[int]:
+        ids, before = [], None
+        while True:
+            page = call("unified_inbox", limit=limit, before_id=before, **scope)
+            ids += [m["id"] for m in page["messages"]]
+            if (before := page["next_before_id"]) is None:
+                return ids
+
+    scopes = [{"product_key": "shop"}, *({"product_key": "shop", "view": v} for v in ("urgent", "ack_pending", "to_overseer")),
+              *({"project_key": key, "view": v} for key in projects for v in ("ack_pending", "to_overseer"))]
+    for scope in scopes:
+        everything = [m["id"] for m in call("unified_inbox", limit=200, **scope)["messages"]]
+        assert len(everything) > 3 and len(set(everything)) == len(everything), scope
+        for limit in (1, 2, 3, 5):
+            assert paged(limit, **scope) == everything, (scope, limit)

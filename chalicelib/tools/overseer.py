@@ -225,31 +225,33 @@ def _newest_ack(db: sqlite3.Connection, projects: list[int] | None) -> str | Non
 def _product_ids(db: sqlite3.Connection, projects: list[int], view: str | None, before_id: int | None, limit: int) -> list[int]:
     """The ids of the newest `limit` messages (of the view) of these projects (a product's): each
     project's newest through its index, merged (ids are time-ordered across projects), so a page
-    costs `limit` rows a project however much other mail there is."""
-    newest: list[int] = []
+    costs at most `limit` rows a project however much other mail there is."""
     before = before_id or 2**63 - 1
-    for project_id in projects:
+
+    def newest_of(project_id: int, above: int) -> list[int]:
         if view is not None:
-            newest += _view_ids(db, view, project_id, before, limit)
-        else:
-            newest += [id_ for (id_,) in db.execute(
-                "SELECT id FROM messages WHERE project_id = ? AND id < ? ORDER BY id DESC LIMIT ?", (project_id, before, limit))]
-    return sorted(newest, reverse=True)[:limit]
+            return _view_ids(db, view, project_id, before, limit, above)
+        return [id_ for (id_,) in db.execute(
+            "SELECT id FROM messages WHERE project_id = ? AND id < ? AND id > ? ORDER BY id DESC LIMIT ?",
+            (project_id, before, above, limit))]
+
+    return _newest_merged(projects, newest_of, limit)
 
 
-def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_id: int | None, limit: int) -> list[int]:
-    """The ids of a view's newest `limit` messages older than before_id, of every project or one,
-    each walked through a partial index of only such rows (migrations/0032_unified_inbox_views.sql)."""
+def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_id: int | None, limit: int,
+              above: int = -(2**63)) -> list[int]:
+    """The ids of a view's newest `limit` messages between `above` and before_id, of every project
+    or one, each walked through a partial index of only such rows (migrations/0032_unified_inbox_views.sql)."""
     before = before_id or 2**63 - 1
     in_project, project = ("project_id = ? AND ", [project_id]) if project_id is not None else ("", [])
     if view == "urgent":
         return [id_ for (id_,) in db.execute(
-            f"SELECT id FROM messages WHERE {in_project}importance IN ('high', 'urgent') AND id < ? ORDER BY id DESC LIMIT ?",
-            [*project, before, limit])]
+            f"SELECT id FROM messages WHERE {in_project}importance IN ('high', 'urgent') AND id < ? AND id > ?"
+            " ORDER BY id DESC LIMIT ?", [*project, before, above, limit])]
     if view == "ack_pending" and project_id is None:
         return [id_ for (id_,) in db.execute(
-            "SELECT DISTINCT message_id FROM message_recipients WHERE ack_required = 1 AND ack_ts IS NULL AND message_id < ?"
-            " ORDER BY message_id DESC LIMIT ?", (before, limit))]
+            "SELECT DISTINCT message_id FROM message_recipients WHERE ack_required = 1 AND ack_ts IS NULL"
+            " AND message_id < ? AND message_id > ? ORDER BY message_id DESC LIMIT ?", (before, above, limit))]
     # One project's acks (its agents with some pending: the index above holds no project), and the
     # people's mail: the newest `limit` of each such agent's inbox (inbox_ack_pending, inbox), merged.
     if view == "ack_pending":
@@ -259,11 +261,25 @@ def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_
     else:
         pending = ""
         agents = db.execute(f"SELECT id FROM agents WHERE {in_project}kind = 'human'", project).fetchall()
+
+    def newest_of(agent: tuple[int], floor: int) -> list[int]:
+        return [id_ for (id_,) in db.execute(
+            f"SELECT message_id FROM message_recipients WHERE agent_id = ? AND {pending}message_id < ? AND message_id > ?"
+            " ORDER BY message_id DESC LIMIT ?", (agent[0], before, floor, limit))]
+
+    return _newest_merged(agents, newest_of, limit, above)
+
+
+def _newest_merged(groups, newest_of, limit: int, above: int = -(2**63)) -> list[int]:
+    """The newest `limit` ids of all the groups' (a project's, an agent's), without repeats:
+    `newest_of(group, above)` gives a group's newest `limit` above an id. Once `limit` are found,
+    the next groups read only ids newer than the oldest of them: a few each, not `limit`."""
     newest: set[int] = set()
-    for (agent,) in agents:
-        newest.update(id_ for (id_,) in db.execute(
-            f"SELECT message_id FROM message_recipients WHERE agent_id = ? AND {pending}message_id < ? ORDER BY message_id DESC LIMIT ?",
-            (agent, before, limit)))
+    for group in groups:
+        newest.update(newest_of(group, above))
+        if len(newest) >= limit:
+            newest = set(sorted(newest, reverse=True)[:limit])
+            above = min(newest)
     return sorted(newest, reverse=True)[:limit]
 
 
