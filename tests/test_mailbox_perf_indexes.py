@@ -118,6 +118,9 @@ UNIFIED_VIEWS = [
     ({"product_key": "demo"}, "SELECT id FROM messages WHERE project_id", "messages_by_project (project_id=?"),
     ({}, "SELECT max(ack_ts)", "acks_given"),
     ({"project_key": "work-demo"}, "SELECT max(r.ack_ts)", "acks_given_by_agent (agent_id=?"),
+    # ... and newest read (0037_reads_made.sql).
+    ({}, "SELECT max(read_ts)", "reads_made"),
+    ({"project_key": "work-demo"}, "SELECT max(r.read_ts)", "reads_made_by_agent (agent_id=?"),
 ]
 
 

@@ -318,3 +318,19 @@ def test_waiting_for_acks_updates_live_when_an_agent_acknowledges(url, page):
     mcp(url, [("acknowledge_message", {"project_key": P, "agent_name": "GreenCastle", "message_id": sent[0]["id"]})])
     row.wait_for(state="detached", timeout=2500)  # not the view's newest: only its ack changed
     assert page.locator("ol.mail li", has_text="Sign off v2").count() == 1 and page.evaluate("window.__sameDocument") is True
+
+
+def test_unread_marks_update_live_when_an_agent_reads(url, page):
+    """A message an agent had read stayed marked unread on the inbox and its agent page until
+    some new message arrived."""
+    sent = [httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                        "subject": subject, "body_md": "FYI"}).json()["message"]
+            for subject in ("Read me v1", "Read me v2")]
+    for path, message, row in (("/", sent[0], "ol.mail li"), (f"/ui/agent?p={P}&a=GreenCastle", sent[1], f"#received-{sent[1]['id']}")):
+        page.goto(url + path)
+        page.evaluate("window.__sameDocument = true")
+        unread = page.locator(f"{row}.unread", has_text=message["subject"])
+        assert unread.count() == 1
+        mcp(url, [("mark_message_read", {"project_key": P, "agent_name": "GreenCastle", "message_id": message["id"]})])
+        unread.wait_for(state="detached", timeout=2500)  # no new mail: only its read mark changed
+        assert page.locator(row, has_text=message["subject"]).count() == 1 and page.evaluate("window.__sameDocument") is True

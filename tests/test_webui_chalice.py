@@ -67,7 +67,7 @@ def test_links_and_redirects_keep_api_gateways_stage_prefix(tmp_path):
     ui = WebUI(settings)
     page = ui.handle(http.request("GET", "/", "", b"", {}, root="/api")).body.decode()
     assert 'href="/api/ui/projects"' in page and 'src="/api/ui/static/ui.js?v=' in page
-    assert 'data-live="/api/ui/live"' in page
+    assert 'data-live="/api/ui/live?read=1"' in page
     cookie = {"cookie": ui.handle(http.request("GET", "/", "", b"", {})).headers["Set-Cookie"].split(";")[0]}
     assert ui.handle(http.request("GET", "/ui/login", "", b"", cookie, root="/api")).headers["Location"] == "/api/"
 

@@ -250,8 +250,8 @@ def test_the_inbox_has_views_of_what_needs_attention(site):
     assert '<a href="/?view=urgent" aria-current="page">Urgent</a>' in urgent
     shown = live_region(urgent)
     assert "Payments down" in shown and "noise" not in shown and "Sign the release" not in shown
-    assert f'data-latest="{fire["id"]}.' in urgent and 'data-live="/ui/live?view=urgent"' in urgent  # live, within its view
-    assert client.get("/ui/live", params={"view": "urgent"}).json()["latest"].startswith(f'{fire["id"]}.')
+    assert f'data-latest="{fire["id"]}.' in urgent and 'data-live="/ui/live?view=urgent&amp;read=1"' in urgent  # live, within its view
+    assert client.get("/ui/live", params={"view": "urgent", "read": "1"}).json()["latest"].startswith(f'{fire["id"]}.')
 
     waiting = live_region(client.get("/", params={"view": "ack_pending"}).text)
     assert "Sign the release" in waiting and "noise" not in waiting and "Payments down" not in waiting
@@ -402,7 +402,7 @@ def test_waiting_for_acks_refreshes_live_when_a_message_is_acknowledged(site):
 
     def shown() -> str:
         page = client.get("/", params={"view": "ack_pending"}).text
-        assert f'data-latest="{client.get("/ui/live", params={"view": "ack_pending"}).json()["latest"]}"' in page  # no reload loop
+        assert f'data-latest="{client.get("/ui/live", params={"view": "ack_pending", "read": "1"}).json()["latest"]}"' in page  # no reload loop
         return page
 
     before = shown()
@@ -429,12 +429,12 @@ def test_a_product_pages_newest_mail_refreshes_live(site):
     def shown() -> tuple[str, str]:
         page = client.get("/ui/product", params={"k": "live-shop"}).text
         poll, latest = token.search(page).groups()
-        assert poll == "/ui/live?k=live-shop" and client.get(poll).json()["latest"] == latest  # no reload loop
+        assert poll == "/ui/live?k=live-shop&amp;read=1" and client.get(html.unescape(poll)).json()["latest"] == latest  # no reload loop
         return live_region(page), latest
 
     before, latest = shown()
     sent = send(api, project_key="srv-shop-app", to=["BlueLake"], subject="Checkout redesign")
-    polled = client.get("/ui/live", params={"k": "live-shop"}).json()["latest"]
+    polled = client.get("/ui/live", params={"k": "live-shop", "read": "1"}).json()["latest"]
     assert polled.startswith(f'{sent["id"]}.') and polled != latest  # what ui.js compares
     after, _ = shown()
     assert "Checkout redesign" not in before and "Checkout redesign" in after
@@ -454,7 +454,7 @@ def test_ack_marks_of_the_inbox_a_project_and_an_agent_refresh_live_when_acknowl
         for path, params in pages.items():
             page = client.get(path, params=params).text
             poll, latest = token.search(page).groups()
-            assert client.get(poll).json()["latest"] == latest, path  # no reload loop
+            assert client.get(html.unescape(poll)).json()["latest"] == latest, path  # no reload loop
             seen[path] = (latest, page)
         return seen
 
@@ -470,6 +470,42 @@ def test_ack_marks_of_the_inbox_a_project_and_an_agent_refresh_live_when_acknowl
     assert re.search(r'acked</span>Sign off the release notes', live_region(after["/"][1]))
     assert "Sign off the release notes" not in section(after["/ui/project"][1], "Open acks")
     assert ">Acknowledge</button>" not in received.search(after["/ui/agent"][1]).group()
+
+
+def test_unread_marks_of_the_inbox_an_agent_and_a_product_refresh_live_when_read(site):
+    """An agent reading its mail left the All inbox, its agent page and a product's pages showing
+    the message unread until some new message arrived."""
+    url, api, database = site
+    api.post("/api/ensure_product", json={"product_key": "read-shop"}).raise_for_status()
+    api.post("/api/products_link", json={"product_key": "read-shop", "project_key": P}).raise_for_status()
+    note = send(api, subject="Schema is merged", thread_id="LIVE-READS")
+    client = ui(url)
+    token = re.compile(r'<body data-live="([^"]+)" data-latest="([^"]*)"')
+    pages = {"/": {}, "/ui/agent": {"p": P, "a": "GreenCastle"}, "/ui/product": {"k": "read-shop"},
+             "/ui/product?as": {"k": "read-shop", "as": "GreenCastle"}, "/ui/project": {"p": P}}
+
+    def shown() -> dict:
+        seen = {}
+        for path, params in pages.items():
+            page = client.get(path.partition("?")[0], params=params).text
+            poll, latest = token.search(page).groups()
+            assert client.get(html.unescape(poll)).json()["latest"] == latest, path  # no reload loop
+            seen[path] = (latest, page)
+        return seen
+
+    row = re.compile(r'<li class="unread">\s*<a class="row" href="[^"]*#m%s"' % note["id"])  # the inbox's and the product's
+    received = re.compile(rf'<li id="received-{note["id"]}" class="([^"]*)"')  # an agent's inbox row
+    before = shown()
+    assert row.search(before["/"][1]) and row.search(before["/ui/product"][1])
+    assert received.search(before["/ui/agent"][1]).group(1) == received.search(before["/ui/product?as"][1]).group(1) == "unread"
+    api.post("/api/mark_message_read", json={"project_key": P, "agent_name": "GreenCastle", "message_id": note["id"]}).raise_for_status()
+    after = shown()
+    for path in ("/", "/ui/agent", "/ui/product", "/ui/product?as"):  # what ui.js compares: each page refreshes
+        assert after[path][0] != before[path][0], path
+    assert not row.search(after["/"][1]) and not row.search(after["/ui/product"][1])
+    assert received.search(after["/ui/agent"][1]).group(1) == received.search(after["/ui/product?as"][1]).group(1) == ""
+    # A project's page shows no unread marks: a read does not reload it.
+    assert after["/ui/project"][0] == before["/ui/project"][0]
 
 
 def test_a_product_page_shows_one_agents_inbox_across_its_projects(site):
@@ -488,7 +524,7 @@ def test_a_product_page_shows_one_agents_inbox_across_its_projects(site):
     client = ui(url)
     page = client.get("/ui/product", params={"k": "as-shop", "as": "BlueLake"}).text
     shown = live_region(page)
-    assert "Inbox of BlueLake" in page and 'data-live="/ui/live?k=as-shop"' in page
+    assert "Inbox of BlueLake" in page and 'data-live="/ui/live?k=as-shop&amp;read=1"' in page
     assert shown.index("Mobile for BlueLake") < shown.index("Backend for BlueLake") and "Not for BlueLake" not in shown
     assert f'<span class="proj">srv-shop-mobile</span> · {there["thread_id"]}' in shown
     acked = client.post("/ui/act", data={"csrf": client.csrf, "action": "ack", "project_key": P, "agent_name": "BlueLake",

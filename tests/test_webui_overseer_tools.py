@@ -216,3 +216,27 @@ def test_every_view_and_product_page_is_its_groups_newest_merged_whatever_the_li
         assert len(everything) > 3 and len(set(everything)) == len(everything), scope
         for limit in (1, 2, 3, 5):
             assert paged(limit, **scope) == everything, (scope, limit)
+
+
+def test_unified_inbox_says_when_the_newest_read_of_its_projects_was_made(call, project, send):
+    """A live page polled its newest message and acknowledgement only: a message read, which
+    changes unread marks with no new mail, went unseen."""
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="RedFox")
+    call("ensure_product", product_key="demo")
+    call("products_link", product_key="demo", project_key=project)
+    asked = send("BlueLake", ["GreenCastle", "RedStone"], project=project, ack_required=True)
+
+    def newest(**scope):
+        return call("unified_inbox", limit=1, **scope)["newest_read_ts"]
+
+    def receipt(tool, agent):
+        return call(tool, project_key=project, agent_name=agent, message_id=asked["id"])["read_ts"]
+
+    assert newest() is newest(project_key=project) is newest(product_key="demo") is None
+    first = receipt("mark_message_read", "GreenCastle")
+    assert newest() == newest(project_key=project) == newest(product_key="demo") == newest(view="urgent") == first
+    assert newest(project_key="work-other") is None  # another project's
+    assert receipt("mark_message_read", "GreenCastle") == first and newest() == first  # read again: nothing changed
+    second = receipt("acknowledge_message", "RedStone")  # an acknowledgement reads it too
+    assert second > first and newest(project_key=project, thread_id=asked["thread_id"]) == second

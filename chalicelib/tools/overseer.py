@@ -150,6 +150,9 @@ class UnifiedInbox(Output):
     newest_ack_ts: str | None = Field(None, description="When the newest acknowledgement in its projects was given (all, or"
                                       " project_key's or product_key's; not narrowed by thread_id or view): it changes when"
                                       " any message's ack_pending drops, so a view polling it sees acks without new mail.")
+    newest_read_ts: str | None = Field(None, description="When the newest first read in its projects was made (as"
+                                       " newest_ack_ts): it changes when any message's unread drops, so a view polling it"
+                                       " sees reads without new mail.")
 
 
 def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInbox:
@@ -207,18 +210,20 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
             ack_pending=unacked if ack_required else 0, attachment_count=len(orjson.loads(attached)) if attached else 0,
         ))
     full = len(rows) == args.limit
-    return UnifiedInbox(messages=entries, next_before_id=ids[-1] if full else None, newest_ack_ts=_newest_ack(db, projects))
+    return UnifiedInbox(messages=entries, next_before_id=ids[-1] if full else None,
+                        newest_ack_ts=_newest(db, "ack_ts", projects), newest_read_ts=_newest(db, "read_ts", projects))
 
 
-def _newest_ack(db: sqlite3.Connection, projects: list[int] | None) -> str | None:
-    """The time of the newest acknowledgement of every project (None) or of these: one look-up
-    in an index of acknowledged rows, or one per agent of the projects (migrations/0036_acks_given.sql)."""
+def _newest(db: sqlite3.Connection, mark: Literal["ack_ts", "read_ts"], projects: list[int] | None) -> str | None:
+    """The time of the newest acknowledgement (ack_ts) or first read (read_ts) of every project
+    (None) or of these: one look-up in an index of the rows so marked, or one per agent of the
+    projects (migrations/0036_acks_given.sql, 0037_reads_made.sql)."""
     if projects is None:
-        return db.execute("SELECT max(ack_ts) FROM message_recipients WHERE ack_ts IS NOT NULL").fetchone()[0]
+        return db.execute(f"SELECT max({mark}) FROM message_recipients WHERE {mark} IS NOT NULL").fetchone()[0]
     if not projects:
         return None
     return db.execute(
-        "SELECT max((SELECT max(r.ack_ts) FROM message_recipients r WHERE r.agent_id = a.id AND r.ack_ts IS NOT NULL))"
+        f"SELECT max((SELECT max(r.{mark}) FROM message_recipients r WHERE r.agent_id = a.id AND r.{mark} IS NOT NULL))"
         f" FROM agents a WHERE a.project_id IN ({placeholders(projects)})", projects).fetchone()[0]
 
 

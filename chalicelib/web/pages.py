@@ -123,11 +123,14 @@ def _when(ts: str | None) -> Markup:
         ts, ts[:19].replace("T", " "), _short_time(ts))
 
 
-def _live_token(inbox) -> str:
+def _live_token(inbox, reads: bool = False) -> str:
     """What /ui/live answers for a scope (a unified_inbox page of it, newest first): its newest
     message's id, and when its newest acknowledgement was given, since an acknowledgement changes
-    ack marks (and Waiting for acks, and open acks) with no new mail. Both are index look-ups."""
-    return f"{inbox.messages[0].id if inbox.messages else ''}.{inbox.newest_ack_ts or ''}"
+    ack marks (and Waiting for acks, and open acks) with no new mail; for a page showing unread
+    marks (reads), when its newest first read was made too. All are index look-ups. A page
+    without unread marks (a project's, a thread's) leaves reads out: agents read all the time."""
+    token = f"{inbox.messages[0].id if inbox.messages else ''}.{inbox.newest_ack_ts or ''}"
+    return f"{token}.{inbox.newest_read_ts or ''}" if reads else token
 
 
 def _size(size: int) -> str:
@@ -342,8 +345,8 @@ class WebUI:
             return self.redirect(request, "/ui/projects")
         before, view = request.query.get("before") or None, request.query.get("view") or None
         inbox = self.run("unified_inbox", before_id=before, view=view, limit=PAGE_SIZE)
-        latest = _live_token(inbox)
-        live = None if before else self.live_url(request, view=view)  # an older page stays as it is
+        latest = _live_token(inbox, reads=True)
+        live = None if before else self.live_url(request, view=view, reads=True)  # an older page stays as it is
         return self.page(request, session, "inbox.html", inbox=inbox, live=live, latest=latest, nav="inbox",
                          view=view, views=INBOX_VIEWS)
 
@@ -366,7 +369,8 @@ class WebUI:
         reads_mail = self.sees_all()  # else no mail and no search form: search_messages_product would refuse it
         found, error, mail, live, latest, inbox = None, None, [], None, "", None
         if reader and reads_mail and not query:  # one agent's view: the product tool checks its name and scope
-            latest, live = self.latest(product=product.product_key), self.live_url(request, product=product.product_key)
+            latest = self.latest(product=product.product_key, reads=True)
+            live = self.live_url(request, product=product.product_key, reads=True)
             try:
                 inbox = self.run("fetch_inbox_product", product_key=product.product_key, agent_name=reader, limit=PAGE_SIZE,
                                  cursor=request.query.get("inbox") or None)
@@ -380,8 +384,8 @@ class WebUI:
                 error = exc
         elif reads_mail:  # the newest across its projects (those of the credential's scope), kept live
             newest = self.run("unified_inbox", product_key=product.product_key, limit=PRODUCT_MAIL_SHOWN)
-            mail, latest = newest.messages, _live_token(newest)
-            live = self.live_url(request, product=product.product_key)
+            mail, latest = newest.messages, _live_token(newest, reads=True)
+            live = self.live_url(request, product=product.product_key, reads=True)
         return self.page(
             request, session, "product.html", product=product, nav="products", reads_mail=reads_mail, mail=mail,
             live=live, latest=latest, reader=reader, inbox=inbox,
@@ -422,7 +426,7 @@ class WebUI:
         # Before its mail, so that a change while it is read is seen; only for a session that reads
         # every agent's (else /ui/live answers nothing, and fetch_inbox says why it refuses).
         live = self.sees_all()
-        latest = self.latest(profile.project) if live else ""
+        latest = self.latest(profile.project, reads=True) if live else ""
         only = query.get("only", "")
         if only and only not in AGENT_FILTERS:
             raise NotFound(f"No inbox filter {only!r}.", f"One of: {', '.join(AGENT_FILTERS)}; or none, for all.")
@@ -433,7 +437,7 @@ class WebUI:
             inbox=self.run("fetch_inbox", **mine, **flags, limit=PAGE_SIZE, cursor=query.get("inbox") or None),
             outbox=self.run("fetch_outbox", **mine, limit=20, cursor=query.get("outbox") or None),
             contacts=self.run("list_contacts", **mine, limit=LIST_SHOWN, cursor=query.get("contacts") or None),
-            live=self.live_url(request, profile.project) if live else None, latest=latest,
+            live=self.live_url(request, profile.project, reads=True) if live else None, latest=latest,
         )
 
     def thread(self, request: Request, session: Session) -> Response:
@@ -609,19 +613,19 @@ class WebUI:
         return self.redirect(request, f"{path}{'&' if '?' in path else '?'}done={form['action']}{anchor}{fragment}")
 
     def live(self, request: Request, session: Session) -> Response:
-        """{"latest": token}: the newest message and acknowledgement of the page's scope
-        (_live_token), polled by ui.js."""
+        """{"latest": token}: the newest message and acknowledgement of the page's scope, and
+        its newest read if asked (read=1) (_live_token), polled by ui.js."""
         query = request.query
         scope = {"project": query.get("p") or None, "thread_id": query.get("t") or None, "view": query.get("view") or None,
-                 "product": query.get("k") or None}
+                 "product": query.get("k") or None, "reads": query.get("read") == "1"}
         latest = self.latest(**scope) if self.sees_all() else ""
         body = orjson.dumps({"latest": latest})
         return Response(200, body, "application/json")
 
     def latest(self, project: str | None = None, thread_id: str | None = None, view: str | None = None,
-               product: str | None = None) -> str:
+               product: str | None = None, reads: bool = False) -> str:
         """The live token of a scope (_live_token)."""
-        return _live_token(self.scope_inbox(project, thread_id, view, product))
+        return _live_token(self.scope_inbox(project, thread_id, view, product), reads)
 
     def scope_inbox(self, project: str | None = None, thread_id: str | None = None, view: str | None = None,
                     product: str | None = None):
@@ -629,8 +633,9 @@ class WebUI:
         return self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, product_key=product, limit=1)
 
     def live_url(self, request: Request, project: str | None = None, thread_id: str | None = None, view: str | None = None,
-                 product: str | None = None) -> str:
-        query = {k: v for k, v in (("p", project), ("t", thread_id), ("view", view), ("k", product)) if v}
+                 product: str | None = None, reads: bool = False) -> str:
+        scope = (("p", project), ("t", thread_id), ("view", view), ("k", product), ("read", "1" if reads else None))
+        query = {k: v for k, v in scope if v}
         return request.root + "/ui/live" + ("?" + urlencode(query) if query else "")
 
     def attachment(self, request: Request, session: Session) -> Response:

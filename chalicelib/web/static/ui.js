@@ -73,7 +73,7 @@
   }
   loadDigest();
 
-  // Live: poll the page's scope (its newest message id and acknowledgement); when it changes, fetch the page
+  // Live: poll the page's scope (its newest message id, acknowledgement and, with unread marks, read); when it changes, fetch the page
   // again and swap its live regions (forms being typed into stay as they are).
   var body = document.body, url = body.dataset.live;
   if (!url || !window.fetch) return;
