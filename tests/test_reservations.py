@@ -203,6 +203,21 @@ def test_a_heartbeat_renewing_all_lists_what_expired_since_and_is_not_held_again
     assert call("renew_file_reservations", project_key=project, agent_name="RedStone")["lapsed"] == []
 
 
+def test_a_heartbeat_does_not_list_a_lapse_still_held_by_a_wider_active_reservation(call, project, reserve, monkeypatch):
+    """Reserving again what a live reservation of the same agent already holds as strongly is wrong advice."""
+    hour = 3600
+    reserve("BlueLake", "src/api.py", "src/app", "src/*.ts", "docs/a.md", "lib/x.py", "tools/run.py", ttl_seconds=60)
+    reserve("BlueLake", "tests/t.py", "web", ttl_seconds=60, exclusive=False)
+    reserve("BlueLake", "src/**", ttl_seconds=3 * hour)  # exclusive: holds all of src/ as strongly
+    reserve("BlueLake", "docs/*.md", ttl_seconds=3 * hour)  # a glob not ending in **: not all of what docs/a.md reserves
+    reserve("BlueLake", "lib", "tests/**", "web/**", ttl_seconds=3 * hour, exclusive=False)
+    reserve("GreenCastle", "tools/**", ttl_seconds=3 * hour)  # another agent's cover is no cover
+    travel(monkeypatch, hour)
+    heartbeat = call("renew_file_reservations", project_key=project, agent_name="BlueLake", extend_seconds=600)
+    # lib/x.py was exclusive, lib only shared: still news. A shared lapse is held by a shared or exclusive cover.
+    assert patterns(heartbeat["lapsed"]) == ["docs/a.md", "lib/x.py", "tools/run.py"]
+
+
 def test_force_release_is_refused_while_the_holder_is_alive(call, project, reserve):
     held = reserve("GreenCastle", "src/**")["granted"][0]
     with pytest.raises(Conflict) as refused:

@@ -97,6 +97,18 @@ def reserved_by(path: str, pattern: str) -> bool:
     return overlaps(path, subtree(pattern))
 
 
+def holds_all_of(cover: str, pattern: str) -> bool:
+    """Does `cover` reserve every path `pattern` reserves? Decided only when cover reserves
+    whole folders (what it reserves ends in `**`): every path of `pattern` lies under its
+    literal prefix, so holding that prefix holds them all. Any other cover answers no, which
+    at worst reports a lapse that did not matter, never hides one that did."""
+    whole = subtree(cover)
+    if whole == "**":
+        return True
+    root = literal_prefix(pattern)
+    return whole.endswith("/**") and root != "" and overlaps(whole, root)
+
+
 # Reservation rows with their holder's name as `agent`, and whether it looks alive (stale_because).
 WITH_HOLDER = ("SELECT r.*, a.name AS agent, a.last_active_ts, a.retired_ts"
                " FROM file_reservations r JOIN agents a ON a.id = r.agent_id")
@@ -390,7 +402,8 @@ class Renewed(Output):
         [], description="Not renewed because they had lapsed: reserve them again with file_reservation_paths (and"
         " check nobody edited those files meanwhile). Of the reservations named by paths or ids, those expired or"
         f" released; renewing all of them, those that expired in the last {RECENT_LAPSE_SECONDS // 3600} hours (newest"
-        f" first, at most {RECENT_LAPSES_LISTED}) and that you have not reserved again (not those you released)."
+        f" first, at most {RECENT_LAPSES_LISTED}) and that you have not reserved again (not those you released, nor"
+        " those another active reservation of yours holds as strongly, e.g. src/api.py under src/**)."
     )
 
 
@@ -429,15 +442,29 @@ def lapsed_reservations(db: sqlite3.Connection, where: str, params: list, now: s
 
 
 def recently_expired(db: sqlite3.Connection, agent: sqlite3.Row, now: str) -> list[Reservation]:
-    """The agent's reservations that expired within RECENT_LAPSE_SECONDS, released by no one.
-    Reserving a pattern again reuses its row (one per agent and pattern), so a pattern held
-    again is active and not among them."""
+    """The agent's reservations that expired within RECENT_LAPSE_SECONDS, released by no one,
+    and not still held by another of its reservations. Reserving a pattern again reuses its row
+    (one per agent and pattern), so a pattern held again is active and not among them."""
     rows = db.execute(
         f"{WITH_HOLDER} WHERE r.agent_id = ? AND r.released_ts IS NULL AND r.expires_ts <= ? AND r.expires_ts > ?"
         " ORDER BY r.expires_ts DESC, r.id LIMIT ?",
         (agent["id"], now, clock.later(now, -RECENT_LAPSE_SECONDS), RECENT_LAPSES_LISTED),
+    ).fetchall()
+    if not rows:
+        return []
+    active = ActiveNear(db, agent["project_id"], [row["path_pattern"] for row in rows])
+    return [reservation(row) for row in rows if not still_held(active, row)]
+
+
+def still_held(active: ActiveNear, lapsed: sqlite3.Row) -> bool:
+    """Does an active reservation of the same agent hold all of `lapsed`, at least as strongly
+    (an exclusive lapse needs an exclusive cover)? Then reserving it again is no advice to give."""
+    return any(
+        cover["agent_id"] == lapsed["agent_id"]
+        and (cover["exclusive"] or not lapsed["exclusive"])
+        and holds_all_of(cover["path_pattern"], lapsed["path_pattern"])
+        for cover in active.near(lapsed["path_pattern"])
     )
-    return [reservation(row) for row in rows]
 
 
 def nothing_renewed(agent: sqlite3.Row, paths: list[str] | None, lapsed: list[Reservation]) -> NotFound:
