@@ -406,7 +406,8 @@ def test_an_archived_project_is_restored_archived_and_an_unarchived_one_active(c
     archived_ts = call("archive_project", project_key=project)["archived_ts"]
     call("retire_agent", project_key=project, agent_name="RedStone")  # written while archived: project.json still says so
     drain(settings, archive)
-    described = {"slug": project, "human_key": "/work/demo"}
+    made = call("get_project", project_key=project)["created_ts"]
+    described = {"slug": project, "human_key": "/work/demo", "created_ts": made}
     archived = json.loads(archive.read(f"projects/{project}/project.json"))
     assert archived == {**described, "archived_ts": archived_ts, "version": archived["version"]}
     with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
@@ -436,7 +437,8 @@ def test_a_project_without_agents_or_messages_is_restored_with_its_archived_stat
     call("unarchive_project", project_key="work-back")
     drain(settings, archive)
     empty = json.loads(archive.read("projects/work-empty/project.json"))
-    assert empty == {"slug": "work-empty", "human_key": "/work/empty", "version": empty["version"]}
+    made = call("get_project", project_key="work-empty")["created_ts"]
+    assert empty == {"slug": "work-empty", "human_key": "/work/empty", "created_ts": made, "version": empty["version"]}
     with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
         rebuild.rebuild(conn, rebuilt)
         assert rebuilt.files() == archive.files()  # the worker and rebuild agree
@@ -448,6 +450,21 @@ def test_a_project_without_agents_or_messages_is_restored_with_its_archived_stat
     with db.connection(restored) as conn, GitArchive(tmp_path / "from-restored", bare=True) as again:
         rebuild.rebuild(conn, again)
         assert again.files() == archive.files()  # work-back's unarchived_ts came back too
+
+
+def test_a_restored_project_keeps_when_it_was_made(call, settings, tmp_path, archive, monkeypatch):
+    """Restore took created_ts from a project's first profile or message, and gave one with
+    neither the time of the restore: project.json says when it was made."""
+    call("ensure_project", human_key="/work/empty")
+    call("ensure_project", human_key="/work/later")
+    travel(monkeypatch, 3600)  # its first agent an hour after the project
+    call("register_agent", project_key="work-later", program="claude-code", model="opus", name="BlueLake")
+    drain(settings, archive)
+    restored = restore_into(settings, tmp_path / "restored.db")
+    made = "SELECT slug, created_ts FROM projects ORDER BY slug"
+    with db.connection(settings) as old, db.connection(restored) as new:
+        assert db.dicts(new.execute(made)) == db.dicts(old.execute(made))
+    assert json.loads(archive.read("projects/work-empty/project.json"))["created_ts"] == call("get_project", project_key="work-empty")["created_ts"]
 
 
 def test_a_notice_is_restored_as_a_notice_and_introduces_nobody(call, project, settings, tmp_path, archive):

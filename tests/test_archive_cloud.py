@@ -146,7 +146,9 @@ def test_an_older_project_json_delivered_after_a_newer_one_does_not_overwrite_it
     assert worker({"Records": [update["project_archived_ts"]]}, CONTEXT) == {"batchItemFailures": []}  # alone, later
     with remote(settings) as archive:
         described = json.loads(archive.read("projects/cloud/project.json"))
-    assert described == {"slug": "cloud", "human_key": "/cloud", "unarchived_ts": unarchived_ts, "version": described["version"]}
+    made = invoke.call(TOOLS["get_project"], {"project_key": "cloud"}, settings).created_ts
+    assert described == {"slug": "cloud", "human_key": "/cloud", "created_ts": made, "unarchived_ts": unarchived_ts,
+                         "version": described["version"]}
 
     archived_ts = invoke.call(TOOLS["archive_project"], {"project_key": "cloud"}, settings).archived_ts
     cloud.publish_all(settings)

@@ -219,7 +219,8 @@ def test_a_second_project_is_never_written_into_the_folder_of_the_first(call, tw
         drain(settings, archive)
         owner = json.loads(archive.read("projects/home-me-shop/project.json"))
         profiles = {path: json.loads(content) for path, content in archive.files().items() if path.endswith("profile.json")}
-    assert owner == {"human_key": "/home/me/shop", "slug": "home-me-shop", "version": owner["version"]}
+    made = call("get_project", project_key="/home/me/shop")["created_ts"]
+    assert owner == {"human_key": "/home/me/shop", "slug": "home-me-shop", "created_ts": made, "version": owner["version"]}
     assert {profile["program"] for profile in profiles.values()} == {"prog /home/me/shop"}  # not overwritten by Shop's
     status = call("archive_status")
     assert status["failed"] == 3  # Shop's two profiles and its message: kept, counted, never mixed in

@@ -63,10 +63,11 @@ def message_entry(message, human_key: str, notice: bool = False) -> bytes:
 
 def project_payload(project: sqlite3.Row) -> dict:
     """What an entry says of its project for projects/{slug}/project.json, which every entry
-    writes: its human key and, while it is archived, since when (so a restore keeps it
-    archived), or, once unarchived, since when it is active again, and the version of its last
-    change (so a writer keeps the newer of two project.json). A project never archived: as before."""
-    payload = {"project_human_key": project["human_key"]}
+    writes: its human key, when it was made (a restore's created_ts, even with no message to
+    date it), and, while it is archived, since when (so a restore keeps it archived), or, once
+    unarchived, since when it is active again, and the version of its last change (so a writer
+    keeps the newer of two project.json)."""
+    payload = {"project_human_key": project["human_key"], "project_created_ts": project["created_ts"]}
     if project["archived_ts"]:
         payload["project_archived_ts"] = project["archived_ts"]
     elif project["unarchived_ts"]:

@@ -49,10 +49,10 @@ def message_entries(db: sqlite3.Connection, archived_body: Callable[[dict], str 
     retention archived (body_archived_ts: the database keeps only a note) takes the body of its
     file in the archive, `archived_body(entry)`: that file is the body's only copy, and the note
     must never replace it (None: the archive has no such file; the note stands in)."""
-    last = 0
+    last, projects = 0, projects_by_id(db)  # for project.json (a joined p.created_ts would meet m.created_ts)
     while True:
         rows = db.execute(
-            f"SELECT {MESSAGE_COLUMNS}, m.body_archived_ts, p.slug, p.human_key, p.archived_ts, p.unarchived_ts, p.archive_version"
+            f"SELECT {MESSAGE_COLUMNS}, m.body_archived_ts, p.slug, p.human_key"
             " FROM messages m"
             " JOIN agents s ON s.id = m.sender_id"
             " JOIN projects p ON p.id = m.project_id WHERE m.id > ? ORDER BY m.id LIMIT ?",
@@ -70,7 +70,8 @@ def message_entries(db: sqlite3.Connection, archived_body: Callable[[dict], str 
                 sender=row["sender"], importance=row["importance"], ack_required=bool(row["ack_required"]),
                 created_ts=row["created_ts"], attachments=attachments_of(row), **recipients[row["id"]],
             )
-            entry = json.loads(outbox.message_entry(message, row["human_key"], row["id"] in notices)) | outbox.project_payload(row)  # for project.json
+            entry = json.loads(outbox.message_entry(message, row["human_key"], row["id"] in notices))
+            entry |= outbox.project_payload(projects[row["project_id"]])
             if row["body_archived_ts"] and (body := archived_body(entry)) is not None:
                 entry["body_md"] = body
             yield entry
@@ -327,6 +328,8 @@ class Restorer:
         return normal if self.claims.setdefault(normal, folder) == folder else written
 
     def project(self, human_key: str, slug: str, created_ts: str) -> int:
+        """The project's id, creating it on first sight: made when its project.json says, else
+        (an archive written before project.json said) at `created_ts`, its first profile's or message's."""
         if human_key not in self.ids:
             unique, number = slug, 1
             while unique in self.slugs:
@@ -337,8 +340,8 @@ class Restorer:
             self.db.execute(
                 "INSERT INTO projects (id, slug, human_key, created_ts, archived_ts, unarchived_ts, archive_version)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (self.ids[human_key], unique, human_key, created_ts, state.get("archived_ts"), state.get("unarchived_ts"),
-                 rendering.version_of(state) or None),
+                (self.ids[human_key], unique, human_key, state.get("created_ts") or created_ts, state.get("archived_ts"),
+                 state.get("unarchived_ts"), rendering.version_of(state) or None),
             )
         return self.ids[human_key]
 
@@ -410,7 +413,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             entry["ack_required"], kinds, entry["subject"], entry["created_ts"],
         )
         counts["messages"] += 1
-    for folder in described:  # a project with no agent nor message: its project.json alone (which says not when it was made)
+    for folder in described:  # a project with no agent nor message: its project.json alone (before it said when it was made: now)
         projects.project(projects.folders[folder], folder, clock.now())
     for folder in folders:
         for sha in archived_reservations(archive, [folder]).values():  # one file per reservation, whichever naming

@@ -124,11 +124,12 @@ def reservation_id_of_name(name: str) -> int | None:
     return int(stem) if stem.isdigit() and len(stem) != 40 else None
 
 
-PROJECT_STATE = ("project_archived_ts", "project_unarchived_ts", "project_version")  # what entries carry for project.json alone
+PROJECT_STATE = ("project_created_ts", "project_archived_ts", "project_unarchived_ts", "project_version")  # what entries carry for project.json alone
 
 
 def project_file(entry: dict) -> dict[str, bytes]:
-    """projects/{slug}/project.json: whose folder this is and, while the project is archived,
+    """projects/{slug}/project.json: whose folder this is, when the project was made (archives
+    written before say not), and, while the project is archived,
     since when, or, once it was unarchived, since when it is active again; the version of the
     project's last change. Entries queued before it existed carry no human key and write none."""
     if not entry.get("project_human_key"):
