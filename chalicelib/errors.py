@@ -5,6 +5,11 @@ below, MCP as a tool error whose text is that same JSON.
 """
 
 
+# The code of a refusal by the HTTP layer (a path, method or media type no route takes), by status.
+HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
+                    415: "unsupported_media_type"}
+
+
 class ToolError(Exception):
     status = 400
     code = "bad_request"

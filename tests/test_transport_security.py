@@ -65,6 +65,27 @@ def test_malformed_json_rpc_gets_a_json_rpc_error(url, body):
     assert response.json()["jsonrpc"] == "2.0" and "error" in response.json()
 
 
+@pytest.mark.parametrize("method, headers, body, status, code, hint", [
+    ("POST", {}, b"{", 400, "bad_request", "valid JSON"),  # the SDK's parse error
+    ("POST", {}, b"[]", 400, "bad_request", "one JSON object"),  # the SDK's: not a JSON-RPC message
+    ("POST", {}, b'{"jsonrpc":"1.0","id":1,"method":"ping"}', 400, "bad_request", '"jsonrpc": "2.0"'),
+    ("POST", {"Accept": "text/html"}, b'{"jsonrpc":"2.0","id":1,"method":"ping"}', 406, "not_acceptable", "Accept: application/json"),
+    ("POST", {"Content-Type": "text/plain"}, b"{}", 415, "unsupported_media_type", "Content-Type: application/json"),
+    ("GET", {}, b"", 405, "method_not_allowed", "POST /mcp"),
+    ("DELETE", {}, b"", 405, "method_not_allowed", "POST /mcp"),  # the SDK's: no session to end
+    ("PUT", {}, b"", 405, "method_not_allowed", "POST /mcp"),
+])
+def test_a_malformed_mcp_request_gets_the_error_shape_with_a_hint(url, method, headers, body, status, code, hint):
+    """The SDK's own refusals carry `data` as this server's errors do (mcp_errors.py), so a client
+    reads ["error"]["data"]["error"]["code"] and learns how to fix the request."""
+    response = httpx.request(method, f"{url}/mcp", headers=MCP_HEADERS | headers, content=body)
+    assert response.status_code == status
+    assert int(response.headers["content-length"]) == len(response.content)
+    error = response.json()["error"]
+    assert error["data"]["error"]["code"] == code and error["data"]["error"]["message"] == error["message"]
+    assert hint in error["data"]["error"]["hint"]
+
+
 def test_wrong_methods(url):
     assert httpx.put(f"{url}/mcp", headers=MCP_HEADERS).status_code == 405
     assert httpx.delete(f"{url}/api/list_projects").status_code == 405

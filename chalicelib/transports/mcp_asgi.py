@@ -16,20 +16,23 @@ from typing import AsyncIterator
 
 from ..config import Settings
 from .mcp_app import build_mcp_server, transport_security
+from .mcp_errors import with_error_data
 from .mcp_lean import LeanMCP
-from .raw_asgi import is_json, send_json
+from .raw_asgi import is_json, json_headers, send_json
 
 PATH = "/mcp"
-UNSUPPORTED_MEDIA_TYPE = (
+# In the form the SDK gives its own refusals, with the `data` with_error_data gives them.
+UNSUPPORTED_MEDIA_TYPE = with_error_data(
     b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,'
-    b'"message":"Unsupported Media Type: Content-Type must be application/json"}}'
+    b'"message":"Unsupported Media Type: Content-Type must be application/json"}}', 415
 )
-# In the form the SDK gives its own 405s.
-NO_SSE_STREAM = (
+NO_SSE_STREAM = with_error_data(
     b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,'
-    b'"message":"Method Not Allowed: no SSE stream (a stateless server); POST requests"}}'
+    b'"message":"Method Not Allowed: no SSE stream (a stateless server); POST requests"}}', 405
 )
 ALLOW = b"POST"
+MAX_ERROR_BYTES = 64 * 1024  # the SDK's refusals are a few hundred bytes; anything larger passes as it is
+RESIZED = (b"content-type", b"content-length")  # the headers of a rewritten body: json_headers gives them again
 
 
 def _lower_content_type(scope):
@@ -53,6 +56,45 @@ def _with_allow(send):
     return send_with_allow
 
 
+def _small_json_error(start) -> bool:
+    """Is this response a JSON refusal short enough to hold whole (its length said, not a stream)?"""
+    if start["status"] < 400:
+        return False
+    headers = {name.lower(): value for name, value in start.get("headers", ())}
+    length = headers.get(b"content-length", b"")
+    return is_json(headers.get(b"content-type", b"")) and length.isdigit() and int(length) <= MAX_ERROR_BYTES
+
+
+def _with_error_data(send):
+    """send() that gives the SDK's JSON-RPC refusals (status >= 400) the `data` of this server's
+    errors (mcp_errors.with_error_data). Only such a small JSON body is held until whole; any
+    other response (a result, an SSE stream) passes through as it comes."""
+    held, chunks, size = None, [], 0
+
+    async def send_with_data(message) -> None:
+        nonlocal held, size
+        if message["type"] == "http.response.start" and _small_json_error(message):
+            held = message
+            return
+        if held is None or message["type"] != "http.response.body":
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if message.get("more_body", False) and size <= MAX_ERROR_BYTES:
+            return
+        start, body, complete = held, b"".join(chunks), not message.get("more_body", False)
+        held = None
+        if complete:  # else longer than it said: sent as it is
+            body = with_error_data(body, start["status"])
+            kept = [(name, value) for name, value in start.get("headers", ()) if name.lower() not in RESIZED]
+            start = {**start, "headers": [*json_headers(body), *kept]}
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": not complete})
+
+    return send_with_data
+
+
 class MCPApp:
     """POST /mcp goes to the lean path (which hands anything unusual to the SDK); GET /mcp is
     refused here; every other request (DELETE, other paths, the lifespan) goes to the SDK's
@@ -66,7 +108,7 @@ class MCPApp:
             json_response=True,
             transport_security=transport_security(settings),
         )
-        self.lean = LeanMCP(self.server, settings, fallback=self.sdk) if settings.mcp_lean_path else None
+        self.lean = LeanMCP(self.server, settings, fallback=self.sdk_http) if settings.mcp_lean_path else None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -83,9 +125,14 @@ class MCPApp:
         if self.lean is not None and scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
             await self.lean(scope, receive, send)
         elif scope["type"] == "http":
-            await self.sdk(scope, receive, _with_allow(send))
+            await self.sdk_http(scope, receive, send)
         else:
             await self.sdk(scope, receive, send)
+
+    async def sdk_http(self, scope, receive, send) -> None:
+        """The SDK's answer to an HTTP request, its refusals in this server's error shape (the
+        SDK's own internals untouched: only what it sends is rewritten)."""
+        await self.sdk(scope, receive, _with_allow(_with_error_data(send)))
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:

@@ -1,21 +1,26 @@
 """The one shape of an error over MCP, outside a tool result.
 
 A tool's error is a tool result (`isError: true`) whose text is the REST body
-`{"error": {"code", "message", "hint"}}`. A JSON-RPC error this server makes (the protocol's
-own, such as an unknown method, are the SDK's) has the error's message as `message` and that
-same body as `data`: a resource read that fails (mcp_resources.py) and a refusal before the
-MCP app (Host, Origin, credentials, body size, rate limit: `refusal`, for asgi.py and app.py).
-So a client reads `["error"]["code"]` from whichever JSON it got.
+`{"error": {"code", "message", "hint"}}`. A JSON-RPC error this server makes has the error's
+message as `message` and that same body as `data`: a resource read that fails
+(mcp_resources.py), a refusal before the MCP app (Host, Origin, credentials, body size, rate
+limit: `refusal`, for asgi.py and app.py), and the SDK's refusals of a malformed HTTP request
+(not JSON, not a JSON-RPC message, a method or Accept it does not take: `with_error_data`, for
+mcp_asgi.py). So a client reads `["error"]["code"]` from whichever JSON it got. (Errors inside
+the protocol that the SDK answers 200, such as an unknown method, are its own.)
 
 Imports nothing heavy: the Chalice app builds its refusals with it on every cold start.
 """
 
 import orjson
 
-from ..errors import ToolError
+from ..errors import HTTP_ERROR_CODES, ToolError
 
 PATHS = ("/mcp", "/mcp/")  # the SDK redirects /mcp/ to /mcp
 SERVER_ERROR = -32000  # JSON-RPC's "implementation-defined server error": refused before any method ran
+PARSE_ERROR = -32700
+SEND = "POST /mcp with Content-Type: application/json and Accept: application/json, text/event-stream"
+EXAMPLE = '{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}'
 
 
 def jsonrpc_error(code: int, body: dict) -> dict:
@@ -32,3 +37,35 @@ def refusal(path: str, exc: ToolError) -> tuple[int, dict[str, str], bytes]:
     if path in PATHS:
         body = {"jsonrpc": "2.0", "id": None, "error": jsonrpc_error(SERVER_ERROR, body)}
     return exc.status, {"Content-Type": "application/json", **exc.headers}, orjson.dumps(body)
+
+
+def with_error_data(body: bytes, status: int) -> bytes:
+    """A JSON-RPC error answering an HTTP request with `status` (the SDK's parse error, a body
+    that is no JSON-RPC message, a 405 or 406), with `data` the error body and a hint on how to
+    fix the request. Anything else (not JSON, no error, `data` already there): unchanged."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, dict) or "data" in error or not isinstance(error.get("message"), str):
+        return body
+    hint = request_hint(status, error.get("code"), answer.get("id"))
+    data = {"error": {"code": HTTP_ERROR_CODES.get(status, "http_error"), "message": error["message"], "hint": hint}}
+    return orjson.dumps({**answer, "error": {**error, "data": data}})
+
+
+def request_hint(status: int, rpc_code, rpc_id) -> str:
+    """How to fix an HTTP request the MCP transport refused."""
+    if status == 405:
+        return f"Send each JSON-RPC message as {SEND}: the server is stateless, with no SSE stream to GET nor session to DELETE."
+    if status == 406:
+        return "Send Accept: application/json, text/event-stream (as MCP clients do): the answer is JSON."
+    if status == 415:
+        return "Send the JSON-RPC message as its body with Content-Type: application/json."
+    if rpc_code == PARSE_ERROR:
+        return f"The body must be valid JSON: one JSON-RPC 2.0 message, e.g. {EXAMPLE}."
+    if status == 400 and rpc_id is None:  # no message the SDK could answer by its id
+        return ('Send one JSON object (not an array) that is a JSON-RPC 2.0 message: "jsonrpc": "2.0", a "method",'
+                f' an "id" for a request, "params" an object if any; e.g. {EXAMPLE}.')
+    return f"Send JSON-RPC 2.0 messages as {SEND}; an MCP client library does this for you."

@@ -12,7 +12,7 @@ from typing import Any, Iterable, get_origin
 
 from pydantic import BaseModel
 
-from ..errors import InvalidArgument, ToolError, malformed_json
+from ..errors import HTTP_ERROR_CODES, InvalidArgument, ToolError, malformed_json
 from ..registry import Tool, field_type
 
 
@@ -63,7 +63,7 @@ def http_error(status: int, message: str, headers: dict[str, str] | None = None)
     one error shape: the local server's (Starlette's) and the Chalice app's alike."""
     error = ToolError(message, "Check the method, path and body against /openapi.json.")
     error.status = status
-    error.code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    error.code = HTTP_ERROR_CODES.get(status, "http_error")
     error.headers = headers or {}
     return error
 
