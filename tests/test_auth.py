@@ -119,8 +119,8 @@ BEARER_CASES = {
 
 def routes(docs: bool = True) -> list[tuple[str, str]]:
     """Every route that needs credentials: each registry tool's REST route(s), /mcp, the docs
-    (served by the local server only). /docs is a web UI page: it asks for a session instead
-    (tests/test_webui_auth.py)."""
+    (served by the local server only). /docs is a web UI page: it asks for a session or a bearer
+    token instead (tests/test_webui_auth.py, test_the_docs_take_the_bearer_token_and_openapi_names_it)."""
     found = [("POST", tool.rest_path) for tool in all_tools()]
     found += [("GET", tool.rest_path) for tool in all_tools() if tool.read_only]
     found.append(("POST", "/mcp"))
@@ -174,6 +174,8 @@ def test_auth_matrix_real_server_jwt(tmp_path, keys, jwks_url):
         assert client.post("/mcp", headers=MCP_HEADERS, json={"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 401
         assert client.get("/mcp", headers={"Accept": "text/event-stream"}).status_code == 401
         assert client.post("/api/ensure_project", headers=valid, json={"human_key": "/auth"}).json()["slug"] == "auth"
+        assert client.get("/openapi.json", headers=valid).json()["components"]["securitySchemes"] == {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
 
 
 def test_auth_matrix_real_server_bearer(tmp_path):
@@ -187,6 +189,48 @@ def test_auth_matrix_real_server_bearer(tmp_path):
 
             check_matrix(request, BEARER_CASES)
             assert client.get("/health").status_code == 200
+
+
+def test_the_docs_take_the_bearer_token_and_openapi_names_it(tmp_path):
+    """With authentication on, /openapi.json names an HTTP bearer scheme on every closed
+    operation (Swagger UI then offers Authorize, and Try it out sends the token), and /docs
+    answers the API's bearer token as it answers a signed-in session; without either, the login."""
+    with running_server(tmp_path / "db.sqlite", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=BEARER) as url:
+        bearer = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {BEARER}"})
+        spec = bearer.get("/openapi.json").json()
+        assert spec["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+        for path, operations in spec["paths"].items():
+            for operation in operations.values():
+                assert operation.get("security") == (None if path in ("/health", "/ready") else [{"bearer": []}]), path
+        docs = bearer.get("/docs")
+        assert docs.status_code == 200 and 'id="swagger-ui"' in docs.text and docs.headers["cache-control"] == "no-store"
+        wrong = httpx.get(f"{url}/docs", headers={"Authorization": "Bearer wrong-token"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
+        anonymous = httpx.get(f"{url}/docs")
+        assert anonymous.status_code == 303 and anonymous.headers["location"] == "/ui/login?next=%2Fdocs"
+
+
+def test_swagger_ui_authorize_then_try_it_out_with_the_token(tmp_path):
+    """The QA steps: sign in, open /docs, Authorize with the token, Execute GET /api/list_projects: 200."""
+    from .browser import chromium
+
+    with running_server(tmp_path / "db.sqlite", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=BEARER) as url, chromium() as browser:
+        page = browser.new_page()
+        page.goto(url + "/ui/login?next=/docs")
+        page.fill("input[name=token]", BEARER)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/docs")
+        page.locator(".swagger-ui button.authorize").click(timeout=90000)  # 1.5 MB of JS
+        page.fill(".auth-container input", BEARER)
+        page.locator(".auth-container button.authorize").click()
+        page.locator(".auth-btn-wrapper button.btn-done").click()
+        operation = page.locator("#operations-projects-list_projects_get")
+        operation.locator(".opblock-summary").click()
+        operation.locator("button.try-out__btn").click()
+        operation.locator("button.execute").click()
+        status = operation.locator(".live-responses-table .response .response-col_status").first
+        status.wait_for(timeout=60000)
+        assert status.inner_text().strip() == "200"
 
 
 def mcp_refusal(url: str, authorization: str | None) -> MCPError:

@@ -72,4 +72,6 @@ def test_openapi_documents_every_tool(api):
         assert set(operations) == ({"get", "post"} if tool.read_only else {"post"})
         assert operations["post"]["operationId"] == tool.name
         assert "404" in operations["post"]["responses"]
+        assert "security" not in operations["post"]  # no authentication: nothing to authorize in /docs
+    assert "securitySchemes" not in spec["components"]
     assert api.get("/docs").status_code == 200

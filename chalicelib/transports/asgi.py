@@ -49,6 +49,7 @@ from ..web import http as web_http
 from ..web.pages import WebUI
 
 HEALTH_BODY = b'{"status":"ok"}'
+DOCS_PATH = "/docs"  # Swagger UI, a web UI page (chalicelib/web/)
 log = logging.getLogger(__name__)
 
 
@@ -133,9 +134,9 @@ def request_body(tool: Tool) -> dict[str, Any]:
     return body
 
 
-def with_shared_schemas(api: FastAPI) -> None:
+def with_shared_schemas(api: FastAPI, settings: Settings) -> None:
     """api.openapi(), with ErrorBody and the tools' input models (and what they use) among the
-    components."""
+    components, and with authentication on, the bearer scheme every closed route requires."""
     build = api.openapi
 
     def openapi() -> dict[str, Any]:
@@ -143,9 +144,23 @@ def with_shared_schemas(api: FastAPI) -> None:
             models = [(ErrorBody, "serialization"), *((tool.input, "validation") for tool in all_tools())]
             _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
             build().setdefault("components", {}).setdefault("schemas", {}).update(schemas["$defs"])
+            if auth.mode(settings) != "none":
+                require_bearer(api.openapi_schema, auth.mode(settings))
         return api.openapi_schema
 
     api.openapi = openapi
+
+
+def require_bearer(document: dict[str, Any], mode: str) -> None:
+    """Name the bearer scheme on every operation but the open ones (/health, /ready): Swagger UI
+    (/docs) then offers Authorize and sends the token with Try it out, and clients generated
+    from the document send it."""
+    scheme = {"type": "http", "scheme": "bearer"} | ({"bearerFormat": "JWT"} if mode == "jwt" else {})
+    document["components"]["securitySchemes"] = {"bearer": scheme}
+    for path, operations in document["paths"].items():
+        if path not in auth.OPEN_PATHS:
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}]
 
 
 def create_app(settings: Settings | None = None):
@@ -179,7 +194,7 @@ def create_app(settings: Settings | None = None):
     api = FastAPI(title="Agent Mail", version=__version__, lifespan=lifespan, description=API_DESCRIPTION,
                   docs_url=None, redoc_url=None)
     add_rest_routes(api, settings)
-    with_shared_schemas(api)
+    with_shared_schemas(api, settings)
 
     @api.exception_handler(ToolError)
     async def tool_error(_: Request, exc: ToolError):
@@ -354,9 +369,11 @@ class Front:
 
     async def _web(self, scope, receive, send) -> None:
         """A web UI page (chalicelib/web/): it signs people in with its own session cookie."""
+        bearer_docs = self._is_bearer_docs(scope)
         try:
-            # Without authentication, still only loopback traffic; with it, the page asks for a session.
-            principal = await self._guard(scope) if self.auth.mode == "none" else auth.ANONYMOUS
+            # Without authentication, still only loopback traffic; with it, the page asks for a
+            # session, and /docs takes the API's bearer token too (a wrong one: 401).
+            principal = await self._guard(scope) if self.auth.mode == "none" or bearer_docs else auth.ANONYMOUS
             receive = await self._limit(scope, receive, principal)
         except ToolError as exc:
             await _refuse(send, scope["path"], exc)
@@ -367,7 +384,11 @@ class Front:
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         request = web_http.request(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"), body,
                               headers, root=scope.get("root_path", ""), tls=scope.get("scheme") == "https")
-        response = await asyncio.to_thread(self.web.handle, request)  # pages call tools synchronously
+        if bearer_docs:  # the page holds no data: Swagger UI reads /openapi.json, which asks for the token again
+            response = self.web.page(request, None, "docs.html")
+            response.headers["Cache-Control"] = "no-store"
+        else:
+            response = await asyncio.to_thread(self.web.handle, request)  # pages call tools synchronously
         if response.file is not None:  # a large attachment: streamed from disk
             head = [(b"content-type", response.content_type.encode()), *_raw(response.headers)]
             await attachment_routes.send_file(send, response.status, head, response.file)
@@ -375,6 +396,12 @@ class Front:
         raw = [(b"content-type", response.content_type.encode()), (b"content-length", str(len(response.body)).encode())]
         await send({"type": "http.response.start", "status": response.status, "headers": raw + _raw(response.headers)})
         await send({"type": "http.response.body", "body": response.body})
+
+    def _is_bearer_docs(self, scope) -> bool:
+        """A GET of /docs with an Authorization header, authentication on: a client, or a proxy
+        adding the header, that sends the API's token rather than signing in."""
+        return (scope["path"] == DOCS_PATH and scope["method"] in ("GET", "HEAD") and self.auth.mode != "none"
+                and any(name == b"authorization" for name, _ in scope["headers"]))
 
     def _with_headers(self, scope, send) -> "WithHeaders":
         """send() adding the security headers (and CORS for an allowed origin) to the response."""
