@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -173,3 +174,33 @@ def test_all_follows_the_pages_of_a_list(run, project):
     rest = output(run("list-agents", "--project-key", project, "--limit", "2", "--cursor", first["next_cursor"], "--all"))
     assert rest["agents"] == every["agents"][2:]
     assert "--all" not in run("whois", "--help").stdout  # a tool that answers no list has no pages
+
+
+def test_an_object_option_takes_one_json_object_each_time(tmp_path):
+    """--attachments (a list of objects) took no value at all: each repetition is one JSON
+    object, and a bare path gets a hint naming the field it fits."""
+    repo = tmp_path / "repo"
+    (repo / "logs").mkdir(parents=True)
+    (repo / "logs" / "test.log").write_text("log line\n")
+    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/agent_mail.db", "ARCHIVE_DIR": str(tmp_path / "archive"),
+               "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "LOG_LEVEL": "WARNING"}
+
+    def agent_mail(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "chalicelib", *args], cwd=ROOT, env=environ, capture_output=True,
+                              text=True, timeout=60)
+
+    project = json.loads(agent_mail("ensure-project", "--human-key", str(repo)).stdout)["slug"]
+    for name in ("BlueLake", "RedStone"):
+        assert agent_mail("register-agent", "--project-key", project, "--program", "p", "--model", "m", "--name", name).returncode == 0
+    assert agent_mail("set-contact-policy", "--project-key", project, "--agent-name", "RedStone", "--policy", "open").returncode == 0
+    send = ("send-message", "--project-key", project, "--sender-name", "BlueLake", "--to", "RedStone", "--subject", "Logs",
+            "--body-md", "attached")
+    sent = agent_mail(*send, "--attachments", '{"name": "a.txt", "content_base64": "aGk="}', "--attachments", '{"path": "logs/test.log"}')
+    assert sent.returncode == 0, sent.stderr
+    assert [(a["name"], a["size"]) for a in json.loads(sent.stdout)["message"]["attachments"]] == [("a.txt", 2), ("test.log", 9)]
+
+    bare = agent_mail(*send, "--attachments", "logs/test.log")
+    assert bare.returncode == 2 and bare.stdout == ""
+    assert ("Invalid value for '--attachments': 'logs/test.log' is not a JSON object: give each --attachments as one JSON object,"
+            """ e.g. --attachments '{"path": "logs/test.log"}' (fields: name, media_type, content_base64, path, sha256, keep_original).""") in bare.stderr
+    assert "Repeat for several: one JSON object each, with the fields name," in " ".join(agent_mail("send-message", "--help").stdout.split())

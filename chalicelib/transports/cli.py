@@ -6,9 +6,9 @@
 
 Each tool command is generated from the tool's input model: a field `sender_name` becomes
 `--sender-name`, a list field a repeatable option, a bool `--flag/--no-flag`, a Literal a
-choice. `--json '{...}'` supplies any arguments as one object; options given as well win.
-The arguments go through `invoke.call` like every other transport, so the input model
-validates them. The output is the tool's JSON on stdout; a tool error is its
+choice, an object (an attachment) one JSON object. `--json '{...}'` supplies any arguments as
+one object; options given as well win. The arguments go through `invoke.call` like every other
+transport, so the input model validates them. The output is the tool's JSON on stdout; a tool error is its
 `{"error": {...}}` JSON on stderr with exit status 1.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import click
 from click.core import ParameterSource
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
 from pydantic.fields import FieldInfo
 
@@ -158,27 +158,79 @@ def field_option(name: str, field: FieldInfo) -> click.Option:
     if multiple:
         kind = field_type(get_args(kind)[0])
     flag = "--" + name.replace("_", "-")
+    shape = JsonObject(kind).shape(multiple) if is_object(kind) else "Repeat for several." if multiple else None
     # A field's old names (fields.acting_agent) stay accepted as options too: --sender-name.
     aliases = getattr(field.validation_alias, "choices", [])[1:]
     return FieldOption(
         [f"{flag}/--no-{flag[2:]}" if kind is bool else flag, *("--" + alias.replace("_", "-") for alias in aliases), name],
         type=click_type(kind),
+        metavar="JSON" if is_object(kind) else None,
         multiple=multiple,
         # Shown in --help only: values left at their default are not passed (see `given`),
         # so the input model applies its own.
         default=None if field.is_required() else field.get_default(call_default_factory=True),
         show_default=True,
-        help=" ".join(filter(None, [field.description, "Repeat for several." if multiple else None])),
+        help=" ".join(filter(None, [field.description, shape])),
         field_required=field.is_required(),
         aliases=aliases,
     )
 
 
+def is_object(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+
 def click_type(kind: Any) -> click.ParamType:
     if get_origin(kind) is Literal:
         return click.Choice([str(value) for value in get_args(kind)])
+    if is_object(kind):
+        return JsonObject(kind)
     # Anything else is passed as the string typed; the input model parses or refuses it.
     return {bool: click.BOOL, int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
+
+
+class JsonObject(click.ParamType):
+    """An object field (or a list's item: an attachment) given as one JSON object. The input
+    model validates its fields; a bare value gets a hint naming the field it would fit."""
+
+    name = "json object"
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+
+    @property
+    def fields(self) -> str:
+        return ", ".join(self.model.model_fields)
+
+    def shape(self, multiple: bool) -> str:
+        """What --help says the option takes."""
+        return f"{'Repeat for several: one JSON object each' if multiple else 'One JSON object'}, with the fields {self.fields}."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict:
+        if isinstance(value, dict):
+            return value
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError:
+            data = value
+        if isinstance(data, dict):
+            return data
+        flag = param.opts[0] if param else "the option"
+        each = "each " if getattr(param, "multiple", False) else ""
+        fitting = self.fitting_field(data)
+        example = f", e.g. {flag} '{json.dumps({fitting: data})}'" if fitting else ""
+        self.fail(f"{value!r} is not a JSON object: give {each}{flag} as one JSON object{example} (fields: {self.fields}).",
+                  param, ctx)
+
+    def fitting_field(self, value: Any) -> str | None:
+        """The first field that, holding this value alone, makes a valid object."""
+        for name in self.model.model_fields:
+            try:
+                self.model.model_validate({name: value})
+                return name
+            except ValidationError:
+                continue
+        return None
 
 
 def json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict:
