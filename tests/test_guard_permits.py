@@ -46,6 +46,23 @@ def test_only_the_projects_own_repository_is_permitted(repos, tmp_path):
         assert httpx.post(f"{url}/api/uninstall_precommit_guard", json={"code_repo_path": str(repos["own"])}).json()["removed"]
 
 
+def test_uninstall_takes_the_arguments_install_took(repos, tmp_path):
+    """install_precommit_guard requires project_key; uninstall refused it (422, extra input).
+    Given, it is held to the same places as install: that project's own directory."""
+    with running_server(tmp_path / "db.sqlite", ARCHIVE_ENABLED="false") as url:
+        post = lambda tool, body: httpx.post(f"{url}/api/{tool}", json=body, timeout=30)  # noqa: E731
+        for repo in repos.values():
+            post("ensure_project", {"human_key": str(repo)}).raise_for_status()
+        arguments = {"project_key": str(repos["own"]), "code_repo_path": str(repos["own"])}
+        assert post("install_precommit_guard", arguments).status_code == 200
+        other_project = post("uninstall_precommit_guard", arguments | {"project_key": str(repos["stranger"])})
+        assert other_project.status_code == 403, other_project.text
+        assert (repos["own"] / ".git" / "hooks" / "pre-commit").exists()
+        removed = post("uninstall_precommit_guard", arguments)
+        assert removed.status_code == 200 and removed.json()["removed"], removed.text
+        assert not (repos["own"] / ".git" / "hooks" / "pre-commit").exists()
+
+
 def test_configured_roots_are_permitted(repos, tmp_path):
     with running_server(tmp_path / "db.sqlite", ARCHIVE_ENABLED="false", GUARD_ALLOWED_ROOTS=str(tmp_path)) as url:
         httpx.post(f"{url}/api/ensure_project", json={"human_key": "/somewhere/else"}).raise_for_status()

@@ -673,6 +673,9 @@ def install_precommit_guard(db: sqlite3.Connection, args: InstallPrecommitGuardI
 
 
 class UninstallPrecommitGuardInput(Input):
+    project_key: ProjectKey | None = Field(None, description=(
+        "The project it was installed for: then only a work tree install_precommit_guard takes for it (403 otherwise)."
+        " Omitted: a work tree of any project."))
     code_repo_path: CodeRepoPath
 
 
@@ -686,12 +689,15 @@ def uninstall_precommit_guard(db: sqlite3.Connection, args: UninstallPrecommitGu
     """Remove the pre-commit guard from a git work tree on the server's machine, putting
     back the hook it had chained, if any. Writes to the server machine's filesystem."""
     path = args.code_repo_path
-    holder = guard.worktree_repository(path) or path  # a linked work tree: its repository's projects
-    projects = db.execute(  # the projects whose directory holds this path
-        "SELECT human_key FROM projects WHERE human_key = ? OR substr(?, 1, length(human_key) + 1) = human_key || '/'",
-        (holder, holder),
-    ).fetchall()
-    hook, removed, restored = guard.uninstall(path, [row[0] for row in projects] + get_settings().guard_allowed_roots)
+    if args.project_key:  # as install_precommit_guard: that project's directory
+        homes = [find_project(db, args.project_key)["human_key"]]
+    else:
+        holder = guard.worktree_repository(path) or path  # a linked work tree: its repository's projects
+        homes = [row[0] for row in db.execute(  # the projects whose directory holds this path
+            "SELECT human_key FROM projects WHERE human_key = ? OR substr(?, 1, length(human_key) + 1) = human_key || '/'",
+            (holder, holder),
+        )]
+    hook, removed, restored = guard.uninstall(path, homes + get_settings().guard_allowed_roots)
     return GuardUninstalled(hook_path=str(hook), removed=removed, restored_hook=restored)
 
 
