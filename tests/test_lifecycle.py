@@ -34,6 +34,17 @@ def names(call, **options):
     return [agent["name"] for agent in call("list_agents", project_key=TEAM, **options)["agents"]]
 
 
+def test_sending_to_retired_agents_says_so_in_good_english(call, team, send):
+    call("retire_agent", project_key=team, agent_name="RedStone")
+    with pytest.raises(Conflict) as one:
+        send("BlueLake", ["RedStone"])
+    assert one.value.message == "Not sent: RedStone is retired and gets no new mail."
+    call("retire_agent", project_key=team, agent_name="GreenCastle")
+    with pytest.raises(Conflict) as two:
+        send("BlueLake", ["RedStone", "GreenCastle"])
+    assert two.value.message == "Not sent: RedStone, GreenCastle are retired and get no new mail."
+
+
 def test_a_retired_agent_gets_no_mail_and_sends_none(call, team, send, settings):
     retired = call("retire_agent", project_key=team, agent_name="RedStone")
     assert retired["retired_ts"] and retired["released_file_reservations"] == 0

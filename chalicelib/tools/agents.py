@@ -125,7 +125,7 @@ def refuse_inactive(home: sqlite3.Row, sender: sqlite3.Row, recipients: list[sql
     retired = [address(agent, home) for agent in recipients if agent["retired_ts"]]
     if retired:
         raise Conflict(
-            f"Not sent: {', '.join(retired)} {'is' if len(retired) == 1 else 'are'} retired and get no new mail.",
+            f"Not sent: {', '.join(retired)} {'is retired and gets' if len(retired) == 1 else 'are retired and get'} no new mail.",
             "Leave them out (list_agents shows the active agents), or have them call unretire_agent.",
         )
     for agent in recipients:
