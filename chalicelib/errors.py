@@ -53,7 +53,9 @@ def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
         where = ".".join(str(part) for part in err["loc"]) or "input"
         problem = f"{where}: {err['msg'].removeprefix('Value error, ')}"
         if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
-            problem += known_as(str(err["loc"][0]), fields) or did_you_mean(str(err["loc"][0]), fields)
+            name = str(err["loc"][0])
+            guess = did_you_mean(name, fields)  # a sentence of its own, after pydantic's (which has no stop)
+            problem += known_as(name, fields) or (f".{guess}" if guess else "")
         problems.append(problem)
     return InvalidArgument(
         "Invalid arguments: " + "; ".join(problems),

@@ -25,6 +25,13 @@ def test_an_unknown_field_gets_the_closest_name(call, project):
     assert error.value.to_dict()["error"]["hint"]
 
 
+def test_the_did_you_mean_of_a_field_is_a_sentence_of_its_own(call, project):
+    with pytest.raises(InvalidArgument) as error:
+        call("fetch_inbox", project_key=project, agent_name="GreenCastle", unred_only=True)
+    assert error.value.message == ("Invalid arguments: unred_only: Extra inputs are not permitted."
+                                   " Did you mean 'unread_only' or 'urgent_only'?")
+
+
 def test_an_unknown_agent_gets_the_closest_names(call, project):
     with pytest.raises(NotFound, match="Did you mean 'GreenCastle'"):
         call("send_message", project_key=project, agent_name="BlueLake", to=["GreenCastel"], subject="s", body_md="b")
