@@ -72,6 +72,23 @@ def test_a_blocked_send_names_the_blocked_and_stores_nothing(call, team, send, s
     assert inbox(call, "GreenCastle") == []
 
 
+def test_a_blocked_sends_hint_is_one_sentence_a_step(call, team, send):
+    """The steps were joined '…once it accepts; Call request_contact…' (a capital after a semicolon)."""
+    ask = "Call request_contact(project_key='work-team', agent_name='BlueLake', to_agent='{}') and send again once it accepts."
+    with pytest.raises(Conflict) as both:
+        send("BlueLake", ["GreenCastle", "RedStone"])
+    assert both.value.hint == f"{ask.format('GreenCastle')} {ask.format('RedStone')} Otherwise send without them."
+    pending = call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")
+    assert pending["next_step"].endswith(" then send again; or write to others meanwhile.")
+    with pytest.raises(Conflict) as waiting:
+        send("BlueLake", ["GreenCastle", "RedStone"])
+    assert waiting.value.hint == (
+        f"{ask.format('RedStone')} Your contact request to GreenCastle is pending since {pending['requested_ts']};"
+        " GreenCastle has been notified (a notice in its inbox) and answers with respond_contact. Meanwhile"
+        " wait_for_mail(project_key='work-team', agent_name='BlueLake') tells you when it answers (a notice), then send"
+        " again. Otherwise send without them.")
+
+
 def test_open_admits_anyone(call, team, send):
     policy(call, "GreenCastle", "open")
     send("BlueLake", ["GreenCastle"])

@@ -112,15 +112,15 @@ def refuse_blocked(db: sqlite3.Connection, project: sqlite3.Row, sender: sqlite3
     askable = [agent for agent in blocked if agent["contact_policy"] != "block_all" and agent["id"] not in waits]
     closed = [address(agent, project) for agent in blocked if agent["contact_policy"] == "block_all"]
     named = ", ".join(f"{address(agent, project)} ({agent['contact_policy']})" for agent in blocked)
-    hints = []
-    for agent in askable:
-        hints.append(
-            f"Call request_contact(project_key={project['slug']!r}, agent_name={sender['name']!r},"
-            f" to_agent={address(agent, project)!r}) and send again once it accepts;"
-        )
-    hints += [note for _, note in waits.values()]
-    if askable or waits:
-        hints.append("or send without them.")
+    steps = [
+        f"Call request_contact(project_key={project['slug']!r}, agent_name={sender['name']!r},"
+        f" to_agent={address(agent, project)!r}) and send again once it accepts"
+        for agent in askable
+    ]
+    steps += [note for _, note in waits.values()]
+    hints = [f"{step}." for step in steps]  # each a sentence: a note starts with an agent's name
+    if steps:
+        hints.append("Otherwise send without them.")
     if closed:
         hints.append(f"{', '.join(closed)} accept{'s' if len(closed) == 1 else ''} no messages at all: leave them out.")
     states = sorted({state for state, _ in waits.values()})
@@ -156,17 +156,17 @@ def _request_wait(project: sqlite3.Row, sender: sqlite3.Row, target: str, row: s
     if row["status"] == "denied":
         return "declined", (
             f"{target} declined your contact request at {row['responded_ts']}: request_contact is refused until {again}."
-            f" Meanwhile write to agents that admit you, or ask the person who runs you to settle it with {target};"
+            f" Meanwhile write to agents that admit you, or ask the person who runs you to settle it with {target}"
         )
-    return "lapsed", f"Your contact request to {target} of {row['requested_ts']} lapsed; you may ask again after {again};"
+    return "lapsed", f"Your contact request to {target} of {row['requested_ts']} lapsed; you may ask again after {again}"
 
 
 def pending_note(project: sqlite3.Row, requester: sqlite3.Row, target: str, since: str) -> str:
-    """What a requester is told while its contact request waits for an answer."""
+    """What a requester is told while its contact request waits for an answer (a clause: no final stop)."""
     return (
         f"Your contact request to {target} is pending since {since}; {target} has been notified (a notice in its inbox)"
         f" and answers with respond_contact. Meanwhile wait_for_mail(project_key={project['slug']!r},"
-        f" agent_name={requester['name']!r}) tells you when it answers (a notice), then send again;"
+        f" agent_name={requester['name']!r}) tells you when it answers (a notice), then send again"
     )
 
 
@@ -364,7 +364,7 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
 
 def _pending(contact: Contact, project: sqlite3.Row, requester: sqlite3.Row, target: str) -> Contact:
     note = pending_note(project, requester, target, contact.requested_ts)
-    return contact.model_copy(update={"next_step": note + " or write to others meanwhile."})
+    return contact.model_copy(update={"next_step": note + "; or write to others meanwhile."})
 
 
 class RespondContactInput(Input):
