@@ -57,6 +57,20 @@ def test_operators_still_work_when_used_as_operators(call, typed):
     assert subjects(call, typed, "NEAR(remove option, 3)") == ["remove the -flag option"]
 
 
+def test_a_query_of_operator_words_alone_marks_them_in_the_snippet(call, project):
+    """`AND` alone is searched as the word: it found the message, with an empty snippet (the
+    words to mark left the operators out)."""
+    for subject, body in (("Music", "rock and roll"), ("Menu", "salt or pepper"), ("Place", "NOT near here")):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md=body)
+    snippets = lambda query: [hit["snippet"] for hit in call("search_messages", project_key=project, query=query)["results"]]  # noqa: E731
+    assert snippets("AND") == ["rock **and** roll"]
+    assert snippets("OR") == ["salt **or** pepper"]
+    assert snippets("NOT") == ["**NOT** near here"]
+    assert snippets("NEAR") == ["NOT **near** here"]
+    assert snippets("rock AND") == ["**rock** **and** roll"]  # at an end, a word too
+    assert set(snippets("rock OR pepper")) == {"**rock** and roll", "salt or **pepper**"}  # between two, an operator
+
+
 @hypothesis_settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(list('ab12 -+:*"()^.,/\'_{}[]\\') + ["AND", "OR", "NOT", "NEAR(", "subject:", "body:", " "]), max_size=30))
 def test_no_text_makes_an_invalid_fts5_query(pieces):

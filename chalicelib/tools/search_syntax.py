@@ -170,13 +170,12 @@ def literal_query(text: str) -> str | None:
     return " ".join(terms) or None
 
 
-_COLUMN_PREFIX = re.compile(r"\b(?:subject|body|body_md):", re.I)
-
-
 def query_words(text: str) -> list[str]:
-    """The words of a query, lower case, for marking them in a snippet (operators left out)."""
-    words = re.findall(r"\w+", _COLUMN_PREFIX.sub(" ", text))
-    return list(dict.fromkeys(word.lower() for word in words if word not in (*OPERATORS, "NEAR")))
+    """The words a query searches, lower case, for marking them in a snippet: those fts5_query
+    quotes. An operator used as one is left out, but not one it reads as a word (`AND` alone,
+    `OR` at an end), nor a column name it reads as text."""
+    quoted = _QUOTED.findall(fts5_query(text) or "")
+    return list(dict.fromkeys(word.lower() for phrase, _ in quoted for word in re.findall(r"\w+", phrase)))
 
 
 def snippet_terms(text: str) -> list[tuple[str, ...]]:
