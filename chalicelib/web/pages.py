@@ -84,6 +84,13 @@ def _message_url(root: str, project: str, thread_id: str, message_id) -> str:
     return f"{root}/ui/thread?p={_quote(project)}&t={_quote(thread_id)}&m={message_id}#m{message_id}"
 
 
+def _home(address: str, here: str) -> str:
+    """The project of an agent's address as the tools write it in project `here`: Name@slug is
+    another project's agent, a bare name here's. A message is stored in its sender's project, so
+    a received message's thread is in its sender's home (the unified inbox names it outright)."""
+    return address.partition("@")[2] or here
+
+
 # A path of this site, in printable ASCII without a backslash: browsers drop tabs and newlines
 # from a Location and read a backslash as "/", so "/\t/evil.example" would lead to another host.
 _SAME_SITE = re.compile(r"/(?![/\\])[\x21-\x5b\x5d-\x7e]*")
@@ -167,7 +174,7 @@ class WebUI:
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
         self.env.filters.update(when=_when, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
-                                size=_size, reply_subject=_reply_subject)
+                                size=_size, reply_subject=_reply_subject, home=_home)
         self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
                                 shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
         # A thread's messages never change, and live refresh re-renders whole threads: each

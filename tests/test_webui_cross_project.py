@@ -1,0 +1,87 @@
+"""Mail between two projects in the web UI, through the real server (authentication off: the
+loopback caller is the admin): WarmSwan of shop-web writes to QuickBear@srv-shop in thread
+CART-12 (which srv-shop has too) and asks it for contact. A message is stored in its sender's
+project: every link to it must open that project's thread."""
+
+import html
+import re
+
+import httpx
+import pytest
+
+from .servers import running_server
+
+SHOP, WEB = "srv-shop", "srv-shop-web"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """(url, an API client, {what: the message})."""
+    database = tmp_path_factory.mktemp("webui-cross-project") / "agent_mail.db"
+    with running_server(database) as url:
+        api = httpx.Client(base_url=url, timeout=60)
+
+        def call(tool: str, **arguments) -> dict:
+            answer = api.post(f"/api/{tool}", json=arguments)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        for key in ("/srv/shop", "/srv/shop-web"):
+            call("ensure_project", human_key=key)
+        for project, name in ((SHOP, "QuickBear"), (SHOP, "MagentaHill"), (WEB, "WarmSwan")):
+            call("register_agent", project_key=project, program="p", model="m", name=name)
+            call("set_contact_policy", project_key=project, agent_name=name, policy="open")
+        call("ensure_product", product_key="acme")
+        for project in (SHOP, WEB):
+            call("products_link", product_key="acme", project_key=project)
+        sent = {
+            "own": call("send_message", project_key=SHOP, sender_name="MagentaHill", to=["QuickBear"], thread_id="CART-12",
+                        subject="Shop's own CART-12", body_md="the backend side", ack_required=True)["message"],
+            "cross": call("send_message", project_key=WEB, sender_name="WarmSwan", to=[f"QuickBear@{SHOP}"], thread_id="CART-12",
+                          subject="CART-12: new cart API", body_md="The cart moves.", ack_required=True)["message"],
+        }
+        call("set_contact_policy", project_key=SHOP, agent_name="QuickBear", policy="contacts_only")
+        call("request_contact", project_key=WEB, from_agent="WarmSwan", to_agent=f"QuickBear@{SHOP}", reason="the cart API")
+        [notice] = [m for m in call("fetch_inbox", project_key=SHOP, agent_name="QuickBear")["messages"] if m["kind"] == "notice"]
+        sent["notice"] = notice
+        yield url, api, sent
+
+
+def links_to(page: str, message_id: str) -> list[str]:
+    """Every link of the page to this message."""
+    return [html.unescape(href) for href in re.findall(r'href="([^"]*[?&](?:amp;)?m=' + message_id + r'[&#"][^"]*)"', page)]
+
+
+def opens(client: httpx.Client, link: str, message_id: str) -> bool:
+    """Whether the link answers a thread page that shows the message."""
+    page = client.get(link)
+    return page.status_code == 200 and f'<article class="msg" id="m{message_id}"' in page.text
+
+
+def test_every_link_to_another_projects_mail_opens_the_project_that_stores_it(site):
+    """The agent and product pages linked QuickBear's mail from shop-web with shop's slug:
+    shop's own CART-12 opened (without the message), and a contact request's notice answered
+    404 "Thread … not found"."""
+    url, api, sent = site
+    client = httpx.Client(base_url=url, timeout=60)
+    pages = {
+        "agent": client.get("/ui/agent", params={"p": SHOP, "a": "QuickBear"}).text,
+        "agent, ack pending": client.get("/ui/agent", params={"p": SHOP, "a": "QuickBear", "only": "acks"}).text,
+        "product, as QuickBear": client.get("/ui/product", params={"k": "acme", "as": "QuickBear"}).text,
+        "product": client.get("/ui/product", params={"k": "acme"}).text,
+        "project's open acks": client.get("/ui/project", params={"p": SHOP}).text,
+        "search": client.get("/ui/search", params={"q": "cart"}).text,
+        "product search": client.get("/ui/product", params={"k": "acme", "q": "cart"}).text,
+        "inbox": client.get("/").text,
+    }
+    for what, message in sent.items():
+        for name, page in pages.items():
+            if what == "notice" and name in ("agent, ack pending", "project's open acks"):
+                continue  # it asks for no acknowledgement
+            links = links_to(page, message["id"])
+            assert links, (what, name)
+            assert all(opens(client, link, message["id"]) for link in links), (what, name, links)
+    as_quickbear = pages["product, as QuickBear"]
+    row = re.search(rf'<li id="received-{sent["cross"]["id"]}".*?</li>', as_quickbear, re.S).group()
+    assert f'<span class="proj">{WEB}</span> · CART-12' in row  # where it is, as the link says
+    assert f'name="project_key" value="{SHOP}"' in row  # acknowledged as QuickBear, in its own project
