@@ -181,6 +181,25 @@ def test_previews_show_plain_words_underscores_kept_and_no_markdown(site):
     assert "<li>BlueLake: decided: keep v1 routes in api_v1.py</li>" in digest
 
 
+def test_previews_and_snippets_read_as_written_where_marks_and_ticks_were(site):
+    """Each Markdown mark and search mark became a space: '&#34; <mark>shopping basket</mark> &#34;',
+    '<mark>SNIP-12</mark> : new cart API', 'src/cart .'."""
+    url, api, database = site
+    send(api, subject="SNIP-12: new cart API", thread_id="SNIP-12",
+         body_md='The "shopping basket" moves to `src/cart`. See **SNIP-12**: it is | a | table |')
+    client = ui(url)
+
+    def snippet(query: str) -> str:
+        found = client.get("/ui/search", params={"q": query, "p": P}).text
+        return re.search(r'<span class="snippet">(.*?)</span>', found, re.S).group(1)
+
+    assert "The &#34;<mark>shopping basket</mark>&#34; moves to src/cart. See" in snippet('"shopping basket"')
+    assert snippet("SNIP-12").startswith("<mark>SNIP-12</mark>: new cart API")
+    assert "moves to src/cart. See SNIP-12: it is a table" in html.unescape(re.sub("</?mark>", "", snippet("basket")))
+    inbox = client.get("/").text
+    assert "— The &#34;shopping basket&#34; moves to src/cart. See SNIP-12: it is a table</span>" in inbox
+
+
 def test_a_reply_from_a_thread_page_takes_the_threads_subject(site):
     """It took the subject of the thread's last message."""
     url, api, database = site

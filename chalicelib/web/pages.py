@@ -102,8 +102,9 @@ _MARKUP = re.compile(r"(?<!\w)[*_]+|[*_]+(?!\w)|^[ \t]*(?:#{1,6}|>+)(?=\s)|`+|\|
 
 
 def _plain(text: str) -> str:
-    """A Markdown excerpt as plain words: a line of the inbox, a key point of a digest."""
-    return " ".join(_MARKUP.sub(" ", text).split())
+    """A Markdown excerpt as plain words: a line of the inbox, a key point of a digest. A mark
+    goes without a trace (`src/cart`. reads src/cart.), but a table's pipe, which parts cells."""
+    return " ".join(_MARKUP.sub(lambda mark: " " if mark[0] == "|" else "", text).split())
 
 
 def _message_id(text: str) -> int | None:
