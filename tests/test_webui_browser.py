@@ -107,7 +107,8 @@ def test_person_reads_the_thread_and_answers_as_overseer_and_the_agent_gets_it_o
     assert first.locator("h2", has_text="Plan").count() == 1  # Markdown rendered: heading, table, code
     assert first.locator("table td code", has_text="/cart").count() == 1
     assert first.locator("pre code").inner_text().strip() == "print('hi')"
-    page.locator("details.digest a[href^='#m']", has_text="BlueLake").wait_for()  # the digest: who has yet to acknowledge
+    waiting = page.locator("details.digest li[data-m]", has_text="BlueLake")  # the digest: who has yet to acknowledge what
+    waiting.locator("a[href^='#m']", has_text="CART-12: new cart API").wait_for()
     assert "awaiting ack: BlueLake" in first.inner_text()
     link = page.locator("article.msg a", has_text="docs")
     assert link.get_attribute("rel") == "noopener noreferrer"

@@ -407,9 +407,30 @@ def test_a_digests_ack_links_open_the_page_of_the_thread_that_holds_the_message(
     client = ui(url)
     assert sent["id"] not in articles(client.get("/ui/thread", params={"p": P, "t": "ACK-LONG"}).text)  # not on the first page
     digest = client.get("/ui/digest", params={"p": P, "t": "ACK-LONG"}).text
-    target = link(digest, "GreenCastle")
+    target = link(digest, "Big 19")
     assert f"m={sent['id']}" in target and f'data-m="{sent["id"]}"' in digest
     assert sent["id"] in articles(client.get(target).text)
+
+
+def test_a_digest_says_which_message_each_acknowledgement_waits_on(site):
+    """It listed one bare name per message and recipient ("AmberFox, AmberFox, TealOwl"): not
+    which message, nor that AmberFox was one agent waited on twice."""
+    url, api, database = site
+    for name in ("AmberFox", "TealOwl"):
+        api.post("/api/register_agent", json={"project_key": P, "program": "p", "model": "m", "name": name}).raise_for_status()
+        api.post("/api/set_contact_policy", json={"project_key": P, "agent_name": name, "policy": "open"}).raise_for_status()
+    first = send(api, subject="Schema v2", to=["AmberFox"], ack_required=True, thread_id="WAITING")
+    send(api, subject="Re: Schema v2", to=["AmberFox"], thread_id="WAITING")  # asks for nothing
+    second = send(api, subject="Re: Schema v2", to=["AmberFox", "TealOwl"], cc=["GreenCastle"], ack_required=True, thread_id="WAITING")
+    api.post("/api/acknowledge_message", json={"project_key": P, "agent_name": "GreenCastle", "message_id": second["id"]}).raise_for_status()
+    client = ui(url)
+    digest = client.get("/ui/digest", params={"p": P, "t": "WAITING"}).text
+    waiting = digest[digest.index("<h3>Waiting for acknowledgement</h3>"):]
+    entries = re.findall(r'<li data-m="(\d+)"><a href="([^"]+)">([^<]+)</a>.*?<span class="who">([^<]*)</span></li>', waiting)
+    assert [(m, subject, who) for m, _, subject, who in entries] == [
+        (first["id"], "Schema v2", "AmberFox"), (second["id"], "Re: Schema v2", "AmberFox, TealOwl")]
+    for message_id, target, _, _ in entries:
+        assert message_id in articles(client.get(html.unescape(target)).text)
 
 
 def test_waiting_for_acks_refreshes_live_when_a_message_is_acknowledged(site):

@@ -60,13 +60,13 @@
       // Each message asking for acks says who has yet to give one (the digest's open acks).
       // A link to a message on this page scrolls to it; others open the page holding theirs.
       var pending = {};
-      digest.querySelectorAll("a[data-m]").forEach(function (a) {
-        (pending[a.dataset.m] = pending[a.dataset.m] || []).push(a.textContent);
-        if (document.getElementById("m" + a.dataset.m)) a.setAttribute("href", "#m" + a.dataset.m);
+      digest.querySelectorAll("li[data-m]").forEach(function (item) {
+        pending[item.dataset.m] = item.querySelector(".who").textContent;
+        if (document.getElementById("m" + item.dataset.m)) item.querySelector("a").setAttribute("href", "#m" + item.dataset.m);
       });
       document.querySelectorAll("article.msg[data-ack] .ack-state").forEach(function (tag) {
         var who = pending[tag.closest("article").id.slice(1)];
-        tag.textContent = who ? "awaiting ack: " + who.join(", ") : "acknowledged by all";
+        tag.textContent = who ? "awaiting ack: " + who : "acknowledged by all";
         tag.className = "tag ack-state " + (who ? "ack" : "done");
       });
     }).catch(function () {});
