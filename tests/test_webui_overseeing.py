@@ -320,6 +320,23 @@ def test_an_agents_inbox_filters_to_unread_urgent_or_ack_pending(site):
     assert client.get("/ui/agent", params={**agent, "only": "mine"}).status_code == 404
 
 
+def test_an_action_that_takes_the_message_out_of_the_view_still_says_what_was_done(site):
+    """Acknowledge in "Ack pending" (or Mark read in "Unread") came back to a list without the
+    message, saying nothing: only its row said what was done."""
+    url, api, database = site
+    client = ui(url)
+    asked = send(api, subject="Ack me from the filter", ack_required=True, to=["BlueLake"], sender_name="GreenCastle")
+    for only, action in (("acks", "ack"), ("unread", "read")):
+        back = f"/ui/agent?p={P}&a=BlueLake&only={only}&m={asked['id']}#received-{asked['id']}"
+        done = client.post("/ui/act", data={"csrf": client.csrf, "action": action, "project_key": P, "agent_name": "BlueLake",
+                                            "message_id": asked["id"], "back": back})
+        assert done.status_code == 303
+        page = client.get(done.headers["location"]).text
+        assert f'id="received-{asked["id"]}"' not in page  # out of the view
+        said = "Done: acknowledged." if action == "ack" else "Done: marked read."
+        assert f'<p class="notice" role="status">{said}</p>' in page and page.count('role="status"') == 1
+
+
 def contacts_of(page: str) -> str:
     return page[page.index('<h2 id="contacts">'):]
 

@@ -141,6 +141,12 @@ def _live_token(inbox, reads: bool = False) -> str:
     return f"{token}.{inbox.newest_read_ts or ''}" if reads else token
 
 
+def _listed(inbox) -> set[str]:
+    """The ids of an inbox page's messages (m= as a link gives them): where the page says what an
+    action on one did by its row (base.html); None, an inbox that failed, lists none."""
+    return {str(message.id) for message in inbox.messages} if inbox else set()
+
+
 def _size(size: int) -> str:
     """1536 -> 1.5 KB."""
     if size < 1024:
@@ -396,7 +402,7 @@ class WebUI:
             live = self.live_url(request, product=product.product_key, reads=True)
         return self.page(
             request, session, "product.html", product=product, nav="products", reads_mail=reads_mail, mail=mail,
-            live=live, latest=latest, reader=reader, inbox=inbox,
+            live=live, latest=latest, reader=reader, inbox=inbox, listed=_listed(inbox),
             query=query, found=found, error=error, hits=[(hit.project, hit) for hit in found.results] if found else [],
             more_url=request.root + "/ui/product?" + urlencode({"k": product.product_key, "q": query, "cursor": found.next_cursor})
             if found and found.next_cursor else None,
@@ -439,10 +445,10 @@ class WebUI:
         if only and only not in AGENT_FILTERS:
             raise NotFound(f"No inbox filter {only!r}.", f"One of: {', '.join(AGENT_FILTERS)}; or none, for all.")
         flags = {AGENT_FILTERS[only][1]: True} if only else {}
+        inbox = self.run("fetch_inbox", **mine, **flags, limit=PAGE_SIZE, cursor=query.get("inbox") or None)
         return self.page(
             request, session, "agent.html", agent=profile, nav="projects", only=only,
-            filters={name: label for name, (label, _) in AGENT_FILTERS.items()},
-            inbox=self.run("fetch_inbox", **mine, **flags, limit=PAGE_SIZE, cursor=query.get("inbox") or None),
+            filters={name: label for name, (label, _) in AGENT_FILTERS.items()}, inbox=inbox, listed=_listed(inbox),
             outbox=self.run("fetch_outbox", **mine, limit=20, cursor=query.get("outbox") or None),
             contacts=self.run("list_contacts", **mine, limit=LIST_SHOWN, cursor=query.get("contacts") or None),
             live=self.live_url(request, profile.project, reads=True) if live else None, latest=latest,
