@@ -4,6 +4,7 @@ CART-12 (which srv-shop has too) and asks it for contact. A message is stored in
 project: every link to it must open that project's thread."""
 
 import html
+import json
 import re
 
 import httpx
@@ -85,3 +86,41 @@ def test_every_link_to_another_projects_mail_opens_the_project_that_stores_it(si
     row = re.search(rf'<li id="received-{sent["cross"]["id"]}".*?</li>', as_quickbear, re.S).group()
     assert f'<span class="proj">{WEB}</span> · CART-12' in row  # where it is, as the link says
     assert f'name="project_key" value="{SHOP}"' in row  # acknowledged as QuickBear, in its own project
+
+
+def test_a_reply_from_a_thread_page_goes_to_its_participants_of_other_projects_too(site):
+    """The reply form's To left out QuickBear@srv-shop: the overseer's answer reached WarmSwan only."""
+    url, api, sent = site
+    client = httpx.Client(base_url=url, timeout=60)
+    page = client.get("/ui/thread", params={"p": WEB, "t": "CART-12"}).text
+    form = page[page.index('class="compose reply"'):]
+    fields = {name: html.unescape(value) for name, value in re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form)}
+    to = html.unescape(re.search(r'<input name="to" required value="([^"]*)"', form).group(1))
+    assert to == f"WarmSwan, QuickBear@{SHOP}"
+    answered = client.post("/ui/compose", data={**fields, "to": to, "body_md": "Ship it."})
+    assert answered.status_code == 303, answered.text
+    inbox = api.post("/api/fetch_inbox", json={"project_key": SHOP, "agent_name": "QuickBear"}).json()["messages"]
+    assert (inbox[0]["sender"], inbox[0]["subject"], inbox[0]["thread_id"]) == (f"Overseer@{WEB}", "Re: CART-12: new cart API", "CART-12")
+
+
+def test_a_reply_form_leaves_out_participants_beyond_a_scoped_credential(tmp_path):
+    """An admin credential of shop-web alone reads its CART-12; QuickBear@srv-shop is beyond it,
+    so the form does not offer it (asking about it was a 403 for the whole page)."""
+    admin, web_admin = "admin-token-0123456789", "web-admin-token-0123456789"
+    tokens = json.dumps([admin, {"token": web_admin, "projects": [WEB], "role": "admin"}])
+    with running_server(tmp_path / "agent_mail.db", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=tokens) as url:
+        api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {admin}"})
+        for key in ("/srv/shop", "/srv/shop-web"):
+            api.post("/api/ensure_project", json={"human_key": key}).raise_for_status()
+        agents = {name: api.post("/api/register_agent", json={"project_key": project, "program": "p", "model": "m", "name": name}
+                                 ).json()["registration_token"] for project, name in ((SHOP, "QuickBear"), (WEB, "WarmSwan"))}
+        api.post("/api/set_contact_policy", json={"project_key": SHOP, "agent_name": "QuickBear", "policy": "open",
+                                                  "registration_token": agents["QuickBear"]}).raise_for_status()
+        api.post("/api/send_message", json={"project_key": WEB, "sender_name": "WarmSwan", "sender_token": agents["WarmSwan"],
+                                            "to": [f"QuickBear@{SHOP}"], "thread_id": "CART-12", "subject": "CART-12",
+                                            "body_md": "x"}).raise_for_status()
+        client = httpx.Client(base_url=url, timeout=60)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/login").text).group(1)
+        assert client.post("/ui/login", data={"csrf": csrf, "token": web_admin, "next": "/"}).status_code == 303
+        page = client.get("/ui/thread", params={"p": WEB, "t": "CART-12"})
+        assert page.status_code == 200 and '<input name="to" required value="WarmSwan"' in page.text

@@ -480,7 +480,7 @@ class WebUI:
             live=self.live_url(request, project, thread_id) if thread.next_cursor is None else None,
             latest=self.latest(project, thread_id) if thread.next_cursor is None else "",
             digest_url=request.root + "/ui/digest?" + urlencode({"p": project, "t": thread_id}),
-            people=self.participants(project, thread.messages),
+            people=self.participants(project, thread.messages) if self.oversees() else [],  # for the reply form
             as_markdown={m.id for m, markdown_ok in zip(thread.messages, shown) if markdown_ok},
         )
 
@@ -524,18 +524,18 @@ class WebUI:
         return ids[-1] - 1
 
     def participants(self, project: str, messages) -> list[str]:
-        """The thread's active agents (not people), in order of appearance: whom a reply goes to."""
+        """The thread's active agents (not people), in order of appearance: whom a reply goes to.
+        Each as the thread's project writes it (Name@slug: another project's), as a reply takes it."""
         seen: dict[str, None] = {}
         for message in messages:
-            for name in (message.sender, *message.to, *message.cc):
-                if "@" not in name:  # Name@project: an agent of another project
-                    seen.setdefault(name, None)
-        return [name for name in seen if self.is_active_agent(project, name)]
+            for address in (message.sender, *message.to, *message.cc):
+                seen.setdefault(address, None)
+        return [address for address in seen if self.is_active_agent(project, address)]
 
-    def is_active_agent(self, project: str, name: str) -> bool:
+    def is_active_agent(self, project: str, address: str) -> bool:
         try:
-            profile = self.run("whois", project_key=project, agent_name=name)
-        except NotFound:
+            profile = self.run("whois", project_key=_home(address, project), agent_name=address.partition("@")[0])
+        except (NotFound, Forbidden):  # gone, or of a project beyond the credential's: not offered
             return False
         return profile.kind == "agent" and not profile.retired_ts
 
