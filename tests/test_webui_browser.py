@@ -255,6 +255,7 @@ def test_compose_to_an_agent_and_the_phone_and_dark_layouts(url, browser):
     for target in ("/", f"/ui/project?p={P}"):  # nothing overflows sideways on a phone
         page.goto(url + target)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, target
+    _wrap_whole_words_and_path_names(page)
     time.sleep(1.1)  # BlueLake's last act is older than STALE_AGENT_SECONDS: its reservation is offered for release
     for width in (1024, 1280, 1600):  # nor on a desk, beside a long pattern: the table fits its box ("Force releas")
         desk = browser.new_context(viewport={"width": width, "height": 768}).new_page()
@@ -263,11 +264,39 @@ def test_compose_to_an_agent_and_the_phone_and_dark_layouts(url, browser):
         table = desk.locator("section.two > div").first.locator("table")
         assert table.locator("button", has_text="Force release").count() >= 1
         assert table.evaluate("t => t.scrollWidth <= t.parentElement.clientWidth"), width
+        _wrap_whole_words_and_path_names(desk)
         desk.context.close()
     screenshot(page, "inbox-phone-dark")
     context.close()
     [inbox] = mcp(url, [("fetch_inbox", {"project_key": P, "agent_name": "GreenCastle", "urgent_only": True})])
     assert inbox["messages"][0]["subject"] == "Standup" and inbox["messages"][0]["sender"] == "Overseer"
+
+
+# The text of each element matching a selector as laid out: a string per line.
+LINES = """selector => Array.from(document.querySelectorAll(selector)).map(element => {
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT), range = document.createRange(), lines = [];
+  let bottom = -Infinity;
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (let i = 0; i < node.length; i++) {
+      range.setStart(node, i); range.setEnd(node, i + 1);
+      const box = range.getBoundingClientRect();
+      if (!box.width && /\\s/.test(node.data[i])) { if (lines.length) lines[lines.length - 1] += " "; continue; }  // a break's space
+      const below = box.top >= bottom - 1;  // under the line so far (smaller text on it sits lower): a new line
+      if (below) lines.push("");
+      bottom = below ? box.bottom : Math.max(bottom, box.bottom);
+      lines[lines.length - 1] += node.data[i];
+    }
+  }
+  return lines;
+})"""
+
+
+def _wrap_whole_words_and_path_names(page) -> None:
+    """The project page's tasks wrap between words, its patterns after a /: a column squeezed
+    to a few letters broke them anywhere ("Hum an over seer", "src/cart/but ton.tsx")."""
+    for selector, end in (("td.task", " "), ("table.reservations td:nth-child(2) > code", "/")):
+        wrapped = page.evaluate(LINES, selector)
+        assert wrapped and all(line.endswith(end) for lines in wrapped for line in lines[:-1]), (selector, wrapped)
 
 
 def test_a_product_page_shows_its_projects_mail_and_new_mail_live(url, page):

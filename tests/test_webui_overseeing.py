@@ -48,6 +48,12 @@ def section(page: str, heading: str) -> str:
     return page[start:end if end > 0 else None]
 
 
+def reservation_rows(page: str) -> dict[str, str]:
+    """The project page's file reservation rows by pattern (which may wrap after a /: <wbr>)."""
+    rows = section(page, "File reservations").replace("<wbr>", "").split("<tr>")[2:]
+    return {re.search(r"<code>([^<]+)</code>", row).group(1): row for row in rows}
+
+
 def test_the_project_page_lists_open_acks_of_the_whole_project_however_busy(site):
     """It showed the acks pending among the last 50 messages: a busy project hid them ("None.")."""
     url, api, database = site
@@ -103,8 +109,7 @@ def test_force_release_is_offered_only_when_the_tool_would_take_it(site):
     with sqlite3.connect(database) as db:  # RedStone went quiet long ago (STALE_AGENT_SECONDS: 30 minutes)
         db.execute("UPDATE agents SET last_active_ts = '2020-01-01T00:00:00.000000+00:00' WHERE name = 'RedStone'")
     client = ui(url)
-    rows = {re.search(r"<code>([^<]+)</code>", row).group(1): row
-            for row in section(client.get("/ui/project", params={"p": P}).text, "File reservations").split("<tr>")[2:]}
+    rows = reservation_rows(client.get("/ui/project", params={"p": P}).text)
     assert "Force release" in rows["src/abandoned/**"] and "RedStone has been inactive since 2020" in rows["src/abandoned/**"]
     assert "Force release" not in rows["src/live/**"] and "holder active; releasable from" in rows["src/live/**"]
     held = re.search(r'name="file_reservation_id" value="(\d+)"', rows["src/abandoned/**"]).group(1)
@@ -121,7 +126,7 @@ def test_force_release_is_offered_only_when_the_tool_would_take_it(site):
     released = client.post("/ui/act", data={"csrf": client.csrf, "action": "force_release", "project_key": P,
                                             "file_reservation_id": held, "back": back})
     assert released.status_code == 303
-    assert "src/abandoned/**" not in section(client.get("/ui/project", params={"p": P}).text, "File reservations")
+    assert "src/abandoned/**" not in reservation_rows(client.get("/ui/project", params={"p": P}).text)
 
 
 def test_search_goes_on_past_its_first_hundred_results(site):
@@ -408,8 +413,7 @@ def test_overlapping_reservations_of_two_agents_are_flagged_on_the_project_page(
         ("RedStone", "src/api/handlers.py", listed["src/api/handlers.py"]["id"])]
     assert [o["agent"] for o in listed["src/api/handlers.py"]["conflicts_with"]] == ["GreenCastle"]
     assert listed["docs/**"]["conflicts_with"] == listed["docs/guide.md"]["conflicts_with"] == []
-    rows = {re.search(r"<code>([^<]+)</code>", row).group(1): row
-            for row in section(ui(url).get("/ui/project", params={"p": P}).text, "File reservations").split("<tr>")[2:]}
+    rows = reservation_rows(ui(url).get("/ui/project", params={"p": P}).text)
     assert "overlaps RedStone's <code>src/api/handlers.py</code>" in rows["src/api/*"]
     assert "overlaps GreenCastle's <code>src/api/*</code>" in rows["src/api/handlers.py"]
     assert "overlaps" not in rows["docs/**"] + rows["docs/guide.md"]

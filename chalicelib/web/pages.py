@@ -107,6 +107,11 @@ def _plain(text: str) -> str:
     return " ".join(_MARKUP.sub(lambda mark: " " if mark[0] == "|" else "", text).split())
 
 
+def _path(pattern: str) -> Markup:
+    """A path or glob, escaped, that a narrow column wraps after a / rather than inside a name."""
+    return Markup("/<wbr>").join(pattern.split("/"))
+
+
 def _message_id(text: str) -> int | None:
     """A message id given in a link (m=), or None: one below the largest, so the id after it is one too."""
     return int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 2**63 - 1 else None
@@ -181,7 +186,7 @@ class WebUI:
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
         self.env.filters.update(when=_when, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
-                                size=_size, reply_subject=_reply_subject, home=_home)
+                                size=_size, reply_subject=_reply_subject, home=_home, path=_path)
         self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
                                 shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
         # A thread's messages never change, and live refresh re-renders whole threads: each
