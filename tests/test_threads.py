@@ -2,6 +2,7 @@ import httpx
 import pytest
 
 from chalicelib.errors import NotFound
+from chalicelib.tools import threads, tools_by_name
 from chalicelib.tools.threads import DIGESTED
 
 pytestmark = pytest.mark.both_backends
@@ -95,10 +96,29 @@ def test_a_summary_digests_the_newest_messages_and_counts_the_whole_thread(call,
 def test_summary_items_are_a_lines_first_300_characters(call, project):
     long_point, long_action = "- " + "point " * 20_000, "TODO: " + "act " * 20_000  # ~120 KB lines
     call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s",
-         body_md=f"{long_point}\n{long_action}\nWe decided " + "x" * 50_000, thread_id="LONG")
+         body_md=f"We decided {'x' * 500}\n{long_action[:1000]}\n{long_point}", thread_id="LONG")
     summary = call("summarize_thread", project_key=project, thread_id="LONG")
-    assert summary["key_points"] == ["BlueLake: " + long_point[2:300].strip(), "BlueLake: We decided " + "x" * 289]
+    assert summary["key_points"] == ["BlueLake: We decided " + "x" * 289, "BlueLake: " + long_point[2:300].strip()]
     assert summary["action_items"] == ["BlueLake: " + long_action[6:300].strip()]
+
+
+def test_a_summary_reads_the_first_lines_and_kib_of_each_body(call, project):
+    """Each of the newest 500 messages was read whole: 500 bodies of 256 KiB held the event loop
+    1.5 s (summarize_thread_product) and 128 MB."""
+    far = "- a point past DIGEST_CHARS"
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", thread_id="LONG",
+         body_md=f"- near\n{'x' * threads.DIGEST_CHARS}\n{far}\n" + "y" * 200_000)
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", thread_id="LONG",
+         body_md="\n" * (threads.DIGEST_LINES - 1) + "TODO: the last line read\nTODO: one line too many")
+    summary = call("summarize_thread", project_key=project, thread_id="LONG")
+    assert summary["key_points"] == ["BlueLake: near"]
+    assert summary["action_items"] == ["BlueLake: the last line read"]
+
+
+def test_summaries_run_off_the_event_loop():
+    for name, thread in (("summarize_thread", {"project_key": "p"}), ("summarize_thread_product", {"product_key": "p"})):
+        summarize = tools_by_name()[name]
+        assert summarize.off_loop(summarize.input(thread_id="T", **thread))
 
 
 def test_a_long_threads_summary_over_rest_counts_all_and_digests_the_newest(server):

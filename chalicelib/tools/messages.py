@@ -77,6 +77,15 @@ MESSAGE_COLUMNS = (
     " s.name AS sender, m.attachments"
 )
 
+
+def message_columns(body_chars: int | None = None) -> str:
+    """MESSAGE_COLUMNS with only each body's first `body_chars` characters (0: none): a caller
+    that shows no body, or digests a part, holds no 256 KiB string per row."""
+    if body_chars is None:
+        return MESSAGE_COLUMNS
+    body = f"substr(m.body_md, 1, {int(body_chars)})" if body_chars else "NULL"
+    return MESSAGE_COLUMNS.replace("m.body_md", f"{body} AS body_md")
+
 Attachments = Annotated[list[AttachmentInput], Field(max_length=100, description=(
     "Files: each with content_base64 (counts against the request size limit), an uploaded sha256"
     " (request_attachment_upload), or in local mode a path inside the project's directory."))]

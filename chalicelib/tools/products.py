@@ -379,5 +379,5 @@ TOOLS = [
     tool(get_product, read_only=True),
     tool(fetch_inbox_product, read_only=True, acts_as="agent_name"),
     tool(search_messages_product, read_only=True, acts_as="agent_name", off_loop=lambda args: slow_query(args.query)),
-    tool(summarize_thread_product, read_only=True, acts_as="agent_name"),
+    tool(summarize_thread_product, read_only=True, acts_as="agent_name", off_loop=True),  # digests up to 500 messages
 ]
