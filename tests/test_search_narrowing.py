@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from chalicelib.tools import search, search_narrowing
-from chalicelib.tools.search_syntax import _around, _first_start, _marked_words, marked, plain_terms, snippet, snippet_terms
+from chalicelib.tools.search_syntax import LOOK_CHARS, _around, _first_start, _marked_words, marked, plain_terms, snippet, snippet_terms
 
 pytestmark = pytest.mark.both_backends
 
@@ -46,6 +46,23 @@ def test_a_path_of_common_words_finds_what_the_full_index_finds(call, paths, mon
     narrowed = found(call, paths, "src/cart/api.py")
     assert narrowed == {"exact", "upper case", "stemmed", "beyond ascii", "underscore"}
     assert {row[1] for row in checked} == {"stemmed", "beyond ascii", "scattered", "glued"}  # only the unsure ones
+    monkeypatch.setattr(search, "narrowed", lambda *args: None)
+    assert found(call, paths, "src/cart/api.py") == narrowed
+
+
+def test_a_long_body_is_checked_by_its_start_then_by_the_index(call, paths, monkeypatch):
+    """Each candidate's body was lower-cased and scanned whole, and an unsure one re-indexed whole
+    in the scratch index: 500 candidates of 256 KiB took seconds."""
+    far = "x " * LOOK_CHARS
+    for subject, body in {"long, found at the start": f"src/cart/api.py {far}", "long, found past the start": f"{far} src/cart/api.py",
+                          "long, scattered": f"cart {far} api src py"}.items():
+        call("send_message", project_key=paths, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md=body)
+    re_indexed = []
+    fts_matching = search_narrowing._fts_matching
+    monkeypatch.setattr(search_narrowing, "_fts_matching", lambda fts, rows: re_indexed.extend(rows) or fts_matching(fts, rows))
+    narrowed = found(call, paths, "src/cart/api.py")
+    assert {"long, found at the start", "long, found past the start"} <= narrowed and "long, scattered" not in narrowed
+    assert re_indexed and max(len(row[2]) for row in re_indexed) <= LOOK_CHARS
     monkeypatch.setattr(search, "narrowed", lambda *args: None)
     assert found(call, paths, "src/cart/api.py") == narrowed
 

@@ -26,7 +26,7 @@ from .messages import (
 )
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import Project, among, find_project
-from .search import QUERY_HELP, SearchHit, one_budget, search_project, slow_query
+from .search import QUERY_HELP, SearchHit, one_budget, search_project
 from .threads import DIGESTED, ReadAs, ThreadSummary, digest, summary
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -378,6 +378,6 @@ TOOLS = [
     tool(list_products, read_only=True),
     tool(get_product, read_only=True),
     tool(fetch_inbox_product, read_only=True, acts_as="agent_name"),
-    tool(search_messages_product, read_only=True, acts_as="agent_name", off_loop=lambda args: slow_query(args.query)),
+    tool(search_messages_product, read_only=True, acts_as="agent_name", off_loop=True),  # as search_messages
     tool(summarize_thread_product, read_only=True, acts_as="agent_name", off_loop=True),  # digests up to 500 messages
 ]

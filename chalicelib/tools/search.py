@@ -22,12 +22,15 @@ Bounded ranking, so a search costs the same at a million messages as at ten thou
   checks the whole query on those candidates only (tools/search_narrowing.py).
 - FTS5 reads a prefix (`migrat*`) by merging the lists of every word it starts (there is no
   prefix index): `t*` cost 420 ms at 100k messages. So a prefix needs MIN_PREFIX letters or
-  digits and a query has at most MAX_PREFIXES of them (422 with a hint otherwise), and a query
-  whose cost FTS5 does not bound (a prefix, NEAR, a long phrase: `slow_query`) runs off the
-  event loop.
-- Whatever the query, its statements stop after SEARCH_TIMEOUT_MS (a progress handler on the
-  connection, removed after): such a query is too broad for this mailbox (422 with a hint), and
-  slow searches share one thread (invoke.py `_slow_reads`): one must not hold it for long.
+  digits and a query has at most MAX_PREFIXES of them (422 with a hint otherwise).
+- Every search runs off the event loop: what any query costs grows with the bodies it matches
+  (FTS5 reads a match's positions, a snippet its text: a phrase over 500 bodies of 256 KiB held
+  the loop 0.4-3 s), and with the mailbox for a prefix, NEAR or a long phrase.
+- Whatever the query, the search stops after SEARCH_TIMEOUT_MS, its statements (a progress
+  handler on the connection, removed after) and its Python work (narrowing checks, snippets)
+  alike: such a query is too broad for this mailbox (422 with a hint), and searches share one
+  thread (invoke.py `_slow_reads`): one must not hold it for long. Of each body, that work
+  reads a bounded start (SNIPPET_CHARS; search_narrowing.py leaves the rest to the index).
 """
 
 import re
@@ -49,7 +52,7 @@ from .agents import find_agent, find_agents
 from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
 from .search_narrowing import Narrowed, narrowed
-from .search_syntax import fts5_query, fts5_terms, fts5_phrases, literal_query, snippet, snippet_terms
+from .search_syntax import SNIPPET_CHARS, fts5_query, fts5_terms, fts5_phrases, literal_query, snippet, snippet_terms
 
 WINDOW = 500  # matches ranked together; see the module docstring
 FILTERED_WINDOW = 50  # with filters, fewer: finding each match may take reading many that fail them
@@ -59,7 +62,6 @@ MAX_RANKED_TERMS = 8
 MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
 MIN_PREFIX = 3  # letters or digits of a prefix (t*: every word starting with t)
 MAX_PREFIXES = 2
-LONG_PHRASE = 16  # words of a phrase FTS5 compares at every place of its first word: off the loop
 STEPS_BETWEEN_CHECKS = 1000  # SQLite VM steps between looks at the clock (fewer came no closer: docs/limits.md)
 QUERY_HELP = (
     "Plain words (all must match); ids, file names and paths work as typed (CART-12, src/api.py)."
@@ -163,13 +165,6 @@ def bounded_query(text: str) -> str | None:
     return fts
 
 
-def slow_query(text: str) -> bool:
-    """Whether FTS5 may take long over this query whatever the mailbox's size (a prefix, NEAR, a
-    phrase of more than LONG_PHRASE words): such a search runs off the event loop."""
-    fts = fts5_query(text) or ""
-    return "NEAR(" in fts or any(prefix or len(words) > LONG_PHRASE for words, prefix in fts5_phrases(fts))
-
-
 def _rank_query(index, terms: list[str]) -> str | None:
     """The query's rare terms, OR'ed: what bm25 can weigh cheaply (see the module docstring)."""
     rare = [
@@ -233,6 +228,7 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
         if window:  # the window ends at its newest id, so mail arriving later (newer ids) stays out of it
             below = window[0] + 1
         ranked = _ranked(index, rank_query, narrow.matching(index, window) if narrow else window)
+        _in_time()
         taken = ranked[skip : skip + limit - len(page)]
         page += taken
         if skip + len(taken) < len(ranked):
@@ -260,8 +256,9 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     fts = bounded_query(args.query)
     if fts is None:
         return SearchResults(query=args.query, results=[])
-    page, next_cursor = _page(index, args.query, fts, where, params, args, _filtered(args))
-    return SearchResults(query=args.query, results=_hits(db, args.query, project, page), next_cursor=next_cursor)
+    with _time_budget(index):
+        page, next_cursor = _page(index, args.query, fts, where, params, args, _filtered(args))
+        return SearchResults(query=args.query, results=_hits(db, args.query, project, page), next_cursor=next_cursor)
 
 
 def search_project(db: sqlite3.Connection, project, query: str, limit: int, viewers: frozenset[int] | None,
@@ -278,23 +275,23 @@ def search_project(db: sqlite3.Connection, project, query: str, limit: int, view
         return [], None
     index = search_index(db).conn if hasattr(db, "replica") else db
     args = SearchMessagesInput(project_key=project["human_key"], query=query, limit=limit, cursor=cursor)
-    page, next_cursor = _page(index, query, fts, where, params, args, filtered=viewers is not None, take=take)
-    return _hits(db, query, project, page), next_cursor
+    with _time_budget(index):
+        page, next_cursor = _page(index, query, fts, where, params, args, filtered=viewers is not None, take=take)
+        return _hits(db, query, project, page), next_cursor
 
 
 def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput, filtered: bool,
           take: int | None = None):
     """One ranked page of the query (its FTS5 form `fts`) and the next cursor (see _ranked_page for take)."""
-    with _time_budget(index):
-        try:
-            narrow = narrowed(index, query, fts)
-            rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
-            return _ranked_page(index, fts, rank_query, where, params, args, filtered, narrow, take)
-        except sqlite3.OperationalError as exc:  # not expected: fts5_query's output parses; then all words are text
-            if _interrupted(exc):
-                raise
-            fts = literal_query(query)
-            return _ranked_page(index, fts, fts, where, params, args, filtered, take=take)
+    try:
+        narrow = narrowed(index, query, fts)
+        rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
+        return _ranked_page(index, fts, rank_query, where, params, args, filtered, narrow, take)
+    except sqlite3.OperationalError as exc:  # not expected: fts5_query's output parses; then all words are text
+        if _interrupted(exc):
+            raise
+        fts = literal_query(query)
+        return _ranked_page(index, fts, fts, where, params, args, filtered, take=take)
 
 
 _deadline: ContextVar[float | None] = ContextVar("search_deadline", default=None)
@@ -314,23 +311,38 @@ def one_budget():
 @contextmanager
 def _time_budget(index):
     """Stop the index's statements once the search has run SEARCH_TIMEOUT_MS (422), or once the
-    budget of the searches it is one of has (one_budget). The handler is the connection's, which
+    budget of the searches it is one of has (one_budget); its Python work asks _in_time. (The
+    index is the database itself but on a Turso replica, whose connection takes no handler: there
+    a page's rows, read by id, count through _in_time.) The handler is the connection's, which
     is lent to this call alone: it is removed before it goes back, and an interrupted statement
     is reset by sqlite3 (the read transaction ends as any failed call's)."""
-    budget_ms = get_settings().search_timeout_ms
-    deadline = _deadline.get() or monotonic() + budget_ms / 1000
-    index.set_progress_handler(lambda: monotonic() > deadline, STEPS_BETWEEN_CHECKS)
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        if not _interrupted(exc):
-            raise
-        raise InvalidArgument(
-            f"The search took longer than {budget_ms} ms (SEARCH_TIMEOUT_MS): the query reads too much of this mailbox.",
-            "Type more of each prefix (migrat* rather than mig*) or whole words, fewer NEAR groups, a shorter phrase.",
-        ) from None
-    finally:
-        index.set_progress_handler(None, STEPS_BETWEEN_CHECKS)
+    with one_budget():
+        deadline = _deadline.get()
+        index.set_progress_handler(lambda: monotonic() > deadline, STEPS_BETWEEN_CHECKS)
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if not _interrupted(exc):
+                raise
+            raise _too_long() from None
+        finally:
+            index.set_progress_handler(None, STEPS_BETWEEN_CHECKS)
+
+
+def _in_time() -> None:
+    """Between a search's steps in Python (checks of candidates, snippets): the 422 of its statements
+    once its budget is spent. (Each step is bounded; the search's time is their sum.)"""
+    if monotonic() > _deadline.get():
+        raise _too_long()
+
+
+def _too_long() -> InvalidArgument:
+    return InvalidArgument(
+        f"The search took longer than {get_settings().search_timeout_ms} ms (SEARCH_TIMEOUT_MS): the query reads too much"
+        " of this mailbox.",
+        "Type more of each prefix (migrat* rather than mig*) or whole words, fewer NEAR groups, a shorter phrase, a smaller"
+        " limit.",
+    )
 
 
 def _interrupted(exc: sqlite3.OperationalError) -> bool:
@@ -338,8 +350,8 @@ def _interrupted(exc: sqlite3.OperationalError) -> bool:
 
 
 def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
-    """The page's hits, with snippets. (FTS5's snippet() costs ~1 ms a hit on long bodies with
-    common words: it re-reads the match's positions and re-tokenizes the text.)"""
+    """The page's hits, with snippets, of each body's start only. (FTS5's snippet() costs ~1 ms a
+    hit on long bodies with common words: it re-reads the match's positions and re-tokenizes the text.)"""
     terms = snippet_terms(query)
     if not page:
         return []
@@ -349,18 +361,20 @@ def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -
         for row in db.execute(
             "SELECT m.id, m.thread_id, m.subject,"
             " CASE WHEN s.project_id = ? THEN s.name ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END,"
-            f" m.importance, m.created_ts, m.body_md FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id IN ({placeholders(ids)})",
+            f" m.importance, m.created_ts, substr(m.body_md, 1, {SNIPPET_CHARS}) FROM messages m JOIN agents s ON s.id = m.sender_id"
+            f" WHERE m.id IN ({placeholders(ids)})",
             (project["id"], *ids),
         ).fetchall()
     }
-    return [
-        SearchHit(
-            id=mid, thread_id=rows[mid][1], subject=rows[mid][2], sender=rows[mid][3], importance=rows[mid][4],
-            created_ts=rows[mid][5], snippet=snippet(rows[mid][2], rows[mid][6], terms), score=score,
-        )
-        for mid, score in page
-        if mid in rows
-    ]
+    hits = []
+    for mid, score in page:
+        if mid in rows:
+            _in_time()
+            hits.append(SearchHit(
+                id=mid, thread_id=rows[mid][1], subject=rows[mid][2], sender=rows[mid][3], importance=rows[mid][4],
+                created_ts=rows[mid][5], snippet=snippet(rows[mid][2], rows[mid][6], terms), score=score,
+            ))
+    return hits
 
 
-TOOLS = [tool(search_messages, read_only=True, acts_as="agent_name", off_loop=lambda args: slow_query(args.query))]
+TOOLS = [tool(search_messages, read_only=True, acts_as="agent_name", off_loop=True)]

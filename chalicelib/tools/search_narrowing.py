@@ -11,7 +11,10 @@ messages holding all its words (FTS5 compared the phrase's positions in every on
 
 How common a word is lately: how far back (in ids, which are time-ordered) its SAMPLE newest
 messages reach, against how far back the SAMPLE newest messages of all reach. A word in more
-than one of every COMMON recent messages is left to the check. (That reach is an estimate:
+than one of every COMMON recent messages is left to the check. The check reads a candidate's
+subject and its body's first LOOK_CHARS characters: a body longer than that and not surely
+matching there is checked by the index itself, by rowid (re-indexing or scanning 500 bodies of
+256 KiB took seconds). (That reach is an estimate:
 ids are not spread evenly in time. With COMMON 32 it spanned 69,000 messages, not 32,000, at
 bench/scale.py's million, so words in 1.5% of the mail were judged common now and then: their
 query took its candidates from one rarer word, most failed the check, and a page came back
@@ -24,7 +27,7 @@ import threading
 
 from ..store.db import placeholders
 from ..store.search_index import TOKENIZER
-from .search_syntax import plain_terms
+from .search_syntax import LOOK_CHARS, plain_terms
 
 SAMPLE = 1000
 COMMON = 16
@@ -49,15 +52,34 @@ class Narrowed:
 
     def matching(self, index, ids: list[int]) -> list[int]:
         """Those of `ids` whose messages match the whole query, newest first: sure matches
-        found in the text, the others checked by FTS5 itself."""
+        found in the text (a body's first LOOK_CHARS characters), the others checked by FTS5
+        itself: a short text in a scratch index, a longer one in the index, by rowid."""
         if not ids:
             return []
-        rows = index.execute(f"SELECT rowid, subject, body_md FROM messages_fts WHERE rowid IN ({placeholders(ids)})", ids)
-        sure, unsure = [], []
+        rows = index.execute(
+            f"SELECT rowid, subject, substr(body_md, 1, {LOOK_CHARS + 1}) FROM messages_fts WHERE rowid IN ({placeholders(ids)})", ids
+        )
+        sure, short, long = [], [], []
         for row in rows:
-            texts = [text.lower() for text in row[1:] if text and text.isascii()]
-            (sure if all(any(pattern.search(text) for text in texts) for pattern in self.sure) else unsure).append(row)
-        return sorted([row[0] for row in sure] + _fts_matching(self.fts, unsure), reverse=True)
+            if self._surely(row[1:]):
+                sure.append(row[0])
+            elif len(row[2] or "") > LOOK_CHARS:
+                long.append(row[0])
+            else:
+                short.append(row)
+        return sorted(sure + _fts_matching(self.fts, short) + _indexed_matching(index, self.fts, long), reverse=True)
+
+    def _surely(self, texts) -> bool:
+        """Whether every term is found in the subject or the body's start, where the index reads
+        exactly its words: lower-case ASCII, the match followed by a character that was read (a
+        body cut after LOOK_CHARS may go on with the word)."""
+        lowered = [(text.lower(), len(text) > LOOK_CHARS) for text in texts if text and text.isascii()]
+        return all(any(_found(pattern, text, cut) for text, cut in lowered) for pattern in self.sure)
+
+
+def _found(pattern: re.Pattern, text: str, cut: bool) -> bool:
+    found = pattern.search(text)
+    return found is not None and (not cut or found.end() < len(text))
 
 
 def narrowed(index, query: str, fts: str) -> Narrowed | None:
@@ -107,6 +129,16 @@ class _Scratch(threading.local):
 
 
 _scratch = _Scratch()
+
+
+def _indexed_matching(index, fts: str, ids: list[int]) -> list[int]:
+    """Those of `ids` that match the FTS5 query, asked of the index row by row (`rowid IN`: FTS5
+    looks each up in every word's list, ~0.1-1 ms a row at a million messages, however long it is)."""
+    if not ids:
+        return []
+    return [row[0] for row in index.execute(
+        f"SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? AND rowid IN ({placeholders(ids)})", (fts, *ids)
+    )]
 
 
 def _fts_matching(fts: str, rows: list) -> list[int]:

@@ -205,6 +205,9 @@ LOOK_CHARS = 64 * 1024
 SNIPPET_WORDS = 16
 TRIES = 100
 PASSAGE_CHARS = 1000
+# What a snippet may show of a body: a caller need read no more of it (a passage ends within
+# PASSAGE_CHARS of where it was found; only what follows a run of ~1,000 blanks may come out shorter).
+SNIPPET_CHARS = LOOK_CHARS + PASSAGE_CHARS
 
 
 def _is_word(char: str) -> bool:
