@@ -38,6 +38,17 @@ def url(db_path):
             for n in range(40):
                 post("send_message", project_key="answers", sender_name="BlueLake", to=["GreenCastle"], subject=f"big {n}",
                      body_md=BIG, thread_id="BIG")
+            # A product of it and a project whose mail to the same agent is newer and as big.
+            post("ensure_project", human_key="/answers-later")
+            for name in ("BlueLake", "GreenCastle"):
+                post("register_agent", project_key="answers-later", name=name, program="p", model="m")
+            post("set_contact_policy", project_key="answers-later", agent_name="GreenCastle", policy="open")
+            for n in range(20):
+                post("send_message", project_key="answers-later", sender_name="BlueLake", to=["GreenCastle"],
+                     subject=f"later {n}", body_md=BIG)
+            post("ensure_product", product_key="answers", name="Answers")
+            for key in ("answers", "answers-later"):
+                post("products_link", product_key="answers", project_key=key)
         yield url
 
 
@@ -68,13 +79,51 @@ def test_a_page_of_bodies_stops_before_the_answer_cap(url):
     assert len(httpx.get(f"{url}/api/get_thread", params={"project_key": "answers", "thread_id": "BIG"}).content) < MAX_ANSWER_BYTES
 
 
-def test_an_answer_over_the_cap_is_a_clear_error(url):
-    answer = httpx.post(f"{url}/api/fetch_inbox", json={"project_key": "answers", "agent_name": "GreenCastle",
-                                                        "include_bodies": True, "limit": 100})
-    assert answer.status_code == 422 and answer.json()["error"]["code"] == "answer_too_large"
-    smaller = httpx.post(f"{url}/api/fetch_inbox", json={"project_key": "answers", "agent_name": "GreenCastle",
-                                                         "include_bodies": True, "limit": 20})
-    assert smaller.status_code == 200 and len(smaller.json()["messages"]) == 20
+def newest_first(*groups: tuple[str, int]) -> list[str]:
+    return [f"{name} {n}" for name, count in groups for n in reversed(range(count))]
+
+
+@pytest.mark.parametrize("tool, arguments, expected", [
+    ("fetch_inbox", {"project_key": "answers", "agent_name": "GreenCastle"}, newest_first(("big", 40), ("small", 25))),
+    ("fetch_outbox", {"project_key": "answers", "agent_name": "BlueLake"}, newest_first(("big", 40), ("small", 25))),
+    ("fetch_inbox_product", {"product_key": "answers", "agent_name": "GreenCastle"},
+     newest_first(("later", 20), ("big", 40), ("small", 25))),
+])
+def test_a_listing_with_bodies_ends_its_page_before_the_answer_cap(url, tool, arguments, expected):
+    """fetch_outbox read 500 bodies of 256 KiB (390 MB) before it refused the answer as too large;
+    fetch_inbox stopped reading at the cap, but refused too: ~30 such bodies were all one could ask."""
+    found, cursor = [], None
+    for _ in range(30):
+        answer = httpx.post(f"{url}/api/{tool}", json=arguments | {"include_bodies": True, "limit": 100, "cursor": cursor})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.content) < MAX_ANSWER_BYTES
+        found.append([message["subject"] for message in answer.json()["messages"]])
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert [subject for page in found for subject in page] == expected  # each once, in order
+    assert len(found[0]) < 20  # bodies ended the page, not the limit
+
+
+def test_wait_for_mail_hands_over_bodies_an_answer_at_a_time(url):
+    with httpx.Client(base_url=url, timeout=30) as client:
+        post = lambda tool, **arguments: client.post(f"/api/{tool}", json=arguments)  # noqa: E731
+        wait = {"project_key": "answers-later", "agent_name": "GreenCastle", "timeout_seconds": 0, "limit": 200}
+        cursor = post("wait_for_mail", **wait).json()["cursor"]
+        for n in range(35):  # 8.75 MB
+            post("send_message", project_key="answers-later", sender_name="BlueLake", to=["GreenCastle"], subject=f"w {n}",
+                 body_md=BIG).raise_for_status()
+        found = []
+        for _ in range(10):
+            answer = post("wait_for_mail", **wait, cursor=cursor)
+            assert answer.status_code == 200, answer.text
+            assert len(answer.content) < MAX_ANSWER_BYTES
+            found.append([message["subject"] for message in answer.json()["messages"]])
+            cursor = answer.json()["cursor"]
+            if not answer.json()["more"]:
+                break
+    assert [subject for page in found for subject in page] == [f"w {n}" for n in range(35)]
+    assert len(found) > 1
 
 
 def test_a_client_that_does_not_read_its_answer_is_dropped(url):

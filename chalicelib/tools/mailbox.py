@@ -87,7 +87,8 @@ class WaitForMailInput(Input):
         20, description=f"How long to wait when nothing is new (at most {MAX_WAIT_SECONDS}); 0 checks once."
     )
     limit: Annotated[int, Field(ge=1, le=200)] = 50
-    include_bodies: bool = True
+    include_bodies: bool = Field(True, description="With each message's body_md: an answer then ends after ~4 MiB of"
+                                                   " bodies (more: true).")
 
 
 class MailArrived(Output):
@@ -120,10 +121,12 @@ def wait_for_mail(db: sqlite3.Connection, args: WaitForMailInput) -> MailArrived
         ).fetchall()
         new = [row[0] for row in candidates if row[0] not in cursor.seen]
         chosen, left = new[: args.limit], (new[args.limit] if len(new) > args.limit else None)
-        rows = inbox_page(
+        rows, cut = inbox_page(
             db, project["id"], agent["id"], f"AND r.message_id IN ({placeholders(chosen)})", chosen,
             order="ASC", limit=len(chosen), bodies=args.include_bodies,
-        ) if chosen else []
+        ) if chosen else ([], False)
+        if cut:  # the bodies filled the answer: the rest comes with the next call
+            chosen, left = chosen[: len(rows)], chosen[len(rows)]
         cursor = cursor.advanced(chosen, left)
     result = MailArrived(
         messages=[InboxMessage.model_validate_json(row) for row in rows], cursor=str(cursor), more=left is not None
@@ -172,7 +175,7 @@ def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, cre
     old_enough, params = (" AND m.created_ts < ?", [created_before]) if created_before else ("", [])
     if args.agent_name:
         agent = find_agent(db, project, args.agent_name)
-        page = inbox_page(db, project["id"], agent["id"], f"AND {condition}{old_enough}", params, order="ASC", limit=args.limit)
+        page, _ = inbox_page(db, project["id"], agent["id"], f"AND {condition}{old_enough}", params, order="ASC", limit=args.limit)
         return Attention(messages=[_item(json, agent["name"]) for json in page])
     # Every agent's: the agents with such mail (one statement, whatever the number of agents),
     # the ids of each one's oldest, and only the `limit` oldest of all read whole. A bcc
@@ -202,7 +205,7 @@ def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, cre
     items = {
         (message_id_of(json), agent): _item(json, name)
         for (agent, name), ids in ids_of.items()
-        for json in inbox_page(db, project["id"], agent, f"AND r.message_id IN ({placeholders(ids)})", ids, order="ASC", limit=len(ids))
+        for json in inbox_page(db, project["id"], agent, f"AND r.message_id IN ({placeholders(ids)})", ids, order="ASC", limit=len(ids))[0]
     }
     return Attention(messages=[items[message_id, agent] for message_id, _, agent, _ in picked])
 

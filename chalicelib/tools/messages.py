@@ -78,6 +78,28 @@ MESSAGE_COLUMNS = (
 )
 
 
+# A page of messages with bodies ends once they pass this (it holds one at least): the answer stays
+# well under MAX_ANSWER_BYTES, and no more is read into memory (500 bodies of 256 KiB took 390 MB
+# before the answer was refused as too large).
+PAGE_BODY_BYTES = MAX_ANSWER_BYTES // 2
+
+
+def within_page(items, limit: int, size=None) -> tuple[list, bool]:
+    """The first `limit` of `items`, read lazily, fewer once their sizes (`size(item)`, the
+    bodies'; None: not counted) pass PAGE_BODY_BYTES; and whether an item was left after them."""
+    page, total = [], 0
+    for item in items:
+        total += size(item) if size else 0
+        if len(page) == limit or (page and total > PAGE_BODY_BYTES):
+            return page, True
+        page.append(item)
+    return page, False
+
+
+def body_size(row) -> int:
+    return len(row["body_md"] or "")
+
+
 def message_columns(body_chars: int | None = None) -> str:
     """MESSAGE_COLUMNS with only each body's first `body_chars` characters (0: none): a caller
     that shows no body, or digests a part, holds no 256 KiB string per row."""
@@ -370,6 +392,8 @@ class InboxMessage(Output):
 # A page of mail newest first ends at a message id; the next page is the messages older than it.
 OlderThan = Annotated[str, Field(max_length=32, pattern="^[0-9]{1,19}$")]
 OLDER_THAN_HELP = "The next_cursor of the previous page: only messages older than that page."
+IncludeBodies = Annotated[bool, Field(description="With each message's body_md: a page then ends after ~4 MiB of bodies"
+                                                  " (fewer than limit; next_cursor goes on).")]
 NEXT_OLDER_HELP = "Pass as cursor to get the next (older) page; null on the last page."
 
 
@@ -385,7 +409,7 @@ class FetchInboxInput(Input):
     urgent_only: bool = Field(False, description="Only high and urgent messages.")
     unread_only: bool = Field(False, description="Only messages not marked read (mark_message_read, acknowledge_message).")
     ack_pending_only: bool = Field(False, description="Only messages that require an acknowledgement not given yet.")
-    include_bodies: bool = False
+    include_bodies: IncludeBodies = False
     since_ts: Timestamp | None = Field(None, description="Only messages created after this time.")
     cursor: OlderThan | None = Field(None, description=OLDER_THAN_HELP)
 
@@ -413,23 +437,27 @@ INBOX_FILTERS = {
 }
 
 
-def inbox_page(db, home_id: int, recipient_id: int, where: str = "", params=(), *, order="DESC", limit: int, bodies=False) -> list[str]:
+def inbox_page(db, home_id: int, recipient_id: int, where: str = "", params=(), *, order="DESC", limit: int,
+               bodies=False) -> tuple[list[str], bool]:
     """The InboxMessage JSON of one recipient's messages matching `where` (conditions on r and
-    m), by id in `order`: the query every inbox view shares (message_id_of gives a row's id)."""
+    m), by id in `order`: the query every inbox view shares (message_id_of gives a row's id); and
+    whether a page with bodies was cut short, at PAGE_BODY_BYTES (more rows follow its last)."""
     cursor = db.execute(_inbox_sql(where, order, bodies), [home_id, recipient_id, *params, limit])
     cursor.row_factory = None  # tuples: no sqlite3.Row per row
-    if not bodies and limit <= _SURELY_UNDER_CAP:
-        return list(map(_first, cursor.fetchall()))
-    # Otherwise read lazily, measured as it goes: reading stops at the answer's cap.
+    if bodies:  # read lazily, measured as it goes
+        return within_page(map(_first, cursor), limit, len)
+    if limit <= _SURELY_UNDER_CAP:
+        return list(map(_first, cursor.fetchall())), False
+    # Otherwise read lazily too: reading stops at the answer's cap.
     rows: list[str] = []
     size = 0
-    while chunk := cursor.fetchmany(1 if bodies else 20):
+    while chunk := cursor.fetchmany(20):
         texts = list(map(_first, chunk))
         size += sum(map(len, texts)) + len(texts)
         if size > MAX_ANSWER_BYTES:
             raise answer_too_large()
         rows += texts
-    return rows
+    return rows, False
 
 
 # Without bodies a row is at most ~140 KB (a 512-character subject, 100 attachments' names and
@@ -475,16 +503,16 @@ def inbox_json(db: sqlite3.Connection, args: FetchInboxInput) -> bytes:
         where += " AND r.message_id < ?"
         params.append(int(args.cursor))
 
-    def page(project: int) -> list[str]:
+    def page(project: int) -> tuple[list[str], bool]:
         return inbox_page(db, project, agent_id(project, args.agent_name), where, params, limit=args.limit, bodies=args.include_bodies)
 
-    rows = page(home)
+    rows, cut = page(home)
     if not rows:
         project = find_project(db, args.project_key)
         find_agent(db, project, args.agent_name)
         if project["id"] != home:  # a key migrations/0031 respelled: its ids follow from the old spelling
-            rows = page(project["id"])
-    next_cursor = f'"{message_id_of(rows[-1])}"' if len(rows) == args.limit else "null"
+            rows, cut = page(project["id"])
+    next_cursor = f'"{message_id_of(rows[-1])}"' if len(rows) == args.limit or cut else "null"
     return f'{{"messages":[{",".join(rows)}],"next_cursor":{next_cursor}}}'.encode()
 
 
@@ -492,7 +520,7 @@ class FetchOutboxInput(Input):
     project_key: ProjectKey
     agent_name: AgentName
     limit: Limit = 20
-    include_bodies: bool = False
+    include_bodies: IncludeBodies = False
     since_ts: Timestamp | None = None
     cursor: OlderThan | None = Field(None, description=OLDER_THAN_HELP)
 
@@ -506,7 +534,8 @@ def fetch_outbox(db: sqlite3.Connection, args: FetchOutboxInput) -> Outbox:
     """Messages an agent sent, newest first, a page at a time, with all their recipients (bcc included)."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
-    sql = f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.sender_id = ?"
+    columns = message_columns(None if args.include_bodies else 0)
+    sql = f"SELECT {columns} FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.sender_id = ?"
     params: list = [agent["id"]]
     if args.since_ts:
         sql += " AND m.created_ts > ?"
@@ -516,11 +545,10 @@ def fetch_outbox(db: sqlite3.Connection, args: FetchOutboxInput) -> Outbox:
         params.append(int(args.cursor))
     sql += " ORDER BY m.id DESC LIMIT ?"
     params.append(args.limit + 1)  # one more: whether there is a next page
-    rows = db.execute(sql, params).fetchall()
-    page = rows[: args.limit]
+    page, more = within_page(db.execute(sql, params), args.limit, body_size if args.include_bodies else None)
     return Outbox(
         messages=messages_from_rows(db, project, page, viewer_id=agent["id"], bodies=args.include_bodies),
-        next_cursor=str(page[-1]["id"]) if len(rows) > args.limit else None,
+        next_cursor=str(page[-1]["id"]) if more else None,
     )
 
 
@@ -608,7 +636,7 @@ TOOLS = [
     tool(send_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT),
     tool(reply_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT),
     tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json, off_loop=lambda args: args.include_bodies),
-    tool(fetch_outbox, read_only=True, acts_as="agent_name"),
+    tool(fetch_outbox, read_only=True, acts_as="agent_name", off_loop=lambda args: args.include_bodies),
     tool(get_message, read_only=True, acts_as="agent_name"),
     tool(mark_message_read, acts_as="agent_name", idempotent=True),
     tool(acknowledge_message, acts_as="agent_name", idempotent=True),

@@ -22,7 +22,8 @@ from ..security.agent_tokens import matching_projects
 from . import thread_summaries
 from .agents import agent_id
 from .messages import (
-    NEXT_OLDER_HELP, OLDER_THAN_HELP, FetchInboxInput, InboxMessage, Limit, OlderThan, ThreadId, fetch_inbox,
+    NEXT_OLDER_HELP, OLDER_THAN_HELP, FetchInboxInput, IncludeBodies, InboxMessage, Limit, OlderThan, ThreadId, fetch_inbox,
+    within_page,
 )
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import Project, among, find_project
@@ -185,7 +186,7 @@ class FetchInboxProductInput(Input):
     urgent_only: bool = Field(False, description="Only high and urgent messages.")
     unread_only: bool = Field(False, description="Only messages not marked read (mark_message_read, acknowledge_message).")
     ack_pending_only: bool = Field(False, description="Only messages that require an acknowledgement not given yet.")
-    include_bodies: bool = False
+    include_bodies: IncludeBodies = False
     since_ts: Timestamp | None = Field(None, description="Only messages created after this time.")
     cursor: OlderThan | None = Field(None, description=OLDER_THAN_HELP)
 
@@ -230,15 +231,22 @@ def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) ->
     product = find_product(db, args.product_key)
     by_id: dict[str, ProductInboxMessage] = {}
     options = args.model_dump(exclude={"product_key", "registration_token"})
+    floor = 0  # a project's page its bodies cut short: what is older than its last may be in its next
     for project in identities(db, product, args.agent_name, args.registration_token):
-        for message in fetch_inbox(db, FetchInboxInput(project_key=project["human_key"], **options)).messages:
+        inbox = fetch_inbox(db, FetchInboxInput(project_key=project["human_key"], **options))
+        if inbox.next_cursor and len(inbox.messages) < args.limit:
+            floor = max(floor, int(inbox.next_cursor))
+        for message in inbox.messages:
             # Sent to the agent in two linked projects: listed once, under the project it was sent in.
             if message.id not in by_id or "@" in by_id[message.id].sender and "@" not in message.sender:
                 by_id[message.id] = ProductInboxMessage(**message.model_dump(), project=project["slug"])
-    # Ids are time-ordered across projects: each project gave its newest `limit` below the cursor,
-    # so the newest `limit` of them all are the page, and the last one's id is where the next starts.
-    messages = sorted(by_id.values(), key=lambda message: int(message.id), reverse=True)[: args.limit]
-    return ProductInbox(messages=messages, next_cursor=str(messages[-1].id) if len(messages) == args.limit else None)
+    # Ids are time-ordered across projects: each project gave its newest `limit` below the cursor
+    # (or those down to `floor`), so the newest `limit` of them all are the page (of at most
+    # PAGE_BODY_BYTES of bodies), and the last one's id is where the next starts.
+    newest = sorted((m for m in by_id.values() if int(m.id) >= floor), key=lambda message: int(message.id), reverse=True)
+    messages, cut = within_page(newest, args.limit, lambda message: len(message.body_md or ""))
+    more = cut or len(messages) == args.limit or floor > 0
+    return ProductInbox(messages=messages, next_cursor=str(messages[-1].id) if more and messages else None)
 
 
 def product_reader(db, product: sqlite3.Row, name: str | None, token: str | None) -> frozenset[int] | None:
@@ -377,7 +385,7 @@ TOOLS = [
     tool(products_unlink),
     tool(list_products, read_only=True),
     tool(get_product, read_only=True),
-    tool(fetch_inbox_product, read_only=True, acts_as="agent_name"),
+    tool(fetch_inbox_product, read_only=True, acts_as="agent_name", off_loop=lambda args: args.include_bodies),
     tool(search_messages_product, read_only=True, acts_as="agent_name", off_loop=True),  # as search_messages
     tool(summarize_thread_product, read_only=True, acts_as="agent_name", off_loop=True),  # digests up to 500 messages
 ]

@@ -6,13 +6,15 @@ from typing import Annotated
 
 from pydantic import Field
 
-from ..errors import MAX_ANSWER_BYTES, NotFound
+from ..errors import NotFound
 from ..store.db import placeholders
 from ..fields import AgentName, Id, MessageId, ProjectKey
 from ..registry import Input, Output, tool
 from . import thread_summaries
 from .agents import find_agent
-from .messages import MESSAGE_COLUMNS, Limit, Message, OlderThan, ThreadId, message_columns, messages_from_rows, visible_to
+from .messages import (
+    Limit, Message, OlderThan, ThreadId, body_size, message_columns, messages_from_rows, visible_to, within_page,
+)
 from .projects import find_project
 
 
@@ -107,32 +109,21 @@ class Thread(Output):
     next_cursor: Id | None = Field(description="Pass as cursor for the next page; null on the last page.")
 
 
-# A page of bodies stops here (or at limit): the answer stays well under MAX_ANSWER_BYTES.
-PAGE_BODY_BYTES = MAX_ANSWER_BYTES // 2
-
-
 def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
     """A thread's messages, oldest first, a page at a time (limit, and at most ~4 MiB of bodies)."""
     project = find_project(db, args.project_key)
     viewers = reader(db, project, args.agent_name)
     where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
     rows = db.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
+        f"SELECT {message_columns(None if args.include_bodies else 0)} FROM messages m JOIN agents s ON s.id = m.sender_id"
         f" WHERE m.project_id = ? AND m.thread_id = ? AND m.id > ? AND {where} ORDER BY m.id LIMIT ?",
         (project["id"], args.thread_id, args.cursor or 0, *params, args.limit + 1),
     )
-    page, size = [], 0
-    for row in rows:  # lazily: what is past the page is never read
-        size += len(row["body_md"] or "") if args.include_bodies else 0
-        if len(page) == args.limit or (page and size > PAGE_BODY_BYTES):
-            break
-        page.append(row)
-    else:
-        row = None
+    page, more = within_page(rows, args.limit, body_size if args.include_bodies else None)  # what is past it is never read
     if not page and args.cursor is None:
         thread_messages(db, project, args.thread_id, bodies=False, viewers=viewers)  # NotFound, with its hint
     messages = messages_from_rows(db, project, page, viewer_id=viewers, bodies=args.include_bodies)
-    return Thread(thread_id=args.thread_id, messages=messages, next_cursor=page[-1]["id"] if row is not None else None)
+    return Thread(thread_id=args.thread_id, messages=messages, next_cursor=page[-1]["id"] if more else None)
 
 
 # Lines worth surfacing, recognised without a language model (deterministic).
