@@ -160,6 +160,8 @@ class Settings(BaseSettings):
     attachment_delete_delay_seconds: float = Field(3600, ge=0)
     # wait_for_mail (docs/mailbox.md): calls waiting at once per process; beyond, 503 with a retry hint.
     max_mail_waiters: int = 1000
+    # ... and of one authenticated caller (a credential), so that one cannot take every place: beyond, 429.
+    max_mail_waiters_per_caller: int = Field(100, ge=1)
     # How long a replica's waiter sleeps between checks (other hosts' mail shows after a pull).
     mail_wait_poll_seconds: float = 1.0
     # Idempotency keys (docs/mailbox.md) are remembered this long; a retry after that runs again.

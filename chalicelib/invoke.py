@@ -183,11 +183,18 @@ async def _read(tool: Tool, args: Input, settings: Settings, principal: auth.Pri
 
 # Waiting tools (registry.Tool.wait): check, and while there is nothing yet, sleep until a commit
 # wakes the key the check gave (store/wakeup.py) or, on a replica, until the next pull is due.
-# No connection is held while sleeping, and at most MAX_MAIL_WAITERS wait per process.
+# No connection is held while sleeping, and at most MAX_MAIL_WAITERS wait per process,
+# MAX_MAIL_WAITERS_PER_CALLER of them for one credential.
+
+
+def _waiting_caller(principal: auth.Principal) -> str | None:
+    """Whose share of the waits a call takes: an authenticated credential's; None for the operator
+    and, without authentication, everyone (one caller: whoever reaches the loopback port)."""
+    return principal.subject if principal.kind in ("bearer", "jwt") else None
 
 
 async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
-    with wakeup.board(settings).join(asynchronous=True) as waiter:
+    with wakeup.board(settings).join(asynchronous=True, caller=_waiting_caller(principal)) as waiter:
         wait = _Waiting(tool, args, settings, waiter, asyncio.get_running_loop().time)
         while True:
             waiter.arm()
@@ -201,7 +208,7 @@ async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Pri
 
 def _wait_sync(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
     """The same for synchronous callers (Chalice, the CLI): the thread sleeps instead."""
-    with wakeup.board(settings).join(asynchronous=False) as waiter:
+    with wakeup.board(settings).join(asynchronous=False, caller=_waiting_caller(principal)) as waiter:
         wait = _Waiting(tool, args, settings, waiter, time.monotonic)
         while True:
             waiter.arm()

@@ -15,7 +15,7 @@ from chalicelib.errors import InvalidArgument, Unavailable
 from chalicelib.ids import new_id
 from chalicelib.tools import messages, tools_by_name
 
-from .servers import ROOT
+from .servers import ROOT, running_server
 
 pytestmark = pytest.mark.both_backends
 TOOLS = tools_by_name()
@@ -168,6 +168,33 @@ def test_waiters_are_bounded(settings, call, project):
         await first
 
     asyncio.run(scenario())
+
+
+def test_one_credential_waits_at_most_its_share(tmp_path):
+    """Through the real server: one reader token's 1,000 waits took every place of the process,
+    and another credential's wait got 503. Now a credential past its share gets 429, others wait."""
+    tokens = '["admin", {"token": "greedy", "role": "reader"}]'
+    with running_server(tmp_path / "db.sqlite", AUTH_BEARER_TOKENS=tokens, REQUIRE_AGENT_TOKENS="false",
+                        MAX_MAIL_WAITERS_PER_CALLER="2", ARCHIVE_ENABLED="false") as url:
+        headers = lambda token: {"Authorization": f"Bearer {token}"}  # noqa: E731
+        with httpx.Client(base_url=url, timeout=30, headers=headers("admin")) as admin:
+            admin.post("/api/ensure_project", json={"human_key": "/waits"}).raise_for_status()
+            admin.post("/api/register_agent", json={"project_key": "waits", "name": "GreenCastle", "program": "p", "model": "m"})
+        wait = {"project_key": "waits", "agent_name": "GreenCastle", "timeout_seconds": 3}
+
+        async def scenario():
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                post = lambda token: client.post("/api/wait_for_mail", json=wait, headers=headers(token))  # noqa: E731
+                waiting = [asyncio.create_task(post("greedy")) for _ in range(2)]
+                await asyncio.sleep(1)  # both are waiting
+                refused, other = await asyncio.gather(post("greedy"), post("admin"))
+                return refused, other, await asyncio.gather(*waiting)
+
+        refused, other, waited = asyncio.run(scenario())
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert "MAX_MAIL_WAITERS_PER_CALLER" in refused.json()["error"]["message"] and "cursor" in refused.json()["error"]["hint"]
+    assert refused.headers["Retry-After"] == "5"
+    assert other.status_code == 200 and [answer.status_code for answer in waited] == [200, 200]
 
 
 def test_fetch_inbox_filters_and_pages(call, project):

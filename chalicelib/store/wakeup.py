@@ -20,7 +20,7 @@ import time
 from collections.abc import Hashable, Iterable
 
 from ..config import Settings
-from ..errors import Unavailable
+from ..errors import ToolError, Unavailable
 from ..ids import id_at
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,20 @@ def rolled_back() -> None:
     _pending.ids = set()
 
 
+class TooManyWaiting(ToolError):
+    """One caller's waits past its share: 429, the caller's to fix (not 503: the server is not full)."""
+
+    status = 429
+    code = "rate_limited"
+    headers = {"Retry-After": "5"}
+
+
 class Waiter:
     """One waiting call: an event set by a wake-up, from any thread."""
 
-    def __init__(self, board: "Board", asynchronous: bool) -> None:
+    def __init__(self, board: "Board", asynchronous: bool, caller: str | None) -> None:
         self.board = board
+        self.caller = caller
         self.key: Hashable | None = None
         self.loop = asyncio.get_running_loop() if asynchronous else None
         self.event = asyncio.Event() if asynchronous else threading.Event()
@@ -91,25 +100,38 @@ class Waiter:
 
 
 class Board:
-    """The waiters of one database in this process, by key (an agent id); at most `limit`."""
+    """The waiters of one database in this process, by key (an agent id); at most `limit`, and
+    at most `per_caller` of one caller (a credential): one reader token's 1,000 waits left no
+    place for anyone else's."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.limit = settings.max_mail_waiters
+        self.per_caller = settings.max_mail_waiters_per_caller
         self.lock = threading.Lock()
         self.waiters: dict[Hashable, set[Waiter]] = {}
         self.count = 0
+        self.by_caller: dict[str, int] = {}
         self.watcher: threading.Thread | None = None
 
-    def join(self, asynchronous: bool) -> Waiter:
+    def join(self, asynchronous: bool, caller: str | None = None) -> Waiter:
+        """A place to wait, for `caller` (None: not counted apart, as the operator in process or
+        everyone on an unauthenticated loopback server, who are one caller)."""
         with self.lock:
             if self.count >= self.limit:
                 raise Unavailable(
                     f"Too many calls are waiting for mail on this server ({self.limit}).",
                     "Retry in a few seconds, or read fetch_inbox instead of waiting.",
                 )
+            if caller is not None and self.by_caller.get(caller, 0) >= self.per_caller:
+                raise TooManyWaiting(
+                    f"This credential has {self.per_caller} calls waiting for mail already (MAX_MAIL_WAITERS_PER_CALLER).",
+                    "Wait once per agent, each with the previous answer's cursor; give each client a credential of its own.",
+                )
             self.count += 1
-            waiter = Waiter(self, asynchronous)
+            if caller is not None:
+                self.by_caller[caller] = self.by_caller.get(caller, 0) + 1
+            waiter = Waiter(self, asynchronous, caller)
             if not self.settings.turso_sync_url and (self.watcher is None or not self.watcher.is_alive()):
                 self.watcher = threading.Thread(target=self._watch, name="mail-watcher", daemon=True)
                 self.watcher.start()
@@ -125,6 +147,10 @@ class Board:
         with self.lock:
             self._unwatch(waiter)
             self.count -= 1
+            if waiter.caller is not None:
+                left = self.by_caller.pop(waiter.caller) - 1
+                if left:
+                    self.by_caller[waiter.caller] = left
 
     def _unwatch(self, waiter: Waiter) -> None:
         if waiter.key is not None:
