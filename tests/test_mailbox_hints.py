@@ -56,6 +56,25 @@ def test_unknown_tools_and_fields_over_rest_and_mcp(server):
         assert error["code"] == "not_found" and "Did you mean 'fetch_inbox'" in error["message"] and error["hint"]
 
 
+def test_a_validation_error_names_a_few_problems_and_how_many_more(server):
+    """60,000 unknown keys (a 750 KiB body) came back as a 2.4 MB 422 naming each, after 0.7 s
+    on the event loop (REST; 1.3 s over MCP) guessing what each was meant to be."""
+    many = {"project_key": "p", "agent_name": "BlueLake", **{f"k{n}": 1 for n in range(60_000)}}
+    some = {"a" * 5000: 1, "project_key": "p", "agent_name": "BlueLake", **{f"k{n}": 1 for n in range(30)}}
+    mcp = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whois", "arguments": many}}
+    with httpx.Client(base_url=server, timeout=30) as client:
+        refused = client.post("/api/whois", json=many)
+        listed = client.post("/api/whois", json=some)
+        over_mcp = client.post("/mcp", json=mcp, headers={"Accept": "application/json, text/event-stream"})
+    assert refused.status_code == 422 and len(refused.content) < 1000
+    assert "60002 fields, more than any input takes" in refused.json()["error"]["message"]
+    error = json.loads(over_mcp.json()["result"]["content"][0]["text"])["error"]
+    assert error["code"] == "invalid_argument" and "60002 fields" in error["message"] and len(over_mcp.content) < 1000
+    message = listed.json()["error"]["message"]
+    assert listed.status_code == 422 and len(message) < 1000 and message.endswith("; and 21 more")
+    assert message.count("Extra inputs are not permitted") == 10 and "a" * 100 + "…: Extra" in message
+
+
 def test_unknown_tool_through_the_sdk_path_has_the_error_shape(tmp_path):
     server = build_mcp_server(Settings(database_url=f"sqlite:///{tmp_path}/a.db"))
     result = asyncio.run(server.call_tool("whoiss", {}))
