@@ -21,7 +21,7 @@ from markupsafe import escape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chalicelib.tools.threads import PAGE_BODY_BYTES  # noqa: E402
+from chalicelib.tools.messages import PAGE_BODY_BYTES  # noqa: E402
 from chalicelib.web import markdown  # noqa: E402
 from chalicelib.web.pages import THREAD_SHOWN  # noqa: E402
 
