@@ -1,6 +1,7 @@
 """The web UI with authentication on: sign in once with a credential the API accepts, a signed
 HttpOnly SameSite=Strict session cookie, sign out, CSRF tokens on every form; /docs offline."""
 
+import json
 import re
 
 import httpx
@@ -22,11 +23,11 @@ def url(tmp_path_factory):
         yield url
 
 
-def _signed_in(url: str) -> httpx.Client:
+def _signed_in(url: str, token: str = TOKEN) -> httpx.Client:
     client = httpx.Client(base_url=url, timeout=60)
     login = client.get("/ui/login")
     csrf = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
-    answer = client.post("/ui/login", data={"csrf": csrf, "token": TOKEN, "next": "/"})
+    answer = client.post("/ui/login", data={"csrf": csrf, "token": token, "next": "/"})
     assert answer.status_code == 303 and answer.headers["location"] == "/"
     return client
 
@@ -102,3 +103,29 @@ def test_login_and_logout_in_the_browser_and_docs_work_offline(url):
         page.goto(url + "/")
         assert "/ui/login" in page.url
         context.close()
+
+
+def test_a_session_does_not_outlive_its_tokens_scope_across_a_restart(tmp_path):
+    """The operator demoted a token to a reader of another project (same string) and restarted:
+    the API refused it, but the old cookie still opened compose and sent as the overseer."""
+    database, demoted = tmp_path / "agent_mail.db", "demoted-token-0123456789"
+
+    def serving(scope: dict):
+        return running_server(database, AUTH_MODE="bearer", AUTH_BEARER_TOKENS=json.dumps([TOKEN, {"token": demoted, **scope}]))
+
+    with serving({"role": "admin"}) as url:
+        api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
+        api.post("/api/ensure_project", json={"human_key": "/srv/app"}).raise_for_status()
+        api.post("/api/register_agent", json={"project_key": "srv-app", "program": "p", "model": "m", "name": "BlueLake"}).raise_for_status()
+        client = _signed_in(url, demoted)
+        assert client.get("/ui/compose?p=srv-app").status_code == 200
+        csrf = _csrf(client)
+    with serving({"role": "reader", "projects": ["/srv/other"]}) as url:
+        client.base_url = url
+        assert client.get("/ui/compose?p=srv-app").status_code == 303  # back to the sign-in
+        form = {"csrf": csrf, "project_key": "srv-app", "to": "BlueLake", "subject": "after the demotion", "body_md": "x"}
+        assert client.post("/ui/compose", data=form).status_code == 403
+        api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert api.get("/api/unified_inbox", params={"project_key": "srv-app"}).json()["messages"] == []
+        again = _signed_in(url, demoted)  # signing in again gives the new scope: a reader of another project
+        assert again.get("/ui/compose?p=srv-app").status_code == 403

@@ -76,6 +76,27 @@ def test_the_key_follows_the_configured_secrets():
     assert Sessions(secret).key == Sessions(secret).key != rotated.key
 
 
+def test_a_session_ends_when_its_tokens_role_or_projects_change_or_it_is_removed():
+    """The operator demoted a token, same string: the API refused it, the old cookie still wrote
+    as the overseer (the key, from the token strings alone, had not changed; with
+    UI_SESSION_SECRET even removing the token left its sessions open)."""
+    def configured(*entries, secret=""):
+        return Sessions(Settings(auth_mode="bearer", auth_bearer_tokens=json.dumps(entries), ui_session_secret=secret))
+
+    admin = {"token": "tok-demoted-aaaaaaaa", "role": "admin"}
+    for secret in ("", "s3cret"):
+        before = configured(admin, "tok-other-bbbbbbbbb", secret=secret)
+        cookie = _value(before, before.login("tok-demoted-aaaaaaaa"))
+        assert configured(admin, "tok-other-bbbbbbbbb", secret=secret).read(cookie) is not None  # a restart changes nothing
+        demoted = configured({**admin, "role": "reader", "projects": ["/srv/other"]}, "tok-other-bbbbbbbbb", secret=secret)
+        assert demoted.read(cookie) is None
+        assert configured({**admin, "projects": ["/srv/other"]}, "tok-other-bbbbbbbbb", secret=secret).read(cookie) is None
+        if secret:  # without it, removing a token changes the key anyway
+            assert configured("tok-other-bbbbbbbbb", secret=secret).read(cookie) is None
+        again = demoted.read(_value(demoted, demoted.login("tok-demoted-aaaaaaaa")))  # signing in again: the new scope
+        assert again.role == "reader" and again.projects == ("/srv/other",)
+
+
 def test_cookie_attributes_and_csrf_tokens_per_session():
     sessions = Sessions(BEARER)
     a, b = sessions.new(), sessions.new()

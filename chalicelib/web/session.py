@@ -4,7 +4,9 @@ A session is a cookie holding {sid, sub, kind, exp}, signed with HMAC-SHA256: no
 on the server, so sessions survive restarts and work across Lambda containers. The key is
 UI_SESSION_SECRET, or else derived from AUTH_BEARER_TOKENS (rotating the tokens ends every
 session); with neither (AUTH_MODE=none, or jwt without UI_SESSION_SECRET) it is random per
-process. Every form carries a CSRF token, the HMAC of the session's id: a cross-site page can
+process. A bearer session also ends once its token's configured role or projects differ from
+those it signed in with, or the token is gone: the cookie is checked against the configuration
+on every request, so a demoted token's old session is no older credential. Every form carries a CSRF token, the HMAC of the session's id: a cross-site page can
 neither read it nor (SameSite=Strict) send the cookie with its forged request.
 """
 
@@ -67,6 +69,8 @@ class Sessions:
         self.open = self.authenticator.mode == "none"
         self.key = signing_key(settings)
         self.lifetime = int(settings.ui_session_hours * 3600)
+        # Each configured token's principal now, by subject: what a bearer session must still match.
+        self.configured = {principal.subject: principal for _, principal in self.authenticator.bearer}
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self.key, payload.encode(), hashlib.sha256).digest())
@@ -84,7 +88,12 @@ class Sessions:
                               tuple(map(str, projects)) if projects is not None else None)
         except (ValueError, KeyError, TypeError):
             return None
-        return session if session.exp > time.time() else None
+        return session if session.exp > time.time() and self._scope_unchanged(session) else None
+
+    def _scope_unchanged(self, session: Session) -> bool:
+        """Whether a bearer session's token still has the role and projects it signed in with.
+        (A JWT's scope is its claims, which cannot change: its session ends with its exp.)"""
+        return session.kind != "bearer" or self.configured.get(session.sub) == session.principal()
 
     def new(self, principal: auth.Principal | None = None) -> Session:
         expires = int(time.time()) + self.lifetime
