@@ -18,6 +18,11 @@ NOUNS = (
     "Summit Swan Thunder Tiger Valley Willow Wolf Wren"
 ).split()
 
+# The names people write under (tools/overseer.py): the default, and the one a person takes in
+# a project where an agent registered as the default before it was reserved. No agent takes them.
+OVERSEER_NAMES = ("Overseer", "HumanOverseer")
+_RESERVED = frozenset(name.lower() for name in OVERSEER_NAMES)
+
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9]{1,63}")
 NAME_RULES = "Agent names are 2-64 letters and digits starting with a letter, e.g. GreenCastle."
 
@@ -27,6 +32,11 @@ def check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name):
         raise ValueError(f"{name!r} is not a valid agent name. {NAME_RULES} Omit the name to get one generated.")
     return name
+
+
+def reserved(name: str) -> bool:
+    """Whether the name is one people write under (names are case-insensitive)."""
+    return name.lower() in _RESERVED
 
 
 def random_name() -> str:

@@ -9,6 +9,8 @@ import sqlite3
 import httpx
 import pytest
 
+from chalicelib.tools.agents import agent_id
+
 from .servers import running_server
 
 P = "srv-shop"
@@ -166,6 +168,24 @@ def test_a_mistake_in_a_reply_or_a_new_message_shows_the_form_again_with_the_dra
     fresh = {"csrf": client.csrf, "project_key": P, "to": "Nobody", "subject": "Standup", "thread_id": "", "body_md": "What is left?"}
     again = client.post("/ui/compose", data=fresh)
     assert again.status_code == 404 and 'value="Standup"' in again.text and ">What is left?</textarea>" in again.text
+
+
+def test_compose_where_an_agent_took_the_overseers_name_writes_as_another_and_says_so(site):
+    """An agent registered 'Overseer' before the name was reserved: compose answered 409 there for good."""
+    url, api, database = site
+    api.post("/api/ensure_project", json={"human_key": "/srv/squat"}).raise_for_status()
+    api.post("/api/register_agent", json={"project_key": "srv-squat", "program": "p", "model": "m", "name": "Victim"}).raise_for_status()
+    with sqlite3.connect(database) as db:  # as it was registered then
+        [home] = db.execute("SELECT project_id FROM agents WHERE name = 'Victim'").fetchone()
+        db.execute("INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts)"
+                   " VALUES (?, ?, 'Overseer', 'p', 'm', '', 'then', 'then')", (agent_id(home, "Overseer"), home))
+    client = ui(url)
+    page = client.get("/ui/compose", params={"p": "srv-squat"}).text
+    assert "as a human overseer (HumanOverseer)" in page and "registered as Overseer before that name was reserved" in page
+    sent = client.post("/ui/compose", data={"csrf": client.csrf, "project_key": "srv-squat", "to": "Victim", "subject": "Hi", "body_md": "x"})
+    assert sent.status_code == 303, sent.text
+    thread = client.get(sent.headers["location"]).text
+    assert "HumanOverseer" in thread
 
 
 def test_previews_show_plain_words_underscores_kept_and_no_markdown(site):

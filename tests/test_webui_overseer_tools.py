@@ -4,6 +4,10 @@ import pytest
 
 from chalicelib.errors import Conflict, Forbidden, InvalidArgument
 from chalicelib.security import auth
+from chalicelib.tools.agents import agent_id
+from chalicelib.tools.projects import find_project
+
+from .sql import sql
 
 pytestmark = pytest.mark.both_backends
 
@@ -30,6 +34,26 @@ def test_agents_answer_the_overseer_but_never_act_as_it(call, project):
         call("reply_message", project_key=project, message_id=reply["message"]["id"], sender_name="Overseer", body_md="x")
     with pytest.raises(Conflict, match="human overseer"):
         call("register_agent", project_key=project, program="x", model="y", name="overseer")
+
+
+def test_no_agent_takes_the_overseers_name_and_one_that_did_before_leaves_the_person_a_way(call, project, settings):
+    """A writer registered 'Overseer' before the person first wrote: its mail read as the human's,
+    and the admin's compose failed with 409 in that project for good."""
+    for name in ("Overseer", "OVERSEER", "humanoverseer"):
+        with pytest.raises(Conflict, match="reserved for the human overseer"):
+            call("register_agent", project_key=project, program="x", model="y", name=name)
+    created = call("create_agent_identity", project_key=project, program="x", model="y", name_hint="Overseer")
+    assert created["name"].lower() not in ("overseer", "humanoverseer")
+    with sql(settings) as conn:  # one registered before the name was reserved
+        home = find_project(conn, project)["id"]
+        conn.execute("INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts)"
+                     " VALUES (?, ?, 'Overseer', 'x', 'y', '', 'then', 'then')", (agent_id(home, "Overseer"), home))
+    with pytest.raises(Conflict, match="human overseer"):  # it no longer writes as the person
+        call("send_message", project_key=project, sender_name="Overseer", to=["BlueLake"], subject="x", body_md="x")
+    sent = call("send_overseer_message", project_key=project, to=["BlueLake"], subject="Hold", body_md="x")["message"]
+    assert sent["sender"] == "HumanOverseer" and call("ensure_overseer", project_key=project)["name"] == "HumanOverseer"
+    kinds = {a["name"]: a["kind"] for a in call("list_agents", project_key=project)["agents"]}
+    assert (kinds["Overseer"], kinds["HumanOverseer"]) == ("agent", "human")
 
 
 def test_a_person_never_takes_an_agents_name(call, project):

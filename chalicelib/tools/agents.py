@@ -12,7 +12,7 @@ from ..archive import outbox
 from ..errors import Conflict, NotFound, did_you_mean
 from ..fields import AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
-from ..names import random_name
+from ..names import random_name, reserved
 from ..registry import Input, Output, tool
 from .counts import agent_counts
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
@@ -104,11 +104,22 @@ def address(agent: sqlite3.Row, home: sqlite3.Row) -> str:
 
 
 def refuse_human(project: sqlite3.Row, row: sqlite3.Row | None) -> None:
-    """Conflict if `row` is a human overseer's: no agent registers under or sends as a person."""
-    if row is not None and row["kind"] == "human":
+    """Conflict if `row` is a human overseer's, or an agent under a name reserved for them (one
+    registered before it was): no agent registers under or sends as a person."""
+    if row is not None and (row["kind"] == "human" or reserved(row["name"])):
         raise Conflict(
-            f"{row['name']} is a human overseer of project {project['slug']!r}, not an agent.",
+            f"{row['name']} is a human overseer's name in project {project['slug']!r}, not an agent's.",
             "Agents cannot register under or send as a person's name: use your own agent name.",
+        )
+
+
+def refuse_reserved(name: str) -> None:
+    """Conflict if the name is reserved for people (names.OVERSEER_NAMES): an agent under it would
+    write as the human overseer, and the person could no longer write there."""
+    if reserved(name):
+        raise Conflict(
+            f"{name} is reserved for the human overseer: no agent registers under it.",
+            "Use another agent name, or omit it to get a fresh one generated.",
         )
 
 
@@ -196,6 +207,7 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Register
     refuse_archived(project)
     if args.agent_name is None:
         return registered(db, project, _insert_agent(db, project, _unused_name(db, project), args))
+    refuse_reserved(args.agent_name)
     refuse_human(project, db.execute("SELECT name, kind FROM agents WHERE id = ?", (agent_id(project["id"], args.agent_name),)).fetchone())
     updated = db.execute(
         "UPDATE agents SET program = ?, model = ?, task_description = coalesce(?, task_description), last_active_ts = ?"
@@ -222,7 +234,7 @@ def create_agent_identity(db: sqlite3.Connection, args: CreateAgentIdentityInput
     project = find_project(db, args.project_key)
     refuse_archived(project)
     name = args.name_hint
-    if name is None or _exists(db, project, name):
+    if name is None or reserved(name) or _exists(db, project, name):
         name = _unused_name(db, project)
     return registered(db, project, _insert_agent(db, project, name, args))
 

@@ -16,6 +16,7 @@ from .. import clock
 from ..archive import outbox
 from ..errors import Conflict
 from ..fields import AgentName, MessageId, ProjectKey, empty_list, given
+from ..names import OVERSEER_NAMES
 from ..registry import Input, Output, tool
 from ..security.scopes import in_scope
 from ..store.db import placeholders
@@ -26,7 +27,7 @@ from .messages import (
 from .products import ProductKey, find_product, linked_projects
 from .projects import find_project
 
-OVERSEER = "Overseer"
+OVERSEER, OVERSEER_ELSEWHERE = OVERSEER_NAMES
 
 
 class SendOverseerMessageInput(Input):
@@ -49,10 +50,20 @@ class SendOverseerMessageInput(Input):
         return self
 
 
+def writes_as(name: str, agent_has_it: bool) -> str:
+    """The name a person asking for `name` writes under, `agent_has_it` telling whether an agent has
+    that name: OVERSEER_ELSEWHERE instead of the default where an agent has it (one registered
+    before it was reserved), so that the person is never refused there."""
+    return OVERSEER_ELSEWHERE if agent_has_it and name.lower() == OVERSEER.lower() else name
+
+
 def overseer(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3.Row:
-    """The project's human sender called `name`, created on first use. Conflict if an agent has that name."""
+    """The project's human sender called `name` (or what writes_as makes of it), created on
+    first use. Conflict if an agent has that name."""
+    row = _agent_row(db, project, name)
+    if (moved := writes_as(name, row is not None and row["kind"] != "human")) != name:
+        name, row = moved, _agent_row(db, project, moved)
     key = agent_id(project["id"], name)
-    row = db.execute("SELECT * FROM agents WHERE id = ?", (key,)).fetchone()
     if row is None:
         now = clock.now()
         # contact_policy open: any agent may answer the person.
@@ -70,6 +81,10 @@ def overseer(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3
             "Choose another overseer_name.",
         )
     return find_agent(db, project, name)
+
+
+def _agent_row(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3.Row | None:
+    return db.execute("SELECT * FROM agents WHERE id = ?", (agent_id(project["id"], name),)).fetchone()
 
 
 class EnsureOverseerInput(Input):

@@ -28,7 +28,7 @@ from ..security import auth
 from ..config import Settings
 from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
-from ..tools.overseer import OVERSEER
+from ..tools.overseer import OVERSEER, writes_as
 from ..tools.search import one_budget
 from ..tools.search_syntax import marked, snippet_terms
 from . import downloads, markdown
@@ -629,9 +629,11 @@ class WebUI:
             else:
                 return self.redirect(request, f"/ui/thread?{urlencode({'p': sent.project, 't': sent.thread_id})}")
         projects = [p.slug for p in self.run("list_projects", limit=LIST_SHOWN).projects]
-        agents = [a.name for a in self.run("list_agents", project_key=key, limit=LIST_SHOWN).agents if a.kind == "agent"] if key else []
+        listed = self.run("list_agents", project_key=key, include_retired=True, limit=LIST_SHOWN).agents if key else []
+        agents = [a.name for a in listed if a.kind == "agent" and a.retired_ts is None]
+        taken = any(a.kind == "agent" and a.name.lower() == OVERSEER.lower() for a in listed)  # before the name was reserved
         return self.page(request, session, "compose.html", status=error.status if error else 200, projects=projects, project=key,
-                         agents=agents, draft=draft, error=error, nav="compose", overseer=OVERSEER)
+                         agents=agents, draft=draft, error=error, nav="compose", overseer=writes_as(OVERSEER, taken), overseer_taken=taken)
 
     def act(self, request: Request, session: Session) -> Response:
         form = request.form
