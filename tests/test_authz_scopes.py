@@ -15,7 +15,7 @@ from chalice.test import Client
 from chalicelib import invoke
 from chalicelib.config import Settings
 from chalicelib.errors import Forbidden
-from chalicelib.security import auth
+from chalicelib.security import auth, scopes
 from chalicelib.tools import tools_by_name
 
 from .aws_events import CONTEXT, MCP_HEADERS, http_api_event, rest_api_event, rpc, tool_call
@@ -119,6 +119,22 @@ def test_a_scoped_credential_reaches_only_its_projects(world):
     # a tool that names no project reaches all of them
     assert forbidden(post(world, "alpha-writer", "archive_status"))
     assert post(world, "alpha-writer", "archive_status", project_key="alpha")[0] == 200
+
+
+def test_every_address_field_is_checked_against_the_scope(world):
+    """search_messages' recipient (Name@project) was not: a credential of alpha told beta's agents
+    (200) from made-up ones (404), and beta from a project that does not exist (404)."""
+    bob = dict(project_key="alpha", query="plan", agent_name="BlueLake", registration_token=world.tokens["BlueLake"])
+    answers = [post(world, "alpha-writer", "search_messages", **bob, recipient=address)
+               for address in ("RedStone@beta", "Nobody@beta", "RedStone@gamma", "RedStone@%2Fbeta")]
+    assert all(forbidden(answer) for answer in answers)
+    assert len({answer[1]["error"]["message"].replace("%2Fbeta", "beta").replace("gamma", "beta") for answer in answers}) == 1
+    assert post(world, "alpha-writer", "search_messages", **bob, recipient="GreenCastle@alpha")[1]["results"]
+    # the same for any field that takes an address, today's and tomorrow's
+    for tool in TOOLS.values():
+        for name, field in tool.input.model_fields.items():
+            if "@" in json.dumps(tool.input.model_json_schema()["properties"][field.alias or name]):
+                assert name in scopes.ADDRESS_FIELDS, (tool.name, name)
 
 
 def test_a_scoped_credentials_pages_hold_its_projects_only(world):

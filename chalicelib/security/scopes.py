@@ -75,7 +75,9 @@ GLOBAL_OK = frozenset({"health_check", "list_projects", "list_products", "get_pr
 # Tools asked for the principal's projects only (narrowed_input), and with a product key, those of its projects.
 NARROWED = frozenset({"list_projects", "list_products", "ensure_product", "unified_inbox"})
 
-ADDRESS_FIELDS = ("to", "cc", "bcc", "to_agent", "from_agent", "target")  # Name@project addresses
+# Every input field that takes Name@project addresses (fields.AgentAddress; tests/test_authz_scopes.py
+# checks that none is missing): the project an address names is checked like project_key.
+ADDRESS_FIELDS = ("to", "cc", "bcc", "to_agent", "from_agent", "target", "recipient")
 
 
 def required_role(tool) -> str:
