@@ -72,14 +72,21 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, p
         args = scopes.narrowed_input(tool, args, principal)
     if tool.acts_as and auth.agent_tokens_required(settings):
         agent_tokens.check(conn, tool, args)
+    if principal.unrestricted:
+        return _handled(conn, tool, args, settings)
+    with scopes.mentioning(principal.projects):
+        result = _handled(conn, tool, args, settings)
+    return scopes.visible_output(tool, result, principal)
+
+
+def _handled(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -> Output:
+    """The handler's output (once per idempotency key)."""
     key = getattr(args, "idempotency_key", None) if tool.idempotent else None
     if key is not None:
         project = find_project(conn, args.project_key)["id"] if getattr(args, "project_key", None) else ""
-        result = idempotency.run_once(conn, tool, args, key, project, settings.idempotency_key_ttl_seconds,
-                                      lambda: tool.handler(conn, args))
-    else:
-        result = tool.handler(conn, args)
-    return result if principal.unrestricted else scopes.visible_output(tool, result, principal)
+        return idempotency.run_once(conn, tool, args, key, project, settings.idempotency_key_ttl_seconds,
+                                    lambda: tool.handler(conn, args))
+    return tool.handler(conn, args)
 
 
 def caller(principal: auth.Principal | None) -> auth.Principal:

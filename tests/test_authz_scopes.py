@@ -14,7 +14,7 @@ from chalice.test import Client
 
 from chalicelib import invoke
 from chalicelib.config import Settings
-from chalicelib.errors import Forbidden
+from chalicelib.errors import Forbidden, NotFound
 from chalicelib.security import auth, scopes
 from chalicelib.tools import tools_by_name
 
@@ -135,6 +135,27 @@ def test_every_address_field_is_checked_against_the_scope(world):
         for name, field in tool.input.model_fields.items():
             if "@" in json.dumps(tool.input.model_json_schema()["properties"][field.alias or name]):
                 assert name in scopes.ADDRESS_FIELDS, (tool.name, name)
+
+
+def test_hints_and_notes_name_no_project_out_of_scope(call, settings):
+    """A credential scoped to /beta/sub (not created yet) asking for it was told "It is inside
+    project 'beta' (/beta)": a project it may not see, by slug and path."""
+    call("ensure_project", human_key="/beta")
+    sub = auth.scoped("bearer", "bearer:sub", ["/beta/sub"], "writer")
+    both = auth.scoped("bearer", "bearer:both", ["/beta", "/beta/sub", "/beta/other"], "writer")
+
+    def as_(principal, tool, **arguments):
+        return invoke.call(TOOLS[tool], arguments, settings, principal)
+
+    with pytest.raises(NotFound) as missing:
+        as_(sub, "get_project", project_key="/beta/sub")
+    assert "beta" not in missing.value.hint.replace("/beta/sub", "")
+    with pytest.raises(NotFound) as missing:  # a project in scope is named as before
+        as_(both, "get_project", project_key="/beta/sub")
+    assert "inside project 'beta' (/beta)" in missing.value.hint
+    created = as_(sub, "ensure_project", human_key="/beta/sub")
+    assert created.slug == "beta-sub" and created.note is None
+    assert "inside project 'beta'" in as_(both, "ensure_project", human_key="/beta/other").note
 
 
 def test_a_scoped_credentials_pages_hold_its_projects_only(world):

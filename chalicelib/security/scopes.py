@@ -25,6 +25,8 @@ CLI) returns at the first line: no query, no cost on the hot path.
 """
 
 import sqlite3
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import orjson
 
@@ -173,6 +175,26 @@ def _check_joined_product(db: sqlite3.Connection, product_key: str, scope: froze
             " or be renamed with it.",
             "Link your project into a product of your own (ensure_product with another key).",
         )
+
+
+# The scope of the call being run (invoke.run sets it for a scoped caller), so that a tool's hints
+# and notes name no project out of it (tools/projects.py): that would tell the project exists.
+_mentionable: ContextVar[frozenset[str] | None] = ContextVar("mentionable", default=None)
+
+
+@contextmanager
+def mentioning(scope: frozenset[str] | None):
+    """Within it, may_mention answers for this scope (None: every project)."""
+    token = _mentionable.set(scope)
+    try:
+        yield
+    finally:
+        _mentionable.reset(token)
+
+
+def may_mention(project) -> bool:
+    """Whether a hint or note of the call being run may name this project (a row)."""
+    return in_scope(project, _mentionable.get())
 
 
 def in_scope(project, scope: frozenset[str] | None) -> bool:

@@ -25,6 +25,7 @@ from ..fields import ProjectKey
 from ..human_keys import is_path, normalize_human_key
 from ..ids import stable_id
 from ..registry import Input, Output, tool
+from ..security.scopes import may_mention
 from .counts import project_message_count
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 
@@ -104,12 +105,12 @@ def _not_found_hint(db: sqlite3.Connection, project_key: str) -> str:
     """What to pass instead: the project a path is inside (an agent started in a subfolder, whom
     ensure_project would give a project of its own, apart from its team), or the slug a
     mistyped one stands for; else how to create one."""
-    if is_path(project_key) and (row := enclosing_project(db, _normal_key(project_key)[0])) is not None:
+    if is_path(project_key) and (row := enclosing_project(db, _normal_key(project_key)[0])) is not None and may_mention(row):
         return (f"It is inside project {row['slug']!r} ({row['human_key']}): pass that (the repository's"
                 " root), not a folder below it; ensure_project is for a new repository.")
-    if not is_path(project_key) and (slug := slugify(project_key)) != project_key and db.execute(
-        "SELECT 1 FROM projects WHERE slug = ?", (slug,)
-    ).fetchall():
+    if not is_path(project_key) and (slug := slugify(project_key)) != project_key and any(
+        may_mention(row) for row in db.execute("SELECT * FROM projects WHERE slug = ?", (slug,))
+    ):
         return f"Did you mean {slug!r}? Slugs are lower case (list_projects shows them)."
     return "Call ensure_project with the absolute path of the repository first, or list_projects to see slugs."
 
@@ -197,7 +198,7 @@ def ensure_project(db: sqlite3.Connection, args: EnsureProjectInput) -> EnsuredP
     project._created = inserted == 1
     if project._created:
         outbox.record_project(db, row)  # its project.json: restored even if it never gets an agent or a message
-    if project._created and (home := enclosing_project(db, args.human_key)) is not None:
+    if project._created and (home := enclosing_project(db, args.human_key)) is not None and may_mention(home):
         # Not refused (a monorepo may want a project per folder), but an agent started in a
         # subfolder by mistake must hear it is now apart from its team.
         project.note = (
