@@ -84,6 +84,13 @@ def world(tmp_path_factory):
             yield client
 
 
+def not_found(answer, key, instead):
+    """A 404 answer for product `key`, as it reads for product `instead`."""
+    status, body = answer
+    assert status == 404 and body["error"]["code"] == "not_found"
+    return status, json.loads(json.dumps(body).replace(repr(key), repr(instead)))
+
+
 def forbidden(answer):
     status, body = answer
     return status == 403 and body["error"]["code"] == "forbidden"
@@ -419,18 +426,17 @@ def test_a_product_of_another_scope_is_neither_joined_nor_shown(world):
     beta_inbox = dict(product_key="bp", agent_name="RedStone", registration_token=tokens["RedStone"])
     assert post(world, "beta-writer", "ensure_product", product_key="bp")[0] == 200
     assert post(world, "beta-writer", "products_link", product_key="bp", project_key="beta")[0] == 200
-    refused = post(world, "alpha-writer", "products_link", product_key="bp", project_key="alpha")
-    assert forbidden(refused) and "ensure_product" in refused[1]["error"]["hint"]
+    missing = post(world, "alpha-writer", "products_link", product_key="nowhere", project_key="alpha")
+    assert post(world, "alpha-writer", "products_link", product_key="bp", project_key="alpha") == not_found(missing, "nowhere", "bp")
     assert post(world, "beta-writer", "fetch_inbox_product", **beta_inbox)[0] == 200  # still beta's own
-    assert post(world, "alpha-writer", "products_link", product_key="nowhere", project_key="alpha")[0] == 404
     assert forbidden(post(world, "alpha-writer", "ensure_product", product_key="bp", name="Alpha's now"))  # nor renamed
     assert post(world, ADMIN, "get_product", product_key="bp")[1]["name"] == "bp"
     assert post(world, "alpha-writer", "ensure_product", product_key="ap", name="Alpha's")[1]["name"] == "Alpha's"  # its own
     # a product another scope made is that scope's, even before it links anything
     assert post(world, "beta-writer", "ensure_product", product_key="bq2")[0] == 200
-    assert forbidden(post(world, "alpha-writer", "products_link", product_key="bq2", project_key="alpha"))
+    assert post(world, "alpha-writer", "products_link", product_key="bq2", project_key="alpha")[0] == 404
     assert forbidden(post(world, "alpha-writer", "ensure_product", product_key="bq2", name="taken"))
-    assert post(world, "alpha-writer", "ensure_product", product_key="bq2")[0] == 200  # seen (its projects narrowed), not changed
+    assert forbidden(post(world, "alpha-writer", "ensure_product", product_key="bq2"))  # taken: nothing of it is told
     assert post(world, "beta-writer", "products_link", product_key="bq2", project_key="beta")[0] == 200
     # nor by a wider scope: it could link a project the maker cannot see, or rename the product
     assert post(world, "alpha-writer", "ensure_product", product_key="ap3")[0] == 200
@@ -441,10 +447,29 @@ def test_a_product_of_another_scope_is_neither_joined_nor_shown(world):
     assert post(world, ADMIN, "ensure_product", product_key="mixed")[0] == 200
     for project in ("alpha", "beta"):
         post(world, ADMIN, "products_link", product_key="mixed", project_key=project)
-    status, seen = post(world, "alpha-writer", "ensure_product", product_key="bp")
-    assert status == 200 and seen["projects"] == []
     assert [p["slug"] for p in post(world, "alpha-writer", "ensure_product", product_key="mixed")[1]["projects"]] == ["alpha"]
     assert [p["slug"] for p in post(world, "beta-writer", "products_link", product_key="bp", project_key="beta")[1]["projects"]] == ["beta"]
     status, left = post(world, "alpha-writer", "products_unlink", product_key="mixed", project_key="alpha")
     assert status == 200 and left["projects"] == []
     assert [p["slug"] for p in post(world, ADMIN, "get_product", product_key="mixed")[1]["projects"]] == ["beta"]
+
+
+def test_a_product_the_scope_does_not_see_answers_as_a_missing_one(world):
+    """get_product told a credential of beta the name and creation time of a product linking alpha
+    only, which its list_products leaves out."""
+    post(world, ADMIN, "ensure_product", product_key="ao", name="Alpha Only")
+    post(world, ADMIN, "products_link", product_key="ao", project_key="alpha")
+    for tool, arguments in (("get_product", {}), ("products_unlink", {"project_key": "beta"}),
+                            ("search_messages_product", {"query": "plan"})):
+        missing = post(world, "beta-writer", tool, product_key="no-such", **arguments)
+        hidden = post(world, "beta-writer", tool, product_key="ao", **arguments)
+        assert hidden[0] in (403, 404) and hidden == (missing[0], json.loads(json.dumps(missing[1]).replace("no-such", "ao"))), tool
+    taken = post(world, "beta-writer", "ensure_product", product_key="ao")  # it cannot be made: refused, nothing told
+    assert forbidden(taken) and "Alpha Only" not in json.dumps(taken) and "created" not in json.dumps(taken)
+    assert "ao" not in [p["product_key"] for p in post(world, "beta-writer", "list_products")[1]["products"]]
+    assert post(world, "alpha-writer", "get_product", product_key="ao")[1]["name"] == "Alpha Only"
+    # a product of its own is seen before it links anything, and listed
+    assert post(world, "beta-writer", "ensure_product", product_key="b-empty")[0] == 200
+    assert post(world, "beta-writer", "get_product", product_key="b-empty")[0] == 200
+    assert "b-empty" in [p["product_key"] for p in post(world, "beta-writer", "list_products")[1]["products"]]
+    assert post(world, "alpha-writer", "get_product", product_key="b-empty")[0] == 404

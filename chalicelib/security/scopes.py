@@ -17,8 +17,9 @@ transaction, before the agent-token check and the handler:
   shows only mail that agent sent or received. The overseer's views across agents (the
   unified inbox, a project's attention views without agent_name) are the admin's.
 
-`narrowed_input` then has list_projects and list_products ask for the principal's projects
-only (and unified_inbox of a product read those of its linked projects), and `visible_output` narrows the projects a product lists, in every tool's answer. A
+A product the principal does not see (tools/products.py: seen_by; list_products leaves it
+out) is answered as a missing one. `narrowed_input` then has list_projects and list_products
+ask for the principal's projects only (and unified_inbox of a product read those of its linked projects), and `visible_output` narrows the projects a product lists, in every tool's answer. A
 project joins (products_link) only a product that links no project out of scope.
 An unrestricted principal (admin of every project: AUTH_MODE=none, plain bearer tokens, the
 CLI) returns at the first line: no query, no cost on the hot path.
@@ -30,7 +31,7 @@ from contextvars import ContextVar
 
 import orjson
 
-from ..errors import Forbidden, NotFound
+from ..errors import Forbidden, NotFound, ToolError
 from .auth import ROLES, Principal
 
 ADMIN_ONLY = frozenset({
@@ -117,7 +118,7 @@ def authorize(db: sqlite3.Connection, tool, args, principal: Principal, tokens_r
 
 
 def _check_projects(db: sqlite3.Connection, tool, args, scope: frozenset[str]) -> None:
-    from ..tools.products import find_product, linked_projects
+    from ..tools.products import find_product, hidden_from, linked_projects
     from ..tools.projects import find_project, is_path, normalize_human_key, slugify
 
     keys = [value for field in ("project_key", "human_key") if (value := getattr(args, field, None))]
@@ -136,6 +137,8 @@ def _check_projects(db: sqlite3.Connection, tool, args, scope: frozenset[str]) -
             raise _out_of_scope(key) from None
         if not in_scope(project, scope):
             raise _out_of_scope(key)
+    if getattr(args, "product_key", None) is not None and hidden_from(db, args.product_key, scope):
+        raise _unseen_product(tool, args.product_key)
     if tool.name in SPANS_PRODUCT:
         try:
             projects = linked_projects(db, find_product(db, args.product_key))
@@ -204,6 +207,20 @@ def in_scope(project, scope: frozenset[str] | None) -> bool:
     # A row (either backend's: turso's Row is no sqlite3.Row) or an output.
     slug, human_key = (project.slug, project.human_key) if hasattr(project, "slug") else (project["slug"], project["human_key"])
     return slug in scope or human_key in scope
+
+
+def _unseen_product(tool, product_key: str) -> ToolError:
+    """A product this scope does not see (list_products leaves it out) gets what a missing one
+    would: a NotFound, or the product tools' 403. ensure_product would create a missing one:
+    it is refused, with nothing of the product (its name, its creation time) told."""
+    from ..tools.products import product_not_found
+
+    if tool.name in SPANS_PRODUCT:
+        return _out_of_scope(product_key)
+    if tool.name == "ensure_product":
+        return Forbidden(f"Product key {product_key!r} is taken by a product outside this credential's scope.",
+                         "Choose another product_key.")
+    return product_not_found(product_key)
 
 
 def _out_of_scope(key: str) -> Forbidden:

@@ -60,10 +60,33 @@ def product_id(product_key: str) -> int:
 def find_product(db: sqlite3.Connection, product_key: str) -> sqlite3.Row:
     row = db.execute("SELECT * FROM products WHERE id = ?", (product_id(product_key),)).fetchone()
     if row is None:
-        raise NotFound(
-            f"Product {product_key!r} not found.", "Create it with ensure_product, or see list_products for product keys."
-        )
+        raise product_not_found(product_key)
     return row
+
+
+def product_not_found(product_key: str) -> NotFound:
+    return NotFound(f"Product {product_key!r} not found.", "Create it with ensure_product, or see list_products for product keys.")
+
+
+def seen_by(scope: frozenset[str], table: str = "products") -> tuple[str, list]:
+    """SQL for "a credential scoped to `scope` sees the product" and its parameters: it links a
+    project in scope, or links none and was made by an unrestricted caller or by a scope holding
+    this one (one it may link its projects into: security/scopes.py)."""
+    condition, keys = among(scope, "p")
+    return (
+        f"(EXISTS (SELECT 1 FROM product_projects l JOIN projects p ON p.id = l.project_id WHERE l.product_id = {table}.id"
+        f" AND {condition}) OR (NOT EXISTS (SELECT 1 FROM product_projects l WHERE l.product_id = {table}.id)"
+        f" AND ({table}.owner_scope IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?) mine"
+        f" WHERE mine.value NOT IN (SELECT value FROM json_each({table}.owner_scope))))))",
+        [*keys, orjson.dumps(sorted(scope)).decode()],
+    )
+
+
+def hidden_from(db: sqlite3.Connection, product_key: str, scope: frozenset[str]) -> bool:
+    """Whether the product exists but a credential scoped to `scope` does not see it (seen_by)."""
+    condition, params = seen_by(scope)
+    row = db.execute(f"SELECT NOT {condition} FROM products WHERE id = ?", (*params, product_id(product_key))).fetchone()
+    return row is not None and bool(row[0])
 
 
 def linked_projects(db: sqlite3.Connection, product: sqlite3.Row) -> list[sqlite3.Row]:
@@ -148,13 +171,10 @@ OLDEST_FIRST = Keyset((("created_ts", "created_ts"), ("product_key", "product_ke
 def list_products(db: sqlite3.Connection, args: ListProductsInput) -> Products:
     """The products with their linked projects, oldest first, a page at a time."""
     where, params = OLDEST_FIRST.after(args.cursor)
-    if args._scope is not None:  # only products linking a project in scope
-        condition, keys = among(args._scope, "p")
-        where += (
-            " AND EXISTS (SELECT 1 FROM product_projects l JOIN projects p ON p.id = l.project_id"
-            f" WHERE l.product_id = products.id AND {condition})"
-        )
-        params += keys
+    if args._scope is not None:  # only the products the scope sees
+        condition, seen_params = seen_by(args._scope)
+        where += f" AND {condition}"
+        params += seen_params
     rows = db.execute(f"SELECT * FROM products WHERE 1{where}{OLDEST_FIRST.order_by()} LIMIT ?", (*params, args.limit + 1))
     page, cursor = OLDEST_FIRST.page(rows, args.limit)
     return Products(products=[_product(db, row) for row in page], next_cursor=cursor)
