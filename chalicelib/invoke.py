@@ -76,6 +76,7 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, p
         return _handled(conn, tool, args, settings)
     with scopes.mentioning(principal.projects):
         result = _handled(conn, tool, args, settings)
+    scopes.check_delivered(conn, result, principal.projects)
     return scopes.visible_output(tool, result, principal)
 
 

@@ -473,3 +473,22 @@ def test_a_product_the_scope_does_not_see_answers_as_a_missing_one(world):
     assert post(world, "beta-writer", "get_product", product_key="b-empty")[0] == 200
     assert "b-empty" in [p["product_key"] for p in post(world, "beta-writer", "list_products")[1]["products"]]
     assert post(world, "alpha-writer", "get_product", product_key="b-empty")[0] == 404
+
+
+def test_a_reply_reaches_only_projects_in_scope(world):
+    """alpha-writer could not send to RedStone@beta (403), but reply_message without `to`
+    delivered there: the recipients it derives were not checked."""
+    tokens = world.tokens
+    blue = dict(project_key="alpha", sender_name="BlueLake", sender_token=tokens["BlueLake"])
+    direct = post(world, "alpha-writer", "send_message", **blue, to=["RedStone@beta"], subject="x", body_md="x")
+    assert forbidden(direct)
+    received = post(world, "both-writer", "send_message", project_key="beta", sender_name="RedStone", sender_token=tokens["RedStone"],
+                    to=["BlueLake@alpha"], subject="From beta", body_md="hello")[1]["message"]
+    sent = post(world, "both-writer", "send_message", **blue, to=["RedStone@beta"], subject="To beta", body_md="hello")[1]["message"]
+    for original in (received, sent):  # to its sender; a follow-up: to the original's recipients
+        refused = post(world, "alpha-writer", "reply_message", **blue, message_id=original["id"], body_md="into beta")
+        assert refused == direct
+    inbox = post(world, ADMIN, "fetch_inbox", project_key="beta", agent_name="RedStone", registration_token=tokens["RedStone"],
+                 include_bodies=True)[1]["messages"]
+    assert inbox and "into beta" not in [m["body_md"] for m in inbox]  # nothing was sent
+    assert post(world, "both-writer", "reply_message", **blue, message_id=received["id"], body_md="fine")[0] == 200

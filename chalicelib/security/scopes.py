@@ -241,6 +241,21 @@ def narrowed_input(tool, args, principal: Principal):
     return args
 
 
+def check_delivered(db: sqlite3.Connection, output, scope: frozenset[str] | None) -> None:
+    """Forbidden if a message the call sent reached a project out of scope: checked on what it
+    delivered, since reply_message takes its recipients from the message it answers. The call's
+    transaction (or savepoint) then rolls back: the message is never sent."""
+    from ..tools.messages import SentMessage
+    from ..tools.projects import find_project
+
+    if scope is None or not isinstance(output, SentMessage):
+        return
+    message = output.message
+    for slug in {address.partition("@")[2] for address in (*message.to, *message.cc, *message.bcc) if "@" in address}:
+        if not in_scope(find_project(db, slug), scope):
+            raise _out_of_scope(slug)
+
+
 # Tools that answer one product with its linked projects.
 ANSWERS_PRODUCT = frozenset({"get_product", "ensure_product", "products_link", "products_unlink"})
 
