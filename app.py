@@ -133,7 +133,9 @@ def create_app(settings: Settings) -> Chalice:
         request = app.current_request
         query = dict(request.query_params or {})
         try:
-            found = invoke.call(get_attachment, {**query, "sha256": sha256, "include_content": False}, settings)
+            arguments = {**query, "sha256": sha256, "include_content": False}
+            found = invoke.call(get_attachment, rest.with_header_token(get_attachment, arguments,
+                                                                       request.headers.get(rest.AGENT_TOKEN_HEADER)), settings)
         except ToolError as exc:
             return json_response(exc.status, exc.to_dict(), exc.headers)
         where = attachment_storage.storage(settings)

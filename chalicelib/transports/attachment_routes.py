@@ -6,7 +6,8 @@
                                     [{"name", "sha256"}])
     GET /api/attachments/{sha256}?project_key=&agent_name=&message_id=
                                     the content, for the message's sender and recipients
-                                    (get_attachment checks, agent tokens included)
+                                    (get_attachment checks, agent tokens included: the
+                                    X-Agent-Token header, or registration_token)
 
 Downloads are always `Content-Disposition: attachment`, never served as a type a browser
 would run (HTML, SVG, scripts: application/octet-stream), with `nosniff` (Front adds it).
@@ -25,6 +26,7 @@ from ..config import Settings
 from ..errors import InvalidArgument, ToolError, internal_error
 from ..tools import tools_by_name
 from .raw_asgi import send_json
+from .rest import with_header_token
 
 UPLOAD_PATH = "/api/attachments"
 DOWNLOAD_PREFIX = "/api/attachments/"
@@ -66,10 +68,12 @@ async def upload(scope, receive, send, settings: Settings) -> None:
 async def download(scope, receive, send, settings: Settings) -> None:
     sha256 = scope["path"].removeprefix(DOWNLOAD_PREFIX)
     arguments = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    header = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-agent-token"), None)
     try:
         if not SHA256.fullmatch(sha256):
             raise InvalidArgument(f"{sha256!r} is not a sha256.", "GET /api/attachments/{sha256}?project_key=&agent_name=&message_id=")
-        found = await invoke.acall(tools_by_name()["get_attachment"], {**arguments, "sha256": sha256, "include_content": False},
+        tool = tools_by_name()["get_attachment"]
+        found = await invoke.acall(tool, with_header_token(tool, {**arguments, "sha256": sha256, "include_content": False}, header),
                                    settings)
     except ToolError as exc:
         await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
