@@ -86,9 +86,10 @@ class AnswerTooLarge(InvalidArgument):
     code = "answer_too_large"
 
 
-def answer_too_large() -> AnswerTooLarge:
+def answer_too_large(write: bool = False) -> AnswerTooLarge:
     return AnswerTooLarge(
-        f"The answer would exceed {MAX_ANSWER_BYTES // (1024 * 1024)} MiB.",
+        f"The answer would exceed {MAX_ANSWER_BYTES // (1024 * 1024)} MiB"
+        + (": nothing was changed." if write else "."),
         "Ask for less: a smaller limit, without bodies, or page with the cursor the tool returns.",
     )
 

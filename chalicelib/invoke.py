@@ -73,11 +73,15 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, p
     if tool.acts_as and auth.agent_tokens_required(settings):
         agent_tokens.check(conn, tool, args)
     if principal.unrestricted:
-        return _handled(conn, tool, args, settings)
-    with scopes.mentioning(principal.projects):
         result = _handled(conn, tool, args, settings)
-    scopes.check_delivered(conn, result, principal.projects)
-    return scopes.visible_output(tool, result, principal)
+    else:
+        with scopes.mentioning(principal.projects):
+            result = _handled(conn, tool, args, settings)
+        scopes.check_delivered(conn, result, principal.projects)
+        result = scopes.visible_output(tool, result, principal)
+    if not tool.read_only:  # measured inside its transaction: a write refused so changes nothing
+        bounded(to_json(result), write=True)
+    return result
 
 
 def _handled(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -> Output:
@@ -267,9 +271,9 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.
     return bounded(to_json(await acall(tool, args, settings, principal)))
 
 
-def bounded(answer: bytes) -> bytes:
+def bounded(answer: bytes, write: bool = False) -> bytes:
     if len(answer) > MAX_ANSWER_BYTES:
-        raise answer_too_large()
+        raise answer_too_large(write)
     return answer
 
 

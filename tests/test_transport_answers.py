@@ -2,6 +2,7 @@
 are dropped, a 500 does not reset the keep-alive connection, out-of-range timestamps are a 422.
 Through the real server (and the Chalice app where the route exists there)."""
 
+import asyncio
 import importlib
 import socket
 import sqlite3
@@ -11,7 +12,9 @@ import httpx
 import pytest
 from chalice.test import Client
 
-from chalicelib.errors import MAX_ANSWER_BYTES
+from chalicelib import invoke
+from chalicelib.errors import MAX_ANSWER_BYTES, AnswerTooLarge
+from chalicelib.tools import tools_by_name
 
 from .servers import ROOT, running_server
 
@@ -124,6 +127,26 @@ def test_wait_for_mail_hands_over_bodies_an_answer_at_a_time(url):
                 break
     assert [subject for page in found for subject in page] == [f"w {n}" for n in range(35)]
     assert len(found) > 1
+
+
+@pytest.mark.parametrize("through", ["the writer thread", "a synchronous call"])
+def test_a_write_whose_answer_is_over_the_cap_is_refused_and_changes_nothing(settings, monkeypatch, through):
+    """The answer is measured before the write commits: a 4xx for a stored write would be retried
+    (a duplicate) or taken for nothing done (security review, session 16)."""
+    tools = tools_by_name()
+    invoke.call(tools["ensure_project"], {"human_key": "/answers"}, settings)
+    for name in ("BlueLake", "GreenCastle"):
+        invoke.call(tools["register_agent"], {"project_key": "answers", "name": name, "program": "p", "model": "m"}, settings)
+    invoke.call(tools["set_contact_policy"], {"project_key": "answers", "agent_name": "GreenCastle", "policy": "open"}, settings)
+    monkeypatch.setattr(invoke, "MAX_ANSWER_BYTES", 4000)  # a message of 5,000 characters then answers too much
+    send = {"project_key": "answers", "sender_name": "BlueLake", "to": ["GreenCastle"], "subject": "s", "body_md": "x" * 5000}
+    with pytest.raises(AnswerTooLarge, match="nothing was changed"):
+        if through == "the writer thread":
+            asyncio.run(invoke.ajson(tools["send_message"], send, settings))
+        else:
+            invoke.json_call(tools["send_message"], send, settings)
+    inbox = invoke.call(tools["fetch_inbox"], {"project_key": "answers", "agent_name": "GreenCastle"}, settings)
+    assert inbox.messages == []
 
 
 def test_a_client_that_does_not_read_its_answer_is_dropped(url):
