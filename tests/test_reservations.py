@@ -3,6 +3,7 @@
 import asyncio
 import threading
 
+import orjson
 import pytest
 
 from chalicelib import clock, invoke
@@ -324,8 +325,10 @@ def test_overlap_peers(project, reserve, settings):
     reserve("RedStone", "docs/**")
     with db.connection(settings) as conn:
         (project_id,) = conn.execute("SELECT id FROM projects WHERE slug = ?", (project,)).fetchone()
-        assert overlap_peers(conn, project_id, agent_id(project_id, "BlueLake")) == {agent_id(project_id, "GreenCastle")}
-        assert overlap_peers(conn, project_id, agent_id(project_id, "RedStone")) == set()
+        everyone = [agent_id(project_id, name) for name in ("BlueLake", "GreenCastle", "RedStone")]
+        assert overlap_peers(conn, project_id, agent_id(project_id, "BlueLake"), everyone) == {agent_id(project_id, "GreenCastle")}
+        assert overlap_peers(conn, project_id, agent_id(project_id, "BlueLake"), everyone[2:]) == set()
+        assert overlap_peers(conn, project_id, agent_id(project_id, "RedStone"), everyone) == set()
 
 
 def test_list_file_reservations_runs_off_the_event_loop(settings, call, project, monkeypatch):
@@ -337,3 +340,64 @@ def test_list_file_reservations_runs_off_the_event_loop(settings, call, project,
     call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["src/api/*.py"])
     listed = asyncio.run(invoke.ajson(tools_by_name()["list_file_reservations"], {"project_key": project}, settings))
     assert b"src/api/*.py" in listed and threads and threads[0] is not threading.main_thread()
+
+
+def star_globs(letter: str, count: int, start: int = 0) -> list[str]:
+    """Patterns that start with a star (no literal prefix), each overlapping every other such
+    one: `*a1*/**/*.py` and `*b2*/**/*.py` both match `a1b2/x.py`."""
+    return [f"*{letter}{n}*/**/*.py" for n in range(start, start + count)]
+
+
+def test_a_check_that_would_compare_too_much_is_refused_and_answers_list_few_holders(call, project, reserve):
+    """Security review, session 16: BlueLake held 1,000 such patterns, then a request for 1,000
+    more compared every pair (1M conflicts: the writer was held 48 s, and a 422 came after the
+    grant was stored)."""
+    reserve("BlueLake", *star_globs("b", 300))
+    with pytest.raises(InvalidArgument) as refused:  # 200 x 300 pairs to compare
+        reserve("GreenCastle", *star_globs("g", 200))
+    assert "60,000 pairs" in refused.value.message and "Nothing was reserved." in refused.value.message
+    assert "fewer paths" in refused.value.hint
+    assert call("release_file_reservations", project_key=project, agent_name="GreenCastle")["released"] == 0  # none held
+
+    conflicts = reserve("GreenCastle", *star_globs("g", 3))["conflicts"]  # 900 conflicts: 100 listed in full
+    assert [(c["path"], len(c["holders"]), c["holders_unlisted"]) for c in conflicts] == [
+        ("*g0*/**/*.py", 100, 200), ("*g1*/**/*.py", 0, 300), ("*g2*/**/*.py", 0, 300)]
+    assert len({h["path_pattern"] for h in conflicts[0]["holders"]} & set(star_globs("b", 300))) == 100
+    checked = call("check_file_reservations", project_key=project, paths=["*/x.py", "src/app.py"])["conflicts"]
+    assert [(c["path"], len(c["holders"]), c["holders_unlisted"]) for c in checked] == [("*/x.py", 100, 203)]
+
+
+@pytest.mark.sqlite_only
+def test_list_file_reservations_pages_by_what_its_conflicts_cost_and_never_answers_too_much(call, project, reserve, settings):
+    """400 reservations each conflicting with 400 others: a page of 500 listed 160,000 conflicts,
+    over 8 MiB, so the project's reservations could not be listed at all (422)."""
+    reserve("BlueLake", *star_globs("b", 400), exclusive=False)
+    for start in range(0, 400, 50):
+        reserve("GreenCastle", *star_globs("g", 50, start))
+    tool, seen, cursor = tools_by_name()["list_file_reservations"], [], None
+    for _ in range(50):
+        page = asyncio.run(invoke.ajson(tool, {"project_key": project, "limit": 500, "cursor": cursor}, settings))
+        listed = orjson.loads(page)
+        seen += listed["file_reservations"]
+        cursor = listed["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(r["path_pattern"] for r in seen) == sorted(star_globs("b", 400) + star_globs("g", 400))
+    assert all(len(r["conflicts_with"]) == 10 and r["conflicts_with"] and r["conflicts_unlisted"] == 390 for r in seen)
+    assert len(seen) > len(orjson.loads(asyncio.run(invoke.ajson(tool, {"project_key": project, "limit": 500}, settings)))[
+        "file_reservations"])  # the first page ended early
+
+
+def test_overlap_peers_compares_a_bounded_number_of_pairs(project, reserve, settings, monkeypatch):
+    """A send to an `auto` recipient asks whether the two hold overlapping reservations: on the
+    writer thread, so past PAIRS_MAX comparisons the answer is no (they ask for contact instead)."""
+    reserve("BlueLake", *star_globs("b", 30))
+    reserve("GreenCastle", *[f"docs/g{n}.md" for n in range(30)])  # none meets BlueLake's *.py
+    compared = []
+    monkeypatch.setattr(reservations, "covers", lambda a, b, real=reservations.covers: compared.append(a) or real(a, b))
+    monkeypatch.setattr(reservations, "PAIRS_MAX", 200)
+    with db.connection(settings) as conn:
+        (project_id,) = conn.execute("SELECT id FROM projects WHERE slug = ?", (project,)).fetchone()
+        green = agent_id(project_id, "GreenCastle")
+        assert overlap_peers(conn, project_id, agent_id(project_id, "BlueLake"), [green]) == set()
+    assert 0 < len(compared) <= 200

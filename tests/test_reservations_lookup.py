@@ -9,7 +9,9 @@ import pytest
 from chalicelib.config import Settings
 from chalicelib.store import db
 from chalicelib.tools.agents import agent_id
-from chalicelib.tools.reservations import ActiveNear, Reservation, covers, literal_prefix, overlap_peers, reserved_by
+from chalicelib.tools.reservations import (
+    HOLDERS_LISTED, OVERLAPS_LISTED, ActiveNear, Reservation, covers, literal_prefix, overlap_peers, reserved_by,
+)
 
 from .sql import migrated_until, sql
 
@@ -26,13 +28,16 @@ def random_pattern(rng: random.Random) -> str:
 
 
 def expected(active: list[dict], me: str | None, paths: list[str], exclusive: bool, match) -> list[dict]:
-    """Every path against every active reservation: what the tools answered before the lookup."""
-    found = []
+    """Every path against every active reservation: what the tools answered before the lookup,
+    the first HOLDERS_LISTED holders in full and the others counted."""
+    found, listed = [], 0
     for path in paths:
         holders = [{k: r[k] for k in Reservation.model_fields}  # not list_file_reservations' own fields
                    for r in active if r["agent"] != me and (exclusive or r["exclusive"]) and match(path, r["path_pattern"])]
         if holders:
-            found.append({"path": path, "holders": holders})
+            shown = holders[: max(0, HOLDERS_LISTED - listed)]
+            listed += len(shown)
+            found.append({"path": path, "holders": shown, "holders_unlisted": len(holders) - len(shown)})
     return found
 
 
@@ -46,7 +51,9 @@ def test_conflicts_are_those_every_reservation_compared_gives(call, project, set
     assert len(active) > 100
     for held in active:  # what list_file_reservations says each conflicts with
         [clashes] = expected(active, held["agent"], [held["path_pattern"]], held["exclusive"], covers) or [{"holders": []}]
-        assert held["conflicts_with"] == [{k: h[k] for k in ("id", "agent", "path_pattern")} for h in clashes["holders"]]
+        overlapping = [{k: h[k] for k in ("id", "agent", "path_pattern")} for h in clashes["holders"]]
+        assert held["conflicts_with"] == overlapping[:OVERLAPS_LISTED]
+        assert held["conflicts_unlisted"] == len(overlapping[OVERLAPS_LISTED:]) + clashes.get("holders_unlisted", 0)
     for round_ in range(12):
         paths = list({random_pattern(rng) for _ in range(20)})
         me = AGENTS[round_ % 3] if round_ % 4 else None
@@ -62,7 +69,8 @@ def test_conflicts_are_those_every_reservation_compared_gives(call, project, set
         for agent in AGENTS:
             mine = [r["path_pattern"] for r in active if r["agent"] == agent]
             peers = {r["agent"] for r in active if r["agent"] != agent and any(covers(p, r["path_pattern"]) for p in mine)}
-            ids = overlap_peers(conn, _project_id(conn, project), agent_id(_project_id(conn, project), agent))
+            everyone = [agent_id(_project_id(conn, project), name) for name in AGENTS]
+            ids = overlap_peers(conn, _project_id(conn, project), agent_id(_project_id(conn, project), agent), everyone)
             assert ids == {agent_id(_project_id(conn, project), name) for name in peers}
 
 

@@ -90,7 +90,7 @@ def admitted(db: sqlite3.Connection, sender: sqlite3.Row, recipients: list[sqlit
         ok |= _shared_threads(db, sender["id"], [agent["id"] for agent in auto])
     neighbours = [a["id"] for a in auto if a["id"] not in ok and a["project_id"] == sender["project_id"]]
     if neighbours:
-        ok |= overlap_peers(db, sender["project_id"], sender["id"]) & set(neighbours)
+        ok |= overlap_peers(db, sender["project_id"], sender["id"], neighbours)
     return ok
 
 

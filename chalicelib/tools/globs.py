@@ -43,6 +43,7 @@ def _segments(a: str, b: str) -> bool:
     return _intersect(_tokens(a), _tokens(b), "*", _char)
 
 
+@lru_cache(maxsize=4096)
 def _tokens(pattern: str) -> tuple[str, ...]:
     """`*` (for any run of them), `?`, a `[...]` class, or one literal character each."""
     return tuple("*" if token[0] == "*" else token for token in TOKEN.findall(pattern))

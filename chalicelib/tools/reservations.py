@@ -20,7 +20,7 @@ from . import guard
 from ..store.db import placeholders, refresh, transaction
 from ..archive import outbox
 from ..config import get_settings
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, InvalidArgument, NotFound
 from ..fields import AgentName, Id, ProjectKey
 from .globs import is_glob, overlaps
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
@@ -117,6 +117,11 @@ WITH_HOLDER = ("SELECT r.*, a.name AS agent, a.last_active_ts, a.retired_ts"
 # Unreleased, unexpired reservations of a project (expired ones never count).
 ACTIVE = WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND r.expires_ts > ?"
 LOOKUP_CHUNK = 500  # prefixes per query, well under SQLite's limit on parameters
+# Pattern pairs one conflict check may compare (a few µs each). Patterns that start with a glob
+# meet every path: 1,000 of them against a request for 1,000 more held the writer 48 s.
+PAIRS_MAX = 50_000
+HOLDERS_LISTED = 100  # holders an answer lists in full; the others are counted (an answer stays small)
+OVERLAPS_LISTED = 10  # conflicts_with listed per reservation of list_file_reservations
 
 
 def literal_prefix(pattern: str) -> str:
@@ -144,43 +149,81 @@ class ActiveNear:
     patterns name, not what the project holds. `near(pattern)` gives those of them that
     may overlap one pattern, oldest first; the caller decides with `covers` or `reserved_by`."""
 
-    def __init__(self, db: sqlite3.Connection, project_id: int, patterns: list[str]) -> None:
+    def __init__(self, db: sqlite3.Connection, project_id: int, patterns: list[str], among: tuple[str, list] = ("", [])) -> None:
+        """`among`: SQL narrowing the rows read (`compared_by`), and its parameters."""
         now, prefixes = clock.now(), sorted({literal_prefix(pattern) for pattern in patterns})
+        active = ACTIVE + among[0]
         folders = sorted({folder for prefix in prefixes for folder in _folders_down_to(prefix)})
         rows = {}
         for start in range(0, len(folders), LOOKUP_CHUNK):
             chunk = folders[start : start + LOOKUP_CHUNK]
-            sql = f"{ACTIVE} AND r.path_prefix IN ({placeholders(chunk)})"
-            rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *chunk)))
+            sql = f"{active} AND r.path_prefix IN ({placeholders(chunk)})"
+            rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *among[1], *chunk)))
         named = set(prefixes)
         for prefix in prefixes:
             if any(folder in named for folder in _folders_down_to(prefix)[:-1]):
                 continue  # under another of the prefixes, whose range holds its own
-            sql = f"{ACTIVE} AND r.path_prefix > ? AND r.path_prefix < ?"
-            rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *_under(prefix))))
+            sql = f"{active} AND r.path_prefix > ? AND r.path_prefix < ?"
+            rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *among[1], *_under(prefix))))
         self.by_prefix: dict[str, list[sqlite3.Row]] = {}
         for row in rows.values():  # near() puts each answer in order
             self.by_prefix.setdefault(row["path_prefix"], []).append(row)
         self.prefixes = sorted(self.by_prefix)
+        self.counted = list(itertools.accumulate((len(self.by_prefix[prefix]) for prefix in self.prefixes), initial=0))
+
+    def _under(self, prefix: str) -> range:
+        """Where the prefixes under this one are in self.prefixes."""
+        low, high = _under(prefix)
+        return range(bisect.bisect_right(self.prefixes, low), bisect.bisect_left(self.prefixes, high))
 
     def near(self, pattern: str) -> list[sqlite3.Row]:
         prefix = literal_prefix(pattern)
-        low, high = _under(prefix)
-        under = self.prefixes[bisect.bisect_right(self.prefixes, low) : bisect.bisect_left(self.prefixes, high)]
+        under = [self.prefixes[index] for index in self._under(prefix)]
         found = [row for folder in [*_folders_down_to(prefix), *under] for row in self.by_prefix.get(folder, ())]
         return sorted(found, key=lambda row: (row["created_ts"], row["id"]))
 
+    def count(self, pattern: str) -> int:
+        """len(near(pattern)), from counts: what comparing the pattern with them would cost."""
+        prefix, under = literal_prefix(pattern), self._under(literal_prefix(pattern))
+        return self.counted[under.stop] - self.counted[under.start] + sum(
+            len(self.by_prefix.get(folder, ())) for folder in _folders_down_to(prefix))
 
-def overlap_peers(db: sqlite3.Connection, project_id: int, agent_id: int) -> set[int]:
-    """Agents holding an active reservation that overlaps one of `agent_id`'s."""
+
+def compared_by(agent_id: int | None, exclusive: bool) -> tuple[str, list]:
+    """ActiveNear's `among` for a request: the others' reservations, only exclusive ones for a
+    shared request (what conflicts compares it with), so that counting them counts the cost."""
+    sql, params = ("", []) if agent_id is None else (" AND r.agent_id != ?", [agent_id])
+    return (sql if exclusive else sql + " AND r.exclusive"), params
+
+
+class TooManyToCompare(InvalidArgument):
+    """A conflict check would compare more than PAIRS_MAX pairs of patterns."""
+
+
+def too_many_to_compare(paths: list[str], pairs: int, pairs_max: int, done: str) -> TooManyToCompare:
+    return TooManyToCompare(
+        f"Checking these {len(paths)} paths for conflicts would compare {pairs:,} pairs of patterns, more than"
+        f" {pairs_max:,}: the project holds many reservations that could overlap them (a pattern starting with a"
+        f" glob, such as *.md or **, may overlap anything).{done and ' ' + done}",
+        "Send fewer paths per call, or patterns under a folder (src/api/**, not **/api/**);"
+        " list_file_reservations shows what is held.",
+    )
+
+
+def overlap_peers(db: sqlite3.Connection, project_id: int, agent_id: int, among: list[int]) -> set[int]:
+    """Those of the agents `among` holding an active reservation that overlaps one of `agent_id`'s.
+    Past PAIRS_MAX comparisons it stops: those not found by then are not peers."""
     mine = [row["path_pattern"] for row in db.execute(ACTIVE + " AND r.agent_id = ?", (project_id, clock.now(), agent_id))]
-    active = ActiveNear(db, project_id, mine)
-    return {
-        row["agent_id"]
-        for pattern in mine
-        for row in active.near(pattern)
-        if row["agent_id"] != agent_id and covers(pattern, row["path_pattern"])
-    }
+    active = ActiveNear(db, project_id, mine, (f" AND r.agent_id IN ({placeholders(among)})", among))
+    peers, budget = set(), PAIRS_MAX
+    for pattern in mine:
+        for row in active.near(pattern):
+            budget -= 1
+            if budget < 0:
+                return peers
+            if row["agent_id"] not in peers and row["agent_id"] != agent_id and covers(pattern, row["path_pattern"]):
+                peers.add(row["agent_id"])
+    return peers
 
 
 class Reservation(Output):
@@ -200,23 +243,33 @@ def reservation(row: sqlite3.Row) -> Reservation:
 
 class PathConflict(Output):
     path: str = Field(description="The path or pattern asked about.")
-    holders: list[Reservation] = Field(description="Other agents' active reservations that overlap it.")
+    holders: list[Reservation] = Field(
+        description=f"Other agents' active reservations that overlap it, oldest first; an answer lists {HOLDERS_LISTED} in"
+        " all (its paths in order), and counts the others in holders_unlisted.")
+    holders_unlisted: int = Field(0, description="How many more overlap it than holders lists.")
 
 
 def conflicts(
-    active: ActiveNear, agent_id: int | None, paths: list[str], exclusive: bool, match=covers
+    active: ActiveNear, agent_id: int | None, paths: list[str], exclusive: bool, match=covers, done: str = "",
+    pairs_max: int = PAIRS_MAX,
 ) -> list[PathConflict]:
     """For each path, the other agents' active reservations it clashes with: any of them
-    for an exclusive request, the exclusive ones for a shared request."""
-    found = []
+    for an exclusive request, the exclusive ones for a shared request. Refused (TooManyToCompare,
+    saying `done`) before comparing more than `pairs_max` pairs."""
+    pairs = sum(map(active.count, paths))
+    if pairs > pairs_max:
+        raise too_many_to_compare(paths, pairs, pairs_max, done)
+    found, listed = [], 0
     for path in paths:
         holders = [
-            reservation(row)
-            for row in active.near(path)
+            row for row in active.near(path)
             if row["agent_id"] != agent_id and (exclusive or row["exclusive"]) and match(path, row["path_pattern"])
         ]
         if holders:
-            found.append(PathConflict(path=path, holders=holders))
+            shown = holders[: max(0, HOLDERS_LISTED - listed)]
+            listed += len(shown)
+            found.append(PathConflict(path=path, holders=[reservation(row) for row in shown],
+                                      holders_unlisted=len(holders) - len(shown)))
     return found
 
 
@@ -256,7 +309,8 @@ def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInp
     refuse_archived(project)
     agent = find_agent(db, project, args.agent_name)
     paths = list(dict.fromkeys(args.paths))
-    clashes = conflicts(ActiveNear(db, project["id"], paths), agent["id"], paths, args.exclusive)
+    active = ActiveNear(db, project["id"], paths, compared_by(agent["id"], args.exclusive))
+    clashes = conflicts(active, agent["id"], paths, args.exclusive, done="Nothing was reserved.")
     now = clock.now()
     expires = clock.later(now, args.ttl_seconds)
     ids = [reservation_id(project["id"], agent["id"], path) for path in paths]
@@ -284,14 +338,20 @@ def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInp
 def recheck_conflicts(db: sqlite3.Connection, args: FileReservationPathsInput, reserved: Reserved) -> Reserved:
     """Once the grant reached the primary, list the conflicts again from fresh data: on Turso
     replicas another process may have granted an overlapping reservation meanwhile, and of
-    two racing grants at least one sees the other here (each was pushed before its check)."""
+    two racing grants at least one sees the other here (each was pushed before its check). On
+    embedded SQLite the check inside the write already saw every committed grant."""
+    if not hasattr(db, "replica"):
+        return reserved
     refresh(db)
     with transaction(db, write=False):
         project = find_project(db, args.project_key)
         paths = list(dict.fromkeys(args.paths))
-        active = ActiveNear(db, project["id"], paths)
         mine = agent_id(project["id"], args.agent_name)
-        return Reserved(granted=reserved.granted, conflicts=conflicts(active, mine, paths, args.exclusive))
+        active = ActiveNear(db, project["id"], paths, compared_by(mine, args.exclusive))
+        try:
+            return Reserved(granted=reserved.granted, conflicts=conflicts(active, mine, paths, args.exclusive))
+        except TooManyToCompare:  # grants came meanwhile; the grant stands: answer what the write found
+            return reserved
 
 
 class CheckFileReservationsInput(Input):
@@ -311,8 +371,11 @@ def check_file_reservations(db: sqlite3.Connection, args: CheckFileReservationsI
     Each path is taken as a file (a glob is matched as a glob). Reserves nothing."""
     project = find_project(db, args.project_key)
     agent_id = find_agent(db, project, args.agent_name)["id"] if args.agent_name else None
-    active = ActiveNear(db, project["id"], args.paths)
-    return Checked(conflicts=conflicts(active, agent_id, args.paths, exclusive=False, match=reserved_by))
+    active = ActiveNear(db, project["id"], args.paths, compared_by(agent_id, exclusive=False))
+    # A pre-commit check answers for a whole commit, and a refusal blocks it: it may compare ten
+    # times more than a write (it is a read, on the slow-read thread; the writer is not held).
+    found = conflicts(active, agent_id, args.paths, exclusive=False, match=reserved_by, pairs_max=10 * PAIRS_MAX)
+    return Checked(conflicts=found)
 
 
 class ReleaseFileReservationsInput(Input):
@@ -583,7 +646,9 @@ class Overlap(Output):
 class ListedReservation(Reservation):
     conflicts_with: list[Overlap] = Field(
         description="Other agents' active reservations this active one conflicts with (they overlap and one of the two is"
-        " exclusive): granted anyway, as reservations are advisory; the holders should settle it. Empty otherwise.")
+        " exclusive): granted anyway, as reservations are advisory; the holders should settle it. Empty otherwise."
+        f" The oldest {OVERLAPS_LISTED}; conflicts_unlisted counts the others.")
+    conflicts_unlisted: int = Field(0, description="How many more it conflicts with than conflicts_with lists.")
     releasable_because: str | None = Field(
         description="Why force_release_file_reservation would take it from its holder now (expired, holder retired or"
         " inactive); null while its holder looks alive, or once released.")
@@ -602,7 +667,8 @@ OLDEST_FIRST = Keyset((("created_ts", "r.created_ts"), ("id", "r.id")))
 
 def list_file_reservations(db: sqlite3.Connection, args: ListFileReservationsInput) -> FileReservations:
     """The project's file reservations, oldest first, a page at a time: by default only active
-    ones (neither released nor expired)."""
+    ones (neither released nor expired). A page may end before `limit` (with next_cursor) when
+    its reservations overlap many others."""
     project = find_project(db, args.project_key)
     where, params = OLDEST_FIRST.after(args.cursor)
     if args.active_only:
@@ -611,9 +677,10 @@ def list_file_reservations(db: sqlite3.Connection, args: ListFileReservationsInp
     rows = db.execute(
         f"{WITH_HOLDER} WHERE r.project_id = ?{where}{OLDEST_FIRST.order_by()} LIMIT ?",
         (project["id"], *params, args.limit + 1),
-    )
-    page, cursor = OLDEST_FIRST.page(rows, args.limit)
-    return FileReservations(file_reservations=with_conflicts(db, project["id"], page), next_cursor=cursor)
+    ).fetchall()
+    listed = with_conflicts(db, project["id"], rows[: args.limit])
+    _, cursor = OLDEST_FIRST.page(rows[: len(listed) + 1], len(listed))
+    return FileReservations(file_reservations=listed, next_cursor=cursor)
 
 
 ANOTHER_AGENT = {"id": None}  # stale_because asks as someone: anyone but the holder
@@ -621,23 +688,36 @@ ANOTHER_AGENT = {"id": None}  # stale_because asks as someone: anyone but the ho
 
 def with_conflicts(db: sqlite3.Connection, project_id: int, rows: list[sqlite3.Row]) -> list[ListedReservation]:
     """The reservations, each active one with the others it conflicts with (as file_reservation_paths
-    reported them when granting it, or as they came since), and when another agent may take it."""
+    reported them when granting it, or as they came since), and when another agent may take it;
+    only the first of them (at least one) whose conflicts take at most PAIRS_MAX comparisons."""
     now = clock.now()
-    live = [row for row in rows if row["released_ts"] is None and row["expires_ts"] > now]
-    active = ActiveNear(db, project_id, [row["path_pattern"] for row in live])
-    clashes = {
-        row["id"]: [Overlap(id=held.id, agent=held.agent, path_pattern=held.path_pattern) for found in
-                    conflicts(active, row["agent_id"], [row["path_pattern"]], bool(row["exclusive"])) for held in found.holders]
-        for row in live
-    }
-    listed = []
+    live = {row["id"] for row in rows if row["released_ts"] is None and row["expires_ts"] > now}
+    active = ActiveNear(db, project_id, [row["path_pattern"] for row in rows if row["id"] in live])
+    listed, pairs = [], 0
     for row in rows:
+        if row["id"] in live:
+            pairs += active.count(row["path_pattern"])
+            if pairs > PAIRS_MAX and listed:
+                break
+        clashes = _clashes(active, row) if row["id"] in live else []
         why = stale_because(row, ANOTHER_AGENT, now) if row["released_ts"] is None else None
         listed.append(ListedReservation(
-            **reservation(row).model_dump(), conflicts_with=clashes.get(row["id"], []), releasable_because=why,
+            **reservation(row).model_dump(), releasable_because=why,
+            conflicts_with=[Overlap(id=held["id"], agent=held["agent"], path_pattern=held["path_pattern"])
+                            for held in clashes[:OVERLAPS_LISTED]],
+            conflicts_unlisted=max(0, len(clashes) - OVERLAPS_LISTED),
             releasable_from=None if why or row["released_ts"] else min(stale_from(row["last_active_ts"]), row["expires_ts"]),
         ))
     return listed
+
+
+def _clashes(active: ActiveNear, row: sqlite3.Row) -> list[sqlite3.Row]:
+    """The others' active reservations this one conflicts with, oldest first."""
+    return [
+        held for held in active.near(row["path_pattern"])
+        if held["agent_id"] != row["agent_id"] and (row["exclusive"] or held["exclusive"])
+        and covers(row["path_pattern"], held["path_pattern"])
+    ]
 
 
 class InstallPrecommitGuardInput(Input):
