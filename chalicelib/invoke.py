@@ -49,6 +49,9 @@ MAYBE_STALE = (NotFound, NotAdmitted)
 # Slow reads run one at a time beside the event loop: the loop then shares the GIL with one busy
 # thread, not one per request, and one big answer is being built at a time (docs/limits.md).
 _slow_reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-read")
+# Writes' slow preparation (Tool.prepare: images to WebP) runs one at a time beside the loop and
+# the writer: one image is decoded at a time (up to 50 megapixels, ~150 MB), whoever sends.
+_preparing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
 # Tests only (tests/test_mailbox_idempotency.py): the process dies right after a write's COMMIT,
 # before answering, as a crash would. Never set it anywhere else.
 _DIE_AFTER_COMMIT = os.environ.get("AGENT_MAIL_TEST_DIE_AFTER_COMMIT") == "1"
@@ -63,15 +66,21 @@ def parse(tool: Tool, arguments: Any) -> Input:
         raise validation_error(exc.errors(), tool.input.model_fields) from None
 
 
-def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
-    """The handler, after checking what the caller's credential may do (its role and projects)
-    and the tokens of the agents the call acts as (if required)."""
+def admitted(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Input:
+    """The arguments, once the caller's credential may make this call (its role and projects) and
+    holds the tokens of the agents the call acts as (if required); narrowed to its scope."""
     # An unrestricted principal (no authentication, a plain token, the CLI) costs one attribute test.
     if not principal.unrestricted:
         scopes.authorize(conn, tool, args, principal, auth.agent_tokens_required(settings))
         args = scopes.narrowed_input(tool, args, principal)
     if tool.acts_as and auth.agent_tokens_required(settings):
         agent_tokens.check(conn, tool, args)
+    return args
+
+
+def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
+    """The handler, once the call is admitted."""
+    args = admitted(conn, tool, args, settings, principal)
     if principal.unrestricted:
         result = _handled(conn, tool, args, settings)
     else:
@@ -114,7 +123,23 @@ async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.
             return await asyncio.to_thread(_attempt, tool, args, settings, principal)
         if tool.read_only:
             return await _read(tool, args, settings, principal)
+        if work := tool.prepare and tool.prepare(args):
+            run = contextvars.copy_context().run
+            await asyncio.get_running_loop().run_in_executor(_preparing, run, _prepare, work, tool, args, settings, principal)
         return await _writer(settings).submit(tool, args, principal)
+
+
+def _prepare(work, tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> None:
+    """A write's preparation (Tool.prepare) once the call is admitted, in a read transaction (the
+    write checks all again)."""
+    try:
+        with _busy_is_unavailable(), connection(settings) as conn, transaction(conn, write=False):
+            admitted(conn, tool, args, settings, principal)  # a call it may not make does no work
+            work(conn)
+    except MAYBE_STALE:
+        if not settings.turso_sync_url:
+            raise
+        # On a replica maybe only not pulled yet: the write pulls, decides, and prepares what is left.
 
 
 class _measured:
@@ -140,6 +165,8 @@ def _call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Princi
     args = parse(tool, arguments)
     if tool.wait:
         return _wait_sync(tool, args, settings, principal)
+    if work := tool.prepare and tool.prepare(args):  # not inside the write transaction: it holds the write lock
+        _prepare(work, tool, args, settings, principal)
     return _attempt(tool, args, settings, principal)
 
 

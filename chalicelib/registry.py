@@ -128,6 +128,11 @@ class Tool:
     # Changes files on the server's machine, not the database (install_precommit_guard): runs in a
     # thread on a read transaction, never inside the writer's (git would hold every write up).
     writes_files: bool = False
+    # prepare(args) -> work(db) or None: a write's slow work whose result the write only stores
+    # (images converted to WebP), done before it: on a worker thread, in a read transaction, after
+    # the caller's checks, so the writer thread and the write lock never wait for it. The work
+    # leaves its results on args. None (most calls: no image) costs nothing.
+    prepare: Callable[[Any], Callable[[sqlite3.Connection], None] | None] | None = None
     # A waiting tool (wait_for_mail): its handler answers at once, and wait(args, result) gives,
     # while the result is "nothing yet", a wake-up key (a recipient's id) and the input of the
     # next check; None once it is final. invoke.py runs the handler again on that input when a
@@ -171,6 +176,7 @@ def tool(
     off_loop: bool | Callable[[Any], bool] = False,
     mcp_content: Callable | None = None,
     writes_files: bool = False,
+    prepare: Callable | None = None,
     wait: Callable | None = None,
     idempotent: bool = False,
     replay: Replay | None = None,
@@ -204,6 +210,7 @@ def tool(
         off_loop=off_loop if callable(off_loop) else (lambda args: off_loop),
         mcp_content=mcp_content,
         writes_files=writes_files,
+        prepare=prepare,
         wait=wait,
         idempotent=idempotent,
         replay=replay,

@@ -2,11 +2,14 @@
 sending (base64, paths inside the project, uploads), limits, listing, reading, access, the
 archive round trip."""
 
+import asyncio
 import base64
 import hashlib
 import io
 import os
+import sqlite3
 import struct
+import threading
 import zlib
 
 import pytest
@@ -18,6 +21,7 @@ from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import parse_document
 from chalicelib.archive import render, worker
 from chalicelib.archive.worker import drain
+from chalicelib.attachments import images
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import InvalidArgument, NotFound, ToolError
 from chalicelib.registry import to_json
@@ -109,6 +113,67 @@ def test_a_png_screenshot_becomes_a_smaller_webp_unless_the_original_is_asked_fo
     got = call("get_attachment", project_key=project, agent_name="GreenCastle", message_id=message["id"], sha256=converted["sha256"])
     with Image.open(io.BytesIO(base64.b64decode(got["content_base64"]))) as image:
         assert (image.format, image.size) == ("WEBP", (2048, 1024))  # scaled to the 2048-pixel cap
+
+
+@pytest.fixture
+def conversion(monkeypatch):
+    """images.to_webp, held until the test sets `go_on`; the threads it ran on."""
+    started, go_on, threads = threading.Event(), threading.Event(), []
+
+    def held(*args, real=images.to_webp):
+        threads.append(threading.current_thread().name)
+        started.set()
+        go_on.wait(timeout=10)  # on the writer thread (the bug) it gives up, and the test fails rather than hangs
+        return real(*args)
+
+    monkeypatch.setattr(images, "to_webp", held)
+    return started, go_on, threads
+
+
+def test_an_image_is_converted_before_its_write_while_other_writes_commit(call, project, settings, conversion):
+    """Security review, session 16: four 7060x7060 PNGs were converted on the writer thread, and
+    every other client's write waited 5 s."""
+    started, go_on, threads = conversion
+    send = dict(project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="screen", body_md="b")
+    png = {"name": "screen.png", "content_base64": b64(screenshot(800, 500))}
+
+    async def meanwhile():
+        with_image = asyncio.ensure_future(invoke.acall(TOOLS["send_message"], send | {"attachments": [png]}, settings))
+        assert await asyncio.to_thread(started.wait, 10)
+        await invoke.acall(TOOLS["send_message"], send | {"subject": "meanwhile"}, settings)
+        converting = not with_image.done()
+        go_on.set()
+        return converting, await with_image
+
+    converting, sent = asyncio.run(meanwhile())
+    assert converting  # the other write committed while the image was being converted
+    assert "db-writer" not in threads and sent.message.attachments[0].media_type == "image/webp"
+    inbox = call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"]
+    assert sorted(m["subject"] for m in inbox) == ["meanwhile", "screen"]
+
+
+@pytest.mark.sqlite_only
+def test_a_synchronous_send_converts_its_image_before_taking_the_write_lock(call, project, settings, monkeypatch):
+    """Chalice and the CLI write in BEGIN IMMEDIATE: a conversion inside it locked the database
+    for every other process (the archive worker logged "database is locked")."""
+    lock_free = []
+
+    def probe(*args, real=images.to_webp):
+        other = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            lock_free.append(True)
+        except sqlite3.OperationalError:
+            lock_free.append(False)
+        finally:
+            other.close()
+        return real(*args)
+
+    monkeypatch.setattr(images, "to_webp", probe)
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"name": "screen.png", "content_base64": b64(screenshot(800, 500))}])
+    assert lock_free == [True] and sent["message"]["attachments"][0]["media_type"] == "image/webp"
 
 
 def png_header_of(width: int, height: int) -> bytes:

@@ -13,7 +13,7 @@ import os
 import stat
 from typing import Annotated
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, model_validator
 
 from ..errors import InvalidArgument, ToolError
 from ..fields import given
@@ -51,6 +51,11 @@ COMMON_TYPES = {
 }
 
 
+# An attachment as it will be stored: name, media type, content (None: uploaded before), size, and
+# the uploaded content's sha256.
+Ready = tuple[str, str, bytes | None, int, str | None]
+
+
 class AttachmentInput(Input):
     # _one_source's rules, in the JSON schema too (null counts as not given).
     model_config = ConfigDict(json_schema_extra={
@@ -67,6 +72,7 @@ class AttachmentInput(Input):
     )
     sha256: Sha256 | None = Field(None, description="Content uploaded before (request_attachment_upload).")
     keep_original: bool = Field(False, description="Store an image as sent, not converted to WebP.")
+    _ready: Ready | None = PrivateAttr(None)  # set by prepare(): what store() puts, as it will be stored
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -99,8 +105,28 @@ def too_large(what: str, limit: int, setting: str) -> PayloadTooLarge:
     )
 
 
+def prepare(items: list[AttachmentInput], project_dir: str, settings) -> None:
+    """Check, load and convert (images to WebP) the attachments before the write that stores them
+    (Tool.prepare): decoding a 50-megapixel PNG takes a second, which no write should wait for."""
+    for item, ready in zip(items, _ready(items, project_dir, settings)):
+        item._ready = ready
+
+
 def store(items: list[AttachmentInput], project_dir: str, settings) -> list[Attachment]:
-    """Check every attachment, then store each content once; their descriptions."""
+    """Store each content once (as prepared, or checked and converted now); their descriptions."""
+    ready = [item._ready for item in items]
+    if None in ready:
+        ready = _ready(items, project_dir, settings)
+    where, stored = storage(settings), []
+    for name, media_type, content, size, sha256 in ready:
+        if content is not None:
+            sha256, size = where.put(content), len(content)
+        stored.append(Attachment(name=name, media_type=media_type, size=size, sha256=sha256))
+    return stored
+
+
+def _ready(items: list[AttachmentInput], project_dir: str, settings) -> list[Ready]:
+    """Every attachment checked (count, sizes, sources, pixels) before any is converted."""
     if len(items) > settings.attachments_max_per_message:
         raise InvalidArgument(f"{len(items)} attachments; at most {settings.attachments_max_per_message} per message.",
                               "Send the rest in another message, or as one archive.")
@@ -111,14 +137,8 @@ def store(items: list[AttachmentInput], project_dir: str, settings) -> list[Atta
         raise too_large("The message's attachments together", settings.attachments_max_bytes_per_message,
                         "ATTACHMENTS_MAX_BYTES_PER_MESSAGE")
     converted = [_converted(item, content, name, settings) for item, content, _, name in loaded]  # may refuse: before any put
-    stored = []
-    for (item, _, size, _), (name, media_type, content) in zip(loaded, converted):
-        if content is not None:
-            sha256, size = where.put(content), len(content)
-        else:
-            sha256 = item.sha256
-        stored.append(Attachment(name=name, media_type=media_type, size=size, sha256=sha256))
-    return stored
+    return [(name, media_type, content, size, item.sha256)
+            for (item, _, size, _), (name, media_type, content) in zip(loaded, converted)]
 
 
 def _converted(item: AttachmentInput, content: bytes | None, name: str, settings) -> tuple[str, str, bytes | None]:

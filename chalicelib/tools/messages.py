@@ -291,6 +291,13 @@ def notify(db, project, sender, to: str, subject: str, body: str) -> Message:
     )
 
 
+def prepare_attachments(args):
+    """Tool.prepare of the tools that send: attachments checked, loaded and converted before the write."""
+    if not args.attachments:
+        return None
+    return lambda db: intake.prepare(list(args.attachments), find_project(db, args.project_key)["human_key"], get_settings())
+
+
 class SentMessage(Output):
     message: Message
     recipients: int
@@ -633,8 +640,10 @@ def _sent_again(db: sqlite3.Connection, args, kept: list) -> SentMessage:
 _SENT = Replay(keep=lambda result: [int(result.message.id)], rebuild=_sent_again)
 
 TOOLS = [
-    tool(send_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT),
-    tool(reply_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT),
+    tool(send_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT,
+         prepare=prepare_attachments),
+    tool(reply_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT,
+         prepare=prepare_attachments),
     tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json, off_loop=lambda args: args.include_bodies),
     tool(fetch_outbox, read_only=True, acts_as="agent_name", off_loop=lambda args: args.include_bodies),
     tool(get_message, read_only=True, acts_as="agent_name"),
