@@ -278,7 +278,10 @@ def _without_token(handler: Callable, model: type[Input]) -> Callable:
                 object.__setattr__(own, "__pydantic_private__", None)
                 args = own
             else:
-                args = model.model_construct(fields_set, **{name: getattr(args, name) for name in names})
+                own = model.model_construct(fields_set, **{name: getattr(args, name) for name in names})
+                if args.__pydantic_private__:  # what Tool.prepare left on the arguments
+                    object.__setattr__(own, "__pydantic_private__", {**own.__pydantic_private__, **args.__pydantic_private__})
+                args = own
         return handler(db, args)
 
     return call

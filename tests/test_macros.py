@@ -1,12 +1,15 @@
 """Macros: one call doing the work of several, in one transaction."""
 
 import asyncio
+import sqlite3
+import threading
 
 import pytest
 from mcp import Client
 
+from chalicelib import invoke
 from chalicelib.errors import NotFound
-from chalicelib.tools import tools_by_name
+from chalicelib.tools import macros, tools_by_name
 
 pytestmark = pytest.mark.both_backends
 
@@ -95,6 +98,61 @@ def test_macros_over_mcp(server):
 
     started = asyncio.run(session())
     assert started["project"]["slug"] == "macro-mcp" and started["inbox"] == []
+
+
+def test_prepare_thread_reads_before_its_write_while_other_writes_commit(call, project, settings, monkeypatch):
+    """Security review, session 16: the summary (up to 500 bodies digested) was read inside the
+    write that registers the agent, and other clients' writes waited 1.9 s (p50) behind it."""
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Plan",
+         body_md="- [ ] write tests", thread_id="T-1")
+    started, go_on, threads = threading.Event(), threading.Event(), []
+
+    def held(*args, real=macros.summarize_thread):
+        threads.append(threading.current_thread().name)
+        started.set()
+        go_on.wait(timeout=10)  # on the writer thread (the bug) it gives up, and the test fails rather than hangs
+        return real(*args)
+
+    monkeypatch.setattr(macros, "summarize_thread", held)
+    prepare = {"project_key": project, "thread_id": "T-1", "program": "p", "model": "m", "agent_name": "GreenCastle"}
+    send = {"project_key": project, "sender_name": "RedStone", "to": ["BlueLake"], "subject": "meanwhile", "body_md": "b"}
+
+    async def meanwhile():
+        preparing = asyncio.ensure_future(invoke.acall(TOOLS["macro_prepare_thread"], prepare, settings))
+        assert await asyncio.to_thread(started.wait, 10)
+        await invoke.acall(TOOLS["send_message"], send, settings)
+        reading = not preparing.done()
+        go_on.set()
+        return reading, await preparing
+
+    reading, prepared = asyncio.run(meanwhile())
+    assert reading  # the other write committed while the thread was being summarised
+    assert "db-writer" not in threads and prepared.thread.action_items == ["BlueLake: write tests"]
+    assert [m.subject for m in prepared.inbox] == ["Plan"]
+
+
+@pytest.mark.sqlite_only
+def test_prepare_thread_reads_without_the_write_lock_in_a_synchronous_call(call, project, settings, monkeypatch):
+    """Chalice and the CLI write in BEGIN IMMEDIATE: the summary was read holding SQLite's write lock."""
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Plan", body_md="x",
+         thread_id="T-1")
+    lock_free = []
+
+    def probe(*args, real=macros.summarize_thread):
+        other = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            lock_free.append(True)
+        except sqlite3.OperationalError:
+            lock_free.append(False)
+        finally:
+            other.close()
+        return real(*args)
+
+    monkeypatch.setattr(macros, "summarize_thread", probe)
+    prepared = call("macro_prepare_thread", project_key=project, thread_id="T-1", program="p", model="m", agent_name="GreenCastle")
+    assert lock_free == [True] and prepared["thread"]["subject"] == "Plan"
 
 
 def test_a_newcomer_joins_a_thread_it_has_no_mail_in(call, project):

@@ -8,13 +8,13 @@ human key, which names the project by id (a hash), never by a slug looked up aga
 import sqlite3
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from ..archive import outbox
 from ..errors import Conflict, Forbidden, NotFound
 from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
 from ..security.agent_tokens import holds_token
-from .agents import find_agent
+from .agents import find_agent, find_agent_by_id
 from ..registry import Input, Output, tool
 from ..store.db import transaction
 from ..store.upkeep import savepoint
@@ -116,6 +116,11 @@ def settle_session(db: sqlite3.Connection, args: MacroStartSessionInput, started
     })
 
 
+# What macro_prepare_thread reads: the thread's summary (None: the agent has no mail in it), the
+# agent's inbox, and the note saying so.
+Read = tuple[ThreadSummary | None, list[InboxMessage], list[str]]
+
+
 class MacroPrepareThreadInput(Input):
     project_key: ProjectKey
     thread_id: Annotated[str, Field(min_length=1, max_length=128)]
@@ -127,6 +132,7 @@ class MacroPrepareThreadInput(Input):
     task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
     inbox_limit: InboxLimit = 10
     include_inbox_bodies: bool = False
+    _read: Read | None = PrivateAttr(None)  # read_ahead's: the write only adds it to the answer
 
 
 class ThreadPrepared(Output):
@@ -137,6 +143,36 @@ class ThreadPrepared(Output):
                              " you have no mail in the thread yet.")
 
 
+def read_ahead(args: MacroPrepareThreadInput):
+    """Tool.prepare of macro_prepare_thread: its reads (a summary digests up to 500 bodies, seconds
+    for long ones), done before the write, which only registers the agent: other writes waited."""
+    return lambda db: setattr(args, "_read", thread_and_inbox(db, args))
+
+
+def thread_and_inbox(db: sqlite3.Connection, args: MacroPrepareThreadInput) -> Read:
+    """The thread as args.agent_name sees it (the whole of it without a name) and its inbox: an
+    agent not registered yet (a new name) has no mail in it, and an empty inbox."""
+    project = find_project(db, args.project_key)
+    summarized = SummarizeThreadInput(project_key=project["human_key"], thread_id=args.thread_id, agent_name=args.agent_name)
+    notes = []
+    try:
+        thread = summarize_thread(db, summarized)
+    except NotFound:
+        if args.agent_name is None or thread_summaries.header(db, project, args.thread_id, None) is None:
+            raise  # no such thread in the project: nobody is registered
+        # The agent's view of a thread it has no mail in (a newcomer): nothing to summarise, but
+        # joining must not fail (it failed, and the hint sent it to list_threads, which lists it).
+        thread = None
+        notes.append(
+            f"{args.agent_name} has no messages in thread {args.thread_id!r}, so there is nothing of it to summarise"
+            " for you: ask a participant to cc you, or write in it"
+            f" (send_message with thread_id={args.thread_id!r})."
+        )
+    known = args.agent_name is not None and find_agent_by_id(db, agent_id(project["id"], args.agent_name)) is not None
+    inbox = _inbox(db, project["human_key"], args.agent_name, args.inbox_limit, args.include_inbox_bodies) if known else []
+    return thread, inbox, notes
+
+
 def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) -> ThreadPrepared:
     """Join a thread in one call: register yourself (pass your agent_name; without it a new
     agent is created), get the thread's summary (participants, key points, action items,
@@ -145,24 +181,10 @@ def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) 
     Given agent_name, the summary is that agent's view (the messages it sent or received),
     as summarize_thread with agent_name; with agent tokens on that is required."""
     project = find_project(db, args.project_key)
-    project_key = project["human_key"]
-    agent = _register(db, project_key, args)
-    summarized = SummarizeThreadInput(project_key=project_key, thread_id=args.thread_id, agent_name=args.agent_name)
-    notes = []
-    try:
-        thread = summarize_thread(db, summarized)
-    except NotFound:
-        if args.agent_name is None or thread_summaries.header(db, project, args.thread_id, None) is None:
-            raise  # no such thread in the project (and the agent made here goes with the transaction)
-        # The agent's view of a thread it has no mail in (a newcomer): nothing to summarise, but
-        # joining must not fail (it failed, and the hint sent it to list_threads, which lists it).
-        thread = None
-        notes.append(
-            f"{agent.name} has no messages in thread {args.thread_id!r}, so there is nothing of it to summarise"
-            " for you: ask a participant to cc you, or write in it"
-            f" (send_message with thread_id={args.thread_id!r})."
-        )
-    inbox = _inbox(db, project_key, agent.name, args.inbox_limit, args.include_inbox_bodies)
+    # Read before the write (invoke runs read_ahead first); called directly, read now, before registering.
+    thread, inbox, notes = args._read or thread_and_inbox(db, args)
+    notes = list(notes)  # a write may run again (a replica's retry): the read stays as it was
+    agent = _register(db, project["human_key"], args)
     if args.agent_name is None:  # an agent that meant to act as itself must hear it did not
         notes.append(
             f"No agent_name was given, so this created a new agent, {agent.name}, with an empty inbox."
@@ -282,7 +304,7 @@ def macro_contact_handshake(db: sqlite3.Connection, args: MacroContactHandshakeI
 
 TOOLS = [
     tool(macro_start_session, acts_as="agent_name", may_create=True, settle=settle_session),
-    tool(macro_prepare_thread, acts_as="agent_name", may_create=True),
+    tool(macro_prepare_thread, acts_as="agent_name", may_create=True, prepare=read_ahead),
     tool(macro_file_reservation_cycle, acts_as="agent_name"),
     tool(macro_contact_handshake, acts_as="agent_name"),
 ]
