@@ -131,15 +131,17 @@ async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.
 
 def _prepare(work, tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> None:
     """A write's preparation (Tool.prepare) once the call is admitted, in a read transaction (the
-    write checks all again)."""
-    try:
-        with _busy_is_unavailable(), connection(settings) as conn, transaction(conn, write=False):
-            admitted(conn, tool, args, settings, principal)  # a call it may not make does no work
-            work(conn)
-    except MAYBE_STALE:
-        if not settings.turso_sync_url:
-            raise
-        # On a replica maybe only not pulled yet: the write pulls, decides, and prepares what is left.
+    write checks all again); on a replica, on data as fresh as the write's (as _attempt)."""
+    started, fresh = time.monotonic(), decides_on_fresh_data(tool, args)
+    while True:
+        try:
+            with _busy_is_unavailable(), connection(settings, fresh=fresh) as conn, transaction(conn, write=False):
+                admitted(conn, tool, args, settings, principal)  # a call it may not make does no work
+                return work(conn)
+        except MAYBE_STALE:
+            if fresh or not pulled_before(settings, started):
+                raise
+            fresh = True
 
 
 class _measured:

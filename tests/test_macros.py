@@ -131,6 +131,24 @@ def test_prepare_thread_reads_before_its_write_while_other_writes_commit(call, p
     assert [m.subject for m in prepared.inbox] == ["Plan"]
 
 
+def test_prepare_thread_in_one_batch_of_writes_with_a_send(call, project, settings):
+    """Its summary was read inside the batch, after a send's deferred upkeep: a 500 ("an aggregate
+    was read in a write transaction before its deferred upkeep was applied"), seen under load."""
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Plan", body_md="x",
+         thread_id="T-1")
+    send = {"project_key": project, "sender_name": "BlueLake", "to": ["GreenCastle"], "subject": "more", "body_md": "y",
+            "thread_id": "T-1"}
+    prepare = {"project_key": project, "thread_id": "T-1", "program": "p", "model": "m", "agent_name": "GreenCastle"}
+
+    async def together():
+        return await asyncio.gather(*(invoke.acall(TOOLS[tool], arguments, settings)
+                                      for tool, arguments in [("send_message", send), ("macro_prepare_thread", prepare)] * 3))
+
+    for _ in range(3):
+        *_, prepared = asyncio.run(together())
+        assert prepared.thread.subject == "Plan"
+
+
 @pytest.mark.sqlite_only
 def test_prepare_thread_reads_without_the_write_lock_in_a_synchronous_call(call, project, settings, monkeypatch):
     """Chalice and the CLI write in BEGIN IMMEDIATE: the summary was read holding SQLite's write lock."""

@@ -181,7 +181,8 @@ def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) 
     Given agent_name, the summary is that agent's view (the messages it sent or received),
     as summarize_thread with agent_name; with agent tokens on that is required."""
     project = find_project(db, args.project_key)
-    # Read before the write (invoke runs read_ahead first); called directly, read now, before registering.
+    # Read before the write (invoke runs read_ahead first). Called directly (not by invoke, so in no
+    # batch of writes whose upkeep is pending): read now, before registering.
     thread, inbox, notes = args._read or thread_and_inbox(db, args)
     notes = list(notes)  # a write may run again (a replica's retry): the read stays as it was
     agent = _register(db, project["human_key"], args)
