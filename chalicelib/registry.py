@@ -129,7 +129,7 @@ class Tool:
     # thread on a read transaction, never inside the writer's (git would hold every write up).
     writes_files: bool = False
     # prepare(args) -> work(db) or None: a write's slow work whose result the write only stores
-    # (images converted to WebP), done before it: on a worker thread, in a read transaction, after
+    # (images converted to WebP, macro_prepare_thread's reads), done before it: on a worker thread, in a read transaction, after
     # the caller's checks, so the writer thread and the write lock never wait for it. The work
     # leaves its results on args. None (most calls: no image) costs nothing.
     prepare: Callable[[Any], Callable[[sqlite3.Connection], None] | None] | None = None

@@ -1,7 +1,7 @@
 """Macros: one call for what an agent otherwise does in three or four.
 
 Each macro runs the same handlers as the single tools, in one transaction: it happens
-entirely or not at all. A macro resolves its project once and hands the single tools its
+entirely or not at all (macro_prepare_thread reads before its write, which only registers). A macro resolves its project once and hands the single tools its
 human key, which names the project by id (a hash), never by a slug looked up again.
 """
 
