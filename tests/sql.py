@@ -27,3 +27,18 @@ def migrated_until(path, version: str):
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (name,))
     return conn
+
+
+def write_lock_free(settings) -> bool:
+    """Whether another connection could take the database's write lock at once (an embedded file)."""
+    import sqlite3
+
+    other = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        other.close()

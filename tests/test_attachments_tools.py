@@ -7,7 +7,6 @@ import base64
 import hashlib
 import io
 import os
-import sqlite3
 import struct
 import threading
 import zlib
@@ -27,6 +26,7 @@ from chalicelib.errors import InvalidArgument, NotFound, ToolError
 from chalicelib.registry import to_json
 from chalicelib.store import db
 from chalicelib.tools import tools_by_name
+from tests.sql import write_lock_free
 
 pytestmark = pytest.mark.both_backends
 TOOLS = tools_by_name()
@@ -159,15 +159,7 @@ def test_a_synchronous_send_converts_its_image_before_taking_the_write_lock(call
     lock_free = []
 
     def probe(*args, real=images.to_webp):
-        other = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            other.execute("ROLLBACK")
-            lock_free.append(True)
-        except sqlite3.OperationalError:
-            lock_free.append(False)
-        finally:
-            other.close()
+        lock_free.append(write_lock_free(settings))
         return real(*args)
 
     monkeypatch.setattr(images, "to_webp", probe)

@@ -1,7 +1,6 @@
 """Macros: one call doing the work of several, in one transaction."""
 
 import asyncio
-import sqlite3
 import threading
 
 import pytest
@@ -10,6 +9,7 @@ from mcp import Client
 from chalicelib import invoke
 from chalicelib.errors import NotFound
 from chalicelib.tools import macros, tools_by_name
+from tests.sql import write_lock_free
 
 pytestmark = pytest.mark.both_backends
 
@@ -157,15 +157,7 @@ def test_prepare_thread_reads_without_the_write_lock_in_a_synchronous_call(call,
     lock_free = []
 
     def probe(*args, real=macros.summarize_thread):
-        other = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            other.execute("ROLLBACK")
-            lock_free.append(True)
-        except sqlite3.OperationalError:
-            lock_free.append(False)
-        finally:
-            other.close()
+        lock_free.append(write_lock_free(settings))
         return real(*args)
 
     monkeypatch.setattr(macros, "summarize_thread", probe)
