@@ -234,7 +234,7 @@ def test_the_web_ui_links_to_the_next_page(tmp_path):
 
 def test_a_reply_in_the_web_ui_goes_to_the_threads_active_agents(tmp_path):
     """The thread page's reply form names the thread's agents without reading the project's whole
-    list of agents: not the person, not a retired agent, not an agent of another project."""
+    list of agents: not the person, not a retired agent; another project's as Name@slug."""
     with running_server(tmp_path / "agent_mail.db") as url, httpx.Client(base_url=url, timeout=30) as web:
         def post(tool, **arguments):
             response = web.post(f"/api/{tool}", json=arguments)
@@ -252,7 +252,7 @@ def test_a_reply_in_the_web_ui_goes_to_the_threads_active_agents(tmp_path):
         post("retire_agent", project_key="r-a", agent_name="RedStone")
         page = web.get("/ui/thread", params={"p": "r-a", "t": "T-1"}).text
         [to] = re.findall(r'<input name="to" required value="([^"]*)"', page)
-        assert to == "BlueLake, GreenCastle"
+        assert to == "BlueLake, GreenCastle, PinkDog@r-b"
 
 
 def test_the_web_ui_search_filters_in_the_tool_across_every_project_it_lists(tmp_path):
