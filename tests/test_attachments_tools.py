@@ -168,6 +168,27 @@ def test_a_synchronous_send_converts_its_image_before_taking_the_write_lock(call
     assert lock_free == [True] and sent["message"]["attachments"][0]["media_type"] == "image/webp"
 
 
+def test_a_send_refused_anyway_converts_no_image(call, project, monkeypatch):
+    """A send's images are converted before its write: one to an unknown agent, or a reply to an
+    agent whose policy refuses the sender, converted 4 images of 50 megapixels (3 s of CPU) before
+    its 404 or 409. Its refusals come first now."""
+    converted = []
+    monkeypatch.setattr(images, "to_webp", lambda *args, real=images.to_webp: converted.append(1) or real(*args))
+    image = [{"name": "screen.png", "content_base64": b64(screenshot(80, 50))}]
+    with pytest.raises(NotFound, match="Nobody"):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["Nobody"], subject="s", body_md="b",
+             attachments=image)
+    first = call("send_message", project_key=project, sender_name="GreenCastle", to=["BlueLake"], subject="s", body_md="b")
+    call("set_contact_policy", project_key=project, agent_name="GreenCastle", policy="block_all")
+    with pytest.raises(ToolError, match="does not admit"):
+        call("reply_message", project_key=project, message_id=first["message"]["id"], sender_name="BlueLake", body_md="r",
+             attachments=image)
+    assert converted == []
+    sent = call("reply_message", project_key=project, message_id=first["message"]["id"], sender_name="BlueLake",
+                body_md="r", to=["RedStone"], attachments=image)
+    assert converted == [1] and sent["message"]["attachments"][0]["media_type"] == "image/webp"
+
+
 def png_header_of(width: int, height: int) -> bytes:
     """A real, tiny PNG (1-bit grey, all black) of width x height pixels: a few kB of zeros
     that would decode to width x height pixels."""

@@ -237,16 +237,7 @@ def deliver(
     recipient's contact policy must admit the sender. A notice (a system notice such as a
     contact request: every recipient gets kind "notice") skips the contact policy, and so does a
     human overseer's message (overseer: the person in charge is not subject to agents' policies)."""
-    kinds = ["notice" if notice else kind for kind, names in (("to", to), ("cc", cc), ("bcc", bcc)) for _ in names]
-    addressed: dict[int, tuple[str, sqlite3.Row]] = {}  # agent id -> (kind, agent); to beats cc beats bcc
-    for kind, agent in zip(kinds, find_agents(db, project, [*to, *cc, *bcc])):
-        addressed.setdefault(agent["id"], (kind, agent))
-    recipients = [agent for _, agent in addressed.values()]
-    refuse_inactive(project, sender, recipients)
-    if not notice and not overseer:
-        from .contacts import refuse_blocked  # not at the top: contacts → reservations → this module
-
-        refuse_blocked(db, project, sender, recipients)
+    addressed = admitted_recipients(db, project, sender, to, cc, bcc, notice, overseer)
     # Stored before the message (content-addressed: a rollback leaves only an unreferenced copy).
     stored = intake.store(list(attachments), project["human_key"], get_settings()) if attachments else []
     message_id, now, new_thread = new_id(), clock.now(), not thread_id
@@ -281,6 +272,22 @@ def deliver(
     return message
 
 
+def admitted_recipients(db, project, sender, to, cc, bcc, notice=False, overseer=False) -> dict[int, tuple[str, sqlite3.Row]]:
+    """{agent id: (kind, agent)} of a message's recipients (to beats cc beats bcc), once each
+    exists, is active, and (but for a notice or a person's message) admits the sender."""
+    kinds = ["notice" if notice else kind for kind, names in (("to", to), ("cc", cc), ("bcc", bcc)) for _ in names]
+    addressed: dict[int, tuple[str, sqlite3.Row]] = {}
+    for kind, agent in zip(kinds, find_agents(db, project, [*to, *cc, *bcc])):
+        addressed.setdefault(agent["id"], (kind, agent))
+    recipients = [agent for _, agent in addressed.values()]
+    refuse_inactive(project, sender, recipients)
+    if not notice and not overseer:
+        from .contacts import refuse_blocked  # not at the top: contacts → reservations → this module
+
+        refuse_blocked(db, project, sender, recipients)
+    return addressed
+
+
 def notify(db, project, sender, to: str, subject: str, body: str) -> Message:
     """A system notice to one agent (a name, or Name@project) about what `sender` did: delivered
     whatever its contact policy, never counted as conversation. The body starts with "*Notice
@@ -291,11 +298,23 @@ def notify(db, project, sender, to: str, subject: str, body: str) -> Message:
     )
 
 
-def prepare_attachments(args):
-    """Tool.prepare of the tools that send: attachments checked, loaded and converted before the write."""
-    if not args.attachments:
-        return None
-    return lambda db: intake.prepare(list(args.attachments), find_project(db, args.project_key)["human_key"], get_settings())
+def prepared_attachments(refusals):
+    """Tool.prepare of a tool that sends: the send's own refusals (`refusals(db, project, args)`:
+    an unknown sender or recipient, a contact policy), then its attachments checked, loaded and
+    converted before the write. A send refused anyway converts nothing (4 images of 50
+    megapixels: 3 s of CPU before a 404)."""
+    def prepare(args):
+        if not args.attachments:
+            return None
+
+        def work(db) -> None:
+            project = find_project(db, args.project_key)
+            refusals(db, project, args)
+            intake.prepare(list(args.attachments), project["human_key"], get_settings())
+
+        return work
+
+    return prepare
 
 
 class SentMessage(Output):
@@ -324,11 +343,20 @@ def send_message(db: sqlite3.Connection, args: SendMessageInput) -> SentMessage:
     does not admit you yet, nothing is sent and the error names whom to ask with
     request_contact."""
     project = find_project(db, args.project_key)
-    sender = find_agent(db, project, args.agent_name)
-    refuse_human(project, sender)
+    sender = _sender(db, project, args)
     message = deliver(db, project, sender, attachments=args.attachments,
                       **args.model_dump(exclude={"project_key", "agent_name", "attachments"}))
     return SentMessage(message=message, recipients=len(message.to) + len(message.cc) + len(message.bcc))
+
+
+def _sender(db, project, args) -> sqlite3.Row:
+    sender = find_agent(db, project, args.agent_name)
+    refuse_human(project, sender)
+    return sender
+
+
+def _send_refusals(db, project, args: SendMessageInput) -> None:
+    admitted_recipients(db, project, _sender(db, project, args), args.to, args.cc, args.bcc)
 
 
 class ReplyMessageInput(Input):
@@ -354,21 +382,15 @@ def reply_message(db: sqlite3.Connection, args: ReplyMessageInput) -> SentMessag
     original to and cc recipients (a follow-up). Works for a message received from another
     project too: the reply is stored in your project under the same thread_id."""
     project = find_project(db, args.project_key)
-    sender = find_agent(db, project, args.agent_name)
-    refuse_human(project, sender)
-    original = find_message(db, project, args.message_id, viewer_id=sender["id"])
+    sender, original, to, cc = _reply_to(db, project, args)
     subject = original["subject"]
     if args.subject_prefix and not subject.lower().startswith(args.subject_prefix.lower()):
         subject = f"{args.subject_prefix} {subject}"[:512]
-    to, cc = args.to, args.cc
-    if not to and original["sender_id"] == sender["id"]:  # a follow-up: to whom the original went
-        recipients = recipients_of(db, [original["id"]])[original["id"]]
-        to, cc = recipients["to"], cc or recipients["cc"]
     message = deliver(
         db,
         project,
         sender,
-        to=to or [address(find_agent_by_id(db, original["sender_id"]), project)],
+        to=to,
         cc=cc,
         bcc=args.bcc,
         subject=subject,
@@ -379,6 +401,23 @@ def reply_message(db: sqlite3.Connection, args: ReplyMessageInput) -> SentMessag
         attachments=args.attachments,
     )
     return SentMessage(message=message, recipients=len(message.to) + len(message.cc) + len(message.bcc))
+
+
+def _reply_to(db, project, args: ReplyMessageInput) -> tuple[sqlite3.Row, sqlite3.Row, list[str], list[str]]:
+    """(sender, original, to, cc) of a reply: to the original's sender, or for a follow-up by
+    that sender, to whom the original went."""
+    sender = _sender(db, project, args)
+    original = find_message(db, project, args.message_id, viewer_id=sender["id"])
+    to, cc = args.to, args.cc
+    if not to and original["sender_id"] == sender["id"]:  # a follow-up: to whom the original went
+        recipients = recipients_of(db, [original["id"]])[original["id"]]
+        to, cc = recipients["to"], cc or recipients["cc"]
+    return sender, original, to or [address(find_agent_by_id(db, original["sender_id"]), project)], cc
+
+
+def _reply_refusals(db, project, args: ReplyMessageInput) -> None:
+    sender, _, to, cc = _reply_to(db, project, args)
+    admitted_recipients(db, project, sender, to, cc, args.bcc)
 
 
 class InboxMessage(Output):
@@ -641,9 +680,9 @@ _SENT = Replay(keep=lambda result: [int(result.message.id)], rebuild=_sent_again
 
 TOOLS = [
     tool(send_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT,
-         prepare=prepare_attachments),
+         prepare=prepared_attachments(_send_refusals)),
     tool(reply_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT,
-         prepare=prepare_attachments),
+         prepare=prepared_attachments(_reply_refusals)),
     tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json, off_loop=lambda args: args.include_bodies),
     tool(fetch_outbox, read_only=True, acts_as="agent_name", off_loop=lambda args: args.include_bodies),
     tool(get_message, read_only=True, acts_as="agent_name"),
