@@ -175,10 +175,26 @@ def test_a_newcomer_joins_a_thread_it_has_no_mail_in(call, project):
     assert "NewGuy has no messages in thread 'T-1'" in joined["note"] and "cc you" in joined["note"]
     assert call("whois", project_key=project, agent_name="NewGuy")["name"] == "NewGuy"  # registered
     for name in (None, "Newer"):  # a thread the project does not have stays a 404 (a typo), and registers no one
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFound, match="Thread 'T-404' not found"):  # the thread's 404, not the new name's
             call("macro_prepare_thread", project_key=project, thread_id="T-404", program="p", model="m",
                  **({"agent_name": name} if name else {}))
     assert "Newer" not in [a["name"] for a in call("list_agents", project_key=project)["agents"]]
+
+
+@pytest.mark.sqlite_only
+def test_prepare_thread_says_when_bodies_left_part_of_the_inbox_out(call, project):
+    """With include_inbox_bodies, an inbox page ends at ~4 MiB of bodies: the macro cut it short
+    and said nothing (no note, no cursor)."""
+    for n in range(18):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"m{n}",
+             body_md="x" * 250_000, thread_id="T-1")
+    prepared = call("macro_prepare_thread", project_key=project, thread_id="T-1", program="p", model="m",
+                    agent_name="GreenCastle", inbox_limit=18, include_inbox_bodies=True)
+    shown = len(prepared["inbox"])
+    assert 0 < shown < 18 and f"more than the {shown} messages" in prepared["note"] and "fetch_inbox with cursor=" in prepared["note"]
+    unnoted = call("macro_prepare_thread", project_key=project, thread_id="T-1", program="p", model="m",
+                   agent_name="GreenCastle", inbox_limit=10, include_inbox_bodies=True)
+    assert len(unnoted["inbox"]) == 10 and unnoted["note"] is None
 
 
 def test_an_argument_under_another_tools_name_gets_this_tools_name(call, project):

@@ -139,8 +139,8 @@ class ThreadPrepared(Output):
     agent: RegisteredAgent
     thread: ThreadSummary | None = Field(description="Your view of the thread; null when you have no mail in it yet (see note).")
     inbox: list[InboxMessage]
-    note: str | None = Field(None, description="Set when no agent_name was given (a new agent was created), or when"
-                             " you have no mail in the thread yet.")
+    note: str | None = Field(None, description="Set when no agent_name was given (a new agent was created), when"
+                             " you have no mail in the thread yet, or when your inbox has more than its bodies let in.")
 
 
 def read_ahead(args: MacroPrepareThreadInput):
@@ -158,8 +158,11 @@ def thread_and_inbox(db: sqlite3.Connection, args: MacroPrepareThreadInput) -> R
     try:
         thread = summarize_thread(db, summarized)
     except NotFound:
-        if args.agent_name is None or thread_summaries.header(db, project, args.thread_id, None) is None:
+        if args.agent_name is None:
             raise  # no such thread in the project: nobody is registered
+        if thread_summaries.header(db, project, args.thread_id, None) is None:  # not the new agent's NotFound: the thread's
+            summarize_thread(db, summarized.model_copy(update={"agent_name": None}))
+            raise
         # The agent's view of a thread it has no mail in (a newcomer): nothing to summarise, but
         # joining must not fail (it failed, and the hint sent it to list_threads, which lists it).
         thread = None
@@ -169,8 +172,14 @@ def thread_and_inbox(db: sqlite3.Connection, args: MacroPrepareThreadInput) -> R
             f" (send_message with thread_id={args.thread_id!r})."
         )
     known = args.agent_name is not None and find_agent_by_id(db, agent_id(project["id"], args.agent_name)) is not None
-    inbox = _inbox(db, project["human_key"], args.agent_name, args.inbox_limit, args.include_inbox_bodies) if known else []
-    return thread, inbox, notes
+    if not known or not args.inbox_limit:
+        return thread, [], notes
+    inbox = fetch_inbox(db, FetchInboxInput(project_key=project["human_key"], agent_name=args.agent_name,
+                                            limit=args.inbox_limit, include_bodies=args.include_inbox_bodies))
+    if inbox.next_cursor and len(inbox.messages) < args.inbox_limit:  # bodies filled the answer (~4 MiB)
+        notes.append(f"Your inbox holds more than the {len(inbox.messages)} messages whose bodies fit here: fetch_inbox"
+                     f" with cursor={inbox.next_cursor!r} gives the next ones.")
+    return thread, inbox.messages, notes
 
 
 def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) -> ThreadPrepared:
