@@ -131,17 +131,13 @@ async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.
 
 def _prepare(work, tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> None:
     """A write's preparation (Tool.prepare) once the call is admitted, in a read transaction (the
-    write checks all again); on a replica, on data as fresh as the write's (as _attempt)."""
-    started, fresh = time.monotonic(), decides_on_fresh_data(tool, args)
-    while True:
-        try:
-            with _busy_is_unavailable(), connection(settings, fresh=fresh) as conn, transaction(conn, write=False):
-                admitted(conn, tool, args, settings, principal)  # a call it may not make does no work
-                return work(conn)
-        except MAYBE_STALE:
-            if fresh or not pulled_before(settings, started):
-                raise
-            fresh = True
+    write checks all again); on a replica, on data as fresh as the write's."""
+    def once(fresh: bool) -> None:
+        with _busy_is_unavailable(), connection(settings, fresh=fresh) as conn, transaction(conn, write=False):
+            admitted(conn, tool, args, settings, principal)  # a call it may not make does no work
+            work(conn)
+
+    _on_fresh_enough_data(once, tool, args, settings)
 
 
 class _measured:
@@ -173,13 +169,19 @@ def _call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Princi
 
 
 def _attempt(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
+    return _on_fresh_enough_data(lambda fresh: _run_once(tool, args, settings, principal, fresh), tool, args, settings)
+
+
+def _on_fresh_enough_data(once, tool: Tool, args: Input, settings: Settings):
+    """once(fresh): on a replica pulled first if the call needs it (decides_on_fresh_data), and
+    again on freshly pulled data when it failed with what a replica not pulled yet may cause."""
     started = time.monotonic()
     try:
-        return _run_once(tool, args, settings, principal, fresh=decides_on_fresh_data(tool, args))
+        return once(decides_on_fresh_data(tool, args))
     except MAYBE_STALE:
         if not pulled_before(settings, started):
             raise
-        return _run_once(tool, args, settings, principal, fresh=True)
+        return once(True)
 
 
 def decides_on_fresh_data(tool: Tool, args: Input) -> bool:
