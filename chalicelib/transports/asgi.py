@@ -42,7 +42,7 @@ from ..errors import (
 )
 from .mcp_asgi import PATH as MCP_PATH
 from .mcp_asgi import MCPApp
-from .raw_asgi import json_headers, read_body, replay, send_json
+from .raw_asgi import header, header_text, json_headers, read_body, replay, send_json
 from ..registry import Tool
 from ..tools import all_tools, tools_by_name
 from ..web import http as web_http
@@ -304,7 +304,7 @@ class Front:
             await _refuse(send, path, exc)
             return
         if scope["method"] == "OPTIONS" and self.settings.cors_allowed_origins:
-            origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
+            origin = header_text(scope, b"origin")
             allowed = security.preflight_headers(origin, self.settings)
             if allowed is not None:  # a preflight carries no credentials: answered before authentication
                 cors = security.cors_headers(origin, self.settings)  # added by send_with_headers
@@ -401,13 +401,13 @@ class Front:
         """A GET of /docs with an Authorization header, authentication on: a client, or a proxy
         adding the header, that sends the API's token rather than signing in."""
         return (scope["path"] == DOCS_PATH and scope["method"] in ("GET", "HEAD") and self.auth.mode != "none"
-                and any(name == b"authorization" for name, _ in scope["headers"]))
+                and header(scope, b"authorization") is not None)
 
     def _with_headers(self, scope, send) -> "WithHeaders":
         """send() adding the security headers (and CORS for an allowed origin) to the response."""
         cors = ()
         if self.settings.cors_allowed_origins:
-            origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
+            origin = header_text(scope, b"origin")
             cors = tuple(_raw(security.cors_headers(origin, self.settings))) if origin else ()
         return WithHeaders(send, scope.get("scheme") == "https", cors)
 
@@ -432,7 +432,7 @@ class Front:
         """Refuse bodies over MAX_BODY_BYTES (413) and callers over their rate (429); the
         receive() to go on with (the body read here is replayed)."""
         limit = self.settings.max_body_bytes
-        length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        length = header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise ratelimit.too_large(limit)
         body = b""

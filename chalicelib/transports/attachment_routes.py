@@ -25,7 +25,7 @@ from ..attachments.storage import SHA256, LocalStorage, TooLarge, content_dispos
 from ..config import Settings
 from ..errors import InvalidArgument, ToolError, internal_error
 from ..tools import tools_by_name
-from .raw_asgi import send_json
+from .raw_asgi import header, header_text, send_json
 from .rest import with_header_token
 
 UPLOAD_PATH = "/api/attachments"
@@ -38,7 +38,7 @@ async def upload(scope, receive, send, settings: Settings) -> None:
         if not isinstance(where, LocalStorage):
             raise InvalidArgument("This server stores attachments in S3.", "Upload through request_attachment_upload's URL.")
         limit = settings.attachment_max_bytes
-        length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        length = header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise too_large("The upload", limit, "ATTACHMENT_MAX_BYTES")
         with where.writer(limit) as writer:
@@ -68,12 +68,12 @@ async def upload(scope, receive, send, settings: Settings) -> None:
 async def download(scope, receive, send, settings: Settings) -> None:
     sha256 = scope["path"].removeprefix(DOWNLOAD_PREFIX)
     arguments = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-    header = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-agent-token"), None)
+    token = header_text(scope, b"x-agent-token")
     try:
         if not SHA256.fullmatch(sha256):
             raise InvalidArgument(f"{sha256!r} is not a sha256.", "GET /api/attachments/{sha256}?project_key=&agent_name=&message_id=")
         tool = tools_by_name()["get_attachment"]
-        found = await invoke.acall(tool, with_header_token(tool, {**arguments, "sha256": sha256, "include_content": False}, header),
+        found = await invoke.acall(tool, with_header_token(tool, {**arguments, "sha256": sha256, "include_content": False}, token),
                                    settings)
     except ToolError as exc:
         await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)

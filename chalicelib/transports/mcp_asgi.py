@@ -18,7 +18,7 @@ from ..config import Settings
 from .mcp_app import build_mcp_server, transport_security
 from .mcp_errors import with_error_data
 from .mcp_lean import LeanMCP
-from .raw_asgi import is_json, json_headers, send_json
+from .raw_asgi import header, is_json, json_headers, send_json
 
 PATH = "/mcp"
 # In the form the SDK gives its own refusals, with the `data` with_error_data gives them.
@@ -112,7 +112,7 @@ class MCPApp:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
+            content_type = header(scope, b"content-type", b"")
             if not is_json(content_type):
                 # The SDK answers 400; 415 is what HTTP says (and what clients retry differently).
                 await send_json(send, UNSUPPORTED_MEDIA_TYPE, 415)

@@ -1,6 +1,17 @@
 """Raw ASGI helpers for the hot paths that skip FastAPI: reading a request, answering it."""
 
 
+def header(scope, name: bytes, default: bytes | None = None) -> bytes | None:
+    """A request header's first value (`name` lower case, as ASGI gives names), else `default`."""
+    return next((value for key, value in scope["headers"] if key == name), default)
+
+
+def header_text(scope, name: bytes) -> str | None:
+    """A request header's first value as text (latin-1, as HTTP gives it), else None."""
+    value = header(scope, name)
+    return None if value is None else value.decode("latin-1")
+
+
 def is_json(content_type: bytes) -> bool:
     return content_type.split(b";")[0].strip().lower() == b"application/json"
 
