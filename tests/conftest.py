@@ -1,4 +1,5 @@
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,23 @@ def any_server(request, tmp_path_factory):
     else:
         with turso_server(directory) as primary, running_server(directory / "replica.db", TURSO_SYNC_URL=primary.url) as url:
             yield url
+
+
+@pytest.fixture
+def held(monkeypatch):
+    """held(owner, "name"): that function of `owner`, held until the test sets `go_on` (once it
+    `started`); and the names of the threads it ran on. (started, go_on, threads)"""
+
+    def hold(owner, name: str):
+        started, go_on, threads, real = threading.Event(), threading.Event(), [], getattr(owner, name)
+
+        def holding(*args, **kwargs):
+            threads.append(threading.current_thread().name)
+            started.set()
+            go_on.wait(timeout=10)  # on the writer thread (the bug) it gives up: the test fails rather than hangs
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, holding)
+        return started, go_on, threads
+
+    return hold

@@ -8,7 +8,6 @@ import hashlib
 import io
 import os
 import struct
-import threading
 import zlib
 
 import pytest
@@ -115,25 +114,10 @@ def test_a_png_screenshot_becomes_a_smaller_webp_unless_the_original_is_asked_fo
         assert (image.format, image.size) == ("WEBP", (2048, 1024))  # scaled to the 2048-pixel cap
 
 
-@pytest.fixture
-def conversion(monkeypatch):
-    """images.to_webp, held until the test sets `go_on`; the threads it ran on."""
-    started, go_on, threads = threading.Event(), threading.Event(), []
-
-    def held(*args, real=images.to_webp):
-        threads.append(threading.current_thread().name)
-        started.set()
-        go_on.wait(timeout=10)  # on the writer thread (the bug) it gives up, and the test fails rather than hangs
-        return real(*args)
-
-    monkeypatch.setattr(images, "to_webp", held)
-    return started, go_on, threads
-
-
-def test_an_image_is_converted_before_its_write_while_other_writes_commit(call, project, settings, conversion):
+def test_an_image_is_converted_before_its_write_while_other_writes_commit(call, project, settings, held):
     """Security review, session 16: four 7060x7060 PNGs were converted on the writer thread, and
     every other client's write waited 5 s."""
-    started, go_on, threads = conversion
+    started, go_on, threads = held(images, "to_webp")
     send = dict(project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="screen", body_md="b")
     png = {"name": "screen.png", "content_base64": b64(screenshot(800, 500))}
 

@@ -1,7 +1,6 @@
 """Macros: one call doing the work of several, in one transaction."""
 
 import asyncio
-import threading
 
 import pytest
 from mcp import Client
@@ -100,20 +99,12 @@ def test_macros_over_mcp(server):
     assert started["project"]["slug"] == "macro-mcp" and started["inbox"] == []
 
 
-def test_prepare_thread_reads_before_its_write_while_other_writes_commit(call, project, settings, monkeypatch):
+def test_prepare_thread_reads_before_its_write_while_other_writes_commit(call, project, settings, held):
     """Security review, session 16: the summary (up to 500 bodies digested) was read inside the
     write that registers the agent, and other clients' writes waited 1.9 s (p50) behind it."""
     call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Plan",
          body_md="- [ ] write tests", thread_id="T-1")
-    started, go_on, threads = threading.Event(), threading.Event(), []
-
-    def held(*args, real=macros.summarize_thread):
-        threads.append(threading.current_thread().name)
-        started.set()
-        go_on.wait(timeout=10)  # on the writer thread (the bug) it gives up, and the test fails rather than hangs
-        return real(*args)
-
-    monkeypatch.setattr(macros, "summarize_thread", held)
+    started, go_on, threads = held(macros, "summarize_thread")
     prepare = {"project_key": project, "thread_id": "T-1", "program": "p", "model": "m", "agent_name": "GreenCastle"}
     send = {"project_key": project, "sender_name": "RedStone", "to": ["BlueLake"], "subject": "meanwhile", "body_md": "b"}
 
