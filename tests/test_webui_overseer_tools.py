@@ -171,14 +171,20 @@ def test_unified_inbox_of_a_product_lists_its_projects_mail_newest_first_in_the_
         auth.current.reset(scoped)
 
 
-def test_unified_inbox_says_when_the_newest_acknowledgement_of_its_projects_was_given(call, project, send):
-    """A live page polled its newest message only: an acknowledgement, which changes ack marks
-    with no new mail, went unseen."""
+def _asking_in_a_product(call, project, send) -> dict:
+    """Another project, a product of `project` alone, and a message asking two agents for an ack."""
     call("ensure_project", human_key="/work/other")
     call("register_agent", project_key="work-other", program="p", model="m", name="RedFox")
     call("ensure_product", product_key="demo")
     call("products_link", product_key="demo", project_key=project)
     asked = send("BlueLake", ["GreenCastle", "RedStone"], project=project, ack_required=True)
+    return asked
+
+
+def test_unified_inbox_says_when_the_newest_acknowledgement_of_its_projects_was_given(call, project, send):
+    """A live page polled its newest message only: an acknowledgement, which changes ack marks
+    with no new mail, went unseen."""
+    asked = _asking_in_a_product(call, project, send)
 
     def newest(**scope):
         return call("unified_inbox", limit=1, **scope)["newest_ack_ts"]
@@ -245,11 +251,7 @@ def test_every_view_and_product_page_is_its_groups_newest_merged_whatever_the_li
 def test_unified_inbox_says_when_the_newest_read_of_its_projects_was_made(call, project, send):
     """A live page polled its newest message and acknowledgement only: a message read, which
     changes unread marks with no new mail, went unseen."""
-    call("ensure_project", human_key="/work/other")
-    call("register_agent", project_key="work-other", program="p", model="m", name="RedFox")
-    call("ensure_product", product_key="demo")
-    call("products_link", product_key="demo", project_key=project)
-    asked = send("BlueLake", ["GreenCastle", "RedStone"], project=project, ack_required=True)
+    asked = _asking_in_a_product(call, project, send)
 
     def newest(**scope):
         return call("unified_inbox", limit=1, **scope)["newest_read_ts"]
