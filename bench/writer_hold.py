@@ -18,6 +18,7 @@ import argparse
 import base64
 import io
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -41,13 +42,15 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m chalicelib serve` of a checkout, on 127.0.0.1 and a fresh database."""
+    """`python -m chalicelib serve` of a checkout, on 127.0.0.1 and a fresh database (`settings`:
+    more of its environment, e.g. AUTH_MODE)."""
 
-    def __init__(self, checkout: Path) -> None:
+    def __init__(self, checkout: Path, **settings: str) -> None:
         directory, port = Path(tempfile.mkdtemp(prefix="bench-writer-hold-")), free_port()
         env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "AUTH_MODE": "none", "LOG_LEVEL": "WARNING",
                "DATABASE_URL": f"sqlite:///{directory}/db.sqlite", "ARCHIVE_DIR": str(directory / "archive"),
-               "ATTACHMENTS_DIR": str(directory / "attachments")}
+               "ATTACHMENTS_DIR": str(directory / "attachments"), **settings}
+        self.directory = directory
         self.process = subprocess.Popen([sys.executable, "-m", "chalicelib", "serve"], cwd=checkout, env=env,
                                         stdout=subprocess.DEVNULL, stderr=open(directory / "server.log", "wb"))
         self.url = f"http://127.0.0.1:{port}"
@@ -65,6 +68,7 @@ class Server:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def post(url: str, tool: str, **arguments) -> tuple[int, dict, float]:

@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     max_mail_waiters: int = 1000
     # ... and of one authenticated caller (a credential), so that one cannot take every place: beyond, 429.
     max_mail_waiters_per_caller: int = Field(100, ge=1)
+    # Calls of one credential queued or running in a slow lane (invoke.py: slow reads such as
+    # searches; writes' preparation such as images to WebP), each lane apart: a client's few
+    # parallel calls, twice. Beyond, 429 with nothing done (store/fair_lane.py).
+    max_slow_calls_per_caller: int = Field(8, ge=1)
     # How long a replica's waiter sleeps between checks (other hosts' mail shows after a pull).
     mail_wait_poll_seconds: float = 1.0
     # Idempotency keys (docs/mailbox.md) are remembered this long; a retry after that runs again.

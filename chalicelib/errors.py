@@ -99,6 +99,15 @@ class Unavailable(ToolError):
     code = "unavailable"
 
 
+class TooManyWaiting(ToolError):
+    """One caller's calls waiting past its share (wait_for_mail's places, a slow lane's queue): 429,
+    the caller's to fix (not 503: the server is not full)."""
+
+    status = 429
+    code = "rate_limited"
+    headers = {"Retry-After": "5"}
+
+
 class InternalError(ToolError):
     status = 500
     code = "internal_error"

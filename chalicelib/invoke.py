@@ -16,14 +16,12 @@ across replicas; docs/turso.md).
 """
 
 import asyncio
-import contextvars
 import logging
 import os
 import queue
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -36,6 +34,7 @@ from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .store.upkeep import savepoint
 from .errors import MAX_ANSWER_BYTES, NotAdmitted, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
+from .store.fair_lane import FairLane
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
 from .tools.projects import find_project
@@ -47,11 +46,12 @@ MAX_BATCH = 256
 # call is run once more after a pull (read your writes across replicas; docs/turso.md).
 MAYBE_STALE = (NotFound, NotAdmitted)
 # Slow reads run one at a time beside the event loop: the loop then shares the GIL with one busy
-# thread, not one per request, and one big answer is being built at a time (docs/limits.md).
-_slow_reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-read")
+# thread, not one per request, and one big answer is being built at a time (docs/limits.md);
+# credentials take turns, so one that loops heavy searches does not hold up the others' searches.
+_slow_reads = FairLane("slow-read", "slow reads (searches, reads with bodies, reservation checks)")
 # Writes' slow preparation (Tool.prepare: images to WebP) runs one at a time beside the loop and
-# the writer: one image is decoded at a time (up to 50 megapixels, ~150 MB), whoever sends.
-_preparing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+# the writer: one image is decoded at a time (up to 50 megapixels, ~150 MB), credentials taking turns.
+_preparing = FairLane("prepare", "writes being prepared (images converted, threads summarised)")
 # Tests only (tests/test_mailbox_idempotency.py): the process dies right after a write's COMMIT,
 # before answering, as a crash would. Never set it anywhere else.
 _DIE_AFTER_COMMIT = os.environ.get("AGENT_MAIL_TEST_DIE_AFTER_COMMIT") == "1"
@@ -124,8 +124,8 @@ async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.
         if tool.read_only:
             return await _read(tool, args, settings, principal)
         if work := tool.prepare and tool.prepare(args):
-            run = contextvars.copy_context().run
-            await asyncio.get_running_loop().run_in_executor(_preparing, run, _prepare, work, tool, args, settings, principal)
+            await _preparing.run(_credential(principal), settings.max_slow_calls_per_caller,
+                                 _prepare, work, tool, args, settings, principal)
         return await _writer(settings).submit(tool, args, principal)
 
 
@@ -230,14 +230,15 @@ async def _read(tool: Tool, args: Input, settings: Settings, principal: auth.Pri
 # MAX_MAIL_WAITERS_PER_CALLER of them for one credential.
 
 
-def _waiting_caller(principal: auth.Principal) -> str | None:
-    """Whose share of the waits a call takes: an authenticated credential's; None for the operator
-    and, without authentication, everyone (one caller: whoever reaches the loopback port)."""
+def _credential(principal: auth.Principal) -> str | None:
+    """Whose share of the waits and of the slow lanes a call takes: an authenticated credential's;
+    None for the operator and, without authentication, everyone (one caller: whoever reaches the
+    loopback port)."""
     return principal.subject if principal.kind in ("bearer", "jwt") else None
 
 
 async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
-    with wakeup.board(settings).join(asynchronous=True, caller=_waiting_caller(principal)) as waiter:
+    with wakeup.board(settings).join(asynchronous=True, caller=_credential(principal)) as waiter:
         wait = _Waiting(tool, args, settings, waiter, asyncio.get_running_loop().time)
         while True:
             waiter.arm()
@@ -251,7 +252,7 @@ async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Pri
 
 def _wait_sync(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
     """The same for synchronous callers (Chalice, the CLI): the thread sleeps instead."""
-    with wakeup.board(settings).join(asynchronous=False, caller=_waiting_caller(principal)) as waiter:
+    with wakeup.board(settings).join(asynchronous=False, caller=_credential(principal)) as waiter:
         wait = _Waiting(tool, args, settings, waiter, time.monotonic)
         while True:
             waiter.arm()
@@ -296,9 +297,8 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.
     tool = tool.json_tool
     args = parse(tool, arguments)
     if tool.read_only and tool.off_loop(args):
-        # The request's context goes along: the caller's principal, and the tool for its log line.
-        run = contextvars.copy_context().run
-        return await asyncio.get_running_loop().run_in_executor(_slow_reads, run, json_call, tool, args, settings, principal)
+        return await _slow_reads.run(_credential(caller(principal)), settings.max_slow_calls_per_caller,
+                                     json_call, tool, args, settings, principal)
     return bounded(to_json(await acall(tool, args, settings, principal)))
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Hashable, Iterable
 
 from ..config import Settings
-from ..errors import ToolError, Unavailable
+from ..errors import TooManyWaiting, Unavailable
 from ..ids import id_at
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,6 @@ def committed(database_url: str) -> None:
 
 def rolled_back() -> None:
     _pending.ids = set()
-
-
-class TooManyWaiting(ToolError):
-    """One caller's waits past its share: 429, the caller's to fix (not 503: the server is not full)."""
-
-    status = 429
-    code = "rate_limited"
-    headers = {"Retry-After": "5"}
 
 
 class Waiter:

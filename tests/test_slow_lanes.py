@@ -1,0 +1,177 @@
+"""The slow lanes (invoke.py, store/fair_lane.py): slow reads (every search) and writes' preparation
+(images to WebP) run one job at a time beside the event loop, credentials taking turns, at most
+MAX_SLOW_CALLS_PER_CALLER of one credential's queued. Through the ASGI app with bearer tokens, on a
+real SQLite file; the lane's first job is held (conftest `held`) while the others queue."""
+
+import asyncio
+import base64
+import io
+from contextlib import suppress
+
+import httpx
+import pytest
+from PIL import Image
+
+from chalicelib import invoke
+from chalicelib.attachments import images
+from chalicelib.security import auth
+from chalicelib.config import Settings, get_settings
+from chalicelib.store import db
+from chalicelib.tools import tools_by_name
+from chalicelib.transports.asgi import create_app
+
+TOOLS = tools_by_name()
+PROJECT = "lanes"
+
+
+@pytest.fixture
+def serve(tmp_path, monkeypatch):
+    """serve(**settings): an ASGI app taking the bearer tokens "a" and "b" (two credentials), on a
+    project whose BlueLake and GreenCastle mail each other; and its settings."""
+    monkeypatch.setenv("ATTACHMENTS_DIR", str(tmp_path / "attachments"))  # handlers read them (get_settings)
+    get_settings.cache_clear()
+
+    def serve(**options):
+        settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", auth_mode="bearer", auth_bearer_tokens=["a", "b"],
+                            require_agent_tokens=False, archive_enabled=False, **options)
+        db.migrate(settings)
+        invoke.call(TOOLS["ensure_project"], {"human_key": f"/{PROJECT}"}, settings)
+        for name in ("BlueLake", "GreenCastle"):
+            invoke.call(TOOLS["register_agent"], {"project_key": PROJECT, "name": name, "program": "p", "model": "m"}, settings)
+            invoke.call(TOOLS["set_contact_policy"], {"project_key": PROJECT, "agent_name": name, "policy": "open"}, settings)
+        invoke.call(TOOLS["send_message"], {"project_key": PROJECT, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                            "subject": "deploy", "body_md": "the deploy plan"}, settings)
+        return create_app(settings), settings
+
+    yield serve
+    get_settings.cache_clear()
+
+
+def client(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8765", timeout=30)
+
+
+def post(http, token: str, tool: str, body: dict) -> asyncio.Task:
+    return asyncio.ensure_future(http.post(f"/api/{tool}", json=body, headers={"Authorization": f"Bearer {token}"}))
+
+
+def search(http, token: str, query: str) -> asyncio.Task:
+    return post(http, token, "search_messages", {"project_key": PROJECT, "query": query})
+
+
+def send_image(http, token: str, subject: str) -> asyncio.Task:
+    image = {"name": f"{subject}.png", "content_base64": base64.b64encode(png()).decode()}
+    return post(http, token, "send_message", {"project_key": PROJECT, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                              "subject": subject, "body_md": "b", "attachments": [image]})
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(out, "PNG")
+    return out.getvalue()
+
+
+def searched(monkeypatch) -> tuple[list[str], list[str]]:
+    """The queries of the slow reads, as they run; and each one's credential, as its thread saw it
+    (the request's context goes along)."""
+    ran, credentials = [], []
+
+    def search(tool, args, *rest, real=invoke.json_call):
+        ran.append(args.query)
+        credentials.append(auth.current.get().subject)
+        return real(tool, args, *rest)
+
+    monkeypatch.setattr(invoke, "json_call", search)
+    return ran, credentials
+
+
+async def queued() -> None:
+    """Let the requests just started reach their lane (none waits on anything but the lane)."""
+    for _ in range(100):
+        await asyncio.sleep(0)
+
+
+def test_another_credential_s_search_waits_for_one_of_a_flooding_credential_s_not_all(serve, held, monkeypatch):
+    """Security review, session 17: every search of every credential waited in one FIFO, so one
+    that looped heavy searches (up to SEARCH_TIMEOUT_MS each) held up all the others' for seconds."""
+    app, _ = serve()
+    ran, credentials = searched(monkeypatch)
+    started, go_on, threads = held(invoke, "json_call")
+
+    async def scenario():
+        async with client(app) as http:
+            first = search(http, "a", "deploy")
+            assert await asyncio.to_thread(started.wait, 10)
+            flood = [search(http, "a", f"deploy{n}") for n in range(1, 5)]
+            await queued()
+            other = search(http, "b", "plan")
+            await queued()
+            go_on.set()
+            return await asyncio.gather(first, *flood, other)
+
+    answers = asyncio.run(scenario())
+    assert [answer.status_code for answer in answers] == [200] * 6
+    assert answers[-1].json()["results"][0]["subject"] == "deploy"
+    # a's first was running and its second queued before b asked; then b's turn, then a's others.
+    assert ran == ["deploy", "deploy1", "plan", "deploy2", "deploy3", "deploy4"]
+    assert credentials[2] != credentials[0] and set(credentials) == {credentials[0], credentials[2]}
+    assert set(threads) == {"slow-read"}
+
+
+def test_image_sends_take_turns_and_one_past_the_credential_s_share_is_refused_with_nothing_stored(serve, held, monkeypatch):
+    """The same for sends whose images are converted before their write (one at a time); a
+    credential's sends past MAX_SLOW_CALLS_PER_CALLER get 429 at once, and nothing of them is sent."""
+    app, settings = serve(max_slow_calls_per_caller=3)
+    converted = []
+    monkeypatch.setattr(images, "to_webp", lambda name, *rest, real=images.to_webp: converted.append(name) or real(name, *rest))
+    started, go_on, _ = held(images, "to_webp")
+
+    async def scenario():
+        async with client(app) as http:
+            first = send_image(http, "a", "a1")
+            assert await asyncio.to_thread(started.wait, 10)
+            more = [send_image(http, "a", "a2"), send_image(http, "a", "a3")]
+            await queued()
+            refused = await send_image(http, "a", "a4")  # a1 being converted, a2 and a3 queued: a's share
+            other = send_image(http, "b", "b1")
+            await queued()
+            go_on.set()
+            return refused, await asyncio.gather(first, *more, other)
+
+    refused, sent = asyncio.run(scenario())
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "5"
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limited" and "MAX_SLOW_CALLS_PER_CALLER" in error["message"]
+    assert "Nothing of this call was done" in error["hint"]
+    assert [answer.status_code for answer in sent] == [200] * 4
+    assert converted == ["a1.png", "a2.png", "b1.png", "a3.png"]
+    inbox = invoke.call(TOOLS["fetch_inbox"], {"project_key": PROJECT, "agent_name": "GreenCastle"}, settings).messages
+    assert sorted(m.subject for m in inbox) == ["a1", "a2", "a3", "b1", "deploy"]  # nothing of a4
+
+
+def test_a_cancelled_search_gives_its_place_back_and_never_runs(serve, held, monkeypatch):
+    """A request cancelled while its job waits (an MCP client's notifications/cancelled, over
+    stdio) does not run; its place in the credential's share is free at once."""
+    app, _ = serve(max_slow_calls_per_caller=2)
+    ran, _ = searched(monkeypatch)
+    started, go_on, _ = held(invoke, "json_call")
+
+    async def scenario():
+        async with client(app) as http:
+            first = search(http, "a", "deploy")
+            assert await asyncio.to_thread(started.wait, 10)
+            cancelled = search(http, "a", "cancelled")
+            await queued()
+            cancelled.cancel()
+            with suppress(asyncio.CancelledError):
+                await cancelled
+            later = search(http, "a", "later")  # in the cancelled one's place
+            await queued()
+            refused = await search(http, "a", "refused")
+            go_on.set()
+            return refused, await asyncio.gather(first, later)
+
+    refused, answers = asyncio.run(scenario())
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert ran == ["deploy", "later"]
