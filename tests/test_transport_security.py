@@ -86,6 +86,24 @@ def test_a_malformed_mcp_request_gets_the_error_shape_with_a_hint(url, method, h
     assert hint in error["data"]["error"]["hint"]
 
 
+@pytest.mark.parametrize("request_, rpc_code, code, hints", [
+    (rpc("tools/frobnicate"), -32601, "not_found", ["'tools/frobnicate'", "Did you mean", "tools/call", "resources/read"]),
+    (rpc("tools/call", {"name": 5}), -32602, "invalid_argument", ['tools/call takes {"name"']),  # the SDK's, on both paths
+    (rpc("resources/read", {}), -32602, "invalid_argument", ['resources/read {"uri"']),
+])
+def test_a_json_rpc_error_answered_200_gets_the_error_shape_with_a_hint(url, request_, rpc_code, code, hints):
+    """Errors the SDK answers 200 (inside the protocol: an unknown method, params that do not
+    fit) carry the same `data` as its refusals: the SDK gave a bare method name or ""."""
+    response = httpx.post(f"{url}/mcp", headers=MCP_HEADERS, json=request_)
+    assert response.status_code == 200 and int(response.headers["content-length"]) == len(response.content)
+    answer = response.json()
+    assert answer["id"] == 1 and answer["error"]["code"] == rpc_code
+    data = answer["error"]["data"]["error"]
+    assert data["code"] == code and data["message"] == answer["error"]["message"]
+    for hint in hints:
+        assert hint in data["hint"]
+
+
 def test_wrong_methods(url):
     assert httpx.put(f"{url}/mcp", headers=MCP_HEADERS).status_code == 405
     assert httpx.delete(f"{url}/api/list_projects").status_code == 405

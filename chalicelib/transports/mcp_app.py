@@ -15,6 +15,7 @@ from mcp.server.mcpserver.tools.base import Tool as SDKTool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, ToolAnnotations
+from mcp_types.methods import SPEC_CLIENT_METHODS
 from pydantic import ConfigDict
 
 from .. import __version__
@@ -115,6 +116,14 @@ class AgentMailServer(MCPServer):
 
 def unknown_tool_body(name: Any) -> bytes:
     return orjson.dumps(unknown_tool(str(name), tools_by_name()).to_dict())
+
+
+def served_methods(server: MCPServer) -> tuple[str, ...]:
+    """The MCP methods `server` answers (for the hint of an unknown method's error): initialize
+    (the SDK's runner answers it) and each method with a handler."""
+    lowlevel = server._lowlevel_server
+    served = {"initialize"} | {method for method in SPEC_CLIENT_METHODS if lowlevel.get_request_handler(method)}
+    return tuple(sorted(served))
 
 
 def build_mcp_server(settings: Settings) -> MCPServer:

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from ..config import Settings
-from .mcp_app import build_mcp_server, transport_security
+from .mcp_app import build_mcp_server, served_methods, transport_security
 from .mcp_errors import with_error_data
 from .mcp_lean import LeanMCP
 from .raw_asgi import header, is_json, json_headers, send_json
@@ -32,6 +32,7 @@ NO_SSE_STREAM = with_error_data(
 )
 ALLOW = b"POST"
 MAX_ERROR_BYTES = 64 * 1024  # the SDK's refusals are a few hundred bytes; anything larger passes as it is
+ERROR_KEY = b'"error"'  # in a JSON answer of the SDK's answered 200: maybe a JSON-RPC error, else a result
 RESIZED = (b"content-type", b"content-length")  # the headers of a rewritten body: json_headers gives them again
 
 
@@ -56,24 +57,26 @@ def _with_allow(send):
     return send_with_allow
 
 
-def _small_json_error(start) -> bool:
-    """Is this response a JSON refusal short enough to hold whole (its length said, not a stream)?"""
-    if start["status"] < 400:
-        return False
+def _small_json(start) -> bool:
+    """Is this response JSON short enough to hold whole (its length said, not a stream)? A
+    JSON-RPC error may be: a refusal (status >= 400) or an error inside the protocol (200)."""
     headers = {name.lower(): value for name, value in start.get("headers", ())}
     length = headers.get(b"content-length", b"")
     return is_json(headers.get(b"content-type", b"")) and length.isdigit() and int(length) <= MAX_ERROR_BYTES
 
 
-def _with_error_data(send):
-    """send() that gives the SDK's JSON-RPC refusals (status >= 400) the `data` of this server's
-    errors (mcp_errors.with_error_data). Only such a small JSON body is held until whole; any
-    other response (a result, an SSE stream) passes through as it comes."""
+def _with_error_data(send, methods: tuple[str, ...]):
+    """send() that gives the SDK's JSON-RPC errors (refusals, status >= 400, and errors answered
+    200: an unknown method, invalid params) the `data` of this server's errors
+    (mcp_errors.with_error_data; `methods`, those the server answers, for its hint). Only a small
+    JSON body is held until whole, and parsed only if it is a refusal or holds "error" (a
+    result rarely does); any other response (a large result, an SSE stream) passes as it comes.
+    (The lean path's answers never come here: mcp_lean.py.)"""
     held, chunks, size = None, [], 0
 
     async def send_with_data(message) -> None:
         nonlocal held, size
-        if message["type"] == "http.response.start" and _small_json_error(message):
+        if message["type"] == "http.response.start" and _small_json(message):
             held = message
             return
         if held is None or message["type"] != "http.response.body":
@@ -85,8 +88,8 @@ def _with_error_data(send):
             return
         start, body, complete = held, b"".join(chunks), not message.get("more_body", False)
         held = None
-        if complete:  # else longer than it said: sent as it is
-            body = with_error_data(body, start["status"])
+        if complete and (start["status"] >= 400 or ERROR_KEY in body):  # else sent as it is
+            body = with_error_data(body, start["status"], methods)
             kept = [(name, value) for name, value in start.get("headers", ()) if name.lower() not in RESIZED]
             start = {**start, "headers": [*json_headers(body), *kept]}
         await send(start)
@@ -108,6 +111,7 @@ class MCPApp:
             json_response=True,
             transport_security=transport_security(settings),
         )
+        self.methods = served_methods(self.server)
         self.lean = LeanMCP(self.server, settings, fallback=self.sdk_http) if settings.mcp_lean_path else None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -132,7 +136,7 @@ class MCPApp:
     async def sdk_http(self, scope, receive, send) -> None:
         """The SDK's answer to an HTTP request, its refusals in this server's error shape (the
         SDK's own internals untouched: only what it sends is rewritten)."""
-        await self.sdk(scope, receive, _with_allow(_with_error_data(send)))
+        await self.sdk(scope, receive, _with_allow(_with_error_data(send, self.methods)))
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:

@@ -5,20 +5,24 @@ A tool's error is a tool result (`isError: true`) whose text is the REST body
 message as `message` and that same body as `data`: a resource read that fails
 (mcp_resources.py), a refusal before the MCP app (Host, Origin, credentials, body size, rate
 limit: `refusal`, for asgi.py and app.py), and the SDK's refusals of a malformed HTTP request
-(not JSON, not a JSON-RPC message, a method or Accept it does not take: `with_error_data`, for
-mcp_asgi.py). So a client reads `["error"]["code"]` from whichever JSON it got. (Errors inside
-the protocol that the SDK answers 200, such as an unknown method, are its own.)
+(not JSON, not a JSON-RPC message, a method or Accept it does not take) and its errors inside
+the protocol, answered 200 (an unknown method, params that do not fit it): `with_error_data`,
+for mcp_asgi.py. So a client reads `["error"]["code"]` from whichever JSON it got.
 
 Imports nothing heavy: the Chalice app builds its refusals with it on every cold start.
 """
 
 import orjson
 
-from ..errors import HTTP_ERROR_CODES, ToolError
+from ..errors import HTTP_ERROR_CODES, ToolError, did_you_mean, internal_error
 
 PATHS = ("/mcp", "/mcp/")  # the SDK redirects /mcp/ to /mcp
 SERVER_ERROR = -32000  # JSON-RPC's "implementation-defined server error": refused before any method ran
 PARSE_ERROR = -32700
+METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32601, -32602, -32603
+# The code of an error the SDK answers 200 (no HTTP status to go by), by its JSON-RPC code.
+RPC_ERROR_CODES = {METHOD_NOT_FOUND: "not_found", INVALID_PARAMS: "invalid_argument", INTERNAL_ERROR: "internal_error"}
+MAX_METHOD_SHOWN = 100  # characters of an unknown method's name in a hint (it may be most of a 1 MiB body)
 SEND = "POST /mcp with Content-Type: application/json and Accept: application/json, text/event-stream"
 EXAMPLE = '{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}'
 
@@ -39,24 +43,29 @@ def refusal(path: str, exc: ToolError) -> tuple[int, dict[str, str], bytes]:
     return exc.status, {"Content-Type": "application/json", **exc.headers}, orjson.dumps(body)
 
 
-def with_error_data(body: bytes, status: int) -> bytes:
-    """A JSON-RPC error answering an HTTP request with `status` (the SDK's parse error, a body
-    that is no JSON-RPC message, a 405 or 406), with `data` the error body and a hint on how to
-    fix the request. Anything else (not JSON, no error, `data` already there): unchanged."""
+def with_error_data(body: bytes, status: int, methods: tuple[str, ...] = ()) -> bytes:
+    """A JSON-RPC error of the SDK's (a refusal with an HTTP error `status`: a parse error, a body
+    that is no JSON-RPC message, a 405 or 406; or, answered 200, an unknown method, params that do
+    not fit), with `data` the error body and a hint on how to fix the request; `methods`: those
+    the server answers, for the hint. The SDK's own `data` (an unknown method's name, or "") is
+    replaced. Anything else (not JSON, no error, `data` an object already): unchanged."""
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body
     error = answer.get("error") if isinstance(answer, dict) else None
-    if not isinstance(error, dict) or "data" in error or not isinstance(error.get("message"), str):
+    if not isinstance(error, dict) or isinstance(error.get("data"), dict) or not isinstance(error.get("message"), str):
         return body
-    hint = request_hint(status, error.get("code"), answer.get("id"))
-    data = {"error": {"code": HTTP_ERROR_CODES.get(status, "http_error"), "message": error["message"], "hint": hint}}
+    rpc_code = error.get("code")
+    code = HTTP_ERROR_CODES.get(status) or RPC_ERROR_CODES.get(rpc_code, "bad_request")
+    hint = request_hint(status, rpc_code, answer.get("id")) or protocol_hint(status, rpc_code, error.get("data"), methods)
+    data = {"error": {"code": code, "message": error["message"], "hint": hint}}
     return orjson.dumps({**answer, "error": {**error, "data": data}})
 
 
 def request_hint(status: int, rpc_code, rpc_id) -> str:
-    """How to fix an HTTP request the MCP transport refused."""
+    """How to fix an HTTP request the MCP transport refused; "" when the SDK read a JSON-RPC
+    request and its error is about the request's method or params (protocol_hint)."""
     if status == 405:
         return f"Send each JSON-RPC message as {SEND}: the server is stateless, with no SSE stream to GET nor session to DELETE."
     if status == 406:
@@ -68,4 +77,24 @@ def request_hint(status: int, rpc_code, rpc_id) -> str:
     if status == 400 and rpc_id is None:  # no message the SDK could answer by its id
         return ('Send one JSON object (not an array) that is a JSON-RPC 2.0 message: "jsonrpc": "2.0", a "method",'
                 f' an "id" for a request, "params" an object if any; e.g. {EXAMPLE}.')
-    return f"Send JSON-RPC 2.0 messages as {SEND}; an MCP client library does this for you."
+    return ""
+
+
+def protocol_hint(status: int, rpc_code, sdk_data, methods: tuple[str, ...]) -> str:
+    """How to fix a JSON-RPC request the SDK read but could not answer (`sdk_data`: its `data`,
+    the method's name for an unknown method)."""
+    if rpc_code == METHOD_NOT_FOUND:
+        method = str(sdk_data)
+        shown = method if len(method) <= MAX_METHOD_SHOWN else method[:MAX_METHOD_SHOWN] + "…"
+        guess = did_you_mean(method, methods) if len(method) <= MAX_METHOD_SHOWN else ""
+        return (f"No method {shown!r} here.{guess} This server answers: {', '.join(methods)}; a tool is called with"
+                ' tools/call, params {"name": a tool\'s name from tools/list, "arguments": an object}.')
+    if rpc_code == INVALID_PARAMS:
+        return ('The params do not fit the method: tools/call takes {"name": a string from tools/list, "arguments":'
+                ' an object}, resources/read {"uri": a string}, the lists an optional string "cursor";'
+                ' initialize {"protocolVersion", "capabilities", "clientInfo"}. An MCP client library sends them right.')
+    if rpc_code == INTERNAL_ERROR:
+        return internal_error().hint
+    if status >= 400:
+        return f"Send JSON-RPC 2.0 messages as {SEND}; an MCP client library does this for you."
+    return "See what this server offers with tools/list, resources/list, resources/templates/list and prompts/list."
