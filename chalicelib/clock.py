@@ -7,6 +7,11 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
+def from_epoch(seconds: float) -> str:
+    """The stored form of a Unix time (a git commit's)."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="microseconds")
+
+
 def normalize(value: str) -> str:
     """Any ISO 8601 timestamp → the stored form (naive times are taken as UTC). ValueError
     also for times that are out of range once in UTC (0001-01-01T00:00:00+14:00)."""

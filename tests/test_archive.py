@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from chalicelib import config, invoke
+from chalicelib import clock, config, invoke
 from chalicelib.store import db
 from chalicelib.archive import outbox, rebuild, worker
 from chalicelib.archive import render as rendering
@@ -465,6 +465,59 @@ def test_a_restored_project_keeps_when_it_was_made(call, settings, tmp_path, arc
     with db.connection(settings) as old, db.connection(restored) as new:
         assert db.dicts(new.execute(made)) == db.dicts(old.execute(made))
     assert json.loads(archive.read("projects/work-empty/project.json"))["created_ts"] == call("get_project", project_key="work-empty")["created_ts"]
+
+
+def as_before_created_ts(monkeypatch, call, settings, archive) -> dict[str, str]:
+    """An archive and a database as a version before project.json said when a project was made
+    (nor versions) left them: work-old's Zulu registered with it, Alpha an hour later, then a
+    message; work-empty ensured alone. The project rows have no archive version (as migration
+    0035 left them). {"made": work-old's created_ts, "Zulu"/"Alpha": inception times}."""
+    with monkeypatch.context() as older:
+        older.setattr(outbox, "project_payload", lambda project: {"project_human_key": project["human_key"]})
+        made = call("ensure_project", human_key="/work/old")["created_ts"]
+        call("ensure_project", human_key="/work/empty")
+        times = {"made": made, "Zulu": call("register_agent", project_key="work-old", program="p", model="m", name="Zulu")["inception_ts"]}
+        call("set_contact_policy", project_key="work-old", agent_name="Zulu", policy="open")
+        travel(older, 3600)
+        times["Alpha"] = call("register_agent", project_key="work-old", program="p", model="m", name="Alpha")["inception_ts"]
+        travel(older, 7200)
+        call("send_message", project_key="work-old", sender_name="Alpha", to=["Zulu"], subject="Old", body_md="x")
+        drain(settings, archive)
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        conn.execute("UPDATE projects SET archive_version = NULL")
+        conn.execute("UPDATE agents SET archive_version = NULL")
+    for slug, key in (("work-old", "/work/old"), ("work-empty", "/work/empty")):
+        assert json.loads(archive.read(f"projects/{slug}/project.json")) == {"slug": slug, "human_key": key}
+    return times
+
+
+def test_a_project_json_written_before_created_ts_is_restored_from_the_earliest_it_holds(call, settings, tmp_path, archive,
+                                                                                        monkeypatch):
+    """With no created_ts in project.json a restore took the first profile it read (by name:
+    Alpha, an hour after Zulu), and for a project.json alone the restore's own time. Now the
+    earliest profile or message, else when the archive's first commit holding project.json was made."""
+    times = as_before_created_ts(monkeypatch, call, settings, archive)
+    added = git(settings.archive_dir, "log", "--diff-filter=A", "--format=%ct", "--", "projects/work-empty/project.json")
+    travel(monkeypatch, 86400)  # the restore, a day later
+    restored = restore_into(settings, tmp_path / "restored.db")
+    made = {p.slug: p.created_ts for p in invoke.call(TOOLS["list_projects"], {}, restored).projects}
+    assert made == {"work-old": times["Zulu"], "work-empty": clock.from_epoch(int(added))}
+
+
+def test_a_rewritten_project_json_keeps_its_created_ts(call, settings, tmp_path, archive, monkeypatch):
+    """A project unchanged since versions exist: a profile's entry wrote its created_ts into an
+    older project.json, and the next message's entry (which does not know it) wrote the file
+    again without it."""
+    times = as_before_created_ts(monkeypatch, call, settings, archive)
+    call("register_agent", project_key="work-old", program="p", model="m", name="Mid")
+    drain(settings, archive)
+    assert json.loads(archive.read("projects/work-old/project.json"))["created_ts"] == times["made"]
+    call("send_message", project_key="work-old", sender_name="Mid", to=["Zulu"], subject="New", body_md="x")
+    drain(settings, archive)
+    assert json.loads(archive.read("projects/work-old/project.json")) == {"slug": "work-old", "human_key": "/work/old",
+                                                                          "created_ts": times["made"]}
+    restored = restore_into(settings, tmp_path / "restored.db")
+    assert invoke.call(TOOLS["get_project"], {"project_key": "work-old"}, restored).created_ts == times["made"]
 
 
 def test_a_notice_is_restored_as_a_notice_and_introduces_nobody(call, project, settings, tmp_path, archive):

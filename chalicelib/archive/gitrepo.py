@@ -27,7 +27,7 @@ from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, wri
 from dulwich.repo import Repo
 
 from ..human_keys import normalize_human_key
-from .render import attachment_paths, commit_message, project_json_path, render, version_of
+from .render import attachment_paths, commit_message, keeping_created_ts, project_json_path, render, version_of
 
 BRANCH = b"refs/heads/main"
 IDENTITY = b"Agent Mail <agent-mail@localhost>"
@@ -159,11 +159,17 @@ class GitArchive:
         reservation than the one already written (earlier in the batch, or in the archive):
         entries may come out of order (one retried after a later one went through), and an agent
         retired then unretired must not end up retired. The JSON files are the ones entries
-        rewrite; a message's (.md) are written once, and never change."""
+        rewrite; a message's (.md) are written once, and never change. A project.json kept keeps
+        the created_ts already written (keeping_created_ts)."""
         for path in [path for path in rendered if path.endswith(".json")]:
             current = files.get(path) or self.read(path, parent)
-            if current is not None and version_of(json.loads(rendered[path])) < version_of(json.loads(current)):
+            if current is None:
+                continue
+            new, written = json.loads(rendered[path]), json.loads(current)
+            if version_of(new) < version_of(written):
                 del rendered[path]
+            elif path.endswith("/project.json"):
+                rendered[path] = keeping_created_ts(rendered[path], new, written)
 
     def check_owner(self, entries: list[dict], parent: bytes | None) -> None:
         """Refuse to mix two projects in one folder: projects/{slug}/project.json names the
@@ -190,6 +196,22 @@ class GitArchive:
             return None
         blob = self.repo[found[1]]
         return blob.data if isinstance(blob, Blob) else None
+
+    def first_held(self, paths: list[str]) -> dict[str, int]:
+        """{path: commit time (Unix) of the oldest commit that holds it}, for paths the head holds:
+        back from the head by first parents until none is there. It may read the whole history
+        (three trees a commit): for a restore's rare questions only."""
+        times: dict[str, int] = {}
+        left, commit = set(paths), self.head()
+        while left and commit is not None:
+            current = self.repo[commit]
+            for path in list(left):
+                if self.lookup(path, commit) is None:
+                    left.discard(path)  # written by the commit after this one
+                else:
+                    times[path] = current.commit_time
+            commit = current.parents[0] if current.parents else None
+        return times
 
     def lookup(self, path: str, commit: bytes | None = None) -> tuple[int, bytes] | None:
         """(mode, object id) of a path in a commit (the head by default), or None if it has none;

@@ -312,6 +312,7 @@ class Restorer:
         self.folders: dict[str, str] = {}  # archive folder -> the human key it belongs to
         self.states: dict[str, dict] = {}  # human key -> its project.json (archived_ts, unarchived_ts)
         self.claims: dict[str, str] = {}  # normalised human key -> the folder whose project has it
+        self.earliest: dict[str, str] = {}  # human key -> its earliest profile or message read
 
     def claim(self, owners: dict[str, str]) -> None:
         """Which folder's project takes each normalised key, from {folder: its project.json's key}:
@@ -329,7 +330,9 @@ class Restorer:
 
     def project(self, human_key: str, slug: str, created_ts: str) -> int:
         """The project's id, creating it on first sight: made when its project.json says, else
-        (an archive written before project.json said) at `created_ts`, its first profile's or message's."""
+        (an archive written before project.json said) at `created_ts`, the time of the profile or
+        message read, until `date_unsaid` dates it by the earliest of them."""
+        self.earliest[human_key] = min(created_ts, self.earliest.get(human_key, created_ts))
         if human_key not in self.ids:
             unique, number = slug, 1
             while unique in self.slugs:
@@ -344,6 +347,14 @@ class Restorer:
                  state.get("unarchived_ts"), rendering.version_of(state) or None),
             )
         return self.ids[human_key]
+
+    def date_unsaid(self) -> None:
+        """Projects whose project.json does not say when they were made (written before it did)
+        were made by their earliest profile or message: the first read (profiles go by name) may
+        be later. (Timestamps sort as text: clock.py.)"""
+        for human_key, project_id in self.ids.items():
+            if not self.states.get(human_key, {}).get("created_ts"):
+                self.db.execute("UPDATE projects SET created_ts = ? WHERE id = ?", (self.earliest[human_key], project_id))
 
     def agent(self, address: str, folder: str, human_key: str) -> int:
         """Name (of the message's project) or Name@folder (another project's archive folder)."""
@@ -413,8 +424,13 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             entry["ack_required"], kinds, entry["subject"], entry["created_ts"],
         )
         counts["messages"] += 1
-    for folder in described:  # a project with no agent nor message: its project.json alone (before it said when it was made: now)
-        projects.project(projects.folders[folder], folder, clock.now())
+    alone = [folder for folder in described if projects.folders[folder] not in projects.ids]  # no agent nor message
+    unsaid = [project_json_path(folder) for folder in alone if not projects.states[projects.folders[folder]].get("created_ts")]
+    first_held = archive.first_held(unsaid)  # project.json written before it said when the project was made
+    for folder in alone:
+        key = projects.folders[folder]
+        projects.project(key, folder, projects.states[key].get("created_ts") or clock.from_epoch(first_held[project_json_path(folder)]))
+    projects.date_unsaid()
     for folder in folders:
         for sha in archived_reservations(archive, [folder]).values():  # one file per reservation, whichever naming
             r = json.loads(archive.repo[sha].data)

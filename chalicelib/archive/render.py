@@ -141,6 +141,17 @@ def project_file(entry: dict) -> dict[str, bytes]:
     return {project_json_path(entry["project"]): to_json(project)}
 
 
+def keeping_created_ts(content: bytes, project: dict, written: dict) -> bytes:
+    """A project.json (`content`, parsed: `project`) that replaces `written`, with the created_ts
+    `written` knows if it says none: an entry that does not know when the project was made (a
+    message's; one queued by a version before it said, or for a project unchanged since versions
+    exist: version 0, as the file it replaces) must not make the archive forget it. A project
+    is made once, so the time never goes stale."""
+    if "created_ts" in project or not written.get("created_ts"):
+        return content
+    return to_json({**project, "created_ts": written["created_ts"]})
+
+
 def version_of(document: dict) -> int:
     """The version of the change a JSON file of the archive describes (project.json, a profile, a
     reservation: outbox.new_versions); 0 for one that does not say (written before versions, or
