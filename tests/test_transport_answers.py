@@ -15,6 +15,7 @@ from chalice.test import Client
 from chalicelib import invoke
 from chalicelib.errors import MAX_ANSWER_BYTES, AnswerTooLarge
 from chalicelib.tools import tools_by_name
+from chalicelib.tools.messages import PAGE_BODY_BYTES
 
 from .servers import ROOT, running_server
 
@@ -106,6 +107,56 @@ def test_a_listing_with_bodies_ends_its_page_before_the_answer_cap(url, tool, ar
             break
     assert [subject for page in found for subject in page] == expected  # each once, in order
     assert len(found[0]) < 20  # bodies ended the page, not the limit
+
+
+WIDE = {"emoji": "😀" * 62_000, "cjk": "漢字" * 41_500}  # ~250 KB of UTF-8 each, 4 and 3 bytes a character
+
+
+@pytest.fixture(scope="module")
+def wide(url):
+    """Project answers-wide: 30 bodies of emoji and 30 of CJK to GreenCastle, alternating, on one
+    thread, in a product of their own; "x" bodies between them (ASCII: counted as they are)."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        post = lambda tool, **arguments: client.post(f"/api/{tool}", json=arguments).raise_for_status()  # noqa: E731
+        post("ensure_project", human_key="/answers-wide")
+        for name in ("BlueLake", "GreenCastle"):
+            post("register_agent", project_key="answers-wide", name=name, program="p", model="m")
+        post("set_contact_policy", project_key="answers-wide", agent_name="GreenCastle", policy="open")
+        subjects = []
+        for n in range(60):
+            kind = "ascii" if n % 6 == 5 else ("emoji", "cjk")[n % 2]
+            subjects.append(f"{kind} {n}")
+            post("send_message", project_key="answers-wide", sender_name="BlueLake", to=["GreenCastle"], subject=subjects[-1],
+                 body_md=WIDE.get(kind, BIG), thread_id="WIDE")
+        post("ensure_product", product_key="answers-wide", name="Wide")
+        post("products_link", product_key="answers-wide", project_key="answers-wide")
+    return subjects
+
+
+@pytest.mark.parametrize("tool, arguments, cursor_key", [
+    ("fetch_inbox", {"project_key": "answers-wide", "agent_name": "GreenCastle"}, "next_cursor"),
+    ("fetch_outbox", {"project_key": "answers-wide", "agent_name": "BlueLake"}, "next_cursor"),
+    ("fetch_inbox_product", {"product_key": "answers-wide", "agent_name": "GreenCastle"}, "next_cursor"),
+    ("get_thread", {"project_key": "answers-wide", "thread_id": "WIDE"}, "next_cursor"),
+])
+def test_a_page_of_bodies_counts_their_utf8_bytes(url, wide, tool, arguments, cursor_key):
+    """PAGE_BODY_BYTES counted characters: a page of emoji held four times its budget (~16 MB),
+    and the answer was refused as too large. Each page now holds ~4 MiB of UTF-8, and the cursor
+    goes on with every message once."""
+    found, cursor = [], None
+    for _ in range(30):
+        answer = httpx.post(f"{url}/api/{tool}", json=arguments | {"include_bodies": True, "limit": 100, "cursor": cursor})
+        assert answer.status_code == 200, answer.text[:300]
+        assert len(answer.content) <= PAGE_BODY_BYTES + 100_000  # the bodies, and the rest of each message
+        messages = answer.json()["messages"]
+        assert all(m["body_md"] == WIDE.get(m["subject"].split()[0], BIG) for m in messages)
+        found.append([m["subject"] for m in messages])
+        cursor = answer.json()[cursor_key]
+        if cursor is None:
+            break
+    expected = wide if tool == "get_thread" else wide[::-1]  # a thread oldest first, mailboxes newest first
+    assert [subject for page in found for subject in page] == expected  # each once, in order
+    assert len(found) > 3  # ~16 MB of bodies: four pages at least
 
 
 def test_wait_for_mail_hands_over_bodies_an_answer_at_a_time(url):

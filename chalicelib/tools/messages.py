@@ -84,20 +84,45 @@ MESSAGE_COLUMNS = (
 PAGE_BODY_BYTES = MAX_ANSWER_BYTES // 2
 
 
-def within_page(items, limit: int, size=None) -> tuple[list, bool]:
-    """The first `limit` of `items`, read lazily, fewer once their sizes (`size(item)`, the
-    bodies'; None: not counted) pass PAGE_BODY_BYTES; and whether an item was left after them."""
-    page, total = [], 0
+def within_page(items, limit: int, text=None) -> tuple[list, bool]:
+    """The first `limit` of `items`, read lazily, fewer once their texts (`text(item)`: a body, or
+    a row's JSON; None: not counted) pass PAGE_BODY_BYTES of UTF-8 (counted in characters, a
+    page of emoji was four times that); and whether an item was left after them."""
+    page, size = [], Utf8Size()
     for item in items:
-        total += size(item) if size else 0
-        if len(page) == limit or (page and total > PAGE_BODY_BYTES):
+        if text:
+            size.add(text(item))
+        if len(page) == limit or (page and size.over(PAGE_BODY_BYTES)):
             return page, True
         page.append(item)
     return page, False
 
 
-def body_size(row) -> int:
-    return len(row["body_md"] or "")
+class Utf8Size:
+    """The UTF-8 size of texts added one by one, measured only as far as a limit needs: an ASCII
+    text is its length (str.isascii() costs nothing); any other counts UTF-8's most, 4 bytes a
+    character, until the sum could pass the limit, and is encoded (once) only then. So a page
+    of bodies far under the budget encodes none, and a body is never encoded twice to be counted."""
+
+    def __init__(self) -> None:
+        self.known, self.at_most, self.unmeasured = 0, 0, []
+
+    def add(self, text: str) -> None:
+        if text.isascii():
+            self.known += len(text)
+        else:
+            self.unmeasured.append(text)
+            self.at_most += 4 * len(text)
+
+    def over(self, limit: int) -> bool:
+        if self.known + self.at_most > limit:
+            self.known += sum(len(text.encode()) for text in self.unmeasured)
+            self.unmeasured, self.at_most = [], 0
+        return self.known > limit
+
+
+def body_of(row) -> str:
+    return row["body_md"] or ""
 
 
 def message_columns(body_chars: int | None = None) -> str:
@@ -490,8 +515,8 @@ def inbox_page(db, home_id: int, recipient_id: int, where: str = "", params=(), 
     whether a page with bodies was cut short, at PAGE_BODY_BYTES (more rows follow its last)."""
     cursor = db.execute(_inbox_sql(where, order, bodies), [home_id, recipient_id, *params, limit])
     cursor.row_factory = None  # tuples: no sqlite3.Row per row
-    if bodies:  # read lazily, measured as it goes
-        return within_page(map(_first, cursor), limit, len)
+    if bodies:  # read lazily, measured as it goes (the row's JSON: str() of a str is itself)
+        return within_page(map(_first, cursor), limit, str)
     if limit <= _SURELY_UNDER_CAP:
         return list(map(_first, cursor.fetchall())), False
     # Otherwise read lazily too: reading stops at the answer's cap.
@@ -591,7 +616,7 @@ def fetch_outbox(db: sqlite3.Connection, args: FetchOutboxInput) -> Outbox:
         params.append(int(args.cursor))
     sql += " ORDER BY m.id DESC LIMIT ?"
     params.append(args.limit + 1)  # one more: whether there is a next page
-    page, more = within_page(db.execute(sql, params), args.limit, body_size if args.include_bodies else None)
+    page, more = within_page(db.execute(sql, params), args.limit, body_of if args.include_bodies else None)
     return Outbox(
         messages=messages_from_rows(db, project, page, viewer_id=agent["id"], bodies=args.include_bodies),
         next_cursor=str(page[-1]["id"]) if more else None,

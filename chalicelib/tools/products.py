@@ -264,7 +264,7 @@ def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) ->
     # (or those down to `floor`), so the newest `limit` of them all are the page (of at most
     # PAGE_BODY_BYTES of bodies), and the last one's id is where the next starts.
     newest = sorted((m for m in by_id.values() if int(m.id) >= floor), key=lambda message: int(message.id), reverse=True)
-    messages, cut = within_page(newest, args.limit, lambda message: len(message.body_md or ""))
+    messages, cut = within_page(newest, args.limit, lambda message: message.body_md or "")
     more = cut or len(messages) == args.limit or floor > 0
     return ProductInbox(messages=messages, next_cursor=str(messages[-1].id) if more and messages else None)
 

@@ -13,7 +13,7 @@ from ..registry import Input, Output, tool
 from . import thread_summaries
 from .agents import find_agent
 from .messages import (
-    Limit, Message, OlderThan, ThreadId, body_size, message_columns, messages_from_rows, visible_to, within_page,
+    Limit, Message, OlderThan, ThreadId, body_of, message_columns, messages_from_rows, visible_to, within_page,
 )
 from .projects import find_project
 
@@ -119,7 +119,7 @@ def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
         f" WHERE m.project_id = ? AND m.thread_id = ? AND m.id > ? AND {where} ORDER BY m.id LIMIT ?",
         (project["id"], args.thread_id, args.cursor or 0, *params, args.limit + 1),
     )
-    page, more = within_page(rows, args.limit, body_size if args.include_bodies else None)  # what is past it is never read
+    page, more = within_page(rows, args.limit, body_of if args.include_bodies else None)  # what is past it is never read
     if not page and args.cursor is None:
         thread_messages(db, project, args.thread_id, bodies=False, viewers=viewers)  # NotFound, with its hint
     messages = messages_from_rows(db, project, page, viewer_id=viewers, bodies=args.include_bodies)
