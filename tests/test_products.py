@@ -214,7 +214,8 @@ def test_a_product_summary_digests_the_newest_messages_of_all_its_projects(call,
     summary = call("summarize_thread_product", product_key="shop", thread_id="P")
     assert (summary["message_count"], summary["participants"]) == (4, ["GreenCastle", "BlueLake", "RedStone"])
     assert summary["key_points"] == ["GreenCastle: third", "RedStone: fourth"]
-    assert summary["open_acks"] == [{"message_id": fourth["id"], "agent": "BlueLake"}]  # the first's is past the newest 2
+    assert summary["open_acks"] == [{"message_id": fourth["id"], "agent": "BlueLake", "subject": "Plan", "sender": "RedStone",
+                                     "created_ts": fourth["created_ts"]}]  # the first's is past the newest 2
 
 
 def test_a_message_to_two_identities_of_the_agent_counts_once_in_its_product_summary(call, shop):

@@ -50,9 +50,10 @@ def test_threads_list_get_and_summarize(call, project):
         "BlueLake: benchmark the inbox query",
         "GreenCastle: RedStone to review",
     ]
-    assert summary["open_acks"] == [  # the reply asked for one too
-        {"message_id": first["id"], "agent": "RedStone"},
-        {"message_id": reply["id"], "agent": "BlueLake"},
+    assert summary["open_acks"] == [  # the reply asked for one too; each says which message it waits on
+        {"message_id": first["id"], "agent": "RedStone", "subject": "Schema", "sender": "BlueLake", "created_ts": first["created_ts"]},
+        {"message_id": reply["id"], "agent": "BlueLake", "subject": "Re: Schema", "sender": "GreenCastle",
+         "created_ts": reply["created_ts"]},
     ]
 
 

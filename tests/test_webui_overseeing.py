@@ -467,10 +467,12 @@ def test_a_digest_says_which_message_each_acknowledgement_waits_on(site):
     client = ui(url)
     digest = client.get("/ui/digest", params={"p": P, "t": "WAITING"}).text
     waiting = digest[digest.index("<h3>Waiting for acknowledgement</h3>"):]
-    entries = re.findall(r'<li data-m="(\d+)"><a href="([^"]+)">([^<]+)</a>.*?<span class="who">([^<]*)</span></li>', waiting)
-    assert [(m, subject, who) for m, _, subject, who in entries] == [
-        (first["id"], "Schema v2", "AmberFox"), (second["id"], "Re: Schema v2", "AmberFox, TealOwl")]
-    for message_id, target, _, _ in entries:
+    entries = re.findall(r'<li data-m="(\d+)"><a href="([^"]+)">([^<]+)</a> <small>\((\w+), <time datetime="([^"]+)"'
+                         r'.*?<span class="who">([^<]*)</span></li>', waiting)
+    assert [(m, subject, sender, ts, who) for m, _, subject, sender, ts, who in entries] == [
+        (first["id"], "Schema v2", "BlueLake", first["created_ts"], "AmberFox"),
+        (second["id"], "Re: Schema v2", "BlueLake", second["created_ts"], "AmberFox, TealOwl")]
+    for message_id, target, *_ in entries:
         assert message_id in articles(client.get(html.unescape(target)).text)
 
 

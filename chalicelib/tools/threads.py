@@ -147,6 +147,9 @@ DIGEST_LINES = 50
 class OpenAck(Output):
     message_id: MessageId
     agent: str
+    subject: str = Field(description="The message's subject.")
+    sender: str = Field(description="Who sent the message.")
+    created_ts: str = Field(description="When the message was sent.")
 
 
 # A summary digests the bodies of a thread's newest messages only, so it costs the same at any
@@ -196,19 +199,21 @@ class SummarizeThreadInput(Input):
 def open_acks(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None = None,
               since: int = 0) -> list[OpenAck]:
     """Recipients yet to acknowledge a message of the thread (from the id `since` on) that asks
-    for it. A bcc recipient is listed only to the message's sender (a viewer); given viewers,
-    only their messages count."""
+    for it, with the message's subject, sender and time (what a reader needs to tell which one it
+    is). A bcc recipient is listed only to the message's sender (a viewer); given viewers, only
+    their messages count."""
     where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
     senders = list(viewers or ())
     rows = db.execute(
-        "SELECT r.message_id, a.name FROM message_recipients r JOIN messages m ON m.id = r.message_id"
-        " JOIN agents a ON a.id = r.agent_id"
+        "SELECT r.message_id, a.name, m.subject, s.name, m.created_ts FROM message_recipients r"
+        " JOIN messages m ON m.id = r.message_id JOIN agents a ON a.id = r.agent_id JOIN agents s ON s.id = m.sender_id"
         f" WHERE m.project_id = ? AND m.thread_id = ? AND m.id >= ? AND m.ack_required AND r.ack_ts IS NULL AND {where}"
         f" AND (r.kind != 'bcc' OR m.sender_id IN ({placeholders(senders) if senders else 'NULL'}))"
         " ORDER BY r.message_id, a.name",
         (project["id"], thread_id, since, *params, *senders),
     )
-    return [OpenAck(message_id=mid, agent=name) for mid, name in rows]
+    return [OpenAck(message_id=mid, agent=name, subject=subject, sender=sender, created_ts=created_ts)
+            for mid, name, subject, sender, created_ts in rows]
 
 
 def digest(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None

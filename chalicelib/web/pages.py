@@ -548,23 +548,7 @@ class WebUI:
         """The thread's summary (summarize_thread) as an HTML fragment, for the thread page."""
         key, thread_id = request.query.get("p", ""), request.query.get("t", "")
         digest = self.run("summarize_thread", project_key=key, thread_id=thread_id)
-        return self.page(request, session, "digest.html", digest=digest, project=key, thread_id=thread_id,
-                         waiting=self.awaited(key, thread_id, digest.open_acks))
-
-    def awaited(self, project: str, thread_id: str, acks) -> list[tuple]:
-        """The digest's open acks (one per message and recipient), one entry per message, oldest
-        first: (its id, its unified_inbox entry or None, who has yet to acknowledge it). The
-        entries come from unified_inbox walking the thread back from the newest message awaited
-        to the oldest (open acks are of the thread's newest 500: at most 3 pages)."""
-        who: dict[int, list[str]] = {}
-        for ack in acks:
-            who.setdefault(ack.message_id, []).append(ack.agent)
-        found, before = {}, max(who, default=0) + 1
-        while who and before is not None and before > min(who):
-            older = self.run("unified_inbox", project_key=project, thread_id=thread_id, before_id=before, limit=LIST_SHOWN)
-            found.update((m.id, m) for m in older.messages if m.id in who)
-            before = older.next_before_id
-        return [(message_id, found.get(message_id), names) for message_id, names in who.items()]
+        return self.page(request, session, "digest.html", digest=digest, project=key, thread_id=thread_id)
 
     def search(self, request: Request, session: Session) -> Response:
         if not self.sees_all():  # search_messages would refuse it on submit: no form to fill in vain
