@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from chalicelib.tools.agents import agent_id
+from chalicelib.web.pages import LIST_SHOWN
 
 from .servers import running_server
 
@@ -170,15 +171,22 @@ def test_a_mistake_in_a_reply_or_a_new_message_shows_the_form_again_with_the_dra
     assert again.status_code == 404 and 'value="Standup"' in again.text and ">What is left?</textarea>" in again.text
 
 
+def squat(api: httpx.Client, database, project: str, agents: list[str]) -> None:
+    """Project /srv/<project> with these agents and one named Overseer, as it was registered
+    before the name was reserved."""
+    api.post("/api/ensure_project", json={"human_key": f"/srv/{project}"}).raise_for_status()
+    for name in agents:
+        api.post("/api/register_agent", json={"project_key": f"srv-{project}", "program": "p", "model": "m", "name": name}).raise_for_status()
+    with sqlite3.connect(database) as db:
+        [home] = db.execute("SELECT id FROM projects WHERE slug = ?", (f"srv-{project}",)).fetchone()
+        db.execute("INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts)"
+                   " VALUES (?, ?, 'Overseer', 'p', 'm', '', 'then', 'then')", (agent_id(home, "Overseer"), home))
+
+
 def test_compose_where_an_agent_took_the_overseers_name_writes_as_another_and_says_so(site):
     """An agent registered 'Overseer' before the name was reserved: compose answered 409 there for good."""
     url, api, database = site
-    api.post("/api/ensure_project", json={"human_key": "/srv/squat"}).raise_for_status()
-    api.post("/api/register_agent", json={"project_key": "srv-squat", "program": "p", "model": "m", "name": "Victim"}).raise_for_status()
-    with sqlite3.connect(database) as db:  # as it was registered then
-        [home] = db.execute("SELECT project_id FROM agents WHERE name = 'Victim'").fetchone()
-        db.execute("INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts)"
-                   " VALUES (?, ?, 'Overseer', 'p', 'm', '', 'then', 'then')", (agent_id(home, "Overseer"), home))
+    squat(api, database, "squat", ["Victim"])
     client = ui(url)
     page = client.get("/ui/compose", params={"p": "srv-squat"}).text
     assert "as a human overseer (HumanOverseer)" in page and "registered as Overseer before that name was reserved" in page
@@ -186,6 +194,16 @@ def test_compose_where_an_agent_took_the_overseers_name_writes_as_another_and_sa
     assert sent.status_code == 303, sent.text
     thread = client.get(sent.headers["location"]).text
     assert "HumanOverseer" in thread
+
+
+def test_compose_finds_the_agent_named_overseer_past_the_first_page_of_agents(site):
+    """The form looked for it among the first LIST_SHOWN agents of list_agents only: in a bigger
+    project it said the person wrote as Overseer, and the message went out as HumanOverseer."""
+    url, api, database = site
+    squat(api, database, "big-squat", [f"Agent{n:03d}" for n in range(LIST_SHOWN)])  # all listed before Overseer
+    page = ui(url).get("/ui/compose", params={"p": "srv-big-squat"}).text
+    assert "Overseer" not in re.findall(r'<option value="([^"]+)"', page)  # not on the page the form lists
+    assert "as a human overseer (HumanOverseer)" in page and "registered as Overseer before that name was reserved" in page
 
 
 def test_previews_show_plain_words_underscores_kept_and_no_markdown(site):

@@ -538,11 +538,16 @@ class WebUI:
         return [address for address in seen if self.is_active_agent(project, address)]
 
     def is_active_agent(self, project: str, address: str) -> bool:
+        profile = self.profile(_home(address, project), address.partition("@")[0])
+        return profile is not None and profile.kind == "agent" and not profile.retired_ts
+
+    def profile(self, project: str, name: str):
+        """whois's profile of the one agent or person of the project by this name (what a page of
+        list_agents may not reach); None if there is none, or it is beyond the credential's projects."""
         try:
-            profile = self.run("whois", project_key=_home(address, project), agent_name=address.partition("@")[0])
-        except (NotFound, Forbidden):  # gone, or of a project beyond the credential's: not offered
-            return False
-        return profile.kind == "agent" and not profile.retired_ts
+            return self.run("whois", project_key=project, agent_name=name)
+        except (NotFound, Forbidden):
+            return None
 
     def digest(self, request: Request, session: Session) -> Response:
         """The thread's summary (summarize_thread) as an HTML fragment, for the thread page."""
@@ -615,7 +620,8 @@ class WebUI:
         projects = [p.slug for p in self.run("list_projects", limit=LIST_SHOWN).projects]
         listed = self.run("list_agents", project_key=key, include_retired=True, limit=LIST_SHOWN).agents if key else []
         agents = [a.name for a in listed if a.kind == "agent" and a.retired_ts is None]
-        taken = any(a.kind == "agent" and a.name.lower() == OVERSEER.lower() for a in listed)  # before the name was reserved
+        named = self.profile(key, OVERSEER) if key else None
+        taken = named is not None and named.kind == "agent"  # registered before the name was reserved
         return self.page(request, session, "compose.html", status=error.status if error else 200, projects=projects, project=key,
                          agents=agents, draft=draft, error=error, nav="compose", overseer=writes_as(OVERSEER, taken), overseer_taken=taken)
 
