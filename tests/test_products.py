@@ -231,6 +231,18 @@ def test_a_message_to_two_identities_of_the_agent_counts_once_in_its_product_sum
     assert summary["message_count"] == call("summarize_thread", project_key="work-backend", thread_id="DUO")["message_count"]
 
 
+def test_open_acks_name_another_projects_recipient_with_its_project_but_in_its_product(call, shop):
+    """They named every recipient bare: RedStone of the frontend read as if of the backend."""
+    asked = send(call, "work-backend", "GreenCastle", ["RedStone@work-frontend", "BlueLake@work-other"], "API ready?",
+                 thread_id="ASK", ack_required=True)
+    summary = call("summarize_thread", project_key="work-backend", thread_id="ASK")
+    assert [ack["agent"] for ack in summary["open_acks"]] == ["BlueLake@work-other", "RedStone@work-frontend"]
+    assert asked["to"] == ["BlueLake@work-other", "RedStone@work-frontend"]  # as the message says
+    # In the product one agent of a linked project is one by its name (as in participants).
+    product = call("summarize_thread_product", product_key="shop", thread_id="ASK")
+    assert [ack["agent"] for ack in product["open_acks"]] == ["BlueLake@work-other", "RedStone"]
+
+
 def test_product_thread_summary_of_an_unknown_thread(call, shop):
     send(call, "work-other", "BlueLake", ["BlueLake"], "outside", thread_id="OUT")
     with pytest.raises(NotFound, match="Thread 'OUT' not found in any project of product 'shop'"):

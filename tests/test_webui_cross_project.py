@@ -88,6 +88,21 @@ def test_every_link_to_another_projects_mail_opens_the_project_that_stores_it(si
     assert f'name="project_key" value="{SHOP}"' in row  # acknowledged as QuickBear, in its own project
 
 
+def test_a_digest_names_another_projects_recipient_with_its_project(site):
+    """It said "QuickBear", as if of shop-web, where the message itself says QuickBear@srv-shop."""
+    url, api, sent = site
+    client = httpx.Client(base_url=url, timeout=60)
+    page = client.get("/ui/thread", params={"p": WEB, "t": "CART-12"}).text
+    assert f"→ QuickBear@{SHOP}" in page  # the message's own header
+
+    def awaited(project: str, message: dict) -> list[str]:
+        digest = client.get("/ui/digest", params={"p": project, "t": "CART-12"}).text
+        return re.findall(rf'<li data-m="{message["id"]}">.*?<span class="who">([^<]*)</span>', digest)
+
+    assert awaited(WEB, sent["cross"]) == [f"QuickBear@{SHOP}"]
+    assert awaited(SHOP, sent["own"]) == ["QuickBear"]  # its own project's, bare
+
+
 def test_a_reply_from_a_thread_page_goes_to_its_participants_of_other_projects_too(site):
     """The reply form's To left out QuickBear@srv-shop: the overseer's answer reached WarmSwan only."""
     url, api, sent = site

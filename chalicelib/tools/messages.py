@@ -55,14 +55,18 @@ class Message(Output):
     attachments: list[Attachment] = empty_list("Read one with get_attachment(..., sha256).")
 
 
+# Recipient a's address as its message m's project writes it (p: a's project): Name, or
+# Name@slug for another project's agent.
+RECIPIENT_ADDRESS = "CASE WHEN a.project_id = m.project_id THEN a.name ELSE a.name || '@' || p.slug END"
+
+
 def recipients_of(db: sqlite3.Connection, message_ids: list[int]) -> dict[int, dict[str, list[str]]]:
     """{message_id: {"to": [...], "cc": [...], "bcc": [...]}} in one query. Agents of
     another project than the message's read as Name@project; a notice's recipient is in "to"."""
     found: dict[int, dict[str, list[str]]] = {mid: {"to": [], "cc": [], "bcc": []} for mid in message_ids}
     if message_ids:
         rows = db.execute(
-            "SELECT r.message_id, r.kind,"
-            " CASE WHEN a.project_id = m.project_id THEN a.name ELSE a.name || '@' || p.slug END AS address"
+            f"SELECT r.message_id, r.kind, {RECIPIENT_ADDRESS} AS address"
             " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents a ON a.id = r.agent_id"
             f" JOIN projects p ON p.id = a.project_id WHERE r.message_id IN ({placeholders(message_ids)}) ORDER BY address COLLATE NOCASE",
             message_ids,

@@ -380,20 +380,25 @@ def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProduc
         )
     messages = sorted(messages, key=lambda message: message.id)[-DIGESTED:]  # the newest of all the projects'
     since = messages[0].id if messages else 0
-    acks = sorted((ack for ack in acks if ack.message_id >= since), key=lambda ack: (ack.message_id, ack.agent))
-    merged = merged_header(headers, {project["slug"] for project in linked})
-    return ProductThreadSummary(**summary(args.thread_id, merged, messages, acks), projects=projects)
+    slugs = {project["slug"] for project in linked}
+    acks = sorted((ack.model_copy(update={"agent": in_product(ack.agent, slugs)}) for ack in acks if ack.message_id >= since),
+                  key=lambda ack: (ack.message_id, ack.agent))
+    return ProductThreadSummary(**summary(args.thread_id, merged_header(headers, slugs), messages, acks), projects=projects)
+
+
+def in_product(address: str, linked: set[str]) -> str:
+    """An address as a product writes it: an agent of a linked project is one agent by its name
+    (a project addresses another project's agents as Name@slug), others keep Name@slug."""
+    name, _, slug = address.partition("@")
+    return name if slug in linked else address
 
 
 def merged_header(headers: list[dict], linked: set[str]) -> dict:
     """One thread's headers from several projects (thread_summaries.header) as one: each
-    participant once, where it first appears. An agent of a linked project is one agent by its
-    name (a header addresses another project's agents as Name@slug), others keep Name@slug."""
+    participant once (in_product), where it first appears."""
     places: dict[str, tuple] = {}
     for first, rank, address in sorted((place for header in headers for place in header["participants"]), key=thread_summaries.place_order):
-        name, _, slug = address.partition("@")
-        if slug in linked:
-            address = name
+        address = in_product(address, linked)
         places.setdefault(address, (first, rank, address))
     return {**min(headers, key=lambda header: header["first_id"]), "message_count": sum(h["message_count"] for h in headers),
             "participants": list(places.values()), "last_ts": max(header["last_ts"] for header in headers)}

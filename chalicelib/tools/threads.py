@@ -13,7 +13,8 @@ from ..registry import Input, Output, tool
 from . import thread_summaries
 from .agents import find_agent
 from .messages import (
-    Limit, Message, OlderThan, ThreadId, body_of, message_columns, messages_from_rows, visible_to, within_page,
+    RECIPIENT_ADDRESS, Limit, Message, OlderThan, ThreadId, body_of, message_columns, messages_from_rows, visible_to,
+    within_page,
 )
 from .projects import find_project
 
@@ -146,7 +147,7 @@ DIGEST_LINES = 50
 
 class OpenAck(Output):
     message_id: MessageId
-    agent: str
+    agent: str = Field(description="The recipient yet to acknowledge it (another project's as Name@slug).")
     subject: str = Field(description="The message's subject.")
     sender: str = Field(description="Who sent the message.")
     created_ts: str = Field(description="When the message was sent.")
@@ -199,14 +200,15 @@ class SummarizeThreadInput(Input):
 def open_acks(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None = None,
               since: int = 0) -> list[OpenAck]:
     """Recipients yet to acknowledge a message of the thread (from the id `since` on) that asks
-    for it, with the message's subject, sender and time (what a reader needs to tell which one it
-    is). A bcc recipient is listed only to the message's sender (a viewer); given viewers, only
-    their messages count."""
+    for it (another project's as Name@slug), with the message's subject, sender and time (what a
+    reader needs to tell which one it is). A bcc recipient is listed only to the message's sender
+    (a viewer); given viewers, only their messages count."""
     where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
     senders = list(viewers or ())
     rows = db.execute(
-        "SELECT r.message_id, a.name, m.subject, s.name, m.created_ts FROM message_recipients r"
-        " JOIN messages m ON m.id = r.message_id JOIN agents a ON a.id = r.agent_id JOIN agents s ON s.id = m.sender_id"
+        f"SELECT r.message_id, {RECIPIENT_ADDRESS}, m.subject, s.name, m.created_ts FROM message_recipients r"
+        " JOIN messages m ON m.id = r.message_id JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = a.project_id"
+        " JOIN agents s ON s.id = m.sender_id"
         f" WHERE m.project_id = ? AND m.thread_id = ? AND m.id >= ? AND m.ack_required AND r.ack_ts IS NULL AND {where}"
         f" AND (r.kind != 'bcc' OR m.sender_id IN ({placeholders(senders) if senders else 'NULL'}))"
         " ORDER BY r.message_id, a.name",
