@@ -1,4 +1,5 @@
 import shutil
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -79,6 +80,22 @@ def send(call):
         return call("send_message", **args)["message"]
 
     return send
+
+
+@pytest.fixture
+def traced(settings, monkeypatch):
+    """Every statement the tools run from now on (each connection opened traced, the pool emptied)."""
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced_connect(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)  # the SQL with its values filled in
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced_connect)
+    monkeypatch.setitem(db._pools, settings.database_url, [])
+    return statements
 
 
 @pytest.fixture(scope="module")

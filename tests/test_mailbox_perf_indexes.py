@@ -20,22 +20,6 @@ pytestmark = pytest.mark.both_backends
 TOOLS = tools_by_name()
 
 
-@pytest.fixture
-def traced(settings, monkeypatch):
-    """Every statement the tools run from now on (each connection opened traced, the pool emptied)."""
-    statements: list[str] = []
-    connect = sqlite3.connect
-
-    def traced_connect(*args, **kwargs):
-        conn = connect(*args, **kwargs)
-        conn.set_trace_callback(statements.append)  # the SQL with its values filled in
-        return conn
-
-    monkeypatch.setattr(sqlite3, "connect", traced_connect)
-    monkeypatch.setitem(store._pools, settings.database_url, [])
-    return statements
-
-
 def send(call, project, to, subject, sender="BlueLake", **options):
     return call("send_message", project_key=project, agent_name=sender, to=to, subject=subject, body_md="b", **options)["message"]
 

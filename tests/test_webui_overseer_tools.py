@@ -266,3 +266,34 @@ def test_unified_inbox_says_when_the_newest_read_of_its_projects_was_made(call, 
     assert receipt("mark_message_read", "GreenCastle") == first and newest() == first  # read again: nothing changed
     second = receipt("acknowledge_message", "RedStone")  # an acknowledgement reads it too
     assert second > first and newest(project_key=project, thread_id=asked["thread_id"]) == second
+
+
+@pytest.mark.sqlite_only
+def test_only_the_pages_showing_unread_marks_look_up_the_newest_read(call, project, send, settings, traced):
+    """A project's page, a thread's (and the links into a long one) and their live polls had
+    unified_inbox look up newest_read_ts (a query per agent of the project) and left it unused:
+    they show no unread marks. The pages that do still look it up."""
+    import asyncio
+    import re
+
+    import httpx
+
+    from chalicelib.transports import asgi
+
+    asked = send("BlueLake", ["GreenCastle"], project=project, thread_id="T-1")
+    call("mark_message_read", project_key=project, agent_name="GreenCastle", message_id=asked["id"])
+    assert call("unified_inbox", project_key=project, include_newest_read=False)["newest_read_ts"] is None
+    app = asgi.create_app(settings)
+
+    async def looks_up_reads(path: str, **params) -> bool:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8765") as web:
+            traced.clear()
+            assert (await web.get(path, params=params)).status_code == 200, path
+            return any(re.search(r"max\((r\.)?read_ts\)", statement) for statement in traced)
+
+    thread = {"p": project, "t": "T-1"}
+    without = [("/ui/project", {"p": project}), ("/ui/live", {"p": project}), ("/ui/thread", thread),
+               ("/ui/thread", {**thread, "before": int(asked["id"]) + 1}), ("/ui/live", thread)]
+    marked = [("/", {}), ("/ui/live", {"read": "1"}), ("/ui/agent", {"p": project, "a": "GreenCastle"}),
+              ("/ui/live", {"p": project, "read": "1"})]
+    assert [asyncio.run(looks_up_reads(path, **params)) for path, params in without + marked] == [False] * 5 + [True] * 4

@@ -128,6 +128,8 @@ class UnifiedInboxInput(Input):
         None, description="Only what needs attention: urgent (importance high or urgent), ack_pending (some recipient has"
         " not acknowledged it yet), to_overseer (sent to a person: a human agent such as Overseer). Not with thread_id.")
     limit: Annotated[int, Field(ge=1, le=200)] = 50
+    include_newest_read: bool = Field(True, description="False: newest_read_ts is not looked up (null), for a view"
+                                      " that shows no unread marks (one look-up per agent fewer, for a project).")
     # Not an argument: set by security/scopes.py for a scoped credential, which reads its own
     # projects of a product only (those get_product shows it).
     _scope: frozenset[str] | None = PrivateAttr(None)
@@ -167,7 +169,7 @@ class UnifiedInbox(Output):
                                       " any message's ack_pending drops, so a view polling it sees acks without new mail.")
     newest_read_ts: str | None = Field(None, description="When the newest first read in its projects was made (as"
                                        " newest_ack_ts): it changes when any message's unread drops, so a view polling it"
-                                       " sees reads without new mail.")
+                                       " sees reads without new mail. Null with include_newest_read false.")
 
 
 def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInbox:
@@ -226,7 +228,8 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
         ))
     full = len(rows) == args.limit
     return UnifiedInbox(messages=entries, next_before_id=ids[-1] if full else None,
-                        newest_ack_ts=_newest(db, "ack_ts", projects), newest_read_ts=_newest(db, "read_ts", projects))
+                        newest_ack_ts=_newest(db, "ack_ts", projects),
+                        newest_read_ts=_newest(db, "read_ts", projects) if args.include_newest_read else None)
 
 
 def _newest(db: sqlite3.Connection, mark: Literal["ack_ts", "read_ts"], projects: list[int] | None) -> str | None:

@@ -521,7 +521,7 @@ class WebUI:
         ids = []
         while len(ids) < count:
             older = self.run("unified_inbox", project_key=key, thread_id=thread_id, before_id=before,
-                             limit=min(LIST_SHOWN, count - len(ids)))
+                             limit=min(LIST_SHOWN, count - len(ids)), include_newest_read=False)
             ids += [m.id for m in older.messages]
             if older.next_before_id is None:
                 return None
@@ -652,12 +652,14 @@ class WebUI:
     def latest(self, project: str | None = None, thread_id: str | None = None, view: str | None = None,
                product: str | None = None, reads: bool = False) -> str:
         """The live token of a scope (_live_token)."""
-        return _live_token(self.scope_inbox(project, thread_id, view, product), reads)
+        return _live_token(self.scope_inbox(project, thread_id, view, product, reads), reads)
 
     def scope_inbox(self, project: str | None = None, thread_id: str | None = None, view: str | None = None,
-                    product: str | None = None):
-        """unified_inbox of a scope, its newest message only."""
-        return self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, product_key=product, limit=1)
+                    product: str | None = None, reads: bool = False):
+        """unified_inbox of a scope, its newest message only; its newest read looked up only for
+        a page showing unread marks (reads)."""
+        return self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, product_key=product, limit=1,
+                        include_newest_read=reads)
 
     def live_url(self, request: Request, project: str | None = None, thread_id: str | None = None, view: str | None = None,
                  product: str | None = None, reads: bool = False) -> str:
