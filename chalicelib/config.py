@@ -2,9 +2,9 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A list setting from the environment: a JSON array, or comma-separated values.
@@ -17,14 +17,50 @@ class ScopedToken(BaseModel):
     """An AUTH_BEARER_TOKENS entry with a scope (docs/security.md): the projects it reaches
     (slugs or human keys; "*" for all) and its role."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError's text (a traceback on Lambda) never shows the token.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
     token: str = Field(min_length=1)
     projects: list[str] | Literal["*"] = "*"
     role: Role = "admin"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, entry):
+        unknown = [str(name) for name in entry if name not in cls.model_fields] if isinstance(entry, dict) else []
+        if unknown:
+            raise ValueError(f"unknown field {', '.join(map(repr, unknown))} (the fields: {', '.join(cls.model_fields)})")
+        return entry
+
+    @field_validator("projects", mode="before")
+    @classmethod
+    def _project_list(cls, projects):
+        if projects != "*" and not (isinstance(projects, list) and all(isinstance(key, str) for key in projects)):
+            raise ValueError('should be a list of project slugs or human keys, or "*" for all')
+        return projects
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _known_role(cls, role):
+        if role not in get_args(Role):
+            raise ValueError(f"unknown role {str(role)!r} (the roles: {', '.join(get_args(Role))})")
+        return role
+
+
+def _plain_or_scoped(entry) -> str | None:
+    return "plain" if isinstance(entry, str) else "scoped" if isinstance(entry, dict | ScopedToken) else None
+
+
+# A string validates as a plain token and an object as a ScopedToken, so that an object's error
+# is its own, not "Input should be a valid string" (the plain token it is not).
+BearerToken = Annotated[
+    Annotated[str, Tag("plain")] | Annotated[ScopedToken, Tag("scoped")],
+    Discriminator(_plain_or_scoped, custom_error_type="bearer_token",
+                  custom_error_message="each entry is a token (a string) or an object with token, projects and role"),
+]
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)  # no secret in a traceback
 
     database_url: str = "sqlite:///./data/agent_mail.db"
     host: str = "127.0.0.1"
@@ -104,7 +140,7 @@ class Settings(BaseSettings):
     auth_mode: Literal["none", "bearer", "jwt"] | None = None
     allow_insecure: bool = False  # allow AUTH_MODE=none on a non-loopback host
     # Each entry: a plain token (all projects, admin) or {"token", "projects", "role"} (JSON list).
-    auth_bearer_tokens: Annotated[list[str | ScopedToken], NoDecode] = Field(
+    auth_bearer_tokens: Annotated[list[BearerToken], NoDecode] = Field(
         [], validation_alias=AliasChoices("auth_bearer_tokens", "auth_keys")
     )
     jwt_jwks_url: str = ""
@@ -210,6 +246,10 @@ def get_settings() -> Settings:
 
 
 def invalid_setting(exc) -> tuple[str, str]:
-    """(the environment variable, what is wrong with it) of a Settings ValidationError."""
+    """(the environment variable, what is wrong with it) of a Settings ValidationError. Inside a
+    list setting, where: "entry 2, token: Field required" (never the value: it may be a secret)."""
     error = exc.errors()[0]
-    return str(error["loc"][0]).upper(), error["msg"].removeprefix("Value error, ")
+    variable, *inside = error["loc"]
+    where = ", ".join(f"entry {part + 1}" if isinstance(part, int) else part for part in inside if part not in ("plain", "scoped"))
+    problem = error["msg"].removeprefix("Value error, ")
+    return str(variable).upper(), f"{where}: {problem}" if where else problem

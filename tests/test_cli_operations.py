@@ -1,11 +1,13 @@
 """The operator's service commands (archive, db, migrate, serve) on bad conditions: a running
 worker, a locked database, a bad environment, a missing archive."""
 
+import json
 import os
 import sqlite3
 
 import pytest
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from chalicelib.archive.worker import lock_path
 from chalicelib.config import Settings
@@ -68,6 +70,27 @@ def test_a_bad_environment_variable_is_named(settings, monkeypatch, variable, va
     assert result.exit_code == 2
     assert f"Invalid value for {variable}: " in result.stderr and says in result.stderr
     assert "--database-url" not in result.stderr
+
+
+SECRET = "s3cret-bearer-4f9a"
+
+
+@pytest.mark.parametrize("tokens, says", [
+    ([{"token": SECRET, "role": "owner"}], "entry 1, role: unknown role 'owner' (the roles: reader, writer, admin)"),
+    (["operator", {"token": SECRET, "scope": ["backend"]}], "entry 2: unknown field 'scope' (the fields: token, projects, role)"),
+    ([{"token": SECRET, "projects": "backend"}], 'entry 1, projects: should be a list of project slugs or human keys, or "*" for all'),
+    ([{"role": "reader"}], "entry 1, token: Field required"),
+    ([SECRET, 5], "entry 2: each entry is a token (a string) or an object with token, projects and role"),
+])
+def test_a_bad_bearer_token_entry_is_named_and_its_secret_is_not_shown(settings, monkeypatch, tokens, says):
+    monkeypatch.setenv("AUTH_BEARER_TOKENS", json.dumps(tokens))
+    result = run("tools")
+    assert result.exit_code == 2
+    assert f"Invalid value for AUTH_BEARER_TOKENS: {says}" in result.stderr
+    assert SECRET not in result.stderr
+    with pytest.raises(ValidationError) as raised:  # the traceback of an app that imports the settings (app.py on Lambda)
+        Settings()
+    assert SECRET not in str(raised.value)
 
 
 @pytest.mark.parametrize("variable, setting", [
