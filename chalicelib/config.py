@@ -12,6 +12,11 @@ CommaList = Annotated[list[str], NoDecode]
 
 Role = Literal["reader", "writer", "admin"]
 
+# Every duration is at most a century (set_retention_policy's `days` too): a much longer one
+# overflows a timestamp (datetime ends in year 9999) or a thread's wait (threading.TIMEOUT_MAX).
+CENTURY_DAYS = 36500
+CENTURY_SECONDS = CENTURY_DAYS * 86400
+
 
 class ScopedToken(BaseModel):
     """An AUTH_BEARER_TOKENS entry with a scope (docs/security.md): the projects it reaches
@@ -60,7 +65,8 @@ BearerToken = Annotated[
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)  # no secret in a traceback
+    # hide_input_in_errors: no secret in a traceback; allow_inf_nan: "inf" and "nan" are not durations.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True, allow_inf_nan=False)
 
     database_url: str = "sqlite:///./data/agent_mail.db"
     host: str = "127.0.0.1"
@@ -72,21 +78,21 @@ class Settings(BaseSettings):
     # FULL fsyncs the WAL on every commit, so an acknowledged write survives power loss;
     # NORMAL survives process crashes only, and is faster.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    sqlite_busy_timeout_ms: int = 5000
+    sqlite_busy_timeout_ms: int = Field(5000, ge=0, le=CENTURY_SECONDS * 1000)
     # Idle connections kept open per process (0: open and close one per invocation).
-    sqlite_pool_size: int = 8
+    sqlite_pool_size: int = Field(8, ge=0)
     # A search stops after this long (422: too broad; chalicelib/tools/search.py): a prefix or NEAR
     # query's cost grows with the mailbox, and slow searches share one thread (docs/limits.md).
-    search_timeout_ms: int = Field(2000, ge=1)
+    search_timeout_ms: int = Field(2000, ge=1, le=CENTURY_SECONDS * 1000)
     # Turso replica mode (docs/turso.md): set, DATABASE_URL's file is a local replica of this
     # primary (https://<db>.turso.io), one per process; writes are pushed before they are answered.
     turso_sync_url: str = ""
     turso_auth_token: str = ""
     # Reads pull first when the last pull is older than this: another host's writes show within
     # about a second, and a busy process pulls (10-20 ms) at most once a second. 0: every read pulls.
-    replica_max_staleness_ms: int = 1000
+    replica_max_staleness_ms: int = Field(1000, ge=0, le=CENTURY_SECONDS * 1000)
     # A failed pull or push is retried (50 ms, doubling to 1 s) this long before the call fails.
-    replica_sync_timeout_ms: int = 10000
+    replica_sync_timeout_ms: int = Field(10000, ge=0, le=CENTURY_SECONDS * 1000)
     # Host headers every route but /health accepts (DNS-rebinding protection, chalicelib/security/
     # rebinding.py); add your API domain. MCP_ALLOWED_HOSTS is the old name.
     allowed_hosts: CommaList = Field(["127.0.0.1:*", "localhost:*", "[::1]:*"],
@@ -99,23 +105,23 @@ class Settings(BaseSettings):
                                        validation_alias=AliasChoices("allowed_origins", "mcp_allowed_origins"))
     # force_release_file_reservation may take over a reservation whose holder has been
     # inactive (agents.last_active_ts) this long, even before the reservation expires.
-    stale_agent_seconds: int = 1800
+    stale_agent_seconds: int = Field(1800, ge=0, le=CENTURY_SECONDS)
     # The git archive (docs/archive.md). Off: no outbox rows and no worker (process-wide).
     archive_enabled: bool = True
     archive_dir: Path = Path("./data/archive")
     # A bare repository by default (read it with git log/show, or clone it); true also checks
     # the files out into ARCHIVE_DIR, at the cost of ~4 file creations per message.
     archive_worktree: bool = False
-    archive_batch_size: int = 1000
-    archive_poll_seconds: float = 0.2
-    archive_retry_seconds: float = 5.0  # first wait after a failed entry; doubles, up to an hour
+    archive_batch_size: int = Field(1000, ge=1)
+    archive_poll_seconds: float = Field(0.2, gt=0, le=CENTURY_SECONDS)
+    archive_retry_seconds: float = Field(5.0, ge=0, le=3600)  # first wait after a failed entry; doubles, up to an hour
     # The worker writes a heartbeat this often (archive_status, doctor, /metrics); /ready fails
     # when the oldest pending entry is older than ARCHIVE_MAX_LAG_SECONDS (archive stuck).
-    archive_heartbeat_seconds: float = 5.0
-    archive_max_lag_seconds: float = 300.0
+    archive_heartbeat_seconds: float = Field(5.0, gt=0, le=CENTURY_SECONDS)
+    archive_max_lag_seconds: float = Field(300.0, gt=0, le=CENTURY_SECONDS)
     # Archived outbox rows (each a copy of its message) are deleted this long after their commit;
     # the git archive keeps them. 0: never.
-    archive_keep_done_days: float = 7.0
+    archive_keep_done_days: float = Field(7.0, ge=0, le=CENTURY_DAYS)
     # Cloud mode: the SQS FIFO queue the outbox drains to, and the remote the worker pushes to.
     archive_queue_url: str = ""
     archive_git_remote: str = ""
@@ -124,18 +130,18 @@ class Settings(BaseSettings):
     # its own (set_retention_policy). keep: forever; purge: deleted after RETENTION_DAYS;
     # archive_only: bodies leave the database after RETENTION_DAYS (the git archive keeps them).
     retention_mode: Literal["keep", "purge", "archive_only"] = "keep"
-    retention_days: int = Field(365, ge=1)
+    retention_days: int = Field(365, ge=1, le=CENTURY_DAYS)
     # Agents inactive this long are retired automatically (their reservations released). 0: never.
-    retention_agent_idle_days: float = Field(0, ge=0)
+    retention_agent_idle_days: float = Field(0, ge=0, le=CENTURY_DAYS)
     # Released or expired file reservations and build slots are deleted this long after they ended.
-    retention_lease_grace_days: float = Field(7, ge=0)
+    retention_lease_grace_days: float = Field(7, ge=0, le=CENTURY_DAYS)
     # At most this many rows per kind (messages, agents, reservations, slots) per run, in short
     # transactions of RETENTION_CHUNK rows; a later run takes the rest.
     retention_batch: int = Field(5000, ge=1)
     retention_chunk: int = Field(200, ge=1)
     # The local archive worker runs retention when idle, at most this often (0: never; then
     # `python -m chalicelib retention run` from cron). On AWS a scheduled function runs it hourly.
-    retention_every_seconds: float = Field(3600, ge=0)
+    retention_every_seconds: float = Field(3600, ge=0, le=CENTURY_SECONDS)
     # Security (docs/security.md). AUTH_MODE unset: "none" on a loopback HOST, else refused.
     auth_mode: Literal["none", "bearer", "jwt"] | None = None
     allow_insecure: bool = False  # allow AUTH_MODE=none on a non-loopback host
@@ -147,9 +153,9 @@ class Settings(BaseSettings):
     jwt_audience: str = ""
     jwt_issuer: str = ""
     jwt_algorithms: CommaList = ["RS256", "ES256"]
-    jwt_leeway_seconds: int = 30
-    jwt_jwks_timeout_seconds: float = 3.0
-    jwt_jwks_cache_seconds: int = 300
+    jwt_leeway_seconds: int = Field(30, ge=0, le=3600)  # for clocks that differ, not a grace period for expired tokens
+    jwt_jwks_timeout_seconds: float = Field(3.0, gt=0, le=60)  # a request waiting for the fetch waits this long
+    jwt_jwks_cache_seconds: int = Field(300, ge=0, le=CENTURY_SECONDS)
     # The JWT claims carrying a token's scope: the projects (a list, or a comma/space-separated
     # string; "*" for all) and the role. A JWT without them reaches every project as admin.
     jwt_projects_claim: str = "agent_mail_projects"
@@ -158,44 +164,44 @@ class Settings(BaseSettings):
     require_agent_tokens: bool | None = None
     # Per caller, per process (docs/security.md). Unset: 1200 / 300 with authentication, unlimited
     # without; 0: unlimited.
-    rate_limit_reads_per_minute: int | None = None
-    rate_limit_writes_per_minute: int | None = None
-    max_body_bytes: int = 1024 * 1024  # request bodies, every transport
+    rate_limit_reads_per_minute: int | None = Field(None, ge=0)
+    rate_limit_writes_per_minute: int | None = Field(None, ge=0)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)  # request bodies, every transport (smaller refuses ordinary calls)
     # install_precommit_guard: directories besides each project's own (its human_key) where the
     # server may install git hooks; and a file holding the bearer token the hook sends (its path
     # goes into the hook; the committer's AGENT_MAIL_TOKEN wins). chalicelib/tools/guard.py.
     guard_allowed_roots: CommaList = []
     guard_token_file: str = ""
     # A client that has not taken its answer for this long is dropped (chalicelib/transports/http_protocol.py).
-    send_timeout_seconds: float = 30.0
+    send_timeout_seconds: float = Field(30.0, gt=0, le=CENTURY_SECONDS)
     # Contact requests an agent, and all agents of a project together, may file per hour
     # (request_contact and macro_contact_handshake; 429 beyond). 0: unlimited.
-    contact_requests_per_agent_per_hour: int = 30
-    contact_requests_per_project_per_hour: int = 300
+    contact_requests_per_agent_per_hour: int = Field(30, ge=0)
+    contact_requests_per_project_per_hour: int = Field(300, ge=0)
     # Attachments (docs/attachments.md): stored once per SHA-256 in ATTACHMENTS_BUCKET (S3) if
     # set, else in ATTACHMENTS_DIR. Base64 content counts against MAX_BODY_BYTES; larger files
     # go through request_attachment_upload first.
     attachments_dir: Path = Path("./data/attachments")
     attachments_bucket: str = ""
-    attachment_max_bytes: int = 25 * 1024 * 1024  # per file
-    attachments_max_bytes_per_message: int = 50 * 1024 * 1024
-    attachments_max_per_message: int = 20
+    attachment_max_bytes: int = Field(25 * 1024 * 1024, ge=1)  # per file
+    attachments_max_bytes_per_message: int = Field(50 * 1024 * 1024, ge=1)
+    attachments_max_per_message: int = Field(20, ge=0)  # 0: no attachments
     # get_attachment returns content inline up to this size, a link above it (MCP answers and
     # API Gateway's 6 MB payload limit stay bounded).
-    attachment_inline_max_bytes: int = 4 * 1024 * 1024
+    attachment_inline_max_bytes: int = Field(4 * 1024 * 1024, ge=0)
     # Attaching a file by path reads the server's disk (inside the project's directory only).
     # Unset: allowed when the server has no authentication (loopback only) and stores locally.
     attachment_paths: bool | None = None
     # Images (PNG, JPEG, BMP, TIFF) are stored as WebP, scaled to fit this many pixels on
-    # the longer side, unless an attachment asks keep_original (0: never convert).
-    attachment_image_max_side: int = 2048
+    # the longer side, unless an attachment asks keep_original (0: never convert). WebP's own limit: 16383.
+    attachment_image_max_side: int = Field(2048, ge=0, le=16383)
     # Content no message names (an upload never sent, what purged mail named) is deleted by the
     # retention run once it is this many days old (0: kept forever), ATTACHMENT_DELETE_DELAY_SECONDS
     # after it was found unnamed, unless a message names it again in the first half of that delay.
-    attachment_unused_days: float = Field(7, ge=0)
-    attachment_delete_delay_seconds: float = Field(3600, ge=0)
+    attachment_unused_days: float = Field(7, ge=0, le=CENTURY_DAYS)
+    attachment_delete_delay_seconds: float = Field(3600, ge=0, le=CENTURY_SECONDS)
     # wait_for_mail (docs/mailbox.md): calls waiting at once per process; beyond, 503 with a retry hint.
-    max_mail_waiters: int = 1000
+    max_mail_waiters: int = Field(1000, ge=1)
     # ... and of one authenticated caller (a credential), so that one cannot take every place: beyond, 429.
     max_mail_waiters_per_caller: int = Field(100, ge=1)
     # Calls of one credential queued or running in a slow lane (invoke.py: slow reads such as
@@ -203,9 +209,9 @@ class Settings(BaseSettings):
     # parallel calls, twice. Beyond, 429 with nothing done (store/fair_lane.py).
     max_slow_calls_per_caller: int = Field(8, ge=1)
     # How long a replica's waiter sleeps between checks (other hosts' mail shows after a pull).
-    mail_wait_poll_seconds: float = 1.0
+    mail_wait_poll_seconds: float = Field(1.0, gt=0, le=CENTURY_SECONDS)
     # Idempotency keys (docs/mailbox.md) are remembered this long; a retry after that runs again.
-    idempotency_key_ttl_seconds: int = 86400
+    idempotency_key_ttl_seconds: int = Field(86400, ge=0, le=CENTURY_SECONDS)
     # Which tools MCP tools/list offers: full (all), core (the everyday ones) or minimal.
     # Every tool stays callable (and on REST); a smaller list costs agents fewer context tokens.
     tools_profile: Literal["full", "core", "minimal"] = "full"
@@ -213,7 +219,7 @@ class Settings(BaseSettings):
     # The web UI's session cookies (chalicelib/web/session.py): the HMAC key (unset: derived from
     # AUTH_BEARER_TOKENS, else random per process) and how long a login lasts.
     ui_session_secret: str = ""
-    ui_session_hours: float = 12.0
+    ui_session_hours: float = Field(12.0, gt=0, le=CENTURY_DAYS * 24)
 
     @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", "guard_allowed_roots", "allowed_hosts",
                      "allowed_origins", mode="before")
@@ -252,4 +258,15 @@ def invalid_setting(exc) -> tuple[str, str]:
     variable, *inside = error["loc"]
     where = ", ".join(f"entry {part + 1}" if isinstance(part, int) else part for part in inside if part not in ("plain", "scoped"))
     problem = error["msg"].removeprefix("Value error, ")
+    if not inside and error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        problem += f" (allowed: {allowed_range(str(variable))})"  # pydantic names the one bound crossed
     return str(variable).upper(), f"{where}: {problem}" if where else problem
+
+
+def allowed_range(setting: str) -> str:
+    """A numeric setting's bounds, as "0 <= PORT <= 65535"."""
+    bounds = {key: getattr(rule, key) for rule in Settings.model_fields[setting].metadata
+              for key in ("ge", "gt", "le", "lt") if hasattr(rule, key)}
+    lower = f"{bounds['ge']} <= " if "ge" in bounds else f"{bounds['gt']} < " if "gt" in bounds else ""
+    upper = f" <= {bounds['le']}" if "le" in bounds else f" < {bounds['lt']}" if "lt" in bounds else ""
+    return f"{lower}{setting.upper()}{upper}"

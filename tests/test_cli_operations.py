@@ -63,6 +63,7 @@ def test_a_file_that_is_not_a_database_is_one_line(settings):
 @pytest.mark.parametrize("variable, value, says", [
     ("PORT", "abc", "valid integer"),
     ("RETENTION_DAYS", "0", "greater than or equal to 1"),
+    ("ARCHIVE_POLL_SECONDS", "inf", "finite number"),
 ])
 def test_a_bad_environment_variable_is_named(settings, monkeypatch, variable, value, says):
     monkeypatch.setenv(variable, value)
@@ -70,6 +71,66 @@ def test_a_bad_environment_variable_is_named(settings, monkeypatch, variable, va
     assert result.exit_code == 2
     assert f"Invalid value for {variable}: " in result.stderr and says in result.stderr
     assert "--database-url" not in result.stderr
+
+
+CENTURY = 36500 * 86400  # seconds
+# Every numeric setting: a value just out of its range, and the range the message gives.
+OUT_OF_RANGE = [
+    ("PORT", "65536", "0 <= PORT <= 65535"),
+    ("SQLITE_BUSY_TIMEOUT_MS", "-1", f"0 <= SQLITE_BUSY_TIMEOUT_MS <= {CENTURY * 1000}"),
+    ("SQLITE_POOL_SIZE", "-1", "0 <= SQLITE_POOL_SIZE"),
+    ("SEARCH_TIMEOUT_MS", str(CENTURY * 1000 + 1), f"1 <= SEARCH_TIMEOUT_MS <= {CENTURY * 1000}"),
+    ("REPLICA_MAX_STALENESS_MS", "-1", f"0 <= REPLICA_MAX_STALENESS_MS <= {CENTURY * 1000}"),
+    ("REPLICA_SYNC_TIMEOUT_MS", "-1", f"0 <= REPLICA_SYNC_TIMEOUT_MS <= {CENTURY * 1000}"),
+    ("STALE_AGENT_SECONDS", "-1", f"0 <= STALE_AGENT_SECONDS <= {CENTURY}"),
+    ("ARCHIVE_BATCH_SIZE", "0", "1 <= ARCHIVE_BATCH_SIZE"),
+    ("ARCHIVE_POLL_SECONDS", "0", f"0 < ARCHIVE_POLL_SECONDS <= {CENTURY}"),
+    ("ARCHIVE_RETRY_SECONDS", "3601", "0 <= ARCHIVE_RETRY_SECONDS <= 3600"),
+    ("ARCHIVE_HEARTBEAT_SECONDS", "0", f"0 < ARCHIVE_HEARTBEAT_SECONDS <= {CENTURY}"),
+    ("ARCHIVE_MAX_LAG_SECONDS", "0", f"0 < ARCHIVE_MAX_LAG_SECONDS <= {CENTURY}"),
+    ("ARCHIVE_KEEP_DONE_DAYS", "-1", "0 <= ARCHIVE_KEEP_DONE_DAYS <= 36500"),
+    ("RETENTION_DAYS", "36501", "1 <= RETENTION_DAYS <= 36500"),
+    ("RETENTION_AGENT_IDLE_DAYS", "1e6", "0 <= RETENTION_AGENT_IDLE_DAYS <= 36500"),
+    ("RETENTION_LEASE_GRACE_DAYS", "36501", "0 <= RETENTION_LEASE_GRACE_DAYS <= 36500"),
+    ("RETENTION_BATCH", "0", "1 <= RETENTION_BATCH"),
+    ("RETENTION_CHUNK", "0", "1 <= RETENTION_CHUNK"),
+    ("RETENTION_EVERY_SECONDS", "-1", f"0 <= RETENTION_EVERY_SECONDS <= {CENTURY}"),
+    ("JWT_LEEWAY_SECONDS", "3601", "0 <= JWT_LEEWAY_SECONDS <= 3600"),
+    ("JWT_JWKS_TIMEOUT_SECONDS", "0", "0 < JWT_JWKS_TIMEOUT_SECONDS <= 60"),
+    ("JWT_JWKS_CACHE_SECONDS", "-1", f"0 <= JWT_JWKS_CACHE_SECONDS <= {CENTURY}"),
+    ("RATE_LIMIT_READS_PER_MINUTE", "-1", "0 <= RATE_LIMIT_READS_PER_MINUTE"),
+    ("RATE_LIMIT_WRITES_PER_MINUTE", "-1", "0 <= RATE_LIMIT_WRITES_PER_MINUTE"),
+    ("MAX_BODY_BYTES", "1023", "1024 <= MAX_BODY_BYTES"),
+    ("SEND_TIMEOUT_SECONDS", "0", f"0 < SEND_TIMEOUT_SECONDS <= {CENTURY}"),
+    ("CONTACT_REQUESTS_PER_AGENT_PER_HOUR", "-1", "0 <= CONTACT_REQUESTS_PER_AGENT_PER_HOUR"),
+    ("CONTACT_REQUESTS_PER_PROJECT_PER_HOUR", "-1", "0 <= CONTACT_REQUESTS_PER_PROJECT_PER_HOUR"),
+    ("ATTACHMENT_MAX_BYTES", "0", "1 <= ATTACHMENT_MAX_BYTES"),
+    ("ATTACHMENTS_MAX_BYTES_PER_MESSAGE", "0", "1 <= ATTACHMENTS_MAX_BYTES_PER_MESSAGE"),
+    ("ATTACHMENTS_MAX_PER_MESSAGE", "-1", "0 <= ATTACHMENTS_MAX_PER_MESSAGE"),
+    ("ATTACHMENT_INLINE_MAX_BYTES", "-1", "0 <= ATTACHMENT_INLINE_MAX_BYTES"),
+    ("ATTACHMENT_IMAGE_MAX_SIDE", "16384", "0 <= ATTACHMENT_IMAGE_MAX_SIDE <= 16383"),
+    ("ATTACHMENT_UNUSED_DAYS", "36501", "0 <= ATTACHMENT_UNUSED_DAYS <= 36500"),
+    ("ATTACHMENT_DELETE_DELAY_SECONDS", "-1", f"0 <= ATTACHMENT_DELETE_DELAY_SECONDS <= {CENTURY}"),
+    ("MAX_MAIL_WAITERS", "0", "1 <= MAX_MAIL_WAITERS"),
+    ("MAX_MAIL_WAITERS_PER_CALLER", "0", "1 <= MAX_MAIL_WAITERS_PER_CALLER"),
+    ("MAIL_WAIT_POLL_SECONDS", "0", f"0 < MAIL_WAIT_POLL_SECONDS <= {CENTURY}"),
+    ("IDEMPOTENCY_KEY_TTL_SECONDS", "-1", f"0 <= IDEMPOTENCY_KEY_TTL_SECONDS <= {CENTURY}"),
+    ("UI_SESSION_HOURS", "0", "0 < UI_SESSION_HOURS <= 876000"),
+]
+
+
+@pytest.mark.parametrize("variable, value, allowed", OUT_OF_RANGE)
+def test_a_numeric_setting_out_of_its_range_stops_start_up_and_says_the_range(settings, monkeypatch, variable, value, allowed):
+    monkeypatch.setenv(variable, value)
+    result = run("tools")
+    assert result.exit_code == 2
+    assert f"Invalid value for {variable}: " in result.stderr and f"(allowed: {allowed})" in result.stderr
+
+
+def test_every_numeric_setting_has_a_range_tried_above():
+    numeric = {name: field for name, field in Settings.model_fields.items() if field.annotation in (int, float, int | None)}
+    assert [name for name, field in numeric.items() if not any(hasattr(rule, "ge") or hasattr(rule, "gt") for rule in field.metadata)] == []
+    assert {name.upper() for name in numeric} == {variable for variable, _, _ in OUT_OF_RANGE}  # a new one goes in the list
 
 
 SECRET = "s3cret-bearer-4f9a"

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from .. import clock
 from ..attachments.storage import storage
-from ..config import Settings, get_settings
+from ..config import CENTURY_DAYS, Settings, get_settings
 from ..errors import InvalidArgument
 from ..fields import ProjectKey
 from ..ids import RANDOM_BITS, first_id_at, stable_id
@@ -47,7 +47,7 @@ class SetRetentionPolicyInput(Input):
         description="keep (forever), purge (delete after `days`), archive_only (bodies only in the git archive"
         " after `days`); null: the server's default (RETENTION_MODE)."
     )
-    days: Annotated[int, Field(ge=1, le=36500)] | None = Field(
+    days: Annotated[int, Field(ge=1, le=CENTURY_DAYS)] | None = Field(
         None, description="Age in days after which messages are purged or archived; null: RETENTION_DAYS."
     )
 
