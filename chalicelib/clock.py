@@ -1,5 +1,6 @@
 """Timestamps: ISO 8601 in UTC with microseconds, so they sort as text."""
 
+import math
 from datetime import datetime, timedelta, timezone
 
 
@@ -32,3 +33,8 @@ def later(timestamp: str, seconds: float) -> str:
 def age_seconds(timestamp: str) -> float:
     """How long ago the stored `timestamp` was."""
     return (datetime.now(timezone.utc) - datetime.fromisoformat(timestamp)).total_seconds()
+
+
+def seconds_until(moment: str, now: str) -> int:
+    """Whole seconds from `now` until `moment` (at least 1): a Retry-After."""
+    return max(1, math.ceil((datetime.fromisoformat(moment) - datetime.fromisoformat(now)).total_seconds()))

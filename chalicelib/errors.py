@@ -94,6 +94,17 @@ def answer_too_large(write: bool = False) -> AnswerTooLarge:
     )
 
 
+class TooManyRequests(ToolError):
+    """Past a limit the caller may wait out: 429 with the seconds until it may (Retry-After)."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, hint: str, retry_after: int) -> None:
+        super().__init__(message, hint)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class Unavailable(ToolError):
     status = 503
     code = "unavailable"

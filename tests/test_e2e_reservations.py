@@ -54,6 +54,17 @@ def test_errors_over_rest(api):
     assert error["code"] == "conflict" and "BlueLake" in error["message"] and error["hint"]
 
 
+def test_an_agent_past_its_active_reservations_gets_a_429_and_reserves_nothing(api):
+    base = {"project_key": "e2e-reservations", "agent_name": "Builder0"}
+    files = [f"hoard/f{n}.py" for n in range(1001)]
+    assert api.post("/api/file_reservation_paths", json={**base, "paths": files[:1000], "ttl_seconds": 600}).status_code == 200
+    refused = api.post("/api/file_reservation_paths", json={**base, "paths": files[999:]})  # one held, one more
+    assert refused.status_code == 429 and 590 < int(refused.headers["Retry-After"]) <= 600
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limited" and "Builder0 holds 1,000 active file reservations; 1 more" in error["message"]
+    assert api.post("/api/release_file_reservations", json=base).json()["released"] == 1000
+
+
 def test_concurrent_acquires_of_a_free_slot_have_one_winner(server, api):
     start = threading.Barrier(len(AGENTS))
     statuses: dict[str, int] = {}

@@ -9,7 +9,7 @@ import pytest
 from chalicelib import clock, invoke
 from chalicelib.store import db
 from chalicelib.config import get_settings
-from chalicelib.errors import Conflict, InvalidArgument, NotFound
+from chalicelib.errors import Conflict, InvalidArgument, NotFound, TooManyRequests
 from chalicelib.tools.agents import agent_id
 from chalicelib.clock import later
 from chalicelib.tools import reservations, tools_by_name
@@ -217,6 +217,60 @@ def test_a_heartbeat_does_not_list_a_lapse_still_held_by_a_wider_active_reservat
     heartbeat = call("renew_file_reservations", project_key=project, agent_name="BlueLake", extend_seconds=600)
     # lib/x.py was exclusive, lib only shared: still news. A shared lapse is held by a shared or exclusive cover.
     assert patterns(heartbeat["lapsed"]) == ["docs/a.md", "lib/x.py", "tools/run.py"]
+
+
+def test_an_agent_and_a_project_hold_a_bounded_number_of_active_reservations(call, project, reserve, monkeypatch):
+    """Security review, session 17: nothing bounded what one credential held, and every conflict
+    check in the project read what was held near its paths (tens of thousands, for `**`)."""
+    monkeypatch.setattr(reservations, "HELD_PER_AGENT", 4)
+    monkeypatch.setattr(reservations, "HELD_PER_PROJECT", 6)
+    first = {r["path_pattern"]: r for r in reserve("BlueLake", "a.py", "b.py", "c.py", ttl_seconds=600)["granted"]}
+    with pytest.raises(TooManyRequests) as refused:
+        reserve("BlueLake", "a.py", "d.py", "e.py", ttl_seconds=3600)  # a.py renewed, 2 more: 5 of 4
+    assert refused.value.status == 429 and "BlueLake holds 3 active file reservations; 2 more" in refused.value.message
+    assert "limit of 4" in refused.value.message and "Nothing was reserved" in refused.value.message
+    assert "release_file_reservations" in refused.value.hint
+    assert 590 < int(refused.value.headers["Retry-After"]) <= 600  # when one of the 3 has expired
+    held = call("list_file_reservations", project_key=project)["file_reservations"]
+    assert sorted((r["path_pattern"], r["expires_ts"]) for r in held) == [(p, first[p]["expires_ts"]) for p in ("a.py", "b.py", "c.py")]
+
+    assert len(reserve("BlueLake", "a.py", "b.py", "c.py", "d.py")["granted"]) == 4  # renewing 3 adds 1: at the limit
+    assert reserve("BlueLake", "a.py", "b.py", ttl_seconds=60)["granted"]  # renewing at the limit
+    call("release_file_reservations", project_key=project, agent_name="BlueLake", paths=["d.py"])
+    reserve("BlueLake", "e.py")  # released: room again
+
+    reserve("GreenCastle", "g1.py", "g2.py")  # 6 in the project: its limit
+    with pytest.raises(TooManyRequests) as refused:
+        reserve("RedStone", "r.py")
+    assert "The agents of work-demo hold 6 active file reservations; 1 more would pass the limit of 6" in refused.value.message
+    assert 50 < int(refused.value.headers["Retry-After"]) <= 60  # a.py and b.py were renewed for 60 s
+    travel(monkeypatch, 61)  # expired ones never count
+    assert reserve("RedStone", "r.py")["granted"]
+
+
+@pytest.mark.sqlite_only  # the plans of SQLite's planner
+@pytest.mark.parametrize(("limit", "index"), [
+    ("HELD_PER_AGENT", "file_reservations_by_agent_expiry (agent_id=? AND released_ts=? AND expires_ts>?)"),
+    ("HELD_PER_PROJECT", "file_reservations_active (project_id=? AND released_ts=? AND expires_ts>?)"),
+])
+def test_what_is_held_is_counted_in_an_index(call, project, reserve, settings, monkeypatch, limit, index):
+    """Counting walks the active reservations' index entries only: not the expired ones retention
+    keeps for a week (RETENTION_LEASE_GRACE_DAYS), nor any table row."""
+    reserve("BlueLake", "a.py")
+    monkeypatch.setattr(reservations, limit, 1)  # the refusal's query too (its Retry-After)
+    statements = []
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        conn.set_trace_callback(statements.append)
+        reserve_tool = tools_by_name()["file_reservation_paths"]
+        with pytest.raises(TooManyRequests):
+            reserve_tool.handler(conn, reserve_tool.input(project_key=project, agent_name="BlueLake", paths=["b.py"]))
+        conn.set_trace_callback(None)
+        held = [sql for sql in statements if "FROM file_reservations WHERE" in sql and "released_ts IS NULL AND expires_ts >" in sql
+                and "id IN" not in sql]  # what is held, by agent then by project, and when there is room
+        plans = [" | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")) for sql in held]
+    assert len(plans) == (2 if limit == "HELD_PER_AGENT" else 3)
+    assert f"USING COVERING INDEX {index}" in plans[-1] and f"USING COVERING INDEX {index}" in plans[-2]
+    assert all("USING COVERING INDEX" in plan and "TEMP B-TREE" not in plan for plan in plans), plans
 
 
 def test_force_release_is_refused_while_the_holder_is_alive(call, project, reserve):

@@ -15,9 +15,7 @@ with request_contact, answered with respond_contact; once approved both may writ
 other until it expires. See docs/contacts.md.
 """
 
-import math
 import sqlite3
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -25,7 +23,7 @@ from pydantic import Field
 from .. import clock
 from ..config import get_settings
 from ..store.db import placeholders
-from ..errors import Conflict, NotAdmitted, NotFound, ToolError
+from ..errors import Conflict, NotAdmitted, NotFound, TooManyRequests
 from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -237,15 +235,6 @@ def _answer(db, project, responder, requester, row, accept: bool, ttl: int, now:
     return stored
 
 
-class TooManyRequests(ToolError):
-    status = 429
-    code = "rate_limited"
-
-    def __init__(self, message: str, hint: str, retry_after: int) -> None:
-        super().__init__(message, hint)
-        self.headers = {"Retry-After": str(retry_after)}
-
-
 FLOOD_WINDOW = 3600  # seconds
 
 
@@ -269,7 +258,7 @@ def refuse_flood(db: sqlite3.Connection, requester: sqlite3.Row, now: str) -> No
             continue
         oldest, count = db.execute(sql, (key, since)).fetchone()
         if count >= limit:
-            wait = _seconds_until(clock.later(oldest, FLOOD_WINDOW), now)
+            wait = clock.seconds_until(clock.later(oldest, FLOOD_WINDOW), now)
             raise TooManyRequests(
                 f"Too many contact requests: {who} filed {count} in the last hour (limit {limit}).",
                 f"Retry after {wait} seconds, or write to agents that already admit you.",
@@ -281,11 +270,6 @@ def ask_again_after(row: sqlite3.Row) -> str:
     """When the requester of a lapsed or declined request may ask again: once it has ended, and
     an hour after it asked (FLOOD_WINDOW)."""
     return max(row["expires_ts"], clock.later(row["requested_ts"], FLOOD_WINDOW))
-
-
-def _seconds_until(moment: str, now: str) -> int:
-    """Whole seconds from `now` until `moment` (at least 1): a Retry-After."""
-    return max(1, math.ceil((datetime.fromisoformat(moment) - datetime.fromisoformat(now)).total_seconds()))
 
 
 class RequestContactInput(Input):
@@ -338,7 +322,7 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
         # soon): asked again at once, each ask would be a new notice in the target's inbox.
         raise TooManyRequests(
             f"{requester['name']} asked {name} for contact at {row['requested_ts']}: one request to an agent an hour.",
-            f"Ask again after {again}, or write to agents that already admit you.", _seconds_until(again, now),
+            f"Ask again after {again}, or write to agents that already admit you.", clock.seconds_until(again, now),
         )
     refuse_flood(db, requester, now)
     if target["contact_policy"] == "open":

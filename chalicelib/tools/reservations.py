@@ -20,7 +20,7 @@ from . import guard
 from ..store.db import placeholders, refresh, transaction
 from ..archive import outbox
 from ..config import get_settings
-from ..errors import Conflict, InvalidArgument, NotFound
+from ..errors import Conflict, InvalidArgument, NotFound, TooManyRequests
 from ..fields import AgentName, Id, ProjectKey
 from .globs import is_glob, overlaps
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
@@ -120,6 +120,11 @@ LOOKUP_CHUNK = 500  # prefixes per query, well under SQLite's limit on parameter
 # Pattern pairs one conflict check may compare (a few µs each). Patterns that start with a glob
 # meet every path: 1,000 of them against a request for 1,000 more held the writer 48 s.
 PAIRS_MAX = 50_000
+# Active reservations one agent, and all agents of a project, may hold: a conflict check reads
+# those near its paths, and one credential that piled up tens of thousands made every later check
+# in its project read them all. An agent reserves tens at a time; a folder or glob holds many files.
+HELD_PER_AGENT = 1_000
+HELD_PER_PROJECT = 10_000
 HOLDERS_LISTED = 100  # holders an answer lists in full; the others are counted (an answer stays small)
 OVERLAPS_LISTED = 10  # conflicts_with listed per reservation of list_file_reservations
 
@@ -304,16 +309,19 @@ def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInp
     reservations that overlap (an exclusive request clashes with any holder, a shared one
     with exclusive holders), with holder, pattern and expiry: message them before you edit.
     A pattern covers everything under it (`src` covers `src/app.py`). Reserving a pattern
-    you already hold renews it with the new ttl, exclusive flag and reason."""
+    you already hold renews it with the new ttl, exclusive flag and reason. An agent holds at
+    most 1,000 active reservations, a project 10,000: past them the call is refused (429) and
+    nothing is reserved; release what you are done with, or reserve folders or globs."""
     project = find_project(db, args.project_key)
     refuse_archived(project)
     agent = find_agent(db, project, args.agent_name)
     paths = list(dict.fromkeys(args.paths))
+    now = clock.now()
+    ids = [reservation_id(project["id"], agent["id"], path) for path in paths]
+    refuse_too_many_held(db, project, agent, ids, now)
     active = ActiveNear(db, project["id"], paths, compared_by(agent["id"], args.exclusive))
     clashes = conflicts(active, agent["id"], paths, args.exclusive, done="Nothing was reserved.")
-    now = clock.now()
     expires = clock.later(now, args.ttl_seconds)
-    ids = [reservation_id(project["id"], agent["id"], path) for path in paths]
     # The leases held are updated, then the others inserted: not an upsert (docs/turso.md).
     db.executemany(
         "UPDATE file_reservations SET exclusive = ?, reason = ?,"
@@ -333,6 +341,37 @@ def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInp
     mark_active(db, agent["id"], now)
     outbox.record_reservations(db, project, ids)
     return Reserved(granted=reservations_by_id(db, ids), conflicts=clashes)
+
+
+def refuse_too_many_held(db: sqlite3.Connection, project: sqlite3.Row, agent: sqlite3.Row, ids: list[int], now: str) -> None:
+    """429, before anything is reserved, if granting the reservations `ids` would take the agent past
+    HELD_PER_AGENT active ones or its project past HELD_PER_PROJECT. Those already active are renewed,
+    not added: renewing stays possible at the limit."""
+    sql = f"SELECT count(*) FROM file_reservations WHERE id IN ({placeholders(ids)}) AND {LIVE}"
+    adding = len(ids) - db.execute(sql, [*ids, now]).fetchone()[0]
+    scopes = ((f"{agent['name']} holds", "agent_id", agent["id"], HELD_PER_AGENT),
+              (f"The agents of {project['slug']} hold", "project_id", project["id"], HELD_PER_PROJECT))
+    for who, column, key, limit in scopes if adding else ():
+        scope = f"{column} = ? AND {LIVE}"  # an index range (file_reservations_by_agent_expiry, _active)
+        # Counted no further than the limit: a project over it (from before there was one) costs no more.
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM file_reservations WHERE {scope} LIMIT ?)"
+        (held,) = db.execute(sql, (key, now, limit + 1)).fetchone()
+        if held + adding > limit:
+            # When enough of them will have expired for these to fit: the Retry-After.
+            room = db.execute(f"SELECT expires_ts FROM file_reservations WHERE {scope} ORDER BY expires_ts LIMIT 1 OFFSET ?",
+                              (key, now, held + adding - limit - 1)).fetchone()
+            raise too_many_held(who, held, adding, limit, room and room[0], now)
+
+
+def too_many_held(who: str, held: int, adding: int, limit: int, room: str | None, now: str) -> TooManyRequests:
+    count = f"more than {limit:,}" if held > limit else f"{held:,}"
+    return TooManyRequests(
+        f"{who} {count} active file reservations; {adding:,} more would pass the limit of {limit:,}. Nothing was reserved.",
+        "Release those no longer needed (release_file_reservations; list_file_reservations shows what is held), or let"
+        f" them expire{f': enough have by {room}' if room else ''}. A folder or glob (src/api/**) holds many files in one"
+        " reservation.",
+        clock.seconds_until(room or clock.later(now, MAX_TTL), now),
+    )
 
 
 def recheck_conflicts(db: sqlite3.Connection, args: FileReservationPathsInput, reserved: Reserved) -> Reserved:
