@@ -455,3 +455,32 @@ def test_overlap_peers_compares_a_bounded_number_of_pairs(project, reserve, sett
         green = agent_id(project_id, "GreenCastle")
         assert overlap_peers(conn, project_id, agent_id(project_id, "BlueLake"), [green]) == set()
     assert 0 < len(compared) <= 200
+
+
+def test_a_check_reads_no_more_reservations_than_it_may_compare(call, project, reserve, settings, monkeypatch):
+    """Security review, session 17: a check read every active reservation near its paths before
+    counting the pairs, so one refused for comparing too many had read them all (for `**`, all the
+    project held). Reading now stops past what it may compare; here, a project over its limit."""
+    reserve("GreenCastle", *star_globs("g", 300))
+    read = []
+
+    class Counted(reservations.ActiveNear):
+        def __init__(self, db, project_id, patterns, *args, **kwargs):
+            super().__init__(db, project_id, patterns, *args, **kwargs)
+            read.append((len(patterns), sum(map(len, self.by_prefix.values()))))
+
+    monkeypatch.setattr(reservations, "ActiveNear", Counted)
+    monkeypatch.setattr(reservations, "PAIRS_MAX", 20)
+    monkeypatch.setattr(reservations, "HELD_PER_AGENT", 10)
+    with pytest.raises(InvalidArgument) as refused:  # a pre-commit check may compare ten times more
+        call("check_file_reservations", project_key=project, paths=["x/y.py"])
+    assert "would compare more pairs of patterns than 200" in refused.value.message
+    with pytest.raises(InvalidArgument) as refused:
+        reserve("BlueLake", "**")
+    assert "would compare more pairs of patterns than 20" in refused.value.message and "Nothing was reserved" in refused.value.message
+    listed = call("list_file_reservations", project_key=project, limit=500)  # its first reservation, compared alone
+    assert len(listed["file_reservations"]) == 1 and listed["next_cursor"]
+    with db.connection(settings) as conn:  # the auto contact policy's question: at most as many patterns as one may hold
+        (project_id,) = conn.execute("SELECT id FROM projects WHERE slug = ?", (project,)).fetchone()
+        overlap_peers(conn, project_id, agent_id(project_id, "GreenCastle"), [agent_id(project_id, "BlueLake")])
+    assert [rows for _, rows in read] == [201, 21, 21, 21, 0] and read[-1][0] == 10

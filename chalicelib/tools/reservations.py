@@ -148,28 +148,41 @@ def _under(prefix: str) -> tuple[str, str]:
     return (prefix + "/", prefix + "0") if prefix else ("", "\U0010ffff")
 
 
+def _lookups(prefixes: list[str]):
+    """(SQL condition, parameters) of each query that reads the reservations near these literal
+    prefixes: those whose prefix is one of their folders, then those under each of them."""
+    folders = sorted({folder for prefix in prefixes for folder in _folders_down_to(prefix)})
+    for start in range(0, len(folders), LOOKUP_CHUNK):
+        chunk = folders[start : start + LOOKUP_CHUNK]
+        yield f"r.path_prefix IN ({placeholders(chunk)})", chunk
+    named = set(prefixes)
+    for prefix in prefixes:
+        if any(folder in named for folder in _folders_down_to(prefix)[:-1]):
+            continue  # under another of the prefixes, whose range holds its own
+        yield "r.path_prefix > ? AND r.path_prefix < ?", _under(prefix)
+
+
 class ActiveNear:
     """A project's active reservations that may overlap some patterns, found by literal prefix
     (the file_reservations_by_prefix index) instead of read all, so a check costs what the
     patterns name, not what the project holds. `near(pattern)` gives those of them that
     may overlap one pattern, oldest first; the caller decides with `covers` or `reserved_by`."""
 
-    def __init__(self, db: sqlite3.Connection, project_id: int, patterns: list[str], among: tuple[str, list] = ("", [])) -> None:
-        """`among`: SQL narrowing the rows read (`compared_by`), and its parameters."""
+    def __init__(self, db: sqlite3.Connection, project_id: int, patterns: list[str], among: tuple[str, list] = ("", []),
+                 pairs_max: int | None = None) -> None:
+        """`among`: SQL narrowing the rows read (`compared_by`), and its parameters. `pairs_max`: the
+        pairs a check may compare (PAIRS_MAX unless given). Each row read is near one of the patterns
+        at least, so reading stops past that many rows (`cut`): comparing them would pass it anyway,
+        and whatever the project holds, a check is refused having read no more."""
+        self.pairs_max = PAIRS_MAX if pairs_max is None else pairs_max
         now, prefixes = clock.now(), sorted({literal_prefix(pattern) for pattern in patterns})
-        active = ACTIVE + among[0]
-        folders = sorted({folder for prefix in prefixes for folder in _folders_down_to(prefix)})
         rows = {}
-        for start in range(0, len(folders), LOOKUP_CHUNK):
-            chunk = folders[start : start + LOOKUP_CHUNK]
-            sql = f"{active} AND r.path_prefix IN ({placeholders(chunk)})"
-            rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *among[1], *chunk)))
-        named = set(prefixes)
-        for prefix in prefixes:
-            if any(folder in named for folder in _folders_down_to(prefix)[:-1]):
-                continue  # under another of the prefixes, whose range holds its own
-            sql = f"{active} AND r.path_prefix > ? AND r.path_prefix < ?"
-            rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *among[1], *_under(prefix))))
+        for where, params in _lookups(prefixes):
+            sql, room = f"{ACTIVE}{among[0]} AND {where} LIMIT ?", self.pairs_max + 1 - len(rows)
+            rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *among[1], *params, room)))
+            if len(rows) > self.pairs_max:
+                break
+        self.cut = len(rows) > self.pairs_max
         self.by_prefix: dict[str, list[sqlite3.Row]] = {}
         for row in rows.values():  # near() puts each answer in order
             self.by_prefix.setdefault(row["path_prefix"], []).append(row)
@@ -205,9 +218,11 @@ class TooManyToCompare(InvalidArgument):
     """A conflict check would compare more than PAIRS_MAX pairs of patterns."""
 
 
-def too_many_to_compare(paths: list[str], pairs: int, pairs_max: int, done: str) -> TooManyToCompare:
+def too_many_to_compare(paths: list[str], pairs: int | None, pairs_max: int, done: str) -> TooManyToCompare:
+    """`pairs`: how many, or None when reading stopped before all were counted (ActiveNear.cut)."""
+    counted = f"{pairs:,} pairs of patterns, more than" if pairs is not None else "more pairs of patterns than"
     return TooManyToCompare(
-        f"Checking these {len(paths)} paths for conflicts would compare {pairs:,} pairs of patterns, more than"
+        f"Checking these {len(paths)} paths for conflicts would compare {counted}"
         f" {pairs_max:,}: the project holds many reservations that could overlap them (a pattern starting with a"
         f" glob, such as *.md or **, may overlap anything).{done and ' ' + done}",
         "Send fewer paths per call, or patterns under a folder (src/api/**, not **/api/**);"
@@ -218,7 +233,8 @@ def too_many_to_compare(paths: list[str], pairs: int, pairs_max: int, done: str)
 def overlap_peers(db: sqlite3.Connection, project_id: int, agent_id: int, among: list[int]) -> set[int]:
     """Those of the agents `among` holding an active reservation that overlaps one of `agent_id`'s.
     Past PAIRS_MAX comparisons it stops: those not found by then are not peers."""
-    mine = [row["path_pattern"] for row in db.execute(ACTIVE + " AND r.agent_id = ?", (project_id, clock.now(), agent_id))]
+    sql = ACTIVE + " AND r.agent_id = ? LIMIT ?"  # as many as an agent may hold, whatever is stored
+    mine = [row["path_pattern"] for row in db.execute(sql, (project_id, clock.now(), agent_id, HELD_PER_AGENT))]
     active = ActiveNear(db, project_id, mine, (f" AND r.agent_id IN ({placeholders(among)})", among))
     peers, budget = set(), PAIRS_MAX
     for pattern in mine:
@@ -256,14 +272,13 @@ class PathConflict(Output):
 
 def conflicts(
     active: ActiveNear, agent_id: int | None, paths: list[str], exclusive: bool, match=covers, done: str = "",
-    pairs_max: int = PAIRS_MAX,
 ) -> list[PathConflict]:
     """For each path, the other agents' active reservations it clashes with: any of them
     for an exclusive request, the exclusive ones for a shared request. Refused (TooManyToCompare,
-    saying `done`) before comparing more than `pairs_max` pairs."""
+    saying `done`) before comparing more than `active.pairs_max` pairs."""
     pairs = sum(map(active.count, paths))
-    if pairs > pairs_max:
-        raise too_many_to_compare(paths, pairs, pairs_max, done)
+    if pairs > active.pairs_max or active.cut:
+        raise too_many_to_compare(paths, None if active.cut else pairs, active.pairs_max, done)
     found, listed = [], 0
     for path in paths:
         holders = [
@@ -410,10 +425,10 @@ def check_file_reservations(db: sqlite3.Connection, args: CheckFileReservationsI
     Each path is taken as a file (a glob is matched as a glob). Reserves nothing."""
     project = find_project(db, args.project_key)
     agent_id = find_agent(db, project, args.agent_name)["id"] if args.agent_name else None
-    active = ActiveNear(db, project["id"], args.paths, compared_by(agent_id, exclusive=False))
     # A pre-commit check answers for a whole commit, and a refusal blocks it: it may compare ten
     # times more than a write (it is a read, on the slow-read thread; the writer is not held).
-    found = conflicts(active, agent_id, args.paths, exclusive=False, match=reserved_by, pairs_max=10 * PAIRS_MAX)
+    active = ActiveNear(db, project["id"], args.paths, compared_by(agent_id, exclusive=False), pairs_max=10 * PAIRS_MAX)
+    found = conflicts(active, agent_id, args.paths, exclusive=False, match=reserved_by)
     return Checked(conflicts=found)
 
 
@@ -732,6 +747,9 @@ def with_conflicts(db: sqlite3.Connection, project_id: int, rows: list[sqlite3.R
     now = clock.now()
     live = {row["id"] for row in rows if row["released_ts"] is None and row["expires_ts"] > now}
     active = ActiveNear(db, project_id, [row["path_pattern"] for row in rows if row["id"] in live])
+    if active.cut:  # past PAIRS_MAX in all (a project over HELD_PER_PROJECT): the page ends at its first active one
+        rows = rows[: next(n for n, row in enumerate(rows) if row["id"] in live) + 1]
+        active = ActiveNear(db, project_id, [rows[-1]["path_pattern"]])
     listed, pairs = [], 0
     for row in rows:
         if row["id"] in live:
