@@ -98,10 +98,13 @@ def reserved_by(path: str, pattern: str) -> bool:
 
 
 def holds_all_of(cover: str, pattern: str) -> bool:
-    """Does `cover` reserve every path `pattern` reserves? Decided only when cover reserves
-    whole folders (what it reserves ends in `**`): every path of `pattern` lies under its
-    literal prefix, so holding that prefix holds them all. Any other cover answers no, which
-    at worst reports a lapse that did not matter, never hides one that did."""
+    """Does `cover` reserve every path `pattern` reserves? A plain path is taken as the file it
+    names, as check_file_reservations and the guard take the paths they are given: `src/*.py`
+    holds `src/api.py` (reserved_by). A glob is held only by a cover that reserves whole folders
+    (what it reserves ends in `**`) holding its literal prefix, under which every path of the glob
+    lies: any other cover answers no, which at worst reports a lapse that did not matter."""
+    if not is_glob(pattern):
+        return reserved_by(pattern, cover)
     whole = subtree(cover)
     if whole == "**":
         return True
@@ -520,7 +523,7 @@ class Renewed(Output):
         " check nobody edited those files meanwhile). Of the reservations named by paths or ids, those expired or"
         f" released; renewing all of them, those that expired in the last {RECENT_LAPSE_SECONDS // 3600} hours (newest"
         f" first, at most {RECENT_LAPSES_LISTED}) and that you have not reserved again (not those you released, nor"
-        " those another active reservation of yours holds as strongly, e.g. src/api.py under src/**)."
+        " those another active reservation of yours holds as strongly, e.g. src/api.py under src/** or src/*.py)."
     )
 
 
@@ -569,18 +572,16 @@ def recently_expired(db: sqlite3.Connection, agent: sqlite3.Row, now: str) -> li
     ).fetchall()
     if not rows:
         return []
-    active = ActiveNear(db, agent["project_id"], [row["path_pattern"] for row in rows])
-    return [reservation(row) for row in rows if not still_held(active, row)]
+    own = ActiveNear(db, agent["project_id"], [row["path_pattern"] for row in rows], (" AND r.agent_id = ?", [agent["id"]]))
+    return [reservation(row) for row in rows if not still_held(own, row)]
 
 
-def still_held(active: ActiveNear, lapsed: sqlite3.Row) -> bool:
-    """Does an active reservation of the same agent hold all of `lapsed`, at least as strongly
+def still_held(own: ActiveNear, lapsed: sqlite3.Row) -> bool:
+    """Does one of the agent's active reservations (`own`) hold all of `lapsed`, at least as strongly
     (an exclusive lapse needs an exclusive cover)? Then reserving it again is no advice to give."""
     return any(
-        cover["agent_id"] == lapsed["agent_id"]
-        and (cover["exclusive"] or not lapsed["exclusive"])
-        and holds_all_of(cover["path_pattern"], lapsed["path_pattern"])
-        for cover in active.near(lapsed["path_pattern"])
+        (cover["exclusive"] or not lapsed["exclusive"]) and holds_all_of(cover["path_pattern"], lapsed["path_pattern"])
+        for cover in own.near(lapsed["path_pattern"])
     )
 
 
