@@ -8,6 +8,7 @@ import pytest
 
 from chalicelib.config import Settings
 from chalicelib.store import db
+from chalicelib.tools import tools_by_name
 from chalicelib.tools.agents import agent_id
 from chalicelib.tools.reservations import (
     HOLDERS_LISTED, OVERLAPS_LISTED, ActiveNear, Reservation, covers, literal_prefix, overlap_peers, reserved_by,
@@ -16,6 +17,7 @@ from chalicelib.tools.reservations import (
 from .sql import migrated_until, sql
 
 pytestmark = pytest.mark.both_backends
+TOOLS = tools_by_name()
 
 AGENTS = ("BlueLake", "GreenCastle", "RedStone")
 LITERAL = ["src", "lib", "app.py", "a", "docs", "srcx"]  # srcx: a name that `src` is a string prefix of
@@ -97,6 +99,25 @@ def test_a_check_reads_only_the_reservations_that_could_overlap(call, project, s
     assert [(c["path"], sorted(h["path_pattern"] for h in c["holders"])) for c in granted["conflicts"]] == [
         ("src", ["src/**/*.py", "src/api", "src/api/v2/x.py"]), ("src*/y.py", ["src/**/*.py", "srcx/y.py"]),
     ]
+
+
+@pytest.mark.sqlite_only  # the plans of SQLite's planner
+def test_the_lookups_walk_the_prefix_index_not_every_active_reservation(call, project, settings):
+    """The folders' lookup (path_prefix IN ...) walked file_reservations_active, every active
+    reservation of the project, to keep those of a few folders: 3.5 ms a check at 10,000 held."""
+    call("file_reservation_paths", project_key=project, agent_name="GreenCastle", paths=[f"docs/d{n}/x.md" for n in range(50)])
+    statements = []
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        conn.set_trace_callback(statements.append)
+        for name, arguments in (("check_file_reservations", {"paths": ["src/api/app.py", "lib/x.py"]}),
+                                ("file_reservation_paths", {"agent_name": "BlueLake", "paths": ["src/api", "*.md"]})):
+            tool = TOOLS[name]
+            tool.handler(conn, tool.input(project_key=project, **arguments))
+        conn.set_trace_callback(None)
+        lookups = [sql for sql in statements if "r.path_prefix" in sql]
+        plans = [" | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")) for sql in lookups]
+    assert len(plans) == 5 and all("SEARCH r USING INDEX file_reservations_by_prefix (project_id=? AND path_prefix" in plan
+                                   for plan in plans), plans
 
 
 @pytest.mark.sqlite_only

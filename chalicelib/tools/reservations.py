@@ -119,6 +119,10 @@ WITH_HOLDER = ("SELECT r.*, a.name AS agent, a.last_active_ts, a.retired_ts"
 
 # Unreleased, unexpired reservations of a project (expired ones never count).
 ACTIVE = WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND r.expires_ts > ?"
+# The same, for rows found by prefix (file_reservations_by_prefix), each one's expiry checked: with
+# the expiry a range it may search, SQLite walked every active reservation of the project instead
+# (file_reservations_active) to find those of a few folders, 3.5 ms at 10,000 held (0.01 ms so).
+ACTIVE_BY_PREFIX = WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND +r.expires_ts > ?"
 LOOKUP_CHUNK = 500  # prefixes per query, well under SQLite's limit on parameters
 # Pattern pairs one conflict check may compare (a few µs each). Patterns that start with a glob
 # meet every path: 1,000 of them against a request for 1,000 more held the writer 48 s.
@@ -181,7 +185,7 @@ class ActiveNear:
         now, prefixes = clock.now(), sorted({literal_prefix(pattern) for pattern in patterns})
         rows = {}
         for where, params in _lookups(prefixes):
-            sql, room = f"{ACTIVE}{among[0]} AND {where} LIMIT ?", self.pairs_max + 1 - len(rows)
+            sql, room = f"{ACTIVE_BY_PREFIX}{among[0]} AND {where} LIMIT ?", self.pairs_max + 1 - len(rows)
             rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *among[1], *params, room)))
             if len(rows) > self.pairs_max:
                 break
