@@ -95,7 +95,9 @@ def answer_too_large(write: bool = False) -> AnswerTooLarge:
 
 
 class TooManyRequests(ToolError):
-    """Past a limit the caller may wait out: 429 with the seconds until it may (Retry-After)."""
+    """Past a limit the caller may wait out: 429 with the seconds until it may (Retry-After). Also a
+    caller's calls past its share (wait_for_mail's places, a slow lane's queue): the caller's to fix,
+    not 503 (the server is not full)."""
 
     status = 429
     code = "rate_limited"
@@ -108,15 +110,6 @@ class TooManyRequests(ToolError):
 class Unavailable(ToolError):
     status = 503
     code = "unavailable"
-
-
-class TooManyWaiting(ToolError):
-    """One caller's calls waiting past its share (wait_for_mail's places, a slow lane's queue): 429,
-    the caller's to fix (not 503: the server is not full)."""
-
-    status = 429
-    code = "rate_limited"
-    headers = {"Retry-After": "5"}
 
 
 class InternalError(ToolError):

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 
-from ..errors import TooManyWaiting
+from ..errors import TooManyRequests
 
 
 class _Job:
@@ -42,7 +42,7 @@ class FairLane:
     awaiting request's context, as run_in_executor would (its result, or its exception).
 
     At most `limit` jobs of one caller are queued or running: one more is refused at once
-    (TooManyWaiting, 429), before anything ran. The caller None (the operator in process, and
+    (TooManyRequests, 429), before anything ran. The caller None (the operator in process, and
     everyone on a server without authentication: one caller) has one queue and no limit, as
     wakeup.Board counts waits. A job whose request is cancelled before it started never runs,
     and gives its caller's place back at once."""
@@ -61,10 +61,10 @@ class FairLane:
         with self.lock:
             count = self.counts.get(caller, 0)
             if caller is not None and count >= limit:
-                raise TooManyWaiting(
+                raise TooManyRequests(
                     f"This credential has {limit} {self.what} queued or running already (MAX_SLOW_CALLS_PER_CALLER).",
                     "Nothing of this call was done. They run one at a time: send the next once one has "
-                    "answered; give each client a credential of its own.",
+                    "answered; give each client a credential of its own.", retry_after=5,
                 )
             self.counts[caller] = count + 1
             self.turns.setdefault(caller, deque()).append(job)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Hashable, Iterable
 
 from ..config import Settings
-from ..errors import TooManyWaiting, Unavailable
+from ..errors import TooManyRequests, Unavailable
 from ..ids import id_at
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,10 @@ class Board:
                     "Retry in a few seconds, or read fetch_inbox instead of waiting.",
                 )
             if caller is not None and self.by_caller.get(caller, 0) >= self.per_caller:
-                raise TooManyWaiting(
+                raise TooManyRequests(
                     f"This credential has {self.per_caller} calls waiting for mail already (MAX_MAIL_WAITERS_PER_CALLER).",
                     "Wait once per agent, each with the previous answer's cursor; give each client a credential of its own.",
+                    retry_after=5,
                 )
             self.count += 1
             if caller is not None:
