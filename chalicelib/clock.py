@@ -25,6 +25,11 @@ def normalize(value: str) -> str:
         raise ValueError(f"{value!r} is out of range in UTC") from None
 
 
+def at(unix_seconds: float) -> str:
+    """The stored timestamp of a moment given in seconds since 1970."""
+    return datetime.fromtimestamp(unix_seconds, timezone.utc).isoformat(timespec="microseconds")
+
+
 def later(timestamp: str, seconds: float) -> str:
     """The stored timestamp `seconds` after `timestamp` (before it, if negative)."""
     return (datetime.fromisoformat(timestamp) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")

@@ -3,15 +3,17 @@ rebuild, verify and restore, on real SQLite databases and real git repositories.
 
 import hashlib
 import json
+from datetime import datetime, timedelta
 import subprocess
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
-from chalicelib import clock, config, invoke
+from chalicelib import clock, config, ids, invoke
 from chalicelib.store import db
 from chalicelib.archive import outbox, rebuild, worker
 from chalicelib.archive import render as rendering
@@ -347,6 +349,44 @@ def test_a_retired_agent_is_restored_retired_and_an_unretired_one_active(call, p
     with db.connection(Settings(database_url=restored)) as conn:
         retired = dict(conn.execute("SELECT name, retired_ts FROM agents"))
     assert retired == {"BlueLake": None, "GreenCastle": None, "RedStone": profile["retired_ts"]}
+
+
+def travel_with_ids(monkeypatch, seconds: float) -> None:
+    """The clock, and the clock of new ids (the archive's versions), `seconds` ahead; later tests get ids of their time again."""
+    travel(monkeypatch, seconds)
+    monkeypatch.setattr(ids, "time", SimpleNamespace(time=lambda: time.time() + seconds))
+    monkeypatch.setattr(ids, "_last", ids._last)
+
+
+def test_a_restore_keeps_when_each_agent_last_acted_so_idle_retention_retires_only_the_idle(call, project, settings, tmp_path,
+                                                                                            archive, monkeypatch):
+    """A restore set every last_active_ts to inception_ts: a day's idle retention then retired agents
+    that had sent mail, reserved files or registered again minutes before (and released their reservations)."""
+    call("register_agent", project_key=project, program="claude-code", model="opus", name="PurpleOwl")
+    call("register_agent", project_key=project, program="claude-code", model="opus", name="QuietFox")
+    call("file_reservation_paths", project_key=project, agent_name="RedStone", paths=["docs/**"], ttl_seconds=3 * 86400)
+    travel_with_ids(monkeypatch, 2 * 86400)  # two days later, four of them act; QuietFox does nothing
+    call("send_message", project_key=project, sender_name="BlueLake", to=["RedStone"], subject="still here", body_md="x")
+    call("file_reservation_paths", project_key=project, agent_name="GreenCastle", paths=["src/**"])
+    call("renew_file_reservations", project_key=project, agent_name="RedStone")
+    call("register_agent", project_key=project, program="claude-code", model="opus", name="PurpleOwl")
+    drain(settings, archive)
+    restored = restore_into(settings, tmp_path / "restored.db")
+    last_active = "SELECT name, last_active_ts FROM agents ORDER BY name"
+    with db.connection(settings) as old, db.connection(restored) as new:
+        before, after = dict(old.execute(last_active)), dict(new.execute(last_active))
+    assert after["BlueLake"] == before["BlueLake"]  # its message's created_ts
+    for name in ("GreenCastle", "RedStone", "PurpleOwl", "QuietFox"):  # a reservation, a renewal, a registration, none:
+        # the time of a file's last write, to the ms, made just after the act
+        assert abs(datetime.fromisoformat(after[name]) - datetime.fromisoformat(before[name])) < timedelta(seconds=1)
+    result = CliRunner().invoke(cli, ["--database-url", restored.database_url, "retention", "run"],
+                                env={"RETENTION_AGENT_IDLE_DAYS": "1", "ARCHIVE_DIR": str(settings.archive_dir),
+                                     "ATTACHMENTS_DIR": str(tmp_path / "attachments")})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["agents_retired"] == 1
+    with db.connection(restored) as conn:
+        assert [name for (name,) in conn.execute("SELECT name FROM agents WHERE retired_ts IS NOT NULL")] == ["QuietFox"]
+        assert conn.execute("SELECT count(*) FROM file_reservations WHERE released_ts IS NULL").fetchone()[0] == 2
 
 
 def test_verify_finds_a_profile_that_does_not_say_its_agent_is_retired(call, project, settings, archive):

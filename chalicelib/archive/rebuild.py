@@ -12,7 +12,7 @@ from itertools import chain
 from dulwich.objects import Blob
 
 from .. import clock
-from ..ids import stable_id
+from ..ids import stable_id, time_of
 from ..store.db import placeholders
 from ..tools.agents import agent_id
 from ..human_keys import normalize_human_key
@@ -362,6 +362,35 @@ class Restorer:
         return agent_id(self.ids[self.folders.get(other, human_key) if other else human_key], name)
 
 
+class Activity:
+    """Each agent's newest act the archive records, for its last_active_ts: a restore must not
+    make agents that worked minutes before look idle (retention would retire them, and a
+    reservation of theirs would look abandoned). The acts: its registration (inception_ts) and
+    its profile's last write unless that retired it (registering again rewrites the profile),
+    the messages it sent, the reservations it took, and a reservation's last write while it is
+    not released (a renewal). A release is left out: another agent's force release, or a
+    retirement, writes it too. Reading mail is no act (docs/retention.md)."""
+
+    def __init__(self, now: str) -> None:
+        self.now = now  # a file's write time is never later than the restore
+        self.newest: dict[int, str] = {}  # agent id -> last_active_ts
+
+    def saw(self, agent: int, *timestamps: str | None) -> None:
+        newest = max(filter(None, timestamps), default="")
+        if newest > self.newest.get(agent, ""):
+            self.newest[agent] = newest
+
+    def written(self, document: dict) -> str | None:
+        """When a profile's or reservation's file was last written: its version is a new_id() made
+        then (outbox.new_versions); None for a file without one. At most the restore's time: a
+        host whose clock ran ahead must not date an act in the future."""
+        version = rendering.version_of(document)
+        return min(clock.at(time_of(version)), self.now) if version else None
+
+    def store(self, db: sqlite3.Connection) -> None:
+        db.executemany("UPDATE agents SET last_active_ts = ? WHERE id = ?", [(ts, agent) for agent, ts in self.newest.items()])
+
+
 def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: items) -> dict[str, int]:
     """Fill an empty database from the archive: projects (archived if their project.json says
     so; one with no agent nor message from its project.json alone) and agents (profiles),
@@ -370,10 +399,10 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     they are restored (the CLI's progress bar). Each project
     is rebuilt under its own human key (from project.json, the profiles and the documents), so
     two projects whose archive folders share a slug stay apart. The archive is read a folder at
-    a time, never whole."""
+    a time, never whole. Each agent's last activity is the newest act the archive records (Activity)."""
     if db.execute("SELECT 1 FROM projects UNION ALL SELECT 1 FROM agents UNION ALL SELECT 1 FROM messages LIMIT 1").fetchone():
         raise ValueError("the database is not empty; restore into a new DATABASE_URL")
-    projects = Restorer(db)
+    projects, activity = Restorer(db), Activity(clock.now())
     counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0}
     folders = archive.folders("projects")
     described = {folder: json.loads(owner) for folder in folders if (owner := archive.read(project_json_path(folder)))}
@@ -398,6 +427,8 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
                  profile["task_description"], profile["inception_ts"], profile["inception_ts"], profile.get("retired_ts"),
                  rendering.version_of(profile) or None),
             )
+            activity.saw(agent_id(project_id, profile["name"]), profile["inception_ts"],
+                         None if profile.get("retired_ts") else activity.written(profile))
             counts["agents"] += 1
 
     def documents():
@@ -410,8 +441,9 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
         human_key = projects.key(entry.get("project_human_key") or projects.folders[folder], folder)
         mid = int(entry["id"])
         project_id = projects.project(human_key, folder, entry["created_ts"])
+        sender = projects.agent(entry["sender"], folder, human_key)
         attachments = [Attachment.model_validate(item) for item in entry.get("attachments", [])]
-        store_message(db, (mid, project_id, projects.agent(entry["sender"], folder, human_key), entry["thread_id"],
+        store_message(db, (mid, project_id, sender, entry["thread_id"],
                            entry["subject"], entry["body_md"], entry["importance"], entry["ack_required"], entry["created_ts"],
                            attachments_json(attachments)))
         for item in attachments:  # the archive's copy, back into the attachment storage
@@ -420,9 +452,10 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
         if entry.get("notice"):  # a system notice: its recipient is in "to", but it is no conversation
             kinds = dict.fromkeys(kinds, "notice")
         store_recipients(
-            db, project_id, entry["thread_id"], mid, projects.agent(entry["sender"], folder, human_key), entry["importance"],
+            db, project_id, entry["thread_id"], mid, sender, entry["importance"],
             entry["ack_required"], kinds, entry["subject"], entry["created_ts"],
         )
+        activity.saw(sender, entry["created_ts"])
         counts["messages"] += 1
     alone = [folder for folder in described if projects.folders[folder] not in projects.ids]  # no agent nor message
     unsaid = [project_json_path(folder) for folder in alone if not projects.states[projects.folders[folder]].get("created_ts")]
@@ -435,13 +468,16 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
         for sha in archived_reservations(archive, [folder]).values():  # one file per reservation, whichever naming
             r = json.loads(archive.repo[sha].data)
             human_key = projects.key(r.get("project_human_key") or projects.folders[folder], folder)
+            holder = projects.agent(r["agent"], folder, human_key)
             db.execute(
                 "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, path_prefix, exclusive, reason,"
                 " created_ts, expires_ts, released_ts, archive_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (int(r["id"]), projects.ids[human_key], projects.agent(r["agent"], folder, human_key), r["path_pattern"],
+                (int(r["id"]), projects.ids[human_key], holder, r["path_pattern"],
                  literal_prefix(r["path_pattern"]), r["exclusive"], r["reason"], r["created_ts"], r["expires_ts"], r["released_ts"],
                  rendering.version_of(r) or None),
             )
+            activity.saw(holder, r["created_ts"], None if r["released_ts"] else activity.written(r))
             counts["file_reservations"] += 1
+    activity.store(db)
     counts["projects"] = len(projects.ids)
     return counts
