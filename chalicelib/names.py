@@ -23,6 +23,10 @@ NOUNS = (
 OVERSEER_NAMES = ("Overseer", "HumanOverseer")
 _RESERVED = frozenset(name.lower() for name in OVERSEER_NAMES)
 
+# A person's profile, as tools/overseer.py makes it (nothing changes it after): how a restore knows a
+# person in an archive written before profiles said their kind (archive/render.py, agent_kind).
+OVERSEER_PROFILE = {"program": "human", "model": "human", "task_description": "Human overseer (web UI)"}
+
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9]{1,63}")
 NAME_RULES = "Agent names are 2-64 letters and digits starting with a letter, e.g. GreenCastle."
 

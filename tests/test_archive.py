@@ -379,14 +379,83 @@ def test_a_restore_keeps_when_each_agent_last_acted_so_idle_retention_retires_on
     for name in ("GreenCastle", "RedStone", "PurpleOwl", "QuietFox"):  # a reservation, a renewal, a registration, none:
         # the time of a file's last write, to the ms, made just after the act
         assert abs(datetime.fromisoformat(after[name]) - datetime.fromisoformat(before[name])) < timedelta(seconds=1)
-    result = CliRunner().invoke(cli, ["--database-url", restored.database_url, "retention", "run"],
-                                env={"RETENTION_AGENT_IDLE_DAYS": "1", "ARCHIVE_DIR": str(settings.archive_dir),
-                                     "ATTACHMENTS_DIR": str(tmp_path / "attachments")})
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["agents_retired"] == 1
+    assert retire_idle(restored, tmp_path, days=1) == 1
     with db.connection(restored) as conn:
         assert [name for (name,) in conn.execute("SELECT name FROM agents WHERE retired_ts IS NOT NULL")] == ["QuietFox"]
         assert conn.execute("SELECT count(*) FROM file_reservations WHERE released_ts IS NULL").fetchone()[0] == 2
+
+
+def retire_idle(settings, tmp_path, days: float) -> int:
+    """`retention run` with RETENTION_AGENT_IDLE_DAYS, as an operator runs it: how many agents it retired."""
+    result = CliRunner().invoke(cli, ["--database-url", settings.database_url, "retention", "run"],
+                                env={"RETENTION_AGENT_IDLE_DAYS": str(days), "ARCHIVE_DIR": str(tmp_path / "retention-archive"),
+                                     "ATTACHMENTS_DIR": str(tmp_path / "attachments")})
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["agents_retired"]
+
+
+def kinds(settings) -> dict[str, str]:
+    with db.connection(settings) as conn:
+        return dict(conn.execute("SELECT name, kind FROM agents"))
+
+
+def test_a_human_overseer_is_restored_a_person_whom_idle_retention_never_retires(call, project, settings, tmp_path, archive,
+                                                                                 monkeypatch):
+    """Profiles did not say whose they were: a restored overseer came back an agent, so ensure_overseer
+    of its name answered 409 and idle retention retired it."""
+    for name in ("Overseer", "Alice"):  # the default name, and one a person chose
+        call("ensure_overseer", project_key=project, overseer_name=name)
+    drain(settings, archive)
+    assert json.loads(archive.read(f"projects/{project}/agents/Alice/profile.json"))["kind"] == "human"
+    assert json.loads(archive.read(f"projects/{project}/agents/BlueLake/profile.json"))["kind"] == "agent"
+    with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
+        rebuild.rebuild(conn, rebuilt)
+        assert rebuilt.files() == archive.files()  # the worker and rebuild agree
+    restored = restore_into(settings, tmp_path / "restored.db")
+    assert kinds(restored) == kinds(settings)
+    with db.connection(restored) as conn:  # open to every agent, as ensure_overseer makes a person
+        assert dict(conn.execute("SELECT name, contact_policy FROM agents WHERE kind = 'human'")) == {"Overseer": "open", "Alice": "open"}
+    assert invoke.call(TOOLS["ensure_overseer"], {"project_key": project, "overseer_name": "Alice"}, restored).kind == "human"
+    travel(monkeypatch, 2 * 86400)
+    assert retire_idle(restored, tmp_path, days=1) == 3  # the three agents; never a person
+    with db.connection(restored) as conn:
+        assert [name for (name,) in conn.execute("SELECT name FROM agents WHERE retired_ts IS NULL ORDER BY name")] == [
+            "Alice", "Overseer"]
+
+
+def test_an_archive_whose_profiles_do_not_say_their_kind_still_verifies_and_restores_its_people(call, project, settings,
+                                                                                                tmp_path, monkeypatch):
+    """Profiles written before they said their kind: a person's reads as ensure_overseer always
+    wrote it (render.agent_kind), whatever its name. An agent that registered with those very words
+    would come back a person: verify lists its profile as different, and a rebuild writes its kind."""
+    def as_before(entry: dict) -> dict[str, bytes]:
+        return layout.agent_files({key: value for key, value in entry.items() if key != "agent_kind"})
+
+    with monkeypatch.context() as before:
+        before.setitem(layout.RENDERERS, "agent", as_before)
+        for name in ("Overseer", "Alice"):
+            call("ensure_overseer", project_key=project, overseer_name=name)
+        with GitArchive.local(settings) as archive:
+            drain(settings, archive)
+    with GitArchive.local(settings) as archive:
+        assert "kind" not in json.loads(archive.read(f"projects/{project}/agents/Alice/profile.json"))
+    verify = ["--database-url", settings.database_url, "archive", "verify"]
+    env = {"ARCHIVE_DIR": str(settings.archive_dir)}
+    result = CliRunner().invoke(cli, verify, env=env)
+    assert result.exit_code == 0, result.output
+    assert kinds(restore_into(settings, tmp_path / "restored.db")) == kinds(settings)
+
+    with monkeypatch.context() as before:
+        before.setitem(layout.RENDERERS, "agent", as_before)
+        call("register_agent", project_key=project, name="MimicFox", program="human", model="human",
+             task_description="Human overseer (web UI)")
+        with GitArchive.local(settings) as archive:
+            drain(settings, archive)
+    result = CliRunner().invoke(cli, verify, env=env)
+    assert result.exit_code == 1 and json.loads(result.stdout)["different"] == [f"projects/{project}/agents/MimicFox/profile.json"]
+    assert CliRunner().invoke(cli, ["--database-url", settings.database_url, "archive", "rebuild"], env=env).exit_code == 0
+    assert CliRunner().invoke(cli, verify, env=env).exit_code == 0
+    assert kinds(restore_into(settings, tmp_path / "rebuilt.db")) == kinds(settings)
 
 
 def test_verify_finds_a_profile_that_does_not_say_its_agent_is_retired(call, project, settings, archive):

@@ -115,6 +115,7 @@ def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:
         "model": agent["model"],
         "task_description": agent["task_description"],
         "inception_ts": agent["inception_ts"],
+        "agent_kind": agent["kind"],  # "kind" names the entry's
         **project_payload(project),
     }
     if agent["retired_ts"]:  # only then: an active agent's profile stays as it was written before

@@ -15,6 +15,7 @@ from .. import clock
 from ..ids import stable_id, time_of
 from ..store.db import placeholders
 from ..tools.agents import agent_id
+from ..tools.overseer import OVERSEER_POLICY
 from ..human_keys import normalize_human_key
 from ..tools.reservations import literal_prefix
 from ..attachments.intake import Attachment
@@ -24,8 +25,8 @@ from ..tools.messages import (
 from . import outbox, render as rendering
 from .gitrepo import GitArchive
 from .render import (
-    agent_dir, attachment_path, batches, message_path, parse_document, project_json_path, render, reservation_id_of_name,
-    second_dir_of_name,
+    agent_dir, agent_kind, attachment_path, batches, message_path, parse_document, project_json_path, render,
+    reservation_id_of_name, second_dir_of_name,
 )
 
 CHUNK = 1000
@@ -157,7 +158,8 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     message whose body retention archived is compared with the body of its file (the only copy
     left): the rest of the document must still match. Each file reservation of the database
     must have its file too (reservation_problems), and an agent's profile must say whether it
-    is retired (profiles written before they said so: different, which a rebuild rewrites), and
+    is retired and, as a restore reads it, whether it is a person (profile_problems; profiles
+    written before they said so: different, which a rebuild rewrites), and
     each project its project.json, saying whether it is archived (project_json_problems)."""
     found = {current_path(path): (path, sha) for path, sha in archive.walk("projects") if path.split("/")[2:3] == ["messages"]}
 
@@ -192,7 +194,7 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     missing, different = reservation_problems(db, archive)
     no_project_json, archived = project_json_problems(archive, projects)
     missing += no_project_json
-    different += retirement_problems(db, archive) + archived
+    different += profile_problems(db, archive) + archived
     return {
         "missing": sorted([*expected.keys() - found.keys(), *missing]),
         "unexpected": unexpected,
@@ -217,13 +219,17 @@ def reservation_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[l
     return missing, different
 
 
-def retirement_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
-    """Agent profiles whose retired_ts is not the database's (a missing profile is no concern here)."""
+def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
+    """Agent profiles whose retired_ts, or kind as a restore reads it (render.agent_kind), is not
+    the database's (a missing profile is no concern here)."""
     different = []
-    for row in db.execute("SELECT a.name, a.retired_ts, p.slug FROM agents a JOIN projects p ON p.id = a.project_id"):
+    for row in db.execute("SELECT a.name, a.retired_ts, a.kind, p.slug FROM agents a JOIN projects p ON p.id = a.project_id"):
         path = f"{agent_dir(row['slug'], row['name'])}/profile.json"
         content = archive.read(path)
-        if content is not None and json.loads(content).get("retired_ts") != row["retired_ts"]:
+        if content is None:
+            continue
+        profile = json.loads(content)
+        if profile.get("retired_ts") != row["retired_ts"] or agent_kind(profile) != row["kind"]:
             different.append(path)
     return different
 
@@ -420,14 +426,17 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             human_key = projects.key(profile["project_human_key"], folder)
             projects.folders.setdefault(folder, human_key)
             project_id = projects.project(human_key, folder, profile["inception_ts"])
+            key, kind = agent_id(project_id, profile["name"]), agent_kind(profile)
             db.execute(
                 "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts,"
-                " retired_ts, archive_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (agent_id(project_id, profile["name"]), project_id, profile["name"], profile["program"], profile["model"],
-                 profile["task_description"], profile["inception_ts"], profile["inception_ts"], profile.get("retired_ts"),
-                 rendering.version_of(profile) or None),
+                " retired_ts, archive_version, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, project_id, profile["name"], profile["program"], profile["model"], profile["task_description"],
+                 profile["inception_ts"], profile["inception_ts"], profile.get("retired_ts"), rendering.version_of(profile) or None,
+                 kind),
             )
-            activity.saw(agent_id(project_id, profile["name"]), profile["inception_ts"],
+            if kind == "human":  # open to every agent, as ensure_overseer made the person (policies are not archived)
+                db.execute("UPDATE agents SET contact_policy = ? WHERE id = ?", (OVERSEER_POLICY, key))
+            activity.saw(key, profile["inception_ts"],
                          None if profile.get("retired_ts") else activity.written(profile))
             counts["agents"] += 1
 

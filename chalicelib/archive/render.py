@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 
 import orjson
 
-from ..names import NAME_PATTERN
+from ..names import NAME_PATTERN, OVERSEER_PROFILE
 
 SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -106,7 +106,23 @@ def agent_files(entry: dict) -> dict[str, bytes]:
     for key in ("retired_ts", "version"):  # only when set: a profile as it was written before they existed
         if entry.get(key):
             profile[key] = entry[key]
+    if entry.get("agent_kind"):  # always, but from an entry queued before profiles said
+        profile["kind"] = entry["agent_kind"]
     return {f"{agent_dir(entry['project'], entry['name'])}/profile.json": to_json(profile), **project_file(entry)}
+
+
+AGENT_KINDS = ("agent", "human")
+
+
+def agent_kind(profile: dict) -> str:
+    """Whose profile this is: "agent", or "human" (a person: ensure_overseer, send_overseer_message).
+    A profile written before profiles said (or saying something else: edited by hand) is a person's
+    if it reads as a person's profile always did (names.OVERSEER_PROFILE, whatever its name: people
+    choose theirs), else an agent's; an agent that registered with those very words comes back a
+    person, which `archive verify` lists as different until a rebuild writes its kind."""
+    if profile.get("kind") in AGENT_KINDS:
+        return profile["kind"]
+    return "human" if all(profile.get(key) == value for key, value in OVERSEER_PROFILE.items()) else "agent"
 
 
 def reservation_files(entry: dict) -> dict[str, bytes]:

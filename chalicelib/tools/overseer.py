@@ -16,7 +16,7 @@ from .. import clock
 from ..archive import outbox
 from ..errors import Conflict
 from ..fields import AgentName, MessageId, ProjectKey, empty_list, given
-from ..names import OVERSEER_NAMES
+from ..names import OVERSEER_NAMES, OVERSEER_PROFILE
 from ..registry import Input, Output, tool
 from ..security.scopes import in_scope
 from ..store.db import placeholders
@@ -28,6 +28,7 @@ from .products import ProductKey, find_product, linked_projects
 from .projects import find_project
 
 OVERSEER, OVERSEER_ELSEWHERE = OVERSEER_NAMES
+OVERSEER_POLICY = "open"  # any agent may write to the person, or answer it
 
 
 class SendOverseerMessageInput(Input):
@@ -65,12 +66,12 @@ def overseer(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3
         name, row = moved, _agent_row(db, project, moved)
     key = agent_id(project["id"], name)
     if row is None:
-        now = clock.now()
-        # contact_policy open: any agent may answer the person.
+        now, profile = clock.now(), OVERSEER_PROFILE
         db.execute(
             "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts,"
-            " contact_policy, kind) VALUES (?, ?, ?, 'human', 'human', 'Human overseer (web UI)', ?, ?, 'open', 'human')",
-            (key, project["id"], name, now, now),
+            " contact_policy, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'human')",
+            (key, project["id"], name, profile["program"], profile["model"], profile["task_description"], now, now,
+             OVERSEER_POLICY),
         )
         row = find_agent(db, project, name)
         outbox.record_agent(db, project, row)
