@@ -12,6 +12,7 @@ transaction, so an invocation never sees another's state. The pool is a cache: l
 it (a new Lambda container) costs only the open.
 """
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -226,6 +227,38 @@ def write_probe(settings: Settings, timeout_seconds: float = 1.0) -> str | None:
     except sqlite3.Error as exc:
         return f"the database cannot be written: {exc}"
     return None
+
+
+def backup(settings: Settings, target: Path) -> int:
+    """Copy the embedded database to `target` with SQLite's online backup API, in one step: one
+    consistent snapshot of what was committed (the WAL's pages included), taken while the server
+    goes on writing (a reader in WAL mode blocks no writer). The copy is made beside `target` and
+    renamed into place, so `target` is never a partial copy; it is left in rollback-journal mode, a
+    single file (the server's migrations set WAL again when it is restored). Its size in bytes."""
+    partial = target.with_name(f"{target.name}.partial")
+    partial.unlink(missing_ok=True)  # left by a backup that was killed
+    try:
+        _online_copy(settings, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, target)
+    return target.stat().st_size
+
+
+def _online_copy(settings: Settings, target: Path) -> None:
+    # mode=rw: a missing database is an error, never a new empty file
+    uri = f"{settings.database_path.resolve().as_uri()}?mode=rw"
+    source = sqlite3.connect(uri, uri=True, timeout=settings.sqlite_busy_timeout_ms / 1000)
+    try:
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)  # all pages in one step: a step that meets a write in between would start over
+            copy.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            copy.close()
+    finally:
+        source.close()
 
 
 def integrity_problems(conn, limit: int = 20) -> list[str]:

@@ -17,6 +17,7 @@ import os
 import sqlite3
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import click
@@ -521,9 +522,41 @@ def retention_run(settings: Settings, budget: int | None) -> None:
     click.echo(dumps(run_retention(settings, budget), compact=False))
 
 
-@cli.group(name="db", short_help="Database maintenance: restore-from-archive.")
+@cli.group(name="db", short_help="Database maintenance: backup, restore-from-archive.")
 def db_group() -> None:
     """Database maintenance."""
+
+
+@db_group.command(name="backup", short_help="Copy the database to a file, while the server runs.")
+@click.argument("path", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+@click.pass_obj
+def backup(settings: Settings, path: Path, force: bool) -> None:
+    """Copy the database (DATABASE_URL, or --database-url) to PATH with SQLite's online backup: a
+    consistent copy of everything committed, taken while the server reads and writes. Restore it
+    by stopping the server and putting it in the database's place (docs/operations.md, "Backups")."""
+    refused = backup_refusal(settings, path, force)
+    if refused:
+        raise click.ClickException(refused)
+    click.echo(dumps({"backup": str(path), "bytes": db.backup(settings, path)}, compact=False))
+
+
+def backup_refusal(settings: Settings, path: Path, force: bool) -> str | None:
+    """Why `db backup` does not write PATH (None: it does)."""
+    if settings.turso_sync_url:
+        return (f"replica mode: {settings.database_path} is this process's replica of TURSO_SYNC_URL, a cache; the primary is"
+                " the source of truth: back it up where it runs (Turso Cloud: point-in-time restore; docs/operations.md, \"Backups\")")
+    if not settings.database_path.is_file():
+        return f"no database at {settings.database_path}"
+    if not path.parent.is_dir():
+        return f"no directory {path.parent}"
+    if path.exists() and not force:
+        return f"{path} exists; choose another path, or --force to replace it"
+    if path.resolve() == settings.database_path.resolve():
+        return f"{path} is the database itself; choose another path"
+    if Path(f"{path}-wal").exists():  # replacing a database under its WAL would corrupt it
+        return f"{path}-wal exists: {path} is in use (or was not closed); choose another path"
+    return None
 
 
 @db_group.command(name="restore-from-archive", short_help="Fill an empty database from the archive.")

@@ -1,0 +1,150 @@
+"""`db backup`: SQLite's online backup of the embedded database, taken while it is written, and
+what restoring such a backup keeps that a restore from the git archive loses (read and ack marks,
+agent tokens, contact policies, products, build slots, retention policies). Real SQLite files,
+real git, the real CLI."""
+
+import json
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from chalicelib import invoke
+from chalicelib.archive.gitrepo import GitArchive
+from chalicelib.archive.worker import drain
+from chalicelib.config import Settings
+from chalicelib.errors import Forbidden
+from chalicelib.store import db
+from chalicelib.tools import messages, tools_by_name
+from chalicelib.transports.cli import cli
+
+TOOLS = tools_by_name()
+
+
+def run(settings: Settings, *args: str, env: dict | None = None):
+    return CliRunner().invoke(cli, ["--database-url", settings.database_url, *args], env=env)
+
+
+def subjects(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        return [subject for (subject,) in conn.execute("SELECT subject FROM messages ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def send(call, project: str, subject: str) -> None:
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md="x")
+
+
+def test_a_backup_taken_while_a_send_is_mid_transaction_holds_everything_committed_and_nothing_else(call, project, settings,
+                                                                                                    tmp_path, held):
+    committed = [f"m{number}" for number in range(10)]
+    for subject in committed:
+        send(call, project, subject)
+    shutil.copy(settings.database_path, tmp_path / "file-alone.db")  # without its -wal: what a plain copy of the file has
+    assert len(subjects(tmp_path / "file-alone.db")) < len(committed)  # the newest commits are in the WAL only
+    started, go_on, _ = held(messages, "mark_active")  # a send holding its write transaction, its message stored
+    writer = threading.Thread(target=send, args=(call, project, "in flight"))
+    writer.start()
+    try:
+        assert started.wait(timeout=10)
+        result = run(settings, "db", "backup", str(tmp_path / "backup.db"))  # not blocked by the writer
+    finally:
+        go_on.set()
+        writer.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"backup": str(tmp_path / "backup.db"), "bytes": (tmp_path / "backup.db").stat().st_size}
+    assert subjects(tmp_path / "backup.db") == committed  # consistent: integrity_check ok, the WAL's commits, no half send
+    assert subjects(settings.database_path)[-1] == "in flight"  # which then committed
+
+
+def test_a_restored_backup_keeps_marks_tokens_and_settings_that_a_restore_from_the_archive_loses(call, project, settings,
+                                                                                                 tmp_path):
+    token = call("register_agent", project_key=project, program="claude-code", model="opus", name="PurpleOwl")["registration_token"]
+    call("set_contact_policy", project_key=project, agent_name="PurpleOwl", policy="open")
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["PurpleOwl"], subject="please ack",
+                body_md="x", ack_required=True)["message"]
+    call("acknowledge_message", project_key=project, agent_name="PurpleOwl", message_id=sent["id"])  # read and acknowledged
+    call("ensure_product", product_key="acme")
+    call("products_link", product_key="acme", project_key=project)
+    call("acquire_build_slot", project_key=project, agent_name="PurpleOwl", slot="frontend-build")
+    call("set_retention_policy", project_key=project, mode="purge", days=30)
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    assert run(settings, "db", "backup", str(tmp_path / "backup.db")).exit_code == 0
+    # The restore: the server stopped, the backup put in the database's place, the server started (migrations run forward).
+    shutil.copy(tmp_path / "backup.db", tmp_path / "from-backup.db")
+    from_backup = Settings(database_url=f"sqlite:///{tmp_path}/from-backup.db", require_agent_tokens=True)
+    result = run(from_backup, "db", "restore-from-archive", env={"ARCHIVE_DIR": str(settings.archive_dir)})
+    assert result.exit_code == 1 and "not empty" in result.stderr  # it is whole already
+    assert run(Settings(database_url=f"sqlite:///{tmp_path}/from-archive.db"), "db", "restore-from-archive",
+               env={"ARCHIVE_DIR": str(settings.archive_dir)}).exit_code == 0
+    from_archive = Settings(database_url=f"sqlite:///{tmp_path}/from-archive.db", require_agent_tokens=True)
+
+    assert kept(from_backup, project, token) == {
+        "read": True, "acknowledged": True, "policy": "open", "products": 1, "slots": 1, "retention": "purge"}
+    with pytest.raises(Forbidden):  # the archive has no tokens: PurpleOwl cannot act until an operator issues one
+        kept(from_archive, project, token)
+    assert kept(from_archive.model_copy(update={"require_agent_tokens": False}), project, token) == {
+        "read": False, "acknowledged": False, "policy": "auto", "products": 0, "slots": 0, "retention": None}
+
+
+def kept(settings: Settings, project: str, token: str) -> dict:
+    """What a restore kept of the state the test made: PurpleOwl's marks (read with its token), its
+    contact policy, the product, the build slot and the retention policy."""
+    def call(tool: str, **arguments):
+        return invoke.call(TOOLS[tool], arguments, settings).model_dump(mode="json")
+
+    [message] = call("fetch_inbox", project_key=project, agent_name="PurpleOwl", registration_token=token)["messages"]
+    whois = call("whois", project_key=project, agent_name="PurpleOwl")
+    return {"read": message["read_ts"] is not None, "acknowledged": message["ack_ts"] is not None,
+            "policy": whois["contact_policy"], "products": len(call("list_products")["products"]),
+            "slots": len(call("list_build_slots", project_key=project)["slots"]),
+            "retention": call("get_retention_policy", project_key=project)["mode"]}
+
+
+def test_after_a_restore_from_the_archive_an_operator_issues_each_agent_a_token(call, project, settings, tmp_path):
+    """With authentication on, agents need their tokens, which the archive does not keep: the
+    operator's CLI, with agent tokens off for that command only, rotates one (docs/security.md)."""
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    restored = Settings(database_url=f"sqlite:///{tmp_path}/restored.db")
+    assert run(restored, "db", "restore-from-archive", env={"ARCHIVE_DIR": str(settings.archive_dir)}).exit_code == 0
+    rotate = ("rotate-agent-token", "--project-key", project, "--agent-name", "BlueLake")
+    auth_on = {"AUTH_BEARER_TOKENS": "operator-token"}
+    refused = run(restored, *rotate, env=auth_on)
+    assert refused.exit_code == 1 and json.loads(refused.stderr)["error"]["code"] == "forbidden"
+    issued = run(restored, *rotate, env={**auth_on, "REQUIRE_AGENT_TOKENS": "false"})
+    assert issued.exit_code == 0, issued.output
+    token = json.loads(issued.stdout)["registration_token"]
+    with_tokens = restored.model_copy(update={"require_agent_tokens": True})
+    arguments = {"project_key": project, "agent_name": "BlueLake", "registration_token": token}
+    assert invoke.call(TOOLS["fetch_inbox"], arguments, with_tokens).messages == []
+
+
+def test_backup_refuses_to_overwrite_unless_forced_and_makes_no_sense_on_a_replica(call, project, settings, tmp_path):
+    target = tmp_path / "backup.db"
+    target.write_bytes(b"an older backup")
+    refused = run(settings, "db", "backup", str(target))
+    assert refused.exit_code == 1 and "exists; choose another path, or --force" in refused.stderr
+    assert target.read_bytes() == b"an older backup"
+    assert run(settings, "db", "backup", "--force", str(target)).exit_code == 0
+    assert subjects(target) == []  # a database now: the project, its agents, no mail
+    itself = run(settings, "db", "backup", "--force", str(settings.database_path))
+    assert itself.exit_code == 1 and "is the database itself" in itself.stderr
+    Path(f"{target}-wal").write_bytes(b"")  # a database in use: replaced under its WAL, it would be corrupt
+    in_use = run(settings, "db", "backup", "--force", str(target))
+    assert in_use.exit_code == 1 and "-wal exists" in in_use.stderr
+    missing = run(Settings(database_url=f"sqlite:///{tmp_path}/none.db"), "db", "backup", str(tmp_path / "b.db"))
+    assert missing.exit_code == 1 and "no database at" in missing.stderr
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "b.db").exists()
+    replica = run(settings, "db", "backup", str(tmp_path / "r.db"), env={"TURSO_SYNC_URL": "http://127.0.0.1:9"})
+    assert replica.exit_code == 1 and "the primary is the source of truth" in replica.stderr
+    assert not (tmp_path / "r.db").exists()
