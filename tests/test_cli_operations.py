@@ -213,11 +213,13 @@ def test_serve_port_0_picks_a_free_port_and_names_it(settings, monkeypatch):
 
 
 def test_doctor_on_a_new_server_finds_nothing_to_archive_yet(tmp_path):
-    """No entry, no repository: that is a new server, not a missing archive."""
+    """No entry, no repository: that is a new server (its database made on start), not a missing archive."""
     from chalicelib.config import Settings
     from chalicelib.ops import doctor
+    from chalicelib.store import db
 
     settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", archive_dir=tmp_path / "archive")
+    db.migrate(settings)
     finding = doctor.archive(settings)
     assert finding.ok and finding.detail.startswith("nothing to archive yet") and not (tmp_path / "archive").exists()
 

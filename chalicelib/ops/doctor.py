@@ -1,7 +1,8 @@
 """`python -m chalicelib doctor [--repair]`: what is wrong with this installation, and the
 command that fixes it. `--repair` applies the fixes that lose nothing: apply migrations,
 rebuild the full-text index, rewrite the git archive from the database, retry failed
-archive entries now.
+archive entries now. Without --repair it writes nothing: the checks read the database as it
+is (db.as_it_is: not migrated, read-only).
 
 Each check is a function (settings) -> Finding; they run in order, each on its own, so one
 broken part does not hide the others.
@@ -9,6 +10,7 @@ broken part does not hide the others.
 
 import shutil
 import socket
+import sqlite3
 from dataclasses import dataclass
 from typing import Callable
 
@@ -59,7 +61,7 @@ def disk_space(settings: Settings) -> Finding:
 def database(settings: Settings) -> Finding:
     if settings.turso_sync_url:
         return Finding("database", True, "replica mode: the primary keeps the data (see the Turso check)")
-    with db.connection(settings) as conn:
+    with db.as_it_is(settings) as conn:
         problems = db.integrity_problems(conn)
     if problems:
         return Finding("database", False, "PRAGMA integrity_check: " + "; ".join(problems),
@@ -68,21 +70,30 @@ def database(settings: Settings) -> Finding:
 
 
 def migrations(settings: Settings) -> Finding:
-    with db.connection(settings) as conn:
+    with db.as_it_is(settings) as conn:
+        applied = db.applied_migrations(conn)
         missing = db.missing_migrations(conn)
+    try:
+        db.refuse_newer_schema(applied)
+    except db.NewerSchema as exc:
+        return Finding("migrations", False, str(exc), "upgrade Agent Mail")
     if missing:
         def repair(progress) -> str:
             db.migrate(settings)
             return f"applied {len(missing)} migrations"
 
-        return Finding("migrations", False, "not applied: " + ", ".join(missing), "python -m chalicelib migrate", repair)
+        # Not applied here: once they are, a build older than this one refuses the database.
+        named = ", ".join(missing) if len(missing) <= 3 else f"{missing[0]} ... {missing[-1]}"
+        return Finding("migrations", False, f"{len(missing)} migration{'s' if len(missing) > 1 else ''} pending ({named}): they"
+                       " run when the server starts, or doctor --repair (then builds older than this one refuse the database)",
+                       "start the server, or python -m chalicelib doctor --repair", repair)
     return Finding("migrations", True, "all applied")
 
 
 def project_keys(settings: Settings) -> Finding:
     from ..tools.projects import misspelled_keys
 
-    with db.connection(settings) as conn, db.transaction(conn, write=False):
+    with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
         found = misspelled_keys(conn)
     if found:
         named = [f"{row['slug']} keeps {row['human_key']}: " + (f"{normal} is project {holder}" if holder else f"not {normal}")
@@ -95,7 +106,8 @@ def project_keys(settings: Settings) -> Finding:
 def search(settings: Settings) -> Finding:
     if settings.turso_sync_url:
         return Finding("search index", True, "replica mode: the sidecar index catches up before every search")
-    with db.connection(settings) as conn:
+    # FTS5's integrity-check is an INSERT (one that changes nothing): a read-only connection refuses it.
+    with db.as_it_is(settings, writable=True) as conn, db.transaction(conn, write=False):
         problem = search_index.fts_problem(conn)
     if problem:
         def repair(progress) -> str:
@@ -114,15 +126,15 @@ def archive(settings: Settings) -> Finding:
     from ..archive.gitrepo import GitArchive, NoArchive
     from ..archive.migrate import migrate_layout
 
-    with db.connection(settings) as conn, db.transaction(conn, write=False):
+    with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
         status = outbox.status(conn, None)
     if status["pending"]:  # files of pending entries are not written yet: nothing to compare
         return Finding("git archive", True, f"{status['pending']} entries still to archive; compared when none are pending")
     try:
-        with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings, create=False) as repo:
+        with db.as_it_is(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings, create=False) as repo:
             problems = rebuild.verify(conn, repo)
     except NoArchive:  # (not created here: a mistyped ARCHIVE_DIR would look like an empty archive)
-        with db.connection(settings) as conn, db.transaction(conn, write=False):
+        with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
             entries = rebuild.count_entries(conn)
         if not entries:  # a new server: nothing to archive yet, so no repository either
             return Finding("git archive", True, f"nothing to archive yet ({settings.archive_dir} comes with the first entry)")
@@ -148,7 +160,7 @@ def archive(settings: Settings) -> Finding:
 def worker(settings: Settings) -> Finding:
     if not settings.archive_enabled or settings.archive_queue_url:
         return Finding("archive worker", True, "no local worker (archive off, or SQS drives it)")
-    with db.connection(settings) as conn, db.transaction(conn, write=False):
+    with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
         beat = heartbeats.last(conn, heartbeats.ARCHIVE_WORKER)
         status = outbox.status(conn, None)
     if status["failed"]:
@@ -188,5 +200,7 @@ def examine(settings: Settings) -> list[Finding]:
         try:
             findings.append(check(settings))
         except Exception as exc:  # a check that cannot run is itself a finding
-            findings.append(Finding(check.__name__.replace("_", " "), False, f"could not check: {type(exc).__name__}: {exc}"))
+            behind = any(finding.check == "migrations" and finding.repair for finding in findings)
+            before = " before the pending migrations are applied" if behind and isinstance(exc, sqlite3.OperationalError) else ""
+            findings.append(Finding(check.__name__.replace("_", " "), False, f"could not check{before}: {type(exc).__name__}: {exc}"))
     return findings

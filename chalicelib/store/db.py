@@ -14,7 +14,9 @@ it (a new Lambda container) costs only the open.
 
 import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from ..config import Settings
 from . import upkeep
@@ -156,7 +158,7 @@ def apply_migrations(conn, on_replica: bool) -> None:
     with transaction(conn, write=True):
         # Only our own table: a replica also holds Turso's (turso_cdc, turso_sync_*), never touched.
         conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_ts TEXT NOT NULL)")
-        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        applied = applied_migrations(conn)
         refuse_newer_schema(applied)
         for version, sql in migrations():
             if version in applied:
@@ -199,10 +201,36 @@ def split_statements(sql: str) -> list[str]:
     return statements
 
 
+def applied_migrations(conn) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+
+
 def missing_migrations(conn) -> list[str]:
     """Migrations on disk that this database has not applied."""
-    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    applied = applied_migrations(conn)
     return [version for version, _ in migrations() if version not in applied]
+
+
+@contextmanager
+def as_it_is(settings: Settings, writable: bool = False):
+    """A connection to the database as it is, for doctor: not migrated (an operator checking a
+    database before an upgrade must still be able to go back to the build that wrote it), and
+    read-only unless `writable`. On a replica, this process's replica, pulled now."""
+    if settings.turso_sync_url:
+        the_replica = replica(settings)
+        try:
+            yield the_replica.lend(max_staleness_ms=0)
+        finally:
+            the_replica.give_back()
+        return
+    uri = f"file:{quote(str(settings.database_path.resolve()))}?mode={'rw' if writable else 'ro'}"  # never creates it
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                           timeout=settings.sqlite_busy_timeout_ms / 1000)
+    conn.row_factory = sqlite3.Row
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def write_probe(settings: Settings, timeout_seconds: float = 1.0) -> str | None:
