@@ -5,17 +5,22 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from chalicelib.store import db
 
-from .servers import ROOT
+from .servers import ROOT, running_server
 
 
-def doctor(database: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "ARCHIVE_DIR": str(database.parent / "archive"), **env}
-    return subprocess.run([sys.executable, "-m", "chalicelib", "doctor", *args], cwd=ROOT, env=environ,
-                          capture_output=True, text=True, timeout=120)
+def run(database: Path, *args: str, archive: Path | None = None) -> subprocess.CompletedProcess:
+    """The CLI (python -m chalicelib) on this database and archive (by default, `archive` beside it)."""
+    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "ARCHIVE_DIR": str(archive or database.parent / "archive")}
+    return subprocess.run([sys.executable, "-m", "chalicelib", *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120)
+
+
+def doctor(database: Path, *args: str, archive: Path | None = None) -> subprocess.CompletedProcess:
+    return run(database, "doctor", *args, archive=archive)
 
 
 def older_build_database(path: Path) -> str:
@@ -61,3 +66,54 @@ def test_doctor_names_a_database_of_a_newer_build(tmp_path):
     assert checked.returncode == 1
     assert "FAIL  migrations      the database has migrations this build of Agent Mail does not know (9999_from_the_future)" in checked.stdout
     assert "fix: upgrade Agent Mail" in checked.stdout
+
+
+def archive_of_two_projects(tmp_path: Path) -> Path:
+    """An archive holding two projects, written from their database (tmp_path/mail/db.sqlite)."""
+    database = tmp_path / "mail" / "db.sqlite"
+    for key in ("/srv/shop", "/srv/web"):
+        assert run(database, "ensure-project", "--human-key", key).returncode == 0
+    drained = run(database, "archive", "drain")
+    assert drained.returncode == 0, drained.stderr
+    return database.parent / "archive"
+
+
+def test_doctor_says_there_is_no_database_and_creates_none(tmp_path):
+    """A mistyped DATABASE_URL: doctor created an empty database and called the archive 'foreign'."""
+    archive = archive_of_two_projects(tmp_path)
+    typo = tmp_path / "mial" / "db.sqlite"
+    checked = doctor(typo, archive=archive)
+    assert checked.returncode == 1
+    assert f"FAIL  database       no database at {typo}; the archive {archive} holds 2 projects" in checked.stdout, checked.stdout
+    assert "check DATABASE_URL" in checked.stdout and "python -m chalicelib db restore-from-archive" in checked.stdout
+    assert "could not check" not in checked.stdout  # the checks that read it are not run
+    assert not typo.parent.exists()
+
+
+def test_doctor_on_an_empty_database_beside_an_archive_of_projects_names_both_fixes(tmp_path):
+    archive = archive_of_two_projects(tmp_path)
+    empty = tmp_path / "new" / "db.sqlite"
+    assert run(empty, "migrate", archive=archive).returncode == 0  # as a server started on it would leave it
+    checked = doctor(empty, archive=archive)
+    assert checked.returncode == 1
+    assert (f"FAIL  git archive     the database {empty} is empty but the archive {archive} holds 2 projects"
+            " (srv-shop, srv-web)") in checked.stdout, checked.stdout
+    assert ("fix: DATABASE_URL may name the wrong file (set it to this archive's database), or restore this database from the"
+            " archive: python -m chalicelib db restore-from-archive") in checked.stdout
+    # Once it archived a project of its own, the rest is what no rebuild from it removes: no --repair offered.
+    assert run(empty, "ensure-project", "--human-key", "/srv/other", archive=archive).returncode == 0
+    assert run(empty, "archive", "drain", archive=archive).returncode == 0
+    checked = doctor(empty, archive=archive)
+    assert "FAIL  git archive     archive and database differ: 2 foreign: files of mail or projects this database does not have" in checked.stdout
+    assert "check that DATABASE_URL is this archive's database" in checked.stdout and "--repair" not in checked.stdout
+
+
+def test_a_server_on_an_empty_database_beside_an_archive_of_projects_warns_at_start(tmp_path):
+    archive = archive_of_two_projects(tmp_path)
+    log = tmp_path / "server.log"
+    with running_server(tmp_path / "new" / "db.sqlite", stderr=log, ARCHIVE_DIR=str(archive)):
+        deadline = time.monotonic() + 60
+        while "is empty but the archive" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    warned = [line for line in log.read_text().splitlines() if "is empty but the archive" in line]
+    assert len(warned) == 1 and "a second history" in warned[0] and "db restore-from-archive" in warned[0], log.read_text()[-2000:]

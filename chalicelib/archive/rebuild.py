@@ -115,6 +115,24 @@ def count_entries(db: sqlite3.Connection) -> int:
     return sum(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables)
 
 
+def projects_beside_empty_database(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
+    """The archive's project folders when the database has no project at all (else []): a new,
+    empty database beside an archive that holds projects is most likely a mistyped DATABASE_URL
+    (or a database still to restore), and mail archived from it starts a second history there."""
+    if db.execute("SELECT 1 FROM projects LIMIT 1").fetchone():
+        return []
+    return archive.folders("projects")
+
+
+def empty_database_advice(settings, folders: list[str]) -> tuple[str, str]:
+    """(what is wrong, the two likely fixes) for projects_beside_empty_database's folders."""
+    named = ", ".join(folders[:5]) + (", ..." if len(folders) > 5 else "")
+    return (f"the database {settings.database_path} is empty but the archive {settings.archive_dir} holds"
+            f" {len(folders)} projects ({named})",
+            "DATABASE_URL may name the wrong file (set it to this archive's database), or restore this database"
+            " from the archive: python -m chalicelib db restore-from-archive")
+
+
 def rebuild(db: sqlite3.Connection, archive: GitArchive, on_batch=lambda n: None) -> int:
     """Write every entity of the database into the archive, CHUNK entries (or BATCH_MAX_BYTES
     of content) per commit (per project); what is already there does not change. The

@@ -124,6 +124,7 @@ def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
         # A beat before the layout check: that runs on idle CPU, which a busy machine may not
         # have for a while, and the worker that just took the lock should show at once.
         beat_at = beat()
+        warn_if_beside_empty_database(settings, archive)
         git(migrate_layout, archive)
         while not stopping.is_set() and not parent_gone():
             try:
@@ -144,6 +145,19 @@ def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
                 error, done = f"{type(exc).__name__}: {exc}"[:500], 0
             if done < settings.archive_batch_size:
                 stopping.wait(settings.archive_poll_seconds)
+
+
+def warn_if_beside_empty_database(settings: Settings, archive: GitArchive) -> None:
+    """Said at start, not refused: a first run beside an archive that holds no project (the usual
+    first run) says nothing; `doctor` says the same while the database is empty."""
+    from .rebuild import empty_database_advice, projects_beside_empty_database
+
+    with connection(settings) as conn, transaction(conn, write=False):
+        folders = projects_beside_empty_database(conn, archive)
+    if folders:
+        wrong, fixes = empty_database_advice(settings, folders)
+        log.warning("%s: what this database archives will be committed into that archive, a second history beside"
+                    " theirs. %s", wrong, fixes)
 
 
 def prune(settings: Settings) -> int:

@@ -12,6 +12,7 @@ import shutil
 import socket
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..archive import outbox
@@ -22,6 +23,7 @@ from ..store import db, heartbeats, search_index
 from .supervisor import exclusive, holder
 
 LOW_DISK_BYTES = 1 << 30
+STRANGERS = ("unexpected", "foreign")  # what archive verify finds that no rebuild from this database removes
 
 
 @dataclass
@@ -44,12 +46,11 @@ def configuration(settings: Settings) -> Finding:
 
 
 def disk_space(settings: Settings) -> Finding:
-    places = {settings.database_path.parent.resolve()}
+    places = {existing(settings.database_path.parent)}
     if settings.archive_enabled:
-        places.add(settings.archive_dir.resolve().parent)
+        places.add(existing(settings.archive_dir.parent))
     low = []
     for place in sorted(places):
-        place.mkdir(parents=True, exist_ok=True)
         usage = shutil.disk_usage(place)
         if usage.free < LOW_DISK_BYTES or usage.free < usage.total * 0.05:
             low.append(f"{place}: {usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.0f}")
@@ -58,15 +59,42 @@ def disk_space(settings: Settings) -> Finding:
     return Finding("disk space", True, "enough free space for the database and the archive")
 
 
+def existing(path: Path) -> Path:
+    """The nearest directory that exists at or above `path` (doctor creates none)."""
+    path = path.resolve()
+    while not path.is_dir() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def database(settings: Settings) -> Finding:
     if settings.turso_sync_url:
         return Finding("database", True, "replica mode: the primary keeps the data (see the Turso check)")
+    if not settings.database_path.is_file():  # the checks that read it are skipped (examine)
+        folders = archived_projects(settings)
+        held = f"; the archive {settings.archive_dir} holds {len(folders)} projects" if folders else ""
+        return Finding("database", False, f"no database at {settings.database_path}{held}",
+                       "check DATABASE_URL (the server creates its database when it first starts)"
+                       + (", or restore it from the archive: python -m chalicelib db restore-from-archive" if folders else ""))
     with db.as_it_is(settings) as conn:
         problems = db.integrity_problems(conn)
     if problems:
         return Finding("database", False, "PRAGMA integrity_check: " + "; ".join(problems),
                        "restore it: move the file aside, then python -m chalicelib db restore-from-archive")
     return Finding("database", True, f"{settings.database_path}: integrity_check ok")
+
+
+def archived_projects(settings: Settings) -> list[str]:
+    """The archive's project folders ([] without an archive)."""
+    from ..archive.gitrepo import GitArchive, NoArchive
+
+    if not settings.archive_enabled:
+        return []
+    try:
+        with GitArchive.local(settings, create=False) as repo:
+            return repo.folders("projects")
+    except NoArchive:
+        return []
 
 
 def migrations(settings: Settings) -> Finding:
@@ -132,6 +160,8 @@ def archive(settings: Settings) -> Finding:
         return Finding("git archive", True, f"{status['pending']} entries still to archive; compared when none are pending")
     try:
         with db.as_it_is(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings, create=False) as repo:
+            if folders := rebuild.projects_beside_empty_database(conn, repo):  # verify would call them all foreign
+                return Finding("git archive", False, *rebuild.empty_database_advice(settings, folders))
             problems = rebuild.verify(conn, repo)
     except NoArchive:  # (not created here: a mistyped ARCHIVE_DIR would look like an empty archive)
         with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
@@ -142,6 +172,10 @@ def archive(settings: Settings) -> Finding:
     if not any(problems.values()):
         return Finding("git archive", True, f"{settings.archive_dir} holds every message")
     counts = ", ".join(f"{len(paths)} {kind}" for kind, paths in problems.items() if paths)
+    if not any(paths for kind, paths in problems.items() if kind not in STRANGERS):  # a rebuild would write nothing
+        return Finding("git archive", False, f"archive and database differ: {counts}: files of mail or projects this"
+                       " database does not have", "check that DATABASE_URL is this archive's database (archive verify"
+                       " lists the files; a rebuild leaves them)")
 
     def repair(progress) -> str:
         # The worker of a running server writes the same repository: rewrite only while none runs.
@@ -199,6 +233,8 @@ def examine(settings: Settings) -> list[Finding]:
     for check in CHECKS:
         try:
             findings.append(check(settings))
+        except db.NoDatabase:
+            continue  # the database check says so, once
         except Exception as exc:  # a check that cannot run is itself a finding
             behind = any(finding.check == "migrations" and finding.repair for finding in findings)
             before = " before the pending migrations are applied" if behind and isinstance(exc, sqlite3.OperationalError) else ""

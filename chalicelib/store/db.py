@@ -211,11 +211,15 @@ def missing_migrations(conn) -> list[str]:
     return [version for version, _ in migrations() if version not in applied]
 
 
+class NoDatabase(FileNotFoundError):
+    """as_it_is found no database file: it creates none (a mistyped DATABASE_URL would look like a new, empty one)."""
+
+
 @contextmanager
 def as_it_is(settings: Settings, writable: bool = False):
-    """A connection to the database as it is, for doctor: not migrated (an operator checking a
-    database before an upgrade must still be able to go back to the build that wrote it), and
-    read-only unless `writable`. On a replica, this process's replica, pulled now."""
+    """A connection to the database as it is, for doctor: not created (NoDatabase), not migrated
+    (an operator checking a database before an upgrade must still be able to go back to the build
+    that wrote it), and read-only unless `writable`. On a replica, this process's replica, pulled now."""
     if settings.turso_sync_url:
         the_replica = replica(settings)
         try:
@@ -223,6 +227,8 @@ def as_it_is(settings: Settings, writable: bool = False):
         finally:
             the_replica.give_back()
         return
+    if not settings.database_path.is_file():
+        raise NoDatabase(f"no database at {settings.database_path}")
     uri = f"file:{quote(str(settings.database_path.resolve()))}?mode={'rw' if writable else 'ro'}"  # never creates it
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
                            timeout=settings.sqlite_busy_timeout_ms / 1000)
