@@ -11,6 +11,7 @@ from pathlib import Path
 from chalicelib.store import db
 
 from .servers import ROOT, running_server
+from .sql import migrated_until
 
 
 def run(database: Path, *args: str, archive: Path | None = None) -> subprocess.CompletedProcess:
@@ -25,14 +26,8 @@ def doctor(database: Path, *args: str, archive: Path | None = None) -> subproces
 
 def older_build_database(path: Path) -> str:
     """A database as the build before the newest migration left it; that migration's version."""
-    *before, (newest, _) = db.migrations()
-    with sqlite3.connect(path, isolation_level=None) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_ts TEXT NOT NULL)")
-        for version, sql in before:
-            for statement in db.split_statements(sql):
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (version,))
+    newest = db.migrations()[-1][0]
+    migrated_until(path, newest).close()
     return newest
 
 
