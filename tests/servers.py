@@ -22,14 +22,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(database: Path, stderr: Path | None = None, **env: str):
-    """Yield the base URL of a uvicorn server on `database` (its log into `stderr`, if given);
-    stop it afterwards."""
+def running_server(database: Path, stderr: Path | None = None, ready: str = "/ready", **env: str):
+    """Yield the base URL of a uvicorn server on `database` (its log into `stderr`, if given) once
+    `ready` answers 200 (/health for a server meant not to be ready); stop it afterwards."""
     environ = {"ARCHIVE_DIR": str(database.parent / "archive"), "ATTACHMENTS_DIR": str(database.parent / "attachments"), **env}
     with _running(
         lambda port: [sys.executable, "-m", "uvicorn", "chalicelib.transports.asgi:app", "--host", "127.0.0.1", "--port", str(port),
                       "--http", HTTP_PROTOCOL, "--log-level", "warning", "--no-access-log"],
-        database, environ, ready="/ready", stderr=stderr,
+        database, environ, ready=ready, stderr=stderr,
     ) as url:
         yield url
 

@@ -2,6 +2,7 @@
 mistyped DATABASE_URL, an archive directory the worker cannot write (docs/operations.md)."""
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +25,11 @@ def doctor(database: Path, *args: str, archive: Path | None = None) -> subproces
     return run(database, "doctor", *args, archive=archive)
 
 
+def table(result: subprocess.CompletedProcess) -> str:
+    """doctor's output with its columns' padding made two spaces (a longer check name widens them)."""
+    return re.sub(" {2,}", "  ", result.stdout)
+
+
 def older_build_database(path: Path) -> str:
     """A database as the build before the newest migration left it; that migration's version."""
     newest = db.migrations()[-1][0]
@@ -44,7 +50,7 @@ def test_doctor_reports_pending_migrations_and_leaves_them_to_the_server_or_repa
 
     checked = doctor(database)
     assert checked.returncode == 1, checked.stdout + checked.stderr
-    assert f"FAIL  migrations      1 migration pending ({newest}): they run when the server starts, or doctor --repair" in checked.stdout
+    assert f"FAIL  migrations  1 migration pending ({newest}): they run when the server starts, or doctor --repair" in table(checked)
     assert applied(database) == before  # the older build still opens it
 
     repaired = doctor(database, "--repair")
@@ -59,7 +65,7 @@ def test_doctor_names_a_database_of_a_newer_build(tmp_path):
         conn.execute("INSERT INTO schema_migrations VALUES ('9999_from_the_future', 'then')")
     checked = doctor(database)
     assert checked.returncode == 1
-    assert "FAIL  migrations      the database has migrations this build of Agent Mail does not know (9999_from_the_future)" in checked.stdout
+    assert "FAIL  migrations  the database has migrations this build of Agent Mail does not know (9999_from_the_future)" in table(checked)
     assert "fix: upgrade Agent Mail" in checked.stdout
 
 
@@ -79,7 +85,7 @@ def test_doctor_says_there_is_no_database_and_creates_none(tmp_path):
     typo = tmp_path / "mial" / "db.sqlite"
     checked = doctor(typo, archive=archive)
     assert checked.returncode == 1
-    assert f"FAIL  database       no database at {typo}; the archive {archive} holds 2 projects" in checked.stdout, checked.stdout
+    assert f"FAIL  database  no database at {typo}; the archive {archive} holds 2 projects" in table(checked), checked.stdout
     assert "check DATABASE_URL" in checked.stdout and "python -m chalicelib db restore-from-archive" in checked.stdout
     assert "could not check" not in checked.stdout  # the checks that read it are not run
     assert not typo.parent.exists()
@@ -91,15 +97,15 @@ def test_doctor_on_an_empty_database_beside_an_archive_of_projects_names_both_fi
     assert run(empty, "migrate", archive=archive).returncode == 0  # as a server started on it would leave it
     checked = doctor(empty, archive=archive)
     assert checked.returncode == 1
-    assert (f"FAIL  git archive     the database {empty} is empty but the archive {archive} holds 2 projects"
-            " (srv-shop, srv-web)") in checked.stdout, checked.stdout
+    assert (f"FAIL  git archive  the database {empty} is empty but the archive {archive} holds 2 projects"
+            " (srv-shop, srv-web)") in table(checked), checked.stdout
     assert ("fix: DATABASE_URL may name the wrong file (set it to this archive's database), or restore this database from the"
             " archive: python -m chalicelib db restore-from-archive") in checked.stdout
     # Once it archived a project of its own, the rest is what no rebuild from it removes: no --repair offered.
     assert run(empty, "ensure-project", "--human-key", "/srv/other", archive=archive).returncode == 0
     assert run(empty, "archive", "drain", archive=archive).returncode == 0
     checked = doctor(empty, archive=archive)
-    assert "FAIL  git archive     archive and database differ: 2 foreign: files of mail or projects this database does not have" in checked.stdout
+    assert "FAIL  git archive  archive and database differ: 2 foreign: files of mail or projects this database does not have" in table(checked)
     assert "check that DATABASE_URL is this archive's database" in checked.stdout and "--repair" not in checked.stdout
 
 

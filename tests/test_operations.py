@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .aws_events import API_HOST
 from .servers import ROOT, running_server
+from .test_doctor import table
 
 FAST = {"ARCHIVE_HEARTBEAT_SECONDS": "0.2", "ARCHIVE_POLL_SECONDS": "0.05"}
 
@@ -192,6 +193,28 @@ def test_ready_fails_with_the_reason_and_recovers(tmp_path):
         # Recovers: the worker's git work runs on idle CPU, so on a loaded machine an entry may
         # briefly stay pending past this test's 1 s bound.
         wait_for(lambda: ready(url)[0] == 200, timeout=30, what=lambda: f"/ready to recover: {ready(url)[1]}")
+
+
+def test_a_worker_that_keeps_dying_stays_down_until_it_has_run_a_while_and_doctor_says_why(tmp_path):
+    """ARCHIVE_DIR's lock not writable: the worker died at each start, /ready flapped between 200
+    (the moments it ran) and 503, and doctor said `ok archive worker has never run`."""
+    lock = tmp_path / "archive.lock"
+    lock.mkdir()  # the worker opens its lock file to append: it dies at start, again and again
+    log = tmp_path / "server.log"
+    with running_server(tmp_path / "db.sqlite", stderr=log, ready="/health", **FAST) as url:
+        wait_for(lambda: log.read_text().count("archive worker exited with status 1") >= 2, what="two restarts")
+        assert ready(url)[0] == 503
+        checked = cli(tmp_path, "doctor")
+        assert f"FAIL  archive directory  {lock}: Is a directory: the archive worker cannot start" in table(checked), checked.stdout
+        assert "FAIL  archive worker  not running: it died " in table(checked) and "(exited with status 1)" in checked.stdout
+
+        lock.rmdir()  # the next restart runs: up once it has run a while, not at once
+        pid = worker_pid(url)
+        status, body = ready(url)
+        assert status == 503 and any("restarted less than a minute ago" in problem for problem in body["problems"]), body
+        checked = cli(tmp_path, "doctor")
+        assert f"ok  archive worker  running (pid {pid}" in table(checked), checked.stdout
+        assert "ok  archive directory" in table(checked)
 
 
 def metrics(url: str, **headers) -> dict:

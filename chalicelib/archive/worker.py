@@ -178,14 +178,23 @@ class LocalWorker:
         if settings.turso_sync_url:  # a replica file serves one process: the worker gets its own
             path = settings.database_path
             environment["DATABASE_URL"] = f"sqlite:///{path.with_name(f'{path.stem}.archive-worker{path.suffix}')}"
-        self.child = Supervised("archive worker", [sys.executable, "-m", "chalicelib", "archive", "work"], environment)
+        self.settings = settings
+        self.started_ts = clock.now()
+        self.child = Supervised("archive worker", [sys.executable, "-m", "chalicelib", "archive", "work"], environment,
+                                on_exit=self.record_exit)
 
     def start(self) -> None:
         self.child.start()
 
     @property
-    def alive(self) -> bool:
-        return self.child.alive
+    def up(self) -> bool:
+        """Running, and not dying soon after every restart (Supervised.up): what /ready reports."""
+        return self.child.up
+
+    def record_exit(self, status: int, restarts: int) -> None:
+        """For doctor (heartbeats.ARCHIVE_EXITS), which cannot ask this process."""
+        with connection(self.settings) as conn, transaction(conn, write=True):
+            heartbeats.beat(conn, heartbeats.ARCHIVE_EXITS, os.getpid(), self.started_ts, restarts, f"exited with status {status}")
 
     def stop(self) -> None:
         self.child.stop()

@@ -8,6 +8,7 @@ Each check is a function (settings) -> Finding; they run in order, each on its o
 broken part does not hide the others.
 """
 
+import os
 import shutil
 import socket
 import sqlite3
@@ -60,9 +61,9 @@ def disk_space(settings: Settings) -> Finding:
 
 
 def existing(path: Path) -> Path:
-    """The nearest directory that exists at or above `path` (doctor creates none)."""
+    """The nearest path that exists at or above `path` (doctor creates none)."""
     path = path.resolve()
-    while not path.is_dir() and path != path.parent:
+    while not path.exists() and path != path.parent:
         path = path.parent
     return path
 
@@ -191,11 +192,45 @@ def archive(settings: Settings) -> Finding:
     return Finding("git archive", False, f"archive and database differ: {counts}", "python -m chalicelib doctor --repair (or: archive rebuild)", repair)
 
 
+def archive_directory(settings: Settings) -> Finding:
+    if not settings.archive_enabled or settings.archive_queue_url:
+        return Finding("archive directory", True, "no local worker (archive off, or SQS drives it)")
+    problems = [problem for problem in (cannot_write(lock_path(settings), directory=False),
+                                        cannot_write(settings.archive_dir, directory=True)) if problem]
+    if problems:  # the worker dies at start, and its server restarts it, in vain
+        return Finding("archive directory", False, "; ".join(problems) + ": the archive worker cannot start",
+                       "let the server's user write there, or set ARCHIVE_DIR to a directory it can write")
+    return Finding("archive directory", True, f"{settings.archive_dir} and its lock file are writable by this user")
+
+
+def cannot_write(path: Path, directory: bool) -> str | None:
+    """Why this user could not write `path` (a directory, or a file opened to append, as the worker
+    opens its lock), or create it; None if it could. Creates nothing."""
+    if not path.exists():
+        parent = existing(path.parent)
+        if not parent.is_dir():
+            return f"{parent} is not a directory"
+        return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable by this user"
+    if directory:
+        if not path.is_dir():
+            return f"{path} is not a directory"
+        return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable by this user"
+    try:
+        with open(path, "a"):  # writes nothing
+            return None
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+
+
+RECENT_EXIT_SECONDS = 180  # a worker that keeps dying dies at least this often (backoff: at most 60 s)
+
+
 def worker(settings: Settings) -> Finding:
     if not settings.archive_enabled or settings.archive_queue_url:
         return Finding("archive worker", True, "no local worker (archive off, or SQS drives it)")
     with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
         beat = heartbeats.last(conn, heartbeats.ARCHIVE_WORKER)
+        exits = heartbeats.last(conn, heartbeats.ARCHIVE_EXITS)
         status = outbox.status(conn, None)
     if status["failed"]:
         def repair(progress) -> str:
@@ -205,6 +240,10 @@ def worker(settings: Settings) -> Finding:
         return Finding("archive worker", False, f"{status['failed']} entries failed (retried with backoff);"
                        f" the oldest's error: {status['failed_error']}",
                        "python -m chalicelib doctor --repair (retries them now)", repair)
+    if exits and exits["age_seconds"] < RECENT_EXIT_SECONDS and (beat is None or beat["started_ts"] < exits["heartbeat_ts"]):
+        return Finding("archive worker", False, f"not running: it died {exits['restarts']} times under the server (pid"
+                       f" {exits['pid']} on {exits['host']}), the last {exits['age_seconds']:.0f} s ago ({exits['last_error']}),"
+                       " and no worker has run since", "the worker's error is in the server's log (see also: archive directory)")
     if beat is None:
         return Finding("archive worker", True, "has never run (it runs with the server)")
     if beat["age_seconds"] > 3 * settings.archive_heartbeat_seconds:
@@ -225,7 +264,7 @@ def turso(settings: Settings) -> Finding:
     return Finding("turso", True, f"{settings.turso_sync_url} answers")
 
 
-CHECKS = [configuration, disk_space, database, migrations, project_keys, search, archive, worker, turso]
+CHECKS = [configuration, disk_space, database, migrations, project_keys, search, archive, archive_directory, worker, turso]
 
 
 def examine(settings: Settings) -> list[Finding]:

@@ -3,9 +3,10 @@ database cannot take a write, migrations are missing, the local archive worker i
 the git archive is stuck (its oldest pending entry older than ARCHIVE_MAX_LAG_SECONDS: a
 worker that hangs, or one starved of CPU for that long). /health stays a cheap liveness check.
 
-"Down" is the supervisor's word (its child process is not running), not a stale heartbeat:
-the worker runs at idle priority, so a busy machine may starve it for a while; that shows as
-lag, and becomes a problem only past the bound.
+"Down" is the supervisor's word (its child process is not running, or was restarted after dying
+less than a minute ago: a worker that dies soon after each start stays down rather than flap), not
+a stale heartbeat: the worker runs at idle priority, so a busy machine may starve it for a while;
+that shows as lag, and becomes a problem only past the bound.
 """
 
 from ..archive import outbox
@@ -16,8 +17,9 @@ from ..tools.health import HealthCheckInput, health_check
 
 def report(settings: Settings, worker_alive: bool | None) -> tuple[int, dict]:
     """(status, body) of GET /ready: health_check's answer and the problems found (503 if any).
-    `worker_alive`: whether the archive worker this server supervises is running (None: it
-    runs none, e.g. on AWS, where SQS drives the archive). Blocking (up to ~1 s)."""
+    `worker_alive`: whether the archive worker this server supervises is up (Supervised.up: running,
+    and not just restarted after dying, so one that dies soon after each start does not flap; None:
+    it runs none, e.g. on AWS, where SQS drives the archive). Blocking (up to ~1 s)."""
     found = []
     unwritable = write_probe(settings)
     if unwritable:
@@ -29,7 +31,8 @@ def report(settings: Settings, worker_alive: bool | None) -> tuple[int, dict]:
     if missing:
         found.append(f"migrations not applied: {', '.join(missing)} (run: python -m chalicelib migrate)")
     if worker_alive is False:
-        found.append("the archive worker is down: its supervisor restarts it (see the server's log)")
+        found.append("the archive worker is down, or died and was restarted less than a minute ago (it counts as up once it"
+                     " has run a minute): its supervisor restarts it (see the server's log; python -m chalicelib doctor)")
     if archive and archive["lag_seconds"] > settings.archive_max_lag_seconds:
         found.append(f"the git archive is stuck: {archive['pending']} entries pending, the oldest"
                      f" {archive['lag_seconds']:.0f} s old (ARCHIVE_MAX_LAG_SECONDS={settings.archive_max_lag_seconds:g})")

@@ -52,18 +52,24 @@ def parent_gone() -> bool:
     return bool(parent) and os.getppid() != int(parent)
 
 
+STEADY_SECONDS = 60.0  # a restarted child that ran this long is well again: backoff back to 1 s, and `up`
+
+
 class Supervised:
     """A child process restarted with backoff (1 s doubling to `max_backoff`; back to 1 s
-    after it ran for a minute) until stop()."""
+    after it ran for STEADY_SECONDS) until stop(). `on_exit(status, restarts)` is told of each
+    death (restarts: how many so far, this one's included)."""
 
     def __init__(self, name: str, command: list[str], env: dict[str, str], preexec: Callable[[], None] | None = None,
-                 max_backoff: float = 60.0) -> None:
+                 max_backoff: float = 60.0, on_exit: Callable[[int, int], None] | None = None) -> None:
         self.name = name
         self.command = command
         self.env = env
         self.preexec = preexec
         self.max_backoff = max_backoff
+        self.on_exit = on_exit
         self.process: subprocess.Popen | None = None
+        self.started = 0.0  # time.monotonic() of the last spawn
         self.restarts = 0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,6 +83,12 @@ class Supervised:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def up(self) -> bool:
+        """Alive, and either never died or restarted at least STEADY_SECONDS ago: a child that
+        keeps dying soon after each start is down, not up for the moments it runs."""
+        return self.alive and (self.restarts == 0 or time.monotonic() - self.started >= STEADY_SECONDS)
+
     def _spawn(self) -> None:
         parent = os.getpid()
         env = {**self.env, PARENT_ENV: str(parent), RESTARTS_ENV: str(self.restarts)}
@@ -88,19 +100,24 @@ class Supervised:
             bind_to_parent(parent)()
 
         self.process = subprocess.Popen(self.command, env=env, preexec_fn=preexec)
+        self.started = time.monotonic()
 
     def _watch(self) -> None:
         # The child's PDEATHSIG follows the thread that forked it: restarts fork from this
         # thread, which lives until stop().
         backoff = 1.0
         while not self._stopping.is_set():
-            started = time.monotonic()
             code = self.process.wait()
             if self._stopping.is_set():
                 return
-            if time.monotonic() - started > 60:
+            if time.monotonic() - self.started > STEADY_SECONDS:
                 backoff = 1.0
             log.warning("%s exited with status %s; restarting in %.0f s", self.name, code, backoff)
+            if self.on_exit:
+                try:
+                    self.on_exit(code, self.restarts + 1)
+                except Exception:  # a report that fails must not end the supervision
+                    log.warning("could not record the exit of %s", self.name, exc_info=True)
             if self._stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, self.max_backoff)

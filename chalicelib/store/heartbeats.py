@@ -8,6 +8,9 @@ from .. import clock
 from ..ids import stable_id
 
 ARCHIVE_WORKER = "archive"  # a database's outbox has one archive (worker) at a time
+# Written by the server when its archive worker dies (pid: the server's; restarts; last_error: the
+# exit status): a worker that dies before its first heartbeat leaves no other trace doctor can read.
+ARCHIVE_EXITS = "archive exits"
 
 
 def beat(db: sqlite3.Connection, name: str, pid: int, started_ts: str, restarts: int, last_error: str | None = None) -> None:

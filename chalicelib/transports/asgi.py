@@ -235,7 +235,7 @@ def create_app(settings: Settings | None = None):
     async def ready() -> Response:
         """Readiness: 200 when the database takes writes, every migration is applied and the git
         archive keeps up; else 503 with the problems (chalicelib/ops/readiness.py)."""
-        status, body = await asyncio.to_thread(readiness.report, settings, worker.alive if worker else None)
+        status, body = await asyncio.to_thread(readiness.report, settings, worker.up if worker else None)
         return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
     archive_status = tools_by_name()["archive_status"]
