@@ -118,3 +118,35 @@ def test_a_server_on_an_empty_database_beside_an_archive_of_projects_warns_at_st
             time.sleep(0.2)
     warned = [line for line in log.read_text().splitlines() if "is empty but the archive" in line]
     assert len(warned) == 1 and "a second history" in warned[0] and "db restore-from-archive" in warned[0], log.read_text()[-2000:]
+
+
+def test_a_damaged_search_index_answers_503_naming_the_repair_until_doctor_rebuilds_it(tmp_path):
+    """FTS5's 'database disk image is malformed' was a 500 'Retry; if it keeps failing...'."""
+    import httpx
+
+    database, log = tmp_path / "db.sqlite", tmp_path / "server.log"
+    with running_server(database, stderr=log) as url:
+        def call(tool: str, **arguments) -> httpx.Response:
+            return httpx.post(f"{url}/api/{tool}", json=arguments, timeout=30)
+
+        slug = call("ensure_project", human_key="/work/fts").json()["slug"]
+        for name in ("BlueLake", "GreenCastle"):
+            assert call("register_agent", project_key=slug, name=name, program="p", model="m").status_code == 200
+        assert call("set_contact_policy", project_key=slug, agent_name="GreenCastle", policy="open").status_code == 200
+        assert call("send_message", project_key=slug, sender_name="BlueLake", to=["GreenCastle"], subject="zebra crossing",
+                    body_md="unusual words").status_code == 200
+        with sqlite3.connect(database) as conn:  # a block of the index's words goes (1 and 10: its averages and structure)
+            conn.execute("DELETE FROM messages_fts_data WHERE id = (SELECT min(id) FROM messages_fts_data WHERE id > 10)")
+
+        for _ in range(2):
+            damaged = call("search_messages", project_key=slug, query="zebra")
+            assert damaged.status_code == 503, damaged.text
+            error = damaged.json()["error"]
+            assert error["code"] == "unavailable" and "search index is damaged" in error["message"]
+            assert "python -m chalicelib doctor --repair" in error["hint"]
+        assert doctor(database, "--repair").returncode == 0
+        found = call("search_messages", project_key=slug, query="zebra")
+        assert found.status_code == 200 and [hit["subject"] for hit in found.json()["results"]] == ["zebra crossing"]
+    logged = [line for line in log.read_text().splitlines() if "full-text index is damaged" in line]
+    assert len(logged) == 2 and "database disk image is malformed" in logged[0], log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()

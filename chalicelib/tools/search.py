@@ -33,6 +33,7 @@ Bounded ranking, so a search costs the same at a million messages as at ten thou
   reads a bounded start (SNIPPET_CHARS; search_narrowing.py leaves the rest to the index).
 """
 
+import logging
 import re
 import sqlite3
 from time import monotonic
@@ -43,7 +44,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ..config import get_settings
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, Unavailable
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, empty_list
 from ..registry import Input, Output, tool
 from ..store.db import placeholders
@@ -53,6 +54,8 @@ from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
 from .search_narrowing import Narrowed, narrowed
 from .search_syntax import SNIPPET_CHARS, fts5_query, fts5_terms, fts5_phrases, literal_query, snippet, snippet_terms
+
+log = logging.getLogger(__name__)
 
 WINDOW = 500  # matches ranked together; see the module docstring
 FILTERED_WINDOW = 50  # with filters, fewer: finding each match may take reading many that fail them
@@ -321,10 +324,12 @@ def _time_budget(index):
         index.set_progress_handler(lambda: monotonic() > deadline, STEPS_BETWEEN_CHECKS)
         try:
             yield
-        except sqlite3.OperationalError as exc:
-            if not _interrupted(exc):
-                raise
-            raise _too_long() from None
+        except sqlite3.DatabaseError as exc:  # caught here, not looked for: a search costs nothing more
+            if _interrupted(exc):
+                raise _too_long() from None
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT_VTAB:  # FTS5's word for its own damage
+                raise _damaged_index(exc) from None
+            raise
         finally:
             index.set_progress_handler(None, STEPS_BETWEEN_CHECKS)
 
@@ -345,7 +350,18 @@ def _too_long() -> InvalidArgument:
     )
 
 
-def _interrupted(exc: sqlite3.OperationalError) -> bool:
+def _damaged_index(exc: sqlite3.DatabaseError) -> Unavailable:
+    """A full-text index that FTS5 finds corrupt answers every search that reaches the damage
+    with this until it is rebuilt: the operator's to fix, so it is logged (once per search)."""
+    log.error("search: the full-text index is damaged (%s); python -m chalicelib doctor --repair rebuilds it (on a Turso"
+              " replica, delete the .search file beside the replica: it is rebuilt)", exc)
+    return Unavailable(
+        "The search index is damaged: searches fail until an operator rebuilds it.",
+        "Tell the operator to run `python -m chalicelib doctor --repair`; the other tools work meanwhile.",
+    )
+
+
+def _interrupted(exc: sqlite3.DatabaseError) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT
 
 
