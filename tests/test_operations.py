@@ -195,6 +195,29 @@ def test_ready_fails_with_the_reason_and_recovers(tmp_path):
         wait_for(lambda: ready(url)[0] == 200, timeout=30, what=lambda: f"/ready to recover: {ready(url)[1]}")
 
 
+def test_a_child_killed_after_running_a_while_is_up_once_restarted_one_dying_at_start_is_not(monkeypatch):
+    """A worker killed once (kill -9, the OOM killer) after running steadily must not take /ready
+    down for a minute; one that dies soon after each start stays down (supervisor.Supervised.up)."""
+    from chalicelib.ops import supervisor
+
+    monkeypatch.setattr(supervisor, "STEADY_SECONDS", 1.0)
+    steady = supervisor.Supervised("steady", [sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ))
+    dying = supervisor.Supervised("dying", [sys.executable, "-c", "raise SystemExit(1)"], dict(os.environ))
+    steady.start()
+    dying.start()
+    try:
+        wait_for(lambda: dying.restarts >= 1 and dying.alive is False, what="the dying child's restart and death")
+        time.sleep(1.2)  # the steady child has run longer than STEADY_SECONDS
+        first = steady.process.pid
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: steady.process.pid != first and steady.alive, what="the killed child's restart")
+        assert steady.up and steady.restarts == 1
+        assert not dying.up
+    finally:
+        steady.stop(timeout=5)
+        dying.stop(timeout=5)
+
+
 def test_a_worker_that_keeps_dying_stays_down_until_it_has_run_a_while_and_doctor_says_why(tmp_path):
     """ARCHIVE_DIR's lock not writable: the worker died at each start, /ready flapped between 200
     (the moments it ran) and 503, and doctor said `ok archive worker has never run`."""
@@ -211,7 +234,7 @@ def test_a_worker_that_keeps_dying_stays_down_until_it_has_run_a_while_and_docto
         lock.rmdir()  # the next restart runs: up once it has run a while, not at once
         pid = worker_pid(url)
         status, body = ready(url)
-        assert status == 503 and any("restarted less than a minute ago" in problem for problem in body["problems"]), body
+        assert status == 503 and any("keeps dying soon after it starts" in problem for problem in body["problems"]), body
         checked = cli(tmp_path, "doctor")
         assert f"ok  archive worker  running (pid {pid}" in table(checked), checked.stdout
         assert "ok  archive directory" in table(checked)

@@ -3,8 +3,9 @@ database cannot take a write, migrations are missing, the local archive worker i
 the git archive is stuck (its oldest pending entry older than ARCHIVE_MAX_LAG_SECONDS: a
 worker that hangs, or one starved of CPU for that long). /health stays a cheap liveness check.
 
-"Down" is the supervisor's word (its child process is not running, or was restarted after dying
-less than a minute ago: a worker that dies soon after each start stays down rather than flap), not
+"Down" is the supervisor's word (its child process is not running, or died within a minute of
+its start and was restarted less than a minute ago: a worker that dies soon after each start
+stays down rather than flap, while one killed after running a while is up once restarted), not
 a stale heartbeat: the worker runs at idle priority, so a busy machine may starve it for a while;
 that shows as lag, and becomes a problem only past the bound.
 """
@@ -31,7 +32,7 @@ def report(settings: Settings, worker_alive: bool | None) -> tuple[int, dict]:
     if missing:
         found.append(f"migrations not applied: {', '.join(missing)} (run: python -m chalicelib migrate)")
     if worker_alive is False:
-        found.append("the archive worker is down, or died and was restarted less than a minute ago (it counts as up once it"
+        found.append("the archive worker is down, or keeps dying soon after it starts (it counts as up once it"
                      " has run a minute): its supervisor restarts it (see the server's log; python -m chalicelib doctor)")
     if archive and archive["lag_seconds"] > settings.archive_max_lag_seconds:
         found.append(f"the git archive is stuck: {archive['pending']} entries pending, the oldest"

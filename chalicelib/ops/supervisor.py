@@ -71,6 +71,7 @@ class Supervised:
         self.process: subprocess.Popen | None = None
         self.started = 0.0  # time.monotonic() of the last spawn
         self.restarts = 0
+        self.unsteady = False  # its last run ended before STEADY_SECONDS: it may be dying at each start
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -85,9 +86,10 @@ class Supervised:
 
     @property
     def up(self) -> bool:
-        """Alive, and either never died or restarted at least STEADY_SECONDS ago: a child that
-        keeps dying soon after each start is down, not up for the moments it runs."""
-        return self.alive and (self.restarts == 0 or time.monotonic() - self.started >= STEADY_SECONDS)
+        """Alive, and, if its last run ended early, restarted at least STEADY_SECONDS ago: a child
+        that keeps dying soon after each start is down, not up for the moments it runs; one that
+        ran a while and died once (killed) is up again as soon as it is restarted."""
+        return self.alive and (not self.unsteady or time.monotonic() - self.started >= STEADY_SECONDS)
 
     def _spawn(self) -> None:
         parent = os.getpid()
@@ -110,7 +112,8 @@ class Supervised:
             code = self.process.wait()
             if self._stopping.is_set():
                 return
-            if time.monotonic() - self.started > STEADY_SECONDS:
+            self.unsteady = time.monotonic() - self.started <= STEADY_SECONDS
+            if not self.unsteady:
                 backoff = 1.0
             log.warning("%s exited with status %s; restarting in %.0f s", self.name, code, backoff)
             if self.on_exit:
