@@ -149,7 +149,7 @@ def test_a_worker_that_takes_the_lock_beats_before_its_idle_cpu_work(tmp_path, m
     """The layout check runs on idle CPU, which a fully loaded machine may not give for a long
     while (a standby that took over after kill -9 then showed no heartbeat for over 60 s in a
     full test run). The worker shows itself first."""
-    from chalicelib.archive import worker
+    from chalicelib.archive import migrate, worker
     from chalicelib.store import heartbeats
     from chalicelib.store.db import connection
 
@@ -159,7 +159,7 @@ def test_a_worker_that_takes_the_lock_beats_before_its_idle_cpu_work(tmp_path, m
         starved.wait(30)
         return 0
 
-    monkeypatch.setattr(worker, "migrate_layout", layout_check_without_idle_cpu)
+    monkeypatch.setattr(migrate, "migrate_layout", layout_check_without_idle_cpu)
     settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", archive_dir=tmp_path / "archive")
     running = threading.Thread(target=worker.work, args=(settings, stopping))
     running.start()

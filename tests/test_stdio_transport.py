@@ -174,6 +174,28 @@ def test_sigterm_stops_the_server_and_its_archive_worker(tmp_path):
         server.wait()
 
 
+def imported(stderr: bytes) -> set[str]:
+    """The modules a `python -X importtime` process imported (its "import time:" lines on stderr)."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.decode().splitlines() if line.startswith("import time:")}
+
+
+def test_a_session_imports_only_what_stdio_needs(tmp_path):
+    """A client starts a server per session: git (the worker's process writes it), the web
+    stack and the command line cost its start-up CPU for nothing (bench/stdio_startup.py)."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ATTACHMENTS_DIR": str(tmp_path / "attachments"),
+           "ARCHIVE_ENABLED": "false"}
+    requests = initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n' \
+        b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}\n'
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "chalicelib", "stdio"], input=requests,
+                          capture_output=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and [json.loads(line)["id"] for line in done.stdout.splitlines()] == [1, 2], done.stderr.decode()[-3000:]
+    modules = imported(done.stderr)
+    assert "chalicelib.tools.messages" in modules  # the check sees the session's imports
+    unneeded = {"dulwich", "chalicelib.transports.cli", "chalicelib.transports.asgi", "chalicelib.web", "fastapi",
+                "jinja2", "nh3", "PIL", "boto3", "prometheus_client"}
+    assert modules & unneeded == set()
+
+
 def test_requests_piped_in_are_all_answered_though_stdin_closes_at_once(tmp_path):
     """`cat requests.jsonl | agent-mail stdio`: stdin ends while the writes run; each still gets
     its own answer (the SDK alone answered "Connection closed" for a write that committed)."""

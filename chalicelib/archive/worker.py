@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import clock
 from ..config import Settings
@@ -24,8 +25,9 @@ from ..ops.supervisor import RESTARTS_ENV, Supervised, exclusive, parent_gone
 from ..store import heartbeats
 from ..store.db import connection, transaction
 from . import outbox, render
-from .gitrepo import GitArchive
-from .migrate import migrate_layout
+
+if TYPE_CHECKING:  # imported where git is written (_work): the server only starts the worker's process
+    from .gitrepo import GitArchive
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ def here(function, *args):
     return function(*args)
 
 
-def drain_once(settings: Settings, archive: GitArchive, limit: int | None = None, git=here) -> int:
+def drain_once(settings: Settings, archive: "GitArchive", limit: int | None = None, git=here) -> int:
     """Archive up to `limit` pending rows (and BATCH_MAX_BYTES); the number now done (failed ones stay pending).
     The commits are made by `git(function, *args)`; the database is written on this thread."""
     with connection(settings) as conn:
@@ -63,7 +65,7 @@ def drain_once(settings: Settings, archive: GitArchive, limit: int | None = None
     return sum(1 for _, _, error in outcomes if error is None)
 
 
-def apply_one(archive: GitArchive, row) -> tuple:
+def apply_one(archive: "GitArchive", row) -> tuple:
     try:
         commit = archive.apply([json.loads(row["payload"])]).get(row["project"])
         return row, commit or head_id(archive), None
@@ -71,12 +73,12 @@ def apply_one(archive: GitArchive, row) -> tuple:
         return row, None, f"{type(exc).__name__}: {exc}"
 
 
-def head_id(archive: GitArchive) -> str | None:
+def head_id(archive: "GitArchive") -> str | None:
     head = archive.head()
     return head.decode() if head else None
 
 
-def drain(settings: Settings, archive: GitArchive, on_batch=None) -> int:
+def drain(settings: Settings, archive: "GitArchive", on_batch=None) -> int:
     """Drain while batches make progress (only failing rows left: a later run retries them);
     the number of rows archived."""
     total = 0
@@ -109,6 +111,9 @@ def work(settings: Settings, stopping: threading.Event, on_idle=None) -> None:
 
 
 def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
+    from .gitrepo import GitArchive  # dulwich: only here, in the process that writes (LocalWorker's child)
+    from .migrate import migrate_layout
+
     pruned_at = float("-inf")
     started, restarts, error = clock.now(), int(os.environ.get(RESTARTS_ENV, 0)), None
 
