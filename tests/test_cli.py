@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -39,7 +40,7 @@ def project(run):
 
 
 def test_one_command_per_tool():
-    commands = set(cli.commands) - {"serve", "stdio", "migrate", "tools", "archive", "db", "doctor", "retention"}
+    commands = set(cli.list_commands(click.Context(cli))) - {"serve", "stdio", "migrate", "tools", "archive", "db", "doctor", "retention"}
     assert commands == {tool.name.replace("_", "-") for tool in all_tools()}
 
 

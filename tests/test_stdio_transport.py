@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -194,6 +195,33 @@ def test_a_session_imports_only_what_stdio_needs(tmp_path):
     unneeded = {"dulwich", "chalicelib.transports.cli", "chalicelib.transports.asgi", "chalicelib.web", "fastapi",
                 "jinja2", "nh3", "PIL", "boto3", "prometheus_client"}
     assert modules & unneeded == set()
+
+
+def test_an_archive_worker_waiting_for_the_lock_has_not_imported_the_tools(tmp_path):
+    """Every stdio session starts an archive worker (`archive work`), and all but one wait for
+    the lock: importing every tool's module (and its command) would be ~150 ms of CPU each."""
+    archive = tmp_path / "archive"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(archive), "LOG_LEVEL": "INFO"}
+    with exclusive(lock_path(Settings(archive_dir=archive)), None) as mine:
+        assert mine
+        worker = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "chalicelib", "archive", "work"],
+                                  stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        killer = threading.Timer(60, worker.kill)  # bounded, should it never say it waits
+        killer.start()
+        try:
+            lines = []
+            while not lines or b"another archive worker holds" not in lines[-1]:
+                lines.append(worker.stderr.readline())
+                assert lines[-1], b"".join(lines).decode()[-3000:]
+            worker.terminate()
+            lines.append(worker.communicate(timeout=60)[1])
+        finally:
+            killer.cancel()
+            worker.kill()
+            worker.wait()
+    modules = imported(b"".join(lines))
+    assert "chalicelib.archive.worker" in modules  # the check sees the worker's imports
+    assert {module for module in modules if module.startswith(("chalicelib.tools", "dulwich"))} == set()
 
 
 def test_requests_piped_in_are_all_answered_though_stdin_closes_at_once(tmp_path):

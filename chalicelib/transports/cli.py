@@ -18,7 +18,7 @@ import sqlite3
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Callable, Literal, get_args, get_origin
 
 import click
 from click.core import ParameterSource
@@ -26,21 +26,42 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
 from pydantic.fields import FieldInfo
 
-from .. import __version__, invoke
+from .. import __version__
 from ..ops import logs
 from ..security import auth
 from ..store import db
 from ..config import Settings, get_settings, invalid_setting
 from ..errors import ToolError
 from ..registry import Tool, field_type
-from ..tools import all_tools
 
 RESERVED = {"json", "json_input", "compact", "help", "all_pages"}  # names taken by the tool commands' own options
 
 
 class OperatorCommands(click.Group):
     """The top-level group: a database error in any command (a locked or unreadable file) is one
-    line on stderr and exit status 1, not a traceback."""
+    line on stderr and exit status 1, not a traceback. The tools' commands are added when first
+    needed (a tool's command, --help, a name to correct): importing the tools (~150 ms of CPU)
+    is not needed by the other commands, above all `archive work`, which every server and stdio
+    session starts."""
+
+    tools_added = False
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands:
+            self.add_tool_commands()
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.add_tool_commands()
+        return super().list_commands(ctx)
+
+    def add_tool_commands(self) -> None:
+        if not self.tools_added:
+            from ..tools import all_tools
+
+            for tool in all_tools():
+                self.commands.setdefault(command_name(tool), tool_command(tool))  # a service command keeps its name
+            self.tools_added = True
 
     def invoke(self, ctx: click.Context):
         try:
@@ -90,6 +111,8 @@ class FieldOption(click.Option):
 
 
 def tool_command(tool: Tool) -> click.Command:
+    from .. import invoke  # with the tools (OperatorCommands.add_tool_commands)
+
     listed = paged_list(tool)
 
     @click.pass_context
@@ -138,6 +161,8 @@ def paged_list(tool: Tool) -> str | None:
 
 def every_page(tool: Tool, listed: str, arguments: dict[str, Any], settings: Settings):
     """The last page's output holding the items of every page (from `cursor`, if given)."""
+    from .. import invoke  # with the tools (OperatorCommands.add_tool_commands)
+
     items, cursor = [], arguments.get("cursor")
     while True:
         output = invoke.call(tool, {**arguments, "cursor": cursor}, settings, auth.OPERATOR)
@@ -277,10 +302,6 @@ def dumps(data: Any, compact: bool) -> str:
     return json.dumps(data, ensure_ascii=False, indent=2)
 
 
-for _tool in all_tools():
-    cli.add_command(tool_command(_tool))
-
-
 # Service commands
 
 
@@ -355,6 +376,8 @@ def migrate(settings: Settings) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the tools as JSON, with their input schemas.")
 def list_tools(as_json: bool) -> None:
     """List the tools: command, read-only or write, summary."""
+    from ..tools import all_tools
+
     tools = all_tools()
     if as_json:
         click.echo(dumps([describe(tool) for tool in tools], compact=False))
@@ -435,14 +458,30 @@ def work(settings: Settings) -> None:
     import threading
 
     from ..archive.worker import work as keep_draining
-    from ..tools.retention import every
 
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        keep_draining(settings, stopping, on_idle=every(settings))
+        keep_draining(settings, stopping, on_idle=retention_when_idle(settings))
     except KeyboardInterrupt:
         pass
+
+
+def retention_when_idle(settings: Settings) -> Callable[[], None]:
+    """retention's every(settings), imported on the worker's first idle turn: it imports every
+    tool, which a worker waiting for another's lock never needs (every stdio session starts a
+    worker; one of them writes)."""
+    due = None
+
+    def on_idle() -> None:
+        nonlocal due
+        if due is None:
+            from ..tools.retention import every
+
+            due = every(settings)
+        due()
+
+    return on_idle
 
 
 @archive.command(short_help="Write every database entity into the archive.")
