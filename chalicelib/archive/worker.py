@@ -152,7 +152,7 @@ def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
                 stopping.wait(settings.archive_poll_seconds)
 
 
-def warn_if_beside_empty_database(settings: Settings, archive: GitArchive) -> None:
+def warn_if_beside_empty_database(settings: Settings, archive: "GitArchive") -> None:
     """Said at start, not refused: a first run beside an archive that holds no project (the usual
     first run) says nothing; `doctor` says the same while the database is empty."""
     from .rebuild import empty_database_advice, projects_beside_empty_database
