@@ -231,6 +231,8 @@ class Settings(BaseSettings):
                 import json
 
                 return json.loads(value)
+            if value.startswith("{"):  # split at its commas it would be taken for plain tokens
+                raise ValueError('an object must be inside a JSON list: [{"token": ..., "projects": [...], "role": ...}]')
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 

@@ -143,6 +143,7 @@ SECRET = "s3cret-bearer-4f9a"
     ([{"token": SECRET, "projects": "backend"}], 'entry 1, projects: should be a list of project slugs or human keys, or "*" for all'),
     ([{"role": "reader"}], "entry 1, token: Field required"),
     ([SECRET, 5], "entry 2: each entry is a token (a string) or an object with token, projects and role"),
+    ({"token": SECRET, "role": "reader"}, 'an object must be inside a JSON list: [{"token": ..., "projects": [...], "role": ...}]'),
 ])
 def test_a_bad_bearer_token_entry_is_named_and_its_secret_is_not_shown(settings, monkeypatch, tokens, says):
     monkeypatch.setenv("AUTH_BEARER_TOKENS", json.dumps(tokens))
