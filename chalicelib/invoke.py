@@ -297,8 +297,13 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.
     tool = tool.json_tool
     args = parse(tool, arguments)
     if tool.read_only and tool.off_loop(args):
-        return await _slow_reads.run(_credential(caller(principal)), settings.max_slow_calls_per_caller,
+        try:
+            queued = _slow_reads.run(_credential(caller(principal)), settings.max_slow_calls_per_caller,
                                      json_call, tool, args, settings, principal)
+        except ToolError:  # refused before json_call: counted and logged as the tool's call all the same
+            with _measured(tool.name):
+                raise
+        return await queued
     return bounded(to_json(await acall(tool, args, settings, principal)))
 
 

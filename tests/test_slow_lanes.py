@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from chalicelib import invoke
+from chalicelib.ops import metrics
 from chalicelib.attachments import images
 from chalicelib.security import auth
 from chalicelib.config import Settings, get_settings
@@ -171,7 +172,16 @@ def test_a_cancelled_search_gives_its_place_back_and_never_runs(serve, held, mon
             go_on.set()
             return refused, await asyncio.gather(first, later)
 
+    refusals = refused_searches()
     refused, answers = asyncio.run(scenario())
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert refused_searches() == refusals + 1  # counted as the tool's call, though it never ran
     assert [answer.status_code for answer in answers] == [200, 200]
     assert ran == ["deploy", "later"]
+
+
+def refused_searches() -> float:
+    """agent_mail_tool_calls_total of search_messages refused with rate_limited, in this process."""
+    line = 'agent_mail_tool_calls_total{tool="search_messages",outcome="rate_limited"} '
+    found = [row for row in metrics.prometheus_text().splitlines() if row.startswith(line)]
+    return float(found[0].removeprefix(line)) if found else 0.0
