@@ -148,3 +148,43 @@ def test_backup_refuses_to_overwrite_unless_forced_and_makes_no_sense_on_a_repli
     replica = run(settings, "db", "backup", str(tmp_path / "r.db"), env={"TURSO_SYNC_URL": "http://127.0.0.1:9"})
     assert replica.exit_code == 1 and "the primary is the source of truth" in replica.stderr
     assert not (tmp_path / "r.db").exists()
+
+
+def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_since_from_the_archive(call, project, settings,
+                                                                                                    tmp_path):
+    """The archive holds the mail sent after the backup; doctor names it, and --repair stores each
+    message whose agents the backup has (one from an agent registered since stays, named)."""
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    env = {"ARCHIVE_DIR": str(settings.archive_dir)}
+    send(call, project, "before the backup")
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    assert run(settings, "db", "backup", str(tmp_path / "backup.db")).exit_code == 0
+    send(call, project, "after the backup")
+    call("send_message", project_key=project, sender_name="GreenCastle", to=["BlueLake"], cc=["RedStone"],
+         subject="Re: after the backup", body_md="y", thread_id="after")
+    call("register_agent", project_key=project, program="claude-code", model="opus", name="PurpleOwl")
+    call("send_message", project_key=project, sender_name="PurpleOwl", to=["BlueLake"], subject="from a newcomer", body_md="z")
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    shutil.copy(tmp_path / "backup.db", tmp_path / "restored.db")  # the server stopped, the backup in the database's place
+    restored = Settings(database_url=f"sqlite:///{tmp_path}/restored.db", archive_dir=settings.archive_dir)
+
+    checked = run(restored, "doctor", env=env)
+    assert checked.exit_code == 1
+    assert "3 unexpected (unexpected: mail the archive holds and the database lacks" in checked.stdout, checked.stdout
+    repaired = run(restored, "doctor", "--repair", env=env)
+    assert "brought back 2 messages the archive holds and the database lacked; 1 left" in repaired.stdout, repaired.stdout
+    assert subjects(tmp_path / "restored.db") == ["before the backup", "after the backup", "Re: after the backup"]
+
+    def inbox(agent: str) -> list[str]:
+        arguments = {"project_key": project, "agent_name": agent}
+        return [m.subject for m in invoke.call(TOOLS["fetch_inbox"], arguments, restored).messages]
+
+    assert inbox("RedStone") == ["Re: after the backup"]  # its cc, back with the message
+    assert inbox("GreenCastle") == ["after the backup", "before the backup"]
+    with db.connection(restored) as conn, GitArchive.local(restored, create=False) as archive:
+        from chalicelib.archive.rebuild import verify
+
+        problems = verify(conn, archive)
+    assert [len(problems[kind]) for kind in ("missing", "unexpected", "different")] == [0, 1, 0]  # the newcomer's message

@@ -415,6 +415,57 @@ class Activity:
         db.executemany("UPDATE agents SET last_active_ts = ? WHERE id = ?", [(ts, agent) for agent, ts in self.newest.items()])
 
 
+def store_document(db: sqlite3.Connection, archive: GitArchive, folder: str, entry: dict, project_id: int,
+                   agent: Callable[[str], int]) -> int:
+    """A message file's message, its recipients and attachments, back into the database
+    (`agent`: an address's agent id); its sender's id."""
+    sender = agent(entry["sender"])
+    attachments = [Attachment.model_validate(item) for item in entry.get("attachments", [])]
+    store_message(db, (int(entry["id"]), project_id, sender, entry["thread_id"], entry["subject"], entry["body_md"],
+                       entry["importance"], entry["ack_required"], entry["created_ts"], attachments_json(attachments)))
+    for item in attachments:  # the archive's copy, back into the attachment storage
+        restore_attachment(archive, folder, item.sha256)
+    kinds = {agent(address): kind for kind in ("bcc", "cc", "to") for address in entry[kind]}  # to beats cc beats bcc
+    if entry.get("notice"):  # a system notice: its recipient is in "to", but it is no conversation
+        kinds = dict.fromkeys(kinds, "notice")
+    store_recipients(db, project_id, entry["thread_id"], int(entry["id"]), sender, entry["importance"], entry["ack_required"],
+                     kinds, entry["subject"], entry["created_ts"])
+    return sender
+
+
+def import_unexpected(db: sqlite3.Connection, archive: GitArchive, paths: list[str]) -> tuple[int, list[str]]:
+    """Bring back into the database the messages of `paths` (verify's `unexpected`: files of the
+    folder's own project that the database lacks; after a backup was restored, the mail sent
+    since) whose sender and recipients it has; (how many, the paths left: their agents came
+    later, and only a restore into a new database brings them). Oldest first, so threads grow
+    in order; a sender's last activity moves up to its newest message brought back."""
+    projects = {row[0]: row[1] for row in db.execute("SELECT slug, id FROM projects")}
+    documents = sorted(((message_id_of(path) or 0, path) for path in paths))
+    brought, left = 0, []
+    for _, path in documents:
+        folder = path.split("/")[1]
+        found = archive.lookup(path)
+        entry = parse_document(archive.repo[found[1]].data) if found else None
+        addresses = [entry["sender"], *entry["to"], *entry["cc"], *entry["bcc"]] if entry else []
+
+        def agent(address: str) -> int | None:
+            name, _, other = address.partition("@")
+            project = projects.get(other or folder)
+            return None if project is None else agent_id(project, name)
+
+        ids = [agent(address) for address in addresses]
+        known = {row[0] for row in db.execute(f"SELECT id FROM agents WHERE id IN ({placeholders(ids)})", ids)} if ids else set()
+        stored = entry and db.execute("SELECT 1 FROM messages WHERE id = ?", (int(entry["id"]),)).fetchone()
+        if entry is None or stored or folder not in projects or None in ids or not known.issuperset(ids):
+            left.append(path)
+            continue
+        sender = store_document(db, archive, folder, entry, projects[folder], agent)
+        db.execute("UPDATE agents SET last_active_ts = ? WHERE id = ? AND last_active_ts < ?",
+                   (entry["created_ts"], sender, entry["created_ts"]))
+        brought += 1
+    return brought, left
+
+
 def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: items) -> dict[str, int]:
     """Fill an empty database from the archive: projects (archived if their project.json says
     so; one with no agent nor message from its project.json alone) and agents (profiles),
@@ -466,22 +517,8 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     for folder, sha in progress(documents()):
         entry = parse_document(archive.repo[sha].data)
         human_key = projects.key(entry.get("project_human_key") or projects.folders[folder], folder)
-        mid = int(entry["id"])
         project_id = projects.project(human_key, folder, entry["created_ts"])
-        sender = projects.agent(entry["sender"], folder, human_key)
-        attachments = [Attachment.model_validate(item) for item in entry.get("attachments", [])]
-        store_message(db, (mid, project_id, sender, entry["thread_id"],
-                           entry["subject"], entry["body_md"], entry["importance"], entry["ack_required"], entry["created_ts"],
-                           attachments_json(attachments)))
-        for item in attachments:  # the archive's copy, back into the attachment storage
-            restore_attachment(archive, folder, item.sha256)
-        kinds = {projects.agent(a, folder, human_key): kind for kind in ("bcc", "cc", "to") for a in entry[kind]}  # to beats cc beats bcc
-        if entry.get("notice"):  # a system notice: its recipient is in "to", but it is no conversation
-            kinds = dict.fromkeys(kinds, "notice")
-        store_recipients(
-            db, project_id, entry["thread_id"], mid, sender, entry["importance"],
-            entry["ack_required"], kinds, entry["subject"], entry["created_ts"],
-        )
+        sender = store_document(db, archive, folder, entry, project_id, lambda address: projects.agent(address, folder, human_key))
         activity.saw(sender, entry["created_ts"])
         counts["messages"] += 1
     alone = [folder for folder in described if projects.folders[folder] not in projects.ids]  # no agent nor message

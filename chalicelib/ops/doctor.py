@@ -173,23 +173,37 @@ def archive(settings: Settings) -> Finding:
     if not any(problems.values()):
         return Finding("git archive", True, f"{settings.archive_dir} holds every message")
     counts = ", ".join(f"{len(paths)} {kind}" for kind, paths in problems.items() if paths)
-    if not any(paths for kind, paths in problems.items() if kind not in STRANGERS):  # a rebuild would write nothing
+    rewrite = any(paths for kind, paths in problems.items() if kind not in STRANGERS)
+    if not rewrite and not problems.get("unexpected"):  # foreign files only: neither a rebuild nor an import helps
         return Finding("git archive", False, f"archive and database differ: {counts}: files of mail or projects this"
                        " database does not have", "check that DATABASE_URL is this archive's database (archive verify"
                        " lists the files; a rebuild leaves them)")
 
     def repair(progress) -> str:
-        # The worker of a running server writes the same repository: rewrite only while none runs.
-        with exclusive(lock_path(settings), None) as mine:
-            if not mine:
-                return "skipped: a running archive worker holds the archive; stop the server and repair again"
-            with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
-                migrate_layout(repo)  # as `archive rebuild`: an archived body is read where today's layout puts it
-                total = rebuild.count_entries(conn)
-                written = rebuild.rebuild(conn, repo, on_batch=progress(total))
-            return f"rewrote {written} archive entries from the database"
+        done = []
+        if problems.get("unexpected"):  # into the database; the archive is only read, so its worker may run meanwhile
+            with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
+                brought, left = rebuild.import_unexpected(conn, repo, problems["unexpected"])
+            done.append(f"brought back {brought} messages the archive holds and the database lacked" + (
+                f"; {len(left)} left, their agents not in this database (a restore-from-archive into a new DATABASE_URL"
+                " has them)" if left else ""))
+        if rewrite:
+            # The worker of a running server writes the same repository: rewrite only while none runs.
+            with exclusive(lock_path(settings), None) as mine:
+                if not mine:
+                    return "; ".join([*done, "rewrite skipped: a running archive worker holds the archive; stop the server"
+                                      " and repair again"])
+                with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+                    migrate_layout(repo)  # as `archive rebuild`: an archived body is read where today's layout puts it
+                    total = rebuild.count_entries(conn)
+                    written = rebuild.rebuild(conn, repo, on_batch=progress(total))
+                done.append(f"rewrote {written} archive entries from the database")
+        return "; ".join(done)
 
-    return Finding("git archive", False, f"archive and database differ: {counts}", "python -m chalicelib doctor --repair (or: archive rebuild)", repair)
+    unexpected = (" (unexpected: mail the archive holds and the database lacks, such as what was sent after the backup a"
+                  " restored database came from; the repair brings it back)") if problems.get("unexpected") else ""
+    return Finding("git archive", False, f"archive and database differ: {counts}{unexpected}",
+                   "python -m chalicelib doctor --repair" + (" (or: archive rebuild)" if rewrite and not unexpected else ""), repair)
 
 
 def archive_directory(settings: Settings) -> Finding:
