@@ -471,6 +471,24 @@ def test_verify_finds_a_profile_that_does_not_say_its_agent_is_retired(call, pro
     assert json.loads(archive.read(f"projects/{project}/agents/RedStone/profile.json"))["retired_ts"].startswith("2026-01-01")
 
 
+def test_verify_finds_a_profile_another_database_overwrote_and_a_rebuild_writes_it_back(call, project, settings, archive,
+                                                                                        tmp_path):
+    """A server started on a mistyped DATABASE_URL archives its own project and agent of the same
+    names into this archive: project.json and the profile said theirs, and verify said nothing."""
+    drain(settings, archive)
+    stranger = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path}/mistyped.db"})
+    invoke.call(TOOLS["ensure_project"], {"human_key": "/work/demo"}, stranger)
+    invoke.call(TOOLS["register_agent"], {"project_key": project, "name": "RedStone", "program": "x", "model": "y"}, stranger)
+    drain(stranger, archive)
+    path = f"projects/{project}/agents/RedStone/profile.json"
+    assert json.loads(archive.read(path))["program"] == "x"
+    with db.connection(settings) as conn:
+        assert rebuild.verify(conn, archive)["different"] == [path, f"projects/{project}/project.json"]  # its created_ts too
+        rebuild.rebuild(conn, archive)
+        assert rebuild.verify(conn, archive)["different"] == []
+    assert json.loads(archive.read(path))["program"] == "claude-code"
+
+
 def test_an_older_profile_or_reservation_retried_after_a_newer_one_does_not_overwrite_it(call, project, settings, archive):
     """The entries of a retire and a renewal fail (kept pending with a backoff), so the unretire's
     and the release's are archived first; retried, the older entries leave the newer states, and

@@ -190,7 +190,7 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
         older = {key: value for key, value in entry.items() if key != "project_human_key"}
         for path, content in canonical(render(entry)).items():
             expected[path] = (blob_id(content), blob_id(canonical(render(older))[path]))
-    projects = db.execute("SELECT slug, human_key, archived_ts, purged_before_id FROM projects").fetchall()
+    projects = db.execute("SELECT slug, human_key, created_ts, archived_ts, purged_before_id FROM projects").fetchall()
     owners = {row["slug"]: row["human_key"] for row in projects}
     purged_before = {row["slug"]: row["purged_before_id"] or 0 for row in projects}
     homes = {}  # message id -> its project's human key, for the files that are not where they should be
@@ -237,17 +237,26 @@ def reservation_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[l
     return missing, different
 
 
+PROFILE_FIELDS = ("program", "model", "task_description", "inception_ts")  # in every profile ever written
+
+
 def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
-    """Agent profiles whose retired_ts, or kind as a restore reads it (render.agent_kind), is not
-    the database's (a missing profile is no concern here)."""
+    """Agent profiles that do not say what the database does: its registration (PROFILE_FIELDS:
+    another database's agent of the same name, archived into this archive by a server started
+    on a mistyped DATABASE_URL, overwrote them), its retired_ts, or its kind as a restore reads it
+    (render.agent_kind). A missing profile is no concern here, nor another project's (foreign)."""
     different = []
-    for row in db.execute("SELECT a.name, a.retired_ts, a.kind, p.slug FROM agents a JOIN projects p ON p.id = a.project_id"):
+    for row in db.execute(f"SELECT a.name, a.retired_ts, a.kind, {', '.join(f'a.{field}' for field in PROFILE_FIELDS)},"
+                          " p.slug, p.human_key FROM agents a JOIN projects p ON p.id = a.project_id"):
         path = f"{agent_dir(row['slug'], row['name'])}/profile.json"
         content = archive.read(path)
         if content is None:
             continue
         profile = json.loads(content)
-        if profile.get("retired_ts") != row["retired_ts"] or agent_kind(profile) != row["kind"]:
+        if not same_project(profile.get("project_human_key", row["human_key"]), row["human_key"]):
+            continue
+        if (profile.get("retired_ts") != row["retired_ts"] or agent_kind(profile) != row["kind"]
+                or any(profile.get(field) != row[field] for field in PROFILE_FIELDS)):
             different.append(path)
     return different
 
@@ -255,8 +264,9 @@ def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
 def project_json_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> tuple[list[str], list[str]]:
     """(missing, different) project.json files: a project's is missing if it was made before
     ensure_project archived one and got no entry since (`archive rebuild` writes it: missing_advice),
-    different if its archived_ts is not its project's (written before archiving wrote it); one of
-    another project is foreign."""
+    different if its archived_ts is not its project's (written before archiving wrote it) or its
+    created_ts, when it says one, is not (another database's project of the same key wrote it: a
+    server on a mistyped DATABASE_URL); one of another project is foreign."""
     missing, different = [], []
     for row in projects:
         content = archive.read(project_json_path(row["slug"]))
@@ -264,7 +274,9 @@ def project_json_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> t
             missing.append(project_json_path(row["slug"]))
             continue
         described = json.loads(content)
-        if same_project(described.get("human_key"), row["human_key"]) and described.get("archived_ts") != row["archived_ts"]:
+        created = described.get("created_ts")
+        if same_project(described.get("human_key"), row["human_key"]) and (
+                described.get("archived_ts") != row["archived_ts"] or created not in (None, row["created_ts"])):
             different.append(project_json_path(row["slug"]))
     return missing, different
 
