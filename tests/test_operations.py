@@ -226,6 +226,9 @@ def test_a_worker_that_keeps_dying_stays_down_until_it_has_run_a_while_and_docto
     log = tmp_path / "server.log"
     with running_server(tmp_path / "db.sqlite", stderr=log, ready="/health", **FAST) as url:
         wait_for(lambda: log.read_text().count("archive worker exited with status 1") >= 2, what="two restarts")
+        lines = log.read_text().splitlines()  # the worker's error as one JSON record, as every other, not a traceback
+        assert not [line for line in lines if line.startswith("Traceback")]
+        assert any(json.loads(line)["msg"] == "the archive worker stopped" for line in lines if line.startswith("{"))
         assert ready(url)[0] == 503
         checked = cli(tmp_path, "doctor")
         assert f"FAIL  archive directory  {lock}: Is a directory: the archive worker cannot start" in table(checked), checked.stdout

@@ -13,6 +13,7 @@ transport, so the input model validates them. The output is the tool's JSON on s
 """
 
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -465,6 +466,9 @@ def work(settings: Settings) -> None:
         keep_draining(settings, stopping, on_idle=retention_when_idle(settings))
     except KeyboardInterrupt:
         pass
+    except Exception:  # one JSON log line, as the worker's other records (its supervisor restarts it)
+        logging.getLogger("agent_mail.archive").exception("the archive worker stopped")
+        sys.exit(1)
 
 
 def retention_when_idle(settings: Settings) -> Callable[[], None]:
