@@ -9,7 +9,7 @@ def now() -> str:
 
 
 def from_epoch(seconds: float) -> str:
-    """The stored form of a Unix time (a git commit's)."""
+    """The stored form of a Unix time (a git commit's, an id's)."""
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="microseconds")
 
 
@@ -23,11 +23,6 @@ def normalize(value: str) -> str:
         return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
     except OverflowError:
         raise ValueError(f"{value!r} is out of range in UTC") from None
-
-
-def at(unix_seconds: float) -> str:
-    """The stored timestamp of a moment given in seconds since 1970."""
-    return datetime.fromtimestamp(unix_seconds, timezone.utc).isoformat(timespec="microseconds")
 
 
 def later(timestamp: str, seconds: float) -> str:

@@ -421,7 +421,7 @@ class Activity:
         then (outbox.new_versions); None for a file without one. At most the restore's time: a
         host whose clock ran ahead must not date an act in the future."""
         version = rendering.version_of(document)
-        return min(clock.at(time_of(version)), self.now) if version else None
+        return min(clock.from_epoch(time_of(version)), self.now) if version else None
 
     def store(self, db: sqlite3.Connection) -> None:
         db.executemany("UPDATE agents SET last_active_ts = ? WHERE id = ?", [(ts, agent) for agent, ts in self.newest.items()])

@@ -281,18 +281,13 @@ def backup(settings: Settings, target: Path) -> int:
 
 
 def _online_copy(settings: Settings, target: Path) -> None:
-    # mode=rw: a missing database is an error, never a new empty file
-    uri = f"{settings.database_path.resolve().as_uri()}?mode=rw"
-    source = sqlite3.connect(uri, uri=True, timeout=settings.sqlite_busy_timeout_ms / 1000)
-    try:
+    with as_it_is(settings, writable=True) as source:  # a missing database is an error, never a new empty file
         copy = sqlite3.connect(target)
         try:
             source.backup(copy)  # all pages in one step: a step that meets a write in between would start over
             copy.execute("PRAGMA journal_mode = DELETE")
         finally:
             copy.close()
-    finally:
-        source.close()
 
 
 def integrity_problems(conn, limit: int = 20) -> list[str]:
