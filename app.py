@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> Chalice:
     def ready() -> Response:
         """200, or 503 with the problems (chalicelib/ops/readiness.py); SQS drives the archive here."""
         try:
-            return json_response(*readiness.report(settings, worker_alive=None))
+            return json_response(*readiness.report(settings, worker_up=None))
         except Exception:
             return unexpected(app)
 

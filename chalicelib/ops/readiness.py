@@ -16,11 +16,11 @@ from ..store.db import connection, missing_migrations, transaction, write_probe
 from ..tools.health import HealthCheckInput, health_check
 
 
-def report(settings: Settings, worker_alive: bool | None) -> tuple[int, dict]:
+def report(settings: Settings, worker_up: bool | None) -> tuple[int, dict]:
     """(status, body) of GET /ready: health_check's answer and the problems found (503 if any).
-    `worker_alive`: whether the archive worker this server supervises is up (Supervised.up: running,
-    and not just restarted after dying, so one that dies soon after each start does not flap; None:
-    it runs none, e.g. on AWS, where SQS drives the archive). Blocking (up to ~1 s)."""
+    `worker_up`: whether the archive worker this server supervises is up (Supervised.up: running,
+    and not restarted lately after dying soon after a start, so one that dies at each start does not
+    flap; None: it runs none, e.g. on AWS, where SQS drives the archive). Blocking (up to ~1 s)."""
     found = []
     unwritable = write_probe(settings)
     if unwritable:
@@ -31,7 +31,7 @@ def report(settings: Settings, worker_alive: bool | None) -> tuple[int, dict]:
         archive = outbox.status(conn, None) if settings.archive_enabled else None
     if missing:
         found.append(f"migrations not applied: {', '.join(missing)} (run: python -m chalicelib migrate)")
-    if worker_alive is False:
+    if worker_up is False:
         found.append("the archive worker is down, or keeps dying soon after it starts (it counts as up once it"
                      " has run a minute): its supervisor restarts it (see the server's log; python -m chalicelib doctor)")
     if archive and archive["lag_seconds"] > settings.archive_max_lag_seconds:
