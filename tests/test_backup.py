@@ -188,3 +188,48 @@ def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_sinc
 
         problems = verify(conn, archive)
     assert [len(problems[kind]) for kind in ("missing", "unexpected", "different")] == [0, 1, 0]  # the newcomer's message
+
+
+def restored_after_mail_since(call, project, settings, tmp_path, sent_since: list[str]) -> Settings:
+    """A backup restored in the database's place after `sent_since` were sent: the archive has them."""
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    send(call, project, "before the backup")
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    assert run(settings, "db", "backup", str(tmp_path / "backup.db")).exit_code == 0
+    for subject in sent_since:
+        send(call, project, subject)
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    shutil.copy(tmp_path / "backup.db", tmp_path / "restored.db")
+    return Settings(database_url=f"sqlite:///{tmp_path}/restored.db", archive_dir=settings.archive_dir)
+
+
+def test_doctor_repair_imports_the_mail_since_a_backup_in_batches_so_a_crash_loses_none_and_a_rerun_adds_the_rest(
+        call, project, settings, tmp_path, monkeypatch):
+    """Each IMPORT_BATCH messages commit on their own (the write lock is let go between batches):
+    a repair that dies half way keeps the batches before, and the next one imports the rest once."""
+    from chalicelib.archive import rebuild
+
+    since = [f"since {number}" for number in range(5)]
+    restored = restored_after_mail_since(call, project, settings, tmp_path, since)
+    env = {"ARCHIVE_DIR": str(restored.archive_dir)}
+    monkeypatch.setattr(rebuild, "IMPORT_BATCH", 2)
+    store_document, seen = rebuild.store_document, []
+
+    def dies_at_the_fifth(*args, **kwargs):
+        seen.append(subjects(tmp_path / "restored.db"))  # what another connection sees committed meanwhile
+        if len(seen) == 5:
+            raise OSError("the disk went away")
+        return store_document(*args, **kwargs)
+
+    monkeypatch.setattr(rebuild, "store_document", dies_at_the_fifth)
+    crashed = run(restored, "doctor", "--repair", env=env)
+    assert isinstance(crashed.exception, OSError), crashed.output
+    assert seen[2] == ["before the backup", "since 0", "since 1"]  # the first batch committed before the second began
+    assert subjects(tmp_path / "restored.db") == ["before the backup", *since[:4]]  # two batches kept, the third lost
+    monkeypatch.setattr(rebuild, "store_document", store_document)
+    repaired = run(restored, "doctor", "--repair", env=env)
+    assert "brought back 1 messages the archive holds and the database lacked" in repaired.stdout, repaired.stdout
+    assert subjects(tmp_path / "restored.db") == ["before the backup", *since]  # each once
+    assert repaired.exit_code == 0, repaired.stdout

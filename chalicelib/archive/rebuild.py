@@ -13,7 +13,7 @@ from dulwich.objects import Blob
 
 from .. import clock
 from ..ids import stable_id, time_of
-from ..store.db import placeholders
+from ..store.db import placeholders, transaction
 from ..tools.agents import agent_id
 from ..tools.overseer import OVERSEER_POLICY
 from ..human_keys import normalize_human_key
@@ -30,6 +30,10 @@ from .render import (
 )
 
 CHUNK = 1000
+# Messages doctor --repair brings back per write transaction (import_unexpected): SQLite has one
+# write lock, and a running server's writers wait while a batch holds it; a repair that stops
+# half way keeps every batch committed before, and run again imports the rest.
+IMPORT_BATCH = 200
 
 
 def restore_attachment(archive: GitArchive, folder: str, sha256: str) -> None:
@@ -450,11 +454,22 @@ def import_unexpected(db: sqlite3.Connection, archive: GitArchive, paths: list[s
     folder's own project that the database lacks; after a backup was restored, the mail sent
     since) whose sender and recipients it has; (how many, the paths left: their agents came
     later, and only a restore into a new database brings them). Oldest first, so threads grow
-    in order; a sender's last activity moves up to its newest message brought back."""
-    projects = {row[0]: row[1] for row in db.execute("SELECT slug, id FROM projects")}
-    documents = sorted(((message_id_of(path) or 0, path) for path in paths))
+    in order; a sender's last activity moves up to its newest message brought back. `db` is in
+    no transaction: each IMPORT_BATCH messages are one write transaction of their own."""
+    documents = [path for _, path in sorted((message_id_of(path) or 0, path) for path in paths)]
     brought, left = 0, []
-    for _, path in documents:
+    for start in range(0, len(documents), IMPORT_BATCH):
+        with transaction(db, write=True):
+            done, skipped = import_batch(db, archive, documents[start:start + IMPORT_BATCH])
+        brought, left = brought + done, left + skipped
+    return brought, left
+
+
+def import_batch(db: sqlite3.Connection, archive: GitArchive, paths: list[str]) -> tuple[int, list[str]]:
+    """import_unexpected's work for some of its paths, in the caller's transaction."""
+    projects = {row[0]: row[1] for row in db.execute("SELECT slug, id FROM projects")}
+    brought, left = 0, []
+    for path in paths:
         folder = path.split("/")[1]
         found = archive.lookup(path)
         entry = parse_document(archive.repo[found[1]].data) if found else None
@@ -467,8 +482,9 @@ def import_unexpected(db: sqlite3.Connection, archive: GitArchive, paths: list[s
 
         ids = [agent(address) for address in addresses]
         known = {row[0] for row in db.execute(f"SELECT id FROM agents WHERE id IN ({placeholders(ids)})", ids)} if ids else set()
-        stored = entry and db.execute("SELECT 1 FROM messages WHERE id = ?", (int(entry["id"]),)).fetchone()
-        if entry is None or stored or folder not in projects or None in ids or not known.issuperset(ids):
+        if entry and db.execute("SELECT 1 FROM messages WHERE id = ?", (int(entry["id"]),)).fetchone():
+            continue  # here by now: never twice
+        if entry is None or folder not in projects or None in ids or not known.issuperset(ids):
             left.append(path)
             continue
         sender = store_document(db, archive, folder, entry, projects[folder], agent)

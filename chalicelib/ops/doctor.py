@@ -182,7 +182,7 @@ def archive(settings: Settings) -> Finding:
     def repair(progress) -> str:
         done = []
         if problems.get("unexpected"):  # into the database; the archive is only read, so its worker may run meanwhile
-            with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
+            with db.connection(settings) as conn, GitArchive.local(settings) as repo:  # a transaction per batch
                 brought, left = rebuild.import_unexpected(conn, repo, problems["unexpected"])
             done.append(f"brought back {brought} messages the archive holds and the database lacked" + (
                 f"; {len(left)} left, their agents not in this database (a restore-from-archive into a new DATABASE_URL"
