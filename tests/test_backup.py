@@ -153,7 +153,7 @@ def test_backup_refuses_to_overwrite_unless_forced_and_makes_no_sense_on_a_repli
 def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_since_from_the_archive(call, project, settings,
                                                                                                     tmp_path):
     """The archive holds the mail sent after the backup; doctor names it, and --repair stores each
-    message whose agents the backup has (one from an agent registered since stays, named)."""
+    message (one from an agent registered since, once --repair has brought the agent back)."""
     settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
     env = {"ARCHIVE_DIR": str(settings.archive_dir)}
     send(call, project, "before the backup")
@@ -172,10 +172,13 @@ def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_sinc
 
     checked = run(restored, "doctor", env=env)
     assert checked.exit_code == 1
-    assert "3 unexpected (unexpected: mail the archive holds and the database lacks" in checked.stdout, checked.stdout
+    assert "3 unexpected, 1 projects or agents the database lacks (unexpected: mail the archive holds" in checked.stdout, \
+        checked.stdout
     repaired = run(restored, "doctor", "--repair", env=env)
-    assert "brought back 2 messages the archive holds and the database lacked; 1 left" in repaired.stdout, repaired.stdout
-    assert subjects(tmp_path / "restored.db") == ["before the backup", "after the backup", "Re: after the backup"]
+    assert "brought back 0 projects and 1 agents made since" in repaired.stdout, repaired.stdout
+    assert "brought back 3 messages the archive holds and the database lacked\n" in repaired.stdout, repaired.stdout
+    assert subjects(tmp_path / "restored.db") == ["before the backup", "after the backup", "Re: after the backup",
+                                                  "from a newcomer"]
 
     def inbox(agent: str) -> list[str]:
         arguments = {"project_key": project, "agent_name": agent}
@@ -187,7 +190,7 @@ def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_sinc
         from chalicelib.archive.rebuild import verify
 
         problems = verify(conn, archive)
-    assert [len(problems[kind]) for kind in ("missing", "unexpected", "different")] == [0, 1, 0]  # the newcomer's message
+    assert [len(problems[kind]) for kind in ("missing", "unexpected", "different", "foreign")] == [0, 0, 0, 0]
 
 
 def restored_after_mail_since(call, project, settings, tmp_path, sent_since: list[str]) -> Settings:
@@ -233,3 +236,42 @@ def test_doctor_repair_imports_the_mail_since_a_backup_in_batches_so_a_crash_los
     assert "brought back 1 messages the archive holds and the database lacked" in repaired.stdout, repaired.stdout
     assert subjects(tmp_path / "restored.db") == ["before the backup", *since]  # each once
     assert repaired.exit_code == 0, repaired.stdout
+
+
+def test_doctor_repair_brings_back_the_projects_and_agents_made_since_a_backup_then_their_mail(call, project, settings,
+                                                                                               tmp_path):
+    """An agent registered, and a project made, after the backup: --repair makes them from the
+    archive's project.json and profiles under the ids they had, then stores their mail."""
+    restored = restored_after_mail_since(call, project, settings, tmp_path, [])
+    env = {"ARCHIVE_DIR": str(restored.archive_dir)}
+    call("register_agent", project_key=project, program="claude-code", model="opus", name="PurpleOwl")
+    call("send_message", project_key=project, sender_name="PurpleOwl", to=["BlueLake"], subject="from a newcomer", body_md="z")
+    call("ensure_project", human_key="/work/later")
+    for name in ("OrangeFox", "SilverPond"):
+        call("register_agent", project_key="work-later", program="codex", model="gpt-5", name=name)
+    call("set_contact_policy", project_key="work-later", agent_name="SilverPond", policy="open")
+    call("send_message", project_key="work-later", sender_name="OrangeFox", to=["SilverPond"], subject="in a later project",
+         body_md="w")
+    with GitArchive.local(settings.model_copy(update={"archive_dir": restored.archive_dir})) as archive:
+        drain(settings, archive)
+    shutil.copy(tmp_path / "backup.db", tmp_path / "restored.db")  # the backup again, now that the archive has the rest
+
+    repaired = run(restored, "doctor", "--repair", env=env)
+    assert "brought back 1 projects and 3 agents made since" in repaired.stdout, repaired.stdout
+    assert "brought back 2 messages the archive holds and the database lacked" in repaired.stdout, repaired.stdout
+    assert "FAIL  git archive" not in repaired.stdout.split("repaired git archive")[1], repaired.stdout
+
+    def rows(path: Path, query: str) -> list[tuple]:
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute(query).fetchall()
+        finally:
+            conn.close()
+
+    for query in ("SELECT id, slug, human_key, created_ts FROM projects ORDER BY id",
+                  "SELECT id, project_id, name, program, model, inception_ts, kind FROM agents ORDER BY id"):
+        assert rows(tmp_path / "restored.db", query) == rows(settings.database_path, query)  # the same ids as before
+    later = {"project_key": "work-later", "agent_name": "SilverPond"}
+    assert [m.subject for m in invoke.call(TOOLS["fetch_inbox"], later, restored).messages] == ["in a later project"]
+    ours = {"project_key": project, "agent_name": "BlueLake"}
+    assert "from a newcomer" in [m.subject for m in invoke.call(TOOLS["fetch_inbox"], ours, restored).messages]

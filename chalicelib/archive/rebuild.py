@@ -354,6 +354,15 @@ class Restorer:
         self.claims: dict[str, str] = {}  # normalised human key -> the folder whose project has it
         self.earliest: dict[str, str] = {}  # human key -> its earliest profile or message read
 
+    def know(self) -> None:
+        """The database's projects, as if this restore had made them (its slugs taken, its keys
+        claimed by their folders): a repair that brings back the archive's newer projects
+        (bring_back) makes none of them twice."""
+        for row in self.db.execute("SELECT id, slug, human_key FROM projects"):
+            self.ids[row["human_key"]], self.slugs[row["slug"]] = row["id"], row["human_key"]
+            self.folders[row["slug"]] = row["human_key"]
+            self.claims.setdefault(normalize_human_key(row["human_key"]), row["slug"])
+
     def claim(self, owners: dict[str, str]) -> None:
         """Which folder's project takes each normalised key, from {folder: its project.json's key}:
         the one whose project.json spells it so (it held the key, or took it and wrote since),
@@ -452,8 +461,8 @@ def store_document(db: sqlite3.Connection, archive: GitArchive, folder: str, ent
 def import_unexpected(db: sqlite3.Connection, archive: GitArchive, paths: list[str]) -> tuple[int, list[str]]:
     """Bring back into the database the messages of `paths` (verify's `unexpected`: files of the
     folder's own project that the database lacks; after a backup was restored, the mail sent
-    since) whose sender and recipients it has; (how many, the paths left: their agents came
-    later, and only a restore into a new database brings them). Oldest first, so threads grow
+    since) whose sender and recipients it has; (how many, the paths left: an agent of theirs
+    is in neither the database nor, for bring_back, the archive's profiles). Oldest first, so threads grow
     in order; a sender's last activity moves up to its newest message brought back. `db` is in
     no transaction: each IMPORT_BATCH messages are one write transaction of their own."""
     documents = [path for _, path in sorted((message_id_of(path) or 0, path) for path in paths)]
@@ -494,6 +503,89 @@ def import_batch(db: sqlite3.Connection, archive: GitArchive, paths: list[str]) 
     return brought, left
 
 
+def read_projects(archive: GitArchive, folders: list[str], projects: Restorer) -> dict[str, dict]:
+    """The project.json of each folder that has one ({folder: it}), read before any project is
+    made: `projects` learns the key each folder's project is restored under and its newest state
+    (whether it is archived)."""
+    described = {folder: json.loads(owner) for folder in folders if (owner := archive.read(project_json_path(folder)))}
+    projects.claim({folder: project["human_key"] for folder, project in described.items()})
+    for folder, project in described.items():
+        projects.folders[folder] = projects.key(project["human_key"], folder)
+        key = projects.folders[folder]  # of two folders of one project (0031 respelled keys), the newer state
+        projects.states[key] = max(project, projects.states.get(key, project), key=rendering.version_of)
+    return described
+
+
+def profiles(archive: GitArchive, folders: list[str]) -> Iterator[tuple[str, dict]]:
+    """(folder, profile) of every agent profile in these project folders."""
+    for folder in folders:
+        for name in archive.folders(f"projects/{folder}/agents"):
+            content = archive.read(f"projects/{folder}/agents/{name}/profile.json")
+            if content is not None:
+                yield folder, json.loads(content)
+
+
+def store_agent(db: sqlite3.Connection, project_id: int, profile: dict, activity: Activity) -> None:
+    """An agent back into the database from its profile, under the id it had (agent_id)."""
+    key, kind = agent_id(project_id, profile["name"]), agent_kind(profile)
+    db.execute(
+        "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts,"
+        " retired_ts, archive_version, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (key, project_id, profile["name"], profile["program"], profile["model"], profile["task_description"],
+         profile["inception_ts"], profile["inception_ts"], profile.get("retired_ts"), rendering.version_of(profile) or None,
+         kind),
+    )
+    if kind == "human":  # open to every agent, as ensure_overseer made the person (policies are not archived)
+        db.execute("UPDATE agents SET contact_policy = ? WHERE id = ?", (OVERSEER_POLICY, key))
+    activity.saw(key, profile["inception_ts"], None if profile.get("retired_ts") else activity.written(profile))
+
+
+def newcomers(db: sqlite3.Connection, archive: GitArchive) -> tuple[Restorer, list[str], list[tuple[str, dict]]]:
+    """What the archive has and the database lacks, made since the backup a restored database
+    came from: (a Restorer that knows the database's projects, the folders of projects it lacks,
+    (folder, profile) of agents it lacks). A project is new if its project.json says it was made
+    after the database's first project: one made before is another database's (a mistyped
+    DATABASE_URL, whose server archived its own projects beside this archive's), and stays foreign.
+    A profile counts in its folder's project only."""
+    projects = Restorer(db)
+    projects.know()
+    ours = dict(projects.folders)  # slug -> human key, the database's
+    first = db.execute("SELECT min(created_ts) FROM projects").fetchone()[0] or "~"  # (timestamps sort as text)
+    described = read_projects(archive, archive.folders("projects"), projects)
+    projects.folders |= ours  # a folder of the database's project stays its own
+    keys = {normalize_human_key(key) for key in ours.values()}  # (a folder of another spelling of ours is not new)
+    new = [folder for folder, project in described.items()
+           if folder not in ours and normalize_human_key(project["human_key"]) not in keys
+           and project.get("created_ts", "") > first]
+    owners = {folder: projects.folders[folder] for folder in [*ours, *new]}
+    agents = [(folder, profile) for folder, profile in profiles(archive, list(owners))
+              if same_project(profile.get("project_human_key"), owners[folder])
+              and (folder in new or not db.execute("SELECT 1 FROM agents WHERE id = ?",
+                                                   (agent_id(projects.ids[owners[folder]], profile["name"]),)).fetchone())]
+    return projects, new, agents
+
+
+def newcomer_paths(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
+    """The project.json and profiles of newcomers (doctor names them)."""
+    _, new, agents = newcomers(db, archive)
+    return [*map(project_json_path, new), *(f"{agent_dir(folder, profile['name'])}/profile.json" for folder, profile in agents)]
+
+
+def bring_back(db: sqlite3.Connection, archive: GitArchive) -> tuple[int, int]:
+    """Make the newcomers' projects and agents as restore makes them (the same ids, a project
+    archived if its project.json says so, an agent's last activity the newest its profile
+    records), so that import_unexpected has their mail's senders and recipients; (projects, agents)."""
+    projects, new, agents = newcomers(db, archive)
+    activity, known = Activity(clock.now()), len(projects.ids)
+    for folder in new:
+        key = projects.folders[folder]
+        projects.project(key, folder, projects.states[key]["created_ts"])
+    for folder, profile in agents:
+        store_agent(db, projects.ids[projects.folders[folder]], profile, activity)
+    activity.store(db)
+    return len(projects.ids) - known, len(agents)
+
+
 def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: items) -> dict[str, int]:
     """Fill an empty database from the archive: projects (archived if their project.json says
     so; one with no agent nor message from its project.json alone) and agents (profiles),
@@ -508,34 +600,12 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     projects, activity = Restorer(db), Activity(clock.now())
     counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0}
     folders = archive.folders("projects")
-    described = {folder: json.loads(owner) for folder in folders if (owner := archive.read(project_json_path(folder)))}
-    projects.claim({folder: project["human_key"] for folder, project in described.items()})
-    for folder, project in described.items():  # every project.json first: whether a project is archived, before it is created
-        projects.folders[folder] = projects.key(project["human_key"], folder)
-        key = projects.folders[folder]  # of two folders of one project (0031 respelled keys), the newer state
-        projects.states[key] = max(project, projects.states.get(key, project), key=rendering.version_of)
-    for folder in folders:
-        for name in archive.folders(f"projects/{folder}/agents"):
-            content = archive.read(f"projects/{folder}/agents/{name}/profile.json")
-            if content is None:
-                continue
-            profile = json.loads(content)
-            human_key = projects.key(profile["project_human_key"], folder)
-            projects.folders.setdefault(folder, human_key)
-            project_id = projects.project(human_key, folder, profile["inception_ts"])
-            key, kind = agent_id(project_id, profile["name"]), agent_kind(profile)
-            db.execute(
-                "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts,"
-                " retired_ts, archive_version, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, project_id, profile["name"], profile["program"], profile["model"], profile["task_description"],
-                 profile["inception_ts"], profile["inception_ts"], profile.get("retired_ts"), rendering.version_of(profile) or None,
-                 kind),
-            )
-            if kind == "human":  # open to every agent, as ensure_overseer made the person (policies are not archived)
-                db.execute("UPDATE agents SET contact_policy = ? WHERE id = ?", (OVERSEER_POLICY, key))
-            activity.saw(key, profile["inception_ts"],
-                         None if profile.get("retired_ts") else activity.written(profile))
-            counts["agents"] += 1
+    described = read_projects(archive, folders, projects)
+    for folder, profile in profiles(archive, folders):
+        human_key = projects.key(profile["project_human_key"], folder)
+        projects.folders.setdefault(folder, human_key)
+        store_agent(db, projects.project(human_key, folder, profile["inception_ts"]), profile, activity)
+        counts["agents"] += 1
 
     def documents():
         for folder in folders:

@@ -164,29 +164,39 @@ def archive(settings: Settings) -> Finding:
             if folders := rebuild.projects_beside_empty_database(conn, repo):  # verify would call them all foreign
                 return Finding("git archive", False, *rebuild.empty_database_advice(settings, folders))
             problems = rebuild.verify(conn, repo)
+            arrivals = rebuild.newcomer_paths(conn, repo)  # made since a restored backup: their mail is foreign or left
     except NoArchive:  # (not created here: a mistyped ARCHIVE_DIR would look like an empty archive)
         with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
             entries = rebuild.count_entries(conn)
         if not entries:  # a new server: nothing to archive yet, so no repository either
             return Finding("git archive", True, f"nothing to archive yet ({settings.archive_dir} comes with the first entry)")
-        problems = {f"missing: no archive at {settings.archive_dir}": [f"all {entries} entries"]}
-    if not any(problems.values()):
+        problems, arrivals = {f"missing: no archive at {settings.archive_dir}": [f"all {entries} entries"]}, []
+    if not any(problems.values()) and not arrivals:
         return Finding("git archive", True, f"{settings.archive_dir} holds every message")
-    counts = ", ".join(f"{len(paths)} {kind}" for kind, paths in problems.items() if paths)
+    counts = ", ".join([*(f"{len(paths)} {kind}" for kind, paths in problems.items() if paths),
+                        *([f"{len(arrivals)} projects or agents the database lacks"] if arrivals else [])])
     rewrite = any(paths for kind, paths in problems.items() if kind not in STRANGERS)
-    if not rewrite and not problems.get("unexpected"):  # foreign files only: neither a rebuild nor an import helps
+    if not rewrite and not problems.get("unexpected") and not arrivals:  # foreign files only: no rebuild nor import helps
         return Finding("git archive", False, f"archive and database differ: {counts}: files of mail or projects this"
                        " database does not have", "check that DATABASE_URL is this archive's database (archive verify"
                        " lists the files; a rebuild leaves them)")
 
     def repair(progress) -> str:
-        done = []
-        if problems.get("unexpected"):  # into the database; the archive is only read, so its worker may run meanwhile
+        done, unexpected = [], problems.get("unexpected")
+        # Into the database; the archive is only read, so its worker may run meanwhile.
+        if arrivals:  # first the projects and agents, so that their mail has its senders and recipients
+            with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
+                made, registered = rebuild.bring_back(conn, repo)
+            done.append(f"brought back {made} projects and {registered} agents made since"
+                        " (the archive's project.json and profiles)")
+            with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+                unexpected = rebuild.verify(conn, repo)["unexpected"]  # their mail, foreign until now, among it
+        if unexpected:
             with db.connection(settings) as conn, GitArchive.local(settings) as repo:  # a transaction per batch
-                brought, left = rebuild.import_unexpected(conn, repo, problems["unexpected"])
+                brought, left = rebuild.import_unexpected(conn, repo, unexpected)
             done.append(f"brought back {brought} messages the archive holds and the database lacked" + (
-                f"; {len(left)} left, their agents not in this database (a restore-from-archive into a new DATABASE_URL"
-                " has them)" if left else ""))
+                f"; {len(left)} left, a sender or recipient in neither the database nor the archive's profiles:"
+                f" {', '.join(left[:5])}{', ...' if len(left) > 5 else ''}" if left else ""))
         if rewrite:
             # The worker of a running server writes the same repository: rewrite only while none runs.
             with exclusive(lock_path(settings), None) as mine:
@@ -201,7 +211,8 @@ def archive(settings: Settings) -> Finding:
         return "; ".join(done)
 
     unexpected = (" (unexpected: mail the archive holds and the database lacks, such as what was sent after the backup a"
-                  " restored database came from; the repair brings it back)") if problems.get("unexpected") else ""
+                  " restored database came from; the repair brings it back, and first the projects and agents made since)"
+                  ) if problems.get("unexpected") or arrivals else ""
     return Finding("git archive", False, f"archive and database differ: {counts}{unexpected}",
                    "python -m chalicelib doctor --repair" + (" (or: archive rebuild)" if rewrite and not unexpected else ""), repair)
 
