@@ -120,23 +120,35 @@ def test_a_server_on_an_empty_database_beside_an_archive_of_projects_warns_at_st
     assert len(warned) == 1 and "a second history" in warned[0] and "db restore-from-archive" in warned[0], log.read_text()[-2000:]
 
 
-def test_a_damaged_search_index_answers_503_naming_the_repair_until_doctor_rebuilds_it(tmp_path):
-    """FTS5's 'database disk image is malformed' was a 500 'Retry; if it keeps failing...'."""
+def zebra_mailbox(url: str):
+    """A project on the server at `url` with one message, "zebra crossing"; (call, its slug)."""
     import httpx
 
+    def call(tool: str, **arguments) -> httpx.Response:
+        return httpx.post(f"{url}/api/{tool}", json=arguments, timeout=30)
+
+    slug = call("ensure_project", human_key="/work/fts").json()["slug"]
+    for name in ("BlueLake", "GreenCastle"):
+        assert call("register_agent", project_key=slug, name=name, program="p", model="m").status_code == 200
+    assert call("set_contact_policy", project_key=slug, agent_name="GreenCastle", policy="open").status_code == 200
+    assert call("send_message", project_key=slug, sender_name="BlueLake", to=["GreenCastle"], subject="zebra crossing",
+                body_md="unusual words").status_code == 200
+    return call, slug
+
+
+def damage_full_text_index(database: Path, blocks: str = "id = (SELECT min(id) FROM messages_fts_data WHERE id > 10)") -> None:
+    """FTS5 then finds its index corrupt (SQLITE_CORRUPT_VTAB) when a search reads it. By default a
+    block of the index's words goes (1 and 10 are its averages and structure)."""
+    with sqlite3.connect(database) as conn:
+        conn.execute(f"DELETE FROM messages_fts_data WHERE {blocks}")
+
+
+def test_a_damaged_search_index_answers_503_naming_the_repair_until_doctor_rebuilds_it(tmp_path):
+    """FTS5's 'database disk image is malformed' was a 500 'Retry; if it keeps failing...'."""
     database, log = tmp_path / "db.sqlite", tmp_path / "server.log"
     with running_server(database, stderr=log) as url:
-        def call(tool: str, **arguments) -> httpx.Response:
-            return httpx.post(f"{url}/api/{tool}", json=arguments, timeout=30)
-
-        slug = call("ensure_project", human_key="/work/fts").json()["slug"]
-        for name in ("BlueLake", "GreenCastle"):
-            assert call("register_agent", project_key=slug, name=name, program="p", model="m").status_code == 200
-        assert call("set_contact_policy", project_key=slug, agent_name="GreenCastle", policy="open").status_code == 200
-        assert call("send_message", project_key=slug, sender_name="BlueLake", to=["GreenCastle"], subject="zebra crossing",
-                    body_md="unusual words").status_code == 200
-        with sqlite3.connect(database) as conn:  # a block of the index's words goes (1 and 10: its averages and structure)
-            conn.execute("DELETE FROM messages_fts_data WHERE id = (SELECT min(id) FROM messages_fts_data WHERE id > 10)")
+        call, slug = zebra_mailbox(url)
+        damage_full_text_index(database)
 
         for _ in range(2):
             damaged = call("search_messages", project_key=slug, query="zebra")
@@ -144,9 +156,40 @@ def test_a_damaged_search_index_answers_503_naming_the_repair_until_doctor_rebui
             error = damaged.json()["error"]
             assert error["code"] == "unavailable" and "search index is damaged" in error["message"]
             assert "python -m chalicelib doctor --repair" in error["hint"]
+        assert not Path(f"{database}.search").exists()  # the database's own index: no sidecar made in its stead
         assert doctor(database, "--repair").returncode == 0
         found = call("search_messages", project_key=slug, query="zebra")
         assert found.status_code == 200 and [hit["subject"] for hit in found.json()["results"]] == ["zebra crossing"]
     logged = [line for line in log.read_text().splitlines() if "full-text index is damaged" in line]
     assert len(logged) == 2 and "database disk image is malformed" in logged[0], log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_damaged_sidecar_index_of_a_turso_replica_is_rebuilt_by_the_next_search(tmp_path):
+    """The replica's sidecar (<replica>.search) is a cache: damaged, it failed every search with
+    503 until an operator deleted the file; now the search that meets the damage marks it, and
+    the next one rebuilds it from the replica, with the same hits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .turso import turso_server
+
+    replica, log = tmp_path / "replica.db", tmp_path / "server.log"
+    with turso_server(tmp_path / "primary") as primary, running_server(replica, stderr=log, TURSO_SYNC_URL=primary.url) as url:
+        call, slug = zebra_mailbox(url)
+        assert call("search_messages", project_key=slug, query="zebra").json()["results"][0]["subject"] == "zebra crossing"
+        damage_full_text_index(Path(f"{replica}.search"), "id >= 10")  # its structure too: its table cannot even be dropped
+
+        with ThreadPoolExecutor(6) as pool:  # at once: the one that meets the damage, then those that rebuild or wait for it
+            answers = list(pool.map(lambda _: call("search_messages", project_key=slug, query="zebra"), range(6)))
+        damaged = [answer for answer in answers if answer.status_code == 503]
+        assert len(damaged) == 1, [answer.text for answer in answers]
+        error = damaged[0].json()["error"]
+        assert "search index was damaged" in error["message"] and "Retry" in error["hint"] and "doctor" not in error["hint"]
+        for answer in answers:
+            if answer is not damaged[0]:
+                assert answer.status_code == 200 and [hit["subject"] for hit in answer.json()["results"]] == ["zebra crossing"]
+        found = call("search_messages", project_key=slug, query="zebra")
+        assert found.status_code == 200 and [hit["subject"] for hit in found.json()["results"]] == ["zebra crossing"]
+    logged = [line for line in log.read_text().splitlines() if "index is damaged" in line]
+    assert len(logged) == 1 and "the replica's sidecar: the next search rebuilds it" in logged[0], log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()

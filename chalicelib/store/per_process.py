@@ -23,3 +23,8 @@ class OnePerKey(Generic[T]):
             if key not in self.made:
                 self.made[key] = self.make(*args)
             return self.made[key]
+
+    def forget(self, key: Hashable) -> T | None:
+        """Let go of `key`'s object (the next `get` makes a new one); the object, None if there was none."""
+        with self.lock:
+            return self.made.pop(key, None)

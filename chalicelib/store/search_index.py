@@ -5,7 +5,8 @@ FTS table name, tokenizer and bm25 columns as migrations/0002_search.sql, and `m
 `message_recipients` tables holding the columns search filters on: the search SQL in
 tools/search.py then runs unchanged on either. (Messages and their recipients are written
 together and never changed, so the copy stays right.) An index file of an older layout
-(user_version) is dropped and rebuilt: it is only a cache. Before each search the index
+(user_version), or one a search found damaged (discard_damaged), is replaced by an empty one
+and filled again: it is only a cache. Before each search the index
 catches up with the replica. Messages are never edited;
 only retention (tools/retention.py) deletes them or archives their bodies. So catching up is:
 re-indexing the bodies archived lately; then, if the sets of ids differ (a count and a
@@ -26,10 +27,6 @@ from .per_process import OnePerKey
 VERSION = 3
 TOKENIZER = "porter unicode61"  # as in migrations/0002_search.sql
 SCHEMA = f"""
-DROP TABLE IF EXISTS messages_fts;
-DROP TABLE IF EXISTS messages;
-DROP TABLE IF EXISTS message_recipients;
-DROP TABLE IF EXISTS archived_bodies;
 CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md, tokenize = '{TOKENIZER}');
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL, sender_id INTEGER NOT NULL, thread_id TEXT NOT NULL,
@@ -57,7 +54,18 @@ class SearchIndex:
     def __init__(self, path) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         if self.conn.execute("PRAGMA user_version").fetchone()[0] != VERSION:
-            self.conn.executescript(SCHEMA)
+            self._start_anew()
+
+    def _start_anew(self) -> None:
+        """Replace the file's content by an empty index of this layout: copied over it whole (SQLite's
+        backup, one write transaction: a connection reading the file meanwhile sees the old index or
+        the new one), not dropped table by table, which a damaged FTS5 table may refuse."""
+        empty = sqlite3.connect(":memory:")
+        try:
+            empty.executescript(SCHEMA)
+            empty.backup(self.conn)
+        finally:
+            empty.close()
 
     def catch_up(self, replica) -> int:
         """Index the replica's messages this index lacks (and drop purged ones); how many were added."""
@@ -142,10 +150,27 @@ _indexes = OnePerKey(SearchIndex)  # per replica file; safe to lose (the file st
 
 def search_index(replica) -> SearchIndex:
     """The caught-up index of this replica (a pyturso connection lent by chalicelib/store/replica.py)."""
-    path = f"{replica.replica.path}.search"
+    path = _path(replica)
     index = _indexes.get(path, path)
     index.catch_up(replica)
     return index
+
+
+def discard_damaged(replica) -> str | None:
+    """Mark the replica's index, which FTS5 found damaged, as of no layout (user_version 0), and
+    let this process's copy go: the next search_index opens it again and starts it anew, as one of
+    an older layout (so does a process that opens it later). The file marked, None if another call
+    did (once per damage: the index serves one search at a time, under the replica's lock)."""
+    path = _path(replica)
+    index = _indexes.forget(path)
+    if index is None:
+        return None
+    index.conn.execute("PRAGMA user_version = 0")  # its connection closes once the search that failed lets it go
+    return path
+
+
+def _path(replica) -> str:
+    return f"{replica.replica.path}.search"
 
 
 # The embedded database's own index (migrations/0002_search.sql): an external-content FTS5

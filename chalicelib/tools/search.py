@@ -48,7 +48,7 @@ from ..errors import InvalidArgument, Unavailable
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, empty_list
 from ..registry import Input, Output, tool
 from ..store.db import placeholders
-from ..store.search_index import search_index
+from ..store.search_index import discard_damaged, search_index
 from .agents import find_agent, find_agents
 from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
@@ -253,13 +253,11 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     relevance; next_cursor goes on to older ones."""
     project = find_project(db, args.project_key)
     where, params = _filters(db, project, args)
-    # The index is in the database itself, or, on a Turso replica, in a sidecar file
-    # (chalicelib/store/search_index.py) with the same tables: the same SQL runs on both.
-    index = search_index(db).conn if hasattr(db, "replica") else db
+    index = _index(db)
     fts = bounded_query(args.query)
     if fts is None:
         return SearchResults(query=args.query, results=[])
-    with _time_budget(index):
+    with _time_budget(db, index):
         page, next_cursor = _page(index, args.query, fts, where, params, args, _filtered(args))
         return SearchResults(query=args.query, results=_hits(db, args.query, project, page), next_cursor=next_cursor)
 
@@ -276,11 +274,17 @@ def search_project(db: sqlite3.Connection, project, query: str, limit: int, view
     fts = bounded_query(query)
     if fts is None:
         return [], None
-    index = search_index(db).conn if hasattr(db, "replica") else db
+    index = _index(db)
     args = SearchMessagesInput(project_key=project["human_key"], query=query, limit=limit, cursor=cursor)
-    with _time_budget(index):
+    with _time_budget(db, index):
         page, next_cursor = _page(index, query, fts, where, params, args, filtered=viewers is not None, take=take)
         return _hits(db, query, project, page), next_cursor
+
+
+def _index(db):
+    """The connection holding the full-text index: the database itself, or, on a Turso replica, a
+    sidecar file (chalicelib/store/search_index.py) with the same tables: the same SQL runs on both."""
+    return search_index(db).conn if hasattr(db, "replica") else db
 
 
 def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput, filtered: bool,
@@ -312,7 +316,7 @@ def one_budget():
 
 
 @contextmanager
-def _time_budget(index):
+def _time_budget(db, index):
     """Stop the index's statements once the search has run SEARCH_TIMEOUT_MS (422), or once the
     budget of the searches it is one of has (one_budget); its Python work asks _in_time. (The
     index is the database itself but on a Turso replica, whose connection takes no handler: there
@@ -328,7 +332,7 @@ def _time_budget(index):
             if _interrupted(exc):
                 raise _too_long() from None
             if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT_VTAB:  # FTS5's word for its own damage
-                raise _damaged_index(exc) from None
+                raise (_damaged_sidecar(db, exc) if index is not db else _damaged_index(exc)) from None
             raise
         finally:
             index.set_progress_handler(None, STEPS_BETWEEN_CHECKS)
@@ -351,14 +355,25 @@ def _too_long() -> InvalidArgument:
 
 
 def _damaged_index(exc: sqlite3.DatabaseError) -> Unavailable:
-    """A full-text index that FTS5 finds corrupt answers every search that reaches the damage
-    with this until it is rebuilt: the operator's to fix, so it is logged (once per search)."""
-    log.error("search: the full-text index is damaged (%s); python -m chalicelib doctor --repair rebuilds it (on a Turso"
-              " replica, delete the .search file beside the replica: it is rebuilt)", exc)
+    """A full-text index of the database that FTS5 finds corrupt answers every search that reaches
+    the damage with this until it is rebuilt: the operator's to fix, so it is logged (once per search)."""
+    log.error("search: the full-text index is damaged (%s); python -m chalicelib doctor --repair rebuilds it", exc)
     return Unavailable(
         "The search index is damaged: searches fail until an operator rebuilds it.",
         "Tell the operator to run `python -m chalicelib doctor --repair`; the other tools work meanwhile.",
     )
+
+
+def _damaged_sidecar(db, exc: sqlite3.DatabaseError) -> Unavailable:
+    """A replica's sidecar index that FTS5 finds corrupt is a cache: marked, it is rebuilt from the
+    replica by the next search (before that one's time budget starts, as a new process's first
+    search builds it). This search answers 503 rather than rebuild it inside its own budget: a
+    rebuild reads every message, which no SEARCH_TIMEOUT_MS bounds. Logged once per damage."""
+    if path := discard_damaged(db):
+        log.warning("search: the full-text index is damaged (%s) in %s, the replica's sidecar: the next search rebuilds it"
+                    " from the replica", exc, path)
+    return Unavailable("The search index was damaged: the next search rebuilds it.",
+                       "Retry the search in a moment; the other tools work meanwhile.")
 
 
 def _interrupted(exc: sqlite3.DatabaseError) -> bool:
