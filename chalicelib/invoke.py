@@ -81,13 +81,14 @@ def admitted(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settin
 def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
     """The handler, once the call is admitted."""
     args = admitted(conn, tool, args, settings, principal)
-    if principal.unrestricted:
-        result = _handled(conn, tool, args, settings)
-    else:
-        with scopes.mentioning(principal.projects):
+    with auth.calling(principal):  # on the writer's thread too: a handler may count per credential
+        if principal.unrestricted:
             result = _handled(conn, tool, args, settings)
-        scopes.check_delivered(conn, result, principal.projects)
-        result = scopes.visible_output(tool, result, principal)
+        else:
+            with scopes.mentioning(principal.projects):
+                result = _handled(conn, tool, args, settings)
+            scopes.check_delivered(conn, result, principal.projects)
+            result = scopes.visible_output(tool, result, principal)
     if not tool.read_only:  # measured inside its transaction: a write refused so changes nothing
         bounded(to_json(result), write=True)
     return result
@@ -124,7 +125,7 @@ async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.
         if tool.read_only:
             return await _read(tool, args, settings, principal)
         if work := tool.prepare and tool.prepare(args):
-            await _preparing.run(_credential(principal), settings.max_slow_calls_per_caller,
+            await _preparing.run(auth.credential(principal), settings.max_slow_calls_per_caller,
                                  _prepare, work, tool, args, settings, principal)
         return await _writer(settings).submit(tool, args, principal)
 
@@ -230,15 +231,8 @@ async def _read(tool: Tool, args: Input, settings: Settings, principal: auth.Pri
 # MAX_MAIL_WAITERS_PER_CALLER of them for one credential.
 
 
-def _credential(principal: auth.Principal) -> str | None:
-    """Whose share of the waits and of the slow lanes a call takes: an authenticated credential's;
-    None for the operator and, without authentication, everyone (one caller: whoever reaches the
-    loopback port)."""
-    return principal.subject if principal.kind in ("bearer", "jwt") else None
-
-
 async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
-    with wakeup.board(settings).join(asynchronous=True, caller=_credential(principal)) as waiter:
+    with wakeup.board(settings).join(asynchronous=True, caller=auth.credential(principal)) as waiter:
         wait = _Waiting(tool, args, settings, waiter, asyncio.get_running_loop().time)
         while True:
             waiter.arm()
@@ -252,7 +246,7 @@ async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Pri
 
 def _wait_sync(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
     """The same for synchronous callers (Chalice, the CLI): the thread sleeps instead."""
-    with wakeup.board(settings).join(asynchronous=False, caller=_credential(principal)) as waiter:
+    with wakeup.board(settings).join(asynchronous=False, caller=auth.credential(principal)) as waiter:
         wait = _Waiting(tool, args, settings, waiter, time.monotonic)
         while True:
             waiter.arm()
@@ -298,7 +292,7 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.
     args = parse(tool, arguments)
     if tool.read_only and tool.off_loop(args):
         try:
-            queued = _slow_reads.run(_credential(caller(principal)), settings.max_slow_calls_per_caller,
+            queued = _slow_reads.run(auth.credential(caller(principal)), settings.max_slow_calls_per_caller,
                                      json_call, tool, args, settings, principal)
         except ToolError:  # refused before json_call: counted and logged as the tool's call all the same
             with _measured(tool.name):

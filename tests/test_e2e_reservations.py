@@ -8,6 +8,8 @@ import httpx
 import pytest
 from mcp import Client
 
+from .servers import running_server
+
 AGENTS = [f"Builder{i}" for i in range(10)]
 
 
@@ -63,6 +65,38 @@ def test_an_agent_past_its_active_reservations_gets_a_429_and_reserves_nothing(a
     error = refused.json()["error"]
     assert error["code"] == "rate_limited" and "Builder0 holds 1,000 active file reservations; 1 more" in error["message"]
     assert api.post("/api/release_file_reservations", json=base).json()["released"] == 1000
+
+
+HOARDER, NEIGHBOUR = "hoarder-credential-0123456789", "neighbour-credential-0123456789"
+
+
+def test_one_credential_holds_at_most_its_share_of_a_projects_reservations(tmp_path):
+    """Review, session 18: one bearer token registered 10 agents and reserved 1,000 paths with each;
+    the project's 10,000 were full, and every other agent of the project, its own token or not,
+    was refused until they expired. A credential now holds at most half a project's reservations."""
+    tokens = json.dumps([{"token": HOARDER, "projects": ["e2e-share"], "role": "writer"}, NEIGHBOUR])
+    with running_server(tmp_path / "agent_mail.db", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=tokens) as url:
+        hoarder, neighbour = (httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+                              for token in (HOARDER, NEIGHBOUR))
+        with hoarder, neighbour:
+            neighbour.post("/api/ensure_project", json={"human_key": "/e2e/share"}).raise_for_status()
+
+            def reserve(client, name, files):
+                agent = client.post("/api/register_agent", json={"project_key": "e2e-share", "program": "p", "model": "m",
+                                                                 "name": name}).json()
+                return client.post("/api/file_reservation_paths", json={
+                    "project_key": "e2e-share", "agent_name": name, "registration_token": agent["registration_token"],
+                    "paths": files, "ttl_seconds": 600})
+
+            answers = [reserve(hoarder, f"Hoard{n}", [f"hoard{n}/f{i}.py" for i in range(1000)]) for n in range(10)]
+            assert [answer.status_code for answer in answers] == [200] * 5 + [429] * 5
+            error = answers[-1].json()["error"]
+            assert error["code"] == "rate_limited" and 590 < int(answers[-1].headers["Retry-After"]) <= 600
+            assert "This credential's agents in e2e-share hold 5,000 active file reservations; 1,000 more" in error["message"]
+            assert "its share of 5,000, of the project's 10,000" in error["message"] and "Nothing was reserved" in error["message"]
+            assert reserve(neighbour, "Neighbour", [f"mine/f{i}.py" for i in range(1000)]).status_code == 200
+            held = neighbour.get("/api/list_file_reservations", params={"project_key": "e2e-share", "limit": 500}).json()
+            assert len(held["file_reservations"]) == 500 and held["next_cursor"]
 
 
 def test_concurrent_acquires_of_a_free_slot_have_one_winner(server, api):

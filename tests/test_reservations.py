@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from chalicelib import clock, invoke
+from chalicelib.security import auth
 from chalicelib.store import db
 from chalicelib.config import get_settings
 from chalicelib.errors import Conflict, InvalidArgument, NotFound, TooManyRequests
@@ -262,27 +263,75 @@ def test_an_agent_and_a_project_hold_a_bounded_number_of_active_reservations(cal
     assert reserve("RedStone", "r.py")["granted"]
 
 
+def test_a_credential_holds_at_most_its_share_of_a_projects_reservations(call, project, reserve, settings, monkeypatch):
+    """Review, session 18: one credential acting as several agents filled its project's limit, and
+    every other credential's agents were refused (tests/test_e2e_reservations.py, at full scale over
+    HTTP). Its share counts what it took; without authentication every caller is one, with no share."""
+    monkeypatch.setattr(reservations, "HELD_PER_AGENT", 3)
+    monkeypatch.setattr(reservations, "HELD_PER_PROJECT", 6)
+    monkeypatch.setattr(reservations, "HELD_PER_CREDENTIAL", 3)
+    hoarder, other = auth.Principal("bearer", "bearer:hoarder"), auth.Principal("jwt", "someone-else")
+
+    def reserve_as(principal, agent, *paths):
+        arguments = dict(project_key=project, agent_name=agent, paths=list(paths))
+        return invoke.call(tools_by_name()["file_reservation_paths"], arguments, settings, principal)
+
+    reserve_as(hoarder, "BlueLake", "a.py", "b.py")
+    with pytest.raises(TooManyRequests) as refused:
+        reserve_as(hoarder, "GreenCastle", "c.py", "d.py")
+    assert "This credential's agents in work-demo hold 2 active file reservations; 2 more would pass its share of 3" in refused.value.message
+    reserve_as(hoarder, "GreenCastle", "c.py")  # its share
+    reserve_as(hoarder, "BlueLake", "a.py", "b.py")  # renewing at its share
+    with pytest.raises(TooManyRequests):
+        reserve_as(hoarder, "BlueLake", "e.py")
+    reserve_as(other, "RedStone", "r1.py")  # another credential's agents are not refused
+    call("release_file_reservations", project_key=project, agent_name="BlueLake", paths=["a.py"])
+    reserve_as(other, "BlueLake", "a.py")  # reserved again: in the share of the credential that did
+    reserve_as(hoarder, "RedStone", "r2.py")  # hoarder: b.py, c.py (GreenCastle's), and this
+    reserve_as(other, "BlueLake", "a.py", "b.py")  # b.py renewed, still hoarder's: other holds 2
+    reserve_as(other, "GreenCastle", "g1.py")  # its third
+    with pytest.raises(TooManyRequests) as refused:
+        reserve_as(other, "GreenCastle", "g2.py")
+    assert "The agents of work-demo hold 6 active file reservations" in refused.value.message  # the project's limit
+
+
+def test_without_authentication_one_caller_may_fill_its_project(call, project, reserve, settings, monkeypatch):
+    """A laptop without authentication: the operator (CLI) and whoever reaches the port are one
+    caller, with no share to keep to."""
+    monkeypatch.setattr(reservations, "HELD_PER_AGENT", 2)
+    monkeypatch.setattr(reservations, "HELD_PER_PROJECT", 6)
+    monkeypatch.setattr(reservations, "HELD_PER_CREDENTIAL", 3)
+    reserve("BlueLake", "b1.py", "b2.py")
+    reserve("GreenCastle", "g1.py", "g2.py")
+    arguments = dict(project_key=project, agent_name="RedStone", paths=["r1.py", "r2.py"])
+    invoke.call(tools_by_name()["file_reservation_paths"], arguments, settings, auth.ANONYMOUS)
+    assert len(call("list_file_reservations", project_key=project)["file_reservations"]) == 6
+
+
 @pytest.mark.sqlite_only  # the plans of SQLite's planner
 @pytest.mark.parametrize(("limit", "index"), [
     ("HELD_PER_AGENT", "file_reservations_by_agent_expiry (agent_id=? AND released_ts=? AND expires_ts>?)"),
     ("HELD_PER_PROJECT", "file_reservations_active (project_id=? AND released_ts=? AND expires_ts>?)"),
+    ("HELD_PER_CREDENTIAL", "file_reservations_by_credential (project_id=? AND credential=? AND released_ts=? AND expires_ts>?)"),
 ])
 def test_what_is_held_is_counted_in_an_index(call, project, reserve, settings, monkeypatch, limit, index):
     """Counting walks the active reservations' index entries only: not the expired ones retention
     keeps for a week (RETENTION_LEASE_GRACE_DAYS), nor any table row."""
-    reserve("BlueLake", "a.py")
+    caller = auth.Principal("bearer", "bearer:counted")
+    invoke.call(tools_by_name()["file_reservation_paths"], dict(project_key=project, agent_name="BlueLake", paths=["a.py"]),
+                settings, caller)
     monkeypatch.setattr(reservations, limit, 1)  # the refusal's query too (its Retry-After)
     statements = []
-    with db.connection(settings) as conn, db.transaction(conn, write=True):
+    with db.connection(settings) as conn, db.transaction(conn, write=True), auth.calling(caller):
         conn.set_trace_callback(statements.append)
         reserve_tool = tools_by_name()["file_reservation_paths"]
         with pytest.raises(TooManyRequests):
             reserve_tool.handler(conn, reserve_tool.input(project_key=project, agent_name="BlueLake", paths=["b.py"]))
         conn.set_trace_callback(None)
         held = [sql for sql in statements if "FROM file_reservations WHERE" in sql and "released_ts IS NULL AND expires_ts >" in sql
-                and "id IN" not in sql]  # what is held, by agent then by project, and when there is room
+                and "id IN" not in sql]  # what is held, by agent, by project, by credential, and when there is room
         plans = [" | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")) for sql in held]
-    assert len(plans) == (2 if limit == "HELD_PER_AGENT" else 3)
+    assert len(plans) == {"HELD_PER_AGENT": 2, "HELD_PER_PROJECT": 3, "HELD_PER_CREDENTIAL": 4}[limit]
     assert f"USING COVERING INDEX {index}" in plans[-1] and f"USING COVERING INDEX {index}" in plans[-2]
     assert all("USING COVERING INDEX" in plan and "TEMP B-TREE" not in plan for plan in plans), plans
 

@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -64,6 +65,28 @@ OPERATOR = Principal("operator", "operator")  # in-process callers: the CLI, scr
 # The caller of the request being served, set by each transport after authentication
 # (asgi.Front, app.py); invoke.py reads it. Unset (an in-process call): the operator.
 current: ContextVar[Principal | None] = ContextVar("principal", default=None)
+
+
+def credential(principal: Principal) -> str | None:
+    """Whose share a call takes of what is shared out per credential (waits, slow lanes, a project's
+    file reservations): an authenticated credential's; None for the operator and, without
+    authentication, everyone (one caller: whoever reaches the loopback port)."""
+    return principal.subject if principal.kind in ("bearer", "jwt") else None
+
+
+@contextmanager
+def calling(principal: Principal):
+    """Within it, `current` is this principal: invoke.run runs a handler so, on whichever thread."""
+    token = current.set(principal)
+    try:
+        yield
+    finally:
+        current.reset(token)
+
+
+def current_credential() -> str | None:
+    """credential() of the call being run."""
+    return credential(current.get() or OPERATOR)
 
 
 def scoped(kind: str, subject: str, projects, role, expires: float | None = None) -> Principal:

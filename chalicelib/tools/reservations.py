@@ -26,6 +26,7 @@ from .globs import is_glob, overlaps
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from ..ids import stable_id
 from ..registry import Input, Output, tool
+from ..security import auth
 from .agents import agent_id, find_agent, mark_active
 from .messages import notify
 from .projects import ABSOLUTE_PATH, find_project, normalize_human_key, refuse_archived
@@ -132,6 +133,10 @@ PAIRS_MAX = 50_000
 # in its project read them all. An agent reserves tens at a time; a folder or glob holds many files.
 HELD_PER_AGENT = 1_000
 HELD_PER_PROJECT = 10_000
+# What the agents of one credential (a bearer token, a JWT's sub: auth.credential) may hold of a
+# project's: one that may act as ten agents filled all of it, refusing every other credential's.
+# Half leaves the others as much; without authentication all is one caller's, so it has no share.
+HELD_PER_CREDENTIAL = HELD_PER_PROJECT // 2
 HOLDERS_LISTED = 100  # holders an answer lists in full; the others are counted (an answer stays small)
 OVERLAPS_LISTED = 10  # conflicts_with listed per reservation of list_file_reservations
 
@@ -332,31 +337,35 @@ def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInp
     with exclusive holders), with holder, pattern and expiry: message them before you edit.
     A pattern covers everything under it (`src` covers `src/app.py`). Reserving a pattern
     you already hold renews it with the new ttl, exclusive flag and reason. An agent holds at
-    most 1,000 active reservations, a project 10,000: past them the call is refused (429) and
-    nothing is reserved; release what you are done with, or reserve folders or globs."""
+    most 1,000 active reservations, a project 10,000, the agents of one credential (bearer token)
+    5,000 of a project's: past them the call is refused (429) and nothing is reserved; release what
+    you are done with, or reserve folders or globs."""
     project = find_project(db, args.project_key)
     refuse_archived(project)
     agent = find_agent(db, project, args.agent_name)
     paths = list(dict.fromkeys(args.paths))
     now = clock.now()
     ids = [reservation_id(project["id"], agent["id"], path) for path in paths]
-    refuse_too_many_held(db, project, agent, ids, now)
+    credential = auth.current_credential() or ""  # '': no share to count (migration 0039)
+    refuse_too_many_held(db, project, agent, credential, ids, now)
     active = ActiveNear(db, project["id"], paths, compared_by(agent["id"], args.exclusive))
     clashes = conflicts(active, agent["id"], paths, args.exclusive, done="Nothing was reserved.")
     expires = clock.later(now, args.ttl_seconds)
     # The leases held are updated, then the others inserted: not an upsert (docs/turso.md).
     db.executemany(
         "UPDATE file_reservations SET exclusive = ?, reason = ?,"
-        # a lease still running keeps its start; a released or expired one starts afresh
+        # a lease still running keeps its start and its credential (what refuse_too_many_held counted
+        # as added is what starts afresh, in the caller's share)
         " created_ts = CASE WHEN released_ts IS NULL AND expires_ts > ? THEN created_ts ELSE ? END,"
+        " credential = CASE WHEN released_ts IS NULL AND expires_ts > ? THEN credential ELSE ? END,"
         " expires_ts = ?, released_ts = NULL WHERE id = ?",
-        [(args.exclusive, args.reason, now, now, expires, rid) for rid in ids],
+        [(args.exclusive, args.reason, now, now, now, credential, expires, rid) for rid in ids],
     )
     db.executemany(
         "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, path_prefix, exclusive, reason, created_ts,"
-        " expires_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        " expires_ts, credential) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         [
-            (rid, project["id"], agent["id"], path, literal_prefix(path), args.exclusive, args.reason, now, expires)
+            (rid, project["id"], agent["id"], path, literal_prefix(path), args.exclusive, args.reason, now, expires, credential)
             for rid, path in zip(ids, paths)
         ],
     )
@@ -365,30 +374,38 @@ def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInp
     return Reserved(granted=reservations_by_id(db, ids), conflicts=clashes)
 
 
-def refuse_too_many_held(db: sqlite3.Connection, project: sqlite3.Row, agent: sqlite3.Row, ids: list[int], now: str) -> None:
+def refuse_too_many_held(db: sqlite3.Connection, project: sqlite3.Row, agent: sqlite3.Row, credential: str, ids: list[int],
+                         now: str) -> None:
     """429, before anything is reserved, if granting the reservations `ids` would take the agent past
-    HELD_PER_AGENT active ones or its project past HELD_PER_PROJECT. Those already active are renewed,
-    not added: renewing stays possible at the limit."""
+    HELD_PER_AGENT active ones, its project past HELD_PER_PROJECT, or the agents of the caller's
+    credential (if any: '' is none) past HELD_PER_CREDENTIAL of the project's. Those already active
+    are renewed, not added: renewing stays possible at the limit."""
     sql = f"SELECT count(*) FROM file_reservations WHERE id IN ({placeholders(ids)}) AND {LIVE}"
     adding = len(ids) - db.execute(sql, [*ids, now]).fetchone()[0]
-    scopes = ((f"{agent['name']} holds", "agent_id", agent["id"], HELD_PER_AGENT),
-              (f"The agents of {project['slug']} hold", "project_id", project["id"], HELD_PER_PROJECT))
-    for who, column, key, limit in scopes if adding else ():
-        scope = f"{column} = ? AND {LIVE}"  # an index range (file_reservations_by_agent_expiry, _active)
+    # Each an index range: file_reservations_by_agent_expiry, _active, _by_credential.
+    scopes = [(f"{agent['name']} holds", "agent_id = ?", [agent["id"]], HELD_PER_AGENT, f"the limit of {HELD_PER_AGENT:,}"),
+              (f"The agents of {project['slug']} hold", "project_id = ?", [project["id"]], HELD_PER_PROJECT,
+               f"the limit of {HELD_PER_PROJECT:,}")]
+    if credential:
+        scopes.append((f"This credential's agents in {project['slug']} hold", "project_id = ? AND credential = ?",
+                       [project["id"], credential], HELD_PER_CREDENTIAL, f"its share of {HELD_PER_CREDENTIAL:,}, of the"
+                       f" project's {HELD_PER_PROJECT:,} (the rest is left to other credentials)"))
+    for who, where, keys, limit, limit_is in scopes if adding else ():
+        scope = f"{where} AND {LIVE}"
         # Counted no further than the limit: a project over it (from before there was one) costs no more.
         sql = f"SELECT count(*) FROM (SELECT 1 FROM file_reservations WHERE {scope} LIMIT ?)"
-        (held,) = db.execute(sql, (key, now, limit + 1)).fetchone()
+        (held,) = db.execute(sql, (*keys, now, limit + 1)).fetchone()
         if held + adding > limit:
             # When enough of them will have expired for these to fit: the Retry-After.
             room = db.execute(f"SELECT expires_ts FROM file_reservations WHERE {scope} ORDER BY expires_ts LIMIT 1 OFFSET ?",
-                              (key, now, held + adding - limit - 1)).fetchone()
-            raise too_many_held(who, held, adding, limit, room and room[0], now)
+                              (*keys, now, held + adding - limit - 1)).fetchone()
+            raise too_many_held(who, held, adding, limit, limit_is, room and room[0], now)
 
 
-def too_many_held(who: str, held: int, adding: int, limit: int, room: str | None, now: str) -> TooManyRequests:
+def too_many_held(who: str, held: int, adding: int, limit: int, limit_is: str, room: str | None, now: str) -> TooManyRequests:
     count = f"more than {limit:,}" if held > limit else f"{held:,}"
     return TooManyRequests(
-        f"{who} {count} active file reservations; {adding:,} more would pass the limit of {limit:,}. Nothing was reserved.",
+        f"{who} {count} active file reservations; {adding:,} more would pass {limit_is}. Nothing was reserved.",
         "Release those no longer needed (release_file_reservations; list_file_reservations shows what is held), or let"
         f" them expire{f': enough have by {room}' if room else ''}. A folder or glob (src/api/**) holds many files in one"
         " reservation.",
