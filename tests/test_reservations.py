@@ -144,6 +144,27 @@ def test_release_by_pattern_by_id_or_all(call, project, reserve):
     assert [(r["agent"], r["path_pattern"]) for r in active] == [("GreenCastle", "a.py")]
 
 
+def test_an_agent_over_its_limit_renews_and_releases_a_limits_worth_a_call(call, project, reserve, monkeypatch):
+    """Review, session 18: renewing or releasing all of them updated every row of an agent holding
+    more than HELD_PER_AGENT (from before the limit, or two Turso replicas granting at once) in one
+    call. A call now takes a limit's worth: renewing goes on from next_cursor, releasing says more."""
+    held = {r["id"]: r["expires_ts"] for r in reserve("BlueLake", *(f"f{n}.py" for n in range(5)))["granted"]}
+    reserve("GreenCastle", "g.py")
+    monkeypatch.setattr(reservations, "HELD_PER_AGENT", 2)  # BlueLake holds more
+    renewed, pages, cursor = {}, [], None
+    while True:
+        page = call("renew_file_reservations", project_key=project, agent_name="BlueLake", extend_seconds=60, cursor=cursor)
+        pages.append(page["renewed"])
+        renewed.update((r["id"], r["expires_ts"]) for r in page["file_reservations"])
+        if not (cursor := page["next_cursor"]):
+            break
+    assert pages == [2, 2, 1] and renewed == {rid: later(expires, 60) for rid, expires in held.items()}  # each once
+    released = [call("release_file_reservations", project_key=project, agent_name="BlueLake") for _ in range(3)]
+    assert [(answer["released"], answer["more"]) for answer in released] == [(2, True), (2, True), (1, False)]
+    active = call("list_file_reservations", project_key=project)["file_reservations"]
+    assert [(r["agent"], r["path_pattern"]) for r in active] == [("GreenCastle", "g.py")]
+
+
 def test_releasing_another_agents_reservation_by_id_is_refused(call, project, reserve):
     theirs = reserve("GreenCastle", "a.py")["granted"][0]["id"]
     with pytest.raises(NotFound) as refused:

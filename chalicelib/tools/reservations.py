@@ -468,6 +468,8 @@ class ReleaseFileReservationsInput(Input):
 class Released(Output):
     released: int = Field(description="How many active reservations were released.")
     released_ts: str
+    more: bool = Field(False, description=f"A call releases at most {HELD_PER_AGENT:,} (what an agent may hold): true when"
+                       " more of those named (all yours, if none) are still held; call again, the same way, for the rest.")
 
 
 def own_reservation_ids(db: sqlite3.Connection, agent: sqlite3.Row, ids: list[int]) -> list[int]:
@@ -508,16 +510,19 @@ def selection(db: sqlite3.Connection, agent: sqlite3.Row, paths: list[str] | Non
 
 def release_file_reservations(db: sqlite3.Connection, args: ReleaseFileReservationsInput) -> Released:
     """Release your file reservations: those with the given patterns or ids, or all of them
-    if you give neither. Releasing what is not active is a no-op."""
+    if you give neither. Releasing what is not active is a no-op. At most 1,000 a call: `more`
+    says more are held; call again for the rest."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
     where, params = selection(db, agent, args.paths, args.file_reservation_ids)
     now = clock.now()
-    sql = f"UPDATE file_reservations SET released_ts = ? WHERE {where} RETURNING id"
-    released = [rid for (rid,) in db.execute(sql, [now, *params])]
+    # A limit's worth a call: one over it (from before it, or two replicas' grants) is not all updated in one write.
+    sql = f"UPDATE file_reservations SET released_ts = ? WHERE id IN (SELECT id FROM file_reservations WHERE {where} LIMIT ?) RETURNING id"
+    released = [rid for (rid,) in db.execute(sql, [now, *params, HELD_PER_AGENT])]
+    more = len(released) == HELD_PER_AGENT and db.execute(f"SELECT 1 FROM file_reservations WHERE {where} LIMIT 1", params).fetchone()
     mark_active(db, agent["id"], now)
     outbox.record_reservations(db, project, released)
-    return Released(released=len(released), released_ts=now)
+    return Released(released=len(released), released_ts=now, more=bool(more))
 
 
 class RenewFileReservationsInput(Input):
@@ -526,6 +531,8 @@ class RenewFileReservationsInput(Input):
     extend_seconds: Annotated[int, Field(ge=1, le=MAX_TTL, description="Seconds added to each reservation's current expiry.")] = 1800
     paths: Paths | None = Field(None, description="Renew the reservations of exactly these patterns (default: all yours).")
     file_reservation_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)] | None = None
+    cursor: PageCursor | None = Field(None, description="next_cursor of the previous call, to renew the next ones of the same"
+                                      " selection; omit it to start.")
 
 
 # How far back a renewal of all of them (a heartbeat) looks for leases that expired: an agent
@@ -534,11 +541,15 @@ class RenewFileReservationsInput(Input):
 # list is cut where it matters least.
 RECENT_LAPSE_SECONDS = 24 * 3600
 RECENT_LAPSES_LISTED = 100
+BY_ID = Keyset((("id", "id"),))  # renewing moves expiries: the order of a renewal's pages is one that it leaves alone
 
 
 class Renewed(Output):
     renewed: int
     file_reservations: list[Reservation]
+    next_cursor: str | None = Field(None, description=f"A call renews at most {HELD_PER_AGENT:,} (what an agent may hold),"
+                                    " in id order: more are held; pass this as cursor, with the same paths or ids (or none) and"
+                                    " extend_seconds, to renew the next ones. Null once all were renewed.")
     lapsed: list[Reservation] = Field(
         [], description="Not renewed because they had lapsed: reserve them again with file_reservation_paths (and"
         " check nobody edited those files meanwhile). Of the reservations named by paths or ids, those expired or"
@@ -556,12 +567,18 @@ def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsI
     Renewing nothing of what was named (paths or ids) is a 404 that says why; when only some
     of it lapsed, the rest is renewed and `lapsed` lists the others. Renewing all of them
     (a heartbeat) renews what is held, 0 after a release, and `lapsed` lists those that
-    expired in the last 24 hours: you may still be editing files you no longer hold."""
+    expired in the last 24 hours: you may still be editing files you no longer hold. At most
+    1,000 a call: `next_cursor` says more are held; pass it as cursor to renew the next ones."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
     where, params = named(db, agent, args.paths, args.file_reservation_ids)
     now = clock.now()
-    rows = db.execute(f"SELECT id, expires_ts FROM file_reservations WHERE {where} AND {LIVE}", [*params, now]).fetchall()
+    after, after_params = BY_ID.after(args.cursor)
+    # A limit's worth a call: one over it (from before it, or two replicas' grants) is not all updated in one write.
+    rows, cursor = BY_ID.page(db.execute(
+        f"SELECT id, expires_ts FROM file_reservations WHERE {where} AND {LIVE}{after}{BY_ID.order_by()} LIMIT ?",
+        [*params, now, *after_params, HELD_PER_AGENT + 1],
+    ), HELD_PER_AGENT)
     asked = args.paths is not None or args.file_reservation_ids is not None
     lapsed = lapsed_reservations(db, where, params, now) if asked else recently_expired(db, agent, now)
     if not rows and asked:  # those it named lapsed: say so (all of them: none held is no news, e.g. after a release)
@@ -573,7 +590,8 @@ def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsI
     mark_active(db, agent["id"], now)
     ids = [row["id"] for row in rows]
     outbox.record_reservations(db, project, ids)
-    return Renewed(renewed=len(ids), file_reservations=reservations_by_id(db, ids) if ids else [], lapsed=lapsed)
+    return Renewed(renewed=len(ids), file_reservations=reservations_by_id(db, ids) if ids else [], lapsed=lapsed,
+                   next_cursor=cursor)
 
 
 def lapsed_reservations(db: sqlite3.Connection, where: str, params: list, now: str) -> list[Reservation]:
