@@ -544,19 +544,23 @@ def newcomers(db: sqlite3.Connection, archive: GitArchive) -> tuple[Restorer, li
     """What the archive has and the database lacks, made since the backup a restored database
     came from: (a Restorer that knows the database's projects, the folders of projects it lacks,
     (folder, profile) of agents it lacks). A project is new if its project.json says it was made
-    after the database's first project: one made before is another database's (a mistyped
-    DATABASE_URL, whose server archived its own projects beside this archive's), and stays foreign.
+    after the newest thing the database holds (its projects, agents and messages: the backup's
+    moment): one made before is another database's (a mistyped DATABASE_URL, whose server
+    archived its own projects beside this archive's), and stays foreign.
     A profile counts in its folder's project only."""
     projects = Restorer(db)
     projects.know()
     ours = dict(projects.folders)  # slug -> human key, the database's
-    first = db.execute("SELECT min(created_ts) FROM projects").fetchone()[0] or "~"  # (timestamps sort as text)
+    backed_up = db.execute(  # (timestamps sort as text; messages are newest by id)
+        "SELECT max(coalesce((SELECT max(created_ts) FROM projects), ''), coalesce((SELECT max(inception_ts) FROM agents), ''),"
+        " coalesce((SELECT created_ts FROM messages ORDER BY id DESC LIMIT 1), ''))"
+    ).fetchone()[0] or "~"
     described = read_projects(archive, archive.folders("projects"), projects)
     projects.folders |= ours  # a folder of the database's project stays its own
     keys = {normalize_human_key(key) for key in ours.values()}  # (a folder of another spelling of ours is not new)
     new = [folder for folder, project in described.items()
            if folder not in ours and normalize_human_key(project["human_key"]) not in keys
-           and project.get("created_ts", "") > first]
+           and project.get("created_ts", "") > backed_up]
     owners = {folder: projects.folders[folder] for folder in [*ours, *new]}
     agents = [(folder, profile) for folder, profile in profiles(archive, list(owners))
               if same_project(profile.get("project_human_key"), owners[folder])

@@ -182,7 +182,7 @@ def archive(settings: Settings) -> Finding:
                        " lists the files; a rebuild leaves them)")
 
     def repair(progress) -> str:
-        done, unexpected = [], problems.get("unexpected")
+        done, mail = [], problems.get("unexpected")
         # Into the database; the archive is only read, so its worker may run meanwhile.
         if arrivals:  # first the projects and agents, so that their mail has its senders and recipients
             with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
@@ -190,10 +190,10 @@ def archive(settings: Settings) -> Finding:
             done.append(f"brought back {made} projects and {registered} agents made since"
                         " (the archive's project.json and profiles)")
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
-                unexpected = rebuild.verify(conn, repo)["unexpected"]  # their mail, foreign until now, among it
-        if unexpected:
+                mail = rebuild.verify(conn, repo)["unexpected"]  # their mail, foreign until now, among it
+        if mail:
             with db.connection(settings) as conn, GitArchive.local(settings) as repo:  # a transaction per batch
-                brought, left = rebuild.import_unexpected(conn, repo, unexpected)
+                brought, left = rebuild.import_unexpected(conn, repo, mail)
             done.append(f"brought back {brought} messages the archive holds and the database lacked" + (
                 f"; {len(left)} left, a sender or recipient in neither the database nor the archive's profiles:"
                 f" {', '.join(left[:5])}{', ...' if len(left) > 5 else ''}" if left else ""))
