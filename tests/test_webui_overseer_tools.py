@@ -48,12 +48,32 @@ def test_no_agent_takes_the_overseers_name_and_one_that_did_before_leaves_the_pe
         home = find_project(conn, project)["id"]
         conn.execute("INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts)"
                      " VALUES (?, ?, 'Overseer', 'x', 'y', '', 'then', 'then')", (agent_id(home, "Overseer"), home))
-    with pytest.raises(Conflict, match="human overseer"):  # it no longer writes as the person
-        call("send_message", project_key=project, sender_name="Overseer", to=["BlueLake"], subject="x", body_md="x")
     sent = call("send_overseer_message", project_key=project, to=["BlueLake"], subject="Hold", body_md="x")["message"]
     assert sent["sender"] == "HumanOverseer" and call("ensure_overseer", project_key=project)["name"] == "HumanOverseer"
     kinds = {a["name"]: a["kind"] for a in call("list_agents", project_key=project)["agents"]}
     assert (kinds["Overseer"], kinds["HumanOverseer"]) == ("agent", "human")
+
+
+def test_an_agent_that_took_the_overseers_name_before_it_was_reserved_keeps_working(call, project, settings):
+    """Such an agent could no longer send, reply, nor start a session (register_agent): a database
+    made before the reservation had an agent that stopped working at the upgrade."""
+    with sql(settings) as conn:
+        home = find_project(conn, project)["id"]
+        conn.execute("INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts)"
+                     " VALUES (?, ?, 'Overseer', 'x', 'y', '', 'then', 'then')", (agent_id(home, "Overseer"), home))
+    again = call("register_agent", project_key=project, program="x2", model="y2", name="overseer")
+    assert (again["name"], again["kind"], again["program"]) == ("Overseer", "agent", "x2")
+    sent = call("send_message", project_key=project, sender_name="Overseer", to=["BlueLake"], subject="Build", body_md="x")
+    assert sent["message"]["sender"] == "Overseer"
+    answer = call("reply_message", project_key=project, message_id=sent["message"]["id"], sender_name="BlueLake", body_md="ok")
+    assert answer["message"]["to"] == ["Overseer"]
+    call("reply_message", project_key=project, message_id=answer["message"]["id"], sender_name="Overseer", body_md="thanks")
+    with pytest.raises(Conflict, match="reserved for the human overseer"):  # no new one
+        call("register_agent", project_key=project, program="x", model="y", name="HumanOverseer")
+    person = call("send_overseer_message", project_key=project, to=["Overseer"], subject="Hold", body_md="x")["message"]
+    assert person["sender"] == "HumanOverseer"  # the person still writes beside it, never as it
+    inbox = call("fetch_inbox", project_key=project, agent_name="Overseer")["messages"]
+    assert [m["sender"] for m in inbox][:2] == ["HumanOverseer", "BlueLake"]
 
 
 def test_a_person_never_takes_an_agents_name(call, project):

@@ -104,9 +104,9 @@ def address(agent: sqlite3.Row, home: sqlite3.Row) -> str:
 
 
 def refuse_human(project: sqlite3.Row, row: sqlite3.Row | None) -> None:
-    """Conflict if `row` is a human overseer's, or an agent under a name reserved for them (one
-    registered before it was): no agent registers under or sends as a person."""
-    if row is not None and (row["kind"] == "human" or reserved(row["name"])):
+    """Conflict if `row` is a human overseer's: no agent registers under or sends as a person. An
+    agent under a name reserved for them (one registered before it was) is an agent and passes."""
+    if row is not None and row["kind"] == "human":
         raise Conflict(
             f"{row['name']} is a human overseer's name in project {project['slug']!r}, not an agent's.",
             "Agents cannot register under or send as a person's name: use your own agent name.",
@@ -207,8 +207,10 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Register
     refuse_archived(project)
     if args.agent_name is None:
         return registered(db, project, _insert_agent(db, project, _unused_name(db, project), args))
-    refuse_reserved(args.agent_name)
-    refuse_human(project, db.execute("SELECT name, kind FROM agents WHERE id = ?", (agent_id(project["id"], args.agent_name),)).fetchone())
+    existing = db.execute("SELECT name, kind FROM agents WHERE id = ?", (agent_id(project["id"], args.agent_name),)).fetchone()
+    if existing is None:  # only a new agent: one that registered under it before it was reserved keeps it
+        refuse_reserved(args.agent_name)
+    refuse_human(project, existing)
     updated = db.execute(
         "UPDATE agents SET program = ?, model = ?, task_description = coalesce(?, task_description), last_active_ts = ?"
         " WHERE id = ?",
