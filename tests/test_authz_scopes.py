@@ -475,6 +475,24 @@ def test_a_product_the_scope_does_not_see_answers_as_a_missing_one(world):
     assert post(world, "alpha-writer", "get_product", product_key="b-empty")[0] == 404
 
 
+def test_ensure_product_of_a_key_the_scope_does_not_see_tells_nothing_of_a_product(world):
+    """ensure_product answered a key beta's credential does not see (another scope's product)
+    "taken by a product outside this credential's scope": get_product said 404 for it."""
+    assert post(world, "alpha-writer", "ensure_product", product_key="alpha-secret", name="Alpha Secret")[0] == 200
+    assert post(world, "beta-writer", "get_product", product_key="alpha-secret")[0] == 404
+    for arguments in ({}, {"name": "Mine"}):
+        status, body = post(world, "beta-writer", "ensure_product", product_key="Alpha-Secret", **arguments)
+        assert (status, body["error"]["code"]) == (403, "forbidden") and body["error"]["hint"], body
+        told = json.dumps(body).lower()
+        assert not any(word in told for word in ("taken", "product outside", "exists", "alpha secret", "created")), told
+    assert post(world, "beta-writer", "ensure_product", product_key="beta-fresh")[0] == 200  # a free key is made
+    assert "alpha-secret" not in [p["product_key"] for p in post(world, "beta-writer", "list_products")[1]["products"]]
+    owned = post(world, "alpha-writer", "get_product", product_key="alpha-secret")[1]
+    assert owned["name"] == "Alpha Secret"  # one product, its maker's, unrenamed
+    keys = [p["product_key"] for p in post(world, ADMIN, "list_products", limit=200)[1]["products"]]
+    assert keys.count("alpha-secret") == 1
+
+
 def test_a_reply_reaches_only_projects_in_scope(world):
     """alpha-writer could not send to RedStone@beta (403), but reply_message without `to`
     delivered there: the recipients it derives were not checked."""

@@ -212,14 +212,15 @@ def in_scope(project, scope: frozenset[str] | None) -> bool:
 def _unseen_product(tool, product_key: str) -> ToolError:
     """A product this scope does not see (list_products leaves it out) gets what a missing one
     would: a NotFound, or the product tools' 403. ensure_product would create a missing one:
-    it is refused, with nothing of the product (its name, its creation time) told."""
+    it is refused, without saying a product holds the key, whose, its name or creation time (keys
+    are one namespace, so that this key is not to be had is all a refusal can keep to)."""
     from ..tools.products import product_not_found
 
     if tool.name in SPANS_PRODUCT:
         return _out_of_scope(product_key)
     if tool.name == "ensure_product":
-        return Forbidden(f"Product key {product_key!r} is taken by a product outside this credential's scope.",
-                         "Choose another product_key.")
+        return Forbidden(f"Product key {product_key!r} cannot be used by this credential.",
+                         "Choose another product_key; list_products shows the products this credential can use.")
     return product_not_found(product_key)
 
 
