@@ -57,7 +57,7 @@ def create_app(settings: Settings) -> Chalice:
         if len(body) > settings.max_body_bytes:
             raise ratelimit.too_large(settings.max_body_bytes)
         if limiter.enabled:
-            limiter.check(ratelimit.caller(principal, source_ip), ratelimit.is_write(path, method, body, tools))
+            limiter.check_request(ratelimit.caller(principal, source_ip), path, method, body, tools)
         return principal
 
     @app.middleware("http")

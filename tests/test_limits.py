@@ -61,6 +61,26 @@ def test_a_body_orjson_cannot_parse_counts_as_a_write(limited):
         assert c.get("/api/list_projects").status_code == 200  # reads keep their own budget
 
 
+def test_a_rate_limited_request_names_in_its_log_line_the_tool_it_asked_for(tmp_path):
+    """The 429 comes before a tool runs to note its name: the line said tool null, so a log could
+    not tell which calls a caller was refused."""
+    log = tmp_path / "server.log"
+    env = dict(AUTH_MODE="bearer", AUTH_BEARER_TOKENS="token-a", REQUIRE_AGENT_TOKENS="false", LOG_LEVEL="INFO",
+               RATE_LIMIT_WRITES_PER_MINUTE="1", RATE_LIMIT_READS_PER_MINUTE="600")
+    with running_server(tmp_path / "db.sqlite", stderr=log, **env) as url, client(url) as a:
+        assert a.post("/api/ensure_project", json={"human_key": "/logged/0"}).status_code == 200
+        assert a.post("/api/ensure_project", json={"human_key": "/logged/1"}).status_code == 429
+        assert a.post("/api/register_agent", json={"project_key": "logged-0", "program": "p", "model": "m"}).status_code == 429
+        mcp = tool_call("register_agent", {"project_key": "logged-0", "program": "p", "model": "m"})
+        assert a.post("/mcp", headers=MCP_HEADERS, json=mcp).status_code == 429
+        assert a.post("/mcp", headers=MCP_HEADERS, content=b"{not json").status_code == 429  # names nothing
+        time.sleep(1.2)  # the log stream flushes every half second
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    refused = [(line["path"], line["tool"]) for line in lines if line.get("msg") == "request" and line["status"] == 429]
+    assert refused == [("/api/ensure_project", "ensure_project"), ("/api/register_agent", "register_agent"),
+                       ("/mcp", "register_agent"), ("/mcp", None)]
+
+
 def test_bodies_over_the_limit_are_refused(limited):
     with client(limited, "token-b") as b:
         big = {"human_key": "/x" + "a" * 5000}

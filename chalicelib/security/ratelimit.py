@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from ..config import Settings
-from ..ops import metrics
+from ..ops import logs, metrics
 from ..errors import ToolError
 
 MAX_KEYS = 10_000  # callers tracked; when full, the buckets start over
@@ -89,27 +89,48 @@ class RateLimiter:
                 metrics.rate_limited.inc("writes" if write else "reads")
                 raise RateLimited(wait, write)
 
-
-def is_write(path: str, method: str, body: bytes, tools: dict[str, Any]) -> bool:
-    """Whether a request writes: a REST call of a write tool, or an MCP tools/call of one
-    (a batch writes if any of its calls does), or an MCP body orjson cannot parse (the SDK
-    reads more than strict JSON: NaN, Infinity). Everything else reads."""
-    if path.startswith("/api/"):
-        tool = tools.get(path[5:])
-        return tool is not None and not tool.read_only and method != "GET"
-    if path.startswith("/mcp") and method == "POST":
+    def check_request(self, key: str, path: str, method: str, body: bytes, tools: dict[str, Any]) -> None:
+        """check() of one request, from the write budget if it writes (is_write). A refused
+        request's log line names the tool it asked for: no tool runs to note it."""
+        asked = tools_asked(path, method, body)
         try:
-            message = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return True
-        for request in message if isinstance(message, list) else [message]:
-            if isinstance(request, dict) and request.get("method") == "tools/call":
-                params = request.get("params")
-                name = params.get("name") if isinstance(params, dict) else None
-                tool = tools.get(name) if isinstance(name, str) else None
-                if tool is None or not tool.read_only:
-                    return True
-    return False
+            self.check(key, is_write(path, method, asked, tools))
+        except RateLimited:
+            logs.note(tool=next((name for name in reversed(asked or []) if name in tools), None))  # a batch: its last, as served
+            raise
+
+
+def tools_asked(path: str, method: str, body: bytes) -> list[str | None] | None:
+    """The tool names a request asks for: a REST call's from its path; an MCP POST's from its
+    tools/call requests' params.name, in order (None where there is no string), read from the body
+    the caller already read within MAX_BODY_BYTES; None for an MCP body orjson cannot parse."""
+    if path.startswith("/api/"):
+        return [path[5:]]
+    if not (path.startswith("/mcp") and method == "POST"):
+        return []
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    asked = []
+    for request in message if isinstance(message, list) else [message]:
+        if isinstance(request, dict) and request.get("method") == "tools/call":
+            params = request.get("params")
+            name = params.get("name") if isinstance(params, dict) else None
+            asked.append(name if isinstance(name, str) else None)
+    return asked
+
+
+def is_write(path: str, method: str, asked: list[str | None] | None, tools: dict[str, Any]) -> bool:
+    """Whether a request asking for these tools (tools_asked) writes: a REST call of a write tool,
+    or an MCP tools/call of one (a batch writes if any of its calls does), or an MCP body orjson
+    cannot parse (the SDK reads more than strict JSON: NaN, Infinity). Everything else reads."""
+    if path.startswith("/api/"):
+        tool = tools.get(asked[0])
+        return tool is not None and not tool.read_only and method != "GET"
+    if asked is None:
+        return True
+    return any(name not in tools or not tools[name].read_only for name in asked)
 
 
 class PayloadTooLarge(ToolError):

@@ -444,8 +444,8 @@ class Front:
             receive = replay(body, complete, receive)
         if self.limiter.enabled and scope["path"] not in auth.OPEN_PATHS:
             client = scope.get("client")
-            write = ratelimit.is_write(scope["path"], scope["method"], body, self.tools)
-            self.limiter.check(ratelimit.caller(principal, client[0] if client else None), write)
+            self.limiter.check_request(ratelimit.caller(principal, client[0] if client else None),
+                                       scope["path"], scope["method"], body, self.tools)
         return receive
 
 
