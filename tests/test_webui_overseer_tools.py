@@ -1,5 +1,7 @@
 """The overseer's tools: a person writes as a human sender, and reads the unified inbox."""
 
+import json
+
 import pytest
 
 from chalicelib.errors import Conflict, Forbidden, InvalidArgument
@@ -317,3 +319,48 @@ def test_only_the_pages_showing_unread_marks_look_up_the_newest_read(call, proje
     marked = [("/", {}), ("/ui/live", {"read": "1"}), ("/ui/agent", {"p": project, "a": "GreenCastle"}),
               ("/ui/live", {"p": project, "read": "1"})]
     assert [asyncio.run(looks_up_reads(path, **params)) for path, params in without + marked] == [False] * 5 + [True] * 4
+
+
+@pytest.mark.sqlite_only
+def test_a_threads_newest_id_lookups_leave_acks_out_and_its_live_token_still_follows_them(
+        call, project, send, settings, traced, monkeypatch):
+    """The thread page's newest-id lookups (its "Newest »" link, the walk back of before=) had
+    unified_inbox look up newest_ack_ts (a query per agent of the project) and left it unused.
+    Only the last page's live token needs it, and an acknowledgement still changes that."""
+    import asyncio
+    import html
+    import re
+
+    import httpx
+
+    from chalicelib.transports import asgi
+    from chalicelib.web import pages
+
+    monkeypatch.setattr(pages, "THREAD_SHOWN", 2)  # a thread of 3 on two pages
+    sent = [send("BlueLake", ["GreenCastle"], project=project, thread_id="LONG", ack_required=n == 2) for n in range(3)]
+    app = asgi.create_app(settings)
+
+    async def get(path: str, **params) -> tuple[str, int]:
+        """(the answer's text, how many newest-acknowledgement look-ups it made)"""
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8765") as web:
+            traced.clear()
+            answer = await web.get(path, params=params)
+            assert answer.status_code == 200, (path, answer.text)
+            return answer.text, sum(bool(re.search(r"max\((r\.)?ack_ts\)", statement)) for statement in traced)
+
+    thread = {"p": project, "t": "LONG"}
+    first, looked_up = asyncio.run(get("/ui/thread", **thread))  # not the last page: nothing live
+    assert f'#m{sent[2]["id"]}">Newest »</a>' in html.unescape(first) and "data-latest" not in first
+    assert looked_up == 0
+    last_page = {**thread, "before": int(sent[2]["id"]) + 1}  # the walk back to the page holding the newest two
+
+    def shown_and_polled() -> tuple[str, str]:
+        page, looked_up = asyncio.run(get("/ui/thread", **last_page))
+        assert looked_up == 1  # its live token only
+        return re.search(r'data-latest="([^"]*)"', page).group(1), json.loads(asyncio.run(get("/ui/live", **thread))[0])["latest"]
+
+    shown, polled = shown_and_polled()
+    assert shown == polled  # no reload loop
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=sent[2]["id"])
+    acked_shown, acked_polled = shown_and_polled()
+    assert acked_polled != polled and acked_shown == acked_polled  # the ack reloads the page, which then matches

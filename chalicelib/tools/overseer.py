@@ -131,6 +131,8 @@ class UnifiedInboxInput(Input):
     limit: Annotated[int, Field(ge=1, le=200)] = 50
     include_newest_read: bool = Field(True, description="False: newest_read_ts is not looked up (null), for a view"
                                       " that shows no unread marks (one look-up per agent fewer, for a project).")
+    include_newest_ack: bool = Field(True, description="False: newest_ack_ts is not looked up (null), for a caller"
+                                     " that wants the messages only (one look-up per agent fewer, for a project).")
     # Not an argument: set by security/scopes.py for a scoped credential, which reads its own
     # projects of a product only (those get_product shows it).
     _scope: frozenset[str] | None = PrivateAttr(None)
@@ -167,7 +169,8 @@ class UnifiedInbox(Output):
     next_before_id: MessageId | None = Field(description="Pass as before_id for the next (older) page.")
     newest_ack_ts: str | None = Field(None, description="When the newest acknowledgement in its projects was given (all, or"
                                       " project_key's or product_key's; not narrowed by thread_id or view): it changes when"
-                                      " any message's ack_pending drops, so a view polling it sees acks without new mail.")
+                                      " any message's ack_pending drops, so a view polling it sees acks without new mail."
+                                      " Null with include_newest_ack false.")
     newest_read_ts: str | None = Field(None, description="When the newest first read in its projects was made (as"
                                        " newest_ack_ts): it changes when any message's unread drops, so a view polling it"
                                        " sees reads without new mail. Null with include_newest_read false.")
@@ -229,7 +232,7 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
         ))
     full = len(rows) == args.limit
     return UnifiedInbox(messages=entries, next_before_id=ids[-1] if full else None,
-                        newest_ack_ts=_newest(db, "ack_ts", projects),
+                        newest_ack_ts=_newest(db, "ack_ts", projects) if args.include_newest_ack else None,
                         newest_read_ts=_newest(db, "read_ts", projects) if args.include_newest_read else None)
 
 

@@ -479,7 +479,7 @@ class WebUI:
             request, session, "thread.html", thread=thread, project=project, nav="inbox", from_start=from_start,
             subject=summary.subject if summary else thread.messages[0].subject,
             count=summary.message_count if summary else len(thread.messages),
-            newest=None if thread.next_cursor is None else self.scope_inbox(project, thread_id).messages[0].id,
+            newest=None if thread.next_cursor is None else self.newest_ids(project, thread_id, limit=1).messages[0].id,
             # New messages go on the last page: an earlier one has nothing to refresh (its last
             # message is never the thread's newest, and it reloaded itself at every poll).
             live=self.live_url(request, project, thread_id) if thread.next_cursor is None else None,
@@ -520,8 +520,7 @@ class WebUI:
         (unified_inbox walks the thread back); None when the thread starts within them."""
         ids = []
         while len(ids) < count:
-            older = self.run("unified_inbox", project_key=key, thread_id=thread_id, before_id=before,
-                             limit=min(LIST_SHOWN, count - len(ids)), include_newest_read=False)
+            older = self.newest_ids(key, thread_id, before_id=before, limit=min(LIST_SHOWN, count - len(ids)))
             ids += [m.id for m in older.messages]
             if older.next_before_id is None:
                 return None
@@ -660,6 +659,12 @@ class WebUI:
         a page showing unread marks (reads)."""
         return self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, product_key=product, limit=1,
                         include_newest_read=reads)
+
+    def newest_ids(self, project: str, thread_id: str, **page):
+        """unified_inbox of a thread for its messages' ids only: no newest acknowledgement or read
+        looked up (each a query per agent of the project), which only a live token uses."""
+        return self.run("unified_inbox", project_key=project, thread_id=thread_id, include_newest_ack=False,
+                        include_newest_read=False, **page)
 
     def live_url(self, request: Request, project: str | None = None, thread_id: str | None = None, view: str | None = None,
                  product: str | None = None, reads: bool = False) -> str:
