@@ -153,6 +153,9 @@ def scenarios(db: sqlite3.Connection) -> dict[str, callable]:
         "search common word": lambda i: ("search_messages", {"project_key": p, "query": ["database", "the", "index"][i % 3]}),
         "search id CART-n": lambda i: ("search_messages", {"project_key": p, "query": f"CART-{i * 7919 % 100_000}"}),
         "search path": lambda i: ("search_messages", {"project_key": p, "query": f"src/mod{i % 50}/file{i % 200}.py"}),
+        # The two rows above with one hit at most at every size: what grows is the index's work, not the answer.
+        "search id CART-n limit 1": lambda i: ("search_messages", {"project_key": p, "query": f"CART-{i * 7919 % 100_000}", "limit": 1}),
+        "search path limit 1": lambda i: ("search_messages", {"project_key": p, "query": f"src/mod{i % 50}/file{i % 200}.py", "limit": 1}),
         # A page of hits at every size (2% of the mail): the rows above answer 0-2 hits at 10k, a page at 1M.
         "search folder": lambda i: ("search_messages", {"project_key": p, "query": f"src/mod{i % 50}"}),
         "search + thread": lambda i: ("search_messages", {"project_key": p, "query": "database", "thread_id": threads[i % len(threads)]}),
