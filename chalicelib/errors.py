@@ -107,6 +107,14 @@ class TooManyRequests(ToolError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+class ClientGone(ToolError):
+    """The client went away before its call ran (a slow lane's queued job, dropped): no one gets
+    the answer, but the request's log line and the tool's calls count it (499, as nginx says)."""
+
+    status = 499
+    code = "client_closed_request"
+
+
 class Unavailable(ToolError):
     status = 503
     code = "unavailable"

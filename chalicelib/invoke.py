@@ -33,7 +33,7 @@ from .config import Settings
 from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .store.upkeep import savepoint
-from .errors import MAX_ANSWER_BYTES, NotAdmitted, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
+from .errors import MAX_ANSWER_BYTES, ClientGone, NotAdmitted, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.fair_lane import FairLane
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
@@ -297,7 +297,11 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.
         except ToolError:  # refused before json_call: counted and logged as the tool's call all the same
             with _measured(tool.name):
                 raise
-        return await queued
+        try:
+            return await queued
+        except ClientGone:  # nor did this one run (its client went away while it waited): likewise
+            with _measured(tool.name):
+                raise
     return bounded(to_json(await acall(tool, args, settings, principal)))
 
 

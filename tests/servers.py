@@ -1,15 +1,18 @@
-"""Start the real servers (uvicorn, chalice local) in a subprocess on a free 127.0.0.1 port."""
+"""Start the real servers (uvicorn, chalice local) in a subprocess on a free 127.0.0.1 port (or
+uvicorn on a thread of the test's process: serving_in_process)."""
 
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_PROTOCOL = "chalicelib.transports.http_protocol:HttpProtocol"  # as scripts/serve runs it (chalicelib/transports/cli.py)
@@ -32,6 +35,27 @@ def running_server(database: Path, stderr: Path | None = None, ready: str = "/re
         database, environ, ready=ready, stderr=stderr,
     ) as url:
         yield url
+
+
+@contextmanager
+def serving_in_process(app):
+    """Yield the base URL of `app` served by uvicorn as scripts/serve runs it, on a thread of this
+    process: for a test that holds the server's threads (monkeypatch reaches them). No lifespan:
+    its start-up tunes this process's garbage collector; the caller migrates the database."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), http=HTTP_PROTOCOL, lifespan="off",
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 @contextmanager

@@ -1,11 +1,13 @@
 """The slow lanes (invoke.py, store/fair_lane.py): slow reads (every search) and writes' preparation
 (images to WebP) run one job at a time beside the event loop, credentials taking turns, at most
-MAX_SLOW_CALLS_PER_CALLER of one credential's queued. Through the ASGI app with bearer tokens, on a
-real SQLite file; the lane's first job is held (conftest `held`) while the others queue."""
+MAX_SLOW_CALLS_PER_CALLER of one credential's queued. Through the ASGI app with bearer tokens (served
+by uvicorn on 127.0.0.1 for a client that disconnects), on a real SQLite file; the lane's first job
+is held (conftest `held`) while the others queue."""
 
 import asyncio
 import base64
 import io
+import json
 from contextlib import suppress
 
 import httpx
@@ -20,6 +22,8 @@ from chalicelib.config import Settings, get_settings
 from chalicelib.store import db
 from chalicelib.tools import tools_by_name
 from chalicelib.transports.asgi import create_app
+
+from .servers import serving_in_process
 
 TOOLS = tools_by_name()
 PROJECT = "lanes"
@@ -172,16 +176,84 @@ def test_a_cancelled_search_gives_its_place_back_and_never_runs(serve, held, mon
             go_on.set()
             return refused, await asyncio.gather(first, later)
 
-    refusals = refused_searches()
+    refusals = searches("rate_limited")
     refused, answers = asyncio.run(scenario())
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
-    assert refused_searches() == refusals + 1  # counted as the tool's call, though it never ran
+    assert searches("rate_limited") == refusals + 1  # counted as the tool's call, though it never ran
     assert [answer.status_code for answer in answers] == [200, 200]
     assert ran == ["deploy", "later"]
 
 
-def refused_searches() -> float:
-    """agent_mail_tool_calls_total of search_messages refused with rate_limited, in this process."""
-    line = 'agent_mail_tool_calls_total{tool="search_messages",outcome="rate_limited"} '
+def test_a_search_whose_client_disconnects_while_it_waits_never_runs_and_gives_its_place_back(serve, held, monkeypatch, transport):
+    """Session 18 review: uvicorn runs a request's handler on after its client disconnected, so a
+    search queued behind the lane's job still ran later, for no one, holding one of its
+    credential's places until then. Through uvicorn on 127.0.0.1, over REST and over MCP."""
+    app, _ = serve(max_slow_calls_per_caller=2)
+    ran, _ = searched(monkeypatch)
+    started, go_on, _ = held(invoke, "json_call")
+    disconnected = searches("client_closed_request")
+
+    async def scenario(url):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            try:
+                first = search(http, "a", "deploy")
+                assert await asyncio.to_thread(started.wait, 10)
+                _, connection = await asyncio.open_connection("127.0.0.1", httpx.URL(url).port)
+                connection.write(raw_search(transport, url, "gone"))
+                await until(lambda: slow_reads() == 2)  # deploy running, gone queued
+                connection.close()  # the client goes away
+                await until(lambda: slow_reads() == 1)
+                later = search(http, "a", "later")  # in the gone one's place
+                await until(lambda: slow_reads() == 2)
+                refused = await search(http, "a", "refused")
+            finally:
+                go_on.set()
+            return refused, await asyncio.gather(first, later)
+
+    with serving_in_process(app) as url:
+        refused, answers = asyncio.run(scenario(url))
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert ran == ["deploy", "later"]
+    assert searches("client_closed_request") == disconnected + 1  # counted as the tool's call, though it never ran
+
+
+@pytest.fixture(params=["rest", "mcp"])
+def transport(request) -> str:
+    return request.param
+
+
+def raw_search(transport: str, url: str, query: str) -> bytes:
+    """A search by credential "a" as bytes on the wire: POST /api/search_messages, or an MCP tools/call."""
+    arguments = {"project_key": PROJECT, "query": query}
+    if transport == "rest":
+        path, body, accept = "/api/search_messages", arguments, "application/json"
+    else:
+        path, accept = "/mcp", "application/json, text/event-stream"
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "search_messages", "arguments": arguments}}
+    encoded = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {httpx.URL(url).netloc.decode()}\r\nAuthorization: Bearer a\r\n"
+            f"Content-Type: application/json\r\nAccept: {accept}\r\nContent-Length: {len(encoded)}\r\n\r\n")
+    return head.encode() + encoded
+
+
+def slow_reads() -> int:
+    """Slow reads queued or running, of every credential."""
+    with invoke._slow_reads.lock:
+        return sum(invoke._slow_reads.counts.values())
+
+
+async def until(condition) -> None:
+    """Wait (10 s at most) until `condition()` holds: the server works on another thread."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("still not so after 10 s")
+
+
+def searches(outcome: str) -> float:
+    """agent_mail_tool_calls_total of search_messages with that outcome, in this process."""
+    line = f'agent_mail_tool_calls_total{{tool="search_messages",outcome="{outcome}"}} '
     found = [row for row in metrics.prometheus_text().splitlines() if row.startswith(line)]
     return float(found[0].removeprefix(line)) if found else 0.0

@@ -6,16 +6,26 @@ one credential looping heavy searches queued dozens of them, and every other cre
 search waited behind them all (security review, session 17). Here each caller's jobs wait in a
 queue of their own, and the thread takes the next job of each caller with work queued in turn,
 so a caller's job waits for the running one and at most one job of each other caller.
+
+A job whose client disconnects while it waits is dropped too: uvicorn keeps running a request's
+handler after its client left (only an http.disconnect on receive() says so), and the job would
+still run for no one, and hold one of its caller's places until then.
 """
 
 import asyncio
 import contextvars
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from concurrent.futures import Future
+from typing import Any
 
-from ..errors import TooManyRequests
+from ..errors import ClientGone, TooManyRequests
+
+# The request's ASGI receive(), its body already read: the local server sets it for each request
+# (transports/asgi.py Front). Chalice and Lambda have no disconnect to watch, nor do in-process
+# callers (the CLI, stdio): they set none.
+request_receive: contextvars.ContextVar = contextvars.ContextVar("request_receive", default=None)
 
 
 class _Job:
@@ -44,8 +54,8 @@ class FairLane:
     At most `limit` jobs of one caller are queued or running: one more is refused at once
     (TooManyRequests, 429), before anything ran. The caller None (the operator in process, and
     everyone on a server without authentication: one caller) has one queue and no limit, as
-    wakeup.Board counts waits. A job whose request is cancelled before it started never runs,
-    and gives its caller's place back at once."""
+    wakeup.Board counts waits. A job whose request is cancelled, or whose client disconnects
+    (ClientGone), before it started never runs, and gives its caller's place back at once."""
 
     def __init__(self, name: str, what: str) -> None:
         self.name = name  # its thread's
@@ -56,7 +66,7 @@ class FairLane:
         self.counts: dict[Hashable, int] = {}  # jobs queued or running, by caller
         self.thread: threading.Thread | None = None
 
-    def run(self, caller: Hashable, limit: int, fn: Callable, *args) -> asyncio.Future:
+    def run(self, caller: Hashable, limit: int, fn: Callable, *args) -> Coroutine[Any, Any, Any]:
         job = _Job(caller, fn, args)
         with self.lock:
             count = self.counts.get(caller, 0)
@@ -73,7 +83,7 @@ class FairLane:
                 self.thread.start()
             self.queued.notify()
         job.future.add_done_callback(lambda _: self._done(job))
-        return asyncio.wrap_future(job.future)
+        return _result(job, request_receive.get())
 
     def _work(self) -> None:
         while True:
@@ -103,3 +113,28 @@ class FairLane:
             left = self.counts.pop(job.caller) - 1
             if left:
                 self.counts[job.caller] = left
+
+
+async def _result(job: _Job, receive) -> Any:
+    """The job's result; ClientGone if `receive` says the client disconnected before the job
+    started (it then never runs). A running job is left to finish: a thread cannot be stopped."""
+    result = asyncio.wrap_future(job.future)
+    if receive is None:
+        return await result
+    gone = False
+
+    async def cancel_on_disconnect() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass  # a body the handler did not read (a GET's empty one): it needs none
+        gone = job.future.cancel()  # False once the job runs
+
+    watcher = asyncio.ensure_future(cancel_on_disconnect())
+    try:
+        return await result
+    except asyncio.CancelledError:
+        if gone:
+            raise ClientGone("The client disconnected before this call ran.", "Nothing of it was done.") from None
+        raise
+    finally:
+        watcher.cancel()
