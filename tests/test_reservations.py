@@ -165,6 +165,24 @@ def test_an_agent_over_its_limit_renews_and_releases_a_limits_worth_a_call(call,
     assert [(r["agent"], r["path_pattern"]) for r in active] == [("GreenCastle", "g.py")]
 
 
+def test_retiring_an_agent_over_its_limit_releases_a_limits_worth_and_the_rest_block_nobody(call, project, reserve, monkeypatch):
+    """Review, session 18: retire_agent released every active reservation of an agent holding more
+    than HELD_PER_AGENT in one write. It releases a limit's worth a call (more: call again); those
+    still held by the retired agent conflict with nobody meanwhile."""
+    reserve("BlueLake", *(f"f{n}.py" for n in range(5)))
+    monkeypatch.setattr(reservations, "HELD_PER_AGENT", 2)  # BlueLake holds more
+    retired = call("retire_agent", project_key=project, agent_name="BlueLake")
+    assert (retired["released_file_reservations"], retired["more"]) == (2, True)
+    assert len(call("list_file_reservations", project_key=project)["file_reservations"]) == 3  # still held, for now
+    paths = [f"f{n}.py" for n in range(5)]
+    assert call("check_file_reservations", project_key=project, agent_name="GreenCastle", paths=paths)["conflicts"] == []
+    assert reserve("GreenCastle", "f0.py", "f4.py")["conflicts"] == []  # whichever were left
+    again = [call("retire_agent", project_key=project, agent_name="BlueLake") for _ in range(2)]
+    assert [(answer["released_file_reservations"], answer["more"]) for answer in again] == [(2, True), (1, False)]
+    active = call("list_file_reservations", project_key=project)["file_reservations"]
+    assert {r["agent"] for r in active} == {"GreenCastle"}
+
+
 def test_releasing_another_agents_reservation_by_id_is_refused(call, project, reserve):
     theirs = reserve("GreenCastle", "a.py")["granted"][0]["id"]
     with pytest.raises(NotFound) as refused:

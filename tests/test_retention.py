@@ -203,6 +203,20 @@ def test_idle_agents_are_retired_only_when_configured(settings, call, project, l
     assert sent["message"]["sender"] == "Overseer"
 
 
+def test_retiring_idle_agents_releases_a_chunks_worth_of_reservations_and_the_rest_block_nobody(settings, call, project, later):
+    """Review, session 18: retiring an idle agent released all its active reservations in one write,
+    however many (an agent over HELD_PER_AGENT). A retention transaction releases at most
+    RETENTION_CHUNK of them; the rest, still held by a retired agent, conflict with nobody."""
+    paths = [f"f{n}.py" for n in range(5)]
+    call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=paths, ttl_seconds=30 * 86400)
+    later(11)
+    assert run_retention(settings.model_copy(update={"retention_agent_idle_days": 10, "retention_chunk": 2}))["agents_retired"] == 3
+    assert len(call("list_file_reservations", project_key=project)["file_reservations"]) == 3  # they expire on their own
+    call("register_agent", project_key=project, program="p", model="m", name="Newcomer")
+    granted = call("file_reservation_paths", project_key=project, agent_name="Newcomer", paths=paths)
+    assert granted["conflicts"] == []
+
+
 def test_ended_reservations_and_slots_are_deleted_after_the_grace_period(settings, call, project, later):
     call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["a.py"], ttl_seconds=60)
     call("file_reservation_paths", project_key=project, agent_name="RedStone", paths=["b.py"], ttl_seconds=30 * 86400)

@@ -298,39 +298,41 @@ class RetireAgentInput(Input):
 
 class RetiredAgent(Agent):
     released_file_reservations: int = Field(description="Active file reservations released on retirement.")
+    more: bool = Field(False, description="A call releases at most 1,000 reservations (what an agent may hold): true"
+                       " when the agent still holds some (they conflict with nobody); retire it again to release the next ones.")
 
 
 def retire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> RetiredAgent:
     """Retire an agent whose work is done: it gets no new mail and cannot send. Idempotent.
 
-    Its active file reservations and build slots are released. It stays readable (whois, its inbox, its
-    threads) but leaves list_agents unless include_retired; unretire_agent brings it back.
+    Its active file reservations (1,000 a call: `more` says retire it again for the next ones; those
+    it still holds conflict with nobody) and build slots are released. It stays readable (whois, its
+    inbox, its threads) but leaves list_agents unless include_retired; unretire_agent brings it back.
     Its name is never reused."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
-    row, released = retire(db, project, agent["id"], clock.now())
-    return RetiredAgent(**describe_agent(project, row).model_dump(), released_file_reservations=released)
+    row, released, more = retire(db, project, agent["id"], clock.now())
+    return RetiredAgent(**describe_agent(project, row).model_dump(), released_file_reservations=released, more=more)
 
 
-def retire(db: sqlite3.Connection, project: sqlite3.Row, key: int, now: str) -> tuple[sqlite3.Row, int]:
+def retire(db: sqlite3.Connection, project: sqlite3.Row, key: int, now: str,
+           release_at_most: int | None = None) -> tuple[sqlite3.Row, int, bool]:
     """Retire the agent (coalesce: retiring again keeps the first time) and release its active
-    file reservations and build slots: (its row, how many reservations were released). Also
-    used by retention."""
+    file reservations (at most `release_at_most`, HELD_PER_AGENT unless given: the others conflict
+    with nobody and expire) and build slots: (its row, how many reservations were released, whether
+    it holds more). Also used by retention."""
+    from .reservations import LIVE, release_some  # not at the top: reservations imports this module
+
     row = db.execute(
         "UPDATE agents SET retired_ts = coalesce(retired_ts, ?) WHERE id = ? RETURNING *", (now, key)
     ).fetchall()[0]
     outbox.record_agent(db, project, row)  # the profile says so: a restore keeps it retired
-    released = [rid for (rid,) in db.execute(
-        "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL AND expires_ts > ?"
-        " RETURNING id",
-        (now, key, now),
-    )]
-    outbox.record_reservations(db, project, released)
+    released, more = release_some(db, project, f"agent_id = ? AND {LIVE}", [key, now], now, release_at_most)
     db.execute(  # a retired agent runs no build: its slots would block others until they expire
         "UPDATE build_slots SET released_ts = ? WHERE project_id = ? AND agent_id = ? AND released_ts IS NULL AND expires_ts > ?",
         (now, project["id"], key, now),
     )
-    return row, len(released)
+    return row, len(released), more
 
 
 def unretire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> Agent:

@@ -123,7 +123,10 @@ ACTIVE = WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND r.
 # The same, for rows found by prefix (file_reservations_by_prefix), each one's expiry checked: with
 # the expiry a range it may search, SQLite walked every active reservation of the project instead
 # (file_reservations_active) to find those of a few folders, 3.5 ms at 10,000 held (0.01 ms so).
-ACTIVE_BY_PREFIX = WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND +r.expires_ts > ?"
+# A retired holder's are left out: retiring releases a bounded number (release_some), and what it
+# leaves until later (or a retired agent reserved) conflicts with nobody.
+ACTIVE_BY_PREFIX = (WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND +r.expires_ts > ?"
+                    " AND a.retired_ts IS NULL")
 LOOKUP_CHUNK = 500  # prefixes per query, well under SQLite's limit on parameters
 # Pattern pairs one conflict check may compare (a few µs each). Patterns that start with a glob
 # meet every path: 1,000 of them against a request for 1,000 more held the writer 48 s.
@@ -516,13 +519,22 @@ def release_file_reservations(db: sqlite3.Connection, args: ReleaseFileReservati
     agent = find_agent(db, project, args.agent_name)
     where, params = selection(db, agent, args.paths, args.file_reservation_ids)
     now = clock.now()
-    # A limit's worth a call: one over it (from before it, or two replicas' grants) is not all updated in one write.
-    sql = f"UPDATE file_reservations SET released_ts = ? WHERE id IN (SELECT id FROM file_reservations WHERE {where} LIMIT ?) RETURNING id"
-    released = [rid for (rid,) in db.execute(sql, [now, *params, HELD_PER_AGENT])]
-    more = len(released) == HELD_PER_AGENT and db.execute(f"SELECT 1 FROM file_reservations WHERE {where} LIMIT 1", params).fetchone()
+    released, more = release_some(db, project, where, params, now)
     mark_active(db, agent["id"], now)
+    return Released(released=len(released), released_ts=now, more=more)
+
+
+def release_some(db: sqlite3.Connection, project: sqlite3.Row, where: str, params: list, now: str,
+                 at_most: int | None = None) -> tuple[list[int], bool]:
+    """Release at most `at_most` (HELD_PER_AGENT unless given) of the active reservations `where`
+    selects: (the ids released, whether some are still held). An agent over the limit (from before
+    it, or two replicas' grants) is not all updated in one write."""
+    at_most = HELD_PER_AGENT if at_most is None else at_most
+    sql = f"UPDATE file_reservations SET released_ts = ? WHERE id IN (SELECT id FROM file_reservations WHERE {where} LIMIT ?) RETURNING id"
+    released = [rid for (rid,) in db.execute(sql, [now, *params, at_most])] if at_most else []
+    more = len(released) == at_most and db.execute(f"SELECT 1 FROM file_reservations WHERE {where} LIMIT 1", params).fetchone()
     outbox.record_reservations(db, project, released)
-    return Released(released=len(released), released_ts=now, more=bool(more))
+    return released, bool(more)
 
 
 class RenewFileReservationsInput(Input):

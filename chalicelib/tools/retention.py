@@ -216,13 +216,17 @@ def archive_bodies(db: sqlite3.Connection, project_id: int, before_id: int, limi
 
 def retire_idle(db: sqlite3.Connection, idle_since: str, now: str, limit: int) -> int:
     """Retire agents inactive since before `idle_since` (as retire_agent: reservations and slots
-    released). Not a project's human overseer: it may read and write rarely, and must stay reachable."""
+    released). Not a project's human overseer: it may read and write rarely, and must stay reachable.
+    At most `limit` reservations are released in all (an agent may hold thousands): those left
+    conflict with nobody, being a retired agent's, and expire."""
     rows = db.execute(
         "SELECT id, project_id FROM agents WHERE kind = 'agent' AND retired_ts IS NULL AND last_active_ts < ? LIMIT ?",
         (idle_since, limit),
     ).fetchall()
+    releasable = limit
     for row in rows:
-        retire(db, project_by_id(db, row["project_id"]), row["id"], now)
+        _, released, _ = retire(db, project_by_id(db, row["project_id"]), row["id"], now, release_at_most=releasable)
+        releasable -= released
     return len(rows)
 
 
