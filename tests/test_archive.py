@@ -647,6 +647,47 @@ def test_a_rewritten_project_json_keeps_its_created_ts(call, settings, tmp_path,
     assert invoke.call(TOOLS["get_project"], {"project_key": "work-old"}, restored).created_ts == times["made"]
 
 
+def test_a_message_entry_keeps_the_archived_state_of_a_project_json_without_a_version(call, settings, tmp_path, archive,
+                                                                                     monkeypatch):
+    """Review, session 18: a message's entry says nothing of its project's state, and its project.json
+    (version 0) tied with one written before versions (0 too) and replaced it: a message sent before
+    the project was archived, written late (its entry failed once), dropped archived_ts from the
+    archive (a restore brought the project back writable), and every message of a project unarchived
+    before versions dropped its unarchived_ts."""
+    with monkeypatch.context() as older:  # a version whose entries said the project's state, but no version
+        payload = outbox.project_payload
+        older.setattr(outbox, "project_payload", lambda project: {k: v for k, v in payload(project).items() if k != "project_version"})
+        call("ensure_project", human_key="/work/old")
+        for name in ("Alpha", "Zulu"):
+            call("register_agent", project_key="work-old", program="p", model="m", name=name)
+            call("set_contact_policy", project_key="work-old", agent_name=name, policy="open")
+        call("send_message", project_key="work-old", sender_name="Alpha", to=["Zulu"], subject="Late", body_md="x")
+        with db.connection(settings) as conn, db.transaction(conn, write=True):
+            [(late,)] = conn.execute("SELECT id FROM archive_outbox WHERE kind = 'message'").fetchall()
+            outbox.mark_failed(conn, [late], "git was busy", retry_seconds=60)
+        archived_ts = call("archive_project", project_key="work-old")["archived_ts"]
+        drain(settings, archive)
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        conn.execute("UPDATE projects SET archive_version = NULL")  # as migration 0035 left the row
+    assert json.loads(archive.read("projects/work-old/project.json"))["archived_ts"] == archived_ts
+    travel(monkeypatch, 120)
+    assert drain(settings, archive) == 1  # the late message
+    assert len(archive.files("projects/work-old/messages")) == 1
+    assert json.loads(archive.read("projects/work-old/project.json")).get("archived_ts") == archived_ts
+    restored = restore_into(settings, tmp_path / "restored.db")
+    assert invoke.call(TOOLS["get_project"], {"project_key": "work-old"}, restored).archived_ts == archived_ts
+    with monkeypatch.context() as older:
+        older.setattr(outbox, "project_payload", lambda project: {k: v for k, v in payload(project).items() if k != "project_version"})
+        call("unarchive_project", project_key="work-old")
+        drain(settings, archive)
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        conn.execute("UPDATE projects SET archive_version = NULL")
+    unarchived_ts = json.loads(archive.read("projects/work-old/project.json"))["unarchived_ts"]
+    call("send_message", project_key="work-old", sender_name="Alpha", to=["Zulu"], subject="Back", body_md="x")
+    drain(settings, archive)
+    assert json.loads(archive.read("projects/work-old/project.json")).get("unarchived_ts") == unarchived_ts
+
+
 def test_a_notice_is_restored_as_a_notice_and_introduces_nobody(call, project, settings, tmp_path, archive):
     """A notice's recipient is in "to" (as Message shows it), and a restore read it as written to:
     after it, a contact request made its two agents correspondents, and the auto policy admitted

@@ -27,7 +27,7 @@ from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, wri
 from dulwich.repo import Repo
 
 from ..human_keys import normalize_human_key
-from .render import attachment_paths, commit_message, keeping_created_ts, project_json_path, render, version_of
+from .render import attachment_paths, commit_message, keeping_what_is_known, project_json_path, render, version_of
 
 BRANCH = b"refs/heads/main"
 IDENTITY = b"Agent Mail <agent-mail@localhost>"
@@ -160,7 +160,8 @@ class GitArchive:
         entries may come out of order (one retried after a later one went through), and an agent
         retired then unretired must not end up retired. The JSON files are the ones entries
         rewrite; a message's (.md) are written once, and never change. A project.json kept keeps
-        the created_ts already written (keeping_created_ts)."""
+        what is already written that its entry does not know: created_ts, and the project's
+        archived state if the entry says none, as a message's (keeping_what_is_known)."""
         for path in [path for path in rendered if path.endswith(".json")]:
             current = files.get(path) or self.read(path, parent)
             if current is None:
@@ -169,7 +170,7 @@ class GitArchive:
             if version_of(new) < version_of(written):
                 del rendered[path]
             elif path.endswith("/project.json"):
-                rendered[path] = keeping_created_ts(rendered[path], new, written)
+                rendered[path] = keeping_what_is_known(rendered[path], new, written)
 
     def check_owner(self, entries: list[dict], parent: bytes | None) -> None:
         """Refuse to mix two projects in one folder: projects/{slug}/project.json names the

@@ -157,15 +157,17 @@ def project_file(entry: dict) -> dict[str, bytes]:
     return {project_json_path(entry["project"]): to_json(project)}
 
 
-def keeping_created_ts(content: bytes, project: dict, written: dict) -> bytes:
-    """A project.json (`content`, parsed: `project`) that replaces `written`, with the created_ts
-    `written` knows if it says none: an entry that does not know when the project was made (a
-    message's; one queued by a version before it said, or for a project unchanged since versions
-    exist: version 0, as the file it replaces) must not make the archive forget it. A project
-    is made once, so the time never goes stale."""
-    if "created_ts" in project or not written.get("created_ts"):
-        return content
-    return to_json({**project, "created_ts": written["created_ts"]})
+def keeping_what_is_known(content: bytes, project: dict, written: dict) -> bytes:
+    """A project.json (`content`, parsed: `project`) that replaces `written` (as new, by version:
+    both 0 for a file written before versions, or a project unchanged since), with what `written`
+    knows that its entry does not. An entry that says nothing of the project's state (a message's:
+    whose folder it is, no more) keeps the written one's whole (archived_ts or unarchived_ts, its
+    version): a message sent before the project was archived, written late, must not make the archive
+    say it is active. One that does not know when the project was made (queued by a version before
+    it said) keeps created_ts: a project is made once, so the time never goes stale."""
+    says_no_state = project.keys() <= {"slug", "human_key"}
+    kept = {key: value for key, value in written.items() if key not in project and (says_no_state or key == "created_ts")}
+    return to_json({**project, **kept}) if kept else content
 
 
 def version_of(document: dict) -> int:
