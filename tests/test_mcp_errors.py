@@ -6,13 +6,19 @@ the Lambda entry points to the local server's answers."""
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
 
+import httpx
 import pytest
 from mcp import Client, MCPError
 from mcp.client.stdio import StdioServerParameters
 
+from .aws_events import MCP_HEADERS, tool_call
 from .servers import ROOT, running_server
+from .test_stdio_transport import initialize_line
+from .test_transport_security import PROTOCOL_ERRORS, assert_protocol_error
 
 MISSING_PROJECT = "resource://project/no-such-project"
 
@@ -75,3 +81,26 @@ def test_tool_resource_and_refusal_errors_carry_one_body_over_http_and_stdio(tmp
     server = StdioServerParameters(command=sys.executable, args=["-m", "chalicelib", "stdio"], env=env, cwd=str(ROOT))
     stdio = asyncio.run(read_missing(Client(server, mode="legacy")))
     assert (stdio.code, error_body(stdio.data)) == errors["resource"]
+
+
+def test_the_sdks_protocol_errors_carry_one_body_over_http_and_stdio(tmp_path):
+    """An unknown method, params that do not fit: the SDK answers them itself, with its own data
+    (the method's name, or ""). Over stdio as over HTTP they carry this server's body and hint,
+    the same answer for the same request; a tool error (a result) passes as it was."""
+    requests = [{**request, "id": n} for n, (request, *_) in enumerate(PROTOCOL_ERRORS, start=2)]
+    requests.append(tool_call("get_project", {"project_key": "no-such-project"}, id=len(requests) + 2))
+    with running_server(tmp_path / "db.sqlite") as url:
+        over_http = [httpx.post(f"{url}/mcp", headers=MCP_HEADERS, json=request).json() for request in requests]
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"),
+           "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "LOG_LEVEL": "WARNING"}
+    lines = initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n' + b"".join(
+        json.dumps(request).encode() + b"\n" for request in requests)
+    done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=lines, capture_output=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    over_stdio = {answer["id"]: answer for answer in map(json.loads, done.stdout.splitlines())}
+    for answer, (_, rpc_code, code, hints) in zip(over_http, PROTOCOL_ERRORS):
+        assert over_stdio[answer["id"]] == answer
+        assert_protocol_error(over_stdio[answer["id"]]["error"], rpc_code, code, hints)
+    tool_error = over_http[-1]
+    assert tool_error["result"]["isError"] and over_stdio[tool_error["id"]] == tool_error

@@ -281,6 +281,7 @@ def test_a_line_that_is_not_utf8_gets_a_parse_error_and_the_session_goes_on(tmp_
     assert answers[0]["id"] == 1
     assert answers[1]["id"] is None and answers[1]["error"]["code"] == -32700
     assert "not UTF-8" in answers[1]["error"]["message"]
+    assert "valid JSON" in answers[1]["error"]["data"]["error"]["hint"]  # this server's error body, as over HTTP
     assert answers[2]["id"] == 3 and answers[2]["result"]["structuredContent"]["projects"] == []  # nothing was stored
 
 

@@ -86,22 +86,33 @@ def test_a_malformed_mcp_request_gets_the_error_shape_with_a_hint(url, method, h
     assert hint in error["data"]["error"]["hint"]
 
 
-@pytest.mark.parametrize("request_, rpc_code, code, hints", [
+# Errors the SDK answers itself inside the protocol (200 over HTTP): (request, JSON-RPC code,
+# our code, what its hint says). tests/test_mcp_errors.py sends them over stdio too.
+PROTOCOL_ERRORS = [
     (rpc("tools/frobnicate"), -32601, "not_found", ["'tools/frobnicate'", "Did you mean", "tools/call", "resources/read"]),
     (rpc("tools/call", {"name": 5}), -32602, "invalid_argument", ['tools/call takes {"name"']),  # the SDK's, on both paths
     (rpc("resources/read", {}), -32602, "invalid_argument", ['resources/read {"uri"']),
-])
+]
+
+
+def assert_protocol_error(error: dict, rpc_code: int, code: str, hints: list[str]) -> None:
+    """The JSON-RPC `error` has this server's body as `data`, its code and a hint saying `hints`."""
+    assert error["code"] == rpc_code
+    data = error["data"]["error"]
+    assert data["code"] == code and data["message"] == error["message"]
+    for hint in hints:
+        assert hint in data["hint"]
+
+
+@pytest.mark.parametrize("request_, rpc_code, code, hints", PROTOCOL_ERRORS)
 def test_a_json_rpc_error_answered_200_gets_the_error_shape_with_a_hint(url, request_, rpc_code, code, hints):
     """Errors the SDK answers 200 (inside the protocol: an unknown method, params that do not
     fit) carry the same `data` as its refusals: the SDK gave a bare method name or ""."""
     response = httpx.post(f"{url}/mcp", headers=MCP_HEADERS, json=request_)
     assert response.status_code == 200 and int(response.headers["content-length"]) == len(response.content)
     answer = response.json()
-    assert answer["id"] == 1 and answer["error"]["code"] == rpc_code
-    data = answer["error"]["data"]["error"]
-    assert data["code"] == code and data["message"] == answer["error"]["message"]
-    for hint in hints:
-        assert hint in data["hint"]
+    assert answer["id"] == 1
+    assert_protocol_error(answer["error"], rpc_code, code, hints)
 
 
 def test_wrong_methods(url):

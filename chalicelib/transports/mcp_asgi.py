@@ -16,7 +16,7 @@ from typing import AsyncIterator
 
 from ..config import Settings
 from .mcp_app import build_mcp_server, served_methods, transport_security
-from .mcp_errors import with_error_data
+from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, with_error_data
 from .mcp_lean import LeanMCP
 from .raw_asgi import header, is_json, json_headers, send_json
 
@@ -31,8 +31,6 @@ NO_SSE_STREAM = with_error_data(
     b'"message":"Method Not Allowed: no SSE stream (a stateless server); POST requests"}}', 405
 )
 ALLOW = b"POST"
-MAX_ERROR_BYTES = 64 * 1024  # the SDK's refusals are a few hundred bytes; anything larger passes as it is
-ERROR_KEY = b'"error"'  # in a JSON answer of the SDK's answered 200: maybe a JSON-RPC error, else a result
 RESIZED = (b"content-type", b"content-length")  # the headers of a rewritten body: json_headers gives them again
 
 

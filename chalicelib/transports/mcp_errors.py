@@ -7,7 +7,8 @@ message as `message` and that same body as `data`: a resource read that fails
 limit: `refusal`, for asgi.py and app.py), and the SDK's refusals of a malformed HTTP request
 (not JSON, not a JSON-RPC message, a method or Accept it does not take) and its errors inside
 the protocol, answered 200 (an unknown method, params that do not fit it): `with_error_data`,
-for mcp_asgi.py. So a client reads `["error"]["code"]` from whichever JSON it got.
+for mcp_asgi.py and, on each line the SDK writes, stdio.py. So a client reads
+`["error"]["code"]` from whichever JSON it got, over either transport.
 
 Imports nothing heavy: the Chalice app builds its refusals with it on every cold start.
 """
@@ -22,6 +23,10 @@ PARSE_ERROR = -32700
 METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32601, -32602, -32603
 # The code of an error the SDK answers 200 (no HTTP status to go by), by its JSON-RPC code.
 RPC_ERROR_CODES = {METHOD_NOT_FOUND: "not_found", INVALID_PARAMS: "invalid_argument", INTERNAL_ERROR: "internal_error"}
+# An answer of the SDK's that may be one of its errors: small (they are a few hundred bytes; a
+# larger answer passes as it is, never held nor parsed) and holding "error" (a result rarely does).
+MAX_ERROR_BYTES = 64 * 1024
+ERROR_KEY = b'"error"'
 MAX_METHOD_SHOWN = 100  # characters of an unknown method's name in a hint (it may be most of a 1 MiB body)
 SEND = "POST /mcp with Content-Type: application/json and Accept: application/json, text/event-stream"
 EXAMPLE = '{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}'
@@ -73,7 +78,7 @@ def request_hint(status: int, rpc_code, rpc_id) -> str:
     if status == 415:
         return "Send the JSON-RPC message as its body with Content-Type: application/json."
     if rpc_code == PARSE_ERROR:
-        return f"The body must be valid JSON: one JSON-RPC 2.0 message, e.g. {EXAMPLE}."
+        return f"The body (over stdio, each line) must be valid JSON: one JSON-RPC 2.0 message, e.g. {EXAMPLE}."
     if status == 400 and rpc_id is None:  # no message the SDK could answer by its id
         return ('Send one JSON object (not an array) that is a JSON-RPC 2.0 message: "jsonrpc": "2.0", a "method",'
                 f' an "id" for a request, "params" an object if any; e.g. {EXAMPLE}.')

@@ -40,6 +40,8 @@ CAPABILITIES = {
 # Once stdin has closed, how long the requests already read may take to be answered; past it
 # the SDK cancels the rest ("Connection closed"). Every tool is bounded well within it.
 DRAIN_SECONDS = 60.0
+# The status mcp_errors.with_error_data takes for an error inside the protocol (HTTP answers it 200).
+IN_PROTOCOL = 200
 
 
 def main(database_url: str | None = None) -> None:
@@ -112,7 +114,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     from ..ops.allocator import keep_memory_down
     from ..config import Settings, get_settings, invalid_setting
     from ..store import db
-    from .mcp_app import build_mcp_server
+    from .mcp_app import build_mcp_server, served_methods
 
     try:
         settings = Settings(database_url=database_url) if database_url else get_settings()
@@ -145,7 +147,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     gc.freeze()  # no gc.collect() first: it costs ~90 ms for the ~2 MB of start-up garbage it would free
     gc.enable()
     try:
-        wire = Wire(wire_out, answered_id)
+        wire = Wire(wire_out, answered_id, served_methods(server))
         anyio.run(session, server, Lines(first, wire_in, wire), wire)
     finally:
         if worker:
@@ -310,12 +312,12 @@ def not_utf8(error: UnicodeDecodeError) -> str:
 
 
 class Wire:
-    """Writes the SDK's messages to the wire, but for its answer to an initialize request
-    that was answered already. Lines writes its refusals here too: one BufferedWriter.write
-    holds the buffer's lock, so two lines never interleave."""
+    """Writes the SDK's messages to the wire (its errors with this server's `data`), but for
+    its answer to an initialize request that was answered already. Lines writes its refusals
+    here too: one BufferedWriter.write holds the buffer's lock, so two lines never interleave."""
 
-    def __init__(self, wire_out, answered_id) -> None:
-        self.wire_out, self.answered_id = wire_out, answered_id
+    def __init__(self, wire_out, answered_id, methods: tuple[str, ...] = ()) -> None:
+        self.wire_out, self.answered_id, self.methods = wire_out, answered_id, methods
 
     async def write(self, text: str) -> None:
         import anyio
@@ -325,9 +327,20 @@ class Wire:
             if message.get("id") == self.answered_id and ("result" in message or "error" in message):
                 self.answered_id = None
                 return
-        await anyio.to_thread.run_sync(self.wire_out.write, text.encode())
+        await anyio.to_thread.run_sync(self.wire_out.write, line_with_error_data(text.encode(), self.methods))
 
     async def flush(self) -> None:
         import anyio
 
         await anyio.to_thread.run_sync(self.wire_out.flush)
+
+
+def line_with_error_data(line: bytes, methods: tuple[str, ...]) -> bytes:
+    """The line, a JSON-RPC error of the SDK's (an unknown method, params that do not fit) given
+    this server's `data` and hint as over HTTP: the same function mcp_asgi.py applies to the
+    SDK's HTTP answers, on the same answers (`methods`, those served, for the hint)."""
+    from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, with_error_data
+
+    if len(line) > MAX_ERROR_BYTES or ERROR_KEY not in line:
+        return line
+    return with_error_data(line.rstrip(b"\n"), IN_PROTOCOL, methods) + b"\n"
