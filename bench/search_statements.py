@@ -54,7 +54,7 @@ class TimedConnection:
         return getattr(self.conn, name)
 
 
-def run(path: Path, query, limit: int, calls: int) -> None:
+def run(path: Path, query, limit: int, calls: int) -> float:
     conn = sqlite3.connect(path)
     conn.row_factory = sqlite3.Row
     timed = TimedConnection(conn)
@@ -70,6 +70,8 @@ def run(path: Path, query, limit: int, calls: int) -> None:
     print(f"{path.name}: median {statistics.median(took):.2f} ms a call, {statistics.mean(hits):.1f} hits")
     for sql, times in sorted(timed.spent.items(), key=lambda item: -sum(item[1])):
         print(f"  {sum(times) / calls:6.3f} ms  {len(times) / calls:4.1f}x  {sql[:110]}")
+    conn.close()
+    return statistics.median(took)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from chalicelib.errors import InvalidArgument
 from chalicelib.ops import doctor
 from chalicelib.store.idempotency import ResultGone
 from chalicelib.store import db
+from chalicelib.store.search_index import MERGE_ABOVE_SEGMENTS, fts_problem, fts_segments
 from chalicelib.tools.retention import run_retention
 from chalicelib.transports.cli import cli
 
@@ -78,6 +79,26 @@ def test_by_default_mail_is_kept_forever(settings, call, two_projects, later):
     later(10 * 365)
     assert run_retention(settings)["messages_purged"] == 0
     assert call("get_project", project_key="work-team")["messages"] == 3
+
+
+@pytest.mark.sqlite_only  # a replica's database has no FTS5 index
+def test_a_run_merges_the_search_index_and_searches_find_the_same(settings, call, send, two_projects):
+    for n in range(40):  # each send commits a segment of its own
+        send("BlueLake", ["RedStone"], subject=f"status {n}", body_md=f"rollback window {n % 5} of cache{n % 7}")
+    queries = ("rollback", "window 3", "cache4", "deploy plan", "status 17", "nothing here")
+
+    def hits() -> dict[str, list[int]]:
+        return {q: [hit["id"] for hit in call("search_messages", project_key="work-team", query=q, limit=100)["results"]] for q in queries}
+
+    found = hits()
+    assert len(found["rollback"]) == 43 and found["nothing here"] == []
+    with db.connection(settings) as conn:
+        assert fts_segments(conn) > MERGE_ABOVE_SEGMENTS  # what FTS5's automerge left
+        assert run_retention(settings)["search_merge_steps"] >= 1
+        assert fts_segments(conn) <= MERGE_ABOVE_SEGMENTS
+        assert fts_problem(conn) is None
+        assert run_retention(settings)["search_merge_steps"] == 0  # nothing left worth a write
+    assert hits() == found
 
 
 def test_purge_deletes_old_mail_of_that_project_only_in_bounded_batches(settings, call, two_projects, later):

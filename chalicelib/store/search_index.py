@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from .. import clock
 
-from .db import placeholders
+from .db import placeholders, transaction
 from ..ids import RANDOM_BITS
 from .per_process import OnePerKey
 
@@ -189,3 +189,42 @@ def fts_problem(db: sqlite3.Connection) -> str | None:
 def rebuild_fts(db: sqlite3.Connection) -> None:
     """Rebuild the embedded full-text index from the messages (in the caller's transaction)."""
     db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+
+
+# Keeping the embedded index merged (run by retention, tools/retention.py). Each committed
+# write adds a segment, and FTS5's automerge leaves up to ~4 a level, many of them large at
+# 1M messages; a search reads every segment, so a merged index searches 15–35% faster
+# (bench/README.md, "Merging the search index"). FTS5's ('merge', N) does ~N pages of that
+# work per call, continuing where the last call stopped, in a write transaction of its own:
+# so the senders wait for at most one step.
+MERGE_ABOVE_SEGMENTS = 4  # so few segments cost a search little: left as they are
+MERGE_STEP_PAGES = 250  # one step's work: ~30–70 ms of write lock at 1M messages (bench/fts_merge.py)
+MERGE_RUN_PAGES = 20_000  # a run's: 80 steps; the 1M bench database (1,548 steps) takes ~20 hourly runs
+
+
+def fts_segments(db: sqlite3.Connection) -> int:
+    """How many segments the embedded index has (its page index has a row per segment's leaf page start)."""
+    return db.execute("SELECT count(DISTINCT segid) FROM messages_fts_idx").fetchone()[0]
+
+
+def merge_fts_step(db: sqlite3.Connection, pages: int = MERGE_STEP_PAGES) -> bool:
+    """Merge ~`pages` pages of the embedded index's segments (in the caller's write transaction);
+    whether there was work. usermerge 2 merges any level of two segments or more, so repeated
+    steps converge towards one segment even while sends add new ones (a negative N, which merges
+    across levels, starts over at every new segment and never finishes on a live server)."""
+    db.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('usermerge', 2)")
+    before = db.total_changes
+    db.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('merge', ?)", (pages,))
+    return db.total_changes - before >= 2  # FTS5's documented sign that the step merged something
+
+
+def merge_fts(conn: sqlite3.Connection, budget: int = MERGE_RUN_PAGES) -> int:
+    """Merge the embedded index while it has more than MERGE_ABOVE_SEGMENTS segments, a step
+    per write transaction, up to `budget` pages; how many steps merged something."""
+    steps = 0
+    while (steps + 1) * MERGE_STEP_PAGES <= budget:
+        with transaction(conn, write=True):
+            if fts_segments(conn) <= MERGE_ABOVE_SEGMENTS or not merge_fts_step(conn):
+                return steps
+        steps += 1
+    return steps

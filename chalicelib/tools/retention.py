@@ -6,7 +6,8 @@ a default (RETENTION_MODE, RETENTION_DAYS): `purge` deletes messages older than 
 `run_retention(settings)` applies the policies, retires agents idle for
 RETENTION_AGENT_IDLE_DAYS (if set) and deletes file reservations and build slots that ended
 RETENTION_LEASE_GRACE_DAYS ago, and deletes attachment content no message has named for
-ATTACHMENT_UNUSED_DAYS (tools/attachment_refs.py). Each kind of work stops after
+ATTACHMENT_UNUSED_DAYS (tools/attachment_refs.py), and merges the embedded search index's
+segments a bounded number of pages (store/search_index.py, merge_fts). Each kind of work stops after
 RETENTION_BATCH rows, in transactions of RETENTION_CHUNK rows, so a run is short and never
 holds the write lock for long; the next run takes the rest. It runs from the local archive
 worker when idle, from `python -m chalicelib retention run`, and from a scheduled Lambda
@@ -29,6 +30,7 @@ from ..fields import ProjectKey
 from ..ids import RANDOM_BITS, first_id_at, stable_id
 from ..registry import Input, Output, tool
 from ..store.db import connection, placeholders, transaction
+from ..store.search_index import merge_fts
 from . import attachment_refs, thread_summaries
 from .agents import retire
 from .counts import uncount_messages
@@ -96,8 +98,9 @@ def policy(row: sqlite3.Row) -> RetentionPolicy:
 
 def run_retention(settings: Settings, budget: int | None = None) -> dict[str, int]:
     """One bounded retention run: at most `budget` (RETENTION_BATCH) rows of each kind. How many
-    messages were purged or archived, agents retired, reservations and build slots deleted, and
-    unused attachment content condemned and deleted (tools/attachment_refs.py)."""
+    messages were purged or archived, agents retired, reservations and build slots deleted,
+    unused attachment content condemned and deleted (tools/attachment_refs.py), and steps of
+    merging the search index (store/search_index.py; a replica's database has no index)."""
     budget = budget or settings.retention_batch
     now = clock.now()
     done = dict.fromkeys(("messages_purged", "bodies_archived", "agents_retired", "reservations_deleted", "slots_deleted"), 0)
@@ -125,6 +128,7 @@ def run_retention(settings: Settings, budget: int | None = None) -> dict[str, in
         for table, kind in (("file_reservations", "reservations_deleted"), ("build_slots", "slots_deleted")):
             done[kind] = chunked(conn, settings, budget, lambda db, limit, t=table: delete_ended(db, t, ended, limit))
         done.update(attachment_refs.collect(conn, settings, storage(settings), budget, now))
+        done["search_merge_steps"] = 0 if settings.turso_sync_url else merge_fts(conn)
     if any(done.values()):
         log.info("retention: %s", done)
     return done
