@@ -280,6 +280,8 @@ def test_mark_read_and_acknowledge_come_back_to_the_message_and_say_so(site):
                                            "back": f"/ui/project?p={P}"})
     assert retired.headers["location"] == f"/ui/project?p={P}&done=retire"
     assert '<p class="notice" role="status">Done: retired.</p>' in client.get(retired.headers["location"]).text
+    # Back at work for the module's other tests: a retired agent's reservations conflict with nobody.
+    api.post("/api/unretire_agent", json={"project_key": P, "agent_name": "RedStone"}).raise_for_status()
 
 
 def live_region(page: str) -> str:
