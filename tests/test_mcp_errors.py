@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import httpx
 import pytest
@@ -104,3 +105,43 @@ def test_the_sdks_protocol_errors_carry_one_body_over_http_and_stdio(tmp_path):
         assert_protocol_error(over_stdio[answer["id"]]["error"], rpc_code, code, hints)
     tool_error = over_http[-1]
     assert tool_error["result"]["isError"] and over_stdio[tool_error["id"]] == tool_error
+
+
+def lines_within(stream, count: int, seconds: float) -> list[bytes]:
+    """Up to `count` lines of `stream`, those that came within `seconds`: a missing answer fails
+    the test instead of hanging it (the reading thread ends when the process does)."""
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(stream.readline() for _ in range(count)), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    return list(lines)
+
+
+def test_a_line_that_is_no_json_rpc_message_gets_the_error_http_gives_and_the_session_goes_on(tmp_path):
+    """`{` (not JSON), `[]` and a message without a method (no JSON-RPC message): the SDK's stdio
+    reader only logged them, never answered, so the client waited for ever. Each now gets an error
+    (id null) with the code and hint HTTP refuses the same body with; a blank line is skipped."""
+    bodies = [b"{", b"[]", b'{"jsonrpc": "2.0", "id": 3}']
+    with running_server(tmp_path / "db.sqlite") as url:
+        over_http = [httpx.post(f"{url}/mcp", headers=MCP_HEADERS, content=body).json()["error"] for body in bodies]
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"),
+           "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen([sys.executable, "-m", "chalicelib", "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    try:
+        server.stdin.write(initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n\n'
+                           + b"".join(body + b"\n" for body in bodies) + b'{"jsonrpc":"2.0","id":4,"method":"tools/list"}\n')
+        server.stdin.flush()  # stdin stays open, as a client's does while it waits for answers
+        answers = [json.loads(line) for line in lines_within(server.stdout, 5, 60)]
+    finally:
+        server.kill()
+        server.wait()
+    assert [answer["id"] for answer in answers] == [1, None, None, None, 4], answers
+    assert [answer["error"]["code"] for answer in answers[1:4]] == [-32700, -32600, -32600]
+    for answer, http_error in zip(answers[1:4], over_http):
+        data = error_body(answer["error"]["data"])
+        assert data["message"] == answer["error"]["message"]
+        assert (data["code"], data["hint"]) == (http_error["data"]["error"]["code"], http_error["data"]["error"]["hint"])
+    assert "valid JSON" in answers[1]["error"]["data"]["error"]["hint"]
+    assert "one JSON object" in answers[2]["error"]["data"]["error"]["hint"]
+    assert answers[4]["result"]["tools"]

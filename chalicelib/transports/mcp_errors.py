@@ -7,7 +7,7 @@ message as `message` and that same body as `data`: a resource read that fails
 limit: `refusal`, for asgi.py and app.py), and the SDK's refusals of a malformed HTTP request
 (not JSON, not a JSON-RPC message, a method or Accept it does not take) and its errors inside
 the protocol, answered 200 (an unknown method, params that do not fit it): `with_error_data`,
-for mcp_asgi.py and, on each line the SDK writes, stdio.py. So a client reads
+for mcp_asgi.py and, on each line the SDK writes and on a line it could not read, stdio.py. So a client reads
 `["error"]["code"]` from whichever JSON it got, over either transport.
 
 Imports nothing heavy: the Chalice app builds its refusals with it on every cold start.
@@ -19,7 +19,7 @@ from ..errors import HTTP_ERROR_CODES, ToolError, did_you_mean, internal_error
 
 PATHS = ("/mcp", "/mcp/")  # the SDK redirects /mcp/ to /mcp
 SERVER_ERROR = -32000  # JSON-RPC's "implementation-defined server error": refused before any method ran
-PARSE_ERROR = -32700
+PARSE_ERROR, INVALID_REQUEST = -32700, -32600
 METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32601, -32602, -32603
 # The code of an error the SDK answers 200 (no HTTP status to go by), by its JSON-RPC code.
 RPC_ERROR_CODES = {METHOD_NOT_FOUND: "not_found", INVALID_PARAMS: "invalid_argument", INTERNAL_ERROR: "internal_error"}

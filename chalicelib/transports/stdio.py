@@ -40,8 +40,9 @@ CAPABILITIES = {
 # Once stdin has closed, how long the requests already read may take to be answered; past it
 # the SDK cancels the rest ("Connection closed"). Every tool is bounded well within it.
 DRAIN_SECONDS = 60.0
-# The status mcp_errors.with_error_data takes for an error inside the protocol (HTTP answers it 200).
-IN_PROTOCOL = 200
+# The status mcp_errors.with_error_data takes for an error inside the protocol (HTTP answers it 200),
+# and for a line that is no JSON-RPC message (HTTP refuses such a body 400: its code and hint).
+IN_PROTOCOL, REFUSED = 200, 400
 
 
 def main(database_url: str | None = None) -> None:
@@ -172,7 +173,7 @@ async def session(server, stdin, stdout) -> None:
         unanswered = Unanswered()
         lowlevel = server._lowlevel_server
         await lowlevel.run(
-            DrainingReader(read_stream, unanswered),
+            DrainingReader(read_stream, unanswered, stdout),
             AnswerCounter(write_stream, unanswered),
             lowlevel.create_initialization_options(),
         )
@@ -244,18 +245,29 @@ class _Wrapped:
 
 class DrainingReader(_Wrapped):
     """The SDK's read stream, whose end waits until the requests read are answered: the SDK
-    cancels the requests in flight when its read stream ends."""
+    cancels the requests in flight when its read stream ends. A line the SDK could not read as
+    a JSON-RPC message is answered here, on the wire: the SDK only logs it, so the client would
+    wait for ever."""
 
     last_context = None  # the SDK's per-message context, passed on
+
+    def __init__(self, inner, unanswered: Unanswered, wire: "Wire") -> None:
+        super().__init__(inner, unanswered)
+        self.wire = wire
 
     async def receive(self):
         import anyio
 
-        try:
-            item = await self.inner.receive()
-        except anyio.EndOfStream:
-            await self.unanswered.drained()
-            raise
+        while True:
+            try:
+                item = await self.inner.receive()
+            except anyio.EndOfStream:
+                await self.unanswered.drained()
+                raise
+            if not isinstance(item, Exception):
+                break
+            await self.wire.write(not_a_message(item))
+            await self.wire.flush()
         self.last_context = getattr(self.inner, "last_context", None)
         self.unanswered.read(item)
         return item
@@ -283,7 +295,8 @@ class AnswerCounter(_Wrapped):
 class Lines:
     """The wire's lines as text, starting with the first one (already read). A line that is
     not UTF-8 is refused here with a parse error, as HTTP refuses such a body: decoded with
-    replacement characters, its text would have been stored altered."""
+    replacement characters, its text would have been stored altered. A blank line is skipped
+    (space between messages, not a message to refuse)."""
 
     def __init__(self, first: bytes, wire_in, wire: "Wire") -> None:
         self.first, self.wire_in, self.wire = first, wire_in, wire
@@ -298,6 +311,8 @@ class Lines:
             line, self.first = self.first or await anyio.to_thread.run_sync(self.wire_in.readline, abandon_on_cancel=True), b""
             if not line:
                 raise StopAsyncIteration
+            if not line.strip():
+                continue
             try:
                 return line.decode("utf-8")
             except UnicodeDecodeError as error:
@@ -309,6 +324,24 @@ def not_utf8(error: UnicodeDecodeError) -> str:
     """The JSON-RPC parse error for a line that is not UTF-8 (its id is unknown: null)."""
     message = f"Parse error: the line is not UTF-8 ({error.reason} at byte {error.start}); nothing was done. Send JSON in UTF-8"
     return json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": message}}) + "\n"
+
+
+def not_a_message(exc: Exception) -> str:
+    """The JSON-RPC error for a line the SDK could not read as a message (`exc`, its pydantic
+    ValidationError; id unknown: null): -32700 for a line that is not JSON, -32600 for JSON that
+    is no JSON-RPC message, with the `data` HTTP refuses the same body with."""
+    from pydantic_core import ValidationError
+
+    from .mcp_errors import INVALID_REQUEST, PARSE_ERROR, with_error_data
+
+    problems = exc.errors() if isinstance(exc, ValidationError) else []
+    not_json = [problem["msg"] for problem in problems if problem["type"] == "json_invalid"]
+    if not_json:
+        code, message = PARSE_ERROR, f"Parse error: {not_json[0]}; nothing was done"
+    else:
+        code, message = INVALID_REQUEST, "Invalid request: the line is JSON but not a JSON-RPC 2.0 message; nothing was done"
+    refusal = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
+    return with_error_data(refusal, REFUSED).decode() + "\n"
 
 
 class Wire:
