@@ -108,8 +108,9 @@ class TooManyRequests(ToolError):
 
 
 class ClientGone(ToolError):
-    """The client went away before its call ran (a slow lane's queued job, dropped): no one gets
-    the answer, but the request's log line and the tool's calls count it (499, as nginx says)."""
+    """The client went away before its call answered (a slow lane's queued job, dropped; a wait
+    for mail, ended): no one gets the answer, but the request's log line and the tool's calls
+    count it (499, as nginx says)."""
 
     status = 499
     code = "client_closed_request"

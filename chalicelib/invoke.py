@@ -34,6 +34,7 @@ from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .store.upkeep import savepoint
 from .errors import MAX_ANSWER_BYTES, ClientGone, NotAdmitted, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
+from .store.disconnect import unless_client_gone
 from .store.fair_lane import FairLane
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
@@ -118,8 +119,8 @@ async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.
     with _measured(tool.name):
         principal = caller(principal)
         args = parse(tool, arguments)  # bad input is refused before it waits for anything
-        if tool.wait:
-            return await _wait(tool, args, settings, principal)
+        if tool.wait:  # a client that gave up waiting leaves its place to its next wait at once
+            return await unless_client_gone(_wait(tool, args, settings, principal))
         if tool.writes_files:
             return await asyncio.to_thread(_attempt, tool, args, settings, principal)
         if tool.read_only:

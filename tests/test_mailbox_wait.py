@@ -2,10 +2,12 @@
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -195,6 +197,68 @@ def test_one_credential_waits_at_most_its_share(tmp_path):
     assert "MAX_MAIL_WAITERS_PER_CALLER" in refused.json()["error"]["message"] and "cursor" in refused.json()["error"]["hint"]
     assert refused.headers["Retry-After"] == "5"
     assert other.status_code == 200 and [answer.status_code for answer in waited] == [200, 200]
+
+
+@pytest.mark.sqlite_only
+def test_a_wait_whose_client_disconnects_gives_its_place_back(tmp_path):
+    """Session 18 review: a client that closed its connection while its wait_for_mail waited kept
+    the wait's place until its timeout (uvicorn runs the handler on), so the credential, waiting
+    again, met its cap with places held by no one. Over REST and /mcp, each wait 25 s long: once
+    both clients are gone a new wait is admitted, and each gone wait is counted as client_closed_request."""
+    log = tmp_path / "server.log"
+    tokens = '["admin", {"token": "waiter", "role": "reader"}]'
+    with running_server(tmp_path / "db.sqlite", stderr=log, AUTH_BEARER_TOKENS=tokens, REQUIRE_AGENT_TOKENS="false",
+                        MAX_MAIL_WAITERS_PER_CALLER="2", ARCHIVE_ENABLED="false", LOG_LEVEL="INFO") as url:
+        with httpx.Client(base_url=url, timeout=30, headers={"Authorization": "Bearer admin"}) as admin:
+            admin.post("/api/ensure_project", json={"human_key": "/gone"}).raise_for_status()
+            admin.post("/api/register_agent", json={"project_key": "gone", "name": "GreenCastle", "program": "p", "model": "m"})
+            wait = {"project_key": "gone", "agent_name": "GreenCastle", "timeout_seconds": 25}
+            probe = lambda: admin.post("/api/wait_for_mail", json=wait | {"timeout_seconds": 0},  # noqa: E731
+                                       headers={"Authorization": "Bearer waiter"}).status_code
+            clients = [raw_wait(url, "/api/wait_for_mail", wait),
+                       raw_wait(url, "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                              "params": {"name": "wait_for_mail", "arguments": wait}})]
+            until(lambda: probe() == 429)  # both wait: the credential's places are taken
+            for connection in clients:
+                connection.close()  # the clients go away
+            until(lambda: gone_waits(admin.get("/metrics").text) == 2)  # long before their 25 s
+            assert probe() == 200
+            # Logged as 499 over REST; over /mcp it is a tool error in a 200 answer, counted by the metric.
+            until(lambda: gone_logged(log) == ["/api/wait_for_mail"])  # the server flushes its log twice a second
+
+
+def raw_wait(url: str, path: str, body: dict) -> socket.socket:
+    """A connection on which credential "waiter" POSTs `body` to `path` (REST or /mcp), unread."""
+    encoded = json.dumps(body).encode()
+    host = httpx.URL(url)
+    connection = socket.create_connection((host.host, host.port), timeout=30)
+    connection.sendall(f"POST {path} HTTP/1.1\r\nHost: {host.netloc.decode()}\r\nAuthorization: Bearer waiter\r\n"
+                       f"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+                       f"Content-Length: {len(encoded)}\r\n\r\n".encode() + encoded)
+    return connection
+
+
+def gone_waits(metrics: str) -> float:
+    """agent_mail_tool_calls_total of wait_for_mail with outcome client_closed_request."""
+    line = 'agent_mail_tool_calls_total{tool="wait_for_mail",outcome="client_closed_request"} '
+    found = [row for row in metrics.splitlines() if row.startswith(line)]
+    return float(found[0].removeprefix(line)) if found else 0.0
+
+
+def gone_logged(log: Path) -> list[str]:
+    """The paths of the wait_for_mail requests logged with status 499, in the log's whole lines."""
+    lines = [json.loads(line) for line in log.read_text().splitlines(keepends=True)
+             if line.startswith('{"ts"') and line.endswith("\n")]
+    return [line["path"] for line in lines if line.get("tool") == "wait_for_mail" and line["status"] == 499]
+
+
+def until(condition) -> None:
+    """Wait (10 s at most) until `condition()` holds: the server works in another process."""
+    for _ in range(200):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("still not so after 10 s")
 
 
 def test_fetch_inbox_filters_and_pages(call, project):

@@ -7,8 +7,7 @@ search waited behind them all (security review, session 17). Here each caller's 
 queue of their own, and the thread takes the next job of each caller with work queued in turn,
 so a caller's job waits for the running one and at most one job of each other caller.
 
-A job whose client disconnects while it waits is dropped too: uvicorn keeps running a request's
-handler after its client left (only an http.disconnect on receive() says so), and the job would
+A job whose client disconnects while it waits is dropped too (store/disconnect.py): it would
 still run for no one, and hold one of its caller's places until then.
 """
 
@@ -20,12 +19,8 @@ from collections.abc import Callable, Coroutine, Hashable
 from concurrent.futures import Future
 from typing import Any
 
-from ..errors import ClientGone, TooManyRequests
-
-# The request's ASGI receive(), its body already read: the local server sets it for each request
-# (transports/asgi.py Front). Chalice and Lambda have no disconnect to watch, nor do in-process
-# callers (the CLI, stdio): they set none.
-request_receive: contextvars.ContextVar = contextvars.ContextVar("request_receive", default=None)
+from ..errors import TooManyRequests
+from .disconnect import unless_client_gone
 
 
 class _Job:
@@ -83,7 +78,8 @@ class FairLane:
                 self.thread.start()
             self.queued.notify()
         job.future.add_done_callback(lambda _: self._done(job))
-        return _result(job, request_receive.get())
+        # Cancelling the job drops it unless it runs already (a thread cannot be stopped).
+        return unless_client_gone(asyncio.wrap_future(job.future), job.future.cancel)
 
     def _work(self) -> None:
         while True:
@@ -113,28 +109,3 @@ class FairLane:
             left = self.counts.pop(job.caller) - 1
             if left:
                 self.counts[job.caller] = left
-
-
-async def _result(job: _Job, receive) -> Any:
-    """The job's result; ClientGone if `receive` says the client disconnected before the job
-    started (it then never runs). A running job is left to finish: a thread cannot be stopped."""
-    result = asyncio.wrap_future(job.future)
-    if receive is None:
-        return await result
-    gone = False
-
-    async def cancel_on_disconnect() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass  # a body the handler did not read (a GET's empty one): it needs none
-        gone = job.future.cancel()  # False once the job runs
-
-    watcher = asyncio.ensure_future(cancel_on_disconnect())
-    try:
-        return await result
-    except asyncio.CancelledError:
-        if gone:
-            raise ClientGone("The client disconnected before this call ran.", "Nothing of it was done.") from None
-        raise
-    finally:
-        watcher.cancel()

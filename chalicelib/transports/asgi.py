@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, invoke
 from ..security import auth, ratelimit, rebinding, scopes
-from ..store import db, fair_lane
+from ..store import db, disconnect
 from . import attachment_routes, mcp_errors, rest
 from . import headers as security
 from ..archive.worker import LocalWorker
@@ -334,9 +334,10 @@ class Front:
             receive = await self._limit(scope, receive, principal)
             # This request's task (and the tasks it starts) calls tools as this principal.
             auth.current.set(principal)
-            # A slow call queued in a lane watches it for http.disconnect: its handler has read
-            # the body by then (its arguments are in it), so the watch takes nothing it needs.
-            fair_lane.request_receive.set(receive)
+            # A slow call queued in a lane, or a wait for mail, watches it for http.disconnect
+            # (store/disconnect.py): its handler has read the body by then (its arguments are in
+            # it), so the watch takes nothing it needs.
+            disconnect.request_receive.set(receive)
         except ToolError as exc:
             await _refuse(send, path, exc)
             return

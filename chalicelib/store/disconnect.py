@@ -1,0 +1,45 @@
+"""A call that stops when its HTTP client disconnects (the local server only).
+
+uvicorn keeps running a request's handler after its client left: only an http.disconnect on the
+request's receive() says so. A call that would otherwise go on for no one watches for it: a slow
+job queued in a lane (store/fair_lane.py), a wait for mail (invoke.py) holding its caller's place.
+"""
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..errors import ClientGone
+
+# The request's ASGI receive(), its body already read: the local server sets it for each request
+# (transports/asgi.py Front). Chalice and Lambda have no disconnect to watch, nor do in-process
+# callers (the CLI, stdio): they set none.
+request_receive: contextvars.ContextVar = contextvars.ContextVar("request_receive", default=None)
+
+
+async def unless_client_gone(work: Awaitable[Any], stop: Callable[[], bool] | None = None) -> Any:
+    """`work`'s result; ClientGone if the request's client disconnects and `stop()` (by default,
+    cancelling `work`) stops it: stop() returns False when too late (`work` then goes on)."""
+    receive = request_receive.get()
+    if receive is None:
+        return await work
+    work = asyncio.ensure_future(work)
+    stop = stop or work.cancel
+    gone = False
+
+    async def stop_on_disconnect() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass  # a body the handler did not read (a GET's empty one): it needs none
+        gone = stop()
+
+    watcher = asyncio.ensure_future(stop_on_disconnect())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone:
+            raise ClientGone("The client disconnected before this call answered.", "Nothing of it was done.") from None
+        raise
+    finally:
+        watcher.cancel()
