@@ -193,3 +193,55 @@ def test_a_damaged_sidecar_index_of_a_turso_replica_is_rebuilt_by_the_next_searc
     logged = [line for line in log.read_text().splitlines() if "index is damaged" in line]
     assert len(logged) == 1 and "the replica's sidecar: the next search rebuilds it" in logged[0], log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()
+
+
+def test_a_malformed_sidecar_file_of_a_turso_replica_is_made_anew_by_the_next_search(tmp_path):
+    """A sidecar that SQLite itself cannot read ("file is not a database", "database disk image is
+    malformed": a disk problem, another tool's crash) failed every search until an operator deleted
+    it; now the search that meets it, opening the file, catching up or searching, removes it and
+    answers 503 (retry), and the next search builds it anew."""
+    from chalicelib.store.search_index import VERSION
+
+    from .turso import turso_server
+
+    replica, log = tmp_path / "replica.db", tmp_path / "server.log"
+    sidecar = Path(f"{replica}.search")
+    sidecar.write_bytes(b"left by a crash " * 512)  # before the server opens it: met opening it
+
+    def overwrite_header() -> None:  # the change counter too: the server's connection reads the file again
+        with sidecar.open("r+b") as file:
+            file.write(b"not a database, " * 8)
+
+    def cut_in_half() -> None:  # mid-page
+        os.truncate(sidecar, sidecar.stat().st_size // 2 + 100)
+
+    def garble_the_words() -> None:  # met by the search's statements: catching up does not read them
+        with sqlite3.connect(sidecar) as conn:
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'messages_fts_data'").fetchone()[0]
+        with sidecar.open("r+b") as file:
+            file.seek((root - 1) * page_size)
+            file.write(b"\xff" * 64)
+        with sqlite3.connect(sidecar) as conn:  # a write that leaves the page: the server's connection reads it again
+            conn.execute(f"PRAGMA user_version = {VERSION}")
+
+    with turso_server(tmp_path / "primary") as primary, running_server(replica, stderr=log, TURSO_SYNC_URL=primary.url) as url:
+        call, slug = zebra_mailbox(url)
+        for damage in (None, overwrite_header, cut_in_half, garble_the_words):
+            if damage:
+                damage()
+            met = call("search_messages", project_key=slug, query="zebra")
+            assert met.status_code == 503, (damage, met.text)
+            error = met.json()["error"]
+            assert "search index was damaged" in error["message"] and "Retry" in error["hint"], error
+            found = call("search_messages", project_key=slug, query="zebra")
+            assert found.status_code == 200 and [hit["subject"] for hit in found.json()["results"]] == ["zebra crossing"], found.text
+    with sqlite3.connect(sidecar) as conn:  # a whole index again
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == VERSION
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
+        assert conn.execute("SELECT count(*) FROM messages_fts").fetchone()[0] == 1
+    logged = [line for line in log.read_text().splitlines() if "index is damaged" in line]
+    assert len(logged) == 4 and all("the replica's sidecar: the next search rebuilds it" in line for line in logged), logged
+    assert "file is not a database" in logged[0] and "malformed" in logged[3], logged
+    assert "Traceback" not in log.read_text()

@@ -5,9 +5,9 @@ FTS table name, tokenizer and bm25 columns as migrations/0002_search.sql, and `m
 `message_recipients` tables holding the columns search filters on: the search SQL in
 tools/search.py then runs unchanged on either. (Messages and their recipients are written
 together and never changed, so the copy stays right.) An index file of an older layout
-(user_version), or one a search found damaged (discard_damaged), is replaced by an empty one
-and filled again: it is only a cache. Before each search the index
-catches up with the replica. Messages are never edited;
+(user_version) is replaced by an empty one and filled again, and one a search found damaged
+(discard_damaged: FTS5's tables or the file itself) is removed and made anew: it is only a
+cache. Before each search the index catches up with the replica. Messages are never edited;
 only retention (tools/retention.py) deletes them or archives their bodies. So catching up is:
 re-indexing the bodies archived lately; then, if the sets of ids differ (a count and a
 checksum of the ids), indexing the ids it lacks: the recent ones (ids are time-ordered; a
@@ -15,8 +15,9 @@ window covers messages that other replicas pushed late), and, if they still diff
 every id, which also drops purged ones.
 """
 
+import os
 import sqlite3
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from .. import clock
 
@@ -53,8 +54,12 @@ ARCHIVED_SINCE = (
 class SearchIndex:
     def __init__(self, path) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        if self.conn.execute("PRAGMA user_version").fetchone()[0] != VERSION:
-            self._start_anew()
+        try:
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] != VERSION:
+                self._start_anew()
+        except sqlite3.DatabaseError:
+            self.conn.close()  # a malformed file, which discard_damaged removes: nothing left open on it
+            raise
 
     def _start_anew(self) -> None:
         """Replace the file's content by an empty index of this layout: copied over it whole (SQLite's
@@ -156,16 +161,24 @@ def search_index(replica) -> SearchIndex:
     return index
 
 
-def discard_damaged(replica) -> str | None:
-    """Mark the replica's index, which FTS5 found damaged, as of no layout (user_version 0), and
-    let this process's copy go: the next search_index opens it again and starts it anew, as one of
-    an older layout (so does a process that opens it later). The file marked, None if another call
-    did (once per damage: the index serves one search at a time, under the replica's lock)."""
+def damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite's error says the index is damaged: FTS5's tables (SQLITE_CORRUPT_VTAB, an
+    extended SQLITE_CORRUPT) or the file itself ("database disk image is malformed", "file is
+    not a database")."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def discard_damaged(replica) -> str:
+    """Remove the replica's index, found damaged (opening, catching up or searching): the next
+    search_index makes the file anew and fills it, as a new process does. Removed, not marked
+    outdated: a malformed file takes no write. This process's connection to it is forgotten and
+    closed first (none is left on the file: searches use it one at a time, under the replica's
+    lock); a stale journal beside the new, empty file is deleted by SQLite. The file's path."""
     path = _path(replica)
-    index = _indexes.forget(path)
-    if index is None:
-        return None
-    index.conn.execute("PRAGMA user_version = 0")  # its connection closes once the search that failed lets it go
+    if index := _indexes.forget(path):
+        index.conn.close()
+    with suppress(FileNotFoundError):
+        os.remove(path)
     return path
 
 

@@ -48,7 +48,7 @@ from ..errors import InvalidArgument, Unavailable
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, empty_list
 from ..registry import Input, Output, tool
 from ..store.db import placeholders
-from ..store.search_index import discard_damaged, search_index
+from ..store.search_index import damaged, discard_damaged, search_index
 from .agents import find_agent, find_agents
 from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
@@ -284,7 +284,10 @@ def search_project(db: sqlite3.Connection, project, query: str, limit: int, view
 def _index(db):
     """The connection holding the full-text index: the database itself, or, on a Turso replica, a
     sidecar file (chalicelib/store/search_index.py) with the same tables: the same SQL runs on both."""
-    return search_index(db).conn if hasattr(db, "replica") else db
+    if not hasattr(db, "replica"):
+        return db
+    with _answering_damage(db, sidecar=True):  # opening and catching up read the sidecar too
+        return search_index(db).conn
 
 
 def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput, filtered: bool,
@@ -323,19 +326,32 @@ def _time_budget(db, index):
     a page's rows, read by id, count through _in_time.) The handler is the connection's, which
     is lent to this call alone: it is removed before it goes back, and an interrupted statement
     is reset by sqlite3 (the read transaction ends as any failed call's)."""
-    with one_budget():
+    with one_budget(), _answering_damage(db, sidecar=index is not db):
         deadline = _deadline.get()
         index.set_progress_handler(lambda: monotonic() > deadline, STEPS_BETWEEN_CHECKS)
         try:
             yield
-        except sqlite3.DatabaseError as exc:  # caught here, not looked for: a search costs nothing more
+        except sqlite3.DatabaseError as exc:
             if _interrupted(exc):
                 raise _too_long() from None
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT_VTAB:  # FTS5's word for its own damage
-                raise (_damaged_sidecar(db, exc) if index is not db else _damaged_index(exc)) from None
             raise
         finally:
             index.set_progress_handler(None, STEPS_BETWEEN_CHECKS)
+
+
+@contextmanager
+def _answering_damage(db, sidecar: bool):
+    """A damaged index answers 503 (caught where it happens, not looked for: a search costs nothing
+    more): the database's own, only once FTS5 says so (its file's other damage is not search's to
+    answer); a replica's sidecar, whatever SQLite found damaged, FTS5's tables or the file."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if sidecar and damaged(exc):
+            raise _damaged_sidecar(db, exc) from None
+        if not sidecar and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT_VTAB:  # FTS5's word for its own damage
+            raise _damaged_index(exc) from None
+        raise
 
 
 def _in_time() -> None:
@@ -365,13 +381,13 @@ def _damaged_index(exc: sqlite3.DatabaseError) -> Unavailable:
 
 
 def _damaged_sidecar(db, exc: sqlite3.DatabaseError) -> Unavailable:
-    """A replica's sidecar index that FTS5 finds corrupt is a cache: marked, it is rebuilt from the
-    replica by the next search (before that one's time budget starts, as a new process's first
-    search builds it). This search answers 503 rather than rebuild it inside its own budget: a
-    rebuild reads every message, which no SEARCH_TIMEOUT_MS bounds. Logged once per damage."""
-    if path := discard_damaged(db):
-        log.warning("search: the full-text index is damaged (%s) in %s, the replica's sidecar: the next search rebuilds it"
-                    " from the replica", exc, path)
+    """A replica's damaged sidecar index is a cache: removed, it is rebuilt from the replica by the
+    next search (before that one's time budget starts, as a new process's first search builds it).
+    This search answers 503 rather than rebuild it inside its own budget: a rebuild reads every
+    message, which no SEARCH_TIMEOUT_MS bounds. Logged once per damage (the search that meets it)."""
+    path = discard_damaged(db)
+    log.warning("search: the full-text index is damaged (%s) in %s, the replica's sidecar: the next search rebuilds it"
+                " from the replica", exc, path)
     return Unavailable("The search index was damaged: the next search rebuilds it.",
                        "Retry the search in a moment; the other tools work meanwhile.")
 
