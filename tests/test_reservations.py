@@ -183,6 +183,20 @@ def test_retiring_an_agent_over_its_limit_releases_a_limits_worth_and_the_rest_b
     assert {r["agent"] for r in active} == {"GreenCastle"}
 
 
+def test_a_retired_agent_reserves_nothing_until_unretired(call, project, reserve):
+    """Review, session 18: a retired agent's reservations conflict with nobody, yet it could still
+    reserve: what it took blocked no one, a way around every other agent's exclusive ones."""
+    reserve("GreenCastle", "src/api.py")
+    call("retire_agent", project_key=project, agent_name="BlueLake")
+    with pytest.raises(Conflict) as refused:
+        reserve("BlueLake", "src/api.py")
+    assert "BlueLake is retired" in refused.value.message and "unretire_agent" in refused.value.hint
+    assert {r["agent"] for r in call("list_file_reservations", project_key=project)["file_reservations"]} == {"GreenCastle"}
+    call("unretire_agent", project_key=project, agent_name="BlueLake")
+    [conflict] = reserve("BlueLake", "src/api.py")["conflicts"]  # at work again: granted, the clash reported
+    assert [holder["agent"] for holder in conflict["holders"]] == ["GreenCastle"]
+
+
 def test_releasing_another_agents_reservation_by_id_is_refused(call, project, reserve):
     theirs = reserve("GreenCastle", "a.py")["granted"][0]["id"]
     with pytest.raises(NotFound) as refused:
@@ -433,9 +447,11 @@ def test_stale_agent_seconds_is_a_setting(call, project, reserve, monkeypatch):
     assert forced["released"]
 
 
-def test_force_release_from_a_retired_holder_sends_nothing(call, project, reserve):
+def test_force_release_from_a_retired_holder_sends_nothing(call, project, reserve, monkeypatch):
+    reserve("GreenCastle", "src/**", "docs/**")
+    monkeypatch.setattr(reservations, "HELD_PER_AGENT", 1)  # retiring releases one: the other is still held
     call("retire_agent", project_key=project, agent_name="GreenCastle")
-    held = reserve("GreenCastle", "src/**")["granted"][0]
+    [held] = call("list_file_reservations", project_key=project)["file_reservations"]
     forced = call("force_release_file_reservation", project_key=project, agent_name="BlueLake", file_reservation_id=held["id"])
     assert forced["stale_because"] == "GreenCastle is retired" and forced["notified"] is False
 

@@ -123,16 +123,21 @@ def refuse_reserved(name: str) -> None:
         )
 
 
+def refuse_retired(project: sqlite3.Row, agent: sqlite3.Row, what: str) -> None:
+    """Conflict if the agent is retired: it does nothing (`what`: send, reserve files) until unretired."""
+    if agent["retired_ts"]:
+        raise Conflict(
+            f"{agent['name']} is retired (since {agent['retired_ts']}) and cannot {what}.",
+            f"Call unretire_agent(project_key={project['slug']!r}, agent_name={agent['name']!r}) first.",
+        )
+
+
 def refuse_inactive(home: sqlite3.Row, sender: sqlite3.Row, recipients: list[sqlite3.Row]) -> None:
     """Conflict if the sender or a recipient is retired, or in an archived project.
 
     Called before anything is stored, so a refused message reaches nobody."""
     refuse_archived(home)
-    if sender["retired_ts"]:
-        raise Conflict(
-            f"{sender['name']} is retired (since {sender['retired_ts']}) and cannot send.",
-            f"Call unretire_agent(project_key={home['slug']!r}, agent_name={sender['name']!r}) first.",
-        )
+    refuse_retired(home, sender, "send")
     retired = [address(agent, home) for agent in recipients if agent["retired_ts"]]
     if retired:
         raise Conflict(

@@ -27,7 +27,7 @@ from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from ..security import auth
-from .agents import agent_id, find_agent, mark_active
+from .agents import agent_id, find_agent, mark_active, refuse_retired
 from .messages import notify
 from .projects import ABSOLUTE_PATH, find_project, normalize_human_key, refuse_archived
 
@@ -346,6 +346,7 @@ def file_reservation_paths(db: sqlite3.Connection, args: FileReservationPathsInp
     project = find_project(db, args.project_key)
     refuse_archived(project)
     agent = find_agent(db, project, args.agent_name)
+    refuse_retired(project, agent, "reserve files")  # what it held conflicts with nobody: so would what it took
     paths = list(dict.fromkeys(args.paths))
     now = clock.now()
     ids = [reservation_id(project["id"], agent["id"], path) for path in paths]
