@@ -167,7 +167,7 @@ def test_a_damaged_search_index_answers_503_naming_the_repair_until_doctor_rebui
 
 def test_a_damaged_sidecar_index_of_a_turso_replica_is_rebuilt_by_the_next_search(tmp_path):
     """The replica's sidecar (<replica>.search) is a cache: damaged, it failed every search with
-    503 until an operator deleted the file; now the search that meets the damage marks it, and
+    503 until an operator deleted the file; now the search that meets the damage removes it, and
     the next one rebuilds it from the replica, with the same hits."""
     from concurrent.futures import ThreadPoolExecutor
 

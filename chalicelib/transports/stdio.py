@@ -322,26 +322,34 @@ class Lines:
 
 def not_utf8(error: UnicodeDecodeError) -> str:
     """The JSON-RPC parse error for a line that is not UTF-8 (its id is unknown: null)."""
-    message = f"Parse error: the line is not UTF-8 ({error.reason} at byte {error.start}); nothing was done. Send JSON in UTF-8"
-    return json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": message}}) + "\n"
+    from .mcp_errors import PARSE_ERROR
+
+    return refusal(PARSE_ERROR, f"Parse error: the line is not UTF-8 ({error.reason} at byte {error.start}); nothing was"
+                   " done. Send JSON in UTF-8")
 
 
 def not_a_message(exc: Exception) -> str:
     """The JSON-RPC error for a line the SDK could not read as a message (`exc`, its pydantic
     ValidationError; id unknown: null): -32700 for a line that is not JSON, -32600 for JSON that
-    is no JSON-RPC message, with the `data` HTTP refuses the same body with."""
+    is no JSON-RPC message."""
     from pydantic_core import ValidationError
 
-    from .mcp_errors import INVALID_REQUEST, PARSE_ERROR, with_error_data
+    from .mcp_errors import INVALID_REQUEST, PARSE_ERROR
 
     problems = exc.errors() if isinstance(exc, ValidationError) else []
     not_json = [problem["msg"] for problem in problems if problem["type"] == "json_invalid"]
     if not_json:
-        code, message = PARSE_ERROR, f"Parse error: {not_json[0]}; nothing was done"
-    else:
-        code, message = INVALID_REQUEST, "Invalid request: the line is JSON but not a JSON-RPC 2.0 message; nothing was done"
-    refusal = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
-    return with_error_data(refusal, REFUSED).decode() + "\n"
+        return refusal(PARSE_ERROR, f"Parse error: {not_json[0]}; nothing was done")
+    return refusal(INVALID_REQUEST, "Invalid request: the line is JSON but not a JSON-RPC 2.0 message; nothing was done")
+
+
+def refusal(code: int, message: str) -> str:
+    """The error line for a line read that is no JSON-RPC message (its id unknown: null), with the
+    `data` HTTP refuses such a body with."""
+    from .mcp_errors import with_error_data
+
+    line = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
+    return with_error_data(line, REFUSED).decode() + "\n"
 
 
 class Wire:
