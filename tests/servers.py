@@ -1,8 +1,12 @@
 """Start the real servers (uvicorn, chalice local) in a subprocess on a free 127.0.0.1 port (or
-uvicorn on a thread of the test's process: serving_in_process)."""
+uvicorn on a thread of the test's process: serving_in_process). uvicorn's process is forked by
+tests/zygote.py, which has its libraries imported already."""
 
+import atexit
 import json
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -30,9 +34,9 @@ def running_server(database: Path, stderr: Path | None = None, ready: str = "/re
     `ready` answers 200 (/health for a server meant not to be ready); stop it afterwards."""
     environ = {"ARCHIVE_DIR": str(database.parent / "archive"), "ATTACHMENTS_DIR": str(database.parent / "attachments"), **env}
     with _running(
-        lambda port: [sys.executable, "-m", "uvicorn", "chalicelib.transports.asgi:app", "--host", "127.0.0.1", "--port", str(port),
+        lambda port: ["chalicelib.transports.asgi:app", "--host", "127.0.0.1", "--port", str(port),
                       "--http", HTTP_PROTOCOL, "--log-level", "warning", "--no-access-log"],
-        database, environ, ready=ready, stderr=stderr,
+        database, environ, ready=ready, stderr=stderr, start=_fork_uvicorn,
     ) as url:
         yield url
 
@@ -71,12 +75,14 @@ def running_chalice_local(database: Path, **env: str):
 
 
 @contextmanager
-def _running(command, database: Path, env: dict, ready: str, timeout: float = 90, stderr: Path | None = None):  # a loaded machine starts slowly
+def _running(command, database: Path, env: dict, ready: str, timeout: float = 90, stderr: Path | None = None,
+             start=None):  # a loaded machine starts slowly
     port = free_port()
     environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING", **env}
     log = open(stderr, "ab") if stderr else None
-    process = subprocess.Popen(command(port), cwd=ROOT, env=environ, stderr=log)
+    process = (start or _popen)(command(port), environ, log)
     url = f"http://127.0.0.1:{port}"
+    _pids[url] = process.pid
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -97,6 +103,73 @@ def _running(command, database: Path, env: dict, ready: str, timeout: float = 90
             process.kill()
         if log:
             log.close()
+
+
+_pids: dict[str, int] = {}
+
+
+def server_pid(url: str) -> int:
+    """The pid of the server started on this URL."""
+    return _pids[url]
+
+
+def _popen(command: list[str], env: dict, log) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=ROOT, env=env, stderr=log)
+
+
+_zygote: subprocess.Popen | None = None
+_zygote_lock = threading.Lock()
+
+
+def _fork_uvicorn(arguments: list[str], env: dict, log) -> "Forked":
+    """`python -m uvicorn <arguments>`, forked by this test process's zygote (started on first use)."""
+    global _zygote
+    request = {"argv": arguments, "env": env, "cwd": str(ROOT), "stderr": log.name if log else None}
+    with _zygote_lock:  # tests start servers from several threads at once
+        if _zygote is None or _zygote.poll() is not None:
+            _zygote = subprocess.Popen([sys.executable, "-m", "tests.zygote"], cwd=ROOT, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+            atexit.register(_zygote.stdin.close)  # it ends when its input does
+        _zygote.stdin.write(json.dumps(request) + "\n")
+        _zygote.stdin.flush()
+        return Forked(int(_zygote.stdout.readline()))
+
+
+class Forked:
+    """A forked server, as much of subprocess.Popen as _running uses: not this process's child, so
+    followed through a pidfd (readable once it has exited; its exit code is the zygote's to reap)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        self.returncode = None
+
+    def poll(self) -> int | None:
+        return self._ended(0)
+
+    def wait(self, timeout: float) -> int:
+        if self._ended(timeout) is None:
+            raise subprocess.TimeoutExpired("forked uvicorn", timeout)
+        return self.returncode
+
+    def _ended(self, timeout: float) -> int | None:
+        if self.returncode is None:
+            waiting = select.poll()  # not select(): a test process may have more than 1,024 files open
+            waiting.register(self.pidfd, select.POLLIN)
+            if waiting.poll(timeout * 1000):
+                self.returncode = -1  # ended, with an exit code nobody here can know
+                os.close(self.pidfd)
+        return self.returncode
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, number: int) -> None:
+        if self.poll() is None:
+            signal.pidfd_send_signal(self.pidfd, number)
 
 
 def tool_caller(client):

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .aws_events import API_HOST
-from .servers import ROOT, running_server
+from .servers import ROOT, running_server, server_pid
 from .test_doctor import table
 
 FAST = {"ARCHIVE_HEARTBEAT_SECONDS": "0.2", "ARCHIVE_POLL_SECONDS": "0.05"}
@@ -122,7 +122,7 @@ def test_two_servers_on_one_archive_directory_run_one_worker(tmp_path):
     with ExitStack() as stack:
         urls = [stack.enter_context(running_server(database, **FAST)) for _ in range(2)]
         slug = setup_project(urls[0])
-        servers = [_server_pid(url) for url in urls]
+        servers = [server_pid(url) for url in urls]
         for server in servers:  # each supervises a child ...
             wait_for(lambda: len(children_running("archive", server)) == 1, what="a supervised child")
         holder = worker_pid(urls[0])
@@ -137,20 +137,6 @@ def test_two_servers_on_one_archive_directory_run_one_worker(tmp_path):
         worker_pid(survivor, other_than=holder)
         send(survivor, slug, "after the takeover")
         wait_for(lambda: archive_status(survivor)["pending"] == 0, what="the takeover to archive")
-
-
-def _server_pid(url: str) -> int:
-    """The uvicorn process serving this URL (started with its port on the command line)."""
-    port = url.rsplit(":", 1)[1]
-    return next(int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()
-                and f"--port\0{port}\0".encode() in _cmdline(entry))
-
-
-def _cmdline(entry: Path) -> bytes:
-    try:
-        return (entry / "cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return b""
 
 
 def ready(url: str) -> tuple[int, dict]:
