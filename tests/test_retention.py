@@ -19,6 +19,7 @@ from chalicelib.ops import doctor
 from chalicelib.store.idempotency import ResultGone
 from chalicelib.store import db
 from chalicelib.store.search_index import MERGE_ABOVE_SEGMENTS, fts_problem, fts_segments
+from chalicelib.tools import reservations, retention
 from chalicelib.tools.retention import run_retention
 from chalicelib.transports.cli import cli
 
@@ -224,18 +225,37 @@ def test_idle_agents_are_retired_only_when_configured(settings, call, project, l
     assert sent["message"]["sender"] == "Overseer"
 
 
-def test_retiring_idle_agents_releases_a_chunks_worth_of_reservations_and_the_rest_block_nobody(settings, call, project, later):
+def test_retiring_idle_agents_releases_a_chunks_worth_of_reservations_and_the_rest_block_nobody(settings, call, project, later,
+                                                                                                monkeypatch):
     """Review, session 18: retiring an idle agent released all its active reservations in one write,
     however many (an agent over HELD_PER_AGENT). A retention transaction releases at most
     RETENTION_CHUNK of them; the rest, still held by a retired agent, conflict with nobody."""
     paths = [f"f{n}.py" for n in range(5)]
     call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=paths, ttl_seconds=30 * 86400)
     later(11)
+    monkeypatch.setattr(retention, "release_left_behind", lambda db, now, limit: 0)  # the run's next step, tested below
     assert run_retention(settings.model_copy(update={"retention_agent_idle_days": 10, "retention_chunk": 2}))["agents_retired"] == 3
-    assert len(call("list_file_reservations", project_key=project)["file_reservations"]) == 3  # they expire on their own
+    assert len(call("list_file_reservations", project_key=project)["file_reservations"]) == 3
     call("register_agent", project_key=project, program="p", model="m", name="Newcomer")
     granted = call("file_reservation_paths", project_key=project, agent_name="Newcomer", paths=paths)
     assert granted["conflicts"] == []
+
+
+def test_what_retired_agents_still_hold_is_released_a_bounded_number_a_run(settings, call, project, monkeypatch):
+    """Review, session 18: a retired agent's leftover reservations conflicted with nobody, but counted
+    toward its project's and credential's limits until they expired (a day, a month). Each run
+    releases up to RETENTION_BATCH of them, in transactions of RETENTION_CHUNK."""
+    paths = [f"f{n}.py" for n in range(5)]
+    call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=paths, ttl_seconds=30 * 86400)
+    call("file_reservation_paths", project_key=project, agent_name="RedStone", paths=["mine.py"], ttl_seconds=30 * 86400)
+    with monkeypatch.context() as patch:  # a retirement that releases none: all five are left
+        patch.setattr(reservations, "release_some", lambda *args: ([], True))
+        assert call("retire_agent", project_key=project, agent_name="BlueLake")["more"] is True
+    assert len(call("list_file_reservations", project_key=project)["file_reservations"]) == 6
+    small = settings.model_copy(update={"retention_chunk": 2})
+    assert [run_retention(small, budget=3)["reservations_released"] for _ in range(3)] == [3, 2, 0]
+    held = call("list_file_reservations", project_key=project)["file_reservations"]
+    assert [(r["agent"], r["path_pattern"]) for r in held] == [("RedStone", "mine.py")]  # an active agent's stay
 
 
 def test_ended_reservations_and_slots_are_deleted_after_the_grace_period(settings, call, project, later):

@@ -4,10 +4,11 @@ A project keeps its mail forever unless it has a policy (set_retention_policy) o
 a default (RETENTION_MODE, RETENTION_DAYS): `purge` deletes messages older than N days,
 `archive_only` drops their bodies from the database once the git archive holds them.
 `run_retention(settings)` applies the policies, retires agents idle for
-RETENTION_AGENT_IDLE_DAYS (if set) and deletes file reservations and build slots that ended
-RETENTION_LEASE_GRACE_DAYS ago, and deletes attachment content no message has named for
-ATTACHMENT_UNUSED_DAYS (tools/attachment_refs.py), and merges the embedded search index's
-segments a bounded number of pages (store/search_index.py, merge_fts). Each kind of work stops after
+RETENTION_AGENT_IDLE_DAYS (if set), releases the reservations retired agents still hold, deletes
+file reservations and build slots that ended RETENTION_LEASE_GRACE_DAYS ago, deletes attachment
+content no message has named for ATTACHMENT_UNUSED_DAYS (tools/attachment_refs.py), and merges
+the embedded search index's segments a bounded number of pages (store/search_index.py,
+merge_fts). Each kind of work stops after
 RETENTION_BATCH rows, in transactions of RETENTION_CHUNK rows, so a run is short and never
 holds the write lock for long; the next run takes the rest. It runs from the local archive
 worker when idle, from `python -m chalicelib retention run`, and from a scheduled Lambda
@@ -17,6 +18,7 @@ function on AWS.
 import logging
 import sqlite3
 import time
+from collections import defaultdict
 from datetime import datetime
 from typing import Annotated, Callable, Literal
 
@@ -35,6 +37,7 @@ from . import attachment_refs, thread_summaries
 from .agents import retire
 from .counts import uncount_messages
 from .projects import find_project, project_by_id
+from .reservations import LIVE, release_some
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +101,13 @@ def policy(row: sqlite3.Row) -> RetentionPolicy:
 
 def run_retention(settings: Settings, budget: int | None = None) -> dict[str, int]:
     """One bounded retention run: at most `budget` (RETENTION_BATCH) rows of each kind. How many
-    messages were purged or archived, agents retired, reservations and build slots deleted,
-    unused attachment content condemned and deleted (tools/attachment_refs.py), and steps of
-    merging the search index (store/search_index.py; a replica's database has no index)."""
+    messages were purged or archived, agents retired, retired agents' reservations released,
+    reservations and build slots deleted, unused attachment content condemned and deleted
+    (tools/attachment_refs.py), and steps of merging the search index (store/search_index.py; a replica's database has no index)."""
     budget = budget or settings.retention_batch
     now = clock.now()
-    done = dict.fromkeys(("messages_purged", "bodies_archived", "agents_retired", "reservations_deleted", "slots_deleted"), 0)
+    done = dict.fromkeys(("messages_purged", "bodies_archived", "agents_retired", "reservations_released", "reservations_deleted",
+                          "slots_deleted"), 0)
     with connection(settings) as conn:
         with transaction(conn, write=False):
             projects = conn.execute("SELECT id, slug, retention_mode, retention_days FROM projects").fetchall()
@@ -124,6 +128,7 @@ def run_retention(settings: Settings, budget: int | None = None) -> dict[str, in
         if settings.retention_agent_idle_days:
             idle_since = clock.later(now, -86400 * settings.retention_agent_idle_days)
             done["agents_retired"] = chunked(conn, settings, budget, lambda db, limit: retire_idle(db, idle_since, now, limit))
+        done["reservations_released"] = chunked(conn, settings, budget, lambda db, limit: release_left_behind(db, now, limit))
         ended = clock.later(now, -86400 * settings.retention_lease_grace_days)
         for table, kind in (("file_reservations", "reservations_deleted"), ("build_slots", "slots_deleted")):
             done[kind] = chunked(conn, settings, budget, lambda db, limit, t=table: delete_ended(db, t, ended, limit))
@@ -222,7 +227,7 @@ def retire_idle(db: sqlite3.Connection, idle_since: str, now: str, limit: int) -
     """Retire agents inactive since before `idle_since` (as retire_agent: reservations and slots
     released). Not a project's human overseer: it may read and write rarely, and must stay reachable.
     At most `limit` reservations are released in all (an agent may hold thousands): those left
-    conflict with nobody, being a retired agent's, and expire."""
+    conflict with nobody, being a retired agent's, and release_left_behind releases them."""
     rows = db.execute(
         "SELECT id, project_id FROM agents WHERE kind = 'agent' AND retired_ts IS NULL AND last_active_ts < ? LIMIT ?",
         (idle_since, limit),
@@ -232,6 +237,21 @@ def retire_idle(db: sqlite3.Connection, idle_since: str, now: str, limit: int) -
         _, released, _ = retire(db, project_by_id(db, row["project_id"]), row["id"], now, release_at_most=releasable)
         releasable -= released
     return len(rows)
+
+
+def release_left_behind(db: sqlite3.Connection, now: str, limit: int) -> int:
+    """Release at most `limit` active reservations of retired agents: what a retirement left (it
+    releases a bounded number). They conflict with nobody, but until released they count toward
+    their project's and their credential's limits."""
+    left = defaultdict(list)
+    for project_id, reservation_id in db.execute(
+        "SELECT r.project_id, r.id FROM agents a JOIN file_reservations r ON r.agent_id = a.id"
+        " WHERE a.retired_ts IS NOT NULL AND r.released_ts IS NULL AND r.expires_ts > ? LIMIT ?", (now, limit)
+    ):
+        left[project_id].append(reservation_id)
+    for project_id, ids in left.items():
+        release_some(db, project_by_id(db, project_id), f"id IN ({placeholders(ids)}) AND {LIVE}", [*ids, now], now, len(ids))
+    return sum(map(len, left.values()))
 
 
 def delete_ended(db: sqlite3.Connection, table: str, ended_before: str, limit: int) -> int:
