@@ -8,7 +8,9 @@ app (chalicelib) is imported fresh in each child, under its own settings.
 
 Requests on stdin, one JSON object a line: {"argv": [...], "env": {...}, "cwd": ..., "stderr": path
 or null}; answered on stdout with the child's pid. Children are reaped by the kernel (SIGCHLD
-ignored here, restored in the child); the test process follows a child through a pidfd.
+ignored here, restored in the child); the test process follows a child through a pidfd. When
+its input ends, the zygote stops the servers still running (a test process killed mid-test
+leaves none behind) and exits.
 """
 
 import json
@@ -53,12 +55,20 @@ def serve(request: dict) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    children = []
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
             serve(request)
+        children.append(os.pidfd_open(pid))
         print(pid, flush=True)
+    # The test process has gone (it closes our input when it exits, or dies): so do its servers.
+    for child in children:
+        try:
+            signal.pidfd_send_signal(child, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 if __name__ == "__main__":
