@@ -8,11 +8,10 @@ RETENTION_AGENT_IDLE_DAYS (if set), releases the reservations retired agents sti
 file reservations and build slots that ended RETENTION_LEASE_GRACE_DAYS ago, deletes attachment
 content no message has named for ATTACHMENT_UNUSED_DAYS (tools/attachment_refs.py), and merges
 the embedded search index's segments a bounded number of pages (store/search_index.py,
-merge_fts). Each kind of work stops after
-RETENTION_BATCH rows, in transactions of RETENTION_CHUNK rows, so a run is short and never
-holds the write lock for long; the next run takes the rest. It runs from the local archive
-worker when idle, from `python -m chalicelib retention run`, and from a scheduled Lambda
-function on AWS.
+merge_fts). Each kind of work stops after RETENTION_BATCH rows, in transactions of
+RETENTION_CHUNK rows, so a run is short and never holds the write lock for long; the next run
+takes the rest. It runs from the local archive worker when idle, from `python -m chalicelib
+retention run`, and from a scheduled Lambda function on AWS.
 """
 
 import logging
@@ -103,7 +102,8 @@ def run_retention(settings: Settings, budget: int | None = None) -> dict[str, in
     """One bounded retention run: at most `budget` (RETENTION_BATCH) rows of each kind. How many
     messages were purged or archived, agents retired, retired agents' reservations released,
     reservations and build slots deleted, unused attachment content condemned and deleted
-    (tools/attachment_refs.py), and steps of merging the search index (store/search_index.py; a replica's database has no index)."""
+    (tools/attachment_refs.py), and steps of merging the search index (store/search_index.py;
+    a replica's database has no index)."""
     budget = budget or settings.retention_batch
     now = clock.now()
     done = dict.fromkeys(("messages_purged", "bodies_archived", "agents_retired", "reservations_released", "reservations_deleted",
