@@ -74,13 +74,25 @@ def running_chalice_local(database: Path, **env: str):
         yield url
 
 
+_pids: dict[str, int] = {}
+
+
+def server_pid(url: str) -> int:
+    """The pid of the server running on this URL (started by running_server or running_chalice_local)."""
+    return _pids[url]
+
+
+def _popen(command: list[str], env: dict, log) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=ROOT, env=env, stderr=log)
+
+
 @contextmanager
 def _running(command, database: Path, env: dict, ready: str, timeout: float = 90, stderr: Path | None = None,
-             start=None):  # a loaded machine starts slowly
+             start=_popen):  # a loaded machine starts slowly
     port = free_port()
     environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING", **env}
     log = open(stderr, "ab") if stderr else None
-    process = (start or _popen)(command(port), environ, log)
+    process = start(command(port), environ, log)
     url = f"http://127.0.0.1:{port}"
     _pids[url] = process.pid
     try:
@@ -101,20 +113,9 @@ def _running(command, database: Path, env: dict, ready: str, timeout: float = 90
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        del _pids[url]
         if log:
             log.close()
-
-
-_pids: dict[str, int] = {}
-
-
-def server_pid(url: str) -> int:
-    """The pid of the server started on this URL."""
-    return _pids[url]
-
-
-def _popen(command: list[str], env: dict, log) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=ROOT, env=env, stderr=log)
 
 
 _zygote: subprocess.Popen | None = None
