@@ -13,6 +13,7 @@ its input ends, the zygote stops the servers still running (a test process kille
 leaves none behind) and exits.
 """
 
+import atexit
 import json
 import os
 import signal
@@ -48,7 +49,8 @@ def serve(request: dict) -> None:
         uvicorn.main.main()
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else 1
-    finally:
+    finally:  # what the interpreter's exit does (not the zygote's: a fork's child never returns to it)
+        atexit._run_exitfuncs()  # the log stream's last lines among them (ops/logs.py flushes them at exit)
         sys.stderr.flush()
         os._exit(code)
 
