@@ -275,3 +275,64 @@ def test_doctor_repair_brings_back_the_projects_and_agents_made_since_a_backup_t
     assert [m.subject for m in invoke.call(TOOLS["fetch_inbox"], later, restored).messages] == ["in a later project"]
     ours = {"project_key": project, "agent_name": "BlueLake"}
     assert "from a newcomer" in [m.subject for m in invoke.call(TOOLS["fetch_inbox"], ours, restored).messages]
+
+
+def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_changed_since_a_backup(call, project, settings,
+                                                                                                     tmp_path):
+    """Reserved, renewed, released, registered again, retired and archived after the backup: the
+    archive holds each change, and --repair stores it rather than rewriting the archive from the
+    older database (which would undo them there too). A reservation retention deleted before the
+    backup, still in the archive, stays deleted."""
+    restored = restored_after_mail_since(call, project, settings, tmp_path, [])  # (re-made below)
+    env = {"ARCHIVE_DIR": str(restored.archive_dir)}
+    archived = settings.model_copy(update={"archive_dir": restored.archive_dir})
+    reserve = lambda agent, path, ttl=3600: call("file_reservation_paths", project_key=project, agent_name=agent,  # noqa: E731
+                                                  paths=[path], ttl_seconds=ttl)
+    reserve("BlueLake", "src/renewed.py")
+    reserve("BlueLake", "src/released.py")
+    reserve("RedStone", "src/retention.py")
+    with db.connection(settings) as conn, db.transaction(conn, write=True):  # as retention deletes an ended one
+        conn.execute("DELETE FROM file_reservations WHERE path_pattern = 'src/retention.py'")
+    with GitArchive.local(archived) as archive:
+        drain(settings, archive)
+    assert run(settings, "db", "backup", str(tmp_path / "backup.db"), "--force").exit_code == 0
+    call("renew_file_reservations", project_key=project, agent_name="BlueLake", extend_seconds=7200, paths=["src/renewed.py"])
+    call("release_file_reservations", project_key=project, agent_name="BlueLake", paths=["src/released.py"])
+    reserve("GreenCastle", "src/new.py")
+    call("register_agent", project_key=project, program="codex", model="gpt-5", name="GreenCastle")  # again, a new model
+    call("retire_agent", project_key=project, agent_name="RedStone")
+    call("archive_project", project_key=project)
+    with GitArchive.local(archived) as archive:
+        drain(settings, archive)
+    shutil.copy(tmp_path / "backup.db", tmp_path / "restored.db")
+
+    checked = run(restored, "doctor", env=env)
+    assert checked.exit_code == 1
+    assert "differ: 6 profiles, project.json or file reservations newer in the archive (" in checked.stdout, checked.stdout
+    repaired = run(restored, "doctor", "--repair", env=env)
+    assert "brought back 6 changes made since (profiles, project.json, file reservations)" in repaired.stdout, repaired.stdout
+    assert "rewrote" not in repaired.stdout, repaired.stdout  # nothing else differed: the archive stays as it is
+    assert repaired.exit_code == 0, repaired.stdout
+
+    queries = ("SELECT id, agent_id, path_pattern, exclusive, reason, created_ts, expires_ts, released_ts, archive_version"
+               " FROM file_reservations ORDER BY id",
+               "SELECT id, name, program, model, task_description, retired_ts, archive_version FROM agents ORDER BY id",
+               "SELECT id, archived_ts, unarchived_ts, archive_version FROM projects ORDER BY id")
+    for query in queries:
+        with db.connection(settings) as live, db.connection(restored) as back:
+            assert list(map(tuple, back.execute(query))) == list(map(tuple, live.execute(query))), query  # as the server left them
+    def last_active(path: Path) -> dict:
+        conn = sqlite3.connect(path)
+        try:
+            return dict(conn.execute("SELECT name, last_active_ts FROM agents").fetchall())
+        finally:
+            conn.close()
+
+    assert last_active(tmp_path / "restored.db")["GreenCastle"] > last_active(tmp_path / "backup.db")["GreenCastle"]  # acts since
+    with db.connection(restored) as conn:
+        assert conn.execute("SELECT count(*) FROM file_reservations WHERE path_pattern = 'src/retention.py'").fetchone()[0] == 0
+    with db.connection(restored) as conn, GitArchive.local(restored, create=False) as archive:
+        from chalicelib.archive.rebuild import verify
+
+        problems = verify(conn, archive)
+    assert [len(problems[kind]) for kind in ("missing", "unexpected", "different", "foreign")] == [0, 0, 0, 0]

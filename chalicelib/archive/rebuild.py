@@ -540,6 +540,18 @@ def store_agent(db: sqlite3.Connection, project_id: int, profile: dict, activity
     activity.saw(key, profile["inception_ts"], None if profile.get("retired_ts") else activity.written(profile))
 
 
+def backup_moment(db: sqlite3.Connection) -> str:
+    """The newest thing the database holds (its projects, its agents and their last acts, which
+    include taking a reservation, and messages): as near as it can tell, when the backup a restored
+    database came from was taken ("~", after every time, for an empty one). Timestamps sort as
+    text; messages are newest by id."""
+    return db.execute(
+        "SELECT max(coalesce((SELECT max(created_ts) FROM projects), ''), coalesce((SELECT max(inception_ts) FROM agents), ''),"
+        " coalesce((SELECT max(last_active_ts) FROM agents), ''),"
+        " coalesce((SELECT created_ts FROM messages ORDER BY id DESC LIMIT 1), ''))"
+    ).fetchone()[0] or "~"
+
+
 def newcomers(db: sqlite3.Connection, archive: GitArchive) -> tuple[Restorer, list[str], list[tuple[str, dict]]]:
     """What the archive has and the database lacks, made since the backup a restored database
     came from: (a Restorer that knows the database's projects, the folders of projects it lacks,
@@ -551,10 +563,7 @@ def newcomers(db: sqlite3.Connection, archive: GitArchive) -> tuple[Restorer, li
     projects = Restorer(db)
     projects.know()
     ours = dict(projects.folders)  # slug -> human key, the database's
-    backed_up = db.execute(  # (timestamps sort as text; messages are newest by id)
-        "SELECT max(coalesce((SELECT max(created_ts) FROM projects), ''), coalesce((SELECT max(inception_ts) FROM agents), ''),"
-        " coalesce((SELECT created_ts FROM messages ORDER BY id DESC LIMIT 1), ''))"
-    ).fetchone()[0] or "~"
+    backed_up = backup_moment(db)
     described = read_projects(archive, archive.folders("projects"), projects)
     projects.folders |= ours  # a folder of the database's project stays its own
     keys = {normalize_human_key(key) for key in ours.values()}  # (a folder of another spelling of ours is not new)
@@ -588,6 +597,79 @@ def bring_back(db: sqlite3.Connection, archive: GitArchive) -> tuple[int, int]:
         store_agent(db, projects.ids[projects.folders[folder]], profile, activity)
     activity.store(db)
     return len(projects.ids) - known, len(agents)
+
+
+def store_reservation(db: sqlite3.Connection, r: dict, project_id: int, holder: int, activity: Activity) -> None:
+    """A reservation file's reservation into the database, as its file last says (a row of its id
+    updated: the credential whose share it counts in, which the archive does not know, stays)."""
+    state = (r["exclusive"], r["reason"], r["created_ts"], r["expires_ts"], r["released_ts"], rendering.version_of(r) or None)
+    if not db.execute("UPDATE file_reservations SET exclusive = ?, reason = ?, created_ts = ?, expires_ts = ?, released_ts = ?,"
+                      " archive_version = ? WHERE id = ?", (*state, int(r["id"]))).rowcount:
+        db.execute(
+            "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, path_prefix, exclusive, reason,"
+            " created_ts, expires_ts, released_ts, archive_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (int(r["id"]), project_id, holder, r["path_pattern"], literal_prefix(r["path_pattern"]), *state),
+        )
+    activity.saw(holder, r["created_ts"], None if r["released_ts"] else activity.written(r))
+
+
+def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> list[tuple[str, dict]]:
+    """(path, document) of what the archive says of the database's projects, agents and file
+    reservations that is newer than the database's rows (a larger version: outbox.new_versions):
+    after a backup was restored, their changes since (archived, retired, registered again,
+    renewed, released), which a rewrite of the archive from the database would undo; and the
+    reservations the database lacks that were made after `moment` (backup_moment: an older one it
+    lacks was deleted by retention, and the archive keeps it as history)."""
+    found = []
+    for project in db.execute("SELECT id, slug, human_key, archive_version FROM projects").fetchall():
+        folder, ours = project["slug"], project["human_key"]
+        if (content := archive.read(project_json_path(folder))) is not None:
+            described = json.loads(content)
+            if same_project(described.get("human_key"), ours) and rendering.version_of(described) > (project["archive_version"] or 0):
+                found.append((project_json_path(folder), described))
+        agents = dict(db.execute("SELECT name, archive_version FROM agents WHERE project_id = ?", (project["id"],)).fetchall())
+        for _, profile in profiles(archive, [folder]):
+            if (profile["name"] in agents and same_project(profile.get("project_human_key", ours), ours)
+                    and rendering.version_of(profile) > (agents[profile["name"]] or 0)):
+                found.append((f"{agent_dir(folder, profile['name'])}/profile.json", profile))
+        held = dict(db.execute("SELECT id, archive_version FROM file_reservations WHERE project_id = ?", (project["id"],)).fetchall())
+        for reservation_id, sha in archived_reservations(archive, [folder]).items():
+            r = json.loads(archive.repo[sha].data)
+            if not same_project(r.get("project_human_key", ours), ours):
+                continue
+            newer = rendering.version_of(r) > (held[reservation_id] or 0) if reservation_id in held else r["created_ts"] > moment
+            if newer:
+                found.append((f"projects/{folder}/file_reservations/{reservation_id}.json", r))
+    return found
+
+
+def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str) -> tuple[int, list[str]]:
+    """Store the changes the archive holds since a restored backup (changes_since), as a restore
+    would store them; (how many, the paths left: a reservation whose holder the database lacks).
+    An agent's last activity only moves up to its newest act among them."""
+    projects = {row["slug"]: row["id"] for row in db.execute("SELECT slug, id FROM projects")}
+    brought, left, activity = 0, [], Activity(clock.now())
+    for path, document in changes_since(db, archive, moment):
+        project_id = projects[path.split("/")[1]]
+        if path.endswith("/project.json"):
+            db.execute("UPDATE projects SET archived_ts = ?, unarchived_ts = ?, archive_version = ? WHERE id = ?",
+                       (document.get("archived_ts"), document.get("unarchived_ts"), rendering.version_of(document), project_id))
+        elif path.endswith("/profile.json"):
+            key = agent_id(project_id, document["name"])
+            db.execute("UPDATE agents SET program = ?, model = ?, task_description = ?, retired_ts = ?, archive_version = ?"
+                       " WHERE id = ?", (document["program"], document["model"], document["task_description"],
+                                         document.get("retired_ts"), rendering.version_of(document), key))
+            activity.saw(key, None if document.get("retired_ts") else activity.written(document))
+        else:
+            holder = agent_id(project_id, document["agent"])
+            if not db.execute("SELECT 1 FROM agents WHERE id = ?", (holder,)).fetchone():
+                left.append(path)
+                continue
+            store_reservation(db, document, project_id, holder, activity)
+        brought += 1
+    db.executemany("UPDATE agents SET last_active_ts = ? WHERE id = ? AND last_active_ts < ?",
+                   [(ts, agent, ts) for agent, ts in activity.newest.items()])
+    return brought, left
 
 
 def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: items) -> dict[str, int]:
@@ -635,14 +717,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             r = json.loads(archive.repo[sha].data)
             human_key = projects.key(r.get("project_human_key") or projects.folders[folder], folder)
             holder = projects.agent(r["agent"], folder, human_key)
-            db.execute(
-                "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, path_prefix, exclusive, reason,"
-                " created_ts, expires_ts, released_ts, archive_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (int(r["id"]), projects.ids[human_key], holder, r["path_pattern"],
-                 literal_prefix(r["path_pattern"]), r["exclusive"], r["reason"], r["created_ts"], r["expires_ts"], r["released_ts"],
-                 rendering.version_of(r) or None),
-            )
-            activity.saw(holder, r["created_ts"], None if r["released_ts"] else activity.written(r))
+            store_reservation(db, r, projects.ids[human_key], holder, activity)
             counts["file_reservations"] += 1
     activity.store(db)
     counts["projects"] = len(projects.ids)

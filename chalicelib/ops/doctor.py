@@ -165,18 +165,22 @@ def archive(settings: Settings) -> Finding:
                 return Finding("git archive", False, *rebuild.empty_database_advice(settings, folders))
             problems = rebuild.verify(conn, repo)
             arrivals = rebuild.newcomer_paths(conn, repo)  # made since a restored backup: their mail is foreign or left
+            changed = {path for path, _ in rebuild.changes_since(conn, repo, rebuild.backup_moment(conn))}  # and changes since
     except NoArchive:  # (not created here: a mistyped ARCHIVE_DIR would look like an empty archive)
         with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
             entries = rebuild.count_entries(conn)
         if not entries:  # a new server: nothing to archive yet, so no repository either
             return Finding("git archive", True, f"nothing to archive yet ({settings.archive_dir} comes with the first entry)")
-        problems, arrivals = {f"missing: no archive at {settings.archive_dir}": [f"all {entries} entries"]}, []
-    if not any(problems.values()) and not arrivals:
+        problems, arrivals, changed = {f"missing: no archive at {settings.archive_dir}": [f"all {entries} entries"]}, [], set()
+    if not any(problems.values()) and not arrivals and not changed:
         return Finding("git archive", True, f"{settings.archive_dir} holds every message")
+    # A file the archive has newer than the database (a change since a restored backup) is brought back, not rewritten.
+    problems = {kind: [path for path in paths if path not in changed] for kind, paths in problems.items()}
     counts = ", ".join([*(f"{len(paths)} {kind}" for kind, paths in problems.items() if paths),
-                        *([f"{len(arrivals)} projects or agents the database lacks"] if arrivals else [])])
+                        *([f"{len(arrivals)} projects or agents the database lacks"] if arrivals else []),
+                        *([f"{len(changed)} profiles, project.json or file reservations newer in the archive"] if changed else [])])
     rewrite = any(paths for kind, paths in problems.items() if kind not in STRANGERS)
-    if not rewrite and not problems.get("unexpected") and not arrivals:  # foreign files only: no rebuild nor import helps
+    if not rewrite and not problems.get("unexpected") and not arrivals and not changed:  # foreign files only: nothing helps
         return Finding("git archive", False, f"archive and database differ: {counts}: files of mail or projects this"
                        " database does not have", "check that DATABASE_URL is this archive's database (archive verify"
                        " lists the files; a rebuild leaves them)")
@@ -184,11 +188,18 @@ def archive(settings: Settings) -> Finding:
     def repair(progress) -> str:
         done, mail = [], problems.get("unexpected")
         # Into the database; the archive is only read, so its worker may run meanwhile.
-        if arrivals:  # first the projects and agents, so that their mail has its senders and recipients
+        if arrivals or changed:  # first the projects and agents, so that their mail has its senders and recipients
             with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
+                moment = rebuild.backup_moment(conn)  # (before what bring_back makes moves it)
                 made, registered = rebuild.bring_back(conn, repo)
-            done.append(f"brought back {made} projects and {registered} agents made since"
-                        " (the archive's project.json and profiles)")
+                brought, left = rebuild.bring_back_changes(conn, repo, moment)
+            if arrivals:
+                done.append(f"brought back {made} projects and {registered} agents made since"
+                            " (the archive's project.json and profiles)")
+            if changed:
+                done.append(f"brought back {brought} changes made since (profiles, project.json, file reservations)" + (
+                    f"; {len(left)} left, their holder in neither the database nor the archive's profiles: {listed(left)}"
+                    if left else ""))
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
                 mail = rebuild.verify(conn, repo)["unexpected"]  # their mail, foreign until now, among it
         if mail:
@@ -196,7 +207,7 @@ def archive(settings: Settings) -> Finding:
                 brought, left = rebuild.import_unexpected(conn, repo, mail)
             done.append(f"brought back {brought} messages the archive holds and the database lacked" + (
                 f"; {len(left)} left, a sender or recipient in neither the database nor the archive's profiles:"
-                f" {', '.join(left[:5])}{', ...' if len(left) > 5 else ''}" if left else ""))
+                f" {listed(left)}" if left else ""))
         if rewrite:
             # The worker of a running server writes the same repository: rewrite only while none runs.
             with exclusive(lock_path(settings), None) as mine:
@@ -211,10 +222,15 @@ def archive(settings: Settings) -> Finding:
         return "; ".join(done)
 
     unexpected = (" (unexpected: mail the archive holds and the database lacks, such as what was sent after the backup a"
-                  " restored database came from; the repair brings it back, and first the projects and agents made since)"
-                  ) if problems.get("unexpected") or arrivals else ""
+                  " restored database came from; the repair brings it back, and first the projects and agents made, and"
+                  " the profiles, projects and file reservations changed, since)"
+                  ) if problems.get("unexpected") or arrivals or changed else ""
     return Finding("git archive", False, f"archive and database differ: {counts}{unexpected}",
                    "python -m chalicelib doctor --repair" + (" (or: archive rebuild)" if rewrite and not unexpected else ""), repair)
+
+
+def listed(paths: list[str]) -> str:
+    return ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
 
 
 def archive_directory(settings: Settings) -> Finding:
