@@ -138,6 +138,7 @@ def test_a_line_that_is_no_json_rpc_message_gets_the_error_http_gives_and_the_se
         server.wait()
     assert [answer["id"] for answer in answers] == [1, None, None, None, 4], answers
     assert [answer["error"]["code"] for answer in answers[1:4]] == [-32700, -32600, -32600]
+    assert [error["code"] for error in over_http] == [-32700, -32600, -32600]  # HTTP's codes as well
     for answer, http_error in zip(answers[1:4], over_http):
         data = error_body(answer["error"]["data"])
         assert data["message"] == answer["error"]["message"]

@@ -62,10 +62,13 @@ def with_error_data(body: bytes, status: int, methods: tuple[str, ...] = ()) -> 
     if not isinstance(error, dict) or isinstance(error.get("data"), dict) or not isinstance(error.get("message"), str):
         return body
     rpc_code = error.get("code")
+    if status == 400 and rpc_code == INVALID_PARAMS and answer.get("id") is None:
+        # JSON the SDK could not read as a JSON-RPC message: JSON-RPC's "Invalid Request", as stdio answers it
+        rpc_code = INVALID_REQUEST
     code = HTTP_ERROR_CODES.get(status) or RPC_ERROR_CODES.get(rpc_code, "bad_request")
     hint = request_hint(status, rpc_code, answer.get("id")) or protocol_hint(status, rpc_code, error.get("data"), methods)
     data = {"error": {"code": code, "message": error["message"], "hint": hint}}
-    return orjson.dumps({**answer, "error": {**error, "data": data}})
+    return orjson.dumps({**answer, "error": {**error, "code": rpc_code, "data": data}})
 
 
 def request_hint(status: int, rpc_code, rpc_id) -> str:
