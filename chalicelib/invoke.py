@@ -33,8 +33,8 @@ from .config import Settings
 from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .store.upkeep import savepoint
-from .errors import MAX_ANSWER_BYTES, ClientGone, NotAdmitted, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
-from .store.disconnect import unless_client_gone
+from .errors import MAX_ANSWER_BYTES, NotAdmitted, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
+from .store.disconnect import Dropped, unless_client_gone
 from .store.fair_lane import FairLane
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
@@ -300,7 +300,7 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.
                 raise
         try:
             return await queued
-        except ClientGone:  # nor did this one run (its client went away while it waited): likewise
+        except Dropped:  # nor did this one run (its client went away while it waited): likewise
             with _measured(tool.name):
                 raise
     return bounded(to_json(await acall(tool, args, settings, principal)))

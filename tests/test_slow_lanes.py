@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+import threading
 from contextlib import suppress
 
 import httpx
@@ -19,8 +20,8 @@ from chalicelib.ops import metrics
 from chalicelib.attachments import images
 from chalicelib.security import auth
 from chalicelib.config import Settings, get_settings
-from chalicelib.store import db
-from chalicelib.tools import tools_by_name
+from chalicelib.store import db, disconnect
+from chalicelib.tools import search as search_tool, tools_by_name
 from chalicelib.transports.asgi import create_app
 
 from .servers import serving_in_process
@@ -216,6 +217,42 @@ def test_a_search_whose_client_disconnects_while_it_waits_never_runs_and_gives_i
     assert [answer.status_code for answer in answers] == [200, 200]
     assert ran == ["deploy", "later"]
     assert searches("client_closed_request") == disconnected + 1  # counted as the tool's call, though it never ran
+
+
+@pytest.mark.parametrize("steps", [1, 10**9], ids=["in-a-statement", "between-steps"])
+def test_a_search_whose_client_disconnects_while_it_runs_stops_at_its_next_step(serve, monkeypatch, transport, steps):
+    """A search already running when its client disconnected went on to its end for no one (up to
+    SEARCH_TIMEOUT_MS), holding the lane's one thread: it is told now, and stops at its next
+    statement (SQLite's progress handler, every `steps` steps) or step in Python. Held inside
+    (its budget set) until the server has seen the disconnect."""
+    app, _ = serve()
+    monkeypatch.setattr(search_tool, "STEPS_BETWEEN_CHECKS", steps)
+    started, go_on, told, ranked_page = threading.Event(), threading.Event(), [], search_tool._ranked_page
+
+    def holding(*args, **kwargs):
+        told.append(disconnect.left.get())  # the job's: set once its client is gone
+        started.set()
+        go_on.wait(timeout=10)
+        return ranked_page(*args, **kwargs)
+
+    monkeypatch.setattr(search_tool, "_ranked_page", holding)
+    disconnected, answered = searches("client_closed_request"), searches("ok")
+
+    async def scenario(url):
+        try:
+            _, connection = await asyncio.open_connection("127.0.0.1", httpx.URL(url).port)
+            connection.write(raw_search(transport, url, "deploy"))
+            assert await asyncio.to_thread(started.wait, 10)
+            connection.close()
+            await until(lambda: told[0].is_set())
+        finally:
+            go_on.set()
+        await until(lambda: slow_reads() == 0)
+
+    with serving_in_process(app) as url:
+        asyncio.run(scenario(url))
+    assert searches("client_closed_request") == disconnected + 1
+    assert searches("ok") == answered  # it did not run on to an answer
 
 
 @pytest.fixture(params=["rest", "mcp"])

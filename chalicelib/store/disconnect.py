@@ -2,11 +2,13 @@
 
 uvicorn keeps running a request's handler after its client left: only an http.disconnect on the
 request's receive() says so. A call that would otherwise go on for no one watches for it: a slow
-job queued in a lane (store/fair_lane.py), a wait for mail (invoke.py) holding its caller's place.
+job queued in a lane (store/fair_lane.py), a wait for mail (invoke.py) holding its caller's place,
+and a search already running in a lane, which looks at `client_left()` between its steps.
 """
 
 import asyncio
 import contextvars
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +18,27 @@ from ..errors import ClientGone
 # (transports/asgi.py Front). Chalice and Lambda have no disconnect to watch, nor do in-process
 # callers (the CLI, stdio): they set none.
 request_receive: contextvars.ContextVar = contextvars.ContextVar("request_receive", default=None)
+# A slow lane's job's: set when its client disconnects (store/fair_lane.py), in the thread's context.
+left: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("client_left", default=None)
+
+
+def client_left() -> bool:
+    """Whether the client of the job running in this thread has disconnected: a long job (a
+    search, between statements and steps) stops then, raising client_gone()."""
+    event = left.get()
+    return event is not None and event.is_set()
+
+
+def client_gone() -> ClientGone:
+    return ClientGone(*GONE)
+
+
+GONE = ("The client disconnected before this call answered.", "Nothing of it was done.")
+
+
+class Dropped(ClientGone):
+    """ClientGone of a call unless_client_gone stopped: a lane's job that never ran (so measured
+    nothing itself: its caller counts it), a wait."""
 
 
 async def unless_client_gone(work: Awaitable[Any], stop: Callable[[], bool] | None = None) -> Any:
@@ -39,7 +62,7 @@ async def unless_client_gone(work: Awaitable[Any], stop: Callable[[], bool] | No
         return await work
     except asyncio.CancelledError:
         if gone:
-            raise ClientGone("The client disconnected before this call answered.", "Nothing of it was done.") from None
+            raise Dropped(*GONE) from None
         raise
     finally:
         watcher.cancel()

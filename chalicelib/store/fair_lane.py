@@ -8,7 +8,8 @@ queue of their own, and the thread takes the next job of each caller with work q
 so a caller's job waits for the running one and at most one job of each other caller.
 
 A job whose client disconnects while it waits is dropped too (store/disconnect.py): it would
-still run for no one, and hold one of its caller's places until then.
+still run for no one, and hold one of its caller's places until then. One that runs already is
+told (disconnect.client_left): a search stops at its next statement or step.
 """
 
 import asyncio
@@ -20,16 +21,23 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..errors import TooManyRequests
-from .disconnect import unless_client_gone
+from . import disconnect
 
 
 class _Job:
-    __slots__ = ("caller", "context", "fn", "args", "future")
+    __slots__ = ("caller", "context", "fn", "args", "future", "left")
 
     def __init__(self, caller: Hashable, fn: Callable, args: tuple) -> None:
         self.caller, self.fn, self.args = caller, fn, args
         self.context = contextvars.copy_context()  # the request's: its principal, its log line's fields
+        self.left = threading.Event()  # its client disconnected
+        self.context.run(disconnect.left.set, self.left)
         self.future: Future = Future()
+
+    def stop(self) -> bool:
+        """Its client is gone: True if it never runs now; else it runs on, told (client_left)."""
+        self.left.set()
+        return self.future.cancel()
 
     def run(self) -> None:
         if not self.future.set_running_or_notify_cancel():  # its request was cancelled meanwhile
@@ -78,8 +86,8 @@ class FairLane:
                 self.thread.start()
             self.queued.notify()
         job.future.add_done_callback(lambda _: self._done(job))
-        # Cancelling the job drops it unless it runs already (a thread cannot be stopped).
-        return unless_client_gone(asyncio.wrap_future(job.future), job.future.cancel)
+        # Cancelling the job drops it unless it runs already (a thread cannot be stopped: it is told).
+        return disconnect.unless_client_gone(asyncio.wrap_future(job.future), job.stop)
 
     def _work(self) -> None:
         while True:

@@ -48,6 +48,7 @@ from ..errors import InvalidArgument, Unavailable
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, empty_list
 from ..registry import Input, Output, tool
 from ..store.db import placeholders
+from ..store.disconnect import client_gone, client_left
 from ..store.search_index import damaged, discard_damaged, search_index
 from .agents import find_agent, find_agents
 from .messages import Importance, Limit, ThreadId, visible_to
@@ -328,12 +329,12 @@ def _time_budget(db, index):
     is reset by sqlite3 (the read transaction ends as any failed call's)."""
     with one_budget(), _answering_damage(db, sidecar=index is not db):
         deadline = _deadline.get()
-        index.set_progress_handler(lambda: monotonic() > deadline, STEPS_BETWEEN_CHECKS)
+        index.set_progress_handler(lambda: monotonic() > deadline or client_left(), STEPS_BETWEEN_CHECKS)
         try:
             yield
         except sqlite3.DatabaseError as exc:
             if _interrupted(exc):
-                raise _too_long() from None
+                raise (client_gone() if client_left() else _too_long()) from None
             raise
         finally:
             index.set_progress_handler(None, STEPS_BETWEEN_CHECKS)
@@ -356,9 +357,12 @@ def _answering_damage(db, sidecar: bool):
 
 def _in_time() -> None:
     """Between a search's steps in Python (checks of candidates, snippets): the 422 of its statements
-    once its budget is spent. (Each step is bounded; the search's time is their sum.)"""
+    once its budget is spent, ClientGone once its client disconnected (a slow lane's job: the
+    answer would go to no one). (Each step is bounded; the search's time is their sum.)"""
     if monotonic() > _deadline.get():
         raise _too_long()
+    if client_left():
+        raise client_gone()
 
 
 def _too_long() -> InvalidArgument:
