@@ -33,7 +33,7 @@ from .config import Settings
 from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .store.upkeep import savepoint
-from .errors import MAX_ANSWER_BYTES, NotAdmitted, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
+from .errors import MAX_ANSWER_BYTES, ClientGone, NotAdmitted, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.disconnect import Dropped, unless_client_gone
 from .store.fair_lane import FairLane
 from .store.per_process import OnePerKey
@@ -159,6 +159,8 @@ class _measured:
     def __exit__(self, kind, exc, tb) -> None:
         outcome = "ok" if exc is None else exc.code if isinstance(exc, ToolError) else "internal_error"
         metrics.tool_done(self.tool, outcome, time.perf_counter() - self.started)
+        if outcome == ClientGone.code:  # the log line's status, whatever the transport answered (MCP: 200)
+            logs.note(status=ClientGone.status)
 
 
 def _call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal) -> Output:

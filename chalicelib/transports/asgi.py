@@ -293,8 +293,9 @@ class Front:
             await self._serve(scope, receive, send)
         finally:
             metrics.http_responses.inc(str(send.status))
-            if logged:
-                logs.request(scope["method"], scope["path"], send.status, time.perf_counter() - started)
+            if logged:  # a call whose client left says 499 (invoke), though MCP answered it in a 200
+                status = logs.current.get().pop("status", send.status)
+                logs.request(scope["method"], scope["path"], status, time.perf_counter() - started)
 
     async def _serve(self, scope, receive, send) -> None:
         path = scope["path"]
