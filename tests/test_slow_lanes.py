@@ -227,15 +227,7 @@ def test_a_search_whose_client_disconnects_while_it_runs_stops_at_its_next_step(
     (its budget set) until the server has seen the disconnect."""
     app, _ = serve()
     monkeypatch.setattr(search_tool, "STEPS_BETWEEN_CHECKS", steps)
-    started, go_on, told, ranked_page = threading.Event(), threading.Event(), [], search_tool._ranked_page
-
-    def holding(*args, **kwargs):
-        told.append(disconnect.left.get())  # the job's: set once its client is gone
-        started.set()
-        go_on.wait(timeout=10)
-        return ranked_page(*args, **kwargs)
-
-    monkeypatch.setattr(search_tool, "_ranked_page", holding)
+    started, go_on, told = held_inside_search(monkeypatch)
     disconnected, answered = searches("client_closed_request"), searches("ok")
 
     async def scenario(url):
@@ -253,6 +245,45 @@ def test_a_search_whose_client_disconnects_while_it_runs_stops_at_its_next_step(
         asyncio.run(scenario(url))
     assert searches("client_closed_request") == disconnected + 1
     assert searches("ok") == answered  # it did not run on to an answer
+
+
+def test_a_web_ui_search_whose_client_disconnects_stops_at_its_next_step(serve, monkeypatch):
+    """The web UI's pages run in threads of their own, not in a lane: a search page whose visitor
+    left went on searching every project (up to SEARCH_TIMEOUT_MS) for no one. It is told too."""
+    _, settings = serve()
+    app = create_app(Settings(database_url=settings.database_url, archive_enabled=False))  # no sign-in: loopback only
+    started, go_on, told = held_inside_search(monkeypatch)
+    disconnected, answered = searches("client_closed_request"), searches("ok")
+
+    async def scenario(url):
+        try:
+            _, connection = await asyncio.open_connection("127.0.0.1", httpx.URL(url).port)
+            connection.write(f"GET /ui/search?q=deploy HTTP/1.1\r\nHost: {httpx.URL(url).netloc.decode()}\r\n\r\n".encode())
+            assert await asyncio.to_thread(started.wait, 10)
+            connection.close()
+            await until(lambda: told[0].is_set())
+        finally:
+            go_on.set()
+        await until(lambda: searches("client_closed_request") == disconnected + 1)
+
+    with serving_in_process(app) as url:
+        asyncio.run(scenario(url))
+    assert searches("ok") == answered  # it did not run on to an answer
+
+
+def held_inside_search(monkeypatch) -> tuple[threading.Event, threading.Event, list]:
+    """(started, go_on, told): a search held inside, its budget set, until the test sets go_on;
+    told: the "client left" event it runs with (disconnect.left)."""
+    started, go_on, told, ranked_page = threading.Event(), threading.Event(), [], search_tool._ranked_page
+
+    def holding(*args, **kwargs):
+        told.append(disconnect.left.get())
+        started.set()
+        go_on.wait(timeout=10)
+        return ranked_page(*args, **kwargs)
+
+    monkeypatch.setattr(search_tool, "_ranked_page", holding)
+    return started, go_on, told
 
 
 @pytest.fixture(params=["rest", "mcp"])

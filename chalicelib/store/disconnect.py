@@ -3,7 +3,8 @@
 uvicorn keeps running a request's handler after its client left: only an http.disconnect on the
 request's receive() says so. A call that would otherwise go on for no one watches for it: a slow
 job queued in a lane (store/fair_lane.py), a wait for mail (invoke.py) holding its caller's place,
-and a search already running in a lane, which looks at `client_left()` between its steps.
+and a search already running in a lane or a web UI page, which looks at `client_left()` between
+its steps.
 """
 
 import asyncio
@@ -18,7 +19,7 @@ from ..errors import ClientGone
 # (transports/asgi.py Front). Chalice and Lambda have no disconnect to watch, nor do in-process
 # callers (the CLI, stdio): they set none.
 request_receive: contextvars.ContextVar = contextvars.ContextVar("request_receive", default=None)
-# A slow lane's job's: set when its client disconnects (store/fair_lane.py), in the thread's context.
+# Set when the client of a slow lane's job (store/fair_lane.py) or a web UI page disconnects, in its thread's context.
 left: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("client_left", default=None)
 
 

@@ -13,6 +13,7 @@ import gc
 import time
 import inspect
 import logging
+import threading
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
@@ -393,7 +394,7 @@ class Front:
             response = self.web.page(request, None, "docs.html")
             response.headers["Cache-Control"] = "no-store"
         else:
-            response = await asyncio.to_thread(self.web.handle, request)  # pages call tools synchronously
+            response = await self._page(receive, request)
         if response.file is not None:  # a large attachment: streamed from disk
             head = [(b"content-type", response.content_type.encode()), *_raw(response.headers)]
             await attachment_routes.send_file(send, response.status, head, response.file)
@@ -401,6 +402,14 @@ class Front:
         raw = [(b"content-type", response.content_type.encode()), (b"content-length", str(len(response.body)).encode())]
         await send({"type": "http.response.start", "status": response.status, "headers": raw + _raw(response.headers)})
         await send({"type": "http.response.body", "body": response.body})
+
+    async def _page(self, receive, request) -> "web_http.Response":
+        """The page, made in a thread (pages call tools synchronously). A client that disconnects
+        meanwhile is watched for, as an API call's is: the page's searches stop (disconnect.client_left)."""
+        left = threading.Event()
+        disconnect.left.set(left)  # in the thread too: to_thread runs it in a copy of this context
+        disconnect.request_receive.set(receive)
+        return await disconnect.unless_client_gone(asyncio.to_thread(self.web.handle, request), lambda: left.set() or False)
 
     def _is_bearer_docs(self, scope) -> bool:
         """A GET of /docs with an Authorization header, authentication on: a client, or a proxy
