@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from chalicelib.store import db
 
 from .servers import ROOT, running_server
@@ -245,3 +247,50 @@ def test_a_malformed_sidecar_file_of_a_turso_replica_is_made_anew_by_the_next_se
     assert len(logged) == 4 and all("the replica's sidecar: the next search rebuilds it" in line for line in logged), logged
     assert "file is not a database" in logged[0] and "malformed" in logged[3], logged
     assert "Traceback" not in log.read_text()
+
+
+def test_a_damaged_sidecar_that_cannot_be_removed_answers_503_naming_it_until_it_can(tmp_path, monkeypatch):
+    """Removing the damaged sidecar failed (its directory not writable by the server's user): the
+    search answered a 500 with the OSError. Now a 503 names the file to delete, and logs why;
+    once it can be removed, the next searches remove it and rebuild it. In process, on a real
+    `tursodb` (the failure is the operating system's, made to fail here: tests run as root)."""
+    from chalicelib import invoke
+    from chalicelib.config import Settings
+    from chalicelib.errors import Unavailable
+    from chalicelib.store import search_index
+    from chalicelib.tools import tools_by_name
+
+    from .conftest import let_go
+    from .turso import turso_server
+
+    tools = tools_by_name()
+    replica = tmp_path / "replica.db"
+    with turso_server(tmp_path / "primary") as primary:
+        settings = Settings(database_url=f"sqlite:///{replica}", turso_sync_url=primary.url, attachments_dir=tmp_path / "files",
+                            archive_enabled=False)
+        db.migrate(settings)
+        call = lambda tool, **arguments: invoke.call(tools[tool], arguments, settings)  # noqa: E731
+        call("ensure_project", human_key="/work/fts")
+        for name in ("BlueLake", "GreenCastle"):
+            call("register_agent", project_key="work-fts", name=name, program="p", model="m")
+        call("set_contact_policy", project_key="work-fts", agent_name="GreenCastle", policy="open")
+        call("send_message", project_key="work-fts", sender_name="BlueLake", to=["GreenCastle"], subject="zebra crossing",
+             body_md="unusual words")
+        search = lambda: call("search_messages", project_key="work-fts", query="zebra")  # noqa: E731
+        assert [hit.subject for hit in search().results] == ["zebra crossing"]
+        sidecar = Path(f"{replica}.search")
+        damage_full_text_index(sidecar, "id >= 10")
+
+        def refused(path):
+            raise PermissionError(13, "Permission denied", path)
+
+        monkeypatch.setattr(search_index.os, "remove", refused)
+        for _ in range(2):  # each search meets the damage again
+            with pytest.raises(Unavailable, match="removing it for a rebuild failed: Permission denied") as met:
+                search()
+            assert f"delete {sidecar}" in met.value.hint
+        monkeypatch.undo()
+        with pytest.raises(Unavailable, match="the next search rebuilds it"):
+            search()
+        assert [hit.subject for hit in search().results] == ["zebra crossing"]
+        let_go(settings.database_url)  # this process's connections to the replica, before its primary stops

@@ -388,8 +388,17 @@ def _damaged_sidecar(db, exc: sqlite3.DatabaseError) -> Unavailable:
     """A replica's damaged sidecar index is a cache: removed, it is rebuilt from the replica by the
     next search (before that one's time budget starts, as a new process's first search builds it).
     This search answers 503 rather than rebuild it inside its own budget: a rebuild reads every
-    message, which no SEARCH_TIMEOUT_MS bounds. Logged once per damage (the search that meets it)."""
-    path = discard_damaged(db)
+    message, which no SEARCH_TIMEOUT_MS bounds. Logged once per damage (the search that meets it).
+    A file that cannot be removed (its directory not writable) answers 503 until someone removes
+    it, each search naming it in an error line and in its hint."""
+    try:
+        path = discard_damaged(db)
+    except OSError as error:
+        log.error("search: the full-text index is damaged (%s) in %s, the replica's sidecar, and removing it failed: %s",
+                  exc, error.filename, error)
+        return Unavailable(f"The search index is damaged, and removing it for a rebuild failed: {error.strerror}.",
+                           f"Have the operator delete {error.filename} (a cache of the replica: the next search rebuilds it)"
+                           " or let the server's user write its directory; the other tools work meanwhile.")
     log.warning("search: the full-text index is damaged (%s) in %s, the replica's sidecar: the next search rebuilds it"
                 " from the replica", exc, path)
     return Unavailable("The search index was damaged: the next search rebuilds it.",
