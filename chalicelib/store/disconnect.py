@@ -30,11 +30,11 @@ def client_left() -> bool:
     return event is not None and event.is_set()
 
 
+GONE = ("The client disconnected before this call answered.", "Nothing of it was done.")
+
+
 def client_gone() -> ClientGone:
     return ClientGone(*GONE)
-
-
-GONE = ("The client disconnected before this call answered.", "Nothing of it was done.")
 
 
 class Dropped(ClientGone):

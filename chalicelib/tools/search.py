@@ -357,8 +357,8 @@ def _answering_damage(db, sidecar: bool):
 
 def _in_time() -> None:
     """Between a search's steps in Python (checks of candidates, snippets): the 422 of its statements
-    once its budget is spent, ClientGone once its client disconnected (a slow lane's job: the
-    answer would go to no one). (Each step is bounded; the search's time is their sum.)"""
+    once its budget is spent, ClientGone once its client disconnected (a slow lane's job, a web
+    UI page: the answer would go to no one). (Each step is bounded; the search's time is their sum.)"""
     if monotonic() > _deadline.get():
         raise _too_long()
     if client_left():

@@ -409,7 +409,12 @@ class Front:
         left = threading.Event()
         disconnect.left.set(left)  # in the thread too: to_thread runs it in a copy of this context
         disconnect.request_receive.set(receive)
-        return await disconnect.unless_client_gone(asyncio.to_thread(self.web.handle, request), lambda: left.set() or False)
+
+        def tell() -> bool:
+            left.set()
+            return False  # the page runs on (a thread cannot be stopped), told
+
+        return await disconnect.unless_client_gone(asyncio.to_thread(self.web.handle, request), tell)
 
     def _is_bearer_docs(self, scope) -> bool:
         """A GET of /docs with an Authorization header, authentication on: a client, or a proxy
