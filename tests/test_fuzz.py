@@ -238,3 +238,21 @@ def test_a_wait_for_mail_cursor_has_the_shape_the_schema_gives(fuzz_server):
         for text in ("", "m1.a\n", "m1.0", "m1.zz.1"):
             answer = client.post("/api/wait_for_mail", json={"project_key": "cursor", "agent_name": "BlueLake", "cursor": text, "timeout_seconds": 0})
             assert (answer.status_code == 200) == cursor.is_valid(text), (text, answer.text)
+
+
+def test_search_cursors_have_the_shape_the_schema_gives(fuzz_server):
+    """A cursor of 19 digits past the largest id was a 500 (SQLite's OverflowError); a product
+    search's cursor had no shape in the schema (schemathesis' positive_data_acceptance)."""
+    ours = served_field(fuzz_server, "SearchMessagesInput", "cursor")
+    product = served_field(fuzz_server, "SearchMessagesProductInput", "cursor")
+    with httpx.Client(base_url=fuzz_server) as client:
+        assert client.post("/api/ensure_project", json={"human_key": "/cursors"}).status_code == 200
+        assert client.post("/api/ensure_product", json={"product_key": "cursors"}).status_code == 200
+        assert client.post("/api/products_link", json={"product_key": "cursors", "project_key": "cursors"}).status_code == 200
+        for text in ("9999999999999999999.1", "1.1", "0", "1.9999999", "0" * 40, "-1.1"):
+            answer = client.post("/api/search_messages", json={"project_key": "cursors", "query": "x", "cursor": text})
+            assert answer.status_code in (200, 422) and (answer.status_code == 200) == ours.is_valid(text), (text, answer.text)
+        for text in ("", "cursors=", "cursors=9999999999999999999.1", "other=1.1", "cursors=1.1;other=2.2", "0", "cursors=1",
+                     "Cursors=1.1", ";"):
+            answer = client.post("/api/search_messages_product", json={"product_key": "cursors", "query": "x", "cursor": text})
+            assert answer.status_code in (200, 422) and (answer.status_code == 200) == product.is_valid(text), (text, answer.text)

@@ -154,8 +154,13 @@ def test_unified_inbox_views_show_what_needs_attention_newest_first_and_paged(ca
     assert first["next_before_id"] == waiting["id"]
     assert view("urgent", before_id=first["next_before_id"]) == ["Prod down"]
     assert call("unified_inbox", view="urgent", before_id=urgent["id"])["next_before_id"] is None
-    with pytest.raises(InvalidArgument, match="view"):
-        call("unified_inbox", view="urgent", project_key=project, thread_id="T-1")
+    # Arguments narrow together: a view within a thread (thread ids are a project's; without
+    # project_key, the thread in every project: it was ignored, and every project's mail came back).
+    thread = asked["thread_id"]
+    assert view("to_overseer", project_key=project, thread_id=thread) == [answer["subject"]]
+    assert view("urgent", project_key=project, thread_id=thread) == []
+    assert [m["subject"] for m in call("unified_inbox", thread_id=thread)["messages"]] == [answer["subject"], "Status?"]
+    assert view("ack_pending", thread_id=waiting["thread_id"], before_id=waiting["id"]) == []
 
 
 def test_unified_inbox_of_a_product_lists_its_projects_mail_newest_first_in_the_callers_scope(call, project, send):
@@ -181,8 +186,8 @@ def test_unified_inbox_of_a_product_lists_its_projects_mail_newest_first_in_the_
     assert [m["id"] for m in first["messages"]] == [frontend["id"]] and first["next_before_id"] == frontend["id"]
     assert subjects(before_id=frontend["id"]) == ["backend"] and subjects(before_id=backend["id"]) == []
     assert subjects(view="urgent") == ["frontend"] and subjects(view="ack_pending") == ["backend"]
-    with pytest.raises(InvalidArgument, match="product_key"):
-        call("unified_inbox", product_key="shop", project_key=project)
+    assert subjects(project_key=project) == ["backend"]  # that project's, as it is linked
+    assert subjects(project_key="work-elsewhere") == []  # not linked: none
     # A scoped overseer reads its own projects of the product (those get_product shows it), no others.
     scoped = auth.current.set(auth.Principal("bearer", "test", role="admin", projects=frozenset({"work-web"})))
     try:

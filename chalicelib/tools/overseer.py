@@ -122,12 +122,13 @@ def send_overseer_message(db: sqlite3.Connection, args: SendOverseerMessageInput
 class UnifiedInboxInput(Input):
     project_key: ProjectKey | None = Field(None, description="Only this project's messages.")
     product_key: ProductKey | None = Field(
-        None, description="Only the messages of this product's linked projects (not with project_key).")
-    thread_id: ThreadId | None = Field(None, description="Only this thread (with project_key).")
+        None, description="Only the messages of this product's linked projects (with project_key: that project's, if linked).")
+    thread_id: ThreadId | None = Field(None, description="Only this thread (in each project read: a thread id is a project's).")
     before_id: MessageId | None = Field(None, description="Paging: only messages older than this id.")
     view: Literal["urgent", "ack_pending", "to_overseer"] | None = Field(
         None, description="Only what needs attention: urgent (importance high or urgent), ack_pending (some recipient has"
-        " not acknowledged it yet), to_overseer (sent to a person: a human agent such as Overseer). Not with thread_id.")
+        " not acknowledged it yet), to_overseer (sent to a person: a human agent such as Overseer). With thread_id: the"
+        " thread's.")
     limit: Annotated[int, Field(ge=1, le=200)] = 50
     include_newest_read: bool = Field(True, description="False: newest_read_ts is not looked up (null), for a view"
                                       " that shows no unread marks (one look-up per agent fewer, for a project).")
@@ -136,14 +137,6 @@ class UnifiedInboxInput(Input):
     # Not an argument: set by security/scopes.py for a scoped credential, which reads its own
     # projects of a product only (those get_product shows it).
     _scope: frozenset[str] | None = PrivateAttr(None)
-
-    @model_validator(mode="after")
-    def _view_not_in_a_thread(self):
-        if self.view is not None and self.thread_id is not None:
-            raise ValueError("view lists messages across threads: pass thread_id or view, not both")
-        if self.product_key is not None and self.project_key is not None:
-            raise ValueError("product_key spans its linked projects: pass project_key or product_key, not both")
-        return self
 
 
 class InboxEntry(Output):
@@ -180,28 +173,28 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
     """The newest messages across all projects (or of one project or thread, or of a product's
     linked projects), newest first, with read and acknowledgement counts: what the people
     overseeing the agents read. bcc stays hidden."""
-    where, params = [], []
     project = find_project(db, args.project_key) if args.project_key is not None else None
     projects = None if project is None else [project["id"]]  # None: all of them
-    if args.product_key is not None:  # the page's ids first, project by project
-        projects = [linked["id"] for linked in linked_projects(db, find_product(db, args.product_key))
-                    if in_scope(linked, args._scope)]
+    if args.product_key is not None:  # its linked projects (with project_key: that one, if linked)
+        linked = [linked["id"] for linked in linked_projects(db, find_product(db, args.product_key)) if in_scope(linked, args._scope)]
+        projects = linked if projects is None else [id_ for id_ in projects if id_ in linked]
+    # The page's ids first, each through an index: a thread's, a view's, each project's of a product.
+    if args.thread_id is not None:
+        scope = projects if projects is not None else [id_ for (id_,) in db.execute("SELECT id FROM projects")]
+        ids = _thread_ids(db, scope, args.thread_id, args.view, args.before_id, args.limit)
+    elif args.product_key is not None:
         ids = _product_ids(db, projects, args.view, args.before_id, args.limit)
-        where.append(f"m.id IN ({placeholders(ids)})" if ids else "0")
-        params += ids
-    elif args.view is not None:  # the page's ids first, each view through its own index
+    elif args.view is not None:
         ids = _view_ids(db, args.view, None if project is None else project["id"], args.before_id, args.limit)
-        where.append(f"m.id IN ({placeholders(ids)})" if ids else "0")
-        params += ids
-    elif project is not None:
-        where.append("m.project_id = ?")
-        params.append(project["id"])
-        if args.thread_id is not None:
-            where.append("m.thread_id = ?")
-            params.append(args.thread_id)
-    if args.before_id is not None and args.view is None and args.product_key is None:
-        where.append("m.id < ?")
-        params.append(args.before_id)
+    else:
+        ids = None
+    if ids is not None:
+        where, params = [f"m.id IN ({placeholders(ids)})" if ids else "0"], ids
+    else:  # every message (of the project), newest first
+        where, params = (["m.project_id = ?"], [project["id"]]) if project is not None else ([], [])
+        if args.before_id is not None:
+            where.append("m.id < ?")
+            params.append(args.before_id)
     rows = db.execute(
         "SELECT m.id, p.slug, m.thread_id, m.subject, substr(m.body_md, 1, 160) AS excerpt, s.name, s.kind,"
         " m.importance, m.ack_required, m.created_ts, m.attachments"
@@ -261,6 +254,30 @@ def _product_ids(db: sqlite3.Connection, projects: list[int], view: str | None, 
         return [id_ for (id_,) in db.execute(
             "SELECT id FROM messages WHERE project_id = ? AND id < ? AND id > ? ORDER BY id DESC LIMIT ?",
             (project_id, before, above, limit))]
+
+    return _newest_merged(projects, newest_of, limit)
+
+
+# Each view as a test of one message `m`, for a thread's few messages (its index reads them in order).
+VIEW_TESTS = {
+    "urgent": "m.importance IN ('high', 'urgent')",
+    "ack_pending": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.ack_required = 1 AND r.ack_ts IS NULL)",
+    "to_overseer": "EXISTS (SELECT 1 FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
+                   " WHERE r.message_id = m.id AND a.kind = 'human')",
+}
+
+
+def _thread_ids(db: sqlite3.Connection, projects: list[int], thread_id: str, view: str | None, before_id: int | None,
+                limit: int) -> list[int]:
+    """The ids of the newest `limit` messages (of the view) of the thread in these projects (thread
+    ids are a project's: one may name threads in several): each project's through messages_by_thread,
+    merged. A view's test reads the thread's messages newest first until `limit` pass it."""
+    before, test = before_id or 2**63 - 1, f" AND {VIEW_TESTS[view]}" if view else ""
+
+    def newest_of(project_id: int, above: int) -> list[int]:
+        return [id_ for (id_,) in db.execute(
+            f"SELECT m.id FROM messages m WHERE m.project_id = ? AND m.thread_id = ? AND m.id < ? AND m.id > ?{test}"
+            " ORDER BY m.id DESC LIMIT ?", (project_id, thread_id, before, above, limit))]
 
     return _newest_merged(projects, newest_of, limit)
 

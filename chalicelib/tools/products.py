@@ -276,13 +276,19 @@ def product_reader(db, product: sqlite3.Row, name: str | None, token: str | None
     return frozenset(agent_id(project["id"], name) for project in identities(db, product, name, token))
 
 
+# A product search's place in each linked project: "slug=cursor" (search_messages' cursor, or
+# empty at the start) joined by ";"; a project left out has no more hits.
+_PLACE = re.compile(r"([a-z0-9][a-z0-9-]{0,199})=((?:\d{1,19}\.\d{1,6})?)")
+
+
 class SearchMessagesProductInput(Input):
     product_key: ProductKey
     query: Annotated[str, Field(min_length=1, max_length=1000, description=QUERY_HELP)]
     limit: Limit = 20
     agent_name: ReadAs = None
     registration_token: AgentToken = None
-    cursor: Annotated[str, Field(max_length=8000)] | None = Field(None, description="next_cursor of the previous page.")
+    cursor: Annotated[str, Field(max_length=8000, json_schema_extra={"pattern": f"^(?:{_PLACE.pattern}(?:;{_PLACE.pattern})*)?$"})] | None = Field(
+        None, description="next_cursor of the previous page.")
 
 
 class ProductSearchHit(SearchHit):
@@ -293,11 +299,6 @@ class ProductSearchResults(Output):
     query: str
     results: list[ProductSearchHit]
     next_cursor: str | None = Field(None, description="Pass as cursor for more hits; null when there are no more.")
-
-
-# A product search's place in each linked project: "slug=cursor" (search_messages' cursor, or
-# empty at the start) joined by ";"; a project left out has no more hits.
-_PLACE = re.compile(r"([a-z0-9][a-z0-9-]{0,199})=((?:\d{1,19}\.\d{1,6})?)")
 
 
 def _places(cursor: str | None, projects: list[sqlite3.Row]) -> dict[str, str | None]:

@@ -89,7 +89,8 @@ class SearchMessagesInput(Input):
         description="Search only the mail this agent sent or received (other projects' mail to it included)."
         " Acts as this agent: with agent tokens on, its token is required.",
     )
-    cursor: Annotated[str, Field(max_length=40)] | None = Field(None, description="next_cursor of the previous page.")
+    cursor: Annotated[str, Field(max_length=40, json_schema_extra={"pattern": _CURSOR.pattern})] | None = Field(
+        None, description="next_cursor of the previous page.")
 
 
 class SearchHit(Output):
@@ -149,7 +150,7 @@ def _cursor(cursor: str | None) -> tuple[int, int]:
     match = _CURSOR.match(cursor)
     if not match:
         raise InvalidArgument(f"Cursor {cursor!r} is not one this tool gave.", "Pass next_cursor as it came, or omit it.")
-    return int(match[1]), int(match[2])
+    return min(int(match[1]), 2**63 - 1), int(match[2])  # 19 digits may pass the largest id (SQLite's: an OverflowError)
 
 
 def bounded_query(text: str) -> str | None:
