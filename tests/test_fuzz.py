@@ -256,3 +256,14 @@ def test_search_cursors_have_the_shape_the_schema_gives(fuzz_server):
                      "Cursors=1.1", ";"):
             answer = client.post("/api/search_messages_product", json={"product_key": "cursors", "query": "x", "cursor": text})
             assert answer.status_code in (200, 422) and (answer.status_code == 200) == product.is_valid(text), (text, answer.text)
+
+
+def test_a_list_cursor_the_schema_allows_is_a_place_in_the_list(fuzz_server):
+    """A list's cursor was base64 of JSON: its schema allowed strings that were none ("0"), which
+    the tool refused (schemathesis: a schema-valid request rejected). Each one the pattern allows
+    now reads as a key, whatever it holds; the others are refused by both."""
+    cursor = served_field(fuzz_server, "ListProjectsInput", "cursor")
+    for text in ("0", "sx", "sx,i1", "s%ff%fe,i-99999999999999999999", "s2026-12-02T05%3A22%3A20%2B00%3A00,swork-demo",
+                 "s,s", "i1,i2", "sx,i1.5", "sx,%41", "sx,sy,sz", "s" + "%4" + "1", "s~._-,i0"):
+        answer = httpx.post(f"{fuzz_server}/api/list_projects", json={"cursor": text})
+        assert answer.status_code in (200, 422) and (answer.status_code == 200) == cursor.is_valid(text), (text, answer.text)

@@ -22,7 +22,7 @@ from ..fields import AgentName, ProjectKey
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .agents import agent_id, find_agent, mark_active
-from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor
+from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor1
 from .projects import find_project, refuse_archived
 from .reservations import TtlSeconds
 
@@ -242,7 +242,7 @@ class ListBuildSlotsInput(Input):
     project_key: ProjectKey
     slot: SlotName | None = Field(None, description="Only this slot.")
     limit: Annotated[int, Field(ge=1, le=500, description="The holders of at most this many slots per page; next_cursor continues.")] = 100
-    cursor: PageCursor | None = Field(None, description=CURSOR_HELP)
+    cursor: PageCursor1 | None = Field(None, description=CURSOR_HELP)
 
 
 class BuildSlots(Output):

@@ -23,7 +23,7 @@ from ..config import get_settings
 from ..errors import Conflict, InvalidArgument, NotFound, TooManyRequests
 from ..fields import AgentName, Id, ProjectKey
 from .globs import is_glob, overlaps
-from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
+from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageCursor1, PageLimit
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from ..security import auth
@@ -544,7 +544,7 @@ class RenewFileReservationsInput(Input):
     extend_seconds: Annotated[int, Field(ge=1, le=MAX_TTL, description="Seconds added to each reservation's current expiry.")] = 1800
     paths: Paths | None = Field(None, description="Renew the reservations of exactly these patterns (default: all yours).")
     file_reservation_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)] | None = None
-    cursor: PageCursor | None = Field(None, description="next_cursor of the previous call, to renew the next ones of the same"
+    cursor: PageCursor1 | None = Field(None, description="next_cursor of the previous call, to renew the next ones of the same"
                                       " selection; omit it to start.")
 
 
