@@ -145,6 +145,13 @@ def _measured(ms: float, status: int) -> dict[str, tuple[float, str]]:
             "ClientErrors": (int(400 <= status < 500), "Count")}
 
 
+def flush() -> None:
+    """Write the buffered lines now: a server's shutdown does (uvicorn ends by raising the SIGTERM it
+    caught again, whose default action skips atexit: the last half second of lines was lost)."""
+    if _stream is not None:
+        _stream.flush()
+
+
 def metrics_line(measured: dict[str, tuple[float, str]], **properties) -> None:
     """CloudWatch metrics without a request (the archive sweep's gauges); Lambda only."""
     if _emf and _stream is not None:

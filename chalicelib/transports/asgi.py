@@ -190,6 +190,7 @@ def create_app(settings: Settings | None = None):
             yield
         if worker:
             worker.stop()  # after the last request; what is still pending stays in the outbox
+        logs.flush()  # the last requests' lines: the process may end by its signal, skipping atexit
 
     # /docs is the web UI's (Swagger UI from assets served here, no CDN); no /redoc.
     api = FastAPI(title="Agent Mail", version=__version__, lifespan=lifespan, description=API_DESCRIPTION,
