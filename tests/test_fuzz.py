@@ -267,3 +267,15 @@ def test_a_list_cursor_the_schema_allows_is_a_place_in_the_list(fuzz_server):
                  "s,s", "i1,i2", "sx,i1.5", "sx,%41", "sx,sy,sz", "s" + "%4" + "1", "s~._-,i0"):
         answer = httpx.post(f"{fuzz_server}/api/list_projects", json={"cursor": text})
         assert answer.status_code in (200, 422) and (answer.status_code == 200) == cursor.is_valid(text), (text, answer.text)
+
+
+def test_a_path_with_a_nul_character_is_refused_by_the_schema_and_the_server(fuzz_server):
+    """No file system has such a path: uninstall_precommit_guard's realpath of one raised (a 500)."""
+    repo = served_field(fuzz_server, "UninstallPrecommitGuardInput", "code_repo_path")
+    human_key = served_field(fuzz_server, "EnsureProjectInput", "human_key")
+    for path in ("/srv/a\x00b", "C:\\a\x00", "/srv/nul"):
+        guard = httpx.post(f"{fuzz_server}/api/uninstall_precommit_guard", json={"code_repo_path": path})
+        made = httpx.post(f"{fuzz_server}/api/ensure_project", json={"human_key": path})
+        nul = "\x00" in path
+        assert guard.status_code < 500 and (guard.status_code == 422) == nul == (not repo.is_valid(path)), (path, guard.text)
+        assert (made.status_code == 422) == nul == (not human_key.is_valid(path)), (path, made.text)

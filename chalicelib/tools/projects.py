@@ -52,7 +52,7 @@ def free_slug(db: sqlite3.Connection, human_key: str, project_id: int) -> str:
     return f"{plain}-{project_id:016x}"
 
 
-ABSOLUTE_PATH = r"^(/|[A-Za-z]:[\\/])"  # what normalize_human_key accepts, for the JSON schema
+ABSOLUTE_PATH = r"^(/|[A-Za-z]:[\\/])[^\x00]*$"  # what normalize_human_key accepts, for the JSON schema
 
 HumanKey = Annotated[
     str,
