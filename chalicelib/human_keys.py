@@ -14,8 +14,6 @@ def is_path(value: str) -> bool:
 
 def normalize_human_key(value: str) -> str:
     """One spelling per directory, so that one directory is one project (docs/identity.md)."""
-    if "\x00" in value:  # no file system's: the guard's realpath of one raised (a 500)
-        raise ValueError(f"{value!r} holds a NUL character, which no path has")
     if _WINDOWS_PATH.match(value):
         # Clients send C:\x, C:/x or c:\x for one directory. The form Windows itself reports (and
         # most stored keys have): upper-case drive letter, backslashes, no . or .. or doubled

@@ -52,13 +52,22 @@ def free_slug(db: sqlite3.Connection, human_key: str, project_id: int) -> str:
     return f"{plain}-{project_id:016x}"
 
 
-ABSOLUTE_PATH = r"^(/|[A-Za-z]:[\\/])[^\x00]*$"  # what normalize_human_key accepts, for the JSON schema
+ABSOLUTE_PATH = r"^(/|[A-Za-z]:[\\/])[^\x00]*$"  # what path_input accepts, for the JSON schema
+
+
+def path_input(value: str) -> str:
+    """An absolute path as a caller typed it, normalized (normalize_human_key). One with a NUL
+    character is refused: no file system has one (the guard's realpath of one raised: a 500)."""
+    if "\x00" in value:
+        raise ValueError(f"{value!r} holds a NUL character, which no path has")
+    return normalize_human_key(value)
+
 
 HumanKey = Annotated[
     str,
     Field(min_length=1, max_length=1024, description="Absolute path of the project's working directory.",
           json_schema_extra={"pattern": ABSOLUTE_PATH}),
-    AfterValidator(normalize_human_key),
+    AfterValidator(path_input),
 ]
 
 

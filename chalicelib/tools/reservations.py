@@ -29,7 +29,7 @@ from ..registry import Input, Output, tool
 from ..security import auth
 from .agents import agent_id, find_agent, mark_active, refuse_retired
 from .messages import notify
-from .projects import ABSOLUTE_PATH, find_project, normalize_human_key, refuse_archived
+from .projects import ABSOLUTE_PATH, find_project, path_input, refuse_archived
 
 _DRIVE = re.compile(r"[A-Za-z]:/")
 MAX_TTL = 30 * 24 * 3600
@@ -77,7 +77,7 @@ CodeRepoPath = Annotated[
     str,
     Field(min_length=1, max_length=4096, description="Absolute path of a git work tree on the server's machine.",
           json_schema_extra={"pattern": ABSOLUTE_PATH}),
-    AfterValidator(normalize_human_key),
+    AfterValidator(path_input),
 ]
 
 
