@@ -193,7 +193,8 @@ def read_project_file(path: str, project_dir: str, settings) -> bytes:
         raise InvalidArgument("Attaching a file by path works only in local mode.",
                               "Send the content as content_base64, or upload it (request_attachment_upload).")
     if "\x00" in path or ".." in path.replace("\\", "/").split("/"):
-        raise InvalidArgument(f"Attachment path {path!r} must not contain '..'.", "Give a path inside the project's directory.")
+        raise InvalidArgument(f"Attachment path {path!r} must not contain '..' or a NUL character.",
+                              "Give a path inside the project's directory.")
     root = os.path.realpath(project_dir)
     if not os.path.isabs(project_dir) or root == os.path.sep or not os.path.isdir(root):
         raise InvalidArgument(f"The project's directory {project_dir!r} is not a directory on this machine.",
