@@ -10,6 +10,7 @@ replaced), the keyset comparison places it in the order, and no other string pas
 (schemathesis found base64 strings that were no key: a 422 for a request the schema allowed).
 """
 
+import functools
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -73,12 +74,13 @@ def _encode(value: str | int) -> str:
     return f"i{value}" if type(value) is int else "s" + quote(value, safe="")
 
 
-_PATTERNS: dict[int, re.Pattern] = {}
+@functools.cache
+def _compiled(columns: int) -> re.Pattern:
+    return re.compile(_cursor_pattern(columns))
 
 
 def _decode(cursor: str, length: int) -> list:
-    pattern = _PATTERNS.setdefault(length, re.compile(_cursor_pattern(length)))
-    if not pattern.fullmatch(cursor):
+    if not _compiled(length).fullmatch(cursor):
         raise InvalidArgument(f"Cursor {cursor[:80]!r} is not one this tool gave.", "Pass next_cursor as it came, or omit it.")
     return [max(-(2**63), min(int(part[1:]), 2**63 - 1)) if part[0] == "i" else unquote(part[1:], errors="replace")
             for part in cursor.split(",")]
