@@ -279,6 +279,7 @@ def product_reader(db, product: sqlite3.Row, name: str | None, token: str | None
 # A product search's place in each linked project: "slug=cursor" (search_messages' cursor, or
 # empty at the start) joined by ";"; a project left out has no more hits.
 _PLACE = re.compile(r"([a-z0-9][a-z0-9-]{0,199})=((?:\d{1,19}\.\d{1,6})?)")
+_PLACES = f"^(?:{_PLACE.pattern}(?:;{_PLACE.pattern})*)?$"  # a whole cursor, for the schema
 
 
 class SearchMessagesProductInput(Input):
@@ -287,7 +288,7 @@ class SearchMessagesProductInput(Input):
     limit: Limit = 20
     agent_name: ReadAs = None
     registration_token: AgentToken = None
-    cursor: Annotated[str, Field(max_length=8000, json_schema_extra={"pattern": f"^(?:{_PLACE.pattern}(?:;{_PLACE.pattern})*)?$"})] | None = Field(
+    cursor: Annotated[str, Field(max_length=8000, json_schema_extra={"pattern": _PLACES})] | None = Field(
         None, description="next_cursor of the previous page.")
 
 
