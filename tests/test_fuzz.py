@@ -279,3 +279,16 @@ def test_a_path_with_a_nul_character_is_refused_by_the_schema_and_the_server(fuz
         nul = "\x00" in path
         assert guard.status_code < 500 and (guard.status_code == 422) == nul == (not repo.is_valid(path)), (path, guard.text)
         assert (made.status_code == 422) == nul == (not human_key.is_valid(path)), (path, made.text)
+
+
+def test_a_page_cursor_past_the_largest_id_reads_as_the_largest(fuzz_server):
+    """19 digits the schema allows, past SQLite's largest integer: fetch_inbox answered a 500
+    (OverflowError). Found with a project and agent the fuzzing's queries were given."""
+    with httpx.Client(base_url=fuzz_server) as client:
+        assert client.post("/api/ensure_project", json={"human_key": "/older"}).status_code == 200
+        client.post("/api/register_agent", json={"project_key": "older", "program": "p", "model": "m", "name": "BlueLake"})
+        for tool in ("fetch_inbox", "fetch_outbox", "list_threads"):
+            answer = client.get(f"/api/{tool}", params={"project_key": "older", "agent_name": "BlueLake", "cursor": "9963046211158480433"})
+            assert answer.status_code == 200, (tool, answer.text)
+        searched = client.get("/api/search_messages", params={"project_key": "older", "query": "a\x00b"})  # a NUL ended FTS5's string
+        assert searched.status_code == 200, searched.text

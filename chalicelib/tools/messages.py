@@ -12,7 +12,7 @@ from operator import itemgetter
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from .. import clock
 from ..archive import outbox
@@ -464,8 +464,13 @@ class InboxMessage(Output):
     attachments: list[Attachment] = empty_list("Read one with get_attachment(..., sha256).")
 
 
+def _below_largest_id(text: str) -> str:
+    """19 digits may pass the largest integer SQLite holds (an OverflowError, a 500): read as that."""
+    return str(min(int(text), 2**63 - 1))
+
+
 # A page of mail newest first ends at a message id; the next page is the messages older than it.
-OlderThan = Annotated[str, Field(max_length=32, pattern="^[0-9]{1,19}$")]
+OlderThan = Annotated[str, Field(max_length=32, pattern="^[0-9]{1,19}$"), AfterValidator(_below_largest_id)]
 OLDER_THAN_HELP = "The next_cursor of the previous page: only messages older than that page."
 IncludeBodies = Annotated[bool, Field(description="With each message's body_md: a page then ends after ~4 MiB of bodies"
                                                   " (fewer than limit; next_cursor goes on).")]

@@ -26,7 +26,7 @@ from pydantic import Field
 from .. import clock
 from ..attachments.storage import storage
 from ..config import CENTURY_DAYS, Settings, get_settings
-from ..errors import InvalidArgument
+from ..errors import Conflict, InvalidArgument
 from ..fields import ProjectKey
 from ..ids import RANDOM_BITS, first_id_at, stable_id
 from ..registry import Input, Output, tool
@@ -70,8 +70,8 @@ def set_retention_policy(db: sqlite3.Connection, args: SetRetentionPolicyInput) 
     git archive only (subjects, recipients and threads remain). Applied by the periodic retention
     run, a batch at a time. mode null resets to the server's default."""
     project = find_project(db, args.project_key)
-    if args.mode == "archive_only" and not get_settings().archive_enabled:
-        raise InvalidArgument(
+    if args.mode == "archive_only" and not get_settings().archive_enabled:  # the request is sound; the server is not so set up
+        raise Conflict(
             "archive_only needs the git archive, and this server runs without it (ARCHIVE_ENABLED=false).",
             "Enable the archive, or choose purge or keep.",
         )

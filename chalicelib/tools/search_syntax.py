@@ -41,7 +41,9 @@ def _searchable(text: str) -> bool:
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'
+    """As an FTS5 string. A NUL would end it early for SQLite ("unterminated string": a 500); the
+    tokenizer reads it as a separator anyway, as it reads a space."""
+    return '"' + text.replace('"', '""').replace("\x00", " ") + '"'
 
 
 def _term(word: str) -> str | None:
