@@ -292,3 +292,17 @@ def test_a_page_cursor_past_the_largest_id_reads_as_the_largest(fuzz_server):
             assert answer.status_code == 200, (tool, answer.text)
         searched = client.get("/api/search_messages", params={"project_key": "older", "query": "a\x00b"})  # a NUL ended FTS5's string
         assert searched.status_code == 200, searched.text
+
+
+def test_an_upload_size_past_this_servers_limit_is_past_the_schemas_maximum(fuzz_server):
+    """The schema says the server's ATTACHMENT_MAX_BYTES (read when it is made): a larger size was
+    a 413 for a request the schema allowed (bench/fuzz.py --known)."""
+    size = served_field(fuzz_server, "UploadInput", "size")
+    limit = httpx.get(f"{fuzz_server}/openapi.json").json()["components"]["schemas"]["UploadInput"]["properties"]["size"]["maximum"]
+    with httpx.Client(base_url=fuzz_server) as client:
+        assert client.post("/api/ensure_project", json={"human_key": "/sizes"}).status_code == 200
+        client.post("/api/register_agent", json={"project_key": "sizes", "program": "p", "model": "m", "name": "BlueLake"})
+        for bytes_ in (1, limit, limit + 1, 7817085607484328):
+            answer = client.get("/api/request_attachment_upload",
+                                params={"project_key": "sizes", "agent_name": "BlueLake", "sha256": "a" * 64, "size": bytes_})
+            assert answer.status_code in (200, 413) and (answer.status_code == 200) == size.is_valid(bytes_), (bytes_, answer.text)

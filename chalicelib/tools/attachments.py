@@ -112,7 +112,9 @@ class UploadInput(Input):
     project_key: ProjectKey
     agent_name: AgentName
     sha256: Sha256
-    size: int = Field(gt=0, description="The content's length in bytes.")
+    size: int = Field(gt=0, description="The content's length in bytes (at most ATTACHMENT_MAX_BYTES).",
+                      json_schema_extra=lambda schema: schema.update(maximum=get_settings().attachment_max_bytes))
+    # (The schema says this server's limit, read when the schema is made: a larger size is a 413.)
 
 
 class UploadTarget(Output):
