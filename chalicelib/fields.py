@@ -120,7 +120,7 @@ Timestamp = Annotated[
 ]
 
 
-def given(*fields: str) -> dict:
-    """JSON schema: each of `fields` is present and not null (what a model validator checks as
-    "given"), for a model's anyOf/oneOf/not rules across fields (json_schema_extra)."""
-    return {"required": list(fields), "properties": {field: {"not": {"type": "null"}} for field in fields}}
+def given(field: str) -> dict:
+    """JSON schema: `field` is present and not null (what a model validator checks as "given"), for
+    a model's anyOf/oneOf rules across fields (json_schema_extra)."""
+    return {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
