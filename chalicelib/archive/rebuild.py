@@ -437,7 +437,9 @@ class Activity:
         return min(clock.from_epoch(time_of(version)), self.now) if version else None
 
     def store(self, db: sqlite3.Connection) -> None:
-        db.executemany("UPDATE agents SET last_active_ts = ? WHERE id = ?", [(ts, agent) for agent, ts in self.newest.items()])
+        """Each agent's last activity moved up to its newest act seen (never back: a repair's agents have their own)."""
+        db.executemany("UPDATE agents SET last_active_ts = ? WHERE id = ? AND last_active_ts < ?",
+                       [(ts, agent, ts) for agent, ts in self.newest.items()])
 
 
 def store_document(db: sqlite3.Connection, archive: GitArchive, folder: str, entry: dict, project_id: int,
@@ -667,8 +669,7 @@ def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str)
                 continue
             store_reservation(db, document, project_id, holder, activity)
         brought += 1
-    db.executemany("UPDATE agents SET last_active_ts = ? WHERE id = ? AND last_active_ts < ?",
-                   [(ts, agent, ts) for agent, ts in activity.newest.items()])
+    activity.store(db)
     return brought, left
 
 

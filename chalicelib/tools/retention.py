@@ -26,7 +26,7 @@ from pydantic import Field
 from .. import clock
 from ..attachments.storage import storage
 from ..config import CENTURY_DAYS, Settings, get_settings
-from ..errors import Conflict, InvalidArgument
+from ..errors import Conflict
 from ..fields import ProjectKey
 from ..ids import RANDOM_BITS, first_id_at, stable_id
 from ..registry import Input, Output, tool
