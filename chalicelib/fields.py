@@ -77,9 +77,15 @@ _ID_STRING = re.compile(ID_PATTERN)
 MAX_ID_NUMBER = 9_223_372_036_854_656_000
 
 
+_WHOLE_NUMBER_TEXT = re.compile(r"^([1-9][0-9]{0,18})\.0{1,20}$")
+
+
 def _id_value(value):
     """An id must be what the schema says: a string 1..2**63-1 without leading zeros or signs, or
-    a number 1..MAX_ID_NUMBER (true and false are not numbers)."""
+    a number 1..MAX_ID_NUMBER (true and false are not numbers). A query's text is either: there
+    493.0 is the number 493 (a float's text, as a client's JSON writer may put it)."""
+    if isinstance(value, str) and (whole := _WHOLE_NUMBER_TEXT.match(value)):
+        value = int(whole[1])
     if isinstance(value, bool) or (isinstance(value, str) and not _ID_STRING.match(value)):
         raise ValueError(f"{value!r} is not an id: a decimal number from 1 to {2**63 - 1}")
     if isinstance(value, (int, float)) and value > MAX_ID_NUMBER:

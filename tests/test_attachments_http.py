@@ -125,6 +125,9 @@ def test_a_file_larger_than_api_gateways_limit_goes_through_the_upload_route(ser
     again = httpx.post(f"{url}/api/request_attachment_upload",
                        json={"project_key": team, "agent_name": "BlueLake", "sha256": sha256, "size": len(data)}).json()
     assert again["already_stored"] is True
+    other_size = httpx.post(f"{url}/api/request_attachment_upload",
+                            json={"project_key": team, "agent_name": "BlueLake", "sha256": sha256, "size": len(data) - 1})
+    assert other_size.status_code == 409 and f"stored with {len(data)} bytes" in other_size.json()["error"]["message"]
 
     message = send(url, team, [{"name": "core.dump", "sha256": sha256}]).json()["message"]
     assert message["attachments"] == [{"name": "core.dump", "media_type": "application/octet-stream",

@@ -128,7 +128,7 @@ def test_a_large_file_goes_through_a_presigned_s3_put(chalice, bucket):
     assert hashlib.sha256(requests.get(found["url"]).content).hexdigest() == sha
     status, missing = post("send_message", project_key="aws-demo", sender_name="BlueLake", to=["GreenCastle"], subject="x",
                            body_md="b", attachments=[{"name": "x", "sha256": "b" * 64}])
-    assert status == 422 and "No uploaded content" in missing["error"]["message"]
+    assert status == 404 and "No uploaded content" in missing["error"]["message"]  # as an unknown agent or message
 
 
 def test_the_archive_reads_attachments_from_s3(chalice, bucket, tmp_path):

@@ -250,7 +250,7 @@ def test_bad_attachment_input_is_refused_clearly(call, project):
     for name in ("../x", "a/b", "..", "a\nb"):
         with pytest.raises(InvalidArgument, match="name"):
             attempt({"name": name, "content_base64": "eA=="})
-    with pytest.raises(InvalidArgument, match="No uploaded content"):
+    with pytest.raises(NotFound, match="No uploaded content"):
         attempt({"name": "x", "sha256": "a" * 64})
 
 
@@ -283,10 +283,11 @@ def test_local_mode_attaches_files_inside_the_project_only(call, repo, tmp_path)
     assert attach("logs/test.log")["name"] == "test.log"
     for path, reason in (("../secret.txt", "must not contain '..'"), ("logs/../../secret.txt", "must not contain '..'"),
                          (str(tmp_path / "secret.txt"), "outside the project"), ("/etc/passwd", "outside the project"),
-                         ("innocent.txt", "outside the project"), ("logs", "not a regular file"),
-                         ("missing.txt", "Cannot read")):
+                         ("innocent.txt", "outside the project"), ("logs", "not a regular file")):
         with pytest.raises(InvalidArgument, match=reason):
             attach(path)
+    with pytest.raises(NotFound, match="Cannot read attachment path 'missing.txt': No such file"):  # as an unknown message
+        attach("missing.txt")
     assert "hunter2" not in "".join(
         str(m) for m in call("fetch_inbox", project_key=project, agent_name="GreenCastle", include_bodies=True)["messages"])
 

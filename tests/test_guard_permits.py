@@ -3,6 +3,7 @@ project's own directory or GUARD_ALLOWED_ROOTS, the same refusal whatever is at 
 and a hook that authenticates with the token file the operator configured. Real server, real git."""
 
 import os
+import sqlite3
 import subprocess
 
 import httpx
@@ -179,3 +180,35 @@ def test_a_linked_worktree_of_the_projects_repository_is_permitted(repos, tmp_pa
             assert answer.status_code == 403, (refused, answer.text)
         assert not (repos["stranger"] / ".git" / "hooks" / "pre-commit").exists()
         assert post("uninstall_precommit_guard", {"code_repo_path": str(worktree)}).json()["removed"]
+
+
+def test_a_stored_key_with_a_nul_is_no_directory(repos, tmp_path):
+    """A project key an older version stored with a NUL (refused at input since) reached realpath,
+    which raises for one: attaching a file by path there answered a 500, and so did either guard
+    tool given a directory whose `.git` file names a path with a NUL."""
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / ".git").write_text("gitdir: /srv/a\x00b\n")
+    commit(repos["own"], "README.md")
+    worktree = tmp_path / "own-agent2"  # its repository is compared with the project's directory, resolved
+    assert git(repos["own"], "worktree", "add", "-q", str(worktree)).returncode == 0
+    database = tmp_path / "db.sqlite"
+    with running_server(database, ARCHIVE_ENABLED="false") as url:
+        httpx.post(f"{url}/api/ensure_project", json={"human_key": "/srv/legacy"}).raise_for_status()
+        httpx.post(f"{url}/api/register_agent", json={"project_key": "srv-legacy", "name": "BlueLake", "program": "p",
+                                                    "model": "m"}).raise_for_status()
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE projects SET human_key = '/srv/leg' || char(0) || 'acy'")
+    with running_server(database, ARCHIVE_ENABLED="false") as url:
+        post = lambda tool, body: httpx.post(f"{url}/api/{tool}", json=body, timeout=30)  # noqa: E731
+        guard = {"project_key": "srv-legacy", "code_repo_path": str(repos["own"])}
+        for tool, body in (("install_precommit_guard", guard), ("uninstall_precommit_guard", guard),
+                           ("install_precommit_guard", guard | {"code_repo_path": str(planted)}),
+                           ("install_precommit_guard", guard | {"code_repo_path": str(worktree)}),
+                           ("uninstall_precommit_guard", {"code_repo_path": str(planted)})):
+            answer = post(tool, body)
+            assert answer.status_code == 403, (tool, body, answer.text)
+        sent = post("send_message", {"project_key": "srv-legacy", "sender_name": "BlueLake", "to": ["BlueLake"], "subject": "s",
+                                     "body_md": "b", "attachments": [{"path": "a.txt"}]})
+        assert sent.status_code == 404 and "is not a directory on this machine" in sent.json()["error"]["message"], sent.text
+        assert not (repos["own"] / ".git" / "hooks" / "pre-commit").exists()

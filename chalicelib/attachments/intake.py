@@ -6,7 +6,6 @@ request body limit), `path` (a file inside the project's directory, local mode o
 (names, types, limits, paths) before anything is stored.
 """
 
-import base64
 import binascii
 import mimetypes
 import os
@@ -15,7 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, model_validator
 
-from ..errors import InvalidArgument, ToolError
+from ..errors import InvalidArgument, NotFound, ToolError
 from ..fields import given
 from ..registry import Input, Output
 from . import images
@@ -30,9 +29,17 @@ def _not_dots(name: str) -> str:
     return name
 
 
-FileName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^/\\\x00-\x1f\x7f]+$",
-                                description="A file name, without folders."), AfterValidator(_not_dots)]
+# What a file name may hold; then _not_dots, whose words are clearer than a pattern's. The JSON
+# schema says both in one pattern (no lookahead, which pydantic's regular expressions lack).
+_NOT_IN_NAME = r"/\\\x00-\x1f\x7f"
+_NAME_CHAR, _NOT_A_DOT = rf"[^{_NOT_IN_NAME}]", rf"[^{_NOT_IN_NAME}.]"
+NOT_DOTS = rf"^(?:{_NOT_A_DOT}{_NAME_CHAR}*|\.{_NOT_A_DOT}{_NAME_CHAR}*|\.\.{_NAME_CHAR}+)$"
+FileName = Annotated[str, Field(min_length=1, max_length=255, pattern=rf"^{_NAME_CHAR}+$", description="A file name, without folders.",
+                                json_schema_extra={"pattern": NOT_DOTS}), AfterValidator(_not_dots)]
 Sha256 = Annotated[str, Field(pattern=f"^{SHA256.pattern}$", description="SHA-256 of the content, 64 lowercase hex digits.")]
+# Standard base64 with its padding, as decode_base64 reads it (for the JSON schema: a regular expression
+# would take ~0.3 s for a 1 MB body in Python's re).
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 # Served as themselves; anything else (HTML, SVG, scripts...) as application/octet-stream.
 PASSIVE_TYPES = {
@@ -65,9 +72,10 @@ class AttachmentInput(Input):
 
     name: FileName | None = Field(None, description="Defaults to the path's file name; required otherwise.")
     media_type: MediaType | None = Field(None, description="e.g. image/png; guessed from the name if omitted.")
-    content_base64: str | None = Field(None, description="The content, base64-encoded.")
+    content_base64: str | None = Field(None, description="The content, base64-encoded (standard, with padding).",
+                                       json_schema_extra={"pattern": BASE64})
     path: str | None = Field(
-        None, max_length=4096,
+        None, min_length=1, max_length=4096,
         description="Local mode: a file inside the project's directory (relative to it, or absolute within it).",
     )
     sha256: Sha256 | None = Field(None, description="Content uploaded before (request_attachment_upload).")
@@ -155,18 +163,17 @@ def _load(item: AttachmentInput, project_dir: str, settings, where) -> tuple[Att
     if item.content_base64 is not None:
         if len(item.content_base64) > (limit + 2) // 3 * 4 + 4:
             raise too_large(f"Attachment {item.name!r}", limit, "ATTACHMENT_MAX_BYTES")
-        try:
-            content = base64.b64decode(item.content_base64, validate=True)
-        except (binascii.Error, ValueError):
+        content = decode_base64(item.content_base64)
+        if content is None:
             raise InvalidArgument(f"Attachment {item.name!r}: content_base64 is not valid base64.",
-                                  "Encode the file with standard base64 (RFC 4648, with padding).") from None
+                                  "Encode the file with standard base64 (RFC 4648, with padding).")
     elif item.path is not None:
         content = read_project_file(item.path, project_dir, settings)
     else:
         size = where.size(item.sha256)
         if size is None:
-            raise InvalidArgument(f"No uploaded content with sha256 {item.sha256}.",
-                                  "Upload it first (request_attachment_upload), then send its sha256.")
+            raise NotFound(f"No uploaded content with sha256 {item.sha256}.",
+                           "Upload it first (request_attachment_upload), then send its sha256.")
         if size > limit:
             raise too_large(f"Attachment {item.name!r}", limit, "ATTACHMENT_MAX_BYTES")
         return item, None, size, item.name
@@ -185,6 +192,17 @@ def paths_allowed(settings) -> bool:
     return auth.mode(settings) == "none"
 
 
+def decode_base64(text: str) -> bytes | None:
+    """The bytes of standard padded base64 (exactly what BASE64 matches), else None. (binascii's
+    strict mode alone takes a quantum of padding, AAAA====, or one too many, AAAA=.)"""
+    if len(text) % 4 or text.endswith("==="):
+        return None
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):  # ValueError: not ASCII
+        return None
+
+
 def read_project_file(path: str, project_dir: str, settings) -> bytes:
     """The content of a regular file inside the project's directory. `..`, absolute paths
     elsewhere and symlinks that lead out are refused: the path is resolved (symlinks
@@ -195,10 +213,10 @@ def read_project_file(path: str, project_dir: str, settings) -> bytes:
     if "\x00" in path or ".." in path.replace("\\", "/").split("/"):
         raise InvalidArgument(f"Attachment path {path!r} must not contain '..' or a NUL character.",
                               "Give a path inside the project's directory.")
-    root = os.path.realpath(project_dir)
+    root = "" if "\x00" in project_dir else os.path.realpath(project_dir)  # a key stored before NULs were refused
     if not os.path.isabs(project_dir) or root == os.path.sep or not os.path.isdir(root):
-        raise InvalidArgument(f"The project's directory {project_dir!r} is not a directory on this machine.",
-                              "Attach the content as content_base64 instead.")
+        raise NotFound(f"The project's directory {project_dir!r} is not a directory on this machine.",
+                       "Attach the content as content_base64 instead.")
     real = os.path.realpath(os.path.join(root, path))
     if os.path.commonpath([real, root]) != root:
         raise InvalidArgument(f"Attachment path {path!r} leads outside the project's directory {project_dir!r}.",
@@ -206,7 +224,8 @@ def read_project_file(path: str, project_dir: str, settings) -> bytes:
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise InvalidArgument(f"Cannot read attachment path {path!r}: {exc.strerror}.", "Check the path.") from None
+        missing = NotFound if isinstance(exc, FileNotFoundError) else InvalidArgument
+        raise missing(f"Cannot read attachment path {path!r}: {exc.strerror}.", "Check the path.") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)

@@ -13,7 +13,7 @@ from pydantic import Field
 from ..attachments.intake import Attachment, Sha256
 from ..attachments.storage import LocalStorage, storage
 from ..config import get_settings
-from ..errors import InternalError, InvalidArgument, NotFound
+from ..errors import Conflict, InternalError, InvalidArgument, NotFound
 from ..fields import AgentName, MessageId, ProjectKey
 from ..registry import Input, Output, tool
 from .agents import find_agent
@@ -114,7 +114,7 @@ class UploadInput(Input):
     sha256: Sha256
     size: int = Field(gt=0, description="The content's length in bytes (at most ATTACHMENT_MAX_BYTES).",
                       json_schema_extra=lambda schema: schema.update(maximum=get_settings().attachment_max_bytes))
-    # (The schema says this server's limit, read when the schema is made: a larger size is a 413.)
+    # (The schema says this server's limit, read when the schema is made: a larger size is a 422.)
 
 
 class UploadTarget(Output):
@@ -133,14 +133,13 @@ def request_attachment_upload(db: sqlite3.Connection, args: UploadInput) -> Uplo
     PUT them to the presigned S3 URL with the headers given (S3 checks length and sha256)."""
     agent = find_agent(db, find_project(db, args.project_key), args.agent_name)
     settings = get_settings()
-    if args.size > settings.attachment_max_bytes:
-        from ..attachments.intake import too_large
-
-        raise too_large(f"A {args.size}-byte attachment", settings.attachment_max_bytes, "ATTACHMENT_MAX_BYTES")
+    if args.size > settings.attachment_max_bytes:  # past the schema's maximum: an argument, as any other (the request is small)
+        raise InvalidArgument(f"A {args.size}-byte attachment is larger than {settings.attachment_max_bytes} bytes.",
+                              "Send less, or raise ATTACHMENT_MAX_BYTES.")
     where = storage(settings)
     stored = where.size(args.sha256)
     if stored is not None and stored != args.size:
-        raise InvalidArgument(f"Content {args.sha256} is stored with {stored} bytes, not {args.size}.", "Check the size.")
+        raise Conflict(f"Content {args.sha256} is stored with {stored} bytes, not {args.size}.", "Check the size.")
     del agent  # an agent of the project, with its token when tokens are required: that is all it takes
     return UploadTarget(already_stored=stored is not None, max_bytes=settings.attachment_max_bytes,
                         **where.upload_target(args.sha256, args.size))

@@ -202,9 +202,9 @@ def check_permitted(repo: str, roots: list[str]) -> None:
     (/proc/self/cwd, a link out of an allowed root), or a linked work tree of a repository within
     them. The same refusal whatever is at `repo`."""
     real = os.path.realpath(repo)
-    within = any(_within(repo, root) and _within(real, os.path.realpath(root)) for root in roots if root)
+    within = any(_within(repo, root) and _within(real, os.path.realpath(root)) for root in roots)
     repository = None if within else worktree_repository(repo)
-    if not within and not (repository and any(_within(repository, os.path.realpath(root)) for root in roots if root)):
+    if not within and not (repository and any(_within(repository, os.path.realpath(root)) for root in roots)):
         raise Forbidden(
             f"The server does not install or remove git hooks in {repo}.",
             "Pass the project's own directory (its human_key), a directory below it, or the root of a linked work"
@@ -231,14 +231,16 @@ def worktree_repository(repo: str) -> str | None:
 
 
 def _first_line(path: str) -> str | None:
-    """The first line of a regular file (never a FIFO or a device, which could block or flood)."""
+    """The first line of a regular file (never a FIFO or a device, which could block or flood); None
+    for one with a NUL, which names no path (realpath raises)."""
     try:
         if not os.path.isfile(path):
             return None
         with open(path) as file:
-            return file.readline(4096).strip()
+            line = file.readline(4096).strip()
     except (OSError, UnicodeDecodeError):
         return None
+    return None if "\x00" in line else line
 
 
 def server_url(settings: Settings) -> str:
@@ -288,10 +290,11 @@ def is_guard(path: Path) -> bool:
 def permitted_hooks(repo: str, roots: list[str]) -> Path:
     """The hooks directory of a permitted work tree, itself within the permitted roots: git finds
     it through a `.git` file or core.hooksPath, which may point into another repository."""
+    roots = [root for root in roots if root and "\x00" not in root]  # a key stored before NULs were refused: no directory
     check_permitted(repo, roots)
     hooks = hooks_dir(repo)
     real = os.path.realpath(hooks)  # git names it by its real path: compared with the roots resolved
-    if not any(_within(real, os.path.realpath(root)) for root in roots if root):
+    if not any(_within(real, os.path.realpath(root)) for root in roots):
         check_permitted(str(hooks), [])  # the same refusal
     return hooks
 

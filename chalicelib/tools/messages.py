@@ -137,9 +137,14 @@ def message_columns(body_chars: int | None = None) -> str:
     body = f"substr(m.body_md, 1, {int(body_chars)})" if body_chars else "NULL"
     return MESSAGE_COLUMNS.replace("m.body_md", f"{body} AS body_md")
 
-Attachments = Annotated[list[AttachmentInput], Field(max_length=100, description=(
-    "Files: each with content_base64 (counts against the request size limit), an uploaded sha256"
-    " (request_attachment_upload), or in local mode a path inside the project's directory."))]
+MAX_ATTACHMENTS = 100  # whatever ATTACHMENTS_MAX_PER_MESSAGE says
+Attachments = Annotated[list[AttachmentInput], Field(
+    max_length=MAX_ATTACHMENTS,
+    description="Files: each with content_base64 (counts against the request size limit), an uploaded sha256"
+                " (request_attachment_upload), or in local mode a path inside the project's directory.",
+    # The schema says this server's ATTACHMENTS_MAX_PER_MESSAGE, read when it is made (more: a 422 it did not say).
+    json_schema_extra=lambda schema: schema.update(maxItems=min(MAX_ATTACHMENTS, get_settings().attachments_max_per_message)),
+)]
 
 
 def attachments_of(row) -> list[Attachment]:
