@@ -84,10 +84,11 @@ def _id_value(value):
     """An id must be what the schema says: a string 1..2**63-1 without leading zeros or signs, or
     a number 1..MAX_ID_NUMBER (true and false are not numbers). A query's text is either: there
     493.0 is the number 493 (a float's text, as a client's JSON writer may put it)."""
-    if isinstance(value, str) and (whole := _WHOLE_NUMBER_TEXT.match(value)):
-        value = int(whole[1])
-    if isinstance(value, bool) or (isinstance(value, str) and not _ID_STRING.match(value)):
-        raise ValueError(f"{value!r} is not an id: a decimal number from 1 to {2**63 - 1}")
+    given = value
+    if isinstance(value, str) and not _ID_STRING.match(value):
+        value = int(whole[1]) if (whole := _WHOLE_NUMBER_TEXT.match(value)) else None
+    if value is None or isinstance(value, bool):
+        raise ValueError(f"{given!r} is not an id: a decimal number from 1 to {2**63 - 1}")
     if isinstance(value, (int, float)) and value > MAX_ID_NUMBER:
         raise ValueError(f"{value} is too large for a JSON number; send it as a string, \"{value}\"")
     return value
