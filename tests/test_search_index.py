@@ -3,7 +3,11 @@ The replica here is a plain sqlite3 file with the messages table: catch_up only 
 
 import sqlite3
 
+import pytest
+
+from chalicelib.errors import Unavailable
 from chalicelib.ids import RANDOM_BITS, new_id
+from chalicelib.store import search_index
 from chalicelib.store.search_index import SearchIndex
 
 MINUTE = (60 * 1000) << RANDOM_BITS  # one minute of new_id()s
@@ -96,3 +100,50 @@ def test_archived_bodies_are_found_through_their_partial_index_on_both_engines()
             conn.execute(statement)
         plan = " ".join(str(row[-1]) for row in conn.execute("EXPLAIN QUERY PLAN " + ARCHIVED_SINCE, ("",)))
         assert "INDEX messages_by_body_archived" in plan, (engine.__name__, plan)
+
+
+def test_a_new_index_is_built_a_batch_at_a_time_newest_first_and_kept(tmp_path, monkeypatch):
+    """A new replica's index at a million messages took minutes in one transaction: a Lambda killed
+    at its timeout lost it all, and each new container started over. Now each search indexes for
+    BUILD_SECONDS (at least a BATCH), keeps it, and answers 503 with how far it got."""
+    monkeypatch.setattr(search_index, "BATCH", 500)
+    monkeypatch.setattr(search_index, "BUILD_SECONDS", 0)
+    conn = replica(tmp_path)
+    ids = [new_id() for _ in range(1200)]
+    for number, message_id in enumerate(ids):
+        add(conn, message_id, f"note {number}")
+    path = tmp_path / "replica.db.search"
+    for indexed in (500, 1000):
+        with pytest.raises(Unavailable, match=f"being built: {indexed:,} of 1,200 messages") as building:
+            SearchIndex(path).catch_up(conn)  # a new process each time: what the one before committed stays
+        assert building.value.status == 503 and building.value.headers == {"Retry-After": "1"}
+        assert {row[0] for row in sqlite3.connect(path).execute("SELECT id FROM messages")} == set(sorted(ids)[-indexed:])
+    assert SearchIndex(path).catch_up(conn) == 200
+    assert sorted(found(SearchIndex(path), "note")) == sorted(ids)
+
+
+def test_a_batch_ends_early_once_the_search_has_built_for_long_enough(tmp_path, monkeypatch):
+    """A batch of long bodies is slow: past BUILD_SECONDS it stops after the chunk it is on (and keeps it)."""
+    monkeypatch.setattr(search_index, "CHUNK", 100)
+    monkeypatch.setattr(search_index, "BUILD_SECONDS", 0)
+    conn = replica(tmp_path)
+    for number in range(300):
+        add(conn, new_id(), f"note {number}")
+    with pytest.raises(Unavailable, match="being built: 100 of 300 messages"):
+        SearchIndex(tmp_path / "replica.db.search").catch_up(conn)
+
+
+@pytest.mark.parametrize("settings", ["turso"], indirect=True)
+def test_a_search_on_a_replica_whose_index_is_being_built_answers_503_until_it_is(call, project, monkeypatch):
+    monkeypatch.setattr(search_index, "BATCH", 10)
+    monkeypatch.setattr(search_index, "BUILD_SECONDS", 0)
+    for number in range(25):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"deploy {number}", body_md="b")
+    answers = []
+    for _ in range(5):
+        try:
+            answers.append(len(call("search_messages", project_key=project, query="deploy", limit=50)["results"]))
+            break
+        except Unavailable as building:
+            answers.append(building.message.split(": ")[1].split(" messages")[0])
+    assert answers == ["10 of 25", "20 of 25", 25], answers

@@ -13,13 +13,21 @@ re-indexing the bodies archived lately; then, if the sets of ids differ (a count
 checksum of the ids), indexing the ids it lacks: the recent ones (ids are time-ordered; a
 window covers messages that other replicas pushed late), and, if they still differ, comparing
 every id, which also drops purged ones.
+
+Indexing is bounded per search: a new replica's index of a million messages takes minutes (over
+a Lambda's timeout, and in one transaction it was lost with the killed process, so every new
+container started over and never searched). So it is committed BATCH messages at a time, newest
+first, and a search that has indexed for BUILD_SECONDS with more to go answers 503 (how far it
+got, retry): each search builds on what the earlier ones kept.
 """
 
 import os
 import sqlite3
 from contextlib import contextmanager, suppress
+from time import monotonic
 
 from .. import clock
+from ..errors import Unavailable
 
 from .db import placeholders, transaction
 from ..ids import RANDOM_BITS
@@ -43,6 +51,8 @@ FINGERPRINT = "SELECT count(*), coalesce(sum(id & 16777215), 0) FROM messages"
 LATE_WINDOW_SECONDS = 15 * 60
 LATE_WINDOW_IDS = (15 * 60 * 1000) << RANDOM_BITS  # ids made in the 15 minutes before the newest indexed
 CHUNK = 500
+BATCH = 10_000  # messages indexed in one transaction: kept if the process is stopped after it
+BUILD_SECONDS = 5.0  # of indexing in one search (after at least one batch), whose budget starts after
 
 # Bodies retention archived after a time, through the partial index messages_by_body_archived
 # (migration 0023): Turso's planner takes a partial index only when the query states its WHERE.
@@ -73,17 +83,19 @@ class SearchIndex:
             empty.close()
 
     def catch_up(self, replica) -> int:
-        """Index the replica's messages this index lacks (and drop purged ones); how many were added."""
+        """Index the replica's messages this index lacks (and drop purged ones); how many were
+        added. Unavailable (503) once it has indexed for BUILD_SECONDS with more to go (it keeps what it did)."""
+        deadline = monotonic() + BUILD_SECONDS
         self._archive_bodies(replica)
         theirs = tuple(replica.execute(FINGERPRINT).fetchone())
         if tuple(self.conn.execute(FINGERPRINT).fetchone()) == theirs:
             return 0
         (newest,) = self.conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
         recent = [row[0] for row in replica.execute("SELECT id FROM messages WHERE id > ?", (newest - LATE_WINDOW_IDS,))]
-        added = self._add(replica, recent)
+        added = self._add(replica, recent, deadline, theirs[0])
         if tuple(self.conn.execute(FINGERPRINT).fetchone()) != theirs:
             every = [row[0] for row in replica.execute("SELECT id FROM messages")]
-            added += self._add(replica, every)
+            added += self._add(replica, every, deadline, theirs[0])
             self._drop_all_but(set(every))
         return added
 
@@ -123,15 +135,35 @@ class SearchIndex:
             raise
         self.conn.execute("COMMIT")
 
-    def _add(self, replica, ids: list[int]) -> int:
-        """Index those of `ids` not indexed yet."""
-        known = set()
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            known.update(row[0] for row in self.conn.execute(f"SELECT id FROM messages WHERE id IN ({placeholders(chunk)})", chunk))
-        missing = [message_id for message_id in ids if message_id not in known]
+    def _add(self, replica, ids: list[int], deadline: float, total: int) -> int:
+        """Index those of `ids` not indexed yet, newest first, a BATCH per transaction, until
+        `deadline` (then Unavailable, `total` being the replica's count of messages)."""
+        if not ids:
+            return 0
+        # One range scan (a rowid table): a new index's each search went through a million ids 500 at a time.
+        known = {row[0] for row in self.conn.execute("SELECT id FROM messages WHERE id >= ?", (min(ids),))}
+        missing = sorted((message_id for message_id in ids if message_id not in known), reverse=True)
+        done = 0
+        while done < len(missing):
+            if done and monotonic() > deadline:
+                raise self._building(total)
+            done += self._add_batch(replica, missing[done : done + BATCH], deadline)
+        return len(missing)
+
+    def _building(self, total: int) -> Unavailable:
+        (indexed,) = self.conn.execute("SELECT count(*) FROM messages").fetchone()
+        error = Unavailable(f"This server's search index is being built: {indexed:,} of {total:,} messages so far, the newest"
+                            " first.", "Retry the search in a moment: each one builds more of it. The other tools work meanwhile.")
+        error.headers = {"Retry-After": "1"}
+        return error
+
+    def _add_batch(self, replica, missing: list[int], deadline: float) -> int:
+        """Index `missing` in one transaction, ended early (CHUNK messages past `deadline`: long
+        bodies make a batch slow); how many it indexed."""
         with self._transaction():
             for start in range(0, len(missing), CHUNK):
+                if start and monotonic() > deadline:
+                    return start
                 chunk = missing[start : start + CHUNK]
                 rows = replica.execute(
                     f"SELECT {MESSAGE_COLUMNS}, subject, body_md FROM messages WHERE id IN ({placeholders(chunk)})", chunk

@@ -1,0 +1,44 @@
+"""A new replica's search sidecar (store/search_index.py) built as searches build it: catch_up
+called again and again until it answers, each call's time printed, and the whole.
+
+    .venv/bin/python bench/sidecar_build.py [--db /work/tmp/s9/scale/scale-1000000.db] [--tree .]
+
+--tree: the checkout whose chalicelib to run (another tree gives before/after in one run).
+"""
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", type=Path, default=Path("/work/tmp/s9/scale/scale-1000000.db"))
+    parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent)
+    options = parser.parse_args()
+    sys.path.insert(0, str(options.tree.resolve()))
+    from chalicelib.errors import Unavailable
+    from chalicelib.store.search_index import SearchIndex, fts_segments
+
+    source = sqlite3.connect(f"file:{options.db}?mode=ro", uri=True)
+    with tempfile.TemporaryDirectory() as directory:
+        index, calls, started = SearchIndex(Path(directory) / "replica.search"), [], time.monotonic()
+        while True:
+            began = time.monotonic()
+            try:
+                index.catch_up(source)
+            except Unavailable as building:
+                calls.append(time.monotonic() - began)
+                print(f"  call {len(calls)}: {calls[-1]:.1f} s, {building.message}", flush=True)
+                continue
+            calls.append(time.monotonic() - began)
+            break
+        print(f"{options.tree}: {len(calls)} calls, longest {max(calls):.1f} s, {time.monotonic() - started:.1f} s in all,"
+              f" {fts_segments(index.conn)} segments")
+
+
+if __name__ == "__main__":
+    main()
