@@ -131,6 +131,13 @@ def test_every_function_has_its_memory_and_timeout(template, stage, monkeypatch,
         assert packaged == {(config["lambda_memory_size"], config["lambda_timeout"]) for config in configured.values()}
 
 
+def test_every_function_has_room_in_tmp_for_its_replica(template):
+    """Lambda's /tmp is 512 MB unless set: a replica and its search index of ~50,000 messages filled it."""
+    assert {name: props.get("EphemeralStorage") for name, props in functions(template).items()} == dict.fromkeys(
+        ["APIHandler", "Mcp", "ArchiveWorker", "ArchiveSweep", "Retention"], {"Size": {"Ref": "TmpStorageMB"}})
+    assert template["Parameters"]["TmpStorageMB"]["Default"] == 10240
+
+
 @pytest.mark.parametrize("stage", sorted(CHALICE_CONFIG["stages"]))
 def test_stage_settings_are_valid(stage, monkeypatch):
     """A value the app refuses (ALLOWED_HOSTS is a JSON list) would fail every cold start."""
