@@ -52,7 +52,7 @@ LATE_WINDOW_SECONDS = 15 * 60
 LATE_WINDOW_IDS = (15 * 60 * 1000) << RANDOM_BITS  # ids made in the 15 minutes before the newest indexed
 CHUNK = 500
 BATCH = 10_000  # messages indexed in one transaction: kept if the process is stopped after it
-BUILD_SECONDS = 5.0  # of indexing in one search (after at least one batch), whose budget starts after
+BUILD_SECONDS = 5.0  # of indexing in one search (at least a CHUNK), before its own budget (SEARCH_TIMEOUT_MS) starts
 
 # Bodies retention archived after a time, through the partial index messages_by_body_archived
 # (migration 0023): Turso's planner takes a partial index only when the query states its WHERE.
