@@ -325,15 +325,31 @@ async def run_tool(tool: Tool, arguments: Any, settings: Settings, principal: au
         return True, orjson.dumps(internal_error().to_dict())
 
 
+def _refused(exc: BaseException | None) -> Unavailable | None:
+    """SQLITE_BUSY after the busy timeout, or a full disk, as a 503 with a hint, not a 500: neither
+    is the request's doing, and the call stored nothing (its statement or transaction rolled
+    back). None for any other exception."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    if "locked" in str(exc) or "busy" in str(exc):
+        return Unavailable("The database is busy.", "Retry in a moment.")
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+        log.error("the database's disk is full (%s): writes fail until space is freed", exc)
+        return Unavailable("The server's disk is full: nothing of this call was stored.",
+                           "Retry later, and tell the operator to free space on the database's disk"
+                           " (python -m chalicelib doctor shows it). Reads work meanwhile.")
+    return None
+
+
 class _busy_is_unavailable:
-    """SQLITE_BUSY after the busy timeout → 503 with a retry hint, not a 500."""
+    """_refused's 503 for what the block raises."""
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, exc, tb):
-        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
-            raise Unavailable("The database is busy.", "Retry in a moment.") from exc
+        if (refusal := _refused(exc)) is not None:
+            raise refusal from exc
 
 
 class Writer:
@@ -370,6 +386,8 @@ class Writer:
                 with transaction(conn, write=True):
                     for tool, args, principal, _ in batch:
                         outcomes.append(_in_savepoint(conn, tool, args, self.settings, principal))
+                        if not conn.in_transaction:  # SQLite ended the batch's transaction (a full disk may): all of it is gone
+                            raise outcomes[-1][1] or sqlite3.OperationalError("the transaction ended before its COMMIT")
                 _committed(self.settings)
                 outcomes = [_settled(conn, tool, args, outcome) for (tool, args, _, _), outcome in zip(batch, outcomes)]
         except Exception as exc:  # the COMMIT (or BEGIN, or push) failed: nothing in the batch was acknowledged
@@ -417,7 +435,7 @@ def _in_savepoint(
         with savepoint(conn, "tool"):
             return run(conn, tool, args, settings, principal), None
     except Exception as exc:
-        return None, exc
+        return None, _refused(exc) or exc
 
 
 _writers = OnePerKey(Writer)

@@ -95,7 +95,8 @@ class transaction:
             self.conn.execute("ROLLBACK")
             raise
         else:
-            self.conn.execute("ROLLBACK" if kind else "COMMIT")
+            if not kind or self.conn.in_transaction:  # SQLite may have rolled it back already (a full disk)
+                self.conn.execute("ROLLBACK" if kind else "COMMIT")
         finally:
             upkeep.end(self.upkeep)
         if not kind and hasattr(self.conn, "replica"):

@@ -1,0 +1,75 @@
+"""A batch of writes is one transaction (invoke.Writer): what one write does to that transaction
+must not cost another write its acknowledgement. SQLite may end the whole transaction when a
+statement fails on a full disk (SQLITE_FULL, also IOERR and NOMEM: "it might be necessary for
+SQLite to rollback and cancel the entire transaction"); the write after it then began a new one
+of its own, which its savepoint's release committed, while the batch answered every write with a
+500. Real SQLite file, the writer's own commit of one batch."""
+
+import asyncio
+import dataclasses
+import sqlite3
+
+from chalicelib import invoke
+from chalicelib.errors import Unavailable
+from chalicelib.security import auth
+from chalicelib.store import db
+from chalicelib.tools import tools_by_name
+
+TOOLS = tools_by_name()
+
+
+def commit_one_batch(settings, jobs: list) -> list:
+    """The outcomes (outputs or exceptions) of the (tool, arguments) jobs committed as one batch."""
+    async def run():
+        loop = asyncio.get_running_loop()
+        batch = [(tool, invoke.parse(tool, arguments), auth.OPERATOR, loop.create_future()) for tool, arguments in jobs]
+        await asyncio.to_thread(invoke._writer(settings)._commit, batch)
+        return await asyncio.gather(*(job[3] for job in batch), return_exceptions=True)
+
+    return asyncio.run(run())
+
+
+def failing(handler):
+    return dataclasses.replace(TOOLS["send_message"], handler=handler)
+
+
+def mail(project, subject):
+    return {"project_key": project, "sender_name": "BlueLake", "to": ["GreenCastle"], "subject": subject, "body_md": "b"}
+
+
+def subjects(settings) -> set[str]:
+    return {row[0] for row in sqlite3.connect(settings.database_path).execute("SELECT subject FROM messages")}
+
+
+def test_a_write_that_fills_the_disk_fails_its_batch_whole_and_stores_nothing(settings, call, project, monkeypatch):
+    """A real SQLITE_FULL: the database may grow by 40 pages (PRAGMA max_page_count, on each new
+    connection), and the middle write's body needs more. SQLite then ends the whole transaction."""
+    room = sqlite3.connect(settings.database_path).execute("PRAGMA page_count").fetchone()[0] + 40
+
+    def connect_with_little_room(settings):
+        conn = real_connect(settings)
+        conn.execute(f"PRAGMA max_page_count = {room}")
+        return conn
+
+    real_connect = db.connect
+    monkeypatch.setattr(db, "connect", connect_with_little_room)
+    db._pools.pop(settings.database_url, None)  # the pool's connections were opened without the limit
+    send = TOOLS["send_message"]
+    outcomes = commit_one_batch(settings, [(send, mail(project, "before")), (send, mail(project, "large") | {"body_md": "x" * 250_000}),
+                                           (send, mail(project, "after"))])
+    assert subjects(settings) == set()  # as when a batch's COMMIT fails: none of it stands, none acknowledged
+    assert all(isinstance(outcome, Unavailable) and "disk is full" in outcome.message for outcome in outcomes), outcomes
+
+
+def test_a_write_that_fails_on_a_full_disk_alone_answers_503_and_the_others_stand(settings, call, project):
+    """SQLite may undo just the statement (a handler raising its error stands for that here): that
+    write fails (503, not a 500), the batch goes on."""
+    def full_statement(conn, args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    send = TOOLS["send_message"]
+    before, failed, after = commit_one_batch(settings, [(send, mail(project, "before")),
+                                                        (failing(full_statement), mail(project, "failed")),
+                                                        (send, mail(project, "after"))])
+    assert (before.message.subject, after.message.subject) == ("before", "after") and subjects(settings) == {"before", "after"}
+    assert isinstance(failed, Unavailable) and failed.status == 503 and "disk is full" in failed.message
