@@ -135,7 +135,7 @@ def _prepare(work, tool: Tool, args: Input, settings: Settings, principal: auth.
     """A write's preparation (Tool.prepare) once the call is admitted, in a read transaction (the
     write checks all again); on a replica, on data as fresh as the write's."""
     def once(fresh: bool) -> None:
-        with _busy_is_unavailable(), connection(settings, fresh=fresh) as conn, transaction(conn, write=False):
+        with _busy_or_full_is_unavailable(), connection(settings, fresh=fresh) as conn, transaction(conn, write=False):
             admitted(conn, tool, args, settings, principal)  # a call it may not make does no work
             work(conn)
 
@@ -199,7 +199,7 @@ def decides_on_fresh_data(tool: Tool, args: Input) -> bool:
 
 
 def _run_once(tool: Tool, args: Input, settings: Settings, principal: auth.Principal, fresh: bool) -> Output:
-    with _busy_is_unavailable(), connection(settings, fresh=fresh) as conn:
+    with _busy_or_full_is_unavailable(), connection(settings, fresh=fresh) as conn:
         try:
             with transaction(conn, write=not (tool.read_only or tool.writes_files)):
                 result = run(conn, tool, args, settings, principal)
@@ -341,7 +341,7 @@ def _refused(exc: BaseException | None) -> Unavailable | None:
     return None
 
 
-class _busy_is_unavailable:
+class _busy_or_full_is_unavailable:
     """_refused's 503 for what the block raises."""
 
     def __enter__(self):
@@ -382,7 +382,7 @@ class Writer:
         started = time.monotonic()
         try:
             fresh = fresh or any(decides_on_fresh_data(tool, args) for tool, args, _, _ in batch)
-            with _busy_is_unavailable(), connection(self.settings, fresh=fresh) as conn:
+            with _busy_or_full_is_unavailable(), connection(self.settings, fresh=fresh) as conn:
                 with transaction(conn, write=True):
                     for tool, args, principal, _ in batch:
                         outcomes.append(_in_savepoint(conn, tool, args, self.settings, principal))

@@ -98,9 +98,9 @@ class savepoint:
         return self.conn
 
     def __exit__(self, kind, exc, tb) -> None:
-        if kind is not None and not self.conn.in_transaction:
-            return  # SQLite ended the whole transaction (a full disk may): no savepoint is left to undo
         if kind is not None:
+            if not self.conn.in_transaction:
+                return  # SQLite ended the whole transaction (a full disk may): no savepoint is left to undo
             self.conn.execute(f"ROLLBACK TO {self.name}")
             if self.upkeep is not None:
                 del self.upkeep.items[self.mark:]
