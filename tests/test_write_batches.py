@@ -9,10 +9,12 @@ import asyncio
 import dataclasses
 import sqlite3
 
+import pytest
+
 from chalicelib import invoke
 from chalicelib.errors import Unavailable
 from chalicelib.security import auth
-from chalicelib.store import db
+from chalicelib.store import db, upkeep
 from chalicelib.tools import tools_by_name
 
 TOOLS = tools_by_name()
@@ -73,3 +75,17 @@ def test_a_write_that_fails_on_a_full_disk_alone_answers_503_and_the_others_stan
                                                         (send, mail(project, "after"))])
     assert (before.message.subject, after.message.subject) == ("before", "after") and subjects(settings) == {"before", "after"}
     assert isinstance(failed, Unavailable) and failed.status == 503 and "disk is full" in failed.message
+
+
+def test_a_full_disk_while_a_write_applies_its_counts_answers_503(settings, call, project, monkeypatch):
+    """The counts a write defers are applied before its COMMIT (store/upkeep.py). A full disk there
+    may end the transaction too: its ROLLBACK then failed ("no transaction is active"), and that
+    error, a 500, hid the one that said why."""
+    def apply_on_a_full_disk(conn):
+        conn.execute("ROLLBACK")
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(upkeep, "apply", apply_on_a_full_disk)
+    with pytest.raises(Unavailable, match="disk is full"):
+        call("send_message", **mail(project, "counted"))
+    assert subjects(settings) == set()

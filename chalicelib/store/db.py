@@ -92,10 +92,11 @@ class transaction:
             if not kind:
                 upkeep.apply(self.conn)
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite may have rolled it back already (a full disk)
+                self.conn.execute("ROLLBACK")
             raise
         else:
-            if not kind or self.conn.in_transaction:  # SQLite may have rolled it back already (a full disk)
+            if not kind or self.conn.in_transaction:
                 self.conn.execute("ROLLBACK" if kind else "COMMIT")
         finally:
             upkeep.end(self.upkeep)
