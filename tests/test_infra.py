@@ -132,7 +132,7 @@ def test_every_function_has_its_memory_and_timeout(template, stage, monkeypatch,
 
 
 def test_every_function_has_room_in_tmp_for_its_replica(template):
-    """Lambda's /tmp is 512 MB unless set: a replica and its search index of ~50,000 messages filled it."""
+    """Lambda's /tmp is 512 MB unless set: a replica and its search index of ~65,000 messages filled it."""
     assert {name: props.get("EphemeralStorage") for name, props in functions(template).items()} == dict.fromkeys(
         ["APIHandler", "Mcp", "ArchiveWorker", "ArchiveSweep", "Retention"], {"Size": {"Ref": "TmpStorageMB"}})
     assert template["Parameters"]["TmpStorageMB"]["Default"] == 10240
