@@ -147,3 +147,15 @@ def test_a_search_on_a_replica_whose_index_is_being_built_answers_503_until_it_i
         except Unavailable as building:
             answers.append(building.message.split(": ")[1].split(" messages")[0])
     assert answers == ["10 of 25", "20 of 25", 25], answers
+
+
+def test_a_full_disk_while_indexing_says_so(tmp_path):
+    """SQLite may end the transaction itself on a full disk: the index's ROLLBACK then failed, and
+    its error ("no transaction is active") hid the one that said why (a search answers 503 for it)."""
+    conn = replica(tmp_path)
+    for number in range(200):
+        add(conn, new_id(), f"note {number} " + "word " * 400)
+    index = SearchIndex(tmp_path / "replica.db.search")
+    index.conn.execute(f"PRAGMA max_page_count = {index.conn.execute('PRAGMA page_count').fetchone()[0] + 20}")
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        index.catch_up(conn)

@@ -86,7 +86,8 @@ class transaction:
 
     def __exit__(self, kind, exc, tb) -> None:
         if not self.write:
-            self.conn.execute("ROLLBACK" if kind else "COMMIT")
+            if not kind or self.conn.in_transaction:  # (an error may have ended it: see below)
+                self.conn.execute("ROLLBACK" if kind else "COMMIT")
             return
         try:
             if not kind:
