@@ -325,19 +325,27 @@ async def run_tool(tool: Tool, arguments: Any, settings: Settings, principal: au
         return True, orjson.dumps(internal_error().to_dict())
 
 
+# What the server's disk or database file refuses, by SQLite's primary result code: why, for the answer.
+_CANNOT_STORE = {sqlite3.SQLITE_FULL: "its disk is full", sqlite3.SQLITE_READONLY: "its database is read-only",
+                 sqlite3.SQLITE_IOERR: "its disk failed to read or write"}
+
+
 def _refused(exc: BaseException | None) -> Unavailable | None:
-    """SQLITE_BUSY after the busy timeout, or a full disk, as a 503 with a hint, not a 500: neither
-    is the request's doing, and the call stored nothing (its statement or transaction rolled
-    back). None for any other exception."""
+    """SQLITE_BUSY after the busy timeout, a full disk, a read-only database file or a disk error,
+    as a 503 with a hint, not a 500: none is the request's doing, and the call stored nothing (its
+    statement or transaction rolled back). None for any other exception."""
     if not isinstance(exc, sqlite3.OperationalError):
         return None
     if "locked" in str(exc) or "busy" in str(exc):
         return Unavailable("The database is busy.", "Retry in a moment.")
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
-        log.error("the database's disk is full (%s): writes fail until space is freed", exc)
-        return Unavailable("The server's disk is full: nothing of this call was stored.",
-                           "Retry later, and tell the operator to free space on the database's disk"
-                           " (python -m chalicelib doctor shows it). Reads work meanwhile.")
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if "disk is full" in str(exc):  # (Turso's engine gives no code)
+        code = sqlite3.SQLITE_FULL
+    if code in _CANNOT_STORE:
+        log.error("the server cannot write its database (%s): writes fail until an operator mends it", exc)
+        return Unavailable(f"The server cannot store this call: {_CANNOT_STORE[code]}. Nothing of it was stored.",
+                           "Retry later, and tell the operator (python -m chalicelib doctor says what to mend)."
+                           " Reads work meanwhile.")
     return None
 
 

@@ -43,19 +43,23 @@ def subjects(settings) -> set[str]:
     return {row[0] for row in sqlite3.connect(settings.database_path).execute("SELECT subject FROM messages")}
 
 
-def test_a_write_that_fills_the_disk_fails_its_batch_whole_and_stores_nothing(settings, call, project, monkeypatch):
-    """A real SQLITE_FULL: the database may grow by 40 pages (PRAGMA max_page_count, on each new
-    connection), and the middle write's body needs more. SQLite then ends the whole transaction."""
-    room = sqlite3.connect(settings.database_path).execute("PRAGMA page_count").fetchone()[0] + 40
-
-    def connect_with_little_room(settings):
+def connections_with(pragma: str, settings, monkeypatch) -> None:
+    """Every connection the server opens from now on runs `pragma` first (the pool's are dropped)."""
+    def connect(settings):
         conn = real_connect(settings)
-        conn.execute(f"PRAGMA max_page_count = {room}")
+        conn.execute(f"PRAGMA {pragma}")
         return conn
 
     real_connect = db.connect
-    monkeypatch.setattr(db, "connect", connect_with_little_room)
-    db._pools.pop(settings.database_url, None)  # the pool's connections were opened without the limit
+    monkeypatch.setattr(db, "connect", connect)
+    db._pools.pop(settings.database_url, None)
+
+
+def test_a_write_that_fills_the_disk_fails_its_batch_whole_and_stores_nothing(settings, call, project, monkeypatch):
+    """A real SQLITE_FULL: the database may grow by 40 pages (PRAGMA max_page_count), and the
+    middle write's body needs more. SQLite then ends the whole transaction."""
+    room = sqlite3.connect(settings.database_path).execute("PRAGMA page_count").fetchone()[0] + 40
+    connections_with(f"max_page_count = {room}", settings, monkeypatch)
     send = TOOLS["send_message"]
     outcomes = commit_one_batch(settings, [(send, mail(project, "before")), (send, mail(project, "large") | {"body_md": "x" * 250_000}),
                                            (send, mail(project, "after"))])
@@ -89,3 +93,11 @@ def test_a_full_disk_while_a_write_applies_its_counts_answers_503(settings, call
     with pytest.raises(Unavailable, match="disk is full"):
         call("send_message", **mail(project, "counted"))
     assert subjects(settings) == set()
+
+
+def test_a_database_that_cannot_be_written_answers_503(settings, call, project, monkeypatch):
+    """A real SQLITE_READONLY (PRAGMA query_only): a write answered a 500."""
+    connections_with("query_only = 1", settings, monkeypatch)
+    with pytest.raises(Unavailable, match="its database is read-only. Nothing of it was stored"):
+        call("send_message", **mail(project, "refused"))
+    assert call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"] == []  # reads work
