@@ -334,7 +334,7 @@ def _refused(exc: BaseException | None) -> Unavailable | None:
     """SQLITE_BUSY after the busy timeout, a full disk, a read-only database file or a disk error,
     as a 503 with a hint, not a 500: none is the request's doing, and the call stored nothing (its
     statement or transaction rolled back). None for any other exception."""
-    if not isinstance(exc, sqlite3.OperationalError):
+    if type(exc).__name__ != "OperationalError":  # sqlite3's, or pyturso's on a replica (no subclass of it)
         return None
     if "locked" in str(exc) or "busy" in str(exc):
         return Unavailable("The database is busy.", "Retry in a moment.")

@@ -14,7 +14,7 @@ import pytest
 from chalicelib import invoke
 from chalicelib.errors import Unavailable
 from chalicelib.security import auth
-from chalicelib.store import db, upkeep
+from chalicelib.store import db, replica, upkeep
 from chalicelib.tools import tools_by_name
 
 TOOLS = tools_by_name()
@@ -101,3 +101,22 @@ def test_a_database_that_cannot_be_written_answers_503(settings, call, project, 
     with pytest.raises(Unavailable, match="its database is read-only. Nothing of it was stored"):
         call("send_message", **mail(project, "refused"))
     assert call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"] == []  # reads work
+
+
+@pytest.mark.parametrize("settings", ["turso"], indirect=True)
+def test_a_replica_whose_disk_is_full_answers_503_and_stores_nothing(settings, call, project, monkeypatch):
+    """pyturso's errors are not sqlite3's: on a replica a full disk was a 500."""
+    open_replica = replica.Replica._open
+
+    def opened_with_little_room(self):
+        conn = open_replica(self)
+        room = conn.execute("PRAGMA page_count").fetchone()[0] + 40
+        conn.execute(f"PRAGMA max_page_count = {room}").fetchall()  # (pyturso runs a pragma once its rows are read)
+        return conn
+
+    monkeypatch.setattr(replica.Replica, "_open", opened_with_little_room)
+    replica._replicas.forget(settings.database_url).conn.close()  # opened again, with the limit
+    with pytest.raises(Unavailable, match="its disk is full. Nothing of it was stored"):
+        call("send_message", **mail(project, "large") | {"body_md": "x" * 250_000})
+    assert call("send_message", **mail(project, "small"))["message"]["subject"] == "small"  # the next write goes on
+    assert [m["subject"] for m in call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"]] == ["small"]
