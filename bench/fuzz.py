@@ -52,8 +52,10 @@ def seed(url: str) -> dict:
     call("ensure_product", product_key="fuzzp")
     call("products_link", product_key="fuzzp", project_key="fuzz")
     call("acquire_build_slot", project_key="fuzz", agent_name="BlueLake", slot="ci")
-    sent = call("send_message", project_key="fuzz", sender_name="BlueLake", to=["GreenCastle"], subject="log", body_md="attached",
-                thread_id="T0", attachments=[{"name": "x.txt", "content_base64": base64.b64encode(b"x").decode()}])
+    # To BlueLake, which the bodies and queries act as: it may read, acknowledge and fetch the attachment.
+    sent = call("send_message", project_key="fuzz", sender_name="GreenCastle", to=["BlueLake"], subject="log", body_md="attached",
+                thread_id="T0", ack_required=True, attachments=[{"name": "x.txt", "content_base64": base64.b64encode(b"x").decode()}])
+    call("request_contact", project_key="fuzz", agent_name="GreenCastle", to_agent="BlueLake")  # for respond_contact
     return {"project_key": "fuzz", "agent_name": "BlueLake", "sender_name": "BlueLake", "product_key": "fuzzp",
             "to": ["GreenCastle"], "cc": ["BlueLake"], "bcc": [], "target": "GreenCastle", "to_agent": "GreenCastle",
             "from_agent": "GreenCastle", "thread_id": "T0", "slot": "ci", "message_id": sent["message"]["id"],
