@@ -3,7 +3,7 @@ is resumed: a real `tursodb --sync-server` on 127.0.0.1 filled with `--rows` row
 a fresh replica (pyturso's turso.sync.connect) bootstrapped whole, then bootstraps killed after
 `--cut` seconds, twice, and one let finish.
 
-    .venv/bin/python bench/replica_bootstrap.py [--rows 300000] [--cut 4]
+    .venv/bin/python bench/replica_bootstrap.py [--rows 300000] [--cut 4] [--pull-bytes 67108864]
 
 A Lambda container bootstraps its replica at its first call (store/replica.py): past the
 function's timeout that call is killed, and what the next one finds decides whether the
@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.turso import turso_server  # noqa: E402
 
-BOOTSTRAP = "import sys, turso.sync; turso.sync.connect(sys.argv[1], sys.argv[2]).execute('SELECT count(*) FROM msgs').fetchone()"
+BOOTSTRAP = ("import sys, turso.sync; turso.sync.connect(sys.argv[1], sys.argv[2], pull_bytes_threshold=int(sys.argv[3]) or None)"
+             ".execute('SELECT count(*) FROM msgs').fetchone()")
 
 
 def fill(url: str, path: Path, rows: int) -> None:
@@ -39,11 +40,11 @@ def fill(url: str, path: Path, rows: int) -> None:
         conn.push()
 
 
-def bootstrap(url: str, path: Path, cut: float | None) -> tuple[float, bool]:
+def bootstrap(url: str, path: Path, cut: float | None, pull_bytes: int = 0) -> tuple[float, bool]:
     """(seconds, finished) of one bootstrap into `path`, killed after `cut` seconds if given."""
     started = time.monotonic()
     try:
-        subprocess.run([sys.executable, "-c", BOOTSTRAP, str(path), url], check=True, timeout=cut)
+        subprocess.run([sys.executable, "-c", BOOTSTRAP, str(path), url, str(pull_bytes)], check=True, timeout=cut)
         return time.monotonic() - started, True
     except subprocess.TimeoutExpired:
         return time.monotonic() - started, False
@@ -57,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--cut", type=float, default=4.0)
+    parser.add_argument("--pull-bytes", type=int, default=0, help="pyturso's pull_bytes_threshold for the cut bootstraps")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory, turso_server(Path(directory) / "primary") as primary:
         started = time.monotonic()
@@ -70,11 +72,11 @@ def main() -> None:
         cut = Path(directory) / "cut" / "replica.db"
         cut.parent.mkdir()
         for attempt in (1, 2):
-            seconds, finished = bootstrap(primary.url, cut, options.cut)
+            seconds, finished = bootstrap(primary.url, cut, options.cut, options.pull_bytes)
             print(f"bootstrap {attempt} killed after {seconds:.1f} s: {on_disk(cut) / 2**20:,.0f} MiB on disk" if not finished
                   else f"bootstrap {attempt} finished in {seconds:.1f} s")
-        seconds, _ = bootstrap(primary.url, cut, None)
-        print(f"then one let finish: {seconds:.1f} s (a whole one: {warm:.1f} s; as long: nothing was resumed)")
+        seconds, _ = bootstrap(primary.url, cut, None, options.pull_bytes)
+        print(f"then one let finish: {seconds:.1f} s (a whole one: {warm:.1f} s)")
 
 
 if __name__ == "__main__":
