@@ -86,23 +86,33 @@ class transaction:
 
     def __exit__(self, kind, exc, tb) -> None:
         if not self.write:
-            if not kind or self.conn.in_transaction:  # (an error may have ended it: see below)
-                self.conn.execute("ROLLBACK" if kind else "COMMIT")
+            self._end(kind)
             return
         try:
             if not kind:
                 upkeep.apply(self.conn)
         except BaseException:
-            if self.conn.in_transaction:  # SQLite may have rolled it back already (a full disk)
-                self.conn.execute("ROLLBACK")
+            rollback(self.conn)
             raise
         else:
-            if not kind or self.conn.in_transaction:
-                self.conn.execute("ROLLBACK" if kind else "COMMIT")
+            self._end(kind)
         finally:
             upkeep.end(self.upkeep)
         if not kind and hasattr(self.conn, "replica"):
             self.conn.replica.push()
+
+    def _end(self, failed) -> None:
+        if failed:
+            rollback(self.conn)
+        else:
+            self.conn.execute("COMMIT")
+
+
+def rollback(conn) -> None:
+    """ROLLBACK, unless SQLite already ended the transaction itself (it may on a full disk, and
+    then a ROLLBACK's "no transaction is active" would hide the error that says why)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def refresh(conn) -> None:

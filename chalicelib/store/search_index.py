@@ -29,7 +29,7 @@ from time import monotonic
 from .. import clock
 from ..errors import Unavailable
 
-from .db import placeholders, transaction
+from .db import placeholders, rollback, transaction
 from ..ids import RANDOM_BITS
 from .per_process import OnePerKey
 
@@ -131,8 +131,7 @@ class SearchIndex:
         try:
             yield
         except BaseException:
-            if self.conn.in_transaction:  # SQLite may have ended it already (a full disk)
-                self.conn.execute("ROLLBACK")
+            rollback(self.conn)
             raise
         self.conn.execute("COMMIT")
 
