@@ -120,3 +120,19 @@ def test_a_replica_whose_disk_is_full_answers_503_and_stores_nothing(settings, c
         call("send_message", **mail(project, "large") | {"body_md": "x" * 250_000})
     assert call("send_message", **mail(project, "small"))["message"]["subject"] == "small"  # the next write goes on
     assert [m["subject"] for m in call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"]] == ["small"]
+
+
+def test_a_database_that_refuses_every_write_logs_a_line_a_while_not_one_a_call(settings, call, project, monkeypatch, caplog):
+    """Each refused write logged an error: thousands of lines a second, on a disk that may be the full one."""
+    connections_with("query_only = 1", settings, monkeypatch)
+    monkeypatch.setattr(invoke, "_refusals", invoke._Refusals())
+    for number in range(20):
+        with pytest.raises(Unavailable):
+            call("send_message", **mail(project, f"refused {number}"))
+    lines = [record.getMessage() for record in caplog.records if "cannot write its database" in record.getMessage()]
+    assert len(lines) == 1 and "1 call(s) refused since the last such line" in lines[0], lines
+    monkeypatch.setattr(invoke, "CANNOT_STORE_LOG_SECONDS", 0)
+    with pytest.raises(Unavailable):
+        call("send_message", **mail(project, "refused again"))
+    lines = [record.getMessage() for record in caplog.records if "cannot write its database" in record.getMessage()]
+    assert len(lines) == 2 and "20 call(s) refused since the last such line" in lines[1], lines  # the 19 unlogged, and this one
