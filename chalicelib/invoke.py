@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from .ops import logs, metrics
+from .ops import logs, metrics, refusals
 from .security import agent_tokens, auth, scopes
 from .config import Settings
 from .store import idempotency, wakeup
@@ -328,28 +328,6 @@ async def run_tool(tool: Tool, arguments: Any, settings: Settings, principal: au
 # What the server's disk or database file refuses, by SQLite's primary result code: why, for the answer.
 _CANNOT_STORE = {sqlite3.SQLITE_FULL: "its disk is full", sqlite3.SQLITE_READONLY: "its database is read-only",
                  sqlite3.SQLITE_IOERR: "its disk failed to read or write"}
-CANNOT_STORE_LOG_SECONDS = 10.0  # one error line a while for those refusals, not one a call: a flood could fill the disk too
-
-
-class _Refusals:
-    """How many calls the database refused since the last error line about it (safe to lose)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.logged_at = float("-inf")
-        self.unlogged = 0
-
-    def note(self, exc: BaseException) -> None:
-        with self.lock:
-            self.unlogged += 1
-            if time.monotonic() - self.logged_at < CANNOT_STORE_LOG_SECONDS:
-                return
-            count, self.unlogged, self.logged_at = self.unlogged, 0, time.monotonic()
-        log.error("the server cannot write its database (%s): %d call(s) refused since the last such line; writes"
-                  " fail until an operator mends it", exc, count)
-
-
-_refusals = _Refusals()
 
 
 def _refused(exc: BaseException | None) -> Unavailable | None:
@@ -364,7 +342,7 @@ def _refused(exc: BaseException | None) -> Unavailable | None:
     if "disk is full" in str(exc):  # (Turso's engine gives no code)
         code = sqlite3.SQLITE_FULL
     if code in _CANNOT_STORE:
-        _refusals.note(exc)
+        refusals.note(exc, _CANNOT_STORE[code])
         return Unavailable(f"The server cannot store this call: {_CANNOT_STORE[code]}. Nothing of it was stored.",
                            "Retry later, and tell the operator (python -m chalicelib doctor says what to mend)."
                            " Reads work meanwhile.")

@@ -13,6 +13,7 @@ import pytest
 
 from chalicelib import invoke
 from chalicelib.errors import Unavailable
+from chalicelib.ops import readiness, refusals
 from chalicelib.security import auth
 from chalicelib.store import db, replica, upkeep
 from chalicelib.tools import tools_by_name
@@ -125,14 +126,31 @@ def test_a_replica_whose_disk_is_full_answers_503_and_stores_nothing(settings, c
 def test_a_database_that_refuses_every_write_logs_a_line_a_while_not_one_a_call(settings, call, project, monkeypatch, caplog):
     """Each refused write logged an error: thousands of lines a second, on a disk that may be the full one."""
     connections_with("query_only = 1", settings, monkeypatch)
-    monkeypatch.setattr(invoke, "_refusals", invoke._Refusals())
+    monkeypatch.setattr(refusals, "_refused", refusals.Refusals())
     for number in range(20):
         with pytest.raises(Unavailable):
             call("send_message", **mail(project, f"refused {number}"))
     lines = [record.getMessage() for record in caplog.records if "cannot write its database" in record.getMessage()]
     assert len(lines) == 1 and "1 call(s) refused since the last such line" in lines[0], lines
-    monkeypatch.setattr(invoke, "CANNOT_STORE_LOG_SECONDS", 0)
+    monkeypatch.setattr(refusals, "LOG_SECONDS", 0)
     with pytest.raises(Unavailable):
         call("send_message", **mail(project, "refused again"))
     lines = [record.getMessage() for record in caplog.records if "cannot write its database" in record.getMessage()]
     assert len(lines) == 2 and "20 call(s) refused since the last such line" in lines[1], lines  # the 19 unlogged, and this one
+
+
+def test_ready_answers_503_for_a_minute_after_the_database_refused_a_write(settings, call, project, monkeypatch):
+    """A full disk still takes BEGIN IMMEDIATE (it writes nothing), so /ready's write probe passed
+    while every write answered 503."""
+    monkeypatch.setattr(refusals, "_refused", refusals.Refusals())
+    assert readiness.report(settings, None)[0] == 200
+    room = sqlite3.connect(settings.database_path).execute("PRAGMA page_count").fetchone()[0] + 40
+    connections_with(f"max_page_count = {room}", settings, monkeypatch)
+    with pytest.raises(Unavailable, match="disk is full"):
+        call("send_message", **mail(project, "large") | {"body_md": "x" * 250_000})
+    status, body = readiness.report(settings, None)
+    assert status == 503 and body["status"] == "unavailable", body
+    assert len(body["problems"]) == 1 and "refused 1 write(s), the latest 0 s ago: its disk is full" in body["problems"][0]
+    monkeypatch.setattr(refusals, "READY_SECONDS", 0)  # a minute without another
+    status, body = readiness.report(settings, None)
+    assert (status, body["problems"]) == (200, [])

@@ -1,7 +1,8 @@
 """Readiness that tells the truth: GET /ready answers 503, with the reasons, when the
-database cannot take a write, migrations are missing, the local archive worker is down, or
-the git archive is stuck (its oldest pending entry older than ARCHIVE_MAX_LAG_SECONDS: a
-worker that hangs, or one starved of CPU for that long). /health stays a cheap liveness check.
+database cannot take a write (or refused one in the last minute: a full disk, ops/refusals.py),
+migrations are missing, the local archive worker is down, or the git archive is stuck (its
+oldest pending entry older than ARCHIVE_MAX_LAG_SECONDS: a worker that hangs, or one starved of
+CPU for that long). /health stays a cheap liveness check.
 
 "Down" is the supervisor's word (its child process is not running, or died within a minute of
 its start and was restarted less than a minute ago: a worker that dies soon after each start
@@ -12,6 +13,7 @@ that shows as lag, and becomes a problem only past the bound.
 
 from ..archive import outbox
 from ..config import Settings
+from . import refusals
 from ..store.db import connection, missing_migrations, transaction, write_probe
 from ..tools.health import HealthCheckInput, health_check
 
@@ -25,6 +27,8 @@ def report(settings: Settings, worker_up: bool | None) -> tuple[int, dict]:
     unwritable = write_probe(settings)
     if unwritable:
         found.append(unwritable)
+    elif refused := refusals.lately():  # a full disk passes the probe: BEGIN IMMEDIATE writes nothing
+        found.append(refused)
     with connection(settings) as conn, transaction(conn, write=False):
         health = health_check(conn, HealthCheckInput()).model_dump()
         missing = missing_migrations(conn)
