@@ -27,6 +27,11 @@ _RESERVED = frozenset(name.lower() for name in OVERSEER_NAMES)
 # person in an archive written before profiles said their kind (archive/render.py, agent_kind).
 OVERSEER_PROFILE = {"program": "human", "model": "human", "task_description": "Human overseer (web UI)"}
 
+# Who may write to an agent of each kind until it chooses (set_contact_policy): a person is open
+# to every agent. A profile names a policy only when it differs (archive/render.py).
+CONTACT_POLICIES = ("open", "auto", "contacts_only", "block_all")
+DEFAULT_CONTACT_POLICY = {"agent": "auto", "human": "open"}
+
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9]{1,63}")
 NAME_RULES = "Agent names are 2-64 letters and digits starting with a letter, e.g. GreenCastle."
 

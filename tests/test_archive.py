@@ -143,10 +143,11 @@ def test_writes_queue_their_archive_entry_in_their_transaction_and_the_worker_co
     with pytest.raises(Exception):  # refused: nothing stored, nothing queued
         call("send_message", project_key=project, sender_name="BlueLake", to=["Nobody"], subject="x", body_md="x")
     rows = outbox_rows(settings)
-    assert [row["kind"] for row in rows] == ["project"] + ["agent"] * 3 + ["message", "reservation", "reservation"]
-    assert call("archive_status")["pending"] == 7
+    # Each profile twice: registered, then its contact policy opened (conftest's project).
+    assert [row["kind"] for row in rows] == ["project"] + ["agent"] * 6 + ["message", "reservation", "reservation"]
+    assert call("archive_status")["pending"] == 10
 
-    assert drain_once(settings, archive) == 7
+    assert drain_once(settings, archive) == 10
     assert {row["state"] for row in outbox_rows(settings)} == {"done"}
     status = call("archive_status", project_key=project)
     assert status["pending"] == 0 and status["last_commit"] == archive.head().decode()
@@ -155,7 +156,8 @@ def test_writes_queue_their_archive_entry_in_their_transaction_and_the_worker_co
     assert sum("/inbox/" in path for path in files) == 2 and sum("/outbox/" in path for path in files) == 1
     reservation = json.loads(next(content for path, content in files.items() if "/file_reservations/" in path))
     assert reservation["path_pattern"] == "src/app.py" and reservation["released_ts"] is not None
-    assert json.loads(files["projects/work-demo/agents/RedStone/profile.json"])["program"] == "claude-code"
+    profile = json.loads(files["projects/work-demo/agents/RedStone/profile.json"])
+    assert (profile["program"], profile["contact_policy"]) == ("claude-code", "open")  # the later entry of the two
     assert archive.commit_count() == 1
 
 
@@ -163,7 +165,7 @@ def test_an_entry_that_cannot_be_written_is_kept_with_its_error_and_does_not_blo
     with db.connection(settings) as conn, db.transaction(conn, write=True):
         outbox.record(conn, "work-demo", "message", 1, {**ENTRY, "sender": "../../escape", "project": "work-demo"})
     call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Hi", body_md="x")
-    assert drain(settings, archive) == 5  # the project, three profiles and the good message
+    assert drain(settings, archive) == 8  # the project, three profiles (each registered, then opened) and the good message
     bad = [row for row in outbox_rows(settings) if row["state"] != "done"]
     assert len(bad) == 1 and bad[0]["attempts"] >= 1 and "not an agent name" in bad[0]["last_error"]
     status = call("archive_status")
@@ -197,7 +199,7 @@ def test_archived_rows_are_pruned_after_the_keep_time_but_the_newest_and_pending
     travel(monkeypatch, 8 * 86400)
     with db.connection(settings) as conn, db.transaction(conn, write=True):
         assert outbox.prune(conn, 0) == 0  # 0: keep forever
-        assert outbox.prune(conn, settings.archive_keep_done_days) == 4  # the project, three profiles; the message was the newest
+        assert outbox.prune(conn, settings.archive_keep_done_days) == 7  # the project, 2 x 3 profiles; the message was the newest
     assert [(row["kind"], row["state"]) for row in outbox_rows(settings)] == [("message", "done"), ("message", "pending")]
     status = call("archive_status")
     assert status["pending"] == 1 and status["last_commit"] == head
@@ -211,7 +213,7 @@ def test_with_the_archive_off_writes_queue_nothing(call, project, settings, monk
     finally:
         monkeypatch.undo()
         config.get_settings.cache_clear()
-    assert [row["kind"] for row in outbox_rows(settings)] == ["project"] + ["agent"] * 3
+    assert [row["kind"] for row in outbox_rows(settings)] == ["project"] + ["agent"] * 6  # each registered, then opened
 
 
 # Rebuild, verify, restore
@@ -351,6 +353,37 @@ def test_a_retired_agent_is_restored_retired_and_an_unretired_one_active(call, p
     assert retired == {"BlueLake": None, "GreenCastle": None, "RedStone": profile["retired_ts"]}
 
 
+def test_a_restore_keeps_each_agents_contact_policy_and_a_profile_names_only_one_it_chose(call, project, settings, tmp_path,
+                                                                                          archive):
+    """Policies were not archived: a restore opened a block_all agent to "auto" mail. The profile
+    says a policy only when it differs from the kind's default (auto; open for a person), so the
+    profiles of agents that never chose stay as they were written before."""
+    call("set_contact_policy", project_key=project, agent_name="RedStone", policy="block_all")
+    call("set_contact_policy", project_key=project, agent_name="GreenCastle", policy="auto")
+    call("ensure_overseer", project_key=project)
+    drain(settings, archive)
+    queued = outbox_rows(settings)
+    assert call("set_contact_policy", project_key=project, agent_name="RedStone", policy="block_all")["contact_policy"] == "block_all"
+    assert outbox_rows(settings) == queued  # the same policy again changes nothing to archive
+    said = {name: json.loads(archive.read(f"projects/{project}/agents/{name}/profile.json")).get("contact_policy")
+            for name in ("BlueLake", "GreenCastle", "RedStone", "Overseer")}
+    assert said == {"BlueLake": "open", "GreenCastle": None, "RedStone": "block_all", "Overseer": None}
+    restored = restore_into(settings, tmp_path / "restored.db")
+    assert policies(restored) == policies(settings) == {"BlueLake": "open", "GreenCastle": "auto", "RedStone": "block_all",
+                                                         "Overseer": "open"}
+    with pytest.raises(Conflict, match="does not admit"):
+        invoke.call(TOOLS["send_message"], {"project_key": project, "sender_name": "BlueLake", "to": ["RedStone"],
+                                            "subject": "hi", "body_md": "hi"}, restored)
+    with db.connection(restored) as conn, GitArchive(tmp_path / "from-restored", bare=True) as again:
+        rebuild.rebuild(conn, again)
+        assert again.files() == archive.files()
+
+
+def policies(settings) -> dict[str, str]:
+    with db.connection(settings) as conn:
+        return dict(conn.execute("SELECT name, contact_policy FROM agents"))
+
+
 def travel_with_ids(monkeypatch, seconds: float) -> None:
     """The clock, and the clock of new ids (the archive's versions), `seconds` ahead; later tests get ids of their time again."""
     travel(monkeypatch, seconds)
@@ -458,17 +491,19 @@ def test_an_archive_whose_profiles_do_not_say_their_kind_still_verifies_and_rest
     assert kinds(restore_into(settings, tmp_path / "rebuilt.db")) == kinds(settings)
 
 
-def test_verify_finds_a_profile_that_does_not_say_its_agent_is_retired(call, project, settings, archive):
-    """An agent retired before profiles carried retired_ts (retiring wrote no profile then): verify
-    says its profile differs, so doctor --repair (a rebuild) writes it, and a restore keeps it retired."""
+@pytest.mark.parametrize("column, value", [("retired_ts", "2026-01-01T00:00:00.000000+00:00"), ("contact_policy", "contacts_only")])
+def test_verify_finds_a_profile_that_does_not_say_a_change_made_before_profiles_said_it(call, project, settings, archive,
+                                                                                       column, value):
+    """An agent retired, or given a contact policy, before its profile said so (those wrote no profile
+    then): verify says its profile differs, so doctor --repair (a rebuild) writes it, and a restore keeps it."""
     drain(settings, archive)
     with db.connection(settings) as conn, db.transaction(conn, write=True):
-        conn.execute("UPDATE agents SET retired_ts = '2026-01-01T00:00:00.000000+00:00' WHERE name = 'RedStone'")
+        conn.execute(f"UPDATE agents SET {column} = ? WHERE name = 'RedStone'", (value,))
     with db.connection(settings) as conn:
         assert rebuild.verify(conn, archive)["different"] == [f"projects/{project}/agents/RedStone/profile.json"]
         rebuild.rebuild(conn, archive)
         assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
-    assert json.loads(archive.read(f"projects/{project}/agents/RedStone/profile.json"))["retired_ts"].startswith("2026-01-01")
+    assert json.loads(archive.read(f"projects/{project}/agents/RedStone/profile.json"))[column] == value
 
 
 def test_verify_finds_a_profile_another_database_overwrote_and_a_rebuild_writes_it_back(call, project, settings, archive,
@@ -692,10 +727,11 @@ def test_a_notice_is_restored_as_a_notice_and_introduces_nobody(call, project, s
     """A notice's recipient is in "to" (as Message shows it), and a restore read it as written to:
     after it, a contact request made its two agents correspondents, and the auto policy admitted
     mail both ways that it refused before (docs/contacts.md: notices introduce nobody)."""
-    call("set_contact_policy", project_key=project, agent_name="GreenCastle", policy="auto")  # open accepts at once
+    for name in ("GreenCastle", "RedStone"):  # open accepts at once, and admits anyone
+        call("set_contact_policy", project_key=project, agent_name=name, policy="auto")
     call("request_contact", project_key=project, from_agent="RedStone", to_agent="GreenCastle")
     drain(settings, archive)
-    restored = restore_into(settings, tmp_path / "restored.db")  # policies are not archived: both are auto again
+    restored = restore_into(settings, tmp_path / "restored.db")  # the profiles say both are auto
     inbox = invoke.call(TOOLS["fetch_inbox"], {"project_key": project, "agent_name": "GreenCastle"}, restored)
     assert [(m.sender, m.kind) for m in inbox.messages] == [("RedStone", "notice")]
     for sender, to in (("RedStone", "GreenCastle"), ("GreenCastle", "RedStone")):

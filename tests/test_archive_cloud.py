@@ -101,9 +101,9 @@ def messages_in(archive: GitArchive) -> list[str]:
 
 def test_outbox_to_fifo_queue_to_worker_to_pushed_commit_and_redelivery_changes_nothing(sqs, settings, worker, send):
     ids = [send(f"hello {n}") for n in range(3)]
-    assert cloud.publish_all(settings) == 1 + 2 + 3  # the project, two profiles, three messages
+    assert cloud.publish_all(settings) == 1 + 3 + 3  # the project, two profiles (GreenCastle's twice: opened), three messages
     event = receive(sqs)
-    assert len(event["Records"]) == 6
+    assert len(event["Records"]) == 7
     assert {r["attributes"]["MessageGroupId"] for r in event["Records"]} == {"cloud"}
 
     result = worker(event, CONTEXT)
@@ -191,10 +191,10 @@ def test_the_worker_commits_a_batch_a_byte_bound_at_a_time(sqs, settings, worker
     """Ten messages of 50 MiB of attachments are not held at once: a commit per BATCH_MAX_BYTES."""
     ids = [send(f"hello {n}") for n in range(3)]
     monkeypatch.setattr(render, "BATCH_MAX_BYTES", 1)  # every entry alone
-    assert cloud.publish_all(settings) == 1 + 2 + 3
+    assert cloud.publish_all(settings) == 1 + 3 + 3
     assert worker(receive(sqs), CONTEXT) == {"batchItemFailures": []}
     with remote(settings) as archive:
-        assert (messages_in(archive), archive.commit_count()) == (sorted(ids), 1 + 2 + 3)
+        assert (messages_in(archive), archive.commit_count()) == (sorted(ids), 1 + 3 + 3)
     assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0
 
 
@@ -241,7 +241,7 @@ def test_a_batch_whose_push_keeps_failing_is_counted_and_published_again_after_t
         sqs, settings, worker, send, monkeypatch, tmp_path):
     mid = send("important")
     down = settings.model_copy(update={"archive_git_remote": str(tmp_path / "unreachable.git")})  # the git host is down
-    assert cloud.publish_all(settings) == 1 + 2 + 1
+    assert cloud.publish_all(settings) == 1 + 3 + 1
     receives = 0
     while (event := receive(sqs))["Records"]:
         receives += 1
@@ -250,12 +250,12 @@ def test_a_batch_whose_push_keeps_failing_is_counted_and_published_again_after_t
         assert receives <= MAX_RECEIVES
     assert sqs[0].receive_message(QueueUrl=sqs[2], MaxNumberOfMessages=10)["Messages"]  # dead-lettered
     status = invoke.call(TOOLS["archive_status"], {}, settings)
-    assert status.pending == 4 and status.failed == 4  # each counted its attempts
+    assert status.pending == 5 and status.failed == 5  # each counted its attempts
     assert cloud.publish_all(settings) == 0  # the queue may still be trying: not before its deadline
 
     deadline = clock.later(clock.now(), cloud.QUEUED_MAX_SECONDS + 1)
     monkeypatch.setattr(clock, "now", lambda: deadline)
-    assert cloud.publish_all(settings) == 4  # the git host is back; the sweep publishes them again
+    assert cloud.publish_all(settings) == 5  # the git host is back; the sweep publishes them again
     event = receive(sqs)
     assert worker(event, CONTEXT) == {"batchItemFailures": []}
     with remote(settings) as archive:

@@ -65,6 +65,7 @@ def test_a_backup_taken_while_a_send_is_mid_transaction_holds_everything_committ
 
 def test_a_restored_backup_keeps_marks_tokens_and_settings_that_a_restore_from_the_archive_loses(call, project, settings,
                                                                                                  tmp_path):
+    """The archive keeps an agent's contact policy (its profile), not its marks, token, products, slots or retention."""
     token = call("register_agent", project_key=project, program="claude-code", model="opus", name="PurpleOwl")["registration_token"]
     call("set_contact_policy", project_key=project, agent_name="PurpleOwl", policy="open")
     sent = call("send_message", project_key=project, sender_name="BlueLake", to=["PurpleOwl"], subject="please ack",
@@ -92,7 +93,7 @@ def test_a_restored_backup_keeps_marks_tokens_and_settings_that_a_restore_from_t
     with pytest.raises(Forbidden):  # the archive has no tokens: PurpleOwl cannot act until an operator issues one
         kept(from_archive, project, token)
     assert kept(from_archive.model_copy(update={"require_agent_tokens": False}), project, token) == {
-        "read": False, "acknowledged": False, "policy": "auto", "products": 0, "slots": 0, "retention": None}
+        "read": False, "acknowledged": False, "policy": "open", "products": 0, "slots": 0, "retention": None}
 
 
 def kept(settings: Settings, project: str, token: str) -> dict:
@@ -269,7 +270,7 @@ def test_doctor_repair_brings_back_the_projects_and_agents_made_since_a_backup_t
             conn.close()
 
     for query in ("SELECT id, slug, human_key, created_ts FROM projects ORDER BY id",
-                  "SELECT id, project_id, name, program, model, inception_ts, kind FROM agents ORDER BY id"):
+                  "SELECT id, project_id, name, program, model, inception_ts, kind, contact_policy FROM agents ORDER BY id"):
         assert rows(tmp_path / "restored.db", query) == rows(settings.database_path, query)  # the same ids as before
     later = {"project_key": "work-later", "agent_name": "SilverPond"}
     assert [m.subject for m in invoke.call(TOOLS["fetch_inbox"], later, restored).messages] == ["in a later project"]
@@ -279,10 +280,10 @@ def test_doctor_repair_brings_back_the_projects_and_agents_made_since_a_backup_t
 
 def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_changed_since_a_backup(call, project, settings,
                                                                                                      tmp_path):
-    """Reserved, renewed, released, registered again, retired and archived after the backup: the
-    archive holds each change, and --repair stores it rather than rewriting the archive from the
-    older database (which would undo them there too). A reservation retention deleted before the
-    backup, still in the archive, stays deleted."""
+    """Reserved, renewed, released, registered again, retired, closed to contact and archived after
+    the backup: the archive holds each change, and --repair stores it rather than rewriting the
+    archive from the older database (which would undo them there too). A reservation retention
+    deleted before the backup, still in the archive, stays deleted."""
     restored = restored_after_mail_since(call, project, settings, tmp_path, [])  # (re-made below)
     env = {"ARCHIVE_DIR": str(restored.archive_dir)}
     archived = settings.model_copy(update={"archive_dir": restored.archive_dir})
@@ -301,6 +302,7 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
     reserve("GreenCastle", "src/new.py")
     call("register_agent", project_key=project, program="codex", model="gpt-5", name="GreenCastle")  # again, a new model
     call("retire_agent", project_key=project, agent_name="RedStone")
+    call("set_contact_policy", project_key=project, agent_name="BlueLake", policy="block_all")
     call("archive_project", project_key=project)
     with GitArchive.local(archived) as archive:
         drain(settings, archive)
@@ -308,15 +310,15 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
 
     checked = run(restored, "doctor", env=env)
     assert checked.exit_code == 1
-    assert "differ: 6 profiles, project.json or file reservations newer in the archive (" in checked.stdout, checked.stdout
+    assert "differ: 7 profiles, project.json or file reservations newer in the archive (" in checked.stdout, checked.stdout
     repaired = run(restored, "doctor", "--repair", env=env)
-    assert "brought back 6 changes made since (profiles, project.json, file reservations)" in repaired.stdout, repaired.stdout
+    assert "brought back 7 changes made since (profiles, project.json, file reservations)" in repaired.stdout, repaired.stdout
     assert "rewrote" not in repaired.stdout, repaired.stdout  # nothing else differed: the archive stays as it is
     assert repaired.exit_code == 0, repaired.stdout
 
     queries = ("SELECT id, agent_id, path_pattern, exclusive, reason, created_ts, expires_ts, released_ts, archive_version"
                " FROM file_reservations ORDER BY id",
-               "SELECT id, name, program, model, task_description, retired_ts, archive_version FROM agents ORDER BY id",
+               "SELECT id, name, program, model, task_description, retired_ts, contact_policy, archive_version FROM agents ORDER BY id",
                "SELECT id, archived_ts, unarchived_ts, archive_version FROM projects ORDER BY id")
     for query in queries:
         with db.connection(settings) as live, db.connection(restored) as back:

@@ -14,6 +14,7 @@ from .. import clock
 from ..store.db import placeholders
 from ..config import get_settings
 from ..ids import new_id
+from ..names import DEFAULT_CONTACT_POLICY
 from .render import rendered_size
 
 RESERVATION_COLUMNS = ("id", "agent", "path_pattern", "exclusive", "reason", "created_ts", "expires_ts", "released_ts")
@@ -120,6 +121,8 @@ def agent_payload(project: sqlite3.Row, agent: sqlite3.Row) -> dict:
     }
     if agent["retired_ts"]:  # only then: an active agent's profile stays as it was written before
         payload["retired_ts"] = agent["retired_ts"]
+    if agent["contact_policy"] != DEFAULT_CONTACT_POLICY[agent["kind"]]:  # likewise: one it chose, so a restore keeps it
+        payload["contact_policy"] = agent["contact_policy"]
     return versioned(payload, agent)
 
 

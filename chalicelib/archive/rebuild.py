@@ -15,7 +15,6 @@ from .. import clock
 from ..ids import stable_id, time_of
 from ..store.db import placeholders, transaction
 from ..tools.agents import agent_id
-from ..tools.overseer import OVERSEER_POLICY
 from ..human_keys import normalize_human_key
 from ..tools.reservations import literal_prefix
 from ..attachments.intake import Attachment
@@ -25,7 +24,7 @@ from ..tools.messages import (
 from . import outbox, render as rendering
 from .gitrepo import GitArchive
 from .render import (
-    agent_dir, agent_kind, attachment_path, batches, message_path, parse_document, project_json_path, render,
+    agent_dir, agent_kind, attachment_path, batches, contact_policy, message_path, parse_document, project_json_path, render,
     reservation_id_of_name, second_dir_of_name,
 )
 
@@ -247,10 +246,10 @@ PROFILE_FIELDS = ("program", "model", "task_description", "inception_ts")  # in 
 def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
     """Agent profiles that do not say what the database does: its registration (PROFILE_FIELDS:
     another database's agent of the same name, archived into this archive by a server started
-    on a mistyped DATABASE_URL, overwrote them), its retired_ts, or its kind as a restore reads it
-    (render.agent_kind). A missing profile is no concern here, nor another project's (foreign)."""
+    on a mistyped DATABASE_URL, overwrote them), its retired_ts, or its kind and contact policy as a
+    restore reads them (render.agent_kind, render.contact_policy). A missing profile is no concern here, nor another project's (foreign)."""
     different = []
-    for row in db.execute(f"SELECT a.name, a.retired_ts, a.kind, {', '.join(f'a.{field}' for field in PROFILE_FIELDS)},"
+    for row in db.execute(f"SELECT a.name, a.retired_ts, a.kind, a.contact_policy, {', '.join(f'a.{field}' for field in PROFILE_FIELDS)},"
                           " p.slug, p.human_key FROM agents a JOIN projects p ON p.id = a.project_id"):
         path = f"{agent_dir(row['slug'], row['name'])}/profile.json"
         content = archive.read(path)
@@ -260,7 +259,7 @@ def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
         if not same_project(profile.get("project_human_key", row["human_key"]), row["human_key"]):
             continue
         if (profile.get("retired_ts") != row["retired_ts"] or agent_kind(profile) != row["kind"]
-                or any(profile.get(field) != row[field] for field in PROFILE_FIELDS)):
+                or contact_policy(profile) != row["contact_policy"] or any(profile.get(field) != row[field] for field in PROFILE_FIELDS)):
             different.append(path)
     return different
 
@@ -532,13 +531,11 @@ def store_agent(db: sqlite3.Connection, project_id: int, profile: dict, activity
     key, kind = agent_id(project_id, profile["name"]), agent_kind(profile)
     db.execute(
         "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts,"
-        " retired_ts, archive_version, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " retired_ts, archive_version, kind, contact_policy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (key, project_id, profile["name"], profile["program"], profile["model"], profile["task_description"],
          profile["inception_ts"], profile["inception_ts"], profile.get("retired_ts"), rendering.version_of(profile) or None,
-         kind),
+         kind, contact_policy(profile)),
     )
-    if kind == "human":  # open to every agent, as ensure_overseer made the person (policies are not archived)
-        db.execute("UPDATE agents SET contact_policy = ? WHERE id = ?", (OVERSEER_POLICY, key))
     activity.saw(key, profile["inception_ts"], None if profile.get("retired_ts") else activity.written(profile))
 
 
@@ -658,9 +655,10 @@ def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str)
                        (document.get("archived_ts"), document.get("unarchived_ts"), rendering.version_of(document), project_id))
         elif path.endswith("/profile.json"):
             key = agent_id(project_id, document["name"])
-            db.execute("UPDATE agents SET program = ?, model = ?, task_description = ?, retired_ts = ?, archive_version = ?"
-                       " WHERE id = ?", (document["program"], document["model"], document["task_description"],
-                                         document.get("retired_ts"), rendering.version_of(document), key))
+            db.execute("UPDATE agents SET program = ?, model = ?, task_description = ?, retired_ts = ?, contact_policy = ?,"
+                       " archive_version = ? WHERE id = ?",
+                       (document["program"], document["model"], document["task_description"], document.get("retired_ts"),
+                        contact_policy(document), rendering.version_of(document), key))
             activity.saw(key, None if document.get("retired_ts") else activity.written(document))
         else:
             holder = agent_id(project_id, document["agent"])

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 
 import orjson
 
-from ..names import NAME_PATTERN, OVERSEER_PROFILE
+from ..names import CONTACT_POLICIES, DEFAULT_CONTACT_POLICY, NAME_PATTERN, OVERSEER_PROFILE
 
 SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -103,7 +103,7 @@ def attachment_path(slug: str, sha256: str) -> str:
 
 def agent_files(entry: dict) -> dict[str, bytes]:
     profile = {key: entry[key] for key in ("id", "name", "program", "model", "task_description", "inception_ts", "project", "project_human_key")}
-    for key in ("retired_ts", "version"):  # only when set: a profile as it was written before they existed
+    for key in ("retired_ts", "contact_policy", "version"):  # only when set: a profile as it was written before they existed
         if entry.get(key):
             profile[key] = entry[key]
     if entry.get("agent_kind"):  # always, but from an entry queued before profiles said
@@ -123,6 +123,13 @@ def agent_kind(profile: dict) -> str:
     if profile.get("kind") in AGENT_KINDS:
         return profile["kind"]
     return "human" if all(profile.get(key) == value for key, value in OVERSEER_PROFILE.items()) else "agent"
+
+
+def contact_policy(profile: dict) -> str:
+    """Who may write to the profile's agent: the policy it chose, or (a profile that names none, or
+    none there is: edited by hand) its kind's default."""
+    chosen = profile.get("contact_policy")
+    return chosen if chosen in CONTACT_POLICIES else DEFAULT_CONTACT_POLICY[agent_kind(profile)]
 
 
 def reservation_files(entry: dict) -> dict[str, bytes]:

@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .. import clock
+from ..archive import outbox
 from ..config import get_settings
 from ..store.db import placeholders
 from ..errors import Conflict, NotAdmitted, NotFound, TooManyRequests
@@ -421,9 +422,12 @@ def set_contact_policy(db: sqlite3.Connection, args: SetContactPolicyInput) -> A
     """Choose who may write to an agent: open, auto (the default), contacts_only or block_all."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
+    if agent["contact_policy"] == args.policy:
+        return describe_agent(project, agent)
     row = db.execute(
         "UPDATE agents SET contact_policy = ? WHERE id = ? RETURNING *", (args.policy, agent["id"])
     ).fetchall()[0]
+    outbox.record_agent(db, project, row)  # its profile says so: a restore from the archive keeps it
     return describe_agent(project, row)
 
 

@@ -16,7 +16,7 @@ from .. import clock
 from ..archive import outbox
 from ..errors import Conflict
 from ..fields import AgentName, MessageId, ProjectKey, empty_list, given
-from ..names import OVERSEER_NAMES, OVERSEER_PROFILE
+from ..names import DEFAULT_CONTACT_POLICY, OVERSEER_NAMES, OVERSEER_PROFILE
 from ..registry import Input, Output, tool
 from ..security.scopes import in_scope
 from ..store.db import placeholders
@@ -28,7 +28,7 @@ from .products import ProductKey, find_product, linked_projects
 from .projects import find_project
 
 OVERSEER, OVERSEER_ELSEWHERE = OVERSEER_NAMES
-OVERSEER_POLICY = "open"  # any agent may write to the person, or answer it
+OVERSEER_POLICY = DEFAULT_CONTACT_POLICY["human"]  # any agent may write to the person, or answer it
 
 
 class SendOverseerMessageInput(Input):
