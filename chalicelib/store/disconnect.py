@@ -23,6 +23,13 @@ request_receive: contextvars.ContextVar = contextvars.ContextVar("request_receiv
 left: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("client_left", default=None)
 
 
+def watch() -> threading.Event:
+    """The event that tells this context's job its client disconnected (set it then)."""
+    event = threading.Event()
+    left.set(event)
+    return event
+
+
 def client_left() -> bool:
     """Whether the client of the job running in this thread has disconnected: a long job (a
     search, between statements and steps) stops then, raising client_gone()."""

@@ -30,8 +30,7 @@ class _Job:
     def __init__(self, caller: Hashable, fn: Callable, args: tuple) -> None:
         self.caller, self.fn, self.args = caller, fn, args
         self.context = contextvars.copy_context()  # the request's: its principal, its log line's fields
-        self.left = threading.Event()  # its client disconnected
-        self.context.run(disconnect.left.set, self.left)
+        self.left = self.context.run(disconnect.watch)  # its client disconnected
         self.future: Future = Future()
 
     def stop(self) -> bool:

@@ -13,7 +13,6 @@ import gc
 import time
 import inspect
 import logging
-import threading
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
@@ -407,8 +406,7 @@ class Front:
     async def _page(self, receive, request) -> "web_http.Response":
         """The page, made in a thread (pages call tools synchronously). A client that disconnects
         meanwhile is watched for, as an API call's is: the page's searches stop (disconnect.client_left)."""
-        left = threading.Event()
-        disconnect.left.set(left)  # in the thread too: to_thread runs it in a copy of this context
+        left = disconnect.watch()  # in the thread too: to_thread runs it in a copy of this context
         disconnect.request_receive.set(receive)
 
         def tell() -> bool:
