@@ -144,6 +144,24 @@ def ready(url: str) -> tuple[int, dict]:
     return response.status_code, response.json()
 
 
+def frozen_outside_a_write(pid: int, database: Path) -> None:
+    """SIGSTOP the process at a moment it holds no write transaction: frozen inside one (a
+    heartbeat's, entries marked done), it would hold every sender off (503 busy)."""
+    for _ in range(100):
+        os.kill(pid, signal.SIGSTOP)
+        probe = sqlite3.connect(database, timeout=0.05, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            probe.close()
+    raise AssertionError(f"process {pid} held the write lock at every try")
+
+
 def test_ready_fails_with_the_reason_and_recovers(tmp_path):
     database = tmp_path / "db.sqlite"
     # No retention: its first run, on the worker's first idle turn, merges the search index in
@@ -155,7 +173,7 @@ def test_ready_fails_with_the_reason_and_recovers(tmp_path):
         assert body["problems"] == []
         # A stuck archive: the worker frozen while mail arrives.
         worker = worker_pid(url)
-        os.kill(worker, signal.SIGSTOP)
+        frozen_outside_a_write(worker, database)
         try:
             send(url, slug, "nobody archives this yet")
             status, body = wait_for(lambda: (r := ready(url))[0] == 503 and r, what="/ready to fail")
