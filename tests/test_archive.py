@@ -25,6 +25,7 @@ from chalicelib.transports.cli import cli
 from chalicelib.config import Settings
 from chalicelib.errors import Conflict
 from chalicelib.tools import tools_by_name
+from chalicelib.tools.contacts import contact_id
 
 from .test_reservations import travel
 
@@ -312,7 +313,8 @@ def test_restore_from_archive_rebuilds_an_empty_database(call, project, settings
     env = {"ARCHIVE_DIR": str(settings.archive_dir)}
     result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"], env=env)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"projects": 1, "agents": 3, "messages": 2, "file_reservations": 1}
+    assert json.loads(result.stdout) == {"projects": 1, "agents": 3, "messages": 2, "file_reservations": 1,
+                                          "contacts": 0}
     again = Settings(database_url=restored)
     with db.connection(settings) as old, db.connection(again) as new:
         assert list(rebuild.message_entries(new)) == list(rebuild.message_entries(old))
@@ -377,6 +379,66 @@ def test_a_restore_keeps_each_agents_contact_policy_and_a_profile_names_only_one
     with db.connection(restored) as conn, GitArchive(tmp_path / "from-restored", bare=True) as again:
         rebuild.rebuild(conn, again)
         assert again.files() == archive.files()
+
+
+def test_a_restore_keeps_who_approved_whom_across_projects_and_a_rebuild_writes_the_same_files(call, project, settings,
+                                                                                              tmp_path, archive):
+    """Contacts were not archived: a restored contacts_only agent admitted no one. One file per pair,
+    rewritten as it is answered, in the project of the pair's first agent (the other Name@slug)."""
+    call("set_contact_policy", project_key=project, agent_name="RedStone", policy="contacts_only")
+    call("request_contact", project_key=project, from_agent="BlueLake", to_agent="RedStone", reason="the schema")
+    call("respond_contact", project_key=project, to_agent="RedStone", from_agent="BlueLake", accept=True)
+    call("request_contact", project_key=project, from_agent="GreenCastle", to_agent="RedStone")
+    call("respond_contact", project_key=project, to_agent="RedStone", from_agent="GreenCastle", accept=False)
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="codex", model="gpt-5", name="PinkDog")
+    call("request_contact", project_key="work-other", from_agent="PinkDog", to_agent=f"RedStone@{project}")  # pending
+    drain(settings, archive)
+    files = {path: json.loads(content) for path, content in archive.files().items() if "/contacts/" in path}
+    with db.connection(settings) as conn:
+        first = conn.execute("SELECT name FROM agents WHERE name IN ('PinkDog', 'RedStone') ORDER BY id LIMIT 1").fetchone()[0]
+    across = ("PinkDog", f"RedStone@{project}", "pending", "work-other") if first == "PinkDog" else (
+        "PinkDog@work-other", "RedStone", "pending", project)  # in the folder of the pair's agent of the lower id
+    assert sorted((c["requester"], c["target"], c["status"], path.split("/")[1]) for path, c in files.items()) == [
+        ("BlueLake", "RedStone", "approved", project), ("GreenCastle", "RedStone", "denied", project), across]
+
+    restored = restore_into(settings, tmp_path / "restored.db")
+    contacts = lambda settings: invoke.call(TOOLS["list_contacts"], {"project_key": project, "agent_name": "RedStone"},  # noqa: E731
+                                            settings).model_dump(mode="json")
+    assert contacts(restored) == contacts(settings)
+    mail = lambda sender, to: {"project_key": project, "sender_name": sender, "to": [to], "subject": "hi", "body_md": "hi"}  # noqa: E731
+    assert invoke.call(TOOLS["send_message"], mail("BlueLake", "RedStone"), restored).message.subject == "hi"  # approved
+    with pytest.raises(Conflict, match="does not admit"):
+        invoke.call(TOOLS["send_message"], mail("GreenCastle", "RedStone"), restored)  # declined
+    accepted = invoke.call(TOOLS["respond_contact"], {"project_key": project, "to_agent": "RedStone",
+                                                      "from_agent": "PinkDog@work-other", "accept": True}, restored)
+    assert accepted.status == "approved"  # the pending request came back, and can be answered
+    with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
+        rebuild.rebuild(conn, rebuilt)
+        assert rebuilt.files() == archive.files()  # the worker and a rebuild agree
+
+
+def test_verify_finds_a_contact_without_its_file_or_changed_since_and_a_rebuild_writes_them(call, project, settings, archive):
+    """A contact asked for before contacts were archived has no file, and one answered then a file
+    that says otherwise: verify lists them, and a rebuild writes them."""
+    call("set_contact_policy", project_key=project, agent_name="RedStone", policy="auto")
+    call("request_contact", project_key=project, from_agent="BlueLake", to_agent="RedStone")
+    drain(settings, archive)
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        conn.execute("UPDATE contacts SET status = 'approved'")
+        [[blue, green]] = conn.execute("SELECT (SELECT id FROM agents WHERE name = 'BlueLake'),"
+                                       " (SELECT id FROM agents WHERE name = 'GreenCastle')").fetchall()
+        conn.execute("INSERT INTO contacts (id, requester_id, target_id, status, ttl_seconds, requested_ts, expires_ts)"
+                     " SELECT ?, ?, ?, 'approved', ttl_seconds, requested_ts, expires_ts FROM contacts",
+                     (contact_id(green, blue), green, blue))
+        [answered] = [row[0] for row in conn.execute("SELECT id FROM contacts WHERE target_id != ?", (blue,))]
+    with db.connection(settings) as conn:
+        assert rebuild.verify(conn, archive) == {"missing": [f"projects/{project}/contacts/{contact_id(green, blue)}.json"],
+                                                 "unexpected": [], "different": [f"projects/{project}/contacts/{answered}.json"],
+                                                 "foreign": []}
+        rebuild.rebuild(conn, archive)
+        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+    assert json.loads(archive.read(f"projects/{project}/contacts/{answered}.json"))["status"] == "approved"
 
 
 def policies(settings) -> dict[str, str]:
@@ -734,10 +796,9 @@ def test_a_notice_is_restored_as_a_notice_and_introduces_nobody(call, project, s
     restored = restore_into(settings, tmp_path / "restored.db")  # the profiles say both are auto
     inbox = invoke.call(TOOLS["fetch_inbox"], {"project_key": project, "agent_name": "GreenCastle"}, restored)
     assert [(m.sender, m.kind) for m in inbox.messages] == [("RedStone", "notice")]
-    for sender, to in (("RedStone", "GreenCastle"), ("GreenCastle", "RedStone")):
-        with pytest.raises(Conflict, match="does not admit"):
-            invoke.call(TOOLS["send_message"], {"project_key": project, "sender_name": sender, "to": [to],
-                                                "subject": "hi", "body_md": "hi"}, restored)
+    with pytest.raises(Conflict, match="does not admit"):  # (GreenCastle may answer: the request came back too)
+        invoke.call(TOOLS["send_message"], {"project_key": project, "sender_name": "RedStone", "to": ["GreenCastle"],
+                                            "subject": "hi", "body_md": "hi"}, restored)
     with db.connection(restored) as conn, GitArchive(tmp_path / "from-restored", bare=True) as again:
         rebuild.rebuild(conn, again)
         assert again.files() == archive.files()  # the flag came back with the notice

@@ -280,8 +280,8 @@ def test_doctor_repair_brings_back_the_projects_and_agents_made_since_a_backup_t
 
 def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_changed_since_a_backup(call, project, settings,
                                                                                                      tmp_path):
-    """Reserved, renewed, released, registered again, retired, closed to contact and archived after
-    the backup: the archive holds each change, and --repair stores it rather than rewriting the
+    """Reserved, renewed, released, registered again, retired, closed to contact, asked for contact,
+    answered and archived after the backup: the archive holds each change, and --repair stores it rather than rewriting the
     archive from the older database (which would undo them there too). A reservation retention
     deleted before the backup, still in the archive, stays deleted."""
     restored = restored_after_mail_since(call, project, settings, tmp_path, [])  # (re-made below)
@@ -292,6 +292,8 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
     reserve("BlueLake", "src/renewed.py")
     reserve("BlueLake", "src/released.py")
     reserve("RedStone", "src/retention.py")
+    call("set_contact_policy", project_key=project, agent_name="GreenCastle", policy="auto")
+    call("request_contact", project_key=project, from_agent="RedStone", to_agent="GreenCastle")
     with db.connection(settings) as conn, db.transaction(conn, write=True):  # as retention deletes an ended one
         conn.execute("DELETE FROM file_reservations WHERE path_pattern = 'src/retention.py'")
     with GitArchive.local(archived) as archive:
@@ -300,6 +302,8 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
     call("renew_file_reservations", project_key=project, agent_name="BlueLake", extend_seconds=7200, paths=["src/renewed.py"])
     call("release_file_reservations", project_key=project, agent_name="BlueLake", paths=["src/released.py"])
     reserve("GreenCastle", "src/new.py")
+    call("respond_contact", project_key=project, to_agent="GreenCastle", from_agent="RedStone", accept=True)  # answered since
+    call("request_contact", project_key=project, from_agent="RedStone", to_agent="BlueLake")  # asked since (open: approved)
     call("register_agent", project_key=project, program="codex", model="gpt-5", name="GreenCastle")  # again, a new model
     call("retire_agent", project_key=project, agent_name="RedStone")
     call("set_contact_policy", project_key=project, agent_name="BlueLake", policy="block_all")
@@ -310,16 +314,18 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
 
     checked = run(restored, "doctor", env=env)
     assert checked.exit_code == 1
-    assert "differ: 7 profiles, project.json or file reservations newer in the archive (" in checked.stdout, checked.stdout
+    assert "differ: 1 unexpected, 9 profiles, project.json, file reservations or contacts newer in the archive (" in checked.stdout, \
+        checked.stdout  # the unexpected: the notice of the answer
     repaired = run(restored, "doctor", "--repair", env=env)
-    assert "brought back 7 changes made since (profiles, project.json, file reservations)" in repaired.stdout, repaired.stdout
+    assert "brought back 9 changes made since (profiles, project.json, file reservations, contacts)" in repaired.stdout, repaired.stdout
     assert "rewrote" not in repaired.stdout, repaired.stdout  # nothing else differed: the archive stays as it is
     assert repaired.exit_code == 0, repaired.stdout
 
     queries = ("SELECT id, agent_id, path_pattern, exclusive, reason, created_ts, expires_ts, released_ts, archive_version"
                " FROM file_reservations ORDER BY id",
                "SELECT id, name, program, model, task_description, retired_ts, contact_policy, archive_version FROM agents ORDER BY id",
-               "SELECT id, archived_ts, unarchived_ts, archive_version FROM projects ORDER BY id")
+               "SELECT id, archived_ts, unarchived_ts, archive_version FROM projects ORDER BY id",
+               "SELECT * FROM contacts ORDER BY id")
     for query in queries:
         with db.connection(settings) as live, db.connection(restored) as back:
             assert list(map(tuple, back.execute(query))) == list(map(tuple, live.execute(query))), query  # as the server left them

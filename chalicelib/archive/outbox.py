@@ -1,12 +1,13 @@
 """The transactional outbox: archive work recorded in the same transaction as the data.
 
 A write tool calls `record_*` inside its transaction; the row commits (or rolls back) with
-the message, profile, reservation or project it describes, so the archive can lag behind the
+the message, profile, reservation, contact or project it describes, so the archive can lag behind the
 database but never silently diverge from it. Workers take `pending` rows, write them to
 git, and mark them `done` only after the commit; a failure is counted and kept for retry.
 """
 
 import sqlite3
+from collections.abc import Callable
 
 import orjson
 
@@ -84,7 +85,7 @@ def versioned(payload: dict, row: sqlite3.Row) -> dict:
     return {**payload, "version": str(row["archive_version"])} if row["archive_version"] else payload
 
 
-VERSIONED = ("projects", "agents", "file_reservations")  # the rows whose archive files entries rewrite
+VERSIONED = ("projects", "agents", "file_reservations", "contacts")  # the rows whose archive files entries rewrite
 
 
 def new_versions(db: sqlite3.Connection, table: str, ids: list[int]) -> list[sqlite3.Row]:
@@ -147,6 +148,42 @@ def record_reservations(db: sqlite3.Connection, project: sqlite3.Row, ids: list[
     )
     for row in rows:
         record(db, project["slug"], "reservation", row["id"], reservation_payload(row, project))
+
+
+CONTACT_COLUMNS = ("status", "reason", "ttl_seconds", "requested_ts", "responded_ts", "expires_ts")
+# Contacts with their two agents' names and projects (tools/contacts.py reads them so too).
+CONTACT_ROWS = (
+    "SELECT c.*, ra.name AS requester_name, ra.project_id AS requester_project_id, rp.slug AS requester_slug,"
+    " ta.name AS target_name, ta.project_id AS target_project_id, tp.slug AS target_slug"
+    " FROM contacts c JOIN agents ra ON ra.id = c.requester_id JOIN projects rp ON rp.id = ra.project_id"
+    " JOIN agents ta ON ta.id = c.target_id JOIN projects tp ON tp.id = ta.project_id"
+)
+
+
+def contact_payload(row: sqlite3.Row, project_of: Callable[[int], sqlite3.Row]) -> tuple[str, dict]:
+    """(its folder's slug, its entry) of a contact row of CONTACT_ROWS. Filed in the project of the
+    pair's first agent (the lower id, as contact_id orders them), so its file stays put whoever
+    asks next; the other agent is Name@slug there if it is another project's, as in messages."""
+    first = "requester" if row["requester_id"] < row["target_id"] else "target"
+    home = project_of(row[f"{first}_project_id"])
+
+    def address(role: str) -> str:
+        same = row[f"{role}_project_id"] == home["id"]
+        return row[f"{role}_name"] if same else f"{row[f'{role}_name']}@{row[f'{role}_slug']}"
+
+    payload = {"id": str(row["id"]), "requester": address("requester"), "target": address("target"),
+               **{key: row[key] for key in CONTACT_COLUMNS}}
+    return home["slug"], versioned({**payload, **project_payload(home)}, row)
+
+
+def record_contact(db: sqlite3.Connection, contact_id: int) -> None:
+    """The contact's current state (asked for, answered, asked again)."""
+    if not archiving():
+        return
+    new_versions(db, "contacts", [contact_id])
+    row = db.execute(f"{CONTACT_ROWS} WHERE c.id = ?", (contact_id,)).fetchone()
+    slug, payload = contact_payload(row, lambda project_id: db.execute("SELECT * FROM projects WHERE id = ?", (project_id,)).fetchone())
+    record(db, slug, "contact", contact_id, payload)
 
 
 def move_pending(db: sqlite3.Connection, old_slug: str, new_slug: str, entity_ids: list[int]) -> None:

@@ -15,6 +15,7 @@ from .. import clock
 from ..ids import stable_id, time_of
 from ..store.db import placeholders, transaction
 from ..tools.agents import agent_id
+from ..tools.contacts import put_contact
 from ..human_keys import normalize_human_key
 from ..tools.reservations import literal_prefix
 from ..attachments.intake import Attachment
@@ -90,7 +91,7 @@ def body_in_archive(archive: GitArchive, entry: dict) -> str | None:
 
 def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
     """Every project (its project.json: ensure_project and archive_project write one), agent
-    profile and file reservation, as entries."""
+    profile, file reservation and contact, as entries."""
     projects = projects_by_id(db)
     for row in projects.values():
         yield {"kind": "project", "project": row["slug"], **outbox.project_payload(row)}
@@ -98,6 +99,7 @@ def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
         project = projects[row["project_id"]]
         yield {"kind": "agent", "project": project["slug"], **outbox.agent_payload(project, row)}
     yield from reservation_entries(db, projects)
+    yield from contact_entries(db, projects)
 
 
 def projects_by_id(db: sqlite3.Connection) -> dict[int, sqlite3.Row]:
@@ -113,8 +115,15 @@ def reservation_entries(db: sqlite3.Connection, projects: dict[int, sqlite3.Row]
         yield {"kind": "reservation", "project": project["slug"], **outbox.reservation_payload(row, project)}
 
 
+def contact_entries(db: sqlite3.Connection, projects: dict[int, sqlite3.Row] | None = None) -> Iterator[dict]:
+    projects = projects or projects_by_id(db)
+    for row in db.execute(f"{outbox.CONTACT_ROWS} ORDER BY c.id").fetchall():
+        slug, payload = outbox.contact_payload(row, projects.__getitem__)
+        yield {"kind": "contact", "project": slug, **payload}
+
+
 def count_entries(db: sqlite3.Connection) -> int:
-    tables = ("messages", "agents", "file_reservations", "projects")
+    tables = ("messages", "agents", "file_reservations", "contacts", "projects")
     return sum(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables)
 
 
@@ -178,7 +187,8 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     messages retention purged (ids below their project's purged_before_id) are expected. A
     message whose body retention archived is compared with the body of its file (the only copy
     left): the rest of the document must still match. Each file reservation of the database
-    must have its file too (reservation_problems), and an agent's profile must say whether it
+    must have its file too (reservation_problems), each contact its file as the row says
+    (contact_problems), and an agent's profile must say whether it
     is retired and, as a restore reads it, whether it is a person (profile_problems; profiles
     written before they said so: different, which a rebuild rewrites), and
     each project its project.json, saying whether it is archived (project_json_problems)."""
@@ -213,8 +223,10 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
             key = homes.get(str(document.get("id")))
         (foreign if key is not None and not same_project(key, owners.get(slug)) else unexpected).append(original)
     missing, different = reservation_problems(db, archive)
+    no_contact, contact_differs = contact_problems(db, archive)
     no_project_json, archived = project_json_problems(archive, projects)
-    missing += no_project_json
+    missing += no_contact + no_project_json
+    different += contact_differs
     different += profile_problems(db, archive) + archived
     return {
         "missing": sorted([*expected.keys() - found.keys(), *missing]),
@@ -236,6 +248,21 @@ def reservation_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[l
         if int(entry["id"]) not in found:
             missing.append(path)
         elif found[int(entry["id"])] not in (blob_id(content), blob_id(render(older)[path])):
+            different.append(path)
+    return missing, different
+
+
+def contact_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
+    """(missing, different) contact files: each contact of the database has its file, saying what
+    the row does (a contact asked for or answered before contacts were archived has none: a
+    rebuild writes it)."""
+    found = {path: sha for folder in archive.folders("projects") for path, sha in archive.walk(f"projects/{folder}/contacts")}
+    missing, different = [], []
+    for entry in contact_entries(db):
+        [(path, content)] = [(path, content) for path, content in render(entry).items() if "/contacts/" in path]
+        if path not in found:
+            missing.append(path)
+        elif found[path] != blob_id(content):
             different.append(path)
     return missing, different
 
@@ -612,13 +639,39 @@ def store_reservation(db: sqlite3.Connection, r: dict, project_id: int, holder: 
     activity.saw(holder, r["created_ts"], None if r["released_ts"] else activity.written(r))
 
 
+def store_contact(db: sqlite3.Connection, c: dict, agent: Callable[[str], int | None]) -> bool:
+    """A contact file's contact into the database, as its file last says; False (nothing stored)
+    when either agent it names is not in the database (`agent`: an address's agent id), or its
+    status is none a contact has (a file edited by hand)."""
+    if c.get("status") not in ("pending", "approved", "denied"):
+        return False
+    try:
+        pair = [agent(c["requester"]), agent(c["target"])]
+    except KeyError:  # of a project the archive does not have
+        return False
+    if None in pair or db.execute(f"SELECT count(*) FROM agents WHERE id IN ({placeholders(pair)})", pair).fetchone()[0] < 2:
+        return False
+    key = put_contact(db, *pair, tuple(c[key] for key in outbox.CONTACT_COLUMNS))
+    db.execute("UPDATE contacts SET archive_version = ? WHERE id = ?", (rendering.version_of(c) or None, key))
+    return True
+
+
+def agent_of(address: str, project_id: int, projects: dict[str, int]) -> int | None:
+    """The agent id an address names: Name (of project_id) or Name@slug (None: no such project here)."""
+    name, _, slug = address.partition("@")
+    if not slug:
+        return agent_id(project_id, name)
+    return agent_id(projects[slug], name) if slug in projects else None
+
+
 def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> list[tuple[str, dict]]:
-    """(path, document) of what the archive says of the database's projects, agents and file
-    reservations that is newer than the database's rows (a larger version: outbox.new_versions):
-    after a backup was restored, their changes since (archived, retired, registered again,
-    renewed, released), which a rewrite of the archive from the database would undo; and the
-    reservations the database lacks that were made after `moment` (backup_moment: an older one it
-    lacks was deleted by retention, and the archive keeps it as history)."""
+    """(path, document) of what the archive says of the database's projects, agents, file
+    reservations and contacts that is newer than the database's rows (a larger version:
+    outbox.new_versions): after a backup was restored, their changes since (archived, retired,
+    registered again, renewed, released, answered), which a rewrite of the archive from the
+    database would undo; and the reservations and contacts the database lacks that were made
+    after `moment` (backup_moment: an older reservation it lacks was deleted by retention, and the
+    archive keeps it as history)."""
     found = []
     for project in db.execute("SELECT id, slug, human_key, archive_version FROM projects").fetchall():
         folder, ours = project["slug"], project["human_key"]
@@ -639,12 +692,18 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
             newer = rendering.version_of(r) > (held[reservation_id] or 0) if reservation_id in held else r["created_ts"] > moment
             if newer:
                 found.append((f"projects/{folder}/file_reservations/{reservation_id}.json", r))
+        for path, sha in archive.walk(f"projects/{folder}/contacts"):
+            c = json.loads(archive.repo[sha].data)
+            row = db.execute("SELECT archive_version FROM contacts WHERE id = ?", (int(c["id"]),)).fetchone()
+            if same_project(c.get("project_human_key", ours), ours) and (
+                    rendering.version_of(c) > (row[0] or 0) if row else c["requested_ts"] > moment):
+                found.append((path, c))
     return found
 
 
 def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str) -> tuple[int, list[str]]:
     """Store the changes the archive holds since a restored backup (changes_since), as a restore
-    would store them; (how many, the paths left: a reservation whose holder the database lacks).
+    would store them; (how many, the paths left: a reservation or contact whose agent the database lacks).
     An agent's last activity only moves up to its newest act among them."""
     projects = {row["slug"]: row["id"] for row in db.execute("SELECT slug, id FROM projects")}
     brought, left, activity = 0, [], Activity(clock.now())
@@ -653,6 +712,10 @@ def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str)
         if path.endswith("/project.json"):
             db.execute("UPDATE projects SET archived_ts = ?, unarchived_ts = ?, archive_version = ? WHERE id = ?",
                        (document.get("archived_ts"), document.get("unarchived_ts"), rendering.version_of(document), project_id))
+        elif "/contacts/" in path:
+            if not store_contact(db, document, lambda address: agent_of(address, project_id, projects)):
+                left.append(path)
+                continue
         elif path.endswith("/profile.json"):
             key = agent_id(project_id, document["name"])
             db.execute("UPDATE agents SET program = ?, model = ?, task_description = ?, retired_ts = ?, contact_policy = ?,"
@@ -673,9 +736,9 @@ def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str)
 
 def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: items) -> dict[str, int]:
     """Fill an empty database from the archive: projects (archived if their project.json says
-    so; one with no agent nor message from its project.json alone) and agents (profiles),
-    messages and their recipients (canonical files), file reservations. Contact policies,
-    read and ack marks are not archived and start afresh. `progress` wraps the messages as
+    so; one with no agent nor message from its project.json alone) and agents (profiles, with
+    their contact policies), messages and their recipients (canonical files), file reservations
+    and contacts. Read and ack marks are not archived and start afresh. `progress` wraps the messages as
     they are restored (the CLI's progress bar). Each project
     is rebuilt under its own human key (from project.json, the profiles and the documents), so
     two projects whose archive folders share a slug stay apart. The archive is read a folder at
@@ -683,7 +746,7 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     if db.execute("SELECT 1 FROM projects UNION ALL SELECT 1 FROM agents UNION ALL SELECT 1 FROM messages LIMIT 1").fetchone():
         raise ValueError("the database is not empty; restore into a new DATABASE_URL")
     projects, activity = Restorer(db), Activity(clock.now())
-    counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0}
+    counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0, "contacts": 0}
     folders = archive.folders("projects")
     described = read_projects(archive, folders, projects)
     for folder, profile in profiles(archive, folders):
@@ -718,6 +781,11 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             holder = projects.agent(r["agent"], folder, human_key)
             store_reservation(db, r, projects.ids[human_key], holder, activity)
             counts["file_reservations"] += 1
+    for folder in folders:  # once every project is made: a contact may name another project's agent
+        for _, sha in archive.walk(f"projects/{folder}/contacts"):
+            c = json.loads(archive.repo[sha].data)
+            human_key = projects.key(c.get("project_human_key") or projects.folders[folder], folder)
+            counts["contacts"] += store_contact(db, c, lambda address: projects.agent(address, folder, human_key))
     activity.store(db)
     counts["projects"] = len(projects.ids)
     return counts

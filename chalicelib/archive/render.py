@@ -44,6 +44,8 @@ def describe(entry: dict) -> str:
         return f"agent: profile {entry['name']}"
     if entry["kind"] == "project":
         return f"project: {'archived' if entry.get('project_archived_ts') else 'active'}"
+    if entry["kind"] == "contact":
+        return f"contact: {entry['requester']} -> {entry['target']} {entry['status']}"
     return f"file_reservation: {entry['agent']} {entry['path_pattern']}"
 
 
@@ -140,6 +142,19 @@ def reservation_files(entry: dict) -> dict[str, bytes]:
     return {f"{project_dir(entry['project'])}/file_reservations/{int(entry['id'])}.json": to_json(reservation), **project_file(entry)}
 
 
+def contact_files(entry: dict) -> dict[str, bytes]:
+    """One file per pair of agents that asked for contact, named by its id, in the project of the
+    pair's first agent (outbox.contact_payload); the other is Name@slug if it is another project's."""
+    for address in (entry["requester"], entry["target"]):
+        agent_dir(*home(address, entry["project"]))  # names and slugs as paths would take them
+    contact = {key: value for key, value in entry.items() if key not in PROJECT_STATE}
+    return {contact_path(entry["project"], int(entry["id"])): to_json(contact), **project_file(entry)}
+
+
+def contact_path(slug: str, contact_id: int) -> str:
+    return f"{project_dir(slug)}/contacts/{contact_id}.json"
+
+
 def reservation_id_of_name(name: str) -> int | None:
     """A reservation file's id, from its name: `{id}.json`; None for a name of the first
     naming (`{sha1(pattern)}.json`: its content says which reservation it holds)."""
@@ -206,7 +221,8 @@ def message_name(entry: dict) -> str:
     return f"{file_timestamp(entry['created_ts'])}__{subject_slug(entry['subject'])}__{int(entry['id'])}.md"
 
 
-RENDERERS = {"message": message_files, "agent": agent_files, "reservation": reservation_files, "project": project_file}
+RENDERERS = {"message": message_files, "agent": agent_files, "reservation": reservation_files, "contact": contact_files,
+             "project": project_file}
 
 
 def document(entry: dict) -> bytes:

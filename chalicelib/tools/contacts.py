@@ -183,12 +183,7 @@ class Contact(Output):
     next_step: str | None = Field(None, description="What to do now, while the request is pending.")
 
 
-_CONTACTS = (
-    "SELECT c.*, ra.name AS requester_name, ra.project_id AS requester_project_id, rp.slug AS requester_slug,"
-    " ta.name AS target_name, ta.project_id AS target_project_id, tp.slug AS target_slug"
-    " FROM contacts c JOIN agents ra ON ra.id = c.requester_id JOIN projects rp ON rp.id = ra.project_id"
-    " JOIN agents ta ON ta.id = c.target_id JOIN projects tp ON tp.id = ta.project_id"
-)
+_CONTACTS = outbox.CONTACT_ROWS
 
 
 def _contact(row: sqlite3.Row, project: sqlite3.Row, now: str) -> Contact:
@@ -211,13 +206,21 @@ def _find_contact(db: sqlite3.Connection, a: sqlite3.Row, b: sqlite3.Row) -> sql
 
 
 def _store(db, requester, target, *, status, reason, ttl, requested_ts, responded_ts, expires_ts) -> sqlite3.Row:
-    db.execute(
-        "INSERT OR REPLACE INTO contacts (id, requester_id, target_id, status, reason, ttl_seconds, requested_ts,"
-        " responded_ts, expires_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (contact_id(requester["id"], target["id"]), requester["id"], target["id"], status, reason, ttl, requested_ts,
-         responded_ts, expires_ts),
-    )
+    """The pair's contact as asked or answered now, and its archive file."""
+    key = put_contact(db, requester["id"], target["id"], (status, reason, ttl, requested_ts, responded_ts, expires_ts))
+    outbox.record_contact(db, key)
     return _find_contact(db, requester, target)
+
+
+def put_contact(db: sqlite3.Connection, requester: int, target: int, state: tuple) -> int:
+    """The pair's row, with `state` (outbox.CONTACT_COLUMNS), updated in place (its archive version
+    goes on from the row's) or made; its id."""
+    key = contact_id(requester, target)
+    if not db.execute("UPDATE contacts SET requester_id = ?, target_id = ?, status = ?, reason = ?, ttl_seconds = ?,"
+                      " requested_ts = ?, responded_ts = ?, expires_ts = ? WHERE id = ?", (requester, target, *state, key)).rowcount:
+        db.execute("INSERT INTO contacts (requester_id, target_id, status, reason, ttl_seconds, requested_ts, responded_ts,"
+                   " expires_ts, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (requester, target, *state, key))
+    return key
 
 
 def _answer(db, project, responder, requester, row, accept: bool, ttl: int, now: str) -> sqlite3.Row:
