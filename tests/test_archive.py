@@ -418,6 +418,19 @@ def test_a_restore_keeps_who_approved_whom_across_projects_and_a_rebuild_writes_
         assert rebuilt.files() == archive.files()  # the worker and a rebuild agree
 
 
+def test_a_restore_leaves_out_a_contact_file_edited_into_nonsense_or_naming_an_agent_it_lacks(call, project, settings,
+                                                                                             tmp_path, archive):
+    call("request_contact", project_key=project, from_agent="BlueLake", to_agent="RedStone")  # open: approved
+    drain(settings, archive)
+    [written] = [json.loads(content) for path, content in archive.files().items() if "/contacts/" in path]
+    odd = [{**written, "status": "friends"}, {**written, "target": "Nobody"},
+           {key: value for key, value in written.items() if key != "expires_ts"}]
+    archive.apply([{**contact, "id": str(number), "project": project} for number, contact in enumerate(odd, 1)], keep_newer=False)
+    restored = restore_into(settings, tmp_path / "restored.db")
+    with db.connection(restored) as conn:
+        assert [tuple(row) for row in conn.execute("SELECT status, expires_ts FROM contacts")] == [("approved", written["expires_ts"])]
+
+
 def test_verify_finds_a_contact_without_its_file_or_changed_since_and_a_rebuild_writes_them(call, project, settings, archive):
     """A contact asked for before contacts were archived has no file, and one answered then a file
     that says otherwise: verify lists them, and a rebuild writes them."""

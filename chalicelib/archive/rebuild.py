@@ -642,8 +642,9 @@ def store_reservation(db: sqlite3.Connection, r: dict, project_id: int, holder: 
 def store_contact(db: sqlite3.Connection, c: dict, agent: Callable[[str], int | None]) -> bool:
     """A contact file's contact into the database, as its file last says; False (nothing stored)
     when either agent it names is not in the database (`agent`: an address's agent id), or its
-    status is none a contact has (a file edited by hand)."""
-    if c.get("status") not in ("pending", "approved", "denied"):
+    status is none a contact has or it lacks a field (a file edited by hand)."""
+    if (c.get("status") not in ("pending", "approved", "denied") or not all(key in c for key in outbox.CONTACT_COLUMNS)
+            or not all(isinstance(c.get(role), str) for role in ("requester", "target"))):
         return False
     try:
         pair = [agent(c["requester"]), agent(c["target"])]
