@@ -314,7 +314,7 @@ def test_restore_from_archive_rebuilds_an_empty_database(call, project, settings
     result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"], env=env)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"projects": 1, "agents": 3, "messages": 2, "file_reservations": 1,
-                                          "contacts": 0}
+                                          "contacts": 0, "marks": 0}
     again = Settings(database_url=restored)
     with db.connection(settings) as old, db.connection(again) as new:
         assert list(rebuild.message_entries(new)) == list(rebuild.message_entries(old))
@@ -452,6 +452,61 @@ def test_verify_finds_a_contact_without_its_file_or_changed_since_and_a_rebuild_
         rebuild.rebuild(conn, archive)
         assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
     assert json.loads(archive.read(f"projects/{project}/contacts/{answered}.json"))["status"] == "approved"
+
+
+def test_reads_and_acks_are_archived_beside_the_inbox_and_a_restore_keeps_them_and_the_unread_counts(call, project, settings,
+                                                                                                     tmp_path, archive):
+    """Marks were not archived: after a restore every message was unread again, and every ack
+    pending. A mark file per recipient and message, rewritten once when acknowledged."""
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], bcc=["RedStone"],
+                subject="please ack", body_md="x", ack_required=True)["message"]
+    other = call("send_message", project_key=project, sender_name="RedStone", to=["GreenCastle"], subject="later", body_md="y")
+    call("mark_message_read", project_key=project, agent_name="GreenCastle", message_id=sent["id"])
+    drain(settings, archive)
+    for agent, act in (("GreenCastle", "acknowledge_message"), ("GreenCastle", "mark_message_read"), ("RedStone", "mark_message_read")):
+        call(act, project_key=project, agent_name=agent, message_id=sent["id"])  # the second changes nothing
+    drain(settings, archive)
+    marks = {path: json.loads(content) for path, content in archive.files().items() if "/marks/" in path}
+    folder = layout.second_dir(sent["created_ts"])
+    assert sorted(marks) == [f"projects/{project}/agents/{name}/marks/{folder}/{sent['id']}.json" for name in ("GreenCastle", "RedStone")]
+    green = marks[f"projects/{project}/agents/GreenCastle/marks/{folder}/{sent['id']}.json"]
+    assert (green["version"], "ack_ts" in green, green["read_ts"] < green["ack_ts"]) == ("2", True, True)
+    assert call("archive_status")["pending"] == 0 and len(outbox_rows(settings)) == 1 + 6 + 2 + 3  # no entry for a mark made again
+
+    restored = restore_into(settings, tmp_path / "restored.db")
+    rows = "SELECT message_id, agent_id, kind, read_ts, ack_ts FROM message_recipients ORDER BY message_id, agent_id"
+    with db.connection(settings) as live, db.connection(restored) as back:
+        assert list(map(tuple, back.execute(rows))) == list(map(tuple, live.execute(rows)))
+    for name in ("GreenCastle", "RedStone"):  # unread counts, a bcc read not among them
+        def counts(settings):
+            whois = invoke.call(TOOLS["whois"], {"project_key": project, "agent_name": name}, settings)
+            return whois.messages_sent, whois.messages_received, whois.unread
+
+        assert counts(restored) == counts(settings)
+    inbox = invoke.call(TOOLS["fetch_inbox"], {"project_key": project, "agent_name": "GreenCastle", "unread_only": True}, restored)
+    assert [str(m.id) for m in inbox.messages] == [other["message"]["id"]]
+    with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
+        rebuild.rebuild(conn, rebuilt)
+        assert rebuilt.files() == archive.files()  # the worker and a rebuild agree
+
+
+def test_verify_finds_a_read_without_its_mark_file_and_a_mark_the_database_lacks(call, project, settings, archive):
+    """A read made before marks were archived has no file (a rebuild writes it); a file saying more
+    than its row (a read since the backup a restored database came from) is different."""
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle", "RedStone"], subject="s",
+                body_md="x")["message"]
+    call("acknowledge_message", project_key=project, agent_name="RedStone", message_id=sent["id"])
+    drain(settings, archive)
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        conn.execute("UPDATE message_recipients SET read_ts = '2026-01-01T00:00:00.000000+00:00' WHERE agent_id ="
+                     " (SELECT id FROM agents WHERE name = 'GreenCastle')")
+        conn.execute("UPDATE message_recipients SET ack_ts = NULL WHERE agent_id = (SELECT id FROM agents WHERE name = 'RedStone')")
+    path = f"projects/{project}/agents/{{}}/marks/{layout.second_dir(sent['created_ts'])}/{sent['id']}.json"
+    with db.connection(settings) as conn:
+        problems = rebuild.verify(conn, archive)
+        assert (problems["missing"], problems["different"]) == ([path.format("GreenCastle")], [path.format("RedStone")])
+        rebuild.rebuild(conn, archive)
+        assert rebuild.verify(conn, archive)["missing"] == []
 
 
 def policies(settings) -> dict[str, str]:

@@ -65,7 +65,7 @@ def test_a_backup_taken_while_a_send_is_mid_transaction_holds_everything_committ
 
 def test_a_restored_backup_keeps_marks_tokens_and_settings_that_a_restore_from_the_archive_loses(call, project, settings,
                                                                                                  tmp_path):
-    """The archive keeps an agent's contact policy (its profile), not its marks, token, products, slots or retention."""
+    """The archive keeps an agent's marks and contact policy, not its token, products, slots or retention."""
     token = call("register_agent", project_key=project, program="claude-code", model="opus", name="PurpleOwl")["registration_token"]
     call("set_contact_policy", project_key=project, agent_name="PurpleOwl", policy="open")
     sent = call("send_message", project_key=project, sender_name="BlueLake", to=["PurpleOwl"], subject="please ack",
@@ -93,7 +93,7 @@ def test_a_restored_backup_keeps_marks_tokens_and_settings_that_a_restore_from_t
     with pytest.raises(Forbidden):  # the archive has no tokens: PurpleOwl cannot act until an operator issues one
         kept(from_archive, project, token)
     assert kept(from_archive.model_copy(update={"require_agent_tokens": False}), project, token) == {
-        "read": False, "acknowledged": False, "policy": "open", "products": 0, "slots": 0, "retention": None}
+        "read": True, "acknowledged": True, "policy": "open", "products": 0, "slots": 0, "retention": None}
 
 
 def kept(settings: Settings, project: str, token: str) -> dict:
@@ -154,7 +154,8 @@ def test_backup_refuses_to_overwrite_unless_forced_and_makes_no_sense_on_a_repli
 def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_since_from_the_archive(call, project, settings,
                                                                                                     tmp_path):
     """The archive holds the mail sent after the backup; doctor names it, and --repair stores each
-    message (one from an agent registered since, once --repair has brought the agent back)."""
+    message (one from an agent registered since, once --repair has brought the agent back), and
+    the reads and acknowledgements made since, of the mail it had and of the mail brought back."""
     settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
     env = {"ARCHIVE_DIR": str(settings.archive_dir)}
     send(call, project, "before the backup")
@@ -166,6 +167,10 @@ def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_sinc
          subject="Re: after the backup", body_md="y", thread_id="after")
     call("register_agent", project_key=project, program="claude-code", model="opus", name="PurpleOwl")
     call("send_message", project_key=project, sender_name="PurpleOwl", to=["BlueLake"], subject="from a newcomer", body_md="z")
+    ids = {m["subject"]: m["id"] for agent in ("GreenCastle", "RedStone")
+           for m in call("fetch_inbox", project_key=project, agent_name=agent)["messages"]}
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=ids["before the backup"])
+    call("mark_message_read", project_key=project, agent_name="RedStone", message_id=ids["Re: after the backup"])
     with GitArchive.local(settings) as archive:
         drain(settings, archive)
     shutil.copy(tmp_path / "backup.db", tmp_path / "restored.db")  # the server stopped, the backup in the database's place
@@ -173,11 +178,12 @@ def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_sinc
 
     checked = run(restored, "doctor", env=env)
     assert checked.exit_code == 1
-    assert "3 unexpected, 1 projects or agents the database lacks (unexpected: mail the archive holds" in checked.stdout, \
-        checked.stdout
+    assert ("3 unexpected, 1 projects or agents the database lacks, 1 profiles, project.json, file reservations, contacts or"
+            " marks newer in the archive (unexpected: mail the archive holds") in checked.stdout, checked.stdout  # GreenCastle's ack
     repaired = run(restored, "doctor", "--repair", env=env)
     assert "brought back 0 projects and 1 agents made since" in repaired.stdout, repaired.stdout
-    assert "brought back 3 messages the archive holds and the database lacked\n" in repaired.stdout, repaired.stdout
+    assert "brought back 3 messages the archive holds and the database lacked; brought back 2 read and acknowledgement marks" \
+        in repaired.stdout, repaired.stdout
     assert subjects(tmp_path / "restored.db") == ["before the backup", "after the backup", "Re: after the backup",
                                                   "from a newcomer"]
 
@@ -187,6 +193,11 @@ def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_sinc
 
     assert inbox("RedStone") == ["Re: after the backup"]  # its cc, back with the message
     assert inbox("GreenCastle") == ["after the backup", "before the backup"]
+    marks = ("SELECT message_id, agent_id, kind, read_ts, ack_ts FROM message_recipients ORDER BY message_id, agent_id",
+             "SELECT agent_id, sum(sent), sum(received), sum(read) FROM message_counts GROUP BY agent_id ORDER BY agent_id")
+    for query in marks:
+        with db.connection(settings) as live, db.connection(restored) as back:
+            assert list(map(tuple, back.execute(query))) == list(map(tuple, live.execute(query))), query
     with db.connection(restored) as conn, GitArchive.local(restored, create=False) as archive:
         from chalicelib.archive.rebuild import verify
 
@@ -314,7 +325,7 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
 
     checked = run(restored, "doctor", env=env)
     assert checked.exit_code == 1
-    assert "differ: 1 unexpected, 9 profiles, project.json, file reservations or contacts newer in the archive (" in checked.stdout, \
+    assert "differ: 1 unexpected, 9 profiles, project.json, file reservations, contacts or marks newer in the archive (" in checked.stdout, \
         checked.stdout  # the unexpected: the notice of the answer
     repaired = run(restored, "doctor", "--repair", env=env)
     assert "brought back 9 changes made since (profiles, project.json, file reservations, contacts)" in repaired.stdout, repaired.stdout

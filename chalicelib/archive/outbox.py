@@ -186,6 +186,23 @@ def record_contact(db: sqlite3.Connection, contact_id: int) -> None:
     record(db, slug, "contact", contact_id, payload)
 
 
+def mark_payload(project: sqlite3.Row, agent: str, message_id: int, created_ts: str, read_ts: str, ack_ts: str | None) -> dict:
+    """A recipient's marks of a message: when it first read it and, once it did, acknowledged it.
+    Marks only move forward, so their state is their version: 1 read, 2 acknowledged (a retried
+    older entry never overwrites a newer file, and a rebuild writes the same file)."""
+    payload = {"agent": agent, "message_id": str(message_id), "message_created_ts": created_ts, "read_ts": read_ts,
+               "version": "2" if ack_ts else "1", **project_payload(project)}
+    return {**payload, "ack_ts": ack_ts} if ack_ts else payload
+
+
+def record_mark(db: sqlite3.Connection, project: sqlite3.Row, agent: str, message: sqlite3.Row, read_ts: str,
+                ack_ts: str | None) -> None:
+    """`agent` (of `project`) read or acknowledged `message` (of any project) for the first time."""
+    if archiving():
+        record(db, project["slug"], "mark", message["id"],
+               mark_payload(project, agent, message["id"], message["created_ts"], read_ts, ack_ts))
+
+
 def move_pending(db: sqlite3.Connection, old_slug: str, new_slug: str, entity_ids: list[int]) -> None:
     """Archive work not yet written for these entities goes under the project's new slug
     (a project that left a slug another replica gave at the same time: tools/projects.py)."""

@@ -16,6 +16,7 @@ from ..ids import stable_id, time_of
 from ..store.db import placeholders, transaction
 from ..tools.agents import agent_id
 from ..tools.contacts import put_contact
+from ..tools.counts import count_reads
 from ..human_keys import normalize_human_key
 from ..tools.reservations import literal_prefix
 from ..attachments.intake import Attachment
@@ -100,6 +101,7 @@ def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
         yield {"kind": "agent", "project": project["slug"], **outbox.agent_payload(project, row)}
     yield from reservation_entries(db, projects)
     yield from contact_entries(db, projects)
+    yield from mark_entries(db, projects)
 
 
 def projects_by_id(db: sqlite3.Connection) -> dict[int, sqlite3.Row]:
@@ -120,6 +122,17 @@ def contact_entries(db: sqlite3.Connection, projects: dict[int, sqlite3.Row] | N
     for row in db.execute(f"{outbox.CONTACT_ROWS} ORDER BY c.id").fetchall():
         slug, payload = outbox.contact_payload(row, projects.__getitem__)
         yield {"kind": "contact", "project": slug, **payload}
+
+
+def mark_entries(db: sqlite3.Connection, projects: dict[int, sqlite3.Row] | None = None) -> Iterator[dict]:
+    """Every recipient's marks of every message it read (streamed: a mailbox has many)."""
+    projects = projects or projects_by_id(db)
+    for row in db.execute("SELECT r.message_id, r.read_ts, r.ack_ts, a.name, a.project_id, m.created_ts FROM message_recipients r"
+                          " INDEXED BY reads_made JOIN agents a ON a.id = r.agent_id JOIN messages m ON m.id = r.message_id"
+                          " WHERE r.read_ts IS NOT NULL"):
+        project = projects[row["project_id"]]
+        payload = outbox.mark_payload(project, row["name"], row["message_id"], row["created_ts"], row["read_ts"], row["ack_ts"])
+        yield {"kind": "mark", "project": project["slug"], **payload}
 
 
 def count_entries(db: sqlite3.Connection) -> int:
@@ -224,9 +237,10 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
         (foreign if key is not None and not same_project(key, owners.get(slug)) else unexpected).append(original)
     missing, different = reservation_problems(db, archive)
     no_contact, contact_differs = contact_problems(db, archive)
+    no_mark, mark_differs = mark_problems(db, archive)
     no_project_json, archived = project_json_problems(archive, projects)
-    missing += no_contact + no_project_json
-    different += contact_differs
+    missing += no_contact + no_mark + no_project_json
+    different += contact_differs + mark_differs
     different += profile_problems(db, archive) + archived
     return {
         "missing": sorted([*expected.keys() - found.keys(), *missing]),
@@ -265,6 +279,72 @@ def contact_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[
         elif found[path] != blob_id(content):
             different.append(path)
     return missing, different
+
+
+def archived_marks(archive: GitArchive, folders: list[str]) -> Iterator[tuple[str, str, str, bytes]]:
+    """(folder, agent name, path, blob id) of every mark file of these project folders."""
+    for folder in folders:
+        for name in archive.folders(f"projects/{folder}/agents"):
+            for path, sha in archive.walk(f"projects/{folder}/agents/{name}/marks"):
+                yield folder, name, path, sha
+
+
+def mark_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
+    """(missing, different) mark files: each read recipient row has its file, saying what the row
+    does (a read made before marks were archived has none: a rebuild writes it), and a file whose
+    message and recipient the database has says no more than the row (a read the database lacks:
+    one made after the backup a restored database came from, which doctor --repair brings back)."""
+    found = {path: (folder, name, sha) for folder, name, path, sha in archived_marks(archive, archive.folders("projects"))}
+    missing, different = [], []
+    for entry in mark_entries(db):
+        [(path, content)] = [(path, content) for path, content in render(entry).items() if "/marks/" in path]
+        _, _, sha = found.pop(path, (None, None, None))
+        if sha is None:
+            missing.append(path)
+        elif sha != blob_id(content):
+            different.append(path)
+    for path, (folder, name, sha) in found.items():  # no read row of the database: its message purged, or read since a backup
+        if mark_row(db, folder, name, json.loads(archive.repo[sha].data)) is not None:
+            different.append(path)
+    return missing, different
+
+
+def mark_row(db: sqlite3.Connection, slug: str, name: str, mark: dict) -> sqlite3.Row | None:
+    """The recipient row of agent `name` of project `slug` that lacks what its mark file says (a
+    read, or an acknowledgement); None when there is none such."""
+    message_id, read_ts, ack_ts = mark.get("message_id"), mark.get("read_ts"), mark.get("ack_ts")
+    if not (str(message_id).isdigit() and isinstance(read_ts, str) and isinstance(ack_ts, str | None)):
+        return None  # edited by hand into no mark
+    return db.execute(
+        "SELECT r.id, r.kind, r.agent_id, r.read_ts FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
+        " JOIN projects p ON p.id = a.project_id WHERE r.message_id = ? AND a.name = ? AND p.slug = ?"
+        " AND (r.read_ts IS NULL OR (r.ack_ts IS NULL AND ? IS NOT NULL))", (int(message_id), name, slug, ack_ts)
+    ).fetchone()
+
+
+def missing_marks(db: sqlite3.Connection, archive: GitArchive, folders: list[str],
+                  slug_of: Callable[[str], str] = lambda folder: folder) -> list[tuple]:
+    """The marks the archive holds and the database's recipient rows lack (a restore, a repair after
+    a restored backup), for store_marks. `slug_of`: a folder's project's slug in the database (a
+    restore may have given it another: two projects of one slug)."""
+    marks = []
+    for folder, name, _, sha in archived_marks(archive, folders):
+        mark = json.loads(archive.repo[sha].data)
+        if (row := mark_row(db, slug_of(folder), name, mark)) is not None:
+            marks.append((row["id"], mark["read_ts"], mark.get("ack_ts")))
+    return marks
+
+
+def store_marks(db: sqlite3.Connection, marks: list[tuple]) -> None:
+    """missing_marks' marks into their rows, each row's first read counted as mark_message_read
+    counts it (not a bcc copy's; not one its agent made meanwhile: marks are never overwritten)."""
+    first_reads = []
+    for row_id, read_ts, ack_ts in marks:
+        first_reads += [agent for agent, kind in db.execute(
+            "UPDATE message_recipients SET read_ts = ? WHERE id = ? AND read_ts IS NULL RETURNING agent_id, kind", (read_ts, row_id)
+        ).fetchall() if kind != "bcc"]
+        db.execute("UPDATE message_recipients SET ack_ts = coalesce(ack_ts, ?) WHERE id = ?", (ack_ts, row_id))
+    count_reads(db, first_reads)
 
 
 PROFILE_FIELDS = ("program", "model", "task_description", "inception_ts")  # in every profile ever written
@@ -670,8 +750,8 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
     reservations and contacts that is newer than the database's rows (a larger version:
     outbox.new_versions): after a backup was restored, their changes since (archived, retired,
     registered again, renewed, released, answered), which a rewrite of the archive from the
-    database would undo; and the reservations and contacts the database lacks that were made
-    after `moment` (backup_moment: an older reservation it lacks was deleted by retention, and the
+    database would undo; the marks its recipient rows lack (read, acknowledged since); and the
+    reservations and contacts the database lacks that were made after `moment` (backup_moment: an older reservation it lacks was deleted by retention, and the
     archive keeps it as history)."""
     found = []
     for project in db.execute("SELECT id, slug, human_key, archive_version FROM projects").fetchall():
@@ -699,6 +779,10 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
             if same_project(c.get("project_human_key", ours), ours) and (
                     rendering.version_of(c) > (row[0] or 0) if row else c["requested_ts"] > moment):
                 found.append((path, c))
+        for _, name, path, sha in archived_marks(archive, [folder]):  # (brought back by store_marks, after the mail)
+            mark = json.loads(archive.repo[sha].data)
+            if mark_row(db, folder, name, mark) is not None:
+                found.append((path, mark))
     return found
 
 
@@ -709,6 +793,8 @@ def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str)
     projects = {row["slug"]: row["id"] for row in db.execute("SELECT slug, id FROM projects")}
     brought, left, activity = 0, [], Activity(clock.now())
     for path, document in changes_since(db, archive, moment):
+        if "/marks/" in path:
+            continue  # store_marks', once the mail made since is back too
         project_id = projects[path.split("/")[1]]
         if path.endswith("/project.json"):
             db.execute("UPDATE projects SET archived_ts = ?, unarchived_ts = ?, archive_version = ? WHERE id = ?",
@@ -738,16 +824,15 @@ def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str)
 def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: items) -> dict[str, int]:
     """Fill an empty database from the archive: projects (archived if their project.json says
     so; one with no agent nor message from its project.json alone) and agents (profiles, with
-    their contact policies), messages and their recipients (canonical files), file reservations
-    and contacts. Read and ack marks are not archived and start afresh. `progress` wraps the messages as
-    they are restored (the CLI's progress bar). Each project
-    is rebuilt under its own human key (from project.json, the profiles and the documents), so
+    their contact policies), messages and their recipients (canonical files) with their read and
+    ack marks, file reservations and contacts. `progress` wraps the messages as they are restored
+    (the CLI's progress bar). Each project is rebuilt under its own human key (from project.json, the profiles and the documents), so
     two projects whose archive folders share a slug stay apart. The archive is read a folder at
     a time, never whole. Each agent's last activity is the newest act the archive records (Activity)."""
     if db.execute("SELECT 1 FROM projects UNION ALL SELECT 1 FROM agents UNION ALL SELECT 1 FROM messages LIMIT 1").fetchone():
         raise ValueError("the database is not empty; restore into a new DATABASE_URL")
     projects, activity = Restorer(db), Activity(clock.now())
-    counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0, "contacts": 0}
+    counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0, "contacts": 0, "marks": 0}
     folders = archive.folders("projects")
     described = read_projects(archive, folders, projects)
     for folder, profile in profiles(archive, folders):
@@ -787,6 +872,11 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             c = json.loads(archive.repo[sha].data)
             human_key = projects.key(c.get("project_human_key") or projects.folders[folder], folder)
             counts["contacts"] += store_contact(db, c, lambda address: projects.agent(address, folder, human_key))
+    slugs = {human_key: slug for slug, human_key in projects.slugs.items()}
+    marks = missing_marks(db, archive, [folder for folder in folders if folder in projects.folders],
+                          lambda folder: slugs.get(projects.folders[folder], folder))
+    store_marks(db, marks)
+    counts["marks"] = len(marks)
     activity.store(db)
     counts["projects"] = len(projects.ids)
     return counts

@@ -44,6 +44,8 @@ def describe(entry: dict) -> str:
         return f"agent: profile {entry['name']}"
     if entry["kind"] == "project":
         return f"project: {'archived' if entry.get('project_archived_ts') else 'active'}"
+    if entry["kind"] == "mark":
+        return f"mark: {entry['agent']} {'acknowledged' if entry.get('ack_ts') else 'read'} {entry['message_id']}"
     if entry["kind"] == "contact":
         return f"contact: {entry['requester']} -> {entry['target']} {entry['status']}"
     return f"file_reservation: {entry['agent']} {entry['path_pattern']}"
@@ -148,11 +150,16 @@ def contact_files(entry: dict) -> dict[str, bytes]:
     for address in (entry["requester"], entry["target"]):
         agent_dir(*home(address, entry["project"]))  # names and slugs as paths would take them
     contact = {key: value for key, value in entry.items() if key not in PROJECT_STATE}
-    return {contact_path(entry["project"], int(entry["id"])): to_json(contact), **project_file(entry)}
+    return {f"{project_dir(entry['project'])}/contacts/{int(entry['id'])}.json": to_json(contact), **project_file(entry)}
 
 
-def contact_path(slug: str, contact_id: int) -> str:
-    return f"{project_dir(slug)}/contacts/{contact_id}.json"
+def mark_files(entry: dict) -> dict[str, bytes]:
+    """A recipient's marks of a message (outbox.mark_payload), in its folder beside its inbox copy:
+    marks/ then the same folder per second of the message's creation, so a commit of marks, too,
+    rewrites a few small trees whatever the archive's size."""
+    mark = {key: value for key, value in entry.items() if key not in PROJECT_STATE}
+    path = f"{agent_dir(entry['project'], entry['agent'])}/marks/{second_dir(entry['message_created_ts'])}/{int(entry['message_id'])}.json"
+    return {path: to_json(mark), **project_file(entry)}
 
 
 def reservation_id_of_name(name: str) -> int | None:
@@ -222,7 +229,7 @@ def message_name(entry: dict) -> str:
 
 
 RENDERERS = {"message": message_files, "agent": agent_files, "reservation": reservation_files, "contact": contact_files,
-             "project": project_file}
+             "mark": mark_files, "project": project_file}
 
 
 def document(entry: dict) -> bytes:

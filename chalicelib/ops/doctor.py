@@ -178,7 +178,7 @@ def archive(settings: Settings) -> Finding:
     problems = {kind: [path for path in paths if path not in changed] for kind, paths in problems.items()}
     counts = ", ".join([*(f"{len(paths)} {kind}" for kind, paths in problems.items() if paths),
                         *([f"{len(arrivals)} projects or agents the database lacks"] if arrivals else []),
-                        *([f"{len(changed)} profiles, project.json, file reservations or contacts newer in the archive"] if changed else [])])
+                        *([f"{len(changed)} profiles, project.json, file reservations, contacts or marks newer in the archive"] if changed else [])])
     rewrite = any(paths for kind, paths in problems.items() if kind not in STRANGERS)
     if not rewrite and not problems.get("unexpected") and not arrivals and not changed:  # foreign files only: nothing helps
         return Finding("git archive", False, f"archive and database differ: {counts}: files of mail or projects this"
@@ -196,7 +196,7 @@ def archive(settings: Settings) -> Finding:
             if arrivals:
                 done.append(f"brought back {made} projects and {registered} agents made since"
                             " (the archive's project.json and profiles)")
-            if changed:
+            if brought or left:
                 done.append(f"brought back {brought} changes made since (profiles, project.json, file reservations, contacts)" + (
                     f"; {len(left)} left, an agent of theirs in neither the database nor the archive's profiles: {listed(left)}"
                     if left else ""))
@@ -208,6 +208,14 @@ def archive(settings: Settings) -> Finding:
             done.append(f"brought back {brought} messages the archive holds and the database lacked" + (
                 f"; {len(left)} left, a sender or recipient in neither the database nor the archive's profiles:"
                 f" {listed(left)}" if left else ""))
+        if arrivals or changed or mail:  # the reads and acks made since, of the mail the database had and of what came back
+            with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+                marks = rebuild.missing_marks(conn, repo, [row[0] for row in conn.execute("SELECT slug FROM projects")])
+            for start in range(0, len(marks), rebuild.IMPORT_BATCH):  # a write transaction per batch, as the mail's
+                with db.connection(settings) as conn, db.transaction(conn, write=True):
+                    rebuild.store_marks(conn, marks[start:start + rebuild.IMPORT_BATCH])
+            if marks:
+                done.append(f"brought back {len(marks)} read and acknowledgement marks made since")
         if rewrite:
             # The worker of a running server writes the same repository: rewrite only while none runs.
             with exclusive(lock_path(settings), None) as mine:
@@ -223,7 +231,7 @@ def archive(settings: Settings) -> Finding:
 
     unexpected = (" (unexpected: mail the archive holds and the database lacks, such as what was sent after the backup a"
                   " restored database came from; the repair brings it back, and first the projects and agents made, and"
-                  " the profiles, projects, file reservations and contacts changed, since)"
+                  " the profiles, projects, file reservations, contacts and marks changed, since)"
                   ) if problems.get("unexpected") or arrivals or changed else ""
     return Finding("git archive", False, f"archive and database differ: {counts}{unexpected}",
                    "python -m chalicelib doctor --repair" + (" (or: archive rebuild)" if rewrite and not unexpected else ""), repair)

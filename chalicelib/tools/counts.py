@@ -55,9 +55,9 @@ def count_message(db, sender_id: int, kinds: dict[int, str]) -> None:
     upkeep.later(db, _add, rows)
 
 
-def count_read(db, agent_id: int) -> None:
-    """A received message was read for the first time."""
-    upkeep.later(db, _add, ((agent_id, 0, 0, 1),))
+def count_reads(db, agent_ids: list[int]) -> None:
+    """Received messages were read for the first time, one per item (an agent as often as it read)."""
+    upkeep.later(db, _add, tuple((agent_id, 0, 0, 1) for agent_id in agent_ids))
 
 
 def agent_counts(db: sqlite3.Connection, agent_id: int) -> tuple[int, int, int]:

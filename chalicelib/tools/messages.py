@@ -26,7 +26,7 @@ from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, 
 from ..ids import new_id, new_ids
 from ..registry import Input, Output, Replay, to_json, tool
 from . import attachment_refs, correspondents, thread_summaries
-from .counts import count_message, count_read
+from .counts import count_message, count_reads
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
 from .projects import find_project, project_by_id, project_id
 
@@ -672,27 +672,25 @@ class Receipt(Output):
 def _receipt(db: sqlite3.Connection, args: ReceiptInput, acknowledge: bool) -> Receipt:
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
-    find_message(db, project, args.message_id, viewer_id=agent["id"])
+    message = find_message(db, project, args.message_id, viewer_id=agent["id"])
     now = clock.now()
-    unread = db.execute(
-        # bcc copies are not counted (whois must not reveal one), nor their reads
-        "SELECT 1 FROM message_recipients WHERE message_id = ? AND agent_id = ? AND read_ts IS NULL AND kind != 'bcc'",
-        (args.message_id, agent["id"]),
-    ).fetchone()
-    rows = db.execute(  # fetchall: a replica finishes an UPDATE … RETURNING once its rows are read
+    before = db.execute("SELECT read_ts, ack_ts, kind FROM message_recipients WHERE message_id = ? AND agent_id = ?",
+                        (args.message_id, agent["id"])).fetchone()
+    if before is None:
+        raise NotFound(
+            f"Message {args.message_id} was not sent to {agent['name']}.",
+            "Only recipients can mark a message read or acknowledge it; see fetch_inbox.",
+        )
+    [row] = db.execute(  # fetchall: a replica finishes an UPDATE … RETURNING once its rows are read
         "UPDATE message_recipients SET read_ts = coalesce(read_ts, ?),"
         " ack_ts = CASE WHEN ? THEN coalesce(ack_ts, ?) ELSE ack_ts END"
         " WHERE message_id = ? AND agent_id = ? RETURNING read_ts, ack_ts",
         (now, acknowledge, now, args.message_id, agent["id"]),
     ).fetchall()
-    row = rows[0] if rows else None
-    if row is None:
-        raise NotFound(
-            f"Message {args.message_id} was not sent to {agent['name']}.",
-            "Only recipients can mark a message read or acknowledge it; see fetch_inbox.",
-        )
-    if unread:
-        count_read(db, agent["id"])
+    if before["read_ts"] is None and before["kind"] != "bcc":  # bcc copies are not counted (whois must not reveal one), nor their reads
+        count_reads(db, [agent["id"]])
+    if (row["read_ts"], row["ack_ts"]) != (before["read_ts"], before["ack_ts"]):  # marks only move forward: once each
+        outbox.record_mark(db, project, agent["name"], message, row["read_ts"], row["ack_ts"])
     return Receipt(message_id=args.message_id, read_ts=row["read_ts"], ack_ts=row["ack_ts"])
 
 
