@@ -872,17 +872,37 @@ def test_a_notice_is_restored_as_a_notice_and_introduces_nobody(call, project, s
         assert again.files() == archive.files()  # the flag came back with the notice
 
 
-def test_verify_finds_a_project_json_that_does_not_say_its_project_is_archived(call, project, settings, archive):
-    """A project archived before archiving wrote project.json: verify says the file differs, so
-    doctor --repair (a rebuild) writes it, and a restore keeps the project archived."""
+@pytest.mark.parametrize("change, said", [("archived_ts = '2026-01-01T00:00:00.000000+00:00'", {"archived_ts": "2026-01-01T00:00:00.000000+00:00"}),
+                                           ("retention_mode = 'purge', retention_days = 9", {"retention_mode": "purge", "retention_days": 9})])
+def test_verify_finds_a_project_json_that_does_not_say_its_projects_state(call, project, settings, archive, change, said):
+    """A project archived, or given a retention policy, before that wrote project.json: verify says
+    the file differs, so doctor --repair (a rebuild) writes it, and a restore keeps it."""
     drain(settings, archive)
     with db.connection(settings) as conn, db.transaction(conn, write=True):
-        conn.execute("UPDATE projects SET archived_ts = '2026-01-01T00:00:00.000000+00:00'")
+        conn.execute(f"UPDATE projects SET {change}")
     with db.connection(settings) as conn:
         assert rebuild.verify(conn, archive)["different"] == [f"projects/{project}/project.json"]
         rebuild.rebuild(conn, archive)
         assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
-    assert json.loads(archive.read(f"projects/{project}/project.json"))["archived_ts"].startswith("2026-01-01")
+    assert json.loads(archive.read(f"projects/{project}/project.json")).items() >= said.items()
+
+
+def test_a_projects_retention_policy_is_in_its_project_json_and_a_restore_keeps_it(call, project, settings, tmp_path, archive):
+    """Retention policies were not archived: a restored project kept its old mail forever (or
+    purged it after the server's default) whatever its administrator had chosen."""
+    call("set_retention_policy", project_key=project, mode="archive_only", days=90)
+    drain(settings, archive)
+    queued = outbox_rows(settings)
+    call("set_retention_policy", project_key=project, mode="archive_only", days=90)  # again: nothing to archive
+    assert outbox_rows(settings) == queued
+    described = json.loads(archive.read(f"projects/{project}/project.json"))
+    assert (described["retention_mode"], described["retention_days"]) == ("archive_only", 90)
+    restored = restore_into(settings, tmp_path / "restored.db")
+    kept = invoke.call(TOOLS["get_retention_policy"], {"project_key": project}, restored)
+    assert (kept.mode, kept.days) == ("archive_only", 90)
+    call("set_retention_policy", project_key=project, mode=None)  # back to the server's default
+    drain(settings, archive)
+    assert "retention_mode" not in json.loads(archive.read(f"projects/{project}/project.json"))
 
 
 def first_naming(entry: dict) -> dict[str, bytes]:

@@ -65,7 +65,8 @@ def test_a_backup_taken_while_a_send_is_mid_transaction_holds_everything_committ
 
 def test_a_restored_backup_keeps_marks_tokens_and_settings_that_a_restore_from_the_archive_loses(call, project, settings,
                                                                                                  tmp_path):
-    """The archive keeps an agent's marks and contact policy, not its token, products, slots or retention."""
+    """The archive keeps an agent's marks and contact policy and the project's retention policy, not
+    the agent's token, the products or the build slots."""
     token = call("register_agent", project_key=project, program="claude-code", model="opus", name="PurpleOwl")["registration_token"]
     call("set_contact_policy", project_key=project, agent_name="PurpleOwl", policy="open")
     sent = call("send_message", project_key=project, sender_name="BlueLake", to=["PurpleOwl"], subject="please ack",
@@ -93,7 +94,7 @@ def test_a_restored_backup_keeps_marks_tokens_and_settings_that_a_restore_from_t
     with pytest.raises(Forbidden):  # the archive has no tokens: PurpleOwl cannot act until an operator issues one
         kept(from_archive, project, token)
     assert kept(from_archive.model_copy(update={"require_agent_tokens": False}), project, token) == {
-        "read": True, "acknowledged": True, "policy": "open", "products": 0, "slots": 0, "retention": None}
+        "read": True, "acknowledged": True, "policy": "open", "products": 0, "slots": 0, "retention": "purge"}
 
 
 def kept(settings: Settings, project: str, token: str) -> dict:
@@ -292,7 +293,7 @@ def test_doctor_repair_brings_back_the_projects_and_agents_made_since_a_backup_t
 def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_changed_since_a_backup(call, project, settings,
                                                                                                      tmp_path):
     """Reserved, renewed, released, registered again, retired, closed to contact, asked for contact,
-    answered and archived after the backup: the archive holds each change, and --repair stores it rather than rewriting the
+    answered, given a retention policy and archived after the backup: the archive holds each change, and --repair stores it rather than rewriting the
     archive from the older database (which would undo them there too). A reservation retention
     deleted before the backup, still in the archive, stays deleted."""
     restored = restored_after_mail_since(call, project, settings, tmp_path, [])  # (re-made below)
@@ -318,6 +319,7 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
     call("register_agent", project_key=project, program="codex", model="gpt-5", name="GreenCastle")  # again, a new model
     call("retire_agent", project_key=project, agent_name="RedStone")
     call("set_contact_policy", project_key=project, agent_name="BlueLake", policy="block_all")
+    call("set_retention_policy", project_key=project, mode="purge", days=400)
     call("archive_project", project_key=project)
     with GitArchive.local(archived) as archive:
         drain(settings, archive)
@@ -335,7 +337,7 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
     queries = ("SELECT id, agent_id, path_pattern, exclusive, reason, created_ts, expires_ts, released_ts, archive_version"
                " FROM file_reservations ORDER BY id",
                "SELECT id, name, program, model, task_description, retired_ts, contact_policy, archive_version FROM agents ORDER BY id",
-               "SELECT id, archived_ts, unarchived_ts, archive_version FROM projects ORDER BY id",
+               "SELECT id, archived_ts, unarchived_ts, retention_mode, retention_days, archive_version FROM projects ORDER BY id",
                "SELECT * FROM contacts ORDER BY id")
     for query in queries:
         with db.connection(settings) as live, db.connection(restored) as back:

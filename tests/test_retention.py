@@ -190,9 +190,9 @@ def test_archive_only_bodies_stay_in_the_archive_through_verify_repair_and_resto
 
 def test_purged_mail_stays_in_the_archive_and_verify_expects_it(settings, call, two_projects, later, tmp_path):
     settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    call("set_retention_policy", project_key="work-team", mode="purge", days=30)
     with GitArchive.local(settings) as archive:
         drain(settings, archive)
-    call("set_retention_policy", project_key="work-team", mode="purge", days=30)
     later(31)
     assert run_retention(settings, budget=2)["messages_purged"] == 2
     assert run_retention(settings)["messages_purged"] == 1

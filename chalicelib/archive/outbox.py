@@ -67,13 +67,17 @@ def project_payload(project: sqlite3.Row) -> dict:
     """What an entry says of its project for projects/{slug}/project.json, which every entry
     writes: its human key, when it was made (a restore's created_ts, even with no message to
     date it), and, while it is archived, since when (so a restore keeps it archived), or, once
-    unarchived, since when it is active again, and the version of its last change (so a writer
-    keeps the newer of two project.json)."""
+    unarchived, since when it is active again, its retention policy if it has one of its own, and
+    the version of its last change (so a writer keeps the newer of two project.json)."""
     payload = {"project_human_key": project["human_key"], "project_created_ts": project["created_ts"]}
     if project["archived_ts"]:
         payload["project_archived_ts"] = project["archived_ts"]
     elif project["unarchived_ts"]:
         payload["project_unarchived_ts"] = project["unarchived_ts"]
+    if project["retention_mode"]:  # a policy of its own (set_retention_policy), so a restore keeps it
+        payload["project_retention_mode"] = project["retention_mode"]
+        if project["retention_days"]:
+            payload["project_retention_days"] = project["retention_days"]
     if project["archive_version"]:
         payload["project_version"] = str(project["archive_version"])
     return payload

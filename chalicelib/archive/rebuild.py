@@ -216,7 +216,8 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
         older = {key: value for key, value in entry.items() if key != "project_human_key"}
         for path, content in canonical(render(entry)).items():
             expected[path] = (blob_id(content), blob_id(canonical(render(older))[path]))
-    projects = db.execute("SELECT slug, human_key, created_ts, archived_ts, purged_before_id FROM projects").fetchall()
+    projects = db.execute("SELECT slug, human_key, created_ts, archived_ts, retention_mode, retention_days, purged_before_id"
+                          " FROM projects").fetchall()
     owners = {row["slug"]: row["human_key"] for row in projects}
     purged_before = {row["slug"]: row["purged_before_id"] or 0 for row in projects}
     homes = {}  # message id -> its project's human key, for the files that are not where they should be
@@ -374,8 +375,8 @@ def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
 def project_json_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> tuple[list[str], list[str]]:
     """(missing, different) project.json files: a project's is missing if it was made before
     ensure_project archived one and got no entry since (`archive rebuild` writes it: missing_advice),
-    different if its archived_ts is not its project's (written before archiving wrote it) or its
-    created_ts, when it says one, is not (another database's project of the same key wrote it: a
+    different if its archived_ts or retention policy is not its project's (written before archiving
+    or setting one wrote it) or its created_ts, when it says one, is not (another database's project of the same key wrote it: a
     server on a mistyped DATABASE_URL); one of another project is foreign."""
     missing, different = [], []
     for row in projects:
@@ -386,7 +387,8 @@ def project_json_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> t
         described = json.loads(content)
         created = described.get("created_ts")
         if same_project(described.get("human_key"), row["human_key"]) and (
-                described.get("archived_ts") != row["archived_ts"] or created not in (None, row["created_ts"])):
+                described.get("archived_ts") != row["archived_ts"] or created not in (None, row["created_ts"])
+                or rendering.retention_of(described) != (row["retention_mode"], row["retention_days"])):
             different.append(project_json_path(row["slug"]))
     return missing, different
 
@@ -496,10 +498,10 @@ class Restorer:
             self.ids[human_key], self.slugs[unique] = stable_id("project", human_key), human_key
             state = self.states.get(human_key, {})
             self.db.execute(
-                "INSERT INTO projects (id, slug, human_key, created_ts, archived_ts, unarchived_ts, archive_version)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO projects (id, slug, human_key, created_ts, archived_ts, unarchived_ts, retention_mode,"
+                " retention_days, archive_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (self.ids[human_key], unique, human_key, state.get("created_ts") or created_ts, state.get("archived_ts"),
-                 state.get("unarchived_ts"), rendering.version_of(state) or None),
+                 state.get("unarchived_ts"), *rendering.retention_of(state), rendering.version_of(state) or None),
             )
         return self.ids[human_key]
 
@@ -797,8 +799,10 @@ def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str)
             continue  # store_marks', once the mail made since is back too
         project_id = projects[path.split("/")[1]]
         if path.endswith("/project.json"):
-            db.execute("UPDATE projects SET archived_ts = ?, unarchived_ts = ?, archive_version = ? WHERE id = ?",
-                       (document.get("archived_ts"), document.get("unarchived_ts"), rendering.version_of(document), project_id))
+            db.execute("UPDATE projects SET archived_ts = ?, unarchived_ts = ?, retention_mode = ?, retention_days = ?,"
+                       " archive_version = ? WHERE id = ?", (document.get("archived_ts"), document.get("unarchived_ts"),
+                                                              *rendering.retention_of(document), rendering.version_of(document),
+                                                              project_id))
         elif "/contacts/" in path:
             if not store_contact(db, document, lambda address: agent_of(address, project_id, projects)):
                 left.append(path)

@@ -169,14 +169,16 @@ def reservation_id_of_name(name: str) -> int | None:
     return int(stem) if stem.isdigit() and len(stem) != 40 else None
 
 
-PROJECT_STATE = ("project_created_ts", "project_archived_ts", "project_unarchived_ts", "project_version")  # what entries carry for project.json alone
+# What entries carry for project.json alone.
+PROJECT_STATE = ("project_created_ts", "project_archived_ts", "project_unarchived_ts", "project_retention_mode",
+                 "project_retention_days", "project_version")
 
 
 def project_file(entry: dict) -> dict[str, bytes]:
     """projects/{slug}/project.json: whose folder this is, when the project was made (archives
     written before say not), and, while the project is archived,
-    since when, or, once it was unarchived, since when it is active again; the version of the
-    project's last change. Entries queued before it existed carry no human key and write none."""
+    since when, or, once it was unarchived, since when it is active again; its own retention
+    policy, if it has one; the version of the project's last change. Entries queued before it existed carry no human key and write none."""
     if not entry.get("project_human_key"):
         return {}
     project = {"slug": entry["project"], "human_key": entry["project_human_key"]}
@@ -184,6 +186,18 @@ def project_file(entry: dict) -> dict[str, bytes]:
         if entry.get(key):
             project[key.removeprefix("project_")] = entry[key]
     return {project_json_path(entry["project"]): to_json(project)}
+
+
+RETENTION_MODES = ("keep", "purge", "archive_only")
+
+
+def retention_of(project: dict) -> tuple[str | None, int | None]:
+    """(mode, days) of a project.json's retention policy; (None, None): none of its own (or none
+    there could be: edited by hand), the server's default applies."""
+    mode, days = project.get("retention_mode"), project.get("retention_days")
+    if mode not in RETENTION_MODES:
+        return None, None
+    return mode, days if isinstance(days, int) and not isinstance(days, bool) and days >= 1 else None
 
 
 def keeping_what_is_known(content: bytes, project: dict, written: dict) -> bytes:

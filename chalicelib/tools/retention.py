@@ -24,6 +24,7 @@ from typing import Annotated, Callable, Literal
 from pydantic import Field
 
 from .. import clock
+from ..archive import outbox
 from ..attachments.storage import storage
 from ..config import CENTURY_DAYS, Settings, get_settings
 from ..errors import Conflict
@@ -75,10 +76,13 @@ def set_retention_policy(db: sqlite3.Connection, args: SetRetentionPolicyInput) 
             "archive_only needs the git archive, and this server runs without it (ARCHIVE_ENABLED=false).",
             "Enable the archive, or choose purge or keep.",
         )
+    if (project["retention_mode"], project["retention_days"]) == (args.mode, args.days):
+        return policy(project)
     row = db.execute(
         "UPDATE projects SET retention_mode = ?, retention_days = ? WHERE id = ? RETURNING *",
         (args.mode, args.days, project["id"]),
     ).fetchall()[0]
+    outbox.record_project(db, row)  # its project.json says so: a restore from the archive keeps it
     return policy(row)
 
 
