@@ -63,8 +63,8 @@ def test_a_backup_taken_while_a_send_is_mid_transaction_holds_everything_committ
     assert subjects(settings.database_path)[-1] == "in flight"  # which then committed
 
 
-def test_a_restored_backup_keeps_marks_tokens_and_settings_that_a_restore_from_the_archive_loses(call, project, settings,
-                                                                                                 tmp_path):
+def test_a_restored_backup_keeps_tokens_products_and_slots_that_a_restore_from_the_archive_loses(call, project, settings,
+                                                                                                tmp_path):
     """The archive keeps an agent's marks and contact policy and the project's retention policy, not
     the agent's token, the products or the build slots."""
     token = call("register_agent", project_key=project, program="claude-code", model="opus", name="PurpleOwl")["registration_token"]

@@ -128,8 +128,7 @@ def mark_entries(db: sqlite3.Connection, projects: dict[int, sqlite3.Row] | None
     """Every recipient's marks of every message it read (streamed: a mailbox has many)."""
     projects = projects or projects_by_id(db)
     for row in db.execute("SELECT r.message_id, r.read_ts, r.ack_ts, a.name, a.project_id, m.created_ts FROM message_recipients r"
-                          " INDEXED BY reads_made JOIN agents a ON a.id = r.agent_id JOIN messages m ON m.id = r.message_id"
-                          " WHERE r.read_ts IS NOT NULL"):
+                          " JOIN agents a ON a.id = r.agent_id JOIN messages m ON m.id = r.message_id WHERE r.read_ts IS NOT NULL"):
         project = projects[row["project_id"]]
         payload = outbox.mark_payload(project, row["name"], row["message_id"], row["created_ts"], row["read_ts"], row["ack_ts"])
         yield {"kind": "mark", "project": project["slug"], **payload}
@@ -200,11 +199,12 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     messages retention purged (ids below their project's purged_before_id) are expected. A
     message whose body retention archived is compared with the body of its file (the only copy
     left): the rest of the document must still match. Each file reservation of the database
-    must have its file too (reservation_problems), each contact its file as the row says
-    (contact_problems), and an agent's profile must say whether it
-    is retired and, as a restore reads it, whether it is a person (profile_problems; profiles
-    written before they said so: different, which a rebuild rewrites), and
-    each project its project.json, saying whether it is archived (project_json_problems)."""
+    must have its file too (reservation_problems), each contact and each recipient's marks theirs
+    as the rows say (contact_problems, mark_problems), an agent's profile must say whether it
+    is retired and, as a restore reads them, whether it is a person and its contact policy
+    (profile_problems; profiles written before they said so: different, which a rebuild
+    rewrites), and each project its project.json, saying whether it is archived and its
+    retention policy (project_json_problems)."""
     found = {current_path(path): (path, sha) for path, sha in archive.walk("projects") if path.split("/")[2:3] == ["messages"]}
 
     def archived_body(entry: dict) -> str | None:
@@ -355,7 +355,8 @@ def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
     """Agent profiles that do not say what the database does: its registration (PROFILE_FIELDS:
     another database's agent of the same name, archived into this archive by a server started
     on a mistyped DATABASE_URL, overwrote them), its retired_ts, or its kind and contact policy as a
-    restore reads them (render.agent_kind, render.contact_policy). A missing profile is no concern here, nor another project's (foreign)."""
+    restore reads them (render.agent_kind, render.contact_policy). A missing profile is no concern
+    here, nor another project's (foreign)."""
     different = []
     for row in db.execute(f"SELECT a.name, a.retired_ts, a.kind, a.contact_policy, {', '.join(f'a.{field}' for field in PROFILE_FIELDS)},"
                           " p.slug, p.human_key FROM agents a JOIN projects p ON p.id = a.project_id"):
@@ -367,7 +368,8 @@ def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
         if not same_project(profile.get("project_human_key", row["human_key"]), row["human_key"]):
             continue
         if (profile.get("retired_ts") != row["retired_ts"] or agent_kind(profile) != row["kind"]
-                or contact_policy(profile) != row["contact_policy"] or any(profile.get(field) != row[field] for field in PROFILE_FIELDS)):
+                or contact_policy(profile) != row["contact_policy"]
+                or any(profile.get(field) != row[field] for field in PROFILE_FIELDS)):
             different.append(path)
     return different
 
@@ -376,8 +378,9 @@ def project_json_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> t
     """(missing, different) project.json files: a project's is missing if it was made before
     ensure_project archived one and got no entry since (`archive rebuild` writes it: missing_advice),
     different if its archived_ts or retention policy is not its project's (written before archiving
-    or setting one wrote it) or its created_ts, when it says one, is not (another database's project of the same key wrote it: a
-    server on a mistyped DATABASE_URL); one of another project is foreign."""
+    or setting one wrote it) or its created_ts, when it says one, is not (another database's
+    project of the same key wrote it: a server on a mistyped DATABASE_URL); one of another
+    project is foreign."""
     missing, different = [], []
     for row in projects:
         content = archive.read(project_json_path(row["slug"]))
@@ -753,8 +756,8 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
     outbox.new_versions): after a backup was restored, their changes since (archived, retired,
     registered again, renewed, released, answered), which a rewrite of the archive from the
     database would undo; the marks its recipient rows lack (read, acknowledged since); and the
-    reservations and contacts the database lacks that were made after `moment` (backup_moment: an older reservation it lacks was deleted by retention, and the
-    archive keeps it as history)."""
+    reservations and contacts the database lacks that were made after `moment` (backup_moment:
+    an older reservation it lacks was deleted by retention, and the archive keeps it as history)."""
     found = []
     for project in db.execute("SELECT id, slug, human_key, archive_version FROM projects").fetchall():
         folder, ours = project["slug"], project["human_key"]
@@ -790,13 +793,13 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
 
 def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str) -> tuple[int, list[str]]:
     """Store the changes the archive holds since a restored backup (changes_since), as a restore
-    would store them; (how many, the paths left: a reservation or contact whose agent the database lacks).
-    An agent's last activity only moves up to its newest act among them."""
+    would store them, but marks (doctor stores them once the mail made since is back too); (how
+    many, the paths left: a reservation or contact whose agent the database lacks). An agent's last activity only moves up to its newest act among them."""
     projects = {row["slug"]: row["id"] for row in db.execute("SELECT slug, id FROM projects")}
     brought, left, activity = 0, [], Activity(clock.now())
     for path, document in changes_since(db, archive, moment):
         if "/marks/" in path:
-            continue  # store_marks', once the mail made since is back too
+            continue
         project_id = projects[path.split("/")[1]]
         if path.endswith("/project.json"):
             db.execute("UPDATE projects SET archived_ts = ?, unarchived_ts = ?, retention_mode = ?, retention_days = ?,"
@@ -830,8 +833,8 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     so; one with no agent nor message from its project.json alone) and agents (profiles, with
     their contact policies), messages and their recipients (canonical files) with their read and
     ack marks, file reservations and contacts. `progress` wraps the messages as they are restored
-    (the CLI's progress bar). Each project is rebuilt under its own human key (from project.json, the profiles and the documents), so
-    two projects whose archive folders share a slug stay apart. The archive is read a folder at
+    (the CLI's progress bar). Each project is rebuilt under its own human key (from project.json,
+    the profiles and the documents), so two projects whose archive folders share a slug stay apart. The archive is read a folder at
     a time, never whole. Each agent's last activity is the newest act the archive records (Activity)."""
     if db.execute("SELECT 1 FROM projects UNION ALL SELECT 1 FROM agents UNION ALL SELECT 1 FROM messages LIMIT 1").fetchone():
         raise ValueError("the database is not empty; restore into a new DATABASE_URL")

@@ -158,8 +158,8 @@ def mark_files(entry: dict) -> dict[str, bytes]:
     marks/ then the same folder per second of the message's creation, so a commit of marks, too,
     rewrites a few small trees whatever the archive's size."""
     mark = {key: value for key, value in entry.items() if key not in PROJECT_STATE}
-    path = f"{agent_dir(entry['project'], entry['agent'])}/marks/{second_dir(entry['message_created_ts'])}/{int(entry['message_id'])}.json"
-    return {path: to_json(mark), **project_file(entry)}
+    folder = f"{agent_dir(entry['project'], entry['agent'])}/marks/{second_dir(entry['message_created_ts'])}"
+    return {f"{folder}/{int(entry['message_id'])}.json": to_json(mark), **project_file(entry)}
 
 
 def reservation_id_of_name(name: str) -> int | None:
@@ -178,7 +178,8 @@ def project_file(entry: dict) -> dict[str, bytes]:
     """projects/{slug}/project.json: whose folder this is, when the project was made (archives
     written before say not), and, while the project is archived,
     since when, or, once it was unarchived, since when it is active again; its own retention
-    policy, if it has one; the version of the project's last change. Entries queued before it existed carry no human key and write none."""
+    policy, if it has one; the version of the project's last change. Entries queued before it
+    existed carry no human key and write none."""
     if not entry.get("project_human_key"):
         return {}
     project = {"slug": entry["project"], "human_key": entry["project_human_key"]}

@@ -178,7 +178,8 @@ def archive(settings: Settings) -> Finding:
     problems = {kind: [path for path in paths if path not in changed] for kind, paths in problems.items()}
     counts = ", ".join([*(f"{len(paths)} {kind}" for kind, paths in problems.items() if paths),
                         *([f"{len(arrivals)} projects or agents the database lacks"] if arrivals else []),
-                        *([f"{len(changed)} profiles, project.json, file reservations, contacts or marks newer in the archive"] if changed else [])])
+                        *([f"{len(changed)} profiles, project.json, file reservations, contacts or marks newer in the"
+                           " archive"] if changed else [])])
     rewrite = any(paths for kind, paths in problems.items() if kind not in STRANGERS)
     if not rewrite and not problems.get("unexpected") and not arrivals and not changed:  # foreign files only: nothing helps
         return Finding("git archive", False, f"archive and database differ: {counts}: files of mail or projects this"
@@ -197,9 +198,9 @@ def archive(settings: Settings) -> Finding:
                 done.append(f"brought back {made} projects and {registered} agents made since"
                             " (the archive's project.json and profiles)")
             if brought or left:
-                done.append(f"brought back {brought} changes made since (profiles, project.json, file reservations, contacts)" + (
-                    f"; {len(left)} left, an agent of theirs in neither the database nor the archive's profiles: {listed(left)}"
-                    if left else ""))
+                done.append(f"brought back {brought} changes made since (profiles, project.json, file reservations,"
+                            " contacts)" + (f"; {len(left)} left, an agent of theirs in neither the database nor the archive's"
+                                            f" profiles: {listed(left)}" if left else ""))
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
                 mail = rebuild.verify(conn, repo)["unexpected"]  # their mail, foreign until now, among it
         if mail:

@@ -57,7 +57,8 @@ def count_message(db, sender_id: int, kinds: dict[int, str]) -> None:
 
 def count_reads(db, agent_ids: list[int]) -> None:
     """Received messages were read for the first time, one per item (an agent as often as it read)."""
-    upkeep.later(db, _add, tuple((agent_id, 0, 0, 1) for agent_id in agent_ids))
+    if agent_ids:
+        upkeep.later(db, _add, tuple((agent_id, 0, 0, 1) for agent_id in agent_ids))
 
 
 def agent_counts(db: sqlite3.Connection, agent_id: int) -> tuple[int, int, int]:
