@@ -490,6 +490,19 @@ def test_reads_and_acks_are_archived_beside_the_inbox_and_a_restore_keeps_them_a
         assert rebuilt.files() == archive.files()  # the worker and a rebuild agree
 
 
+def test_a_read_written_after_the_acknowledgement_it_came_before_leaves_the_mark_acknowledged(call, project, settings, archive):
+    """Entries may reach the writer out of order (one retried after a later one went through)."""
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="x")["message"]
+    call("mark_message_read", project_key=project, agent_name="GreenCastle", message_id=sent["id"])
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=sent["id"])
+    with db.connection(settings) as conn:
+        entries = [json.loads(row[0]) for row in conn.execute("SELECT payload FROM archive_outbox WHERE kind = 'mark' ORDER BY id")]
+    assert [entry.get("ack_ts") is not None for entry in entries] == [False, True]
+    archive.apply(entries[::-1])
+    [mark] = [json.loads(content) for path, content in archive.files().items() if "/marks/" in path]
+    assert mark["ack_ts"] == entries[1]["ack_ts"] and mark["version"] == "2"
+
+
 def test_verify_finds_a_read_without_its_mark_file_and_a_mark_the_database_lacks(call, project, settings, archive):
     """A read made before marks were archived has no file (a rebuild writes it); a file saying more
     than its row (a read since the backup a restored database came from) is different."""
