@@ -314,7 +314,7 @@ def test_restore_from_archive_rebuilds_an_empty_database(call, project, settings
     result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"], env=env)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"projects": 1, "agents": 3, "messages": 2, "file_reservations": 1,
-                                          "contacts": 0, "marks": 0}
+                                          "contacts": 0, "marks": 0, "products": 0}
     again = Settings(database_url=restored)
     with db.connection(settings) as old, db.connection(again) as new:
         assert list(rebuild.message_entries(new)) == list(rebuild.message_entries(old))
@@ -520,6 +520,58 @@ def test_verify_finds_a_read_without_its_mark_file_and_a_mark_the_database_lacks
         assert (problems["missing"], problems["different"]) == ([path.format("GreenCastle")], [path.format("RedStone")])
         rebuild.rebuild(conn, archive)
         assert rebuild.verify(conn, archive)["missing"] == []
+
+
+def test_a_product_is_archived_with_its_projects_and_a_restore_keeps_it(call, project, settings, tmp_path, archive):
+    """Products were not archived: after a restore the overseer's product pages and the product
+    tools were gone. One file per product, rewritten as it is renamed, linked and unlinked."""
+    call("ensure_project", human_key="/work/web")
+    call("ensure_product", product_key="Shop", name="The shop")
+    for key in (project, "work-web"):
+        call("products_link", product_key="shop", project_key=key)
+    call("ensure_product", product_key="shop", name="The Shop")
+    call("ensure_product", product_key="empty")
+    call("products_unlink", product_key="shop", project_key="work-web")
+    drain(settings, archive)
+    queued = outbox_rows(settings)
+    call("ensure_product", product_key="shop", name="The Shop")  # as it is: nothing to archive
+    call("products_link", product_key="shop", project_key=project)
+    call("products_unlink", product_key="shop", project_key="work-web")
+    assert outbox_rows(settings) == queued
+    shop = json.loads(archive.read("products/shop.json"))
+    assert (shop["name"], [link["human_key"] for link in shop["projects"]]) == ("The Shop", ["/work/demo"])
+    call("products_link", product_key="shop", project_key="work-web")
+    drain(settings, archive)
+
+    restored = restore_into(settings, tmp_path / "restored.db")
+    for key in ("shop", "empty"):
+        product = lambda settings: invoke.call(TOOLS["get_product"], {"product_key": key}, settings).model_dump()  # noqa: E731
+        assert product(restored) == product(settings)
+    with db.connection(restored) as conn:
+        assert [row[0] for row in conn.execute("SELECT product_key FROM products ORDER BY product_key")] == ["empty", "shop"]
+    with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
+        rebuild.rebuild(conn, rebuilt)
+        assert rebuilt.files("products") == archive.files("products")
+
+
+def test_verify_finds_a_product_without_its_file_or_changed_since_and_a_restore_leaves_out_nonsense(
+        call, project, settings, tmp_path, archive):
+    call("ensure_product", product_key="shop")
+    call("products_link", product_key="shop", project_key=project)
+    drain(settings, archive)
+    with db.connection(settings) as conn, db.transaction(conn, write=True):  # as before products were archived
+        conn.execute("INSERT INTO products (id, product_key, name, created_ts) SELECT id + 1, 'old', 'Old', created_ts FROM products")
+        conn.execute("DELETE FROM product_projects")
+    with db.connection(settings) as conn:
+        problems = rebuild.verify(conn, archive)
+        assert (problems["missing"], problems["different"]) == (["products/old.json"], ["products/shop.json"])
+        rebuild.rebuild(conn, archive)
+        assert rebuild.verify(conn, archive)["missing"] == rebuild.verify(conn, archive)["different"] == []
+    written = json.loads(archive.read("products/shop.json"))
+    odd = [{**written, "product_key": "scoped", "owner_scope": "not json"}, {**written, "product_key": "nameless", "name": None}]
+    archive.apply([{**product, "kind": "product", "project": outbox.PRODUCTS} for product in odd], keep_newer=False)
+    with db.connection(restore_into(settings, tmp_path / "restored.db")) as conn:
+        assert [row[0] for row in conn.execute("SELECT product_key FROM products ORDER BY product_key")] == ["old", "shop"]
 
 
 def policies(settings) -> dict[str, str]:

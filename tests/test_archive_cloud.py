@@ -129,6 +129,18 @@ def test_archiving_a_project_reaches_the_remote_s_project_json(sqs, settings, wo
         assert json.loads(archive.read("projects/cloud/project.json"))["archived_ts"] == archived_ts
 
 
+def test_a_product_reaches_the_remote_in_a_message_group_of_its_own(sqs, settings, worker, send):
+    send("hello")
+    invoke.call(TOOLS["ensure_product"], {"product_key": "shop"}, settings)
+    invoke.call(TOOLS["products_link"], {"product_key": "shop", "project_key": "cloud"}, settings)
+    cloud.publish_all(settings)
+    event = receive(sqs)
+    assert {record["attributes"]["MessageGroupId"] for record in event["Records"]} == {"cloud", outbox.PRODUCTS}
+    assert worker(event, CONTEXT) == {"batchItemFailures": []}
+    with remote(settings) as archive:
+        assert [link["human_key"] for link in json.loads(archive.read("products/shop.json"))["projects"]] == ["/cloud"]
+
+
 def test_an_older_project_json_delivered_after_a_newer_one_does_not_overwrite_it(sqs, settings, worker, send):
     """Archived then unarchived, the two project.json updates reach the worker in reverse order
     (as when the first one's send failed, or it came back from the dead-letter queue, after the

@@ -174,7 +174,7 @@ def test_an_archive_of_the_first_layout_is_verified_migrated_and_restored(call, 
     result = run(settings, "db", "restore-from-archive", database_url=restored)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"projects": 1, "agents": 3, "messages": 3, "file_reservations": 1,
-                                          "contacts": 0, "marks": 0}
+                                          "contacts": 0, "marks": 0, "products": 0}
     with db.connection(settings) as old, db.connection(Settings(database_url=restored)) as new:
         assert list(rebuild.message_entries(new)) == list(rebuild.message_entries(old))
 
@@ -252,7 +252,7 @@ def test_with_unique_slugs_each_project_has_its_own_folder_and_restore_keeps_the
     result = run(settings, "db", "restore-from-archive", database_url=restored)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"projects": 2, "agents": 4, "messages": 2, "file_reservations": 0,
-                                          "contacts": 0, "marks": 0}
+                                          "contacts": 0, "marks": 0, "products": 0}
     with db.connection(settings) as old, db.connection(Settings(database_url=restored)) as new:
         query = "SELECT id, slug, human_key FROM projects ORDER BY human_key"
         assert [tuple(row) for row in new.execute(query)] == [tuple(row) for row in old.execute(query)]

@@ -63,10 +63,9 @@ def test_a_backup_taken_while_a_send_is_mid_transaction_holds_everything_committ
     assert subjects(settings.database_path)[-1] == "in flight"  # which then committed
 
 
-def test_a_restored_backup_keeps_tokens_products_and_slots_that_a_restore_from_the_archive_loses(call, project, settings,
-                                                                                                tmp_path):
-    """The archive keeps an agent's marks and contact policy and the project's retention policy, not
-    the agent's token, the products or the build slots."""
+def test_a_restored_backup_keeps_tokens_and_slots_that_a_restore_from_the_archive_loses(call, project, settings, tmp_path):
+    """The archive keeps an agent's marks and contact policy, the project's retention policy and
+    its products, not the agent's token or the build slots."""
     token = call("register_agent", project_key=project, program="claude-code", model="opus", name="PurpleOwl")["registration_token"]
     call("set_contact_policy", project_key=project, agent_name="PurpleOwl", policy="open")
     sent = call("send_message", project_key=project, sender_name="BlueLake", to=["PurpleOwl"], subject="please ack",
@@ -94,7 +93,7 @@ def test_a_restored_backup_keeps_tokens_products_and_slots_that_a_restore_from_t
     with pytest.raises(Forbidden):  # the archive has no tokens: PurpleOwl cannot act until an operator issues one
         kept(from_archive, project, token)
     assert kept(from_archive.model_copy(update={"require_agent_tokens": False}), project, token) == {
-        "read": True, "acknowledged": True, "policy": "open", "products": 0, "slots": 0, "retention": "purge"}
+        "read": True, "acknowledged": True, "policy": "open", "products": 1, "slots": 0, "retention": "purge"}
 
 
 def kept(settings: Settings, project: str, token: str) -> dict:
@@ -179,8 +178,8 @@ def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_sinc
 
     checked = run(restored, "doctor", env=env)
     assert checked.exit_code == 1
-    assert ("3 unexpected, 1 projects or agents the database lacks, 1 profiles, project.json, file reservations, contacts or"
-            " marks newer in the archive (unexpected: mail the archive holds") in checked.stdout, checked.stdout  # GreenCastle's ack
+    assert ("3 unexpected, 1 projects or agents the database lacks, 1 profiles, project.json, file reservations, contacts,"
+            " marks or products newer in the archive (unexpected: mail the archive holds") in checked.stdout, checked.stdout  # GreenCastle's ack
     repaired = run(restored, "doctor", "--repair", env=env)
     assert "brought back 0 projects and 1 agents made since" in repaired.stdout, repaired.stdout
     assert "brought back 3 messages the archive holds and the database lacked; brought back 2 read and acknowledgement marks" \
@@ -293,7 +292,7 @@ def test_doctor_repair_brings_back_the_projects_and_agents_made_since_a_backup_t
 def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_changed_since_a_backup(call, project, settings,
                                                                                                      tmp_path):
     """Reserved, renewed, released, registered again, retired, closed to contact, asked for contact,
-    answered, given a retention policy and archived after the backup: the archive holds each change, and --repair stores it rather than rewriting the
+    answered, given a retention policy, made part of a product and archived after the backup: the archive holds each change, and --repair stores it rather than rewriting the
     archive from the older database (which would undo them there too). A reservation retention
     deleted before the backup, still in the archive, stays deleted."""
     restored = restored_after_mail_since(call, project, settings, tmp_path, [])  # (re-made below)
@@ -320,6 +319,8 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
     call("retire_agent", project_key=project, agent_name="RedStone")
     call("set_contact_policy", project_key=project, agent_name="BlueLake", policy="block_all")
     call("set_retention_policy", project_key=project, mode="purge", days=400)
+    call("ensure_product", product_key="later")
+    call("products_link", product_key="later", project_key=project)
     call("archive_project", project_key=project)
     with GitArchive.local(archived) as archive:
         drain(settings, archive)
@@ -327,10 +328,11 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
 
     checked = run(restored, "doctor", env=env)
     assert checked.exit_code == 1
-    assert "differ: 1 unexpected, 9 profiles, project.json, file reservations, contacts or marks newer in the archive (" in checked.stdout, \
-        checked.stdout  # the unexpected: the notice of the answer
+    differ = "differ: 1 unexpected, 10 profiles, project.json, file reservations, contacts, marks or products newer in the archive ("
+    assert differ in checked.stdout, checked.stdout  # the unexpected: the notice of the answer
     repaired = run(restored, "doctor", "--repair", env=env)
-    assert "brought back 9 changes made since (profiles, project.json, file reservations, contacts)" in repaired.stdout, repaired.stdout
+    brought = "brought back 10 changes made since (profiles, project.json, file reservations, contacts, products)"
+    assert brought in repaired.stdout, repaired.stdout
     assert "rewrote" not in repaired.stdout, repaired.stdout  # nothing else differed: the archive stays as it is
     assert repaired.exit_code == 0, repaired.stdout
 
@@ -338,7 +340,9 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
                " FROM file_reservations ORDER BY id",
                "SELECT id, name, program, model, task_description, retired_ts, contact_policy, archive_version FROM agents ORDER BY id",
                "SELECT id, archived_ts, unarchived_ts, retention_mode, retention_days, archive_version FROM projects ORDER BY id",
-               "SELECT * FROM contacts ORDER BY id")
+               "SELECT * FROM contacts ORDER BY id",
+               "SELECT * FROM products ORDER BY id",
+               "SELECT * FROM product_projects ORDER BY id")
     for query in queries:
         with db.connection(settings) as live, db.connection(restored) as back:
             assert list(map(tuple, back.execute(query))) == list(map(tuple, live.execute(query))), query  # as the server left them

@@ -172,7 +172,7 @@ def test_an_archive_written_under_the_old_spellings_is_written_on_and_restored(t
         restored = Settings(database_url=f"sqlite:///{tmp_path}/restored.db")
         with db.connection(restored) as conn, db.transaction(conn, write=True):
             counts = rebuild.restore(conn, archive)
-    assert counts == {"projects": 2, "agents": 2, "messages": 1, "file_reservations": 0, "contacts": 0, "marks": 0}
+    assert counts == {"projects": 2, "agents": 2, "messages": 1, "file_reservations": 0, "contacts": 0, "marks": 0, "products": 0}
     with db.connection(restored) as conn:
         projects = dict(conn.execute("SELECT human_key, slug FROM projects").fetchall())
     assert projects == {SHOP: "c-users-me-shop", loser: loser_slug}  # still two, as in the database

@@ -89,7 +89,7 @@ def versioned(payload: dict, row: sqlite3.Row) -> dict:
     return {**payload, "version": str(row["archive_version"])} if row["archive_version"] else payload
 
 
-VERSIONED = ("projects", "agents", "file_reservations", "contacts")  # the rows whose archive files entries rewrite
+VERSIONED = ("projects", "agents", "file_reservations", "contacts", "products")  # the rows whose archive files entries rewrite
 
 
 def new_versions(db: sqlite3.Connection, table: str, ids: list[int]) -> list[sqlite3.Row]:
@@ -205,6 +205,24 @@ def record_mark(db: sqlite3.Connection, project: sqlite3.Row, agent: str, messag
     if archiving():
         record(db, project["slug"], "mark", message["id"],
                mark_payload(project, agent, message["id"], message["created_ts"], read_ts, ack_ts))
+
+
+PRODUCTS = "~products"  # the outbox's group of product entries (a commit, an SQS message group): no project's slug
+
+
+def product_payload(db: sqlite3.Connection, product: sqlite3.Row) -> dict:
+    """A product with the human keys of its projects, and since when each is linked."""
+    links = db.execute("SELECT p.human_key, l.linked_ts FROM product_projects l JOIN projects p ON p.id = l.project_id"
+                       " WHERE l.product_id = ? ORDER BY p.human_key", (product["id"],)).fetchall()
+    payload = {key: product[key] for key in ("product_key", "name", "created_ts", "owner_scope")}
+    return versioned({**payload, "projects": [{"human_key": key, "linked_ts": linked} for key, linked in links]}, product)
+
+
+def record_product(db: sqlite3.Connection, product_id: int) -> None:
+    """The product's current state (made, renamed, a project linked or unlinked)."""
+    if archiving():
+        [product] = new_versions(db, "products", [product_id])
+        record(db, PRODUCTS, "product", product_id, product_payload(db, product))
 
 
 def move_pending(db: sqlite3.Connection, old_slug: str, new_slug: str, entity_ids: list[int]) -> None:

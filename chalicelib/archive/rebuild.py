@@ -92,7 +92,7 @@ def body_in_archive(archive: GitArchive, entry: dict) -> str | None:
 
 def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
     """Every project (its project.json: ensure_project and archive_project write one), agent
-    profile, file reservation and contact, as entries."""
+    profile, file reservation, contact, recipient's marks and product, as entries."""
     projects = projects_by_id(db)
     for row in projects.values():
         yield {"kind": "project", "project": row["slug"], **outbox.project_payload(row)}
@@ -102,6 +102,7 @@ def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
     yield from reservation_entries(db, projects)
     yield from contact_entries(db, projects)
     yield from mark_entries(db, projects)
+    yield from product_entries(db)
 
 
 def projects_by_id(db: sqlite3.Connection) -> dict[int, sqlite3.Row]:
@@ -134,8 +135,13 @@ def mark_entries(db: sqlite3.Connection, projects: dict[int, sqlite3.Row] | None
         yield {"kind": "mark", "project": project["slug"], **payload}
 
 
+def product_entries(db: sqlite3.Connection) -> Iterator[dict]:
+    for row in db.execute("SELECT * FROM products ORDER BY id").fetchall():
+        yield {"kind": "product", "project": outbox.PRODUCTS, **outbox.product_payload(db, row)}
+
+
 def count_entries(db: sqlite3.Connection) -> int:
-    tables = ("messages", "agents", "file_reservations", "contacts", "projects")
+    tables = ("messages", "agents", "file_reservations", "contacts", "products", "projects")
     return sum(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables)
 
 
@@ -239,9 +245,10 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     missing, different = reservation_problems(db, archive)
     no_contact, contact_differs = contact_problems(db, archive)
     no_mark, mark_differs = mark_problems(db, archive)
+    no_product, product_differs = product_problems(db, archive)
     no_project_json, archived = project_json_problems(archive, projects)
-    missing += no_contact + no_mark + no_project_json
-    different += contact_differs + mark_differs
+    missing += no_contact + no_mark + no_product + no_project_json
+    different += contact_differs + mark_differs + product_differs
     different += profile_problems(db, archive) + archived
     return {
         "missing": sorted([*expected.keys() - found.keys(), *missing]),
@@ -280,6 +287,57 @@ def contact_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[
         elif found[path] != blob_id(content):
             different.append(path)
     return missing, different
+
+
+def product_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
+    """(missing, different) product files: each product of the database has its file, saying what
+    its row and links do (a product made before products were archived has none: a rebuild writes it)."""
+    found = dict(archive.walk("products"))
+    missing, different = [], []
+    for entry in product_entries(db):
+        [(path, content)] = render(entry).items()
+        if path not in found:
+            missing.append(path)
+        elif found[path] != blob_id(content):
+            different.append(path)
+    return missing, different
+
+
+def store_product(db: sqlite3.Connection, product: dict) -> bool:
+    """A product file's product into the database, as its file last says, linked to those of its
+    projects the database has; False (nothing stored) for a file edited into no product."""
+    if not isinstance(product, dict):
+        return False
+    key, links, owner = product.get("product_key"), product.get("projects"), product.get("owner_scope")
+    if not (isinstance(key, str) and rendering.PRODUCT_KEY_PATTERN.fullmatch(key) and isinstance(links, list)
+            and all(isinstance(product.get(field), str) for field in ("name", "created_ts")) and scope_or_none(owner)):
+        return False
+    product_id = stable_id("product", key)
+    state = (product["name"], product["created_ts"], owner, rendering.version_of(product) or None)
+    if not db.execute("UPDATE products SET name = ?, created_ts = ?, owner_scope = ?, archive_version = ? WHERE id = ?",
+                      (*state, product_id)).rowcount:
+        db.execute("INSERT INTO products (name, created_ts, owner_scope, archive_version, id, product_key)"
+                   " VALUES (?, ?, ?, ?, ?, ?)", (*state, product_id, key))
+    db.execute("DELETE FROM product_projects WHERE product_id = ?", (product_id,))
+    for link in links:
+        if not (isinstance(link, dict) and isinstance(link.get("linked_ts"), str)):
+            continue
+        if project := db.execute("SELECT id FROM projects WHERE human_key = ?", (link.get("human_key"),)).fetchone():
+            db.execute("INSERT OR IGNORE INTO product_projects (id, product_id, project_id, linked_ts) VALUES (?, ?, ?, ?)",
+                       (stable_id("product_project", product_id, project[0]), product_id, project[0], link["linked_ts"]))
+    return True
+
+
+def scope_or_none(owner) -> bool:
+    """Whether a product file's owner_scope is one ensure_product writes: none, or a JSON list of
+    project keys (the products tools read it with json_each: anything else would fail them)."""
+    if owner is None:
+        return True
+    try:
+        keys = json.loads(owner) if isinstance(owner, str) else None
+    except ValueError:
+        return False
+    return isinstance(keys, list) and all(isinstance(key, str) for key in keys)
 
 
 def archived_marks(archive: GitArchive, folders: list[str]) -> Iterator[tuple[str, str, str, bytes]]:
@@ -752,12 +810,13 @@ def agent_of(address: str, project_id: int, projects: dict[str, int]) -> int | N
 
 def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> list[tuple[str, dict]]:
     """(path, document) of what the archive says of the database's projects, agents, file
-    reservations and contacts that is newer than the database's rows (a larger version:
+    reservations, contacts and products that is newer than the database's rows (a larger version:
     outbox.new_versions): after a backup was restored, their changes since (archived, retired,
     registered again, renewed, released, answered), which a rewrite of the archive from the
     database would undo; the marks its recipient rows lack (read, acknowledged since); and the
-    reservations and contacts the database lacks that were made after `moment` (backup_moment:
-    an older reservation it lacks was deleted by retention, and the archive keeps it as history)."""
+    reservations, contacts and products the database lacks that were made after `moment`
+    (backup_moment: an older reservation it lacks was deleted by retention, and the archive keeps
+    it as history)."""
     found = []
     for project in db.execute("SELECT id, slug, human_key, archive_version FROM projects").fetchall():
         folder, ours = project["slug"], project["human_key"]
@@ -788,6 +847,11 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
             mark = json.loads(archive.repo[sha].data)
             if mark_row(db, folder, name, mark) is not None:
                 found.append((path, mark))
+    for path, sha in archive.walk("products"):
+        product = json.loads(archive.repo[sha].data)
+        row = db.execute("SELECT archive_version FROM products WHERE product_key = ?", (product.get("product_key"),)).fetchone()
+        if rendering.version_of(product) > (row[0] or 0) if row else str(product.get("created_ts")) > moment:
+            found.append((path, product))
     return found
 
 
@@ -799,6 +863,9 @@ def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str)
     brought, left, activity = 0, [], Activity(clock.now())
     for path, document in changes_since(db, archive, moment):
         if "/marks/" in path:
+            continue
+        if path.startswith("products/"):
+            brought += store_product(db, document)
             continue
         project_id = projects[path.split("/")[1]]
         if path.endswith("/project.json"):
@@ -832,14 +899,14 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     """Fill an empty database from the archive: projects (archived if their project.json says
     so; one with no agent nor message from its project.json alone) and agents (profiles, with
     their contact policies), messages and their recipients (canonical files) with their read and
-    ack marks, file reservations and contacts. `progress` wraps the messages as they are restored
+    ack marks, file reservations, contacts and products. `progress` wraps the messages as they are restored
     (the CLI's progress bar). Each project is rebuilt under its own human key (from project.json,
     the profiles and the documents), so two projects whose archive folders share a slug stay apart. The archive is read a folder at
     a time, never whole. Each agent's last activity is the newest act the archive records (Activity)."""
     if db.execute("SELECT 1 FROM projects UNION ALL SELECT 1 FROM agents UNION ALL SELECT 1 FROM messages LIMIT 1").fetchone():
         raise ValueError("the database is not empty; restore into a new DATABASE_URL")
     projects, activity = Restorer(db), Activity(clock.now())
-    counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0, "contacts": 0, "marks": 0}
+    counts = {"projects": 0, "agents": 0, "messages": 0, "file_reservations": 0, "contacts": 0, "marks": 0, "products": 0}
     folders = archive.folders("projects")
     described = read_projects(archive, folders, projects)
     for folder, profile in profiles(archive, folders):
@@ -879,6 +946,8 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
             c = json.loads(archive.repo[sha].data)
             human_key = projects.key(c.get("project_human_key") or projects.folders[folder], folder)
             counts["contacts"] += store_contact(db, c, lambda address: projects.agent(address, folder, human_key))
+    for _, sha in archive.walk("products"):  # once every project is made: a product spans several
+        counts["products"] += store_product(db, json.loads(archive.repo[sha].data))
     slugs = {human_key: slug for slug, human_key in projects.slugs.items()}
     marks = missing_marks(db, archive, [folder for folder in folders if folder in projects.folders],
                           lambda folder: slugs.get(projects.folders[folder], folder))

@@ -46,6 +46,8 @@ def describe(entry: dict) -> str:
         return f"project: {'archived' if entry.get('project_archived_ts') else 'active'}"
     if entry["kind"] == "mark":
         return f"mark: {entry['agent']} {'acknowledged' if entry.get('ack_ts') else 'read'} {entry['message_id']}"
+    if entry["kind"] == "product":
+        return f"product: {entry['product_key']} ({len(entry['projects'])} projects)"
     if entry["kind"] == "contact":
         return f"contact: {entry['requester']} -> {entry['target']} {entry['status']}"
     return f"file_reservation: {entry['agent']} {entry['path_pattern']}"
@@ -153,6 +155,17 @@ def contact_files(entry: dict) -> dict[str, bytes]:
     return {f"{project_dir(entry['project'])}/contacts/{int(entry['id'])}.json": to_json(contact), **project_file(entry)}
 
 
+PRODUCT_KEY_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # tools/products.py's keys, as stored (lower case)
+
+
+def product_files(entry: dict) -> dict[str, bytes]:
+    """products/{product_key}.json: a product (of no one project), its projects by human key."""
+    if not PRODUCT_KEY_PATTERN.fullmatch(entry["product_key"]):
+        raise ValueError(f"not a product key: {entry['product_key']!r}")
+    product = {key: value for key, value in entry.items() if key not in ("kind", "project")}
+    return {f"products/{entry['product_key']}.json": to_json(product)}
+
+
 def mark_files(entry: dict) -> dict[str, bytes]:
     """A recipient's marks of a message (outbox.mark_payload), in its folder beside its inbox copy:
     marks/ then the same folder per second of the message's creation, so a commit of marks, too,
@@ -244,7 +257,7 @@ def message_name(entry: dict) -> str:
 
 
 RENDERERS = {"message": message_files, "agent": agent_files, "reservation": reservation_files, "contact": contact_files,
-             "mark": mark_files, "project": project_file}
+             "mark": mark_files, "product": product_files, "project": project_file}
 
 
 def document(entry: dict) -> bytes:

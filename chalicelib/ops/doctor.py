@@ -178,8 +178,8 @@ def archive(settings: Settings) -> Finding:
     problems = {kind: [path for path in paths if path not in changed] for kind, paths in problems.items()}
     counts = ", ".join([*(f"{len(paths)} {kind}" for kind, paths in problems.items() if paths),
                         *([f"{len(arrivals)} projects or agents the database lacks"] if arrivals else []),
-                        *([f"{len(changed)} profiles, project.json, file reservations, contacts or marks newer in the"
-                           " archive"] if changed else [])])
+                        *([f"{len(changed)} profiles, project.json, file reservations, contacts, marks or products newer"
+                           " in the archive"] if changed else [])])
     rewrite = any(paths for kind, paths in problems.items() if kind not in STRANGERS)
     if not rewrite and not problems.get("unexpected") and not arrivals and not changed:  # foreign files only: nothing helps
         return Finding("git archive", False, f"archive and database differ: {counts}: files of mail or projects this"
@@ -199,7 +199,7 @@ def archive(settings: Settings) -> Finding:
                             " (the archive's project.json and profiles)")
             if brought or left:
                 done.append(f"brought back {brought} changes made since (profiles, project.json, file reservations,"
-                            " contacts)" + (f"; {len(left)} left, an agent of theirs in neither the database nor the archive's"
+                            " contacts, products)" + (f"; {len(left)} left, an agent of theirs in neither the database nor the archive's"
                                             f" profiles: {listed(left)}" if left else ""))
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
                 mail = rebuild.verify(conn, repo)["unexpected"]  # their mail, foreign until now, among it
@@ -232,7 +232,7 @@ def archive(settings: Settings) -> Finding:
 
     unexpected = (" (unexpected: mail the archive holds and the database lacks, such as what was sent after the backup a"
                   " restored database came from; the repair brings it back, and first the projects and agents made, and"
-                  " the profiles, projects, file reservations, contacts and marks changed, since)"
+                  " the profiles, projects, file reservations, contacts, marks and products changed, since)"
                   ) if problems.get("unexpected") or arrivals or changed else ""
     return Finding("git archive", False, f"archive and database differ: {counts}{unexpected}",
                    "python -m chalicelib doctor --repair" + (" (or: archive rebuild)" if rewrite and not unexpected else ""), repair)

@@ -14,6 +14,7 @@ import orjson
 from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
+from ..archive import outbox
 from ..errors import InvalidArgument, NotFound
 from ..fields import AgentName, ProjectKey, Timestamp
 from ..ids import stable_id
@@ -119,12 +120,13 @@ def ensure_product(db: sqlite3.Connection, args: EnsureProductInput) -> Product:
     or return it if it exists (idempotent). Then link projects to it with products_link."""
     key = product_id(args.product_key)
     owner = orjson.dumps(sorted(args._scope)).decode() if args._scope is not None else None
-    db.execute(
+    made = db.execute(
         "INSERT OR IGNORE INTO products (id, product_key, name, created_ts, owner_scope) VALUES (?, ?, ?, ?, ?)",
         (key, args.product_key, args.name or args.product_key, clock.now(), owner),
-    )
-    if args.name:
-        db.execute("UPDATE products SET name = ? WHERE id = ?", (args.name, key))
+    ).rowcount
+    renamed = args.name and db.execute("UPDATE products SET name = ? WHERE id = ? AND name != ?", (args.name, key, args.name)).rowcount
+    if made or renamed:
+        outbox.record_product(db, key)  # products/{key}.json: a restore from the archive keeps it
     return _product(db, find_product(db, args.product_key))
 
 
@@ -137,10 +139,11 @@ def products_link(db: sqlite3.Connection, args: ProductsLinkInput) -> Product:
     """Link a project to a product (idempotent). A project may belong to several products."""
     product = find_product(db, args.product_key)
     project = find_project(db, args.project_key)
-    db.execute(
+    if db.execute(
         "INSERT OR IGNORE INTO product_projects (id, product_id, project_id, linked_ts) VALUES (?, ?, ?, ?)",
         (stable_id("product_project", product["id"], project["id"]), product["id"], project["id"], clock.now()),
-    )
+    ).rowcount:
+        outbox.record_product(db, product["id"])
     return _product(db, product)
 
 
@@ -149,7 +152,8 @@ def products_unlink(db: sqlite3.Connection, args: ProductsLinkInput) -> Product:
     Nothing of the project's mail changes."""
     product = find_product(db, args.product_key)
     project = find_project(db, args.project_key)
-    db.execute("DELETE FROM product_projects WHERE product_id = ? AND project_id = ?", (product["id"], project["id"]))
+    if db.execute("DELETE FROM product_projects WHERE product_id = ? AND project_id = ?", (product["id"], project["id"])).rowcount:
+        outbox.record_product(db, product["id"])
     return _product(db, product)
 
 
