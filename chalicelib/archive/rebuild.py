@@ -812,7 +812,7 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
     """(path, document) of what the archive says of the database's projects, agents, file
     reservations, contacts and products that is newer than the database's rows (a larger version:
     outbox.new_versions): after a backup was restored, their changes since (archived, retired,
-    registered again, renewed, released, answered), which a rewrite of the archive from the
+    registered again, renewed, released, answered, renamed, linked), which a rewrite of the archive from the
     database would undo; the marks its recipient rows lack (read, acknowledged since); and the
     reservations, contacts and products the database lacks that were made after `moment`
     (backup_moment: an older reservation it lacks was deleted by retention, and the archive keeps
@@ -848,7 +848,8 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
             if mark_row(db, folder, name, mark) is not None:
                 found.append((path, mark))
     for path, sha in archive.walk("products"):
-        product = json.loads(archive.repo[sha].data)
+        if not isinstance(product := json.loads(archive.repo[sha].data), dict):
+            continue  # edited by hand into no product (store_product would store nothing)
         row = db.execute("SELECT archive_version FROM products WHERE product_key = ?", (product.get("product_key"),)).fetchone()
         if rendering.version_of(product) > (row[0] or 0) if row else str(product.get("created_ts")) > moment:
             found.append((path, product))
@@ -899,10 +900,10 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     """Fill an empty database from the archive: projects (archived if their project.json says
     so; one with no agent nor message from its project.json alone) and agents (profiles, with
     their contact policies), messages and their recipients (canonical files) with their read and
-    ack marks, file reservations, contacts and products. `progress` wraps the messages as they are restored
-    (the CLI's progress bar). Each project is rebuilt under its own human key (from project.json,
-    the profiles and the documents), so two projects whose archive folders share a slug stay apart. The archive is read a folder at
-    a time, never whole. Each agent's last activity is the newest act the archive records (Activity)."""
+    ack marks, file reservations, contacts and products. `progress` wraps the messages as they are
+    restored (the CLI's progress bar). Each project is rebuilt under its own human key (from
+    project.json, the profiles and the documents), so two projects whose archive folders share a
+    slug stay apart. The archive is read a folder at a time, never whole. Each agent's last activity is the newest act the archive records (Activity)."""
     if db.execute("SELECT 1 FROM projects UNION ALL SELECT 1 FROM agents UNION ALL SELECT 1 FROM messages LIMIT 1").fetchone():
         raise ValueError("the database is not empty; restore into a new DATABASE_URL")
     projects, activity = Restorer(db), Activity(clock.now())
