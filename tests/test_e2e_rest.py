@@ -61,6 +61,16 @@ def test_malformed_json_is_a_422_not_a_500(api):
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_argument"
 
 
+@pytest.mark.parametrize("body", [b"\x0b", b"\x0c", b" \x0b\n"])
+def test_a_body_of_what_json_does_not_call_whitespace_is_malformed_not_no_arguments(api, body):
+    """A vertical tab or a form feed is no JSON whitespace; strip() took the body for empty, so it
+    was read as no arguments and answered 200 (found by bench/fuzz.py, seed 2026120223)."""
+    response = api.post("/api/list_projects", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_argument", response.text
+    blank = api.post("/api/list_projects", content=b" \t\r\n", headers={"content-type": "application/json"})
+    assert blank.status_code == 200  # JSON's own whitespace only: no arguments, as an empty body
+
+
 def test_write_tools_refuse_get(api):
     assert api.get("/api/send_message").status_code == 405
 
