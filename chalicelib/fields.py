@@ -68,7 +68,9 @@ def _at_most(limit: int) -> str:
     return "^(" + "|".join(branches) + ")$"
 
 
-ID_PATTERN = _at_most(2**63 - 1)
+# An id as text: its digits, perhaps with a fraction of zeros (493.0: a float's text, as a client's
+# JSON writer or a query may put it), as the schema says.
+ID_PATTERN = _at_most(2**63 - 1).removesuffix("$") + r"(\.0{1,20})?$"
 _ID_STRING = re.compile(ID_PATTERN)
 # The largest id a JSON number may carry. FastAPI writes OpenAPI bounds as floats, and schema
 # readers take a float by its shortest decimal (9.223372036854775e+18 for 2**63 - 1) or by its
@@ -77,18 +79,14 @@ _ID_STRING = re.compile(ID_PATTERN)
 MAX_ID_NUMBER = 9_223_372_036_854_656_000
 
 
-_WHOLE_NUMBER_TEXT = re.compile(r"^([1-9][0-9]{0,18})\.0{1,20}$")
-
-
 def _id_value(value):
-    """An id must be what the schema says: a string 1..2**63-1 without leading zeros or signs, or
-    a number 1..MAX_ID_NUMBER (true and false are not numbers). A query's text is either: there
-    493.0 is the number 493 (a float's text, as a client's JSON writer may put it)."""
-    given = value
-    if isinstance(value, str) and not _ID_STRING.match(value):
-        value = int(whole[1]) if (whole := _WHOLE_NUMBER_TEXT.match(value)) else None
-    if value is None or isinstance(value, bool):
-        raise ValueError(f"{given!r} is not an id: a decimal number from 1 to {2**63 - 1}")
+    """An id must be what the schema says: a string 1..2**63-1 without leading zeros or signs (a
+    fraction of zeros allowed), or a number 1..MAX_ID_NUMBER (true and false are not numbers). A
+    query's text is either."""
+    if isinstance(value, str) and _ID_STRING.match(value):
+        return int(value.partition(".")[0])  # any id, up to 2**63 - 1: text is not bounded as a JSON number
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an id: a decimal number from 1 to {2**63 - 1}")
     if isinstance(value, (int, float)) and value > MAX_ID_NUMBER:
         raise ValueError(f"{value} is too large for a JSON number; send it as a string, \"{value}\"")
     return value
