@@ -266,23 +266,24 @@ def test_a_line_that_is_not_utf8_gets_a_parse_error_and_the_session_goes_on(tmp_
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive")}
     server = subprocess.Popen([sys.executable, "-m", "chalicelib", "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
-    try:
-        server.stdin.write(initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n'
-                           b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"ensure_project",'
-                           b'"arguments":{"human_key":"/caf\xe9"}}}\n'
-                           b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_projects","arguments":{}}}\n')
-        server.stdin.flush()
-        answers = [json.loads(server.stdout.readline()) for _ in range(3)]
-        server.stdin.close()
-        assert server.wait(timeout=60) == 0
+    try:  # all of it at once, then the end of the input: an answer never sent fails the test, not hangs it
+        out, _ = server.communicate(
+            initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n'
+            b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"ensure_project",'
+            b'"arguments":{"human_key":"/caf\xe9"}}}\n'
+            b' \t\r\n'  # JSON's whitespace: skipped
+            b'\x0b\n'  # a vertical tab is none (it was skipped as blank): -32700
+            b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_projects","arguments":{}}}\n', timeout=60)
+        assert server.returncode == 0
     finally:
         server.kill()
         server.wait()
-    assert answers[0]["id"] == 1
-    assert answers[1]["id"] is None and answers[1]["error"]["code"] == -32700
-    assert "not UTF-8" in answers[1]["error"]["message"]
-    assert "valid JSON" in answers[1]["error"]["data"]["error"]["hint"]  # this server's error body, as over HTTP
-    assert answers[2]["id"] == 3 and answers[2]["result"]["structuredContent"]["projects"] == []  # nothing was stored
+    answers = {answer["id"]: answer for answer in map(json.loads, out.splitlines()) if answer["id"] is not None}
+    errors = [answer["error"] for answer in map(json.loads, out.splitlines()) if answer["id"] is None]
+    assert sorted(answers) == [1, 3] and [error["code"] for error in errors] == [-32700, -32700], out
+    [not_utf8] = [error for error in errors if "not UTF-8" in error["message"]]
+    assert "valid JSON" in not_utf8["data"]["error"]["hint"]  # this server's error body, as over HTTP
+    assert answers[3]["result"]["structuredContent"]["projects"] == []  # nothing was stored
 
 
 def test_a_bad_setting_ends_the_session_with_a_line_naming_it(tmp_path):

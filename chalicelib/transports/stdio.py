@@ -311,7 +311,7 @@ class Lines:
             line, self.first = self.first or await anyio.to_thread.run_sync(self.wire_in.readline, abandon_on_cancel=True), b""
             if not line:
                 raise StopAsyncIteration
-            if not line.strip():
+            if not line.strip(b" \t\r\n"):  # JSON's whitespace only: a line of control characters is answered -32700
                 continue
             try:
                 return line.decode("utf-8")
