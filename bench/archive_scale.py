@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/archive_scale.py [--messages 1000000] [--rate 1000] [--dir /work/tmp/d2-archive/scale]
     .venv/bin/python bench/archive_scale.py --flat --messages 100000    # the old flat layout, for comparison
+    .venv/bin/python bench/archive_scale.py --marks --messages 100000   # each to/cc copy also read, half acknowledged
 
 One project, 22 agents, 500 threads, bodies of 40-200 words, one to three recipients and a
 cc now and then; `created_ts` advances `--rate` messages per second (1,000/s: a burst that
@@ -39,19 +40,27 @@ WORDS = ("the build fails on arm64 because the cache key misses the target tripl
 START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
 
 
-def messages(count: int, rate: float, start: int = 0):
-    """Message entries `start`..`start + count`, deterministic (seeded by their number)."""
+def messages(count: int, rate: float, start: int = 0, marks: bool = False):
+    """Message entries `start`..`start + count`, deterministic (seeded by their number); with
+    `marks`, each followed by its to and cc recipients' marks (read a minute later, every other
+    one acknowledged: the entries mark_message_read and acknowledge_message queue)."""
     for number in range(start, start + count):
         rng = random.Random(number)
         sender, *recipients = rng.sample(AGENTS, 1 + rng.randint(1, 3))
         created = START + timedelta(seconds=number / rate)
-        yield {
+        message = {
             "kind": "message", "project": "scale", "project_human_key": "/bench/scale", "id": str(10**15 + number),
             "thread_id": f"T-{rng.randrange(500)}", "subject": f"{rng.choice(WORDS)} {rng.choice(WORDS)} #{number}",
             "body_md": " ".join(rng.choices(WORDS, k=rng.randint(40, 200))), "sender": sender,
             "to": recipients[:-1] or recipients, "cc": recipients[-1:] if len(recipients) > 1 and rng.random() < 0.3 else [],
             "bcc": [], "importance": "normal", "ack_required": False, "created_ts": created.isoformat(),
         }
+        yield message
+        for index, agent in enumerate(message["to"] + message["cc"] if marks else []):
+            read = (created + timedelta(seconds=60)).isoformat()
+            mark = {"kind": "mark", "project": "scale", "project_human_key": "/bench/scale", "agent": agent,
+                    "message_id": message["id"], "message_created_ts": message["created_ts"], "read_ts": read, "version": "1"}
+            yield {**mark, "ack_ts": read, "version": "2"} if (number + index) % 2 else mark
 
 
 def flatten(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -138,6 +147,7 @@ def main() -> None:
     parser.add_argument("--fill-batch", type=int, default=2000, help="batch size to reach each checkpoint (faster)")
     parser.add_argument("--dir", type=Path, default=Path("/work/tmp/d2-archive/scale"))
     parser.add_argument("--flat", action="store_true", help="the old layout (flat month folders)")
+    parser.add_argument("--marks", action="store_true", help="each to/cc copy read too, every other one acknowledged")
     parser.add_argument("--resume", type=int, default=0, metavar="N",
                         help="go on with the repository in --dir, which holds messages 0..N-1 of an earlier run")
     parser.add_argument("--fill-only", action="store_true", help="fill up to --messages, measure nothing (with --resume:"
@@ -179,7 +189,7 @@ def main() -> None:
 def fill(args, start: int, end: int, batch: int | None = None):
     batch = batch or args.fill_batch
     for at in range(start, end, batch):
-        yield list(messages(min(batch, end - at), args.rate, at))
+        yield list(messages(min(batch, end - at), args.rate, at, args.marks))
 
 
 if __name__ == "__main__":

@@ -457,7 +457,7 @@ def test_verify_finds_a_contact_without_its_file_or_changed_since_and_a_rebuild_
 def test_reads_and_acks_are_archived_beside_the_inbox_and_a_restore_keeps_them_and_the_unread_counts(call, project, settings,
                                                                                                      tmp_path, archive):
     """Marks were not archived: after a restore every message was unread again, and every ack
-    pending. A mark file per recipient and message, rewritten once when acknowledged."""
+    pending. A recipient's read and its acknowledgement: a file each, written once."""
     sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], bcc=["RedStone"],
                 subject="please ack", body_md="x", ack_required=True)["message"]
     other = call("send_message", project_key=project, sender_name="RedStone", to=["GreenCastle"], subject="later", body_md="y")
@@ -467,10 +467,11 @@ def test_reads_and_acks_are_archived_beside_the_inbox_and_a_restore_keeps_them_a
         call(act, project_key=project, agent_name=agent, message_id=sent["id"])  # the second changes nothing
     drain(settings, archive)
     marks = {path: json.loads(content) for path, content in archive.files().items() if "/marks/" in path}
-    folder = layout.second_dir(sent["created_ts"])
-    assert sorted(marks) == [f"projects/{project}/agents/{name}/marks/{folder}/{sent['id']}.json" for name in ("GreenCastle", "RedStone")]
-    green = marks[f"projects/{project}/agents/GreenCastle/marks/{folder}/{sent['id']}.json"]
-    assert (green["version"], "ack_ts" in green, green["read_ts"] < green["ack_ts"]) == ("2", True, True)
+    green, red = (f"projects/{project}/agents/{name}/marks/{layout.second_dir(sent['created_ts'])}/{sent['id']}"
+                  for name in ("GreenCastle", "RedStone"))
+    assert sorted(marks) == [f"{green}-ack.json", f"{green}-read.json", f"{red}-read.json"]
+    read, acknowledged = marks[f"{green}-read.json"], marks[f"{green}-ack.json"]
+    assert read["read_ts"] == acknowledged["read_ts"] < acknowledged["ack_ts"] and "ack_ts" not in read
     assert call("archive_status")["pending"] == 0 and len(outbox_rows(settings)) == 1 + 6 + 2 + 3  # no entry for a mark made again
 
     restored = restore_into(settings, tmp_path / "restored.db")
@@ -491,7 +492,8 @@ def test_reads_and_acks_are_archived_beside_the_inbox_and_a_restore_keeps_them_a
 
 
 def test_a_read_written_after_the_acknowledgement_it_came_before_leaves_the_mark_acknowledged(call, project, settings, archive):
-    """Entries may reach the writer out of order (one retried after a later one went through)."""
+    """Entries may reach the writer out of order (one retried after a later one went through): a
+    read's entry writes the read's file only, which the acknowledgement's wrote the same."""
     sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="x")["message"]
     call("mark_message_read", project_key=project, agent_name="GreenCastle", message_id=sent["id"])
     call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=sent["id"])
@@ -499,8 +501,8 @@ def test_a_read_written_after_the_acknowledgement_it_came_before_leaves_the_mark
         entries = [json.loads(row[0]) for row in conn.execute("SELECT payload FROM archive_outbox WHERE kind = 'mark' ORDER BY id")]
     assert [entry.get("ack_ts") is not None for entry in entries] == [False, True]
     archive.apply(entries[::-1])
-    [mark] = [json.loads(content) for path, content in archive.files().items() if "/marks/" in path]
-    assert mark["ack_ts"] == entries[1]["ack_ts"] and mark["version"] == "2"
+    marks = {path.rsplit("-", 1)[1]: json.loads(content) for path, content in archive.files().items() if "/marks/" in path}
+    assert marks["ack.json"]["ack_ts"] == entries[1]["ack_ts"] and marks["read.json"]["read_ts"] == entries[0]["read_ts"]
 
 
 def test_verify_finds_a_read_without_its_mark_file_and_a_mark_the_database_lacks(call, project, settings, archive):
@@ -514,10 +516,11 @@ def test_verify_finds_a_read_without_its_mark_file_and_a_mark_the_database_lacks
         conn.execute("UPDATE message_recipients SET read_ts = '2026-01-01T00:00:00.000000+00:00' WHERE agent_id ="
                      " (SELECT id FROM agents WHERE name = 'GreenCastle')")
         conn.execute("UPDATE message_recipients SET ack_ts = NULL WHERE agent_id = (SELECT id FROM agents WHERE name = 'RedStone')")
-    path = f"projects/{project}/agents/{{}}/marks/{layout.second_dir(sent['created_ts'])}/{sent['id']}.json"
+    path = f"projects/{project}/agents/{{}}/marks/{layout.second_dir(sent['created_ts'])}/{sent['id']}-{{}}.json"
     with db.connection(settings) as conn:
         problems = rebuild.verify(conn, archive)
-        assert (problems["missing"], problems["different"]) == ([path.format("GreenCastle")], [path.format("RedStone")])
+        assert (problems["missing"], problems["different"]) == ([path.format("GreenCastle", "read")],
+                                                               [path.format("RedStone", "ack")])
         rebuild.rebuild(conn, archive)
         assert rebuild.verify(conn, archive)["missing"] == []
 

@@ -178,11 +178,11 @@ def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_sinc
 
     checked = run(restored, "doctor", env=env)
     assert checked.exit_code == 1
-    assert ("3 unexpected, 1 projects or agents the database lacks, 1 profiles, project.json, file reservations, contacts,"
-            " marks or products newer in the archive (unexpected: mail the archive holds") in checked.stdout, checked.stdout  # GreenCastle's ack
+    assert ("3 unexpected, 1 projects or agents the database lacks, 2 profiles, project.json, file reservations, contacts,"
+            " marks or products newer in the archive (unexpected: mail the archive holds") in checked.stdout, checked.stdout  # GreenCastle's read and ack
     repaired = run(restored, "doctor", "--repair", env=env)
     assert "brought back 0 projects and 1 agents made since" in repaired.stdout, repaired.stdout
-    assert "brought back 3 messages the archive holds and the database lacked; brought back 2 read and acknowledgement marks" \
+    assert "brought back 3 messages the archive holds and the database lacked; brought back 3 read and acknowledgement marks" \
         in repaired.stdout, repaired.stdout
     assert subjects(tmp_path / "restored.db") == ["before the backup", "after the backup", "Re: after the backup",
                                                   "from a newcomer"]

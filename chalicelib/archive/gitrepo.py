@@ -27,7 +27,7 @@ from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, wri
 from dulwich.repo import Repo
 
 from ..human_keys import normalize_human_key
-from .render import attachment_paths, commit_message, keeping_what_is_known, project_json_path, render, version_of
+from .render import attachment_paths, commit_message, is_mark, keeping_what_is_known, project_json_path, render, version_of
 
 BRANCH = b"refs/heads/main"
 IDENTITY = b"Agent Mail <agent-mail@localhost>"
@@ -162,7 +162,7 @@ class GitArchive:
         rewrite; a message's (.md) are written once, and never change. A project.json kept keeps
         what is already written that its entry does not know: created_ts, and the project's
         archived state if the entry says none, as a message's (keeping_what_is_known)."""
-        for path in [path for path in rendered if path.endswith(".json")]:
+        for path in [path for path in rendered if path.endswith(".json") and not is_mark(path)]:  # marks: written once
             current = files.get(path) or self.read(path, parent)
             if current is None:
                 continue

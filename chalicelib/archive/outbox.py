@@ -191,11 +191,10 @@ def record_contact(db: sqlite3.Connection, contact_id: int) -> None:
 
 
 def mark_payload(project: sqlite3.Row, agent: str, message_id: int, created_ts: str, read_ts: str, ack_ts: str | None) -> dict:
-    """A recipient's marks of a message: when it first read it and, once it did, acknowledged it.
-    Marks only move forward, so their state is their version: 1 read, 2 acknowledged (a retried
-    older entry never overwrites a newer file, and a rebuild writes the same file)."""
+    """A recipient's marks of a message: when it first read it and, once it did, acknowledged it
+    (archive/render.py mark_files: a file of each, written once)."""
     payload = {"agent": agent, "message_id": str(message_id), "message_created_ts": created_ts, "read_ts": read_ts,
-               "version": "2" if ack_ts else "1", **project_payload(project)}
+               "project_human_key": project["human_key"]}
     return {**payload, "ack_ts": ack_ts} if ack_ts else payload
 
 

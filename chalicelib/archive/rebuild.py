@@ -349,19 +349,20 @@ def archived_marks(archive: GitArchive, folders: list[str]) -> Iterator[tuple[st
 
 
 def mark_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
-    """(missing, different) mark files: each read recipient row has its file, saying what the row
-    does (a read made before marks were archived has none: a rebuild writes it), and a file whose
+    """(missing, different) mark files: each read recipient row has its read's file and, once
+    acknowledged, its acknowledgement's, saying what the row does (a read made before marks were
+    archived has none: a rebuild writes it), and a file whose
     message and recipient the database has says no more than the row (a read the database lacks:
     one made after the backup a restored database came from, which doctor --repair brings back)."""
     found = {path: (folder, name, sha) for folder, name, path, sha in archived_marks(archive, archive.folders("projects"))}
     missing, different = [], []
     for entry in mark_entries(db):
-        [(path, content)] = [(path, content) for path, content in render(entry).items() if "/marks/" in path]
-        _, _, sha = found.pop(path, (None, None, None))
-        if sha is None:
-            missing.append(path)
-        elif sha != blob_id(content):
-            different.append(path)
+        for path, content in render(entry).items():  # its read's file, and its acknowledgement's
+            _, _, sha = found.pop(path, (None, None, None))
+            if sha is None:
+                missing.append(path)
+            elif sha != blob_id(content):
+                different.append(path)
     for path, (folder, name, sha) in found.items():  # no read row of the database: its message purged, or read since a backup
         if mark_row(db, folder, name, json.loads(archive.repo[sha].data)) is not None:
             different.append(path)

@@ -167,12 +167,25 @@ def product_files(entry: dict) -> dict[str, bytes]:
 
 
 def mark_files(entry: dict) -> dict[str, bytes]:
-    """A recipient's marks of a message (outbox.mark_payload), in its folder beside its inbox copy:
-    marks/ then the same folder per second of the message's creation, so a commit of marks, too,
-    rewrites a few small trees whatever the archive's size."""
-    mark = {key: value for key, value in entry.items() if key not in PROJECT_STATE}
-    folder = f"{agent_dir(entry['project'], entry['agent'])}/marks/{second_dir(entry['message_created_ts'])}"
-    return {f"{folder}/{int(entry['message_id'])}.json": to_json(mark), **project_file(entry)}
+    """A recipient's marks of a message (outbox.mark_payload) in its folder beside its inbox copy:
+    marks/ then the same folder per second of the message's creation (a commit of marks, too,
+    rewrites a few small trees whatever the archive's size), `{id}-read.json` once it read it and
+    `{id}-ack.json` once it acknowledged it. A mark never changes once made, so each file is
+    written once, as a message's are: no entry can undo another (the writer reads none back)."""
+    folder = f"{mark_folder(entry['project'], entry['agent'], entry['message_created_ts'])}/{int(entry['message_id'])}"
+    read = {"message_id": entry["message_id"], "read_ts": entry["read_ts"]}
+    files = {f"{folder}-read.json": to_json(read)}
+    if entry.get("ack_ts"):
+        files[f"{folder}-ack.json"] = to_json({**read, "ack_ts": entry["ack_ts"]})
+    return files
+
+
+def mark_folder(slug: str, agent: str, created_ts: str) -> str:
+    return f"{agent_dir(slug, agent)}/marks/{second_dir(created_ts)}"
+
+
+def is_mark(path: str) -> bool:
+    return "/marks/" in path and path.endswith(("-read.json", "-ack.json"))
 
 
 def reservation_id_of_name(name: str) -> int | None:
