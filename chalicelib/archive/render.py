@@ -172,16 +172,12 @@ def mark_files(entry: dict) -> dict[str, bytes]:
     rewrites a few small trees whatever the archive's size), `{id}-read.json` once it read it and
     `{id}-ack.json` once it acknowledged it. A mark never changes once made, so each file is
     written once, as a message's are: no entry can undo another (the writer reads none back)."""
-    folder = f"{mark_folder(entry['project'], entry['agent'], entry['message_created_ts'])}/{int(entry['message_id'])}"
+    name = f"{agent_dir(entry['project'], entry['agent'])}/marks/{second_dir(entry['message_created_ts'])}/{int(entry['message_id'])}"
     read = {"message_id": entry["message_id"], "read_ts": entry["read_ts"]}
-    files = {f"{folder}-read.json": to_json(read)}
+    files = {f"{name}-read.json": to_json(read)}
     if entry.get("ack_ts"):
-        files[f"{folder}-ack.json"] = to_json({**read, "ack_ts": entry["ack_ts"]})
+        files[f"{name}-ack.json"] = to_json({**read, "ack_ts": entry["ack_ts"]})
     return files
-
-
-def mark_folder(slug: str, agent: str, created_ts: str) -> str:
-    return f"{agent_dir(slug, agent)}/marks/{second_dir(created_ts)}"
 
 
 def is_mark(path: str) -> bool:
