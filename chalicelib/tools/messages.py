@@ -687,7 +687,8 @@ def _receipt(db: sqlite3.Connection, args: ReceiptInput, acknowledge: bool) -> R
         " WHERE message_id = ? AND agent_id = ? RETURNING read_ts, ack_ts",
         (now, acknowledge, now, args.message_id, agent["id"]),
     ).fetchall()
-    if before["read_ts"] is None and before["kind"] != "bcc":  # bcc copies are not counted (whois must not reveal one), nor their reads
+    # bcc copies are not counted (whois must not reveal one), nor their reads
+    if before["read_ts"] is None and before["kind"] != "bcc":
         count_reads(db, [agent["id"]])
     if (row["read_ts"], row["ack_ts"]) != (before["read_ts"], before["ack_ts"]):  # marks only move forward: once each
         outbox.record_mark(db, project, agent["name"], message, row["read_ts"], row["ack_ts"])
