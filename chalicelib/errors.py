@@ -134,6 +134,9 @@ def internal_error() -> InternalError:
     )
 
 
+JSON_WHITESPACE = b" \t\n\r"  # JSON's (RFC 8259); bytes.strip() would also take a vertical tab or a form feed for nothing
+
+
 def malformed_json(reason: str, position: int) -> InvalidArgument:
     return InvalidArgument(
         f"The request body is not valid JSON: {reason} (at character {position}).",

@@ -12,16 +12,13 @@ from typing import Any, Iterable, get_origin
 
 from pydantic import BaseModel
 
-from ..errors import HTTP_ERROR_CODES, InvalidArgument, ToolError, malformed_json
+from ..errors import HTTP_ERROR_CODES, JSON_WHITESPACE, InvalidArgument, ToolError, malformed_json
 from ..registry import Tool, field_type
 
 
 class UnsupportedMediaType(ToolError):
     status = 415
     code = "unsupported_media_type"
-
-
-JSON_WHITESPACE = b" \t\n\r"  # JSON's (RFC 8259); bytes.strip() would also take a vertical tab or a form feed for nothing
 
 
 def body_arguments(body: bytes, content_type: str | None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
+from ..errors import JSON_WHITESPACE
 from .instructions import INSTRUCTIONS
 
 # Answered without the SDK: the handshake versions of mcp_types.version.HANDSHAKE_PROTOCOL_VERSIONS
@@ -311,7 +312,7 @@ class Lines:
             line, self.first = self.first or await anyio.to_thread.run_sync(self.wire_in.readline, abandon_on_cancel=True), b""
             if not line:
                 raise StopAsyncIteration
-            if not line.strip(b" \t\r\n"):  # JSON's whitespace only: a line of control characters is answered -32700
+            if not line.strip(JSON_WHITESPACE):  # JSON's whitespace only: a line of control characters is answered -32700
                 continue
             try:
                 return line.decode("utf-8")
