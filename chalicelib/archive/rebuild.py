@@ -382,16 +382,20 @@ def mark_row(db: sqlite3.Connection, slug: str, name: str, mark: dict) -> sqlite
     ).fetchone()
 
 
-def missing_marks(db: sqlite3.Connection, archive: GitArchive, folders: list[str],
+def missing_marks(db: sqlite3.Connection, archive: GitArchive, folders: list[str] | None = None,
                   slug_of: Callable[[str], str] = lambda folder: folder) -> list[tuple]:
-    """The marks the archive holds and the database's recipient rows lack (a restore, a repair after
-    a restored backup), for store_marks. `slug_of`: a folder's project's slug in the database (a
-    restore may have given it another: two projects of one slug)."""
+    """(path, recipient row id, read_ts, ack_ts) of the marks the archive holds and the database's
+    recipient rows lack (a restore; after a restored backup, the reads and acknowledgements made
+    since), for store_marks; in these folders (by default, of the database's projects).
+    `slug_of`: a folder's project's slug in the database (a restore may have given it another:
+    two projects of one slug)."""
+    if folders is None:
+        folders = [row[0] for row in db.execute("SELECT slug FROM projects")]
     marks = []
-    for folder, name, _, sha in archived_marks(archive, folders):
+    for folder, name, path, sha in archived_marks(archive, folders):
         mark = json.loads(archive.repo[sha].data)
         if (row := mark_row(db, slug_of(folder), name, mark)) is not None:
-            marks.append((row["id"], mark["read_ts"], mark.get("ack_ts")))
+            marks.append((path, row["id"], mark["read_ts"], mark.get("ack_ts")))
     return marks
 
 
@@ -399,7 +403,7 @@ def store_marks(db: sqlite3.Connection, marks: list[tuple]) -> None:
     """missing_marks' marks into their rows, each row's first read counted as mark_message_read
     counts it (not a bcc copy's; not one its agent made meanwhile: marks are never overwritten)."""
     first_reads = []
-    for row_id, read_ts, ack_ts in marks:
+    for _, row_id, read_ts, ack_ts in marks:
         first_reads += [agent for agent, kind in db.execute(
             "UPDATE message_recipients SET read_ts = ? WHERE id = ? AND read_ts IS NULL RETURNING agent_id, kind", (read_ts, row_id)
         ).fetchall() if kind != "bcc"]
@@ -813,9 +817,9 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
     """(path, document) of what the archive says of the database's projects, agents, file
     reservations, contacts and products that is newer than the database's rows (a larger version:
     outbox.new_versions): after a backup was restored, their changes since (archived, retired,
-    registered again, renewed, released, answered, renamed, linked), which a rewrite of the archive from the
-    database would undo; the marks its recipient rows lack (read, acknowledged since); and the
-    reservations, contacts and products the database lacks that were made after `moment`
+    registered again, renewed, released, answered, renamed, linked), which a rewrite of the
+    archive from the database would undo (the marks its recipient rows lack: missing_marks); and
+    the reservations, contacts and products the database lacks that were made after `moment`
     (backup_moment: an older reservation it lacks was deleted by retention, and the archive keeps
     it as history)."""
     found = []
@@ -844,10 +848,6 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
             if same_project(c.get("project_human_key", ours), ours) and (
                     rendering.version_of(c) > (row[0] or 0) if row else c["requested_ts"] > moment):
                 found.append((path, c))
-        for _, name, path, sha in archived_marks(archive, [folder]):  # (brought back by store_marks, after the mail)
-            mark = json.loads(archive.repo[sha].data)
-            if mark_row(db, folder, name, mark) is not None:
-                found.append((path, mark))
     for path, sha in archive.walk("products"):
         if not isinstance(product := json.loads(archive.repo[sha].data), dict):
             continue  # edited by hand into no product (store_product would store nothing)
@@ -859,13 +859,11 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
 
 def bring_back_changes(db: sqlite3.Connection, archive: GitArchive, moment: str) -> tuple[int, list[str]]:
     """Store the changes the archive holds since a restored backup (changes_since), as a restore
-    would store them, but marks (doctor stores them once the mail made since is back too); (how
-    many, the paths left: a reservation or contact whose agent the database lacks). An agent's last activity only moves up to its newest act among them."""
+    would store them; (how many, the paths left: a reservation or contact whose agent the database
+    lacks). An agent's last activity only moves up to its newest act among them."""
     projects = {row["slug"]: row["id"] for row in db.execute("SELECT slug, id FROM projects")}
     brought, left, activity = 0, [], Activity(clock.now())
     for path, document in changes_since(db, archive, moment):
-        if "/marks/" in path:
-            continue
         if path.startswith("products/"):
             brought += store_product(db, document)
             continue

@@ -166,6 +166,7 @@ def archive(settings: Settings) -> Finding:
             problems = rebuild.verify(conn, repo)
             arrivals = rebuild.newcomer_paths(conn, repo)  # made since a restored backup: their mail is foreign or left
             changed = {path for path, _ in rebuild.changes_since(conn, repo, rebuild.backup_moment(conn))}  # and changes since
+            changed |= {path for path, *_ in rebuild.missing_marks(conn, repo)}  # reads and acks made since
     except NoArchive:  # (not created here: a mistyped ARCHIVE_DIR would look like an empty archive)
         with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
             entries = rebuild.count_entries(conn)
@@ -211,7 +212,7 @@ def archive(settings: Settings) -> Finding:
                 f" {listed(left)}" if left else ""))
         if arrivals or changed or mail:  # the reads and acks made since, of the mail the database had and of what came back
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
-                marks = rebuild.missing_marks(conn, repo, [row[0] for row in conn.execute("SELECT slug FROM projects")])
+                marks = rebuild.missing_marks(conn, repo)
             for start in range(0, len(marks), rebuild.IMPORT_BATCH):  # a write transaction per batch, as the mail's
                 with db.connection(settings) as conn, db.transaction(conn, write=True):
                     rebuild.store_marks(conn, marks[start:start + rebuild.IMPORT_BATCH])
