@@ -6,7 +6,7 @@ the same function, so a rebuilt archive matches one written entry by entry.
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 
 from dulwich.objects import Blob
@@ -279,27 +279,30 @@ def contact_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[
     the row does (a contact asked for or answered before contacts were archived has none: a
     rebuild writes it)."""
     found = {path: sha for folder in archive.folders("projects") for path, sha in archive.walk(f"projects/{folder}/contacts")}
-    missing, different = [], []
-    for entry in contact_entries(db):
-        [(path, content)] = [(path, content) for path, content in render(entry).items() if "/contacts/" in path]
+    missing, different, _ = compared(
+        ((path, content) for entry in contact_entries(db) for path, content in render(entry).items() if "/contacts/" in path), found)
+    return missing, different
+
+
+def compared(expected: Iterable[tuple[str, bytes]], found: dict[str, bytes]) -> tuple[list[str], list[str], set[str]]:
+    """(missing, different, the paths expected): of the expected files ((path, content), read
+    once, none kept), those the archive lacks, and those whose blob there ({path: blob id}) is
+    not their content's."""
+    missing, different, seen = [], [], set()
+    for path, content in expected:
+        seen.add(path)
         if path not in found:
             missing.append(path)
         elif found[path] != blob_id(content):
             different.append(path)
-    return missing, different
+    return missing, different, seen
 
 
 def product_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
     """(missing, different) product files: each product of the database has its file, saying what
     its row and links do (a product made before products were archived has none: a rebuild writes it)."""
-    found = dict(archive.walk("products"))
-    missing, different = [], []
-    for entry in product_entries(db):
-        [(path, content)] = render(entry).items()
-        if path not in found:
-            missing.append(path)
-        elif found[path] != blob_id(content):
-            different.append(path)
+    missing, different, _ = compared(
+        ((path, content) for entry in product_entries(db) for path, content in render(entry).items()), dict(archive.walk("products")))
     return missing, different
 
 
@@ -351,19 +354,15 @@ def archived_marks(archive: GitArchive, folders: list[str]) -> Iterator[tuple[st
 def mark_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
     """(missing, different) mark files: each read recipient row has its read's file and, once
     acknowledged, its acknowledgement's, saying what the row does (a read made before marks were
-    archived has none: a rebuild writes it), and a file whose
-    message and recipient the database has says no more than the row (a read the database lacks:
-    one made after the backup a restored database came from, which doctor --repair brings back)."""
+    archived has none: a rebuild writes it), and a file whose message and recipient the database
+    has says no more than the row (a read the database lacks: one made after the backup a restored
+    database came from, which doctor --repair brings back)."""
     found = {path: (folder, name, sha) for folder, name, path, sha in archived_marks(archive, archive.folders("projects"))}
-    missing, different = [], []
-    for entry in mark_entries(db):
-        for path, content in render(entry).items():  # its read's file, and its acknowledgement's
-            _, _, sha = found.pop(path, (None, None, None))
-            if sha is None:
-                missing.append(path)
-            elif sha != blob_id(content):
-                different.append(path)
-    for path, (folder, name, sha) in found.items():  # no read row of the database: its message purged, or read since a backup
+    missing, different, expected = compared(  # each entry: its read's file, and its acknowledgement's
+        ((path, content) for entry in mark_entries(db) for path, content in render(entry).items()),
+        {path: sha for path, (_, _, sha) in found.items()})
+    for path in found.keys() - expected:  # no read row of the database: its message purged, or read since a backup
+        folder, name, sha = found[path]
         if mark_row(db, folder, name, json.loads(archive.repo[sha].data)) is not None:
             different.append(path)
     return missing, different
