@@ -170,6 +170,10 @@ def test_a_cursor_that_was_not_given_is_refused(call, mail):
     project, _ = mail
     with pytest.raises(InvalidArgument, match="Cursor"):
         call("search_messages", project_key=project, query="deploy", cursor="../etc")
+    # Also when the query has no word (no page to go on with), and with a final newline.
+    for query, cursor in [("+++", "false"), ("deploy", "12.3\n"), ("+++", "12.3\n")]:
+        with pytest.raises(InvalidArgument, match="Cursor"):
+            call("search_messages", project_key=project, query=query, cursor=cursor)
 
 
 def test_text_without_a_word_finds_nothing(call, mail):
@@ -207,6 +211,9 @@ def test_the_query_forms_over_rest(tmp_path):
                                                            "importance": ["normal"], "sender": "Ann", "limit": 1})
         assert [hit["subject"] for hit in filtered.json()["results"]] in (["fix: bug in totals"], ["Checkout bug CART-12"])
         assert filtered.json()["next_cursor"]
+        # A cursor not given (here the last of a repeated parameter) is a 422, whatever the query.
+        refused = api.get("/api/search_messages?project_key=rest-search&query=%2B%2B%2B&cursor=false&cursor=3.9e%2B248")
+        assert refused.status_code == 422 and "Cursor '3.9e+248' is not one this tool gave" in refused.text, refused.text
 
 
 def test_only_rare_terms_weigh_in_the_ranking_common_ones_list_newest_first(call, project, monkeypatch):

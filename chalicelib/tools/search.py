@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from ..config import get_settings
 from ..errors import InvalidArgument, Unavailable
@@ -74,6 +74,13 @@ QUERY_HELP = (
 _CURSOR = re.compile(r"^(\d{1,19})\.(\d{1,6})$")
 
 
+def _given(cursor: str) -> str:
+    """A cursor this tool gave, refused when the call is read (a query without a word would not get to it)."""
+    if not _CURSOR.fullmatch(cursor):  # fullmatch: Python's $ would let a final newline through
+        raise InvalidArgument(f"Cursor {cursor!r} is not one this tool gave.", "Pass next_cursor as it came, or omit it.")
+    return cursor
+
+
 class SearchMessagesInput(Input):
     project_key: ProjectKey
     query: Annotated[str, Field(min_length=1, max_length=1000, description=QUERY_HELP)]
@@ -89,7 +96,7 @@ class SearchMessagesInput(Input):
         description="Search only the mail this agent sent or received (other projects' mail to it included)."
         " Acts as this agent: with agent tokens on, its token is required.",
     )
-    cursor: Annotated[str, Field(max_length=40, json_schema_extra={"pattern": _CURSOR.pattern})] | None = Field(
+    cursor: Annotated[str, Field(max_length=40, json_schema_extra={"pattern": _CURSOR.pattern}), AfterValidator(_given)] | None = Field(
         None, description="next_cursor of the previous page.")
 
 
@@ -144,12 +151,10 @@ def _filters(db, project: sqlite3.Row, args: SearchMessagesInput) -> tuple[str, 
 
 
 def _cursor(cursor: str | None) -> tuple[int, int]:
-    """(ids below this, hits of that window already returned)."""
+    """(ids below this, hits of that window already returned), of a cursor the input checked (_given)."""
     if cursor is None:
         return 2**63 - 1, 0  # above every id: the first window then ends at its newest match
-    match = _CURSOR.match(cursor)
-    if not match:
-        raise InvalidArgument(f"Cursor {cursor!r} is not one this tool gave.", "Pass next_cursor as it came, or omit it.")
+    match = _CURSOR.fullmatch(cursor)
     return min(int(match[1]), 2**63 - 1), int(match[2])  # 19 digits may pass the largest id (SQLite's: an OverflowError)
 
 
