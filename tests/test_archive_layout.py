@@ -2,7 +2,9 @@
 repacking, and project identity (project.json, foreign files, restore by human key); on real
 SQLite databases and real git repositories, read back with the `git` CLI."""
 
+import base64
 import json
+import os
 import subprocess
 from datetime import datetime, timedelta, timezone
 
@@ -81,6 +83,41 @@ def test_maintain_merges_small_packs_and_git_still_reads_every_object(tmp_path):
     assert sorted(git(path, "rev-list", "--objects", "HEAD~1").splitlines()) == sorted(objects.splitlines())
     git(path, "fsck", "--strict")
     assert "packs: " in git(path, "count-objects", "-v")
+
+
+def test_a_commit_looks_its_trees_up_in_the_newest_packs_first(tmp_path, monkeypatch):
+    # dulwich tries packs in the order it found them: a commit's trees (written by the commits just
+    # before) were looked for in every older pack's index first, a cost that grew with the archive.
+    from dulwich.pack import Pack
+
+    path = tmp_path / "archive"
+    with GitArchive(path, bare=True) as archive:
+        for n in range(40):
+            archive.apply([message(n, n)])
+    tries, get_raw = [], Pack.get_raw
+    monkeypatch.setattr(Pack, "get_raw", lambda pack, sha: tries.append(sha) or get_raw(pack, sha))
+    with GitArchive(path, bare=True) as archive:  # opened again: no tree cached, 40 packs
+        assert archive.pack_count() == 40
+        archive.apply([message(40, 40)])
+        archive.apply([message(41, 41)])
+    looked_up = set(tries)
+    assert looked_up and len(tries) <= 2 * len(looked_up), (len(tries), len(looked_up))  # random order: ~20 tries each
+    git(path, "fsck", "--strict")
+
+
+def test_a_due_maintenance_merges_again_while_commits_outpace_one_merge(tmp_path, monkeypatch):
+    # One merge takes at most MERGE_LIMIT (32 MB) of packs: commits that wrote more between two
+    # maintenances left packs piling up (123 at 1M messages), and lookups go through them all.
+    from chalicelib.archive import gitrepo
+
+    monkeypatch.setattr(gitrepo, "MAINTAIN_EVERY", 36)
+    path = tmp_path / "archive"
+    with GitArchive(path, bare=True) as archive:
+        for n in range(36):  # ~1 MB a commit: a body that does not compress
+            archive.apply([{**message(n, n), "body_md": base64.b64encode(os.urandom(1_000_000)).decode()}])
+        assert archive.maintain_if_due() >= 34  # one merge: ~31 packs, leaving 6
+        assert archive.pack_count() <= 3
+    git(path, "fsck", "--strict")
 
 
 def test_the_worker_repacks_every_maintain_every_commits(call, project, settings, monkeypatch):

@@ -36,6 +36,7 @@ LAYOUT_FILE = b"layout.json"  # at the root: which layout the archive uses (migr
 LAYOUT_BLOB = Blob.from_string(b'{\n  "layout": 2,\n  "messages": "projects/{slug}/messages/YYYY/MM/DD/HH/mm/SS/{file}"\n}\n')
 MAINTAIN_EVERY = 32  # commits between two `maintain` runs of the workers
 MERGE_LIMIT = 32 * 1024 * 1024  # a merged pack is at most this large (bounded memory and time)
+MAINTAIN_MERGES = 4  # merges one due maintenance may make: it keeps up with 4 x MERGE_LIMIT of new packs
 
 
 class ForeignProject(ValueError):
@@ -64,7 +65,10 @@ class GitArchive:
             self.repo.refs.set_symbolic_ref(b"HEAD", BRANCH)
         self.bare = self.repo.bare
         self.trees = TreeCache()
-        self.repo.object_store.packed_git_limit = MERGE_LIMIT  # unmap the least recently used packs beyond this
+        # Every pack stays mapped (dulwich's default: no packed_git_limit). A limit below the packs'
+        # total unmapped the least recently used ones, and lookups opened their indexes again
+        # and again: a one-message commit's time grew with the archive (bench/README.md).
+        newest_first(self.repo.object_store)
 
     def clear_stale_locks(self) -> list[Path]:
         """Remove the lock files (`refs/heads/main.lock`, `index.lock`, ...) that a writer killed
@@ -327,12 +331,19 @@ class GitArchive:
     maintained_at = 0
 
     def maintain_if_due(self) -> int:
-        """`maintain` every MAINTAIN_EVERY commits (the workers call this after each batch):
-        the packs never pile up, under load either, and a merge's cost is spread thin."""
+        """`maintain` every MAINTAIN_EVERY commits (the workers call this after each batch), and
+        again while it merges, up to MAINTAIN_MERGES times: so the packs do not pile up when the
+        commits between two runs write more than one merge takes (batches of 2,000 messages left
+        123 packs at 1M), and a merge's cost is spread thin. How many packs were merged."""
         if self.commits - self.maintained_at < MAINTAIN_EVERY:
             return 0
         self.maintained_at = self.commits
-        return self.maintain()
+        merged = 0
+        for _ in range(MAINTAIN_MERGES):
+            if not (count := self.maintain(MERGE_LIMIT)):
+                break
+            merged += count
+        return merged
 
     def pack_count(self) -> int:
         return len(self.repo.object_store.packs)
@@ -373,8 +384,22 @@ def add_pack(store, objects, count: int | None = None) -> str:
         for leftover in (temporary + ".pack", temporary + ".idx"):
             if os.path.exists(leftover):
                 os.remove(leftover)
-    store._update_pack_cache()
+    newest_first(store, os.path.basename(final))
     return final
+
+
+def newest_first(store, newest: str | None = None) -> None:
+    """Have dulwich try the newest packs first (`newest`, just written, or by when each was
+    written), not in the order it found them: a commit reads the trees of the folders it
+    changes, which recent commits wrote, so a lookup then stops at the first packs instead of
+    reading every older pack's index first."""
+    store._update_pack_cache()
+    cache = store._pack_cache
+    if newest is None:
+        order = sorted(cache, key=lambda name: os.path.getmtime(cache[name]._data_path), reverse=True)
+    else:
+        order = [newest, *(name for name in cache if name != newest)]
+    store._pack_cache = {name: cache[name] for name in order}
 
 
 def pack_size(pack) -> int:
