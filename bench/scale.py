@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from chalicelib import invoke  # noqa: E402
+from chalicelib import clock, invoke  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.ids import RANDOM_BITS, _EPOCH_MS  # noqa: E402
 from chalicelib.store.db import migrate  # noqa: E402
@@ -96,7 +96,7 @@ def build(path: Path, size: int) -> None:
             body = " ".join(rng.choices(pool, k=WORDS // 12))
             if rng.random() < 0.7:
                 body += f"\n\nSee CART-{rng.randrange(100_000)} in src/mod{rng.randrange(50)}/file{rng.randrange(200)}.py."
-            created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+            created = clock.from_epoch(ms / 1000)  # the stored form, as the tools write it
             ack_required = rng.random() < 0.1
             messages.append((message_id, project_id, sender, f"T-{thread}", pool[thread % len(pool)][:60], body, importance,
                              ack_required, created))

@@ -259,6 +259,21 @@ def test_rebuild_streams_the_database_commit_by_commit(call, project, settings, 
     assert read_at_commit == [0, 0, 2, 4, 6]  # the project, 3 profiles and 6 messages, 2 entries a commit
 
 
+def test_rebuild_merges_its_packs_as_it_goes_as_the_workers_do(call, project, settings, tmp_path, monkeypatch):
+    """A commit a batch is a pack a batch: a rebuild of 100k messages left 98 packs, which every
+    later lookup (verify, the worker) asked one by one."""
+    from chalicelib.archive import gitrepo
+
+    for number in range(12):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"m{number}", body_md="x")
+    monkeypatch.setattr(rebuild, "CHUNK", 1)
+    monkeypatch.setattr(gitrepo, "MAINTAIN_EVERY", 4)
+    with db.connection(settings) as conn, GitArchive(tmp_path / "rebuilt", bare=True) as rebuilt:
+        packs: list[int] = []
+        assert rebuild.rebuild(conn, rebuilt, on_batch=lambda n: packs.append(rebuilt.pack_count())) == 1 + 3 + 12
+        assert max(packs) <= 4 < len(packs)  # merged every 4 commits, not 16 packs at the end
+
+
 def test_rebuild_commits_once_a_batch_holds_the_worker_s_byte_bound(call, project, settings, tmp_path, monkeypatch):
     for number in range(3):
         call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"m{number}",

@@ -117,6 +117,10 @@ def test_a_due_maintenance_merges_again_while_commits_outpace_one_merge(tmp_path
             archive.apply([{**message(n, n), "body_md": base64.b64encode(os.urandom(1_000_000)).decode()}])
         assert archive.maintain_if_due() >= 34  # one merge: ~31 packs, leaving 6
         assert archive.pack_count() <= 3
+        for n in range(36, 72):  # and as `archive rebuild` and `migrate` leave it: merged until none is due
+            archive.apply([{**message(n, n), "body_md": base64.b64encode(os.urandom(1_000_000)).decode()}])
+        assert archive.repack() >= 34 and archive.pack_count() <= 4
+        assert archive.repack() == 0
     git(path, "fsck", "--strict")
 
 

@@ -12,6 +12,7 @@ dulwich searches packs one by one and keeps each open: `maintain` merges the sma
 (geometric repacking, as `git repack --geometric=2`), streaming, with bounded memory.
 """
 
+import itertools
 import json
 import os
 from binascii import hexlify
@@ -338,8 +339,14 @@ class GitArchive:
         if self.commits - self.maintained_at < MAINTAIN_EVERY:
             return 0
         self.maintained_at = self.commits
+        return self.repack(MAINTAIN_MERGES)
+
+    def repack(self, merges: int | None = None) -> int:
+        """`maintain` again while it merges (at most `merges` times; by default until the packs
+        form a geometric series, as after a command that wrote many commits: rebuild, migrate).
+        How many packs were merged."""
         merged = 0
-        for _ in range(MAINTAIN_MERGES):
+        for _ in range(merges) if merges else itertools.count():
             if not (count := self.maintain(MERGE_LIMIT)):
                 break
             merged += count

@@ -172,6 +172,7 @@ def rebuild(db: sqlite3.Connection, archive: GitArchive, on_batch=lambda n: None
     entries = chain(other_entries(db), message_entries(db, lambda entry: body_in_archive(archive, entry)))  # streamed
     for batch in batches(entries, CHUNK, rendering.BATCH_MAX_BYTES):
         archive.apply(batch, keep_newer=False)
+        archive.maintain_if_due()  # as the workers do: a commit a batch, whose packs must not pile up
         total += len(batch)
         on_batch(len(batch))
     return total

@@ -503,7 +503,7 @@ def rebuild(settings: Settings) -> None:
         migrate_layout(repo)
         with click.progressbar(length=rebuilding.count_entries(conn), label="rebuilding", file=sys.stderr) as bar:
             total = rebuilding.rebuild(conn, repo, on_batch=bar.update)
-        repo.maintain()
+        repo.repack()
     click.echo(f"{total} entries written to {settings.archive_dir}")
 
 
@@ -517,7 +517,7 @@ def archive_migrate(settings: Settings) -> None:
 
     with archive_to_myself(settings), GitArchive.local(settings) as repo:
         moved = migrate_layout(repo)
-        merged = repo.maintain()
+        merged = repo.repack()
     click.echo(f"{moved} message files moved, {merged} packs merged")
 
 
