@@ -105,6 +105,29 @@ def test_a_commit_looks_its_trees_up_in_the_newest_packs_first(tmp_path, monkeyp
     git(path, "fsck", "--strict")
 
 
+def test_a_walk_of_the_archive_looks_each_object_up_in_the_pack_it_last_found_one_in(tmp_path, monkeypatch):
+    # verify and restore read every tree and file, most of them in the oldest, merged pack, which
+    # newest first put last: every newer pack's index was read before it, for each of them.
+    from dulwich.object_store import PackBasedObjectStore
+    from dulwich.pack import Pack
+
+    path = tmp_path / "archive"
+    with GitArchive(path, bare=True) as archive:
+        for n in range(40):
+            archive.apply([message(n, n)])
+        archive.repack()
+        for n in range(40, 43):  # three newer packs
+            archive.apply([message(n, n)])
+    lookups, tries = [], []
+    lookup, get_raw = PackBasedObjectStore._lookup_in_packs, Pack.get_raw
+    monkeypatch.setattr(PackBasedObjectStore, "_lookup_in_packs", lambda store, find: lookups.append(1) or lookup(store, find))
+    monkeypatch.setattr(Pack, "get_raw", lambda pack, sha: tries.append(sha) or get_raw(pack, sha))
+    with GitArchive(path, bare=True) as archive:
+        assert archive.pack_count() == 4
+        assert len(archive.files()) == 43 * 3 + 1
+    assert len(tries) < 1.2 * len(lookups), (len(tries), len(lookups))  # newest first: 3.4 tries a lookup
+
+
 def test_a_due_maintenance_merges_again_while_commits_outpace_one_merge(tmp_path, monkeypatch):
     # One merge takes at most MERGE_LIMIT (32 MB) of packs: commits that wrote more between two
     # maintenances left packs piling up (123 at 1M messages), and lookups go through them all.

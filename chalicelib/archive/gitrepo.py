@@ -69,7 +69,7 @@ class GitArchive:
         # Every pack stays mapped (dulwich's default: no packed_git_limit). A limit below the packs'
         # total unmapped the least recently used ones, and lookups opened their indexes again
         # and again: a one-message commit's time grew with the archive (bench/README.md).
-        newest_first(self.repo.object_store)
+        last_used_first(self.repo.object_store)
 
     def clear_stale_locks(self) -> list[Path]:
         """Remove the lock files (`refs/heads/main.lock`, `index.lock`, ...) that a writer killed
@@ -391,22 +391,29 @@ def add_pack(store, objects, count: int | None = None) -> str:
         for leftover in (temporary + ".pack", temporary + ".idx"):
             if os.path.exists(leftover):
                 os.remove(leftover)
-    newest_first(store, os.path.basename(final))
+    store._update_pack_cache()  # which tells dulwich the new pack is used: it is tried first
     return final
 
 
-def newest_first(store, newest: str | None = None) -> None:
-    """Have dulwich try the newest packs first (`newest`, just written, or by when each was
-    written), not in the order it found them: a commit reads the trees of the folders it
-    changes, which recent commits wrote, so a lookup then stops at the first packs instead of
-    reading every older pack's index first."""
+def last_used_first(store) -> None:
+    """Have dulwich try first the pack it last found an object in (or, at the start, the newest),
+    not the packs in the order it found them, reading every other pack's index before: a commit
+    reads the trees the last commits wrote, and a walk of the archive (verify, restore) trees
+    that were written, and merged, together. (dulwich tells `_mark_pack_used` each pack a lookup
+    or a new pack used.)"""
+    mark = store._mark_pack_used
+
+    def used(name: str) -> None:
+        mark(name)
+        packs = store._pack_cache
+        if name in packs and next(iter(packs)) != name:
+            store._pack_cache = {name: packs[name], **packs}
+
     store._update_pack_cache()
-    cache = store._pack_cache
-    if newest is None:
-        order = sorted(cache, key=lambda name: os.path.getmtime(cache[name]._data_path), reverse=True)
-    else:
-        order = [newest, *(name for name in cache if name != newest)]
-    store._pack_cache = {name: cache[name] for name in order}
+    packs = store._pack_cache
+    newest = sorted(packs, key=lambda name: os.path.getmtime(packs[name]._data_path), reverse=True)
+    store._pack_cache = {name: packs[name] for name in newest}
+    store._mark_pack_used = used
 
 
 def pack_size(pack) -> int:
