@@ -64,6 +64,9 @@ BearerToken = Annotated[
 ]
 
 
+RetentionMode = Literal["keep", "purge", "archive_only"]  # the server's default, and a project's own (tools/retention.py)
+
+
 class Settings(BaseSettings):
     # hide_input_in_errors: no secret in a traceback; allow_inf_nan: "inf" and "nan" are not durations.
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True, allow_inf_nan=False)
@@ -129,7 +132,7 @@ class Settings(BaseSettings):
     # Retention (docs/retention.md): what happens to old mail of a project without a policy of
     # its own (set_retention_policy). keep: forever; purge: deleted after RETENTION_DAYS;
     # archive_only: bodies leave the database after RETENTION_DAYS (the git archive keeps them).
-    retention_mode: Literal["keep", "purge", "archive_only"] = "keep"
+    retention_mode: RetentionMode = "keep"
     retention_days: int = Field(365, ge=1, le=CENTURY_DAYS)
     # Agents inactive this long are retired automatically (their reservations released). 0: never.
     retention_agent_idle_days: float = Field(0, ge=0, le=CENTURY_DAYS)

@@ -2,6 +2,7 @@
 
 import re
 import secrets
+from typing import Literal, get_args
 
 ADJECTIVES = (
     "Amber Azure Bold Brave Bright Brisk Calm Clever Copper Coral Crimson Crisp Dapper Eager "
@@ -29,7 +30,8 @@ OVERSEER_PROFILE = {"program": "human", "model": "human", "task_description": "H
 
 # Who may write to an agent of each kind until it chooses (set_contact_policy): a person is open
 # to every agent. A profile names a policy only when it differs (archive/render.py).
-CONTACT_POLICIES = ("open", "auto", "contacts_only", "block_all")
+ContactPolicy = Literal["open", "auto", "contacts_only", "block_all"]
+CONTACT_POLICIES = get_args(ContactPolicy)
 DEFAULT_CONTACT_POLICY = {"agent": "auto", "human": "open"}
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9]{1,63}")

@@ -14,9 +14,11 @@ YYYY/MM folders were rewritten whole by every commit: docs/archive.md, "Layout")
 import json
 import re
 from collections.abc import Iterable, Iterator
+from typing import get_args
 
 import orjson
 
+from ..config import RetentionMode
 from ..names import CONTACT_POLICIES, DEFAULT_CONTACT_POLICY, NAME_PATTERN, OVERSEER_PROFILE
 
 SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -211,14 +213,11 @@ def project_file(entry: dict) -> dict[str, bytes]:
     return {project_json_path(entry["project"]): to_json(project)}
 
 
-RETENTION_MODES = ("keep", "purge", "archive_only")
-
-
 def retention_of(project: dict) -> tuple[str | None, int | None]:
     """(mode, days) of a project.json's retention policy; (None, None): none of its own (or none
     there could be: edited by hand), the server's default applies."""
     mode, days = project.get("retention_mode"), project.get("retention_days")
-    if mode not in RETENTION_MODES:
+    if mode not in get_args(RetentionMode):
         return None, None
     return mode, days if isinstance(days, int) and not isinstance(days, bool) and days >= 1 else None
 

@@ -12,7 +12,7 @@ from ..archive import outbox
 from ..errors import Conflict, NotFound, did_you_mean
 from ..fields import AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
-from ..names import random_name, reserved
+from ..names import ContactPolicy, random_name, reserved
 from ..registry import Input, Output, tool
 from .counts import agent_counts
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
@@ -23,7 +23,6 @@ Model = Annotated[str, Field(min_length=1, max_length=128, description="The mode
 TaskDescription = Annotated[str, Field(max_length=4000, description="What the agent is working on.")]
 # Re-registering (a session start, joining a thread) must not wipe what the agent said it works on.
 KEEP_TASK = "What the agent is working on. Omit (or null) to keep the stored one of an existing agent; \"\" clears it."
-ContactPolicy = Literal["open", "auto", "contacts_only", "block_all"]
 
 
 class Agent(Output):

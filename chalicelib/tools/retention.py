@@ -19,14 +19,14 @@ import sqlite3
 import time
 from collections import defaultdict
 from datetime import datetime
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Callable
 
 from pydantic import Field
 
 from .. import clock
 from ..archive import outbox
 from ..attachments.storage import storage
-from ..config import CENTURY_DAYS, Settings, get_settings
+from ..config import CENTURY_DAYS, RetentionMode, Settings, get_settings
 from ..errors import Conflict
 from ..fields import ProjectKey
 from ..ids import RANDOM_BITS, first_id_at, stable_id
@@ -41,7 +41,6 @@ from .reservations import LIVE, release_some
 
 log = logging.getLogger(__name__)
 
-RetentionMode = Literal["keep", "purge", "archive_only"]
 # How long an archive entry can trail its message: both are written by one transaction.
 OUTBOX_LAG_IDS = (60 * 1000) << RANDOM_BITS
 
