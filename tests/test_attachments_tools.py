@@ -26,6 +26,7 @@ from chalicelib.registry import to_json
 from chalicelib.store import db
 from chalicelib.tools import tools_by_name
 from tests.sql import write_lock_free
+from .test_archive_worker import canonical
 
 pytestmark = pytest.mark.both_backends
 TOOLS = tools_by_name()
@@ -354,7 +355,7 @@ def test_an_archive_batch_stops_at_its_byte_bound_and_an_archived_attachment_is_
             if path.is_file():
                 path.unlink()
         assert worker.drain_once(settings, archive) == 1
-        assert any(path.endswith(f"__{again['id']}.md") for path in rebuild.canonical(archive.files()))
+        assert any(path.endswith(f"__{again['id']}.md") for path in canonical(archive.files()))
 
 
 def test_with_agent_tokens_only_the_readers_own_token_opens_an_attachment(call, settings):

@@ -24,6 +24,7 @@ from chalicelib.tools.retention import run_retention
 from chalicelib.transports.cli import cli
 
 from .servers import ROOT
+from .test_archive_worker import canonical
 
 pytestmark = pytest.mark.both_backends
 
@@ -152,7 +153,7 @@ CLEAN = {"missing": [], "unexpected": [], "different": [], "foreign": []}
 
 
 def archived_bodies(archive: GitArchive) -> list[str]:
-    return sorted(parse_document(content)["body_md"] for content in rebuild.canonical(archive.files()).values())
+    return sorted(parse_document(content)["body_md"] for content in canonical(archive.files()).values())
 
 
 def test_archive_only_bodies_stay_in_the_archive_through_verify_repair_and_restore(settings, call, two_projects, later, tmp_path):
@@ -197,7 +198,7 @@ def test_purged_mail_stays_in_the_archive_and_verify_expects_it(settings, call, 
     assert run_retention(settings, budget=2)["messages_purged"] == 2
     assert run_retention(settings)["messages_purged"] == 1
     with db.connection(settings) as conn, GitArchive.local(settings) as archive:
-        assert len(rebuild.canonical(archive.files())) == 5  # append-only: the archive keeps them
+        assert len(canonical(archive.files())) == 5  # append-only: the archive keeps them
         assert rebuild.verify(conn, archive) == CLEAN
     assert doctor.archive(settings).ok
     with db.connection(settings) as conn, db.transaction(conn, write=True):  # a message lost otherwise still shows

@@ -18,7 +18,6 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.worker import lock_path
 from chalicelib.ops.supervisor import exclusive, holder
-from chalicelib.archive.rebuild import canonical
 from chalicelib.config import Settings
 from chalicelib.tools import all_tools
 from chalicelib.transports import stdio
@@ -26,6 +25,7 @@ from chalicelib.transports.mcp_app import build_mcp_server
 from chalicelib.transports.mcp_lean import LeanMCP
 
 from .servers import ROOT, running_server, tool_caller
+from .test_archive_worker import canonical
 
 AGENT_MAIL = Path(sys.executable).parent / "agent-mail"  # installed by scripts/bootstrap.sh (pyproject.toml)
 

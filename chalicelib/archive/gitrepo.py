@@ -38,6 +38,8 @@ LAYOUT_BLOB = Blob.from_string(b'{\n  "layout": 2,\n  "messages": "projects/{slu
 MAINTAIN_EVERY = 32  # commits between two `maintain` runs of the workers
 MERGE_LIMIT = 32 * 1024 * 1024  # a merged pack is at most this large (bounded memory and time)
 MAINTAIN_MERGES = 4  # merges one due maintenance may make: it keeps up with 4 x MERGE_LIMIT of new packs
+TREE_CACHE = 4 * 1024 * 1024  # bytes of tree data the writer keeps (parsed, a tree takes ~10x its size in memory)
+READER_TREE_CACHE = 256 * 1024  # a reader going through the archive in order needs the trees of its recent paths only
 
 
 class ForeignProject(ValueError):
@@ -54,7 +56,7 @@ class GitArchive:
     (and the index kept in step) so that people can read them; a bare repository (the Lambda
     worker's clone) has only the git objects."""
 
-    def __init__(self, path: Path, bare: bool = False, create: bool = True) -> None:
+    def __init__(self, path: Path, bare: bool = False, create: bool = True, tree_cache: int = TREE_CACHE) -> None:
         self.path = Path(path)
         if (self.path / ".git").exists() or (self.path / "HEAD").exists():
             self.repo = Repo(str(self.path))
@@ -65,7 +67,7 @@ class GitArchive:
             self.repo = Repo.init_bare(str(self.path)) if bare else Repo.init(str(self.path))
             self.repo.refs.set_symbolic_ref(b"HEAD", BRANCH)
         self.bare = self.repo.bare
-        self.trees = TreeCache()
+        self.trees = TreeCache(tree_cache)
         # Every pack stays mapped (dulwich's default: no packed_git_limit). A limit below the packs'
         # total unmapped the least recently used ones, and lookups opened their indexes again
         # and again: a one-message commit's time grew with the archive (bench/README.md).
@@ -85,6 +87,13 @@ class GitArchive:
     def local(cls, settings, create: bool = True) -> "GitArchive":
         """The local-mode archive: ARCHIVE_DIR, bare unless ARCHIVE_WORKTREE."""
         return cls(settings.archive_dir, bare=not settings.archive_worktree, create=create)
+
+    @classmethod
+    def to_read(cls, settings) -> "GitArchive":
+        """ARCHIVE_DIR's repository for a command that only reads it (verify, restore, doctor's
+        checks): never created (NoArchive), and with a small tree cache (the writer's held ~45 MB
+        of parsed trees that a reader going through the archive in order does not use)."""
+        return cls(settings.archive_dir, create=False, tree_cache=READER_TREE_CACHE)
 
     def close(self) -> None:
         self.repo.close()
@@ -197,11 +206,14 @@ class GitArchive:
 
     def read(self, path: str, commit: bytes | None = None) -> bytes | None:
         """One file of a commit (the head by default), or None; reads only the trees on its path."""
-        found = self.lookup(path, commit)
-        if found is None or stat.S_ISDIR(found[0]):
-            return None
-        blob = self.repo[found[1]]
+        sha = self.file_id(path, commit)
+        blob = None if sha is None else self.repo[sha]
         return blob.data if isinstance(blob, Blob) else None
+
+    def file_id(self, path: str, commit: bytes | None = None) -> bytes | None:
+        """The blob id of one file of a commit (the head by default), or None (no such file)."""
+        found = self.lookup(path, commit)
+        return None if found is None or stat.S_ISDIR(found[0]) else found[1]
 
     def first_held(self, paths: list[str]) -> dict[str, int]:
         """{path: commit time (Unix) of the oldest commit that holds it}, for paths the head holds:
@@ -225,7 +237,7 @@ class GitArchive:
         commit = commit or self.head()
         if commit is None:
             return None
-        mode, sha = stat.S_IFDIR, self.repo[commit].tree
+        mode, sha = stat.S_IFDIR, self.root(commit)
         for part in path.encode().split(b"/"):
             if not stat.S_ISDIR(mode):
                 return None
@@ -234,6 +246,14 @@ class GitArchive:
                 return None
             mode, sha = tree[part]
         return mode, sha
+
+    _last_root = (None, None)
+
+    def root(self, commit: bytes) -> bytes:
+        """A commit's tree id; the last one asked for is kept (lookups in a row ask the same commit)."""
+        if self._last_root[0] != commit:
+            self._last_root = (commit, self.repo[commit].tree)
+        return self._last_root[1]
 
     def write_worktree(self, files: dict[str, bytes], shas: dict[bytes, bytes]) -> None:
         index = self.repo.open_index()
@@ -425,7 +445,7 @@ class TreeCache:
     same recent folders) up to `limit` bytes of tree data, least recently used out first.
     Git objects never change, so it is always safe to use, and safe to lose."""
 
-    def __init__(self, limit: int = 4 * 1024 * 1024) -> None:
+    def __init__(self, limit: int = TREE_CACHE) -> None:
         self.limit, self.size = limit, 0
         self.items: OrderedDict[bytes, Tree] = OrderedDict()
 

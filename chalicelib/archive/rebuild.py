@@ -7,7 +7,7 @@ the same function, so a rebuilt archive matches one written entry by entry.
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain
+from itertools import chain, islice
 
 from dulwich.objects import Blob
 
@@ -26,7 +26,7 @@ from ..tools.messages import (
 from . import outbox, render as rendering
 from .gitrepo import GitArchive
 from .render import (
-    agent_dir, agent_kind, attachment_path, batches, contact_policy, message_path, parse_document, project_json_path, render,
+    agent_dir, agent_kind, attachment_path, batches, contact_policy, document, message_path, parse_document, project_json_path, render,
     reservation_id_of_name, second_dir_of_name,
 )
 
@@ -125,11 +125,14 @@ def contact_entries(db: sqlite3.Connection, projects: dict[int, sqlite3.Row] | N
         yield {"kind": "contact", "project": slug, **payload}
 
 
-def mark_entries(db: sqlite3.Connection, projects: dict[int, sqlite3.Row] | None = None) -> Iterator[dict]:
-    """Every recipient's marks of every message it read (streamed: a mailbox has many)."""
+def mark_entries(db: sqlite3.Connection, projects: dict[int, sqlite3.Row] | None = None,
+                 message_ids: Iterable[int] | None = None) -> Iterator[dict]:
+    """Every recipient's marks of every message it read, or of these messages (streamed: a mailbox has many)."""
     projects = projects or projects_by_id(db)
+    ids = None if message_ids is None else list(message_ids)
     for row in db.execute("SELECT r.message_id, r.read_ts, r.ack_ts, a.name, a.project_id, m.created_ts FROM message_recipients r"
-                          " JOIN agents a ON a.id = r.agent_id JOIN messages m ON m.id = r.message_id WHERE r.read_ts IS NOT NULL"):
+                          " JOIN agents a ON a.id = r.agent_id JOIN messages m ON m.id = r.message_id WHERE r.read_ts IS NOT NULL"
+                          + ("" if ids is None else f" AND r.message_id IN ({placeholders(ids)})"), ids or ()):
         project = projects[row["project_id"]]
         payload = outbox.mark_payload(project, row["name"], row["message_id"], row["created_ts"], row["read_ts"], row["ack_ts"])
         yield {"kind": "mark", "project": project["slug"], **payload}
@@ -178,11 +181,6 @@ def rebuild(db: sqlite3.Connection, archive: GitArchive, on_batch=lambda n: None
     return total
 
 
-def canonical(files: dict[str, bytes]) -> dict[str, bytes]:
-    """The canonical message files among an entry's or a tree's files."""
-    return {path: content for path, content in files.items() if path.split("/")[2:3] == ["messages"]}
-
-
 def current_path(path: str) -> str:
     """A message file's path in today's layout: a file of the first layout (a flat month
     folder, YYYY/MM/{file}) moves to its per-second folder; anything else stays."""
@@ -211,52 +209,93 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     is retired and, as a restore reads them, whether it is a person and its contact policy
     (profile_problems; profiles written before they said so: different, which a rebuild
     rewrites), and each project its project.json, saying whether it is archived and its
-    retention policy (project_json_problems)."""
-    found = {current_path(path): (path, sha) for path, sha in archive.walk("projects") if path.split("/")[2:3] == ["messages"]}
-
-    def archived_body(entry: dict) -> str | None:
-        _, sha = found.get(message_path(entry), (None, None))
-        return None if sha is None else parse_document(archive.repo[sha].data)["body_md"]
-
-    expected: dict[str, tuple[bytes, bytes]] = {}  # path -> (blob id, blob id of the older document)
-    for entry in message_entries(db, archived_body):
-        older = {key: value for key, value in entry.items() if key != "project_human_key"}
-        for path, content in canonical(render(entry)).items():
-            expected[path] = (blob_id(content), blob_id(canonical(render(older))[path]))
+    retention policy (project_json_problems). Messages and marks are compared CHUNK at a time,
+    each way (message_problems, stray_messages): memory does not grow with the archive."""
     projects = db.execute("SELECT slug, human_key, created_ts, archived_ts, retention_mode, retention_days, purged_before_id"
                           " FROM projects").fetchall()
     owners = {row["slug"]: row["human_key"] for row in projects}
-    purged_before = {row["slug"]: row["purged_before_id"] or 0 for row in projects}
-    homes = {}  # message id -> its project's human key, for the files that are not where they should be
-    foreign = foreign_files(archive, owners)
-    unexpected = []
-    for path in sorted(found.keys() - expected.keys()):
-        original, sha = found[path]
-        slug = original.split("/")[1]
-        message_id = message_id_of(original)
-        if message_id is not None and message_id < purged_before.get(slug, 0):
-            continue  # purged by retention: the archive keeps it (docs/retention.md)
-        document = parse_document(archive.repo[sha].data)
-        key = document.get("project_human_key")
-        if key is None:  # an older document: its project is the one that has the message
-            if not homes:
-                homes = {str(row[0]): row[1] for row in db.execute("SELECT m.id, p.human_key FROM messages m JOIN projects p ON p.id = m.project_id")}
-            key = homes.get(str(document.get("id")))
-        (foreign if key is not None and not same_project(key, owners.get(slug)) else unexpected).append(original)
-    missing, different = reservation_problems(db, archive)
-    no_contact, contact_differs = contact_problems(db, archive)
-    no_mark, mark_differs = mark_problems(db, archive)
-    no_product, product_differs = product_problems(db, archive)
-    no_project_json, archived = project_json_problems(archive, projects)
-    missing += no_contact + no_mark + no_product + no_project_json
-    different += contact_differs + mark_differs + product_differs
-    different += profile_problems(db, archive) + archived
+    missing, different = message_problems(db, archive)
+    unexpected, foreign = stray_messages(db, archive, owners, {row["slug"]: row["purged_before_id"] or 0 for row in projects})
+    for problems in (reservation_problems(db, archive), contact_problems(db, archive), mark_problems(db, archive),
+                     product_problems(db, archive), project_json_problems(archive, projects)):
+        missing += problems[0]
+        different += problems[1]
+    different += profile_problems(db, archive)
     return {
-        "missing": sorted([*expected.keys() - found.keys(), *missing]),
-        "unexpected": unexpected,
-        "different": sorted([*(path for path in expected.keys() & found.keys() if found[path][1] not in expected[path]), *different]),
-        "foreign": sorted(foreign),
+        "missing": sorted(missing),
+        "unexpected": sorted(unexpected, key=current_path),
+        "different": sorted(different),
+        "foreign": sorted([*foreign_files(archive, owners), *foreign]),
     }
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def message_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
+    """(missing, different) canonical message files: each message of the database looked up where
+    it belongs (or, in an archive of the first layout, in its flat month folder)."""
+    head = archive.head()
+
+    def held(entry: dict) -> bytes | None:
+        path = message_path(entry)
+        return archive.file_id(path, head) or archive.file_id(first_layout_path(path), head)
+
+    def archived_body(entry: dict) -> str | None:
+        sha = held(entry)
+        return None if sha is None else parse_document(archive.repo[sha].data)["body_md"]
+
+    missing, different = [], []
+    for entry in message_entries(db, archived_body):
+        path, sha = message_path(entry), held(entry)
+        older = {key: value for key, value in entry.items() if key != "project_human_key"}  # as written before it existed
+        if sha is None:
+            missing.append(path)
+        elif sha not in (blob_id(document(entry)), blob_id(document(older))):
+            different.append(path)
+    return missing, different
+
+
+def stray_messages(db: sqlite3.Connection, archive: GitArchive, owners: dict[str, str],
+                   purged_before: dict[str, int]) -> tuple[list[str], list[str]]:
+    """(unexpected, foreign) canonical message files: the archive's, CHUNK at a time, that are not
+    where a message of the database belongs (found by the id a file's name ends with), but those
+    of mail retention purged. A file whose document names another project (or, an older document,
+    whose message is another project's) is foreign."""
+    unexpected, foreign = [], []
+    for slug in archive.folders("projects"):
+        for chunk in chunks(archive.walk(f"projects/{slug}/messages"), CHUNK):
+            ids = {message_id_of(path) for path, _ in chunk} - {None}
+            belongs = {row["id"]: message_path(dict(row)) for row in db.execute(
+                "SELECT m.id, m.created_ts, m.subject, p.slug AS project FROM messages m JOIN projects p ON p.id = m.project_id"
+                f" WHERE m.id IN ({placeholders(ids)}) AND p.slug = ?", (*ids, slug))}
+            for original, sha in chunk:
+                message_id = message_id_of(original)
+                if belongs.get(message_id) == current_path(original) or (
+                        message_id is not None and message_id < purged_before.get(slug, 0)):
+                    continue  # in its place, or purged by retention: the archive keeps it (docs/retention.md)
+                document = parse_document(archive.repo[sha].data)
+                key = document.get("project_human_key") or project_of_message(db, document.get("id"))
+                (foreign if key is not None and not same_project(key, owners.get(slug)) else unexpected).append(original)
+    return unexpected, foreign
+
+
+def project_of_message(db: sqlite3.Connection, message_id) -> str | None:
+    """The human key of the project that has this message, if any (an older document names none)."""
+    if not str(message_id).isdigit():
+        return None
+    row = db.execute("SELECT p.human_key FROM messages m JOIN projects p ON p.id = m.project_id WHERE m.id = ?",
+                     (int(message_id),)).fetchone()
+    return row and row[0]
+
+
+def first_layout_path(path: str) -> str:
+    """Where a message file of today's layout sat in the first (its flat month folder)."""
+    parts = path.split("/")
+    return "/".join([*parts[:5], parts[-1]])
 
 
 def reservation_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
@@ -280,31 +319,27 @@ def contact_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[
     the row does (a contact asked for or answered before contacts were archived has none: a
     rebuild writes it)."""
     found = {path: sha for folder in archive.folders("projects") for path, sha in archive.walk(f"projects/{folder}/contacts")}
-    missing, different, _ = compared(
-        ((path, content) for entry in contact_entries(db) for path, content in render(entry).items() if "/contacts/" in path), found)
-    return missing, different
+    return compared(
+        ((path, content) for entry in contact_entries(db) for path, content in render(entry).items() if "/contacts/" in path), found.get)
 
 
-def compared(expected: Iterable[tuple[str, bytes]], found: dict[str, bytes]) -> tuple[list[str], list[str], set[str]]:
-    """(missing, different, the paths expected): of the expected files ((path, content), read
-    once, none kept), those the archive lacks, and those whose blob there ({path: blob id}) is
-    not their content's."""
-    missing, different, seen = [], [], set()
+def compared(expected: Iterable[tuple[str, bytes]], found: Callable[[str], bytes | None]) -> tuple[list[str], list[str]]:
+    """(missing, different): of the expected files ((path, content), read once, none kept), those
+    the archive lacks, and those whose blob there (`found(path)`: its id, or None) is not their content's."""
+    missing, different = [], []
     for path, content in expected:
-        seen.add(path)
-        if path not in found:
+        if (sha := found(path)) is None:
             missing.append(path)
-        elif found[path] != blob_id(content):
+        elif sha != blob_id(content):
             different.append(path)
-    return missing, different, seen
+    return missing, different
 
 
 def product_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
     """(missing, different) product files: each product of the database has its file, saying what
     its row and links do (a product made before products were archived has none: a rebuild writes it)."""
-    missing, different, _ = compared(
-        ((path, content) for entry in product_entries(db) for path, content in render(entry).items()), dict(archive.walk("products")))
-    return missing, different
+    return compared(
+        ((path, content) for entry in product_entries(db) for path, content in render(entry).items()), dict(archive.walk("products")).get)
 
 
 def store_product(db: sqlite3.Connection, product: dict) -> bool:
@@ -357,15 +392,16 @@ def mark_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str
     acknowledged, its acknowledgement's, saying what the row does (a read made before marks were
     archived has none: a rebuild writes it), and a file whose message and recipient the database
     has says no more than the row (a read the database lacks: one made after the backup a restored
-    database came from, which doctor --repair brings back)."""
-    found = {path: (folder, name, sha) for folder, name, path, sha in archived_marks(archive, archive.folders("projects"))}
-    missing, different, expected = compared(  # each entry: its read's file, and its acknowledgement's
-        ((path, content) for entry in mark_entries(db) for path, content in render(entry).items()),
-        {path: sha for path, (_, _, sha) in found.items()})
-    for path in found.keys() - expected:  # no read row of the database: its message purged, or read since a backup
-        folder, name, sha = found[path]
-        if mark_row(db, folder, name, json.loads(archive.repo[sha].data)) is not None:
-            different.append(path)
+    database came from, which doctor --repair brings back). Each way CHUNK at a time, as messages."""
+    head = archive.head()
+    missing, different = compared(((path, content) for entry in mark_entries(db) for path, content in render(entry).items()),
+                                  lambda path: archive.file_id(path, head))
+    for chunk in chunks(archived_marks(archive, archive.folders("projects")), CHUNK):
+        ids = {int(stem) for *_, path, _ in chunk if (stem := path.rsplit("/", 1)[-1].split("-")[0]).isdigit()}
+        expected = {path for entry in mark_entries(db, message_ids=ids) for path in render(entry)}
+        for folder, name, path, sha in chunk:  # no read row of the database: its message purged, or read since a backup
+            if path not in expected and mark_row(db, folder, name, json.loads(archive.repo[sha].data)) is not None:
+                different.append(path)
     return missing, different
 
 
@@ -383,32 +419,35 @@ def mark_row(db: sqlite3.Connection, slug: str, name: str, mark: dict) -> sqlite
 
 
 def missing_marks(db: sqlite3.Connection, archive: GitArchive, folders: list[str] | None = None,
-                  slug_of: Callable[[str], str] = lambda folder: folder) -> list[tuple]:
+                  slug_of: Callable[[str], str] = lambda folder: folder) -> Iterator[tuple]:
     """(path, recipient row id, read_ts, ack_ts) of the marks the archive holds and the database's
     recipient rows lack (a restore; after a restored backup, the reads and acknowledgements made
     since), for store_marks; in these folders (by default, of the database's projects).
     `slug_of`: a folder's project's slug in the database (a restore may have given it another:
-    two projects of one slug)."""
+    two projects of one slug). Streamed: each is looked for when it is reached."""
     if folders is None:
         folders = [row[0] for row in db.execute("SELECT slug FROM projects")]
-    marks = []
     for folder, name, path, sha in archived_marks(archive, folders):
         mark = json.loads(archive.repo[sha].data)
         if (row := mark_row(db, slug_of(folder), name, mark)) is not None:
-            marks.append((path, row["id"], mark["read_ts"], mark.get("ack_ts")))
-    return marks
+            yield path, row["id"], mark["read_ts"], mark.get("ack_ts")
 
 
-def store_marks(db: sqlite3.Connection, marks: list[tuple]) -> None:
+def store_marks(db: sqlite3.Connection, marks: list[tuple]) -> int:
     """missing_marks' marks into their rows, each row's first read counted as mark_message_read
-    counts it (not a bcc copy's; not one its agent made meanwhile: marks are never overwritten)."""
-    first_reads = []
+    counts it (not a bcc copy's; not one its agent made meanwhile: marks are never overwritten).
+    The number of reads and acknowledgements set (an acknowledgement's file also says its read)."""
+    first_reads, stored = [], 0
     for _, row_id, read_ts, ack_ts in marks:
-        first_reads += [agent for agent, kind in db.execute(
+        read = db.execute(
             "UPDATE message_recipients SET read_ts = ? WHERE id = ? AND read_ts IS NULL RETURNING agent_id, kind", (read_ts, row_id)
-        ).fetchall() if kind != "bcc"]
-        db.execute("UPDATE message_recipients SET ack_ts = coalesce(ack_ts, ?) WHERE id = ?", (ack_ts, row_id))
+        ).fetchall()
+        first_reads += [agent for agent, kind in read if kind != "bcc"]
+        acked = ack_ts is not None and db.execute(
+            "UPDATE message_recipients SET ack_ts = ? WHERE id = ? AND ack_ts IS NULL", (ack_ts, row_id)).rowcount
+        stored += len(read) + acked
     count_reads(db, first_reads)
+    return stored
 
 
 PROFILE_FIELDS = ("program", "model", "task_description", "inception_ts")  # in every profile ever written
@@ -951,8 +990,8 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     slugs = {human_key: slug for slug, human_key in projects.slugs.items()}
     marks = missing_marks(db, archive, [folder for folder in folders if folder in projects.folders],
                           lambda folder: slugs.get(projects.folders[folder], folder))
-    store_marks(db, marks)
-    counts["marks"] = len(marks)
+    for chunk in chunks(marks, IMPORT_BATCH):  # streamed: a mailbox has many
+        counts["marks"] += store_marks(db, chunk)
     activity.store(db)
     counts["projects"] = len(projects.ids)
     return counts

@@ -92,7 +92,7 @@ def archived_projects(settings: Settings) -> list[str]:
     if not settings.archive_enabled:
         return []
     try:
-        with GitArchive.local(settings, create=False) as repo:
+        with GitArchive.to_read(settings) as repo:
             return repo.folders("projects")
     except NoArchive:
         return []
@@ -160,7 +160,7 @@ def archive(settings: Settings) -> Finding:
     if status["pending"]:  # files of pending entries are not written yet: nothing to compare
         return Finding("git archive", True, f"{status['pending']} entries still to archive; compared when none are pending")
     try:
-        with db.as_it_is(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings, create=False) as repo:
+        with db.as_it_is(settings) as conn, db.transaction(conn, write=False), GitArchive.to_read(settings) as repo:
             if folders := rebuild.projects_beside_empty_database(conn, repo):  # verify would call them all foreign
                 return Finding("git archive", False, *rebuild.empty_database_advice(settings, folders))
             problems = rebuild.verify(conn, repo)
@@ -212,7 +212,7 @@ def archive(settings: Settings) -> Finding:
                 f" {listed(left)}" if left else ""))
         if arrivals or changed or mail:  # the reads and acks made since, of the mail the database had and of what came back
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
-                marks = rebuild.missing_marks(conn, repo)
+                marks = list(rebuild.missing_marks(conn, repo))
             for start in range(0, len(marks), rebuild.IMPORT_BATCH):  # a write transaction per batch, as the mail's
                 with db.connection(settings) as conn, db.transaction(conn, write=True):
                     rebuild.store_marks(conn, marks[start:start + rebuild.IMPORT_BATCH])

@@ -17,6 +17,7 @@ group-committed batch of sends adds to each agent's row once, not once per send.
 """
 
 import sqlite3
+from collections import Counter
 
 from ..ids import stable_id
 from ..store import upkeep
@@ -56,9 +57,10 @@ def count_message(db, sender_id: int, kinds: dict[int, str]) -> None:
 
 
 def count_reads(db, agent_ids: list[int]) -> None:
-    """Received messages were read for the first time, one per item (an agent as often as it read)."""
+    """Received messages were read for the first time, one per item (an agent as often as it read).
+    One deferred row per agent: a restore's batch of reads is held until its upkeep is applied."""
     if agent_ids:
-        upkeep.later(db, _add, tuple((agent_id, 0, 0, 1) for agent_id in agent_ids))
+        upkeep.later(db, _add, tuple((agent_id, 0, 0, reads) for agent_id, reads in Counter(agent_ids).items()))
 
 
 def agent_counts(db: sqlite3.Connection, agent_id: int) -> tuple[int, int, int]:

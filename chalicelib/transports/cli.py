@@ -428,7 +428,7 @@ def archive_to_read(settings: Settings):
     from ..archive.gitrepo import GitArchive, NoArchive
 
     try:
-        return GitArchive.local(settings, create=False)
+        return GitArchive.to_read(settings)
     except NoArchive as exc:
         raise click.ClickException(str(exc)) from None
 
