@@ -91,8 +91,8 @@ class GitArchive:
     @classmethod
     def to_read(cls, settings) -> "GitArchive":
         """ARCHIVE_DIR's repository for a command that only reads it (verify, restore, doctor's
-        checks): never created (NoArchive), and with a small tree cache (the writer's held ~45 MB
-        of parsed trees that a reader going through the archive in order does not use)."""
+        checks): never created (NoArchive), and with a small tree cache (the writer's held 35-80 MB
+        of parsed trees in a verify, which reading the archive in order does not use)."""
         return cls(settings.archive_dir, create=False, tree_cache=READER_TREE_CACHE)
 
     def close(self) -> None:

@@ -230,6 +230,7 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
 
 
 def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of `size` items (the last may be shorter), read from `items` as they are needed."""
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
