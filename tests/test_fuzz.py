@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemathesis.config import SchemathesisConfig
 
 from chalicelib.attachments.intake import BASE64, NOT_DOTS, AttachmentInput, FileName, decode_base64
+from chalicelib.errors import InvalidArgument
 from chalicelib.fields import MAX_ID_NUMBER
 from chalicelib.tools.projects import normalize_human_key
 from chalicelib.tools.reservations import REPO_PATH, normalize_path
@@ -233,6 +234,17 @@ def test_attachment_sources_the_schema_allows_are_the_ones_the_server_takes():
         except ValueError:
             accepted = False
         assert accepted == schema.is_valid(attachment), attachment
+
+
+def test_the_schema_says_an_attachment_path_has_no_nul_which_the_server_refuses_with_a_hint(call, tmp_path):
+    """A path with a NUL fit the schema and got a 422 (a fuzz finding): the schema now says so too."""
+    schema = jsonschema_rs.validator_for(AttachmentInput.model_json_schema())
+    assert schema.is_valid({"path": "logs/a b.txt"}) and not schema.is_valid({"path": "logs/a\x00b"})
+    call("ensure_project", human_key=str(tmp_path))
+    call("register_agent", project_key=str(tmp_path), program="p", model="m", name="BlueLake")
+    with pytest.raises(InvalidArgument, match="must not contain '..' or a NUL character"):
+        call("send_message", project_key=str(tmp_path), sender_name="BlueLake", to=["BlueLake"], subject="s", body_md="b",
+             attachments=[{"path": "logs/a\x00b"}])
 
 
 def test_a_request_http_cannot_parse_gets_the_api_error_shape(fuzz_server):

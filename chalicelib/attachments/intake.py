@@ -75,8 +75,8 @@ class AttachmentInput(Input):
     content_base64: str | None = Field(None, description="The content, base64-encoded (standard, with padding).",
                                        json_schema_extra={"pattern": BASE64})
     path: str | None = Field(
-        None, min_length=1, max_length=4096,
-        description="Local mode: a file inside the project's directory (relative to it, or absolute within it).",
+        None, min_length=1, max_length=4096, json_schema_extra={"pattern": r"^[^\x00]*$"},  # no path has a NUL
+        description="Local mode: a file inside the project's directory (relative to it, or absolute within it; no `..`).",
     )
     sha256: Sha256 | None = Field(None, description="Content uploaded before (request_attachment_upload).")
     keep_original: bool = Field(False, description="Store an image as sent, not converted to WebP.")
