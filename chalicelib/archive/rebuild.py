@@ -7,13 +7,13 @@ the same function, so a rebuilt archive matches one written entry by entry.
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain, islice
+from itertools import chain
 
 from dulwich.objects import Blob
 
 from .. import clock
 from ..ids import stable_id, time_of
-from ..store.db import placeholders, transaction
+from ..store.db import chunks, placeholders, transaction
 from ..tools.agents import agent_id
 from ..tools.contacts import put_contact
 from ..tools.counts import count_reads
@@ -229,29 +229,22 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     }
 
 
-def chunks(items: Iterable, size: int) -> Iterator[list]:
-    """Lists of `size` items (the last may be shorter), read from `items` as they are needed."""
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
 def message_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
     """(missing, different) canonical message files: each message of the database looked up where
     it belongs (or, in an archive of the first layout, in its flat month folder)."""
     head = archive.head()
 
-    def held(entry: dict) -> bytes | None:
-        path = message_path(entry)
+    def held(path: str) -> bytes | None:
         return archive.file_id(path, head) or archive.file_id(first_layout_path(path), head)
 
     def archived_body(entry: dict) -> str | None:
-        sha = held(entry)
+        sha = held(message_path(entry))
         return None if sha is None else parse_document(archive.repo[sha].data)["body_md"]
 
     missing, different = [], []
     for entry in message_entries(db, archived_body):
-        path, sha = message_path(entry), held(entry)
+        path = message_path(entry)
+        sha = held(path)
         older = {key: value for key, value in entry.items() if key != "project_human_key"}  # as written before it existed
         if sha is None:
             missing.append(path)
@@ -683,9 +676,9 @@ def import_unexpected(db: sqlite3.Connection, archive: GitArchive, paths: list[s
     no transaction: each IMPORT_BATCH messages are one write transaction of their own."""
     documents = [path for _, path in sorted((message_id_of(path) or 0, path) for path in paths)]
     brought, left = 0, []
-    for start in range(0, len(documents), IMPORT_BATCH):
+    for chunk in chunks(documents, IMPORT_BATCH):
         with transaction(db, write=True):
-            done, skipped = import_batch(db, archive, documents[start:start + IMPORT_BATCH])
+            done, skipped = import_batch(db, archive, chunk)
         brought, left = brought + done, left + skipped
     return brought, left
 

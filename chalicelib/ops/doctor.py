@@ -202,7 +202,7 @@ def archive(settings: Settings) -> Finding:
                 done.append(f"brought back {brought} changes made since (profiles, project.json, file reservations,"
                             " contacts, products)" + (f"; {len(left)} left, an agent of theirs in neither the database nor the archive's"
                                             f" profiles: {listed(left)}" if left else ""))
-            with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+            with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.to_read(settings) as repo:
                 mail = rebuild.verify(conn, repo)["unexpected"]  # their mail, foreign until now, among it
         if mail:
             with db.connection(settings) as conn, GitArchive.local(settings) as repo:  # a transaction per batch
@@ -211,11 +211,11 @@ def archive(settings: Settings) -> Finding:
                 f"; {len(left)} left, a sender or recipient in neither the database nor the archive's profiles:"
                 f" {listed(left)}" if left else ""))
         if arrivals or changed or mail:  # the reads and acks made since, of the mail the database had and of what came back
-            with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+            with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.to_read(settings) as repo:
                 marks = list(rebuild.missing_marks(conn, repo))
-            for start in range(0, len(marks), rebuild.IMPORT_BATCH):  # a write transaction per batch, as the mail's
+            for chunk in db.chunks(marks, rebuild.IMPORT_BATCH):  # a write transaction per batch, as the mail's
                 with db.connection(settings) as conn, db.transaction(conn, write=True):
-                    rebuild.store_marks(conn, marks[start:start + rebuild.IMPORT_BATCH])
+                    rebuild.store_marks(conn, chunk)
             if marks:
                 done.append(f"brought back {len(marks)} read and acknowledgement marks made since")
         if rewrite:

@@ -14,7 +14,9 @@ it (a new Lambda container) costs only the open.
 
 import os
 import sqlite3
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from urllib.parse import quote
 
@@ -124,6 +126,14 @@ def refresh(conn) -> None:
 def placeholders(values) -> str:
     """`?, ?, ?` for an `IN (...)` of these values."""
     return ",".join("?" * len(values))
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of `size` items (the last may be shorter), read from `items` as they are needed:
+    an `IN (...)` or a write transaction of a bounded size."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def dicts(cursor: sqlite3.Cursor) -> list[dict]:

@@ -27,7 +27,7 @@ from .. import clock
 from ..config import Settings
 from ..errors import InvalidArgument
 from ..ids import new_ids
-from ..store.db import placeholders, transaction
+from ..store.db import chunks, placeholders, transaction
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _carry_out(conn, settings: Settings, where, budget: int, now: str) -> int:
     for sha, condemned_ts in rows:
         since.setdefault(sha, condemned_ts)
     deleted = 0
-    for chunk in _chunks(list(since), settings.retention_chunk):
+    for chunk in chunks(since, settings.retention_chunk):
         with transaction(conn, write=False):
             named = _listed(conn, "attachment_refs", chunk)
         for sha in (sha for sha in chunk if sha not in named):
@@ -111,7 +111,7 @@ def _condemn_unnamed(conn, settings: Settings, where, budget: int, now: str) -> 
         listed += [item for item in where.walk("", budget - len(listed)) if item[0] <= start]
     unused_before = _unix(now) - 86400 * settings.attachment_unused_days
     condemned = 0
-    for chunk in _chunks([sha for sha, written in listed if written < unused_before], settings.retention_chunk):
+    for chunk in chunks((sha for sha, written in listed if written < unused_before), settings.retention_chunk):
         with transaction(conn, write=True):
             spared = _listed(conn, "attachment_refs", chunk) | _listed(conn, "attachment_condemned", chunk)
             unnamed = [sha for sha in chunk if sha not in spared]
@@ -138,10 +138,6 @@ def _claimed(conn, where, owner: str) -> bool:
             return True
         claimant = where.owner()  # another database, at the same moment
     return claimant == owner
-
-
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _listed(conn, table: str, shas: list[str]) -> set[str]:
