@@ -194,7 +194,8 @@ def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_sinc
     assert inbox("RedStone") == ["Re: after the backup"]  # its cc, back with the message
     assert inbox("GreenCastle") == ["after the backup", "before the backup"]
     marks = ("SELECT message_id, agent_id, kind, read_ts, ack_ts FROM message_recipients ORDER BY message_id, agent_id",
-             "SELECT agent_id, sum(sent), sum(received), sum(read) FROM message_counts GROUP BY agent_id ORDER BY agent_id")
+             "SELECT agent_id, sum(sent), sum(received), sum(read) FROM message_counts GROUP BY agent_id ORDER BY agent_id",
+             "SELECT project_id, sum(messages), sum(agents) FROM project_counts GROUP BY project_id ORDER BY project_id")
     for query in marks:
         with db.connection(settings) as live, db.connection(restored) as back:
             assert list(map(tuple, back.execute(query))) == list(map(tuple, live.execute(query))), query

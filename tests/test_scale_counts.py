@@ -39,6 +39,24 @@ def test_sends_and_first_reads_are_counted(call, project):
 
 
 @pytest.mark.both_backends
+def test_a_projects_messages_and_agents_are_counted(call, project):
+    def details(key=project):
+        found = call("get_project", project_key=key)
+        return found["messages"], found["agents"]
+
+    assert details() == (0, 3)
+    call("register_agent", project_key=project, program="p", model="m", name="BlueLake")  # known: updated, not counted again
+    call("register_agent", project_key=project, program="p", model="m")  # a new name
+    call("retire_agent", project_key=project, agent_name="RedStone")  # still one of the project's agents
+    assert details() == (0, 4)
+    call("send_overseer_message", project_key=project, to=["BlueLake"], subject="s", body_md="")  # a person's row, and a message
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="a", body_md="")
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="Elsewhere")
+    assert details() == (2, 5) and details("work-other") == (0, 1)
+
+
+@pytest.mark.both_backends
 def test_a_refused_send_counts_nothing(call, project):
     call("retire_agent", project_key=project, agent_name="RedStone")
     with pytest.raises(Exception, match="retired"):
@@ -81,6 +99,8 @@ def test_an_older_database_migrates_forward_with_its_counts(tmp_path):
     assert conn.execute("SELECT sum(sent), sum(received), sum(read) FROM message_counts WHERE agent_id = 1").fetchone() == (3, 0, 0)
     assert conn.execute("SELECT sum(sent), sum(received), sum(read) FROM message_counts WHERE agent_id = 2").fetchone() == (0, 3, 1)
     assert conn.execute("SELECT message_id FROM message_recipients WHERE urgent").fetchall() == [(12,)]
+    project = invoke.call(TOOLS["get_project"], {"project_key": "/old"}, settings)
+    assert (project.messages, project.agents) == (3, 2)
 
 
 def plan(conn, sql: str, params) -> str:
@@ -96,6 +116,8 @@ def test_the_key_queries_are_index_backed(settings, call, project):
     # (either index of agents that starts with project_id: which one is the planner's choice)
     assert re.search(r"INDEX agents_by_(project|name) \(project_id=\?\)", project_counts), project_counts
     assert "message_counts_by_agent" in project_counts
+    # get_project: the project's counter rows (not its agents': 6.7 ms at 50,000 agents)
+    assert "USING INDEX project_counts_by_project" in plan(conn, "SELECT sum(messages) FROM project_counts WHERE project_id = ?", (1,))
     # fetch_inbox(urgent_only): the agent's urgent mail, newest first, without sorting
     urgent = plan(conn, "SELECT r.message_id FROM message_recipients r WHERE r.agent_id = ? AND r.urgent = 1"
                   " ORDER BY r.message_id DESC LIMIT 20", (1,))

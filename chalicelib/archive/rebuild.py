@@ -16,7 +16,7 @@ from ..ids import stable_id, time_of
 from ..store.db import chunks, placeholders, transaction
 from ..tools.agents import agent_id
 from ..tools.contacts import put_contact
-from ..tools.counts import count_reads
+from ..tools.counts import count_agent, count_reads
 from ..human_keys import normalize_human_key
 from ..tools.reservations import literal_prefix
 from ..attachments.intake import Attachment
@@ -744,6 +744,7 @@ def store_agent(db: sqlite3.Connection, project_id: int, profile: dict, activity
          profile["inception_ts"], profile["inception_ts"], profile.get("retired_ts"), rendering.version_of(profile) or None,
          kind, contact_policy(profile)),
     )
+    count_agent(db, project_id)
     activity.saw(key, profile["inception_ts"], None if profile.get("retired_ts") else activity.written(profile))
 
 

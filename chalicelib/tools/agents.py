@@ -14,7 +14,7 @@ from ..fields import AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..names import ContactPolicy, random_name, reserved
 from ..registry import Input, Output, tool
-from .counts import agent_counts
+from .counts import agent_counts, count_agent
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import find_project, refuse_archived
 
@@ -158,6 +158,7 @@ def _insert_agent(db, project, name, args) -> sqlite3.Row:
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (agent_id(project["id"], name), project["id"], name, args.program, args.model, args.task_description or "", now, now),
     )
+    count_agent(db, project["id"])
     row = find_agent(db, project, name)
     outbox.record_agent(db, project, row)
     return row

@@ -254,7 +254,7 @@ def store_recipients(
         [(row_id, message_id, agent_id, kind, urgent, ack_required)
          for row_id, (agent_id, kind) in zip(new_ids(len(kinds)), kinds.items())],
     )
-    count_message(db, sender_id, kinds)
+    count_message(db, project_id, sender_id, kinds)
     correspondents.record(db, sender_id, kinds)  # now, not at COMMIT: the batch's next send may be an answer to it
     thread_summaries.add(db, project_id, (message_id, thread_id, sender_id, kinds, subject, created_ts), new_thread)
 

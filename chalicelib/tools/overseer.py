@@ -21,6 +21,7 @@ from ..registry import Input, Output, tool
 from ..security.scopes import in_scope
 from ..store.db import placeholders
 from .agents import Agent, agent_id, describe_agent, find_agent
+from .counts import count_agent
 from .messages import (
     Body, Importance, Recipients, SentMessage, Subject, ThreadId, deliver, find_message, recipients_of,
 )
@@ -73,6 +74,7 @@ def overseer(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3
             (key, project["id"], name, profile["program"], profile["model"], profile["task_description"], now, now,
              OVERSEER_POLICY),
         )
+        count_agent(db, project["id"])
         row = find_agent(db, project, name)
         outbox.record_agent(db, project, row)
         return row

@@ -26,7 +26,7 @@ from ..human_keys import is_path, normalize_human_key
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from ..security.scopes import may_mention
-from .counts import project_message_count
+from .counts import project_counts
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 
 
@@ -296,8 +296,8 @@ class ProjectDetails(Project):
 def get_project(db: sqlite3.Connection, args: GetProjectInput) -> ProjectDetails:
     """One project with its agent and message counts."""
     row = find_project(db, args.project_key)
-    (agents,) = db.execute("SELECT count(*) FROM agents WHERE project_id = ?", (row["id"],)).fetchone()
-    return ProjectDetails(**_project(row).model_dump(), agents=agents, messages=project_message_count(db, row["id"]))
+    messages, agents = project_counts(db, row["id"])
+    return ProjectDetails(**_project(row).model_dump(), agents=agents, messages=messages)
 
 
 def refuse_archived(project: sqlite3.Row) -> None:
