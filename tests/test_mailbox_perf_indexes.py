@@ -33,8 +33,8 @@ def plans(settings, statements: list[str], query: str) -> list[str]:
 
 
 INBOX = "FROM message_recipients r JOIN messages m"  # inbox_page's query
-AGENTS = "FROM agents a WHERE"  # an attention view's agents with such mail
-OLDEST = "SELECT r.message_id FROM message_recipients r"  # and the ids of each one's oldest
+LAST = "ORDER BY r.message_id LIMIT 1 OFFSET"  # a project's attention view: its page's last message
+PAGE = "SELECT r.message_id, r.agent_id, a.name"  # and the page's copies, to order by name
 
 
 # (tool, arguments, the partial index its inbox query walks)
@@ -50,11 +50,11 @@ FILTERS = [
     ("list_ack_overdue", {"agent_name": "GreenCastle", "older_than_minutes": 1e-6}, "inbox_ack_pending"),
     ("list_urgent_unread", {"agent_name": "GreenCastle"}, "inbox_urgent_unread"),
 ]
-# (a project's view: tool, arguments, the partial index its choice of messages walks, agent by agent)
+# (a project's view: tool, arguments, the partial index by project its choice of messages walks)
 VIEWS = [
-    ("list_ack_required", {}, "inbox_ack_pending"),
-    ("list_ack_overdue", {}, "inbox_ack_pending"),
-    ("list_urgent_unread", {}, "inbox_urgent_unread"),
+    ("list_ack_required", {}, "acks_pending_by_project"),
+    ("list_ack_overdue", {}, "acks_pending_by_project"),
+    ("list_urgent_unread", {}, "urgent_unread_by_project"),
 ]
 
 
@@ -75,17 +75,18 @@ def test_filters_and_an_agents_views_walk_their_partial_index(call, project, set
 @pytest.mark.parametrize(("tool", "index"), [(tool, index) for tool, _, index in VIEWS])
 def test_a_projects_views_pick_through_their_partial_index_and_read_only_what_they_show(call, project, settings, traced,
                                                                                        tool, index):
-    """The agents with such mail, and each one's oldest, come from the partial index, without a
-    scan or a sort; only the messages shown are read whole, by id."""
+    """The page's oldest messages come from the project's rows in the partial index, in order,
+    whatever the number of its agents (not agent by agent); only the messages shown are read
+    whole, by id."""
     send(call, project, ["GreenCastle"], "x", importance="urgent", ack_required=True)
     traced.clear()
     shown = call(tool, project_key=project)["messages"]
-    [agents] = plans(settings, traced, AGENTS)
-    assert f"SEARCH r USING INDEX {index} (agent_id=?)" in agents, agents
-    [oldest] = plans(settings, traced, OLDEST)  # GreenCastle's: the one agent with such mail
-    assert oldest.startswith(f"SEARCH r USING INDEX {index} (agent_id=? AND message_id<?)"), oldest  # below the oldest found
+    [last] = plans(settings, traced, LAST)
+    assert last.startswith(f"SEARCH r USING INDEX {index} (project_id=?)"), last
+    [page] = plans(settings, traced, PAGE)
+    assert page.startswith(f"SEARCH r USING INDEX {index} (project_id=? AND message_id<?)"), page  # up to the page's last
     assert bool(shown) == (tool != "list_ack_overdue")  # the message is not an hour old
-    for plan in [agents, oldest, *(plans(settings, traced, INBOX) if shown else [])]:
+    for plan in [last, page, *(plans(settings, traced, INBOX) if shown else [])]:
         assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan
 
 
@@ -94,17 +95,17 @@ UNIFIED_VIEWS = [
     ({"view": "urgent"}, "SELECT id FROM messages", "messages_urgent"),
     ({"view": "urgent", "project_key": "work-demo"}, "SELECT id FROM messages", "messages_urgent_by_project (project_id=?"),
     ({"view": "ack_pending"}, "SELECT DISTINCT message_id", "acks_pending"),
-    ({"view": "ack_pending", "project_key": "work-demo"}, "SELECT message_id FROM message_recipients", "inbox_ack_pending (agent_id=?"),
+    ({"view": "ack_pending", "project_key": "work-demo"}, "SELECT DISTINCT message_id", "acks_pending_by_project (project_id=?"),
     ({"view": "to_overseer"}, "FROM agents WHERE", "agents_human"),
     ({"view": "to_overseer"}, "SELECT message_id FROM message_recipients", "inbox (agent_id=?"),
     ({"view": "to_overseer", "project_key": "work-demo"}, "FROM agents WHERE", "agents_human (project_id=?"),
-    # A product's page: each linked project's newest; and every page's newest acknowledgement (0036_acks_given.sql).
+    # A product's page: each linked project's newest; and every page's newest acknowledgement (0036_acks_given.sql, 0043).
     ({"product_key": "demo"}, "SELECT id FROM messages WHERE project_id", "messages_by_project (project_id=?"),
     ({}, "SELECT max(ack_ts)", "acks_given"),
-    ({"project_key": "work-demo"}, "SELECT max(r.ack_ts)", "acks_given_by_agent (agent_id=?"),
-    # ... and newest read (0037_reads_made.sql).
+    ({"project_key": "work-demo"}, "SELECT max(r.ack_ts)", "acks_given_by_project (project_id=?"),
+    # ... and newest read (0037_reads_made.sql, 0043).
     ({}, "SELECT max(read_ts)", "reads_made"),
-    ({"project_key": "work-demo"}, "SELECT max(r.read_ts)", "reads_made_by_agent (agent_id=?"),
+    ({"project_key": "work-demo"}, "SELECT max(r.read_ts)", "reads_made_by_project (project_id=?"),
 ]
 
 

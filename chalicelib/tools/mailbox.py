@@ -170,35 +170,26 @@ class Attention(Output):
 def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, created_before: str | None = None) -> Attention:
     """The oldest `limit` messages matching `condition` (on r, the recipient's row), older than
     `created_before` if given, of one agent or of every agent of the project (an item per
-    recipient but bcc ones), through the condition's partial index (migrations/0020)."""
+    recipient but bcc ones), through the condition's partial index (migrations/0020; every agent's: 0043)."""
     project = find_project(db, args.project_key)
     old_enough, params = (" AND m.created_ts < ?", [created_before]) if created_before else ("", [])
     if args.agent_name:
         agent = find_agent(db, project, args.agent_name)
         page, _ = inbox_page(db, project["id"], agent["id"], f"AND {condition}{old_enough}", params, order="ASC", limit=args.limit)
         return Attention(messages=[_item(json, agent["name"]) for json in page])
-    # Every agent's: the agents with such mail (one statement, whatever the number of agents),
-    # the ids of each one's oldest, and only the `limit` oldest of all read whole. A bcc
-    # recipient stays hidden here, as in every view but its own and its sender's.
+    # Every agent's: the project's recipient rows so marked, oldest first, through the condition's
+    # partial index by project (migrations/0043), and only the `limit` oldest read whole; a message's
+    # copies in the order of their agents' names. A bcc recipient stays hidden here, as in every
+    # view but its own and its sender's.
     condition += " AND r.kind != 'bcc'"
-    agents = db.execute(
-        "SELECT a.id, a.name FROM agents a WHERE a.project_id = ?"
-        f" AND EXISTS (SELECT 1 FROM message_recipients r WHERE r.agent_id = a.id AND {condition}) ORDER BY a.name COLLATE NOCASE",
-        (project["id"],),
-    ).fetchall()
     messages = " JOIN messages m ON m.id = r.message_id" if created_before else ""
-    oldest = []  # (message id, the agent's place by name, agent id, name): the `limit` oldest so far
-    below = 2**63 - 1  # once `limit` are found, only older ones can join: each agent reads a few, not `limit`
-    for place, (agent, name) in enumerate(agents):
-        oldest += [(message_id, place, agent, name) for (message_id,) in db.execute(
-            f"SELECT r.message_id FROM message_recipients r{messages} WHERE r.agent_id = ? AND {condition}{old_enough}"
-            " AND r.message_id < ? ORDER BY r.message_id LIMIT ?",
-            (agent, *params, below, args.limit),
-        )]
-        if len(oldest) >= args.limit:
-            oldest = sorted(oldest)[: args.limit]
-            below = oldest[-1][0]  # a later agent's copy of that message sorts after it: out either way
-    picked = sorted(oldest)[: args.limit]
+    where = f"WHERE r.project_id = ? AND {condition}{old_enough}"
+    last = db.execute(f"SELECT r.message_id FROM message_recipients r{messages} {where} ORDER BY r.message_id LIMIT 1 OFFSET ?",
+                      (project["id"], *params, args.limit - 1)).fetchone()
+    upto = 2**63 - 1 if last is None else last[0]  # every copy of the page's last message: the first by name are shown
+    picked = sorted((message_id, name.lower(), agent, name) for message_id, agent, name in db.execute(
+        f"SELECT r.message_id, r.agent_id, a.name FROM message_recipients r{messages} JOIN agents a ON a.id = r.agent_id"
+        f" {where} AND r.message_id <= ? ORDER BY r.message_id", (project["id"], *params, upto)))[: args.limit]
     ids_of: dict[tuple[int, str], list[int]] = {}
     for message_id, _, agent, name in picked:
         ids_of.setdefault((agent, name), []).append(message_id)

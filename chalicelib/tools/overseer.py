@@ -133,9 +133,9 @@ class UnifiedInboxInput(Input):
         " thread's.")
     limit: Annotated[int, Field(ge=1, le=200)] = 50
     include_newest_read: bool = Field(True, description="False: newest_read_ts is not looked up (null), for a view"
-                                      " that shows no unread marks (one look-up per agent fewer, for a project).")
+                                      " that shows no unread marks (one index look-up fewer).")
     include_newest_ack: bool = Field(True, description="False: newest_ack_ts is not looked up (null), for a caller"
-                                     " that wants the messages only (one look-up per agent fewer, for a project).")
+                                     " that wants the messages only (one index look-up fewer).")
     # Not an argument: set by security/scopes.py for a scoped credential, which reads its own
     # projects of a product only (those get_product shows it).
     _scope: frozenset[str] | None = PrivateAttr(None)
@@ -233,15 +233,15 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
 
 def _newest(db: sqlite3.Connection, mark: Literal["ack_ts", "read_ts"], projects: list[int] | None) -> str | None:
     """The time of the newest acknowledgement (ack_ts) or first read (read_ts) of every project
-    (None) or of these: one look-up in an index of the rows so marked, or one per agent of the
-    projects (migrations/0036_acks_given.sql, 0037_reads_made.sql)."""
+    (None) or of these (by their agents): one look-up in an index of the rows so marked, of all
+    or one per project (migrations/0036_acks_given.sql, 0037_reads_made.sql, 0043)."""
     if projects is None:
         return db.execute(f"SELECT max({mark}) FROM message_recipients WHERE {mark} IS NOT NULL").fetchone()[0]
     if not projects:
         return None
     return db.execute(
-        f"SELECT max((SELECT max(r.{mark}) FROM message_recipients r WHERE r.agent_id = a.id AND r.{mark} IS NOT NULL))"
-        f" FROM agents a WHERE a.project_id IN ({placeholders(projects)})", projects).fetchone()[0]
+        f"SELECT max((SELECT max(r.{mark}) FROM message_recipients r WHERE r.project_id = p.id AND r.{mark} IS NOT NULL))"
+        f" FROM projects p WHERE p.id IN ({placeholders(projects)})", projects).fetchone()[0]
 
 
 def _product_ids(db: sqlite3.Connection, projects: list[int], view: str | None, before_id: int | None, limit: int) -> list[int]:
@@ -287,30 +287,23 @@ def _thread_ids(db: sqlite3.Connection, projects: list[int], thread_id: str, vie
 def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_id: int | None, limit: int,
               above: int = -(2**63)) -> list[int]:
     """The ids of a view's newest `limit` messages between `above` and before_id, of every project
-    or one, each walked through a partial index of only such rows (migrations/0032_unified_inbox_views.sql)."""
+    or one, each walked through a partial index of only such rows (migrations/0032_unified_inbox_views.sql, 0043)."""
     before = before_id or 2**63 - 1
     in_project, project = ("project_id = ? AND ", [project_id]) if project_id is not None else ("", [])
     if view == "urgent":
         return [id_ for (id_,) in db.execute(
             f"SELECT id FROM messages WHERE {in_project}importance IN ('high', 'urgent') AND id < ? AND id > ?"
             " ORDER BY id DESC LIMIT ?", [*project, before, above, limit])]
-    if view == "ack_pending" and project_id is None:
+    if view == "ack_pending":  # of every project, or those to one project's agents (acks_pending_by_project)
         return [id_ for (id_,) in db.execute(
-            "SELECT DISTINCT message_id FROM message_recipients WHERE ack_required = 1 AND ack_ts IS NULL"
-            " AND message_id < ? AND message_id > ? ORDER BY message_id DESC LIMIT ?", (before, above, limit))]
-    # One project's acks (its agents with some pending: the index above holds no project), and the
-    # people's mail: the newest `limit` of each such agent's inbox (inbox_ack_pending, inbox), merged.
-    if view == "ack_pending":
-        pending = "ack_required = 1 AND ack_ts IS NULL AND "
-        agents = db.execute("SELECT a.id FROM agents a WHERE a.project_id = ? AND EXISTS (SELECT 1 FROM message_recipients r"
-                            " WHERE r.agent_id = a.id AND r.ack_required = 1 AND r.ack_ts IS NULL)", project).fetchall()
-    else:
-        pending = ""
-        agents = db.execute(f"SELECT id FROM agents WHERE {in_project}kind = 'human'", project).fetchall()
+            f"SELECT DISTINCT message_id FROM message_recipients WHERE {in_project}ack_required = 1 AND ack_ts IS NULL"
+            " AND message_id < ? AND message_id > ? ORDER BY message_id DESC LIMIT ?", (*project, before, above, limit))]
+    # The people's mail: the newest `limit` of each one's inbox, merged.
+    agents = db.execute(f"SELECT id FROM agents WHERE {in_project}kind = 'human'", project).fetchall()
 
     def newest_of(agent: tuple[int], floor: int) -> list[int]:
         return [id_ for (id_,) in db.execute(
-            f"SELECT message_id FROM message_recipients WHERE agent_id = ? AND {pending}message_id < ? AND message_id > ?"
+            "SELECT message_id FROM message_recipients WHERE agent_id = ? AND message_id < ? AND message_id > ?"
             " ORDER BY message_id DESC LIMIT ?", (agent[0], before, floor, limit))]
 
     return _newest_merged(agents, newest_of, limit, above)

@@ -662,7 +662,7 @@ class WebUI:
 
     def newest_ids(self, project: str, thread_id: str, **page):
         """unified_inbox of a thread for its messages' ids only: no newest acknowledgement or read
-        looked up (each a query per agent of the project), which only a live token uses."""
+        looked up (each an index look-up more), which only a live token uses."""
         return self.run("unified_inbox", project_key=project, thread_id=thread_id, include_newest_ack=False,
                         include_newest_read=False, **page)
 
