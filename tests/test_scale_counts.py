@@ -39,6 +39,22 @@ def test_sends_and_first_reads_are_counted(call, project):
 
 
 @pytest.mark.both_backends
+def test_counts_stay_right_past_thirty_agents(call):
+    """On Turso, the 31st agent to send failed ("Payload too small for indicated header size"):
+    the engine's UPSERT of its counter row (counts.py now makes a row, then adds to it)."""
+    call("ensure_project", human_key="/work/crowd")
+    names = [f"Agent{n:02d}" for n in range(40)]
+    for name in names:
+        call("register_agent", project_key="work-crowd", program="p", model="m", name=name)
+        call("set_contact_policy", project_key="work-crowd", agent_name=name, policy="open")
+    for n, name in enumerate(names):
+        call("send_message", project_key="work-crowd", sender_name=name, to=[names[(n + 1) % 40]], subject="s", body_md="")
+    assert {counts(call, "work-crowd", name) for name in names} == {(1, 1, 1)}
+    found = call("get_project", project_key="work-crowd")
+    assert (found["messages"], found["agents"]) == (40, 40)
+
+
+@pytest.mark.both_backends
 def test_a_projects_messages_and_agents_are_counted(call, project):
     def details(key=project):
         found = call("get_project", project_key=key)
