@@ -28,7 +28,7 @@ from .messages import (
 )
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import Project, among, find_project
-from .search import QUERY_HELP, SearchHit, one_budget, search_project
+from .search import QUERY_HELP, Cursor, SearchHit, search_projects
 from .threads import DIGESTED, ReadAs, ThreadSummary, digest, summary
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -280,20 +280,13 @@ def product_reader(db, product: sqlite3.Row, name: str | None, token: str | None
     return frozenset(agent_id(project["id"], name) for project in identities(db, product, name, token))
 
 
-# A product search's place in each linked project: "slug=cursor" (search_messages' cursor, or
-# empty at the start) joined by ";"; a project left out has no more hits.
-_PLACE = re.compile(r"([a-z0-9][a-z0-9-]{0,199})=((?:\d{1,19}\.\d{1,6})?)")
-_PLACES = f"^(?:{_PLACE.pattern}(?:;{_PLACE.pattern})*)?$"  # a whole cursor, for the schema
-
-
 class SearchMessagesProductInput(Input):
     product_key: ProductKey
     query: Annotated[str, Field(min_length=1, max_length=1000, description=QUERY_HELP)]
     limit: Limit = 20
     agent_name: ReadAs = None
     registration_token: AgentToken = None
-    cursor: Annotated[str, Field(max_length=8000, json_schema_extra={"pattern": _PLACES})] | None = Field(
-        None, description="next_cursor of the previous page.")
+    cursor: Cursor | None = Field(None, description="next_cursor of the previous page.")
 
 
 class ProductSearchHit(SearchHit):
@@ -306,52 +299,16 @@ class ProductSearchResults(Output):
     next_cursor: str | None = Field(None, description="Pass as cursor for more hits; null when there are no more.")
 
 
-def _places(cursor: str | None, projects: list[sqlite3.Row]) -> dict[str, str | None]:
-    """{slug: where its next hits start (None: at the start)} of the linked projects still to search."""
-    if cursor is None:
-        return {project["slug"]: None for project in projects}
-    places = [_PLACE.fullmatch(part) for part in cursor.split(";")] if cursor else []
-    if not all(places):
-        raise InvalidArgument(f"Cursor {cursor[:80]!r} is not one this tool gave.", "Pass next_cursor as it came, or omit it.")
-    return {match[1]: match[2] or None for match in places}
-
-
 def search_messages_product(db: sqlite3.Connection, args: SearchMessagesProductInput) -> ProductSearchResults:
     """Search the messages of every project of a product; best matches first, same syntax as
-    search_messages. next_cursor goes on in every project at once."""
-    with one_budget():  # one SEARCH_TIMEOUT_MS for all its projects, not one each
-        return _search_product(db, args)
-
-
-def _search_product(db: sqlite3.Connection, args: SearchMessagesProductInput) -> ProductSearchResults:
+    search_messages. next_cursor goes on to older matches in all of them."""
     product = find_product(db, args.product_key)
     viewers = product_reader(db, product, args.agent_name, args.registration_token)
-    linked = {project["slug"]: project for project in linked_projects(db, product)}
-    places = {slug: place for slug, place in _places(args.cursor, list(linked.values())).items() if slug in linked}
-    pages = {slug: search_project(db, linked[slug], args.query, args.limit, viewers, place) for slug, place in places.items()}
-    # Merged as each project's page is ordered (best first within each of its windows): bm25
-    # statistics span the whole index, so scores compare across projects; what a page takes of
-    # a project is then the start of that project's page, and the next page goes on after it.
-    heads = {slug: 0 for slug in pages}
-    results: list[ProductSearchHit] = []
-    while len(results) < args.limit:
-        ready = [slug for slug, at in heads.items() if at < len(pages[slug][0])]
-        if not ready:
-            break
-        slug = min(ready, key=lambda slug: pages[slug][0][heads[slug]].score)
-        results.append(ProductSearchHit(**pages[slug][0][heads[slug]].model_dump(), project=slug))
-        heads[slug] += 1
-    following = {}
-    for slug, (hits, after) in pages.items():
-        taken = heads[slug]
-        if 0 < taken < len(hits):  # the page stopped within this project's: it goes on after what it took
-            after = search_project(db, linked[slug], args.query, args.limit, viewers, places[slug], take=taken)[1]
-        elif taken == 0 and hits:  # none of its hits shown yet: from where it was
-            after = places[slug] or ""
-        if after is not None:  # else it has no more
-            following[slug] = after
-    next_cursor = ";".join(f"{slug}={place}" for slug, place in following.items()) or None
-    return ProductSearchResults(query=args.query, results=results, next_cursor=next_cursor)
+    linked = linked_projects(db, product)
+    slugs = {project["id"]: project["slug"] for project in linked}
+    hits, next_cursor = search_projects(db, linked, args.query, args.limit, viewers, args.cursor)
+    return ProductSearchResults(query=args.query, next_cursor=next_cursor,
+                                results=[ProductSearchHit(**hit.model_dump(), project=slugs[project]) for project, hit in hits])
 
 
 class SummarizeThreadProductInput(Input):

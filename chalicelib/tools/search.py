@@ -81,6 +81,9 @@ def _given(cursor: str) -> str:
     return cursor
 
 
+Cursor = Annotated[str, Field(max_length=40, json_schema_extra={"pattern": _CURSOR.pattern}), AfterValidator(_given)]
+
+
 class SearchMessagesInput(Input):
     project_key: ProjectKey
     query: Annotated[str, Field(min_length=1, max_length=1000, description=QUERY_HELP)]
@@ -96,8 +99,7 @@ class SearchMessagesInput(Input):
         description="Search only the mail this agent sent or received (other projects' mail to it included)."
         " Acts as this agent: with agent tokens on, its token is required.",
     )
-    cursor: Annotated[str, Field(max_length=40, json_schema_extra={"pattern": _CURSOR.pattern}), AfterValidator(_given)] | None = Field(
-        None, description="next_cursor of the previous page.")
+    cursor: Cursor | None = Field(None, description="next_cursor of the previous page.")
 
 
 class SearchHit(Output):
@@ -223,13 +225,12 @@ def _window_sql(where: str, by_thread: bool) -> str:
 
 
 def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: list, args: SearchMessagesInput,
-                 filtered: bool, narrow: Narrowed | None = None, take: int | None = None):
+                 filtered: bool, narrow: Narrowed | None = None):
     """([(id, score)] of one page, best first within each window, and the next cursor). A
     narrowed query's window is of its rarer words' matches, checked against the whole query;
-    `filtered`: `where` has conditions beyond the project, which matches may fail. `take`: stop
-    after so many hits of the page args.limit makes (its windows), with the cursor after them."""
+    `filtered`: `where` has conditions beyond the project, which matches may fail."""
     below, skip = _cursor(args.cursor)
-    limit = take or args.limit
+    limit = args.limit
     size = max(args.limit, NARROWED_WINDOW if narrow else FILTERED_WINDOW) if filtered or narrow else WINDOW
     sql = _window_sql(where, by_thread=args.thread_id is not None)
     page: list[tuple[int, float]] = []
@@ -266,26 +267,30 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
         return SearchResults(query=args.query, results=[])
     with _time_budget(db, index):
         page, next_cursor = _page(index, args.query, fts, where, params, args, _filtered(args))
-        return SearchResults(query=args.query, results=_hits(db, args.query, project, page), next_cursor=next_cursor)
+        hits = [hit for _, hit in _hits(db, args.query, project["id"], page)]
+        return SearchResults(query=args.query, results=hits, next_cursor=next_cursor)
 
 
-def search_project(db: sqlite3.Connection, project, query: str, limit: int, viewers: frozenset[int] | None,
-                   cursor: str | None = None, take: int | None = None) -> tuple[list[SearchHit], str | None]:
-    """One page of the project's hits for the product tools, and its next cursor (after its
-    first `take` hits, if given): given viewers (an agent's identities in the product's
-    projects), only the mail they sent or received."""
-    where, params = "m.project_id = ?", [project["id"]]
+def search_projects(db: sqlite3.Connection, projects: list[sqlite3.Row], query: str, limit: int,
+                    viewers: frozenset[int] | None, cursor: str | None = None) -> tuple[list[tuple[int, SearchHit]], str | None]:
+    """One page of the hits of these projects (a product's), each with its project's id, and the
+    next cursor: one search of them all, as a project's search is one of the index (it holds every
+    project's mail), so it costs the same however many there are (a search of each, merged, cost
+    their number, and its cursor held a place in each). Given viewers (an agent's identities in
+    them), only the mail they sent or received."""
+    ids = [project["id"] for project in projects]
+    where, params = f"m.project_id IN ({placeholders(ids)})", ids
     if viewers is not None:
         visible, more = visible_to(list(viewers))
         where, params = f"{where} AND {visible}", params + more
     fts = bounded_query(query)
-    if fts is None:
+    if fts is None or not ids:
         return [], None
     index = _index(db)
-    args = SearchMessagesInput(project_key=project["human_key"], query=query, limit=limit, cursor=cursor)
+    args = SearchMessagesInput(project_key=projects[0]["human_key"], query=query, limit=limit, cursor=cursor)
     with _time_budget(db, index):
-        page, next_cursor = _page(index, query, fts, where, params, args, filtered=viewers is not None, take=take)
-        return _hits(db, query, project, page), next_cursor
+        page, next_cursor = _page(index, query, fts, where, params, args, filtered=viewers is not None)
+        return _hits(db, query, None, page), next_cursor
 
 
 def _index(db):
@@ -297,18 +302,17 @@ def _index(db):
         return search_index(db).conn
 
 
-def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput, filtered: bool,
-          take: int | None = None):
-    """One ranked page of the query (its FTS5 form `fts`) and the next cursor (see _ranked_page for take)."""
+def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput, filtered: bool):
+    """One ranked page of the query (its FTS5 form `fts`) and the next cursor."""
     try:
         narrow = narrowed(index, query, fts)
         rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
-        return _ranked_page(index, fts, rank_query, where, params, args, filtered, narrow, take)
+        return _ranked_page(index, fts, rank_query, where, params, args, filtered, narrow)
     except sqlite3.OperationalError as exc:  # not expected: fts5_query's output parses; then all words are text
         if _interrupted(exc):
             raise
         fts = literal_query(query)
-        return _ranked_page(index, fts, fts, where, params, args, filtered, take=take)
+        return _ranked_page(index, fts, fts, where, params, args, filtered)
 
 
 _deadline: ContextVar[float | None] = ContextVar("search_deadline", default=None)
@@ -415,9 +419,11 @@ def _interrupted(exc: sqlite3.DatabaseError) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT
 
 
-def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -> list[SearchHit]:
-    """The page's hits, with snippets, of each body's start only. (FTS5's snippet() costs ~1 ms a
-    hit on long bodies with common words: it re-reads the match's positions and re-tokenizes the text.)"""
+def _hits(db, query: str, home: int | None, page: list[tuple[int, float]]) -> list[tuple[int, SearchHit]]:
+    """The page's hits, each with its message's project id, with snippets, of each body's start
+    only (FTS5's snippet() costs ~1 ms a hit on long bodies with common words: it re-reads the
+    match's positions and re-tokenizes the text). A sender of another project than `home` (None:
+    the message's own) is Name@project."""
     terms = snippet_terms(query)
     if not page:
         return []
@@ -425,21 +431,21 @@ def _hits(db, query: str, project: sqlite3.Row, page: list[tuple[int, float]]) -
     rows = {
         row[0]: row
         for row in db.execute(
-            "SELECT m.id, m.thread_id, m.subject,"
-            " CASE WHEN s.project_id = ? THEN s.name ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END,"
-            f" m.importance, m.created_ts, substr(m.body_md, 1, {SNIPPET_CHARS}) FROM messages m JOIN agents s ON s.id = m.sender_id"
-            f" WHERE m.id IN ({placeholders(ids)})",
-            (project["id"], *ids),
+            "SELECT m.id, m.thread_id, m.subject, CASE WHEN s.project_id = coalesce(?, m.project_id) THEN s.name"
+            " ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END,"
+            f" m.importance, m.created_ts, substr(m.body_md, 1, {SNIPPET_CHARS}), m.project_id"
+            f" FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id IN ({placeholders(ids)})",
+            (home, *ids),
         ).fetchall()
     }
     hits = []
     for mid, score in page:
         if mid in rows:
             _in_time()
-            hits.append(SearchHit(
+            hits.append((rows[mid][7], SearchHit(
                 id=mid, thread_id=rows[mid][1], subject=rows[mid][2], sender=rows[mid][3], importance=rows[mid][4],
                 created_ts=rows[mid][5], snippet=snippet(rows[mid][2], rows[mid][6], terms), score=score,
-            ))
+            )))
     return hits
 
 
