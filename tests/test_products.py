@@ -7,7 +7,7 @@ import httpx
 import pytest
 from mcp import Client
 
-from chalicelib.errors import InvalidArgument, NotFound
+from chalicelib.errors import Conflict, InvalidArgument, NotFound
 
 from .servers import tool_caller
 
@@ -61,6 +61,27 @@ def test_linking_is_idempotent_and_lists_the_projects(call, shop):
     listed = {p["product_key"]: [project["slug"] for project in p["projects"]] for p in call("list_products")["products"]}
     assert listed == {"shop": ["work-backend", "work-frontend"], "tools": ["work-backend"]}
     assert call("get_product", product_key="shop") == again
+
+
+def test_a_product_links_at_most_max_linked_projects(call, shop, monkeypatch):
+    """Every link was taken: get_product lists them all, and the product's inbox and summaries
+    read each (1,000 projects: a 5 ms answer, its inbox 22 ms)."""
+    from chalicelib.tools import products
+
+    monkeypatch.setattr(products, "MAX_LINKED", 3)
+    for n in range(2):
+        call("ensure_project", human_key=f"/work/more-{n}")
+    call("products_link", product_key="shop", project_key="work-more-0")
+    with pytest.raises(Conflict, match="links 3 projects, the most") as refused:
+        call("products_link", product_key="shop", project_key="work-more-1")
+    assert "products_unlink" in refused.value.hint
+    assert len(call("products_link", product_key="shop", project_key="work-backend")["projects"]) == 3  # linked already
+    call("products_unlink", product_key="shop", project_key="work-other")  # not linked: no room made
+    with pytest.raises(Conflict):
+        call("products_link", product_key="shop", project_key="work-more-1")
+    call("products_unlink", product_key="shop", project_key="work-frontend")
+    assert [p["slug"] for p in call("products_link", product_key="shop", project_key="work-more-1")["projects"]] == [
+        "work-backend", "work-more-0", "work-more-1"]
 
 
 def test_unlinking_takes_a_project_out_of_the_product_tools(call, shop):

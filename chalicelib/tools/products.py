@@ -15,7 +15,7 @@ from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
 from ..archive import outbox
-from ..errors import InvalidArgument, NotFound
+from ..errors import Conflict, InvalidArgument, NotFound
 from ..fields import AgentName, ProjectKey, Timestamp
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -135,13 +135,23 @@ class ProductsLinkInput(Input):
     project_key: ProjectKey
 
 
+MAX_LINKED = 100  # projects of one product: get_product lists them all, and its inbox and summaries read each
+
+
 def products_link(db: sqlite3.Connection, args: ProductsLinkInput) -> Product:
-    """Link a project to a product (idempotent). A project may belong to several products."""
+    """Link a project to a product (idempotent). A project may belong to several products; a
+    product links at most 100 projects."""
     product = find_product(db, args.product_key)
     project = find_project(db, args.project_key)
+    link = stable_id("product_project", product["id"], project["id"])
+    if db.execute("SELECT 1 FROM product_projects WHERE id = ?", (link,)).fetchone() is None:
+        (linked,) = db.execute("SELECT count(*) FROM product_projects WHERE product_id = ?", (product["id"],)).fetchone()
+        if linked >= MAX_LINKED:
+            raise Conflict(f"Product {product['product_key']!r} links {linked} projects, the most a product may.",
+                           "Unlink one first (products_unlink), or group these projects in another product.")
     if db.execute(
         "INSERT OR IGNORE INTO product_projects (id, product_id, project_id, linked_ts) VALUES (?, ?, ?, ?)",
-        (stable_id("product_project", product["id"], project["id"]), product["id"], project["id"], clock.now()),
+        (link, product["id"], project["id"], clock.now()),
     ).rowcount:
         outbox.record_product(db, product["id"])
     return _product(db, product)
