@@ -201,3 +201,24 @@ def test_mail_stored_before_the_migration_is_found_by_the_filters(tmp_path):
     assert subjects("fetch_inbox", **me, urgent_only=True, unread_only=True) == ["m11"]
     assert subjects("fetch_inbox", **me, urgent_only=True) == ["m11"]
     assert subjects("list_ack_overdue", project_key="/old") == ["m10"]
+
+
+@pytest.mark.sqlite_only
+def test_a_thread_without_a_project_is_looked_for_only_where_it_is(call, project, settings, traced):
+    """A thread id is a project's: without project_key, unified_inbox reads the thread of each
+    project that has it, found through an index of the threads' summaries (0044), not every project."""
+    call("ensure_project", human_key="/work/elsewhere")
+    call("register_agent", project_key="work-elsewhere", program="p", model="m", name="RedFox")
+    for n in range(3):
+        call("ensure_project", human_key=f"/work/idle-{n}")
+    first = send(call, project, ["GreenCastle"], "here", thread_id="FEAT-1")
+    send(call, project, ["GreenCastle"], "another thread", thread_id="FEAT-2")
+    there = call("send_message", project_key="work-elsewhere", agent_name="RedFox", to=["RedFox"], subject="there", body_md="b",
+                 thread_id="FEAT-1")["message"]
+    traced.clear()
+    found = call("unified_inbox", thread_id="FEAT-1")["messages"]
+    assert [(m["project"], m["subject"]) for m in found] == [("work-elsewhere", "there"), (project, "here")]
+    assert [m["id"] for m in found] == [there["id"], first["id"]]
+    [projects] = plans(settings, traced, "FROM thread_summaries WHERE thread_id")
+    assert "USING INDEX thread_summaries_projects (thread_id=?)" in projects, projects
+    assert sum("SELECT m.id FROM messages m WHERE m.project_id" in sql for sql in traced) == 2  # the two that have it

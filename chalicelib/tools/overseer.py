@@ -182,7 +182,8 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
         projects = linked if projects is None else [id_ for id_ in projects if id_ in linked]
     # The page's ids first, each through an index: a thread's, a view's, each project's of a product.
     if args.thread_id is not None:
-        scope = projects if projects is not None else [id_ for (id_,) in db.execute("SELECT id FROM projects")]
+        scope = projects if projects is not None else [id_ for (id_,) in db.execute(  # those with the thread (0044)
+            "SELECT DISTINCT project_id FROM thread_summaries WHERE thread_id = ? AND viewer_id = 0", (args.thread_id,))]
         ids = _thread_ids(db, scope, args.thread_id, args.view, args.before_id, args.limit)
     elif args.product_key is not None:
         ids = _product_ids(db, projects, args.view, args.before_id, args.limit)
