@@ -12,7 +12,6 @@ code (its chalicelib first on sys.path), so two trees can be compared in turn.
 """
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -24,21 +23,15 @@ parser.add_argument("--tree", default=".")
 options = parser.parse_args()
 sys.path.insert(0, options.tree)
 
-from chalicelib import invoke  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
-from chalicelib.tools import tools_by_name  # noqa: E402
+from inprocess import caller, print_medians  # noqa: E402
 
-TOOLS = tools_by_name()
 PROJECT = "/bench/agents"
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(database_url=f"sqlite:///{folder}/agents.db", archive_enabled=False)
-
-        def call(tool: str, **arguments):
-            return invoke.call(TOOLS[tool], arguments, settings)
-
+        call = caller(Settings(database_url=f"sqlite:///{folder}/agents.db", archive_enabled=False))
         call("ensure_project", human_key=PROJECT)
         started = time.monotonic()
         for n in range(options.agents):
@@ -68,13 +61,7 @@ def main() -> None:
             "send_message": ("send_message", {"project_key": PROJECT, "sender_name": "Agent00001", "to": ["Agent00002"],
                                               "subject": "x", "body_md": "y"}),
         }
-        for label, (tool, arguments) in rows.items():
-            took = []
-            for _ in range(options.calls):
-                started = time.perf_counter()
-                call(tool, **arguments)
-                took.append((time.perf_counter() - started) * 1000)
-            print(f"{label:36s} {statistics.median(took):8.2f} ms")
+        print_medians(call, rows, options.calls)
 
 
 if __name__ == "__main__":

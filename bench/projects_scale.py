@@ -11,7 +11,6 @@ compared in turn (bench/agents_scale.py does the same for the agents of one proj
 """
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -24,20 +23,13 @@ parser.add_argument("--tree", default=".")
 options = parser.parse_args()
 sys.path.insert(0, options.tree)
 
-from chalicelib import invoke  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
-from chalicelib.tools import tools_by_name  # noqa: E402
-
-TOOLS = tools_by_name()
+from inprocess import caller, print_medians  # noqa: E402
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(database_url=f"sqlite:///{folder}/projects.db", archive_enabled=False)
-
-        def call(tool: str, **arguments):
-            return invoke.call(TOOLS[tool], arguments, settings)
-
+        call = caller(Settings(database_url=f"sqlite:///{folder}/projects.db", archive_enabled=False))
         started = time.monotonic()
         call("ensure_product", product_key="big")
         for n in range(options.projects):
@@ -65,13 +57,7 @@ def main() -> None:
             "summarize_thread_product": ("summarize_thread_product", {"product_key": "big", "thread_id": "T-1"}),
             "list_threads": ("list_threads", {"project_key": "/bench/p00000"}),
         }
-        for label, (tool, arguments) in rows.items():
-            took = []
-            for _ in range(options.calls):
-                started = time.perf_counter()
-                call(tool, **arguments)
-                took.append((time.perf_counter() - started) * 1000)
-            print(f"{label:40s} {statistics.median(took):8.2f} ms")
+        print_medians(call, rows, options.calls)
 
 
 if __name__ == "__main__":

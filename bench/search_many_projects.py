@@ -14,10 +14,8 @@ has a window of its own, so with common words its cost follows how many other pr
 import argparse
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
-import time
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--projects", type=int, default=100)
@@ -26,24 +24,19 @@ parser.add_argument("--tree", default=".")
 options = parser.parse_args()
 sys.path.insert(0, options.tree)
 
-from chalicelib import clock, invoke  # noqa: E402
+from chalicelib import clock  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.ids import new_id  # noqa: E402
-from chalicelib.tools import tools_by_name  # noqa: E402
 from chalicelib.tools.agents import agent_id  # noqa: E402
 from chalicelib.tools.messages import store_recipients  # noqa: E402
+from inprocess import caller, print_medians  # noqa: E402
 
-TOOLS = tools_by_name()
 WORDS = "the deploy plan database index fix build test inbox cart api migration".split()
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(database_url=f"sqlite:///{folder}/many.db", archive_enabled=False)
-
-        def call(tool: str, **arguments):
-            return invoke.call(TOOLS[tool], arguments, settings)
-
+        call = caller(Settings(database_url=f"sqlite:///{folder}/many.db", archive_enabled=False))
         for n in range(options.projects):
             call("ensure_project", human_key=f"/bench/p{n:04d}")
             for name in ("BlueLake", "RedStone"):
@@ -64,15 +57,10 @@ def main() -> None:
         db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
         db.close()
         print(f"{options.projects} projects of {options.per_project} messages")
-        for label, arguments in [("search 'deploy'", {"query": "deploy"}), ("search 'migration'", {"query": "migration"}),
-                                 ("search 'cart api'", {"query": "cart api"}),
-                                 ("search 'deploy' as an agent", {"query": "deploy", "agent_name": "RedStone"})]:
-            took = []
-            for _ in range(20):
-                started = time.perf_counter()
-                call("search_messages", project_key="/bench/p0000", **arguments)
-                took.append((time.perf_counter() - started) * 1000)
-            print(f"{label:32s} {statistics.median(took):8.2f} ms")
+        searches = {"search 'deploy'": {"query": "deploy"}, "search 'migration'": {"query": "migration"},
+                    "search 'cart api'": {"query": "cart api"}, "search 'deploy' as an agent": {"query": "deploy", "agent_name": "RedStone"}}
+        print_medians(call, {label: ("search_messages", {"project_key": "/bench/p0000", **arguments})
+                             for label, arguments in searches.items()}, 20)
 
 
 if __name__ == "__main__":
