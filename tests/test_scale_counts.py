@@ -91,6 +91,7 @@ def test_a_write_that_fails_in_a_group_commit_rolls_its_counts_back(settings, ca
     outcomes = asyncio.run(batch())
     assert [isinstance(outcome, Exception) for outcome in outcomes] == [False, True, False]
     assert counts(call, project, "BlueLake") == (2, 0, 0) and counts(call, project, "GreenCastle") == (0, 2, 2)
+    assert call("get_project", project_key=project)["messages"] == 2
 
 
 def test_an_older_database_migrates_forward_with_its_counts(tmp_path):
