@@ -247,6 +247,7 @@ def test_a_product_search_is_one_search_of_all_its_projects(settings, call, proj
     search of them all: it costs what one project's does, and SEARCH_TIMEOUT_MS stops it alike.
     The clock here ticks once a look, so the budget counts the searches' work, not the machine's speed."""
     words_sharing_a_prefix(settings, project, 300)
+    call("ensure_project", human_key="/work/outside")  # not linked: both searches keep to their projects in the index
     call("ensure_product", product_key="shop", name="Shop")
     for key in [project, *(call("ensure_project", human_key=f"/work/other-{n}")["slug"] for n in range(5))]:
         call("products_link", product_key="shop", project_key=key)
@@ -266,3 +267,39 @@ def test_a_product_search_is_one_search_of_all_its_projects(settings, call, proj
     for tool, key in (("search_messages", {"project_key": project}), ("search_messages_product", {"product_key": "shop"})):
         with pytest.raises(InvalidArgument, match="took longer than"):
             call(tool, query="fil*", limit=5, **key)
+
+
+@pytest.mark.sqlite_only
+def test_a_small_project_among_many_searches_within_itself_in_the_index(call, project, settings, traced):
+    """The index holds every project's mail: a project's search walked every project's newest
+    matches for its own (17 ms among 100 active ones). A project with at most 1/16 of the mail now
+    asks FTS5 for its own matches only (migration 0045: the project is a column of the index); one
+    with most of it does not (its own list is then nearly every message's)."""
+    for n in range(16):
+        key = call("ensure_project", human_key=f"/work/busy-{n}")["slug"]
+        call("register_agent", project_key=key, program="p", model="m", name="RedFox")
+        call("send_message", project_key=key, sender_name="RedFox", to=["RedFox"], subject="deploy plan", body_md="deploy")
+    send_deploy(call, project, "deploy mine")
+    traced.clear()
+    assert [hit["subject"] for hit in call("search_messages", project_key=project, query="deploy")["results"]] == ["deploy mine"]
+    [window] = [sql for sql in traced if "ORDER BY messages_fts.rowid DESC" in sql]
+    assert "project : (p" in window, window
+    for n in range(20):
+        send_deploy(call, project, f"deploy more {n}")
+    traced.clear()
+    assert len(call("search_messages", project_key=project, query="deploy")["results"]) == 20
+    [window] = [sql for sql in traced if "ORDER BY messages_fts.rowid DESC" in sql]
+    assert "project :" not in window, window
+
+
+@pytest.mark.both_backends
+def test_a_word_like_a_project_token_finds_the_text_not_the_project(call, project, settings):
+    """The index has a `project` column of tokens `p<project id>` (migration 0045): a word typed
+    like one is looked for in subjects and bodies only."""
+    with sql(settings) as db:
+        (project_id,) = db.execute("SELECT id FROM projects WHERE slug = ?", (project,)).fetchone()
+    send_deploy(call, project, "no token here")
+    send_deploy(call, project, "about p42", body="see p42 and P7")
+    assert call("search_messages", project_key=project, query=f"p{project_id}")["results"] == []
+    assert [hit["subject"] for hit in call("search_messages", project_key=project, query="P42")["results"]] == ["about p42"]
+    assert [hit["subject"] for hit in call("search_messages", project_key=project, query="p7 OR nothing")["results"]] == ["about p42"]

@@ -22,6 +22,7 @@ got, retry): each search builds on what the earlier ones kept.
 """
 
 import os
+import re
 import sqlite3
 from contextlib import contextmanager, suppress
 from time import monotonic
@@ -33,10 +34,26 @@ from .db import placeholders, rollback, transaction
 from ..ids import RANDOM_BITS
 from .per_process import OnePerKey
 
-VERSION = 3
+VERSION = 4
 TOKENIZER = "porter unicode61"  # as in migrations/0002_search.sql
+
+
+_PROJECT_TOKEN = re.compile(r"(?<![0-9a-z])p[0-9]+(?![0-9a-z])", re.IGNORECASE)
+
+
+def in_text(fts: str) -> str:
+    """An FTS5 query kept to the text columns when a word of it could be a `project` column's token
+    (`p<project id>`, migration 0045); others as they are (FTS5 checks a column filter on every
+    match: +0.1 ms a search for a common word)."""
+    return f"{{subject body_md}} : ({fts})" if _PROJECT_TOKEN.search(fts) else fts
+
+
+def in_projects(fts: str, project_ids: list[int]) -> str:
+    """An FTS5 query of these projects' messages only: FTS5 intersects the query's lists with the
+    projects' (a search walked every project's matches and dropped the others')."""
+    return f"project : ({' OR '.join(f'p{project_id}' for project_id in project_ids)}) AND {fts}"
 SCHEMA = f"""
-CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md, tokenize = '{TOKENIZER}');
+CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md, project, tokenize = '{TOKENIZER}');
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY, project_id INTEGER NOT NULL, sender_id INTEGER NOT NULL, thread_id TEXT NOT NULL,
     importance TEXT NOT NULL, created_ts TEXT NOT NULL
@@ -112,7 +129,8 @@ class SearchIndex:
         with self._transaction():
             for message_id, subject, body, archived_ts in rows:
                 if self.conn.execute("DELETE FROM messages_fts WHERE rowid = ?", (message_id,)).rowcount:
-                    self.conn.execute("INSERT INTO messages_fts (rowid, subject, body_md) VALUES (?, ?, ?)", (message_id, subject, body))
+                    self.conn.execute("INSERT INTO messages_fts (rowid, subject, body_md, project) SELECT ?, ?, ?, 'p' || project_id"
+                                      " FROM messages WHERE id = ?", (message_id, subject, body, message_id))
                 self.conn.execute("INSERT OR REPLACE INTO archived_bodies (id, archived_ts) VALUES (?, ?)", (message_id, archived_ts))
 
     def _drop_all_but(self, ids: set[int]) -> None:
@@ -170,7 +188,8 @@ class SearchIndex:
                 ).fetchall()
                 self.conn.executemany(f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", [r[:6] for r in rows])
                 self.conn.executemany(
-                    "INSERT INTO messages_fts (rowid, subject, body_md) VALUES (?, ?, ?)", [(r[0], r[6], r[7]) for r in rows]
+                    "INSERT INTO messages_fts (rowid, subject, body_md, project) VALUES (?, ?, ?, ?)",
+                    [(r[0], r[6], r[7], f"p{r[1]}") for r in rows],
                 )
                 self.conn.executemany(
                     "INSERT INTO message_recipients (message_id, agent_id, kind) VALUES (?, ?, ?)",

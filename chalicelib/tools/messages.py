@@ -229,11 +229,12 @@ def store_message(db, row: tuple) -> None:
     if row[9]:
         attachment_refs.name(db, row[0], [item["sha256"] for item in orjson.loads(row[9])])
     if not hasattr(db, "replica"):
-        upkeep.later(db, _index_for_search, (row[0], row[4], row[5]))
+        upkeep.later(db, _index_for_search, (row[0], row[4], row[5], f"p{row[1]}"))
 
 
-def _index_for_search(db, rows: list[tuple[int, str, str]]) -> None:
-    db.executemany("INSERT INTO messages_fts (rowid, subject, body_md) VALUES (?, ?, ?)", rows)
+def _index_for_search(db, rows: list[tuple[int, str, str, str]]) -> None:
+    """(id, subject, body, its project's token: migration 0045) into the full-text index."""
+    db.executemany("INSERT INTO messages_fts (rowid, subject, body_md, project) VALUES (?, ?, ?, ?)", rows)
 
 
 def store_recipients(

@@ -26,7 +26,7 @@ import sqlite3
 import threading
 
 from ..store.db import placeholders
-from ..store.search_index import TOKENIZER
+from ..store.search_index import TOKENIZER, in_text
 from .search_syntax import LOOK_CHARS, plain_terms
 
 SAMPLE = 1000
@@ -114,7 +114,7 @@ def _in_more_than(index, word: str, count: int, newer_than: int) -> bool:
     """Whether more than `count` messages with an id above `newer_than` have the word."""
     return index.execute(
         "SELECT 1 FROM messages_fts WHERE messages_fts MATCH ? AND rowid > ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-        (word, newer_than, count),
+        (in_text(word), newer_than, count),
     ).fetchone() is not None
 
 
