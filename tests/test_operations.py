@@ -331,7 +331,8 @@ def test_doctor_finds_and_repairs_a_broken_search_index_and_a_deleted_archive_re
     assert healthy.returncode == 0, healthy.stdout
 
     with sqlite3.connect(tmp_path / "db.sqlite") as conn:  # the index loses every message
-        conn.execute("INSERT INTO messages_fts (messages_fts, rowid, subject, body_md) SELECT 'delete', id, subject, body_md FROM messages")
+        conn.execute("INSERT INTO messages_fts (messages_fts, rowid, subject, body_md, project)"
+                     " SELECT 'delete', id, subject, body_md, 'p' || project_id FROM messages")
     subprocess.run(["git", "-C", str(tmp_path / "archive"), "update-ref", "-d", "refs/heads/main"], check=True)
     search = json.loads(cli(tmp_path, "search-messages", "--project-key", "work-doc", "--query", "zebra").stdout)
     assert search["results"] == []

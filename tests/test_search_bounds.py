@@ -3,6 +3,7 @@ search): snippets, prefix queries, paging while mail arrives, the product search
 
 import asyncio
 import itertools
+import sqlite3
 import threading
 
 import pytest
@@ -13,7 +14,7 @@ from chalicelib.errors import InvalidArgument
 from chalicelib.ids import new_ids
 from chalicelib.tools import search, search_syntax, tools_by_name
 
-from .sql import sql
+from .sql import migrated_until, sql
 
 
 def test_a_snippet_of_a_long_phrase_in_a_long_body_tries_a_bounded_number_of_places(call, project, monkeypatch,
@@ -207,7 +208,8 @@ def words_sharing_a_prefix(settings, project, messages: int) -> None:
         db.executemany("INSERT INTO message_recipients (id, message_id, agent_id, kind) VALUES (?, ?, ?, 'to')",
                        [(r, row[0], green) for r, row in zip(new_ids(messages), rows)])
         if not settings.turso_sync_url:  # embedded: the index is written with the messages (migration 0022)
-            db.executemany("INSERT INTO messages_fts (rowid, subject, body_md) VALUES (?, ?, ?)", [(r[0], r[4], r[5]) for r in rows])
+            db.executemany("INSERT INTO messages_fts (rowid, subject, body_md, project) VALUES (?, ?, ?, ?)",
+                           [(r[0], r[4], r[5], f"p{project_id}") for r in rows])
 
 
 @pytest.fixture
@@ -303,3 +305,34 @@ def test_a_word_like_a_project_token_finds_the_text_not_the_project(call, projec
     assert call("search_messages", project_key=project, query=f"p{project_id}")["results"] == []
     assert [hit["subject"] for hit in call("search_messages", project_key=project, query="P42")["results"]] == ["about p42"]
     assert [hit["subject"] for hit in call("search_messages", project_key=project, query="p7 OR nothing")["results"]] == ["about p42"]
+
+
+@pytest.mark.sqlite_only
+def test_mail_indexed_before_the_project_column_is_found_after_it(tmp_path):
+    """Migration 0045 rebuilds the index with each message's project: mail indexed by an older
+    release is found, by a project's own search too when it holds a small share of the mail."""
+    from chalicelib.config import Settings
+    from chalicelib.ids import stable_id
+    from chalicelib.store import db as store
+    from chalicelib.tools.agents import agent_id
+
+    path = tmp_path / "old.db"
+    conn = migrated_until(path, "0045")
+    with store.transaction(conn, write=True):
+        for n in range(17):
+            project = stable_id("project", f"/old/{n}")
+            conn.execute("INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, 't')", (project, f"old-{n}", f"/old/{n}"))
+            conn.execute("INSERT INTO agents (id, project_id, name, program, model, inception_ts, last_active_ts)"
+                         " VALUES (?, ?, 'BlueLake', 'p', 'm', 't', 't')", (agent_id(project, "BlueLake"), project))
+            message = 1000 + n
+            conn.execute("INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, created_ts)"
+                         " VALUES (?, ?, ?, 'T', ?, 'the deploy plan', 'normal', '2026-01-01T00:00:00.000Z')",
+                         (message, project, agent_id(project, "BlueLake"), f"plan {n}"))
+            conn.execute("INSERT INTO project_counts (id, project_id, writer, messages) VALUES (?, ?, 0, 1)", (-project, project))
+            conn.execute("INSERT INTO messages_fts (rowid, subject, body_md) VALUES (?, ?, 'the deploy plan')", (message, f"plan {n}"))
+    conn.close()
+    settings = Settings(database_url=f"sqlite:///{path}", archive_enabled=False)
+    store._migrated.discard(settings.database_url)
+    found = invoke.call(tools_by_name()["search_messages"], {"project_key": "/old/3", "query": "deploy"}, settings).results
+    assert [hit.subject for hit in found] == ["plan 3"]  # 1 of 17 messages: scoped (SCOPED_SHARE)
+    assert search._scope(sqlite3.connect(path), [stable_id("project", "/old/3")]) is not None
