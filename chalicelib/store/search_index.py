@@ -36,8 +36,6 @@ from .per_process import OnePerKey
 
 VERSION = 4
 TOKENIZER = "porter unicode61"  # as in migrations/0002_search.sql
-
-
 _PROJECT_TOKEN = re.compile(r"(?<![0-9a-z])p[0-9]+(?![0-9a-z])", re.IGNORECASE)
 
 
@@ -52,6 +50,8 @@ def in_projects(fts: str, project_ids: list[int]) -> str:
     """An FTS5 query of these projects' messages only: FTS5 intersects the query's lists with the
     projects' (a search walked every project's matches and dropped the others')."""
     return f"project : ({' OR '.join(f'p{project_id}' for project_id in project_ids)}) AND {fts}"
+
+
 SCHEMA = f"""
 CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md, project, tokenize = '{TOKENIZER}');
 CREATE TABLE messages (

@@ -230,7 +230,8 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
     """([(id, score)] of one page, best first within each window, and the next cursor). A
     narrowed query's window is of its rarer words' matches, checked against the whole query;
     `filtered`: `where` has conditions beyond the project, which matches may fail; `scope`: the
-    projects `where` keeps to, given when others have mail (the index then walks theirs only)."""
+    projects `where` keeps to, given when they hold a small share of the mail (_scope): the index
+    then walks their matches only."""
     below, skip = _cursor(args.cursor)
     limit = args.limit
     size = max(args.limit, NARROWED_WINDOW if narrow else FILTERED_WINDOW) if filtered or narrow else WINDOW
