@@ -46,10 +46,15 @@ def in_text(fts: str) -> str:
     return f"{{subject body_md}} : ({fts})" if _PROJECT_TOKEN.search(fts) else fts
 
 
+def project_token(project_id: int) -> str:
+    """A message's `project` column in the index (migration 0045 writes it in SQL: 'p' || project_id)."""
+    return f"p{project_id}"
+
+
 def in_projects(fts: str, project_ids: list[int]) -> str:
     """An FTS5 query of these projects' messages only: FTS5 intersects the query's lists with the
     projects' (a search walked every project's matches and dropped the others')."""
-    return f"project : ({' OR '.join(f'p{project_id}' for project_id in project_ids)}) AND {fts}"
+    return f"project : ({' OR '.join(map(project_token, project_ids))}) AND {fts}"
 
 
 SCHEMA = f"""
@@ -189,7 +194,7 @@ class SearchIndex:
                 self.conn.executemany(f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", [r[:6] for r in rows])
                 self.conn.executemany(
                     "INSERT INTO messages_fts (rowid, subject, body_md, project) VALUES (?, ?, ?, ?)",
-                    [(r[0], r[6], r[7], f"p{r[1]}") for r in rows],
+                    [(r[0], r[6], r[7], project_token(r[1])) for r in rows],
                 )
                 self.conn.executemany(
                     "INSERT INTO message_recipients (message_id, agent_id, kind) VALUES (?, ?, ?)",

@@ -21,6 +21,7 @@ from ..attachments.intake import Attachment, AttachmentInput
 from ..config import get_settings
 from ..store import upkeep, wakeup
 from ..store.db import placeholders
+from ..store.search_index import project_token
 from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent, empty_list
 from ..ids import new_id, new_ids
@@ -229,7 +230,7 @@ def store_message(db, row: tuple) -> None:
     if row[9]:
         attachment_refs.name(db, row[0], [item["sha256"] for item in orjson.loads(row[9])])
     if not hasattr(db, "replica"):
-        upkeep.later(db, _index_for_search, (row[0], row[4], row[5], f"p{row[1]}"))
+        upkeep.later(db, _index_for_search, (row[0], row[4], row[5], project_token(row[1])))
 
 
 def _index_for_search(db, rows: list[tuple[int, str, str, str]]) -> None:
