@@ -33,37 +33,32 @@ def writer(db) -> int:
     return replica.writer_id if replica is not None else 0
 
 
-def _add_to_rows(db, table: str, owner: str, counters: tuple[str, ...], rows: list[tuple]) -> None:
-    """Add to this writer's counter rows (id, owner id, writer, *deltas), made first if new. (Two
+def _add_to_rows(db, table: str, key: str, owner: str, counters: tuple[str, ...], rows) -> None:
+    """Add rows (owner id, *deltas) to this writer's counter rows (id stable_id(key, owner,
+    writer)), one statement each for all of an owner's: made first if new, then added to. (Two
     statements, not one UPSERT: Turso's engine, pyturso 0.8.3, failed `ON CONFLICT ... DO UPDATE`
     once the table held ~31 rows, "Payload too small for indicated header size": a send in a
     project of 31 agents.)"""
-    db.executemany(f"INSERT OR IGNORE INTO {table} (id, {owner}, writer) VALUES (?, ?, ?)", [row[:3] for row in rows])
+    me, totals = writer(db), {}
+    for row_owner, *deltas in rows:
+        total = totals.setdefault(row_owner, [0] * len(counters))
+        for column, delta in enumerate(deltas):
+            total[column] += delta
+    ids = {row_owner: stable_id(key, row_owner, me) for row_owner in totals}
+    db.executemany(f"INSERT OR IGNORE INTO {table} (id, {owner}, writer) VALUES (?, ?, ?)",
+                   [(ids[row_owner], row_owner, me) for row_owner in totals])
     db.executemany(f"UPDATE {table} SET {', '.join(f'{name} = {name} + ?' for name in counters)} WHERE id = ?",
-                   [(*row[3:], row[0]) for row in rows])
+                   [(*total, ids[row_owner]) for row_owner, total in totals.items()])
 
 
 def _add(db, items: list[tuple[tuple[int, int, int, int], ...]]) -> None:
     """Add each item's rows (agent_id, sent, received, read) to this writer's counters, one row per agent."""
-    me, totals = writer(db), {}
-    for rows in items:
-        for agent, *deltas in rows:
-            total = totals.setdefault(agent, [0, 0, 0])
-            for column, delta in enumerate(deltas):
-                total[column] += delta
-    _add_to_rows(db, "message_counts", "agent_id", ("sent", "received", "read"),
-                 [(stable_id("counts", agent, me), agent, me, *total) for agent, total in totals.items()])
+    _add_to_rows(db, "message_counts", "counts", "agent_id", ("sent", "received", "read"), (row for rows in items for row in rows))
 
 
 def _add_to_projects(db, items: list[tuple[int, int, int]]) -> None:
     """Add each item (project_id, messages, agents) to this writer's row of the project."""
-    me, totals = writer(db), {}
-    for project, messages, agents in items:
-        total = totals.setdefault(project, [0, 0])
-        total[0] += messages
-        total[1] += agents
-    _add_to_rows(db, "project_counts", "project_id", ("messages", "agents"),
-                 [(stable_id("project_counts", project, me), project, me, *total) for project, total in totals.items()])
+    _add_to_rows(db, "project_counts", "project_counts", "project_id", ("messages", "agents"), items)
 
 
 def count_message(db, project_id: int, sender_id: int, kinds: dict[int, str]) -> None:
