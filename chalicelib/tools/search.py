@@ -231,14 +231,13 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
     narrowed query's window is of its rarer words' matches, checked against the whole query;
     `filtered`: `where` has conditions beyond the project, which matches may fail; `scope`: the
     projects `where` keeps to, given when they hold a small share of the mail (_scope): the index
-    then walks their matches only."""
+    then walks their matches only (not given for a thread's search: it walks the thread's)."""
     below, skip = _cursor(args.cursor)
     limit = args.limit
     size = max(args.limit, NARROWED_WINDOW if narrow else FILTERED_WINDOW) if filtered or narrow else WINDOW
-    by_thread = args.thread_id is not None  # (walks the thread's messages: no other project's)
-    sql = _window_sql(where, by_thread)
+    sql = _window_sql(where, by_thread=args.thread_id is not None)
     match = in_text(" ".join(narrow.words)) if narrow else fts
-    if scope and not by_thread:
+    if scope:
         match = in_projects(match, scope)
     page: list[tuple[int, float]] = []
     for _ in range(MAX_WINDOWS):
@@ -272,7 +271,8 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     fts = bounded_query(args.query)
     if fts is None:
         return SearchResults(query=args.query, results=[])
-    scope = _scope(db, [project["id"]]) if args.agent_name is None else None  # (an agent's mail: in any project)
+    # An agent's mail is in any project; a thread's search walks the thread's messages, no other project's.
+    scope = _scope(db, [project["id"]]) if args.agent_name is None and args.thread_id is None else None
     with _time_budget(db, index):
         page, next_cursor = _page(index, args.query, fts, where, params, args, _filtered(args), scope)
         hits = [hit for _, hit in _hits(db, args.query, project["id"], page)]
