@@ -5,7 +5,8 @@
 Makes --projects projects (two agents each; one message in every 200th, all in thread T-1) and a
 product linking the first --linked of them, and prints each tool's median ms over --calls calls:
 health_check, list_projects, list_products, get_product, unified_inbox (of all, of a thread id
-without project_key, of the product), fetch_inbox_product, search_messages_product,
+without project_key, of the product), fetch_inbox_product, search_messages (of one project),
+search_messages_product,
 summarize_thread_product, list_threads. --tree runs another checkout's code, so two trees can be
 compared in turn (bench/agents_scale.py does the same for the agents of one project).
 """
@@ -53,6 +54,7 @@ def main() -> None:
             "unified_inbox of a thread (no project)": ("unified_inbox", {"thread_id": "T-1"}),
             "unified_inbox of the product": ("unified_inbox", {"product_key": "big"}),
             "fetch_inbox_product": ("fetch_inbox_product", {"product_key": "big", "agent_name": "RedStone"}),
+            "search_messages": ("search_messages", {"project_key": "/bench/p00000", "query": "deploy"}),
             "search_messages_product": ("search_messages_product", {"product_key": "big", "query": "deploy"}),
             "summarize_thread_product": ("summarize_thread_product", {"product_key": "big", "thread_id": "T-1"}),
             "list_threads": ("list_threads", {"project_key": "/bench/p00000"}),

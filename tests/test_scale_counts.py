@@ -12,6 +12,7 @@ from chalicelib import invoke
 from chalicelib.config import Settings
 from chalicelib.store import db as store
 from chalicelib.tools import tools_by_name
+from chalicelib.tools.counts import mail_total
 
 from .sql import migrated_until
 
@@ -55,7 +56,7 @@ def test_counts_stay_right_past_thirty_agents(call):
 
 
 @pytest.mark.both_backends
-def test_a_projects_messages_and_agents_are_counted(call, project):
+def test_a_projects_messages_and_agents_are_counted(call, project, settings):
     def details(key=project):
         found = call("get_project", project_key=key)
         return found["messages"], found["agents"]
@@ -69,7 +70,10 @@ def test_a_projects_messages_and_agents_are_counted(call, project):
     call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="a", body_md="")
     call("ensure_project", human_key="/work/other")
     call("register_agent", project_key="work-other", program="p", model="m", name="Elsewhere")
-    assert details() == (2, 5) and details("work-other") == (0, 1)
+    call("send_message", project_key="work-other", sender_name="Elsewhere", to=["Elsewhere"], subject="b", body_md="")
+    assert details() == (2, 5) and details("work-other") == (1, 1)
+    with store.connection(settings) as conn:  # and all projects' mail (a search's scope weighs a project's share of it)
+        assert mail_total(conn) == 3
 
 
 @pytest.mark.both_backends

@@ -51,6 +51,7 @@ from ..store.db import placeholders
 from ..store.disconnect import client_gone, client_left
 from ..store.search_index import damaged, discard_damaged, in_projects, in_text, search_index
 from .agents import find_agent, find_agents
+from .counts import mail_total
 from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
 from .search_narrowing import Narrowed, narrowed
@@ -306,10 +307,10 @@ def _scope(db, project_ids: list[int]) -> list[int] | None:
     messages' lists), when they hold at most 1/SCOPED_SHARE of the mail: a search walked every
     project's newest matches for its own (17 ms among 100 active projects, 0.7 ms so); a project
     holding most of the mail would walk its own long list instead (a sparse pair at 1M: 7.8 ms, 0.3 not so)."""
-    mine, everyone = db.execute(
-        f"SELECT coalesce(sum(CASE WHEN project_id IN ({placeholders(project_ids)}) THEN messages END), 0),"
-        " coalesce(sum(messages), 0) FROM project_counts", project_ids).fetchone()
-    return project_ids if mine * SCOPED_SHARE <= everyone else None
+    (mine,) = db.execute(
+        f"SELECT coalesce(sum(messages), 0) FROM project_counts WHERE project_id IN ({placeholders(project_ids)})", project_ids
+    ).fetchone()
+    return project_ids if mine * SCOPED_SHARE <= mail_total(db) else None
 
 
 def _index(db):
