@@ -37,6 +37,9 @@ DEFAULT_CONTACT_POLICY = {"agent": "auto", "human": "open"}
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9]{1,63}")
 NAME_RULES = "Agent names are 2-64 letters and digits starting with a letter, e.g. GreenCastle."
 
+# A product's key (tools/products.py), as typed: case-insensitive, stored in lower case.
+PRODUCT_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
 
 def check_name(name: str) -> str:
     """Pydantic validator for agent names, with a message that says how to fix it."""

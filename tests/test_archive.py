@@ -99,6 +99,13 @@ def test_names_slugs_and_timestamps_that_could_escape_are_refused(change):
         render({**ENTRY, **change})
 
 
+@pytest.mark.parametrize("key", ["../etc", "a/b", "Shop", ".hidden", "x" * 65])
+def test_a_product_key_not_as_stored_is_refused(key):
+    """products/{key}.json: a key as tools/products.py stores it (lower case), nothing that could escape."""
+    with pytest.raises(ValueError, match="not a product key"):
+        render({"kind": "product", "product_key": key, "name": "n"})
+    assert list(render({"kind": "product", "product_key": "acme-shop.v2", "name": "n"})) == ["products/acme-shop.v2.json"]
+
 # The writer
 
 

@@ -19,7 +19,7 @@ from typing import get_args
 import orjson
 
 from ..config import RetentionMode
-from ..names import CONTACT_POLICIES, DEFAULT_CONTACT_POLICY, NAME_PATTERN, OVERSEER_PROFILE
+from ..names import CONTACT_POLICIES, DEFAULT_CONTACT_POLICY, NAME_PATTERN, OVERSEER_PROFILE, PRODUCT_KEY_PATTERN
 
 SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -157,12 +157,9 @@ def contact_files(entry: dict) -> dict[str, bytes]:
     return {f"{project_dir(entry['project'])}/contacts/{int(entry['id'])}.json": to_json(contact), **project_file(entry)}
 
 
-PRODUCT_KEY_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # tools/products.py's keys, as stored (lower case)
-
-
 def product_files(entry: dict) -> dict[str, bytes]:
     """products/{product_key}.json: a product (of no one project), its projects by human key."""
-    if not PRODUCT_KEY_PATTERN.fullmatch(entry["product_key"]):
+    if not PRODUCT_KEY_PATTERN.fullmatch(entry["product_key"]) or entry["product_key"] != entry["product_key"].lower():  # as stored
         raise ValueError(f"not a product key: {entry['product_key']!r}")
     product = {key: value for key, value in entry.items() if key not in ("kind", "project")}
     return {f"products/{entry['product_key']}.json": to_json(product)}

@@ -6,7 +6,6 @@ and summarise a thread over every linked project, by running the project tools o
 linked project and merging what they return.
 """
 
-import re
 import sqlite3
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from ..archive import outbox
 from ..errors import Conflict, InvalidArgument, NotFound
 from ..fields import AgentName, ProjectKey, Timestamp
 from ..ids import stable_id
+from ..names import PRODUCT_KEY_PATTERN
 from ..registry import Input, Output, tool
 from ..security.agent_tokens import matching_projects
 from . import thread_summaries
@@ -31,19 +31,18 @@ from .projects import Project, among, find_project
 from .search import QUERY_HELP, Cursor, SearchHit, search_projects
 from .threads import DIGESTED, ReadAs, ThreadSummary, digest, summary
 
-_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 KEY_RULES = "Product keys are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. acme-shop."
 
 
 def _product_key(value: str) -> str:
-    if not _KEY.fullmatch(value):
+    if not PRODUCT_KEY_PATTERN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid product key. {KEY_RULES}")
     return value.lower()  # keys are case-insensitive: Acme-Shop and acme-shop are one product
 
 
 ProductKey = Annotated[
     str, AfterValidator(_product_key),
-    Field(description=f"The product's key (case-insensitive). {KEY_RULES}", json_schema_extra={"pattern": f"^{_KEY.pattern}$"}),
+    Field(description=f"The product's key (case-insensitive). {KEY_RULES}", json_schema_extra={"pattern": f"^{PRODUCT_KEY_PATTERN.pattern}$"}),
 ]
 
 
