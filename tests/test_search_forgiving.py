@@ -178,7 +178,7 @@ def test_a_cursor_that_was_not_given_is_refused(call, mail):
 
 def test_text_without_a_word_finds_nothing(call, mail):
     project, _ = mail
-    assert call("search_messages", project_key=project, query="+++ :: **") == {"query": "+++ :: **", "results": [], "next_cursor": None}
+    assert call("search_messages", project_key=project, query="+++ :: **") == {"query": "+++ :: **", "results": [], "next_cursor": None, "indexing": None}
 
 
 def test_agent_name_needs_that_agents_token_when_tokens_are_required(settings, mail):

@@ -1,14 +1,20 @@
 """Replica mode's sidecar FTS5 index catching up with a replica's messages (chalicelib/store/search_index.py).
 The replica here is a plain sqlite3 file with the messages table: catch_up only reads it."""
 
+import importlib
+import re
 import sqlite3
+import time
 
 import pytest
+from chalice.test import Client
 
+from chalicelib.config import get_settings
 from chalicelib.errors import Unavailable
 from chalicelib.ids import RANDOM_BITS, new_id
 from chalicelib.store import search_index
 from chalicelib.store.search_index import SearchIndex
+from chalicelib.tools.search import one_budget
 
 MINUTE = (60 * 1000) << RANDOM_BITS  # one minute of new_id()s
 
@@ -105,7 +111,7 @@ def test_archived_bodies_are_found_through_their_partial_index_on_both_engines()
 def test_a_new_index_is_built_a_batch_at_a_time_newest_first_and_kept(tmp_path, monkeypatch):
     """A new replica's index at a million messages took minutes in one transaction: a Lambda killed
     at its timeout lost it all, and each new container started over. Now each search indexes for
-    BUILD_SECONDS (at least a BATCH), keeps it, and answers 503 with how far it got."""
+    BUILD_SECONDS (at least a BATCH), keeps it, and says how far down it holds every message."""
     monkeypatch.setattr(search_index, "BATCH", 500)
     monkeypatch.setattr(search_index, "BUILD_SECONDS", 0)
     conn = replica(tmp_path)
@@ -114,12 +120,33 @@ def test_a_new_index_is_built_a_batch_at_a_time_newest_first_and_kept(tmp_path, 
         add(conn, message_id, f"note {number}")
     path = tmp_path / "replica.db.search"
     for indexed in (500, 1000):
-        with pytest.raises(Unavailable, match=f"being built: {indexed:,} of 1,200 messages") as building:
-            SearchIndex(path).catch_up(conn)  # a new process each time: what the one before committed stays
-        assert building.value.status == 503 and building.value.headers == {"Retry-After": "1"}
+        index = SearchIndex(path)  # a new process each time: what the one before committed stays
+        assert index.catch_up(conn) == 500
+        assert index.floor == sorted(ids)[-indexed]
+        assert index.progress() == f"This server's search index is being built: {indexed:,} of 1,200 messages so far, the newest first."
         assert {row[0] for row in sqlite3.connect(path).execute("SELECT id FROM messages")} == set(sorted(ids)[-indexed:])
-    assert SearchIndex(path).catch_up(conn) == 200
+    index = SearchIndex(path)
+    assert index.catch_up(conn) == 200 and index.floor is None
     assert sorted(found(SearchIndex(path), "note")) == sorted(ids)
+
+
+def test_a_build_stopped_among_new_mail_holds_all_of_it_from_its_floor_up(tmp_path, monkeypatch):
+    """A burst of new mail on an index that was whole: the catch-up stops among it, and its floor
+    is there (the older part of the burst not indexed yet), not at the old mail below the gap."""
+    conn = replica(tmp_path)
+    old = [new_id() for _ in range(5)]
+    for number, message_id in enumerate(old):
+        add(conn, message_id, f"old {number}")
+    index = SearchIndex(tmp_path / "replica.db.search")
+    assert index.catch_up(conn) == 5 and index.floor is None
+    burst = [new_id() for _ in range(30)]
+    for number, message_id in enumerate(burst):
+        add(conn, message_id, f"new {number}")
+    monkeypatch.setattr(search_index, "BATCH", 10)
+    monkeypatch.setattr(search_index, "BUILD_SECONDS", 0)
+    assert index.catch_up(conn) == 10 and index.floor == sorted(burst)[-10]
+    assert index.catch_up(conn) == 10 and index.floor == sorted(burst)[-20]
+    assert index.catch_up(conn) == 10 and index.floor is None
 
 
 def test_a_batch_ends_early_once_the_search_has_built_for_long_enough(tmp_path, monkeypatch):
@@ -129,24 +156,76 @@ def test_a_batch_ends_early_once_the_search_has_built_for_long_enough(tmp_path, 
     conn = replica(tmp_path)
     for number in range(300):
         add(conn, new_id(), f"note {number}")
-    with pytest.raises(Unavailable, match="being built: 100 of 300 messages"):
-        SearchIndex(tmp_path / "replica.db.search").catch_up(conn)
+    index = SearchIndex(tmp_path / "replica.db.search")
+    assert index.catch_up(conn) == 100 and "being built: 100 of 300 messages" in index.progress()
+
+
+def building_replica(call, project, monkeypatch, messages: int = 25) -> list[int]:
+    """The ids of `messages` sends, newest first, on a replica whose index is then built 10 a search."""
+    monkeypatch.setattr(search_index, "BATCH", 10)
+    monkeypatch.setattr(search_index, "BUILD_SECONDS", 0)
+    sent = [call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"deploy {number}",
+                 body_md="b")["message"]["id"] for number in range(messages)]
+    return sorted(map(int, sent), reverse=True)
+
+
+def ids(results) -> list[int]:
+    return [int(hit["id"]) for hit in results["results"]]
 
 
 @pytest.mark.parametrize("settings", ["turso"], indirect=True)
-def test_a_search_on_a_replica_whose_index_is_being_built_answers_503_until_it_is(call, project, monkeypatch):
-    monkeypatch.setattr(search_index, "BATCH", 10)
-    monkeypatch.setattr(search_index, "BUILD_SECONDS", 0)
-    for number in range(25):
-        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"deploy {number}", body_md="b")
-    answers = []
-    for _ in range(5):
-        try:
-            answers.append(len(call("search_messages", project_key=project, query="deploy", limit=50)["results"]))
-            break
-        except Unavailable as building:
-            answers.append(building.message.split(": ")[1].split(" messages")[0])
-    assert answers == ["10 of 25", "20 of 25", 25], answers
+def test_a_search_on_a_replica_whose_index_is_being_built_answers_from_the_newest_mail(call, project, monkeypatch):
+    """A new replica's searches answered 503 until its index was whole (~28 of them at a million
+    messages). Now each answers from the newest mail indexed so far and says so; next_cursor goes
+    on to older mail, which a search reaches once it is indexed (503 until then)."""
+    sent = building_replica(call, project, monkeypatch)
+    first = call("search_messages", project_key=project, query="deploy", limit=50)
+    assert ids(first) == sent[:10] and first["next_cursor"] == f"{sent[9]}.0"
+    assert first["indexing"] == "This server's search index is being built: 10 of 25 messages so far, the newest first."
+    with pytest.raises(Unavailable, match="20 of 25 messages so far, the newest first. The mail this search asks for is"
+                                          " not indexed yet") as building:  # older than even this search has indexed
+        call("search_messages", project_key=project, query="deploy", cursor=f"{sent[-1]}.0")
+    assert building.value.status == 503 and building.value.headers == {"Retry-After": "1"}
+    rest = call("search_messages", project_key=project, query="deploy", limit=50, cursor=first["next_cursor"])
+    assert ids(rest) == sent[10:] and rest["next_cursor"] is None and rest["indexing"] is None
+    whole = call("search_messages", project_key=project, query="deploy", limit=50)
+    assert ids(whole) == sent and whole["indexing"] is None
+
+
+@pytest.mark.parametrize("settings", ["turso"], indirect=True)
+def test_a_product_search_on_a_replica_whose_index_is_being_built_says_so(call, project, monkeypatch):
+    call("ensure_product", product_key="shop")
+    call("products_link", product_key="shop", project_key=project)
+    sent = building_replica(call, project, monkeypatch)
+    first = call("search_messages_product", product_key="shop", query="deploy", limit=50)
+    assert ids(first) == sent[:10] and first["next_cursor"] == f"{sent[9]}.0" and "10 of 25" in first["indexing"]
+    more = call("search_messages_product", product_key="shop", query="deploy", limit=50, cursor=first["next_cursor"])
+    assert ids(more) == sent[10:20] and more["next_cursor"] == f"{sent[19]}.0" and "20 of 25" in more["indexing"]
+    rest = call("search_messages_product", product_key="shop", query="deploy", limit=50, cursor=more["next_cursor"])
+    assert ids(rest) == sent[20:] and rest["next_cursor"] is None and rest["indexing"] is None
+
+
+@pytest.mark.parametrize("settings", ["turso"], indirect=True)
+def test_the_searches_of_one_budget_catch_up_once_and_their_time_starts_after_it(call, project, monkeypatch):
+    """The web UI searches each project inside one budget: each search's catch-up built the index
+    again (and on a large index each took BUILD_SECONDS), and the budget counted the build."""
+    building_replica(call, project, monkeypatch)
+    monkeypatch.setenv("SEARCH_TIMEOUT_MS", "300")
+    get_settings.cache_clear()
+    catch_up = SearchIndex.catch_up
+
+    def slow(index, replica):  # a build longer than the search budget, as at a million messages
+        time.sleep(0.5)
+        return catch_up(index, replica)
+
+    monkeypatch.setattr(SearchIndex, "catch_up", slow)
+    try:
+        with one_budget():
+            answers = [call("search_messages", project_key=project, query="deploy")["indexing"] for _ in range(3)]
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert answers == ["This server's search index is being built: 10 of 25 messages so far, the newest first."] * 3
 
 
 def test_a_full_disk_while_indexing_says_so(tmp_path):
@@ -159,3 +238,17 @@ def test_a_full_disk_while_indexing_says_so(tmp_path):
     index.conn.execute(f"PRAGMA max_page_count = {index.conn.execute('PRAGMA page_count').fetchone()[0] + 20}")
     with pytest.raises(sqlite3.OperationalError, match="disk is full"):
         index.catch_up(conn)
+
+
+@pytest.mark.parametrize("settings", ["turso"], indirect=True)
+def test_the_web_ui_searches_a_replica_being_built_and_says_so(settings, call, project, monkeypatch):
+    """On AWS (the Chalice app, a Turso replica): the search page lists the newest mail's hits,
+    says the index is being built, and links to more."""
+    sent = building_replica(call, project, monkeypatch)
+    call("ensure_project", human_key="/work/other")  # searched in the same page: one catch-up for both
+    with Client(importlib.import_module("app").create_app(settings)) as client:
+        page = client.http.get("/ui/search?q=deploy").body.decode()
+        assert "search index is being built: 10 of 25 messages so far" in page
+        assert re.findall(r"&amp;m=(\d+)#m", page) == [str(i) for i in sent[:10]]
+        more = client.http.get(f"/ui/search?q=deploy&p=work-demo&cursor={sent[9]}.0").body.decode()
+        assert re.findall(r"&amp;m=(\d+)#m", more) == [str(i) for i in sent[10:20]]

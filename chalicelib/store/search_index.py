@@ -17,8 +17,9 @@ every id, which also drops purged ones.
 Indexing is bounded per search: a new replica's index of a million messages takes minutes (over
 a Lambda's timeout, and in one transaction it was lost with the killed process, so every new
 container started over and never searched). So it is committed BATCH messages at a time, newest
-first, and a search that has indexed for BUILD_SECONDS with more to go answers 503 (how far it
-got, retry): each search builds on what the earlier ones kept.
+first, for BUILD_SECONDS a search; each search builds on what the earlier ones kept. Meanwhile
+the index holds every message from its `floor` up, the newest: a search answers from those,
+and a page of older mail waits until it is indexed (tools/search.py).
 """
 
 import os
@@ -84,6 +85,9 @@ ARCHIVED_SINCE = (
 
 
 class SearchIndex:
+    floor: int | None = None  # after a catch-up stopped with more to go: every message from this id up is indexed
+    total = 0  # the replica's messages at the last catch-up
+
     def __init__(self, path) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
@@ -106,20 +110,36 @@ class SearchIndex:
 
     def catch_up(self, replica) -> int:
         """Index the replica's messages this index lacks (and drop purged ones); how many were
-        added. Unavailable (503) once it has indexed for BUILD_SECONDS with more to go (it keeps what it did)."""
+        added. After BUILD_SECONDS of indexing with more to go, it stops, keeps what it did and
+        sets `floor` (None once every message is indexed)."""
         deadline = monotonic() + BUILD_SECONDS
         self._archive_bodies(replica)
         theirs = tuple(replica.execute(FINGERPRINT).fetchone())
+        self.total, self.floor = theirs[0], None
         if tuple(self.conn.execute(FINGERPRINT).fetchone()) == theirs:
             return 0
         (newest,) = self.conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
         recent = [row[0] for row in replica.execute("SELECT id FROM messages WHERE id > ?", (newest - LATE_WINDOW_IDS,))]
-        added = self._add(replica, recent, deadline, theirs[0])
-        if tuple(self.conn.execute(FINGERPRINT).fetchone()) != theirs:
+        added, self.floor = self._add(replica, recent, deadline)
+        if self.floor is None and tuple(self.conn.execute(FINGERPRINT).fetchone()) != theirs:
             every = [row[0] for row in replica.execute("SELECT id FROM messages")]
-            added += self._add(replica, every, deadline, theirs[0])
-            self._drop_all_but(set(every))
+            more, self.floor = self._add(replica, every, deadline)
+            added += more
+            if self.floor is None:
+                self._drop_all_but(set(every))
         return added
+
+    def progress(self) -> str:
+        """How far a build has got (while `floor` is set)."""
+        (indexed,) = self.conn.execute("SELECT count(*) FROM messages").fetchone()
+        return f"This server's search index is being built: {indexed:,} of {self.total:,} messages so far, the newest first."
+
+    def building(self) -> Unavailable:
+        """The answer to a search of mail older than the index holds yet."""
+        error = Unavailable(f"{self.progress()} The mail this search asks for is not indexed yet.",
+                            "Retry the search in a moment: each one builds more of it. The other tools work meanwhile.")
+        error.headers = {"Retry-After": "1"}
+        return error
 
     def _archive_bodies(self, replica) -> None:
         """Re-index the messages whose bodies retention archived since the last look (and a
@@ -158,27 +178,21 @@ class SearchIndex:
             raise
         self.conn.execute("COMMIT")
 
-    def _add(self, replica, ids: list[int], deadline: float, total: int) -> int:
+    def _add(self, replica, ids: list[int], deadline: float) -> tuple[int, int | None]:
         """Index those of `ids` not indexed yet, newest first, a BATCH per transaction, until
-        `deadline` (then Unavailable, `total` being the replica's count of messages)."""
+        `deadline`: how many it indexed, and None if that was all of them, else the lowest id
+        it reached (every one of `ids` from there up is indexed)."""
         if not ids:
-            return 0
+            return 0, None
         # One range scan (a rowid table): a new index's each search went through a million ids 500 at a time.
         known = {row[0] for row in self.conn.execute("SELECT id FROM messages WHERE id >= ?", (min(ids),))}
         missing = sorted((message_id for message_id in ids if message_id not in known), reverse=True)
         done = 0
         while done < len(missing):
             if done and monotonic() > deadline:
-                raise self._building(total)
+                return done, missing[done - 1]
             done += self._add_batch(replica, missing[done : done + BATCH], deadline)
-        return len(missing)
-
-    def _building(self, total: int) -> Unavailable:
-        (indexed,) = self.conn.execute("SELECT count(*) FROM messages").fetchone()
-        error = Unavailable(f"This server's search index is being built: {indexed:,} of {total:,} messages so far, the newest"
-                            " first.", "Retry the search in a moment: each one builds more of it. The other tools work meanwhile.")
-        error.headers = {"Retry-After": "1"}
-        return error
+        return done, None
 
     def _add_batch(self, replica, missing: list[int], deadline: float) -> int:
         """Index `missing` in one transaction, ended early (CHUNK messages past `deadline`: long
@@ -210,11 +224,9 @@ _indexes = OnePerKey(SearchIndex)  # per replica file; safe to lose (the file st
 
 
 def search_index(replica) -> SearchIndex:
-    """The caught-up index of this replica (a pyturso connection lent by chalicelib/store/replica.py)."""
+    """The index of this replica (a pyturso connection lent by chalicelib/store/replica.py), to catch up."""
     path = _path(replica)
-    index = _indexes.get(path, path)
-    index.catch_up(replica)
-    return index
+    return _indexes.get(path, path)
 
 
 def damaged(exc: sqlite3.DatabaseError) -> bool:

@@ -28,7 +28,7 @@ from .messages import (
 )
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import Project, among, find_project
-from .search import QUERY_HELP, Cursor, SearchHit, search_projects
+from .search import INDEXING_HELP, QUERY_HELP, Cursor, SearchHit, search_projects
 from .threads import DIGESTED, ReadAs, ThreadSummary, digest, summary
 
 KEY_RULES = "Product keys are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. acme-shop."
@@ -306,6 +306,7 @@ class ProductSearchResults(Output):
     query: str
     results: list[ProductSearchHit]
     next_cursor: str | None = Field(None, description="Pass as cursor for more hits; null when there are no more.")
+    indexing: str | None = Field(None, description=INDEXING_HELP)
 
 
 def search_messages_product(db: sqlite3.Connection, args: SearchMessagesProductInput) -> ProductSearchResults:
@@ -315,8 +316,8 @@ def search_messages_product(db: sqlite3.Connection, args: SearchMessagesProductI
     viewers = product_reader(db, product, args.agent_name, args.registration_token)
     linked = linked_projects(db, product)
     slugs = {project["id"]: project["slug"] for project in linked}
-    hits, next_cursor = search_projects(db, linked, args.query, args.limit, viewers, args.cursor)
-    return ProductSearchResults(query=args.query, next_cursor=next_cursor,
+    hits, next_cursor, indexing = search_projects(db, linked, args.query, args.limit, viewers, args.cursor)
+    return ProductSearchResults(query=args.query, next_cursor=next_cursor, indexing=indexing,
                                 results=[ProductSearchHit(**hit.model_dump(), project=slugs[project]) for project, hit in hits])
 
 

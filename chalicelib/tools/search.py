@@ -49,7 +49,7 @@ from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, 
 from ..registry import Input, Output, tool
 from ..store.db import placeholders
 from ..store.disconnect import client_gone, client_left
-from ..store.search_index import damaged, discard_damaged, in_projects, in_text, search_index
+from ..store.search_index import SearchIndex, damaged, discard_damaged, in_projects, in_text, search_index
 from .agents import find_agent, find_agents
 from .counts import mail_total
 from .messages import Importance, Limit, ThreadId, visible_to
@@ -115,10 +115,18 @@ class SearchHit(Output):
     score: float = Field(description="bm25 relevance of the query's distinctive terms; lower is better, 0 for none.")
 
 
+INDEXING_HELP = (
+    "Set while this server's search index is still being built (a new Turso replica's, newest mail first): how far it"
+    " has got. The results are the matches among the mail indexed so far; next_cursor goes on to older mail once that"
+    " is indexed (a page of it asked for sooner answers 503: retry)."
+)
+
+
 class SearchResults(Output):
     query: str
     results: list[SearchHit]
     next_cursor: str | None = Field(None, description="Pass as cursor for more hits; null when there are no more.")
+    indexing: str | None = Field(None, description=INDEXING_HELP)
 
 
 def _filters(db, project: sqlite3.Row, args: SearchMessagesInput) -> tuple[str, list]:
@@ -212,27 +220,30 @@ def _filtered(args: SearchMessagesInput) -> bool:
 
 
 def _window_sql(where: str, by_thread: bool) -> str:
-    """The newest matches below an id. Most searches walk the index's matches newest first and
-    check each against the filters; within one thread, the thread's few messages (the
-    messages_by_thread index) are checked against the index instead."""
+    """The newest matches below an id and from another (an index being built holds all the mail
+    from there up only). Most searches walk the index's matches newest first and check each
+    against the filters; within one thread, the thread's few messages (the messages_by_thread
+    index) are checked against the index instead."""
     if by_thread:
         return (
             "SELECT m.id FROM messages m JOIN messages_fts ON messages_fts.rowid = m.id"
-            f" WHERE messages_fts MATCH ? AND m.id < ? AND {where} ORDER BY m.id DESC LIMIT ?"
+            f" WHERE messages_fts MATCH ? AND m.id < ? AND m.id >= ? AND {where} ORDER BY m.id DESC LIMIT ?"
         )
     return (
         "SELECT messages_fts.rowid FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
-        f" WHERE messages_fts MATCH ? AND messages_fts.rowid < ? AND {where} ORDER BY messages_fts.rowid DESC LIMIT ?"
+        " WHERE messages_fts MATCH ? AND messages_fts.rowid < ? AND messages_fts.rowid >= ?"
+        f" AND {where} ORDER BY messages_fts.rowid DESC LIMIT ?"
     )
 
 
 def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: list, args: SearchMessagesInput,
-                 filtered: bool, scope: list[int] | None, narrow: Narrowed | None = None):
+                 filtered: bool, scope: list[int] | None, floor: int | None, narrow: Narrowed | None = None):
     """([(id, score)] of one page, best first within each window, and the next cursor). A
     narrowed query's window is of its rarer words' matches, checked against the whole query;
     `filtered`: `where` has conditions beyond the project, which matches may fail; `scope`: the
     projects `where` keeps to, given when they hold a small share of the mail (_scope): the index
-    then walks their matches only (not given for a thread's search: it walks the thread's)."""
+    then walks their matches only (not given for a thread's search: it walks the thread's);
+    `floor`: the lowest id of an index being built (_index), below which the next cursor goes on."""
     below, skip = _cursor(args.cursor)
     limit = args.limit
     size = max(args.limit, NARROWED_WINDOW if narrow else FILTERED_WINDOW) if filtered or narrow else WINDOW
@@ -242,7 +253,7 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
         match = in_projects(match, scope)
     page: list[tuple[int, float]] = []
     for _ in range(MAX_WINDOWS):
-        window = [row[0] for row in index.execute(sql, (match, below, *params, size))]
+        window = [row[0] for row in index.execute(sql, (match, below, -(2**63) if floor is None else floor, *params, size))]
         if window:  # the window ends at its newest id, so mail arriving later (newer ids) stays out of it
             below = window[0] + 1
         ranked = _ranked(index, rank_query, narrow.matching(index, window) if narrow else window)
@@ -251,8 +262,8 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
         page += taken
         if skip + len(taken) < len(ranked):
             return page, f"{below}.{skip + len(taken)}"
-        if len(window) < size:
-            return page, None
+        if len(window) < size:  # no more matches (in an index being built: so far)
+            return page, None if floor is None else f"{floor}.0"
         below, skip = window[-1], 0
         if len(page) == limit:
             break
@@ -268,25 +279,26 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     relevance; next_cursor goes on to older ones."""
     project = find_project(db, args.project_key)
     where, params = _filters(db, project, args)
-    index = _index(db)
+    index, building = _index(db, args.cursor)
     fts = bounded_query(args.query)
     if fts is None:
         return SearchResults(query=args.query, results=[])
     # An agent's mail is in any project; a thread's search walks the thread's messages, no other project's.
     scope = _scope(db, [project["id"]]) if args.agent_name is None and args.thread_id is None else None
     with _time_budget(db, index):
-        page, next_cursor = _page(index, args.query, fts, where, params, args, _filtered(args), scope)
+        page, next_cursor = _page(index, args.query, fts, where, params, args, _filtered(args), scope, building)
         hits = [hit for _, hit in _hits(db, args.query, project["id"], page)]
-        return SearchResults(query=args.query, results=hits, next_cursor=next_cursor)
+        return SearchResults(query=args.query, results=hits, next_cursor=next_cursor, indexing=_indexing(building))
 
 
 def search_projects(db: sqlite3.Connection, projects: list[sqlite3.Row], query: str, limit: int,
-                    viewers: frozenset[int] | None, cursor: str | None = None) -> tuple[list[tuple[int, SearchHit]], str | None]:
-    """One page of the hits of these projects (a product's), each with its project's id, and the
-    next cursor: one search of them all, as a project's search is one of the index (it holds every
-    project's mail), so it costs the same however many there are (a search of each, merged, cost
-    their number, and its cursor held a place in each). Given viewers (an agent's identities in
-    them), only the mail they sent or received."""
+                    viewers: frozenset[int] | None,
+                    cursor: str | None = None) -> tuple[list[tuple[int, SearchHit]], str | None, str | None]:
+    """One page of the hits of these projects (a product's), each with its project's id, the
+    next cursor and SearchResults.indexing: one search of them all, as a project's search is one
+    of the index (it holds every project's mail), so it costs the same however many there are (a
+    search of each, merged, cost their number, and its cursor held a place in each). Given
+    viewers (an agent's identities in them), only the mail they sent or received."""
     ids = [project["id"] for project in projects]
     where, params = f"m.project_id IN ({placeholders(ids)})", ids
     if viewers is not None:
@@ -294,12 +306,12 @@ def search_projects(db: sqlite3.Connection, projects: list[sqlite3.Row], query: 
         where, params = f"{where} AND {visible}", params + more
     fts = bounded_query(query)
     if fts is None or not ids:
-        return [], None
-    index = _index(db)
+        return [], None, None
+    index, building = _index(db, cursor)
     args = SearchMessagesInput(project_key=projects[0]["human_key"], query=query, limit=limit, cursor=cursor)
     with _time_budget(db, index):
-        page, next_cursor = _page(index, query, fts, where, params, args, viewers is not None, _scope(db, ids))
-        return _hits(db, query, None, page), next_cursor
+        page, next_cursor = _page(index, query, fts, where, params, args, viewers is not None, _scope(db, ids), building)
+        return _hits(db, query, None, page), next_cursor, _indexing(building)
 
 
 def _scope(db, project_ids: list[int]) -> list[int] | None:
@@ -313,41 +325,77 @@ def _scope(db, project_ids: list[int]) -> list[int] | None:
     return project_ids if mine * SCOPED_SHARE <= mail_total(db) else None
 
 
-def _index(db):
+def _index(db, cursor: str | None) -> tuple[sqlite3.Connection, SearchIndex | None]:
     """The connection holding the full-text index: the database itself, or, on a Turso replica, a
-    sidecar file (chalicelib/store/search_index.py) with the same tables: the same SQL runs on both."""
+    sidecar file (chalicelib/store/search_index.py) with the same tables: the same SQL runs on both.
+    And the sidecar while it is being built (else None): it holds the newest mail, from its floor
+    up, which the search answers from; a page of older mail (its cursor) waits for it, 503.
+    A sidecar catches up once per one_budget (a search of each project, a web UI page's)."""
     if not hasattr(db, "replica"):
-        return db
+        return db, None
+    budget = _budget.get()
     with _answering_damage(db, sidecar=True):  # opening and catching up read the sidecar too
-        return search_index(db).conn
+        index = search_index(db)
+        if budget is None or index not in budget.caught_up:
+            index.catch_up(db)
+            if budget is not None:
+                budget.caught_up.add(index)
+    if index.floor is None:
+        return index.conn, None
+    if _cursor(cursor)[0] <= index.floor:
+        raise index.building()
+    return index.conn, index
+
+
+def _indexing(building: SearchIndex | None) -> str | None:
+    """SearchResults.indexing: how far the index being built has got."""
+    return None if building is None else building.progress()
 
 
 def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput, filtered: bool,
-          scope: list[int] | None = None):
-    """One ranked page of the query (its FTS5 form `fts`) and the next cursor (`scope`: _ranked_page)."""
+          scope: list[int] | None, building: SearchIndex | None):
+    """One ranked page of the query (its FTS5 form `fts`) and the next cursor (`scope`: _ranked_page;
+    `building`: _index's)."""
+    floor = None if building is None else building.floor
     try:
         narrow = narrowed(index, query, fts)
         rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
-        return _ranked_page(index, fts, rank_query, where, params, args, filtered, scope, narrow)
+        return _ranked_page(index, fts, rank_query, where, params, args, filtered, scope, floor, narrow)
     except sqlite3.OperationalError as exc:  # not expected: fts5_query's output parses; then all words are text
         if _interrupted(exc):
             raise
         fts = in_text(literal_query(query))
-        return _ranked_page(index, fts, fts, where, params, args, filtered, scope)
+        return _ranked_page(index, fts, fts, where, params, args, filtered, scope, floor)
 
 
-_deadline: ContextVar[float | None] = ContextVar("search_deadline", default=None)
+class _Budget:
+    """What the searches made inside one_budget share: one SEARCH_TIMEOUT_MS, from the start of
+    the first one's statements (not of its replica index's catch-up, which may build it for
+    BUILD_SECONDS), and one catch-up of a replica's index (_index)."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.caught_up: set[SearchIndex] = set()
+
+    def start(self) -> float:
+        if self.deadline is None:
+            self.deadline = monotonic() + get_settings().search_timeout_ms / 1000
+        return self.deadline
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("search_budget", default=None)
 
 
 @contextmanager
 def one_budget():
-    """One SEARCH_TIMEOUT_MS for all the searches made inside: a product's projects, searched one
+    """One budget (_Budget) for all the searches made inside: a product's projects, searched one
     by one, each got a budget of its own (41 projects: 41 budgets in one call)."""
-    token = _deadline.set(_deadline.get() or monotonic() + get_settings().search_timeout_ms / 1000)
+    token = None if _budget.get() else _budget.set(_Budget())
     try:
         yield
     finally:
-        _deadline.reset(token)
+        if token is not None:
+            _budget.reset(token)
 
 
 @contextmanager
@@ -359,7 +407,7 @@ def _time_budget(db, index):
     is lent to this call alone: it is removed before it goes back, and an interrupted statement
     is reset by sqlite3 (the read transaction ends as any failed call's)."""
     with one_budget(), _answering_damage(db, sidecar=index is not db):
-        deadline = _deadline.get()
+        deadline = _budget.get().start()
         index.set_progress_handler(lambda: monotonic() > deadline or client_left(), STEPS_BETWEEN_CHECKS)
         try:
             yield
@@ -390,7 +438,7 @@ def _in_time() -> None:
     """Between a search's steps in Python (checks of candidates, snippets): the 422 of its statements
     once its budget is spent, ClientGone once its client disconnected (a slow lane's job, a web
     UI page: the answer would go to no one). (Each step is bounded; the search's time is their sum.)"""
-    if monotonic() > _deadline.get():
+    if monotonic() > _budget.get().deadline:
         raise _too_long()
     if client_left():
         raise client_gone()

@@ -563,7 +563,7 @@ class WebUI:
         listed = self.run("list_projects", limit=LIST_SHOWN)
         projects = [p.slug for p in listed.projects]
         filters = {"sender": sender or None, "importance": [importance] if importance else [], "since_ts": since or None}
-        hits, error, more = [], None, {}  # more: {project: search_messages' next_cursor}
+        hits, error, more, indexing = [], None, {}, None  # more: {project: search_messages' next_cursor}
         if query:
             try:
                 with one_budget():  # SEARCH_TIMEOUT_MS for the whole page, not for each of its projects
@@ -576,6 +576,7 @@ class WebUI:
                                 raise
                             continue  # the sender is no agent of this project: nothing of its mail matches
                         hits += [(slug, hit) for hit in found.results]
+                        indexing = found.indexing or indexing  # (one index for every project)
                         if found.next_cursor:
                             more[slug] = found.next_cursor
             except ToolError as exc:
@@ -589,6 +590,7 @@ class WebUI:
             more_urls = {slug: self.search_url(request, p=slug, **same) for slug in sorted({*more, *cut})}
         return self.page(request, session, "search.html", query=query, project=key, projects=projects, hits=hits[:SEARCH_SHOWN],
                          error=error, sender=sender, importance=importance, since=since, nav="search", more_urls=more_urls,
+                         indexing=indexing,
                          more_projects=not key and listed.next_cursor is not None)
 
     @staticmethod
