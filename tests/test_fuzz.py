@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pydantic import TypeAdapter, ValidationError
 from schemathesis.config import SchemathesisConfig
 
-from chalicelib.attachments.intake import BASE64, NOT_DOTS, AttachmentInput, FileName, decode_base64
+from chalicelib.attachments.intake import BASE64, NOT_DOTS, AttachmentInput, FileName, climbs_or_has_nul, decode_base64
 from chalicelib.errors import InvalidArgument
 from chalicelib.fields import MAX_ID_NUMBER
 from chalicelib.tools.projects import normalize_human_key
@@ -203,6 +203,16 @@ def test_file_names_the_schema_allows_are_the_ones_the_server_takes(name):
     except ValidationError:
         accepted = False
     assert accepted == FILE_NAME_SCHEMA.is_valid(name), name
+
+
+ATTACHMENT_SCHEMA = jsonschema_rs.validator_for(AttachmentInput.model_json_schema())
+
+
+@given(path=st.text(alphabet="./a\\\x00", min_size=1, max_size=8))
+@settings(max_examples=300, deadline=None, derandomize=True)
+def test_attachment_paths_the_schema_allows_are_the_ones_the_server_reads(path):
+    """A path with a `..` part fit the schema and got a 422 when the message was sent: the schema says so now."""
+    assert (not climbs_or_has_nul(path)) == ATTACHMENT_SCHEMA.is_valid({"path": path}), path
 
 
 @given(text=st.text(alphabet="AQ/+=\n -é", max_size=13))

@@ -36,6 +36,11 @@ _NAME_CHAR, _NOT_A_DOT = rf"[^{_NOT_IN_NAME}]", rf"[^{_NOT_IN_NAME}.]"
 NOT_DOTS = rf"^(?:{_NOT_A_DOT}{_NAME_CHAR}*|\.{_NOT_A_DOT}{_NAME_CHAR}*|\.\.{_NAME_CHAR}+)$"
 FileName = Annotated[str, Field(min_length=1, max_length=255, pattern=rf"^{_NAME_CHAR}+$", description="A file name, without folders.",
                                 json_schema_extra={"pattern": NOT_DOTS}), AfterValidator(_not_dots)]
+# A path by parts between / or \, none of them `..`, and no NUL: what read_project_file takes (its
+# check says why in words; the schema tells a client beforehand).
+_NOT_IN_PART = r"/\\\x00"
+_PART = rf"(?:[^{_NOT_IN_PART}.][^{_NOT_IN_PART}]*|\.(?:[^{_NOT_IN_PART}.][^{_NOT_IN_PART}]*)?|\.\.[^{_NOT_IN_PART}]+)?"
+PATH_WITHOUT_DOTDOT = rf"^{_PART}(?:[/\\]{_PART})*$"
 Sha256 = Annotated[str, Field(pattern=f"^{SHA256.pattern}$", description="SHA-256 of the content, 64 lowercase hex digits.")]
 # Standard base64 with its padding, as decode_base64 reads it (for the JSON schema: a regular expression
 # would take ~0.3 s for a 1 MB body in Python's re).
@@ -75,7 +80,7 @@ class AttachmentInput(Input):
     content_base64: str | None = Field(None, description="The content, base64-encoded (standard, with padding).",
                                        json_schema_extra={"pattern": BASE64})
     path: str | None = Field(
-        None, min_length=1, max_length=4096, json_schema_extra={"pattern": r"^[^\x00]*$"},  # no path has a NUL
+        None, min_length=1, max_length=4096, json_schema_extra={"pattern": PATH_WITHOUT_DOTDOT},
         description="Local mode: a file inside the project's directory (relative to it, or absolute within it; no `..`).",
     )
     sha256: Sha256 | None = Field(None, description="Content uploaded before (request_attachment_upload).")
@@ -203,6 +208,11 @@ def decode_base64(text: str) -> bytes | None:
         return None
 
 
+def climbs_or_has_nul(path: str) -> bool:
+    """Whether a path has a `..` part (between / or \\) or a NUL (PATH_WITHOUT_DOTDOT says the opposite)."""
+    return "\x00" in path or ".." in path.replace("\\", "/").split("/")
+
+
 def read_project_file(path: str, project_dir: str, settings) -> bytes:
     """The content of a regular file inside the project's directory. `..`, absolute paths
     elsewhere and symlinks that lead out are refused: the path is resolved (symlinks
@@ -210,7 +220,7 @@ def read_project_file(path: str, project_dir: str, settings) -> bytes:
     if not paths_allowed(settings):
         raise InvalidArgument("Attaching a file by path works only in local mode.",
                               "Send the content as content_base64, or upload it (request_attachment_upload).")
-    if "\x00" in path or ".." in path.replace("\\", "/").split("/"):
+    if climbs_or_has_nul(path):
         raise InvalidArgument(f"Attachment path {path!r} must not contain '..' or a NUL character.",
                               "Give a path inside the project's directory.")
     root = "" if "\x00" in project_dir else os.path.realpath(project_dir)  # a key stored before NULs were refused
