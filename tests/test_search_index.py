@@ -10,7 +10,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib.config import get_settings
-from chalicelib.errors import Unavailable
+from chalicelib.errors import InvalidArgument, Unavailable
 from chalicelib.ids import RANDOM_BITS, new_id
 from chalicelib.store import search_index
 from chalicelib.store.search_index import SearchIndex
@@ -190,6 +190,15 @@ def test_a_search_on_a_replica_whose_index_is_being_built_answers_from_the_newes
     assert ids(rest) == sent[10:] and rest["next_cursor"] is None and rest["indexing"] is None
     whole = call("search_messages", project_key=project, query="deploy", limit=50)
     assert ids(whole) == sent and whole["indexing"] is None
+
+
+@pytest.mark.parametrize("settings", ["turso"], indirect=True)
+def test_a_query_refused_builds_nothing(call, project, monkeypatch):
+    """A query the search refuses (too short a prefix) is answered before the index is built for it."""
+    building_replica(call, project, monkeypatch)
+    with pytest.raises(InvalidArgument, match="prefix de"):
+        call("search_messages", project_key=project, query="de*")
+    assert "10 of 25" in call("search_messages", project_key=project, query="deploy")["indexing"]
 
 
 @pytest.mark.parametrize("settings", ["turso"], indirect=True)

@@ -279,10 +279,10 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     relevance; next_cursor goes on to older ones."""
     project = find_project(db, args.project_key)
     where, params = _filters(db, project, args)
-    index, building = _index(db, args.cursor)
-    fts = bounded_query(args.query)
+    fts = bounded_query(args.query)  # (a query refused, or without a word, before a replica's index is built for it)
     if fts is None:
         return SearchResults(query=args.query, results=[])
+    index, building = _index(db, args.cursor)
     # An agent's mail is in any project; a thread's search walks the thread's messages, no other project's.
     scope = _scope(db, [project["id"]]) if args.agent_name is None and args.thread_id is None else None
     with _time_budget(db, index):
