@@ -22,14 +22,16 @@ def main() -> None:
     sys.path.insert(0, str(options.tree.resolve()))
     from chalicelib.errors import Unavailable
     from chalicelib.store.search_index import SearchIndex, fts_segments
+    from sidecar_catch_up import catching_up  # (bench/, this script's folder)
 
     source = sqlite3.connect(f"file:{options.db}?mode=ro", uri=True)
+    catch_up = catching_up(SearchIndex, source)
     with tempfile.TemporaryDirectory() as directory:
         index, calls, started = SearchIndex(Path(directory) / "replica.search"), [], time.monotonic()
         while True:
             began = time.monotonic()
             try:
-                index.catch_up(source)
+                catch_up(index)
                 building = index.progress() if getattr(index, "floor", None) is not None else None
             except Unavailable as unavailable:  # a tree before searches answered from a partial index
                 building = unavailable.message

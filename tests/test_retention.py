@@ -20,7 +20,7 @@ from chalicelib.store.idempotency import ResultGone
 from chalicelib.store import db
 from chalicelib.store.search_index import MERGE_ABOVE_SEGMENTS, fts_problem, fts_segments
 from chalicelib.tools import reservations, retention
-from chalicelib.tools.counts import mail_total
+from chalicelib.tools.counts import mail_stamp, mail_total
 from chalicelib.tools.retention import run_retention
 from chalicelib.transports.cli import cli
 
@@ -123,6 +123,7 @@ def test_purge_deletes_old_mail_of_that_project_only_in_bounded_batches(settings
     with db.connection(settings) as conn:
         assert conn.execute("SELECT count(*) FROM message_recipients").fetchone()[0] == 2
         assert mail_total(conn) == 2  # all projects' mail, as a search's scope weighs it (counts.py)
+        assert mail_stamp(conn) == (2, 3)  # and the purged, which a replica's search index follows
 
 
 def test_the_server_default_applies_to_projects_without_a_policy(settings, call, two_projects, later):

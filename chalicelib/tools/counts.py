@@ -18,7 +18,8 @@ group-committed batch of sends adds to each agent's row once, not once per send.
 A project's messages and agents are counted the same way (project_counts, migration 0042):
 summing its agents' rows cost get_project time in proportion to its agents (6.7 ms at 50,000).
 So is all the mail (mail_totals, migration 0046): summing every project's rows cost a search
-time in proportion to the projects (3.3 ms at 50,000, 0.18 ms now).
+time in proportion to the projects (3.3 ms at 50,000, 0.18 ms now); with the messages purged
+(0047), the stamp a replica's search index compares with its own.
 """
 
 import sqlite3
@@ -116,8 +117,14 @@ def project_counts(db: sqlite3.Connection, project_id: int) -> tuple[int, int]:
 
 def mail_total(db: sqlite3.Connection) -> int:
     """The messages of every project (a handful of rows: one per writer)."""
+    return mail_stamp(db)[0]
+
+
+def mail_stamp(db: sqlite3.Connection) -> tuple[int, int]:
+    """(messages stored, messages ever purged) of every project: it changes whenever a message
+    is stored or purged (a replica's search index catches up only then: store/search_index.py)."""
     upkeep.settled(db)
-    return db.execute("SELECT coalesce(sum(messages), 0) FROM mail_totals").fetchone()[0]
+    return tuple(db.execute("SELECT coalesce(sum(messages), 0), coalesce(sum(purged), 0) FROM mail_totals").fetchone())
 
 
 def uncount_messages(db, message_ids: list[int]) -> None:
@@ -126,6 +133,8 @@ def uncount_messages(db, message_ids: list[int]) -> None:
     sent = db.execute(f"SELECT project_id, sender_id, count(*) FROM messages WHERE id IN ({marks}) GROUP BY project_id, sender_id",
                       message_ids).fetchall()
     _add_to_projects(db, [(project, -count, 0) for project, _, count in sent])
+    if purged := sum(count for *_, count in sent):
+        _add_to_rows(db, "mail_totals", "mail_totals", None, ("purged",), [(None, purged)])
     rows = {agent: [-count, 0, 0] for _, agent, count in sent}
     received = db.execute(
         f"SELECT agent_id, count(*), count(read_ts) FROM message_recipients WHERE message_id IN ({marks}) AND kind != 'bcc'"

@@ -51,7 +51,7 @@ from ..store.db import placeholders
 from ..store.disconnect import client_gone, client_left
 from ..store.search_index import SearchIndex, damaged, discard_damaged, in_projects, in_text, search_index
 from .agents import find_agent, find_agents
-from .counts import mail_total
+from .counts import mail_stamp, mail_total
 from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
 from .search_narrowing import Narrowed, narrowed
@@ -337,7 +337,7 @@ def _index(db, cursor: str | None) -> tuple[sqlite3.Connection, SearchIndex | No
     with _answering_damage(db, sidecar=True):  # opening and catching up read the sidecar too
         index = search_index(db)
         if budget is None or index not in budget.caught_up:
-            index.catch_up(db)
+            index.catch_up(db, mail_stamp(db))
             if budget is not None:
                 budget.caught_up.add(index)
     if index.floor is None:
