@@ -1,6 +1,6 @@
 """Every read tool at 10k, 100k and 1M messages in one project, in-process (invoke.call).
 
-    .venv/bin/python bench/scale.py [--sizes 10000,100000,1000000] [--dir /work/tmp/d1-scale] [--calls 30] [--warm]
+    .venv/bin/python bench/scale.py [--sizes 10000,100000,1000000] [--dir /work/tmp/d1-scale] [--calls 30] [--warm] [--turso]
 
 Builds one SQLite database per size once (kept in --dir and reused by later runs; delete a
 file to rebuild it) and prints, per tool, the median and p95 of --calls calls (varied
@@ -20,6 +20,11 @@ the SQL the tools use (messages INSERT, tools.messages.store_recipients, which a
 the counts and thread summaries); their ids are time-ordered as new_id() makes them, spaced 30 s.
 The search index is built in one pass at the end, so it starts fully merged (an index grown
 message by message has more segments until FTS5's automerge catches up).
+
+With --turso, the tools run on a Turso replica instead, as on AWS: a real `tursodb
+--sync-server` on 127.0.0.1 serves a primary filled, once, with each size's rows but its
+full-text index (kept in --dir/turso-N), a replica downloads it, and the searches build the
+replica's search sidecar (store/search_index.py) before the timings.
 """
 
 import argparse
@@ -41,6 +46,7 @@ from chalicelib.tools import tools_by_name  # noqa: E402
 from chalicelib.tools.agents import agent_id  # noqa: E402
 from chalicelib.tools.counts import _add as add_counts  # noqa: E402
 from chalicelib.tools.messages import store_recipients  # noqa: E402
+from tests.turso import TursoServer  # noqa: E402
 
 HUMAN_KEY = "/bench/scale"
 AGENTS = [f"Agent{n:02d}" for n in range(40)]
@@ -212,6 +218,64 @@ def measure(sides: dict[int, tuple[Settings, callable]], calls: int, budget_s: f
     return times, hits
 
 
+SERVERS: list[TursoServer] = []  # --turso: stopped at the end
+SKIPPED = ("sqlite_", "messages_fts", "schema_migrations", "turso_")  # the index (a replica keeps its own), bookkeeping
+LOAD_BATCH = 2_000  # rows an insert
+PUSH_ROWS = 50_000  # rows a push
+
+
+def load_primary(path: Path, url: str, loader: Path) -> None:
+    """Fill a migrated Turso primary with this database's rows, through a replica of its own
+    (tursodb serves replicas what was pushed to it, not a file's pages)."""
+    import turso.sync
+
+    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = turso.sync.connect(str(loader), url)
+    tables = [name for (name,) in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+              if not name.startswith(SKIPPED)]
+    pending = 0
+    for table in tables:
+        theirs = [row[1] for row in conn.execute(f"PRAGMA table_info({table})").fetchall()]
+        columns = [row[1] for row in source.execute(f"PRAGMA table_info({table})") if row[1] in theirs]
+        if not columns:
+            continue
+        rows = source.execute(f"SELECT {', '.join(columns)} FROM {table}")
+        insert = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        while batch := rows.fetchmany(LOAD_BATCH):
+            conn.executemany(insert, batch)
+            conn.commit()
+            pending += len(batch)
+            if pending >= PUSH_ROWS:
+                conn.push()
+                pending = 0
+    conn.push()
+    conn.close()
+
+
+def on_turso(path: Path, size: int, directory: Path) -> Settings:
+    """Settings of a replica of this database, served by a tursodb started here (filled once and
+    kept in `directory`), with its search sidecar built (a search at a time, as a new
+    replica's searches build it)."""
+    home = directory / f"turso-{size}"
+    home.mkdir(parents=True, exist_ok=True)
+    server = TursoServer(home)
+    server.start()
+    SERVERS.append(server)
+    settings = Settings(database_url=f"sqlite:///{home}/replica.db", turso_sync_url=server.url, archive_enabled=False)
+    started = time.monotonic()
+    if not (home / "loaded").exists():
+        migrate(settings)  # the schema as Turso has it (no FTS5)
+        load_primary(path, server.url, home / "loader.db")
+        (home / "loaded").touch()
+        print(f"  a Turso primary of {size:,} messages: {time.monotonic() - started:.0f} s", flush=True)
+    started = time.monotonic()
+    project = sqlite3.connect(path).execute("SELECT slug FROM projects ORDER BY id LIMIT 1").fetchone()[0]
+    while invoke.call(TOOLS["search_messages"], {"project_key": project, "query": "database"}, settings).indexing:
+        pass
+    print(f"  its replica and search sidecar: {time.monotonic() - started:.0f} s", flush=True)
+    return settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
@@ -220,6 +284,7 @@ def main() -> None:
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--warm", action="store_true", help="read each database file once before timing it")
     parser.add_argument("--only", default="", help="comma-separated scenario labels (default: all)")
+    parser.add_argument("--turso", action="store_true", help="run the tools on a Turso replica of each database")
     options = parser.parse_args()
     sizes = [int(size) for size in options.sizes.split(",")]
     options.dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +307,8 @@ def main() -> None:
                     pass
         settings = Settings(database_url=f"sqlite:///{path}", archive_enabled=False)
         migrate(settings)  # a database built by an older version migrates forward first
+        if options.turso:
+            settings = on_turso(path, size, options.dir)
         with sqlite3.connect(path) as db:
             prepared[size] = (settings, scenarios(db))
     labels = list(prepared[sizes[0]][1]) if prepared else []
@@ -267,4 +334,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        for server in SERVERS:
+            server.kill()

@@ -103,11 +103,21 @@ def test_an_index_of_the_layout_before_is_kept_and_compared_once(tmp_path):
     add(conn, first, "kept")
     index = SearchIndex(tmp_path / "replica.db.search")
     index.catch_up(conn, stamp(conn))
-    index.conn.executescript("DROP TABLE whole_at; PRAGMA user_version = 4;")  # as version 4 left it
+    index.conn.executescript("DROP TABLE whole_at; DROP INDEX messages_by_thread; PRAGMA user_version = 4;")  # as version 4 left it
     add(conn, new_id() - 600 * MINUTE, "kept")  # older than the window: found by comparing every id
     index = SearchIndex(tmp_path / "replica.db.search")
     assert index.catch_up(conn, stamp(conn)) == 1 and len(found(index, "kept")) == 2
     assert index.conn.execute("SELECT messages, purged FROM whole_at").fetchone() == (2, 0)
+
+
+def test_a_search_in_a_thread_walks_the_threads_messages_in_the_index_too(tmp_path):
+    """On a replica a search in one thread read every message of the sidecar (23 ms at 100k)."""
+    from chalicelib.tools.search import _window_sql
+
+    index = SearchIndex(tmp_path / "replica.db.search")
+    sql = _window_sql("m.project_id = ? AND m.thread_id = ?", by_thread=True)
+    plan = " ".join(row[-1] for row in index.conn.execute("EXPLAIN QUERY PLAN " + sql, ('"x"', 2**62, 0, 1, "T", 100)))
+    assert "SEARCH m USING COVERING INDEX messages_by_thread (project_id=? AND thread_id=? AND id>? AND id<?)" in plan, plan
 
 
 def test_the_index_copies_what_search_filters_on(tmp_path):
