@@ -26,7 +26,7 @@ from ..ids import id_at
 from ..store.db import placeholders
 from ..registry import Input, Output, tool
 from .agents import find_agent
-from .messages import INBOX_FILTERS, InboxMessage, inbox_page, message_id_of
+from .messages import INBOX_FILTERS, InboxMessage, inbox_items, inbox_page
 from .projects import find_project
 
 CURSOR_WINDOW_SECONDS = 60
@@ -190,15 +190,8 @@ def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, cre
     picked = sorted((message_id, name.lower(), agent, name) for message_id, agent, name in db.execute(
         f"SELECT r.message_id, r.agent_id, a.name FROM message_recipients r{messages} JOIN agents a ON a.id = r.agent_id"
         f" {where} AND r.message_id <= ? ORDER BY r.message_id", (project["id"], *params, upto)))[: args.limit]
-    ids_of: dict[tuple[int, str], list[int]] = {}
-    for message_id, _, agent, name in picked:
-        ids_of.setdefault((agent, name), []).append(message_id)
-    items = {
-        (message_id_of(json), agent): _item(json, name)
-        for (agent, name), ids in ids_of.items()
-        for json in inbox_page(db, project["id"], agent, f"AND r.message_id IN ({placeholders(ids)})", ids, order="ASC", limit=len(ids))[0]
-    }
-    return Attention(messages=[items[message_id, agent] for message_id, _, agent, _ in picked])
+    items = inbox_items(db, project["id"], [(message_id, agent) for message_id, _, agent, _ in picked])
+    return Attention(messages=[_item(items[message_id, agent], name) for message_id, _, agent, name in picked])
 
 
 def _item(inbox_json: str, recipient: str) -> AttentionItem:

@@ -549,6 +549,28 @@ def inbox_page(db, home_id: int, recipient_id: int, where: str = "", params=(), 
     return rows, False
 
 
+def inbox_items(db, home_id: int, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+    """The InboxMessage JSON (without body) of each (message, recipient) pair, in one statement:
+    a view over many recipients asked inbox_page once per recipient, ~0.5 ms a statement on a
+    Turso replica (15 ms for a project's list_ack_required). Refused past MAX_ANSWER_BYTES, as a page."""
+    messages = sorted({pair[0] for pair in pairs})
+    cursor = db.execute(  # every recipient row of the messages (recipients_by_message), the pairs' kept
+        f"SELECT r.message_id, r.agent_id, {_INBOX_MESSAGE_JSON.format(body_md='NULL')}"
+        " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
+        f" WHERE r.message_id IN ({placeholders(messages)})",
+        [home_id, *messages],
+    )
+    cursor.row_factory = None
+    wanted, items, size = set(pairs), {}, 0
+    for message_id, agent_id, text in cursor:
+        if (message_id, agent_id) in wanted:
+            items[message_id, agent_id] = text
+            size += len(text) + 1
+            if size > MAX_ANSWER_BYTES:
+                raise answer_too_large()
+    return items
+
+
 # Without bodies a row is at most ~140 KB (a 512-character subject, 100 attachments' names and
 # types): this many rows stay under the answer's cap however long they are (a default page does).
 _SURELY_UNDER_CAP = MAX_ANSWER_BYTES // (160 * 1024)
