@@ -189,6 +189,9 @@ def scenarios(db: sqlite3.Connection) -> dict[str, callable]:
         "send_message (write)": lambda i: ("send_message", {
             "project_key": p, "sender_name": agent(i), "to": [agent(i + 1)], "subject": f"bench {i}",
             "body_md": " ".join(random.Random(i).choices(["the", "database", "index", "CART-9", "fix"], k=WORDS))}),
+        "send_message in a thread (write)": lambda i: ("send_message", {
+            "project_key": p, "sender_name": agent(i), "to": [agent(i + 1)], "subject": f"bench {i}",
+            "thread_id": threads[i % len(threads)], "body_md": "a reply"}),
     }
 
 

@@ -128,6 +128,13 @@ def placeholders(values) -> str:
     return ",".join("?" * len(values))
 
 
+def values_of(rows: list[tuple]) -> tuple[str, list]:
+    """`VALUES (?, ?), ...` of these rows, and their parameters: a table to join by equality on an
+    index's columns. Turso's engine (a replica's) uses an index only up to a column compared with
+    IN (...): `project_id = ? AND thread_id IN (...)` read every row of the project's."""
+    return "VALUES " + ", ".join([f"({placeholders(rows[0])})"] * len(rows)), [value for row in rows for value in row]
+
+
 def chunks(items: Iterable, size: int) -> Iterator[list]:
     """Lists of `size` items (the last may be shorter), read from `items` as they are needed:
     an `IN (...)` or a write transaction of a bounded size."""

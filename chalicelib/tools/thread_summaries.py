@@ -38,7 +38,7 @@ import orjson
 
 from ..ids import new_ids
 from ..store import upkeep
-from ..store.db import placeholders
+from ..store.db import chunks, placeholders, values_of
 from .counts import writer
 
 COLUMNS = "id, thread_id, writer, messages, first_id, subject, first_ts, last_id, last_ts, participants"
@@ -125,21 +125,19 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
 
 
 def _stored(db, project_id: int, me: int, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
-    """This writer's rows of these (thread, viewer) pairs: (thread, viewer) -> (row id, first, last, participants)."""
-    wanted = set(keys)
-    threads, viewers = list({thread for thread, _ in keys}), list({viewer for _, viewer in keys})
+    """This writer's rows of these (thread, viewer) pairs: (thread, viewer) -> (row id, first, last, participants).
+    Each pair looked up whole in the index (values_of): `thread_id IN (...)` read every summary of
+    the project on a Turso replica (10-15 ms a send at 100k messages)."""
     stored = {}
-    for chunk, some in ((threads[t:t + 250], viewers[v:v + 250]) for t in range(0, len(threads), 250)
-                        for v in range(0, len(viewers), 250)):
-        # By viewer too: a thread's other views can be many rows (one per agent in it), each with its participants.
+    for chunk in chunks(dict.fromkeys(keys), 400):
+        pairs, params = values_of(chunk)
         for row_id, thread, viewer, first_id, last_id, participants in db.execute(
-            "SELECT id, thread_id, viewer_id, first_id, last_id, participants FROM thread_summaries"
-            f" INDEXED BY thread_summaries_by_thread WHERE project_id = ? AND thread_id IN ({placeholders(chunk)})"
-            f" AND writer = ? AND viewer_id IN ({placeholders(some)})",
-            (project_id, *chunk, me, *some),
+            f"WITH wanted (thread_id, viewer_id) AS ({pairs}) SELECT s.id, s.thread_id, s.viewer_id, s.first_id, s.last_id,"
+            " s.participants FROM wanted CROSS JOIN thread_summaries s INDEXED BY thread_summaries_by_thread"
+            " WHERE s.project_id = ? AND s.thread_id = wanted.thread_id AND s.writer = ? AND s.viewer_id = wanted.viewer_id",
+            (*params, project_id, me),
         ):
-            if (thread, viewer) in wanted:
-                stored[(thread, viewer)] = (row_id, first_id, last_id, participants)
+            stored[(thread, viewer)] = (row_id, first_id, last_id, participants)
     return stored
 
 
@@ -210,12 +208,14 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
     local = [thread for thread in threads if any(row[2] == 0 for row in walked[thread])]
     others = [thread for thread in threads if thread not in local]
     missing = []
-    for chunk, index, shared in ((local, "shared", " AND writer != 0"), (others, "by_thread", "")):
-        if chunk:  # (INDEXED BY: the planner, without statistics on these indexes, may prefer the walk's)
+    for chunk, index, shared in ((local, "shared", " AND s.writer != 0"), (others, "by_thread", "")):
+        if chunk:  # (INDEXED BY: the planner, without statistics on these indexes, may prefer the walk's; values_of: Turso's)
+            wanted, params = values_of([(thread,) for thread in chunk])
             missing += [row_id for (row_id,) in db.execute(
-                f"SELECT id FROM thread_summaries INDEXED BY thread_summaries_{index} WHERE project_id = ?"
-                f" AND thread_id IN ({placeholders(chunk)}) AND viewer_id = ?{shared}",
-                (project["id"], *chunk, viewer),
+                f"WITH wanted (thread_id) AS ({wanted}) SELECT s.id FROM wanted CROSS JOIN thread_summaries s"
+                f" INDEXED BY thread_summaries_{index} WHERE s.project_id = ? AND s.thread_id = wanted.thread_id"
+                f" AND s.viewer_id = ?{shared}",
+                (*params, project["id"], viewer),
             ) if row_id not in seen]
     rows = [row for thread in threads for row in walked[thread]]
     if missing:
