@@ -146,6 +146,6 @@ def test_the_summaries_are_read_and_written_through_indexes_only(call, settings)
     for (sql,) in plain.execute("SELECT sql FROM sqlite_master WHERE type IN ('table', 'index') AND sql IS NOT NULL"
                                 " AND tbl_name NOT LIKE 'messages_fts%'"):
         engine.execute(sql)
-    for statement in (s for s in touched if s.startswith(("SELECT", "WITH"))):
+    for statement in (s for s in statements if s.startswith(("SELECT", "WITH"))):
         steps = [row[-1] for row in engine.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()]
         assert not [step for step in steps if step.endswith("(project_id=?)")], (statement, steps)

@@ -153,13 +153,22 @@ def encode(participants: dict[int, tuple[int, int]]) -> str:
 
 
 def recount(db, project_id: int, thread_ids: list[str]) -> None:
-    """Summaries of these threads made again from their messages (after a retention purge)."""
-    for start in range(0, len(thread_ids), 500):
-        chunk = thread_ids[start:start + 500]
-        where, params = f"project_id = ? AND thread_id IN ({placeholders(chunk)})", [project_id, *chunk]
-        db.execute(f"DELETE FROM thread_summaries INDEXED BY thread_summaries_by_thread WHERE {where}", params)
+    """Summaries of these threads made again from their messages (after a retention purge). Both
+    found by thread through a VALUES table (values_of: `thread_id IN (...)` read all the
+    project's rows on a Turso replica)."""
+    for chunk in chunks(thread_ids, 500):
+        wanted, params = values_of([(thread,) for thread in chunk])
+        gone = [row_id for (row_id,) in db.execute(
+            f"WITH wanted (thread_id) AS ({wanted}) SELECT s.id FROM wanted CROSS JOIN thread_summaries s"
+            " INDEXED BY thread_summaries_by_thread WHERE s.project_id = ? AND s.thread_id = wanted.thread_id",
+            (*params, project_id),
+        )]
+        for ids in chunks(gone, 500):
+            db.execute(f"DELETE FROM thread_summaries WHERE id IN ({placeholders(ids)})", ids)
         rows = db.execute(
-            f"SELECT id, thread_id, sender_id, subject, created_ts FROM messages WHERE {where} ORDER BY id", params
+            f"WITH wanted (thread_id) AS ({wanted}) SELECT m.id, m.thread_id, m.sender_id, m.subject, m.created_ts"
+            " FROM wanted CROSS JOIN messages m WHERE m.project_id = ? AND m.thread_id = wanted.thread_id ORDER BY m.id",
+            (*params, project_id),
         ).fetchall()
         for first in range(0, len(rows), 500):
             batch = rows[first:first + 500]
