@@ -42,3 +42,21 @@ def write_lock_free(settings) -> bool:
         return False
     finally:
         other.close()
+
+
+def turso_plans(database_path, statements: list[str]) -> dict[str, list[str]]:
+    """The query plan Turso's engine (a replica's) makes of each of these SELECT statements (traced
+    on embedded SQLite), on an empty copy of the database's schema (FTS5 tables left out: Turso
+    has none). Its planner differs from SQLite's: it uses an index only up to a column compared
+    with IN (...)."""
+    import sqlite3
+
+    import turso
+
+    engine = turso.connect(":memory:")
+    for (text,) in sqlite3.connect(database_path).execute(
+        "SELECT sql FROM sqlite_master WHERE type IN ('table', 'index') AND sql IS NOT NULL AND tbl_name NOT LIKE 'messages_fts%'"
+    ):
+        engine.execute(text)
+    return {statement: [row[-1] for row in engine.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()]
+            for statement in statements if statement.startswith(("SELECT", "WITH")) and "messages_fts" not in statement}

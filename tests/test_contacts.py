@@ -1,5 +1,7 @@
 """Contact policies and contacts, in process (every tool through invoke, on a real SQLite file)."""
 
+import re
+
 import pytest
 
 from chalicelib import clock
@@ -10,7 +12,7 @@ from chalicelib.tools import tools_by_name
 from chalicelib.tools.agents import agent_id
 from chalicelib.clock import later
 
-from .sql import sql
+from .sql import sql, turso_plans
 
 pytestmark = pytest.mark.both_backends
 
@@ -351,7 +353,7 @@ def test_the_check_costs_a_few_queries_whatever_the_recipients(call, team, setti
             send_tool.handler(conn, args)
         conn.set_trace_callback(None)
     # contacts, answers, written to, addressed together (lower ids, higher ids); the pending requests to word the refusal
-    assert len([s for s in statements if "FROM contacts" in s or "FROM correspondents" in s]) == 6
+    assert len([s for s in statements if re.search(r"\b(FROM|JOIN) (contacts|correspondents)\b", s)]) == 6
     assert len([s for s in statements if "FROM file_reservations" in s]) == 1
     assert not [s for s in statements if "FROM messages" in s or "FROM message_recipients" in s]  # no mailbox is walked
 
@@ -399,3 +401,19 @@ def test_mail_exchanged_is_what_the_messages_say(call, team, settings, kept_by):
             both = {agent for group in addressed.values() if sender in group for agent in group if agent != sender}
             assert contacts._contacts_and_answers(conn, sender, others) == answers
             assert contacts._shared_threads(conn, sender, others) == (wrote | both) & set(others)
+
+
+@pytest.mark.sqlite_only
+def test_the_contact_check_looks_each_pair_up_on_turso_too(call, team, send, settings, request):
+    """The check of an auto recipient asks whether the sender wrote to it: `peer_id IN (...)` read
+    every row of the sender's on Turso's engine (a replica's), however many agents it wrote to."""
+    policy(call, "GreenCastle", "open")
+    send("BlueLake", ["GreenCastle"])
+    policy(call, "GreenCastle", "auto")
+    statements = request.getfixturevalue("traced")
+    send("BlueLake", ["GreenCastle"])  # admitted: BlueLake wrote to it
+    checks = {statement: steps for statement, steps in turso_plans(settings.database_path, statements).items()
+              if "correspondents" in statement}
+    assert checks
+    for statement, steps in checks.items():
+        assert not [step for step in steps if step.endswith("(agent_id=?)")], (statement, steps)

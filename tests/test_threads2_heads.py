@@ -7,8 +7,6 @@ migrated from before 0021, and without reading a message row or scanning an inde
 import re
 import sqlite3
 
-import turso
-
 import pytest
 
 from chalicelib import invoke
@@ -17,7 +15,7 @@ from chalicelib.store import db
 from chalicelib.tools import thread_summaries, tools_by_name
 from chalicelib.tools.projects import find_project
 
-from .sql import sql
+from .sql import sql, turso_plans
 from .test_threads_summary import AGENTS, assert_all_views_right, listed, mixed_history, register
 from .turso import turso_server
 
@@ -142,10 +140,5 @@ def test_the_summaries_are_read_and_written_through_indexes_only(call, settings)
             assert step.startswith("SEARCH") and ("INDEX" in step or "PRIMARY KEY" in step), (statement, steps)
             assert "thread_summaries_newest (project_id=?)" not in step, (statement, steps)
     # Turso's engine (a replica's) plans them too: each look-up by thread goes to its thread's rows.
-    engine = turso.connect(":memory:")
-    for (sql,) in plain.execute("SELECT sql FROM sqlite_master WHERE type IN ('table', 'index') AND sql IS NOT NULL"
-                                " AND tbl_name NOT LIKE 'messages_fts%'"):
-        engine.execute(sql)
-    for statement in (s for s in statements if s.startswith(("SELECT", "WITH"))):
-        steps = [row[-1] for row in engine.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()]
+    for statement, steps in turso_plans(settings.database_path, statements).items():
         assert not [step for step in steps if step.endswith("(project_id=?)")], (statement, steps)

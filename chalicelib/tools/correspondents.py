@@ -23,7 +23,7 @@ import sqlite3
 from itertools import combinations
 
 from ..ids import stable_id
-from ..store.db import placeholders
+from ..store.db import placeholders, values_of
 
 TO, BCC, BOTH, GROUP = "to", "bcc", "both", "group"
 
@@ -52,22 +52,26 @@ def _new_group(db, addressed: list[int]) -> bool:
 
 
 def wrote_to(db: sqlite3.Connection, writers: list[int], reader: int, relations: tuple[str, ...]) -> set[int]:
-    """Those of `writers` that wrote to `reader` in one of these ways (rows writer → reader)."""
+    """Those of `writers` that wrote to `reader` in one of these ways (rows writer → reader), each
+    row looked up whole (values_of: Turso's engine used the index only up to `agent_id IN (...)`)."""
     if not writers:
         return set()
+    wanted, params = values_of([(writer, relation) for writer in writers for relation in relations])
     return {row[0] for row in db.execute(
-        f"SELECT agent_id FROM correspondents WHERE agent_id IN ({placeholders(writers)}) AND peer_id = ?"
-        f" AND relation IN ({placeholders(relations)})", [*writers, reader, *relations],
+        f"WITH wanted (agent_id, relation) AS ({wanted}) SELECT c.agent_id FROM wanted CROSS JOIN correspondents c"
+        " WHERE c.agent_id = wanted.agent_id AND c.peer_id = ? AND c.relation = wanted.relation", [*params, reader],
     )}
 
 
 def written_to(db: sqlite3.Connection, writer: int, readers: list[int], relations: tuple[str, ...]) -> set[int]:
-    """Those of `readers` that `writer` wrote to in one of these ways (rows writer → reader)."""
+    """Those of `readers` that `writer` wrote to in one of these ways (rows writer → reader), each
+    row looked up whole (values_of: `peer_id IN (...)` read all the writer's rows on a Turso replica)."""
     if not readers:
         return set()
+    wanted, params = values_of([(reader, relation) for reader in readers for relation in relations])
     return {row[0] for row in db.execute(
-        f"SELECT peer_id FROM correspondents WHERE agent_id = ? AND peer_id IN ({placeholders(readers)})"
-        f" AND relation IN ({placeholders(relations)})", [writer, *readers, *relations],
+        f"WITH wanted (peer_id, relation) AS ({wanted}) SELECT c.peer_id FROM wanted CROSS JOIN correspondents c"
+        " WHERE c.agent_id = ? AND c.peer_id = wanted.peer_id AND c.relation = wanted.relation", [*params, writer],
     )}
 
 
