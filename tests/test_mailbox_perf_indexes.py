@@ -128,6 +128,7 @@ def test_the_unified_inboxs_views_walk_their_partial_index(call, project, settin
 
 
 def test_filters_and_views_answer_right(call, project, settings):
+    assert call("list_ack_required", project_key=project)["messages"] == []  # every agent's, none yet
     plain = send(call, project, ["GreenCastle"], "plain")
     urgent = send(call, project, ["GreenCastle", "RedStone"], "urgent", importance="urgent")
     high_ack = send(call, project, ["GreenCastle"], "high ack", importance="high", ack_required=True)

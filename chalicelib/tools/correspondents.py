@@ -23,7 +23,7 @@ import sqlite3
 from itertools import combinations
 
 from ..ids import stable_id
-from ..store.db import placeholders, values_of
+from ..store.db import values_of
 
 TO, BCC, BOTH, GROUP = "to", "bcc", "both", "group"
 

@@ -553,6 +553,8 @@ def inbox_items(db, home_id: int, pairs: list[tuple[int, int]]) -> dict[tuple[in
     """The InboxMessage JSON (without body) of each (message, recipient) pair, in one statement:
     a view over many recipients asked inbox_page once per recipient, ~0.5 ms a statement on a
     Turso replica (15 ms for a project's list_ack_required). Refused past MAX_ANSWER_BYTES, as a page."""
+    if not pairs:
+        return {}
     messages = sorted({pair[0] for pair in pairs})
     cursor = db.execute(  # every recipient row of the messages (recipients_by_message), the pairs' kept
         f"SELECT r.message_id, r.agent_id, {_INBOX_MESSAGE_JSON.format(body_md='NULL')}"
