@@ -516,6 +516,8 @@ _INBOX_MESSAGE_JSON = (
     " 'attachments', CASE WHEN m.attachments IS NULL THEN json_array() ELSE json(m.attachments) END)"
 )
 
+_INBOX_FROM = " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"  # its r, m, s
+
 # fetch_inbox's filters, as conditions on r (message_recipients). Written exactly as the partial
 # indexes' WHERE clauses (migrations/0020_inbox_filters.sql), so that the planner uses them: each
 # filter and each combination with urgent_only reads only matching rows (tests/test_mailbox_perf_indexes.py).
@@ -557,8 +559,7 @@ def inbox_items(db, home_id: int, pairs: list[tuple[int, int]]) -> dict[tuple[in
         return {}
     messages = sorted({pair[0] for pair in pairs})
     cursor = db.execute(  # every recipient row of the messages (recipients_by_message), the pairs' kept
-        f"SELECT r.message_id, r.agent_id, {_INBOX_MESSAGE_JSON.format(body_md='NULL')}"
-        " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
+        f"SELECT r.message_id, r.agent_id, {_INBOX_MESSAGE_JSON.format(body_md='NULL')}{_INBOX_FROM}"
         f" WHERE r.message_id IN ({placeholders(messages)})",
         [home_id, *messages],
     )
@@ -587,8 +588,7 @@ def message_id_of(inbox_json: str) -> int:
 @lru_cache(maxsize=64)  # a few filter combinations; the same text also finds sqlite3's cached statement at once
 def _inbox_sql(where: str, order: str, bodies: bool) -> str:
     return (
-        f"SELECT {_INBOX_MESSAGE_JSON.format(body_md='m.body_md' if bodies else 'NULL')}"
-        " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
+        f"SELECT {_INBOX_MESSAGE_JSON.format(body_md='m.body_md' if bodies else 'NULL')}{_INBOX_FROM}"
         f" WHERE r.agent_id = ? {where} ORDER BY r.message_id {order} LIMIT ?"
     )
 
