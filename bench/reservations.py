@@ -1,13 +1,15 @@
 """check_file_reservations and file_reservation_paths as a project's active reservations grow, in-process.
 
-    .venv/bin/python bench/reservations.py [--sizes 500,5000,20000] [--calls 5] [--dir /work/tmp/reservations-bench]
+    .venv/bin/python bench/reservations.py [--sizes 500,5000,9000] [--calls 5] [--dir /work/tmp/reservations-bench] [--turso]
 
 One database per size (kept in --dir, reused by later runs), with AGENTS agents holding that many
 active reservations of files, folders and globs under `src/modN/subM/`. Prints, per size, the
 median of --calls calls of: a pre-commit check of 200 staged files, and one agent reserving a
 folder (renewing the same lease each call). The databases hold only what the tools read, so an
 older checkout can time the same files (run this script from the newer one with --dir, then the
-older one's copy of it).
+older one's copy of it). With --turso the tools run on a Turso replica of each database, served by
+a `tursodb` started here (bench/scale.py's on_turso; filled once, kept in --dir). A project holds
+at most 10,000 (HELD_PER_PROJECT), so sizes stay below it.
 """
 
 import argparse
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chalicelib import invoke  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.tools import tools_by_name  # noqa: E402
+from scale import SERVERS, on_turso  # noqa: E402
 
 TOOLS = tools_by_name()
 PROJECT = "/bench/reservations"
@@ -70,9 +73,10 @@ def build(path: Path, size: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="500,5000,20000")
+    parser.add_argument("--sizes", default="500,5000,9000")
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=Path("/work/tmp/reservations-bench"))
+    parser.add_argument("--turso", action="store_true", help="run the tools on a Turso replica of each database")
     options = parser.parse_args()
     options.dir.mkdir(parents=True, exist_ok=True)
     print(f"{'active':>8} {'check 200 files':>16} {'reserve a folder':>17} {'conflicts':>10}")
@@ -81,6 +85,8 @@ def main() -> None:
         if not path.exists():
             build(path, size)
         settings = Settings(database_url=f"sqlite:///{path}", archive_enabled=False)
+        if options.turso:
+            settings = on_turso(path, size, options.dir)
         rng = random.Random(1)
         staged = [a_path(rng) for _ in range(200)]
         checks, reserves = [], []
@@ -96,4 +102,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        for server in SERVERS:
+            server.kill()

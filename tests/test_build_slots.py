@@ -8,6 +8,7 @@ from chalicelib.ids import stable_id
 from chalicelib.tools.agents import agent_id
 from chalicelib.clock import later
 
+from .sql import turso_plans
 from .test_reservations import travel
 
 pytestmark = pytest.mark.both_backends
@@ -127,3 +128,18 @@ def test_an_archived_project_grants_no_slot(call, project, slot):
     with pytest.raises(Conflict) as refused:
         slot("acquire", "BlueLake")
     assert "archived" in refused.value.message
+
+
+@pytest.mark.sqlite_only  # the plans of Turso's planner (turso_plans)
+def test_a_slots_holders_are_looked_up_by_slot_on_turso_too(call, project, slot, settings, request):
+    """`slot IN (...)`, even of one slot, read every row of the project's on Turso's engine (a
+    replica's), released ones too: their number grows with every acquire until retention's cleanup."""
+    slot("acquire", "BlueLake", slot="backend")
+    statements = request.getfixturevalue("traced")
+    slot("acquire", "GreenCastle", slot="alpha", exclusive=False)
+    call("list_build_slots", project_key=project)
+    call("list_build_slots", project_key=project, slot="backend")
+    lookups = turso_plans(settings.database_path, [sql for sql in statements if "s.slot" in sql])
+    assert len(lookups) >= 3, lookups
+    for statement, steps in lookups.items():
+        assert "SEARCH s USING INDEX build_slots_by_slot (project_id=? AND slot=?" in " | ".join(steps), (statement, steps)

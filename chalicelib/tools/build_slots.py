@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import Field
 
 from .. import clock
-from ..store.db import placeholders, refresh, transaction
+from ..store.db import refresh, transaction, values_of
 from ..errors import Conflict, NotFound
 from ..fields import AgentName, ProjectKey
 from ..ids import stable_id
@@ -44,12 +44,16 @@ def build_slot(row: sqlite3.Row) -> BuildSlot:
 def holders(db: sqlite3.Connection, project_id: int, slots: list[str]) -> list[sqlite3.Row]:
     """Who holds these slots now: unreleased, unexpired rows, confirmed ones
     first, then in (acquired_ts, id) order, each admitted while compatible with those before it.
-    (A grant being settled across replicas may clash with another; the later one is no holder.)"""
+    (A grant being settled across replicas may clash with another; the later one is no holder.)
+    The slots are a VALUES table joined by equality (values_of: with `slot IN (...)`, even of one,
+    Turso's engine read every row of the project's, released ones too)."""
+    wanted, params = values_of([(slot,) for slot in slots])
     sql = (
-        "SELECT s.*, a.name AS agent FROM build_slots s JOIN agents a ON a.id = s.agent_id"
-        f" WHERE s.project_id = ? AND s.slot IN ({placeholders(slots)}) AND s.released_ts IS NULL AND s.expires_ts > ?"
+        f"WITH wanted (slot) AS ({wanted}) SELECT s.*, a.name AS agent FROM wanted CROSS JOIN build_slots s"
+        " JOIN agents a ON a.id = s.agent_id"
+        " WHERE s.project_id = ? AND s.slot = wanted.slot AND s.released_ts IS NULL AND s.expires_ts > ?"
     )
-    params = [project_id, *slots, clock.now()]
+    params += [project_id, clock.now()]
     admitted: list[sqlite3.Row] = []
     # Per slot, whether its holders so far are one exclusive one (else all shared): what a
     # newcomer clashes with, in one look however many share it.

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, Field
 
 from .. import clock
 from . import guard
-from ..store.db import placeholders, refresh, transaction
+from ..store.db import chunks, placeholders, refresh, transaction, values_of
 from ..archive import outbox
 from ..config import get_settings
 from ..errors import Conflict, InvalidArgument, NotFound, TooManyRequests
@@ -114,20 +114,20 @@ def holds_all_of(cover: str, pattern: str) -> bool:
 
 
 # Reservation rows with their holder's name as `agent`, and whether it looks alive (stale_because).
-WITH_HOLDER = ("SELECT r.*, a.name AS agent, a.last_active_ts, a.retired_ts"
-               " FROM file_reservations r JOIN agents a ON a.id = r.agent_id")
+HOLDER_COLUMNS = "SELECT r.*, a.name AS agent, a.last_active_ts, a.retired_ts"
+WITH_HOLDER = HOLDER_COLUMNS + " FROM file_reservations r JOIN agents a ON a.id = r.agent_id"
 
 
 # Unreleased, unexpired reservations of a project (expired ones never count).
 ACTIVE = WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND r.expires_ts > ?"
-# The same, for rows found by prefix (file_reservations_by_prefix), each one's expiry checked: with
+# The same condition, for rows found by prefix (file_reservations_by_prefix: _lookups gives the FROM
+# clause and the prefixes' condition), each one's expiry checked: with
 # the expiry a range it may search, SQLite walked every active reservation of the project instead
 # (file_reservations_active) to find those of a few folders, 3.5 ms at 10,000 held (0.01 ms so).
 # A retired holder's are left out: retiring releases a bounded number (release_some), and what it
 # leaves until later (or a retired agent reserved) conflicts with nobody.
-ACTIVE_BY_PREFIX = (WITH_HOLDER + " WHERE r.project_id = ? AND r.released_ts IS NULL AND +r.expires_ts > ?"
-                    " AND a.retired_ts IS NULL")
-LOOKUP_CHUNK = 500  # prefixes per query, well under SQLite's limit on parameters
+ACTIVE_BY_PREFIX_WHERE = " WHERE r.project_id = ? AND r.released_ts IS NULL AND +r.expires_ts > ? AND a.retired_ts IS NULL"
+LOOKUP_CHUNK = 500  # folders per query, well under SQLite's limit on parameters
 # Pattern pairs one conflict check may compare (a few µs each). Patterns that start with a glob
 # meet every path: 1,000 of them against a request for 1,000 more held the writer 48 s.
 PAIRS_MAX = 50_000
@@ -164,17 +164,28 @@ def _under(prefix: str) -> tuple[str, str]:
 
 
 def _lookups(prefixes: list[str]):
-    """(SQL condition, parameters) of each query that reads the reservations near these literal
-    prefixes: those whose prefix is one of their folders, then those under each of them."""
+    """(FROM clause, condition, and the parameters of each) of each query that reads the
+    reservations near these literal prefixes: those whose prefix is one of their folders, then
+    those under each of them. The folders, and the ranges of what is under each prefix, are VALUES
+    tables joined to the prefix index (values_of: with `path_prefix IN (...)`, Turso's engine read
+    every unreleased reservation of the project; a statement per range cost its preparing, 200
+    of them a check of 200 files)."""
     folders = sorted({folder for prefix in prefixes for folder in _folders_down_to(prefix)})
-    for start in range(0, len(folders), LOOKUP_CHUNK):
-        chunk = folders[start : start + LOOKUP_CHUNK]
-        yield f"r.path_prefix IN ({placeholders(chunk)})", chunk
+    for chunk in chunks(folders, LOOKUP_CHUNK):
+        yield _joined("path_prefix", [(folder,) for folder in chunk]), "r.path_prefix = wanted.path_prefix"
     named = set(prefixes)
-    for prefix in prefixes:
-        if any(folder in named for folder in _folders_down_to(prefix)[:-1]):
-            continue  # under another of the prefixes, whose range holds its own
-        yield "r.path_prefix > ? AND r.path_prefix < ?", _under(prefix)
+    # (A prefix under another of them is left out: the other's range holds its own.)
+    tops = [prefix for prefix in prefixes if not any(folder in named for folder in _folders_down_to(prefix)[:-1])]
+    for chunk in chunks(tops, LOOKUP_CHUNK):
+        yield _joined("low, high", [_under(prefix) for prefix in chunk]), "r.path_prefix > wanted.low AND r.path_prefix < wanted.high"
+
+
+def _joined(columns: str, rows: list[tuple]) -> tuple[str, list]:
+    """The FROM clause reading the reservations (with their holders) of each of these rows (a
+    VALUES table `wanted` of these columns, read first), and its parameters."""
+    wanted, params = values_of(rows)
+    return (f"WITH wanted ({columns}) AS ({wanted}) {HOLDER_COLUMNS} FROM wanted CROSS JOIN file_reservations r"
+            " JOIN agents a ON a.id = r.agent_id"), params
 
 
 class ActiveNear:
@@ -192,9 +203,9 @@ class ActiveNear:
         self.pairs_max = PAIRS_MAX if pairs_max is None else pairs_max
         now, prefixes = clock.now(), sorted({literal_prefix(pattern) for pattern in patterns})
         rows = {}
-        for where, params in _lookups(prefixes):
-            sql, room = f"{ACTIVE_BY_PREFIX}{among[0]} AND {where} LIMIT ?", self.pairs_max + 1 - len(rows)
-            rows.update((row["id"], row) for row in db.execute(sql, (project_id, now, *among[1], *params, room)))
+        for (source, wanted), where in _lookups(prefixes):
+            sql, room = f"{source}{ACTIVE_BY_PREFIX_WHERE}{among[0]} AND {where} LIMIT ?", self.pairs_max + 1 - len(rows)
+            rows.update((row["id"], row) for row in db.execute(sql, (*wanted, project_id, now, *among[1], room)))
             if len(rows) > self.pairs_max:
                 break
         self.cut = len(rows) > self.pairs_max
