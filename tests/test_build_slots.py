@@ -8,7 +8,7 @@ from chalicelib.ids import stable_id
 from chalicelib.tools.agents import agent_id
 from chalicelib.clock import later
 
-from .sql import turso_plans
+from .sql import sql, turso_plans
 from .test_reservations import travel
 
 pytestmark = pytest.mark.both_backends
@@ -72,6 +72,25 @@ def test_an_expired_hold_frees_the_slot(slot, monkeypatch):
     with pytest.raises(NotFound) as gone:
         slot("renew", "BlueLake")
     assert "acquire_build_slot" in gone.value.hint
+
+
+def test_a_retired_agent_takes_no_slot_and_its_leftover_hold_blocks_nobody(call, project, slot, settings):
+    """Retiring releases an agent's slots (a bounded number at a time); a retired agent took and
+    renewed them all the same, and a hold left over blocked every other agent until it expired."""
+    slot("acquire", "BlueLake", slot="left-over", ttl_seconds=86400)
+    slot("acquire", "RedStone", slot="shared", exclusive=False)
+    slot("acquire", "BlueLake", slot="shared", exclusive=False)
+    call("retire_agent", project_key=project, agent_name="GreenCastle")
+    with pytest.raises(Conflict) as refused:
+        slot("acquire", "GreenCastle")
+    assert "retired" in refused.value.message and "unretire_agent" in refused.value.hint
+    with sql(settings) as conn:  # BlueLake retired with its holds left: what retiring may leave until later
+        conn.execute("UPDATE agents SET retired_ts = '2026-01-01T00:00:00+00:00' WHERE name = 'BlueLake'")
+    with pytest.raises(Conflict):
+        slot("renew", "BlueLake", slot="left-over")
+    assert holders(call, project, "left-over") == [] and holders(call, project, "shared") == [("RedStone", False)]
+    assert [held["slot"] for held in call("list_build_slots", project_key=project)["slots"]] == ["shared"]
+    assert slot("acquire", "RedStone", slot="left-over")["agent"] == "RedStone"
 
 
 def test_renew_extends_the_hold(slot):

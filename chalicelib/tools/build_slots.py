@@ -21,7 +21,7 @@ from ..errors import Conflict, NotFound
 from ..fields import AgentName, ProjectKey
 from ..ids import stable_id
 from ..registry import Input, Output, tool
-from .agents import agent_id, find_agent, mark_active
+from .agents import agent_id, find_agent, mark_active, refuse_retired
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor1
 from .projects import find_project, refuse_archived
 from .reservations import TtlSeconds
@@ -44,7 +44,8 @@ def build_slot(row: sqlite3.Row) -> BuildSlot:
 def holders(db: sqlite3.Connection, project_id: int, slots: list[str]) -> list[sqlite3.Row]:
     """Who holds these slots now: unreleased, unexpired rows, confirmed ones
     first, then in (acquired_ts, id) order, each admitted while compatible with those before it.
-    (A grant being settled across replicas may clash with another; the later one is no holder.)
+    (A grant being settled across replicas may clash with another; the later one is no holder.
+    Nor is a retired agent: it cannot take a slot, and retiring releases what it held.)
     The slots are a VALUES table joined by equality (values_of: with `slot IN (...)`, even of one,
     Turso's engine read every row of the project's, released ones too)."""
     wanted, params = values_of([(slot,) for slot in slots])
@@ -52,6 +53,7 @@ def holders(db: sqlite3.Connection, project_id: int, slots: list[str]) -> list[s
         f"WITH wanted (slot) AS ({wanted}) SELECT s.*, a.name AS agent FROM wanted CROSS JOIN build_slots s"
         " JOIN agents a ON a.id = s.agent_id"
         " WHERE s.project_id = ? AND s.slot = wanted.slot AND s.released_ts IS NULL AND s.expires_ts > ?"
+        " AND a.retired_ts IS NULL"  # a retired agent holds nothing (retiring releases a bounded number at a time)
     )
     params += [project_id, clock.now()]
     admitted: list[sqlite3.Row] = []
@@ -123,6 +125,7 @@ def acquire_build_slot(db: sqlite3.Connection, args: AcquireBuildSlotInput) -> B
     project = find_project(db, args.project_key)
     refuse_archived(project)
     agent = find_agent(db, project, args.agent_name)
+    refuse_retired(project, agent, "take build slots")
     blockers = [
         row
         for row in holders(db, project["id"], [args.slot])
@@ -177,7 +180,8 @@ def confirm_build_slot(db: sqlite3.Connection, args: AcquireBuildSlotInput, gran
                 row
                 for row in db.execute(
                     "SELECT s.*, a.name AS agent FROM build_slots s JOIN agents a ON a.id = s.agent_id"
-                    " WHERE s.project_id = ? AND s.slot = ? AND s.id != ? AND s.released_ts IS NULL AND s.expires_ts > ?",
+                    " WHERE s.project_id = ? AND s.slot = ? AND s.id != ? AND s.released_ts IS NULL AND s.expires_ts > ?"
+                    " AND a.retired_ts IS NULL",
                     (project["id"], args.slot, row_id, clock.now()),
                 )
                 if clash(mine["exclusive"], row["exclusive"])
@@ -211,6 +215,7 @@ def renew_build_slot(db: sqlite3.Connection, args: RenewBuildSlotInput) -> Build
     (expired or released): acquire it again."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
+    refuse_retired(project, agent, "renew build slots")
     mine = own_hold(db, project, agent, args.slot)
     expires = clock.later(mine["expires_ts"], args.extend_seconds)
     db.execute("UPDATE build_slots SET expires_ts = ? WHERE id = ?", (expires, mine["id"]))
@@ -265,7 +270,8 @@ def list_build_slots(db: sqlite3.Connection, args: ListBuildSlotsInput) -> Build
         return BuildSlots(slots=[build_slot(row) for row in holders(db, project["id"], [args.slot])])
     after, params = BY_NAME.after(args.cursor)
     held = db.execute(
-        "SELECT DISTINCT slot FROM build_slots WHERE project_id = ? AND released_ts IS NULL AND expires_ts > ?"
+        "SELECT DISTINCT slot FROM build_slots s JOIN agents a ON a.id = s.agent_id"
+        " WHERE s.project_id = ? AND s.released_ts IS NULL AND s.expires_ts > ? AND a.retired_ts IS NULL"
         f"{after}{BY_NAME.order_by()} LIMIT ?",
         (project["id"], clock.now(), *params, args.limit + 1),
     )
