@@ -105,6 +105,14 @@ def test_a_scoped_credential_reaches_only_its_projects(world):
     assert forbidden(unknown) and unknown[1]["error"]["message"].replace("gamma", "beta") == \
         post(world, "alpha-writer", "get_project", project_key="beta")[1]["error"]["message"]
     assert forbidden(post(world, "beta-writer", "ensure_project", human_key="/gamma"))
+    # /Alpha's plain slug is alpha's: it would get alpha-<6 hex digits>, out of the scope that lists alpha
+    for path in ("/Alpha", "/ALPHA/"):
+        assert forbidden(post(world, "alpha-writer", "ensure_project", human_key=path))
+    assert [p["human_key"] for p in post(world, ADMIN, "list_projects")[1]["projects"]][:2] == ["/alpha", "/beta"]
+    # a count of projects counts those in scope
+    assert post(world, "alpha-writer", "health_check")[1]["projects"] == 1
+    assert post(world, "both-writer", "health_check")[1]["projects"] == 2
+    assert post(world, ADMIN, "health_check")[1]["projects"] == len(post(world, ADMIN, "list_projects")[1]["projects"])
     # Name@project addresses: writing into another project's inbox is reaching that project
     tokens = world.tokens
     assert forbidden(post(world, "alpha-writer", "send_message", project_key="alpha", sender_name="BlueLake",

@@ -19,7 +19,8 @@ def api(server):
 def test_health_and_ready(api):
     assert api.get("/health").json() == {"status": "ok"}
     ready = api.get("/ready").json()
-    assert ready["status"] == "ok" and ready["projects"] >= 1
+    assert ready["status"] == "ok" and ready["problems"] == [] and "projects" not in ready  # open to anyone: no count
+    assert api.post("/api/health_check", json={}).json()["projects"] >= 1
 
 
 def test_post_then_get_roundtrip(api):

@@ -108,6 +108,9 @@ def test_an_archived_project_is_hidden_and_read_only(call, team, send, settings)
         call("register_agent", project_key=team, program="p", model="m")
     with pytest.raises(Conflict, match="archived"):
         call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")
+    with pytest.raises(Conflict, match="archived"):  # nor a new human sender (it made one)
+        call("ensure_overseer", project_key=team, overseer_name="NewBoss")
+    assert [agent["name"] for agent in call("list_agents", project_key=team)["agents"]] == ["BlueLake", "GreenCastle", "RedStone"]
     assert count_messages(settings) == 1
 
     # everything stays readable, and a reader may still mark what it has read

@@ -76,7 +76,7 @@ SPANS_PRODUCT = frozenset({"fetch_inbox_product", "search_messages_product", "su
 GLOBAL_OK = frozenset({"health_check", "list_projects", "list_products", "get_product", "ensure_product"})
 
 # Tools asked for the principal's projects only (narrowed_input), and with a product key, those of its projects.
-NARROWED = frozenset({"list_projects", "list_products", "ensure_product", "unified_inbox"})
+NARROWED = frozenset({"health_check", "list_projects", "list_products", "ensure_product", "unified_inbox"})
 
 # Every input field that takes Name@project addresses (fields.AgentAddress; tests/test_authz_scopes.py
 # checks that none is missing): the project an address names is checked like project_key.
@@ -132,7 +132,7 @@ def _check_projects(db: sqlite3.Connection, tool, args, scope: frozenset[str]) -
             project = find_project(db, key)
         except NotFound:  # not created yet (ensure_project): in scope if named there
             name = normalize_human_key(key) if is_path(key) else key
-            if name in scope or (is_path(key) and slugify(name) in scope):
+            if name in scope or (is_path(key) and _gets_slug_in(db, slugify(name), scope)):
                 continue
             raise _out_of_scope(key) from None
         if not in_scope(project, scope):
@@ -200,6 +200,13 @@ def may_mention(project) -> bool:
     return in_scope(project, _mentionable.get())
 
 
+def _gets_slug_in(db: sqlite3.Connection, plain: str, scope: frozenset[str]) -> bool:
+    """Whether a new project of this plain slug would have a slug the scope lists: it gets the
+    plain slug only while no other project has it (else one with 6 hex digits, outside the scope:
+    a credential scoped to `alpha` made /Alpha, alpha-3f2a1c, which it could then not reach)."""
+    return plain in scope and db.execute("SELECT 1 FROM projects WHERE slug = ?", (plain,)).fetchone() is None
+
+
 def in_scope(project, scope: frozenset[str] | None) -> bool:
     """Whether a project (a row or an output with slug and human_key) is in the scope (None: all)."""
     if scope is None:
@@ -232,8 +239,8 @@ def _out_of_scope(key: str) -> Forbidden:
 
 
 def narrowed_input(tool, args, principal: Principal):
-    """list_projects and list_products of a scoped principal ask for its projects only: in
-    their query, so that no page or cursor holds anything of the others; unified_inbox of a
+    """health_check, list_projects and list_products of a scoped principal ask for its projects
+    only: in their query, so that no count, page or cursor holds anything of the others; unified_inbox of a
     product reads those of its linked projects. ensure_product records them as a new product's owner."""
     if principal.projects is None or tool.name not in NARROWED:
         return args

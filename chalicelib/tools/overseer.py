@@ -26,7 +26,7 @@ from .messages import (
     Body, Importance, Recipients, SentMessage, Subject, ThreadId, deliver, find_message, recipients_of,
 )
 from .products import ProductKey, find_product, linked_projects
-from .projects import find_project
+from .projects import find_project, refuse_archived
 
 OVERSEER, OVERSEER_ELSEWHERE = OVERSEER_NAMES
 OVERSEER_POLICY = DEFAULT_CONTACT_POLICY["human"]  # any agent may write to the person, or answer it
@@ -61,12 +61,13 @@ def writes_as(name: str, agent_has_it: bool) -> str:
 
 def overseer(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3.Row:
     """The project's human sender called `name` (or what writes_as makes of it), created on
-    first use. Conflict if an agent has that name."""
+    first use (not in an archived project). Conflict if an agent has that name."""
     row = _agent_row(db, project, name)
     if (moved := writes_as(name, row is not None and row["kind"] != "human")) != name:
         name, row = moved, _agent_row(db, project, moved)
     key = agent_id(project["id"], name)
     if row is None:
+        refuse_archived(project)  # an archived project takes no new agent, human or not
         now, profile = clock.now(), OVERSEER_PROFILE
         db.execute(
             "INSERT INTO agents (id, project_id, name, program, model, task_description, inception_ts, last_active_ts,"
