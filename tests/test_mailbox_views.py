@@ -51,6 +51,12 @@ def test_a_projects_view_hides_bcc_recipients_as_get_thread_does(call, project):
     assert call("list_ack_required", project_key=project)["messages"] == []
     thread = call("get_thread", project_key=project, thread_id=hidden["thread_id"])
     assert "RedStone" not in str(thread)
+    # the overseers' inbox too: its counts and its views named no bcc recipient, but counted one
+    [entry] = call("unified_inbox", project_key=project)["messages"]
+    assert (entry["to"], entry["cc"], entry["unread"], entry["ack_pending"]) == (["GreenCastle"], [], 0, 0)  # it acknowledged
+    for thread_id in (None, hidden["thread_id"]):  # a view of the project's mail, and of the thread's
+        assert call("unified_inbox", project_key=project, thread_id=thread_id, view="ack_pending")["messages"] == []
+    assert [m["subject"] for m in call("unified_inbox", project_key=project, view="urgent")["messages"]] == ["quiet"]
 
 
 @pytest.mark.sqlite_only

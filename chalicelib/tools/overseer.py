@@ -155,8 +155,8 @@ class InboxEntry(Output):
     importance: Importance
     ack_required: bool
     created_ts: str
-    unread: int = Field(description="Recipients who have not read it yet.")
-    ack_pending: int = Field(description="Recipients who have not acknowledged it (when it asks for acks).")
+    unread: int = Field(description="Recipients (to and cc) who have not read it yet.")
+    ack_pending: int = Field(description="Recipients (to and cc) who have not acknowledged it (when it asks for acks).")
     attachment_count: int = Field(0, description="How many files it carries (get_message lists them).")
 
 
@@ -175,7 +175,7 @@ class UnifiedInbox(Output):
 def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInbox:
     """The newest messages across all projects (or of one project or thread, or of a product's
     linked projects), newest first, with read and acknowledgement counts: what the people
-    overseeing the agents read. bcc stays hidden."""
+    overseeing the agents read. bcc stays hidden: in the lists, the counts and the views."""
     project = find_project(db, args.project_key) if args.project_key is not None else None
     projects = None if project is None else [project["id"]]  # None: all of them
     if args.product_key is not None:  # its linked projects (with project_key: that one, if linked)
@@ -214,7 +214,7 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
             message_id: (unread, unacked)
             for message_id, unread, unacked in db.execute(
                 "SELECT message_id, count(*) - count(read_ts), count(*) - count(ack_ts) FROM message_recipients"
-                f" WHERE message_id IN ({placeholders(ids)}) GROUP BY message_id",
+                f" WHERE message_id IN ({placeholders(ids)}) AND kind != 'bcc' GROUP BY message_id",
                 ids,
             )
         }
@@ -265,7 +265,8 @@ def _product_ids(db: sqlite3.Connection, projects: list[int], view: str | None, 
 # Each view as a test of one message `m`, for a thread's few messages (its index reads them in order).
 VIEW_TESTS = {
     "urgent": "m.importance IN ('high', 'urgent')",
-    "ack_pending": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.ack_required = 1 AND r.ack_ts IS NULL)",
+    "ack_pending": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.ack_required = 1 AND r.ack_ts IS NULL"
+                   " AND r.kind != 'bcc')",
     "to_overseer": "EXISTS (SELECT 1 FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
                    " WHERE r.message_id = m.id AND a.kind = 'human')",
 }
@@ -299,7 +300,8 @@ def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_
     if view == "ack_pending":  # of every project, or those to one project's agents (acks_pending_by_project)
         return [id_ for (id_,) in db.execute(
             f"SELECT DISTINCT message_id FROM message_recipients WHERE {in_project}ack_required = 1 AND ack_ts IS NULL"
-            " AND message_id < ? AND message_id > ? ORDER BY message_id DESC LIMIT ?", (*project, before, above, limit))]
+            " AND kind != 'bcc' AND message_id < ? AND message_id > ? ORDER BY message_id DESC LIMIT ?",
+            (*project, before, above, limit))]
     # The people's mail: the newest `limit` of each one's inbox, merged.
     agents = db.execute(f"SELECT id FROM agents WHERE {in_project}kind = 'human'", project).fetchall()
 
