@@ -73,6 +73,20 @@ def test_file_reservation_cycle_reports_conflicts_and_can_release(call, project)
     assert [r["agent"] for r in active] == ["BlueLake"]
 
 
+def test_a_reservation_cycle_leaves_what_the_agent_held_as_it_was(call, project):
+    """auto_release released the agent's own earlier lease of the same path (renewed it with the
+    cycle's ttl, flag and reason, then ended it): a conflict check cost it its reservation."""
+    [held] = call("file_reservation_paths", project_key=project, agent_name="GreenCastle", paths=["long/held.py"],
+                  ttl_seconds=86400, reason="long task")["granted"]
+    cycle = call("macro_file_reservation_cycle", project_key=project, agent_name="GreenCastle",
+                 paths=["long/held.py", "new/one.py"], ttl_seconds=60, exclusive=False, auto_release=True)
+    assert cycle["released"]["released"] == 1  # the new one only
+    kept, new = sorted(cycle["file_reservations"]["granted"], key=lambda row: row["path_pattern"])
+    assert kept == held and new["path_pattern"] == "new/one.py" and new["released_ts"]
+    [active] = call("list_file_reservations", project_key=project)["file_reservations"]
+    assert {key: active[key] for key in held} == held
+
+
 def test_contact_handshake_with_welcome(call, project):
     for name in ("BlueLake", "GreenCastle"):
         call("set_contact_policy", project_key=project, agent_name=name, policy="contacts_only")

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from pydantic import Field, PrivateAttr
 
+from .. import clock
 from ..archive import outbox
 from ..errors import Conflict, Forbidden, NotFound
 from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
@@ -25,12 +26,11 @@ from .projects import EnsureProjectInput, HumanKey, Project, ensure_project, fin
 from .reservations import (
     FileReservationPathsInput,
     Paths,
-    ReleaseFileReservationsInput,
     Released,
     Reserved,
     TtlSeconds,
     file_reservation_paths,
-    release_file_reservations,
+    reservations_by_id,
 )
 from . import thread_summaries
 from .threads import SummarizeThreadInput, ThreadSummary, summarize_thread
@@ -220,16 +220,31 @@ class ReservationCycle(Output):
 
 
 def macro_file_reservation_cycle(db: sqlite3.Connection, args: MacroFileReservationCycleInput) -> ReservationCycle:
-    """Reserve files and see the conflicts; with auto_release, release them again at once."""
+    """Reserve files and see the conflicts; with auto_release, a conflict check: nothing it
+    reserves stays reserved, and a reservation you held already stays as it was (ttl, flag, reason)."""
     project_key = find_project(db, args.project_key)["human_key"]
-    fields = args.model_dump(exclude={"auto_release"}) | {"project_key": project_key}
-    reserved = file_reservation_paths(db, FileReservationPathsInput(**fields))
-    released = None
-    if args.auto_release:
-        released = release_file_reservations(
-            db, ReleaseFileReservationsInput(project_key=project_key, agent_name=args.agent_name, paths=args.paths)
-        )
-    return ReservationCycle(file_reservations=reserved, released=released)
+    reserve = FileReservationPathsInput(**(args.model_dump(exclude={"auto_release"}) | {"project_key": project_key}))
+    if not args.auto_release:
+        return ReservationCycle(file_reservations=file_reservation_paths(db, reserve), released=None)
+    # Reserved, then undone: releasing renewed (and then ended) the leases the agent held before.
+    try:
+        with savepoint(db, "reservation_check"):
+            raise _Undone(file_reservation_paths(db, reserve))
+    except _Undone as undone:
+        reserved = undone.reserved
+    now = clock.now()
+    held = {row.id: row for row in reservations_by_id(db, [row.id for row in reserved.granted])
+            if row.released_ts is None and row.expires_ts > now}
+    granted = [held.get(row.id) or row.model_copy(update={"released_ts": now}) for row in reserved.granted]
+    released = Released(released=len(granted) - len(held), released_ts=now)
+    return ReservationCycle(file_reservations=reserved.model_copy(update={"granted": granted}), released=released)
+
+
+class _Undone(Exception):
+    """Rolls back the savepoint it leaves, with what the write in it answered."""
+
+    def __init__(self, reserved: Reserved) -> None:
+        self.reserved = reserved
 
 
 class MacroContactHandshakeInput(Input):
