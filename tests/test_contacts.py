@@ -10,6 +10,7 @@ from chalicelib.errors import Conflict, InvalidArgument, NotFound
 from chalicelib.ids import new_id, stable_id
 from chalicelib.tools import tools_by_name
 from chalicelib.tools.agents import agent_id
+from chalicelib.tools.reservations import literal_prefix
 from chalicelib.clock import later
 
 from .sql import sql, turso_plans
@@ -44,14 +45,14 @@ def stored_messages(settings) -> tuple[int, int]:
 
 
 def reserve(settings, project_key, agent, pattern, expires_in=3600):
-    """A file reservation row, inserted directly (the schema of migrations/0004)."""
+    """A file reservation row, inserted directly (the schema of migrations/0004, and 0026's prefix)."""
     project_id = stable_id("project", project_key)
     now = clock.now()
     with sql(settings) as conn:
         conn.execute(
-            "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, exclusive, created_ts, expires_ts)"
-            " VALUES (?, ?, ?, ?, 1, ?, ?)",
-            (new_id(), project_id, agent_id(project_id, agent), pattern, now, later(now, expires_in)),
+            "INSERT INTO file_reservations (id, project_id, agent_id, path_pattern, path_prefix, exclusive, created_ts,"
+            " expires_ts) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+            (new_id(), project_id, agent_id(project_id, agent), pattern, literal_prefix(pattern), now, later(now, expires_in)),
         )
 
 
@@ -137,6 +138,20 @@ def test_auto_admits_agents_with_overlapping_reservations(call, team, send, sett
     policy(call, "GreenCastle", "contacts_only")
     with pytest.raises(Conflict, match="GreenCastle"):
         send("BlueLake", ["GreenCastle"])
+
+
+@pytest.mark.parametrize("broad", ["**", "*.py", "**/app.py"])
+def test_a_pattern_that_starts_with_a_glob_admits_no_one(call, team, send, settings, broad):
+    """It names no part of the tree, so it overlaps everything: reserving `**` (granted to anyone,
+    a fresh identity too) let an agent write to every `auto` agent holding a reservation."""
+    reserve(settings, "/work/team", "BlueLake", broad)
+    reserve(settings, "/work/team", "GreenCastle", "src/app.py")
+    with pytest.raises(Conflict, match="GreenCastle"):
+        send("BlueLake", ["GreenCastle"])
+    with pytest.raises(Conflict, match="BlueLake"):  # nor the other way
+        send("GreenCastle", ["BlueLake"])
+    reserve(settings, "/work/team", "BlueLake", "src/**")  # naming a folder it does
+    send("BlueLake", ["GreenCastle"])
 
 
 def test_expired_reservations_do_not_count(call, team, send, settings):

@@ -514,10 +514,10 @@ def test_list_file_reservations_runs_off_the_event_loop(settings, call, project,
     assert b"src/api/*.py" in listed and threads and threads[0] is not threading.main_thread()
 
 
-def star_globs(letter: str, count: int, start: int = 0) -> list[str]:
-    """Patterns that start with a star (no literal prefix), each overlapping every other such
-    one: `*a1*/**/*.py` and `*b2*/**/*.py` both match `a1b2/x.py`."""
-    return [f"*{letter}{n}*/**/*.py" for n in range(start, start + count)]
+def star_globs(letter: str, count: int, start: int = 0, folder: str = "") -> list[str]:
+    """Patterns that start with a star (no literal prefix) in `folder`, each overlapping every other
+    such one: `*a1*/**/*.py` and `*b2*/**/*.py` both match `a1b2/x.py`."""
+    return [f"{folder}*{letter}{n}*/**/*.py" for n in range(start, start + count)]
 
 
 def test_a_check_that_would_compare_too_much_is_refused_and_answers_list_few_holders(call, project, reserve):
@@ -562,9 +562,10 @@ def test_list_file_reservations_pages_by_what_its_conflicts_cost_and_never_answe
 
 def test_overlap_peers_compares_a_bounded_number_of_pairs(project, reserve, settings, monkeypatch):
     """A send to an `auto` recipient asks whether the two hold overlapping reservations: on the
-    writer thread, so past PAIRS_MAX comparisons the answer is no (they ask for contact instead)."""
-    reserve("BlueLake", *star_globs("b", 30))
-    reserve("GreenCastle", *[f"docs/g{n}.md" for n in range(30)])  # none meets BlueLake's *.py
+    writer thread, so past PAIRS_MAX comparisons the answer is no (they ask for contact instead).
+    (In a folder: a pattern that starts with a glob admits no one, and is not compared.)"""
+    reserve("BlueLake", *star_globs("b", 30, folder="src/"))
+    reserve("GreenCastle", *[f"src/docs/g{n}.md" for n in range(30)])  # none meets BlueLake's *.py
     compared = []
     monkeypatch.setattr(reservations, "covers", lambda a, b, real=reservations.covers: compared.append(a) or real(a, b))
     monkeypatch.setattr(reservations, "PAIRS_MAX", 200)
@@ -579,7 +580,7 @@ def test_a_check_reads_no_more_reservations_than_it_may_compare(call, project, r
     """Security review, session 17: a check read every active reservation near its paths before
     counting the pairs, so one refused for comparing too many had read them all (for `**`, all the
     project held). Reading now stops past what it may compare; here, a project over its limit."""
-    reserve("GreenCastle", *star_globs("g", 300))
+    reserve("GreenCastle", *star_globs("g", 300, folder="src/"))  # (in a folder: overlap_peers compares them, below)
     read = []
 
     class Counted(reservations.ActiveNear):
@@ -591,7 +592,7 @@ def test_a_check_reads_no_more_reservations_than_it_may_compare(call, project, r
     monkeypatch.setattr(reservations, "PAIRS_MAX", 20)
     monkeypatch.setattr(reservations, "HELD_PER_AGENT", 10)
     with pytest.raises(InvalidArgument) as refused:  # a pre-commit check may compare ten times more
-        call("check_file_reservations", project_key=project, paths=["x/y.py"])
+        call("check_file_reservations", project_key=project, paths=["src/y.py"])
     assert "would compare more pairs of patterns than 200" in refused.value.message
     with pytest.raises(InvalidArgument) as refused:
         reserve("BlueLake", "**")

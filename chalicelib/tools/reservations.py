@@ -257,11 +257,15 @@ def too_many_to_compare(paths: list[str], pairs: int | None, pairs_max: int, don
 
 
 def overlap_peers(db: sqlite3.Connection, project_id: int, agent_id: int, among: list[int]) -> set[int]:
-    """Those of the agents `among` holding an active reservation that overlaps one of `agent_id`'s.
+    """Those of the agents `among` holding an active reservation that overlaps one of `agent_id`'s
+    (the contact check's shared work). A pattern that starts with a glob (`**`, `*.md`) names no
+    part of the tree and counts on neither side: a fresh identity that reserved `**` (granted, and
+    advisory) overlapped every agent holding anything, and so could write to all of them.
     Past PAIRS_MAX comparisons it stops: those not found by then are not peers."""
-    sql = ACTIVE + " AND r.agent_id = ? LIMIT ?"  # as many as an agent may hold, whatever is stored
+    sql = ACTIVE + " AND r.agent_id = ? AND r.path_prefix != '' LIMIT ?"  # as many as an agent may hold
     mine = [row["path_pattern"] for row in db.execute(sql, (project_id, clock.now(), agent_id, HELD_PER_AGENT))]
-    active = ActiveNear(db, project_id, mine, (f" AND r.agent_id IN ({placeholders(among)})", among))
+    among_sql = f" AND r.agent_id IN ({placeholders(among)}) AND r.path_prefix != ''"
+    active = ActiveNear(db, project_id, mine, (among_sql, among))
     peers, budget = set(), PAIRS_MAX
     for pattern in mine:
         for row in active.near(pattern):
