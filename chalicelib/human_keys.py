@@ -4,6 +4,7 @@ Without dependencies: the archive workers and auth compare keys without loading 
 import ntpath
 import posixpath
 import re
+import unicodedata
 
 _WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]")
 
@@ -14,6 +15,7 @@ def is_path(value: str) -> bool:
 
 def normalize_human_key(value: str) -> str:
     """One spelling per directory, so that one directory is one project (docs/identity.md)."""
+    value = unicodedata.normalize("NFC", value)  # café: macOS reports é as e + an accent (NFD), others as é
     if _WINDOWS_PATH.match(value):
         # Clients send C:\x, C:/x or c:\x for one directory. The form Windows itself reports (and
         # most stored keys have): upper-case drive letter, backslashes, no . or .. or doubled

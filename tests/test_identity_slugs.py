@@ -13,8 +13,9 @@ from chalicelib.config import Settings
 from chalicelib.ids import stable_id
 from chalicelib.store import db
 from chalicelib.tools import tools_by_name
-from chalicelib.tools.projects import distinct_slug, settle_slug
+from chalicelib.tools.projects import distinct_slug, misspelled_keys, settle_slug
 
+from .sql import sql
 from .turso import turso_server
 
 TOOLS = tools_by_name()
@@ -47,6 +48,27 @@ def test_colliding_paths_get_unique_stable_slugs(call):
 
 
 @pytest.mark.both_backends
+@pytest.mark.both_backends
+def test_one_directory_spelled_in_either_unicode_form_is_one_project(call, settings):
+    """macOS reports `é` as `e` and a combining accent (NFD), other systems as one character (NFC):
+    two projects for one directory, whose agents never saw each other's mail; and the slug left the
+    letter out (tmp-caf)."""
+    composed, decomposed = "/tmp/caf\u00e9", "/tmp/cafe\u0301"
+    made = call("ensure_project", human_key=decomposed)
+    assert (made["human_key"], made["slug"]) == (composed, "tmp-cafe")
+    assert call("ensure_project", human_key=composed)["slug"] == "tmp-cafe"
+    assert call("get_project", project_key=decomposed)["slug"] == "tmp-cafe"
+    assert [p["slug"] for p in call("list_projects")["projects"]] == ["tmp-cafe"]
+    # a project an older build stored under the decomposed spelling is found by either
+    with sql(settings) as conn:
+        conn.execute("INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, 'tmp-old', ?, '2026-01-01T00:00:00+00:00')",
+                     (stable_id("project", "/tmp/olo\u0301"), "/tmp/olo\u0301"))
+    for spelling in ("/tmp/olo\u0301", "/tmp/ol\u00f3"):
+        assert call("ensure_project", human_key=spelling)["slug"] == "tmp-old"
+    with sql(settings) as conn:
+        assert misspelled_keys(conn) == []  # doctor names none: each answers by its path
+
+
 def test_macros_work_with_the_full_path_of_a_colliding_project(call):
     for path in PATHS:
         started = call("macro_start_session", human_key=path, program="p", model="m", agent_name="GreenCastle",

@@ -12,6 +12,7 @@ import functools
 import ntpath
 import posixpath
 import re
+import unicodedata
 import sqlite3
 from typing import Annotated
 
@@ -31,8 +32,9 @@ from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 
 
 def slugify(human_key: str) -> str:
-    """The plain slug of a path; several paths share one (case, punctuation)."""
-    return re.sub(r"[^a-z0-9]+", "-", human_key.lower()).strip("-") or "root"
+    """The plain slug of a path (accents dropped: café gives cafe); several paths share one (case, punctuation)."""
+    letters = unicodedata.normalize("NFKD", human_key).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", letters.lower()).strip("-") or "root"
 
 
 def distinct_slug(plain: str, project_id: int) -> str:
@@ -164,6 +166,8 @@ def project_by_key(db: sqlite3.Connection, human_key: str) -> sqlite3.Row | None
     # fetchall: a lookup of a non-unique index left unfinished (fetchone) keeps a Turso replica's
     # read snapshot open, and its next write transaction fails ("database snapshot is stale").
     rows = db.execute("SELECT * FROM projects WHERE human_key = ?", (human_key,)).fetchall()
+    if not rows and not human_key.isascii():  # a key stored before keys were NFC: as macOS gave it (NFD)
+        rows = db.execute("SELECT * FROM projects WHERE human_key = ?", (unicodedata.normalize("NFD", human_key),)).fetchall()
     return rows[0] if rows else None
 
 
@@ -180,7 +184,8 @@ def misspelled_keys(db: sqlite3.Connection) -> list[tuple[sqlite3.Row, str, str 
         normal = normalize_human_key(row["human_key"])
         if normal != row["human_key"]:
             holder = project_by_key(db, normal)
-            found.append((row, normal, None if holder is None else holder["slug"]))
+            if holder is None or holder["slug"] != row["slug"]:  # (an NFD key is found by its NFC spelling too)
+                found.append((row, normal, None if holder is None else holder["slug"]))
     return found
 
 
