@@ -173,6 +173,12 @@ def test_an_id_may_be_written_as_a_whole_float_in_a_query_and_in_a_body_as_the_s
         assert answer.status_code == status, (text, answer.text)  # 404: read as an id, no such message
         body = httpx.post(f"{fuzz_server}/api/get_message", json={"project_key": "floats", "message_id": text})
         assert body.status_code == status and ids.is_valid(text) == (status == 404), (text, body.text)
+    # A JSON number with a fraction is read as a float, exact only up to 2**53: 386771164157945751.0
+    # was looked up as 386771164157945728 (a 404 for another message, or that message) instead of a 422.
+    for number, status in (("9007199254740992.0", 404), ("386771164157945751.0", 422), ("386771164157945751", 404)):
+        body = httpx.post(f"{fuzz_server}/api/get_message", content=f'{{"project_key": "floats", "message_id": {number}}}',
+                          headers={"content-type": "application/json"})
+        assert body.status_code == status, (number, body.text)
 
 
 REPO_PATH_SCHEMA = jsonschema_rs.validator_for({"type": "string", "pattern": REPO_PATH})
