@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from chalicelib import invoke
 from chalicelib.transports import rest
-from chalicelib.errors import internal_error
+from chalicelib.errors import InvalidArgument, internal_error
 from chalicelib.config import get_settings
 from chalicelib.tools import all_tools, tools_by_name
 
@@ -234,10 +234,12 @@ def test_health_and_ready(chalice):
     assert status == 200 and ready["status"] == "ok" and "projects" not in ready  # open to anyone: no count
 
 
-def test_query_lists_take_every_value():
-    params = [("to", "A"), ("to", "B"), ("subject", "x"), ("subject", "y")]
-    assert rest.query_arguments(TOOLS["send_message"], params) == {"to": ["A", "B"], "subject": "y"}
+def test_query_lists_take_every_value_and_other_fields_one():
+    params = [("to", "A"), ("to", "B"), ("subject", "x")]
+    assert rest.query_arguments(TOOLS["send_message"], params) == {"to": ["A", "B"], "subject": "x"}
     assert rest.query_arguments(TOOLS["reply_message"], [("to", "A")]) == {"to": ["A"]}  # Optional[list]
+    with pytest.raises(InvalidArgument, match="subject is given more than once"):  # the last one was taken
+        rest.query_arguments(TOOLS["send_message"], [*params, ("subject", "y")])
 
 
 def test_chalice_local_serves_the_api(tmp_path):

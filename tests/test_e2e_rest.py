@@ -48,6 +48,8 @@ def test_tools_without_arguments_take_an_empty_body(api):
         ("POST", "/api/send_message", {"project_key": "rest-demo"}, 422, "invalid_argument"),
         ("GET", "/api/fetch_inbox?project_key=rest-demo&agent_name=BlueLake&limit=0", None, 422, "invalid_argument"),
         ("GET", "/api/search_messages?project_key=rest-demo&query=open&cursor=bogus", None, 422, "invalid_argument"),
+        # a parameter given twice: the last one was read (another agent's inbox)
+        ("GET", "/api/fetch_inbox?project_key=rest-demo&agent_name=BlueLake&agent_name=GreenCastle", None, 422, "invalid_argument"),
     ],
 )
 def test_errors_have_one_json_shape(api, method, path, payload, status, code):

@@ -92,14 +92,18 @@ def _endpoint(tool: Tool, settings: Settings, source: str):
     the query; a POST reads its body with rest.body_arguments, as the Chalice app does (the
     input model then validates it in invoke)."""
 
-    async def endpoint(args, agent_token=None):
+    async def endpoint(args, agent_token=None, request=None):
         if source == "body":
             args = rest.body_arguments(await args.body(), args.headers.get("content-type"))
+        else:  # the query model took the last of a repeated parameter
+            rest.refuse_repeated(tool, request.query_params.multi_items())
         args = rest.with_header_token(tool, args, agent_token)
         return Response(await invoke.ajson(tool, args, settings), media_type="application/json")
 
     annotation = Annotated[tool.input, Query()] if source == "query" else Request
     parameters = [inspect.Parameter("args", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation)]
+    if source == "query":
+        parameters.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request))
     if tool.acts_as:
         header = Header(alias=rest.AGENT_TOKEN_HEADER, max_length=256,
                         description=f"The acting agent's token, instead of {tool.token_field} (keeps it out of URLs).")

@@ -89,13 +89,26 @@ def with_header_token(tool: Tool, arguments: Any, token: str | None) -> Any:
 
 def query_arguments(tool: Tool, params: Iterable[tuple[str, str]]) -> dict[str, Any]:
     """Arguments from query parameters, as FastAPI reads a query model: a list field takes
-    every value of its repeated parameter, any other field the last one. Unknown names
-    are kept, so that the input model refuses them instead of ignoring them."""
+    every value of its repeated parameter. Unknown names are kept, so that the input model
+    refuses them instead of ignoring them; any other field given twice is refused (refuse_repeated)."""
     fields = tool.input.model_fields
     arguments: dict[str, Any] = {}
     for name, value in params:
         if name in fields and get_origin(field_type(fields[name].annotation)) is list:
             arguments.setdefault(name, []).append(value)
+        elif name in arguments:
+            raise _repeated(name)
         else:
             arguments[name] = value
     return arguments
+
+
+def refuse_repeated(tool: Tool, params: Iterable[tuple[str, str]]) -> None:
+    """InvalidArgument if a parameter that is not a list's is given twice (FastAPI's query model
+    takes the last one: agent_name=BlueLake&agent_name=RedFox read RedFox's inbox)."""
+    query_arguments(tool, params)
+
+
+def _repeated(name: str) -> InvalidArgument:
+    return InvalidArgument(f"The query parameter {name} is given more than once; it takes one value.",
+                           f"Pass {name} once (only list parameters, such as to or importance, repeat).")
