@@ -21,6 +21,16 @@ NAME_REGEX = f"^{NAME_PATTERN.pattern}$"
 AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES, json_schema_extra={"pattern": NAME_REGEX})]
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is only spaces: write some text")
+    return value
+
+
+# A text that says something: a subject or a thread id of spaces passed where "" was refused.
+NotBlank = Annotated[str, AfterValidator(_not_blank), Field(json_schema_extra={"pattern": r"\S"})]
+
+
 def acting_agent(*old_names: str, default=..., description: str = "You: the agent acting."):
     """The field for the acting agent: `agent_name` in every tool; its names of before are
     still accepted (aliases), while the schemas show agent_name only."""

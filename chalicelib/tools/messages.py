@@ -23,7 +23,7 @@ from ..store import upkeep, wakeup
 from ..store.db import placeholders
 from ..store.search_index import project_token
 from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
-from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, acting_agent, empty_list
+from ..fields import AgentAddress, AgentName, MessageId, NotBlank, ProjectKey, Timestamp, acting_agent, empty_list
 from ..ids import new_id, new_ids
 from ..registry import Input, Output, Replay, to_json, tool
 from . import attachment_refs, correspondents, thread_summaries
@@ -32,10 +32,10 @@ from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents
 from .projects import find_project, project_by_id, project_id
 
 Importance = Literal["low", "normal", "high", "urgent"]
-Subject = Annotated[str, Field(min_length=1, max_length=512)]
+Subject = Annotated[NotBlank, Field(min_length=1, max_length=512)]
 Body = Annotated[str, Field(max_length=262_144, description="GitHub-flavoured Markdown.")]
 Recipients = Annotated[list[AgentAddress], Field(max_length=100)]
-ThreadId = Annotated[str, Field(min_length=1, max_length=128, description="Thread key; any string, e.g. FEAT-123.")]
+ThreadId = Annotated[NotBlank, Field(min_length=1, max_length=128, description="Thread key; any string, e.g. FEAT-123.")]
 Limit = Annotated[int, Field(ge=1, le=500)]
 URGENT = ("high", "urgent")  # what urgent_only keeps (message_recipients.urgent)
 
