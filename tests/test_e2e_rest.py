@@ -48,6 +48,11 @@ def test_tools_without_arguments_take_an_empty_body(api):
         ("POST", "/api/send_message", {"project_key": "rest-demo"}, 422, "invalid_argument"),
         ("GET", "/api/fetch_inbox?project_key=rest-demo&agent_name=BlueLake&limit=0", None, 422, "invalid_argument"),
         ("GET", "/api/search_messages?project_key=rest-demo&query=open&cursor=bogus", None, 422, "invalid_argument"),
+        # a subject or thread id of spaces: "" was refused, "   " stored
+        ("POST", "/api/send_message", {"project_key": "rest-demo", "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                       "subject": "   ", "body_md": "x"}, 422, "invalid_argument"),
+        ("POST", "/api/send_message", {"project_key": "rest-demo", "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                       "subject": "s", "body_md": "x", "thread_id": " \t"}, 422, "invalid_argument"),
         # a parameter given twice: the last one was read (another agent's inbox)
         ("GET", "/api/fetch_inbox?project_key=rest-demo&agent_name=BlueLake&agent_name=GreenCastle", None, 422, "invalid_argument"),
     ],
