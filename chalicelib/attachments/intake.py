@@ -10,7 +10,7 @@ import binascii
 import mimetypes
 import os
 import stat
-from typing import Annotated
+from typing import Annotated, Callable
 
 from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -118,18 +118,23 @@ def too_large(what: str, limit: int, setting: str) -> PayloadTooLarge:
     )
 
 
-def prepare(items: list[AttachmentInput], project_dir: str, settings) -> None:
+# The size of stored content the sender may name by its sha256, None if it is not stored or not
+# the sender's to name (tools/attachment_refs.py sizes: what the uploader put, or a message it may read carries).
+SizeOf = Callable[[str], int | None]
+
+
+def prepare(items: list[AttachmentInput], project_dir: str, settings, size_of: SizeOf) -> None:
     """Check, load and convert (images to WebP) the attachments before the write that stores them
     (Tool.prepare): decoding a 50-megapixel PNG takes a second, which no write should wait for."""
-    for item, ready in zip(items, _ready(items, project_dir, settings)):
+    for item, ready in zip(items, _ready(items, project_dir, settings, size_of)):
         item._ready = ready
 
 
-def store(items: list[AttachmentInput], project_dir: str, settings) -> list[Attachment]:
+def store(items: list[AttachmentInput], project_dir: str, settings, size_of: SizeOf) -> list[Attachment]:
     """Store each content once (as prepared, or checked and converted now); their descriptions."""
     ready = [item._ready for item in items]
     if None in ready:
-        ready = _ready(items, project_dir, settings)
+        ready = _ready(items, project_dir, settings, size_of)
     where, stored = storage(settings), []
     for name, media_type, content, size, sha256 in ready:
         if content is not None:
@@ -138,13 +143,12 @@ def store(items: list[AttachmentInput], project_dir: str, settings) -> list[Atta
     return stored
 
 
-def _ready(items: list[AttachmentInput], project_dir: str, settings) -> list[Ready]:
+def _ready(items: list[AttachmentInput], project_dir: str, settings, size_of: SizeOf) -> list[Ready]:
     """Every attachment checked (count, sizes, sources, pixels) before any is converted."""
     if len(items) > settings.attachments_max_per_message:
         raise InvalidArgument(f"{len(items)} attachments; at most {settings.attachments_max_per_message} per message.",
                               "Send the rest in another message, or as one archive.")
-    where = storage(settings)
-    loaded = [_load(item, project_dir, settings, where) for item in items]
+    loaded = [_load(item, project_dir, settings, size_of) for item in items]
     total = sum(len(content) if content is not None else size for _, content, size, _ in loaded)
     if total > settings.attachments_max_bytes_per_message:
         raise too_large("The message's attachments together", settings.attachments_max_bytes_per_message,
@@ -162,7 +166,7 @@ def _converted(item: AttachmentInput, content: bytes | None, name: str, settings
     return images.to_webp(name, media_type, content, settings.attachment_image_max_side)
 
 
-def _load(item: AttachmentInput, project_dir: str, settings, where) -> tuple[AttachmentInput, bytes | None, int, str]:
+def _load(item: AttachmentInput, project_dir: str, settings, size_of: SizeOf) -> tuple[AttachmentInput, bytes | None, int, str]:
     """(item, content or None for an upload, size, name)."""
     limit = settings.attachment_max_bytes
     if item.content_base64 is not None:
@@ -175,10 +179,11 @@ def _load(item: AttachmentInput, project_dir: str, settings, where) -> tuple[Att
     elif item.path is not None:
         content = read_project_file(item.path, project_dir, settings)
     else:
-        size = where.size(item.sha256)
-        if size is None:
+        size = size_of(item.sha256)
+        if size is None:  # (the same answer whether it is not stored or not the sender's to name)
             raise NotFound(f"No uploaded content with sha256 {item.sha256}.",
-                           "Upload it first (request_attachment_upload), then send its sha256.")
+                           "Upload it first (request_attachment_upload; PUT it again, if someone else did), then send"
+                           " its sha256 within a day; or forward it from a message you sent or received.")
         if size > limit:
             raise too_large(f"Attachment {item.name!r}", limit, "ATTACHMENT_MAX_BYTES")
         return item, None, size, item.name

@@ -1,13 +1,21 @@
 """Content-addressed storage of attachment content: stored once per SHA-256, however often
 it is sent. A local directory (ATTACHMENTS_DIR/ab/cdef...) or an S3 bucket (ATTACHMENTS_BUCKET,
 keys blobs/ab/abcdef...). Writing content that is already there is a no-op, so a write that
-is repeated (or whose message rolled back) costs nothing and loses nothing."""
+is repeated (or whose message rolled back) costs nothing and loses nothing.
+
+Content is shared by everyone who stores it, so a SHA-256 alone must not let a caller name it
+(it would read another project's file, or learn that it is stored). An upload is therefore kept
+per uploader (a credential, `uploader`) for UPLOAD_SECONDS: locally a receipt file beside the
+content (ATTACHMENTS_DIR/.uploads/<uploader>/<sha256>, the PUT route writes it); on S3 the
+presigned PUT goes to uploads/<uploader>/<sha256>, which S3 accepts with exactly that content
+and `claim` copies into blobs/ (the bucket's lifecycle deletes uploads/ after a day)."""
 
 import base64
 import hashlib
 import os
 import re
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
@@ -15,8 +23,16 @@ from urllib.parse import quote
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1024 * 1024
 DOWNLOAD_SECONDS = 300  # presigned GET: long enough to start the download, short enough to leak little
-UPLOAD_SECONDS = 900
+UPLOAD_SECONDS = 900  # a presigned PUT's validity
+RECEIPT_SECONDS = 86_400  # how long an upload names its content for its uploader: send it within a day
 OWNER = ".collected-for"  # names the one database that deletes unused content here (tools/attachment_refs.py)
+RECEIPTS = ".uploads"  # local upload receipts, beside the content
+
+
+def uploader(credential: str | None) -> str | None:
+    """Whose uploads a caller's are (a path segment), from its credential (auth.credential); None
+    without one (no authentication, the operator): one caller, who may name any stored content."""
+    return None if credential is None else hashlib.sha256(credential.encode()).hexdigest()[:32]
 
 
 def check_sha256(sha256: str) -> str:
@@ -127,8 +143,40 @@ class LocalStorage:
             except FileExistsError:
                 return False
 
-    def upload_target(self, sha256: str, size: int) -> dict:
+    def upload_target(self, sha256: str, size: int, by: str | None) -> dict:
         return {"method": "PUT", "url": "/api/attachments", "headers": {"Content-Type": "application/octet-stream"}}
+
+    def receipt(self, by: str, sha256: str) -> Path:
+        return self.root / RECEIPTS / by / check_sha256(sha256)
+
+    def give_receipt(self, by: str, sha256: str) -> None:
+        """`by` uploaded this content (the PUT route, once it is stored)."""
+        path = self.receipt(by, sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()  # (again: the day starts anew)
+
+    def claim(self, sha256: str, by: str) -> int | None:
+        """The content's size if `by` uploaded it within RECEIPT_SECONDS, else None."""
+        try:
+            given = self.receipt(by, sha256).stat().st_mtime
+        except FileNotFoundError:
+            return None
+        return self.size(sha256) if time.time() - given < RECEIPT_SECONDS else None
+
+    def expire_receipts(self, limit: int) -> int:
+        """Delete up to `limit` receipts past RECEIPT_SECONDS (a retention run's); how many."""
+        root, before, expired = self.root / RECEIPTS, time.time() - RECEIPT_SECONDS, 0
+        for folder in (os.scandir(root) if root.is_dir() else ()):
+            for entry in os.scandir(folder.path):
+                if expired >= limit:
+                    return expired
+                try:
+                    if entry.stat().st_mtime < before:
+                        os.unlink(entry.path)
+                        expired += 1
+                except FileNotFoundError:  # another run's
+                    continue
+        return expired
 
 
 class LocalWriter:
@@ -181,11 +229,15 @@ class S3Storage:
     def key(sha256: str) -> str:
         return f"blobs/{check_sha256(sha256)[:2]}/{sha256}"
 
-    def _head(self, sha256: str) -> dict | None:
+    @staticmethod
+    def upload_key(by: str, sha256: str) -> str:
+        return f"uploads/{by}/{check_sha256(sha256)}"
+
+    def _head(self, sha256: str, key: str | None = None) -> dict | None:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
+            return self.client.head_object(Bucket=self.bucket, Key=key or self.key(sha256))
         except ClientError as exc:
             if _missing(exc):
                 return None
@@ -198,6 +250,20 @@ class S3Storage:
     def modified(self, sha256: str) -> float | None:
         head = self._head(sha256)
         return head["LastModified"].timestamp() if head else None
+
+    def claim(self, sha256: str, by: str) -> int | None:
+        """The content's size if `by` uploaded it within RECEIPT_SECONDS (to its presigned PUT,
+        uploads/...), copied into blobs/ if it is not there yet; else None."""
+        upload = self._head(sha256, self.upload_key(by, sha256))
+        if upload is None or time.time() - upload["LastModified"].timestamp() >= RECEIPT_SECONDS:
+            return None
+        if self.size(sha256) is None:  # S3 checked its checksum when it was put: it is this content
+            self.client.copy_object(Bucket=self.bucket, Key=self.key(sha256),
+                                    CopySource={"Bucket": self.bucket, "Key": self.upload_key(by, sha256)})
+        return upload["ContentLength"]
+
+    def expire_receipts(self, limit: int) -> int:
+        return 0  # the bucket's lifecycle deletes uploads/ after a day (infra/template.yaml)
 
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).digest()
@@ -263,12 +329,14 @@ class S3Storage:
             ExpiresIn=DOWNLOAD_SECONDS,
         )
 
-    def upload_target(self, sha256: str, size: int) -> dict:
-        """A presigned PUT of exactly this content: S3 refuses another length or checksum."""
+    def upload_target(self, sha256: str, size: int, by: str | None) -> dict:
+        """A presigned PUT of exactly this content (S3 refuses another length or checksum): to
+        the uploader's uploads/ (see the module docstring), or without one straight to blobs/."""
         checksum = base64.b64encode(bytes.fromhex(check_sha256(sha256))).decode()
+        key = self.key(sha256) if by is None else self.upload_key(by, sha256)
         url = self.client.generate_presigned_url(
             "put_object",
-            Params={"Bucket": self.bucket, "Key": self.key(sha256), "ContentLength": size, "ChecksumSHA256": checksum},
+            Params={"Bucket": self.bucket, "Key": key, "ContentLength": size, "ChecksumSHA256": checksum},
             ExpiresIn=UPLOAD_SECONDS,
         )
         return {"method": "PUT", "url": url, "headers": {"Content-Length": str(size), "x-amz-checksum-sha256": checksum}}

@@ -40,6 +40,28 @@ def name(db, message_id: int, shas: list[str]) -> None:
     )
 
 
+def sizes(db, where, sender_id: int, by: str | None):
+    """intake.SizeOf for a sender: the size of stored content it may name by its sha256 (else
+    None). Without an uploader (no credential: no authentication, the operator) any stored
+    content; else content a message it sent or received names (forwarding), or that its uploader
+    put lately (storage.claim: an upload receipt; a SHA-256 alone read another project's file)."""
+    def size_of(sha256: str) -> int | None:
+        if by is None or _carried_to(db, sha256, sender_id):
+            return where.size(sha256)
+        return where.claim(sha256, by)
+
+    return size_of
+
+
+def _carried_to(db, sha256: str, agent_id: int) -> bool:
+    """Whether a message the agent sent or received (bcc too) names this content."""
+    return db.execute(
+        "SELECT 1 FROM attachment_refs r JOIN messages m ON m.id = r.message_id WHERE r.sha256 = ? AND (m.sender_id = ?"
+        " OR EXISTS (SELECT 1 FROM message_recipients WHERE message_id = m.id AND agent_id = ?)) LIMIT 1",
+        (sha256, agent_id, agent_id),
+    ).fetchone() is not None
+
+
 def forget(db, message_ids: list[int]) -> None:
     """The messages are deleted: they name nothing any more."""
     db.execute(f"DELETE FROM attachment_refs WHERE message_id IN ({placeholders(message_ids)})", message_ids)
@@ -77,6 +99,7 @@ def collect(conn, settings: Settings, where, budget: int, now: str) -> dict[str,
     return {
         "attachments_deleted": _carry_out(conn, settings, where, budget, now),
         "attachments_condemned": _condemn_unnamed(conn, settings, where, budget, now),
+        "upload_receipts_expired": where.expire_receipts(budget),
     }
 
 

@@ -11,11 +11,13 @@ import orjson
 from pydantic import Field
 
 from ..attachments.intake import Attachment, Sha256
-from ..attachments.storage import LocalStorage, storage
+from ..attachments.storage import LocalStorage, storage, uploader
 from ..config import get_settings
 from ..errors import Conflict, InternalError, InvalidArgument, NotFound
 from ..fields import AgentName, MessageId, ProjectKey
 from ..registry import Input, Output, tool
+from ..security import auth
+from . import attachment_refs
 from .agents import find_agent
 from .messages import attachments_of, find_message
 from .projects import find_project
@@ -136,13 +138,14 @@ def request_attachment_upload(db: sqlite3.Connection, args: UploadInput) -> Uplo
     if args.size > settings.attachment_max_bytes:  # past the schema's maximum: an argument, as any other (the request is small)
         raise InvalidArgument(f"A {args.size}-byte attachment is larger than {settings.attachment_max_bytes} bytes.",
                               "Send less, or raise ATTACHMENT_MAX_BYTES.")
-    where = storage(settings)
-    stored = where.size(args.sha256)
+    where, by = storage(settings), uploader(auth.current_credential())
+    # Stored for this caller: its upload, or what its mail carries (attachment_refs.sizes). Content
+    # someone else stored is uploaded again: already_stored said it was stored, of any file.
+    stored = attachment_refs.sizes(db, where, agent["id"], by)(args.sha256)
     if stored is not None and stored != args.size:
         raise Conflict(f"Content {args.sha256} is stored with {stored} bytes, not {args.size}.", "Check the size.")
-    del agent  # an agent of the project, with its token when tokens are required: that is all it takes
     return UploadTarget(already_stored=stored is not None, max_bytes=settings.attachment_max_bytes,
-                        **where.upload_target(args.sha256, args.size))
+                        **where.upload_target(args.sha256, args.size, by))
 
 
 TOOLS = [

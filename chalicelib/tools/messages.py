@@ -18,6 +18,7 @@ from .. import clock
 from ..archive import outbox
 from ..attachments import intake
 from ..attachments.intake import Attachment, AttachmentInput
+from ..attachments.storage import storage, uploader
 from ..config import get_settings
 from ..store import upkeep, wakeup
 from ..store.db import placeholders
@@ -26,6 +27,7 @@ from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, NotBlank, ProjectKey, Timestamp, acting_agent, empty_list
 from ..ids import new_id, new_ids
 from ..registry import Input, Output, Replay, to_json, tool
+from ..security import auth
 from . import attachment_refs, correspondents, thread_summaries
 from .counts import count_message, count_reads
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
@@ -277,7 +279,7 @@ def deliver(
     human overseer's message (overseer: the person in charge is not subject to agents' policies)."""
     addressed = admitted_recipients(db, project, sender, to, cc, bcc, notice, overseer)
     # Stored before the message (content-addressed: a rollback leaves only an unreferenced copy).
-    stored = intake.store(list(attachments), project["human_key"], get_settings()) if attachments else []
+    stored = intake.store(list(attachments), project["human_key"], get_settings(), _sizes(db, sender["id"])) if attachments else []
     message_id, now, new_thread = new_id(), clock.now(), not thread_id
     if stored:
         attachment_refs.take_back(db, [item.sha256 for item in stored], now, get_settings())
@@ -348,11 +350,18 @@ def prepared_attachments(refusals):
         def work(db) -> None:
             project = find_project(db, args.project_key)
             refusals(db, project, args)
-            intake.prepare(list(args.attachments), project["human_key"], get_settings())
+            sender = agent_id(project["id"], args.agent_name)  # (refusals found it)
+            intake.prepare(list(args.attachments), project["human_key"], get_settings(), _sizes(db, sender))
 
         return work
 
     return prepare
+
+
+def _sizes(db, sender_id: int) -> intake.SizeOf:
+    """What stored content this sender may attach by its sha256 (attachment_refs.sizes), as the
+    caller's credential uploaded it."""
+    return attachment_refs.sizes(db, storage(get_settings()), sender_id, uploader(auth.current_credential()))
 
 
 class SentMessage(Output):

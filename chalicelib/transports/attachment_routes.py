@@ -21,9 +21,10 @@ import orjson
 
 from .. import invoke
 from ..attachments.intake import served_type, too_large
-from ..attachments.storage import SHA256, LocalStorage, TooLarge, content_disposition, storage
+from ..attachments.storage import SHA256, LocalStorage, TooLarge, content_disposition, storage, uploader
 from ..config import Settings
 from ..errors import InvalidArgument, ToolError, internal_error
+from ..security import auth
 from ..tools import tools_by_name
 from .raw_asgi import header, header_text, send_json
 from .rest import with_header_token
@@ -55,6 +56,8 @@ async def upload(scope, receive, send, settings: Settings) -> None:
                 raise InvalidArgument("The upload is empty.", "PUT the file's bytes as the request body.")
             sha256 = await asyncio.to_thread(writer.commit)
             size = writer.size
+            if (by := uploader(auth.current_credential())) is not None:  # its credential may now send it by sha256
+                await asyncio.to_thread(where.give_receipt, by, sha256)
     except TooLarge:
         error = too_large("The upload", settings.attachment_max_bytes, "ATTACHMENT_MAX_BYTES")
         await send_json(send, orjson.dumps(error.to_dict()), error.status)
