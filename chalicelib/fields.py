@@ -1,6 +1,6 @@
 """Field types shared by tool inputs and outputs."""
 
-from typing import Annotated
+from typing import Annotated, get_args
 
 import re
 
@@ -141,3 +141,20 @@ def given(field: str) -> dict:
     """JSON schema: `field` is present and not null (what a model validator checks as "given"), for
     a model's anyOf/oneOf rules across fields (json_schema_extra)."""
     return {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
+
+
+def names_agents(field) -> bool:
+    """Whether a model field holds agent names (AgentName, AgentAddress, or a list of them): names
+    are case-insensitive, so what compares calls (an idempotency key's) folds their case."""
+    def validated_as_name(item) -> bool:
+        return any(isinstance(meta, AfterValidator) and meta.func in (check_name, _address) for meta in get_args(item)[1:]) or \
+            any(validated_as_name(arg) for arg in get_args(item))
+
+    return any(isinstance(meta, AfterValidator) and meta.func in (check_name, _address) for meta in field.metadata) or \
+        validated_as_name(field.annotation)
+
+
+def folded_name(value: str) -> str:
+    """An agent name or Name@project as one agent, however its name is cased (the project as given)."""
+    name, at, project = value.partition("@")
+    return name.lower() + at + project

@@ -51,6 +51,16 @@ def test_a_retry_that_spells_the_project_otherwise_is_the_same_call(call, settin
     assert count(settings, "SELECT count(*) FROM messages") == 1
 
 
+def test_a_retry_that_cases_the_agents_otherwise_is_the_same_call(call, project, settings):
+    """Agent names are case-insensitive: a retry naming redfox for RedFox was refused 409 (another call)."""
+    first = call("send_message", **sent_args(project, idempotency_key="k", to=["GreenCastle", "RedStone@work-demo"]))
+    retry = sent_args(project, idempotency_key="k", sender_name="bluelake", to=["greencastle", "REDSTONE@work-demo"])
+    assert call("send_message", **retry) == first
+    with pytest.raises(Conflict, match="already used"):  # another recipient is another call
+        call("send_message", **retry | {"to": ["greencastle"]})
+    assert count(settings, "SELECT count(*) FROM messages") == 1
+
+
 def test_the_same_key_with_other_arguments_is_refused(call, project, settings):
     call("send_message", **sent_args(project, idempotency_key="k"))
     with pytest.raises(Conflict, match="already used") as refused:

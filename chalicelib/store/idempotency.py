@@ -12,6 +12,7 @@ timeout, not at once; the earlier row answers later retries); on one database th
 orders them. Keys expire after IDEMPOTENCY_KEY_TTL_SECONDS.
 """
 
+import functools
 import hashlib
 import sqlite3
 import time
@@ -21,6 +22,7 @@ import orjson
 
 from .. import clock
 from ..errors import Conflict, NotFound
+from ..fields import folded_name, names_agents
 from ..ids import id_at, new_id, stable_id
 from ..registry import Input, Output, Tool, to_json
 
@@ -90,6 +92,17 @@ class ResultGone(Conflict):
 
 def _digest(tool: Tool, args: Any, project: int | str) -> str:
     # The input model dumps its fields in one fixed order: the same call, the same bytes. The
-    # project by id, not as spelled.
-    payload = args.__pydantic_serializer__.to_json(args, exclude={"idempotency_key", tool.token_field, "project_key"})
-    return hashlib.sha256(f"{tool.name}\0{project}\0".encode() + payload).hexdigest()
+    # project by id, not as spelled; agents by name, however cased (RedFox and redfox are one).
+    fields = args.model_dump(mode="json", exclude={"idempotency_key", tool.token_field, "project_key"})
+    for name in _name_fields(type(args)):
+        value = fields.get(name)
+        if isinstance(value, str):
+            fields[name] = folded_name(value)
+        elif isinstance(value, list):
+            fields[name] = [folded_name(item) for item in value]
+    return hashlib.sha256(f"{tool.name}\0{project}\0".encode() + orjson.dumps(fields)).hexdigest()
+
+
+@functools.cache
+def _name_fields(model: type) -> tuple[str, ...]:
+    return tuple(name for name, field in model.model_fields.items() if names_agents(field))
