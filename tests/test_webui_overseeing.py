@@ -85,7 +85,9 @@ def link(page: str, text: str) -> str:
 
 def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site):
     """The newest message of a 520-message thread opened page 1 (the oldest 500), without its
-    anchor, headed "500 messages"; page 2 led nowhere back, page 1 did not say newer ones exist."""
+    anchor, headed "500 messages"; page 2 led nowhere back, page 1 did not say newer ones exist.
+    Going back a page showed messages twice: from the newest page, the first 500 (past where it
+    starts); from page 2, the first 500 again with an "Earlier" link to themselves."""
     url, api, database = site
     ids = [send(api, subject="Long thread" if n == 0 else f"Re: step {n}", body_md=f"step {n}", thread_id="LONG")["id"]
            for n in range(520)]
@@ -94,12 +96,19 @@ def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site):
     newest = client.get(row.replace("&amp;", "&"))
     assert newest.status_code == 200 and ids[-1] in articles(newest.text) and "data-live=" in newest.text
     assert "<h1>Long thread</h1>" in newest.text and "520 messages," in newest.text
+    opens = ids.index(articles(newest.text)[0])  # a page opening 100 messages before it
+    assert articles(newest.text) == ids[opens:] and opens == 420
     earlier = client.get(link(newest.text, "← Earlier messages"))
-    assert articles(earlier.text) == ids[:500] and "Earlier messages" not in earlier.text  # back to the start
-    assert "520 messages, 500 on this page" in earlier.text and "Newer messages are on later pages" in earlier.text
-    assert ids[-1] in articles(client.get(link(earlier.text, "Newest »")).text)
-    later = client.get(link(earlier.text, "Later messages →"))
+    assert articles(earlier.text) == ids[:opens] and "Earlier messages" not in earlier.text  # back to the start, no repeats
+    assert "520 messages, 420 on this page" in earlier.text and "Newer messages are on later pages" in earlier.text
+    assert articles(client.get(link(earlier.text, "Later messages →")).text) == ids[opens:]  # and on again
+    first = client.get("/ui/thread", params={"p": P, "t": "LONG"})
+    assert articles(first.text) == ids[:500] and "Earlier messages" not in first.text
+    assert ids[-1] in articles(client.get(link(first.text, "Newest »")).text)
+    later = client.get(link(first.text, "Later messages →"))
     assert articles(later.text) == ids[500:] and "Earlier messages" in later.text and "520 messages, 20 on this page" in later.text
+    back = client.get(link(later.text, "← Earlier messages"))  # exactly 500 before it: the first page, said so
+    assert articles(back.text) == ids[:500] and "Earlier messages" not in back.text
     assert articles(client.get("/ui/thread", params={"p": P, "t": "LONG", "m": ids[3]}).text) == ids[:500]  # page 1 holds it
 
 

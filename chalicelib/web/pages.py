@@ -493,39 +493,41 @@ class WebUI:
         """The page of the thread a link asks for (one get_thread page: at most THREAD_SHOWN
         messages and ~4 MiB of bodies, so its HTML stays bounded), and whether it starts at the
         thread's first message: the next page (after=, get_thread's cursor), the previous one
-        (before=, a message id), the one holding a message (m=: a link to it), or the first."""
-        def page(cursor):
-            return self.run("get_thread", project_key=key, thread_id=thread_id, limit=THREAD_SHOWN, cursor=cursor)
+        (before=, a message id: the messages just before it, fewer when the thread starts within
+        them, so that none shows twice), the one holding a message (m=: a link to it), or the first."""
+        def page(cursor, limit=THREAD_SHOWN):
+            return self.run("get_thread", project_key=key, thread_id=thread_id, limit=limit, cursor=cursor)
 
         def holds(thread) -> bool:
             return any(m.id == wanted for m in thread.messages)
 
         if query.get("before"):
-            cursor = self.cursor_before(key, thread_id, query["before"], THREAD_SHOWN)
-            return page(cursor), cursor is None
+            cursor, count = self.cursor_before(key, thread_id, query["before"], THREAD_SHOWN)
+            return page(cursor, count or THREAD_SHOWN), cursor is None
         after, wanted = query.get("after") or None, _message_id(query.get("m", "")[:20])
         first = page(after)
         if after or first.next_cursor is None or wanted is None or holds(first):
             return first, after is None
         # Past the first page: a page opening a few messages before it, with room for the newer.
-        cursor = self.cursor_before(key, thread_id, wanted + 1, CONTEXT_SHOWN)
+        cursor, _ = self.cursor_before(key, thread_id, wanted + 1, CONTEXT_SHOWN)
         shown = page(cursor)
         if holds(shown):
             return shown, cursor is None
         shown = page(wanted - 1 or None)  # the bodies before it filled a page: the page that starts with it
         return (shown, False) if holds(shown) else (first, True)
 
-    def cursor_before(self, key: str, thread_id: str, before, count: int) -> int | None:
-        """get_thread's cursor for a page opening `count` messages before message `before`
-        (unified_inbox walks the thread back); None when the thread starts within them."""
+    def cursor_before(self, key: str, thread_id: str, before, count: int) -> tuple[int | None, int]:
+        """get_thread's cursor for a page opening up to `count` messages before message `before`
+        (unified_inbox walks the thread back), and how many there are: None when the thread
+        starts within them. One more is looked for: exactly `count` may be all there is."""
         ids = []
-        while len(ids) < count:
-            older = self.newest_ids(key, thread_id, before_id=before, limit=min(LIST_SHOWN, count - len(ids)))
+        while len(ids) <= count:
+            older = self.newest_ids(key, thread_id, before_id=before, limit=min(LIST_SHOWN, count + 1 - len(ids)))
             ids += [m.id for m in older.messages]
             if older.next_before_id is None:
-                return None
+                break
             before = older.next_before_id
-        return ids[-1] - 1
+        return (ids[count - 1] - 1 if len(ids) > count else None), min(len(ids), count)
 
     def participants(self, project: str, messages) -> list[str]:
         """The thread's active agents (not people), in order of appearance: whom a reply goes to.
