@@ -269,12 +269,12 @@ class WebUI:
             response.headers["Referrer-Policy"] = "same-origin"
         return response
 
-    def run(self, name: str, **arguments):
+    def run(self, tool_name: str, /, **arguments):  # (a tool may take a `name`: get_attachment)
         """A tool's output, called as the signed-in person (handle() set the principal). An admin
         oversees agents and needs no agent's token; any other role is what agents are given, so
         it keeps the check the API makes. The credential's role and projects hold either way
         (security/scopes.py)."""
-        tool = (self.overseer_tools if self.oversees() else self.tools)[name]
+        tool = (self.overseer_tools if self.oversees() else self.tools)[tool_name]
         return invoke.call(tool, {k: v for k, v in arguments.items() if v is not None}, self.settings)
 
     @staticmethod
@@ -681,7 +681,7 @@ class WebUI:
         signed-in person: a message outside their credential's projects is refused like any page."""
         query = request.query
         found = self.run("get_attachment", project_key=query.get("p", ""), agent_name=query.get("a", ""),
-                         message_id=query.get("m", ""), sha256=query.get("s", ""))
+                         message_id=query.get("m", ""), sha256=query.get("s", ""), name=query.get("n") or None)
         return downloads.respond(found, self.settings, download=query.get("download") == "1")
 
     def docs(self, request: Request, session: Session) -> Response:
