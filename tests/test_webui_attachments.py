@@ -120,6 +120,21 @@ def test_the_thread_page_lists_attachments_and_shows_only_raster_images_inline(s
     assert re.search(r'class="tag clip"[^>]*>12 files<', inbox)  # the inbox row says how many
 
 
+def test_an_agents_page_and_a_products_view_as_agent_say_how_many_files_a_message_has(site):
+    """The inbox said "12 files"; an agent's received mail and outbox, and a product's "View as
+    agent", said nothing."""
+    url, api, sent = site
+    api.post("/api/ensure_product", json={"product_key": "files"}).raise_for_status()
+    api.post("/api/products_link", json={"product_key": "files", "project_key": "srv-files"}).raise_for_status()
+    pages = {"received": ("/ui/agent", {"p": "srv-files", "a": "GreenCastle"}), "sent": ("/ui/agent", {"p": "srv-files", "a": "BlueLake"}),
+             "as agent": ("/ui/product", {"k": "files", "as": "GreenCastle"})}
+    for what, (path, params) in pages.items():
+        page = api.get(path, params=params).text
+        if what == "sent":
+            page = page[page.index("<h2>Outbox</h2>"):]
+        assert re.search(r'class="tag clip"[^>]*>12 files<', page), what
+
+
 def test_every_answer_is_safe_and_images_alone_are_inline(site):
     url, api, sent = site
     shown = links(api.get("/ui/thread", params={"p": "srv-files", "t": "F-1"}).text)
