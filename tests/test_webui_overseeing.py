@@ -289,6 +289,10 @@ def test_mark_read_and_acknowledge_come_back_to_the_message_and_say_so(site):
                                            "back": f"/ui/project?p={P}"})
     assert retired.headers["location"] == f"/ui/project?p={P}&done=retire"
     assert '<p class="notice" role="status">Done: retired.</p>' in client.get(retired.headers["location"]).text
+    # A retired agent gets no mail (send_overseer_message answers 409): its page offers Unretire, not a letter.
+    assert "Write to RedStone" in page and 'value="retire"' in page
+    page = client.get("/ui/agent", params={"p": P, "a": "RedStone"}).text
+    assert "Write to RedStone" not in page and 'value="unretire"' in page
     # Back at work for the module's other tests: a retired agent's reservations conflict with nobody.
     api.post("/api/unretire_agent", json={"project_key": P, "agent_name": "RedStone"}).raise_for_status()
 
