@@ -112,6 +112,16 @@ def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site):
     assert articles(client.get("/ui/thread", params={"p": P, "t": "LONG", "m": ids[3]}).text) == ids[:500]  # page 1 holds it
 
 
+def test_a_bodys_headings_rank_below_the_thread_pages_own(site):
+    """A body's "# Title" was a second <h1> beside the thread's subject."""
+    url, api, database = site
+    send(api, subject="Headings", body_md="# Plan\n\n## Steps\n\n### Detail\n\n###### Fine print", thread_id="HEADINGS")
+    page = ui(url).get("/ui/thread", params={"p": P, "t": "HEADINGS"}).text
+    body = page[page.index('<div class="body">'):page.index("</article>")]
+    assert re.findall(r"<(h\d)>", body) == ["h3", "h4", "h5", "h6"] and "<h6>Fine print</h6>" in body
+    assert re.findall(r"<h1>([^<]*)</h1>", page) == ["Headings"]
+
+
 def test_force_release_is_offered_only_when_the_tool_would_take_it(site):
     """The button was on every reservation: an active holder's answered 409 on an error page
     that led only to the inbox."""
