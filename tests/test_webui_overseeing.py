@@ -158,13 +158,14 @@ def test_search_goes_on_past_its_first_hundred_results(site):
         send(api, subject=f"haystack {n}", body_md=f"a needle here, number {n}", thread_id="HAY")
     client = ui(url)
     first = client.get("/ui/search", params={"q": "needle", "p": P})
-    assert first.text.count('<a class="row"') == 100
+    assert first.text.count('<a class="row"') == 100 and '<p class="sub">100 results on this page</p>' in first.text
     rest = client.get(link(first.text, "More results »"))
     assert rest.text.count('<a class="row"') == 20 and "More results" not in rest.text
+    assert '<p class="sub">20 results</p>' in rest.text  # the last page: all there is
     shown = re.findall(r"number (\d+)", first.text + rest.text)
     assert sorted(map(int, shown)) == list(range(120))
     everywhere = client.get("/ui/search", params={"q": "needle"}).text  # across projects: where to go on
-    assert everywhere.count('<a class="row"') == 100
+    assert everywhere.count('<a class="row"') == 100 and "100 results on this page" in everywhere
     assert link(everywhere, P) == f"/ui/search?p={P}&q=needle" and "More results in" in everywhere
 
 
