@@ -5,6 +5,7 @@ threads, reservations, search pages, forms that keep a draft, previews."""
 import html
 import re
 import sqlite3
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -275,6 +276,22 @@ def test_a_reply_from_a_thread_page_takes_the_threads_subject(site):
     assert sent.status_code == 303
     thread = api.get("/api/get_thread", params={"project_key": P, "thread_id": "SUBJECT"}).json()["messages"]
     assert [m["subject"] for m in thread] == ["Cart totals are off", "Unrelated aside", "Re: Cart totals are off"]
+
+
+def test_what_a_person_writes_arrives_with_the_line_breaks_agents_use(site):
+    """A browser sends a textarea's line breaks as CRLF: the overseer's mail read "Line1\\r\\n\\r\\n…"."""
+    url, api, database = site
+    client = ui(url)
+    written = "Line1\r\n\r\n- a\r\n- b\rend\r\n"
+    new = client.post("/ui/compose", data={"csrf": client.csrf, "project_key": P, "to": "GreenCastle", "subject": "Lines",
+                                           "body_md": written})
+    assert new.status_code == 303
+    thread_id = parse_qs(urlsplit(new.headers["location"]).query)["t"][0]
+    page = client.get("/ui/thread", params={"p": P, "t": thread_id}).text
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page[page.index('class="compose reply"'):]))
+    assert client.post("/ui/compose", data={**form, "to": "GreenCastle", "body_md": written}).status_code == 303  # a reply
+    thread = api.get("/api/get_thread", params={"project_key": P, "thread_id": thread_id}).json()["messages"]
+    assert [m["body_md"] for m in thread] == ["Line1\n\n- a\n- b\nend\n"] * 2
 
 
 def test_mark_read_and_acknowledge_come_back_to_the_message_and_say_so(site):

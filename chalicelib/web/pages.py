@@ -122,6 +122,11 @@ def _reply_subject(subject: str) -> str:
     return subject if subject.lower().startswith("re:") else f"Re: {subject}"[:512]
 
 
+def _lines(text: str) -> str:
+    """A textarea's text with the line breaks agents write (\n): browsers send CRLF (and a lone CR may come)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _short_time(ts: str | None) -> str:
     """2026-11-30T08:11:15.123Z -> 11-30 08:11 (the full time is in the element's title)."""
     return f"{ts[5:10]} {ts[11:16]}" if ts and len(ts) >= 16 else (ts or "")
@@ -612,7 +617,7 @@ class WebUI:
             try:
                 sent = self.run(
                     "send_overseer_message", project_key=key, to=to, cc=cc, subject=form.get("subject") or None,
-                    body_md=form.get("body_md", ""), importance=form.get("importance") or "normal",
+                    body_md=_lines(form.get("body_md", "")), importance=form.get("importance") or "normal",
                     ack_required=form.get("ack_required") == "on", reply_to=form.get("reply_to") or None,
                     thread_id=form.get("thread_id") or None,
                 ).message
