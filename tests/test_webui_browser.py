@@ -104,7 +104,7 @@ def test_person_reads_the_thread_and_answers_as_overseer_and_the_agent_gets_it_o
     page.wait_for_selector("article.msg")
     assert page.locator("article.msg").count() == 2
     first = page.locator("article.msg").first
-    assert first.locator("h2", has_text="Plan").count() == 1  # Markdown rendered: heading, table, code
+    assert first.locator("h4", has_text="Plan").count() == 1  # Markdown rendered: heading (## under the page's h1 and h2), table, code
     assert first.locator("table td code", has_text="/cart").count() == 1
     assert first.locator("pre code").inner_text().strip() == "print('hi')"
     waiting = page.locator("details.digest li[data-m]", has_text="BlueLake")  # the digest: who has yet to acknowledge what
