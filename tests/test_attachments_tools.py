@@ -213,6 +213,25 @@ def test_a_repeated_file_is_stored_once(call, project, tmp_path):
     assert len(stored_files(tmp_path)) == 1
 
 
+def test_one_content_attached_twice_is_read_by_its_name(call, project):
+    """Two attachments of one message with the same bytes: get_attachment took the first whatever
+    was meant, so the second came back under the first's name and type."""
+    data = b"day,total\n1,42\n"
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"name": "report-monday.txt", "content_base64": b64(data)},
+                             {"name": "report-tuesday.csv", "content_base64": b64(data)}])["message"]
+    sha = hashlib.sha256(data).hexdigest()
+    read = {"project_key": project, "agent_name": "GreenCastle", "message_id": sent["id"], "sha256": sha}
+    first, second = call("get_attachment", **read), call("get_attachment", **read, name="report-tuesday.csv")
+    assert (first["name"], first["media_type"]) == ("report-monday.txt", "text/plain")  # no name: the first, as before
+    assert (second["name"], second["media_type"]) == ("report-tuesday.csv", "text/csv")
+    assert base64.b64decode(second["content_base64"]) == data and "name=report-tuesday.csv" in second["url"]
+    with pytest.raises(NotFound, match="named 'report-wednesday.txt'"):
+        call("get_attachment", **read, name="report-wednesday.txt")
+    with pytest.raises(NotFound):  # a name opens nothing to who may not read the message
+        call("get_attachment", **read | {"agent_name": "RedStone"}, name="report-tuesday.csv")
+
+
 def test_oversize_attachments_are_refused_and_nothing_is_sent(call, project, tmp_path, monkeypatch):
     monkeypatch.setenv("ATTACHMENT_MAX_BYTES", "1000")
     monkeypatch.setenv("ATTACHMENTS_MAX_BYTES_PER_MESSAGE", "1500")

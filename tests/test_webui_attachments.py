@@ -120,6 +120,21 @@ def test_the_thread_page_lists_attachments_and_shows_only_raster_images_inline(s
     assert re.search(r'class="tag clip"[^>]*>12 files<', inbox)  # the inbox row says how many
 
 
+def test_an_agents_page_and_a_products_view_as_agent_say_how_many_files_a_message_has(site):
+    """The inbox said "12 files"; an agent's received mail and outbox, and a product's "View as
+    agent", said nothing."""
+    url, api, sent = site
+    api.post("/api/ensure_product", json={"product_key": "files"}).raise_for_status()
+    api.post("/api/products_link", json={"product_key": "files", "project_key": "srv-files"}).raise_for_status()
+    pages = {"received": ("/ui/agent", {"p": "srv-files", "a": "GreenCastle"}), "sent": ("/ui/agent", {"p": "srv-files", "a": "BlueLake"}),
+             "as agent": ("/ui/product", {"k": "files", "as": "GreenCastle"})}
+    for what, (path, params) in pages.items():
+        page = api.get(path, params=params).text
+        if what == "sent":
+            page = page[page.index("<h2>Outbox</h2>"):]
+        assert re.search(r'class="tag clip"[^>]*>12 files<', page), what
+
+
 def test_every_answer_is_safe_and_images_alone_are_inline(site):
     url, api, sent = site
     shown = links(api.get("/ui/thread", params={"p": "srv-files", "t": "F-1"}).text)
@@ -142,6 +157,30 @@ def test_every_answer_is_safe_and_images_alone_are_inline(site):
     assert big.content == b"x" * (INLINE_MAX + 1) and big.headers["content-length"] == str(INLINE_MAX + 1)
     check_download(big.headers, "big.log", inline=False)
     assert by_name["big.log"]["sha256"] == sha(big.content)
+
+
+def test_each_of_two_attachments_with_the_same_bytes_is_served_as_itself(site):
+    """Same bytes under two names (or two types) had the same link: both downloaded as the first's
+    name, and a PNG listed after the same bytes declared SVG was served as the SVG (not shown)."""
+    url, api, sent = site
+    twice = [{"name": "report-monday.txt", "content_base64": b64(TEXT)}, {"name": "report-tuesday.csv", "content_base64": b64(TEXT)},
+             {"name": "drawing.svg", "media_type": "image/svg+xml", "content_base64": b64(png()), "keep_original": True},
+             {"name": "drawing.png", "content_base64": b64(png()), "keep_original": True}]
+    message = api.post("/api/send_message", json={"project_key": "srv-files", "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                  "subject": "twice", "body_md": "b", "thread_id": "F-2", "attachments": twice})
+    assert message.status_code == 200, message.text
+    shown = links(api.get("/ui/thread", params={"p": "srv-files", "t": "F-2"}).text)
+    for name in ("report-monday.txt", "report-tuesday.csv", "drawing.svg", "drawing.png"):
+        answer = api.get(shown[name]["href"])
+        assert answer.status_code == 200 and answer.content == (TEXT if name.startswith("report") else png())
+        check_download(answer.headers, name, inline=False)
+    assert shown["drawing.svg"]["img"] is None
+    check_download(api.get(shown["drawing.png"]["img"]).headers, "drawing.png", inline=True, media_type="image/png")
+    # The API's download route picks the same way (name=), as get_attachment's url says.
+    rest = api.get(f"/api/attachments/{sha(TEXT)}", params={"project_key": "srv-files", "agent_name": "GreenCastle",
+                                                           "message_id": message.json()["message"]["id"], "name": "report-tuesday.csv"})
+    assert rest.status_code == 200 and rest.content == TEXT
+    assert rest.headers["content-disposition"].endswith("UTF-8''report-tuesday.csv")
 
 
 def test_hostile_file_names_are_encoded_and_control_characters_refused(site):
@@ -203,7 +242,7 @@ def test_with_authentication_a_session_reads_only_attachments_of_its_projects(tm
                 "thread_id": "T", "sender_token": token, "attachments": [{"name": "notes.txt", "content_base64": b64(TEXT)}]})
             assert sent.status_code == 200, sent.text
             sent = sent.json()["message"]
-            links_of[project] = f"/ui/attachment?p={project}&m={sent['id']}&a=BlueLake&s={sha(TEXT)}&download=1"
+            links_of[project] = f"/ui/attachment?p={project}&m={sent['id']}&a=BlueLake&s={sha(TEXT)}&n=notes.txt&download=1"
         anonymous = httpx.Client(base_url=url, timeout=60)
         refused = anonymous.get(links_of["alpha"])
         assert refused.status_code == 303 and refused.headers["location"].startswith("/ui/login?next=")

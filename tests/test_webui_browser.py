@@ -104,7 +104,7 @@ def test_person_reads_the_thread_and_answers_as_overseer_and_the_agent_gets_it_o
     page.wait_for_selector("article.msg")
     assert page.locator("article.msg").count() == 2
     first = page.locator("article.msg").first
-    assert first.locator("h2", has_text="Plan").count() == 1  # Markdown rendered: heading, table, code
+    assert first.locator("h4", has_text="Plan").count() == 1  # Markdown rendered: heading (## under the page's h1 and h2), table, code
     assert first.locator("table td code", has_text="/cart").count() == 1
     assert first.locator("pre code").inner_text().strip() == "print('hi')"
     waiting = page.locator("details.digest li[data-m]", has_text="BlueLake")  # the digest: who has yet to acknowledge what
@@ -364,3 +364,20 @@ def test_unread_marks_update_live_when_an_agent_reads(url, page):
         mcp(url, [("mark_message_read", {"project_key": P, "agent_name": "GreenCastle", "message_id": message["id"]})])
         unread.wait_for(state="detached", timeout=2500)  # no new mail: only its read mark changed
         assert page.locator(row, has_text=message["subject"]).count() == 1 and page.evaluate("window.__sameDocument") is True
+
+
+def test_a_thread_of_long_unbroken_subjects_and_id_fits_a_phone_and_a_desk(url, browser):
+    """A subject or thread id without a space (a path, a hash) widened the thread page past the
+    screen: its title, the thread id under it, another message's subject and the digest's
+    "Waiting for acknowledgement" link."""
+    thread, subject = "T" + "x" * 127, "CART-12:" + "/src/cart/checkout" * 20
+    for title in (subject, "Other:" + "y" * 300):  # the second shows its own subject
+        httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+                   "thread_id": thread, "subject": title, "body_md": "Long.", "ack_required": True}).raise_for_status()
+    for width in (375, 1400):
+        page = browser.new_context(viewport={"width": width, "height": 800}).new_page()
+        page.goto(f"{url}/ui/thread?p={P}&t={thread}")
+        page.locator(".digest ul.waiting a").first.wait_for()  # the digest is in
+        assert page.locator("span.msg-subject").count() == 1
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, width
+        page.context.close()

@@ -5,6 +5,7 @@ threads, reservations, search pages, forms that keep a draft, previews."""
 import html
 import re
 import sqlite3
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -85,7 +86,9 @@ def link(page: str, text: str) -> str:
 
 def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site):
     """The newest message of a 520-message thread opened page 1 (the oldest 500), without its
-    anchor, headed "500 messages"; page 2 led nowhere back, page 1 did not say newer ones exist."""
+    anchor, headed "500 messages"; page 2 led nowhere back, page 1 did not say newer ones exist.
+    Going back a page showed messages twice: from the newest page, the first 500 (past where it
+    starts); from page 2, the first 500 again with an "Earlier" link to themselves."""
     url, api, database = site
     ids = [send(api, subject="Long thread" if n == 0 else f"Re: step {n}", body_md=f"step {n}", thread_id="LONG")["id"]
            for n in range(520)]
@@ -94,13 +97,30 @@ def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site):
     newest = client.get(row.replace("&amp;", "&"))
     assert newest.status_code == 200 and ids[-1] in articles(newest.text) and "data-live=" in newest.text
     assert "<h1>Long thread</h1>" in newest.text and "520 messages," in newest.text
+    opens = ids.index(articles(newest.text)[0])  # a page opening 100 messages before it
+    assert articles(newest.text) == ids[opens:] and opens == 420
     earlier = client.get(link(newest.text, "← Earlier messages"))
-    assert articles(earlier.text) == ids[:500] and "Earlier messages" not in earlier.text  # back to the start
-    assert "520 messages, 500 on this page" in earlier.text and "Newer messages are on later pages" in earlier.text
-    assert ids[-1] in articles(client.get(link(earlier.text, "Newest »")).text)
-    later = client.get(link(earlier.text, "Later messages →"))
+    assert articles(earlier.text) == ids[:opens] and "Earlier messages" not in earlier.text  # back to the start, no repeats
+    assert "520 messages, 420 on this page" in earlier.text and "Newer messages are on later pages" in earlier.text
+    assert articles(client.get(link(earlier.text, "Later messages →")).text) == ids[opens:]  # and on again
+    first = client.get("/ui/thread", params={"p": P, "t": "LONG"})
+    assert articles(first.text) == ids[:500] and "Earlier messages" not in first.text
+    assert ids[-1] in articles(client.get(link(first.text, "Newest »")).text)
+    later = client.get(link(first.text, "Later messages →"))
     assert articles(later.text) == ids[500:] and "Earlier messages" in later.text and "520 messages, 20 on this page" in later.text
+    back = client.get(link(later.text, "← Earlier messages"))  # exactly 500 before it: the first page, said so
+    assert articles(back.text) == ids[:500] and "Earlier messages" not in back.text
     assert articles(client.get("/ui/thread", params={"p": P, "t": "LONG", "m": ids[3]}).text) == ids[:500]  # page 1 holds it
+
+
+def test_a_bodys_headings_rank_below_the_thread_pages_own(site):
+    """A body's "# Title" was a second <h1> beside the thread's subject."""
+    url, api, database = site
+    send(api, subject="Headings", body_md="# Plan\n\n## Steps\n\n### Detail\n\n###### Fine print", thread_id="HEADINGS")
+    page = ui(url).get("/ui/thread", params={"p": P, "t": "HEADINGS"}).text
+    body = page[page.index('<div class="body">'):page.index("</article>")]
+    assert re.findall(r"<(h\d)>", body) == ["h3", "h4", "h5", "h6"] and "<h6>Fine print</h6>" in body
+    assert re.findall(r"<h1>([^<]*)</h1>", page) == ["Headings"]
 
 
 def test_force_release_is_offered_only_when_the_tool_would_take_it(site):
@@ -139,13 +159,14 @@ def test_search_goes_on_past_its_first_hundred_results(site):
         send(api, subject=f"haystack {n}", body_md=f"a needle here, number {n}", thread_id="HAY")
     client = ui(url)
     first = client.get("/ui/search", params={"q": "needle", "p": P})
-    assert first.text.count('<a class="row"') == 100
+    assert first.text.count('<a class="row"') == 100 and '<p class="sub">100 results on this page</p>' in first.text
     rest = client.get(link(first.text, "More results »"))
     assert rest.text.count('<a class="row"') == 20 and "More results" not in rest.text
+    assert '<p class="sub">20 results</p>' in rest.text  # the last page: all there is
     shown = re.findall(r"number (\d+)", first.text + rest.text)
     assert sorted(map(int, shown)) == list(range(120))
     everywhere = client.get("/ui/search", params={"q": "needle"}).text  # across projects: where to go on
-    assert everywhere.count('<a class="row"') == 100
+    assert everywhere.count('<a class="row"') == 100 and "100 results on this page" in everywhere
     assert link(everywhere, P) == f"/ui/search?p={P}&q=needle" and "More results in" in everywhere
 
 
@@ -257,6 +278,22 @@ def test_a_reply_from_a_thread_page_takes_the_threads_subject(site):
     assert [m["subject"] for m in thread] == ["Cart totals are off", "Unrelated aside", "Re: Cart totals are off"]
 
 
+def test_what_a_person_writes_arrives_with_the_line_breaks_agents_use(site):
+    """A browser sends a textarea's line breaks as CRLF: the overseer's mail read "Line1\\r\\n\\r\\n…"."""
+    url, api, database = site
+    client = ui(url)
+    written = "Line1\r\n\r\n- a\r\n- b\rend\r\n"
+    new = client.post("/ui/compose", data={"csrf": client.csrf, "project_key": P, "to": "GreenCastle", "subject": "Lines",
+                                           "body_md": written})
+    assert new.status_code == 303
+    thread_id = parse_qs(urlsplit(new.headers["location"]).query)["t"][0]
+    page = client.get("/ui/thread", params={"p": P, "t": thread_id}).text
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page[page.index('class="compose reply"'):]))
+    assert client.post("/ui/compose", data={**form, "to": "GreenCastle", "body_md": written}).status_code == 303  # a reply
+    thread = api.get("/api/get_thread", params={"project_key": P, "thread_id": thread_id}).json()["messages"]
+    assert [m["body_md"] for m in thread] == ["Line1\n\n- a\n- b\nend\n"] * 2
+
+
 def test_mark_read_and_acknowledge_come_back_to_the_message_and_say_so(site):
     """The agent page came back at its top, saying nothing."""
     url, api, database = site
@@ -280,6 +317,10 @@ def test_mark_read_and_acknowledge_come_back_to_the_message_and_say_so(site):
                                            "back": f"/ui/project?p={P}"})
     assert retired.headers["location"] == f"/ui/project?p={P}&done=retire"
     assert '<p class="notice" role="status">Done: retired.</p>' in client.get(retired.headers["location"]).text
+    # A retired agent gets no mail (send_overseer_message answers 409): its page offers Unretire, not a letter.
+    assert "Write to RedStone" in page and 'value="retire"' in page
+    page = client.get("/ui/agent", params={"p": P, "a": "RedStone"}).text
+    assert "Write to RedStone" not in page and 'value="unretire"' in page
     # Back at work for the module's other tests: a retired agent's reservations conflict with nobody.
     api.post("/api/unretire_agent", json={"project_key": P, "agent_name": "RedStone"}).raise_for_status()
 

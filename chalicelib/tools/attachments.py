@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import orjson
 from pydantic import Field
 
-from ..attachments.intake import Attachment, Sha256
+from ..attachments.intake import Attachment, FileName, Sha256
 from ..attachments.storage import LocalStorage, storage, uploader
 from ..config import get_settings
 from ..errors import Conflict, InternalError, InvalidArgument, NotFound
@@ -30,6 +30,8 @@ class GetAttachmentInput(Input):
     agent_name: AgentName = Field(description="Who is reading: the message's sender or one of its recipients.")
     message_id: MessageId
     sha256: Sha256
+    name: FileName | None = Field(None, description="Which of the message's attachments with this sha256 (one content may be"
+                                  " attached twice, under two names or types); default: the first.")
     include_content: bool = Field(True, description="False: only the details and a download link.")
 
 
@@ -55,11 +57,13 @@ def get_attachment(db: sqlite3.Connection, args: GetAttachmentInput) -> Attachme
     may_read = row["sender_id"] == agent["id"] or db.execute(
         "SELECT 1 FROM message_recipients WHERE message_id = ? AND agent_id = ?", (args.message_id, agent["id"])
     ).fetchone()
-    attachment = next((item for item in attachments_of(row) if item.sha256 == args.sha256), None) if may_read else None
+    attachment = next((item for item in attachments_of(row) if item.sha256 == args.sha256
+                       and args.name in (None, item.name)), None) if may_read else None
     if attachment is None:  # the same answer whether it does not exist or is not yours to read
+        named = "" if args.name is None else f" named {args.name!r}"
         raise NotFound(
-            f"Message {args.message_id} has no attachment {args.sha256} that {agent['name']} may read.",
-            "Only a message's sender and recipients read its attachments; take sha256 from the message's attachments.",
+            f"Message {args.message_id} has no attachment {args.sha256}{named} that {agent['name']} may read.",
+            "Only a message's sender and recipients read its attachments; take sha256 (and name) from the message's attachments.",
         )
     settings = get_settings()
     where = storage(settings)
@@ -79,7 +83,8 @@ def get_attachment(db: sqlite3.Connection, args: GetAttachmentInput) -> Attachme
         ) from None
     url = where.download_url(attachment.sha256, attachment.name, attachment.media_type)
     if url is None:
-        query = {"project_key": args.project_key, "agent_name": agent["name"], "message_id": args.message_id}
+        query = {"project_key": args.project_key, "agent_name": agent["name"], "message_id": args.message_id,
+                 "name": attachment.name}  # this one of the message's attachments with its sha256
         url = f"/api/attachments/{attachment.sha256}?{urlencode(query)}"
     return AttachmentContent(**attachment.model_dump(), content_base64=content, url=url)
 

@@ -4,8 +4,9 @@
                                     streamed to storage (up to ATTACHMENT_MAX_BYTES)
                                     -> {"sha256", "size"}, then send_message(attachments=
                                     [{"name", "sha256"}])
-    GET /api/attachments/{sha256}?project_key=&agent_name=&message_id=
-                                    the content, for the message's sender and recipients
+    GET /api/attachments/{sha256}?project_key=&agent_name=&message_id=[&name=]
+                                    the content (name: which of the message's attachments
+                                    with this sha256), for the message's sender and recipients
                                     (get_attachment checks, agent tokens included: the
                                     X-Agent-Token header, or registration_token)
 

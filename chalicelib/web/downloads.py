@@ -26,8 +26,9 @@ def shows_inline(attachment, settings) -> bool:
 
 
 def url(root: str, message, attachment, download: bool = False) -> str:
-    """The UI's link to one attachment, read as the message's sender (who may always read it)."""
-    query = {"p": message.project, "m": message.id, "a": message.sender, "s": attachment.sha256}
+    """The UI's link to one attachment, read as the message's sender (who may always read it); its
+    name tells it from another of the message's with the same content."""
+    query = {"p": message.project, "m": message.id, "a": message.sender, "s": attachment.sha256, "n": attachment.name}
     return f"{root}/ui/attachment?{urlencode(query | ({'download': '1'} if download else {}))}"
 
 

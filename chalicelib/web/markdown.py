@@ -16,7 +16,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 TAGS = {
-    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "s", "del", "code", "pre", "blockquote",
+    "p", "br", "hr", "h3", "h4", "h5", "h6", "strong", "em", "s", "del", "code", "pre", "blockquote",
     "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td",
 }
 ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}  # no style: the CSP allows no inline styles
@@ -35,8 +35,17 @@ def _image_as_link(self, tokens, idx, options, env) -> str:
     return f'<a href="{escape(src)}">[image: {escape(alt)}]</a>'
 
 
+def _heading_below_the_page(self, tokens, idx, options, env) -> str:
+    """A body's headings rank below the thread page's own (its subject is the <h1>): # is <h3>, ## <h4>…"""
+    token = tokens[idx]
+    token.tag = f"h{min(int(token.tag[1]) + 2, 6)}"
+    return self.renderToken(tokens, idx, options, env)
+
+
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable(["table", "strikethrough"])
 _md.add_render_rule("image", _image_as_link)
+_md.add_render_rule("heading_open", _heading_below_the_page)
+_md.add_render_rule("heading_close", _heading_below_the_page)
 
 
 def render(body: str) -> Markup:

@@ -122,6 +122,11 @@ def _reply_subject(subject: str) -> str:
     return subject if subject.lower().startswith("re:") else f"Re: {subject}"[:512]
 
 
+def _lines(text: str) -> str:
+    """A textarea's text with the line breaks agents write (\n): browsers send CRLF (and a lone CR may come)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _short_time(ts: str | None) -> str:
     """2026-11-30T08:11:15.123Z -> 11-30 08:11 (the full time is in the element's title)."""
     return f"{ts[5:10]} {ts[11:16]}" if ts and len(ts) >= 16 else (ts or "")
@@ -269,12 +274,12 @@ class WebUI:
             response.headers["Referrer-Policy"] = "same-origin"
         return response
 
-    def run(self, name: str, **arguments):
+    def run(self, tool_name: str, /, **arguments):  # (a tool may take a `name`: get_attachment)
         """A tool's output, called as the signed-in person (handle() set the principal). An admin
         oversees agents and needs no agent's token; any other role is what agents are given, so
         it keeps the check the API makes. The credential's role and projects hold either way
         (security/scopes.py)."""
-        tool = (self.overseer_tools if self.oversees() else self.tools)[name]
+        tool = (self.overseer_tools if self.oversees() else self.tools)[tool_name]
         return invoke.call(tool, {k: v for k, v in arguments.items() if v is not None}, self.settings)
 
     @staticmethod
@@ -493,39 +498,41 @@ class WebUI:
         """The page of the thread a link asks for (one get_thread page: at most THREAD_SHOWN
         messages and ~4 MiB of bodies, so its HTML stays bounded), and whether it starts at the
         thread's first message: the next page (after=, get_thread's cursor), the previous one
-        (before=, a message id), the one holding a message (m=: a link to it), or the first."""
-        def page(cursor):
-            return self.run("get_thread", project_key=key, thread_id=thread_id, limit=THREAD_SHOWN, cursor=cursor)
+        (before=, a message id: the messages just before it, fewer when the thread starts within
+        them, so that none shows twice), the one holding a message (m=: a link to it), or the first."""
+        def page(cursor, limit=THREAD_SHOWN):
+            return self.run("get_thread", project_key=key, thread_id=thread_id, limit=limit, cursor=cursor)
 
         def holds(thread) -> bool:
             return any(m.id == wanted for m in thread.messages)
 
         if query.get("before"):
-            cursor = self.cursor_before(key, thread_id, query["before"], THREAD_SHOWN)
-            return page(cursor), cursor is None
+            cursor, count = self.cursor_before(key, thread_id, query["before"], THREAD_SHOWN)
+            return page(cursor, count or THREAD_SHOWN), cursor is None
         after, wanted = query.get("after") or None, _message_id(query.get("m", "")[:20])
         first = page(after)
         if after or first.next_cursor is None or wanted is None or holds(first):
             return first, after is None
         # Past the first page: a page opening a few messages before it, with room for the newer.
-        cursor = self.cursor_before(key, thread_id, wanted + 1, CONTEXT_SHOWN)
+        cursor, _ = self.cursor_before(key, thread_id, wanted + 1, CONTEXT_SHOWN)
         shown = page(cursor)
         if holds(shown):
             return shown, cursor is None
         shown = page(wanted - 1 or None)  # the bodies before it filled a page: the page that starts with it
         return (shown, False) if holds(shown) else (first, True)
 
-    def cursor_before(self, key: str, thread_id: str, before, count: int) -> int | None:
-        """get_thread's cursor for a page opening `count` messages before message `before`
-        (unified_inbox walks the thread back); None when the thread starts within them."""
+    def cursor_before(self, key: str, thread_id: str, before, count: int) -> tuple[int | None, int]:
+        """get_thread's cursor for a page opening up to `count` messages before message `before`
+        (unified_inbox walks the thread back), and how many there are: None when the thread
+        starts within them. One more is looked for: exactly `count` may be all there is."""
         ids = []
-        while len(ids) < count:
-            older = self.newest_ids(key, thread_id, before_id=before, limit=min(LIST_SHOWN, count - len(ids)))
+        while len(ids) <= count:
+            older = self.newest_ids(key, thread_id, before_id=before, limit=min(LIST_SHOWN, count + 1 - len(ids)))
             ids += [m.id for m in older.messages]
             if older.next_before_id is None:
-                return None
+                break
             before = older.next_before_id
-        return ids[-1] - 1
+        return (ids[count - 1] - 1 if len(ids) > count else None), min(len(ids), count)
 
     def participants(self, project: str, messages) -> list[str]:
         """The thread's active agents (not people), in order of appearance: whom a reply goes to.
@@ -610,7 +617,7 @@ class WebUI:
             try:
                 sent = self.run(
                     "send_overseer_message", project_key=key, to=to, cc=cc, subject=form.get("subject") or None,
-                    body_md=form.get("body_md", ""), importance=form.get("importance") or "normal",
+                    body_md=_lines(form.get("body_md", "")), importance=form.get("importance") or "normal",
                     ack_required=form.get("ack_required") == "on", reply_to=form.get("reply_to") or None,
                     thread_id=form.get("thread_id") or None,
                 ).message
@@ -679,7 +686,7 @@ class WebUI:
         signed-in person: a message outside their credential's projects is refused like any page."""
         query = request.query
         found = self.run("get_attachment", project_key=query.get("p", ""), agent_name=query.get("a", ""),
-                         message_id=query.get("m", ""), sha256=query.get("s", ""))
+                         message_id=query.get("m", ""), sha256=query.get("s", ""), name=query.get("n") or None)
         return downloads.respond(found, self.settings, download=query.get("download") == "1")
 
     def docs(self, request: Request, session: Session) -> Response:
