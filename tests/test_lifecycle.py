@@ -87,6 +87,10 @@ def test_retiring_releases_active_file_reservations(call, team, settings):
     with sql(settings) as conn:
         unreleased = [tuple(row) for row in conn.execute("SELECT path_pattern FROM file_reservations WHERE released_ts IS NULL")]
     assert unreleased == [("old/**",)]  # the expired one needed no release
+    for tool, arguments in (("renew_file_reservations", {}), ("file_reservation_paths", {"paths": ["src/x.py"]})):
+        with pytest.raises(Conflict, match="retired") as refused:  # renewing what retiring left over was taken
+            call(tool, project_key=team, agent_name="BlueLake", **arguments)
+        assert "unretire_agent" in refused.value.hint
 
 
 def test_an_archived_project_is_hidden_and_read_only(call, team, send, settings):

@@ -599,6 +599,7 @@ def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsI
     1,000 a call: `next_cursor` says more are held; pass it as cursor to renew the next ones."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
+    refuse_retired(project, agent, "renew file reservations")  # what it still holds conflicts with nobody, and lapses
     where, params = named(db, agent, args.paths, args.file_reservation_ids)
     now = clock.now()
     after, after_params = BY_ID.after(args.cursor)
