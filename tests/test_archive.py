@@ -3,6 +3,7 @@ rebuild, verify and restore, on real SQLite databases and real git repositories.
 
 import hashlib
 import json
+import os
 from datetime import datetime, timedelta
 import subprocess
 import threading
@@ -297,7 +298,8 @@ def test_archive_verify_passes_when_in_step_and_exits_1_on_a_missing_message(cal
     env = {"ARCHIVE_DIR": str(settings.archive_dir)}
     args = ["--database-url", settings.database_url, "archive", "verify"]
     result = runner.invoke(cli, args, env=env)
-    assert result.exit_code == 1 and len(json.loads(result.stdout)["missing"]) == 2 + 1 + 1  # not drained: messages, reservation, project
+    # not drained: messages, reservation, project, and its agents' profiles
+    assert result.exit_code == 1 and len(json.loads(result.stdout)["missing"]) == 2 + 1 + 1 + 3
     drain(settings, archive)
     result = runner.invoke(cli, args, env=env)
     assert result.exit_code == 0, result.output
@@ -343,6 +345,89 @@ def test_restore_from_archive_rebuilds_an_empty_database(call, project, settings
         assert list(rebuild.other_entries(new))[-1] == list(rebuild.other_entries(old))[-1]  # the reservation
     result = CliRunner().invoke(cli, ["--database-url", restored, "db", "restore-from-archive"], env=env)
     assert result.exit_code == 1 and "not empty" in result.output
+
+
+def test_an_agent_registered_with_the_archive_off_is_named_by_verify_and_its_mail_restored(call, project, settings, tmp_path,
+                                                                                          archive, monkeypatch):
+    """QA, session 28: verify and doctor passed an archive without an agent's profile, and a restore
+    then failed whole (FOREIGN KEY constraint failed): its mail named an agent it did not know."""
+    monkeypatch.setenv("ARCHIVE_ENABLED", "false")
+    config.get_settings.cache_clear()
+    try:
+        call("register_agent", project_key=project, program="p", model="m", name="RedFox")
+    finally:
+        monkeypatch.undo()
+        config.get_settings.cache_clear()
+    call("send_message", project_key=project, sender_name="RedFox", to=["BlueLake"], subject="from the dark", body_md="x")
+    drain(settings, archive)
+    env, verify = {"ARCHIVE_DIR": str(settings.archive_dir)}, ["--database-url", settings.database_url, "archive", "verify"]
+    result = CliRunner().invoke(cli, verify, env=env)
+    assert result.exit_code == 1 and json.loads(result.stdout)["missing"] == ["projects/work-demo/agents/RedFox/profile.json"]
+    assert "1 agent profile(s) missing" in result.stderr and "archive rebuild" in result.stderr
+    restored = Settings(database_url=f"sqlite:///{tmp_path}/restored.db")
+    result = CliRunner().invoke(cli, ["--database-url", restored.database_url, "db", "restore-from-archive"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["agents"] == 4 and json.loads(result.stdout)["messages"] == 1
+    with db.connection(restored) as conn:
+        assert conn.execute("SELECT program, inception_ts FROM agents WHERE name = 'RedFox'").fetchone()[0] == "unknown"
+    assert CliRunner().invoke(cli, ["--database-url", settings.database_url, "archive", "rebuild"], env=env).exit_code == 0
+    assert CliRunner().invoke(cli, verify, env=env).exit_code == 0
+
+
+def test_a_restore_takes_attachments_from_storage_checks_the_archives_and_names_a_bad_file(call, project, settings, tmp_path,
+                                                                                          archive):
+    """QA, session 28: verify did not look at attachment files; a restore read them first (failing
+    when the archive lacked one the storage still held), stored a changed one under its new sha256
+    (the message lost its attachment), and one unreadable message file failed it unnamed."""
+    import base64
+
+    from chalicelib.attachments.storage import storage
+
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="log", body_md="x",
+                attachments=[{"name": "a.log", "content_base64": base64.b64encode(b"the log").decode()}])
+    drain(settings, archive)
+    sha = sent["message"]["attachments"][0]["sha256"]
+    path = f"projects/work-demo/attachments/{sha[:2]}/{sha}"
+    env = {"ARCHIVE_DIR": str(settings.archive_dir)}
+
+    def tamper(change: str, files: dict[str, bytes | None]) -> None:
+        """A commit by hand on HEAD's tree (an index of its own: the worktree holds no attachments)."""
+        git_dir = settings.archive_dir / ".git" if (settings.archive_dir / ".git").exists() else settings.archive_dir
+        where = ["--git-dir", str(git_dir), "--work-tree", str(tmp_path)]  # (update-index wants a work tree, any)
+        index = {**os.environ, "GIT_INDEX_FILE": str(tmp_path / "tamper-index")}
+
+        def run(*args, given=None):
+            return subprocess.run(["git", *where, *args], input=given, env=index, check=True, capture_output=True).stdout
+
+        run("read-tree", "HEAD")
+        for name, content in files.items():
+            if content is None:
+                run("update-index", "--force-remove", name)
+            else:
+                blob = run("hash-object", "-w", "--stdin", given=content).decode().strip()
+                run("update-index", "--add", "--cacheinfo", f"100644,{blob},{name}")
+        tree = run("write-tree").decode().strip()
+        commit = run("-c", "user.name=a", "-c", "user.email=a@b", "commit-tree", tree, "-p", "HEAD", "-m", change).decode().strip()
+        run("update-ref", "HEAD", commit)
+
+    def restore(name):
+        return CliRunner().invoke(cli, ["--database-url", f"sqlite:///{tmp_path}/{name}.db", "db", "restore-from-archive"], env=env)
+
+    tamper("the attachment lost", {path: None})
+    result = CliRunner().invoke(cli, ["--database-url", settings.database_url, "archive", "verify"], env=env)
+    assert json.loads(result.stdout)["missing"] == [path] and "1 attachment file(s) missing" in result.stderr
+    assert restore("kept").exit_code == 0  # the storage holds it
+    storage(settings).delete(sha)
+    result = restore("lost")
+    assert result.exit_code == 1 and f"the archive lacks {path}" in result.output
+    tamper("the attachment changed", {path: b"another content"})
+    result = restore("changed")
+    assert result.exit_code == 1 and f"holds another content at {path}" in result.output
+    [document] = [name for name in git(settings.archive_dir, "ls-tree", "-r", "--name-only", "HEAD").split()
+                  if name.startswith("projects/work-demo/messages/")]
+    tamper("mended, and a message file broken", {path: b"the log", document: b"garbage"})
+    result = restore("garbage")
+    assert result.exit_code == 1 and f"{document} is no message document" in result.output
 
 
 def test_restore_refuses_a_database_holding_only_a_project(call, project, settings, tmp_path, archive):

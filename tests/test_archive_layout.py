@@ -341,5 +341,8 @@ def test_verify_reports_the_files_of_another_project_in_a_folder(call, two_shops
     assert overwritten  # the collision's damage: Shop's profile where shop's belongs
     assert sorted(path for path in problems["foreign"] if path.endswith("profile.json")) == overwritten
     missing = [path for path in problems["missing"] if not path.endswith("/project.json")]  # the first layout had none
-    assert len(missing) == 1 and missing[0].startswith("projects/home-me-shop-2/messages/")
+    [message] = [path for path in missing if "/messages/" in path]
+    assert message.startswith("projects/home-me-shop-2/messages/")
+    assert [path for path in missing if path != message] == [
+        f"projects/home-me-shop-2/agents/{name}/profile.json" for name in ("BlueLake", "GreenCastle")]  # (theirs are foreign)
     assert problems["unexpected"] == [] and problems["different"] == []

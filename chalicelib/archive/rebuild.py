@@ -4,6 +4,7 @@ The database's rows are turned into the same entries the outbox carries, and ren
 the same function, so a rebuilt archive matches one written entry by entry.
 """
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -38,16 +39,22 @@ IMPORT_BATCH = 200
 
 
 def restore_attachment(archive: GitArchive, folder: str, sha256: str) -> None:
-    """Put an archived attachment back into the attachment storage (a no-op if it is there)."""
+    """Put an archived attachment back into the attachment storage: a no-op if it is there (a
+    lost database, its attachments kept), else the archive's copy, which must be that content
+    (a changed file was stored under another sha256, and the message lost its attachment)."""
     from ..attachments.storage import storage
     from ..config import get_settings
 
-    content = archive.read(attachment_path(folder, sha256))
-    if content is None:
-        raise ValueError(f"the archive lacks attachment {sha256} of project folder {folder}")
     where = storage(get_settings())
-    if where.size(sha256) is None:
-        where.put(content)
+    if where.size(sha256) is not None:
+        return
+    path = attachment_path(folder, sha256)
+    content = archive.read(path)
+    if content is None or hashlib.sha256(content).hexdigest() != sha256:
+        raise ValueError(f"the archive {'lacks' if content is None else 'holds another content at'} {path}, an attachment"
+                         " of its mail, and the attachment storage lacks it too: put the file there (ATTACHMENTS_DIR,"
+                         " or the bucket's blobs/), or restore an older commit of the archive")
+    where.put(content)
 
 
 def message_entries(db: sqlite3.Connection, archived_body: Callable[[dict], str | None] = lambda entry: None) -> Iterator[dict]:
@@ -217,10 +224,9 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     missing, different = message_problems(db, archive)
     unexpected, foreign = stray_messages(db, archive, owners, {row["slug"]: row["purged_before_id"] or 0 for row in projects})
     for problems in (reservation_problems(db, archive), contact_problems(db, archive), mark_problems(db, archive),
-                     product_problems(db, archive), project_json_problems(archive, projects)):
+                     product_problems(db, archive), project_json_problems(archive, projects), profile_problems(db, archive)):
         missing += problems[0]
         different += problems[1]
-    different += profile_problems(db, archive)
     return {
         "missing": sorted(missing),
         "unexpected": sorted(unexpected, key=current_path),
@@ -241,7 +247,7 @@ def message_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[
         sha = held(message_path(entry))
         return None if sha is None else parse_document(archive.repo[sha].data)["body_md"]
 
-    missing, different = [], []
+    missing, different = [], set()
     for entry in message_entries(db, archived_body):
         path = message_path(entry)
         sha = held(path)
@@ -249,8 +255,10 @@ def message_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[
         if sha is None:
             missing.append(path)
         elif sha not in (blob_id(document(entry)), blob_id(document(older))):
-            different.append(path)
-    return missing, different
+            different.add(path)
+        # Its attachments' files: a restore takes the content from them (by name only: reading them is the restore's).
+        missing += [path for path in rendering.attachment_paths(entry) if held(path) is None]
+    return list(dict.fromkeys(missing)), list(different)
 
 
 def stray_messages(db: sqlite3.Connection, archive: GitArchive, owners: dict[str, str],
@@ -447,18 +455,21 @@ def store_marks(db: sqlite3.Connection, marks: list[tuple]) -> int:
 PROFILE_FIELDS = ("program", "model", "task_description", "inception_ts")  # in every profile ever written
 
 
-def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
-    """Agent profiles that do not say what the database does: its registration (PROFILE_FIELDS:
+def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
+    """(missing, different) agent profiles: one the database's agent has none of (an agent
+    registered while ARCHIVE_ENABLED was off: a restore knew no such agent for its mail), or one
+    that does not say what the database does: its registration (PROFILE_FIELDS:
     another database's agent of the same name, archived into this archive by a server started
     on a mistyped DATABASE_URL, overwrote them), its retired_ts, or its kind and contact policy as a
-    restore reads them (render.agent_kind, render.contact_policy). A missing profile is no concern
-    here, nor another project's (foreign)."""
-    different = []
+    restore reads them (render.agent_kind, render.contact_policy). Another project's is no
+    concern here (foreign)."""
+    missing, different = [], []
     for row in db.execute(f"SELECT a.name, a.retired_ts, a.kind, a.contact_policy, {', '.join(f'a.{field}' for field in PROFILE_FIELDS)},"
                           " p.slug, p.human_key FROM agents a JOIN projects p ON p.id = a.project_id"):
         path = f"{agent_dir(row['slug'], row['name'])}/profile.json"
         content = archive.read(path)
         if content is None:
+            missing.append(path)
             continue
         profile = json.loads(content)
         if not same_project(profile.get("project_human_key", row["human_key"]), row["human_key"]):
@@ -467,7 +478,7 @@ def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> list[str]:
                 or contact_policy(profile) != row["contact_policy"]
                 or any(profile.get(field) != row[field] for field in PROFILE_FIELDS)):
             different.append(path)
-    return different
+    return missing, different
 
 
 def project_json_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> tuple[list[str], list[str]]:
@@ -493,13 +504,22 @@ def project_json_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> t
 
 
 def missing_advice(problems: dict[str, list[str]]) -> list[str]:
-    """What to do about verify's missing project.json files, in words: one line, or none."""
+    """What to do about verify's missing project.json files, agent profiles and attachment files
+    (each a rebuild writes from the database), in words: a line each kind, or none."""
+    advice = []
     slugs = [path.split("/")[1] for path in problems["missing"] if path.endswith("/project.json")]
-    if not slugs:
-        return []
-    named = ", ".join(slugs[:10]) + (", ..." if len(slugs) > 10 else "")
-    return [f"no project.json in the archive for {len(slugs)} project(s) ({named}), made before ensure_project archived"
-            " one: run `python -m chalicelib archive rebuild` to write it"]
+    if slugs:
+        named = ", ".join(slugs[:10]) + (", ..." if len(slugs) > 10 else "")
+        advice.append(f"no project.json in the archive for {len(slugs)} project(s) ({named}), made before ensure_project"
+                      " archived one: run `python -m chalicelib archive rebuild` to write it")
+    for kind, what, why in (("/profile.json", "agent profile(s)", "a restore would not know these agents, whose mail"
+                             " then could not come back"), ("/attachments/", "attachment file(s)", "a restore takes the"
+                             " content from them")):
+        paths = [path for path in problems["missing"] if kind in path]
+        if paths:
+            advice.append(f"{len(paths)} {what} missing from the archive (the first: {paths[0]}; {why}):"
+                          " run `python -m chalicelib archive rebuild` to write them")
+    return advice
 
 
 def archived_reservations(archive: GitArchive, folders: list[str]) -> dict[int, bytes]:
@@ -616,6 +636,19 @@ class Restorer:
         """Name (of the message's project) or Name@folder (another project's archive folder)."""
         name, _, other = address.partition("@")
         return agent_id(self.ids[self.folders.get(other, human_key) if other else human_key], name)
+
+    def known(self, address: str, folder: str, human_key: str, since: str, activity: "Activity") -> int:
+        """1 if an agent a message names had no profile in the archive (one registered while
+        ARCHIVE_ENABLED was off; archive verify names it), and is made now from its address,
+        so that its mail comes back (it failed the whole restore); else 0."""
+        name, _, other = address.partition("@")
+        key = self.folders.get(other, human_key) if other else human_key
+        if key not in self.ids or self.db.execute("SELECT 1 FROM agents WHERE id = ?", (agent_id(self.ids[key], name),)).fetchone():
+            return 0  # (a project folder never made is the message's own to fail on)
+        store_agent(self.db, self.ids[key], {"name": name, "program": "unknown", "model": "unknown", "inception_ts": since,
+                                             "task_description": "Restored from its mail: the archive had no profile of it."},
+                    activity)
+        return 1
 
 
 class Activity:
@@ -951,13 +984,19 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
 
     def documents():
         for folder in folders:
-            for _, sha in archive.walk(f"projects/{folder}/messages"):
-                yield folder, sha
+            for path, sha in archive.walk(f"projects/{folder}/messages"):
+                yield folder, path, sha
 
-    for folder, sha in progress(documents()):
-        entry = parse_document(archive.repo[sha].data)
+    for folder, path, sha in progress(documents()):
+        try:
+            entry = parse_document(archive.repo[sha].data)
+        except ValueError as error:  # (json's, and a missing front matter's)
+            raise ValueError(f"{path} is no message document ({error}): mend or remove it, or restore an older commit"
+                             " of the archive") from None
         human_key = projects.key(entry.get("project_human_key") or projects.folders[folder], folder)
         project_id = projects.project(human_key, folder, entry["created_ts"])
+        for address in [entry["sender"], *entry["to"], *entry["cc"], *entry["bcc"]]:
+            counts["agents"] += projects.known(address, folder, human_key, entry["created_ts"], activity)
         sender = store_document(db, archive, folder, entry, project_id, lambda address: projects.agent(address, folder, human_key))
         activity.saw(sender, entry["created_ts"])
         counts["messages"] += 1
