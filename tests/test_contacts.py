@@ -290,6 +290,16 @@ def test_asking_someone_who_asked_you_accepts(call, team, send):
     send("BlueLake", ["GreenCastle"])
 
 
+def test_a_retired_requester_is_answered_without_a_notice(call, team):
+    """QA, session 28: declining (or revoking) the request of an agent since retired answered 409
+    (its notice refused a retired recipient), and the contact stayed as it was."""
+    call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")
+    call("retire_agent", project_key=team, agent_name="BlueLake")
+    declined = call("respond_contact", project_key=team, to_agent="GreenCastle", from_agent="BlueLake", accept=False)
+    assert declined["status"] == "denied"
+    assert not [m for m in inbox(call, "BlueLake") if "declined" in m["subject"]]
+
+
 def test_respond_needs_a_request(call, team):
     with pytest.raises(NotFound, match="RedStone has not asked GreenCastle") as info:
         call("respond_contact", project_key=team, to_agent="GreenCastle", from_agent="RedStone", accept=True)

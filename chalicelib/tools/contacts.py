@@ -229,13 +229,15 @@ def _answer(db, project, responder, requester, row, accept: bool, ttl: int, now:
         db, requester, responder, status="approved" if accept else "denied", reason=row["reason"], ttl=ttl,
         requested_ts=row["requested_ts"], responded_ts=now, expires_ts=clock.later(now, ttl),
     )
-    name = address(responder, project_by_id(db, requester["project_id"]))
+    name = address(responder, project_by_id(db, requester["project_id"]))  # as the requester's project spells it
     if accept:
         body = f"{name} accepted your contact request: you may write to each other until {stored['expires_ts']}."
     else:
         body = f"{name} declined your contact request; you cannot ask again before {ask_again_after(stored)}."
     outcome = "accepted" if accept else "declined"
-    notify(db, project, responder, address(requester, project), f"Contact request {outcome} by {name}", body)
+    home = project_by_id(db, requester["project_id"])
+    if not requester["retired_ts"] and not home["archived_ts"]:  # a notice reaches neither: the answer stands all the same
+        notify(db, project, responder, address(requester, project), f"Contact request {outcome} by {name}", body)
     return stored
 
 
@@ -367,7 +369,8 @@ def respond_contact(db: sqlite3.Connection, args: RespondContactInput) -> Contac
     """Accept or decline a contact request; answering again changes the answer (e.g. revokes).
 
     Accepting lets both agents write to each other until the contact expires; declining
-    keeps the asker from asking again until then. The asker gets a notice either way."""
+    keeps the asker from asking again until then. The asker gets a notice either way (unless
+    it was retired since)."""
     project = find_project(db, args.project_key)
     responder, requester = find_agents(db, project, [args.agent_name, args.from_agent])
     row = _find_contact(db, responder, requester)
@@ -376,7 +379,7 @@ def respond_contact(db: sqlite3.Connection, args: RespondContactInput) -> Contac
             f"{address(requester, project)} has not asked {responder['name']} for contact.",
             "list_contacts shows the requests you can answer; to ask them yourself, call request_contact.",
         )
-    refuse_inactive(project, responder, [requester])
+    refuse_inactive(project, responder, [])  # (not the requester: one since retired is still answered, without a notice)
     now = clock.now()
     stored = _answer(db, project, responder, requester, row, args.accept, args.ttl_seconds or row["ttl_seconds"], now)
     return _contact(stored, project, now)
