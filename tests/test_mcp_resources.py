@@ -30,7 +30,7 @@ TEMPLATES = {
     "resource://project-urgent-unread/{project_key}{?limit}",
     "resource://outbox/{agent}{?project,limit,cursor,token}",
     "resource://threads/{project_key}{?agent,limit,cursor,token}",
-    "resource://thread/{thread_id}{?project,agent,token}",
+    "resource://thread/{thread_id}{?project,agent,limit,cursor,token}",
     "resource://message/{id}{?project,agent,token}",
     "resource://product/{key}",
 } | ({"resource://file_reservations/{project_key}{?active_only,limit,cursor}"} if "list_file_reservations" in TOOLS else set())
@@ -83,6 +83,8 @@ SAME_AS_TOOL = [
      {"project_key": "res-demo", "agent_name": "GreenCastle", "limit": 1, "include_bodies": True}),
     ("resource://outbox/BlueLake?project=res-demo", "fetch_outbox", {"project_key": "res-demo", "agent_name": "BlueLake"}),
     ("resource://thread/FEAT%201%2Fa?project=res-demo", "get_thread", {"project_key": "res-demo", "thread_id": "FEAT 1/a"}),
+    ("resource://thread/FEAT%201%2Fa?project=res-demo&limit=1", "get_thread",  # pages: it named a cursor it took not
+     {"project_key": "res-demo", "thread_id": "FEAT 1/a", "limit": 1}),
     ("resource://threads/res-demo", "list_threads", {"project_key": "res-demo"}),
     ("resource://threads/res-demo?agent=GreenCastle&limit=1", "list_threads",
      {"project_key": "res-demo", "agent_name": "GreenCastle", "limit": 1}),

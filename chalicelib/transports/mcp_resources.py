@@ -62,7 +62,7 @@ VIEWS = {
     "resource://project-urgent-unread/{project_key}{?limit}": View("list_urgent_unread"),
     "resource://outbox/{agent}{?project,limit,cursor,token}": View("fetch_outbox", AS_AGENT),
     "resource://threads/{project_key}{?agent,limit,cursor,token}": View("list_threads", {"agent": "agent_name", "token": "registration_token"}),
-    "resource://thread/{thread_id}{?project,agent,token}": View("get_thread", AS_AGENT),
+    "resource://thread/{thread_id}{?project,agent,limit,cursor,token}": View("get_thread", AS_AGENT),
     "resource://message/{id}{?project,agent,token}": View("get_message", AS_AGENT | {"id": "message_id"}),
     "resource://file_reservations/{project_key}{?active_only,limit,cursor}": View("list_file_reservations"),
     "resource://product/{key}": View("get_product", {"key": "product_key"}),
