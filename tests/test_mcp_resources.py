@@ -198,6 +198,20 @@ def test_an_unknown_resource(server, seed):
     assert "No resource matches this URI." in resource_error(server, "resource://nope/1").message
 
 
+@pytest.mark.parametrize("mode", ["legacy", None])  # the protocol of before 2026-07-28, and the client's newest
+def test_an_unknown_prompt_is_invalid_params_with_a_hint(server, mode):
+    """The SDK's ValueError was an internal error (-32603, its traceback logged) or code 0, no JSON-RPC code."""
+    async def getting():
+        async with Client(f"{server}/mcp", **({"mode": mode} if mode else {})) as client:
+            with pytest.raises(MCPError) as info:
+                await client.get_prompt("x")
+            return info.value
+
+    error = asyncio.run(getting())
+    assert error.code == -32602 and "this server has no prompts" in error.message
+    assert error.data["error"]["code"] == "not_found" and "tools/list" in error.data["error"]["hint"]
+
+
 def test_resources_and_templates_are_listed(server):
     async def listing():
         async with Client(f"{server}/mcp", mode="legacy") as client:

@@ -22,7 +22,7 @@ from .. import __version__
 from ..invoke import run_tool
 from ..config import Settings
 from .instructions import INSTRUCTIONS
-from .mcp_resources import add_resources, refuse_unknown_query, unknown_resource
+from .mcp_resources import add_resources, refuse_unknown_query, unknown_prompt, unknown_resource
 from ..registry import Tool
 from ..errors import unknown_tool
 from ..tools import all_tools, profile_tools, tools_by_name
@@ -91,7 +91,8 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 class AgentMailServer(MCPServer):
     """The SDK's server, listing only the tools of TOOLS_PROFILE (all stay callable), and
     answering a call to an unknown tool with the error shape every tool error has, and a
-    resource URI with an unknown query parameter with invalid params (mcp_resources.py)."""
+    resource URI with an unknown query parameter, or an unknown prompt, with invalid params
+    (mcp_resources.py)."""
 
     def __init__(self, *, listed: set[str], **kwargs) -> None:
         super().__init__(**kwargs)
@@ -105,6 +106,11 @@ class AgentMailServer(MCPServer):
         if self._tool_manager.get_tool(name) is None:
             return CallToolResult.model_validate(result_dict(True, unknown_tool_body(name)))
         return await super().call_tool(name, arguments, context)
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None, context=None):
+        if self._prompt_manager.get_prompt(name) is None:
+            raise unknown_prompt(str(name))
+        return await super().get_prompt(name, arguments, context)
 
     async def read_resource(self, uri, context=None):
         refuse_unknown_query(str(uri), self.registered_resources)

@@ -201,6 +201,13 @@ def _missing_query(uri: str, missing: list[str]) -> InvalidArgument:
     )
 
 
+def unknown_prompt(name: str) -> MCPError:
+    """Invalid params for prompts/get of a prompt this server has not (it has none): the SDK's
+    ValueError was an internal error (logged with its traceback) or a JSON-RPC code 0."""
+    return _mcp_error(NotFound(f"No prompt named {name[:100]!r}: this server has no prompts.",
+                               "Its tools (tools/list) and resources (resources/list) are what it offers.").to_dict())
+
+
 def _mcp_error(body: dict[str, Any]) -> MCPError:
     """The JSON-RPC error for a tool error: invalid params when it is the caller's to fix (an
     HTTP 4xx: not found, refused, a conflict...), internal error only for the server's (5xx),
