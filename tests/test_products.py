@@ -170,6 +170,18 @@ def test_product_search_spans_the_linked_projects(call, shop):
     assert call("search_messages_product", product_key="shop", query="pizza NOT lunch")["results"] == []
 
 
+def test_a_product_search_as_an_agent_finds_what_an_unlinked_project_sent_it(call, shop):
+    """QA, session 28: search_messages with agent_name finds the agent's mail from any project,
+    fetch_inbox_product lists it, but the product search kept to the linked projects' mail."""
+    sent = send(call, "work-other", "BlueLake", ["RedStone@work-frontend"], "ocarina", "from outside the product")
+    [hit] = call("search_messages_product", product_key="shop", query="ocarina", agent_name="RedStone")["results"]
+    assert (hit["id"], hit["project"]) == (sent["id"], "work-other")
+    assert [m["id"] for m in call("fetch_inbox_product", product_key="shop", agent_name="RedStone")["messages"]] == [sent["id"]]
+    assert call("search_messages_product", product_key="shop", query="ocarina")["results"] == []  # the product's mail: none
+    call("ensure_product", product_key="empty")  # no project: nothing found, and the query not even read
+    assert call("search_messages_product", product_key="empty", query="de*")["results"] == []
+
+
 @pytest.mark.parametrize("limit, reader", [(3, None), (4, "BlueLake"), (20, None)])
 def test_product_search_pages_reach_every_hit_once(call, shop, limit, reader):
     """next_cursor goes on in every linked project at once: the reviewer's agent could not get

@@ -27,7 +27,7 @@ from .messages import (
     within_page,
 )
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
-from .projects import Project, among, find_project
+from .projects import Project, among, find_project, project_by_id
 from .search import INDEXING_HELP, QUERY_HELP, Cursor, SearchHit, search_projects
 from .threads import DIGESTED, ReadAs, ThreadSummary, digest, summary
 
@@ -317,6 +317,8 @@ def search_messages_product(db: sqlite3.Connection, args: SearchMessagesProductI
     linked = linked_projects(db, product)
     slugs = {project["id"]: project["slug"] for project in linked}
     hits, next_cursor, indexing = search_projects(db, linked, args.query, args.limit, viewers, args.cursor)
+    for project, _ in hits:  # (an agent's mail from a project the product does not link)
+        slugs.setdefault(project, project_by_id(db, project)["slug"])
     return ProductSearchResults(query=args.query, next_cursor=next_cursor, indexing=indexing,
                                 results=[ProductSearchHit(**hit.model_dump(), project=slugs[project]) for project, hit in hits])
 

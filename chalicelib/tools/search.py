@@ -298,19 +298,22 @@ def search_projects(db: sqlite3.Connection, projects: list[sqlite3.Row], query: 
     next cursor and SearchResults.indexing: one search of them all, as a project's search is one
     of the index (it holds every project's mail), so it costs the same however many there are (a
     search of each, merged, cost their number, and its cursor held a place in each). Given
-    viewers (an agent's identities in them), only the mail they sent or received."""
+    viewers (an agent's identities in them), the mail they sent or received, from any project
+    (a linked one's agent gets mail from others too; the product search missed it)."""
     ids = [project["id"] for project in projects]
-    where, params = f"m.project_id IN ({placeholders(ids)})", ids
-    if viewers is not None:
-        visible, more = visible_to(list(viewers))
-        where, params = f"{where} AND {visible}", params + more
+    if not ids:  # nothing to search, whatever the query says
+        return [], None, None
+    if viewers is None:
+        where, params, scope = f"m.project_id IN ({placeholders(ids)})", ids, _scope(db, ids)
+    else:  # the agent's mail, as search_messages' agent_name: what other projects (linked or not) sent it too
+        (where, params), scope = visible_to(list(viewers)), None
     fts = bounded_query(query)
-    if fts is None or not ids:
+    if fts is None:
         return [], None, None
     index, building = _index(db, cursor)
     args = SearchMessagesInput(project_key=projects[0]["human_key"], query=query, limit=limit, cursor=cursor)
     with _time_budget(db, index):
-        page, next_cursor = _page(index, query, fts, where, params, args, viewers is not None, _scope(db, ids), building)
+        page, next_cursor = _page(index, query, fts, where, params, args, viewers is not None, scope, building)
         return _hits(db, query, None, page), next_cursor, _indexing(building)
 
 
