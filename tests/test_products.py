@@ -294,6 +294,11 @@ def test_open_acks_name_another_projects_recipient_with_its_project_but_in_its_p
     # In the product one agent of a linked project is one by its name (as in participants).
     product = call("summarize_thread_product", product_key="shop", thread_id="ASK")
     assert [ack["agent"] for ack in product["open_acks"]] == ["BlueLake@work-other", "RedStone"]
+    # Asked of its two identities, one agent of the product owes one ack (it was listed twice).
+    both = send(call, "work-backend", "GreenCastle", ["BlueLake", "BlueLake@work-frontend"], "Both?", thread_id="TWO",
+                ack_required=True)
+    product = call("summarize_thread_product", product_key="shop", thread_id="TWO")
+    assert [(ack["message_id"], ack["agent"]) for ack in product["open_acks"]] == [(both["id"], "BlueLake")]
 
 
 def test_product_thread_summary_of_an_unknown_thread(call, shop):

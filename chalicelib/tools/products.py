@@ -225,7 +225,8 @@ class FetchInboxProductInput(Input):
 
 
 class ProductInboxMessage(InboxMessage):
-    project: str = Field(description="Slug of the project the message was sent in; reply there.")
+    project: str = Field(description="Slug of the linked project whose agent (of this name) received it: the one it was"
+                         " sent in, if the agent is there; reply, mark read and acknowledge there.")
 
 
 class ProductInbox(Output):
@@ -259,8 +260,8 @@ def identities(db: sqlite3.Connection, product: sqlite3.Row, name: str, token: s
 def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) -> ProductInbox:
     """An agent's received messages across every project of a product, newest first.
 
-    The same agent name in several linked projects counts as one agent; each message
-    names the project it was sent in."""
+    The same agent name in several linked projects counts as one agent; each message names
+    the linked project where the agent received it (the one it was sent in, if the agent is there)."""
     product = find_product(db, args.product_key)
     by_id: dict[str, ProductInboxMessage] = {}
     options = args.model_dump(exclude={"product_key", "registration_token"})
@@ -356,8 +357,9 @@ def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProduc
     messages = sorted(messages, key=lambda message: message.id)[-DIGESTED:]  # the newest of all the projects'
     since = messages[0].id if messages else 0
     slugs = {project["slug"] for project in linked}
-    acks = sorted((ack.model_copy(update={"agent": in_product(ack.agent, slugs)}) for ack in acks if ack.message_id >= since),
-                  key=lambda ack: (ack.message_id, ack.agent))
+    # One agent across the product owes a message one ack, however many of its identities it reached.
+    owed = {(ack.message_id, in_product(ack.agent, slugs)): ack for ack in acks if ack.message_id >= since}
+    acks = [ack.model_copy(update={"agent": agent}) for (_, agent), ack in sorted(owed.items(), key=lambda item: item[0])]
     return ProductThreadSummary(**summary(args.thread_id, merged_header(headers, slugs), messages, acks), projects=projects)
 
 
