@@ -5,7 +5,7 @@ is repeated (or whose message rolled back) costs nothing and loses nothing.
 
 Content is shared by everyone who stores it, so a SHA-256 alone must not let a caller name it
 (it would read another project's file, or learn that it is stored). An upload is therefore kept
-per uploader (a credential, `uploader`) for UPLOAD_SECONDS: locally a receipt file beside the
+per uploader (a credential, `uploader`) for RECEIPT_SECONDS: locally a receipt file beside the
 content (ATTACHMENTS_DIR/.uploads/<uploader>/<sha256>, the PUT route writes it); on S3 the
 presigned PUT goes to uploads/<uploader>/<sha256>, which S3 accepts with exactly that content
 and `claim` copies into blobs/ (the bucket's lifecycle deletes uploads/ after a day)."""
