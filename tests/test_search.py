@@ -38,6 +38,17 @@ def test_hits_carry_snippets_and_scores(call, mail):
     assert "**pizza**" in hit["snippet"] and hit["sender"] == "BlueLake" and hit["score"] < 0
 
 
+def test_a_snippet_marks_a_word_the_index_matched_without_its_accents(call, project):
+    """FTS5 reads café as cafe (remove_diacritics): `cafe` found it, and its snippet marked nothing
+    (the body's start instead of the passage, for a long body)."""
+    body = "words " * 40 + "Lunch at the Café Zürich, then the Résumé review."
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Plans", body_md=body)
+    for query, marked in (("cafe", "**Café**"), ("zurich", "**Zürich**"), ('"resume review"', "**Résumé review**"),
+                          ("Résumé", "**Résumé**")):
+        [hit] = call("search_messages", project_key=project, query=query)["results"]
+        assert marked in hit["snippet"], (query, hit["snippet"])
+
+
 def test_a_path_snippet_shows_the_path_not_an_earlier_word_sharing_a_prefix(call, project):
     body = "Ran pytest in the python venv; " + "then more words here " * 10 + "the fix is in src/cart/checkout.py now."
     call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="CI", body_md=body)

@@ -2,12 +2,15 @@
 the whole query is checked on those candidates; the answers are those of the full index."""
 
 import re
+import unicodedata
 
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from chalicelib.tools import search, search_narrowing
-from chalicelib.tools.search_syntax import LOOK_CHARS, _around, _first_start, _marked_words, marked, plain_terms, snippet, snippet_terms
+from chalicelib.tools.search_syntax import (
+    LOOK_CHARS, _around, _first_start, _lowered, _marked_words, marked, plain_terms, snippet, snippet_terms,
+)
 
 pytestmark = pytest.mark.both_backends
 
@@ -99,9 +102,25 @@ PIECES = ["cart", "Cart", "(cart", "x.cart", "foo_cart", "cartography", "ĉart",
           "İstanbul", "istanbul", "api.py", " ", "\n", "-"]
 
 
+def unaccented(text: str) -> str:
+    """The text as the index reads its Latin letters (unicode61, remove_diacritics: ĉart is cart),
+    one character for one."""
+    return "".join(base if 0xC0 <= ord(char) < 0x250 and (base := unicodedata.normalize("NFD", char)[0]).isascii() else char
+                   for char in text)
+
+
+def pattern_marked(pattern: re.Pattern, text: str) -> str:
+    """What the pattern finds in the text as the index reads it, marked **like this** in the text."""
+    pieces, done = [], 0
+    for found in pattern.finditer(unaccented(text)):
+        pieces += [text[done:found.start()], "**", text[found.start():found.end()], "**"]
+        done = found.end()
+    return "".join(pieces) + text[done:]
+
+
 def first_word_start(text: str, words: list[str]) -> int | None:
-    """Where snippets find the first word starting with one of `words`."""
-    return _first_start(text, text.lower(), [(word,) for word in words])
+    """Where snippets find the first word starting with one of `words` (in the text lower case, without accents)."""
+    return _first_start(text, _lowered(text), [(word,) for word in words])
 
 
 @hypothesis_settings(max_examples=300, deadline=None)
@@ -110,7 +129,7 @@ def first_word_start(text: str, words: list[str]) -> int | None:
 def test_snippets_find_the_first_query_word_where_the_pattern_does(pieces, words):
     text = " ".join(pieces)
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
-    found = pattern.search(text)
+    found = pattern.search(unaccented(text))
     assert first_word_start(text, words) == (found.start() if found else None)
 
 
@@ -121,8 +140,8 @@ def test_snippets_find_the_first_query_word_where_the_pattern_does(pieces, words
 def test_snippets_mark_the_words_the_pattern_marks(pieces, words):
     text = " ".join(pieces)
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
-    assert _marked_words(text, words) == pattern.sub(r"**\g<0>**", text)
-    assert marked(text, [(word,) for word in words]) == pattern.sub(r"**\g<0>**", text)  # one-word terms
+    assert _marked_words(text, words) == pattern_marked(pattern, text)
+    assert marked(text, [(word,) for word in words]) == pattern_marked(pattern, text)  # one-word terms
 
 def reference_snippet_window(text: str, found: int | None, width: int = 16) -> tuple[list[str], bool, bool]:
     """The window as snippet() took it before it split only what it shows: every token of the text."""
@@ -140,11 +159,11 @@ def test_a_snippet_shows_the_tokens_around_the_first_match(pieces, words):
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I)
     found = first_word_start(text, words)
     assert _around(text, found or 0, 4, 16) == reference_snippet_window(text, found)
-    longest = max(words, key=len)  # the snippet centres on the longest word's first place, if any
-    at_longest = re.search(r"\b" + re.escape(longest) + r"\w*", text, re.I)
-    found = at_longest.start() if at_longest else found
+    longest = max(words, key=len)  # the snippet centres on the longest word's first place, if any, as the index reads it
+    at_longest = re.search(r"\b" + re.escape(longest) + r"\w*", unaccented(text), re.I)
+    found = at_longest.start() if at_longest else first_word_start(text, words)
     shown, before, after = reference_snippet_window(text, found)
-    expected = ("…" if before else "") + " ".join(pattern.sub(r"**\g<0>**", token) for token in shown) + ("…" if after else "")
+    expected = ("…" if before else "") + " ".join(pattern_marked(pattern, token) for token in shown) + ("…" if after else "")
     assert snippet("", text, [(word,) for word in words]) == expected
 
 

@@ -21,6 +21,7 @@ of only words and phrases into its words, for tools/search_narrowing.py.
 
 import itertools
 import re
+import unicodedata
 from functools import lru_cache
 
 COLUMNS = {"subject": "subject", "body": "body_md", "body_md": "body_md"}
@@ -185,8 +186,8 @@ def snippet_terms(text: str) -> list[tuple[str, ...]]:
     (`CART-12` is one: ("cart", "12")), else each of its words alone; its first SNIPPET_WORDS
     words only (a longer phrase is cut), so that what a snippet tries is bounded."""
     plain = plain_terms(text)
-    terms = [tuple(word.lower() for word in words) for words in plain if words] if plain else []
-    terms = list(dict.fromkeys(terms)) or [(word,) for word in query_words(text)]
+    terms = [tuple(_lowered(word) for word in words) for words in plain if words] if plain else []
+    terms = list(dict.fromkeys(terms)) or [(_lowered(word),) for word in query_words(text)]
     bounded, room = [], SNIPPET_WORDS
     for term in terms:
         if room <= 0:
@@ -212,6 +213,19 @@ PASSAGE_CHARS = 1000
 SNIPPET_CHARS = LOOK_CHARS + PASSAGE_CHARS
 
 
+# Latin letters with a diacritic, each to its letter without (one character for one, so positions
+# hold), as the index's tokenizer (unicode61: remove_diacritics) reads them: `cafe` matches café,
+# and its snippet marked nothing there.
+_UNACCENTED = {code: base for code in range(0xC0, 0x250) if (base := unicodedata.normalize("NFD", chr(code))[0]).isascii()
+               and base != chr(code)}
+
+
+def _lowered(text: str) -> str:
+    """The text lower case and without diacritics on Latin letters, for finding the query's words in it."""
+    lower = text.lower()
+    return lower if lower.isascii() else lower.translate(_UNACCENTED)
+
+
 def _is_word(char: str) -> bool:
     return char.isalnum() or char == "_"  # what \w matches
 
@@ -232,7 +246,7 @@ def _first_start(text: str, lower: str, terms: list[tuple[str, ...]]) -> int | N
     case): str.find, ~10x faster than a pattern (which has no literal start) and nothing to
     compile."""
     if len(lower) != len(text):  # a letter whose lower case is longer: positions would shift
-        found = _marker(tuple(dict.fromkeys(term[0] for term in terms))).search(text)  # a phrase by its first word
+        found = _marker(tuple(dict.fromkeys(term[0] for term in terms))).search(text.translate(_UNACCENTED))  # a phrase by its first word
         return found.start() if found else None
     return min((at for term in terms if (at := _term_at(lower, term)) is not None), default=None)
 
@@ -251,20 +265,20 @@ def _marked_words(passage: str, words: list[str]) -> str:
     `_marker(words)` substitutes (a new query's pattern takes ~80 µs to compile)."""
     if not words:
         return passage
-    lower = passage.lower()
-    if len(lower) != len(passage):
-        return _marker(tuple(words)).sub(lambda match: f"**{match[0]}**", passage)
-    starts = set()
-    for word in words:
-        at = _word_start(lower, word)
-        while at >= 0:
-            starts.add(at)
-            at = _word_start(lower, word, at + 1)
+    lower = _lowered(passage)
+    if len(lower) != len(passage):  # (positions would shift: the pattern, on the text without accents)
+        starts = {found.start(): found.end() for found in _marker(tuple(words)).finditer(passage.translate(_UNACCENTED))}
+    else:
+        starts = {}
+        for word in words:
+            at = _word_start(lower, word)
+            while at >= 0:
+                starts[at] = _WORD_REST.match(lower, at).end()
+                at = _word_start(lower, word, at + 1)
     pieces, done = [], 0
     for at in sorted(starts):  # each is its word's first character: marked words never overlap
-        end = _WORD_REST.match(lower, at).end()
-        pieces += [passage[done:at], "**", passage[at:end], "**"]
-        done = end
+        pieces += [passage[done:at], "**", passage[at:starts[at]], "**"]
+        done = starts[at]
     return "".join(pieces) + passage[done:]
 
 
@@ -284,7 +298,7 @@ def snippet(subject: str, body: str, terms: list[tuple[str, ...]], width: int = 
         tries.append([(word,) for word in dict.fromkeys(word for term in terms for word in term)])
     places = [(text, text[:LOOK_CHARS]) for text in (subject, body)]
     for candidates, (text, looked) in itertools.product(tries, places):  # ends on the body if nothing is found
-        if (found := _first_start(looked, looked.lower(), candidates)) is not None:
+        if (found := _first_start(looked, _lowered(looked), candidates)) is not None:
             break
     shown, more_before, more_after = _around(text, found or 0, width // 4, width)
     passage = " ".join(shown)
@@ -326,7 +340,7 @@ def marked(passage: str, terms: list[tuple[str, ...]]) -> str:
     phrases = [term for term in terms if len(term) > 1]
     if not phrases:
         return _marked_words(passage, [term[0] for term in terms])
-    lower = passage.lower()
+    lower = _lowered(passage)
     spans, found = [], set()
     for phrase in phrases if len(lower) == len(passage) else ():
         span = _phrase_span(lower, phrase)
