@@ -74,6 +74,10 @@ def test_malformed_json_rpc_gets_a_json_rpc_error(url, body):
     ("GET", {}, b"", 405, "method_not_allowed", "POST /mcp"),
     ("DELETE", {}, b"", 405, "method_not_allowed", "POST /mcp"),  # the SDK's: no session to end
     ("PUT", {}, b"", 405, "method_not_allowed", "POST /mcp"),
+    # A 2026-07-28 request without its _meta envelope: params that do not fit (it said bad_request, and
+    # its hint spoke of tools/call's params)
+    ("POST", {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"},
+     b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}', 400, "invalid_argument", "io.modelcontextprotocol/protocolVersion"),
 ])
 def test_a_malformed_mcp_request_gets_the_error_shape_with_a_hint(url, method, headers, body, status, code, hint):
     """The SDK's own refusals carry `data` as this server's errors do (mcp_errors.py), so a client

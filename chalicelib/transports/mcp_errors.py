@@ -65,8 +65,12 @@ def with_error_data(body: bytes, status: int, methods: tuple[str, ...] = ()) -> 
     if status == 400 and rpc_code == INVALID_PARAMS and answer.get("id") is None:
         # JSON the SDK could not read as a JSON-RPC message: JSON-RPC's "Invalid Request", as stdio answers it
         rpc_code = INVALID_REQUEST
-    code = HTTP_ERROR_CODES.get(status) or RPC_ERROR_CODES.get(rpc_code, "bad_request")
-    hint = request_hint(status, rpc_code, answer.get("id")) or protocol_hint(status, rpc_code, error.get("data"), methods)
+    if rpc_code == INVALID_PARAMS and answer.get("id") is not None:  # a request read, whose params do not fit (400 or not)
+        code = RPC_ERROR_CODES[INVALID_PARAMS]
+    else:
+        code = HTTP_ERROR_CODES.get(status) or RPC_ERROR_CODES.get(rpc_code, "bad_request")
+    hint = request_hint(status, rpc_code, answer.get("id")) or protocol_hint(status, rpc_code, error.get("data"), methods,
+                                                                             error["message"])
     data = {"error": {"code": code, "message": error["message"], "hint": hint}}
     return orjson.dumps({**answer, "error": {**error, "code": rpc_code, "data": data}})
 
@@ -88,15 +92,19 @@ def request_hint(status: int, rpc_code, rpc_id) -> str:
     return ""
 
 
-def protocol_hint(status: int, rpc_code, sdk_data, methods: tuple[str, ...]) -> str:
+def protocol_hint(status: int, rpc_code, sdk_data, methods: tuple[str, ...], message: str = "") -> str:
     """How to fix a JSON-RPC request the SDK read but could not answer (`sdk_data`: its `data`,
-    the method's name for an unknown method)."""
+    the method's name for an unknown method; `message`: its error's)."""
     if rpc_code == METHOD_NOT_FOUND:
         method = str(sdk_data)
         shown = method if len(method) <= MAX_METHOD_SHOWN else method[:MAX_METHOD_SHOWN] + "…"
         guess = did_you_mean(method, methods) if len(method) <= MAX_METHOD_SHOWN else ""
         return (f"No method {shown!r} here.{guess} This server answers: {', '.join(methods)}; a tool is called with"
                 ' tools/call, params {"name": a tool\'s name from tools/list, "arguments": an object}.')
+    if rpc_code == INVALID_PARAMS and "_meta" in message:  # the 2026-07-28 protocol's envelope
+        return ("Under protocol 2026-07-28 every request's params carry _meta with io.modelcontextprotocol/protocolVersion"
+                " and io.modelcontextprotocol/clientCapabilities (an MCP client library adds them); or send an earlier"
+                " MCP-Protocol-Version.")
     if rpc_code == INVALID_PARAMS:
         return ('The params do not fit the method: tools/call takes {"name": a string from tools/list, "arguments":'
                 ' an object}, resources/read {"uri": a string}, the lists an optional string "cursor";'
