@@ -65,8 +65,9 @@ def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
 
 
 def _problem(err: dict, fields) -> str:
-    where = ".".join(str(part) for part in err["loc"]) or "input"
-    problem = f"{_shortened(where)}: {err['msg'].removeprefix('Value error, ')}"
+    where = ".".join(str(part) for part in err["loc"])
+    message = err["msg"].removeprefix("Value error, ")
+    problem = f"{_shortened(where)}: {message}" if where else message  # (the input's own checks name their fields)
     name = str(err["loc"][0]) if err["loc"] else ""
     if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 and len(name) <= MAX_NAME_SHOWN:
         guess = did_you_mean(name, fields)  # a sentence of its own, after pydantic's (which has no stop)

@@ -56,7 +56,7 @@ class Input(BaseModel):
                 if kind is bool and isinstance(value, (int, float)) and not isinstance(value, bool):
                     raise ValueError(f"{name}: {value!r} is a number; pass true or false")
                 if kind is not bool and isinstance(value, bool):
-                    raise ValueError(f"{name}: {value!r} is not a number")
+                    raise ValueError(f"{name}: {str(value).lower()} is not a number")  # (as JSON spells it)
         return data
 
 

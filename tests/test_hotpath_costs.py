@@ -99,6 +99,13 @@ def test_flags_and_numbers_are_still_told_apart(arguments, refused):
     assert invoke.parse(tools_by_name()["fetch_inbox"], {"project_key": "/p", "agent_name": "BlueLake", "limit": 5}).limit == 5
 
 
+def test_a_flag_in_a_numbers_place_is_said_as_json_says_it():
+    """It read "Invalid arguments: input: limit: True is not a number" (Python's True, and `input:`)."""
+    with pytest.raises(Exception) as error:
+        invoke.parse(tools_by_name()["list_projects"], {"limit": True})
+    assert error.value.message == "Invalid arguments: limit: true is not a number"
+
+
 def test_a_send_appends_its_recipient_rows(call, project, settings):
     """A send's recipient rows get time-ordered ids: they go at the table's end, where hashed
     ids put each on a random page that the commit then wrote (~20 of ~60 pages a group commit)."""
