@@ -161,7 +161,8 @@ def test_a_tool_error_is_a_resource_error_with_the_same_message(server, seed, ur
     assert expected["error"]["code"] == code
     assert error.code == -32602  # invalid params: the caller's to fix
     assert error.message == expected["error"]["message"]
-    assert error.data == expected
+    hint = error.data["error"].pop("hint")  # REST's, then how the URI spells an argument it names ({id} for message_id)
+    assert hint.startswith(expected["error"].pop("hint")) and error.data == expected
 
 
 def test_an_unknown_query_parameter_is_refused_naming_the_ones_the_template_takes(server, seed):
@@ -196,6 +197,12 @@ def test_a_missing_required_query_parameter_is_named(server, seed):
 
 def test_an_unknown_resource(server, seed):
     assert "No resource matches this URI." in resource_error(server, "resource://nope/1").message
+
+
+def test_a_bad_value_names_its_argument_and_how_the_uri_spells_it(server, seed):
+    """The error names the tool's argument (message_id), which the URI spells {id}: its hint says so."""
+    refused = resource_error(server, "resource://message/abc?project=res-demo")
+    assert "message_id" in refused.message and refused.data["error"]["hint"].endswith("In this resource's URI, message_id is {id}.")
 
 
 @pytest.mark.parametrize("mode", ["legacy", None])  # the protocol of before 2026-07-28, and the client's newest

@@ -156,11 +156,12 @@ def _in_uri(name: str, template: UriTemplate) -> str:
 
 
 def _in_uri_terms(body: dict[str, Any], template: UriTemplate, arguments: dict[str, str]) -> dict[str, Any]:
-    """The tool's error, its hint saying how the URI spells each tool argument it names that
-    the URI calls otherwise ("Pass registration_token" is ?token= in a resource URI)."""
+    """The tool's error, its hint saying how the URI spells each tool argument it (or its hint)
+    names that the URI calls otherwise ("Pass registration_token" is ?token= in a resource URI)."""
     error = body["error"]
+    said = f"{error['message']} {error['hint']}"  # (a validation error names the argument in its message)
     named = [f"{argument} is {_in_uri(name, template)}" for name, argument in arguments.items()
-             if name != argument and re.search(rf"\b{argument}\b", error["hint"])]
+             if name != argument and re.search(rf"\b{argument}\b", said)]
     if not named:
         return body
     return {"error": {**error, "hint": f"{error['hint']} In this resource's URI, {', '.join(named)}."}}
