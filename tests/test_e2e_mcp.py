@@ -81,3 +81,25 @@ def test_a_token_under_another_tools_name_for_it_gets_a_hint_naming_this_tools(s
     assert sent["code"] == read["code"] == "invalid_argument"
     assert "registration_token: Extra inputs are not permitted (this tool calls it 'sender_token')" in sent["message"]
     assert "sender_token: Extra inputs are not permitted (this tool calls it 'registration_token')" in read["message"]
+
+
+def test_a_ping_the_protocol_does_not_answer_gets_a_hint_that_says_so(any_server):
+    """The SDK answers ping under earlier protocol versions only: under 2026-07-28 (the client's
+    newest) its hint said "No method 'ping' here. Did you mean 'ping'? This server answers: ..., ping"."""
+    from mcp import MCPError
+
+    async def pings():
+        answers = []
+        for mode in ("legacy", "auto"):
+            async with Client(f"{any_server}/mcp", mode=mode) as client:
+                try:
+                    answers.append(await client.send_ping())
+                except MCPError as error:
+                    answers.append(error)
+        return answers
+
+    legacy, newest = run(pings())
+    assert not isinstance(legacy, Exception)
+    if isinstance(newest, Exception):  # (should the SDK answer it some day, there is no hint to check)
+        hint = newest.data["error"]["hint"]
+        assert newest.code == -32601 and "answered under earlier MCP protocol versions" in hint and "Did you mean" not in hint

@@ -98,6 +98,9 @@ def protocol_hint(status: int, rpc_code, sdk_data, methods: tuple[str, ...], mes
     if rpc_code == METHOD_NOT_FOUND:
         method = str(sdk_data)
         shown = method if len(method) <= MAX_METHOD_SHOWN else method[:MAX_METHOD_SHOWN] + "…"
+        if method in methods:  # one the SDK answers under earlier protocol versions only (ping under 2026-07-28)
+            return (f"{shown!r} is answered under earlier MCP protocol versions, not under the one this request gave"
+                    " (MCP-Protocol-Version); a tool is called with tools/call.")
         guess = did_you_mean(method, methods) if len(method) <= MAX_METHOD_SHOWN else ""
         return (f"No method {shown!r} here.{guess} This server answers: {', '.join(methods)}; a tool is called with"
                 ' tools/call, params {"name": a tool\'s name from tools/list, "arguments": an object}.')
