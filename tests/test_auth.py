@@ -99,6 +99,9 @@ def jwt_cases(keys: Keys) -> dict[str, str | None]:
         "wrong audience": "Bearer " + rsa_sign(claims(aud="someone-else")),
         "wrong issuer": "Bearer " + rsa_sign(claims(iss="https://evil.test")),
         "no expiry": "Bearer " + rsa_sign({k: v for k, v in claims().items() if k != "exp"}),
+        # no subject: every such caller was one credential, "" (none): no per-credential share held them
+        "no subject": "Bearer " + rsa_sign({k: v for k, v in claims().items() if k != "sub"}),
+        "empty subject": "Bearer " + rsa_sign(claims(sub=" ")),
         "bad signature": "Bearer " + rsa_sign(claims(), key=keys.stranger),
         "alg=none": "Bearer " + unsigned(claims()),
         "HS256 with the public key": "Bearer " + jwt.encode(claims(), "x" * 32, "HS256", headers={"kid": "rsa-1"}),

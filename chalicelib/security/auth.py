@@ -263,7 +263,9 @@ class Authenticator:
                 audience=settings.jwt_audience,
                 issuer=settings.jwt_issuer,
                 leeway=settings.jwt_leeway_seconds,
-                options={"require": ["exp", "iss", "aud"]},
+                # sub: whose share a call takes (credential()); without it every such caller was one, "",
+                # which is no credential: no per-credential limit held them
+                options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.ExpiredSignatureError:
             raise _invalid("expired") from None
@@ -277,7 +279,9 @@ class Authenticator:
             raise _invalid("bad signature") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise _invalid("invalid") from None
-        subject, expires = str(claims.get("sub", "")), float(claims["exp"])
+        subject, expires = str(claims["sub"]), float(claims["exp"])
+        if not subject.strip():
+            raise _invalid("empty sub")
         try:
             principal = scoped("jwt", subject, claims.get(settings.jwt_projects_claim), claims.get(settings.jwt_role_claim, "admin"),
                                expires)
