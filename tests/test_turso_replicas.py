@@ -230,3 +230,22 @@ def test_a_restarted_process_pulls_its_old_replica_before_reading(tmp_path):
         replica._replicas.made.clear()  # as in a new process: the replica file is all that is left
         keys = [project["human_key"] for project in call(old, "list_projects")["projects"]]
         assert sorted(keys) == ["/work/elsewhere", PROJECT]
+
+
+def test_readiness_without_the_primary_answers_its_report_within_a_second_or_so(tmp_path):
+    """QA, session 28: /ready of a replica whose primary was down took 19 s (a probe's pull, then
+    the report's reads, each retrying for REPLICA_SYNC_TIMEOUT_MS) and answered the generic error
+    shape, not its report: a load balancer's probe times out long before."""
+    from chalicelib.ops import readiness
+
+    with turso_server(tmp_path) as primary:
+        settings = replica_settings(tmp_path, "server", primary.url)  # REPLICA_SYNC_TIMEOUT_MS: the default, 10 s
+        call(settings, "ensure_project", human_key=PROJECT)
+        assert readiness.report(settings, None)[0] == 200
+        primary.kill()
+        started = time.monotonic()
+        status, body = readiness.report(settings, None)
+        took = time.monotonic() - started
+        primary.start()
+    assert status == 503 and body["status"] == "unavailable" and "Turso primary does not answer" in body["problems"][0]
+    assert took < settings.replica_sync_timeout_ms / 1000  # the probe's patience, 1 s, not a call's 10 (a bound, not a speed)

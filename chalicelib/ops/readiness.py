@@ -11,6 +11,7 @@ a stale heartbeat: the worker runs at idle priority, so a busy machine may starv
 that shows as lag, and becomes a problem only past the bound.
 """
 
+from .. import __version__, clock
 from ..archive import outbox
 from ..config import Settings
 from . import refusals
@@ -27,6 +28,8 @@ def report(settings: Settings, worker_up: bool | None) -> tuple[int, dict]:
     unwritable = write_probe(settings)
     if unwritable:
         found.append(unwritable)
+        if settings.turso_sync_url:  # a replica reads nothing without its primary either (its pull would wait 10 s)
+            return 503, {"status": "unavailable", "version": __version__, "time": clock.now(), "problems": found}
     elif refused := refusals.lately():  # a full disk passes the probe: BEGIN IMMEDIATE writes nothing
         found.append(refused)
     with connection(settings) as conn, transaction(conn, write=False):

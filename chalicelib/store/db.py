@@ -276,7 +276,7 @@ def write_probe(settings: Settings, timeout_seconds: float = 1.0) -> str | None:
     if settings.turso_sync_url:
         the_replica = replica(settings)
         try:
-            the_replica.lend(max_staleness_ms=0)  # pulls now (and gives the lock back if it cannot)
+            the_replica.lend(max_staleness_ms=0, patience_s=timeout_seconds)  # pulls now (gives the lock back if it cannot)
         except Exception as exc:
             return f"the Turso primary does not answer: {exc}"
         the_replica.give_back()

@@ -36,12 +36,16 @@ class Replica:
         self.pulled_at = float("-inf")  # time.monotonic() of the last pull
         self.writer_id = new_id()  # this replica's own counter rows (chalicelib/tools/counts.py)
 
-    def lend(self, max_staleness_ms: float):
-        self.lock.acquire()
+    def lend(self, max_staleness_ms: float, patience_s: float | None = None):
+        """The replica's connection, pulled unless it pulled within max_staleness_ms; `patience_s`:
+        how long to wait for it and to retry the primary (else REPLICA_SYNC_TIMEOUT_MS): a
+        readiness probe waits a second, not the ten a call may."""
+        if not self.lock.acquire(timeout=-1 if patience_s is None else patience_s):
+            raise Unavailable(f"The Turso replica stayed busy for {patience_s:g} s.", UNREACHABLE_HINT)
         try:
             if self.conn is None:
                 self.conn = self._open()
-            self.pull(if_older_than_ms=max_staleness_ms)
+            self.pull(if_older_than_ms=max_staleness_ms, patience_s=patience_s)
         except BaseException:
             self.lock.release()
             raise
@@ -73,11 +77,11 @@ class Replica:
             self.pulled_at = time.monotonic()
         return conn
 
-    def pull(self, if_older_than_ms: float = 0) -> None:
+    def pull(self, if_older_than_ms: float = 0, patience_s: float | None = None) -> None:
         if (time.monotonic() - self.pulled_at) * 1000 < if_older_than_ms:
             return
         started = time.monotonic()
-        self._retrying("pull", self.conn.pull)
+        self._retrying("pull", self.conn.pull, patience_s)
         self.pulled_at = started
 
     def push(self) -> None:
@@ -93,9 +97,9 @@ class Replica:
                 exc.hint,
             ) from exc
 
-    def _retrying(self, what: str, operation):
+    def _retrying(self, what: str, operation, patience_s: float | None = None):
         started = time.monotonic()
-        deadline = started + self.settings.replica_sync_timeout_ms / 1000
+        deadline = started + (self.settings.replica_sync_timeout_ms / 1000 if patience_s is None else patience_s)
         wait = FIRST_RETRY_SECONDS
         while True:
             try:
