@@ -113,6 +113,18 @@ def test_active_content_is_never_served_as_itself(server, team):
         assert got.headers["content-disposition"].startswith("attachment;")
 
 
+@pytest.mark.parametrize("method, path, allowed", [
+    ("POST", "/api/attachments/" + "a" * 64, "GET"), ("DELETE", "/api/attachments/" + "a" * 64, "GET"),
+    ("POST", "/api/attachments", "PUT"), ("GET", "/api/attachments", "PUT"),
+])
+def test_a_method_the_attachment_routes_do_not_take_is_a_405_naming_theirs(server, method, path, allowed):
+    """They fell through to the tools' routes: 404 "No tool named 'attachments/...'" (Chalice: 405)."""
+    url, _ = server
+    answer = httpx.request(method, f"{url}{path}")
+    assert answer.status_code == 405 and answer.headers["allow"] == allowed
+    assert answer.json()["error"]["code"] == "method_not_allowed"
+
+
 def test_a_file_larger_than_api_gateways_limit_goes_through_the_upload_route(server, team):
     url, store = server
     data = os.urandom(API_GATEWAY_LIMIT + 1024 * 1024)  # 11 MiB

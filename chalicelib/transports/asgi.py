@@ -353,6 +353,11 @@ class Front:
         if path.startswith(attachment_routes.DOWNLOAD_PREFIX) and scope["method"] == "GET":
             await attachment_routes.download(scope, receive, send, self.settings)
             return
+        if path == attachment_routes.UPLOAD_PATH or path.startswith(attachment_routes.DOWNLOAD_PREFIX):  # another method
+            # (it fell through to the tools' routes: 404 "No tool named 'attachments/...'"; Chalice answers 405)
+            allowed = "PUT" if path == attachment_routes.UPLOAD_PATH else "GET"
+            await _refuse(send, path, rest.http_error(405, "Method Not Allowed", {"Allow": allowed}))
+            return
         try:
             await self.api(scope, receive, send)
         except Exception:
