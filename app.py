@@ -319,7 +319,10 @@ def chalice_response(response: dict) -> Response:
     Chalice wants it back as text."""
     body = base64.b64decode(response["body"]).decode() if response.get("isBase64Encoded") else response["body"]
     headers = {**response.get("headers", {}), **response.get("multiValueHeaders", {})}
-    return Response(body=body, status_code=response["statusCode"], headers=headers)
+    # Chalice sets Content-Type and Content-Length itself, so Mangum's lower-case ones came twice (chalice local)
+    types = [value for name, value in headers.items() if name.lower() == "content-type"]
+    headers = {name: value for name, value in headers.items() if name.lower() not in ("content-length", "content-type")}
+    return Response(body=body, status_code=response["statusCode"], headers=headers | ({"Content-Type": types[0]} if types else {}))
 
 
 secrets.load_into_environment()  # APP_SECRET_ARN (infra/template.yaml): the secret settings, before they are read

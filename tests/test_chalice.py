@@ -249,4 +249,9 @@ def test_chalice_local_serves_the_api(tmp_path):
         assert created.status_code == 200 and created.json()["slug"] == "work-demo"
         listed = httpx.get(f"{url}/api/list_projects")
         assert listed.status_code == 200 and [p["slug"] for p in listed.json()["projects"]] == ["work-demo"]
+        # /mcp through Mangum: its lower-case content-type and content-length came beside Chalice's own
+        tools = httpx.post(f"{url}/mcp", headers={"Accept": "application/json, text/event-stream", "Content-Type": "application/json"},
+                           json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}})
+        assert tools.status_code == 200 and tools.json()["result"]["tools"]
+        assert tools.headers.get_list("content-type") == ["application/json"] and len(tools.headers.get_list("content-length")) == 1
     assert database.exists()
