@@ -65,6 +65,21 @@ def test_a_message_committed_after_a_newer_one_is_not_missed(call, project, monk
     assert wait(call, project, cursor=late["cursor"])["messages"] == []
 
 
+def test_a_wait_without_a_cursor_after_a_flood_returns_none_of_it(call, project, monkeypatch):
+    """QA, session 28: an agent sent more than a cursor holds (MAX_SEEN ids) within the minute
+    its floor reaches back: a cursorless wait marked the newest MAX_SEEN seen but kept the floor,
+    so its next check returned the older ones, mail from before the call."""
+    from chalicelib.tools import mailbox
+
+    monkeypatch.setattr(mailbox, "MAX_SEEN", 3)
+    for n in range(5):
+        send(call, project, f"flood {n}")
+    started = wait(call, project)
+    assert started["messages"] == [] and wait(call, project, cursor=started["cursor"])["messages"] == []
+    after = send(call, project, "after")
+    assert [m["id"] for m in wait(call, project, cursor=started["cursor"])["messages"]] == [after["id"]]
+
+
 def test_limit_leaves_the_rest_for_the_next_call(call, project):
     started = wait(call, project)
     sent = [send(call, project, f"m{i}")["id"] for i in range(5)]

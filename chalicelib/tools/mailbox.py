@@ -108,9 +108,9 @@ def wait_for_mail(db: sqlite3.Connection, args: WaitForMailInput) -> MailArrived
     agent = find_agent(db, project, args.agent_name)
     if args.cursor is None:  # from now: what is already there counts as seen
         start = Cursor(id_at(time.time() - CURSOR_WINDOW_SECONDS), set())
-        rows = db.execute(
+        rows = db.execute(  # one more than a cursor holds: then its floor rises past the older ones (advanced)
             "SELECT message_id FROM message_recipients WHERE agent_id = ? AND message_id >= ? ORDER BY message_id DESC LIMIT ?",
-            (agent["id"], start.floor, MAX_SEEN),
+            (agent["id"], start.floor, MAX_SEEN + 1),
         ).fetchall()
         cursor, rows, left = start.advanced([row[0] for row in rows], None), [], None
     else:
