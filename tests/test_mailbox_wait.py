@@ -242,6 +242,30 @@ def test_a_wait_whose_client_disconnects_gives_its_place_back(tmp_path):
             until(lambda: sorted(gone_logged(log)) == ["/api/wait_for_mail", "/mcp"])  # the log is flushed twice a second
 
 
+@pytest.mark.sqlite_only
+def test_a_client_gone_mid_body_is_a_499_not_a_500_with_a_traceback(tmp_path):
+    """QA, session 28: a request whose client closed before its body was whole was logged as an
+    ERROR with a traceback (starlette's ClientDisconnect), status 500, over REST and /mcp."""
+    log = tmp_path / "server.log"
+    with running_server(tmp_path / "db.sqlite", stderr=log, ARCHIVE_ENABLED="false", LOG_LEVEL="INFO") as url:
+        host = httpx.URL(url)
+        for path in ("/api/send_message", "/mcp"):
+            connection = socket.create_connection((host.host, host.port), timeout=30)
+            connection.sendall(f"POST {path} HTTP/1.1\r\nHost: {host.netloc.decode()}\r\nContent-Type: application/json\r\n"
+                               "Accept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n{\"a\":".encode())
+            time.sleep(0.2)
+            connection.close()
+
+        def logged() -> dict:
+            lines = [json.loads(line) for line in log.read_text().splitlines(keepends=True)
+                     if line.startswith('{"ts"') and line.endswith("\n")]
+            return {line["path"]: line["status"] for line in lines if "status" in line and line.get("path") in ("/api/send_message", "/mcp")}
+
+        until(lambda: len(logged()) == 2)
+        assert logged() == {"/api/send_message": 499, "/mcp": 499}
+        assert '"level":"ERROR"' not in log.read_text()
+
+
 def raw_wait(url: str, path: str, body: dict) -> socket.socket:
     """A connection on which credential "waiter" POSTs `body` to `path` (REST or /mcp), unread."""
     encoded = json.dumps(body).encode()

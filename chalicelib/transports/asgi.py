@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__, invoke
 from ..security import auth, ratelimit, rebinding, scopes
@@ -94,7 +95,11 @@ def _endpoint(tool: Tool, settings: Settings, source: str):
 
     async def endpoint(args, agent_token=None, request=None):
         if source == "body":
-            args = rest.body_arguments(await args.body(), args.headers.get("content-type"))
+            try:
+                body = await args.body()
+            except ClientDisconnect:  # gone mid-body: a 499, not a 500 logged with its traceback
+                raise disconnect.client_gone() from None
+            args = rest.body_arguments(body, args.headers.get("content-type"))
         else:  # the query model took the last of a repeated parameter
             rest.refuse_repeated(tool, request.query_params.multi_items())
         args = rest.with_header_token(tool, args, agent_token)

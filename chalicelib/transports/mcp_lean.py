@@ -26,7 +26,9 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
+from ..errors import ClientGone
 from ..invoke import run_tool
+from ..ops import logs
 from .mcp_app import unknown_tool_body
 from .raw_asgi import is_json, read_body, replay, send_json
 from ..tools import tools_by_name
@@ -56,6 +58,9 @@ class LeanMCP:
         if not self._plain_json_request(headers):
             return await self.fallback(scope, receive, send)
         body, complete = await read_body(receive, MAX_BODY)
+        if not complete and len(body) <= MAX_BODY:  # the client went away mid-body: no one to answer (the SDK logged a 500)
+            logs.note(status=ClientGone.status)
+            return
         version = _text(headers.get(b"mcp-protocol-version")) or DEFAULT_NEGOTIATED_VERSION
         response = await self._answer(body, version) if complete else None
         if response is None:
