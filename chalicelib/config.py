@@ -175,8 +175,11 @@ class Settings(BaseSettings):
     # goes into the hook; the committer's AGENT_MAIL_TOKEN wins). chalicelib/tools/guard.py.
     guard_allowed_roots: CommaList = []
     guard_token_file: str = ""
-    # A client that has not taken its answer for this long is dropped (chalicelib/transports/http_protocol.py).
+    # A client that has not taken its answer for this long is dropped (chalicelib/transports/http_protocol.py);
+    # so is one whose request line and headers have not all come this long after they began (408), or
+    # whose body has sent nothing for this long.
     send_timeout_seconds: float = Field(30.0, gt=0, le=CENTURY_SECONDS)
+    receive_timeout_seconds: float = Field(30.0, gt=0, le=CENTURY_SECONDS)
     # Contact requests an agent, and all agents of a project together, may file per hour
     # (request_contact and macro_contact_handshake; 429 beyond). 0: unlimited.
     contact_requests_per_agent_per_hour: int = Field(30, ge=0)

@@ -113,3 +113,38 @@ def test_a_request_head_over_64_kib_is_refused_with_431(server):
     get = f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n"
     statuses = [status for status, _ in exchange(server, post.encode() + body + get.encode(), answers=2)]
     assert statuses == [422, 200]
+
+
+def test_a_request_that_stops_coming_is_dropped(tmp_path):
+    """QA, session 28: a client that sent part of a request and then nothing held its connection
+    and its buffer for good (before authentication too: 200 such heads of 60 KB stayed open). A
+    head must be whole RECEIVE_TIMEOUT_SECONDS after it began (408), a body pause no longer."""
+    import time
+
+    from .servers import running_server
+
+    with running_server(tmp_path / "db.sqlite", RECEIVE_TIMEOUT_SECONDS="1", ARCHIVE_ENABLED="false") as server:
+        url = urlparse(server)
+        head = f"POST /api/health_check HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(head.encode())  # and never the blank line: dripping more does not keep it open
+            for _ in range(3):
+                time.sleep(0.4)
+                try:
+                    sock.sendall(b"X-Drip: 1\r\n")
+                except OSError:
+                    break
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 408 ") and b'"code":"request_timeout"' in answer
+            assert sock.recv(65536) == b"" and time.monotonic() - started < 5  # closed, at the timeout
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall((head + "Content-Length: 100\r\n\r\n{\"a\":").encode())  # a body that stops
+            assert sock.recv(65536) == b""  # dropped (the app sees its client gone: 499)
+        # a request that arrives whole, in pieces with pauses under the timeout, is served
+        slow = (head + "Content-Length: 2\r\n\r\n{}").encode()
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            for piece in (slow[:20], slow[20:-1], slow[-1:]):
+                sock.sendall(piece)
+                time.sleep(0.3)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")

@@ -19,6 +19,11 @@ And it bounds a request's line and headers, which come before authentication: ht
 them until they are complete (joining the pieces over and over: a 100 MiB header held the event
 loop for seconds). The bytes received while a head is incomplete are counted per read; past
 MAX_HEAD_BYTES the client gets 431 and the connection is closed (docs/limits.md).
+
+And it bounds a request's arrival: its head must be whole RECEIVE_TIMEOUT_SECONDS after it began
+(else 408 and the connection is closed), and its body must not pause longer than that (else the
+connection is dropped: the app sees the client gone). A client that sent part of a request and
+then nothing held its connection and buffer for good, before authentication too.
 """
 
 import asyncio
@@ -36,6 +41,11 @@ MAX_HEAD_BYTES = 64 * 1024  # a request's line and headers (browsers send a few 
 class HeadTooLarge(ToolError):
     status = 431
     code = "request_header_fields_too_large"
+
+
+class RequestTimeout(ToolError):
+    status = 408
+    code = "request_timeout"
 
 
 LINE_HINT = "Check the request line and headers; send a long input as a POST body, not in the URL."
@@ -73,6 +83,7 @@ class TurnBufferedTransport:
 
 class HttpProtocol(HttpToolsProtocol):
     stalled: asyncio.TimerHandle | None = None
+    awaited: asyncio.TimerHandle | None = None  # the rest of a request that has begun (head whole, or body going on)
     # Bytes received while the current request's head was incomplete; None while its body is read.
     head_bytes: int | None = 0
     url = b""  # uvicorn's, until a request begins
@@ -81,6 +92,7 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the real transport
         self.transport = TurnBufferedTransport(transport, self.loop)  # type: ignore[assignment]
+        self.receive_timeout = get_settings().receive_timeout_seconds
 
     def data_received(self, data: bytes) -> None:
         if self.head_bytes is not None:
@@ -89,6 +101,12 @@ class HttpProtocol(HttpToolsProtocol):
         # Still no end of the head: refused before httptools holds more of it.
         if self.head_bytes is not None and self.head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
             self.refuse(self.head_refusal(self.head_bytes))
+        # A request this read left unfinished (most come whole in one: no timer): its head is whole
+        # in time however it drips in, its body pauses no longer than that.
+        if self.head_bytes is None:
+            self._await(self.transport.abort)
+        elif self.head_bytes and self.awaited is None:
+            self._await(self._head_too_slow)
 
     def on_headers_complete(self) -> None:
         # A read can hold a whole head and then a body: measure the head itself (rare: big reads only).
@@ -102,7 +120,20 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self.head_bytes = 0  # the next request's head (a pipelined one's counts from the next read)
+        if self.awaited is not None:
+            self._await(None)
         super().on_message_complete()
+
+    def _await(self, then) -> None:
+        """Call `then` unless the request goes on within the receive timeout (None: stop waiting)."""
+        if self.awaited is not None:
+            self.awaited.cancel()
+        self.awaited = None if then is None else self.loop.call_later(self.receive_timeout, then)
+
+    def _head_too_slow(self) -> None:
+        if not self.transport.is_closing():
+            self.refuse(RequestTimeout(f"The request line and headers did not all come within {self.receive_timeout:g} s.",
+                                       "Send the whole request at once (RECEIVE_TIMEOUT_SECONDS)."))
 
     def head_refusal(self, size: int) -> ToolError:
         """431, or, when the URL is most of the head, the 400 of a request line HTTP cannot take."""
@@ -135,6 +166,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_stall()
+        self._await(None)
         super().connection_lost(exc)
 
     def _cancel_stall(self) -> None:
