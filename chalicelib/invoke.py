@@ -273,7 +273,7 @@ class _Waiting:
         """None: `result` is the answer. Else the seconds to sleep before the next check (0: none)."""
         waiting = self.tool.wait(self.args, result)
         remaining = self.deadline - self.clock()
-        if waiting is None or remaining <= 0:
+        if waiting is None or remaining <= 0 or wakeup.closing.is_set():
             return None
         key, self.args = waiting
         if self.waiter.key != key:  # watched only after this check: check once more

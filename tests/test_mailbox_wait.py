@@ -266,6 +266,39 @@ def test_a_client_gone_mid_body_is_a_499_not_a_500_with_a_traceback(tmp_path):
         assert '"level":"ERROR"' not in log.read_text()
 
 
+@pytest.mark.sqlite_only
+def test_a_stopping_server_ends_its_waits_at_once(tmp_path):
+    """QA, session 28: on SIGTERM the server waited for each wait_for_mail to reach its timeout
+    (up to 25 s), its port closed meanwhile. Each now answers at once, empty, with its cursor."""
+    import os
+    import signal
+
+    from .servers import server_pid
+
+    with running_server(tmp_path / "db.sqlite", ARCHIVE_ENABLED="false") as url:
+        httpx.post(f"{url}/api/ensure_project", json={"human_key": "/stop"}).raise_for_status()
+        httpx.post(f"{url}/api/register_agent", json={"project_key": "stop", "name": "GreenCastle", "program": "p",
+                                                     "model": "m"}).raise_for_status()
+        answers = []
+
+        def waiting():
+            started = time.monotonic()
+            answer = httpx.post(f"{url}/api/wait_for_mail", timeout=30,
+                                json={"project_key": "stop", "agent_name": "GreenCastle", "timeout_seconds": 20})
+            answers.append((answer.status_code, answer.json(), time.monotonic() - started))
+
+        threads = [threading.Thread(target=waiting) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1)  # they wait
+        os.kill(server_pid(url), signal.SIGTERM)
+        for thread in threads:
+            thread.join(timeout=25)
+    assert len(answers) == 3
+    for status, body, took in answers:
+        assert status == 200 and body["messages"] == [] and body["cursor"] and took < 10  # not its 20 s
+
+
 def raw_wait(url: str, path: str, body: dict) -> socket.socket:
     """A connection on which credential "waiter" POSTs `body` to `path` (REST or /mcp), unread."""
     encoded = json.dumps(body).encode()

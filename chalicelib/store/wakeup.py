@@ -189,6 +189,19 @@ class Board:
 
 _boards: dict[str, Board] = {}
 _boards_lock = threading.Lock()
+closing = threading.Event()  # the server is stopping: waits answer at once (with their cursors), new ones after one check
+
+
+def close_all() -> None:
+    """End every wait of this process now (a stopping server's): each answers what it has, its
+    cursor losing nothing, instead of holding the shutdown up to its timeout (25 s)."""
+    closing.set()
+    with _boards_lock:
+        boards = list(_boards.values())
+    for each in boards:
+        with each.lock:
+            waiting = list(each.waiters)
+        each.wake(waiting)
 
 
 def board(settings: Settings) -> Board:

@@ -13,6 +13,8 @@ import gc
 import time
 import inspect
 import logging
+import signal
+import threading
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
@@ -28,7 +30,7 @@ from starlette.requests import ClientDisconnect
 
 from .. import __version__, invoke
 from ..security import auth, ratelimit, rebinding, scopes
-from ..store import db, disconnect
+from ..store import db, disconnect, wakeup
 from . import attachment_routes, mcp_errors, rest
 from . import headers as security
 from ..archive.worker import LocalWorker
@@ -135,6 +137,27 @@ def add_rest_routes(api: FastAPI, settings: Settings) -> None:
             )
 
 
+def _end_waits_on_stop() -> None:
+    """On SIGTERM or SIGINT, end every wait_for_mail at once (store/wakeup.py close_all), then
+    let the server stop as it would: it waits for its connections to close, and each wait held
+    it up to its timeout (25 s), the port closed meanwhile. The server's own handlers are chained
+    (uvicorn installs them before the lifespan starts, and puts the originals back after)."""
+    if threading.current_thread() is not threading.main_thread():  # (only the main thread has signals)
+        return
+    for number in (signal.SIGTERM, signal.SIGINT):
+        server_handler = signal.getsignal(number)
+
+        def handler(received, frame, server_handler=server_handler):
+            wakeup.close_all()
+            if callable(server_handler):
+                server_handler(received, frame)
+            else:  # the default (or ignore): as if this handler had never been
+                signal.signal(received, server_handler)
+                signal.raise_signal(received)
+
+        signal.signal(number, handler)
+
+
 def request_body(tool: Tool) -> dict[str, Any]:
     """A POST's requestBody in the OpenAPI document: the endpoint reads the body itself."""
     body: dict[str, Any] = {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{tool.input.__name__}"}}}}
@@ -195,6 +218,7 @@ def create_app(settings: Settings | None = None):
             # Requests allocate many short-lived objects: collect the young generation less often
             # (bench/run.py: send_message +10% req/s, lower p99) and full passes rarely.
             gc.set_threshold(5000, 20, 1000)
+            _end_waits_on_stop()
             yield
         if worker:
             worker.stop()  # after the last request; what is still pending stays in the outbox
