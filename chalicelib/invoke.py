@@ -38,6 +38,7 @@ from .store.disconnect import Dropped, unless_client_gone
 from .store.fair_lane import FairLane
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
+from .tools.messages import PAGE_BODY_BYTES, page_body_bytes
 from .tools.projects import find_project
 from .store.replica import replica
 
@@ -314,8 +315,11 @@ def bounded(answer: bytes, write: bool = False) -> bytes:
     return answer
 
 
-async def run_tool(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> tuple[bool, bytes]:
-    """(is_error, JSON bytes) of one tool call: the output, or an error body (MCP tools and resources)."""
+async def run_tool(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None,
+                   twice: bool = False) -> tuple[bool, bytes]:
+    """(is_error, JSON bytes) of one tool call: the output, or an error body (MCP tools and resources).
+    `twice`: the answer carries the JSON twice (a tools/call result): a page of bodies gets half."""
+    halved = page_body_bytes.set(PAGE_BODY_BYTES // 2) if twice else None
     try:
         return False, await ajson(tool, arguments, settings, principal)
     except ToolError as exc:
@@ -323,6 +327,9 @@ async def run_tool(tool: Tool, arguments: Any, settings: Settings, principal: au
     except Exception:
         log.exception("tool %s failed", tool.name)
         return True, orjson.dumps(internal_error().to_dict())
+    finally:
+        if halved is not None:
+            page_body_bytes.reset(halved)
 
 
 # What the server's disk or database file refuses, by SQLite's primary result code: why, for the answer.

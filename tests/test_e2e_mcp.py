@@ -107,3 +107,33 @@ def test_a_ping_the_protocol_does_not_answer_gets_a_hint_that_says_so(any_server
     if isinstance(newest, Exception):  # (should the SDK answer it some day, there is no hint to check)
         hint = newest.data["error"]["hint"]
         assert newest.code == -32601 and "answered under earlier MCP protocol versions" in hint and "Did you mean" not in hint
+
+
+def test_a_tools_call_page_of_bodies_is_half_a_rest_one(server):
+    """QA, session 28: an MCP tools/call result holds the tool's JSON twice (text and
+    structuredContent), so a page of ~4 MiB of bodies made an 8.4 MB answer: past MAX_ANSWER_BYTES,
+    and past Lambda's 6 MB. Over tools/call a page's bodies get half; a resource (sent once) and
+    REST keep the whole page."""
+    import httpx
+
+    httpx.post(f"{server}/api/ensure_project", json={"human_key": "/e2e/pages"}).raise_for_status()
+    for name in ("BlueLake", "GreenCastle"):
+        httpx.post(f"{server}/api/register_agent", json={"project_key": "/e2e/pages", "program": "p", "model": "m",
+                                                          "name": name}).raise_for_status()
+    httpx.post(f"{server}/api/set_contact_policy", json={"project_key": "/e2e/pages", "agent_name": "GreenCastle",
+                                                          "policy": "open"}).raise_for_status()
+    for n in range(20):
+        httpx.post(f"{server}/api/send_message", timeout=30, json={
+            "project_key": "/e2e/pages", "sender_name": "BlueLake", "to": ["GreenCastle"], "subject": f"big {n}",
+            "body_md": "x" * 200_000, "thread_id": "BIG"}).raise_for_status()
+    whole = httpx.post(f"{server}/api/get_thread", timeout=30, json={"project_key": "/e2e/pages", "thread_id": "BIG"}).json()
+
+    async def over_mcp():
+        async with Client(f"{server}/mcp", mode="legacy") as client:
+            called = await client.call_tool("get_thread", {"project_key": "/e2e/pages", "thread_id": "BIG"})
+            read = await client.read_resource("resource://thread/BIG?project=%2Fe2e%2Fpages")
+            return called.structured_content, json.loads(called.content[0].text), json.loads(read.contents[0].text)
+
+    called, text, read = run(over_mcp())
+    assert len(whole["messages"]) == len(read["messages"]) == 20
+    assert called == text and 5 <= len(called["messages"]) <= 11 and called["next_cursor"]  # ~2 MiB of the 3.8

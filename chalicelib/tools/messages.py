@@ -7,6 +7,7 @@ storing anything: a message reaches all its recipients or none.
 """
 
 import sqlite3
+from contextvars import ContextVar
 from functools import lru_cache
 from operator import itemgetter
 from typing import Annotated, Literal
@@ -89,17 +90,20 @@ MESSAGE_COLUMNS = (
 # well under MAX_ANSWER_BYTES, and no more is read into memory (500 bodies of 256 KiB took 390 MB
 # before the answer was refused as too large).
 PAGE_BODY_BYTES = MAX_ANSWER_BYTES // 2
+# The current call's: half of it when its answer is sent twice (an MCP tools/call result holds the
+# tool's JSON as text and as structuredContent: 4 MiB of bodies made 8.4 MB, past Lambda's 6 MB).
+page_body_bytes: ContextVar[int] = ContextVar("page_body_bytes", default=PAGE_BODY_BYTES)
 
 
 def within_page(items, limit: int, text=None) -> tuple[list, bool]:
     """The first `limit` of `items`, read lazily, fewer once their texts (`text(item)`: a body, or
-    a row's JSON; None: not counted) pass PAGE_BODY_BYTES of UTF-8 (counted in characters, a
-    page of emoji was four times that); and whether an item was left after them."""
-    page, size = [], Utf8Size()
+    a row's JSON; None: not counted) pass the call's page_body_bytes of UTF-8 (counted in characters,
+    a page of emoji was four times that); and whether an item was left after them."""
+    page, size, budget = [], Utf8Size(), page_body_bytes.get()
     for item in items:
         if text:
             size.add(text(item))
-        if len(page) == limit or (page and size.over(PAGE_BODY_BYTES)):
+        if len(page) == limit or (page and size.over(budget)):
             return page, True
         page.append(item)
     return page, False

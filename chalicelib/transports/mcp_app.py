@@ -67,7 +67,7 @@ def output_schema(tool: Tool) -> dict:
 
 def sdk_tool(tool: Tool, settings: Settings) -> SDKTool:
     async def fn(**arguments: Any) -> CallToolResult:
-        return CallToolResult.model_validate(result_dict(*await run_tool(tool, arguments, settings), tool.mcp_content))
+        return CallToolResult.model_validate(result_dict(*await run_tool(tool, arguments, settings, twice=True), tool.mcp_content))
 
     return SDKTool(
         fn=fn,

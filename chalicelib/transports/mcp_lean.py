@@ -118,7 +118,7 @@ class LeanMCP:
         if tool is None:
             is_error, payload = True, unknown_tool_body(name)
         else:
-            is_error, payload = await run_tool(tool, arguments or {}, self.settings)
+            is_error, payload = await run_tool(tool, arguments or {}, self.settings, twice=True)
         if tool is not None and tool.mcp_content and not is_error:
             blocks, payload = tool.mcp_content(payload)
             result: dict[str, Any] = {"content": blocks}
