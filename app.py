@@ -141,10 +141,17 @@ def create_app(settings: Settings) -> Chalice:
         where = attachment_storage.storage(settings)
         if not isinstance(where, attachment_storage.LocalStorage):
             return Response(body="", status_code=302, headers={"Location": found.url})
-        served = served_type(found.media_type)
-        served = served if served in app.api.binary_types else "application/octet-stream"
-        return Response(body=where.read(found.sha256), status_code=200, headers={
-            "Content-Type": served, "Content-Disposition": attachment_storage.content_disposition(found.name)})
+        served, body = served_type(found.media_type), where.read(found.sha256)
+        if served.startswith("text/plain"):  # as the local server serves it; Chalice sends a text type's body as text
+            try:
+                body = body.decode()
+            except UnicodeDecodeError:
+                served = "application/octet-stream"
+        elif served not in app.api.binary_types:
+            served = "application/octet-stream"
+        return Response(body=body, status_code=200, headers={
+            "Content-Type": served, "Content-Disposition": attachment_storage.content_disposition(found.name),
+            "Cache-Control": attachment_storage.CACHE_CONTROL})
 
     mcp = MCPHandler(settings)
 

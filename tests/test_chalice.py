@@ -255,3 +255,38 @@ def test_chalice_local_serves_the_api(tmp_path):
         assert tools.status_code == 200 and tools.json()["result"]["tools"]
         assert tools.headers.get_list("content-type") == ["application/json"] and len(tools.headers.get_list("content-length")) == 1
     assert database.exists()
+
+def test_a_download_from_local_storage_is_served_as_the_local_server_serves_it(tmp_path, monkeypatch):
+    """QA, session 28: Chalice (local storage: a trial's /tmp) served a text attachment as
+    application/octet-stream, without the Cache-Control the local server sends."""
+    import base64
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/agent_mail.db")
+    monkeypatch.setenv("ATTACHMENTS_DIR", str(tmp_path / "attachments"))
+    get_settings.cache_clear()
+    try:
+        app = importlib.import_module("app").create_app(get_settings())
+        with Client(app, project_dir=str(ROOT)) as client:
+            http = Http(client)
+            http.post("/api/ensure_project", {"human_key": "/work/files"})
+            for name in ("BlueLake", "GreenCastle"):
+                http.post("/api/register_agent", {"project_key": "work-files", "program": "p", "model": "m", "name": name})
+            http.post("/api/set_contact_policy", {"project_key": "work-files", "agent_name": "GreenCastle", "policy": "open"})
+            files = [{"name": "run.log", "content_base64": base64.b64encode("passed ✓\n".encode()).decode()},
+                     {"name": "latin.log", "media_type": "text/plain", "content_base64": base64.b64encode(b"caf\xe9").decode()}]
+            status, sent = http.post("/api/send_message", {"project_key": "work-files", "sender_name": "BlueLake",
+                                                           "to": ["GreenCastle"], "subject": "logs", "body_md": "b",
+                                                           "attachments": files})
+            served = []
+            for attachment in sent["message"]["attachments"]:
+                query = urlencode({"project_key": "work-files", "agent_name": "GreenCastle", "message_id": sent["message"]["id"]})
+                response = client.http.get(f"/api/attachments/{attachment['sha256']}?{query}",  # (Chalice: binary if accepted)
+                                           headers={"Accept": "application/octet-stream"})
+                headers = {name.lower(): value for name, value in response.headers.items()}
+                served.append((response.status_code, headers.get("content-type"), headers.get("cache-control"),
+                               response.body))
+    finally:
+        get_settings.cache_clear()
+    assert served[0] == (200, "text/plain; charset=utf-8", "private, max-age=3600, immutable", "passed ✓\n".encode())
+    assert served[1][:3] == (200, "application/octet-stream", "private, max-age=3600, immutable")  # not UTF-8: as bytes
+    assert served[1][3] == b"caf\xe9"

@@ -27,6 +27,7 @@ UPLOAD_SECONDS = 900  # a presigned PUT's validity
 RECEIPT_SECONDS = 86_400  # how long an upload names its content for its uploader: send it within a day
 OWNER = ".collected-for"  # names the one database that deletes unused content here (tools/attachment_refs.py)
 RECEIPTS = ".uploads"  # local upload receipts, beside the content
+CACHE_CONTROL = "private, max-age=3600, immutable"  # a download's: content-addressed, it never changes
 
 
 def uploader(credential: str | None) -> str | None:

@@ -22,7 +22,7 @@ import orjson
 
 from .. import invoke
 from ..attachments.intake import served_type, too_large
-from ..attachments.storage import SHA256, LocalStorage, TooLarge, content_disposition, storage, uploader
+from ..attachments.storage import CACHE_CONTROL, SHA256, LocalStorage, TooLarge, content_disposition, storage, uploader
 from ..config import Settings
 from ..errors import InvalidArgument, ToolError, internal_error
 from ..security import auth
@@ -93,7 +93,7 @@ async def download(scope, receive, send, settings: Settings) -> None:
     headers = [
         (b"content-type", served_type(found.media_type).encode()),
         (b"content-disposition", content_disposition(found.name).encode()),
-        (b"cache-control", b"private, max-age=3600, immutable"),  # content-addressed: never changes
+        (b"cache-control", CACHE_CONTROL.encode()),
     ]
     await send_file(send, 200, headers, where.path(sha256))
 
