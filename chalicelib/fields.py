@@ -146,12 +146,14 @@ def given(field: str) -> dict:
 def names_agents(field) -> bool:
     """Whether a model field holds agent names (AgentName, AgentAddress, or a list of them): names
     are case-insensitive, so what compares calls (an idempotency key's) folds their case."""
-    def validated_as_name(item) -> bool:
-        return any(isinstance(meta, AfterValidator) and meta.func in (check_name, _address) for meta in get_args(item)[1:]) or \
-            any(validated_as_name(arg) for arg in get_args(item))
+    def checks_names(metadata) -> bool:
+        return any(isinstance(meta, AfterValidator) and meta.func in (check_name, _address) for meta in metadata)
 
-    return any(isinstance(meta, AfterValidator) and meta.func in (check_name, _address) for meta in field.metadata) or \
-        validated_as_name(field.annotation)
+    def within(annotation) -> bool:  # Annotated[str, ...] (its metadata after the type), list[...], Optional[...]
+        args = get_args(annotation)
+        return checks_names(args[1:]) or any(within(arg) for arg in args)
+
+    return checks_names(field.metadata) or within(field.annotation)
 
 
 def folded_name(value: str) -> str:

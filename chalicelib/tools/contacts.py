@@ -229,13 +229,13 @@ def _answer(db, project, responder, requester, row, accept: bool, ttl: int, now:
         db, requester, responder, status="approved" if accept else "denied", reason=row["reason"], ttl=ttl,
         requested_ts=row["requested_ts"], responded_ts=now, expires_ts=clock.later(now, ttl),
     )
-    name = address(responder, project_by_id(db, requester["project_id"]))  # as the requester's project spells it
+    home = project_by_id(db, requester["project_id"])
+    name = address(responder, home)  # as the requester's project spells it
     if accept:
         body = f"{name} accepted your contact request: you may write to each other until {stored['expires_ts']}."
     else:
         body = f"{name} declined your contact request; you cannot ask again before {ask_again_after(stored)}."
     outcome = "accepted" if accept else "declined"
-    home = project_by_id(db, requester["project_id"])
     if not requester["retired_ts"] and not home["archived_ts"]:  # a notice reaches neither: the answer stands all the same
         notify(db, project, responder, address(requester, project), f"Contact request {outcome} by {name}", body)
     return stored
