@@ -423,6 +423,14 @@ def test_a_restore_takes_attachments_from_storage_checks_the_archives_and_names_
     tamper("the attachment changed", {path: b"another content"})
     result = restore("changed")
     assert result.exit_code == 1 and f"holds another content at {path}" in result.output
+    # verify reads attachment files too (session 29: it checked their names only), and a rebuild mends them
+    result = CliRunner().invoke(cli, ["--database-url", settings.database_url, "archive", "verify"], env=env)
+    assert json.loads(result.stdout)["different"] == [path] and result.exit_code == 1 and "hold another content" in result.stderr
+    storage(settings).put(b"the log")
+    assert CliRunner().invoke(cli, ["--database-url", settings.database_url, "archive", "rebuild"], env=env).exit_code == 0
+    result = CliRunner().invoke(cli, ["--database-url", settings.database_url, "archive", "verify"], env=env)
+    assert json.loads(result.stdout)["different"] == [] and result.exit_code == 0
+    tamper("the attachment changed again", {path: b"another content"})
     [document] = [name for name in git(settings.archive_dir, "ls-tree", "-r", "--name-only", "HEAD").split()
                   if name.startswith("projects/work-demo/messages/")]
     tamper("mended, and a message file broken", {path: b"the log", document: b"garbage"})

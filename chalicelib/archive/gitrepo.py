@@ -12,6 +12,7 @@ dulwich searches packs one by one and keeps each open: `maintain` merges the sma
 (geometric repacking, as `git repack --geometric=2`), streaming, with bounded memory.
 """
 
+import hashlib
 import itertools
 import json
 import os
@@ -39,6 +40,7 @@ MAINTAIN_EVERY = 32  # commits between two `maintain` runs of the workers
 MERGE_LIMIT = 32 * 1024 * 1024  # a merged pack is at most this large (bounded memory and time)
 MAINTAIN_MERGES = 4  # merges one due maintenance may make: it keeps up with 4 x MERGE_LIMIT of new packs
 TREE_CACHE = 4 * 1024 * 1024  # bytes of tree data the writer keeps (parsed, a tree takes ~10x its size in memory)
+CHECKED_ATTACHMENTS = 4096  # (blob, sha256) pairs verify and rebuild remember having read
 READER_TREE_CACHE = 256 * 1024  # a reader going through the archive in order needs the trees of its recent paths only
 
 
@@ -68,6 +70,7 @@ class GitArchive:
             self.repo.refs.set_symbolic_ref(b"HEAD", BRANCH)
         self.bare = self.repo.bare
         self.trees = TreeCache(tree_cache)
+        self.checked: set[tuple[bytes, str]] = set()  # attachment files found to hold their name's content
         # Every pack stays mapped (dulwich's default: no packed_git_limit). A limit below the packs'
         # total unmapped the least recently used ones, and lookups opened their indexes again
         # and again: a one-message commit's time grew with the archive (bench/README.md).
@@ -126,7 +129,7 @@ class GitArchive:
                 self.keep_newer_files(rendered, files, parent)
             files.update(rendered)
             for path, sha256 in attachment_paths(entry).items():  # one file per content and project
-                if path not in files and self.lookup(path, parent) is None:  # named by its sha256: if there, it is right
+                if path not in files and not self.holds_attachment(path, sha256, parent, read=not keep_newer):
                     files[path] = attachment_content(sha256)
         self.check_owner(entries, parent)
         if parent is None:  # a new archive starts in the current layout
@@ -209,6 +212,23 @@ class GitArchive:
         sha = self.file_id(path, commit)
         blob = None if sha is None else self.repo[sha]
         return blob.data if isinstance(blob, Blob) else None
+
+    def holds_attachment(self, path: str, sha256: str, commit: bytes | None = None, read: bool = True) -> bool:
+        """Whether the commit holds the attachment file at `path` with the content its name (a
+        sha256) says; read=False trusts the name (the workers: they wrote it so, and reading
+        every attachment again would cost its size; verify and rebuild read it)."""
+        blob = self.file_id(path, commit)
+        return blob is not None and (not read or self._hashes_to(blob, sha256))
+
+    def _hashes_to(self, blob: bytes, sha256: str) -> bool:
+        if (blob, sha256) in self.checked:  # a file may serve many messages: read and hashed once
+            return True
+        if hashlib.sha256(self.repo[blob].data).hexdigest() != sha256:
+            return False
+        if len(self.checked) >= CHECKED_ATTACHMENTS:  # bounded: forgetting costs a read again, no more
+            self.checked.clear()
+        self.checked.add((blob, sha256))
+        return True
 
     def file_id(self, path: str, commit: bytes | None = None) -> bytes | None:
         """The blob id of one file of a commit (the head by default), or None (no such file)."""

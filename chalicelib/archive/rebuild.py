@@ -217,7 +217,8 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     (profile_problems; profiles written before they said so: different, which a rebuild
     rewrites), and each project its project.json, saying whether it is archived and its
     retention policy (project_json_problems). Messages and marks are compared CHUNK at a time,
-    each way (message_problems, stray_messages): memory does not grow with the archive."""
+    each way (message_problems, stray_messages): memory does not grow with the archive. An
+    attachment file must hold the content its name (a sha256) says: read, once each."""
     projects = db.execute("SELECT slug, human_key, created_ts, archived_ts, retention_mode, retention_days, purged_before_id"
                           " FROM projects").fetchall()
     owners = {row["slug"]: row["human_key"] for row in projects}
@@ -256,8 +257,13 @@ def message_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[
             missing.append(path)
         elif sha not in (blob_id(document(entry)), blob_id(document(older))):
             different.add(path)
-        # Its attachments' files: a restore takes the content from them (by name only: reading them is the restore's).
-        missing += [path for path in rendering.attachment_paths(entry) if held(path) is None]
+        # Its attachments' files, which a restore takes the content from: each must hold the
+        # content its name (a sha256) says (one file may serve many messages: checked once).
+        for file, sha256 in rendering.attachment_paths(entry).items():
+            if held(file) is None:
+                missing.append(file)
+            elif not archive.holds_attachment(file, sha256, head):
+                different.add(file)
     return list(dict.fromkeys(missing)), list(different)
 
 
@@ -519,6 +525,9 @@ def missing_advice(problems: dict[str, list[str]]) -> list[str]:
         if paths:
             advice.append(f"{len(paths)} {what} missing from the archive (the first: {paths[0]}; {why}):"
                           " run `python -m chalicelib archive rebuild` to write them")
+    if changed := [path for path in problems["different"] if "/attachments/" in path]:
+        advice.append(f"{len(changed)} attachment file(s) of the archive hold another content than their name says (the"
+                      f" first: {changed[0]}): run `python -m chalicelib archive rebuild` to write them from the attachment storage")
     return advice
 
 
