@@ -199,6 +199,8 @@ def test_purged_mail_stays_in_the_archive_and_verify_expects_it(settings, call, 
         drain(settings, archive)
     later(31)
     assert run_retention(settings, budget=2)["messages_purged"] == 2
+    with db.connection(settings) as conn, GitArchive.local(settings) as archive:  # a run stopped at its budget (session 29:
+        assert rebuild.verify(conn, archive) == CLEAN  # its purged files were unexpected, and doctor --repair brought them back)
     assert run_retention(settings)["messages_purged"] == 1
     with db.connection(settings) as conn, GitArchive.local(settings) as archive:
         assert len(canonical(archive.files())) == 5  # append-only: the archive keeps them

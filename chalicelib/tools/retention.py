@@ -181,11 +181,12 @@ def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limi
             "INSERT OR IGNORE INTO threads_to_recount (id, project_id, thread_id) VALUES (?, ?, ?)",
             [(stable_id("thread_to_recount", project_id, thread), project_id, thread) for thread in threads],
         )
-    if len(ids) < limit:  # none left below before_id: the archive's files there are of purged mail (archive verify)
-        db.execute(
-            "UPDATE projects SET purged_before_id = ? WHERE id = ? AND coalesce(purged_before_id, 0) < ?",
-            (before_id, project_id, before_id),
-        )
+    # How far the project's mail is gone (the archive's files below are of purged mail: archive
+    # verify), also after a run stopped at its budget: up to the oldest message it still has.
+    (kept,) = db.execute("SELECT min(id) FROM messages WHERE project_id = ? AND id < ?", (project_id, before_id)).fetchone()
+    purged = before_id if kept is None else kept
+    db.execute("UPDATE projects SET purged_before_id = ? WHERE id = ? AND coalesce(purged_before_id, 0) < ?",
+               (purged, project_id, purged))
     return len(ids)
 
 
