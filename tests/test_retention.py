@@ -229,6 +229,10 @@ def test_idle_agents_are_retired_only_when_configured(settings, call, project, l
     assert call("acquire_build_slot", project_key=project, agent_name="Newcomer", slot="deploy")["agent"] == "Newcomer"  # free again
     sent = call("send_overseer_message", project_key=project, to=["Newcomer"], subject="Welcome", body_md="!")
     assert sent["message"]["sender"] == "Overseer"
+    # Brought back, it counts as active from then (session 29: the next run retired it again)
+    call("unretire_agent", project_key=project, agent_name="BlueLake")
+    assert run_retention(settings.model_copy(update={"retention_agent_idle_days": 10}))["agents_retired"] == 0
+    assert "BlueLake" in [a["name"] for a in call("list_agents", project_key=project)["agents"]]
 
 
 def test_retiring_idle_agents_releases_a_chunks_worth_of_reservations_and_the_rest_block_nobody(settings, call, project, later,

@@ -344,7 +344,11 @@ def unretire_agent(db: sqlite3.Connection, args: RetireAgentInput) -> Agent:
     """Bring a retired agent back: it can send and receive again. Idempotent."""
     project = find_project(db, args.project_key)
     agent = find_agent(db, project, args.agent_name)
-    row = db.execute("UPDATE agents SET retired_ts = NULL WHERE id = ? RETURNING *", (agent["id"],)).fetchall()[0]
+    # Active from now (idle retention would retire it again on its next run); an agent not retired is left as it is.
+    row = db.execute(
+        "UPDATE agents SET retired_ts = NULL, last_active_ts = CASE WHEN retired_ts IS NULL THEN last_active_ts ELSE ? END"
+        " WHERE id = ? RETURNING *", (clock.now(), agent["id"]),
+    ).fetchall()[0]
     outbox.record_agent(db, project, row)
     return describe_agent(project, row)
 
