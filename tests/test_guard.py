@@ -4,6 +4,7 @@ against the real server."""
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -137,6 +138,51 @@ def test_an_existing_hook_is_chained_and_restored(guard_tools, repo):
     assert uninstall(repo) == {"hook_path": str(original), "removed": True, "restored_hook": True}
     assert original.read_text() == "#!/bin/sh\nexit 0\n" and original.stat().st_mode & stat.S_IXUSR
     assert not (original.parent / CHAINED).exists()
+
+
+def test_installs_at_once_chain_the_repositorys_hook_not_a_guard(repo, monkeypatch, tmp_path):
+    """QA, session 29: two installs at once each moved "the foreign hook" aside, the second the
+    first's guard, over the repository's own hook (lost), and the guard then ran itself forever."""
+    import tempfile
+    import threading
+
+    from chalicelib.tools import guard
+
+    original = repo / ".git" / "hooks" / "pre-commit"
+    write_hook(original, "#!/bin/sh\nexit 0\n")
+    make = tempfile.mkstemp
+
+    def slow_mkstemp(*args, **kwargs):  # the window between looking at the hook and moving it, made wide
+        time.sleep(0.2)
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(guard.tempfile, "mkstemp", slow_mkstemp)
+    errors = []
+
+    def install():
+        try:
+            guard.install(str(repo), [str(tmp_path)], PROJECT, "http://127.0.0.1:1")
+        except Exception as exc:  # noqa: BLE001 (collected, asserted below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=install) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert (original.parent / CHAINED).read_text() == "#!/bin/sh\nexit 0\n" and MARKER in original.read_text()
+
+
+def test_a_guard_chained_to_a_guard_skips_it(repo, tmp_path):
+    """What that race left (a guard as the chained hook) lets commits through, and starts no guard after guard."""
+    from chalicelib.tools import guard
+
+    guard.install(str(repo), [str(tmp_path)], PROJECT, "http://127.0.0.1:1")
+    hooks = repo / ".git" / "hooks"
+    write_hook(hooks / CHAINED, (hooks / "pre-commit").read_text())
+    done = commit(repo, "README.md", AGENT_MAIL_BYPASS="1")
+    assert done.returncode == 0 and f"{CHAINED} is this guard" in done.stderr
 
 
 def test_uninstall_leaves_other_hooks_alone(guard_tools, repo):

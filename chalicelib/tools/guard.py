@@ -19,9 +19,12 @@ environment, else the file GUARD_TOKEN_FILE names (the path is written into the 
 token itself).
 """
 
+import fcntl
 import os
 import subprocess
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import Settings
@@ -30,6 +33,7 @@ from ..errors import Conflict, Forbidden, NotFound, Unavailable
 HOOK = "pre-commit"
 CHAINED = "pre-commit.agent-mail-chained"
 MARKER = "# agent-mail pre-commit guard"
+LOCK_SECONDS = 10  # an install takes milliseconds: waiting longer means one is stuck
 
 HOOK_HEADER = f"""#!/usr/bin/env python3
 {MARKER}: installed by install_precommit_guard, removed by uninstall_precommit_guard.
@@ -37,6 +41,7 @@ SERVER_URL = {{url!r}}
 PROJECT = {{project!r}}
 TOKEN_FILE = {{token_file!r}}
 CHAINED = {CHAINED!r}
+GUARD = {MARKER!r}
 """
 
 HOOK_BODY = r'''"""Refuse a commit that touches files under another agent's active exclusive reservation.
@@ -77,9 +82,13 @@ def switch(name):
 
 def run_chained():
     hook = os.path.join(os.path.dirname(os.path.abspath(__file__)), CHAINED)
-    if os.path.isfile(hook) and os.access(hook, os.X_OK):
-        return subprocess.call([hook, *sys.argv[1:]])
-    return 0
+    if not (os.path.isfile(hook) and os.access(hook, os.X_OK)):
+        return 0
+    with open(hook, "rb") as file:
+        if GUARD.encode() in file.read(4096):  # a guard chained to a guard would start itself forever
+            say(f"{CHAINED} is this guard, not the repository's own hook: skipped.")
+            return 0
+    return subprocess.call([hook, *sys.argv[1:]])
 
 
 def staged_paths():
@@ -304,6 +313,12 @@ def install(repo: str, roots: list[str], project: str, url: str, token_file: str
     Returns (hook, chained hook or None). The script is written first, under a name no one can
     plant a link at; the foreign hook is moved only then, and back if anything fails."""
     hooks = permitted_hooks(repo, roots)
+    hooks.mkdir(parents=True, exist_ok=True)
+    with _one_at_a_time(hooks):
+        return _install(hooks, project, url, token_file)
+
+
+def _install(hooks: Path, project: str, url: str, token_file: str) -> tuple[Path, Path | None]:
     hook, chained = hooks / HOOK, hooks / CHAINED
     foreign = os.path.lexists(hook) and not is_guard(hook)
     if foreign and os.path.lexists(chained):
@@ -311,7 +326,6 @@ def install(repo: str, roots: list[str], project: str, url: str, token_file: str
             f"{hook} is another hook, and {chained} (a hook the guard chained earlier) is in the way.",
             "Merge or delete one of them by hand, then install again.",
         )
-    hooks.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=hooks, prefix=f".{HOOK}.agent-mail-")  # O_EXCL: a new file, never a link
     try:
         with os.fdopen(handle, "w") as file:
@@ -333,10 +347,36 @@ def uninstall(repo: str, roots: list[str]) -> tuple[Path, bool, bool]:
     """Remove the guard and put the chained hook back. Returns (hook, removed, restored)."""
     hooks = permitted_hooks(repo, roots)
     hook, chained = hooks / HOOK, hooks / CHAINED
-    removed = is_guard(hook)
-    if removed:
-        hook.unlink()
-    restored = os.path.lexists(chained) and not os.path.lexists(hook)
-    if restored:
-        chained.rename(hook)
-    return hook, removed, restored
+    if not hooks.is_dir():
+        return hook, False, False
+    with _one_at_a_time(hooks):
+        removed = is_guard(hook)
+        if removed:
+            hook.unlink()
+        restored = os.path.lexists(chained) and not os.path.lexists(hook)
+        if restored:
+            chained.rename(hook)
+        return hook, removed, restored
+
+
+@contextmanager
+def _one_at_a_time(hooks: Path):
+    """One install or uninstall at a time in a hooks directory, among this server's threads, other
+    servers and the CLI (a lock on the directory itself: no file left in it). Two installs at once
+    each moved "the foreign hook" aside: the second moved the first's guard over the repository's
+    own hook, and the guard then chained itself."""
+    fd = os.open(hooks, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        deadline = time.monotonic() + LOCK_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"Another install or uninstall of the guard in {hooks} is still running.",
+                                      "Retry in a moment.") from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
