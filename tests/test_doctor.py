@@ -93,6 +93,46 @@ def test_doctor_says_there_is_no_database_and_creates_none(tmp_path):
     assert not typo.parent.exists()
 
 
+def test_maintenance_commands_create_no_database_either(tmp_path):
+    """QA, session 29: `retention run` on a mistyped path made an empty database and said it
+    had nothing to do (exit 0): a cron job looked healthy and purged nothing."""
+    typo = tmp_path / "mial" / "db.sqlite"
+    for command in (["retention", "run"], ["archive", "verify"], ["archive", "rebuild"], ["archive", "drain"]):
+        result = run(typo, *command)
+        assert result.returncode == 1 and f"no database at {typo}" in result.stderr, (command, result.stderr)
+    assert not typo.parent.exists()
+
+
+def as_a_user(command: list[str]) -> list[str]:
+    """The command without root's power to write any file (file modes apply to it), when run as root."""
+    if os.geteuid() != 0:
+        return command
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", *command]
+
+
+def test_a_read_only_database_is_named_by_doctor_and_the_readiness_probe(tmp_path):
+    """QA, session 29: the probe's BEGIN IMMEDIATE took the lock on a file SQLite had opened
+    read-only (WAL mode), so /ready said ok until a client's write failed; doctor said the
+    database was fine and blamed the search index, whose repair then failed."""
+    database = tmp_path / "db.sqlite"
+    assert run(database, "ensure-project", "--human-key", "/srv/shop").returncode == 0
+    database.chmod(0o444)
+    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "ARCHIVE_ENABLED": "false"}
+
+    def as_user(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(as_a_user([sys.executable, *args]), cwd=ROOT, env=environ, capture_output=True, text=True,
+                              timeout=120)
+
+    checked = as_user("-m", "chalicelib", "doctor")
+    assert checked.returncode == 1
+    assert re.search(r"FAIL  database  \S+: the database cannot be written: attempt to write a readonly database", table(checked)), checked.stdout
+    assert "does not match the messages" not in checked.stdout
+    probe = as_user("-c", "from chalicelib.config import get_settings; from chalicelib.ops.readiness import report;"
+                          " print(report(get_settings(), None))")
+    assert probe.stdout.startswith("(503, ") and "attempt to write a readonly database" in probe.stdout, probe.stderr
+
+
 def test_doctor_on_an_empty_database_beside_an_archive_of_projects_names_both_fixes(tmp_path):
     archive = archive_of_two_projects(tmp_path)
     empty = tmp_path / "new" / "db.sqlite"

@@ -25,6 +25,7 @@ from .supervisor import exclusive, holder
 
 LOW_DISK_BYTES = 1 << 30
 STRANGERS = ("unexpected", "foreign")  # what archive verify finds that no rebuild from this database removes
+WRITE_WAIT_SECONDS = 5  # for the write lock: a running server holds it for milliseconds at a time
 
 
 @dataclass
@@ -82,7 +83,10 @@ def database(settings: Settings) -> Finding:
     if problems:
         return Finding("database", False, "PRAGMA integrity_check: " + "; ".join(problems),
                        "restore it: move the file aside, then python -m chalicelib db restore-from-archive")
-    return Finding("database", True, f"{settings.database_path}: integrity_check ok")
+    if unwritable := db.write_probe(settings, timeout_seconds=WRITE_WAIT_SECONDS):
+        return Finding("database", False, f"{settings.database_path}: {unwritable}",
+                       "let the server's user write the file and its directory (a read-only file refuses every write)")
+    return Finding("database", True, f"{settings.database_path}: integrity_check ok, writable")
 
 
 def archived_projects(settings: Settings) -> list[str]:

@@ -285,6 +285,9 @@ def write_probe(settings: Settings, timeout_seconds: float = 1.0) -> str | None:
         conn = sqlite3.connect(settings.database_path, isolation_level=None, timeout=timeout_seconds)
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # A write, rolled back: a file SQLite could open read-only only takes the lock (in WAL mode) and refuses this.
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            conn.execute(f"PRAGMA user_version = {int(version)}")
             conn.execute("ROLLBACK")
         finally:
             conn.close()

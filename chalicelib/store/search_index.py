@@ -280,6 +280,8 @@ def fts_problem(db: sqlite3.Connection) -> str | None:
     try:
         db.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
     except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:  # the file's fault, not the index's
+            raise
         return f"the full-text index does not match the messages ({exc})"
     return None
 

@@ -433,10 +433,19 @@ def archive_to_read(settings: Settings):
         raise click.ClickException(str(exc)) from None
 
 
+def existing_database(settings: Settings) -> None:
+    """Refuse to work on a database that does not exist: these commands read what is there (a
+    mistyped DATABASE_URL made an empty database, and `retention run` reported nothing to do)."""
+    if not settings.turso_sync_url and not settings.database_path.is_file():
+        raise click.ClickException(f"no database at {settings.database_path}: check DATABASE_URL (the server creates its"
+                                   " database when it first starts; this command creates none)")
+
+
 @archive.command(short_help="Archive the pending outbox entries, then exit.")
 @click.pass_obj
 def drain(settings: Settings) -> None:
     """Archive the pending outbox entries (what the server's worker does continuously)."""
+    existing_database(settings)
     from ..archive.worker import drain as drain_outbox
     from ..archive.gitrepo import GitArchive
 
@@ -493,6 +502,7 @@ def retention_when_idle(settings: Settings) -> Callable[[], None]:
 def rebuild(settings: Settings) -> None:
     """Regenerate the archive from the database: whatever is missing or different is written
     (one commit per project per 1,000 entries); what is already right is left alone."""
+    existing_database(settings)
     from ..archive import rebuild as rebuilding
     from ..archive.gitrepo import GitArchive
 
@@ -530,6 +540,7 @@ def verify(ctx: click.Context) -> None:
     from ..archive import rebuild as rebuilding
 
     settings = ctx.obj
+    existing_database(settings)
     with db.connection(settings) as conn, db.transaction(conn, write=False), archive_to_read(settings) as repo:
         problems = rebuilding.verify(conn, repo)
     click.echo(dumps(problems, compact=False))
@@ -560,6 +571,7 @@ def retention() -> None:
 def retention_run(settings: Settings, budget: int | None) -> None:
     """Purge or archive old messages as the projects' policies say, retire idle agents (if
     RETENTION_AGENT_IDLE_DAYS is set), delete ended reservations and build slots; print the counts."""
+    existing_database(settings)
     from ..tools.retention import run_retention
 
     click.echo(dumps(run_retention(settings, budget), compact=False))
