@@ -210,7 +210,7 @@ def create_app(settings: Settings) -> Chalice:
         """Publishes what the after-write drain missed (a failed publish, or a burst), then reports
         the archive's backlog and lag as CloudWatch metrics (infra/template.yaml alarms on the lag)."""
         cloud.publish_all(settings)
-        status = invoke.call(archive_status, {}, settings)
+        status = invoke.own_call(archive_status, {}, settings)
         logs.metrics_line({"ArchiveBacklog": (status.pending, "Count"), "ArchiveFailed": (status.failed, "Count"),
                            "ArchiveLagSeconds": (status.lag_seconds, "Seconds")})
 

@@ -116,6 +116,12 @@ def call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Princip
         return _call(tool, arguments, settings, caller(principal))
 
 
+def own_call(tool: Tool, arguments: Any, settings: Settings) -> Output:
+    """A call the server makes for itself (a /metrics scrape, a scheduled sweep): blocking, and not
+    counted among the clients' tool calls (each scrape counted an archive_status call)."""
+    return _call(tool, arguments, settings, caller(None))
+
+
 async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> Output:
     with _measured(tool.name):
         principal = caller(principal)

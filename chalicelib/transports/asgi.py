@@ -278,7 +278,8 @@ def create_app(settings: Settings | None = None):
     async def metrics_text() -> PlainTextResponse:
         """Prometheus metrics: tool calls, errors, latency, write batches, archive backlog and lag,
         replica syncs, rate-limit refusals (docs/operations.md)."""
-        metrics.set_archive_gauges((await invoke.acall(archive_status, {}, settings)).model_dump(), settings)
+        status = await asyncio.to_thread(invoke.own_call, archive_status, {}, settings)
+        metrics.set_archive_gauges(status.model_dump(), settings)
         return PlainTextResponse(metrics.prometheus_text(), media_type=metrics.CONTENT_TYPE)
 
     return Front(api, mcp, settings)
