@@ -236,6 +236,26 @@ def send_some(call, project):
     call("file_reservation_paths", project_key=project, agent_name="RedStone", paths=["docs/*.md"], reason="T-1")
 
 
+def test_doctor_does_not_call_mail_archived_while_it_compares_unexpected(call, project, settings, archive, monkeypatch):
+    """QA, session 29: doctor read the database, then the archive, which the worker had meanwhile
+    given a message sent after that read: "1 unexpected", and a FAIL, on a healthy server."""
+    from chalicelib.ops import doctor
+
+    send_some(call, project)
+    drain(settings, archive)
+    compare = rebuild.verify
+
+    def verify_while_mail_arrives(conn, repo):
+        conn.execute("SELECT count(*) FROM messages").fetchone()  # the read transaction's snapshot starts
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Late", body_md="x")
+        drain(settings, archive)
+        return compare(conn, repo)
+
+    monkeypatch.setattr(rebuild, "verify", verify_while_mail_arrives)
+    finding = doctor.archive(settings.model_copy(update={"archive_enabled": True}))
+    assert finding.ok, finding.detail
+
+
 def test_rebuild_writes_the_same_files_the_worker_wrote(call, project, settings, tmp_path, archive):
     send_some(call, project)
     drain(settings, archive)

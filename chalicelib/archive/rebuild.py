@@ -549,6 +549,16 @@ def archived_reservations(archive: GitArchive, folders: list[str]) -> dict[int, 
     return found
 
 
+def still_unexpected(db: sqlite3.Connection, paths: list[str]) -> list[str]:
+    """Those of verify's unexpected files that are still no message of the database (read again
+    now: verify's read may predate mail the worker has archived since)."""
+    ids = {path: message_id_of(path) for path in paths}
+    known = set()
+    for chunk in chunks([mid for mid in ids.values() if mid is not None], CHUNK):
+        known |= {row[0] for row in db.execute(f"SELECT id FROM messages WHERE id IN ({placeholders(chunk)})", chunk)}
+    return [path for path in paths if ids[path] not in known]
+
+
 def message_id_of(path: str) -> int | None:
     """The id a message file's name ends with (`{created}__{subject}__{id}.md`), if it does."""
     digits = path.rsplit("__", 1)[-1].removesuffix(".md")
