@@ -231,6 +231,47 @@ def test_a_poison_message_ends_in_the_dead_letter_queue_and_the_rest_of_its_batc
     assert status.pending == 1 and status.failed == 1  # still visible: never silently dropped
 
 
+def test_an_entry_whose_attachment_is_lost_is_reported_alone(sqs, settings, send, tmp_path):
+    """QA, session 29: the worker read attachments while it wrote the batch: one whose content was
+    gone failed the whole batch, delivery after delivery, and the project's archive stopped."""
+    import base64
+
+    from chalicelib.attachments.storage import storage
+
+    settings = settings.model_copy(update={"attachments_dir": tmp_path / "attachments"})
+    worker = importlib.import_module("app").create_app(settings).handler_map["archive_worker"]
+    good = send("good")
+    lost = invoke.call(TOOLS["send_message"], {"project_key": "cloud", "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                               "subject": "lost", "body_md": "x", "attachments": [
+                                                   {"name": "a.log", "content_base64": base64.b64encode(b"the log").decode()}]},
+                       settings).message
+    storage(settings).delete(lost.attachments[0].sha256)
+    cloud.publish_all(settings)
+    event = receive(sqs)
+    result = worker(event, CONTEXT)
+    bodies = {record["messageId"]: json.loads(record["body"]) for record in event["Records"]}
+    assert [bodies[item["itemIdentifier"]]["entry"]["subject"] for item in result["batchItemFailures"]] == ["lost"]
+    with remote(settings) as archive:
+        assert messages_in(archive) == [good]
+
+
+def test_the_sweep_publishes_a_bounded_number_and_a_read_takes_no_write_lock(sqs, settings, send, monkeypatch):
+    """QA, session 29: the sweep published until nothing was left (a big backlog ran it into the
+    function's timeout, before its pruning and metrics); and with a failed row waiting for its
+    retry, every request, reads too, took the write lock to publish nothing."""
+    send("hello")
+    monkeypatch.setattr(cloud, "SWEEP_ROWS", 3)
+    assert [cloud.publish_all(settings), cloud.publish_all(settings)] == [3, 1 + 3 + 1 - 3]
+    send("later")
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        outbox.mark_failed(conn, [row["id"] for row in outbox.take(conn, 10)], "SQS: throttled", retry_seconds=3600)
+    writes = []
+    transaction = cloud.transaction
+    monkeypatch.setattr(cloud, "transaction", lambda conn, write: writes.append(write) or transaction(conn, write))
+    cloud.publish_after_write(settings)
+    assert writes == []
+
+
 def test_a_push_refused_because_another_worker_pushed_first_is_redone_on_top(sqs, settings, send, monkeypatch, tmp_path):
     first, second = send("first"), send("second")
     with db.connection(settings) as conn:

@@ -21,6 +21,7 @@ import logging
 from functools import lru_cache
 
 from .. import clock
+from ..attachments.storage import ContentMissing, storage
 from ..config import Settings
 from ..store.db import connection, transaction
 from . import outbox, render as rendering
@@ -33,6 +34,8 @@ PUSH_ATTEMPTS = 5
 # infra/template.yaml), then moves it to the dead-letter queue. A row still queued well after
 # that is not coming back by itself: the sweep publishes it again (requeue_overdue).
 QUEUED_MAX_SECONDS = 3600
+PUBLISH_ROWS = 100  # rows one publish sends (after a write: its own, and what is left)
+SWEEP_ROWS = 3000  # rows one sweep publishes at most: 300 SendMessageBatch calls, well within its 60 s
 
 
 @lru_cache
@@ -42,10 +45,12 @@ def sqs_client():
     return boto3.client("sqs")
 
 
-def publish(settings: Settings, limit: int = 100) -> int:
+def publish(settings: Settings, limit: int = PUBLISH_ROWS) -> int:
     """Send up to `limit` pending outbox rows to the queue; the number sent."""
     with connection(settings) as conn:
         rows = outbox.take(conn, limit)
+    if not rows:  # (no write transaction for nothing)
+        return 0
     sent: list[int] = []
     failed: dict[int, str] = {}
     for start in range(0, len(rows), 10):  # SendMessageBatch takes 10 at a time
@@ -110,12 +115,15 @@ def handle_sqs_event(event: dict, settings: Settings) -> dict:
 
 def push_entries(settings: Settings, entries: list[dict], refused=lambda index, error: None) -> str:
     """Apply onto the remote's head and push, again on top of any newer head; the pushed commit.
-    An entry the archive refuses (ForeignProject: its slug names another project's folder) is
-    left out and reported to `refused(index, error)`: deterministic, like a poison entry."""
+    An entry the archive refuses (ForeignProject: its slug names another project's folder), or
+    whose attachment is lost (lost_attachments), is left out and reported to `refused(index,
+    error)`: deterministic, like a poison entry."""
     from dulwich.client import get_transport_and_path  # here: the API functions import this module too
 
     from .gitrepo import BRANCH, MAINTAIN_EVERY, ForeignProject, GitArchive
     from .migrate import migrate_layout
+
+    where = storage(settings)
 
     client, remote_path = get_transport_and_path(settings.archive_git_remote)
     with GitArchive(settings.archive_work_dir, bare=True) as archive:  # kept in /tmp across warm invocations
@@ -128,10 +136,14 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
             for index, entry in enumerate(entries):
                 try:
                     archive.check_owner([owners.get(entry["project"], entry), entry], archive.head())
+                    if lost := lost_attachments(archive, entry, where):
+                        raise ContentMissing(lost[0])
                     owners.setdefault(entry["project"], entry)
                     accepted.append(entry)
                 except ForeignProject as exc:
                     refused(index, f"ForeignProject: {exc}")
+                except ContentMissing as exc:
+                    refused(index, f"ContentMissing: the attachment {exc} is in neither the archive nor the attachment storage")
             for batch in batches(accepted, len(accepted), rendering.BATCH_MAX_BYTES):  # bounded memory, as the local worker's
                 archive.apply(batch)
             head = archive.head()
@@ -156,6 +168,14 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
     raise RuntimeError(f"archive push refused {PUSH_ATTEMPTS} times")
 
 
+def lost_attachments(archive, entry: dict, where) -> list[str]:
+    """The sha256 of each attachment of the entry that neither the archive nor the attachment
+    storage holds: writing it would fail the whole batch, delivery after delivery (it is refused
+    alone instead, as the local worker's retry of a failed row alone finds it)."""
+    return [sha256 for path, sha256 in rendering.attachment_paths(entry).items()
+            if not archive.holds_attachment(path, sha256, read=False) and where.size(sha256) is None]
+
+
 class NotFastForward(Exception):
     """Another worker pushed since our fetch."""
 
@@ -172,23 +192,24 @@ def publish_after_write(settings: Settings) -> None:
         return
     try:
         with connection(settings) as conn:
-            if conn.execute("SELECT 1 FROM archive_outbox WHERE state = 'pending' LIMIT 1").fetchone() is None:
-                return  # a read, or a write that archives nothing: no SQS call
+            if not outbox.take(conn, 1):
+                return  # a read, a write that archives nothing, or rows whose retry is not due: no SQS call
         publish(settings)
     except Exception:
         log.exception("archive publish failed; the sweep will retry")
 
 
 def publish_all(settings: Settings) -> int:
-    """The scheduled sweep: take back the rows the queue did not archive in time, publish until
-    nothing pending is left (or SQS refuses), then prune rows archived more than
-    ARCHIVE_KEEP_DONE_DAYS ago."""
+    """The scheduled sweep: take back the rows the queue did not archive in time, publish up to
+    SWEEP_ROWS pending rows (the rest in the next minute's sweep: a run that went on until nothing
+    was left ran into the function's timeout on a big backlog, before its pruning and metrics), then
+    prune rows archived more than ARCHIVE_KEEP_DONE_DAYS ago."""
     total = 0
     if settings.archive_enabled and settings.archive_queue_url:
         with connection(settings) as conn, transaction(conn, write=True):
             if requeued := outbox.requeue_overdue(conn):
                 log.warning("archive: %d queued entries not archived in time; publishing them again", requeued)
-        while sent := publish(settings):
+        while total < SWEEP_ROWS and (sent := publish(settings, min(PUBLISH_ROWS, SWEEP_ROWS - total))):
             total += sent
         with connection(settings) as conn, transaction(conn, write=True):
             outbox.prune(conn, settings.archive_keep_done_days)
