@@ -211,11 +211,19 @@ def test_invalid_arguments_are_422(chalice):
     assert status == 422 and body["error"]["code"] == "invalid_argument"
 
 
-def test_malformed_json_is_422(chalice):
+def test_malformed_json_is_422(chalice, settings):
     status, body = chalice.post("/api/ensure_project", body=b'{"human_key": ')
     assert status == 422
     assert body["error"]["code"] == "invalid_argument"
     assert body["error"]["message"].startswith("The request body is not valid JSON:")
+    # A lone surrogate escape, where no validator trips on it (a subject): 422, not a 500 from the database (session 29)
+    invoke.call(TOOLS["ensure_project"], {"human_key": "/work/demo"}, settings)
+    invoke.call(TOOLS["register_agent"], {"project_key": "work-demo", "program": "p", "model": "m", "name": "BlueLake"}, settings)
+    status, body = chalice.post("/api/send_message", body=b'{"project_key": "work-demo", "sender_name": "BlueLake",'
+                                b' "to": ["BlueLake"], "subject": "\\udc00", "body_md": "b"}')
+    assert status == 422 and "\\udc00 is half a UTF-16 surrogate pair" in body["error"]["message"]
+    status, body = chalice.post("/api/ensure_project", body=b'{"human_key": "/x\\ud83d\\ude00y"}')  # a whole pair: a character
+    assert status == 200 and body["human_key"] == "/x\U0001f600y"
 
 
 def test_unexpected_exception_is_500_without_details(chalice, monkeypatch):

@@ -8,6 +8,7 @@ cold start.
 """
 
 import json
+import re
 from typing import Any, Iterable, get_origin
 
 from pydantic import BaseModel
@@ -40,12 +41,21 @@ def body_arguments(body: bytes, content_type: str | None) -> dict[str, Any]:
         raise malformed_json(exc.msg, exc.pos) from None
     except RecursionError:  # nested deeper than Python's parser goes: no tool's input is
         raise malformed_json("nested too deeply", 0) from None
+    if surrogate := _SURROGATE_ESCAPE.search(body):  # (rare: the text is checked only then)
+        try:
+            json.dumps(arguments, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # Python's parser keeps a lone one, which no database or UTF-8 can store
+            raise malformed_json(f"{surrogate[0].decode()} is half a UTF-16 surrogate pair, not a character",
+                                 surrogate.start()) from None
     if not isinstance(arguments, dict):
         raise InvalidArgument(
             f"The request body must be a JSON object of the tool's arguments, not {_json_kind(arguments)}.",
             "Send the tool's input as one JSON object: {} when it needs no argument.",
         )
     return arguments
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # \ud800-\udfff: half of a pair, or a lone one
 
 
 def is_json(content_type: str | None) -> bool:
