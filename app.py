@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> Chalice:
         response = in_the_error_shape(_protected(request, get_response))
         tls = (request.headers.get("x-forwarded-proto") or "").lower() == "https"  # set by API Gateway itself
         security.add_security_headers(response.headers, tls)
+        response.headers.update(security.cors_headers(request.headers.get("origin"), settings))
         logs.request(request.method, request.path, response.status_code, time.perf_counter() - started,
                      request_id=getattr(app.lambda_context, "aws_request_id", None))
         return response
@@ -81,6 +82,9 @@ def create_app(settings: Settings) -> Chalice:
                 rebinding.check(request.headers.get("host"), request.headers.get("origin"), settings)
             except ToolError as exc:
                 return _refused(request, exc)
+        if request.method == "OPTIONS":  # a CORS preflight carries no credentials: answered before authentication
+            allowed = sorted(set(app.routes[request.context["resourcePath"]]) - {"OPTIONS"})
+            return preflight(request.headers.get("origin"), allowed)
         principal = auth.ANONYMOUS
         if request.path not in auth.OPEN_PATHS:
             try:
@@ -96,13 +100,23 @@ def create_app(settings: Settings) -> Chalice:
         finally:
             auth.current.reset(reset)
 
+    def preflight(origin: str | None, allowed: list[str]) -> Response:
+        """204 to a CORS preflight from a CORS_ALLOWED_ORIGINS origin; else the 405 of a method the route
+        does not take (API Gateway passes OPTIONS to the function only for routes that declare it: CORS)."""
+        answer = security.preflight_headers(origin, settings)
+        if answer is None:
+            error = rest.http_error(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
+            return json_response(error.status, error.to_dict(), error.headers)
+        return Response(body="", status_code=204, headers=answer)
+
     # Any content type: rest.body_arguments, not Chalice, refuses what is not JSON (in the one error shape).
     for tool in all_tools():
-        app.route(tool.rest_path, methods=list(tool.rest_methods), name=tool.name, content_types=["*/*"])(tool_view(app, tool, settings))
+        app.route(tool.rest_path, methods=[*tool.rest_methods, "OPTIONS"], name=tool.name,
+                  content_types=["*/*"])(tool_view(app, tool, settings))
 
     # The more specific routes above win; API Gateway would answer an unknown path itself (403
     # "Missing Authentication Token"), so a misspelt tool gets the local server's 404 here.
-    @app.route("/api/{name}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], content_types=["*/*"])
+    @app.route("/api/{name}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], content_types=["*/*"])
     def unknown_tool_route(name: str) -> Response:
         error = unknown_tool(name, tools)
         return json_response(error.status, error.to_dict())
@@ -126,7 +140,7 @@ def create_app(settings: Settings) -> Chalice:
     app.api.binary_types.extend(["image/webp", "application/pdf", "application/gzip"])
     get_attachment = tools["get_attachment"]
 
-    @app.route("/api/attachments/{sha256}", methods=["GET"])
+    @app.route("/api/attachments/{sha256}", methods=["GET", "OPTIONS"])
     def attachment_download(sha256: str) -> Response:
         """An attachment's bytes, for its message's sender and recipients: a redirect to a
         short-lived S3 link (no size limit), or from local storage (a trial's /tmp)."""
@@ -157,7 +171,7 @@ def create_app(settings: Settings) -> Chalice:
 
     # Every method the streamable-HTTP transport uses, and any content type: the MCP SDK,
     # not Chalice, decides what to refuse and how.
-    @app.route("/mcp", methods=["POST", "GET", "DELETE"], content_types=["*/*"])
+    @app.route("/mcp", methods=["POST", "GET", "DELETE", "OPTIONS"], content_types=["*/*"])
     def mcp_route() -> Response:
         try:
             return chalice_response(mcp(rest_event(app.current_request), app.lambda_context))
@@ -171,6 +185,7 @@ def create_app(settings: Settings) -> Chalice:
         logs.current.set({})
         response = _mcp_answer(event, context)
         security.add_security_headers(response.setdefault("headers", {}), tls=True)  # AWS endpoints are HTTPS
+        response["headers"].update(security.cors_headers(auth.lower_headers(event.get("headers")).get("origin"), settings))
         logs.request("POST", "/mcp", response["statusCode"], time.perf_counter() - started,
                      request_id=getattr(context, "aws_request_id", None))
         return response
@@ -182,6 +197,10 @@ def create_app(settings: Settings) -> Chalice:
         headers = auth.lower_headers(event.get("headers"))
         try:
             rebinding.check(headers.get("host"), headers.get("origin"), settings)
+            if method == "OPTIONS":  # a CORS preflight (a function URL or an HTTP API without CORS of their own)
+                answer = preflight(headers.get("origin"), ["POST"])
+                return {"statusCode": answer.status_code, "body": answer.body, "headers": answer.headers,
+                        "isBase64Encoded": False}
             principal = guard(headers, "/mcp", method, body, ratelimit.event_source_ip(event))
         except ToolError as exc:  # the JSON-RPC error an MCP client shows (a wrong Host, a bad token...)
             status, headers, refusal = mcp_errors.refusal("/mcp", exc)
@@ -293,7 +312,8 @@ def in_the_error_shape(response: Response) -> Response:
     """Chalice's own 405 (a method the route does not take), in the error shape every answer has.
     Seen by `chalice local` and the test client: API Gateway refuses such a method itself (403)."""
     if response.status_code == 405 and isinstance(response.body, dict) and response.body.get("Code") == "MethodNotAllowedError":
-        error = rest.http_error(405, "Method Not Allowed", {"Allow": ", ".join(sorted(response.headers["Allow"].split(", ")))})
+        allowed = sorted(set(response.headers["Allow"].split(", ")) - {"OPTIONS"})  # (declared for CORS preflights)
+        error = rest.http_error(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
         return json_response(error.status, error.to_dict(), error.headers)
     return response
 

@@ -92,7 +92,9 @@ def test_routes_are_exactly_the_registry(chalice_app, fastapi_app):
     mcp = {("/mcp", method) for method in ("POST", "GET", "DELETE")}  # lambda_mcp
     attachments = {("/api/attachments/{sha256}", "GET")}  # downloads (tests/test_attachments_s3.py)
     unknown_tools = {("/api/{name}", method) for method in ("GET", "POST", "PUT", "PATCH", "DELETE")}  # their 404
-    assert chalice_routes == expected | mcp | web | attachments | unknown_tools
+    api = expected | mcp | attachments | unknown_tools
+    preflights = {(path, "OPTIONS") for path, _ in api if path not in ("/health", "/ready")}  # CORS (Front's, locally)
+    assert chalice_routes == api | web | preflights
     assert fastapi_routes == expected | {("/metrics", "GET")}  # Prometheus locally; EMF log lines on Lambda
 
 
@@ -195,6 +197,41 @@ def test_the_chalice_app_answers_as_the_local_server(chalice, settings, method, 
     assert (answer.status_code, json.loads(answer.body), allow) == (local.status_code, local.json(), local.headers.get("allow"))
     if local.status_code != 200:
         assert set(local.json()["error"]) == {"code", "message", "hint"} and local.status_code < 500
+
+
+def test_cors_answers_as_the_local_server(tmp_path, monkeypatch):
+    """QA, session 29: CORS_ALLOWED_ORIGINS did nothing on AWS: no Access-Control-* headers, and no
+    route took a preflight (API Gateway answers OPTIONS itself unless a route declares it)."""
+    from chalicelib.transports.asgi import create_app
+
+    from .aws_events import CONTEXT, http_api_event
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/agent_mail.db")
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "https://dash.example.com")
+    get_settings.cache_clear()
+    settings = get_settings()
+    chalice_app = importlib.import_module("app").create_app(settings)
+    local = TestClient(create_app(settings), base_url="http://127.0.0.1:8765")
+    allowed, other = "https://dash.example.com", "http://127.0.0.1:3000"
+
+    def cors(headers) -> dict:
+        return {name.lower(): value for name, value in headers.items() if name.lower().startswith("access-control")
+                or name.lower() in ("vary", "allow")}
+
+    with Client(chalice_app, project_dir=str(ROOT)) as client:
+        for method, path, origin in [("OPTIONS", "/api/list_projects", allowed), ("OPTIONS", "/api/list_projects", other),
+                                     ("OPTIONS", "/mcp", allowed), ("GET", "/api/list_projects", allowed),
+                                     ("GET", "/api/list_projects", other), ("OPTIONS", "/api/no_such_tool", allowed)]:
+            headers = {"Host": "127.0.0.1:8765", "Origin": origin, "Access-Control-Request-Method": "POST"}
+            answer = client.http.request(method, path, headers=headers, body=b"")
+            expected = local.request(method, path, headers=headers)
+            assert (answer.status_code, cors(answer.headers)) == (expected.status_code, cors(expected.headers)), (method, path, origin)
+    assert cors(answer.headers)["access-control-allow-origin"] == allowed  # (the last: a preflight of any path)
+    function = chalice_app.handler_map["mcp"]  # a function URL or an HTTP API
+    answer = function(http_api_event("OPTIONS", "/mcp", None, {"Host": "127.0.0.1:8765", "Origin": allowed,
+                                                               "Access-Control-Request-Method": "POST"}), CONTEXT)
+    assert answer["statusCode"] == 204 and cors(answer["headers"])["access-control-allow-origin"] == allowed
+    get_settings.cache_clear()
 
 
 def test_unknown_project_is_404(chalice):
