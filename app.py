@@ -21,9 +21,9 @@ from urllib.parse import urlencode
 from chalice import Chalice, Response
 from chalice.app import Request
 
-from chalicelib.security import auth, ratelimit, rebinding
+from chalicelib.security import auth, ratelimit, rebinding, scopes
 from chalicelib.store import db
-from chalicelib.transports import headers as security, mcp_errors, rest
+from chalicelib.transports import attachment_routes, headers as security, mcp_errors, rest
 from chalicelib import invoke
 from chalicelib.ops import logs, readiness, secrets
 from chalicelib.archive import cloud
@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> Chalice:
         authenticate with their own session cookie (chalicelib/web/)."""
         principal = authenticator.authenticate(headers) if authenticate else auth.ANONYMOUS
         logs.note(caller=ratelimit.caller(principal, source_ip))
-        if len(body) > settings.max_body_bytes:
+        if len(body) > settings.max_body_bytes and (path, method) != (attachment_routes.UPLOAD_PATH, "PUT"):  # its own limit
             raise ratelimit.too_large(settings.max_body_bytes)
         if limiter.enabled:
             limiter.check_request(ratelimit.caller(principal, source_ip), path, method, body, tools)
@@ -139,6 +139,16 @@ def create_app(settings: Settings) -> Chalice:
 
     app.api.binary_types.extend(["image/webp", "application/pdf", "application/gzip"])
     get_attachment = tools["get_attachment"]
+
+    @app.route("/api/attachments", methods=["PUT", "OPTIONS"], content_types=["*/*"])
+    def attachment_upload() -> Response:
+        """A file too large for a request body, into local storage (without ATTACHMENTS_BUCKET: a
+        trial's /tmp, `chalice local`); with a bucket, uploads go to request_attachment_upload's URL."""
+        try:
+            scopes.require_role(auth.current.get(), "writer", "PUT /api/attachments")  # it stores bytes
+            return json_response(200, attachment_routes.upload_whole(app.current_request.raw_body or b"", settings))
+        except ToolError as exc:
+            return json_response(exc.status, exc.to_dict(), exc.headers)
 
     @app.route("/api/attachments/{sha256}", methods=["GET", "OPTIONS"])
     def attachment_download(sha256: str) -> Response:

@@ -90,7 +90,7 @@ def test_routes_are_exactly_the_registry(chalice_app, fastapi_app):
     web = {(path, method) for path in WEB_PATHS for method in (("GET", "POST") if path in FORMS else ("GET",))}
     assert {path for path, _ in web} - {"/ui/static/{name}"} == set(WebUI.PAGES) - {"/ui/", "/docs"}
     mcp = {("/mcp", method) for method in ("POST", "GET", "DELETE")}  # lambda_mcp
-    attachments = {("/api/attachments/{sha256}", "GET")}  # downloads (tests/test_attachments_s3.py)
+    attachments = {("/api/attachments/{sha256}", "GET"), ("/api/attachments", "PUT")}  # (tests/test_attachments_s3.py)
     unknown_tools = {("/api/{name}", method) for method in ("GET", "POST", "PUT", "PATCH", "DELETE")}  # their 404
     api = expected | mcp | attachments | unknown_tools
     preflights = {(path, "OPTIONS") for path, _ in api if path not in ("/health", "/ready")}  # CORS (Front's, locally)
@@ -232,6 +232,28 @@ def test_cors_answers_as_the_local_server(tmp_path, monkeypatch):
                                                                "Access-Control-Request-Method": "POST"}), CONTEXT)
     assert answer["statusCode"] == 204 and cors(answer["headers"])["access-control-allow-origin"] == allowed
     get_settings.cache_clear()
+
+
+def test_a_file_too_large_for_a_body_uploads_to_local_storage_as_locally(chalice, settings):
+    """QA, session 29: without ATTACHMENTS_BUCKET request_attachment_upload named PUT /api/attachments,
+    which the Chalice app did not have (404): files over a request body's size could not be sent."""
+    import hashlib
+
+    data = b"a large log line\n" * 80_000  # over MAX_BODY_BYTES (1 MiB)
+    sha = hashlib.sha256(data).hexdigest()
+    chalice.post("/api/ensure_project", {"human_key": "/work/demo"})
+    chalice.post("/api/register_agent", {"project_key": "work-demo", "program": "p", "model": "m", "name": "BlueLake"})
+    status, target = chalice.post("/api/request_attachment_upload", {"project_key": "work-demo", "agent_name": "BlueLake",
+                                                                       "sha256": sha, "size": len(data)})
+    assert status == 200 and (target["method"], target["url"]) == ("PUT", "/api/attachments")
+    answer = chalice.http.request("PUT", "/api/attachments", headers={"Content-Type": "application/octet-stream"}, body=data)
+    assert (answer.status_code, json.loads(answer.body)) == (200, {"sha256": sha, "size": len(data)})
+    status, sent = chalice.post("/api/send_message", {"project_key": "work-demo", "sender_name": "BlueLake", "to": ["BlueLake"],
+                                                      "subject": "log", "body_md": "x",
+                                                      "attachments": [{"name": "big.log", "sha256": sha}]})
+    assert status == 200 and sent["message"]["attachments"][0]["size"] == len(data)
+    answer = chalice.http.request("PUT", "/api/attachments", headers={"Content-Type": "application/octet-stream"}, body=b"")
+    assert answer.status_code == 422 and "empty" in json.loads(answer.body)["error"]["message"]
 
 
 def test_unknown_project_is_404(chalice):

@@ -127,7 +127,7 @@ def is_write(path: str, method: str, asked: list[str | None] | None, tools: dict
     cannot parse (the SDK reads more than strict JSON: NaN, Infinity). Everything else reads."""
     if path.startswith("/api/"):
         tool = tools.get(asked[0])
-        return tool is not None and not tool.read_only and method != "GET"
+        return method == "PUT" or (tool is not None and not tool.read_only and method != "GET")  # PUT: an upload's bytes
     if asked is None:
         return True
     return any(name not in tools or not tools[name].read_only for name in asked)

@@ -1,4 +1,4 @@
-"""Attachment bytes over HTTP, local mode (the Chalice app has its own download route):
+"""Attachment bytes over HTTP, local mode (the Chalice app has its own routes, uploading with upload_whole):
 
     PUT /api/attachments            the raw bytes of a file too large for a request body,
                                     streamed to storage (up to ATTACHMENT_MAX_BYTES)
@@ -36,14 +36,8 @@ DOWNLOAD_PREFIX = "/api/attachments/"
 
 async def upload(scope, receive, send, settings: Settings) -> None:
     try:
-        where = storage(settings)
-        if not isinstance(where, LocalStorage):
-            raise InvalidArgument("This server stores attachments in S3.", "Upload through request_attachment_upload's URL.")
-        limit = settings.attachment_max_bytes
-        length = header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            raise too_large("The upload", limit, "ATTACHMENT_MAX_BYTES")
-        with where.writer(limit) as writer:
+        where = _local_storage(settings, header(scope, b"content-length"))
+        with where.writer(settings.attachment_max_bytes) as writer:
             while True:
                 message = await receive()
                 if message["type"] != "http.request":
@@ -53,12 +47,7 @@ async def upload(scope, receive, send, settings: Settings) -> None:
                     await asyncio.to_thread(writer.write, chunk)  # disk writes off the event loop
                 if not message.get("more_body", False):
                     break
-            if writer.size == 0:
-                raise InvalidArgument("The upload is empty.", "PUT the file's bytes as the request body.")
-            sha256 = await asyncio.to_thread(writer.commit)
-            size = writer.size
-            if (by := uploader(auth.current_credential())) is not None:  # its credential may now send it by sha256
-                await asyncio.to_thread(where.give_receipt, by, sha256)
+            answer = await asyncio.to_thread(_stored, where, writer)
     except TooLarge:
         error = too_large("The upload", settings.attachment_max_bytes, "ATTACHMENT_MAX_BYTES")
         await send_json(send, orjson.dumps(error.to_dict()), error.status)
@@ -66,7 +55,39 @@ async def upload(scope, receive, send, settings: Settings) -> None:
     except ToolError as exc:
         await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
         return
-    await send_json(send, orjson.dumps({"sha256": sha256, "size": size}))
+    await send_json(send, orjson.dumps(answer))
+
+
+def upload_whole(body: bytes, settings: Settings) -> dict:
+    """The upload of a body read whole (the Chalice app's route: API Gateway buffers it)."""
+    where = _local_storage(settings, str(len(body)))
+    try:
+        with where.writer(settings.attachment_max_bytes) as writer:
+            writer.write(body)
+            return _stored(where, writer)
+    except TooLarge:
+        raise too_large("The upload", settings.attachment_max_bytes, "ATTACHMENT_MAX_BYTES") from None
+
+
+def _local_storage(settings: Settings, length: str | None) -> LocalStorage:
+    """The storage an upload goes to, refused when it is S3 (uploads go to its presigned URL) or
+    the declared length is over ATTACHMENT_MAX_BYTES."""
+    where = storage(settings)
+    if not isinstance(where, LocalStorage):
+        raise InvalidArgument("This server stores attachments in S3.", "Upload through request_attachment_upload's URL.")
+    if length is not None and (not length.isdigit() or int(length) > settings.attachment_max_bytes):
+        raise too_large("The upload", settings.attachment_max_bytes, "ATTACHMENT_MAX_BYTES")
+    return where
+
+
+def _stored(where: LocalStorage, writer) -> dict:
+    """The written upload stored (its answer), and its uploader's receipt given."""
+    if writer.size == 0:
+        raise InvalidArgument("The upload is empty.", "PUT the file's bytes as the request body.")
+    sha256 = writer.commit()
+    if (by := uploader(auth.current_credential())) is not None:  # its credential may now send it by sha256
+        where.give_receipt(by, sha256)
+    return {"sha256": sha256, "size": writer.size}
 
 
 async def download(scope, receive, send, settings: Settings) -> None:
