@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from urllib.parse import quote
 
 import httpx
 import httpx2
@@ -116,6 +117,32 @@ def test_a_list_resource_pages_with_the_tools_cursor(server, seed):
     rest_page = json.loads(second.text)
     assert [a["name"] for a in page["agents"] + rest_page["agents"]] == ["BlueLake", "GreenCastle"]
     assert rest_page["next_cursor"] is None
+
+
+PAGED = [("resource://projects?limit=1", "list_projects", {}, "projects"),
+         ("resource://agents/res-demo?limit=1", "list_agents", {"project_key": "res-demo"}, "agents")] + (
+    [("resource://file_reservations/res-demo?limit=1", "list_file_reservations", {"project_key": "res-demo"}, "file_reservations")]
+    if HAS_RESERVATIONS else [])
+
+
+def test_every_list_resource_takes_its_next_cursor_pasted_as_it_came(server, seed):
+    """list_projects' and list_file_reservations' cursors held %3A and %2B (a timestamp, percent-
+    encoded): the resource URI's value is decoded on the way, so the tool refused its own cursor."""
+    with httpx.Client(base_url=server) as api:
+        assert api.post("/api/ensure_project", json={"human_key": "/res/paged"}).status_code == 200
+        if HAS_RESERVATIONS:
+            assert api.post("/api/file_reservation_paths", json={"project_key": "res-demo", "agent_name": "GreenCastle",
+                                                                  "paths": ["docs/*.md"]}).status_code == 200
+    for uri, tool, arguments, key in PAGED:
+        [first] = read(server, uri).contents
+        cursor = json.loads(first.text)["next_cursor"]
+        assert cursor and cursor == quote(cursor, safe=",~"), cursor  # nothing a URI would change
+        [second] = read(server, f"{uri}&cursor={cursor}").contents
+        expected = rest(server, tool, **arguments, limit=1, cursor=cursor)
+        assert expected.status_code == 200 and json.loads(second.text) == expected.json()
+        assert json.loads(second.text)[key] != json.loads(first.text)[key]
+    old = "s2026-12-03T09%3A17%3A17.427257%2B00%3A00,sres-demo"  # as list_projects gave them: still read
+    assert rest(server, "list_projects", cursor=old).status_code == 200
 
 
 def test_query_parameters_reach_the_tool(server, seed):
