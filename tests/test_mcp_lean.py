@@ -140,3 +140,23 @@ def test_the_lean_path_really_is_taken(tmp_path):
     assert handed_over == []
     assert asyncio.run(post([rpc("ping")])) == 418
     assert handed_over == ["/mcp"]
+
+
+ODD_IDS = [None, 1.5, 1.0, True, {"a": 1}, [1]]
+
+
+def test_a_request_whose_id_is_no_string_nor_integer_is_refused_on_both_paths(servers):
+    """The SDK read {"id": null|1.5|true|{}|[], "method": ...} as a notification: 202, no answer,
+    the method never ran. A message with an id is a request: JSON-RPC's Invalid Request (id null)."""
+    lean, sdk, _ = servers
+    for base in (lean, sdk):
+        for odd in ODD_IDS:
+            response = httpx.post(f"{base}/mcp", headers=JSON, json={"jsonrpc": "2.0", "id": odd, "method": "tools/list"})
+            assert response.status_code == 400, (base, odd, response.text)
+            answer = response.json()
+            assert answer["id"] is None and answer["error"]["code"] == -32600
+            data = answer["error"]["data"]["error"]
+            assert data["code"] == "bad_request" and data["message"] == answer["error"]["message"]
+            assert "id must be a string or an integer" in data["message"] and "a string or an integer" in data["hint"]
+        notification = httpx.post(f"{base}/mcp", headers=JSON, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert notification.status_code == 202  # no id: a notification, as before

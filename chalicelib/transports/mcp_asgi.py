@@ -16,9 +16,11 @@ from typing import AsyncIterator
 
 from ..config import Settings
 from .mcp_app import build_mcp_server, served_methods, transport_security
-from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, with_error_data
-from .mcp_lean import LeanMCP
-from .raw_asgi import header, is_json, json_headers, send_json
+import orjson
+
+from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, odd_id, odd_id_refusal, with_error_data
+from .mcp_lean import MAX_BODY, LeanMCP
+from .raw_asgi import header, is_json, json_headers, read_body, replay, send_json
 
 PATH = "/mcp"
 # In the form the SDK gives its own refusals, with the `data` with_error_data gives them.
@@ -133,7 +135,20 @@ class MCPApp:
 
     async def sdk_http(self, scope, receive, send) -> None:
         """The SDK's answer to an HTTP request, its refusals in this server's error shape (the
-        SDK's own internals untouched: only what it sends is rewritten)."""
+        SDK's own internals untouched: only what it sends is rewritten). A request whose id is
+        neither a string nor an integer is refused here: the SDK took it for a notification (202,
+        no answer)."""
+        if scope["method"] == "POST" and scope["path"] == PATH:
+            body, complete = await read_body(receive, MAX_BODY)
+            if complete and b'"id"' in body:
+                try:
+                    kind = odd_id(orjson.loads(body))
+                except orjson.JSONDecodeError:
+                    kind = None  # the SDK's parse error
+                if kind is not None:
+                    await send_json(send, odd_id_refusal(kind), 400)
+                    return
+            receive = replay(body, complete, receive)
         await self.sdk(scope, receive, _with_allow(_with_error_data(send, self.methods)))
 
     @asynccontextmanager

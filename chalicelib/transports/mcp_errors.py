@@ -75,6 +75,27 @@ def with_error_data(body: bytes, status: int, methods: tuple[str, ...] = ()) -> 
     return orjson.dumps({**answer, "error": {**error, "code": rpc_code, "data": data}})
 
 
+_ID_KINDS = ((type(None), "null"), (bool, "a boolean"), (float, "a number with a fraction or exponent"),
+             (dict, "an object"), (list, "an array"))
+
+
+def odd_id(message) -> str | None:
+    """What a request's id is when it is neither a string nor an integer (null, 1.5, true, {}, []):
+    the SDK reads such a message as a notification, never answered, its method never run; MCP
+    allows neither, and JSON-RPC answers a message with an id. None for any other message."""
+    if not isinstance(message, dict) or "id" not in message or "method" not in message:
+        return None
+    return next((kind for cls, kind in _ID_KINDS if isinstance(message["id"], cls)), None)
+
+
+def odd_id_refusal(kind: str) -> bytes:
+    """The JSON-RPC Invalid Request (id null) for a request whose id is `kind` (odd_id), with the
+    `data` of a body that is no JSON-RPC message; HTTP answers it 400."""
+    message = f"Invalid request: a request's id must be a string or an integer, not {kind}; nothing was done"
+    error = {"jsonrpc": "2.0", "id": None, "error": {"code": INVALID_REQUEST, "message": message}}
+    return with_error_data(orjson.dumps(error), 400)
+
+
 def request_hint(status: int, rpc_code, rpc_id) -> str:
     """How to fix an HTTP request the MCP transport refused; "" when the SDK read a JSON-RPC
     request and its error is about the request's method or params (protocol_hint)."""
@@ -88,7 +109,7 @@ def request_hint(status: int, rpc_code, rpc_id) -> str:
         return f"The body (over stdio, each line) must be valid JSON: one JSON-RPC 2.0 message, e.g. {EXAMPLE}."
     if status == 400 and rpc_id is None:  # no message the SDK could answer by its id
         return ('Send one JSON object (not an array) that is a JSON-RPC 2.0 message: "jsonrpc": "2.0", a "method",'
-                f' an "id" for a request, "params" an object if any; e.g. {EXAMPLE}.')
+                f' an "id" for a request (a string or an integer), "params" an object if any; e.g. {EXAMPLE}.')
     return ""
 
 

@@ -174,7 +174,7 @@ async def session(server, stdin, stdout) -> None:
         unanswered = Unanswered()
         lowlevel = server._lowlevel_server
         await lowlevel.run(
-            DrainingReader(read_stream, unanswered, stdout),
+            DrainingReader(read_stream, unanswered, stdout, stdin),
             AnswerCounter(write_stream, unanswered),
             lowlevel.create_initialization_options(),
         )
@@ -252,9 +252,9 @@ class DrainingReader(_Wrapped):
 
     last_context = None  # the SDK's per-message context, passed on
 
-    def __init__(self, inner, unanswered: Unanswered, wire: "Wire") -> None:
+    def __init__(self, inner, unanswered: Unanswered, wire: "Wire", lines: "Lines | None" = None) -> None:
         super().__init__(inner, unanswered)
-        self.wire = wire
+        self.wire, self.lines = wire, lines
 
     async def receive(self):
         import anyio
@@ -265,9 +265,14 @@ class DrainingReader(_Wrapped):
             except anyio.EndOfStream:
                 await self.unanswered.drained()
                 raise
-            if not isinstance(item, Exception):
+            line = self.lines.taken() if self.lines is not None else None
+            if isinstance(item, Exception):
+                refused = not_a_message(item)
+            elif (kind := odd_id_of(item, line)) is not None:
+                refused = refusal_of_odd_id(kind)
+            else:
                 break
-            await self.wire.write(not_a_message(item))
+            await self.wire.write(refused)
             await self.wire.flush()
         self.last_context = getattr(self.inner, "last_context", None)
         self.unanswered.read(item)
@@ -300,7 +305,15 @@ class Lines:
     (space between messages, not a message to refuse)."""
 
     def __init__(self, first: bytes, wire_in, wire: "Wire") -> None:
+        from collections import deque
+
         self.first, self.wire_in, self.wire = first, wire_in, wire
+        self.given = deque()  # the lines handed to the SDK whose message DrainingReader has not taken yet
+
+    def taken(self) -> str | None:
+        """The line of the message (or refusal) the SDK just passed on: it reads each line given
+        into one, in order."""
+        return self.given.popleft() if self.given else None
 
     def __aiter__(self):
         return self
@@ -315,7 +328,9 @@ class Lines:
             if not line.strip(JSON_WHITESPACE):  # JSON's whitespace only: a line of control characters is answered -32700
                 continue
             try:
-                return line.decode("utf-8")
+                text = line.decode("utf-8")
+                self.given.append(text)
+                return text
             except UnicodeDecodeError as error:
                 await self.wire.write(not_utf8(error))
                 await self.wire.flush()
@@ -342,6 +357,27 @@ def not_a_message(exc: Exception) -> str:
     if not_json:
         return refusal(PARSE_ERROR, f"Parse error: {not_json[0]}; nothing was done")
     return refusal(INVALID_REQUEST, "Invalid request: the line is JSON but not a JSON-RPC 2.0 message; nothing was done")
+
+
+def odd_id_of(item, line: str | None) -> str | None:
+    """What the id of a request the SDK read as a notification is (null, 1.5, true, {}, []): mcp_errors.odd_id.
+    Only a notification's line is parsed again (they are few and small)."""
+    from mcp_types import JSONRPCNotification
+
+    from .mcp_errors import odd_id
+
+    if line is None or not isinstance(item.message, JSONRPCNotification) or '"id"' not in line:
+        return None
+    try:
+        return odd_id(json.loads(line))
+    except ValueError:
+        return None
+
+
+def refusal_of_odd_id(kind: str) -> str:
+    from .mcp_errors import odd_id_refusal
+
+    return odd_id_refusal(kind).decode() + "\n"
 
 
 def refusal(code: int, message: str) -> str:
