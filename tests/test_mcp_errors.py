@@ -169,3 +169,19 @@ def test_a_request_whose_id_is_no_string_nor_integer_gets_invalid_request_over_s
         assert error_body(answer["error"]["data"])["code"] == "bad_request"
     assert answers[1]["error"]["data"]["error"]["hint"] == over_http.json()["error"]["data"]["error"]["hint"]
     assert answers[-1]["result"] == {}
+
+
+def test_an_unknown_method_with_a_huge_name_keeps_the_error_shape_over_stdio(tmp_path):
+    """The SDK echoes an unknown method's name as data: past 64 KiB that answer was written as it
+    was (data a string, a line as large as the request). Now as over HTTP: the body, the name cut."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"),
+           "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "LOG_LEVEL": "WARNING"}
+    lines = initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n' + json.dumps(
+        {"jsonrpc": "2.0", "id": 2, "method": "m" * 70_000}).encode() + b"\n"
+    done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=lines, capture_output=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert answer["id"] == 2 and answer["error"]["code"] == -32601 and len(done.stdout) < 10_000
+    data = error_body(answer["error"]["data"])
+    assert data["code"] == "not_found" and f"'{'m' * 100}…'" in data["hint"]

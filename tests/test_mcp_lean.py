@@ -160,3 +160,16 @@ def test_a_request_whose_id_is_no_string_nor_integer_is_refused_on_both_paths(se
             assert "id must be a string or an integer" in data["message"] and "a string or an integer" in data["hint"]
         notification = httpx.post(f"{base}/mcp", headers=JSON, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
         assert notification.status_code == 202  # no id: a notification, as before
+
+
+def test_an_unknown_method_with_a_huge_name_keeps_the_error_shape_on_both_paths(servers):
+    """Past 64 KiB the SDK's answer (its data the whole name echoed) was left as it was: data a
+    string, the answer as large as the request. Its data is the error body, the name cut."""
+    lean, sdk, _ = servers
+    for base in (lean, sdk):
+        response = httpx.post(f"{base}/mcp", headers=JSON, json=rpc("m" * 70_000, id="big"))
+        assert response.status_code == 200 and len(response.content) < 2000, (base, len(response.content))
+        answer = response.json()
+        assert answer["id"] == "big" and answer["error"]["code"] == -32601
+        data = answer["error"]["data"]["error"]
+        assert data["code"] == "not_found" and f"'{'m' * 100}…'" in data["hint"]

@@ -18,7 +18,9 @@ from ..config import Settings
 from .mcp_app import build_mcp_server, served_methods, transport_security
 import orjson
 
-from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, odd_id, odd_id_refusal, with_error_data
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, long_method, odd_id, odd_id_refusal, with_error_data
 from .mcp_lean import MAX_BODY, LeanMCP
 from .raw_asgi import header, is_json, json_headers, read_body, replay, send_json
 
@@ -135,18 +137,24 @@ class MCPApp:
 
     async def sdk_http(self, scope, receive, send) -> None:
         """The SDK's answer to an HTTP request, its refusals in this server's error shape (the
-        SDK's own internals untouched: only what it sends is rewritten). A request whose id is
-        neither a string nor an integer is refused here: the SDK took it for a notification (202,
-        no answer)."""
+        SDK's own internals untouched: only what it sends is rewritten). Refused here: a request
+        whose id is neither a string nor an integer (the SDK took it for a notification: 202, no
+        answer), and one whose method is too long to be one (the SDK echoed it whole; but under
+        2026-07-28, whose Mcp-Method header the SDK checks first)."""
         if scope["method"] == "POST" and scope["path"] == PATH:
             body, complete = await read_body(receive, MAX_BODY)
             if complete and b'"id"' in body:
                 try:
-                    kind = odd_id(orjson.loads(body))
+                    message = orjson.loads(body)
                 except orjson.JSONDecodeError:
-                    kind = None  # the SDK's parse error
-                if kind is not None:
+                    message = None  # the SDK's parse error
+                if (kind := odd_id(message)) is not None:
                     await send_json(send, odd_id_refusal(kind), 400)
+                    return
+                version = header(scope, b"mcp-protocol-version")
+                if (version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS) and (
+                        answer := long_method(message, self.methods)) is not None:
+                    await send_json(send, answer)
                     return
             receive = replay(body, complete, receive)
         await self.sdk(scope, receive, _with_allow(_with_error_data(send, self.methods)))

@@ -96,6 +96,19 @@ def odd_id_refusal(kind: str) -> bytes:
     return with_error_data(orjson.dumps(error), 400)
 
 
+def long_method(message, methods: tuple[str, ...]) -> bytes | None:
+    """The unknown-method error for a request whose method is longer than MAX_METHOD_SHOWN (no
+    method is), answered here: the SDK echoes the name whole as `data`, an answer as large as the
+    request (past MAX_ERROR_BYTES with_error_data leaves it so, `data` a string). None otherwise."""
+    if not isinstance(message, dict) or not isinstance(method := message.get("method"), str) or len(method) <= MAX_METHOD_SHOWN:
+        return None
+    request_id = message.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
+        return None  # a notification (never answered) or odd_id's
+    error = {"jsonrpc": "2.0", "id": request_id, "error": {"code": METHOD_NOT_FOUND, "message": "Method not found", "data": method}}
+    return with_error_data(orjson.dumps(error), 200, methods)
+
+
 def request_hint(status: int, rpc_code, rpc_id) -> str:
     """How to fix an HTTP request the MCP transport refused; "" when the SDK read a JSON-RPC
     request and its error is about the request's method or params (protocol_hint)."""

@@ -270,6 +270,8 @@ class DrainingReader(_Wrapped):
                 refused = not_a_message(item)
             elif (kind := odd_id_of(item, line)) is not None:
                 refused = refusal_of_odd_id(kind)
+            elif (refused := long_method_answer(item, self.wire.methods)) is not None:
+                pass
             else:
                 break
             await self.wire.write(refused)
@@ -372,6 +374,18 @@ def odd_id_of(item, line: str | None) -> str | None:
         return odd_id(json.loads(line))
     except ValueError:
         return None
+
+
+def long_method_answer(item, methods: tuple[str, ...]) -> str | None:
+    """The unknown-method error for a request whose method is too long to be one (mcp_errors.long_method):
+    the SDK's echoed the name whole, past what line_with_error_data rewrites."""
+    from .mcp_errors import MAX_METHOD_SHOWN, long_method
+
+    message = item.message
+    if not isinstance(getattr(message, "method", None), str) or len(message.method) <= MAX_METHOD_SHOWN:
+        return None  # (a response has no method)
+    answer = long_method({"id": getattr(message, "id", None), "method": message.method}, methods)
+    return None if answer is None else answer.decode() + "\n"
 
 
 def refusal_of_odd_id(kind: str) -> str:
