@@ -185,3 +185,27 @@ def test_an_unknown_method_with_a_huge_name_keeps_the_error_shape_over_stdio(tmp
     assert answer["id"] == 2 and answer["error"]["code"] == -32601 and len(done.stdout) < 10_000
     data = error_body(answer["error"]["data"])
     assert data["code"] == "not_found" and f"'{'m' * 100}…'" in data["hint"]
+
+
+def test_a_request_before_initialize_over_stdio_says_to_initialize_first(tmp_path):
+    """The SDK refuses a request before initialize with -32602 "Invalid request parameters": its
+    hint said the params did not fit the method. After initialize the session works."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"),
+           "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen([sys.executable, "-m", "chalicelib", "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    try:
+        server.stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}\n')
+        server.stdin.flush()
+        [early] = [json.loads(line) for line in lines_within(server.stdout, 1, 60)]
+        server.stdin.write(initialize_line(2) + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n{"jsonrpc":"2.0","id":3,"method":"tools/list"}\n')
+        server.stdin.flush()
+        later = [json.loads(line) for line in lines_within(server.stdout, 2, 60)]
+    finally:
+        server.kill()
+        server.wait()
+    assert early["id"] == 1 and early["error"]["code"] == -32602
+    data = error_body(early["error"]["data"])
+    assert "not initialized" in early["error"]["message"] and data["message"] == early["error"]["message"]
+    assert "Send initialize first" in data["hint"]
+    assert [answer["id"] for answer in later] == [2, 3] and later[1]["result"]["tools"]

@@ -173,3 +173,39 @@ def test_an_unknown_method_with_a_huge_name_keeps_the_error_shape_on_both_paths(
         assert answer["id"] == "big" and answer["error"]["code"] == -32601
         data = answer["error"]["data"]["error"]
         assert data["code"] == "not_found" and f"'{'m' * 100}…'" in data["hint"]
+
+
+def test_a_method_of_2026_07_28_only_sent_under_a_2025_version_says_so(servers):
+    """server/discover under 2025-11-25: its hint said it was answered "under earlier MCP protocol
+    versions" (it is answered under the later one only), and the list of methods served gave it as
+    answered under any version."""
+    from mcp_types.methods import CLIENT_REQUESTS
+
+    from chalicelib.transports.mcp_errors import EARLIER_ONLY, LATER_ONLY
+
+    versions = {method: {version for name, version in CLIENT_REQUESTS if name == method} for method, _ in CLIENT_REQUESTS}
+    assert all(versions[method] == {"2026-07-28"} for method in LATER_ONLY)
+    assert all("2026-07-28" not in versions[method] for method in EARLIER_ONLY)
+    lean, sdk, _ = servers
+    for base in (lean, sdk):
+        headers = JSON | {"mcp-protocol-version": "2025-11-25"}
+        for method in LATER_ONLY:
+            hint = httpx.post(f"{base}/mcp", headers=headers, json=rpc(method, {})).json()["error"]["data"]["error"]["hint"]
+            assert "only under MCP protocol 2026-07-28" in hint and "earlier" not in hint, hint
+        hint = httpx.post(f"{base}/mcp", headers=headers, json=rpc("no/such")).json()["error"]["data"]["error"]["hint"]
+        assert "initialize, ping under protocols up to 2025-11-25; server/discover, subscriptions/listen under 2026-07-28 only" in hint
+
+
+def test_an_unknown_protocol_version_header_is_refused_as_such_on_both_paths(servers):
+    """MCP-Protocol-Version 2099-01-01 (or empty) was refused 400 with "params._meta must be an
+    object..." and a hint about protocol 2026-07-28, which the request never named."""
+    lean, sdk, _ = servers
+    for base in (lean, sdk):
+        for value in ("2099-01-01", ""):
+            response = httpx.post(f"{base}/mcp", headers=JSON | {"mcp-protocol-version": value}, json=rpc("ping"))
+            assert response.status_code == 400
+            error = response.json()["error"]
+            assert error["code"] == -32600 and f"unsupported MCP-Protocol-Version {value!r}" in error["message"]
+            data = error["data"]["error"]
+            assert data["code"] == "bad_request" and data["message"] == error["message"]
+            assert "_meta" not in data["hint"] and "version initialize negotiated" in data["hint"]

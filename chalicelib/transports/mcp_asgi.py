@@ -18,9 +18,9 @@ from ..config import Settings
 from .mcp_app import build_mcp_server, served_methods, transport_security
 import orjson
 
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIONS
 
-from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, long_method, odd_id, odd_id_refusal, with_error_data
+from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, long_method, odd_id, odd_id_refusal, unsupported_version, with_error_data
 from .mcp_lean import MAX_BODY, LeanMCP
 from .raw_asgi import header, is_json, json_headers, read_body, replay, send_json
 
@@ -125,6 +125,10 @@ class MCPApp:
                 return
             if not content_type.islower():
                 scope = _lower_content_type(scope)
+            version = header(scope, b"mcp-protocol-version")
+            if version is not None and version.decode("latin-1") not in KNOWN_PROTOCOL_VERSIONS:
+                await send_json(send, unsupported_version(version.decode("latin-1"), KNOWN_PROTOCOL_VERSIONS), 400)
+                return
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == PATH:
             await send_json(send, NO_SSE_STREAM, 405, {"allow": ALLOW.decode()})
             return

@@ -278,6 +278,8 @@ class DrainingReader(_Wrapped):
             await self.wire.flush()
         self.last_context = getattr(self.inner, "last_context", None)
         self.unanswered.read(item)
+        if not self.wire.initialized and getattr(item.message, "method", None) == "initialize":
+            self.wire.initialize_ids.add(_id_key(getattr(item.message, "id", None)))
         return item
 
     def __aiter__(self):
@@ -410,16 +412,24 @@ class Wire:
 
     def __init__(self, wire_out, answered_id, methods: tuple[str, ...] = ()) -> None:
         self.wire_out, self.answered_id, self.methods = wire_out, answered_id, methods
+        # Until an initialize request is answered with a result, the SDK refuses every other request
+        # with invalid params: its error then says to initialize first.
+        self.initialized, self.initialize_ids = False, set()
 
     async def write(self, text: str) -> None:
         import anyio
 
-        if self.answered_id is not None:
+        uninitialized = False
+        if self.answered_id is not None or not self.initialized:
             message = json.loads(text)
+            key = _id_key(message.get("id"))
+            if key in self.initialize_ids and "result" in message:
+                self.initialized = True
+            uninitialized = not self.initialized and key not in self.initialize_ids
             if message.get("id") == self.answered_id and ("result" in message or "error" in message):
                 self.answered_id = None
                 return
-        await anyio.to_thread.run_sync(self.wire_out.write, line_with_error_data(text.encode(), self.methods))
+        await anyio.to_thread.run_sync(self.wire_out.write, line_with_error_data(text.encode(), self.methods, uninitialized))
 
     async def flush(self) -> None:
         import anyio
@@ -427,7 +437,12 @@ class Wire:
         await anyio.to_thread.run_sync(self.wire_out.flush)
 
 
-def line_with_error_data(line: bytes, methods: tuple[str, ...]) -> bytes:
+def _id_key(request_id) -> tuple:
+    """A request id as a key: 1 and "1" are two ids."""
+    return (type(request_id).__name__, request_id)
+
+
+def line_with_error_data(line: bytes, methods: tuple[str, ...], uninitialized: bool = False) -> bytes:
     """The line, a JSON-RPC error of the SDK's (an unknown method, params that do not fit) given
     this server's `data` and hint as over HTTP: the same function mcp_asgi.py applies to the
     SDK's HTTP answers, on the same answers (`methods`, those served, for the hint)."""
@@ -435,4 +450,4 @@ def line_with_error_data(line: bytes, methods: tuple[str, ...]) -> bytes:
 
     if len(line) > MAX_ERROR_BYTES or ERROR_KEY not in line:
         return line
-    return with_error_data(line.rstrip(b"\n"), IN_PROTOCOL, methods) + b"\n"
+    return with_error_data(line.rstrip(b"\n"), IN_PROTOCOL, methods, uninitialized) + b"\n"
