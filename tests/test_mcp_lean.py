@@ -209,3 +209,17 @@ def test_an_unknown_protocol_version_header_is_refused_as_such_on_both_paths(ser
             data = error["data"]["error"]
             assert data["code"] == "bad_request" and data["message"] == error["message"]
             assert "_meta" not in data["hint"] and "version initialize negotiated" in data["hint"]
+
+
+def test_a_batch_is_refused_in_one_line_on_both_paths(servers):
+    """The SDK's refusal of a batch (a JSON array) had pydantic's dump as its message: "Validation
+    error: 4 validation errors for union[...]", a dozen lines and a URL. One line, as stdio's."""
+    lean, sdk, _ = servers
+    for base in (lean, sdk):
+        response = httpx.post(f"{base}/mcp", headers=JSON | {"mcp-protocol-version": "2025-03-26"},
+                              json=[rpc("ping", id=1), rpc("tools/list", id=2)])
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == -32600 and "\n" not in error["message"] and "pydantic" not in error["message"]
+        assert "not a JSON-RPC 2.0 message" in error["message"] and error["data"]["error"]["message"] == error["message"]
+        assert "not an array" in error["data"]["error"]["hint"]

@@ -52,6 +52,8 @@ def refusal(path: str, exc: ToolError) -> tuple[int, dict[str, str], bytes]:
     return exc.status, {"Content-Type": "application/json", **exc.headers}, orjson.dumps(body)
 
 
+NOT_A_MESSAGE = ("Invalid request: the body is JSON but not a JSON-RPC 2.0 message (nor a batch of them, which this"
+                 " server does not take); nothing was done")
 NOT_INITIALIZED = "Invalid request: the session is not initialized; nothing was done"
 NOT_INITIALIZED_HINT = ("Send initialize first (then notifications/initialized), and this request after its answer; an MCP"
                         " client library does this.")
@@ -73,8 +75,10 @@ def with_error_data(body: bytes, status: int, methods: tuple[str, ...] = (), uni
         return body
     rpc_code = error.get("code")
     if status == 400 and rpc_code == INVALID_PARAMS and answer.get("id") is None:
-        # JSON the SDK could not read as a JSON-RPC message: JSON-RPC's "Invalid Request", as stdio answers it
+        # JSON the SDK could not read as a JSON-RPC message: JSON-RPC's "Invalid Request", as stdio answers it,
+        # in one line (the SDK's message was pydantic's dump of the union's errors, a dozen lines)
         rpc_code = INVALID_REQUEST
+        error = {**error, "message": NOT_A_MESSAGE}
     if rpc_code == INVALID_PARAMS and answer.get("id") is not None:  # a request read, whose params do not fit (400 or not)
         code = RPC_ERROR_CODES[INVALID_PARAMS]
     else:
