@@ -212,6 +212,18 @@ def test_an_unknown_query_parameter_is_refused_naming_the_ones_the_template_take
     assert json.loads(read(server, "resource://projects?limit=1").contents[0].text)["projects"]
 
 
+def test_a_query_parameter_given_twice_is_refused_as_rest_refuses_it(server, seed):
+    """The SDK read the first value: projects?limit=1&limit=3 gave one project, and
+    inbox/X?project=a&project=b read a's inbox. REST answers the same 422."""
+    twice = resource_error(server, "resource://projects?limit=1&limit=3")
+    assert twice.code == -32602 and twice.data["error"]["code"] == "invalid_argument"
+    assert twice.message == "The query parameter limit is given more than once in resource://projects; it takes one value."
+    assert "Pass limit once" in twice.data["error"]["hint"]
+    assert rest(server, "list_projects", limit=[1, 3]).status_code == 422
+    tokens = resource_error(server, "resource://inbox/GreenCastle?project=res-demo&token=amt_one&project=other&token=amt_two")
+    assert "project is given more than once" in tokens.message and "amt_" not in json.dumps(tokens.data)
+
+
 def test_a_missing_required_query_parameter_is_named(server, seed):
     error = resource_error(server, "resource://outbox/BlueLake")
     assert error.code == -32602
