@@ -6,7 +6,12 @@ model (the input) and `result` another (the output). Each group module lists its
     TOOLS = [
         tool(ensure_project),
         tool(list_projects, read_only=True),
+        tool(archive_project, destructive=True, repeat_safe=True),
     ]
+
+read_only: changes nothing (GET over REST). destructive: deletes, takes away or revokes
+something (MCP's destructiveHint); repeat_safe: a second call with the same arguments changes
+nothing more (MCP's idempotentHint).
 
 Name, input and output models and description are read from the function itself.
 """
@@ -143,6 +148,13 @@ class Tool:
     idempotent: bool = False
     # With idempotent: store ids and read the result back on a retry, instead of storing it whole.
     replay: Replay | None = None
+    # Deletes, takes away or revokes something (mail purged, another agent's reservation, an
+    # agent's token or its right to send): MCP's destructiveHint, so a host asks a person first.
+    # A write without it only adds or updates (destructiveHint false).
+    destructive: bool = False
+    # Called again with the same arguments it changes nothing more (MCP's idempotentHint): archive
+    # an archived project, release what is released. Not `idempotent` (a retry's idempotency_key).
+    repeat_safe: bool = False
 
     @functools.cached_property
     def json_tool(self) -> "Tool":
@@ -180,11 +192,15 @@ def tool(
     wait: Callable | None = None,
     idempotent: bool = False,
     replay: Replay | None = None,
+    destructive: bool = False,
+    repeat_safe: bool = False,
 ) -> Tool:
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)
     if len(params) != 2:
         raise TypeError(f"{handler.__name__} must take (db, args)")
+    if read_only and destructive:
+        raise TypeError(f"{handler.__name__}: a read_only tool cannot be destructive")
     acts_as = (acts_as,) if isinstance(acts_as, str) else tuple(acts_as)
     handler_input = own_input = hints[params[1]]
     if idempotent:
@@ -214,6 +230,8 @@ def tool(
         wait=wait,
         idempotent=idempotent,
         replay=replay,
+        destructive=destructive,
+        repeat_safe=repeat_safe or read_only,
     )
 
 

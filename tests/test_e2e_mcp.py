@@ -55,6 +55,27 @@ def test_a_whole_session_through_the_official_client(any_server, mode):
     run(session())
 
 
+DESTRUCTIVE = {"set_retention_policy", "force_release_file_reservation", "retire_agent", "release_file_reservations",
+               "uninstall_precommit_guard", "products_unlink", "rotate_agent_token", "archive_project"}
+
+
+def test_tools_that_delete_or_take_away_say_so_in_their_annotations(server):
+    """MCP hosts ask a person before a destructive tool: every tool said destructiveHint false
+    ("only additive updates"), set_retention_policy's purge too. idempotentHint: a second call
+    changes nothing more."""
+    async def listed():
+        async with Client(f"{server}/mcp", mode="legacy") as client:
+            return {tool.name: tool.annotations for tool in (await client.list_tools()).tools}
+
+    hints = run(listed())
+    destructive = {name for name, hint in hints.items() if hint.destructive_hint is not False}
+    assert DESTRUCTIVE <= destructive and all(not hints[name].read_only_hint for name in destructive)
+    assert {"send_message", "ensure_project", "unarchive_project", "fetch_inbox"}.isdisjoint(destructive)
+    assert all(hint.destructive_hint is False and hint.idempotent_hint for hint in hints.values() if hint.read_only_hint)
+    assert hints["archive_project"].idempotent_hint and hints["release_file_reservations"].idempotent_hint
+    assert hints["send_message"].idempotent_hint is False and hints["rotate_agent_token"].idempotent_hint is False
+
+
 def test_server_instructions_tell_an_agent_how_to_start(server):
     async def initialize():
         async with Client(f"{server}/mcp", mode="legacy") as client:

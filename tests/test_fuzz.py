@@ -330,7 +330,8 @@ def test_a_list_cursor_the_schema_allows_is_a_place_in_the_list(fuzz_server):
     now reads as a key, whatever it holds; the others are refused by both."""
     cursor = served_field(fuzz_server, "ListProjectsInput", "cursor")
     for text in ("0", "sx", "sx,i1", "s%ff%fe,i-99999999999999999999", "s2026-12-02T05%3A22%3A20%2B00%3A00,swork-demo",
-                 "s,s", "i1,i2", "sx,i1.5", "sx,%41", "sx,sy,sz", "s" + "%4" + "1", "s~._-,i0"):
+                 "s,s", "i1,i2", "sx,i1.5", "sx,%41", "sx,sy,sz", "s" + "%4" + "1", "s~._-,i0",
+                 "t2026-12-02T05~3A22~3A20~2B00~3A00,twork-demo", "t~4,i0", "tx%41,i0", "t~ff~fe,i0"):
         answer = httpx.post(f"{fuzz_server}/api/list_projects", json={"cursor": text})
         assert answer.status_code in (200, 422) and (answer.status_code == 200) == cursor.is_valid(text), (text, answer.text)
 

@@ -146,3 +146,66 @@ def test_a_line_that_is_no_json_rpc_message_gets_the_error_http_gives_and_the_se
     assert "valid JSON" in answers[1]["error"]["data"]["error"]["hint"]
     assert "one JSON object" in answers[2]["error"]["data"]["error"]["hint"]
     assert answers[4]["result"]["tools"]
+
+
+def test_a_request_whose_id_is_no_string_nor_integer_gets_invalid_request_over_stdio(tmp_path):
+    """The SDK read such a line as a notification: no answer, and a client waiting for it waited
+    for ever. It gets the Invalid Request (id null) HTTP refuses it with; the session goes on."""
+    odd_ids = [None, 1.5, True, {"a": 1}, [1]]
+    with running_server(tmp_path / "db.sqlite") as url:
+        over_http = httpx.post(f"{url}/mcp", headers=MCP_HEADERS, json={"jsonrpc": "2.0", "id": None, "method": "ping"})
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"),
+           "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "LOG_LEVEL": "WARNING"}
+    lines = initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n' + b"".join(
+        json.dumps({"jsonrpc": "2.0", "id": odd, "method": "tools/list"}).encode() + b"\n" for odd in odd_ids
+    ) + b'{"jsonrpc":"2.0","id":9,"method":"ping"}\n'
+    done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=lines, capture_output=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [answer["id"] for answer in answers] == [1, *[None] * len(odd_ids), 9], answers
+    for answer in answers[1:-1]:
+        assert answer["error"]["code"] == -32600 and "id must be a string or an integer" in answer["error"]["message"]
+        assert error_body(answer["error"]["data"])["code"] == "bad_request"
+    assert answers[1]["error"]["data"]["error"]["hint"] == over_http.json()["error"]["data"]["error"]["hint"]
+    assert answers[-1]["result"] == {}
+
+
+def test_an_unknown_method_with_a_huge_name_keeps_the_error_shape_over_stdio(tmp_path):
+    """The SDK echoes an unknown method's name as data: past 64 KiB that answer was written as it
+    was (data a string, a line as large as the request). Now as over HTTP: the body, the name cut."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"),
+           "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "LOG_LEVEL": "WARNING"}
+    lines = initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n' + json.dumps(
+        {"jsonrpc": "2.0", "id": 2, "method": "m" * 70_000}).encode() + b"\n"
+    done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=lines, capture_output=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert answer["id"] == 2 and answer["error"]["code"] == -32601 and len(done.stdout) < 10_000
+    data = error_body(answer["error"]["data"])
+    assert data["code"] == "not_found" and f"'{'m' * 100}…'" in data["hint"]
+
+
+def test_a_request_before_initialize_over_stdio_says_to_initialize_first(tmp_path):
+    """The SDK refuses a request before initialize with -32602 "Invalid request parameters": its
+    hint said the params did not fit the method. After initialize the session works."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"),
+           "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen([sys.executable, "-m", "chalicelib", "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    try:
+        server.stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}\n')
+        server.stdin.flush()
+        [early] = [json.loads(line) for line in lines_within(server.stdout, 1, 60)]
+        server.stdin.write(initialize_line(2) + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n{"jsonrpc":"2.0","id":3,"method":"tools/list"}\n')
+        server.stdin.flush()
+        later = [json.loads(line) for line in lines_within(server.stdout, 2, 60)]
+    finally:
+        server.kill()
+        server.wait()
+    assert early["id"] == 1 and early["error"]["code"] == -32602
+    data = error_body(early["error"]["data"])
+    assert "not initialized" in early["error"]["message"] and data["message"] == early["error"]["message"]
+    assert "Send initialize first" in data["hint"]
+    assert [answer["id"] for answer in later] == [2, 3] and later[1]["result"]["tools"]

@@ -140,3 +140,86 @@ def test_the_lean_path_really_is_taken(tmp_path):
     assert handed_over == []
     assert asyncio.run(post([rpc("ping")])) == 418
     assert handed_over == ["/mcp"]
+
+
+ODD_IDS = [None, 1.5, 1.0, True, {"a": 1}, [1]]
+
+
+def test_a_request_whose_id_is_no_string_nor_integer_is_refused_on_both_paths(servers):
+    """The SDK read {"id": null|1.5|true|{}|[], "method": ...} as a notification: 202, no answer,
+    the method never ran. A message with an id is a request: JSON-RPC's Invalid Request (id null)."""
+    lean, sdk, _ = servers
+    for base in (lean, sdk):
+        for odd in ODD_IDS:
+            response = httpx.post(f"{base}/mcp", headers=JSON, json={"jsonrpc": "2.0", "id": odd, "method": "tools/list"})
+            assert response.status_code == 400, (base, odd, response.text)
+            answer = response.json()
+            assert answer["id"] is None and answer["error"]["code"] == -32600
+            data = answer["error"]["data"]["error"]
+            assert data["code"] == "bad_request" and data["message"] == answer["error"]["message"]
+            assert "id must be a string or an integer" in data["message"] and "a string or an integer" in data["hint"]
+        notification = httpx.post(f"{base}/mcp", headers=JSON, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert notification.status_code == 202  # no id: a notification, as before
+
+
+def test_an_unknown_method_with_a_huge_name_keeps_the_error_shape_on_both_paths(servers):
+    """Past 64 KiB the SDK's answer (its data the whole name echoed) was left as it was: data a
+    string, the answer as large as the request. Its data is the error body, the name cut."""
+    lean, sdk, _ = servers
+    for base in (lean, sdk):
+        response = httpx.post(f"{base}/mcp", headers=JSON, json=rpc("m" * 70_000, id="big"))
+        assert response.status_code == 200 and len(response.content) < 2000, (base, len(response.content))
+        answer = response.json()
+        assert answer["id"] == "big" and answer["error"]["code"] == -32601
+        data = answer["error"]["data"]["error"]
+        assert data["code"] == "not_found" and f"'{'m' * 100}…'" in data["hint"]
+
+
+def test_a_method_of_2026_07_28_only_sent_under_a_2025_version_says_so(servers):
+    """server/discover under 2025-11-25: its hint said it was answered "under earlier MCP protocol
+    versions" (it is answered under the later one only), and the list of methods served gave it as
+    answered under any version."""
+    from mcp_types.methods import CLIENT_REQUESTS
+
+    from chalicelib.transports.mcp_errors import EARLIER_ONLY, LATER_ONLY
+
+    versions = {method: {version for name, version in CLIENT_REQUESTS if name == method} for method, _ in CLIENT_REQUESTS}
+    assert all(versions[method] == {"2026-07-28"} for method in LATER_ONLY)
+    assert all("2026-07-28" not in versions[method] for method in EARLIER_ONLY)
+    lean, sdk, _ = servers
+    for base in (lean, sdk):
+        headers = JSON | {"mcp-protocol-version": "2025-11-25"}
+        for method in LATER_ONLY:
+            hint = httpx.post(f"{base}/mcp", headers=headers, json=rpc(method, {})).json()["error"]["data"]["error"]["hint"]
+            assert "only under MCP protocol 2026-07-28" in hint and "earlier" not in hint, hint
+        hint = httpx.post(f"{base}/mcp", headers=headers, json=rpc("no/such")).json()["error"]["data"]["error"]["hint"]
+        assert "initialize, ping under protocols up to 2025-11-25; server/discover, subscriptions/listen under 2026-07-28 only" in hint
+
+
+def test_an_unknown_protocol_version_header_is_refused_as_such_on_both_paths(servers):
+    """MCP-Protocol-Version 2099-01-01 (or empty) was refused 400 with "params._meta must be an
+    object..." and a hint about protocol 2026-07-28, which the request never named."""
+    lean, sdk, _ = servers
+    for base in (lean, sdk):
+        for value in ("2099-01-01", ""):
+            response = httpx.post(f"{base}/mcp", headers=JSON | {"mcp-protocol-version": value}, json=rpc("ping"))
+            assert response.status_code == 400
+            error = response.json()["error"]
+            assert error["code"] == -32600 and f"unsupported MCP-Protocol-Version {value!r}" in error["message"]
+            data = error["data"]["error"]
+            assert data["code"] == "bad_request" and data["message"] == error["message"]
+            assert "_meta" not in data["hint"] and "version initialize negotiated" in data["hint"]
+
+
+def test_a_batch_is_refused_in_one_line_on_both_paths(servers):
+    """The SDK's refusal of a batch (a JSON array) had pydantic's dump as its message: "Validation
+    error: 4 validation errors for union[...]", a dozen lines and a URL. One line, as stdio's."""
+    lean, sdk, _ = servers
+    for base in (lean, sdk):
+        response = httpx.post(f"{base}/mcp", headers=JSON | {"mcp-protocol-version": "2025-03-26"},
+                              json=[rpc("ping", id=1), rpc("tools/list", id=2)])
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == -32600 and "\n" not in error["message"] and "pydantic" not in error["message"]
+        assert "not a JSON-RPC 2.0 message" in error["message"] and error["data"]["error"]["message"] == error["message"]
+        assert "not an array" in error["data"]["error"]["hint"]

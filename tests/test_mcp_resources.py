@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from urllib.parse import quote
 
 import httpx
 import httpx2
@@ -118,6 +119,32 @@ def test_a_list_resource_pages_with_the_tools_cursor(server, seed):
     assert rest_page["next_cursor"] is None
 
 
+PAGED = [("resource://projects?limit=1", "list_projects", {}, "projects"),
+         ("resource://agents/res-demo?limit=1", "list_agents", {"project_key": "res-demo"}, "agents")] + (
+    [("resource://file_reservations/res-demo?limit=1", "list_file_reservations", {"project_key": "res-demo"}, "file_reservations")]
+    if HAS_RESERVATIONS else [])
+
+
+def test_every_list_resource_takes_its_next_cursor_pasted_as_it_came(server, seed):
+    """list_projects' and list_file_reservations' cursors held %3A and %2B (a timestamp, percent-
+    encoded): the resource URI's value is decoded on the way, so the tool refused its own cursor."""
+    with httpx.Client(base_url=server) as api:
+        assert api.post("/api/ensure_project", json={"human_key": "/res/paged"}).status_code == 200
+        if HAS_RESERVATIONS:
+            assert api.post("/api/file_reservation_paths", json={"project_key": "res-demo", "agent_name": "GreenCastle",
+                                                                  "paths": ["docs/*.md"]}).status_code == 200
+    for uri, tool, arguments, key in PAGED:
+        [first] = read(server, uri).contents
+        cursor = json.loads(first.text)["next_cursor"]
+        assert cursor and cursor == quote(cursor, safe=",~"), cursor  # nothing a URI would change
+        [second] = read(server, f"{uri}&cursor={cursor}").contents
+        expected = rest(server, tool, **arguments, limit=1, cursor=cursor)
+        assert expected.status_code == 200 and json.loads(second.text) == expected.json()
+        assert json.loads(second.text)[key] != json.loads(first.text)[key]
+    old = "s2026-12-03T09%3A17%3A17.427257%2B00%3A00,sres-demo"  # as list_projects gave them: still read
+    assert rest(server, "list_projects", cursor=old).status_code == 200
+
+
 def test_query_parameters_reach_the_tool(server, seed):
     [full] = read(server, "resource://inbox/GreenCastle?project=res-demo&include_bodies=true").contents
     [short] = read(server, "resource://inbox/GreenCastle?limit=1&project=res-demo").contents
@@ -183,6 +210,18 @@ def test_an_unknown_query_parameter_is_refused_naming_the_ones_the_template_take
     assert (pathless.code, pathless.data["error"]["hint"]) == (-32602, "resource://project/{slug} takes no query parameters.")
     # The query-taking template wins, as in the SDK: resource://projects alone takes none.
     assert json.loads(read(server, "resource://projects?limit=1").contents[0].text)["projects"]
+
+
+def test_a_query_parameter_given_twice_is_refused_as_rest_refuses_it(server, seed):
+    """The SDK read the first value: projects?limit=1&limit=3 gave one project, and
+    inbox/X?project=a&project=b read a's inbox. REST answers the same 422."""
+    twice = resource_error(server, "resource://projects?limit=1&limit=3")
+    assert twice.code == -32602 and twice.data["error"]["code"] == "invalid_argument"
+    assert twice.message == "The query parameter limit is given more than once in resource://projects; it takes one value."
+    assert "Pass limit once" in twice.data["error"]["hint"]
+    assert rest(server, "list_projects", limit=[1, 3]).status_code == 422
+    tokens = resource_error(server, "resource://inbox/GreenCastle?project=res-demo&token=amt_one&project=other&token=amt_two")
+    assert "project is given more than once" in tokens.message and "amt_" not in json.dumps(tokens.data)
 
 
 def test_a_missing_required_query_parameter_is_named(server, seed):

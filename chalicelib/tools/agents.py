@@ -358,6 +358,6 @@ TOOLS = [
     tool(create_agent_identity, fresh=True),  # a name another replica just took must look taken
     tool(whois, read_only=True),
     tool(list_agents, read_only=True),
-    tool(retire_agent, acts_as="agent_name"),
-    tool(unretire_agent, acts_as="agent_name"),
+    tool(retire_agent, acts_as="agent_name", destructive=True, repeat_safe=True),
+    tool(unretire_agent, acts_as="agent_name", repeat_safe=True),
 ]

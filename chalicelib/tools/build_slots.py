@@ -283,6 +283,6 @@ def list_build_slots(db: sqlite3.Connection, args: ListBuildSlotsInput) -> Build
 TOOLS = [
     tool(acquire_build_slot, acts_as="agent_name", settle=confirm_build_slot, idempotent=True),
     tool(renew_build_slot, acts_as="agent_name"),
-    tool(release_build_slot, acts_as="agent_name", fresh=True),  # "not held" must not be another replica's news
+    tool(release_build_slot, acts_as="agent_name", fresh=True, destructive=True, repeat_safe=True),  # "not held" must not be another replica's news
     tool(list_build_slots, read_only=True),
 ]

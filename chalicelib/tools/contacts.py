@@ -439,7 +439,7 @@ def set_contact_policy(db: sqlite3.Connection, args: SetContactPolicyInput) -> A
 
 TOOLS = [
     tool(request_contact, acts_as="agent_name", idempotent=True),
-    tool(respond_contact, acts_as="agent_name"),
+    tool(respond_contact, acts_as="agent_name", destructive=True),  # declining revokes an accepted contact
     tool(list_contacts, read_only=True, acts_as="agent_name"),
-    tool(set_contact_policy, acts_as="agent_name"),
+    tool(set_contact_policy, acts_as="agent_name", destructive=True, repeat_safe=True),  # block_all takes away
 ]

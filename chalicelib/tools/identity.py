@@ -30,4 +30,4 @@ def rotate_agent_token(db: sqlite3.Connection, args: RotateAgentTokenInput) -> A
     return AgentToken(project=project["slug"], agent_name=agent["name"], registration_token=issue_token(db, agent["id"]))
 
 
-TOOLS = [tool(rotate_agent_token, acts_as="agent_name")]
+TOOLS = [tool(rotate_agent_token, acts_as="agent_name", destructive=True)]

@@ -765,6 +765,6 @@ TOOLS = [
     tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json, off_loop=lambda args: args.include_bodies),
     tool(fetch_outbox, read_only=True, acts_as="agent_name", off_loop=lambda args: args.include_bodies),
     tool(get_message, read_only=True, acts_as="agent_name"),
-    tool(mark_message_read, acts_as="agent_name", idempotent=True),
-    tool(acknowledge_message, acts_as="agent_name", idempotent=True),
+    tool(mark_message_read, acts_as="agent_name", idempotent=True, repeat_safe=True),
+    tool(acknowledge_message, acts_as="agent_name", idempotent=True, repeat_safe=True),
 ]

@@ -327,7 +327,7 @@ def _newest_merged(groups, newest_of, limit: int, above: int = -(2**63)) -> list
 
 
 TOOLS = [
-    tool(ensure_overseer),
+    tool(ensure_overseer, repeat_safe=True),
     tool(send_overseer_message),
     tool(unified_inbox, read_only=True),
 ]

@@ -3,11 +3,15 @@
 The cursor holds the sort key of the previous page's last row (keyset paging, no offsets):
 a page is one index range however deep it starts, and rows added or removed between two
 pages shift nothing, so no row is listed twice or skipped. Callers pass it back as it came.
-Its values are joined by commas, a text as `s` and its percent-encoding, an integer as `i` and
-its digits, so that the schema's pattern says exactly what the list takes: every cursor that
-matches reads as a key (an integer past SQLite's range is clamped, bytes that are no UTF-8 are
-replaced), the keyset comparison places it in the order, and no other string passes
-(schemathesis found base64 strings that were no key: a 422 for a request the schema allowed).
+Its values are joined by commas, a text as `t` and its UTF-8 bytes (each byte outside
+[A-Za-z0-9._-] as `~` and two hex digits), an integer as `i` and its digits, so that the
+schema's pattern says exactly what the list takes: every cursor that matches reads as a key (an
+integer past SQLite's range is clamped, bytes that are no UTF-8 are replaced), the keyset
+comparison places it in the order, and no other string passes (schemathesis found base64
+strings that were no key: a 422 for a request the schema allowed). A cursor has only characters
+a URI keeps as they are: pasted into a resource URI's `cursor=` it reaches the tool unchanged (a
+`%3A` of the percent-encoding it had was decoded to `:` on the way). A text as `s` and its
+percent-encoding, as cursors were handed out before, is still read.
 """
 
 import functools
@@ -23,7 +27,8 @@ from pydantic import Field
 from ..errors import InvalidArgument
 
 MAX_CURSOR = 2048  # a key of a timestamp and a name or id; a slug (of a long path) may take ~1,400
-_VALUE = r"(?:s(?:[A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})*|i-?[0-9]{1,19})"  # what _encode writes
+# What _encode writes (t...), what it wrote before (s..., percent-encoded), an integer.
+_VALUE = r"(?:t(?:[A-Za-z0-9._-]|~[0-9A-Fa-f]{2})*|s(?:[A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})*|i-?[0-9]{1,19})"
 
 
 def _cursor_pattern(columns: int) -> str:
@@ -71,7 +76,13 @@ class Keyset:
 
 
 def _encode(value: str | int) -> str:
-    return f"i{value}" if type(value) is int else "s" + quote(value, safe="")
+    # quote() leaves only [A-Za-z0-9._~-] as they are: ~ is escaped too, then each % becomes ~.
+    return f"i{value}" if type(value) is int else "t" + quote(value, safe="").replace("~", "%7E").replace("%", "~")
+
+
+def _text(part: str) -> str:
+    escaped = part[1:].replace("~", "%") if part[0] == "t" else part[1:]
+    return unquote(escaped, errors="replace")
 
 
 @functools.cache
@@ -82,5 +93,4 @@ def _compiled(columns: int) -> re.Pattern:
 def _decode(cursor: str, length: int) -> list:
     if not _compiled(length).fullmatch(cursor):
         raise InvalidArgument(f"Cursor {cursor[:80]!r} is not one this tool gave.", "Pass next_cursor as it came, or omit it.")
-    return [max(-(2**63), min(int(part[1:]), 2**63 - 1)) if part[0] == "i" else unquote(part[1:], errors="replace")
-            for part in cursor.split(",")]
+    return [max(-(2**63), min(int(part[1:]), 2**63 - 1)) if part[0] == "i" else _text(part) for part in cursor.split(",")]

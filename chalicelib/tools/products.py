@@ -382,9 +382,9 @@ def merged_header(headers: list[dict], linked: set[str]) -> dict:
 
 
 TOOLS = [
-    tool(ensure_product),
-    tool(products_link),
-    tool(products_unlink),
+    tool(ensure_product, repeat_safe=True),
+    tool(products_link, repeat_safe=True),
+    tool(products_unlink, destructive=True, repeat_safe=True),
     tool(list_products, read_only=True),
     tool(get_product, read_only=True),
     tool(fetch_inbox_product, read_only=True, acts_as="agent_name", off_loop=lambda args: args.include_bodies),

@@ -343,9 +343,9 @@ def unarchive_project(db: sqlite3.Connection, args: ArchiveProjectInput) -> Proj
 
 
 TOOLS = [
-    tool(ensure_project, settle=settle_project),
+    tool(ensure_project, settle=settle_project, repeat_safe=True),
     tool(list_projects, read_only=True),
     tool(get_project, read_only=True),
-    tool(archive_project),
-    tool(unarchive_project),
+    tool(archive_project, destructive=True, repeat_safe=True),
+    tool(unarchive_project, repeat_safe=True),
 ]

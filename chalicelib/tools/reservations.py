@@ -910,10 +910,10 @@ def uninstall_precommit_guard(db: sqlite3.Connection, args: UninstallPrecommitGu
 TOOLS = [
     tool(file_reservation_paths, acts_as="agent_name", settle=recheck_conflicts, idempotent=True),
     tool(check_file_reservations, read_only=True, off_loop=True),
-    tool(release_file_reservations, acts_as="agent_name", fresh=True),  # 0 released must not be another replica's news
+    tool(release_file_reservations, acts_as="agent_name", fresh=True, destructive=True, repeat_safe=True),  # 0 released must not be another replica's news
     tool(renew_file_reservations, acts_as="agent_name", fresh=True),
-    tool(force_release_file_reservation, acts_as="agent_name"),
+    tool(force_release_file_reservation, acts_as="agent_name", destructive=True),
     tool(list_file_reservations, read_only=True, off_loop=True),  # conflicts_with: a 500-row page of 20,000 reservations ~80 ms
-    tool(install_precommit_guard, writes_files=True),
-    tool(uninstall_precommit_guard, writes_files=True),
+    tool(install_precommit_guard, writes_files=True, repeat_safe=True),
+    tool(uninstall_precommit_guard, writes_files=True, destructive=True, repeat_safe=True),
 ]

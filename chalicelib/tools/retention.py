@@ -289,6 +289,6 @@ class every:
 
 
 TOOLS = [
-    tool(set_retention_policy),
+    tool(set_retention_policy, destructive=True, repeat_safe=True),  # purge deletes mail
     tool(get_retention_policy, read_only=True),
 ]

@@ -54,7 +54,10 @@ class _RawArguments(ArgModelBase):
 
 
 def annotations(tool: Tool) -> ToolAnnotations:
-    return ToolAnnotations(read_only_hint=tool.read_only, destructive_hint=False, open_world_hint=False)
+    """MCP's hints, from the registry: a host may ask a person before a destructive tool runs
+    (the spec's default when left out is destructive, so each is said)."""
+    return ToolAnnotations(read_only_hint=tool.read_only, destructive_hint=tool.destructive,
+                           idempotent_hint=tool.repeat_safe, open_world_hint=False)
 
 
 def input_schema(tool: Tool) -> dict:

@@ -16,9 +16,13 @@ from typing import AsyncIterator
 
 from ..config import Settings
 from .mcp_app import build_mcp_server, served_methods, transport_security
-from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, with_error_data
-from .mcp_lean import LeanMCP
-from .raw_asgi import header, is_json, json_headers, send_json
+import orjson
+
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIONS
+
+from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, long_method, odd_id, odd_id_refusal, unsupported_version, with_error_data
+from .mcp_lean import MAX_BODY, LeanMCP
+from .raw_asgi import header, is_json, json_headers, read_body, replay, send_json
 
 PATH = "/mcp"
 # In the form the SDK gives its own refusals, with the `data` with_error_data gives them.
@@ -121,6 +125,10 @@ class MCPApp:
                 return
             if not content_type.islower():
                 scope = _lower_content_type(scope)
+            version = header(scope, b"mcp-protocol-version")
+            if version is not None and version.decode("latin-1") not in KNOWN_PROTOCOL_VERSIONS:
+                await send_json(send, unsupported_version(version.decode("latin-1"), KNOWN_PROTOCOL_VERSIONS), 400)
+                return
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == PATH:
             await send_json(send, NO_SSE_STREAM, 405, {"allow": ALLOW.decode()})
             return
@@ -133,7 +141,26 @@ class MCPApp:
 
     async def sdk_http(self, scope, receive, send) -> None:
         """The SDK's answer to an HTTP request, its refusals in this server's error shape (the
-        SDK's own internals untouched: only what it sends is rewritten)."""
+        SDK's own internals untouched: only what it sends is rewritten). Refused here: a request
+        whose id is neither a string nor an integer (the SDK took it for a notification: 202, no
+        answer), and one whose method is too long to be one (the SDK echoed it whole; but under
+        2026-07-28, whose Mcp-Method header the SDK checks first)."""
+        if scope["method"] == "POST" and scope["path"] == PATH:
+            body, complete = await read_body(receive, MAX_BODY)
+            if complete and b'"id"' in body:
+                try:
+                    message = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    message = None  # the SDK's parse error
+                if (kind := odd_id(message)) is not None:
+                    await send_json(send, odd_id_refusal(kind), 400)
+                    return
+                version = header(scope, b"mcp-protocol-version")
+                if (version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS) and (
+                        answer := long_method(message, self.methods)) is not None:
+                    await send_json(send, answer)
+                    return
+            receive = replay(body, complete, receive)
         await self.sdk(scope, receive, _with_allow(_with_error_data(send, self.methods)))
 
     @asynccontextmanager

@@ -89,7 +89,8 @@ def add_resources(server: MCPServer, settings: Settings) -> list[Registered]:
 
 def refuse_unknown_query(uri: str, registered: list[Registered]) -> None:
     """Invalid params when `uri`'s query names a parameter its template does not take (the
-    SDK would drop it: a misspelt token or limit would be read as absent)."""
+    SDK would drop it: a misspelt token or limit would be read as absent), or one more than once
+    (the SDK would read the first: projects?limit=1&limit=3 gave 1, as REST refuses it with 422)."""
     path, _, query = uri.partition("#")[0].partition("?")
     if not query:
         return
@@ -97,9 +98,14 @@ def refuse_unknown_query(uri: str, registered: list[Registered]) -> None:
     for resource in sorted(registered, key=lambda resource: not resource.template.query_variable_names):
         takes = resource.template.query_variable_names
         if resource.template.match(uri if takes else path) is not None:
-            names = dict.fromkeys(pair.partition("=")[0] for pair in query.split("&"))
+            given = [pair.partition("=")[0] for pair in query.split("&")]
+            names = dict.fromkeys(given)
             if unknown := [name for name in names if name and name not in takes]:
                 raise _mcp_error(_unknown_query(path, resource, unknown).to_dict())
+            if repeated := [name for name in names if name and given.count(name) > 1]:
+                raise _mcp_error(InvalidArgument(
+                    f"The query parameter {repeated[0]} is given more than once in {path}; it takes one value.",
+                    f"Pass {repeated[0]} once (no resource query parameter repeats).").to_dict())
             return
 
 

@@ -174,7 +174,7 @@ async def session(server, stdin, stdout) -> None:
         unanswered = Unanswered()
         lowlevel = server._lowlevel_server
         await lowlevel.run(
-            DrainingReader(read_stream, unanswered, stdout),
+            DrainingReader(read_stream, unanswered, stdout, stdin),
             AnswerCounter(write_stream, unanswered),
             lowlevel.create_initialization_options(),
         )
@@ -252,9 +252,9 @@ class DrainingReader(_Wrapped):
 
     last_context = None  # the SDK's per-message context, passed on
 
-    def __init__(self, inner, unanswered: Unanswered, wire: "Wire") -> None:
+    def __init__(self, inner, unanswered: Unanswered, wire: "Wire", lines: "Lines | None" = None) -> None:
         super().__init__(inner, unanswered)
-        self.wire = wire
+        self.wire, self.lines = wire, lines
 
     async def receive(self):
         import anyio
@@ -265,12 +265,21 @@ class DrainingReader(_Wrapped):
             except anyio.EndOfStream:
                 await self.unanswered.drained()
                 raise
-            if not isinstance(item, Exception):
+            line = self.lines.taken() if self.lines is not None else None
+            if isinstance(item, Exception):
+                refused = not_a_message(item)
+            elif (kind := odd_id_of(item, line)) is not None:
+                refused = refusal_of_odd_id(kind)
+            elif (refused := long_method_answer(item, self.wire.methods)) is not None:
+                pass
+            else:
                 break
-            await self.wire.write(not_a_message(item))
+            await self.wire.write(refused)
             await self.wire.flush()
         self.last_context = getattr(self.inner, "last_context", None)
         self.unanswered.read(item)
+        if not self.wire.initialized and getattr(item.message, "method", None) == "initialize":
+            self.wire.initialize_ids.add(_id_key(getattr(item.message, "id", None)))
         return item
 
     def __aiter__(self):
@@ -300,7 +309,15 @@ class Lines:
     (space between messages, not a message to refuse)."""
 
     def __init__(self, first: bytes, wire_in, wire: "Wire") -> None:
+        from collections import deque
+
         self.first, self.wire_in, self.wire = first, wire_in, wire
+        self.given = deque()  # the lines handed to the SDK whose message DrainingReader has not taken yet
+
+    def taken(self) -> str | None:
+        """The line of the message (or refusal) the SDK just passed on: it reads each line given
+        into one, in order."""
+        return self.given.popleft() if self.given else None
 
     def __aiter__(self):
         return self
@@ -315,7 +332,9 @@ class Lines:
             if not line.strip(JSON_WHITESPACE):  # JSON's whitespace only: a line of control characters is answered -32700
                 continue
             try:
-                return line.decode("utf-8")
+                text = line.decode("utf-8")
+                self.given.append(text)
+                return text
             except UnicodeDecodeError as error:
                 await self.wire.write(not_utf8(error))
                 await self.wire.flush()
@@ -344,6 +363,39 @@ def not_a_message(exc: Exception) -> str:
     return refusal(INVALID_REQUEST, "Invalid request: the line is JSON but not a JSON-RPC 2.0 message; nothing was done")
 
 
+def odd_id_of(item, line: str | None) -> str | None:
+    """What the id of a request the SDK read as a notification is (null, 1.5, true, {}, []): mcp_errors.odd_id.
+    Only a notification's line is parsed again (they are few and small)."""
+    from mcp_types import JSONRPCNotification
+
+    from .mcp_errors import odd_id
+
+    if line is None or not isinstance(item.message, JSONRPCNotification) or '"id"' not in line:
+        return None
+    try:
+        return odd_id(json.loads(line))
+    except ValueError:
+        return None
+
+
+def long_method_answer(item, methods: tuple[str, ...]) -> str | None:
+    """The unknown-method error for a request whose method is too long to be one (mcp_errors.long_method):
+    the SDK's echoed the name whole, past what line_with_error_data rewrites."""
+    from .mcp_errors import MAX_METHOD_SHOWN, long_method
+
+    message = item.message
+    if not isinstance(getattr(message, "method", None), str) or len(message.method) <= MAX_METHOD_SHOWN:
+        return None  # (a response has no method)
+    answer = long_method({"id": getattr(message, "id", None), "method": message.method}, methods)
+    return None if answer is None else answer.decode() + "\n"
+
+
+def refusal_of_odd_id(kind: str) -> str:
+    from .mcp_errors import odd_id_refusal
+
+    return odd_id_refusal(kind).decode() + "\n"
+
+
 def refusal(code: int, message: str) -> str:
     """The error line for a line read that is no JSON-RPC message (its id unknown: null), with the
     `data` HTTP refuses such a body with."""
@@ -360,16 +412,24 @@ class Wire:
 
     def __init__(self, wire_out, answered_id, methods: tuple[str, ...] = ()) -> None:
         self.wire_out, self.answered_id, self.methods = wire_out, answered_id, methods
+        # Until an initialize request is answered with a result, the SDK refuses every other request
+        # with invalid params: its error then says to initialize first.
+        self.initialized, self.initialize_ids = False, set()
 
     async def write(self, text: str) -> None:
         import anyio
 
-        if self.answered_id is not None:
+        uninitialized = False
+        if self.answered_id is not None or not self.initialized:
             message = json.loads(text)
+            key = _id_key(message.get("id"))
+            if key in self.initialize_ids and "result" in message:
+                self.initialized = True
+            uninitialized = not self.initialized and key not in self.initialize_ids
             if message.get("id") == self.answered_id and ("result" in message or "error" in message):
                 self.answered_id = None
                 return
-        await anyio.to_thread.run_sync(self.wire_out.write, line_with_error_data(text.encode(), self.methods))
+        await anyio.to_thread.run_sync(self.wire_out.write, line_with_error_data(text.encode(), self.methods, uninitialized))
 
     async def flush(self) -> None:
         import anyio
@@ -377,7 +437,12 @@ class Wire:
         await anyio.to_thread.run_sync(self.wire_out.flush)
 
 
-def line_with_error_data(line: bytes, methods: tuple[str, ...]) -> bytes:
+def _id_key(request_id) -> tuple:
+    """A request id as a key: 1 and "1" are two ids."""
+    return (type(request_id).__name__, request_id)
+
+
+def line_with_error_data(line: bytes, methods: tuple[str, ...], uninitialized: bool = False) -> bytes:
     """The line, a JSON-RPC error of the SDK's (an unknown method, params that do not fit) given
     this server's `data` and hint as over HTTP: the same function mcp_asgi.py applies to the
     SDK's HTTP answers, on the same answers (`methods`, those served, for the hint)."""
@@ -385,4 +450,4 @@ def line_with_error_data(line: bytes, methods: tuple[str, ...]) -> bytes:
 
     if len(line) > MAX_ERROR_BYTES or ERROR_KEY not in line:
         return line
-    return with_error_data(line.rstrip(b"\n"), IN_PROTOCOL, methods) + b"\n"
+    return with_error_data(line.rstrip(b"\n"), IN_PROTOCOL, methods, uninitialized) + b"\n"

@@ -8,7 +8,7 @@ BEGIN, END = "<!-- tools:begin -->", "<!-- tools:end -->"
 def tool_table() -> str:
     lines = ["| Tool | Kind | REST | What it does |", "|---|---|---|---|"]
     for tool in all_tools():
-        kind = "read" if tool.read_only else "write"
+        kind = "read" if tool.read_only else "write, destructive" if tool.destructive else "write"
         methods = "/".join(tool.rest_methods)
         lines.append(f"| `{tool.name}` | {kind} | `{methods} {tool.rest_path}` | {tool.summary} |")
     return "\n".join(lines)
