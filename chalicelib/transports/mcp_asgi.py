@@ -14,12 +14,11 @@ lean-path tests prove locally holds on Lambda too.
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from ..config import Settings
-from .mcp_app import build_mcp_server, served_methods, transport_security
 import orjson
-
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIONS
 
+from ..config import Settings
+from .mcp_app import build_mcp_server, served_methods, transport_security
 from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, long_method, odd_id, odd_id_refusal, unsupported_version, with_error_data
 from .mcp_lean import MAX_BODY, LeanMCP
 from .raw_asgi import header, is_json, json_headers, read_body, replay, send_json
