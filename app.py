@@ -288,7 +288,8 @@ def add_web_routes(app: Chalice, settings: Settings) -> None:
     for path in WEB_PATHS:
         methods = ["GET", "POST"] if path in web_http.FORMS else ["GET"]
         route = "web_" + (path.strip("/").replace("/", "_").replace("{", "").replace("}", "") or "inbox")
-        app.route(path, methods=methods, name=route, content_types=["application/x-www-form-urlencoded", "application/json"])(view)
+        # Any content type: the web UI refuses what is not its form (in its own page), as locally.
+        app.route(path, methods=methods, name=route, content_types=["*/*"])(view)
 
 
 def tool_view(app: Chalice, tool: Tool, settings: Settings) -> Callable[[], Response]:

@@ -80,3 +80,20 @@ def test_every_page_of_the_web_ui_is_routed_on_chalice(client):
         answer = client.http.get(path)
         assert answer.status_code in (200, 303, 401), path
         assert answer.status_code != 401 or b"Sign in first" in answer.body, path  # the UI's answer, not API Gateway's
+
+
+def test_a_form_of_another_content_type_gets_the_ui_s_answer_as_locally(client, tmp_path):
+    """QA, session 29: Chalice refused a POST to a page with another Content-Type (text/plain, a
+    multipart form) with its own 415 body, without a Content-Type; the web UI refuses it (403 page)."""
+    from fastapi.testclient import TestClient
+
+    from chalicelib.transports.asgi import create_app
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/b.db", auth_mode="bearer", auth_bearer_tokens=[TOKEN],
+                        archive_enabled=False)
+    local = TestClient(create_app(settings), base_url="http://127.0.0.1:8765")
+    for content_type in ("text/plain", "multipart/form-data; boundary=x"):
+        headers = {"Host": "127.0.0.1:8765", "Content-Type": content_type}
+        answer = client.http.post("/ui/login", headers=headers, body=b"token=wrong")
+        expected = local.post("/ui/login", headers=headers, content=b"token=wrong")
+        assert (answer.status_code, answer.headers.get("Content-Type")) == (expected.status_code, expected.headers["content-type"])
