@@ -84,14 +84,21 @@ def link(page: str, text: str) -> str:
     return re.search(rf'href="([^"]+)"[^>]*>{re.escape(text)}', page).group(1).replace("&amp;", "&")
 
 
-def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site):
+@pytest.fixture(scope="module")
+def long_thread(site) -> list[str]:
+    """The ids of thread LONG's 520 messages (a page holds 500), oldest first."""
+    url, api, database = site
+    return [send(api, subject="Long thread" if n == 0 else f"Re: step {n}", body_md=f"step {n}", thread_id="LONG")["id"]
+            for n in range(520)]
+
+
+def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site, long_thread):
     """The newest message of a 520-message thread opened page 1 (the oldest 500), without its
     anchor, headed "500 messages"; page 2 led nowhere back, page 1 did not say newer ones exist.
     Going back a page showed messages twice: from the newest page, the first 500 (past where it
     starts); from page 2, the first 500 again with an "Earlier" link to themselves."""
     url, api, database = site
-    ids = [send(api, subject="Long thread" if n == 0 else f"Re: step {n}", body_md=f"step {n}", thread_id="LONG")["id"]
-           for n in range(520)]
+    ids = long_thread
     client = ui(url)
     row = re.search(r'<a class="row" href="([^"]+)"', client.get("/").text).group(1)  # the inbox's newest message
     newest = client.get(row.replace("&amp;", "&"))
@@ -111,6 +118,25 @@ def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site):
     back = client.get(link(later.text, "← Earlier messages"))  # exactly 500 before it: the first page, said so
     assert articles(back.text) == ids[:500] and "Earlier messages" not in back.text
     assert articles(client.get("/ui/thread", params={"p": P, "t": "LONG", "m": ids[3]}).text) == ids[:500]  # page 1 holds it
+
+
+def test_a_reply_from_a_long_threads_first_page_answers_its_newest_and_shows_where_it_landed(site, long_thread):
+    """The reply form of a long thread's first page answered that page's last message (#500, not
+    the newest), and Send led to the first page again, without the reply: nothing seemed to happen."""
+    url, api, database = site
+    client = ui(url)
+    first = client.get("/ui/thread", params={"p": P, "t": "LONG"}).text
+    assert long_thread[-1] not in articles(first)  # the first page, the newest past it
+    newest = api.get("/api/unified_inbox", params={"project_key": P, "thread_id": "LONG", "limit": 1}).json()["messages"][0]["id"]
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', first.split('class="compose reply"')[1]))
+    assert form["reply_to"] == str(newest)
+    sent = client.post("/ui/compose", data={**form, "to": "GreenCastle", "body_md": "Answering the newest."})
+    assert sent.status_code == 303, sent.text
+    location = sent.headers["location"]
+    landed = client.get(location)
+    reply = re.search(r"&m=(\d+)#m(\d+)$", location)
+    assert reply and reply[1] == reply[2] and articles(landed.text)[-1] == reply[1]  # on the page, at the reply
+    assert "Answering the newest." in landed.text
 
 
 def test_a_bodys_headings_rank_below_the_thread_pages_own(site):

@@ -623,8 +623,8 @@ class WebUI:
                 ).message
             except ToolError as exc:  # the form again, with what was written and what was wrong with it
                 draft, error = form, exc
-            else:
-                return self.redirect(request, f"/ui/thread?{urlencode({'p': sent.project, 't': sent.thread_id})}")
+            else:  # the page of its thread that holds it (a long thread's first page may not)
+                return self.redirect(request, _message_url("", sent.project, sent.thread_id, sent.id))
         projects = [p.slug for p in self.run("list_projects", limit=LIST_SHOWN).projects]
         listed = self.run("list_agents", project_key=key, include_retired=True, limit=LIST_SHOWN).agents if key else []
         agents = [a.name for a in listed if a.kind == "agent" and a.retired_ts is None]
