@@ -243,11 +243,18 @@ def test_compose_where_an_agent_took_the_overseers_name_writes_as_another_and_sa
     assert "HumanOverseer" in thread
 
 
-def test_compose_finds_the_agent_named_overseer_past_the_first_page_of_agents(site):
+@pytest.fixture(scope="module")
+def big_squat(site) -> str:
+    """A project of more agents than a page lists, Overseer an agent past the first page."""
+    url, api, database = site
+    squat(api, database, "big-squat", [f"Agent{n:03d}" for n in range(LIST_SHOWN)])  # all listed before Overseer
+    return "srv-big-squat"
+
+
+def test_compose_finds_the_agent_named_overseer_past_the_first_page_of_agents(site, big_squat):
     """The form looked for it among the first LIST_SHOWN agents of list_agents only: in a bigger
     project it said the person wrote as Overseer, and the message went out as HumanOverseer."""
     url, api, database = site
-    squat(api, database, "big-squat", [f"Agent{n:03d}" for n in range(LIST_SHOWN)])  # all listed before Overseer
     page = ui(url).get("/ui/compose", params={"p": "srv-big-squat"}).text
     assert "Overseer" not in re.findall(r'<option value="([^"]+)"', page)  # not on the page the form lists
     assert "as a human overseer (HumanOverseer)" in page and "registered as Overseer before that name was reserved" in page
@@ -349,6 +356,39 @@ def test_mark_read_and_acknowledge_come_back_to_the_message_and_say_so(site):
     assert "Write to RedStone" not in page and 'value="unretire"' in page
     # Back at work for the module's other tests: a retired agent's reservations conflict with nobody.
     api.post("/api/unretire_agent", json={"project_key": P, "agent_name": "RedStone"}).raise_for_status()
+
+
+def action_forms(page: str, action: str) -> list[dict]:
+    """The hidden fields of each form of the page taking this action (act)."""
+    forms = [form for form in page.split("<form")[1:] if f'name="action" value="{action}"' in form]
+    return [{name: html.unescape(value) for name, value in re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form)}
+            for form in forms]
+
+
+def test_an_action_on_a_later_page_comes_back_to_that_page(site, long_thread, big_squat):
+    """Mark read on an agent's "Older received" page (or a product's View as agent), and Retire on
+    a project's "More agents", came back to the first page: the row was not there, the place lost."""
+    url, api, database = site
+    api.post("/api/ensure_product", json={"product_key": "places"}).raise_for_status()
+    api.post("/api/products_link", json={"product_key": "places", "project_key": P}).raise_for_status()
+    client = ui(url)
+    for first, cursor, action, done in ((f"/ui/agent?p={P}&a=GreenCastle", "inbox", "read", "Marked read"),
+                                        ("/ui/product?k=places&as=GreenCastle", "inbox", "read", "Marked read"),
+                                        (f"/ui/project?p={big_squat}", "agents", "retire", "Retired")):
+        later = link(client.get(first).text, "Older received »" if cursor == "inbox" else "More agents »")
+        assert f"&{cursor}=" in later
+        form = action_forms(client.get(later).text, action)[0]
+        acted = client.post("/ui/act", data=form)
+        assert acted.status_code == 303, acted.text
+        where = acted.headers["location"]
+        assert later.partition("?")[2] in where, (later, where)  # the same page, its cursor kept
+        back = client.get(where).text
+        if action == "read":
+            row = re.search(rf'<li id="received-{form["message_id"]}".*?</li>', back, re.S).group()
+            assert f'<span class="tag done" role="status">{done}</span>' in row and "Mark read" not in row
+        else:  # the agent's row on the page, retired; then back at work
+            assert re.search(rf'{form["agent_name"]}</a>.*?<span class="tag">retired</span>', back)
+            assert client.post("/ui/act", data=action_forms(back, "unretire")[0]).status_code == 303
 
 
 def live_region(page: str) -> str:

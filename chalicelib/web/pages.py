@@ -107,6 +107,12 @@ def _plain(text: str) -> str:
     return " ".join(_MARKUP.sub(lambda mark: " " if mark[0] == "|" else "", text).split())
 
 
+def _kept(query: dict, *names: str) -> str:
+    """The page's cursors among `names` (inbox=, agents=…) as "&name=value": an action on a later
+    page comes back to that page, where its row is, not to the first."""
+    return "".join(f"&{name}={_quote(query[name])}" for name in names if query.get(name))
+
+
 def _path(pattern: str) -> Markup:
     """A path or glob, escaped, that a narrow column wraps after a / rather than inside a name."""
     return Markup("/<wbr>").join(pattern.split("/"))
@@ -191,7 +197,7 @@ class WebUI:
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
         self.env.filters.update(when=_when, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
-                                size=_size, reply_subject=_reply_subject, home=_home, path=_path)
+                                size=_size, reply_subject=_reply_subject, home=_home, path=_path, kept=_kept)
         self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
                                 shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
         # A thread's messages never change, and live refresh re-renders whole threads: each
