@@ -24,7 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from .. import invoke
-from ..security import auth
+from ..security import auth, scopes
 from ..config import Settings
 from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
@@ -299,11 +299,18 @@ class WebUI:
         anyone while agents need no tokens (other roles are what agents are given: security/scopes.py)."""
         return self.oversees() or not auth.agent_tokens_required(self.settings)
 
+    def may(self, tool_name: str) -> bool:
+        """Whether the signed-in credential's role takes this tool (security/scopes.py): a reader
+        "sees all" without agent tokens, but is offered no button its role would have refused."""
+        role = invoke.caller(None).role
+        return auth.ROLES.index(role) >= auth.ROLES.index(scopes.required_role(self.tools[tool_name]))
+
     def page(self, request: Request, session: Session | None, template: str, status: int = 200, **context) -> Response:
         body = self.env.get_template(template).render(
             root=request.root, csrf=self.sessions.csrf(session) if session else "", request=request,
             signed_in=self.sessions.signed_in(session) and not self.sessions.open,
             sees_all=self.sees_all(), speaks=self.oversees(),  # what the page offers (send_overseer_message: admin)
+            may=self.may,  # and, of what it sees, what its role may do
             done=DONE.get(request.query.get("done", "")),  # what the action just taken did (act)
             **context,
         )
