@@ -272,6 +272,22 @@ def test_compose_to_an_agent_and_the_phone_and_dark_layouts(url, browser):
     assert inbox["messages"][0]["subject"] == "Standup" and inbox["messages"][0]["sender"] == "Overseer"
 
 
+def test_a_message_too_large_for_the_form_is_not_sent_and_the_draft_stays(url, page):
+    """210,000 Arabic characters (the tool takes 262,144) made a 1.3 MB form: the server's 413
+    JSON replaced the page, the draft gone from it."""
+    page.goto(f"{url}/ui/compose?p={P}&to=GreenCastle")
+    page.fill("input[name=subject]", "Long Arabic")
+    draft = "سلام " * 42_000
+    page.fill("textarea[name=body_md]", draft)
+    page.click("form.compose button[type=submit]")
+    page.locator("form.compose .too-large[role=alert]").wait_for()
+    assert "Too large to send" in page.locator(".too-large").inner_text() and "/ui/compose" in page.url
+    assert page.locator("textarea[name=body_md]").input_value() == draft  # still being written
+    page.fill("textarea[name=body_md]", "Shorter.")  # and once short enough, sent
+    page.click("form.compose button[type=submit]")
+    page.wait_for_url("**/ui/thread**")
+
+
 # The text of each element matching a selector as laid out: a string per line.
 LINES = """selector => Array.from(document.querySelectorAll(selector)).map(element => {
   const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT), range = document.createRange(), lines = [];

@@ -208,7 +208,7 @@ def test_a_mistake_in_a_reply_or_a_new_message_shows_the_form_again_with_the_dra
     assert shown.status_code == 404 and "NoSuchAgent" in re.search(r'<p class="error"[^>]*>(.+?)</p>', shown.text).group(1)
     form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', shown.text))
     assert form["reply_to"] == asked["id"] and form["thread_id"] == "DRAFTS"
-    assert '<textarea name="body_md" rows="10" required placeholder="Markdown">A long answer\\n&lt;/textarea&gt;&lt;b&gt;kept' in shown.text
+    assert '<textarea name="body_md" rows="10" required placeholder="Markdown" aria-describedby="form-limit">A long answer\\n&lt;/textarea&gt;&lt;b&gt;kept' in shown.text
     assert 'value="GreenCastle, NoSuchAgent"' in shown.text and "<option selected>high</option>" in shown.text
     assert 'name="ack_required" checked' in shown.text
     sent = client.post("/ui/compose", data={**reply, "to": "GreenCastle"})  # corrected, sent as a reply
@@ -216,6 +216,19 @@ def test_a_mistake_in_a_reply_or_a_new_message_shows_the_form_again_with_the_dra
     fresh = {"csrf": client.csrf, "project_key": P, "to": "Nobody", "subject": "Standup", "thread_id": "", "body_md": "What is left?"}
     again = client.post("/ui/compose", data=fresh)
     assert again.status_code == 404 and 'value="Standup"' in again.text and ">What is left?</textarea>" in again.text
+
+
+def test_a_form_too_large_to_read_gets_the_uis_page_saying_the_limit(site):
+    """A message the tool takes (256 Ki characters) but whose form passes MAX_BODY_BYTES (Arabic
+    takes 6 bytes a character there) got the API's 413 JSON, and the form did not say its limit."""
+    url, api, database = site
+    client = ui(url)
+    assert "The form carries at most 1.0 MB as the browser sends it" in client.get("/ui/compose", params={"p": P}).text
+    big = client.post("/ui/compose", data={"csrf": client.csrf, "project_key": P, "to": "GreenCastle", "subject": "Big",
+                                           "body_md": "مرحبا بالعالم " * 18_000})  # 252,000 characters, 1.3 MB as a form
+    assert big.status_code == 413 and big.headers["content-type"].startswith("text/html"), big.text[:200]
+    assert "This form is larger than the server takes: 1.0 MB" in big.text and "data-history-back" in big.text
+    assert "Big" not in api.get("/api/fetch_inbox", params={"project_key": P, "agent_name": "GreenCastle", "limit": 5}).text
 
 
 def squat(api: httpx.Client, database, project: str, agents: list[str]) -> None:

@@ -255,7 +255,9 @@ class WebUI:
         signed = session.principal() if session else None
         as_principal = auth.current.set(signed or (auth.ANONYMOUS if self.sessions.open else NOBODY))
         try:
-            if request.method not in ("GET", "HEAD") and not self.sessions.csrf_ok(session, request.form.get("csrf")):
+            if request.too_large:  # its form was not read (nor its CSRF token): nothing is done
+                response = self.too_large(request, session)
+            elif request.method not in ("GET", "HEAD") and not self.sessions.csrf_ok(session, request.form.get("csrf")):
                 response = self.refuse_forgery(request, session)
             elif page == "login":
                 response = self.login(request, session)
@@ -311,6 +313,7 @@ class WebUI:
             signed_in=self.sessions.signed_in(session) and not self.sessions.open,
             sees_all=self.sees_all(), speaks=self.oversees(),  # what the page offers (send_overseer_message: admin)
             may=self.may,  # and, of what it sees, what its role may do
+            max_form_bytes=self.settings.max_body_bytes, form_limit=self.form_limit,  # a form past it is refused unread
             done=DONE.get(request.query.get("done", "")),  # what the action just taken did (act)
             **context,
         )
@@ -324,6 +327,21 @@ class WebUI:
     def error(self, request: Request, session: Session | None, exc: ToolError) -> Response:
         back = request.form.get("back", "")  # an action refused: the page it was taken on
         return self.page(request, session, "error.html", status=exc.status, error=exc, back=back if _SAME_SITE.fullmatch(back) else None)
+
+    def too_large(self, request: Request, session: Session | None) -> Response:
+        """A form past MAX_BODY_BYTES, refused unread: the UI's page saying the limit, not the API's
+        JSON. The browser keeps the draft: its Back (the page's link) returns to the form as it was."""
+        exc = ToolError(f"This form is larger than the server takes: {self.form_limit()}.",
+                        "Go back to the form (your browser keeps what you wrote), shorten it and send it again.")
+        exc.status, exc.code = 413, "payload_too_large"
+        return self.page(request, session, "error.html", status=413, error=exc, back=None, go_back=True)
+
+    def form_limit(self) -> str:
+        """What a form may carry (MAX_BODY_BYTES), as the page says it: browsers send a form
+        percent-encoded, so only ASCII letters and digits take a byte each."""
+        limit = self.settings.max_body_bytes
+        return (f"{_size(limit)} as the browser sends it, where a letter or digit takes a byte and another character"
+                f" 3 to 12 (about {limit // 6:,} Arabic or {limit // 12:,} emoji characters)")
 
     def refuse_forgery(self, request: Request, session: Session | None) -> Response:
         exc = ToolError("This form has expired or did not come from this site.", "Reload the page and submit it again.")

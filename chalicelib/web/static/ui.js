@@ -49,6 +49,30 @@
     if (button && button.dataset.confirm && !window.confirm(button.dataset.confirm)) event.preventDefault();
   });
 
+  // A form past what the server takes (data-max-bytes: MAX_BODY_BYTES, counted as the browser
+  // encodes it, line breaks as CRLF) is not sent: the server would refuse it unread. The page says
+  // so by the form, the draft staying as it is.
+  document.addEventListener("submit", function (event) {
+    var form = event.target, max = Number(form.dataset && form.dataset.maxBytes);
+    if (!max || event.defaultPrevented) return;
+    var size = new URLSearchParams(new FormData(form)).toString().replace(/(%0D)?%0A/g, "%0D%0A").length;
+    var note = form.querySelector(".too-large");
+    if (size <= max) { if (note) note.remove(); return; }
+    event.preventDefault();
+    if (!note) {
+      note = document.createElement("p");
+      note.className = "error too-large";
+      note.setAttribute("role", "alert");
+      form.querySelector(".row-opts").before(note);
+    }
+    note.textContent = "Too large to send: " + size + " bytes as a form, where the server takes " + max +
+      ". Shorten the message (see the limit above it); what you wrote is kept.";
+  });
+  // The too-large page's link back to the form: the browser's Back, which keeps the draft.
+  document.querySelectorAll("[data-history-back]").forEach(function (link) {
+    link.addEventListener("click", function (event) { if (history.length > 1) { history.back(); event.preventDefault(); } });
+  });
+
   // The thread's digest (summarize_thread) arrives after the page: the page does not wait for it.
   function loadDigest() {
     var digest = document.querySelector("details.digest[data-src]");
