@@ -382,6 +382,23 @@ def test_unread_marks_update_live_when_an_agent_reads(url, page):
         assert page.locator(row, has_text=message["subject"]).count() == 1 and page.evaluate("window.__sameDocument") is True
 
 
+def test_live_refresh_keeps_the_keyboard_focus_on_its_button(url, page):
+    """Any mail of the project swapped the agent page's lists: the focused Acknowledge button was
+    gone, focus fell to <body> and the next Tab started at the top."""
+    asked = httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+                                                        "subject": "Focus on me", "body_md": "?", "ack_required": True}).json()["message"]
+    page.goto(f"{url}/ui/agent?p={P}&a=BlueLake")
+    button = page.locator(f"#received-{asked['id']} button", has_text="Acknowledge")
+    button.focus()
+    page.evaluate("document.querySelector('[data-live-region] ol.mail').dataset.old = '1'")
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                "subject": "Meanwhile", "body_md": "busy"}).raise_for_status()
+    page.wait_for_function("() => !document.querySelector('[data-live-region] ol.mail[data-old]')", timeout=2500)  # swapped
+    focused = page.evaluate("[document.activeElement.tagName, document.activeElement.textContent,"
+                            " document.activeElement.closest('li') && document.activeElement.closest('li').id]")
+    assert focused == ["BUTTON", "Acknowledge", f"received-{asked['id']}"]
+
+
 def test_a_thread_of_long_unbroken_subjects_and_id_fits_a_phone_and_a_desk(url, browser):
     """A subject or thread id without a space (a path, a hash) widened the thread page past the
     screen: its title, the thread id under it, another message's subject and the digest's

@@ -103,6 +103,22 @@
   if (!url || !window.fetch) return;
   var latest = body.dataset.latest || "", busy = false;
   document.querySelector(".live-dot").hidden = false;
+  // What has the keyboard focus in a live region, found again in its fresh copy: a button by its
+  // form's fields (the action and what it acts on), a link by its href.
+  function focusKey(element) {
+    if (element.form) {
+      var fields = new URLSearchParams(new FormData(element.form));
+      fields.delete("csrf");
+      return "form:" + fields.toString();
+    }
+    return element.getAttribute("href") ? "a:" + element.getAttribute("href") : null;
+  }
+  function refocus(regions, key) {
+    var all = [];
+    regions.forEach(function (region) { all = all.concat(Array.from(region.querySelectorAll("button, a[href]"))); });
+    var found = all.find(function (element) { return focusKey(element) === key; });
+    if (found) found.focus({ preventScroll: true });
+  }
   function refresh() {
     return fetch(location.href, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
       if (!html) return;
@@ -110,10 +126,13 @@
       var now = document.querySelectorAll("[data-live-region]"), next = fresh.querySelectorAll("[data-live-region]");
       var was = selected >= 0 && rows()[selected] && rows()[selected].querySelector("a");  // the same message stays selected
       var href = was && was.getAttribute("href");
+      var focused = document.activeElement, inside = Array.from(now).some(function (region) { return region.contains(focused); });
+      var key = inside && focused !== document.body ? focusKey(focused) : null;  // swapped out below: found again after
       for (var i = 0; i < now.length && i < next.length; i++) now[i].replaceChildren.apply(now[i], Array.from(next[i].childNodes));
       latest = (fresh.body && fresh.body.dataset.latest) || latest;
       localTimes(document);
       loadDigest();
+      if (key) refocus(now, key);
       if (href) {
         var found = Array.from(rows()).findIndex(function (row) { var a = row.querySelector("a"); return a && a.getAttribute("href") === href; });
         select(found >= 0 ? found : selected);
