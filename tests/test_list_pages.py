@@ -228,6 +228,15 @@ def test_the_web_ui_links_to_the_next_page(tmp_path):
         assert len(re.findall(r'href="/ui/project\?p=', projects)) == LIST_SHOWN
         assert re.findall(r'href="/ui/project\?p=([^"]+)"', rest) == ["ui-p0199"] and "More projects" not in rest
 
+        # Compose offered a <select> of the oldest 200 projects only, saying nothing of the newer.
+        compose = web.get("/ui/compose").text
+        offered = re.findall(r'<option value="([^"]+)">', compose)
+        assert len(offered) == LIST_SHOWN and "ui-p0199" not in offered and 'list="projects"' in compose
+        [more] = re.findall(r'href="([^"]*\?after=[^"]*)"[^>]*>More projects', compose)
+        assert re.findall(r'<option value="([^"]+)">', web.get(more).text) == ["ui-p0199"]
+        typed = web.get("/ui/compose", params={"p": "/ui/p0199"})  # or typed, as its key or path
+        assert typed.status_code == 200 and 'name="body_md"' in typed.text
+
 
 def test_a_reply_in_the_web_ui_goes_to_the_threads_active_agents(tmp_path):
     """The thread page's reply form names the thread's agents without reading the project's whole

@@ -656,7 +656,8 @@ class WebUI:
                 draft, error = form, exc
             else:  # the page of its thread that holds it (a long thread's first page may not)
                 return self.redirect(request, _message_url("", sent.project, sent.thread_id, sent.id))
-        projects = [p.slug for p in self.run("list_projects", limit=LIST_SHOWN).projects]
+        # No project yet: a page of them to pick from (oldest first, "More projects" past it), or any typed.
+        projects = None if key else self.run("list_projects", limit=LIST_SHOWN, cursor=request.query.get("after") or None)
         listed = self.run("list_agents", project_key=key, include_retired=True, limit=LIST_SHOWN).agents if key else []
         agents = [a.name for a in listed if a.kind == "agent" and a.retired_ts is None]
         named = self.profile(key, OVERSEER) if key else None
