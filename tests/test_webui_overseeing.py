@@ -231,6 +231,23 @@ def test_a_form_too_large_to_read_gets_the_uis_page_saying_the_limit(site):
     assert "Big" not in api.get("/api/fetch_inbox", params={"project_key": P, "agent_name": "GreenCastle", "limit": 5}).text
 
 
+def test_an_expired_form_comes_back_with_its_draft_or_a_way_back_not_advice_to_reload(site):
+    """A form sent with a stale CSRF token (every open form, once the server restarts without
+    authentication) got "Reload the page and submit it again": reloading sent the same stale token."""
+    url, api, database = site
+    client = ui(url)
+    draft = {"project_key": P, "to": "GreenCastle", "subject": "Careful", "thread_id": "", "body_md": "A long careful draft"}
+    stale = client.post("/ui/compose", data={"csrf": "stale", **draft})
+    assert stale.status_code == 403 and "This form had expired" in stale.text and "Reload" not in stale.text
+    assert 'value="Careful"' in stale.text and ">A long careful draft</textarea>" in stale.text  # the draft, to send again
+    token = re.search(r'name="csrf" value="([^"]+)"', stale.text).group(1)
+    assert client.post("/ui/compose", data={"csrf": token, **draft}).status_code == 303  # and it goes
+    acted = client.post("/ui/act", data={"csrf": "stale", "action": "retire", "project_key": P, "agent_name": "RedStone",
+                                         "back": f"/ui/project?p={P}&agents=x"})
+    assert acted.status_code == 403 and "Reload" not in acted.text
+    assert f'<a href="/ui/project?p={P}&amp;agents=x">' in acted.text  # a way back to the page of the form
+
+
 def squat(api: httpx.Client, database, project: str, agents: list[str]) -> None:
     """Project /srv/<project> with these agents and one named Overseer, as it was registered
     before the name was reserved."""

@@ -344,9 +344,26 @@ class WebUI:
                 f" 3 to 12 (about {limit // 6:,} Arabic or {limit // 12:,} emoji characters)")
 
     def refuse_forgery(self, request: Request, session: Session | None) -> Response:
-        exc = ToolError("This form has expired or did not come from this site.", "Reload the page and submit it again.")
+        """A form without this session's CSRF token: sent before the session changed (without
+        authentication its key is random per process: a restart expires every open form), or from
+        another site. Nothing is done. Reloading would send the same stale token: a message comes
+        back as its form, with the draft and a fresh token, to be checked and sent again; any other
+        form's page links back to the page it came from."""
+        form = request.form
+        if request.path == "/ui/compose" and self.sessions.signed_in(session) and self.oversees():
+            exc = ToolError("This form had expired or did not come from this site: nothing was sent.",
+                            "Check what it says, then send it again.")
+            exc.status, exc.code = 403, "csrf"
+            return self.compose_form(request, session, form.get("project_key", ""), form, exc)
+        exc = ToolError("This form has expired or did not come from this site: nothing was done.",
+                        "Open the page again (the link below) and submit the form from there.")
         exc.status, exc.code = 403, "csrf"
-        return self.error(request, session, exc)
+        back = form.get("back", "")
+        if request.path == "/ui/login":  # the sign-in page again, for the page it was to lead to
+            back = "/ui/login?" + urlencode({"next": form.get("next") or "/"})
+        elif request.path == "/ui/compose":
+            back = "/ui/compose?" + urlencode({"p": form.get("project_key", "")})
+        return self.page(request, session, "error.html", status=403, error=exc, back=back if _SAME_SITE.fullmatch(back) else None)
 
     def sign_in_first(self, request: Request) -> Response:
         if request.method == "GET" and request.path != "/ui/live":
@@ -656,6 +673,10 @@ class WebUI:
                 draft, error = form, exc
             else:  # the page of its thread that holds it (a long thread's first page may not)
                 return self.redirect(request, _message_url("", sent.project, sent.thread_id, sent.id))
+        return self.compose_form(request, session, key, draft, error)
+
+    def compose_form(self, request: Request, session: Session, key: str, draft: dict, error: ToolError | None) -> Response:
+        """The compose form of project `key` (none: a project to choose first), holding `draft`."""
         # No project yet: a page of them to pick from (oldest first, "More projects" past it), or any typed.
         projects = None if key else self.run("list_projects", limit=LIST_SHOWN, cursor=request.query.get("after") or None)
         listed = self.run("list_agents", project_key=key, include_retired=True, limit=LIST_SHOWN).agents if key else []
