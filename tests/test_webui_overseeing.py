@@ -248,6 +248,19 @@ def test_an_expired_form_comes_back_with_its_draft_or_a_way_back_not_advice_to_r
     assert f'<a href="/ui/project?p={P}&amp;agents=x">' in acted.text  # a way back to the page of the form
 
 
+def test_a_mistyped_ui_address_gets_the_uis_404_page(site):
+    """/ui/thread/, /ui/agents or /ui/Project answered the API's JSON 404 ("Check the method, path
+    and body against /openapi.json.")."""
+    url, api, database = site
+    client = ui(url)
+    for path in ("/ui/thread/", "/ui/agents", f"/ui/Project?p={P}", "/ui/compose/x"):
+        page = client.get(path)
+        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html"), path
+        assert "No such page" in page.text and 'href="/ui/projects"' in page.text, path  # with the site's navigation
+    assert client.post("/ui/act/", data={"csrf": client.csrf}).status_code == 404
+    assert client.get("/api/nope").headers["content-type"].startswith("application/json")  # the API's stay its own
+
+
 def squat(api: httpx.Client, database, project: str, agents: list[str]) -> None:
     """Project /srv/<project> with these agents and one named Overseer, as it was registered
     before the name was reserved."""

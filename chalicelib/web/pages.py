@@ -215,7 +215,8 @@ class WebUI:
 
     @staticmethod
     def serves(path: str) -> bool:
-        return path in WebUI.PAGES or path.startswith("/ui/static/")
+        """Its pages, and any other address under /ui/: a mistyped one gets its 404 page."""
+        return path in WebUI.PAGES or path.startswith("/ui/")
 
     @cached_property
     def assets(self) -> dict[str, str]:
@@ -244,8 +245,6 @@ class WebUI:
         if request.path.startswith("/ui/static/"):
             return self.static(request.path.removeprefix("/ui/static/"))
         page = self.PAGES.get(request.path)
-        if page is None:
-            return self.error(request, None, NotFound("No such page.", "Start from the inbox."))
         session = self.sessions.read(request.cookies)
         fresh = None
         if session is None and self.sessions.open:
@@ -255,7 +254,10 @@ class WebUI:
         signed = session.principal() if session else None
         as_principal = auth.current.set(signed or (auth.ANONYMOUS if self.sessions.open else NOBODY))
         try:
-            if request.too_large:  # its form was not read (nor its CSRF token): nothing is done
+            if page is None:  # a mistyped or shortened address under /ui/: this page, not the API's JSON 404
+                response = self.error(request, session, NotFound(f"No such page: {request.path}.",
+                                                                 "Check the address, or start from the inbox or the projects."))
+            elif request.too_large:  # its form was not read (nor its CSRF token): nothing is done
                 response = self.too_large(request, session)
             elif request.method not in ("GET", "HEAD") and not self.sessions.csrf_ok(session, request.form.get("csrf")):
                 response = self.refuse_forgery(request, session)
