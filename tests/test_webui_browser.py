@@ -414,3 +414,21 @@ def test_a_thread_of_long_unbroken_subjects_and_id_fits_a_phone_and_a_desk(url, 
         assert page.locator("span.msg-subject").count() == 1
         assert page.evaluate("document.documentElement.scrollWidth") <= width, width
         page.context.close()
+
+
+def test_right_to_left_text_is_laid_out_right_to_left(url, page):
+    """No dir or <bdi> anywhere: an Arabic body's paragraphs ran left to right, punctuation on the
+    wrong side, and an Arabic subject or excerpt mixed with the row's " — " and names."""
+    subject, body = "خطة السلة الجديدة", "نقلنا حساب المجموع إلى الخدمة.\n\nهل يمكنك المراجعة؟"
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+                                                "thread_id": "RTL-1", "subject": subject, "body_md": body}).raise_for_status()
+    direction = "element => getComputedStyle(element).direction"
+    page.goto(f"{url}/ui/thread?p={P}&t=RTL-1")
+    assert page.locator("h1").evaluate(direction) == "rtl"
+    assert [p.evaluate(direction) for p in page.locator("article.msg .body p").all()] == ["rtl", "rtl"]
+    assert page.locator("p.sub").first.evaluate(direction) == "ltr"  # the page's own words stay as they are
+    page.goto(url + "/")
+    row = page.locator("ol.mail li", has_text=subject)
+    isolated = "element => [getComputedStyle(element).direction, getComputedStyle(element).unicodeBidi]"
+    assert row.locator("bdi", has_text=subject).evaluate(isolated) == ["rtl", "isolate"]
+    assert row.locator(".excerpt bdi").evaluate(isolated) == ["rtl", "isolate"]

@@ -103,7 +103,7 @@ def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site, lo
     row = re.search(r'<a class="row" href="([^"]+)"', client.get("/").text).group(1)  # the inbox's newest message
     newest = client.get(row.replace("&amp;", "&"))
     assert newest.status_code == 200 and ids[-1] in articles(newest.text) and "data-live=" in newest.text
-    assert "<h1>Long thread</h1>" in newest.text and "520 messages," in newest.text
+    assert '<h1 dir="auto">Long thread</h1>' in newest.text and "520 messages," in newest.text
     opens = ids.index(articles(newest.text)[0])  # a page opening 100 messages before it
     assert articles(newest.text) == ids[opens:] and opens == 420
     earlier = client.get(link(newest.text, "← Earlier messages"))
@@ -144,9 +144,9 @@ def test_a_bodys_headings_rank_below_the_thread_pages_own(site):
     url, api, database = site
     send(api, subject="Headings", body_md="# Plan\n\n## Steps\n\n### Detail\n\n###### Fine print", thread_id="HEADINGS")
     page = ui(url).get("/ui/thread", params={"p": P, "t": "HEADINGS"}).text
-    body = page[page.index('<div class="body">'):page.index("</article>")]
+    body = page[page.index('<div class="body" dir="auto">'):page.index("</article>")]
     assert re.findall(r"<(h\d)>", body) == ["h3", "h4", "h5", "h6"] and "<h6>Fine print</h6>" in body
-    assert re.findall(r"<h1>([^<]*)</h1>", page) == ["Headings"]
+    assert re.findall(r"<h1[^>]*>([^<]*)</h1>", page) == ["Headings"]
 
 
 def test_force_release_is_offered_only_when_the_tool_would_take_it(site):
@@ -312,13 +312,13 @@ def test_previews_show_plain_words_underscores_kept_and_no_markdown(site):
         "```python\nprint('checkout')\n```\n- decided: keep **v1** routes in `api_v1.py`"))
     client = ui(url)
     inbox = client.get("/").text
-    assert "— Call respond_contact(project_key=...) now. I hold src/cart/ for the checkout flow" in inbox
+    assert "— <bdi>Call respond_contact(project_key=...) now. I hold src/cart/ for the checkout flow" in inbox
     found = client.get("/ui/search", params={"q": "checkout", "p": P}).text
-    snippet = re.search(r'<span class="snippet">(.*?)</span>', found, re.S).group(1)
+    snippet = re.search(r'<span class="snippet" dir="auto">(.*?)</span>', found, re.S).group(1)
     assert "`" not in snippet and "**" not in snippet and "src/cart/ for the <mark>checkout</mark> flow" in snippet
     assert {hit.lower() for hit in re.findall(r"<mark>(.*?)</mark>", snippet)} == {"checkout"}  # (CHECKOUT-12 too)
     digest = client.get("/ui/digest", params={"p": P, "t": "PREVIEW"}).text
-    assert "<li>BlueLake: decided: keep v1 routes in api_v1.py</li>" in digest
+    assert '<li dir="auto">BlueLake: decided: keep v1 routes in api_v1.py</li>' in digest
 
 
 def test_previews_and_snippets_read_as_written_where_marks_and_ticks_were(site):
@@ -331,13 +331,13 @@ def test_previews_and_snippets_read_as_written_where_marks_and_ticks_were(site):
 
     def snippet(query: str) -> str:
         found = client.get("/ui/search", params={"q": query, "p": P}).text
-        return re.search(r'<span class="snippet">(.*?)</span>', found, re.S).group(1)
+        return re.search(r'<span class="snippet" dir="auto">(.*?)</span>', found, re.S).group(1)
 
     assert "The &#34;<mark>shopping basket</mark>&#34; moves to src/cart. See" in snippet('"shopping basket"')
     assert snippet("SNIP-12").startswith("<mark>SNIP-12</mark>: new cart API")
     assert "moves to src/cart. See SNIP-12: it is a table" in html.unescape(re.sub("</?mark>", "", snippet("basket")))
     inbox = client.get("/").text
-    assert "— The &#34;shopping basket&#34; moves to src/cart. See SNIP-12: it is a table</span>" in inbox
+    assert "— <bdi>The &#34;shopping basket&#34; moves to src/cart. See SNIP-12: it is a table</bdi></span>" in inbox
 
 
 def test_a_reply_from_a_thread_page_takes_the_threads_subject(site):
@@ -579,11 +579,11 @@ def test_a_product_has_a_page_with_its_projects_its_newest_mail_and_a_search(sit
     products = client.get("/ui/products").text
     assert '<a href="/ui/product?k=shop">shop</a>' in products and '<a href="/ui/project?p=srv-shop-web">srv-shop-web</a>' in products
     page = client.get("/ui/product", params={"k": "shop"}).text
-    assert "<h1>The shop" in page and f'<a href="/ui/project?p={P}">{P}</a>' in page and 'href="/ui/project?p=srv-shop-web"' in page
+    assert "<h1><bdi>The shop</bdi>" in page and f'<a href="/ui/project?p={P}">{P}</a>' in page and 'href="/ui/project?p=srv-shop-web"' in page
     newest = page[page.index("Newest mail"):]
     assert newest.index("Frontend: price display") < newest.index("Backend: price rounding")  # both projects, newest first
     found = client.get("/ui/product", params={"k": "shop", "q": "rounding"}).text
-    hits = re.findall(r'<span class="proj">([^<]+)</span> · (PRICE[-\w]*)', found)
+    hits = re.findall(r'<span class="proj">([^<]+)</span> · <bdi>(PRICE[-\w]*)</bdi>', found)
     assert sorted(hits) == [(P, "PRICE"), ("srv-shop-web", "PRICE-UI")] and "<mark>rounding</mark>" in found
     wrong = client.get("/ui/product", params={"k": "shop", "q": "rounding", "cursor": "?"})  # the tool's refusal, on the page
     assert wrong.status_code == 200 and "is not one this tool gave" in wrong.text and 'type="search"' in wrong.text
@@ -637,7 +637,7 @@ def test_a_digest_says_which_message_each_acknowledgement_waits_on(site):
     client = ui(url)
     digest = client.get("/ui/digest", params={"p": P, "t": "WAITING"}).text
     waiting = digest[digest.index("<h3>Waiting for acknowledgement</h3>"):]
-    entries = re.findall(r'<li data-m="(\d+)"><a href="([^"]+)">([^<]+)</a> <small>\((\w+), <time datetime="([^"]+)"'
+    entries = re.findall(r'<li data-m="(\d+)"><a href="([^"]+)" dir="auto">([^<]+)</a> <small>\((\w+), <time datetime="([^"]+)"'
                          r'.*?<span class="who">([^<]*)</span></li>', waiting)
     assert [(m, subject, sender, ts, who) for m, _, subject, sender, ts, who in entries] == [
         (first["id"], "Schema v2", "BlueLake", first["created_ts"], "AmberFox"),
@@ -712,7 +712,7 @@ def test_ack_marks_of_the_inbox_a_project_and_an_agent_refresh_live_when_acknowl
         return seen
 
     before = shown()
-    assert re.search(r'ack ×1</span>Sign off the release notes', live_region(before["/"][1]))
+    assert re.search(r'ack ×1</span><bdi>Sign off the release notes', live_region(before["/"][1]))
     assert "Sign off the release notes" in section(before["/ui/project"][1], "Open acks")
     received = re.compile(rf'<li id="received-{asked["id"]}".*?</li>', re.S)  # the agent's inbox row
     assert ">Acknowledge</button>" in received.search(before["/ui/agent"][1]).group()
@@ -720,7 +720,7 @@ def test_ack_marks_of_the_inbox_a_project_and_an_agent_refresh_live_when_acknowl
     after = shown()
     for path in pages:  # what ui.js compares: each page refreshes
         assert after[path][0] != before[path][0], path
-    assert re.search(r'acked</span>Sign off the release notes', live_region(after["/"][1]))
+    assert re.search(r'acked</span><bdi>Sign off the release notes', live_region(after["/"][1]))
     assert "Sign off the release notes" not in section(after["/ui/project"][1], "Open acks")
     assert ">Acknowledge</button>" not in received.search(after["/ui/agent"][1]).group()
 
@@ -779,7 +779,7 @@ def test_a_product_page_shows_one_agents_inbox_across_its_projects(site):
     shown = live_region(page)
     assert "Inbox of BlueLake" in page and 'data-live="/ui/live?k=as-shop&amp;read=1"' in page
     assert shown.index("Mobile for BlueLake") < shown.index("Backend for BlueLake") and "Not for BlueLake" not in shown
-    assert f'<span class="proj">srv-shop-mobile</span> · {there["thread_id"]}' in shown
+    assert f'<span class="proj">srv-shop-mobile</span> · <bdi>{there["thread_id"]}</bdi>' in shown
     acked = client.post("/ui/act", data={"csrf": client.csrf, "action": "ack", "project_key": P, "agent_name": "BlueLake",
                                          "message_id": here["id"], "back": f"/ui/product?k=as-shop&as=BlueLake#received-{here['id']}"})
     back = client.get(acked.headers["location"]).text  # acknowledged as BlueLake, back on its row
