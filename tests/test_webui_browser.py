@@ -3,6 +3,7 @@ over MCP, a person reads and answers in the UI, and the agent gets the answer ov
 
 import base64
 import io
+import re
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -104,7 +105,7 @@ def test_person_reads_the_thread_and_answers_as_overseer_and_the_agent_gets_it_o
     page.wait_for_selector("article.msg")
     assert page.locator("article.msg").count() == 2
     first = page.locator("article.msg").first
-    assert first.locator("h4", has_text="Plan").count() == 1  # Markdown rendered: heading (## under the page's h1 and h2), table, code
+    assert first.locator("h3", has_text="Plan").count() == 1  # Markdown rendered: heading (its top, ##, under the page's h1 and h2), table, code
     assert first.locator("table td code", has_text="/cart").count() == 1
     assert first.locator("pre code").inner_text().strip() == "print('hi')"
     waiting = page.locator("details.digest li[data-m]", has_text="BlueLake")  # the digest: who has yet to acknowledge what
@@ -432,3 +433,21 @@ def test_right_to_left_text_is_laid_out_right_to_left(url, page):
     isolated = "element => [getComputedStyle(element).direction, getComputedStyle(element).unicodeBidi]"
     assert row.locator("bdi", has_text=subject).evaluate(isolated) == ["rtl", "isolate"]
     assert row.locator(".excerpt bdi").evaluate(isolated) == ["rtl", "isolate"]
+
+
+def test_headings_rank_in_order_unread_is_said_in_words_and_a_skip_link_leads_to_the_content(url, page):
+    """The thread page went from <h1> to the digest's <h3>s; unread was a colour and bold type
+    only (nothing for a screen reader); no link skipped the navigation."""
+    page.goto(f"{url}/ui/thread?p={P}&t=CART-12")
+    page.locator("details.digest h3").first.wait_for()
+    levels = page.evaluate("Array.from(document.querySelectorAll('h1, h2, h3, h4, h5, h6')).map(h => +h.tagName[1])")
+    assert levels[0] == 1 and 3 in levels and all(b <= a + 1 for a, b in zip(levels, levels[1:])), f"{levels}"
+    page.keyboard.press("Tab")  # the page's first stop
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    page.goto(url + "/")
+    assert page.locator("ol.mail li.unread").count() >= 1
+    assert page.locator("ol.mail li.unread a.row .visually-hidden").all_text_contents()[0] == "Unread: "
+    assert page.locator("ol.mail li:not(.unread) .visually-hidden").count() == 0
+    assert page.get_by_role("link", name=re.compile("^Unread: ")).count() == page.locator("ol.mail li.unread").count()

@@ -19,8 +19,9 @@ from .servers import running_server
 ADMIN = "admin-token-0123456789"
 READER = "reader-token-0123456789"
 WRITER = "writer-token-0123456789"
+NOWHERE = "admin-of-none-0123456789"  # an admin of a project that does not exist
 TOKENS = [ADMIN, {"token": READER, "projects": "*", "role": "reader"},
-          {"token": WRITER, "projects": ["srv-app"], "role": "writer"}]
+          {"token": WRITER, "projects": ["srv-app"], "role": "writer"}, {"token": NOWHERE, "projects": ["srv-none"], "role": "admin"}]
 SECRET = b"the deploy key is in vault\n"
 
 
@@ -321,3 +322,11 @@ def test_a_product_page_shows_a_session_what_its_credential_reaches(site):
         assert ("/ui/project?p=srv-other" in page.text) == (token == READER)  # the writer is scoped to srv-app
         as_agent = signed_in(url, token).get("/ui/product", params={"k": "suite", "as": "GreenCastle"})  # no agent's view either
         assert as_agent.status_code == 200 and "Suite kickoff" not in as_agent.text and 'name="as"' not in as_agent.text
+
+
+def test_compose_with_no_project_to_write_in_says_so(site):
+    """It showed an empty, required Project choice and "Next", with no word on why."""
+    url, api, sent, tokens = site
+    page = signed_in(url, NOWHERE).get("/ui/compose")
+    assert page.status_code == 200 and "No project to write in" in page.text and 'name="p"' not in page.text
+    assert 'name="p"' in signed_in(url, ADMIN).get("/ui/compose").text  # one that has some chooses

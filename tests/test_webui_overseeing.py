@@ -147,6 +147,10 @@ def test_a_bodys_headings_rank_below_the_thread_pages_own(site):
     body = page[page.index('<div class="body" dir="auto">'):page.index("</article>")]
     assert re.findall(r"<(h\d)>", body) == ["h3", "h4", "h5", "h6"] and "<h6>Fine print</h6>" in body
     assert re.findall(r"<h1[^>]*>([^<]*)</h1>", page) == ["Headings"]
+    # Nor does one skip a rank (h2 to h4, h3 to h5): "##" alone is the body's top, each at most one below the last.
+    send(api, subject="Skips", body_md="## Plan\n\n#### Detail\n\n# Top\n\n### Under", thread_id="SKIPS")
+    page = ui(url).get("/ui/thread", params={"p": P, "t": "SKIPS"}).text
+    assert re.findall(r"<(h\d)>", page[page.index('<div class="body" dir="auto">'):page.index("</article>")]) == ["h3", "h4", "h3", "h4"]
 
 
 def test_force_release_is_offered_only_when_the_tool_would_take_it(site):
