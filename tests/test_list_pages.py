@@ -212,7 +212,7 @@ def test_the_web_ui_links_to_the_next_page(tmp_path):
         assert re.findall(r">(T-\d{3})</a>", web.get(older.replace("&amp;", "&")).text) == ["T-001", "T-000"]
 
         def subjects(html):
-            return [int(n) for n in re.findall(r">Thread (\d+)</span>", html)]
+            return [int(n) for n in re.findall(r">Thread (\d+)</bdi>", html)]
 
         received = web.get("/ui/agent", params={"p": "ui-big", "a": "Agent0001"}).text
         [older] = re.findall(r'href="([^"]*&amp;inbox=[^"]*)"[^>]*>Older received', received)
@@ -227,6 +227,15 @@ def test_the_web_ui_links_to_the_next_page(tmp_path):
         rest = web.get(more).text
         assert len(re.findall(r'href="/ui/project\?p=', projects)) == LIST_SHOWN
         assert re.findall(r'href="/ui/project\?p=([^"]+)"', rest) == ["ui-p0199"] and "More projects" not in rest
+
+        # Compose offered a <select> of the oldest 200 projects only, saying nothing of the newer.
+        compose = web.get("/ui/compose").text
+        offered = re.findall(r'<option value="([^"]+)">', compose)
+        assert len(offered) == LIST_SHOWN and "ui-p0199" not in offered and 'list="projects"' in compose
+        [more] = re.findall(r'href="([^"]*\?after=[^"]*)"[^>]*>More projects', compose)
+        assert re.findall(r'<option value="([^"]+)">', web.get(more).text) == ["ui-p0199"]
+        typed = web.get("/ui/compose", params={"p": "/ui/p0199"})  # or typed, as its key or path
+        assert typed.status_code == 200 and 'name="body_md"' in typed.text
 
 
 def test_a_reply_in_the_web_ui_goes_to_the_threads_active_agents(tmp_path):
@@ -277,7 +286,7 @@ def test_the_web_ui_search_filters_in_the_tool_across_every_project_it_lists(tmp
         def found(**params):
             page = web.get("/ui/search", params={"q": "deploy", **params}).text
             assert 'class="error"' not in page, page[-2000:]
-            return re.findall(r'<span class="subj">(?:<span class="tag \w+">\w+</span>)?([^<]*)</span>', page), page
+            return re.findall(r'<span class="subj">(?:<span class="tag \w+">\w+</span>)?<bdi>([^<]*)</bdi>', page), page
 
         assert found(sender="GreenCastle")[0] == ["Old deploy note"]  # in s-a; s-b has no GreenCastle
         assert found(importance="high")[0] == ["Old deploy note"]

@@ -3,6 +3,7 @@ over MCP, a person reads and answers in the UI, and the agent gets the answer ov
 
 import base64
 import io
+import re
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -104,7 +105,7 @@ def test_person_reads_the_thread_and_answers_as_overseer_and_the_agent_gets_it_o
     page.wait_for_selector("article.msg")
     assert page.locator("article.msg").count() == 2
     first = page.locator("article.msg").first
-    assert first.locator("h4", has_text="Plan").count() == 1  # Markdown rendered: heading (## under the page's h1 and h2), table, code
+    assert first.locator("h3", has_text="Plan").count() == 1  # Markdown rendered: heading (its top, ##, under the page's h1 and h2), table, code
     assert first.locator("table td code", has_text="/cart").count() == 1
     assert first.locator("pre code").inner_text().strip() == "print('hi')"
     waiting = page.locator("details.digest li[data-m]", has_text="BlueLake")  # the digest: who has yet to acknowledge what
@@ -272,6 +273,22 @@ def test_compose_to_an_agent_and_the_phone_and_dark_layouts(url, browser):
     assert inbox["messages"][0]["subject"] == "Standup" and inbox["messages"][0]["sender"] == "Overseer"
 
 
+def test_a_message_too_large_for_the_form_is_not_sent_and_the_draft_stays(url, page):
+    """210,000 Arabic characters (the tool takes 262,144) made a 1.3 MB form: the server's 413
+    JSON replaced the page, the draft gone from it."""
+    page.goto(f"{url}/ui/compose?p={P}&to=GreenCastle")
+    page.fill("input[name=subject]", "Long Arabic")
+    draft = "سلام " * 42_000
+    page.fill("textarea[name=body_md]", draft)
+    page.click("form.compose button[type=submit]")
+    page.locator("form.compose .too-large[role=alert]").wait_for()
+    assert "Too large to send" in page.locator(".too-large").inner_text() and "/ui/compose" in page.url
+    assert page.locator("textarea[name=body_md]").input_value() == draft  # still being written
+    page.fill("textarea[name=body_md]", "Shorter.")  # and once short enough, sent
+    page.click("form.compose button[type=submit]")
+    page.wait_for_url("**/ui/thread**")
+
+
 # The text of each element matching a selector as laid out: a string per line.
 LINES = """selector => Array.from(document.querySelectorAll(selector)).map(element => {
   const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT), range = document.createRange(), lines = [];
@@ -366,6 +383,23 @@ def test_unread_marks_update_live_when_an_agent_reads(url, page):
         assert page.locator(row, has_text=message["subject"]).count() == 1 and page.evaluate("window.__sameDocument") is True
 
 
+def test_live_refresh_keeps_the_keyboard_focus_on_its_button(url, page):
+    """Any mail of the project swapped the agent page's lists: the focused Acknowledge button was
+    gone, focus fell to <body> and the next Tab started at the top."""
+    asked = httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+                                                        "subject": "Focus on me", "body_md": "?", "ack_required": True}).json()["message"]
+    page.goto(f"{url}/ui/agent?p={P}&a=BlueLake")
+    button = page.locator(f"#received-{asked['id']} button", has_text="Acknowledge")
+    button.focus()
+    page.evaluate("document.querySelector('[data-live-region] ol.mail').dataset.old = '1'")
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                "subject": "Meanwhile", "body_md": "busy"}).raise_for_status()
+    page.wait_for_function("() => !document.querySelector('[data-live-region] ol.mail[data-old]')", timeout=2500)  # swapped
+    focused = page.evaluate("[document.activeElement.tagName, document.activeElement.textContent,"
+                            " document.activeElement.closest('li') && document.activeElement.closest('li').id]")
+    assert focused == ["BUTTON", "Acknowledge", f"received-{asked['id']}"]
+
+
 def test_a_thread_of_long_unbroken_subjects_and_id_fits_a_phone_and_a_desk(url, browser):
     """A subject or thread id without a space (a path, a hash) widened the thread page past the
     screen: its title, the thread id under it, another message's subject and the digest's
@@ -381,3 +415,39 @@ def test_a_thread_of_long_unbroken_subjects_and_id_fits_a_phone_and_a_desk(url, 
         assert page.locator("span.msg-subject").count() == 1
         assert page.evaluate("document.documentElement.scrollWidth") <= width, width
         page.context.close()
+
+
+def test_right_to_left_text_is_laid_out_right_to_left(url, page):
+    """No dir or <bdi> anywhere: an Arabic body's paragraphs ran left to right, punctuation on the
+    wrong side, and an Arabic subject or excerpt mixed with the row's " — " and names."""
+    subject, body = "خطة السلة الجديدة", "نقلنا حساب المجموع إلى الخدمة.\n\nهل يمكنك المراجعة؟"
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+                                                "thread_id": "RTL-1", "subject": subject, "body_md": body}).raise_for_status()
+    direction = "element => getComputedStyle(element).direction"
+    page.goto(f"{url}/ui/thread?p={P}&t=RTL-1")
+    assert page.locator("h1").evaluate(direction) == "rtl"
+    assert [p.evaluate(direction) for p in page.locator("article.msg .body p").all()] == ["rtl", "rtl"]
+    assert page.locator("p.sub").first.evaluate(direction) == "ltr"  # the page's own words stay as they are
+    page.goto(url + "/")
+    row = page.locator("ol.mail li", has_text=subject)
+    isolated = "element => [getComputedStyle(element).direction, getComputedStyle(element).unicodeBidi]"
+    assert row.locator("bdi", has_text=subject).evaluate(isolated) == ["rtl", "isolate"]
+    assert row.locator(".excerpt bdi").evaluate(isolated) == ["rtl", "isolate"]
+
+
+def test_headings_rank_in_order_unread_is_said_in_words_and_a_skip_link_leads_to_the_content(url, page):
+    """The thread page went from <h1> to the digest's <h3>s; unread was a colour and bold type
+    only (nothing for a screen reader); no link skipped the navigation."""
+    page.goto(f"{url}/ui/thread?p={P}&t=CART-12")
+    page.locator("details.digest h3").first.wait_for()
+    levels = page.evaluate("Array.from(document.querySelectorAll('h1, h2, h3, h4, h5, h6')).map(h => +h.tagName[1])")
+    assert levels[0] == 1 and 3 in levels and all(b <= a + 1 for a, b in zip(levels, levels[1:])), f"{levels}"
+    page.keyboard.press("Tab")  # the page's first stop
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    page.goto(url + "/")
+    assert page.locator("ol.mail li.unread").count() >= 1
+    assert page.locator("ol.mail li.unread a.row .visually-hidden").all_text_contents()[0] == "Unread: "
+    assert page.locator("ol.mail li:not(.unread) .visually-hidden").count() == 0
+    assert page.get_by_role("link", name=re.compile("^Unread: ")).count() == page.locator("ol.mail li.unread").count()

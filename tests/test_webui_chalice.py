@@ -50,7 +50,7 @@ def test_login_then_the_inbox_thread_and_a_reply_on_chalice(client):
     reply = client.http.post("/ui/compose", headers={**form, **session},
                              body=f"csrf={csrf}&project_key=srv-web&to=BlueLake&body_md=thanks&reply_to=" +
                              re.search(r'name="reply_to" value="(\d+)"', thread.body.decode()).group(1))
-    assert reply.status_code == 303 and reply.headers["Location"] == "/ui/thread?p=srv-web&t=REL-2"
+    assert reply.status_code == 303 and re.fullmatch(r"/ui/thread\?p=srv-web&t=REL-2&m=(\d+)#m\1", reply.headers["Location"])
     assert client.http.post("/ui/compose", headers={**form, **session}, body="project_key=srv-web&to=BlueLake&body_md=x").status_code == 403
     assert client.http.get("/ui/static/ui.css").status_code == 200
     assert client.http.get("/api/list_projects", headers=session).status_code == 401  # the cookie is no API credential

@@ -19,8 +19,9 @@ from .servers import running_server
 ADMIN = "admin-token-0123456789"
 READER = "reader-token-0123456789"
 WRITER = "writer-token-0123456789"
+NOWHERE = "admin-of-none-0123456789"  # an admin of a project that does not exist
 TOKENS = [ADMIN, {"token": READER, "projects": "*", "role": "reader"},
-          {"token": WRITER, "projects": ["srv-app"], "role": "writer"}]
+          {"token": WRITER, "projects": ["srv-app"], "role": "writer"}, {"token": NOWHERE, "projects": ["srv-none"], "role": "admin"}]
 SECRET = b"the deploy key is in vault\n"
 
 
@@ -83,24 +84,53 @@ def test_only_an_admin_session_acts_for_agents_without_their_tokens(site):
     assert acked.status_code == 303
 
 
-def test_only_an_admin_session_is_offered_to_answer_an_agents_contact_requests(tmp_path):
-    """Accept and Deny answer as the agent asked (respond_contact): the admin's, who acts for
-    agents; a reader or writer, even where agent tokens are off and it reads the page, is not offered them."""
-    with running_server(tmp_path / "agent_mail.db", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=json.dumps(TOKENS),
-                        REQUIRE_AGENT_TOKENS="false") as url:
+@pytest.fixture(scope="module")
+def tokens_off(tmp_path_factory):
+    """(url, the admin's API client) of a server whose agents need no tokens: every session reads every agent's page."""
+    database = tmp_path_factory.mktemp("webui-tokens-off") / "agent_mail.db"
+    with running_server(database, AUTH_MODE="bearer", AUTH_BEARER_TOKENS=json.dumps(TOKENS), REQUIRE_AGENT_TOKENS="false") as url:
         api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {ADMIN}"})
         api.post("/api/ensure_project", json={"human_key": "/srv/app"}).raise_for_status()
         for name in ("BlueLake", "GreenCastle"):
             api.post("/api/register_agent", json={"project_key": "srv-app", "program": "p", "model": "m", "name": name}).raise_for_status()
-        asked = api.post("/api/request_contact", json={"project_key": "srv-app", "from_agent": "BlueLake", "to_agent": "GreenCastle"})
-        asked.raise_for_status()
-        agent = {"p": "srv-app", "a": "GreenCastle"}
-        for token in (READER, WRITER):
-            page = signed_in(url, token).get("/ui/agent", params=agent)
-            assert page.status_code == 200 and "pending" in page.text
-            assert "accept_contact" not in page.text and ">Deny<" not in page.text, token
-        page = signed_in(url, ADMIN).get("/ui/agent", params=agent).text
-        assert 'value="accept_contact"' in page and 'value="deny_contact"' in page
+        yield url, api
+
+
+def test_only_an_admin_session_is_offered_to_answer_an_agents_contact_requests(tokens_off):
+    """Accept and Deny answer as the agent asked (respond_contact): the admin's, who acts for
+    agents; a reader or writer, even where agent tokens are off and it reads the page, is not offered them."""
+    url, api = tokens_off
+    asked = api.post("/api/request_contact", json={"project_key": "srv-app", "from_agent": "BlueLake", "to_agent": "GreenCastle"})
+    asked.raise_for_status()
+    agent = {"p": "srv-app", "a": "GreenCastle"}
+    for token in (READER, WRITER):
+        page = signed_in(url, token).get("/ui/agent", params=agent)
+        assert page.status_code == 200 and "pending" in page.text
+        assert "accept_contact" not in page.text and ">Deny<" not in page.text, token
+    page = signed_in(url, ADMIN).get("/ui/agent", params=agent).text
+    assert 'value="accept_contact"' in page and 'value="deny_contact"' in page
+
+
+def test_a_reader_that_sees_every_agents_page_is_offered_no_button_its_role_refuses(tokens_off):
+    """With agent tokens off a reader reads every agent's page, and was offered Mark read,
+    Acknowledge and Retire, each refused once pressed (they need the writer role)."""
+    url, api = tokens_off
+    api.post("/api/set_contact_policy", json={"project_key": "srv-app", "agent_name": "GreenCastle", "policy": "open"}).raise_for_status()
+    sent = api.post("/api/send_message", json={"project_key": "srv-app", "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                               "subject": "Sign off", "body_md": "?", "ack_required": True}).json()["message"]
+    buttons = ">Mark read<", ">Acknowledge<", ">Retire<"
+    reader = signed_in(url, READER)
+    for path in (f"/ui/agent?p=srv-app&a=GreenCastle", "/ui/project?p=srv-app"):
+        page = reader.get(path)
+        assert page.status_code == 200 and ("Sign off" in page.text or "agent" not in path)
+        assert not [button for button in buttons if button in page.text], path
+    writer = signed_in(url, WRITER)  # the role that takes them: offered, and done
+    page = writer.get("/ui/agent", params={"p": "srv-app", "a": "GreenCastle"}).text
+    assert all(button in page for button in buttons)
+    acked = writer.post("/ui/act", data={"csrf": writer.csrf, "action": "ack", "project_key": "srv-app", "agent_name": "GreenCastle",
+                                         "message_id": sent["id"], "back": "/ui/agent?p=srv-app&a=GreenCastle"})
+    assert acked.status_code == 303
+    assert ">Retire<" in writer.get("/ui/project", params={"p": "srv-app"}).text
 
 
 def test_a_session_that_reads_no_agents_mail_gets_the_pages_it_may_read(site):
@@ -292,3 +322,11 @@ def test_a_product_page_shows_a_session_what_its_credential_reaches(site):
         assert ("/ui/project?p=srv-other" in page.text) == (token == READER)  # the writer is scoped to srv-app
         as_agent = signed_in(url, token).get("/ui/product", params={"k": "suite", "as": "GreenCastle"})  # no agent's view either
         assert as_agent.status_code == 200 and "Suite kickoff" not in as_agent.text and 'name="as"' not in as_agent.text
+
+
+def test_compose_with_no_project_to_write_in_says_so(site):
+    """It showed an empty, required Project choice and "Next", with no word on why."""
+    url, api, sent, tokens = site
+    page = signed_in(url, NOWHERE).get("/ui/compose")
+    assert page.status_code == 200 and "No project to write in" in page.text and 'name="p"' not in page.text
+    assert 'name="p"' in signed_in(url, ADMIN).get("/ui/compose").text  # one that has some chooses

@@ -84,19 +84,26 @@ def link(page: str, text: str) -> str:
     return re.search(rf'href="([^"]+)"[^>]*>{re.escape(text)}', page).group(1).replace("&amp;", "&")
 
 
-def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site):
+@pytest.fixture(scope="module")
+def long_thread(site) -> list[str]:
+    """The ids of thread LONG's 520 messages (a page holds 500), oldest first."""
+    url, api, database = site
+    return [send(api, subject="Long thread" if n == 0 else f"Re: step {n}", body_md=f"step {n}", thread_id="LONG")["id"]
+            for n in range(520)]
+
+
+def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site, long_thread):
     """The newest message of a 520-message thread opened page 1 (the oldest 500), without its
     anchor, headed "500 messages"; page 2 led nowhere back, page 1 did not say newer ones exist.
     Going back a page showed messages twice: from the newest page, the first 500 (past where it
     starts); from page 2, the first 500 again with an "Earlier" link to themselves."""
     url, api, database = site
-    ids = [send(api, subject="Long thread" if n == 0 else f"Re: step {n}", body_md=f"step {n}", thread_id="LONG")["id"]
-           for n in range(520)]
+    ids = long_thread
     client = ui(url)
     row = re.search(r'<a class="row" href="([^"]+)"', client.get("/").text).group(1)  # the inbox's newest message
     newest = client.get(row.replace("&amp;", "&"))
     assert newest.status_code == 200 and ids[-1] in articles(newest.text) and "data-live=" in newest.text
-    assert "<h1>Long thread</h1>" in newest.text and "520 messages," in newest.text
+    assert '<h1 dir="auto">Long thread</h1>' in newest.text and "520 messages," in newest.text
     opens = ids.index(articles(newest.text)[0])  # a page opening 100 messages before it
     assert articles(newest.text) == ids[opens:] and opens == 420
     earlier = client.get(link(newest.text, "← Earlier messages"))
@@ -113,14 +120,37 @@ def test_a_link_to_a_message_of_a_long_thread_opens_the_page_holding_it(site):
     assert articles(client.get("/ui/thread", params={"p": P, "t": "LONG", "m": ids[3]}).text) == ids[:500]  # page 1 holds it
 
 
+def test_a_reply_from_a_long_threads_first_page_answers_its_newest_and_shows_where_it_landed(site, long_thread):
+    """The reply form of a long thread's first page answered that page's last message (#500, not
+    the newest), and Send led to the first page again, without the reply: nothing seemed to happen."""
+    url, api, database = site
+    client = ui(url)
+    first = client.get("/ui/thread", params={"p": P, "t": "LONG"}).text
+    assert long_thread[-1] not in articles(first)  # the first page, the newest past it
+    newest = api.get("/api/unified_inbox", params={"project_key": P, "thread_id": "LONG", "limit": 1}).json()["messages"][0]["id"]
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', first.split('class="compose reply"')[1]))
+    assert form["reply_to"] == str(newest)
+    sent = client.post("/ui/compose", data={**form, "to": "GreenCastle", "body_md": "Answering the newest."})
+    assert sent.status_code == 303, sent.text
+    location = sent.headers["location"]
+    landed = client.get(location)
+    reply = re.search(r"&m=(\d+)#m(\d+)$", location)
+    assert reply and reply[1] == reply[2] and articles(landed.text)[-1] == reply[1]  # on the page, at the reply
+    assert "Answering the newest." in landed.text
+
+
 def test_a_bodys_headings_rank_below_the_thread_pages_own(site):
     """A body's "# Title" was a second <h1> beside the thread's subject."""
     url, api, database = site
     send(api, subject="Headings", body_md="# Plan\n\n## Steps\n\n### Detail\n\n###### Fine print", thread_id="HEADINGS")
     page = ui(url).get("/ui/thread", params={"p": P, "t": "HEADINGS"}).text
-    body = page[page.index('<div class="body">'):page.index("</article>")]
+    body = page[page.index('<div class="body" dir="auto">'):page.index("</article>")]
     assert re.findall(r"<(h\d)>", body) == ["h3", "h4", "h5", "h6"] and "<h6>Fine print</h6>" in body
-    assert re.findall(r"<h1>([^<]*)</h1>", page) == ["Headings"]
+    assert re.findall(r"<h1[^>]*>([^<]*)</h1>", page) == ["Headings"]
+    # Nor does one skip a rank (h2 to h4, h3 to h5): "##" alone is the body's top, each at most one below the last.
+    send(api, subject="Skips", body_md="## Plan\n\n#### Detail\n\n# Top\n\n### Under", thread_id="SKIPS")
+    page = ui(url).get("/ui/thread", params={"p": P, "t": "SKIPS"}).text
+    assert re.findall(r"<(h\d)>", page[page.index('<div class="body" dir="auto">'):page.index("</article>")]) == ["h3", "h4", "h3", "h4"]
 
 
 def test_force_release_is_offered_only_when_the_tool_would_take_it(site):
@@ -182,7 +212,7 @@ def test_a_mistake_in_a_reply_or_a_new_message_shows_the_form_again_with_the_dra
     assert shown.status_code == 404 and "NoSuchAgent" in re.search(r'<p class="error"[^>]*>(.+?)</p>', shown.text).group(1)
     form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', shown.text))
     assert form["reply_to"] == asked["id"] and form["thread_id"] == "DRAFTS"
-    assert '<textarea name="body_md" rows="10" required placeholder="Markdown">A long answer\\n&lt;/textarea&gt;&lt;b&gt;kept' in shown.text
+    assert '<textarea name="body_md" rows="10" required placeholder="Markdown" aria-describedby="form-limit">A long answer\\n&lt;/textarea&gt;&lt;b&gt;kept' in shown.text
     assert 'value="GreenCastle, NoSuchAgent"' in shown.text and "<option selected>high</option>" in shown.text
     assert 'name="ack_required" checked' in shown.text
     sent = client.post("/ui/compose", data={**reply, "to": "GreenCastle"})  # corrected, sent as a reply
@@ -190,6 +220,49 @@ def test_a_mistake_in_a_reply_or_a_new_message_shows_the_form_again_with_the_dra
     fresh = {"csrf": client.csrf, "project_key": P, "to": "Nobody", "subject": "Standup", "thread_id": "", "body_md": "What is left?"}
     again = client.post("/ui/compose", data=fresh)
     assert again.status_code == 404 and 'value="Standup"' in again.text and ">What is left?</textarea>" in again.text
+
+
+def test_a_form_too_large_to_read_gets_the_uis_page_saying_the_limit(site):
+    """A message the tool takes (256 Ki characters) but whose form passes MAX_BODY_BYTES (Arabic
+    takes 6 bytes a character there) got the API's 413 JSON, and the form did not say its limit."""
+    url, api, database = site
+    client = ui(url)
+    assert "The form carries at most 1.0 MB as the browser sends it" in client.get("/ui/compose", params={"p": P}).text
+    big = client.post("/ui/compose", data={"csrf": client.csrf, "project_key": P, "to": "GreenCastle", "subject": "Big",
+                                           "body_md": "مرحبا بالعالم " * 18_000})  # 252,000 characters, 1.3 MB as a form
+    assert big.status_code == 413 and big.headers["content-type"].startswith("text/html"), big.text[:200]
+    assert "This form is larger than the server takes: 1.0 MB" in big.text and "data-history-back" in big.text
+    assert "Big" not in api.get("/api/fetch_inbox", params={"project_key": P, "agent_name": "GreenCastle", "limit": 5}).text
+
+
+def test_an_expired_form_comes_back_with_its_draft_or_a_way_back_not_advice_to_reload(site):
+    """A form sent with a stale CSRF token (every open form, once the server restarts without
+    authentication) got "Reload the page and submit it again": reloading sent the same stale token."""
+    url, api, database = site
+    client = ui(url)
+    draft = {"project_key": P, "to": "GreenCastle", "subject": "Careful", "thread_id": "", "body_md": "A long careful draft"}
+    stale = client.post("/ui/compose", data={"csrf": "stale", **draft})
+    assert stale.status_code == 403 and "This form had expired" in stale.text and "Reload" not in stale.text
+    assert 'value="Careful"' in stale.text and ">A long careful draft</textarea>" in stale.text  # the draft, to send again
+    token = re.search(r'name="csrf" value="([^"]+)"', stale.text).group(1)
+    assert client.post("/ui/compose", data={"csrf": token, **draft}).status_code == 303  # and it goes
+    acted = client.post("/ui/act", data={"csrf": "stale", "action": "retire", "project_key": P, "agent_name": "RedStone",
+                                         "back": f"/ui/project?p={P}&agents=x"})
+    assert acted.status_code == 403 and "Reload" not in acted.text
+    assert f'<a href="/ui/project?p={P}&amp;agents=x">' in acted.text  # a way back to the page of the form
+
+
+def test_a_mistyped_ui_address_gets_the_uis_404_page(site):
+    """/ui/thread/, /ui/agents or /ui/Project answered the API's JSON 404 ("Check the method, path
+    and body against /openapi.json.")."""
+    url, api, database = site
+    client = ui(url)
+    for path in ("/ui/thread/", "/ui/agents", f"/ui/Project?p={P}", "/ui/compose/x"):
+        page = client.get(path)
+        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html"), path
+        assert "No such page" in page.text and 'href="/ui/projects"' in page.text, path  # with the site's navigation
+    assert client.post("/ui/act/", data={"csrf": client.csrf}).status_code == 404
+    assert client.get("/api/nope").headers["content-type"].startswith("application/json")  # the API's stay its own
 
 
 def squat(api: httpx.Client, database, project: str, agents: list[str]) -> None:
@@ -217,11 +290,18 @@ def test_compose_where_an_agent_took_the_overseers_name_writes_as_another_and_sa
     assert "HumanOverseer" in thread
 
 
-def test_compose_finds_the_agent_named_overseer_past_the_first_page_of_agents(site):
+@pytest.fixture(scope="module")
+def big_squat(site) -> str:
+    """A project of more agents than a page lists, Overseer an agent past the first page."""
+    url, api, database = site
+    squat(api, database, "big-squat", [f"Agent{n:03d}" for n in range(LIST_SHOWN)])  # all listed before Overseer
+    return "srv-big-squat"
+
+
+def test_compose_finds_the_agent_named_overseer_past_the_first_page_of_agents(site, big_squat):
     """The form looked for it among the first LIST_SHOWN agents of list_agents only: in a bigger
     project it said the person wrote as Overseer, and the message went out as HumanOverseer."""
     url, api, database = site
-    squat(api, database, "big-squat", [f"Agent{n:03d}" for n in range(LIST_SHOWN)])  # all listed before Overseer
     page = ui(url).get("/ui/compose", params={"p": "srv-big-squat"}).text
     assert "Overseer" not in re.findall(r'<option value="([^"]+)"', page)  # not on the page the form lists
     assert "as a human overseer (HumanOverseer)" in page and "registered as Overseer before that name was reserved" in page
@@ -236,13 +316,13 @@ def test_previews_show_plain_words_underscores_kept_and_no_markdown(site):
         "```python\nprint('checkout')\n```\n- decided: keep **v1** routes in `api_v1.py`"))
     client = ui(url)
     inbox = client.get("/").text
-    assert "— Call respond_contact(project_key=...) now. I hold src/cart/ for the checkout flow" in inbox
+    assert "— <bdi>Call respond_contact(project_key=...) now. I hold src/cart/ for the checkout flow" in inbox
     found = client.get("/ui/search", params={"q": "checkout", "p": P}).text
-    snippet = re.search(r'<span class="snippet">(.*?)</span>', found, re.S).group(1)
+    snippet = re.search(r'<span class="snippet" dir="auto">(.*?)</span>', found, re.S).group(1)
     assert "`" not in snippet and "**" not in snippet and "src/cart/ for the <mark>checkout</mark> flow" in snippet
     assert {hit.lower() for hit in re.findall(r"<mark>(.*?)</mark>", snippet)} == {"checkout"}  # (CHECKOUT-12 too)
     digest = client.get("/ui/digest", params={"p": P, "t": "PREVIEW"}).text
-    assert "<li>BlueLake: decided: keep v1 routes in api_v1.py</li>" in digest
+    assert '<li dir="auto">BlueLake: decided: keep v1 routes in api_v1.py</li>' in digest
 
 
 def test_previews_and_snippets_read_as_written_where_marks_and_ticks_were(site):
@@ -255,13 +335,13 @@ def test_previews_and_snippets_read_as_written_where_marks_and_ticks_were(site):
 
     def snippet(query: str) -> str:
         found = client.get("/ui/search", params={"q": query, "p": P}).text
-        return re.search(r'<span class="snippet">(.*?)</span>', found, re.S).group(1)
+        return re.search(r'<span class="snippet" dir="auto">(.*?)</span>', found, re.S).group(1)
 
     assert "The &#34;<mark>shopping basket</mark>&#34; moves to src/cart. See" in snippet('"shopping basket"')
     assert snippet("SNIP-12").startswith("<mark>SNIP-12</mark>: new cart API")
     assert "moves to src/cart. See SNIP-12: it is a table" in html.unescape(re.sub("</?mark>", "", snippet("basket")))
     inbox = client.get("/").text
-    assert "— The &#34;shopping basket&#34; moves to src/cart. See SNIP-12: it is a table</span>" in inbox
+    assert "— <bdi>The &#34;shopping basket&#34; moves to src/cart. See SNIP-12: it is a table</bdi></span>" in inbox
 
 
 def test_a_reply_from_a_thread_page_takes_the_threads_subject(site):
@@ -323,6 +403,39 @@ def test_mark_read_and_acknowledge_come_back_to_the_message_and_say_so(site):
     assert "Write to RedStone" not in page and 'value="unretire"' in page
     # Back at work for the module's other tests: a retired agent's reservations conflict with nobody.
     api.post("/api/unretire_agent", json={"project_key": P, "agent_name": "RedStone"}).raise_for_status()
+
+
+def action_forms(page: str, action: str) -> list[dict]:
+    """The hidden fields of each form of the page taking this action (act)."""
+    forms = [form for form in page.split("<form")[1:] if f'name="action" value="{action}"' in form]
+    return [{name: html.unescape(value) for name, value in re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form)}
+            for form in forms]
+
+
+def test_an_action_on_a_later_page_comes_back_to_that_page(site, long_thread, big_squat):
+    """Mark read on an agent's "Older received" page (or a product's View as agent), and Retire on
+    a project's "More agents", came back to the first page: the row was not there, the place lost."""
+    url, api, database = site
+    api.post("/api/ensure_product", json={"product_key": "places"}).raise_for_status()
+    api.post("/api/products_link", json={"product_key": "places", "project_key": P}).raise_for_status()
+    client = ui(url)
+    for first, cursor, action, done in ((f"/ui/agent?p={P}&a=GreenCastle", "inbox", "read", "Marked read"),
+                                        ("/ui/product?k=places&as=GreenCastle", "inbox", "read", "Marked read"),
+                                        (f"/ui/project?p={big_squat}", "agents", "retire", "Retired")):
+        later = link(client.get(first).text, "Older received »" if cursor == "inbox" else "More agents »")
+        assert f"&{cursor}=" in later
+        form = action_forms(client.get(later).text, action)[0]
+        acted = client.post("/ui/act", data=form)
+        assert acted.status_code == 303, acted.text
+        where = acted.headers["location"]
+        assert later.partition("?")[2] in where, (later, where)  # the same page, its cursor kept
+        back = client.get(where).text
+        if action == "read":
+            row = re.search(rf'<li id="received-{form["message_id"]}".*?</li>', back, re.S).group()
+            assert f'<span class="tag done" role="status">{done}</span>' in row and "Mark read" not in row
+        else:  # the agent's row on the page, retired; then back at work
+            assert re.search(rf'{form["agent_name"]}</a>.*?<span class="tag">retired</span>', back)
+            assert client.post("/ui/act", data=action_forms(back, "unretire")[0]).status_code == 303
 
 
 def live_region(page: str) -> str:
@@ -470,11 +583,11 @@ def test_a_product_has_a_page_with_its_projects_its_newest_mail_and_a_search(sit
     products = client.get("/ui/products").text
     assert '<a href="/ui/product?k=shop">shop</a>' in products and '<a href="/ui/project?p=srv-shop-web">srv-shop-web</a>' in products
     page = client.get("/ui/product", params={"k": "shop"}).text
-    assert "<h1>The shop" in page and f'<a href="/ui/project?p={P}">{P}</a>' in page and 'href="/ui/project?p=srv-shop-web"' in page
+    assert "<h1><bdi>The shop</bdi>" in page and f'<a href="/ui/project?p={P}">{P}</a>' in page and 'href="/ui/project?p=srv-shop-web"' in page
     newest = page[page.index("Newest mail"):]
     assert newest.index("Frontend: price display") < newest.index("Backend: price rounding")  # both projects, newest first
     found = client.get("/ui/product", params={"k": "shop", "q": "rounding"}).text
-    hits = re.findall(r'<span class="proj">([^<]+)</span> · (PRICE[-\w]*)', found)
+    hits = re.findall(r'<span class="proj">([^<]+)</span> · <bdi>(PRICE[-\w]*)</bdi>', found)
     assert sorted(hits) == [(P, "PRICE"), ("srv-shop-web", "PRICE-UI")] and "<mark>rounding</mark>" in found
     wrong = client.get("/ui/product", params={"k": "shop", "q": "rounding", "cursor": "?"})  # the tool's refusal, on the page
     assert wrong.status_code == 200 and "is not one this tool gave" in wrong.text and 'type="search"' in wrong.text
@@ -528,7 +641,7 @@ def test_a_digest_says_which_message_each_acknowledgement_waits_on(site):
     client = ui(url)
     digest = client.get("/ui/digest", params={"p": P, "t": "WAITING"}).text
     waiting = digest[digest.index("<h3>Waiting for acknowledgement</h3>"):]
-    entries = re.findall(r'<li data-m="(\d+)"><a href="([^"]+)">([^<]+)</a> <small>\((\w+), <time datetime="([^"]+)"'
+    entries = re.findall(r'<li data-m="(\d+)"><a href="([^"]+)" dir="auto">([^<]+)</a> <small>\((\w+), <time datetime="([^"]+)"'
                          r'.*?<span class="who">([^<]*)</span></li>', waiting)
     assert [(m, subject, sender, ts, who) for m, _, subject, sender, ts, who in entries] == [
         (first["id"], "Schema v2", "BlueLake", first["created_ts"], "AmberFox"),
@@ -603,7 +716,7 @@ def test_ack_marks_of_the_inbox_a_project_and_an_agent_refresh_live_when_acknowl
         return seen
 
     before = shown()
-    assert re.search(r'ack ×1</span>Sign off the release notes', live_region(before["/"][1]))
+    assert re.search(r'ack ×1</span><bdi>Sign off the release notes', live_region(before["/"][1]))
     assert "Sign off the release notes" in section(before["/ui/project"][1], "Open acks")
     received = re.compile(rf'<li id="received-{asked["id"]}".*?</li>', re.S)  # the agent's inbox row
     assert ">Acknowledge</button>" in received.search(before["/ui/agent"][1]).group()
@@ -611,7 +724,7 @@ def test_ack_marks_of_the_inbox_a_project_and_an_agent_refresh_live_when_acknowl
     after = shown()
     for path in pages:  # what ui.js compares: each page refreshes
         assert after[path][0] != before[path][0], path
-    assert re.search(r'acked</span>Sign off the release notes', live_region(after["/"][1]))
+    assert re.search(r'acked</span><bdi>Sign off the release notes', live_region(after["/"][1]))
     assert "Sign off the release notes" not in section(after["/ui/project"][1], "Open acks")
     assert ">Acknowledge</button>" not in received.search(after["/ui/agent"][1]).group()
 
@@ -670,7 +783,7 @@ def test_a_product_page_shows_one_agents_inbox_across_its_projects(site):
     shown = live_region(page)
     assert "Inbox of BlueLake" in page and 'data-live="/ui/live?k=as-shop&amp;read=1"' in page
     assert shown.index("Mobile for BlueLake") < shown.index("Backend for BlueLake") and "Not for BlueLake" not in shown
-    assert f'<span class="proj">srv-shop-mobile</span> · {there["thread_id"]}' in shown
+    assert f'<span class="proj">srv-shop-mobile</span> · <bdi>{there["thread_id"]}</bdi>' in shown
     acked = client.post("/ui/act", data={"csrf": client.csrf, "action": "ack", "project_key": P, "agent_name": "BlueLake",
                                          "message_id": here["id"], "back": f"/ui/product?k=as-shop&as=BlueLake#received-{here['id']}"})
     back = client.get(acked.headers["location"]).text  # acknowledged as BlueLake, back on its row

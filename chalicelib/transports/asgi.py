@@ -419,16 +419,22 @@ class Front:
             # Without authentication, still only loopback traffic; with it, the page asks for a
             # session, and /docs takes the API's bearer token too (a wrong one: 401).
             principal = await self._guard(scope) if self.auth.mode == "none" or bearer_docs else auth.ANONYMOUS
-            receive = await self._limit(scope, receive, principal)
         except ToolError as exc:
             await _refuse(send, scope["path"], exc)
             return
-        body = b""
-        if scope["method"] == "POST":
+        body, too_large = b"", False
+        try:
+            receive = await self._limit(scope, receive, principal)
+        except ratelimit.PayloadTooLarge:  # a form too large to read: the UI's page says so, not the API's JSON
+            too_large = True
+        except ToolError as exc:
+            await _refuse(send, scope["path"], exc)
+            return
+        if scope["method"] == "POST" and not too_large:
             body, _ = await read_body(receive, self.settings.max_body_bytes)
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         request = web_http.request(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"), body,
-                              headers, root=scope.get("root_path", ""), tls=scope.get("scheme") == "https")
+                              headers, root=scope.get("root_path", ""), tls=scope.get("scheme") == "https", too_large=too_large)
         if bearer_docs:  # the page holds no data: Swagger UI reads /openapi.json, which asks for the token again
             response = self.web.page(request, None, "docs.html")
             response.headers["Cache-Control"] = "no-store"

@@ -25,6 +25,7 @@ class Request:
     cookies: dict[str, str] = field(default_factory=dict)
     root: str = ""  # the URL prefix the app is served under (API Gateway's stage), no trailing slash
     tls: bool = False
+    too_large: bool = False  # a body past MAX_BODY_BYTES: the transport read none of it (form is empty)
 
 
 @dataclass
@@ -62,7 +63,8 @@ def cookies(header: str | None) -> dict[str, str]:
     return {name: morsel.value for name, morsel in jar.items()}
 
 
-def request(method: str, path: str, query_string: str, body: bytes, headers: dict[str, str], root: str = "", tls: bool = False) -> Request:
+def request(method: str, path: str, query_string: str, body: bytes, headers: dict[str, str], root: str = "", tls: bool = False,
+            too_large: bool = False) -> Request:
     """A Request from raw parts; `headers` with lower-case names."""
     try:
         query = pairs(query_string)
@@ -70,5 +72,5 @@ def request(method: str, path: str, query_string: str, body: bytes, headers: dic
         query = {}
     return Request(
         method=method.upper(), path=path, query=query, form=form_fields(body, headers.get("content-type")),
-        cookies=cookies(headers.get("cookie")), root=root, tls=tls,
+        cookies=cookies(headers.get("cookie")), root=root, tls=tls, too_large=too_large,
     )

@@ -35,17 +35,23 @@ def _image_as_link(self, tokens, idx, options, env) -> str:
     return f'<a href="{escape(src)}">[image: {escape(alt)}]</a>'
 
 
-def _heading_below_the_page(self, tokens, idx, options, env) -> str:
-    """A body's headings rank below the thread page's own (its subject is the <h1>): # is <h3>, ## <h4>…"""
-    token = tokens[idx]
-    token.tag = f"h{min(int(token.tag[1]) + 2, 6)}"
-    return self.renderToken(tokens, idx, options, env)
+def _headings_below_the_page(state) -> None:
+    """A body's headings rank below the thread page's own (its subject is the <h1>, "Messages" an
+    <h2>) and skip no rank: the body's levels in use rank from <h3> (# and ### alone: <h3>, <h4>;
+    ## alone: <h3>), and none is more than one below the heading before it, so that a screen
+    reader's outline of the page has no gaps."""
+    headings = [token for token in state.tokens if token.type in ("heading_open", "heading_close")]
+    ranks = {level: 3 + n for n, level in enumerate(sorted({token.tag for token in headings}))}
+    above = 2
+    for token in headings:
+        if token.type == "heading_open":
+            above = min(ranks[token.tag], above + 1, 6)
+        token.tag = f"h{above}"  # its close follows it: headings do not nest
 
 
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable(["table", "strikethrough"])
 _md.add_render_rule("image", _image_as_link)
-_md.add_render_rule("heading_open", _heading_below_the_page)
-_md.add_render_rule("heading_close", _heading_below_the_page)
+_md.core.ruler.push("headings_below_the_page", _headings_below_the_page)
 
 
 def render(body: str) -> Markup:

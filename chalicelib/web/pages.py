@@ -24,7 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from .. import invoke
-from ..security import auth
+from ..security import auth, scopes
 from ..config import Settings
 from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
@@ -105,6 +105,12 @@ def _plain(text: str) -> str:
     """A Markdown excerpt as plain words: a line of the inbox, a key point of a digest. A mark
     goes without a trace (`src/cart`. reads src/cart.), but a table's pipe, which parts cells."""
     return " ".join(_MARKUP.sub(lambda mark: " " if mark[0] == "|" else "", text).split())
+
+
+def _kept(query: dict, *names: str) -> str:
+    """The page's cursors among `names` (inbox=, agents=…) as "&name=value": an action on a later
+    page comes back to that page, where its row is, not to the first."""
+    return "".join(f"&{name}={_quote(query[name])}" for name in names if query.get(name))
 
 
 def _path(pattern: str) -> Markup:
@@ -191,7 +197,7 @@ class WebUI:
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
         self.env.filters.update(when=_when, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
-                                size=_size, reply_subject=_reply_subject, home=_home, path=_path)
+                                size=_size, reply_subject=_reply_subject, home=_home, path=_path, kept=_kept)
         self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
                                 shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
         # A thread's messages never change, and live refresh re-renders whole threads: each
@@ -209,7 +215,8 @@ class WebUI:
 
     @staticmethod
     def serves(path: str) -> bool:
-        return path in WebUI.PAGES or path.startswith("/ui/static/")
+        """Its pages, and any other address under /ui/: a mistyped one gets its 404 page."""
+        return path in WebUI.PAGES or path.startswith("/ui/")
 
     @cached_property
     def assets(self) -> dict[str, str]:
@@ -238,8 +245,6 @@ class WebUI:
         if request.path.startswith("/ui/static/"):
             return self.static(request.path.removeprefix("/ui/static/"))
         page = self.PAGES.get(request.path)
-        if page is None:
-            return self.error(request, None, NotFound("No such page.", "Start from the inbox."))
         session = self.sessions.read(request.cookies)
         fresh = None
         if session is None and self.sessions.open:
@@ -249,7 +254,12 @@ class WebUI:
         signed = session.principal() if session else None
         as_principal = auth.current.set(signed or (auth.ANONYMOUS if self.sessions.open else NOBODY))
         try:
-            if request.method not in ("GET", "HEAD") and not self.sessions.csrf_ok(session, request.form.get("csrf")):
+            if page is None:  # a mistyped or shortened address under /ui/: this page, not the API's JSON 404
+                response = self.error(request, session, NotFound(f"No such page: {request.path}.",
+                                                                 "Check the address, or start from the inbox or the projects."))
+            elif request.too_large:  # its form was not read (nor its CSRF token): nothing is done
+                response = self.too_large(request, session)
+            elif request.method not in ("GET", "HEAD") and not self.sessions.csrf_ok(session, request.form.get("csrf")):
                 response = self.refuse_forgery(request, session)
             elif page == "login":
                 response = self.login(request, session)
@@ -293,11 +303,19 @@ class WebUI:
         anyone while agents need no tokens (other roles are what agents are given: security/scopes.py)."""
         return self.oversees() or not auth.agent_tokens_required(self.settings)
 
+    def may(self, tool_name: str) -> bool:
+        """Whether the signed-in credential's role takes this tool (security/scopes.py): a reader
+        "sees all" without agent tokens, but is offered no button its role would have refused."""
+        role = invoke.caller(None).role
+        return auth.ROLES.index(role) >= auth.ROLES.index(scopes.required_role(self.tools[tool_name]))
+
     def page(self, request: Request, session: Session | None, template: str, status: int = 200, **context) -> Response:
         body = self.env.get_template(template).render(
             root=request.root, csrf=self.sessions.csrf(session) if session else "", request=request,
             signed_in=self.sessions.signed_in(session) and not self.sessions.open,
             sees_all=self.sees_all(), speaks=self.oversees(),  # what the page offers (send_overseer_message: admin)
+            may=self.may,  # and, of what it sees, what its role may do
+            max_form_bytes=self.settings.max_body_bytes, form_limit=self.form_limit,  # a form past it is refused unread
             done=DONE.get(request.query.get("done", "")),  # what the action just taken did (act)
             **context,
         )
@@ -312,10 +330,42 @@ class WebUI:
         back = request.form.get("back", "")  # an action refused: the page it was taken on
         return self.page(request, session, "error.html", status=exc.status, error=exc, back=back if _SAME_SITE.fullmatch(back) else None)
 
+    def too_large(self, request: Request, session: Session | None) -> Response:
+        """A form past MAX_BODY_BYTES, refused unread: the UI's page saying the limit, not the API's
+        JSON. The browser keeps the draft: its Back (the page's link) returns to the form as it was."""
+        exc = ToolError(f"This form is larger than the server takes: {self.form_limit()}.",
+                        "Go back to the form (your browser keeps what you wrote), shorten it and send it again.")
+        exc.status, exc.code = 413, "payload_too_large"
+        return self.page(request, session, "error.html", status=413, error=exc, back=None, go_back=True)
+
+    def form_limit(self) -> str:
+        """What a form may carry (MAX_BODY_BYTES), as the page says it: browsers send a form
+        percent-encoded, so only ASCII letters and digits take a byte each."""
+        limit = self.settings.max_body_bytes
+        return (f"{_size(limit)} as the browser sends it, where a letter or digit takes a byte and another character"
+                f" 3 to 12 (about {limit // 6:,} Arabic or {limit // 12:,} emoji characters)")
+
     def refuse_forgery(self, request: Request, session: Session | None) -> Response:
-        exc = ToolError("This form has expired or did not come from this site.", "Reload the page and submit it again.")
+        """A form without this session's CSRF token: sent before the session changed (without
+        authentication its key is random per process: a restart expires every open form), or from
+        another site. Nothing is done. Reloading would send the same stale token: a message comes
+        back as its form, with the draft and a fresh token, to be checked and sent again; any other
+        form's page links back to the page it came from."""
+        form = request.form
+        if request.path == "/ui/compose" and self.sessions.signed_in(session) and self.oversees():
+            exc = ToolError("This form had expired or did not come from this site: nothing was sent.",
+                            "Check what it says, then send it again.")
+            exc.status, exc.code = 403, "csrf"
+            return self.compose_form(request, session, form.get("project_key", ""), form, exc)
+        exc = ToolError("This form has expired or did not come from this site: nothing was done.",
+                        "Open the page again (the link below) and submit the form from there.")
         exc.status, exc.code = 403, "csrf"
-        return self.error(request, session, exc)
+        back = form.get("back", "")
+        if request.path == "/ui/login":  # the sign-in page again, for the page it was to lead to
+            back = "/ui/login?" + urlencode({"next": form.get("next") or "/"})
+        elif request.path == "/ui/compose":
+            back = "/ui/compose?" + urlencode({"p": form.get("project_key", "")})
+        return self.page(request, session, "error.html", status=403, error=exc, back=back if _SAME_SITE.fullmatch(back) else None)
 
     def sign_in_first(self, request: Request) -> Response:
         if request.method == "GET" and request.path != "/ui/live":
@@ -623,9 +673,14 @@ class WebUI:
                 ).message
             except ToolError as exc:  # the form again, with what was written and what was wrong with it
                 draft, error = form, exc
-            else:
-                return self.redirect(request, f"/ui/thread?{urlencode({'p': sent.project, 't': sent.thread_id})}")
-        projects = [p.slug for p in self.run("list_projects", limit=LIST_SHOWN).projects]
+            else:  # the page of its thread that holds it (a long thread's first page may not)
+                return self.redirect(request, _message_url("", sent.project, sent.thread_id, sent.id))
+        return self.compose_form(request, session, key, draft, error)
+
+    def compose_form(self, request: Request, session: Session, key: str, draft: dict, error: ToolError | None) -> Response:
+        """The compose form of project `key` (none: a project to choose first), holding `draft`."""
+        # No project yet: a page of them to pick from (oldest first, "More projects" past it), or any typed.
+        projects = None if key else self.run("list_projects", limit=LIST_SHOWN, cursor=request.query.get("after") or None)
         listed = self.run("list_agents", project_key=key, include_retired=True, limit=LIST_SHOWN).agents if key else []
         agents = [a.name for a in listed if a.kind == "agent" and a.retired_ts is None]
         named = self.profile(key, OVERSEER) if key else None

@@ -49,6 +49,30 @@
     if (button && button.dataset.confirm && !window.confirm(button.dataset.confirm)) event.preventDefault();
   });
 
+  // A form past what the server takes (data-max-bytes: MAX_BODY_BYTES, counted as the browser
+  // encodes it, line breaks as CRLF) is not sent: the server would refuse it unread. The page says
+  // so by the form, the draft staying as it is.
+  document.addEventListener("submit", function (event) {
+    var form = event.target, max = Number(form.dataset && form.dataset.maxBytes);
+    if (!max || event.defaultPrevented) return;
+    var size = new URLSearchParams(new FormData(form)).toString().replace(/(%0D)?%0A/g, "%0D%0A").length;
+    var note = form.querySelector(".too-large");
+    if (size <= max) { if (note) note.remove(); return; }
+    event.preventDefault();
+    if (!note) {
+      note = document.createElement("p");
+      note.className = "error too-large";
+      note.setAttribute("role", "alert");
+      form.querySelector(".row-opts").before(note);
+    }
+    note.textContent = "Too large to send: " + size + " bytes as a form, where the server takes " + max +
+      ". Shorten the message (see the limit above it); what you wrote is kept.";
+  });
+  // The too-large page's link back to the form: the browser's Back, which keeps the draft.
+  document.querySelectorAll("[data-history-back]").forEach(function (link) {
+    link.addEventListener("click", function (event) { if (history.length > 1) { history.back(); event.preventDefault(); } });
+  });
+
   // The thread's digest (summarize_thread) arrives after the page: the page does not wait for it.
   function loadDigest() {
     var digest = document.querySelector("details.digest[data-src]");
@@ -79,6 +103,22 @@
   if (!url || !window.fetch) return;
   var latest = body.dataset.latest || "", busy = false;
   document.querySelector(".live-dot").hidden = false;
+  // What has the keyboard focus in a live region, found again in its fresh copy: a button by its
+  // form's fields (the action and what it acts on), a link by its href.
+  function focusKey(element) {
+    if (element.form) {
+      var fields = new URLSearchParams(new FormData(element.form));
+      fields.delete("csrf");
+      return "form:" + fields.toString();
+    }
+    return element.getAttribute("href") ? "a:" + element.getAttribute("href") : null;
+  }
+  function refocus(regions, key) {
+    var all = [];
+    regions.forEach(function (region) { all = all.concat(Array.from(region.querySelectorAll("button, a[href]"))); });
+    var found = all.find(function (element) { return focusKey(element) === key; });
+    if (found) found.focus({ preventScroll: true });
+  }
   function refresh() {
     return fetch(location.href, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
       if (!html) return;
@@ -86,10 +126,13 @@
       var now = document.querySelectorAll("[data-live-region]"), next = fresh.querySelectorAll("[data-live-region]");
       var was = selected >= 0 && rows()[selected] && rows()[selected].querySelector("a");  // the same message stays selected
       var href = was && was.getAttribute("href");
+      var focused = document.activeElement, inside = Array.from(now).some(function (region) { return region.contains(focused); });
+      var key = inside && focused !== document.body ? focusKey(focused) : null;  // swapped out below: found again after
       for (var i = 0; i < now.length && i < next.length; i++) now[i].replaceChildren.apply(now[i], Array.from(next[i].childNodes));
       latest = (fresh.body && fresh.body.dataset.latest) || latest;
       localTimes(document);
       loadDigest();
+      if (key) refocus(now, key);
       if (href) {
         var found = Array.from(rows()).findIndex(function (row) { var a = row.querySelector("a"); return a && a.getAttribute("href") === href; });
         select(found >= 0 ? found : selected);
