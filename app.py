@@ -54,7 +54,8 @@ def create_app(settings: Settings) -> Chalice:
         authenticate with their own session cookie (chalicelib/web/)."""
         principal = authenticator.authenticate(headers) if authenticate else auth.ANONYMOUS
         logs.note(caller=ratelimit.caller(principal, source_ip))
-        if len(body) > settings.max_body_bytes and (path, method) != (attachment_routes.UPLOAD_PATH, "PUT"):  # its own limit
+        # An upload has a limit of its own; a web UI form past it gets the UI's page (add_web_routes).
+        if len(body) > settings.max_body_bytes and (path, method) != (attachment_routes.UPLOAD_PATH, "PUT") and not web_path(path):
             raise ratelimit.too_large(settings.max_body_bytes)
         if limiter.enabled:
             limiter.check_request(ratelimit.caller(principal, source_ip), path, method, body, tools)
@@ -276,9 +277,11 @@ def add_web_routes(app: Chalice, settings: Settings) -> None:
         # The URL's prefix (API Gateway's stage, e.g. /api): links and redirects keep it.
         full = ((request.context or {}).get("path") or path).rstrip("/")
         root = full[: len(full) - len(path.rstrip("/"))] if full.endswith(path.rstrip("/")) else ""
+        body = request.raw_body or b""
+        too_large = len(body) > settings.max_body_bytes  # refused unread, in the UI's own page
         answer = ui[0].handle(web_http.request(
-            request.method, path, query, request.raw_body or b"", auth.lower_headers(request.headers),
-            root=root, tls=(request.headers.get("x-forwarded-proto") or "").lower() == "https",
+            request.method, path, query, b"" if too_large else body, auth.lower_headers(request.headers),
+            root=root, tls=(request.headers.get("x-forwarded-proto") or "").lower() == "https", too_large=too_large,
         ))
         body = answer.file.read_bytes() if answer.file is not None else answer.body  # a file: a trial's local storage
         if answer.content_type.startswith(("text/", "application/json")):

@@ -97,3 +97,12 @@ def test_a_form_of_another_content_type_gets_the_ui_s_answer_as_locally(client, 
         answer = client.http.post("/ui/login", headers=headers, body=b"token=wrong")
         expected = local.post("/ui/login", headers=headers, content=b"token=wrong")
         assert (answer.status_code, answer.headers.get("Content-Type")) == (expected.status_code, expected.headers["content-type"])
+
+
+def test_a_form_too_large_to_read_gets_the_uis_page_on_chalice_too(client):
+    """As locally (test_webui_overseeing): the API's 413 JSON, on Chalice, for a form past MAX_BODY_BYTES."""
+    login = client.http.get("/ui/login")
+    form = {"content-type": "application/x-www-form-urlencoded", "cookie": _cookie(login)}
+    big = client.http.post("/ui/compose", headers=form, body=b"body_md=" + b"x" * (1 << 20))
+    assert big.status_code == 413 and big.headers["Content-Type"].startswith("text/html")
+    assert "This form is larger than the server takes" in big.body.decode()
