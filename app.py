@@ -254,7 +254,7 @@ def create_app(settings: Settings) -> Chalice:
 
 WEB_PATHS = ("/", "/ui", "/ui/projects", "/ui/project", "/ui/agent", "/ui/thread", "/ui/search", "/ui/compose",
              "/ui/act", "/ui/digest", "/ui/login", "/ui/logout", "/ui/live", "/ui/attachment", "/ui/products", "/ui/product",
-             "/ui/static/{name}")
+             "/ui/static/{name}", "/ui/{name}")  # the last: any other address under /ui/, the UI's 404 page
 
 
 def web_path(path: str) -> bool:
@@ -265,13 +265,13 @@ def add_web_routes(app: Chalice, settings: Settings) -> None:
     """The web UI (chalicelib/web/), the same pages as the local server's; loaded on first use."""
     ui = []
 
-    def view(name: str | None = None) -> Response:
+    def view(**names: str) -> Response:
         from chalicelib.web.pages import WebUI
 
         if not ui:
             ui.append(WebUI(settings))
         request = app.current_request
-        path = request.path if name is None else f"/ui/static/{name}"  # Chalice's path is the route's pattern
+        path = request.path.format(**names)  # Chalice's path is the route's pattern
         params = request.query_params or {}
         query = urlencode([(name, value) for name in params for value in params.getlist(name)])
         # The URL's prefix (API Gateway's stage, e.g. /api): links and redirects keep it.
@@ -289,7 +289,7 @@ def add_web_routes(app: Chalice, settings: Settings) -> None:
         return Response(body, status_code=answer.status, headers={"Content-Type": answer.content_type, **answer.headers})
 
     for path in WEB_PATHS:
-        methods = ["GET", "POST"] if path in web_http.FORMS else ["GET"]
+        methods = ["GET", "POST"] if path in web_http.FORMS or path == "/ui/{name}" else ["GET"]
         route = "web_" + (path.strip("/").replace("/", "_").replace("{", "").replace("}", "") or "inbox")
         # Any content type: the web UI refuses what is not its form (in its own page), as locally.
         app.route(path, methods=methods, name=route, content_types=["*/*"])(view)

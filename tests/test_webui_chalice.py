@@ -106,3 +106,11 @@ def test_a_form_too_large_to_read_gets_the_uis_page_on_chalice_too(client):
     big = client.http.post("/ui/compose", headers=form, body=b"body_md=" + b"x" * (1 << 20))
     assert big.status_code == 413 and big.headers["Content-Type"].startswith("text/html")
     assert "This form is larger than the server takes" in big.body.decode()
+
+
+def test_a_mistyped_ui_address_gets_the_uis_404_page_on_chalice_too(client):
+    """As locally (test_webui_overseeing): API Gateway answered it itself (403, "Missing Authentication Token")."""
+    missing = client.http.get("/ui/agents")
+    assert missing.status_code == 404 and missing.headers["Content-Type"].startswith("text/html")
+    assert "No such page: /ui/agents." in missing.body.decode()
+    assert client.http.get("/ui/static/ui.css").status_code == 200  # the more specific routes still win
