@@ -118,8 +118,9 @@ def call(tool: Tool, arguments: Any, settings: Settings, principal: auth.Princip
 
 def own_call(tool: Tool, arguments: Any, settings: Settings) -> Output:
     """A call the server makes for itself (a /metrics scrape, a scheduled sweep): blocking, and not
-    counted among the clients' tool calls (each scrape counted an archive_status call)."""
-    return _call(tool, arguments, settings, caller(None))
+    counted among the clients' tool calls (each scrape counted an archive_status call). As the
+    operator: the caller's credential was checked for the route that makes it."""
+    return _call(tool, arguments, settings, auth.OPERATOR)
 
 
 async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> Output:

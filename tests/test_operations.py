@@ -277,9 +277,13 @@ def test_metrics_count_the_calls_made(tmp_path):
 
 
 def test_metrics_need_credentials_when_auth_is_on(tmp_path):
-    with running_server(tmp_path / "db.sqlite", AUTH_MODE="bearer", AUTH_BEARER_TOKENS="s3cret-token", **FAST) as url:
+    tokens = json.dumps(["s3cret-token", {"token": "scoped-token", "projects": ["shop"], "role": "admin"}])
+    with running_server(tmp_path / "db.sqlite", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=tokens, **FAST) as url:
         assert httpx.get(f"{url}/metrics").status_code == 401
         assert ("agent_mail_archive_backlog", ()) in metrics(url, Authorization="Bearer s3cret-token")
+        # Every project's counts: a scoped credential is told so (session 29: refused as an archive_status call)
+        scoped = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer scoped-token"})
+        assert scoped.status_code == 403 and scoped.json()["error"]["message"].startswith("GET /metrics counts")
 
 
 def test_one_json_log_line_per_request_without_bodies_or_secrets(tmp_path):

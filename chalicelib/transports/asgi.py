@@ -37,6 +37,7 @@ from ..archive.worker import LocalWorker
 from ..ops import allocator, logs, metrics, readiness
 from ..config import Settings, get_settings
 from ..errors import (
+    Forbidden,
     ToolError,
     Unavailable,
     internal_error,
@@ -277,7 +278,12 @@ def create_app(settings: Settings | None = None):
     @api.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     async def metrics_text() -> PlainTextResponse:
         """Prometheus metrics: tool calls, errors, latency, write batches, archive backlog and lag,
-        replica syncs, rate-limit refusals (docs/operations.md)."""
+        replica syncs, rate-limit refusals (docs/operations.md). Every project's: not for a credential
+        scoped to some (it was refused as an archive_status call it never made)."""
+        scoped = auth.current.get()
+        if scoped is not None and scoped.projects is not None:
+            raise Forbidden("GET /metrics counts the calls and the archive of every project; this credential is scoped to"
+                            " some.", "Scrape with a credential that has no project scope (docs/operations.md).")
         status = await asyncio.to_thread(invoke.own_call, archive_status, {}, settings)
         metrics.set_archive_gauges(status.model_dump(), settings)
         return PlainTextResponse(metrics.prometheus_text(), media_type=metrics.CONTENT_TYPE)
