@@ -249,3 +249,53 @@ def test_readiness_without_the_primary_answers_its_report_within_a_second_or_so(
         primary.start()
     assert status == 503 and body["status"] == "unavailable" and "Turso primary does not answer" in body["problems"][0]
     assert took < settings.replica_sync_timeout_ms / 1000  # the probe's patience, 1 s, not a call's 10 (a bound, not a speed)
+
+
+def as_a_new_process(settings: Settings) -> None:
+    """The replica's connection closed and forgotten: the next call opens its file as a restarted process would."""
+    old = replica.replica(settings)
+    if old.conn is not None:
+        old.conn.close()
+    replica._replicas.made.clear()
+
+
+def test_a_write_no_push_confirmed_never_reaches_the_primary_after_a_restart(tmp_path, monkeypatch):
+    """QA, session 29: a process stopped while it pushed (its client got no answer) left the write
+    in its replica file; restarted on it, the next write's push took it to the primary, unannounced."""
+    with turso_server(tmp_path) as primary:
+        settings = replica_settings(tmp_path, "server", primary.url)
+        call(settings, "ensure_project", human_key=PROJECT)
+        with monkeypatch.context() as stopped:  # committed here, then the process stops before its push
+            stopped.setattr(replica.Replica, "push", lambda self: None)
+            call(settings, "ensure_project", human_key="/work/in-doubt")
+        as_a_new_process(settings)
+        call(settings, "ensure_project", human_key="/work/after")
+        keys = [project["human_key"] for project in call(replica_settings(tmp_path, "fresh", primary.url), "list_projects")["projects"]]
+        assert sorted(keys) == ["/work/after", PROJECT]
+
+
+def test_a_replica_whose_main_file_is_gone_is_made_anew(tmp_path):
+    """QA, session 29: pyturso's files left without the main one (a discard cut short, a directory
+    deleted under a running server) refused every later start: "main DB file doesn't exists"."""
+    with turso_server(tmp_path) as primary:
+        settings = replica_settings(tmp_path, "server", primary.url)
+        call(settings, "ensure_project", human_key=PROJECT)
+        as_a_new_process(settings)
+        settings.database_path.unlink()
+        assert [path.name for path in replica.replica_files(settings.database_path)]  # its companions stay
+        assert [p["human_key"] for p in call(settings, "list_projects")["projects"]] == [PROJECT]
+
+
+def test_doctor_without_the_primary_says_so(tmp_path):
+    """QA, session 29: its checks said "RuntimeError: cannot release un-acquired lock" (a failed
+    pull gave the lock back, then so did the check)."""
+    from chalicelib.ops import doctor
+
+    with turso_server(tmp_path) as primary:
+        settings = replica_settings(tmp_path, "server", primary.url, replica_sync_timeout_ms=300)
+        call(settings, "ensure_project", human_key=PROJECT)
+        primary.kill()
+        findings = doctor.examine(settings)
+        primary.start()
+    assert not [finding for finding in findings if "un-acquired lock" in finding.detail]
+    assert [finding.check for finding in findings if "Turso replica pull failed" in finding.detail]

@@ -252,8 +252,9 @@ def as_it_is(settings: Settings, writable: bool = False):
     that wrote it), and read-only unless `writable`. On a replica, this process's replica, pulled now."""
     if settings.turso_sync_url:
         the_replica = replica(settings)
+        conn = the_replica.lend(max_staleness_ms=0)  # (a lend that fails gives its lock back itself)
         try:
-            yield the_replica.lend(max_staleness_ms=0)
+            yield conn
         finally:
             the_replica.give_back()
         return

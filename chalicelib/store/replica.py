@@ -60,22 +60,32 @@ class Replica:
 
     def _open(self):
         import turso  # only replica mode loads pyturso
-        import turso.sync
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         bootstrapping = not self.path.exists()
-        conn = self._retrying(
-            "bootstrap",
-            lambda: turso.sync.connect(
-                str(self.path), self.settings.turso_sync_url, auth_token=self.settings.turso_auth_token or None
-            ),
-        )
+        if bootstrapping:  # pyturso's files of a replica whose main file is gone refuse a bootstrap (a discard cut short)
+            self._delete_files()
+        conn = self._connect()
+        if not bootstrapping and conn.stats().cdc_operations:
+            # Writes committed here that no push confirmed (a process stopped mid-push): never
+            # acknowledged, they must not reach the primary with the next push, as a failed push's.
+            log.warning("the Turso replica %s holds writes no push confirmed: discarded", self.path)
+            conn.close()
+            self._delete_files()
+            bootstrapping = True
+            conn = self._connect()
         conn.isolation_level = None  # explicit BEGIN/COMMIT, as on the sqlite3 connections
         conn.row_factory = turso.Row
         conn.replica = self  # transaction() finds its replica through the connection
         if bootstrapping:  # a fresh copy of the primary is as good as a pull; an old file is not
             self.pulled_at = time.monotonic()
         return conn
+
+    def _connect(self):
+        import turso.sync
+
+        return self._retrying("bootstrap", lambda: turso.sync.connect(
+            str(self.path), self.settings.turso_sync_url, auth_token=self.settings.turso_auth_token or None))
 
     def pull(self, if_older_than_ms: float = 0, patience_s: float | None = None) -> None:
         if (time.monotonic() - self.pulled_at) * 1000 < if_older_than_ms:
@@ -123,9 +133,12 @@ class Replica:
             except Exception:
                 log.debug("closing a discarded replica failed", exc_info=True)
             self.conn = None
+        self._delete_files()
+        log.warning("discarded the Turso replica %s", self.path)
+
+    def _delete_files(self) -> None:
         for path in replica_files(self.path):
             path.unlink(missing_ok=True)
-        log.warning("discarded the Turso replica %s", self.path)
 
 
 def is_network_error(exc: Exception) -> bool:
