@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from chalicelib.store import db
@@ -235,6 +236,25 @@ def test_a_damaged_sidecar_index_of_a_turso_replica_is_rebuilt_by_the_next_searc
     logged = [line for line in log.read_text().splitlines() if "index is damaged" in line]
     assert len(logged) == 1 and "the replica's sidecar: the next search rebuilds it" in logged[0], log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()
+
+
+def test_a_sidecar_deleted_under_a_running_server_is_made_anew_by_the_next_search(tmp_path):
+    """QA, session 29: docs/turso.md says delete it and it is rebuilt; deleted under a running
+    server, its connection took no write, and every search answered 503 "its database is
+    read-only", the file never made again (and /ready failed, counting those refusals)."""
+    from .turso import turso_server
+
+    replica = tmp_path / "replica.db"
+    with turso_server(tmp_path / "primary") as primary, running_server(replica, TURSO_SYNC_URL=primary.url) as url:
+        call, slug = zebra_mailbox(url)
+        assert call("search_messages", project_key=slug, query="zebra").status_code == 200
+        Path(f"{replica}.search").unlink()
+        call("send_message", project_key=slug, sender_name="BlueLake", to=["GreenCastle"], subject="zebra again", body_md="x")
+        met = call("search_messages", project_key=slug, query="zebra")  # catching up writes to the deleted file
+        assert met.status_code == 503 and "search index was damaged" in met.json()["error"]["message"], met.text
+        found = call("search_messages", project_key=slug, query="zebra")
+        assert sorted(hit["subject"] for hit in found.json()["results"]) == ["zebra again", "zebra crossing"]
+        assert Path(f"{replica}.search").exists() and httpx.get(f"{url}/ready").status_code == 200
 
 
 def test_a_malformed_sidecar_file_of_a_turso_replica_is_made_anew_by_the_next_search(tmp_path):

@@ -248,9 +248,11 @@ def search_index(replica) -> SearchIndex:
 
 def damaged(exc: sqlite3.DatabaseError) -> bool:
     """Whether SQLite's error says the index is damaged: FTS5's tables (SQLITE_CORRUPT_VTAB, an
-    extended SQLITE_CORRUPT) or the file itself ("database disk image is malformed", "file is
-    not a database")."""
-    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    extended SQLITE_CORRUPT), the file itself ("database disk image is malformed", "file is
+    not a database"), or the file deleted (or moved) under its connection, which then takes no
+    write (SQLITE_READONLY_DBMOVED: it was answered as a read-only database, search after search)."""
+    code = getattr(exc, "sqlite_errorcode", 0)
+    return (code & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or code == sqlite3.SQLITE_READONLY_DBMOVED
 
 
 def discard_damaged(replica) -> str:
