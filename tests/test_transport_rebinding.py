@@ -58,10 +58,13 @@ def test_the_old_setting_names_still_work():
         rebinding.check("127.0.0.1:8765", None, settings)
 
 
-def test_port_wildcards_do_not_match_longer_names():
+def test_port_wildcards_match_any_port_or_none_and_no_longer_name():
     assert rebinding.allowed("localhost:80", ["localhost:*"])
     assert not rebinding.allowed("localhost.evil.example:80", ["localhost:*"])
-    assert not rebinding.allowed("localhost", ["localhost:*"])
+    assert not rebinding.allowed("localhost.evil.example", ["localhost:*"])
+    # The default port is none (session 29: a browser on port 80 and nginx's Host $host were refused 421)
+    assert rebinding.allowed("localhost", ["localhost:*"]) and rebinding.allowed("[::1]", ["[::1]:*"])
+    assert rebinding.allowed("http://localhost", ["http://localhost:*"])
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ class MisdirectedRequest(ToolError):
 
 
 def allowed(value: str, patterns: list[str]) -> bool:
-    return any(value == pattern or pattern == "*" or (pattern.endswith(":*") and value.startswith(pattern[:-1])) for pattern in patterns)
+    """`name:*` takes any port of that name, and none (the scheme's default: port 80 sends no port)."""
+    return any(value == pattern or pattern == "*"
+               or (pattern.endswith(":*") and (value.startswith(pattern[:-1]) or value == pattern[:-2])) for pattern in patterns)
 
 
 def check(host: str | None, origin: str | None, settings: Settings) -> None:
