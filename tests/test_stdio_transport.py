@@ -53,7 +53,7 @@ def test_stdout_carries_only_protocol_one_answer_per_request(tmp_path):
     """Raw JSON lines to `python -m chalicelib stdio`: initialize is answered once (the SDK's
     own answer to it is dropped), then the SDK answers; logs go to stderr."""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"),
-           "LOG_LEVEL": "DEBUG"}
+           "LOG_LEVEL": "DEBUG", "LOG_FORMAT": "json"}
     requests = initialize_line(7) + b"".join(
         json.dumps(message).encode() + b"\n"
         for message in (
@@ -74,7 +74,9 @@ def test_stdout_carries_only_protocol_one_answer_per_request(tmp_path):
     assert answers[0]["result"]["serverInfo"]["name"] == "agent-mail"
     assert {tool["name"] for tool in answers[1]["result"]["tools"]} == {tool.name for tool in all_tools()}
     assert answers[2]["result"]["structuredContent"]["status"] == "ok"
-    assert b"DEBUG" in stderr  # the logs are there, on stderr
+    # The logs are there, on stderr, as LOG_FORMAT says (session 29: always text)
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith(b"{")]
+    assert logged and {"DEBUG"} <= {line["level"] for line in logged}, stderr.decode()[-2000:]
 
 
 def test_an_agent_session_over_stdio_beside_the_http_server_on_one_database(tmp_path):

@@ -113,6 +113,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     from pydantic import ValidationError
 
     from ..archive.worker import LocalWorker
+    from ..ops import logs
     from ..ops.allocator import keep_memory_down
     from ..config import Settings, get_settings, invalid_setting
     from ..store import db
@@ -122,7 +123,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
         settings = Settings(database_url=database_url) if database_url else get_settings()
     except ValidationError as exc:  # a line the client shows in its log, not a traceback
         sys.exit("agent-mail stdio: invalid %s: %s" % invalid_setting(exc))
-    logging.basicConfig(stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings)  # on stderr, as LOG_FORMAT says (stdout is the protocol's)
     keep_memory_down()
     for name, path in relative_paths(settings):
         logging.warning("%s is relative (%s): it resolves to %s, in the directory the client started this in;"
@@ -141,6 +142,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
         if worker:
             worker.stop()
         logging.shutdown()
+        logs.flush()  # (its buffer: os._exit runs no atexit)
         os._exit(0)
 
     if worker:
