@@ -4,6 +4,7 @@ logs and doctor (docs/operations.md)."""
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -294,6 +295,10 @@ def test_one_json_log_line_per_request_without_bodies_or_secrets(tmp_path):
         httpx.post(f"{url}/api/ensure_project", json={"human_key": "/work/secret-body-text"}, headers=auth)
         httpx.get(f"{url}/api/get_project?project_key=nope", headers=auth)
         httpx.get(f"{url}/api/list_projects")  # no credentials
+        browser = httpx.Client(base_url=url, timeout=60)  # a person signed in to the web UI (session 29: "anonymous")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', browser.get("/ui/login").text).group(1)
+        assert browser.post("/ui/login", data={"csrf": csrf, "token": "s3cret-token", "next": "/ui/projects"}).status_code == 303
+        assert browser.get("/ui/projects").status_code == 200
     # Stopped (SIGTERM) right after: its shutdown writes the lines the stream still buffered (it
     # flushes every half second, and uvicorn's exit by the signal skipped atexit: they were lost).
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
@@ -304,6 +309,9 @@ def test_one_json_log_line_per_request_without_bodies_or_secrets(tmp_path):
         ("GET", "/api/list_projects", None, 401),
     ]
     assert requests[0]["caller"].startswith("bearer:") and requests[2]["caller"] == "ip:127.0.0.1"
+    pages = {line["path"]: line for line in lines if line["msg"] == "request" and line["path"].startswith("/ui/")}
+    assert pages["/ui/login"]["caller"] == "ip:127.0.0.1"  # the form, before signing in
+    assert pages["/ui/projects"]["caller"] == requests[0]["caller"]  # the credential it signed in with
     assert all(line["ms"] > 0 and "ts" in line for line in requests)
     text = log.read_text()
     assert "s3cret-token" not in text and "secret-body-text" not in text

@@ -428,6 +428,9 @@ class Front:
         except ToolError as exc:
             await _refuse(send, scope["path"], exc)
             return
+        if logs.enabled():  # (a signed-in session's page names its credential: WebUI.handle)
+            client = scope.get("client")
+            logs.note(caller=ratelimit.caller(principal, client[0] if client else None))
         body, too_large = b"", False
         try:
             receive = await self._limit(scope, receive, principal)

@@ -24,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from .. import invoke
+from ..ops import logs
 from ..security import auth, scopes
 from ..config import Settings
 from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_error
@@ -252,6 +253,8 @@ class WebUI:
         # The page's tool calls run as the signed-in person's credential (its role and projects);
         # without authentication, as the loopback caller (AUTH_MODE=none: everything).
         signed = session.principal() if session else None
+        if signed is not None:  # the request's log line names who signed in, as an API call's names its credential
+            logs.note(caller=signed.subject)
         as_principal = auth.current.set(signed or (auth.ANONYMOUS if self.sessions.open else NOBODY))
         try:
             if page is None:  # a mistyped or shortened address under /ui/: this page, not the API's JSON 404
