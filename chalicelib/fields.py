@@ -21,6 +21,22 @@ NAME_REGEX = f"^{NAME_PATTERN.pattern}$"
 AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES, json_schema_extra={"pattern": NAME_REGEX})]
 
 
+def _storable(value: str) -> str:
+    """Text SQLite stores and reads whole: its text functions (substr, length: what search reads
+    of a body) stop at a NUL, and UTF-8 has no lone half of a surrogate pair (a 500 from the database)."""
+    if "\x00" in value:
+        raise ValueError("holds a NUL character (U+0000): leave it out")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds half of a UTF-16 surrogate pair (U+D800-U+DFFF), which is no character") from None
+    return value
+
+
+# A message's text (subject, body): whole, as stored.
+Storable = Annotated[str, AfterValidator(_storable)]
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("is only spaces: write some text")
@@ -28,7 +44,7 @@ def _not_blank(value: str) -> str:
 
 
 # A text that says something: a subject or a thread id of spaces passed where "" was refused.
-NotBlank = Annotated[str, AfterValidator(_not_blank), Field(json_schema_extra={"pattern": r"\S"})]
+NotBlank = Annotated[str, AfterValidator(_storable), AfterValidator(_not_blank), Field(json_schema_extra={"pattern": r"\S"})]
 
 
 def acting_agent(*old_names: str, default=..., description: str = "You: the agent acting."):

@@ -66,6 +66,18 @@ def test_send_fetch_acknowledge(run, project):
     assert inbox["messages"][0]["ack_ts"] == acked["ack_ts"]
 
 
+def test_text_the_database_would_not_store_whole_is_refused_with_the_error_shape(run, project):
+    """QA, session 29: a subject or thread id with a byte that is no UTF-8 (an argument decoded
+    with surrogateescape) crashed the CLI with a traceback; a body with a NUL was stored, and a
+    search that read its start stopped at the NUL (a narrowed search lost the message)."""
+    send = ("send-message", "--project-key", project, "--sender-name", "BlueLake", "--to", "RedStone")
+    for field, value, why in (("--subject", "caf\udce9", "half of a UTF-16 surrogate pair"),
+                              ("--body-md", "log:\x00 src/cart/api.py", "NUL character")):
+        options = {"--subject": "s", "--body-md": "b", field: value}
+        result = run(*send, *[item for pair in options.items() for item in pair])
+        assert result.exit_code == 1 and why in json.loads(result.stderr)["error"]["message"], result.output
+
+
 def test_pretty_by_default_compact_on_request(run, project):
     pretty = run("list-agents", "--project-key", project)
     compact = run("list-agents", "--project-key", project, "--compact")

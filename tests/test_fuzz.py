@@ -102,7 +102,7 @@ ATTACKS = [
     "<img src=x onerror=alert(1)>",
     "${jndi:ldap://x}",
     "{{7*7}}",
-    "\u0000nul and \u202e bidi",
+    "\u202e bidi",
 ]
 
 
@@ -124,6 +124,10 @@ def test_attack_strings_are_stored_and_returned_verbatim(fuzz_server):
         assert (profile["program"], profile["model"], profile["task_description"]) == (ATTACKS[2], ATTACKS[4], " ".join(ATTACKS))
         inbox = post("fetch_inbox", project_key="verbatim", agent_name="GreenCastle", limit=50).json()
         assert sorted(m["subject"] for m in inbox["messages"]) == sorted(ATTACKS)
+        # A NUL, which SQLite's text functions stop at (a search read the body's start up to it), is refused in mail
+        nul = post("send_message", project_key="verbatim", sender_name="BlueLake", to=["GreenCastle"],
+                   subject="\u0000nul", body_md="b")
+        assert nul.status_code == 422 and "NUL" in nul.json()["error"]["message"]
         reserved = post("file_reservation_paths", project_key="verbatim", agent_name="BlueLake", paths=["../../etc/passwd"])
         assert reserved.status_code in (200, 422) and reserved.status_code < 500
         assert client.get("/ready").status_code == 200  # the tables are all still there

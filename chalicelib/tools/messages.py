@@ -25,7 +25,7 @@ from ..store import upkeep, wakeup
 from ..store.db import placeholders
 from ..store.search_index import project_token
 from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
-from ..fields import AgentAddress, AgentName, MessageId, NotBlank, ProjectKey, Timestamp, acting_agent, empty_list
+from ..fields import AgentAddress, AgentName, MessageId, NotBlank, ProjectKey, Storable, Timestamp, acting_agent, empty_list
 from ..ids import new_id, new_ids
 from ..registry import Input, Output, Replay, to_json, tool
 from ..security import auth
@@ -36,7 +36,7 @@ from .projects import find_project, project_by_id, project_id
 
 Importance = Literal["low", "normal", "high", "urgent"]
 Subject = Annotated[NotBlank, Field(min_length=1, max_length=512)]
-Body = Annotated[str, Field(max_length=262_144, description="GitHub-flavoured Markdown.")]
+Body = Annotated[Storable, Field(max_length=262_144, description="GitHub-flavoured Markdown.")]
 Recipients = Annotated[list[AgentAddress], Field(max_length=100)]
 ThreadId = Annotated[NotBlank, Field(min_length=1, max_length=128, description="Thread key; any string, e.g. FEAT-123.")]
 Limit = Annotated[int, Field(ge=1, le=500)]
