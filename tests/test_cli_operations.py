@@ -213,6 +213,26 @@ def test_serve_port_0_picks_a_free_port_and_names_it(settings, monkeypatch):
     assert result.exit_code == 0, result.stderr
     assert served["port"] not in (0, 8765)  # not PORT's either
     assert f"on http://127.0.0.1:{served['port']}\n" in result.stderr
+    # The app's settings say that port (session 29: the guard's hook asked PORT's 8765, and let every commit through)
+    from chalicelib.config import get_settings
+    from chalicelib.tools.guard import server_url
+
+    assert server_url(get_settings()) == f"http://127.0.0.1:{served['port']}"
+
+
+def test_serve_says_what_to_check_when_it_cannot_listen(settings, monkeypatch):
+    import socket
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: pytest.fail("served"))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run("serve", "--port", str(port))
+    assert result.exit_code == 1 and "Choose another port" in result.stderr
+    monkeypatch.setenv("ALLOW_INSECURE", "true")  # (past the refusal to serve beyond loopback without authentication)
+    result = run("serve", "--host", "192.0.2.1", "--port", "0")  # no address of this machine (TEST-NET-1)
+    assert result.exit_code == 1 and "Check the host" in result.stderr and "another port" not in result.stderr
 
 
 def test_doctor_on_a_new_server_finds_nothing_to_archive_yet(tmp_path):

@@ -313,6 +313,7 @@ def dumps(data: Any, compact: bool) -> str:
 @click.pass_obj
 def serve(settings: Settings, host: str | None, port: int | None, reload: bool) -> None:
     """Run the local server (web UI, REST, MCP, /docs) with uvicorn."""
+    import errno
     import socket
 
     import uvicorn
@@ -326,10 +327,9 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
         with socket.create_server((host, port)) as probe:
             port = probe.getsockname()[1]  # --port 0: the free port the system picked, for the banner
     except OSError as exc:
-        raise click.ClickException(
-            f"Cannot listen on {host}:{port} ({exc.strerror}). Is another server running there?"
-            f" Choose another port: PORT={port + 1} ./scripts/serve (or --port {port + 1})."
-        ) from None
+        advice = (f" Is another server running there? Choose another port: PORT={port + 1} ./scripts/serve (or --port"
+                  f" {port + 1}).") if exc.errno == errno.EADDRINUSE else " Check the host: an address of this machine (HOST, --host)."
+        raise click.ClickException(f"Cannot listen on {host}:{port} ({exc.strerror or exc}).{advice}") from None
     base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     click.echo(
         f"Agent Mail {__version__} on {base}\n"
@@ -340,6 +340,7 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
     # its settings from the environment: hand --database-url over that way.
     os.environ["DATABASE_URL"] = settings.database_url
     os.environ["HOST"] = host  # the app refuses AUTH_MODE=none beyond loopback
+    os.environ["PORT"] = str(port)  # install_precommit_guard writes the server's URL into the hook
     get_settings.cache_clear()
     uvicorn.run(
         "chalicelib.transports.asgi:app",
