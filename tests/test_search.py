@@ -41,10 +41,10 @@ def test_hits_carry_snippets_and_scores(call, mail):
 def test_a_snippet_marks_a_word_the_index_matched_without_its_accents(call, project):
     """FTS5 reads café as cafe (remove_diacritics): `cafe` found it, and its snippet marked nothing
     (the body's start instead of the passage, for a long body)."""
-    body = "words " * 40 + "Lunch at the Café Zürich, then the Résumé review."
+    body = "words " * 40 + "Lunch at the Café Zürich, then the Résumé review in the İstanbul office."
     call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Plans", body_md=body)
     for query, marked in (("cafe", "**Café**"), ("zurich", "**Zürich**"), ('"resume review"', "**Résumé review**"),
-                          ("Résumé", "**Résumé**")):
+                          ("Résumé", "**Résumé**"), ("İstanbul", "**İstanbul**"), ("istanbul", "**İstanbul**")):
         [hit] = call("search_messages", project_key=project, query=query)["results"]
         assert marked in hit["snippet"], (query, hit["snippet"])
 

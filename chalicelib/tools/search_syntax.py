@@ -178,7 +178,7 @@ def query_words(text: str) -> list[str]:
     quotes. An operator used as one is left out, but not one it reads as a word (`AND` alone,
     `OR` at an end), nor a column name it reads as text."""
     quoted = _QUOTED.findall(fts5_query(text) or "")
-    return list(dict.fromkeys(word.lower() for phrase, _ in quoted for word in re.findall(r"\w+", phrase)))
+    return list(dict.fromkeys(_lower(word) for phrase, _ in quoted for word in re.findall(r"\w+", phrase)))
 
 
 def snippet_terms(text: str) -> list[tuple[str, ...]]:
@@ -221,9 +221,13 @@ _UNACCENTED = {code: base for code in range(0xC0, 0x250) if (base := unicodedata
 
 
 def _lowered(text: str) -> str:
-    """The text lower case and without diacritics on Latin letters, for finding the query's words in it."""
-    lower = text.lower()
-    return lower if lower.isascii() else lower.translate(_UNACCENTED)
+    """The text lower case and without diacritics on Latin letters, for finding the query's words in it
+    (character for character: İ, the one letter whose lower case is two, is read as I)."""
+    return text.lower() if text.isascii() else _lower(text).translate(_UNACCENTED)
+
+
+def _lower(text: str) -> str:
+    return text.replace("\u0130", "I").lower()  # İ: the one letter whose lower case is two characters
 
 
 def _is_word(char: str) -> bool:
