@@ -137,6 +137,11 @@ def _id_type(description: str):
     ]
 
 
+def is_id(field) -> bool:
+    """Whether a model field (pydantic's FieldInfo) is one of these ids."""
+    return any(getattr(item, "func", None) is _id_value for item in field.metadata)
+
+
 MessageId = _id_type("Message id.")
 Id = _id_type("A 63-bit id, as a decimal string (a number is accepted too).")
 

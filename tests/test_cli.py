@@ -78,6 +78,15 @@ def test_text_the_database_would_not_store_whole_is_refused_with_the_error_shape
         assert result.exit_code == 1 and why in json.loads(result.stderr)["error"]["message"], result.output
 
 
+def test_an_id_option_takes_any_63_bit_id(run, project):
+    """QA, session 29: id options were click's INT, and the input refused an id past 2**53-ish as
+    "too large for a JSON number: send it as a string", which an option cannot do."""
+    result = run("get-message", "--project-key", project, "--message-id", "9223372036854700000")
+    assert result.exit_code == 1 and json.loads(result.stderr)["error"]["code"] == "not_found", result.output
+    result = run("get-message", "--project-key", project, "--message-id", "x1")
+    assert result.exit_code == 1 and json.loads(result.stderr)["error"]["code"] == "invalid_argument"
+
+
 def test_pretty_by_default_compact_on_request(run, project):
     pretty = run("list-agents", "--project-key", project)
     compact = run("list-agents", "--project-key", project, "--compact")

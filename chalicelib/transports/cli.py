@@ -33,6 +33,7 @@ from ..security import auth
 from ..store import db
 from ..config import Settings, get_settings, invalid_setting
 from ..errors import ToolError
+from ..fields import is_id
 from ..registry import Tool, field_type
 
 RESERVED = {"json", "json_input", "compact", "help", "all_pages"}  # names taken by the tool commands' own options
@@ -190,7 +191,8 @@ def field_option(name: str, field: FieldInfo) -> click.Option:
     aliases = getattr(field.validation_alias, "choices", [])[1:]
     return FieldOption(
         [f"{flag}/--no-{flag[2:]}" if kind is bool else flag, *("--" + alias.replace("_", "-") for alias in aliases), name],
-        type=click_type(kind),
+        # An id as text: click's INT refused one past 2**53-ish as "too large for a JSON number: send it as a string".
+        type=click.STRING if is_id(field) else click_type(kind),
         metavar="JSON" if is_object(kind) else None,
         multiple=multiple,
         # Shown in --help only: values left at their default are not passed (see `given`),
