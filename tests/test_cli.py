@@ -87,6 +87,16 @@ def test_an_id_option_takes_any_63_bit_id(run, project):
     assert result.exit_code == 1 and json.loads(result.stderr)["error"]["code"] == "invalid_argument"
 
 
+def test_a_required_field_that_takes_null_takes_the_word(run, project):
+    """QA, session 29: `set-retention-policy --help` said "mode null resets to the server's default",
+    and no option could say null (a choice of keep, purge, archive_only)."""
+    set_policy = ("set-retention-policy", "--project-key", project)
+    assert output(run(*set_policy, "--mode", "purge", "--days", "30"))["mode"] == "purge"
+    assert "[keep|purge|archive_only|null]" in run(*set_policy, "--help").stdout
+    assert output(run(*set_policy, "--mode", "null"))["mode"] is None  # the server's default again
+    assert output(run("get-retention-policy", "--project-key", project))["mode"] is None
+
+
 def test_pretty_by_default_compact_on_request(run, project):
     pretty = run("list-agents", "--project-key", project)
     compact = run("list-agents", "--project-key", project, "--compact")

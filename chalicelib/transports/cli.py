@@ -191,8 +191,7 @@ def field_option(name: str, field: FieldInfo) -> click.Option:
     aliases = getattr(field.validation_alias, "choices", [])[1:]
     return FieldOption(
         [f"{flag}/--no-{flag[2:]}" if kind is bool else flag, *("--" + alias.replace("_", "-") for alias in aliases), name],
-        # An id as text: click's INT refused one past 2**53-ish as "too large for a JSON number: send it as a string".
-        type=click.STRING if is_id(field) else click_type(kind),
+        type=option_type(field, kind),
         metavar="JSON" if is_object(kind) else None,
         multiple=multiple,
         # Shown in --help only: values left at their default are not passed (see `given`),
@@ -203,6 +202,28 @@ def field_option(name: str, field: FieldInfo) -> click.Option:
         field_required=field.is_required(),
         aliases=aliases,
     )
+
+
+def option_type(field: FieldInfo, kind: Any) -> click.ParamType:
+    if field.is_required() and type(None) in get_args(field.annotation):
+        return OrNull(click_type(kind))
+    # An id as text: click's INT refused one past 2**53-ish as "too large for a JSON number: send it as a string".
+    return click.STRING if is_id(field) else click_type(kind)
+
+
+class OrNull(click.ParamType):
+    """A required field that takes null (set_retention_policy's mode: the server's default): the word
+    `null` (an option could give it no other way than --json)."""
+
+    def __init__(self, inner: click.ParamType) -> None:
+        self.inner, self.name = inner, f"{inner.name} or null"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str | None:
+        shown = self.inner.get_metavar(param, ctx)
+        return f"{shown[:-1]}|null]" if shown and shown.endswith("]") else shown
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return None if value == "null" else self.inner.convert(value, param, ctx)
 
 
 def is_object(kind: Any) -> bool:
