@@ -241,7 +241,11 @@ def test_an_expired_form_comes_back_with_its_draft_or_a_way_back_not_advice_to_r
     url, api, database = site
     client = ui(url)
     draft = {"project_key": P, "to": "GreenCastle", "subject": "Careful", "thread_id": "", "body_md": "A long careful draft"}
-    stale = client.post("/ui/compose", data={"csrf": "stale", **draft})
+    # Another site's form (QA, session 29: it came back filled in, ready to send in the overseer's name)
+    forged = client.post("/ui/compose", data={"csrf": "stale", **draft}, headers={"Sec-Fetch-Site": "same-site"})
+    assert forged.status_code == 403 and "Careful" not in forged.text and "careful draft" not in forged.text
+    assert f'href="/ui/compose?p={P}"' in forged.text  # a way to the form, empty
+    stale = client.post("/ui/compose", data={"csrf": "stale", **draft}, headers={"Sec-Fetch-Site": "same-origin"})
     assert stale.status_code == 403 and "This form had expired" in stale.text and "Reload" not in stale.text
     assert 'value="Careful"' in stale.text and ">A long careful draft</textarea>" in stale.text  # the draft, to send again
     token = re.search(r'name="csrf" value="([^"]+)"', stale.text).group(1)

@@ -26,6 +26,7 @@ class Request:
     root: str = ""  # the URL prefix the app is served under (API Gateway's stage), no trailing slash
     tls: bool = False
     too_large: bool = False  # a body past MAX_BODY_BYTES: the transport read none of it (form is empty)
+    same_origin: bool = False  # the browser says this page's own site sent it (Sec-Fetch-Site), whatever its token
 
 
 @dataclass
@@ -73,4 +74,5 @@ def request(method: str, path: str, query_string: str, body: bytes, headers: dic
     return Request(
         method=method.upper(), path=path, query=query, form=form_fields(body, headers.get("content-type")),
         cookies=cookies(headers.get("cookie")), root=root, tls=tls, too_large=too_large,
+        same_origin=headers.get("sec-fetch-site") == "same-origin",
     )

@@ -351,11 +351,12 @@ class WebUI:
     def refuse_forgery(self, request: Request, session: Session | None) -> Response:
         """A form without this session's CSRF token: sent before the session changed (without
         authentication its key is random per process: a restart expires every open form), or from
-        another site. Nothing is done. Reloading would send the same stale token: a message comes
-        back as its form, with the draft and a fresh token, to be checked and sent again; any other
-        form's page links back to the page it came from."""
+        another site. Nothing is done. Reloading would send the same stale token: a message the
+        browser says this site's own page sent comes back as its form, with the draft and a fresh
+        token, to be checked and sent again (another site's would come back ready to send in the
+        overseer's name, a click away); any other form's page links back to the page it came from."""
         form = request.form
-        if request.path == "/ui/compose" and self.sessions.signed_in(session) and self.oversees():
+        if request.path == "/ui/compose" and request.same_origin and self.sessions.signed_in(session) and self.oversees():
             exc = ToolError("This form had expired or did not come from this site: nothing was sent.",
                             "Check what it says, then send it again.")
             exc.status, exc.code = 403, "csrf"
