@@ -89,9 +89,14 @@ def required_role(tool) -> str:
     return "reader" if tool.read_only and tool.name not in STORES_BYTES else "writer"
 
 
+def has_role(principal: Principal, needed: str) -> bool:
+    """Whether the principal's role is `needed` or above."""
+    return ROLES.index(principal.role) >= ROLES.index(needed)
+
+
 def require_role(principal: Principal, needed: str, what: str) -> None:
     """Forbidden unless the principal's role is `needed` or above."""
-    if ROLES.index(principal.role) < ROLES.index(needed):
+    if not has_role(principal, needed):
         raise Forbidden(
             f"{what} needs the {needed} role; this credential is a {principal.role}.",
             "Ask the operator for a credential with that role (docs/security.md).",

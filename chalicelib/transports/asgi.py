@@ -291,6 +291,11 @@ def create_app(settings: Settings | None = None):
     return Front(api, mcp, settings)
 
 
+def _client_address(scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
 async def _refuse(send, path: str, exc: ToolError) -> None:
     """A refusal before the route, in the form mcp_errors.refusal gives it for this path."""
     status, headers, body = mcp_errors.refusal(path, exc)
@@ -357,8 +362,7 @@ class Front:
         if self.web.serves(path):
             await self._web(scope, receive, send)
             return
-        client = scope.get("client")
-        address = client[0] if client else None
+        address = _client_address(scope)
         logged = logs.enabled()
         if logged:
             logs.note(caller=ratelimit.caller(auth.ANONYMOUS, address))  # until someone authenticates
@@ -429,8 +433,7 @@ class Front:
             await _refuse(send, scope["path"], exc)
             return
         if logs.enabled():  # (a signed-in session's page names its credential: WebUI.handle)
-            client = scope.get("client")
-            logs.note(caller=ratelimit.caller(principal, client[0] if client else None))
+            logs.note(caller=ratelimit.caller(principal, _client_address(scope)))
         body, too_large = b"", False
         try:
             receive = await self._limit(scope, receive, principal)
@@ -515,8 +518,7 @@ class Front:
                 raise ratelimit.too_large(limit)
             receive = replay(body, complete, receive)
         if self.limiter.enabled and scope["path"] not in auth.OPEN_PATHS:
-            client = scope.get("client")
-            self.limiter.check_request(ratelimit.caller(principal, client[0] if client else None),
+            self.limiter.check_request(ratelimit.caller(principal, _client_address(scope)),
                                        scope["path"], scope["method"], body, self.tools)
         return receive
 

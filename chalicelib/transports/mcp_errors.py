@@ -140,12 +140,17 @@ def served_list(methods: tuple[str, ...]) -> str:
 def unsupported_version(value: str, versions: tuple[str, ...]) -> bytes:
     """The 400 for an MCP-Protocol-Version header naming no version this server speaks (the SDK
     took it for 2026-07-28 and asked for that protocol's _meta envelope)."""
-    shown = value if len(value) <= MAX_METHOD_SHOWN else value[:MAX_METHOD_SHOWN] + "…"
+    shown = _cut(value)
     message = f"Bad Request: unsupported MCP-Protocol-Version {shown!r}; this server speaks {', '.join(versions)}"
     hint = ("Send MCP-Protocol-Version with the version initialize negotiated (an MCP client library does), or leave it"
             f" out ({LAST_HANDSHAKE_VERSION}'s answers).")
     body = {"error": {"code": HTTP_ERROR_CODES.get(400, "bad_request"), "message": message, "hint": hint}}
     return orjson.dumps({"jsonrpc": "2.0", "id": None, "error": jsonrpc_error(INVALID_REQUEST, body)})
+
+
+def _cut(text: str) -> str:
+    """A name from the request, as an answer shows it: its first MAX_METHOD_SHOWN characters."""
+    return text if len(text) <= MAX_METHOD_SHOWN else text[:MAX_METHOD_SHOWN] + "…"
 
 
 def request_hint(status: int, rpc_code, rpc_id) -> str:
@@ -170,7 +175,7 @@ def protocol_hint(status: int, rpc_code, sdk_data, methods: tuple[str, ...], mes
     the method's name for an unknown method; `message`: its error's)."""
     if rpc_code == METHOD_NOT_FOUND:
         method = str(sdk_data)
-        shown = method if len(method) <= MAX_METHOD_SHOWN else method[:MAX_METHOD_SHOWN] + "…"
+        shown = _cut(method)
         if method in methods and method in LATER_ONLY:  # server/discover under a handshake version
             return (f"{shown!r} is answered only under MCP protocol {MODERN_VERSION} (MCP-Protocol-Version: {MODERN_VERSION},"
                     " each request's params carrying its _meta envelope), not under the one this request gave; a tool is"

@@ -309,8 +309,7 @@ class WebUI:
     def may(self, tool_name: str) -> bool:
         """Whether the signed-in credential's role takes this tool (security/scopes.py): a reader
         "sees all" without agent tokens, but is offered no button its role would have refused."""
-        role = invoke.caller(None).role
-        return auth.ROLES.index(role) >= auth.ROLES.index(scopes.required_role(self.tools[tool_name]))
+        return scopes.has_role(invoke.caller(None), scopes.required_role(self.tools[tool_name]))
 
     def page(self, request: Request, session: Session | None, template: str, status: int = 200, **context) -> Response:
         body = self.env.get_template(template).render(
