@@ -49,7 +49,7 @@ def publish(settings: Settings, limit: int = PUBLISH_ROWS) -> int:
     """Send up to `limit` pending outbox rows to the queue; the number sent."""
     with connection(settings) as conn:
         rows = outbox.take(conn, limit)
-    if not rows:  # (no write transaction for nothing)
+    if not rows:  # (no write transaction for nothing: a failed row waiting for its retry took the lock on every request)
         return 0
     sent: list[int] = []
     failed: dict[int, str] = {}
@@ -191,10 +191,7 @@ def publish_after_write(settings: Settings) -> None:
     if not (settings.archive_enabled and settings.archive_queue_url):
         return
     try:
-        with connection(settings) as conn:
-            if not outbox.take(conn, 1):
-                return  # a read, a write that archives nothing, or rows whose retry is not due: no SQS call
-        publish(settings)
+        publish(settings)  # (nothing due, after a read or a write that archives nothing: one SELECT, no write, no SQS call)
     except Exception:
         log.exception("archive publish failed; the sweep will retry")
 
