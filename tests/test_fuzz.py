@@ -128,6 +128,10 @@ def test_attack_strings_are_stored_and_returned_verbatim(fuzz_server):
         nul = post("send_message", project_key="verbatim", sender_name="BlueLake", to=["GreenCastle"],
                    subject="\u0000nul", body_md="b")
         assert nul.status_code == 422 and "NUL" in nul.json()["error"]["message"]
+        # A reply's subject prefix is part of its subject (QA, session 30: a NUL came in that way)
+        prefixed = post("reply_message", project_key="verbatim", agent_name="GreenCastle", message_id=sent.json()["message"]["id"],
+                        body_md="b", subject_prefix="Re:\u0000")
+        assert prefixed.status_code == 422 and "NUL" in prefixed.json()["error"]["message"], prefixed.text
         reserved = post("file_reservation_paths", project_key="verbatim", agent_name="BlueLake", paths=["../../etc/passwd"])
         assert reserved.status_code in (200, 422) and reserved.status_code < 500
         assert client.get("/ready").status_code == 200  # the tables are all still there

@@ -420,7 +420,7 @@ class ReplyMessageInput(Input):
     )
     cc: Recipients = empty_list()
     bcc: Recipients = empty_list()
-    subject_prefix: Annotated[str, Field(max_length=32)] = "Re:"
+    subject_prefix: Annotated[Storable, Field(max_length=32)] = "Re:"  # a part of the subject
     attachments: Attachments = empty_list()
     importance: Importance | None = Field(None, description="Defaults to the original message's.")
     ack_required: bool = Field(False, description="Ask the recipients to acknowledge this reply.")
