@@ -253,6 +253,11 @@ class Settings(BaseSettings):
     def database_path(self) -> Path:
         return Path(self.database_url.removeprefix("sqlite:///"))
 
+    @property
+    def no_database(self) -> bool:
+        """No database file where DATABASE_URL says (a replica's file is a cache: it never counts as missing)."""
+        return not self.turso_sync_url and not self.database_path.is_file()
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -72,7 +72,7 @@ def existing(path: Path) -> Path:
 def database(settings: Settings) -> Finding:
     if settings.turso_sync_url:
         return Finding("database", True, "replica mode: the primary keeps the data (see the Turso check)")
-    if not settings.database_path.is_file():  # the checks that read it are skipped (examine)
+    if settings.no_database:  # the checks that read it are skipped (examine)
         folders = archived_projects(settings)
         held = f"; the archive {settings.archive_dir} holds {len(folders)} projects" if folders else ""
         return Finding("database", False, f"no database at {settings.database_path}{held}",

@@ -258,7 +258,7 @@ def as_it_is(settings: Settings, writable: bool = False):
         finally:
             the_replica.give_back()
         return
-    if not settings.database_path.is_file():
+    if settings.no_database:
         raise NoDatabase(f"no database at {settings.database_path}")
     uri = f"file:{quote(str(settings.database_path.resolve()))}?mode={'rw' if writable else 'ro'}"  # never creates it
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,

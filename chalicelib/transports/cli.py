@@ -460,7 +460,7 @@ def archive_to_read(settings: Settings):
 def existing_database(settings: Settings) -> None:
     """Refuse to work on a database that does not exist: these commands read what is there (a
     mistyped DATABASE_URL made an empty database, and `retention run` reported nothing to do)."""
-    if not settings.turso_sync_url and not settings.database_path.is_file():
+    if settings.no_database:
         raise click.ClickException(f"no database at {settings.database_path}: check DATABASE_URL (the server creates its"
                                    " database when it first starts; this command creates none)")
 
@@ -625,7 +625,7 @@ def backup_refusal(settings: Settings, path: Path, force: bool) -> str | None:
     if settings.turso_sync_url:
         return (f"replica mode: {settings.database_path} is this process's replica of TURSO_SYNC_URL, a cache; the primary is"
                 " the source of truth: back it up where it runs (Turso Cloud: point-in-time restore; docs/operations.md, \"Backups\")")
-    if not settings.database_path.is_file():
+    if settings.no_database:
         return f"no database at {settings.database_path}"
     if not path.parent.is_dir():
         return f"no directory {path.parent}"
