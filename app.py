@@ -57,7 +57,7 @@ def create_app(settings: Settings) -> Chalice:
         # An upload has a limit of its own; a web UI form past it gets the UI's page (add_web_routes).
         if len(body) > settings.max_body_bytes and (path, method) != (attachment_routes.UPLOAD_PATH, "PUT") and not web_path(path):
             raise ratelimit.too_large(settings.max_body_bytes)
-        if limiter.enabled:
+        if limiter.enabled and not web_path(path):  # a web UI page counts in WebUI.handle, by who signed in
             limiter.check_request(ratelimit.caller(principal, source_ip), path, method, body, tools)
         return principal
 
@@ -89,8 +89,7 @@ def create_app(settings: Settings) -> Chalice:
         principal = auth.ANONYMOUS
         if request.path not in auth.OPEN_PATHS:
             try:
-                source_ip = ((request.context or {}).get("identity") or {}).get("sourceIp")
-                principal = guard(request.headers, request.path, request.method, request.raw_body or b"", source_ip,
+                principal = guard(request.headers, request.path, request.method, request.raw_body or b"", source_ip(request),
                                   authenticate=not web_path(request.path))
             except ToolError as exc:
                 return _refused(request, exc)
@@ -136,7 +135,7 @@ def create_app(settings: Settings) -> Chalice:
         except Exception:
             return unexpected(app)
 
-    add_web_routes(app, settings)
+    add_web_routes(app, settings, limiter)
 
     app.api.binary_types.extend(["image/webp", "application/pdf", "application/gzip"])
     get_attachment = tools["get_attachment"]
@@ -257,11 +256,16 @@ WEB_PATHS = ("/", "/ui", "/ui/projects", "/ui/project", "/ui/agent", "/ui/thread
              "/ui/static/{name}", "/ui/{name}")  # the last: any other address under /ui/, the UI's 404 page
 
 
+def source_ip(request: Request) -> str | None:
+    """The client address API Gateway saw (never X-Forwarded-For, which the client writes)."""
+    return ratelimit.event_source_ip({"requestContext": request.context})
+
+
 def web_path(path: str) -> bool:
     return path in WEB_PATHS or path.startswith("/ui/static/")
 
 
-def add_web_routes(app: Chalice, settings: Settings) -> None:
+def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimiter) -> None:
     """The web UI (chalicelib/web/), the same pages as the local server's; loaded on first use."""
     ui = []
 
@@ -269,7 +273,7 @@ def add_web_routes(app: Chalice, settings: Settings) -> None:
         from chalicelib.web.pages import WebUI
 
         if not ui:
-            ui.append(WebUI(settings))
+            ui.append(WebUI(settings, limiter))
         request = app.current_request
         path = request.path.format(**names)  # Chalice's path is the route's pattern
         params = request.query_params or {}
@@ -282,6 +286,7 @@ def add_web_routes(app: Chalice, settings: Settings) -> None:
         answer = ui[0].handle(web_http.request(
             request.method, path, query, b"" if too_large else body, auth.lower_headers(request.headers),
             root=root, tls=(request.headers.get("x-forwarded-proto") or "").lower() == "https", too_large=too_large,
+            client=source_ip(request),
         ))
         body = answer.file.read_bytes() if answer.file is not None else answer.body  # a file: a trial's local storage
         if answer.content_type.startswith(("text/", "application/json")):

@@ -129,3 +129,26 @@ def test_a_session_does_not_outlive_its_tokens_scope_across_a_restart(tmp_path):
         assert api.get("/api/unified_inbox", params={"project_key": "srv-app"}).json()["messages"] == []
         again = _signed_in(url, demoted)  # signing in again gives the new scope: a reader of another project
         assert again.get("/ui/compose?p=srv-app").status_code == 403
+
+
+def test_pages_count_against_the_signed_in_credentials_budget_and_a_form_against_its_writes(tmp_path):
+    """QA, session 30: every page counted as a read of the client's address. A credential the API
+    refused (429) went on writing through the UI, and people signed in from one address (behind one
+    proxy) shared one budget, whose end showed the API's JSON."""
+    other = "other-token-abcdefgh"
+    with running_server(tmp_path / "agent_mail.db", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=f"{TOKEN},{other}",
+                        RATE_LIMIT_WRITES_PER_MINUTE="4", RATE_LIMIT_READS_PER_MINUTE="8") as url:
+        api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
+        api.post("/api/ensure_project", json={"human_key": "/srv/app"}).raise_for_status()
+        for name in ("BlueLake", "GreenCastle", "RedStone"):
+            api.post("/api/register_agent", json={"project_key": "srv-app", "program": "p", "model": "m", "name": name})
+        assert api.post("/api/ensure_project", json={"human_key": "/srv/more"}).status_code == 429  # 4 writes spent
+        client, neighbour = _signed_in(url), _signed_in(url, other)
+        retire = {"action": "retire", "project_key": "srv-app", "agent_name": "BlueLake", "back": "/", "csrf": _csrf(client)}
+        refused = client.post("/ui/act", data=retire)
+        assert refused.status_code == 429 and refused.headers["content-type"].startswith("text/html"), refused.text
+        assert "RATE_LIMIT_WRITES_PER_MINUTE" in refused.text and int(refused.headers["retry-after"]) >= 1
+        assert api.get("/api/whois", params={"project_key": "srv-app", "agent_name": "BlueLake"}).json()["retired_ts"] is None
+        pages = [client.get("/ui/projects").status_code for _ in range(8)]  # its reads: 2 taken above, 6 left
+        assert pages.count(200) <= 6 and pages[-1] == 429, pages
+        assert neighbour.get("/ui/projects").status_code == 200  # the same address, another credential's budget

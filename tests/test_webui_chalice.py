@@ -114,3 +114,23 @@ def test_a_mistyped_ui_address_gets_the_uis_404_page_on_chalice_too(client):
     assert missing.status_code == 404 and missing.headers["Content-Type"].startswith("text/html")
     assert "No such page: /ui/agents." in missing.body.decode()
     assert client.http.get("/ui/static/ui.css").status_code == 200  # the more specific routes still win
+
+
+def test_a_form_counts_against_the_signed_in_credentials_writes_on_chalice_too(tmp_path):
+    """As locally (test_webui_auth): the pages went past the rate limit as reads of the address."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/a.db", auth_mode="bearer", auth_bearer_tokens=[TOKEN],
+                        archive_enabled=False, rate_limit_writes_per_minute=2)
+    with Client(importlib.import_module("app").create_app(settings)) as client:
+        api = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+        answers = [client.http.post("/api/ensure_project", headers=api, body=f'{{"human_key": "/srv/{n}"}}').status_code
+                   for n in range(3)]
+        assert answers == [200, 200, 429]
+        login = client.http.get("/ui/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', login.body.decode()).group(1)
+        form = {"content-type": "application/x-www-form-urlencoded", "cookie": _cookie(login)}
+        signed = client.http.post("/ui/login", headers=form, body=f"csrf={csrf}&token={TOKEN}&next=/")  # the address's write
+        assert signed.status_code == 303
+        session = {**form, "cookie": _cookie(signed)}
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.http.get("/ui/compose?p=srv-0", headers=session).body.decode()).group(1)
+        sent = client.http.post("/ui/compose", headers=session, body=f"csrf={csrf}&project_key=srv-0&to=x&body_md=x")
+        assert sent.status_code == 429 and sent.headers["Content-Type"].startswith("text/html") and "Retry-After" in sent.headers

@@ -316,7 +316,7 @@ class Front:
         self.limiter = ratelimit.RateLimiter(settings)
         self.tools = tools_by_name()
         self.settings = settings
-        self.web = WebUI(settings)
+        self.web = WebUI(settings, self.limiter)
         self.allowed_hosts_and_origins: set[tuple[bytes | None, bytes | None]] = set()
 
     async def __call__(self, scope, receive, send) -> None:
@@ -436,7 +436,7 @@ class Front:
             logs.note(caller=ratelimit.caller(principal, _client_address(scope)))
         body, too_large = b"", False
         try:
-            receive = await self._limit(scope, receive, principal)
+            receive = await self._limit(scope, receive, principal, rate=bearer_docs)  # a page counts in WebUI.handle
         except ratelimit.PayloadTooLarge:  # a form too large to read: the UI's page says so, not the API's JSON
             too_large = True
         except ToolError as exc:
@@ -446,7 +446,8 @@ class Front:
             body, _ = await read_body(receive, self.settings.max_body_bytes)
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         request = web_http.request(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"), body,
-                              headers, root=scope.get("root_path", ""), tls=scope.get("scheme") == "https", too_large=too_large)
+                              headers, root=scope.get("root_path", ""), tls=scope.get("scheme") == "https", too_large=too_large,
+                              client=_client_address(scope))
         if bearer_docs:  # the page holds no data: Swagger UI reads /openapi.json, which asks for the token again
             response = self.web.page(request, None, "docs.html")
             response.headers["Cache-Control"] = "no-store"
@@ -503,21 +504,21 @@ class Front:
                 return principal
         return await self.auth.authenticate_async(headers)  # a JWT key-set fetch waits off the loop
 
-    async def _limit(self, scope, receive, principal):
-        """Refuse bodies over MAX_BODY_BYTES (413) and callers over their rate (429); the
-        receive() to go on with (the body read here is replayed)."""
+    async def _limit(self, scope, receive, principal, rate: bool = True):
+        """Refuse bodies over MAX_BODY_BYTES (413) and callers over their rate (429, unless not `rate`);
+        the receive() to go on with (the body read here is replayed)."""
         limit = self.settings.max_body_bytes
         length = header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise ratelimit.too_large(limit)
         body = b""
-        is_mcp_post = self.limiter.enabled and scope["path"] == MCP_PATH and scope["method"] == "POST"
+        is_mcp_post = rate and self.limiter.enabled and scope["path"] == MCP_PATH and scope["method"] == "POST"
         if (length is None and scope["method"] in ("POST", "PUT", "PATCH")) or is_mcp_post:
             body, complete = await read_body(receive, limit)
             if len(body) > limit:
                 raise ratelimit.too_large(limit)
             receive = replay(body, complete, receive)
-        if self.limiter.enabled and scope["path"] not in auth.OPEN_PATHS:
+        if rate and self.limiter.enabled and scope["path"] not in auth.OPEN_PATHS:
             self.limiter.check_request(ratelimit.caller(principal, _client_address(scope)),
                                        scope["path"], scope["method"], body, self.tools)
         return receive

@@ -27,6 +27,7 @@ class Request:
     tls: bool = False
     too_large: bool = False  # a body past MAX_BODY_BYTES: the transport read none of it (form is empty)
     same_origin: bool = False  # the browser says this page's own site sent it (Sec-Fetch-Site), whatever its token
+    client: str | None = None  # the client's address, as the API's rate limit keys on it (security/ratelimit.py caller)
 
 
 @dataclass
@@ -65,7 +66,7 @@ def cookies(header: str | None) -> dict[str, str]:
 
 
 def request(method: str, path: str, query_string: str, body: bytes, headers: dict[str, str], root: str = "", tls: bool = False,
-            too_large: bool = False) -> Request:
+            too_large: bool = False, client: str | None = None) -> Request:
     """A Request from raw parts; `headers` with lower-case names."""
     try:
         query = pairs(query_string)
@@ -74,5 +75,5 @@ def request(method: str, path: str, query_string: str, body: bytes, headers: dic
     return Request(
         method=method.upper(), path=path, query=query, form=form_fields(body, headers.get("content-type")),
         cookies=cookies(headers.get("cookie")), root=root, tls=tls, too_large=too_large,
-        same_origin=headers.get("sec-fetch-site") == "same-origin",
+        same_origin=headers.get("sec-fetch-site") == "same-origin", client=client,
     )

@@ -25,7 +25,7 @@ from markupsafe import Markup, escape
 
 from .. import invoke
 from ..ops import logs
-from ..security import auth, scopes
+from ..security import auth, ratelimit, scopes
 from ..config import Settings
 from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
@@ -187,9 +187,10 @@ class WebUI:
         "/ui/attachment": "attachment", "/ui/products": "products", "/ui/product": "product",
     }
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, limiter: ratelimit.RateLimiter | None = None) -> None:
         self.settings = settings
         self.sessions = Sessions(settings)
+        self.limiter = limiter or ratelimit.RateLimiter(settings)  # the transport's: one budget for the API and the pages
         self.tools = tools_by_name()
         # The same tools without their agent-token check, for an admin session (run()).
         self.overseer_tools = {name: dataclasses.replace(tool, acts_as=()) for name, tool in self.tools.items()}
@@ -257,6 +258,8 @@ class WebUI:
             logs.note(caller=signed.subject)
         as_principal = auth.current.set(signed or (auth.ANONYMOUS if self.sessions.open else NOBODY))
         try:
+            if self.limiter.enabled:  # as the API's calls: per person signed in (else per address), a form from the write budget
+                self.limiter.check(ratelimit.caller(signed or auth.ANONYMOUS, request.client), write=request.method == "POST")
             if page is None:  # a mistyped or shortened address under /ui/: this page, not the API's JSON 404
                 response = self.error(request, session, NotFound(f"No such page: {request.path}.",
                                                                  "Check the address, or start from the inbox or the projects."))
@@ -330,7 +333,9 @@ class WebUI:
 
     def error(self, request: Request, session: Session | None, exc: ToolError) -> Response:
         back = request.form.get("back", "")  # an action refused: the page it was taken on
-        return self.page(request, session, "error.html", status=exc.status, error=exc, back=back if _SAME_SITE.fullmatch(back) else None)
+        response = self.page(request, session, "error.html", status=exc.status, error=exc, back=back if _SAME_SITE.fullmatch(back) else None)
+        response.headers.update(exc.headers)  # a 429's Retry-After
+        return response
 
     def too_large(self, request: Request, session: Session | None) -> Response:
         """A form past MAX_BODY_BYTES, refused unread: the UI's page saying the limit, not the API's
