@@ -132,6 +132,14 @@ def test_attack_strings_are_stored_and_returned_verbatim(fuzz_server):
         prefixed = post("reply_message", project_key="verbatim", agent_name="GreenCastle", message_id=sent.json()["message"]["id"],
                         body_md="b", subject_prefix="Re:\u0000")
         assert prefixed.status_code == 422 and "NUL" in prefixed.json()["error"]["message"], prefixed.text
+        # ... and so is every text that becomes a notice's or a message's body (the handshake's NUL was a 500)
+        for tool, arguments in (
+            ("macro_contact_handshake", {"target": "BlueLake", "welcome_subject": "hi", "welcome_body": "a\u0000b"}),
+            ("request_contact", {"to_agent": "BlueLake", "reason": "a\u0000b"}),
+            ("force_release_file_reservation", {"file_reservation_id": 1, "note": "a\u0000b"}),
+        ):
+            refused = post(tool, project_key="verbatim", agent_name="GreenCastle", **arguments)
+            assert refused.status_code == 422 and "NUL" in refused.json()["error"]["message"], (tool, refused.text)
         reserved = post("file_reservation_paths", project_key="verbatim", agent_name="BlueLake", paths=["../../etc/passwd"])
         assert reserved.status_code in (200, 422) and reserved.status_code < 500
         assert client.get("/ready").status_code == 200  # the tables are all still there

@@ -25,7 +25,7 @@ from ..archive import outbox
 from ..config import get_settings
 from ..store.db import placeholders
 from ..errors import Conflict, NotAdmitted, NotFound, TooManyRequests
-from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
+from ..fields import AgentAddress, AgentName, ProjectKey, Storable, acting_agent
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from . import correspondents
@@ -37,7 +37,7 @@ from .reservations import overlap_peers
 
 DEFAULT_TTL = 30 * 24 * 3600
 TtlSeconds = Annotated[int, Field(ge=60, le=365 * 24 * 3600, description="How long an approval lasts, in seconds.")]
-Reason = Annotated[str, Field(max_length=1000, description="Why you want to write; the other agent reads it.")]
+Reason = Annotated[Storable, Field(max_length=1000, description="Why you want to write; the other agent reads it (in a notice's body).")]
 
 
 def contact_id(a: int, b: int) -> int:

@@ -21,7 +21,7 @@ from ..store.db import transaction
 from ..store.upkeep import savepoint
 from .agents import KEEP_TASK, agent_id, Agent, Model, Program, RegisterAgentInput, RegisteredAgent, TaskDescription, register_agent
 from .contacts import Contact, RequestContactInput, RespondContactInput, request_contact, respond_contact
-from .messages import FetchInboxInput, InboxMessage, SendMessageInput, SentMessage, Subject, fetch_inbox, send_message
+from .messages import Body, FetchInboxInput, InboxMessage, SendMessageInput, SentMessage, Subject, fetch_inbox, send_message
 from .projects import EnsureProjectInput, HumanKey, Project, ensure_project, find_project, settle_slug
 from .reservations import (
     FileReservationPathsInput,
@@ -259,7 +259,7 @@ class MacroContactHandshakeInput(Input):
         None, description="The target's registration_token, required by auto_accept: only the target may accept."
     )
     welcome_subject: Subject | None = None
-    welcome_body: Annotated[str, Field(max_length=262_144)] | None = None
+    welcome_body: Body | None = None
 
 
 class Handshake(Output):

@@ -21,7 +21,7 @@ from ..store.db import chunks, placeholders, refresh, transaction, values_of
 from ..archive import outbox
 from ..config import get_settings
 from ..errors import Conflict, InvalidArgument, NotFound, TooManyRequests
-from ..fields import AgentName, Id, ProjectKey
+from ..fields import AgentName, Id, ProjectKey, Storable
 from .globs import is_glob, overlaps
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageCursor1, PageLimit
 from ..ids import stable_id
@@ -674,7 +674,7 @@ class ForceReleaseInput(Input):
     project_key: ProjectKey
     agent_name: AgentName = Field(description="You: the agent taking the reservation away.")
     file_reservation_id: Id
-    note: Annotated[str, Field(max_length=4000, description="Why; included in the message to the holder.")] = ""
+    note: Annotated[Storable, Field(max_length=4000, description="Why; included in the message to the holder.")] = ""
     notify_previous: bool = Field(True, description="Send the holder a message saying so.")
 
 
