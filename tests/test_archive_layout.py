@@ -16,6 +16,7 @@ from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import render
 from chalicelib.archive.worker import drain
 from chalicelib.config import Settings
+from chalicelib.ids import stable_id
 from chalicelib.store import db
 from chalicelib.transports.cli import cli
 
@@ -346,3 +347,18 @@ def test_verify_reports_the_files_of_another_project_in_a_folder(call, two_shops
     assert [path for path in missing if path != message] == [
         f"projects/home-me-shop-2/agents/{name}/profile.json" for name in ("BlueLake", "GreenCastle")]  # (theirs are foreign)
     assert problems["unexpected"] == [] and problems["different"] == []
+
+
+def test_a_slug_of_the_last_resort_has_its_archive_folder(call, settings):
+    """free_slug's last resort (plain slug, `--`, the whole id) is a folder name the archive takes:
+    it refused every slug with two `-` in a row."""
+    victim = "/srv/app"
+    key = stable_id("project", victim)
+    for path in ("/srv-app", f"{victim}-{key & 0xFFFFFF:06x}", f"{victim}-{key:016x}", victim):
+        slug = call("ensure_project", human_key=path)["slug"]
+    call("register_agent", project_key=victim, program="p", model="m", name="BlueLake")
+    with db.connection(settings) as conn, GitArchive.local(settings) as archive:
+        rebuild.rebuild(conn, archive)
+        assert json.loads(archive.read(f"projects/{slug}/project.json"))["human_key"] == victim
+        assert json.loads(archive.read(f"projects/{slug}/agents/BlueLake/profile.json"))["program"] == "p"
+        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}

@@ -48,6 +48,21 @@ def test_colliding_paths_get_unique_stable_slugs(call):
 
 
 @pytest.mark.both_backends
+def test_paths_made_first_to_take_a_projects_slugs_leave_it_one_of_its_own(call):
+    """QA, session 30: the last resort (the plain slug and the whole id) was not checked, and
+    anyone can hash a path: three projects made first gave the victim's the slug of one of them,
+    which then answered for it everywhere (its agents, its archive folder, a scope by slug)."""
+    victim = "/srv/app"
+    key = stable_id("project", victim)
+    squatters = ("/srv-app", f"{victim}-{key & 0xFFFFFF:06x}", f"{victim}-{key:016x}")
+    taken = [call("ensure_project", human_key=path)["slug"] for path in squatters]
+    slug = call("ensure_project", human_key=victim)["slug"]
+    assert slug == f"srv-app--{key:016x}" and slug not in taken
+    assert call("get_project", project_key=slug)["human_key"] == victim
+    call("register_agent", project_key=slug, program="p", model="m", name="BlueLake")
+    assert [agent["name"] for agent in call("list_agents", project_key=victim)["agents"]] == ["BlueLake"]
+
+
 @pytest.mark.both_backends
 def test_one_directory_spelled_in_either_unicode_form_is_one_project(call, settings):
     """macOS reports `é` as `e` and a combining accent (NFD), other systems as one character (NFC):

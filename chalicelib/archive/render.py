@@ -21,7 +21,7 @@ import orjson
 from ..config import RetentionMode
 from ..names import CONTACT_POLICIES, DEFAULT_CONTACT_POLICY, NAME_PATTERN, OVERSEER_PROFILE, PRODUCT_KEY_PATTERN
 
-SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?:--[0-9a-f]{16})?")  # tools/projects.py free_slug
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 TIMESTAMP_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?\+00:00")
 

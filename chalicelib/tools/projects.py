@@ -44,14 +44,16 @@ def distinct_slug(plain: str, project_id: int) -> str:
 
 
 def free_slug(db: sqlite3.Connection, human_key: str, project_id: int) -> str:
-    """The plain slug if no other project holds it, else the distinct one, else (a path that
-    happens to end in those hex digits) the plain slug and the whole id."""
+    """The plain slug if no other project holds it, else the distinct one, else the plain slug
+    and the whole id after `--`, which no plain nor distinct slug has (slugify makes a single `-`
+    of every run): a slug only this project can get. Before, it took `-`: a path ending in those
+    16 digits, made first by anyone who could hash the path, had it already (QA, session 30)."""
     plain = slugify(human_key)
     candidates = (plain, distinct_slug(plain, project_id))
     for slug in candidates:
         if not db.execute("SELECT 1 FROM projects WHERE slug = ? AND id != ? LIMIT 1", (slug, project_id)).fetchone():
             return slug
-    return f"{plain}-{project_id:016x}"
+    return f"{plain}--{project_id:016x}"
 
 
 ABSOLUTE_PATH = r"^(/|[A-Za-z]:[\\/])[^\x00]*$"  # what path_input accepts, for the JSON schema
