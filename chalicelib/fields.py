@@ -33,8 +33,9 @@ def _storable(value: str) -> str:
     return value
 
 
-# A message's text (subject, body): whole, as stored.
-Storable = Annotated[str, AfterValidator(_storable)]
+# A message's text (subject, body): whole, as stored. The schema says "no NUL" (it cannot say the rest:
+# JSON itself has no lone surrogate half, and REST and MCP refuse one as they parse).
+Storable = Annotated[str, AfterValidator(_storable), Field(json_schema_extra={"pattern": r"^[^\x00]*$"})]
 
 
 def _not_blank(value: str) -> str:
@@ -44,7 +45,8 @@ def _not_blank(value: str) -> str:
 
 
 # A text that says something: a subject or a thread id of spaces passed where "" was refused.
-NotBlank = Annotated[str, AfterValidator(_storable), AfterValidator(_not_blank), Field(json_schema_extra={"pattern": r"\S"})]
+NotBlank = Annotated[str, AfterValidator(_storable), AfterValidator(_not_blank),
+                     Field(json_schema_extra={"pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"})]
 
 
 def acting_agent(*old_names: str, default=..., description: str = "You: the agent acting."):

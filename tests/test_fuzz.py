@@ -352,6 +352,14 @@ def test_a_list_cursor_the_schema_allows_is_a_place_in_the_list(fuzz_server):
         assert answer.status_code in (200, 422) and (answer.status_code == 200) == cursor.is_valid(text), (text, answer.text)
 
 
+def test_the_schema_says_a_message_text_takes_no_nul_as_the_server_does(fuzz_server):
+    """positive_data_acceptance: the server refused a NUL in these (422) while the schema allowed it."""
+    for model, field in (("SendMessageInput", "subject"), ("SendMessageInput", "body_md"), ("ReplyMessageInput", "subject_prefix"),
+                         ("RequestContactInput", "reason"), ("ForceReleaseInput", "note")):
+        schema = served_field(fuzz_server, model, field)
+        assert schema.is_valid("a b") and not schema.is_valid("a\x00b"), (model, field)
+
+
 def test_a_path_with_a_nul_character_is_refused_by_the_schema_and_the_server(fuzz_server):
     """No file system has such a path: uninstall_precommit_guard's realpath of one raised (a 500)."""
     repo = served_field(fuzz_server, "UninstallPrecommitGuardInput", "code_repo_path")
