@@ -361,6 +361,34 @@ def test_local_mode_attaches_files_inside_the_project_only(call, repo, tmp_path)
         str(m) for m in call("fetch_inbox", project_key=project, agent_name="GreenCastle", include_bodies=True)["messages"])
 
 
+def test_a_file_name_no_message_may_carry_is_refused_and_a_name_given_instead(call, repo):
+    """QA, session 30: a file attached by path kept its name unchecked (ESC, a newline, a
+    backslash), and get_attachment with that name, its own url and the web UI's links, answered 422."""
+    project, root = repo
+    for name in ("log\x1b[31mred\nline.txt", "back\\slash.txt"):
+        (root / name).write_bytes(b"log line\n")
+        with pytest.raises(InvalidArgument, match="is not one a message may carry") as refused:
+            call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                 attachments=[{"path": name}])
+        assert refused.value.status == 422 and "Give `name`" in refused.value.hint
+        sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                    attachments=[{"path": name, "name": "line.txt"}])["message"]
+        assert sent["attachments"][0]["name"] == "line.txt"
+
+
+def test_a_long_image_name_stays_a_name_get_attachment_takes(call, project):
+    """QA, session 30: a 252-255 character PNG name became `<stem>.webp`, 256 characters, and
+    get_attachment (its url, the web UI's links) refused it."""
+    name = "s" * 251 + ".png"
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"name": name, "content_base64": b64(screenshot(400, 300))}])["message"]
+    [stored] = sent["attachments"]
+    assert stored["name"] == "s" * 250 + ".webp"
+    got = call("get_attachment", project_key=project, agent_name="GreenCastle", message_id=sent["id"], sha256=stored["sha256"],
+               name=stored["name"])
+    assert got["media_type"] == "image/webp"
+
+
 def test_paths_are_refused_when_the_server_has_authentication(call, repo, monkeypatch):
     project, _ = repo
     monkeypatch.setenv("AUTH_BEARER_TOKENS", "t" * 32)

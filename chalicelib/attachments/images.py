@@ -17,6 +17,7 @@ FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # what Pillow may take the content for
 # integers, floats) into 8-bit RGB: a 16-bit depth map came out white, a float TIFF black.
 WEBP_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK"}
 MAX_PIXELS = 50_000_000
+MAX_NAME = 255  # intake.FileName's
 
 
 class ImageTooLarge(InvalidArgument):
@@ -52,7 +53,8 @@ def to_webp(name: str, media_type: str, content: bytes, max_side: int) -> tuple[
     webp = out.getvalue()
     if len(webp) >= len(content):
         return name, media_type, content
-    return f"{os.path.splitext(name)[0]}.webp", "image/webp", webp
+    stem = os.path.splitext(name)[0][:MAX_NAME - len(".webp")]  # a name get_attachment takes back
+    return f"{stem}.webp", "image/webp", webp
 
 
 def check_pixels(name: str, width: int, height: int) -> None:
