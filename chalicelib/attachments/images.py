@@ -2,10 +2,11 @@
 stays readable. Only still raster images of 8 bits a channel that Pillow opens; anything else
 (or a conversion that does not help, or fails) is kept as sent. An image of more than
 MAX_PIXELS is refused before it is decoded: a few hundred kB of PNG can decode to gigabytes
-(a decompression bomb)."""
+(a decompression bomb). `viewable` says whether content may be shown as an image."""
 
 import io
 import os
+import re
 import warnings
 from functools import lru_cache
 
@@ -18,6 +19,14 @@ FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # what Pillow may take the content for
 WEBP_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK"}
 MAX_PIXELS = 50_000_000
 MAX_NAME = 255  # intake.FileName's
+# What browsers and multimodal clients are handed as images: the signature each type starts with,
+# and the format Pillow reads its header as.
+VIEWABLE = {
+    "image/png": (re.compile(rb"\x89PNG\r\n\x1a\n"), "PNG"),
+    "image/jpeg": (re.compile(rb"\xff\xd8\xff"), "JPEG"),
+    "image/gif": (re.compile(rb"GIF8[79]a"), "GIF"),
+    "image/webp": (re.compile(rb"RIFF.{4}WEBP", re.S), "WEBP"),
+}
 
 
 class ImageTooLarge(InvalidArgument):
@@ -55,6 +64,24 @@ def to_webp(name: str, media_type: str, content: bytes, max_side: int) -> tuple[
         return name, media_type, content
     stem = os.path.splitext(name)[0][:MAX_NAME - len(".webp")]  # a name get_attachment takes back
     return f"{stem}.webp", "image/webp", webp
+
+
+def viewable(media_type: str, content: bytes) -> bool:
+    """Whether content may be shown as an image of its media type (an <img>, an MCP image block):
+    its signature is that type's and, with Pillow, its header's size at most MAX_PIXELS. An upload
+    or keep_original is stored as sent: a 312-byte PNG declaring 20000x20000 pixels, or bytes that
+    are no image at all. Pixels are never decoded here."""
+    signature, format = VIEWABLE.get(media_type, (None, None))
+    if signature is None or not signature.match(content):
+        return False
+    image_module = pillow()
+    if image_module is None:
+        return True
+    try:
+        with image_module.open(io.BytesIO(content), formats=(format,)) as image:  # the header only
+            return image.width * image.height <= MAX_PIXELS
+    except Exception:  # unreadable, or over Pillow's limit (DecompressionBombError, or its warning made an error)
+        return False
 
 
 def check_pixels(name: str, width: int, height: int) -> None:
