@@ -80,7 +80,7 @@ def get_attachment(db: sqlite3.Connection, args: GetAttachmentInput) -> Attachme
         raise InternalError(
             f"The content of attachment {attachment.name!r} (sha256 {attachment.sha256}) is missing from the server's storage.",
             "Tell the server's operator: every server and stdio session on one database must use the same ATTACHMENTS_DIR,"
-            " an absolute path (`db restore-from-archive` puts archived attachments back).",
+            " an absolute path (`python -m chalicelib doctor --repair` copies archived attachments back).",
         ) from None
     url = where.download_url(attachment.sha256, attachment.name, attachment.media_type)
     if url is None:
