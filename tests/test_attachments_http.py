@@ -7,6 +7,8 @@ import hashlib
 import io
 import os
 import socket
+import struct
+import zlib
 
 import httpx
 import pytest
@@ -46,6 +48,15 @@ def png(width=400, height=300) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), "navy").save(out, "PNG")
     return out.getvalue()
+
+
+def declaring(width: int, height: int) -> bytes:
+    """A real PNG whose header declares width x height pixels: what a decompression bomb shows
+    a reader before its pixels (which this one lacks)."""
+    real = png(4, 4)
+    header = struct.pack(">II", width, height) + real[24:29]  # IHDR's data: the size, then depth, colour type...
+    ihdr = b"IHDR" + header
+    return real[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + real[33:]
 
 
 def send(url, project, attachments, to=("GreenCastle",)):
@@ -98,6 +109,37 @@ def test_a_screenshot_and_a_log_near_the_body_limit_over_rest_and_mcp(server, te
     assert got.headers["content-disposition"] == "attachment; filename=\"pytest.log\"; filename*=UTF-8''pytest.log"
     assert got.headers["x-content-type-options"] == "nosniff"
     assert download(url, team, "RedStone", message["id"], text["sha256"]).status_code == 404  # not a recipient
+
+
+def test_an_image_block_over_mcp_is_always_a_viewable_image(server, team):
+    """QA, session 30: content stored as sent (an upload sent by sha256, keep_original, or bytes
+    that are no image under an image's name) went out over MCP as an `image` block: a PNG
+    declaring 20000x20000 pixels, and b"not a png at all" as image/png."""
+    url, _ = server
+    bomb = declaring(20_000, 20_000)
+    uploaded = httpx.put(f"{url}/api/attachments", content=bomb).json()
+    message = send(url, team, [{"name": "bomb.png", "sha256": uploaded["sha256"]},
+                               {"name": "huge.png", "content_base64": b64(bomb), "keep_original": True},
+                               {"name": "fake.png", "content_base64": b64(b"not a png at all")},
+                               {"name": "fine.png", "content_base64": b64(png()), "keep_original": True}]).json()["message"]
+    assert [a["media_type"] for a in message["attachments"]] == ["image/png"] * 4
+
+    async def look():
+        async with Client(f"{url}/mcp", mode="legacy") as client:
+            blocks = {}
+            for attachment in message["attachments"]:
+                got = await client.call_tool("get_attachment", {"project_key": team, "agent_name": "GreenCastle",
+                                                                "message_id": message["id"], "sha256": attachment["sha256"],
+                                                                "name": attachment["name"]})
+                blocks[attachment["name"]] = got.content[1]
+            return blocks
+
+    blocks = asyncio.run(look())
+    assert (blocks["fine.png"].type, blocks["fine.png"].mime_type) == ("image", "image/png")
+    for name, content in (("bomb.png", bomb), ("huge.png", bomb), ("fake.png", b"not a png at all")):
+        assert blocks[name].type == "resource", name
+        assert blocks[name].resource.mime_type == "application/octet-stream"
+        assert base64.b64decode(blocks[name].resource.blob) == content
 
 
 def test_active_content_is_never_served_as_itself(server, team):

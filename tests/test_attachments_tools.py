@@ -115,6 +115,55 @@ def test_a_png_screenshot_becomes_a_smaller_webp_unless_the_original_is_asked_fo
         assert (image.format, image.size) == ("WEBP", (2048, 1024))  # scaled to the 2048-pixel cap
 
 
+def stored_image(call, project, attachment: dict) -> tuple[dict, bytes]:
+    """One attachment sent, as stored: its description and its content."""
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[attachment])["message"]
+    described = sent["attachments"][0]
+    got = call("get_attachment", project_key=project, agent_name="GreenCastle", message_id=sent["id"], sha256=described["sha256"])
+    return described, base64.b64decode(got["content_base64"])
+
+
+def gradient(mode: str, scale: float) -> Image.Image:
+    """A 256x64 left-to-right gradient in `mode`, its value at x being x * scale."""
+    image = Image.new(mode, (256, 64))
+    image.putdata([x * scale for _ in range(64) for x in range(256)])
+    return image
+
+
+@pytest.mark.parametrize("mode, scale, format, name", [("I;16", 257, "PNG", "depth.png"), ("I", 257, "TIFF", "counts.tiff"),
+                                                       ("F", 1 / 255, "TIFF", "heights.tiff")])
+def test_an_image_of_more_than_8_bits_a_channel_is_kept_as_sent(call, project, mode, scale, format, name):
+    """QA, session 30: WebP holds 8 bits a channel, and Pillow clipped the rest: a 16-bit depth map
+    was stored white, a float TIFF black, in place of what was sent."""
+    out = io.BytesIO()
+    gradient(mode, scale).save(out, format)
+    described, content = stored_image(call, project, {"name": name, "content_base64": b64(out.getvalue())})
+    assert (described["name"], content) == (name, out.getvalue())
+
+
+def test_a_converted_photo_keeps_its_orientation_and_colour_profile_and_loses_its_other_exif(call, project):
+    """QA, session 30: a phone photo tagged "rotate 90" came out sideways, and every image lost its
+    ICC profile (a Display P3 screenshot's colours then read as sRGB)."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = Image.new("RGB", (400, 200), "white")
+    ImageDraw.Draw(photo).rectangle((0, 0, 99, 199), fill="red")  # the left quarter, as the camera saw it
+    exif = photo.getexif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: the red quarter at the top
+    exif.get_ifd(0x8825)[2] = (48.0, 51.0, 30.0)  # a GPS latitude: never stored
+    out = io.BytesIO()
+    photo.save(out, "JPEG", quality=95, exif=exif, icc_profile=profile)
+    described, content = stored_image(call, project, {"name": "phone.jpg", "content_base64": b64(out.getvalue())})
+    assert described["name"] == "phone.webp"
+    with Image.open(io.BytesIO(content)) as stored:
+        assert stored.size == (200, 400) and stored.info.get("icc_profile") == profile
+        assert not stored.getexif()
+        rgb = stored.convert("RGB")
+        assert rgb.getpixel((100, 20))[1] < 60 and rgb.getpixel((100, 380)) > (200, 200, 200)  # red on top, white below
+
+
 def test_an_image_is_converted_before_its_write_while_other_writes_commit(call, project, settings, held):
     """Security review, session 16: four 7060x7060 PNGs were converted on the writer thread, and
     every other client's write waited 5 s."""
@@ -310,6 +359,34 @@ def test_local_mode_attaches_files_inside_the_project_only(call, repo, tmp_path)
         attach("missing.txt")
     assert "hunter2" not in "".join(
         str(m) for m in call("fetch_inbox", project_key=project, agent_name="GreenCastle", include_bodies=True)["messages"])
+
+
+def test_a_file_name_no_message_may_carry_is_refused_and_a_name_given_instead(call, repo):
+    """QA, session 30: a file attached by path kept its name unchecked (ESC, a newline, a
+    backslash), and get_attachment with that name, its own url and the web UI's links, answered 422."""
+    project, root = repo
+    for name in ("log\x1b[31mred\nline.txt", "back\\slash.txt"):
+        (root / name).write_bytes(b"log line\n")
+        with pytest.raises(InvalidArgument, match="is not one a message may carry") as refused:
+            call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                 attachments=[{"path": name}])
+        assert refused.value.status == 422 and "Give `name`" in refused.value.hint
+        sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                    attachments=[{"path": name, "name": "line.txt"}])["message"]
+        assert sent["attachments"][0]["name"] == "line.txt"
+
+
+def test_a_long_image_name_stays_a_name_get_attachment_takes(call, project):
+    """QA, session 30: a 252-255 character PNG name became `<stem>.webp`, 256 characters, and
+    get_attachment (its url, the web UI's links) refused it."""
+    name = "s" * 251 + ".png"
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"name": name, "content_base64": b64(screenshot(400, 300))}])["message"]
+    [stored] = sent["attachments"]
+    assert stored["name"] == "s" * 250 + ".webp"
+    got = call("get_attachment", project_key=project, agent_name="GreenCastle", message_id=sent["id"], sha256=stored["sha256"],
+               name=stored["name"])
+    assert got["media_type"] == "image/webp"
 
 
 def test_paths_are_refused_when_the_server_has_authentication(call, repo, monkeypatch):

@@ -1,6 +1,9 @@
 """`python -m chalicelib doctor` on what operators find: a database an older build made, a
 mistyped DATABASE_URL, an archive directory the worker cannot write (docs/operations.md)."""
 
+import base64
+import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -19,8 +22,10 @@ from .sql import migrated_until
 
 
 def run(database: Path, *args: str, archive: Path | None = None) -> subprocess.CompletedProcess:
-    """The CLI (python -m chalicelib) on this database and archive (by default, `archive` beside it)."""
-    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "ARCHIVE_DIR": str(archive or database.parent / "archive")}
+    """The CLI (python -m chalicelib) on this database and archive (by default, `archive` beside
+    it), and the attachments beside it too."""
+    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "ARCHIVE_DIR": str(archive or database.parent / "archive"),
+               "ATTACHMENTS_DIR": str(database.parent / "attachments")}
     return subprocess.run([sys.executable, "-m", "chalicelib", *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120)
 
 
@@ -354,3 +359,37 @@ def test_a_damaged_sidecar_that_cannot_be_removed_answers_503_naming_it_until_it
             search()
         assert [hit.subject for hit in search().results] == ["zebra crossing"]
         let_go(settings.database_url)  # this process's connections to the replica, before its primary stops
+
+
+def test_attachment_content_lost_from_storage_is_named_and_copied_back_from_the_archive(tmp_path):
+    """QA, session 30: a file gone from ATTACHMENTS_DIR (database and archive intact): doctor said
+    all was well, --repair put nothing back, and get_attachment's hint named `db restore-from-archive`,
+    which refuses a database that is not empty."""
+    database, log = tmp_path / "db.sqlite", b"the only failing test's log\n" * 40
+    sha256 = hashlib.sha256(log).hexdigest()
+    def cli(*args: str) -> str:
+        done = run(database, *args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    cli("ensure-project", "--human-key", "/srv/shop")
+    cli("register-agent", "--project-key", "srv-shop", "--program", "p", "--model", "m", "--name", "BlueLake")
+    attachment = json.dumps({"name": "test.log", "content_base64": base64.b64encode(log).decode()})
+    message_id = json.loads(cli("send-message", "--project-key", "srv-shop", "--sender-name", "BlueLake", "--to", "BlueLake",
+                                "--subject", "log", "--body-md", "b", "--attachments", attachment))["message"]["id"]
+    cli("archive", "drain")
+    assert doctor(database).returncode == 0
+    lost = tmp_path / "attachments" / sha256[:2] / sha256[2:]
+    lost.unlink()
+
+    checked = doctor(database)
+    assert checked.returncode == 1
+    assert f"FAIL  attachments  1 contents the messages name are missing from {tmp_path / 'attachments'}: {sha256}" in table(checked)
+    assert "fix: python -m chalicelib doctor --repair" in checked.stdout
+    read = run(database, "get-attachment", "--project-key", "srv-shop", "--agent-name", "BlueLake", "--message-id", str(message_id),
+               "--sha256", sha256)
+    assert "doctor --repair" in read.stdout + read.stderr and "restore-from-archive" not in read.stdout + read.stderr
+
+    repaired = doctor(database, "--repair")
+    assert "repaired attachments: copied 1 contents back from the archive" in repaired.stdout, repaired.stdout + repaired.stderr
+    assert lost.read_bytes() == log and doctor(database).returncode == 0

@@ -159,6 +159,30 @@ def test_every_answer_is_safe_and_images_alone_are_inline(site):
     assert by_name["big.log"]["sha256"] == sha(big.content)
 
 
+def test_an_image_stored_as_sent_is_shown_only_if_it_is_one(site):
+    """QA, session 30: an upload sent by sha256 is stored as sent, never checked: a PNG declaring
+    20000x20000 pixels was served inline for the thread page's <img>, into the overseer's browser;
+    so were bytes that are no image under an image's name."""
+    from .test_attachments_http import declaring
+
+    url, api, _ = site
+    bomb = declaring(20_000, 20_000)
+    uploaded = api.put("/api/attachments", content=bomb).json()
+    sent = api.post("/api/send_message", json={
+        "project_key": "srv-files", "sender_name": "BlueLake", "to": ["GreenCastle"], "subject": "stored as sent",
+        "body_md": "b", "thread_id": "F-2", "attachments": [
+            {"name": "bomb.png", "sha256": uploaded["sha256"]},
+            {"name": "fake.png", "content_base64": b64(b"not a png at all")},
+            {"name": "fine.png", "content_base64": b64(png()), "keep_original": True}]}).json()["message"]
+    assert [a["media_type"] for a in sent["attachments"]] == ["image/png"] * 3
+    shown = links(api.get("/ui/thread", params={"p": "srv-files", "t": "F-2"}).text)
+    check_download(api.get(shown["fine.png"]["img"]).headers, "fine.png", inline=True, media_type="image/png")
+    for name, content in (("bomb.png", bomb), ("fake.png", b"not a png at all")):
+        answer = api.get(shown[name]["img"] or shown[name]["href"].replace("&download=1", ""))
+        assert answer.status_code == 200 and answer.content == content
+        check_download(answer.headers, name, inline=False)  # a download: no browser decodes it as an image
+
+
 def test_each_of_two_attachments_with_the_same_bytes_is_served_as_itself(site):
     """Same bytes under two names (or two types) had the same link: both downloaded as the first's
     name, and a PNG listed after the same bytes declared SVG was served as the SVG (not shown)."""

@@ -38,14 +38,15 @@ CHUNK = 1000
 IMPORT_BATCH = 200
 
 
-def restore_attachment(archive: GitArchive, folder: str, sha256: str) -> None:
-    """Put an archived attachment back into the attachment storage: a no-op if it is there (a
-    lost database, its attachments kept), else the archive's copy, which must be that content
-    (a changed file was stored under another sha256, and the message lost its attachment)."""
+def restore_attachment(archive: GitArchive, folder: str, sha256: str, where=None) -> None:
+    """Put an archived attachment back into the attachment storage (`where`, by default the
+    settings'): a no-op if it is there (a lost database, its attachments kept), else the archive's
+    copy, which must be that content (a changed file was stored under another sha256, and the
+    message lost its attachment)."""
     from ..attachments.storage import storage
     from ..config import get_settings
 
-    where = storage(get_settings())
+    where = where or storage(get_settings())
     if where.size(sha256) is not None:
         return
     path = attachment_path(folder, sha256)

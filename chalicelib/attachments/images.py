@@ -1,10 +1,12 @@
 """Images to WebP, scaled to fit a size cap: a full-screen PNG screenshot shrinks ~5-10x and
-stays readable. Only still raster images Pillow opens; anything else (or a conversion that
-does not help, or fails) is kept as sent. An image of more than MAX_PIXELS is refused before
-it is decoded: a few hundred kB of PNG can decode to gigabytes (a decompression bomb)."""
+stays readable. Only still raster images of 8 bits a channel that Pillow opens; anything else
+(or a conversion that does not help, or fails) is kept as sent. An image of more than
+MAX_PIXELS is refused before it is decoded: a few hundred kB of PNG can decode to gigabytes
+(a decompression bomb). `viewable` says whether content may be shown as an image."""
 
 import io
 import os
+import re
 import warnings
 from functools import lru_cache
 
@@ -12,7 +14,19 @@ from ..errors import InvalidArgument
 
 CONVERTIBLE = {"image/png", "image/jpeg", "image/bmp", "image/tiff"}
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # what Pillow may take the content for: not whatever it guesses
+# The modes WebP holds faithfully (8 bits a channel). Pillow clips the others (16-bit grey, 32-bit
+# integers, floats) into 8-bit RGB: a 16-bit depth map came out white, a float TIFF black.
+WEBP_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK"}
 MAX_PIXELS = 50_000_000
+MAX_NAME = 255  # intake.FileName's
+# What browsers and multimodal clients are handed as images: the signature each type starts with,
+# and the format Pillow reads its header as.
+VIEWABLE = {
+    "image/png": (re.compile(rb"\x89PNG\r\n\x1a\n"), "PNG"),
+    "image/jpeg": (re.compile(rb"\xff\xd8\xff"), "JPEG"),
+    "image/gif": (re.compile(rb"GIF8[79]a"), "GIF"),
+    "image/webp": (re.compile(rb"RIFF.{4}WEBP", re.S), "WEBP"),
+}
 
 
 class ImageTooLarge(InvalidArgument):
@@ -26,14 +40,19 @@ def to_webp(name: str, media_type: str, content: bytes, max_side: int) -> tuple[
     image_module = pillow()
     if image_module is None:  # Pillow is optional (e.g. the Lambda package): keep the original
         return name, media_type, content
+    from PIL import ImageOps
+
     try:
         with image_module.open(io.BytesIO(content), formats=FORMATS) as image:  # reads the header only
             check_pixels(name, *image.size)
-            if getattr(image, "is_animated", False):
+            if getattr(image, "is_animated", False) or image.mode not in WEBP_MODES:
                 return name, media_type, content
-            image.thumbnail((max_side, max_side))
+            icc = image.info.get("icc_profile") or b""
+            image.thumbnail((max_side, max_side))  # (a JPEG decodes at a reduced size: before any other work)
+            ImageOps.exif_transpose(image, in_place=True)  # a phone photo tagged "rotate 90": its EXIF is not kept
             out = io.BytesIO()
-            image.save(out, "WEBP", quality=85, method=4)
+            # The colour profile, when it describes RGB (WebP's data): a P3 screenshot keeps its colours. No EXIF (GPS).
+            image.save(out, "WEBP", quality=85, method=4, icc_profile=icc if icc[16:20] == b"RGB " else b"", exif=b"")
     except (image_module.DecompressionBombError, image_module.DecompressionBombWarning):  # over 2x (1x) the limit
         raise too_many_pixels(name) from None
     except ImageTooLarge:
@@ -43,7 +62,26 @@ def to_webp(name: str, media_type: str, content: bytes, max_side: int) -> tuple[
     webp = out.getvalue()
     if len(webp) >= len(content):
         return name, media_type, content
-    return f"{os.path.splitext(name)[0]}.webp", "image/webp", webp
+    stem = os.path.splitext(name)[0][:MAX_NAME - len(".webp")]  # a name get_attachment takes back
+    return f"{stem}.webp", "image/webp", webp
+
+
+def viewable(media_type: str, content: bytes) -> bool:
+    """Whether content may be shown as an image of its media type (an <img>, an MCP image block):
+    its signature is that type's and, with Pillow, its header's size at most MAX_PIXELS. An upload
+    or keep_original is stored as sent: a 312-byte PNG declaring 20000x20000 pixels, or bytes that
+    are no image at all. Pixels are never decoded here."""
+    signature, format = VIEWABLE.get(media_type, (None, None))
+    if signature is None or not signature.match(content):
+        return False
+    image_module = pillow()
+    if image_module is None:
+        return True
+    try:
+        with image_module.open(io.BytesIO(content), formats=(format,)) as image:  # the header only
+            return image.width * image.height <= MAX_PIXELS
+    except Exception:  # unreadable, or over Pillow's limit (DecompressionBombError, or its warning made an error)
+        return False
 
 
 def check_pixels(name: str, width: int, height: int) -> None:

@@ -12,7 +12,7 @@ import os
 import stat
 from typing import Annotated, Callable
 
-from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
 from ..errors import InvalidArgument, NotFound, ToolError
 from ..fields import given
@@ -36,6 +36,7 @@ _NAME_CHAR, _NOT_A_DOT = rf"[^{_NOT_IN_NAME}]", rf"[^{_NOT_IN_NAME}.]"
 NOT_DOTS = rf"^(?:{_NOT_A_DOT}{_NAME_CHAR}*|\.{_NOT_A_DOT}{_NAME_CHAR}*|\.\.{_NAME_CHAR}+)$"
 FileName = Annotated[str, Field(min_length=1, max_length=255, pattern=rf"^{_NAME_CHAR}+$", description="A file name, without folders.",
                                 json_schema_extra={"pattern": NOT_DOTS}), AfterValidator(_not_dots)]
+_FILE_NAME = TypeAdapter(FileName)
 # A path by parts between / or \, none of them `..`, and no NUL: what read_project_file takes (its
 # check says why in words; the schema tells a client beforehand).
 _NOT_IN_PART = r"/\\\x00"
@@ -189,7 +190,18 @@ def _load(item: AttachmentInput, project_dir: str, settings, size_of: SizeOf) ->
         return item, None, size, item.name
     if len(content) > limit:
         raise too_large(f"Attachment {item.name or item.path!r}", limit, "ATTACHMENT_MAX_BYTES")
-    return item, content, len(content), item.name or os.path.basename(item.path)
+    return item, content, len(content), item.name or _path_name(item.path)
+
+
+def _path_name(path: str) -> str:
+    """A path's file name, held to `name`'s rules: get_attachment, its url and the web UI's links
+    refused a stored name with ESC, a newline or a backslash (422)."""
+    name = os.path.basename(path)
+    try:
+        return _FILE_NAME.validate_python(name)
+    except ValidationError:
+        raise InvalidArgument(f"Attachment path {path!r}: its file name {name!r} is not one a message may carry.",
+                              "Give `name` too: at most 255 characters, no `/`, `\\` or control characters.") from None
 
 
 def paths_allowed(settings) -> bool:

@@ -1,8 +1,9 @@
 """`python -m chalicelib doctor [--repair]`: what is wrong with this installation, and the
 command that fixes it. `--repair` applies the fixes that lose nothing: apply migrations,
-rebuild the full-text index, rewrite the git archive from the database, retry failed
-archive entries now. Without --repair it writes nothing: the checks read the database as it
-is (db.as_it_is: not migrated, read-only).
+rebuild the full-text index, rewrite the git archive from the database, copy attachment
+contents the storage lost back from the archive, retry failed archive entries now. Without
+--repair it writes nothing: the checks read the database as it is (db.as_it_is: not
+migrated, read-only).
 
 Each check is a function (settings) -> Finding; they run in order, each on its own, so one
 broken part does not hide the others.
@@ -246,6 +247,53 @@ def archive(settings: Settings) -> Finding:
                    "python -m chalicelib doctor --repair" + (" (or: archive rebuild)" if rewrite and not unexpected else ""), repair)
 
 
+def attachments(settings: Settings) -> Finding:
+    """Content the messages name (attachment_refs, read by its index) that the local storage lacks:
+    a file deleted by hand, a server once on another ATTACHMENTS_DIR. A stat per content."""
+    from ..attachments.storage import LocalStorage, storage
+
+    where = storage(settings)
+    if not isinstance(where, LocalStorage):
+        return Finding("attachments", True, f"in the bucket {settings.attachments_bucket} (not checked here)")
+    with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
+        named = [sha for (sha,) in conn.execute("SELECT DISTINCT sha256 FROM attachment_refs")]
+    missing = [sha for sha in named if where.size(sha) is None]
+    if not missing:
+        return Finding("attachments", True, f"{settings.attachments_dir} holds the {len(named)} contents the messages name")
+    detail = f"{len(missing)} contents the messages name are missing from {settings.attachments_dir}: {listed(missing)}"
+    if not settings.archive_enabled:
+        return Finding("attachments", False, detail, "put the files back into ATTACHMENTS_DIR (from a backup)")
+
+    def repair(progress) -> str:
+        from ..archive.gitrepo import GitArchive, NoArchive
+
+        left = []
+        try:
+            with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.to_read(settings) as repo:
+                for sha in missing:  # from the archive of any project whose mail names it
+                    if not any(_restored(repo, slug, sha, where) for (slug,) in conn.execute(
+                            "SELECT DISTINCT p.slug FROM attachment_refs r JOIN messages m ON m.id = r.message_id"
+                            " JOIN projects p ON p.id = m.project_id WHERE r.sha256 = ?", (sha,))):
+                        left.append(sha)
+        except NoArchive:
+            left = missing
+        return f"copied {len(missing) - len(left)} contents back from the archive" + (
+            f"; {len(left)} the archive lacks too (put them back from a backup): {listed(left)}" if left else "")
+
+    return Finding("attachments", False, detail, "python -m chalicelib doctor --repair (copies them back from the git archive)",
+                   repair)
+
+
+def _restored(repo, slug: str, sha256: str, where) -> bool:
+    from ..archive import rebuild
+
+    try:
+        rebuild.restore_attachment(repo, slug, sha256, where)
+    except ValueError:  # this project's archive lacks it
+        return False
+    return True
+
+
 def listed(paths: list[str]) -> str:
     return ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
 
@@ -322,7 +370,8 @@ def turso(settings: Settings) -> Finding:
     return Finding("turso", True, f"{settings.turso_sync_url} answers")
 
 
-CHECKS = [configuration, disk_space, database, migrations, project_keys, search, archive, archive_directory, worker, turso]
+CHECKS = [configuration, disk_space, database, migrations, project_keys, search, archive, attachments, archive_directory, worker,
+          turso]
 
 
 def examine(settings: Settings) -> list[Finding]:

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import orjson
 from pydantic import Field
 
+from ..attachments import images
 from ..attachments.intake import Attachment, FileName, Sha256
 from ..attachments.storage import LocalStorage, storage, uploader
 from ..config import get_settings
@@ -79,7 +80,7 @@ def get_attachment(db: sqlite3.Connection, args: GetAttachmentInput) -> Attachme
         raise InternalError(
             f"The content of attachment {attachment.name!r} (sha256 {attachment.sha256}) is missing from the server's storage.",
             "Tell the server's operator: every server and stdio session on one database must use the same ATTACHMENTS_DIR,"
-            " an absolute path (`db restore-from-archive` puts archived attachments back).",
+            " an absolute path (`python -m chalicelib doctor --repair` copies archived attachments back).",
         ) from None
     url = where.download_url(attachment.sha256, attachment.name, attachment.media_type)
     if url is None:
@@ -101,14 +102,17 @@ def mcp_content(payload: bytes) -> tuple[list[dict[str, Any]], bytes]:
     structured = orjson.dumps({**found, "content_base64": None})
     if content is None:
         return blocks, structured
-    if media_type in ("image/png", "image/jpeg", "image/gif", "image/webp"):
+    raw = base64.b64decode(content)
+    if images.viewable(media_type, raw):  # an upload, or keep_original, is stored as sent: maybe no image at all
         blocks.append({"type": "image", "data": content, "mimeType": media_type})
         return blocks, structured
     uri = f"attachment://{found['sha256']}/{found['name']}"
-    resource: dict[str, Any] = {"uri": uri, "mimeType": media_type, "blob": content}
+    # An image type that is no viewable image is bytes: no client should try to show it.
+    served = "application/octet-stream" if media_type in images.VIEWABLE else media_type
+    resource: dict[str, Any] = {"uri": uri, "mimeType": served, "blob": content}
     if media_type.startswith("text/") or media_type in ("application/json", "application/x-ndjson"):
         try:
-            resource = {"uri": uri, "mimeType": media_type, "text": base64.b64decode(content).decode()}
+            resource = {"uri": uri, "mimeType": media_type, "text": raw.decode()}
         except UnicodeDecodeError:
             pass
     blocks.append({"type": "resource", "resource": resource})

@@ -2,8 +2,9 @@
 served so that a browser never runs it.
 
 Raster images (PNG, JPEG, GIF, WebP) small enough to come back inline are shown in the page
-(`Content-Disposition: inline`, their own type); everything else, SVG and HTML above all, is
-`application/octet-stream` with `Content-Disposition: attachment`. Every answer has `nosniff`
+(`Content-Disposition: inline`, their own type) when their content is one (images.viewable);
+everything else, SVG and HTML above all, is `application/octet-stream` with
+`Content-Disposition: attachment`. Every answer has `nosniff`
 and a sandboxing CSP, so that even opened on its own nothing in it runs or loads.
 """
 
@@ -11,10 +12,11 @@ import base64
 from pathlib import Path
 from urllib.parse import urlencode
 
+from ..attachments import images
 from ..attachments.storage import LocalStorage, content_disposition, storage
 from .http import Response
 
-INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})  # never SVG: it runs scripts
+INLINE_TYPES = frozenset(images.VIEWABLE)  # never SVG: it runs scripts
 CSP = "sandbox; default-src 'none'; frame-ancestors 'none'"
 CACHE = "private, max-age=3600"  # content-addressed, so it never changes; only this browser keeps it
 
@@ -33,8 +35,11 @@ def url(root: str, message, attachment, download: bool = False) -> str:
 
 
 def respond(found, settings, download: bool) -> Response:
-    """get_attachment's answer as the HTTP response to the browser."""
-    inline = not download and found.media_type in INLINE_TYPES
+    """get_attachment's answer as the HTTP response to the browser. Inline only an image whose
+    content is one: an upload or keep_original is stored as sent (a 312-byte PNG declaring
+    20000x20000 pixels reached the overseer's browser); a larger file (no content here) is a download."""
+    content = None if found.content_base64 is None else base64.b64decode(found.content_base64)
+    inline = not download and content is not None and images.viewable(found.media_type, content)
     headers = {
         "Content-Disposition": content_disposition(found.name, "inline" if inline else "attachment"),
         "X-Content-Type-Options": "nosniff",
@@ -42,8 +47,8 @@ def respond(found, settings, download: bool) -> Response:
         "Cache-Control": CACHE,
     }
     content_type = found.media_type if inline else "application/octet-stream"
-    if found.content_base64 is not None:
-        return Response(200, base64.b64decode(found.content_base64), content_type, headers)
+    if content is not None:
+        return Response(200, content, content_type, headers)
     where = storage(settings)
     if not isinstance(where, LocalStorage):  # larger than a Lambda answer: the short-lived S3 link
         return Response(302, b"", "text/plain", {"Location": found.url, "Cache-Control": "no-store"})
