@@ -39,6 +39,7 @@ from .store.fair_lane import FairLane
 from .store.per_process import OnePerKey
 from .registry import Input, Output, Tool, to_json
 from .tools.messages import PAGE_BODY_BYTES, page_body_bytes
+from .tools.agents import refuse_people
 from .tools.projects import find_project
 from .store.replica import replica
 
@@ -77,6 +78,11 @@ def admitted(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settin
         args = scopes.narrowed_input(tool, args, principal)
     if tool.acts_as and auth.agent_tokens_required(settings):
         agent_tokens.check(conn, tool, args)
+    # No write acts as a person. With agent tokens on too: a person's row has no token, unless one
+    # was issued to it before this check (rotate_agent_token took a person's name).
+    if tool.acts_as and not tool.read_only:
+        key = getattr(args, "project_key", None) or getattr(args, "human_key", None)
+        refuse_people(conn, key, [getattr(args, field, None) for field in tool.acts_as])
     return args
 
 

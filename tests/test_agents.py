@@ -63,3 +63,24 @@ def test_whois_counts_messages(call, project):
 def test_unknown_agent_is_named_in_the_error(call, project):
     with pytest.raises(NotFound, match="Nobody"):
         call("whois", project_key=project, agent_name="Nobody")
+
+
+@pytest.mark.sqlite_only
+def test_many_unknown_recipients_read_the_names_once_and_get_a_few_guesses(call, project, request, monkeypatch):
+    """Each unknown recipient read the project's names (up to 5,000) and ran difflib over them, in
+    the writer: a send naming 300 unknown agents held every client's writes for 3.5 s."""
+    import difflib
+
+    real, compared = difflib.get_close_matches, []  # (the real one, counted)
+    monkeypatch.setattr(difflib, "get_close_matches", lambda word, *args, **kwargs: compared.append(word) or real(word, *args, **kwargs))
+    unknown = ["BlueLak", "GreenCastl", "RedSton", *(f"Nobody{n}" for n in range(296)), "Ghost@work-demo"]
+    statements = request.getfixturevalue("traced")
+    with pytest.raises(NotFound) as info:
+        call("send_message", project_key=project, sender_name="BlueLake", to=unknown[:100], cc=unknown[100:200],
+             bcc=unknown[200:], subject="s", body_md="b")
+    message = info.value.message
+    assert all(name.partition("@")[0] in message for name in unknown)  # every one is named
+    assert message.endswith("Did you mean 'BlueLake'? Did you mean 'GreenCastle'? Did you mean 'RedStone'?"
+                            " (No guesses for the other 297.)")
+    assert compared == ["BlueLak", "GreenCastl", "RedSton"]
+    assert len([s for s in statements if s.startswith("SELECT name FROM agents")]) == 1

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import tracemalloc
 
 import httpx
 import pytest
@@ -362,3 +363,61 @@ def test_products_through_the_official_mcp_client(server):
             assert error.is_error and json.loads(error.content[0].text)["error"]["code"] == "not_found"
 
     asyncio.run(session())
+
+
+def peak(work) -> int:
+    """The peak of Python's allocations while `work` runs (above what was held before)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        work()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+def linked_projects_mailing(call, product: str, count: int, body: str, messages: int, **options) -> None:
+    """`count` projects linked to `product`, each with `messages` from RedStone to BlueLake."""
+    call("ensure_product", product_key=product)
+    for n in range(count):
+        slug = call("ensure_project", human_key=f"/work/{product}-{n}")["slug"]
+        call("products_link", product_key=product, project_key=slug)
+        for name in ("BlueLake", "RedStone"):
+            call("register_agent", project_key=slug, program="p", model="m", name=name)
+        call("set_contact_policy", project_key=slug, agent_name="BlueLake", policy="open")
+        for _ in range(messages):
+            send(call, slug, "RedStone", ["BlueLake"], "s", body, **options)
+
+
+@pytest.mark.sqlite_only
+def test_a_product_inbox_with_bodies_holds_one_page_of_them_however_many_projects_it_links(call):
+    """Each linked project's page of bodies (up to PAGE_BODY_BYTES) was read before the merged page
+    was cut to one: ~4 MiB a linked project, ~390 MiB for 100, for an answer of at most 4 MiB."""
+    body = "x" * 200_000
+    for product, count in (("two", 2), ("ten", 10)):
+        linked_projects_mailing(call, product, count, body, messages=3)
+
+    def inbox(product: str) -> None:
+        messages = call("fetch_inbox_product", product_key=product, agent_name="BlueLake", include_bodies=True, limit=3)["messages"]
+        assert [m["body_md"] for m in messages] == [body] * 3
+
+    growth = peak(lambda: inbox("ten")) - peak(lambda: inbox("two"))
+    assert growth < len(body)  # the 8 projects more add headers (~12 KB), not bodies (they added 4.8 MB)
+
+
+@pytest.mark.sqlite_only
+def test_a_product_summary_holds_two_projects_digests_however_many_it_links(call, monkeypatch):
+    """Every linked project's digest (its newest DIGESTED messages, 4 KiB of each) was kept until
+    the newest of them all were taken."""
+    from chalicelib.tools import products, threads
+
+    monkeypatch.setattr(threads, "DIGESTED", 20)
+    monkeypatch.setattr(products, "DIGESTED", 20)
+    for product, count in (("two", 2), ("ten", 10)):
+        linked_projects_mailing(call, product, count, "- point\n" + "x" * 4096, messages=20, thread_id="T")
+
+    def summary(product: str) -> None:
+        assert call("summarize_thread_product", product_key=product, thread_id="T")["message_count"] == 20 * (2 if product == "two" else 10)
+
+    growth = peak(lambda: summary("ten")) - peak(lambda: summary("two"))
+    assert growth < 20 * 4096  # less than one project's digest (~20 KB; the 8 more digests added 0.95 MB)

@@ -2,6 +2,7 @@
 
 import functools
 import sqlite3
+from itertools import islice
 from typing import Annotated, Iterable, Literal
 
 from pydantic import Field
@@ -73,14 +74,25 @@ def find_agents(db: sqlite3.Connection, project: sqlite3.Row, names: Iterable[st
         rows.append(row)
     if missing:
         where = "; ".join(f"{', '.join(missed)} in project {slug!r}" for (slug, _), missed in missing.items())
-        guesses = "".join(
-            did_you_mean(name, _names(db, key)) for (_, key), missed in missing.items() for name in missed
-        )
         raise NotFound(
-            f"No agent named {where}.{guesses}",
+            f"No agent named {where}.{_guesses(db, missing)}",
             "Check the spelling with list_agents, or have that agent call register_agent first.",
         )
     return rows
+
+
+GUESSED = 3  # missing names given a "did you mean"
+
+
+def _guesses(db: sqlite3.Connection, missing: dict[tuple[str, int], list[str]]) -> str:
+    """A "did you mean" for the first GUESSED missing names, each project's names read once: a
+    guess for every one (a send names up to 300) read up to 5,000 names and ran difflib over them
+    each time, holding the writer, and so every client's writes, for seconds."""
+    first = list(islice(((key, name) for (_, key), missed in missing.items() for name in missed), GUESSED))
+    names = {key: _names(db, key) for key in {key for key, _ in first}}
+    more = sum(map(len, missing.values())) - len(first)
+    return "".join(did_you_mean(name, names[key]) for key, name in first) + (
+        f" (No guesses for the other {more}.)" if more > 0 else "")
 
 
 def _names(db: sqlite3.Connection, project_id: int) -> list[str]:
@@ -103,13 +115,26 @@ def address(agent: sqlite3.Row, home: sqlite3.Row) -> str:
 
 
 def refuse_human(project: sqlite3.Row, row: sqlite3.Row | None) -> None:
-    """Conflict if `row` is a human overseer's: no agent registers under or sends as a person. An
+    """Conflict if `row` is a human overseer's: no agent registers under or acts as a person. An
     agent under a name reserved for them (one registered before it was) is an agent and passes."""
     if row is not None and row["kind"] == "human":
         raise Conflict(
             f"{row['name']} is a human overseer's name in project {project['slug']!r}, not an agent's.",
-            "Agents cannot register under or send as a person's name: use your own agent name.",
+            "Agents cannot register under or act as a person's name: use your own agent name.",
         )
+
+
+def refuse_people(db: sqlite3.Connection, project_key: str | None, names: Iterable[str | None]) -> None:
+    """refuse_human for the agents a write acts as: invoke.admitted calls it for every tool's acting
+    agents (Tool.acts_as), so that no tool lets an agent send, ask, answer, block or retire as the
+    person. The person acts through send_overseer_message and the web UI, whose admin tools act as
+    nobody (web/pages.py)."""
+    try:
+        project = find_project(db, project_key) if project_key else None
+    except NotFound:
+        return  # the tool's to report (or a project to create)
+    for name in filter(None, names) if project else ():
+        refuse_human(project, db.execute("SELECT name, kind FROM agents WHERE id = ?", (agent_id(project["id"], name),)).fetchone())
 
 
 def refuse_reserved(name: str) -> None:
@@ -212,10 +237,9 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Register
     refuse_archived(project)
     if args.agent_name is None:
         return registered(db, project, _insert_agent(db, project, _unused_name(db, project), args))
-    existing = db.execute("SELECT name, kind FROM agents WHERE id = ?", (agent_id(project["id"], args.agent_name),)).fetchone()
-    if existing is None:  # only a new agent: one that registered under it before it was reserved keeps it
+    if not _exists(db, project, args.agent_name):  # only a new agent: one that registered under it before it was reserved keeps it
         refuse_reserved(args.agent_name)
-    refuse_human(project, existing)
+    # (A person's name was refused before: invoke.admitted, refuse_people.)
     updated = db.execute(
         "UPDATE agents SET program = ?, model = ?, task_description = coalesce(?, task_description), last_active_ts = ?"
         " WHERE id = ?",

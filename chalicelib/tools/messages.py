@@ -31,7 +31,7 @@ from ..registry import Input, Output, Replay, to_json, tool
 from ..security import auth
 from . import attachment_refs, correspondents, thread_summaries
 from .counts import count_message, count_reads
-from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_human, refuse_inactive
+from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_inactive
 from .projects import find_project, project_by_id, project_id
 
 Importance = Literal["low", "normal", "high", "urgent"]
@@ -401,9 +401,7 @@ def send_message(db: sqlite3.Connection, args: SendMessageInput) -> SentMessage:
 
 
 def _sender(db, project, args) -> sqlite3.Row:
-    sender = find_agent(db, project, args.agent_name)
-    refuse_human(project, sender)
-    return sender
+    return find_agent(db, project, args.agent_name)  # never a person's: invoke.admitted refused it (refuse_people)
 
 
 def _send_refusals(db, project, args: SendMessageInput) -> None:

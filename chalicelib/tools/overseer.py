@@ -97,8 +97,8 @@ class EnsureOverseerInput(Input):
 
 
 def ensure_overseer(db: sqlite3.Connection, args: EnsureOverseerInput) -> Agent:
-    """Create the project's human sender for a person (or return it): the name they act under,
-    e.g. as agent_name of force_release_file_reservation. Conflict if an agent has that name."""
+    """Create the project's human sender for a person (or return it): the name they write under,
+    and force-release under in the web UI. Conflict if an agent has that name."""
     project = find_project(db, args.project_key)
     return describe_agent(project, overseer(db, project, args.overseer_name))
 

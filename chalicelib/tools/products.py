@@ -6,6 +6,7 @@ and summarise a thread over every linked project, by running the project tools o
 linked project and merging what they return.
 """
 
+import heapq
 import sqlite3
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from ..ids import stable_id
 from ..names import PRODUCT_KEY_PATTERN
 from ..registry import Input, Output, tool
 from ..security.agent_tokens import matching_projects
+from ..store.db import placeholders
 from . import thread_summaries
 from .agents import agent_id
 from .messages import (
@@ -263,24 +265,33 @@ def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) ->
     The same agent name in several linked projects counts as one agent; each message names
     the linked project where the agent received it (the one it was sent in, if the agent is there)."""
     product = find_product(db, args.product_key)
-    by_id: dict[str, ProductInboxMessage] = {}
-    options = args.model_dump(exclude={"product_key", "registration_token"})
-    floor = 0  # a project's page its bodies cut short: what is older than its last may be in its next
+    newest: dict[int, ProductInboxMessage] = {}
+    # Without bodies: those of the merged page alone are read, below. Each project's page of bodies
+    # (up to PAGE_BODY_BYTES) was read and then dropped: ~4 MiB held a linked project.
+    options = args.model_dump(exclude={"product_key", "registration_token", "include_bodies"})
     for project in identities(db, product, args.agent_name, args.registration_token):
-        inbox = fetch_inbox(db, FetchInboxInput(project_key=project["human_key"], **options))
-        if inbox.next_cursor and len(inbox.messages) < args.limit:
-            floor = max(floor, int(inbox.next_cursor))
-        for message in inbox.messages:
+        for message in fetch_inbox(db, FetchInboxInput(project_key=project["human_key"], **options)).messages:
             # Sent to the agent in two linked projects: listed once, under the project it was sent in.
-            if message.id not in by_id or "@" in by_id[message.id].sender and "@" not in message.sender:
-                by_id[message.id] = ProductInboxMessage(**message.model_dump(), project=project["slug"])
-    # Ids are time-ordered across projects: each project gave its newest `limit` below the cursor
-    # (or those down to `floor`), so the newest `limit` of them all are the page (of at most
-    # PAGE_BODY_BYTES of bodies), and the last one's id is where the next starts.
-    newest = sorted((m for m in by_id.values() if int(m.id) >= floor), key=lambda message: int(message.id), reverse=True)
-    messages, cut = within_page(newest, args.limit, lambda message: message.body_md or "")
-    more = cut or len(messages) == args.limit or floor > 0
+            if message.id not in newest or "@" in newest[message.id].sender and "@" not in message.sender:
+                newest[message.id] = ProductInboxMessage(**message.model_dump(), project=project["slug"])
+        # Ids are time-ordered across projects: each project gave its newest `limit` below the
+        # cursor, so the newest `limit` of them all are the page; no more are kept.
+        newest = dict(heapq.nlargest(args.limit, newest.items()))
+    messages = sorted(newest.values(), key=lambda message: message.id, reverse=True)
+    more = len(messages) == args.limit
+    if args.include_bodies and messages:
+        messages, cut = with_bodies(db, messages)
+        more = more or cut
     return ProductInbox(messages=messages, next_cursor=str(messages[-1].id) if more and messages else None)
+
+
+def with_bodies(db: sqlite3.Connection, messages: list[ProductInboxMessage]) -> tuple[list[ProductInboxMessage], bool]:
+    """The messages (newest first) with their bodies, read one by one and no further than a page
+    of them (within_page: PAGE_BODY_BYTES); and whether that cut the page short."""
+    by_id = {message.id: message for message in messages}
+    rows = db.execute(f"SELECT id, body_md FROM messages WHERE id IN ({placeholders(by_id)}) ORDER BY id DESC", list(by_id))
+    page, cut = within_page(rows, len(messages), lambda row: row[1])
+    return [by_id[key].model_copy(update={"body_md": body}) for key, body in page], cut
 
 
 def product_reader(db, product: sqlite3.Row, name: str | None, token: str | None) -> frozenset[int] | None:
@@ -346,19 +357,20 @@ def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProduc
         if header := thread_summaries.header(db, project, args.thread_id, viewers):
             found, waiting = digest(db, project, args.thread_id, viewers)
             headers.append(header)
-            messages += found
-            acks += waiting
             projects.append(project["slug"])
+            # The newest DIGESTED of all the projects' so far, and the acks they owe: a call holds two
+            # projects' digests at most, not each linked project's (500 excerpts of 4 KiB).
+            messages = sorted(messages + found, key=lambda message: message.id)[-DIGESTED:]
+            since = messages[0].id if messages else 0
+            acks = [ack for ack in acks + waiting if ack.message_id >= since]
     if not headers:
         raise NotFound(
             f"Thread {args.thread_id!r} not found in any project of product {args.product_key!r}.",
             "Take thread ids from fetch_inbox_product or search_messages_product; see get_product for the linked projects.",
         )
-    messages = sorted(messages, key=lambda message: message.id)[-DIGESTED:]  # the newest of all the projects'
-    since = messages[0].id if messages else 0
     slugs = {project["slug"] for project in linked}
     # One agent across the product owes a message one ack, however many of its identities it reached.
-    owed = {(ack.message_id, in_product(ack.agent, slugs)): ack for ack in acks if ack.message_id >= since}
+    owed = {(ack.message_id, in_product(ack.agent, slugs)): ack for ack in acks}
     acks = [ack.model_copy(update={"agent": agent}) for (_, agent), ack in sorted(owed.items(), key=lambda item: item[0])]
     return ProductThreadSummary(**summary(args.thread_id, merged_header(headers, slugs), messages, acks), projects=projects)
 
