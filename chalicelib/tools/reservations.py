@@ -58,11 +58,16 @@ def normalize_path(value: str) -> str:
     return "/".join(segments)
 
 
-RepoPath = Annotated[
-    str,
-    Field(min_length=1, max_length=1024, json_schema_extra={"pattern": REPO_PATH}),
-    AfterValidator(normalize_path),
-]
+def repo_path(max_length: int):
+    return Annotated[
+        str,
+        Field(min_length=1, max_length=max_length, json_schema_extra={"pattern": REPO_PATH}),
+        AfterValidator(normalize_path),
+    ]
+
+
+RepoPath = repo_path(1024)
+GitPath = repo_path(4096)  # what check_file_reservations takes: a path git allows (Linux's PATH_MAX) may be reserved by a glob
 Paths = Annotated[
     list[RepoPath],
     Field(
@@ -477,7 +482,9 @@ def recheck_conflicts(db: sqlite3.Connection, args: FileReservationPathsInput, r
 class CheckFileReservationsInput(Input):
     project_key: ProjectKey
     agent_name: AgentName | None = Field(None, description="Who is asking; omit for someone holding nothing (a human).")
-    paths: Annotated[Paths, Field(description="Repo-relative files, e.g. as `git diff --cached --name-only` lists them.")]
+    paths: Annotated[list[GitPath], Field(min_length=1, max_length=1000, description=(
+        "Repo-relative files, e.g. as `git diff --cached --name-only` lists them (up to 4,096 characters each).")),
+    ]
 
 
 class Checked(Output):
