@@ -463,6 +463,27 @@ def test_an_archived_project_takes_no_reservations(call, project, reserve):
     assert "archived" in refused.value.message
 
 
+@pytest.mark.parametrize("notify", [True, False])
+def test_force_release_is_refused_to_a_retired_agent_and_in_an_archived_project(call, project, reserve, monkeypatch, notify):
+    """QA session 30: it checked neither; only its notice to the holder did ("cannot send"), so with
+    notify_previous=false a retired agent released, and so did anyone in a read-only project."""
+    [held] = reserve("GreenCastle", "src/**", ttl_seconds=60)["granted"]
+    travel(monkeypatch, 3600)  # expired: releasable by anyone still acting
+    force = lambda: call("force_release_file_reservation", project_key=project, agent_name="BlueLake",  # noqa: E731
+                         file_reservation_id=held["id"], notify_previous=notify)
+    call("retire_agent", project_key=project, agent_name="BlueLake")
+    with pytest.raises(Conflict) as refused:
+        force()
+    assert "BlueLake is retired" in refused.value.message and "cannot force-release" in refused.value.message
+    call("unretire_agent", project_key=project, agent_name="BlueLake")
+    call("archive_project", project_key=project)
+    with pytest.raises(Conflict) as refused:
+        force()
+    assert "read-only" in refused.value.message
+    call("unarchive_project", project_key=project)
+    assert force()["released"] is True
+
+
 def test_unknown_reservation_id_is_a_404(call, project):
     with pytest.raises(NotFound):
         call("force_release_file_reservation", project_key=project, agent_name="BlueLake", file_reservation_id=12345)

@@ -758,7 +758,9 @@ def force_release_file_reservation(db: sqlite3.Connection, args: ForceReleaseInp
     minutes). A live holder's reservation is refused (409): message them instead. The
     holder gets a notice saying who released it and why (your note)."""
     project = find_project(db, args.project_key)
+    refuse_archived(project)  # as file_reservation_paths: whether it worked hung on notify_previous (its notice)
     agent = find_agent(db, project, args.agent_name)
+    refuse_retired(project, agent, "force-release file reservations")
     row = find_reservation(db, project, args.file_reservation_id)
     if row["released_ts"] is not None:
         return ForceReleased(
