@@ -253,12 +253,13 @@ def compared_by(agent_id: int | None, exclusive: bool) -> tuple[str, list]:
 
 class TooManyToCompare(InvalidArgument):
     """A conflict check would compare more than PAIRS_MAX pairs of patterns, or spend more than
-    its budget comparing them. Its own code: fewer paths a call would do (the guard splits its)."""
+    its budget comparing them. Its own code: fewer paths a call would do (the pre-commit guard splits its chunk)."""
 
     code = "too_much_to_compare"
 
 
-FEWER_PATHS = "Send fewer paths per call, or patterns under a folder (src/api/**, not **/api/**); list_file_reservations shows what is held."
+FEWER_PATHS = ("Send fewer paths per call, or patterns under a folder (src/api/**, not **/api/**);"
+               " list_file_reservations shows what is held.")
 
 
 def too_many_to_compare(paths: list[str], pairs: int | None, pairs_max: int, done: str) -> TooManyToCompare:
@@ -293,8 +294,10 @@ def overlap_peers(db: sqlite3.Connection, project_id: int, agent_id: int, among:
             budget -= 1
             if budget < 0:
                 return peers
+            if row["agent_id"] in peers or row["agent_id"] == agent_id:
+                continue
             try:
-                if row["agent_id"] not in peers and row["agent_id"] != agent_id and covers(pattern, row["path_pattern"], active.budget):
+                if covers(pattern, row["path_pattern"], active.budget):
                     peers.add(row["agent_id"])
             except OverBudget:
                 return peers
@@ -339,7 +342,8 @@ def conflicts(
         try:
             holders = [
                 row for row in active.near(path)
-                if row["agent_id"] != agent_id and (exclusive or row["exclusive"]) and match(path, row["path_pattern"], active.budget)
+                if row["agent_id"] != agent_id and (exclusive or row["exclusive"])
+                and match(path, row["path_pattern"], active.budget)
             ]
         except OverBudget:
             raise too_costly_to_compare(paths, active.pairs_max, done) from None
