@@ -1,6 +1,12 @@
 import pytest
 
-from chalicelib.tools.globs import overlaps
+from chalicelib.tools.globs import Budget, OverBudget
+from chalicelib.tools.globs import overlaps as overlaps_within
+
+
+def overlaps(a: str, b: str) -> bool:
+    return overlaps_within(a, b, Budget(10**9))
+
 
 CASES = [
     ("src/**", "src/app.py", True),
@@ -29,3 +35,32 @@ CASES = [
 def test_overlap_is_symmetric_and_right(a, b, expected):
     assert overlaps(a, b) is expected
     assert overlaps(b, a) is expected
+
+
+def crafted(n: int) -> tuple[str, str]:
+    """(a path, a glob) of QA session 30: legal, ~1 KiB, ~25,000 comparisons to tell apart (5 ms)."""
+    piece = "a" * 149 + "b"
+    pattern = "*/" + "*" * (1 + n % 32) + "*".join([piece] * 6) + "*" * (1 + n // 32)
+    return "src/" + ("a" * 149 + piece * 6)[:990] + f"q{n}", pattern
+
+
+def test_a_budget_bounds_what_comparing_costs_whatever_the_patterns():
+    """A scan was bounded per pair (20,000 comparisons), never per request: 1,000 crafted pairs
+    held the writer for minutes. Every comparison is charged to the caller's budget now."""
+    path, pattern = crafted(0)
+    whole = Budget(10**9)
+    assert overlaps_within(path, pattern, whole) is False and whole.spent > 20_000
+    small = Budget(1_000)
+    with pytest.raises(OverBudget):
+        overlaps_within(path, pattern, small)
+    assert small.spent <= 1_000 + len(path) + len(pattern)  # stopped at the first charge past it
+    with pytest.raises(OverBudget):  # spent: the next pair stops at once
+        overlaps_within("src/app.py", "src/**", small)
+
+
+@pytest.mark.parametrize(("a", "b", "_"), CASES)
+def test_an_ordinary_pair_costs_a_few_comparisons(a, b, _):
+    """reservations.COMPARISONS_PER_PAIR (20) is what each pair a request may compare may cost on average."""
+    budget = Budget(10**9)
+    overlaps_within(a, b, budget)
+    assert budget.spent <= 30

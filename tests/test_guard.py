@@ -262,6 +262,7 @@ def test_bypass_skips_the_check(guarded, repo):
 def test_an_unknown_agent_is_blocked_with_the_servers_explanation(guarded, repo):
     result = guarded("NoSuchAgent", "README.md")
     assert result.returncode != 0 and "No agent named NoSuchAgent" in result.stderr
+    assert "Fix AGENT_NAME or AGENT_MAIL_URL" in result.stderr  # a 404: the hook's setup, unlike a path refused
 
 
 def test_an_unreachable_server_warns_unless_strict(guarded, repo):
@@ -328,3 +329,94 @@ def test_the_guard_authenticates_to_a_server_that_requires_it(repo, tmp_path):
         anonymous = commit(repo, "README.md", AGENT_MAIL_URL=url)  # no token: refused, not waved through
         assert anonymous.returncode != 0 and commits(repo) == 0
         assert commit(repo, "README.md", AGENT_MAIL_URL=url, AGENT_MAIL_TOKEN=token).returncode == 0
+
+
+# Paths git allows that the check could not take, commits too big for one check, nested repositories
+
+
+def test_a_file_name_that_is_not_utf8_is_checked_not_refused(guarded, repo, server):
+    """QA session 30: the hook sent such a name surrogate-escaped, the server refused the body, and
+    the commit was blocked with "Fix AGENT_NAME or AGENT_MAIL_URL". Now its odd bytes are U+FFFD."""
+    (repo / os.fsdecode(b"caf\xe9.txt")).write_text("x")
+    git(repo, "add", "-A")
+    free = git(repo, "commit", "-q", "-m", "latin-1", AGENT_NAME="BlueLake", AGENT_MAIL_URL=server)
+    assert free.returncode == 0 and commits(repo) == 1, free.stderr
+    (repo / "src").mkdir()
+    (repo / "src" / os.fsdecode(b"caf\xe9.py")).write_text("x")
+    git(repo, "add", "-A")
+    held = git(repo, "commit", "-q", "-m", "under src/**", AGENT_NAME="BlueLake", AGENT_MAIL_URL=server)
+    assert held.returncode != 0 and "is reserved by GreenCastle (src/**" in held.stderr and commits(repo) == 1
+
+
+def test_a_path_as_long_as_git_allows_is_checked(guarded, repo):
+    """QA session 30: a staged path over 1,024 characters (git allows 4,096) was refused (422), the
+    commit blocked. The check takes what git allows."""
+    deep = "/".join(["d" * 200] * 6) + "/file.txt"
+    assert len(deep) > 1024 and guarded("BlueLake", deep).returncode == 0
+    result = guarded("BlueLake", "src/" + deep)
+    assert result.returncode != 0 and "is reserved by GreenCastle (src/**" in result.stderr and commits(repo) == 1
+
+
+def test_a_commit_too_big_to_check_at_once_is_checked_in_smaller_calls(api, repo, server):
+    """QA session 30: 1,000 staged files against 501 globs (none theirs) were 501,000 pairs, more than
+    one check compares: 422 "send fewer paths per call", which the hook did not, and blocked."""
+    project = "/guard/big"
+    api.post("/api/ensure_project", json={"human_key": project}).raise_for_status()
+    api.post("/api/register_agent", json={"project_key": project, "program": "p", "model": "m", "name": "GreenCastle"})
+    globs = [f"**/gen-{n}.txt" for n in range(500)] + ["**/held.txt"]
+    api.post("/api/file_reservation_paths", json={
+        "project_key": project, "agent_name": "GreenCastle", "paths": globs}).raise_for_status()
+    api.post("/api/install_precommit_guard", json={"project_key": project, "code_repo_path": str(repo)}).raise_for_status()
+    files = [f"f/{n}.txt" for n in range(1000)]
+    assert commit(repo, *files, AGENT_MAIL_URL=server).returncode == 0 and commits(repo) == 1
+    blocked = commit(repo, *[f"g/{n}.txt" for n in range(999)], "g/held.txt", AGENT_MAIL_URL=server)
+    assert blocked.returncode != 0 and "g/held.txt is reserved by GreenCastle (**/held.txt" in blocked.stderr
+
+
+@pytest.fixture
+def nested(api, tmp_path):
+    """A project whose directory is a git repository: GreenCastle holds `b.py` and, below, `sub/a.py`
+    and `vendor/lib/a.c`."""
+    top = tmp_path / "project"
+    top.mkdir()
+    git(top, "init", "-q")
+    api.post("/api/ensure_project", json={"human_key": str(top)}).raise_for_status()
+    for name in ("BlueLake", "GreenCastle"):
+        api.post("/api/register_agent", json={"project_key": str(top), "program": "p", "model": "m", "name": name})
+    api.post("/api/file_reservation_paths", json={"project_key": str(top), "agent_name": "GreenCastle",
+                                                  "paths": ["b.py", "sub/a.py", "vendor/lib/a.c"]}).raise_for_status()
+    return top
+
+
+def install_in(api, project: Path, work_tree: Path) -> None:
+    api.post("/api/install_precommit_guard", json={"project_key": str(project), "code_repo_path": str(work_tree)}).raise_for_status()
+
+
+def test_a_guard_in_a_nested_clone_checks_its_paths_as_the_projects(api, nested, server):
+    """QA session 30: it sent `a.py` for sub/a.py, so GreenCastle's sub/a.py did not block it and its
+    top-level b.py blocked sub/b.py."""
+    sub = nested / "sub"
+    sub.mkdir()
+    git(sub, "init", "-q")
+    install_in(api, nested, sub)
+    env = {"AGENT_NAME": "BlueLake", "AGENT_MAIL_URL": server}
+    assert commit(sub, "b.py", **env).returncode == 0
+    held = commit(sub, "a.py", **env)
+    assert held.returncode != 0 and "sub/a.py is reserved by GreenCastle (sub/a.py" in held.stderr
+    install_in(api, nested, nested)  # the project's own repository: its paths as they are
+    assert commit(nested, "sub2/a.py", **env).returncode == 0
+    assert commit(nested, "b.py", **env).returncode != 0
+
+
+def test_a_guard_in_a_submodule_checks_its_paths_as_the_projects(api, nested, server, tmp_path):
+    library = tmp_path / "library"
+    library.mkdir()
+    git(library, "init", "-q")
+    assert commit(library, "a.c").returncode == 0
+    added = git(nested, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "vendor/lib")
+    assert added.returncode == 0, added.stderr
+    submodule = nested / "vendor" / "lib"
+    install_in(api, nested, submodule)  # its hooks: the project's .git/modules/vendor/lib/hooks
+    assert commit(submodule, "b.py", AGENT_NAME="BlueLake", AGENT_MAIL_URL=server).returncode == 0
+    held = commit(submodule, "a.c", AGENT_NAME="BlueLake", AGENT_MAIL_URL=server)
+    assert held.returncode != 0 and "vendor/lib/a.c is reserved by GreenCastle" in held.stderr

@@ -463,6 +463,27 @@ def test_an_archived_project_takes_no_reservations(call, project, reserve):
     assert "archived" in refused.value.message
 
 
+@pytest.mark.parametrize("notify", [True, False])
+def test_force_release_is_refused_to_a_retired_agent_and_in_an_archived_project(call, project, reserve, monkeypatch, notify):
+    """QA session 30: it checked neither; only its notice to the holder did ("cannot send"), so with
+    notify_previous=false a retired agent released, and so did anyone in a read-only project."""
+    [held] = reserve("GreenCastle", "src/**", ttl_seconds=60)["granted"]
+    travel(monkeypatch, 3600)  # expired: releasable by anyone still acting
+    force = lambda: call("force_release_file_reservation", project_key=project, agent_name="BlueLake",  # noqa: E731
+                         file_reservation_id=held["id"], notify_previous=notify)
+    call("retire_agent", project_key=project, agent_name="BlueLake")
+    with pytest.raises(Conflict) as refused:
+        force()
+    assert "BlueLake is retired" in refused.value.message and "cannot force-release" in refused.value.message
+    call("unretire_agent", project_key=project, agent_name="BlueLake")
+    call("archive_project", project_key=project)
+    with pytest.raises(Conflict) as refused:
+        force()
+    assert "read-only" in refused.value.message
+    call("unarchive_project", project_key=project)
+    assert force()["released"] is True
+
+
 def test_unknown_reservation_id_is_a_404(call, project):
     with pytest.raises(NotFound):
         call("force_release_file_reservation", project_key=project, agent_name="BlueLake", file_reservation_id=12345)
@@ -567,7 +588,7 @@ def test_overlap_peers_compares_a_bounded_number_of_pairs(project, reserve, sett
     reserve("BlueLake", *star_globs("b", 30, folder="src/"))
     reserve("GreenCastle", *[f"src/docs/g{n}.md" for n in range(30)])  # none meets BlueLake's *.py
     compared = []
-    monkeypatch.setattr(reservations, "covers", lambda a, b, real=reservations.covers: compared.append(a) or real(a, b))
+    monkeypatch.setattr(reservations, "covers", lambda a, b, budget, real=reservations.covers: compared.append(a) or real(a, b, budget))
     monkeypatch.setattr(reservations, "PAIRS_MAX", 200)
     with db.connection(settings) as conn:
         (project_id,) = conn.execute("SELECT id FROM projects WHERE slug = ?", (project,)).fetchone()
@@ -603,3 +624,52 @@ def test_a_check_reads_no_more_reservations_than_it_may_compare(call, project, r
         (project_id,) = conn.execute("SELECT id FROM projects WHERE slug = ?", (project,)).fetchone()
         overlap_peers(conn, project_id, agent_id(project_id, "GreenCastle"), [agent_id(project_id, "BlueLake")])
     assert [rows for _, rows in read] == [201, 21, 21, 21, 0] and read[-1][0] == 10
+
+
+def crafted(n: int) -> tuple[str, str]:
+    """(a path, a glob) of QA session 30: legal, ~1 KiB, ~25,000 comparisons to tell apart (5-10 ms)."""
+    piece = "a" * 149 + "b"
+    pattern = "*/" + "*" * (1 + n % 32) + "*".join([piece] * 6) + "*" * (1 + n // 32)
+    return "src/" + ("a" * 149 + piece * 6)[:990] + f"q{n}", pattern
+
+
+@pytest.fixture
+def spent(monkeypatch):
+    """What each comparison budget of a call was given and spent, as (given, spent)."""
+    budgets = []
+
+    class Counted(reservations.Budget):
+        def __init__(self, comparisons):
+            super().__init__(comparisons)
+            budgets.append(self)
+
+    monkeypatch.setattr(reservations, "Budget", Counted, raising=False)
+    return lambda: [(b.left + b.spent, b.spent) for b in budgets]
+
+
+def test_comparing_costly_patterns_is_bounded_per_request_not_per_pair(call, project, reserve, spent, monkeypatch):
+    """QA session 30: PAIRS_MAX bounded the pairs, not what they cost: 50 paths against 1,000 held
+    crafted globs (allowed) held the one writer thread ~4 minutes, a check the slow-read thread (and
+    every project's pre-commit guard, which then committed anyway) ~47 minutes."""
+    path, _ = crafted(0)
+    reserve("RedStone", path)  # held before the others: compared with nothing
+    reserve("BlueLake", *[crafted(n)[1] for n in range(20)])  # 20 pairs: within the budget
+    monkeypatch.setattr(reservations, "PAIRS_MAX", 1_000)  # 20,000 comparisons a write now: less than one crafted pair
+    with pytest.raises(InvalidArgument) as refused:
+        reserve("GreenCastle", path)
+    assert refused.value.code == "too_much_to_compare" and "Nothing was reserved." in refused.value.message
+    assert "fewer paths" in refused.value.hint
+    assert call("release_file_reservations", project_key=project, agent_name="GreenCastle")["released"] == 0
+    with pytest.raises(InvalidArgument) as refused:  # ten times the budget: still less than 20 pairs cost
+        call("check_file_reservations", project_key=project, paths=[path])
+    assert refused.value.code == "too_much_to_compare"
+    for given, used in spent()[-2:]:
+        assert used <= given + 2 * 1024  # past it by one charge at most (a segment's tokens)
+
+    listed = call("list_file_reservations", project_key=project, limit=500)  # a page, a budget
+    [first] = listed["file_reservations"]  # RedStone's: its 20 clashes cost more than a page may
+    assert first["path_pattern"] == path and listed["next_cursor"]
+    assert first["conflicts_unchecked"] + len(first["conflicts_with"]) + first["conflicts_unlisted"] == 20
+    assert first["conflicts_unchecked"] > 0
+    given, used = spent()[-1]
+    assert used <= given + 2 * 1024

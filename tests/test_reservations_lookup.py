@@ -10,9 +10,9 @@ from chalicelib.config import Settings
 from chalicelib.store import db
 from chalicelib.tools import tools_by_name
 from chalicelib.tools.agents import agent_id
-from chalicelib.tools.reservations import (
-    HOLDERS_LISTED, OVERLAPS_LISTED, ActiveNear, Reservation, covers, literal_prefix, overlap_peers, reserved_by,
-)
+from chalicelib.tools import reservations
+from chalicelib.tools.globs import Budget
+from chalicelib.tools.reservations import HOLDERS_LISTED, OVERLAPS_LISTED, ActiveNear, Reservation, literal_prefix, overlap_peers
 
 from .sql import migrated_until, sql, turso_plans
 
@@ -22,6 +22,14 @@ TOOLS = tools_by_name()
 AGENTS = ("BlueLake", "GreenCastle", "RedStone")
 LITERAL = ["src", "lib", "app.py", "a", "docs", "srcx"]  # srcx: a name that `src` is a string prefix of
 GLOBS = ["*", "**", "*.py", "a*", "[ab]*", "?"]
+
+
+def covers(a: str, b: str) -> bool:
+    return reservations.covers(a, b, Budget(10**9))
+
+
+def reserved_by(path: str, pattern: str) -> bool:
+    return reservations.reserved_by(path, pattern, Budget(10**9))
 
 
 def random_pattern(rng: random.Random) -> str:

@@ -7,9 +7,15 @@ import time
 import httpx
 import pytest
 
-from chalicelib.tools.globs import overlaps
+from chalicelib.tools.globs import Budget
+from chalicelib.tools.globs import overlaps as overlaps_within
 
 from .servers import running_server
+
+
+def overlaps(a: str, b: str) -> bool:
+    return overlaps_within(a, b, Budget(10**9))
+
 
 PATTERN = "*" + "a*" * 100 + "c"
 ATTACK_PATHS = ["*" + "b*" * 100 + f"d{n}" for n in range(150)]
@@ -59,3 +65,19 @@ def test_health_answers_while_the_attack_runs(url):
     assert health and set(health) == {200}
     assert [answer.status_code for answer in answers] == [200] * 3
     assert answers[0].json()["conflicts"] == []
+
+
+def test_a_request_against_costly_patterns_is_refused_having_compared_a_bounded_amount(url):
+    """QA session 30: 50 held crafted globs (~25,000 comparisons, 5-10 ms, a pair) against one
+    path: each pair within PAIRS_MAX's count, together past what a write may compare (20 a pair
+    allowed): refused, nothing reserved, having spent at most that (~0.5 s, not minutes)."""
+    post = lambda tool, **arguments: httpx.post(f"{url}/api/{tool}", json=arguments, timeout=30)  # noqa: E731
+    piece = "a" * 149 + "b"
+    globs = ["*/" + "*" * (1 + n % 32) + "*".join([piece] * 6) + "*" * (1 + n // 32) for n in range(50)]
+    path = "src/" + ("a" * 149 + piece * 6)[:990] + "q"
+    assert post("file_reservation_paths", project_key="globs", agent_name="BlueLake", paths=globs).status_code == 200
+    refused = post("file_reservation_paths", project_key="globs", agent_name="GreenCastle", paths=[path])
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "too_much_to_compare"
+    assert "Nothing was reserved" in refused.json()["error"]["message"]
+    held = post("list_file_reservations", project_key="globs", limit=500).json()["file_reservations"]
+    assert not [r for r in held if r["agent"] == "GreenCastle"]

@@ -14,8 +14,12 @@ took 11 s for one request of 150 paths like `*a*a*...*c`):
   from the start, and the parts after the last star from the end.
 - Only one side has stars: the other is a fixed sequence, which the starred side's pieces must
   match in order; taking each piece's leftmost match is never worse, so no backtracking.
-  Its scan is bounded by BUDGET comparisons; past that the answer is "overlap" (wrong only
-  towards a conflict, as two character classes already are).
+  But its scan may try each piece at each position: tens of thousands of comparisons (5-10 ms) for one
+  pair of crafted 1 KiB patterns, where an ordinary pair takes a few.
+
+So every comparison is charged to a Budget that the caller shares among all the pairs of one
+request: past it, OverBudget, and the caller refuses the request (or stops) instead of spending
+minutes on a thousand crafted pairs.
 """
 
 import re
@@ -24,23 +28,44 @@ from functools import lru_cache
 
 GLOB_CHARS = frozenset("*?[")
 TOKEN = re.compile(r"\[.[^\]]*\]|\*+|.", re.DOTALL)  # a class holds at least one character, even `]`
-BUDGET = 20_000  # token comparisons for one scan of a starred side against a fixed one
+
+
+class OverBudget(Exception):
+    """The comparisons a request may make are spent."""
+
+
+class Budget:
+    """Comparisons (of two segments or two characters, and the tokens read to make them) that one
+    request may make, over all the pattern pairs it compares. `spent` says how many it made."""
+
+    def __init__(self, comparisons: int) -> None:
+        self.left, self.spent = comparisons, 0
+
+    def spend(self, comparisons: int) -> None:
+        self.left -= comparisons
+        self.spent += comparisons
+        if self.left < 0:
+            raise OverBudget
 
 
 def is_glob(pattern: str) -> bool:
     return any(char in GLOB_CHARS for char in pattern)
 
 
-def overlaps(a: str, b: str) -> bool:
-    return _intersect(tuple(a.split("/")), tuple(b.split("/")), "**", _segments)
+def overlaps(a: str, b: str, budget: Budget) -> bool:
+    """Could one path match both patterns? Charged to `budget` (OverBudget once it is spent)."""
+    segments_a, segments_b = tuple(a.split("/")), tuple(b.split("/"))
+    budget.spend(len(segments_a) + len(segments_b))
+    return _intersect(segments_a, segments_b, "**", lambda x, y: _segments(x, y, budget), budget)
 
 
-@lru_cache(maxsize=4096)
-def _segments(a: str, b: str) -> bool:
+def _segments(a: str, b: str, budget: Budget) -> bool:
     """Could one file or directory name match both segment patterns?"""
     if not is_glob(a) and not is_glob(b):
         return a == b
-    return _intersect(_tokens(a), _tokens(b), "*", _char)
+    tokens_a, tokens_b = _tokens(a), _tokens(b)
+    budget.spend(len(tokens_a) + len(tokens_b))
+    return _intersect(tokens_a, tokens_b, "*", _char, budget)
 
 
 @lru_cache(maxsize=4096)
@@ -49,9 +74,10 @@ def _tokens(pattern: str) -> tuple[str, ...]:
     return tuple("*" if token[0] == "*" else token for token in TOKEN.findall(pattern))
 
 
-def _intersect(a: tuple[str, ...], b: tuple[str, ...], star: str, same) -> bool:
+def _intersect(a: tuple[str, ...], b: tuple[str, ...], star: str, same, budget: Budget) -> bool:
     """Is there a sequence both token sequences match? `star` matches any run of tokens,
-    `same(x, y)` says whether one element matches both x and y."""
+    `same(x, y)` says whether one element matches both x and y. What is compared outside
+    _matches' scan is at most len(a) + len(b), which the caller has charged."""
     if star in a and star in b:
         head_a, head_b = a[: a.index(star)], b[: b.index(star)]
         tail_a, tail_b = a[len(a) - a[::-1].index(star) :], b[len(b) - b[::-1].index(star) :]
@@ -60,10 +86,10 @@ def _intersect(a: tuple[str, ...], b: tuple[str, ...], star: str, same) -> bool:
         a, b = b, a
     if star not in a:
         return len(a) == len(b) and all(map(same, a, b))
-    return _matches(a, b, star, same)
+    return _matches(a, b, star, same, budget)
 
 
-def _matches(pattern: tuple[str, ...], fixed: tuple[str, ...], star: str, same) -> bool:
+def _matches(pattern: tuple[str, ...], fixed: tuple[str, ...], star: str, same, budget: Budget) -> bool:
     """Does the starred `pattern` match the star-free `fixed`? Leftmost match of each piece."""
     pieces = [[]]
     for token in pattern:
@@ -77,13 +103,11 @@ def _matches(pattern: tuple[str, ...], fixed: tuple[str, ...], star: str, same) 
     end = len(fixed) - len(last)
     if not all(map(same, first, fixed)) or not all(map(same, last, fixed[end:])):
         return False
-    position, budget = len(first), BUDGET
+    position = len(first)
     for piece in middle:
         found = -1
         for start in range(position, end - len(piece) + 1):
-            budget -= len(piece)
-            if budget < 0:
-                return True  # too costly to decide: assume they overlap
+            budget.spend(len(piece))
             if all(map(same, piece, fixed[start : start + len(piece)])):
                 found = start
                 break

@@ -62,6 +62,10 @@ import urllib.error
 import urllib.request
 
 CHUNK = 1000  # paths per request (the tool takes at most 1000)
+CHUNK_BYTES = 512 * 1024  # and at most this much JSON of them (the server takes a body of 1 MiB)
+# 4xx answers that mean this hook is set up wrong (token, server, project or agent name), not that the
+# files cannot be checked.
+SETUP = {401: "the token (AGENT_MAIL_TOKEN)", 403: "the token (AGENT_MAIL_TOKEN)", 404: "AGENT_NAME or AGENT_MAIL_URL"}
 
 
 class Unreachable(Exception):
@@ -69,7 +73,13 @@ class Unreachable(Exception):
 
 
 class Refused(Exception):
-    pass
+    def __init__(self, detail, fix=None):
+        super().__init__(detail)
+        self.fix = fix  # what to fix, when the hook is set up wrong
+
+
+class TooMuch(Exception):
+    """The server would compare too much for one call: fewer paths a call will do."""
 
 
 def say(text):
@@ -91,12 +101,29 @@ def run_chained():
     return subprocess.call([hook, *sys.argv[1:]])
 
 
+def git(*args, **options):
+    return subprocess.run(["git", *args], check=True, stdout=subprocess.PIPE, **options).stdout.decode().strip()
+
+
 def staged_paths():
-    # --no-renames: a rename touches both its old and its new path.
+    # --no-renames: a rename touches both its old and its new path. A name that is not UTF-8 (JSON
+    # cannot carry it) is sent with U+FFFD for its odd bytes: no reservation names it, but a folder
+    # or glob over it still blocks it.
     out = subprocess.run(
         ["git", "diff", "--cached", "--name-only", "-z", "--no-renames"], check=True, stdout=subprocess.PIPE
     ).stdout
-    return [path for path in out.decode("utf-8", "surrogateescape").split("\0") if path]
+    return [path for path in out.decode("utf-8", "replace").split("\0") if path]
+
+
+def work_tree_prefix():
+    """Where this repository's main work tree lies under the project's directory, as `vendor/lib/`:
+    a submodule's or nested clone's paths are relative to it, while reservations are relative to the
+    project's. '' for the project's own repository (any of its work trees) or one outside it."""
+    common = git("rev-parse", "--path-format=absolute", "--git-common-dir")
+    environ = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
+    main = git("--git-dir", common, "rev-parse", "--show-toplevel", cwd=os.path.dirname(common), env=environ)
+    where = os.path.relpath(os.path.realpath(main), os.path.realpath(PROJECT))
+    return "" if where == "." or where == ".." or where.startswith("../") else where + "/"
 
 
 def token():
@@ -109,10 +136,11 @@ def token():
         with open(path) as file:
             return file.read().strip() or None
     except OSError as exc:
-        raise Refused(f"cannot read the token file {path}: {exc.strerror}") from None
+        raise Refused(f"cannot read the token file {path}: {exc.strerror}", "AGENT_MAIL_TOKEN_FILE") from None
 
 
 def ask(url, arguments):
+    """The server's answer, or Unreachable (no answer, 5xx, busy), TooMuch, Refused (another 4xx)."""
     headers = {"Content-Type": "application/json"}
     if secret := token():
         headers["Authorization"] = "Bearer " + secret
@@ -126,23 +154,43 @@ def ask(url, arguments):
     except urllib.error.HTTPError as exc:
         try:
             error = json.load(exc)["error"]
-            detail = f"{error['message']} {error['hint']}"
+            code, detail = error["code"], f"{error['message']} {error['hint']}"
         except Exception:
-            detail = f"HTTP {exc.code}"
-        if exc.code >= 500:
+            code, detail = None, f"HTTP {exc.code}"
+        if exc.code >= 500 or exc.code == 429:
             raise Unreachable(detail) from None
-        raise Refused(detail) from None
+        if code == "too_much_to_compare":
+            raise TooMuch(detail) from None
+        raise Refused(detail, SETUP.get(exc.code)) from None
     except (OSError, ValueError) as exc:  # connection refused, timeout, DNS, not JSON
         raise Unreachable(str(getattr(exc, "reason", exc))) from None
 
 
+def chunks(paths):
+    chunk, size = [], 0
+    for path in paths:
+        cost = len(json.dumps(path)) + 2
+        if chunk and (len(chunk) == CHUNK or size + cost > CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(path)
+        size += cost
+    yield chunk
+
+
 def conflicts(url, paths):
-    arguments = {"project_key": PROJECT, "paths": []}
+    arguments = {"project_key": PROJECT}
     if os.environ.get("AGENT_NAME"):
         arguments["agent_name"] = os.environ["AGENT_NAME"]
-    found = []
-    for start in range(0, len(paths), CHUNK):
-        found += ask(url, {**arguments, "paths": paths[start : start + CHUNK]})["conflicts"]
+    found, pending = [], list(chunks(paths))[::-1]  # popped in order
+    while pending:
+        chunk = pending.pop()
+        try:
+            found += ask(url, {**arguments, "paths": chunk})["conflicts"]
+        except TooMuch:  # the project holds many globs near these paths: ask about fewer at a time
+            if len(chunk) == 1:
+                raise
+            pending += [chunk[len(chunk) // 2 :], chunk[: len(chunk) // 2]]
     return found
 
 
@@ -167,19 +215,23 @@ def main():
     paths = staged_paths()
     if not paths:
         return 0
+    prefix = work_tree_prefix()
     try:
-        found = conflicts(url, paths)
+        found = conflicts(url, [prefix + path for path in paths])
     except Unreachable as exc:
         if switch("AGENT_MAIL_GUARD_STRICT"):
             say(f"cannot check file reservations at {url} ({exc}); commit blocked (AGENT_MAIL_GUARD_STRICT).")
             return 1
         say(f"cannot check file reservations at {url} ({exc}); committing anyway.")
         return 0
-    except Refused as exc:
+    except (Refused, TooMuch) as exc:
         say(f"the reservation check was refused: {exc}")
         if warn_only:
             return 0
-        say("Commit blocked. Fix AGENT_NAME or AGENT_MAIL_URL, or set AGENT_MAIL_BYPASS=1.")
+        if getattr(exc, "fix", None):
+            say(f"Commit blocked. Fix {exc.fix}, or set AGENT_MAIL_BYPASS=1.")
+        else:
+            say("Commit blocked: the check was refused (above). AGENT_MAIL_BYPASS=1 commits without it.")
         return 1
     for conflict in found:
         say(describe(conflict))

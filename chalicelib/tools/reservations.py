@@ -22,7 +22,7 @@ from ..archive import outbox
 from ..config import get_settings
 from ..errors import Conflict, InvalidArgument, NotFound, TooManyRequests
 from ..fields import AgentName, Id, ProjectKey, Storable
-from .globs import is_glob, overlaps
+from .globs import Budget, OverBudget, is_glob, overlaps
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageCursor1, PageLimit
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -58,11 +58,16 @@ def normalize_path(value: str) -> str:
     return "/".join(segments)
 
 
-RepoPath = Annotated[
-    str,
-    Field(min_length=1, max_length=1024, json_schema_extra={"pattern": REPO_PATH}),
-    AfterValidator(normalize_path),
-]
+def repo_path(max_length: int):
+    return Annotated[
+        str,
+        Field(min_length=1, max_length=max_length, json_schema_extra={"pattern": REPO_PATH}),
+        AfterValidator(normalize_path),
+    ]
+
+
+RepoPath = repo_path(1024)
+GitPath = repo_path(4096)  # what check_file_reservations takes: a path git allows (Linux's PATH_MAX) may be reserved by a glob
 Paths = Annotated[
     list[RepoPath],
     Field(
@@ -88,29 +93,29 @@ def subtree(pattern: str) -> str:
     return pattern if is_glob(pattern) else pattern + "/**"
 
 
-def covers(a: str, b: str) -> bool:
+def covers(a: str, b: str, budget: Budget) -> bool:
     """Could one path be reserved by both patterns?"""
-    return overlaps(subtree(a), subtree(b))
+    return overlaps(subtree(a), subtree(b), budget)
 
 
-def reserved_by(path: str, pattern: str) -> bool:
+def reserved_by(path: str, pattern: str, budget: Budget) -> bool:
     """Is this file (a path as git lists it, not a directory) under the reservation `pattern`?"""
-    return overlaps(path, subtree(pattern))
+    return overlaps(path, subtree(pattern), budget)
 
 
-def holds_all_of(cover: str, pattern: str) -> bool:
+def holds_all_of(cover: str, pattern: str, budget: Budget) -> bool:
     """Does `cover` reserve every path `pattern` reserves? A plain path is taken as the file it
     names, as check_file_reservations and the guard take the paths they are given: `src/*.py`
     holds `src/api.py` (reserved_by). A glob is held only by a cover that reserves whole folders
     (what it reserves ends in `**`) holding its literal prefix, under which every path of the glob
     lies: any other cover answers no, which at worst reports a lapse that did not matter."""
     if not is_glob(pattern):
-        return reserved_by(pattern, cover)
+        return reserved_by(pattern, cover, budget)
     whole = subtree(cover)
     if whole == "**":
         return True
     root = literal_prefix(pattern)
-    return whole.endswith("/**") and root != "" and overlaps(whole, root)
+    return whole.endswith("/**") and root != "" and overlaps(whole, root, budget)
 
 
 # Reservation rows with their holder's name as `agent`, and whether it looks alive (stale_because).
@@ -131,6 +136,10 @@ LOOKUP_CHUNK = 500  # folders per query, well under SQLite's limit on parameters
 # Pattern pairs one conflict check may compare (a few µs each). Patterns that start with a glob
 # meet every path: 1,000 of them against a request for 1,000 more held the writer 48 s.
 PAIRS_MAX = 50_000
+# And what comparing them may cost in all (globs.Budget), per pair allowed: an ordinary pair takes
+# 5-30 comparisons, a pair of crafted 1 KiB patterns tens of thousands (5-10 ms), so counting pairs alone
+# let 50,000 crafted ones hold the writer ~4 minutes.
+COMPARISONS_PER_PAIR = 20
 # Active reservations one agent, and all agents of a project, may hold: a conflict check reads
 # those near its paths, and one credential that piled up tens of thousands made every later check
 # in its project read them all. An agent reserves tens at a time; a folder or glob holds many files.
@@ -199,8 +208,10 @@ class ActiveNear:
         """`among`: SQL narrowing the rows read (`compared_by`), and its parameters. `pairs_max`: the
         pairs a check may compare (PAIRS_MAX unless given). Each row read is near one of the patterns
         at least, so reading stops past that many rows (`cut`): comparing them would pass it anyway,
-        and whatever the project holds, a check is refused having read no more."""
+        and whatever the project holds, a check is refused having read no more. `budget`: what the
+        check's comparisons may cost, all its pairs together (COMPARISONS_PER_PAIR a pair allowed)."""
         self.pairs_max = PAIRS_MAX if pairs_max is None else pairs_max
+        self.budget = Budget(COMPARISONS_PER_PAIR * self.pairs_max)
         now, prefixes = clock.now(), sorted({literal_prefix(pattern) for pattern in patterns})
         rows = {}
         for (source, wanted), where in _lookups(prefixes):
@@ -241,7 +252,14 @@ def compared_by(agent_id: int | None, exclusive: bool) -> tuple[str, list]:
 
 
 class TooManyToCompare(InvalidArgument):
-    """A conflict check would compare more than PAIRS_MAX pairs of patterns."""
+    """A conflict check would compare more than PAIRS_MAX pairs of patterns, or spend more than
+    its budget comparing them. Its own code: fewer paths a call would do (the pre-commit guard splits its chunk)."""
+
+    code = "too_much_to_compare"
+
+
+FEWER_PATHS = ("Send fewer paths per call, or patterns under a folder (src/api/**, not **/api/**);"
+               " list_file_reservations shows what is held.")
 
 
 def too_many_to_compare(paths: list[str], pairs: int | None, pairs_max: int, done: str) -> TooManyToCompare:
@@ -250,10 +268,14 @@ def too_many_to_compare(paths: list[str], pairs: int | None, pairs_max: int, don
     return TooManyToCompare(
         f"Checking these {len(paths)} paths for conflicts would compare {counted}"
         f" {pairs_max:,}: the project holds many reservations that could overlap them (a pattern starting with a"
-        f" glob, such as *.md or **, may overlap anything).{done and ' ' + done}",
-        "Send fewer paths per call, or patterns under a folder (src/api/**, not **/api/**);"
-        " list_file_reservations shows what is held.",
-    )
+        f" glob, such as *.md or **, may overlap anything).{done and ' ' + done}", FEWER_PATHS)
+
+
+def too_costly_to_compare(paths: list[str], pairs_max: int, done: str) -> TooManyToCompare:
+    return TooManyToCompare(
+        f"Checking these {len(paths)} paths for conflicts would take more than {COMPARISONS_PER_PAIR * pairs_max:,}"
+        f" comparisons: reservations near them are patterns costly to compare (long, with many stars).{done and ' ' + done}",
+        FEWER_PATHS)
 
 
 def overlap_peers(db: sqlite3.Connection, project_id: int, agent_id: int, among: list[int]) -> set[int]:
@@ -261,7 +283,7 @@ def overlap_peers(db: sqlite3.Connection, project_id: int, agent_id: int, among:
     (the contact check's shared work). A pattern that starts with a glob (`**`, `*.md`) names no
     part of the tree and counts on neither side: a fresh identity that reserved `**` (granted, and
     advisory) overlapped every agent holding anything, and so could write to all of them.
-    Past PAIRS_MAX comparisons it stops: those not found by then are not peers."""
+    Past PAIRS_MAX pairs, or their budget, it stops: those not found by then are not peers."""
     sql = ACTIVE + " AND r.agent_id = ? AND r.path_prefix != '' LIMIT ?"  # as many as an agent may hold
     mine = [row["path_pattern"] for row in db.execute(sql, (project_id, clock.now(), agent_id, HELD_PER_AGENT))]
     among_sql = f" AND r.agent_id IN ({placeholders(among)}) AND r.path_prefix != ''"
@@ -272,8 +294,13 @@ def overlap_peers(db: sqlite3.Connection, project_id: int, agent_id: int, among:
             budget -= 1
             if budget < 0:
                 return peers
-            if row["agent_id"] not in peers and row["agent_id"] != agent_id and covers(pattern, row["path_pattern"]):
-                peers.add(row["agent_id"])
+            if row["agent_id"] in peers or row["agent_id"] == agent_id:
+                continue
+            try:
+                if covers(pattern, row["path_pattern"], active.budget):
+                    peers.add(row["agent_id"])
+            except OverBudget:
+                return peers
     return peers
 
 
@@ -305,16 +332,21 @@ def conflicts(
 ) -> list[PathConflict]:
     """For each path, the other agents' active reservations it clashes with: any of them
     for an exclusive request, the exclusive ones for a shared request. Refused (TooManyToCompare,
-    saying `done`) before comparing more than `active.pairs_max` pairs."""
+    saying `done`) before comparing more than `active.pairs_max` pairs, or once comparing them has
+    spent `active.budget`."""
     pairs = sum(map(active.count, paths))
     if pairs > active.pairs_max or active.cut:
         raise too_many_to_compare(paths, None if active.cut else pairs, active.pairs_max, done)
     found, listed = [], 0
     for path in paths:
-        holders = [
-            row for row in active.near(path)
-            if row["agent_id"] != agent_id and (exclusive or row["exclusive"]) and match(path, row["path_pattern"])
-        ]
+        try:
+            holders = [
+                row for row in active.near(path)
+                if row["agent_id"] != agent_id and (exclusive or row["exclusive"])
+                and match(path, row["path_pattern"], active.budget)
+            ]
+        except OverBudget:
+            raise too_costly_to_compare(paths, active.pairs_max, done) from None
         if holders:
             shown = holders[: max(0, HOLDERS_LISTED - listed)]
             listed += len(shown)
@@ -454,7 +486,9 @@ def recheck_conflicts(db: sqlite3.Connection, args: FileReservationPathsInput, r
 class CheckFileReservationsInput(Input):
     project_key: ProjectKey
     agent_name: AgentName | None = Field(None, description="Who is asking; omit for someone holding nothing (a human).")
-    paths: Annotated[Paths, Field(description="Repo-relative files, e.g. as `git diff --cached --name-only` lists them.")]
+    paths: Annotated[list[GitPath], Field(min_length=1, max_length=1000, description=(
+        "Repo-relative files, e.g. as `git diff --cached --name-only` lists them (up to 4,096 characters each).")),
+    ]
 
 
 class Checked(Output):
@@ -646,11 +680,16 @@ def recently_expired(db: sqlite3.Connection, agent: sqlite3.Row, now: str) -> li
 
 def still_held(own: ActiveNear, lapsed: sqlite3.Row) -> bool:
     """Does one of the agent's active reservations (`own`) hold all of `lapsed`, at least as strongly
-    (an exclusive lapse needs an exclusive cover)? Then reserving it again is no advice to give."""
-    return any(
-        (cover["exclusive"] or not lapsed["exclusive"]) and holds_all_of(cover["path_pattern"], lapsed["path_pattern"])
-        for cover in own.near(lapsed["path_pattern"])
-    )
+    (an exclusive lapse needs an exclusive cover)? Then reserving it again is no advice to give.
+    Past own.budget the answer is no: at worst a lapse that did not matter is reported."""
+    try:
+        return any(
+            (cover["exclusive"] or not lapsed["exclusive"])
+            and holds_all_of(cover["path_pattern"], lapsed["path_pattern"], own.budget)
+            for cover in own.near(lapsed["path_pattern"])
+        )
+    except OverBudget:
+        return False
 
 
 def nothing_renewed(agent: sqlite3.Row, paths: list[str] | None, lapsed: list[Reservation]) -> NotFound:
@@ -723,7 +762,9 @@ def force_release_file_reservation(db: sqlite3.Connection, args: ForceReleaseInp
     minutes). A live holder's reservation is refused (409): message them instead. The
     holder gets a notice saying who released it and why (your note)."""
     project = find_project(db, args.project_key)
+    refuse_archived(project)  # as file_reservation_paths: whether it worked hung on notify_previous (its notice)
     agent = find_agent(db, project, args.agent_name)
+    refuse_retired(project, agent, "force-release file reservations")
     row = find_reservation(db, project, args.file_reservation_id)
     if row["released_ts"] is not None:
         return ForceReleased(
@@ -772,6 +813,8 @@ class ListedReservation(Reservation):
         " exclusive): granted anyway, as reservations are advisory; the holders should settle it. Empty otherwise."
         f" The oldest {OVERLAPS_LISTED}; conflicts_unlisted counts the others.")
     conflicts_unlisted: int = Field(0, description="How many more it conflicts with than conflicts_with lists.")
+    conflicts_unchecked: int = Field(0, description="How many others that may conflict with it were not compared with it:"
+                                     " comparing them would cost more than a page may (patterns costly to compare). Usually 0.")
     releasable_because: str | None = Field(
         description="Why force_release_file_reservation would take it from its holder now (expired, holder retired or"
         " inactive); null while its holder looks alive, or once released.")
@@ -812,7 +855,8 @@ ANOTHER_AGENT = {"id": None}  # stale_because asks as someone: anyone but the ho
 def with_conflicts(db: sqlite3.Connection, project_id: int, rows: list[sqlite3.Row]) -> list[ListedReservation]:
     """The reservations, each active one with the others it conflicts with (as file_reservation_paths
     reported them when granting it, or as they came since), and when another agent may take it;
-    only the first of them (at least one) whose conflicts take at most PAIRS_MAX comparisons."""
+    only the first of them (at least one) whose conflicts take at most PAIRS_MAX pairs to find, and
+    active.budget in all (the first of a page, past it, lists what it found and counts the rest)."""
     now = clock.now()
     live = {row["id"] for row in rows if row["released_ts"] is None and row["expires_ts"] > now}
     active = ActiveNear(db, project_id, [row["path_pattern"] for row in rows if row["id"] in live])
@@ -825,25 +869,34 @@ def with_conflicts(db: sqlite3.Connection, project_id: int, rows: list[sqlite3.R
             pairs += active.count(row["path_pattern"])
             if pairs > PAIRS_MAX and listed:
                 break
-        clashes = _clashes(active, row) if row["id"] in live else []
+        clashes, unchecked = _clashes(active, row) if row["id"] in live else ([], 0)
+        if unchecked and listed:  # the next page starts with it, with a budget of its own
+            break
         why = stale_because(row, ANOTHER_AGENT, now) if row["released_ts"] is None else None
         listed.append(ListedReservation(
             **reservation(row).model_dump(), releasable_because=why,
             conflicts_with=[Overlap(id=held["id"], agent=held["agent"], path_pattern=held["path_pattern"])
                             for held in clashes[:OVERLAPS_LISTED]],
-            conflicts_unlisted=max(0, len(clashes) - OVERLAPS_LISTED),
+            conflicts_unlisted=max(0, len(clashes) - OVERLAPS_LISTED), conflicts_unchecked=unchecked,
             releasable_from=None if why or row["released_ts"] else min(stale_from(row["last_active_ts"]), row["expires_ts"]),
         ))
     return listed
 
 
-def _clashes(active: ActiveNear, row: sqlite3.Row) -> list[sqlite3.Row]:
-    """The others' active reservations this one conflicts with, oldest first."""
-    return [
+def _clashes(active: ActiveNear, row: sqlite3.Row) -> tuple[list[sqlite3.Row], int]:
+    """The others' active reservations this one conflicts with, oldest first, and how many of
+    those that may were left uncompared once active.budget was spent."""
+    found, candidates = [], [
         held for held in active.near(row["path_pattern"])
         if held["agent_id"] != row["agent_id"] and (row["exclusive"] or held["exclusive"])
-        and covers(row["path_pattern"], held["path_pattern"])
     ]
+    for done, held in enumerate(candidates):
+        try:
+            if covers(row["path_pattern"], held["path_pattern"], active.budget):
+                found.append(held)
+        except OverBudget:
+            return found, len(candidates) - done
+    return found, 0
 
 
 class InstallPrecommitGuardInput(Input):
