@@ -96,6 +96,11 @@ def test_cursor_of_another_format_is_refused(call, project):
         wait(call, project, cursor="12345")
     with pytest.raises(InvalidArgument):
         wait(call, project, timeout_seconds=60)  # beyond the bound
+    # The format's 13 base-36 digits pass SQLite's largest integer (QA, session 30: a 500, OverflowError)
+    assert wait(call, project, cursor="m1.1y2p0ij32e8e7", timeout_seconds=0)["messages"] == []  # 2**63 - 1
+    for cursor in ("m1.1y2p0ij32e8e8", "m1.zzzzzzzzzzzzz", "m1.1y2p0ij32e8e7.1"):
+        with pytest.raises(InvalidArgument, match="cursor"):
+            wait(call, project, cursor=cursor, timeout_seconds=0)
 
 
 def test_a_waiting_call_wakes_when_mail_is_delivered(settings, call, project):

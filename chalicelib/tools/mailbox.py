@@ -45,12 +45,12 @@ class Cursor:
     @classmethod
     def parse(cls, text: str) -> "Cursor":
         if not _CURSOR.fullmatch(text):  # fullmatch: Python's $ would let a final newline through
-            raise InvalidArgument(
-                "cursor is not one wait_for_mail gave out.",
-                "Pass the cursor of the previous wait_for_mail answer unchanged, or omit it to start from now.",
-            )
+            raise not_given()
         floor, *offsets = (int(part, 36) for part in text.split(".")[1:])
-        return cls(floor, {floor + offset for offset in offsets})
+        seen = {floor + offset for offset in offsets}
+        if max(seen, default=floor) >= 2**63:  # 13 base-36 digits pass SQLite's largest integer (an OverflowError: a 500)
+            raise not_given()
+        return cls(floor, seen)
 
     def __str__(self) -> str:
         return ".".join(["m1", _base36(self.floor), *(_base36(id_ - self.floor) for id_ in sorted(self.seen))])
@@ -66,6 +66,13 @@ class Cursor:
             floor = seen[-MAX_SEEN]
             seen = seen[-MAX_SEEN:]
         return Cursor(floor, set(seen))
+
+
+def not_given() -> InvalidArgument:
+    return InvalidArgument(
+        "cursor is not one wait_for_mail gave out.",
+        "Pass the cursor of the previous wait_for_mail answer unchanged, or omit it to start from now.",
+    )
 
 
 def _base36(number: int) -> str:
