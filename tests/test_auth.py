@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -53,25 +54,39 @@ def keys() -> Keys:
     return Keys()
 
 
-@pytest.fixture(scope="module")
-def jwks_url(keys):
-    body = json.dumps(keys.jwks()).encode()
+@contextmanager
+def serving_jwks(respond):
+    """The URL of a key set served on 127.0.0.1, each GET answered by respond(handler)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            respond(self)
 
         def log_message(self, *args):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
+    finally:
+        server.shutdown()
+
+
+def send_json(handler: BaseHTTPRequestHandler, document) -> None:
+    body = json.dumps(document).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def jwks_url(keys):
+    with serving_jwks(lambda handler: send_json(handler, keys.jwks())) as url:
+        yield url
 
 
 def claims(**changes) -> dict:
@@ -425,3 +440,76 @@ def test_a_jwks_fetch_waits_off_the_event_loop_once_and_backs_off_after_failing(
     finally:
         release.set()
         jwks.shutdown()
+
+
+def jwt_settings(url: str, **changes) -> Settings:
+    return Settings(auth_mode="jwt", jwt_jwks_url=url, jwt_audience=AUDIENCE, jwt_issuer=ISSUER, **changes)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def test_a_key_set_sent_a_byte_at_a_time_is_given_up_at_the_timeout(keys):
+    """JWT_JWKS_TIMEOUT_SECONDS bounded each read, not the fetch: a key set sent a byte every
+    0.2 s held every JWT request for minutes. Now the fetch has one deadline: no keys, 503."""
+    stop = threading.Event()
+
+    def trickle(handler):
+        body = json.dumps(keys.jwks()).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        for byte in body:
+            if stop.wait(0.2):
+                return
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+
+    authenticator = auth.Authenticator(jwt_settings("", jwt_jwks_timeout_seconds=1))
+    token = jwt.encode(claims(), keys.rsa, "RS256", headers={"kid": "rsa-1"})
+    with serving_jwks(trickle) as url, ThreadPoolExecutor(1) as pool:
+        authenticator.jwks.url = url
+        answer = pool.submit(authenticator.authenticate, bearer(token))
+        try:
+            with pytest.raises(auth.Unavailable):
+                answer.result(timeout=10)  # 10 times the timeout (the whole set takes minutes)
+        finally:
+            stop.set()
+
+
+def test_key_set_entries_it_cannot_use_are_skipped_and_the_others_kept(keys, caplog, monkeypatch):
+    """RFC 7517 §5: a JWK not understood is ignored. A kid or alg that is a list raised TypeError
+    (a 500, then every token 401), an entry that is no object made the whole set unreadable (503)."""
+    good = keys.jwks()["keys"]
+    document = {"keys": ["x", 7, good[0] | {"kid": ["x"]}, good[0] | {"kid": "alg-list", "alg": ["RS256"]},
+                        good[0] | {"kid": "broken", "n": "!"}, *good]}
+    monkeypatch.setattr(auth, "JWKS_MIN_REFRESH_SECONDS", 0)  # every unknown kid refetches: the log says it once
+    with serving_jwks(lambda handler: send_json(handler, document)) as url:
+        authenticator = auth.Authenticator(jwt_settings(url))
+        for kid, key, alg in (("rsa-1", keys.rsa, "RS256"), ("ec-1", keys.ec, "ES256")):
+            assert authenticator.authenticate(bearer(jwt.encode(claims(), key, alg, headers={"kid": kid}))).subject == "agent-runner"
+        for kid in ("alg-list", "broken", "made-up"):
+            with pytest.raises(auth.Unauthorized, match="unknown signing key"):
+                authenticator.authenticate(bearer(jwt.encode(claims(), keys.rsa, "RS256", headers={"kid": kid})))
+    skipped = [record.getMessage() for record in caplog.records if "skipped" in record.getMessage()]
+    assert len(skipped) == 1 and all(f"entry {n}" in skipped[0] for n in range(5)), skipped
+
+
+def test_an_rsa_key_without_alg_serves_each_rsa_algorithm_allowed(keys):
+    """"alg" is optional in a JWK (RFC 7517 §4.4): PyJWT takes such an RSA key for RS256, and
+    PS256 or RS512 tokens it signed were refused ("not for this algorithm")."""
+    rsa_key = RSAAlgorithm.to_jwk(keys.rsa.public_key(), as_dict=True) | {"kid": "rsa-1"}
+    document = {"keys": [rsa_key, keys.jwks()["keys"][1]]}
+    with serving_jwks(lambda handler: send_json(handler, document)) as url:
+        authenticator = auth.Authenticator(jwt_settings(url, jwt_algorithms=["PS256", "RS512", "ES256"]))
+        for alg in ("PS256", "RS512"):
+            token = jwt.encode(claims(alg=alg), keys.rsa, alg, headers={"kid": "rsa-1"})
+            assert authenticator.authenticate(bearer(token)).subject == "agent-runner"
+        with pytest.raises(auth.Unauthorized, match="not accepted"):  # an RSA algorithm not allowed
+            authenticator.authenticate(bearer(jwt.encode(claims(), keys.rsa, "RS256", headers={"kid": "rsa-1"})))
+        with pytest.raises(auth.Unauthorized, match="not for this algorithm"):  # an RSA key, not an EC one
+            authenticator.authenticate(bearer(jwt.encode(claims(), keys.ec, "ES256", headers={"kid": "rsa-1"})))
+        with pytest.raises(auth.Unauthorized, match="not for this algorithm"):
+            authenticator.authenticate(bearer(jwt.encode(claims(), keys.rsa, "PS256", headers={"kid": "ec-1"})))
+

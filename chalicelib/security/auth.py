@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ from typing import Mapping
 from ..config import ScopedToken, Settings
 from ..errors import Unauthorized, Unavailable
 from ..human_keys import is_path, normalize_human_key
+
+log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health", "/ready"})  # liveness and readiness never ask for credentials
 CACHE_SIZE = 4096  # verified JWTs kept; when full, the cache starts over
@@ -250,10 +253,11 @@ class Authenticator:
         # The allow-list decides, never the token: alg=none and HMAC (signed with the public key) are refused.
         if alg not in settings.jwt_algorithms:
             raise _invalid(f"algorithm {alg!r} is not accepted")
-        key = self.jwks.key(header.get("kid"))
-        if key is None:
+        keys = self.jwks.key(header.get("kid"))
+        if keys is None:
             raise _invalid("unknown signing key")
-        if key.algorithm_name != alg:
+        key = keys.get(alg)
+        if key is None:
             raise _invalid("the signing key is not for this algorithm")
         try:
             claims = jwt.decode(
@@ -317,9 +321,11 @@ class JWKS:
         self.url = settings.jwt_jwks_url
         self.timeout = settings.jwt_jwks_timeout_seconds
         self.ttl = settings.jwt_jwks_cache_seconds
-        self.keys: dict[str | None, object] = {}
+        self.keys: dict[str | None, dict[str, object]] = {}  # kid -> {algorithm: key}
         self.fetched = self.attempted = float("-inf")  # monotonic: the last good fetch, the end of the last one
+        self.algorithms = settings.jwt_algorithms
         self.failed = False
+        self.skipped: list[str] = []  # the entries the last fetch could not use (logged when they change)
         self.lock = threading.Lock()
         self.pending: asyncio.Future | None = None  # the event loop's fetch in flight
         self.fetcher: ThreadPoolExecutor | None = None
@@ -360,29 +366,65 @@ class JWKS:
         return self.keys.get(kid) if kid is not None else None
 
     def _refresh(self) -> None:
-        import jwt
-
         started = time.monotonic()
         with self.lock:
             if self.attempted >= started:  # another thread fetched while this one waited
                 return
             try:
-                with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
-                    document = json.loads(response.read(JWKS_MAX_BYTES + 1)[:JWKS_MAX_BYTES])
-                keys = {}
-                for entry in document.get("keys", []):
-                    if entry.get("use", "sig") != "sig":
-                        continue
-                    try:
-                        keys[entry.get("kid")] = jwt.PyJWK(entry)
-                    except jwt.PyJWTError:
-                        continue  # a key type this server does not use
-            except (OSError, ValueError, AttributeError):
+                keys = self._signing_keys(json.loads(self._download(time.monotonic() + self.timeout)))
+            except (OSError, ValueError):
                 self.failed = True
                 return
             finally:
                 self.attempted = time.monotonic()
             self.keys, self.fetched, self.failed = keys, self.attempted, False
+
+    def _signing_keys(self, document) -> dict[str | None, dict[str, object]]:
+        """kid -> {algorithm: key} of the key set's signing keys. An entry this server cannot use
+        is skipped (RFC 7517 §5), said once in the log: a kid that is a list, or an entry that is
+        not an object, broke the whole set (a 500, then every token refused)."""
+        import jwt
+
+        entries = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            raise ValueError("not a JWK set")
+        keys, skipped = {}, []
+        for n, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(name, ""), str) for name in ("kid", "alg", "use")):
+                skipped.append(f"entry {n}: not a JWK (an object whose kid, alg and use are strings)")
+            elif entry.get("use", "sig") == "sig":
+                try:
+                    keys[entry.get("kid")] = self._for_algorithms(jwt.PyJWK(entry), entry)
+                except (jwt.PyJWTError, ValueError, TypeError) as exc:  # a key type this server does not use, or broken
+                    skipped.append(f"entry {n} (kid {entry.get('kid')!r}): {exc}")
+        if skipped and skipped != self.skipped:
+            log.warning("JWT_JWKS_URL: skipped %s", "; ".join(skipped))
+        self.skipped = skipped
+        return keys
+
+    def _for_algorithms(self, key, entry: dict) -> dict[str, object]:
+        """The key for each algorithm it verifies. A JWK without "alg" (optional, RFC 7517 §4.4)
+        PyJWT takes for RS256 if it is an RSA key: it serves every RSA algorithm allowed
+        (RS*, PS*). An EC key's curve names its one algorithm."""
+        import jwt
+
+        if "alg" in entry or entry.get("kty") != "RSA":
+            return {key.algorithm_name: key}
+        return {alg: jwt.PyJWK(entry, algorithm=alg) for alg in self.algorithms if alg.startswith(("RS", "PS"))}
+
+    def _download(self, deadline: float) -> bytes:
+        """The key set as sent, whole by the deadline: the socket's timeout bounds each read only,
+        and a server sending a byte at a time held the fetch (and every request waiting on it) for
+        minutes. read1 returns what one read got, so the deadline is checked as bytes arrive."""
+        body = bytearray()
+        with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
+            while chunk := response.read1(65536):
+                body += chunk
+                if len(body) > JWKS_MAX_BYTES:
+                    raise ValueError(f"the key set is larger than {JWKS_MAX_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the key set took longer than {self.timeout} s")
+        return bytes(body)
 
 
 _authenticators: dict[int, tuple[Settings, Authenticator]] = {}
