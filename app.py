@@ -135,7 +135,7 @@ def create_app(settings: Settings) -> Chalice:
         except Exception:
             return unexpected(app)
 
-    add_web_routes(app, settings, limiter)
+    add_web_routes(app, settings, limiter, authenticator)
 
     app.api.binary_types.extend(["image/webp", "application/pdf", "application/gzip"])
     get_attachment = tools["get_attachment"]
@@ -265,7 +265,7 @@ def web_path(path: str) -> bool:
     return path in WEB_PATHS or path.startswith("/ui/static/")
 
 
-def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimiter) -> None:
+def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimiter, authenticator: auth.Authenticator) -> None:
     """The web UI (chalicelib/web/), the same pages as the local server's; loaded on first use."""
     ui = []
 
@@ -273,7 +273,7 @@ def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimi
         from chalicelib.web.pages import WebUI
 
         if not ui:
-            ui.append(WebUI(settings, limiter))
+            ui.append(WebUI(settings, limiter, authenticator))  # the API's: one key cache
         request = app.current_request
         path = request.path.format(**names)  # Chalice's path is the route's pattern
         params = request.query_params or {}

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import importlib
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +25,11 @@ from mcp.client.streamable_http import streamable_http_client
 
 from chalicelib.security import auth
 from chalicelib.config import Settings
+from chalicelib.store import db
 from chalicelib.tools import all_tools
 
 from .aws_events import API_HOST, CONTEXT, MCP_HEADERS, URL_HOST, http_api_event, rest_api_event, rpc
-from .servers import ROOT, running_server
+from .servers import ROOT, running_server, serving_in_process
 
 AUDIENCE = "agent-mail"
 ISSUER = "https://issuer.test"
@@ -513,3 +515,80 @@ def test_an_rsa_key_without_alg_serves_each_rsa_algorithm_allowed(keys):
         with pytest.raises(auth.Unauthorized, match="not for this algorithm"):
             authenticator.authenticate(bearer(jwt.encode(claims(), keys.rsa, "PS256", headers={"kid": "ec-1"})))
 
+
+def _signed_in(base_url: str, token: str, before_post=lambda: None) -> httpx.Response:
+    """The web UI's sign-in form sent with `token`: 303 signed in, 401 refused."""
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/login").text).group(1)
+        before_post()
+        return client.post("/ui/login", data={"csrf": csrf, "token": token, "next": "/"})
+
+
+def test_the_web_ui_sign_in_uses_the_apis_keys_and_fetches_off_its_thread(tmp_path, keys, monkeypatch):
+    """The sign-in had an Authenticator (and key set) of its own, fetched on the page's thread:
+    with a refresh hanging, a sign-in with a known key waited it out (the API's answered at once),
+    and sign-ins naming made-up kids took every thread of the pool (/ready and the pages waited)."""
+    hang, release, fetches = threading.Event(), threading.Event(), []
+
+    def respond(handler):
+        fetches.append(handler.path)
+        if hang.is_set():
+            release.wait(60)
+            handler.send_error(500)
+        else:
+            send_json(handler, keys.jwks())
+
+    monkeypatch.setattr(auth, "JWKS_MIN_REFRESH_SECONDS", 1)  # the refresh below comes a second after the first fetch
+    sign = lambda n, kid="rsa-1", key=keys.rsa: jwt.encode(claims(n=n), key, "RS256", headers={"kid": kid})  # noqa: E731
+    with serving_jwks(respond) as jwks:
+        settings = jwt_settings(jwks, database_url=f"sqlite:///{tmp_path}/db.sqlite", archive_dir=tmp_path / "archive",
+                                attachments_dir=tmp_path / "attachments", archive_enabled=False, jwt_jwks_timeout_seconds=60,
+                                jwt_jwks_cache_seconds=1)
+        db.migrate(settings)
+        from chalicelib.transports.asgi import create_app
+
+        storm, sent = [], threading.Semaphore(0)
+        with serving_in_process(create_app(settings)) as url, ThreadPoolExecutor(40) as pool:
+            api = lambda token: httpx.post(f"{url}/api/health_check", headers=bearer(token), json={}, timeout=30)  # noqa: E731
+            try:
+                assert api(sign(0)).status_code == 200 and len(fetches) == 1
+                hang.set()
+                time.sleep(1.1)  # the keys are stale: the next token not seen yet starts a refresh, which hangs
+                assert api(sign(1)).status_code == 200 and len(fetches) == 2  # the known key meanwhile
+                assert _signed_in(url, sign(2)).status_code == 303  # so here, and no fetch of its own
+                # Sign-ins naming made-up kids (no credential needed) wait for the refresh, off the pool's threads.
+                storm = [pool.submit(_signed_in, url, sign(n, f"made-up-{n}", keys.stranger), sent.release) for n in range(36)]
+                for _ in storm:
+                    sent.acquire(timeout=30)
+                time.sleep(0.5)  # (their forms on their way)
+                assert httpx.get(f"{url}/ready", timeout=30).status_code == 200
+                assert httpx.get(f"{url}/ui/login", timeout=30).status_code == 200
+                assert len(fetches) == 2 and not any(answer.done() for answer in storm)  # still waiting for the refresh
+            finally:
+                release.set()
+            assert {answer.result().status_code for answer in storm} == {401}  # after it failed: no such key
+            assert len(fetches) == 2
+
+
+def test_the_web_ui_on_chalice_signs_in_with_the_apis_keys(tmp_path, keys, app_module):
+    """On Chalice too the sign-in had a key set of its own: its first sign-in fetched again, and so
+    did made-up kids, on a refetch budget of their own."""
+    fetches = []
+
+    def respond(handler):
+        fetches.append(handler.path)
+        send_json(handler, keys.jwks())
+
+    with serving_jwks(respond) as url:
+        settings = chalice_settings(tmp_path, auth_mode="jwt", jwt_jwks_url=url, jwt_audience=AUDIENCE, jwt_issuer=ISSUER)
+        with Client(app_module.create_app(settings), project_dir=str(ROOT)) as client:
+            token = jwt.encode(claims(), keys.rsa, "RS256", headers={"kid": "rsa-1"})
+            assert client.http.post("/api/health_check", headers=MCP_HEADERS | bearer(token), body=b"{}").status_code == 200
+            login = client.http.get("/ui/login")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', login.body.decode()).group(1)
+            form = {"content-type": "application/x-www-form-urlencoded", "cookie": login.headers["Set-Cookie"].split(";")[0]}
+            made_up = jwt.encode(claims(), keys.stranger, "RS256", headers={"kid": "made-up"})
+            for credential, status in ((made_up, 401), (jwt.encode(claims(n=1), keys.rsa, "RS256", headers={"kid": "rsa-1"}), 303)):
+                answer = client.http.post("/ui/login", headers=form, body=f"csrf={csrf}&token={credential}&next=/")
+                assert answer.status_code == status
+    assert len(fetches) == 1  # the API's: the keys it has, and its refetch budget (spent within 10 s)

@@ -214,12 +214,16 @@ class Authenticator:
     async def authenticate_async(self, headers: Mapping[str, str]) -> Principal:
         """authenticate, on an event loop: a JWT whose key set must be fetched first waits for the
         fetch in a thread (JWKS.fetch_if_due) instead of holding the loop."""
-        if self.jwks is not None:
-            token = bearer_token(headers)
-            cached = self.verified.get(token) if token else None
-            if token and (cached is None or cached[1] <= time.time()):
-                await self.jwks.fetch_if_due(_kid(token))
+        await self.fetch_keys(bearer_token(headers))
         return self.authenticate(headers)
+
+    async def fetch_keys(self, token: str | None) -> None:
+        """The key-set fetch a JWT needs, if one is due, awaited on the event loop (JWKS.fetch_if_due):
+        authenticate then finds the keys. The web UI's sign-in calls it before its page's thread."""
+        if self.jwks is not None and token:
+            cached = self.verified.get(token)
+            if cached is None or cached[1] <= time.time():
+                await self.jwks.fetch_if_due(_kid(token))
 
     def _bearer(self, token: str) -> Principal:
         presented = token.encode()
@@ -337,10 +341,11 @@ class JWKS:
             return False
         return now - self.fetched > self.ttl or self._find(kid) is None
 
-    def key(self, kid: str | None):
-        """The key named `kid` (None: unknown), after a fetch if one is due, which blocks: on the
-        event loop, await fetch_if_due first."""
-        if self.due(kid):
+    def key(self, kid: str | None) -> dict[str, object] | None:
+        """The key named `kid`, as {algorithm: key} (None: unknown), after a fetch if one is due,
+        which blocks. Once an event loop fetches (fetch_if_due), nothing else does: a thread that
+        needs a key (the web UI's sign-in) gets those known, and neither waits for a fetch nor starts one."""
+        if self.fetcher is None and self.due(kid):
             self._refresh()
         if not self.keys and self.failed:
             raise Unavailable("The signing keys (JWT_JWKS_URL) could not be fetched.", "Retry in a moment.")

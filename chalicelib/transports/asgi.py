@@ -316,7 +316,7 @@ class Front:
         self.limiter = ratelimit.RateLimiter(settings)
         self.tools = tools_by_name()
         self.settings = settings
-        self.web = WebUI(settings, self.limiter)
+        self.web = WebUI(settings, self.limiter, self.auth)
         self.allowed_hosts_and_origins: set[tuple[bytes | None, bytes | None]] = set()
 
     async def __call__(self, scope, receive, send) -> None:
@@ -448,6 +448,8 @@ class Front:
         request = web_http.request(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"), body,
                               headers, root=scope.get("root_path", ""), tls=scope.get("scheme") == "https", too_large=too_large,
                               client=_client_address(scope))
+        if request.path == "/ui/login" and request.method == "POST":  # a JWT's key-set fetch, as the API's: off the page's thread
+            await self.auth.fetch_keys(request.form.get("token", "").strip())
         if bearer_docs:  # the page holds no data: Swagger UI reads /openapi.json, which asks for the token again
             response = self.web.page(request, None, "docs.html")
             response.headers["Cache-Control"] = "no-store"

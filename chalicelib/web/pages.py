@@ -187,9 +187,10 @@ class WebUI:
         "/ui/attachment": "attachment", "/ui/products": "products", "/ui/product": "product",
     }
 
-    def __init__(self, settings: Settings, limiter: ratelimit.RateLimiter | None = None) -> None:
+    def __init__(self, settings: Settings, limiter: ratelimit.RateLimiter | None = None,
+                 authenticator: auth.Authenticator | None = None) -> None:
         self.settings = settings
-        self.sessions = Sessions(settings)
+        self.sessions = Sessions(settings, authenticator)  # the transport's, as the limiter
         self.limiter = limiter or ratelimit.RateLimiter(settings)  # the transport's: one budget for the API and the pages
         self.tools = tools_by_name()
         # The same tools without their agent-token check, for an admin session (run()).

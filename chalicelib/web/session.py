@@ -64,8 +64,10 @@ def _unb64(text: str) -> bytes:
 
 
 class Sessions:
-    def __init__(self, settings: Settings) -> None:
-        self.authenticator = auth.Authenticator(settings)
+    def __init__(self, settings: Settings, authenticator: auth.Authenticator | None = None) -> None:
+        # The transport's, which the API uses: one cache of verified tokens and one of keys, whose
+        # fetches follow its rules (on the local server, the event loop's: auth.JWKS.key).
+        self.authenticator = authenticator or auth.Authenticator(settings)
         self.open = self.authenticator.mode == "none"
         self.key = signing_key(settings)
         self.lifetime = int(settings.ui_session_hours * 3600)
