@@ -242,6 +242,25 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("auth_bearer_tokens")
+    @classmethod
+    def _usable_tokens(cls, entries):
+        """Refuse what would be taken silently: a token listed twice (the last entry won: a scoped
+        reader's token was also an admin's), and one no client can send (spaces around it, which
+        the server strips from the header; a non-ASCII character, which HTTP headers do not carry
+        as the client wrote it). The message names the entry's position, never the token."""
+        seen = set()
+        for n, entry in enumerate(entries):
+            token = getattr(entry, "token", entry)
+            if not token:
+                continue
+            if not (token.isascii() and token.isprintable()) or token != token.strip():
+                raise ValueError(f"entry {n}: a token must be printable ASCII without spaces around it")
+            if token in seen:
+                raise ValueError(f"entry {n}: the token of an earlier entry again (each token has one scope)")
+            seen.add(token)
+        return entries
+
     @field_validator("database_url")
     @classmethod
     def _sqlite_only(cls, value: str) -> str:

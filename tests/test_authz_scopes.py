@@ -313,6 +313,20 @@ def test_scoped_bearer_configuration():
         Settings(auth_bearer_tokens='[{"token": "t", "role": "owner"}]')
 
 
+@pytest.mark.parametrize("entries, why", [
+    # The last entry won: the scoped reader's token was every project's admin.
+    ([{"token": "shared-secret", "projects": ["p1"], "role": "reader"}, "shared-secret"], "entry 1: the token of an earlier entry"),
+    (["one-secret", "two-secret", "one-secret"], "entry 2: the token of an earlier entry"),
+    # Never matched: the server strips the header's token, and HTTP carries no UTF-8 as written.
+    (["fine-secret", " padded-secret "], "entry 1: a token must be printable ASCII"),
+    ([{"token": "café-secret"}], "entry 0: a token must be printable ASCII"),
+])
+def test_bearer_tokens_that_would_be_taken_wrongly_stop_the_server(entries, why):
+    with pytest.raises(ValueError, match=why) as refused:
+        Settings(auth_bearer_tokens=json.dumps(entries))
+    assert "secret" not in str(refused.value)  # the entry's position, never the token
+
+
 def test_jwt_claims_scope_the_principal(tmp_path, keys, jwks_url):  # noqa: F811
     settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", auth_mode="jwt", jwt_jwks_url=jwks_url,
                         jwt_audience=AUDIENCE, jwt_issuer=ISSUER)
