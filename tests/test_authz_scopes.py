@@ -340,6 +340,8 @@ def test_jwt_claims_scope_the_principal(tmp_path, keys, jwks_url):  # noqa: F811
     assert (scoped.role, scoped.projects) == ("reader", frozenset({"alpha", "beta"}))
     assert principal(agent_mail_projects=["alpha"]).projects == frozenset({"alpha"})
     assert principal(agent_mail_projects="*", agent_mail_role="writer").projects is None
+    for every in (["alpha", "*"], "alpha *", "alpha,*"):  # "*" among them in a string reached none but alpha
+        assert principal(agent_mail_projects=every).projects is None, every
     assert principal().unrestricted  # no claims: every project, admin (as before)
     with pytest.raises(auth.Unauthorized, match="claim"):
         principal(agent_mail_role="root")

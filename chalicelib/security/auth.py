@@ -93,13 +93,14 @@ def current_credential() -> str | None:
 
 
 def scoped(kind: str, subject: str, projects, role, expires: float | None = None) -> Principal:
-    """A principal from a configured or claimed scope (projects: a list, "*" or None for all)."""
+    """A principal from a configured or claimed scope (projects: a list or a space- or comma-separated
+    string; None, or "*" among them, for all)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    if projects is None or projects == "*" or (not isinstance(projects, str) and "*" in projects):
-        return Principal(kind, subject, role, None, expires)
-    if isinstance(projects, str):
+    if isinstance(projects, str):  # split first: "a *" is ["a", "*"], which reaches all (it reached a only)
         projects = projects.replace(",", " ").split()
+    if projects is None or "*" in projects:
+        return Principal(kind, subject, role, None, expires)
     # A path as the projects' keys spell it (C:/x and c:\x name C:\x), so that scopes.in_scope matches it.
     keys = (normalize_human_key(key) if is_path(key) else key for key in map(str, projects))
     return Principal(kind, subject, role, frozenset(keys), expires)
