@@ -37,14 +37,18 @@ def test_a_signed_session_reads_back_and_a_tampered_or_expired_one_does_not():
 
 
 def test_a_session_ends_when_the_jwt_it_was_signed_in_with_expires(keys, jwks_url):  # noqa: F811
-    """It lasted UI_SESSION_HOURS whatever the JWT's exp: the UI went on after the API refused the token."""
+    """It lasted UI_SESSION_HOURS whatever the JWT's exp: the UI went on after the API refused the token.
+    It ends when the API refuses the token: JWT_LEEWAY_SECONDS (30) past its exp. (It ended at exp:
+    a token expired within the leeway, which the API takes, signed in to a session already over.)"""
     settings = Settings(auth_mode="jwt", jwt_jwks_url=jwks_url, jwt_audience=AUDIENCE, jwt_issuer=ISSUER,
                         ui_session_secret="s3cret")
     sessions = Sessions(settings)
     exp = int(time.time()) + 600
     session = sessions.login(jwt.encode(claims(exp=exp), keys.rsa, "RS256", headers={"kid": "rsa-1"}))
-    assert session.exp == exp and sessions.read(_value(sessions, session)) == session
-    assert int(re.search(r"Max-Age=(\d+)", sessions.cookie(session, tls=False)).group(1)) <= 600
+    assert session.exp == exp + 30 and sessions.read(_value(sessions, session)) == session
+    assert int(re.search(r"Max-Age=(\d+)", sessions.cookie(session, tls=False)).group(1)) <= 630
+    in_leeway = sessions.login(jwt.encode(claims(exp=int(time.time()) - 10), keys.rsa, "RS256", headers={"kid": "rsa-1"}))
+    assert sessions.read(_value(sessions, in_leeway)) == in_leeway and "Max-Age=0" not in sessions.cookie(in_leeway, tls=False)
     long_lived = sessions.login(jwt.encode(claims(exp=exp + 86400), keys.rsa, "RS256", headers={"kid": "rsa-1"}))
     assert long_lived.exp <= int(time.time()) + 12 * 3600  # UI_SESSION_HOURS still bounds it
     bearer = Sessions(BEARER).login("tok-aaaaaaaaaaaaaaaa")  # a bearer token has no expiry of its own

@@ -71,6 +71,7 @@ class Sessions:
         self.open = self.authenticator.mode == "none"
         self.key = signing_key(settings)
         self.lifetime = int(settings.ui_session_hours * 3600)
+        self.leeway = settings.jwt_leeway_seconds  # the API takes a JWT this long past its exp
         # Each configured token's principal now, by subject: what a bearer session must still match.
         self.configured = {principal.subject: principal for _, principal in self.authenticator.bearer}
 
@@ -99,8 +100,8 @@ class Sessions:
 
     def new(self, principal: auth.Principal | None = None) -> Session:
         expires = int(time.time()) + self.lifetime
-        if principal is not None and principal.expires is not None:  # a JWT: the session ends with it
-            expires = min(expires, int(principal.expires))
+        if principal is not None and principal.expires is not None:  # a JWT: the session ends when the API refuses it
+            expires = min(expires, int(principal.expires) + self.leeway)
         if principal is None:
             return Session(secrets.token_urlsafe(16), None, None, expires)
         projects = tuple(sorted(principal.projects)) if principal.projects is not None else None
