@@ -71,6 +71,16 @@ def test_a_credential_scoped_to_many_projects_signs_in_or_is_told_why_not():
         scoped_to(200).login("tok-many-projects")
 
 
+def test_a_jwt_the_api_takes_signs_in_however_long(keys, jwks_url):  # noqa: F811
+    """Over 8,192 characters (large groups or roles claims) the sign-in said "Enter a token.",
+    though the API took it. Past what the API takes (its 64 KiB head), it says that."""
+    sessions = Sessions(Settings(auth_mode="jwt", jwt_jwks_url=jwks_url, jwt_audience=AUDIENCE, jwt_issuer=ISSUER))
+    large = jwt.encode(claims(groups=[f"group-{n:05d}" for n in range(800)]), keys.rsa, "RS256", headers={"kid": "rsa-1"})
+    assert len(large) > 10_000 and sessions.login(large).sub == "agent-runner"
+    with pytest.raises(Unauthorized, match="longer than the server takes"):
+        sessions.login("x" * 70_000)
+
+
 def test_the_key_follows_the_configured_secrets():
     one, same = Sessions(BEARER), Sessions(BEARER)
     assert one.read(_value(same, same.login("tok-aaaaaaaaaaaaaaaa"))) is not None  # another process, same tokens

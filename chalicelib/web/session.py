@@ -26,6 +26,9 @@ COOKIE = "am_session"
 # Browsers keep a cookie of up to 4096 bytes (RFC 6265 §6.1; some count the attributes too): the
 # value gets what the name and the attributes leave. A scope listing very many projects is longer.
 MAX_COOKIE_VALUE = 4000
+# A credential the API could take: its request head (MAX_HEAD_BYTES, 64 KiB) holds the header
+# "Authorization: Bearer <credential>". Large JWTs (groups, roles) are common.
+MAX_CREDENTIAL = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,11 @@ class Sessions:
     def login(self, credential: str) -> Session:
         """A new signed-in session for a credential the API accepts (bearer token or JWT); Unauthorized if not."""
         credential = credential.strip()
-        if not credential or len(credential) > 8192:
+        if not credential:
             raise Unauthorized("Enter a token.", "The bearer token or JWT you use for the API.")
+        if len(credential) > MAX_CREDENTIAL:
+            raise Unauthorized(f"This credential is longer than the server takes ({len(credential):,} characters; at most"
+                               f" {MAX_CREDENTIAL:,}).", "The API refuses it too: its headers may not exceed 64 KiB.")
         session = self.new(self.authenticator.authenticate({"authorization": f"Bearer {credential}"}))
         if len(self._value(session)) > MAX_COOKIE_VALUE:  # the browser would drop it: signed in, then out at once
             raise Unauthorized(
