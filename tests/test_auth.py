@@ -528,11 +528,12 @@ def test_the_web_ui_sign_in_uses_the_apis_keys_and_fetches_off_its_thread(tmp_pa
     """The sign-in had an Authenticator (and key set) of its own, fetched on the page's thread:
     with a refresh hanging, a sign-in with a known key waited it out (the API's answered at once),
     and sign-ins naming made-up kids took every thread of the pool (/ready and the pages waited)."""
-    hang, release, fetches = threading.Event(), threading.Event(), []
+    hang, refreshing, release, fetches = threading.Event(), threading.Event(), threading.Event(), []
 
     def respond(handler):
         fetches.append(handler.path)
         if hang.is_set():
+            refreshing.set()
             release.wait(60)
             handler.send_error(500)
         else:
@@ -554,7 +555,8 @@ def test_the_web_ui_sign_in_uses_the_apis_keys_and_fetches_off_its_thread(tmp_pa
                 assert api(sign(0)).status_code == 200 and len(fetches) == 1
                 hang.set()
                 time.sleep(1.1)  # the keys are stale: the next token not seen yet starts a refresh, which hangs
-                assert api(sign(1)).status_code == 200 and len(fetches) == 2  # the known key meanwhile
+                assert api(sign(1)).status_code == 200  # the known key meanwhile
+                assert refreshing.wait(30) and len(fetches) == 2
                 assert _signed_in(url, sign(2)).status_code == 303  # so here, and no fetch of its own
                 # Sign-ins naming made-up kids (no credential needed) wait for the refresh, off the pool's threads.
                 storm = [pool.submit(_signed_in, url, sign(n, f"made-up-{n}", keys.stranger), sent.release) for n in range(36)]
