@@ -396,7 +396,7 @@ class JWKS:
             raise ValueError("not a JWK set")
         keys, skipped = {}, []
         for n, entry in enumerate(entries):
-            if not isinstance(entry, dict) or not all(isinstance(entry.get(name, ""), str) for name in ("kid", "alg", "use")):
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(name), str | None) for name in ("kid", "alg", "use")):
                 skipped.append(f"entry {n}: not a JWK (an object whose kid, alg and use are strings)")
             elif entry.get("use", "sig") == "sig":
                 try:
