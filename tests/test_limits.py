@@ -38,7 +38,12 @@ def test_a_burst_beyond_the_write_limit_gets_429_then_recovers(limited):
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
         retry_after = int(refused.headers["Retry-After"])
         assert retry_after >= 1
-        mcp = a.post("/mcp", headers=MCP_HEADERS, json=tool_call("ensure_project", {"human_key": "/burst/mcp"}))
+        for attempt in range(3):  # a loaded machine may take the bucket's refill time (1 s) between two requests
+            mcp = a.post("/mcp", headers=MCP_HEADERS, json=tool_call("ensure_project", {"human_key": f"/burst/mcp{attempt}"}))
+            if mcp.status_code == 429:
+                break
+            while a.post("/api/ensure_project", json={"human_key": "/burst/again"}).status_code == 200:
+                pass  # empty again
         assert mcp.status_code == 429 and mcp.json()["error"]["data"]["error"]["code"] == "rate_limited"  # a JSON-RPC error
         assert a.get("/api/list_projects").status_code == 200  # reads have their own budget
         assert a.post("/mcp", headers=MCP_HEADERS, json=tool_call("list_projects", {})).status_code == 200
