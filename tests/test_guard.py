@@ -420,3 +420,40 @@ def test_a_guard_in_a_submodule_checks_its_paths_as_the_projects(api, nested, se
     assert commit(submodule, "b.py", AGENT_NAME="BlueLake", AGENT_MAIL_URL=server).returncode == 0
     held = commit(submodule, "a.c", AGENT_NAME="BlueLake", AGENT_MAIL_URL=server)
     assert held.returncode != 0 and "vendor/lib/a.c is reserved by GreenCastle" in held.stderr
+
+
+def test_a_guard_in_the_projects_own_repository_with_its_git_directory_elsewhere_takes_no_prefix(api, server, tmp_path):
+    """QA session 30: the nested-repository prefix took the folder holding a separate git directory
+    (`git init --separate-git-dir .meta/repo.git`) for a work tree and sent `.meta/b.py` for b.py:
+    nothing reserved matched, and a held file was committed."""
+    top = tmp_path / "project"
+    (top / ".meta").mkdir(parents=True)
+    assert git(top, "init", "-q", "--separate-git-dir", str(top / ".meta" / "repo.git")).returncode == 0
+    api.post("/api/ensure_project", json={"human_key": str(top)}).raise_for_status()
+    for name in ("BlueLake", "GreenCastle"):
+        api.post("/api/register_agent", json={"project_key": str(top), "program": "p", "model": "m", "name": name})
+    api.post("/api/file_reservation_paths", json={"project_key": str(top), "agent_name": "GreenCastle", "paths": ["b.py"]})
+    install_in(api, top, top)
+    held = commit(top, "b.py", AGENT_NAME="BlueLake", AGENT_MAIL_URL=server)
+    assert held.returncode != 0 and "b.py is reserved by GreenCastle" in held.stderr, held.stderr
+
+
+def test_a_guard_in_a_work_tree_of_a_bare_repository_checks_its_paths(api, server, tmp_path):
+    """QA session 30: in the "bare repository and its work trees" layout every commit failed with a
+    traceback (rev-parse --show-toplevel of the bare directory), whatever AGENT_MAIL_GUARD_MODE said."""
+    seed, top = tmp_path / "seed", tmp_path / "project"
+    seed.mkdir()
+    git(seed, "init", "-q")
+    assert commit(seed, "s.txt").returncode == 0
+    top.mkdir()
+    assert git(tmp_path, "clone", "-q", "--bare", str(seed), str(top / ".bare")).returncode == 0
+    assert git(top / ".bare", "worktree", "add", "-q", str(top / "main")).returncode == 0
+    api.post("/api/ensure_project", json={"human_key": str(top)}).raise_for_status()
+    for name in ("BlueLake", "GreenCastle"):
+        api.post("/api/register_agent", json={"project_key": str(top), "program": "p", "model": "m", "name": name})
+    api.post("/api/file_reservation_paths", json={"project_key": str(top), "agent_name": "GreenCastle", "paths": ["b.py"]})
+    install_in(api, top, top / "main")
+    env = {"AGENT_NAME": "BlueLake", "AGENT_MAIL_URL": server}
+    assert commit(top / "main", "a.py", **env).returncode == 0
+    held = commit(top / "main", "b.py", **env)
+    assert held.returncode != 0 and "b.py is reserved by GreenCastle" in held.stderr and "Traceback" not in held.stderr, held.stderr

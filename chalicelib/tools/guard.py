@@ -116,13 +116,22 @@ def staged_paths():
 
 
 def work_tree_prefix():
-    """Where this repository's main work tree lies under the project's directory, as `vendor/lib/`:
-    a submodule's or nested clone's paths are relative to it, while reservations are relative to the
-    project's. '' for the project's own repository (any of its work trees) or one outside it."""
-    common = git("rev-parse", "--path-format=absolute", "--git-common-dir")
-    environ = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
-    main = git("--git-dir", common, "rev-parse", "--show-toplevel", cwd=os.path.dirname(common), env=environ)
-    where = os.path.relpath(os.path.realpath(main), os.path.realpath(PROJECT))
+    """Where this repository's work tree lies under the project's directory, as `vendor/lib/`: a
+    submodule's or nested clone's paths are relative to it, while reservations are relative to the
+    project's. '' when the project's directory is a work tree of this same repository (any of them;
+    its git directory anywhere), when it is no repository's top (a folder holding a bare repository
+    and its work trees), and whenever git cannot tell: the paths as git lists them, as before."""
+    ask = ("rev-parse", "--path-format=absolute", "--git-common-dir", "--show-toplevel")
+    outside = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}  # the project's, not this commit's
+    try:
+        common, top = git(*ask).splitlines()
+        project_common, project_top = git("-C", PROJECT, *ask, env=outside, stderr=subprocess.DEVNULL).splitlines()
+    except (subprocess.CalledProcessError, OSError, ValueError):
+        return ""
+    project = os.path.realpath(PROJECT)
+    if os.path.realpath(project_top) != project or os.path.realpath(project_common) == os.path.realpath(common):
+        return ""
+    where = os.path.relpath(os.path.realpath(top), project)
     return "" if where == "." or where == ".." or where.startswith("../") else where + "/"
 
 
