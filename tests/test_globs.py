@@ -60,7 +60,7 @@ def test_a_budget_bounds_what_comparing_costs_whatever_the_patterns():
 
 @pytest.mark.parametrize(("a", "b", "_"), CASES)
 def test_an_ordinary_pair_costs_a_few_comparisons(a, b, _):
-    """reservations.COMPARISONS_PER_PAIR (20) is what each pair a request may compare may cost on average."""
+    """reservations.COMPARISONS_PER_PAIR (100) is what each pair a request may compare may cost on average."""
     budget = Budget(10**9)
     overlaps_within(a, b, budget)
     assert budget.spent <= 30

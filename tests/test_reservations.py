@@ -654,13 +654,13 @@ def test_comparing_costly_patterns_is_bounded_per_request_not_per_pair(call, pro
     path, _ = crafted(0)
     reserve("RedStone", path)  # held before the others: compared with nothing
     reserve("BlueLake", *[crafted(n)[1] for n in range(20)])  # 20 pairs: within the budget
-    monkeypatch.setattr(reservations, "PAIRS_MAX", 1_000)  # 20,000 comparisons a write now: less than one crafted pair
+    monkeypatch.setattr(reservations, "PAIRS_MAX", 100)  # 10,000 comparisons a write now: less than one crafted pair
     with pytest.raises(InvalidArgument) as refused:
         reserve("GreenCastle", path)
     assert refused.value.code == "too_much_to_compare" and "Nothing was reserved." in refused.value.message
     assert "fewer paths" in refused.value.hint
     assert call("release_file_reservations", project_key=project, agent_name="GreenCastle")["released"] == 0
-    with pytest.raises(InvalidArgument) as refused:  # ten times the budget: still less than 20 pairs cost
+    with pytest.raises(InvalidArgument) as refused:  # ten times the budget: still less than 20 pairs cost (500,000)
         call("check_file_reservations", project_key=project, paths=[path])
     assert refused.value.code == "too_much_to_compare"
     for given, used in spent()[-2:]:
@@ -673,3 +673,13 @@ def test_comparing_costly_patterns_is_bounded_per_request_not_per_pair(call, pro
     assert first["conflicts_unchecked"] > 0
     given, used = spent()[-1]
     assert used <= given + 2 * 1024
+
+
+def test_ordinary_globs_near_a_large_request_fit_the_comparison_budget(call, project, reserve):
+    """QA session 30: 20 comparisons a pair allowed, while a long path against a glob of its folder takes
+    30-45: 1,000 files against 25 shared globs (25,000 pairs, half of PAIRS_MAX) were refused."""
+    folder = "services/billing/internal/handlers"
+    reserve("RedStone", *[f"{folder}/*_k{n}_test.go" for n in range(25)], exclusive=False)
+    paths = [f"{folder}/invoice_handler_{n}_test.go" for n in range(1000)]
+    assert len(reserve("BlueLake", *paths)["granted"]) == 1000
+    assert call("check_file_reservations", project_key=project, agent_name="BlueLake", paths=paths)["conflicts"] == []

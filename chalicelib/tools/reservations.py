@@ -137,9 +137,15 @@ LOOKUP_CHUNK = 500  # folders per query, well under SQLite's limit on parameters
 # meet every path: 1,000 of them against a request for 1,000 more held the writer 48 s.
 PAIRS_MAX = 50_000
 # And what comparing them may cost in all (globs.Budget), per pair allowed: an ordinary pair takes
-# 5-30 comparisons, a pair of crafted 1 KiB patterns tens of thousands (5-10 ms), so counting pairs alone
-# let 50,000 crafted ones hold the writer ~4 minutes.
-COMPARISONS_PER_PAIR = 20
+# 5-50 comparisons (a long path against a glob of its folder), a pair of crafted 1 KiB patterns tens
+# of thousands (5-10 ms), so counting pairs alone let 50,000 crafted ones hold the writer ~4 minutes.
+# At most MAX_COMPARISONS a call (~3 s at worst; a check allows 10x the pairs of a write).
+COMPARISONS_PER_PAIR = 100
+MAX_COMPARISONS = 10_000_000
+
+
+def comparisons_allowed(pairs_max: int) -> int:
+    return min(COMPARISONS_PER_PAIR * pairs_max, MAX_COMPARISONS)
 # Active reservations one agent, and all agents of a project, may hold: a conflict check reads
 # those near its paths, and one credential that piled up tens of thousands made every later check
 # in its project read them all. An agent reserves tens at a time; a folder or glob holds many files.
@@ -209,9 +215,9 @@ class ActiveNear:
         pairs a check may compare (PAIRS_MAX unless given). Each row read is near one of the patterns
         at least, so reading stops past that many rows (`cut`): comparing them would pass it anyway,
         and whatever the project holds, a check is refused having read no more. `budget`: what the
-        check's comparisons may cost, all its pairs together (COMPARISONS_PER_PAIR a pair allowed)."""
+        check's comparisons may cost, all its pairs together (comparisons_allowed)."""
         self.pairs_max = PAIRS_MAX if pairs_max is None else pairs_max
-        self.budget = Budget(COMPARISONS_PER_PAIR * self.pairs_max)
+        self.budget = Budget(comparisons_allowed(self.pairs_max))
         now, prefixes = clock.now(), sorted({literal_prefix(pattern) for pattern in patterns})
         rows = {}
         for (source, wanted), where in _lookups(prefixes):
@@ -273,7 +279,7 @@ def too_many_to_compare(paths: list[str], pairs: int | None, pairs_max: int, don
 
 def too_costly_to_compare(paths: list[str], pairs_max: int, done: str) -> TooManyToCompare:
     return TooManyToCompare(
-        f"Checking these {len(paths)} paths for conflicts would take more than {COMPARISONS_PER_PAIR * pairs_max:,}"
+        f"Checking these {len(paths)} paths for conflicts would take more than {comparisons_allowed(pairs_max):,}"
         f" comparisons: reservations near them are patterns costly to compare (long, with many stars).{done and ' ' + done}",
         FEWER_PATHS)
 
