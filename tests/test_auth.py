@@ -7,6 +7,7 @@ import base64
 import importlib
 import json
 import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -480,6 +481,61 @@ def test_a_key_set_sent_a_byte_at_a_time_is_given_up_at_the_timeout(keys):
             stop.set()
 
 
+def test_a_key_set_whose_headers_come_a_byte_at_a_time_is_given_up_at_the_timeout(keys, monkeypatch):
+    """The deadline was checked between reads of the body only: a server sending its response
+    headers a byte every 0.5 s (each read under the 1 s timeout) held the fetch, and every JWT
+    request waiting on it, for as long as it went on. Now the whole fetch ends by the deadline
+    (no keys: 503), the download given up runs alone (a refresh meanwhile starts no other), and
+    once it has ended the next refresh fetches the keys."""
+    stop, connections = threading.Event(), []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                if not stop.is_set():  # the first request: its headers a byte at a time, until stop
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                    while not stop.wait(0.5):
+                        conn.sendall(b"a")
+                    return
+                body = json.dumps(keys.jwks()).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            except OSError:
+                pass
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            connections.append(conn)
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    monkeypatch.setattr(auth, "JWKS_MIN_REFRESH_SECONDS", 0)  # every request may refetch
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/jwks.json"
+    authenticator = auth.Authenticator(jwt_settings(url, jwt_jwks_timeout_seconds=1))
+    token = bearer(jwt.encode(claims(), keys.rsa, "RS256", headers={"kid": "rsa-1"}))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            try:
+                with pytest.raises(auth.Unavailable):
+                    pool.submit(authenticator.authenticate, token).result(timeout=5)  # 5 times the timeout (the old: until stop)
+                assert authenticator.jwks.failed and len(connections) == 1
+                with pytest.raises(auth.Unavailable):  # the download given up still runs: no second one
+                    pool.submit(authenticator.authenticate, token).result(timeout=5)
+                assert len(connections) == 1 and not authenticator.jwks.download.done()
+            finally:
+                stop.set()
+        authenticator.jwks.download.exception(timeout=5)  # it ends once the server stops sending
+        assert authenticator.authenticate(token).subject == "agent-runner" and len(connections) == 2
+    finally:
+        stop.set()
+        listener.close()
+
+
 def test_key_set_entries_it_cannot_use_are_skipped_and_the_others_kept(keys, caplog, monkeypatch):
     """RFC 7517 §5: a JWK not understood is ignored. A kid or alg that is a list raised TypeError
     (a 500, then every token 401), an entry that is no object made the whole set unreadable (503)."""
@@ -514,6 +570,22 @@ def test_an_rsa_key_without_alg_serves_each_rsa_algorithm_allowed(keys):
             authenticator.authenticate(bearer(jwt.encode(claims(), keys.ec, "ES256", headers={"kid": "rsa-1"})))
         with pytest.raises(auth.Unauthorized, match="not for this algorithm"):
             authenticator.authenticate(bearer(jwt.encode(claims(), keys.rsa, "PS256", headers={"kid": "ec-1"})))
+
+
+def test_a_jwk_member_given_as_null_is_taken_as_absent(keys):
+    """A JWK's "use": null dropped the key (unlogged) and "alg": null made an RSA key serve RS256
+    only, where the key without them serves every RSA algorithm allowed, and a PS256 token was refused."""
+    rsa_key = RSAAlgorithm.to_jwk(keys.rsa.public_key(), as_dict=True)
+    ec_key = ECAlgorithm.to_jwk(keys.ec.public_key(), as_dict=True)
+    document = {"keys": [rsa_key | {"kid": "alg-null", "alg": None}, rsa_key | {"kid": "use-null", "use": None},
+                         ec_key | {"kid": "both-null", "alg": None, "use": None}]}
+    with serving_jwks(lambda handler: send_json(handler, document)) as url:
+        authenticator = auth.Authenticator(jwt_settings(url, jwt_algorithms=["PS256", "RS256", "ES256"]))
+        for kid, key, alg in (("alg-null", keys.rsa, "PS256"), ("use-null", keys.rsa, "PS256"), ("use-null", keys.rsa, "RS256"),
+                              ("both-null", keys.ec, "ES256")):
+            token = jwt.encode(claims(), key, alg, headers={"kid": kid})
+            assert authenticator.authenticate(bearer(token)).subject == "agent-runner", (kid, alg)
+        assert authenticator.jwks.skipped == []
 
 
 def _signed_in(base_url: str, token: str, before_post=lambda: None) -> httpx.Response:

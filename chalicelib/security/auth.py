@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -334,6 +334,7 @@ class JWKS:
         self.lock = threading.Lock()
         self.pending: asyncio.Future | None = None  # the event loop's fetch in flight
         self.fetcher: ThreadPoolExecutor | None = None
+        self.download: Future | None = None  # the last download (_fetch), perhaps given up and still running
 
     def due(self, kid: str | None) -> bool:
         """Whether the key set should be fetched (again) before looking `kid` up."""
@@ -377,7 +378,7 @@ class JWKS:
             if self.attempted >= started:  # another thread fetched while this one waited
                 return
             try:
-                keys = self._signing_keys(json.loads(self._download(time.monotonic() + self.timeout)))
+                keys = self._signing_keys(json.loads(self._fetch()))
             except (OSError, ValueError):
                 self.failed = True
                 return
@@ -396,6 +397,8 @@ class JWKS:
             raise ValueError("not a JWK set")
         keys, skipped = {}, []
         for n, entry in enumerate(entries):
+            if isinstance(entry, dict):  # a member given as null is absent ("use": null dropped the key)
+                entry = {name: value for name, value in entry.items() if value is not None}
             if not isinstance(entry, dict) or not all(isinstance(entry.get(name), str | None) for name in ("kid", "alg", "use")):
                 skipped.append(f"entry {n}: not a JWK (an object whose kid, alg and use are strings)")
             elif entry.get("use", "sig") == "sig":
@@ -418,10 +421,30 @@ class JWKS:
             return {key.algorithm_name: key}
         return {alg: jwt.PyJWK(entry, algorithm=alg) for alg in self.algorithms if alg.startswith(("RS", "PS"))}
 
+    def _fetch(self) -> bytes:
+        """The key set, whole within JWT_JWKS_TIMEOUT_SECONDS of the start (connect, headers, body),
+        else TimeoutError. The socket's timeout bounds each read only: a server sending its headers
+        a byte at a time held the fetch, and every request waiting on it, as long as it went on. So
+        the download runs in a thread of its own, waited for until the deadline. One given up ends
+        at its next read of the body or its socket's timeout; until then no other starts (the fetch
+        fails at once), so they never pile up. Called under the lock."""
+        if self.download is not None and not self.download.done():
+            raise TimeoutError("the key set's last download, given up, is still running")
+        deadline = time.monotonic() + self.timeout
+        self.download = download = Future()
+
+        def run() -> None:
+            try:
+                download.set_result(self._download(deadline))
+            except BaseException as exc:
+                download.set_exception(exc)
+
+        threading.Thread(target=run, name="jwks-download", daemon=True).start()
+        return download.result(timeout=max(0.0, deadline - time.monotonic()))  # TimeoutError past it
+
     def _download(self, deadline: float) -> bytes:
-        """The key set as sent, whole by the deadline: the socket's timeout bounds each read only,
-        and a server sending a byte at a time held the fetch (and every request waiting on it) for
-        minutes. read1 returns what one read got, so the deadline is checked as bytes arrive."""
+        """The key set as sent, in _fetch's thread. read1 returns what one read got, so a download
+        given up (past the deadline) stops as its body arrives, however slowly."""
         body = bytearray()
         with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
             while chunk := response.read1(65536):
