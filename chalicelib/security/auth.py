@@ -16,6 +16,7 @@ cache of verified tokens until it expires (~1 µs).
 import asyncio
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
@@ -379,7 +380,7 @@ class JWKS:
                 return
             try:
                 keys = self._signing_keys(json.loads(self._fetch()))
-            except (OSError, ValueError):
+            except (OSError, ValueError, http.client.HTTPException):  # (no HTTP at all: BadStatusLine)
                 self.failed = True
                 return
             finally:
