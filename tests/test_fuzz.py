@@ -135,6 +135,8 @@ def test_attack_strings_are_stored_and_returned_verbatim(fuzz_server):
         # ... and so is every text that becomes a notice's or a message's body (the handshake's NUL was a 500)
         for tool, arguments in (
             ("macro_contact_handshake", {"target": "BlueLake", "welcome_subject": "hi", "welcome_body": "a\u0000b"}),
+            ("macro_contact_handshake", {"target": "BlueLake", "reason": "a\u0000b"}),
+            ("macro_prepare_thread", {"thread_id": "a\u0000b", "program": "p", "model": "m"}),
             ("request_contact", {"to_agent": "BlueLake", "reason": "a\u0000b"}),
             ("force_release_file_reservation", {"file_reservation_id": 1, "note": "a\u0000b"}),
         ):

@@ -20,8 +20,8 @@ from ..registry import Input, Output, tool
 from ..store.db import transaction
 from ..store.upkeep import savepoint
 from .agents import KEEP_TASK, agent_id, Agent, Model, Program, RegisterAgentInput, RegisteredAgent, TaskDescription, register_agent
-from .contacts import Contact, RequestContactInput, RespondContactInput, request_contact, respond_contact
-from .messages import Body, FetchInboxInput, InboxMessage, SendMessageInput, SentMessage, Subject, fetch_inbox, send_message
+from .contacts import Contact, Reason, RequestContactInput, RespondContactInput, request_contact, respond_contact
+from .messages import Body, FetchInboxInput, ThreadId, InboxMessage, SendMessageInput, SentMessage, Subject, fetch_inbox, send_message
 from .projects import EnsureProjectInput, HumanKey, Project, ensure_project, find_project, settle_slug
 from .reservations import (
     FileReservationPathsInput,
@@ -123,7 +123,7 @@ Read = tuple[ThreadSummary | None, list[InboxMessage], list[str]]
 
 class MacroPrepareThreadInput(Input):
     project_key: ProjectKey
-    thread_id: Annotated[str, Field(min_length=1, max_length=128)]
+    thread_id: ThreadId  # as summarize_thread takes it (its refusals were this macro's 500s)
     program: Program
     model: Model
     agent_name: AgentName | None = Field(
@@ -251,7 +251,7 @@ class MacroContactHandshakeInput(Input):
     project_key: ProjectKey
     agent_name: AgentName = acting_agent("requester", description="You: the agent asking.")
     target: AgentAddress
-    reason: Annotated[str, Field(max_length=1000)] = ""
+    reason: Reason = ""  # request_contact's
     auto_accept: bool = Field(
         False, description="Accept on the target's behalf (agents of one owner): needs target_token, the target's own token."
     )
