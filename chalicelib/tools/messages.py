@@ -250,8 +250,9 @@ def store_recipients(
 ) -> None:
     """One row per recipient ({agent id: kind}), found by (message, agent), with
     the message's urgency and ack_required copied for the inbox filters' partial indexes
-    (migrations/0020_inbox_filters.sql) and the recipient's project for the views of a project's
-    every agent (0043_recipients_by_project.sql); and the message counted (chalicelib/tools/counts.py)
+    (migrations/0020_inbox_filters.sql), the recipient's project for the views of a project's
+    every agent (0043_recipients_by_project.sql), and the message's project and whether the
+    recipient is a person for the views of a project's mail (0048_recipients_by_message_project.sql); and the message counted (chalicelib/tools/counts.py)
     and onto its thread's summaries (chalicelib/tools/thread_summaries.py), both at the end of
     the transaction; and who wrote to whom (chalicelib/tools/correspondents.py). `new_thread`:
     this message starts its thread."""
@@ -259,9 +260,9 @@ def store_recipients(
     # Time-ordered ids: a send's rows go at the table's end. (A hash of (message, agent) put each
     # on a random page: ~20 of a group commit's ~60 pages written were recipient rows.)
     db.executemany(
-        "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent, ack_required, project_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, (SELECT project_id FROM agents WHERE id = ?))",
-        [(row_id, message_id, agent_id, kind, urgent, ack_required, agent_id)
+        "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent, ack_required, message_project_id,"
+        " project_id, human) SELECT ?, ?, id, ?, ?, ?, ?, project_id, kind = 'human' FROM agents WHERE id = ?",
+        [(row_id, message_id, kind, urgent, ack_required, project_id, agent_id)
          for row_id, (agent_id, kind) in zip(new_ids(len(kinds)), kinds.items())],
     )
     count_message(db, project_id, sender_id, kinds)
