@@ -116,6 +116,23 @@ def test_a_summary_reads_the_first_lines_and_kib_of_each_body(call, project):
     assert summary["action_items"] == ["BlueLake: the last line read"]
 
 
+def test_a_summary_lists_the_newest_open_acks_and_counts_the_rest(call, project):
+    """open_acks listed every recipient yet to ack any of the newest 500 messages: 460 messages to
+    99 agents made 45,540 (8.5 MB), refused as answer_too_large with a hint it could not follow."""
+    sent = [call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle", "RedStone"], subject=f"s{n}",
+                 body_md="b", thread_id="ASKS", ack_required=True)["message"]["id"] for n in range(threads.OPEN_ACKS // 2 + 3)]
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=sent[-1])
+    call("ensure_product", product_key="p")
+    call("products_link", product_key="p", project_key=project)
+    waiting = [(id_, name) for id_ in sent for name in ("GreenCastle", "RedStone") if (id_, name) != (sent[-1], "GreenCastle")]
+    for summary in (call("summarize_thread", project_key=project, thread_id="ASKS"),
+                    call("summarize_thread_product", product_key="p", thread_id="ASKS")):
+        assert [(ack["message_id"], ack["agent"]) for ack in summary["open_acks"]] == waiting[-threads.OPEN_ACKS:]
+        assert summary["open_acks_more"] == len(waiting) - threads.OPEN_ACKS == 5
+    mine = call("summarize_thread", project_key=project, thread_id="ASKS", agent_name="RedStone")
+    assert len(mine["open_acks"]) == threads.OPEN_ACKS and mine["open_acks_more"] == 5  # its messages: all of them
+
+
 def test_summaries_run_off_the_event_loop():
     for name, thread in (("summarize_thread", {"project_key": "p"}), ("summarize_thread_product", {"product_key": "p"})):
         summarize = tools_by_name()[name]

@@ -156,6 +156,9 @@ class OpenAck(Output):
 # A summary digests the bodies of a thread's newest messages only, so it costs the same at any
 # length (the counts and participants cover the whole thread: thread_summaries.header).
 DIGESTED = 500
+# ... and lists the newest open acks of those, counting the rest: 500 messages to 99 agents each
+# made 45,540 (8.5 MB, refused as answer_too_large; a 630 KB digest page).
+OPEN_ACKS = 100
 
 
 class ThreadSummary(ThreadInfo):
@@ -168,8 +171,10 @@ class ThreadSummary(ThreadInfo):
         f" from the first {DIGEST_LINES} lines ({DIGEST_CHARS // 1024} KiB) of each of the newest {DIGESTED} messages."
     )
     open_acks: list[OpenAck] = Field(
-        description=f"Recipients who have not acknowledged one of the newest {DIGESTED} messages that asks for it."
+        description=f"Recipients who have not acknowledged one of the newest {DIGESTED} messages that asks for it:"
+        f" the newest {OPEN_ACKS} (by message), oldest first."
     )
+    open_acks_more: int = Field(0, description="How many more such (recipient, message) are waiting, older than those listed.")
 
 
 def extract(messages: list[Message]) -> tuple[list[str], list[str]]:
@@ -198,40 +203,46 @@ class SummarizeThreadInput(Input):
 
 
 def open_acks(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None = None,
-              since: int = 0) -> list[OpenAck]:
-    """Recipients yet to acknowledge a message of the thread (from the id `since` on) that asks
-    for it (another project's as Name@slug), with the message's subject, sender and time (what a
-    reader needs to tell which one it is). A bcc recipient is listed only to the message's sender
-    (a viewer); given viewers, only their messages count."""
+              since: int = 0) -> tuple[list[OpenAck], int]:
+    """The newest OPEN_ACKS recipients yet to acknowledge a message of the thread (from the id
+    `since` on) that asks for it (another project's as Name@slug), oldest first, with the
+    message's subject, sender and time (what a reader needs to tell which one it is); and how
+    many more (older) there are. A bcc recipient is listed only to the message's sender (a viewer);
+    given viewers, only their messages count."""
     where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
     senders = list(viewers or ())
-    rows = db.execute(
-        f"SELECT r.message_id, {RECIPIENT_ADDRESS}, m.subject, s.name, m.created_ts FROM message_recipients r"
-        " JOIN messages m ON m.id = r.message_id JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = a.project_id"
-        " JOIN agents s ON s.id = m.sender_id"
+    mail = " FROM message_recipients r JOIN messages m ON m.id = r.message_id"
+    waiting = (
         f" WHERE m.project_id = ? AND m.thread_id = ? AND m.id >= ? AND m.ack_required AND r.ack_ts IS NULL AND {where}"
         f" AND (r.kind != 'bcc' OR m.sender_id IN ({placeholders(senders) if senders else 'NULL'}))"
-        " ORDER BY r.message_id, a.name",
-        (project["id"], thread_id, since, *params, *senders),
     )
+    params = (project["id"], thread_id, since, *params, *senders)
+    rows = db.execute(
+        f"SELECT r.message_id, {RECIPIENT_ADDRESS}, m.subject, s.name, m.created_ts{mail} JOIN agents a ON a.id = r.agent_id"
+        f" JOIN projects p ON p.id = a.project_id JOIN agents s ON s.id = m.sender_id{waiting}"
+        " ORDER BY r.message_id DESC, a.name DESC LIMIT ?", (*params, OPEN_ACKS),
+    ).fetchall()
+    more = 0 if len(rows) < OPEN_ACKS else db.execute(f"SELECT count(*){mail}{waiting}", params).fetchone()[0] - len(rows)
     return [OpenAck(message_id=mid, agent=name, subject=subject, sender=sender, created_ts=created_ts)
-            for mid, name, subject, sender, created_ts in rows]
+            for mid, name, subject, sender, created_ts in reversed(rows)], more
 
 
 def digest(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None
-           ) -> tuple[list[Message], list[OpenAck]]:
-    """The thread's newest DIGESTED messages the viewers see (oldest first), and their open acks."""
+           ) -> tuple[list[Message], list[OpenAck], int]:
+    """The thread's newest DIGESTED messages the viewers see (oldest first), their newest open
+    acks and how many more they have."""
     messages = messages_in_thread(db, project, thread_id, viewers=viewers, newest=DIGESTED, body_chars=DIGEST_CHARS)
-    return messages, (open_acks(db, project, thread_id, viewers, since=messages[0].id) if messages else [])
+    return messages, *(open_acks(db, project, thread_id, viewers, since=messages[0].id) if messages else ([], 0))
 
 
-def summary(thread_id: str, header: dict, messages: list[Message], acks: list[OpenAck]) -> dict:
+def summary(thread_id: str, header: dict, messages: list[Message], acks: list[OpenAck], more_acks: int) -> dict:
     """The fields of a ThreadSummary: the thread's header (thread_summaries.header), and what
-    its newest messages (oldest first) and their open acks say."""
+    its newest messages (oldest first) and their open acks (and `more_acks` older) say."""
     key_points, action_items = extract(messages)
     return dict(thread_id=thread_id, subject=header["subject"], message_count=header["message_count"],
                 participants=[place[2] for place in header["participants"]], first_ts=header["first_ts"],
-                last_ts=header["last_ts"], key_points=key_points, action_items=action_items, open_acks=acks)
+                last_ts=header["last_ts"], key_points=key_points, action_items=action_items, open_acks=acks,
+                open_acks_more=more_acks)
 
 
 def summarize_thread(db: sqlite3.Connection, args: SummarizeThreadInput) -> ThreadSummary:
