@@ -223,17 +223,18 @@ def test_mail_stored_before_the_migration_is_found_by_the_filters(tmp_path):
 
 
 @pytest.mark.sqlite_only
-def test_mail_stored_before_0048_is_in_its_own_projects_views(tmp_path):
+def test_mail_stored_before_0048_is_in_its_own_projects_views_and_its_agents_threads(tmp_path):
     path = tmp_path / "old.db"
     conn = migrated_until(path, "0048")
     p, q = stable_id("project", "/p"), stable_id("project", "/q")
-    with store.transaction(conn, write=True):  # the old schema's rows: P asks Q's agent; Q writes to P's person
+    with store.transaction(conn, write=True):  # the old schema's rows: P asks Q's agent; Q writes to P's person; P's to BlueLake
         for project, slug in ((p, "p"), (q, "q")):
             conn.execute("INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, ?, ?, 't')", (project, slug, f"/{slug}"))
         for project, name, kind in ((p, "BlueLake", "agent"), (p, "Overseer", "human"), (q, "RedFox", "agent")):
             conn.execute("INSERT INTO agents (id, project_id, name, program, model, inception_ts, last_active_ts, kind)"
                          " VALUES (?, ?, ?, 'p', 'm', 't', 't', ?)", (agent_id(project, name), project, name, kind))
-        for message, project, sender, to in ((10, p, "BlueLake", (q, "RedFox")), (11, q, "RedFox", (p, "Overseer"))):
+        for message, project, sender, to in ((10, p, "BlueLake", (q, "RedFox")), (11, q, "RedFox", (p, "Overseer")),
+                                             (12, p, "Overseer", (p, "BlueLake"))):
             conn.execute("INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required,"
                          " created_ts) VALUES (?, ?, ?, 'T', ?, 'b', 'normal', 1, 't')",
                          (message, project, agent_id(project, sender), f"m{message}"))
@@ -245,9 +246,11 @@ def test_mail_stored_before_0048_is_in_its_own_projects_views(tmp_path):
     def subjects(**arguments):
         return [m.subject for m in invoke.call(TOOLS["unified_inbox"], arguments, settings).messages]
 
-    assert subjects(project_key="/p", view="ack_pending") == ["m10"] and subjects(project_key="/p", view="to_overseer") == []
+    assert subjects(project_key="/p", view="ack_pending") == ["m12", "m10"] and subjects(project_key="/p", view="to_overseer") == []
     assert subjects(project_key="/q", view="ack_pending") == subjects(project_key="/q", view="to_overseer") == ["m11"]
     assert subjects(view="to_overseer") == ["m11"]
+    thread = invoke.call(TOOLS["get_thread"], {"project_key": "/p", "thread_id": "T", "agent_name": "BlueLake"}, settings)
+    assert [m.subject for m in thread.messages] == ["m10", "m12"]  # sent, received
 
 
 @pytest.mark.sqlite_only

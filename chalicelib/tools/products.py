@@ -31,7 +31,7 @@ from .messages import (
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import Project, among, find_project, project_by_id
 from .search import INDEXING_HELP, QUERY_HELP, Cursor, SearchHit, search_projects
-from .threads import DIGEST_CHARS, DIGESTED, OPEN_ACKS, ReadAs, ThreadSummary, messages_in_thread, open_acks, summary
+from .threads import DIGEST_CHARS, DIGESTED, ReadAs, ThreadSummary, messages_in_thread, open_acks, summary
 
 KEY_RULES = "Product keys are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. acme-shop."
 
@@ -366,14 +366,9 @@ def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProduc
             f"Thread {args.thread_id!r} not found in any project of product {args.product_key!r}.",
             "Take thread ids from fetch_inbox_product or search_messages_product; see get_product for the linked projects.",
         )
-    # The open acks of those messages: each project's newest OPEN_ACKS and how many more, the
-    # newest kept (those past them are counted by recipient row: an agent reached through two
-    # linked projects is one listed ack, two counted ones).
-    acks, more = [], 0
-    for project in having if messages else ():
-        newest, older = open_acks(db, project, args.thread_id, viewers, since=messages[0].id)
-        acks = sorted(acks + newest, key=lambda ack: ack.message_id)
-        acks, more = acks[-OPEN_ACKS:], more + older + max(0, len(acks) - OPEN_ACKS)
+    # The open acks of those messages (those past the newest OPEN_ACKS are counted by recipient
+    # row: an agent reached through two linked projects is one listed ack, two counted ones).
+    acks, more = open_acks(db, messages, viewers)
     slugs = {project["slug"] for project in linked}
     # One agent across the product owes a message one ack, however many of its identities it reached.
     owed = {(ack.message_id, in_product(ack.agent, slugs)): ack for ack in acks}

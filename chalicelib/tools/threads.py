@@ -13,7 +13,7 @@ from ..registry import Input, Output, tool
 from . import thread_summaries
 from .agents import find_agent
 from .messages import (
-    RECIPIENT_ADDRESS, Limit, Message, OlderThan, ThreadId, body_of, message_columns, messages_from_rows, visible_to,
+    RECIPIENT_ADDRESS, Limit, Message, OlderThan, ThreadId, body_of, message_columns, messages_from_rows, seen_in_thread,
     within_page,
 )
 from .projects import find_project
@@ -26,13 +26,23 @@ def messages_in_thread(
     """The thread's messages in this project (the `newest` ones, if given), oldest first; empty
     if it has none here. Given viewers (an agent's identities), only the messages they sent or
     received. `body_chars`: only each body's first so many characters."""
-    where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
+    where, params = in_thread(db, project, thread_id, viewers, limit=newest)
     rows = db.execute(
         f"SELECT {message_columns(body_chars if bodies else 0)} FROM messages m JOIN agents s ON s.id = m.sender_id"
-        f" WHERE m.project_id = ? AND m.thread_id = ? AND {where} ORDER BY m.id DESC LIMIT ?",
-        (project["id"], thread_id, *params, newest),
+        f" WHERE {where} ORDER BY m.id DESC LIMIT ?", (*params, newest),
     ).fetchall()
     return messages_from_rows(db, project, rows[::-1], viewer_id=viewers, bodies=bodies)
+
+
+def in_thread(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None,
+              after: int = -(2**63), limit: int = -1, newest: bool = True) -> tuple[str, list]:
+    """(SQL condition, parameters) on `m`: a message of the thread past `after`, of the `limit`
+    newest (or oldest) the viewers see, if given (seen_in_thread: their own rows of the thread,
+    not each of its messages tested)."""
+    if viewers is None:
+        return "m.project_id = ? AND m.thread_id = ? AND m.id > ?", [project["id"], thread_id, after]
+    ids = seen_in_thread(db, project["id"], thread_id, viewers, after=after, limit=limit, newest=newest)
+    return f"m.id IN ({placeholders(ids) if ids else 'NULL'})", ids
 
 
 def thread_messages(
@@ -114,11 +124,10 @@ def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
     """A thread's messages, oldest first, a page at a time (limit, and at most ~4 MiB of bodies)."""
     project = find_project(db, args.project_key)
     viewers = reader(db, project, args.agent_name)
-    where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
+    where, params = in_thread(db, project, args.thread_id, viewers, after=args.cursor or 0, limit=args.limit + 1, newest=False)
     rows = db.execute(
         f"SELECT {message_columns(None if args.include_bodies else 0)} FROM messages m JOIN agents s ON s.id = m.sender_id"
-        f" WHERE m.project_id = ? AND m.thread_id = ? AND m.id > ? AND {where} ORDER BY m.id LIMIT ?",
-        (project["id"], args.thread_id, args.cursor or 0, *params, args.limit + 1),
+        f" WHERE {where} ORDER BY m.id LIMIT ?", (*params, args.limit + 1),
     )
     page, more = within_page(rows, args.limit, body_of if args.include_bodies else None)  # what is past it is never read
     if not page and args.cursor is None:
@@ -202,21 +211,21 @@ class SummarizeThreadInput(Input):
     agent_name: ReadAs = None
 
 
-def open_acks(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None = None,
-              since: int = 0) -> tuple[list[OpenAck], int]:
-    """The newest OPEN_ACKS recipients yet to acknowledge a message of the thread (from the id
-    `since` on) that asks for it (another project's as Name@slug), oldest first, with the
-    message's subject, sender and time (what a reader needs to tell which one it is); and how
-    many more (older) there are. A bcc recipient is listed only to the message's sender (a viewer);
-    given viewers, only their messages count."""
-    where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
-    senders = list(viewers or ())
+def open_acks(db: sqlite3.Connection, messages: list[Message], viewers: frozenset[int] | None = None
+              ) -> tuple[list[OpenAck], int]:
+    """The newest OPEN_ACKS recipients yet to acknowledge one of these messages (a digest's) that
+    asks for it (another project's as Name@slug), oldest first, with the message's subject,
+    sender and time (what a reader needs to tell which one it is); and how many more (older) there
+    are. A bcc recipient is listed only to the message's sender (one of the viewers)."""
+    ids, senders = [message.id for message in messages if message.ack_required], list(viewers or ())
+    if not ids:
+        return [], 0
     mail = " FROM message_recipients r JOIN messages m ON m.id = r.message_id"
     waiting = (
-        f" WHERE m.project_id = ? AND m.thread_id = ? AND m.id >= ? AND m.ack_required AND r.ack_ts IS NULL AND {where}"
+        f" WHERE r.message_id IN ({placeholders(ids)}) AND r.ack_ts IS NULL"
         f" AND (r.kind != 'bcc' OR m.sender_id IN ({placeholders(senders) if senders else 'NULL'}))"
     )
-    params = (project["id"], thread_id, since, *params, *senders)
+    params = (*ids, *senders)
     rows = db.execute(
         f"SELECT r.message_id, {RECIPIENT_ADDRESS}, m.subject, s.name, m.created_ts{mail} JOIN agents a ON a.id = r.agent_id"
         f" JOIN projects p ON p.id = a.project_id JOIN agents s ON s.id = m.sender_id{waiting}"
@@ -232,7 +241,7 @@ def digest(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers
     """The thread's newest DIGESTED messages the viewers see (oldest first), their newest open
     acks and how many more they have."""
     messages = messages_in_thread(db, project, thread_id, viewers=viewers, newest=DIGESTED, body_chars=DIGEST_CHARS)
-    return messages, *(open_acks(db, project, thread_id, viewers, since=messages[0].id) if messages else ([], 0))
+    return messages, *open_acks(db, messages, viewers)
 
 
 def summary(thread_id: str, header: dict, messages: list[Message], acks: list[OpenAck], more_acks: int) -> dict:
