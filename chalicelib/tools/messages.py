@@ -204,21 +204,20 @@ def visible_to(viewers: list[int], alias: str = "m") -> tuple[str, list[int]]:
     )
 
 
-def seen_in_thread(db, project_id: int, thread_id: str, viewers, after: int = -(2**63), before: int = 2**63 - 1,
-                   limit: int = -1, newest: bool = True) -> list[int]:
+def seen_in_thread(db, project_id: int, thread_id: str, viewers, after: int = -(2**63), limit: int = -1,
+                   newest: bool = True) -> list[int]:
     """The ids of the project's messages of the thread that the viewers sent or received (any
-    kind, as visible_to) between `after` and `before`: the `limit` newest (or oldest), in that
-    order (-1: all). Read from each viewer's own rows of the thread, sent and received, through
+    kind, as visible_to) after the id `after`: the `limit` newest (or oldest), in that order (-1: all). Read from each viewer's own rows of the thread, sent and received, through
     their indexes (migrations/0048): testing each message of a long thread for the viewer read
     all of it for one cc'd on a few."""
     order = "DESC" if newest else "ASC"
     ids: set[int] = set()
     for viewer in viewers:
-        for sql in ("SELECT id FROM messages WHERE sender_id = ? AND project_id = ? AND thread_id = ? AND id > ? AND id < ?"
+        for sql in ("SELECT id FROM messages WHERE sender_id = ? AND project_id = ? AND thread_id = ? AND id > ?"
                     f" ORDER BY id {order} LIMIT ?",
                     "SELECT message_id FROM message_recipients WHERE agent_id = ? AND message_project_id = ? AND thread_id = ?"
-                    f" AND message_id > ? AND message_id < ? ORDER BY message_id {order} LIMIT ?"):
-            ids.update(id_ for (id_,) in db.execute(sql, (viewer, project_id, thread_id, after, before, limit)))
+                    f" AND message_id > ? ORDER BY message_id {order} LIMIT ?"):
+            ids.update(id_ for (id_,) in db.execute(sql, (viewer, project_id, thread_id, after, limit)))
     found = sorted(ids, reverse=newest)
     return found if limit < 0 else found[:limit]
 

@@ -45,15 +45,6 @@ def in_thread(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, view
     return f"m.id IN ({placeholders(ids) if ids else 'NULL'})", ids
 
 
-def thread_messages(
-    db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True, viewers: frozenset[int] | None = None
-) -> list[Message]:
-    messages = messages_in_thread(db, project, thread_id, bodies, viewers)
-    if not messages:
-        raise no_thread(project, thread_id, viewers)
-    return messages
-
-
 def no_thread(project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None) -> NotFound:
     return NotFound(
         f"Thread {thread_id!r} not found in project {project['slug']!r}"
@@ -131,7 +122,7 @@ def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
     )
     page, more = within_page(rows, args.limit, body_of if args.include_bodies else None)  # what is past it is never read
     if not page and args.cursor is None:
-        thread_messages(db, project, args.thread_id, bodies=False, viewers=viewers)  # NotFound, with its hint
+        raise no_thread(project, args.thread_id, viewers)  # (a page holds at least its first message)
     messages = messages_from_rows(db, project, page, viewer_id=viewers, bodies=args.include_bodies)
     return Thread(thread_id=args.thread_id, messages=messages, next_cursor=page[-1]["id"] if more else None)
 
