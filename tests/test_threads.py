@@ -158,9 +158,9 @@ def test_reading_a_thread_as_an_agent_costs_its_own_messages_not_the_threads_len
             call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
                  thread_id="LONG")
 
-    def cost(tool: str, **arguments) -> tuple[int, dict]:
+    def cost(tool: str) -> tuple[int, dict]:
         steps[0] = 0
-        answer = call(tool, project_key=project, thread_id="LONG", agent_name="RedStone", **arguments)
+        answer = call(tool, project_key=project, thread_id="LONG", agent_name="RedStone")
         return steps[0], answer
 
     first = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], cc=["RedStone"],
@@ -169,9 +169,8 @@ def test_reading_a_thread_as_an_agent_costs_its_own_messages_not_the_threads_len
     short = {tool: cost(tool)[0] for tool in ("summarize_thread", "get_thread")}
     chat(400)
     for tool in ("summarize_thread", "get_thread"):
-        spent, answer = cost(tool)
+        spent = cost(tool)[0]
         assert spent <= short[tool] + 5, (tool, spent, short[tool])  # (was 20 times as much)
-        assert [m["id"] for m in answer.get("messages", [])] in ([first["id"]], [])
     assert cost("summarize_thread")[1]["message_count"] == 1
     assert [m["id"] for m in cost("get_thread")[1]["messages"]] == [first["id"]]
 
