@@ -91,7 +91,7 @@ def answer_too_large(write: bool = False) -> AnswerTooLarge:
     return AnswerTooLarge(
         f"The answer would exceed {MAX_ANSWER_BYTES // (1024 * 1024)} MiB"
         + (": nothing was changed." if write else "."),
-        "Ask for less: a smaller limit, without bodies, or page with the cursor the tool returns.",
+        "Ask for less, with what the tool takes: a smaller limit, no bodies, or the next page of its cursor.",
     )
 
 

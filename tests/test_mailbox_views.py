@@ -155,8 +155,9 @@ def test_a_projects_view_is_the_oldest_of_its_agents_views_merged(call, project)
 
 
 def test_a_projects_views_hold_the_mail_its_agents_received_from_any_project(call, project):
-    """A project's views are of its agents' copies (migration 0043 keeps the recipient's project on
-    each): mail from another project is in them, its sender's project's views are not."""
+    """A project's list_* views are of its agents' copies (migration 0043 keeps the recipient's project on
+    each): mail from another project is in them, its sender's project's are not. unified_inbox's
+    views and marks are of the project's messages instead (0048): the sender's project's."""
     call("ensure_project", human_key="/work/other")
     call("register_agent", project_key="work-other", program="p", model="m", name="PinkDog")
     call("set_contact_policy", project_key="work-other", agent_name="PinkDog", policy="open")
@@ -168,10 +169,10 @@ def test_a_projects_views_hold_the_mail_its_agents_received_from_any_project(cal
     def unified(key, **options):
         return call("unified_inbox", project_key=key, **options)
 
-    assert [m["subject"] for m in unified("work-other", view="ack_pending")["messages"]] == ["across"]
-    assert unified(project, view="ack_pending")["messages"] == []
+    assert [m["subject"] for m in unified(project, view="ack_pending")["messages"]] == ["across"]
+    assert unified("work-other", view="ack_pending")["messages"] == []
     receipt = call("acknowledge_message", project_key="work-other", agent_name="PinkDog", message_id=sent["id"])
-    assert (unified("work-other")["newest_read_ts"], unified("work-other")["newest_ack_ts"]) == (receipt["read_ts"], receipt["ack_ts"])
-    assert (unified(project)["newest_read_ts"], unified(project)["newest_ack_ts"]) == (None, None)
+    assert (unified(project)["newest_read_ts"], unified(project)["newest_ack_ts"]) == (receipt["read_ts"], receipt["ack_ts"])
+    assert (unified("work-other")["newest_read_ts"], unified("work-other")["newest_ack_ts"]) == (None, None)
     assert call("list_ack_required", project_key="work-other")["messages"] == []
     assert call("list_urgent_unread", project_key="work-other")["messages"] == []

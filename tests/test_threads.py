@@ -1,7 +1,10 @@
+import sqlite3
+
 import httpx
 import pytest
 
 from chalicelib.errors import NotFound
+from chalicelib.store import db
 from chalicelib.tools import threads, tools_by_name
 from chalicelib.tools.threads import DIGESTED
 
@@ -114,6 +117,62 @@ def test_a_summary_reads_the_first_lines_and_kib_of_each_body(call, project):
     summary = call("summarize_thread", project_key=project, thread_id="LONG")
     assert summary["key_points"] == ["BlueLake: near"]
     assert summary["action_items"] == ["BlueLake: the last line read"]
+
+
+def test_a_summary_lists_the_newest_open_acks_and_counts_the_rest(call, project):
+    """open_acks listed every recipient yet to ack any of the newest 500 messages: 460 messages to
+    99 agents made 45,540 (8.5 MB), refused as answer_too_large with a hint it could not follow."""
+    sent = [call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle", "RedStone"], subject=f"s{n}",
+                 body_md="b", thread_id="ASKS", ack_required=True)["message"]["id"] for n in range(threads.OPEN_ACKS // 2 + 3)]
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=sent[-1])
+    call("ensure_product", product_key="p")
+    call("products_link", product_key="p", project_key=project)
+    waiting = [(id_, name) for id_ in sent for name in ("GreenCastle", "RedStone") if (id_, name) != (sent[-1], "GreenCastle")]
+    for summary in (call("summarize_thread", project_key=project, thread_id="ASKS"),
+                    call("summarize_thread_product", product_key="p", thread_id="ASKS")):
+        assert [(ack["message_id"], ack["agent"]) for ack in summary["open_acks"]] == waiting[-threads.OPEN_ACKS:]
+        assert summary["open_acks_more"] == len(waiting) - threads.OPEN_ACKS == 5
+    mine = call("summarize_thread", project_key=project, thread_id="ASKS", agent_name="RedStone")
+    assert len(mine["open_acks"]) == threads.OPEN_ACKS and mine["open_acks_more"] == 5  # its messages: all of them
+
+
+@pytest.mark.sqlite_only
+def test_reading_a_thread_as_an_agent_costs_its_own_messages_not_the_threads_length(call, project, settings, monkeypatch):
+    """messages_in_thread and get_thread as an agent tested each message of the thread, newest
+    (oldest) first, until enough were the agent's: for one cc'd on the first message of a thread
+    of 150,000, the whole thread (summarize_thread 214 ms, get_thread 144 ms). Counted in SQLite
+    virtual machine steps, the work grows with the thread no more."""
+    steps = [0]
+    connect = sqlite3.connect
+
+    def counted_connect(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 100)  # one per 100 steps
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", counted_connect)
+    monkeypatch.setitem(db._pools, settings.database_url, [])
+
+    def chat(n: int):
+        for _ in range(n):
+            call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                 thread_id="LONG")
+
+    def cost(tool: str) -> tuple[int, dict]:
+        steps[0] = 0
+        answer = call(tool, project_key=project, thread_id="LONG", agent_name="RedStone")
+        return steps[0], answer
+
+    first = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], cc=["RedStone"],
+                 subject="kickoff", body_md="b", thread_id="LONG")["message"]
+    chat(20)
+    short = {tool: cost(tool)[0] for tool in ("summarize_thread", "get_thread")}
+    chat(400)
+    for tool in ("summarize_thread", "get_thread"):
+        spent = cost(tool)[0]
+        assert spent <= short[tool] + 5, (tool, spent, short[tool])  # (was 20 times as much)
+    assert cost("summarize_thread")[1]["message_count"] == 1
+    assert [m["id"] for m in cost("get_thread")[1]["messages"]] == [first["id"]]
 
 
 def test_summaries_run_off_the_event_loop():

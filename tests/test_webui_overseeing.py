@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from chalicelib.tools.agents import agent_id
+from chalicelib.tools.threads import OPEN_ACKS
 from chalicelib.web.pages import LIST_SHOWN
 
 from .servers import running_server
@@ -652,6 +653,20 @@ def test_a_digest_says_which_message_each_acknowledgement_waits_on(site):
         (second["id"], "Re: Schema v2", "BlueLake", second["created_ts"], "AmberFox, TealOwl")]
     for message_id, target, *_ in entries:
         assert message_id in articles(client.get(html.unescape(target)).text)
+
+
+def test_a_digest_lists_the_newest_open_acks_and_says_how_many_more(site):
+    """It listed them all: 460 messages to 99 agents made a 630 KB digest."""
+    url, api, database = site
+    slug = api.post("/api/ensure_project", json={"human_key": "/srv/many-acks"}).json()["slug"]  # (P's open acks stay few)
+    for name in ("BlueLake", "GreenCastle", "RedStone"):
+        api.post("/api/register_agent", json={"project_key": slug, "program": "p", "model": "m", "name": name}).raise_for_status()
+        api.post("/api/set_contact_policy", json={"project_key": slug, "agent_name": name, "policy": "open"}).raise_for_status()
+    for n in range(OPEN_ACKS // 2 + 2):
+        send(api, project_key=slug, subject=f"Ask {n}", to=["GreenCastle", "RedStone"], ack_required=True, thread_id="MANY-ACKS")
+    digest = ui(url).get("/ui/digest", params={"p": slug, "t": "MANY-ACKS"}).text
+    assert "<li data-m=" in digest and "Ask 1<" not in digest and "Ask 2<" in digest  # 2 a message: the newest 50
+    assert "and 4 more (older) waiting" in digest
 
 
 def test_waiting_for_acks_refreshes_live_when_a_message_is_acknowledged(site):

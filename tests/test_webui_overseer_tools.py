@@ -291,6 +291,41 @@ def test_unified_inbox_says_when_the_newest_acknowledgement_of_its_projects_was_
     assert second > first and newest(project_key=project, thread_id=asked["thread_id"]) == second
 
 
+def test_a_projects_views_and_live_marks_are_of_its_messages_whoever_their_recipients(call, project, send):
+    """The views and the newest ack and read of a project were of its agents' recipient rows: a
+    message of P awaiting the ack of Q's agent was in Q's ack_pending and not in P's, one of Q's
+    agents to P's person in P's to_overseer and not in Q's, and an ack or read by Q's agent on
+    P's message left P's live tokens as they were (the page kept "awaiting BlueLake@q")."""
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="RedFox")
+    call("set_contact_policy", project_key="work-other", agent_name="RedFox", policy="open")
+    call("ensure_overseer", project_key=project)
+    call("ensure_product", product_key="demo")
+    call("products_link", product_key="demo", project_key=project)
+    outward = send("BlueLake", ["RedFox@work-other"], project=project, subject="P asks Q", ack_required=True)
+    inward = send("RedFox", [f"Overseer@{project}"], project="work-other", subject="Q to P's person", ack_required=True)
+
+    def view(name, **scope):
+        return [m["subject"] for m in call("unified_inbox", view=name, **scope)["messages"]]
+
+    for scope in ({"project_key": project}, {"product_key": "demo"}):
+        assert view("ack_pending", **scope) == ["P asks Q"] and view("to_overseer", **scope) == []
+    assert view("ack_pending", project_key="work-other") == ["Q to P's person"]
+    assert view("to_overseer", project_key="work-other") == ["Q to P's person"]
+    assert view("ack_pending", project_key=project, thread_id=outward["thread_id"]) == ["P asks Q"]  # as narrowed to its thread
+
+    def marks(**scope):
+        page = call("unified_inbox", limit=1, **scope)
+        return page["newest_ack_ts"], page["newest_read_ts"]
+
+    before = marks(project_key=project)
+    acked = call("acknowledge_message", project_key="work-other", agent_name="RedFox", message_id=outward["id"])["ack_ts"]
+    # (An acknowledgement is also the first read.)
+    assert marks(project_key=project) == marks(product_key="demo") == (acked, acked) != before
+    assert marks(project_key="work-other") == (None, None)  # none of its messages was acknowledged or read
+    assert view("ack_pending", project_key=project) == [] and view("ack_pending", project_key="work-other") == [inward["subject"]]
+
+
 def test_every_view_and_product_page_is_its_groups_newest_merged_whatever_the_limit(call, project, send):
     """A product's page and a view of one project merge each project's (each agent's) newest ids;
     once `limit` are found, the next groups read only newer ones. Paged at any limit, every view

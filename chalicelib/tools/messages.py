@@ -204,6 +204,24 @@ def visible_to(viewers: list[int], alias: str = "m") -> tuple[str, list[int]]:
     )
 
 
+def seen_in_thread(db, project_id: int, thread_id: str, viewers, after: int = -(2**63), limit: int = -1,
+                   newest: bool = True) -> list[int]:
+    """The ids of the project's messages of the thread that the viewers sent or received (any
+    kind, as visible_to) after the id `after`: the `limit` newest (or oldest), in that order (-1: all). Read from each viewer's own rows of the thread, sent and received, through
+    their indexes (migrations/0048): testing each message of a long thread for the viewer read
+    all of it for one cc'd on a few."""
+    order = "DESC" if newest else "ASC"
+    ids: set[int] = set()
+    for viewer in viewers:
+        for sql in ("SELECT id FROM messages WHERE sender_id = ? AND project_id = ? AND thread_id = ? AND id > ?"
+                    f" ORDER BY id {order} LIMIT ?",
+                    "SELECT message_id FROM message_recipients WHERE agent_id = ? AND message_project_id = ? AND thread_id = ?"
+                    f" AND message_id > ? ORDER BY message_id {order} LIMIT ?"):
+            ids.update(id_ for (id_,) in db.execute(sql, (viewer, project_id, thread_id, after, limit)))
+    found = sorted(ids, reverse=newest)
+    return found if limit < 0 else found[:limit]
+
+
 def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, viewer_id: int | None = None):
     """A message of the project; given a viewer, a message it sent or received (of any project)."""
     if viewer_id is None:
@@ -250,8 +268,10 @@ def store_recipients(
 ) -> None:
     """One row per recipient ({agent id: kind}), found by (message, agent), with
     the message's urgency and ack_required copied for the inbox filters' partial indexes
-    (migrations/0020_inbox_filters.sql) and the recipient's project for the views of a project's
-    every agent (0043_recipients_by_project.sql); and the message counted (chalicelib/tools/counts.py)
+    (migrations/0020_inbox_filters.sql), the recipient's project for the views of a project's
+    every agent (0043_recipients_by_project.sql), and the message's project and thread and
+    whether the recipient is a person for the views of a project's mail and an agent's of a
+    thread (0048_recipients_by_message_project.sql); and the message counted (chalicelib/tools/counts.py)
     and onto its thread's summaries (chalicelib/tools/thread_summaries.py), both at the end of
     the transaction; and who wrote to whom (chalicelib/tools/correspondents.py). `new_thread`:
     this message starts its thread."""
@@ -259,9 +279,9 @@ def store_recipients(
     # Time-ordered ids: a send's rows go at the table's end. (A hash of (message, agent) put each
     # on a random page: ~20 of a group commit's ~60 pages written were recipient rows.)
     db.executemany(
-        "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent, ack_required, project_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, (SELECT project_id FROM agents WHERE id = ?))",
-        [(row_id, message_id, agent_id, kind, urgent, ack_required, agent_id)
+        "INSERT INTO message_recipients (id, message_id, agent_id, kind, urgent, ack_required, message_project_id, thread_id,"
+        " project_id, human) SELECT ?, ?, id, ?, ?, ?, ?, ?, project_id, kind = 'human' FROM agents WHERE id = ?",
+        [(row_id, message_id, kind, urgent, ack_required, project_id, thread_id, agent_id)
          for row_id, (agent_id, kind) in zip(new_ids(len(kinds)), kinds.items())],
     )
     count_message(db, project_id, sender_id, kinds)

@@ -163,8 +163,9 @@ class InboxEntry(Output):
 class UnifiedInbox(Output):
     messages: list[InboxEntry]
     next_before_id: MessageId | None = Field(description="Pass as before_id for the next (older) page.")
-    newest_ack_ts: str | None = Field(None, description="When the newest acknowledgement in its projects was given (all, or"
-                                      " project_key's or product_key's; not narrowed by thread_id or view): it changes when"
+    newest_ack_ts: str | None = Field(None, description="When the newest acknowledgement of its projects' messages was given"
+                                      " (all, or project_key's or product_key's, by any agent; not narrowed by thread_id or"
+                                      " view): it changes when"
                                       " any message's ack_pending drops, so a view polling it sees acks without new mail."
                                       " Null with include_newest_ack false.")
     newest_read_ts: str | None = Field(None, description="When the newest first read in its projects was made (as"
@@ -234,15 +235,16 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
 
 
 def _newest(db: sqlite3.Connection, mark: Literal["ack_ts", "read_ts"], projects: list[int] | None) -> str | None:
-    """The time of the newest acknowledgement (ack_ts) or first read (read_ts) of every project
-    (None) or of these (by their agents): one look-up in an index of the rows so marked, of all
-    or one per project (migrations/0036_acks_given.sql, 0037_reads_made.sql, 0043)."""
+    """The time of the newest acknowledgement (ack_ts) or first read (read_ts) of every project's
+    messages (None) or of these projects' (by any agent, of any project): one look-up in an index
+    of the rows so marked, of all or one per project (migrations/0036_acks_given.sql,
+    0037_reads_made.sql, 0048)."""
     if projects is None:
         return db.execute(f"SELECT max({mark}) FROM message_recipients WHERE {mark} IS NOT NULL").fetchone()[0]
     if not projects:
         return None
     return db.execute(
-        f"SELECT max((SELECT max(r.{mark}) FROM message_recipients r WHERE r.project_id = p.id AND r.{mark} IS NOT NULL))"
+        f"SELECT max((SELECT max(r.{mark}) FROM message_recipients r WHERE r.message_project_id = p.id AND r.{mark} IS NOT NULL))"
         f" FROM projects p WHERE p.id IN ({placeholders(projects)})", projects).fetchone()[0]
 
 
@@ -267,8 +269,7 @@ VIEW_TESTS = {
     "urgent": "m.importance IN ('high', 'urgent')",
     "ack_pending": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.ack_required = 1 AND r.ack_ts IS NULL"
                    " AND r.kind != 'bcc')",
-    "to_overseer": "EXISTS (SELECT 1 FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
-                   " WHERE r.message_id = m.id AND a.kind = 'human')",
+    "to_overseer": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.human = 1)",
 }
 
 
@@ -290,27 +291,20 @@ def _thread_ids(db: sqlite3.Connection, projects: list[int], thread_id: str, vie
 def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_id: int | None, limit: int,
               above: int = -(2**63)) -> list[int]:
     """The ids of a view's newest `limit` messages between `above` and before_id, of every project
-    or one, each walked through a partial index of only such rows (migrations/0032_unified_inbox_views.sql, 0043)."""
+    or one (the message's, whoever its recipients), each walked through a partial index of only
+    such rows (migrations/0032_unified_inbox_views.sql, 0048)."""
     before = before_id or 2**63 - 1
-    in_project, project = ("project_id = ? AND ", [project_id]) if project_id is not None else ("", [])
     if view == "urgent":
+        in_project, project = ("project_id = ? AND ", [project_id]) if project_id is not None else ("", [])
         return [id_ for (id_,) in db.execute(
             f"SELECT id FROM messages WHERE {in_project}importance IN ('high', 'urgent') AND id < ? AND id > ?"
             " ORDER BY id DESC LIMIT ?", [*project, before, above, limit])]
-    if view == "ack_pending":  # of every project, or those to one project's agents (acks_pending_by_project)
-        return [id_ for (id_,) in db.execute(
-            f"SELECT DISTINCT message_id FROM message_recipients WHERE {in_project}ack_required = 1 AND ack_ts IS NULL"
-            " AND kind != 'bcc' AND message_id < ? AND message_id > ? ORDER BY message_id DESC LIMIT ?",
-            (*project, before, above, limit))]
-    # The people's mail: the newest `limit` of each one's inbox, merged.
-    agents = db.execute(f"SELECT id FROM agents WHERE {in_project}kind = 'human'", project).fetchall()
-
-    def newest_of(agent: tuple[int], floor: int) -> list[int]:
-        return [id_ for (id_,) in db.execute(
-            "SELECT message_id FROM message_recipients WHERE agent_id = ? AND message_id < ? AND message_id > ?"
-            " ORDER BY message_id DESC LIMIT ?", (agent[0], before, floor, limit))]
-
-    return _newest_merged(agents, newest_of, limit, above)
+    # A recipient's row: waiting for its ack, or a person's (any kind, as VIEW_TESTS).
+    test = "ack_required = 1 AND ack_ts IS NULL AND kind != 'bcc'" if view == "ack_pending" else "human = 1"
+    in_project, project = ("message_project_id = ? AND ", [project_id]) if project_id is not None else ("", [])
+    return [id_ for (id_,) in db.execute(
+        f"SELECT DISTINCT message_id FROM message_recipients WHERE {in_project}{test}"
+        " AND message_id < ? AND message_id > ? ORDER BY message_id DESC LIMIT ?", (*project, before, above, limit))]
 
 
 def _newest_merged(groups, newest_of, limit: int, above: int = -(2**63)) -> list[int]:

@@ -31,7 +31,7 @@ from .messages import (
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import Project, among, find_project, project_by_id
 from .search import INDEXING_HELP, QUERY_HELP, Cursor, SearchHit, search_projects
-from .threads import DIGESTED, ReadAs, ThreadSummary, digest, summary
+from .threads import DIGEST_CHARS, DIGESTED, ReadAs, ThreadSummary, messages_in_thread, open_acks, summary
 
 KEY_RULES = "Product keys are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. acme-shop."
 
@@ -351,28 +351,30 @@ def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProduc
     linked project, digested together like summarize_thread does."""
     product = find_product(db, args.product_key)
     viewers = product_reader(db, product, args.agent_name, args.registration_token)
-    headers, messages, acks, projects = [], [], [], []
+    headers, messages, having = [], [], []
     linked = linked_projects(db, product)
     for project in linked:
         if header := thread_summaries.header(db, project, args.thread_id, viewers):
-            found, waiting = digest(db, project, args.thread_id, viewers)
             headers.append(header)
-            projects.append(project["slug"])
-            # The newest DIGESTED of all the projects' so far, and the acks they owe: a call holds two
-            # projects' digests at most, not each linked project's (500 excerpts of 4 KiB).
+            having.append(project)
+            # The newest DIGESTED of all the projects' so far: a call holds two projects' digests
+            # at most, not each linked project's (500 excerpts of 4 KiB).
+            found = messages_in_thread(db, project, args.thread_id, viewers=viewers, newest=DIGESTED, body_chars=DIGEST_CHARS)
             messages = sorted(messages + found, key=lambda message: message.id)[-DIGESTED:]
-            since = messages[0].id if messages else 0
-            acks = [ack for ack in acks + waiting if ack.message_id >= since]
     if not headers:
         raise NotFound(
             f"Thread {args.thread_id!r} not found in any project of product {args.product_key!r}.",
             "Take thread ids from fetch_inbox_product or search_messages_product; see get_product for the linked projects.",
         )
+    # The open acks of those messages (those past the newest OPEN_ACKS are counted by recipient
+    # row: an agent reached through two linked projects is one listed ack, two counted ones).
+    acks, more = open_acks(db, messages, viewers)
     slugs = {project["slug"] for project in linked}
     # One agent across the product owes a message one ack, however many of its identities it reached.
     owed = {(ack.message_id, in_product(ack.agent, slugs)): ack for ack in acks}
     acks = [ack.model_copy(update={"agent": agent}) for (_, agent), ack in sorted(owed.items(), key=lambda item: item[0])]
-    return ProductThreadSummary(**summary(args.thread_id, merged_header(headers, slugs), messages, acks), projects=projects)
+    return ProductThreadSummary(**summary(args.thread_id, merged_header(headers, slugs), messages, acks, more),
+                                projects=[project["slug"] for project in having])
 
 
 def in_product(address: str, linked: set[str]) -> str:

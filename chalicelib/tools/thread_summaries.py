@@ -257,13 +257,9 @@ def header(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers
         return None
     count, (first, subject, first_ts), (_, last_ts), seen = _combined([row[:10] for row in rows])[thread_id]
     if len({row[10] for row in rows}) > 1:  # a message two of the identities took part in is in both views: once
-        from .messages import visible_to  # not at the top: messages imports this module
+        from .messages import seen_in_thread  # not at the top: messages imports this module
 
-        where, params = visible_to(viewer_ids)
-        (count,) = db.execute(
-            f"SELECT count(*) FROM messages m WHERE m.project_id = ? AND m.thread_id = ? AND {where}",
-            (project["id"], thread_id, *params),
-        ).fetchone()
+        count = len(seen_in_thread(db, project["id"], thread_id, viewer_ids))
     return dict(first_id=first, subject=subject, message_count=count, participants=_placed(seen, _addresses(db, project, seen)),
                 first_ts=first_ts, last_ts=last_ts)
 

@@ -13,7 +13,7 @@ from ..registry import Input, Output, tool
 from . import thread_summaries
 from .agents import find_agent
 from .messages import (
-    RECIPIENT_ADDRESS, Limit, Message, OlderThan, ThreadId, body_of, message_columns, messages_from_rows, visible_to,
+    RECIPIENT_ADDRESS, Limit, Message, OlderThan, ThreadId, body_of, message_columns, messages_from_rows, seen_in_thread,
     within_page,
 )
 from .projects import find_project
@@ -26,22 +26,23 @@ def messages_in_thread(
     """The thread's messages in this project (the `newest` ones, if given), oldest first; empty
     if it has none here. Given viewers (an agent's identities), only the messages they sent or
     received. `body_chars`: only each body's first so many characters."""
-    where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
+    where, params = in_thread(db, project, thread_id, viewers, limit=newest)
     rows = db.execute(
         f"SELECT {message_columns(body_chars if bodies else 0)} FROM messages m JOIN agents s ON s.id = m.sender_id"
-        f" WHERE m.project_id = ? AND m.thread_id = ? AND {where} ORDER BY m.id DESC LIMIT ?",
-        (project["id"], thread_id, *params, newest),
+        f" WHERE {where} ORDER BY m.id DESC LIMIT ?", (*params, newest),
     ).fetchall()
     return messages_from_rows(db, project, rows[::-1], viewer_id=viewers, bodies=bodies)
 
 
-def thread_messages(
-    db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, bodies=True, viewers: frozenset[int] | None = None
-) -> list[Message]:
-    messages = messages_in_thread(db, project, thread_id, bodies, viewers)
-    if not messages:
-        raise no_thread(project, thread_id, viewers)
-    return messages
+def in_thread(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None,
+              after: int = -(2**63), limit: int = -1, newest: bool = True) -> tuple[str, list]:
+    """(SQL condition, parameters) on `m`: a message of the thread past `after`, of the `limit`
+    newest (or oldest) the viewers see, if given (seen_in_thread: their own rows of the thread,
+    not each of its messages tested)."""
+    if viewers is None:
+        return "m.project_id = ? AND m.thread_id = ? AND m.id > ?", [project["id"], thread_id, after]
+    ids = seen_in_thread(db, project["id"], thread_id, viewers, after=after, limit=limit, newest=newest)
+    return f"m.id IN ({placeholders(ids) if ids else 'NULL'})", ids
 
 
 def no_thread(project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None) -> NotFound:
@@ -114,15 +115,14 @@ def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
     """A thread's messages, oldest first, a page at a time (limit, and at most ~4 MiB of bodies)."""
     project = find_project(db, args.project_key)
     viewers = reader(db, project, args.agent_name)
-    where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
+    where, params = in_thread(db, project, args.thread_id, viewers, after=args.cursor or 0, limit=args.limit + 1, newest=False)
     rows = db.execute(
         f"SELECT {message_columns(None if args.include_bodies else 0)} FROM messages m JOIN agents s ON s.id = m.sender_id"
-        f" WHERE m.project_id = ? AND m.thread_id = ? AND m.id > ? AND {where} ORDER BY m.id LIMIT ?",
-        (project["id"], args.thread_id, args.cursor or 0, *params, args.limit + 1),
+        f" WHERE {where} ORDER BY m.id LIMIT ?", (*params, args.limit + 1),
     )
     page, more = within_page(rows, args.limit, body_of if args.include_bodies else None)  # what is past it is never read
     if not page and args.cursor is None:
-        thread_messages(db, project, args.thread_id, bodies=False, viewers=viewers)  # NotFound, with its hint
+        raise no_thread(project, args.thread_id, viewers)  # (a page holds at least its first message)
     messages = messages_from_rows(db, project, page, viewer_id=viewers, bodies=args.include_bodies)
     return Thread(thread_id=args.thread_id, messages=messages, next_cursor=page[-1]["id"] if more else None)
 
@@ -156,6 +156,9 @@ class OpenAck(Output):
 # A summary digests the bodies of a thread's newest messages only, so it costs the same at any
 # length (the counts and participants cover the whole thread: thread_summaries.header).
 DIGESTED = 500
+# ... and lists the newest open acks of those, counting the rest: 500 messages to 99 agents each
+# made 45,540 (8.5 MB, refused as answer_too_large; a 630 KB digest page).
+OPEN_ACKS = 100
 
 
 class ThreadSummary(ThreadInfo):
@@ -168,8 +171,10 @@ class ThreadSummary(ThreadInfo):
         f" from the first {DIGEST_LINES} lines ({DIGEST_CHARS // 1024} KiB) of each of the newest {DIGESTED} messages."
     )
     open_acks: list[OpenAck] = Field(
-        description=f"Recipients who have not acknowledged one of the newest {DIGESTED} messages that asks for it."
+        description=f"Recipients who have not acknowledged one of the newest {DIGESTED} messages that asks for it:"
+        f" the newest {OPEN_ACKS} (by message), oldest first."
     )
+    open_acks_more: int = Field(0, description="How many more such (recipient, message) are waiting, older than those listed.")
 
 
 def extract(messages: list[Message]) -> tuple[list[str], list[str]]:
@@ -197,41 +202,54 @@ class SummarizeThreadInput(Input):
     agent_name: ReadAs = None
 
 
-def open_acks(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None = None,
-              since: int = 0) -> list[OpenAck]:
-    """Recipients yet to acknowledge a message of the thread (from the id `since` on) that asks
-    for it (another project's as Name@slug), with the message's subject, sender and time (what a
-    reader needs to tell which one it is). A bcc recipient is listed only to the message's sender
-    (a viewer); given viewers, only their messages count."""
-    where, params = visible_to(list(viewers)) if viewers is not None else ("1", [])
-    senders = list(viewers or ())
+def open_acks(db: sqlite3.Connection, messages: list[Message], viewers: frozenset[int] | None = None
+              ) -> tuple[list[OpenAck], int]:
+    """The newest OPEN_ACKS recipients yet to acknowledge one of these messages (a digest's) that
+    asks for it (another project's as Name@slug), oldest first, with the message's subject,
+    sender and time (what a reader needs to tell which one it is); and how many more (older) there
+    are. A bcc recipient is listed only to the message's sender (one of the viewers)."""
+    senders, by_viewers = placeholders(viewers) if viewers else "NULL", list(viewers or ())
+
+    def waiting(ids: list[int], joins: str = "") -> str:
+        return (f" FROM message_recipients r JOIN messages m ON m.id = r.message_id{joins} WHERE r.message_id IN"
+                f" ({placeholders(ids)}) AND r.ack_ts IS NULL AND (r.kind != 'bcc' OR m.sender_id IN ({senders}))")
+
+    # How many each message waits for, then the rows of the newest messages only: ordering every
+    # one by name read and sorted them all (45,540: 60 ms).
+    asking = [message.id for message in messages if message.ack_required]
+    counts = dict(db.execute(f"SELECT r.message_id, count(*){waiting(asking)} GROUP BY r.message_id",
+                             (*asking, *by_viewers)).fetchall()) if asking else {}
+    newest, listed = [], 0
+    for message_id in sorted(counts, reverse=True):
+        if listed >= OPEN_ACKS:
+            break
+        newest.append(message_id)
+        listed += counts[message_id]
+    joins = " JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = a.project_id JOIN agents s ON s.id = m.sender_id"
     rows = db.execute(
-        f"SELECT r.message_id, {RECIPIENT_ADDRESS}, m.subject, s.name, m.created_ts FROM message_recipients r"
-        " JOIN messages m ON m.id = r.message_id JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = a.project_id"
-        " JOIN agents s ON s.id = m.sender_id"
-        f" WHERE m.project_id = ? AND m.thread_id = ? AND m.id >= ? AND m.ack_required AND r.ack_ts IS NULL AND {where}"
-        f" AND (r.kind != 'bcc' OR m.sender_id IN ({placeholders(senders) if senders else 'NULL'}))"
-        " ORDER BY r.message_id, a.name",
-        (project["id"], thread_id, since, *params, *senders),
-    )
+        f"SELECT r.message_id, {RECIPIENT_ADDRESS}, m.subject, s.name, m.created_ts{waiting(newest, joins)}"
+        " ORDER BY r.message_id, a.name", (*newest, *by_viewers),
+    ).fetchall()[-OPEN_ACKS:] if newest else []
     return [OpenAck(message_id=mid, agent=name, subject=subject, sender=sender, created_ts=created_ts)
-            for mid, name, subject, sender, created_ts in rows]
+            for mid, name, subject, sender, created_ts in rows], sum(counts.values()) - len(rows)
 
 
 def digest(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None
-           ) -> tuple[list[Message], list[OpenAck]]:
-    """The thread's newest DIGESTED messages the viewers see (oldest first), and their open acks."""
+           ) -> tuple[list[Message], list[OpenAck], int]:
+    """The thread's newest DIGESTED messages the viewers see (oldest first), their newest open
+    acks and how many more they have."""
     messages = messages_in_thread(db, project, thread_id, viewers=viewers, newest=DIGESTED, body_chars=DIGEST_CHARS)
-    return messages, (open_acks(db, project, thread_id, viewers, since=messages[0].id) if messages else [])
+    return messages, *open_acks(db, messages, viewers)
 
 
-def summary(thread_id: str, header: dict, messages: list[Message], acks: list[OpenAck]) -> dict:
+def summary(thread_id: str, header: dict, messages: list[Message], acks: list[OpenAck], more_acks: int) -> dict:
     """The fields of a ThreadSummary: the thread's header (thread_summaries.header), and what
-    its newest messages (oldest first) and their open acks say."""
+    its newest messages (oldest first) and their open acks (and `more_acks` older) say."""
     key_points, action_items = extract(messages)
     return dict(thread_id=thread_id, subject=header["subject"], message_count=header["message_count"],
                 participants=[place[2] for place in header["participants"]], first_ts=header["first_ts"],
-                last_ts=header["last_ts"], key_points=key_points, action_items=action_items, open_acks=acks)
+                last_ts=header["last_ts"], key_points=key_points, action_items=action_items, open_acks=acks,
+                open_acks_more=more_acks)
 
 
 def summarize_thread(db: sqlite3.Connection, args: SummarizeThreadInput) -> ThreadSummary:
