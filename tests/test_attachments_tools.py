@@ -142,6 +142,21 @@ def test_an_image_of_more_than_8_bits_a_channel_is_kept_as_sent(call, project, m
     assert (described["name"], content) == (name, out.getvalue())
 
 
+def test_a_colour_png_of_16_bits_a_channel_is_kept_as_sent(call, project):
+    """QA, session 30: Pillow opens it as mode RGB, already cut to 8 bits, so the mode check let it be
+    converted (393,570 bytes of 16-bit colour stored as a 1 kB WebP)."""
+    width, height = 256, 64
+    rows = b"".join(b"\x00" + b"".join(struct.pack(">HHH", x * 257, 0, 65535 - x * 257) for x in range(width)) for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    described, content = stored_image(call, project, {"name": "colours.png", "content_base64": b64(png)})
+    assert (described["name"], content) == ("colours.png", png)
+
+
 def test_a_converted_photo_keeps_its_orientation_and_colour_profile_and_loses_its_other_exif(call, project):
     """QA, session 30: a phone photo tagged "rotate 90" came out sideways, and every image lost its
     ICC profile (a Display P3 screenshot's colours then read as sRGB)."""

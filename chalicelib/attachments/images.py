@@ -45,7 +45,7 @@ def to_webp(name: str, media_type: str, content: bytes, max_side: int) -> tuple[
     try:
         with image_module.open(io.BytesIO(content), formats=FORMATS) as image:  # reads the header only
             check_pixels(name, *image.size)
-            if getattr(image, "is_animated", False) or image.mode not in WEBP_MODES:
+            if getattr(image, "is_animated", False) or image.mode not in WEBP_MODES or _deep_colour(image, content):
                 return name, media_type, content
             icc = image.info.get("icc_profile") or b""
             image.thumbnail((max_side, max_side))  # (a JPEG decodes at a reduced size: before any other work)
@@ -64,6 +64,14 @@ def to_webp(name: str, media_type: str, content: bytes, max_side: int) -> tuple[
         return name, media_type, content
     stem = os.path.splitext(name)[0][:MAX_NAME - len(".webp")]  # a name get_attachment takes back
     return f"{stem}.webp", "image/webp", webp
+
+
+def _deep_colour(image, content: bytes) -> bool:
+    """A colour image of 16 bits a channel, which Pillow opens as mode RGB, already cut to 8: its
+    header says (a PNG's IHDR bit depth, a TIFF's BitsPerSample)."""
+    if image.format == "PNG":
+        return content[24:25] == b"\x10"  # IHDR comes first: 8 bytes of signature, then length, type, width, height
+    return image.format == "TIFF" and max(image.tag_v2.get(258) or (8,)) > 8
 
 
 def viewable(media_type: str, content: bytes) -> bool:
