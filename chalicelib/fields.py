@@ -38,15 +38,21 @@ def _storable(value: str) -> str:
 Storable = Annotated[str, AfterValidator(_storable), Field(json_schema_extra={"pattern": r"^[^\x00]*$"})]
 
 
+# Blank: JSON Schema's (ECMAScript's) white space, written out, so that the server and the schema's
+# pattern agree on every character (Python's strip() and \s differ from it: \x1c-\x1f, \x85, \ufeff).
+_SPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_SAYS_SOMETHING = re.compile(rf"[^{_SPACE}]")
+
+
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if not _SAYS_SOMETHING.search(value):
         raise ValueError("is only spaces: write some text")
     return value
 
 
 # A text that says something: a subject or a thread id of spaces passed where "" was refused.
 NotBlank = Annotated[str, AfterValidator(_storable), AfterValidator(_not_blank),
-                     Field(json_schema_extra={"pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"})]
+                     Field(json_schema_extra={"pattern": rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"})]
 
 
 def acting_agent(*old_names: str, default=..., description: str = "You: the agent acting."):

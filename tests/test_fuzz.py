@@ -362,6 +362,19 @@ def test_the_schema_says_a_message_text_takes_no_nul_as_the_server_does(fuzz_ser
         assert schema.is_valid("a b") and not schema.is_valid("a\x00b"), (model, field)
 
 
+def test_the_schema_and_the_server_agree_on_a_blank_subject(fuzz_server):
+    """QA session 30: the pattern said ECMAScript's \\s, the server Python's strip(): \\x1c or \\x85 fit the
+    schema and got a 422, a BOM failed the schema and was taken."""
+    schema = served_field(fuzz_server, "SendMessageInput", "subject")
+    with httpx.Client(base_url=fuzz_server) as client:
+        client.post("/api/ensure_project", json={"human_key": "/blank"})
+        client.post("/api/register_agent", json={"project_key": "blank", "program": "p", "model": "m", "name": "BlueLake"})
+        for subject in ("a", " ", "\x1c", "\x1f", "\x85", "\ufeff", "\u3000", "x\u3000", "\u2028"):
+            sent = client.post("/api/send_message", json={"project_key": "blank", "sender_name": "BlueLake", "to": ["BlueLake"],
+                                                          "subject": subject, "body_md": "b"})
+            assert sent.status_code in (200, 422) and (sent.status_code == 200) == schema.is_valid(subject), (subject, sent.text)
+
+
 def test_a_path_with_a_nul_character_is_refused_by_the_schema_and_the_server(fuzz_server):
     """No file system has such a path: uninstall_precommit_guard's realpath of one raised (a 500)."""
     repo = served_field(fuzz_server, "UninstallPrecommitGuardInput", "code_repo_path")
