@@ -25,6 +25,10 @@ CREATE INDEX acks_pending_in_project ON message_recipients (message_project_id, 
 -- the view of all walked every project's person's inbox (60 ms at 12,000 projects) found through
 -- 0032's agents_human, which nothing reads now.
 DROP INDEX agents_human;
+-- People by name, of every project: before any tool writes as an agent, invoke.admitted asks
+-- whether that name is a person's anywhere (chalicelib/tools/agents.py refuse_people), one probe
+-- of this small index, and looks closer only when it is.
+CREATE INDEX agents_people ON agents (name COLLATE NOCASE) WHERE kind = 'human';
 CREATE INDEX to_humans ON message_recipients (message_id) WHERE human = 1;
 CREATE INDEX to_humans_in_project ON message_recipients (message_project_id, message_id) WHERE human = 1;
 -- A thread read as an agent (summarize_thread, get_thread: chalicelib/tools/messages.py

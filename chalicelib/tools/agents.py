@@ -15,6 +15,7 @@ from ..fields import AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..names import ContactPolicy, random_name, reserved
 from ..registry import Input, Output, tool
+from ..store.db import placeholders
 from .counts import agent_counts, count_agent
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import find_project, refuse_archived
@@ -128,12 +129,17 @@ def refuse_people(db: sqlite3.Connection, project_key: str | None, names: Iterab
     """refuse_human for the agents a write acts as: invoke.admitted calls it for every tool's acting
     agents (Tool.acts_as), so that no tool lets an agent send, ask, answer, block or retire as the
     person. The person acts through send_overseer_message and the web UI, whose admin tools act as
-    nobody (web/pages.py)."""
+    nobody (web/pages.py). People are few: one probe of their index by name (migrations/0048
+    agents_people) clears most writes before the project and the rows are looked up."""
+    names = [name for name in names if name]
+    if not names or db.execute(f"SELECT 1 FROM agents WHERE kind = 'human' AND name COLLATE NOCASE IN ({placeholders(names)})"
+                               " LIMIT 1", names).fetchone() is None:
+        return
     try:
         project = find_project(db, project_key) if project_key else None
     except NotFound:
         return  # the tool's to report (or a project to create)
-    for name in filter(None, names) if project else ():
+    for name in names if project else ():
         refuse_human(project, db.execute("SELECT name, kind FROM agents WHERE id = ?", (agent_id(project["id"], name),)).fetchone())
 
 
