@@ -58,12 +58,14 @@ def build(settings: Settings, messages: int) -> None:
         rows.append((mid, pid, sender, thread, f"{thread}: step {i}", BODY, "urgent" if i % 97 == 0 else "normal",
                      int(i % 7 == 0), f"2026-11-{1 + i * 28 // (messages + 200):02d}T12:00:00.000000Z"))
         for to in (ids[(i + 1) % 20], ids[(i + 2) % 20]):
-            recipients.append((stable_id("recipient", mid, to), mid, to, "to", None if i % 3 else "2026-11-30T00:00:00Z", None, pid))
+            recipients.append((stable_id("recipient", mid, to), mid, to, "to", None if i % 3 else "2026-11-30T00:00:00Z", None, pid,
+                               int(i % 97 == 0), int(i % 7 == 0), pid, thread))
     with conn:
         conn.executemany("INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance,"
                          " ack_required, created_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.executemany("INSERT INTO message_recipients (id, message_id, agent_id, kind, read_ts, ack_ts, project_id)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?)", recipients)
+        # Every column store_recipients writes (the message's urgency, ack_required, project and thread: 0020, 0048).
+        conn.executemany("INSERT INTO message_recipients (id, message_id, agent_id, kind, read_ts, ack_ts, project_id, urgent,"
+                         " ack_required, message_project_id, thread_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", recipients)
         # Bulk SQL bypasses the write path: the thread summaries are made as a retention purge remakes them.
         thread_summaries.recount(conn, pid, sorted({row[3] for row in rows}))
         counts._add_to_projects(conn, [(pid, len(rows), 0)])
