@@ -317,3 +317,14 @@ def test_a_path_or_method_no_route_takes_is_a_404_in_the_error_shape(template):
     assert response["StatusCode"] == "404" and response["ResponseParameters"]["Headers"]["Content-Type"] == "'application/json'"
     body = json.loads(response["ResponseTemplates"]["application/json"].replace("$context.httpMethod $context.path", "GET /x"))
     assert set(body["error"]) == {"code", "message", "hint"} and body["error"]["code"] == "not_found"
+
+
+def test_the_function_url_has_a_concurrency_cap_and_the_bucket_keeps_its_policy(template):
+    """QA session 30: API Gateway's throttling does not reach the function URL (requests without a
+    token could start Mcp containers up to the account's limit), and deleting the stack kept the
+    attachments bucket but deleted its TLS-only policy."""
+    assert functions(template)["Mcp"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["WithMcpFunctionUrl", {"Ref": "McpUrlConcurrency"}, {"Ref": "AWS::NoValue"}]}
+    assert [functions(template)[name].get("ReservedConcurrentExecutions") for name in ("APIHandler", "ArchiveWorker")] == [None, None]
+    for name in ("AttachmentsBucket", "AttachmentsBucketPolicy"):
+        assert (template["Resources"][name]["DeletionPolicy"], template["Resources"][name]["UpdateReplacePolicy"]) == ("Retain", "Retain")
