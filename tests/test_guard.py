@@ -1,8 +1,11 @@
 """The pre-commit guard: installed in real git repositories, exercised by real commits
 against the real server."""
 
+import http.server
+import json
 import os
 import stat
+import threading
 import subprocess
 import time
 from pathlib import Path
@@ -457,3 +460,33 @@ def test_a_guard_in_a_work_tree_of_a_bare_repository_checks_its_paths(api, serve
     assert commit(top / "main", "a.py", **env).returncode == 0
     held = commit(top / "main", "b.py", **env)
     assert held.returncode != 0 and "b.py is reserved by GreenCastle" in held.stderr and "Traceback" not in held.stderr, held.stderr
+
+
+def test_a_server_that_refuses_every_size_of_chunk_is_asked_a_bounded_number_of_times(guarded, repo):
+    """QA session 30: chunks refused as too costly to compare were split down to what the server took,
+    each refusal after the check's budget (seconds): refused down to single paths, 1,000 files made
+    ~1,000 refusals, a commit held for an hour. Here every chunk of more than one path is refused."""
+    asked = []
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            asked.append(len(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["paths"]))
+            refused = {"error": {"code": "too_much_to_compare", "message": "Too much.", "hint": "Fewer."}}
+            body = json.dumps(refused if asked[-1] > 1 else {"conflicts": []}).encode()
+            self.send_response(422 if asked[-1] > 1 else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    refusing = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=refusing.serve_forever, daemon=True).start()
+    try:
+        result = guarded("BlueLake", *[f"many/{n}.txt" for n in range(1000)],
+                         AGENT_MAIL_URL=f"http://127.0.0.1:{refusing.server_address[1]}")
+    finally:
+        refusing.shutdown()
+    assert result.returncode != 0 and "the check was refused" in result.stderr and commits(repo) == 0
+    assert len([size for size in asked if size > 1]) == 16 + 1 and asked[0] == 1000, asked  # SPLITS, then given up
