@@ -1106,6 +1106,12 @@ def test_a_projects_retention_policy_is_in_its_project_json_and_a_restore_keeps_
     call("set_retention_policy", project_key=project, mode=None)  # back to the server's default
     drain(settings, archive)
     assert "retention_mode" not in json.loads(archive.read(f"projects/{project}/project.json"))
+    call("set_retention_policy", project_key=project, mode=None, days=30)  # the server's mode after 30 days (was not
+    drain(settings, archive)  # archived: verify found project.json different whatever a repair wrote, a restore lost it)
+    with db.connection(settings) as conn:
+        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+    kept = invoke.call(TOOLS["get_retention_policy"], {"project_key": project}, restore_into(settings, tmp_path / "again.db"))
+    assert (kept.mode, kept.days) == (None, 30)
 
 
 def first_naming(entry: dict) -> dict[str, bytes]:

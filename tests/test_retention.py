@@ -14,7 +14,7 @@ from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import message_path, parse_document
 from chalicelib.archive.worker import drain
 from chalicelib.config import Settings, get_settings
-from chalicelib.errors import Conflict, InvalidArgument
+from chalicelib.errors import Conflict, InvalidArgument, NotFound
 from chalicelib.ops import doctor
 from chalicelib.store.idempotency import ResultGone
 from chalicelib.store import db
@@ -213,6 +213,31 @@ def test_purged_mail_stays_in_the_archive_and_verify_expects_it(settings, call, 
     with db.connection(settings) as conn, GitArchive.local(settings) as archive:
         [unexpected] = rebuild.verify(conn, archive)["unexpected"]
     assert unexpected.startswith("projects/work-other/messages/") and unexpected.endswith(f"__{lost}.md")
+
+
+def test_a_purge_after_archive_only_goes_oldest_first_so_verify_and_repair_keep_purged_mail_out(settings, call, two_projects,
+                                                                                                   later, tmp_path):
+    """Bodies archived, then purge: a run stopped at its budget took the messages with bodies
+    first (the newest), so the oldest kept fell below mail it deleted; verify called that mail
+    unexpected and doctor --repair brought it back, bodies included."""
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    call("set_retention_policy", project_key="work-team", mode="archive_only", days=30)
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    later(31)
+    assert run_retention(settings, budget=1)["bodies_archived"] == 1  # the oldest
+    call("set_retention_policy", project_key="work-team", mode="purge", days=30)
+    assert run_retention(settings, budget=2)["messages_purged"] == 2
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)  # project.json says purge
+    [*purged, kept] = two_projects
+    assert call("get_message", project_key="work-team", message_id=kept["id"])["body_md"] == "rollback steps 2"
+    for message in purged:
+        with pytest.raises(NotFound):
+            call("get_message", project_key="work-team", message_id=message["id"])
+    with db.connection(settings) as conn, GitArchive.local(settings) as archive:
+        assert rebuild.verify(conn, archive) == CLEAN
+    assert doctor.archive(settings).ok
 
 
 def test_idle_agents_are_retired_only_when_configured(settings, call, project, later):

@@ -74,10 +74,12 @@ def project_payload(project: sqlite3.Row) -> dict:
         payload["project_archived_ts"] = project["archived_ts"]
     elif project["unarchived_ts"]:
         payload["project_unarchived_ts"] = project["unarchived_ts"]
-    if project["retention_mode"]:  # a policy of its own (set_retention_policy), so a restore keeps it
+    # A policy of its own (set_retention_policy), so a restore keeps it: a mode, days, or both
+    # (days alone: the server's mode after the project's days).
+    if project["retention_mode"]:
         payload["project_retention_mode"] = project["retention_mode"]
-        if project["retention_days"]:
-            payload["project_retention_days"] = project["retention_days"]
+    if project["retention_days"]:
+        payload["project_retention_days"] = project["retention_days"]
     if project["archive_version"]:
         payload["project_version"] = str(project["archive_version"])
     return payload

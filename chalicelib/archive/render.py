@@ -211,12 +211,11 @@ def project_file(entry: dict) -> dict[str, bytes]:
 
 
 def retention_of(project: dict) -> tuple[str | None, int | None]:
-    """(mode, days) of a project.json's retention policy; (None, None): none of its own (or none
-    there could be: edited by hand), the server's default applies."""
+    """(mode, days) of a project.json's retention policy, each None where it has none of its own
+    (or none there could be: edited by hand): the server's default applies."""
     mode, days = project.get("retention_mode"), project.get("retention_days")
-    if mode not in get_args(RetentionMode):
-        return None, None
-    return mode, days if isinstance(days, int) and not isinstance(days, bool) and days >= 1 else None
+    return (mode if mode in get_args(RetentionMode) else None,
+            days if isinstance(days, int) and not isinstance(days, bool) and days >= 1 else None)
 
 
 def keeping_what_is_known(content: bytes, project: dict, written: dict) -> bytes:

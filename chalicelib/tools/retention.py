@@ -157,14 +157,16 @@ def chunked(conn, settings: Settings, budget: int, step: Callable[[sqlite3.Conne
 
 
 def old_messages(db: sqlite3.Connection, project_id: int, before_id: int, limit: int, with_body_only: bool) -> list[int]:
-    """Up to `limit` ids of the project's messages older than `before_id` (index messages_by_retention)."""
+    """The `limit` oldest of the project's messages older than `before_id` (index
+    messages_by_retention, a walk for each body state): oldest first, so a purge stopped at its
+    budget has deleted nothing above what it keeps (purged_before_id)."""
     found: list[int] = []
     for archived in ("IS NULL",) if with_body_only else ("IS NULL", "IS NOT NULL"):
         found += [row[0] for row in db.execute(
             f"SELECT id FROM messages WHERE project_id = ? AND body_archived_ts {archived} AND id < ? ORDER BY id LIMIT ?",
-            (project_id, before_id, limit - len(found)),
+            (project_id, before_id, limit),
         )]
-    return found
+    return sorted(found)[:limit]
 
 
 def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limit: int) -> int:
