@@ -4,6 +4,7 @@ agent tokens, contact policies, products, build slots, retention policies). Real
 real git, the real CLI."""
 
 import json
+import os
 import shutil
 import sqlite3
 import threading
@@ -140,6 +141,12 @@ def test_backup_refuses_to_overwrite_unless_forced_and_makes_no_sense_on_a_repli
     assert subjects(target) == []  # a database now: the project, its agents, no mail
     itself = run(settings, "db", "backup", "--force", str(settings.database_path))
     assert itself.exit_code == 1 and "is the database itself" in itself.stderr
+    os.mkfifo(tmp_path / "fifo")  # as /dev/null: --force made it a regular file (a helper's fuzz replaced this machine's)
+    (tmp_path / "link").symlink_to(target)
+    for odd in ("fifo", "link"):
+        refused = run(settings, "db", "backup", "--force", str(tmp_path / odd))
+        assert refused.exit_code == 1 and "is not a regular file" in refused.stderr
+    assert (tmp_path / "fifo").is_fifo() and (tmp_path / "link").is_symlink()
     Path(f"{target}-wal").write_bytes(b"")  # a database in use: replaced under its WAL, it would be corrupt
     in_use = run(settings, "db", "backup", "--force", str(target))
     assert in_use.exit_code == 1 and "-wal exists" in in_use.stderr

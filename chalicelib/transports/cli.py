@@ -629,6 +629,8 @@ def backup_refusal(settings: Settings, path: Path, force: bool) -> str | None:
         return f"no database at {settings.database_path}"
     if not path.parent.is_dir():
         return f"no directory {path.parent}"
+    if path.is_symlink() or (path.exists() and not path.is_file()):  # --force replaces a file, never /dev/null or a link
+        return f"{path} is not a regular file; choose another path"
     if path.exists() and not force:
         return f"{path} exists; choose another path, or --force to replace it"
     if path.resolve() == settings.database_path.resolve():
