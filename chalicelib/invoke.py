@@ -151,7 +151,8 @@ def _prepare(work, tool: Tool, args: Input, settings: Settings, principal: auth.
     def once(fresh: bool) -> None:
         with _busy_or_full_is_unavailable(), connection(settings, fresh=fresh) as conn, transaction(conn, write=False):
             admitted(conn, tool, args, settings, principal)  # a call it may not make does no work
-            work(conn)
+            with auth.calling(principal), scopes.mentioning(principal.projects):  # as run() runs the handler: its
+                work(conn)  # hints name no project out of scope
 
     _on_fresh_enough_data(once, tool, args, settings)
 

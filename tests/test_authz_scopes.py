@@ -168,6 +168,10 @@ def test_hints_and_notes_name_no_project_out_of_scope(call, settings):
     with pytest.raises(NotFound) as missing:  # a project in scope is named as before
         as_(both, "get_project", project_key="/beta/sub")
     assert "inside project 'beta' (/beta)" in missing.value.hint
+    with pytest.raises(NotFound) as missing:  # a write's preparation too (it ran outside the scope)
+        as_(sub, "macro_prepare_thread", project_key="/beta/sub", thread_id="T1", program="p", model="m", agent_name="BlueLake",
+            registration_token="any")
+    assert "beta" not in missing.value.hint.replace("/beta/sub", "")
     created = as_(sub, "ensure_project", human_key="/beta/sub")
     assert created.slug == "beta-sub" and created.note is None
     assert "inside project 'beta'" in as_(both, "ensure_project", human_key="/beta/other").note
