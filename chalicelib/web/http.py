@@ -39,9 +39,10 @@ class Response:
 
 
 def pairs(text: str) -> dict[str, str]:
-    """A query string or urlencoded form as {name: first value}, bounded."""
+    """A query string or urlencoded form as {name: first value}, bounded: its first MAX_FIELDS
+    fields are read, the rest ignored (parse_qsl's own bound refuses the whole string)."""
     found: dict[str, str] = {}
-    for name, value in parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS):
+    for name, value in parse_qsl("&".join(text.split("&", MAX_FIELDS)[:MAX_FIELDS]), keep_blank_values=True):
         found.setdefault(name, value)
     return found
 
@@ -51,7 +52,7 @@ def form_fields(body: bytes, content_type: str | None) -> dict[str, str]:
         return {}
     try:
         return pairs(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except UnicodeDecodeError:
         return {}
 
 
@@ -75,12 +76,8 @@ def cookies(header: str | None) -> dict[str, list[str]]:
 def request(method: str, path: str, query_string: str, body: bytes, headers: dict[str, str], root: str = "", tls: bool = False,
             too_large: bool = False, client: str | None = None) -> Request:
     """A Request from raw parts; `headers` with lower-case names."""
-    try:
-        query = pairs(query_string)
-    except ValueError:
-        query = {}
     return Request(
-        method=method.upper(), path=path, query=query, form=form_fields(body, headers.get("content-type")),
+        method=method.upper(), path=path, query=pairs(query_string), form=form_fields(body, headers.get("content-type")),
         cookies=cookies(headers.get("cookie")), root=root, tls=tls, too_large=too_large,
         same_origin=headers.get("sec-fetch-site") == "same-origin", client=client,
     )
