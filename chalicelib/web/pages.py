@@ -310,6 +310,12 @@ class WebUI:
         anyone while agents need no tokens (other roles are what agents are given: security/scopes.py)."""
         return self.oversees() or not auth.agent_tokens_required(self.settings)
 
+    def reads_inbox(self) -> bool:
+        """Whether the signed-in person reads the inbox, every project's newest mail: one who sees
+        all with a credential for every project (unified_inbox without a project refuses one scoped
+        to some: docs/security.md). Others start from the projects."""
+        return self.sees_all() and invoke.caller(None).projects is None
+
     def may(self, tool_name: str) -> bool:
         """Whether the signed-in credential's role takes this tool (security/scopes.py): a reader
         "sees all" without agent tokens, but is offered no button its role would have refused."""
@@ -319,7 +325,8 @@ class WebUI:
         body = self.env.get_template(template).render(
             root=request.root, csrf=self.sessions.csrf(session) if session else "", request=request,
             signed_in=self.sessions.signed_in(session) and not self.sessions.open,
-            sees_all=self.sees_all(), speaks=self.oversees(),  # what the page offers (send_overseer_message: admin)
+            sees_all=self.sees_all(), reads_inbox=self.reads_inbox(),  # what the page offers
+            speaks=self.oversees(),  # (send_overseer_message: admin)
             may=self.may,  # and, of what it sees, what its role may do
             max_form_bytes=self.settings.max_body_bytes, form_limit=self.form_limit,  # a form past it is refused unread
             done=DONE.get(request.query.get("done", "")),  # what the action just taken did (act)
@@ -424,7 +431,7 @@ class WebUI:
         return response
 
     def inbox(self, request: Request, session: Session) -> Response:
-        if not self.sees_all():  # every agent's mail: what this credential may not read
+        if not self.reads_inbox():  # every project's and agent's mail: what this credential may not read
             return self.redirect(request, "/ui/projects")
         before, view = request.query.get("before") or None, request.query.get("view") or None
         inbox = self.run("unified_inbox", before_id=before, view=view, limit=PAGE_SIZE)
@@ -717,7 +724,9 @@ class WebUI:
         query = request.query
         scope = {"project": query.get("p") or None, "thread_id": query.get("t") or None, "view": query.get("view") or None,
                  "product": query.get("k") or None, "reads": query.get("read") == "1"}
-        latest = self.latest(**scope) if self.sees_all() else ""
+        # The inbox's scope (no project, no product) is every project's: not a scoped credential's.
+        reaches = self.sees_all() if scope["project"] or scope["product"] else self.reads_inbox()
+        latest = self.latest(**scope) if reaches else ""
         body = orjson.dumps({"latest": latest})
         return Response(200, body, "application/json")
 
