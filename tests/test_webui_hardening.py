@@ -148,7 +148,7 @@ def test_a_session_that_reads_no_agents_mail_gets_the_pages_it_may_read(site):
         assert home.status_code == 303 and home.headers["location"].endswith("/ui/projects")
         page = person.get("/ui/project", params={"p": "srv-app"})
         assert page.status_code == 200, page.text
-        assert ">BlueLake<" in page.text and "<code>deploy</code>" in page.text  # agents and slots
+        assert ">BlueLake<" in page.text and "<code><bdi>deploy</bdi></code>" in page.text  # agents and slots
         assert "T-1" not in page.text and "only an admin credential reads them" in page.text  # no threads
         for offered in ("/ui/compose", ">Inbox<", ">Retire<", "Force release", "data-live=", "/ui/agent?", "Open acks"):
             assert offered not in page.text, offered  # (an agent's page is its mail: names are no links; nor are its acks)

@@ -56,7 +56,7 @@ def section(page: str, heading: str) -> str:
 def reservation_rows(page: str) -> dict[str, str]:
     """The project page's file reservation rows by pattern (which may wrap after a /: <wbr>)."""
     rows = section(page, "File reservations").replace("<wbr>", "").split("<tr>")[2:]
-    return {re.search(r"<code>([^<]+)</code>", row).group(1): row for row in rows}
+    return {re.search(r"<code><bdi>([^<]+)</bdi></code>", row).group(1): row for row in rows}
 
 
 def test_the_project_page_lists_open_acks_of_the_whole_project_however_busy(site):
@@ -634,8 +634,8 @@ def test_overlapping_reservations_of_two_agents_are_flagged_on_the_project_page(
     assert [o["agent"] for o in listed["src/api/handlers.py"]["conflicts_with"]] == ["GreenCastle"]
     assert listed["docs/**"]["conflicts_with"] == listed["docs/guide.md"]["conflicts_with"] == []
     rows = reservation_rows(ui(url).get("/ui/project", params={"p": P}).text)
-    assert "overlaps RedStone's <code>src/api/handlers.py</code>" in rows["src/api/*"]
-    assert "overlaps GreenCastle's <code>src/api/*</code>" in rows["src/api/handlers.py"]
+    assert "overlaps RedStone's <code><bdi>src/api/handlers.py</bdi></code>" in rows["src/api/*"]
+    assert "overlaps GreenCastle's <code><bdi>src/api/*</bdi></code>" in rows["src/api/handlers.py"]
     assert "overlaps" not in rows["docs/**"] + rows["docs/guide.md"]
 
 

@@ -164,6 +164,17 @@ def _listed(inbox) -> set[str]:
     return {str(message.id) for message in inbox.messages} if inbox else set()
 
 
+# Characters that reorder the text around them, unseen: the embeddings and overrides, the
+# isolates and the direction marks. In a file's name "invoice\u202efdp.exe" reads "invoiceexe.pdf".
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _file_name(name: str) -> str:
+    """A file's name as a page shows it: each bidi control written out (⟨U+202E⟩), so that what
+    it reads is what the name holds (the download keeps the exact name)."""
+    return _BIDI_CONTROLS.sub(lambda control: f"⟨U+{ord(control[0]):04X}⟩", name)
+
+
 def _size(size: int) -> str:
     """1536 -> 1.5 KB."""
     if size < 1024:
@@ -200,7 +211,7 @@ class WebUI:
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
         self.env.filters.update(when=_when, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
-                                size=_size, reply_subject=_reply_subject, home=_home, path=_path, kept=_kept)
+                                size=_size, file_name=_file_name, reply_subject=_reply_subject, home=_home, path=_path, kept=_kept)
         self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
                                 shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
         # A thread's messages never change, and live refresh re-renders whole threads: each
