@@ -199,8 +199,11 @@ class WebUI:
     }
 
     def __init__(self, settings: Settings, limiter: ratelimit.RateLimiter | None = None,
-                 authenticator: auth.Authenticator | None = None) -> None:
+                 authenticator: auth.Authenticator | None = None, serves_docs: bool = False) -> None:
         self.settings = settings
+        # Whether the transport answers /docs (the local server, with Swagger UI's files): the
+        # navigation links it only then (the Chalice app has no /docs: API Gateway's JSON 403).
+        self.serves_docs = serves_docs
         self.sessions = Sessions(settings, authenticator)  # the transport's, as the limiter
         self.limiter = limiter or ratelimit.RateLimiter(settings)  # the transport's: one budget for the API and the pages
         self.tools = tools_by_name()
@@ -341,6 +344,7 @@ class WebUI:
             may=self.may,  # and, of what it sees, what its role may do
             max_form_bytes=self.settings.max_body_bytes, form_limit=self.form_limit,  # a form past it is refused unread
             done=DONE.get(request.query.get("done", "")),  # what the action just taken did (act)
+            serves_docs=self.serves_docs,  # the navigation's API link
             **context,
         )
         return Response(status, body.encode())
