@@ -46,7 +46,7 @@ _SAYS_SOMETHING = re.compile(rf"[^{_SPACE}]")
 
 def _not_blank(value: str) -> str:
     if not _SAYS_SOMETHING.search(value):
-        raise ValueError("is only spaces: write some text")
+        raise ValueError(f"is {'only spaces' if value else 'empty'}: write some text")
     return value
 
 

@@ -202,10 +202,10 @@ def test_the_web_ui_links_to_the_next_page(tmp_path):
         rest = web.get(more.replace("&amp;", "&")).text
         assert re.findall(r">(Agent\d{4})<", rest.split("<h2>Build slots</h2>")[0]) == names[LIST_SHOWN:]
         assert "More agents" not in rest
-        assert re.findall(r"<code>build-(Agent\d{4})</code>", page) == names[:LIST_SHOWN]
+        assert re.findall(r"<code><bdi>build-(Agent\d{4})</bdi></code>", page) == names[:LIST_SHOWN]
         [more] = re.findall(r'href="([^"]*&amp;slots=[^"]*)"[^>]*>More build slots', page)
         rest = web.get(more.replace("&amp;", "&")).text
-        assert re.findall(r"<code>build-(Agent\d{4})</code>", rest) == names[LIST_SHOWN:] and "More build slots" not in rest
+        assert re.findall(r"<code><bdi>build-(Agent\d{4})</bdi></code>", rest) == names[LIST_SHOWN:] and "More build slots" not in rest
 
         [older] = re.findall(r'href="([^"]*&amp;threads=[^"]*)"[^>]*>Older threads', page)
         assert re.findall(r">(T-\d{3})</a>", page) == [f"T-{n:03d}" for n in range(THREADS_SHOWN + 1, 1, -1)]

@@ -66,7 +66,7 @@ def links(page: str) -> dict[str, dict]:
     for item in re.findall(r'<ul class="attachments">(.*?)</ul>', page, re.S):
         for li in re.findall(r"<li>(.*?)</li>", item, re.S):
             img = re.search(r'<img src="([^"]+)"', li)
-            file = re.search(r'<a class="file" href="([^"]+)" download>([^<]*)</a>', li)
+            file = re.search(r'<a class="file" href="([^"]+)" download><bdi>([^<]*)</bdi></a>', li)
             meta = re.search(r'<span class="meta">([^<]*)</span>', li)
             found[unescape(file.group(2))] = {"img": img and unescape(img.group(1)), "href": unescape(file.group(1)),
                                               "meta": unescape(meta.group(1))}
@@ -228,6 +228,39 @@ def test_hostile_file_names_are_encoded_and_control_characters_refused(site):
         header = content_disposition(name, "inline")
         assert header.isascii() and "\r" not in header and "\n" not in header and header.count('"') == 2
         assert unquote(header.split("UTF-8''")[1]) == name and "/" not in header.split(";")[1]
+
+
+def test_a_file_names_bidi_controls_show_and_what_agents_wrote_is_isolated(site):
+    """QA, session 31: a file named "invoice\u202efdp.exe" (RIGHT-TO-LEFT OVERRIDE) read
+    "invoiceexe.pdf" on the thread page, its type and size after it reversed too; a program
+    "claude-code\u202e" turned its model "opus-4" into "4-supo", and so on for a reservation's
+    pattern or a build slot: none was isolated, and a name's control could not be seen."""
+    url, api, _ = site
+    rlo, rli = "\u202e", "\u2067"
+    for call, body in (("register_agent", {"program": f"claude-code{rlo}", "model": "opus-4", "name": "AmberFinch"}),
+                       ("set_contact_policy", {"agent_name": "AmberFinch", "policy": "open"}),
+                       ("file_reservation_paths", {"agent_name": "AmberFinch", "paths": [f"src/{rlo}sj.nim/*"], "reason": "x"}),
+                       ("acquire_build_slot", {"agent_name": "AmberFinch", "slot": f"ci{rlo}"})):
+        api.post(f"/api/{call}", json={"project_key": "srv-files", **body}).raise_for_status()
+    names = [f"invoice{rlo}fdp.exe", f"shot{rli}.png"]
+    sent = api.post("/api/send_message", json={
+        "project_key": "srv-files", "sender_name": "AmberFinch", "to": ["GreenCastle"], "subject": "Invoice", "body_md": "Attached.",
+        "thread_id": "RLO", "attachments": [{"name": names[0], "content_base64": b64(b"MZ")},
+                                            {"name": names[1], "content_base64": b64(png()), "keep_original": True}]})
+    sent.raise_for_status()
+    page = api.get("/ui/thread", params={"p": "srv-files", "t": "RLO"}).text
+    assert rlo not in page and rli not in page  # (the subject and body hold none)
+    shown = links(page)
+    assert set(shown) == {"invoice⟨U+202E⟩fdp.exe", "shot⟨U+2067⟩.png"}  # each in a <bdi> (links())
+    assert 'alt="shot⟨U+2067⟩.png"' in page
+    for name, attachment in zip(names, sent.json()["message"]["attachments"]):  # the download keeps the exact name
+        answer = api.get(shown[name.replace(rlo, "⟨U+202E⟩").replace(rli, "⟨U+2067⟩")]["href"])
+        assert answer.status_code == 200 and unquote(answer.headers["content-disposition"].split("UTF-8''")[1]) == name
+    agent = api.get("/ui/agent", params={"p": "srv-files", "a": "AmberFinch"}).text
+    assert f"<dd><bdi>claude-code{rlo}</bdi> · <bdi>opus-4</bdi></dd>" in agent
+    project = api.get("/ui/project", params={"p": "srv-files"}).text
+    assert f"<td><bdi>claude-code{rlo}</bdi> · <bdi>opus-4</bdi></td>" in project
+    assert f"<code><bdi>src/<wbr>{rlo}sj.nim/<wbr>*</bdi></code>" in project and f"<code><bdi>ci{rlo}</bdi></code>" in project
 
 
 def test_only_who_may_read_the_message_reads_its_attachments(site):

@@ -78,6 +78,44 @@ def test_every_state_changing_form_needs_the_sessions_csrf_token(url):
     assert sent.status_code == 303 and sent.headers["location"].startswith("/ui/thread?p=srv-app")
 
 
+# What other apps on this host may have set (cookies are shared by every port): SimpleCookie
+# read none of a header holding one of these, the session's cookie included.
+NEIGHBOURS = ("theme=dark mode", 'x={"a":1}')
+
+
+def _with_neighbours(client: httpx.Client) -> dict[str, str]:
+    """A Cookie header holding the client's session between the neighbours, as a browser sends it."""
+    return {"Cookie": "; ".join((NEIGHBOURS[0], f"am_session={client.cookies['am_session']}", NEIGHBOURS[1]))}
+
+
+def _posted_with_neighbours(client: httpx.Client, path: str, form: dict) -> httpx.Response:
+    """`form` posted with the neighbours' cookies around the session's (the page's CSRF token read the same way)."""
+    page = client.get(path, headers=_with_neighbours(client))
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    return client.post(path.partition("?")[0], data={"csrf": csrf, **form}, headers=_with_neighbours(client))
+
+
+def test_another_apps_cookie_on_the_host_breaks_neither_the_sign_in_nor_a_form(url, tmp_path):
+    """QA, session 31: with auth on, signing in led back to the sign-in page; with auth off,
+    every form was refused as a forgery (a fresh session at every request)."""
+    message = {"project_key": "srv-app", "to": "BlueLake", "subject": "neighbours", "body_md": "x"}
+    client = httpx.Client(base_url=url, timeout=60)
+    client.get("/ui/login")  # a pre-login session, whose cookie the browser then sends with the others
+    signed = _posted_with_neighbours(client, "/ui/login", {"token": TOKEN, "next": "/ui/projects"})
+    assert signed.status_code == 303 and signed.headers["location"] == "/ui/projects", signed.text
+    assert client.get("/ui/projects", headers=_with_neighbours(client)).status_code == 200  # signed in, not sent back
+    sent = _posted_with_neighbours(client, "/ui/compose?p=srv-app", message)
+    assert sent.status_code == 303 and sent.headers["location"].startswith("/ui/thread?p=srv-app")
+    with running_server(tmp_path / "agent_mail.db") as open_url:  # authentication off: a session ties the CSRF token
+        api = httpx.Client(base_url=open_url, timeout=60)
+        api.post("/api/ensure_project", json={"human_key": "/srv/app"}).raise_for_status()
+        api.post("/api/register_agent", json={"project_key": "srv-app", "program": "p", "model": "m", "name": "BlueLake"}).raise_for_status()
+        client = httpx.Client(base_url=open_url, timeout=60)
+        client.get("/ui/projects")
+        sent = _posted_with_neighbours(client, "/ui/compose?p=srv-app", message)
+        assert sent.status_code == 303 and sent.headers["location"].startswith("/ui/thread?p=srv-app"), sent.text
+
+
 def test_login_and_logout_in_the_browser_and_docs_work_offline(url):
     with chromium() as browser:
         context = browser.new_context()

@@ -56,6 +56,29 @@ def test_login_then_the_inbox_thread_and_a_reply_on_chalice(client):
     assert client.http.get("/api/list_projects", headers=session).status_code == 401  # the cookie is no API credential
 
 
+def test_the_navigation_links_only_pages_the_app_serves(client, tmp_path):
+    """QA, session 31: every page's "API" link led to /docs, which only the local server serves:
+    on the Chalice app (AWS) it answered API Gateway's JSON 403."""
+    from fastapi.testclient import TestClient
+
+    from chalicelib.transports.asgi import create_app
+
+    login = client.http.get("/ui/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', login.body.decode()).group(1)
+    signed = client.http.post("/ui/login", headers={"content-type": "application/x-www-form-urlencoded", "cookie": _cookie(login)},
+                              body=f"csrf={csrf}&token={TOKEN}&next=/")
+    session = {"cookie": _cookie(signed)}
+    nav = re.search(r"<nav>(.*?)</nav>", client.http.get("/ui/projects", headers=session).body.decode(), re.S).group(1)
+    links = re.findall(r'href="([^"]+)"', nav)
+    assert "/ui/projects" in links and "/docs" not in links
+    for link in links:
+        assert client.http.get(link, headers=session).status_code == 200, link
+    local = TestClient(create_app(Settings(database_url=f"sqlite:///{tmp_path}/a.db", archive_enabled=False)),
+                       base_url="http://127.0.0.1:8765")
+    nav = re.search(r"<nav>(.*?)</nav>", local.get("/ui/projects").text, re.S).group(1)
+    assert 'href="/docs"' in nav and local.get("/docs").status_code == 200  # the local server serves it
+
+
 def test_links_and_redirects_keep_api_gateways_stage_prefix(tmp_path):
     """Deployed, API Gateway serves the app under its stage (/api): app.py passes it as the root."""
     from chalicelib.store import db

@@ -20,8 +20,10 @@ ADMIN = "admin-token-0123456789"
 READER = "reader-token-0123456789"
 WRITER = "writer-token-0123456789"
 NOWHERE = "admin-of-none-0123456789"  # an admin of a project that does not exist
+APP_ADMIN = "admin-of-app-0123456789"  # an admin of srv-app only
 TOKENS = [ADMIN, {"token": READER, "projects": "*", "role": "reader"},
-          {"token": WRITER, "projects": ["srv-app"], "role": "writer"}, {"token": NOWHERE, "projects": ["srv-none"], "role": "admin"}]
+          {"token": WRITER, "projects": ["srv-app"], "role": "writer"}, {"token": NOWHERE, "projects": ["srv-none"], "role": "admin"},
+          {"token": APP_ADMIN, "projects": ["srv-app"], "role": "admin"}]
 SECRET = b"the deploy key is in vault\n"
 
 
@@ -146,13 +148,36 @@ def test_a_session_that_reads_no_agents_mail_gets_the_pages_it_may_read(site):
         assert home.status_code == 303 and home.headers["location"].endswith("/ui/projects")
         page = person.get("/ui/project", params={"p": "srv-app"})
         assert page.status_code == 200, page.text
-        assert ">BlueLake<" in page.text and "<code>deploy</code>" in page.text  # agents and slots
+        assert ">BlueLake<" in page.text and "<code><bdi>deploy</bdi></code>" in page.text  # agents and slots
         assert "T-1" not in page.text and "only an admin credential reads them" in page.text  # no threads
         for offered in ("/ui/compose", ">Inbox<", ">Retire<", "Force release", "data-live=", "/ui/agent?", "Open acks"):
             assert offered not in page.text, offered  # (an agent's page is its mail: names are no links; nor are its acks)
         assert person.get("/ui/live", params={"p": "srv-app"}).json() == {"latest": ""}
     page = signed_in(url, ADMIN).get("/ui/project", params={"p": "srv-app"}).text
     assert all(offered in page for offered in ("T-1", "/ui/compose", ">Inbox<", ">Retire<", "data-live=", "Open acks"))
+
+
+def test_a_session_scoped_to_some_projects_starts_from_them_not_from_a_403_inbox(site, tokens_off):
+    """QA, session 31: an admin scoped to some projects (or any role's, agent tokens off) signed in
+    to a 403 page, the inbox (unified_inbox without a project refuses a scoped credential), whose
+    "Back to the inbox" was the same 403, as were the navigation's Inbox and the inbox's live poll."""
+    for url, token in ((site[0], APP_ADMIN), (tokens_off[0], WRITER)):
+        person = signed_in(url, token)  # (its sign-in led to /)
+        for home in ("/", "/?view=urgent"):
+            answer = person.get(home)
+            assert answer.status_code == 303 and answer.headers["location"] == "/ui/projects", (token, answer.text)
+        projects = person.get("/ui/projects")
+        assert projects.status_code == 200 and "/ui/project?p=srv-app" in projects.text and ">Inbox<" not in projects.text
+        assert person.get("/ui/live", params={"read": "1"}).json() == {"latest": ""}
+        assert person.get("/ui/live", params={"p": "srv-app"}).json()["latest"]  # its project's page still refreshes
+        page = person.get("/ui/project", params={"p": "srv-app"})
+        assert page.status_code == 200 and "data-live=" in page.text
+        refused = person.get("/ui/project", params={"p": "srv-elsewhere"})
+        assert refused.status_code in (403, 404) and "Back to the inbox" not in refused.text
+        assert f'<a href="/ui/projects">Back to the projects</a>' in refused.text
+    admin = signed_in(site[0], ADMIN)  # every project's: the inbox, as before
+    assert admin.get("/").status_code == 200 and ">Inbox<" in admin.get("/ui/projects").text
+    assert "Back to the inbox" in admin.get("/ui/project", params={"p": "srv-elsewhere"}).text
 
 
 def test_a_session_that_may_not_write_or_search_gets_no_form_but_a_403(site):

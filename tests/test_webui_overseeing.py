@@ -5,7 +5,7 @@ threads, reservations, search pages, forms that keep a draft, previews."""
 import html
 import re
 import sqlite3
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -56,7 +56,7 @@ def section(page: str, heading: str) -> str:
 def reservation_rows(page: str) -> dict[str, str]:
     """The project page's file reservation rows by pattern (which may wrap after a /: <wbr>)."""
     rows = section(page, "File reservations").replace("<wbr>", "").split("<tr>")[2:]
-    return {re.search(r"<code>([^<]+)</code>", row).group(1): row for row in rows}
+    return {re.search(r"<code><bdi>([^<]+)</bdi></code>", row).group(1): row for row in rows}
 
 
 def test_the_project_page_lists_open_acks_of_the_whole_project_however_busy(site):
@@ -234,6 +234,27 @@ def test_a_form_too_large_to_read_gets_the_uis_page_saying_the_limit(site):
     assert big.status_code == 413 and big.headers["content-type"].startswith("text/html"), big.text[:200]
     assert "This form is larger than the server takes: 1.0 MB" in big.text and "data-history-back" in big.text
     assert "Big" not in api.get("/api/fetch_inbox", params={"project_key": P, "agent_name": "GreenCastle", "limit": 5}).text
+
+
+def test_a_link_or_form_of_more_than_200_fields_is_read_up_to_its_200th(site):
+    """QA, session 31: past MAX_FIELDS every field was dropped, not the rest: a link with tracking
+    parameters lost p and t (a 422 about an empty project key), and a form lost its CSRF token
+    and was refused as a forgery."""
+    url, api, database = site
+    sent = send(api, subject="Many fields", thread_id="FIELDS")
+    extra = [(f"x{n}", "1") for n in range(200)]
+    client = ui(url)
+    page = client.get("/ui/thread", params=[("p", P), ("t", "FIELDS"), *extra])
+    assert page.status_code == 200 and f'id="m{sent["id"]}"' in page.text
+    form = {"csrf": client.csrf, "project_key": P, "to": "GreenCastle", "subject": "Many fields, answered", "body_md": "y"}
+    as_form = {"content-type": "application/x-www-form-urlencoded"}
+    answered = client.post("/ui/compose", content=urlencode([*form.items(), *extra]), headers=as_form)
+    assert answered.status_code == 303 and answered.headers["location"].startswith(f"/ui/thread?p={P}"), answered.text[:300]
+    assert api.get("/api/fetch_inbox", params={"project_key": P, "agent_name": "GreenCastle"}).text.count("Many fields, answered") == 1
+    beyond = client.get("/ui/thread", params=[*extra, ("p", P), ("t", "FIELDS")])  # the rest is ignored: the bound holds
+    assert beyond.status_code == 422 and f'id="m{sent["id"]}"' not in beyond.text
+    empty = client.get("/ui/thread", params={"p": P, "t": ""})  # (it said the thread id "is only spaces")
+    assert empty.status_code == 422 and "thread_id: is empty" in empty.text
 
 
 def test_an_expired_form_comes_back_with_its_draft_or_a_way_back_not_advice_to_reload(site):
@@ -613,8 +634,8 @@ def test_overlapping_reservations_of_two_agents_are_flagged_on_the_project_page(
     assert [o["agent"] for o in listed["src/api/handlers.py"]["conflicts_with"]] == ["GreenCastle"]
     assert listed["docs/**"]["conflicts_with"] == listed["docs/guide.md"]["conflicts_with"] == []
     rows = reservation_rows(ui(url).get("/ui/project", params={"p": P}).text)
-    assert "overlaps RedStone's <code>src/api/handlers.py</code>" in rows["src/api/*"]
-    assert "overlaps GreenCastle's <code>src/api/*</code>" in rows["src/api/handlers.py"]
+    assert "overlaps RedStone's <code><bdi>src/api/handlers.py</bdi></code>" in rows["src/api/*"]
+    assert "overlaps GreenCastle's <code><bdi>src/api/*</bdi></code>" in rows["src/api/handlers.py"]
     assert "overlaps" not in rows["docs/**"] + rows["docs/guide.md"]
 
 

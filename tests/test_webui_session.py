@@ -11,6 +11,7 @@ from chalicelib.config import Settings
 from chalicelib.errors import Unauthorized
 from chalicelib.security.auth import Principal
 from chalicelib.web import markdown
+from chalicelib.web.http import cookies
 from chalicelib.web.session import COOKIE, Sessions
 
 from .test_auth import AUDIENCE, ISSUER, claims, jwks_url, keys  # noqa: F401 (fixtures)
@@ -18,8 +19,9 @@ from .test_auth import AUDIENCE, ISSUER, claims, jwks_url, keys  # noqa: F401 (f
 BEARER = Settings(auth_mode="bearer", auth_bearer_tokens=["tok-aaaaaaaaaaaaaaaa"])
 
 
-def _value(sessions: Sessions, session) -> dict[str, str]:
-    return {COOKIE: sessions.cookie(session, tls=False).split(";")[0].split("=", 1)[1]}
+def _value(sessions: Sessions, session) -> dict[str, list[str]]:
+    """The cookies a browser storing `session` sends back, read as a request's are."""
+    return cookies(sessions.cookie(session, tls=False).split(";")[0])
 
 
 def test_a_signed_session_reads_back_and_a_tampered_or_expired_one_does_not():
@@ -28,12 +30,26 @@ def test_a_signed_session_reads_back_and_a_tampered_or_expired_one_does_not():
     assert session.principal() == Principal("bearer", session.sub) and session.sub.startswith("bearer:")
     cookie = _value(sessions, session)
     assert sessions.read(cookie) == session and sessions.signed_in(session)
-    payload, signature = cookie[COOKIE].rsplit(".", 1)
-    assert sessions.read({COOKIE: payload + "." + signature[:-2] + "AA"}) is None
-    assert sessions.read({COOKIE: "x" + payload[1:] + "." + signature}) is None
+    payload, signature = cookie[COOKIE][0].rsplit(".", 1)
+    assert sessions.read({COOKIE: [payload + "." + signature[:-2] + "AA"]}) is None
+    assert sessions.read({COOKIE: ["x" + payload[1:] + "." + signature]}) is None
     expired = type(session)(session.sid, session.sub, session.kind, int(time.time()) - 1)
     assert sessions.read(_value(sessions, expired)) is None
-    assert sessions.read({COOKIE: "garbage"}) is None and sessions.read({}) is None
+    assert sessions.read({COOKIE: ["garbage"]}) is None and sessions.read({}) is None
+
+
+def test_a_cookie_the_ui_cannot_parse_costs_only_itself_and_a_second_session_cookie_is_tried():
+    """QA, session 31: SimpleCookie dropped every cookie of a header holding one it could not
+    parse (a space, JSON, a bare name: what other apps on this host set), the session's too,
+    and kept one value of a name sent twice (a parent domain's am_session tossed in first)."""
+    sessions = Sessions(BEARER)
+    session = sessions.login("tok-aaaaaaaaaaaaaaaa")
+    value = _value(sessions, session)[COOKIE][0]
+    for header in (f'theme=dark mode; {COOKIE}={value}; x={{"a":1}}', f'x={{"a":1}}; flag; {COOKIE}="{value}"; café=ü; b=c\\d',
+                   f"{COOKIE}=forged.c2lnbmF0dXJl; {COOKIE}={value}", f"{COOKIE}={value}; {COOKIE}=forged.c2lnbmF0dXJl"):
+        assert sessions.read(cookies(header)) == session, header
+    assert cookies('theme=dark mode; x={"a":1}; flag; =v') == {"theme": ["dark mode"], "x": ['{"a":1}']}
+    assert sessions.read(cookies(f"{COOKIE}=forged.c2lnbmF0dXJl; theme=dark mode")) is None
 
 
 def test_a_session_ends_when_the_jwt_it_was_signed_in_with_expires(keys, jwks_url):  # noqa: F811

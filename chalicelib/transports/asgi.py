@@ -50,7 +50,7 @@ from .raw_asgi import header, header_text, json_headers, read_body, replay, send
 from ..registry import Tool
 from ..tools import all_tools, tools_by_name
 from ..web import http as web_http
-from ..web.pages import WebUI
+from ..web.pages import SWAGGER, WebUI
 
 HEALTH_BODY = b'{"status":"ok"}'
 DOCS_PATH = "/docs"  # Swagger UI, a web UI page (chalicelib/web/)
@@ -316,7 +316,7 @@ class Front:
         self.limiter = ratelimit.RateLimiter(settings)
         self.tools = tools_by_name()
         self.settings = settings
-        self.web = WebUI(settings, self.limiter, self.auth)
+        self.web = WebUI(settings, self.limiter, self.auth, serves_docs=SWAGGER is not None)  # /docs is answered here
         self.allowed_hosts_and_origins: set[tuple[bytes | None, bytes | None]] = set()
 
     async def __call__(self, scope, receive, send) -> None:

@@ -2,7 +2,6 @@
 the Chalice app (app.py) serve the same pages, each adapting its framework's request."""
 
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -22,7 +21,7 @@ class Request:
     path: str  # as routed, without the root
     query: dict[str, str] = field(default_factory=dict)
     form: dict[str, str] = field(default_factory=dict)
-    cookies: dict[str, str] = field(default_factory=dict)
+    cookies: dict[str, list[str]] = field(default_factory=dict)  # every value of each name, in the header's order
     root: str = ""  # the URL prefix the app is served under (API Gateway's stage), no trailing slash
     tls: bool = False
     too_large: bool = False  # a body past MAX_BODY_BYTES: the transport read none of it (form is empty)
@@ -40,9 +39,10 @@ class Response:
 
 
 def pairs(text: str) -> dict[str, str]:
-    """A query string or urlencoded form as {name: first value}, bounded."""
+    """A query string or urlencoded form as {name: first value}, bounded: its first MAX_FIELDS
+    fields are read, the rest ignored (parse_qsl's own bound refuses the whole string)."""
     found: dict[str, str] = {}
-    for name, value in parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS):
+    for name, value in parse_qsl("&".join(text.split("&", MAX_FIELDS)[:MAX_FIELDS]), keep_blank_values=True):
         found.setdefault(name, value)
     return found
 
@@ -52,28 +52,32 @@ def form_fields(body: bytes, content_type: str | None) -> dict[str, str]:
         return {}
     try:
         return pairs(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except UnicodeDecodeError:
         return {}
 
 
-def cookies(header: str | None) -> dict[str, str]:
-    jar = SimpleCookie()
-    try:
-        jar.load(header or "")
-    except Exception:  # a malformed Cookie header is no session, not an error
-        return {}
-    return {name: morsel.value for name, morsel in jar.items()}
+def cookies(header: str | None) -> dict[str, list[str]]:
+    """A Cookie header as {name: its values}, read piece by piece: a cookie another app on this
+    host set (shared by every port), which SimpleCookie would refuse (a space, JSON, no "="),
+    costs only itself, never the session's. A name sent twice keeps each value (session.read
+    takes the one whose signature holds)."""
+    found: dict[str, list[str]] = {}
+    for piece in (header or "").split(";"):
+        name, equals, value = piece.partition("=")
+        name, value = name.strip(), value.strip()
+        if not equals or not name:
+            continue
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        found.setdefault(name, []).append(value)
+    return found
 
 
 def request(method: str, path: str, query_string: str, body: bytes, headers: dict[str, str], root: str = "", tls: bool = False,
             too_large: bool = False, client: str | None = None) -> Request:
     """A Request from raw parts; `headers` with lower-case names."""
-    try:
-        query = pairs(query_string)
-    except ValueError:
-        query = {}
     return Request(
-        method=method.upper(), path=path, query=query, form=form_fields(body, headers.get("content-type")),
+        method=method.upper(), path=path, query=pairs(query_string), form=form_fields(body, headers.get("content-type")),
         cookies=cookies(headers.get("cookie")), root=root, tls=tls, too_large=too_large,
         same_origin=headers.get("sec-fetch-site") == "same-origin", client=client,
     )

@@ -164,6 +164,17 @@ def _listed(inbox) -> set[str]:
     return {str(message.id) for message in inbox.messages} if inbox else set()
 
 
+# Characters that reorder the text around them, unseen: the embeddings and overrides, the
+# isolates and the direction marks. In a file's name "invoice\u202efdp.exe" reads "invoiceexe.pdf".
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _file_name(name: str) -> str:
+    """A file's name as a page shows it: each bidi control written out (⟨U+202E⟩), so that what
+    it reads is what the name holds (the download keeps the exact name)."""
+    return _BIDI_CONTROLS.sub(lambda control: f"⟨U+{ord(control[0]):04X}⟩", name)
+
+
 def _size(size: int) -> str:
     """1536 -> 1.5 KB."""
     if size < 1024:
@@ -188,8 +199,11 @@ class WebUI:
     }
 
     def __init__(self, settings: Settings, limiter: ratelimit.RateLimiter | None = None,
-                 authenticator: auth.Authenticator | None = None) -> None:
+                 authenticator: auth.Authenticator | None = None, serves_docs: bool = False) -> None:
         self.settings = settings
+        # Whether the transport answers /docs (the local server, with Swagger UI's files): the
+        # navigation links it only then (the Chalice app has no /docs: API Gateway's JSON 403).
+        self.serves_docs = serves_docs
         self.sessions = Sessions(settings, authenticator)  # the transport's, as the limiter
         self.limiter = limiter or ratelimit.RateLimiter(settings)  # the transport's: one budget for the API and the pages
         self.tools = tools_by_name()
@@ -200,7 +214,7 @@ class WebUI:
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
         self.env.filters.update(when=_when, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
-                                size=_size, reply_subject=_reply_subject, home=_home, path=_path, kept=_kept)
+                                size=_size, file_name=_file_name, reply_subject=_reply_subject, home=_home, path=_path, kept=_kept)
         self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
                                 shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
         # A thread's messages never change, and live refresh re-renders whole threads: each
@@ -310,6 +324,12 @@ class WebUI:
         anyone while agents need no tokens (other roles are what agents are given: security/scopes.py)."""
         return self.oversees() or not auth.agent_tokens_required(self.settings)
 
+    def reads_inbox(self) -> bool:
+        """Whether the signed-in person reads the inbox, every project's newest mail: one who sees
+        all with a credential for every project (unified_inbox without a project refuses one scoped
+        to some: docs/security.md). Others start from the projects."""
+        return self.sees_all() and invoke.caller(None).projects is None
+
     def may(self, tool_name: str) -> bool:
         """Whether the signed-in credential's role takes this tool (security/scopes.py): a reader
         "sees all" without agent tokens, but is offered no button its role would have refused."""
@@ -319,10 +339,12 @@ class WebUI:
         body = self.env.get_template(template).render(
             root=request.root, csrf=self.sessions.csrf(session) if session else "", request=request,
             signed_in=self.sessions.signed_in(session) and not self.sessions.open,
-            sees_all=self.sees_all(), speaks=self.oversees(),  # what the page offers (send_overseer_message: admin)
+            sees_all=self.sees_all(), reads_inbox=self.reads_inbox(),  # what the page offers
+            speaks=self.oversees(),  # (send_overseer_message: admin)
             may=self.may,  # and, of what it sees, what its role may do
             max_form_bytes=self.settings.max_body_bytes, form_limit=self.form_limit,  # a form past it is refused unread
             done=DONE.get(request.query.get("done", "")),  # what the action just taken did (act)
+            serves_docs=self.serves_docs,  # the navigation's API link
             **context,
         )
         return Response(status, body.encode())
@@ -424,7 +446,7 @@ class WebUI:
         return response
 
     def inbox(self, request: Request, session: Session) -> Response:
-        if not self.sees_all():  # every agent's mail: what this credential may not read
+        if not self.reads_inbox():  # every project's and agent's mail: what this credential may not read
             return self.redirect(request, "/ui/projects")
         before, view = request.query.get("before") or None, request.query.get("view") or None
         inbox = self.run("unified_inbox", before_id=before, view=view, limit=PAGE_SIZE)
@@ -717,7 +739,9 @@ class WebUI:
         query = request.query
         scope = {"project": query.get("p") or None, "thread_id": query.get("t") or None, "view": query.get("view") or None,
                  "product": query.get("k") or None, "reads": query.get("read") == "1"}
-        latest = self.latest(**scope) if self.sees_all() else ""
+        # The inbox's scope (no project, no product) is every project's: not a scoped credential's.
+        reaches = self.sees_all() if scope["project"] or scope["product"] else self.reads_inbox()
+        latest = self.latest(**scope) if reaches else ""
         body = orjson.dumps({"latest": latest})
         return Response(200, body, "application/json")
 

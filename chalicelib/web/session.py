@@ -81,9 +81,16 @@ class Sessions:
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self.key, payload.encode(), hashlib.sha256).digest())
 
-    def read(self, cookies: dict[str, str]) -> Session | None:
-        """The cookie's session if its signature holds and it has not expired."""
-        value = cookies.get(COOKIE, "")
+    def read(self, cookies: dict[str, list[str]]) -> Session | None:
+        """The session of the first of the cookie's values (web/http.py cookies(): a name may come twice,
+        one set by another site of the domain) whose signature holds and that has not expired."""
+        for value in cookies.get(COOKIE, ()):
+            session = self._read(value)
+            if session is not None:
+                return session
+        return None
+
+    def _read(self, value: str) -> Session | None:
         payload, _, signature = value.rpartition(".")
         if not payload or len(value) > MAX_COOKIE_VALUE or not hmac.compare_digest(self._sign(payload), signature):
             return None
