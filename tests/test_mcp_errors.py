@@ -158,17 +158,19 @@ def test_a_request_whose_id_is_no_string_nor_integer_gets_invalid_request_over_s
            "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "LOG_LEVEL": "WARNING"}
     lines = initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n' + b"".join(
         json.dumps({"jsonrpc": "2.0", "id": odd, "method": "tools/list"}).encode() + b"\n" for odd in odd_ids
-    ) + b'{"jsonrpc":"2.0","id":9,"method":"ping"}\n'
+    ) + b'{"jsonrpc":"2.0","\\u0069d":null,"method":"ping"}\n'  # the same JSON as id null: it went unanswered
+    lines += b'{"jsonrpc":"2.0","id":9,"method":"ping"}\n' + b'{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}\n'
     done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=lines, capture_output=True, env=env, cwd=ROOT,
                           timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     answers = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [answer["id"] for answer in answers] == [1, *[None] * len(odd_ids), 9], answers
-    for answer in answers[1:-1]:
+    assert [answer["id"] for answer in answers[:-2]] == [1, *[None] * (len(odd_ids) + 1)], answers
+    assert sorted(answer["id"] for answer in answers[-2:]) == [9, 2**64], answers
+    for answer in answers[1:-2]:
         assert answer["error"]["code"] == -32600 and "id must be a string or an integer" in answer["error"]["message"]
         assert error_body(answer["error"]["data"])["code"] == "bad_request"
     assert answers[1]["error"]["data"]["error"]["hint"] == over_http.json()["error"]["data"]["error"]["hint"]
-    assert answers[-1]["result"] == {}
+    assert answers[-2]["result"] == answers[-1]["result"] == {}  # an integer past 64 bits is one (as over HTTP: test_mcp_lean.py)
 
 
 def test_an_unknown_method_with_a_huge_name_keeps_the_error_shape_over_stdio(tmp_path):

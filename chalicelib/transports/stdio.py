@@ -367,12 +367,12 @@ def not_a_message(exc: Exception) -> str:
 
 def odd_id_of(item, line: str | None) -> str | None:
     """What the id of a request the SDK read as a notification is (null, 1.5, true, {}, []): mcp_errors.odd_id.
-    Only a notification's line is parsed again (they are few and small)."""
+    Only a notification's line that may name an id is parsed again (they are few and small)."""
     from mcp_types import JSONRPCNotification
 
-    from .mcp_errors import odd_id
+    from .mcp_errors import may_name_id, odd_id
 
-    if line is None or not isinstance(item.message, JSONRPCNotification) or '"id"' not in line:
+    if line is None or not isinstance(item.message, JSONRPCNotification) or not may_name_id(line):
         return None
     try:
         return odd_id(json.loads(line))
