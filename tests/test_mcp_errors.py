@@ -300,3 +300,34 @@ def test_an_initialize_the_sdk_refuses_gets_the_answer_http_gives_and_the_sessio
             server.kill()
             server.wait()
 
+
+def test_a_line_past_max_body_bytes_is_refused_as_over_http_and_the_session_goes_on(tmp_path):
+    """docs/security.md said the body limit held on every transport; a stdio line had none (50 MB
+    was read whole, ~290 MB of memory). A longer line gets /mcp's refusal of such a body, read on
+    without being kept; the next line is served."""
+    with running_server(tmp_path / "db.sqlite", MAX_BODY_BYTES="2048") as url:
+        over_http = httpx.post(f"{url}/mcp", headers=MCP_HEADERS, content=b'{"jsonrpc":"2.0","id":1,"method":"ping",'
+                               b'"params":{"x":"' + b"a" * 5000 + b'"}}')
+    assert over_http.status_code == 413
+    server = stdio_process(tmp_path, MAX_BODY_BYTES="2048")
+    ping = b'{"jsonrpc":"2.0","id":%d,"method":"ping","params":{"x":"%s"}}\n'
+    try:
+        assert exchange(server, ping % (1, b"a" * 100_000), 1) == [over_http.json()]  # a first line, too
+        answers = exchange(server, initialize_line(2) + INITIALIZED + ping % (3, b"a" * 2049) + ping % (4, b"a" * 1900), 3)
+        answers.sort(key=lambda answer: answer["id"] or 0)  # a refusal is written at once, maybe before an answer
+        assert [(answer["id"], "result" in answer) for answer in answers] == [(None, False), (2, True), (4, True)]
+        assert answers[0] == over_http.json()
+        peak = memory_peak(server.pid)
+        answers = exchange(server, ping % (5, b"a" * 32_000_000) + ping % (6, b""), 2)
+        assert sorted(answers, key=lambda answer: answer["id"] or 0) == [over_http.json(), {"jsonrpc": "2.0", "id": 6, "result": {}}]
+        assert memory_peak(server.pid) - peak < 16_000_000  # the line was not kept
+        assert "Traceback" not in ended(server, tmp_path)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def memory_peak(pid: int) -> int:
+    """The most memory the process has held (Linux: VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))

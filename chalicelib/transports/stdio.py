@@ -40,6 +40,8 @@ CAPABILITIES = {
 }
 # clientInfo's fields the quick answer takes (strings all: mcp_types.Implementation's); any other goes to the SDK.
 QUICK_CLIENT_INFO = frozenset({"name", "version", "title", "description", "websiteUrl"})
+QUICK_LINE_BYTES = 64 * 1024  # a first line up to this long may be a quick initialize (they are a few hundred bytes)
+SKIPPED_CHUNK_BYTES = 64 * 1024  # a line past MAX_BODY_BYTES is read on and dropped this much at a time
 # Once stdin has closed, how long the requests already read may take to be answered; past it
 # the SDK cancels the rest ("Connection closed"). Every tool is bounded well within it.
 DRAIN_SECONDS = 60.0
@@ -54,8 +56,8 @@ def main(database_url: str | None = None) -> None:
     # nothing. Off until the server is built (serve), then they are frozen out of its passes.
     gc.disable()
     wire_in, wire_out = claim_stdio()
-    first = wire_in.readline()
-    answered = quick_initialize(first)
+    first = wire_in.readline(QUICK_LINE_BYTES)  # the rest of a longer line is read once MAX_BODY_BYTES is known
+    answered = quick_initialize(first) if first.endswith(b"\n") or len(first) < QUICK_LINE_BYTES else None
     if answered is not None:
         wire_out.write(answered[1])
         wire_out.flush()
@@ -169,7 +171,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     gc.enable()
     try:
         wire = Wire(wire_out, answered_id, served_methods(server))
-        anyio.run(session, server, Lines(first, wire_in, wire), wire)
+        anyio.run(session, server, Lines(first, wire_in, wire, settings.max_body_bytes), wire)
     finally:
         if worker:
             worker.stop()
@@ -322,15 +324,16 @@ class AnswerCounter(_Wrapped):
 
 
 class Lines:
-    """The wire's lines as text, starting with the first one (already read). A line that is
-    not UTF-8 is refused here with a parse error, as HTTP refuses such a body: decoded with
-    replacement characters, its text would have been stored altered. A blank line is skipped
-    (space between messages, not a message to refuse)."""
+    """The wire's lines as text, starting with the first one (already read, or its start). A line
+    that is not UTF-8 is refused here with a parse error, as HTTP refuses such a body: decoded with
+    replacement characters, its text would have been stored altered. A line longer than
+    MAX_BODY_BYTES is refused as /mcp refuses such a body (-32000 payload_too_large), read on
+    without being kept. A blank line is skipped (space between messages, not a message to refuse)."""
 
-    def __init__(self, first: bytes, wire_in, wire: "Wire") -> None:
+    def __init__(self, first: bytes, wire_in, wire: "Wire", limit: int) -> None:
         from collections import deque
 
-        self.first, self.wire_in, self.wire = first, wire_in, wire
+        self.first, self.wire_in, self.wire, self.limit = first, wire_in, wire, limit
         self.given = deque()  # the lines handed to the SDK whose message DrainingReader has not taken yet
 
     def taken(self) -> str | None:
@@ -345,7 +348,12 @@ class Lines:
         import anyio
 
         while True:
-            line, self.first = self.first or await anyio.to_thread.run_sync(self.wire_in.readline, abandon_on_cancel=True), b""
+            line = await anyio.to_thread.run_sync(read_line, self.wire_in, self.limit, self.first, abandon_on_cancel=True)
+            self.first = b""
+            if line is None:
+                await self.wire.write(too_long(self.limit))
+                await self.wire.flush()
+                continue
             if not line:
                 raise StopAsyncIteration
             if not line.strip(JSON_WHITESPACE):  # JSON's whitespace only: a line of control characters is answered -32700
@@ -357,6 +365,28 @@ class Lines:
             except UnicodeDecodeError as error:
                 await self.wire.write(not_utf8(error))
                 await self.wire.flush()
+
+
+def read_line(wire_in, limit: int, start: bytes = b"") -> bytes | None:
+    """The next line (b"" at the end of the input), going on from `start` (its first bytes, read
+    already); None for one longer than `limit` bytes, whose rest is read and dropped a chunk at a
+    time: memory stays bounded, and the next line read is the next message."""
+    line = start
+    if not line.endswith(b"\n") and len(line) <= limit:
+        line += wire_in.readline(limit + 1 - len(line))
+    if len(line) - line.endswith(b"\n") <= limit:
+        return line
+    while line and not line.endswith(b"\n"):
+        line = wire_in.readline(SKIPPED_CHUNK_BYTES)
+    return None
+
+
+def too_long(limit: int) -> str:
+    """The refusal of a line longer than `limit` (MAX_BODY_BYTES): what /mcp answers a body past it (413)."""
+    from ..security.ratelimit import too_large
+    from .mcp_errors import PATHS, refusal
+
+    return refusal(PATHS[0], too_large(limit))[2].decode() + "\n"
 
 
 def not_utf8(error: UnicodeDecodeError) -> str:
