@@ -128,13 +128,40 @@ def test_not_json_object_is_a_usage_error(run):
     assert result.exit_code == 2 and "JSON object" in result.stderr
 
 
+def test_json_nested_too_deeply_is_a_usage_error_not_a_traceback(run):
+    """json's RecursionError went up as a traceback (exit status 1); shallow bad JSON was already click's one line."""
+    nested = "[" * 100_000 + "]" * 100_000
+    result = run("ensure-project", "--json", nested)
+    assert result.exit_code == 2 and "Invalid value for '--json': not valid JSON: nested too deeply" in result.stderr
+    sent = run("send-message", "--project-key", "p", "--sender-name", "BlueLake", "--to", "RedStone", "--subject", "s",
+               "--body-md", "b", "--attachments", nested)
+    assert sent.exit_code == 2 and "Invalid value for '--attachments'" in sent.stderr and "not a JSON object" in sent.stderr
+    assert not isinstance(result.exception, RecursionError) and not isinstance(sent.exception, RecursionError)
+
+
+def test_read_only_commands_refuse_a_database_that_does_not_exist_and_create_none(tmp_path):
+    """QA, session 31: a mistyped DATABASE_URL made directories and an empty database, and
+    health-check said "ok", list-projects "no projects"; `retention run` already refused it."""
+    typo = tmp_path / "mial" / "agent_mail.db"
+    read_only = [tool for tool in all_tools() if tool.read_only]
+    assert {"health_check", "list_projects", "fetch_inbox"} <= {tool.name for tool in read_only}
+    for tool in read_only:
+        required = {name: "x" for name, field in tool.input.model_fields.items() if field.is_required()}
+        result = CliRunner().invoke(cli, ["--database-url", f"sqlite:///{typo}", tool.name.replace("_", "-"),
+                                          "--json", json.dumps(required)])
+        assert result.exit_code == 1 and f"no database at {typo}: check DATABASE_URL" in result.stderr, (tool.name, result.output)
+        assert not typo.parent.exists()
+    created = CliRunner().invoke(cli, ["--database-url", f"sqlite:///{typo}", "ensure-project", "--human-key", "/fresh"])
+    assert created.exit_code == 0 and typo.is_file()  # a fresh install's first write makes it, as before
+
+
 def test_required_field_may_come_from_json_but_not_from_nowhere(run, project):
     result = run("whois", "--agent-name", "BlueLake")
     assert result.exit_code == 2 and "--project-key" in result.stderr
     assert output(run("whois", "--agent-name", "BlueLake", "--json", json.dumps({"project_key": project})))["name"] == "BlueLake"
 
 
-def test_tool_error_is_json_on_stderr_with_exit_1(run):
+def test_tool_error_is_json_on_stderr_with_exit_1(run, project):
     result = run("get-project", "--project-key", "nope")
     assert result.exit_code == 1 and result.stdout == ""
     error = json.loads(result.stderr)["error"]
@@ -149,7 +176,7 @@ def test_invalid_argument_names_the_field(run, project):
     assert "agent_name" in error["message"] and "9lives" in error["message"]
 
 
-def test_unknown_json_field_is_refused_by_the_input_model(run):
+def test_unknown_json_field_is_refused_by_the_input_model(run, project):
     result = run("list-projects", "--json", '{"colour": "blue"}')
     assert result.exit_code == 1 and "colour" in json.loads(result.stderr)["error"]["message"]
 

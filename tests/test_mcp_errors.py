@@ -158,17 +158,19 @@ def test_a_request_whose_id_is_no_string_nor_integer_gets_invalid_request_over_s
            "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "LOG_LEVEL": "WARNING"}
     lines = initialize_line() + b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n' + b"".join(
         json.dumps({"jsonrpc": "2.0", "id": odd, "method": "tools/list"}).encode() + b"\n" for odd in odd_ids
-    ) + b'{"jsonrpc":"2.0","id":9,"method":"ping"}\n'
+    ) + b'{"jsonrpc":"2.0","\\u0069d":null,"method":"ping"}\n'  # the same JSON as id null: it went unanswered
+    lines += b'{"jsonrpc":"2.0","id":9,"method":"ping"}\n' + b'{"jsonrpc":"2.0","id":18446744073709551616,"method":"ping"}\n'
     done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=lines, capture_output=True, env=env, cwd=ROOT,
                           timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     answers = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [answer["id"] for answer in answers] == [1, *[None] * len(odd_ids), 9], answers
-    for answer in answers[1:-1]:
+    assert [answer["id"] for answer in answers[:-2]] == [1, *[None] * (len(odd_ids) + 1)], answers
+    assert sorted(answer["id"] for answer in answers[-2:]) == [9, 2**64], answers
+    for answer in answers[1:-2]:
         assert answer["error"]["code"] == -32600 and "id must be a string or an integer" in answer["error"]["message"]
         assert error_body(answer["error"]["data"])["code"] == "bad_request"
     assert answers[1]["error"]["data"]["error"]["hint"] == over_http.json()["error"]["data"]["error"]["hint"]
-    assert answers[-1]["result"] == {}
+    assert answers[-2]["result"] == answers[-1]["result"] == {}  # an integer past 64 bits is one (as over HTTP: test_mcp_lean.py)
 
 
 def test_an_unknown_method_with_a_huge_name_keeps_the_error_shape_over_stdio(tmp_path):
@@ -209,3 +211,123 @@ def test_a_request_before_initialize_over_stdio_says_to_initialize_first(tmp_pat
     assert "not initialized" in early["error"]["message"] and data["message"] == early["error"]["message"]
     assert "Send initialize first" in data["hint"]
     assert [answer["id"] for answer in later] == [2, 3] and later[1]["result"]["tools"]
+
+
+def stdio_process(tmp_path, **env: str) -> subprocess.Popen:
+    """`python -m chalicelib stdio` on tmp_path's database, its stdin and stdout pipes (stderr in tmp_path/stderr.log)."""
+    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive"),
+               "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "LOG_LEVEL": "WARNING", **env}
+    with open(tmp_path / "stderr.log", "wb") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "chalicelib", "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=stderr, cwd=ROOT, env=environ)
+
+
+def exchange(server: subprocess.Popen, lines: bytes, answers: int) -> list[dict]:
+    """Writes the lines (stdin stays open, as a client's does) and reads the answers that come within 60 s."""
+    server.stdin.write(lines)
+    server.stdin.flush()
+    return [json.loads(line) for line in lines_within(server.stdout, answers, 60)]
+
+
+def ended(server: subprocess.Popen, tmp_path) -> str:
+    """Closes stdin, waits for the process to exit 0; its stderr."""
+    server.stdin.close()
+    assert server.wait(60) == 0
+    return (tmp_path / "stderr.log").read_text()
+
+
+INITIALIZED = b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n'
+
+
+@pytest.mark.parametrize("first, code", [
+    (b"not json", -32700),
+    (b"[" * 5000, -32700),  # json's RecursionError ended the process (quick_initialize)
+    (b'{"jsonrpc":"2.0","id":null,"method":"ping"}', -32600),
+    (b'{"jsonrpc":"2.0","\\u0069d":null,"method":"ping"}', -32600),  # the same JSON: never answered
+], ids=["not-json", "nested", "null-id", "escaped-null-id"])
+def test_a_malformed_line_before_initialize_is_answered_and_the_session_goes_on(tmp_path, first, code):
+    """QA, session 31: until initialize had a result, a refusal (its id null) was taken for the SDK's
+    answer to an initialize answered already, and dropped: the client waited for ever."""
+    server = stdio_process(tmp_path)
+    try:
+        [refused] = exchange(server, first + b"\n", 1)
+        assert (refused["id"], refused["error"]["code"]) == (None, code)
+        assert error_body(refused["error"]["data"])["code"] == "bad_request"
+        early = exchange(server, b'{"jsonrpc":"2.0","id":7,"method":"ping"}\n[1]\n', 2)
+        assert sorted((answer["id"] is None, answer.get("error", {}).get("code")) for answer in early) == [
+            (False, None), (True, -32600)]
+        answers = exchange(server, initialize_line(1) + INITIALIZED + b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}\n', 2)
+        assert [answer["id"] for answer in answers] == [1, 2] and answers[1]["result"]["tools"]
+        assert "Traceback" not in ended(server, tmp_path)
+    finally:
+        server.kill()
+        server.wait()
+
+
+REFUSED_INITIALIZE_PARAMS = [
+    {"capabilities": {"roots": 5}},
+    {"capabilities": {"sampling": []}},
+    {"capabilities": {"experimental": {"listChanged": True}}},
+    {"clientInfo": {"name": "t", "version": "1", "icons": "x"}},
+    {"_meta": 5},
+]
+
+
+def test_an_initialize_the_sdk_refuses_gets_the_answer_http_gives_and_the_session_goes_on(tmp_path):
+    """QA, session 31: the quick answer (before the SDK loads) said success to params the SDK and /mcp
+    refuse with -32602; the SDK's refusal was dropped, and the session stayed "not initialized"
+    (every malformed line unanswered, every params error said to initialize first)."""
+    base = json.loads(initialize_line())["params"]
+    requests = [{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {**base, **odd}} for odd in REFUSED_INITIALIZE_PARAMS]
+    with running_server(tmp_path / "db.sqlite") as url:
+        over_http = [httpx.post(f"{url}/mcp", headers=MCP_HEADERS, json=request).json() for request in requests]
+    for request, http_answer in zip(requests, over_http):
+        assert http_answer["error"]["code"] == -32602, http_answer
+        server = stdio_process(tmp_path)
+        try:
+            [answer] = exchange(server, json.dumps(request).encode() + b"\n", 1)
+            assert answer == http_answer
+            if request is requests[0]:  # the session goes on, not initialized, and says so truly
+                answers = exchange(server, b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}\nnot json\n', 2)
+                assert sorted((answer["id"] or 0, answer["error"]["code"]) for answer in answers) == [(0, -32700), (2, -32602)]
+                assert "not initialized" in next(answer for answer in answers if answer["id"] == 2)["error"]["message"]
+                answers = exchange(server, initialize_line(3) + INITIALIZED + b'{"jsonrpc":"2.0","id":4,"method":"tools/call",'
+                                   b'"params":{"name":"health_check","arguments":[]}}\n', 2)
+                assert answers[0]["id"] == 3 and answers[0]["result"]["serverInfo"]["name"] == "agent-mail"
+                assert answers[1]["id"] == 4 and "not initialized" not in answers[1]["error"]["message"]
+            assert "Traceback" not in ended(server, tmp_path)
+        finally:
+            server.kill()
+            server.wait()
+
+
+def test_a_line_past_max_body_bytes_is_refused_as_over_http_and_the_session_goes_on(tmp_path):
+    """docs/security.md said the body limit held on every transport; a stdio line had none (50 MB
+    was read whole, ~290 MB of memory). A longer line gets /mcp's refusal of such a body, read on
+    without being kept; the next line is served."""
+    with running_server(tmp_path / "db.sqlite", MAX_BODY_BYTES="2048") as url:
+        over_http = httpx.post(f"{url}/mcp", headers=MCP_HEADERS, content=b'{"jsonrpc":"2.0","id":1,"method":"ping",'
+                               b'"params":{"x":"' + b"a" * 5000 + b'"}}')
+    assert over_http.status_code == 413
+    server = stdio_process(tmp_path, MAX_BODY_BYTES="2048")
+    ping = b'{"jsonrpc":"2.0","id":%d,"method":"ping","params":{"x":"%s"}}\n'
+    try:
+        assert exchange(server, ping % (1, b"a" * 100_000), 1) == [over_http.json()]  # a first line, too
+        answers = exchange(server, initialize_line(2) + INITIALIZED + ping % (3, b"a" * 2049) + ping % (4, b"a" * 1900), 3)
+        answers.sort(key=lambda answer: answer["id"] or 0)  # a refusal is written at once, maybe before an answer
+        assert [(answer["id"], "result" in answer) for answer in answers] == [(None, False), (2, True), (4, True)]
+        assert answers[0] == over_http.json()
+        peak = memory_peak(server.pid)
+        answers = exchange(server, ping % (5, b"a" * 32_000_000) + ping % (6, b""), 2)
+        assert sorted(answers, key=lambda answer: answer["id"] or 0) == [over_http.json(), {"jsonrpc": "2.0", "id": 6, "result": {}}]
+        assert memory_peak(server.pid) - peak < 16_000_000  # the line was not kept
+        assert "Traceback" not in ended(server, tmp_path)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def memory_peak(pid: int) -> int:
+    """The most memory the process has held (Linux: VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))

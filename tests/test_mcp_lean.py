@@ -158,8 +158,25 @@ def test_a_request_whose_id_is_no_string_nor_integer_is_refused_on_both_paths(se
             data = answer["error"]["data"]["error"]
             assert data["code"] == "bad_request" and data["message"] == answer["error"]["message"]
             assert "id must be a string or an integer" in data["message"] and "a string or an integer" in data["hint"]
+        # The same JSON with its key spelt "\u0069d": the SDK took it for a notification (202, no answer)
+        escaped = httpx.post(f"{base}/mcp", headers=JSON, content=b'{"jsonrpc":"2.0","\\u0069d":null,"method":"ping"}')
+        assert escaped.status_code == 400 and "not null" in escaped.json()["error"]["message"], (base, escaped.text)
         notification = httpx.post(f"{base}/mcp", headers=JSON, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
         assert notification.status_code == 202  # no id: a notification, as before
+
+
+def test_an_integer_id_past_64_bits_is_answered_on_both_paths(servers):
+    """orjson reads such an integer as a float: it was refused as "a number with a fraction or
+    exponent", which it has not; JSON-RPC allows it, and stdio answered it (tests/test_mcp_errors.py)."""
+    lean, sdk, _ = servers
+    for base in (lean, sdk):
+        for big in (b"18446744073709551616", b"-9223372036854775809", b"1" + b"0" * 40):
+            response = httpx.post(f"{base}/mcp", headers=JSON, content=b'{"jsonrpc":"2.0","id":%s,"method":"ping"}' % big)
+            assert response.status_code == 200 and response.json() == {"jsonrpc": "2.0", "id": int(big), "result": {}}, (
+                base, big, response.text)
+        for fraction in (b"1e20", b"18446744073709551616.0"):  # a real fraction or exponent still is one
+            response = httpx.post(f"{base}/mcp", headers=JSON, content=b'{"jsonrpc":"2.0","id":%s,"method":"ping"}' % fraction)
+            assert response.status_code == 400 and "fraction or exponent" in response.json()["error"]["message"]
 
 
 def test_an_unknown_method_with_a_huge_name_keeps_the_error_shape_on_both_paths(servers):

@@ -49,6 +49,44 @@ def test_the_quick_initialize_answer_is_the_sdks_for_every_handshake_version(tmp
         assert stdio.quick_initialize(odd) is None  # the SDK answers (or refuses) those
 
 
+def test_the_quick_initialize_answers_only_params_the_sdk_accepts():
+    """QA, session 31: it answered success to params the SDK (and /mcp) refuse with -32602, e.g.
+    capabilities {"roots": 5}. Every combination of these params: where the quick path answers,
+    the SDK's validation (mcp_lean.py's) accepts; and the shapes clients send are answered quick."""
+    import itertools
+
+    from mcp_types import InitializeRequestParams
+    from pydantic import ValidationError
+
+    values = [{}, {"listChanged": True}, {"listChanged": "yes"}, {"listChanged": {}}, {"context": {}}, {"context": True},
+              {"x": {"y": 1}}, {"x": {}}, 5, [], None, "", True]
+    client_infos = [{"name": "c", "version": "1"}, {"name": "c", "version": "1", "title": "C", "websiteUrl": "x"},
+                    {"name": "c"}, {"name": 5, "version": "1"}, {"name": "c", "version": "1", "icons": "x"},
+                    {"name": "c", "version": "1", "icons": []}, {"name": "c", "version": "1", "extra": "x"}, "c"]
+    answered = 0
+    for name, value, client_info, extra in itertools.product(
+            ["roots", "sampling", "elicitation", "experimental", "extensions", "tasks", "other"], values, client_infos,
+            [{}, {"_meta": {}}, {"_meta": 5}]):
+        params = {"protocolVersion": "2025-11-25", "capabilities": {name: value}, "clientInfo": client_info, **extra}
+        line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}).encode() + b"\n"
+        if stdio.quick_initialize(line) is not None:
+            answered += 1
+            try:
+                InitializeRequestParams.model_validate(params, by_name=False)
+            except ValidationError as exc:
+                raise AssertionError(f"answered quick, refused by the SDK: {params}") from exc
+    assert answered >= 20
+    for capabilities in ({}, {"roots": {"listChanged": True}, "sampling": {}, "elicitation": {"form": {}, "url": {}}},
+                         {"roots": {}}, {"experimental": {"x": {}}, "tasks": {"list": {}, "cancel": {}}}):
+        params = {"protocolVersion": "2025-06-18", "capabilities": capabilities, "clientInfo": {"name": "c", "version": "1"}}
+        assert stdio.quick_initialize(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}).encode())
+    # json reads what the SDK's parser refuses: a lone surrogate, a BOM; and a line nested past json's limit
+    lone = initialize_line().replace(b'"test"', b'"\\ud800"')
+    assert json.loads(lone) and stdio.quick_initialize(lone) is None
+    assert stdio.quick_initialize(b"\xef\xbb\xbf" + initialize_line()) is None
+    assert stdio.quick_initialize(b"[" * 5000 + b"\n") is None
+
+
 def test_stdout_carries_only_protocol_one_answer_per_request(tmp_path):
     """Raw JSON lines to `python -m chalicelib stdio`: initialize is answered once (the SDK's
     own answer to it is dropped), then the SDK answers; logs go to stderr."""

@@ -121,6 +121,8 @@ def tool_command(tool: Tool) -> click.Command:
     def run(ctx: click.Context, json_input: dict, compact: bool, all_pages: bool = False, **values: Any) -> None:
         arguments = overridden(ctx, json_input, given(ctx, values))
         check_required(ctx, arguments)
+        if tool.read_only:  # a mistyped DATABASE_URL would make an empty database and answer from it
+            existing_database(ctx.obj)
         try:
             if all_pages:
                 output = every_page(tool, listed, arguments, ctx.obj)
@@ -260,8 +262,8 @@ class JsonObject(click.ParamType):
         if isinstance(value, dict):
             return value
         try:
-            data = json.loads(value)
-        except json.JSONDecodeError:
+            data = parse_json(value)
+        except click.BadParameter:
             data = value
         if isinstance(data, dict):
             return data
@@ -286,14 +288,21 @@ class JsonObject(click.ParamType):
 def json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict:
     if value is None:
         return {}
-    text = sys.stdin.read() if value == "-" else value
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}") from None
+    data = parse_json(sys.stdin.read() if value == "-" else value)
     if not isinstance(data, dict):
         raise click.BadParameter("""must be a JSON object, e.g. '{"project_key": "my-repo"}'""")
     return data
+
+
+def parse_json(text: str) -> Any:
+    """An option's JSON; click's usage error (exit status 2) for text that is not JSON, nested
+    too deeply included (json's RecursionError was a traceback)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise click.BadParameter("not valid JSON: nested too deeply") from None
 
 
 def given(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:

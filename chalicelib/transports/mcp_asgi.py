@@ -19,7 +19,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIO
 
 from ..config import Settings
 from .mcp_app import build_mcp_server, served_methods, transport_security
-from .mcp_errors import ERROR_KEY, MAX_ERROR_BYTES, long_method, odd_id, odd_id_refusal, unsupported_version, with_error_data
+from .mcp_errors import (ERROR_KEY, MAX_ERROR_BYTES, long_method, may_name_id, odd_id, odd_id_refusal, unsupported_version,
+                         with_error_data)
 from .mcp_lean import MAX_BODY, LeanMCP
 from .raw_asgi import header, is_json, json_headers, read_body, replay, send_json
 
@@ -146,12 +147,12 @@ class MCPApp:
         2026-07-28, whose Mcp-Method header the SDK checks first)."""
         if scope["method"] == "POST" and scope["path"] == PATH:
             body, complete = await read_body(receive, MAX_BODY)
-            if complete and b'"id"' in body:
+            if complete and may_name_id(body):
                 try:
                     message = orjson.loads(body)
                 except orjson.JSONDecodeError:
                     message = None  # the SDK's parse error
-                if (kind := odd_id(message)) is not None:
+                if (kind := odd_id(message, body)) is not None:
                     await send_json(send, odd_id_refusal(kind), 400)
                     return
                 version = header(scope, b"mcp-protocol-version")

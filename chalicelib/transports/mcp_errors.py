@@ -13,6 +13,8 @@ for mcp_asgi.py and, on each line the SDK writes and on a line it could not read
 Imports nothing heavy: the Chalice app builds its refusals with it on every cold start.
 """
 
+import json
+
 import orjson
 
 from ..errors import HTTP_ERROR_CODES, ToolError, did_you_mean, internal_error
@@ -91,17 +93,40 @@ def with_error_data(body: bytes, status: int, methods: tuple[str, ...] = (), uni
     return orjson.dumps({**answer, "error": {**error, "code": rpc_code, "data": data}})
 
 
-_ID_KINDS = ((type(None), "null"), (bool, "a boolean"), (float, "a number with a fraction or exponent"),
-             (dict, "an object"), (list, "an array"))
+FRACTION = "a number with a fraction or exponent"
+_ID_KINDS = ((type(None), "null"), (bool, "a boolean"), (float, FRACTION), (dict, "an object"), (list, "an array"))
 
 
-def odd_id(message) -> str | None:
+def may_name_id(raw: bytes | str) -> bool:
+    """Might this raw JSON message have an "id" key? The test before parsing it again: the key as
+    written, or any \\u escape (the key may be spelt "\\u0069d")."""
+    if isinstance(raw, str):
+        return '"id"' in raw or "\\u" in raw
+    return b'"id"' in raw or b"\\u" in raw
+
+
+def odd_id(message, raw: bytes | str | None = None) -> str | None:
     """What a request's id is when it is neither a string nor an integer (null, 1.5, true, {}, []):
     the SDK reads such a message as a notification, never answered, its method never run; MCP
-    allows neither, and JSON-RPC answers a message with an id. None for any other message."""
+    allows neither, and JSON-RPC answers a message with an id. None for any other message.
+    `raw`: the JSON `message` was parsed from by orjson, which reads an integer past 64 bits as a
+    float: such an id is an integer (the SDK answers it, over stdio as over HTTP)."""
     if not isinstance(message, dict) or "id" not in message or "method" not in message:
         return None
-    return next((kind for cls, kind in _ID_KINDS if isinstance(message["id"], cls)), None)
+    kind = next((kind for cls, kind in _ID_KINDS if isinstance(message["id"], cls)), None)
+    if kind == FRACTION and raw is not None and _integer_id(raw):
+        return None
+    return kind
+
+
+def _integer_id(raw: bytes | str) -> bool:
+    """Is the id of this JSON message an integer, read exactly (json, not orjson)? Only a float id
+    asks: rare."""
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(message, dict) and type(message.get("id")) is int
 
 
 def odd_id_refusal(kind: str) -> bytes:

@@ -38,6 +38,10 @@ CAPABILITIES = {
     "resources": {"listChanged": False, "subscribe": False},
     "tools": {"listChanged": False},
 }
+# clientInfo's fields the quick answer takes (strings all: mcp_types.Implementation's); any other goes to the SDK.
+QUICK_CLIENT_INFO = frozenset({"name", "version", "title", "description", "websiteUrl"})
+QUICK_LINE_BYTES = 64 * 1024  # a first line up to this long may be a quick initialize (they are a few hundred bytes)
+SKIPPED_CHUNK_BYTES = 64 * 1024  # a line past MAX_BODY_BYTES is read on and dropped this much at a time
 # Once stdin has closed, how long the requests already read may take to be answered; past it
 # the SDK cancels the rest ("Connection closed"). Every tool is bounded well within it.
 DRAIN_SECONDS = 60.0
@@ -52,8 +56,8 @@ def main(database_url: str | None = None) -> None:
     # nothing. Off until the server is built (serve), then they are frozen out of its passes.
     gc.disable()
     wire_in, wire_out = claim_stdio()
-    first = wire_in.readline()
-    answered = quick_initialize(first)
+    first = wire_in.readline(QUICK_LINE_BYTES)  # the rest of a longer line is read once MAX_BODY_BYTES is known
+    answered = quick_initialize(first) if first.endswith(b"\n") or len(first) < QUICK_LINE_BYTES else None
     if answered is not None:
         wire_out.write(answered[1])
         wire_out.flush()
@@ -72,25 +76,20 @@ def claim_stdio():
 
 
 def quick_initialize(line: bytes) -> tuple[int | str, bytes] | None:
-    """(request id, the answer line) for a well-formed initialize request; None for anything
-    else (the SDK answers it, refusals included)."""
+    """(request id, the answer line) for a well-formed initialize request whose params the SDK
+    certainly accepts (`vouched`); None for anything else (the SDK answers it, refusals included).
+    A line with a \\u escape goes to the SDK too: json reads a lone surrogate (or a BOM, as bytes)
+    that the SDK's parser refuses."""
+    if b"\\u" in line:
+        return None
     try:
-        request = json.loads(line)
-    except ValueError:
+        request = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # RecursionError: nested past the interpreter's limit
         return None
     if not isinstance(request, dict) or request.get("jsonrpc") != "2.0" or request.get("method") != "initialize":
         return None
     request_id, params = request.get("id"), request.get("params")
-    if isinstance(request_id, bool) or not isinstance(request_id, (int, str)) or not isinstance(params, dict):
-        return None
-    client = params.get("clientInfo")
-    if (
-        params.get("protocolVersion") not in QUICK_VERSIONS
-        or not isinstance(params.get("capabilities"), dict)
-        or not isinstance(client, dict)
-        or not isinstance(client.get("name"), str)
-        or not isinstance(client.get("version"), str)
-    ):
+    if isinstance(request_id, bool) or not isinstance(request_id, (int, str)) or not vouched(params):
         return None
     result = {
         "capabilities": CAPABILITIES,
@@ -100,6 +99,26 @@ def quick_initialize(line: bytes) -> tuple[int | str, bytes] | None:
     }
     answer = {"jsonrpc": "2.0", "id": request_id, "result": result}
     return request_id, json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def vouched(params) -> bool:
+    """Initialize params of the plain shape clients send, which the SDK's validation (that of /mcp,
+    mcp_types.InitializeRequestParams) certainly accepts: a handshake version, clientInfo's text
+    fields, each capability an object of empty objects (roots' listChanged a boolean). Not that
+    validation itself: importing it would delay the quick answer ~0.2 s. Anything else goes to
+    the SDK, which answers as /mcp does (a test compares the two on many params)."""
+    if not isinstance(params, dict) or params.keys() != {"protocolVersion", "capabilities", "clientInfo"}:
+        return False
+    client, capabilities = params["clientInfo"], params["capabilities"]
+    return (
+        params["protocolVersion"] in QUICK_VERSIONS
+        and isinstance(client, dict) and {"name", "version"} <= client.keys() <= QUICK_CLIENT_INFO
+        and all(isinstance(value, str) for value in client.values())
+        and isinstance(capabilities, dict)
+        and all(isinstance(capability, dict) and all(
+            isinstance(value, bool) if (name, key) == ("roots", "listChanged") else value == {}
+            for key, value in capability.items()) for name, capability in capabilities.items())
+    )
 
 
 def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None) -> None:
@@ -152,7 +171,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     gc.enable()
     try:
         wire = Wire(wire_out, answered_id, served_methods(server))
-        anyio.run(session, server, Lines(first, wire_in, wire), wire)
+        anyio.run(session, server, Lines(first, wire_in, wire, settings.max_body_bytes), wire)
     finally:
         if worker:
             worker.stop()
@@ -305,15 +324,16 @@ class AnswerCounter(_Wrapped):
 
 
 class Lines:
-    """The wire's lines as text, starting with the first one (already read). A line that is
-    not UTF-8 is refused here with a parse error, as HTTP refuses such a body: decoded with
-    replacement characters, its text would have been stored altered. A blank line is skipped
-    (space between messages, not a message to refuse)."""
+    """The wire's lines as text, starting with the first one (already read, or its start). A line
+    that is not UTF-8 is refused here with a parse error, as HTTP refuses such a body: decoded with
+    replacement characters, its text would have been stored altered. A line longer than
+    MAX_BODY_BYTES is refused as /mcp refuses such a body (-32000 payload_too_large), read on
+    without being kept. A blank line is skipped (space between messages, not a message to refuse)."""
 
-    def __init__(self, first: bytes, wire_in, wire: "Wire") -> None:
+    def __init__(self, first: bytes, wire_in, wire: "Wire", limit: int) -> None:
         from collections import deque
 
-        self.first, self.wire_in, self.wire = first, wire_in, wire
+        self.first, self.wire_in, self.wire, self.limit = first, wire_in, wire, limit
         self.given = deque()  # the lines handed to the SDK whose message DrainingReader has not taken yet
 
     def taken(self) -> str | None:
@@ -328,7 +348,12 @@ class Lines:
         import anyio
 
         while True:
-            line, self.first = self.first or await anyio.to_thread.run_sync(self.wire_in.readline, abandon_on_cancel=True), b""
+            line = await anyio.to_thread.run_sync(read_line, self.wire_in, self.limit, self.first, abandon_on_cancel=True)
+            self.first = b""
+            if line is None:
+                await self.wire.write(too_long(self.limit))
+                await self.wire.flush()
+                continue
             if not line:
                 raise StopAsyncIteration
             if not line.strip(JSON_WHITESPACE):  # JSON's whitespace only: a line of control characters is answered -32700
@@ -340,6 +365,28 @@ class Lines:
             except UnicodeDecodeError as error:
                 await self.wire.write(not_utf8(error))
                 await self.wire.flush()
+
+
+def read_line(wire_in, limit: int, start: bytes = b"") -> bytes | None:
+    """The next line (b"" at the end of the input), going on from `start` (its first bytes, read
+    already); None for one longer than `limit` bytes, whose rest is read and dropped a chunk at a
+    time: memory stays bounded, and the next line read is the next message."""
+    line = start
+    if not line.endswith(b"\n") and len(line) <= limit:
+        line += wire_in.readline(limit + 1 - len(line))
+    if len(line) - line.endswith(b"\n") <= limit:
+        return line
+    while line and not line.endswith(b"\n"):
+        line = wire_in.readline(SKIPPED_CHUNK_BYTES)
+    return None
+
+
+def too_long(limit: int) -> str:
+    """The refusal of a line longer than `limit` (MAX_BODY_BYTES): what /mcp answers a body past it (413)."""
+    from ..security.ratelimit import too_large
+    from .mcp_errors import PATHS, refusal
+
+    return refusal(PATHS[0], too_large(limit))[2].decode() + "\n"
 
 
 def not_utf8(error: UnicodeDecodeError) -> str:
@@ -367,16 +414,16 @@ def not_a_message(exc: Exception) -> str:
 
 def odd_id_of(item, line: str | None) -> str | None:
     """What the id of a request the SDK read as a notification is (null, 1.5, true, {}, []): mcp_errors.odd_id.
-    Only a notification's line is parsed again (they are few and small)."""
+    Only a notification's line that may name an id is parsed again (they are few and small)."""
     from mcp_types import JSONRPCNotification
 
-    from .mcp_errors import odd_id
+    from .mcp_errors import may_name_id, odd_id
 
-    if line is None or not isinstance(item.message, JSONRPCNotification) or '"id"' not in line:
+    if line is None or not isinstance(item.message, JSONRPCNotification) or not may_name_id(line):
         return None
     try:
         return odd_id(json.loads(line))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -413,7 +460,10 @@ class Wire:
     here too: one BufferedWriter.write holds the buffer's lock, so two lines never interleave."""
 
     def __init__(self, wire_out, answered_id, methods: tuple[str, ...] = ()) -> None:
-        self.wire_out, self.answered_id, self.methods = wire_out, answered_id, methods
+        self.wire_out, self.methods = wire_out, methods
+        # The key of the initialize answered before the SDK loaded (None: none was), whose answer
+        # from the SDK is dropped: a key, so a refusal's null id never matches it.
+        self.dropped = None if answered_id is None else _id_key(answered_id)
         # Until an initialize request is answered with a result, the SDK refuses every other request
         # with invalid params: its error then says to initialize first.
         self.initialized, self.initialize_ids = False, set()
@@ -422,14 +472,18 @@ class Wire:
         import anyio
 
         uninitialized = False
-        if self.answered_id is not None or not self.initialized:
+        if self.dropped is not None or not self.initialized:
             message = json.loads(text)
             key = _id_key(message.get("id"))
             if key in self.initialize_ids and "result" in message:
                 self.initialized = True
             uninitialized = not self.initialized and key not in self.initialize_ids
-            if message.get("id") == self.answered_id and ("result" in message or "error" in message):
-                self.answered_id = None
+            if key == self.dropped and ("result" in message or "error" in message):
+                self.dropped = None
+                if "error" in message:  # quick_initialize vouched for params the SDK refuses: a bug to see
+                    import logging
+
+                    logging.error("the SDK refused the initialize answered before it loaded: %s", text.strip())
                 return
         await anyio.to_thread.run_sync(self.wire_out.write, line_with_error_data(text.encode(), self.methods, uninitialized))
 
