@@ -172,10 +172,11 @@ def _folders_down_to(prefix: str) -> list[str]:
     return ["/".join(segments[:n]) for n in range(len(segments) + 1)]
 
 
-def _under(prefix: str) -> tuple[str, str]:
+def _under(prefix: str) -> tuple[str, str | None]:
     """The prefixes under this one lie strictly between these two (`src/` and `src0`, as
-    '0' follows '/'; every other prefix is under '')."""
-    return (prefix + "/", prefix + "0") if prefix else ("", "\U0010ffff")
+    '0' follows '/'). Every other prefix is under '': above it, with no upper bound (none a
+    string could be: U+10FFFF left out the prefixes that start with it)."""
+    return (prefix + "/", prefix + "0") if prefix else ("", None)
 
 
 def _lookups(prefixes: list[str]):
@@ -189,6 +190,9 @@ def _lookups(prefixes: list[str]):
     for chunk in chunks(folders, LOOKUP_CHUNK):
         yield _joined("path_prefix", [(folder,) for folder in chunk]), "r.path_prefix = wanted.path_prefix"
     named = set(prefixes)
+    if "" in named:  # every prefix is under it: one range, unbounded above (_under)
+        yield _joined("low", [("",)]), "r.path_prefix > wanted.low"
+        return
     # (A prefix under another of them is left out: the other's range holds its own.)
     tops = [prefix for prefix in prefixes if not any(folder in named for folder in _folders_down_to(prefix)[:-1])]
     for chunk in chunks(tops, LOOKUP_CHUNK):
@@ -235,7 +239,8 @@ class ActiveNear:
     def _under(self, prefix: str) -> range:
         """Where the prefixes under this one are in self.prefixes."""
         low, high = _under(prefix)
-        return range(bisect.bisect_right(self.prefixes, low), bisect.bisect_left(self.prefixes, high))
+        end = len(self.prefixes) if high is None else bisect.bisect_left(self.prefixes, high)
+        return range(bisect.bisect_right(self.prefixes, low), end)
 
     def near(self, pattern: str) -> list[sqlite3.Row]:
         prefix = literal_prefix(pattern)
