@@ -98,6 +98,14 @@ def test_own_reservations_never_conflict(reserve):
         ("*.py", "src/app.py", False),  # patterns are anchored at the repository root
         ("**/*.py", "src/app.py", True),
         ("docs/*.md", "docs/api/x.md", False),
+        ("notes[old", "notes[old/todo.md", True),  # a `[` opening no class is a plain character
+        ("notes[old", "notes[ol", False),
+        ("app/[slug]", "app/[slug]/page.tsx", True),  # a class: also the folder spelt so, as git reads it
+        ("app/[slug]", "app/s", True),  # and what the glob matches
+        ("app/[slug]", "app/slug", False),
+        ("app/[slug]/page.tsx", "app/[slug]", True),
+        ("app/[[]slug]/**", "app/[slug]/page.tsx", True),  # the folder alone, with `[` in a class of its own
+        ("app/[[]slug]/**", "app/s/page.tsx", False),
     ],
 )
 def test_what_a_pattern_covers(reserve, held, asked, clashes):
@@ -505,7 +513,12 @@ def test_check_reports_other_agents_exclusive_reservations(call, project, reserv
 @pytest.mark.parametrize(
     ("held", "staged", "blocked"),
     [("src", "src/app.py", True), ("src/*.py", "src/app.py", True), ("src/*.py", "src/app.py.d/x.ts", False),
-     ("src/*.py", "src/pkg/app.py", False), ("src/**", "src/pkg/app.py", True)],
+     ("src/*.py", "src/pkg/app.py", False), ("src/**", "src/pkg/app.py", True),
+     # QA session 31: a `[` made any pattern a glob, so these reserved nothing under them (the guard let commits in)
+     ("notes[old", "notes[old/todo.md", True), ("app/[slug]", "app/[slug]/page.tsx", True),
+     ("app/[[]slug]/**", "app/[slug]/page.tsx", True), ("app/[[]slug]/*.tsx", "app/[slug]/page.tsx", True),
+     ("app/[slug]", "app/[slugs]/page.tsx", False), ("app/[slug]", "app/s", True), ("app/[slug]", "app/[slug]", True),
+     ("app/[[]slug]/**", "app/s/page.tsx", False)],
 )
 def test_checked_paths_are_files(call, project, reserve, held, staged, blocked):
     reserve("BlueLake", held)

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.both_backends
 TOOLS = tools_by_name()
 
 AGENTS = ("BlueLake", "GreenCastle", "RedStone")
-# srcx: a name that `src` is a string prefix of; U+10FFFF: the last code point
-LITERAL = ["src", "lib", "app.py", "a", "docs", "srcx", "\U0010ffff"]
-GLOBS = ["*", "**", "*.py", "a*", "[ab]*", "?"]
+# srcx: a name that `src` is a string prefix of; a[b: a `[` opening no class, a plain name; U+10FFFF: the last code point
+LITERAL = ["src", "lib", "app.py", "a", "docs", "srcx", "a[b", "\U0010ffff"]
+GLOBS = ["*", "**", "*.py", "a*", "[ab]*", "?", "[ab]"]  # [ab]: also the folder spelt so (reservations.subtrees)
 
 
 def covers(a: str, b: str) -> bool:

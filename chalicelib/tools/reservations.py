@@ -22,7 +22,7 @@ from ..archive import outbox
 from ..config import get_settings
 from ..errors import Conflict, InvalidArgument, NotFound, TooManyRequests
 from ..fields import AgentName, Id, ProjectKey, Storable
-from .globs import Budget, OverBudget, is_glob, overlaps
+from .globs import Budget, OverBudget, escape, has_class, is_glob, overlaps
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageCursor1, PageLimit
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -86,21 +86,31 @@ CodeRepoPath = Annotated[
 ]
 
 
-def subtree(pattern: str) -> str:
-    """The pattern as what it reserves. A plain path may be a directory, so it covers
-    everything under it (`src` covers `src/app.py`); a glob reserves what it matches
-    (`src/*.py` is Python files, so it does not meet `src/**/*.ts`)."""
-    return pattern if is_glob(pattern) else pattern + "/**"
+def subtrees(pattern: str) -> tuple[str, ...]:
+    """The pattern as the globs of what it reserves. A plain path may be a directory, so it covers
+    everything under it (`src` covers `src/app.py`); a glob reserves what it matches (`src/*.py`
+    is Python files, so it does not meet `src/**/*.ts`). A glob with a class is also the plain
+    path it spells and what is under it, as git reads a pathspec: `app/[slug]` (a Next.js route
+    folder) reserves `app/[slug]/page.tsx` as well as `app/s`."""
+    if not is_glob(pattern):
+        return (pattern + "/**",)
+    return (pattern, escape(pattern) + "/**") if has_class(pattern) else (pattern,)
+
+
+def as_files(path: str) -> tuple[str, ...]:
+    """A path as git lists it, as globs: a glob is matched as a glob, and one with a class is
+    also the file it spells (git lists `app/[slug]/page.tsx`, a real name)."""
+    return (path, escape(path)) if has_class(path) else (path,)
 
 
 def covers(a: str, b: str, budget: Budget) -> bool:
     """Could one path be reserved by both patterns?"""
-    return overlaps(subtree(a), subtree(b), budget)
+    return any(overlaps(x, y, budget) for x in subtrees(a) for y in subtrees(b))
 
 
 def reserved_by(path: str, pattern: str, budget: Budget) -> bool:
     """Is this file (a path as git lists it, not a directory) under the reservation `pattern`?"""
-    return overlaps(path, subtree(pattern), budget)
+    return any(overlaps(file, reserved, budget) for file in as_files(path) for reserved in subtrees(pattern))
 
 
 def holds_all_of(cover: str, pattern: str, budget: Budget) -> bool:
@@ -111,11 +121,9 @@ def holds_all_of(cover: str, pattern: str, budget: Budget) -> bool:
     lies: any other cover answers no, which at worst reports a lapse that did not matter."""
     if not is_glob(pattern):
         return reserved_by(pattern, cover, budget)
-    whole = subtree(cover)
-    if whole == "**":
-        return True
     root = literal_prefix(pattern)
-    return whole.endswith("/**") and root != "" and overlaps(whole, root, budget)
+    return any(whole == "**" or (whole.endswith("/**") and root != "" and overlaps(whole, root, budget))
+               for whole in subtrees(cover))
 
 
 # Reservation rows with their holder's name as `agent`, and whether it looks alive (stale_because).
