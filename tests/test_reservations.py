@@ -424,15 +424,38 @@ def test_force_release_of_an_expired_reservation_tells_the_holder(call, project,
     assert (again["released"], again["notified"]) == (False, False)
 
 
-def test_force_release_when_the_holder_went_quiet(call, project, reserve, monkeypatch):
+def test_force_release_when_the_holder_went_quiet_tells_it_even_without_notify_previous(call, project, reserve, monkeypatch):
+    """QA session 31: with notify_previous=false a lease still running vanished without a trace: no
+    notice, and a heartbeat lists what expired, not what was taken. Its holder may be editing under it."""
     held = reserve("GreenCastle", "src/**", ttl_seconds=86400)["granted"][0]
     travel(monkeypatch, get_settings().stale_agent_seconds + 1)
     forced = call(
         "force_release_file_reservation", project_key=project, agent_name="BlueLake",
         file_reservation_id=held["id"], notify_previous=False,
     )
-    assert "GreenCastle has been inactive" in forced["stale_because"] and not forced["notified"]
+    assert "GreenCastle has been inactive" in forced["stale_because"] and forced["notified"]
+    [message] = call("fetch_inbox", project_key=project, agent_name="GreenCastle", include_bodies=True)["messages"]
+    assert message["kind"] == "notice" and "src/**" in message["subject"] and "BlueLake force-released" in message["body_md"]
+
+
+def test_an_expired_lease_force_released_without_a_notice_is_a_lapse_at_the_next_heartbeat(call, project, reserve,
+                                                                                            monkeypatch):
+    """notify_previous=false spares the holder of an expired lease a notice: its heartbeat lists the lapse,
+    whoever released the lease after it expired (it used to list only those released by no one)."""
+    [taken] = reserve("GreenCastle", "src/**", ttl_seconds=60)["granted"]
+    [lapsed] = reserve("GreenCastle", "docs/**", ttl_seconds=120)["granted"]
+    reserve("GreenCastle", "lib/**", ttl_seconds=60)
+    call("release_file_reservations", project_key=project, agent_name="GreenCastle", paths=["lib/**"])
+    travel(monkeypatch, 121)
+    forced = call("force_release_file_reservation", project_key=project, agent_name="BlueLake",
+                  file_reservation_id=taken["id"], notify_previous=False)
+    assert forced["released"] and not forced["notified"] and "expired" in forced["stale_because"]
     assert call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"] == []
+    heartbeat = call("renew_file_reservations", project_key=project, agent_name="GreenCastle")
+    assert [(r["id"], r["released_ts"] is not None) for r in heartbeat["lapsed"]] == [(lapsed["id"], False), (taken["id"], True)]
+    reserve("GreenCastle", "src/**")  # held again: no longer news
+    assert [r["id"] for r in call("renew_file_reservations", project_key=project, agent_name="GreenCastle")["lapsed"]] == [
+        lapsed["id"]]
 
 
 def test_renewing_keeps_the_holder_from_looking_stale(call, project, reserve, monkeypatch):

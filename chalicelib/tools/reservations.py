@@ -635,7 +635,8 @@ class Renewed(Output):
         [], description="Not renewed because they had lapsed: reserve them again with file_reservation_paths (and"
         " check nobody edited those files meanwhile). Of the reservations named by paths or ids, those expired or"
         f" released; renewing all of them, those that expired in the last {RECENT_LAPSE_SECONDS // 3600} hours (newest"
-        f" first, at most {RECENT_LAPSES_LISTED}) and that you have not reserved again (not those you released, nor"
+        f" first, at most {RECENT_LAPSES_LISTED}; also if another agent force-released them after, without a notice)"
+        " and that you have not reserved again (not those you released, nor"
         " those another active reservation of yours holds as strongly, e.g. src/api.py under src/** or src/*.py)."
     )
 
@@ -683,13 +684,18 @@ def lapsed_reservations(db: sqlite3.Connection, where: str, params: list, now: s
 
 
 def recently_expired(db: sqlite3.Connection, agent: sqlite3.Row, now: str) -> list[Reservation]:
-    """The agent's reservations that expired within RECENT_LAPSE_SECONDS, released by no one,
-    and not still held by another of its reservations. Reserving a pattern again reuses its row
-    (one per agent and pattern), so a pattern held again is active and not among them."""
+    """The agent's reservations that expired within RECENT_LAPSE_SECONDS while held, and are not
+    still held by another of its reservations. Released after it expired (force_release_file_reservation,
+    maybe without a notice) it lapsed all the same; released before, it was let go: by the agent,
+    or by another agent, which always tells the holder of a lease still running. Reserving a
+    pattern again reuses its row (one per agent and pattern), so a pattern held again is active
+    and not among them. (Each branch an index range of file_reservations_by_agent_expiry.)"""
+    since = clock.later(now, -RECENT_LAPSE_SECONDS)
     rows = db.execute(
         f"{WITH_HOLDER} WHERE r.agent_id = ? AND r.released_ts IS NULL AND r.expires_ts <= ? AND r.expires_ts > ?"
-        " ORDER BY r.expires_ts DESC, r.id LIMIT ?",
-        (agent["id"], now, clock.later(now, -RECENT_LAPSE_SECONDS), RECENT_LAPSES_LISTED),
+        f" UNION ALL {WITH_HOLDER} WHERE r.agent_id = ? AND r.released_ts > ? AND r.released_ts >= r.expires_ts"
+        " AND r.expires_ts > ? ORDER BY expires_ts DESC, id LIMIT ?",
+        (agent["id"], now, since, agent["id"], since, since, RECENT_LAPSES_LISTED),
     ).fetchall()
     if not rows:
         return []
@@ -733,7 +739,9 @@ class ForceReleaseInput(Input):
     agent_name: AgentName = Field(description="You: the agent taking the reservation away.")
     file_reservation_id: Id
     note: Annotated[Storable, Field(max_length=4000, description="Why; included in the message to the holder.")] = ""
-    notify_previous: bool = Field(True, description="Send the holder a message saying so.")
+    notify_previous: bool = Field(True, description="Send the holder a message saying so. False spares only the holder of an"
+                                  " expired reservation (its next heartbeat lists it in lapsed): the holder of one still"
+                                  " running is always told, as it may still be editing those files.")
 
 
 class ForceReleased(Output):
@@ -779,7 +787,8 @@ def force_release_file_reservation(db: sqlite3.Connection, args: ForceReleaseInp
     """Release another agent's reservation that looks abandoned: it expired, its holder is
     retired, or its holder has been inactive longer than STALE_AGENT_SECONDS (default 30
     minutes). A live holder's reservation is refused (409): message them instead. The
-    holder gets a notice saying who released it and why (your note)."""
+    holder gets a notice saying who released it and why (your note); with notify_previous=false,
+    only if the reservation had not expired."""
     project = find_project(db, args.project_key)
     refuse_archived(project)  # as file_reservation_paths: whether it worked hung on notify_previous (its notice)
     agent = find_agent(db, project, args.agent_name)
@@ -800,7 +809,10 @@ def force_release_file_reservation(db: sqlite3.Connection, args: ForceReleaseInp
         )
     db.execute("UPDATE file_reservations SET released_ts = ? WHERE id = ?", (now, row["id"]))
     outbox.record_reservations(db, project, [row["id"]])
-    tell_holder = args.notify_previous and row["agent_id"] != agent["id"] and not row["retired_ts"]
+    # A lease still running is taken from a holder that may be editing under it, and nothing else
+    # would tell it (a heartbeat lists only what expired): notify_previous=false spares the others.
+    running = row["expires_ts"] > now
+    tell_holder = (args.notify_previous or running) and row["agent_id"] != agent["id"] and not row["retired_ts"]
     if tell_holder:
         notify(  # the holder hears of it whatever its contact policy
             db, project, agent, row["agent"], f"Released your file reservation {row['path_pattern']}",
