@@ -282,6 +282,21 @@ def test_open_agents_accept_requests_at_once(call, team):
     assert inbox(call, "GreenCastle") == []  # nothing to answer, so no notice
 
 
+def test_an_agent_that_declined_you_then_opened_accepts_your_request_at_once(call, team, send):
+    """QA session 31: its stored denial was checked before its policy, so the request was refused
+    (409, "ask again after" a month) while a send to it went through."""
+    policy(call, "GreenCastle", "contacts_only")
+    call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")
+    call("respond_contact", project_key=team, to_agent="GreenCastle", from_agent="BlueLake", accept=False)
+    policy(call, "GreenCastle", "open")
+    send("BlueLake", ["GreenCastle"])
+    contact = call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")
+    assert (contact["status"], contact["to_agent"]) == ("approved", "GreenCastle")
+    assert [m["subject"] for m in inbox(call, "GreenCastle")].count("Contact request from BlueLake") == 1  # no new notice
+    policy(call, "GreenCastle", "contacts_only")  # the approval stands once it closes again
+    send("BlueLake", ["GreenCastle"])
+
+
 def test_asking_someone_who_asked_you_accepts(call, team, send):
     call("request_contact", project_key=team, from_agent="BlueLake", to_agent="GreenCastle")
     crossed = call("request_contact", project_key=team, from_agent="GreenCastle", to_agent="BlueLake")

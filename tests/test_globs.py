@@ -1,6 +1,8 @@
+from fnmatch import fnmatchcase
+
 import pytest
 
-from chalicelib.tools.globs import Budget, OverBudget
+from chalicelib.tools.globs import Budget, OverBudget, escape, is_glob
 from chalicelib.tools.globs import overlaps as overlaps_within
 
 
@@ -64,3 +66,27 @@ def test_an_ordinary_pair_costs_a_few_comparisons(a, b, _):
     budget = Budget(10**9)
     overlaps_within(a, b, budget)
     assert budget.spent <= 30
+
+
+@pytest.mark.parametrize(("pattern", "glob"), [
+    ("src/app.py", False), ("src/*.py", True), ("src/?.py", True), ("**", True),
+    ("app/[slug]", True), ("c[0-9]", True), ("[]]", True),  # a class holds at least one character, even `]`
+    ("notes[old", False), ("a[", False), ("a]b", False), ("[]", False),  # no class: plain characters, as fnmatch reads them
+    ("a[b/c]", False),  # a class lies within a segment
+])
+def test_a_bracket_is_a_glob_only_where_it_opens_a_class(pattern, glob):
+    """QA session 31: any `[` made a glob, so `notes[old` reserved only itself, not what is under it."""
+    assert is_glob(pattern) is glob
+
+
+@pytest.mark.parametrize("name", ["app/[slug]", "a*b?/[x]/[[]", "notes[old", "[]]", "plain/name.py"])
+def test_an_escaped_name_is_a_glob_matching_that_name_alone(name):
+    glob = escape(name)
+    assert fnmatchcase(name, glob) and not fnmatchcase(name + "x", glob)
+    # A plain name meets its escape; a name with a class, read as a glob, does not (`[slug]` is one letter).
+    assert overlaps(glob, name) is not is_glob(name)
+
+
+def test_an_escaped_class_is_the_folder_not_its_letters():
+    assert overlaps(escape("app/[slug]") + "/**", "app/[[]slug]/page.tsx")
+    assert not overlaps(escape("app/[slug]") + "/**", "app/s/page.tsx")

@@ -98,6 +98,14 @@ def test_own_reservations_never_conflict(reserve):
         ("*.py", "src/app.py", False),  # patterns are anchored at the repository root
         ("**/*.py", "src/app.py", True),
         ("docs/*.md", "docs/api/x.md", False),
+        ("notes[old", "notes[old/todo.md", True),  # a `[` opening no class is a plain character
+        ("notes[old", "notes[ol", False),
+        ("app/[slug]", "app/[slug]/page.tsx", True),  # a class: also the folder spelt so, as git reads it
+        ("app/[slug]", "app/s", True),  # and what the glob matches
+        ("app/[slug]", "app/slug", False),
+        ("app/[slug]/page.tsx", "app/[slug]", True),
+        ("app/[[]slug]/**", "app/[slug]/page.tsx", True),  # the folder alone, with `[` in a class of its own
+        ("app/[[]slug]/**", "app/s/page.tsx", False),
     ],
 )
 def test_what_a_pattern_covers(reserve, held, asked, clashes):
@@ -416,15 +424,38 @@ def test_force_release_of_an_expired_reservation_tells_the_holder(call, project,
     assert (again["released"], again["notified"]) == (False, False)
 
 
-def test_force_release_when_the_holder_went_quiet(call, project, reserve, monkeypatch):
+def test_force_release_when_the_holder_went_quiet_tells_it_even_without_notify_previous(call, project, reserve, monkeypatch):
+    """QA session 31: with notify_previous=false a lease still running vanished without a trace: no
+    notice, and a heartbeat lists what expired, not what was taken. Its holder may be editing under it."""
     held = reserve("GreenCastle", "src/**", ttl_seconds=86400)["granted"][0]
     travel(monkeypatch, get_settings().stale_agent_seconds + 1)
     forced = call(
         "force_release_file_reservation", project_key=project, agent_name="BlueLake",
         file_reservation_id=held["id"], notify_previous=False,
     )
-    assert "GreenCastle has been inactive" in forced["stale_because"] and not forced["notified"]
+    assert "GreenCastle has been inactive" in forced["stale_because"] and forced["notified"]
+    [message] = call("fetch_inbox", project_key=project, agent_name="GreenCastle", include_bodies=True)["messages"]
+    assert message["kind"] == "notice" and "src/**" in message["subject"] and "BlueLake force-released" in message["body_md"]
+
+
+def test_an_expired_lease_force_released_without_a_notice_is_a_lapse_at_the_next_heartbeat(call, project, reserve,
+                                                                                            monkeypatch):
+    """notify_previous=false spares the holder of an expired lease a notice: its heartbeat lists the lapse,
+    whoever released the lease after it expired (it used to list only those released by no one)."""
+    [taken] = reserve("GreenCastle", "src/**", ttl_seconds=60)["granted"]
+    [lapsed] = reserve("GreenCastle", "docs/**", ttl_seconds=120)["granted"]
+    reserve("GreenCastle", "lib/**", ttl_seconds=60)
+    call("release_file_reservations", project_key=project, agent_name="GreenCastle", paths=["lib/**"])
+    travel(monkeypatch, 121)
+    forced = call("force_release_file_reservation", project_key=project, agent_name="BlueLake",
+                  file_reservation_id=taken["id"], notify_previous=False)
+    assert forced["released"] and not forced["notified"] and "expired" in forced["stale_because"]
     assert call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"] == []
+    heartbeat = call("renew_file_reservations", project_key=project, agent_name="GreenCastle")
+    assert [(r["id"], r["released_ts"] is not None) for r in heartbeat["lapsed"]] == [(lapsed["id"], False), (taken["id"], True)]
+    reserve("GreenCastle", "src/**")  # held again: no longer news
+    assert [r["id"] for r in call("renew_file_reservations", project_key=project, agent_name="GreenCastle")["lapsed"]] == [
+        lapsed["id"]]
 
 
 def test_renewing_keeps_the_holder_from_looking_stale(call, project, reserve, monkeypatch):
@@ -505,7 +536,12 @@ def test_check_reports_other_agents_exclusive_reservations(call, project, reserv
 @pytest.mark.parametrize(
     ("held", "staged", "blocked"),
     [("src", "src/app.py", True), ("src/*.py", "src/app.py", True), ("src/*.py", "src/app.py.d/x.ts", False),
-     ("src/*.py", "src/pkg/app.py", False), ("src/**", "src/pkg/app.py", True)],
+     ("src/*.py", "src/pkg/app.py", False), ("src/**", "src/pkg/app.py", True),
+     # QA session 31: a `[` made any pattern a glob, so these reserved nothing under them (the guard let commits in)
+     ("notes[old", "notes[old/todo.md", True), ("app/[slug]", "app/[slug]/page.tsx", True),
+     ("app/[[]slug]/**", "app/[slug]/page.tsx", True), ("app/[[]slug]/*.tsx", "app/[slug]/page.tsx", True),
+     ("app/[slug]", "app/[slugs]/page.tsx", False), ("app/[slug]", "app/s", True), ("app/[slug]", "app/[slug]", True),
+     ("app/[[]slug]/**", "app/s/page.tsx", False)],
 )
 def test_checked_paths_are_files(call, project, reserve, held, staged, blocked):
     reserve("BlueLake", held)

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.both_backends
 TOOLS = tools_by_name()
 
 AGENTS = ("BlueLake", "GreenCastle", "RedStone")
-LITERAL = ["src", "lib", "app.py", "a", "docs", "srcx"]  # srcx: a name that `src` is a string prefix of
-GLOBS = ["*", "**", "*.py", "a*", "[ab]*", "?"]
+# srcx: a name that `src` is a string prefix of; a[b: a `[` opening no class, a plain name; U+10FFFF: the last code point
+LITERAL = ["src", "lib", "app.py", "a", "docs", "srcx", "a[b", "\U0010ffff"]
+GLOBS = ["*", "**", "*.py", "a*", "[ab]*", "?", "[ab]"]  # [ab]: also the folder spelt so (reservations.subtrees)
 
 
 def covers(a: str, b: str) -> bool:
@@ -82,6 +83,20 @@ def test_conflicts_are_those_every_reservation_compared_gives(call, project, set
             everyone = [agent_id(_project_id(conn, project), name) for name in AGENTS]
             ids = overlap_peers(conn, _project_id(conn, project), agent_id(_project_id(conn, project), agent), everyone)
             assert ids == {agent_id(_project_id(conn, project), name) for name in peers}
+
+
+def test_a_prefix_that_starts_with_the_last_code_point_is_under_every_glob(call, project):
+    """QA session 31: what lies under '' (the prefix of a pattern that starts with a glob) was read
+    as the prefixes below U+10FFFF, which left that one out and every prefix starting with it."""
+    odd = ["\U0010ffff", "\U0010ffff/x.py", "\U0010ffff\U0010ffff/x.py"]
+    call("file_reservation_paths", project_key=project, agent_name="GreenCastle", paths=[*odd, "z/x.py"])
+    granted = call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["**"])
+    assert [sorted(h["path_pattern"] for h in c["holders"]) for c in granted["conflicts"]] == [sorted([*odd, "z/x.py"])]
+    checked = call("check_file_reservations", project_key=project, agent_name="BlueLake", paths=["**/x.py"])["conflicts"]
+    assert [sorted(h["path_pattern"] for h in c["holders"]) for c in checked] == [sorted([*odd, "z/x.py"])]
+    listed = {r["path_pattern"]: sorted(o["path_pattern"] for o in r["conflicts_with"])
+              for r in call("list_file_reservations", project_key=project)["file_reservations"]}
+    assert listed == {"**": sorted([*odd, "z/x.py"])} | {pattern: ["**"] for pattern in [*odd, "z/x.py"]}
 
 
 def _project_id(conn, slug: str) -> int:

@@ -315,7 +315,7 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
         return _contact(row, project, now)  # nothing new to ask
     if asked_by_me and row["status"] == "pending":
         return _pending(_contact(row, project, now), project, requester, name)
-    if asked_by_me and row["status"] == "denied":
+    if asked_by_me and row["status"] == "denied" and target["contact_policy"] != "open":  # open since: admits anyone
         raise Conflict(
             f"{name} declined your contact request at {row['responded_ts']}.",
             f"You may ask again after {ask_again_after(row)}.",

@@ -26,7 +26,6 @@ import re
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
-GLOB_CHARS = frozenset("*?[")
 TOKEN = re.compile(r"\[.[^\]]*\]|\*+|.", re.DOTALL)  # a class holds at least one character, even `]`
 
 
@@ -49,7 +48,21 @@ class Budget:
 
 
 def is_glob(pattern: str) -> bool:
-    return any(char in GLOB_CHARS for char in pattern)
+    """Does the pattern hold a `*`, a `?` or a class? A `[` is a glob character only where it opens
+    a class of its segment (as _tokens reads it): `notes[old` is a plain name, as fnmatch takes it."""
+    return "*" in pattern or "?" in pattern or has_class(pattern)
+
+
+def has_class(pattern: str) -> bool:
+    """Does a segment of the pattern hold a `[...]` class (a `[` closed by a `]` of its segment)?"""
+    return "[" in pattern and any(len(token) > 1 and token[0] == "[" for segment in pattern.split("/")
+                                  for token in _tokens(segment))
+
+
+def escape(path: str) -> str:
+    """A glob that matches only `path`, taken as a plain name: each glob character in a class of
+    its own (`app/[slug]` becomes `app/[[]slug]`)."""
+    return re.sub(r"[*?[]", lambda char: f"[{char.group()}]", path)
 
 
 def overlaps(a: str, b: str, budget: Budget) -> bool:

@@ -22,7 +22,7 @@ from ..archive import outbox
 from ..config import get_settings
 from ..errors import Conflict, InvalidArgument, NotFound, TooManyRequests
 from ..fields import AgentName, Id, ProjectKey, Storable
-from .globs import Budget, OverBudget, is_glob, overlaps
+from .globs import Budget, OverBudget, escape, has_class, is_glob, overlaps
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageCursor1, PageLimit
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -86,21 +86,31 @@ CodeRepoPath = Annotated[
 ]
 
 
-def subtree(pattern: str) -> str:
-    """The pattern as what it reserves. A plain path may be a directory, so it covers
-    everything under it (`src` covers `src/app.py`); a glob reserves what it matches
-    (`src/*.py` is Python files, so it does not meet `src/**/*.ts`)."""
-    return pattern if is_glob(pattern) else pattern + "/**"
+def subtrees(pattern: str) -> tuple[str, ...]:
+    """The pattern as the globs of what it reserves. A plain path may be a directory, so it covers
+    everything under it (`src` covers `src/app.py`); a glob reserves what it matches (`src/*.py`
+    is Python files, so it does not meet `src/**/*.ts`). A glob with a class is also the plain
+    path it spells and what is under it, as git reads a pathspec: `app/[slug]` (a Next.js route
+    folder) reserves `app/[slug]/page.tsx` as well as `app/s`."""
+    if not is_glob(pattern):
+        return (pattern + "/**",)
+    return (pattern, escape(pattern) + "/**") if has_class(pattern) else (pattern,)
+
+
+def as_files(path: str) -> tuple[str, ...]:
+    """A path as git lists it, as globs: a glob is matched as a glob, and one with a class is
+    also the file it spells (git lists `app/[slug]/page.tsx`, a real name)."""
+    return (path, escape(path)) if has_class(path) else (path,)
 
 
 def covers(a: str, b: str, budget: Budget) -> bool:
     """Could one path be reserved by both patterns?"""
-    return overlaps(subtree(a), subtree(b), budget)
+    return any(overlaps(x, y, budget) for x in subtrees(a) for y in subtrees(b))
 
 
 def reserved_by(path: str, pattern: str, budget: Budget) -> bool:
     """Is this file (a path as git lists it, not a directory) under the reservation `pattern`?"""
-    return overlaps(path, subtree(pattern), budget)
+    return any(overlaps(file, reserved, budget) for file in as_files(path) for reserved in subtrees(pattern))
 
 
 def holds_all_of(cover: str, pattern: str, budget: Budget) -> bool:
@@ -111,11 +121,9 @@ def holds_all_of(cover: str, pattern: str, budget: Budget) -> bool:
     lies: any other cover answers no, which at worst reports a lapse that did not matter."""
     if not is_glob(pattern):
         return reserved_by(pattern, cover, budget)
-    whole = subtree(cover)
-    if whole == "**":
-        return True
     root = literal_prefix(pattern)
-    return whole.endswith("/**") and root != "" and overlaps(whole, root, budget)
+    return any(whole == "**" or (whole.endswith("/**") and root != "" and overlaps(whole, root, budget))
+               for whole in subtrees(cover))
 
 
 # Reservation rows with their holder's name as `agent`, and whether it looks alive (stale_because).
@@ -172,10 +180,11 @@ def _folders_down_to(prefix: str) -> list[str]:
     return ["/".join(segments[:n]) for n in range(len(segments) + 1)]
 
 
-def _under(prefix: str) -> tuple[str, str]:
+def _under(prefix: str) -> tuple[str, str | None]:
     """The prefixes under this one lie strictly between these two (`src/` and `src0`, as
-    '0' follows '/'; every other prefix is under '')."""
-    return (prefix + "/", prefix + "0") if prefix else ("", "\U0010ffff")
+    '0' follows '/'). Every other prefix is under '': above it, with no upper bound (none a
+    string could be: U+10FFFF left out the prefixes that start with it)."""
+    return (prefix + "/", prefix + "0") if prefix else ("", None)
 
 
 def _lookups(prefixes: list[str]):
@@ -189,6 +198,9 @@ def _lookups(prefixes: list[str]):
     for chunk in chunks(folders, LOOKUP_CHUNK):
         yield _joined("path_prefix", [(folder,) for folder in chunk]), "r.path_prefix = wanted.path_prefix"
     named = set(prefixes)
+    if "" in named:  # every prefix is under it: one range, unbounded above (_under)
+        yield _joined("low", [("",)]), "r.path_prefix > wanted.low"
+        return
     # (A prefix under another of them is left out: the other's range holds its own.)
     tops = [prefix for prefix in prefixes if not any(folder in named for folder in _folders_down_to(prefix)[:-1])]
     for chunk in chunks(tops, LOOKUP_CHUNK):
@@ -235,7 +247,8 @@ class ActiveNear:
     def _under(self, prefix: str) -> range:
         """Where the prefixes under this one are in self.prefixes."""
         low, high = _under(prefix)
-        return range(bisect.bisect_right(self.prefixes, low), bisect.bisect_left(self.prefixes, high))
+        end = len(self.prefixes) if high is None else bisect.bisect_left(self.prefixes, high)
+        return range(bisect.bisect_right(self.prefixes, low), end)
 
     def near(self, pattern: str) -> list[sqlite3.Row]:
         prefix = literal_prefix(pattern)
@@ -622,7 +635,8 @@ class Renewed(Output):
         [], description="Not renewed because they had lapsed: reserve them again with file_reservation_paths (and"
         " check nobody edited those files meanwhile). Of the reservations named by paths or ids, those expired or"
         f" released; renewing all of them, those that expired in the last {RECENT_LAPSE_SECONDS // 3600} hours (newest"
-        f" first, at most {RECENT_LAPSES_LISTED}) and that you have not reserved again (not those you released, nor"
+        f" first, at most {RECENT_LAPSES_LISTED}; also if another agent force-released them after, without a notice)"
+        " and that you have not reserved again (not those you released, nor"
         " those another active reservation of yours holds as strongly, e.g. src/api.py under src/** or src/*.py)."
     )
 
@@ -670,13 +684,18 @@ def lapsed_reservations(db: sqlite3.Connection, where: str, params: list, now: s
 
 
 def recently_expired(db: sqlite3.Connection, agent: sqlite3.Row, now: str) -> list[Reservation]:
-    """The agent's reservations that expired within RECENT_LAPSE_SECONDS, released by no one,
-    and not still held by another of its reservations. Reserving a pattern again reuses its row
-    (one per agent and pattern), so a pattern held again is active and not among them."""
+    """The agent's reservations that expired within RECENT_LAPSE_SECONDS while held, and are not
+    still held by another of its reservations. Released after it expired (force_release_file_reservation,
+    maybe without a notice) it lapsed all the same; released before, it was let go: by the agent,
+    or by another agent, which always tells the holder of a lease still running. Reserving a
+    pattern again reuses its row (one per agent and pattern), so a pattern held again is active
+    and not among them. (Each branch an index range of file_reservations_by_agent_expiry.)"""
+    since = clock.later(now, -RECENT_LAPSE_SECONDS)
     rows = db.execute(
         f"{WITH_HOLDER} WHERE r.agent_id = ? AND r.released_ts IS NULL AND r.expires_ts <= ? AND r.expires_ts > ?"
-        " ORDER BY r.expires_ts DESC, r.id LIMIT ?",
-        (agent["id"], now, clock.later(now, -RECENT_LAPSE_SECONDS), RECENT_LAPSES_LISTED),
+        f" UNION ALL {WITH_HOLDER} WHERE r.agent_id = ? AND r.released_ts > ? AND r.released_ts >= r.expires_ts"
+        " AND r.expires_ts > ? ORDER BY expires_ts DESC, id LIMIT ?",
+        (agent["id"], now, since, agent["id"], since, since, RECENT_LAPSES_LISTED),
     ).fetchall()
     if not rows:
         return []
@@ -720,7 +739,9 @@ class ForceReleaseInput(Input):
     agent_name: AgentName = Field(description="You: the agent taking the reservation away.")
     file_reservation_id: Id
     note: Annotated[Storable, Field(max_length=4000, description="Why; included in the message to the holder.")] = ""
-    notify_previous: bool = Field(True, description="Send the holder a message saying so.")
+    notify_previous: bool = Field(True, description="Send the holder a message saying so. False spares only the holder of an"
+                                  " expired reservation (its next heartbeat lists it in lapsed): the holder of one still"
+                                  " running is always told, as it may still be editing those files.")
 
 
 class ForceReleased(Output):
@@ -766,7 +787,8 @@ def force_release_file_reservation(db: sqlite3.Connection, args: ForceReleaseInp
     """Release another agent's reservation that looks abandoned: it expired, its holder is
     retired, or its holder has been inactive longer than STALE_AGENT_SECONDS (default 30
     minutes). A live holder's reservation is refused (409): message them instead. The
-    holder gets a notice saying who released it and why (your note)."""
+    holder gets a notice saying who released it and why (your note); with notify_previous=false,
+    only if the reservation had not expired."""
     project = find_project(db, args.project_key)
     refuse_archived(project)  # as file_reservation_paths: whether it worked hung on notify_previous (its notice)
     agent = find_agent(db, project, args.agent_name)
@@ -787,7 +809,10 @@ def force_release_file_reservation(db: sqlite3.Connection, args: ForceReleaseInp
         )
     db.execute("UPDATE file_reservations SET released_ts = ? WHERE id = ?", (now, row["id"]))
     outbox.record_reservations(db, project, [row["id"]])
-    tell_holder = args.notify_previous and row["agent_id"] != agent["id"] and not row["retired_ts"]
+    # A lease still running is taken from a holder that may be editing under it, and nothing else
+    # would tell it (a heartbeat lists only what expired): notify_previous=false spares the others.
+    running = row["expires_ts"] > now
+    tell_holder = (args.notify_previous or running) and row["agent_id"] != agent["id"] and not row["retired_ts"]
     if tell_holder:
         notify(  # the holder hears of it whatever its contact policy
             db, project, agent, row["agent"], f"Released your file reservation {row['path_pattern']}",
