@@ -289,8 +289,10 @@ def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimi
             client=source_ip(request),
         ))
         body = answer.file.read_bytes() if answer.file is not None else answer.body  # a file: a trial's local storage
-        if answer.content_type.startswith(("text/", "application/json")):
-            body = body.decode()  # Lambda's proxy integration wants text; bytes (an attachment) go base64-encoded
+        # Lambda's answer is JSON: Chalice base64-encodes the bytes of a binary type; any other body
+        # must be text (the bytes of image/svg+xml, the favicon, made every page's icon a 502).
+        if answer.content_type.split(";")[0].strip().lower() not in app.api.binary_types:
+            body = body.decode()
         return Response(body, status_code=answer.status, headers={"Content-Type": answer.content_type, **answer.headers})
 
     for path in WEB_PATHS:
