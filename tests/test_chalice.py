@@ -183,6 +183,9 @@ SAME_ANSWERS = [  # (method, path, body, headers)
     ("DELETE", "/api/list_projects", b"", {}),
     ("POST", "/api/no_such_tool", b"{}", JSON),  # a misspelt tool: 404 (Chalice 403 "Missing Authentication Token")
     ("GET", "/api/no_such_tool", b"", {}),
+    # not a sha256: the route's 422 on both (Chalice gave get_attachment's, naming its input's pattern)
+    ("GET", "/api/attachments/abc?project_key=work-demo&agent_name=BlueLake&message_id=1", b"", {}),
+    ("GET", f"/api/attachments/{'A' * 64}?project_key=work-demo&agent_name=BlueLake&message_id=1", b"", {}),
 ]
 
 
@@ -294,6 +297,41 @@ def test_unexpected_exception_is_500_without_details(chalice, monkeypatch):
     status, body = chalice.get("/api/list_projects")
     assert status == 500
     assert body == internal_error().to_dict() and "secret" not in json.dumps(body)
+
+
+def test_an_unexpected_failure_of_the_attachment_routes_is_a_500_in_the_error_shape(chalice, settings, monkeypatch):
+    """QA, session 31: the Chalice attachment routes caught ToolError only: a disk or S3 failure got
+    Chalice's own 500 ({"Code", "Message"}); locally a full disk during PUT /api/attachments
+    closed the response with no body."""
+    import base64
+
+    from chalicelib.attachments import storage
+    from chalicelib.transports.asgi import create_app
+
+    invoke.call(TOOLS["ensure_project"], {"human_key": "/work/demo"}, settings)
+    invoke.call(TOOLS["register_agent"], {"project_key": "work-demo", "program": "p", "model": "m", "name": "BlueLake"}, settings)
+    sent = invoke.call(TOOLS["send_message"], {"project_key": "work-demo", "sender_name": "BlueLake", "to": ["BlueLake"],
+                                               "subject": "log", "body_md": "x", "attachments": [
+                                                   {"name": "run.log", "content_base64": base64.b64encode(b"ok").decode()}]},
+                       settings).message
+    query = urlencode({"project_key": "work-demo", "agent_name": "BlueLake", "message_id": sent.id})
+
+    def broken(errno: int, text: str):
+        def fail(*_):
+            raise OSError(errno, text)
+        return fail
+
+    monkeypatch.setattr(storage.LocalStorage, "read", broken(5, "Input/output error"))
+    monkeypatch.setattr(storage.LocalWriter, "write", broken(28, "No space left on device"))
+    local = TestClient(create_app(settings), base_url="http://127.0.0.1:8765")
+    answers = [chalice.get(f"/api/attachments/{sent.attachments[0].sha256}?{query}")]
+    for put in (lambda: chalice.http.request("PUT", "/api/attachments", body=b"data",
+                                             headers={"Content-Type": "application/octet-stream"}),
+                lambda: local.put("/api/attachments", content=b"data")):
+        answer = put()
+        answers.append((answer.status_code, json.loads(answer.body if hasattr(answer, "body") else answer.content)))
+    assert answers == [(500, internal_error().to_dict())] * 3
+    assert not [path for path in settings.attachments_dir.iterdir() if path.name.startswith(".upload-")]  # nothing left
 
 
 def test_health_and_ready(chalice):
