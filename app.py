@@ -144,24 +144,23 @@ def create_app(settings: Settings) -> Chalice:
     def attachment_upload() -> Response:
         """A file too large for a request body, into local storage (without ATTACHMENTS_BUCKET: a
         trial's /tmp, `chalice local`); with a bucket, uploads go to request_attachment_upload's URL."""
-        try:
+        def upload() -> Response:
             scopes.require_role(auth.current.get(), "writer", "PUT /api/attachments")  # it stores bytes
             return json_response(200, attachment_routes.upload_whole(app.current_request.raw_body or b"", settings))
-        except ToolError as exc:
-            return json_response(exc.status, exc.to_dict(), exc.headers)
+
+        return answered(app, upload)
 
     @app.route("/api/attachments/{sha256}", methods=["GET", "OPTIONS"])
     def attachment_download(sha256: str) -> Response:
         """An attachment's bytes, for its message's sender and recipients: a redirect to a
         short-lived S3 link (no size limit), or from local storage (a trial's /tmp)."""
+        return answered(app, lambda: download(sha256))
+
+    def download(sha256: str) -> Response:
         request = app.current_request
-        query = dict(request.query_params or {})
-        try:
-            arguments = {**query, "sha256": sha256, "include_content": False}
-            found = invoke.call(get_attachment, rest.with_header_token(get_attachment, arguments,
-                                                                       request.headers.get(rest.AGENT_TOKEN_HEADER)), settings)
-        except ToolError as exc:
-            return json_response(exc.status, exc.to_dict(), exc.headers)
+        arguments = attachment_routes.download_arguments(sha256, dict(request.query_params or {}),
+                                                         request.headers.get(rest.AGENT_TOKEN_HEADER))
+        found = invoke.call(get_attachment, arguments, settings)
         where = attachment_storage.storage(settings)
         if not isinstance(where, attachment_storage.LocalStorage):
             return Response(body="", status_code=302, headers={"Location": found.url})
@@ -289,8 +288,10 @@ def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimi
             client=source_ip(request),
         ))
         body = answer.file.read_bytes() if answer.file is not None else answer.body  # a file: a trial's local storage
-        if answer.content_type.startswith(("text/", "application/json")):
-            body = body.decode()  # Lambda's proxy integration wants text; bytes (an attachment) go base64-encoded
+        # Lambda's answer is JSON: Chalice base64-encodes the bytes of a binary type; any other body
+        # must be text (the bytes of image/svg+xml, the favicon, made every page's icon a 502).
+        if answer.content_type.split(";")[0].strip().lower() not in app.api.binary_types:
+            body = body.decode()
         return Response(body, status_code=answer.status, headers={"Content-Type": answer.content_type, **answer.headers})
 
     for path in WEB_PATHS:
@@ -319,8 +320,14 @@ def arguments(tool: Tool, request: Request) -> Any:
 
 def respond(app: Chalice, run: Callable[[], Any]) -> Response:
     """The output of `run()` as JSON, or its error in the shape every transport uses."""
+    return answered(app, lambda: json_response(200, run()))
+
+
+def answered(app: Chalice, run: Callable[[], Response]) -> Response:
+    """`run()`'s response, or its error in the shape every transport uses (an unexpected one too:
+    Chalice's own 500 is {"Code", "Message"})."""
     try:
-        return json_response(200, run())
+        return run()
     except ToolError as exc:
         return json_response(exc.status, exc.to_dict(), exc.headers)
     except Exception:

@@ -3,9 +3,11 @@ it, with an event built from the received messages) -> pushed to a bare reposito
 
 import importlib
 import json
+import re
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from chalicelib.store import db
@@ -13,12 +15,16 @@ from chalicelib import clock, invoke
 from chalicelib.archive import cloud, outbox, rebuild, render
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.config import get_settings
+from chalicelib.ops import logs
 from chalicelib.tools import tools_by_name
 
 from .aws_events import CONTEXT
 
 TOOLS = tools_by_name()
 MAX_RECEIVES = 2
+SCHEDULED = {"detail-type": "Scheduled Event", "source": "aws.events", "time": "2026-01-01T00:00:00Z", "detail": {},
+             "resources": ["arn:aws:events:us-east-1:123456789012:rule/archive-sweep"], "region": "us-east-1",
+             "account": "123456789012", "id": "1", "version": "0"}  # the sweep's event, as EventBridge sends it
 
 
 @pytest.fixture
@@ -314,3 +320,95 @@ def test_a_batch_whose_push_keeps_failing_is_counted_and_published_again_after_t
     with remote(settings) as archive:
         assert messages_in(archive) == [mid]
     assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0
+
+
+def sqs_hook(hook) -> None:
+    """`hook(params)` sees (and may refuse) every SendMessageBatch publish makes, before it is sent."""
+    cloud.sqs_client().meta.events.register("before-parameter-build.sqs.SendMessageBatch", lambda params, **_: hook(params))
+
+
+def rows_by_state(settings) -> dict[str, list]:
+    with db.connection(settings) as conn:
+        rows = conn.execute("SELECT state, attempts, last_error, payload FROM archive_outbox ORDER BY id").fetchall()
+    states: dict[str, list] = {}
+    for row in rows:
+        states.setdefault(row["state"], []).append((json.loads(row["payload"]).get("subject"), row["attempts"], row["last_error"]))
+    return states
+
+
+def test_large_entries_go_in_batches_sqs_takes(sqs, settings, worker, send):
+    """QA, session 31: publish put 10 rows in a SendMessageBatch whatever their size; five build logs
+    of 220 KB made a batch over SQS's 1 MiB (moto refuses it, as SQS does), publish raised before it
+    marked any row, and every later publish built the same batch: no project's archive moved again."""
+    batches = []
+    sqs_hook(lambda params: batches.append(sum(len(e["MessageBody"].encode()) for e in params["Entries"])))
+    logs = [invoke.call(TOOLS["send_message"], {"project_key": "cloud", "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                "subject": f"log {n}", "body_md": "x" * 220_000}, settings).message.id
+            for n in range(5)]
+    assert cloud.publish_all(settings) == 1 + 3 + 5
+    assert max(batches) <= cloud.BATCH_MAX_BYTES < 1024 * 1024 < sum(batches)
+    assert list(rows_by_state(settings)) == ["queued"]
+    while (event := receive(sqs))["Records"]:
+        acknowledge(sqs, event, worker(event, CONTEXT))
+    with remote(settings) as archive:
+        assert messages_in(archive) == sorted(str(mid) for mid in logs)
+
+
+def test_a_batch_sqs_refuses_is_backed_off_and_then_only_its_culprit_alone(sqs, settings, worker, send, monkeypatch):
+    """QA, session 31: an exception from SendMessageBatch escaped publish: no row was marked, the
+    same oldest rows came first in every later publish, and the sweep stopped before its pruning
+    and its metrics. Now the refused batch's rows wait for their retry (rows behind them go on),
+    then go alone: the one SQS refuses is backed off on its own."""
+    def refuse(params):
+        if any("refused by SQS" in e["MessageBody"] for e in params["Entries"]):
+            raise ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "refused"}}, "SendMessageBatch")
+
+    sqs_hook(refuse)
+    good, bad = send("fine"), send("refused by SQS")
+    metrics, pruned = [], []
+    monkeypatch.setattr(logs, "metrics_line", lambda measured, **_: metrics.append(measured))
+    prune = outbox.prune
+    monkeypatch.setattr(outbox, "prune", lambda conn, days: pruned.append(days) or prune(conn, days))
+    importlib.import_module("app").create_app(settings).handler_map["archive_sweep"](SCHEDULED, CONTEXT)
+    assert pruned and "ArchiveLagSeconds" in metrics[0]  # the sweep went on to its pruning and metrics
+    assert list(rows_by_state(settings)) == ["pending"]  # the batch: 1 + 3 + 2 rows, each counted and backed off
+    assert {(attempts, error) for _, attempts, error in rows_by_state(settings)["pending"]} == {
+        (1, "SQS: ClientError: An error occurred (InvalidParameterValue) when calling the SendMessageBatch operation: refused")}
+
+    behind = send("behind")  # not held up by the rows waiting for their retry
+    assert cloud.publish_all(settings) == 1
+    later = clock.later(clock.now(), settings.archive_retry_seconds + 1)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    assert cloud.publish_all(settings) == 1 + 3 + 1  # each alone now: all but the culprit
+    states = rows_by_state(settings)
+    assert [(subject, attempts) for subject, attempts, _ in states["pending"]] == [("refused by SQS", 2)]
+    while (event := receive(sqs))["Records"]:
+        acknowledge(sqs, event, worker(event, CONTEXT))
+    with remote(settings) as archive:
+        assert messages_in(archive) == sorted([good, behind]) and bad not in messages_in(archive)
+
+
+def test_a_slug_over_sqs_s_128_characters_gets_a_bounded_stable_message_group(sqs, settings, worker):
+    """QA, session 31: MessageGroupId was the slug, which is as long as the project's path; SQS
+    refuses one over 128 characters (moto does not: the hook checks SQS's rule), and every batch
+    with such a project's rows failed, other projects' too."""
+    groups = []
+
+    def sqs_rule(params):
+        for entry in params["Entries"]:
+            groups.append(entry["MessageGroupId"])
+            if not re.fullmatch(r"[!-~]{1,128}", entry["MessageGroupId"]):
+                raise ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "MessageGroupId can only include"
+                                             " alphanumeric and punctuation characters. 1 to 128 in length."}}, "SendMessageBatch")
+
+    sqs_hook(sqs_rule)
+    deep = "/home/dev/src/github.com/example-org/platform-monorepo/services/billing/invoice-generation/" + "x" * 60
+    slugs = [invoke.call(TOOLS["ensure_project"], {"human_key": key}, settings).slug for key in (deep, deep + "y", "/short")]
+    for slug in slugs:
+        invoke.call(TOOLS["register_agent"], {"project_key": slug, "program": "p", "model": "m", "name": "BlueLake"}, settings)
+    assert cloud.publish_all(settings) == 3 * 2
+    assert len(slugs[0]) > 128 and [cloud.message_group(slug) for slug in slugs] == groups[:3] == groups[3:]  # projects, then profiles
+    assert len(set(groups)) == 3 and groups[2] == "short"  # one group a project; a short slug is its own
+    assert worker(receive(sqs), CONTEXT) == {"batchItemFailures": []}
+    with remote(settings) as archive:
+        assert json.loads(archive.read(f"projects/{slugs[0]}/project.json"))["human_key"] == deep

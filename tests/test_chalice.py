@@ -26,6 +26,7 @@ TOOLS = tools_by_name()
 def settings(tmp_path, monkeypatch):
     """Settings from the environment, as on Lambda, on this test's own database."""
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/agent_mail.db")
+    monkeypatch.setenv("ATTACHMENTS_DIR", str(tmp_path / "attachments"))  # (tools read attachments by get_settings)
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
@@ -182,6 +183,9 @@ SAME_ANSWERS = [  # (method, path, body, headers)
     ("DELETE", "/api/list_projects", b"", {}),
     ("POST", "/api/no_such_tool", b"{}", JSON),  # a misspelt tool: 404 (Chalice 403 "Missing Authentication Token")
     ("GET", "/api/no_such_tool", b"", {}),
+    # not a sha256: the route's 422 on both (Chalice gave get_attachment's, naming its input's pattern)
+    ("GET", "/api/attachments/abc?project_key=work-demo&agent_name=BlueLake&message_id=1", b"", {}),
+    ("GET", f"/api/attachments/{'A' * 64}?project_key=work-demo&agent_name=BlueLake&message_id=1", b"", {}),
 ]
 
 
@@ -295,6 +299,41 @@ def test_unexpected_exception_is_500_without_details(chalice, monkeypatch):
     assert body == internal_error().to_dict() and "secret" not in json.dumps(body)
 
 
+def test_an_unexpected_failure_of_the_attachment_routes_is_a_500_in_the_error_shape(chalice, settings, monkeypatch):
+    """QA, session 31: the Chalice attachment routes caught ToolError only: a disk or S3 failure got
+    Chalice's own 500 ({"Code", "Message"}); locally a full disk during PUT /api/attachments
+    closed the response with no body."""
+    import base64
+
+    from chalicelib.attachments import storage
+    from chalicelib.transports.asgi import create_app
+
+    invoke.call(TOOLS["ensure_project"], {"human_key": "/work/demo"}, settings)
+    invoke.call(TOOLS["register_agent"], {"project_key": "work-demo", "program": "p", "model": "m", "name": "BlueLake"}, settings)
+    sent = invoke.call(TOOLS["send_message"], {"project_key": "work-demo", "sender_name": "BlueLake", "to": ["BlueLake"],
+                                               "subject": "log", "body_md": "x", "attachments": [
+                                                   {"name": "run.log", "content_base64": base64.b64encode(b"ok").decode()}]},
+                       settings).message
+    query = urlencode({"project_key": "work-demo", "agent_name": "BlueLake", "message_id": sent.id})
+
+    def broken(errno: int, text: str):
+        def fail(*_):
+            raise OSError(errno, text)
+        return fail
+
+    monkeypatch.setattr(storage.LocalStorage, "read", broken(5, "Input/output error"))
+    monkeypatch.setattr(storage.LocalWriter, "write", broken(28, "No space left on device"))
+    local = TestClient(create_app(settings), base_url="http://127.0.0.1:8765")
+    answers = [chalice.get(f"/api/attachments/{sent.attachments[0].sha256}?{query}")]
+    for put in (lambda: chalice.http.request("PUT", "/api/attachments", body=b"data",
+                                             headers={"Content-Type": "application/octet-stream"}),
+                lambda: local.put("/api/attachments", content=b"data")):
+        answer = put()
+        answers.append((answer.status_code, json.loads(answer.body if hasattr(answer, "body") else answer.content)))
+    assert answers == [(500, internal_error().to_dict())] * 3
+    assert not [path for path in settings.attachments_dir.iterdir() if path.name.startswith(".upload-")]  # nothing left
+
+
 def test_health_and_ready(chalice):
     assert chalice.get("/health") == (200, {"status": "ok"})
     status, ready = chalice.get("/ready")
@@ -357,3 +396,49 @@ def test_a_download_from_local_storage_is_served_as_the_local_server_serves_it(t
     assert served[0] == (200, "text/plain; charset=utf-8", "private, max-age=3600, immutable", "passed ✓\n".encode())
     assert served[1][:3] == (200, "application/octet-stream", "private, max-age=3600, immutable")  # not UTF-8: as bytes
     assert served[1][3] == b"caf\xe9"
+
+
+LAMBDA_ANSWER_MAX = 6 * 1024 * 1024  # a synchronous invocation's response, as the runtime serializes it
+
+
+def test_a_text_attachment_over_mcp_fits_a_lambda_answer(chalice_app, chalice, settings):
+    """QA, session 31: a text attachment within ATTACHMENT_INLINE_MAX_BYTES came back over MCP as
+    text, JSON-escaped in the answer and again in Lambda's response (the Python 3.11 runtime's
+    json.dumps writes non-ASCII as \\uXXXX): a JSON-lines log of 3.9 MiB made 6.4 MB, Russian notes
+    of 3.5 MiB 9.3 MB, past Lambda's 6 MB (a 502). Such a text now comes as a blob, as binary content."""
+    import base64
+    import hashlib
+
+    from .aws_events import CONTEXT, MCP_HEADERS, http_api_event, rest_api_event, tool_call
+
+    limit = settings.attachment_inline_max_bytes
+    line = '{"ts":"2026-01-02T03:04:05Z","level":"INFO","msg":"request","path":"/api/send_message","status":200}\n'
+    files = {"build.log": (line * (limit // len(line))).encode(),  # quotes: 4 bytes each, escaped twice
+             "notes.md": ("Привет, мир. " * (limit // len("Привет, мир. ".encode())))[:-1].encode(),  # 6 a letter
+             "small.log": (line * 1000).encode()}  # escaped twice, still within base64 of the limit: text
+    assert all(limit - 200 < len(data) <= limit for name, data in files.items() if name != "small.log")
+    chalice.post("/api/ensure_project", {"human_key": "/work/big"})
+    for name in ("BlueLake", "GreenCastle"):
+        chalice.post("/api/register_agent", {"project_key": "work-big", "program": "p", "model": "m", "name": name})
+    chalice.post("/api/set_contact_policy", {"project_key": "work-big", "agent_name": "GreenCastle", "policy": "open"})
+    for name, data in files.items():
+        upload = chalice.http.request("PUT", "/api/attachments", headers={"Content-Type": "application/octet-stream"}, body=data)
+        assert json.loads(upload.body)["sha256"] == hashlib.sha256(data).hexdigest()
+    status, sent = chalice.post("/api/send_message", {"project_key": "work-big", "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                      "subject": "logs", "body_md": "attached", "attachments": [
+                                                          {"name": name, "sha256": hashlib.sha256(data).hexdigest()}
+                                                          for name, data in files.items()]})
+    assert status == 200, sent
+    headers = {**MCP_HEADERS, "Host": "127.0.0.1:8765"}
+    for attachment, data in zip(sent["message"]["attachments"], files.values()):
+        call = tool_call("get_attachment", {"project_key": "work-big", "agent_name": "GreenCastle",
+                                            "message_id": sent["message"]["id"], "sha256": attachment["sha256"]})
+        for entry, event in ((chalice_app, rest_api_event("POST", "/mcp", call, headers)),  # the REST API's /mcp
+                             (chalice_app.handler_map["mcp"], http_api_event("POST", "/mcp", call, headers))):  # function URL
+            answer = entry(event, CONTEXT)
+            assert len(json.dumps(answer).encode()) <= LAMBDA_ANSWER_MAX, attachment["name"]
+            resource = json.loads(answer["body"])["result"]["content"][1]["resource"]
+            if attachment["name"] == "small.log":
+                assert resource["text"].encode() == data
+            else:
+                assert base64.b64decode(resource["blob"]) == data and resource["mimeType"] == attachment["media_type"]

@@ -157,3 +157,27 @@ def test_a_form_counts_against_the_signed_in_credentials_writes_on_chalice_too(t
         csrf = re.search(r'name="csrf" value="([^"]+)"', client.http.get("/ui/compose?p=srv-0", headers=session).body.decode()).group(1)
         sent = client.http.post("/ui/compose", headers=session, body=f"csrf={csrf}&project_key=srv-0&to=x&body_md=x")
         assert sent.status_code == 429 and sent.headers["Content-Type"].startswith("text/html") and "Retry-After" in sent.headers
+
+
+def test_every_static_file_is_an_answer_lambda_can_return(tmp_path):
+    """QA, session 31: the view turned only text/* and JSON bodies into text; favicon.svg
+    (image/svg+xml, no binary type) came back as bytes, which the Lambda runtime cannot serialize
+    (Runtime.MarshalError, a 502 for every page's icon). Chalice's test client never serializes."""
+    import base64
+    import json
+
+    from chalicelib.web.pages import STATIC
+
+    from .aws_events import API_HOST, CONTEXT, rest_api_event
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/s.db", archive_enabled=False, allowed_hosts=[API_HOST])
+    app = importlib.import_module("app").create_app(settings)
+    files = sorted(path for path in STATIC.iterdir() if path.is_file())
+    assert "favicon.svg" in [path.name for path in files]
+    for path in files:
+        event = rest_api_event("GET", "/ui/static/{name}")
+        event.update(path=f"/ui/static/{path.name}", pathParameters={"name": path.name})
+        event["requestContext"]["path"] = f"/api/ui/static/{path.name}"
+        answer = json.loads(json.dumps(app(event, CONTEXT)))  # what the Lambda runtime does with it
+        body = base64.b64decode(answer["body"]) if answer.get("isBase64Encoded") else answer["body"].encode()
+        assert (answer["statusCode"], body) == (200, path.read_bytes()), path.name

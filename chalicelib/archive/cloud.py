@@ -1,8 +1,8 @@
 """Cloud mode: the outbox drains to an SQS FIFO queue; a worker function writes the archive.
 
-`publish` sends pending outbox rows to ARCHIVE_QUEUE_URL, MessageGroupId = project (one
-project's entries stay in order), MessageDeduplicationId = the outbox row id (a row sent
-twice within SQS's five-minute window is delivered once; after that the writer's
+`publish` sends pending outbox rows to ARCHIVE_QUEUE_URL, MessageGroupId = the project's
+(message_group: one project's entries stay in order), MessageDeduplicationId = the outbox
+row id (a row sent twice within SQS's five-minute window is delivered once; after that the writer's
 idempotence makes a second delivery a no-op). It runs after every write invocation on
 Lambda and from a scheduled sweep, which also picks up anything a failed publish left.
 
@@ -16,6 +16,7 @@ after maxReceiveCount receives. Only deterministic failures are reported per ite
 failed push fails the whole batch, so entries are never applied out of order.
 """
 
+import hashlib
 import json
 import logging
 from functools import lru_cache
@@ -29,6 +30,8 @@ from .render import batches, render
 
 log = logging.getLogger(__name__)
 MAX_BODY = 250_000  # SQS takes 256 KiB: larger entries travel as their outbox id only
+BATCH_MAX_BYTES = 1_000_000  # SQS takes 1 MiB (1,048,576 bytes) a SendMessageBatch: a margin below it
+GROUP_ID_MAX = 128  # SQS's longest MessageGroupId
 PUSH_ATTEMPTS = 5
 # The queue tries a message for at most maxReceiveCount x VisibilityTimeout (5 x 360 s:
 # infra/template.yaml), then moves it to the dead-letter queue. A row still queued well after
@@ -46,29 +49,71 @@ def sqs_client():
 
 
 def publish(settings: Settings, limit: int = PUBLISH_ROWS) -> int:
-    """Send up to `limit` pending outbox rows to the queue; the number sent."""
+    """Send up to `limit` pending outbox rows to the queue; the number sent. A batch SQS refuses
+    (or that cannot reach it) leaves its rows pending with a backoff (mark_failed), never an
+    exception: raised, it left them due, first in every later publish, and nothing of any
+    project reached the queue again."""
     with connection(settings) as conn:
         rows = outbox.take(conn, limit)
     if not rows:  # (no write transaction for nothing: a failed row waiting for its retry took the lock on every request)
         return 0
     sent: list[int] = []
     failed: dict[int, str] = {}
-    for start in range(0, len(rows), 10):  # SendMessageBatch takes 10 at a time
-        chunk = rows[start : start + 10]
-        response = sqs_client().send_message_batch(
-            QueueUrl=settings.archive_queue_url,
-            Entries=[
-                {"Id": str(i), "MessageBody": body(row), "MessageGroupId": row["project"], "MessageDeduplicationId": str(row["id"])}
-                for i, row in enumerate(chunk)
-            ],
-        )
-        sent += [chunk[int(ok["Id"])]["id"] for ok in response.get("Successful", [])]
-        failed |= {chunk[int(bad["Id"])]["id"]: bad.get("Message", bad["Code"]) for bad in response.get("Failed", [])}
+    for chunk in chunks(rows):
+        try:
+            response = sqs_client().send_message_batch(
+                QueueUrl=settings.archive_queue_url, Entries=[{"Id": str(i), **message} for i, (_, message) in enumerate(chunk)])
+        except Exception as exc:
+            log.warning("archive publish: SQS refused a batch of %d rows: %s", len(chunk), exc)
+            failed |= {row["id"]: f"{type(exc).__name__}: {exc}" for row, _ in chunk}
+            continue
+        sent += [chunk[int(ok["Id"])][0]["id"] for ok in response.get("Successful", [])]
+        failed |= {chunk[int(bad["Id"])][0]["id"]: bad.get("Message", bad["Code"]) for bad in response.get("Failed", [])}
     with connection(settings) as conn, transaction(conn, write=True):
         outbox.mark_queued(conn, sent, clock.later(clock.now(), QUEUED_MAX_SECONDS))
         for rid, error in failed.items():  # still pending: a later publish sends it again
             outbox.mark_failed(conn, [rid], f"SQS: {error}", settings.archive_retry_seconds)
     return len(sent)
+
+
+def chunks(rows: list) -> list[list[tuple]]:
+    """The rows, each with its entry, as SendMessageBatch calls: at most 10 entries and
+    BATCH_MAX_BYTES each (SQS refuses a batch over 1 MiB as a whole). A row that failed before goes
+    alone: if it is the one SQS refuses, it is backed off on its own, not with the rows beside it."""
+    grouped: list[list[tuple]] = []
+    size = 0
+    for row in rows:
+        message = entry(row)
+        weight = entry_size(message)
+        alone = row["attempts"] or (grouped and grouped[-1][0][0]["attempts"])
+        if not grouped or alone or len(grouped[-1]) == 10 or size + weight > BATCH_MAX_BYTES:
+            grouped.append([])
+            size = 0
+        grouped[-1].append((row, message))
+        size += weight
+    return grouped
+
+
+def entry(row) -> dict:
+    """A row's SendMessageBatch entry (without its Id)."""
+    return {"MessageBody": body(row), "MessageGroupId": message_group(row["project"]),
+            "MessageDeduplicationId": str(row["id"])}
+
+
+def entry_size(entry: dict) -> int:
+    """What an entry counts against a batch's 1 MiB, at most: SQS counts its body and message
+    attributes (none here); every field is counted, a few bytes more."""
+    return sum(len(value.encode()) for value in entry.values())
+
+
+def message_group(project: str) -> str:
+    """The SQS MessageGroupId of a project's entries (one group: they stay in order): its slug, or
+    for a slug over SQS's 128 characters its start and a hash of it (a slug is as long as its
+    path; one over the limit refused every batch it was in). Slugs are ASCII letters, digits and
+    punctuation, which SQS takes."""
+    if len(project) <= GROUP_ID_MAX:
+        return project
+    return f"{project[:100]}-{hashlib.sha256(project.encode()).hexdigest()[:16]}"
 
 
 def body(row) -> str:

@@ -2,6 +2,7 @@
 large for a request body before sending it (docs/attachments.md)."""
 
 import base64
+import json
 import logging
 import sqlite3
 from typing import Any
@@ -92,9 +93,10 @@ def get_attachment(db: sqlite3.Connection, args: GetAttachmentInput) -> Attachme
 
 def mcp_content(payload: bytes) -> tuple[list[dict[str, Any]], bytes]:
     """get_attachment over MCP: the details as text, then the content itself, as an image a
-    multimodal agent can look at, or an embedded resource (text or blob); and the structured
-    result without the content (content_base64 null), so that it travels once: twice, an
-    attachment of 2.2 MiB passed Lambda's 6 MB answer."""
+    multimodal agent can look at, or an embedded resource (text, or blob: also a text that
+    escaped would take more than base64 of the inline limit); and the structured result without
+    the content (content_base64 null), so that it travels once: twice, an attachment of 2.2 MiB
+    passed Lambda's 6 MB answer."""
     found = orjson.loads(payload)
     content, media_type = found.pop("content_base64"), found["media_type"]
     details = orjson.dumps(found)
@@ -112,11 +114,23 @@ def mcp_content(payload: bytes) -> tuple[list[dict[str, Any]], bytes]:
     resource: dict[str, Any] = {"uri": uri, "mimeType": served, "blob": content}
     if media_type.startswith("text/") or media_type in ("application/json", "application/x-ndjson"):
         try:
-            resource = {"uri": uri, "mimeType": media_type, "text": raw.decode()}
+            if fits_as_text(text := raw.decode(), len(raw)):
+                resource = {"uri": uri, "mimeType": media_type, "text": text}
         except UnicodeDecodeError:
             pass
     blocks.append({"type": "resource", "resource": resource})
     return blocks, structured
+
+
+def fits_as_text(text: str, size: int) -> bool:
+    """Whether `text` (of `size` bytes in UTF-8) takes no more in a Lambda answer than base64 of
+    ATTACHMENT_INLINE_MAX_BYTES: JSON-escaped in the MCP answer (orjson, as written), then again in
+    Lambda's response (json.dumps, which on Python 3.11 writes every non-ASCII character as
+    \\uXXXX). A `"` takes 4 bytes there, a Cyrillic letter 3 a byte: text attachments within the
+    inline limit passed Lambda's 6 MB. A byte takes at most 7 (a control character): a small text
+    is not measured."""
+    budget = get_settings().attachment_inline_max_bytes * 4 // 3
+    return size * 7 <= budget or len(json.dumps(orjson.dumps(text).decode())) <= budget
 
 
 class UploadInput(Input):

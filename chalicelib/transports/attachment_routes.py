@@ -1,4 +1,4 @@
-"""Attachment bytes over HTTP, local mode (the Chalice app has its own routes, uploading with upload_whole):
+"""Attachment bytes over HTTP, local mode (the Chalice app has its own routes, with upload_whole and download_arguments):
 
     PUT /api/attachments            the raw bytes of a file too large for a request body,
                                     streamed to storage (up to ATTACHMENT_MAX_BYTES)
@@ -15,6 +15,7 @@ would run (HTML, SVG, scripts: application/octet-stream), with `nosniff` (Front 
 """
 
 import asyncio
+import logging
 import os
 from urllib.parse import parse_qsl
 
@@ -32,6 +33,7 @@ from .rest import with_header_token
 
 UPLOAD_PATH = "/api/attachments"
 DOWNLOAD_PREFIX = "/api/attachments/"
+log = logging.getLogger(__name__)
 
 
 async def upload(scope, receive, send, settings: Settings) -> None:
@@ -55,7 +57,16 @@ async def upload(scope, receive, send, settings: Settings) -> None:
     except ToolError as exc:
         await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
         return
+    except Exception:  # a full disk: the error shape, not uvicorn's empty 500
+        await _failed(send, "PUT", UPLOAD_PATH)
+        return
     await send_json(send, orjson.dumps(answer))
+
+
+async def _failed(send, method: str, path: str) -> None:
+    """The answer to an unexpected exception: the traceback goes to the log, never to the client."""
+    log.exception("%s %s failed", method, path)
+    await send_json(send, orjson.dumps(internal_error().to_dict()), 500)
 
 
 def upload_whole(body: bytes, settings: Settings) -> dict:
@@ -95,16 +106,12 @@ async def download(scope, receive, send, settings: Settings) -> None:
     arguments = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
     token = header_text(scope, b"x-agent-token")
     try:
-        if not SHA256.fullmatch(sha256):
-            raise InvalidArgument(f"{sha256!r} is not a sha256.", "GET /api/attachments/{sha256}?project_key=&agent_name=&message_id=")
-        tool = tools_by_name()["get_attachment"]
-        found = await invoke.acall(tool, with_header_token(tool, {**arguments, "sha256": sha256, "include_content": False}, token),
-                                   settings)
+        found = await invoke.acall(tools_by_name()["get_attachment"], download_arguments(sha256, arguments, token), settings)
     except ToolError as exc:
         await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
         return
     except Exception:
-        await send_json(send, orjson.dumps(internal_error().to_dict()), 500)
+        await _failed(send, "GET", scope["path"])
         return
     where = storage(settings)
     if not isinstance(where, LocalStorage):  # S3: a short-lived link, straight from the bucket
@@ -117,6 +124,15 @@ async def download(scope, receive, send, settings: Settings) -> None:
         (b"cache-control", CACHE_CONTROL.encode()),
     ]
     await send_file(send, 200, headers, where.path(sha256))
+
+
+def download_arguments(sha256: str, query: dict[str, str], token: str | None) -> dict:
+    """get_attachment's arguments for GET /api/attachments/{sha256} (this server's route and the
+    Chalice app's): the details and link, not the content. A path that is no sha256 is refused in
+    the route's words (the tool's own 422 lists its input's fields)."""
+    if not SHA256.fullmatch(sha256):
+        raise InvalidArgument(f"{sha256!r} is not a sha256.", "GET /api/attachments/{sha256}?project_key=&agent_name=&message_id=")
+    return with_header_token(tools_by_name()["get_attachment"], {**query, "sha256": sha256, "include_content": False}, token)
 
 
 async def send_file(send, status: int, headers: list[tuple[bytes, bytes]], path) -> None:
