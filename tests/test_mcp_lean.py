@@ -6,9 +6,12 @@ parsed JSON bodies must be equal.
 """
 
 import asyncio
+import threading
 
 import httpx
 import pytest
+
+from chalicelib.transports.mcp_app import OFF_LOOP_BYTES, beside_the_loop_if_large
 
 from .servers import running_server
 
@@ -240,3 +243,16 @@ def test_a_batch_is_refused_in_one_line_on_both_paths(servers):
         assert error["code"] == -32600 and "\n" not in error["message"] and "pydantic" not in error["message"]
         assert "not a JSON-RPC 2.0 message" in error["message"] and error["data"]["error"]["message"] == error["message"]
         assert "not an array" in error["data"]["error"]["hint"]
+
+
+def test_a_large_answer_becomes_mcp_content_beside_the_event_loop():
+    """get_attachment's content (up to 4 MiB) is decoded and measured for tens of milliseconds:
+    not on the loop every other request waits on."""
+    where = []
+
+    def make():
+        where.append(threading.current_thread())
+
+    asyncio.run(beside_the_loop_if_large(b"x" * (OFF_LOOP_BYTES + 1), make))
+    asyncio.run(beside_the_loop_if_large(b"x" * 100, make))
+    assert where == [where[0], threading.main_thread()] and where[0] is not threading.main_thread()

@@ -6,6 +6,8 @@ and, for older clients, as compact JSON text. Tool errors are MCP tool errors wh
 text is the same `{"error": {...}}` JSON the REST API answers with.
 """
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -28,6 +30,16 @@ from ..errors import unknown_tool
 from ..tools import all_tools, profile_tools, tools_by_name
 
 
+
+
+# An answer larger than this is turned into MCP content beside the event loop: an attachment's
+# (up to ATTACHMENT_INLINE_MAX_BYTES) is decoded and measured for tens of milliseconds.
+OFF_LOOP_BYTES = 256 * 1024
+
+
+async def beside_the_loop_if_large(payload: bytes, make: Callable[[], Any]) -> Any:
+    """make(), in a thread when `payload` is large (OFF_LOOP_BYTES)."""
+    return await asyncio.to_thread(make) if len(payload) > OFF_LOOP_BYTES else make()
 
 
 def result_dict(is_error: bool, payload: bytes, content=None) -> dict:
@@ -70,7 +82,9 @@ def output_schema(tool: Tool) -> dict:
 
 def sdk_tool(tool: Tool, settings: Settings) -> SDKTool:
     async def fn(**arguments: Any) -> CallToolResult:
-        return CallToolResult.model_validate(result_dict(*await run_tool(tool, arguments, settings, twice=True), tool.mcp_content))
+        is_error, payload = await run_tool(tool, arguments, settings, twice=True)
+        return await beside_the_loop_if_large(
+            payload, lambda: CallToolResult.model_validate(result_dict(is_error, payload, tool.mcp_content)))
 
     return SDKTool(
         fn=fn,

@@ -9,7 +9,7 @@ malformed JSON — is handed to the SDK unchanged, so its behaviour (and its err
 reference.
 """
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import orjson
@@ -29,7 +29,7 @@ from ..config import Settings
 from ..errors import ClientGone
 from ..invoke import run_tool
 from ..ops import logs
-from .mcp_app import unknown_tool_body
+from .mcp_app import beside_the_loop_if_large, unknown_tool_body
 from .raw_asgi import is_json, read_body, replay, send_json
 from ..tools import tools_by_name
 
@@ -120,7 +120,7 @@ class LeanMCP:
         else:
             is_error, payload = await run_tool(tool, arguments or {}, self.settings, twice=True)
         if tool is not None and tool.mcp_content and not is_error:
-            blocks, payload = tool.mcp_content(payload)
+            blocks, payload = await beside_the_loop_if_large(payload, partial(tool.mcp_content, payload))
             result: dict[str, Any] = {"content": blocks}
         else:
             result = {"content": [{"type": "text", "text": payload.decode()}]}
