@@ -1170,3 +1170,19 @@ def test_a_worker_started_after_a_kill_mid_commit_removes_the_stale_ref_lock(cal
         stopping.set()
         worker.join(timeout=30)
     assert call("archive_status")["pending"] == 0 and not lock.exists()
+
+
+def test_archive_drain_exits_1_with_the_error_while_entries_still_fail(call, project, settings, archive):
+    """It said "N entries archived" and exited 0 whatever failed (QA, session 31): a script or an
+    operator took that for done. It retries failed entries at once (it is the retry) and says the
+    oldest failure's error."""
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        outbox.record(conn, "work-demo", "message", 1, {**ENTRY, "sender": "../../escape", "project": "work-demo"})
+    waiting = settings.model_copy(update={"archive_retry_seconds": 3600})
+    drain(waiting, archive)  # failed once: due in an hour, the rest archived
+    args = ["--database-url", settings.database_url, "archive", "drain"]
+    result = CliRunner().invoke(cli, args, env={"ARCHIVE_DIR": str(settings.archive_dir), "ARCHIVE_RETRY_SECONDS": "3600"})
+    assert result.exit_code == 1, result.output
+    assert "0 entries archived" in result.output
+    assert "Error: 1 entries failed and stay pending; the oldest's error: ValueError: not an agent name" in result.output
+    assert [row["attempts"] for row in outbox_rows(settings) if row["state"] != "done"] == [2]  # tried now, not in an hour

@@ -76,12 +76,17 @@ class GitArchive:
         # and again: a one-message commit's time grew with the archive (bench/README.md).
         last_used_first(self.repo.object_store)
 
-    def clear_stale_locks(self) -> list[Path]:
-        """Remove the lock files (`refs/heads/main.lock`, `index.lock`, ...) that a writer killed
-        mid-commit leaves behind: git refuses to move a ref while its lock exists. Only for the
-        archive's one writer (the worker holding ARCHIVE_DIR.lock): nobody else can hold them."""
+    def git_locks(self) -> list[Path]:
+        """The lock files (`refs/heads/main.lock`, `index.lock`, ...) in the repository: a writer
+        holds them for a moment; one killed mid-commit leaves them behind."""
         control = Path(self.repo.controldir())
-        stale = [*control.glob("refs/**/*.lock"), *control.glob("*.lock")]
+        return [*control.glob("refs/**/*.lock"), *control.glob("*.lock")]
+
+    def clear_stale_locks(self) -> list[Path]:
+        """Remove the lock files a writer killed mid-commit left behind: git refuses to move a ref
+        while its lock exists. Only for the archive's one writer (holding ARCHIVE_DIR.lock:
+        worker.writing), since nobody else can hold them."""
+        stale = self.git_locks()
         for lock in stale:
             lock.unlink(missing_ok=True)
         return stale

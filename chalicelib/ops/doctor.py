@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..archive import outbox
-from ..archive.worker import lock_path
+from ..archive.worker import lock_path, writing
 from ..config import Settings
 from ..security import auth
 from ..store import db, heartbeats, search_index
-from .supervisor import exclusive, holder
+from .supervisor import holder
 
 LOW_DISK_BYTES = 1 << 30
 STRANGERS = ("unexpected", "foreign")  # what archive verify finds that no rebuild from this database removes
@@ -228,11 +228,11 @@ def archive(settings: Settings) -> Finding:
                 done.append(f"brought back {len(marks)} read and acknowledgement marks made since")
         if rewrite:
             # The worker of a running server writes the same repository: rewrite only while none runs.
-            with exclusive(lock_path(settings), None) as mine:
-                if not mine:
+            with writing(settings) as repo:
+                if repo is None:
                     return "; ".join([*done, "rewrite skipped: a running archive worker holds the archive; stop the server"
                                       " and repair again"])
-                with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
+                with db.connection(settings) as conn, db.transaction(conn, write=False):
                     migrate_layout(repo)  # as `archive rebuild`: an archived body is read where today's layout puts it
                     total = rebuild.count_entries(conn)
                     written = rebuild.rebuild(conn, repo, on_batch=progress(total))
@@ -339,13 +339,23 @@ def worker(settings: Settings) -> Finding:
         exits = heartbeats.last(conn, heartbeats.ARCHIVE_EXITS)
         status = outbox.status(conn, None)
     if status["failed"]:
+        stale = stale_git_locks(settings)
+
         def repair(progress) -> str:
             with db.connection(settings) as conn, db.transaction(conn, write=True):
-                return f"re-queued {outbox.requeue_failed(conn)} failed entries"
+                done = f"re-queued {outbox.requeue_failed(conn)} failed entries"
+            if stale:
+                with writing(settings) as repo:  # which removes them (a worker that has the lock did on its start)
+                    done += f"; removed the stale git lock {listed(list(map(str, stale)))}" if repo else ""
+            return done
 
         return Finding("archive worker", False, f"{status['failed']} entries failed (retried with backoff);"
-                       f" the oldest's error: {status['failed_error']}",
-                       "python -m chalicelib doctor --repair (retries them now)", repair)
+                       f" the oldest's error: {status['failed_error']}" + (
+                           f"; {listed(list(map(str, stale)))}: left by a writer killed mid-commit, git refuses to move"
+                           " the branch while it exists" if stale else ""),
+                       "python -m chalicelib doctor --repair (retries them now"
+                       + ("; removes the stale lock, as archive drain and the server's worker do" if stale else "") + ")",
+                       repair)
     if exits and exits["age_seconds"] < RECENT_EXIT_SECONDS and (beat is None or beat["started_ts"] < exits["heartbeat_ts"]):
         return Finding("archive worker", False, f"not running: it died {exits['restarts']} times under the server (pid"
                        f" {exits['pid']} on {exits['host']}), the last {exits['age_seconds']:.0f} s ago ({exits['last_error']}),"
@@ -359,6 +369,20 @@ def worker(settings: Settings) -> Finding:
         return Finding("archive worker", True, f"not running now: nobody holds its lock (pid {beat['pid']} beat"
                        f" {beat['age_seconds']:.0f} s ago, then stopped; fine while the server is stopped)")
     return Finding("archive worker", True, f"running (pid {beat['pid']} on {beat['host']}, {beat['restarts']} restarts)")
+
+
+def stale_git_locks(settings: Settings) -> list[Path]:
+    """The git lock files in the archive while no writer holds ARCHIVE_DIR's lock: left by one
+    killed mid-commit ([] without an archive)."""
+    from ..archive.gitrepo import GitArchive, NoArchive
+
+    if holder(lock_path(settings)) is not None:
+        return []  # a writer at work holds them for a moment
+    try:
+        with GitArchive.to_read(settings) as repo:
+            return repo.git_locks()
+    except NoArchive:
+        return []
 
 
 def turso(settings: Settings) -> Finding:
