@@ -23,7 +23,8 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from dulwich.index import index_entry_from_stat
+from dulwich.errors import NoIndexPresent
+from dulwich.index import commit_tree, index_entry_from_stat
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, write_pack_index
 from dulwich.repo import Repo
@@ -280,6 +281,20 @@ class GitArchive:
             self._last_root = (commit, self.repo[commit].tree)
         return self._last_root[1]
 
+    def sync_worktree(self) -> bool:
+        """Bring the checked-out files and the index back in step with the head where the index
+        does not describe the head's tree: a writer killed between moving the branch and writing
+        the files (write_worktree) left them out, and applying its entries again changes no tree,
+        so nothing else would write them. It reads the index (as each commit of a working tree
+        does), not the head's trees; only a difference costs a checkout (a hard reset). True then."""
+        head = None if self.bare else self.head()
+        if head is None or index_tree(self.repo) == self.root(head):
+            return False
+        from dulwich import porcelain
+
+        porcelain.reset(self.repo, "hard")
+        return True
+
     def write_worktree(self, files: dict[str, bytes], shas: dict[bytes, bytes]) -> None:
         index = self.repo.open_index()
         for path, content in files.items():
@@ -403,6 +418,22 @@ class GitArchive:
     def commit_count(self) -> int:
         head = self.head()
         return 0 if head is None else sum(1 for _ in self.repo.get_walker(include=[head]))
+
+
+def index_tree(repo: Repo) -> bytes | None:
+    """The id of the tree a repository's index describes (None: it has no index), computed, not written."""
+    try:
+        index = repo.open_index()
+    except (NoIndexPresent, FileNotFoundError):
+        return None
+    return commit_tree(Discarded(), index.iterobjects())
+
+
+class Discarded:
+    """An object store that keeps nothing: what commit_tree computes only ids for."""
+
+    def add_object(self, obj) -> None:
+        pass
 
 
 def attachment_content(sha256: str) -> bytes:

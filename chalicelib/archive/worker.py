@@ -155,9 +155,12 @@ def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
 
 def take_over(archive: "GitArchive", git=here) -> None:
     """What a writer of the archive does first, holding its lock: put right what a writer killed
-    mid-commit left (its git locks, which make git refuse to move the branch)."""
+    mid-commit left, its git locks (git refuses to move the branch while they exist), then, with
+    a working tree, the files it had still to write (GitArchive.sync_worktree)."""
     if stale := git(archive.clear_stale_locks):
         log.warning("removed stale git locks: %s", ", ".join(map(str, stale)))
+    if git(archive.sync_worktree):
+        log.warning("the working tree of %s was behind its branch (a writer killed mid-commit): checked out again", archive.path)
 
 
 @contextmanager
