@@ -43,6 +43,7 @@ MAINTAIN_MERGES = 4  # merges one due maintenance may make: it keeps up with 4 x
 TREE_CACHE = 4 * 1024 * 1024  # bytes of tree data the writer keeps (parsed, a tree takes ~10x its size in memory)
 CHECKED_ATTACHMENTS = 4096  # (blob, sha256) pairs verify and rebuild remember having read
 READER_TREE_CACHE = 256 * 1024  # a reader going through the archive in order needs the trees of its recent paths only
+FOLDER_IDS = 2048  # folder path -> tree id pairs of one commit lookups remember (~300 bytes each)
 
 
 class ForeignProject(ValueError):
@@ -72,6 +73,7 @@ class GitArchive:
         self.bare = self.repo.bare
         self.trees = TreeCache(tree_cache)
         self.checked: set[tuple[bytes, str]] = set()  # attachment files found to hold their name's content
+        self.folder_ids: dict[str, bytes | None] = {}  # of folder_root's folders (lookup)
         # Every pack stays mapped (dulwich's default: no packed_git_limit). A limit below the packs'
         # total unmapped the least recently used ones, and lookups opened their indexes again
         # and again: a one-message commit's time grew with the archive (bench/README.md).
@@ -154,6 +156,21 @@ class GitArchive:
         commit = self.write_commit(tree.id, parent, commit_message(entries), [*blobs.values(), *new_objects])
         if not self.bare:
             self.write_worktree(files, {path.encode(): blobs[content].id for path, content in files.items()})
+        self.commits += 1
+        return commit.id.decode()
+
+    def remove(self, paths: list[str], message: str) -> str | None:
+        """Commit the head without these files (and the folders they leave empty); the new commit's
+        id, or None if it holds none of them."""
+        parent = self.head()
+        changes = {path.encode(): None for path in paths if self.file_id(path, parent)}
+        if not changes:
+            return None
+        new_objects: list = []
+        tree = with_changes(self.tree, self.tree(self.root(parent)), changes, new_objects)
+        commit = self.write_commit(tree.id, parent, message, new_objects)
+        if not self.bare:
+            self.remove_from_worktree(list(changes))
         self.commits += 1
         return commit.id.decode()
 
@@ -263,15 +280,31 @@ class GitArchive:
         commit = commit or self.head()
         if commit is None:
             return None
-        mode, sha = stat.S_IFDIR, self.root(commit)
-        for part in path.encode().split(b"/"):
-            if not stat.S_ISDIR(mode):
-                return None
-            tree = self.tree(sha)
-            if part not in tree:
-                return None
-            mode, sha = tree[part]
-        return mode, sha
+        root = self.root(commit)
+        if root != self.folder_root:  # another commit: its folders are other trees
+            self.folder_root, self.folder_ids = root, {}
+        folder, _, name = path.rpartition("/")
+        sha = self.folder_id(folder) if folder else root
+        tree = None if sha is None else self.tree(sha)
+        return None if tree is None or name.encode() not in tree else tree[name.encode()]
+
+    folder_root: bytes | None = None
+
+    def folder_id(self, folder: str) -> bytes | None:
+        """The tree id of a folder of the tree `folder_root`, or None (it has no such folder). The last
+        FOLDER_IDS found are kept: the copies of a message, and messages of one second or minute,
+        are looked up in sibling folders (a lookup reads one or two trees, not one per level)."""
+        if folder in self.folder_ids:
+            return self.folder_ids[folder]
+        parent, _, name = folder.rpartition("/")
+        found = self.folder_id(parent) if parent else self.folder_root
+        if found is not None:
+            tree, part = self.tree(found), name.encode()
+            found = tree[part][1] if part in tree and stat.S_ISDIR(tree[part][0]) else None
+        if len(self.folder_ids) >= FOLDER_IDS:
+            self.folder_ids.pop(next(iter(self.folder_ids), None), None)  # the oldest: safe to lose, trees never change
+        self.folder_ids[folder] = found
+        return found
 
     _last_root = (None, None)
 
@@ -303,6 +336,14 @@ class GitArchive:
             target.write_bytes(content)
             index[path.encode()] = index_entry_from_stat(os.stat(target), shas[path.encode()], FILE_MODE)
         index.write()  # `git status` stays clean
+
+    def remove_from_worktree(self, paths: list[bytes]) -> None:
+        index = self.repo.open_index()
+        for path in paths:
+            (self.path / path.decode()).unlink(missing_ok=True)
+            if path in index:
+                del index[path]
+        index.write()
 
     def files(self, under: str = "projects") -> dict[str, bytes]:
         """Every file of the last commit under a directory: {path: content} (small archives)."""
@@ -524,19 +565,27 @@ class TreeCache:
         return tree
 
 
-def with_changes(read, tree: Tree, changes: dict[bytes, tuple[int, bytes]], new_objects: list) -> Tree:
-    """A copy of `tree` with entries set (path -> (mode, id): a file, or a whole folder);
-    only the trees on the changed paths are read, and every new tree goes to new_objects."""
+def with_changes(read, tree: Tree, changes: dict[bytes, tuple[int, bytes] | None], new_objects: list) -> Tree:
+    """A copy of `tree` with entries set (path -> (mode, id): a file, or a whole folder) or
+    removed (path -> None; a folder left empty goes too: git keeps none); only the trees on the
+    changed paths are read, and every new tree goes to new_objects."""
     tree = Tree.from_string(tree.as_raw_string())
-    nested: dict[bytes, dict[bytes, tuple[int, bytes]]] = defaultdict(dict)
+    nested: dict[bytes, dict[bytes, tuple[int, bytes] | None]] = defaultdict(dict)
     for path, entry in changes.items():
         head, sep, rest = path.partition(b"/")
         if sep:
             nested[head][rest] = entry
-        else:
+        elif entry is not None:
             tree[head] = entry
+        elif head in tree:
+            del tree[head]
     for name, subchanges in nested.items():
-        subtree = read(tree[name][1]) if name in tree else Tree()
-        tree[name] = (stat.S_IFDIR, with_changes(read, subtree, subchanges, new_objects).id)
+        subtree = with_changes(read, read(tree[name][1]) if name in tree else Tree(), subchanges, new_objects)
+        if len(subtree):
+            tree[name] = (stat.S_IFDIR, subtree.id)
+        else:
+            new_objects.pop()  # itself, added last
+            if name in tree:
+                del tree[name]
     new_objects.append(tree)
     return tree

@@ -195,8 +195,10 @@ def archive(settings: Settings) -> Finding:
                        " database does not have", "check that DATABASE_URL is this archive's database (archive verify"
                        " lists the files; a rebuild leaves them)")
 
+    strays_found = mail_and_copies(problems.get("unexpected") or [])[1]
+
     def repair(progress) -> str:
-        done, mail = [], problems.get("unexpected")
+        done, (mail, strays) = [], mail_and_copies(problems.get("unexpected") or [])
         # Into the database; the archive is only read, so its worker may run meanwhile.
         if arrivals or changed:  # first the projects and agents, so that their mail has its senders and recipients
             with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
@@ -211,7 +213,7 @@ def archive(settings: Settings) -> Finding:
                             " contacts, products)" + (f"; {len(left)} left, an agent of theirs in neither the database nor the archive's"
                                             f" profiles: {listed(left)}" if left else ""))
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.to_read(settings) as repo:
-                mail = rebuild.verify(conn, repo)["unexpected"]  # their mail, foreign until now, among it
+                mail, strays = mail_and_copies(rebuild.verify(conn, repo)["unexpected"])  # their mail, foreign until now, among it
         if mail:
             with db.connection(settings) as conn, GitArchive.local(settings) as repo:  # a transaction per batch
                 brought, left = rebuild.import_unexpected(conn, repo, mail)
@@ -226,25 +228,38 @@ def archive(settings: Settings) -> Finding:
                     rebuild.store_marks(conn, chunk)
             if marks:
                 done.append(f"brought back {len(marks)} read and acknowledgement marks made since")
-        if rewrite:
+        if rewrite or strays:
             # The worker of a running server writes the same repository: rewrite only while none runs.
             with writing(settings) as repo:
                 if repo is None:
                     return "; ".join([*done, "rewrite skipped: a running archive worker holds the archive; stop the server"
                                       " and repair again"])
                 with db.connection(settings) as conn, db.transaction(conn, write=False):
-                    migrate_layout(repo)  # as `archive rebuild`: an archived body is read where today's layout puts it
-                    total = rebuild.count_entries(conn)
-                    written = rebuild.rebuild(conn, repo, on_batch=progress(total))
-                done.append(f"rewrote {written} archive entries from the database")
+                    if rewrite:
+                        migrate_layout(repo)  # as `archive rebuild`: an archived body is read where today's layout puts it
+                        total = rebuild.count_entries(conn)
+                        written = rebuild.rebuild(conn, repo, on_batch=progress(total))
+                        done.append(f"rewrote {written} archive entries from the database")
+                    if strays:
+                        done.append(f"removed {rebuild.remove_stray_copies(conn, repo, strays)} copies of no message"
+                                    " from the agents' inbox/ and outbox/")
         return "; ".join(done)
 
     unexpected = (" (unexpected: mail the archive holds and the database lacks, such as what was sent after the backup a"
                   " restored database came from; the repair brings it back, and first the projects and agents made, and"
-                  " the profiles, projects, file reservations, contacts, marks and products changed, since)"
+                  " the profiles, projects, file reservations, contacts, marks and products changed, since"
+                  + ("; and copies in agents' inbox/ or outbox/ of no message, which it removes" if strays_found else "") + ")"
                   ) if problems.get("unexpected") or arrivals or changed else ""
     return Finding("git archive", False, f"archive and database differ: {counts}{unexpected}",
                    "python -m chalicelib doctor --repair" + (" (or: archive rebuild)" if rewrite and not unexpected else ""), repair)
+
+
+def mail_and_copies(unexpected: list[str]) -> tuple[list[str], list[str]]:
+    """verify's unexpected files: (canonical message files, which the repair brings back into the
+    database; agents' copies, of no message the database or the archive has, which it removes)."""
+    from ..archive.rebuild import is_copy
+
+    return [path for path in unexpected if not is_copy(path)], [path for path in unexpected if is_copy(path)]
 
 
 def attachments(settings: Settings) -> Finding:

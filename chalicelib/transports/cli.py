@@ -559,9 +559,10 @@ def archive_migrate(settings: Settings) -> None:
 @archive.command(short_help="Check that archive and database hold the same messages.")
 @click.pass_context
 def verify(ctx: click.Context) -> None:
-    """Every database message has its canonical file in the archive, and every canonical file
-    its message, with the same content. Exit status 1 on any mismatch; projects without their
-    project.json (made before the archive wrote one) get a line on stderr: `archive rebuild`."""
+    """Every database message has its canonical file in the archive and its copies in its agents'
+    inbox/ and outbox/, and every such file its message, with the same content. Exit status 1 on
+    any mismatch; projects without their project.json (made before the archive wrote one) get a
+    line on stderr: `archive rebuild`."""
     from ..archive import rebuild as rebuilding
 
     settings = ctx.obj
