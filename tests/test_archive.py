@@ -318,8 +318,8 @@ def test_archive_verify_passes_when_in_step_and_exits_1_on_a_missing_message(cal
     env = {"ARCHIVE_DIR": str(settings.archive_dir)}
     args = ["--database-url", settings.database_url, "archive", "verify"]
     result = runner.invoke(cli, args, env=env)
-    # not drained: messages, reservation, project, and its agents' profiles
-    assert result.exit_code == 1 and len(json.loads(result.stdout)["missing"]) == 2 + 1 + 1 + 3
+    # not drained: messages (each its canonical file and three agents' copies), reservation, project, its agents' profiles
+    assert result.exit_code == 1 and len(json.loads(result.stdout)["missing"]) == 2 * 4 + 1 + 1 + 3
     drain(settings, archive)
     result = runner.invoke(cli, args, env=env)
     assert result.exit_code == 0, result.output
@@ -327,7 +327,57 @@ def test_archive_verify_passes_when_in_step_and_exits_1_on_a_missing_message(cal
         mid = conn.execute("SELECT id FROM messages ORDER BY id LIMIT 1").fetchone()[0]
         conn.execute("UPDATE messages SET body_md = 'tampered' WHERE id = ?", (mid,))
     result = runner.invoke(cli, args, env=env)
-    assert result.exit_code == 1 and len(json.loads(result.output)["different"]) == 1
+    assert result.exit_code == 1 and len(json.loads(result.output)["different"]) == 4  # its canonical file and copies
+
+
+def test_verify_checks_each_agents_copy_and_a_repair_puts_them_right(call, project, settings):
+    """QA, session 31: verify compared the canonical files only. A to recipient's inbox copy
+    rewritten to show the bcc list (and a forged body), a deleted outbox copy and a made-up
+    file in an inbox all passed. The copies are compared by blob id, never read."""
+    from chalicelib.ops import doctor
+
+    worktree = settings.model_copy(update={"archive_worktree": True})
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], bcc=["RedStone"],
+         subject="secret plan", body_md="hi")
+    gone = call("send_message", project_key=project, sender_name="GreenCastle", to=["BlueLake"], subject="gone", body_md="x")
+    with GitArchive.local(worktree) as repo:
+        drain(worktree, repo)
+    folder = settings.archive_dir
+    paths = git(folder, "ls-files").splitlines()
+    [inbox] = [path for path in paths if "/GreenCastle/inbox/" in path]
+    [outbox] = [path for path in paths if "/BlueLake/outbox/" in path]
+    [canonical] = [path for path in paths if "/messages/" in path and "secret-plan" in path]
+    gone_copies = [path for path in paths if path.endswith(f"__{gone['message']['id']}.md")]
+    shown = (folder / canonical).read_text()
+    assert '"RedStone"' in shown and '"RedStone"' not in (folder / inbox).read_text()
+    (folder / inbox).write_text(shown.replace("\nhi\n", "\nsend me your token\n"))  # the bcc list, and a forged body
+    (folder / outbox).unlink()
+    stray = f"projects/{project}/agents/GreenCastle/inbox/2020/01/01/00/00/00/2020-01-01T00-00-00Z__x__1.md"
+    (folder / stray).parent.mkdir(parents=True)
+    (folder / stray).write_text("---json\n{}\n---\n\nnot a message\n")
+    git(folder, "add", "-A")
+    git(folder, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tamper")
+    with db.connection(settings) as conn, db.transaction(conn, write=True):  # mail the database lost and the archive keeps
+        conn.execute("DELETE FROM message_recipients WHERE message_id = ?", (gone["message"]["id"],))
+        conn.execute("DELETE FROM messages WHERE id = ?", (gone["message"]["id"],))
+    runner, env = CliRunner(), {"ARCHIVE_DIR": str(folder)}
+    verified = runner.invoke(cli, ["--database-url", settings.database_url, "archive", "verify"], env=env)
+    assert verified.exit_code == 1
+    # The lost message's copies go with its canonical file: mail doctor brings back, not files it removes.
+    [gone_canonical] = [path for path in gone_copies if "/messages/" in path]
+    assert json.loads(verified.stdout) == {"missing": [outbox], "unexpected": sorted([stray, gone_canonical]),
+                                           "different": [inbox], "foreign": []}
+
+    finding = doctor.archive(settings)
+    assert not finding.ok and "copies in agents' inbox/ or outbox/ of no message, which it removes" in finding.detail
+    repaired = finding.repair(lambda total: lambda done: None)
+    assert "brought back 1 messages" in repaired and "removed 1 copies of no message" in repaired, repaired
+    verified = runner.invoke(cli, ["--database-url", settings.database_url, "archive", "verify"], env=env)
+    assert verified.exit_code == 0, verified.stdout
+    assert '"bcc": []' in (folder / inbox).read_text() and "\nhi\n" in (folder / inbox).read_text()
+    assert (folder / outbox).read_text() == (folder / canonical).read_text() and not (folder / stray).exists()
+    assert git(folder, "status", "--porcelain") == "" and stray in git(folder, "show", "--stat", "HEAD")
+    subprocess.run(["git", "-C", str(folder), "fsck", "--strict"], check=True, capture_output=True)
 
 
 def test_verify_says_to_rebuild_when_a_project_has_no_project_json(call, settings, archive):
@@ -1170,3 +1220,19 @@ def test_a_worker_started_after_a_kill_mid_commit_removes_the_stale_ref_lock(cal
         stopping.set()
         worker.join(timeout=30)
     assert call("archive_status")["pending"] == 0 and not lock.exists()
+
+
+def test_archive_drain_exits_1_with_the_error_while_entries_still_fail(call, project, settings, archive):
+    """It said "N entries archived" and exited 0 whatever failed (QA, session 31): a script or an
+    operator took that for done. It retries failed entries at once (it is the retry) and says the
+    oldest failure's error."""
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        outbox.record(conn, "work-demo", "message", 1, {**ENTRY, "sender": "../../escape", "project": "work-demo"})
+    waiting = settings.model_copy(update={"archive_retry_seconds": 3600})
+    drain(waiting, archive)  # failed once: due in an hour, the rest archived
+    args = ["--database-url", settings.database_url, "archive", "drain"]
+    result = CliRunner().invoke(cli, args, env={"ARCHIVE_DIR": str(settings.archive_dir), "ARCHIVE_RETRY_SECONDS": "3600"})
+    assert result.exit_code == 1, result.output
+    assert "0 entries archived" in result.output
+    assert "Error: 1 entries failed and stay pending; the oldest's error: ValueError: not an agent name" in result.output
+    assert [row["attempts"] for row in outbox_rows(settings) if row["state"] != "done"] == [2]  # tried now, not in an hour

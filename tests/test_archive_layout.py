@@ -344,7 +344,10 @@ def test_verify_reports_the_files_of_another_project_in_a_folder(call, two_shops
     missing = [path for path in problems["missing"] if not path.endswith("/project.json")]  # the first layout had none
     [message] = [path for path in missing if "/messages/" in path]
     assert message.startswith("projects/home-me-shop-2/messages/")
-    assert [path for path in missing if path != message] == [
+    copies = [path for path in missing if rebuild.is_copy(path)]  # its sender's and recipient's, in Shop's own folder too
+    assert sorted(path.split("/")[3:5] for path in copies) == [["BlueLake", "outbox"], ["GreenCastle", "inbox"]]
+    assert {path.rsplit("/", 1)[1] for path in copies} == {message.rsplit("/", 1)[1]}
+    assert [path for path in missing if path != message and path not in copies] == [
         f"projects/home-me-shop-2/agents/{name}/profile.json" for name in ("BlueLake", "GreenCastle")]  # (theirs are foreign)
     assert problems["unexpected"] == [] and problems["different"] == []
 

@@ -31,6 +31,7 @@ def small_batches(monkeypatch):
     monkeypatch.setattr(rebuild, "IMPORT_BATCH", 20)
     monkeypatch.setattr(upkeep, "FLUSH_AT", 20)  # a restore's deferred counts and summaries
     monkeypatch.setattr(gitrepo, "READER_TREE_CACHE", 0)  # no tree cache: it fills up to its limit
+    monkeypatch.setattr(gitrepo, "FOLDER_IDS", 0)  # nor the folders lookups remember
 
 
 def mail(call, monkeypatch, project: str, numbers: range) -> None:

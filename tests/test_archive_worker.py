@@ -176,3 +176,45 @@ def test_a_worker_that_takes_the_lock_beats_before_its_idle_cpu_work(tmp_path, m
         starved.set()
         running.join(30)
     assert not running.is_alive()
+
+
+def test_a_drain_killed_between_its_commit_and_the_working_tree_leaves_no_file_missing(tmp_path):
+    """ARCHIVE_WORKTREE=true (QA, session 31): a writer killed after moving the branch but before
+    writing the files left them out of the working tree and the index for good (the next drain
+    applied the same rows, changed no tree, and so wrote nothing): `git status` showed them
+    deleted, and a `git commit` there would have deleted them. The next writer checks them out."""
+    database, archive_dir = tmp_path / "agent_mail.db", tmp_path / "archive"
+    settings = Settings(database_url=f"sqlite:///{database}", archive_dir=archive_dir, archive_worktree=True)
+
+    def call(tool, **args):
+        return invoke.call(TOOLS[tool], args, settings)
+
+    call("ensure_project", human_key="/crash")
+    for name in ("BlueLake", "GreenCastle"):
+        call("register_agent", project_key="crash", program="p", model="m", name=name)
+    call("set_contact_policy", project_key="crash", agent_name="GreenCastle", policy="open")
+    assert cli(database, archive_dir, "archive", "drain", ARCHIVE_WORKTREE="true").returncode == 0
+    call("send_message", project_key="crash", sender_name="BlueLake", to=["GreenCastle"], subject="killed", body_md="x")
+    killed_after_the_commit = (
+        "import os, signal, sys\n"
+        "from chalicelib.archive import gitrepo\n"
+        "gitrepo.GitArchive.write_worktree = lambda *args: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from chalicelib.transports.cli import cli\n"
+        f"cli(['--database-url', 'sqlite:///{database}', 'archive', 'drain'])\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", killed_after_the_commit], cwd=ROOT, capture_output=True, check=False,
+                            env={**os.environ, "ARCHIVE_DIR": str(archive_dir), "ARCHIVE_WORKTREE": "true"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    def status() -> list[str]:
+        return subprocess.run(["git", "-C", str(archive_dir), "status", "--porcelain"], check=True, capture_output=True,
+                              text=True).stdout.splitlines()
+
+    assert len(status()) == 3 and all(line.startswith("D  ") for line in status())  # canonical, outbox, inbox
+    drained = cli(database, archive_dir, "archive", "drain", ARCHIVE_WORKTREE="true")
+    assert drained.returncode == 0 and "checked out again" in drained.stderr, drained.stderr
+    assert status() == []
+    with GitArchive(archive_dir) as archive:
+        assert all((archive_dir / path).read_bytes() == content for path, content in archive.files().items())
+        assert archive.sync_worktree() is False  # in step: no checkout
+    assert cli(database, archive_dir, "archive", "verify").returncode == 0

@@ -393,3 +393,47 @@ def test_attachment_content_lost_from_storage_is_named_and_copied_back_from_the_
     repaired = doctor(database, "--repair")
     assert "repaired attachments: copied 1 contents back from the archive" in repaired.stdout, repaired.stdout + repaired.stderr
     assert lost.read_bytes() == log and doctor(database).returncode == 0
+
+
+def test_a_stale_ref_lock_is_removed_by_every_command_that_writes_the_archive_and_named_by_doctor(tmp_path):
+    """QA, session 31: a writer killed while moving the branch leaves refs/heads/main.lock, and git
+    refuses to move the branch while it exists. Only the server's worker removed it: `archive drain`
+    said "0 entries archived" and exited 0, `archive rebuild` died with a traceback, and doctor's
+    repair re-queued the failed entry into the same failure."""
+    from chalicelib.archive.gitrepo import GitArchive
+    from chalicelib.archive.worker import drain_once
+    from chalicelib.config import Settings
+
+    database, archive = tmp_path / "db.sqlite", tmp_path / "archive"
+    lock = archive / "refs" / "heads" / "main.lock"
+    for args in (("ensure-project", "--human-key", "/srv/shop"),
+                 ("register-agent", "--project-key", "srv-shop", "--program", "p", "--model", "m", "--name", "BlueLake"),
+                 ("archive", "drain")):
+        assert run(database, *args).returncode == 0
+
+    def send(subject: str) -> None:
+        assert run(database, "send-message", "--project-key", "srv-shop", "--sender-name", "BlueLake", "--to", "BlueLake",
+                   "--subject", subject, "--body-md", "b").returncode == 0
+
+    lock.write_bytes(b"")  # what a writer killed between taking the branch's lock and moving it leaves
+    send("fails under the lock")
+    settings = Settings(database_url=f"sqlite:///{database}", archive_dir=archive, archive_retry_seconds=3600)
+    with GitArchive.local(settings) as repo:
+        assert drain_once(settings, repo) == 0  # a writer that does not take over first: FileLocked, retried in an hour
+    checked = doctor(database)
+    assert "FAIL  archive worker  1 entries failed" in table(checked) and "FileLocked" in checked.stdout
+    assert f"; {lock}: left by a writer killed mid-commit, git refuses to move the branch while it exists" in checked.stdout
+    assert "fix: python -m chalicelib doctor --repair (retries them now; removes the stale lock" in checked.stdout
+    repaired = doctor(database, "--repair")
+    assert f"re-queued 1 failed entries; removed the stale git lock {lock}" in repaired.stdout, repaired.stdout
+    assert not lock.exists()
+    drained = run(database, "archive", "drain")
+    assert (drained.returncode, drained.stdout) == (0, "1 entries archived\n"), drained.stderr
+
+    for command in (("archive", "drain"), ("archive", "rebuild"), ("archive", "migrate")):
+        lock.write_bytes(b"")
+        send(f"sent before {command[1]}")
+        done = run(database, *command)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert "removed stale git locks" in done.stderr and not lock.exists()
+        assert run(database, "archive", "drain").stdout.startswith(("0 entries", "1 entries")) and doctor(database).returncode == 0

@@ -23,7 +23,8 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from dulwich.index import index_entry_from_stat
+from dulwich.errors import NoIndexPresent
+from dulwich.index import commit_tree, index_entry_from_stat
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, write_pack_index
 from dulwich.repo import Repo
@@ -42,6 +43,7 @@ MAINTAIN_MERGES = 4  # merges one due maintenance may make: it keeps up with 4 x
 TREE_CACHE = 4 * 1024 * 1024  # bytes of tree data the writer keeps (parsed, a tree takes ~10x its size in memory)
 CHECKED_ATTACHMENTS = 4096  # (blob, sha256) pairs verify and rebuild remember having read
 READER_TREE_CACHE = 256 * 1024  # a reader going through the archive in order needs the trees of its recent paths only
+FOLDER_IDS = 2048  # folder path -> tree id pairs of one commit lookups remember (~300 bytes each)
 
 
 class ForeignProject(ValueError):
@@ -71,17 +73,23 @@ class GitArchive:
         self.bare = self.repo.bare
         self.trees = TreeCache(tree_cache)
         self.checked: set[tuple[bytes, str]] = set()  # attachment files found to hold their name's content
+        self.folder_ids: dict[str, bytes | None] = {}  # of folder_root's folders (lookup)
         # Every pack stays mapped (dulwich's default: no packed_git_limit). A limit below the packs'
         # total unmapped the least recently used ones, and lookups opened their indexes again
         # and again: a one-message commit's time grew with the archive (bench/README.md).
         last_used_first(self.repo.object_store)
 
-    def clear_stale_locks(self) -> list[Path]:
-        """Remove the lock files (`refs/heads/main.lock`, `index.lock`, ...) that a writer killed
-        mid-commit leaves behind: git refuses to move a ref while its lock exists. Only for the
-        archive's one writer (the worker holding ARCHIVE_DIR.lock): nobody else can hold them."""
+    def git_locks(self) -> list[Path]:
+        """The lock files (`refs/heads/main.lock`, `index.lock`, ...) in the repository: a writer
+        holds them for a moment; one killed mid-commit leaves them behind."""
         control = Path(self.repo.controldir())
-        stale = [*control.glob("refs/**/*.lock"), *control.glob("*.lock")]
+        return [*control.glob("refs/**/*.lock"), *control.glob("*.lock")]
+
+    def clear_stale_locks(self) -> list[Path]:
+        """Remove the lock files a writer killed mid-commit left behind: git refuses to move a ref
+        while its lock exists. Only for the archive's one writer (holding ARCHIVE_DIR.lock:
+        worker.writing), since nobody else can hold them."""
+        stale = self.git_locks()
         for lock in stale:
             lock.unlink(missing_ok=True)
         return stale
@@ -148,6 +156,21 @@ class GitArchive:
         commit = self.write_commit(tree.id, parent, commit_message(entries), [*blobs.values(), *new_objects])
         if not self.bare:
             self.write_worktree(files, {path.encode(): blobs[content].id for path, content in files.items()})
+        self.commits += 1
+        return commit.id.decode()
+
+    def remove(self, paths: list[str], message: str) -> str | None:
+        """Commit the head without these files (and the folders they leave empty); the new commit's
+        id, or None if it holds none of them."""
+        parent = self.head()
+        changes = {path.encode(): None for path in paths if self.file_id(path, parent)}
+        if not changes:
+            return None
+        new_objects: list = []
+        tree = with_changes(self.tree, self.tree(self.root(parent)), changes, new_objects)
+        commit = self.write_commit(tree.id, parent, message, new_objects)
+        if not self.bare:
+            self.remove_from_worktree(list(changes))
         self.commits += 1
         return commit.id.decode()
 
@@ -257,15 +280,31 @@ class GitArchive:
         commit = commit or self.head()
         if commit is None:
             return None
-        mode, sha = stat.S_IFDIR, self.root(commit)
-        for part in path.encode().split(b"/"):
-            if not stat.S_ISDIR(mode):
-                return None
-            tree = self.tree(sha)
-            if part not in tree:
-                return None
-            mode, sha = tree[part]
-        return mode, sha
+        root = self.root(commit)
+        if root != self.folder_root:  # another commit: its folders are other trees
+            self.folder_root, self.folder_ids = root, {}
+        folder, _, name = path.rpartition("/")
+        sha = self.folder_id(folder) if folder else root
+        tree = None if sha is None else self.tree(sha)
+        return None if tree is None or name.encode() not in tree else tree[name.encode()]
+
+    folder_root: bytes | None = None
+
+    def folder_id(self, folder: str) -> bytes | None:
+        """The tree id of a folder of the tree `folder_root`, or None (it has no such folder). The last
+        FOLDER_IDS found are kept: the copies of a message, and messages of one second or minute,
+        are looked up in sibling folders (a lookup reads one or two trees, not one per level)."""
+        if folder in self.folder_ids:
+            return self.folder_ids[folder]
+        parent, _, name = folder.rpartition("/")
+        found = self.folder_id(parent) if parent else self.folder_root
+        if found is not None:
+            tree, part = self.tree(found), name.encode()
+            found = tree[part][1] if part in tree and stat.S_ISDIR(tree[part][0]) else None
+        if len(self.folder_ids) >= FOLDER_IDS:
+            self.folder_ids.pop(next(iter(self.folder_ids), None), None)  # the oldest: safe to lose, trees never change
+        self.folder_ids[folder] = found
+        return found
 
     _last_root = (None, None)
 
@@ -275,6 +314,20 @@ class GitArchive:
             self._last_root = (commit, self.repo[commit].tree)
         return self._last_root[1]
 
+    def sync_worktree(self) -> bool:
+        """Bring the checked-out files and the index back in step with the head where the index
+        does not describe the head's tree: a writer killed between moving the branch and writing
+        the files (write_worktree) left them out, and applying its entries again changes no tree,
+        so nothing else would write them. It reads the index (as each commit of a working tree
+        does), not the head's trees; only a difference costs a checkout (a hard reset). True then."""
+        head = None if self.bare else self.head()
+        if head is None or index_tree(self.repo) == self.root(head):
+            return False
+        from dulwich import porcelain
+
+        porcelain.reset(self.repo, "hard")
+        return True
+
     def write_worktree(self, files: dict[str, bytes], shas: dict[bytes, bytes]) -> None:
         index = self.repo.open_index()
         for path, content in files.items():
@@ -283,6 +336,14 @@ class GitArchive:
             target.write_bytes(content)
             index[path.encode()] = index_entry_from_stat(os.stat(target), shas[path.encode()], FILE_MODE)
         index.write()  # `git status` stays clean
+
+    def remove_from_worktree(self, paths: list[bytes]) -> None:
+        index = self.repo.open_index()
+        for path in paths:
+            (self.path / path.decode()).unlink(missing_ok=True)
+            if path in index:
+                del index[path]
+        index.write()
 
     def files(self, under: str = "projects") -> dict[str, bytes]:
         """Every file of the last commit under a directory: {path: content} (small archives)."""
@@ -400,6 +461,22 @@ class GitArchive:
         return 0 if head is None else sum(1 for _ in self.repo.get_walker(include=[head]))
 
 
+def index_tree(repo: Repo) -> bytes | None:
+    """The id of the tree a repository's index describes (None: it has no index), computed, not written."""
+    try:
+        index = repo.open_index()
+    except (NoIndexPresent, FileNotFoundError):
+        return None
+    return commit_tree(Discarded(), index.iterobjects())
+
+
+class Discarded:
+    """An object store that keeps nothing: what commit_tree computes only ids for."""
+
+    def add_object(self, obj) -> None:
+        pass
+
+
 def attachment_content(sha256: str) -> bytes:
     """An attachment's content, from the attachment storage (chalicelib/attachments/storage.py)."""
     from ..attachments.storage import storage
@@ -488,19 +565,27 @@ class TreeCache:
         return tree
 
 
-def with_changes(read, tree: Tree, changes: dict[bytes, tuple[int, bytes]], new_objects: list) -> Tree:
-    """A copy of `tree` with entries set (path -> (mode, id): a file, or a whole folder);
-    only the trees on the changed paths are read, and every new tree goes to new_objects."""
+def with_changes(read, tree: Tree, changes: dict[bytes, tuple[int, bytes] | None], new_objects: list) -> Tree:
+    """A copy of `tree` with entries set (path -> (mode, id): a file, or a whole folder) or
+    removed (path -> None; a folder left empty goes too: git keeps none); only the trees on the
+    changed paths are read, and every new tree goes to new_objects."""
     tree = Tree.from_string(tree.as_raw_string())
-    nested: dict[bytes, dict[bytes, tuple[int, bytes]]] = defaultdict(dict)
+    nested: dict[bytes, dict[bytes, tuple[int, bytes] | None]] = defaultdict(dict)
     for path, entry in changes.items():
         head, sep, rest = path.partition(b"/")
         if sep:
             nested[head][rest] = entry
-        else:
+        elif entry is not None:
             tree[head] = entry
+        elif head in tree:
+            del tree[head]
     for name, subchanges in nested.items():
-        subtree = read(tree[name][1]) if name in tree else Tree()
-        tree[name] = (stat.S_IFDIR, with_changes(read, subtree, subchanges, new_objects).id)
+        subtree = with_changes(read, read(tree[name][1]) if name in tree else Tree(), subchanges, new_objects)
+        if len(subtree):
+            tree[name] = (stat.S_IFDIR, subtree.id)
+        else:
+            new_objects.pop()  # itself, added last
+            if name in tree:
+                del tree[name]
     new_objects.append(tree)
     return tree

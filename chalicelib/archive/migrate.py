@@ -44,10 +44,7 @@ def migrate_layout(archive: GitArchive) -> int:
     tree = with_changes(archive.tree, root, changes, new_objects)
     archive.write_commit(tree.id, head, f"archive: layout 2, {moved} message files moved to per-second folders\n",
                          [LAYOUT_BLOB, *new_objects])
-    if not archive.bare:
-        from dulwich import porcelain
-
-        porcelain.reset(repo, "hard")  # the checked-out files follow the commit
+    archive.sync_worktree()  # the checked-out files follow the commit
     return moved
 
 

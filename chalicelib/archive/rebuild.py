@@ -204,7 +204,8 @@ def blob_id(content: bytes) -> bytes:
 
 
 def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
-    """Canonical message files that are missing, unexpected or different in the archive, and
+    """Message files (canonical, and each agent's inbox and outbox copy) that are missing,
+    unexpected or different in the archive, and
     files that belong to another project than their folder's ("foreign": a profile, project.json
     or message whose human key is not the folder project's). Files are compared by blob id;
     a document written before documents carried project_human_key matches without it, files
@@ -220,11 +221,12 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     retention policy (project_json_problems). Messages and marks are compared CHUNK at a time,
     each way (message_problems, stray_messages): memory does not grow with the archive. An
     attachment file must hold the content its name (a sha256) says: read, once each."""
-    projects = db.execute("SELECT slug, human_key, created_ts, archived_ts, retention_mode, retention_days, purged_before_id"
-                          " FROM projects").fetchall()
-    owners = {row["slug"]: row["human_key"] for row in projects}
+    projects = db.execute("SELECT slug, human_key, created_ts, archived_ts, retention_mode, retention_days FROM projects").fetchall()
+    owners, purged_before = {row["slug"]: row["human_key"] for row in projects}, purged_before_ids(db)
     missing, different = message_problems(db, archive)
-    unexpected, foreign = stray_messages(db, archive, owners, {row["slug"]: row["purged_before_id"] or 0 for row in projects})
+    unexpected, foreign = stray_messages(db, archive, owners, purged_before)
+    for chunk in chunks(archived_copies(archive), CHUNK):
+        unexpected += stray_copies(db, archive, chunk, purged_before)
     for problems in (reservation_problems(db, archive), contact_problems(db, archive), mark_problems(db, archive),
                      product_problems(db, archive), project_json_problems(archive, projects), profile_problems(db, archive)):
         missing += problems[0]
@@ -237,9 +239,16 @@ def verify(db: sqlite3.Connection, archive: GitArchive) -> dict[str, list[str]]:
     }
 
 
+def purged_before_ids(db: sqlite3.Connection) -> dict[str, int]:
+    """{project slug: the id below which retention purged its mail (0: none)}."""
+    return {slug: purged or 0 for slug, purged in db.execute("SELECT slug, purged_before_id FROM projects")}
+
+
 def message_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
-    """(missing, different) canonical message files: each message of the database looked up where
-    it belongs (or, in an archive of the first layout, in its flat month folder)."""
+    """(missing, different) message files, the canonical one and each agent's copy: each message
+    of the database looked up where it belongs (or, in an archive of the first layout, in its flat
+    month folder) and its blob id compared with its document's (rendered, once per bcc list its
+    copies show), never read."""
     head = archive.head()
 
     def held(path: str) -> bytes | None:
@@ -251,13 +260,16 @@ def message_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[
 
     missing, different = [], set()
     for entry in message_entries(db, archived_body):
-        path = message_path(entry)
-        sha = held(path)
         older = {key: value for key, value in entry.items() if key != "project_human_key"}  # as written before it existed
-        if sha is None:
-            missing.append(path)
-        elif sha not in (blob_id(document(entry)), blob_id(document(older))):
-            different.add(path)
+        expected: dict[tuple, bytes] = {}  # bcc list shown -> its document's blob id
+        for path, bcc in rendering.message_copies(entry).items():
+            if (sha := held(path)) is None:
+                missing.append(path)
+                continue
+            if (shown := tuple(bcc)) not in expected:
+                expected[shown] = blob_id(document({**entry, "bcc": bcc}))
+            if sha != expected[shown] and sha != blob_id(document({**older, "bcc": bcc})):
+                different.add(path)
         # Its attachments' files, which a restore takes the content from: each must hold the
         # content its name (a sha256) says (one file may serve many messages: checked once).
         for file, sha256 in rendering.attachment_paths(entry).items():
@@ -302,9 +314,56 @@ def project_of_message(db: sqlite3.Connection, message_id) -> str | None:
 
 
 def first_layout_path(path: str) -> str:
-    """Where a message file of today's layout sat in the first (its flat month folder)."""
+    """Where a message file (or copy) of today's layout sat in the first (its flat month folder)."""
     parts = path.split("/")
-    return "/".join([*parts[:5], parts[-1]])
+    return "/".join([*parts[:-7], *parts[-7:-5], parts[-1]])
+
+
+def is_copy(path: str) -> bool:
+    """Whether the path is of a message's copy in an agent's inbox/ or outbox/ (not its canonical file)."""
+    parts = path.split("/")
+    return len(parts) > 5 and parts[2] == "agents" and parts[4] in ("inbox", "outbox")
+
+
+def archived_copies(archive: GitArchive) -> Iterator[tuple[str, bytes]]:
+    """(path, blob id) of every file in the agents' inbox/ and outbox/ folders."""
+    for slug in archive.folders("projects"):
+        for name in archive.folders(f"projects/{slug}/agents"):
+            for box in ("inbox", "outbox"):
+                yield from archive.walk(f"projects/{slug}/agents/{name}/{box}")
+
+
+def stray_copies(db: sqlite3.Connection, archive: GitArchive, found: list[tuple[str, bytes]],
+                 purged_before: dict[str, int]) -> list[str]:
+    """Those of these agents' copies ((path, blob id)) whose message the database lacks, but those
+    the archive keeps: of mail retention purged (by its folder's project, or the project its
+    document names: a copy of another project's mail), or whose canonical file is there (mail
+    verify calls unexpected, which doctor --repair brings back with its copies). Only those whose
+    message the database lacks have their document read."""
+    ids = {message_id_of(path) for path, _ in found} - {None}
+    known = {row[0] for row in db.execute(f"SELECT id FROM messages WHERE id IN ({placeholders(ids)})", list(ids))} if ids else set()
+    strays = []
+    for path, sha in found:
+        message_id = message_id_of(path)
+        if message_id in known or (message_id is not None and (
+                message_id < purged_before.get(path.split("/")[1], 0) or kept_mail(archive, sha, message_id, purged_before))):
+            continue
+        strays.append(path)
+    return strays
+
+
+def kept_mail(archive: GitArchive, sha: bytes, message_id: int, purged_before: dict[str, int]) -> bool:
+    """Whether a copy's document names a message (this id) of a project whose mail retention
+    purged past it, or whose canonical file the archive holds; False for a file that is no
+    message document."""
+    try:
+        entry = parse_document(archive.repo[sha].data)
+        if int(entry["id"]) != message_id:
+            return False
+        return message_id < purged_before.get(entry["project"], 0) or any(
+            archive.file_id(path) for path in (message_path(entry), first_layout_path(message_path(entry))))
+    except (ValueError, KeyError, TypeError):  # not a message document: made up, or edited into nonsense
+        return False
 
 
 def reservation_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str], list[str]]:
@@ -551,13 +610,24 @@ def archived_reservations(archive: GitArchive, folders: list[str]) -> dict[int, 
 
 
 def still_unexpected(db: sqlite3.Connection, paths: list[str]) -> list[str]:
-    """Those of verify's unexpected files that are still no message of the database (read again
-    now: verify's read may predate mail the worker has archived since)."""
+    """Those of verify's unexpected canonical files that are still no message of the database (read
+    again now: verify's read may predate mail the worker has archived since), and its copies (a
+    copy of mail archived since is not unexpected: its canonical file is there)."""
     ids = {path: message_id_of(path) for path in paths}
     known = set()
     for chunk in chunks([mid for mid in ids.values() if mid is not None], CHUNK):
         known |= {row[0] for row in db.execute(f"SELECT id FROM messages WHERE id IN ({placeholders(chunk)})", chunk)}
-    return [path for path in paths if ids[path] not in known]
+    return [path for path in paths if is_copy(path) or ids[path] not in known]
+
+
+def remove_stray_copies(db: sqlite3.Connection, archive: GitArchive, paths: list[str]) -> int:
+    """Remove from the archive, in one commit, those of these copies (verify's unexpected ones)
+    that still are (stray_copies, asked again now); how many. Nothing the database or the
+    archive's mail holds is lost: a copy goes with its message."""
+    found = [(path, sha) for path in paths if is_copy(path) and (sha := archive.file_id(path))]
+    strays = [path for chunk in chunks(found, CHUNK) for path in stray_copies(db, archive, chunk, purged_before_ids(db))]
+    archive.remove(strays, f"archive: {len(strays)} copies of no message removed\n\n" + "\n".join(strays) + "\n")
+    return len(strays)
 
 
 def message_id_of(path: str) -> int | None:

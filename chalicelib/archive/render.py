@@ -56,16 +56,26 @@ def describe(entry: dict) -> str:
 
 
 def message_files(entry: dict) -> dict[str, bytes]:
-    folder = second_dir(entry["created_ts"])
-    name = message_name(entry)
-    canonical = document(entry)
-    files = {message_path(entry): canonical, f"{agent_dir(entry['project'], entry['sender'])}/outbox/{folder}/{name}": canonical}
-    public = document({**entry, "bcc": []})  # what the to and cc recipients see
-    for address in entry["to"] + entry["cc"]:
-        files[f"{agent_dir(*home(address, entry['project']))}/inbox/{folder}/{name}"] = public
-    for address in entry["bcc"]:
-        files[f"{agent_dir(*home(address, entry['project']))}/inbox/{folder}/{name}"] = document({**entry, "bcc": [address]})
+    documents: dict[tuple, bytes] = {}  # one per bcc list shown: an inbox copy is often the outbox copy
+    files = {}
+    for path, bcc in message_copies(entry).items():
+        if (shown := tuple(bcc)) not in documents:
+            documents[shown] = document({**entry, "bcc": bcc})
+        files[path] = documents[shown]
     return {**files, **project_file(entry)}
+
+
+def message_copies(entry: dict) -> dict[str, list[str]]:
+    """{path: the bcc recipients its document lists} of each of a message's files: the canonical
+    one and the sender's outbox copy list them all, the to and cc recipients' inbox copies none
+    (what they see), a bcc recipient's own copy only that recipient."""
+    folder, name = second_dir(entry["created_ts"]), message_name(entry)
+    copies = {message_path(entry): entry["bcc"], f"{agent_dir(entry['project'], entry['sender'])}/outbox/{folder}/{name}": entry["bcc"]}
+    for address in entry["to"] + entry["cc"]:
+        copies[f"{agent_dir(*home(address, entry['project']))}/inbox/{folder}/{name}"] = []
+    for address in entry["bcc"]:
+        copies[f"{agent_dir(*home(address, entry['project']))}/inbox/{folder}/{name}"] = [address]
+    return copies
 
 
 BATCH_MAX_BYTES = 32 * 1024 * 1024  # what one commit renders at most (documents and attachments): bounded memory

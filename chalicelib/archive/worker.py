@@ -14,7 +14,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,11 +126,10 @@ def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
 
     with GitArchive.local(settings) as archive, IdleCPU() as idle_cpu:
         git = lambda function, *args: idle_cpu.run(stopping, function, *args)  # noqa: E731
-        if stale := archive.clear_stale_locks():  # a worker killed mid-commit held them
-            log.warning("removed stale git locks: %s", ", ".join(map(str, stale)))
-        # A beat before the layout check: that runs on idle CPU, which a busy machine may not
-        # have for a while, and the worker that just took the lock should show at once.
+        # A beat before taking over and the layout check: they run on idle CPU, which a busy
+        # machine may not have for a while, and the worker that just took the lock should show at once.
         beat_at = beat()
+        take_over(archive, git)
         warn_if_beside_empty_database(settings, archive)
         git(migrate_layout, archive)
         while not stopping.is_set() and not parent_gone():
@@ -150,6 +151,33 @@ def _work(settings: Settings, stopping: threading.Event, on_idle) -> None:
                 error, done = f"{type(exc).__name__}: {exc}"[:500], 0
             if done < settings.archive_batch_size:
                 stopping.wait(settings.archive_poll_seconds)
+
+
+def take_over(archive: "GitArchive", git=here) -> None:
+    """What a writer of the archive does first, holding its lock: put right what a writer killed
+    mid-commit left, its git locks (git refuses to move the branch while they exist), then, with
+    a working tree, the files it had still to write (GitArchive.sync_worktree)."""
+    if stale := git(archive.clear_stale_locks):
+        log.warning("removed stale git locks: %s", ", ".join(map(str, stale)))
+    if git(archive.sync_worktree):
+        log.warning("the working tree of %s was behind its branch (a writer killed mid-commit): checked out again", archive.path)
+
+
+@contextmanager
+def writing(settings: Settings) -> Iterator["GitArchive | None"]:
+    """ARCHIVE_DIR's repository for a command that writes it (archive drain, rebuild, migrate,
+    doctor --repair), held as the worker holds it: under the archive's lock, taken over
+    (take_over). None while another writer holds the lock (a running server's worker): two
+    writers of one repository fail each other's commits."""
+    from .gitrepo import GitArchive
+
+    with exclusive(lock_path(settings), None) as mine:
+        if not mine:
+            yield None
+            return
+        with GitArchive.local(settings) as archive:
+            take_over(archive)
+            yield archive
 
 
 def warn_if_beside_empty_database(settings: Settings, archive: "GitArchive") -> None:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..archive import outbox
-from ..archive.worker import lock_path
+from ..archive.worker import lock_path, writing
 from ..config import Settings
 from ..security import auth
 from ..store import db, heartbeats, search_index
-from .supervisor import exclusive, holder
+from .supervisor import holder
 
 LOW_DISK_BYTES = 1 << 30
 STRANGERS = ("unexpected", "foreign")  # what archive verify finds that no rebuild from this database removes
@@ -195,8 +195,10 @@ def archive(settings: Settings) -> Finding:
                        " database does not have", "check that DATABASE_URL is this archive's database (archive verify"
                        " lists the files; a rebuild leaves them)")
 
+    strays_found = mail_and_copies(problems.get("unexpected") or [])[1]
+
     def repair(progress) -> str:
-        done, mail = [], problems.get("unexpected")
+        done, (mail, strays) = [], mail_and_copies(problems.get("unexpected") or [])
         # Into the database; the archive is only read, so its worker may run meanwhile.
         if arrivals or changed:  # first the projects and agents, so that their mail has its senders and recipients
             with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
@@ -211,7 +213,7 @@ def archive(settings: Settings) -> Finding:
                             " contacts, products)" + (f"; {len(left)} left, an agent of theirs in neither the database nor the archive's"
                                             f" profiles: {listed(left)}" if left else ""))
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.to_read(settings) as repo:
-                mail = rebuild.verify(conn, repo)["unexpected"]  # their mail, foreign until now, among it
+                mail, strays = mail_and_copies(rebuild.verify(conn, repo)["unexpected"])  # their mail, foreign until now, among it
         if mail:
             with db.connection(settings) as conn, GitArchive.local(settings) as repo:  # a transaction per batch
                 brought, left = rebuild.import_unexpected(conn, repo, mail)
@@ -226,25 +228,38 @@ def archive(settings: Settings) -> Finding:
                     rebuild.store_marks(conn, chunk)
             if marks:
                 done.append(f"brought back {len(marks)} read and acknowledgement marks made since")
-        if rewrite:
+        if rewrite or strays:
             # The worker of a running server writes the same repository: rewrite only while none runs.
-            with exclusive(lock_path(settings), None) as mine:
-                if not mine:
+            with writing(settings) as repo:
+                if repo is None:
                     return "; ".join([*done, "rewrite skipped: a running archive worker holds the archive; stop the server"
                                       " and repair again"])
-                with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(settings) as repo:
-                    migrate_layout(repo)  # as `archive rebuild`: an archived body is read where today's layout puts it
-                    total = rebuild.count_entries(conn)
-                    written = rebuild.rebuild(conn, repo, on_batch=progress(total))
-                done.append(f"rewrote {written} archive entries from the database")
+                with db.connection(settings) as conn, db.transaction(conn, write=False):
+                    if rewrite:
+                        migrate_layout(repo)  # as `archive rebuild`: an archived body is read where today's layout puts it
+                        total = rebuild.count_entries(conn)
+                        written = rebuild.rebuild(conn, repo, on_batch=progress(total))
+                        done.append(f"rewrote {written} archive entries from the database")
+                    if strays:
+                        done.append(f"removed {rebuild.remove_stray_copies(conn, repo, strays)} copies of no message"
+                                    " from the agents' inbox/ and outbox/")
         return "; ".join(done)
 
     unexpected = (" (unexpected: mail the archive holds and the database lacks, such as what was sent after the backup a"
                   " restored database came from; the repair brings it back, and first the projects and agents made, and"
-                  " the profiles, projects, file reservations, contacts, marks and products changed, since)"
+                  " the profiles, projects, file reservations, contacts, marks and products changed, since"
+                  + ("; and copies in agents' inbox/ or outbox/ of no message, which it removes" if strays_found else "") + ")"
                   ) if problems.get("unexpected") or arrivals or changed else ""
     return Finding("git archive", False, f"archive and database differ: {counts}{unexpected}",
                    "python -m chalicelib doctor --repair" + (" (or: archive rebuild)" if rewrite and not unexpected else ""), repair)
+
+
+def mail_and_copies(unexpected: list[str]) -> tuple[list[str], list[str]]:
+    """verify's unexpected files: (canonical message files, which the repair brings back into the
+    database; agents' copies, of no message the database or the archive has, which it removes)."""
+    from ..archive.rebuild import is_copy
+
+    return [path for path in unexpected if not is_copy(path)], [path for path in unexpected if is_copy(path)]
 
 
 def attachments(settings: Settings) -> Finding:
@@ -339,13 +354,23 @@ def worker(settings: Settings) -> Finding:
         exits = heartbeats.last(conn, heartbeats.ARCHIVE_EXITS)
         status = outbox.status(conn, None)
     if status["failed"]:
+        stale = stale_git_locks(settings)
+
         def repair(progress) -> str:
             with db.connection(settings) as conn, db.transaction(conn, write=True):
-                return f"re-queued {outbox.requeue_failed(conn)} failed entries"
+                done = f"re-queued {outbox.requeue_failed(conn)} failed entries"
+            if stale:
+                with writing(settings) as repo:  # which removes them (a worker that has the lock did on its start)
+                    done += f"; removed the stale git lock {listed(list(map(str, stale)))}" if repo else ""
+            return done
 
         return Finding("archive worker", False, f"{status['failed']} entries failed (retried with backoff);"
-                       f" the oldest's error: {status['failed_error']}",
-                       "python -m chalicelib doctor --repair (retries them now)", repair)
+                       f" the oldest's error: {status['failed_error']}" + (
+                           f"; {listed(list(map(str, stale)))}: left by a writer killed mid-commit, git refuses to move"
+                           " the branch while it exists" if stale else ""),
+                       "python -m chalicelib doctor --repair (retries them now"
+                       + ("; removes the stale lock, as archive drain and the server's worker do" if stale else "") + ")",
+                       repair)
     if exits and exits["age_seconds"] < RECENT_EXIT_SECONDS and (beat is None or beat["started_ts"] < exits["heartbeat_ts"]):
         return Finding("archive worker", False, f"not running: it died {exits['restarts']} times under the server (pid"
                        f" {exits['pid']} on {exits['host']}), the last {exits['age_seconds']:.0f} s ago ({exits['last_error']}),"
@@ -359,6 +384,20 @@ def worker(settings: Settings) -> Finding:
         return Finding("archive worker", True, f"not running now: nobody holds its lock (pid {beat['pid']} beat"
                        f" {beat['age_seconds']:.0f} s ago, then stopped; fine while the server is stopped)")
     return Finding("archive worker", True, f"running (pid {beat['pid']} on {beat['host']}, {beat['restarts']} restarts)")
+
+
+def stale_git_locks(settings: Settings) -> list[Path]:
+    """The git lock files in the archive while no writer holds ARCHIVE_DIR's lock: left by one
+    killed mid-commit ([] without an archive)."""
+    from ..archive.gitrepo import GitArchive, NoArchive
+
+    if holder(lock_path(settings)) is not None:
+        return []  # a writer at work holds them for a moment
+    try:
+        with GitArchive.to_read(settings) as repo:
+            return repo.git_locks()
+    except NoArchive:
+        return []
 
 
 def turso(settings: Settings) -> Finding:

@@ -443,17 +443,16 @@ def archive() -> None:
 
 @contextmanager
 def archive_to_myself(settings: Settings):
-    """Hold the archive's lock for the block, as the archive worker does; refuse while a worker
-    (a running server's) holds it: two writers of one repository corrupt each other's commits."""
-    from ..archive.worker import lock_path
-    from ..ops.supervisor import exclusive
+    """The archive's repository, its lock held for the block as the archive worker holds it
+    (worker.writing); refuse while a worker (a running server's) holds it."""
+    from ..archive.worker import writing
 
-    with exclusive(lock_path(settings), None) as mine:
-        if not mine:
+    with writing(settings) as repo:
+        if repo is None:
             raise click.ClickException(
                 f"an archive worker (a running server?) holds {settings.archive_dir}; stop it and try again"
             )
-        yield
+        yield repo
 
 
 def archive_to_read(settings: Settings):
@@ -477,20 +476,26 @@ def existing_database(settings: Settings) -> None:
 @archive.command(short_help="Archive the pending outbox entries, then exit.")
 @click.pass_obj
 def drain(settings: Settings) -> None:
-    """Archive the pending outbox entries (what the server's worker does continuously)."""
+    """Archive the pending outbox entries (what the server's worker does continuously), failed
+    ones at once. Exit status 1 if entries still fail: their error is printed."""
     existing_database(settings)
+    from ..archive import outbox
+    from ..archive.migrate import migrate_layout
     from ..archive.worker import drain as drain_outbox
-    from ..archive.gitrepo import GitArchive
 
     with db.connection(settings) as conn:
         pending = conn.execute("SELECT count(*) FROM archive_outbox WHERE state = 'pending'").fetchone()[0]
-    from ..archive.migrate import migrate_layout
-
-    with archive_to_myself(settings), GitArchive.local(settings) as repo, \
-            click.progressbar(length=pending, label="archiving", file=sys.stderr) as bar:
+    with archive_to_myself(settings) as repo, click.progressbar(length=pending, label="archiving", file=sys.stderr) as bar:
+        with db.connection(settings) as conn, db.transaction(conn, write=True):
+            outbox.requeue_failed(conn)  # not after their backoff: this drain is the retry
         migrate_layout(repo)
         done = drain_outbox(settings, repo, on_batch=bar.update)
     click.echo(f"{done} entries archived")
+    with db.connection(settings) as conn:
+        status = outbox.status(conn, None)
+    if status["failed"]:
+        raise click.ClickException(f"{status['failed']} entries failed and stay pending; the oldest's error:"
+                                   f" {status['failed_error']}")
 
 
 @archive.command(short_help="Keep archiving the outbox until stopped (the local server runs this).")
@@ -537,12 +542,9 @@ def rebuild(settings: Settings) -> None:
     (one commit per project per 1,000 entries); what is already right is left alone."""
     existing_database(settings)
     from ..archive import rebuild as rebuilding
-    from ..archive.gitrepo import GitArchive
-
     from ..archive.migrate import migrate_layout
 
-    with archive_to_myself(settings), db.connection(settings) as conn, db.transaction(conn, write=False), \
-            GitArchive.local(settings) as repo:
+    with archive_to_myself(settings) as repo, db.connection(settings) as conn, db.transaction(conn, write=False):
         migrate_layout(repo)
         with click.progressbar(length=rebuilding.count_entries(conn), label="rebuilding", file=sys.stderr) as bar:
             total = rebuilding.rebuild(conn, repo, on_batch=bar.update)
@@ -555,10 +557,9 @@ def rebuild(settings: Settings) -> None:
 def archive_migrate(settings: Settings) -> None:
     """Move every message file of a flat month folder (layout 1) to its per-second folder, in
     one commit (the workers also do this when they start), then merge small packs."""
-    from ..archive.gitrepo import GitArchive
     from ..archive.migrate import migrate_layout
 
-    with archive_to_myself(settings), GitArchive.local(settings) as repo:
+    with archive_to_myself(settings) as repo:
         moved = migrate_layout(repo)
         merged = repo.repack()
     click.echo(f"{moved} message files moved, {merged} packs merged")
@@ -567,9 +568,10 @@ def archive_migrate(settings: Settings) -> None:
 @archive.command(short_help="Check that archive and database hold the same messages.")
 @click.pass_context
 def verify(ctx: click.Context) -> None:
-    """Every database message has its canonical file in the archive, and every canonical file
-    its message, with the same content. Exit status 1 on any mismatch; projects without their
-    project.json (made before the archive wrote one) get a line on stderr: `archive rebuild`."""
+    """Every database message has its canonical file in the archive and its copies in its agents'
+    inbox/ and outbox/, and every such file its message, with the same content. Exit status 1 on
+    any mismatch; projects without their project.json (made before the archive wrote one) get a
+    line on stderr: `archive rebuild`."""
     from ..archive import rebuild as rebuilding
 
     settings = ctx.obj
