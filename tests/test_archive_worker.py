@@ -79,9 +79,8 @@ def test_500_concurrent_sends_through_the_server_are_archived_in_few_commits(tmp
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-def test_a_drain_killed_mid_batch_loses_nothing_and_writes_nothing_twice(tmp_path):
-    database, archive_dir = tmp_path / "agent_mail.db", tmp_path / "archive"
-    settings = Settings(database_url=f"sqlite:///{database}", sqlite_synchronous="NORMAL")
+def crash_project(settings: Settings):
+    """Project /crash, BlueLake writing to GreenCastle (open); a function calling its tools."""
 
     def call(tool, **args):
         return invoke.call(TOOLS[tool], args, settings)
@@ -90,6 +89,13 @@ def test_a_drain_killed_mid_batch_loses_nothing_and_writes_nothing_twice(tmp_pat
     for name in ("BlueLake", "GreenCastle"):
         call("register_agent", project_key="crash", program="p", model="m", name=name)
     call("set_contact_policy", project_key="crash", agent_name="GreenCastle", policy="open")
+    return call
+
+
+def test_a_drain_killed_mid_batch_loses_nothing_and_writes_nothing_twice(tmp_path):
+    database, archive_dir = tmp_path / "agent_mail.db", tmp_path / "archive"
+    settings = Settings(database_url=f"sqlite:///{database}", sqlite_synchronous="NORMAL")
+    call = crash_project(settings)
     total = 1500
     for n in range(total):
         call("send_message", project_key="crash", sender_name="BlueLake", to=["GreenCastle"], subject=f"m{n}", body_md="x")
@@ -185,14 +191,7 @@ def test_a_drain_killed_between_its_commit_and_the_working_tree_leaves_no_file_m
     deleted, and a `git commit` there would have deleted them. The next writer checks them out."""
     database, archive_dir = tmp_path / "agent_mail.db", tmp_path / "archive"
     settings = Settings(database_url=f"sqlite:///{database}", archive_dir=archive_dir, archive_worktree=True)
-
-    def call(tool, **args):
-        return invoke.call(TOOLS[tool], args, settings)
-
-    call("ensure_project", human_key="/crash")
-    for name in ("BlueLake", "GreenCastle"):
-        call("register_agent", project_key="crash", program="p", model="m", name=name)
-    call("set_contact_policy", project_key="crash", agent_name="GreenCastle", policy="open")
+    call = crash_project(settings)
     assert cli(database, archive_dir, "archive", "drain", ARCHIVE_WORKTREE="true").returncode == 0
     call("send_message", project_key="crash", sender_name="BlueLake", to=["GreenCastle"], subject="killed", body_md="x")
     killed_after_the_commit = (
