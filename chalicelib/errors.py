@@ -39,6 +39,11 @@ class NotAdmitted(Conflict):
     replica's approval: invoke retries it after a pull, as a NotFound."""
 
 
+class NotActive(Conflict):
+    """The agent is retired, or the project archived. On a replica, maybe on data older than
+    another replica's unretire or unarchive: invoke retries it after a pull, as a NotFound."""
+
+
 class InvalidArgument(ToolError):
     status = 422
     code = "invalid_argument"
@@ -159,6 +164,11 @@ class Unauthorized(ToolError):
 class Forbidden(ToolError):
     status = 403
     code = "forbidden"
+
+
+class TokenRefused(Forbidden):
+    """The call lacks the token of an agent it acts as. On a replica, maybe on data older than
+    another replica's register_agent or rotate_agent_token: invoke retries it after a pull."""
 
 
 def did_you_mean(word: str, choices) -> str:

@@ -33,7 +33,7 @@ from .config import Settings
 from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .store.upkeep import savepoint
-from .errors import MAX_ANSWER_BYTES, ClientGone, NotAdmitted, NotFound, ToolError, Unavailable, answer_too_large, internal_error, validation_error
+from .errors import MAX_ANSWER_BYTES, ClientGone, NotActive, NotAdmitted, NotFound, TokenRefused, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.disconnect import Dropped, unless_client_gone
 from .store.fair_lane import FairLane
 from .store.per_process import OnePerKey
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 # What a replica may answer only because another replica's write has not been pulled yet: the
 # call is run once more after a pull (read your writes across replicas; docs/turso.md).
-MAYBE_STALE = (NotFound, NotAdmitted)
+MAYBE_STALE = (NotFound, NotAdmitted, NotActive, TokenRefused)
 # Slow reads run one at a time beside the event loop: the loop then shares the GIL with one busy
 # thread, not one per request, and one big answer is being built at a time (docs/limits.md);
 # credentials take turns, so one that loops heavy searches does not hold up the others' searches.

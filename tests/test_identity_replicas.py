@@ -137,3 +137,70 @@ def test_an_agent_registered_on_one_replica_cannot_be_taken_over_through_another
         assert other["name"] != "BlueLake"
         assert call(a, "whois", project_key=PROJECT, agent_name="BlueLake")["program"] == "p"
         call(a, "register_agent", project_key=PROJECT, program="p2", model="m", name="BlueLake", registration_token=token)
+
+
+def test_a_token_an_unretire_and_an_unarchive_made_on_one_replica_hold_on_the_other_at_once(tmp_path):
+    """B's refusals on data older than A's writes were answered, not retried after a pull: with
+    agent tokens (every authenticated deployment) a new agent's token was "missing or wrong" (403),
+    as was a rotated one, and an agent unretired or a project unarchived was still refused (409)."""
+    with turso_server(tmp_path) as primary:
+        a, b = (Settings(database_url=f"sqlite:///{tmp_path}/{name}.db", turso_sync_url=primary.url, require_agent_tokens=True)
+                for name in "ab")
+        call(a, "ensure_project", human_key=PROJECT)
+        reader = call(a, "register_agent", project_key=PROJECT, program="p", model="m", name="GreenCastle")["registration_token"]
+        call(a, "set_contact_policy", project_key=PROJECT, agent_name="GreenCastle", policy="open", registration_token=reader)
+
+        def send(token: str, subject: str) -> None:
+            call(b, "send_message", project_key=PROJECT, sender_name="BlueLake", sender_token=token, to=["GreenCastle"],
+                 subject=subject, body_md="x")
+
+        call(b, "list_projects")  # b has pulled: fresh for a second
+        token = call(a, "register_agent", project_key=PROJECT, program="p", model="m", name="BlueLake")["registration_token"]
+        send(token, "registered on a")
+        call(b, "list_projects")
+        token = call(a, "rotate_agent_token", project_key=PROJECT, agent_name="BlueLake", registration_token=token)["registration_token"]
+        send(token, "rotated on a")
+        call(a, "retire_agent", project_key=PROJECT, agent_name="BlueLake", registration_token=token)
+        replica.replica(b).pull()  # b sees it retired
+        call(a, "unretire_agent", project_key=PROJECT, agent_name="BlueLake", registration_token=token)
+        send(token, "unretired on a")
+        call(a, "archive_project", project_key=PROJECT)
+        replica.replica(b).pull()
+        call(a, "unarchive_project", project_key=PROJECT)
+        send(token, "unarchived on a")
+        subjects = {m["subject"] for m in call(b, "fetch_inbox", project_key=PROJECT, agent_name="GreenCastle",
+                                                registration_token=reader)["messages"]}
+        assert subjects >= {"registered on a", "rotated on a", "unretired on a", "unarchived on a"}
+
+
+def test_a_call_waiting_on_a_new_replicas_download_sees_what_was_written_during_it(tmp_path, monkeypatch):
+    """A bootstrap counted as a pull made when the download ended: a call that started after a
+    write acknowledged during the download ran on the older copy, and its miss was not retried."""
+    import threading
+
+    with turso_server(tmp_path) as primary:
+        a, b = (Settings(database_url=f"sqlite:///{tmp_path}/{name}.db", turso_sync_url=primary.url) for name in "ab")
+        call(a, "ensure_project", human_key=PROJECT)
+        download = replica.Replica._connect
+        found = {}
+
+        def whois() -> None:
+            try:
+                found["name"] = call(b, "whois", project_key=PROJECT, agent_name="LateAgent")["name"]
+            except NotFound as exc:
+                found["name"] = exc.message
+
+        def slow_download(self):
+            conn = download(self)  # its copy was taken before what follows
+            if self.path.name == "b.db":
+                call(a, "register_agent", project_key=PROJECT, program="p", model="m", name="LateAgent")
+                later = threading.Thread(target=whois)  # starts after that write, waits for this download
+                later.start()
+                time.sleep(0.05)
+                found["thread"] = later
+            return conn
+
+        monkeypatch.setattr(replica.Replica, "_connect", slow_download)
+        call(b, "list_projects")
+        found["thread"].join(30)
+        assert found["name"] == "LateAgent"

@@ -20,7 +20,7 @@ import secrets
 import sqlite3
 
 from .. import clock
-from ..errors import Forbidden, NotFound
+from ..errors import NotFound, TokenRefused
 
 
 def digest(token: str) -> str:
@@ -101,8 +101,8 @@ def _matches(token: str | None, stored: str | None) -> bool:
     return token is not None and stored is not None and matches
 
 
-def _refused(tool, name: str) -> Forbidden:
-    return Forbidden(
+def _refused(tool, name: str) -> TokenRefused:
+    return TokenRefused(
         f"Not allowed to act as agent {name!r} here: {tool.token_field} is missing or wrong.",
         f"Pass {tool.token_field}: the registration_token that register_agent (or rotate_agent_token) gave this agent.",
     )

@@ -65,6 +65,7 @@ class Replica:
         bootstrapping = not self.path.exists()
         if bootstrapping:  # pyturso's files of a replica whose main file is gone refuse a bootstrap (a discard cut short)
             self._delete_files()
+        started = time.monotonic()  # a download holds what was written before it started, as a pull
         conn = self._connect()
         if not bootstrapping and conn.stats().cdc_operations:
             # Writes committed here that no push confirmed (a process stopped mid-push): never
@@ -73,12 +74,13 @@ class Replica:
             conn.close()
             self._delete_files()
             bootstrapping = True
+            started = time.monotonic()
             conn = self._connect()
         conn.isolation_level = None  # explicit BEGIN/COMMIT, as on the sqlite3 connections
         conn.row_factory = turso.Row
         conn.replica = self  # transaction() finds its replica through the connection
         if bootstrapping:  # a fresh copy of the primary is as good as a pull; an old file is not
-            self.pulled_at = time.monotonic()
+            self.pulled_at = started
         return conn
 
     def _connect(self):

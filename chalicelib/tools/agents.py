@@ -10,7 +10,7 @@ from pydantic import Field
 from .. import clock
 from ..security.agent_tokens import issue_token
 from ..archive import outbox
-from ..errors import Conflict, NotFound, did_you_mean
+from ..errors import Conflict, NotActive, NotFound, did_you_mean
 from ..fields import AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..names import ContactPolicy, random_name, reserved
@@ -156,7 +156,7 @@ def refuse_reserved(name: str) -> None:
 def refuse_retired(project: sqlite3.Row, agent: sqlite3.Row, what: str) -> None:
     """Conflict if the agent is retired: it does nothing (`what`: send, reserve files) until unretired."""
     if agent["retired_ts"]:
-        raise Conflict(
+        raise NotActive(
             f"{agent['name']} is retired (since {agent['retired_ts']}) and cannot {what}.",
             f"Call unretire_agent(project_key={project['slug']!r}, agent_name={agent['name']!r}) first.",
         )

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
 from ..archive import outbox
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotActive, NotFound
 from ..store.db import placeholders, refresh, transaction
 from ..fields import ProjectKey
 from ..human_keys import is_path, normalize_human_key
@@ -310,7 +310,7 @@ def get_project(db: sqlite3.Connection, args: GetProjectInput) -> ProjectDetails
 def refuse_archived(project: sqlite3.Row) -> None:
     """Conflict if the project is archived: it takes no new messages, agents or contacts."""
     if project["archived_ts"]:
-        raise Conflict(
+        raise NotActive(
             f"Project {project['slug']!r} is archived (since {project['archived_ts']}): it is read-only.",
             f"Call unarchive_project(project_key={project['slug']!r}) to use it again.",
         )
