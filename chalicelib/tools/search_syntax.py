@@ -48,6 +48,18 @@ def _searchable(text: str) -> bool:
     return any(char.isalnum() for char in text)
 
 
+# Scripts the tokenizer reads a run of as one word when written without spaces (Chinese, Japanese),
+# so that a prefix can only be the start of a run, often one character (a Han one is often a word
+# in itself); a broad one is bounded by the search's time budget like any other query.
+_CJK_NAMES = ("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH", "HIRAGANA", "KATAKANA", "HALFWIDTH KATAKANA",
+              "HANGUL")
+
+
+def has_cjk(text: str) -> bool:
+    """Whether the text holds a Han, Hiragana, Katakana or Hangul character."""
+    return any(not char.isascii() and unicodedata.name(char, "").startswith(_CJK_NAMES) for char in text)
+
+
 def _quote(text: str) -> str:
     """As an FTS5 string. A NUL would end it early for SQLite ("unterminated string": a 500); the
     tokenizer reads it as a separator anyway, as it reads a space."""
