@@ -5,6 +5,7 @@ import asyncio
 import itertools
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,23 @@ def test_a_prefix_of_fewer_than_three_letters_is_refused_with_a_hint(call, migra
     with pytest.raises(InvalidArgument, match="at least 3 letters") as refused:
         call("search_messages", project_key=migrations, query=query)
     assert "migrat*" in refused.value.hint
+
+
+@pytest.mark.both_backends
+def test_a_prefix_of_one_cjk_character_finds_the_runs_it_starts(call, project):
+    """The tokenizer reads a run of Han or Kana without spaces as one word: 東京 finds no 東京开会,
+    and 東京* was refused as shorter than 3 letters. One such character is a word: prefix enough.
+    A word in the middle of a run stays unfound, as docs/search.md says."""
+    for subject, body in (("会议记录", "明天在東京开会讨论部署计划"), ("Tokyo", "東京开会"), ("Kana", "カタカナ"), ("Seoul", "서울에서 만나요")):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md=body)
+    assert subjects(call, project, "東京*") == subjects(call, project, "東*") == ["Tokyo"]
+    assert subjects(call, project, "カ*") == ["Kana"] and subjects(call, project, "서*") == ["Seoul"]
+    assert subjects(call, project, "会议记录") == ["会议记录"]  # a whole run
+    assert subjects(call, project, "東京") == subjects(call, project, "在東*") == []  # inside a run
+    with pytest.raises(InvalidArgument, match="or one Chinese, Japanese or Korean character"):
+        call("search_messages", project_key=project, query="t*")
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "search.md").read_text()
+    assert "`東京*` finds 東京开会" in docs and "`東京` and `東京*` find nothing in 明天在東京开会" in docs
 
 
 def test_a_query_has_at_most_two_prefixes(call, migrations):

@@ -57,6 +57,19 @@ def test_operators_still_work_when_used_as_operators(call, typed):
     assert subjects(call, typed, "NEAR(remove option, 3)") == ["remove the -flag option"]
 
 
+def test_near_takes_phrases_and_any_distance(call, project):
+    """FTS5 reads NEAR's distance as a 32-bit int (2147483648 found nothing, 4294967298 was 2), and a
+    phrase inside NEAR( ), which FTS5 allows, made the group the required word "near": 0 hits, no hint."""
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Plan",
+         body_md="deploy the staging plan today")
+    found = lambda query: subjects(call, project, query) == ["Plan"]  # noqa: E731
+    assert not found("NEAR(deploy plan, 1)")  # two words between them
+    assert all(found(f"NEAR(deploy plan, {distance})") for distance in (2, 2147483648, 4294967297, 4294967298, 10**40, "٢"))
+    assert found('NEAR("deploy the" plan)') and found('NEAR("the staging" deploy, 0)') and found('NEAR("dep"* plan)')
+    assert not found('NEAR("staging plan" deploy, 0)')  # a phrase stays a phrase: "the" lies between
+    assert found("NEAR(deploy (plan))") and found('NEAR("deploy plan)')  # no NEAR group: its words, not the word "near"
+
+
 def test_a_query_of_operator_words_alone_marks_them_in_the_snippet(call, project):
     """`AND` alone is searched as the word: it found the message, with an empty snippet (the
     words to mark left the operators out)."""

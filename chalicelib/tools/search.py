@@ -22,7 +22,8 @@ Bounded ranking, so a search costs the same at a million messages as at ten thou
   checks the whole query on those candidates only (tools/search_narrowing.py).
 - FTS5 reads a prefix (`migrat*`) by merging the lists of every word it starts (there is no
   prefix index): `t*` cost 420 ms at 100k messages. So a prefix needs MIN_PREFIX letters or
-  digits and a query has at most MAX_PREFIXES of them (422 with a hint otherwise).
+  digits, or one CJK character (a word: 東京* finds 東京开会), and a query has at most MAX_PREFIXES
+  of them (422 with a hint otherwise).
 - Every search runs off the event loop: what any query costs grows with the bodies it matches
   (FTS5 reads a match's positions, a snippet its text: a phrase over 500 bodies of 256 KiB held
   the loop 0.4-3 s), and with the mailbox for a prefix, NEAR or a long phrase.
@@ -55,7 +56,8 @@ from .counts import mail_stamp, mail_total
 from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
 from .search_narrowing import Narrowed, narrowed
-from .search_syntax import SNIPPET_CHARS, fts5_query, fts5_terms, fts5_phrases, literal_query, snippet, snippet_terms
+from .search_syntax import (SNIPPET_CHARS, fts5_query, fts5_terms, fts5_phrases, has_cjk, literal_query, snippet,
+                            snippet_terms)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ RARE = 5000  # a term in at most this many messages weighs in the ranking
 MAX_RANKED_TERMS = 8
 SCOPED_SHARE = 16  # projects with at most 1/16 of the mail search within themselves in the index (_scope)
 MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
-MIN_PREFIX = 3  # letters or digits of a prefix (t*: every word starting with t)
+MIN_PREFIX = 3  # letters or digits of a prefix (t*: every word starting with t), or one CJK character
 MAX_PREFIXES = 2
 STEPS_BETWEEN_CHECKS = 1000  # SQLite VM steps between looks at the clock (fewer came no closer: docs/limits.md)
 QUERY_HELP = (
@@ -175,9 +177,10 @@ def bounded_query(text: str) -> str | None:
     make FTS5 read much of the index (see the module docstring)."""
     fts = fts5_query(text)
     prefixes = [words[-1] for words, prefix in fts5_phrases(fts or "") if prefix]
-    if short := [prefix for prefix in prefixes if len(prefix) < MIN_PREFIX]:
+    if short := [prefix for prefix in prefixes if len(prefix) < MIN_PREFIX and not has_cjk(prefix)]:
         raise InvalidArgument(
-            f"The prefix {short[0]}* is too short: a prefix needs at least {MIN_PREFIX} letters or digits.",
+            f"The prefix {short[0]}* is too short: a prefix needs at least {MIN_PREFIX} letters or digits"
+            " (or one Chinese, Japanese or Korean character).",
             "Type more of the word before the * (migrat*), or the whole word.",
         )
     if len(prefixes) > MAX_PREFIXES:

@@ -9,7 +9,9 @@ every word is literal text unless it is an operator used as one:
 - "exact phrase" (an unclosed quote is just punctuation);
 - prefix* (a word ending in *);
 - AND, OR, NOT (upper case, between two terms), ( ) when balanced;
-- NEAR(a b) and NEAR(a b, 5);
+- NEAR(a b) and NEAR(a b, 5), its terms words, prefixes or "phrases"; a distance past
+  NEAR_MAX_DISTANCE means the same as it (anywhere in the column); a NEAR( that is no such
+  group is read without its NEAR (not as the word "near", which would find nothing);
 - subject:word, body:word (or subject:"a phrase"); any other `name:` is literal text.
 
 `fts5_query` returns the FTS5 query, or None when the text holds no searchable word;
@@ -33,12 +35,29 @@ _TOKEN = re.compile(
     r'|(?P<word>[^\s()"]+)'  # anything else up to space, quote or parenthesis
     r'|"'  # an unclosed quote: punctuation
 )
-_NEAR = re.compile(r"NEAR\((?P<terms>[^()\"]*?)(?:,\s*(?P<distance>\d+))?\)")
+_NEAR = re.compile(r'NEAR\((?P<terms>(?:[^()"]|"[^"]*")*?)(?:,\s*(?P<distance>\d+))?\)')
+_NEAR_TERM = re.compile(r'"(?P<phrase>[^"]*)"(?P<star>\*)?|(?P<word>[^\s"]+)')
+# More words than any column holds (a body is at most 262,144 characters), so a larger distance
+# means the same: anywhere in the column. FTS5 reads the distance as a 32-bit int: 2**31 and
+# above wrapped (4294967298 was 2).
+NEAR_MAX_DISTANCE = 1_000_000
 
 
 def _searchable(text: str) -> bool:
     """Whether the index's tokenizer (unicode61) finds a word in it: letters or digits."""
     return any(char.isalnum() for char in text)
+
+
+# Scripts the tokenizer reads a run of as one word when written without spaces (Chinese, Japanese),
+# so that a prefix can only be the start of a run, often one character (a Han one is often a word
+# in itself); a broad one is bounded by the search's time budget like any other query.
+_CJK_NAMES = ("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH", "HIRAGANA", "KATAKANA", "HALFWIDTH KATAKANA",
+              "HANGUL")
+
+
+def has_cjk(text: str) -> bool:
+    """Whether the text holds a Han, Hiragana, Katakana or Hangul character."""
+    return any(not char.isascii() and unicodedata.name(char, "").startswith(_CJK_NAMES) for char in text)
 
 
 def _quote(text: str) -> str:
@@ -54,6 +73,19 @@ def _term(word: str) -> str | None:
     return _quote(word) if _searchable(word) else None
 
 
+def _near_terms(text: str) -> list[str]:
+    """The FTS5 terms of a NEAR group's inside: "phrases" (with a trailing * a prefix), words."""
+    terms = []
+    for match in _NEAR_TERM.finditer(text):
+        if match["word"] is not None:
+            term = _term(match["word"])
+        else:
+            term = (_quote(match["phrase"]) + (" *" if match["star"] else "")) if _searchable(match["phrase"]) else None
+        if term:
+            terms.append(term)
+    return terms
+
+
 def _tokens(text: str) -> list[tuple[str, str]]:
     """(kind, FTS5 text) items: kind is 'term', 'op', '(' or ')'."""
     items: list[tuple[str, str]] = []
@@ -62,11 +94,13 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         if text[position].isspace():
             position += 1
             continue
-        near = _NEAR.match(text, position) if text.startswith("NEAR(", position) else None
-        if near:
-            terms = [term for word in near["terms"].split() if (term := _term(word))]
-            if terms:
-                distance = f", {near['distance']}" if near["distance"] else ""
+        if text.startswith("NEAR(", position):
+            near = _NEAR.match(text, position)
+            if near is None:  # meant as the operator, yet no group: what follows, read as usual
+                position += len("NEAR")
+                continue
+            if terms := _near_terms(near["terms"]):
+                distance = f", {min(int(near['distance']), NEAR_MAX_DISTANCE)}" if near["distance"] else ""
                 items.append(("term", f"NEAR({' '.join(terms)}{distance})"))
             position = near.end()
             continue
