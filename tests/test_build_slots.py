@@ -143,10 +143,14 @@ def test_list_build_slots_by_slot(call, project, slot):
 
 
 def test_an_archived_project_grants_no_slot(call, project, slot):
+    slot("acquire", "GreenCastle", slot="deploy")
     call("archive_project", project_key=project)
     with pytest.raises(Conflict) as refused:
         slot("acquire", "BlueLake")
     assert "archived" in refused.value.message
+    with pytest.raises(Conflict, match="archived"):  # nor renews one (QA session 31: renew did, acquire not)
+        slot("renew", "GreenCastle", slot="deploy")
+    assert slot("release", "GreenCastle", slot="deploy")["released"] is True  # letting go is fine
 
 
 @pytest.mark.sqlite_only  # the plans of Turso's planner (turso_plans)

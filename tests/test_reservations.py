@@ -488,10 +488,14 @@ def test_force_release_from_a_retired_holder_sends_nothing(call, project, reserv
 
 
 def test_an_archived_project_takes_no_reservations(call, project, reserve):
+    reserve("BlueLake", "docs/**")
     call("archive_project", project_key=project)
     with pytest.raises(Conflict) as refused:
         reserve("BlueLake", "src/**")
     assert "archived" in refused.value.message
+    with pytest.raises(Conflict, match="archived"):  # nor renews one (QA session 31: a heartbeat did, a new grant not)
+        call("renew_file_reservations", project_key=project, agent_name="BlueLake", extend_seconds=600)
+    assert call("release_file_reservations", project_key=project, agent_name="BlueLake")["released"] == 1  # letting go is fine
 
 
 @pytest.mark.parametrize("notify", [True, False])

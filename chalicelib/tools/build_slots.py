@@ -214,6 +214,7 @@ def renew_build_slot(db: sqlite3.Connection, args: RenewBuildSlotInput) -> Build
     """Extend your hold on a build slot by extend_seconds. 404 if you no longer hold it
     (expired or released): acquire it again."""
     project = find_project(db, args.project_key)
+    refuse_archived(project)  # read-only: what it holds lapses (acquire grants nothing there either)
     agent = find_agent(db, project, args.agent_name)
     refuse_retired(project, agent, "renew build slots")
     mine = own_hold(db, project, agent, args.slot)

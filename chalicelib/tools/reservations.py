@@ -652,6 +652,7 @@ def renew_file_reservations(db: sqlite3.Connection, args: RenewFileReservationsI
     expired in the last 24 hours: you may still be editing files you no longer hold. At most
     1,000 a call: `next_cursor` says more are held; pass it as cursor to renew the next ones."""
     project = find_project(db, args.project_key)
+    refuse_archived(project)  # read-only: what it holds lapses (file_reservation_paths grants nothing there either)
     agent = find_agent(db, project, args.agent_name)
     refuse_retired(project, agent, "renew file reservations")  # what it still holds conflicts with nobody, and lapses
     where, params = named(db, agent, args.paths, args.file_reservation_ids)
