@@ -538,3 +538,17 @@ def test_a_reply_reaches_only_projects_in_scope(world):
                  include_bodies=True)[1]["messages"]
     assert inbox and "into beta" not in [m["body_md"] for m in inbox]  # nothing was sent
     assert post(world, "both-writer", "reply_message", **blue, message_id=received["id"], body_md="fine")[0] == 200
+
+
+def test_a_scoped_credential_sees_no_error_of_the_archive_worker_that_writes_every_project(call, settings):
+    """archive_status of a project in scope gave the worker's last error, which may name any project's file."""
+    from chalicelib import clock
+    from chalicelib.store import db, heartbeats
+
+    call("ensure_project", human_key="/alpha")
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        heartbeats.beat(conn, heartbeats.ARCHIVE_WORKER, 1, clock.now(), 1, "OSError: projects/beta/messages/x.md")
+    alpha = auth.scoped("bearer", "bearer:alpha", ["alpha"], "reader")
+    seen = invoke.call(TOOLS["archive_status"], {"project_key": "alpha"}, settings, alpha)
+    assert seen.worker.pid == 1 and seen.worker.last_error is None
+    assert "beta" in call("archive_status", project_key="alpha")["worker"]["last_error"]  # the operator's, whole

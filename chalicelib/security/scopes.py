@@ -274,8 +274,11 @@ ANSWERS_PRODUCT = frozenset({"get_product", "ensure_product", "products_link", "
 
 
 def visible_output(tool, output, principal: Principal):
-    """The products' projects narrowed to the principal's scope (list_products, ANSWERS_PRODUCT)."""
+    """The products' projects narrowed to the principal's scope (list_products, ANSWERS_PRODUCT);
+    archive_status without the archive worker's last error (of any project's entry)."""
     scope = principal.projects
+    if scope is not None and tool.name == "archive_status" and output.worker:
+        return output.model_copy(update={"worker": output.worker.model_copy(update={"last_error": None})})
     if scope is None or (tool.name not in ANSWERS_PRODUCT and tool.name != "list_products"):
         return output
 
