@@ -21,7 +21,8 @@ CREATE INDEX acks_given_in_project ON message_recipients (message_project_id, ac
 -- Waiting for acks, of a project's messages (0043's acks_pending_by_project stays: the pending
 -- acks of a project's agents, list_ack_required without agent_name).
 CREATE INDEX acks_pending_in_project ON message_recipients (message_project_id, message_id) WHERE ack_required = 1 AND ack_ts IS NULL;
--- To the overseer: mail to a person, of every project and of one. Every project has its person, so
+-- To the overseer: mail to a person (as to or cc: a bcc stays hidden in the views), of every
+-- project and of one. Every project has its person, so
 -- the view of all walked every project's person's inbox (60 ms at 12,000 projects) found through
 -- 0032's agents_human, which nothing reads now.
 DROP INDEX agents_human;
@@ -29,8 +30,8 @@ DROP INDEX agents_human;
 -- whether that name is a person's anywhere (chalicelib/tools/agents.py refuse_people), one probe
 -- of this small index, and looks closer only when it is.
 CREATE INDEX agents_people ON agents (name COLLATE NOCASE) WHERE kind = 'human';
-CREATE INDEX to_humans ON message_recipients (message_id) WHERE human = 1;
-CREATE INDEX to_humans_in_project ON message_recipients (message_project_id, message_id) WHERE human = 1;
+CREATE INDEX to_humans ON message_recipients (message_id) WHERE human = 1 AND kind != 'bcc';
+CREATE INDEX to_humans_in_project ON message_recipients (message_project_id, message_id) WHERE human = 1 AND kind != 'bcc';
 -- A thread read as an agent (summarize_thread, get_thread: chalicelib/tools/messages.py
 -- seen_in_thread) walked the whole thread testing each message for the agent (214 ms at 150,000
 -- messages for an agent cc'd once): now the agent's own rows of the thread, received and sent.

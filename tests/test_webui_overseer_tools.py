@@ -206,7 +206,8 @@ def test_unified_inbox_views_show_what_needs_attention_newest_first_and_paged(ca
     other = call("send_overseer_message", project_key="work-other", to=["RedFox"], subject="Hi", body_md="?")["message"]
     fox = call("reply_message", project_key="work-other", message_id=other["id"], sender_name="RedFox", body_md="hi")["message"]
     send("GreenCastle", ["BlueLake"], project=project, subject="chatter")
-    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=acked["id"])
+    send("GreenCastle", ["BlueLake"], project=project, subject="bcc to a person", bcc=[asked["sender"]])  # not in the views:
+    call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=acked["id"])  # it shows a bcc
     call("acknowledge_message", project_key=project, agent_name="GreenCastle", message_id=waiting["id"])
 
     def view(name, **options):

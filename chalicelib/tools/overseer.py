@@ -269,7 +269,7 @@ VIEW_TESTS = {
     "urgent": "m.importance IN ('high', 'urgent')",
     "ack_pending": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.ack_required = 1 AND r.ack_ts IS NULL"
                    " AND r.kind != 'bcc')",
-    "to_overseer": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.human = 1)",
+    "to_overseer": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.human = 1 AND r.kind != 'bcc')",
 }
 
 
@@ -299,8 +299,8 @@ def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_
         return [id_ for (id_,) in db.execute(
             f"SELECT id FROM messages WHERE {in_project}importance IN ('high', 'urgent') AND id < ? AND id > ?"
             " ORDER BY id DESC LIMIT ?", [*project, before, above, limit])]
-    # A recipient's row: waiting for its ack, or a person's (any kind, as VIEW_TESTS).
-    test = "ack_required = 1 AND ack_ts IS NULL AND kind != 'bcc'" if view == "ack_pending" else "human = 1"
+    # A recipient's row, not a bcc (a view must not show one was made, as VIEW_TESTS): waiting for its ack, or a person's.
+    test = "ack_required = 1 AND ack_ts IS NULL AND kind != 'bcc'" if view == "ack_pending" else "human = 1 AND kind != 'bcc'"
     in_project, project = ("message_project_id = ? AND ", [project_id]) if project_id is not None else ("", [])
     return [id_ for (id_,) in db.execute(
         f"SELECT DISTINCT message_id FROM message_recipients WHERE {in_project}{test}"
