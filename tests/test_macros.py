@@ -6,7 +6,7 @@ import pytest
 from mcp import Client
 
 from chalicelib import invoke
-from chalicelib.errors import NotFound
+from chalicelib.errors import InvalidArgument, NotFound
 from chalicelib.tools import macros, tools_by_name
 from tests.sql import write_lock_free
 
@@ -98,6 +98,9 @@ def test_contact_handshake_with_welcome(call, project):
     assert shake["welcome"]["message"]["to"] == ["GreenCastle"]
     subjects = [m["subject"] for m in call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"]]
     assert "Hello" in subjects
+    for half in ({"welcome_subject": "Hi"}, {"welcome_body": "Hi"}):  # was taken, and no welcome sent, nothing said
+        with pytest.raises(InvalidArgument, match="go together"):
+            call("macro_contact_handshake", project_key=project, requester="BlueLake", target="GreenCastle", **half)
 
 
 def test_macros_over_mcp(server):

@@ -236,6 +236,11 @@ def test_a_missing_required_query_parameter_is_named(server, seed):
 
 def test_an_unknown_resource(server, seed):
     assert "No resource matches this URI." in resource_error(server, "resource://nope/1").message
+    assert "Did you mean 'thread'" in resource_error(server, "resource://thred/x?project=res-demo").message
+    # A thread id with a raw ',' matches no template: the kind was right, the value needs encoding
+    # (it was told "Did you mean 'thread' or 'threads'?").
+    refused = resource_error(server, "resource://thread/a,b?project=res-demo").message
+    assert "percent-encode" in refused and "Did you mean" not in refused and "a,b" not in refused
 
 
 def test_a_bad_value_names_its_argument_and_how_the_uri_spells_it(server, seed):

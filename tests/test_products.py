@@ -44,6 +44,9 @@ def test_ensure_product_is_idempotent_and_keys_are_case_insensitive(call):
     assert renamed == first | {"name": "Acme Shop"}
     assert call("ensure_product", product_key="acme-shop")["name"] == "Acme Shop"  # no name: kept
     assert [p["product_key"] for p in call("list_products")["products"]] == ["acme-shop"]
+    for name in ("a\x00b", "   "):  # stored, and the web UI served the NUL
+        with pytest.raises(InvalidArgument):
+            call("ensure_product", product_key="acme-shop", name=name)
 
 
 @pytest.mark.parametrize("key", ["", "has space", "-leading", "a/b", "x" * 65])

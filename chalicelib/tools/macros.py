@@ -8,7 +8,7 @@ human key, which names the project by id (a hash), never by a slug looked up aga
 import sqlite3
 from typing import Annotated
 
-from pydantic import Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from .. import clock
 from ..archive import outbox
@@ -260,6 +260,15 @@ class MacroContactHandshakeInput(Input):
     )
     welcome_subject: Subject | None = None
     welcome_body: Body | None = None
+    # One without the other was taken, and no welcome sent, with nothing said.
+    model_config = ConfigDict(json_schema_extra={"dependentRequired": {"welcome_subject": ["welcome_body"],
+                                                                       "welcome_body": ["welcome_subject"]}})
+
+    @model_validator(mode="after")
+    def _whole_welcome(self):
+        if (self.welcome_subject is None) != (self.welcome_body is None):
+            raise ValueError("welcome_subject and welcome_body go together: give both for a welcome, or neither")
+        return self
 
 
 class Handshake(Output):

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field, PrivateAttr
 from .. import clock
 from ..archive import outbox
 from ..errors import Conflict, InvalidArgument, NotFound
-from ..fields import AgentName, ProjectKey, Timestamp
+from ..fields import AgentName, NotBlank, ProjectKey, Timestamp
 from ..ids import stable_id
 from ..names import PRODUCT_KEY_PATTERN
 from ..registry import Input, Output, tool
@@ -110,7 +110,7 @@ def _product(db: sqlite3.Connection, row: sqlite3.Row) -> Product:
 
 class EnsureProductInput(Input):
     product_key: ProductKey
-    name: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+    name: Annotated[NotBlank, Field(min_length=1, max_length=256)] | None = Field(  # a NUL was stored (and served in the UI)
         None, description="Display name; defaults to the key. Given for an existing product, it renames it."
     )
     _scope: frozenset[str] | None = PrivateAttr(None)  # a scoped caller's projects (security/scopes.py): the new product's owner

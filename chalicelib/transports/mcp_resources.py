@@ -180,8 +180,12 @@ def unknown_resource(uri: str) -> MCPError:
     error text ends up in logs and transcripts; the kinds suggested are this server's own."""
     kind = uri.partition("://")[2].split("/")[0].split("?")[0]
     kinds = {template.partition("://")[2].split("/")[0].split("{")[0] for template in VIEWS}
+    # A known kind that matched no template: most likely a value with a reserved character (a
+    # thread id with ',' or '&'), not a mistyped kind (did_you_mean offered the kind it had).
+    said = (f" A {kind} URI matched no template: percent-encode ',' '&' '/' '?' '#' in values (',' as %2C)."
+            if kind in kinds else did_you_mean(kind, kinds))
     return _mcp_error(NotFound(
-        f"No resource matches this URI.{did_you_mean(kind, kinds)}",
+        f"No resource matches this URI.{said}",
         "List the URI templates with resources/templates/list (resource://projects, resource://inbox/{agent}?project=...).",
     ).to_dict())
 
