@@ -148,3 +148,14 @@ def test_a_request_that_stops_coming_is_dropped(tmp_path):
                 sock.sendall(piece)
                 time.sleep(0.3)
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # QA, session 31: a connection that sends nothing was never closed (200 of them held 200 file
+        # descriptors for good). It gets the same time for its first byte, and is closed (nothing was asked)...
+        with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+            started = time.monotonic()
+            assert sock.recv(65536) == b"" and 0.8 < time.monotonic() - started < 4
+        # ... and the first byte gives its head the whole timeout: 408 a timeout after it, not after connecting
+        with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+            started = time.monotonic()
+            time.sleep(0.6)
+            sock.sendall(b"GET /hea")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 408 ") and time.monotonic() - started > 1.4

@@ -23,7 +23,9 @@ MAX_HEAD_BYTES the client gets 431 and the connection is closed (docs/limits.md)
 And it bounds a request's arrival: its head must be whole RECEIVE_TIMEOUT_SECONDS after it began
 (else 408 and the connection is closed), and its body must not pause longer than that (else the
 connection is dropped: the app sees the client gone). A client that sent part of a request and
-then nothing held its connection and buffer for good, before authentication too.
+then nothing held its connection and buffer for good, before authentication too. So did one that
+sent nothing at all: a new connection now gets RECEIVE_TIMEOUT_SECONDS for its first byte, then is
+closed (nothing was asked: nothing is answered).
 """
 
 import asyncio
@@ -93,6 +95,9 @@ class HttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)  # flow control keeps the real transport
         self.transport = TurnBufferedTransport(transport, self.loop)  # type: ignore[assignment]
         self.receive_timeout = get_settings().receive_timeout_seconds
+        # Nothing asked yet: closed as a kept-alive connection is when no request follows. uvicorn
+        # cancels this timer at the first byte; the head's own timer takes over.
+        self.timeout_keep_alive_task = self.loop.call_later(self.receive_timeout, self.timeout_keep_alive_handler)
 
     def data_received(self, data: bytes) -> None:
         if self.head_bytes is not None:
@@ -167,6 +172,7 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_stall()
         self._await(None)
+        self._unset_keepalive_if_required()  # (uvicorn leaves it when the connection broke)
         super().connection_lost(exc)
 
     def _cancel_stall(self) -> None:
