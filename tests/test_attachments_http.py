@@ -109,6 +109,9 @@ def test_a_screenshot_and_a_log_near_the_body_limit_over_rest_and_mcp(server, te
     assert got.headers["content-disposition"] == "attachment; filename=\"pytest.log\"; filename*=UTF-8''pytest.log"
     assert got.headers["x-content-type-options"] == "nosniff"
     assert download(url, team, "RedStone", message["id"], text["sha256"]).status_code == 404  # not a recipient
+    head = httpx.head(f"{url}/api/attachments/{text['sha256']}",
+                      params={"project_key": team, "agent_name": "GreenCastle", "message_id": message["id"]})
+    assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", str(len(log)))  # HEAD: GET's head
 
 
 def test_an_image_block_over_mcp_is_always_a_viewable_image(server, team):
@@ -156,7 +159,7 @@ def test_active_content_is_never_served_as_itself(server, team):
 
 
 @pytest.mark.parametrize("method, path, allowed", [
-    ("POST", "/api/attachments/" + "a" * 64, "GET"), ("DELETE", "/api/attachments/" + "a" * 64, "GET"),
+    ("POST", "/api/attachments/" + "a" * 64, "GET, HEAD"), ("DELETE", "/api/attachments/" + "a" * 64, "GET, HEAD"),
     ("POST", "/api/attachments", "PUT"), ("GET", "/api/attachments", "PUT"),
 ])
 def test_a_method_the_attachment_routes_do_not_take_is_a_405_naming_theirs(server, method, path, allowed):
