@@ -170,6 +170,17 @@ def test_a_method_the_attachment_routes_do_not_take_is_a_405_naming_theirs(serve
     assert answer.json()["error"]["code"] == "method_not_allowed"
 
 
+def test_an_upload_whose_length_has_a_space_after_it_is_stored(server):
+    """QA, session 31: HTTP allows spaces after a Content-Length's digits, and the parser framed the
+    body by it, but the route read b"5 " as no number: 413, larger than ATTACHMENT_MAX_BYTES."""
+    url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"PUT /api/attachments HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 5 \r\n\r\nhello".encode())
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"size":5' in answer, answer
+
+
 def test_a_file_larger_than_api_gateways_limit_goes_through_the_upload_route(server, team):
     url, store = server
     data = os.urandom(API_GATEWAY_LIMIT + 1024 * 1024)  # 11 MiB

@@ -46,7 +46,7 @@ from ..errors import (
 )
 from .mcp_asgi import PATH as MCP_PATH
 from .mcp_asgi import MCPApp
-from .raw_asgi import header, header_text, json_headers, read_body, replay, send_json
+from .raw_asgi import content_length, header, header_text, json_headers, read_body, replay, send_json
 from ..registry import Tool
 from ..tools import all_tools, tools_by_name
 from ..web import http as web_http
@@ -513,8 +513,8 @@ class Front:
         """Refuse bodies over MAX_BODY_BYTES (413) and callers over their rate (429, unless not `rate`);
         the receive() to go on with (the body read here is replayed)."""
         limit = self.settings.max_body_bytes
-        length = header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
+        length = content_length(scope)
+        if length is not None and not 0 <= length <= limit:
             raise ratelimit.too_large(limit)
         body = b""
         is_mcp_post = rate and self.limiter.enabled and scope["path"] == MCP_PATH and scope["method"] == "POST"
