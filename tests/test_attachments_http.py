@@ -109,6 +109,9 @@ def test_a_screenshot_and_a_log_near_the_body_limit_over_rest_and_mcp(server, te
     assert got.headers["content-disposition"] == "attachment; filename=\"pytest.log\"; filename*=UTF-8''pytest.log"
     assert got.headers["x-content-type-options"] == "nosniff"
     assert download(url, team, "RedStone", message["id"], text["sha256"]).status_code == 404  # not a recipient
+    head = httpx.head(f"{url}/api/attachments/{text['sha256']}",
+                      params={"project_key": team, "agent_name": "GreenCastle", "message_id": message["id"]})
+    assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", str(len(log)))  # HEAD: GET's head
 
 
 def test_an_image_block_over_mcp_is_always_a_viewable_image(server, team):
@@ -156,7 +159,7 @@ def test_active_content_is_never_served_as_itself(server, team):
 
 
 @pytest.mark.parametrize("method, path, allowed", [
-    ("POST", "/api/attachments/" + "a" * 64, "GET"), ("DELETE", "/api/attachments/" + "a" * 64, "GET"),
+    ("POST", "/api/attachments/" + "a" * 64, "GET, HEAD"), ("DELETE", "/api/attachments/" + "a" * 64, "GET, HEAD"),
     ("POST", "/api/attachments", "PUT"), ("GET", "/api/attachments", "PUT"),
 ])
 def test_a_method_the_attachment_routes_do_not_take_is_a_405_naming_theirs(server, method, path, allowed):
@@ -165,6 +168,17 @@ def test_a_method_the_attachment_routes_do_not_take_is_a_405_naming_theirs(serve
     answer = httpx.request(method, f"{url}{path}")
     assert answer.status_code == 405 and answer.headers["allow"] == allowed
     assert answer.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_an_upload_whose_length_has_a_space_after_it_is_stored(server):
+    """QA, session 31: HTTP allows spaces after a Content-Length's digits, and the parser framed the
+    body by it, but the route read b"5 " as no number: 413, larger than ATTACHMENT_MAX_BYTES."""
+    url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"PUT /api/attachments HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 5 \r\n\r\nhello".encode())
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"size":5' in answer, answer
 
 
 def test_a_file_larger_than_api_gateways_limit_goes_through_the_upload_route(server, team):

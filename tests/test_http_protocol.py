@@ -115,6 +115,69 @@ def test_a_request_head_over_64_kib_is_refused_with_431(server):
     assert statuses == [422, 200]
 
 
+def test_a_chunked_bodys_trailer_fields_count_as_a_head(server):
+    """QA, session 31: trailer fields (header fields again, after a chunked body) were not counted:
+    a 48 MiB trailer held the event loop and the memory, before authentication. The reads that
+    bring no body are counted as a head's are: 431 past MAX_HEAD_BYTES, and the connection closed."""
+    url = urlparse(server)
+    start = f"GET /health HTTP/1.1\r\nHost: {url.netloc}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".encode()
+    for trailer in (b"X-Trailer: " + b"a" * (70 * 1024), b"X-Trailer: a\r\n" * 6000):  # one value, or many fields; never ending
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall(start)
+            received = sock.recv(65536)  # /health answers without reading the body
+            assert received.startswith(b"HTTP/1.1 200 ")
+            try:
+                sock.sendall(trailer)
+            except OSError:  # closed while it was sent
+                pass
+            while chunk := sock.recv(65536):  # until the server closes
+                received += chunk
+        assert b"HTTP/1.1 431 " in received and b'"code":"request_header_fields_too_large"' in received, received[-300:]
+    small = start + b"X-Trailer: a\r\n\r\n" + f"GET /health HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
+    assert [status for status, _ in exchange(server, small, answers=2)] == [200, 200]  # a trailer under the limit: fine
+
+
+def test_trailer_fields_are_not_taken_for_the_requests_headers():
+    """They were added to the request's headers as they came, after the app had read those (an
+    X-Agent-Token trailer reached the REST endpoint that reads the header after the body)."""
+    from .servers import serving_in_process
+
+    async def app(scope, receive, send):  # answers with the header names it sees once the body has come
+        while (await receive()).get("more_body"):
+            pass
+        names = b",".join(name for name, _ in scope["headers"]) + b"\n"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(names))]})
+        await send({"type": "http.response.body", "body": names})
+
+    with serving_in_process(app) as server:
+        chunked = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Agent-Token: t\r\n\r\n"
+        [(status, names)] = exchange(server, chunked)
+    assert status == 200 and names == b"host,transfer-encoding"  # (exchange leaves out the line break)
+
+
+def test_a_refusal_comes_after_the_answers_of_the_requests_before_it(server):
+    """QA, session 31: a request HTTP cannot parse, pipelined after a write, was answered 400 at once
+    and the connection closed: the write ran, but its answer was lost, and the client read the 400
+    as the write's (a retry would write twice). The refusal now waits for the answers before it."""
+    url = urlparse(server)
+    for n, refused in enumerate((f"GET /api/health_check HTTP/1.1\r\nHost: {url.netloc}\r\nBad Header: x\r\n\r\n",
+                                 f"POST /api/health_check HTTP/1.1\r\nHost: {url.netloc}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")):
+        body = f'{{"human_key": "/pipelined/{n}"}}'
+        write = (f"POST /api/ensure_project HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n{body}")
+        answers = exchange(server, (write + refused).encode(), answers=2)
+        assert [status for status, _ in answers] == [200, 400] and f'"human_key":"/pipelined/{n}"'.encode() in answers[0][1]
+
+
+def test_a_content_length_with_spaces_after_its_digits_is_read_as_the_parser_reads_it(server):
+    """QA, session 31: httptools takes b"2 " (and a tab) and frames the body by it, but Front read it
+    as no number: 413, "larger than 1048576 bytes", for a 2-byte body."""
+    host = urlparse(server).netloc
+    for length in ("2 ", "2\t", "2"):
+        head = f"POST /api/health_check HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n"
+        assert exchange(server, f"{head}\r\n{{}}".encode())[0][0] == 200, repr(length)
+
+
 def test_a_request_that_stops_coming_is_dropped(tmp_path):
     """QA, session 28: a client that sent part of a request and then nothing held its connection
     and its buffer for good (before authentication too: 200 such heads of 60 KB stayed open). A
@@ -148,3 +211,14 @@ def test_a_request_that_stops_coming_is_dropped(tmp_path):
                 sock.sendall(piece)
                 time.sleep(0.3)
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # QA, session 31: a connection that sends nothing was never closed (200 of them held 200 file
+        # descriptors for good). It gets the same time for its first byte, and is closed (nothing was asked)...
+        with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+            started = time.monotonic()
+            assert sock.recv(65536) == b"" and 0.8 < time.monotonic() - started < 4
+        # ... and the first byte gives its head the whole timeout: 408 a timeout after it, not after connecting
+        with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+            started = time.monotonic()
+            time.sleep(0.6)
+            sock.sendall(b"GET /hea")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 408 ") and time.monotonic() - started > 1.4

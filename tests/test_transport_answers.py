@@ -268,13 +268,26 @@ def test_chalice_pages_threads_and_refuses_out_of_range_timestamps(chalice):
 
 
 @pytest.mark.parametrize(("method", "path", "allow"), [
-    ("DELETE", "/api/list_projects", "GET, POST"), ("GET", "/api/send_message", "POST"), ("POST", "/health", "GET"),
-    ("DELETE", "/ready", "GET"), ("DELETE", "/mcp", "POST"), ("PUT", "/mcp", "POST"), ("GET", "/mcp", "POST"),
+    ("DELETE", "/api/list_projects", "GET, HEAD, POST"), ("GET", "/api/send_message", "POST"), ("POST", "/health", "GET, HEAD"),
+    ("DELETE", "/ready", "GET, HEAD"), ("DELETE", "/mcp", "POST"), ("PUT", "/mcp", "POST"), ("GET", "/mcp", "POST"),
 ])
 def test_a_405_names_what_is_allowed(url, method, path, allow):
     """GET /mcp among them: a stateless server would hold an SSE stream open with nothing to send."""
     answer = httpx.request(method, f"{url}{path}", headers={"Accept": "application/json, text/event-stream"}, timeout=5)
     assert (answer.status_code, answer.headers.get("allow")) == (405, allow)
+
+
+def test_head_is_answered_wherever_get_is(url):
+    """QA, session 31: HEAD got 405 on /health, /ready and the tools' GET routes (a balancer probing
+    with HEAD took the server for down), and HEAD /health was Host-checked, which GET /health is not."""
+    for path in ("/health", "/ready", "/api/health_check", "/metrics"):
+        get, head = httpx.get(f"{url}{path}", timeout=5), httpx.head(f"{url}{path}", timeout=5)
+        assert (head.status_code, head.content) == (get.status_code, b"") == (200, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"] and "content-length" in head.headers, path
+    foreign = {"Host": "10.0.0.5:8765"}  # a balancer probing by address
+    assert httpx.head(f"{url}/health", headers=foreign, timeout=5).status_code == 200
+    assert httpx.head(f"{url}/ready", headers=foreign, timeout=5).status_code == 421  # as its GET
+    assert httpx.head(f"{url}/api/send_message", timeout=5).headers["allow"] == "POST"  # no GET: no HEAD
 
 
 def test_chalice_405_names_what_is_allowed(chalice):

@@ -46,7 +46,7 @@ from ..errors import (
 )
 from .mcp_asgi import PATH as MCP_PATH
 from .mcp_asgi import MCPApp
-from .raw_asgi import header, header_text, json_headers, read_body, replay, send_json
+from .raw_asgi import content_length, header, header_text, json_headers, read_body, replay, send_json
 from ..registry import Tool
 from ..tools import all_tools, tools_by_name
 from ..web import http as web_http
@@ -252,7 +252,8 @@ def create_app(settings: Settings | None = None):
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names the first route's methods; a tool has a GET and a POST route
             routes = [route for route in request.app.routes if getattr(route, "path", None) == request.url.path]
-            headers["Allow"] = ", ".join(sorted({method for route in routes for method in getattr(route, "methods", ())}))
+            methods = {method for route in routes for method in getattr(route, "methods", ())}
+            headers["Allow"] = ", ".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))  # Front serves HEAD as GET
         error = rest.http_error(exc.status_code, str(exc.detail), headers)
         return JSONResponse(error.to_dict(), status_code=error.status, headers=error.headers)
 
@@ -323,7 +324,7 @@ class Front:
         if scope["type"] != "http":
             await self.api(scope, receive, send)
             return
-        if scope["path"] == "/health" and scope["method"] == "GET":  # cheap, and unlogged: balancers poll it
+        if scope["path"] == "/health" and scope["method"] in ("GET", "HEAD"):  # cheap, and unlogged: balancers poll it
             if self.settings.cors_allowed_origins:  # an allowed origin also gets CORS headers
                 await send_json(self._with_headers(scope, send), HEALTH_BODY)
             else:
@@ -390,14 +391,16 @@ class Front:
         if path in mcp_errors.PATHS:
             await self.mcp(scope, receive, send)
             return
-        if path.startswith(attachment_routes.DOWNLOAD_PREFIX) and scope["method"] == "GET":
+        if path.startswith(attachment_routes.DOWNLOAD_PREFIX) and scope["method"] in ("GET", "HEAD"):
             await attachment_routes.download(scope, receive, send, self.settings)
             return
         if path == attachment_routes.UPLOAD_PATH or path.startswith(attachment_routes.DOWNLOAD_PREFIX):  # another method
             # (it fell through to the tools' routes: 404 "No tool named 'attachments/...'"; Chalice answers 405)
-            allowed = "PUT" if path == attachment_routes.UPLOAD_PATH else "GET"
+            allowed = "PUT" if path == attachment_routes.UPLOAD_PATH else "GET, HEAD"
             await _refuse(send, path, rest.http_error(405, "Method Not Allowed", {"Allow": allowed}))
             return
+        if scope["method"] == "HEAD":  # FastAPI's routes take GET only: HEAD is their GET, whose body the server leaves
+            scope = {**scope, "method": "GET"}  # out (uvicorn reads the method from its own scope, still HEAD)
         try:
             await self.api(scope, receive, send)
         except Exception:
@@ -510,8 +513,8 @@ class Front:
         """Refuse bodies over MAX_BODY_BYTES (413) and callers over their rate (429, unless not `rate`);
         the receive() to go on with (the body read here is replayed)."""
         limit = self.settings.max_body_bytes
-        length = header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
+        length = content_length(scope)
+        if length is not None and not 0 <= length <= limit:
             raise ratelimit.too_large(limit)
         body = b""
         is_mcp_post = rate and self.limiter.enabled and scope["path"] == MCP_PATH and scope["method"] == "POST"

@@ -28,7 +28,7 @@ from ..config import Settings
 from ..errors import InvalidArgument, ToolError, internal_error
 from ..security import auth
 from ..tools import tools_by_name
-from .raw_asgi import header, header_text, send_json
+from .raw_asgi import content_length, header_text, send_json
 from .rest import with_header_token
 
 UPLOAD_PATH = "/api/attachments"
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 async def upload(scope, receive, send, settings: Settings) -> None:
     try:
-        where = _local_storage(settings, header(scope, b"content-length"))
+        where = _local_storage(settings, content_length(scope))
         with where.writer(settings.attachment_max_bytes) as writer:
             while True:
                 message = await receive()
@@ -71,7 +71,7 @@ async def _failed(send, method: str, path: str) -> None:
 
 def upload_whole(body: bytes, settings: Settings) -> dict:
     """The upload of a body read whole (the Chalice app's route: API Gateway buffers it)."""
-    where = _local_storage(settings, str(len(body)))
+    where = _local_storage(settings, len(body))
     try:
         with where.writer(settings.attachment_max_bytes) as writer:
             writer.write(body)
@@ -80,13 +80,13 @@ def upload_whole(body: bytes, settings: Settings) -> dict:
         raise too_large("The upload", settings.attachment_max_bytes, "ATTACHMENT_MAX_BYTES") from None
 
 
-def _local_storage(settings: Settings, length: str | None) -> LocalStorage:
+def _local_storage(settings: Settings, length: int | None) -> LocalStorage:
     """The storage an upload goes to, refused when it is S3 (uploads go to its presigned URL) or
     the declared length is over ATTACHMENT_MAX_BYTES."""
     where = storage(settings)
     if not isinstance(where, LocalStorage):
         raise InvalidArgument("This server stores attachments in S3.", "Upload through request_attachment_upload's URL.")
-    if length is not None and (not length.isdigit() or int(length) > settings.attachment_max_bytes):
+    if length is not None and not 0 <= length <= settings.attachment_max_bytes:
         raise too_large("The upload", settings.attachment_max_bytes, "ATTACHMENT_MAX_BYTES")
     return where
 

@@ -18,12 +18,20 @@ stayed above its high-water mark for SEND_TIMEOUT_SECONDS, the connection is abo
 And it bounds a request's line and headers, which come before authentication: httptools keeps
 them until they are complete (joining the pieces over and over: a 100 MiB header held the event
 loop for seconds). The bytes received while a head is incomplete are counted per read; past
-MAX_HEAD_BYTES the client gets 431 and the connection is closed (docs/limits.md).
+MAX_HEAD_BYTES the client gets 431 and the connection is closed (docs/limits.md). A chunked body's
+trailer fields are header fields again, parsed the same way: the reads of a body that bring none of
+it are counted as a head's are, and the fields are dropped (they are not the request's headers).
 
 And it bounds a request's arrival: its head must be whole RECEIVE_TIMEOUT_SECONDS after it began
 (else 408 and the connection is closed), and its body must not pause longer than that (else the
 connection is dropped: the app sees the client gone). A client that sent part of a request and
-then nothing held its connection and buffer for good, before authentication too.
+then nothing held its connection and buffer for good, before authentication too. So did one that
+sent nothing at all: a new connection now gets RECEIVE_TIMEOUT_SECONDS for its first byte, then is
+closed (nothing was asked: nothing is answered).
+
+A refusal (400, 431, 408) ends the connection, but only once the answers of the requests before the
+refused one have gone out: they ran, and a client reading the refusal as the answer to a write would
+retry it. Meanwhile nothing more is read.
 """
 
 import asyncio
@@ -86,25 +94,47 @@ class HttpProtocol(HttpToolsProtocol):
     awaited: asyncio.TimerHandle | None = None  # the rest of a request that has begun (head whole, or body going on)
     # Bytes received while the current request's head was incomplete; None while its body is read.
     head_bytes: int | None = 0
+    # Bytes of the reads of a body that brought none of it (body_came): its trailer fields, which
+    # httptools keeps until they end as it keeps a head's, and chunk lines.
+    trailer_bytes = 0
+    body_came = False
     url = b""  # uvicorn's, until a request begins
     refusal: ToolError | None = None  # why on_headers_complete stopped the parser
+    ending: ToolError | None = None  # the refusal the connection ends with (refuse), once the answers before it are out
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the real transport
         self.transport = TurnBufferedTransport(transport, self.loop)  # type: ignore[assignment]
         self.receive_timeout = get_settings().receive_timeout_seconds
+        # Nothing asked yet: closed as a kept-alive connection is when no request follows. uvicorn
+        # cancels this timer at the first byte; the head's own timer takes over.
+        self.timeout_keep_alive_task = self.loop.call_later(self.receive_timeout, self.timeout_keep_alive_handler)
 
     def data_received(self, data: bytes) -> None:
-        if self.head_bytes is not None:
+        if self.ending is not None:  # refused: nothing more is read (a running request's receive() may resume reading)
+            return
+        in_head = self.head_bytes is not None
+        if in_head:
             self.head_bytes += len(data)
+        else:
+            self.body_came = False
         super().data_received(data)
-        # Still no end of the head: refused before httptools holds more of it.
-        if self.head_bytes is not None and self.head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-            self.refuse(self.head_refusal(self.head_bytes))
+        if self.ending is not None:
+            return
         # A request this read left unfinished (most come whole in one: no timer): its head is whole
         # in time however it drips in, its body pauses no longer than that.
         if self.head_bytes is None:
+            if in_head or self.body_came:
+                self.trailer_bytes = 0
+            else:
+                self.trailer_bytes += len(data)
+                if self.trailer_bytes > MAX_HEAD_BYTES:  # refused before httptools holds more of them
+                    self.refuse(HeadTooLarge(f"A chunked body's trailer fields (or chunk lines) are larger than {MAX_HEAD_BYTES}"
+                                             " bytes.", "Send the body without trailer fields: the server ignores them."))
+                    return
             self._await(self.transport.abort)
+        elif self.head_bytes > MAX_HEAD_BYTES:  # still no end of the head: refused before httptools holds more of it
+            self.refuse(self.head_refusal(self.head_bytes))
         elif self.head_bytes and self.awaited is None:
             self._await(self._head_too_slow)
 
@@ -117,6 +147,15 @@ class HttpProtocol(HttpToolsProtocol):
                 raise self.refusal  # stops the parser; uvicorn then calls send_400_response
         self.head_bytes = None
         super().on_headers_complete()
+
+    def on_chunk_header(self) -> None:
+        # A chunked body (never an upgrade's, whose headers uvicorn reads later): its trailer fields,
+        # parsed as headers, go to this list; the request's headers stay in its scope.
+        self.headers = []
+
+    def on_body(self, body: bytes) -> None:
+        self.body_came = True
+        HttpToolsProtocol.on_body(self, body)  # (every request's: super() would cost ~75 ns more)
 
     def on_message_complete(self) -> None:
         self.head_bytes = 0  # the next request's head (a pipelined one's counts from the next read)
@@ -148,12 +187,40 @@ class HttpProtocol(HttpToolsProtocol):
         self.refuse(self.refusal or ToolError(msg, LINE_HINT))
 
     def refuse(self, error: ToolError) -> None:
-        """Answer `error` and close the connection."""
-        body = orjson.dumps(error.to_dict())
-        head = [b"HTTP/1.1 %d %s\r\n" % (error.status, HTTPStatus(error.status).phrase.encode())]
-        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
-        head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
-        self.transport.write(b"".join(head) + body)
+        """Answer `error` and close the connection, once the requests before the refused one are
+        answered (on_response_complete); nothing more is read meanwhile."""
+        if self.ending is not None:
+            return
+        self.ending = error
+        self._await(None)
+        self.flow.pause_reading()
+        if self.head_bytes is None and self.pipeline and self.pipeline[0][0] is self.cycle:
+            self.pipeline.popleft()  # refused in its body, queued behind others: it never runs
+        elif self.head_bytes is None or self.cycle is None or self.cycle.response_complete:
+            self._end()  # nothing before it unanswered (refused in its body while it runs: its own answer is dropped)
+        # else an answer before it is still due: on_response_complete ends the connection after the last one
+
+    def on_response_complete(self) -> None:
+        if self.ending is None:
+            HttpToolsProtocol.on_response_complete(self)  # (as on_body)
+            return
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        if self.pipeline:  # the next answer due before the refusal (reading stays paused)
+            self._start_asgi_task(*self.pipeline.pop())
+        else:
+            self._end()
+
+    def _end(self) -> None:
+        """Send the refusal (unless an answer is half sent: its request is the one refused) and close."""
+        error, cycle = self.ending, self.cycle
+        if cycle is None or not cycle.response_started or cycle.response_complete:
+            body = orjson.dumps(error.to_dict())
+            head = [b"HTTP/1.1 %d %s\r\n" % (error.status, HTTPStatus(error.status).phrase.encode())]
+            head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+            head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+            self.transport.write(b"".join(head) + body)
         self.transport.close()
 
     def pause_writing(self) -> None:
@@ -167,6 +234,7 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_stall()
         self._await(None)
+        self._unset_keepalive_if_required()  # (uvicorn leaves it when the connection broke)
         super().connection_lost(exc)
 
     def _cancel_stall(self) -> None:

@@ -12,6 +12,16 @@ def header_text(scope, name: bytes) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
+def content_length(scope) -> int | None:
+    """The request's Content-Length, None without one, -1 when it is no number (a size to refuse).
+    httptools takes spaces and tabs after the digits, and frames the body by them."""
+    value = header(scope, b"content-length")
+    if value is None:
+        return None
+    value = value.strip(b" \t")
+    return int(value) if value.isdigit() and len(value) < 20 else -1
+
+
 def is_json(content_type: bytes) -> bool:
     return content_type.split(b";")[0].strip().lower() == b"application/json"
 
