@@ -195,10 +195,10 @@ def archive(settings: Settings) -> Finding:
                        " database does not have", "check that DATABASE_URL is this archive's database (archive verify"
                        " lists the files; a rebuild leaves them)")
 
-    strays_found = mail_and_copies(problems.get("unexpected") or [])[1]
+    found_mail, found_strays = mail_and_copies(problems.get("unexpected") or [])
 
     def repair(progress) -> str:
-        done, (mail, strays) = [], mail_and_copies(problems.get("unexpected") or [])
+        done, mail, strays = [], found_mail, found_strays
         # Into the database; the archive is only read, so its worker may run meanwhile.
         if arrivals or changed:  # first the projects and agents, so that their mail has its senders and recipients
             with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
@@ -248,7 +248,7 @@ def archive(settings: Settings) -> Finding:
     unexpected = (" (unexpected: mail the archive holds and the database lacks, such as what was sent after the backup a"
                   " restored database came from; the repair brings it back, and first the projects and agents made, and"
                   " the profiles, projects, file reservations, contacts, marks and products changed, since"
-                  + ("; and copies in agents' inbox/ or outbox/ of no message, which it removes" if strays_found else "") + ")"
+                  + ("; and copies in agents' inbox/ or outbox/ of no message, which it removes" if found_strays else "") + ")"
                   ) if problems.get("unexpected") or arrivals or changed else ""
     return Finding("git archive", False, f"archive and database differ: {counts}{unexpected}",
                    "python -m chalicelib doctor --repair" + (" (or: archive rebuild)" if rewrite and not unexpected else ""), repair)
