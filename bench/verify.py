@@ -1,4 +1,4 @@
-"""How long `archive verify` takes (rebuild.verify, in-process), in the code tree of the working
+"""How long `archive verify` takes (archive/verify.py, in-process), in the code tree of the working
 directory: build the archive once with --keep, then verify it from two checkouts in turn.
 
     cd /path/to/checkout && /work/main/.venv/bin/python /work/main/bench/verify.py --keep /tmp/v [--messages 3000] [--rounds 3]
@@ -17,7 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.getcwd())  # the tree under test
 from chalicelib import invoke  # noqa: E402
-from chalicelib.archive import rebuild  # noqa: E402
+try:
+    from chalicelib.archive.verify import verify  # noqa: E402
+except ImportError:  # a tree from before session 32, when rebuild.py held it
+    from chalicelib.archive.rebuild import verify  # noqa: E402
 from chalicelib.archive.gitrepo import GitArchive  # noqa: E402
 from chalicelib.archive.worker import drain  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
@@ -63,7 +66,7 @@ def main() -> None:
     for _ in range(options.rounds):
         started, started_cpu = time.perf_counter(), time.process_time()
         with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.to_read(settings) as archive:
-            problems = rebuild.verify(conn, archive)
+            problems = verify(conn, archive)
         times.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
         assert not any(problems.values()), json.dumps(problems)[:2000]

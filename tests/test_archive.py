@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from chalicelib import clock, config, ids, invoke
 from chalicelib.store import db
 from chalicelib.archive import outbox, rebuild, worker
+from chalicelib.archive.verify import verify as verify_archive
 from chalicelib.archive import render as rendering
 from chalicelib.archive import render as layout
 from chalicelib.archive.gitrepo import GitArchive
@@ -239,11 +240,12 @@ def send_some(call, project):
 def test_doctor_does_not_call_mail_archived_while_it_compares_unexpected(call, project, settings, archive, monkeypatch):
     """QA, session 29: doctor read the database, then the archive, which the worker had meanwhile
     given a message sent after that read: "1 unexpected", and a FAIL, on a healthy server."""
+    from chalicelib.archive import verify as verifying
     from chalicelib.ops import doctor
 
     send_some(call, project)
     drain(settings, archive)
-    compare = rebuild.verify
+    compare = verify_archive
 
     def verify_while_mail_arrives(conn, repo):
         conn.execute("SELECT count(*) FROM messages").fetchone()  # the read transaction's snapshot starts
@@ -251,7 +253,7 @@ def test_doctor_does_not_call_mail_archived_while_it_compares_unexpected(call, p
         drain(settings, archive)
         return compare(conn, repo)
 
-    monkeypatch.setattr(rebuild, "verify", verify_while_mail_arrives)
+    monkeypatch.setattr(verifying, "verify", verify_while_mail_arrives)
     finding = doctor.archive(settings.model_copy(update={"archive_enabled": True}))
     assert finding.ok, finding.detail
 
@@ -631,11 +633,11 @@ def test_verify_finds_a_contact_without_its_file_or_changed_since_and_a_rebuild_
                      (contact_id(green, blue), green, blue))
         [answered] = [row[0] for row in conn.execute("SELECT id FROM contacts WHERE target_id != ?", (blue,))]
     with db.connection(settings) as conn:
-        assert rebuild.verify(conn, archive) == {"missing": [f"projects/{project}/contacts/{contact_id(green, blue)}.json"],
+        assert verify_archive(conn, archive) == {"missing": [f"projects/{project}/contacts/{contact_id(green, blue)}.json"],
                                                  "unexpected": [], "different": [f"projects/{project}/contacts/{answered}.json"],
                                                  "foreign": []}
         rebuild.rebuild(conn, archive)
-        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+        assert verify_archive(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
     assert json.loads(archive.read(f"projects/{project}/contacts/{answered}.json"))["status"] == "approved"
 
 
@@ -703,11 +705,11 @@ def test_verify_finds_a_read_without_its_mark_file_and_a_mark_the_database_lacks
         conn.execute("UPDATE message_recipients SET ack_ts = NULL WHERE agent_id = (SELECT id FROM agents WHERE name = 'RedStone')")
     path = f"projects/{project}/agents/{{}}/marks/{layout.second_dir(sent['created_ts'])}/{sent['id']}-{{}}.json"
     with db.connection(settings) as conn:
-        problems = rebuild.verify(conn, archive)
+        problems = verify_archive(conn, archive)
         assert (problems["missing"], problems["different"]) == ([path.format("GreenCastle", "read")],
                                                                [path.format("RedStone", "ack")])
         rebuild.rebuild(conn, archive)
-        assert rebuild.verify(conn, archive)["missing"] == []
+        assert verify_archive(conn, archive)["missing"] == []
 
 
 def test_a_product_is_archived_with_its_projects_and_a_restore_keeps_it(call, project, settings, tmp_path, archive):
@@ -751,10 +753,10 @@ def test_verify_finds_a_product_without_its_file_or_changed_since_and_a_restore_
         conn.execute("INSERT INTO products (id, product_key, name, created_ts) SELECT id + 1, 'old', 'Old', created_ts FROM products")
         conn.execute("DELETE FROM product_projects")
     with db.connection(settings) as conn:
-        problems = rebuild.verify(conn, archive)
+        problems = verify_archive(conn, archive)
         assert (problems["missing"], problems["different"]) == (["products/old.json"], ["products/shop.json"])
         rebuild.rebuild(conn, archive)
-        assert rebuild.verify(conn, archive)["missing"] == rebuild.verify(conn, archive)["different"] == []
+        assert verify_archive(conn, archive)["missing"] == verify_archive(conn, archive)["different"] == []
     written = json.loads(archive.read("products/shop.json"))
     odd = [{**written, "product_key": "scoped", "owner_scope": "not json"}, {**written, "product_key": "nameless", "name": None}]
     archive.apply([{**product, "kind": "product", "project": outbox.PRODUCTS} for product in odd], keep_newer=False)
@@ -883,9 +885,9 @@ def test_verify_finds_a_profile_that_does_not_say_a_change_made_before_profiles_
     with db.connection(settings) as conn, db.transaction(conn, write=True):
         conn.execute(f"UPDATE agents SET {column} = ? WHERE name = 'RedStone'", (value,))
     with db.connection(settings) as conn:
-        assert rebuild.verify(conn, archive)["different"] == [f"projects/{project}/agents/RedStone/profile.json"]
+        assert verify_archive(conn, archive)["different"] == [f"projects/{project}/agents/RedStone/profile.json"]
         rebuild.rebuild(conn, archive)
-        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+        assert verify_archive(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
     assert json.loads(archive.read(f"projects/{project}/agents/RedStone/profile.json"))[column] == value
 
 
@@ -901,9 +903,9 @@ def test_verify_finds_a_profile_another_database_overwrote_and_a_rebuild_writes_
     path = f"projects/{project}/agents/RedStone/profile.json"
     assert json.loads(archive.read(path))["program"] == "x"
     with db.connection(settings) as conn:
-        assert rebuild.verify(conn, archive)["different"] == [path, f"projects/{project}/project.json"]  # its created_ts too
+        assert verify_archive(conn, archive)["different"] == [path, f"projects/{project}/project.json"]  # its created_ts too
         rebuild.rebuild(conn, archive)
-        assert rebuild.verify(conn, archive)["different"] == []
+        assert verify_archive(conn, archive)["different"] == []
     assert json.loads(archive.read(path))["program"] == "claude-code"
 
 
@@ -1134,9 +1136,9 @@ def test_verify_finds_a_project_json_that_does_not_say_its_projects_state(call, 
     with db.connection(settings) as conn, db.transaction(conn, write=True):
         conn.execute(f"UPDATE projects SET {change}")
     with db.connection(settings) as conn:
-        assert rebuild.verify(conn, archive)["different"] == [f"projects/{project}/project.json"]
+        assert verify_archive(conn, archive)["different"] == [f"projects/{project}/project.json"]
         rebuild.rebuild(conn, archive)
-        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+        assert verify_archive(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
     assert json.loads(archive.read(f"projects/{project}/project.json")).items() >= said.items()
 
 
@@ -1159,7 +1161,7 @@ def test_a_projects_retention_policy_is_in_its_project_json_and_a_restore_keeps_
     call("set_retention_policy", project_key=project, mode=None, days=30)  # the server's mode after 30 days (was not
     drain(settings, archive)  # archived: verify found project.json different whatever a repair wrote, a restore lost it)
     with db.connection(settings) as conn:
-        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+        assert verify_archive(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
     kept = invoke.call(TOOLS["get_retention_policy"], {"project_key": project}, restore_into(settings, tmp_path / "again.db"))
     assert (kept.mode, kept.days) == (None, 30)
 
@@ -1185,9 +1187,9 @@ def test_reservations_of_one_pattern_keep_a_file_each_and_an_archive_named_by_pa
         ids = dict(conn.execute("SELECT a.name, r.id FROM file_reservations r JOIN agents a ON a.id = r.agent_id"))
     first, second = ids["BlueLake"], ids["RedStone"]
     with db.connection(settings) as conn, GitArchive.local(settings) as archive:
-        assert rebuild.verify(conn, archive)["missing"] == [f"projects/{project}/file_reservations/{first}.json"]
+        assert verify_archive(conn, archive)["missing"] == [f"projects/{project}/file_reservations/{first}.json"]
         rebuild.rebuild(conn, archive)  # what doctor --repair runs
-        assert not any(rebuild.verify(conn, archive).values())
+        assert not any(verify_archive(conn, archive).values())
     reserve("GreenCastle", "docs")  # and from now on, a file each
     with GitArchive.local(settings) as archive:
         drain(settings, archive)

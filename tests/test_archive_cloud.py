@@ -12,7 +12,8 @@ from moto import mock_aws
 
 from chalicelib.store import db
 from chalicelib import clock, invoke
-from chalicelib.archive import cloud, outbox, rebuild, render
+from chalicelib.archive import cloud, outbox, render
+from chalicelib.archive.verify import verify as verify_archive
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.config import get_settings
 from chalicelib.ops import logs
@@ -202,7 +203,7 @@ def test_a_profile_and_a_reservation_delivered_out_of_order_keep_their_newer_sta
         assert "retired_ts" not in json.loads(archive.read("projects/cloud/agents/GreenCastle/profile.json"))
         assert json.loads(archive.read(f"projects/cloud/file_reservations/{reserved.id}.json"))["released_ts"] == released_ts
         with db.connection(settings) as conn:
-            assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+            assert verify_archive(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
 
 
 def test_the_worker_commits_a_batch_a_byte_bound_at_a_time(sqs, settings, worker, send, monkeypatch):

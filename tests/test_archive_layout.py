@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from chalicelib.archive import rebuild
+from chalicelib.archive.verify import is_copy, verify as verify_archive
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import render
 from chalicelib.archive.worker import drain
@@ -312,7 +313,7 @@ def test_with_unique_slugs_each_project_has_its_own_folder_and_restore_keeps_the
         rebuild.rebuild(conn, archive)
         assert json.loads(archive.read("projects/home-me-shop-2/project.json"))["human_key"] == "/home/me/Shop"
         assert json.loads(archive.read("projects/home-me-shop-2/agents/BlueLake/profile.json"))["program"] == "prog /home/me/Shop"
-        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+        assert verify_archive(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
     restored = f"sqlite:///{tmp_path}/restored.db"
     result = run(settings, "db", "restore-from-archive", database_url=restored)
     assert result.exit_code == 0, result.output
@@ -344,7 +345,7 @@ def test_verify_reports_the_files_of_another_project_in_a_folder(call, two_shops
     missing = [path for path in problems["missing"] if not path.endswith("/project.json")]  # the first layout had none
     [message] = [path for path in missing if "/messages/" in path]
     assert message.startswith("projects/home-me-shop-2/messages/")
-    copies = [path for path in missing if rebuild.is_copy(path)]  # its sender's and recipient's, in Shop's own folder too
+    copies = [path for path in missing if is_copy(path)]  # its sender's and recipient's, in Shop's own folder too
     assert sorted(path.split("/")[3:5] for path in copies) == [["BlueLake", "outbox"], ["GreenCastle", "inbox"]]
     assert {path.rsplit("/", 1)[1] for path in copies} == {message.rsplit("/", 1)[1]}
     assert [path for path in missing if path != message and path not in copies] == [
@@ -364,4 +365,4 @@ def test_a_slug_of_the_last_resort_has_its_archive_folder(call, settings):
         rebuild.rebuild(conn, archive)
         assert json.loads(archive.read(f"projects/{slug}/project.json"))["human_key"] == victim
         assert json.loads(archive.read(f"projects/{slug}/agents/BlueLake/profile.json"))["program"] == "p"
-        assert rebuild.verify(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+        assert verify_archive(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}

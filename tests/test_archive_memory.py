@@ -8,7 +8,9 @@ import tracemalloc
 
 import pytest
 
-from chalicelib.archive import gitrepo, rebuild
+from chalicelib.archive import gitrepo, rebuild, restore, verify
+from chalicelib.archive.restore import restore as restore_archive
+from chalicelib.archive.verify import verify as verify_archive
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.worker import drain
 from chalicelib.config import Settings
@@ -28,7 +30,8 @@ def settings(tmp_path) -> Settings:
 @pytest.fixture
 def small_batches(monkeypatch):
     monkeypatch.setattr(rebuild, "CHUNK", 20)
-    monkeypatch.setattr(rebuild, "IMPORT_BATCH", 20)
+    monkeypatch.setattr(verify, "CHUNK", 20)
+    monkeypatch.setattr(restore, "IMPORT_BATCH", 20)
     monkeypatch.setattr(upkeep, "FLUSH_AT", 20)  # a restore's deferred counts and summaries
     monkeypatch.setattr(gitrepo, "READER_TREE_CACHE", 0)  # no tree cache: it fills up to its limit
     monkeypatch.setattr(gitrepo, "FOLDER_IDS", 0)  # nor the folders lookups remember
@@ -65,13 +68,13 @@ def peak(work) -> tuple[int, object]:
 
 def verify_peak(settings) -> tuple[int, dict]:
     with db.connection(settings) as conn, GitArchive.to_read(settings) as archive:  # as `archive verify` opens it
-        return peak(lambda: rebuild.verify(conn, archive))
+        return peak(lambda: verify_archive(conn, archive))
 
 
 def restore_peak(settings, path) -> tuple[int, dict]:
     restored = Settings(database_url=f"sqlite:///{path}")
     with db.connection(restored) as conn, db.transaction(conn, write=True), GitArchive.to_read(settings) as archive:
-        return peak(lambda: rebuild.restore(conn, archive))
+        return peak(lambda: restore_archive(conn, archive))
 
 
 def test_verify_and_restore_hold_no_record_per_message(call, project, settings, small_batches, tmp_path, monkeypatch):
@@ -102,7 +105,7 @@ def test_verify_read_in_batches_still_finds_a_file_without_its_message_and_a_mar
         conn.execute("DELETE FROM messages WHERE id = ?", (gone,))
         conn.execute("UPDATE message_recipients SET read_ts = NULL WHERE message_id = ?", (unread,))
     with db.connection(settings) as conn, GitArchive.local(settings) as archive:
-        problems = rebuild.verify(conn, archive)
+        problems = verify_archive(conn, archive)
     assert [path.rsplit("__", 1)[1] for path in problems["unexpected"]] == [f"{gone}.md"]
     assert [path.rsplit("/", 1)[1] for path in problems["different"]] == [f"{unread}-read.json"]
     assert problems["missing"] == problems["foreign"] == []

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from chalicelib import invoke
-from chalicelib.archive import rebuild
+from chalicelib.archive.restore import restore as restore_archive
+from chalicelib.archive.verify import verify as verify_archive
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import parse_document
 from chalicelib.archive import render, worker
@@ -432,7 +433,7 @@ def test_the_archive_keeps_attachments_beside_their_messages_and_restore_brings_
     assert sorted(len(front.get("attachments", [])) for front in fronts) == [0, 2, 2]
     assert all("attachments" not in front for front in fronts if front["subject"] == "plain")  # as before attachments
     with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.local(get_settings()) as archive:
-        assert not any(rebuild.verify(conn, archive).values())
+        assert not any(verify_archive(conn, archive).values())
 
     # Disaster: a new database and an empty attachment store, restored from the archive.
     for path in (tmp_path / "attachments").rglob("*"):
@@ -441,7 +442,7 @@ def test_the_archive_keeps_attachments_beside_their_messages_and_restore_brings_
     restored = Settings(database_url=f"sqlite:///{tmp_path}/restored.db")
     db.migrate(restored)
     with db.connection(restored) as conn, db.transaction(conn, write=True), GitArchive.local(get_settings()) as archive:
-        rebuild.restore(conn, archive)
+        restore_archive(conn, archive)
     got = invoke.call(TOOLS["get_attachment"], {"project_key": project, "agent_name": "GreenCastle",
                                                 "message_id": sent[1]["id"], "sha256": sha_png}, restored)
     assert base64.b64decode(got.content_base64) == png

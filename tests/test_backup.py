@@ -207,7 +207,7 @@ def test_after_a_backup_is_restored_doctor_repair_brings_back_the_mail_sent_sinc
         with db.connection(settings) as live, db.connection(restored) as back:
             assert list(map(tuple, back.execute(query))) == list(map(tuple, live.execute(query))), query
     with db.connection(restored) as conn, GitArchive.local(restored, create=False) as archive:
-        from chalicelib.archive.rebuild import verify
+        from chalicelib.archive.verify import verify
 
         problems = verify(conn, archive)
     assert [len(problems[kind]) for kind in ("missing", "unexpected", "different", "foreign")] == [0, 0, 0, 0]
@@ -232,13 +232,13 @@ def test_doctor_repair_imports_the_mail_since_a_backup_in_batches_so_a_crash_los
         call, project, settings, tmp_path, monkeypatch):
     """Each IMPORT_BATCH messages commit on their own (the write lock is let go between batches):
     a repair that dies half way keeps the batches before, and the next one imports the rest once."""
-    from chalicelib.archive import rebuild
+    from chalicelib.archive import restore
 
     since = [f"since {number}" for number in range(5)]
     restored = restored_after_mail_since(call, project, settings, tmp_path, since)
     env = {"ARCHIVE_DIR": str(restored.archive_dir)}
-    monkeypatch.setattr(rebuild, "IMPORT_BATCH", 2)
-    store_document, seen = rebuild.store_document, []
+    monkeypatch.setattr(restore, "IMPORT_BATCH", 2)
+    store_document, seen = restore.store_document, []
 
     def dies_at_the_fifth(*args, **kwargs):
         seen.append(subjects(tmp_path / "restored.db"))  # what another connection sees committed meanwhile
@@ -246,12 +246,12 @@ def test_doctor_repair_imports_the_mail_since_a_backup_in_batches_so_a_crash_los
             raise OSError("the disk went away")
         return store_document(*args, **kwargs)
 
-    monkeypatch.setattr(rebuild, "store_document", dies_at_the_fifth)
+    monkeypatch.setattr(restore, "store_document", dies_at_the_fifth)
     crashed = run(restored, "doctor", "--repair", env=env)
     assert isinstance(crashed.exception, OSError), crashed.output
     assert seen[2] == ["before the backup", "since 0", "since 1"]  # the first batch committed before the second began
     assert subjects(tmp_path / "restored.db") == ["before the backup", *since[:4]]  # two batches kept, the third lost
-    monkeypatch.setattr(rebuild, "store_document", store_document)
+    monkeypatch.setattr(restore, "store_document", store_document)
     repaired = run(restored, "doctor", "--repair", env=env)
     assert "brought back 1 messages the archive holds and the database lacked" in repaired.stdout, repaired.stdout
     assert subjects(tmp_path / "restored.db") == ["before the backup", *since]  # each once
@@ -365,7 +365,7 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
     with db.connection(restored) as conn:
         assert conn.execute("SELECT count(*) FROM file_reservations WHERE path_pattern = 'src/retention.py'").fetchone()[0] == 0
     with db.connection(restored) as conn, GitArchive.local(restored, create=False) as archive:
-        from chalicelib.archive.rebuild import verify
+        from chalicelib.archive.verify import verify
 
         problems = verify(conn, archive)
     assert [len(problems[kind]) for kind in ("missing", "unexpected", "different", "foreign")] == [0, 0, 0, 0]

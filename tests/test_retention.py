@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from chalicelib import clock
 from chalicelib.archive import rebuild
+from chalicelib.archive.verify import verify as verify_archive
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import message_path, parse_document
 from chalicelib.archive.worker import drain
@@ -171,7 +172,7 @@ def test_archive_only_bodies_stay_in_the_archive_through_verify_repair_and_resto
     later(31)
     assert run_retention(settings)["bodies_archived"] == 3
     with db.connection(settings) as conn, GitArchive.local(settings) as archive:
-        assert rebuild.verify(conn, archive) == CLEAN
+        assert verify_archive(conn, archive) == CLEAN
     assert doctor.archive(settings).ok
     [first, *_] = two_projects
     with db.connection(settings) as conn, db.transaction(conn, write=True):  # the rest of the document is still compared
@@ -180,7 +181,7 @@ def test_archive_only_bodies_stay_in_the_archive_through_verify_repair_and_resto
     assert not finding.ok and "3 different" in finding.detail  # its canonical file, outbox and inbox copies
     assert finding.repair(lambda total: lambda done: None).startswith("rewrote")
     with db.connection(settings) as conn, GitArchive.local(settings) as archive:
-        assert rebuild.verify(conn, archive) == CLEAN
+        assert verify_archive(conn, archive) == CLEAN
         assert archived_bodies(archive) == before  # the bodies, not the note
         entry = next(entry for entry in rebuild.message_entries(conn) if entry["id"] == first["id"])
         assert '"importance": "high"' in archive.read(message_path(entry)).decode()  # what was different is written
@@ -200,18 +201,18 @@ def test_purged_mail_stays_in_the_archive_and_verify_expects_it(settings, call, 
     later(31)
     assert run_retention(settings, budget=2)["messages_purged"] == 2
     with db.connection(settings) as conn, GitArchive.local(settings) as archive:  # a run stopped at its budget (session 29:
-        assert rebuild.verify(conn, archive) == CLEAN  # its purged files were unexpected, and doctor --repair brought them back)
+        assert verify_archive(conn, archive) == CLEAN  # its purged files were unexpected, and doctor --repair brought them back)
     assert run_retention(settings)["messages_purged"] == 1
     with db.connection(settings) as conn, GitArchive.local(settings) as archive:
         assert len(canonical(archive.files())) == 5  # append-only: the archive keeps them
-        assert rebuild.verify(conn, archive) == CLEAN
+        assert verify_archive(conn, archive) == CLEAN
     assert doctor.archive(settings).ok
     with db.connection(settings) as conn, db.transaction(conn, write=True):  # a message lost otherwise still shows
         [(lost,)] = conn.execute("SELECT max(m.id) FROM messages m JOIN projects p ON p.id = m.project_id WHERE p.slug = 'work-other'")
         conn.execute("DELETE FROM message_recipients WHERE message_id = ?", (lost,))
         conn.execute("DELETE FROM messages WHERE id = ?", (lost,))
     with db.connection(settings) as conn, GitArchive.local(settings) as archive:
-        [unexpected] = rebuild.verify(conn, archive)["unexpected"]
+        [unexpected] = verify_archive(conn, archive)["unexpected"]
     assert unexpected.startswith("projects/work-other/messages/") and unexpected.endswith(f"__{lost}.md")
 
 
@@ -236,7 +237,7 @@ def test_a_purge_after_archive_only_goes_oldest_first_so_verify_and_repair_keep_
         with pytest.raises(NotFound):
             call("get_message", project_key="work-team", message_id=message["id"])
     with db.connection(settings) as conn, GitArchive.local(settings) as archive:
-        assert rebuild.verify(conn, archive) == CLEAN
+        assert verify_archive(conn, archive) == CLEAN
     assert doctor.archive(settings).ok
 
 

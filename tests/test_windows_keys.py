@@ -10,7 +10,9 @@ import pytest
 from mcp import Client
 
 from chalicelib import invoke
-from chalicelib.archive import outbox, rebuild
+from chalicelib.archive import outbox
+from chalicelib.archive.restore import restore as restore_archive
+from chalicelib.archive.verify import verify as verify_archive
 from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.worker import drain
 from chalicelib.config import Settings
@@ -166,12 +168,12 @@ def test_an_archive_written_under_the_old_spellings_is_written_on_and_restored(t
         drain(settings, archive)
         with db.connection(settings) as conn:  # the folder's project, respelled, writes on into it
             assert [tuple(row) for row in conn.execute("SELECT kind, last_error FROM archive_outbox WHERE state != 'done'")] == []
-            assert rebuild.verify(conn, archive)["foreign"] == []
+            assert verify_archive(conn, archive)["foreign"] == []
         assert json.loads(archive.read("projects/c-users-me-shop/project.json"))["human_key"] == SHOP
         assert json.loads(archive.read("projects/c-users-me-shop/agents/BlueLake/profile.json"))["project_human_key"] == "C:/Users/me/shop"
         restored = Settings(database_url=f"sqlite:///{tmp_path}/restored.db")
         with db.connection(restored) as conn, db.transaction(conn, write=True):
-            counts = rebuild.restore(conn, archive)
+            counts = restore_archive(conn, archive)
     assert counts == {"projects": 2, "agents": 2, "messages": 1, "file_reservations": 0, "contacts": 0, "marks": 0, "products": 0}
     with db.connection(restored) as conn:
         projects = dict(conn.execute("SELECT human_key, slug FROM projects").fetchall())

@@ -156,7 +156,7 @@ def search(settings: Settings) -> Finding:
 def archive(settings: Settings) -> Finding:
     if not settings.archive_enabled:
         return Finding("git archive", True, "ARCHIVE_ENABLED=false")
-    from ..archive import rebuild
+    from ..archive import rebuild, restore as restoring, verify as verifying
     from ..archive.gitrepo import GitArchive, NoArchive
     from ..archive.migrate import migrate_layout
 
@@ -168,10 +168,10 @@ def archive(settings: Settings) -> Finding:
         with db.as_it_is(settings) as conn, db.transaction(conn, write=False), GitArchive.to_read(settings) as repo:
             if folders := rebuild.projects_beside_empty_database(conn, repo):  # verify would call them all foreign
                 return Finding("git archive", False, *rebuild.empty_database_advice(settings, folders))
-            problems = rebuild.verify(conn, repo)
-            arrivals = rebuild.newcomer_paths(conn, repo)  # made since a restored backup: their mail is foreign or left
-            changed = {path for path, _ in rebuild.changes_since(conn, repo, rebuild.backup_moment(conn))}  # and changes since
-            changed |= {path for path, *_ in rebuild.missing_marks(conn, repo)}  # reads and acks made since
+            problems = verifying.verify(conn, repo)
+            arrivals = restoring.newcomer_paths(conn, repo)  # made since a restored backup: their mail is foreign or left
+            changed = {path for path, _ in restoring.changes_since(conn, repo, restoring.backup_moment(conn))}  # and changes since
+            changed |= {path for path, *_ in restoring.missing_marks(conn, repo)}  # reads and acks made since
     except NoArchive:  # (not created here: a mistyped ARCHIVE_DIR would look like an empty archive)
         with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
             entries = rebuild.count_entries(conn)
@@ -180,7 +180,7 @@ def archive(settings: Settings) -> Finding:
         problems, arrivals, changed = {f"missing: no archive at {settings.archive_dir}": [f"all {entries} entries"]}, [], set()
     if problems.get("unexpected"):  # the worker may have archived mail sent after the database was read: it is not
         with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
-            problems["unexpected"] = rebuild.still_unexpected(conn, problems["unexpected"])
+            problems["unexpected"] = verifying.still_unexpected(conn, problems["unexpected"])
     if not any(problems.values()) and not arrivals and not changed:
         return Finding("git archive", True, f"{settings.archive_dir} holds every message")
     # A file the archive has newer than the database (a change since a restored backup) is brought back, not rewritten.
@@ -202,9 +202,9 @@ def archive(settings: Settings) -> Finding:
         # Into the database; the archive is only read, so its worker may run meanwhile.
         if arrivals or changed:  # first the projects and agents, so that their mail has its senders and recipients
             with db.connection(settings) as conn, db.transaction(conn, write=True), GitArchive.local(settings) as repo:
-                moment = rebuild.backup_moment(conn)  # (before what bring_back makes moves it)
-                made, registered = rebuild.bring_back(conn, repo)
-                brought, left = rebuild.bring_back_changes(conn, repo, moment)
+                moment = restoring.backup_moment(conn)  # (before what bring_back makes moves it)
+                made, registered = restoring.bring_back(conn, repo)
+                brought, left = restoring.bring_back_changes(conn, repo, moment)
             if arrivals:
                 done.append(f"brought back {made} projects and {registered} agents made since"
                             " (the archive's project.json and profiles)")
@@ -213,19 +213,19 @@ def archive(settings: Settings) -> Finding:
                             " contacts, products)" + (f"; {len(left)} left, an agent of theirs in neither the database nor the archive's"
                                             f" profiles: {listed(left)}" if left else ""))
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.to_read(settings) as repo:
-                mail, strays = mail_and_copies(rebuild.verify(conn, repo)["unexpected"])  # their mail, foreign until now, among it
+                mail, strays = mail_and_copies(verifying.verify(conn, repo)["unexpected"])  # their mail, foreign until now, among it
         if mail:
             with db.connection(settings) as conn, GitArchive.local(settings) as repo:  # a transaction per batch
-                brought, left = rebuild.import_unexpected(conn, repo, mail)
+                brought, left = restoring.import_unexpected(conn, repo, mail)
             done.append(f"brought back {brought} messages the archive holds and the database lacked" + (
                 f"; {len(left)} left, a sender or recipient in neither the database nor the archive's profiles:"
                 f" {listed(left)}" if left else ""))
         if arrivals or changed or mail:  # the reads and acks made since, of the mail the database had and of what came back
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.to_read(settings) as repo:
-                marks = list(rebuild.missing_marks(conn, repo))
-            for chunk in db.chunks(marks, rebuild.IMPORT_BATCH):  # a write transaction per batch, as the mail's
+                marks = list(restoring.missing_marks(conn, repo))
+            for chunk in db.chunks(marks, restoring.IMPORT_BATCH):  # a write transaction per batch, as the mail's
                 with db.connection(settings) as conn, db.transaction(conn, write=True):
-                    rebuild.store_marks(conn, chunk)
+                    restoring.store_marks(conn, chunk)
             if marks:
                 done.append(f"brought back {len(marks)} read and acknowledgement marks made since")
         if rewrite or strays:
@@ -241,7 +241,7 @@ def archive(settings: Settings) -> Finding:
                         written = rebuild.rebuild(conn, repo, on_batch=progress(total))
                         done.append(f"rewrote {written} archive entries from the database")
                     if strays:
-                        done.append(f"removed {rebuild.remove_stray_copies(conn, repo, strays)} copies of no message"
+                        done.append(f"removed {verifying.remove_stray_copies(conn, repo, strays)} copies of no message"
                                     " from the agents' inbox/ and outbox/")
         return "; ".join(done)
 
@@ -257,7 +257,7 @@ def archive(settings: Settings) -> Finding:
 def mail_and_copies(unexpected: list[str]) -> tuple[list[str], list[str]]:
     """verify's unexpected files: (canonical message files, which the repair brings back into the
     database; agents' copies, of no message the database or the archive has, which it removes)."""
-    from ..archive.rebuild import is_copy
+    from ..archive.verify import is_copy
 
     return [path for path in unexpected if not is_copy(path)], [path for path in unexpected if is_copy(path)]
 
@@ -300,10 +300,10 @@ def attachments(settings: Settings) -> Finding:
 
 
 def _restored(repo, slug: str, sha256: str, where) -> bool:
-    from ..archive import rebuild
+    from ..archive.restore import restore_attachment
 
     try:
-        rebuild.restore_attachment(repo, slug, sha256, where)
+        restore_attachment(repo, slug, sha256, where)
     except ValueError:  # this project's archive lacks it
         return False
     return True

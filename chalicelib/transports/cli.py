@@ -572,14 +572,14 @@ def verify(ctx: click.Context) -> None:
     inbox/ and outbox/, and every such file its message, with the same content. Exit status 1 on
     any mismatch; projects without their project.json (made before the archive wrote one) get a
     line on stderr: `archive rebuild`."""
-    from ..archive import rebuild as rebuilding
+    from ..archive import verify as verifying
 
     settings = ctx.obj
     existing_database(settings)
     with db.connection(settings) as conn, db.transaction(conn, write=False), archive_to_read(settings) as repo:
-        problems = rebuilding.verify(conn, repo)
+        problems = verifying.verify(conn, repo)
     click.echo(dumps(problems, compact=False))
-    for line in rebuilding.missing_advice(problems):
+    for line in verifying.missing_advice(problems):
         click.echo(line, err=True)
     if any(problems.values()):
         ctx.exit(1)
@@ -656,12 +656,12 @@ def backup_refusal(settings: Settings, path: Path, force: bool) -> str | None:
 def restore_from_archive(ctx: click.Context) -> None:
     """Disaster recovery: fill an empty database (--database-url) from the archive
     (ARCHIVE_DIR): projects, agents, messages with their recipients, file reservations."""
-    from ..archive import rebuild as rebuilding
+    from ..archive import restore as restoring
 
     settings = ctx.obj
     with db.connection(settings) as conn, db.transaction(conn, write=True), archive_to_read(settings) as repo:
         try:
-            counts = rebuilding.restore(conn, repo, progress=progress_bar("restoring"))
+            counts = restoring.restore(conn, repo, progress=progress_bar("restoring"))
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(dumps(counts, compact=False))
