@@ -263,6 +263,24 @@ def test_a_file_names_bidi_controls_show_and_what_agents_wrote_is_isolated(site)
     assert f"<code><bdi>src/<wbr>{rlo}sj.nim/<wbr>*</bdi></code>" in project and f"<code><bdi>ci{rlo}</bdi></code>" in project
 
 
+
+def test_a_title_and_an_option_are_isolated(site):
+    """What <bdi> cannot wrap (session 31 left them): a subject's RIGHT-TO-LEFT OVERRIDE reversed
+    " · Agent Mail" in the page's <title>, and a project's key the compose list's labels after it.
+    (An error page shows what was typed as Python writes it out: 'no\\u202esuch'.)"""
+    url, api, _ = site
+    rlo = "\u202e"
+    api.post("/api/ensure_project", json={"human_key": f"/srv/{rlo}evil"}).raise_for_status()
+    api.post("/api/send_message", json={"project_key": "srv-files", "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                        "subject": f"Plan {rlo}B", "body_md": "x", "thread_id": "TITLED"}).raise_for_status()
+    thread = api.get("/ui/thread", params={"p": "srv-files", "t": "TITLED"}).text
+    assert f"<title>\u2068Plan {rlo}B\u2069 · Agent Mail</title>" in thread
+    compose = api.get("/ui/compose").text
+    assert f">\u2068/srv/{rlo}evil\u2069</option>" in compose
+    missing = api.get("/ui/project", params={"p": f"no{rlo}such"})
+    assert missing.status_code == 404 and rlo not in missing.text and "no\\u202esuch" in missing.text
+
+
 def test_only_who_may_read_the_message_reads_its_attachments(site):
     url, api, sent = site
     attachment = sent["attachments"][2]

@@ -169,10 +169,17 @@ def _listed(inbox) -> set[str]:
 _BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def _file_name(name: str) -> str:
-    """A file's name as a page shows it: each bidi control written out (⟨U+202E⟩), so that what
-    it reads is what the name holds (the download keeps the exact name)."""
-    return _BIDI_CONTROLS.sub(lambda control: f"⟨U+{ord(control[0]):04X}⟩", name)
+def _controls_shown(text: str) -> str:
+    """Text as a page shows it where it must read as it is (a file's name, an error): each bidi
+    control written out (⟨U+202E⟩), so that what it reads is what the text holds (a download
+    keeps the exact name)."""
+    return _BIDI_CONTROLS.sub(lambda control: f"⟨U+{ord(control[0]):04X}⟩", text)
+
+
+def _isolated(text: str) -> str:
+    """Text between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE: a <bdi> where no element may
+    stand (the page's <title>, an <option>'s label), so that its controls reorder nothing after it."""
+    return f"\u2068{text}\u2069"
 
 
 def _size(size: int) -> str:
@@ -214,7 +221,7 @@ class WebUI:
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
         self.env.filters.update(when=_when, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
-                                size=_size, file_name=_file_name, reply_subject=_reply_subject, home=_home, path=_path, kept=_kept)
+                                size=_size, controls_shown=_controls_shown, isolated=_isolated, reply_subject=_reply_subject, home=_home, path=_path, kept=_kept)
         self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
                                 shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
         # A thread's messages never change, and live refresh re-renders whole threads: each
