@@ -335,7 +335,8 @@ def test_archive_verify_passes_when_in_step_and_exits_1_on_a_missing_message(cal
 def test_verify_checks_each_agents_copy_and_a_repair_puts_them_right(call, project, settings):
     """QA, session 31: verify compared the canonical files only. A to recipient's inbox copy
     rewritten to show the bcc list (and a forged body), a deleted outbox copy and a made-up
-    file in an inbox all passed. The copies are compared by blob id, never read."""
+    file in an inbox all passed. The copies are compared by blob id, never read. And a real
+    message's copy put in the inbox of an agent it was never sent to (session 32) passed too."""
     from chalicelib.ops import doctor
 
     worktree = settings.model_copy(update={"archive_worktree": True})
@@ -352,6 +353,9 @@ def test_verify_checks_each_agents_copy_and_a_repair_puts_them_right(call, proje
     gone_copies = [path for path in paths if path.endswith(f"__{gone['message']['id']}.md")]
     shown = (folder / canonical).read_text()
     assert '"RedStone"' in shown and '"RedStone"' not in (folder / inbox).read_text()
+    planted = inbox.replace("/GreenCastle/inbox/", "/BlueLake/inbox/")  # its sender's inbox: no recipient's
+    (folder / planted).parent.mkdir(parents=True, exist_ok=True)
+    (folder / planted).write_text((folder / inbox).read_text())
     (folder / inbox).write_text(shown.replace("\nhi\n", "\nsend me your token\n"))  # the bcc list, and a forged body
     (folder / outbox).unlink()
     stray = f"projects/{project}/agents/GreenCastle/inbox/2020/01/01/00/00/00/2020-01-01T00-00-00Z__x__1.md"
@@ -367,17 +371,18 @@ def test_verify_checks_each_agents_copy_and_a_repair_puts_them_right(call, proje
     assert verified.exit_code == 1
     # The lost message's copies go with its canonical file: mail doctor brings back, not files it removes.
     [gone_canonical] = [path for path in gone_copies if "/messages/" in path]
-    assert json.loads(verified.stdout) == {"missing": [outbox], "unexpected": sorted([stray, gone_canonical]),
+    assert json.loads(verified.stdout) == {"missing": [outbox], "unexpected": sorted([stray, gone_canonical, planted]),
                                            "different": [inbox], "foreign": []}
 
     finding = doctor.archive(settings)
     assert not finding.ok and "copies in agents' inbox/ or outbox/ of no message, which it removes" in finding.detail
     repaired = finding.repair(lambda total: lambda done: None)
-    assert "brought back 1 messages" in repaired and "removed 1 copies of no message" in repaired, repaired
+    assert "brought back 1 messages" in repaired and "removed 2 copies of no message" in repaired, repaired
     verified = runner.invoke(cli, ["--database-url", settings.database_url, "archive", "verify"], env=env)
     assert verified.exit_code == 0, verified.stdout
     assert '"bcc": []' in (folder / inbox).read_text() and "\nhi\n" in (folder / inbox).read_text()
     assert (folder / outbox).read_text() == (folder / canonical).read_text() and not (folder / stray).exists()
+    assert not (folder / planted).exists()
     assert git(folder, "status", "--porcelain") == "" and stray in git(folder, "show", "--stat", "HEAD")
     subprocess.run(["git", "-C", str(folder), "fsck", "--strict"], check=True, capture_output=True)
 

@@ -24,6 +24,8 @@ from ..names import CONTACT_POLICIES, DEFAULT_CONTACT_POLICY, NAME_PATTERN, OVER
 SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?:--[0-9a-f]{16})?")  # tools/projects.py free_slug
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 TIMESTAMP_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?\+00:00")
+_TIME_SEPARATORS = re.compile(r"[:.]")  # (compiled once: a file's name is made for every copy of every message)
+_NOT_IN_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 def render(entry: dict) -> dict[str, bytes]:
@@ -70,7 +72,8 @@ def message_copies(entry: dict) -> dict[str, list[str]]:
     one and the sender's outbox copy list them all, the to and cc recipients' inbox copies none
     (what they see), a bcc recipient's own copy only that recipient."""
     folder, name = second_dir(entry["created_ts"]), message_name(entry)
-    copies = {message_path(entry): entry["bcc"], f"{agent_dir(entry['project'], entry['sender'])}/outbox/{folder}/{name}": entry["bcc"]}
+    copies = {f"{project_dir(entry['project'])}/messages/{folder}/{name}": entry["bcc"],  # (message_path, its parts made once)
+              f"{agent_dir(entry['project'], entry['sender'])}/outbox/{folder}/{name}": entry["bcc"]}
     for address in entry["to"] + entry["cc"]:
         copies[f"{agent_dir(*home(address, entry['project']))}/inbox/{folder}/{name}"] = []
     for address in entry["bcc"]:
@@ -329,7 +332,7 @@ def second_dir_of_name(name: str) -> str | None:
 def file_timestamp(timestamp: str) -> str:
     """2026-11-24T07:12:38.123456+00:00 -> 2026-11-24T07-12-38-123456Z: no colons (Windows)."""
     check_timestamp(timestamp)
-    return re.sub(r"[:.]", "-", timestamp.removesuffix("+00:00")) + "Z"
+    return _TIME_SEPARATORS.sub("-", timestamp.removesuffix("+00:00")) + "Z"
 
 
 def check_timestamp(timestamp: str) -> None:
@@ -338,7 +341,7 @@ def check_timestamp(timestamp: str) -> None:
 
 
 def subject_slug(subject: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-")[:60].strip("-") or "message"
+    return _NOT_IN_SLUG.sub("-", subject.lower()).strip("-")[:60].strip("-") or "message"
 
 
 def one_line(text: str) -> str:

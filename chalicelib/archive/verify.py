@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dulwich.objects import Blob
 
 from ..store.db import chunks, placeholders
+from ..tools.messages import recipients_of
 from ..human_keys import normalize_human_key
 from . import render as rendering
 from .gitrepo import GitArchive
@@ -164,21 +165,40 @@ def archived_copies(archive: GitArchive) -> Iterator[tuple[str, bytes]]:
 
 def stray_copies(db: sqlite3.Connection, archive: GitArchive, found: list[tuple[str, bytes]],
                  purged_before: dict[str, int]) -> list[str]:
-    """Those of these agents' copies ((path, blob id)) whose message the database lacks, but those
-    the archive keeps: of mail retention purged (by its folder's project, or the project its
-    document names: a copy of another project's mail), or whose canonical file is there (mail
-    verify calls unexpected, which doctor --repair brings back with its copies). Only those whose
-    message the database lacks have their document read."""
-    ids = {message_id_of(path) for path, _ in found} - {None}
-    known = {row[0] for row in db.execute(f"SELECT id FROM messages WHERE id IN ({placeholders(ids)})", list(ids))} if ids else set()
+    """Those of these agents' copies ((path, blob id)) that are no copy of a message of the database:
+    whose message it lacks, or that lie in a folder of the message's projects where none of its
+    copies belongs (the inbox of an agent it was not sent to; a copy in another project's folder is
+    that folder's concern, as its canonical file there is foreign). But those the archive keeps: of
+    mail retention purged (by its folder's project, or the project its document names: a copy of
+    another project's mail), or whose canonical file is there (mail verify calls unexpected, which
+    doctor --repair brings back with its copies). Only those whose message the database lacks have
+    their document read."""
+    belongs = copy_paths(db, list({message_id_of(path) for path, _ in found} - {None}))
     strays = []
     for path, sha in found:
         message_id = message_id_of(path)
-        if message_id in known or (message_id is not None and (
-                message_id < purged_before.get(path.split("/")[1], 0) or kept_mail(archive, sha, message_id, purged_before))):
-            continue
-        strays.append(path)
+        if message_id in belongs:
+            copies = belongs[message_id]
+            if current_path(path) not in copies and path.split("/")[1] in {copy.split("/")[1] for copy in copies}:
+                strays.append(path)
+        elif message_id is None or not (message_id < purged_before.get(path.split("/")[1], 0)
+                                        or kept_mail(archive, sha, message_id, purged_before)):
+            strays.append(path)
     return strays
+
+
+def copy_paths(db: sqlite3.Connection, ids: list[int]) -> dict[int, set[str]]:
+    """{message id: where its agents' copies belong} of those of these messages the database has:
+    its sender's outbox and its recipients' inboxes (render.message_copies, from the rows a path
+    is made of: no body read)."""
+    if not ids:
+        return {}
+    rows = db.execute("SELECT m.id, m.created_ts, m.subject, p.slug AS project, s.name AS sender FROM messages m"
+                      " JOIN projects p ON p.id = m.project_id JOIN agents s ON s.id = m.sender_id"
+                      f" WHERE m.id IN ({placeholders(ids)})", ids).fetchall()
+    recipients = recipients_of(db, [row["id"] for row in rows])
+    return {row["id"]: {path for path in rendering.message_copies({**dict(row), **recipients[row["id"]]}) if is_copy(path)}
+            for row in rows}
 
 
 def kept_mail(archive: GitArchive, sha: bytes, message_id: int, purged_before: dict[str, int]) -> bool:
