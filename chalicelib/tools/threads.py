@@ -78,7 +78,8 @@ class ListThreadsInput(Input):
     project_key: ProjectKey
     limit: Limit = 50
     agent_name: ReadAs = None
-    cursor: OlderThan | None = Field(None, description="The next_cursor of the previous page: threads last active before that page's.")
+    cursor: OlderThan | None = Field(None, description="The next_cursor of the previous page: threads last active before that page's (a thread"
+                                     " that gets mail meanwhile moves to the first page, and is not on the next).")
 
 
 class Threads(Output):
