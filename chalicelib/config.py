@@ -16,6 +16,8 @@ Role = Literal["reader", "writer", "admin"]
 # overflows a timestamp (datetime ends in year 9999) or a thread's wait (threading.TIMEOUT_MAX).
 CENTURY_DAYS = 36500
 CENTURY_SECONDS = CENTURY_DAYS * 86400
+RETENTION_MAX_BATCH = 1_000_000  # rows of a kind per retention run: "bounded work" needs a bound (and SQLite an int64)
+RETENTION_MAX_CHUNK = 10_000  # ids per transaction, bound into one IN (...): under SQLite's variable limit (32,766 on old builds)
 
 
 class ScopedToken(BaseModel):
@@ -140,8 +142,8 @@ class Settings(BaseSettings):
     retention_lease_grace_days: float = Field(7, ge=0, le=CENTURY_DAYS)
     # At most this many rows per kind (messages, agents, reservations, slots) per run, in short
     # transactions of RETENTION_CHUNK rows; a later run takes the rest.
-    retention_batch: int = Field(5000, ge=1)
-    retention_chunk: int = Field(200, ge=1)
+    retention_batch: int = Field(5000, ge=1, le=RETENTION_MAX_BATCH)
+    retention_chunk: int = Field(200, ge=1, le=RETENTION_MAX_CHUNK)
     # The local archive worker runs retention when idle, at most this often (0: never; then
     # `python -m chalicelib retention run` from cron). On AWS a scheduled function runs it hourly.
     retention_every_seconds: float = Field(3600, ge=0, le=CENTURY_SECONDS)

@@ -210,10 +210,61 @@ def test_a_drain_killed_between_its_commit_and_the_working_tree_leaves_no_file_m
                               text=True).stdout.splitlines()
 
     assert len(status()) == 3 and all(line.startswith("D  ") for line in status())  # canonical, outbox, inbox
+    (archive_dir / "notes.md").write_text("a person's notes, staged\n")  # (session 32: a hard reset deleted them)
+    subprocess.run(["git", "-C", str(archive_dir), "add", "notes.md"], check=True)
     drained = cli(database, archive_dir, "archive", "drain", ARCHIVE_WORKTREE="true")
     assert drained.returncode == 0 and "checked out again" in drained.stderr, drained.stderr
-    assert status() == []
+    assert status() == ["A  notes.md"]  # what the archive never wrote is left as it was
+    assert (archive_dir / "notes.md").read_text() == "a person's notes, staged\n"
+    subprocess.run(["git", "-C", str(archive_dir), "rm", "-q", "--cached", "notes.md"], check=True)
+    (archive_dir / "notes.md").unlink()
     with GitArchive(archive_dir) as archive:
         assert all((archive_dir / path).read_bytes() == content for path, content in archive.files().items())
         assert archive.sync_worktree() is False  # in step: no checkout
     assert cli(database, archive_dir, "archive", "verify").returncode == 0
+
+
+def git(repo, *args) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_an_archive_dir_that_is_a_code_repository_or_someones_files_is_refused_and_left_as_it_was(tmp_path):
+    """QA, session 32: ARCHIVE_DIR set to a code repository (a typo, ARCHIVE_DIR=.) got the mail
+    committed onto its main branch and projects/ written among its files, and the next writer's
+    hard reset deleted the staged work and reverted the edits. A directory of files that was no
+    repository was `git init`-ed. Every writer (and the server, at start) now refuses both in a
+    line naming ARCHIVE_DIR; an archive, an empty repository or an empty directory are fine."""
+    database = tmp_path / "agent_mail.db"
+    crash_project(Settings(database_url=f"sqlite:///{database}", archive_dir=tmp_path / "archive"))
+    code = tmp_path / "code"
+    code.mkdir()
+    git(code, "init", "-q", "-b", "main")
+    (code / "app.py").write_text("print('v1')\n")
+    git(code, "add", "app.py")
+    git(code, "-c", "user.email=dev@example.com", "-c", "user.name=dev", "commit", "-qm", "the user's work")
+    (code / "app.py").write_text("print('v2, not committed')\n")
+    (code / "notes.md").write_text("staged\n")
+    git(code, "add", "notes.md")
+    before = (git(code, "log", "--format=%H"), git(code, "status", "--porcelain"), sorted(os.listdir(code)))
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "readme.txt").write_text("someone's folder\n")
+    for directory in (code, files):
+        for command in (["archive", "drain"], ["archive", "rebuild"], ["archive", "migrate"], ["archive", "verify"],
+                        ["serve", "--host", "127.0.0.1", "--port", "22000"]):
+            refused = cli(database, directory, *command)
+            assert refused.returncode == 1 and "Traceback" not in refused.stderr, (command, refused.stderr)
+            assert f"ARCHIVE_DIR {directory} is not an Agent Mail archive" in refused.stderr, (command, refused.stderr)
+    assert (git(code, "log", "--format=%H"), git(code, "status", "--porcelain"), sorted(os.listdir(code))) == before
+    assert (code / "app.py").read_text() == "print('v2, not committed')\n"
+    assert sorted(os.listdir(files)) == ["readme.txt"]
+    worker = cli(database, code, "archive", "work")  # a stdio session's worker: one line in its log
+    assert worker.returncode == 1 and "Traceback" not in worker.stderr
+    assert f"the archive worker stopped: ARCHIVE_DIR {code} is not an Agent Mail archive" in worker.stderr, worker.stderr
+    doctor = cli(database, code, "doctor")
+    assert f"ARCHIVE_DIR {code} is not an Agent Mail archive" in doctor.stdout and "Traceback" not in doctor.stderr
+    empty = tmp_path / "empty"
+    git(tmp_path, "init", "-q", "--bare", str(empty))  # an empty repository becomes the archive
+    assert cli(database, empty, "archive", "drain").returncode == 0
+    assert cli(database, empty, "archive", "drain").returncode == 0  # and opens again as one
+    assert cli(database, empty, "archive", "verify").returncode == 0

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -21,6 +23,9 @@ from chalicelib.errors import Forbidden
 from chalicelib.store import db
 from chalicelib.tools import messages, tools_by_name
 from chalicelib.transports.cli import cli
+
+from .servers import ROOT
+from .test_doctor import as_a_user
 
 TOOLS = tools_by_name()
 
@@ -369,3 +374,27 @@ def test_doctor_repair_brings_back_the_reservations_profiles_and_project_state_c
 
         problems = verify(conn, archive)
     assert [len(problems[kind]) for kind in ("missing", "unexpected", "different", "foreign")] == [0, 0, 0, 0]
+
+
+def test_backup_keeps_whatever_is_named_like_its_partial_copy_and_blames_the_target_it_cannot_write(call, project, settings,
+                                                                                                     tmp_path):
+    """QA, session 32: a directory named PATH.partial ended the backup in an IsADirectoryError traceback
+    (a file of that name was deleted unasked), and a target directory this user cannot write (or a
+    name too long) was refused as "database error (<the database>): unable to open database file"."""
+    (tmp_path / "b.db.partial").mkdir()
+    (tmp_path / "c.db.partial").write_text("someone's file")
+    for name in ("b.db", "c.db"):
+        made = run(settings, "db", "backup", str(tmp_path / name))
+        assert made.exit_code == 0 and subjects(tmp_path / name) == [], made.output
+    assert (tmp_path / "b.db.partial").is_dir() and (tmp_path / "c.db.partial").read_text() == "someone's file"
+    assert sorted(path.name for path in tmp_path.iterdir() if "partial" in path.name) == ["b.db.partial", "c.db.partial"]
+    long_name = tmp_path / ("b" * 245 + ".db")  # a name the file system takes, its partial copy's it does not
+    too_long = run(settings, "db", "backup", str(long_name))
+    assert too_long.exit_code == 1 and f"cannot write the backup {long_name}: [Errno 36]" in too_long.stderr, too_long.output
+    assert str(settings.database_path) not in too_long.stderr
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    refused = subprocess.run(as_a_user([sys.executable, "-m", "chalicelib", "--database-url", settings.database_url, "db",
+                                        "backup", str(read_only / "b.db")]), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and f"cannot write in {read_only} (this user)" in refused.stderr, refused.stderr
+    assert str(settings.database_path) not in refused.stderr and list(read_only.iterdir()) == []

@@ -106,6 +106,8 @@ def test_maintenance_commands_create_no_database_either(tmp_path):
     for command in (["retention", "run"], ["archive", "verify"], ["archive", "rebuild"], ["archive", "drain"]):
         result = run(typo, *command)
         assert result.returncode == 1 and f"no database at {typo}" in result.stderr, (command, result.stderr)
+    restore = run(typo, "db", "restore-from-archive")  # (session 32: it made and migrated one, then found no archive)
+    assert restore.returncode == 1 and f"no archive at {typo.parent / 'archive'} (ARCHIVE_DIR)" in restore.stderr
     assert not typo.parent.exists()
 
 
@@ -437,3 +439,48 @@ def test_a_stale_ref_lock_is_removed_by_every_command_that_writes_the_archive_an
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
         assert "removed stale git locks" in done.stderr and not lock.exists()
         assert run(database, "archive", "drain").stdout.startswith(("0 entries", "1 entries")) and doctor(database).returncode == 0
+
+
+def test_archive_commands_on_an_archive_this_user_cannot_write_refuse_in_a_line(tmp_path):
+    """QA, session 32: `archive rebuild` and `archive migrate` on an archive the user could not
+    write died in add_pack with a PermissionError traceback (drain said it in a line)."""
+    database, archive = tmp_path / "db.sqlite", tmp_path / "archive"
+    assert run(database, "ensure-project", "--human-key", "/srv/shop").returncode == 0
+    assert run(database, "archive", "drain").returncode == 0
+    assert run(database, "register-agent", "--project-key", "srv-shop", "--program", "p", "--model", "m",
+               "--name", "BlueLake").returncode == 0  # not archived yet: rebuild writes it
+    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "ARCHIVE_DIR": str(archive)}
+
+    def as_user(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(as_a_user([sys.executable, "-m", "chalicelib", *args]), cwd=ROOT, env=environ,
+                              capture_output=True, text=True, timeout=120)
+
+    everything = (["archive", "rebuild"], ["archive", "migrate"], ["archive", "drain"])
+    for read_only, commands, said in (
+            (archive, everything, f"cannot write the archive: {archive} is not writable by this user"),
+            (archive / "objects" / "pack", everything[:1], f"cannot write the archive {archive}: [Errno 13] Permission denied")):
+        read_only.chmod(0o555)
+        try:
+            for command in commands:
+                refused = as_user(*command)
+                assert refused.returncode == 1 and "Traceback" not in refused.stderr, (command, refused.stderr)
+                assert said in refused.stderr and "ARCHIVE_DIR" in refused.stderr, (command, refused.stderr)
+        finally:
+            read_only.chmod(0o755)
+    assert run(database, "archive", "rebuild").returncode == 0
+
+
+def test_doctor_on_a_file_that_is_no_database_says_so_once_and_offers_no_repair(tmp_path):
+    """QA, session 32: the search index check called a text file at DATABASE_URL an index mismatch and
+    offered `doctor --repair`, which then failed with "file is not a database"; the database check said
+    only "could not check"."""
+    database = tmp_path / "agent_mail.db"
+    database.write_text("a text file, not a database: someone copied the wrong file here\n")
+    for args in ((), ("--repair",)):
+        checked = doctor(database, *args)
+        assert checked.returncode == 1 and "Traceback" not in checked.stderr and "database error" not in checked.stderr
+        assert re.search(rf"FAIL  database  {re.escape(str(database))}: file is not a database\n +fix: restore it: move the"
+                         r" file aside .*db backup.*restore-from-archive", table(checked)), checked.stdout
+        assert "full-text index" not in checked.stdout and "could not check" not in checked.stdout, checked.stdout
+        assert "doctor --repair" not in checked.stdout and "repaired" not in checked.stdout, checked.stdout
+    assert database.read_text().startswith("a text file")

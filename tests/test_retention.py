@@ -322,6 +322,12 @@ def test_the_cli_and_the_scheduled_lambda_function_run_it(tmp_path, monkeypatch,
                             "--to", "BlueLake", "--subject", "s", "--body-md", "b"])
         runner.invoke(cli, [*base, "set-retention-policy", "--project-key", "work-cli", "--mode", "purge", "--days", "1"])
         later(2)
+        for budget in ("100000000000000000000000", "1000001"):  # (session 32: an OverflowError traceback from SQLite)
+            refused = runner.invoke(cli, [*base, "retention", "run", "--budget", budget])
+            assert refused.exit_code == 2 and "1<=x<=1000000" in refused.stderr, refused.output
+        for name, value in (("RETENTION_BATCH", "1000001"), ("RETENTION_CHUNK", "10001")):  # chunks go into IN (...)
+            refused = runner.invoke(cli, [*base, "retention", "run"], env={name: value})
+            assert refused.exit_code == 2 and name in refused.stderr, refused.output
         result = runner.invoke(cli, [*base, "retention", "run", "--budget", "10"])
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["messages_purged"] == 1

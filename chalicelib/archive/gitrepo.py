@@ -23,7 +23,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from dulwich.errors import NoIndexPresent
+from dulwich.errors import NoIndexPresent, NotGitRepository
 from dulwich.index import commit_tree, index_entry_from_stat
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, write_pack_index
@@ -54,16 +54,26 @@ class NoArchive(FileNotFoundError):
     """A reader found no repository where the archive should be."""
 
 
+class NotAnArchive(ValueError):
+    """The directory holds something else than an Agent Mail archive (a code repository, someone's
+    files): writing there would commit mail onto their branch and check files out among theirs."""
+
+
+ARCHIVE_NAMES = {b"projects", b"products", LAYOUT_FILE}  # all an archive's root holds, in every layout (render.py)
+
+
 class GitArchive:
-    """A repository at `path` (created if missing, unless `create` is false: readers never
-    leave an empty repository behind). With a working tree, files are also written to disk
-    (and the index kept in step) so that people can read them; a bare repository (the Lambda
-    worker's clone) has only the git objects."""
+    """A repository at `path` (created if missing or empty, unless `create` is false: readers never
+    leave an empty repository behind; anything but an archive is refused: refuse_unless_archive).
+    With a working tree, files are also written to disk (and the index kept in step) so that
+    people can read them; a bare repository (the Lambda worker's clone) has only the git objects."""
 
     def __init__(self, path: Path, bare: bool = False, create: bool = True, tree_cache: int = TREE_CACHE) -> None:
         self.path = Path(path)
         if (self.path / ".git").exists() or (self.path / "HEAD").exists():
-            self.repo = Repo(str(self.path))
+            self.repo = open_archive(self.path)
+        elif self.path.is_dir() and any(self.path.iterdir()):  # never `git init` among someone's files
+            raise not_an_archive(self.path, "a directory of other files, not a git repository")
         elif not create:
             raise NoArchive(f"no archive at {self.path} (ARCHIVE_DIR)")
         else:
@@ -78,6 +88,7 @@ class GitArchive:
         # total unmapped the least recently used ones, and lookups opened their indexes again
         # and again: a one-message commit's time grew with the archive (bench/README.md).
         last_used_first(self.repo.object_store)
+        refuse_unless_archive(self.repo, self.path)  # (after last_used_first: it reads the newest packs first)
 
     def git_locks(self) -> list[Path]:
         """The lock files (`refs/heads/main.lock`, `index.lock`, ...) in the repository: a writer
@@ -105,6 +116,18 @@ class GitArchive:
         checks): never created (NoArchive), and with a small tree cache (the writer's held 35-80 MB
         of parsed trees in a verify, which reading the archive in order does not use)."""
         return cls(settings.archive_dir, create=False, tree_cache=READER_TREE_CACHE)
+
+    @classmethod
+    def refusal(cls, settings) -> str | None:
+        """Why ARCHIVE_DIR cannot be the archive (None: it is one, or has none yet): what the
+        server says at start, before its worker would die on it."""
+        try:
+            cls(settings.archive_dir, create=False, tree_cache=READER_TREE_CACHE).close()
+        except NoArchive:
+            return None
+        except NotAnArchive as exc:
+            return str(exc)
+        return None
 
     def close(self) -> None:
         self.repo.close()
@@ -315,18 +338,38 @@ class GitArchive:
         return self._last_root[1]
 
     def sync_worktree(self) -> bool:
-        """Bring the checked-out files and the index back in step with the head where the index
-        does not describe the head's tree: a writer killed between moving the branch and writing
-        the files (write_worktree) left them out, and applying its entries again changes no tree,
-        so nothing else would write them. It reads the index (as each commit of a working tree
-        does), not the head's trees; only a difference costs a checkout (a hard reset). True then."""
+        """Bring the checked-out archive files and the index back in step with the head where the
+        index does not describe the head's tree: a writer killed between moving the branch and
+        writing the files (write_worktree) left them out, and applying its entries again changes no
+        tree, so nothing else would write them. It reads the index (as each commit of a working tree
+        does), not the head's trees; only a difference costs a walk of the head. Only the archive's
+        own paths (ARCHIVE_NAMES) are compared and written: a file anyone else put in the working
+        tree, staged or not, is left as it is (no reset of the whole tree). True if it wrote."""
         head = None if self.bare else self.head()
-        if head is None or index_tree(self.repo) == self.root(head):
+        if head is None:
             return False
-        from dulwich import porcelain
-
-        porcelain.reset(self.repo, "hard")
+        try:
+            index = self.repo.open_index()
+        except (NoIndexPresent, FileNotFoundError):
+            return False
+        indexed = {path: (sha, mode) for path, sha, mode in index.iterobjects() if is_archive_path(path)}
+        if commit_tree(Discarded(), [(path, sha, mode) for path, (sha, mode) in indexed.items()]) == self.root(head):
+            return False
+        for entry in self.repo.object_store.iter_tree_contents(self.root(head)):
+            if indexed.pop(entry.path, (None,))[0] != entry.sha:
+                self.check_out(index, entry.path, entry.sha)
+        for path in indexed:  # in the index, not in the head: a removal the killed writer did not finish
+            (self.path / path.decode()).unlink(missing_ok=True)
+            del index[path]
+        index.write()
         return True
+
+    def check_out(self, index, path: bytes, sha: bytes) -> None:
+        """Write one file of the head to the working tree, and its index entry (index.write() is the caller's)."""
+        target = self.path / path.decode()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(self.repo[sha].data)
+        index[path] = index_entry_from_stat(os.stat(target), sha, FILE_MODE)
 
     def write_worktree(self, files: dict[str, bytes], shas: dict[bytes, bytes]) -> None:
         index = self.repo.open_index()
@@ -461,13 +504,41 @@ class GitArchive:
         return 0 if head is None else sum(1 for _ in self.repo.get_walker(include=[head]))
 
 
-def index_tree(repo: Repo) -> bytes | None:
-    """The id of the tree a repository's index describes (None: it has no index), computed, not written."""
+def open_archive(path: Path) -> Repo:
+    """The repository at `path` (NotAnArchive if there is none: a directory of other files)."""
     try:
-        index = repo.open_index()
-    except (NoIndexPresent, FileNotFoundError):
-        return None
-    return commit_tree(Discarded(), index.iterobjects())
+        return Repo(str(path))
+    except NotGitRepository:
+        raise not_an_archive(path, "a directory of other files, not a git repository") from None
+
+
+def refuse_unless_archive(repo: Repo, path: Path) -> None:
+    """Close `repo` and raise NotAnArchive unless it is an Agent Mail archive: every branch's root
+    holds only ARCHIVE_NAMES (what archives of every version wrote; no marker needed), and a
+    repository without a branch is a new one. A code repository (ARCHIVE_DIR=.) is not."""
+    branches = repo.refs.as_dict(b"refs/heads")
+    for branch, sha in branches.items():
+        try:
+            names = {item.path.decode(errors="replace") for item in repo[repo[sha].tree].items()}
+        except (KeyError, AttributeError):  # a branch to no commit: not what the archive's writer leaves
+            names = {"no commit"}
+        if foreign := sorted(names - {name.decode() for name in ARCHIVE_NAMES}):
+            repo.close()
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise not_an_archive(path, f"a git repository whose branch {branch.decode(errors='replace')} holds {shown}")
+    if branches and b"main" not in branches:
+        repo.close()
+        raise not_an_archive(path, "a git repository without the archive's branch main")
+
+
+def not_an_archive(path: Path, what: str) -> NotAnArchive:
+    return NotAnArchive(f"ARCHIVE_DIR {path} is not an Agent Mail archive ({what}): set ARCHIVE_DIR to the archive's"
+                        " directory, or to a new or empty one for a new archive; nothing was written there")
+
+
+def is_archive_path(path: bytes) -> bool:
+    """Whether a path of a working tree is one the archive writes (under ARCHIVE_NAMES)."""
+    return path.split(b"/", 1)[0] in ARCHIVE_NAMES
 
 
 class Discarded:

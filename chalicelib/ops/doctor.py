@@ -36,6 +36,7 @@ class Finding:
     detail: str
     fix: str = ""  # the command (or step) that fixes it
     repair: Callable[[Callable], str] | None = None  # repair(progress) -> what it did; only safe fixes
+    unreadable: bool = False  # the database cannot be read at all: the checks that read it are skipped (examine)
 
 
 def configuration(settings: Settings) -> Finding:
@@ -79,11 +80,17 @@ def database(settings: Settings) -> Finding:
         return Finding("database", False, f"no database at {settings.database_path}{held}",
                        "check DATABASE_URL (the server creates its database when it first starts)"
                        + (", or restore it from the archive: python -m chalicelib db restore-from-archive" if folders else ""))
-    with db.as_it_is(settings) as conn:
-        problems = db.integrity_problems(conn)
+    restore = ("restore it: move the file aside (with its -wal and -shm), then put a backup in its place (db backup),"
+               " else python -m chalicelib db restore-from-archive")
+    try:
+        with db.as_it_is(settings) as conn:
+            problems = db.integrity_problems(conn)
+    except sqlite3.DatabaseError as exc:  # not a database (a wrong file copied there), or corrupt past checking
+        if isinstance(exc, sqlite3.OperationalError):  # locked, unopenable: not the file's content
+            raise
+        return Finding("database", False, f"{settings.database_path}: {exc}", restore, unreadable=True)
     if problems:
-        return Finding("database", False, "PRAGMA integrity_check: " + "; ".join(problems),
-                       "restore it: move the file aside, then python -m chalicelib db restore-from-archive")
+        return Finding("database", False, "PRAGMA integrity_check: " + "; ".join(problems), restore)
     if unwritable := db.write_probe(settings, timeout_seconds=WRITE_WAIT_SECONDS):
         return Finding("database", False, f"{settings.database_path}: {unwritable}",
                        "let the server's user write the file and its directory (a read-only file refuses every write)")
@@ -92,14 +99,14 @@ def database(settings: Settings) -> Finding:
 
 def archived_projects(settings: Settings) -> list[str]:
     """The archive's project folders ([] without an archive)."""
-    from ..archive.gitrepo import GitArchive, NoArchive
+    from ..archive.gitrepo import GitArchive, NoArchive, NotAnArchive
 
     if not settings.archive_enabled:
         return []
     try:
         with GitArchive.to_read(settings) as repo:
             return repo.folders("projects")
-    except NoArchive:
+    except (NoArchive, NotAnArchive):  # (the git archive check names the latter)
         return []
 
 
@@ -160,6 +167,8 @@ def archive(settings: Settings) -> Finding:
     from ..archive.gitrepo import GitArchive, NoArchive
     from ..archive.migrate import migrate_layout
 
+    if refused := GitArchive.refusal(settings):  # before "entries still to archive": its worker can archive none
+        return Finding("git archive", False, refused, "set ARCHIVE_DIR to the archive's directory (the server refuses to start)")
     with db.as_it_is(settings) as conn, db.transaction(conn, write=False):
         status = outbox.status(conn, None)
     if status["pending"]:  # files of pending entries are not written yet: nothing to compare
@@ -389,14 +398,14 @@ def worker(settings: Settings) -> Finding:
 def stale_git_locks(settings: Settings) -> list[Path]:
     """The git lock files in the archive while no writer holds ARCHIVE_DIR's lock: left by one
     killed mid-commit ([] without an archive)."""
-    from ..archive.gitrepo import GitArchive, NoArchive
+    from ..archive.gitrepo import GitArchive, NoArchive, NotAnArchive
 
     if holder(lock_path(settings)) is not None:
         return []  # a writer at work holds them for a moment
     try:
         with GitArchive.to_read(settings) as repo:
             return repo.git_locks()
-    except NoArchive:
+    except (NoArchive, NotAnArchive):  # (the git archive check names the latter)
         return []
 
 
@@ -421,6 +430,8 @@ def examine(settings: Settings) -> list[Finding]:
         except db.NoDatabase:
             continue  # the database check says so, once
         except Exception as exc:  # a check that cannot run is itself a finding
+            if isinstance(exc, sqlite3.DatabaseError) and any(finding.unreadable for finding in findings):
+                continue  # the database check says why, once
             behind = any(finding.check == "migrations" and finding.repair for finding in findings)
             before = " before the pending migrations are applied" if behind and isinstance(exc, sqlite3.OperationalError) else ""
             findings.append(Finding(check.__name__.replace("_", " "), False, f"could not check{before}: {type(exc).__name__}: {exc}"))

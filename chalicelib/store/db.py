@@ -14,6 +14,7 @@ it (a new Lambda container) costs only the open.
 
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -302,9 +303,12 @@ def backup(settings: Settings, target: Path) -> int:
     consistent snapshot of what was committed (the WAL's pages included), taken while the server
     goes on writing (a reader in WAL mode blocks no writer). The copy is made beside `target` and
     renamed into place, so `target` is never a partial copy; it is left in rollback-journal mode, a
-    single file (the server's migrations set WAL again when it is restored). Its size in bytes."""
-    partial = target.with_name(f"{target.name}.partial")
-    partial.unlink(missing_ok=True)  # left by a backup that was killed
+    single file (the server's migrations set WAL again when it is restored), readable by this user
+    only. Its size in bytes. The partial copy has a name of its own (mkstemp), so no file of anyone's
+    is replaced or deleted but `target`; an OSError (an unwritable directory) is about the target."""
+    descriptor, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.close(descriptor)
+    partial = Path(name)
     try:
         _online_copy(settings, partial)
     except BaseException:

@@ -278,11 +278,13 @@ def _path(replica) -> str:
 
 
 def fts_problem(db: sqlite3.Connection) -> str | None:
-    """Why the embedded full-text index disagrees with the messages (None if it agrees)."""
+    """Why the embedded full-text index disagrees with the messages (None if it agrees). FTS5 says
+    so with SQLITE_CORRUPT_VTAB; any other error is the file's (read-only, not a database, corrupt
+    itself) or the schema's, which rebuilding the index cannot mend: raised."""
     try:
         db.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
     except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:  # the file's fault, not the index's
+        if getattr(exc, "sqlite_errorcode", 0) != sqlite3.SQLITE_CORRUPT_VTAB:
             raise
         return f"the full-text index does not match the messages ({exc})"
     return None

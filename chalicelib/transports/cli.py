@@ -31,7 +31,7 @@ from .. import __version__
 from ..ops import logs
 from ..security import auth
 from ..store import db
-from ..config import Settings, get_settings, invalid_setting
+from ..config import RETENTION_MAX_BATCH, Settings, get_settings, invalid_setting
 from ..errors import ToolError
 from ..fields import is_id
 from ..registry import Tool, field_type
@@ -355,6 +355,8 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
         auth.check_configuration(settings, host)
     except auth.InsecureConfiguration as exc:
         raise click.ClickException(str(exc)) from None
+    if refused := foreign_archive(settings):  # its worker would die on it, again and again
+        raise click.ClickException(refused)
     try:  # a clear word now rather than uvicorn's traceback once the app has loaded
         with socket.create_server((host, port)) as probe:
             port = probe.getsockname()[1]  # --port 0: the free port the system picked, for the banner
@@ -383,6 +385,15 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
         access_log=False,
         log_level=settings.log_level.lower(),
     )
+
+
+def foreign_archive(settings: Settings) -> str | None:
+    """Why the archive worker could not write ARCHIVE_DIR (a code repository, someone's files), or None."""
+    if not settings.archive_enabled:
+        return None
+    from ..archive.gitrepo import GitArchive
+
+    return GitArchive.refusal(settings)
 
 
 @cli.command(short_help="Serve MCP over stdin/stdout (for clients that start their server).")
@@ -444,24 +455,36 @@ def archive() -> None:
 @contextmanager
 def archive_to_myself(settings: Settings):
     """The archive's repository, its lock held for the block as the archive worker holds it
-    (worker.writing); refuse while a worker (a running server's) holds it."""
+    (worker.writing); refuse while a worker (a running server's) holds it, and, in a line, an
+    ARCHIVE_DIR this user cannot write (before any work, as doctor's check; a folder inside it
+    found unwritable midway is said the same way)."""
+    from ..archive.gitrepo import NotAnArchive
     from ..archive.worker import writing
+    from ..ops.doctor import cannot_write
 
-    with writing(settings) as repo:
-        if repo is None:
-            raise click.ClickException(
-                f"an archive worker (a running server?) holds {settings.archive_dir}; stop it and try again"
-            )
-        yield repo
+    advice = "let this user write ARCHIVE_DIR, or run the command as its owner"
+    if problem := cannot_write(settings.archive_dir, directory=True):
+        raise click.ClickException(f"cannot write the archive: {problem}; {advice}")
+    try:
+        with writing(settings) as repo:
+            if repo is None:
+                raise click.ClickException(
+                    f"an archive worker (a running server?) holds {settings.archive_dir}; stop it and try again"
+                )
+            yield repo
+    except NotAnArchive as exc:  # a code repository, someone's files: refused before anything is written
+        raise click.ClickException(str(exc)) from None
+    except PermissionError as exc:
+        raise click.ClickException(f"cannot write the archive {settings.archive_dir}: {exc}; {advice}") from None
 
 
 def archive_to_read(settings: Settings):
     """ARCHIVE_DIR's repository for a command that only reads it: never created."""
-    from ..archive.gitrepo import GitArchive, NoArchive
+    from ..archive.gitrepo import GitArchive, NoArchive, NotAnArchive
 
     try:
         return GitArchive.to_read(settings)
-    except NoArchive as exc:
+    except (NoArchive, NotAnArchive) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -513,8 +536,14 @@ def work(settings: Settings) -> None:
         keep_draining(settings, stopping, on_idle=retention_when_idle(settings))
     except KeyboardInterrupt:
         pass
-    except Exception:  # one JSON log line, as the worker's other records (its supervisor restarts it)
-        logging.getLogger("agent_mail.archive").exception("the archive worker stopped")
+    except Exception as exc:  # one JSON log line, as the worker's other records (its supervisor restarts it)
+        from ..archive.gitrepo import NotAnArchive  # (a stdio session's worker: its session does not check, serve does)
+
+        log = logging.getLogger("agent_mail.archive")
+        if isinstance(exc, NotAnArchive):  # a line that says what to do; a traceback would hide it
+            log.error("the archive worker stopped: %s", exc)
+        else:
+            log.exception("the archive worker stopped")
         sys.exit(1)
 
 
@@ -601,7 +630,8 @@ def retention() -> None:
 
 
 @retention.command(name="run", short_help="One bounded retention run, then exit.")
-@click.option("--budget", type=click.IntRange(min=1), default=None, help="Rows of each kind at most (default RETENTION_BATCH).")
+@click.option("--budget", type=click.IntRange(1, RETENTION_MAX_BATCH), default=None,
+              help="Rows of each kind at most (default RETENTION_BATCH).")
 @click.pass_obj
 def retention_run(settings: Settings, budget: int | None) -> None:
     """Purge or archive old messages as the projects' policies say, retire idle agents (if
@@ -628,7 +658,11 @@ def backup(settings: Settings, path: Path, force: bool) -> None:
     refused = backup_refusal(settings, path, force)
     if refused:
         raise click.ClickException(refused)
-    click.echo(dumps({"backup": str(path), "bytes": db.backup(settings, path)}, compact=False))
+    try:
+        size = db.backup(settings, path)
+    except OSError as exc:  # the target's (the database's own errors are sqlite3's: OperatorCommands names it)
+        raise click.ClickException(f"cannot write the backup {path}: {exc}") from None
+    click.echo(dumps({"backup": str(path), "bytes": size}, compact=False))
 
 
 def backup_refusal(settings: Settings, path: Path, force: bool) -> str | None:
@@ -640,6 +674,8 @@ def backup_refusal(settings: Settings, path: Path, force: bool) -> str | None:
         return f"no database at {settings.database_path}"
     if not path.parent.is_dir():
         return f"no directory {path.parent}"
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # not the database's fault: say whose it is
+        return f"cannot write in {path.parent} (this user); choose another directory"
     if path.is_symlink() or (path.exists() and not path.is_file()):  # --force replaces a file, never /dev/null or a link
         return f"{path} is not a regular file; choose another path"
     if path.exists() and not force:
@@ -659,7 +695,8 @@ def restore_from_archive(ctx: click.Context) -> None:
     from ..archive import restore as restoring
 
     settings = ctx.obj
-    with db.connection(settings) as conn, db.transaction(conn, write=True), archive_to_read(settings) as repo:
+    # The archive first: a mistyped ARCHIVE_DIR must not leave a new, empty database at DATABASE_URL.
+    with archive_to_read(settings) as repo, db.connection(settings) as conn, db.transaction(conn, write=True):
         try:
             counts = restoring.restore(conn, repo, progress=progress_bar("restoring"))
         except ValueError as exc:
