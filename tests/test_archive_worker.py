@@ -268,3 +268,12 @@ def test_an_archive_dir_that_is_a_code_repository_or_someones_files_is_refused_a
     assert cli(database, empty, "archive", "drain").returncode == 0
     assert cli(database, empty, "archive", "drain").returncode == 0  # and opens again as one
     assert cli(database, empty, "archive", "verify").returncode == 0
+    forged = tmp_path / "forged"  # a remote made on a forge "with a README": notes beside the archive are fine
+    git(tmp_path, "init", "-q", "-b", "main", str(forged))
+    for note in ("README.md", "LICENSE", ".gitignore"):
+        (forged / note).write_text("x\n")
+    git(forged, "add", "-A")
+    git(forged, "-c", "user.email=dev@example.com", "-c", "user.name=dev", "commit", "-qm", "Initial commit")
+    assert cli(database, forged, "archive", "rebuild").returncode == 0  # (the outbox went to the empty one)
+    assert cli(database, forged, "archive", "verify").returncode == 0 and (forged / "README.md").read_text() == "x\n"
+    assert git(forged, "status", "--porcelain") == ""

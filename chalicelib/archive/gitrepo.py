@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 from binascii import hexlify
 import stat
 import time
@@ -60,6 +61,9 @@ class NotAnArchive(ValueError):
 
 
 ARCHIVE_NAMES = {b"projects", b"products", LAYOUT_FILE}  # all an archive's root holds, in every layout (render.py)
+# And what a repository made on a forge for it may start with (a remote "initialized with a README"):
+# notes beside the archive, never written by it, unlike a code repository's folders.
+REPOSITORY_NOTES = re.compile(r"(?i)(readme|licen[cs]e|copying|notice)(\.[a-z0-9]+)?|\.git(ignore|attributes)")
 
 
 class GitArchive:
@@ -514,15 +518,17 @@ def open_archive(path: Path) -> Repo:
 
 def refuse_unless_archive(repo: Repo, path: Path) -> None:
     """Close `repo` and raise NotAnArchive unless it is an Agent Mail archive: every branch's root
-    holds only ARCHIVE_NAMES (what archives of every version wrote; no marker needed), and a
-    repository without a branch is a new one. A code repository (ARCHIVE_DIR=.) is not."""
+    holds only ARCHIVE_NAMES (what archives of every version wrote; no marker needed) and
+    REPOSITORY_NOTES, and a repository without a branch is a new one. A code repository
+    (ARCHIVE_DIR=.) is not."""
     branches = repo.refs.as_dict(b"refs/heads")
     for branch, sha in branches.items():
         try:
             names = {item.path.decode(errors="replace") for item in repo[repo[sha].tree].items()}
         except (KeyError, AttributeError):  # a branch to no commit: not what the archive's writer leaves
             names = {"no commit"}
-        if foreign := sorted(names - {name.decode() for name in ARCHIVE_NAMES}):
+        archived = {name.decode() for name in ARCHIVE_NAMES}
+        if foreign := sorted(name for name in names if name not in archived and not REPOSITORY_NOTES.fullmatch(name)):
             repo.close()
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise not_an_archive(path, f"a git repository whose branch {branch.decode(errors='replace')} holds {shown}")
