@@ -8,7 +8,7 @@ import httpx
 import pytest
 from mcp import Client
 
-from chalicelib.errors import Conflict, InvalidArgument, NotFound
+from chalicelib.errors import Conflict, InvalidArgument, NotFound, TokenRefused
 
 from .servers import tool_caller
 
@@ -156,6 +156,22 @@ def test_product_inbox_of_an_unknown_agent(call, shop):
     call("ensure_product", product_key="empty")
     with pytest.raises(NotFound, match=r"\(linked: none\)"):
         call("fetch_inbox_product", product_key="empty", agent_name="BlueLake")
+
+
+def test_a_product_tool_refuses_a_token_that_is_none_of_the_agents_own(call, shop):
+    """Tokens not required (AUTH_MODE=none): a stale token read nothing (an empty inbox, no hits,
+    "thread not found"), saying nothing, while the project tools ignore it (QA, session 32)."""
+    send(call, "work-backend", "GreenCastle", ["BlueLake"], "deploy plan", thread_id="T")
+    stale = dict(product_key="shop", agent_name="BlueLake", registration_token="amt_rotated-long-ago")
+    for tool, options in (("fetch_inbox_product", {}), ("search_messages_product", {"query": "deploy"}),
+                          ("summarize_thread_product", {"thread_id": "T"})):
+        with pytest.raises(TokenRefused, match="registration_token is missing or wrong") as refused:
+            call(tool, **stale, **options)
+        assert refused.value.status == 403 and "rotate_agent_token" in refused.value.hint
+    # The token of one of its identities reads that identity's mail.
+    token = call("rotate_agent_token", project_key="work-backend", agent_name="BlueLake")["registration_token"]
+    inbox = call("fetch_inbox_product", **stale | {"registration_token": token})["messages"]
+    assert [(m["subject"], m["project"]) for m in inbox] == [("deploy plan", "work-backend")]
 
 
 def test_product_search_spans_the_linked_projects(call, shop):

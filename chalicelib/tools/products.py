@@ -20,7 +20,7 @@ from ..fields import AgentName, NotBlank, ProjectKey, Timestamp
 from ..ids import stable_id
 from ..names import PRODUCT_KEY_PATTERN
 from ..registry import Input, Output, tool
-from ..security.agent_tokens import matching_projects
+from ..security.agent_tokens import matching_projects, refused
 from ..store.db import placeholders
 from . import thread_summaries
 from .agents import agent_id
@@ -209,7 +209,8 @@ def get_product(db: sqlite3.Connection, args: GetProductInput) -> Product:
 AgentToken = Annotated[
     str | None,
     Field(None, max_length=256, description="The agent's registration_token: the tool reads only the linked projects"
-          " in which it is this agent's token (required when the server requires agent tokens)."),
+          " in which it is this agent's token (required when the server requires agent tokens; one that is its token"
+          " in none of them is refused, 403, even when not required)."),
 ]
 
 
@@ -254,9 +255,16 @@ def agent_projects(db: sqlite3.Connection, product: sqlite3.Row, name: str) -> l
 
 
 def identities(db: sqlite3.Connection, product: sqlite3.Row, name: str, token: str | None) -> list[sqlite3.Row]:
-    """The linked projects where the agent is registered (and, given a token, where it is its token)."""
+    """The linked projects where the agent is registered (and, given a token, where it is its token).
+    A token that is its token in none is refused, as agent_tokens.check does when tokens are
+    required: otherwise (AUTH_MODE=none) a stale one read nothing, an empty page saying nothing."""
     found = agent_projects(db, product, name)
-    return found if token is None else [p for p in matching_projects(db, product["product_key"], name, token) if p in found]
+    if token is None:
+        return found
+    mine = [project for project in matching_projects(db, product["product_key"], name, token) if project in found]
+    if not mine:
+        raise refused("registration_token", name)
+    return mine
 
 
 def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) -> ProductInbox:
