@@ -321,6 +321,22 @@ def test_open_acks_name_another_projects_recipient_with_its_project_but_in_its_p
     assert [(ack["message_id"], ack["agent"]) for ack in product["open_acks"]] == [(both["id"], "BlueLake")]
 
 
+def test_one_agent_cased_two_ways_in_two_linked_projects_is_one_participant_owing_one_ack(call, shop):
+    """Names are case-insensitive, and fetch_inbox_product read BlueLake and Bluelake as one agent,
+    but its summary listed them as two participants owing two acks of one message (QA, session 32)."""
+    call("ensure_project", human_key="/work/mobile")
+    call("register_agent", project_key="work-mobile", program="p", model="m", name="Bluelake")
+    call("set_contact_policy", project_key="work-mobile", agent_name="Bluelake", policy="open")
+    call("products_link", product_key="shop", project_key="work-mobile")
+    asked = send(call, "work-backend", "GreenCastle", ["BlueLake", "Bluelake@work-mobile"], "Both?", thread_id="CASE",
+                 ack_required=True)
+    summary = call("summarize_thread_product", product_key="shop", thread_id="CASE")
+    assert summary["participants"] == ["GreenCastle", "BlueLake"]  # as it first appears
+    assert [(ack["message_id"], ack["agent"]) for ack in summary["open_acks"]] == [(asked["id"], "BlueLake")]
+    inbox = call("fetch_inbox_product", product_key="shop", agent_name="bluelake")["messages"]
+    assert [m["id"] for m in inbox] == [asked["id"]]
+
+
 def test_product_thread_summary_of_an_unknown_thread(call, shop):
     send(call, "work-other", "BlueLake", ["BlueLake"], "outside", thread_id="OUT")
     with pytest.raises(NotFound, match="Thread 'OUT' not found in any project of product 'shop'"):

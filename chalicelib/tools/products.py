@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field, PrivateAttr
 from .. import clock
 from ..archive import outbox
 from ..errors import Conflict, InvalidArgument, NotFound
-from ..fields import AgentName, NotBlank, ProjectKey, Timestamp
+from ..fields import AgentName, NotBlank, ProjectKey, Timestamp, folded_name
 from ..ids import stable_id
 from ..names import PRODUCT_KEY_PATTERN
 from ..registry import Input, Output, tool
@@ -31,7 +31,7 @@ from .messages import (
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import Project, among, find_project, project_by_id
 from .search import INDEXING_HELP, QUERY_HELP, Cursor, SearchHit, search_projects
-from .threads import DIGEST_CHARS, DIGESTED, ReadAs, ThreadSummary, messages_in_thread, open_acks, summary
+from .threads import DIGEST_CHARS, DIGESTED, OpenAck, ReadAs, ThreadSummary, messages_in_thread, open_acks, summary
 
 KEY_RULES = "Product keys are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. acme-shop."
 
@@ -378,9 +378,13 @@ def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProduc
     # row: an agent reached through two linked projects is one listed ack, two counted ones).
     acks, more = open_acks(db, messages, viewers)
     slugs = {project["slug"] for project in linked}
-    # One agent across the product owes a message one ack, however many of its identities it reached.
-    owed = {(ack.message_id, in_product(ack.agent, slugs)): ack for ack in acks}
-    acks = [ack.model_copy(update={"agent": agent}) for (_, agent), ack in sorted(owed.items(), key=lambda item: item[0])]
+    # One agent across the product owes a message one ack, however many of its identities it
+    # reached and however each project cases its name (names are case-insensitive).
+    owed: dict[tuple[int, str], OpenAck] = {}
+    for ack in acks:
+        agent = in_product(ack.agent, slugs)
+        owed.setdefault((ack.message_id, folded_name(agent)), ack.model_copy(update={"agent": agent}))
+    acks = [owed[key] for key in sorted(owed)]
     return ProductThreadSummary(**summary(args.thread_id, merged_header(headers, slugs), messages, acks, more),
                                 projects=[project["slug"] for project in having])
 
@@ -394,11 +398,11 @@ def in_product(address: str, linked: set[str]) -> str:
 
 def merged_header(headers: list[dict], linked: set[str]) -> dict:
     """One thread's headers from several projects (thread_summaries.header) as one: each
-    participant once (in_product), where it first appears."""
+    participant once (in_product, whatever the case of its name), where, and as, it first appears."""
     places: dict[str, tuple] = {}
     for first, rank, address in sorted((place for header in headers for place in header["participants"]), key=thread_summaries.place_order):
         address = in_product(address, linked)
-        places.setdefault(address, (first, rank, address))
+        places.setdefault(folded_name(address), (first, rank, address))
     return {**min(headers, key=lambda header: header["first_id"]), "message_count": sum(h["message_count"] for h in headers),
             "participants": list(places.values()), "last_ts": max(header["last_ts"] for header in headers)}
 
