@@ -22,7 +22,7 @@ from .. import clock
 from ..archive import outbox
 from ..errors import Conflict, NotActive, NotFound
 from ..store.db import placeholders, refresh, transaction
-from ..fields import ProjectKey
+from ..fields import MAX_PROJECT_KEY, ProjectKey
 from ..human_keys import is_path, normalize_human_key
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -67,11 +67,22 @@ def path_input(value: str) -> str:
     return normalize_human_key(value)
 
 
+def _fits_a_project_key(normal: str) -> str:
+    """A normalised key no longer than a project_key may be: NFC makes some text longer (U+0958
+    has no composed form: it becomes two characters), and the key answered must be one every
+    tool takes back."""
+    if len(normal) > MAX_PROJECT_KEY:
+        raise ValueError(f"is {len(normal)} characters once normalised (Unicode NFC), over the {MAX_PROJECT_KEY}"
+                         " a project key may have")
+    return normal
+
+
 HumanKey = Annotated[
     str,
-    Field(min_length=1, max_length=1024, description="Absolute path of the project's working directory.",
+    Field(min_length=1, max_length=MAX_PROJECT_KEY, description="Absolute path of the project's working directory.",
           json_schema_extra={"pattern": ABSOLUTE_PATH}),
     AfterValidator(path_input),
+    AfterValidator(_fits_a_project_key),
 ]
 
 
