@@ -26,6 +26,7 @@ CLI) returns at the first line: no query, no cost on the hot path.
 """
 
 import sqlite3
+import unicodedata
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -214,11 +215,15 @@ def _gets_slug_in(db: sqlite3.Connection, plain: str, scope: frozenset[str]) -> 
 
 def in_scope(project, scope: frozenset[str] | None) -> bool:
     """Whether a project (a row or an output with slug and human_key) is in the scope (None: all)."""
-    if scope is None:
-        return True
+    return scope is None or not scope.isdisjoint(names_of(project))
+
+
+def names_of(project) -> set[str]:
+    """The names a scope may list a project (a row or an output) by: its slug and its human key, and
+    that key composed (NFC, as auth.scoped spells a path) if an older build stored it decomposed."""
     # A row (either backend's: turso's Row is no sqlite3.Row) or an output.
     slug, human_key = (project.slug, project.human_key) if hasattr(project, "slug") else (project["slug"], project["human_key"])
-    return slug in scope or human_key in scope
+    return {slug, human_key} if human_key.isascii() else {slug, human_key, unicodedata.normalize("NFC", human_key)}
 
 
 def _unseen_product(tool, product_key: str) -> ToolError:

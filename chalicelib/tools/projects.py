@@ -280,9 +280,11 @@ class Projects(Output):
 
 
 def among(scope: frozenset[str], table: str = "projects") -> tuple[str, list[str]]:
-    """SQL for "the project is one of `scope`" (slugs or human keys) and its parameters."""
-    keys = sorted(scope)
-    return f"({table}.slug IN ({placeholders(keys)}) OR {table}.human_key IN ({placeholders(keys)}))", keys + keys
+    """SQL for "the project is one of `scope`" (slugs or human keys) and its parameters. A key an
+    older build stored decomposed (NFD) matches its path too, as project_by_key finds it."""
+    slugs = sorted(scope)
+    keys = sorted(scope | {unicodedata.normalize("NFD", key) for key in scope if not key.isascii() and is_path(key)})
+    return f"({table}.slug IN ({placeholders(slugs)}) OR {table}.human_key IN ({placeholders(keys)}))", slugs + keys
 
 
 OLDEST_FIRST = Keyset((("created_ts", "created_ts"), ("slug", "slug")))  # slugs are unique
