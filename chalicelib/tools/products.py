@@ -15,12 +15,13 @@ from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
 from ..archive import outbox
-from ..errors import Conflict, InvalidArgument, NotFound
+from ..errors import Conflict, NotFound
 from ..fields import AgentName, NotBlank, ProjectKey, Timestamp, folded_name
 from ..ids import stable_id
 from ..names import PRODUCT_KEY_PATTERN
 from ..registry import Input, Output, tool
 from ..security.agent_tokens import matching_projects, refused
+from ..security.scopes import entry_names
 from ..store.db import placeholders
 from . import thread_summaries
 from .agents import agent_id
@@ -70,23 +71,39 @@ def product_not_found(product_key: str) -> NotFound:
     return NotFound(f"Product {product_key!r} not found.", "Create it with ensure_product, or see list_products for product keys.")
 
 
-def seen_by(scope: frozenset[str], table: str = "products") -> tuple[str, list]:
+def seen_by(db: sqlite3.Connection, scope: frozenset[str], table: str = "products") -> tuple[str, list]:
     """SQL for "a credential scoped to `scope` sees the product" and its parameters: it links a
     project in scope, or links none and was made by an unrestricted caller or by a scope holding
-    this one (one it may link its projects into: security/scopes.py)."""
+    this one (made_within: one it may link its projects into, security/scopes.py)."""
     condition, keys = among(scope, "p")
+    made, params = _made_within(db, scope, table)
     return (
         f"(EXISTS (SELECT 1 FROM product_projects l JOIN projects p ON p.id = l.project_id WHERE l.product_id = {table}.id"
-        f" AND {condition}) OR (NOT EXISTS (SELECT 1 FROM product_projects l WHERE l.product_id = {table}.id)"
-        f" AND ({table}.owner_scope IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?) mine"
-        f" WHERE mine.value NOT IN (SELECT value FROM json_each({table}.owner_scope))))))",
-        [*keys, orjson.dumps(sorted(scope)).decode()],
+        f" AND {condition}) OR (NOT EXISTS (SELECT 1 FROM product_projects l WHERE l.product_id = {table}.id) AND {made}))",
+        [*keys, *params],
     )
+
+
+def _made_within(db: sqlite3.Connection, scope: frozenset[str], table: str) -> tuple[str, list]:
+    """SQL for "the product was made by an unrestricted caller, or by a scope holding every project
+    of `scope`" and its parameters: projects, not spellings (w-a and /w/a are one), as each entry
+    of `scope` comes with all its project's names (entry_names), one of which the owner's lists."""
+    return (
+        f"({table}.owner_scope IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?) mine WHERE NOT EXISTS ("
+        f"SELECT 1 FROM json_each(mine.value) name JOIN json_each({table}.owner_scope) owned ON owned.value = name.value)))",
+        [orjson.dumps(entry_names(db, scope)).decode()],
+    )
+
+
+def made_within(db: sqlite3.Connection, product: sqlite3.Row, scope: frozenset[str]) -> bool:
+    """Whether the product was made by an unrestricted caller or by a scope holding `scope`'s projects."""
+    condition, params = _made_within(db, scope, "products")
+    return bool(db.execute(f"SELECT {condition} FROM products WHERE id = ?", (*params, product["id"])).fetchone()[0])
 
 
 def hidden_from(db: sqlite3.Connection, product_key: str, scope: frozenset[str]) -> bool:
     """Whether the product exists but a credential scoped to `scope` does not see it (seen_by)."""
-    condition, params = seen_by(scope)
+    condition, params = seen_by(db, scope)
     row = db.execute(f"SELECT NOT {condition} FROM products WHERE id = ?", (*params, product_id(product_key))).fetchone()
     return row is not None and bool(row[0])
 
@@ -187,7 +204,7 @@ def list_products(db: sqlite3.Connection, args: ListProductsInput) -> Products:
     """The products with their linked projects, oldest first, a page at a time."""
     where, params = OLDEST_FIRST.after(args.cursor)
     if args._scope is not None:  # only the products the scope sees
-        condition, seen_params = seen_by(args._scope)
+        condition, seen_params = seen_by(db, args._scope)
         where += f" AND {condition}"
         params += seen_params
     rows = db.execute(f"SELECT * FROM products WHERE 1{where}{OLDEST_FIRST.order_by()} LIMIT ?", (*params, args.limit + 1))

@@ -110,16 +110,22 @@ class EnsuredProject(Project):
 
 def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
     """The project named by slug or human key, or a NotFound that says how to create it."""
+    row = project_named(db, project_key)
+    if row is None:
+        raise NotFound(f"Project {project_key!r} not found.", _not_found_hint(db, project_key))
+    return row
+
+
+def project_named(db: sqlite3.Connection, project_key: str) -> sqlite3.Row | None:
+    """The project named by slug or human key, or None."""
     if is_path(project_key):
         row = project_by_key(db, _normal_key(project_key)[0])
         rows = [] if row is None else [row]
     else:
         rows = db.execute("SELECT * FROM projects WHERE slug = ?", (project_key,)).fetchall()
-    if not rows:
-        raise NotFound(f"Project {project_key!r} not found.", _not_found_hint(db, project_key))
     # A slug is shared only for a moment (two replicas racing, until settle_slug), or for good
     # after a crash in between: then it names the oldest of them, on every replica alike.
-    return min(rows, key=project_order) if len(rows) > 1 else rows[0]
+    return min(rows, key=project_order) if len(rows) > 1 else rows[0] if rows else None
 
 
 MAX_PARENTS = 32  # folders above a path looked up for the project it is inside
