@@ -182,10 +182,11 @@ class Settings(BaseSettings):
     # whose body has sent nothing for this long.
     send_timeout_seconds: float = Field(30.0, gt=0, le=CENTURY_SECONDS)
     receive_timeout_seconds: float = Field(30.0, gt=0, le=CENTURY_SECONDS)
-    # Contact requests an agent, and all agents of a project together, may file per hour
-    # (request_contact and macro_contact_handshake; 429 beyond). 0: unlimited.
+    # Contact requests an agent, and all agents of a project together, may file per hour, and one
+    # agent may be sent (request_contact and macro_contact_handshake; 429 beyond). 0: unlimited.
     contact_requests_per_agent_per_hour: int = Field(30, ge=0)
     contact_requests_per_project_per_hour: int = Field(300, ge=0)
+    contact_requests_per_target_per_hour: int = Field(100, ge=0)
     # Attachments (docs/attachments.md): stored once per SHA-256 in ATTACHMENTS_BUCKET (S3) if
     # set, else in ATTACHMENTS_DIR. Base64 content counts against MAX_BODY_BYTES; larger files
     # go through request_attachment_upload first.

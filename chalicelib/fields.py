@@ -9,9 +9,11 @@ from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, Plain
 from . import clock
 from .names import NAME_PATTERN, NAME_RULES, check_name
 
+MAX_PROJECT_KEY = 1024  # characters of a slug or a human key; a stored (normalised) key fits (tools/projects.py HumanKey)
+
 ProjectKey = Annotated[
     str,
-    Field(min_length=1, max_length=1024, description="The project's slug, or its human_key (absolute path)."),
+    Field(min_length=1, max_length=MAX_PROJECT_KEY, description="The project's slug, or its human_key (absolute path)."),
 ]
 
 # The rules the validators enforce, also in the JSON schema (OpenAPI, MCP tools/list), so that

@@ -80,12 +80,21 @@ def test_product_tools_read_as_an_agent(call, world, send):
 
 
 @pytest.fixture
-def limits(monkeypatch):
-    monkeypatch.setenv("CONTACT_REQUESTS_PER_AGENT_PER_HOUR", "2")
-    monkeypatch.setenv("CONTACT_REQUESTS_PER_PROJECT_PER_HOUR", "3")
+def limited(monkeypatch):
+    """limited(CONTACT_REQUESTS_PER_...=n, ...): these settings for the test."""
+
+    def limited(**env):
+        for key, value in env.items():
+            monkeypatch.setenv(key, str(value))
+        config.get_settings.cache_clear()
+
+    yield limited
     config.get_settings.cache_clear()
-    yield
-    config.get_settings.cache_clear()
+
+
+@pytest.fixture
+def limits(limited):
+    limited(CONTACT_REQUESTS_PER_AGENT_PER_HOUR=2, CONTACT_REQUESTS_PER_PROJECT_PER_HOUR=3)
 
 
 def test_contact_requests_are_rate_limited_per_agent_and_per_project(call, limits):
@@ -111,3 +120,27 @@ def test_contact_requests_are_rate_limited_per_agent_and_per_project(call, limit
     assert refused.value.status == 429
     pending = call("list_contacts", project_key="inbox", agent_name="Target")["contacts"]
     assert len(pending) == 1
+
+
+def test_contact_requests_to_one_agent_are_limited_whichever_projects_ask(call, limited):
+    """Each new project brought a fresh per-project budget (QA, session 32: a budget of 3 put 33
+    notices into one inbox from 11 throwaway projects): what one agent is sent is bounded too."""
+    limited(CONTACT_REQUESTS_PER_PROJECT_PER_HOUR=2, CONTACT_REQUESTS_PER_TARGET_PER_HOUR=3)
+    call("ensure_project", human_key="/victim")
+    for name, policy in (("Target", "auto"), ("Opened", "open")):
+        call("register_agent", project_key="victim", program="p", model="m", name=name)
+        call("set_contact_policy", project_key="victim", agent_name=name, policy=policy)
+
+    def ask(project, target):
+        call("ensure_project", human_key=f"/junk/{project}")
+        name = call("create_agent_identity", project_key=f"junk-{project}", program="p", model="m")["name"]
+        return call("request_contact", project_key=f"junk-{project}", agent_name=name, to_agent=f"{target}@victim", reason="BUY")
+
+    for project in (0, 0, 1):  # project 0 spends its budget of 2, project 1 one of its own
+        ask(project, "Target")
+    with pytest.raises(ToolError, match="the agent you ask was sent 3 in the last hour") as refused:
+        ask(1, "Target")
+    assert refused.value.status == 429 and 3500 <= int(refused.value.headers["Retry-After"]) <= 3600
+    assert ask(2, "Opened")["status"] == "approved"  # an open agent is sent no notice: not limited
+    notices = call("fetch_inbox", project_key="victim", agent_name="Target")["messages"]
+    assert len(notices) == 3

@@ -482,6 +482,35 @@ def test_a_product_of_another_scope_is_neither_joined_nor_shown(world):
     assert [p["slug"] for p in post(world, ADMIN, "get_product", product_key="mixed")[1]["projects"]] == ["beta"]
 
 
+@pytest.mark.both_backends
+def test_a_scopes_product_is_shared_with_a_scope_naming_its_projects_by_other_names(call, settings):
+    """The owner's scope was compared by spelling: a credential of w-a listing it as /w/a was told
+    the product w-a's credential made did not exist, then that it "links projects outside this
+    credential's scope" (QA, session 32)."""
+    for path in ("/w/a", "/w/b"):
+        call("ensure_project", human_key=path)
+    by_slug, by_path, wider = (auth.scoped("bearer", f"bearer:{n}", keys, "writer")
+                               for n, keys in (("slug", ["w-a"]), ("path", ["/w/a"]), ("wider", ["/w/a", "w-b"])))
+
+    def as_(principal, tool, **arguments):
+        return invoke.call(TOOLS[tool], arguments, settings, principal)
+
+    as_(by_slug, "ensure_product", product_key="team")
+    as_(by_slug, "ensure_product", product_key="solo")
+    assert as_(by_path, "get_product", product_key="team").product_key == "team"  # empty yet
+    assert sorted(product.product_key for product in as_(by_path, "list_products").products) == ["solo", "team"]
+    as_(by_slug, "products_link", product_key="team", project_key="w-a")
+    assert as_(by_path, "ensure_product", product_key="team", name="Team A").name == "Team A"
+    as_(by_path, "products_unlink", product_key="team", project_key="/w/a")
+    assert [p.slug for p in as_(by_path, "products_link", product_key="team", project_key="w-a").projects] == ["w-a"]
+    # A scope reaching past the maker's still neither links into its product nor sees its empty one.
+    with pytest.raises(Forbidden, match="links projects outside this credential's scope"):
+        as_(wider, "products_link", product_key="team", project_key="w-b")
+    with pytest.raises(NotFound):
+        as_(wider, "get_product", product_key="solo")
+    assert [product.product_key for product in as_(wider, "list_products").products] == ["team"]
+
+
 def test_a_product_the_scope_does_not_see_answers_as_a_missing_one(world):
     """get_product told a credential of beta the name and creation time of a product linking alpha
     only, which its list_products leaves out."""

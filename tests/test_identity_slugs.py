@@ -11,6 +11,7 @@ from mcp import Client
 from chalicelib import invoke
 from chalicelib.config import Settings
 from chalicelib.ids import stable_id
+from chalicelib.security import auth
 from chalicelib.store import db
 from chalicelib.tools import tools_by_name
 from chalicelib.tools.projects import distinct_slug, misspelled_keys, settle_slug
@@ -82,6 +83,29 @@ def test_one_directory_spelled_in_either_unicode_form_is_one_project(call, setti
         assert call("ensure_project", human_key=spelling)["slug"] == "tmp-old"
     with sql(settings) as conn:
         assert misspelled_keys(conn) == []  # doctor names none: each answers by its path
+
+
+@pytest.mark.both_backends
+def test_a_project_an_older_build_stored_decomposed_is_in_the_scope_listing_its_path(call, settings):
+    """A scope's paths are composed (auth.scoped) and were compared with the stored key as a
+    string: a credential listing the path, in either spelling, reached nothing (QA, session 32)."""
+    decomposed = "/tmp/cafe\u0301"
+    with sql(settings) as conn:  # the row as a build before 53483e6 stored it
+        conn.execute("INSERT INTO projects (id, slug, human_key, created_ts) VALUES (?, 'tmp-caf', ?, '2026-01-01T00:00:00+00:00')",
+                     (stable_id("project", decomposed), decomposed))
+    call("ensure_product", product_key="p")
+    call("products_link", product_key="p", project_key="tmp-caf")
+    for listed in ("/tmp/caf\u00e9", decomposed):
+        who = auth.scoped("bearer", f"bearer:{ascii(listed)}", [listed], "writer")
+
+        def as_(tool, **arguments):
+            return invoke.call(TOOLS[tool], arguments, settings, who)
+
+        assert as_("get_project", project_key="/tmp/caf\u00e9").slug == "tmp-caf"
+        assert [project.slug for project in as_("list_projects").projects] == ["tmp-caf"]
+        [product] = as_("list_products").products
+        assert [project.slug for project in product.projects] == ["tmp-caf"]
+        assert [project.slug for project in as_("get_product", product_key="p").projects] == ["tmp-caf"]
 
 
 def test_macros_work_with_the_full_path_of_a_colliding_project(call):

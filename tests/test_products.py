@@ -8,7 +8,7 @@ import httpx
 import pytest
 from mcp import Client
 
-from chalicelib.errors import Conflict, InvalidArgument, NotFound
+from chalicelib.errors import Conflict, InvalidArgument, NotFound, TokenRefused
 
 from .servers import tool_caller
 
@@ -158,6 +158,22 @@ def test_product_inbox_of_an_unknown_agent(call, shop):
         call("fetch_inbox_product", product_key="empty", agent_name="BlueLake")
 
 
+def test_a_product_tool_refuses_a_token_that_is_none_of_the_agents_own(call, shop):
+    """Tokens not required (AUTH_MODE=none): a stale token read nothing (an empty inbox, no hits,
+    "thread not found"), saying nothing, while the project tools ignore it (QA, session 32)."""
+    send(call, "work-backend", "GreenCastle", ["BlueLake"], "deploy plan", thread_id="T")
+    stale = dict(product_key="shop", agent_name="BlueLake", registration_token="amt_rotated-long-ago")
+    for tool, options in (("fetch_inbox_product", {}), ("search_messages_product", {"query": "deploy"}),
+                          ("summarize_thread_product", {"thread_id": "T"})):
+        with pytest.raises(TokenRefused, match="registration_token is missing or wrong") as refused:
+            call(tool, **stale, **options)
+        assert refused.value.status == 403 and "rotate_agent_token" in refused.value.hint
+    # The token of one of its identities reads that identity's mail.
+    token = call("rotate_agent_token", project_key="work-backend", agent_name="BlueLake")["registration_token"]
+    inbox = call("fetch_inbox_product", **stale | {"registration_token": token})["messages"]
+    assert [(m["subject"], m["project"]) for m in inbox] == [("deploy plan", "work-backend")]
+
+
 def test_product_search_spans_the_linked_projects(call, shop):
     send(call, "work-backend", "GreenCastle", ["BlueLake"], "Database migration", "WAL mode for the database")
     send(call, "work-frontend", "RedStone", ["BlueLake"], "Lunch", "the database team buys pizza")
@@ -303,6 +319,22 @@ def test_open_acks_name_another_projects_recipient_with_its_project_but_in_its_p
                 ack_required=True)
     product = call("summarize_thread_product", product_key="shop", thread_id="TWO")
     assert [(ack["message_id"], ack["agent"]) for ack in product["open_acks"]] == [(both["id"], "BlueLake")]
+
+
+def test_one_agent_cased_two_ways_in_two_linked_projects_is_one_participant_owing_one_ack(call, shop):
+    """Names are case-insensitive, and fetch_inbox_product read BlueLake and Bluelake as one agent,
+    but its summary listed them as two participants owing two acks of one message (QA, session 32)."""
+    call("ensure_project", human_key="/work/mobile")
+    call("register_agent", project_key="work-mobile", program="p", model="m", name="Bluelake")
+    call("set_contact_policy", project_key="work-mobile", agent_name="Bluelake", policy="open")
+    call("products_link", product_key="shop", project_key="work-mobile")
+    asked = send(call, "work-backend", "GreenCastle", ["BlueLake", "Bluelake@work-mobile"], "Both?", thread_id="CASE",
+                 ack_required=True)
+    summary = call("summarize_thread_product", product_key="shop", thread_id="CASE")
+    assert summary["participants"] == ["GreenCastle", "BlueLake"]  # as it first appears
+    assert [(ack["message_id"], ack["agent"]) for ack in summary["open_acks"]] == [(asked["id"], "BlueLake")]
+    inbox = call("fetch_inbox_product", product_key="shop", agent_name="bluelake")["messages"]
+    assert [m["id"] for m in inbox] == [asked["id"]]
 
 
 def test_product_thread_summary_of_an_unknown_thread(call, shop):

@@ -18,6 +18,19 @@ def test_relative_path_is_refused_with_a_hint(call):
         call("ensure_project", human_key="my-repo")
 
 
+def test_a_human_key_answered_is_one_every_tool_takes_back(call):
+    """NFC makes U+0958 two characters: a key typed in 1,003 was stored and answered in 2,003,
+    which every project_key refused (at most 1,024) (QA, session 32). Measured once normalised."""
+    longest = call("ensure_project", human_key="/w/" + "\u0958" * 510)["human_key"]
+    assert len(longest) == 1023 and call("get_project", project_key=longest)["human_key"] == longest
+    with pytest.raises(InvalidArgument, match="is 1025 characters once normalised .* over the 1024") as refused:
+        call("ensure_project", human_key="/w/" + "\u0958" * 511)
+    assert refused.value.status == 422
+    with pytest.raises(InvalidArgument, match="once normalised"):
+        call("macro_start_session", human_key="/w/" + "\u0958" * 1000, program="p", model="m")
+    assert [p["human_key"] for p in call("list_projects")["projects"]] == [longest]  # nothing else made
+
+
 def test_project_key_accepts_slug_or_human_key(call):
     call("ensure_project", human_key="/srv/app")
     assert call("get_project", project_key="srv-app")["human_key"] == "/srv/app"

@@ -11,7 +11,8 @@ on send_message / reply_message). An unknown project, an unknown agent, a missin
 and a wrong token all get the same 403, so a caller without access learns nothing about
 which agents exist. A tool over a product checks the token against the agent's identity in
 each linked project (one name, one identity and token per project) and reads only those
-in which it matches.
+in which it matches; a token given that matches none is refused even when tokens are not
+required (the tool would read nothing, and say nothing of why).
 """
 
 import hashlib
@@ -52,7 +53,7 @@ def check(db: sqlite3.Connection, tool, args) -> None:
             continue  # the tool acts as nobody (e.g. get_message without agent_name)
         if getattr(args, "product_key", None) is not None and getattr(args, "project_key", None) is None:
             if not matching_projects(db, args.product_key, name, token):
-                raise _refused(tool, name)
+                raise refused(tool.token_field, name)
             continue
         project_key = getattr(args, "project_key", None) or getattr(args, "human_key", None)
         try:
@@ -60,12 +61,12 @@ def check(db: sqlite3.Connection, tool, args) -> None:
         except NotFound:
             if tool.may_create:
                 continue
-            raise _refused(tool, name) from None
+            raise refused(tool.token_field, name) from None
         stored = _stored(db, project["id"], name)
         if stored is None and tool.may_create:
             continue  # registering a new agent
         if not _matches(token, stored[0] if stored else None):
-            raise _refused(tool, name)
+            raise refused(tool.token_field, name)
 
 
 def matching_projects(db: sqlite3.Connection, product_key: str, name: str, token: str | None) -> list:
@@ -101,8 +102,9 @@ def _matches(token: str | None, stored: str | None) -> bool:
     return token is not None and stored is not None and matches
 
 
-def _refused(tool, name: str) -> TokenRefused:
+def refused(field: str, name: str) -> TokenRefused:
+    """The 403 for a call without this agent's token in `field` (the same whatever was wrong)."""
     return TokenRefused(
-        f"Not allowed to act as agent {name!r} here: {tool.token_field} is missing or wrong.",
-        f"Pass {tool.token_field}: the registration_token that register_agent (or rotate_agent_token) gave this agent.",
+        f"Not allowed to act as agent {name!r} here: {field} is missing or wrong.",
+        f"Pass {field}: the registration_token that register_agent (or rotate_agent_token) gave this agent.",
     )

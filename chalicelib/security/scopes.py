@@ -26,10 +26,9 @@ CLI) returns at the first line: no query, no cost on the hot path.
 """
 
 import sqlite3
+import unicodedata
 from contextlib import contextmanager
 from contextvars import ContextVar
-
-import orjson
 
 from ..errors import Forbidden, NotFound, ToolError
 from .auth import ROLES, Principal
@@ -169,14 +168,14 @@ def _check_joined_product(db: sqlite3.Connection, product_key: str, scope: froze
     another scope's product (one that links a project out of scope, or that another scoped
     credential made), whose users would reach the project (and then be refused their own
     product), or see it renamed."""
-    from ..tools.products import find_product, linked_projects
+    from ..tools.products import find_product, linked_projects, made_within
 
     try:
         product = find_product(db, product_key)
     except NotFound:
         return  # the handler says so
-    owner = orjson.loads(product["owner_scope"]) if product["owner_scope"] else None  # made by a scope, maybe still empty
-    beyond = owner is not None and not scope <= set(owner)  # a scope reaching past the maker's would make it span more
+    # Made by a scope (maybe still empty): one reaching past the maker's would make it span more.
+    beyond = not made_within(db, product, scope)
     if beyond or any(not in_scope(project, scope) for project in linked_projects(db, product)):
         raise Forbidden(
             f"Product {product_key!r} links projects outside this credential's scope: it cannot link a project of yours"
@@ -214,11 +213,23 @@ def _gets_slug_in(db: sqlite3.Connection, plain: str, scope: frozenset[str]) -> 
 
 def in_scope(project, scope: frozenset[str] | None) -> bool:
     """Whether a project (a row or an output with slug and human_key) is in the scope (None: all)."""
-    if scope is None:
-        return True
+    return scope is None or not scope.isdisjoint(names_of(project))
+
+
+def entry_names(db: sqlite3.Connection, scope: frozenset[str]) -> list[list[str]]:
+    """Each entry of the scope with every name of the project it names (names_of); an entry
+    that names no project yet, alone."""
+    from ..tools.projects import project_named
+
+    return [sorted({entry} | (names_of(row) if (row := project_named(db, entry)) else set())) for entry in sorted(scope)]
+
+
+def names_of(project) -> set[str]:
+    """The names a scope may list a project (a row or an output) by: its slug and its human key, and
+    that key composed (NFC, as auth.scoped spells a path) if an older build stored it decomposed."""
     # A row (either backend's: turso's Row is no sqlite3.Row) or an output.
     slug, human_key = (project.slug, project.human_key) if hasattr(project, "slug") else (project["slug"], project["human_key"])
-    return slug in scope or human_key in scope
+    return {slug, human_key} if human_key.isascii() else {slug, human_key, unicodedata.normalize("NFC", human_key)}
 
 
 def _unseen_product(tool, product_key: str) -> ToolError:

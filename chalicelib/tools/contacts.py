@@ -244,21 +244,25 @@ def _answer(db, project, responder, requester, row, accept: bool, ttl: int, now:
 FLOOD_WINDOW = 3600  # seconds
 
 
-def refuse_flood(db: sqlite3.Connection, requester: sqlite3.Row, now: str) -> None:
+def refuse_flood(db: sqlite3.Connection, requester: sqlite3.Row, target: sqlite3.Row, now: str) -> None:
     """429 once the requester, or all agents of its project together, filed the configured
     number of contact requests within the last hour (CONTACT_REQUESTS_PER_AGENT_PER_HOUR,
-    CONTACT_REQUESTS_PER_PROJECT_PER_HOUR): throwaway identities cannot flood inboxes with
-    requests carrying their text. Counted in the database (a request is a write anyway), so
-    the limit holds across processes and Lambda containers."""
+    CONTACT_REQUESTS_PER_PROJECT_PER_HOUR), or the target was asked that often by anyone
+    (CONTACT_REQUESTS_PER_TARGET_PER_HOUR): throwaway identities, and throwaway projects, cannot
+    flood an inbox with requests carrying their text. Counted in the database (a request is a
+    write anyway), so the limits hold across processes and Lambda containers."""
     settings = get_settings()
     since = clock.later(now, -FLOOD_WINDOW)
-    checks = (
-        ("this agent", settings.contact_requests_per_agent_per_hour,
+    checks = [
+        ("this agent filed", settings.contact_requests_per_agent_per_hour,
          "SELECT min(requested_ts), count(*) FROM contacts WHERE requester_id = ? AND requested_ts > ?", requester["id"]),
-        ("the agents of this project", settings.contact_requests_per_project_per_hour,
+        ("the agents of this project filed", settings.contact_requests_per_project_per_hour,
          "SELECT min(c.requested_ts), count(*) FROM contacts c JOIN agents a ON a.id = c.requester_id"
          " WHERE a.project_id = ? AND c.requested_ts > ?", requester["project_id"]),
-    )
+    ]
+    if target["contact_policy"] != "open":  # an open agent is sent no notice: asking it floods nothing
+        checks.append(("the agent you ask was sent", settings.contact_requests_per_target_per_hour,
+                       "SELECT min(requested_ts), count(*) FROM contacts WHERE target_id = ? AND requested_ts > ?", target["id"]))
     for who, limit, sql, key in checks:
         if not limit:
             continue
@@ -266,7 +270,7 @@ def refuse_flood(db: sqlite3.Connection, requester: sqlite3.Row, now: str) -> No
         if count >= limit:
             wait = clock.seconds_until(clock.later(oldest, FLOOD_WINDOW), now)
             raise TooManyRequests(
-                f"Too many contact requests: {who} filed {count} in the last hour (limit {limit}).",
+                f"Too many contact requests: {who} {count} in the last hour (limit {limit}).",
                 f"Retry after {wait} seconds, or write to agents that already admit you.",
                 wait,
             )
@@ -330,7 +334,7 @@ def request_contact(db: sqlite3.Connection, args: RequestContactInput) -> Contac
             f"{requester['name']} asked {name} for contact at {row['requested_ts']}: one request to an agent an hour.",
             f"Ask again after {again}, or write to agents that already admit you.", clock.seconds_until(again, now),
         )
-    refuse_flood(db, requester, now)
+    refuse_flood(db, requester, target, now)
     if target["contact_policy"] == "open":
         stored = _store(
             db, requester, target, status="approved", reason=args.reason, ttl=args.ttl_seconds, requested_ts=now,

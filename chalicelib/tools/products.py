@@ -15,12 +15,13 @@ from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
 from ..archive import outbox
-from ..errors import Conflict, InvalidArgument, NotFound
-from ..fields import AgentName, NotBlank, ProjectKey, Timestamp
+from ..errors import Conflict, NotFound
+from ..fields import AgentName, NotBlank, ProjectKey, Timestamp, folded_name
 from ..ids import stable_id
 from ..names import PRODUCT_KEY_PATTERN
 from ..registry import Input, Output, tool
-from ..security.agent_tokens import matching_projects
+from ..security.agent_tokens import matching_projects, refused
+from ..security.scopes import entry_names
 from ..store.db import placeholders
 from . import thread_summaries
 from .agents import agent_id
@@ -31,7 +32,7 @@ from .messages import (
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import Project, among, find_project, project_by_id
 from .search import INDEXING_HELP, QUERY_HELP, Cursor, SearchHit, search_projects
-from .threads import DIGEST_CHARS, DIGESTED, ReadAs, ThreadSummary, messages_in_thread, open_acks, summary
+from .threads import DIGEST_CHARS, DIGESTED, OpenAck, ReadAs, ThreadSummary, messages_in_thread, open_acks, summary
 
 KEY_RULES = "Product keys are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. acme-shop."
 
@@ -70,23 +71,39 @@ def product_not_found(product_key: str) -> NotFound:
     return NotFound(f"Product {product_key!r} not found.", "Create it with ensure_product, or see list_products for product keys.")
 
 
-def seen_by(scope: frozenset[str], table: str = "products") -> tuple[str, list]:
+def seen_by(db: sqlite3.Connection, scope: frozenset[str], table: str = "products") -> tuple[str, list]:
     """SQL for "a credential scoped to `scope` sees the product" and its parameters: it links a
     project in scope, or links none and was made by an unrestricted caller or by a scope holding
-    this one (one it may link its projects into: security/scopes.py)."""
+    this one (made_within: one it may link its projects into, security/scopes.py)."""
     condition, keys = among(scope, "p")
+    made, params = _made_within(db, scope, table)
     return (
         f"(EXISTS (SELECT 1 FROM product_projects l JOIN projects p ON p.id = l.project_id WHERE l.product_id = {table}.id"
-        f" AND {condition}) OR (NOT EXISTS (SELECT 1 FROM product_projects l WHERE l.product_id = {table}.id)"
-        f" AND ({table}.owner_scope IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?) mine"
-        f" WHERE mine.value NOT IN (SELECT value FROM json_each({table}.owner_scope))))))",
-        [*keys, orjson.dumps(sorted(scope)).decode()],
+        f" AND {condition}) OR (NOT EXISTS (SELECT 1 FROM product_projects l WHERE l.product_id = {table}.id) AND {made}))",
+        [*keys, *params],
     )
+
+
+def _made_within(db: sqlite3.Connection, scope: frozenset[str], table: str) -> tuple[str, list]:
+    """SQL for "the product was made by an unrestricted caller, or by a scope holding every project
+    of `scope`" and its parameters: projects, not spellings (w-a and /w/a are one), as each entry
+    of `scope` comes with all its project's names (entry_names), one of which the owner's lists."""
+    return (
+        f"({table}.owner_scope IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?) mine WHERE NOT EXISTS ("
+        f"SELECT 1 FROM json_each(mine.value) name JOIN json_each({table}.owner_scope) owned ON owned.value = name.value)))",
+        [orjson.dumps(entry_names(db, scope)).decode()],
+    )
+
+
+def made_within(db: sqlite3.Connection, product: sqlite3.Row, scope: frozenset[str]) -> bool:
+    """Whether the product was made by an unrestricted caller or by a scope holding `scope`'s projects."""
+    condition, params = _made_within(db, scope, "products")
+    return bool(db.execute(f"SELECT {condition} FROM products WHERE id = ?", (*params, product["id"])).fetchone()[0])
 
 
 def hidden_from(db: sqlite3.Connection, product_key: str, scope: frozenset[str]) -> bool:
     """Whether the product exists but a credential scoped to `scope` does not see it (seen_by)."""
-    condition, params = seen_by(scope)
+    condition, params = seen_by(db, scope)
     row = db.execute(f"SELECT NOT {condition} FROM products WHERE id = ?", (*params, product_id(product_key))).fetchone()
     return row is not None and bool(row[0])
 
@@ -187,7 +204,7 @@ def list_products(db: sqlite3.Connection, args: ListProductsInput) -> Products:
     """The products with their linked projects, oldest first, a page at a time."""
     where, params = OLDEST_FIRST.after(args.cursor)
     if args._scope is not None:  # only the products the scope sees
-        condition, seen_params = seen_by(args._scope)
+        condition, seen_params = seen_by(db, args._scope)
         where += f" AND {condition}"
         params += seen_params
     rows = db.execute(f"SELECT * FROM products WHERE 1{where}{OLDEST_FIRST.order_by()} LIMIT ?", (*params, args.limit + 1))
@@ -209,7 +226,8 @@ def get_product(db: sqlite3.Connection, args: GetProductInput) -> Product:
 AgentToken = Annotated[
     str | None,
     Field(None, max_length=256, description="The agent's registration_token: the tool reads only the linked projects"
-          " in which it is this agent's token (required when the server requires agent tokens)."),
+          " in which it is this agent's token (required when the server requires agent tokens; one that is its token"
+          " in none of them is refused, 403, even when not required)."),
 ]
 
 
@@ -254,9 +272,16 @@ def agent_projects(db: sqlite3.Connection, product: sqlite3.Row, name: str) -> l
 
 
 def identities(db: sqlite3.Connection, product: sqlite3.Row, name: str, token: str | None) -> list[sqlite3.Row]:
-    """The linked projects where the agent is registered (and, given a token, where it is its token)."""
+    """The linked projects where the agent is registered (and, given a token, where it is its token).
+    A token that is its token in none is refused, as agent_tokens.check does when tokens are
+    required: otherwise (AUTH_MODE=none) a stale one read nothing, an empty page saying nothing."""
     found = agent_projects(db, product, name)
-    return found if token is None else [p for p in matching_projects(db, product["product_key"], name, token) if p in found]
+    if token is None:
+        return found
+    mine = [project for project in matching_projects(db, product["product_key"], name, token) if project in found]
+    if not mine:
+        raise refused("registration_token", name)
+    return mine
 
 
 def fetch_inbox_product(db: sqlite3.Connection, args: FetchInboxProductInput) -> ProductInbox:
@@ -370,9 +395,13 @@ def summarize_thread_product(db: sqlite3.Connection, args: SummarizeThreadProduc
     # row: an agent reached through two linked projects is one listed ack, two counted ones).
     acks, more = open_acks(db, messages, viewers)
     slugs = {project["slug"] for project in linked}
-    # One agent across the product owes a message one ack, however many of its identities it reached.
-    owed = {(ack.message_id, in_product(ack.agent, slugs)): ack for ack in acks}
-    acks = [ack.model_copy(update={"agent": agent}) for (_, agent), ack in sorted(owed.items(), key=lambda item: item[0])]
+    # One agent across the product owes a message one ack, however many of its identities it
+    # reached and however each project cases its name (names are case-insensitive).
+    owed: dict[tuple[int, str], OpenAck] = {}
+    for ack in acks:
+        agent = in_product(ack.agent, slugs)
+        owed.setdefault((ack.message_id, folded_name(agent)), ack.model_copy(update={"agent": agent}))
+    acks = [owed[key] for key in sorted(owed)]
     return ProductThreadSummary(**summary(args.thread_id, merged_header(headers, slugs), messages, acks, more),
                                 projects=[project["slug"] for project in having])
 
@@ -386,11 +415,11 @@ def in_product(address: str, linked: set[str]) -> str:
 
 def merged_header(headers: list[dict], linked: set[str]) -> dict:
     """One thread's headers from several projects (thread_summaries.header) as one: each
-    participant once (in_product), where it first appears."""
+    participant once (in_product, whatever the case of its name), where, and as, it first appears."""
     places: dict[str, tuple] = {}
     for first, rank, address in sorted((place for header in headers for place in header["participants"]), key=thread_summaries.place_order):
         address = in_product(address, linked)
-        places.setdefault(address, (first, rank, address))
+        places.setdefault(folded_name(address), (first, rank, address))
     return {**min(headers, key=lambda header: header["first_id"]), "message_count": sum(h["message_count"] for h in headers),
             "participants": list(places.values()), "last_ts": max(header["last_ts"] for header in headers)}
 

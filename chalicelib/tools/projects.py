@@ -22,7 +22,7 @@ from .. import clock
 from ..archive import outbox
 from ..errors import Conflict, NotActive, NotFound
 from ..store.db import placeholders, refresh, transaction
-from ..fields import ProjectKey
+from ..fields import MAX_PROJECT_KEY, ProjectKey
 from ..human_keys import is_path, normalize_human_key
 from ..ids import stable_id
 from ..registry import Input, Output, tool
@@ -67,11 +67,22 @@ def path_input(value: str) -> str:
     return normalize_human_key(value)
 
 
+def _fits_a_project_key(normal: str) -> str:
+    """A normalised key no longer than a project_key may be: NFC makes some text longer (U+0958
+    has no composed form: it becomes two characters), and the key answered must be one every
+    tool takes back."""
+    if len(normal) > MAX_PROJECT_KEY:
+        raise ValueError(f"is {len(normal)} characters once normalised (Unicode NFC), over the {MAX_PROJECT_KEY}"
+                         " a project key may have")
+    return normal
+
+
 HumanKey = Annotated[
     str,
-    Field(min_length=1, max_length=1024, description="Absolute path of the project's working directory.",
+    Field(min_length=1, max_length=MAX_PROJECT_KEY, description="Absolute path of the project's working directory.",
           json_schema_extra={"pattern": ABSOLUTE_PATH}),
     AfterValidator(path_input),
+    AfterValidator(_fits_a_project_key),
 ]
 
 
@@ -99,16 +110,22 @@ class EnsuredProject(Project):
 
 def find_project(db: sqlite3.Connection, project_key: str) -> sqlite3.Row:
     """The project named by slug or human key, or a NotFound that says how to create it."""
+    row = project_named(db, project_key)
+    if row is None:
+        raise NotFound(f"Project {project_key!r} not found.", _not_found_hint(db, project_key))
+    return row
+
+
+def project_named(db: sqlite3.Connection, project_key: str) -> sqlite3.Row | None:
+    """The project named by slug or human key, or None."""
     if is_path(project_key):
         row = project_by_key(db, _normal_key(project_key)[0])
         rows = [] if row is None else [row]
     else:
         rows = db.execute("SELECT * FROM projects WHERE slug = ?", (project_key,)).fetchall()
-    if not rows:
-        raise NotFound(f"Project {project_key!r} not found.", _not_found_hint(db, project_key))
     # A slug is shared only for a moment (two replicas racing, until settle_slug), or for good
     # after a crash in between: then it names the oldest of them, on every replica alike.
-    return min(rows, key=project_order) if len(rows) > 1 else rows[0]
+    return min(rows, key=project_order) if len(rows) > 1 else rows[0] if rows else None
 
 
 MAX_PARENTS = 32  # folders above a path looked up for the project it is inside
@@ -269,9 +286,11 @@ class Projects(Output):
 
 
 def among(scope: frozenset[str], table: str = "projects") -> tuple[str, list[str]]:
-    """SQL for "the project is one of `scope`" (slugs or human keys) and its parameters."""
-    keys = sorted(scope)
-    return f"({table}.slug IN ({placeholders(keys)}) OR {table}.human_key IN ({placeholders(keys)}))", keys + keys
+    """SQL for "the project is one of `scope`" (slugs or human keys) and its parameters. A key an
+    older build stored decomposed (NFD) matches its path too, as project_by_key finds it."""
+    slugs = sorted(scope)
+    keys = sorted(scope | {unicodedata.normalize("NFD", key) for key in scope if not key.isascii() and is_path(key)})
+    return f"({table}.slug IN ({placeholders(slugs)}) OR {table}.human_key IN ({placeholders(keys)}))", slugs + keys
 
 
 OLDEST_FIRST = Keyset((("created_ts", "created_ts"), ("slug", "slug")))  # slugs are unique
