@@ -474,3 +474,30 @@ def test_one_long_word_an_agent_wrote_widens_no_page_on_a_phone_or_a_desk(url, b
             page.goto(url + path)
             assert page.evaluate("document.documentElement.scrollWidth") <= width, (width, path)
         page.context.close()
+
+
+def test_without_scripts_the_digest_is_a_link_away_and_a_too_large_reply_leads_back_to_its_thread(url, browser):
+    """QA, session 32: with scripts off a thread's digest said "Loading…" for good, nothing leading
+    to who has yet to acknowledge what; and a reply too large to send got the 413 page, whose
+    "Back to the form, with what you wrote" opened the bare compose page: no form, no draft."""
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+               "thread_id": "NOSCRIPT-1", "subject": "Sign the release", "body_md": "decided: ship Friday",
+               "ack_required": True}).raise_for_status()
+    thread = f"{url}/ui/thread?p={P}&t=NOSCRIPT-1"
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(thread)
+    assert "Loading" not in page.locator("details.digest").inner_text()
+    page.locator("details.digest a", has_text="Open the digest").click()
+    page.wait_for_url("**/ui/digest?**")
+    assert "BlueLake" in page.locator(".digest-body ul.waiting").inner_text() and "Sign the release" in page.title()
+    assert "ship Friday" in page.locator(".digest-body").inner_text()
+    page.locator("a", has_text="Back to the thread").click()
+    page.wait_for_url(thread)
+    page.fill("form.reply textarea[name=body_md]", "é" * 200_000)  # 1.2 MB as a form (%C3%A9 each)
+    page.click("form.reply button[type=submit]")
+    assert page.locator("h1").inner_text().startswith("This form is larger than the server takes")
+    assert "Back button" in page.locator("main").inner_text()  # what keeps the draft, said in words
+    page.locator("a", has_text="Back to the form").click()
+    page.wait_for_url(thread)  # the page the form was on, not the bare compose page
+    context.close()
