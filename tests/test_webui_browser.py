@@ -2,6 +2,7 @@
 over MCP, a person reads and answers in the UI, and the agent gets the answer over MCP."""
 
 import base64
+import hashlib
 import io
 import re
 import time
@@ -451,3 +452,52 @@ def test_headings_rank_in_order_unread_is_said_in_words_and_a_skip_link_leads_to
     assert page.locator("ol.mail li.unread a.row .visually-hidden").all_text_contents()[0] == "Unread: "
     assert page.locator("ol.mail li:not(.unread) .visually-hidden").count() == 0
     assert page.get_by_role("link", name=re.compile("^Unread: ")).count() == page.locator("ol.mail li.unread").count()
+
+
+def test_one_long_word_an_agent_wrote_widens_no_page_on_a_phone_or_a_desk(url, browser):
+    """QA, session 32: a thread id and subject of one 128-character hash made the project page
+    2729 px wide at 1280; a project's path of one long directory, and a product's name, widened
+    Projects, Products and the product's page; and the search page's project list was as wide as
+    the longest slug, 652 px on a 390 px phone for an ordinary 79-character one."""
+    digest = hashlib.sha512(b"artifact").hexdigest()  # 128 hex characters: the longest thread id
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+               "thread_id": digest, "subject": f"Artifact {digest} differs", "body_md": "see the id"}).raise_for_status()
+    deep = httpx.post(f"{url}/api/ensure_project", json={"human_key": "/home/me/" + "checkoutgateway" * 14}).json()["slug"]
+    product = "artifacts" + "z" * 55  # the longest key: 64
+    for tool, arguments in (("ensure_product", {"product_key": product, "name": "Build" + "y" * 250}),
+                            ("products_link", {"product_key": product, "project_key": deep})):
+        httpx.post(f"{url}/api/{tool}", json=arguments).raise_for_status()
+    for width, paths in ((390, ["/ui/search"]),
+                         (1280, ["/ui/search", f"/ui/project?p={P}", "/ui/projects", "/ui/products", f"/ui/product?k={product}"])):
+        page = browser.new_context(viewport={"width": width, "height": 800}).new_page()
+        for path in paths:
+            page.goto(url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, (width, path)
+        page.context.close()
+
+
+def test_without_scripts_the_digest_is_a_link_away_and_a_too_large_reply_leads_back_to_its_thread(url, browser):
+    """QA, session 32: with scripts off a thread's digest said "Loading…" for good, nothing leading
+    to who has yet to acknowledge what; and a reply too large to send got the 413 page, whose
+    "Back to the form, with what you wrote" opened the bare compose page: no form, no draft."""
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+               "thread_id": "NOSCRIPT-1", "subject": "Sign the release", "body_md": "decided: ship Friday",
+               "ack_required": True}).raise_for_status()
+    thread = f"{url}/ui/thread?p={P}&t=NOSCRIPT-1"
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(thread)
+    assert "Loading" not in page.locator("details.digest").inner_text()
+    page.locator("details.digest a", has_text="Open the digest").click()
+    page.wait_for_url("**/ui/digest?**")
+    assert "BlueLake" in page.locator(".digest-body ul.waiting").inner_text() and "Sign the release" in page.title()
+    assert "ship Friday" in page.locator(".digest-body").inner_text()
+    page.locator("a", has_text="Back to the thread").click()
+    page.wait_for_url(thread)
+    page.fill("form.reply textarea[name=body_md]", "é" * 200_000)  # 1.2 MB as a form (%C3%A9 each)
+    page.click("form.reply button[type=submit]")
+    assert page.locator("h1").inner_text().startswith("This form is larger than the server takes")
+    assert "Back button" in page.locator("main").inner_text()  # what keeps the draft, said in words
+    page.locator("a", has_text="Back to the form").click()
+    page.wait_for_url(thread)  # the page the form was on, not the bare compose page
+    context.close()

@@ -234,6 +234,13 @@ def test_a_form_too_large_to_read_gets_the_uis_page_saying_the_limit(site):
     assert big.status_code == 413 and big.headers["content-type"].startswith("text/html"), big.text[:200]
     assert "This form is larger than the server takes: 1.0 MB" in big.text and "data-history-back" in big.text
     assert "Big" not in api.get("/api/fetch_inbox", params={"project_key": P, "agent_name": "GreenCastle", "limit": 5}).text
+    # Its link leads to the page the form was on (the Referer, a page of this host), never elsewhere.
+    host = url.removeprefix("http://")
+    for referer, link in ((f"{url}/ui/thread?p={P}&t=CART-12", f"/ui/thread?p={P}&amp;t=CART-12"),
+                          (f"https://evil.example/ui/thread?p={P}", "/ui/compose"), (f"http://{host}/\\evil.example/", "/ui/compose"),
+                          (f"http://{host}//evil.example/", "/ui/compose"), ("http://[bad", "/ui/compose")):
+        page = client.post("/ui/compose", data={"body_md": "x" * (1 << 20)}, headers={"Referer": referer}).text
+        assert f'<a href="{link}" data-history-back>' in page, referer
 
 
 def test_a_link_or_form_of_more_than_200_fields_is_read_up_to_its_200th(site):

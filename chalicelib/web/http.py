@@ -3,7 +3,7 @@ the Chalice app (app.py) serve the same pages, each adapting its framework's req
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 # Every HTML page: our own scripts and styles only, nothing inline, no remote images, forms only
 # to ourselves, never framed.
@@ -27,6 +27,7 @@ class Request:
     too_large: bool = False  # a body past MAX_BODY_BYTES: the transport read none of it (form is empty)
     same_origin: bool = False  # the browser says this page's own site sent it (Sec-Fetch-Site), whatever its token
     client: str | None = None  # the client's address, as the API's rate limit keys on it (security/ratelimit.py caller)
+    referer: str = ""  # the page of this host that sent it (Referer), as a path under root with its query; else ""
 
 
 @dataclass
@@ -80,4 +81,17 @@ def request(method: str, path: str, query_string: str, body: bytes, headers: dic
         method=method.upper(), path=path, query=pairs(query_string), form=form_fields(body, headers.get("content-type")),
         cookies=cookies(headers.get("cookie")), root=root, tls=tls, too_large=too_large,
         same_origin=headers.get("sec-fetch-site") == "same-origin", client=client,
+        referer=referer_path(headers.get("referer"), headers.get("host"), root),
     )
+
+
+def referer_path(referer: str | None, host: str | None, root: str) -> str:
+    """The Referer as a path under root ("/ui/thread?p=…") when it names a page of this host, else
+    "" (a caller checks the path before it links to it: pages.py _SAME_SITE)."""
+    try:
+        parts = urlsplit(referer or "")
+    except ValueError:  # a malformed one ("http://[x"): none
+        return ""
+    if not host or parts.netloc != host or parts.scheme not in ("http", "https") or not parts.path.startswith(root + "/"):
+        return ""
+    return parts.path.removeprefix(root) + (f"?{parts.query}" if parts.query else "")

@@ -369,11 +369,13 @@ class WebUI:
 
     def too_large(self, request: Request, session: Session | None) -> Response:
         """A form past MAX_BODY_BYTES, refused unread: the UI's page saying the limit, not the API's
-        JSON. The browser keeps the draft: its Back (the page's link) returns to the form as it was."""
+        JSON. The browser keeps the draft: its Back returns to the form as it was (the page's link
+        does with scripts, ui.js; without, no link can, and it opens the page the form was on)."""
         exc = ToolError(f"This form is larger than the server takes: {self.form_limit()}.",
-                        "Go back to the form (your browser keeps what you wrote), shorten it and send it again.")
+                        "Go back to the form with your browser's Back button (it keeps what you wrote), shorten it and send it again.")
         exc.status, exc.code = 413, "payload_too_large"
-        return self.page(request, session, "error.html", status=413, error=exc, back=None, go_back=True)
+        form_page = request.referer if _SAME_SITE.fullmatch(request.referer) else "/ui/compose"
+        return self.page(request, session, "error.html", status=413, error=exc, back=None, go_back=form_page)
 
     def form_limit(self) -> str:
         """What a form may carry (MAX_BODY_BYTES), as the page says it: browsers send a form
@@ -644,10 +646,11 @@ class WebUI:
             return None
 
     def digest(self, request: Request, session: Session) -> Response:
-        """The thread's summary (summarize_thread) as an HTML fragment, for the thread page."""
+        """The thread's summary (summarize_thread) as a page: the thread page's ui.js loads its
+        digest in place; without scripts, the thread page links to it."""
         key, thread_id = request.query.get("p", ""), request.query.get("t", "")
         digest = self.run("summarize_thread", project_key=key, thread_id=thread_id)
-        return self.page(request, session, "digest.html", digest=digest, project=key, thread_id=thread_id)
+        return self.page(request, session, "digest.html", digest=digest, project=key, thread_id=thread_id, nav="inbox")
 
     def search(self, request: Request, session: Session) -> Response:
         if not self.sees_all():  # search_messages would refuse it on submit: no form to fill in vain

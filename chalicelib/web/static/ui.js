@@ -74,13 +74,21 @@
   });
 
   // The thread's digest (summarize_thread) arrives after the page: the page does not wait for it.
+  // Its own page (/ui/digest, where the page's link leads without scripts) lends its .digest-body.
   function loadDigest() {
     var digest = document.querySelector("details.digest[data-src]");
     if (!digest || !window.fetch) return;
+    var holder = digest.querySelector(".digest-body");
+    if (holder.querySelector("noscript")) {  // the first load: its link for no scripts gives way to a wait
+      var wait = document.createElement("p");
+      wait.className = "empty";
+      wait.textContent = "Loading…";
+      holder.replaceChildren(wait);
+    }
     fetch(digest.dataset.src, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
-      if (!html) return;
-      var body = new DOMParser().parseFromString(html, "text/html").body;
-      digest.querySelector(".digest-body").replaceChildren.apply(digest.querySelector(".digest-body"), Array.from(body.childNodes));
+      var fresh = html && new DOMParser().parseFromString(html, "text/html").querySelector(".digest-body");
+      if (!fresh) return;
+      holder.replaceChildren.apply(holder, Array.from(fresh.childNodes));
       // Each message asking for acks says who has yet to give one (the digest's open acks).
       // A link to a message on this page scrolls to it; others open the page holding theirs.
       var pending = {};
