@@ -104,12 +104,25 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, p
 
 def _handled(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -> Output:
     """The handler's output (once per idempotency key)."""
-    key = getattr(args, "idempotency_key", None) if tool.idempotent else None
-    if key is not None:
-        project = find_project(conn, args.project_key)["id"] if getattr(args, "project_key", None) else ""
-        return idempotency.run_once(conn, tool, args, key, project, settings.idempotency_key_ttl_seconds,
+    if keyed := _idempotency_key(conn, tool, args):
+        return idempotency.run_once(conn, tool, args, *keyed, settings.idempotency_key_ttl_seconds,
                                     lambda: tool.handler(conn, args))
     return tool.handler(conn, args)
+
+
+def _idempotency_key(conn: sqlite3.Connection, tool: Tool, args: Input) -> tuple[str, int | str] | None:
+    """(the call's idempotency key, the id of the project it names) if it carries one."""
+    key = getattr(args, "idempotency_key", None) if tool.idempotent else None
+    if key is None:
+        return None
+    return key, find_project(conn, args.project_key)["id"] if getattr(args, "project_key", None) else ""
+
+
+def _replayed(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -> bool:
+    """Whether the call is the retry of one that took effect (its write will answer as the first
+    time); KeyReused if its key was used for another call."""
+    keyed = _idempotency_key(conn, tool, args)
+    return keyed is not None and idempotency.stored(conn, tool, args, *keyed, settings.idempotency_key_ttl_seconds)
 
 
 def caller(principal: auth.Principal | None) -> auth.Principal:
@@ -152,7 +165,10 @@ def _prepare(work, tool: Tool, args: Input, settings: Settings, principal: auth.
         with _busy_or_full_is_unavailable(), connection(settings, fresh=fresh) as conn, transaction(conn, write=False):
             admitted(conn, tool, args, settings, principal)  # a call it may not make does no work
             with auth.calling(principal), scopes.mentioning(principal.projects):  # as run() runs the handler: its
-                work(conn)  # hints name no project out of scope
+                # hints name no project out of scope. A retry of a send that was made is not refused now
+                # (a recipient since blocked, a file since moved) nor prepared again: its write replays it.
+                if not _replayed(conn, tool, args, settings):
+                    work(conn)
 
     _on_fresh_enough_data(once, tool, args, settings)
 
