@@ -13,16 +13,20 @@ def from_epoch(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="microseconds")
 
 
+class OutOfRange(ValueError):
+    """An ISO 8601 time that is out of range once in UTC (0001-01-01T00:00:00+14:00)."""
+
+
 def normalize(value: str) -> str:
     """Any ISO 8601 timestamp → the stored form (naive times are taken as UTC). ValueError
-    also for times that are out of range once in UTC (0001-01-01T00:00:00+14:00)."""
+    if it is none; OutOfRange for times that are out of range once in UTC."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     try:
         return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
     except OverflowError:
-        raise ValueError(f"{value!r} is out of range in UTC") from None
+        raise OutOfRange(f"{value!r} is out of range once in UTC: use a time between 0001-01-01 and 9999-12-31 UTC") from None
 
 
 def later(timestamp: str, seconds: float) -> str:

@@ -104,12 +104,25 @@ def run(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings, p
 
 def _handled(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -> Output:
     """The handler's output (once per idempotency key)."""
-    key = getattr(args, "idempotency_key", None) if tool.idempotent else None
-    if key is not None:
-        project = find_project(conn, args.project_key)["id"] if getattr(args, "project_key", None) else ""
-        return idempotency.run_once(conn, tool, args, key, project, settings.idempotency_key_ttl_seconds,
+    if keyed := _idempotency_key(conn, tool, args):
+        return idempotency.run_once(conn, tool, args, *keyed, settings.idempotency_key_ttl_seconds,
                                     lambda: tool.handler(conn, args))
     return tool.handler(conn, args)
+
+
+def _idempotency_key(conn: sqlite3.Connection, tool: Tool, args: Input) -> tuple[str, int | str] | None:
+    """(the call's idempotency key, the id of the project it names) if it carries one."""
+    key = getattr(args, "idempotency_key", None) if tool.idempotent else None
+    if key is None:
+        return None
+    return key, find_project(conn, args.project_key)["id"] if getattr(args, "project_key", None) else ""
+
+
+def _replayed(conn: sqlite3.Connection, tool: Tool, args: Input, settings: Settings) -> bool:
+    """Whether the call is the retry of one that took effect (its write will answer as the first
+    time); KeyReused if its key was used for another call."""
+    keyed = _idempotency_key(conn, tool, args)
+    return keyed is not None and idempotency.stored(conn, tool, args, *keyed, settings.idempotency_key_ttl_seconds)
 
 
 def caller(principal: auth.Principal | None) -> auth.Principal:
@@ -129,12 +142,14 @@ def own_call(tool: Tool, arguments: Any, settings: Settings) -> Output:
     return _call(tool, arguments, settings, auth.OPERATOR)
 
 
-async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None) -> Output:
+async def acall(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None,
+                json: bool = False) -> Output | bytes:
+    """The output (a json_tool's: JSON bytes). `json`: a wait's answer may come as JSON (_wait)."""
     with _measured(tool.name):
         principal = caller(principal)
         args = parse(tool, arguments)  # bad input is refused before it waits for anything
         if tool.wait:  # a client that gave up waiting leaves its place to its next wait at once
-            return await unless_client_gone(_wait(tool, args, settings, principal))
+            return await unless_client_gone(_wait(tool, args, settings, principal, json))
         if tool.writes_files:
             return await asyncio.to_thread(_attempt, tool, args, settings, principal)
         if tool.read_only:
@@ -152,7 +167,10 @@ def _prepare(work, tool: Tool, args: Input, settings: Settings, principal: auth.
         with _busy_or_full_is_unavailable(), connection(settings, fresh=fresh) as conn, transaction(conn, write=False):
             admitted(conn, tool, args, settings, principal)  # a call it may not make does no work
             with auth.calling(principal), scopes.mentioning(principal.projects):  # as run() runs the handler: its
-                work(conn)  # hints name no project out of scope
+                # hints name no project out of scope. A retry of a send that was made is not refused now
+                # (a recipient since blocked, a file since moved) nor prepared again: its write replays it.
+                if not _replayed(conn, tool, args, settings):
+                    work(conn)
 
     _on_fresh_enough_data(once, tool, args, settings)
 
@@ -249,17 +267,28 @@ async def _read(tool: Tool, args: Input, settings: Settings, principal: auth.Pri
 # MAX_MAIL_WAITERS_PER_CALLER of them for one credential.
 
 
-async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
+async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Principal, json: bool) -> Output | bytes:
+    """The answer. When it may be big (off_loop), the checks on the loop only find whether
+    something is there (wait_probe: the empty checks, most of them, cost what they did), and the
+    answer is then read in the slow-read lane, with its encoding if `json` (then JSON bytes)."""
+    probe = tool.wait_probe if tool.off_loop(args) else None
     with wakeup.board(settings).join(asynchronous=True, caller=auth.credential(principal)) as waiter:
         wait = _Waiting(tool, args, settings, waiter, asyncio.get_running_loop().time)
         while True:
             waiter.arm()
-            result = await _read(tool, wait.args, settings, principal)
+            result = await _read(tool, probe(wait.args) if probe else wait.args, settings, principal)
             nap = wait.after(result)
+            if nap is None and probe and wait.found:  # read again from the same cursor: the same and maybe more
+                return await _slow_reads.run(auth.credential(principal), settings.max_slow_calls_per_caller,
+                                             _read_json if json else _attempt, tool, wait.args, settings, principal)
             if nap is None:
                 return result
             if nap:
                 await waiter.sleep(nap)
+
+
+def _read_json(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> bytes:
+    return bounded(to_json(_attempt(tool, args, settings, principal)))
 
 
 def _wait_sync(tool: Tool, args: Input, settings: Settings, principal: auth.Principal) -> Output:
@@ -283,10 +312,12 @@ class _Waiting:
     def __init__(self, tool: Tool, args: Input, settings: Settings, waiter: wakeup.Waiter, clock) -> None:
         self.tool, self.args, self.settings, self.waiter, self.clock = tool, args, settings, waiter, clock
         self.deadline = clock() + args.timeout_seconds
+        self.found = False  # the last check found what the wait is for
 
     def after(self, result: Output) -> float | None:
         """None: `result` is the answer. Else the seconds to sleep before the next check (0: none)."""
         waiting = self.tool.wait(self.args, result)
+        self.found = waiting is None
         remaining = self.deadline - self.clock()
         if waiting is None or remaining <= 0 or wakeup.closing.is_set():
             return None
@@ -308,7 +339,7 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.
     included, in a thread, so the event loop keeps serving (/health, every other client)."""
     tool = tool.json_tool
     args = parse(tool, arguments)
-    if tool.read_only and tool.off_loop(args):
+    if tool.read_only and tool.off_loop(args) and not tool.wait:  # (a wait's own: _wait)
         try:
             queued = _slow_reads.run(auth.credential(caller(principal)), settings.max_slow_calls_per_caller,
                                      json_call, tool, args, settings, principal)
@@ -320,7 +351,7 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.
         except Dropped:  # nor did this one run (its client went away while it waited): likewise
             with _measured(tool.name):
                 raise
-    return bounded(to_json(await acall(tool, args, settings, principal)))
+    return bounded(to_json(await acall(tool, args, settings, principal, json=True)))
 
 
 def bounded(answer: bytes, write: bool = False) -> bytes:

@@ -143,6 +143,10 @@ class Tool:
     # next check; None once it is final. invoke.py runs the handler again on that input when a
     # commit wakes the key, until args.timeout_seconds.
     wait: Callable[[BaseModel, BaseModel], tuple[Any, BaseModel] | None] | None = None
+    # A waiting tool's off_loop(args): its answer may be big (bodies). The ASGI app then checks on
+    # the loop with wait_probe(args), an input whose answer only says whether something is there,
+    # and once something is, reads the answer with args in the slow-read lane, encoding included.
+    wait_probe: Callable[[BaseModel], BaseModel] | None = None
     # Takes an optional idempotency_key: a retry with the same key returns the first result and
     # changes nothing (invoke.py stores key, payload hash and result with the write).
     idempotent: bool = False
@@ -190,6 +194,7 @@ def tool(
     writes_files: bool = False,
     prepare: Callable | None = None,
     wait: Callable | None = None,
+    wait_probe: Callable | None = None,
     idempotent: bool = False,
     replay: Replay | None = None,
     destructive: bool = False,
@@ -199,6 +204,8 @@ def tool(
     params = list(inspect.signature(handler).parameters)
     if len(params) != 2:
         raise TypeError(f"{handler.__name__} must take (db, args)")
+    if bool(wait_probe) != bool(wait and off_loop):
+        raise TypeError(f"{handler.__name__}: a waiting tool that may run off the loop needs a wait_probe, and only it")
     if read_only and destructive:
         raise TypeError(f"{handler.__name__}: a read_only tool cannot be destructive")
     acts_as = (acts_as,) if isinstance(acts_as, str) else tuple(acts_as)
@@ -228,6 +235,7 @@ def tool(
         writes_files=writes_files,
         prepare=prepare,
         wait=wait,
+        wait_probe=wait_probe,
         idempotent=idempotent,
         replay=replay,
         destructive=destructive,

@@ -1,12 +1,14 @@
 """Idempotency keys: a retry returns the first result and changes nothing."""
 
+import base64
 import time
 
 import httpx
 import pytest
 
 from chalicelib import invoke
-from chalicelib.config import Settings
+from chalicelib.attachments import intake
+from chalicelib.config import Settings, get_settings
 from chalicelib.errors import Conflict
 from chalicelib.tools import tools_by_name
 
@@ -81,6 +83,31 @@ def test_an_expired_key_runs_again(project, settings):
         invoke.call(TOOLS["send_message"], sent_args(project, idempotency_key="k"), expiring)
         time.sleep(0.002)  # ids count milliseconds: the first is then older than "now - 0 s"
     assert count(settings, "SELECT count(*) FROM messages") == 2
+
+
+def test_a_retried_send_with_attachments_replays_what_changed_since_would_refuse(call, project, settings, tmp_path,
+                                                                                  monkeypatch):
+    """A send's attachments are prepared before its write, with the send's refusals: a retry of a
+    send that was delivered, after its recipient blocked the sender, got 409 "Nothing was
+    delivered to any recipient" (a client trusting it sends again: the message twice)."""
+    monkeypatch.setenv("ATTACHMENTS_DIR", str(tmp_path / "attachments"))  # handlers read it (get_settings)
+    get_settings.cache_clear()
+    notes = [{"name": "notes.txt", "content_base64": base64.b64encode(b"hello").decode()}]
+    reply_args = dict(project_key=project, sender_name="GreenCastle", body_md="see", attachments=notes)
+    first = call("send_message", **sent_args(project, idempotency_key="k", attachments=notes))
+    reply = call("reply_message", **reply_args, message_id=first["message"]["id"], idempotency_key="r")
+    for name in ("GreenCastle", "BlueLake"):
+        call("set_contact_policy", project_key=project, agent_name=name, policy="block_all")
+    prepared = []
+    monkeypatch.setattr(intake, "prepare", lambda *args, real=intake.prepare: prepared.append(args) or real(*args))
+    assert call("send_message", **sent_args(project, idempotency_key="k", attachments=notes)) == first
+    assert call("reply_message", **reply_args, message_id=first["message"]["id"], idempotency_key="r") == reply
+    assert prepared == []  # a replay converts nothing again
+    with pytest.raises(Conflict) as refused:  # the key with another call: that, not the contact policy
+        call("send_message", **sent_args(project, idempotency_key="k", attachments=notes, subject="Other"))
+    assert refused.value.code == "idempotency_key_reused"
+    assert count(settings, "SELECT count(*) FROM messages") == 2
+    get_settings.cache_clear()
 
 
 def test_a_failed_write_keeps_no_key(call, project, settings):

@@ -2,10 +2,15 @@
 
 import asyncio
 import json
+import threading
 
 import httpx
+import orjson
 import pytest
 from mcp import Client
+
+from chalicelib import invoke
+from chalicelib.tools import messages, overseer, thread_summaries, tools_by_name
 
 from .sql import sql
 
@@ -57,6 +62,32 @@ def test_a_projects_view_hides_bcc_recipients_as_get_thread_does(call, project):
     for thread_id in (None, hidden["thread_id"]):  # a view of the project's mail, and of the thread's
         assert call("unified_inbox", project_key=project, thread_id=thread_id, view="ack_pending")["messages"] == []
     assert [m["subject"] for m in call("unified_inbox", project_key=project, view="urgent")["messages"]] == ["quiet"]
+
+
+def test_lists_of_whole_recipient_lists_run_off_the_event_loop(call, project, settings, monkeypatch):
+    """fetch_outbox, unified_inbox and list_threads name every recipient (or participant) of what
+    they list, up to 300 a message: a page of such messages held the event loop 0.1 to 0.4 s a
+    call (/health waited up to 1 s). They run in the slow-read lane, their encoding with them."""
+    send(call, project, "BlueLake", ["GreenCastle"], "wide", bcc=["RedStone"])
+    ran_on = []
+
+    def recording(owner, name):
+        def record(*args, real=getattr(owner, name)):
+            ran_on.append((name, threading.current_thread()))
+            return real(*args)
+        monkeypatch.setattr(owner, name, record)
+
+    for owner, name in ((messages, "recipients_of"), (overseer, "recipients_of"), (thread_summaries, "_addresses")):
+        recording(owner, name)
+    tools, listed = tools_by_name(), {}
+    for tool, arguments in (("fetch_outbox", dict(agent_name="BlueLake")), ("unified_inbox", {}), ("list_threads", {})):
+        answer = orjson.loads(asyncio.run(invoke.ajson(tools[tool], dict(project_key=project, **arguments), settings)))
+        [listed[tool]] = answer.get("messages") or answer["threads"]
+    assert [name for name, _ in ran_on] == ["recipients_of", "recipients_of", "_addresses"]
+    assert all(thread is not threading.main_thread() for _, thread in ran_on)
+    assert (listed["fetch_outbox"]["to"], listed["fetch_outbox"]["bcc"]) == (["GreenCastle"], ["RedStone"])  # the sender's
+    assert (listed["unified_inbox"]["to"], listed["unified_inbox"]["cc"]) == (["GreenCastle"], [])
+    assert listed["list_threads"]["participants"] == ["BlueLake", "GreenCastle"]
 
 
 @pytest.mark.sqlite_only

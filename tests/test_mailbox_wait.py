@@ -15,7 +15,7 @@ import pytest
 from chalicelib import invoke
 from chalicelib.errors import InvalidArgument, Unavailable
 from chalicelib.ids import new_id
-from chalicelib.tools import messages, tools_by_name
+from chalicelib.tools import mailbox, messages, tools_by_name
 
 from .servers import ROOT, running_server
 
@@ -145,6 +145,44 @@ def test_a_wait_without_a_cursor_returns_mail_delivered_during_it(settings, call
     sent = send(call, project, subject="during, in a thread")
     waiting.join(25)
     assert [m["id"] for m in result["messages"]] == [sent["id"]]
+
+
+def test_a_wait_with_bodies_reads_and_encodes_its_answer_off_the_event_loop(settings, call, project, monkeypatch):
+    """A wait hands over up to ~4 MiB of bodies (include_bodies, its default), read and encoded on
+    the event loop: 4 clients looping one held /health to 25 answers in 4 s (174 beside fetch_inbox's
+    same page, which runs in the slow-read lane). Its checks there only find whether mail came; the
+    answer is read and encoded in the lane, from the same cursor: each message once all the same."""
+    reads = []  # (with bodies, the thread) of each check
+
+    def inbox_page(*args, real=mailbox.inbox_page, **options):
+        reads.append((options["bodies"], threading.current_thread()))
+        return real(*args, **options)
+
+    monkeypatch.setattr(mailbox, "inbox_page", inbox_page)
+    cursor = wait(call, project)["cursor"]
+    early = send(call, project, "early", body_md="first body")
+
+    async def scenario(**options):
+        args = dict(project_key=project, agent_name="GreenCastle", cursor=cursor, timeout_seconds=20) | options
+        found = json.loads(await invoke.ajson(TOOLS["wait_for_mail"], args, settings))  # mail is there
+        waiting = asyncio.create_task(invoke.ajson(TOOLS["wait_for_mail"], args | {"cursor": found["cursor"]}, settings))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # nothing yet: it waits
+        sent = await invoke.acall(TOOLS["send_message"], dict(
+            project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="late", body_md="second body"), settings)
+        return found, json.loads(await asyncio.wait_for(waiting, 19)), sent.message.model_dump(mode="json")
+
+    found, woken, late = asyncio.run(scenario())
+    assert [(m["id"], m["body_md"]) for m in found["messages"]] == [(early["id"], "first body")]
+    assert [(m["id"], m["body_md"]) for m in woken["messages"]] == [(late["id"], "second body")]
+    assert wait(call, project, cursor=woken["cursor"])["messages"] == []  # once each
+    main = threading.main_thread()
+    assert [bodies for bodies, thread in reads if thread is not main] == [True, True] or settings.turso_sync_url
+    assert all(thread is not main for bodies, thread in reads if bodies)  # (a replica's checks all run in threads)
+    reads.clear()
+    found, woken, late = asyncio.run(scenario(include_bodies=False))  # a small answer: read on the loop, once a check
+    assert found["messages"][0]["body_md"] is None and woken["messages"][0]["id"] == late["id"]
+    assert all(not bodies for bodies, _ in reads) and (settings.turso_sync_url or {t for _, t in reads} == {main})
 
 
 def test_mail_for_someone_else_does_not_end_the_wait(settings, call, project):

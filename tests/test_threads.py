@@ -60,6 +60,24 @@ def test_threads_list_get_and_summarize(call, project):
     ]
 
 
+def test_a_bcc_recipient_s_own_open_ack_is_in_its_own_summary_only(call, project):
+    """A bcc recipient read its own summary of the thread (and macro_prepare_thread's) as if it
+    owed no ack, while list_ack_required listed the message for it."""
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], bcc=["RedStone"],
+                subject="Sign off", body_md="please ack", ack_required=True)["message"]
+
+    def owing(reader):
+        summary = call("summarize_thread", project_key=project, thread_id=sent["thread_id"], agent_name=reader)
+        return [ack["agent"] for ack in summary["open_acks"]]
+
+    assert owing("RedStone") == ["GreenCastle", "RedStone"]
+    prepared = call("macro_prepare_thread", project_key=project, thread_id=sent["thread_id"], program="p", model="m",
+                    agent_name="RedStone")
+    assert [ack["agent"] for ack in prepared["thread"]["open_acks"]] == ["GreenCastle", "RedStone"]
+    assert owing("BlueLake") == ["GreenCastle", "RedStone"]  # its sender's
+    assert owing("GreenCastle") == ["GreenCastle"] and owing(None) == ["GreenCastle"]  # nobody else's
+
+
 def test_summaries_are_deterministic(call, project):
     call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s",
          body_md=BODY, thread_id="T")

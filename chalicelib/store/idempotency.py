@@ -37,20 +37,8 @@ def run_once(conn: sqlite3.Connection, tool: Tool, args: Input, key: str, projec
     """run(), unless this call's idempotency_key `key` was seen: then the first result (or Conflict).
     `project`: the id of the project the call names (its project_key however spelled: a slug, C:\\x
     or c:/x), so a retry that spells it otherwise is the same call."""
-    acting = getattr(args, tool.acts_as[0], "") if tool.acts_as else ""
-    key_id = stable_id("idempotency", project, (acting or "").lower(), key)
-    digest = _digest(tool, args, project)
-    oldest = id_at(time.time() - ttl_seconds)  # rows below have expired
-    row = conn.execute(
-        "SELECT tool, payload_sha256, result_json FROM idempotency_keys WHERE key_id = ? AND id >= ? ORDER BY id LIMIT 1",
-        (key_id, oldest),
-    ).fetchone()
+    key_id, digest, oldest, row = _stored(conn, tool, args, key, project, ttl_seconds)
     if row is not None:
-        if row[1] != digest:
-            raise KeyReused(
-                f"idempotency_key {key!r} was already used for another call ({row[0]} with other arguments).",
-                "Use a new key for a new operation; reuse a key only to retry the very same call.",
-            )
         if tool.replay and row[2].startswith("["):  # ids kept by tool.replay (a whole result is an object)
             kept = orjson.loads(row[2])
             try:
@@ -75,6 +63,31 @@ def run_once(conn: sqlite3.Connection, tool: Tool, args: Input, key: str, projec
         (row_id, key_id, tool.name, digest, _kept(tool, result), clock.now()),
     )
     return result
+
+
+def stored(conn: sqlite3.Connection, tool: Tool, args: Input, key: str, project: int | str, ttl_seconds: int) -> bool:
+    """Whether this very call was made under `key` (run_once will answer it from what it stored);
+    KeyReused if the key was used for another call."""
+    return _stored(conn, tool, args, key, project, ttl_seconds)[3] is not None
+
+
+def _stored(conn, tool: Tool, args: Input, key: str, project: int | str, ttl_seconds: int) -> tuple[int, str, int, tuple | None]:
+    """(key_id, the call's digest, the oldest unexpired row id, the key's row: its tool, digest and
+    result, or None); KeyReused if the key's row is another call's."""
+    acting = getattr(args, tool.acts_as[0], "") if tool.acts_as else ""
+    key_id = stable_id("idempotency", project, (acting or "").lower(), key)
+    digest = _digest(tool, args, project)
+    oldest = id_at(time.time() - ttl_seconds)  # rows below have expired
+    row = conn.execute(
+        "SELECT tool, payload_sha256, result_json FROM idempotency_keys WHERE key_id = ? AND id >= ? ORDER BY id LIMIT 1",
+        (key_id, oldest),
+    ).fetchone()
+    if row is not None and row[1] != digest:
+        raise KeyReused(
+            f"idempotency_key {key!r} was already used for another call ({row[0]} with other arguments).",
+            "Use a new key for a new operation; reuse a key only to retry the very same call.",
+        )
+    return key_id, digest, oldest, row
 
 
 def _kept(tool: Tool, result: Output) -> str:

@@ -142,6 +142,11 @@ def wait_for_mail(db: sqlite3.Connection, args: WaitForMailInput) -> MailArrived
     return result
 
 
+def whether_mail(args: WaitForMailInput) -> WaitForMailInput:
+    """A check that finds whether new mail is there, and nothing more: one message, no body."""
+    return args.model_copy(update={"limit": 1, "include_bodies": False})
+
+
 def keep_waiting(args: WaitForMailInput, result: MailArrived):
     """While nothing arrived: the wake-up key (the recipient's id) and the next check's input,
     which goes on from this answer's cursor (a check run again without one would start from its
@@ -221,7 +226,9 @@ def list_urgent_unread(db: sqlite3.Connection, args: AttentionInput) -> Attentio
 
 
 TOOLS = [
-    tool(wait_for_mail, read_only=True, acts_as="agent_name", wait=keep_waiting),
+    # With bodies, an answer holds up to ~4 MiB: read and encoded in the slow-read lane (invoke._wait).
+    tool(wait_for_mail, read_only=True, acts_as="agent_name", wait=keep_waiting, wait_probe=whether_mail,
+         off_loop=lambda args: args.include_bodies),
     tool(list_ack_required, read_only=True, acts_as="agent_name"),
     tool(list_ack_overdue, read_only=True, acts_as="agent_name"),
     tool(list_urgent_unread, read_only=True, acts_as="agent_name"),

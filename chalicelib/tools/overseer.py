@@ -208,7 +208,7 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
         [*params, args.limit],
     ).fetchall()
     ids = [row[0] for row in rows]
-    recipients = recipients_of(db, ids)
+    recipients = recipients_of(db, ids, ())  # bcc: nobody's
     counts = {}
     if ids:
         counts = {
@@ -323,5 +323,5 @@ def _newest_merged(groups, newest_of, limit: int, above: int = -(2**63)) -> list
 TOOLS = [
     tool(ensure_overseer, repeat_safe=True),
     tool(send_overseer_message),
-    tool(unified_inbox, read_only=True),
+    tool(unified_inbox, read_only=True, off_loop=True),  # to and cc of each: 50 messages to 200 agents ~30 ms
 ]

@@ -208,12 +208,12 @@ def open_acks(db: sqlite3.Connection, messages: list[Message], viewers: frozense
     """The newest OPEN_ACKS recipients yet to acknowledge one of these messages (a digest's) that
     asks for it (another project's as Name@slug), oldest first, with the message's subject,
     sender and time (what a reader needs to tell which one it is); and how many more (older) there
-    are. A bcc recipient is listed only to the message's sender (one of the viewers)."""
-    senders, by_viewers = placeholders(viewers) if viewers else "NULL", list(viewers or ())
+    are. A bcc recipient is listed only to the message's sender and to itself (one of the viewers)."""
+    marks, by_viewers = placeholders(viewers) if viewers else "NULL", list(viewers or ()) * 2
 
     def waiting(ids: list[int], joins: str = "") -> str:
         return (f" FROM message_recipients r JOIN messages m ON m.id = r.message_id{joins} WHERE r.message_id IN"
-                f" ({placeholders(ids)}) AND r.ack_ts IS NULL AND (r.kind != 'bcc' OR m.sender_id IN ({senders}))")
+                f" ({placeholders(ids)}) AND r.ack_ts IS NULL AND (r.kind != 'bcc' OR m.sender_id IN ({marks}) OR r.agent_id IN ({marks}))")
 
     # How many each message waits for, then the rows of the newest messages only: ordering every
     # one by name read and sorted them all (45,540: 60 ms).
@@ -265,7 +265,7 @@ def summarize_thread(db: sqlite3.Connection, args: SummarizeThreadInput) -> Thre
 
 
 TOOLS = [
-    tool(list_threads, read_only=True, acts_as="agent_name"),
+    tool(list_threads, read_only=True, acts_as="agent_name", off_loop=True),  # participants: 50 threads of 200 each 15-30 ms
     tool(get_thread, read_only=True, acts_as="agent_name", off_loop=True),
     tool(summarize_thread, read_only=True, acts_as="agent_name", off_loop=True),
 ]
