@@ -16,6 +16,9 @@ Role = Literal["reader", "writer", "admin"]
 # overflows a timestamp (datetime ends in year 9999) or a thread's wait (threading.TIMEOUT_MAX).
 CENTURY_DAYS = 36500
 CENTURY_SECONDS = CENTURY_DAYS * 86400
+# SQLite's busy timeout is a C int of milliseconds (~24.8 days): Python's sqlite3 wraps a larger
+# one to a negative number, which turns the wait off (a write met a lock and failed at once).
+SQLITE_MAX_BUSY_TIMEOUT_MS = 2**31 - 1
 
 
 class ScopedToken(BaseModel):
@@ -81,7 +84,7 @@ class Settings(BaseSettings):
     # FULL fsyncs the WAL on every commit, so an acknowledged write survives power loss;
     # NORMAL survives process crashes only, and is faster.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    sqlite_busy_timeout_ms: int = Field(5000, ge=0, le=CENTURY_SECONDS * 1000)
+    sqlite_busy_timeout_ms: int = Field(5000, ge=0, le=SQLITE_MAX_BUSY_TIMEOUT_MS)
     # Idle connections kept open per process (0: open and close one per invocation).
     sqlite_pool_size: int = Field(8, ge=0)
     # A search stops after this long (422: too broad; chalicelib/tools/search.py): a prefix or NEAR

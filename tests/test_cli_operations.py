@@ -77,7 +77,7 @@ CENTURY = 36500 * 86400  # seconds
 # Every numeric setting: a value just out of its range, and the range the message gives.
 OUT_OF_RANGE = [
     ("PORT", "65536", "0 <= PORT <= 65535"),
-    ("SQLITE_BUSY_TIMEOUT_MS", "-1", f"0 <= SQLITE_BUSY_TIMEOUT_MS <= {CENTURY * 1000}"),
+    ("SQLITE_BUSY_TIMEOUT_MS", "2147483648", "0 <= SQLITE_BUSY_TIMEOUT_MS <= 2147483647"),  # SQLite's: a C int
     ("SQLITE_POOL_SIZE", "-1", "0 <= SQLITE_POOL_SIZE"),
     ("SEARCH_TIMEOUT_MS", str(CENTURY * 1000 + 1), f"1 <= SEARCH_TIMEOUT_MS <= {CENTURY * 1000}"),
     ("REPLICA_MAX_STALENESS_MS", "-1", f"0 <= REPLICA_MAX_STALENESS_MS <= {CENTURY * 1000}"),
