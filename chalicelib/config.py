@@ -19,6 +19,10 @@ CENTURY_SECONDS = CENTURY_DAYS * 86400
 # SQLite's busy timeout is a C int of milliseconds (~24.8 days): Python's sqlite3 wraps a larger
 # one to a negative number, which turns the wait off (a write met a lock and failed at once).
 SQLITE_MAX_BUSY_TIMEOUT_MS = 2**31 - 1
+# Rows a batch setting lets one statement name: each is a `?` of an IN (...) list (SQLite takes
+# 32,766 by default) or a LIMIT (past 2^63 an OverflowError, every run).
+SQL_BATCH_MAX_ROWS = 10_000
+RETENTION_BATCH_MAX_ROWS = 1_000_000  # per kind per run, in transactions of RETENTION_CHUNK rows
 
 
 class ScopedToken(BaseModel):
@@ -118,7 +122,7 @@ class Settings(BaseSettings):
     # A bare repository by default (read it with git log/show, or clone it); true also checks
     # the files out into ARCHIVE_DIR, at the cost of ~4 file creations per message.
     archive_worktree: bool = False
-    archive_batch_size: int = Field(1000, ge=1)
+    archive_batch_size: int = Field(1000, ge=1, le=SQL_BATCH_MAX_ROWS)
     archive_poll_seconds: float = Field(0.2, gt=0, le=CENTURY_SECONDS)
     archive_retry_seconds: float = Field(5.0, ge=0, le=3600)  # first wait after a failed entry; doubles, up to an hour
     # The worker writes a heartbeat this often (archive_status, doctor, /metrics); /ready fails
@@ -143,8 +147,8 @@ class Settings(BaseSettings):
     retention_lease_grace_days: float = Field(7, ge=0, le=CENTURY_DAYS)
     # At most this many rows per kind (messages, agents, reservations, slots) per run, in short
     # transactions of RETENTION_CHUNK rows; a later run takes the rest.
-    retention_batch: int = Field(5000, ge=1)
-    retention_chunk: int = Field(200, ge=1)
+    retention_batch: int = Field(5000, ge=1, le=RETENTION_BATCH_MAX_ROWS)
+    retention_chunk: int = Field(200, ge=1, le=SQL_BATCH_MAX_ROWS)
     # The local archive worker runs retention when idle, at most this often (0: never; then
     # `python -m chalicelib retention run` from cron). On AWS a scheduled function runs it hourly.
     retention_every_seconds: float = Field(3600, ge=0, le=CENTURY_SECONDS)
