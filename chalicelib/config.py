@@ -23,6 +23,9 @@ SQLITE_MAX_BUSY_TIMEOUT_MS = 2**31 - 1
 # 32,766 by default) or a LIMIT (past 2^63 an OverflowError, every run).
 SQL_BATCH_MAX_ROWS = 10_000
 RETENTION_BATCH_MAX_ROWS = 1_000_000  # per kind per run, in transactions of RETENTION_CHUNK rows
+# What JWT_ALGORITHMS may name: the asymmetric algorithms PyJWT verifies, as a JWT's header spells
+# them (never none, never HS*: an HMAC "signed" with the public key, which anyone has, would pass).
+JWT_SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES256K", "ES384", "ES512", "EdDSA")
 
 
 class ScopedToken(BaseModel):
@@ -267,6 +270,23 @@ class Settings(BaseSettings):
                 raise ValueError(f"entry {n}: the token of an earlier entry again (each token has one scope)")
             seen.add(token)
         return entries
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _signing_algorithms(cls, algorithms: list[str]) -> list[str]:
+        """Each as a token's header spells it (which is compared exactly), whatever the case it is
+        given in, and spaces separate too (as in a JWT's projects claim): `rs256`, `RS256 ES256` or a
+        typo started the server, and then every token was refused."""
+        spelled = {name.upper(): name for name in JWT_SIGNING_ALGORITHMS}
+        names: list[str] = []
+        for entry in (part for value in algorithms for part in value.split()):
+            name = spelled.get(entry.upper())
+            if name is None:
+                why = ("signs nothing" if entry.lower() == "none" else "is an HMAC algorithm (a token signed with the public key"
+                       " would pass)" if entry.upper().startswith("HS") else "is not a JWT signing algorithm")
+                raise ValueError(f"{entry!r} {why}; the algorithms it takes: {', '.join(JWT_SIGNING_ALGORITHMS)}")
+            names += [name] if name not in names else []
+        return names
 
     @field_validator("database_url")
     @classmethod

@@ -64,6 +64,7 @@ def test_a_file_that_is_not_a_database_is_one_line(settings):
     ("PORT", "abc", "valid integer"),
     ("RETENTION_DAYS", "0", "greater than or equal to 1"),
     ("ARCHIVE_POLL_SECONDS", "inf", "finite number"),
+    ("JWT_ALGORITHMS", "RS256,rs265", "'rs265' is not a JWT signing algorithm; the algorithms it takes: RS256, RS384"),
 ])
 def test_a_bad_environment_variable_is_named(settings, monkeypatch, variable, value, says):
     monkeypatch.setenv(variable, value)
