@@ -293,6 +293,12 @@ class Settings(BaseSettings):
     def _sqlite_only(cls, value: str) -> str:
         if not value.startswith("sqlite:///"):
             raise ValueError("DATABASE_URL must look like sqlite:///path/to/file.db")
+        # Not :memory: (each pooled connection would open a new, empty database: every call a 500),
+        # nor a file: URI (some SQLite builds read it as one, others as a file's name), nor no path.
+        path = value.removeprefix("sqlite:///")
+        if not path.strip() or path == ":memory:" or path.startswith("file:"):
+            raise ValueError("DATABASE_URL must name a file, as sqlite:///path/to/file.db"
+                             " (every connection and process shares it: not :memory:)")
         return value
 
     @property

@@ -228,6 +228,32 @@ def test_serve_refuses_an_unsafe_set_up_in_one_line_before_any_banner(settings, 
     assert "Agent Mail" not in result.stderr  # no banner, as if it had started
 
 
+@pytest.mark.parametrize("where, said", [("a folder", "unable to open database file"),
+                                         ("a file's", "cannot make its folder {folder}: File exists")])
+def test_serve_refuses_a_database_it_cannot_open_in_one_line_before_any_banner(tmp_path, monkeypatch, where, said):
+    """A folder as DATABASE_URL printed the banner, then uvicorn's traceback ("unable to open database
+    file", no path) and exit 3: the database is now opened (and migrated) before, as by the other commands."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: pytest.fail("served"))
+    (tmp_path / "notes").write_text("")
+    path = tmp_path if where == "a folder" else tmp_path / "notes" / "mail.db"
+    result = CliRunner().invoke(cli, ["--database-url", f"sqlite:///{path}", "serve", "--port", "0"])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr and "Agent Mail" not in result.stderr  # no banner
+    assert result.stderr == f"Error: database error ({path}): {said.format(folder=tmp_path / 'notes')}\n"
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///", "sqlite:///file:mail.db?mode=memory"])
+def test_a_database_url_naming_no_file_stops_start_up(tmp_path, monkeypatch, url):
+    """sqlite:///:memory: started the server, /health ok, and every call was a 500 (each pooled
+    connection a new, empty database); sqlite:/// alone a traceback."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: pytest.fail("served"))
+    result = CliRunner().invoke(cli, ["--database-url", url, "serve", "--port", "0"])
+    assert result.exit_code == 2 and "Invalid value for --database-url: DATABASE_URL must name a file" in result.stderr
+
+
 def test_serve_port_0_picks_a_free_port_and_names_it(settings, monkeypatch):
     import uvicorn
 

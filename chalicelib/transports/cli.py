@@ -71,9 +71,8 @@ class OperatorCommands(click.Group):
         except db.NewerSchema as exc:
             raise click.ClickException(str(exc)) from None
         except sqlite3.Error as exc:
-            settings = ctx.obj
-            where = f" ({settings.database_path})" if isinstance(settings, Settings) else ""
-            raise click.ClickException(f"database error{where}: {exc}") from None
+            settings = ctx.obj if isinstance(ctx.obj, Settings) else None
+            raise click.ClickException(db.error_line(exc, settings)) from None
 
 
 @click.group(cls=OperatorCommands)
@@ -362,6 +361,8 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
         advice = (f" Is another server running there? Choose another port: PORT={port + 1} ./scripts/serve (or --port"
                   f" {port + 1}).") if exc.errno == errno.EADDRINUSE else " Check the host: an address of this machine (HOST, --host)."
         raise click.ClickException(f"Cannot listen on {host}:{port} ({exc.strerror or exc}).{advice}") from None
+    if not settings.turso_sync_url:  # (a replica is opened once per process: by the app, in a child with --reload)
+        db.migrate(settings)  # a DATABASE_URL it cannot open is one line (OperatorCommands), not uvicorn's traceback
     base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     click.echo(
         f"Agent Mail {__version__} on {base}\n"
