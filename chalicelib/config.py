@@ -16,8 +16,16 @@ Role = Literal["reader", "writer", "admin"]
 # overflows a timestamp (datetime ends in year 9999) or a thread's wait (threading.TIMEOUT_MAX).
 CENTURY_DAYS = 36500
 CENTURY_SECONDS = CENTURY_DAYS * 86400
-RETENTION_MAX_BATCH = 1_000_000  # rows of a kind per retention run: "bounded work" needs a bound (and SQLite an int64)
-RETENTION_MAX_CHUNK = 10_000  # ids per transaction, bound into one IN (...): under SQLite's variable limit (32,766 on old builds)
+# SQLite's busy timeout is a C int of milliseconds (~24.8 days): Python's sqlite3 wraps a larger
+# one to a negative number, which turns the wait off (a write met a lock and failed at once).
+SQLITE_MAX_BUSY_TIMEOUT_MS = 2**31 - 1
+# Rows a batch setting lets one statement name: each is a `?` of an IN (...) list (SQLite takes
+# 32,766 by default) or a LIMIT (past 2^63 an OverflowError, every run).
+SQL_BATCH_MAX_ROWS = 10_000
+RETENTION_BATCH_MAX_ROWS = 1_000_000  # per kind per run, in transactions of RETENTION_CHUNK rows
+# What JWT_ALGORITHMS may name: the asymmetric algorithms PyJWT verifies, as a JWT's header spells
+# them (never none, never HS*: an HMAC "signed" with the public key, which anyone has, would pass).
+JWT_SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES256K", "ES384", "ES512", "EdDSA")
 
 
 class ScopedToken(BaseModel):
@@ -83,7 +91,7 @@ class Settings(BaseSettings):
     # FULL fsyncs the WAL on every commit, so an acknowledged write survives power loss;
     # NORMAL survives process crashes only, and is faster.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    sqlite_busy_timeout_ms: int = Field(5000, ge=0, le=CENTURY_SECONDS * 1000)
+    sqlite_busy_timeout_ms: int = Field(5000, ge=0, le=SQLITE_MAX_BUSY_TIMEOUT_MS)
     # Idle connections kept open per process (0: open and close one per invocation).
     sqlite_pool_size: int = Field(8, ge=0)
     # A search stops after this long (422: too broad; chalicelib/tools/search.py): a prefix or NEAR
@@ -117,7 +125,7 @@ class Settings(BaseSettings):
     # A bare repository by default (read it with git log/show, or clone it); true also checks
     # the files out into ARCHIVE_DIR, at the cost of ~4 file creations per message.
     archive_worktree: bool = False
-    archive_batch_size: int = Field(1000, ge=1)
+    archive_batch_size: int = Field(1000, ge=1, le=SQL_BATCH_MAX_ROWS)
     archive_poll_seconds: float = Field(0.2, gt=0, le=CENTURY_SECONDS)
     archive_retry_seconds: float = Field(5.0, ge=0, le=3600)  # first wait after a failed entry; doubles, up to an hour
     # The worker writes a heartbeat this often (archive_status, doctor, /metrics); /ready fails
@@ -142,8 +150,8 @@ class Settings(BaseSettings):
     retention_lease_grace_days: float = Field(7, ge=0, le=CENTURY_DAYS)
     # At most this many rows per kind (messages, agents, reservations, slots) per run, in short
     # transactions of RETENTION_CHUNK rows; a later run takes the rest.
-    retention_batch: int = Field(5000, ge=1, le=RETENTION_MAX_BATCH)
-    retention_chunk: int = Field(200, ge=1, le=RETENTION_MAX_CHUNK)
+    retention_batch: int = Field(5000, ge=1, le=RETENTION_BATCH_MAX_ROWS)
+    retention_chunk: int = Field(200, ge=1, le=SQL_BATCH_MAX_ROWS)
     # The local archive worker runs retention when idle, at most this often (0: never; then
     # `python -m chalicelib retention run` from cron). On AWS a scheduled function runs it hourly.
     retention_every_seconds: float = Field(3600, ge=0, le=CENTURY_SECONDS)
@@ -264,11 +272,34 @@ class Settings(BaseSettings):
             seen.add(token)
         return entries
 
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _signing_algorithms(cls, algorithms: list[str]) -> list[str]:
+        """Each as a token's header spells it (which is compared exactly), whatever the case it is
+        given in, and spaces separate too (as in a JWT's projects claim): `rs256`, `RS256 ES256` or a
+        typo started the server, and then every token was refused."""
+        spelled = {name.upper(): name for name in JWT_SIGNING_ALGORITHMS}
+        names: list[str] = []
+        for entry in (part for value in algorithms for part in value.split()):
+            name = spelled.get(entry.upper())
+            if name is None:
+                why = ("signs nothing" if entry.lower() == "none" else "is an HMAC algorithm (a token signed with the public key"
+                       " would pass)" if entry.upper().startswith("HS") else "is not a JWT signing algorithm")
+                raise ValueError(f"{entry!r} {why}; the algorithms it takes: {', '.join(JWT_SIGNING_ALGORITHMS)}")
+            names += [name] if name not in names else []
+        return names
+
     @field_validator("database_url")
     @classmethod
     def _sqlite_only(cls, value: str) -> str:
         if not value.startswith("sqlite:///"):
             raise ValueError("DATABASE_URL must look like sqlite:///path/to/file.db")
+        # Not :memory: (each pooled connection would open a new, empty database: every call a 500),
+        # nor a file: URI (some SQLite builds read it as one, others as a file's name), nor no path.
+        path = value.removeprefix("sqlite:///")
+        if not path.strip() or path == ":memory:" or path.startswith("file:"):
+            raise ValueError("DATABASE_URL must name a file, as sqlite:///path/to/file.db"
+                             " (every connection and process shares it: not :memory:)")
         return value
 
     @property

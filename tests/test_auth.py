@@ -18,14 +18,15 @@ import httpx
 import jwt
 import pytest
 from chalice.test import Client
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from pydantic import ValidationError
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 import httpx2
 from mcp import Client as MCPClient, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from chalicelib.security import auth
-from chalicelib.config import Settings
+from chalicelib.config import JWT_SIGNING_ALGORITHMS, Settings, invalid_setting
 from chalicelib.store import db
 from chalicelib.tools import all_tools
 
@@ -345,8 +346,7 @@ def test_bearer_tokens_are_compared_whole(tmp_path):
         ({"auth_mode": "none"}, "::"),
         ({"auth_mode": "bearer"}, "127.0.0.1"),  # no tokens
         ({"auth_mode": "jwt", "jwt_jwks_url": "http://127.0.0.1:1/jwks"}, "127.0.0.1"),  # no audience, issuer
-        ({"auth_mode": "jwt", "jwt_jwks_url": "u", "jwt_audience": "a", "jwt_issuer": "i", "jwt_algorithms": ["HS256"]}, "::1"),
-        ({"auth_mode": "jwt", "jwt_jwks_url": "u", "jwt_audience": "a", "jwt_issuer": "i", "jwt_algorithms": ["none"]}, "::1"),
+        ({"auth_mode": "jwt", "jwt_jwks_url": "u", "jwt_audience": "a", "jwt_issuer": "i", "jwt_algorithms": []}, "::1"),
     ],
 )
 def test_refuses_to_start_open_or_unverifiable(changes, host):
@@ -592,6 +592,42 @@ def test_an_rsa_key_without_alg_serves_each_rsa_algorithm_allowed(keys):
             authenticator.authenticate(bearer(jwt.encode(claims(), keys.ec, "ES256", headers={"kid": "rsa-1"})))
         with pytest.raises(auth.Unauthorized, match="not for this algorithm"):
             authenticator.authenticate(bearer(jwt.encode(claims(), keys.rsa, "PS256", headers={"kid": "ec-1"})))
+
+
+@pytest.mark.parametrize("algorithms, said", [
+    ("RS265", "'RS265' is not a JWT signing algorithm"),
+    ("HS256", "'HS256' is an HMAC algorithm"),
+    ("RS256,hs512", "'hs512' is an HMAC algorithm"),  # (the HS check was case-sensitive)
+    ("none", "'none' signs nothing"),
+])
+def test_jwt_algorithms_no_token_can_be_verified_with_stop_start_up(algorithms, said):
+    """The start-up check refused only none and HS* (case-sensitively): a typo, or hs256, started the
+    server, and then every JWT was refused. Each such name now stops it, with the names it takes."""
+    with pytest.raises(ValidationError) as refused:
+        jwt_settings("u", jwt_algorithms=algorithms)
+    variable, problem = invalid_setting(refused.value)
+    assert variable == "JWT_ALGORITHMS" and problem.startswith(said) and ", ".join(JWT_SIGNING_ALGORITHMS) in problem
+
+
+def test_every_algorithm_jwt_algorithms_takes_verifies_its_tokens_in_any_case_and_separator():
+    """JWT_ALGORITHMS=rs256 (or "RS256 ES256", space-separated as the projects claim may be) started
+    the server, and then every token was refused ("algorithm 'RS256' is not accepted"): each name is
+    now read whatever its case, spaces separate too, and each one the setting takes is one PyJWT verifies."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = {"RS": rsa_key, "PS": rsa_key, "ES256": ec.generate_private_key(ec.SECP256R1()),
+               "ES256K": ec.generate_private_key(ec.SECP256K1()), "ES384": ec.generate_private_key(ec.SECP384R1()),
+               "ES512": ec.generate_private_key(ec.SECP521R1()), "EdDSA": ed25519.Ed25519PrivateKey.generate()}
+    key_of = lambda alg: private.get(alg) or private[alg[:2]]  # noqa: E731
+    jwk_of = {"RS": RSAAlgorithm, "PS": RSAAlgorithm, "ES": ECAlgorithm, "Ed": OKPAlgorithm}
+    document = {"keys": [jwk_of[alg[:2]].to_jwk(key_of(alg).public_key(), as_dict=True) | {"kid": alg, "alg": alg}
+                         for alg in JWT_SIGNING_ALGORITHMS]}
+    given = " ".join(alg.lower() for alg in JWT_SIGNING_ALGORITHMS[:6]) + ", " + ",".join(JWT_SIGNING_ALGORITHMS[6:]).upper()
+    with serving_jwks(lambda handler: send_json(handler, document)) as url:
+        authenticator = auth.Authenticator(jwt_settings(url, jwt_algorithms=given))
+        assert authenticator.settings.jwt_algorithms == list(JWT_SIGNING_ALGORITHMS)
+        for alg in JWT_SIGNING_ALGORITHMS:
+            token = jwt.encode(claims(), key_of(alg), alg, headers={"kid": alg})
+            assert authenticator.authenticate(bearer(token)).subject == "agent-runner", alg
 
 
 def test_a_jwk_member_given_as_null_is_taken_as_absent(keys):

@@ -64,6 +64,7 @@ def test_a_file_that_is_not_a_database_is_one_line(settings):
     ("PORT", "abc", "valid integer"),
     ("RETENTION_DAYS", "0", "greater than or equal to 1"),
     ("ARCHIVE_POLL_SECONDS", "inf", "finite number"),
+    ("JWT_ALGORITHMS", "RS256,rs265", "'rs265' is not a JWT signing algorithm; the algorithms it takes: RS256, RS384"),
 ])
 def test_a_bad_environment_variable_is_named(settings, monkeypatch, variable, value, says):
     monkeypatch.setenv(variable, value)
@@ -77,13 +78,13 @@ CENTURY = 36500 * 86400  # seconds
 # Every numeric setting: a value just out of its range, and the range the message gives.
 OUT_OF_RANGE = [
     ("PORT", "65536", "0 <= PORT <= 65535"),
-    ("SQLITE_BUSY_TIMEOUT_MS", "-1", f"0 <= SQLITE_BUSY_TIMEOUT_MS <= {CENTURY * 1000}"),
+    ("SQLITE_BUSY_TIMEOUT_MS", "2147483648", "0 <= SQLITE_BUSY_TIMEOUT_MS <= 2147483647"),  # SQLite's: a C int
     ("SQLITE_POOL_SIZE", "-1", "0 <= SQLITE_POOL_SIZE"),
     ("SEARCH_TIMEOUT_MS", str(CENTURY * 1000 + 1), f"1 <= SEARCH_TIMEOUT_MS <= {CENTURY * 1000}"),
     ("REPLICA_MAX_STALENESS_MS", "-1", f"0 <= REPLICA_MAX_STALENESS_MS <= {CENTURY * 1000}"),
     ("REPLICA_SYNC_TIMEOUT_MS", "-1", f"0 <= REPLICA_SYNC_TIMEOUT_MS <= {CENTURY * 1000}"),
     ("STALE_AGENT_SECONDS", "-1", f"0 <= STALE_AGENT_SECONDS <= {CENTURY}"),
-    ("ARCHIVE_BATCH_SIZE", "0", "1 <= ARCHIVE_BATCH_SIZE"),
+    ("ARCHIVE_BATCH_SIZE", str(2**64), "1 <= ARCHIVE_BATCH_SIZE <= 10000"),  # (past 2^63 an OverflowError in SQL)
     ("ARCHIVE_POLL_SECONDS", "0", f"0 < ARCHIVE_POLL_SECONDS <= {CENTURY}"),
     ("ARCHIVE_RETRY_SECONDS", "3601", "0 <= ARCHIVE_RETRY_SECONDS <= 3600"),
     ("ARCHIVE_HEARTBEAT_SECONDS", "0", f"0 < ARCHIVE_HEARTBEAT_SECONDS <= {CENTURY}"),
@@ -92,8 +93,8 @@ OUT_OF_RANGE = [
     ("RETENTION_DAYS", "36501", "1 <= RETENTION_DAYS <= 36500"),
     ("RETENTION_AGENT_IDLE_DAYS", "1e6", "0 <= RETENTION_AGENT_IDLE_DAYS <= 36500"),
     ("RETENTION_LEASE_GRACE_DAYS", "36501", "0 <= RETENTION_LEASE_GRACE_DAYS <= 36500"),
-    ("RETENTION_BATCH", "0", "1 <= RETENTION_BATCH <= 1000000"),
-    ("RETENTION_CHUNK", "0", "1 <= RETENTION_CHUNK <= 10000"),
+    ("RETENTION_BATCH", str(2**64), "1 <= RETENTION_BATCH <= 1000000"),
+    ("RETENTION_CHUNK", "10001", "1 <= RETENTION_CHUNK <= 10000"),
     ("RETENTION_EVERY_SECONDS", "-1", f"0 <= RETENTION_EVERY_SECONDS <= {CENTURY}"),
     ("JWT_LEEWAY_SECONDS", "3601", "0 <= JWT_LEEWAY_SECONDS <= 3600"),
     ("JWT_JWKS_TIMEOUT_SECONDS", "0", "0 < JWT_JWKS_TIMEOUT_SECONDS <= 60"),
@@ -130,10 +131,36 @@ def test_a_numeric_setting_out_of_its_range_stops_start_up_and_says_the_range(se
     assert f"Invalid value for {variable}: " in result.stderr and f"(allowed: {allowed})" in result.stderr
 
 
+# Counts only ever compared in Python (never bound into SQL, a C int or a timestamp): any size is safe.
+UNBOUNDED_ABOVE = {"SQLITE_POOL_SIZE", "RATE_LIMIT_READS_PER_MINUTE", "RATE_LIMIT_WRITES_PER_MINUTE", "MAX_BODY_BYTES",
+                   "CONTACT_REQUESTS_PER_AGENT_PER_HOUR", "CONTACT_REQUESTS_PER_PROJECT_PER_HOUR",
+                   "CONTACT_REQUESTS_PER_TARGET_PER_HOUR", "ATTACHMENT_MAX_BYTES",
+                   "ATTACHMENTS_MAX_BYTES_PER_MESSAGE", "ATTACHMENTS_MAX_PER_MESSAGE", "ATTACHMENT_INLINE_MAX_BYTES",
+                   "MAX_MAIL_WAITERS", "MAX_MAIL_WAITERS_PER_CALLER", "MAX_SLOW_CALLS_PER_CALLER"}
+
+
 def test_every_numeric_setting_has_a_range_tried_above():
     numeric = {name: field for name, field in Settings.model_fields.items() if field.annotation in (int, float, int | None)}
-    assert [name for name, field in numeric.items() if not any(hasattr(rule, "ge") or hasattr(rule, "gt") for rule in field.metadata)] == []
+    bounded = lambda field, *kinds: any(hasattr(rule, kind) for rule in field.metadata for kind in kinds)  # noqa: E731
+    assert [name for name, field in numeric.items() if not bounded(field, "ge", "gt")] == []
+    assert {name.upper() for name, field in numeric.items() if not bounded(field, "le", "lt")} == UNBOUNDED_ABOVE
     assert {name.upper() for name in numeric} == {variable for variable, _, _ in OUT_OF_RANGE}  # a new one goes in the list
+
+
+@pytest.mark.parametrize("variable, command", [
+    ("ARCHIVE_BATCH_SIZE", ["archive", "drain"]), ("RETENTION_BATCH", ["retention", "run"]), ("RETENTION_CHUNK", ["retention", "run"]),
+])
+def test_the_largest_batch_a_setting_allows_runs(settings, monkeypatch, variable, command):
+    """ARCHIVE_BATCH_SIZE, RETENTION_BATCH and RETENTION_CHUNK had no upper bound: 2^64 started, then
+    every drain and retention run (the server's worker on every poll) failed with an OverflowError."""
+    largest = Settings.model_fields[variable.lower()].metadata
+    monkeypatch.setenv(variable, str(next(rule.le for rule in largest if hasattr(rule, "le"))))
+    monkeypatch.setenv("RETENTION_MODE", "purge")  # every step of a run, each with its LIMIT
+    assert run("ensure-project", "--human-key", "/tmp/batch").exit_code == 0  # an entry for the archive
+    result = run(*command)
+    assert result.exit_code == 0, result.output
+    if command == ["archive", "drain"]:
+        assert "1 entries archived" in result.output
 
 
 SECRET = "s3cret-bearer-4f9a"
@@ -201,6 +228,32 @@ def test_serve_refuses_an_unsafe_set_up_in_one_line_before_any_banner(settings, 
     result = run("serve", "--port", "0")
     assert result.exit_code == 1 and result.stderr.startswith(f"Error: {said}") and "Traceback" not in result.stderr
     assert "Agent Mail" not in result.stderr  # no banner, as if it had started
+
+
+@pytest.mark.parametrize("where, said", [("a folder", "unable to open database file"),
+                                         ("a file's", "cannot make its folder {folder}: File exists")])
+def test_serve_refuses_a_database_it_cannot_open_in_one_line_before_any_banner(tmp_path, monkeypatch, where, said):
+    """A folder as DATABASE_URL printed the banner, then uvicorn's traceback ("unable to open database
+    file", no path) and exit 3: the database is now opened (and migrated) before, as by the other commands."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: pytest.fail("served"))
+    (tmp_path / "notes").write_text("")
+    path = tmp_path if where == "a folder" else tmp_path / "notes" / "mail.db"
+    result = CliRunner().invoke(cli, ["--database-url", f"sqlite:///{path}", "serve", "--port", "0"])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr and "Agent Mail" not in result.stderr  # no banner
+    assert result.stderr == f"Error: database error ({path}): {said.format(folder=tmp_path / 'notes')}\n"
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///", "sqlite:///file:mail.db?mode=memory"])
+def test_a_database_url_naming_no_file_stops_start_up(tmp_path, monkeypatch, url):
+    """sqlite:///:memory: started the server, /health ok, and every call was a 500 (each pooled
+    connection a new, empty database); sqlite:/// alone a traceback."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: pytest.fail("served"))
+    result = CliRunner().invoke(cli, ["--database-url", url, "serve", "--port", "0"])
+    assert result.exit_code == 2 and "Invalid value for --database-url: DATABASE_URL must name a file" in result.stderr
 
 
 def test_serve_port_0_picks_a_free_port_and_names_it(settings, monkeypatch):

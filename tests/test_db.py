@@ -1,8 +1,10 @@
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 
+from chalicelib.config import SQLITE_MAX_BUSY_TIMEOUT_MS
 from chalicelib.store import db
 from chalicelib import invoke
 from chalicelib.errors import NotFound
@@ -75,6 +77,29 @@ def test_pool_size_zero_opens_a_connection_per_invocation(settings):
         assert second is not first
     with pytest.raises(sqlite3.ProgrammingError):
         first.execute("SELECT 1")  # closed
+
+
+def test_the_longest_busy_timeout_allowed_still_waits_for_another_writer(settings):
+    """SQLITE_BUSY_TIMEOUT_MS past a C int (3,000,000,000) was taken, and Python's sqlite3 wrapped it
+    to a negative wait: a write meeting another process's lock failed at once. Its bound waits."""
+    settings = settings.model_copy(update={"sqlite_busy_timeout_ms": SQLITE_MAX_BUSY_TIMEOUT_MS})
+    db.migrate(settings)
+    other_process = sqlite3.connect(settings.database_path, isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")
+    conn = db.connect(settings)
+    outcome = []
+    writer = threading.Thread(target=lambda: outcome.append(conn.execute("BEGIN IMMEDIATE") and "took the lock"))
+    try:
+        writer.start()
+        writer.join(1.0)
+        assert writer.is_alive() and outcome == []  # waiting, not failed with "database is locked"
+    finally:
+        other_process.execute("ROLLBACK")
+        other_process.close()
+    writer.join(60)
+    assert outcome == ["took the lock"]
+    conn.execute("ROLLBACK")
+    conn.close()
 
 
 def test_stable_ids_are_deterministic_63_bit():

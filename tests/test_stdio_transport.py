@@ -334,6 +334,17 @@ def test_a_bad_setting_ends_the_session_with_a_line_naming_it(tmp_path):
     assert done.returncode == 1 and "invalid PORT" in done.stderr.decode() and "Traceback" not in done.stderr.decode()
 
 
+def test_a_database_it_cannot_open_ends_the_session_with_a_line_naming_it(tmp_path):
+    """A folder as DATABASE_URL ended the session with a traceback (no path), and sqlite:///:memory:
+    served a database every call found empty ("no such table: projects")."""
+    env = {**os.environ, "ARCHIVE_DIR": str(tmp_path / "archive"), "ATTACHMENTS_DIR": str(tmp_path / "attachments")}
+    for url, said in ((f"sqlite:///{tmp_path}", f"agent-mail stdio: database error ({tmp_path}): unable to open database file"),
+                      ("sqlite:///:memory:", "agent-mail stdio: invalid DATABASE_URL: DATABASE_URL must name a file")):
+        done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=initialize_line(), capture_output=True,
+                              env={**env, "DATABASE_URL": url}, cwd=ROOT, timeout=60)
+        assert done.returncode == 1 and said in done.stderr.decode() and "Traceback" not in done.stderr.decode(), done.stderr
+
+
 def test_a_relative_path_setting_is_named_on_stderr_with_where_it_lands(tmp_path):
     """A client starts the server in a directory of its choosing: a relative ATTACHMENTS_DIR (the
     default, ./data/attachments) put a stdio session's attachments there, where the HTTP server on

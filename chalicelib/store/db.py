@@ -175,7 +175,10 @@ def migrate(settings: Settings) -> None:
         finally:
             the_replica.give_back()
     else:
-        settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # (a file where a folder should be; no permission): a database error like SQLite's
+            raise sqlite3.OperationalError(f"cannot make its folder {exc.filename}: {exc.strerror}") from exc
         conn = sqlite3.connect(settings.database_path, isolation_level=None, timeout=settings.sqlite_busy_timeout_ms / 1000)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -240,6 +243,11 @@ def missing_migrations(conn) -> list[str]:
     """Migrations on disk that this database has not applied."""
     applied = applied_migrations(conn)
     return [version for version, _ in migrations() if version not in applied]
+
+
+def error_line(exc: sqlite3.Error, settings: Settings | None) -> str:
+    """A database error as the operator's commands say it, in one line naming the file."""
+    return f"database error ({settings.database_path}): {exc}" if settings else f"database error: {exc}"
 
 
 class NoDatabase(FileNotFoundError):

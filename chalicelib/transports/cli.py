@@ -31,7 +31,7 @@ from .. import __version__
 from ..ops import logs
 from ..security import auth
 from ..store import db
-from ..config import RETENTION_MAX_BATCH, Settings, get_settings, invalid_setting
+from ..config import RETENTION_BATCH_MAX_ROWS, Settings, get_settings, invalid_setting
 from ..errors import ToolError
 from ..fields import is_id
 from ..registry import Tool, field_type
@@ -71,9 +71,8 @@ class OperatorCommands(click.Group):
         except db.NewerSchema as exc:
             raise click.ClickException(str(exc)) from None
         except sqlite3.Error as exc:
-            settings = ctx.obj
-            where = f" ({settings.database_path})" if isinstance(settings, Settings) else ""
-            raise click.ClickException(f"database error{where}: {exc}") from None
+            settings = ctx.obj if isinstance(ctx.obj, Settings) else None
+            raise click.ClickException(db.error_line(exc, settings)) from None
 
 
 @click.group(cls=OperatorCommands)
@@ -364,6 +363,8 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
         advice = (f" Is another server running there? Choose another port: PORT={port + 1} ./scripts/serve (or --port"
                   f" {port + 1}).") if exc.errno == errno.EADDRINUSE else " Check the host: an address of this machine (HOST, --host)."
         raise click.ClickException(f"Cannot listen on {host}:{port} ({exc.strerror or exc}).{advice}") from None
+    if not settings.turso_sync_url:  # (a replica is opened once per process: by the app, in a child with --reload)
+        db.migrate(settings)  # a DATABASE_URL it cannot open is one line (OperatorCommands), not uvicorn's traceback
     base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     click.echo(
         f"Agent Mail {__version__} on {base}\n"
@@ -630,7 +631,7 @@ def retention() -> None:
 
 
 @retention.command(name="run", short_help="One bounded retention run, then exit.")
-@click.option("--budget", type=click.IntRange(1, RETENTION_MAX_BATCH), default=None,
+@click.option("--budget", type=click.IntRange(1, RETENTION_BATCH_MAX_ROWS), default=None,
               help="Rows of each kind at most (default RETENTION_BATCH).")
 @click.pass_obj
 def retention_run(settings: Settings, budget: int | None) -> None:

@@ -126,6 +126,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     worker, then the SDK's server until the client closes stdin (or SIGTERM)."""
     import logging
     import signal
+    import sqlite3
 
     import anyio
 
@@ -151,6 +152,8 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
         db.migrate(settings)
     except db.NewerSchema as exc:
         sys.exit(f"agent-mail stdio: {exc}")
+    except sqlite3.Error as exc:  # (a directory, a file it may not open): one line, as the CLI says it
+        sys.exit(f"agent-mail stdio: {db.error_line(exc, settings)}")
     server = build_mcp_server(settings)
     worker = LocalWorker(settings) if settings.archive_enabled else None
 
