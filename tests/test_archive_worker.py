@@ -211,13 +211,18 @@ def test_a_drain_killed_between_its_commit_and_the_working_tree_leaves_no_file_m
 
     assert len(status()) == 3 and all(line.startswith("D  ") for line in status())  # canonical, outbox, inbox
     (archive_dir / "notes.md").write_text("a person's notes, staged\n")  # (session 32: a hard reset deleted them)
-    subprocess.run(["git", "-C", str(archive_dir), "add", "notes.md"], check=True)
+    notes = archive_dir / "projects" / "crash" / "NOTES.md"  # and in the archive's own folder (so did the fix)
+    notes.write_text("review notes, staged\n")
+    subprocess.run(["git", "-C", str(archive_dir), "add", "notes.md", "projects/crash/NOTES.md"], check=True)
     drained = cli(database, archive_dir, "archive", "drain", ARCHIVE_WORKTREE="true")
     assert drained.returncode == 0 and "checked out again" in drained.stderr, drained.stderr
-    assert status() == ["A  notes.md"]  # what the archive never wrote is left as it was
-    assert (archive_dir / "notes.md").read_text() == "a person's notes, staged\n"
-    subprocess.run(["git", "-C", str(archive_dir), "rm", "-q", "--cached", "notes.md"], check=True)
+    assert status() == ["A  notes.md", "A  projects/crash/NOTES.md"]  # what the archive never wrote is left as it was
+    assert (archive_dir / "notes.md").read_text() == "a person's notes, staged\n" and notes.read_text() == "review notes, staged\n"
+    with GitArchive(archive_dir) as archive:
+        assert archive.sync_worktree() is False  # nothing of the archive's to write: no warning at each start
+    subprocess.run(["git", "-C", str(archive_dir), "rm", "-q", "--cached", "notes.md", "projects/crash/NOTES.md"], check=True)
     (archive_dir / "notes.md").unlink()
+    notes.unlink()
     with GitArchive(archive_dir) as archive:
         assert all((archive_dir / path).read_bytes() == content for path, content in archive.files().items())
         assert archive.sync_worktree() is False  # in step: no checkout
@@ -277,3 +282,7 @@ def test_an_archive_dir_that_is_a_code_repository_or_someones_files_is_refused_a
     assert cli(database, forged, "archive", "rebuild").returncode == 0  # (the outbox went to the empty one)
     assert cli(database, forged, "archive", "verify").returncode == 0 and (forged / "README.md").read_text() == "x\n"
     assert git(forged, "status", "--porcelain") == ""
+    (forged / "README.md").write_text("edited, not committed\n")  # a writer's start leaves a person's edit alone
+    started = cli(database, forged, "archive", "drain")
+    assert started.returncode == 0 and "checked out again" not in started.stderr, started.stderr
+    assert (forged / "README.md").read_text() == "edited, not committed\n"

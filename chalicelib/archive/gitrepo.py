@@ -348,7 +348,9 @@ class GitArchive:
         tree, so nothing else would write them. It reads the index (as each commit of a working tree
         does), not the head's trees; only a difference costs a walk of the head. Only the archive's
         own paths (ARCHIVE_NAMES) are compared and written: a file anyone else put in the working
-        tree, staged or not, is left as it is (no reset of the whole tree). True if it wrote."""
+        tree (a README beside the archive, a person's notes), staged or not, is left as it is (no
+        reset of the whole tree); a file the head lacks is removed only if the head's parent had it
+        (the killed writer's removal). True if it wrote."""
         head = None if self.bare else self.head()
         if head is None:
             return False
@@ -357,16 +359,25 @@ class GitArchive:
         except (NoIndexPresent, FileNotFoundError):
             return False
         indexed = {path: (sha, mode) for path, sha, mode in index.iterobjects() if is_archive_path(path)}
-        if commit_tree(Discarded(), [(path, sha, mode) for path, (sha, mode) in indexed.items()]) == self.root(head):
+        archived = [item for item in self.repo[self.root(head)].items() if item.path in ARCHIVE_NAMES]
+        if commit_tree(Discarded(), [(path, sha, mode) for path, (sha, mode) in indexed.items()]) == tree_of(archived).id:
             return False
-        for entry in self.repo.object_store.iter_tree_contents(self.root(head)):
-            if indexed.pop(entry.path, (None,))[0] != entry.sha:
-                self.check_out(index, entry.path, entry.sha)
-        for path in indexed:  # in the index, not in the head: a removal the killed writer did not finish
-            (self.path / path.decode()).unlink(missing_ok=True)
-            del index[path]
-        index.write()
-        return True
+        wrote = False
+        for item in archived:
+            for entry in self.repo.object_store.iter_tree_contents(item.sha) if item.mode == stat.S_IFDIR else [item]:
+                path = entry.path if entry is item else item.path + b"/" + entry.path
+                if indexed.pop(path, (None,))[0] != entry.sha:
+                    self.check_out(index, path, entry.sha)
+                    wrote = True
+        parents = self.repo[head].parents
+        for path in indexed:  # in the index, not in the head: a removal the killed writer did not finish?
+            if any(self.lookup(path.decode(), parent) for parent in parents):
+                (self.path / path.decode()).unlink(missing_ok=True)
+                del index[path]
+                wrote = True
+        if wrote:
+            index.write()
+        return wrote
 
     def check_out(self, index, path: bytes, sha: bytes) -> None:
         """Write one file of the head to the working tree, and its index entry (index.write() is the caller's)."""
@@ -540,6 +551,14 @@ def refuse_unless_archive(repo: Repo, path: Path) -> None:
 def not_an_archive(path: Path, what: str) -> NotAnArchive:
     return NotAnArchive(f"ARCHIVE_DIR {path} is not an Agent Mail archive ({what}): set ARCHIVE_DIR to the archive's"
                         " directory, or to a new or empty one for a new archive; nothing was written there")
+
+
+def tree_of(items) -> Tree:
+    """A tree of these entries (path, mode, sha), made in memory, not stored."""
+    tree = Tree()
+    for item in items:
+        tree.add(item.path, item.mode, item.sha)
+    return tree
 
 
 def is_archive_path(path: bytes) -> bool:
