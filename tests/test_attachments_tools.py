@@ -20,7 +20,7 @@ from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import parse_document
 from chalicelib.archive import render, worker
 from chalicelib.archive.worker import drain
-from chalicelib.attachments import images
+from chalicelib.attachments import headers, images
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import InvalidArgument, NotFound, ToolError
 from chalicelib.registry import to_json
@@ -266,6 +266,22 @@ def test_an_image_over_50_megapixels_is_refused_before_it_is_decoded(call, proje
     kept = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
                 attachments=[{"name": "huge.png", "content_base64": b64(bomb), "keep_original": True}])["message"]
     assert kept["attachments"][0]["size"] == len(bomb)  # stored as sent, never decoded
+
+
+def test_a_jpeg_past_the_scan_budget_is_kept_as_sent_never_decoded(call, project):
+    """QA, session 32: a 700 kB progressive JPEG of 49 megapixels repeating one scan 6,000 times
+    took 30 s to convert (each scan a pass over every block), and every other sender's images
+    waited behind it. Its scans are now counted first: past the budget it is not decoded."""
+    from .test_attachments_headers import repeating_a_scan
+
+    within, past = repeating_a_scan(headers.MAX_JPEG_SCANS - 20), repeating_a_scan(headers.MAX_JPEG_SCANS)
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"name": "within.jpg", "content_base64": b64(within)},
+                             {"name": "past.jpg", "content_base64": b64(past)}])["message"]
+    assert [(a["name"], a["media_type"]) for a in sent["attachments"]] == [("within.webp", "image/webp"), ("past.jpg", "image/jpeg")]
+    got = call("get_attachment", project_key=project, agent_name="GreenCastle", message_id=sent["id"],
+               sha256=sent["attachments"][1]["sha256"])
+    assert base64.b64decode(got["content_base64"]) == past and not images.viewable("image/jpeg", past)
 
 
 def test_a_repeated_file_is_stored_once(call, project, tmp_path):
