@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import struct
+import threading
 import zlib
 
 import pytest
@@ -387,6 +388,23 @@ def test_local_mode_attaches_files_inside_the_project_only(call, repo, tmp_path)
                          ("innocent.txt", "outside the project"), ("logs", "not a regular file")):
         with pytest.raises(InvalidArgument, match=reason):
             attach(path)
+    # QA, session 32: a FIFO's open waited for a writer, forever, and every later send with an
+    # attachment waited behind it. On that code the writer below came 10 s later, to end the wait.
+    os.mkfifo(root / "pipe.log")
+    refused, released = threading.Event(), threading.Event()
+
+    def release():
+        if not refused.wait(10):
+            released.set()
+            os.close(os.open(root / "pipe.log", os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=release, daemon=True).start()
+    try:
+        with pytest.raises(InvalidArgument, match="'pipe.log' is not a regular file"):
+            attach("pipe.log")
+    finally:
+        refused.set()
+    assert not released.is_set(), "the send waited for a writer to open the FIFO"
     with pytest.raises(NotFound, match="Cannot read attachment path 'missing.txt': No such file"):  # as an unknown message
         attach("missing.txt")
     assert "hunter2" not in "".join(
