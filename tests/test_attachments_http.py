@@ -109,6 +109,10 @@ def test_a_screenshot_and_a_log_near_the_body_limit_over_rest_and_mcp(server, te
     assert got.headers["content-disposition"] == "attachment; filename=\"pytest.log\"; filename*=UTF-8''pytest.log"
     assert got.headers["x-content-type-options"] == "nosniff"
     assert download(url, team, "RedStone", message["id"], text["sha256"]).status_code == 404  # not a recipient
+    # QA, session 32: a parameter given twice took its last value here (the tools' routes refuse it).
+    twice = httpx.get(f"{url}/api/attachments/{text['sha256']}", params=[
+        ("project_key", team), ("agent_name", "RedStone"), ("agent_name", "GreenCastle"), ("message_id", message["id"])])
+    assert twice.status_code == 422 and "agent_name is given more than once" in twice.json()["error"]["message"]
     head = httpx.head(f"{url}/api/attachments/{text['sha256']}",
                       params={"project_key": team, "agent_name": "GreenCastle", "message_id": message["id"]})
     assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", str(len(log)))  # HEAD: GET's head

@@ -106,6 +106,8 @@ def test_send_store_once_read_and_download_through_s3(chalice, bucket):
     assert redirect.status_code == 302
     fetched = requests.get(redirect.headers["Location"])
     assert fetched.status_code == 200 and fetched.content == screenshot
+    twice = http.get(f"/api/attachments/{sha}?{query}&agent_name=BlueLake")  # QA, session 32: the last one was taken
+    assert twice.status_code == 422 and "agent_name is given more than once" in json.loads(twice.body)["error"]["message"]
     refused = http.get(f"/api/attachments/{sha}?" + urlencode({"project_key": "aws-demo", "agent_name": "GreenCastle",
                                                               "message_id": "123"}))
     assert refused.status_code == 404
