@@ -15,7 +15,7 @@ start pays for them.
 
 import base64
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlencode
 
 from chalice import Chalice, Response
@@ -158,8 +158,7 @@ def create_app(settings: Settings) -> Chalice:
 
     def download(sha256: str) -> Response:
         request = app.current_request
-        arguments = attachment_routes.download_arguments(sha256, dict(request.query_params or {}),
-                                                         request.headers.get(rest.AGENT_TOKEN_HEADER))
+        arguments = attachment_routes.download_arguments(sha256, query_pairs(request), request.headers.get(rest.AGENT_TOKEN_HEADER))
         found = invoke.call(get_attachment, arguments, settings)
         where = attachment_storage.storage(settings)
         if not isinstance(where, attachment_storage.LocalStorage):
@@ -275,8 +274,7 @@ def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimi
             ui.append(WebUI(settings, limiter, authenticator))  # the API's: one key cache
         request = app.current_request
         path = request.path.format(**names)  # Chalice's path is the route's pattern
-        params = request.query_params or {}
-        query = urlencode([(name, value) for name in params for value in params.getlist(name)])
+        query = urlencode(list(query_pairs(request)))
         # The URL's prefix (API Gateway's stage, e.g. /api): links and redirects keep it.
         full = ((request.context or {}).get("path") or path).rstrip("/")
         root = full[: len(full) - len(path.rstrip("/"))] if full.endswith(path.rstrip("/")) else ""
@@ -311,11 +309,16 @@ def tool_view(app: Chalice, tool: Tool, settings: Settings) -> Callable[[], Resp
 def arguments(tool: Tool, request: Request) -> Any:
     """The tool's input: the query parameters of a GET, the JSON body of a POST."""
     if request.method == "GET":
-        params = request.query_params or {}
-        given = rest.query_arguments(tool, ((name, value) for name in params for value in params.getlist(name)))
+        given = rest.query_arguments(tool, query_pairs(request))
     else:
         given = rest.body_arguments(request.raw_body or b"", request.headers.get("content-type"))
     return rest.with_header_token(tool, given, request.headers.get(rest.AGENT_TOKEN_HEADER))
+
+
+def query_pairs(request: Request) -> Iterator[tuple[str, str]]:
+    """The query's (name, value) pairs, a repeated name's every value (Chalice's dict keeps its last)."""
+    params = request.query_params or {}
+    return ((name, value) for name in params for value in params.getlist(name))
 
 
 def respond(app: Chalice, run: Callable[[], Any]) -> Response:

@@ -109,6 +109,10 @@ def test_a_screenshot_and_a_log_near_the_body_limit_over_rest_and_mcp(server, te
     assert got.headers["content-disposition"] == "attachment; filename=\"pytest.log\"; filename*=UTF-8''pytest.log"
     assert got.headers["x-content-type-options"] == "nosniff"
     assert download(url, team, "RedStone", message["id"], text["sha256"]).status_code == 404  # not a recipient
+    # QA, session 32: a parameter given twice took its last value here (the tools' routes refuse it).
+    twice = httpx.get(f"{url}/api/attachments/{text['sha256']}", params=[
+        ("project_key", team), ("agent_name", "RedStone"), ("agent_name", "GreenCastle"), ("message_id", message["id"])])
+    assert twice.status_code == 422 and "agent_name is given more than once" in twice.json()["error"]["message"]
     head = httpx.head(f"{url}/api/attachments/{text['sha256']}",
                       params={"project_key": team, "agent_name": "GreenCastle", "message_id": message["id"]})
     assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", str(len(log)))  # HEAD: GET's head
@@ -117,15 +121,21 @@ def test_a_screenshot_and_a_log_near_the_body_limit_over_rest_and_mcp(server, te
 def test_an_image_block_over_mcp_is_always_a_viewable_image(server, team):
     """QA, session 30: content stored as sent (an upload sent by sha256, keep_original, or bytes
     that are no image under an image's name) went out over MCP as an `image` block: a PNG
-    declaring 20000x20000 pixels, and b"not a png at all" as image/png."""
+    declaring 20000x20000 pixels, and b"not a png at all" as image/png. Session 32: a GIF whose size
+    Pillow reached after minutes (a comment of 1-byte pieces), a JPEG past the scan budget."""
+    from .test_attachments_headers import commented_gif, repeating_a_scan
+    from chalicelib.attachments import headers
+
     url, _ = server
-    bomb = declaring(20_000, 20_000)
+    bomb, gif, scans = declaring(20_000, 20_000), commented_gif(headers.HEADER_BYTES), repeating_a_scan(headers.MAX_JPEG_SCANS)
     uploaded = httpx.put(f"{url}/api/attachments", content=bomb).json()
     message = send(url, team, [{"name": "bomb.png", "sha256": uploaded["sha256"]},
                                {"name": "huge.png", "content_base64": b64(bomb), "keep_original": True},
                                {"name": "fake.png", "content_base64": b64(b"not a png at all")},
-                               {"name": "fine.png", "content_base64": b64(png()), "keep_original": True}]).json()["message"]
-    assert [a["media_type"] for a in message["attachments"]] == ["image/png"] * 4
+                               {"name": "fine.png", "content_base64": b64(png()), "keep_original": True},
+                               {"name": "comment.gif", "content_base64": b64(gif)},
+                               {"name": "scans.jpg", "content_base64": b64(scans)}]).json()["message"]
+    assert [a["media_type"] for a in message["attachments"]] == ["image/png"] * 4 + ["image/gif", "image/jpeg"]
 
     async def look():
         async with Client(f"{url}/mcp", mode="legacy") as client:
@@ -139,7 +149,8 @@ def test_an_image_block_over_mcp_is_always_a_viewable_image(server, team):
 
     blocks = asyncio.run(look())
     assert (blocks["fine.png"].type, blocks["fine.png"].mime_type) == ("image", "image/png")
-    for name, content in (("bomb.png", bomb), ("huge.png", bomb), ("fake.png", b"not a png at all")):
+    for name, content in (("bomb.png", bomb), ("huge.png", bomb), ("fake.png", b"not a png at all"), ("comment.gif", gif),
+                          ("scans.jpg", scans)):
         assert blocks[name].type == "resource", name
         assert blocks[name].resource.mime_type == "application/octet-stream"
         assert base64.b64decode(blocks[name].resource.blob) == content

@@ -106,6 +106,8 @@ def test_send_store_once_read_and_download_through_s3(chalice, bucket):
     assert redirect.status_code == 302
     fetched = requests.get(redirect.headers["Location"])
     assert fetched.status_code == 200 and fetched.content == screenshot
+    twice = http.get(f"/api/attachments/{sha}?{query}&agent_name=BlueLake")  # QA, session 32: the last one was taken
+    assert twice.status_code == 422 and "agent_name is given more than once" in json.loads(twice.body)["error"]["message"]
     refused = http.get(f"/api/attachments/{sha}?" + urlencode({"project_key": "aws-demo", "agent_name": "GreenCastle",
                                                               "message_id": "123"}))
     assert refused.status_code == 404
@@ -194,7 +196,7 @@ def test_a_second_database_never_deletes_from_the_bucket(chalice, bucket, monkey
 
 
 def test_content_missing_from_the_bucket_is_a_clear_error(chalice, bucket):
-    post, _ = chalice
+    post, http = chalice
     data = b"build log\n" * 50
     sent = post("send_message", project_key="aws-demo", sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
                 attachments=[{"name": "build.log", "content_base64": base64.b64encode(data).decode()}])[1]["message"]
@@ -202,3 +204,11 @@ def test_content_missing_from_the_bucket_is_a_clear_error(chalice, bucket):
     boto3.client("s3").delete_object(Bucket=bucket, Key=f"blobs/{sha[:2]}/{sha}")
     status, found = post("get_attachment", project_key="aws-demo", agent_name="GreenCastle", message_id=sent["id"], sha256=sha)
     assert status == 500 and "build.log" in found["error"]["message"] and "missing" in found["error"]["message"]
+    # QA, session 32: without the content (a link only: the download route, a large file) it was a
+    # 302 to a presigned URL that S3 refused.
+    status, found = post("get_attachment", project_key="aws-demo", agent_name="GreenCastle", message_id=sent["id"], sha256=sha,
+                         include_content=False)
+    assert status == 500 and "build.log" in found["error"]["message"]
+    routed = http.get(f"/api/attachments/{sha}?" + urlencode({"project_key": "aws-demo", "agent_name": "GreenCastle",
+                                                             "message_id": sent["id"]}))
+    assert routed.status_code == 500 and "missing from the server's storage" in json.loads(routed.body)["error"]["message"]

@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import struct
+import threading
 import zlib
 
 import pytest
@@ -20,7 +21,7 @@ from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import parse_document
 from chalicelib.archive import render, worker
 from chalicelib.archive.worker import drain
-from chalicelib.attachments import images
+from chalicelib.attachments import headers, images
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import InvalidArgument, NotFound, ToolError
 from chalicelib.registry import to_json
@@ -268,6 +269,22 @@ def test_an_image_over_50_megapixels_is_refused_before_it_is_decoded(call, proje
     assert kept["attachments"][0]["size"] == len(bomb)  # stored as sent, never decoded
 
 
+def test_a_jpeg_past_the_scan_budget_is_kept_as_sent_never_decoded(call, project):
+    """QA, session 32: a 700 kB progressive JPEG of 49 megapixels repeating one scan 6,000 times
+    took 30 s to convert (each scan a pass over every block), and every other sender's images
+    waited behind it. Its scans are now counted first: past the budget it is not decoded."""
+    from .test_attachments_headers import repeating_a_scan
+
+    within, past = repeating_a_scan(headers.MAX_JPEG_SCANS - 20), repeating_a_scan(headers.MAX_JPEG_SCANS)
+    sent = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"name": "within.jpg", "content_base64": b64(within)},
+                             {"name": "past.jpg", "content_base64": b64(past)}])["message"]
+    assert [(a["name"], a["media_type"]) for a in sent["attachments"]] == [("within.webp", "image/webp"), ("past.jpg", "image/jpeg")]
+    got = call("get_attachment", project_key=project, agent_name="GreenCastle", message_id=sent["id"],
+               sha256=sent["attachments"][1]["sha256"])
+    assert base64.b64decode(got["content_base64"]) == past and not images.viewable("image/jpeg", past)
+
+
 def test_a_repeated_file_is_stored_once(call, project, tmp_path):
     data = b"same diff\n" * 100
     for _ in range(3):
@@ -371,6 +388,23 @@ def test_local_mode_attaches_files_inside_the_project_only(call, repo, tmp_path)
                          ("innocent.txt", "outside the project"), ("logs", "not a regular file")):
         with pytest.raises(InvalidArgument, match=reason):
             attach(path)
+    # QA, session 32: a FIFO's open waited for a writer, forever, and every later send with an
+    # attachment waited behind it. On that code the writer below came 10 s later, to end the wait.
+    os.mkfifo(root / "pipe.log")
+    refused, released = threading.Event(), threading.Event()
+
+    def release():
+        if not refused.wait(10):
+            released.set()
+            os.close(os.open(root / "pipe.log", os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=release, daemon=True).start()
+    try:
+        with pytest.raises(InvalidArgument, match="'pipe.log' is not a regular file"):
+            attach("pipe.log")
+    finally:
+        refused.set()
+    assert not released.is_set(), "the send waited for a writer to open the FIFO"
     with pytest.raises(NotFound, match="Cannot read attachment path 'missing.txt': No such file"):  # as an unknown message
         attach("missing.txt")
     assert "hunter2" not in "".join(

@@ -248,16 +248,18 @@ def read_project_file(path: str, project_dir: str, settings) -> bytes:
     if os.path.commonpath([real, root]) != root:
         raise InvalidArgument(f"Attachment path {path!r} leads outside the project's directory {project_dir!r}.",
                               "Only files inside the project's directory can be attached by path (symlinks are followed).")
+    # A FIFO's open waited for a writer (forever, and every later send behind it on the prepare
+    # lane), and a device's may act: neither is opened. O_NONBLOCK as well, should one replace the
+    # file between the stat and the open (it changes nothing for a regular file's reads).
     try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        _refuse_unless_regular(os.stat(real, follow_symlinks=False), path)
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         missing = NotFound if isinstance(exc, FileNotFoundError) else InvalidArgument
         raise missing(f"Cannot read attachment path {path!r}: {exc.strerror}.", "Check the path.") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise InvalidArgument(f"Attachment path {path!r} is not a regular file.", "Attach a file.")
     with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        _refuse_unless_regular(info, path)
         limit = settings.attachment_max_bytes
         if info.st_size > limit:
             raise too_large(f"Attachment {path!r}", limit, "ATTACHMENT_MAX_BYTES")
@@ -265,6 +267,11 @@ def read_project_file(path: str, project_dir: str, settings) -> bytes:
     if len(content) > limit:
         raise too_large(f"Attachment {path!r}", limit, "ATTACHMENT_MAX_BYTES")
     return content
+
+
+def _refuse_unless_regular(info: os.stat_result, path: str) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidArgument(f"Attachment path {path!r} is not a regular file.", "Attach a file.")
 
 
 def guess_type(name: str, content: bytes | None) -> str:

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from ..attachments import images
 from ..attachments.intake import Attachment, FileName, Sha256
-from ..attachments.storage import LocalStorage, storage, uploader
+from ..attachments.storage import storage, uploader
 from ..config import get_settings
 from ..errors import Conflict, InternalError, InvalidArgument, NotFound
 from ..fields import AgentName, MessageId, ProjectKey
@@ -73,8 +73,8 @@ def get_attachment(db: sqlite3.Connection, args: GetAttachmentInput) -> Attachme
     try:
         if args.include_content and attachment.size <= settings.attachment_inline_max_bytes:
             content = base64.b64encode(where.read(attachment.sha256)).decode()
-        elif isinstance(where, LocalStorage) and where.size(attachment.sha256) is None:  # the link would serve nothing
-            raise FileNotFoundError(where.path(attachment.sha256))
+        elif where.size(attachment.sha256) is None:  # the link would serve nothing (S3: a HEAD, as costly as the link's use)
+            raise FileNotFoundError(attachment.sha256)
     except FileNotFoundError:  # ContentMissing on S3
         logger.error("attachment %s of message %s is not in the attachment storage (%s)", attachment.sha256, args.message_id,
                      settings.attachments_bucket or settings.attachments_dir.resolve())

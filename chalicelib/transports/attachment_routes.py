@@ -17,6 +17,7 @@ would run (HTML, SVG, scripts: application/octet-stream), with `nosniff` (Front 
 import asyncio
 import logging
 import os
+from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 import orjson
@@ -29,7 +30,7 @@ from ..errors import InvalidArgument, ToolError, internal_error
 from ..security import auth
 from ..tools import tools_by_name
 from .raw_asgi import content_length, header_text, send_json
-from .rest import with_header_token
+from .rest import query_arguments, with_header_token
 
 UPLOAD_PATH = "/api/attachments"
 DOWNLOAD_PREFIX = "/api/attachments/"
@@ -103,10 +104,10 @@ def _stored(where: LocalStorage, writer) -> dict:
 
 async def download(scope, receive, send, settings: Settings) -> None:
     sha256 = scope["path"].removeprefix(DOWNLOAD_PREFIX)
-    arguments = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
     token = header_text(scope, b"x-agent-token")
     try:
-        found = await invoke.acall(tools_by_name()["get_attachment"], download_arguments(sha256, arguments, token), settings)
+        found = await invoke.acall(tools_by_name()["get_attachment"], download_arguments(sha256, query, token), settings)
     except ToolError as exc:
         await send_json(send, orjson.dumps(exc.to_dict()), exc.status, exc.headers)
         return
@@ -126,13 +127,15 @@ async def download(scope, receive, send, settings: Settings) -> None:
     await send_file(send, 200, headers, where.path(sha256))
 
 
-def download_arguments(sha256: str, query: dict[str, str], token: str | None) -> dict:
+def download_arguments(sha256: str, query: Iterable[tuple[str, str]], token: str | None) -> dict:
     """get_attachment's arguments for GET /api/attachments/{sha256} (this server's route and the
     Chalice app's): the details and link, not the content. A path that is no sha256 is refused in
-    the route's words (the tool's own 422 lists its input's fields)."""
+    the route's words (the tool's own 422 lists its input's fields); a parameter given twice as on
+    the tools' routes (the last one was taken)."""
     if not SHA256.fullmatch(sha256):
         raise InvalidArgument(f"{sha256!r} is not a sha256.", "GET /api/attachments/{sha256}?project_key=&agent_name=&message_id=")
-    return with_header_token(tools_by_name()["get_attachment"], {**query, "sha256": sha256, "include_content": False}, token)
+    tool = tools_by_name()["get_attachment"]
+    return with_header_token(tool, {**query_arguments(tool, query), "sha256": sha256, "include_content": False}, token)
 
 
 async def send_file(send, status: int, headers: list[tuple[bytes, bytes]], path) -> None:
