@@ -259,7 +259,7 @@ def test_a_file_names_bidi_controls_show_and_what_agents_wrote_is_isolated(site)
     agent = api.get("/ui/agent", params={"p": "srv-files", "a": "AmberFinch"}).text
     assert f"<dd><bdi>claude-code{rlo}</bdi> · <bdi>opus-4</bdi></dd>" in agent
     project = api.get("/ui/project", params={"p": "srv-files"}).text
-    assert f"<td><bdi>claude-code{rlo}</bdi> · <bdi>opus-4</bdi></td>" in project
+    assert f"<td class=\"long-text\"><bdi>claude-code{rlo}</bdi> · <bdi>opus-4</bdi></td>" in project
     assert f"<code><bdi>src/<wbr>{rlo}sj.nim/<wbr>*</bdi></code>" in project and f"<code><bdi>ci{rlo}</bdi></code>" in project
 
 
