@@ -33,7 +33,7 @@ from .config import Settings
 from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .store.upkeep import savepoint
-from .errors import MAX_ANSWER_BYTES, ClientGone, NotActive, NotAdmitted, NotFound, TokenRefused, ToolError, Unavailable, answer_too_large, internal_error, validation_error
+from .errors import MAX_ANSWER_BYTES, ClientGone, NotActive, NotAdmitted, NotFound, TokenRefused, TooManyRequests, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.disconnect import Dropped, unless_client_gone
 from .store.fair_lane import FairLane
 from .store.per_process import OnePerKey
@@ -279,8 +279,11 @@ async def _wait(tool: Tool, args: Input, settings: Settings, principal: auth.Pri
             result = await _read(tool, probe(wait.args) if probe else wait.args, settings, principal)
             nap = wait.after(result)
             if nap is None and probe and wait.found:  # read again from the same cursor: the same and maybe more
-                return await _slow_reads.run(auth.credential(principal), settings.max_slow_calls_per_caller,
-                                             _read_json if json else _attempt, tool, wait.args, settings, principal)
+                try:
+                    return await _slow_reads.run(auth.credential(principal), settings.max_slow_calls_per_caller,
+                                                 _read_json if json else _attempt, tool, wait.args, settings, principal)
+                except TooManyRequests:  # its credential's other waits woke too (one message to its agents):
+                    return await _read(tool, wait.args, settings, principal)  # mail found is answered, as before
             if nap is None:
                 return result
             if nap:

@@ -257,6 +257,37 @@ def test_one_credential_waits_at_most_its_share(tmp_path):
     assert other.status_code == 200 and [answer.status_code for answer in waited] == [200, 200]
 
 
+
+def test_one_credentials_waits_woken_by_one_message_are_all_answered(tmp_path):
+    """Review, session 32: a wait that found mail read its answer in the slow-read lane, which
+    takes MAX_SLOW_CALLS_PER_CALLER jobs of a credential: one message to several of its agents
+    answered the waits past that 429 ("nothing was done"), after they had waited. Each is answered."""
+    tokens = '["admin", {"token": "team", "role": "writer"}]'
+    agents = ["Agent1", "Agent2", "Agent3"]
+    with running_server(tmp_path / "db.sqlite", AUTH_BEARER_TOKENS=tokens, REQUIRE_AGENT_TOKENS="false",
+                        MAX_SLOW_CALLS_PER_CALLER="1", ARCHIVE_ENABLED="false") as url:
+        headers = lambda token: {"Authorization": f"Bearer {token}"}  # noqa: E731
+        with httpx.Client(base_url=url, timeout=30, headers=headers("admin")) as admin:
+            admin.post("/api/ensure_project", json={"human_key": "/team"}).raise_for_status()
+            for name in ["Boss", *agents]:
+                admin.post("/api/register_agent", json={"project_key": "team", "name": name, "program": "p", "model": "m"}
+                           ).raise_for_status()
+                admin.post("/api/set_contact_policy", json={"project_key": "team", "agent_name": name, "policy": "open"})
+
+        async def scenario():
+            async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers("team")) as client:
+                waits = [asyncio.create_task(client.post("/api/wait_for_mail", json={
+                    "project_key": "team", "agent_name": name, "timeout_seconds": 20})) for name in agents]
+                await asyncio.sleep(1)  # all three are waiting
+                sent = await client.post("/api/send_message", json={"project_key": "team", "sender_name": "Boss", "to": agents,
+                                                                    "subject": "standup", "body_md": "x" * 100_000})
+                sent.raise_for_status()
+                return await asyncio.gather(*waits)
+
+        answers = asyncio.run(scenario())
+    assert [answer.status_code for answer in answers] == [200] * 3, [answer.text[:200] for answer in answers]
+    assert all([m["subject"] for m in answer.json()["messages"]] == ["standup"] for answer in answers)
+
 @pytest.mark.sqlite_only
 def test_a_wait_whose_client_disconnects_gives_its_place_back(tmp_path):
     """Session 18 review: a client that closed its connection while its wait_for_mail waited kept
