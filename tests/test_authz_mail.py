@@ -144,3 +144,7 @@ def test_contact_requests_to_one_agent_are_limited_whichever_projects_ask(call, 
     assert ask(2, "Opened")["status"] == "approved"  # an open agent is sent no notice: not limited
     notices = call("fetch_inbox", project_key="victim", agent_name="Target")["messages"]
     assert len(notices) == 3
+    for project in (3, 4, 5):  # (review, session 32: what it was sent while open counted once it closed)
+        assert ask(project, "Opened")["status"] == "approved"
+    call("set_contact_policy", project_key="victim", agent_name="Opened", policy="auto")
+    assert ask(6, "Opened")["status"] == "pending"  # the first request it is sent a notice of

@@ -262,7 +262,9 @@ def refuse_flood(db: sqlite3.Connection, requester: sqlite3.Row, target: sqlite3
     ]
     if target["contact_policy"] != "open":  # an open agent is sent no notice: asking it floods nothing
         checks.append(("the agent you ask was sent", settings.contact_requests_per_target_per_hour,
-                       "SELECT min(requested_ts), count(*) FROM contacts WHERE target_id = ? AND requested_ts > ?", target["id"]))
+                       # (one answered the instant it was made was answered by a policy: no notice was sent)
+                       "SELECT min(requested_ts), count(*) FROM contacts WHERE target_id = ? AND requested_ts > ?"
+                       " AND responded_ts IS NOT requested_ts", target["id"]))
     for who, limit, sql, key in checks:
         if not limit:
             continue
