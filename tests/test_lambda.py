@@ -192,7 +192,7 @@ def test_errors_are_those_of_local_mode(aws, settings, monkeypatch, error):
     def fail(*_):
         raise error
 
-    async def afail(*_):
+    async def afail(*_, **__):
         raise error
 
     monkeypatch.setattr(invoke, "call", fail)
