@@ -949,7 +949,10 @@ def install_precommit_guard(db: sqlite3.Connection, args: InstallPrecommitGuardI
     server runs on, so code_repo_path must be a git work tree there (local mode).
 
     The hook goes where git looks (core.hooksPath respected); an existing pre-commit hook
-    is kept and run first. At commit time: AGENT_NAME names the committing agent;
+    is kept and run first. Where that would break something (a relative core.hooksPath, a
+    hooks folder in the work tree, a hook that finds its work by its own name, as husky's),
+    409: the guard is written to the git directory and the hint gives the line that calls it
+    from the team's own hook. At commit time: AGENT_NAME names the committing agent;
     AGENT_MAIL_GUARD_MODE=warn reports without blocking; AGENT_MAIL_BYPASS=1 skips the
     check; if the server cannot be reached the commit goes ahead with a warning, unless
     AGENT_MAIL_GUARD_STRICT=1. Installing again updates the hook."""
