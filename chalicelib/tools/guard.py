@@ -459,9 +459,9 @@ def install(repo: str, roots: list[str], project: str, url: str, token_file: str
             script, _ = _install(standalone, project, url, token_file)
         raise Conflict(
             f"The guard was not made the pre-commit hook: {why}.",
-            f"It is written to {script}, which nothing runs yet: add this line to the repository's own pre-commit"
-            f" hook (husky: .husky/pre-commit), where it does nothing in clones without the guard: {CALL_LINE}"
-            " . uninstall_precommit_guard removes the script.",
+            f"It is written to {script} (uninstall_precommit_guard removes it), which nothing runs yet: add this"
+            " line to the repository's own pre-commit hook (husky: .husky/pre-commit), where it does nothing in"
+            f" clones without the guard: {CALL_LINE}",
         )
     hooks.mkdir(parents=True, exist_ok=True)
     with _one_at_a_time(hooks):
