@@ -3,7 +3,7 @@
 import pytest
 
 from chalicelib.store import db
-from chalicelib.errors import Conflict, NotFound
+from chalicelib.errors import Conflict, InvalidArgument, NotFound
 from chalicelib.ids import stable_id
 from chalicelib.tools.agents import agent_id
 from chalicelib.clock import later
@@ -26,6 +26,14 @@ def slot(call, project):
 
 def holders(call, project, slot="frontend"):
     return [(s["agent"], s["exclusive"]) for s in call("list_build_slots", project_key=project, slot=slot)["slots"]]
+
+
+@pytest.mark.parametrize("name", ["build\x00x", "   "])
+def test_a_slot_name_with_a_nul_or_only_spaces_is_refused(slot, name):
+    """QA session 32: both were taken (thread ids and subjects refuse them)."""
+    with pytest.raises(InvalidArgument) as refused:
+        slot("acquire", "BlueLake", slot=name)
+    assert "slot" in refused.value.message and ("NUL" in refused.value.message or "only spaces" in refused.value.message)
 
 
 def test_an_exclusive_slot_refuses_everyone_else(slot):

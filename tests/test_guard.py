@@ -122,11 +122,11 @@ def test_install_writes_an_executable_hook_pointing_at_this_server(guard_tools, 
     assert hook.stat().st_mode & stat.S_IXUSR
 
 
-def test_core_hooks_path_is_respected(guard_tools, repo):
-    git(repo, "config", "core.hooksPath", ".githooks")  # relative: to the work tree's root
+def test_core_hooks_path_is_respected(guard_tools, repo, tmp_path):
+    git(repo, "config", "core.hooksPath", str(tmp_path / "team-hooks"))  # absolute, outside the work tree
     (repo / "sub").mkdir()
-    assert guard_tools[0](repo / "sub")["hook_path"] == str(repo / ".githooks" / "pre-commit")
-    assert MARKER in (repo / ".githooks" / "pre-commit").read_text()
+    assert guard_tools[0](repo / "sub")["hook_path"] == str(tmp_path / "team-hooks" / "pre-commit")
+    assert MARKER in (tmp_path / "team-hooks" / "pre-commit").read_text()
     assert not (repo / ".git" / "hooks" / "pre-commit").exists()
 
 
@@ -292,10 +292,10 @@ def test_the_chained_hook_runs_first_and_can_block(api, repo, server):
     assert not (hooks / CHAINED).exists() and MARKER not in (hooks / "pre-commit").read_text()
 
 
-def test_a_hook_under_core_hooks_path_guards_commits(api, repo, server):
-    git(repo, "config", "core.hooksPath", "tools/hooks")
+def test_a_hook_under_core_hooks_path_guards_commits(api, repo, server, tmp_path):
+    git(repo, "config", "core.hooksPath", str(tmp_path / "tools" / "hooks"))
     installed = api.post("/api/install_precommit_guard", json={"project_key": PROJECT, "code_repo_path": str(repo)}).json()
-    assert installed["hook_path"] == str(repo / "tools" / "hooks" / "pre-commit")
+    assert installed["hook_path"] == str(tmp_path / "tools" / "hooks" / "pre-commit")
     result = commit(repo, "src/app.py", AGENT_MAIL_URL=server, AGENT_NAME="BlueLake")
     assert result.returncode != 0 and "GreenCastle" in result.stderr
 
@@ -490,3 +490,125 @@ def test_a_server_that_refuses_every_size_of_chunk_is_asked_a_bounded_number_of_
         refusing.shutdown()
     assert result.returncode != 0 and "the check was refused" in result.stderr and commits(repo) == 0
     assert len([size for size in asked if size > 1]) == 16 + 1 and asked[0] == 1000, asked  # SPLITS, then given up
+
+
+# Hooks the guard cannot simply chain, servers that cannot answer, chunks that fail
+
+
+def test_a_chained_hook_without_a_shebang_runs_as_git_runs_it(api, repo, server):
+    """QA session 32: such a hook (git runs it with /bin/sh) raised ENOEXEC in the guard: every commit
+    blocked with a traceback, AGENT_MAIL_BYPASS too. One that cannot run at all blocks in one line."""
+    hooks = repo / ".git" / "hooks"
+    write_hook(hooks / "pre-commit", 'echo "team hook: ok" >&2\nexit "${FAIL:-0}"\n')
+    api.post("/api/install_precommit_guard", json={"project_key": PROJECT, "code_repo_path": str(repo)}).raise_for_status()
+    env = {"AGENT_MAIL_URL": server, "AGENT_NAME": "BlueLake"}
+    passed = commit(repo, "README.md", **env)
+    assert passed.returncode == 0 and "team hook: ok" in passed.stderr and commits(repo) == 1, passed.stderr
+    assert commit(repo, "README.md", FAIL="1", AGENT_MAIL_BYPASS="1", **env).returncode != 0 and commits(repo) == 1
+    write_hook(hooks / CHAINED, "#!/no/such/interpreter\nexit 0\n")
+    broken = commit(repo, "README.md", **env)
+    assert broken.returncode != 0 and "cannot run the repository's own hook" in broken.stderr
+    assert "Traceback" not in broken.stderr and commits(repo) == 1
+
+
+@pytest.mark.parametrize("answer", [
+    b"SSH-2.0-OpenSSH_9.6\r\n",  # another program on the port
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"conf",  # cut short
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",  # another service's 200
+    b'HTTP/1.1 200 OK\r\nContent-Length: 34\r\n\r\n{"conflicts": [{"path": "src/a"}]}',  # no holders
+], ids=["not-http", "cut-short", "other-200", "bad-conflict"])
+def test_a_server_that_cannot_answer_the_check_counts_as_unreachable(guarded, repo, answer):
+    """QA session 32: these ended the hook in a traceback and blocked the commit, though a server
+    that cannot answer only warns unless AGENT_MAIL_GUARD_STRICT is set."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        warned = guarded("BlueLake", "src/app.py", AGENT_MAIL_URL=url)
+        strict = guarded("BlueLake", "src/other.py", AGENT_MAIL_URL=url, AGENT_MAIL_GUARD_STRICT="1")
+    finally:
+        listener.close()
+    assert warned.returncode == 0 and "cannot check file reservations" in warned.stderr, warned.stderr
+    assert strict.returncode != 0 and "AGENT_MAIL_GUARD_STRICT" in strict.stderr and commits(repo) == 1
+    assert "Traceback" not in warned.stderr + strict.stderr
+
+
+def test_a_conflict_found_before_a_chunk_fails_still_blocks(repo, tmp_path):
+    """QA session 32: 2,001 staged paths are 3 chunks; the server answered two (the first naming a held
+    file) and was busy for the third (429): the hook dropped what it had found and committed."""
+    with running_server(tmp_path / "busy.db", RATE_LIMIT_READS_PER_MINUTE="2", GUARD_ALLOWED_ROOTS=str(repo.parent)) as url:
+        with httpx.Client(base_url=url) as client:
+            client.post("/api/ensure_project", json={"human_key": PROJECT}).raise_for_status()
+            client.post("/api/register_agent", json={"project_key": PROJECT, "program": "p", "model": "m", "name": "GreenCastle"})
+            client.post("/api/file_reservation_paths", json={
+                "project_key": PROJECT, "agent_name": "GreenCastle", "paths": ["a/held.py"]}).raise_for_status()
+            client.post("/api/install_precommit_guard",
+                        json={"project_key": PROJECT, "code_repo_path": str(repo)}).raise_for_status()
+        blocked = commit(repo, "a/held.py", *[f"b/{n}" for n in range(2000)], AGENT_MAIL_URL=url)
+    assert blocked.returncode != 0 and commits(repo) == 0, blocked.stderr
+    assert "a/held.py is reserved by GreenCastle" in blocked.stderr
+    assert "1 of 2001 staged paths could not be checked" in blocked.stderr
+
+
+def test_a_relative_core_hooks_path_is_refused_and_the_guard_is_called_from_the_teams_hook(api, repo, server, tmp_path):
+    """QA session 32: with core.hooksPath=.githooks (tracked) the guard replaced the team's hook there:
+    a tracked file changed (the next `git add -A` commits the guard for every clone), and a linked work
+    tree ran its own checkout of .githooks, unguarded. Now: 409, the guard is written to the git
+    directory, and one line in the team's hook runs it in every work tree."""
+    team_hook = repo / ".githooks" / "pre-commit"
+    write_hook(team_hook, "#!/bin/sh\nexit 0\n")
+    git(repo, "config", "core.hooksPath", ".githooks")
+    git(repo, "add", ".githooks")
+    assert git(repo, "commit", "-qm", "team hook").returncode == 0
+    other = tmp_path / "repo-2"
+    assert git(repo, "worktree", "add", "-q", str(other)).returncode == 0
+    answer = api.post("/api/install_precommit_guard", json={"project_key": PROJECT, "code_repo_path": str(repo)})
+    assert answer.status_code == 409 and "core.hooksPath is relative" in answer.json()["error"]["message"], answer.text
+    hint = answer.json()["error"]["hint"]
+    script = repo / ".git" / "agent-mail" / "pre-commit"
+    assert str(script) in hint and MARKER in script.read_text()
+    assert git(repo, "status", "--porcelain").stdout == "" and team_hook.read_text() == "#!/bin/sh\nexit 0\n"
+
+    line = hint.split("clones without the guard: ", 1)[1]
+    write_hook(team_hook, f"#!/bin/sh\n{line}\nexit 0\n")
+    git(repo, "add", ".githooks")
+    assert git(repo, "commit", "-qm", "call the guard", AGENT_MAIL_URL=server).returncode == 0
+    assert git(other, "merge", "-q", "--ff-only", git(repo, "branch", "--show-current").stdout.strip()).returncode == 0
+    env = {"AGENT_MAIL_URL": server, "AGENT_NAME": "BlueLake"}
+    for tree in (repo, other):
+        blocked = commit(tree, "src/cart.py", **env)
+        assert blocked.returncode != 0 and "src/cart.py is reserved by GreenCastle" in blocked.stderr, (tree, blocked.stderr)
+        git(tree, "rm", "-q", "--cached", "src/cart.py")
+    removed = api.post("/api/uninstall_precommit_guard", json={"code_repo_path": str(repo)}).json()
+    assert removed["removed"] and not script.exists()
+    assert commit(other, "src/cart.py", **env).returncode == 0  # the line does nothing without the guard
+
+
+def test_a_hook_that_finds_its_work_by_its_own_name_is_not_renamed(api, repo, server):
+    """QA session 32: husky's hooks run `.husky/$(basename "$0")`; renamed pre-commit.agent-mail-chained,
+    they looked for a script of that name, found none and passed: the team's checks silently stopped."""
+    hooks = repo / ".git" / "hooks"
+    husky = '#!/bin/sh\n. "$(dirname "$0")/husky.sh"\n'
+    write_hook(hooks / "pre-commit", husky)
+    answer = api.post("/api/install_precommit_guard", json={"project_key": PROJECT, "code_repo_path": str(repo)})
+    assert answer.status_code == 409 and "its own name or place" in answer.json()["error"]["message"], answer.text
+    assert (hooks / "pre-commit").read_text() == husky and not (hooks / CHAINED).exists()
+    pre_commit_com = '#!/usr/bin/env bash\n# File generated by pre-commit: https://pre-commit.com\nHERE="$(dirname "$0")"\nexit 0\n'
+    write_hook(hooks / "pre-commit", pre_commit_com)  # names the hook type itself: safe to rename
+    installed = api.post("/api/install_precommit_guard", json={"project_key": PROJECT, "code_repo_path": str(repo)})
+    assert installed.status_code == 200 and (hooks / CHAINED).read_text() == pre_commit_com, installed.text

@@ -16,6 +16,8 @@ from chalicelib.clock import later
 from chalicelib.tools import reservations, tools_by_name
 from chalicelib.tools.reservations import overlap_peers
 
+from .sql import sql
+
 pytestmark = pytest.mark.both_backends
 
 REAL_NOW = clock.now
@@ -52,6 +54,7 @@ def test_paths_are_normalised(reserve):
         ("src/../../x", "'..'"),
         ("./", "names no path"),
         ("", "at least 1 character"),
+        ("src/a\x00b.py", "holds a NUL character"),  # QA session 32: taken, then in a notice cut search short
     ],
 )
 def test_paths_outside_the_repository_are_refused(call, project, reserve, path, problem):
@@ -422,6 +425,26 @@ def test_force_release_of_an_expired_reservation_tells_the_holder(call, project,
 
     again = call("force_release_file_reservation", project_key=project, agent_name="RedStone", file_reservation_id=held["id"])
     assert (again["released"], again["notified"]) == (False, False)
+
+
+def test_a_reason_with_a_nul_is_refused_and_a_stored_pattern_with_one_reaches_a_notice_whole(call, project, reserve, settings, monkeypatch):
+    """QA session 32: a NUL was taken in a pattern and a reason (no git path holds one), and went into
+    the force-release notice, where SQLite's text functions stop at it: a search for a word after
+    it showed a snippet cut there. A pattern an older version stored still gets its notice, NUL shown as U+FFFD."""
+    for tool, arguments in (("file_reservation_paths", {"paths": ["src/c.py"], "reason": "r\x00s"}),
+                            ("macro_file_reservation_cycle", {"paths": ["src/c.py"], "reason": "r\x00s"})):
+        with pytest.raises(InvalidArgument) as refused:
+            call(tool, project_key=project, agent_name="GreenCastle", **arguments)
+        assert "reason" in refused.value.message and "NUL" in refused.value.message
+    held = reserve("GreenCastle", "src/ab.py", ttl_seconds=60)["granted"][0]
+    with sql(settings) as conn:
+        conn.execute("UPDATE file_reservations SET path_pattern = 'src/a' || char(0) || 'b.py' WHERE id = ?", (held["id"],))
+    travel(monkeypatch, 61)
+    assert call("force_release_file_reservation", project_key=project, agent_name="BlueLake", file_reservation_id=held["id"])["notified"]
+    [notice] = call("fetch_inbox", project_key=project, agent_name="GreenCastle", include_bodies=True)["messages"]
+    assert notice["subject"] == "Released your file reservation src/a\ufffdb.py" and "\x00" not in notice["body_md"]
+    [hit] = call("search_messages", project_key=project, query="expired")["results"]
+    assert "expired" in hit["snippet"], hit
 
 
 def test_force_release_when_the_holder_went_quiet_tells_it_even_without_notify_previous(call, project, reserve, monkeypatch):

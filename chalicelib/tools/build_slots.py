@@ -18,7 +18,7 @@ from pydantic import Field
 from .. import clock
 from ..store.db import refresh, transaction, values_of
 from ..errors import Conflict, NotFound
-from ..fields import AgentName, ProjectKey
+from ..fields import AgentName, NotBlank, ProjectKey
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from .agents import agent_id, find_agent, mark_active, refuse_retired
@@ -26,7 +26,7 @@ from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor1
 from .projects import find_project, refuse_archived
 from .reservations import TtlSeconds
 
-SlotName = Annotated[str, Field(min_length=1, max_length=128, description="The slot's name, e.g. frontend-build.")]
+SlotName = Annotated[NotBlank, Field(min_length=1, max_length=128, description="The slot's name, e.g. frontend-build.")]
 
 
 class BuildSlot(Output):

@@ -27,6 +27,7 @@ from .reservations import (
     FileReservationPathsInput,
     Paths,
     Released,
+    ReservationReason,
     Reserved,
     TtlSeconds,
     file_reservation_paths,
@@ -65,7 +66,7 @@ class MacroStartSessionInput(Input):
     agent_name: AgentName | None = Field(None, description="Your name, if you have one; omit to get a new one.")
     task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
     file_reservation_paths: Paths | None = Field(None, description="Files or globs to reserve (exclusive) right away.")
-    file_reservation_reason: Annotated[str, Field(max_length=1000)] = ""
+    file_reservation_reason: ReservationReason = ""
     file_reservation_ttl_seconds: TtlSeconds = 3600
     inbox_limit: InboxLimit = 10
 
@@ -210,7 +211,7 @@ class MacroFileReservationCycleInput(Input):
     paths: Paths
     ttl_seconds: TtlSeconds = 3600
     exclusive: bool = True
-    reason: Annotated[str, Field(max_length=1000)] = ""
+    reason: ReservationReason = ""
     auto_release: bool = Field(False, description="Release the reservations again at once (a conflict check).")
 
 

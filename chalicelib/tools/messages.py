@@ -360,7 +360,10 @@ def admitted_recipients(db, project, sender, to, cc, bcc, notice=False, overseer
 def notify(db, project, sender, to: str, subject: str, body: str) -> Message:
     """A system notice to one agent (a name, or Name@project) about what `sender` did: delivered
     whatever its contact policy, never counted as conversation. The body starts with "*Notice
-    from Agent Mail.*", so the reader tells the server's words from the sender's own."""
+    from Agent Mail.*", so the reader tells the server's words from the sender's own. A NUL (in a
+    pattern or name stored before they were refused) becomes U+FFFD: the notice is still sent, and
+    search reads its text whole (fields.Storable)."""
+    subject, body = subject.replace("\x00", "\ufffd"), body.replace("\x00", "\ufffd")
     return deliver(
         db, project, sender, to=[to], cc=[], bcc=[], subject=subject[:512], body_md=f"*Notice from Agent Mail.*\n\n{body}",
         importance="normal", ack_required=False, thread_id=None, notice=True,

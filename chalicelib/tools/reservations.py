@@ -39,14 +39,18 @@ MAX_TTL = 30 * 24 * 3600
 # `./` segments, then a first real segment (not "", ".", "..", nor a drive such as C:), then
 # separators each followed by a real segment, ".", or nothing. Every part begins differently from
 # what may follow it, so matching is linear.
-_SEGMENT = r"(?:[^/\\.][^/\\]*|\.[^/\\.][^/\\]*|\.\.[^/\\]+)"  # not "", ".", ".."
-_FIRST_SEGMENT = r"(?:[^/\\.A-Za-z][^/\\]*|[A-Za-z](?:[^/\\:][^/\\]*|:[^/\\]+)?|\.[^/\\.][^/\\]*|\.\.[^/\\]+)"
+# No NUL anywhere: no git path holds one, and SQLite's text functions stop at it (fields.Storable).
+_SEGMENT = r"(?:[^/\\.\x00][^/\\\x00]*|\.[^/\\.\x00][^/\\\x00]*|\.\.[^/\\\x00]+)"  # not "", ".", ".."
+_FIRST_SEGMENT = (r"(?:[^/\\.A-Za-z\x00][^/\\\x00]*|[A-Za-z](?:[^/\\:\x00][^/\\\x00]*|:[^/\\\x00]+)?"
+                  r"|\.[^/\\.\x00][^/\\\x00]*|\.\.[^/\\\x00]+)")
 REPO_PATH = rf"^(?:\.[/\\]+)*{_FIRST_SEGMENT}(?:[/\\](?:{_SEGMENT}|\.)?)*$"
 _REPO_PATH = re.compile(REPO_PATH)
 
 
 def normalize_path(value: str) -> str:
     """A repo-relative path or glob in one canonical form: `/` separators, no `.` or empty segments."""
+    if "\x00" in value:
+        raise ValueError(f"{value!r} holds a NUL character (U+0000), which no path holds: leave it out")
     path = value.replace("\\", "/")
     if path.startswith("/") or _DRIVE.match(path):
         raise ValueError(f"{value!r} is absolute; pass a path relative to the repository root, e.g. src/app.py")
@@ -77,6 +81,7 @@ Paths = Annotated[
         " e.g. src/**, *.py, docs/api/*.md.",
     ),
 ]
+ReservationReason = Annotated[Storable, Field(max_length=1000, description="What you are doing, e.g. a thread id.")]
 TtlSeconds = Annotated[int, Field(ge=1, le=MAX_TTL, description="How long the lease lasts, in seconds.")]
 CodeRepoPath = Annotated[
     str,
@@ -390,7 +395,7 @@ class FileReservationPathsInput(Input):
     paths: Paths
     ttl_seconds: TtlSeconds = 3600
     exclusive: bool = Field(True, description="Exclusive: others should not edit. Shared: you are reading or watching.")
-    reason: Annotated[str, Field(max_length=1000, description="What you are doing, e.g. a thread id.")] = ""
+    reason: ReservationReason = ""
 
 
 class Reserved(Output):
@@ -949,7 +954,10 @@ def install_precommit_guard(db: sqlite3.Connection, args: InstallPrecommitGuardI
     server runs on, so code_repo_path must be a git work tree there (local mode).
 
     The hook goes where git looks (core.hooksPath respected); an existing pre-commit hook
-    is kept and run first. At commit time: AGENT_NAME names the committing agent;
+    is kept and run first. Where that would break something (a relative core.hooksPath, a
+    hooks folder in the work tree, a hook that finds its work by its own name, as husky's),
+    409: the guard is written to the git directory and the hint gives the line that calls it
+    from the team's own hook. At commit time: AGENT_NAME names the committing agent;
     AGENT_MAIL_GUARD_MODE=warn reports without blocking; AGENT_MAIL_BYPASS=1 skips the
     check; if the server cannot be reached the commit goes ahead with a warning, unless
     AGENT_MAIL_GUARD_STRICT=1. Installing again updates the hook."""
