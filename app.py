@@ -293,7 +293,8 @@ def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimi
         return Response(body, status_code=answer.status, headers={"Content-Type": answer.content_type, **answer.headers})
 
     for path in WEB_PATHS:
-        methods = ["GET", "POST"] if path in web_http.FORMS or path == "/ui/{name}" else ["GET"]
+        # HEAD: the local server answers it. An address that is no page: its 404 page, a form sent to it too.
+        methods = ["GET", "POST"] if path == "/ui/{name}" else [method for method in web_http.methods(path) if method != "HEAD"]
         route = "web_" + (path.strip("/").replace("/", "_").replace("{", "").replace("}", "") or "inbox")
         # Any content type: the web UI refuses what is not its form (in its own page), as locally.
         app.route(path, methods=methods, name=route, content_types=["*/*"])(view)
