@@ -80,6 +80,7 @@ def create_app(settings: Settings) -> Chalice:
     def _protected(request: Request, get_response):
         if request.path not in rebinding.EXEMPT_PATHS:
             try:
+                rebinding.check_sent_once(sent_names(request.to_original_event()))
                 rebinding.check(request.headers.get("host"), request.headers.get("origin"), settings)
             except ToolError as exc:
                 return _refused(request, exc)
@@ -204,6 +205,7 @@ def create_app(settings: Settings) -> Chalice:
         method = event.get("httpMethod") or event.get("requestContext", {}).get("http", {}).get("method", "")
         headers = auth.lower_headers(event.get("headers"))
         try:
+            rebinding.check_sent_once(sent_names(event))
             rebinding.check(headers.get("host"), headers.get("origin"), settings)
             if method == "OPTIONS":  # a CORS preflight (a function URL or an HTTP API without CORS of their own)
                 answer = preflight(headers.get("origin"), ["POST"])
@@ -254,6 +256,12 @@ WEB_PATHS = ("/", "/ui", "/ui/projects", "/ui/project", "/ui/agent", "/ui/thread
              "/ui/static/{name}", "/ui/{name}")  # the last: any other address under /ui/, the UI's 404 page
 
 
+def sent_names(event: dict) -> list[str]:
+    """The name of each header field a REST API (v1) event's request sent, one per field sent
+    (its multiValueHeaders; an HTTP API's v2 event joins repeats with commas, so sends each once)."""
+    return [name for name, values in (event.get("multiValueHeaders") or {}).items() for _ in values or ()]
+
+
 def source_ip(request: Request) -> str | None:
     """The client address API Gateway saw (never X-Forwarded-For, which the client writes)."""
     return ratelimit.event_source_ip({"requestContext": request.context})
@@ -293,7 +301,8 @@ def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimi
         return Response(body, status_code=answer.status, headers={"Content-Type": answer.content_type, **answer.headers})
 
     for path in WEB_PATHS:
-        methods = ["GET", "POST"] if path in web_http.FORMS or path == "/ui/{name}" else ["GET"]
+        # HEAD: the local server answers it. An address that is no page: its 404 page, a form sent to it too.
+        methods = ["GET", "POST"] if path == "/ui/{name}" else [method for method in web_http.methods(path) if method != "HEAD"]
         route = "web_" + (path.strip("/").replace("/", "_").replace("{", "").replace("}", "") or "inbox")
         # Any content type: the web UI refuses what is not its form (in its own page), as locally.
         app.route(path, methods=methods, name=route, content_types=["*/*"])(view)

@@ -85,10 +85,10 @@ def test_routes_are_exactly_the_registry(chalice_app, fastapi_app):
     }
     # The web UI's pages (chalicelib/web/): Front answers them locally before FastAPI, the same paths.
     from app import WEB_PATHS
-    from chalicelib.web.http import FORMS
+    from chalicelib.web.http import ACTS, FORMS
     from chalicelib.web.pages import WebUI
 
-    web = {(path, method) for path in WEB_PATHS for method in (("GET", "POST") if path in (*FORMS, "/ui/{name}") else ("GET",))}
+    web = {(path, method) for path in WEB_PATHS for method in (("POST",) if path == ACTS else ("GET", "POST") if path in (*FORMS, "/ui/{name}") else ("GET",))}
     assert {path for path, _ in web} - {"/ui/static/{name}", "/ui/{name}"} == set(WebUI.PAGES) - {"/ui/", "/docs"}
     mcp = {("/mcp", method) for method in ("POST", "GET", "DELETE")}  # lambda_mcp
     attachments = {("/api/attachments/{sha256}", "GET"), ("/api/attachments", "PUT")}  # (tests/test_attachments_s3.py)

@@ -3,12 +3,15 @@ and the Lambda entry points."""
 
 import importlib
 import json
+import socket
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from chalicelib.config import Settings
+from chalicelib.security import ratelimit
 
 from .aws_events import CONTEXT, MCP_HEADERS, http_api_event, rest_api_event, tool_call
 from .servers import running_server
@@ -117,3 +120,49 @@ def test_lambda_limits_key_on_the_gateway_source_ip(tmp_path, monkeypatch):
     event = http_api_event("POST", "/mcp", tool_call("ensure_project", {"human_key": "/l/mcp"}), MCP_HEADERS)
     answer = mcp(event, CONTEXT)  # same source IP as the REST events: over budget
     assert answer["statusCode"] == 429 and "Retry-After" in answer["headers"]
+
+
+def status_from(address: str, url: str, path: str) -> int:
+    """The status of GET `path`, sent from `address` (any of 127.0.0.0/8 reaches 127.0.0.1)."""
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        sock.connect((host, port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_callers_from_many_addresses_do_not_reset_a_credentials_budget(tmp_path):
+    """When MAX_KEYS callers were tracked, a new one cleared every bucket: pages asked from 10,000
+    addresses gave a credential over its limit a full budget again. Now the newcomers share one
+    bucket, and credentials keep a table of their own."""
+    env = dict(AUTH_MODE="bearer", AUTH_BEARER_TOKENS="token-a,token-b", REQUIRE_AGENT_TOKENS="false",
+               RATE_LIMIT_READS_PER_MINUTE="1", RATE_LIMIT_WRITES_PER_MINUTE="1")
+    with running_server(tmp_path / "db.sqlite", **env) as url, client(url) as a:
+        assert a.get("/api/health_check").status_code == 200
+        assert a.get("/api/health_check").status_code == 429  # one read a minute
+        started = time.monotonic()
+        addresses = [f"127.1.{n // 250}.{1 + n % 250}" for n in range(ratelimit.MAX_KEYS + 2)]
+        statuses = [status_from(address, url, "/ui/live") for address in addresses]
+        assert time.monotonic() - started < 50, "too slow to tell: the buckets refill in a minute"
+        assert a.get("/api/health_check").status_code == 429  # still drained
+        assert 429 not in statuses[:ratelimit.MAX_KEYS]  # each address its own bucket
+        assert statuses[-2] != 429 and statuses[-1] == 429  # then the newcomers share one
+        with client(url, "token-b") as b:
+            assert b.get("/api/health_check").status_code == 200  # a credential's own bucket, whatever the addresses
+
+
+def test_a_full_table_forgets_only_the_buckets_refilled_by_now(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: now[0])
+    bucket = ratelimit.Bucket(1)
+    for n in range(ratelimit.MAX_KEYS):
+        assert bucket.take(f"ip:{n}") == 0
+    assert bucket.take("ip:new") == 0 and bucket.take("ip:newer") > 0  # drained ones kept: newcomers share
+    assert bucket.take("ip:0") > 0
+    now[0] += 60  # a minute on, every one of them full again: forgotten for the next newcomer
+    assert bucket.take("ip:later") == 0 and bucket.take("ip:later-still") == 0
+    assert len(bucket.addresses) < 10

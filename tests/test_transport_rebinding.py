@@ -3,6 +3,8 @@ foreign Origin (403), the same way on the local server and on the Chalice app (R
 
 import importlib
 import json
+import socket
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -100,3 +102,43 @@ def test_the_mcp_function_refuses_a_foreign_host_and_origin(aws):
     refused = mcp(http_api_event("POST", "/mcp", rpc("ping"), MCP_HEADERS | {"host": "attacker.example"}), CONTEXT)
     assert refused["statusCode"] == 421 and error_code(json.loads(refused["body"])) == "misdirected_request"
     assert mcp(http_api_event("POST", "/mcp", rpc("ping"), MCP_HEADERS | {"origin": "http://evil.example"}), CONTEXT)["statusCode"] == 403
+
+
+def raw_answer(url: str, head: str) -> tuple[int, dict]:
+    """The status and JSON body of a request sent as written (clients send each header once)."""
+    with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port)) as sock:
+        sock.sendall(head.encode() + b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2] or b"null")
+
+
+REPEATED = {"Host": ["127.0.0.1", "evil.example"], "Authorization": ["Bearer wrong", "Bearer right"],
+            "Origin": ["http://127.0.0.1", "http://evil.example"]}
+
+
+@pytest.mark.parametrize("path", ["/api/list_projects", "/mcp", "/ui/projects"])
+def test_a_header_sent_twice_that_may_be_read_either_way_is_refused(url, path):
+    """QA, session 32: two Host fields (RFC 9112: 400) or two Authorization fields were served, the
+    Host check reading the first and authentication the last, as a proxy in front might not."""
+    host = urlsplit(url).netloc
+    for name, values in REPEATED.items():
+        fields = "".join(f"{name}: {value}\r\n" for value in values) + ("" if name == "Host" else f"Host: {host}\r\n")
+        status, body = raw_answer(url, f"GET {path} HTTP/1.1\r\n{fields}")
+        assert status == 400, name
+        assert f"sends the {name} header more than once" in json.dumps(body), name
+    assert raw_answer(url, f"GET /api/list_projects HTTP/1.1\r\nHost: {host}\r\n")[0] == 200
+
+
+def test_chalice_refuses_a_header_sent_twice(aws):
+    for name, values in REPEATED.items():
+        event = rest_api_event("GET", "/api/list_projects")
+        event["multiValueHeaders"][name] = values
+        event["headers"][name] = values[-1]  # API Gateway's headers: the last of each
+        answer = aws(event, CONTEXT)
+        assert answer["statusCode"] == 400 and "more than once" in json.loads(answer["body"])["error"]["message"], name
+        mcp_event = rest_api_event("POST", "/mcp", rpc("ping"), MCP_HEADERS)
+        mcp_event["multiValueHeaders"][name] = values
+        assert aws.handler_map["mcp"](mcp_event, CONTEXT)["statusCode"] == 400, name

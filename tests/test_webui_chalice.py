@@ -99,10 +99,29 @@ def test_every_page_of_the_web_ui_is_routed_on_chalice(client):
     """Chalice routes the UI's paths from a list of its own: a page missing from it is served locally only."""
     from chalicelib.web.pages import WebUI
 
-    for path in set(WebUI.PAGES) - {"/docs", "/ui/"}:  # the API docs are the local server's; /ui/ is /ui
+    from chalicelib.web.http import ACTS
+
+    for path in set(WebUI.PAGES) - {"/docs", "/ui/", ACTS}:  # the API docs are the local server's; /ui/ is /ui; /ui/act takes a POST
         answer = client.http.get(path)
         assert answer.status_code in (200, 303, 401), path
         assert answer.status_code != 401 or b"Sign in first" in answer.body, path  # the UI's answer, not API Gateway's
+
+
+def test_a_get_of_ui_act_with_a_form_in_its_body_does_nothing(client, tmp_path):
+    """QA, session 32: the view handed a GET's body to the page as its form, and /ui/act acted on
+    it without a CSRF token (the check is a POST's): a GET retired an agent. Now 405, nothing done."""
+    login = client.http.get("/ui/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', login.body.decode()).group(1)
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    signed = client.http.post("/ui/login", headers={**form, "cookie": _cookie(login)}, body=f"csrf={csrf}&token={TOKEN}&next=/")
+    session = {**form, "cookie": _cookie(signed)}
+    retire = "action=retire&project_key=srv-web&agent_name=BlueLake&back=/ui/projects"
+    answer = client.http.get("/ui/act", headers=session, body=retire)
+    assert (answer.status_code, answer.headers.get("Allow")) == (405, "POST")
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/a.db", auth_mode="bearer", auth_bearer_tokens=[TOKEN],
+                        archive_enabled=False)  # the fixture's
+    assert invoke.call(tools_by_name()["whois"], {"project_key": "srv-web", "agent_name": "BlueLake"}, settings).retired_ts is None
+    assert client.http.request("DELETE", "/ui/projects", headers=session).status_code == 405  # as locally
 
 
 def test_a_form_of_another_content_type_gets_the_ui_s_answer_as_locally(client, tmp_path):

@@ -86,6 +86,23 @@ def test_only_an_admin_session_acts_for_agents_without_their_tokens(site):
     assert acked.status_code == 303
 
 
+def test_a_method_a_page_does_not_take_gets_405_and_does_nothing(site):
+    """QA, session 32: pages were dispatched by path alone: DELETE /ui/projects got the CSRF page
+    ("This form has expired"), PUT /ui/static/ui.css the file, and on Chalice a GET of /ui/act
+    with a form in its body acted without a CSRF token. Each now gets 405 with Allow, as on Chalice."""
+    url, api, sent, tokens = site
+    admin = signed_in(url, ADMIN)
+    asked = [(method, path) for method in ("DELETE", "PUT", "PATCH", "TRACE", "PROPFIND")
+             for path in ("/ui/projects", "/ui/login", "/ui/static/ui.css")]
+    retire = {"action": "retire", "project_key": "srv-app", "agent_name": "GreenCastle", "back": "/"}
+    for method, path in [*asked, ("POST", "/ui/projects"), ("POST", "/ui/static/ui.css"), ("GET", "/ui/act"), ("HEAD", "/ui/act")]:
+        answer = admin.request(method, path, data={**retire, "csrf": admin.csrf})
+        allow = "POST" if path == "/ui/act" else "GET, HEAD, POST" if path == "/ui/login" else "GET, HEAD"
+        assert (answer.status_code, answer.headers.get("allow")) == (405, allow), (method, path)
+        assert method == "HEAD" or answer.json()["error"]["code"] == "method_not_allowed"
+    assert api.post("/api/whois", json={"project_key": "srv-app", "agent_name": "GreenCastle"}).json()["retired_ts"] is None
+
+
 @pytest.fixture(scope="module")
 def tokens_off(tmp_path_factory):
     """(url, the admin's API client) of a server whose agents need no tokens: every session reads every agent's page."""

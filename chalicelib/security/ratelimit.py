@@ -20,7 +20,9 @@ from ..config import Settings
 from ..ops import logs, metrics
 from ..errors import ToolError
 
-MAX_KEYS = 10_000  # callers tracked; when full, the buckets start over
+MAX_KEYS = 10_000  # addresses, and apart from them credentials, with a bucket of their own
+ADDRESS = "ip:"  # the start of an unauthenticated caller's key (caller())
+SHARED = None  # the key of the bucket newcomers share while the table is full (no caller's key is None)
 
 
 class RateLimited(ToolError):
@@ -51,27 +53,48 @@ def limits(settings: Settings) -> tuple[int, int]:
 
 
 class Bucket:
-    """`per_minute` tokens a minute, refilled continuously; bursts of up to `per_minute`."""
+    """`per_minute` tokens a minute, refilled continuously; bursts of up to `per_minute`.
+
+    A bucket that still holds state is never forgotten (forgetting it would hand a drained caller
+    a full minute's budget): when MAX_KEYS callers of a kind are tracked, those refilled by now are
+    dropped (a full bucket is the same as none), and if none is, a new caller shares one bucket
+    with the other newcomers. Addresses and credentials have tables of their own: anyone can come
+    from many addresses, and must not crowd out a credential's bucket."""
 
     def __init__(self, per_minute: int) -> None:
         self.rate = per_minute / 60.0
         self.capacity = float(per_minute)
-        self.state: dict[str, tuple[float, float]] = {}  # key -> (tokens, monotonic time)
+        # key -> (tokens, monotonic time), least recently taken from first
+        self.addresses: dict[str | None, tuple[float, float]] = {}
+        self.credentials: dict[str | None, tuple[float, float]] = {}
         self.lock = threading.Lock()
 
     def take(self, key: str) -> float:
         """0 if a token was taken, else the seconds until one is available."""
         now = time.monotonic()
         with self.lock:
-            tokens, then = self.state.get(key, (self.capacity, now))
+            state = self.addresses if key.startswith(ADDRESS) else self.credentials
+            if key not in state and len(state) >= MAX_KEYS:
+                self._forget_refilled(state, now)
+                if len(state) >= MAX_KEYS:
+                    key = SHARED
+            tokens, then = state.pop(key, (self.capacity, now))  # re-inserted last: the table stays in taking order
             tokens = min(self.capacity, tokens + (now - then) * self.rate)
             if tokens >= 1:
-                if len(self.state) >= MAX_KEYS and key not in self.state:
-                    self.state.clear()
-                self.state[key] = (tokens - 1, now)
+                state[key] = (tokens - 1, now)
                 return 0.0
-            self.state[key] = (tokens, now)
+            state[key] = (tokens, now)
             return (1 - tokens) / self.rate
+
+    def _forget_refilled(self, state: dict, now: float) -> None:
+        """Drop the buckets full again by now, from the least recently taken on."""
+        refilled = []
+        for key, (tokens, then) in state.items():
+            if tokens + (now - then) * self.rate < self.capacity:
+                break
+            refilled.append(key)
+        for key in refilled:
+            del state[key]
 
 
 class RateLimiter:
@@ -144,7 +167,7 @@ def too_large(limit: int) -> PayloadTooLarge:
 
 def caller(principal, address: str | None) -> str:
     """The rate-limit key: who authenticated, else where the request came from."""
-    return principal.subject if principal.kind != "anonymous" else f"ip:{address or 'unknown'}"
+    return principal.subject if principal.kind != "anonymous" else f"{ADDRESS}{address or 'unknown'}"
 
 
 def event_source_ip(event: dict) -> str | None:

@@ -8,7 +8,12 @@ outside ALLOWED_ORIGINS or CORS_ALLOWED_ORIGINS (403), with the same rules as th
 transport security: an exact value, or `name:*` for any port (`*` alone: anything, for a deployment
 whose gateway already pins the Host). A request without `Host` (HTTP/1.0,
 Chalice's test client) is let through: browsers always send one.
+
+Before it, a request that sends Host, Authorization or Origin more than once is refused (400,
+check_sent_once): a proxy in front may read one copy and this server another (RFC 9112 §3.2).
 """
+
+from typing import Iterable
 
 from ..config import Settings
 from ..errors import Forbidden, ToolError
@@ -20,6 +25,26 @@ EXEMPT_PATHS = frozenset({"/health"})
 class MisdirectedRequest(ToolError):
     status = 421
     code = "misdirected_request"
+
+
+SENT_ONCE = {"host": "Host", "authorization": "Authorization", "origin": "Origin"}
+
+
+class RepeatedField(ToolError):
+    status = 400
+    code = "bad_request"
+
+
+def check_sent_once(names: Iterable[str]) -> None:
+    """Raise if the request's header field names (one per field sent) repeat one of SENT_ONCE."""
+    seen = set()
+    for name in names:
+        name = name.lower()
+        if name in SENT_ONCE:
+            if name in seen:
+                raise RepeatedField(f"The request sends the {SENT_ONCE[name]} header more than once.",
+                                    "Send each of Host, Authorization and Origin once.")
+            seen.add(name)
 
 
 def allowed(value: str, patterns: list[str]) -> bool:

@@ -347,6 +347,7 @@ class Front:
     async def _serve(self, scope, receive, send) -> None:
         path = scope["path"]
         try:
+            rebinding.check_sent_once(name.decode("latin-1") for name, _ in scope["headers"])
             self._check_host_and_origin(scope)
         except ToolError as exc:
             await _refuse(send, path, exc)

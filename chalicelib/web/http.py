@@ -12,6 +12,7 @@ CSP = (
     " form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 FORMS = ("/ui/compose", "/ui/act", "/ui/login", "/ui/logout")  # the pages that take a POST
+ACTS = "/ui/act"  # a form's target that acts, and has no page to show: POST only
 MAX_FIELDS = 200  # form or query fields read; the rest is ignored
 
 
@@ -37,6 +38,14 @@ class Response:
     content_type: str = "text/html; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
     file: Path | None = None  # the body is this file's content instead (a large attachment: streamed)
+
+
+def methods(path: str) -> tuple[str, ...]:
+    """The methods a page or static file of the web UI takes (any other: 405, with them in Allow):
+    GET and HEAD, and POST for a form's page; /ui/act (it acts) POST alone."""
+    if path == ACTS:
+        return ("POST",)
+    return ("GET", "HEAD", "POST") if path in FORMS else ("GET", "HEAD")
 
 
 def pairs(text: str) -> dict[str, str]:
@@ -76,9 +85,12 @@ def cookies(header: str | None) -> dict[str, list[str]]:
 
 def request(method: str, path: str, query_string: str, body: bytes, headers: dict[str, str], root: str = "", tls: bool = False,
             too_large: bool = False, client: str | None = None) -> Request:
-    """A Request from raw parts; `headers` with lower-case names."""
+    """A Request from raw parts; `headers` with lower-case names. Only a POST has a form: a body
+    sent with another method is never read as one (the CSRF check is a POST's)."""
+    method = method.upper()
     return Request(
-        method=method.upper(), path=path, query=pairs(query_string), form=form_fields(body, headers.get("content-type")),
+        method=method, path=path, query=pairs(query_string),
+        form=form_fields(body, headers.get("content-type")) if method == "POST" else {},
         cookies=cookies(headers.get("cookie")), root=root, tls=tls, too_large=too_large,
         same_origin=headers.get("sec-fetch-site") == "same-origin", client=client,
         referer=referer_path(headers.get("referer"), headers.get("host"), root),

@@ -32,8 +32,9 @@ from ..tools import tools_by_name
 from ..tools.overseer import OVERSEER, writes_as
 from ..tools.search import one_budget
 from ..tools.search_syntax import marked, snippet_terms
+from ..transports.rest import http_error
 from . import downloads, markdown
-from .http import CSP, Request, Response
+from .http import CSP, Request, Response, methods
 from .session import Session, Sessions
 
 log = logging.getLogger(__name__)
@@ -266,9 +267,16 @@ class WebUI:
     # --- dispatch ---------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
-        if request.path.startswith("/ui/static/"):
-            return self.static(request.path.removeprefix("/ui/static/"))
         page = self.PAGES.get(request.path)
+        static = request.path.startswith("/ui/static/")
+        allowed = methods(request.path)
+        # Before the CSRF check, which would call it an expired form. (An address that is no page
+        # gets its 404 page, a form sent to it too.)
+        if (page or static) and request.method not in allowed:
+            error = http_error(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})  # as the Chalice app's 405
+            return Response(405, orjson.dumps(error.to_dict()), "application/json", dict(error.headers))
+        if static:
+            return self.static(request.path.removeprefix("/ui/static/"))
         session = self.sessions.read(request.cookies)
         fresh = None
         if session is None and self.sessions.open:
