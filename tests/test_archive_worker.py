@@ -268,6 +268,9 @@ def test_an_archive_dir_that_is_a_code_repository_or_someones_files_is_refused_a
     assert f"the archive worker stopped: ARCHIVE_DIR {code} is not an Agent Mail archive" in worker.stderr, worker.stderr
     doctor = cli(database, code, "doctor")
     assert f"ARCHIVE_DIR {code} is not an Agent Mail archive" in doctor.stdout and "Traceback" not in doctor.stderr
+    volume = tmp_path / "volume"  # a new file system mounted there holds lost+found only
+    (volume / "lost+found").mkdir(parents=True)
+    assert cli(database, volume, "archive", "rebuild").returncode == 0 and (volume / "lost+found").is_dir()
     empty = tmp_path / "empty"
     git(tmp_path, "init", "-q", "--bare", str(empty))  # an empty repository becomes the archive
     assert cli(database, empty, "archive", "drain").returncode == 0

@@ -76,7 +76,8 @@ class GitArchive:
         self.path = Path(path)
         if (self.path / ".git").exists() or (self.path / "HEAD").exists():
             self.repo = open_archive(self.path)
-        elif self.path.is_dir() and any(self.path.iterdir()):  # never `git init` among someone's files
+        elif self.path.is_dir() and any(entry.name != "lost+found" for entry in self.path.iterdir()):
+            # never `git init` among someone's files (a new volume's lost+found is no one's)
             raise not_an_archive(self.path, "a directory of other files, not a git repository")
         elif not create:
             raise NoArchive(f"no archive at {self.path} (ARCHIVE_DIR)")
