@@ -259,7 +259,7 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
         window = [row[0] for row in index.execute(sql, (match, below, -(2**63) if floor is None else floor, *params, size))]
         if window:  # the window ends at its newest id, so mail arriving later (newer ids) stays out of it
             below = window[0] + 1
-        ranked = _ranked(index, rank_query, narrow.matching(index, window) if narrow else window)
+        ranked = _ranked(index, rank_query, narrow.matching(index, window, _in_time) if narrow else window)
         _in_time()
         taken = ranked[skip : skip + limit - len(page)]
         page += taken
