@@ -153,6 +153,27 @@ def test_agent_name_includes_mail_received_from_another_project(call, mail):
     assert subjects(call, project, "afar") == []  # the project's own mail: not stored here
 
 
+def test_an_agents_search_in_a_thread_walks_the_threads_messages(call, mail, settings, traced):
+    """With agent_name the thread's search had no project to walk the thread's messages by
+    (messages_by_thread), so it read every match of the query in every project, and sorted them."""
+    project, _ = mail
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="Visitor")
+    call("send_message", project_key="work-other", sender_name="Visitor", to=[f"BlueLake@{project}"],
+         subject="deploy reply from afar", body_md="", thread_id="T-2")  # the other side's half of the thread
+    call("send_message", project_key="work-other", sender_name="Visitor", to=["Visitor"], subject="deploy, not to it",
+         body_md="", thread_id="T-2")
+    traced.clear()
+    assert found(call, project, thread_id="T-2", agent_name="BlueLake") == ["deploy four", "deploy reply from afar", "deploy three"]
+    assert found(call, project, thread_id="T-2", agent_name="GreenCastle") == ["deploy five", "deploy four", "deploy three"]
+    assert found(call, "work-other", thread_id="T-2", agent_name="Visitor") == ["deploy reply from afar", "deploy, not to it"]
+    if not settings.turso_sync_url:  # (on a replica the statements run on the sidecar: tests/test_search_index.py)
+        window = next(sql for sql in traced if "ORDER BY m.id DESC" in sql)
+        with sqlite3.connect(settings.database_path) as conn:
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {window}")]
+        assert plan[0].startswith("SEARCH m USING INDEX messages_by_thread (project_id=? AND thread_id=?"), plan
+
+
 def test_unknown_filter_agents_are_not_found(call, mail):
     project, _ = mail
     with pytest.raises(Exception, match="Nobody"):

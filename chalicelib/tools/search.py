@@ -152,6 +152,10 @@ def _filters(db, project: sqlite3.Row, args: SearchMessagesInput) -> tuple[str, 
     if args.thread_id:
         sql += " AND m.thread_id = ?"
         params.append(args.thread_id)
+        if caller is not None:  # the thread's messages by project (messages_by_thread), not every match in the index
+            projects = _thread_projects(db, caller, project["id"], args.thread_id)
+            sql += f" AND m.project_id IN ({placeholders(projects)})"
+            params += projects
     if args.importance:
         sql += f" AND m.importance IN ({placeholders(args.importance)})"
         params += args.importance
@@ -162,6 +166,25 @@ def _filters(db, project: sqlite3.Row, args: SearchMessagesInput) -> tuple[str, 
         sql += " AND m.created_ts <= ?"
         params.append(args.until_ts)
     return sql, params
+
+
+def _thread_projects(db, agent_id: int, home: int, thread_id: str) -> list[int]:
+    """The projects where the agent has mail of the thread: its own (what it sent is there), and
+    those of what it received, each asked of its recipient rows (inbox_by_thread, migration 0048)
+    one project at a time (a thread is per project: each side of cross-project mail has its own).
+    Without them a search in the agent's thread read every match of the query in every project."""
+    projects, after = [home], -(2**63)
+    while (row := db.execute(
+        "SELECT message_project_id FROM message_recipients WHERE agent_id = ? AND message_project_id > ?"
+        " ORDER BY message_project_id LIMIT 1", (agent_id, after),
+    ).fetchone()) is not None:
+        after = row[0]
+        if after != home and db.execute(
+            "SELECT 1 FROM message_recipients WHERE agent_id = ? AND message_project_id = ? AND thread_id = ? LIMIT 1",
+            (agent_id, after, thread_id),
+        ).fetchone():
+            projects.append(after)
+    return projects
 
 
 def _cursor(cursor: str | None) -> tuple[int, int]:
@@ -226,10 +249,10 @@ def _window_sql(where: str, by_thread: bool) -> str:
     """The newest matches below an id and from another (an index being built holds all the mail
     from there up only). Most searches walk the index's matches newest first and check each
     against the filters; within one thread, the thread's few messages (the messages_by_thread
-    index) are checked against the index instead."""
-    if by_thread:
+    index: `where` then names the thread's projects) are checked against the index instead."""
+    if by_thread:  # CROSS JOIN: the thread first (with an agent's visibility test the planner chose the index's matches)
         return (
-            "SELECT m.id FROM messages m JOIN messages_fts ON messages_fts.rowid = m.id"
+            "SELECT m.id FROM messages m CROSS JOIN messages_fts ON messages_fts.rowid = m.id"
             f" WHERE messages_fts MATCH ? AND m.id < ? AND m.id >= ? AND {where} ORDER BY m.id DESC LIMIT ?"
         )
     return (
