@@ -220,6 +220,24 @@ def test_a_snippet_centres_on_the_phrase_not_on_its_words_elsewhere():
     assert snippet_terms("cart OR api") == [("cart",), ("api",)] and snippet_terms("car*") == [("car",)]
 
 
+def test_a_snippet_finds_and_marks_what_the_stemmer_matched(call, project):
+    """The index matches stems (porter: `migrations` finds migration); a snippet looked for the typed
+    word, found none, and showed the body's start with nothing marked."""
+    body = "Notes from the sync. " + "Other topics went by. " * 30 + "The database migration ran on staging at noon."
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Weekly notes", body_md=body)
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="We deployed the cart", body_md="ok")
+
+    def snippets(query):
+        return [hit["snippet"] for hit in call("search_messages", project_key=project, query=query)["results"]]
+
+    assert snippets("migrations") == snippets("migration") == ["…went by. The database **migration** ran on staging at noon."]
+    assert snippets("deploying") == snippets("deploy") == ["We **deployed** the cart"]
+    assert snippets("happy OR deploying") == ["We **deployed** the cart"]
+    assert snippet_terms("migrations deploying") == [("migrat",), ("deploy",)]
+    assert snippet_terms("migrations*") == [("migrations",)]  # a prefix is not stemmed: FTS5 reads it as typed
+    assert snippet_terms("using") == [("using",)]  # its stem "us" would mark any word starting so
+
+
 def test_a_phrase_of_only_common_words_is_checked_on_the_newest_messages_holding_them_all(call, paths, monkeypatch):
     """FTS5 compared the positions of such a phrase in every message holding its words (168 ms at
     100k messages for `"database the the database the"`): now its candidates are the newest of
