@@ -29,6 +29,7 @@ import os
 import re
 import sqlite3
 import threading
+import unicodedata
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from time import monotonic
@@ -48,8 +49,10 @@ _PROJECT_TOKEN = re.compile(r"(?<![0-9a-z])p[0-9]+(?![0-9a-z])", re.IGNORECASE)
 def in_text(fts: str) -> str:
     """An FTS5 query kept to the text columns when a word of it could be a `project` column's token
     (`p<project id>`, migration 0045); others as they are (FTS5 checks a column filter on every
-    match: +0.1 ms a search for a common word)."""
-    return f"{{subject body_md}} : ({fts})" if _PROJECT_TOKEN.search(fts) else fts
+    match: +0.1 ms a search for a common word). Looked for as the tokenizer reads the query: without
+    diacritics (`ṗ123` and `p̈123` are its p123)."""
+    folded = fts if fts.isascii() else "".join(c for c in unicodedata.normalize("NFD", fts) if not unicodedata.combining(c))
+    return f"{{subject body_md}} : ({fts})" if _PROJECT_TOKEN.search(folded) else fts
 
 
 class _Stemmer(threading.local):
