@@ -204,8 +204,10 @@ def test_a_cursor_that_was_not_given_is_refused(call, mail):
     project, _ = mail
     with pytest.raises(InvalidArgument, match="Cursor"):
         call("search_messages", project_key=project, query="deploy", cursor="../etc")
-    # Also when the query has no word (no page to go on with), and with a final newline.
-    for query, cursor in [("+++", "false"), ("deploy", "12.3\n"), ("+++", "12.3\n")]:
+    # Also when the query has no word (no page to go on with), with a final newline, and with
+    # digits of other scripts (Python's \d took them, int() read them; the schema's pattern does not).
+    for query, cursor in [("+++", "false"), ("deploy", "12.3\n"), ("+++", "12.3\n"), ("deploy", "\uff11.\uff10"),
+                          ("deploy", "9999999999999999999.\u0663"), ("deploy", "\u0669" * 19 + ".0")]:
         with pytest.raises(InvalidArgument, match="Cursor"):
             call("search_messages", project_key=project, query=query, cursor=cursor)
 

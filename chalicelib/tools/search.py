@@ -75,7 +75,7 @@ QUERY_HELP = (
     "Plain words (all must match); ids, file names and paths work as typed (CART-12, src/api.py)."
     ' Operators: "exact phrase", prefix*, AND / OR / NOT, (groups), NEAR(a b), subject:word, body:word.'
 )
-_CURSOR = re.compile(r"^(\d{1,19})\.(\d{1,6})$")
+_CURSOR = re.compile(r"^([0-9]{1,19})\.([0-9]{1,6})$")  # not \d: Python's takes every script's digits, the schema's not
 
 
 def _given(cursor: str) -> str:
