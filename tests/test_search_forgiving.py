@@ -212,6 +212,20 @@ def test_a_cursor_that_was_not_given_is_refused(call, mail):
             call("search_messages", project_key=project, query=query, cursor=cursor)
 
 
+def test_parentheses_nested_too_deep_are_refused_not_misread(call, mail):
+    """FTS5's parser refuses ~99 levels; the fallback then read every word as text, OR and NOT
+    included, and answered a confident 0 hits."""
+    project, _ = mail
+    assert sorted(subjects(call, project, "(" * 32 + "one OR five" + ")" * 32, limit=50)) == ["deploy five", "deploy one"]
+    assert sorted(subjects(call, project, "(" * 30 + "deploy NOT (one OR (two AND deploy))" + ")" * 30, limit=50)) == [
+        "deploy five", "deploy four", "deploy six", "deploy three"]
+    for depth in (33, 99, 300):
+        with pytest.raises(InvalidArgument, match=f"nest {depth} deep") as refused:
+            call("search_messages", project_key=project, query="(" * depth + "one OR five" + ")" * depth)
+        assert "Drop the extra parentheses" in refused.value.hint
+    assert sorted(subjects(call, project, "(" * 300 + "one OR five", limit=50)) == ["deploy five", "deploy one"]  # unbalanced: ignored
+
+
 def test_text_without_a_word_finds_nothing(call, mail):
     project, _ = mail
     assert call("search_messages", project_key=project, query="+++ :: **") == {"query": "+++ :: **", "results": [], "next_cursor": None, "indexing": None}

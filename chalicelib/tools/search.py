@@ -56,8 +56,8 @@ from .counts import mail_stamp, mail_total
 from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
 from .search_narrowing import Narrowed, narrowed
-from .search_syntax import (SNIPPET_CHARS, fts5_query, fts5_terms, fts5_phrases, has_cjk, literal_query, snippet,
-                            snippet_terms)
+from .search_syntax import (SNIPPET_CHARS, fts5_query, fts5_terms, fts5_phrases, has_cjk, literal_query, nesting,
+                            snippet, snippet_terms)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ SCOPED_SHARE = 16  # projects with at most 1/16 of the mail search within themse
 MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
 MIN_PREFIX = 3  # letters or digits of a prefix (t*: every word starting with t), or one CJK character
 MAX_PREFIXES = 2
+MAX_NESTING = 32  # levels of parentheses (FTS5's parser overflows at ~99)
 STEPS_BETWEEN_CHECKS = 1000  # SQLite VM steps between looks at the clock (fewer came no closer: docs/limits.md)
 QUERY_HELP = (
     "Plain words (all must match); ids, file names and paths work as typed (CART-12, src/api.py)."
@@ -198,6 +199,11 @@ def _cursor(cursor: str | None) -> tuple[int, int]:
 def bounded_query(text: str) -> str | None:
     """The FTS5 query of the typed text (None: no word in it), refused when its prefixes would
     make FTS5 read much of the index (see the module docstring)."""
+    if (depth := nesting(text)) > MAX_NESTING:  # FTS5 refuses ~99 (then every word, operators too, was literal text)
+        raise InvalidArgument(
+            f"The query's parentheses nest {depth} deep: at most {MAX_NESTING} levels are allowed.",
+            "Drop the extra parentheses: (a OR b) c means the same however many wrap it.",
+        )
     fts = fts5_query(text)
     prefixes = [words[-1] for words, prefix in fts5_phrases(fts or "") if prefix]
     if short := [prefix for prefix in prefixes if len(prefix) < MIN_PREFIX and not has_cjk(prefix)]:

@@ -134,18 +134,26 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return items
 
 
-def _balanced(items: list[tuple[str, str]]) -> bool:
-    depth = 0
+def _nesting(items: list[tuple[str, str]]) -> int | None:
+    """How deep the groups go (0: none), or None when the parentheses are unbalanced."""
+    depth = deepest = 0
     for kind, _ in items:
         depth += {"(": 1, ")": -1}.get(kind, 0)
         if depth < 0:
-            return False
-    return depth == 0
+            return None
+        deepest = max(deepest, depth)
+    return deepest if depth == 0 else None
+
+
+def nesting(text: str) -> int:
+    """How deep the query's groups go (its parentheses ignored when unbalanced: 0). FTS5's parser
+    refuses ~99 levels ("parser stack overflow"), which tools/search.py bounds well before."""
+    return _nesting(_tokens(text)) or 0
 
 
 def fts5_query(text: str) -> str | None:
     items = _tokens(text)
-    if not _balanced(items):
+    if _nesting(items) is None:
         items = [item for item in items if item[0] not in "()"]
     out: list[tuple[str, str]] = []
     for index, (kind, value) in enumerate(items):
