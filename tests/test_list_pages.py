@@ -293,6 +293,9 @@ def test_the_web_ui_search_filters_in_the_tool_across_every_project_it_lists(tmp
         assert found(p="s-b")[0] == ["deploy b"]
         assert found(since="2999-01-01")[0] == []
         assert "oldest projects" not in found()[1]
+        for project, n in (("s-a", 0), ("s-a", 1), ("s-b", 2), ("s-b", 3)):  # equal scores: newest first, as the tool lists ties
+            post("send_message", project_key=project, sender_name="BlueLake", to=["BlueLake"], subject=f"zebra {n}", body_md="zebra")
+        assert found(q="zebra")[0] == ["zebra 3", "zebra 2", "zebra 1", "zebra 0"]  # were listed project by project
         for n in range(LIST_SHOWN):
             post("ensure_project", human_key=f"/s/p{n:04d}")
         assert f"in the {LIST_SHOWN} oldest projects" in found()[1]

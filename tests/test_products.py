@@ -224,6 +224,8 @@ def test_product_search_pages_reach_every_hit_once(call, shop, limit, reader):
     assert sorted(seen) == sorted(sent) and len(seen) == len(set(seen))  # each once, nothing from other
     with pytest.raises(InvalidArgument, match="is not one this tool gave"):
         call("search_messages_product", product_key="shop", query="deploy", cursor="work-backend=x")
+    with pytest.raises(InvalidArgument, match="is not one this tool gave"):  # fullwidth digits: \d took them
+        call("search_messages_product", product_key="shop", query="deploy", cursor="\uff11.\uff10")
 
 
 def test_product_search_pages_through_many_projects_with_long_names(call):

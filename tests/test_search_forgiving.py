@@ -153,6 +153,27 @@ def test_agent_name_includes_mail_received_from_another_project(call, mail):
     assert subjects(call, project, "afar") == []  # the project's own mail: not stored here
 
 
+def test_an_agents_search_in_a_thread_walks_the_threads_messages(call, mail, settings, traced):
+    """With agent_name the thread's search had no project to walk the thread's messages by
+    (messages_by_thread), so it read every match of the query in every project, and sorted them."""
+    project, _ = mail
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="Visitor")
+    call("send_message", project_key="work-other", sender_name="Visitor", to=[f"BlueLake@{project}"],
+         subject="deploy reply from afar", body_md="", thread_id="T-2")  # the other side's half of the thread
+    call("send_message", project_key="work-other", sender_name="Visitor", to=["Visitor"], subject="deploy, not to it",
+         body_md="", thread_id="T-2")
+    traced.clear()
+    assert found(call, project, thread_id="T-2", agent_name="BlueLake") == ["deploy four", "deploy reply from afar", "deploy three"]
+    assert found(call, project, thread_id="T-2", agent_name="GreenCastle") == ["deploy five", "deploy four", "deploy three"]
+    assert found(call, "work-other", thread_id="T-2", agent_name="Visitor") == ["deploy reply from afar", "deploy, not to it"]
+    if not settings.turso_sync_url:  # (on a replica the statements run on the sidecar: tests/test_search_index.py)
+        window = next(sql for sql in traced if "ORDER BY m.id DESC" in sql)
+        with sqlite3.connect(settings.database_path) as conn:
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {window}")]
+        assert plan[0].startswith("SEARCH m USING INDEX messages_by_thread (project_id=? AND thread_id=?"), plan
+
+
 def test_unknown_filter_agents_are_not_found(call, mail):
     project, _ = mail
     with pytest.raises(Exception, match="Nobody"):
@@ -183,10 +204,26 @@ def test_a_cursor_that_was_not_given_is_refused(call, mail):
     project, _ = mail
     with pytest.raises(InvalidArgument, match="Cursor"):
         call("search_messages", project_key=project, query="deploy", cursor="../etc")
-    # Also when the query has no word (no page to go on with), and with a final newline.
-    for query, cursor in [("+++", "false"), ("deploy", "12.3\n"), ("+++", "12.3\n")]:
+    # Also when the query has no word (no page to go on with), with a final newline, and with
+    # digits of other scripts (Python's \d took them, int() read them; the schema's pattern does not).
+    for query, cursor in [("+++", "false"), ("deploy", "12.3\n"), ("+++", "12.3\n"), ("deploy", "\uff11.\uff10"),
+                          ("deploy", "9999999999999999999.\u0663"), ("deploy", "\u0669" * 19 + ".0")]:
         with pytest.raises(InvalidArgument, match="Cursor"):
             call("search_messages", project_key=project, query=query, cursor=cursor)
+
+
+def test_parentheses_nested_too_deep_are_refused_not_misread(call, mail):
+    """FTS5's parser refuses ~99 levels; the fallback then read every word as text, OR and NOT
+    included, and answered a confident 0 hits."""
+    project, _ = mail
+    assert sorted(subjects(call, project, "(" * 32 + "one OR five" + ")" * 32, limit=50)) == ["deploy five", "deploy one"]
+    assert sorted(subjects(call, project, "(" * 30 + "deploy NOT (one OR (two AND deploy))" + ")" * 30, limit=50)) == [
+        "deploy five", "deploy four", "deploy six", "deploy three"]
+    for depth in (33, 99, 300):
+        with pytest.raises(InvalidArgument, match=f"nest {depth} deep") as refused:
+            call("search_messages", project_key=project, query="(" * depth + "one OR five" + ")" * depth)
+        assert "Drop the extra parentheses" in refused.value.hint
+    assert sorted(subjects(call, project, "(" * 300 + "one OR five", limit=50)) == ["deploy five", "deploy one"]  # unbalanced: ignored
 
 
 def test_text_without_a_word_finds_nothing(call, mail):

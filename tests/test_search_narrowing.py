@@ -70,6 +70,32 @@ def test_a_long_body_is_checked_by_its_start_then_by_the_index(call, paths, monk
     assert found(call, paths, "src/cart/api.py") == narrowed
 
 
+def test_the_check_of_candidates_reads_the_clock_between_small_batches(call, paths, monkeypatch):
+    """The scratch index took a whole window's unsure candidates in one statement, which nothing
+    interrupts: 500 bodies of 64 Ki characters beyond ASCII held the search 1.5 s past its budget."""
+    from chalicelib.errors import ToolError
+    for number in range(8):
+        call("send_message", project_key=paths, sender_name="BlueLake", to=["GreenCastle"], subject=f"accented {number}",
+             body_md="src/cart/api.py — déjà vu")
+    monkeypatch.setattr(search_narrowing, "SCRATCH_BATCH", 3)
+    batches = []
+    fts_matching = search_narrowing._fts_matching
+    monkeypatch.setattr(search_narrowing, "_fts_matching", lambda fts, rows: batches.append(len(rows)) or fts_matching(fts, rows))
+    assert "accented 7" in found(call, paths, "src/cart/api.py")
+    assert len(batches) > 3 and max(batches) == 3  # 12 unsure candidates, 3 at a time
+
+    def spending_the_budget(fts, rows):  # the first batch takes the search's whole time
+        batches.append(len(rows))
+        search._budget.get().deadline = 0
+        return fts_matching(fts, rows)
+
+    batches.clear()
+    monkeypatch.setattr(search_narrowing, "_fts_matching", spending_the_budget)
+    with pytest.raises(ToolError, match="SEARCH_TIMEOUT_MS"):
+        found(call, paths, "src/cart/api.py")
+    assert batches == [3]  # the next batches were not indexed
+
+
 def test_words_and_phrases_together(call, paths, monkeypatch):
     queries = ["cart src", "src/cart/api.py today", '"cart api" py', "api.py AND src", "src cart AND"]
     narrowed = {query: found(call, paths, query) for query in queries}
@@ -194,6 +220,24 @@ def test_a_snippet_centres_on_the_phrase_not_on_its_words_elsewhere():
     assert snippet_terms("cart OR api") == [("cart",), ("api",)] and snippet_terms("car*") == [("car",)]
 
 
+def test_a_snippet_finds_and_marks_what_the_stemmer_matched(call, project):
+    """The index matches stems (porter: `migrations` finds migration); a snippet looked for the typed
+    word, found none, and showed the body's start with nothing marked."""
+    body = "Notes from the sync. " + "Other topics went by. " * 30 + "The database migration ran on staging at noon."
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Weekly notes", body_md=body)
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="We deployed the cart", body_md="ok")
+
+    def snippets(query):
+        return [hit["snippet"] for hit in call("search_messages", project_key=project, query=query)["results"]]
+
+    assert snippets("migrations") == snippets("migration") == ["…went by. The database **migration** ran on staging at noon."]
+    assert snippets("deploying") == snippets("deploy") == ["We **deployed** the cart"]
+    assert snippets("happy OR deploying") == ["We **deployed** the cart"]
+    assert snippet_terms("migrations deploying") == [("migrat",), ("deploy",)]
+    assert snippet_terms("migrations*") == [("migrations",)]  # a prefix is not stemmed: FTS5 reads it as typed
+    assert snippet_terms("using") == [("using",)]  # its stem "us" would mark any word starting so
+
+
 def test_a_phrase_of_only_common_words_is_checked_on_the_newest_messages_holding_them_all(call, paths, monkeypatch):
     """FTS5 compared the positions of such a phrase in every message holding its words (168 ms at
     100k messages for `"database the the database the"`): now its candidates are the newest of
@@ -203,7 +247,7 @@ def test_a_phrase_of_only_common_words_is_checked_on_the_newest_messages_holding
         call("send_message", project_key=paths, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md=body)
     checked = []
     matching = search_narrowing.Narrowed.matching
-    monkeypatch.setattr(search_narrowing.Narrowed, "matching", lambda self, index, ids: checked.append(len(ids)) or matching(self, index, ids))
+    monkeypatch.setattr(search_narrowing.Narrowed, "matching", lambda self, index, ids, *rest: checked.append(len(ids)) or matching(self, index, ids, *rest))
     pages, cursor = [], None
     while len(pages) < 100:
         page = call("search_messages", project_key=paths, query='"py src"', limit=2, cursor=cursor)

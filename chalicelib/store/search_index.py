@@ -28,7 +28,10 @@ and a page of older mail waits until it is indexed (tools/search.py).
 import os
 import re
 import sqlite3
+import threading
+import unicodedata
 from contextlib import contextmanager, suppress
+from functools import lru_cache
 from time import monotonic
 
 from .. import clock
@@ -46,8 +49,33 @@ _PROJECT_TOKEN = re.compile(r"(?<![0-9a-z])p[0-9]+(?![0-9a-z])", re.IGNORECASE)
 def in_text(fts: str) -> str:
     """An FTS5 query kept to the text columns when a word of it could be a `project` column's token
     (`p<project id>`, migration 0045); others as they are (FTS5 checks a column filter on every
-    match: +0.1 ms a search for a common word)."""
-    return f"{{subject body_md}} : ({fts})" if _PROJECT_TOKEN.search(fts) else fts
+    match: +0.1 ms a search for a common word). Looked for as the tokenizer reads the query: without
+    diacritics (`ṗ123` and `p̈123` are its p123)."""
+    folded = fts if fts.isascii() else "".join(c for c in unicodedata.normalize("NFD", fts) if not unicodedata.combining(c))
+    return f"{{subject body_md}} : ({fts})" if _PROJECT_TOKEN.search(folded) else fts
+
+
+class _Stemmer(threading.local):
+    """An in-memory index per thread (a cache) that reads a word as the full index does."""
+
+    def __init__(self) -> None:
+        self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self.conn.executescript(f"CREATE VIRTUAL TABLE words USING fts5 (word, tokenize = '{TOKENIZER}');"
+                                " CREATE VIRTUAL TABLE stems USING fts5vocab (words, 'instance');")
+
+
+_stemmer = _Stemmer()
+
+
+@lru_cache(maxsize=4096)
+def stem(word: str) -> str:
+    """The token the index keeps of a word (porter: migrations is migrat, deploying deploi), or the
+    word itself when the tokenizer reads it as no word or several."""
+    conn = _stemmer.conn
+    conn.execute("DELETE FROM words")
+    conn.execute("INSERT INTO words (rowid, word) VALUES (1, ?)", (word,))
+    tokens = [token for (token,) in conn.execute("SELECT term FROM stems")]
+    return tokens[0] if len(tokens) == 1 else word
 
 
 def project_token(project_id: int) -> str:

@@ -56,8 +56,8 @@ from .counts import mail_stamp, mail_total
 from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
 from .search_narrowing import Narrowed, narrowed
-from .search_syntax import (SNIPPET_CHARS, fts5_query, fts5_terms, fts5_phrases, has_cjk, literal_query, snippet,
-                            snippet_terms)
+from .search_syntax import (SNIPPET_CHARS, fts5_query, fts5_terms, fts5_phrases, has_cjk, literal_query, nesting,
+                            snippet, snippet_terms)
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,13 @@ SCOPED_SHARE = 16  # projects with at most 1/16 of the mail search within themse
 MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
 MIN_PREFIX = 3  # letters or digits of a prefix (t*: every word starting with t), or one CJK character
 MAX_PREFIXES = 2
+MAX_NESTING = 32  # levels of parentheses (FTS5's parser overflows at ~99)
 STEPS_BETWEEN_CHECKS = 1000  # SQLite VM steps between looks at the clock (fewer came no closer: docs/limits.md)
 QUERY_HELP = (
     "Plain words (all must match); ids, file names and paths work as typed (CART-12, src/api.py)."
     ' Operators: "exact phrase", prefix*, AND / OR / NOT, (groups), NEAR(a b), subject:word, body:word.'
 )
-_CURSOR = re.compile(r"^(\d{1,19})\.(\d{1,6})$")
+_CURSOR = re.compile(r"^([0-9]{1,19})\.([0-9]{1,6})$")  # not \d: Python's takes every script's digits, the schema's not
 
 
 def _given(cursor: str) -> str:
@@ -152,6 +153,10 @@ def _filters(db, project: sqlite3.Row, args: SearchMessagesInput) -> tuple[str, 
     if args.thread_id:
         sql += " AND m.thread_id = ?"
         params.append(args.thread_id)
+        if caller is not None:  # the thread's messages by project (messages_by_thread), not every match in the index
+            projects = _thread_projects(db, caller, project["id"], args.thread_id)
+            sql += f" AND m.project_id IN ({placeholders(projects)})"
+            params += projects
     if args.importance:
         sql += f" AND m.importance IN ({placeholders(args.importance)})"
         params += args.importance
@@ -162,6 +167,25 @@ def _filters(db, project: sqlite3.Row, args: SearchMessagesInput) -> tuple[str, 
         sql += " AND m.created_ts <= ?"
         params.append(args.until_ts)
     return sql, params
+
+
+def _thread_projects(db, agent_id: int, home: int, thread_id: str) -> list[int]:
+    """The projects where the agent has mail of the thread: its own (what it sent is there), and
+    those of what it received, each asked of its recipient rows (inbox_by_thread, migration 0048)
+    one project at a time (a thread is per project: each side of cross-project mail has its own).
+    Without them a search in the agent's thread read every match of the query in every project."""
+    projects, after = [home], -(2**63)
+    while (row := db.execute(
+        "SELECT message_project_id FROM message_recipients WHERE agent_id = ? AND message_project_id > ?"
+        " ORDER BY message_project_id LIMIT 1", (agent_id, after),
+    ).fetchone()) is not None:
+        after = row[0]
+        if after != home and db.execute(
+            "SELECT 1 FROM message_recipients WHERE agent_id = ? AND message_project_id = ? AND thread_id = ? LIMIT 1",
+            (agent_id, after, thread_id),
+        ).fetchone():
+            projects.append(after)
+    return projects
 
 
 def _cursor(cursor: str | None) -> tuple[int, int]:
@@ -175,6 +199,11 @@ def _cursor(cursor: str | None) -> tuple[int, int]:
 def bounded_query(text: str) -> str | None:
     """The FTS5 query of the typed text (None: no word in it), refused when its prefixes would
     make FTS5 read much of the index (see the module docstring)."""
+    if (depth := nesting(text)) > MAX_NESTING:  # FTS5 refuses ~99 (then every word, operators too, was literal text)
+        raise InvalidArgument(
+            f"The query's parentheses nest {depth} deep: at most {MAX_NESTING} levels are allowed.",
+            "Drop the extra parentheses: (a OR b) c means the same however many wrap it.",
+        )
     fts = fts5_query(text)
     prefixes = [words[-1] for words, prefix in fts5_phrases(fts or "") if prefix]
     if short := [prefix for prefix in prefixes if len(prefix) < MIN_PREFIX and not has_cjk(prefix)]:
@@ -226,10 +255,10 @@ def _window_sql(where: str, by_thread: bool) -> str:
     """The newest matches below an id and from another (an index being built holds all the mail
     from there up only). Most searches walk the index's matches newest first and check each
     against the filters; within one thread, the thread's few messages (the messages_by_thread
-    index) are checked against the index instead."""
-    if by_thread:
+    index: `where` then names the thread's projects) are checked against the index instead."""
+    if by_thread:  # CROSS JOIN: the thread first (with an agent's visibility test the planner chose the index's matches)
         return (
-            "SELECT m.id FROM messages m JOIN messages_fts ON messages_fts.rowid = m.id"
+            "SELECT m.id FROM messages m CROSS JOIN messages_fts ON messages_fts.rowid = m.id"
             f" WHERE messages_fts MATCH ? AND m.id < ? AND m.id >= ? AND {where} ORDER BY m.id DESC LIMIT ?"
         )
     return (
@@ -259,7 +288,7 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
         window = [row[0] for row in index.execute(sql, (match, below, -(2**63) if floor is None else floor, *params, size))]
         if window:  # the window ends at its newest id, so mail arriving later (newer ids) stays out of it
             below = window[0] + 1
-        ranked = _ranked(index, rank_query, narrow.matching(index, window) if narrow else window)
+        ranked = _ranked(index, rank_query, narrow.matching(index, window, _in_time) if narrow else window)
         _in_time()
         taken = ranked[skip : skip + limit - len(page)]
         page += taken

@@ -22,9 +22,12 @@ of only words and phrases into its words, for tools/search_narrowing.py.
 """
 
 import itertools
+import os
 import re
 import unicodedata
 from functools import lru_cache
+
+from ..store.search_index import stem
 
 COLUMNS = {"subject": "subject", "body": "body_md", "body_md": "body_md"}
 OPERATORS = ("AND", "OR", "NOT")
@@ -131,18 +134,26 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return items
 
 
-def _balanced(items: list[tuple[str, str]]) -> bool:
-    depth = 0
+def _nesting(items: list[tuple[str, str]]) -> int | None:
+    """How deep the groups go (0: none), or None when the parentheses are unbalanced."""
+    depth = deepest = 0
     for kind, _ in items:
         depth += {"(": 1, ")": -1}.get(kind, 0)
         if depth < 0:
-            return False
-    return depth == 0
+            return None
+        deepest = max(deepest, depth)
+    return deepest if depth == 0 else None
+
+
+def nesting(text: str) -> int:
+    """How deep the query's groups go (its parentheses ignored when unbalanced: 0). FTS5's parser
+    refuses ~99 levels ("parser stack overflow"), which tools/search.py bounds well before."""
+    return _nesting(_tokens(text)) or 0
 
 
 def fts5_query(text: str) -> str | None:
     items = _tokens(text)
-    if not _balanced(items):
+    if _nesting(items) is None:
         items = [item for item in items if item[0] not in "()"]
     out: list[tuple[str, str]] = []
     for index, (kind, value) in enumerate(items):
@@ -218,10 +229,14 @@ def query_words(text: str) -> list[str]:
 def snippet_terms(text: str) -> list[tuple[str, ...]]:
     """What a snippet looks for, lower case: the phrases of a query of plain words and phrases
     (`CART-12` is one: ("cart", "12")), else each of its words alone; its first SNIPPET_WORDS
-    words only (a longer phrase is cut), so that what a snippet tries is bounded."""
+    words only (a longer phrase is cut), so that what a snippet tries is bounded. A word alone
+    is cut to what it shares with its stem (_stem_start), a prefix's word is not."""
     plain = plain_terms(text)
     terms = [tuple(_lowered(word) for word in words) for words in plain if words] if plain else []
     terms = list(dict.fromkeys(terms)) or [(_lowered(word),) for word in query_words(text)]
+    prefixes = {_lowered(words[-1]) for words, prefix in fts5_phrases(fts5_query(text) or "") if prefix and words}
+    terms = list(dict.fromkeys((_stem_start(term[0]),) if len(term) == 1 and term[0] not in prefixes else term
+                               for term in terms))
     bounded, room = [], SNIPPET_WORDS
     for term in terms:
         if room <= 0:
@@ -229,6 +244,17 @@ def snippet_terms(text: str) -> list[tuple[str, ...]]:
         bounded.append(term[:room])
         room -= len(term)
     return list(dict.fromkeys(bounded))
+
+
+def _stem_start(word: str) -> str:
+    """The start a word shares with its stem, at least 3 characters: the index matches stems
+    (`migrations` finds migration, `deploying` deployed), and a snippet marks the words starting
+    with it (`migrat`, `deploy`: porter's y to i, deploi, kept as typed)."""
+    stemmed = stem(word)
+    start = os.path.commonprefix([word, stemmed])
+    if stemmed[len(start):].startswith("i") and word[len(start):].startswith("y"):
+        start += "y"
+    return start if len(start) >= 3 else word
 
 
 _WORD_REST = re.compile(r"\w*")

@@ -687,7 +687,8 @@ class WebUI:
                             more[slug] = found.next_cursor
             except ToolError as exc:
                 error = exc
-            hits.sort(key=lambda pair: pair[1].score)  # one index for every project: comparable scores
+            # One index for every project: comparable scores; ties newest first, as search_messages lists them.
+            hits.sort(key=lambda pair: (pair[1].score, -pair[1].id))
         same = {"q": query, "sender": sender, "importance": importance, "since": since}
         if key:  # its next page
             more_urls = {key: self.search_url(request, p=key, cursor=more[key], **same)} if key in more else {}
