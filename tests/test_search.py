@@ -55,6 +55,16 @@ def test_a_path_snippet_shows_the_path_not_an_earlier_word_sharing_a_prefix(call
     [hit] = call("search_messages", project_key=project, query="src/cart/checkout.py")["results"]
     assert "**src/cart/checkout.py**" in hit["snippet"] and "python" not in hit["snippet"]
 
+
+def test_a_snippet_marks_what_the_query_asks_for_not_what_it_excludes(call, project):
+    """QA, session 32: the snippet looked for the longest query word first, a word after NOT too:
+    `api NOT subject:zebra` showed and marked "zebra" far down the body, not the subject's api."""
+    body = "Plans for the week. " + "Filler words here. " * 20 + "Nothing about zebras or the zebra enclosure."
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="api review", body_md=body)
+    for query in ("api NOT body:giraffe", "api NOT subject:zebra", "api OR (cart NOT zebra)", "api NOT NEAR(zebra giraffe)"):
+        [hit] = call("search_messages", project_key=project, query=query)["results"]
+        assert "**api**" in hit["snippet"] and "**zebra" not in hit["snippet"], (query, hit["snippet"])
+
 def test_search_stays_inside_the_project(call, mail):
     call("ensure_project", human_key="/other")
     call("register_agent", project_key="other", program="p", model="m", name="Solo")

@@ -220,10 +220,36 @@ def literal_query(text: str) -> str | None:
 
 def query_words(text: str) -> list[str]:
     """The words a query searches, lower case, for marking them in a snippet: those fts5_query
-    quotes. An operator used as one is left out, but not one it reads as a word (`AND` alone,
-    `OR` at an end), nor a column name it reads as text."""
-    quoted = _QUOTED.findall(fts5_query(text) or "")
+    quotes, but those it excludes (NOT's operand: a hit holds none of them where it matched).
+    An operator used as one is left out, but not one it reads as a word (`AND` alone, `OR` at
+    an end), nor a column name it reads as text."""
+    quoted = _QUOTED.findall(" ".join(_without_excluded(fts5_query(text) or "")))
     return list(dict.fromkeys(_lower(word) for phrase, _ in quoted for word in re.findall(r"\w+", phrase)))
+
+
+# fts5_query's output, a token at a time: a phrase (and its prefix star), a column filter, a
+# group's parentheses (NEAR's too), an operator.
+_FTS5_TOKEN = re.compile(r'"[^"]*"(?: \*)?|\{[^}]*\} :|\w+ :|NEAR\(|[()]|AND|OR|NOT|\S+')
+
+
+def _without_excluded(fts: str) -> list[str]:
+    """fts5_query's tokens less each NOT's operand (its column filter, then a phrase or a group)."""
+    tokens, kept, at = _FTS5_TOKEN.findall(fts), [], 0
+    while at < len(tokens):
+        if tokens[at] != "NOT":
+            kept.append(tokens[at])
+            at += 1
+            continue
+        at += 1
+        while at < len(tokens) and tokens[at].endswith(" :"):
+            at += 1
+        depth = 0
+        while at < len(tokens):  # the operand: one phrase, or a group to its closing parenthesis
+            depth += tokens[at] in ("(", "NEAR(") or -(tokens[at] == ")")
+            at += 1
+            if depth <= 0:
+                break
+    return kept
 
 
 def snippet_terms(text: str) -> list[tuple[str, ...]]:
