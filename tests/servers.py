@@ -41,6 +41,29 @@ def running_server(database: Path, stderr: Path | None = None, ready: str = "/re
         yield url
 
 
+
+@contextmanager
+def answering(answer: bytes):
+    """A listener on 127.0.0.1 that answers every connection with these bytes, whatever it was
+    asked (something that is not the server a client expects); its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
 @contextmanager
 def serving_in_process(app):
     """Yield the base URL of `app` served by uvicorn as scripts/serve runs it, on a thread of this

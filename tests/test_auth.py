@@ -31,7 +31,7 @@ from chalicelib.store import db
 from chalicelib.tools import all_tools
 
 from .aws_events import API_HOST, CONTEXT, MCP_HEADERS, URL_HOST, http_api_event, rest_api_event, rpc
-from .servers import ROOT, running_server, serving_in_process
+from .servers import ROOT, answering, running_server, serving_in_process
 
 AUDIENCE = "agent-mail"
 ISSUER = "https://issuer.test"
@@ -538,24 +538,10 @@ def test_a_key_set_whose_headers_come_a_byte_at_a_time_is_given_up_at_the_timeou
 
 def test_a_key_set_server_that_does_not_speak_http_is_unavailable(keys):
     """http.client's BadStatusLine is no OSError: it escaped the fetch (a 500), not a 503."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"garbage\r\n\r\n")
-
-    threading.Thread(target=serve, daemon=True).start()
-    authenticator = auth.Authenticator(jwt_settings(f"http://127.0.0.1:{listener.getsockname()[1]}/jwks.json"))
-    try:
+    with answering(b"garbage\r\n\r\n") as url:
+        authenticator = auth.Authenticator(jwt_settings(f"{url}/jwks.json"))
         with pytest.raises(auth.Unavailable):
             authenticator.authenticate(bearer(jwt.encode(claims(), keys.rsa, "RS256", headers={"kid": "rsa-1"})))
-    finally:
-        listener.close()
 
 
 def test_key_set_entries_it_cannot_use_are_skipped_and_the_others_kept(keys, caplog, monkeypatch):

@@ -17,7 +17,7 @@ from chalicelib.config import get_settings
 from chalicelib.errors import InvalidArgument, NotFound
 from chalicelib.tools.guard import CHAINED, MARKER
 
-from .servers import free_port, running_server
+from .servers import answering, free_port, running_server
 
 PROJECT = "/guard/demo"
 GIT_ENV = {
@@ -520,29 +520,9 @@ def test_a_chained_hook_without_a_shebang_runs_as_git_runs_it(api, repo, server)
 def test_a_server_that_cannot_answer_the_check_counts_as_unreachable(guarded, repo, answer):
     """QA session 32: these ended the hook in a traceback and blocked the commit, though a server
     that cannot answer only warns unless AGENT_MAIL_GUARD_STRICT is set."""
-    import socket
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(answer)
-
-    threading.Thread(target=serve, daemon=True).start()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    try:
+    with answering(answer) as url:
         warned = guarded("BlueLake", "src/app.py", AGENT_MAIL_URL=url)
         strict = guarded("BlueLake", "src/other.py", AGENT_MAIL_URL=url, AGENT_MAIL_GUARD_STRICT="1")
-    finally:
-        listener.close()
     assert warned.returncode == 0 and "cannot check file reservations" in warned.stderr, warned.stderr
     assert strict.returncode != 0 and "AGENT_MAIL_GUARD_STRICT" in strict.stderr and commits(repo) == 1
     assert "Traceback" not in warned.stderr + strict.stderr
