@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.getcwd())  # the tree under test
-from chalicelib import invoke  # noqa: E402
 try:
     from chalicelib.archive.restore import restore  # noqa: E402
 except ImportError:  # a tree from before session 32, when rebuild.py held it
@@ -25,14 +24,9 @@ from chalicelib.archive.gitrepo import GitArchive  # noqa: E402
 from chalicelib.archive.worker import drain  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.store import db  # noqa: E402
-from chalicelib.tools import tools_by_name  # noqa: E402
+from inprocess import caller  # noqa: E402
 
-TOOLS = tools_by_name()
 AGENTS = [f"Agent{n}" for n in range(10)]
-
-
-def call(settings, tool, **arguments):
-    return invoke.call(TOOLS[tool], arguments, settings)
 
 
 def main() -> None:
@@ -44,18 +38,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             settings = Settings(database_url=f"sqlite:///{folder}/live.db", archive_dir=Path(folder) / "archive")
             db.migrate(settings)
-            call(settings, "ensure_project", human_key="/bench/restore")
+            call = caller(settings)
+            call("ensure_project", human_key="/bench/restore")
             for name in AGENTS:
-                call(settings, "register_agent", project_key="bench-restore", program="bench", model="m", name=name)
-                call(settings, "set_contact_policy", project_key="bench-restore", agent_name=name, policy="open")
+                call("register_agent", project_key="bench-restore", program="bench", model="m", name=name)
+                call("set_contact_policy", project_key="bench-restore", agent_name=name, policy="open")
             for n in range(options.messages):
                 to = [AGENTS[(n + 1) % 10], AGENTS[(n + 2) % 10]]
-                sent = call(settings, "send_message", project_key="bench-restore", sender_name=AGENTS[n % 10], to=to,
+                sent = call("send_message", project_key="bench-restore", sender_name=AGENTS[n % 10], to=to,
                             subject=f"m{n}", body_md="x " * 100, ack_required=True).message
                 for number, agent in enumerate(to):
                     if (n + number) % 2 == 0:
                         tool = "acknowledge_message" if n % 4 < 2 else "mark_message_read"
-                        call(settings, tool, project_key="bench-restore", agent_name=agent, message_id=sent.id)
+                        call(tool, project_key="bench-restore", agent_name=agent, message_id=sent.id)
             with GitArchive.local(settings) as archive:
                 drain(settings, archive)
             restored = Settings(database_url=f"sqlite:///{folder}/restored.db")

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.getcwd())  # the tree under test
-from chalicelib import invoke  # noqa: E402
 try:
     from chalicelib.archive.verify import verify  # noqa: E402
 except ImportError:  # a tree from before session 32, when rebuild.py held it
@@ -25,29 +24,25 @@ from chalicelib.archive.gitrepo import GitArchive  # noqa: E402
 from chalicelib.archive.worker import drain  # noqa: E402
 from chalicelib.config import Settings  # noqa: E402
 from chalicelib.store import db  # noqa: E402
-from chalicelib.tools import tools_by_name  # noqa: E402
+from inprocess import caller  # noqa: E402
 
-TOOLS = tools_by_name()
 AGENTS = [f"Agent{n}" for n in range(10)]
-
-
-def call(settings, tool, **arguments):
-    return invoke.call(TOOLS[tool], arguments, settings)
 
 
 def build(settings: Settings, messages: int) -> None:
     db.migrate(settings)
-    call(settings, "ensure_project", human_key="/bench/verify")
+    call = caller(settings)
+    call("ensure_project", human_key="/bench/verify")
     for name in AGENTS:
-        call(settings, "register_agent", project_key="bench-verify", program="bench", model="m", name=name)
-        call(settings, "set_contact_policy", project_key="bench-verify", agent_name=name, policy="open")
+        call("register_agent", project_key="bench-verify", program="bench", model="m", name=name)
+        call("set_contact_policy", project_key="bench-verify", agent_name=name, policy="open")
     for n in range(messages):
         to = [AGENTS[(n + 1) % 10], AGENTS[(n + 2) % 10]]
-        sent = call(settings, "send_message", project_key="bench-verify", sender_name=AGENTS[n % 10], to=to,
+        sent = call("send_message", project_key="bench-verify", sender_name=AGENTS[n % 10], to=to,
                     cc=[AGENTS[(n + 3) % 10]], bcc=[AGENTS[(n + 4) % 10]] if n % 5 == 0 else [], subject=f"m{n}",
                     body_md="x " * 100).message
         if n % 2 == 0:
-            call(settings, "mark_message_read", project_key="bench-verify", agent_name=to[0], message_id=sent.id)
+            call("mark_message_read", project_key="bench-verify", agent_name=to[0], message_id=sent.id)
     with GitArchive.local(settings) as archive:
         drain(settings, archive)
 
