@@ -368,40 +368,40 @@ class GitArchive:
             for entry in self.repo.object_store.iter_tree_contents(item.sha) if item.mode == stat.S_IFDIR else [item]:
                 path = entry.path if entry is item else item.path + b"/" + entry.path
                 if indexed.pop(path, (None,))[0] != entry.sha:
-                    self.check_out(index, path, entry.sha)
+                    self.put_file(index, path, self.repo[entry.sha].data, entry.sha)
                     wrote = True
         parents = self.repo[head].parents
         for path in indexed:  # in the index, not in the head: a removal the killed writer did not finish?
             if any(self.lookup(path.decode(), parent) for parent in parents):
-                (self.path / path.decode()).unlink(missing_ok=True)
-                del index[path]
+                self.drop_file(index, path)
                 wrote = True
         if wrote:
             index.write()
         return wrote
 
-    def check_out(self, index, path: bytes, sha: bytes) -> None:
-        """Write one file of the head to the working tree, and its index entry (index.write() is the caller's)."""
+    def put_file(self, index, path: bytes, content: bytes, sha: bytes) -> None:
+        """Write one file to the working tree, and its index entry (index.write() is the caller's)."""
         target = self.path / path.decode()
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(self.repo[sha].data)
+        target.write_bytes(content)
         index[path] = index_entry_from_stat(os.stat(target), sha, FILE_MODE)
+
+    def drop_file(self, index, path: bytes) -> None:
+        """Remove one file from the working tree, and its index entry if it has one (index.write() is the caller's)."""
+        (self.path / path.decode()).unlink(missing_ok=True)
+        if path in index:
+            del index[path]
 
     def write_worktree(self, files: dict[str, bytes], shas: dict[bytes, bytes]) -> None:
         index = self.repo.open_index()
         for path, content in files.items():
-            target = self.path / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-            index[path.encode()] = index_entry_from_stat(os.stat(target), shas[path.encode()], FILE_MODE)
+            self.put_file(index, path.encode(), content, shas[path.encode()])
         index.write()  # `git status` stays clean
 
     def remove_from_worktree(self, paths: list[bytes]) -> None:
         index = self.repo.open_index()
         for path in paths:
-            (self.path / path.decode()).unlink(missing_ok=True)
-            if path in index:
-                del index[path]
+            self.drop_file(index, path)
         index.write()
 
     def files(self, under: str = "projects") -> dict[str, bytes]:
