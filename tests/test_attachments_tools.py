@@ -181,6 +181,7 @@ def test_a_converted_photo_keeps_its_orientation_and_colour_profile_and_loses_it
         assert rgb.getpixel((100, 20))[1] < 60 and rgb.getpixel((100, 380)) > (200, 200, 200)  # red on top, white below
 
 
+@pytest.mark.sqlite_only  # a replica runs one call at a time (docs/turso.md): the other write waits there
 def test_an_image_is_converted_before_its_write_while_other_writes_commit(call, project, settings, held):
     """Security review, session 16: four 7060x7060 PNGs were converted on the writer thread, and
     every other client's write waited 5 s."""

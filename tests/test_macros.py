@@ -116,6 +116,7 @@ def test_macros_over_mcp(server):
     assert started["project"]["slug"] == "macro-mcp" and started["inbox"] == []
 
 
+@pytest.mark.sqlite_only  # a replica runs one call at a time (docs/turso.md): the other write waits there
 def test_prepare_thread_reads_before_its_write_while_other_writes_commit(call, project, settings, held):
     """Security review, session 16: the summary (up to 500 bodies digested) was read inside the
     write that registers the agent, and other clients' writes waited 1.9 s (p50) behind it."""
