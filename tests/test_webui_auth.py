@@ -1,6 +1,7 @@
 """The web UI with authentication on: sign in once with a credential the API accepts, a signed
 HttpOnly SameSite=Strict session cookie, sign out, CSRF tokens on every form; /docs offline."""
 
+import html
 import json
 import re
 
@@ -21,6 +22,12 @@ def url(tmp_path_factory):
         api.post("/api/ensure_project", json={"human_key": "/srv/app"}).raise_for_status()
         api.post("/api/register_agent", json={"project_key": "srv-app", "program": "p", "model": "m", "name": "BlueLake"}).raise_for_status()
         yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as browser:
+        yield browser
 
 
 def _signed_in(url: str, token: str = TOKEN) -> httpx.Client:
@@ -116,31 +123,30 @@ def test_another_apps_cookie_on_the_host_breaks_neither_the_sign_in_nor_a_form(u
         assert sent.status_code == 303 and sent.headers["location"].startswith("/ui/thread?p=srv-app"), sent.text
 
 
-def test_login_and_logout_in_the_browser_and_docs_work_offline(url):
-    with chromium() as browser:
-        context = browser.new_context()
-        # Offline: anything not from this server fails (as without internet).
-        context.route(re.compile(r"^(?!http://127\.0\.0\.1).*"), lambda route: route.abort())
-        page = context.new_page()
-        page.goto(url + "/ui/project?p=srv-app")
-        assert "/ui/login" in page.url
-        page.fill("input[name=token]", "wrong")
-        page.click("button[type=submit]")
-        assert "refused" in page.locator("p.error").inner_text()
-        page.fill("input[name=token]", TOKEN)
-        page.click("button[type=submit]")
-        page.wait_for_url("**/ui/project?p=srv-app")
-        assert page.locator("h1").inner_text().startswith("srv-app")
-        assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts never see the session
-        page.goto(url + "/docs")
-        page.locator(".swagger-ui .title", has_text="Agent Mail").wait_for(timeout=90000)  # 1.5 MB of JS
-        assert page.locator(".opblock-summary-path", has_text="/api/send_message").count() >= 1
-        page.goto(url + "/")
-        page.click("form.logout button")
-        page.wait_for_url("**/ui/login")
-        page.goto(url + "/")
-        assert "/ui/login" in page.url
-        context.close()
+def test_login_and_logout_in_the_browser_and_docs_work_offline(url, browser):
+    context = browser.new_context()
+    # Offline: anything not from this server fails (as without internet).
+    context.route(re.compile(r"^(?!http://127\.0\.0\.1).*"), lambda route: route.abort())
+    page = context.new_page()
+    page.goto(url + "/ui/project?p=srv-app")
+    assert "/ui/login" in page.url
+    page.fill("input[name=token]", "wrong")
+    page.click("button[type=submit]")
+    assert "refused" in page.locator("p.error").inner_text()
+    page.fill("input[name=token]", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/ui/project?p=srv-app")
+    assert page.locator("h1").inner_text().startswith("srv-app")
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts never see the session
+    page.goto(url + "/docs")
+    page.locator(".swagger-ui .title", has_text="Agent Mail").wait_for(timeout=90000)  # 1.5 MB of JS
+    assert page.locator(".opblock-summary-path", has_text="/api/send_message").count() >= 1
+    page.goto(url + "/")
+    page.click("form.logout button")
+    page.wait_for_url("**/ui/login")
+    page.goto(url + "/")
+    assert "/ui/login" in page.url
+    context.close()
 
 
 def test_a_session_does_not_outlive_its_tokens_scope_across_a_restart(tmp_path):
@@ -190,3 +196,118 @@ def test_pages_count_against_the_signed_in_credentials_budget_and_a_form_against
         pages = [client.get("/ui/projects").status_code for _ in range(8)]  # its reads: 2 taken above, 6 left
         assert pages.count(200) <= 6 and pages[-1] == 429, pages
         assert neighbour.get("/ui/projects").status_code == 200  # the same address, another credential's budget
+
+
+SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
+
+
+def _carried(page: str) -> dict[str, str]:
+    """The fields a sign-in page carries (hidden inputs and the draft's textarea), as the browser sends them."""
+    fields = {name: html.unescape(value) for name, value in re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page)}
+    body = re.search(r'<textarea name="body_md"[^>]*>(.*?)</textarea>', page, re.S)
+    return {**fields, "body_md": html.unescape(body.group(1))} if body else fields
+
+
+def test_a_message_sent_once_the_sign_in_ended_survives_it_and_is_sent_only_when_sent_again(url):
+    """QA, session 33: the page blamed a forged or expired form, linked to /ui/compose, not the
+    thread, and the draft was gone for good."""
+    api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
+    first = api.post("/api/send_overseer_message", json={"project_key": "srv-app", "to": ["BlueLake"], "subject": "Plan",
+                                                         "body_md": "plan", "thread_id": "ENDED-1"}).json()["message"]
+    thread = f"/ui/thread?p=srv-app&t=ENDED-1&m={first['id']}"
+    client = _signed_in(url)
+    csrf = _csrf(client, thread)
+    body = 'Step 1: stop\r\nStep 2: </textarea><b>roll back</b> & "wait"'
+    draft = {"csrf": csrf, "project_key": "srv-app", "to": "BlueLake", "subject": "Re: Plan", "thread_id": "ENDED-1",
+             "reply_to": str(first["id"]), "body_md": body, "importance": "high", "ack_required": "on"}
+    assert client.post("/ui/logout", data={"csrf": csrf}).status_code == 303  # signed out in another tab
+
+    def sent() -> int:
+        return api.get("/api/unified_inbox", params={"project_key": "srv-app", "thread_id": "ENDED-1"}).text.count("roll back")
+
+    # Another site's (another port of this host is one), or a browser that does not say: the error page, nothing echoed.
+    for site in ({"Sec-Fetch-Site": "same-site"}, {"Sec-Fetch-Site": "cross-site"}, {}):
+        forged = client.post("/ui/compose", data=draft, headers={**site, "Referer": url + thread})
+        assert forged.status_code == 403 and "roll back" not in forged.text and 'name="reply_to"' not in forged.text, site
+        assert f'href="{html.escape(thread)}"' in forged.text  # a way back to the page of the form, empty
+    ended = client.post("/ui/compose", data=draft, headers={**SAME_ORIGIN, "Referer": url + thread})
+    assert ended.status_code == 401 and "Your sign-in has ended" in ended.text and "nothing was sent" in ended.text
+    assert "expired or did not come from this site" not in ended.text and sent() == 0
+    carried = _carried(ended.text)
+    assert {name: carried[name] for name in draft if name != "csrf"} == {name: value for name, value in draft.items() if name != "csrf"}
+    assert "<b>roll back</b>" not in ended.text  # escaped, in a readonly textarea to copy
+    assert f'<a href="{html.escape(thread)}">The page you wrote it on</a>' in ended.text and carried["next"] == thread
+    assert carried["csrf"] != csrf  # a pre-login session's, not the ended one's
+    retire = {"csrf": csrf, "action": "retire", "project_key": "srv-app", "agent_name": "BlueLake", "back": "/ui/projects"}
+    acted = client.post("/ui/act", data=retire, headers=SAME_ORIGIN)  # any other form: said the same way, nothing done
+    assert acted.status_code == 403 and "Your sign-in has ended" in acted.text and 'href="/ui/projects"' in acted.text
+
+    # Signing in with another site's fields (a forger's page, even holding a valid sign-in form): signed in, nothing shown back.
+    stranger = httpx.Client(base_url=url, timeout=60)
+    login = stranger.get("/ui/login").text
+    planted = {**_carried(login), **{k: v for k, v in draft.items() if k != "csrf"}, "token": TOKEN}
+    signed = stranger.post("/ui/login", data=planted, headers={"Sec-Fetch-Site": "same-site"})
+    assert signed.status_code == 303 and signed.headers["location"] == "/" and "roll back" not in signed.text
+
+    wrong = client.post("/ui/login", data={**carried, "token": "nope"}, headers=SAME_ORIGIN)
+    assert wrong.status_code == 401 and "refused" in wrong.text and _carried(wrong.text)["body_md"] == carried["body_md"]
+    again = client.post("/ui/login", data={**_carried(wrong.text), "token": TOKEN}, headers=SAME_ORIGIN)
+    assert again.status_code == 200 and "Signed in again. Nothing has been sent yet" in again.text and sent() == 0
+    form = {name: html.unescape(value) for name, value in re.findall(r'name="(\w+)"[^>]*? value="([^"]*)"', again.text)}
+    assert form["reply_to"] == str(first["id"]) and form["to"] == "BlueLake" and form["csrf"] != carried["csrf"]
+    assert "&lt;/textarea&gt;&lt;b&gt;roll back" in again.text and "<option selected>high" in again.text
+    assert client.get("/ui/projects").status_code == 200  # signed in
+    # The sign-in sent again (reloaded: its token is the pre-login session's): the form again; another site's: nothing back.
+    forged = client.post("/ui/login", data={**carried, "token": TOKEN}, headers={"Sec-Fetch-Site": "same-site"})
+    assert forged.status_code == 403 and "roll back" not in forged.text and 'name="reply_to"' not in forged.text
+    reloaded = client.post("/ui/login", data={**carried, "token": TOKEN}, headers=SAME_ORIGIN)
+    assert reloaded.status_code == 403 and "&lt;/textarea&gt;&lt;b&gt;roll back" in reloaded.text and sent() == 0
+    assert client.post("/ui/compose", data={**draft, "csrf": form["csrf"]}).status_code == 303 and sent() == 1
+
+
+def _browser_signed_in(browser, url: str):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(url + "/ui/login")
+    page.fill("input[name=token]", TOKEN)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    return context, page
+
+
+def test_a_reply_written_when_the_sign_in_ends_comes_back_after_signing_in_even_through_back(url, browser):
+    """QA, session 33: pressing Send once the session cookie had run out lost the reply for good
+    (the page blamed the form; its link and the browser's Back led to an empty form)."""
+    api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
+    api.post("/api/send_overseer_message", json={"project_key": "srv-app", "to": ["BlueLake"], "subject": "Deploy",
+                                                 "body_md": "deploy?", "thread_id": "ENDED-2"}).raise_for_status()
+    draft = "Step 1: stop the deploy\nStep 2: roll back"
+    context, page = _browser_signed_in(browser, url)
+    page.goto(url + "/ui/thread?p=srv-app&t=ENDED-2")
+    page.fill("form.reply textarea", draft)
+    context.clear_cookies()  # what the browser does once the cookie's Max-Age has run out
+    with page.expect_navigation():
+        page.click("form.reply button[type=submit]")
+    assert "Your sign-in has ended" in page.locator("p.error").inner_text()
+    assert page.locator("fieldset.draft textarea").input_value() == draft
+    assert page.locator("fieldset.draft a").get_attribute("href") == "/ui/thread?p=srv-app&t=ENDED-2"
+    page.go_back()  # the thread again: no-store, so the sign-in, which gets the draft back from the tab
+    page.wait_for_url("**/ui/login?next=*")
+    assert page.locator("fieldset.draft").is_visible() and page.locator("fieldset.draft textarea").input_value() == draft
+    page.fill("input[name=token]", TOKEN)
+    with page.expect_navigation():
+        page.click("form.login button[type=submit]")
+    assert "Nothing has been sent yet" in page.locator("p.notice").inner_text()
+    assert page.locator("textarea[name=body_md]").input_value() == draft and page.locator("input[name=to]").input_value() == "BlueLake"
+
+    def replies() -> int:
+        return api.get("/api/unified_inbox", params={"project_key": "srv-app", "thread_id": "ENDED-2"}).text.count("roll back")
+
+    assert replies() == 0
+    with page.expect_navigation():
+        page.click("form.compose button[type=submit]")
+    assert "/ui/thread?p=srv-app&t=ENDED-2" in page.url and replies() == 1
+    page.goto(url + "/ui/login")  # the draft went with its sending: no later sign-in page carries it
+    assert page.locator("fieldset.draft").is_hidden()
+    context.close()
+

@@ -70,6 +70,9 @@ ACTIONS = {
     "deny_contact": ("respond_contact", ("project_key", "agent_name", "from_agent"), "Contact request denied", {"accept": False}),
 }
 DONE = {action: said for action, (_, _, said, _) in ACTIONS.items()}
+# A message's fields in the compose form (compose.html, and thread.html's reply): what the sign-in
+# page carries through when a message was sent after its sign-in had ended (sign_in_again).
+DRAFT_FIELDS = ("project_key", "to", "cc", "subject", "thread_id", "reply_to", "body_md", "importance", "ack_required")
 # The inbox's views (view=): unified_inbox's, each a tab; none is All.
 INBOX_VIEWS = {"urgent": "Urgent", "ack_pending": "Waiting for acks", "to_overseer": "To the Overseer"}
 # An agent's page's filters of its inbox (only=): fetch_inbox's flags.
@@ -107,6 +110,19 @@ def _plain(text: str) -> str:
     """A Markdown excerpt as plain words: a line of the inbox, a key point of a digest. A mark
     goes without a trace (`src/cart`. reads src/cart.), but a table's pipe, which parts cells."""
     return " ".join(_MARKUP.sub(lambda mark: " " if mark[0] == "|" else "", text).split())
+
+
+def _draft(form: dict) -> dict[str, str]:
+    """The message a form holds (DRAFT_FIELDS: a compose form's, or a sign-in carrying one), or {}."""
+    return {name: form[name] for name in DRAFT_FIELDS if name in form} if "project_key" in form else {}
+
+
+def _form_page(request: Request, project: str = "") -> str:
+    """The page a message's form was on (its Referer: a page of this site, not the sign-in a form
+    shown after signing in stands on), else the project's compose page."""
+    if _SAME_SITE.fullmatch(request.referer) and not request.referer.startswith("/ui/login"):
+        return request.referer
+    return "/ui/compose" + (f"?p={_quote(project)}" if project else "")
 
 
 def _kept(query: dict, *names: str) -> str:
@@ -382,8 +398,7 @@ class WebUI:
         exc = ToolError(f"This form is larger than the server takes: {self.form_limit()}.",
                         "Go back to the form with your browser's Back button (it keeps what you wrote), shorten it and send it again.")
         exc.status, exc.code = 413, "payload_too_large"
-        form_page = request.referer if _SAME_SITE.fullmatch(request.referer) else "/ui/compose"
-        return self.page(request, session, "error.html", status=413, error=exc, back=None, go_back=form_page)
+        return self.page(request, session, "error.html", status=413, error=exc, back=None, go_back=_form_page(request))
 
     def form_limit(self) -> str:
         """What a form may carry (MAX_BODY_BYTES), as the page says it: browsers send a form
@@ -394,26 +409,46 @@ class WebUI:
 
     def refuse_forgery(self, request: Request, session: Session | None) -> Response:
         """A form without this session's CSRF token: sent before the session changed (without
-        authentication its key is random per process: a restart expires every open form), or from
-        another site. Nothing is done. Reloading would send the same stale token: a message the
-        browser says this site's own page sent comes back as its form, with the draft and a fresh
-        token, to be checked and sent again (another site's would come back ready to send in the
-        overseer's name, a click away); any other form's page links back to the page it came from."""
-        form = request.form
-        if request.path == "/ui/compose" and request.same_origin and self.sessions.signed_in(session) and self.oversees():
+        authentication its key is random per process: a restart expires every open form; with it,
+        the sign-in ended), or from another site. Nothing is done. Reloading would send the same
+        stale token: a message the browser says this site's own page sent comes back as its form,
+        with the draft and a fresh token, to be checked and sent again, or, signed out, as the
+        sign-in page carrying it (sign_in_again). Another site's never comes back (it would be a
+        click from being sent in the overseer's name); any other form's page links back to the page
+        it came from."""
+        form, draft = request.form, _draft(request.form)
+        # This site's own page, sent once its sign-in had ended (UI_SESSION_HOURS, a JWT's exp, Sign out elsewhere).
+        ended = request.same_origin and not self.sessions.signed_in(session) and request.path != "/ui/login"
+        if request.path == "/ui/compose" and ended:
+            return self.sign_in_again(request, session, draft)
+        # (/ui/login: the sign-in page carrying a message, sent again once signed in: reloaded, or signed in elsewhere)
+        if draft and request.path in ("/ui/compose", "/ui/login") and request.same_origin and self.sessions.signed_in(session) \
+                and self.oversees():
             exc = ToolError("This form had expired or did not come from this site: nothing was sent.",
                             "Check what it says, then send it again.")
             exc.status, exc.code = 403, "csrf"
-            return self.compose_form(request, session, form.get("project_key", ""), form, exc)
-        exc = ToolError("This form has expired or did not come from this site: nothing was done.",
-                        "Open the page again (the link below) and submit the form from there.")
+            return self.compose_form(request, session, draft["project_key"], draft, exc)
+        if ended:
+            exc = ToolError("Your sign-in has ended (it expired, or you signed out): nothing was done.",
+                            "Open the page again (the link below): sign in, then do it again.")
+        else:
+            exc = ToolError("This form has expired or did not come from this site: nothing was done.",
+                            "Open the page again (the link below) and submit the form from there.")
         exc.status, exc.code = 403, "csrf"
         back = form.get("back", "")
         if request.path == "/ui/login":  # the sign-in page again, for the page it was to lead to
             back = "/ui/login?" + urlencode({"next": form.get("next") or "/"})
         elif request.path == "/ui/compose":
-            back = "/ui/compose?" + urlencode({"p": form.get("project_key", "")})
+            back = _form_page(request, form.get("project_key", ""))
         return self.page(request, session, "error.html", status=403, error=exc, back=back if _SAME_SITE.fullmatch(back) else None)
+
+    def sign_in_again(self, request: Request, session: Session | None, draft: dict) -> Response:
+        """A message this site's page sent once its sign-in had ended: nothing is sent. The sign-in
+        page says so and carries the draft (shown, to copy; ui.js keeps it in the tab for a sign-in
+        page the browser's Back leads to); signing in shows it as its form again (login), which
+        sends nothing until Send is pressed. It leads back to the page the form was on."""
+        return self.sign_in_page(request, session, _form_page(request, draft.get("project_key", "")), status=401,
+                                 error="Your sign-in has ended (it expired, or you signed out), so nothing was sent.", draft=draft)
 
     def sign_in_first(self, request: Request) -> Response:
         if request.method == "GET" and request.path != "/ui/live":
@@ -437,23 +472,45 @@ class WebUI:
         if self.sessions.open:
             return self.redirect(request, "/")
         target = request.query.get("next") or request.form.get("next") or "/"
-        if request.method == "POST":
-            try:
-                new = self.sessions.login(request.form.get("token", ""))
-            except Unauthorized as exc:
-                response = self.page(request, session, "login.html", status=401, next=target, error=exc.message)
-            else:
-                response = self.redirect(request, target)
-                response.headers["Set-Cookie"] = self.sessions.cookie(new, request.tls)
-                return response
-        else:
-            response = self.page(request, session, "login.html", next=target, error=None)
-        if session is None:  # a pre-login session, so that the login form has a CSRF token
-            session = self.sessions.new()
-            response = self.page(request, session, "login.html", status=response.status, next=target,
-                                 error=None if request.method == "GET" else "Enter a token.")
-            response.headers["Set-Cookie"] = self.sessions.cookie(session, request.tls)
+        if request.method != "POST":
+            return self.sign_in_page(request, session, target)
+        # A message carried through the sign-in (sign_in_again): only from this site's own page,
+        # never another site's fields made into a form with a valid token.
+        draft = _draft(request.form) if request.same_origin else {}
+        try:
+            new = self.sessions.login(request.form.get("token", ""))
+        except Unauthorized as exc:
+            return self.sign_in_page(request, session, target, status=401, error=exc.message, draft=draft)
+        response = (self.draft_again(request, new, draft) if draft else None) or self.redirect(request, target)
+        response.headers["Set-Cookie"] = self.sessions.cookie(new, request.tls)
         return response
+
+    def sign_in_page(self, request: Request, session: Session | None, target: str, status: int = 200,
+                     error: str | None = None, draft: dict | None = None) -> Response:
+        """The sign-in form, leading to `target` (and carrying a `draft`, sign_in_again). Without a
+        session, a pre-login one is made, so that the form has a CSRF token."""
+        fresh = self.sessions.new() if session is None else None
+        response = self.page(request, session or fresh, "login.html", status=status, next=target, error=error,
+                             draft=draft or {}, draft_fields=DRAFT_FIELDS,
+                             form_page=target if _SAME_SITE.fullmatch(target) else None)  # `next` is the request's: linked only if ours
+        if fresh is not None:
+            response.headers["Set-Cookie"] = self.sessions.cookie(fresh, request.tls)
+        return response
+
+    def draft_again(self, request: Request, new: Session, draft: dict) -> Response | None:
+        """Just signed in (`new`) with a message carried through: its compose form holding the draft
+        and the new session's token, to check and send (nothing is sent before Send). None for a
+        credential that may not write as the overseer: it goes on to the page asked for."""
+        as_new = auth.current.set(new.principal())
+        try:
+            if not self.oversees():
+                return None
+            return self.compose_form(request, new, draft["project_key"], draft, None,
+                                     notice="Signed in again. Nothing has been sent yet: check your message, then send it.")
+        except ToolError as exc:  # (its project gone, or beyond this credential's): signed in all the same
+            return self.error(request, new, exc)
+        finally:
+            auth.current.reset(as_new)
 
     def logout(self, request: Request, session: Session) -> Response:
         if request.method != "POST":
@@ -727,7 +784,8 @@ class WebUI:
                 return self.redirect(request, _message_url("", sent.project, sent.thread_id, sent.id))
         return self.compose_form(request, session, key, draft, error)
 
-    def compose_form(self, request: Request, session: Session, key: str, draft: dict, error: ToolError | None) -> Response:
+    def compose_form(self, request: Request, session: Session, key: str, draft: dict, error: ToolError | None,
+                     notice: str | None = None) -> Response:
         """The compose form of project `key` (none: a project to choose first), holding `draft`."""
         # No project yet: a page of them to pick from (oldest first, "More projects" past it), or any typed.
         projects = None if key else self.run("list_projects", limit=LIST_SHOWN, cursor=request.query.get("after") or None)
@@ -736,7 +794,8 @@ class WebUI:
         named = self.profile(key, OVERSEER) if key else None
         taken = named is not None and named.kind == "agent"  # registered before the name was reserved
         return self.page(request, session, "compose.html", status=error.status if error else 200, projects=projects, project=key,
-                         agents=agents, draft=draft, error=error, nav="compose", overseer=writes_as(OVERSEER, taken), overseer_taken=taken)
+                         agents=agents, draft=draft, error=error, notice=notice, nav="compose", overseer=writes_as(OVERSEER, taken),
+                         overseer_taken=taken)
 
     def act(self, request: Request, session: Session) -> Response:
         form = request.form

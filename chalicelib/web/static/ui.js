@@ -73,6 +73,24 @@
     link.addEventListener("click", function (event) { if (history.length > 1) { history.back(); event.preventDefault(); } });
   });
 
+  // A message sent once the sign-in had ended comes back on the sign-in page (pages.py
+  // sign_in_again), and is kept in this tab: the browser's Back leads to a sign-in page without
+  // it, which gets it back from here. Any other page (signed in: the message shown as its form
+  // again, or left) lets it go.
+  var carried = document.querySelector("form.login fieldset.draft");
+  try {
+    if (!carried) sessionStorage.removeItem("unsent");
+    else if (!carried.disabled) {
+      var fields = {};
+      carried.querySelectorAll("[name]").forEach(function (field) { fields[field.name] = field.value; });
+      sessionStorage.setItem("unsent", JSON.stringify(fields));
+    } else if (sessionStorage.getItem("unsent")) {
+      var kept = JSON.parse(sessionStorage.getItem("unsent"));
+      carried.querySelectorAll("[name]").forEach(function (field) { field.value = kept[field.name] || ""; });
+      carried.disabled = carried.hidden = false;
+    }
+  } catch (e) {}  // no storage (blocked): the sign-in page that says the sign-in ended still carries it
+
   // The thread's digest (summarize_thread) arrives after the page: the page does not wait for it.
   // Its own page (/ui/digest, where the page's link leads without scripts) lends its .digest-body.
   function loadDigest() {
