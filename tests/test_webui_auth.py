@@ -311,3 +311,64 @@ def test_a_reply_written_when_the_sign_in_ends_comes_back_after_signing_in_even_
     assert page.locator("fieldset.draft").is_hidden()
     context.close()
 
+
+def _live_page(browser, url: str):
+    """A live page (the project's) signed in, its clock the test's: each poll a run_for away."""
+    context = browser.new_context()
+    polls = []
+    context.on("request", lambda request: "/ui/live" in request.url and polls.append(request.url))
+    page = context.new_page()
+    page.clock.install()
+    page.goto(url + "/ui/login?next=%2Fui%2Fproject%3Fp%3Dsrv-app")
+    page.fill("input[name=token]", TOKEN)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    assert page.locator(".live-dot").is_visible()
+    return context, page, polls
+
+
+def _polled_until(page, done, polls: int = 20) -> None:
+    for _ in range(polls):
+        page.clock.run_for(1500)
+        page.wait_for_timeout(30)  # the poll's answer, on real time
+        if done():
+            return
+    raise AssertionError("never happened")
+
+
+def test_a_live_page_says_it_stopped_updating_once_the_sign_in_ends(url, browser):
+    """QA, session 33: /ui/live answered 401 and the page kept its green "live" mark, never updating again."""
+    context, page, polls = _live_page(browser, url)
+    context.clear_cookies()
+    _polled_until(page, lambda: page.locator(".live-off").count())
+    assert not page.locator(".live-dot").is_visible()
+    note = page.locator("main .live-off")
+    assert "no longer updating: your sign-in has ended" in note.inner_text()
+    assert note.locator("a").get_attribute("href") == page.url  # the page again: the sign-in, then back to it
+    asked = len(polls)
+    page.clock.run_for(15000)
+    page.wait_for_timeout(100)
+    assert len(polls) == asked  # it stopped polling
+    with page.expect_navigation():
+        note.locator("a").click()
+    assert "/ui/login?next=%2Fui%2Fproject%3Fp%3Dsrv-app" in page.url
+    context.close()
+
+
+def test_a_live_page_says_when_the_server_does_not_answer_and_recovers_when_it_does(url, browser):
+    context, page, polls = _live_page(browser, url)
+    page.route("**/ui/live*", lambda route: route.fulfill(status=503, body="down"))
+    _polled_until(page, lambda: page.locator(".live-off").count())
+    assert len(polls) >= 3 and not page.locator(".live-dot").is_visible()  # not at the first failure
+    assert "not updating: the server does not answer" in page.locator(".live-off").inner_text()
+    page.unroute("**/ui/live*")
+    page.route("**/ui/live*", lambda route: route.abort())  # unreachable: the same
+    _polled_until(page, lambda: len(polls) > 8)
+    assert page.locator(".live-off").count() == 1
+    page.unroute("**/ui/live*")
+    api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
+    api.post("/api/send_overseer_message", json={"project_key": "srv-app", "to": ["BlueLake"], "subject": "While it was down",
+                                                 "body_md": "x", "thread_id": "DOWN-1"}).raise_for_status()
+    _polled_until(page, lambda: "While it was down" in page.locator("main").inner_text())
+    assert page.locator(".live-off").count() == 0 and page.locator(".live-dot").is_visible()
+    context.close()

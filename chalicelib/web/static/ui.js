@@ -127,8 +127,32 @@
   // again and swap its live regions (forms being typed into stay as they are).
   var body = document.body, url = body.dataset.live;
   if (!url || !window.fetch) return;
-  var latest = body.dataset.latest || "", busy = false;
-  document.querySelector(".live-dot").hidden = false;
+  var latest = body.dataset.latest || "", busy = false, failed = 0, timer, note = null, dot = document.querySelector(".live-dot");
+  dot.hidden = false;
+  // Not updating: the mark goes and the page says why (null: updating again). A sign-in that ended
+  // (401) stops the polls; the server unreachable or failing, after FAILURES in a row, does not.
+  var FAILURES = 3;
+  function notUpdating(why, link) {
+    dot.hidden = Boolean(why);
+    if (!why) { if (note) note.remove(); note = null; return; }
+    if (!note) {
+      note = document.createElement("p");
+      note.className = "notice live-off";
+      note.setAttribute("role", "status");
+      document.querySelector("main").prepend(note);
+    }
+    note.replaceChildren(why);
+    if (link) {
+      var again = document.createElement("a");
+      again.href = location.href;  // the page itself: without a session it leads to the sign-in, then back here
+      again.textContent = link;
+      note.append(" ", again);
+    }
+  }
+  function signedOut() {
+    clearInterval(timer);
+    notUpdating("This page is no longer updating: your sign-in has ended.", "Sign in again");
+  }
   // What has the keyboard focus in a live region, found again in its fresh copy: a button by its
   // form's fields (the action and what it acts on), a link by its href.
   function focusKey(element) {
@@ -146,7 +170,11 @@
     if (found) found.focus({ preventScroll: true });
   }
   function refresh() {
-    return fetch(location.href, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
+    return fetch(location.href, { credentials: "same-origin" }).then(function (r) {
+      if (r.redirected && /\/ui\/login$/.test(new URL(r.url).pathname)) return signedOut();  // (just after a poll)
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      return r.text();
+    }).then(function (html) {
       if (!html) return;
       var fresh = new DOMParser().parseFromString(html, "text/html");
       var now = document.querySelectorAll("[data-live-region]"), next = fresh.querySelectorAll("[data-live-region]");
@@ -169,10 +197,19 @@
     if (busy || document.hidden) return;
     busy = true;
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (data) { if (data && data.latest && data.latest !== latest) { latest = data.latest; return refresh(); } })
-      .catch(function () {})
+      .then(function (r) {
+        if (r.status === 401) return signedOut();
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.json().then(function (data) {
+          failed = 0;
+          notUpdating(null);
+          if (data.latest && data.latest !== latest) { latest = data.latest; return refresh(); }
+        });
+      })
+      .catch(function () {
+        if (++failed >= FAILURES) notUpdating("This page is not updating: the server does not answer. Trying again…");
+      })
       .then(function () { busy = false; });
   }
-  setInterval(poll, POLL_MS);
+  timer = setInterval(poll, POLL_MS);
 })();
