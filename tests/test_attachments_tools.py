@@ -21,7 +21,7 @@ from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.render import parse_document
 from chalicelib.archive import render, worker
 from chalicelib.archive.worker import drain
-from chalicelib.attachments import headers, images
+from chalicelib.attachments import headers, images, intake
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import InvalidArgument, NotFound, ToolError
 from chalicelib.registry import to_json
@@ -440,14 +440,34 @@ def test_a_long_image_name_stays_a_name_get_attachment_takes(call, project):
     assert got["media_type"] == "image/webp"
 
 
-def test_paths_are_refused_when_the_server_has_authentication(call, repo, monkeypatch):
+@pytest.mark.parametrize("paths, why", [(None, "authentication is on and ATTACHMENT_PATHS is unset"),
+                                         ("false", "ATTACHMENT_PATHS=false"), ("true", None)])
+def test_paths_on_a_server_with_authentication_follow_attachment_paths(call, repo, monkeypatch, paths, why):
+    """QA, session 33: a local server with authentication refused a path saying it "works only in
+    local mode", which it was; the refusal names the setting that decides, and the hint the way to allow it."""
     project, _ = repo
     monkeypatch.setenv("AUTH_BEARER_TOKENS", "t" * 32)
     monkeypatch.setenv("REQUIRE_AGENT_TOKENS", "false")
+    if paths is not None:
+        monkeypatch.setenv("ATTACHMENT_PATHS", paths)
     get_settings.cache_clear()
-    with pytest.raises(InvalidArgument, match="only in local mode"):
-        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
-             attachments=[{"path": "logs/test.log"}])
+    send = dict(project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                attachments=[{"path": "logs/test.log"}])
+    if why is None:
+        assert call("send_message", **send)["message"]["attachments"][0]["name"] == "test.log"
+        return
+    with pytest.raises(InvalidArgument) as refused:
+        call("send_message", **send)
+    assert str(refused.value) == f"This server attaches no file by path: {why}."
+    assert "content_base64" in refused.value.hint and "ATTACHMENT_PATHS=true" in refused.value.hint
+
+
+def test_paths_on_a_server_storing_in_s3_are_refused_without_naming_attachment_paths(monkeypatch, tmp_path):
+    """No setting of ATTACHMENT_PATHS allows paths there: the hint does not offer it."""
+    monkeypatch.setenv("ATTACHMENT_PATHS", "true")
+    with pytest.raises(InvalidArgument) as refused:
+        intake.read_project_file("a.log", str(tmp_path), Settings(attachments_bucket="bucket"))
+    assert "S3 (ATTACHMENTS_BUCKET)" in str(refused.value) and "ATTACHMENT_PATHS" not in refused.value.hint
 
 
 def test_the_archive_keeps_attachments_beside_their_messages_and_restore_brings_them_back(call, project, settings, tmp_path):

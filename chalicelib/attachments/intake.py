@@ -204,14 +204,21 @@ def _path_name(path: str) -> str:
                               "Give `name` too: at most 255 characters, no `/`, `\\` or control characters.") from None
 
 
-def paths_allowed(settings) -> bool:
+def path_refusal(settings) -> InvalidArgument | None:
+    """The error refusing a file by path on this server, naming why (a local server with
+    authentication is still local mode), or None when paths are allowed."""
     from ..security import auth
 
-    if settings.attachments_bucket or auth.on_lambda():
-        return False
-    if settings.attachment_paths is not None:
-        return settings.attachment_paths
-    return auth.mode(settings) == "none"
+    instead = "Send the content as content_base64, or upload it (request_attachment_upload)."
+    if auth.on_lambda() or settings.attachments_bucket:
+        where = "runs on AWS Lambda" if auth.on_lambda() else "stores attachments in S3 (ATTACHMENTS_BUCKET)"
+        return InvalidArgument(f"This server attaches no file by path: it {where}, away from the project's files.", instead)
+    if settings.attachment_paths or (settings.attachment_paths is None and auth.mode(settings) == "none"):
+        return None
+    why = "ATTACHMENT_PATHS=false" if settings.attachment_paths is False else "authentication is on and ATTACHMENT_PATHS is unset"
+    return InvalidArgument(f"This server attaches no file by path: {why}.",
+                           f"{instead} Its operator can allow paths with ATTACHMENT_PATHS=true on a trusted server whose"
+                           " callers may read the project's files.")
 
 
 def decode_base64(text: str) -> bytes | None:
@@ -234,9 +241,8 @@ def read_project_file(path: str, project_dir: str, settings) -> bytes:
     """The content of a regular file inside the project's directory. `..`, absolute paths
     elsewhere and symlinks that lead out are refused: the path is resolved (symlinks
     followed) and must still lie inside the resolved project directory."""
-    if not paths_allowed(settings):
-        raise InvalidArgument("Attaching a file by path works only in local mode.",
-                              "Send the content as content_base64, or upload it (request_attachment_upload).")
+    if refusal := path_refusal(settings):
+        raise refusal
     if climbs_or_has_nul(path):
         raise InvalidArgument(f"Attachment path {path!r} must not contain '..' or a NUL character.",
                               "Give a path inside the project's directory.")

@@ -154,7 +154,7 @@ MAX_ATTACHMENTS = 100  # whatever ATTACHMENTS_MAX_PER_MESSAGE says
 Attachments = Annotated[list[AttachmentInput], Field(
     max_length=MAX_ATTACHMENTS,
     description="Files: each with content_base64 (counts against the request size limit), an uploaded sha256"
-                " (request_attachment_upload), or in local mode a path inside the project's directory.",
+                " (request_attachment_upload), or a path inside the project's directory (a local server without authentication).",
     # The schema says this server's ATTACHMENTS_MAX_PER_MESSAGE, read when it is made (more: a 422 it did not say).
     json_schema_extra=lambda schema: schema.update(maxItems=min(MAX_ATTACHMENTS, get_settings().attachments_max_per_message)),
 )]
