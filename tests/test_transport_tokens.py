@@ -20,6 +20,12 @@ def register(post) -> str:
     return post("register_agent", {"project_key": "tokens", "name": "BlueLake", "program": "p", "model": "m"})["registration_token"]
 
 
+def names_the_header(refusal: dict) -> bool:
+    """QA, session 33: a GET refused for want of the agent's token was told only to pass
+    registration_token, i.e. in its URL, which the header exists to avoid."""
+    return "the X-Agent-Token header" in refusal["error"]["hint"]
+
+
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     with running_server(tmp_path_factory.mktemp("tokens") / "db.sqlite", REQUIRE_AGENT_TOKENS="true", ARCHIVE_ENABLED="false") as url:
@@ -28,7 +34,8 @@ def url(tmp_path_factory):
 
 def test_rest_takes_the_agent_token_from_a_header(url):
     token = register(lambda tool, body: httpx.post(f"{url}/api/{tool}", json=body).raise_for_status().json())
-    assert httpx.get(f"{url}/api/fetch_inbox", params=INBOX).status_code == 403
+    without = httpx.get(f"{url}/api/fetch_inbox", params=INBOX)
+    assert without.status_code == 403 and names_the_header(without.json())
     assert httpx.get(f"{url}/api/fetch_inbox", params=INBOX, headers={"X-Agent-Token": "amt_wrong"}).status_code == 403
     assert httpx.get(f"{url}/api/fetch_inbox", params=INBOX, headers={"X-Agent-Token": token}).status_code == 200
     assert httpx.post(f"{url}/api/fetch_inbox", json=INBOX, headers={"X-Agent-Token": token}).status_code == 200
@@ -48,7 +55,8 @@ def test_chalice_takes_the_agent_token_from_a_header(tmp_path, monkeypatch):
 
         token = register(post)
         query = "project_key=tokens&agent_name=BlueLake"
-        assert client.http.get(f"/api/fetch_inbox?{query}").status_code == 403
+        without = client.http.get(f"/api/fetch_inbox?{query}")
+        assert without.status_code == 403 and names_the_header(json.loads(without.body))
         assert client.http.get(f"/api/fetch_inbox?{query}", headers={"X-Agent-Token": token}).status_code == 200
 
 

@@ -24,6 +24,11 @@ from .. import clock
 from ..errors import NotFound, TokenRefused
 
 
+# REST's other way to pass the acting agent's token (transports/rest.py): a GET then keeps it out
+# of URLs (and so out of access logs, proxies and browser history).
+HEADER = "X-Agent-Token"
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -106,5 +111,6 @@ def refused(field: str, name: str) -> TokenRefused:
     """The 403 for a call without this agent's token in `field` (the same whatever was wrong)."""
     return TokenRefused(
         f"Not allowed to act as agent {name!r} here: {field} is missing or wrong.",
-        f"Pass {field}: the registration_token that register_agent (or rotate_agent_token) gave this agent.",
+        f"Pass {field} (over REST, or the {HEADER} header, which keeps it out of URLs): the registration_token that"
+        " register_agent (or rotate_agent_token) gave this agent.",
     )

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from ..errors import HTTP_ERROR_CODES, JSON_WHITESPACE, InvalidArgument, ToolError, malformed_json
 from ..registry import Tool, field_type
+from ..security import agent_tokens
 
 
 class UnsupportedMediaType(ToolError):
@@ -78,9 +79,8 @@ def http_error(status: int, message: str, headers: dict[str, str] | None = None)
     return error
 
 
-# The acting agent's token as a header: a GET then keeps it out of URLs (and so out of access
-# logs, proxies and browser history). A token field in the arguments wins over the header.
-AGENT_TOKEN_HEADER = "X-Agent-Token"
+# The acting agent's token as a header (a token field in the arguments wins over it).
+AGENT_TOKEN_HEADER = agent_tokens.HEADER
 
 
 def with_header_token(tool: Tool, arguments: Any, token: str | None) -> Any:
