@@ -32,6 +32,7 @@ from chalicelib.tools import all_tools
 
 from .aws_events import API_HOST, CONTEXT, MCP_HEADERS, URL_HOST, http_api_event, rest_api_event, rpc
 from .servers import ROOT, answering, running_server, serving_in_process
+from .test_docs import readme_mcp_set_ups_with_authentication
 
 AUDIENCE = "agent-mail"
 ISSUER = "https://issuer.test"
@@ -257,25 +258,33 @@ def test_swagger_ui_authorize_then_try_it_out_with_the_token(tmp_path):
 
 def mcp_refusal(url: str, authorization: str | None) -> MCPError:
     """What the official MCP client raises when /mcp refuses its credentials."""
-    async def connecting():
-        headers = {"Authorization": authorization} if authorization else {}
-        transport = streamable_http_client(f"{url}/mcp", http_client=httpx2.AsyncClient(headers=headers))
-        try:
-            async with MCPClient(transport, mode="legacy") as client:
-                await client.list_tools()
-        except BaseException as exc:  # the client's task groups wrap it
-            while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-                exc = exc.exceptions[0]
-            return exc
-        raise AssertionError("the client was let in")
+    try:
+        tools = mcp_tools(url, {"Authorization": authorization} if authorization else {})
+    except BaseException as exc:  # the client's task groups wrap it
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        return exc
+    raise AssertionError(f"the client was let in ({len(tools)} tools)")
 
-    return asyncio.run(connecting())
+
+def mcp_tools(url: str, headers: dict[str, str]) -> set[str]:
+    """The tools the official MCP client lists, sending these headers."""
+    async def listing():
+        transport = streamable_http_client(f"{url}/mcp", http_client=httpx2.AsyncClient(headers=headers))
+        async with MCPClient(transport, mode="legacy") as client:
+            return {tool.name for tool in (await client.list_tools()).tools}
+
+    return asyncio.run(listing())
 
 
 def test_the_official_mcp_client_shows_why_its_credentials_were_refused(tmp_path):
     """A 401 from /mcp is a JSON-RPC error (keeping its status and WWW-Authenticate): with the
-    REST body the client showed only "Server returned an error response"."""
+    REST body the client showed only "Server returned an error response". Set up as README says
+    each client sends the token, it is let in."""
     with running_server(tmp_path / "db.sqlite", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=BEARER) as url:
+        # Every client's set-up sends the same header: one connection tries them all.
+        documented = {tuple(headers.items()) for _, headers in readme_mcp_set_ups_with_authentication(BEARER).values()}
+        assert [("send_message" in mcp_tools(url, dict(headers))) for headers in documented] == [True]
         for authorization in ("Bearer wrong-token", None):
             error = mcp_refusal(url, authorization)
             rest = httpx.post(f"{url}/api/list_projects", headers={"Authorization": authorization} if authorization else {})
