@@ -55,6 +55,11 @@ MAX_PROBLEMS = 10
 MAX_NAME_SHOWN = 100  # characters of a field's name in a problem (a name may be most of a 1 MiB body)
 
 
+# Where a caller finds the tools and their inputs, on every deployment: the Chalice app (AWS,
+# `chalice local`) serves no /openapi.json (FastAPI makes it, which Lambda never imports).
+TOOLS_LISTED = "tools/list (MCP), `agent-mail tools` (CLI) or, on the local server, /openapi.json"
+
+
 def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
     """Turn pydantic's error list (ValidationError.errors()) into an InvalidArgument that
     names the first MAX_PROBLEMS bad fields, and how many more there are; an unknown one gets
@@ -65,7 +70,7 @@ def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
         problems.append(f"and {len(errors) - MAX_PROBLEMS} more")
     return InvalidArgument(
         "Invalid arguments: " + "; ".join(problems),
-        "Check the tool's input schema (tools/list or /openapi.json) and send the fields it names.",
+        f"Check the tool's input schema ({TOOLS_LISTED}) and send the fields it names.",
     )
 
 
@@ -199,5 +204,5 @@ def known_as(word: str, fields) -> str:
 def unknown_tool(name: str, known) -> NotFound:
     return NotFound(
         f"No tool named {name!r}.{did_you_mean(str(name), known)}",
-        "List the tools with tools/list (MCP), /openapi.json (REST) or `agent-mail tools` (CLI).",
+        f"List the tools with {TOOLS_LISTED}.",
     )

@@ -267,6 +267,19 @@ def test_a_file_too_large_for_a_body_uploads_to_local_storage_as_locally(chalice
     assert answer.status_code == 422 and "empty" in json.loads(answer.body)["error"]["message"]
 
 
+def test_the_chalice_apps_hints_send_no_one_to_the_openapi_json_it_does_not_serve(chalice):
+    """QA, session 33: an unknown tool's hint (a wrong method's, invalid arguments') said to list the
+    tools at /openapi.json, which only the local server serves (here API Gateway's 403, on AWS its 404)."""
+    wrong_method = chalice.http.request("DELETE", "/api/list_projects")
+    answers = [chalice.post("/api/no_such_tool", {}), chalice.post("/api/ensure_project", {"human_key": 5}),
+               (wrong_method.status_code, json.loads(wrong_method.body))]
+    assert [status for status, _ in answers] == [404, 422, 405]
+    for _, body in answers:
+        hint = body["error"]["hint"]
+        assert "tools/list (MCP)" in hint and hint.count("/openapi.json") == hint.count("on the local server, /openapi.json") == 1
+    assert chalice.http.get("/openapi.json").status_code == 403
+
+
 def test_unknown_project_is_404(chalice):
     status, body = chalice.post("/api/get_project", {"project_key": "nope"})
     assert status == 404 and body["error"]["code"] == "not_found"
@@ -367,6 +380,10 @@ def test_chalice_local_serves_the_api(tmp_path):
                            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}})
         assert tools.status_code == 200 and tools.json()["result"]["tools"]
         assert tools.headers.get_list("content-type") == ["application/json"] and len(tools.headers.get_list("content-length")) == 1
+        # docs/deploy.md: a path no route takes gets API Gateway's own answer here (infra/template.yaml's is AWS's)
+        for path in ("/docs", "/openapi.json", "/metrics", "/no/such/path"):
+            unmatched = httpx.get(f"{url}{path}")
+            assert (unmatched.status_code, unmatched.json()) == (403, {"message": "Missing Authentication Token"}), path
     assert database.exists()
 
 def test_a_download_from_local_storage_is_served_as_the_local_server_serves_it(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from typing import Any, Iterable, get_origin
 
 from pydantic import BaseModel
 
-from ..errors import HTTP_ERROR_CODES, JSON_WHITESPACE, InvalidArgument, ToolError, malformed_json
+from ..errors import HTTP_ERROR_CODES, JSON_WHITESPACE, TOOLS_LISTED, InvalidArgument, ToolError, malformed_json
 from ..registry import Tool, field_type
 from ..security import agent_tokens
 
@@ -72,7 +72,8 @@ def _json_kind(value: Any) -> str:
 def http_error(status: int, message: str, headers: dict[str, str] | None = None) -> ToolError:
     """A refusal of the HTTP layer (an unknown path, a method a route does not take) in the
     one error shape: the local server's (Starlette's) and the Chalice app's alike."""
-    error = ToolError(message, "Check the method, path and body against /openapi.json.")
+    error = ToolError(message, "Check the method, path and body (a tool: POST /api/{tool}, or GET when it only reads;"
+                               f" the tools: {TOOLS_LISTED}).")
     error.status = status
     error.code = HTTP_ERROR_CODES.get(status, "http_error")
     error.headers = headers or {}
