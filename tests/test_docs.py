@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import shlex
 import tomllib
@@ -18,6 +19,16 @@ def readme_section(heading: str) -> str:
 def test_readme_tool_list_is_generated_from_the_registry():
     text = README.read_text()
     assert update_readme(text) == text, "run: python -m chalicelib.transports.tooldocs"
+
+
+def test_every_script_the_docs_run_as_a_command_is_one():
+    """QA, session 33: README gave `./scripts/bootstrap.sh` as a command; it is sourced, not
+    executable (Permission denied), and run by bash it died on its `return`."""
+    root = README.parent
+    docs = [README, *sorted((root / "docs").glob("*.md")), root / "bench" / "README.md"]
+    commands = {name for doc in docs for name in re.findall(r"(?<![\w/])\./(scripts/[\w.-]+)", doc.read_text())}
+    assert "scripts/serve" in commands
+    assert [name for name in sorted(commands) if not os.access(root / name, os.X_OK)] == []
 
 
 def test_readme_stdio_snippets_parse_and_give_every_path_absolute():
