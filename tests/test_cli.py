@@ -7,6 +7,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from chalicelib.config import Settings
 from chalicelib.transports.cli import cli
 from chalicelib.tools import all_tools
 
@@ -202,6 +203,20 @@ def test_migrate_lists_applied_versions(run):
     result = run("migrate")
     assert result.exit_code == 0
     assert result.stdout.splitlines()[0].startswith("0001_")
+
+
+def test_settings_come_from_the_dotenv_of_the_directory_the_process_starts_in(tmp_path, monkeypatch):
+    """README, Configuration (QA, session 33, asked where): a `.env` is read from the directory the
+    process starts in, under what the environment sets; started elsewhere (where an MCP client
+    starts `agent-mail stdio`), that file is not read."""
+    (tmp_path / ".env").write_text("TOOLS_PROFILE=core\nSEARCH_TIMEOUT_MS=1234\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.delenv("TOOLS_PROFILE", raising=False)
+    monkeypatch.setenv("SEARCH_TIMEOUT_MS", "99")
+    monkeypatch.chdir(tmp_path)
+    here = Settings()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert (here.tools_profile, here.search_timeout_ms, Settings().tools_profile) == ("core", 99, "full")
 
 
 def test_bad_database_url_is_a_usage_error():
