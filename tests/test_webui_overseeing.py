@@ -838,3 +838,17 @@ def test_a_product_page_shows_one_agents_inbox_across_its_projects(site):
     unknown = client.get("/ui/product", params={"k": "as-shop", "as": "NoSuchAgent"})
     assert unknown.status_code == 200 and "No agent named NoSuchAgent" in unknown.text and 'name="as"' in unknown.text
     assert "Inbox of NoSuchAgent" not in unknown.text  # the error says why; no empty inbox under its name
+
+
+def test_previews_read_a_links_words_without_its_address_or_a_lists_marker(site):
+    """An inbox excerpt read "- decided: follow [the runbook](https://…) for every deploy", and so
+    did the digest's key point."""
+    url, api, database = site
+    send(api, subject="Deploys", thread_id="LINKS", body_md=(
+        "- decided: follow [the runbook](https://example.com/runbook/deploy) for **every** deploy\n"
+        "2. see ![the graph](https://example.com/g.png)\n* [ ] and [x](https://example.com/a-very-long-address-that-the-excerpt-cuts"))
+    client = ui(url)
+    excerpt = re.search(r'class="excerpt">— <bdi>([^<]*)', client.get("/").text).group(1)
+    assert excerpt == "decided: follow the runbook for every deploy see the graph and x"
+    digest = client.get("/ui/digest", params={"p": P, "t": "LINKS"}).text
+    assert '<li dir="auto">BlueLake: decided: follow the runbook for every deploy</li>' in digest

@@ -106,9 +106,16 @@ _SAME_SITE = re.compile(r"/(?![/\\])[\x21-\x5b\x5d-\x7e]*")
 _MARKUP = re.compile(r"(?<!\w)[*_]+|[*_]+(?!\w)|^[ \t]*(?:#{1,6}|>+)(?=\s)|`+|\||~~|\[[ xX]\]", re.M)
 
 
+# A link or image as its words ("[the runbook](https://…)" reads "the runbook"; an excerpt cut
+# within its address too), and a list item's leading marker (- , * , 1. , 2) ).
+_LINK = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*(?:\)|$)")
+_LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t]+", re.M)
+
+
 def _plain(text: str) -> str:
     """A Markdown excerpt as plain words: a line of the inbox, a key point of a digest. A mark
     goes without a trace (`src/cart`. reads src/cart.), but a table's pipe, which parts cells."""
+    text = _LIST_MARKER.sub("", _LINK.sub(r"\1", text))
     return " ".join(_MARKUP.sub(lambda mark: " " if mark[0] == "|" else "", text).split())
 
 
