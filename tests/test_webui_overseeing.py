@@ -852,3 +852,18 @@ def test_previews_read_a_links_words_without_its_address_or_a_lists_marker(site)
     assert excerpt == "decided: follow the runbook for every deploy see the graph and x"
     digest = client.get("/ui/digest", params={"p": P, "t": "LINKS"}).text
     assert '<li dir="auto">BlueLake: decided: follow the runbook for every deploy</li>' in digest
+
+
+def test_the_overseers_lines_stay_lines_and_an_agents_markdown_joins_them(site):
+    """The lines a person typed into the form (steps, a signature) were joined into one: Markdown's
+    soft line break."""
+    url, api, database = site
+    client = ui(url)
+    typed = "Step 1: stop the deploy\r\nStep 2: roll back\r\n— Your overseer"
+    sent = client.post("/ui/compose", data={"csrf": client.csrf, "project_key": P, "to": "GreenCastle", "subject": "Stop",
+                                            "body_md": typed, "thread_id": "LINES"})
+    assert sent.status_code == 303
+    send(api, subject="Re: Stop", thread_id="LINES", body_md="Stopping\nnow")
+    bodies = re.findall(r'<div class="body" dir="auto">(.*?)</div>', client.get("/ui/thread", params={"p": P, "t": "LINES"}).text, re.S)
+    assert [body.strip() for body in bodies] == [
+        "<p>Step 1: stop the deploy<br>\nStep 2: roll back<br>\n— Your overseer</p>", "<p>Stopping\nnow</p>"]

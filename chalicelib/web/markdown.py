@@ -49,13 +49,20 @@ def _headings_below_the_page(state) -> None:
         token.tag = f"h{above}"  # its close follows it: headings do not nest
 
 
-_md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable(["table", "strikethrough"])
-_md.add_render_rule("image", _image_as_link)
-_md.core.ruler.push("headings_below_the_page", _headings_below_the_page)
+def _parser(breaks: bool) -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": breaks})
+    md.enable(["table", "strikethrough"]).add_render_rule("image", _image_as_link)
+    md.core.ruler.push("headings_below_the_page", _headings_below_the_page)
+    return md
 
 
-def render(body: str) -> Markup:
-    html = _md.render(body)
+# Agents write Markdown (a line break within a paragraph joins the lines); a person types lines
+# into a plain textarea and means them as lines: a human sender's body keeps each (breaks).
+_md, _md_lines = _parser(breaks=False), _parser(breaks=True)
+
+
+def render(body: str, typed_lines: bool = False) -> Markup:
+    html = (_md_lines if typed_lines else _md).render(body)
     return Markup(nh3.clean(
         html, tags=TAGS, attributes=ATTRIBUTES, url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer",

@@ -274,12 +274,13 @@ class WebUI:
             found[file.name] = f"/ui/static/{file.name}?v={hashlib.sha256(file.read_bytes()).hexdigest()[:10]}"
         return found
 
-    def article(self, message, first_subject: str, root: str, as_markdown: bool) -> Markup:
-        key = (message.id, first_subject, root, as_markdown)
+    def article(self, message, first_subject: str, root: str, as_markdown: bool, typed_lines: bool = False) -> Markup:
+        """One message of a thread page; `typed_lines`: its sender is a person (markdown.render)."""
+        key = (message.id, first_subject, root, as_markdown, typed_lines)
         html = self._articles.get(key)
         if html is None:
             html = Markup(self.env.get_template("message.html").render(
-                m=message, first_subject=first_subject, root=root, as_markdown=as_markdown))
+                m=message, first_subject=first_subject, root=root, as_markdown=as_markdown, typed_lines=typed_lines))
             with self._articles_lock:
                 if self._articles_chars + len(html) > ARTICLES_KEPT_CHARS:
                     self._articles, self._articles_chars = {}, 0
@@ -654,6 +655,7 @@ class WebUI:
             digest_url=request.root + "/ui/digest?" + urlencode({"p": project, "t": thread_id}),
             people=self.participants(project, thread.messages) if self.oversees() else [],  # for the reply form
             as_markdown={m.id for m, markdown_ok in zip(thread.messages, shown) if markdown_ok},
+            people_writing=self.people(project, {m.sender for m in thread.messages}),
         )
 
     def thread_page(self, key: str, thread_id: str, query: dict) -> tuple:
@@ -704,6 +706,11 @@ class WebUI:
             for address in (message.sender, *message.to, *message.cc):
                 seen.setdefault(address, None)
         return [address for address in seen if self.is_active_agent(project, address)]
+
+    def people(self, project: str, senders: set[str]) -> set[str]:
+        """Which of these senders (addresses as `project` writes them) are people, not agents."""
+        return {address for address in senders if (profile := self.profile(_home(address, project), address.partition("@")[0]))
+                is not None and profile.kind == "human"}
 
     def is_active_agent(self, project: str, address: str) -> bool:
         profile = self.profile(_home(address, project), address.partition("@")[0])
