@@ -6,7 +6,7 @@ import hashlib
 import io
 import re
 import time
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -347,6 +347,32 @@ def test_times_say_their_zone_and_show_in_the_viewers_own(url, browser):
     shown = page.locator("article.msg time").first
     assert shown.inner_text() == local.strftime("%m-%d %H:%M ") + "GMT+5:30"
     assert shown.get_attribute("title") == f"{created[:10]} {created[11:19]} UTC"
+    context.close()
+
+
+def test_search_since_a_day_means_from_its_midnight_where_the_browser_is(url, browser):
+    """The day was read from midnight UTC while the page shows local times: a message the page
+    dated D was left out of "since D" east of UTC, and listed under "since D+1" west of it."""
+    sent = httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                       "subject": "Nightly sincecheck", "body_md": "sincecheck"}).json()["message"]
+    created = datetime.fromisoformat(sent["created_ts"])
+    zone = "Pacific/Kiritimati" if created.hour >= 10 else "Pacific/Pago_Pago"  # UTC+14, UTC-11: another day than UTC's
+    day = created.astimezone(ZoneInfo(zone)).date()
+    assert day != created.date()
+    context = browser.new_context(timezone_id=zone)
+    page = context.new_page()
+    page.goto(f"{url}/ui/search?q=sincecheck&p={P}")
+    zone_name = page.locator("ol.mail time .tz").inner_text()
+
+    def found(since: date) -> bool:
+        page.fill("input[name=since]", since.isoformat())
+        with page.expect_navigation():
+            page.click("form.search button")
+        return page.locator("ol.mail li", has_text="Nightly sincecheck").count() == 1
+
+    assert found(day) and not found(day + timedelta(days=1))
+    assert page.locator("input[name=since]").input_value() == (day + timedelta(days=1)).isoformat()  # as chosen
+    assert zone_name != "UTC" and page.locator("label.since .tz").inner_text(timeout=1000) == zone_name  # the label says which day
     context.close()
 
 

@@ -840,6 +840,49 @@ def test_a_product_page_shows_one_agents_inbox_across_its_projects(site):
     assert "Inbox of NoSuchAgent" not in unknown.text  # the error says why; no empty inbox under its name
 
 
+def archived_project(api: httpx.Client, path: str, **message) -> str:
+    """A project of BlueLake and GreenCastle with one message, archived: its slug."""
+    slug = api.post("/api/ensure_project", json={"human_key": path}).json()["slug"]
+    for name in ("BlueLake", "GreenCastle"):
+        api.post("/api/register_agent", json={"project_key": slug, "program": "p", "model": "m", "name": name}).raise_for_status()
+    api.post("/api/set_contact_policy", json={"project_key": slug, "agent_name": "GreenCastle", "policy": "open"}).raise_for_status()
+    send(api, project_key=slug, **message)
+    api.post("/api/archive_project", json={"project_key": slug}).raise_for_status()
+    return slug
+
+
+def test_search_of_all_projects_reads_archived_ones_too_and_offers_them(site):
+    """An archived project's mail (a finished repository's postmortem) was never searched from
+    "All projects" ("0 results"), nor offered in the project list, though its mail reads as before."""
+    url, api, database = site
+    slug = archived_project(api, "/srv/old-infra", subject="Postmortem: kafka outage", body_md="the kafka broker ran out of disk")
+    page = ui(url).get("/ui/search", params={"q": "kafka"}).text
+    assert '<p class="sub">1 result</p>' in page and "Postmortem: kafka outage" in page
+    assert f'<option value="{slug}">{slug} (archived)</option>' in page and f'<option value="{P}">{P}</option>' in page
+
+
+def test_search_since_a_day_reads_it_from_the_midnight_of_the_browsers_zone(site):
+    """The day was read from midnight UTC while the page shows local times: east of UTC a
+    message the page dated D was left out of "since D"."""
+    url, api, database = site
+    sent = send(api, subject="Nightly zonecheck", body_md="zonecheck", thread_id="ZONES")
+    with sqlite3.connect(database) as db:  # 20:00 UTC on March 1st: March 2nd from UTC+4 on
+        db.execute("UPDATE messages SET created_ts = '2026-03-01T20:00:00.000000+00:00' WHERE id = ?", (int(sent["id"]),))
+    client = ui(url)
+
+    def found(**since) -> bool:
+        page = client.get("/ui/search", params={"q": "zonecheck", "p": P, **since}).text
+        assert '<p class="error">' not in page
+        return "Nightly zonecheck" in page
+
+    assert found(since="2026-03-02", tz="+05:00") and found(since="2026-03-01", tz="-05:00")
+    assert not found(since="2026-03-02", tz="+03:00") and not found(since="2026-03-02", tz="-05:00")
+    assert not found(since="2026-03-02") and found(since="2026-03-01")  # without scripts: UTC, as the form says
+    assert not found(since="2026-03-02", tz="+4:00") and not found(since="2026-03-02", tz="+15:00")  # no offset: UTC
+    page = client.get("/ui/search").text
+    assert '<label class="since">Since <small class="tz" data-zone-of="since">UTC</small><input type="date" name="since"' in page
+
+
 def test_previews_read_a_links_words_without_its_address_or_a_lists_marker(site):
     """An inbox excerpt read "- decided: follow [the runbook](https://…) for every deploy", and so
     did the digest's key point."""

@@ -132,6 +132,20 @@ def _form_page(request: Request, project: str = "") -> str:
     return "/ui/compose" + (f"?p={_quote(project)}" if project else "")
 
 
+# A day as <input type=date> gives it, and the browser's offset from UTC at its midnight (ui.js).
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_OFFSET = re.compile(r"[+-](?:0[0-9]|1[0-4]):[0-5][0-9]")
+
+
+def _since(day: str, offset: str) -> str | None:
+    """The search's "since": a date from the midnight that begins it where the person is (the
+    page shows local times; ui.js sends the offset, tz=+05:30), else UTC's, as the form says
+    without scripts. Anything else goes to search_messages as written, which says what is wrong."""
+    if _DATE.fullmatch(day) and _OFFSET.fullmatch(offset):
+        return f"{day}T00:00:00{offset}"
+    return day or None
+
+
 def _kept(query: dict, *names: str) -> str:
     """The page's cursors among `names` (inbox=, agents=…) as "&name=value": an action on a later
     page comes back to that page, where its row is, not to the first."""
@@ -736,10 +750,11 @@ class WebUI:
             raise Forbidden("Searching the agents' mail needs an admin credential while agent tokens are on.",
                             "An agent searches its own mail: search_messages with its agent_name and token (API or MCP).")
         query, key = request.query.get("q", "").strip(), request.query.get("p", "")
-        sender, importance, since = (request.query.get(name, "").strip() for name in ("sender", "importance", "since"))
-        listed = self.run("list_projects", limit=LIST_SHOWN)
+        sender, importance, since, tz = (request.query.get(name, "").strip() for name in ("sender", "importance", "since", "tz"))
+        # Archived ones too: read-only, their mail is read (and searched) as before (docs/contacts.md).
+        listed = self.run("list_projects", include_archived=True, limit=LIST_SHOWN)
         projects = [p.slug for p in listed.projects]
-        filters = {"sender": sender or None, "importance": [importance] if importance else [], "since_ts": since or None}
+        filters = {"sender": sender or None, "importance": [importance] if importance else [], "since_ts": _since(since, tz)}
         hits, error, more, indexing = [], None, {}, None  # more: {project: search_messages' next_cursor}
         if query:
             try:
@@ -760,13 +775,15 @@ class WebUI:
                 error = exc
             # One index for every project: comparable scores; ties newest first, as search_messages lists them.
             hits.sort(key=lambda pair: (pair[1].score, -pair[1].id))
-        same = {"q": query, "sender": sender, "importance": importance, "since": since}
+        same = {"q": query, "sender": sender, "importance": importance, "since": since, "tz": tz}
         if key:  # its next page
             more_urls = {key: self.search_url(request, p=key, cursor=more[key], **same)} if key in more else {}
         else:  # each project with more hits than this page shows, searched on its own
             cut = {slug for slug, _ in hits[SEARCH_SHOWN:]}
             more_urls = {slug: self.search_url(request, p=slug, **same) for slug in sorted({*more, *cut})}
-        return self.page(request, session, "search.html", query=query, project=key, projects=projects, hits=hits[:SEARCH_SHOWN],
+        archived = {p.slug for p in listed.projects if p.archived_ts}
+        return self.page(request, session, "search.html", query=query, project=key, projects=projects, archived=archived,
+                         hits=hits[:SEARCH_SHOWN],
                          error=error, sender=sender, importance=importance, since=since, nav="search", more_urls=more_urls,
                          indexing=indexing,
                          more_projects=not key and listed.next_cursor is not None)

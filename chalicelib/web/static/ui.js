@@ -29,19 +29,45 @@
   // Times come in UTC, saying so (pages.py _when): shown in the viewer's own zone, named (CET,
   // GMT+5:30), the title keeping the UTC time.
   function two(n) { return (n < 10 ? "0" : "") + n; }
+  function zoneName(at) {
+    var zone = new Intl.DateTimeFormat([], { timeZoneName: "short" }).formatToParts(at)
+      .filter(function (part) { return part.type === "timeZoneName"; })[0];
+    return zone ? zone.value : "local";
+  }
   function localTimes(root) {
     root.querySelectorAll("time[datetime]").forEach(function (time) {
       var at = new Date(time.dateTime.replace(/(\.\d{3})\d+/, "$1"));  // microseconds: not every engine parses them
       if (isNaN(at)) return;
-      var zone = new Intl.DateTimeFormat([], { timeZoneName: "short" }).formatToParts(at)
-        .filter(function (part) { return part.type === "timeZoneName"; })[0];
       var tz = document.createElement("small");
       tz.className = "tz";
-      tz.textContent = zone ? zone.value : "local";
+      tz.textContent = zoneName(at);
       time.replaceChildren(two(at.getMonth() + 1) + "-" + two(at.getDate()) + " " + two(at.getHours()) + ":" + two(at.getMinutes()) + " ", tz);
     });
   }
   localTimes(document);
+
+  // The search's "since" is a day as the viewer's zone has it, like every time shown (pages.py
+  // _since): its label names the zone, and the form sends the zone's offset from UTC at that
+  // day's midnight (tz=+05:30; daylight saving as it is then). Without scripts: UTC, as labelled.
+  document.querySelectorAll("[data-zone-of]").forEach(function (tz) { tz.textContent = zoneName(new Date()); });
+  function offset(at) {
+    var minutes = -at.getTimezoneOffset(), sign = minutes < 0 ? "-" : "+";
+    minutes = Math.abs(minutes);
+    return sign + two(Math.floor(minutes / 60)) + ":" + two(minutes % 60);
+  }
+  document.addEventListener("submit", function (event) {
+    var form = event.target, since = form.querySelector("input[type=date][name=since]");
+    if (!since) return;
+    var tz = form.querySelector("input[name=tz]"), day = since.value.split("-");
+    if (day.length !== 3) { if (tz) tz.remove(); return; }
+    if (!tz) {
+      tz = document.createElement("input");
+      tz.type = "hidden";
+      tz.name = "tz";
+      form.append(tz);
+    }
+    tz.value = offset(new Date(+day[0], day[1] - 1, +day[2]));
+  });
 
   // Dangerous buttons ask first.
   document.addEventListener("submit", function (event) {
