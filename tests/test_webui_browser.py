@@ -347,6 +347,13 @@ def test_times_say_their_zone_and_show_in_the_viewers_own(url, browser):
     shown = page.locator("article.msg time").first
     assert shown.inner_text() == local.strftime("%m-%d %H:%M ") + "GMT+5:30"
     assert shown.get_attribute("title") == f"{created[:10]} {created[11:19]} UTC"
+    # The digest, which comes after the page, too (its times stayed UTC beside the same message's local one).
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["GreenCastle"], "subject": "Times",
+                                                "body_md": "ack?", "ack_required": True, "thread_id": "TIMES"}).raise_for_status()
+    page.goto(f"{url}/ui/thread?p={P}&t=TIMES")
+    waiting = page.locator("details.digest ul.waiting time")
+    waiting.wait_for(timeout=2500)
+    assert waiting.inner_text() == page.locator("article.msg time").inner_text() and waiting.inner_text().endswith(" GMT+5:30")
     context.close()
 
 
@@ -374,6 +381,19 @@ def test_search_since_a_day_means_from_its_midnight_where_the_browser_is(url, br
     assert page.locator("input[name=since]").input_value() == (day + timedelta(days=1)).isoformat()  # as chosen
     assert zone_name != "UTC" and page.locator("label.since .tz").inner_text(timeout=1000) == zone_name  # the label says which day
     context.close()
+
+
+def test_an_agents_mail_counts_refresh_live_with_its_inbox(url, page):
+    """The inbox refreshed, its "Mail: N received (M unread)" line beside it did not."""
+    page.goto(f"{url}/ui/agent?p={P}&a=GreenCastle")
+    page.evaluate("window.__sameDocument = true")
+    line = page.locator("xpath=//dl[@class='facts']/dt[.='Mail']/following-sibling::dd[1]")
+    received, unread = map(int, re.match(r"(\d+) received \((\d+) unread\)", line.inner_text()).groups())
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                "subject": "Count me", "body_md": "one more"}).raise_for_status()
+    page.locator("li[id^=received-]", has_text="Count me").wait_for(timeout=2500)
+    assert line.inner_text().startswith(f"{received + 1} received ({unread + 1} unread)")
+    assert page.evaluate("window.__sameDocument") is True
 
 
 def _message(url: str, thread_id: str, index: int) -> dict:

@@ -133,6 +133,7 @@
       var fresh = html && new DOMParser().parseFromString(html, "text/html").querySelector(".digest-body");
       if (!fresh) return;
       holder.replaceChildren.apply(holder, Array.from(fresh.childNodes));
+      localTimes(holder);  // it came after the page's times were made local
       // Each message asking for acks says who has yet to give one (the digest's open acks).
       // A link to a message on this page scrolls to it; others open the page holding theirs.
       var pending = {};
