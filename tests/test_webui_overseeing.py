@@ -897,6 +897,28 @@ def test_previews_read_a_links_words_without_its_address_or_a_lists_marker(site)
     assert '<li dir="auto">BlueLake: decided: follow the runbook for every deploy</li>' in digest
 
 
+def test_an_archived_project_says_so_offers_no_writing_and_the_admin_unarchives_it(site):
+    """Its pages offered Write and a reply that were refused once written (409), and nothing
+    said it was archived but the projects list; nor could the overseer unarchive it here."""
+    url, api, database = site
+    slug = archived_project(api, "/srv/done", subject="Wrapped up", thread_id="DONE")
+    client = ui(url)
+    project = client.get("/ui/project", params={"p": slug}).text
+    assert re.search(r'<h1>.*<span class="tag">archived</span></h1>', project)
+    assert "Archived since <time" in project and "Write to agents" not in project
+    agent = client.get("/ui/agent", params={"p": slug, "a": "GreenCastle"}).text
+    assert "Write to GreenCastle" not in agent and f"{slug} is archived (read-only)" in agent and ">Retire</button>" in agent
+    thread = client.get("/ui/thread", params={"p": slug, "t": "DONE"}).text
+    assert "Send reply" not in thread and f"No reply: {slug} is archived" in thread
+    [unarchive] = action_forms(project, "unarchive")
+    done = client.post("/ui/act", data=unarchive)
+    assert done.status_code == 303 and done.headers["location"] == f"/ui/project?p={slug}&done=unarchive"
+    again = client.get(done.headers["location"]).text
+    assert "Done: unarchived." in again and "Write to agents" in again and '<span class="tag">archived</span>' not in again
+    assert "Send reply" in client.get("/ui/thread", params={"p": slug, "t": "DONE"}).text
+    assert api.post("/api/get_project", json={"project_key": slug}).json()["archived_ts"] is None
+
+
 def test_the_overseers_lines_stay_lines_and_an_agents_markdown_joins_them(site):
     """The lines a person typed into the form (steps, a signature) were joined into one: Markdown's
     soft line break."""

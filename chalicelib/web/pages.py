@@ -65,6 +65,7 @@ ACTIONS = {
     "ack": ("acknowledge_message", ("project_key", "agent_name", "message_id"), "Acknowledged", {}),
     "retire": ("retire_agent", ("project_key", "agent_name"), "Retired", {}),
     "unretire": ("unretire_agent", ("project_key", "agent_name"), "Unretired", {}),
+    "unarchive": ("unarchive_project", ("project_key",), "Unarchived", {}),
     "force_release": ("force_release_file_reservation", ("project_key", "file_reservation_id", "note"), "Released", {}),
     "accept_contact": ("respond_contact", ("project_key", "agent_name", "from_agent"), "Contact request accepted", {"accept": True}),
     "deny_contact": ("respond_contact", ("project_key", "agent_name", "from_agent"), "Contact request denied", {"accept": False}),
@@ -612,6 +613,10 @@ class WebUI:
             live=self.live_url(request, project.slug) if sees_all else None, latest=latest,
         )
 
+    def archived(self, project: str) -> str | None:
+        """Since when the project is archived (read-only: no mail is sent in it or to it), or None."""
+        return self.run("get_project", project_key=project).archived_ts
+
     def open_acks(self, project: str) -> dict:
         """The project's oldest acknowledgements not given yet, one per recipient, each marked when
         list_ack_overdue counts it overdue; `more`: others wait beyond them."""
@@ -635,6 +640,7 @@ class WebUI:
         inbox = self.run("fetch_inbox", **mine, **flags, limit=PAGE_SIZE, cursor=query.get("inbox") or None)
         return self.page(
             request, session, "agent.html", agent=profile, nav="projects", only=only,
+            archived=self.archived(profile.project) if self.oversees() else None,  # (then no Write or contact answer)
             filters={name: label for name, (label, _) in AGENT_FILTERS.items()}, inbox=inbox, listed=_listed(inbox),
             outbox=self.run("fetch_outbox", **mine, limit=20, cursor=query.get("outbox") or None),
             contacts=self.run("list_contacts", **mine, limit=LIST_SHOWN, cursor=query.get("contacts") or None),
@@ -668,6 +674,7 @@ class WebUI:
             latest=self.latest(project, thread_id) if thread.next_cursor is None else "",
             digest_url=request.root + "/ui/digest?" + urlencode({"p": project, "t": thread_id}),
             people=self.participants(project, thread.messages) if self.oversees() else [],  # for the reply form
+            archived=self.archived(project) if self.oversees() else None,  # (then it takes no reply)
             as_markdown={m.id for m, markdown_ok in zip(thread.messages, shown) if markdown_ok},
             people_writing=self.people(project, {m.sender for m in thread.messages}),
         )
