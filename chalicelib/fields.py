@@ -67,6 +67,13 @@ def acting_agent(*old_names: str, default=..., description: str = "You: the agen
     )
 
 
+def with_bcc(what: str):
+    """An overseer's view's include_bcc (false unless given), saying `what` it does: a person
+    overseeing reads everything, but bcc is otherwise the sender's secret, so only an admin
+    credential may ask (security/scopes.py refuses the others)."""
+    return Field(False, description=f"{what} (admin only: bcc is otherwise the sender's secret).")
+
+
 def empty_list(description: str | None = None):
     """A list field's default: empty. Given as a tuple and validated into a new list: pydantic
     deep-copies a `[]` default for every input (~2 µs a field, three on each send)."""

@@ -44,6 +44,29 @@ def test_bcc_recipients_are_not_in_open_acks_or_whois(call, world, send):
     assert call("get_message", project_key=world, message_id=sent["id"], agent_name="BlueLake")["bcc"] == ["RedStone"]
 
 
+def test_the_overseer_who_asks_counts_bcc_recipients_as_any_other(call, world, send):
+    """The overseer's views left a bcc recipient's pending ack out: "every recipient acknowledged"
+    while RedStone (bcc) still owed one. An admin asks for it (include_bcc); nobody else sees it."""
+    sent = send("BlueLake", ["GreenCastle"], project=world, bcc=["RedStone"], ack_required=True, thread_id="T-BCC")
+    call("acknowledge_message", project_key=world, agent_name="GreenCastle", message_id=sent["id"])
+    [entry] = call("unified_inbox", project_key=world, thread_id="T-BCC", include_bcc=True)["messages"]
+    assert (entry["to"], entry["bcc"], entry["unread"], entry["ack_pending"]) == (["GreenCastle"], ["RedStone"], 1, 1)
+    for thread_id in (None, "T-BCC"):  # Waiting for acks, of the project and of the thread
+        waiting = call("unified_inbox", project_key=world, thread_id=thread_id, view="ack_pending", include_bcc=True)["messages"]
+        assert [m["id"] for m in waiting] == [sent["id"]]
+        assert call("unified_inbox", project_key=world, thread_id=thread_id, view="ack_pending")["messages"] == []
+    [hidden] = call("unified_inbox", project_key=world, thread_id="T-BCC")["messages"]
+    assert (hidden["bcc"], hidden["ack_pending"]) == ([], 0)
+    summary = call("summarize_thread", project_key=world, thread_id="T-BCC", include_bcc=True)
+    assert [ack["agent"] for ack in summary["open_acks"]] == ["RedStone"] and "RedStone" not in summary["participants"]
+    assert call("summarize_thread", project_key=world, thread_id="T-BCC")["open_acks"] == []
+    for tool in ("list_ack_required", "list_ack_overdue"):
+        options = {"older_than_minutes": 1e-6} if tool == "list_ack_overdue" else {}
+        listed = call(tool, project_key=world, include_bcc=True, **options)["messages"]
+        assert [(m["recipient"], m["kind"]) for m in listed] == [("RedStone", "bcc")], tool
+        assert call(tool, project_key=world, **options)["messages"] == [], tool
+
+
 def test_posting_to_yourself_does_not_make_you_a_participant(call, world, send):
     for name in ("BlueLake", "GreenCastle", "RedStone"):
         call("set_contact_policy", project_key=world, agent_name=name, policy="auto")

@@ -216,6 +216,12 @@ def test_roles(world):
     assert forbidden(refused) and "admin" in refused[1]["error"]["message"]
     assert forbidden(post(world, "alpha-writer", "ensure_overseer", project_key="alpha"))
     assert forbidden(post(world, "alpha-writer", "set_retention_policy", project_key="alpha", mode="purge", days=1))
+    # and so is counting bcc recipients (whom mail was bcc'd to), even as an agent reading its own mail
+    green = dict(project_key="alpha", agent_name="GreenCastle", registration_token=tokens["GreenCastle"], include_bcc=True)
+    for tool, arguments in (("summarize_thread", dict(green, thread_id="T-1")), ("list_ack_required", green)):
+        refused = post(world, "alpha-writer", tool, **arguments)
+        assert forbidden(refused) and "include_bcc" in refused[1]["error"]["message"], tool
+        assert post(world, ADMIN, tool, **arguments)[0] == 200, tool
     inbox = post(world, ADMIN, "fetch_inbox", project_key="alpha", agent_name="GreenCastle", registration_token=tokens["GreenCastle"])
     assert "From your human" not in [m["subject"] for m in inbox[1]["messages"]]
     assert post(world, ADMIN, "get_retention_policy", project_key="alpha")[1]["mode"] is None

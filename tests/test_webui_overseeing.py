@@ -932,3 +932,22 @@ def test_the_overseers_lines_stay_lines_and_an_agents_markdown_joins_them(site):
     bodies = re.findall(r'<div class="body" dir="auto">(.*?)</div>', client.get("/ui/thread", params={"p": P, "t": "LINES"}).text, re.S)
     assert [body.strip() for body in bodies] == [
         "<p>Step 1: stop the deploy<br>\nStep 2: roll back<br>\n— Your overseer</p>", "<p>Stopping\nnow</p>"]
+
+
+def test_the_overseer_counts_a_bcc_recipients_pending_ack(site):
+    """BlueLake acknowledged, RedStone (bcc) had not: the inbox tagged the message "acked" titled
+    "every recipient acknowledged", and Waiting for acks, the digest and open acks left it out."""
+    url, api, database = site
+    sent = send(api, subject="Freeze main", to=["GreenCastle"], bcc=["RedStone"], ack_required=True, thread_id="BCC-ACK")
+    api.post("/api/acknowledge_message", json={"project_key": P, "agent_name": "GreenCastle", "message_id": sent["id"]}).raise_for_status()
+    client = ui(url)
+    row = re.search(r'<li class="[^"]*">\s*<a class="row" href="[^"]*m=%s#.*?</li>' % sent["id"], client.get("/").text, re.S).group()
+    assert "→ GreenCastle, bcc RedStone</span>" in row and 'title="1 recipient(s) have not acknowledged">ack ×1' in row
+    assert "Freeze main" in live_region(client.get("/", params={"view": "ack_pending"}).text)
+    digest = client.get("/ui/digest", params={"p": P, "t": "BCC-ACK"}).text
+    assert re.search(rf'<li data-m="{sent["id"]}">.*<span class="who">RedStone</span></li>', digest)
+    acks = section(client.get("/ui/project", params={"p": P}).text, "Open acks")
+    assert "Freeze main</a>\n— RedStone <span class=\"tag\">bcc</span>" in acks
+    api.post("/api/acknowledge_message", json={"project_key": P, "agent_name": "RedStone", "message_id": sent["id"]}).raise_for_status()
+    row = re.search(r'<a class="row" href="[^"]*m=%s#.*?</li>' % sent["id"], client.get("/").text, re.S).group()
+    assert 'title="every recipient acknowledged">acked' in row

@@ -105,6 +105,11 @@ def require_role(principal: Principal, needed: str, what: str) -> None:
 def authorize(db: sqlite3.Connection, tool, args, principal: Principal, tokens_required: bool) -> None:
     """Forbidden unless `principal` may make this call (invoke.py calls it unless the principal is unrestricted)."""
     require_role(principal, required_role(tool), tool.name)
+    if getattr(args, "include_bcc", False) and principal.role != "admin":  # (fields.with_bcc)
+        raise Forbidden(
+            f"{tool.name} with include_bcc tells whom mail was bcc'd to: it needs the admin role; this credential is a {principal.role}.",
+            "Leave include_bcc out: a bcc recipient stays the sender's secret.",
+        )
     if tokens_required and principal.role != "admin":
         field = READS_MAIL_AS.get(tool.name)
         if field and getattr(args, field, None) is None:

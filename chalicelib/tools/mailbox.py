@@ -21,7 +21,7 @@ from pydantic import Field, PrivateAttr
 
 from .. import clock
 from ..errors import InvalidArgument
-from ..fields import AgentName, ProjectKey
+from ..fields import AgentName, ProjectKey, with_bcc
 from ..ids import id_at
 from ..store.db import placeholders
 from ..registry import Input, Output, tool
@@ -163,6 +163,7 @@ class AttentionInput(Input):
     project_key: ProjectKey
     agent_name: AgentName | None = Field(None, description="One agent's view; omit for every agent of the project.")
     limit: Annotated[int, Field(ge=1, le=500)] = 50
+    include_bcc: bool = with_bcc("Every agent's view lists bcc recipients too; one agent's lists its own bcc copies anyway")
 
 
 class AckOverdueInput(AttentionInput):
@@ -192,8 +193,9 @@ def _attention(db: sqlite3.Connection, args: AttentionInput, condition: str, cre
     # Every agent's: the project's recipient rows so marked, oldest first, through the condition's
     # partial index by project (migrations/0043), and only the `limit` oldest read whole; a message's
     # copies in the order of their agents' names. A bcc recipient stays hidden here, as in every
-    # view but its own and its sender's.
-    condition += " AND r.kind != 'bcc'"
+    # view but its own and its sender's (and the overseer's who asks).
+    if not args.include_bcc:
+        condition += " AND r.kind != 'bcc'"
     messages = " JOIN messages m ON m.id = r.message_id" if created_before else ""
     where = f"WHERE r.project_id = ? AND {condition}{old_enough}"
     last = db.execute(f"SELECT r.message_id FROM message_recipients r{messages} {where} ORDER BY r.message_id LIMIT 1 OFFSET ?",

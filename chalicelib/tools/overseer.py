@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from .. import clock
 from ..archive import outbox
 from ..errors import Conflict
-from ..fields import AgentName, MessageId, ProjectKey, empty_list, given
+from ..fields import AgentName, MessageId, ProjectKey, empty_list, given, with_bcc
 from ..names import DEFAULT_CONTACT_POLICY, OVERSEER_NAMES, OVERSEER_PROFILE
 from ..registry import Input, Output, tool
 from ..security.scopes import in_scope
@@ -137,6 +137,8 @@ class UnifiedInboxInput(Input):
                                       " that shows no unread marks (one index look-up fewer).")
     include_newest_ack: bool = Field(True, description="False: newest_ack_ts is not looked up (null), for a caller"
                                      " that wants the messages only (one index look-up fewer).")
+    include_bcc: bool = with_bcc("Also list each message's bcc recipients (bcc), count them in unread and ack_pending, and"
+                                 " take their open acks into view ack_pending")
     # Not an argument: set by security/scopes.py for a scoped credential, which reads its own
     # projects of a product only (those get_product shows it).
     _scope: frozenset[str] | None = PrivateAttr(None)
@@ -152,11 +154,13 @@ class InboxEntry(Output):
     sender_kind: str = Field(description="agent, or human (an overseer).")
     to: list[str]
     cc: list[str]
+    bcc: list[str] = empty_list("With include_bcc; else empty.")
     importance: Importance
     ack_required: bool
     created_ts: str
-    unread: int = Field(description="Recipients (to and cc) who have not read it yet.")
-    ack_pending: int = Field(description="Recipients (to and cc) who have not acknowledged it (when it asks for acks).")
+    unread: int = Field(description="Recipients (to and cc; bcc too with include_bcc) who have not read it yet.")
+    ack_pending: int = Field(description="Recipients (to and cc; bcc too with include_bcc) who have not acknowledged it"
+                             " (when it asks for acks).")
     attachment_count: int = Field(0, description="How many files it carries (get_message lists them).")
 
 
@@ -176,7 +180,8 @@ class UnifiedInbox(Output):
 def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInbox:
     """The newest messages across all projects (or of one project or thread, or of a product's
     linked projects), newest first, with read and acknowledgement counts: what the people
-    overseeing the agents read. bcc stays hidden: in the lists, the counts and the views."""
+    overseeing the agents read. bcc stays hidden (in the lists, the counts and the views) unless
+    the overseer asks for it (include_bcc)."""
     project = find_project(db, args.project_key) if args.project_key is not None else None
     projects = None if project is None else [project["id"]]  # None: all of them
     if args.product_key is not None:  # its linked projects (with project_key: that one, if linked)
@@ -186,11 +191,12 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
     if args.thread_id is not None:
         scope = projects if projects is not None else [id_ for (id_,) in db.execute(  # those with the thread (0044)
             "SELECT DISTINCT project_id FROM thread_summaries WHERE thread_id = ? AND viewer_id = 0", (args.thread_id,))]
-        ids = _thread_ids(db, scope, args.thread_id, args.view, args.before_id, args.limit)
+        ids = _thread_ids(db, scope, args.thread_id, args.view, args.before_id, args.limit, args.include_bcc)
     elif args.product_key is not None:
-        ids = _product_ids(db, projects, args.view, args.before_id, args.limit)
+        ids = _product_ids(db, projects, args.view, args.before_id, args.limit, args.include_bcc)
     elif args.view is not None:
-        ids = _view_ids(db, args.view, None if project is None else project["id"], args.before_id, args.limit)
+        ids = _view_ids(db, args.view, None if project is None else project["id"], args.before_id, args.limit,
+                        with_bcc=args.include_bcc)
     else:
         ids = None
     if ids is not None:
@@ -208,14 +214,14 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
         [*params, args.limit],
     ).fetchall()
     ids = [row[0] for row in rows]
-    recipients = recipients_of(db, ids, ())  # bcc: nobody's
+    recipients = recipients_of(db, ids, None if args.include_bcc else ())  # bcc: everyone's, or nobody's
     counts = {}
     if ids:
         counts = {
             message_id: (unread, unacked)
             for message_id, unread, unacked in db.execute(
                 "SELECT message_id, count(*) - count(read_ts), count(*) - count(ack_ts) FROM message_recipients"
-                f" WHERE message_id IN ({placeholders(ids)}) AND kind != 'bcc' GROUP BY message_id",
+                f" WHERE message_id IN ({placeholders(ids)}){'' if args.include_bcc else NOT_BCC} GROUP BY message_id",
                 ids,
             )
         }
@@ -224,7 +230,7 @@ def unified_inbox(db: sqlite3.Connection, args: UnifiedInboxInput) -> UnifiedInb
         unread, unacked = counts.get(mid, (0, 0))
         entries.append(InboxEntry(
             id=mid, project=slug, thread_id=thread_id, subject=subject, excerpt=excerpt, sender=sender,
-            sender_kind=kind, to=recipients[mid]["to"], cc=recipients[mid]["cc"], importance=importance,
+            sender_kind=kind, to=recipients[mid]["to"], cc=recipients[mid]["cc"], bcc=recipients[mid]["bcc"], importance=importance,
             ack_required=bool(ack_required), created_ts=created_ts, unread=unread,
             ack_pending=unacked if ack_required else 0, attachment_count=len(orjson.loads(attached)) if attached else 0,
         ))
@@ -248,7 +254,8 @@ def _newest(db: sqlite3.Connection, mark: Literal["ack_ts", "read_ts"], projects
         f" FROM projects p WHERE p.id IN ({placeholders(projects)})", projects).fetchone()[0]
 
 
-def _product_ids(db: sqlite3.Connection, projects: list[int], view: str | None, before_id: int | None, limit: int) -> list[int]:
+def _product_ids(db: sqlite3.Connection, projects: list[int], view: str | None, before_id: int | None, limit: int,
+                 with_bcc: bool = False) -> list[int]:
     """The ids of the newest `limit` messages (of the view) of these projects (a product's): each
     project's newest through its index, merged (ids are time-ordered across projects), so a page
     costs at most `limit` rows a project however much other mail there is."""
@@ -256,7 +263,7 @@ def _product_ids(db: sqlite3.Connection, projects: list[int], view: str | None, 
 
     def newest_of(project_id: int, above: int) -> list[int]:
         if view is not None:
-            return _view_ids(db, view, project_id, before, limit, above)
+            return _view_ids(db, view, project_id, before, limit, above, with_bcc)
         return [id_ for (id_,) in db.execute(
             "SELECT id FROM messages WHERE project_id = ? AND id < ? AND id > ? ORDER BY id DESC LIMIT ?",
             (project_id, before, above, limit))]
@@ -264,21 +271,24 @@ def _product_ids(db: sqlite3.Connection, projects: list[int], view: str | None, 
     return _newest_merged(projects, newest_of, limit)
 
 
-# Each view as a test of one message `m`, for a thread's few messages (its index reads them in order).
+NOT_BCC = " AND kind != 'bcc'"  # a recipient's row the views show: a bcc one only to the overseer who asks (include_bcc)
+# Each view as a test of one message `m`, for a thread's few messages (its index reads them in order);
+# {bcc}: NOT_BCC, or nothing for the overseer who asks. (To the Overseer leaves bcc out always: its
+# partial indexes hold to and cc rows only, migrations/0048.)
 VIEW_TESTS = {
     "urgent": "m.importance IN ('high', 'urgent')",
-    "ack_pending": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.ack_required = 1 AND r.ack_ts IS NULL"
-                   " AND r.kind != 'bcc')",
-    "to_overseer": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.human = 1 AND r.kind != 'bcc')",
+    "ack_pending": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.ack_required = 1 AND r.ack_ts IS NULL{bcc})",
+    "to_overseer": "EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.human = 1" + NOT_BCC + ")",
 }
 
 
 def _thread_ids(db: sqlite3.Connection, projects: list[int], thread_id: str, view: str | None, before_id: int | None,
-                limit: int) -> list[int]:
+                limit: int, with_bcc: bool = False) -> list[int]:
     """The ids of the newest `limit` messages (of the view) of the thread in these projects (thread
     ids are a project's: one may name threads in several): each project's through messages_by_thread,
     merged. A view's test reads the thread's messages newest first until `limit` pass it."""
-    before, test = before_id or 2**63 - 1, f" AND {VIEW_TESTS[view]}" if view else ""
+    bcc = "" if with_bcc else NOT_BCC
+    before, test = before_id or 2**63 - 1, f" AND {VIEW_TESTS[view].format(bcc=bcc)}" if view else ""
 
     def newest_of(project_id: int, above: int) -> list[int]:
         return [id_ for (id_,) in db.execute(
@@ -289,7 +299,7 @@ def _thread_ids(db: sqlite3.Connection, projects: list[int], thread_id: str, vie
 
 
 def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_id: int | None, limit: int,
-              above: int = -(2**63)) -> list[int]:
+              above: int = -(2**63), with_bcc: bool = False) -> list[int]:
     """The ids of a view's newest `limit` messages between `above` and before_id, of every project
     or one (the message's, whoever its recipients), each walked through a partial index of only
     such rows (migrations/0032_unified_inbox_views.sql, 0048)."""
@@ -299,8 +309,9 @@ def _view_ids(db: sqlite3.Connection, view: str, project_id: int | None, before_
         return [id_ for (id_,) in db.execute(
             f"SELECT id FROM messages WHERE {in_project}importance IN ('high', 'urgent') AND id < ? AND id > ?"
             " ORDER BY id DESC LIMIT ?", [*project, before, above, limit])]
-    # A recipient's row, not a bcc (a view must not show one was made, as VIEW_TESTS): waiting for its ack, or a person's.
-    test = "ack_required = 1 AND ack_ts IS NULL AND kind != 'bcc'" if view == "ack_pending" else "human = 1 AND kind != 'bcc'"
+    # A recipient's row, not a bcc (a view must not show one was made, as VIEW_TESTS) unless the
+    # overseer asks: waiting for its ack, or a person's.
+    test = f"ack_required = 1 AND ack_ts IS NULL{'' if with_bcc else NOT_BCC}" if view == "ack_pending" else f"human = 1{NOT_BCC}"
     in_project, project = ("message_project_id = ? AND ", [project_id]) if project_id is not None else ("", [])
     return [id_ for (id_,) in db.execute(
         f"SELECT DISTINCT message_id FROM message_recipients WHERE {in_project}{test}"

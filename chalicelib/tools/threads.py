@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ..errors import NotFound
 from ..store.db import placeholders
-from ..fields import AgentName, Id, MessageId, ProjectKey
+from ..fields import AgentName, Id, MessageId, ProjectKey, with_bcc
 from ..registry import Input, Output, tool
 from . import thread_summaries
 from .agents import find_agent
@@ -201,19 +201,22 @@ class SummarizeThreadInput(Input):
     project_key: ProjectKey
     thread_id: ThreadId
     agent_name: ReadAs = None
+    include_bcc: bool = with_bcc("open_acks lists bcc recipients too")
 
 
-def open_acks(db: sqlite3.Connection, messages: list[Message], viewers: frozenset[int] | None = None
+def open_acks(db: sqlite3.Connection, messages: list[Message], viewers: frozenset[int] | None = None, with_bcc: bool = False
               ) -> tuple[list[OpenAck], int]:
     """The newest OPEN_ACKS recipients yet to acknowledge one of these messages (a digest's) that
     asks for it (another project's as Name@slug), oldest first, with the message's subject,
     sender and time (what a reader needs to tell which one it is); and how many more (older) there
-    are. A bcc recipient is listed only to the message's sender and to itself (one of the viewers)."""
-    marks, by_viewers = placeholders(viewers) if viewers else "NULL", list(viewers or ()) * 2
+    are. A bcc recipient is listed only to the message's sender and to itself (one of the viewers),
+    or to the overseer who asks (with_bcc)."""
+    marks, by_viewers = placeholders(viewers) if viewers else "NULL", [] if with_bcc else list(viewers or ()) * 2
+    seen = "" if with_bcc else f" AND (r.kind != 'bcc' OR m.sender_id IN ({marks}) OR r.agent_id IN ({marks}))"
 
     def waiting(ids: list[int], joins: str = "") -> str:
         return (f" FROM message_recipients r JOIN messages m ON m.id = r.message_id{joins} WHERE r.message_id IN"
-                f" ({placeholders(ids)}) AND r.ack_ts IS NULL AND (r.kind != 'bcc' OR m.sender_id IN ({marks}) OR r.agent_id IN ({marks}))")
+                f" ({placeholders(ids)}) AND r.ack_ts IS NULL{seen}")
 
     # How many each message waits for, then the rows of the newest messages only: ordering every
     # one by name read and sorted them all (45,540: 60 ms).
@@ -235,12 +238,12 @@ def open_acks(db: sqlite3.Connection, messages: list[Message], viewers: frozense
             for mid, name, subject, sender, created_ts in rows], sum(counts.values()) - len(rows)
 
 
-def digest(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None
+def digest(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None, with_bcc: bool = False
            ) -> tuple[list[Message], list[OpenAck], int]:
     """The thread's newest DIGESTED messages the viewers see (oldest first), their newest open
-    acks and how many more they have."""
+    acks (bcc recipients' too: with_bcc) and how many more they have."""
     messages = messages_in_thread(db, project, thread_id, viewers=viewers, newest=DIGESTED, body_chars=DIGEST_CHARS)
-    return messages, *open_acks(db, messages, viewers)
+    return messages, *open_acks(db, messages, viewers, with_bcc)
 
 
 def summary(thread_id: str, header: dict, messages: list[Message], acks: list[OpenAck], more_acks: int) -> dict:
@@ -261,7 +264,7 @@ def summarize_thread(db: sqlite3.Connection, args: SummarizeThreadInput) -> Thre
     header = thread_summaries.header(db, project, args.thread_id, viewers)
     if header is None:
         raise no_thread(project, args.thread_id, viewers)
-    return ThreadSummary(**summary(args.thread_id, header, *digest(db, project, args.thread_id, viewers)))
+    return ThreadSummary(**summary(args.thread_id, header, *digest(db, project, args.thread_id, viewers, args.include_bcc)))
 
 
 TOOLS = [

@@ -369,8 +369,9 @@ class WebUI:
 
     @staticmethod
     def oversees() -> bool:
-        """Whether the signed-in person is an admin: the overseer, who writes as a human and acts
-        for agents without their tokens (handle() set the principal)."""
+        """Whether the signed-in person is an admin: the overseer, who writes as a human, acts for
+        agents without their tokens and counts bcc recipients as any others (include_bcc: the views
+        of other sessions keep a bcc the sender's secret) (handle() set the principal)."""
         return invoke.caller(None).role == "admin"
 
     def sees_all(self) -> bool:
@@ -394,7 +395,7 @@ class WebUI:
             root=request.root, csrf=self.sessions.csrf(session) if session else "", request=request,
             signed_in=self.sessions.signed_in(session) and not self.sessions.open,
             sees_all=self.sees_all(), reads_inbox=self.reads_inbox(),  # what the page offers
-            speaks=self.oversees(),  # (send_overseer_message: admin)
+            speaks=self.oversees(),  # (send_overseer_message: admin; and the views count bcc recipients: include_bcc)
             may=self.may,  # and, of what it sees, what its role may do
             max_form_bytes=self.settings.max_body_bytes, form_limit=self.form_limit,  # a form past it is refused unread
             done=DONE.get(request.query.get("done", "")),  # what the action just taken did (act)
@@ -546,7 +547,7 @@ class WebUI:
         if not self.reads_inbox():  # every project's and agent's mail: what this credential may not read
             return self.redirect(request, "/ui/projects")
         before, view = request.query.get("before") or None, request.query.get("view") or None
-        inbox = self.run("unified_inbox", before_id=before, view=view, limit=PAGE_SIZE)
+        inbox = self.run("unified_inbox", before_id=before, view=view, limit=PAGE_SIZE, include_bcc=self.oversees())
         latest = _live_token(inbox, reads=True)
         live = None if before else self.live_url(request, view=view, reads=True)  # an older page stays as it is
         return self.page(request, session, "inbox.html", inbox=inbox, live=live, latest=latest, nav="inbox",
@@ -585,7 +586,7 @@ class WebUI:
             except ToolError as exc:
                 error = exc
         elif reads_mail:  # the newest across its projects (those of the credential's scope), kept live
-            newest = self.run("unified_inbox", product_key=product.product_key, limit=PRODUCT_MAIL_SHOWN)
+            newest = self.run("unified_inbox", product_key=product.product_key, limit=PRODUCT_MAIL_SHOWN, include_bcc=self.oversees())
             mail, latest = newest.messages, _live_token(newest, reads=True)
             live = self.live_url(request, product=product.product_key, reads=True)
         return self.page(
@@ -620,8 +621,9 @@ class WebUI:
     def open_acks(self, project: str) -> dict:
         """The project's oldest acknowledgements not given yet, one per recipient, each marked when
         list_ack_overdue counts it overdue; `more`: others wait beyond them."""
-        waiting = self.run("list_ack_required", project_key=project, limit=ACKS_SHOWN + 1).messages
-        overdue = self.run("list_ack_overdue", project_key=project, limit=ACKS_SHOWN + 1).messages
+        everyone = {"project_key": project, "limit": ACKS_SHOWN + 1, "include_bcc": self.oversees()}
+        waiting = self.run("list_ack_required", **everyone).messages
+        overdue = self.run("list_ack_overdue", **everyone).messages
         return {"items": waiting[:ACKS_SHOWN], "more": len(waiting) > ACKS_SHOWN,
                 "overdue": {(m.id, m.recipient) for m in overdue}}
 
@@ -749,7 +751,7 @@ class WebUI:
         """The thread's summary (summarize_thread) as a page: the thread page's ui.js loads its
         digest in place; without scripts, the thread page links to it."""
         key, thread_id = request.query.get("p", ""), request.query.get("t", "")
-        digest = self.run("summarize_thread", project_key=key, thread_id=thread_id)
+        digest = self.run("summarize_thread", project_key=key, thread_id=thread_id, include_bcc=self.oversees())
         return self.page(request, session, "digest.html", digest=digest, project=key, thread_id=thread_id, nav="inbox")
 
     def search(self, request: Request, session: Session) -> Response:
@@ -871,7 +873,7 @@ class WebUI:
         """unified_inbox of a scope, its newest message only; its newest read looked up only for
         a page showing unread marks (reads)."""
         return self.run("unified_inbox", project_key=project, thread_id=thread_id, view=view, product_key=product, limit=1,
-                        include_newest_read=reads)
+                        include_newest_read=reads, include_bcc=self.oversees())
 
     def newest_ids(self, project: str, thread_id: str, **page):
         """unified_inbox of a thread for its messages' ids only: no newest acknowledgement or read
