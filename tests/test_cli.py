@@ -182,6 +182,17 @@ def test_unknown_json_field_is_refused_by_the_input_model(run, project):
     assert result.exit_code == 1 and "colour" in json.loads(result.stderr)["error"]["message"]
 
 
+def test_a_guard_installed_from_the_command_line_reads_the_database(run, tmp_path):
+    """QA session 33: the command line serves no HTTP, yet its hook asked HOST:PORT (nothing there: every
+    commit went through). Its hook reads the database itself, as the hook of a stdio session (tests/test_guard.py)."""
+    repo = tmp_path / "shop"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    output(run("ensure-project", "--human-key", str(repo)))
+    installed = output(run("install-precommit-guard", "--project-key", str(repo), "--code-repo-path", str(repo)))
+    assert installed["server_url"] is None and installed["reads_database"] == str(tmp_path / "agent_mail.db")
+
+
 def test_help_comes_from_the_registry():
     help_text = CliRunner().invoke(cli, ["send-message", "--help"]).stdout
     assert "Send a message to agents of the project." in help_text

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chalicelib.config import get_settings
-from chalicelib.errors import InvalidArgument, NotFound
+from chalicelib.config import Settings, get_settings
+from chalicelib.errors import Conflict, InvalidArgument, NotFound
+from chalicelib.tools import guard
 from chalicelib.tools.guard import CHAINED, MARKER
 
 from .servers import answering, free_port, running_server
@@ -116,7 +117,8 @@ def test_install_writes_an_executable_hook_pointing_at_this_server(guard_tools, 
     finally:
         get_settings.cache_clear()
     hook = repo / ".git" / "hooks" / "pre-commit"
-    assert installed == {"hook_path": str(hook), "chained_hook": None, "server_url": "http://127.0.0.1:9999", "project": "guard-demo"}
+    assert installed == {"hook_path": str(hook), "chained_hook": None, "server_url": "http://127.0.0.1:9999",
+                         "reads_database": None, "project": "guard-demo"}
     script = hook.read_text()
     assert MARKER in script and "SERVER_URL = 'http://127.0.0.1:9999'" in script and f"PROJECT = {PROJECT!r}" in script
     assert hook.stat().st_mode & stat.S_IXUSR
@@ -311,6 +313,35 @@ def test_the_url_written_at_install_reaches_the_server(call, api, repo, server, 
         get_settings.cache_clear()
     result = commit(repo, "src/app.py", AGENT_NAME="BlueLake")
     assert result.returncode != 0 and "GreenCastle" in result.stderr
+
+
+def test_a_guard_installed_where_no_http_server_listens_reads_the_database(settings, call, repo):
+    """QA session 33: installed over stdio (the README's set-up for Claude Code, Cursor, Codex), the
+    hook asked HOST:PORT, where nothing listened, and let every reserved file through with a warning.
+    A process serving no HTTP (stdio, the command line) writes a hook that runs this checkout's
+    command line on its database, whatever DATABASE_URL the committer has."""
+    call("ensure_project", human_key=PROJECT)
+    for name in ("BlueLake", "GreenCastle"):
+        call("register_agent", project_key=PROJECT, program="p", model="m", name=name)
+    call("file_reservation_paths", project_key=PROJECT, agent_name="GreenCastle", paths=["src/**"], reason="FEAT-7")
+    with guard.without_http():
+        installed = call("install_precommit_guard", project_key=PROJECT, code_repo_path=str(repo))
+    assert installed["server_url"] is None and installed["reads_database"] == str(settings.database_path)
+    elsewhere = {"DATABASE_URL": f"sqlite:///{repo}/other.db"}
+    blocked = commit(repo, "src/app.py", AGENT_NAME="BlueLake", **elsewhere)
+    assert blocked.returncode != 0 and "src/app.py is reserved by GreenCastle (src/**" in blocked.stderr
+    unknown = commit(repo, "README.md", AGENT_NAME="NoSuchAgent")  # a typo must not wave commits through either
+    assert unknown.returncode != 0 and "No agent named NoSuchAgent" in unknown.stderr and "Fix AGENT_NAME" in unknown.stderr
+    assert commits(repo) == 0
+
+
+def test_no_guard_is_installed_where_no_http_server_listens_on_a_turso_replica(tmp_path):
+    """A replica's file is its process's own, pulled when it reads: a hook could not read it. Refused, saying how."""
+    replica = Settings(database_url=f"sqlite:///{tmp_path}/replica.db", turso_sync_url="http://127.0.0.1:1")
+    assert guard.hook_target(replica, str(tmp_path / "replica.db"))[0] == "http://127.0.0.1:8765"  # the HTTP server's own
+    with guard.without_http(), pytest.raises(Conflict) as refused:
+        guard.hook_target(replica, str(tmp_path / "replica.db"))
+    assert "No guard was installed" in refused.value.message and "agent-mail serve" in refused.value.hint
 
 
 def test_the_guard_authenticates_to_a_server_that_requires_it(repo, tmp_path):

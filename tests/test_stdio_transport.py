@@ -283,6 +283,23 @@ def test_requests_piped_in_are_all_answered_though_stdin_closes_at_once(tmp_path
     assert answers[4]["result"] == {}
 
 
+def test_a_guard_installed_over_stdio_reads_the_database_since_no_http_server_listens(settings, call, tmp_path):
+    """QA session 33: the hook asked HOST:PORT (settings), where a stdio session serves nothing, and let
+    every reserved file through. Its hook reads the session's database itself (tests/test_guard.py commits)."""
+    repo = tmp_path / "shop"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    call("ensure_project", human_key=str(repo))
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "ARCHIVE_ENABLED": "false"}
+    install = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "install_precommit_guard", "arguments": {"project_key": str(repo), "code_repo_path": str(repo)}}}
+    done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=initialize_line() + json.dumps(install).encode() + b"\n",
+                          capture_output=True, env=env, cwd=ROOT, timeout=120)
+    installed = json.loads(done.stdout.splitlines()[1])["result"]["structuredContent"]
+    assert installed["server_url"] is None and installed["reads_database"] == str(settings.database_path)
+    assert settings.database_url in (repo / ".git" / "hooks" / "pre-commit").read_text()
+
+
 def test_a_cancelled_request_is_not_waited_for_at_the_end_of_stdin():
     """The SDK never answers a request the client cancelled: the end of stdin must not wait for it."""
     from mcp.shared.message import SessionMessage

@@ -124,6 +124,11 @@ def refresh(conn) -> None:
         conn.replica.pull()
 
 
+def database_file(conn) -> str:
+    """The file of the connection's main database, absolute (whatever DATABASE_URL or cwd said)."""
+    return next(row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main")
+
+
 def placeholders(values) -> str:
     """`?, ?, ?` for an `IN (...)` of these values."""
     return ",".join("?" * len(values))

@@ -3,7 +3,10 @@ another agent's active exclusive reservation, and installing or removing it.
 
 The hook is a small stdlib-only Python script: it lists the staged paths and POSTs them to
 `/api/check_file_reservations`, so the matching rules live in one place (the tool). The
-server URL and the project are written into it at install time. An existing pre-commit
+server URL and the project are written into it at install time. A process that serves no HTTP
+(a stdio session, the command line) has no URL to write: a hook asking HOST:PORT would find
+nothing there and let every commit through. Its hook runs this checkout's command line
+(`check-file-reservations`) on the same database instead (LOCAL). An existing pre-commit
 hook is moved aside to `pre-commit.agent-mail-chained`, run first by the guard, and put
 back by uninstall. Where the guard cannot be the hook without breaking something (unchainable:
 a relative core.hooksPath, a hooks folder in the work tree, a hook that looks itself up by
@@ -26,6 +29,7 @@ import fcntl
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -50,6 +54,7 @@ LOCK_SECONDS = 10  # an install takes milliseconds: waiting longer means one is 
 HOOK_HEADER = f"""#!/usr/bin/env python3
 {MARKER}: installed by install_precommit_guard, removed by uninstall_precommit_guard.
 SERVER_URL = {{url!r}}
+LOCAL = {{local!r}}
 PROJECT = {{project!r}}
 TOKEN_FILE = {{token_file!r}}
 CHAINED = {CHAINED!r}
@@ -62,7 +67,8 @@ AGENT_NAME                  the committing agent (unset: a committer holding no 
 AGENT_MAIL_GUARD_MODE=warn  report conflicts but let the commit through
 AGENT_MAIL_BYPASS=1         skip the check
 AGENT_MAIL_GUARD_STRICT=1   block when the server cannot be reached (default: warn, commit)
-AGENT_MAIL_URL              the server (default: SERVER_URL above)
+AGENT_MAIL_URL              the server (default: SERVER_URL above; none: LOCAL's database, read by
+                            the command line of the Agent Mail checkout that installed this hook)
 AGENT_MAIL_TOKEN            a bearer token, when the server requires authentication
 AGENT_MAIL_TOKEN_FILE       a file holding that token (default: TOKEN_FILE above, if set)
 """
@@ -84,6 +90,10 @@ SPLITS = 16
 # 4xx answers that mean this hook is set up wrong (token, server, project or agent name), not that the
 # files cannot be checked.
 SETUP = {401: "the token (AGENT_MAIL_TOKEN)", 403: "the token (AGENT_MAIL_TOKEN)", 404: "AGENT_NAME or AGENT_MAIL_URL"}
+# The same, by error code, when the command line answers (LOCAL); and the codes of a failed or busy check.
+LOCAL_SETUP = {"not_found": "AGENT_NAME"}
+BUSY = ("unavailable", "rate_limited", "internal_error")
+LOCAL_TIMEOUT = 60  # seconds: the command line starts in ~1 s, and a check may compare for ~3.5 s
 
 
 class Unreachable(Exception):
@@ -186,21 +196,58 @@ def ask(url, arguments):
             answer = json.load(response)
     except urllib.error.HTTPError as exc:
         try:
-            error = json.load(exc)["error"]
-            code, detail = error["code"], f"{error['message']} {error['hint']}"
+            code, detail = error_of(json.load(exc))
         except Exception:
             code, detail = None, f"HTTP {exc.code}"
-        if exc.code >= 500 or exc.code == 429:
-            raise Unreachable(detail) from None
-        if code == "too_much_to_compare":
-            raise TooMuch(detail) from None
-        raise Refused(detail, SETUP.get(exc.code)) from None
+        raise failure(code, detail, exc.code >= 500 or exc.code == 429, SETUP.get(exc.code)) from None
     # Connection refused, timeout, DNS, not JSON; not HTTP (another program on the port), a body cut short.
     except (OSError, ValueError, http.client.HTTPException) as exc:
         raise Unreachable(str(getattr(exc, "reason", exc)) or type(exc).__name__) from None
     if not well_formed(answer):  # a 200 from some other service: no answer to the check
         raise Unreachable("not an Agent Mail answer")
     return answer["conflicts"]
+
+
+def ask_database(arguments):
+    """As ask(), with no server: the command line of the checkout that installed this hook reads the
+    database (LOCAL). Its own environment: the committer's DATABASE_URL, PYTHONPATH or a Turso
+    replica's settings must not send it elsewhere."""
+    command = [LOCAL["python"], "-m", "chalicelib", "check-file-reservations", "--json", "-", "--compact"]
+    env = {"PATH": os.environ.get("PATH", os.defpath), "DATABASE_URL": LOCAL["database_url"], "TURSO_SYNC_URL": ""}
+    try:
+        done = subprocess.run(command, input=json.dumps(arguments).encode(), capture_output=True,
+                              cwd=LOCAL["checkout"], env=env, timeout=LOCAL_TIMEOUT)
+    except (OSError, subprocess.SubprocessError) as exc:  # moved or deleted since, or stuck
+        raise Unreachable(f"cannot run {LOCAL['python']}: {exc}") from None
+    if done.returncode == 0:
+        try:
+            answer = json.loads(done.stdout)
+        except ValueError:
+            answer = None
+        if not well_formed(answer):
+            raise Unreachable("not an Agent Mail answer")
+        return answer["conflicts"]
+    said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    try:  # a tool error: its JSON, the last line; anything else (no database there, a crash) is no answer
+        code, detail = error_of(json.loads(said[-1]))
+    except Exception:
+        raise Unreachable(said[-1] if said else f"exit status {done.returncode}") from None
+    raise failure(code, detail, code in BUSY, LOCAL_SETUP.get(code))
+
+
+def error_of(body):
+    error = body["error"]
+    return error["code"], f"{error['message']} {error['hint']}"
+
+
+def failure(code, detail, busy, fix):
+    """What a refused check means: Unreachable when the server failed or is busy (the files were not
+    checked), TooMuch to ask about fewer paths at a time, else Refused (fix: what is set up wrong)."""
+    if busy:
+        return Unreachable(detail)
+    if code == "too_much_to_compare":
+        return TooMuch(detail)
+    return Refused(detail, fix)
 
 
 def well_formed(answer):
@@ -227,9 +274,10 @@ def chunks(paths):
     yield chunk
 
 
-def conflicts(url, paths):
-    """(conflicts found, paths left unchecked, why): a chunk that cannot be checked stops the asking,
-    but what earlier chunks found still counts (a 429 on the third chunk let the first's conflict in)."""
+def conflicts(check, paths):
+    """(conflicts found, paths left unchecked, why), asking check(arguments) a chunk at a time: a chunk
+    that cannot be checked stops the asking, but what earlier chunks found still counts (a 429 on the
+    third chunk let the first's conflict in)."""
     arguments = {"project_key": PROJECT}
     if os.environ.get("AGENT_NAME"):
         arguments["agent_name"] = os.environ["AGENT_NAME"]
@@ -237,7 +285,7 @@ def conflicts(url, paths):
     while pending:
         chunk = pending.pop()
         try:
-            found += ask(url, {**arguments, "paths": chunk})
+            found += check({**arguments, "paths": chunk})
         except TooMuch as exc:  # the project holds many globs near these paths: ask about fewer at a time
             if len(chunk) == 1 or not splits:
                 return found, sum(pending, chunk), exc
@@ -269,8 +317,12 @@ def main():
     paths = staged_paths()
     if not paths:
         return 0
+    if url:
+        check, where = (lambda arguments: ask(url, arguments)), url
+    else:
+        check, where = ask_database, LOCAL["database_url"]
     prefix = work_tree_prefix()
-    found, unchecked, problem = conflicts(url, [prefix + path for path in paths])
+    found, unchecked, problem = conflicts(check, [prefix + path for path in paths])
     for conflict in found:
         say(describe(conflict))
     if found and not warn_only:
@@ -287,9 +339,9 @@ def main():
     some = "" if len(unchecked) == len(paths) else f" ({len(unchecked)} of {len(paths)} staged paths)"
     if isinstance(problem, Unreachable):
         if switch("AGENT_MAIL_GUARD_STRICT"):
-            say(f"cannot check file reservations{some} at {url} ({problem}); commit blocked (AGENT_MAIL_GUARD_STRICT).")
+            say(f"cannot check file reservations{some} at {where} ({problem}); commit blocked (AGENT_MAIL_GUARD_STRICT).")
             return 1
-        say(f"cannot check file reservations{some} at {url} ({problem}); committing anyway.")
+        say(f"cannot check file reservations{some} at {where} ({problem}); committing anyway.")
         return 0
     say(f"the reservation check{some} was refused: {problem}")
     if warn_only:
@@ -306,8 +358,8 @@ if __name__ == "__main__":
 '''
 
 
-def hook_script(project: str, url: str, token_file: str = "") -> str:
-    return HOOK_HEADER.format(url=url, project=project, token_file=token_file) + HOOK_BODY
+def hook_script(project: str, url: str | None, token_file: str = "", local: dict | None = None) -> str:
+    return HOOK_HEADER.format(url=url, local=local, project=project, token_file=token_file) + HOOK_BODY
 
 
 def _within(path: str, root: str) -> bool:
@@ -358,6 +410,39 @@ def _first_line(path: str) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None
     return None if "\x00" in line else line
+
+
+# Whether this process serves HTTP, so that a hook it installs can ask it at HOST:PORT. A stdio
+# session and the command line serve none (without_http), and a hook asking there found nothing
+# and let every commit through, with a warning on stderr only.
+_serving_http = True
+
+
+@contextmanager
+def without_http():
+    """Within it, this process serves no HTTP: a hook installed reads the database itself."""
+    global _serving_http
+    before, _serving_http = _serving_http, False
+    try:
+        yield
+    finally:
+        _serving_http = before
+
+
+def hook_target(settings: Settings, database: str) -> tuple[str | None, dict | None]:
+    """(the URL a hook asks, or None; how it reads `database` itself, or None): the URL when this
+    process serves HTTP, else this checkout's command line (python -m chalicelib) on the database."""
+    if _serving_http:
+        return server_url(settings), None
+    if settings.turso_sync_url:  # each process's file is its own replica, pulled when it reads
+        raise Conflict(
+            "No guard was installed: this process serves no HTTP, and its database is a Turso replica that a hook"
+            " could not read.",
+            "Run the HTTP server (agent-mail serve) with these settings and install the guard through it"
+            " (POST /api/install_precommit_guard, or this tool over its /mcp): its hook asks that server.",
+        )
+    checkout = str(Path(__file__).resolve().parents[2])  # the directory holding chalicelib
+    return None, {"python": sys.executable, "checkout": checkout, "database_url": f"sqlite:///{database}"}
 
 
 def server_url(settings: Settings) -> str:
@@ -448,7 +533,8 @@ def names_itself(hook: Path) -> bool:
     return RENAME_SAFE not in script and SELF_REFERENCE.search(script) is not None
 
 
-def install(repo: str, roots: list[str], project: str, url: str, token_file: str = "") -> tuple[Path, Path | None]:
+def install(repo: str, roots: list[str], project: str, url: str | None, token_file: str = "",
+            local: dict | None = None) -> tuple[Path, Path | None]:
     """Write the guard as the pre-commit hook, moving a foreign hook aside to be chained.
     Returns (hook, chained hook or None). The script is written first, under a name no one can
     plant a link at; the foreign hook is moved only then, and back if anything fails."""
@@ -456,7 +542,7 @@ def install(repo: str, roots: list[str], project: str, url: str, token_file: str
     if why := unchainable(repo, hooks):
         standalone.mkdir(exist_ok=True)
         with _one_at_a_time(standalone):
-            script, _ = _install(standalone, project, url, token_file)
+            script, _ = _install(standalone, project, url, token_file, local)
         raise Conflict(
             f"The guard was not made the pre-commit hook: {why}.",
             f"It is written to {script} (uninstall_precommit_guard removes it), which nothing runs yet: add this"
@@ -465,10 +551,10 @@ def install(repo: str, roots: list[str], project: str, url: str, token_file: str
         )
     hooks.mkdir(parents=True, exist_ok=True)
     with _one_at_a_time(hooks):
-        return _install(hooks, project, url, token_file)
+        return _install(hooks, project, url, token_file, local)
 
 
-def _install(hooks: Path, project: str, url: str, token_file: str) -> tuple[Path, Path | None]:
+def _install(hooks: Path, project: str, url: str | None, token_file: str, local: dict | None) -> tuple[Path, Path | None]:
     hook, chained = hooks / HOOK, hooks / CHAINED
     foreign = os.path.lexists(hook) and not is_guard(hook)
     if foreign and os.path.lexists(chained):
@@ -479,7 +565,7 @@ def _install(hooks: Path, project: str, url: str, token_file: str) -> tuple[Path
     handle, temporary = tempfile.mkstemp(dir=hooks, prefix=f".{HOOK}.agent-mail-")  # O_EXCL: a new file, never a link
     try:
         with os.fdopen(handle, "w") as file:
-            file.write(hook_script(project, url, token_file))
+            file.write(hook_script(project, url, token_file, local))
             os.fchmod(file.fileno(), 0o755)
         if foreign:
             hook.rename(chained)

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, Field
 
 from .. import clock
 from . import guard
-from ..store.db import chunks, placeholders, refresh, transaction, values_of
+from ..store.db import chunks, database_file, placeholders, refresh, transaction, values_of
 from ..archive import outbox
 from ..config import get_settings
 from ..errors import Conflict, InvalidArgument, NotFound, TooManyRequests
@@ -944,7 +944,11 @@ class InstallPrecommitGuardInput(Input):
 class GuardInstalled(Output):
     hook_path: str
     chained_hook: str | None = Field(description="The hook that was there before: it still runs first.")
-    server_url: str = Field(description="Where the hook asks; AGENT_MAIL_URL overrides it at commit time.")
+    server_url: str | None = Field(description=(
+        "Where the hook asks; AGENT_MAIL_URL overrides it at commit time. Null when installed over stdio or the"
+        " command line, which serve no HTTP: the hook reads reads_database itself."))
+    reads_database: str | None = Field(None, description=(
+        "The database the hook reads with this server's command line (python -m chalicelib), when no server_url."))
     project: str
 
 
@@ -960,14 +964,16 @@ def install_precommit_guard(db: sqlite3.Connection, args: InstallPrecommitGuardI
     from the team's own hook. At commit time: AGENT_NAME names the committing agent;
     AGENT_MAIL_GUARD_MODE=warn reports without blocking; AGENT_MAIL_BYPASS=1 skips the
     check; if the server cannot be reached the commit goes ahead with a warning, unless
-    AGENT_MAIL_GUARD_STRICT=1. Installing again updates the hook."""
+    AGENT_MAIL_GUARD_STRICT=1. Installing again updates the hook. Installed over stdio (no HTTP
+    server to ask), the hook reads this server's database itself (reads_database)."""
     project = find_project(db, args.project_key)
     settings = get_settings()
-    url = guard.server_url(settings)
+    url, local = guard.hook_target(settings, database_file(db))
     roots = [project["human_key"], *settings.guard_allowed_roots]
-    hook, chained = guard.install(args.code_repo_path, roots, project["human_key"], url, settings.guard_token_file)
+    hook, chained = guard.install(args.code_repo_path, roots, project["human_key"], url, settings.guard_token_file, local)
     return GuardInstalled(
-        hook_path=str(hook), chained_hook=chained and str(chained), server_url=url, project=project["slug"]
+        hook_path=str(hook), chained_hook=chained and str(chained), server_url=url,
+        reads_database=local and local["database_url"].removeprefix("sqlite:///"), project=project["slug"],
     )
 
 

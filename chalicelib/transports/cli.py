@@ -113,6 +113,7 @@ class FieldOption(click.Option):
 
 def tool_command(tool: Tool) -> click.Command:
     from .. import invoke  # with the tools (OperatorCommands.add_tool_commands)
+    from ..tools import guard
 
     listed = paged_list(tool)
 
@@ -123,10 +124,11 @@ def tool_command(tool: Tool) -> click.Command:
         if tool.read_only:  # a mistyped DATABASE_URL would make an empty database and answer from it
             existing_database(ctx.obj)
         try:
-            if all_pages:
-                output = every_page(tool, listed, arguments, ctx.obj)
-            else:
-                output = invoke.call(tool, arguments, ctx.obj, auth.OPERATOR)  # the operator: every project, admin
+            with guard.without_http():  # a pre-commit guard installed here reads the database: no server to ask
+                if all_pages:
+                    output = every_page(tool, listed, arguments, ctx.obj)
+                else:
+                    output = invoke.call(tool, arguments, ctx.obj, auth.OPERATOR)  # the operator: every project, admin
         except ToolError as error:
             click.echo(dumps(error.to_dict(), compact), err=True)
             ctx.exit(1)

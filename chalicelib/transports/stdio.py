@@ -137,6 +137,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     from ..ops.allocator import keep_memory_down
     from ..config import Settings, get_settings, invalid_setting
     from ..store import db
+    from ..tools import guard
     from .mcp_app import build_mcp_server, served_methods
 
     try:
@@ -174,7 +175,8 @@ def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None
     gc.enable()
     try:
         wire = Wire(wire_out, answered_id, served_methods(server))
-        anyio.run(session, server, Lines(first, wire_in, wire, settings.max_body_bytes), wire)
+        with guard.without_http():  # a pre-commit guard installed here reads the database: no HTTP to ask
+            anyio.run(session, server, Lines(first, wire_in, wire, settings.max_body_bytes), wire)
     finally:
         if worker:
             worker.stop()
