@@ -3,6 +3,7 @@
 import asyncio
 import importlib
 import json
+import re
 
 import httpx
 import pytest
@@ -10,8 +11,9 @@ from chalice.test import Client as ChaliceClient
 from mcp import Client
 
 from chalicelib.config import Settings, get_settings
-from chalicelib.errors import InvalidArgument, NotFound
+from chalicelib.errors import InvalidArgument, NotFound, ToolError
 from chalicelib.tools import CORE, MINIMAL, all_tools
+from chalicelib.transports import stdio
 from chalicelib.transports.mcp_app import build_mcp_server
 
 from .servers import ROOT, running_server
@@ -91,6 +93,81 @@ def test_profiles_choose_what_tools_list_offers(tmp_path):
     assert full == {tool.name for tool in all_tools()}
     assert core == set(CORE) and minimal == set(MINIMAL) and minimal < core < full
     assert core_size < full_size / 3
+
+
+def provoked(call, tmp_path) -> list[tuple[str, str]]:
+    """(tool, text) of what an agent meets in a session: the answers, refusals and notices of starting,
+    asking for contact, answering it and writing, and the hints of a mistyped project, agent, message
+    id, thread id, cursor or reservation."""
+    said = []
+
+    def attempt(tool, **arguments):
+        try:
+            answer = call(tool, **arguments)
+        except ToolError as error:
+            said.append((tool, f"{error.message} {error.hint}"))
+            return None
+        said.append((tool, json.dumps(answer)))
+        return answer
+
+    def notices(tool, agent):
+        for message in attempt("fetch_inbox", project_key=slug, agent_name=agent, include_bodies=True)["messages"]:
+            said.append((tool, message["body_md"]))
+
+    repo = str(tmp_path / "shop")
+    one = attempt("macro_start_session", human_key=repo, program="p", model="m")
+    other = attempt("macro_start_session", human_key=repo, program="p", model="m")
+    slug, a, b = one["project"]["slug"], one["agent"]["name"], other["agent"]["name"]
+    attempt("send_message", project_key=slug, agent_name=a, to=[b], subject="s", body_md="b")  # not admitted
+    attempt("request_contact", project_key=slug, agent_name=a, to_agent=b, reason="pair")
+    attempt("send_message", project_key=slug, agent_name=a, to=[b], subject="s", body_md="b")  # the request pending
+    notices("request_contact", b)
+    attempt("respond_contact", project_key=slug, agent_name=b, from_agent=a, accept=True)
+    notices("respond_contact", a)
+    sent = attempt("send_message", project_key=slug, agent_name=a, to=[b], subject="s", body_md="b", thread_id="T-1")
+    attempt("reply_message", project_key=slug, agent_name=b, message_id=sent["message"]["id"], body_md="r")
+    attempt("send_message", project_key=slug, agent_name=a, to=["Nobody"], subject="s", body_md="b")
+    attempt("fetch_inbox", project_key="no-such-project", agent_name=a)
+    attempt("fetch_inbox", project_key=f"{repo}/src", agent_name=a)
+    attempt("list_agents", project_key=slug.upper())
+    for tool, more in (("acknowledge_message", {}), ("reply_message", {"body_md": "r"}), ("get_message", {})):
+        attempt(tool, project_key=slug, agent_name=b, message_id="12345", **more)
+    attempt("wait_for_mail", project_key=slug, agent_name=b, cursor="nope", timeout_seconds=0)
+    for tool in ("get_thread", "summarize_thread"):
+        attempt(tool, project_key=slug, agent_name=b, thread_id="T-2")
+    attempt("file_reservation_paths", project_key=slug, agent_name=a, paths=["src/**"])
+    attempt("file_reservation_paths", project_key=slug, agent_name=b, paths=["src/app.py"])  # a conflict
+    attempt("release_file_reservations", project_key=slug, agent_name=b, file_reservation_ids=["12345"])
+    return said
+
+
+@pytest.mark.sqlite_only
+def test_every_profile_lists_the_tools_its_instructions_answers_and_hints_name(call, tmp_path, monkeypatch):
+    """QA session 33: under core and minimal, the instructions, a contact request's notice (respond_contact)
+    and send_message's refusal (request_contact) named tools that tools/list did not offer, which an MCP
+    host does not let its model call: under core a contact request could be made, never answered."""
+    every = {tool.name for tool in all_tools()}
+    names = re.compile(r"\b[a-z_]+\b")
+    for profile in ("full", "core", "minimal"):
+        monkeypatch.setenv("TOOLS_PROFILE", profile)  # what the tools' hints read (get_settings)
+        get_settings.cache_clear()
+        try:
+            server = build_mcp_server(Settings(database_url=f"sqlite:///{tmp_path}/{profile}.db", tools_profile=profile))
+            listed = {tool.name for tool in asyncio.run(server.list_tools())}
+            said = [("instructions", server.instructions), *provoked(call, tmp_path / profile)]
+            quick = json.loads(stdio.quick_initialize(stdio_initialize(), profile)[1])["result"]["instructions"]
+        finally:
+            get_settings.cache_clear()
+        assert quick == server.instructions  # the stdio server's quick answer words them alike
+        unlisted = {(tool, name) for tool, text in said if tool in listed or tool == "instructions"
+                    for name in set(names.findall(text)) & every - listed}
+        assert not unlisted, f"{profile}: {sorted(unlisted)}"
+    assert "respond_contact" in CORE and {"request_contact", "respond_contact"} <= set(MINIMAL)
+
+
+def stdio_initialize() -> bytes:
+    params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}
+    return json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}).encode() + b"\n"
 
 
 @pytest.mark.sqlite_only

@@ -49,6 +49,27 @@ def test_the_quick_initialize_answer_is_the_sdks_for_every_handshake_version(tmp
         assert stdio.quick_initialize(odd) is None  # the SDK answers (or refuses) those
 
 
+def test_the_quick_answer_takes_the_tools_profile_from_the_environment_or_leaves_it_to_the_sdk(tmp_path, monkeypatch):
+    """The instructions name only the tools TOOLS_PROFILE lists: answered before the settings are read, the
+    profile must be certain (as pydantic-settings reads it: the variable's name in any case, a .env file)."""
+    monkeypatch.chdir(tmp_path)
+    for name in [name for name in os.environ if name.upper() == "TOOLS_PROFILE"]:
+        monkeypatch.delenv(name)
+    assert stdio.quick_profile() == "full"
+    monkeypatch.setenv("tools_profile", "core")
+    assert stdio.quick_profile() == "core"
+    answer = json.loads(stdio.quick_initialize(initialize_line(), "core")[1])["result"]["instructions"]
+    assert "register_agent" not in answer and "respond_contact" in answer
+    monkeypatch.setenv("TOOLS_PROFILE", "minimal")  # two spellings: which one wins is not certain
+    assert stdio.quick_profile() is None
+    monkeypatch.delenv("tools_profile")
+    monkeypatch.setenv("TOOLS_PROFILE", "CORE")  # not a profile: the settings refuse it
+    assert stdio.quick_profile() is None
+    monkeypatch.delenv("TOOLS_PROFILE")
+    (tmp_path / ".env").write_text("TOOLS_PROFILE=minimal\n")
+    assert stdio.quick_profile() is None
+
+
 def test_the_quick_initialize_answers_only_params_the_sdk_accepts():
     """QA, session 31: it answered success to params the SDK (and /mcp) refuse with -32602, e.g.
     capabilities {"roots": 5}. Every combination of these params: where the quick path answers,

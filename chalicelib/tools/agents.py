@@ -14,6 +14,7 @@ from ..errors import Conflict, NotActive, NotFound, did_you_mean
 from ..fields import AgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..names import ContactPolicy, random_name, reserved
+from ..profiles import offered
 from ..registry import Input, Output, tool
 from ..store.db import placeholders
 from .counts import agent_counts, count_agent
@@ -77,12 +78,17 @@ def find_agents(db: sqlite3.Connection, project: sqlite3.Row, names: Iterable[st
         where = "; ".join(f"{', '.join(missed)} in project {slug!r}" for (slug, _), missed in missing.items())
         raise NotFound(
             f"No agent named {where}.{_guesses(db, missing)}",
-            "Check the spelling with list_agents, or have that agent call register_agent first.",
+            f"Check the spelling with list_agents, or have that agent {_registering()} first.",
         )
     return rows
 
 
 GUESSED = 3  # missing names given a "did you mean"
+
+
+def _registering() -> str:
+    """How an agent comes to be, in the tools this server lists (TOOLS_PROFILE)."""
+    return "call register_agent" if offered("register_agent") else "start a session (macro_start_session)"
 
 
 def _guesses(db: sqlite3.Connection, missing: dict[tuple[str, int], list[str]]) -> str:

@@ -28,6 +28,7 @@ from ..store.search_index import project_token
 from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
 from ..fields import AgentAddress, AgentName, MessageId, NotBlank, ProjectKey, Storable, Timestamp, acting_agent, empty_list
 from ..ids import new_id, new_ids
+from ..profiles import either
 from ..registry import Input, Output, Replay, to_json, tool
 from ..security import auth
 from . import attachment_refs, correspondents, thread_summaries
@@ -241,7 +242,7 @@ def find_message(db: sqlite3.Connection, project: sqlite3.Row, message_id: int, 
         raise NotFound(
             f"Message {message_id} not found in project {project['slug']!r}"
             + (" among the viewer's mail." if viewer_id is not None else "."),
-            "Take message ids from fetch_inbox, fetch_outbox or search_messages.",
+            f"Take message ids from {either('fetch_inbox', 'fetch_outbox', 'search_messages')}.",
         )
     return row
 

@@ -24,6 +24,7 @@ from ..errors import Conflict, NotActive, NotFound
 from ..store.db import placeholders, refresh, transaction
 from ..fields import MAX_PROJECT_KEY, ProjectKey
 from ..human_keys import is_path, normalize_human_key
+from ..profiles import either, offered
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from ..security.scopes import may_mention
@@ -137,12 +138,15 @@ def _not_found_hint(db: sqlite3.Connection, project_key: str) -> str:
     mistyped one stands for; else how to create one."""
     if is_path(project_key) and (row := enclosing_project(db, _normal_key(project_key)[0])) is not None and may_mention(row):
         return (f"It is inside project {row['slug']!r} ({row['human_key']}): pass that (the repository's"
-                " root), not a folder below it; ensure_project is for a new repository.")
+                f" root), not a folder below it; {either('ensure_project') or 'macro_start_session'}"
+                " is for a new repository.")
     if not is_path(project_key) and (slug := slugify(project_key)) != project_key and any(
         may_mention(row) for row in db.execute("SELECT * FROM projects WHERE slug = ?", (slug,))
     ):
-        return f"Did you mean {slug!r}? Slugs are lower case (list_projects shows them)."
-    return "Call ensure_project with the absolute path of the repository first, or list_projects to see slugs."
+        return f"Did you mean {slug!r}? Slugs are lower case" + (" (list_projects shows them)." if offered("list_projects") else ".")
+    if offered("ensure_project"):  # (with list_projects: the full profile)
+        return "Call ensure_project with the absolute path of the repository first, or list_projects to see slugs."
+    return "Call macro_start_session with the absolute path of the repository first: it creates the project."
 
 
 def enclosing_project(db: sqlite3.Connection, human_key: str) -> sqlite3.Row | None:

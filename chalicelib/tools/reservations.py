@@ -25,6 +25,7 @@ from ..fields import AgentName, Id, ProjectKey, Storable
 from .globs import Budget, OverBudget, escape, has_class, is_glob, overlaps
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageCursor1, PageLimit
 from ..ids import stable_id
+from ..profiles import either, offered
 from ..registry import Input, Output, tool
 from ..security import auth
 from .agents import agent_id, find_agent, mark_active, refuse_retired
@@ -282,8 +283,13 @@ class TooManyToCompare(InvalidArgument):
     code = "too_much_to_compare"
 
 
-FEWER_PATHS = ("Send fewer paths per call, or patterns under a folder (src/api/**, not **/api/**);"
-               " list_file_reservations shows what is held.")
+def fewer_paths() -> str:
+    return "Send fewer paths per call, or patterns under a folder (src/api/**, not **/api/**)." + shows_held()
+
+
+def shows_held() -> str:
+    """Where to see what is held, when this server lists that tool (TOOLS_PROFILE)."""
+    return " list_file_reservations shows what is held." if offered("list_file_reservations") else ""
 
 
 def too_many_to_compare(paths: list[str], pairs: int | None, pairs_max: int, done: str) -> TooManyToCompare:
@@ -292,14 +298,14 @@ def too_many_to_compare(paths: list[str], pairs: int | None, pairs_max: int, don
     return TooManyToCompare(
         f"Checking these {len(paths)} paths for conflicts would compare {counted}"
         f" {pairs_max:,}: the project holds many reservations that could overlap them (a pattern starting with a"
-        f" glob, such as *.md or **, may overlap anything).{done and ' ' + done}", FEWER_PATHS)
+        f" glob, such as *.md or **, may overlap anything).{done and ' ' + done}", fewer_paths())
 
 
 def too_costly_to_compare(paths: list[str], pairs_max: int, done: str) -> TooManyToCompare:
     return TooManyToCompare(
         f"Checking these {len(paths)} paths for conflicts would take more than {comparisons_allowed(pairs_max):,}"
         f" comparisons: reservations near them are patterns costly to compare (long, with many stars).{done and ' ' + done}",
-        FEWER_PATHS)
+        fewer_paths())
 
 
 def overlap_peers(db: sqlite3.Connection, project_id: int, agent_id: int, among: list[int]) -> set[int]:
@@ -481,9 +487,9 @@ def too_many_held(who: str, held: int, adding: int, limit: int, limit_is: str, r
     count = f"more than {limit:,}" if held > limit else f"{held:,}"
     return TooManyRequests(
         f"{who} {count} active file reservations; {adding:,} more would pass {limit_is}. Nothing was reserved.",
-        "Release those no longer needed (release_file_reservations; list_file_reservations shows what is held), or let"
-        f" them expire{f': enough have by {room}' if room else ''}. A folder or glob (src/api/**) holds many files in one"
-        " reservation.",
+        "Release those no longer needed (release_file_reservations), or let them expire"
+        f"{f': enough have by {room}' if room else ''}. A folder or glob (src/api/**) holds many files in one reservation."
+        + shows_held(),
         clock.seconds_until(room or clock.later(now, MAX_TTL), now),
     )
 
@@ -556,7 +562,9 @@ def own_reservation_ids(db: sqlite3.Connection, agent: sqlite3.Row, ids: list[in
     if missing := [str(rid) for rid in ids if rid not in owned]:
         raise NotFound(
             f"{agent['name']} holds no file reservation with id {', '.join(missing)}.",
-            "Take ids from list_file_reservations; another agent's stale reservation needs force_release_file_reservation.",
+            f"Take ids from {either('list_file_reservations') or 'the answer of file_reservation_paths'}"
+            + ("; another agent's stale reservation needs force_release_file_reservation."
+               if offered("force_release_file_reservation") else "."),
         )
     return ids
 

@@ -23,7 +23,7 @@ from pydantic import ConfigDict
 from .. import __version__
 from ..invoke import run_tool
 from ..config import Settings
-from .instructions import INSTRUCTIONS
+from .instructions import instructions
 from .mcp_resources import add_resources, refuse_unknown_query, unknown_prompt, unknown_resource
 from ..registry import Tool
 from ..errors import unknown_tool
@@ -152,7 +152,7 @@ def served_methods(server: MCPServer) -> tuple[str, ...]:
 def build_mcp_server(settings: Settings) -> MCPServer:
     server = AgentMailServer(
         name="agent-mail",
-        instructions=INSTRUCTIONS,
+        instructions=instructions(settings.tools_profile),
         version=__version__,
         tools=[sdk_tool(tool, settings) for tool in all_tools()],
         log_level=settings.log_level,

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import JSON_WHITESPACE
-from .instructions import INSTRUCTIONS
+from ..profiles import PROFILES
+from .instructions import instructions
 
 # Answered without the SDK: the handshake versions of mcp_types.version.HANDSHAKE_PROTOCOL_VERSIONS
 # (a test compares). Any other first message waits for the SDK.
@@ -57,7 +58,9 @@ def main(database_url: str | None = None) -> None:
     gc.disable()
     wire_in, wire_out = claim_stdio()
     first = wire_in.readline(QUICK_LINE_BYTES)  # the rest of a longer line is read once MAX_BODY_BYTES is known
-    answered = quick_initialize(first) if first.endswith(b"\n") or len(first) < QUICK_LINE_BYTES else None
+    profile = quick_profile()
+    quick = profile is not None and (first.endswith(b"\n") or len(first) < QUICK_LINE_BYTES)
+    answered = quick_initialize(first, profile) if quick else None
     if answered is not None:
         wire_out.write(answered[1])
         wire_out.flush()
@@ -75,7 +78,17 @@ def claim_stdio():
     return wire_in, wire_out
 
 
-def quick_initialize(line: bytes) -> tuple[int | str, bytes] | None:
+def quick_profile() -> str | None:
+    """TOOLS_PROFILE (the instructions name only the tools it lists) as Settings will read it, when
+    that is certain before they are loaded: from the environment (its name in any case, as
+    pydantic-settings reads it), else "full" unless a .env file may set it. None: the SDK answers."""
+    given = [value for name, value in os.environ.items() if name.upper() == "TOOLS_PROFILE"]
+    if given:
+        return given[0] if len(given) == 1 and given[0] in ("full", *PROFILES) else None
+    return None if os.path.exists(".env") else "full"
+
+
+def quick_initialize(line: bytes, profile: str = "full") -> tuple[int | str, bytes] | None:
     """(request id, the answer line) for a well-formed initialize request whose params the SDK
     certainly accepts (`vouched`); None for anything else (the SDK answers it, refusals included).
     A line with a \\u escape goes to the SDK too: json reads a lone surrogate (or a BOM, as bytes)
@@ -93,7 +106,7 @@ def quick_initialize(line: bytes) -> tuple[int | str, bytes] | None:
         return None
     result = {
         "capabilities": CAPABILITIES,
-        "instructions": INSTRUCTIONS,
+        "instructions": instructions(profile),
         "protocolVersion": params["protocolVersion"],
         "serverInfo": {"name": "agent-mail", "version": __version__},
     }
