@@ -133,8 +133,13 @@ def provoked(call, tmp_path) -> list[tuple[str, str]]:
     for tool, more in (("acknowledge_message", {}), ("reply_message", {"body_md": "r"}), ("get_message", {})):
         attempt(tool, project_key=slug, agent_name=b, message_id="12345", **more)
     attempt("wait_for_mail", project_key=slug, agent_name=b, cursor="nope", timeout_seconds=0)
+    elsewhere = attempt("macro_start_session", human_key=f"{repo}-api", program="p", model="m")
+    attempt("set_contact_policy", project_key=slug, agent_name=b, policy="open")
+    attempt("send_message", project_key=elsewhere["project"]["slug"], agent_name=elsewhere["agent"]["name"],
+            to=[f"{b}@{slug}"], subject="s", body_md="b", thread_id="API-7")
     for tool in ("get_thread", "summarize_thread"):
-        attempt(tool, project_key=slug, agent_name=b, thread_id="T-2")
+        for thread in ("T-2", "API-7"):  # none, and another project's
+            attempt(tool, project_key=slug, agent_name=b, thread_id=thread)
     attempt("file_reservation_paths", project_key=slug, agent_name=a, paths=["src/**"])
     attempt("file_reservation_paths", project_key=slug, agent_name=b, paths=["src/app.py"])  # a conflict
     attempt("release_file_reservations", project_key=slug, agent_name=b, file_reservation_ids=["12345"])

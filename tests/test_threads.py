@@ -94,6 +94,27 @@ def test_unknown_thread(call, project):
         call("summarize_thread", project_key=project, thread_id="nope")
 
 
+def test_a_thread_named_by_mail_from_another_project_is_said_to_be_that_projects(call, project):
+    """QA session 33: the 404 of a thread id taken from mail of another project said to take thread ids
+    from fetch_inbox, where the agent had taken it. A thread is its sender's project's: the hint says
+    whose, and which of the reader's messages are in it."""
+    call("ensure_project", human_key="/work/api")
+    call("register_agent", project_key="work-api", program="p", model="m", name="CopperLynx")
+    sent = call("send_message", project_key="work-api", agent_name="CopperLynx", to=["BlueLake@work-demo"],
+                subject="API v2", body_md="see", thread_id="API-7")["message"]
+    [received] = call("fetch_inbox", project_key=project, agent_name="BlueLake")["messages"]
+    assert received["thread_id"] == "API-7"
+    for tool in ("get_thread", "summarize_thread"):
+        with pytest.raises(NotFound) as info:
+            call(tool, project_key=project, agent_name="BlueLake", thread_id="API-7")
+        assert info.value.hint == ("It is a thread of project 'work-api': the mail you got in it came from CopperLynx@work-api,"
+                                   f" and a thread is its sender's project's. Read that mail with get_message (message_id {sent['id']}).")
+    with pytest.raises(NotFound) as other:  # another reader got none of it: the usual hint
+        call("get_thread", project_key=project, agent_name="GreenCastle", thread_id="API-7")
+    assert "list_threads" in other.value.hint
+    assert call("get_message", project_key=project, agent_name="BlueLake", message_id=sent["id"])["subject"] == "API v2"
+
+
 def test_a_summary_digests_the_newest_messages_and_counts_the_whole_thread(call, project, monkeypatch):
     """Its cost stays flat however long the thread: the bodies and open acks of the newest
     DIGESTED messages; the count, participants and times of all (the thread summaries)."""

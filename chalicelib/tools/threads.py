@@ -16,7 +16,8 @@ from .messages import (
     RECIPIENT_ADDRESS, Limit, Message, OlderThan, ThreadId, body_of, message_columns, messages_from_rows, seen_in_thread,
     within_page,
 )
-from .projects import find_project
+from ..security.scopes import may_mention
+from .projects import find_project, project_by_id
 
 
 def messages_in_thread(
@@ -45,12 +46,45 @@ def in_thread(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, view
     return f"m.id IN ({placeholders(ids) if ids else 'NULL'})", ids
 
 
-def no_thread(project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None) -> NotFound:
-    return NotFound(
-        f"Thread {thread_id!r} not found in project {project['slug']!r}"
-        + (" among the reader's mail." if viewers is not None else "."),
-        "Use list_threads to see thread ids; a message's thread_id is in fetch_inbox results.",
-    )
+def no_thread(db: sqlite3.Connection, project: sqlite3.Row, thread_id: str, viewers: frozenset[int] | None) -> NotFound:
+    """The 404 of a thread the project (or the reader's mail in it) does not hold. A thread id the
+    reader took from mail of another project is that project's thread: the usual hint (take it from
+    fetch_inbox, where the agent took it) would send it round in a loop."""
+    missing = f"Thread {thread_id!r} not found in project {project['slug']!r}" + (
+        " among the reader's mail." if viewers is not None else ".")
+    if viewers and (found := received_from_elsewhere(db, project["id"], thread_id, viewers)):
+        sender, home, ids = found
+        return NotFound(missing, (
+            f"It is a thread of project {home!r}: the mail you got in it came from {sender}@{home}, and a thread is"
+            f" its sender's project's. Read that mail with get_message (message_id {', '.join(map(str, ids))})."))
+    return NotFound(missing, "Use list_threads to see thread ids; a message's thread_id is in fetch_inbox results.")
+
+
+OTHER_PROJECTS_LOOKED_AT = 50  # projects a reader's mail came from, looked through for a missing thread
+
+
+def received_from_elsewhere(db: sqlite3.Connection, project_id: int, thread_id: str,
+                            viewers: frozenset[int]) -> tuple[str, str, list[int]] | None:
+    """(sender, its project's slug, up to 3 message ids, newest first) of mail of this thread that the
+    viewers received from another project, or None. The viewer's rows (inbox_by_thread) are
+    walked a project at a time, one probe for each: a 404 must not read a whole mailbox."""
+    for viewer in sorted(viewers):
+        other = -(2**63)
+        for _ in range(OTHER_PROJECTS_LOOKED_AT):
+            row = db.execute("SELECT message_project_id FROM message_recipients WHERE agent_id = ? AND message_project_id > ?"
+                             " ORDER BY message_project_id LIMIT 1", (viewer, other)).fetchone()
+            if row is None:
+                break
+            other = row[0]
+            ids = [] if other == project_id else [message_id for (message_id,) in db.execute(
+                "SELECT message_id FROM message_recipients WHERE agent_id = ? AND message_project_id = ? AND thread_id = ?"
+                " ORDER BY message_id DESC LIMIT 3", (viewer, other, thread_id))]
+            home = project_by_id(db, other) if ids else None
+            if home is not None and may_mention(home):
+                sender = db.execute("SELECT s.name FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id = ?",
+                                    (ids[0],)).fetchone()[0]
+                return sender, home["slug"], ids
+    return None
 
 
 def reader(db: sqlite3.Connection, project: sqlite3.Row, agent_name: str | None) -> frozenset[int] | None:
@@ -123,7 +157,7 @@ def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
     )
     page, more = within_page(rows, args.limit, body_of if args.include_bodies else None)  # what is past it is never read
     if not page and args.cursor is None:
-        raise no_thread(project, args.thread_id, viewers)  # (a page holds at least its first message)
+        raise no_thread(db, project, args.thread_id, viewers)  # (a page holds at least its first message)
     messages = messages_from_rows(db, project, page, viewer_id=viewers, bodies=args.include_bodies)
     return Thread(thread_id=args.thread_id, messages=messages, next_cursor=page[-1]["id"] if more else None)
 
@@ -263,7 +297,7 @@ def summarize_thread(db: sqlite3.Connection, args: SummarizeThreadInput) -> Thre
     viewers = reader(db, project, args.agent_name)
     header = thread_summaries.header(db, project, args.thread_id, viewers)
     if header is None:
-        raise no_thread(project, args.thread_id, viewers)
+        raise no_thread(db, project, args.thread_id, viewers)
     return ThreadSummary(**summary(args.thread_id, header, *digest(db, project, args.thread_id, viewers, args.include_bcc)))
 
 
