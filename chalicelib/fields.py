@@ -7,7 +7,7 @@ import re
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from . import clock
-from .names import NAME_PATTERN, NAME_RULES, check_name
+from .names import NAME_PATTERN, NAME_RULES, check_name, check_new_name
 
 MAX_PROJECT_KEY = 1024  # characters of a slug or a human key; a stored (normalised) key fits (tools/projects.py HumanKey)
 
@@ -21,6 +21,8 @@ ProjectKey = Annotated[
 NAME_REGEX = f"^{NAME_PATTERN.pattern}$"
 
 AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES, json_schema_extra={"pattern": NAME_REGEX})]
+# A name that, omitted, is generated (register_agent, the macros' agent_name, name_hint): its refusal says so.
+NewAgentName = Annotated[str, AfterValidator(check_new_name), Field(description=NAME_RULES, json_schema_extra={"pattern": NAME_REGEX})]
 
 
 def _storable(value: str) -> str:
@@ -187,7 +189,7 @@ def names_agents(field) -> bool:
     """Whether a model field holds agent names (AgentName, AgentAddress, or a list of them): names
     are case-insensitive, so what compares calls (an idempotency key's) folds their case."""
     def checks_names(metadata) -> bool:
-        return any(isinstance(meta, AfterValidator) and meta.func in (check_name, _address) for meta in metadata)
+        return any(isinstance(meta, AfterValidator) and meta.func in (check_name, check_new_name, _address) for meta in metadata)
 
     def within(annotation) -> bool:  # Annotated[str, ...] (its metadata after the type), list[...], Optional[...]
         args = get_args(annotation)

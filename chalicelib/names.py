@@ -44,8 +44,25 @@ PRODUCT_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 def check_name(name: str) -> str:
     """Pydantic validator for agent names, with a message that says how to fix it."""
     if not NAME_PATTERN.fullmatch(name):
-        raise ValueError(f"{name!r} is not a valid agent name. {NAME_RULES} Omit the name to get one generated.")
+        raise ValueError(_invalid(name))
     return name
+
+
+def check_new_name(name: str) -> str:
+    """check_name of a field that, omitted, has a name generated (register_agent's): only there is
+    omitting it a way out (a required name then got "Field required")."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"{_invalid(name)} Omit the name to get one generated.")
+    return name
+
+
+def _invalid(name: str) -> str:
+    said = f"{name!r} is not a valid agent name. {NAME_RULES}"
+    if "@" in name:  # an agent acting on mail from another project wrote its address as its own name
+        said += (" This field takes a name alone: Name@project addresses an agent of another project only where a field"
+                 " takes addresses (send_message's to); to act as an agent of another project, pass that project as"
+                 " project_key and the name alone.")
+    return said
 
 
 def reserved(name: str) -> bool:

@@ -34,6 +34,24 @@ def test_the_did_you_mean_of_a_field_is_a_sentence_of_its_own(call, project):
                                    " Did you mean 'unread_only' or 'urgent_only'?")
 
 
+def test_only_a_name_generated_when_omitted_says_to_omit_it(call, project):
+    """QA session 33: every agent-name field said "Omit the name to get one generated", which is
+    register_agent's; an agent that followed it got "agent_name: Field required". Name@project as
+    one's own name (acting on mail from another project) is told how to act there."""
+    with pytest.raises(InvalidArgument) as own:
+        call("fetch_inbox", project_key=project, agent_name="BlueLake@work-api")
+    assert "Omit" not in own.value.message and "pass that project as project_key and the name alone" in own.value.message
+    with pytest.raises(InvalidArgument) as recipient:
+        call("send_message", project_key=project, agent_name="BlueLake", to=["Blue Lake"], subject="s", body_md="b")
+    assert recipient.value.message.endswith("'Blue Lake' is not a valid agent name. Agent names are 2-64 letters and digits"
+                                            " starting with a letter, e.g. GreenCastle.")
+    for tool, field in (("register_agent", "agent_name"), ("create_agent_identity", "name_hint")):
+        with pytest.raises(InvalidArgument, match="Omit the name to get one generated"):
+            call(tool, project_key=project, program="p", model="m", **{field: "Blue Lake"})
+    with pytest.raises(InvalidArgument, match="Omit the name to get one generated"):
+        call("macro_start_session", human_key="/work/demo", program="p", model="m", agent_name="Blue Lake")
+
+
 def test_an_unknown_agent_gets_the_closest_names(call, project):
     with pytest.raises(NotFound, match="Did you mean 'GreenCastle'"):
         call("send_message", project_key=project, agent_name="BlueLake", to=["GreenCastel"], subject="s", body_md="b")

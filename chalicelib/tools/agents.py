@@ -11,7 +11,7 @@ from .. import clock
 from ..security.agent_tokens import issue_token
 from ..archive import outbox
 from ..errors import Conflict, NotActive, NotFound, did_you_mean
-from ..fields import AgentName, ProjectKey, acting_agent
+from ..fields import AgentName, NewAgentName, ProjectKey, acting_agent
 from ..ids import stable_id
 from ..names import ContactPolicy, random_name, reserved
 from ..profiles import offered
@@ -236,7 +236,7 @@ class RegisterAgentInput(Input):
     project_key: ProjectKey
     program: Program
     model: Model
-    agent_name: AgentName | None = acting_agent("name", default=None, description="Omit to get a fresh memorable name like GreenCastle.")
+    agent_name: NewAgentName | None = acting_agent("name", default=None, description="Omit to get a fresh memorable name like GreenCastle.")
     task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
 
 
@@ -268,7 +268,7 @@ class CreateAgentIdentityInput(Input):
     project_key: ProjectKey
     program: Program
     model: Model
-    name_hint: AgentName | None = Field(None, description="Used if free; otherwise a fresh name is generated.")
+    name_hint: NewAgentName | None = Field(None, description="Used if free; otherwise a fresh name is generated.")
     task_description: TaskDescription = ""
 
 

@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from .. import clock
 from ..archive import outbox
 from ..errors import Conflict, Forbidden, NotFound
-from ..fields import AgentAddress, AgentName, ProjectKey, acting_agent
+from ..fields import AgentAddress, AgentName, NewAgentName, ProjectKey, acting_agent
 from ..security.agent_tokens import holds_token
 from .agents import find_agent, find_agent_by_id
 from ..registry import Input, Output, tool
@@ -63,7 +63,7 @@ class MacroStartSessionInput(Input):
     human_key: HumanKey
     program: Program
     model: Model
-    agent_name: AgentName | None = Field(None, description="Your name, if you have one; omit to get a new one.")
+    agent_name: NewAgentName | None = Field(None, description="Your name, if you have one; omit to get a new one.")
     task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
     file_reservation_paths: Paths | None = Field(None, description="Files or globs to reserve (exclusive) right away.")
     file_reservation_reason: ReservationReason = ""
@@ -127,7 +127,7 @@ class MacroPrepareThreadInput(Input):
     thread_id: ThreadId  # as summarize_thread takes it (its refusals were this macro's 500s)
     program: Program
     model: Model
-    agent_name: AgentName | None = Field(
+    agent_name: NewAgentName | None = Field(
         None, description="Your name: pass it to act as yourself. Omitted, a NEW agent with a fresh name is created."
     )
     task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
