@@ -80,7 +80,8 @@ def _problem(err: dict, fields) -> str:
     problem = f"{_shortened(where)}: {message}" if where else message  # (the input's own checks name their fields)
     name = str(err["loc"][0]) if err["loc"] else ""
     if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 and len(name) <= MAX_NAME_SHOWN:
-        guess = did_you_mean(name, fields)  # a sentence of its own, after pydantic's (which has no stop)
+        # A sentence of its own, after pydantic's (which has no stop); a secret's field only for a word that says token.
+        guess = did_you_mean(name, [field for field in fields if "token" in name or "token" not in field])
         problem += known_as(name, fields) or (f".{guess}" if guess else "")
     return problem
 
@@ -192,13 +193,17 @@ SAME_THING = (
     frozenset({"registration_token", "sender_token", "token"}),  # the agent's token (send/reply: sender_token)
     frozenset({"to_agent", "target"}),  # request_contact / macro_contact_handshake
     frozenset({"cursor", "before_id"}),  # paging: most tools / unified_inbox
+    # The acting agent, under the names tools had for it or clients give it: difflib sent `sender`
+    # to sender_token, a secret's field, for a name.
+    frozenset({"agent_name", "sender", "sender_name", "sender_agent", "from_agent", "from_name", "requester", "acting_agent"}),
 )
 
 
 def known_as(word: str, fields) -> str:
-    """" (this tool calls it 'x')" when `fields` has another name for what `word` names elsewhere."""
-    names = [field for group in SAME_THING if word in group for field in fields if field in group and field != word]
-    return f" (this tool calls it {names[0]!r})" if names else ""
+    """" (this tool calls it 'x')" when `fields` has one other name for what `word` names elsewhere
+    (two, as search_messages' agent_name and sender, is no telling which was meant)."""
+    names = {field for group in SAME_THING if word in group for field in fields if field in group and field != word}
+    return f" (this tool calls it {names.pop()!r})" if len(names) == 1 else ""
 
 
 def unknown_tool(name: str, known) -> NotFound:

@@ -34,6 +34,21 @@ def test_the_did_you_mean_of_a_field_is_a_sentence_of_its_own(call, project):
                                    " Did you mean 'unread_only' or 'urgent_only'?")
 
 
+def test_the_acting_agent_under_another_name_is_pointed_to_agent_name_never_to_a_token(call, project):
+    """QA session 33: send_message(sender=...) was answered "Did you mean 'sender_token'?", the secret's field."""
+    for field, said in (("sender", "(this tool calls it 'agent_name')"), ("from_agent", "(this tool calls it 'agent_name')"),
+                        ("sender_agent", "(this tool calls it 'agent_name')"), ("sender_id", "sender_id: Extra inputs")):
+        with pytest.raises(InvalidArgument) as error:
+            call("send_message", project_key=project, to=["GreenCastle"], subject="s", body_md="b", **{field: "BlueLake"})
+        assert said in error.value.message and "sender_token" not in error.value.message
+    with pytest.raises(InvalidArgument) as token:  # a token's other names still find it
+        call("send_message", project_key=project, agent_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b", token="t")
+    assert "(this tool calls it 'sender_token')" in token.value.message
+    with pytest.raises(InvalidArgument) as either:  # search_messages has agent_name (the reader) and sender (a filter)
+        call("search_messages", project_key=project, query="x", sender_name="BlueLake")
+    assert "this tool calls it" not in either.value.message
+
+
 def test_only_a_name_generated_when_omitted_says_to_omit_it(call, project):
     """QA session 33: every agent-name field said "Omit the name to get one generated", which is
     register_agent's; an agent that followed it got "agent_name: Field required". Name@project as
