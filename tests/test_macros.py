@@ -62,6 +62,23 @@ def test_prepare_thread_without_agent_name_says_it_created_a_new_agent(call, pro
     assert "NEW agent" in schema["properties"]["agent_name"]["description"]
 
 
+def test_a_new_name_close_to_an_existing_one_makes_that_agent_and_says_so(call, project):
+    """QA session 33: "CrimsonLar" for CrimsonLark quietly made a second identity (empty inbox, new token,
+    note null), and the agent carried on as a stranger. It is still made (a new name is a new agent), with
+    a note naming the close existing ones."""
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Plan", body_md="x",
+         thread_id="T-1")
+    made = call("register_agent", project_key=project, program="p", model="m", agent_name="BlueLak")
+    assert made["name"] == "BlueLak" and made["registration_token"]
+    assert "No agent was named BlueLak, so this created it" in made["note"] and "Did you mean 'BlueLake'?" in made["note"]
+    started = call("macro_start_session", human_key="/work/demo", program="p", model="m", agent_name="GreenCastl")
+    assert started["agent"]["name"] == "GreenCastl" and "Did you mean 'GreenCastle'?" in started["note"]
+    joined = call("macro_prepare_thread", project_key=project, thread_id="T-1", program="p", model="m", agent_name="RedSton")
+    assert "Did you mean 'RedStone'?" in joined["note"]
+    assert call("register_agent", project_key=project, program="p", model="m", agent_name="QuietOtter")["note"] is None
+    assert call("macro_start_session", human_key="/work/demo", program="p", model="m", agent_name="BlueLake")["note"] is None
+
+
 def test_file_reservation_cycle_reports_conflicts_and_can_release(call, project):
     call("file_reservation_paths", project_key=project, agent_name="BlueLake", paths=["src/app.py"])
     cycle = call("macro_file_reservation_cycle", project_key=project, agent_name="GreenCastle", paths=["src/**"],

@@ -225,6 +225,9 @@ class RegisteredAgent(Agent):
         description="Set when the agent is created, and shown only this once: the secret that proves you are"
         " this agent (registration_token / sender_token arguments). Keep it; rotate_agent_token replaces it.",
     )
+    note: str | None = Field(
+        None, description="Set when a name no agent had created this agent while existing names are close to it: a"
+        " mistyped own name makes a stranger, without your mail, contacts or reservations.")
 
 
 def registered(db: sqlite3.Connection, project: sqlite3.Row, row: sqlite3.Row) -> RegisteredAgent:
@@ -236,13 +239,17 @@ class RegisterAgentInput(Input):
     project_key: ProjectKey
     program: Program
     model: Model
-    agent_name: NewAgentName | None = acting_agent("name", default=None, description="Omit to get a fresh memorable name like GreenCastle.")
+    agent_name: NewAgentName | None = acting_agent("name", default=None, description=(
+        "Omit to get a fresh memorable name like GreenCastle. A name no agent has creates that agent (the note names"
+        " close existing ones)."))
     task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
 
 
 def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> RegisteredAgent:
     """Register an agent in a project. With an existing name, update its profile and
-    last_active time; without a name, create a new agent with a memorable name.
+    last_active time; with a name no agent has, create that agent (its note names existing
+    agents with close names: a mistyped own name makes a stranger); without a name, create a
+    new agent with a memorable name.
 
     program and model are always replaced; task_description only when given."""
     project = find_project(db, args.project_key)
@@ -261,7 +268,13 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Register
         row = find_agent(db, project, args.agent_name)
         outbox.record_agent(db, project, row)
         return RegisteredAgent(**describe_agent(project, row).model_dump())
-    return registered(db, project, _insert_agent(db, project, args.agent_name, args))
+    close = did_you_mean(args.agent_name, _names(db, project["id"]))  # before it is one of them
+    agent = registered(db, project, _insert_agent(db, project, args.agent_name, args))
+    if close:
+        agent.note = (f"No agent was named {args.agent_name}, so this created it, with an empty inbox and no contacts or"
+                      f" reservations.{close} To act as yourself, call again with your own name; otherwise keep this one"
+                      " (and its registration_token).")
+    return agent
 
 
 class CreateAgentIdentityInput(Input):

@@ -63,7 +63,9 @@ class MacroStartSessionInput(Input):
     human_key: HumanKey
     program: Program
     model: Model
-    agent_name: NewAgentName | None = Field(None, description="Your name, if you have one; omit to get a new one.")
+    agent_name: NewAgentName | None = Field(None, description=(
+        "Your name, if you have one; omit to get a new one. A name no agent has creates that agent (the note names"
+        " close existing ones)."))
     task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
     file_reservation_paths: Paths | None = Field(None, description="Files or globs to reserve (exclusive) right away.")
     file_reservation_reason: ReservationReason = ""
@@ -76,7 +78,8 @@ class SessionStarted(Output):
     agent: RegisteredAgent
     file_reservations: Reserved | None
     inbox: list[InboxMessage]
-    note: str | None = Field(None, description="Set when this call created the project inside another project's directory.")
+    note: str | None = Field(None, description="Set when this call created the project inside another project's directory,"
+                             " or an agent under a name close to existing ones (agent.note).")
 
 
 def macro_start_session(db: sqlite3.Connection, args: MacroStartSessionInput) -> SessionStarted:
@@ -97,7 +100,8 @@ def macro_start_session(db: sqlite3.Connection, args: MacroStartSessionInput) ->
             ),
         )
     inbox = _inbox(db, project.human_key, agent.name, args.inbox_limit, bodies=False)
-    return SessionStarted(project=project, agent=agent, file_reservations=reserved, inbox=inbox, note=project.note)
+    note = " ".join(filter(None, (project.note, agent.note))) or None
+    return SessionStarted(project=project, agent=agent, file_reservations=reserved, inbox=inbox, note=note)
 
 
 def settle_session(db: sqlite3.Connection, args: MacroStartSessionInput, started: SessionStarted) -> SessionStarted:
@@ -128,7 +132,8 @@ class MacroPrepareThreadInput(Input):
     program: Program
     model: Model
     agent_name: NewAgentName | None = Field(
-        None, description="Your name: pass it to act as yourself. Omitted, a NEW agent with a fresh name is created."
+        None, description="Your name: pass it to act as yourself. Omitted, a NEW agent with a fresh name is created;"
+        " a name no agent has creates that agent (the note names close existing ones)."
     )
     task_description: TaskDescription | None = Field(None, description=KEEP_TASK)
     inbox_limit: InboxLimit = 10
@@ -140,8 +145,9 @@ class ThreadPrepared(Output):
     agent: RegisteredAgent
     thread: ThreadSummary | None = Field(description="Your view of the thread; null when you have no mail in it yet (see note).")
     inbox: list[InboxMessage]
-    note: str | None = Field(None, description="Set when no agent_name was given (a new agent was created), when"
-                             " you have no mail in the thread yet, or when your inbox has more than its bodies let in.")
+    note: str | None = Field(None, description="Set when no agent_name was given (a new agent was created), or one close to"
+                             " existing names created that agent (agent.note), when you have no mail in the thread yet,"
+                             " or when your inbox has more than its bodies let in.")
 
 
 def read_ahead(args: MacroPrepareThreadInput):
@@ -202,6 +208,7 @@ def macro_prepare_thread(db: sqlite3.Connection, args: MacroPrepareThreadInput) 
             " To act as yourself, call again with agent_name=<your name>; otherwise keep this name (and its"
             " registration_token)."
         )
+    notes += [agent.note] if agent.note else []
     return ThreadPrepared(agent=agent, thread=thread, inbox=inbox, note=" ".join(notes) or None)
 
 
