@@ -5,6 +5,7 @@ import pytest
 from chalicelib.store import db
 from chalicelib.errors import Conflict, InvalidArgument, NotFound
 from chalicelib.ids import stable_id
+from chalicelib.tools import tools_by_name
 from chalicelib.tools.agents import agent_id
 from chalicelib.clock import later
 
@@ -105,6 +106,14 @@ def test_renew_extends_the_hold(slot):
     held = slot("acquire", "BlueLake", ttl_seconds=60)
     renewed = slot("renew", "BlueLake", extend_seconds=600)
     assert renewed["expires_ts"] == later(held["expires_ts"], 600) and renewed["acquired_ts"] == held["acquired_ts"]
+
+
+def test_extend_seconds_is_described_as_what_it_does_added_to_the_expiry():
+    """QA session 33: renew_build_slot's extend_seconds said "How long the lease lasts" (acquire's ttl_seconds):
+    an agent renewing a 1-hour hold "to 10 minutes" held it 70."""
+    for name in ("renew_build_slot", "renew_file_reservations"):
+        field = tools_by_name()[name].input.model_json_schema()["properties"]["extend_seconds"]
+        assert field["description"] == "Seconds added to the current expiry (not the lease's new length).", name
 
 
 def test_two_replicas_granting_the_slot_agree_on_the_earliest(call, project, slot, settings):

@@ -24,7 +24,7 @@ from ..registry import Input, Output, tool
 from .agents import agent_id, find_agent, mark_active, refuse_retired
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor1
 from .projects import find_project, refuse_archived
-from .reservations import TtlSeconds
+from .reservations import ExtendSeconds, TtlSeconds
 
 SlotName = Annotated[NotBlank, Field(min_length=1, max_length=128, description="The slot's name, e.g. frontend-build.")]
 
@@ -207,7 +207,7 @@ class RenewBuildSlotInput(Input):
     project_key: ProjectKey
     agent_name: AgentName
     slot: SlotName
-    extend_seconds: TtlSeconds = 1800
+    extend_seconds: ExtendSeconds = 1800
 
 
 def renew_build_slot(db: sqlite3.Connection, args: RenewBuildSlotInput) -> BuildSlot:

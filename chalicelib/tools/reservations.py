@@ -84,6 +84,8 @@ Paths = Annotated[
 ]
 ReservationReason = Annotated[Storable, Field(max_length=1000, description="What you are doing, e.g. a thread id.")]
 TtlSeconds = Annotated[int, Field(ge=1, le=MAX_TTL, description="How long the lease lasts, in seconds.")]
+# A renewal's: added to the expiry (renew_build_slot's said "how long the lease lasts", read as the new length).
+ExtendSeconds = Annotated[int, Field(ge=1, le=MAX_TTL, description="Seconds added to the current expiry (not the lease's new length).")]
 CodeRepoPath = Annotated[
     str,
     Field(min_length=1, max_length=4096, description="Absolute path of a git work tree on the server's machine.",
@@ -622,7 +624,7 @@ def release_some(db: sqlite3.Connection, project: sqlite3.Row, where: str, param
 class RenewFileReservationsInput(Input):
     project_key: ProjectKey
     agent_name: AgentName
-    extend_seconds: Annotated[int, Field(ge=1, le=MAX_TTL, description="Seconds added to each reservation's current expiry.")] = 1800
+    extend_seconds: ExtendSeconds = 1800
     paths: Paths | None = Field(None, description="Renew the reservations of exactly these patterns (default: all yours).")
     file_reservation_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)] | None = None
     cursor: PageCursor1 | None = Field(None, description="next_cursor of the previous call, to renew the next ones of the same"
