@@ -32,6 +32,9 @@ class NotFound(ToolError):
 class Conflict(ToolError):
     status = 409
     code = "conflict"
+    # The recipients (addresses) a refusal to deliver names: reply_message, which picks its recipients
+    # itself, says which call leaves them out.
+    refused: tuple[str, ...] = ()
 
 
 class NotAdmitted(Conflict):

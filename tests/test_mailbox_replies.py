@@ -30,6 +30,34 @@ def test_a_reply_by_the_original_sender_goes_to_the_original_recipients(call, pr
     assert (answer["to"], answer["cc"]) == (["BlueLake"], [])
 
 
+def test_a_reply_refused_for_recipients_it_picked_gives_the_call_without_them(call, project):
+    """QA session 33: a follow-up to someone since retired (or closed to all mail) was told "Leave them
+    out", though the caller named nobody: reply_message picks its recipients. The hint gives the call."""
+    original = call("send_message", project_key=project, agent_name="BlueLake", to=["GreenCastle"], cc=["RedStone"],
+                    subject="Plan", body_md="v1")["message"]
+    call("retire_agent", project_key=project, agent_name="RedStone")
+    with pytest.raises(Conflict) as retired:
+        call("reply_message", project_key=project, message_id=original["id"], agent_name="BlueLake", body_md="v2")
+    fix = (f"reply_message(project_key='work-demo', agent_name='BlueLake', message_id='{original['id']}',"
+           " to=['GreenCastle'], body_md=...) sends it without them.")
+    assert retired.value.hint.endswith(fix)
+    sent = call("reply_message", project_key=project, message_id=original["id"], agent_name="BlueLake", body_md="v2",
+                to=["GreenCastle"])["message"]
+    assert (sent["to"], sent["cc"]) == (["GreenCastle"], [])
+    call("unretire_agent", project_key=project, agent_name="RedStone")
+    call("set_contact_policy", project_key=project, agent_name="GreenCastle", policy="block_all")
+    with pytest.raises(Conflict) as closed:  # the one left is a cc: it becomes the to
+        call("reply_message", project_key=project, message_id=original["id"], agent_name="BlueLake", body_md="v3")
+    assert "to=['RedStone'], body_md=...) sends it without them." in closed.value.hint
+    with pytest.raises(Conflict) as alone:  # its only recipient is closed: nobody is left to name
+        call("reply_message", project_key=project, message_id=sent["id"], agent_name="BlueLake", body_md="v4")
+    assert alone.value.hint.endswith("pass to=[...] with whom it should reach instead.")
+    with pytest.raises(Conflict) as named:  # recipients the caller named: its own hint only
+        call("reply_message", project_key=project, message_id=original["id"], agent_name="BlueLake", body_md="v5",
+             to=["GreenCastle"])
+    assert "picked for it" not in named.value.hint
+
+
 def test_a_reply_demands_an_ack_only_when_asked(call, project):
     original = call("send_message", project_key=project, agent_name="BlueLake", to=["GreenCastle"], subject="Review",
                     body_md="please", ack_required=True, importance="high")["message"]

@@ -176,16 +176,23 @@ def refuse_inactive(home: sqlite3.Row, sender: sqlite3.Row, recipients: list[sql
     refuse_retired(home, sender, "send")
     retired = [address(agent, home) for agent in recipients if agent["retired_ts"]]
     if retired:
-        raise Conflict(
+        raise refusing(retired, Conflict(
             f"Not sent: {', '.join(retired)} {'is retired and gets' if len(retired) == 1 else 'are retired and get'} no new mail.",
             "Leave them out (list_agents shows the active agents), or have them call unretire_agent.",
-        )
+        ))
     for agent in recipients:
         if agent["project_archived_ts"]:
-            raise Conflict(
-                f"Not sent: {address(agent, home)} is in project {agent['project_slug']!r}, which is archived.",
-                f"Leave its agents out, or call unarchive_project(project_key={agent['project_slug']!r}) first.",
-            )
+            slug = agent["project_slug"]
+            raise refusing([address(other, home) for other in recipients if other["project_slug"] == slug], Conflict(
+                f"Not sent: {address(agent, home)} is in project {slug!r}, which is archived.",
+                f"Leave its agents out, or call unarchive_project(project_key={slug!r}) first.",
+            ))
+
+
+def refusing(addresses: list[str], error: Conflict) -> Conflict:
+    """The refusal, with the recipients it refuses (Conflict.refused)."""
+    error.refused = tuple(addresses)
+    return error
 
 
 def _insert_agent(db, project, name, args) -> sqlite3.Row:

@@ -29,7 +29,7 @@ from ..fields import AgentAddress, AgentName, ProjectKey, Storable, acting_agent
 from ..ids import stable_id
 from ..registry import Input, Output, tool
 from . import correspondents
-from .agents import Agent, ContactPolicy, address, describe_agent, find_agent, find_agents, refuse_inactive
+from .agents import Agent, ContactPolicy, address, describe_agent, find_agent, find_agents, refuse_inactive, refusing
 from .messages import notify
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 from .projects import find_project, project_by_id
@@ -123,12 +123,12 @@ def refuse_blocked(db: sqlite3.Connection, project: sqlite3.Row, sender: sqlite3
     if closed:
         hints.append(f"{', '.join(closed)} accept{'s' if len(closed) == 1 else ''} no messages at all: leave them out.")
     states = sorted({state for state, _ in waits.values()})
-    raise NotAdmitted(
+    raise refusing([address(agent, project) for agent in blocked], NotAdmitted(
         f"Not sent: the contact policy of {named} does not admit messages from {sender['name']}"
         + (f" (contact request {' or '.join(states)})" if states else "")
         + ". Nothing was delivered to any recipient.",
         " ".join(hints),
-    )
+    ))
 
 
 def _own_requests(db: sqlite3.Connection, sender: sqlite3.Row, agents: list) -> dict[int, sqlite3.Row]:

@@ -8,6 +8,7 @@ storing anything: a message reaches all its recipients or none.
 
 import sqlite3
 from collections.abc import Collection
+from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 from operator import itemgetter
@@ -25,8 +26,10 @@ from ..config import get_settings
 from ..store import upkeep, wakeup
 from ..store.db import placeholders
 from ..store.search_index import project_token
-from ..errors import MAX_ANSWER_BYTES, NotFound, answer_too_large
-from ..fields import AgentAddress, AgentName, MessageId, NotBlank, ProjectKey, Storable, Timestamp, acting_agent, empty_list
+from ..errors import MAX_ANSWER_BYTES, Conflict, NotFound, answer_too_large
+from ..fields import (
+    AgentAddress, AgentName, MessageId, NotBlank, ProjectKey, Storable, Timestamp, acting_agent, empty_list, folded_name,
+)
 from ..ids import new_id, new_ids
 from ..profiles import either
 from ..registry import Input, Output, Replay, to_json, tool
@@ -464,20 +467,21 @@ def reply_message(db: sqlite3.Connection, args: ReplyMessageInput) -> SentMessag
     subject = original["subject"]
     if args.subject_prefix and not subject.lower().startswith(args.subject_prefix.lower()):
         subject = f"{args.subject_prefix} {subject}"[:512]
-    message = deliver(
-        db,
-        project,
-        sender,
-        to=to,
-        cc=cc,
-        bcc=args.bcc,
-        subject=subject,
-        body_md=args.body_md,
-        importance=args.importance or original["importance"],
-        ack_required=args.ack_required,
-        thread_id=original["thread_id"],
-        attachments=args.attachments,
-    )
+    with _picked_recipients_named(project, args, to, cc):
+        message = deliver(
+            db,
+            project,
+            sender,
+            to=to,
+            cc=cc,
+            bcc=args.bcc,
+            subject=subject,
+            body_md=args.body_md,
+            importance=args.importance or original["importance"],
+            ack_required=args.ack_required,
+            thread_id=original["thread_id"],
+            attachments=args.attachments,
+        )
     return SentMessage(message=message, recipients=len(message.to) + len(message.cc) + len(message.bcc))
 
 
@@ -495,7 +499,30 @@ def _reply_to(db, project, args: ReplyMessageInput) -> tuple[sqlite3.Row, sqlite
 
 def _reply_refusals(db, project, args: ReplyMessageInput) -> None:
     sender, _, to, cc = _reply_to(db, project, args)
-    admitted_recipients(db, project, sender, to, cc, args.bcc)
+    with _picked_recipients_named(project, args, to, cc):
+        admitted_recipients(db, project, sender, to, cc, args.bcc)
+
+
+@contextmanager
+def _picked_recipients_named(project: sqlite3.Row, args: ReplyMessageInput, to: list[str], cc: list[str]):
+    """A refusal of recipients reply_message picked itself (no `to` given) ends with the call that
+    leaves them out: its "leave them out" spoke of a list the caller never wrote."""
+    try:
+        yield
+    except Conflict as error:
+        if args.to or not error.refused:
+            raise
+        refused = {folded_name(name) for name in error.refused}
+        keep_to, keep_cc = ([name for name in names if folded_name(name) not in refused] for names in (to, cc))
+        keep_to, keep_cc = (keep_to, keep_cc) if keep_to else (keep_cc, [])
+        if keep_to:
+            fix = (f"reply_message(project_key={project['slug']!r}, agent_name={args.agent_name!r},"
+                   f" message_id={str(args.message_id)!r}, to={keep_to!r}{f', cc={keep_cc!r}' if keep_cc else ''},"
+                   " body_md=...) sends it without them.")
+        else:
+            fix = "pass to=[...] with whom it should reach instead."
+        error.hint += f" This reply's recipients were picked for it (the original's sender, or for a follow-up its to and cc): {fix}"
+        raise
 
 
 class InboxMessage(Output):
