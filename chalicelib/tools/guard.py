@@ -91,7 +91,7 @@ SPLITS = 16
 # files cannot be checked.
 SETUP = {401: "the token (AGENT_MAIL_TOKEN)", 403: "the token (AGENT_MAIL_TOKEN)", 404: "AGENT_NAME or AGENT_MAIL_URL"}
 # The same, by error code, when the command line answers (LOCAL); and the codes of a failed or busy check.
-LOCAL_SETUP = {"not_found": "AGENT_NAME"}
+LOCAL_SETUP = {"not_found": "AGENT_NAME (or install the guard again: its project or database moved)"}
 BUSY = ("unavailable", "rate_limited", "internal_error")
 LOCAL_TIMEOUT = 60  # seconds: the command line starts in ~1 s, and a check may compare for ~3.5 s
 
