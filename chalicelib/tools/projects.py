@@ -20,7 +20,7 @@ from pydantic import AfterValidator, Field, PrivateAttr
 
 from .. import clock
 from ..archive import outbox
-from ..errors import Conflict, NotActive, NotFound
+from ..errors import NotActive, NotFound
 from ..store.db import placeholders, refresh, transaction
 from ..fields import MAX_PROJECT_KEY, ProjectKey
 from ..human_keys import is_path, normalize_human_key
