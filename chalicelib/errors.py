@@ -182,7 +182,7 @@ class TokenRefused(Forbidden):
 
 def did_you_mean(word: str, choices) -> str:
     """" Did you mean 'x'?" for the closest of `choices`, or "" when none is close."""
-    import difflib  # only on an error path
+    import difflib  # only on an error path, and for a new agent named by its caller (register_agent)
 
     close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
     if not close:
