@@ -1,8 +1,10 @@
+import functools
 import shutil
 import sqlite3
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from chalicelib import invoke
@@ -14,6 +16,11 @@ from .servers import running_server
 from .turso import turso_server
 
 TOOLS = tools_by_name()
+
+# httpx loads the CA bundle into a new TLS context for every client it makes, httpx.get's
+# included: ~30 ms of CPU each, ~3,000 times a run (a server's start is polled with httpx.get),
+# for requests that are all plain HTTP to 127.0.0.1. One context per kind of client serves them all.
+httpx._transports.default.create_ssl_context = functools.cache(httpx._config.create_ssl_context)
 
 
 def pytest_generate_tests(metafunc):
