@@ -14,6 +14,7 @@ from chalicelib.tools import tools_by_name
 TOOLS = tools_by_name()
 
 
+@pytest.mark.fresh_database
 def test_migrations_apply_once_and_are_recorded(settings):
     db.migrate(settings)
     db._migrated.clear()  # as a new process would

@@ -129,7 +129,7 @@ def test_macros_work_with_the_full_path_of_a_colliding_project(call):
 
 
 @pytest.mark.both_backends
-@pytest.mark.fresh_primary
+@pytest.mark.fresh_database
 def test_an_old_database_with_colliding_slugs_migrates_forward(settings, monkeypatch):
     every = db.migrations()
     monkeypatch.setattr(db, "migrations", lambda: [m for m in every if m[0] < "0012"])

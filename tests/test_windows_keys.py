@@ -95,7 +95,7 @@ def old_project(conn, human_key: str, slug: str, created_ts: str, agent: str | N
 
 
 @pytest.mark.both_backends
-@pytest.mark.fresh_primary
+@pytest.mark.fresh_database
 def test_an_old_database_takes_the_one_spelling_and_leaves_colliding_projects_apart(settings, monkeypatch, tmp_path):
     every = db.migrations()
     monkeypatch.setattr(db, "migrations", lambda: [m for m in every if m[0] < "0031"])
