@@ -56,12 +56,12 @@ def seconds(function, *args) -> float:
 
 def page_before(bodies) -> None:
     for text in bodies:
-        markdown.render.__wrapped__(text)
+        markdown.render(text)
 
 
 def page_now(bodies) -> None:
     for text, as_markdown in zip(bodies, markdown.plan(bodies)):
-        markdown.render.__wrapped__(text) if as_markdown else escape(text)
+        markdown.render(text) if as_markdown else escape(text)
 
 
 def main() -> None:
@@ -74,7 +74,7 @@ def main() -> None:
         cells = []
         for size in sizes:
             text = body(shape, size)
-            took = seconds(markdown.render.__wrapped__, text)
+            took = seconds(markdown.render, text)
             units = markdown.weight(text, 10**12) if len(text) <= markdown.BODY_MAX else None
             per_unit = f"/{took * 1e6 / units:5.1f}" if units else "      "
             cells.append(f"{took * 1000:8.1f} ({took * 1e6 / len(text):5.2f}{per_unit})")
