@@ -732,12 +732,16 @@ class WebUI:
 
     def people(self, project: str, senders: set[str]) -> set[str]:
         """Which of these senders (addresses as `project` writes them) are people, not agents."""
-        return {address for address in senders if (profile := self.profile(_home(address, project), address.partition("@")[0]))
-                is not None and profile.kind == "human"}
+        return {address for address in senders if (profile := self.addressed(project, address)) is not None
+                and profile.kind == "human"}
 
     def is_active_agent(self, project: str, address: str) -> bool:
-        profile = self.profile(_home(address, project), address.partition("@")[0])
+        profile = self.addressed(project, address)
         return profile is not None and profile.kind == "agent" and not profile.retired_ts
+
+    def addressed(self, project: str, address: str):
+        """profile() of an address as `project` writes it (Name, or Name@other-project)."""
+        return self.profile(_home(address, project), address.partition("@")[0])
 
     def profile(self, project: str, name: str):
         """whois's profile of the one agent or person of the project by this name (what a page of
