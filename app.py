@@ -52,7 +52,10 @@ def create_app(settings: Settings) -> Chalice:
         /health and /ready (chalicelib/security/auth.py, chalicelib/security/ratelimit.py).
         The caller's principal, for the tool calls of this request. The web UI's pages
         authenticate with their own session cookie (chalicelib/web/)."""
-        principal = authenticator.authenticate(headers) if authenticate else auth.ANONYMOUS
+        principal = auth.ANONYMOUS
+        if authenticate:
+            with limiter.guessing_bounded(source_ip, presented="authorization" in headers):
+                principal = authenticator.authenticate(headers)
         logs.note(caller=ratelimit.caller(principal, source_ip))
         # An upload has a limit of its own; a web UI form past it gets the UI's page (add_web_routes).
         if len(body) > settings.max_body_bytes and (path, method) != (attachment_routes.UPLOAD_PATH, "PUT") and not web_path(path):

@@ -179,6 +179,9 @@ class Settings(BaseSettings):
     # without; 0: unlimited.
     rate_limit_reads_per_minute: int | None = Field(None, ge=0)
     rate_limit_writes_per_minute: int | None = Field(None, ge=0)
+    # Credentials refused (401) from one client address, a minute, per process; past it, the
+    # address's requests are refused (429) before any credential is checked. 0: no limit.
+    auth_failures_per_minute: int = Field(30, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)  # request bodies and stdio lines (smaller refuses ordinary calls)
     # install_precommit_guard: directories besides each project's own (its human_key) where the
     # server may install git hooks; and a file holding the bearer token the hook sends (its path

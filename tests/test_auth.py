@@ -177,7 +177,8 @@ def check_matrix(request, cases: dict[str, str | None], docs: bool = True) -> No
 
 
 def test_auth_matrix_real_server_jwt(tmp_path, keys, jwks_url):
-    env = dict(AUTH_MODE="jwt", JWT_JWKS_URL=jwks_url, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER)
+    env = dict(AUTH_MODE="jwt", JWT_JWKS_URL=jwks_url, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER,
+               AUTH_FAILURES_PER_MINUTE="0")  # every refusal from one address: test_guessing_* counts them
     with running_server(tmp_path / "db.sqlite", **env) as url, httpx.Client(base_url=url) as client:
 
         def request(method, path, authorization):
@@ -202,7 +203,8 @@ def test_auth_matrix_real_server_jwt(tmp_path, keys, jwks_url):
 
 
 def test_auth_matrix_real_server_bearer(tmp_path):
-    with running_server(tmp_path / "db.sqlite", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=f"{BEARER},another-token") as url:
+    with running_server(tmp_path / "db.sqlite", AUTH_MODE="bearer", AUTH_BEARER_TOKENS=f"{BEARER},another-token",
+                        AUTH_FAILURES_PER_MINUTE="0") as url:  # (as the JWT matrix)
         with httpx.Client(base_url=url) as client:
 
             def request(method, path, authorization):
@@ -212,6 +214,34 @@ def test_auth_matrix_real_server_bearer(tmp_path):
 
             check_matrix(request, BEARER_CASES)
             assert client.get("/health").status_code == 200
+
+
+def test_guessing_tokens_is_bounded_per_address(tmp_path):
+    """Past AUTH_FAILURES_PER_MINUTE refused credentials from one address, its requests are refused
+    (429) before any credential is checked, the right one too (else a guesser would learn its hit
+    from the one answer that is not a 429), on REST, MCP and the web UI's sign-in alike; requests
+    without a credential guess nothing and do not count. (6 a minute: the next one is 10 s away.)"""
+    log = tmp_path / "server.log"
+    with running_server(tmp_path / "db.sqlite", stderr=log, AUTH_MODE="bearer", AUTH_BEARER_TOKENS=BEARER,
+                        AUTH_FAILURES_PER_MINUTE="6") as url, httpx.Client(base_url=url) as client:
+        def call(token, path="/api/health_check"):
+            headers = MCP_HEADERS | ({"Authorization": f"Bearer {token}"} if token else {})
+            return client.post(path, headers=headers, content=json.dumps(rpc("tools/list")) if path == "/mcp" else "{}")
+
+        assert {call(None).status_code for _ in range(20)} == {401}  # no credential: not a guess
+        assert [call(f"guess-{n}").status_code for n in range(3)] == [401] * 3
+        assert _signed_in(url, "guess-web").status_code == 401  # the sign-in form's count with the API's
+        assert [call(f"guess-{n}", "/mcp").status_code for n in range(2)] == [401] * 2
+        refused = call(BEARER)
+        assert refused.status_code == 429 and refusal_code("/api", refused.text) == "rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 10 and "AUTH_FAILURES_PER_MINUTE" in refused.json()["error"]["message"]
+        mcp = call(BEARER, "/mcp")
+        assert mcp.status_code == 429 and refusal_code("/mcp", mcp.text) == "rate_limited"
+        page = _signed_in(url, BEARER)
+        assert page.status_code == 429 and "AUTH_FAILURES_PER_MINUTE" in page.text and 'name="token"' in page.text
+        assert page.headers["retry-after"]
+        assert client.get("/health").status_code == 200  # open paths check no credential
+    assert log.read_text().count("past AUTH_FAILURES_PER_MINUTE (6)") == 1
 
 
 def test_the_docs_take_the_bearer_token_and_openapi_names_it(tmp_path):
@@ -307,8 +337,31 @@ def app_module(tmp_path, monkeypatch):
     return importlib.import_module("app")
 
 
+def test_guessing_tokens_is_bounded_on_the_chalice_app(tmp_path, app_module):
+    """The Chalice app counts refused credentials by API Gateway's source address, as the server
+    does; once Retry-After has passed, the right token is taken again."""
+    for per_minute in (3, 120):
+        settings = chalice_settings(tmp_path, auth_mode="bearer", auth_bearer_tokens=[BEARER], auth_failures_per_minute=per_minute)
+        with Client(app_module.create_app(settings), project_dir=str(ROOT)) as client:
+            def call(token):
+                headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+                return client.http.post("/api/health_check", headers=headers, body=b"{}")
+
+            assert call(BEARER).status_code == 200
+            statuses = [call(f"guess-{n}").status_code for n in range(per_minute)]
+            while statuses[-1] != 429 and len(statuses) < 3 * per_minute:  # (the budget refills as they go)
+                statuses.append(call("guess").status_code)
+            assert statuses[:per_minute] == [401] * per_minute and statuses[-1] == 429
+            refused = call(BEARER)
+            assert refused.status_code == 429 and json.loads(refused.body)["error"]["code"] == "rate_limited"
+            if per_minute == 120:  # a token every half second
+                time.sleep(int(refused.headers["Retry-After"]))
+                assert call(BEARER).status_code == 200
+
+
 def test_auth_matrix_chalice(tmp_path, keys, jwks_url, app_module):
-    settings = chalice_settings(tmp_path, auth_mode="jwt", jwt_jwks_url=jwks_url, jwt_audience=AUDIENCE, jwt_issuer=ISSUER)
+    settings = chalice_settings(tmp_path, auth_mode="jwt", jwt_jwks_url=jwks_url, jwt_audience=AUDIENCE, jwt_issuer=ISSUER,
+                                auth_failures_per_minute=0)  # (as the JWT matrix)
     chalice_app = app_module.create_app(settings)
     cases = jwt_cases(keys)
     with Client(chalice_app, project_dir=str(ROOT)) as client:
@@ -669,7 +722,7 @@ def test_the_web_ui_sign_in_uses_the_apis_keys_and_fetches_off_its_thread(tmp_pa
     with serving_jwks(respond) as jwks:
         settings = jwt_settings(jwks, database_url=f"sqlite:///{tmp_path}/db.sqlite", archive_dir=tmp_path / "archive",
                                 attachments_dir=tmp_path / "attachments", archive_enabled=False, jwt_jwks_timeout_seconds=60,
-                                jwt_jwks_cache_seconds=1)
+                                jwt_jwks_cache_seconds=1, auth_failures_per_minute=0)  # 36 refused sign-ins below
         db.migrate(settings)
         from chalicelib.transports.asgi import create_app
 

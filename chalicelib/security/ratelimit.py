@@ -1,4 +1,5 @@
-"""Rate limits: a token bucket per caller, one budget for reads and one for writes.
+"""Rate limits: a token bucket per caller, one budget for reads and one for writes; and one per
+client address for the credentials it had refused (guessing_bounded).
 
 The caller is the authenticated principal (a JWT's subject, a bearer token's hash) or,
 without authentication, the client address: on Lambda the source IP API Gateway saw
@@ -9,16 +10,20 @@ container. Across Lambda containers (and uvicorn workers), the limit that holds 
 API Gateway's throttling (infra/template.yaml); see docs/security.md.
 """
 
+import logging
 import math
 import threading
 import time
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 
 from ..config import Settings
 from ..ops import logs, metrics
-from ..errors import ToolError
+from ..errors import ToolError, Unauthorized
+
+log = logging.getLogger(__name__)
 
 MAX_KEYS = 10_000  # addresses, and apart from them credentials, with a bucket of their own
 ADDRESS = "ip:"  # the start of an unauthenticated caller's key (caller())
@@ -86,6 +91,20 @@ class Bucket:
             state[key] = (tokens, now)
             return (1 - tokens) / self.rate
 
+    def wait(self, key: str) -> float:
+        """The seconds until a token is available (0: one is), taking none."""
+        state = self.addresses if key.startswith(ADDRESS) else self.credentials
+        entry = state.get(key)  # no lock: one read (racing a take(), at worst one more request gets checked)
+        if entry is None:
+            if len(state) < MAX_KEYS:
+                return 0.0
+            entry = state.get(SHARED)
+            if entry is None:
+                return 0.0
+        tokens, then = entry
+        tokens = min(self.capacity, tokens + (time.monotonic() - then) * self.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
     def _forget_refilled(self, state: dict, now: float) -> None:
         """Drop the buckets full again by now, from the least recently taken on."""
         refilled = []
@@ -97,12 +116,50 @@ class Bucket:
             del state[key]
 
 
+class CredentialsRefused(ToolError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, retry_after: float) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(
+            "Too many refused credentials from this address: the limit is AUTH_FAILURES_PER_MINUTE.",
+            f"Retry after {seconds} s with a valid token; until then no credential from this address is checked.",
+        )
+        self.headers = {"Retry-After": str(seconds)}
+
+
 class RateLimiter:
     def __init__(self, settings: Settings) -> None:
         reads, writes = limits(settings)
         self.reads = Bucket(reads) if reads else None
         self.writes = Bucket(writes) if writes else None
         self.enabled = bool(self.reads or self.writes)
+        self.refusals = Bucket(settings.auth_failures_per_minute) if settings.auth_failures_per_minute else None
+
+    @contextmanager
+    def guessing_bounded(self, address: str | None, presented: bool = True):
+        """Around a credential's check: each refused (401) counts against the client address, and
+        past AUTH_FAILURES_PER_MINUTE its requests are refused (429) before any credential is
+        checked, a valid one too (else guessing would go on at full speed, learning its hit from
+        the one answer that is not a 429). A request without a credential (`presented` False)
+        guesses nothing and does not count."""
+        if self.refusals is None:
+            yield
+            return
+        key = f"{ADDRESS}{address or 'unknown'}"
+        if wait := self.refusals.wait(key):
+            metrics.rate_limited.inc("credentials")
+            raise CredentialsRefused(wait)
+        try:
+            yield
+        except Unauthorized:
+            if presented:
+                self.refusals.take(key)
+                if self.refusals.wait(key):  # this one used up the address's budget: worth an operator's look
+                    log.warning("credentials refused from %s past AUTH_FAILURES_PER_MINUTE (%d): its requests are refused"
+                                " until its budget refills", address or "an unknown address", int(self.refusals.capacity))
+            raise
 
     def check(self, key: str, write: bool) -> None:
         bucket = self.writes if write else self.reads

@@ -508,7 +508,8 @@ class Front:
             principal = self.web.principal(headers.get("cookie"))
             if principal is not None:
                 return principal
-        return await self.auth.authenticate_async(headers)  # a JWT key-set fetch waits off the loop
+        with self.limiter.guessing_bounded(_client_address(scope), presented="authorization" in headers):
+            return await self.auth.authenticate_async(headers)  # a JWT key-set fetch waits off the loop
 
     async def _limit(self, scope, receive, principal, rate: bool = True):
         """Refuse bodies over MAX_BODY_BYTES (413) and callers over their rate (429, unless not `rate`);

@@ -501,10 +501,16 @@ class WebUI:
         # A message carried through the sign-in (sign_in_again): only from this site's own page,
         # never another site's fields made into a form with a valid token.
         draft = _draft(request.form) if request.same_origin else {}
+        token = request.form.get("token", "")
         try:
-            new = self.sessions.login(request.form.get("token", ""))
+            with self.limiter.guessing_bounded(request.client, presented=bool(token.strip())):  # as the API's 401s
+                new = self.sessions.login(token)
         except Unauthorized as exc:
             return self.sign_in_page(request, session, target, status=401, error=exc.message, draft=draft)
+        except ratelimit.CredentialsRefused as exc:
+            response = self.sign_in_page(request, session, target, status=429, error=f"{exc.message} {exc.hint}", draft=draft)
+            response.headers.update(exc.headers)
+            return response
         response = (self.draft_again(request, new, draft) if draft else None) or self.redirect(request, target)
         response.headers["Set-Cookie"] = self.sessions.cookie(new, request.tls)
         return response
