@@ -265,6 +265,21 @@ def test_a_message_sent_once_the_sign_in_ended_survives_it_and_is_sent_only_when
     assert client.post("/ui/compose", data={**draft, "csrf": form["csrf"]}).status_code == 303 and sent() == 1
 
 
+def test_a_draft_carried_through_the_sign_in_onto_an_archived_project_is_kept_but_not_offered_to_send(url):
+    """Signing in showed the message as its form again, "check your message, then send it", and Send was refused (409)."""
+    api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"})
+    api.post("/api/ensure_project", json={"human_key": "/srv/shelved"}).raise_for_status()
+    api.post("/api/register_agent", json={"project_key": "srv-shelved", "program": "p", "model": "m", "name": "BlueLake"}).raise_for_status()
+    api.post("/api/archive_project", json={"project_key": "srv-shelved"}).raise_for_status()
+    client = httpx.Client(base_url=url, timeout=60)
+    draft = {"project_key": "srv-shelved", "to": "BlueLake", "subject": "Wrap up", "body_md": "One last note"}
+    signed = client.post("/ui/login", data={**_carried(client.get("/ui/login").text), **draft, "token": TOKEN}, headers=SAME_ORIGIN)
+    assert signed.status_code == 200 and "srv-shelved is archived (read-only)" in signed.text
+    assert 'name="body_md"' not in signed.text and "then send it" not in signed.text
+    assert ">One last note</textarea>" in signed.text  # kept, to copy
+    assert client.get("/ui/projects").status_code == 200  # signed in
+
+
 def _browser_signed_in(browser, url: str):
     context = browser.new_context()
     page = context.new_page()

@@ -918,6 +918,25 @@ def test_an_archived_project_says_so_offers_no_writing_and_the_admin_unarchives_
     assert "Send reply" in client.get("/ui/thread", params={"p": slug, "t": "DONE"}).text
     assert api.post("/api/get_project", json={"project_key": slug}).json()["archived_ts"] is None
 
+def test_the_compose_page_of_an_archived_project_says_so_instead_of_a_form_that_cannot_be_sent(site):
+    """Opened directly (/ui/compose?p=..., a bookmark), it showed the form; only Send was refused
+    (409 "archived"). A message refused so (archived since the form was opened) came back as that form again."""
+    url, api, database = site
+    slug = archived_project(api, "/srv/shelved", subject="Shelved", thread_id="SHELVED")
+    client = ui(url)
+    page = client.get("/ui/compose", params={"p": slug, "to": "GreenCastle"})
+    assert page.status_code == 200 and 'name="body_md"' not in page.text and ">Send</button>" not in page.text
+    assert f"{slug} is archived (read-only)" in page.text
+    assert f'Unarchive is on <a href="/ui/project?p={slug}">its page</a>' in page.text  # where the admin's button is
+    refused = client.post("/ui/compose", data={"csrf": client.csrf, "project_key": slug, "to": "GreenCastle",
+                                               "subject": "Late", "body_md": "A late <b>note</b>"})
+    assert refused.status_code == 409 and 'name="body_md"' not in refused.text and ">Send</button>" not in refused.text
+    assert f"{slug} is archived (read-only)" in refused.text
+    assert ">A late &lt;b&gt;note&lt;/b&gt;</textarea>" in refused.text  # what was written, to copy
+    api.post("/api/unarchive_project", json={"project_key": slug}).raise_for_status()
+    assert 'name="body_md"' in client.get("/ui/compose", params={"p": slug}).text  # the form again
+
+
 
 def test_the_overseers_lines_stay_lines_and_an_agents_markdown_joins_them(site):
     """The lines a person typed into the form (steps, a signature) were joined into one: Markdown's

@@ -836,15 +836,20 @@ class WebUI:
 
     def compose_form(self, request: Request, session: Session, key: str, draft: dict, error: ToolError | None,
                      notice: str | None = None) -> Response:
-        """The compose form of project `key` (none: a project to choose first), holding `draft`."""
+        """The compose form of project `key` (none: a project to choose first), holding `draft`;
+        of an archived project, which takes no mail, the page says so instead (its draft kept to copy)."""
         # No project yet: a page of them to pick from (oldest first, "More projects" past it), or any typed.
         projects = None if key else self.run("list_projects", limit=LIST_SHOWN, cursor=request.query.get("after") or None)
-        listed = self.run("list_agents", project_key=key, include_retired=True, limit=LIST_SHOWN).agents if key else []
+        # Archived: send_overseer_message would refuse the form once written (409), however it came
+        # (a link, a bookmark, a draft carried through the sign-in): no form, but why and where to unarchive.
+        archived = self.archived(key) if key else None
+        listed = self.run("list_agents", project_key=key, include_retired=True, limit=LIST_SHOWN).agents if key and not archived else []
         agents = [a.name for a in listed if a.kind == "agent" and a.retired_ts is None]
         named = self.profile(key, OVERSEER) if key else None
         taken = named is not None and named.kind == "agent"  # registered before the name was reserved
         return self.page(request, session, "compose.html", status=error.status if error else 200, projects=projects, project=key,
                          agents=agents, draft=draft, error=error, notice=notice, nav="compose", overseer=writes_as(OVERSEER, taken),
+                         archived=archived,
                          overseer_taken=taken)
 
     def act(self, request: Request, session: Session) -> Response:
