@@ -60,6 +60,9 @@ def test_the_overseer_who_asks_counts_bcc_recipients_as_any_other(call, world, s
     summary = call("summarize_thread", project_key=world, thread_id="T-BCC", include_bcc=True)
     assert [ack["agent"] for ack in summary["open_acks"]] == ["RedStone"] and "RedStone" not in summary["participants"]
     assert call("summarize_thread", project_key=world, thread_id="T-BCC")["open_acks"] == []
+    [shown] = call("get_thread", project_key=world, thread_id="T-BCC", include_bcc=True)["messages"]
+    assert (shown["to"], shown["bcc"]) == (["GreenCastle"], ["RedStone"])
+    assert call("get_thread", project_key=world, thread_id="T-BCC")["messages"][0]["bcc"] == []
     for tool in ("list_ack_required", "list_ack_overdue"):
         options = {"older_than_minutes": 1e-6} if tool == "list_ack_overdue" else {}
         listed = call(tool, project_key=world, include_bcc=True, **options)["messages"]

@@ -218,7 +218,8 @@ def test_roles(world):
     assert forbidden(post(world, "alpha-writer", "set_retention_policy", project_key="alpha", mode="purge", days=1))
     # and so is counting bcc recipients (whom mail was bcc'd to), even as an agent reading its own mail
     green = dict(project_key="alpha", agent_name="GreenCastle", registration_token=tokens["GreenCastle"], include_bcc=True)
-    for tool, arguments in (("summarize_thread", dict(green, thread_id="T-1")), ("list_ack_required", green)):
+    for tool, arguments in (("summarize_thread", dict(green, thread_id="T-1")), ("get_thread", dict(green, thread_id="T-1")),
+                            ("list_ack_required", green)):
         refused = post(world, "alpha-writer", tool, **arguments)
         assert forbidden(refused) and "include_bcc" in refused[1]["error"]["message"], tool
         assert post(world, ADMIN, tool, **arguments)[0] == 200, tool

@@ -152,6 +152,24 @@ def test_a_reader_that_sees_every_agents_page_is_offered_no_button_its_role_refu
     assert ">Retire<" in writer.get("/ui/project", params={"p": "srv-app"}).text
 
 
+def test_a_thread_page_names_bcc_recipients_to_the_admin_only(tokens_off):
+    """The inbox, the digest and open acks named a bcc recipient to the admin, the thread page
+    never. Any other session, here one that reads every thread, keeps bcc the sender's secret,
+    even after the admin's page rendered the same message (the thread page keeps messages' HTML)."""
+    url, api = tokens_off
+    api.post("/api/register_agent", json={"project_key": "srv-app", "program": "p", "model": "m", "name": "RedStone"}).raise_for_status()
+    for name in ("GreenCastle", "RedStone"):
+        api.post("/api/set_contact_policy", json={"project_key": "srv-app", "agent_name": name, "policy": "open"}).raise_for_status()
+    api.post("/api/send_message", json={"project_key": "srv-app", "sender_name": "BlueLake", "to": ["GreenCastle"], "bcc": ["RedStone"],
+                                        "subject": "Quietly", "body_md": "x", "thread_id": "T-BCC"}).raise_for_status()
+    thread = {"p": "srv-app", "t": "T-BCC"}
+    page = signed_in(url, ADMIN).get("/ui/thread", params=thread).text
+    assert '→ GreenCastle <span class="bcc">bcc RedStone</span></span>' in page
+    for token in (READER, WRITER):
+        page = signed_in(url, token).get("/ui/thread", params=thread)
+        assert page.status_code == 200 and "Quietly" in page.text and "RedStone" not in page.text, token
+
+
 def test_a_session_that_reads_no_agents_mail_gets_the_pages_it_may_read(site):
     """With agent tokens on, a reader or writer reads no agent's mail (unified_inbox, list_threads
     are the admin's): it lands on the projects, sees a project's agents, reservations and build

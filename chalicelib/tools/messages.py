@@ -57,7 +57,7 @@ class Message(Output):
     sender: str
     to: list[str]
     cc: list[str]
-    bcc: list[str] = Field(description="Visible to the sender only.")
+    bcc: list[str] = Field(description="Visible to the sender only (and to an admin who asks: get_thread's include_bcc).")
     importance: Importance
     ack_required: bool
     created_ts: str
@@ -174,12 +174,14 @@ def attachments_json(attachments: list[Attachment]) -> str | None:
     return to_json(attachments).decode() if attachments else None
 
 
-def messages_from_rows(db, project: sqlite3.Row, rows, viewer_id: int | frozenset[int] | None = None, bodies=True) -> list[Message]:
+def messages_from_rows(db, project: sqlite3.Row, rows, viewer_id: int | frozenset[int] | None = None, bodies=True,
+                       all_bcc: bool = False) -> list[Message]:
     """Rows selected with MESSAGE_COLUMNS → Messages, as the viewer (an agent id, or an agent's
-    identities across a product) sees them."""
+    identities across a product) sees them; `all_bcc`: every message's bcc, as the overseer who
+    asks sees them (include_bcc)."""
     viewers = viewer_id if isinstance(viewer_id, frozenset) else () if viewer_id is None else (viewer_id,)
-    # bcc recipients are invisible to everyone but the sender
-    recipients = recipients_of(db, [row["id"] for row in rows], viewers)
+    # bcc recipients are invisible to everyone but the sender (and the overseer who asks)
+    recipients = recipients_of(db, [row["id"] for row in rows], None if all_bcc else viewers)
     messages = []
     for row in rows:
         lists = recipients[row["id"]]

@@ -138,6 +138,7 @@ class GetThreadInput(Input):
     limit: Limit = Field(20, description="At most this many messages per page.")
     cursor: Id | None = Field(None, description="next_cursor of the previous page: the messages after it.")
     agent_name: ReadAs = None
+    include_bcc: bool = with_bcc("Also list the bcc recipients (bcc) of each message, whoever sent it")
 
 
 class Thread(Output):
@@ -158,7 +159,7 @@ def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
     page, more = within_page(rows, args.limit, body_of if args.include_bodies else None)  # what is past it is never read
     if not page and args.cursor is None:
         raise no_thread(db, project, args.thread_id, viewers)  # (a page holds at least its first message)
-    messages = messages_from_rows(db, project, page, viewer_id=viewers, bodies=args.include_bodies)
+    messages = messages_from_rows(db, project, page, viewer_id=viewers, bodies=args.include_bodies, all_bcc=args.include_bcc)
     return Thread(thread_id=args.thread_id, messages=messages, next_cursor=page[-1]["id"] if more else None)
 
 

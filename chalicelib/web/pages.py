@@ -291,7 +291,8 @@ class WebUI:
 
     def article(self, message, first_subject: str, root: str, as_markdown: bool, typed_lines: bool = False) -> Markup:
         """One message of a thread page; `typed_lines`: its sender is a person (markdown.render)."""
-        key = (message.id, first_subject, root, as_markdown, typed_lines)
+        # Its bcc recipients too: the admin's page names them, another session's must not get that HTML.
+        key = (message.id, first_subject, root, as_markdown, typed_lines, tuple(message.bcc))
         html = self._articles.get(key)
         if html is None:
             html = Markup(self.env.get_template("message.html").render(
@@ -693,8 +694,9 @@ class WebUI:
         thread's first message: the next page (after=, get_thread's cursor), the previous one
         (before=, a message id: the messages just before it, fewer when the thread starts within
         them, so that none shows twice), the one holding a message (m=: a link to it), or the first."""
-        def page(cursor, limit=THREAD_SHOWN):
-            return self.run("get_thread", project_key=key, thread_id=thread_id, limit=limit, cursor=cursor)
+        def page(cursor, limit=THREAD_SHOWN):  # bcc recipients too for the overseer, as the digest's (include_bcc)
+            return self.run("get_thread", project_key=key, thread_id=thread_id, limit=limit, cursor=cursor,
+                            include_bcc=self.oversees())
 
         def holds(thread) -> bool:
             return any(m.id == wanted for m in thread.messages)
