@@ -115,6 +115,19 @@ def test_a_thread_named_by_mail_from_another_project_is_said_to_be_that_projects
     assert call("get_message", project_key=project, agent_name="BlueLake", message_id=sent["id"])["subject"] == "API v2"
 
 
+def test_get_thread_says_whether_each_sender_is_a_person_or_an_agent(call, project):
+    """Its messages carried no sender_kind (unified_inbox's do): a reader, the web UI's thread page
+    among them, asked whois about each sender to tell the overseer from the agents."""
+    call("send_overseer_message", project_key=project, to=["BlueLake"], subject="Stop", body_md="stop", thread_id="KINDS")
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="Re: Stop", body_md="ok",
+         thread_id="KINDS")
+    for reader in ({}, {"agent_name": "BlueLake"}):
+        messages = call("get_thread", project_key=project, thread_id="KINDS", **reader)["messages"]
+        assert [(m["sender"], m["sender_kind"]) for m in messages] == [("Overseer", "human"), ("BlueLake", "agent")], reader
+    [entry] = call("unified_inbox", project_key=project, thread_id="KINDS", limit=1)["messages"]
+    assert entry["sender_kind"] == messages[-1]["sender_kind"]  # the same values as unified_inbox's
+
+
 def test_a_summary_digests_the_newest_messages_and_counts_the_whole_thread(call, project, monkeypatch):
     """Its cost stays flat however long the thread: the bodies and open acks of the newest
     DIGESTED messages; the count, participants and times of all (the thread summaries)."""

@@ -953,6 +953,39 @@ def test_the_overseers_lines_stay_lines_and_an_agents_markdown_joins_them(site):
         "<p>Step 1: stop the deploy<br>\nStep 2: roll back<br>\n— Your overseer</p>", "<p>Stopping\nnow</p>"]
 
 
+def test_a_thread_page_tells_people_from_agents_by_get_threads_sender_kind_not_whois(tmp_path, monkeypatch):
+    """The page asked whois about each of its senders (a tool call apiece) to tell a person's typed
+    lines from an agent's Markdown, on top of the whois its reply form asks of each address."""
+    from chalicelib import invoke
+    from chalicelib.config import Settings
+    from chalicelib.tools import tools_by_name
+    from chalicelib.web import http, pages
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", archive_enabled=False)
+    tools = tools_by_name()
+
+    def call(tool: str, **arguments):
+        return invoke.call(tools[tool], arguments, settings)
+
+    call("ensure_project", human_key="/srv/kinds")
+    for name in ("BlueLake", "GreenCastle"):
+        call("register_agent", project_key="srv-kinds", program="p", model="m", name=name)
+        call("set_contact_policy", project_key="srv-kinds", agent_name=name, policy="open")
+    call("send_overseer_message", project_key="srv-kinds", to=["BlueLake"], subject="Stop", body_md="Step 1\nStep 2", thread_id="K")
+    call("send_message", project_key="srv-kinds", sender_name="BlueLake", to=["GreenCastle"], subject="Re: Stop",
+         body_md="Stopping\nnow", thread_id="K")
+    asked = []
+    real = pages.invoke.call
+    monkeypatch.setattr(pages.invoke, "call", lambda tool, arguments, settings: (
+        asked.append((tool.name, arguments.get("agent_name"))), real(tool, arguments, settings))[1])
+    page = pages.WebUI(settings).handle(http.Request("GET", "/ui/thread", query={"p": "srv-kinds", "t": "K"}))
+    assert page.status == 200, page.body[:500]
+    bodies = re.findall(r'<div class="body" dir="auto">(.*?)</div>', page.body.decode(), re.S)
+    assert [body.strip() for body in bodies] == ["<p>Step 1<br>\nStep 2</p>", "<p>Stopping\nnow</p>"]  # the person's lines kept
+    whois = [name for tool, name in asked if tool == "whois"]
+    assert sorted(whois) == ["BlueLake", "GreenCastle", "Overseer"]  # once each, for the reply form's recipients only
+
+
 def test_the_overseer_counts_a_bcc_recipients_pending_ack(site):
     """BlueLake acknowledged, RedStone (bcc) had not: the inbox tagged the message "acked" titled
     "every recipient acknowledged", and Waiting for acks, the digest and open acks left it out."""

@@ -64,6 +64,10 @@ class Message(Output):
     attachments: list[Attachment] = empty_list("Read one with get_attachment(..., sha256).")
 
 
+# Who sent a message: the sender's agents.kind (agent, or human: the person overseeing, send_overseer_message).
+SenderKind = Annotated[str, Field(description="agent, or human (an overseer).")]
+
+
 # Recipient a's address as its message m's project writes it (p: a's project): Name, or
 # Name@slug for another project's agent.
 RECIPIENT_ADDRESS = "CASE WHEN a.project_id = m.project_id THEN a.name ELSE a.name || '@' || p.slug END"
@@ -175,18 +179,20 @@ def attachments_json(attachments: list[Attachment]) -> str | None:
 
 
 def messages_from_rows(db, project: sqlite3.Row, rows, viewer_id: int | frozenset[int] | None = None, bodies=True,
-                       all_bcc: bool = False) -> list[Message]:
+                       all_bcc: bool = False, model: type[Message] = Message) -> list[Message]:
     """Rows selected with MESSAGE_COLUMNS → Messages, as the viewer (an agent id, or an agent's
     identities across a product) sees them; `all_bcc`: every message's bcc, as the overseer who
-    asks sees them (include_bcc)."""
+    asks sees them (include_bcc). A `model` with fields of its own reads them from the row's
+    columns of the same names (get_thread's sender_kind)."""
     viewers = viewer_id if isinstance(viewer_id, frozenset) else () if viewer_id is None else (viewer_id,)
     # bcc recipients are invisible to everyone but the sender (and the overseer who asks)
     recipients = recipients_of(db, [row["id"] for row in rows], None if all_bcc else viewers)
+    own = [name for name in model.model_fields if name not in Message.model_fields]
     messages = []
     for row in rows:
         lists = recipients[row["id"]]
         messages.append(
-            Message(
+            model(
                 id=row["id"],
                 project=project["slug"],
                 thread_id=row["thread_id"],
@@ -198,6 +204,7 @@ def messages_from_rows(db, project: sqlite3.Row, rows, viewer_id: int | frozense
                 created_ts=row["created_ts"],
                 attachments=attachments_of(row),
                 **lists,
+                **{name: row[name] for name in own},
             )
         )
     return messages

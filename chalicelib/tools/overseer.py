@@ -23,7 +23,7 @@ from ..store.db import placeholders
 from .agents import Agent, agent_id, describe_agent, find_agent
 from .counts import count_agent
 from .messages import (
-    Body, Importance, Recipients, SentMessage, Subject, ThreadId, deliver, find_message, recipients_of,
+    Body, Importance, Recipients, SenderKind, SentMessage, Subject, ThreadId, deliver, find_message, recipients_of,
 )
 from .products import ProductKey, find_product, linked_projects
 from .projects import find_project, refuse_archived
@@ -151,7 +151,7 @@ class InboxEntry(Output):
     subject: str
     excerpt: str = Field(description="The body's first 160 characters.")
     sender: str
-    sender_kind: str = Field(description="agent, or human (an overseer).")
+    sender_kind: SenderKind
     to: list[str]
     cc: list[str]
     bcc: list[str] = empty_list("With include_bcc; else empty.")

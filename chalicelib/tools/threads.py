@@ -13,8 +13,8 @@ from ..registry import Input, Output, tool
 from . import thread_summaries
 from .agents import find_agent
 from .messages import (
-    RECIPIENT_ADDRESS, Limit, Message, OlderThan, ThreadId, body_of, message_columns, messages_from_rows, seen_in_thread,
-    within_page,
+    RECIPIENT_ADDRESS, Limit, Message, OlderThan, SenderKind, ThreadId, body_of, message_columns, messages_from_rows,
+    seen_in_thread, within_page,
 )
 from ..security.scopes import may_mention
 from .projects import find_project, project_by_id
@@ -141,9 +141,13 @@ class GetThreadInput(Input):
     include_bcc: bool = with_bcc("Also list the bcc recipients (bcc) of each message, whoever sent it")
 
 
+class ThreadMessage(Message):
+    sender_kind: SenderKind  # (as unified_inbox's: a reader tells the overseer's mail without a whois per sender)
+
+
 class Thread(Output):
     thread_id: str
-    messages: list[Message]
+    messages: list[ThreadMessage]
     next_cursor: Id | None = Field(description="Pass as cursor for the next page; null on the last page.")
 
 
@@ -153,13 +157,14 @@ def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
     viewers = reader(db, project, args.agent_name)
     where, params = in_thread(db, project, args.thread_id, viewers, after=args.cursor or 0, limit=args.limit + 1, newest=False)
     rows = db.execute(
-        f"SELECT {message_columns(None if args.include_bodies else 0)} FROM messages m JOIN agents s ON s.id = m.sender_id"
-        f" WHERE {where} ORDER BY m.id LIMIT ?", (*params, args.limit + 1),
+        f"SELECT {message_columns(None if args.include_bodies else 0)}, s.kind AS sender_kind"
+        f" FROM messages m JOIN agents s ON s.id = m.sender_id WHERE {where} ORDER BY m.id LIMIT ?", (*params, args.limit + 1),
     )
     page, more = within_page(rows, args.limit, body_of if args.include_bodies else None)  # what is past it is never read
     if not page and args.cursor is None:
         raise no_thread(db, project, args.thread_id, viewers)  # (a page holds at least its first message)
-    messages = messages_from_rows(db, project, page, viewer_id=viewers, bodies=args.include_bodies, all_bcc=args.include_bcc)
+    messages = messages_from_rows(db, project, page, viewer_id=viewers, bodies=args.include_bodies, all_bcc=args.include_bcc,
+                                  model=ThreadMessage)
     return Thread(thread_id=args.thread_id, messages=messages, next_cursor=page[-1]["id"] if more else None)
 
 

@@ -685,7 +685,6 @@ class WebUI:
             people=self.participants(project, thread.messages) if self.oversees() else [],  # for the reply form
             archived=self.archived(project) if self.oversees() else None,  # (then it takes no reply)
             as_markdown={m.id for m, markdown_ok in zip(thread.messages, shown) if markdown_ok},
-            people_writing=self.people(project, {m.sender for m in thread.messages}),
         )
 
     def thread_page(self, key: str, thread_id: str, query: dict) -> tuple:
@@ -738,18 +737,10 @@ class WebUI:
                 seen.setdefault(address, None)
         return [address for address in seen if self.is_active_agent(project, address)]
 
-    def people(self, project: str, senders: set[str]) -> set[str]:
-        """Which of these senders (addresses as `project` writes them) are people, not agents."""
-        return {address for address in senders if (profile := self.addressed(project, address)) is not None
-                and profile.kind == "human"}
-
     def is_active_agent(self, project: str, address: str) -> bool:
-        profile = self.addressed(project, address)
+        """Whether an address as `project` writes it (Name, or Name@other-project) is an active agent's."""
+        profile = self.profile(_home(address, project), address.partition("@")[0])
         return profile is not None and profile.kind == "agent" and not profile.retired_ts
-
-    def addressed(self, project: str, address: str):
-        """profile() of an address as `project` writes it (Name, or Name@other-project)."""
-        return self.profile(_home(address, project), address.partition("@")[0])
 
     def profile(self, project: str, name: str):
         """whois's profile of the one agent or person of the project by this name (what a page of
