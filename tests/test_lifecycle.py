@@ -2,8 +2,11 @@
 
 import pytest
 
-from chalicelib import clock
+from chalicelib import clock, invoke
+from chalicelib.config import get_settings
 from chalicelib.errors import Conflict
+from chalicelib.security import auth
+from chalicelib.tools import tools_by_name
 from chalicelib.ids import new_id, stable_id
 from chalicelib.tools.agents import agent_id
 from chalicelib.clock import later
@@ -133,3 +136,54 @@ def test_no_message_into_an_archived_project_from_outside(call, team, send):
     call("archive_project", project_key=team)
     with pytest.raises(Conflict, match="BlueLake@work-team is in project 'work-team', which is archived"):
         send("PinkDog", ["BlueLake@work-team"], project="work-other")
+
+
+def test_a_refusals_hint_names_unretire_and_unarchive_only_to_whom_may_call_them(call, team, send, settings, monkeypatch):
+    """The refusals of a retired agent and of an archived project named unretire_agent and unarchive_project
+    under every TOOLS_PROFILE, though only full lists them (an MCP host lets its model call listed tools only),
+    and unarchive_project, the admin's, to a writer too: they send to the human overseer instead (the web UI)."""
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="PinkDog")
+    call("retire_agent", project_key=team, agent_name="RedStone")
+    writer = auth.scoped("bearer", "bearer:writer", None, "writer")
+
+    def hints(principal=None) -> list[str]:
+        """The hints of a retired sender, a retired recipient, a project archived and one archived elsewhere."""
+        said = []
+        for sender, to, project in (("RedStone", ["BlueLake"], team), ("BlueLake", ["RedStone"], team),
+                                    ("BlueLake", ["GreenCastle"], team), ("PinkDog", ["BlueLake@work-team"], "work-other")):
+            if sender == "BlueLake" and to == ["GreenCastle"]:
+                call("archive_project", project_key=team)
+            arguments = dict(project_key=project, sender_name=sender, to=to, subject="Hello", body_md="hi")
+            with pytest.raises(Conflict) as refused:
+                invoke.call(tools_by_name()["send_message"], arguments, settings, principal)
+            said.append(refused.value.hint)
+        call("unarchive_project", project_key=team)
+        return said
+
+    def under(profile: str, principal=None) -> list[str]:
+        monkeypatch.setenv("TOOLS_PROFILE", profile)  # what the tools' hints read (get_settings)
+        get_settings.cache_clear()
+        try:
+            return hints(principal)
+        finally:
+            get_settings.cache_clear()
+
+    assert under("full") == [
+        "To send, first call unretire_agent(project_key='work-team', agent_name='RedStone').",
+        "Leave them out (list_agents shows the active agents), or have them call unretire_agent.",
+        "To use it again, call unarchive_project(project_key='work-team').",
+        "Leave its agents out, or first call unarchive_project(project_key='work-team').",
+    ]
+    for profile in ("minimal", "core"):
+        assert under(profile) == [
+            "To send, first ask your human overseer to unretire RedStone (Unretire, in the web UI).",
+            "Leave them out (list_agents shows the active agents), or ask your human overseer to unretire them"
+            " (Unretire, in the web UI).",
+            "To use it again, ask your human overseer to unarchive it (Unarchive, on the project's page in the web UI).",
+            "Leave its agents out, or first ask your human overseer to unarchive it (Unarchive, on the project's page in the"
+            " web UI).",
+        ]
+    written = under("full", writer)  # unarchive_project is the admin's: a writer's call of it gets a 403
+    assert "unretire_agent(" in written[0] and "unarchive_project" not in " ".join(written[2:])
+    assert "ask your human overseer to unarchive it" in written[2] and "ask your human overseer to unarchive it" in written[3]

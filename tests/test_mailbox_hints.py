@@ -130,8 +130,8 @@ def test_profiles_choose_what_tools_list_offers(tmp_path):
 
 def provoked(call, tmp_path) -> list[tuple[str, str]]:
     """(tool, text) of what an agent meets in a session: the answers, refusals and notices of starting,
-    asking for contact, answering it and writing, and the hints of a mistyped project, agent, message
-    id, thread id, cursor or reservation."""
+    asking for contact, answering it and writing, the hints of a mistyped project, agent, message
+    id, thread id, cursor or reservation, and the refusals of a retired agent and an archived project."""
     said = []
 
     def attempt(tool, **arguments):
@@ -176,6 +176,13 @@ def provoked(call, tmp_path) -> list[tuple[str, str]]:
     attempt("file_reservation_paths", project_key=slug, agent_name=a, paths=["src/**"])
     attempt("file_reservation_paths", project_key=slug, agent_name=b, paths=["src/app.py"])  # a conflict
     attempt("release_file_reservations", project_key=slug, agent_name=b, file_reservation_ids=["12345"])
+    attempt("retire_agent", project_key=slug, agent_name=b)  # (the overseer's doing: its answer is not the agents')
+    attempt("send_message", project_key=slug, agent_name=b, to=[a], subject="s", body_md="b")  # a retired sender
+    attempt("send_message", project_key=slug, agent_name=a, to=[b], subject="s", body_md="b")  # and recipient
+    attempt("archive_project", project_key=slug)
+    attempt("send_message", project_key=slug, agent_name=a, to=[a], subject="s", body_md="b")  # from an archived project
+    attempt("send_message", project_key=elsewhere["project"]["slug"], agent_name=elsewhere["agent"]["name"],
+            to=[f"{a}@{slug}"], subject="s", body_md="b")  # and into one
     return said
 
 

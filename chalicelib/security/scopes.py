@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from ..errors import Forbidden, NotFound, ToolError
-from .auth import ROLES, Principal
+from .auth import OPERATOR, ROLES, Principal, current
 
 ADMIN_ONLY = frozenset({
     "archive_project",  # hides and freezes a whole project
@@ -91,6 +91,12 @@ def required_role(tool) -> str:
 def has_role(principal: Principal, needed: str) -> bool:
     """Whether the principal's role is `needed` or above."""
     return ROLES.index(principal.role) >= ROLES.index(needed)
+
+
+def may_call(name: str) -> bool:
+    """Whether the caller of the call being run may call the tool (as far as its role says): what a
+    hint names must be callable, and an admin-only one is not a writer's (its call would get a 403)."""
+    return name not in ADMIN_ONLY or has_role(current.get() or OPERATOR, "admin")
 
 
 def require_role(principal: Principal, needed: str, what: str) -> None:

@@ -19,7 +19,7 @@ from ..registry import Input, Output, tool
 from ..store.db import placeholders
 from .counts import agent_counts, count_agent
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
-from .projects import find_project, refuse_archived
+from .projects import find_project, refuse_archived, unarchiving
 
 Program = Annotated[str, Field(min_length=1, max_length=128, description="The agent program, e.g. claude-code.")]
 Model = Annotated[str, Field(min_length=1, max_length=128, description="The model, e.g. opus-4.")]
@@ -162,10 +162,17 @@ def refuse_reserved(name: str) -> None:
 def refuse_retired(project: sqlite3.Row, agent: sqlite3.Row, what: str) -> None:
     """Conflict if the agent is retired: it does nothing (`what`: send, reserve files) until unretired."""
     if agent["retired_ts"]:
+        slug, name = project["slug"], agent["name"]
         raise NotActive(
-            f"{agent['name']} is retired (since {agent['retired_ts']}) and cannot {what}.",
-            f"Call unretire_agent(project_key={project['slug']!r}, agent_name={agent['name']!r}) first.",
+            f"{name} is retired (since {agent['retired_ts']}) and cannot {what}.",
+            f"To {what}, first {unretiring(f'call unretire_agent(project_key={slug!r}, agent_name={name!r})', name)}.",
         )
+
+
+def unretiring(call: str, who: str) -> str:
+    """How retired agents come back: `call` (of unretire_agent) if the profile lists it, else through
+    the person who oversees them (profiles.py: a hint names only tools the agent's host lets it call)."""
+    return call if offered("unretire_agent") else f"ask your human overseer to unretire {who} (Unretire, in the web UI)"
 
 
 def refuse_inactive(home: sqlite3.Row, sender: sqlite3.Row, recipients: list[sqlite3.Row]) -> None:
@@ -178,14 +185,14 @@ def refuse_inactive(home: sqlite3.Row, sender: sqlite3.Row, recipients: list[sql
     if retired:
         raise refusing(retired, Conflict(
             f"Not sent: {', '.join(retired)} {'is retired and gets' if len(retired) == 1 else 'are retired and get'} no new mail.",
-            "Leave them out (list_agents shows the active agents), or have them call unretire_agent.",
+            f"Leave them out (list_agents shows the active agents), or {unretiring('have them call unretire_agent', 'them')}.",
         ))
     for agent in recipients:
         if agent["project_archived_ts"]:
             slug = agent["project_slug"]
             raise refusing([address(other, home) for other in recipients if other["project_slug"] == slug], Conflict(
                 f"Not sent: {address(agent, home)} is in project {slug!r}, which is archived.",
-                f"Leave its agents out, or call unarchive_project(project_key={slug!r}) first.",
+                f"Leave its agents out, or first {unarchiving(slug)}.",
             ))
 
 

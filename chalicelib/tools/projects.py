@@ -27,7 +27,7 @@ from ..human_keys import is_path, normalize_human_key
 from ..profiles import either, offered
 from ..ids import stable_id
 from ..registry import Input, Output, tool
-from ..security.scopes import may_mention
+from ..security.scopes import may_call, may_mention
 from .counts import project_counts
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 
@@ -335,8 +335,16 @@ def refuse_archived(project: sqlite3.Row) -> None:
     if project["archived_ts"]:
         raise NotActive(
             f"Project {project['slug']!r} is archived (since {project['archived_ts']}): it is read-only.",
-            f"Call unarchive_project(project_key={project['slug']!r}) to use it again.",
+            f"To use it again, {unarchiving(project['slug'])}.",
         )
+
+
+def unarchiving(slug: str) -> str:
+    """How the caller gets an archived project back: unarchive_project if the profile lists it and the
+    caller's role may call it (it is the admin's), else through the person who oversees the agents."""
+    if offered("unarchive_project") and may_call("unarchive_project"):
+        return f"call unarchive_project(project_key={slug!r})"
+    return "ask your human overseer to unarchive it (Unarchive, on the project's page in the web UI)"
 
 
 class ArchiveProjectInput(Input):
