@@ -398,3 +398,25 @@ def test_backup_keeps_whatever_is_named_like_its_partial_copy_and_blames_the_tar
                                         "backup", str(read_only / "b.db")]), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and f"cannot write in {read_only} (this user)" in refused.stderr, refused.stderr
     assert str(settings.database_path) not in refused.stderr and list(read_only.iterdir()) == []
+
+
+def test_a_backup_the_disk_cannot_take_blames_the_target_and_leaves_nothing_there(call, project, settings, tmp_path):
+    """A write of the copy that failed half way (a full disk) was "database error (<the database>): disk I/O
+    error": the database looked broken. The tests run as root, whom no file mode stops: the CLI runs under a
+    file size limit (prlimit's RLIMIT_FSIZE, which binds root too; Python ignores its SIGXFSZ), so writing
+    the copy fails past 64 KiB (EFBIG) as it would on a full disk, while the database is only read."""
+    limit = 64 * 1024
+    assert settings.database_path.stat().st_size > limit  # (migrated: the copy is larger than the limit)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    target = backups / "b.db"
+    failed = subprocess.run(
+        ["prlimit", f"--fsize={limit}", sys.executable, "-m", "chalicelib", "--database-url", settings.database_url, "db",
+         "backup", str(target)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert failed.returncode == 1, failed.stderr
+    assert f"cannot write the backup {target}: disk I/O error (SQLITE_IOERR_WRITE)" in failed.stderr, failed.stderr
+    assert "database error" not in failed.stderr and str(settings.database_path) not in failed.stderr
+    assert list(backups.iterdir()) == []  # no target, no partial copy (nor its journal)
+    assert subjects(settings.database_path) == []  # the database is as it was
+    assert run(settings, "db", "backup", str(target)).exit_code == 0 and subjects(target) == []  # without the limit

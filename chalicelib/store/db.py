@@ -318,7 +318,7 @@ def backup(settings: Settings, target: Path) -> int:
     renamed into place, so `target` is never a partial copy; it is left in rollback-journal mode, a
     single file (the server's migrations set WAL again when it is restored), readable by this user
     only. Its size in bytes. The partial copy has a name of its own (mkstemp), so no file of anyone's
-    is replaced or deleted but `target`; an OSError (an unwritable directory) is about the target."""
+    is replaced or deleted but `target`; an OSError (an unwritable directory, a full disk) is about the target."""
     descriptor, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     os.close(descriptor)
     partial = Path(name)
@@ -331,12 +331,22 @@ def backup(settings: Settings, target: Path) -> int:
     return target.stat().st_size
 
 
+# What SQLite answers when writing a file failed (a full disk, a file size limit, a failing disk): in
+# a backup, which only reads the database, the copy's. The database's own errors stay sqlite3's.
+_WRITE_FAILED = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_WRITE, sqlite3.SQLITE_IOERR_FSYNC,
+                           sqlite3.SQLITE_IOERR_DIR_FSYNC, sqlite3.SQLITE_IOERR_TRUNCATE})
+
+
 def _online_copy(settings: Settings, target: Path) -> None:
     with as_it_is(settings, writable=True) as source:  # a missing database is an error, never a new empty file
         copy = sqlite3.connect(target)
         try:
             source.backup(copy)  # all pages in one step: a step that meets a write in between would start over
             copy.execute("PRAGMA journal_mode = DELETE")
+        except sqlite3.Error as exc:  # (the backup API reports both files' errors on the copy's connection)
+            if exc.sqlite_errorcode in _WRITE_FAILED:  # the CLI said "database error (<the database>)"
+                raise OSError(f"{exc} ({exc.sqlite_errorname})") from exc
+            raise
         finally:
             copy.close()
 
