@@ -6,16 +6,19 @@ import base64
 import hashlib
 import io
 import os
+import re
 import socket
 import struct
+import time
 import zlib
+from pathlib import Path
 
 import httpx
 import pytest
 from mcp import Client
 from PIL import Image
 
-from .servers import running_server
+from .servers import running_server, server_pid
 
 MAX_BYTES = 12 * 1024 * 1024
 API_GATEWAY_LIMIT = 10 * 1024 * 1024  # REST APIs' payload limit (a Lambda's own is 6 MB)
@@ -116,6 +119,40 @@ def test_a_screenshot_and_a_log_near_the_body_limit_over_rest_and_mcp(server, te
     head = httpx.head(f"{url}/api/attachments/{text['sha256']}",
                       params={"project_key": team, "agent_name": "GreenCastle", "message_id": message["id"]})
     assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", str(len(log)))  # HEAD: GET's head
+
+
+def test_a_head_of_a_download_answers_gets_head_and_reads_none_of_the_file(server, team):
+    """HEAD /api/attachments/{sha256} read the whole file, as GET did, for uvicorn to drop it. What the
+    server's process read (/proc/<pid>/io rchar: the bytes of its every read(), files and sockets alike) shows
+    it without a spy: the server runs in a process of its own. The archive worker (which copies attachments
+    into git) is another process, and done before the count starts."""
+    url, _ = server
+    data = os.urandom(8 * 1024 * 1024)
+    stored = httpx.put(f"{url}/api/attachments", content=data, timeout=60).json()
+    message = send(url, team, [{"name": "heap.bin", "sha256": stored["sha256"]}]).json()["message"]
+    deadline = time.monotonic() + 30
+    while httpx.post(f"{url}/api/archive_status", json={}).json()["pending"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    def read() -> int:
+        return int(re.search(r"^rchar: (\d+)$", Path(f"/proc/{server_pid(url)}/io").read_text(), re.M)[1])
+
+    where = (f"{url}/api/attachments/{stored['sha256']}",
+             {"project_key": team, "agent_name": "GreenCastle", "message_id": message["id"]})
+    with httpx.Client(timeout=60) as client:  # one connection: uvicorn answers its next request once this one ended
+
+        def reading(method: str) -> tuple[httpx.Response, int]:
+            """The answer, and what the server read for it (a HEAD's client has its answer before the server is done)."""
+            before = read()
+            answer = client.request(method, where[0], params=where[1])
+            client.get(f"{url}/health")
+            return answer, read() - before
+
+        (head, read_for_head), (got, read_for_get) = reading("HEAD"), reading("GET")
+    assert (head.status_code, head.content, got.status_code, got.content) == (200, b"", 200, data)
+    assert {**head.headers, "date": ""} == {**got.headers, "date": ""}  # Content-Length, Content-Type and all
+    assert head.headers["content-length"] == str(len(data))
+    assert read_for_head < 1024 * 1024 <= len(data) <= read_for_get, (read_for_head, read_for_get)
 
 
 def test_an_image_block_over_mcp_is_always_a_viewable_image(server, team):

@@ -157,6 +157,8 @@ def test_every_answer_is_safe_and_images_alone_are_inline(site):
     assert big.content == b"x" * (INLINE_MAX + 1) and big.headers["content-length"] == str(INLINE_MAX + 1)
     check_download(big.headers, "big.log", inline=False)
     assert by_name["big.log"]["sha256"] == sha(big.content)
+    head = api.head(shown["big.log"]["href"])  # GET's head, and no body (nor the file read: send_file)
+    assert (head.status_code, head.content, {**head.headers, "date": ""}) == (200, b"", {**big.headers, "date": ""})
 
 
 def test_an_image_stored_as_sent_is_shown_only_if_it_is_one(site):

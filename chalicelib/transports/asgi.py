@@ -461,7 +461,7 @@ class Front:
             response = await self._page(receive, request)
         if response.file is not None:  # a large attachment: streamed from disk
             head = [(b"content-type", response.content_type.encode()), *_raw(response.headers)]
-            await attachment_routes.send_file(send, response.status, head, response.file)
+            await attachment_routes.send_file(send, response.status, head, response.file, body=request.method != "HEAD")
             return
         raw = [(b"content-type", response.content_type.encode()), (b"content-length", str(len(response.body)).encode())]
         await send({"type": "http.response.start", "status": response.status, "headers": raw + _raw(response.headers)})

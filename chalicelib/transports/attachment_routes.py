@@ -124,7 +124,7 @@ async def download(scope, receive, send, settings: Settings) -> None:
         (b"content-disposition", content_disposition(found.name).encode()),
         (b"cache-control", CACHE_CONTROL.encode()),
     ]
-    await send_file(send, 200, headers, where.path(sha256))
+    await send_file(send, 200, headers, where.path(sha256), body=scope["method"] != "HEAD")
 
 
 def download_arguments(sha256: str, query: Iterable[tuple[str, str]], token: str | None) -> dict:
@@ -138,12 +138,13 @@ def download_arguments(sha256: str, query: Iterable[tuple[str, str]], token: str
     return with_header_token(tool, {**query_arguments(tool, query), "sha256": sha256, "include_content": False}, token)
 
 
-async def send_file(send, status: int, headers: list[tuple[bytes, bytes]], path) -> None:
+async def send_file(send, status: int, headers: list[tuple[bytes, bytes]], path, body: bool = True) -> None:
     """A response whose body is a file (with its Content-Length), read off the event loop a
-    MiB at a time. Also the web UI's large attachments (asgi.py)."""
+    MiB at a time. Also the web UI's large attachments (asgi.py). Without `body` (a HEAD), the
+    same head and no body: the file is opened, not read (uvicorn dropped what a HEAD read)."""
     with open(path, "rb") as file:
         length = (b"content-length", str(os.fstat(file.fileno()).st_size).encode())
         await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
-        while chunk := await asyncio.to_thread(file.read, 1024 * 1024):
+        while body and (chunk := await asyncio.to_thread(file.read, 1024 * 1024)):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
