@@ -1,6 +1,10 @@
 import pytest
 
+from chalicelib import invoke
+from chalicelib.config import get_settings
 from chalicelib.errors import InvalidArgument, NotFound
+from chalicelib.security import auth
+from chalicelib.tools import tools_by_name
 
 pytestmark = pytest.mark.both_backends
 
@@ -77,7 +81,22 @@ def test_a_project_made_inside_another_says_so(call):
     nested = call("ensure_project", human_key="/home/me/shop/src")
     assert nested["slug"] == "home-me-shop-src"
     assert "inside project 'home-me-shop' (/home/me/shop)" in nested["note"] and "project_key='home-me-shop'" in nested["note"]
+    assert "(archive_project this one)" in nested["note"]
     assert call("ensure_project", human_key="/home/me/shop/src")["note"] is None  # said once, when made
     assert call("ensure_project", human_key="/home/me/elsewhere")["note"] is None
     started = call("macro_start_session", human_key="/home/me/shop/docs", program="p", model="m")
     assert "inside project 'home-me-shop'" in started["note"] and "note" not in started["project"]
+
+
+def test_the_note_of_a_project_inside_another_names_archive_project_only_to_whom_may_call_it(call, settings, monkeypatch):
+    """archive_project is the admin's and only the full TOOLS_PROFILE lists it: the note sends others to the overseer."""
+    call("ensure_project", human_key="/home/me/shop")
+    writer = auth.scoped("bearer", "bearer:writer", None, "writer")
+    for n, (profile, principal) in enumerate([("minimal", None), ("core", None), ("full", writer)]):
+        monkeypatch.setenv("TOOLS_PROFILE", profile)  # what the tools' notes read (get_settings)
+        get_settings.cache_clear()
+        try:
+            note = invoke.call(tools_by_name()["ensure_project"], {"human_key": f"/home/me/shop/part{n}"}, settings, principal).note
+        finally:
+            get_settings.cache_clear()
+        assert "archive_project" not in note and "(your human overseer can archive this one)" in note, profile

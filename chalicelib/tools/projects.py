@@ -240,7 +240,7 @@ def ensure_project(db: sqlite3.Connection, args: EnsureProjectInput) -> EnsuredP
         # subfolder by mistake must hear it is now apart from its team.
         project.note = (
             f"Created project {project.slug!r} inside project {home['slug']!r} ({home['human_key']}): its agents do not"
-            f" see this one's mail. If you meant to join them, use project_key={home['slug']!r} (archive_project this one)."
+            f" see this one's mail. If you meant to join them, use project_key={home['slug']!r} ({archiving()})."
         )
     return project
 
@@ -345,6 +345,14 @@ def unarchiving(slug: str) -> str:
     if offered("unarchive_project") and may_call("unarchive_project"):
         return f"call unarchive_project(project_key={slug!r})"
     return "ask your human overseer to unarchive it (Unarchive, on the project's page in the web UI)"
+
+
+def archiving() -> str:
+    """How a project made by mistake is put away: archive_project (the admin's) if the profile lists
+    it and the caller may call it, else by the person who oversees the agents."""
+    if offered("archive_project") and may_call("archive_project"):
+        return "archive_project this one"
+    return "your human overseer can archive this one"
 
 
 class ArchiveProjectInput(Input):
