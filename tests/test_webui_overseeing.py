@@ -918,6 +918,7 @@ def test_an_archived_project_says_so_offers_no_writing_and_the_admin_unarchives_
     assert "Send reply" in client.get("/ui/thread", params={"p": slug, "t": "DONE"}).text
     assert api.post("/api/get_project", json={"project_key": slug}).json()["archived_ts"] is None
 
+
 def test_the_compose_page_of_an_archived_project_says_so_instead_of_a_form_that_cannot_be_sent(site):
     """Opened directly (/ui/compose?p=..., a bookmark), it showed the form; only Send was refused
     (409 "archived"). A message refused so (archived since the form was opened) came back as that form again."""
@@ -935,7 +936,6 @@ def test_the_compose_page_of_an_archived_project_says_so_instead_of_a_form_that_
     assert ">A late &lt;b&gt;note&lt;/b&gt;</textarea>" in refused.text  # what was written, to copy
     api.post("/api/unarchive_project", json={"project_key": slug}).raise_for_status()
     assert 'name="body_md"' in client.get("/ui/compose", params={"p": slug}).text  # the form again
-
 
 
 def test_the_overseers_lines_stay_lines_and_an_agents_markdown_joins_them(site):
