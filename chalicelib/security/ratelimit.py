@@ -83,13 +83,12 @@ class Bucket:
                 self._forget_refilled(state, now)
                 if len(state) >= MAX_KEYS:
                     key = SHARED
-            tokens, then = state.pop(key, (self.capacity, now))  # re-inserted last: the table stays in taking order
-            tokens = min(self.capacity, tokens + (now - then) * self.rate)
+            tokens = self._tokens(state.pop(key, (self.capacity, now)), now)  # re-inserted last: the table stays in taking order
             if tokens >= 1:
                 state[key] = (tokens - 1, now)
                 return 0.0
             state[key] = (tokens, now)
-            return (1 - tokens) / self.rate
+            return self._until_one(tokens)
 
     def wait(self, key: str) -> float:
         """The seconds until a token is available (0: one is), taking none."""
@@ -101,15 +100,21 @@ class Bucket:
             entry = state.get(SHARED)
             if entry is None:
                 return 0.0
+        return self._until_one(self._tokens(entry, time.monotonic()))
+
+    def _tokens(self, entry: tuple[float, float], now: float) -> float:
+        """What a bucket holds by `now`: its (tokens, time) at its last take, refilled since, up to capacity."""
         tokens, then = entry
-        tokens = min(self.capacity, tokens + (time.monotonic() - then) * self.rate)
+        return min(self.capacity, tokens + (now - then) * self.rate)
+
+    def _until_one(self, tokens: float) -> float:
         return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
     def _forget_refilled(self, state: dict, now: float) -> None:
         """Drop the buckets full again by now, from the least recently taken on."""
         refilled = []
-        for key, (tokens, then) in state.items():
-            if tokens + (now - then) * self.rate < self.capacity:
+        for key, entry in state.items():
+            if self._tokens(entry, now) < self.capacity:
                 break
             refilled.append(key)
         for key in refilled:
