@@ -24,12 +24,14 @@ def listed_names(profile: str) -> frozenset[str] | None:
 
 
 def offered(*tools: str) -> list[str]:
-    """Those of `tools` this server's TOOLS_PROFILE lists, in order: the ones a hint may name where it
-    offers alternatives (fetch_outbox beside fetch_inbox), so that every tool it names can be called."""
+    """Those of `tools` this server's TOOLS_PROFILE lists and the caller's role may call, in order: the
+    ones a hint may name (fetch_outbox beside fetch_inbox), so that every tool it names can be called
+    (an admin-only one named to a writer would get a 403)."""
     from .config import get_settings  # (not above: the stdio server imports this module before any settings)
+    from .security.scopes import may_call
 
     listed = listed_names(get_settings().tools_profile)
-    return [tool for tool in tools if listed is None or tool in listed]
+    return [tool for tool in tools if (listed is None or tool in listed) and may_call(tool)]
 
 
 def either(*tools: str) -> str:

@@ -27,7 +27,7 @@ from ..human_keys import is_path, normalize_human_key
 from ..profiles import either, offered
 from ..ids import stable_id
 from ..registry import Input, Output, tool
-from ..security.scopes import may_call, may_mention
+from ..security.scopes import may_mention
 from .counts import project_counts
 from .paging import CURSOR_HELP, NEXT_HELP, Keyset, PageCursor, PageLimit
 
@@ -340,17 +340,17 @@ def refuse_archived(project: sqlite3.Row) -> None:
 
 
 def unarchiving(slug: str) -> str:
-    """How the caller gets an archived project back: unarchive_project if the profile lists it and the
-    caller's role may call it (it is the admin's), else through the person who oversees the agents."""
-    if offered("unarchive_project") and may_call("unarchive_project"):
+    """How the caller gets an archived project back: unarchive_project (the admin's) if offered to the
+    caller, else through the person who oversees the agents."""
+    if offered("unarchive_project"):
         return f"call unarchive_project(project_key={slug!r})"
     return "ask your human overseer to unarchive it (Unarchive, on the project's page in the web UI)"
 
 
 def archiving() -> str:
-    """How a project made by mistake is put away: archive_project (the admin's) if the profile lists
-    it and the caller may call it, else by the person who oversees the agents."""
-    if offered("archive_project") and may_call("archive_project"):
+    """How a project made by mistake is put away: archive_project (the admin's) if offered to the
+    caller, else by the person who oversees the agents."""
+    if offered("archive_project"):
         return "archive_project this one"
     return "your human overseer can archive this one"
 
