@@ -77,9 +77,17 @@ def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
     )
 
 
+# A text's length, said as pydantic says it of a plain string (string_too_long).
+TEXT_TOO_LONG = "String should have at most {max_length} characters, not {actual_length}"
+
+
 def _problem(err: dict, fields) -> str:
     where = ".".join(str(part) for part in err["loc"])
     message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "too_long" and isinstance(err.get("input"), str):
+        # A text's bound checked after its own validators (fields.NotBlank, Storable): pydantic then
+        # counts "items" of a "Value" ("subject: Value should have at most 512 items after validation").
+        message = TEXT_TOO_LONG.format(**err["ctx"])
     problem = f"{_shortened(where)}: {message}" if where else message  # (the input's own checks name their fields)
     name = str(err["loc"][0]) if err["loc"] else ""
     if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 and len(name) <= MAX_NAME_SHOWN:

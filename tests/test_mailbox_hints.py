@@ -91,6 +91,24 @@ def test_unknown_tools_and_fields_over_rest_and_mcp(server):
         assert error["code"] == "not_found" and "Did you mean 'fetch_inbox'" in error["message"] and error["hint"]
 
 
+def test_a_text_too_long_is_counted_in_characters(server):
+    """QA session 36: a subject, body, thread id or slot over its bound (checked after the text's own
+    validators) was "Value should have at most 512 items after validation, not 600"."""
+    with httpx.Client(base_url=server, timeout=30) as client:
+        sent = client.post("/api/send_message", json={"project_key": "p", "agent_name": "BlueLake", "to": ["GreenCastle"],
+                                                       "subject": "s" * 600, "body_md": "b" * 262_145})
+        searched = client.get("/api/search_messages", params={"project_key": "p", "query": "q", "thread_id": "t" * 200})
+        slot = client.post("/mcp", headers={"Accept": "application/json, text/event-stream"}, json={
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "acquire_build_slot", "arguments": {"project_key": "p", "agent_name": "BlueLake", "slot": "x" * 129}}})
+    assert sent.status_code == 422 and searched.status_code == 422
+    assert sent.json()["error"]["message"] == (
+        "Invalid arguments: subject: String should have at most 512 characters, not 600;"
+        " body_md: String should have at most 262144 characters, not 262145")
+    assert "thread_id: String should have at most 128 characters, not 200" in searched.json()["error"]["message"]
+    assert "slot: String should have at most 128 characters, not 129" in slot.json()["result"]["content"][0]["text"]
+
+
 def test_a_validation_error_names_a_few_problems_and_how_many_more(server):
     """60,000 unknown keys (a 750 KiB body) came back as a 2.4 MB 422 naming each, after 0.7 s
     on the event loop (REST; 1.3 s over MCP) guessing what each was meant to be."""
