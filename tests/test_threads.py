@@ -86,6 +86,17 @@ def test_summaries_are_deterministic(call, project):
     )
 
 
+def test_a_todo_in_a_list_is_an_action_item(call, project):
+    """QA session 36: `- TODO: fix the bug` (a TODO written as a bullet, as Markdown lists are) was a
+    key point, "TODO: fix the bug", and only an unbulleted TODO line an action item."""
+    call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", thread_id="T",
+         body_md="- TODO: fix the bug\n* FIXME flaky test\n2. Action: ship it\n- todos are done\n- [ ] TODO: review")
+    summary = call("summarize_thread", project_key=project, thread_id="T")
+    assert summary["action_items"] == ["BlueLake: fix the bug", "BlueLake: flaky test", "BlueLake: ship it",
+                                       "BlueLake: TODO: review"]
+    assert summary["key_points"] == ["BlueLake: todos are done"]
+
+
 def test_unknown_thread(call, project):
     with pytest.raises(NotFound, match="Thread 'nope' not found") as info:
         call("get_thread", project_key=project, thread_id="nope")

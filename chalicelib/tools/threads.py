@@ -169,7 +169,10 @@ def get_thread(db: sqlite3.Connection, args: GetThreadInput) -> Thread:
 
 
 # Lines worth surfacing, recognised without a language model (deterministic).
-_ACTION = re.compile(r"^(?:[-*+]\s*\[ \]\s*|(?:TODO|FIXME|ACTION(?: ITEM)?|NEXT(?: STEP)?S?)\b[:\s-]*)(?P<text>.+)", re.I)
+# A TODO line may be a list's item ("- TODO: ...", "2. Action: ..."), as a checkbox is.
+_ACTION = re.compile(
+    r"^(?:[-*+]\s*\[ \]\s*|(?:[-*+]\s+|\d+[.)]\s+)?(?:TODO|FIXME|ACTION(?: ITEM)?|NEXT(?: STEP)?S?)\b[:\s-]*)(?P<text>.+)", re.I
+)
 _POINT = re.compile(
     r"^(?:#{1,6}\s+|[-*+]\s+(?:\[[xX]\]\s*)?|\d+[.)]\s+)(?P<text>.+)"
     r"|^(?P<flagged>.*\b(?:decided|decision|agreed|must|blocker|blocked|important|note|conclusion)\b.*)$",
