@@ -31,7 +31,9 @@ from dulwich.pack import DELTA_TYPES, full_unpacked_object, write_pack_data, wri
 from dulwich.repo import Repo
 
 from ..human_keys import normalize_human_key
-from .render import attachment_paths, commit_message, is_mark, keeping_what_is_known, project_json_path, render, version_of
+from .render import (
+    attachment_paths, commit_message, is_mark, json_of, keeping_what_is_known, project_json_path, render, version_of,
+)
 
 BRANCH = b"refs/heads/main"
 IDENTITY = b"Agent Mail <agent-mail@localhost>"
@@ -231,10 +233,10 @@ class GitArchive:
         what is already written that its entry does not know: created_ts, and the project's
         archived state if the entry says none, as a message's (keeping_what_is_known)."""
         for path in [path for path in rendered if path.endswith(".json") and not is_mark(path)]:  # marks: written once
-            current = files.get(path) or self.read(path, parent)
-            if current is None:
+            written = json_of(files.get(path) or self.read(path, parent))
+            if written is None:  # none yet, or edited into no JSON: the entry's file replaces it
                 continue
-            new, written = json.loads(rendered[path]), json.loads(current)
+            new = json.loads(rendered[path])
             if version_of(new) < version_of(written):
                 del rendered[path]
             elif path.endswith("/project.json"):
@@ -249,9 +251,10 @@ class GitArchive:
         if not keys:
             return
         slug = entries[0]["project"]
-        owner = self.read(project_json_path(slug), parent)
+        # A project.json edited into no JSON (or naming no key) names no owner: its project's entries replace it.
+        owner = (json_of(self.read(project_json_path(slug), parent)) or {}).get("human_key")
         # Compared as normalised: a folder written under C:/x is C:\x's after migrations/0031 respelled it.
-        owners = {normalize_human_key(key) for key in keys | ({json.loads(owner)["human_key"]} if owner else set())}
+        owners = {normalize_human_key(key) for key in keys | ({owner} if isinstance(owner, str) else set())}
         if len(owners) > 1:
             raise ForeignProject(
                 f"archive folder projects/{slug}/ holds more than one project ({', '.join(sorted(owners))}):"

@@ -291,6 +291,19 @@ def parse_document(content: bytes) -> dict:
     return {"kind": "message", **json.loads(head), "body_md": body[:-1] if body.endswith("\n") else body}
 
 
+def json_of(content: bytes | None) -> dict | None:
+    """A JSON file's object (project.json, a profile, a reservation...); None for no file, or for
+    one edited into no JSON object (by hand, or a merge's conflict markers left in): it says
+    nothing, and the next entry or rebuild that writes it replaces it."""
+    if content is None:
+        return None
+    try:
+        document = json.loads(content)
+    except ValueError:  # (a UnicodeDecodeError too)
+        return None
+    return document if isinstance(document, dict) else None
+
+
 def to_json(data: dict) -> bytes:
     return (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
 
