@@ -72,3 +72,60 @@ def test_a_project_json_or_profile_edited_into_no_json_stops_neither_the_worker_
     result = run(settings, "archive", "rebuild")
     assert result.exit_code == 0, result.output
     assert run(settings, "archive", "verify").exit_code == 0
+
+
+def test_verify_and_doctor_name_the_files_edited_into_nonsense_and_a_repair_rewrites_what_the_database_has(
+        call, project, settings, tmp_path):
+    """QA, session 36: `archive verify` stopped with a JSONDecodeError's traceback at the first
+    file of the archive that was no JSON (a project.json, a profile, a mark, a message file), and
+    doctor said only "could not check: JSONDecodeError", naming no file and offering no repair. Now
+    such a file is different (the database has what it should say: a rebuild writes it) or, a
+    message file of no message the database has, unexpected (a repair cannot bring it back, and
+    names it)."""
+    call("send_message", project_key=project, sender_name="GreenCastle", to=["BlueLake"], subject="hi", body_md="x")
+    [message] = call("fetch_inbox", project_key=project, agent_name="BlueLake")["messages"]
+    call("mark_message_read", project_key=project, agent_name="BlueLake", message_id=message["id"])
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+        [mark] = [path for path in archive.files() if "/marks/" in path]
+    garbage = "projects/work-demo/messages/2026/12/04/00/00/00/2026-12-04T00-00-00Z__notes__123.md"
+    edited = {"projects/work-demo/project.json": CONFLICTED, "projects/work-demo/agents/BlueLake/profile.json": b"[]",
+              mark: b"\xff\xfe not even text", garbage: b"my notes, not a message"}
+    commit_by_hand(settings, tmp_path, "edited by hand", edited)
+    result = run(settings, "archive", "verify")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    problems = json.loads(result.stdout)
+    assert sorted(problems["different"]) == sorted(path for path in edited if path != garbage)
+    assert problems["unexpected"] == [garbage] and problems["foreign"] == []
+    result = run(settings, "doctor")
+    assert "could not check" not in result.output and "FAIL  git archive" in result.output, result.output
+    result = run(settings, "doctor", "--repair")
+    assert "could not check" not in result.output, result.output
+    assert f"1 left, a sender or recipient in neither the database nor the archive's profiles: {garbage}" in result.output
+    problems = json.loads(run(settings, "archive", "verify").stdout)
+    assert problems == {"missing": [], "unexpected": [garbage], "different": [], "foreign": []}
+
+
+def test_a_restore_leaves_out_the_json_files_edited_into_nonsense_and_brings_the_mail_back(call, project, settings, tmp_path):
+    """QA, session 36: `db restore-from-archive` stopped at the first project.json, profile,
+    reservation or contact file that was no JSON, with json's message alone ("Expecting value:
+    line 1 column 1"), naming no file. It leaves them out, as it leaves out one that is JSON but no
+    contact: the project and agent are made from their mail."""
+    call("send_message", project_key=project, sender_name="GreenCastle", to=["BlueLake"], subject="hi", body_md="x")
+    call("file_reservation_paths", project_key=project, agent_name="RedStone", paths=["docs/*.md"])
+    call("request_contact", project_key=project, agent_name="RedStone", to_agent="BlueLake")
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+        files = archive.files()
+    edited = [path for path in files if path.endswith(("/project.json", "/BlueLake/profile.json"))
+              or "/file_reservations/" in path or "/contacts/" in path]
+    assert len(edited) == 4
+    commit_by_hand(settings, tmp_path, "edited by hand", dict.fromkeys(edited, CONFLICTED))
+    restored = Settings(database_url=f"sqlite:///{tmp_path}/restored.db", archive_dir=settings.archive_dir)
+    result = run(restored, "db", "restore-from-archive")
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)
+    assert (counts["projects"], counts["messages"], counts["file_reservations"], counts["contacts"]) == (1, 1, 0, 0)
+    with db.connection(restored) as conn:
+        assert conn.execute("SELECT human_key FROM projects").fetchall()[0][0] == "/work/demo"
+        assert conn.execute("SELECT program FROM agents WHERE name = 'BlueLake'").fetchone()[0] == "unknown"  # from its mail

@@ -20,8 +20,8 @@ from ..attachments.intake import Attachment
 from ..tools.messages import attachments_json, store_message, store_recipients
 from . import outbox, render as rendering
 from .gitrepo import GitArchive
-from .render import agent_dir, agent_kind, attachment_path, contact_policy, parse_document, project_json_path
-from .verify import archived_marks, archived_reservations, mark_row, message_id_of, profiles, same_project
+from .render import agent_dir, agent_kind, attachment_path, contact_policy, json_of, parse_document, project_json_path
+from .verify import archived_marks, archived_reservations, mark_row, message_id_of, message_of, profiles, same_project
 
 # Messages doctor --repair brings back per write transaction (import_unexpected): SQLite has one
 # write lock, and a running server's writers wait while a batch holds it; a repair that stops
@@ -96,7 +96,7 @@ def missing_marks(db: sqlite3.Connection, archive: GitArchive, folders: list[str
     if folders is None:
         folders = [row[0] for row in db.execute("SELECT slug FROM projects")]
     for folder, name, path, sha in archived_marks(archive, folders):
-        mark = json.loads(archive.repo[sha].data)
+        mark = json_of(archive.repo[sha].data) or {}  # (edited into no JSON: no mark)
         if (row := mark_row(db, slug_of(folder), name, mark)) is not None:
             yield path, row["id"], mark["read_ts"], mark.get("ack_ts")
 
@@ -273,7 +273,7 @@ def import_batch(db: sqlite3.Connection, archive: GitArchive, paths: list[str]) 
     for path in paths:
         folder = path.split("/")[1]
         found = archive.lookup(path)
-        entry = parse_document(archive.repo[found[1]].data) if found else None
+        entry = message_of(archive.repo[found[1]].data) if found else None  # None: left (no message document)
         addresses = [entry["sender"], *entry["to"], *entry["cc"], *entry["bcc"]] if entry else []
 
         def agent(address: str) -> int | None:
@@ -299,7 +299,9 @@ def read_projects(archive: GitArchive, folders: list[str], projects: Restorer) -
     """The project.json of each folder that has one ({folder: it}), read before any project is
     made: `projects` learns the key each folder's project is restored under and its newest state
     (whether it is archived)."""
-    described = {folder: json.loads(owner) for folder in folders if (owner := archive.read(project_json_path(folder)))}
+    # One edited into nonsense (no JSON, no human_key) is left out: the folder's project is made from its mail.
+    described = {folder: project for folder in folders if isinstance((project := json_of(
+        archive.read(project_json_path(folder))) or {}).get("human_key"), str)}
     projects.claim({folder: project["human_key"] for folder, project in described.items()})
     for folder, project in described.items():
         projects.folders[folder] = projects.key(project["human_key"], folder)
@@ -433,8 +435,7 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
     found = []
     for project in db.execute("SELECT id, slug, human_key, archive_version FROM projects").fetchall():
         folder, ours = project["slug"], project["human_key"]
-        if (content := archive.read(project_json_path(folder))) is not None:
-            described = json.loads(content)
+        if (described := json_of(archive.read(project_json_path(folder)))) is not None:  # (no JSON: no change)
             if same_project(described.get("human_key"), ours) and rendering.version_of(described) > (project["archive_version"] or 0):
                 found.append((project_json_path(folder), described))
         agents = dict(db.execute("SELECT name, archive_version FROM agents WHERE project_id = ?", (project["id"],)).fetchall())
@@ -444,20 +445,21 @@ def changes_since(db: sqlite3.Connection, archive: GitArchive, moment: str) -> l
                 found.append((f"{agent_dir(folder, profile['name'])}/profile.json", profile))
         held = dict(db.execute("SELECT id, archive_version FROM file_reservations WHERE project_id = ?", (project["id"],)).fetchall())
         for reservation_id, sha in archived_reservations(archive, [folder]).items():
-            r = json.loads(archive.repo[sha].data)
-            if not same_project(r.get("project_human_key", ours), ours):
+            r = json_of(archive.repo[sha].data)
+            if r is None or not same_project(r.get("project_human_key", ours), ours):  # (no JSON: no change)
                 continue
             newer = rendering.version_of(r) > (held[reservation_id] or 0) if reservation_id in held else r["created_ts"] > moment
             if newer:
                 found.append((f"projects/{folder}/file_reservations/{reservation_id}.json", r))
         for path, sha in archive.walk(f"projects/{folder}/contacts"):
-            c = json.loads(archive.repo[sha].data)
+            if not str((c := json_of(archive.repo[sha].data) or {}).get("id")).isdigit():
+                continue  # edited into nonsense: no change
             row = db.execute("SELECT archive_version FROM contacts WHERE id = ?", (int(c["id"]),)).fetchone()
             if same_project(c.get("project_human_key", ours), ours) and (
                     rendering.version_of(c) > (row[0] or 0) if row else c["requested_ts"] > moment):
                 found.append((path, c))
     for path, sha in archive.walk("products"):
-        if not isinstance(product := json.loads(archive.repo[sha].data), dict):
+        if (product := json_of(archive.repo[sha].data)) is None:
             continue  # edited by hand into no product (store_product would store nothing)
         row = db.execute("SELECT archive_version FROM products WHERE product_key = ?", (product.get("product_key"),)).fetchone()
         if rendering.version_of(product) > (row[0] or 0) if row else str(product.get("created_ts")) > moment:
@@ -550,18 +552,20 @@ def restore(db: sqlite3.Connection, archive: GitArchive, progress=lambda items: 
     projects.date_unsaid()
     for folder in folders:
         for sha in archived_reservations(archive, [folder]).values():  # one file per reservation, whichever naming
-            r = json.loads(archive.repo[sha].data)
+            if (r := json_of(archive.repo[sha].data)) is None:
+                continue  # edited into no JSON: left out, as a contact or product that is no more one
             human_key = projects.key(r.get("project_human_key") or projects.folders[folder], folder)
             holder = projects.agent(r["agent"], folder, human_key)
             store_reservation(db, r, projects.ids[human_key], holder, activity)
             counts["file_reservations"] += 1
     for folder in folders:  # once every project is made: a contact may name another project's agent
         for _, sha in archive.walk(f"projects/{folder}/contacts"):
-            c = json.loads(archive.repo[sha].data)
+            if (c := json_of(archive.repo[sha].data)) is None:
+                continue  # edited into no JSON: left out (store_contact leaves out one that says no contact)
             human_key = projects.key(c.get("project_human_key") or projects.folders[folder], folder)
             counts["contacts"] += store_contact(db, c, lambda address: projects.agent(address, folder, human_key))
     for _, sha in archive.walk("products"):  # once every project is made: a product spans several
-        counts["products"] += store_product(db, json.loads(archive.repo[sha].data))
+        counts["products"] += store_product(db, json_of(archive.repo[sha].data))
     slugs = {human_key: slug for slug, human_key in projects.slugs.items()}
     marks = missing_marks(db, archive, [folder for folder in folders if folder in projects.folders],
                           lambda folder: slugs.get(projects.folders[folder], folder))

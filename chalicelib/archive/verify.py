@@ -2,7 +2,6 @@
 unexpected, different or another project's, read a chunk at a time.
 """
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 
@@ -14,7 +13,7 @@ from ..human_keys import normalize_human_key
 from . import render as rendering
 from .gitrepo import GitArchive
 from .render import (
-    agent_dir, agent_kind, contact_policy, document, message_path, parse_document, project_json_path, render,
+    agent_dir, agent_kind, contact_policy, document, json_of, message_path, parse_document, project_json_path, render,
     reservation_id_of_name, second_dir_of_name,
 )
 from .rebuild import CHUNK, contact_entries, mark_entries, message_entries, product_entries, reservation_entries
@@ -86,7 +85,8 @@ def message_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[
 
     def archived_body(entry: dict) -> str | None:
         sha = held(message_path(entry))
-        return None if sha is None else parse_document(archive.repo[sha].data)["body_md"]
+        document = None if sha is None else message_of(archive.repo[sha].data)
+        return None if document is None else document["body_md"]  # (a file edited into nonsense: different)
 
     missing, different = [], set()
     for entry in message_entries(db, archived_body):
@@ -128,10 +128,18 @@ def stray_messages(db: sqlite3.Connection, archive: GitArchive, owners: dict[str
                 if belongs.get(message_id) == current_path(original) or (
                         message_id is not None and message_id < purged_before.get(slug, 0)):
                     continue  # in its place, or purged by retention: the archive keeps it (docs/retention.md)
-                document = parse_document(archive.repo[sha].data)
+                document = message_of(archive.repo[sha].data) or {}  # no message document: unexpected
                 key = document.get("project_human_key") or project_of_message(db, document.get("id"))
                 (foreign if key is not None and not same_project(key, owners.get(slug)) else unexpected).append(original)
     return unexpected, foreign
+
+
+def message_of(content: bytes) -> dict | None:
+    """The message entry a canonical file holds, or None for a file edited (by hand) into no message document."""
+    try:
+        return parse_document(content)
+    except (ValueError, TypeError):  # not JSON, not UTF-8, or a front matter that is no JSON object
+        return None
 
 
 def project_of_message(db: sqlite3.Connection, message_id) -> str | None:
@@ -280,7 +288,7 @@ def mark_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[str
         ids = {int(stem) for *_, path, _ in chunk if (stem := path.rsplit("/", 1)[-1].split("-")[0]).isdigit()}
         expected = {path for entry in mark_entries(db, message_ids=ids) for path in render(entry)}
         for folder, name, path, sha in chunk:  # no read row of the database: its message purged, or read since a backup
-            if path not in expected and mark_row(db, folder, name, json.loads(archive.repo[sha].data)) is not None:
+            if path not in expected and mark_row(db, folder, name, json_of(archive.repo[sha].data) or {}) is not None:
                 different.append(path)
     return missing, different
 
@@ -317,7 +325,10 @@ def profile_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[
         if content is None:
             missing.append(path)
             continue
-        profile = json.loads(content)
+        profile = json_of(content)
+        if profile is None:  # edited into no JSON: a rebuild writes it
+            different.append(path)
+            continue
         if not same_project(profile.get("project_human_key", row["human_key"]), row["human_key"]):
             continue
         if (profile.get("retired_ts") != row["retired_ts"] or agent_kind(profile) != row["kind"]
@@ -340,7 +351,10 @@ def project_json_problems(archive: GitArchive, projects: list[sqlite3.Row]) -> t
         if content is None:
             missing.append(project_json_path(row["slug"]))
             continue
-        described = json.loads(content)
+        described = json_of(content)
+        if described is None:  # edited into no JSON: a rebuild writes it
+            different.append(project_json_path(row["slug"]))
+            continue
         created = described.get("created_ts")
         if same_project(described.get("human_key"), row["human_key"]) and (
                 described.get("archived_ts") != row["archived_ts"] or created not in (None, row["created_ts"])
@@ -385,7 +399,8 @@ def archived_reservations(archive: GitArchive, folders: list[str]) -> dict[int, 
             else:
                 found[reservation_id] = sha
     for sha in older:
-        found.setdefault(int(json.loads(archive.repo[sha].data)["id"]), sha)
+        if str((reservation := json_of(archive.repo[sha].data) or {}).get("id")).isdigit():  # (else edited into nonsense)
+            found.setdefault(int(reservation["id"]), sha)
     return found
 
 
@@ -427,21 +442,22 @@ def foreign_files(archive: GitArchive, owners: dict[str, str]) -> list[str]:
     found = []
     for slug in archive.folders("projects"):
         owner = owners.get(slug)
-        project = archive.read(project_json_path(slug))
-        if project is not None and not same_project(json.loads(project)["human_key"], owner):
+        project = json_of(archive.read(project_json_path(slug)))  # (one that is no JSON names no project: different)
+        if project is not None and not same_project(project.get("human_key"), owner):
             found.append(project_json_path(slug))
         for name in archive.folders(f"projects/{slug}/agents"):
             path = f"projects/{slug}/agents/{name}/profile.json"
-            profile = archive.read(path)
-            if profile is not None and not same_project(json.loads(profile).get("project_human_key"), owner):
+            profile = json_of(archive.read(path))
+            if profile is not None and not same_project(profile.get("project_human_key"), owner):
                 found.append(path)
     return found
 
 
 def profiles(archive: GitArchive, folders: list[str]) -> Iterator[tuple[str, dict]]:
-    """(folder, profile) of every agent profile in these project folders."""
+    """(folder, profile) of every agent profile in these project folders; but one edited into
+    nonsense (no JSON, no name): a restore makes its agent from its mail, and verify calls it different."""
     for folder in folders:
         for name in archive.folders(f"projects/{folder}/agents"):
-            content = archive.read(f"projects/{folder}/agents/{name}/profile.json")
-            if content is not None:
-                yield folder, json.loads(content)
+            profile = json_of(archive.read(f"projects/{folder}/agents/{name}/profile.json"))
+            if profile is not None and isinstance(profile.get("name"), str):
+                yield folder, profile
