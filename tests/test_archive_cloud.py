@@ -413,3 +413,35 @@ def test_a_slug_over_sqs_s_128_characters_gets_a_bounded_stable_message_group(sq
     assert worker(receive(sqs), CONTEXT) == {"batchItemFailures": []}
     with remote(settings) as archive:
         assert json.loads(archive.read(f"projects/{slugs[0]}/project.json"))["human_key"] == deep
+
+
+def test_a_project_json_someone_pushed_with_conflict_markers_does_not_stop_the_project_s_archiving(
+        sqs, settings, worker, send, tmp_path):
+    """QA, session 36: a person who merged into the remote and left a merge's conflict markers in
+    project.json made every entry of that project fail (the writer parsed the file to keep the
+    newer version, and to check whose folder it is), delivery after delivery, to the dead-letter
+    queue: the project's mail never reached the archive again. The file says nothing now: the
+    entry's replaces it."""
+    import os
+    import subprocess
+
+    send("before")
+    cloud.publish_all(settings)
+    worker(receive(sqs), CONTEXT)
+    where = ["git", "--git-dir", settings.archive_git_remote, "--work-tree", str(tmp_path)]
+    env = {**os.environ, "GIT_INDEX_FILE": str(tmp_path / "hand-index")}
+
+    def git(*args, given=None):
+        return subprocess.run([*where, *args], input=given, env=env, check=True, capture_output=True).stdout.decode().strip()
+
+    git("read-tree", "HEAD")
+    blob = git("hash-object", "-w", "--stdin", given=b"<<<<<<< HEAD\n{}\n=======\n>>>>>>> theirs\n")
+    git("update-index", "--cacheinfo", f"100644,{blob},projects/cloud/project.json")
+    git("update-ref", "HEAD", git("-c", "user.name=a", "-c", "user.email=a@b", "commit-tree", git("write-tree"), "-p", "HEAD",
+                                  "-m", "a merge gone wrong"))
+    after = send("after")
+    cloud.publish_all(settings)
+    assert worker(receive(sqs), CONTEXT) == {"batchItemFailures": []}
+    with remote(settings) as archive:
+        assert after in messages_in(archive)
+        assert json.loads(archive.read("projects/cloud/project.json"))["human_key"] == "/cloud"
