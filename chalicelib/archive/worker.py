@@ -164,18 +164,19 @@ def take_over(archive: "GitArchive", git=here) -> None:
 
 
 @contextmanager
-def writing(settings: Settings) -> Iterator["GitArchive | None"]:
+def writing(settings: Settings, create: bool = True) -> Iterator["GitArchive | None"]:
     """ARCHIVE_DIR's repository for a command that writes it (archive drain, rebuild, migrate,
     doctor --repair), held as the worker holds it: under the archive's lock, taken over
     (take_over). None while another writer holds the lock (a running server's worker): two
-    writers of one repository fail each other's commits."""
+    writers of one repository fail each other's commits. create=False: NoArchive rather than a
+    new, empty one (a command that only changes an archive: migrate)."""
     from .gitrepo import GitArchive
 
     with exclusive(lock_path(settings), None) as mine:
         if not mine:
             yield None
             return
-        with GitArchive.local(settings) as archive:
+        with GitArchive.local(settings, create=create) as archive:
             take_over(archive)
             yield archive
 

@@ -456,12 +456,12 @@ def archive() -> None:
 
 
 @contextmanager
-def archive_to_myself(settings: Settings):
+def archive_to_myself(settings: Settings, create: bool = True):
     """The archive's repository, its lock held for the block as the archive worker holds it
     (worker.writing); refuse while a worker (a running server's) holds it, and, in a line, an
     ARCHIVE_DIR this user cannot write (before any work, as doctor's check; a folder inside it
     found unwritable midway is said the same way)."""
-    from ..archive.gitrepo import NotAnArchive
+    from ..archive.gitrepo import NoArchive, NotAnArchive
     from ..archive.worker import writing
     from ..ops.doctor import cannot_write
 
@@ -469,13 +469,13 @@ def archive_to_myself(settings: Settings):
     if problem := cannot_write(settings.archive_dir, directory=True):
         raise click.ClickException(f"cannot write the archive: {problem}; {advice}")
     try:
-        with writing(settings) as repo:
+        with writing(settings, create) as repo:
             if repo is None:
                 raise click.ClickException(
                     f"an archive worker (a running server?) holds {settings.archive_dir}; stop it and try again"
                 )
             yield repo
-    except NotAnArchive as exc:  # a code repository, someone's files: refused before anything is written
+    except (NoArchive, NotAnArchive) as exc:  # a code repository, someone's files: refused before anything is written
         raise click.ClickException(str(exc)) from None
     except PermissionError as exc:
         raise click.ClickException(f"cannot write the archive {settings.archive_dir}: {exc}; {advice}") from None
@@ -591,7 +591,7 @@ def archive_migrate(settings: Settings) -> None:
     one commit (the workers also do this when they start), then merge small packs."""
     from ..archive.migrate import migrate_layout
 
-    with archive_to_myself(settings) as repo:
+    with archive_to_myself(settings, create=False) as repo:  # a mistyped ARCHIVE_DIR: "no archive at ...", none made
         moved = migrate_layout(repo)
         merged = repo.repack()
     click.echo(f"{moved} message files moved, {merged} packs merged")
