@@ -291,6 +291,14 @@ def parse_document(content: bytes) -> dict:
     return {"kind": "message", **json.loads(head), "body_md": body[:-1] if body.endswith("\n") else body}
 
 
+def message_of(content: bytes) -> dict | None:
+    """The message entry a canonical file holds, or None for a file edited (by hand) into no message document."""
+    try:
+        return parse_document(content)
+    except (ValueError, TypeError):  # not JSON, not UTF-8, or a front matter that is no JSON object
+        return None
+
+
 def json_of(content: bytes | None) -> dict | None:
     """A JSON file's object (project.json, a profile, a reservation...); None for no file, or for
     one edited into no JSON object (by hand, or a merge's conflict markers left in): it says

@@ -20,8 +20,8 @@ from ..attachments.intake import Attachment
 from ..tools.messages import attachments_json, store_message, store_recipients
 from . import outbox, render as rendering
 from .gitrepo import GitArchive
-from .render import agent_dir, agent_kind, attachment_path, contact_policy, json_of, parse_document, project_json_path
-from .verify import archived_marks, archived_reservations, mark_row, message_id_of, message_of, profiles, same_project
+from .render import agent_dir, agent_kind, attachment_path, contact_policy, json_of, message_of, parse_document, project_json_path
+from .verify import archived_marks, archived_reservations, mark_row, message_id_of, profiles, same_project
 
 # Messages doctor --repair brings back per write transaction (import_unexpected): SQLite has one
 # write lock, and a running server's writers wait while a batch holds it; a repair that stops

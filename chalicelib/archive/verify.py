@@ -13,7 +13,7 @@ from ..human_keys import normalize_human_key
 from . import render as rendering
 from .gitrepo import GitArchive
 from .render import (
-    agent_dir, agent_kind, contact_policy, document, json_of, message_path, parse_document, project_json_path, render,
+    agent_dir, agent_kind, contact_policy, document, json_of, message_of, message_path, parse_document, project_json_path, render,
     reservation_id_of_name, second_dir_of_name,
 )
 from .rebuild import CHUNK, contact_entries, mark_entries, message_entries, product_entries, reservation_entries
@@ -132,14 +132,6 @@ def stray_messages(db: sqlite3.Connection, archive: GitArchive, owners: dict[str
                 key = document.get("project_human_key") or project_of_message(db, document.get("id"))
                 (foreign if key is not None and not same_project(key, owners.get(slug)) else unexpected).append(original)
     return unexpected, foreign
-
-
-def message_of(content: bytes) -> dict | None:
-    """The message entry a canonical file holds, or None for a file edited (by hand) into no message document."""
-    try:
-        return parse_document(content)
-    except (ValueError, TypeError):  # not JSON, not UTF-8, or a front matter that is no JSON object
-        return None
 
 
 def project_of_message(db: sqlite3.Connection, message_id) -> str | None:
