@@ -547,3 +547,25 @@ def test_without_scripts_the_digest_is_a_link_away_and_a_too_large_reply_leads_b
     page.locator("a", has_text="Back to the form").click()
     page.wait_for_url(thread)  # the page the form was on, not the bare compose page
     context.close()
+
+
+# The contrast ratio (WCAG 2) of an element's text with its own background colour.
+CONTRAST = """element => {
+  const rgb = css => css.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const luminance = c => { const [r, g, b] = c.map(v => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+                           return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const style = getComputedStyle(element), [a, b] = [luminance(rgb(style.color)), luminance(rgb(style.backgroundColor))];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def test_a_primary_button_reads_in_dark_and_light(url, browser):
+    """QA, session 36: in dark mode Send, Search and Sign in were white on the dark theme's light
+    blue, 2.1:1 (WCAG AA asks 4.5:1 of text this size)."""
+    for scheme in ("light", "dark"):
+        page = browser.new_context(color_scheme=scheme).new_page()
+        for path, button in ((f"/ui/compose?p={P}", "Send"), ("/ui/search", "Search"), (f"/ui/thread?p={P}&t=CART-12", "Send reply")):
+            page.goto(url + path)
+            ratio = page.get_by_role("button", name=button, exact=True).evaluate(CONTRAST)
+            assert ratio >= 4.5, (scheme, button, ratio)
+        page.context.close()
