@@ -569,3 +569,18 @@ def test_a_primary_button_reads_in_dark_and_light(url, browser):
             ratio = page.get_by_role("button", name=button, exact=True).evaluate(CONTRAST)
             assert ratio >= 4.5, (scheme, button, ratio)
         page.context.close()
+
+
+def test_j_and_k_move_through_search_results(url, page):
+    """QA, session 36: a search's results page put the focus back in its query box, so j typed
+    "j" into the query instead of selecting the first result. An empty search page still starts there."""
+    page.goto(url + "/ui/search")
+    assert page.evaluate("document.activeElement.name") == "q"
+    page.fill("input[name=q]", "fixture")
+    page.click("form.search button")
+    page.wait_for_url("**/ui/search?**")
+    page.keyboard.press("j")
+    assert page.locator("input[name=q]").input_value() == "fixture"
+    assert "sel" in (page.locator("ol.mail > li").first.get_attribute("class") or "")
+    page.keyboard.press("/")  # and the query is a key away
+    assert page.evaluate("document.activeElement.name") == "q"
