@@ -338,14 +338,14 @@ def test_times_say_their_zone_and_show_in_the_viewers_own(url, browser):
     """Times were UTC with nothing saying so: an overseer in another zone misread them."""
     created = _message(url, "CART-12", 0)["created_ts"]  # 2026-11-30T08:11:15.123456+00:00
     utc = httpx.get(f"{url}/ui/thread", params={"p": P, "t": "CART-12"}).text  # as without scripts: UTC, saying so
-    assert f'<time datetime="{created}" title="{created[:10]} {created[11:19]} UTC">{created[5:10]} {created[11:16]} ' \
+    assert f'<time datetime="{created}" title="{created[:10]} {created[11:19]} UTC">{created[5:10]} {created[11:16]}&nbsp;' \
            '<small class="tz">UTC</small></time>' in utc
     context = browser.new_context(timezone_id="Asia/Kolkata")  # UTC+5:30, no daylight saving
     page = context.new_page()
     page.goto(f"{url}/ui/thread?p={P}&t=CART-12")
     local = datetime.fromisoformat(created).astimezone(ZoneInfo("Asia/Kolkata"))
     shown = page.locator("article.msg time").first
-    assert shown.inner_text() == local.strftime("%m-%d %H:%M ") + "GMT+5:30"
+    assert shown.inner_text() == local.strftime("%m-%d %H:%M\u00a0") + "GMT+5:30"
     assert shown.get_attribute("title") == f"{created[:10]} {created[11:19]} UTC"
     # The digest, which comes after the page, too (its times stayed UTC beside the same message's local one).
     httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["GreenCastle"], "subject": "Times",
@@ -353,7 +353,7 @@ def test_times_say_their_zone_and_show_in_the_viewers_own(url, browser):
     page.goto(f"{url}/ui/thread?p={P}&t=TIMES")
     waiting = page.locator("details.digest ul.waiting time")
     waiting.wait_for(timeout=2500)
-    assert waiting.inner_text() == page.locator("article.msg time").inner_text() and waiting.inner_text().endswith(" GMT+5:30")
+    assert waiting.inner_text() == page.locator("article.msg time").inner_text() and waiting.inner_text().endswith("\u00a0GMT+5:30")
     context.close()
 
 
@@ -584,3 +584,22 @@ def test_j_and_k_move_through_search_results(url, page):
     assert "sel" in (page.locator("ol.mail > li").first.get_attribute("class") or "")
     page.keyboard.press("/")  # and the query is a key away
     assert page.evaluate("document.activeElement.name") == "q"
+
+
+def test_a_time_in_a_table_stays_on_one_line_beside_long_text(url, browser):
+    """QA, session 36: beside a long path or subject, a desk's tables squeezed their time column
+    to its narrowest word: "12-04 / 03:07 / UTC" on three lines, in every row of Projects and of a
+    project's threads and reservations."""
+    httpx.post(f"{url}/api/ensure_project", json={"human_key": "/srv/" + "deeply-nested-directory-name/" * 6 + "repo"}).raise_for_status()
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+               "subject": "Payments failing and this subject is long " * 4, "body_md": "see"}).raise_for_status()
+    for width in (1024, 1280):
+        page = browser.new_context(viewport={"width": width, "height": 800}).new_page()
+        for path in ("/ui/projects", f"/ui/project?p={P}"):
+            page.goto(url + path)
+            lines = page.evaluate(LINES, "table.grid:not(.reservations) time")
+            assert lines and all(len(time) == 1 for time in lines), (width, path, [time for time in lines if len(time) > 1][:3])
+            # In a reservation's narrow half of the page, at most the day above the time and its zone
+            assert all(len(time) <= 2 for time in page.evaluate(LINES, "table.reservations time")), (width, path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, (width, path)
+        page.context.close()

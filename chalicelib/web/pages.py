@@ -180,10 +180,11 @@ def _short_time(ts: str | None) -> str:
 
 def _when(ts: str | None) -> Markup:
     """A stored time (always UTC) as a <time> that says so: "11-30 08:11 UTC", to the second in
-    its title. ui.js shows it in the viewer's own zone, named the same way; the title stays UTC."""
+    its title. ui.js shows it in the viewer's own zone, named the same way; the title stays UTC.
+    The zone is joined to the time (a no-break space): a narrow column breaks it after the day at most."""
     if not ts:
         return Markup("")
-    return Markup('<time datetime="{0}" title="{1} UTC">{2} <small class="tz">UTC</small></time>').format(
+    return Markup('<time datetime="{0}" title="{1} UTC">{2}&nbsp;<small class="tz">UTC</small></time>').format(
         ts, ts[:19].replace("T", " "), _short_time(ts))
 
 

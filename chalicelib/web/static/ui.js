@@ -41,7 +41,7 @@
       var tz = document.createElement("small");
       tz.className = "tz";
       tz.textContent = zoneName(at);
-      time.replaceChildren(two(at.getMonth() + 1) + "-" + two(at.getDate()) + " " + two(at.getHours()) + ":" + two(at.getMinutes()) + " ", tz);
+      time.replaceChildren(two(at.getMonth() + 1) + "-" + two(at.getDate()) + " " + two(at.getHours()) + ":" + two(at.getMinutes()) + "\u00a0", tz);  // the zone joined to the time (_when)
     });
   }
   localTimes(document);
