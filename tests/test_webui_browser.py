@@ -603,3 +603,22 @@ def test_a_time_in_a_table_stays_on_one_line_beside_long_text(url, browser):
             assert all(len(time) <= 2 for time in page.evaluate(LINES, "table.reservations time")), (width, path)
             assert page.evaluate("document.documentElement.scrollWidth") <= width, (width, path)
         page.context.close()
+
+
+def test_a_table_in_a_message_wraps_between_words_on_a_phone(url, browser):
+    """QA, session 36: on a phone a message's Markdown table squeezed its columns until words broke
+    inside ("statu s", "/cart/items/{id }"): a body breaks anywhere, so that a long word never
+    widens the page, and a table shrank its cells to a letter. A cell now wraps between words, and
+    a table wider than the message scrolls within it."""
+    digest = hashlib.sha256(b"table").hexdigest()
+    table = ("| endpoint | status | notes |\n|---|---|---|\n| `/cart/items/{id}` | done | see the runbook for the rollout |\n"
+             f"| `/cart` | wip | artifact {digest} |\n")
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+               "thread_id": "TABLE-1", "subject": "Endpoints", "body_md": table}).raise_for_status()
+    page = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True).new_page()
+    page.goto(f"{url}/ui/thread?p={P}&t=TABLE-1")
+    cells = page.evaluate(LINES, "article.msg .body th, article.msg .body td")
+    assert ["status"] in cells and ["/cart/items/{id}"] in cells, cells
+    assert all(line.endswith(" ") for lines in cells[:-1] for line in lines[:-1]), cells  # (the hash's cell may break)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.context.close()
