@@ -622,3 +622,17 @@ def test_a_table_in_a_message_wraps_between_words_on_a_phone(url, browser):
     assert all(line.endswith(" ") for lines in cells[:-1] for line in lines[:-1]), cells  # (the hash's cell may break)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.context.close()
+
+
+def test_a_long_task_wraps_between_words_on_a_phone(url, browser):
+    """QA, session 36: on a phone the project page squeezed a long task's column until its longer
+    words broke inside ("PaymentGat eway"); its table scrolls there, so a task's words stay whole."""
+    task = "Payments refactor: move Stripe calls behind the PaymentGateway interface and retire the v1 webhooks handler"
+    httpx.post(f"{url}/api/register_agent", json={"project_key": P, "program": "cursor", "model": "sonnet", "name": "RedRiver",
+                                                  "task_description": task}).raise_for_status()
+    page = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True).new_page()
+    page.goto(f"{url}/ui/project?p={P}")
+    [lines] = [lines for lines in page.evaluate(LINES, "td.task") if "".join(lines).startswith("Payments refactor")]
+    assert all(line.endswith(" ") for line in lines[:-1]), lines
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.context.close()
