@@ -187,3 +187,24 @@ def test_a_refusals_hint_names_unretire_and_unarchive_only_to_whom_may_call_them
     written = under("full", writer)  # unarchive_project is the admin's: a writer's call of it gets a 403
     assert "unretire_agent(" in written[0] and "unarchive_project" not in " ".join(written[2:])
     assert "ask your human overseer to unarchive it" in written[2] and "ask your human overseer to unarchive it" in written[3]
+
+
+def test_registering_a_retired_agent_says_it_is_retired_and_how_it_comes_back(call, team, settings, monkeypatch):
+    """QA: register_agent (and macro_start_session) under a retired agent's name answered note null;
+    only retired_ts told, and the agent's first send was refused. The note says it, with the 409's hint."""
+    call("retire_agent", project_key=team, agent_name="RedStone")
+    registered = call("register_agent", project_key=team, program="codex", model="gpt", name="RedStone")
+    assert registered["note"].startswith("RedStone is retired (since ")
+    assert registered["note"].endswith("To work as it again, first call unretire_agent(project_key='work-team',"
+                                       " agent_name='RedStone'), or omit agent_name to register a new agent.")
+    started = call("macro_start_session", human_key="/work/team", program="codex", model="gpt", agent_name="RedStone")
+    assert started["note"] == started["agent"]["note"] and started["note"].startswith("RedStone is retired")
+    assert call("register_agent", project_key=team, program="codex", model="gpt", name="BlueLake")["note"] is None
+    monkeypatch.setenv("TOOLS_PROFILE", "minimal")  # unretire_agent not listed: the overseer's Unretire, as the 409 says
+    get_settings.cache_clear()
+    try:
+        minimal = call("macro_start_session", human_key="/work/team", program="codex", model="gpt", agent_name="RedStone")
+    finally:
+        get_settings.cache_clear()
+    assert "first ask your human overseer to unretire RedStone (Unretire, in the web UI)" in minimal["note"]
+    assert "unretire_agent" not in minimal["note"]

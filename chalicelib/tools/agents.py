@@ -163,10 +163,13 @@ def refuse_retired(project: sqlite3.Row, agent: sqlite3.Row, what: str) -> None:
     """Conflict if the agent is retired: it does nothing (`what`: send, reserve files) until unretired."""
     if agent["retired_ts"]:
         slug, name = project["slug"], agent["name"]
-        raise NotActive(
-            f"{name} is retired (since {agent['retired_ts']}) and cannot {what}.",
-            f"To {what}, first {unretiring(f'call unretire_agent(project_key={slug!r}, agent_name={name!r})', name)}.",
-        )
+        raise NotActive(f"{name} is retired (since {agent['retired_ts']}) and cannot {what}.",
+                        f"To {what}, first {unretire(slug, name)}.")
+
+
+def unretire(slug: str, name: str) -> str:
+    """How the retired agent `name` comes back: what a refusal's hint and register_agent's note say."""
+    return unretiring(f"call unretire_agent(project_key={slug!r}, agent_name={name!r})", name)
 
 
 def unretiring(call: str, who: str) -> str:
@@ -240,8 +243,8 @@ class RegisteredAgent(Agent):
         " this agent (registration_token / sender_token arguments). Keep it; rotate_agent_token replaces it.",
     )
     note: str | None = Field(
-        None, description="Set when a name no agent had created this agent while existing names are close to it: a"
-        " mistyped own name makes a stranger, without your mail, contacts or reservations.")
+        None, description="Set when a name no agent had created this agent while existing names are close to it (a"
+        " mistyped own name makes a stranger, without your mail, contacts or reservations), or when the agent is retired.")
 
 
 def registered(db: sqlite3.Connection, project: sqlite3.Row, row: sqlite3.Row) -> RegisteredAgent:
@@ -263,7 +266,7 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Register
     """Register an agent in a project. With an existing name, update its profile and
     last_active time; with a name no agent has, create that agent (its note names existing
     agents with close names: a mistyped own name makes a stranger); without a name, create a
-    new agent with a memorable name.
+    new agent with a memorable name. Registering does not unretire a retired agent (its note says so).
 
     program and model are always replaced; task_description only when given."""
     project = find_project(db, args.project_key)
@@ -281,7 +284,12 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Register
     if updated.rowcount:
         row = find_agent(db, project, args.agent_name)
         outbox.record_agent(db, project, row)
-        return RegisteredAgent(**describe_agent(project, row).model_dump())
+        agent = RegisteredAgent(**describe_agent(project, row).model_dump())
+        if row["retired_ts"]:  # (a session start must not undo a retirement): said now, not by its first send's 409
+            agent.note = (f"{row['name']} is retired (since {row['retired_ts']}): it cannot send or reserve files, and gets no"
+                          f" new mail. To work as it again, first {unretire(project['slug'], row['name'])}, or omit"
+                          " agent_name to register a new agent.")
+        return agent
     close = did_you_mean(args.agent_name, _names(db, project["id"]))  # before it is one of them
     agent = registered(db, project, _insert_agent(db, project, args.agent_name, args))
     if close:

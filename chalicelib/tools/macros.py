@@ -79,7 +79,7 @@ class SessionStarted(Output):
     file_reservations: Reserved | None
     inbox: list[InboxMessage]
     note: str | None = Field(None, description="Set when this call created the project inside another project's directory,"
-                             " or an agent under a name close to existing ones (agent.note).")
+                             " or an agent under a name close to existing ones, or when the agent is retired (agent.note).")
 
 
 def macro_start_session(db: sqlite3.Connection, args: MacroStartSessionInput) -> SessionStarted:
@@ -146,7 +146,7 @@ class ThreadPrepared(Output):
     thread: ThreadSummary | None = Field(description="Your view of the thread; null when you have no mail in it yet (see note).")
     inbox: list[InboxMessage]
     note: str | None = Field(None, description="Set when no agent_name was given (a new agent was created), or one close to"
-                             " existing names created that agent (agent.note), when you have no mail in the thread yet,"
+                             " existing names created that agent or the agent is retired (agent.note), when you have no mail in the thread yet,"
                              " or when your inbox has more than its bodies let in.")
 
 
