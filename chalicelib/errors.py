@@ -77,6 +77,10 @@ def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
     )
 
 
+# What a value checked against a pattern (fields.matching) must be, in words, by pattern: a refusal
+# says "'ABC' is not <words>" where pydantic quotes the regular expression.
+PATTERNS_SAID: dict[str, str] = {}
+
 # A text's length, said as pydantic says it of a plain string (string_too_long).
 TEXT_TOO_LONG = "String should have at most {max_length} characters, not {actual_length}"
 
@@ -88,6 +92,8 @@ def _problem(err: dict, fields) -> str:
         # A text's bound checked after its own validators (fields.NotBlank, Storable): pydantic then
         # counts "items" of a "Value" ("subject: Value should have at most 512 items after validation").
         message = TEXT_TOO_LONG.format(**err["ctx"])
+    elif err["type"] == "string_pattern_mismatch" and (said := PATTERNS_SAID.get(err["ctx"]["pattern"])):
+        message = f"{_shortened(repr(err['input']))} is not {said}"
     problem = f"{_shortened(where)}: {message}" if where else message  # (the input's own checks name their fields)
     name = str(err["loc"][0]) if err["loc"] else ""
     if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 and len(name) <= MAX_NAME_SHOWN:

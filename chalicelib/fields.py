@@ -7,6 +7,7 @@ import re
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from . import clock
+from .errors import PATTERNS_SAID
 from .names import NAME_PATTERN, NAME_RULES, check_name, check_new_name
 
 MAX_PROJECT_KEY = 1024  # characters of a slug or a human key; a stored (normalised) key fits (tools/projects.py HumanKey)
@@ -19,6 +20,13 @@ ProjectKey = Annotated[
 # The rules the validators enforce, also in the JSON schema (OpenAPI, MCP tools/list), so that
 # schema-driven clients and fuzzers agree with the server; the validators keep their own messages.
 NAME_REGEX = f"^{NAME_PATTERN.pattern}$"
+
+
+def matching(pattern: str, said: str, **constraints):
+    """Field(pattern=...) (checked by pydantic, fast) whose refusal says in words what the value must
+    be, "'ABC' is not <said>", not the regular expression an agent would have to read."""
+    PATTERNS_SAID[pattern] = said
+    return Field(pattern=pattern, **constraints)
 
 AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES, json_schema_extra={"pattern": NAME_REGEX})]
 # A name that, omitted, is generated (register_agent, the macros' agent_name, name_hint): its refusal says so.

@@ -67,6 +67,34 @@ def test_only_a_name_generated_when_omitted_says_to_omit_it(call, project):
         call("macro_start_session", human_key="/work/demo", program="p", model="m", agent_name="Blue Lake")
 
 
+def test_a_value_of_the_wrong_form_is_refused_in_words_not_by_its_regular_expression(call, project):
+    """QA session 36: an upper-case or short sha256, an attachment name with a folder, a media type in
+    capitals and another tool's cursor were refused by quoting the pattern ("String should match pattern
+    '^[0-9a-f]{64}$'"); each says what is expected instead (the schemas still give the patterns)."""
+    def refusal(tool, **arguments) -> str:
+        with pytest.raises(InvalidArgument) as refused:
+            call(tool, project_key=project, **arguments)
+        assert "pattern" not in refused.value.message and "^" not in refused.value.message
+        return refused.value.message
+
+    for sha256 in ("AB" * 32, "ab"):
+        assert refusal("get_attachment", agent_name="BlueLake", message_id="1", sha256=sha256) == (
+            f"Invalid arguments: sha256: {sha256!r} is not a SHA-256 as attachments list it: 64 hex digits in lower case"
+            " (0-9, a-f)")
+    sent = dict(agent_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b")
+    assert refusal("send_message", **sent, attachments=[{"name": "logs/a.txt", "content_base64": "eA=="}]).endswith(
+        "attachments.0.name: 'logs/a.txt' is not a file name: no folders (/ or \\) and no control characters")
+    assert refusal("send_message", **sent, attachments=[{"name": "a.txt", "content_base64": "eA==", "media_type": "Text/Plain"}]
+                   ).endswith("attachments.0.media_type: 'Text/Plain' is not a media type: type/subtype in lower case, e.g. text/plain")
+    others = {"search_messages": "12345.3", "list_agents": "tx,i1", "wait_for_mail": "m1.abc" + ".def" * 20}
+    for tool, cursor in others.items():  # another tool's next_cursor, given to fetch_inbox, list_threads or list_agents
+        for taker, arguments in (("fetch_inbox", {"agent_name": "BlueLake"}), ("list_threads", {}), ("list_agents", {})):
+            if taker != tool:
+                assert refusal(taker, **arguments, cursor=cursor) == (
+                    f"Invalid arguments: cursor: {cursor!r} is not a cursor this tool gave: pass the next_cursor of its"
+                    " previous page as it came, or omit it for the first page")
+
+
 def test_an_unknown_agent_gets_the_closest_names(call, project):
     with pytest.raises(NotFound, match="Did you mean 'GreenCastle'"):
         call("send_message", project_key=project, agent_name="BlueLake", to=["GreenCastel"], subject="s", body_md="b")

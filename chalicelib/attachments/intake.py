@@ -15,12 +15,13 @@ from typing import Annotated, Callable
 from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
 from ..errors import InvalidArgument, NotFound, ToolError
-from ..fields import given
+from ..fields import given, matching
 from ..registry import Input, Output
 from . import images
 from .storage import SHA256, storage
 
-MediaType = Annotated[str, Field(max_length=127, pattern=r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")]
+MediaType = Annotated[str, matching(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$",
+                                    "a media type: type/subtype in lower case, e.g. text/plain", max_length=127)]
 
 
 def _not_dots(name: str) -> str:
@@ -34,15 +35,17 @@ def _not_dots(name: str) -> str:
 _NOT_IN_NAME = r"/\\\x00-\x1f\x7f"
 _NAME_CHAR, _NOT_A_DOT = rf"[^{_NOT_IN_NAME}]", rf"[^{_NOT_IN_NAME}.]"
 NOT_DOTS = rf"^(?:{_NOT_A_DOT}{_NAME_CHAR}*|\.{_NOT_A_DOT}{_NAME_CHAR}*|\.\.{_NAME_CHAR}+)$"
-FileName = Annotated[str, Field(min_length=1, max_length=255, pattern=rf"^{_NAME_CHAR}+$", description="A file name, without folders.",
-                                json_schema_extra={"pattern": NOT_DOTS}), AfterValidator(_not_dots)]
+FileName = Annotated[str, matching(rf"^{_NAME_CHAR}+$", "a file name: no folders (/ or \\) and no control characters", min_length=1,
+                                   max_length=255, description="A file name, without folders.", json_schema_extra={"pattern": NOT_DOTS}),
+                     AfterValidator(_not_dots)]
 _FILE_NAME = TypeAdapter(FileName)
 # A path by parts between / or \, none of them `..`, and no NUL: what read_project_file takes (its
 # check says why in words; the schema tells a client beforehand).
 _NOT_IN_PART = r"/\\\x00"
 _PART = rf"(?:[^{_NOT_IN_PART}.][^{_NOT_IN_PART}]*|\.(?:[^{_NOT_IN_PART}.][^{_NOT_IN_PART}]*)?|\.\.[^{_NOT_IN_PART}]+)?"
 PATH_WITHOUT_DOTDOT = rf"^{_PART}(?:[/\\]{_PART})*$"
-Sha256 = Annotated[str, Field(pattern=f"^{SHA256.pattern}$", description="SHA-256 of the content, 64 lowercase hex digits.")]
+Sha256 = Annotated[str, matching(f"^{SHA256.pattern}$", "a SHA-256 as attachments list it: 64 hex digits in lower case (0-9, a-f)",
+                                 description="SHA-256 of the content, 64 lowercase hex digits.")]
 # Standard base64 with its padding, as decode_base64 reads it (for the JSON schema: a regular expression
 # would take ~0.3 s for a 1 MB body in Python's re).
 BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"

@@ -28,7 +28,7 @@ from ..store.db import placeholders
 from ..store.search_index import project_token
 from ..errors import MAX_ANSWER_BYTES, Conflict, NotFound, answer_too_large
 from ..fields import (
-    AgentAddress, AgentName, MessageId, NotBlank, ProjectKey, Storable, Timestamp, acting_agent, empty_list, folded_name,
+    AgentAddress, AgentName, MessageId, NotBlank, ProjectKey, Storable, Timestamp, acting_agent, empty_list, folded_name, matching,
 )
 from ..ids import new_id, new_ids
 from ..profiles import either
@@ -36,6 +36,7 @@ from ..registry import Input, Output, Replay, to_json, tool
 from ..security import auth
 from . import attachment_refs, correspondents, thread_summaries
 from .counts import count_message, count_reads
+from .paging import NOT_ANOTHER_TOOLS
 from .agents import address, agent_id, find_agent, find_agent_by_id, find_agents, mark_active, refuse_inactive
 from .projects import find_project, project_by_id, project_id
 
@@ -555,7 +556,8 @@ def _below_largest_id(text: str) -> str:
 
 
 # A page of mail newest first ends at a message id; the next page is the messages older than it.
-OlderThan = Annotated[str, Field(max_length=32, pattern="^[0-9]{1,19}$"), AfterValidator(_below_largest_id)]
+# (No max_length: another tool's longer cursor would be "at most 32 characters"; the pattern bounds it.)
+OlderThan = Annotated[str, matching("^[0-9]{1,19}$", NOT_ANOTHER_TOOLS), AfterValidator(_below_largest_id)]
 OLDER_THAN_HELP = "The next_cursor of the previous page: only messages older than that page."
 IncludeBodies = Annotated[bool, Field(description="With each message's body_md: a page then ends after ~4 MiB of bodies"
                                                   " (fewer than limit; next_cursor goes on).")]

@@ -25,6 +25,7 @@ from urllib.parse import quote, unquote
 from pydantic import Field
 
 from ..errors import InvalidArgument
+from ..fields import matching
 
 MAX_CURSOR = 2048  # a key of a timestamp and a name or id; a slug (of a long path) may take ~1,400
 # What _encode writes (t...), what it wrote before (s..., percent-encoded), an integer.
@@ -36,8 +37,10 @@ def _cursor_pattern(columns: int) -> str:
 
 
 PageLimit = Annotated[int, Field(ge=1, le=500, description="At most this many per page; next_cursor continues.")]
-PageCursor = Annotated[str, Field(max_length=MAX_CURSOR, pattern=_cursor_pattern(2))]  # a list ordered by two columns
-PageCursor1 = Annotated[str, Field(max_length=MAX_CURSOR, pattern=_cursor_pattern(1))]  # by one
+# An agent may pass one tool's cursor to another: the refusal says which cursor a tool takes.
+NOT_ANOTHER_TOOLS = "a cursor this tool gave: pass the next_cursor of its previous page as it came, or omit it for the first page"
+PageCursor = Annotated[str, matching(_cursor_pattern(2), NOT_ANOTHER_TOOLS, max_length=MAX_CURSOR)]  # a list ordered by two columns
+PageCursor1 = Annotated[str, matching(_cursor_pattern(1), NOT_ANOTHER_TOOLS, max_length=MAX_CURSOR)]  # by one
 CURSOR_HELP = "next_cursor of the previous page; omit it for the first page."
 NEXT_HELP = "Pass as cursor for the next page; null on the last page."
 
