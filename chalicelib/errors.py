@@ -98,7 +98,8 @@ def _problem(err: dict, fields) -> str:
     name = str(err["loc"][0]) if err["loc"] else ""
     if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 and len(name) <= MAX_NAME_SHOWN:
         # A sentence of its own, after pydantic's (which has no stop); a secret's field only for a word that says token.
-        guess = did_you_mean(name, [field for field in fields if "token" in name or "token" not in field])
+        candidates = [field for field in fields if "token" in name or "token" not in field]
+        guess = did_you_mean(name, candidates) or ending(name, candidates)
         problem += known_as(name, fields) or (f".{guess}" if guess else "")
     return problem
 
@@ -204,6 +205,13 @@ def did_you_mean(word: str, choices) -> str:
     return " Did you mean " + " or ".join(repr(choice) for choice in close) + "?"
 
 
+def ending(word: str, fields) -> str:
+    """" Did you mean 'x'?" when `word` is the last part of the name of exactly one of `fields`
+    (name, of overseer_name): too far from it for difflib."""
+    ends = [field for field in fields if field.endswith("_" + word)]
+    return f" Did you mean {ends[0]!r}?" if len(ends) == 1 else ""
+
+
 # What tools name differently: an argument sent under another tool's name for it (or a resource
 # URI's) gets this tool's name for it.
 SAME_THING = (
@@ -211,8 +219,9 @@ SAME_THING = (
     frozenset({"to_agent", "target"}),  # request_contact / macro_contact_handshake
     frozenset({"cursor", "before_id"}),  # paging: most tools / unified_inbox
     # The acting agent, under the names tools had for it or clients give it: difflib sent `sender`
-    # to sender_token, a secret's field, for a name.
-    frozenset({"agent_name", "sender", "sender_name", "sender_agent", "from_agent", "from_name", "requester", "acting_agent"}),
+    # to sender_token, a secret's field, for a name. The person's tools call the one acting overseer_name.
+    frozenset({"agent_name", "sender", "sender_name", "sender_agent", "from_agent", "from_name", "requester", "acting_agent",
+               "overseer_name"}),
 )
 
 

@@ -49,6 +49,22 @@ def test_the_acting_agent_under_another_name_is_pointed_to_agent_name_never_to_a
     assert "this tool calls it" not in either.value.message
 
 
+def test_a_field_named_by_the_last_part_of_its_name_is_pointed_to_it(call, project):
+    """QA session 36: ensure_overseer(name=...) and send_overseer_message(sender=...) got only "Extra inputs
+    are not permitted" (too far from overseer_name for difflib). The last part of one field's name points
+    to it, and the person's name is the sender's under its other names; two fields ending so are no telling."""
+    with pytest.raises(InvalidArgument) as named:
+        call("ensure_overseer", project_key=project, name="Boss")
+    assert named.value.message == "Invalid arguments: name: Extra inputs are not permitted. Did you mean 'overseer_name'?"
+    for field in ("sender", "sender_name", "agent_name"):
+        with pytest.raises(InvalidArgument) as sent:
+            call("send_overseer_message", project_key=project, to=["BlueLake"], subject="s", body_md="b", **{field: "Boss"})
+        assert sent.value.message.endswith(f"{field}: Extra inputs are not permitted (this tool calls it 'overseer_name')")
+    with pytest.raises(InvalidArgument) as keyed:  # project_key or idempotency_key
+        call("send_message", project_key=project, agent_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b", key="k")
+    assert keyed.value.message == "Invalid arguments: key: Extra inputs are not permitted"
+
+
 def test_only_a_name_generated_when_omitted_says_to_omit_it(call, project):
     """QA session 33: every agent-name field said "Omit the name to get one generated", which is
     register_agent's; an agent that followed it got "agent_name: Field required". Name@project as
