@@ -88,6 +88,19 @@ def test_a_project_made_inside_another_says_so(call):
     assert "inside project 'home-me-shop'" in started["note"] and "note" not in started["project"]
 
 
+@pytest.mark.parametrize("root, under", [("/", "/home/me/shop"), ("C:\\", "C:\\Users\\me\\shop")])
+def test_the_filesystem_root_holds_no_project_as_its_folder(call, root, under):
+    """QA session 36: after ensure_project('/') (slug root) every new project's note said "Created ...
+    inside project 'root' (/)", and every path not found was pointed to it. A root is no repository
+    around another: it stays a project (an agent started there), never the one a path is inside."""
+    assert call("ensure_project", human_key=root)["note"] is None
+    assert call("ensure_project", human_key=under)["note"] is None
+    with pytest.raises(NotFound) as missing:
+        call("get_project", project_key=under + "x")
+    assert "inside project" not in missing.value.hint
+    assert "inside project" in call("ensure_project", human_key=under + "/src")["note"]  # a real one still is
+
+
 def test_the_note_of_a_project_inside_another_names_archive_project_only_to_whom_may_call_it(call, settings, monkeypatch):
     """archive_project is the admin's and only the full TOOLS_PROFILE lists it: the note sends others to the overseer."""
     call("ensure_project", human_key="/home/me/shop")

@@ -150,11 +150,12 @@ def _not_found_hint(db: sqlite3.Connection, project_key: str) -> str:
 
 
 def enclosing_project(db: sqlite3.Connection, human_key: str) -> sqlite3.Row | None:
-    """The nearest project whose directory holds this (normalised) path, up to MAX_PARENTS folders up."""
-    path = human_key
+    """The nearest project whose directory holds this (normalised) path, up to MAX_PARENTS folders up,
+    below the root: a project at / (or C:\\) holds every path, so it is no repository one is inside."""
+    path, paths = human_key, ntpath if human_key[1:2] == ":" else posixpath
     for _ in range(MAX_PARENTS):
-        parent = (ntpath if path[1:2] == ":" else posixpath).dirname(path)
-        if parent == path:
+        parent = paths.dirname(path)
+        if paths.dirname(parent) == parent:  # the root (or the path itself is)
             return None
         path = parent
         if (row := project_by_key(db, path)) is not None:
