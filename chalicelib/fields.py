@@ -28,6 +28,7 @@ def matching(pattern: str, said: str, **constraints):
     PATTERNS_SAID[pattern] = said
     return Field(pattern=pattern, **constraints)
 
+
 AgentName = Annotated[str, AfterValidator(check_name), Field(description=NAME_RULES, json_schema_extra={"pattern": NAME_REGEX})]
 # A name that, omitted, is generated (register_agent, the macros' agent_name, name_hint): its refusal says so.
 NewAgentName = Annotated[str, AfterValidator(check_new_name), Field(description=NAME_RULES, json_schema_extra={"pattern": NAME_REGEX})]
