@@ -425,7 +425,8 @@ def test_a_stale_ref_lock_is_removed_by_every_command_that_writes_the_archive_an
     checked = doctor(database)
     assert "FAIL  archive worker  1 entries failed" in table(checked) and "FileLocked" in checked.stdout
     assert f"; {lock}: left by a writer killed mid-commit, git refuses to move the branch while it exists" in checked.stdout
-    assert "fix: python -m chalicelib doctor --repair (retries them now; removes the stale lock" in checked.stdout
+    assert ("fix: python -m chalicelib archive drain (no archive worker runs: it archives them now; and removes the stale"
+            " lock; or start the server, whose worker does)") in checked.stdout, checked.stdout
     repaired = doctor(database, "--repair")
     assert f"re-queued 1 failed entries; removed the stale git lock {lock}" in repaired.stdout, repaired.stdout
     assert not lock.exists()
@@ -484,3 +485,34 @@ def test_doctor_on_a_file_that_is_no_database_says_so_once_and_offers_no_repair(
         assert "full-text index" not in checked.stdout and "could not check" not in checked.stdout, checked.stdout
         assert "doctor --repair" not in checked.stdout and "repaired" not in checked.stdout, checked.stdout
     assert database.read_text().startswith("a text file")
+
+
+def test_failed_entries_without_a_worker_are_left_to_archive_drain_not_to_the_repair(tmp_path):
+    """QA, session 36: with no server running, `doctor --repair` said "re-queued 2 failed entries", then
+    showed the same FAIL with the same fix, `doctor --repair`: nothing archives them until a worker runs."""
+    from chalicelib.archive import outbox
+    from chalicelib.archive.worker import lock_path
+    from chalicelib.config import Settings
+    from chalicelib.ops.supervisor import exclusive
+
+    database = tmp_path / "db.sqlite"
+    assert run(database, "ensure-project", "--human-key", "/srv/shop").returncode == 0
+    settings = Settings(database_url=f"sqlite:///{database}", archive_dir=tmp_path / "archive")
+    with db.connection(settings) as conn, db.transaction(conn, write=True):  # as a drain that failed leaves them
+        outbox.mark_failed(conn, [id for (id,) in conn.execute("SELECT id FROM archive_outbox")], "OSError: trouble", 3600)
+
+    with exclusive(lock_path(settings), None) as mine:  # a running server's worker: the repair's retry is its next drain
+        assert mine
+        checked = doctor(database)
+    assert "fix: python -m chalicelib doctor --repair (retries them now)" in checked.stdout, checked.stdout
+
+    checked = doctor(database)
+    assert "FAIL  archive worker  1 entries failed" in table(checked), checked.stdout
+    assert ("fix: python -m chalicelib archive drain (no archive worker runs: it archives them now; or start the server,"
+            " whose worker does)") in checked.stdout and "doctor --repair (retries" not in checked.stdout, checked.stdout
+    repaired = doctor(database, "--repair")
+    assert ("repaired archive worker: re-queued 1 failed entries; no archive worker runs to archive them:"
+            " python -m chalicelib archive drain, or start the server") in repaired.stdout, repaired.stdout
+    drained = run(database, "archive", "drain")
+    assert (drained.returncode, drained.stdout) == (0, "1 entries archived\n"), drained.stderr
+    assert doctor(database).returncode == 0

@@ -371,15 +371,21 @@ def worker(settings: Settings) -> Finding:
             if stale:
                 with writing(settings) as repo:  # which removes them (a worker that has the lock did on its start)
                     done += f"; removed the stale git lock {listed(list(map(str, stale)))}" if repo else ""
+            if holder(lock_path(settings)) is None:  # re-queued is not archived: only a worker archives them
+                done += "; no archive worker runs to archive them: python -m chalicelib archive drain, or start the server"
             return done
 
+        if holder(lock_path(settings)) is None:  # the repair's retry would wait for a worker (doctor showed the same
+            # failure again): archive drain re-queues them, removes a stale lock and archives them, at once
+            fix = ("python -m chalicelib archive drain (no archive worker runs: it archives them now"
+                   + ("; and removes the stale lock" if stale else "") + "; or start the server, whose worker does)")
+        else:
+            fix = ("python -m chalicelib doctor --repair (retries them now"
+                   + ("; removes the stale lock, as archive drain and the server's worker do" if stale else "") + ")")
         return Finding("archive worker", False, f"{status['failed']} entries failed (retried with backoff);"
                        f" the oldest's error: {status['failed_error']}" + (
                            f"; {listed(list(map(str, stale)))}: left by a writer killed mid-commit, git refuses to move"
-                           " the branch while it exists" if stale else ""),
-                       "python -m chalicelib doctor --repair (retries them now"
-                       + ("; removes the stale lock, as archive drain and the server's worker do" if stale else "") + ")",
-                       repair)
+                           " the branch while it exists" if stale else ""), fix, repair)
     if exits and exits["age_seconds"] < RECENT_EXIT_SECONDS and (beat is None or beat["started_ts"] < exits["heartbeat_ts"]):
         return Finding("archive worker", False, f"not running: it died {exits['restarts']} times under the server (pid"
                        f" {exits['pid']} on {exits['host']}), the last {exits['age_seconds']:.0f} s ago ({exits['last_error']}),"
