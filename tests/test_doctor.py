@@ -516,3 +516,28 @@ def test_failed_entries_without_a_worker_are_left_to_archive_drain_not_to_the_re
     drained = run(database, "archive", "drain")
     assert (drained.returncode, drained.stdout) == (0, "1 entries archived\n"), drained.stderr
     assert doctor(database).returncode == 0
+
+
+def test_attachment_content_lost_without_an_archive_is_left_to_a_backup(tmp_path):
+    """QA, session 36: with no archive at ARCHIVE_DIR, doctor said --repair "copies them back from the git
+    archive", and the repair then said the archive lacked them."""
+    database, content = tmp_path / "db.sqlite", b"a log\n" * 40
+    sha256 = hashlib.sha256(content).hexdigest()
+    attachment = json.dumps({"name": "test.log", "content_base64": base64.b64encode(content).decode()})
+    for args in (("ensure-project", "--human-key", "/srv/shop"),
+                 ("register-agent", "--project-key", "srv-shop", "--program", "p", "--model", "m", "--name", "BlueLake"),
+                 ("send-message", "--project-key", "srv-shop", "--sender-name", "BlueLake", "--to", "BlueLake",
+                  "--subject", "log", "--body-md", "b", "--attachments", attachment)):
+        assert run(database, *args).returncode == 0  # never archived: no archive at tmp_path/archive
+    (tmp_path / "attachments" / sha256[:2] / sha256[2:]).unlink()
+    others = tmp_path / "notes"  # an ARCHIVE_DIR of someone's files: no archive either
+    others.mkdir()
+    (others / "todo.txt").write_text("not mail")
+    for archive in (tmp_path / "archive", others):
+        for args in ((), ("--repair",)):
+            checked = doctor(database, *args, archive=archive)
+            assert "Traceback" not in checked.stderr, checked.stderr
+            assert "FAIL  attachments  1 contents the messages name are missing" in table(checked), checked.stdout
+            assert (f"fix: put the files back into ATTACHMENTS_DIR (from a backup; {archive} holds no archive to copy"
+                    " them from)") in checked.stdout, checked.stdout
+            assert "copies them back" not in checked.stdout and "repaired attachments" not in checked.stdout, checked.stdout

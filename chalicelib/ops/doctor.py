@@ -287,10 +287,15 @@ def attachments(settings: Settings) -> Finding:
     detail = f"{len(missing)} contents the messages name are missing from {settings.attachments_dir}: {listed(missing)}"
     if not settings.archive_enabled:
         return Finding("attachments", False, detail, "put the files back into ATTACHMENTS_DIR (from a backup)")
+    from ..archive.gitrepo import GitArchive, NoArchive, NotAnArchive
+
+    try:
+        GitArchive.to_read(settings).close()
+    except (NoArchive, NotAnArchive):  # nothing for the repair to copy from (the git archive check says why)
+        return Finding("attachments", False, detail, "put the files back into ATTACHMENTS_DIR (from a backup;"
+                       f" {settings.archive_dir} holds no archive to copy them from)")
 
     def repair(progress) -> str:
-        from ..archive.gitrepo import GitArchive, NoArchive
-
         left = []
         try:
             with db.connection(settings) as conn, db.transaction(conn, write=False), GitArchive.to_read(settings) as repo:
