@@ -172,6 +172,8 @@ def writing(settings: Settings, create: bool = True) -> Iterator["GitArchive | N
     new, empty one (a command that only changes an archive: migrate)."""
     from .gitrepo import GitArchive
 
+    if not create:  # refused before the lock, which would leave ARCHIVE_DIR.lock (and its folder) beside no archive;
+        GitArchive.to_read(settings).close()  # read only: the check under the lock below still counts
     with exclusive(lock_path(settings), None) as mine:
         if not mine:
             yield None
