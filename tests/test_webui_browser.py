@@ -636,3 +636,44 @@ def test_a_long_task_wraps_between_words_on_a_phone(url, browser):
     assert all(line.endswith(" ") for line in lines[:-1]), lines
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.context.close()
+
+
+# The contrast ratio (WCAG 2) of an element's text with what is behind it: its ancestors'
+# backgrounds painted over each other (a hovered row's is a translucent tint, color-mix).
+CONTRAST_ON = """element => {
+  const parse = css => { const n = css.match(/[\\d.]+/g).map(Number), unit = css.startsWith("color(") ? 255 : 1;
+                         return [...n.slice(0, 3).map(v => v * unit), n.length > 3 ? n[3] : 1]; };
+  const luminance = c => { const [r, g, b] = c.map(v => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+                           return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const layers = [];
+  for (let e = element; e; e = e.parentElement) {
+    const c = parse(getComputedStyle(e).backgroundColor);
+    if (c[3] > 0) layers.unshift(c);
+    if (c[3] === 1) break;
+  }
+  const behind = layers.reduce((under, [r, g, b, a]) => [r, g, b].map((v, i) => v * a + under[i] * (1 - a)), [255, 255, 255]);
+  const [a, b] = [luminance(parse(getComputedStyle(element).color).slice(0, 3)), luminance(behind)];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def test_grey_text_on_an_unread_row_reads_in_dark_and_light(url, browser):
+    """QA, session 36: an unread row's grey text (excerpt, project · thread, time) read 4.48:1 on
+    the light theme's unread blue, just under WCAG AA's 4.5:1; hovered, 4.1:1."""
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+               "subject": "Grey on blue", "body_md": "an excerpt"}).raise_for_status()
+    for scheme in ("light", "dark"):
+        page = browser.new_context(color_scheme=scheme).new_page()
+        page.goto(url + "/")
+        row = page.locator("ol.mail > li.unread", has_text="Grey on blue")
+        greys = [row.locator(selector).first for selector in (".excerpt", ".meta", "time", "time .tz")]
+        for state in ("unread", "hovered", "selected"):
+            if state == "hovered":
+                row.locator("a.row").hover()
+            elif state == "selected":
+                page.mouse.move(0, 0)
+                page.keyboard.press("j")  # the first row: the newest
+                assert "sel" in row.get_attribute("class")
+            ratios = [grey.evaluate(CONTRAST_ON) for grey in greys]
+            assert min(ratios) >= 4.5, (scheme, state, ratios)
+        page.context.close()
