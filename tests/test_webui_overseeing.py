@@ -1003,3 +1003,31 @@ def test_the_overseer_counts_a_bcc_recipients_pending_ack(site):
     api.post("/api/acknowledge_message", json={"project_key": P, "agent_name": "RedStone", "message_id": sent["id"]}).raise_for_status()
     row = re.search(r'<a class="row" href="[^"]*m=%s#.*?</li>' % sent["id"], client.get("/").text, re.S).group()
     assert 'title="every recipient acknowledged">acked' in row
+
+
+def test_an_agents_received_and_sent_lists_tag_a_persons_mail_and_its_importance_as_other_lists_do(site):
+    """QA, session 36: an agent's received list showed no "human" tag on the overseer's mail (the
+    inbox did), and its outbox no urgent or high tag (every other list did); nor did a product's
+    "View as agent"."""
+    url, api, database = site
+    api.post("/api/send_overseer_message", json={"project_key": P, "to": ["RedStone"], "subject": "From a person",
+                                                  "body_md": "hello", "importance": "urgent"}).raise_for_status()
+    send(api, sender_name="RedStone", subject="Sent urgently", importance="urgent")
+    send(api, sender_name="RedStone", subject="Sent highly", importance="high")
+    send(api, sender_name="GreenCastle", to=["RedStone"], subject="From an agent")
+    client = ui(url)
+
+    def row(page: str, subject: str) -> str:
+        return next(item for item in re.findall(r"<li[ >].*?</li>", page, re.S) if subject in item)
+
+    page = client.get("/ui/agent", params={"p": P, "a": "RedStone"}).text
+    received, sent = section(page, "Inbox"), section(page, "Outbox")
+    person = row(received, "From a person")
+    assert '<b>Overseer</b> <span class="tag human">human</span>' in person and '<span class="tag urgent">urgent</span>' in person
+    assert "tag human" not in row(received, "From an agent")
+    assert '<span class="tag urgent">urgent</span>' in row(sent, "Sent urgently")
+    assert '<span class="tag high">high</span>' in row(sent, "Sent highly")
+    api.post("/api/ensure_product", json={"product_key": "tags"}).raise_for_status()
+    api.post("/api/products_link", json={"product_key": "tags", "project_key": P}).raise_for_status()
+    page = client.get("/ui/product", params={"k": "tags", "as": "RedStone"}).text
+    assert '<b>Overseer</b> <span class="tag human">human</span>' in row(page, "From a person")
