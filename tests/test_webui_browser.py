@@ -677,3 +677,22 @@ def test_grey_text_on_an_unread_row_reads_in_dark_and_light(url, browser):
             ratios = [grey.evaluate(CONTRAST_ON) for grey in greys]
             assert min(ratios) >= 4.5, (scheme, state, ratios)
         page.context.close()
+
+
+def test_compose_suggests_each_name_of_to_and_cc(url, page):
+    """QA, session 36: To suggested only its first name (a datalist suggests whole values: after
+    "GreenCastle, " nothing), and Cc suggested none."""
+    page.goto(f"{url}/ui/compose?p={P}")
+
+    def suggested(field: str) -> list[str]:
+        return page.locator(f"input[name={field}]").evaluate("field => Array.from(field.list.options).map(o => o.value)")
+
+    page.fill("input[name=to]", "GreenCastle, ")
+    assert "GreenCastle, BlueLake" in suggested("to") and "GreenCastle, GreenCastle" not in suggested("to")
+    page.fill("input[name=to]", "GreenCastle,Bl")  # as typed, up to the name being typed
+    assert "GreenCastle,BlueLake" in suggested("to")
+    page.fill("input[name=cc]", "")
+    page.locator("input[name=cc]").focus()
+    assert {"GreenCastle", "BlueLake"} <= set(suggested("cc"))
+    page.fill("input[name=cc]", "BlueLake, ")
+    assert "BlueLake, GreenCastle" in suggested("cc") and not any(name.endswith("BlueLake, BlueLake") for name in suggested("cc"))

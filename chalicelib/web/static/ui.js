@@ -69,6 +69,23 @@
     tz.value = offset(new Date(+day[0], day[1] - 1, +day[2]));
   });
 
+  // Compose's To and Cc take names separated by commas, and a datalist suggests whole values:
+  // each suggestion is the field as typed up to its last comma, then a name not in it yet.
+  document.querySelectorAll("input[list][data-names]").forEach(function (field) {
+    var list = field.list, names = list ? Array.from(list.options).map(function (option) { return option.value; }) : [];
+    function suggest() {
+      var cut = field.value.lastIndexOf(",") + 1, head = field.value.slice(0, cut), rest = field.value.slice(cut);
+      var prefix = cut ? head + (rest ? rest.match(/^\s*/)[0] : " ") : "";  // as typed: "A,B" is suggested "A,BlueLake"
+      var taken = head.split(",").map(function (name) { return name.trim(); });
+      list.replaceChildren.apply(list, names.filter(function (name) { return taken.indexOf(name) < 0; }).map(function (name) {
+        var option = document.createElement("option");
+        option.value = prefix + name;
+        return option;
+      }));
+    }
+    if (list) { field.addEventListener("focus", suggest); field.addEventListener("input", suggest); }  // (To and Cc share the list)
+  });
+
   // Dangerous buttons ask first.
   document.addEventListener("submit", function (event) {
     var button = event.submitter;
