@@ -696,3 +696,24 @@ def test_compose_suggests_each_name_of_to_and_cc(url, page):
     assert {"GreenCastle", "BlueLake"} <= set(suggested("cc"))
     page.fill("input[name=cc]", "BlueLake, ")
     assert "BlueLake, GreenCastle" in suggested("cc") and not any(name.endswith("BlueLake, BlueLake") for name in suggested("cc"))
+
+
+def test_the_reply_form_answers_what_live_refresh_brings_and_writes_to_who_joined(url, page):
+    """QA, session 36: when a message arrived on a thread page by itself, the reply form still
+    answered the message before it, and its To lacked the agent who had just joined the thread."""
+    first = httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
+                       "thread_id": "JOIN-1", "subject": "Who joins", "body_md": "first"}).json()["message"]
+    page.goto(f"{url}/ui/thread?p={P}&t=JOIN-1")
+    reply_to, to = page.locator("form.reply input[name=reply_to]"), page.locator("form.reply input[name=to]")
+    assert reply_to.input_value() == first["id"] and to.input_value() == "GreenCastle, BlueLake"
+    httpx.post(f"{url}/api/register_agent", json={"project_key": P, "program": "codex", "model": "gpt-5",
+                                                  "name": "SilverOtter"}).raise_for_status()
+    joined = httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "SilverOtter", "to": ["BlueLake"],
+                        "thread_id": "JOIN-1", "subject": "Re: Who joins", "body_md": "me too"}).json()["message"]
+    page.locator("article.msg", has_text="me too").wait_for(timeout=2500)
+    assert reply_to.input_value() == joined["id"] and to.input_value() == "GreenCastle, BlueLake, SilverOtter"
+    page.fill("form.reply input[name=to]", "BlueLake")  # a To the person wrote stays as written
+    httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "BlueLake", "to": ["SilverOtter"],
+               "thread_id": "JOIN-1", "subject": "Re: Who joins", "body_md": "welcome"}).raise_for_status()
+    page.locator("article.msg", has_text="welcome").wait_for(timeout=2500)
+    assert reply_to.input_value() == _newest_in(url, "JOIN-1") and to.input_value() == "BlueLake"

@@ -227,6 +227,12 @@
       var focused = document.activeElement, inside = Array.from(now).some(function (region) { return region.contains(focused); });
       var key = inside && focused !== document.body ? focusKey(focused) : null;  // swapped out below: found again after
       for (var i = 0; i < now.length && i < next.length; i++) now[i].replaceChildren.apply(now[i], Array.from(next[i].childNodes));
+      // A form's fields that follow the page (a thread's reply: the message it answers, its To), as
+      // long as the person has not changed them: what they typed stays.
+      document.querySelectorAll("[data-live-field]").forEach(function (field) {
+        var update = fresh.querySelector("[data-live-field][name='" + field.name + "']");
+        if (update && field.value === field.defaultValue) field.value = field.defaultValue = update.defaultValue;
+      });
       latest = (fresh.body && fresh.body.dataset.latest) || latest;
       localTimes(document);
       loadDigest();
