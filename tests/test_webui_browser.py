@@ -717,3 +717,21 @@ def test_the_reply_form_answers_what_live_refresh_brings_and_writes_to_who_joine
                "thread_id": "JOIN-1", "subject": "Re: Who joins", "body_md": "welcome"}).raise_for_status()
     page.locator("article.msg", has_text="welcome").wait_for(timeout=2500)
     assert reply_to.input_value() == _newest_in(url, "JOIN-1") and to.input_value() == "BlueLake"
+
+
+def test_a_reservations_table_fits_its_half_of_a_1024_px_page(url, browser):
+    """QA, session 36: at 1024 px the reservations table was ~17 px wider than its half of the page,
+    and scrolled sideways, beside GreenCastle's long pattern (a name and "releasable" that do not
+    break): the narrowest its columns could be, with their padding, was wider than the half."""
+    httpx.post(f"{url}/api/file_reservation_paths", json={"project_key": P, "agent_name": "GreenCastle", "reason": "hooks",
+               "paths": ["src/components/checkout/payment/providers/stripe/webhooks/**"]}).raise_for_status()
+    page = browser.new_context(viewport={"width": 1024, "height": 768}).new_page()
+    for holder in ("active", "stale"):  # "holder active; releasable from …", then a second later "Force release"
+        page.goto(f"{url}/ui/project?p={P}")
+        table = page.locator("table.reservations")
+        assert table.locator("tr", has_text="webhooks").locator("button", has_text="Force release").count() == (holder == "stale")
+        assert table.evaluate("t => t.scrollWidth <= t.parentElement.clientWidth"), (
+            holder, table.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]"))
+        _wrap_whole_words_and_path_names(page)
+        time.sleep(1.1)  # GreenCastle's last act is older than STALE_AGENT_SECONDS
+    page.context.close()
