@@ -1031,3 +1031,15 @@ def test_an_agents_received_and_sent_lists_tag_a_persons_mail_and_its_importance
     api.post("/api/products_link", json={"product_key": "tags", "project_key": P}).raise_for_status()
     page = client.get("/ui/product", params={"k": "tags", "as": "RedStone"}).text
     assert '<b>Overseer</b> <span class="tag human">human</span>' in row(page, "From a person")
+
+
+def test_a_since_that_is_no_day_is_said_in_the_uis_words(site):
+    """QA, session 36: a hand-edited since= got search_messages' hint for API callers, "Check the
+    tool's input schema (tools/list (MCP) …)", which means nothing to a person."""
+    url, api, database = site
+    client = ui(url)
+    for since in ("yesterday", "2026-02-30", "2026-03-01T10:00"):
+        page = client.get("/ui/search", params={"q": "zonecheck", "p": P, "since": since}).text
+        error = re.search(r'<p class="error">(.*?)</p>', page, re.S).group(1)
+        assert "is not a day" in error and html.escape(since, quote=True) in error, error
+        assert "schema" not in error and "tools/list" not in error and "since_ts" not in error, error

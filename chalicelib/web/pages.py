@@ -15,6 +15,7 @@ import hashlib
 import logging
 import re
 import threading
+from datetime import date
 from functools import cached_property, lru_cache
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -27,7 +28,7 @@ from .. import invoke
 from ..ops import logs
 from ..security import auth, ratelimit, scopes
 from ..config import Settings
-from ..errors import Forbidden, NotFound, ToolError, Unauthorized, internal_error
+from ..errors import Forbidden, InvalidArgument, NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
 from ..tools.overseer import OVERSEER, writes_as
 from ..tools.search import one_budget
@@ -141,10 +142,15 @@ _OFFSET = re.compile(r"[+-](?:0[0-9]|1[0-4]):[0-5][0-9]")
 def _since(day: str, offset: str) -> str | None:
     """The search's "since": a date from the midnight that begins it where the person is (the
     page shows local times; ui.js sends the offset, tz=+05:30), else UTC's, as the form says
-    without scripts. Anything else goes to search_messages as written, which says what is wrong."""
-    if _DATE.fullmatch(day) and _OFFSET.fullmatch(offset):
-        return f"{day}T00:00:00{offset}"
-    return day or None
+    without scripts. Anything else (a hand-edited URL) is refused in the UI's words: search_messages'
+    own error sends an API caller to the tool's input schema, which means nothing to a person."""
+    if not day:
+        return None
+    try:
+        date.fromisoformat(day if _DATE.fullmatch(day) else "")
+    except ValueError:
+        raise InvalidArgument(f"“Since” is not a day: {day!r}.", "Choose one in the form's date field, or clear it.") from None
+    return f"{day}T00:00:00{offset if _OFFSET.fullmatch(offset) else '+00:00'}"
 
 
 def _kept(query: dict, *names: str) -> str:
@@ -781,9 +787,13 @@ class WebUI:
         # Archived ones too: read-only, their mail is read (and searched) as before (docs/contacts.md).
         listed = self.run("list_projects", include_archived=True, limit=LIST_SHOWN)
         projects = [p.slug for p in listed.projects]
-        filters = {"sender": sender or None, "importance": [importance] if importance else [], "since_ts": _since(since, tz)}
         hits, error, more, indexing = [], None, {}, None  # more: {project: search_messages' next_cursor}
-        if query:
+        try:
+            since_ts = _since(since, tz)
+        except InvalidArgument as exc:
+            since_ts, error = None, exc
+        filters = {"sender": sender or None, "importance": [importance] if importance else [], "since_ts": since_ts}
+        if query and not error:
             try:
                 with one_budget():  # SEARCH_TIMEOUT_MS for the whole page, not for each of its projects
                     for slug in [key] if key else projects:
