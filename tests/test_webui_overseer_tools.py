@@ -28,6 +28,10 @@ def test_overseer_message_reaches_agents_whatever_their_policy(call, project):
     inbox = call("fetch_inbox", project_key=project, agent_name="BlueLake", include_bodies=True)["messages"]
     assert [(m["sender"], m["subject"], m["importance"], m["ack_required"]) for m in inbox] == [
         ("Overseer", "Stop the deploy", "urgent", True)]
+    call("send_message", project_key=project, agent_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b")
+    # A reader (the web UI's agent page) tells the person's mail from an agent's without a whois per sender.
+    inbox = call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"]
+    assert [(m["sender"], m["sender_kind"]) for m in inbox] == [("BlueLake", "agent"), ("Overseer", "human")]
     agents = {a["name"]: a["kind"] for a in call("list_agents", project_key=project)["agents"]}
     assert agents["Overseer"] == "human" and agents["BlueLake"] == "agent"
 

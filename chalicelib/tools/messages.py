@@ -540,6 +540,7 @@ class InboxMessage(Output):
     thread_id: str
     subject: str
     sender: str
+    sender_kind: SenderKind  # (a reader tells the overseer's mail without a whois per sender, as get_thread's)
     kind: Literal["to", "cc", "bcc", "notice"] = Field(description="notice: a system notice, e.g. a contact request.")
     importance: Importance
     ack_required: bool
@@ -587,7 +588,7 @@ class FetchInboxInput(Input):
 _INBOX_MESSAGE_JSON = (
     "json_object('id', CAST(m.id AS TEXT), 'thread_id', m.thread_id, 'subject', m.subject,"
     " 'sender', CASE WHEN s.project_id = ? THEN s.name"
-    " ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END,"
+    " ELSE s.name || '@' || (SELECT slug FROM projects WHERE id = s.project_id) END, 'sender_kind', s.kind,"
     " 'kind', r.kind, 'importance', m.importance,"
     " 'ack_required', CASE WHEN m.ack_required THEN json('true') ELSE json('false') END, 'created_ts', m.created_ts,"
     " 'read_ts', r.read_ts, 'ack_ts', r.ack_ts, 'body_md', {body_md},"

@@ -606,7 +606,6 @@ class WebUI:
         return self.page(
             request, session, "product.html", product=product, nav="products", reads_mail=reads_mail, mail=mail,
             live=live, latest=latest, reader=reader, inbox=inbox, listed=_listed(inbox),
-            humans=self.people_sent(inbox.messages) if inbox else set(),
             query=query, found=found, error=error, hits=[(hit.project, hit) for hit in found.results] if found else [],
             more_url=request.root + "/ui/product?" + urlencode({"k": product.product_key, "q": query, "cursor": found.next_cursor})
             if found and found.next_cursor else None,
@@ -659,7 +658,6 @@ class WebUI:
             request, session, "agent.html", agent=profile, nav="projects", only=only,
             archived=self.archived(profile.project) if self.oversees() else None,  # (then no Write or contact answer)
             filters={name: label for name, (label, _) in AGENT_FILTERS.items()}, inbox=inbox, listed=_listed(inbox),
-            humans=self.people_sent(inbox.messages, profile.project),
             outbox=self.run("fetch_outbox", **mine, limit=20, cursor=query.get("outbox") or None),
             contacts=self.run("list_contacts", **mine, limit=LIST_SHOWN, cursor=query.get("contacts") or None),
             live=self.live_url(request, profile.project, reads=True) if live else None, latest=latest,
@@ -745,18 +743,6 @@ class WebUI:
             for address in (message.sender, *message.to, *message.cc):
                 seen.setdefault(address, None)
         return [address for address in seen if self.is_active_agent(project, address)]
-
-    def people_sent(self, messages, project: str | None = None) -> set:
-        """The ids of an agent's received messages that a person sent, tagged "human" as the other
-        lists tag them by sender_kind, which fetch_inbox does not give: a whois for each sender,
-        once. `project`: the agent's (fetch_inbox_product's messages each name theirs)."""
-        kinds: dict[tuple[str, str], bool] = {}
-        for m in messages:
-            where = project or m.project
-            if (where, m.sender) not in kinds:
-                profile = self.profile(_home(m.sender, where), m.sender.partition("@")[0])
-                kinds[where, m.sender] = profile is not None and profile.kind == "human"
-        return {m.id for m in messages if kinds[project or m.project, m.sender]}
 
     def is_active_agent(self, project: str, address: str) -> bool:
         """Whether an address as `project` writes it (Name, or Name@other-project) is an active agent's."""
