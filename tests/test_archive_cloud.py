@@ -445,3 +445,37 @@ def test_a_project_json_someone_pushed_with_conflict_markers_does_not_stop_the_p
     with remote(settings) as archive:
         assert after in messages_in(archive)
         assert json.loads(archive.read("projects/cloud/project.json"))["human_key"] == "/cloud"
+
+
+def test_a_warm_worker_on_a_turso_replica_marks_done_the_entries_sent_since_its_last_pull(sqs, tmp_path):
+    """QA, session 36: the worker read and marked the outbox on its replica as it was (pulled at most
+    REPLICA_MAX_STALENESS_MS ago), and a warm worker gets entries written after that: its mark_done
+    matched no row (archived, yet `queued` until the sweep's deadline an hour later: the lag alarm, and
+    everything of the project published again), and an entry too large for SQS, read from its row,
+    failed as poison (TypeError) on its way to the dead-letter queue."""
+    from chalicelib.config import Settings
+
+    from .turso import turso_server
+
+    GitArchive(tmp_path / "remote.git", bare=True).close()
+    with turso_server(tmp_path) as primary:
+        common = {"turso_sync_url": primary.url, "archive_queue_url": sqs[1], "archive_git_remote": str(tmp_path / "remote.git")}
+        api = Settings(database_url=f"sqlite:///{tmp_path}/api.db", **common)  # two containers: the API's, the worker's
+        warm = Settings(database_url=f"sqlite:///{tmp_path}/worker.db", archive_work_dir=tmp_path / "clone",
+                        replica_max_staleness_ms=60_000, **common)  # its last pull (migrations) is before the rows, whatever the timing
+        worker = importlib.import_module("app").create_app(warm).handler_map["archive_worker"]
+        invoke.call(TOOLS["ensure_project"], {"human_key": "/cloud"}, api)
+        for name in ("BlueLake", "GreenCastle"):
+            invoke.call(TOOLS["register_agent"], {"project_key": "cloud", "program": "p", "model": "m", "name": name}, api)
+        invoke.call(TOOLS["set_contact_policy"], {"project_key": "cloud", "agent_name": "GreenCastle", "policy": "open"}, api)
+        ids = [invoke.call(TOOLS["send_message"], {"project_key": "cloud", "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                                   "subject": subject, "body_md": text}, api).message.id
+               for subject, text in (("small", "x"), ("large", "y" * (cloud.MAX_BODY + 1)))]
+        cloud.publish_all(api)
+        event = receive(sqs)
+        assert sum("entry" not in json.loads(record["body"]) for record in event["Records"]) == 1  # the large one
+        assert worker(event, CONTEXT) == {"batchItemFailures": []}
+        with remote(api) as archive:
+            assert messages_in(archive) == sorted(str(mid) for mid in ids)
+        with db.connection(api, fresh=True) as conn:
+            assert {row[0] for row in conn.execute("SELECT state FROM archive_outbox")} == {"done"}

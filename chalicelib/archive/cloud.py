@@ -126,7 +126,10 @@ def handle_sqs_event(event: dict, settings: Settings) -> dict:
     entries: dict[str, dict] = {}  # SQS messageId -> entry
     outbox_ids: dict[str, int] = {}
     failures: dict[str, str] = {}
-    with connection(settings) as conn:
+    # Pulled now, on a replica: a warm worker's last pull may predate the batch's rows (they were
+    # pushed before they were sent), and a row it lacks can be neither read (an entry too large for
+    # SQS) nor marked done (archived, it stayed `queued` until the sweep's deadline).
+    with connection(settings, fresh=True) as conn:
         for record in event["Records"]:
             try:
                 message = json.loads(record["body"])
