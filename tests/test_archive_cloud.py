@@ -479,3 +479,20 @@ def test_a_warm_worker_on_a_turso_replica_marks_done_the_entries_sent_since_its_
             assert messages_in(archive) == sorted(str(mid) for mid in ids)
         with db.connection(api, fresh=True) as conn:
             assert {row[0] for row in conn.execute("SELECT state FROM archive_outbox")} == {"done"}
+
+
+def test_a_git_lock_left_in_the_warm_clone_by_a_killed_invocation_does_not_stop_the_worker(sqs, settings, worker, send):
+    """QA, session 36: an invocation killed mid-commit (the function's timeout; its container and /tmp
+    stay) left the clone's ref locked, and every later batch of that container failed on the lock
+    (dulwich FileLocked), delivery after delivery to the dead-letter queue. Lambda runs one invocation
+    at a time in a container, so a lock found as a batch starts is a dead one's."""
+    send("first")
+    cloud.publish_all(settings)
+    assert worker(receive(sqs), CONTEXT) == {"batchItemFailures": []}
+    (settings.archive_work_dir / "refs" / "heads" / "main.lock").write_bytes(b"")  # killed while moving the branch
+    later = send("later")
+    cloud.publish_all(settings)
+    assert worker(receive(sqs), CONTEXT) == {"batchItemFailures": []}
+    with remote(settings) as archive:
+        assert later in messages_in(archive)
+    assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0

@@ -175,6 +175,10 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
 
     client, remote_path = get_transport_and_path(settings.archive_git_remote)
     with GitArchive(settings.archive_work_dir, bare=True) as archive:  # kept in /tmp across warm invocations
+        # A container runs one invocation at a time, so a git lock here is a killed one's (its
+        # timeout: /tmp stays): left, git refuses to move the branch, and every batch fails.
+        if stale := archive.clear_stale_locks():
+            log.warning("archive clone: removed stale git locks: %s", ", ".join(map(str, stale)))
         for _ in range(PUSH_ATTEMPTS):
             remote_head = client.fetch(remote_path, archive.repo).refs.get(BRANCH)
             if remote_head:
