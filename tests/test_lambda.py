@@ -278,3 +278,34 @@ def test_the_official_client_with_chalice_local(chalice_url, mode):
     # REST on the same server sees what MCP wrote.
     agents = httpx.get(f"{chalice_url}/api/list_agents", params={"project_key": project})
     assert agents.status_code == 200 and [a["name"] for a in agents.json()["agents"]] == ["BlueLake", "GreenCastle"]
+
+
+def test_health_and_reads_do_not_wait_for_an_unreachable_turso_primary_to_publish(tmp_path):
+    """QA, session 36: after every request (/health, a read, a refusal) the archive's publish looked
+    for rows to send, on a replica a pull: with the primary down /health waited out the pull's
+    retries (REPLICA_SYNC_TIMEOUT_MS, 10 s), and a read's 503 came after twice that."""
+    import importlib
+    import time
+
+    from chalice.test import Client
+
+    from chalicelib.archive import outbox
+    from chalicelib.config import Settings
+
+    from .servers import ROOT
+    from .turso import turso_server
+
+    with turso_server(tmp_path) as primary:
+        settings = Settings(database_url=f"sqlite:///{tmp_path}/replica.db", turso_sync_url=primary.url,
+                            archive_queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/archive.fifo",
+                            replica_sync_timeout_ms=3000)
+        client = Client(importlib.import_module("app").create_app(settings), project_dir=str(ROOT))
+        outbox.recorded.clear()  # (other tests' writes in this process)
+        primary.kill()
+        time.sleep(settings.replica_max_staleness_ms / 1000 + 0.1)  # the replica is stale: a read pulls
+        started = time.monotonic()
+        assert client.http.get("/health").status_code == 200
+        assert time.monotonic() - started < 1
+        started = time.monotonic()
+        assert client.http.get("/api/list_projects", headers={"Host": "localhost"}).status_code == 503
+        assert time.monotonic() - started < 4.5  # its own pull's retries, once

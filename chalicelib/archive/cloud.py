@@ -242,6 +242,12 @@ def publish_after_write(settings: Settings) -> None:
     whatever is not sent stays pending for the scheduled sweep."""
     if not (settings.archive_enabled and settings.archive_queue_url):
         return
+    # Only after a write that recorded rows here: a read, /health or a refused request would
+    # reach the database (on a replica a pull, ~10 s of retries with the primary down).
+    # What is left from earlier (a failed send) is the sweep's.
+    if not outbox.recorded.is_set():
+        return
+    outbox.recorded.clear()
     try:
         publish(settings)  # (nothing due, after a read or a write that archives nothing: one SELECT, no write, no SQS call)
     except Exception:

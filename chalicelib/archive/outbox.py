@@ -7,6 +7,7 @@ git, and mark them `done` only after the commit; a failure is counted and kept f
 """
 
 import sqlite3
+import threading
 from collections.abc import Callable
 
 import orjson
@@ -32,7 +33,12 @@ def record(db: sqlite3.Connection, project: str, kind: str, entity_id: int, payl
         _insert(db, project, kind, entity_id, orjson.dumps({"kind": kind, "project": project, **payload}))
 
 
+# Set by every row recorded in this process: cloud.publish_after_write has something to send.
+recorded = threading.Event()
+
+
 def _insert(db: sqlite3.Connection, project: str, kind: str, entity_id: int, entry: bytes) -> None:
+    recorded.set()
     db.execute(
         "INSERT INTO archive_outbox (id, project, kind, entity_id, payload, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
         (new_id(), project, kind, entity_id, entry.decode(), clock.now()),
