@@ -359,6 +359,27 @@ def test_guessing_tokens_is_bounded_on_the_chalice_app(tmp_path, app_module):
                 assert call(BEARER).status_code == 200
 
 
+
+def test_guessing_from_many_addresses_of_one_ipv6_network_is_one_budget(tmp_path, app_module):
+    """An IPv6 client holds a whole /64 (it picks its interface id: privacy addresses, or any it
+    likes), so counting refusals per address gave each of its 2^64 addresses a budget of its own:
+    a new address per guess went on at full speed. Its /64 is one address now, as is an IPv4
+    client written IPv4-mapped; another /64 keeps its own budget. (The `mcp` function, which a
+    function URL reaches over IPv6 as well.)"""
+    settings = chalice_settings(tmp_path, auth_mode="bearer", auth_bearer_tokens=[BEARER], auth_failures_per_minute=3)
+    mcp = app_module.create_app(settings).handler_map["mcp"]
+
+    def call(token, source):
+        event = http_api_event("POST", "/mcp", rpc("tools/list"), MCP_HEADERS | {"Authorization": f"Bearer {token}"})
+        event["requestContext"]["http"]["sourceIp"] = source
+        return mcp(event, CONTEXT)["statusCode"]
+
+    assert [call(f"guess-{n}", f"2001:db8:1:2::{n + 1:x}") for n in range(3)] == [401] * 3
+    assert [call(BEARER, source) for source in ("2001:db8:1:2::99", "2001:db8:1:2:ffff:1:2:3")] == [429, 429]
+    assert call(BEARER, "2001:db8:1:3::1") == 200  # another network
+    assert [call(f"guess-{n}", "::ffff:198.51.100.7") for n in range(3)] == [401] * 3
+    assert call(BEARER, "198.51.100.7") == 429  # the same IPv4 client
+
 def test_auth_matrix_chalice(tmp_path, keys, jwks_url, app_module):
     settings = chalice_settings(tmp_path, auth_mode="jwt", jwt_jwks_url=jwks_url, jwt_audience=AUDIENCE, jwt_issuer=ISSUER,
                                 auth_failures_per_minute=0)  # (as the JWT matrix)

@@ -3,13 +3,15 @@ client address for the credentials it had refused (guessing_bounded).
 
 The caller is the authenticated principal (a JWT's subject, a bearer token's hash) or,
 without authentication, the client address: on Lambda the source IP API Gateway saw
-(requestContext), never a client-supplied X-Forwarded-For.
+(requestContext), never a client-supplied X-Forwarded-For; an IPv6 address by its /64
+(address_key).
 
 Buckets live in the process's memory: a limit holds per uvicorn worker and per Lambda
 container. Across Lambda containers (and uvicorn workers), the limit that holds is
 API Gateway's throttling (infra/template.yaml); see docs/security.md.
 """
 
+import ipaddress
 import logging
 import math
 import threading
@@ -152,7 +154,7 @@ class RateLimiter:
         if self.refusals is None:
             yield
             return
-        key = f"{ADDRESS}{address or 'unknown'}"
+        key = address_key(address)
         if wait := self.refusals.wait(key):
             metrics.rate_limited.inc("credentials")
             raise CredentialsRefused(wait)
@@ -229,7 +231,25 @@ def too_large(limit: int) -> PayloadTooLarge:
 
 def caller(principal, address: str | None) -> str:
     """The rate-limit key: who authenticated, else where the request came from."""
-    return principal.subject if principal.kind != "anonymous" else f"{ADDRESS}{address or 'unknown'}"
+    return principal.subject if principal.kind != "anonymous" else address_key(address)
+
+
+def address_key(address: str | None) -> str:
+    """The key of a client address. An IPv6 client chooses its address within its /64 (privacy
+    addresses; any interface id it likes), so a key per address gave one client 2^64 budgets: its
+    /64 is one key. An IPv4-mapped address is its IPv4 one. IPv4, as the socket or API Gateway
+    writes it, is taken as it comes (no parsing on the hot path)."""
+    if not address:
+        return f"{ADDRESS}unknown"
+    if ":" not in address:
+        return f"{ADDRESS}{address}"
+    try:
+        ip = ipaddress.IPv6Address(address.strip("[]").partition("%")[0])  # (a zone id names no other host)
+    except ValueError:
+        return f"{ADDRESS}{address}"
+    if ip.ipv4_mapped is not None:
+        return f"{ADDRESS}{ip.ipv4_mapped}"
+    return f"{ADDRESS}{ipaddress.IPv6Network((ip, 64), strict=False)}"
 
 
 def event_source_ip(event: dict) -> str | None:
