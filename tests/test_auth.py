@@ -244,6 +244,23 @@ def test_guessing_tokens_is_bounded_per_address(tmp_path):
     assert log.read_text().count("past AUTH_FAILURES_PER_MINUTE (6)") == 1
 
 
+def test_forwarded_headers_are_the_clients_to_write_and_change_no_address(tmp_path):
+    """uvicorn believes X-Forwarded-For (and -Proto) from 127.0.0.1 by default, and every client of
+    a loopback server comes from there: a new X-Forwarded-For per guess was a new address with a
+    fresh AUTH_FAILURES_PER_MINUTE budget, without end. The socket's peer is the address, as
+    docs/security.md says; a claimed https scheme changes nothing either (no HSTS over plain HTTP)."""
+    log = tmp_path / "server.log"
+    with running_server(tmp_path / "db.sqlite", stderr=log, AUTH_MODE="bearer", AUTH_BEARER_TOKENS=BEARER,
+                        AUTH_FAILURES_PER_MINUTE="3", LOG_LEVEL="INFO") as url, httpx.Client(base_url=url) as client:
+        def call(token, n):
+            forwarded = {"X-Forwarded-For": f"198.51.100.{n}", "X-Forwarded-Proto": "https", "Forwarded": f"for=198.51.100.{n}"}
+            return client.post("/api/health_check", headers={"Authorization": f"Bearer {token}", **forwarded}, json={})
+
+        assert [call(f"guess-{n}", n).status_code for n in range(3)] == [401] * 3
+        refused = call(BEARER, 99)
+        assert refused.status_code == 429 and "strict-transport-security" not in refused.headers
+    assert "198.51.100." not in log.read_text()  # nor is the claimed address logged as the caller's
+
 def test_the_docs_take_the_bearer_token_and_openapi_names_it(tmp_path):
     """With authentication on, /openapi.json names an HTTP bearer scheme on every closed
     operation (Swagger UI then offers Authorize, and Try it out sends the token), and /docs

@@ -385,6 +385,7 @@ def serve(settings: Settings, host: str | None, port: int | None, reload: bool) 
         port=port,
         reload=reload,
         http="chalicelib.transports.http_protocol:HttpProtocol",  # one write per connection per loop turn
+        proxy_headers=False,  # X-Forwarded-For is the client's to write (the protocol drops it too)
         access_log=False,
         log_level=settings.log_level.lower(),
     )

@@ -38,6 +38,7 @@ import asyncio
 from http import HTTPStatus
 
 import orjson
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..config import get_settings
@@ -101,6 +102,14 @@ class HttpProtocol(HttpToolsProtocol):
     url = b""  # uvicorn's, until a request begins
     refusal: ToolError | None = None  # why on_headers_complete stopped the parser
     ending: ToolError | None = None  # the refusal the connection ends with (refuse), once the answers before it are out
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn believes X-Forwarded-For/-Proto from 127.0.0.1 unless told not to, and every client
+        # of a loopback server comes from there: the client would choose the address its rate
+        # limits and refused credentials count against. The socket's peer is the address.
+        if isinstance(self.app, ProxyHeadersMiddleware):
+            self.app = self.app.app
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the real transport
