@@ -644,9 +644,9 @@ def inbox_items(db, home_id: int, pairs: list[tuple[int, int]]) -> dict[tuple[in
     )
     cursor.row_factory = None
     wanted, items, size = set(pairs), {}, 0
-    for message_id, agent_id, text in cursor:
-        if (message_id, agent_id) in wanted:
-            items[message_id, agent_id] = text
+    for message_id, recipient, text in cursor:
+        if (message_id, recipient) in wanted:
+            items[message_id, recipient] = text
             size += len(text) + 1
             if size > MAX_ANSWER_BYTES:
                 raise answer_too_large()
