@@ -122,4 +122,4 @@ def refuse_repeated(tool: Tool, params: Iterable[tuple[str, str]]) -> None:
 
 def _repeated(name: str) -> InvalidArgument:
     return InvalidArgument(f"The query parameter {name} is given more than once; it takes one value.",
-                           f"Pass {name} once (only list parameters, such as to or importance, repeat).")
+                           f"Pass {name} once (only list parameters, such as importance or paths, repeat).")
