@@ -496,3 +496,73 @@ def test_a_git_lock_left_in_the_warm_clone_by_a_killed_invocation_does_not_stop_
     with remote(settings) as archive:
         assert later in messages_in(archive)
     assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0
+
+
+def archive_as_sent(sqs, worker_settings) -> None:
+    """Lambda's queue mapping at its quickest: each SendMessageBatch's messages are archived (and
+    their rows marked done by the worker) before publish has its answer."""
+    worker = importlib.import_module("app").create_app(worker_settings).handler_map["archive_worker"]
+
+    def deliver(**_):
+        event = receive(sqs)
+        acknowledge(sqs, event, worker(event, CONTEXT))
+
+    cloud.sqs_client().meta.events.register("after-call.sqs.SendMessageBatch", deliver)
+
+
+def test_a_row_the_worker_archives_before_publish_has_its_answer_stays_done(sqs, settings, send):
+    """QA, session 36: publish marked its rows `queued` after SendMessageBatch, so a worker quicker
+    than that write (a publisher whose Turso push was retrying) had its `done` turned back to
+    `queued`: each such row waited for the sweep's deadline an hour later (the lag alarm) and was
+    published again. Now rows are marked before they are sent."""
+    mid = send("quick")
+    archive_as_sent(sqs, settings)
+    assert cloud.publish_all(settings) == 1 + 3 + 1
+    assert list(rows_by_state(settings)) == ["done"]
+    with remote(settings) as archive:
+        assert messages_in(archive) == [mid]
+
+
+def test_on_turso_a_stale_publisher_does_not_push_queued_over_the_worker_s_done(sqs, tmp_path):
+    """The same race between two replicas (one push of a row's column wins over another: the
+    publisher's replica, not pulled since, pushed `queued` over the worker's `done`)."""
+    from chalicelib.config import Settings
+
+    from .turso import turso_server
+
+    GitArchive(tmp_path / "remote.git", bare=True).close()
+    with turso_server(tmp_path) as primary:
+        common = {"turso_sync_url": primary.url, "archive_queue_url": sqs[1], "archive_git_remote": str(tmp_path / "remote.git")}
+        api = Settings(database_url=f"sqlite:///{tmp_path}/api.db", replica_max_staleness_ms=60_000, **common)  # no pull in between
+        warm = Settings(database_url=f"sqlite:///{tmp_path}/worker.db", archive_work_dir=tmp_path / "clone", **common)
+        invoke.call(TOOLS["ensure_project"], {"human_key": "/cloud"}, api)
+        invoke.call(TOOLS["register_agent"], {"project_key": "cloud", "program": "p", "model": "m", "name": "BlueLake"}, api)
+        archive_as_sent(sqs, warm)
+        assert cloud.publish_all(api) == 2
+        with db.connection(api, fresh=True) as conn:
+            assert {row[0] for row in conn.execute("SELECT state FROM archive_outbox")} == {"done"}
+
+
+def test_rows_marked_queued_by_a_process_that_died_before_sending_them_are_published_after_the_deadline(
+        sqs, settings, worker, send, monkeypatch):
+    """Marked before the send: a publisher killed in between (its function's timeout) leaves them
+    queued, unsent; the sweep's deadline takes them back, as a message lost by the queue."""
+    mid = send("orphan")
+
+    alive = []
+
+    def killed(params):
+        if not alive:
+            alive.append(True)  # (once: the process that comes next sends)
+            raise SystemExit("the function's timeout")
+
+    sqs_hook(killed)
+    with pytest.raises(SystemExit):
+        cloud.publish_all(settings)
+    assert list(rows_by_state(settings)) == ["queued"] and cloud.publish_all(settings) == 0
+    deadline = clock.later(clock.now(), cloud.QUEUED_MAX_SECONDS + 1)
+    monkeypatch.setattr(clock, "now", lambda: deadline)
+    assert cloud.publish_all(settings) == 1 + 3 + 1
+    assert worker(receive(sqs), CONTEXT) == {"batchItemFailures": []}
+    with remote(settings) as archive:
+        assert messages_in(archive) == [mid]

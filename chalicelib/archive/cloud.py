@@ -50,13 +50,20 @@ def sqs_client():
 
 def publish(settings: Settings, limit: int = PUBLISH_ROWS) -> int:
     """Send up to `limit` pending outbox rows to the queue; the number sent. A batch SQS refuses
-    (or that cannot reach it) leaves its rows pending with a backoff (mark_failed), never an
+    (or that cannot reach it) leaves its rows pending with a backoff (mark_unsent), never an
     exception: raised, it left them due, first in every later publish, and nothing of any
     project reached the queue again."""
     with connection(settings) as conn:
         rows = outbox.take(conn, limit)
     if not rows:  # (no write transaction for nothing: a failed row waiting for its retry took the lock on every request)
         return 0
+    # Marked queued before the send (on a replica: pushed), never after: the worker may archive a
+    # row and mark it done before a send's answer, and a later write turned that `done` back to
+    # `queued` (until the sweep's deadline: the lag alarm, published again). A process that dies
+    # before sending leaves them queued: the same deadline publishes them again.
+    with connection(settings) as conn, transaction(conn, write=True):
+        claimed = outbox.mark_queued(conn, [row["id"] for row in rows], clock.later(clock.now(), QUEUED_MAX_SECONDS))
+    rows = [row for row in rows if row["id"] in claimed]
     sent: list[int] = []
     failed: dict[int, str] = {}
     for chunk in chunks(rows):
@@ -69,10 +76,9 @@ def publish(settings: Settings, limit: int = PUBLISH_ROWS) -> int:
             continue
         sent += [chunk[int(ok["Id"])][0]["id"] for ok in response.get("Successful", [])]
         failed |= {chunk[int(bad["Id"])][0]["id"]: bad.get("Message", bad["Code"]) for bad in response.get("Failed", [])}
-    with connection(settings) as conn, transaction(conn, write=True):
-        outbox.mark_queued(conn, sent, clock.later(clock.now(), QUEUED_MAX_SECONDS))
-        for rid, error in failed.items():  # still pending: a later publish sends it again
-            outbox.mark_failed(conn, [rid], f"SQS: {error}", settings.archive_retry_seconds)
+    if failed:  # pending again: a later publish sends them
+        with connection(settings) as conn, transaction(conn, write=True):
+            outbox.mark_unsent(conn, {rid: f"SQS: {error}" for rid, error in failed.items()}, settings.archive_retry_seconds)
     return len(sent)
 
 

@@ -293,10 +293,22 @@ def mark_failed(db: sqlite3.Connection, ids: list[int], error: str, retry_second
     )
 
 
-def mark_queued(db: sqlite3.Connection, ids: list[int], deadline: str) -> None:
-    """Sent to the queue (cloud mode), which should have them archived before `deadline`
-    (kept in retry_ts); requeue_overdue takes back those it did not."""
-    db.executemany("UPDATE archive_outbox SET state = 'queued', retry_ts = ? WHERE id = ?", [(deadline, rid) for rid in ids])
+def mark_queued(db: sqlite3.Connection, ids: list[int], deadline: str) -> set[int]:
+    """About to be sent to the queue (cloud mode), which should have them archived before
+    `deadline` (kept in retry_ts); requeue_overdue takes back those it did not, or that were
+    never sent. Only rows still pending (another publisher may have taken them); their ids."""
+    return {row[0] for row in db.execute(
+        f"UPDATE archive_outbox SET state = 'queued', retry_ts = ? WHERE state = 'pending' AND id IN ({placeholders(ids)})"
+        " RETURNING id", [deadline, *ids]).fetchall()}
+
+
+def mark_unsent(db: sqlite3.Connection, errors: dict[int, str], retry_seconds: float) -> None:
+    """Queued rows whose send failed: pending again, counted and backed off (mark_failed). Only
+    those still queued: a send whose answer was lost may have reached the worker, which marked it done."""
+    back = db.execute(f"UPDATE archive_outbox SET state = 'pending' WHERE state = 'queued' AND id IN ({placeholders(list(errors))})"
+                      " RETURNING id", list(errors)).fetchall()
+    for (rid,) in back:
+        mark_failed(db, [rid], errors[rid], retry_seconds)
 
 
 def requeue_overdue(db: sqlite3.Connection) -> int:
