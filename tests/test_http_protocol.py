@@ -222,3 +222,62 @@ def test_a_request_that_stops_coming_is_dropped(tmp_path):
             time.sleep(0.6)
             sock.sendall(b"GET /hea")
             assert sock.recv(65536).startswith(b"HTTP/1.1 408 ") and time.monotonic() - started > 1.4
+
+
+def test_a_body_sent_before_any_credential_is_checked_must_be_whole_in_time(tmp_path):
+    """QA, session 36: a body only had to keep coming (no pause over RECEIVE_TIMEOUT_SECONDS), never
+    to end: without credentials, POST /ui/login with Content-Length: 1000000 and a byte every 20 s
+    was still open after 80 s, unanswered (the web UI reads its forms before it checks a session).
+    A body read before a credential is checked must be whole RECEIVE_TIMEOUT_SECONDS after its
+    head: 408, and the connection closed. A request whose credential was checked is not cut short."""
+    import time
+
+    from .servers import running_server
+
+    token = "s3cret-bearer-token-one"
+    with running_server(tmp_path / "db.sqlite", ready="/health", RECEIVE_TIMEOUT_SECONDS="1", ARCHIVE_ENABLED="false",
+                        AUTH_MODE="bearer", AUTH_BEARER_TOKENS=token) as server:
+        url = urlparse(server)
+
+        def drip(head: str, first: bytes, pieces: int) -> tuple[bytes, float]:
+            """Send `head` and `first`, then a byte every 0.3 s (pauses under the timeout); what came back, and when."""
+            with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+                started = time.monotonic()
+                sock.sendall(head.encode() + first)
+                received = b""
+                for _ in range(pieces):
+                    time.sleep(0.3)
+                    try:
+                        sock.sendall(b" ")
+                    except OSError:  # closed
+                        break
+                sock.settimeout(5)
+                while chunk := sock.recv(65536):
+                    received += chunk
+                    if received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"}"):
+                        break
+                return received, time.monotonic() - started
+
+        form = (f"POST /ui/login HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                "Content-Length: 1000000\r\n\r\n")
+        answer, took = drip(form, b"csrf=x&token=", 12)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b'"code":"request_timeout"' in answer, answer[:300]
+        assert b"connection: close" in answer and b"within 1 s" in answer
+        assert 0.9 < took < 3  # at the deadline, not when the drip ended (3.6 s)
+        # with a credential (checked before the body is read), the same pace is served
+        padded = b" " * 9000 + b"{}"  # JSON may begin with spaces
+        api = (f"POST /api/health_check HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {token}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(padded) + 6}\r\n\r\n")
+        answer, took = drip(api, padded, 6)
+        assert answer.startswith(b"HTTP/1.1 200 ") and took > 1.8, answer[:300]
+        # a web UI form sent with a signed-in session's cookie is admitted too (its credential was checked at sign-in)
+        import httpx
+
+        with httpx.Client(base_url=server, timeout=30) as client:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/login").text).group(1)
+            assert client.post("/ui/login", data={"csrf": csrf, "token": token, "next": "/"}).status_code == 303
+            cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+        logout = (f"POST /ui/logout HTTP/1.1\r\nHost: {url.netloc}\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                  "Content-Length: 9006\r\nConnection: close\r\n\r\n")
+        answer, took = drip(logout, b"csrf=x&a=" + b"b" * 8991, 6)
+        assert answer.startswith(b"HTTP/1.1 ") and not answer.startswith(b"HTTP/1.1 408 ") and took > 1.8, answer[:300]

@@ -37,6 +37,7 @@ from ..archive.worker import LocalWorker
 from ..ops import allocator, logs, metrics, readiness
 from ..config import Settings, get_settings
 from ..errors import (
+    ClientGone,
     Forbidden,
     ToolError,
     Unavailable,
@@ -46,6 +47,7 @@ from ..errors import (
 )
 from .mcp_asgi import PATH as MCP_PATH
 from .mcp_asgi import MCPApp
+from .http_protocol import admit
 from .raw_asgi import content_length, header, header_text, json_headers, read_body, replay, send_json
 from ..registry import Tool
 from ..tools import all_tools, tools_by_name
@@ -370,6 +372,8 @@ class Front:
             logs.note(caller=ratelimit.caller(auth.ANONYMOUS, address))  # until someone authenticates
         try:
             principal = await self._guard(scope)
+            if principal is not auth.ANONYMOUS or self.auth.mode == "none":  # a credential checked (or none asked)
+                admit(receive)  # its body may be a large upload over a slow link (http_protocol.py)
             if logged and principal.kind != "anonymous":
                 logs.note(caller=ratelimit.caller(principal, address))
             if path == attachment_routes.UPLOAD_PATH and scope["method"] == "PUT":  # its own size limit
@@ -436,6 +440,11 @@ class Front:
         except ToolError as exc:
             await _refuse(send, scope["path"], exc)
             return
+        # A form's body is read before WebUI.handle checks its session: one sent without a signed-in
+        # session's cookie (the sign-in's) must come whole in time (http_protocol.py); the API's ways
+        # in are admitted as the API's requests are.
+        if self.auth.mode == "none" or bearer_docs or (scope["method"] == "POST" and self.web.principal(header_text(scope, b"cookie"))):
+            admit(receive)
         if logs.enabled():  # (a signed-in session's page names its credential: WebUI.handle)
             logs.note(caller=ratelimit.caller(principal, _client_address(scope)))
         body, too_large = b"", False
@@ -447,7 +456,10 @@ class Front:
             await _refuse(send, scope["path"], exc)
             return
         if scope["method"] == "POST" and not too_large:
-            body, _ = await read_body(receive, self.settings.max_body_bytes)
+            body, complete = await read_body(receive, self.settings.max_body_bytes)
+            if not complete:  # the client went away, or was sent away (a body too slow: 408), mid-form: a cut form
+                logs.note(status=ClientGone.status)  # is never acted on (a compose form would send part of a message)
+                return
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         request = web_http.request(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"), body,
                               headers, root=scope.get("root_path", ""), tls=scope.get("scheme") == "https", too_large=too_large,

@@ -27,7 +27,11 @@ And it bounds a request's arrival: its head must be whole RECEIVE_TIMEOUT_SECOND
 connection is dropped: the app sees the client gone). A client that sent part of a request and
 then nothing held its connection and buffer for good, before authentication too. So did one that
 sent nothing at all: a new connection now gets RECEIVE_TIMEOUT_SECONDS for its first byte, then is
-closed (nothing was asked: nothing is answered).
+closed (nothing was asked: nothing is answered). A body must also end: one the app reads before it
+has checked a credential (the web UI's forms, the sign-in's) must be whole RECEIVE_TIMEOUT_SECONDS
+after its head (else 408 and the connection is closed); a body dripping a byte at a time kept the
+connection for good. The app tells which requests carry a checked credential (admit): their bodies
+may be large uploads over slow links, and are not cut short.
 
 A refusal (400, 431, 408) ends the connection, but only once the answers of the requests before the
 refused one have gone out: they ran, and a client reading the refusal as the answer to a write would
@@ -35,11 +39,12 @@ retry it. Meanwhile nothing more is read.
 """
 
 import asyncio
+import math
 from http import HTTPStatus
 
 import orjson
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from ..config import get_settings
 from ..errors import ToolError
@@ -58,6 +63,15 @@ class RequestTimeout(ToolError):
 
 
 LINE_HINT = "Check the request line and headers; send a long input as a POST body, not in the URL."
+
+
+def admit(receive) -> None:
+    """Say that the request of `receive` carries a credential the app has checked: its body is not
+    held to the deadline of a body sent without one (HttpProtocol._body_deadline). Called before
+    the body is read; does nothing for another server's request."""
+    cycle = getattr(receive, "__self__", None)
+    if isinstance(cycle, RequestResponseCycle):
+        cycle.admitted = True  # type: ignore[attr-defined]
 
 
 class TurnBufferedTransport:
@@ -101,6 +115,9 @@ class HttpProtocol(HttpToolsProtocol):
     body_came = False
     url = b""  # uvicorn's, until a request begins
     refusal: ToolError | None = None  # why on_headers_complete stopped the parser
+    # A body still coming after the read that brought its head: when that read came, and the last one.
+    body_began: float | None = None
+    body_read_at = 0.0
     ending: ToolError | None = None  # the refusal the connection ends with (refuse), once the answers before it are out
 
     def __init__(self, *args, **kwargs) -> None:
@@ -141,7 +158,7 @@ class HttpProtocol(HttpToolsProtocol):
                     self.refuse(HeadTooLarge(f"A chunked body's trailer fields (or chunk lines) are larger than {MAX_HEAD_BYTES}"
                                              " bytes.", "Send the body without trailer fields: the server ignores them."))
                     return
-            self._await(self.transport.abort)
+            self._await_body()
         elif self.head_bytes > MAX_HEAD_BYTES:  # still no end of the head: refused before httptools holds more of it
             self.refuse(self.head_refusal(self.head_bytes))
         elif self.head_bytes and self.awaited is None:
@@ -170,6 +187,7 @@ class HttpProtocol(HttpToolsProtocol):
         self.head_bytes = 0  # the next request's head (a pipelined one's counts from the next read)
         if self.awaited is not None:
             self._await(None)
+            self.body_began = None
         super().on_message_complete()
 
     def _await(self, then) -> None:
@@ -177,6 +195,40 @@ class HttpProtocol(HttpToolsProtocol):
         if self.awaited is not None:
             self.awaited.cancel()
         self.awaited = None if then is None else self.loop.call_later(self.receive_timeout, then)
+
+    def _await_body(self) -> None:
+        """A body goes on: it must not pause longer than the receive timeout, nor end after its deadline."""
+        self.body_read_at = now = self.loop.time()
+        if self.body_began is None:
+            self.body_began = now
+        self._arm_body()
+
+    def _arm_body(self) -> None:
+        paused = self.body_read_at + self.receive_timeout
+        deadline = self._body_deadline()
+        if self.awaited is not None:
+            self.awaited.cancel()
+        if deadline < paused:
+            self.awaited = self.loop.call_at(deadline, self._body_too_slow)
+        else:  # a pause: the client is gone, or as good as; nothing is answered
+            self.awaited = self.loop.call_at(paused, self.transport.abort)
+
+    def _body_deadline(self) -> float:
+        """When the current request's body must be whole: RECEIVE_TIMEOUT_SECONDS after its head,
+        unless the app has checked the request's credential (admit)."""
+        if getattr(self.cycle, "admitted", False):
+            return math.inf
+        return self.body_began + self.receive_timeout
+
+    def _body_too_slow(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.loop.time() < self._body_deadline():  # admitted since: its credential was checked meanwhile
+            self._arm_body()
+            return
+        self.refuse(RequestTimeout(f"The request body did not all come within {self.receive_timeout:g} s of its headers.",
+                                   "Send the whole body at once: a body sent without a credential (a web UI form)"
+                                   " must be whole within RECEIVE_TIMEOUT_SECONDS."))
 
     def _head_too_slow(self) -> None:
         if not self.transport.is_closing():
