@@ -31,7 +31,8 @@ closed (nothing was asked: nothing is answered). A body must also end: one the a
 has checked a credential (the web UI's forms, the sign-in's) must be whole RECEIVE_TIMEOUT_SECONDS
 after its head (else 408 and the connection is closed); a body dripping a byte at a time kept the
 connection for good. The app tells which requests carry a checked credential (admit): their bodies
-may be large uploads over slow links, and are not cut short.
+may be large uploads over slow links, so theirs must only keep an average of MIN_BODY_BYTES_PER_SECOND
+once RECEIVE_TIMEOUT_SECONDS are over (else 408 too).
 
 A refusal (400, 431, 408) ends the connection, but only once the answers of the requests before the
 refused one have gone out: they ran, and a client reading the refusal as the answer to a write would
@@ -39,7 +40,6 @@ retry it. Meanwhile nothing more is read.
 """
 
 import asyncio
-import math
 from http import HTTPStatus
 
 import orjson
@@ -50,6 +50,9 @@ from ..config import get_settings
 from ..errors import ToolError
 
 MAX_HEAD_BYTES = 64 * 1024  # a request's line and headers (browsers send a few KiB at most)
+# The least average rate of a body sent with a checked credential, once RECEIVE_TIMEOUT_SECONDS are
+# over: 32 kbit/s, below a dial-up link; a 25 MiB upload may take 1 h 47 min, a 1 MiB call under 5 min.
+MIN_BODY_BYTES_PER_SECOND = 4096
 
 
 class HeadTooLarge(ToolError):
@@ -118,6 +121,7 @@ class HttpProtocol(HttpToolsProtocol):
     # A body still coming after the read that brought its head: when that read came, and the last one.
     body_began: float | None = None
     body_read_at = 0.0
+    body_bytes = 0  # the bytes of those reads (the headers' read's included)
     ending: ToolError | None = None  # the refusal the connection ends with (refuse), once the answers before it are out
 
     def __init__(self, *args, **kwargs) -> None:
@@ -158,7 +162,7 @@ class HttpProtocol(HttpToolsProtocol):
                     self.refuse(HeadTooLarge(f"A chunked body's trailer fields (or chunk lines) are larger than {MAX_HEAD_BYTES}"
                                              " bytes.", "Send the body without trailer fields: the server ignores them."))
                     return
-            self._await_body()
+            self._await_body(len(data))
         elif self.head_bytes > MAX_HEAD_BYTES:  # still no end of the head: refused before httptools holds more of it
             self.refuse(self.head_refusal(self.head_bytes))
         elif self.head_bytes and self.awaited is None:
@@ -187,7 +191,7 @@ class HttpProtocol(HttpToolsProtocol):
         self.head_bytes = 0  # the next request's head (a pipelined one's counts from the next read)
         if self.awaited is not None:
             self._await(None)
-            self.body_began = None
+            self.body_began, self.body_bytes = None, 0
         super().on_message_complete()
 
     def _await(self, then) -> None:
@@ -196,11 +200,12 @@ class HttpProtocol(HttpToolsProtocol):
             self.awaited.cancel()
         self.awaited = None if then is None else self.loop.call_later(self.receive_timeout, then)
 
-    def _await_body(self) -> None:
+    def _await_body(self, received: int) -> None:
         """A body goes on: it must not pause longer than the receive timeout, nor end after its deadline."""
         self.body_read_at = now = self.loop.time()
         if self.body_began is None:
             self.body_began = now
+        self.body_bytes += received
         self._arm_body()
 
     def _arm_body(self) -> None:
@@ -214,10 +219,11 @@ class HttpProtocol(HttpToolsProtocol):
             self.awaited = self.loop.call_at(paused, self.transport.abort)
 
     def _body_deadline(self) -> float:
-        """When the current request's body must be whole: RECEIVE_TIMEOUT_SECONDS after its head,
-        unless the app has checked the request's credential (admit)."""
+        """When the current request's body must be whole: RECEIVE_TIMEOUT_SECONDS after its head; with
+        a credential the app has checked (admit), later by a second for each MIN_BODY_BYTES_PER_SECOND
+        received, so it must only keep that average (and it moves on as the body comes)."""
         if getattr(self.cycle, "admitted", False):
-            return math.inf
+            return self.body_began + self.receive_timeout + self.body_bytes / MIN_BODY_BYTES_PER_SECOND
         return self.body_began + self.receive_timeout
 
     def _body_too_slow(self) -> None:
@@ -226,9 +232,14 @@ class HttpProtocol(HttpToolsProtocol):
         if self.loop.time() < self._body_deadline():  # admitted since: its credential was checked meanwhile
             self._arm_body()
             return
-        self.refuse(RequestTimeout(f"The request body did not all come within {self.receive_timeout:g} s of its headers.",
-                                   "Send the whole body at once: a body sent without a credential (a web UI form)"
-                                   " must be whole within RECEIVE_TIMEOUT_SECONDS."))
+        if getattr(self.cycle, "admitted", False):
+            self.refuse(RequestTimeout(f"The request body came slower than {MIN_BODY_BYTES_PER_SECOND} bytes a second on"
+                                       f" average once its first {self.receive_timeout:g} s were over.",
+                                       "Send the body at a steady rate (a slow link is fine; a trickle is not)."))
+        else:
+            self.refuse(RequestTimeout(f"The request body did not all come within {self.receive_timeout:g} s of its headers.",
+                                       "Send the whole body at once: a body sent without a credential (a web UI form)"
+                                       " must be whole within RECEIVE_TIMEOUT_SECONDS."))
 
     def _head_too_slow(self) -> None:
         if not self.transport.is_closing():
