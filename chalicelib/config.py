@@ -190,7 +190,8 @@ class Settings(BaseSettings):
     guard_token_file: str = ""
     # A client that has not taken its answer for this long is dropped (chalicelib/transports/http_protocol.py);
     # so is one whose request line and headers have not all come this long after they began (408), or
-    # whose body has sent nothing for this long.
+    # whose body has sent nothing for this long; a body sent without a checked credential must be whole
+    # this long after its headers, one with a credential keep 4 KiB/s on average after that (408).
     send_timeout_seconds: float = Field(30.0, gt=0, le=CENTURY_SECONDS)
     receive_timeout_seconds: float = Field(30.0, gt=0, le=CENTURY_SECONDS)
     # Contact requests an agent, and all agents of a project together, may file per hour, and one
