@@ -153,6 +153,32 @@ def test_archive_only_drops_bodies_the_archive_holds_and_nothing_else(settings, 
     assert subjects(call, "work-other", "rollback") == ["deploy other 0", "deploy other 1"]
 
 
+
+def test_the_note_replacing_an_archived_body_is_not_searchable(settings, call, two_projects, later, tmp_path):
+    """QA, session 36: the note that replaces an archived body was indexed as its body, so a
+    search for "archive", "git" or "database" matched every archived message."""
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    call("set_retention_policy", project_key="work-team", mode="archive_only", days=30)
+    send = dict(project_key="work-team", sender_name="BlueLake", to=["RedStone"])
+    call("send_message", **send, subject="git hygiene", body_md="the database and the git archive")
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    later(31)
+    assert run_retention(settings)["bodies_archived"] == 4
+    for word in ("archived", "database", "git", "keeps"):  # the note's words: only the subject that has one
+        assert subjects(call, "work-team", word) == (["git hygiene"] if word == "git" else []), word
+    assert subjects(call, "work-team", "plan") == ["deploy plan 0", "deploy plan 1", "deploy plan 2"]
+    assert "the git archive keeps it" in call("get_message", project_key="work-team", message_id=two_projects[0]["id"])["body_md"]
+    if not settings.turso_sync_url:
+        with db.connection(settings) as conn:
+            assert fts_problem(conn) is None  # the index agrees with its content
+    call("set_retention_policy", project_key="work-team", mode="purge", days=30)  # a purge deletes what was indexed
+    assert run_retention(settings)["messages_purged"] == 4
+    assert subjects(call, "work-team", "plan") == subjects(call, "work-team", "git") == []
+    if not settings.turso_sync_url:
+        with db.connection(settings) as conn:
+            assert fts_problem(conn) is None
+
 CLEAN = {"missing": [], "unexpected": [], "different": [], "foreign": []}
 
 

@@ -110,6 +110,30 @@ def test_an_index_of_the_layout_before_is_kept_and_compared_once(tmp_path):
     assert index.conn.execute("SELECT messages, purged FROM whole_at").fetchone() == (2, 0)
 
 
+
+def test_an_archived_body_is_indexed_empty_and_an_index_of_version_5_drops_its_notes(tmp_path):
+    """QA, session 36: the note replacing an archived body ("the git archive keeps it") was
+    indexed, so its words found every archived message. Version 6 indexes such a body empty;
+    opening an index of version 5 empties the bodies it re-indexed as archived."""
+    conn = replica(tmp_path)
+    old, new = new_id(), new_id()
+    add(conn, old, "old plan")
+    conn.execute("UPDATE messages SET body_md = 'archived note', body_archived_ts = '2026-02-01T00:00:00.000000+00:00' WHERE id = ?",
+                 (old,))
+    index = SearchIndex(tmp_path / "replica.db.search")
+    index.catch_up(conn, stamp(conn))
+    assert found(index, "note") == [] and found(index, "plan") == [old]  # indexed empty from the start
+    add(conn, new, "new plan")
+    index.catch_up(conn, stamp(conn))
+    conn.execute("UPDATE messages SET body_md = 'archived note', body_archived_ts = '2026-03-01T00:00:00.000000+00:00' WHERE id = ?",
+                 (new,))
+    index.catch_up(conn, stamp(conn))
+    assert found(index, "note") == [] and sorted(found(index, "plan")) == sorted([old, new])  # archived after
+    index.conn.execute("UPDATE messages_fts SET body_md = 'archived note'")  # as version 5 indexed them
+    index.conn.execute("PRAGMA user_version = 5")
+    index = SearchIndex(tmp_path / "replica.db.search")
+    assert found(index, "note") == [] and sorted(found(index, "plan")) == sorted([old, new])
+
 def test_a_search_in_a_thread_walks_the_threads_messages_in_the_index_too(tmp_path):
     """On a replica a search in one thread read every message of the sidecar (23 ms at 100k)."""
     from chalicelib.tools.search import _window_sql

@@ -41,7 +41,7 @@ from .db import placeholders, rollback, transaction
 from ..ids import RANDOM_BITS
 from .per_process import OnePerKey
 
-VERSION = 5
+VERSION = 6
 TOKENIZER = "porter unicode61"  # as in migrations/0002_search.sql
 _PROJECT_TOKEN = re.compile(r"(?<![0-9a-z])p[0-9]+(?![0-9a-z])", re.IGNORECASE)
 
@@ -96,6 +96,10 @@ VERSION_5 = """
 CREATE TABLE whole_at (id INTEGER PRIMARY KEY CHECK (id = 1), messages INTEGER NOT NULL, purged INTEGER NOT NULL);
 CREATE INDEX messages_by_thread ON messages (project_id, thread_id, id);
 """
+# Version 6: an archived body is indexed empty, as migration 0050 does on embedded SQLite (the
+# database's note, "archived on …: the git archive keeps it", matched every archived message).
+# The bodies archived so far are those in archived_bodies.
+VERSION_6 = "UPDATE messages_fts SET body_md = '' WHERE rowid IN (SELECT id FROM archived_bodies);"
 SCHEMA = f"""
 CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md, project, tokenize = '{TOKENIZER}');
 CREATE TABLE messages (
@@ -130,8 +134,8 @@ class SearchIndex:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 4:  # the same index, without version 5's: its next catch-up compares every id once
-                self.conn.executescript(f"BEGIN; {VERSION_5} PRAGMA user_version = {VERSION}; COMMIT;")
+            if version in (4, 5):  # the same index, without version 5's (its next catch-up compares every id once) or 6's
+                self.conn.executescript(f"BEGIN; {VERSION_5 if version == 4 else ''} {VERSION_6} PRAGMA user_version = {VERSION}; COMMIT;")
             elif version != VERSION:
                 self._start_anew()
         except sqlite3.DatabaseError:
@@ -197,10 +201,10 @@ class SearchIndex:
         if not rows:
             return
         with self._transaction():
-            for message_id, subject, body, archived_ts in rows:
+            for message_id, subject, _, archived_ts in rows:  # the body is a note now: found by its subject only
                 if self.conn.execute("DELETE FROM messages_fts WHERE rowid = ?", (message_id,)).rowcount:
-                    self.conn.execute("INSERT INTO messages_fts (rowid, subject, body_md, project) SELECT ?, ?, ?, 'p' || project_id"
-                                      " FROM messages WHERE id = ?", (message_id, subject, body, message_id))
+                    self.conn.execute("INSERT INTO messages_fts (rowid, subject, body_md, project) SELECT ?, ?, '', 'p' || project_id"
+                                      " FROM messages WHERE id = ?", (message_id, subject, message_id))
                 self.conn.execute("INSERT OR REPLACE INTO archived_bodies (id, archived_ts) VALUES (?, ?)", (message_id, archived_ts))
 
     def _drop_all_but(self, ids: set[int]) -> None:
@@ -248,7 +252,8 @@ class SearchIndex:
                     return start
                 chunk = missing[start : start + CHUNK]
                 rows = replica.execute(
-                    f"SELECT {MESSAGE_COLUMNS}, subject, body_md FROM messages WHERE id IN ({placeholders(chunk)})", chunk
+                    f"SELECT {MESSAGE_COLUMNS}, subject, CASE WHEN body_archived_ts IS NULL THEN body_md ELSE '' END"
+                    f" FROM messages WHERE id IN ({placeholders(chunk)})", chunk  # an archived body: its note is not searched
                 ).fetchall()
                 self.conn.executemany(f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", [r[:6] for r in rows])
                 self.conn.executemany(
