@@ -127,6 +127,24 @@ def test_purge_deletes_old_mail_of_that_project_only_in_bounded_batches(settings
         assert mail_stamp(conn) == (2, 3)  # and the purged, which a replica's search index follows
 
 
+def test_a_run_that_purges_nothing_writes_nothing_of_the_project(settings, call, two_projects, later):
+    """QA, session 36: every run moved each purge project's purged_before_id up to its new cutoff,
+    a write per project and run (with thousands of projects, as many), though it deleted nothing."""
+    call("set_retention_policy", project_key="work-team", mode="purge", days=30)
+    later(31)
+    assert run_retention(settings)["messages_purged"] == 3
+
+    def mark() -> int:
+        with db.connection(settings) as conn:
+            return conn.execute("SELECT purged_before_id FROM projects WHERE slug = 'work-team'").fetchone()[0]
+
+    purged = mark()
+    assert purged is not None
+    later(60)
+    assert run_retention(settings)["messages_purged"] == 0
+    assert mark() == purged
+
+
 def test_the_server_default_applies_to_projects_without_a_policy(settings, call, two_projects, later):
     call("set_retention_policy", project_key="work-other", mode="keep")
     later(400)

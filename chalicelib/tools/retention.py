@@ -183,6 +183,8 @@ def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limi
             "INSERT OR IGNORE INTO threads_to_recount (id, project_id, thread_id) VALUES (?, ?, ?)",
             [(stable_id("thread_to_recount", project_id, thread), project_id, thread) for thread in threads],
         )
+    if not ids:  # nothing more is gone: no write (each run moved every purge project's mark to its new cutoff)
+        return 0
     # How far the project's mail is gone (the archive's files below are of purged mail: archive
     # verify), also after a run stopped at its budget: up to the oldest message it still has.
     (kept,) = db.execute("SELECT min(id) FROM messages WHERE project_id = ? AND id < ?", (project_id, before_id)).fetchone()
