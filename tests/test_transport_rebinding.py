@@ -69,6 +69,19 @@ def test_port_wildcards_match_any_port_or_none_and_no_longer_name():
     assert rebinding.allowed("http://localhost", ["http://localhost:*"])
 
 
+@pytest.mark.parametrize("method, path", ROUTES)
+def test_a_port_wildcard_takes_digits_only_and_the_value_ends_with_them(url, method, path):
+    """Security QA, session 36: `127.0.0.1:*` took `127.0.0.1:8791@evil.com` (its userinfo form) and
+    `http://127.0.0.1:*` took `http://127.0.0.1:8791.evil.com`, another host. Browsers send neither
+    (so none was exploitable), but a port is digits and the host:port ends the value."""
+    port = urlsplit(url).port
+    for host in (f"127.0.0.1:{port}@evil.com", f"127.0.0.1:{port}.evil.com", "127.0.0.1:x", "127.0.0.1:"):
+        assert request(url, method, path, {"Host": host}).status_code == 421, host
+    for origin in (f"http://127.0.0.1:{port}.evil.com", f"http://127.0.0.1:{port}@evil.com", f"http://127.0.0.1:{port}/x"):
+        assert request(url, method, path, {"Origin": origin}).status_code == 403, origin
+    assert request(url, method, path, {"Host": f"127.0.0.1:{port}", "Origin": f"http://127.0.0.1:{port}"}).status_code in (200, 404)
+
+
 @pytest.fixture
 def aws(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/imported.db")

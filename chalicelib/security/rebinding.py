@@ -4,15 +4,16 @@ A web page can rebind its own name to 127.0.0.1 and then call the local server a
 same-origin; the browser still sends the page's name as `Host` (and its origin as `Origin`).
 So every route but /health (the local server's Front, the Chalice middleware, the MCP lean path
 and Lambda's `mcp` function) refuses a `Host` outside ALLOWED_HOSTS (421) and an `Origin`
-outside ALLOWED_ORIGINS or CORS_ALLOWED_ORIGINS (403), with the same rules as the MCP SDK's
-transport security: an exact value, or `name:*` for any port (`*` alone: anything, for a deployment
-whose gateway already pins the Host). A request without `Host` (HTTP/1.0,
-Chalice's test client) is let through: browsers always send one.
+outside ALLOWED_ORIGINS or CORS_ALLOWED_ORIGINS (403): an exact value, or `name:*` for that name
+with any port (digits) or none (stricter than the MCP SDK's check behind it, which takes anything
+after `name:`), or `*` alone: anything, for a deployment whose gateway already pins the Host. A
+request without `Host` (HTTP/1.0, Chalice's test client) is let through: browsers always send one.
 
 Before it, a request that sends Host, Authorization or Origin more than once is refused (400,
 check_sent_once): a proxy in front may read one copy and this server another (RFC 9112 §3.2).
 """
 
+import re
 from typing import Iterable
 
 from ..config import Settings
@@ -47,10 +48,16 @@ def check_sent_once(names: Iterable[str]) -> None:
             seen.add(name)
 
 
+# What `name:*` takes after the name: a port, or none (the scheme's default: port 80 sends no port).
+# Digits only, up to the end: `127.0.0.1:80@evil.example` and `http://127.0.0.1:80.evil.example` name other hosts.
+_ANY_PORT = re.compile(r"(?::[0-9]+)?")
+
+
 def allowed(value: str, patterns: list[str]) -> bool:
-    """`name:*` takes any port of that name, and none (the scheme's default: port 80 sends no port)."""
+    """An exact value, `*`, or `name:*`: that name with any port or none."""
     return any(value == pattern or pattern == "*"
-               or (pattern.endswith(":*") and (value.startswith(pattern[:-1]) or value == pattern[:-2])) for pattern in patterns)
+               or (pattern.endswith(":*") and value.startswith(pattern[:-2]) and _ANY_PORT.fullmatch(value, len(pattern) - 2))
+               for pattern in patterns)
 
 
 def check(host: str | None, origin: str | None, settings: Settings) -> None:
