@@ -82,6 +82,24 @@ def test_a_port_wildcard_takes_digits_only_and_the_value_ends_with_them(url, met
     assert request(url, method, path, {"Host": f"127.0.0.1:{port}", "Origin": f"http://127.0.0.1:{port}"}).status_code in (200, 404)
 
 
+@pytest.mark.parametrize("method, path", ROUTES)
+def test_host_names_match_in_any_case(url, method, path):
+    """Security QA, session 36: `Host: LOCALHOST` got 421. Host names are case-insensitive (RFC 9110
+    §4.2.3), and so are an origin's scheme and host; the port stays digits."""
+    port = urlsplit(url).port
+    for headers in ({"Host": f"LOCALHOST:{port}"}, {"Host": "LocalHost"}, {"Origin": f"HTTP://LocalHost:{port}"}):
+        assert request(url, method, path, headers).status_code in (200, 404), headers
+    for host in (f"LOCALHOST.evil.example:{port}", f"LOCALHOST:{port}@evil.example", "127.0.0.1:8O"):
+        assert request(url, method, path, {"Host": host}).status_code == 421, host
+
+
+def test_only_ascii_letters_fold():
+    """Nothing else loosens: the Kelvin sign lower-cases to k in Python, and fullwidth digits are digits to it."""
+    assert rebinding.allowed("API.Example:443", ["api.example:*"]) and rebinding.allowed("api.example", ["API.EXAMPLE"])
+    assert not rebinding.allowed("\u212aite.example", ["kite.example"])
+    assert not rebinding.allowed("localhost:\uff18\uff10", ["localhost:*"])
+
+
 @pytest.fixture
 def aws(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/imported.db")
@@ -115,6 +133,9 @@ def test_the_mcp_function_refuses_a_foreign_host_and_origin(aws):
     refused = mcp(http_api_event("POST", "/mcp", rpc("ping"), MCP_HEADERS | {"host": "attacker.example"}), CONTEXT)
     assert refused["statusCode"] == 421 and error_code(json.loads(refused["body"])) == "misdirected_request"
     assert mcp(http_api_event("POST", "/mcp", rpc("ping"), MCP_HEADERS | {"origin": "http://evil.example"}), CONTEXT)["statusCode"] == 403
+    # In any case, through the SDK's check too (resources/list is the SDK's to answer)
+    upper = mcp(http_api_event("POST", "/mcp", rpc("resources/list"), MCP_HEADERS | {"host": URL_HOST.upper()}), CONTEXT)
+    assert upper["statusCode"] == 200 and "result" in json.loads(upper["body"])
 
 
 def raw_answer(url: str, head: str) -> tuple[int, dict]:

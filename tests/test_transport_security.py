@@ -2,6 +2,7 @@
 types, malformed JSON-RPC), on both MCP paths of the real server."""
 
 import importlib
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -55,6 +56,18 @@ def test_mcp_refuses_foreign_hosts_origins_and_wrong_media_types(url, headers, s
     response = httpx.post(f"{url}/mcp", headers=MCP_HEADERS | headers, json=rpc("tools/list"))
     assert response.status_code == status
     assert "result" not in response.text
+
+
+@pytest.mark.parametrize("method", ["ping", "tools/list", "resources/list"])  # resources/list: the SDK's path on both
+def test_mcp_takes_a_host_and_origin_in_any_case(url, method):
+    """Security QA, session 36: `Host: LOCALHOST:port` got 421 from rebinding.py, and the SDK's own
+    check behind it compares exactly (RFC 9110: host names are case-insensitive)."""
+    port = urlsplit(url).port
+    for headers in ({"Host": f"LOCALHOST:{port}"}, {"Host": f"LocalHost:{port}", "Origin": f"HTTP://LocalHost:{port}"}):
+        response = httpx.post(f"{url}/mcp", headers=MCP_HEADERS | headers, json=rpc(method))
+        assert response.status_code == 200 and "result" in response.json(), headers
+    assert httpx.post(f"{url}/mcp", headers=MCP_HEADERS | {"Host": f"LOCALHOST.evil.example:{port}"},
+                      json=rpc(method)).status_code == 421
 
 
 @pytest.mark.parametrize("body", [b"{", b"[]", b"null", b'{"jsonrpc":"1.0","id":1,"method":"ping"}', b'"x"',

@@ -6,7 +6,7 @@ So every route but /health (the local server's Front, the Chalice middleware, th
 and Lambda's `mcp` function) refuses a `Host` outside ALLOWED_HOSTS (421) and an `Origin`
 outside ALLOWED_ORIGINS or CORS_ALLOWED_ORIGINS (403): an exact value, or `name:*` for that name
 with any port (digits) or none (stricter than the MCP SDK's check behind it, which takes anything
-after `name:`), or `*` alone: anything, for a deployment whose gateway already pins the Host. A
+after `name:`), in any case, or `*` alone: anything, for a deployment whose gateway already pins the Host. A
 request without `Host` (HTTP/1.0, Chalice's test client) is let through: browsers always send one.
 
 Before it, a request that sends Host, Authorization or Origin more than once is refused (400,
@@ -14,6 +14,7 @@ check_sent_once): a proxy in front may read one copy and this server another (RF
 """
 
 import re
+import string
 from typing import Iterable
 
 from ..config import Settings
@@ -53,11 +54,21 @@ def check_sent_once(names: Iterable[str]) -> None:
 _ANY_PORT = re.compile(r"(?::[0-9]+)?")
 
 
+# Host names, and an origin's scheme and host, are case-insensitive (RFC 9110 §4.2.3): A-Z only,
+# as str.lower() would also fold the Kelvin sign to k (a Host that is not this name).
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def folded(text: str) -> str:
+    return text.translate(_ASCII_LOWER)
+
+
 def allowed(value: str, patterns: list[str]) -> bool:
-    """An exact value, `*`, or `name:*`: that name with any port or none."""
+    """An exact value, `*`, or `name:*`: that name with any port or none; in any case."""
+    value = folded(value)
     return any(value == pattern or pattern == "*"
                or (pattern.endswith(":*") and value.startswith(pattern[:-2]) and _ANY_PORT.fullmatch(value, len(pattern) - 2))
-               for pattern in patterns)
+               for pattern in map(folded, patterns))
 
 
 def check(host: str | None, origin: str | None, settings: Settings) -> None:

@@ -23,6 +23,7 @@ from pydantic import ConfigDict
 from .. import __version__
 from ..invoke import run_tool
 from ..config import Settings
+from ..security import rebinding
 from .instructions import instructions
 from .mcp_resources import add_resources, refuse_unknown_query, unknown_prompt, unknown_resource
 from ..registry import Tool
@@ -100,8 +101,9 @@ def sdk_tool(tool: Tool, settings: Settings) -> SDKTool:
 def transport_security(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=settings.allowed_hosts,
-        allowed_origins=[*settings.allowed_origins, *settings.cors_allowed_origins],
+        # Lower-cased, as MCPApp.sdk_http gives it Host and Origin (rebinding.py takes them in any case).
+        allowed_hosts=[rebinding.folded(host) for host in settings.allowed_hosts],
+        allowed_origins=[rebinding.folded(origin) for origin in [*settings.allowed_origins, *settings.cors_allowed_origins]],
     )
 
 

@@ -42,8 +42,12 @@ def _lower_content_type(scope):
     """The scope with its Content-Type lower-cased: media types are case-insensitive, and the
     SDK compares `application/json` exactly (it answered `Application/JSON` with 415). (JSON's
     media type has no case-sensitive parameter.)"""
-    headers = scope["headers"]
-    return {**scope, "headers": [(name, value.lower() if name == b"content-type" else value) for name, value in headers]}
+    return _lowered(scope, b"content-type")
+
+
+def _lowered(scope, *names: bytes):
+    """The scope with these headers' values lower-cased (bytes: A-Z only)."""
+    return {**scope, "headers": [(name, value.lower() if name in names else value) for name, value in scope["headers"]]}
 
 
 def _with_allow(send):
@@ -161,6 +165,10 @@ class MCPApp:
                     await send_json(send, answer)
                     return
             receive = replay(body, complete, receive)
+        # rebinding.check passed Host and Origin in any case (host names are case-insensitive); the
+        # SDK's check behind it compares them exactly (it answered `Host: LOCALHOST:8791` 421).
+        if any(name in (b"host", b"origin") and value != value.lower() for name, value in scope["headers"]):
+            scope = _lowered(scope, b"host", b"origin")
         await self.sdk(scope, receive, _with_allow(_with_error_data(send, self.methods)))
 
     @asynccontextmanager
