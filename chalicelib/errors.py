@@ -61,6 +61,10 @@ MAX_NAME_SHOWN = 100  # characters of a field's name in a problem (a name may be
 # Where a caller finds the tools and their inputs, on every deployment: the Chalice app (AWS,
 # `chalice local`) serves no /openapi.json (FastAPI makes it, which Lambda never imports).
 TOOLS_LISTED = "tools/list (MCP), `agent-mail tools` (CLI) or, on the local server, /openapi.json"
+# What invalid arguments should check: a tool call its input schema; an MCP resource read, whose
+# values come from its URI (transports/mcp_resources.py swaps the hint), that URI's template.
+SCHEMA_HINT = f"Check the tool's input schema ({TOOLS_LISTED}) and send the fields it names."
+URI_TEMPLATE_HINT = "Check the resource's URI template (resources/templates/list) and give the values it names."
 
 
 def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
@@ -73,7 +77,7 @@ def validation_error(errors: list[dict], fields=()) -> InvalidArgument:
         problems.append(f"and {len(errors) - MAX_PROBLEMS} more")
     return InvalidArgument(
         "Invalid arguments: " + "; ".join(problems),
-        f"Check the tool's input schema ({TOOLS_LISTED}) and send the fields it names.",
+        SCHEMA_HINT,
     )
 
 

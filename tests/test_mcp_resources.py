@@ -13,7 +13,8 @@ from mcp.client.streamable_http import streamable_http_client
 from chalicelib.transports import mcp_resources
 from chalicelib.transports.mcp_app import build_mcp_server
 from chalicelib.transports.mcp_resources import View
-from chalicelib.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unauthorized, Unavailable, internal_error
+from chalicelib.errors import (SCHEMA_HINT, URI_TEMPLATE_HINT, Conflict, Forbidden, InvalidArgument, NotFound, Unauthorized,
+                              Unavailable, internal_error)
 from chalicelib.tools import tools_by_name
 
 TOOLS = tools_by_name()
@@ -189,7 +190,8 @@ def test_a_tool_error_is_a_resource_error_with_the_same_message(server, seed, ur
     assert error.code == -32602  # invalid params: the caller's to fix
     assert error.message == expected["error"]["message"]
     hint = error.data["error"].pop("hint")  # REST's, then how the URI spells an argument it names ({id} for message_id)
-    assert hint.startswith(expected["error"].pop("hint")) and error.data == expected
+    rest_hint = expected["error"].pop("hint")  # (but for invalid values: not the tool's input schema, the URI template)
+    assert hint.startswith(URI_TEMPLATE_HINT if rest_hint == SCHEMA_HINT else rest_hint) and error.data == expected
 
 
 def test_an_unknown_query_parameter_is_refused_naming_the_ones_the_template_takes(server, seed):
@@ -247,6 +249,15 @@ def test_a_bad_value_names_its_argument_and_how_the_uri_spells_it(server, seed):
     """The error names the tool's argument (message_id), which the URI spells {id}: its hint says so."""
     refused = resource_error(server, "resource://message/abc?project=res-demo")
     assert "message_id" in refused.message and refused.data["error"]["hint"].endswith("In this resource's URI, message_id is {id}.")
+
+
+@pytest.mark.parametrize("uri", ["resource://message/abc?project=res-demo", "resource://inbox/GreenCastle?project=res-demo&limit=0"])
+def test_invalid_values_send_a_reader_to_the_uri_template_not_a_tools_input_schema(server, seed, uri):
+    """Security QA, session 36: the hint said "Check the tool's input schema (tools/list …)", which
+    a resource read has none of: what it should check is the resource's URI template."""
+    hint = resource_error(server, uri).data["error"]["hint"]
+    assert hint.startswith("Check the resource's URI template (resources/templates/list)")
+    assert "input schema" not in hint and "tools/list" not in hint
 
 
 @pytest.mark.parametrize("mode", ["legacy", None])  # the protocol of before 2026-07-28, and the client's newest

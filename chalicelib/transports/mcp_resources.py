@@ -6,7 +6,8 @@ through `invoke.run_tool`, the same path as a tools/call: same validation, same 
 A tool error becomes a JSON-RPC error with the tool error's message (invalid params, -32602,
 for every HTTP 4xx one; internal error, -32603, for a 5xx) in the one shape of mcp_errors.py:
 its `data` is the `{"error": {"code", "message", "hint"}}` body every transport answers with
-(the hint may add how the URI spells a tool argument it names).
+(the hint may add how the URI spells a tool argument it names; for invalid values it sends the
+reader to the URI template, where a tool call's sends it to the tool's input schema).
 
 Query variables (`{?project,limit}`) are RFC 6570 form-style queries, which the SDK
 matches in any order; absent ones are left out, so the tool's defaults apply. The SDK ignores
@@ -28,7 +29,7 @@ from mcp.shared.uri_template import UriTemplate
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 
 from ..config import Settings
-from ..errors import InvalidArgument, NotFound, ToolError, did_you_mean
+from ..errors import SCHEMA_HINT, URI_TEMPLATE_HINT, InvalidArgument, NotFound, ToolError, did_you_mean
 from ..invoke import run_tool
 from ..registry import Tool
 from ..tools import tools_by_name
@@ -168,9 +169,11 @@ def _in_uri_terms(body: dict[str, Any], template: UriTemplate, arguments: dict[s
     said = f"{error['message']} {error['hint']}"  # (a validation error names the argument in its message)
     named = [f"{argument} is {_in_uri(name, template)}" for name, argument in arguments.items()
              if name != argument and re.search(rf"\b{argument}\b", said)]
-    if not named:
-        return body
-    return {"error": {**error, "hint": f"{error['hint']} In this resource's URI, {', '.join(named)}."}}
+    # A resource read has no input schema to check: its values come from the URI.
+    hint = URI_TEMPLATE_HINT if error["hint"] == SCHEMA_HINT else error["hint"]
+    if named:
+        hint = f"{hint} In this resource's URI, {', '.join(named)}."
+    return body if hint == error["hint"] else {"error": {**error, "hint": hint}}
 
 
 def unknown_resource(uri: str) -> MCPError:
