@@ -93,6 +93,16 @@ def test_host_names_match_in_any_case(url, method, path):
         assert request(url, method, path, {"Host": host}).status_code == 421, host
 
 
+def test_the_mcp_sdks_check_takes_a_host_without_a_port_as_ours_does(url):
+    """Session 36: our check takes `Host: localhost` (port 80, nginx's Host $host) for `localhost:*`,
+    but the MCP SDK's check behind it did not: what the SDK answers (resources/list) got its
+    plain-text 421 "Invalid Host header", and `Origin: http://localhost` its 403."""
+    for headers in ({"Host": "localhost"}, {"Host": "127.0.0.1"}, {"Origin": "http://localhost"}, {"Host": "LOCALHOST"}):
+        answer = httpx.post(f"{url}/mcp", headers=MCP_HEADERS | headers, json=rpc("resources/list"))
+        assert answer.status_code == 200 and "resources" in answer.json()["result"], headers
+    assert httpx.post(f"{url}/mcp", headers=MCP_HEADERS | {"Host": "localhost.evil.example"}, json=rpc("resources/list")).status_code == 421
+
+
 def test_only_ascii_letters_fold():
     """Nothing else loosens: the Kelvin sign lower-cases to k in Python, and fullwidth digits are digits to it."""
     assert rebinding.allowed("API.Example:443", ["api.example:*"]) and rebinding.allowed("api.example", ["API.EXAMPLE"])

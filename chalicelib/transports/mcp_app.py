@@ -102,9 +102,17 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         # Lower-cased, as MCPApp.sdk_http gives it Host and Origin (rebinding.py takes them in any case).
-        allowed_hosts=[rebinding.folded(host) for host in settings.allowed_hosts],
-        allowed_origins=[rebinding.folded(origin) for origin in [*settings.allowed_origins, *settings.cors_allowed_origins]],
+        allowed_hosts=_with_default_ports([rebinding.folded(host) for host in settings.allowed_hosts]),
+        allowed_origins=_with_default_ports([rebinding.folded(origin) for origin in [*settings.allowed_origins,
+                                                                                     *settings.cors_allowed_origins]]),
     )
+
+
+def _with_default_ports(patterns: list[str]) -> list[str]:
+    """The patterns and, for each `name:*`, `name` itself: rebinding.allowed takes a value without a
+    port for it (port 80, nginx's Host $host), and the SDK's check behind it (exact, or `name:` and
+    anything) answered those 421 for what the SDK serves (resources/list)."""
+    return [*patterns, *(pattern[:-2] for pattern in patterns if pattern.endswith(":*"))]
 
 
 class AgentMailServer(MCPServer):
