@@ -4,11 +4,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A list setting from the environment: a JSON array, or comma-separated values.
 CommaList = Annotated[list[str], NoDecode]
+LIST_FORMS = 'give a JSON array (["a", "b"]) or values separated by commas (a, b)'
 
 Role = Literal["reader", "writer", "admin"]
 
@@ -245,15 +247,20 @@ class Settings(BaseSettings):
     @field_validator("auth_bearer_tokens", "jwt_algorithms", "cors_allowed_origins", "guard_allowed_roots", "allowed_hosts",
                      "allowed_origins", mode="before")
     @classmethod
-    def _comma_list(cls, value):
+    def _comma_list(cls, value, info: ValidationInfo):
         if isinstance(value, str):
             value = value.strip()
             if value.startswith("["):
                 import json
 
-                return json.loads(value)
-            if value.startswith("{"):  # split at its commas it would be taken for plain tokens
-                raise ValueError('an object must be inside a JSON list: [{"token": ..., "projects": [...], "role": ...}]')
+                try:
+                    return json.loads(value)
+                except ValueError as exc:  # json's message alone ("Expecting value: line 1 column 2") says not what was meant
+                    raise ValueError(f"not a JSON list ({exc}): {LIST_FORMS}") from None
+            if value.startswith("{"):  # split at its commas it would be taken for plain tokens (or names)
+                if info.field_name == "auth_bearer_tokens":
+                    raise ValueError('an object must be inside a JSON list: [{"token": ..., "projects": [...], "role": ...}]')
+                raise ValueError(f"an object, not a list: {LIST_FORMS}")
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 

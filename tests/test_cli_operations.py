@@ -199,6 +199,13 @@ def test_host_and_origin_lists_are_comma_separated_or_json(settings, monkeypatch
     assert run("tools").exit_code == 0
     monkeypatch.setenv(variable, '["c.example:*"]')
     assert getattr(Settings(), setting) == ["c.example:*"]
+    # A value that is neither says what the setting takes (it said json's "Expecting value: line 1
+    # column 2 (char 1)" alone, and an object was refused as not inside a list of bearer tokens)
+    for wrong, says in (('["c.example:*"', "not a JSON list (Expecting ',' delimiter"), ('{"c": 1}', "an object, not a list")):
+        monkeypatch.setenv(variable, wrong)
+        result = run("tools")
+        assert result.exit_code == 2 and "token" not in result.stderr, result.stderr
+        assert says in result.stderr and 'give a JSON array (["a", "b"]) or values separated by commas' in result.stderr
 
 
 @pytest.mark.parametrize("command", [["archive", "verify"], ["db", "restore-from-archive"], ["archive", "migrate"]])
