@@ -49,25 +49,21 @@ def test_the_quick_initialize_answer_is_the_sdks_for_every_handshake_version(tmp
         assert stdio.quick_initialize(odd) is None  # the SDK answers (or refuses) those
 
 
-def test_the_quick_answer_takes_the_tools_profile_from_the_environment_or_leaves_it_to_the_sdk(tmp_path, monkeypatch):
-    """The instructions name only the tools TOOLS_PROFILE lists: answered before the settings are read, the
-    profile must be certain (as pydantic-settings reads it: the variable's name in any case, a .env file)."""
-    monkeypatch.chdir(tmp_path)
-    for name in [name for name in os.environ if name.upper() == "TOOLS_PROFILE"]:
-        monkeypatch.delenv(name)
-    assert stdio.quick_profile() == "full"
-    monkeypatch.setenv("tools_profile", "core")
-    assert stdio.quick_profile() == "core"
+def test_the_quick_answer_words_the_instructions_for_the_tools_profile_of_the_settings(tmp_path):
+    """The instructions name only the tools TOOLS_PROFILE lists, wherever the setting comes from:
+    the environment (its name in any case), or the .env of the directory the client starts it in
+    (read before initialize is answered; session 36 left that answer to the SDK, loaded)."""
+    env = {name: value for name, value in os.environ.items() if name.upper() not in ("TOOLS_PROFILE", "PYTHONPATH")}
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite", ARCHIVE_ENABLED="false", PYTHONPATH=str(ROOT),
+               ATTACHMENTS_DIR=str(tmp_path / "attachments"))
     answer = json.loads(stdio.quick_initialize(initialize_line(), "core")[1])["result"]["instructions"]
     assert "register_agent" not in answer and "respond_contact" in answer
-    monkeypatch.setenv("TOOLS_PROFILE", "minimal")  # two spellings: which one wins is not certain
-    assert stdio.quick_profile() is None
-    monkeypatch.delenv("tools_profile")
-    monkeypatch.setenv("TOOLS_PROFILE", "CORE")  # not a profile: the settings refuse it
-    assert stdio.quick_profile() is None
-    monkeypatch.delenv("TOOLS_PROFILE")
-    (tmp_path / ".env").write_text("TOOLS_PROFILE=minimal\n")
-    assert stdio.quick_profile() is None
+    (tmp_path / ".env").write_text("TOOLS_PROFILE=core\n")
+    for extra, profile in (({}, "core"), ({"tools_profile": "minimal"}, "minimal")):
+        done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=initialize_line(), capture_output=True,
+                              env={**env, **extra}, cwd=tmp_path, timeout=60)
+        assert done.returncode == 0, done.stderr.decode()
+        assert json.loads(done.stdout) == json.loads(stdio.quick_initialize(initialize_line(), profile)[1])
 
 
 def test_the_quick_initialize_answers_only_params_the_sdk_accepts():
@@ -365,11 +361,15 @@ def test_a_line_that_is_not_utf8_gets_a_parse_error_and_the_session_goes_on(tmp_
 
 
 def test_a_bad_setting_ends_the_session_with_a_line_naming_it(tmp_path):
-    """A client shows the server's stderr in its log: one line naming the variable, not a traceback."""
+    """A client shows the server's stderr in its log: one line naming the variable, not a traceback;
+    and the initialize it sent is answered with it, never with success."""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "PORT": "abc"}
     done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=initialize_line(), capture_output=True,
                           env=env, cwd=ROOT, timeout=60)
-    assert done.returncode == 1 and "invalid PORT" in done.stderr.decode() and "Traceback" not in done.stderr.decode()
+    said = done.stderr.decode()
+    assert done.returncode == 1 and said.startswith("agent-mail stdio: invalid PORT") and said.count("\n") == 1, said
+    [answer] = map(json.loads, done.stdout.splitlines())
+    assert answer["id"] == 1 and "invalid PORT" in answer["error"]["message"] and "result" not in answer
 
 
 def test_a_database_it_cannot_open_ends_the_session_with_a_line_naming_it(tmp_path):
@@ -381,6 +381,49 @@ def test_a_database_it_cannot_open_ends_the_session_with_a_line_naming_it(tmp_pa
         done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=initialize_line(), capture_output=True,
                               env={**env, "DATABASE_URL": url}, cwd=ROOT, timeout=60)
         assert done.returncode == 1 and said in done.stderr.decode() and "Traceback" not in done.stderr.decode(), done.stderr
+
+
+def test_the_official_client_cannot_connect_to_a_server_it_could_not_use(tmp_path):
+    """QA, session 37: initialize was answered before the settings were read and the database opened,
+    so the client connected, and its first call met a closed connection ("Connection closed", the
+    reason only on the server's stderr). Now its connect fails with the reason and a hint, in both of
+    the official client's modes ("auto" asks server/discover first and falls back to initialize)."""
+    from mcp.shared.exceptions import MCPError
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "corrupt.db").write_bytes(b"not a database, " * 64)
+    fine = {"DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_ENABLED": "false",
+            "ATTACHMENTS_DIR": str(tmp_path / "attachments")}
+    cases = [
+        ({"PORT": "abc"}, "invalid PORT: Input should be a valid integer", "Fix PORT in the environment"),
+        ({"ALLOWED_HOSTS": "[localhost"}, "invalid ALLOWED_HOSTS: not a JSON list", "Fix ALLOWED_HOSTS"),
+        ({"DATABASE_URL": f"sqlite:///{tmp_path}/folder"}, f"database error ({tmp_path}/folder): unable to open database file",
+         "DATABASE_URL must name a SQLite database file"),
+        ({"DATABASE_URL": f"sqlite:///{tmp_path}/corrupt.db"}, f"database error ({tmp_path}/corrupt.db): file is not a database",
+         "DATABASE_URL must name a SQLite database file"),
+    ]
+
+    async def connect(env: dict, mode: str) -> None:
+        server = StdioServerParameters(command=sys.executable, args=["-m", "chalicelib", "stdio"], env=env, cwd=str(ROOT))
+        async with Client(server, mode=mode) as client:
+            await client.list_tools()
+
+    def raised(exc: BaseException) -> list[BaseException]:
+        """The exceptions inside anyio's task groups' ExceptionGroups."""
+        return [inner for group in exc.exceptions for inner in raised(group)] if isinstance(exc, BaseExceptionGroup) else [exc]
+
+    for setting, reason, hint in cases:
+        for mode in ("legacy", "auto"):
+            try:
+                asyncio.run(connect({**os.environ, **fine, **setting}, mode))
+            except BaseException as exc:
+                errors = raised(exc)
+            else:
+                errors = []
+            [error] = errors
+            assert isinstance(error, MCPError), repr(error)
+            assert reason in error.error.message and hint in error.error.data["error"]["hint"], (mode, error.error)
+            assert error.error.data["error"]["code"] == "unavailable"
 
 
 def test_a_relative_path_setting_is_named_on_stderr_with_where_it_lands(tmp_path):

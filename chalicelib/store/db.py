@@ -255,6 +255,12 @@ def error_line(exc: sqlite3.Error, settings: Settings | None) -> str:
     return f"database error ({settings.database_path}): {exc}" if settings else f"database error: {exc}"
 
 
+# What to fix when migrate cannot open the database (a directory, a file this process may not
+# open, one that is no SQLite database): said by the servers that refuse to start on it.
+OPEN_HINT = ("DATABASE_URL must name a SQLite database file, or a path where one may be created, that this process"
+             " may read and write")
+
+
 class NoDatabase(FileNotFoundError):
     """as_it_is found no database file: it creates none (a mistyped DATABASE_URL would look like a new, empty one)."""
 

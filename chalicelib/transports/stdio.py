@@ -10,10 +10,13 @@ at stderr (where the logs go) and fd 0 at /dev/null, so a stray print, a warning
 process cannot corrupt it.
 
 A client spawns this process for every session, so start-up counts. The first request,
-`initialize`, is answered before anything heavy is imported (the MCP SDK alone takes about
-half a second), with what the SDK would answer (tests/test_stdio_*.py compares). The SDK then
-serves the session: it is handed that same request first, and its answer, already sent, is
-dropped.
+`initialize`, is answered once the settings are read and the database opens, before anything
+heavy is imported (the MCP SDK alone takes about half a second), with what the SDK would answer
+(tests/test_stdio_*.py compares). The SDK then serves the session: it is handed that same
+request first, and its answer, already sent, is dropped. A setting it refuses, or a database it
+cannot open, is said in one line on stderr and as the JSON-RPC error of every request read
+(`refuse_session`), until an initialize is refused or stdin closes: the client's connect fails
+with it (answered success, every call after it would have met a closed connection).
 
 When stdin closes (`cat requests.jsonl | agent-mail stdio`), every request already read is
 answered before the process exits (the SDK alone would cancel those still running, and answer
@@ -23,12 +26,13 @@ answered before the process exits (the SDK alone would cancel those still runnin
 import gc
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
+from typing import NamedTuple, NoReturn
 
 from .. import __version__
 from ..errors import JSON_WHITESPACE
-from ..profiles import PROFILES
 from .instructions import instructions
 
 # Answered without the SDK: the handshake versions of mcp_types.version.HANDSHAKE_PROTOCOL_VERSIONS
@@ -42,6 +46,7 @@ CAPABILITIES = {
 # clientInfo's fields the quick answer takes (strings all: mcp_types.Implementation's); any other goes to the SDK.
 QUICK_CLIENT_INFO = frozenset({"name", "version", "title", "description", "websiteUrl"})
 QUICK_LINE_BYTES = 64 * 1024  # a first line up to this long may be a quick initialize (they are a few hundred bytes)
+REFUSING_LINE_BYTES = 1024 * 1024  # refuse_session's longest line (MAX_BODY_BYTES' default: it may be a setting refused)
 SKIPPED_CHUNK_BYTES = 64 * 1024  # a line past MAX_BODY_BYTES is read on and dropped this much at a time
 # Once stdin has closed, how long the requests already read may take to be answered; past it
 # the SDK cancels the rest ("Connection closed"). Every tool is bounded well within it.
@@ -57,14 +62,78 @@ def main(database_url: str | None = None) -> None:
     # nothing. Off until the server is built (serve), then they are frozen out of its passes.
     gc.disable()
     wire_in, wire_out = claim_stdio()
+    settings, problem = ready_settings(database_url)
     first = wire_in.readline(QUICK_LINE_BYTES)  # the rest of a longer line is read once MAX_BODY_BYTES is known
-    profile = quick_profile()
-    quick = profile is not None and (first.endswith(b"\n") or len(first) < QUICK_LINE_BYTES)
-    answered = quick_initialize(first, profile) if quick else None
+    if problem is not None:
+        refuse_session(problem, first, wire_in, wire_out)
+    quick = first.endswith(b"\n") or len(first) < QUICK_LINE_BYTES
+    answered = quick_initialize(first, settings.tools_profile) if quick else None
     if answered is not None:
         wire_out.write(answered[1])
         wire_out.flush()
-    serve(first, None if answered is None else answered[0], wire_in, wire_out, database_url)
+    serve(first, None if answered is None else answered[0], wire_in, wire_out, settings)
+
+
+def ready_settings(database_url: str | None):
+    """(the settings, None) once they are read and the database opens (migrated), else (None, a
+    Problem saying what to fix): before initialize is answered, so that a client connects only to
+    a server that can serve it."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from ..config import Settings, get_settings, invalid_setting
+    from ..store import db
+
+    try:
+        settings = Settings(database_url=database_url) if database_url else get_settings()
+    except ValidationError as exc:
+        variable, problem = invalid_setting(exc)
+        return None, Problem(f"invalid {variable}: {problem}", f"Fix {variable} in the environment the client starts this"
+                             " server with (its env settings) or in the .env of the directory it starts in, then restart it")
+    except SettingsError as exc:  # a list setting that is not valid JSON
+        return None, Problem(str(exc), "Fix that setting where the client starts this server (its env settings), then restart it")
+    try:
+        db.migrate(settings)
+    except db.NewerSchema as exc:
+        return None, Problem(str(exc), "Point DATABASE_URL at this build's database, or upgrade Agent Mail")
+    except sqlite3.Error as exc:  # (a directory, a file it may not open, one that is no database)
+        return None, Problem(db.error_line(exc, settings), db.OPEN_HINT)
+    return settings, None
+
+
+class Problem(NamedTuple):
+    """Why this server cannot serve: its line on stderr, and the hint of its JSON-RPC error."""
+
+    line: str
+    hint: str
+
+
+def refuse_session(problem: Problem, first: bytes, wire_in, wire_out) -> NoReturn:
+    """Say `problem` in one line on stderr, answer it as the error of each request read (a client
+    in "auto" mode, the official one's default, asks server/discover first and on any error falls back to
+    initialize, so the answer to that first request alone would be lost) until an initialize is
+    refused or stdin closes; then exit 1. A notification, or a line that is no request, is not
+    answered (JSON-RPC answers neither)."""
+    from ..errors import Unavailable
+    from .mcp_errors import SERVER_ERROR, jsonrpc_error
+
+    print(f"agent-mail stdio: {problem.line} ({problem.hint})", file=sys.stderr, flush=True)
+    error = jsonrpc_error(SERVER_ERROR, Unavailable(f"Agent Mail cannot serve: {problem.line}.", problem.hint).to_dict())
+    line = read_line(wire_in, REFUSING_LINE_BYTES, first)
+    while line != b"":
+        try:
+            request = json.loads(line) if line is not None else None  # (None: a line too long, skipped)
+        except (ValueError, RecursionError):
+            request = None
+        request_id = request.get("id") if isinstance(request, dict) and isinstance(request.get("method"), str) else None
+        if isinstance(request_id, (int, str)) and not isinstance(request_id, bool):
+            answer = {"jsonrpc": "2.0", "id": request_id, "error": error}
+            wire_out.write(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
+            wire_out.flush()
+            if request["method"] == "initialize":
+                break
+        line = read_line(wire_in, REFUSING_LINE_BYTES)
+    sys.exit(1)
 
 
 def claim_stdio():
@@ -76,16 +145,6 @@ def claim_stdio():
     os.close(null)
     os.dup2(2, 1)
     return wire_in, wire_out
-
-
-def quick_profile() -> str | None:
-    """TOOLS_PROFILE (the instructions name only the tools it lists) as Settings will read it, when
-    that is certain before they are loaded: from the environment (its name in any case, as
-    pydantic-settings reads it), else "full" unless a .env file may set it. None: the SDK answers."""
-    given = [value for name, value in os.environ.items() if name.upper() == "TOOLS_PROFILE"]
-    if given:
-        return given[0] if len(given) == 1 and given[0] in ("full", *PROFILES) else None
-    return None if os.path.exists(".env") else "full"
 
 
 def quick_initialize(line: bytes, profile: str = "full") -> tuple[int | str, bytes] | None:
@@ -134,40 +193,25 @@ def vouched(params) -> bool:
     )
 
 
-def serve(first: bytes, answered_id, wire_in, wire_out, database_url: str | None) -> None:
-    """The session after its first line: settings, logs to stderr, migrations, the archive
-    worker, then the SDK's server until the client closes stdin (or SIGTERM)."""
+def serve(first: bytes, answered_id, wire_in, wire_out, settings) -> None:
+    """The session after its first line: logs to stderr, the archive worker, then the SDK's
+    server until the client closes stdin (or SIGTERM)."""
     import logging
     import signal
-    import sqlite3
 
     import anyio
-
-    from pydantic import ValidationError
 
     from ..archive.worker import LocalWorker
     from ..ops import logs
     from ..ops.allocator import keep_memory_down
-    from ..config import Settings, get_settings, invalid_setting
-    from ..store import db
     from ..tools import guard
     from .mcp_app import build_mcp_server, served_methods
 
-    try:
-        settings = Settings(database_url=database_url) if database_url else get_settings()
-    except ValidationError as exc:  # a line the client shows in its log, not a traceback
-        sys.exit("agent-mail stdio: invalid %s: %s" % invalid_setting(exc))
     logs.configure(settings)  # on stderr, as LOG_FORMAT says (stdout is the protocol's)
     keep_memory_down()
     for name, path in relative_paths(settings):
         logging.warning("%s is relative (%s): it resolves to %s, in the directory the client started this in;"
                         " give it an absolute path, the HTTP server's (README: Over stdio)", name, path, path.resolve())
-    try:
-        db.migrate(settings)
-    except db.NewerSchema as exc:
-        sys.exit(f"agent-mail stdio: {exc}")
-    except sqlite3.Error as exc:  # (a directory, a file it may not open): one line, as the CLI says it
-        sys.exit(f"agent-mail stdio: {db.error_line(exc, settings)}")
     server = build_mcp_server(settings)
     worker = LocalWorker(settings) if settings.archive_enabled else None
 
