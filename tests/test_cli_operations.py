@@ -259,6 +259,31 @@ def test_serve_refuses_a_database_it_cannot_open_in_one_line_before_any_banner(t
     assert result.stderr == f"Error: database error ({path}): {said.format(folder=tmp_path / 'notes')}\n"
 
 
+def test_plain_uvicorn_on_the_app_stops_in_one_line_on_what_it_cannot_serve(tmp_path):
+    """QA, session 37: `uvicorn chalicelib.transports.asgi:app` (README: plain uvicorn serves the same app)
+    on a database it cannot open logged Starlette's traceback of the lifespan; with a setting refused,
+    the import's traceback. Now one line naming the file or the setting, and a nonzero exit, before any request."""
+    import subprocess
+    import sys
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "corrupt.db").write_bytes(b"not a database, " * 64)
+    base = {**os.environ, "LOG_FORMAT": "text", "ARCHIVE_DIR": str(tmp_path / "archive"),
+            "ATTACHMENTS_DIR": str(tmp_path / "attachments"), "DATABASE_URL": f"sqlite:///{tmp_path}/mail.db"}
+    hint = "(DATABASE_URL must name a SQLite database file, or a path where one may be created, that this process may read and write)"
+    for env, code, said in (
+        ({"DATABASE_URL": f"sqlite:///{tmp_path}/folder"}, 3,
+         f"agent-mail: database error ({tmp_path}/folder): unable to open database file {hint}"),
+        ({"DATABASE_URL": f"sqlite:///{tmp_path}/corrupt.db"}, 3,
+         f"agent-mail: database error ({tmp_path}/corrupt.db): file is not a database {hint}"),
+        ({"PORT": "abc"}, 1, "agent-mail: invalid PORT: Input should be a valid integer, unable to parse string as an integer"),
+    ):
+        done = subprocess.run([sys.executable, "-m", "uvicorn", "chalicelib.transports.asgi:app", "--port", "0"],
+                              capture_output=True, text=True, env={**base, **env}, timeout=60)
+        assert done.returncode == code and "Traceback" not in done.stderr, done.stderr
+        assert said in done.stderr.splitlines()[-2 if code == 3 else -1], done.stderr  # (uvicorn's "startup failed" after it)
+
+
 @pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///", "sqlite:///file:mail.db?mode=memory"])
 def test_a_database_url_naming_no_file_stops_start_up(tmp_path, monkeypatch, url):
     """sqlite:///:memory: started the server, /health ok, and every call was a 500 (each pooled

@@ -255,10 +255,16 @@ def error_line(exc: sqlite3.Error, settings: Settings | None) -> str:
     return f"database error ({settings.database_path}): {exc}" if settings else f"database error: {exc}"
 
 
-# What to fix when migrate cannot open the database (a directory, a file this process may not
-# open, one that is no SQLite database): said by the servers that refuse to start on it.
-OPEN_HINT = ("DATABASE_URL must name a SQLite database file, or a path where one may be created, that this process"
-             " may read and write")
+def cannot_open(exc: BaseException, settings: Settings) -> tuple[str, str] | None:
+    """(what failed, what to fix) when migrate could not open the database (a directory, a file this
+    process may not open, one that is no SQLite database, one a newer build wrote), as the servers
+    that refuse to start on it say it; None for any other exception."""
+    if isinstance(exc, NewerSchema):
+        return str(exc), "Point DATABASE_URL at this build's database, or upgrade Agent Mail"
+    if isinstance(exc, sqlite3.Error):
+        return error_line(exc, settings), ("DATABASE_URL must name a SQLite database file, or a path where one may be"
+                                           " created, that this process may read and write")
+    return None
 
 
 class NoDatabase(FileNotFoundError):

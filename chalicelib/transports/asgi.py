@@ -14,7 +14,9 @@ import time
 import inspect
 import logging
 import signal
+import sys
 import threading
+import traceback
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
@@ -209,8 +211,7 @@ def create_app(settings: Settings | None = None):
     worker = LocalWorker(settings) if settings.archive_enabled else None
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI):
-        db.migrate(settings)
+    async def lifespan(_: FastAPI):  # (after Front's: the database is migrated)
         if worker:
             worker.start()
         async with mcp.lifespan():
@@ -294,6 +295,16 @@ def create_app(settings: Settings | None = None):
     return Front(api, mcp, settings)
 
 
+def _first(message: dict, receive):
+    """A receive() that yields `message` (read already), then what `receive` does."""
+    given = [message]
+
+    async def received() -> dict:
+        return given.pop() if given else await receive()
+
+    return received
+
+
 def _client_address(scope) -> str | None:
     client = scope.get("client")
     return client[0] if client else None
@@ -324,7 +335,7 @@ class Front:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
-            await self.api(scope, receive, send)
+            await (self._lifespan if scope["type"] == "lifespan" else self.api)(scope, receive, send)
             return
         if scope["path"] == "/health" and scope["method"] in ("GET", "HEAD"):  # cheap, and unlogged: balancers poll it
             if self.settings.cors_allowed_origins:  # an allowed origin also gets CORS headers
@@ -345,6 +356,23 @@ class Front:
             if logged:  # a call whose client left says 499 (invoke), though MCP answered it in a 200
                 status = logs.current.get().pop("status", send.status)
                 logs.request(scope["method"], scope["path"], status, time.perf_counter() - started)
+
+    async def _lifespan(self, scope, receive, send) -> None:
+        """The app's lifespan, once the database opens and is migrated. One it cannot open (a folder, a
+        file it may not read, one that is no database, one a newer build wrote) fails the start-up
+        with one line saying so and what to fix (uvicorn logs it and exits 3; Starlette's failure
+        message is the traceback), as `agent-mail serve` and stdio say it."""
+        startup = await receive()
+        try:
+            db.migrate(self.settings)
+        except Exception as exc:
+            refused = db.cannot_open(exc, self.settings)
+            message = "agent-mail: %s (%s)" % refused if refused else traceback.format_exc()  # (as Starlette says the others)
+            await send({"type": "lifespan.startup.failed", "message": message})
+            if refused is None:
+                raise
+            return
+        await self.api(scope, _first(startup, receive), send)
 
     async def _serve(self, scope, receive, send) -> None:
         path = scope["path"]
@@ -594,4 +622,20 @@ def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
 
-app = create_app()
+def _app_or_exit():
+    """create_app() for `uvicorn chalicelib.transports.asgi:app`: a setting it refuses ends the
+    process with one line naming it (exit 1), where the import failed with a traceback."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from ..config import invalid_setting
+
+    try:
+        return create_app()
+    except ValidationError as exc:
+        sys.exit("agent-mail: invalid %s: %s" % invalid_setting(exc))
+    except (SettingsError, auth.InsecureConfiguration) as exc:
+        sys.exit(f"agent-mail: {exc}")
+
+
+app = _app_or_exit()

@@ -26,7 +26,6 @@ answered before the process exits (the SDK alone would cancel those still runnin
 import gc
 import json
 import os
-import sqlite3
 import sys
 from pathlib import Path
 from typing import NamedTuple, NoReturn
@@ -94,10 +93,10 @@ def ready_settings(database_url: str | None):
         return None, Problem(str(exc), "Fix that setting where the client starts this server (its env settings), then restart it")
     try:
         db.migrate(settings)
-    except db.NewerSchema as exc:
-        return None, Problem(str(exc), "Point DATABASE_URL at this build's database, or upgrade Agent Mail")
-    except sqlite3.Error as exc:  # (a directory, a file it may not open, one that is no database)
-        return None, Problem(db.error_line(exc, settings), db.OPEN_HINT)
+    except Exception as exc:
+        if (refused := db.cannot_open(exc, settings)) is None:
+            raise
+        return None, Problem(*refused)
     return settings, None
 
 
