@@ -32,6 +32,7 @@ from typing import NamedTuple, NoReturn
 
 from .. import __version__
 from ..errors import JSON_WHITESPACE
+from ..ops.allocator import keep_memory_down
 from .instructions import instructions
 
 # Answered without the SDK: the handshake versions of mcp_types.version.HANDSHAKE_PROTOCOL_VERSIONS
@@ -61,6 +62,7 @@ def main(database_url: str | None = None) -> None:
     # nothing. Off until the server is built (serve), then they are frozen out of its passes.
     gc.disable()
     wire_in, wire_out = claim_stdio()
+    keep_memory_down()  # before any thread starts (a replica's, opened by ready_settings)
     settings, problem = ready_settings(database_url)
     first = wire_in.readline(QUICK_LINE_BYTES)  # the rest of a longer line is read once MAX_BODY_BYTES is known
     if problem is not None:
@@ -202,12 +204,10 @@ def serve(first: bytes, answered_id, wire_in, wire_out, settings) -> None:
 
     from ..archive.worker import LocalWorker
     from ..ops import logs
-    from ..ops.allocator import keep_memory_down
     from ..tools import guard
     from .mcp_app import build_mcp_server, served_methods
 
     logs.configure(settings)  # on stderr, as LOG_FORMAT says (stdout is the protocol's)
-    keep_memory_down()
     for name, path in relative_paths(settings):
         logging.warning("%s is relative (%s): it resolves to %s, in the directory the client started this in;"
                         " give it an absolute path, the HTTP server's (README: Over stdio)", name, path, path.resolve())
