@@ -111,9 +111,10 @@ def test_a_database_from_between_0019_and_0021_migrates_forward(settings):
 
 @pytest.mark.sqlite_only
 def test_the_summaries_are_read_and_written_through_indexes_only(call, settings):
-    """Every statement on thread_summaries of list_threads, send_message and a recount searches an
-    index (the newest-first one only by view); list_threads reads no message. The test database
-    has no planner statistics, as thread_summaries had none at a million messages."""
+    """Every statement on thread_summaries (and thread_recounts) of list_threads, send_message and
+    a recount (whole, and in parts) searches an index (the newest-first one only by view);
+    list_threads reads no message. The test database has no planner statistics, as
+    thread_summaries had none at a million messages."""
     register(call)
     mixed_history(call, rounds=1)
     statements: list[str] = []
@@ -127,9 +128,13 @@ def test_the_summaries_are_read_and_written_through_indexes_only(call, settings)
     with db.connection(settings) as conn:
         project = find_project(conn, "work-demo")
         thread_summaries.recount(conn, project["id"], ["PLAN-0", "ACROSS"])
+        thread_summaries.queue_recounts(conn, project["id"], ["PLAN-0", "ACROSS"])  # as a purge: remade in parts
+        while conn.execute("SELECT 1 FROM threads_to_recount").fetchone():
+            thread_summaries.recount_some(conn, 2, settled=2**62)
         conn.set_trace_callback(None)
     plain = sqlite3.connect(settings.database_path)
-    touched = [s for s in statements if "thread_summaries" in s]
+    touched = [s for s in statements if "thread_summaries" in s or "thread_recounts" in s]
+    assert any(s.startswith("DELETE FROM thread_recounts") for s in touched)
     assert any(s.startswith("UPDATE") for s in touched) and any(s.startswith("DELETE") for s in touched)
     given = re.compile(r"CO-ROUTINE wanted|SCAN wanted|SCAN \d+ CONSTANT ROWS")  # the rows a statement gives (values_of)
     for statement in touched:

@@ -15,7 +15,8 @@ from chalicelib.archive.gitrepo import GitArchive
 from chalicelib.archive.worker import drain
 from chalicelib.config import Settings
 from chalicelib.store import db
-from chalicelib.tools import thread_summaries, tools_by_name
+from chalicelib.ids import time_of
+from chalicelib.tools import retention, thread_summaries, tools_by_name
 from chalicelib.tools.messages import visible_to
 from chalicelib.tools.projects import find_project
 from chalicelib.tools.retention import run_retention
@@ -139,46 +140,206 @@ def test_every_view_equals_the_threads_computed_from_the_messages(call, settings
     assert note["participants"] == ["RedStone", "GreenCastle"]  # bcc recipients are never participants
 
 
-def test_a_retention_purge_recounts_the_threads_it_cut(call, settings, agents):
+def clock_at(monkeypatch, when: datetime) -> None:
+    monkeypatch.setattr(clock, "now", lambda: when.isoformat(timespec="microseconds"))
+
+
+def kept_and_recounted(settings) -> tuple[dict, dict]:
+    """Every view of every thread as the summaries keep it (a view's rows of all writers
+    combined, participants in any order), and as thread_summaries.recount makes it from scratch
+    (in a transaction undone); the threads a recount has yet to finish."""
+    undo = RuntimeError("undo")
+    found = {}
+    try:
+        with db.connection(settings) as conn, db.transaction(conn, write=True):
+            found["pending"] = conn.execute("SELECT count(*) FROM threads_to_recount").fetchone()[0]
+            found["kept"] = summary_views(conn)
+            for (project_id,) in conn.execute("SELECT id FROM projects").fetchall():
+                threads = {row[0] for row in conn.execute(
+                    "SELECT thread_id FROM messages WHERE project_id = ? UNION SELECT thread_id FROM thread_summaries"
+                    " WHERE project_id = ?", (project_id, project_id))}
+                thread_summaries.recount(conn, project_id, sorted(threads))
+            found["recounted"] = summary_views(conn)
+            raise undo
+    except RuntimeError as error:
+        assert error is undo
+    assert found["pending"] == 0
+    return found["kept"], found["recounted"]
+
+
+def summary_views(conn) -> dict:
+    views = {}
+    for project_id, thread, viewer, count, first, subject, first_ts, last, last_ts, participants in conn.execute(
+        "SELECT project_id, thread_id, viewer_id, messages, first_id, subject, first_ts, last_id, last_ts, participants"
+        " FROM thread_summaries"
+    ):
+        view = views.setdefault((project_id, thread, viewer), [0, (first, subject, first_ts), (last, last_ts), {}])
+        view[0] += count
+        view[1], view[2] = min(view[1], (first, subject, first_ts)), max(view[2], (last, last_ts))
+        view[3] = thread_summaries.merged(view[3], {agent: (at, rank) for agent, at, rank in json.loads(participants)})
+    return views
+
+
+def runs_until_recounted(settings, most: int = 100) -> int:
+    """Retention runs until no thread waits for its recount (and no purge is left): how many."""
+    for run in range(1, most + 1):
+        done = run_retention(settings)
+        with sql(settings) as conn:
+            (pending,) = conn.execute("SELECT count(*) FROM threads_to_recount").fetchone()
+        if not pending and not done["messages_purged"]:
+            return run
+    raise AssertionError(f"threads still wait for their recount after {most} runs")
+
+
+def test_a_retention_purge_recounts_the_threads_it_cut(call, settings, agents, monkeypatch):
     mixed_history(call, rounds=3)
     call("set_retention_policy", project_key="work-demo", mode="purge", days=1)
-    ahead = datetime.now(timezone.utc) + timedelta(days=2)
-    original = clock.now
-    clock.now = lambda: ahead.isoformat(timespec="microseconds")
-    try:
-        assert run_retention(settings, budget=5)["messages_purged"] == 5  # the oldest 5: threads cut in the middle
-    finally:
-        clock.now = original
+    clock_at(monkeypatch, datetime.now(timezone.utc) + timedelta(days=2))
+    assert run_retention(settings, budget=5)["messages_purged"] == 5  # the oldest 5: threads cut in the middle
+    call("set_retention_policy", project_key="work-demo", mode="keep")
+    runs_until_recounted(settings)  # what the run's budget (5 messages read) left
     before = assert_all_views_right(settings)
+    kept, recounted = kept_and_recounted(settings)
+    assert kept == recounted
     mixed_history(call, rounds=1)  # written on top of the recounted rows
     assert assert_all_views_right(settings) > before
 
 
-def test_a_purge_in_many_chunks_recounts_each_thread_it_cut_once_and_an_interrupted_run_is_finished(
+def test_a_cut_thread_is_recounted_in_bounded_transactions_and_one_a_run_left_half_done_is_finished(
         call, settings, agents, monkeypatch):
-    """A chunk of a long thread recounted it whole each time (0.6 s a chunk at 100,000 messages):
-    the threads cut are listed with their chunk and recounted once at the end of the run, and
-    what a run that stopped before left is recounted by the next."""
-    mixed_history(call, rounds=3)
+    """A thread a purge cut was recounted whole in one transaction (0.32 s of the one writer at
+    20,000 messages): now no transaction of a run reads more than RETENTION_CHUNK of its
+    messages; list_threads shows the summary from before the purge until the last part, and a
+    process that dies between parts leaves them for the next run."""
+    send = dict(project_key="work-demo", body_md="x", thread_id="LONG")
+    for n in range(24):
+        call("send_message", sender_name=("BlueLake", "RedStone")[n % 2], to=[("RedStone", "BlueLake")[n % 2]],
+             cc=["GreenCastle"] if n % 3 == 0 else [], subject=f"Long {n}", **send)
+    clock_at(monkeypatch, datetime.now(timezone.utc) + timedelta(days=2))
+    settings = settings.model_copy(update={"retention_chunk": 3})
+
+    def purge(count: int) -> None:
+        call("set_retention_policy", project_key="work-demo", mode="purge", days=1)
+        assert run_retention(settings, budget=count)["messages_purged"] == count  # and the first part of the recount
+        call("set_retention_policy", project_key="work-demo", mode="keep")
+
+    recorded: list[list[int]] = []  # the messages recorded onto summaries, per write transaction of a run
+    record, transaction = thread_summaries.record, retention.transaction
+
+    class counted(transaction):
+        def __enter__(self):
+            if self.write:
+                recorded.append([])
+            return super().__enter__()
+
+    def counting(db_, project_id, messages, *args, **kwargs):
+        if recorded:
+            recorded[-1].extend(message[0] for message in messages)
+        return record(db_, project_id, messages, *args, **kwargs)
+
+    monkeypatch.setattr(retention, "transaction", counted)
+    monkeypatch.setattr(thread_summaries, "record", counting)
+    purge(2)
+    runs_until_recounted(settings)
+    assert max(map(len, recorded)) <= 3, [len(part) for part in recorded]
+    every = [message for part in recorded for message in part]
+    assert len(every) == len(set(every)) == 22  # each remaining message read once
+    kept, recounted = kept_and_recounted(settings)
+    assert kept == recounted
+
+    purge(2)
+    recorded.clear()
+    parts = thread_summaries.recount_some
+
+    def dies_after_one_part(db_, limit, settled):
+        monkeypatch.setattr(thread_summaries, "recount_some", parts)
+        parts(db_, limit, settled)
+        raise KeyboardInterrupt  # the process dies: this part is undone, the ones before stay
+
+    monkeypatch.setattr(thread_summaries, "recount_some", lambda *args: dies_after_one_part(*args) if len(recorded) > 2 else
+                        parts(*args))
+    with pytest.raises(KeyboardInterrupt):
+        run_retention(settings)
+    assert len(recorded) == 3 and sum(map(len, recorded[:2])) == 6  # two parts done
+    thread = {t["thread_id"]: t for t in listed(settings, "work-demo", None, 10)}["LONG"]
+    assert thread["message_count"] == 22 and thread["subject"] == "Long 2"  # as before the purge, until the last part
+    for name in ("amberfox", "GreenCastle"):  # mail that comes while the recount is half done: counted too
+        call("send_message", sender_name=name, to=["BlueLake"], subject="Late", **send)
+    runs_until_recounted(settings)
+    thread = {t["thread_id"]: t for t in listed(settings, "work-demo", None, 10)}["LONG"]
+    assert thread["message_count"] == 22 and thread["subject"] == "Long 4" and "amberfox" in thread["participants"]
+    kept, recounted = kept_and_recounted(settings)
+    assert kept == recounted
+    assert_all_views_right(settings)
+
+
+def test_a_long_thread_cut_again_while_its_recount_spans_runs_converges_to_a_recount(call, settings, agents, monkeypatch):
+    """Purges go on while a long thread's recount spans runs (RETENTION_BATCH messages read a
+    run): they cut below what it has read, are held back where it has read (until it ends),
+    and the mail that comes meanwhile is counted. At the end each view equals a recount from
+    scratch: first messages gone, a participant (amberfox) and a bcc recipient who appear only
+    in purged messages, a thread purged whole, one cut twice."""
+    send = dict(project_key="work-demo", body_md="x")
+    for n in range(2):
+        call("send_message", sender_name="GreenCastle", to=["RedStone"], subject="Gone", thread_id="GONE", **send)
+    call("send_message", sender_name="RedStone", to=["GreenCastle"], subject="Short", thread_id="SHORT", **send)
+    call("send_message", sender_name="amberfox", to=["BlueLake"], cc=["RedStone"], subject="Long", thread_id="LONG", **send)
+    call("send_message", sender_name="BlueLake", to=["amberfox"], bcc=["GreenCastle"], subject="Re", thread_id="LONG", **send)
+    ids = []
+    for n in range(2, 30):
+        ids.append(int(call("send_message", sender_name=("BlueLake", "RedStone")[n % 2], to=[("RedStone", "BlueLake")[n % 2]],
+                            cc=["GreenCastle"] if n % 5 == 0 else [], subject=f"Long {n}", thread_id="LONG",
+                            **send)["message"]["id"]))
+    short = int(call("send_message", sender_name="GreenCastle", to=["RedStone"], subject="Short 2", thread_id="SHORT",
+                     **send)["message"]["id"])
+
+    def purging_before(message_id: int) -> None:  # the clock at which a day old is older than this message
+        clock_at(monkeypatch, datetime.fromtimestamp(time_of(message_id), timezone.utc) + timedelta(days=1))
+
+    def long_begun() -> bool:
+        with sql(settings) as conn:
+            return conn.execute("SELECT count(*) FROM threads_to_recount WHERE thread_id = 'LONG' AND low_id IS NOT NULL"
+                                ).fetchone()[0] > 0
+
     call("set_retention_policy", project_key="work-demo", mode="purge", days=1)
-    recounted = []
-    recount = thread_summaries.recount
-    monkeypatch.setattr(thread_summaries, "recount", lambda db, project_id, threads: recounted.extend(threads) or
-                        recount(db, project_id, threads))
-    ahead = datetime.now(timezone.utc) + timedelta(days=2)
-    monkeypatch.setattr(clock, "now", lambda: ahead.isoformat(timespec="microseconds"))
-    chunked = settings.model_copy(update={"retention_chunk": 2})
-    assert run_retention(chunked, budget=9)["messages_purged"] == 9  # 5 chunks, PLAN-0 and others cut in several
-    assert sorted(recounted) == sorted(set(recounted)) and "PLAN-0" in recounted  # once each
-    assert assert_all_views_right(settings) > 0
-    with sql(settings) as conn:  # a run that stopped after a purge's chunk, before its recount
-        conn.execute("UPDATE thread_summaries SET messages = messages + 7 WHERE thread_id = 'PLAN-1'")
-        (project_id,) = conn.execute("SELECT id FROM projects WHERE slug = 'work-demo'").fetchone()
-        conn.execute("INSERT INTO threads_to_recount (id, project_id, thread_id) VALUES (1, ?, 'PLAN-1')", (project_id,))
-    run_retention(settings, budget=1)
-    assert assert_all_views_right(settings) > 0
-    with sql(settings) as conn:
-        assert conn.execute("SELECT count(*) FROM threads_to_recount").fetchone()[0] == 0
+    held = []
+    hold = thread_summaries.held_back
+    monkeypatch.setattr(thread_summaries, "held_back", lambda *args: held.append(hold(*args)) or held[-1])
+    small = settings.model_copy(update={"retention_chunk": 3, "retention_batch": 4})
+    purging_before(ids[18])  # "Long 20"
+    for _ in range(20):
+        run_retention(small)
+        if long_begun():
+            break
+    for _ in range(3):  # a few messages a run: LONG's recount spans runs, and each purges more of LONG below it
+        assert run_retention(small)["messages_purged"] > 0 and long_begun()
+    call("send_message", sender_name="GreenCastle", to=["GoldHill@work-other"], subject="New", thread_id="LONG", **send)
+    call("send_message", sender_name="RedStone", to=["GreenCastle"], subject="Newer", thread_id="LONG", **send)
+    purging_before(short)  # all of LONG but the new mail is old now: the purge meets what its recount has read
+    assert run_retention(small, budget=100)["messages_purged"] > 0
+    runs_until_recounted(small)
+    kept, recounted = kept_and_recounted(settings)
+    assert kept == recounted
+    assert any(found is not None for found in held)  # held back, then purged once that recount ended
+    assert_all_views_right(settings)
+    threads = {t["thread_id"]: t for t in listed(settings, "work-demo", None, 10)}
+    assert "GONE" not in threads and threads["SHORT"]["message_count"] == 1 and threads["SHORT"]["subject"] == "Short 2"
+    assert threads["LONG"]["subject"] == "New" and threads["LONG"]["message_count"] == 2
+    assert threads["LONG"]["participants"] == ["GreenCastle", "GoldHill@work-other", "RedStone"]
+    assert "LONG" not in {t["thread_id"] for t in listed(settings, "work-demo", "amberfox", 10)}
+
+
+def test_archiving_bodies_leaves_the_summaries_as_a_recount_makes_them(call, settings, agents, monkeypatch, tmp_path):
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    mixed_history(call, rounds=2)
+    call("set_retention_policy", project_key="work-demo", mode="archive_only", days=1)
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    clock_at(monkeypatch, datetime.now(timezone.utc) + timedelta(days=2))
+    assert run_retention(settings)["bodies_archived"] > 0
+    kept, recounted = kept_and_recounted(settings)
+    assert kept == recounted
+    assert_all_views_right(settings)
 
 
 def test_a_database_made_before_the_summaries_migrates_forward(call, settings, agents):

@@ -29,13 +29,14 @@ from ..attachments.storage import storage
 from ..config import CENTURY_DAYS, RetentionMode, Settings, get_settings
 from ..errors import Conflict
 from ..fields import ProjectKey
-from ..ids import RANDOM_BITS, first_id_at, stable_id
+from ..ids import RANDOM_BITS, first_id_at
 from ..registry import Input, Output, tool
 from ..store.db import connection, placeholders, transaction
 from ..store.search_index import merge_fts
 from . import attachment_refs, thread_summaries
 from .agents import retire
 from .counts import uncount_messages
+from .mailbox import CURSOR_WINDOW_SECONDS
 from .projects import find_project, project_by_id
 from .reservations import LIVE, release_some
 
@@ -127,7 +128,7 @@ def run_retention(settings: Settings, budget: int | None = None) -> dict[str, in
                     log.warning("project %s: archive_only, but the archive is off; its mail is kept", project["slug"])
                 continue
             done[kind] += chunked(conn, settings, budget - done[kind], step)
-        recount_cut_threads(conn, settings)
+        recount_cut_threads(conn, settings, now, budget)
         if settings.retention_agent_idle_days:
             idle_since = clock.later(now, -86400 * settings.retention_agent_idle_days)
             done["agents_retired"] = chunked(conn, settings, budget, lambda db, limit: retire_idle(db, idle_since, now, limit))
@@ -174,15 +175,18 @@ def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limi
     index on its next catch-up, drop them from search)."""
     ids = old_messages(db, project_id, before_id, limit, with_body_only=False)
     if ids:
+        threads = db.execute(f"SELECT id, thread_id FROM messages WHERE id IN ({placeholders(ids)}) ORDER BY id", ids).fetchall()
+        held = thread_summaries.held_back(db, project_id, threads)
+        if held is not None:  # read by a thread's recount begun: kept until it ends (in this run or the next)
+            ids = [message_id for message_id in ids if message_id < held]
+    if ids:
         uncount_messages(db, ids)  # whois and get_project count what is kept
-        threads = [row[0] for row in db.execute(f"SELECT DISTINCT thread_id FROM messages WHERE id IN ({placeholders(ids)})", ids)]
         db.execute(f"DELETE FROM message_recipients WHERE message_id IN ({placeholders(ids)})", ids)
         attachment_refs.forget(db, ids)  # their content is deleted once nothing names it (attachment_refs.py)
         db.execute(f"DELETE FROM messages WHERE id IN ({placeholders(ids)})", ids)
-        db.executemany(  # list_threads shows what is kept once the run recounts them (recount_cut_threads)
-            "INSERT OR IGNORE INTO threads_to_recount (id, project_id, thread_id) VALUES (?, ?, ?)",
-            [(stable_id("thread_to_recount", project_id, thread), project_id, thread) for thread in threads],
-        )
+        # list_threads shows what is kept once the run has recounted them (recount_cut_threads)
+        gone = set(ids)
+        thread_summaries.queue_recounts(db, project_id, {thread for message_id, thread in threads if message_id in gone})
     if not ids:  # nothing more is gone: no write (each run moved every purge project's mark to its new cutoff)
         return 0
     # How far the project's mail is gone (the archive's files below are of purged mail: archive
@@ -194,21 +198,12 @@ def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limi
     return len(ids)
 
 
-def recount_cut_threads(conn, settings: Settings) -> None:
-    """Make the summaries of the threads purges cut again from their remaining messages, once
-    each, in transactions of RETENTION_CHUNK threads (with what an interrupted run left)."""
-    while True:
-        with transaction(conn, write=True):
-            rows = conn.execute("SELECT id, project_id, thread_id FROM threads_to_recount LIMIT ?", (settings.retention_chunk,)).fetchall()
-            by_project: dict[int, list[str]] = {}
-            for _, project_id, thread in rows:
-                by_project.setdefault(project_id, []).append(thread)
-            for project_id, threads in by_project.items():
-                thread_summaries.recount(conn, project_id, threads)
-            if rows:
-                conn.execute(f"DELETE FROM threads_to_recount WHERE id IN ({placeholders(rows)})", [row[0] for row in rows])
-        if len(rows) < settings.retention_chunk:
-            return
+def recount_cut_threads(conn, settings: Settings, now: str, budget: int) -> int:
+    """Make the summaries of the threads purges cut again from their remaining messages, in
+    transactions of RETENTION_CHUNK messages, at most `budget` a run (thread_summaries.recount_some:
+    a thread longer than that is finished by the next runs); how many messages were read."""
+    settled = first_id_at(int(datetime.fromisoformat(now).timestamp() * 1000) - CURSOR_WINDOW_SECONDS * 1000)
+    return chunked(conn, settings, budget, lambda db, limit: thread_summaries.recount_some(db, limit, settled))
 
 
 def archived_body(now: str) -> str:

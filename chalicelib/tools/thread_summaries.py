@@ -18,8 +18,8 @@ thread, writer and viewer; a new
 one gets a time-ordered id (new_id), so it is appended to the table: hashed ids put each new
 row on a random page, and a batch of sends then wrote ~11% fewer per second (bench/compare.py).
 A retention purge lists the threads it cut (threads_to_recount, migration 0030), and the run
-recounts each once from its remaining messages (`recount`; until then list_threads still counts
-the purged messages):
+recounts each from its remaining messages, a bounded part a transaction (`recount_some`,
+migration 0051; until its last part list_threads still counts the purged messages):
 exact on embedded SQLite; on Turso a message delivered to one of those threads through another
 replica while the purge runs may be counted twice or not at all, until the thread's next purge.
 
@@ -36,7 +36,7 @@ from collections import defaultdict
 
 import orjson
 
-from ..ids import new_ids
+from ..ids import new_ids, stable_id
 from ..store import upkeep
 from ..store.db import chunks, placeholders, values_of
 from .counts import writer
@@ -63,10 +63,12 @@ def _record_deferred(db, items: list[tuple[int, tuple, bool]]) -> None:
         record(db, project_id, messages, new_threads)
 
 
-def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, str], str, str]], new_threads=frozenset()) -> None:
+def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, str], str, str]], new_threads=frozenset(),
+           table: str = "thread_summaries") -> None:
     """Stored messages (id, thread_id, sender_id, {recipient id: kind}, subject, created_ts): onto
     their threads' summaries, for the project and for each agent that sees them. `new_threads`
-    have no summary yet (started by one of these messages)."""
+    have no summary yet (started by one of these messages). `table`: thread_recounts for the
+    rows a recount is making (recount_some)."""
     views: dict[tuple[str, int], list] = {}  # (thread, viewer) -> [count, first, subject, first_ts, last, last_ts, {agent: (first, rank)}]
     for message_id, thread_id, sender_id, kinds, subject, created_ts in messages:
         places = {sender_id: (message_id, 0)}  # shared by the views this message opens: never changed in place
@@ -88,7 +90,7 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
             view[6] = merged(view[6], places)
     me = writer(db)
     old = [key for key in views if key[0] not in new_threads]  # a thread started here has no rows yet
-    stored = _stored(db, project_id, me, old) if old else {}
+    stored = _stored(db, project_id, me, old, table) if old else {}
     updates, inserts, encoded = [], [], {}  # encoded: id(participants) -> JSON, once for the views that share them
     for (thread, viewer), (count, first, subject, first_ts, last, last_ts, seen) in views.items():
         row = stored.get((thread, viewer))
@@ -110,7 +112,7 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
     if updates:
         # UPDATE and INSERT, not an upsert (docs/turso.md). NULL: that column stays.
         db.executemany(
-            "UPDATE thread_summaries SET messages = messages + ?, first_id = coalesce(?, first_id), subject = coalesce(?, subject),"
+            f"UPDATE {table} SET messages = messages + ?, first_id = coalesce(?, first_id), subject = coalesce(?, subject),"
             " first_ts = coalesce(?, first_ts), last_id = coalesce(?, last_id), last_ts = coalesce(?, last_ts),"
             " participants = coalesce(?, participants) WHERE id = ?",
             updates,
@@ -118,13 +120,13 @@ def record(db, project_id: int, messages: list[tuple[int, str, int, dict[int, st
     if inserts:
         # A new row goes at the end of the table (ids grow with time), not on a random page.
         db.executemany(
-            "INSERT INTO thread_summaries (project_id, thread_id, viewer_id, writer, messages, first_id, last_id, participants,"
+            f"INSERT INTO {table} (project_id, thread_id, viewer_id, writer, messages, first_id, last_id, participants,"
             " subject, first_ts, last_ts, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (row + (row_id,) for row, row_id in zip(inserts, new_ids(len(inserts)))),
         )
 
 
-def _stored(db, project_id: int, me: int, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+def _stored(db, project_id: int, me: int, keys: list[tuple[str, int]], table: str) -> dict[tuple[str, int], tuple]:
     """This writer's rows of these (thread, viewer) pairs: (thread, viewer) -> (row id, first, last, participants).
     Each pair looked up whole in the index (values_of): `thread_id IN (...)` read every summary of
     the project on a Turso replica (10-15 ms a send at 100k messages)."""
@@ -133,7 +135,7 @@ def _stored(db, project_id: int, me: int, keys: list[tuple[str, int]]) -> dict[t
         pairs, params = values_of(chunk)
         for row_id, thread, viewer, first_id, last_id, participants in db.execute(
             f"WITH wanted (thread_id, viewer_id) AS ({pairs}) SELECT s.id, s.thread_id, s.viewer_id, s.first_id, s.last_id,"
-            " s.participants FROM wanted CROSS JOIN thread_summaries s INDEXED BY thread_summaries_by_thread"
+            f" s.participants FROM wanted CROSS JOIN {table} s INDEXED BY {table}_by_thread"
             " WHERE s.project_id = ? AND s.thread_id = wanted.thread_id AND s.writer = ? AND s.viewer_id = wanted.viewer_id",
             (*params, project_id, me),
         ):
@@ -153,9 +155,10 @@ def encode(participants: dict[int, tuple[int, int]]) -> str:
 
 
 def recount(db, project_id: int, thread_ids: list[str]) -> None:
-    """Summaries of these threads made again from their messages (after a retention purge). Both
-    found by thread through a VALUES table (values_of: `thread_id IN (...)` read all the
-    project's rows on a Turso replica)."""
+    """Summaries of these threads made again from all their messages, in the caller's
+    transaction: for a database filled with bulk SQL (bench/), and what recount_some's parts
+    add up to (tests). Both found by thread through a VALUES table (values_of: `thread_id IN
+    (...)` read all the project's rows on a Turso replica)."""
     for chunk in chunks(thread_ids, 500):
         wanted, params = values_of([(thread,) for thread in chunk])
         gone = [row_id for (row_id,) in db.execute(
@@ -165,20 +168,110 @@ def recount(db, project_id: int, thread_ids: list[str]) -> None:
         )]
         for ids in chunks(gone, 500):
             db.execute(f"DELETE FROM thread_summaries WHERE id IN ({placeholders(ids)})", ids)
-        rows = db.execute(
+        _fold(db, project_id, db.execute(
             f"WITH wanted (thread_id) AS ({wanted}) SELECT m.id, m.thread_id, m.sender_id, m.subject, m.created_ts"
             " FROM wanted CROSS JOIN messages m WHERE m.project_id = ? AND m.thread_id = wanted.thread_id ORDER BY m.id",
             (*params, project_id),
-        ).fetchall()
-        for first in range(0, len(rows), 500):
-            batch = rows[first:first + 500]
-            kinds: dict[int, dict[int, str]] = defaultdict(dict)
-            ids = [row[0] for row in batch]
-            for message_id, agent, kind in db.execute(
-                f"SELECT message_id, agent_id, kind FROM message_recipients WHERE message_id IN ({placeholders(ids)})", ids
-            ):
-                kinds[message_id][agent] = kind
-            record(db, project_id, [(mid, thread, sender, kinds[mid], subject, ts) for mid, thread, sender, subject, ts in batch])
+        ).fetchall(), "thread_summaries")
+
+
+def _fold(db, project_id: int, rows: list[tuple], table: str) -> None:
+    """Messages (id, thread_id, sender_id, subject, created_ts) with their recipients onto the summaries in `table`."""
+    for batch in chunks(rows, 500):
+        kinds: dict[int, dict[int, str]] = defaultdict(dict)
+        ids = [row[0] for row in batch]
+        for message_id, agent, kind in db.execute(
+            f"SELECT message_id, agent_id, kind FROM message_recipients WHERE message_id IN ({placeholders(ids)})", ids
+        ):
+            kinds[message_id][agent] = kind
+        record(db, project_id, [(mid, thread, sender, kinds[mid], subject, ts) for mid, thread, sender, subject, ts in batch],
+               table=table)
+
+
+# Remaking the threads a retention purge cut, a part at a time (migrations 0030, 0051)
+
+SUMMARY_COLUMNS = "id, project_id, thread_id, viewer_id, writer, messages, first_id, last_id, participants, subject, first_ts, last_ts"
+
+
+def recount_some(db, limit: int, settled: int) -> int:
+    """Remake, from their remaining messages, the summaries of threads a retention purge cut
+    (threads_to_recount), reading at most `limit` of their messages in this transaction (and
+    the last minute's of a thread it finishes): how many it read, plus one a thread finished.
+    Ids below `settled` are of messages all committed (made a minute or more ago).
+
+    All of a thread in one transaction held the one writer 0.32 s at 20,000 messages, more with
+    the thread. Instead its new rows grow in thread_recounts, transaction after transaction,
+    from the newest message settled at its start down to its first, then up through what came
+    since, and replace its rows in the transaction that reads the last part: until then
+    list_threads shows the summary from before the purge, and a process that dies between parts
+    leaves the parts done for the next run. A purge deletes only below what a recount has read
+    (held_back), so the parts read stay the thread's. The thread begun goes on before another
+    begins: one is in hand at a time, finished within the runs its length takes."""
+    done = 0
+    for begun in ("IS NOT NULL", "IS NULL"):
+        for queued, project_id, thread, low, high in db.execute(
+            f"SELECT id, project_id, thread_id, low_id, high_id FROM threads_to_recount WHERE low_id {begun} LIMIT ?", (limit,)
+        ).fetchall():
+            if done >= limit:
+                return done
+            done += _recount_part(db, queued, project_id, thread, low, high, limit - done, settled)
+    return done
+
+
+def _recount_part(db, queued: int, project_id: int, thread: str, low: int | None, high: int | None, room: int,
+                  settled: int) -> int:
+    """One part of a thread's recount (recount_some), of at most `room` messages: the new rows
+    hold its messages from `low` up to `high`; down from `low`, then up from `high`."""
+    if low is None:
+        db.execute("DELETE FROM thread_recounts WHERE project_id = ? AND thread_id = ?", (project_id, thread))  # none: in case
+        (top,) = db.execute("SELECT max(id) FROM messages WHERE project_id = ? AND thread_id = ?", (project_id, thread)).fetchone()
+        low = high = min(settled, (top or 0) + 1)
+    down = _messages(db, project_id, thread, "id < ? ORDER BY id DESC", (low,), room)
+    up = [] if len(down) == room else _messages(db, project_id, thread, "id >= ? AND id < ? ORDER BY id", (high, settled),
+                                                 room - len(down))
+    _fold(db, project_id, down + up, "thread_recounts")
+    low, high = down[-1][0] if down else low, up[-1][0] + 1 if up else high
+    if len(down) + len(up) == room:  # maybe more: in the next part
+        db.execute("UPDATE threads_to_recount SET low_id = ?, high_id = ? WHERE id = ?", (low, high, queued))
+        return room
+    # The last part: with the messages of the last minute, not all committed until now. One
+    # committed after this transaction is added to the new rows by its own (record).
+    latest = _messages(db, project_id, thread, "id >= ? ORDER BY id", (high,), -1)
+    _fold(db, project_id, latest, "thread_recounts")
+    db.execute("DELETE FROM thread_summaries WHERE project_id = ? AND thread_id = ?", (project_id, thread))
+    db.execute(f"INSERT INTO thread_summaries ({SUMMARY_COLUMNS}) SELECT {SUMMARY_COLUMNS} FROM thread_recounts"
+               " WHERE project_id = ? AND thread_id = ?", (project_id, thread))
+    db.execute("DELETE FROM thread_recounts WHERE project_id = ? AND thread_id = ?", (project_id, thread))
+    db.execute("DELETE FROM threads_to_recount WHERE id = ?", (queued,))
+    return len(down) + len(up) + len(latest) + 1
+
+
+def _messages(db, project_id: int, thread: str, where: str, params: tuple, limit: int) -> list[tuple]:
+    """The thread's messages as _fold takes them, through messages_by_thread (project, thread, id)."""
+    return db.execute(
+        f"SELECT id, thread_id, sender_id, subject, created_ts FROM messages WHERE project_id = ? AND thread_id = ? AND {where}"
+        " LIMIT ?", (project_id, thread, *params, limit),
+    ).fetchall()
+
+
+def held_back(db, project_id: int, messages: list[tuple[int, str]]) -> int | None:
+    """The first of these messages (id, thread), oldest first, that a purge must keep for now:
+    one a recount begun has read (recount_some); None if none."""
+    threads = {thread for _, thread in messages}
+    wanted, params = values_of([(stable_id("thread_to_recount", project_id, thread),) for thread in threads])
+    lows = dict(db.execute(
+        f"WITH wanted (id) AS ({wanted}) SELECT q.thread_id, q.low_id FROM wanted CROSS JOIN threads_to_recount q"
+        " WHERE q.id = wanted.id AND q.low_id IS NOT NULL", params,
+    ).fetchall())
+    return next((message_id for message_id, thread in messages if thread in lows and message_id >= lows[thread]), None)
+
+
+def queue_recounts(db, project_id: int, threads) -> None:
+    """Threads a purge cut, for recount_some (once each: a thread already listed keeps its place and its parts)."""
+    db.executemany(
+        "INSERT OR IGNORE INTO threads_to_recount (id, project_id, thread_id) VALUES (?, ?, ?)",
+        [(stable_id("thread_to_recount", project_id, thread), project_id, thread) for thread in threads],
+    )
 
 
 def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int, before: int | None = None) -> tuple[list[dict], int | None]:
