@@ -18,6 +18,25 @@ def test_register_with_a_name_then_update_profile(call, project):
     assert len(call("list_agents", project_key=project)["agents"]) == 3
 
 
+def test_list_agents_looks_up_several_names_in_one_call(call, project):
+    """names: those of them there are (any case), a retired one only with include_retired, a page
+    at a time as without names; another project's agent of the same name is not among them."""
+    call("ensure_project", human_key="/work/other")
+    call("register_agent", project_key="work-other", program="p", model="m", name="PinkDog")
+    call("retire_agent", project_key=project, agent_name="RedStone")
+
+    def named(names, **options):
+        return [agent["name"] for agent in call("list_agents", project_key=project, names=names, **options)["agents"]]
+
+    assert named(["greencastle", "PinkDog", "RedStone", "BlueLake", "bluelake"]) == ["BlueLake", "GreenCastle"]
+    assert named(["RedStone", "BlueLake"], include_retired=True) == ["BlueLake", "RedStone"]
+    page = call("list_agents", project_key=project, names=["RedStone", "BlueLake", "GreenCastle"], include_retired=True, limit=2)
+    assert [agent["name"] for agent in page["agents"]] == ["BlueLake", "GreenCastle"] and page["next_cursor"]
+    assert named(["RedStone", "BlueLake", "GreenCastle"], include_retired=True, cursor=page["next_cursor"]) == ["RedStone"]
+    with pytest.raises(InvalidArgument):
+        call("list_agents", project_key=project, names=[])
+
+
 def test_registering_again_keeps_the_task_description_unless_given(call, project):
     call("register_agent", project_key=project, program="codex", model="gpt-5", name="BlueLake", task_description="db")
     call("register_agent", project_key=project, program="codex", model="gpt-5", name="BlueLake")

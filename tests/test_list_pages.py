@@ -7,6 +7,7 @@ import re
 import httpx
 import pytest
 from hypothesis import given, settings, strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from chalicelib import invoke
 from chalicelib.security.auth import Principal
@@ -238,9 +239,21 @@ def test_the_web_ui_links_to_the_next_page(tmp_path):
         assert typed.status_code == 200 and 'name="body_md"' in typed.text
 
 
+def tool_calls(web: httpx.Client) -> dict[str, float]:
+    """How many calls of each tool the server has counted (GET /metrics), whatever their outcome."""
+    counted: dict[str, float] = {}
+    for family in text_string_to_metric_families(web.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "agent_mail_tool_calls_total":
+                counted[sample.labels["tool"]] = counted.get(sample.labels["tool"], 0) + sample.value
+    return counted
+
+
 def test_a_reply_in_the_web_ui_goes_to_the_threads_active_agents(tmp_path):
     """The thread page's reply form names the thread's agents without reading the project's whole
-    list of agents: not the person, not a retired agent; another project's as Name@slug."""
+    list of agents: not the person, not a retired agent; another project's as Name@slug. QA,
+    session 37: it asked whois about each participant, a tool call apiece (on every live refresh
+    too); now one list_agents of their names per project they are in."""
     with running_server(tmp_path / "agent_mail.db") as url, httpx.Client(base_url=url, timeout=30) as web:
         def post(tool, **arguments):
             response = web.post(f"/api/{tool}", json=arguments)
@@ -249,16 +262,25 @@ def test_a_reply_in_the_web_ui_goes_to_the_threads_active_agents(tmp_path):
 
         for key in ("/r/a", "/r/b"):
             post("ensure_project", human_key=key)
-        for project, name in (("r-a", "BlueLake"), ("r-a", "GreenCastle"), ("r-a", "RedStone"), ("r-b", "PinkDog")):
+        crew = [f"Crew{n:02d}" for n in range(12)]
+        for project, name in (("r-a", "BlueLake"), ("r-a", "GreenCastle"), ("r-a", "RedStone"), ("r-b", "PinkDog"),
+                              *(("r-a", name) for name in crew)):
             post("register_agent", project_key=project, program="p", model="m", name=name)
             post("set_contact_policy", project_key=project, agent_name=name, policy="open")
         post("send_message", project_key="r-a", sender_name="BlueLake", to=["GreenCastle", "PinkDog@r-b"], cc=["RedStone"],
              subject="Plan", body_md="x", thread_id="T-1")
         post("send_overseer_message", project_key="r-a", to=["BlueLake"], subject="Re: Plan", body_md="ok", thread_id="T-1")
+        post("send_message", project_key="r-a", sender_name="GreenCastle", to=["BlueLake"], cc=crew, subject="Re: Plan",
+             body_md="all hands", thread_id="T-1")
         post("retire_agent", project_key="r-a", agent_name="RedStone")
+        before = tool_calls(web)
         page = web.get("/ui/thread", params={"p": "r-a", "t": "T-1"}).text
+        calls = tool_calls(web)
         [to] = re.findall(r'<input name="to" required value="([^"]*)"', page)
-        assert to == "BlueLake, GreenCastle, PinkDog@r-b"
+        assert to == ", ".join(["BlueLake", "GreenCastle", "PinkDog@r-b", *crew])
+        # 17 participants in two projects: no whois, a list_agents for each project
+        assert calls.get("whois", 0) == before.get("whois", 0)
+        assert calls.get("list_agents", 0) - before.get("list_agents", 0) == 2
 
 
 def test_the_web_ui_search_filters_in_the_tool_across_every_project_it_lists(tmp_path):

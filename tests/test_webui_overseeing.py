@@ -977,13 +977,14 @@ def test_a_thread_page_tells_people_from_agents_by_get_threads_sender_kind_not_w
     asked = []
     real = pages.invoke.call
     monkeypatch.setattr(pages.invoke, "call", lambda tool, arguments, settings: (
-        asked.append((tool.name, arguments.get("agent_name"))), real(tool, arguments, settings))[1])
+        asked.append((tool.name, arguments.get("agent_name") or arguments.get("names"))), real(tool, arguments, settings))[1])
     page = pages.WebUI(settings).handle(http.Request("GET", "/ui/thread", query={"p": "srv-kinds", "t": "K"}))
     assert page.status == 200, page.body[:500]
     bodies = re.findall(r'<div class="body" dir="auto">(.*?)</div>', page.body.decode(), re.S)
     assert [body.strip() for body in bodies] == ["<p>Step 1<br>\nStep 2</p>", "<p>Stopping\nnow</p>"]  # the person's lines kept
-    whois = [name for tool, name in asked if tool == "whois"]
-    assert sorted(whois) == ["BlueLake", "GreenCastle", "Overseer"]  # once each, for the reply form's recipients only
+    assert not [name for tool, name in asked if tool == "whois"]
+    # The reply form's recipients: one look-up of their names (it was a whois each: QA, session 37)
+    assert [names for tool, names in asked if tool == "list_agents"] == [["overseer", "bluelake", "greencastle"]]
 
 
 def test_the_overseer_counts_a_bcc_recipients_pending_ack(site):

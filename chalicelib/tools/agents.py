@@ -338,11 +338,17 @@ def whois(db: sqlite3.Connection, args: WhoisInput) -> AgentProfile:
     )
 
 
+NAMES_LOOKED_UP = 500  # list_agents' names: a page's worth (PageLimit's most)
+
+
 class ListAgentsInput(Input):
     project_key: ProjectKey
     include_retired: bool = False
     limit: PageLimit = 100
     cursor: PageCursor | None = Field(None, description=CURSOR_HELP)
+    names: Annotated[list[AgentName], Field(min_length=1, max_length=NAMES_LOOKED_UP)] | None = Field(
+        None, description="Only the agents of these names (any case) there are: several looked up in one call (whois"
+        " is one at a time). A name of no agent, or of a retired one without include_retired, is left out.")
 
 
 class Agents(Output):
@@ -354,14 +360,18 @@ BY_NAME = Keyset((("name", "name COLLATE NOCASE"), ("id", "id")))
 
 
 def list_agents(db: sqlite3.Connection, args: ListAgentsInput) -> Agents:
-    """The active agents of a project by name, a page at a time; retired ones too with include_retired."""
+    """The active agents of a project by name, a page at a time; retired ones too with include_retired;
+    with names, only those named."""
     project = find_project(db, args.project_key)
     where, params = BY_NAME.after(args.cursor)
     if not args.include_retired:
         where += " AND retired_ts IS NULL"
+    # Named: each agent's row by its key (agent_id), not the project's list read for them.
+    ids = list(dict.fromkeys(agent_id(project["id"], name) for name in args.names or ()))
     rows = db.execute(
-        f"SELECT * FROM agents WHERE project_id = ?{where}{BY_NAME.order_by()} LIMIT ?",
-        (project["id"], *params, args.limit + 1),
+        f"SELECT * FROM agents WHERE {f'id IN ({placeholders(ids)})' if ids else 'project_id = ?'}{where}"
+        f"{BY_NAME.order_by()} LIMIT ?",
+        (*(ids or [project["id"]]), *params, args.limit + 1),
     )
     page, cursor = BY_NAME.page(rows, args.limit)
     return Agents(agents=[describe_agent(project, row) for row in page], next_cursor=cursor)

@@ -30,6 +30,7 @@ from ..security import auth, ratelimit, scopes
 from ..config import Settings
 from ..errors import Forbidden, InvalidArgument, NotFound, ToolError, Unauthorized, internal_error
 from ..tools import tools_by_name
+from ..tools.agents import NAMES_LOOKED_UP
 from ..tools.overseer import OVERSEER, writes_as
 from ..tools.search import one_budget
 from ..tools.search_syntax import marked, snippet_terms
@@ -89,6 +90,12 @@ def _quote(value) -> str:
 def _message_url(root: str, project: str, thread_id: str, message_id) -> str:
     """A link to one message: the page of its thread that holds it (m=), scrolled to it."""
     return f"{root}/ui/thread?p={_quote(project)}&t={_quote(thread_id)}&m={message_id}#m{message_id}"
+
+
+def _agent_key(address: str, here: str) -> tuple[str, str]:
+    """(its project, its name in lower case) of an agent's address as project `here` writes it:
+    one agent however its name is cased (names are case-insensitive)."""
+    return _home(address, here), address.partition("@")[0].lower()
 
 
 def _home(address: str, here: str) -> str:
@@ -738,16 +745,28 @@ class WebUI:
     def participants(self, project: str, messages) -> list[str]:
         """The thread's active agents (not people), in order of appearance: whom a reply goes to.
         Each as the thread's project writes it (Name@slug: another project's), as a reply takes it."""
-        seen: dict[str, None] = {}
-        for message in messages:
-            for address in (message.sender, *message.to, *message.cc):
-                seen.setdefault(address, None)
-        return [address for address in seen if self.is_active_agent(project, address)]
+        seen = dict.fromkeys(address for message in messages for address in (message.sender, *message.to, *message.cc))
+        active = self.active_agents(project, seen)
+        return [address for address in seen if _agent_key(address, project) in active]
 
-    def is_active_agent(self, project: str, address: str) -> bool:
-        """Whether an address as `project` writes it (Name, or Name@other-project) is an active agent's."""
-        profile = self.profile(_home(address, project), address.partition("@")[0])
-        return profile is not None and profile.kind == "agent" and not profile.retired_ts
+    def active_agents(self, project: str, addresses) -> set[tuple[str, str]]:
+        """Which of these addresses as `project` writes them (Name, or Name@other-project) are active
+        agents' (not people's), as _agent_key's: one list_agents of their names for each project they
+        are in (NAMES_LOOKED_UP at a time), not a whois apiece (a thread of 300 agents made 300
+        calls, on every refresh). A project beyond the credential's is left out."""
+        homes: dict[str, list[str]] = {}
+        for home, name in dict.fromkeys(_agent_key(address, project) for address in addresses):
+            homes.setdefault(home, []).append(name)
+        active = set()
+        for home, names in homes.items():
+            for start in range(0, len(names), NAMES_LOOKED_UP):
+                named = names[start:start + NAMES_LOOKED_UP]
+                try:
+                    found = self.run("list_agents", project_key=home, names=named, limit=len(named)).agents
+                except (NotFound, Forbidden):
+                    break
+                active.update((home, agent.name.lower()) for agent in found if agent.kind == "agent")
+        return active
 
     def profile(self, project: str, name: str):
         """whois's profile of the one agent or person of the project by this name (what a page of
