@@ -161,6 +161,69 @@ def test_every_answer_is_safe_and_images_alone_are_inline(site):
     assert (head.status_code, head.content, {**head.headers, "date": ""}) == (200, b"", {**big.headers, "date": ""})
 
 
+def test_a_head_answers_gets_head_and_no_body(site):
+    """Each kind of answer: a small file (its download link, and without download=1), an image
+    inline and as a download, one stored as sent that is no image, a large file streamed."""
+    url, api, sent = site
+    shown = links(api.get("/ui/thread", params={"p": "srv-files", "t": "F-1"}).text)
+    asked = [shown["notes.txt"]["href"], shown["notes.txt"]["href"].replace("&download=1", ""), shown["shot.png"]["img"],
+             shown["shot.png"]["href"], shown["evil.svg"]["href"].replace("&download=1", ""), shown["big.log"]["href"]]
+    for address in asked:
+        got, head = api.get(address), api.head(address)
+        assert (head.status_code, head.content) == (200, b""), address
+        assert {**head.headers, "date": ""} == {**got.headers, "date": ""}, address
+        assert int(head.headers["content-length"]) == len(got.content) > 0, address
+
+
+def test_a_head_of_a_small_file_reads_its_details_not_its_content(tmp_path, monkeypatch):
+    """QA, session 37: a HEAD read the whole content of an attachment small enough to come back
+    from get_attachment, only for its size and type. An image's still is: whether it is shown
+    inline (its Content-Type and Content-Disposition) depends on its content."""
+    from chalicelib.attachments.storage import LocalStorage
+    from chalicelib.config import Settings
+    from chalicelib.web import http, pages
+
+    monkeypatch.setenv("ATTACHMENTS_DIR", str(tmp_path / "attachments"))  # (get_attachment reads get_settings())
+    get_settings.cache_clear()
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", archive_enabled=False)
+    tools = tools_by_name()
+
+    def call(tool: str, **arguments):
+        return invoke.call(tools[tool], arguments, settings)
+
+    call("ensure_project", human_key="/srv/head")
+    for name in ("BlueLake", "GreenCastle"):
+        call("register_agent", project_key="srv-head", program="p", model="m", name=name)
+        call("set_contact_policy", project_key="srv-head", agent_name=name, policy="open")
+    message = call("send_message", project_key="srv-head", sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+                   attachments=[{"name": "notes.txt", "content_base64": b64(TEXT)},
+                                {"name": "shot.png", "content_base64": b64(png()), "keep_original": True}]).message
+    read = []
+    real = LocalStorage.read
+    monkeypatch.setattr(LocalStorage, "read", lambda self, sha256: (read.append(sha256), real(self, sha256))[1])
+    ui = pages.WebUI(settings)
+
+    def answer(method: str, name: str, download: bool = True):
+        query = {"p": "srv-head", "m": str(message.id), "a": "BlueLake", "s": sha(TEXT if name == "notes.txt" else png()), "n": name}
+        response = ui.handle(http.Request(method, "/ui/attachment", query=query | ({"download": "1"} if download else {})))
+        assert response.status == 200 and response.file is None, response.body[:300]
+        return response
+
+    for download in (True, False):
+        head = answer("HEAD", "notes.txt", download)
+        assert read == [] and head.body == b""
+        got = answer("GET", "notes.txt", download)
+        assert (head.length, head.content_type) == (len(TEXT), got.content_type)
+        assert {**head.headers, "Set-Cookie": ""} == {**got.headers, "Set-Cookie": ""}  # (each a new session's cookie)
+        assert got.body == TEXT and read == [sha(TEXT)]  # GET's read only
+        read.clear()
+    assert answer("HEAD", "shot.png").length == len(png()) and read == []  # its download: the content does not matter
+    head = answer("HEAD", "shot.png", download=False)
+    assert (head.body, head.length, head.content_type, head.headers["Content-Disposition"].split(";")[0]) == (
+        png(), None, "image/png", "inline")  # (the server sends no body: uvicorn leaves a HEAD's out)
+    get_settings.cache_clear()
+
+
 def test_an_image_stored_as_sent_is_shown_only_if_it_is_one(site):
     """QA, session 30: an upload sent by sha256 is stored as sent, never checked: a PNG declaring
     20000x20000 pixels was served inline for the thread page's <img>, into the overseer's browser;

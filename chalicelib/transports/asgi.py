@@ -503,7 +503,8 @@ class Front:
             head = [(b"content-type", response.content_type.encode()), *_raw(response.headers)]
             await attachment_routes.send_file(send, response.status, head, response.file, body=request.method != "HEAD")
             return
-        raw = [(b"content-type", response.content_type.encode()), (b"content-length", str(len(response.body)).encode())]
+        length = len(response.body) if response.length is None else response.length
+        raw = [(b"content-type", response.content_type.encode()), (b"content-length", str(length).encode())]
         await send({"type": "http.response.start", "status": response.status, "headers": raw + _raw(response.headers)})
         await send({"type": "http.response.body", "body": response.body})
 

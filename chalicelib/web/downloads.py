@@ -34,10 +34,11 @@ def url(root: str, message, attachment, download: bool = False) -> str:
     return f"{root}/ui/attachment?{urlencode(query | ({'download': '1'} if download else {}))}"
 
 
-def respond(found, settings, download: bool) -> Response:
+def respond(found, settings, download: bool, head: bool = False) -> Response:
     """get_attachment's answer as the HTTP response to the browser. Inline only an image whose
     content is one: an upload or keep_original is stored as sent (a 312-byte PNG declaring
-    20000x20000 pixels reached the overseer's browser); a larger file (no content here) is a download."""
+    20000x20000 pixels reached the overseer's browser); a larger file (no content here) is a download.
+    `head`: a HEAD's, from the details alone where GET's headers do not depend on the content."""
     content = None if found.content_base64 is None else base64.b64decode(found.content_base64)
     inline = not download and content is not None and images.viewable(found.media_type, content)
     headers = {
@@ -49,6 +50,8 @@ def respond(found, settings, download: bool) -> Response:
     content_type = found.media_type if inline else "application/octet-stream"
     if content is not None:
         return Response(200, content, content_type, headers)
+    if head and found.size <= settings.attachment_inline_max_bytes:  # GET's head, its content not read (pages.py attachment)
+        return Response(200, b"", content_type, headers, length=found.size)
     where = storage(settings)
     if not isinstance(where, LocalStorage):  # larger than a Lambda answer: the short-lived S3 link
         return Response(302, b"", "text/plain", {"Location": found.url, "Cache-Control": "no-store"})

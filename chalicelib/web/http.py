@@ -38,6 +38,7 @@ class Response:
     content_type: str = "text/html; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
     file: Path | None = None  # the body is this file's content instead (a large attachment: streamed)
+    length: int | None = None  # a HEAD's Content-Length: that of the body its GET sends (None: this body's)
 
 
 def methods(path: str) -> tuple[str, ...]:

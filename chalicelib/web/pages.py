@@ -928,10 +928,15 @@ class WebUI:
     def attachment(self, request: Request, session: Session) -> Response:
         """An attachment's bytes (chalicelib/web/downloads.py), read through get_attachment as the
         signed-in person: a message outside their credential's projects is refused like any page."""
-        query = request.query
-        found = self.run("get_attachment", project_key=query.get("p", ""), agent_name=query.get("a", ""),
-                         message_id=query.get("m", ""), sha256=query.get("s", ""), name=query.get("n") or None)
-        return downloads.respond(found, self.settings, download=query.get("download") == "1")
+        query, download, head = request.query, request.query.get("download") == "1", request.method == "HEAD"
+        which = {"project_key": query.get("p", ""), "agent_name": query.get("a", ""), "message_id": query.get("m", ""),
+                 "sha256": query.get("s", ""), "name": query.get("n") or None}
+        # A HEAD: GET's headers from the attachment's details (its size and type), its content not
+        # read; but an image's, which is shown inline only if its content is one (downloads.respond).
+        found = self.run("get_attachment", **which, include_content=not head)
+        if head and not download and downloads.shows_inline(found, self.settings):
+            found = self.run("get_attachment", **which)
+        return downloads.respond(found, self.settings, download=download, head=head)
 
     def docs(self, request: Request, session: Session) -> Response:
         return self.page(request, session, "docs.html")
