@@ -470,7 +470,9 @@ class Front:
             return
         # A form's body is read before WebUI.handle checks its session: one sent without a signed-in
         # session's cookie (the sign-in's) must come whole in time (http_protocol.py); the API's ways
-        # in are admitted as the API's requests are.
+        # in are admitted as the API's requests are. (WebUI.handle checks the cookie again, ~30 µs:
+        # its session's expiry counts when the form is acted on, after a body that may take seconds;
+        # and the Chalice app calls it without this check.)
         if self.auth.mode == "none" or bearer_docs or (scope["method"] == "POST" and self.web.principal(header_text(scope, b"cookie"))):
             admit(receive)
         if logs.enabled():  # (a signed-in session's page names its credential: WebUI.handle)
