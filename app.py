@@ -235,7 +235,7 @@ def create_app(settings: Settings) -> Chalice:
     @app.on_sqs_message(queue=cloud.queue_name(settings), batch_size=10, name="archive_worker")
     def archive_worker(event) -> dict:
         """The git archive worker (chalicelib/archive/cloud.py): SQS FIFO batch -> commits -> push."""
-        return cloud.handle_sqs_event(event.to_dict(), settings)
+        return cloud.handle_sqs_event(event.to_dict(), settings, event.context)
 
     @app.schedule("rate(1 minute)", name="archive_sweep")
     def archive_sweep(event) -> None:

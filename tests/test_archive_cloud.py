@@ -297,6 +297,118 @@ def test_a_push_refused_because_another_worker_pushed_first_is_redone_on_top(sqs
         assert messages_in(archive) == sorted([first, second]) and archive.commit_count() == 2
 
 
+def quicker_worker(settings, tmp_path, count: int) -> tuple:
+    """`count` messages of another project, and `push_one()`, which pushes the next of them as a
+    worker of its own (its own clone) would, quicker than the one under test."""
+    invoke.call(TOOLS["ensure_project"], {"human_key": "/quick"}, settings)
+    invoke.call(TOOLS["register_agent"], {"project_key": "quick", "program": "p", "model": "m", "name": "RedFox"}, settings)
+    ids = [invoke.call(TOOLS["send_message"], {"project_key": "quick", "sender_name": "RedFox", "to": ["RedFox"], "subject": f"quick {n}",
+                                               "body_md": "x"}, settings).model_dump(mode="json")["message"]["id"] for n in range(count)]
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        rows = outbox.take(conn, 100)
+        outbox.mark_done(conn, [row["id"] for row in rows if row["project"] == "quick"], None)  # the quicker worker's
+    entries = [json.loads(row["payload"]) for row in rows if row["project"] == "quick"]
+    setup = [entry for entry in entries if entry["kind"] != "message"]
+    left = [entry for entry in entries if entry["kind"] == "message"]
+    quick = settings.model_copy(update={"archive_work_dir": tmp_path / "quick-clone"})
+    cloud.push_entries(quick, setup)
+
+    def push_one() -> bool:
+        if left:
+            cloud.push_entries(quick, [left.pop(0)])
+        return bool(left)
+
+    return ids, push_one
+
+
+def test_a_slow_batch_that_loses_its_push_to_a_quicker_worker_is_not_rendered_again(
+        sqs, settings, worker, send, monkeypatch, tmp_path):
+    """QA, session 37: a worker whose apply is slow (large entries, their attachments downloaded)
+    lost each of its 5 tries to a quicker worker pushing in between, and its whole batch failed,
+    delivery after delivery. Its commit now goes on the new head as it is (GitArchive.replay:
+    the other worker wrote another project's folder): no second apply, so no second loss."""
+    slow = send("slow")
+    quick, push_one = quicker_worker(settings, tmp_path, 7)
+    monkeypatch.setattr(cloud, "PAUSE_SECONDS", 0.001)
+    apply = GitArchive.apply
+
+    def slow_apply(self, batch):
+        if any(entry.get("subject") == "slow" for entry in batch):  # while it renders, a quicker worker pushes
+            push_one()
+        return apply(self, batch)
+
+    monkeypatch.setattr(GitArchive, "apply", slow_apply)
+    cloud.publish_all(settings)
+    assert worker(receive(sqs), CONTEXT) == {"batchItemFailures": []}
+    with remote(settings) as archive:
+        assert messages_in(archive) == sorted([slow, quick[0]])
+        assert archive.read("projects/quick/project.json") and archive.read("projects/cloud/project.json")
+    assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0
+
+
+class LambdaContext:
+    """What the worker reads of Lambda's context: its time left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.aws_request_id = seconds, "c0ffee"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.seconds * 1000)
+
+
+def losing_every_push(monkeypatch, push_one) -> list[int]:
+    """Before each push of the worker under test, the quicker worker pushes first (while it has
+    messages left); the worker's pushes, counted."""
+    from dulwich.client import LocalGitClient
+
+    send_pack, racing, pushes = LocalGitClient.send_pack, [], []
+
+    def beaten(self, *args, **kwargs):
+        if not racing:  # the worker under test (the quicker worker's own push goes through)
+            pushes.append(1)
+            racing.append(1)
+            try:
+                push_one()
+            finally:
+                racing.clear()
+        return send_pack(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalGitClient, "send_pack", beaten)
+    return pushes
+
+
+def test_a_worker_that_keeps_losing_the_push_tries_again_while_its_function_has_time(
+        sqs, settings, worker, send, monkeypatch, tmp_path):
+    """QA, session 37: 5 tries, then the whole batch failed (and waited out the visibility timeout,
+    toward the dead-letter queue), however much of the function's time was left. Now it tries
+    until its time (Lambda's context) is nearly over; here it loses 7 times, then pushes."""
+    slow = send("slow")
+    quick, push_one = quicker_worker(settings, tmp_path, 7)
+    monkeypatch.setattr(cloud, "PAUSE_SECONDS", 0.001)
+    pushes = losing_every_push(monkeypatch, push_one)
+    cloud.publish_all(settings)
+    assert worker(receive(sqs), LambdaContext(600)) == {"batchItemFailures": []}
+    assert len(pushes) == 8
+    with remote(settings) as archive, db.connection(settings) as conn:
+        assert messages_in(archive) == sorted([slow, *quick])
+        assert verify_archive(conn, archive) == {"missing": [], "unexpected": [], "different": [], "foreign": []}
+    assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0
+
+
+def test_a_worker_out_of_time_fails_its_batch_without_trying_again(sqs, settings, worker, send, monkeypatch, tmp_path):
+    """Out of time (Lambda's context: PUSH_MARGIN_SECONDS left), the first lost push fails the
+    batch at once, while there is time to count the attempt on its rows; SQS delivers it again."""
+    send("slow")
+    _, push_one = quicker_worker(settings, tmp_path, 3)
+    pushes = losing_every_push(monkeypatch, push_one)
+    cloud.publish_all(settings)
+    with pytest.raises(RuntimeError, match="no time left"):
+        worker(receive(sqs), LambdaContext(cloud.PUSH_MARGIN_SECONDS))
+    assert len(pushes) == 1
+    status = invoke.call(TOOLS["archive_status"], {}, settings)
+    assert status.pending == status.failed == 5 and "lost to other pushes" in status.failed_error
+
+
 def test_a_batch_whose_push_keeps_failing_is_counted_and_published_again_after_the_dead_letter_queue(
         sqs, settings, worker, send, monkeypatch, tmp_path):
     mid = send("important")

@@ -332,7 +332,7 @@ def test_the_function_url_has_a_concurrency_cap_and_the_bucket_keeps_its_policy(
 
 def test_the_archive_workers_racing_to_push_one_branch_are_capped(template):
     """QA, session 36: a FIFO queue starts a worker per message group (project), and all of them
-    push the one branch (cloud.PUSH_ATTEMPTS tries each): with more than a few busy projects whole
+    push the one branch (each redoing its push on top of another's): with more than a few busy projects whole
     batches failed and waited out the visibility timeout. The queue's mapping caps them (AWS's
     minimum is 2; reserved concurrency instead would throttle deliveries toward the dead-letter queue)."""
     [source] = functions(template)["ArchiveWorker"]["Events"].values()

@@ -9,7 +9,8 @@ Lambda and from a scheduled sweep, which also picks up anything a failed publish
 `handle_sqs_event` is the worker (`@app.on_sqs_message` in app.py). It keeps a bare
 clone of ARCHIVE_GIT_REMOTE in /tmp (kept across warm invocations), applies the batch as
 one commit per project and pushes; when the push is refused (another worker pushed first:
-not a fast-forward) it fetches, re-applies onto the new head and pushes again. An entry
+not a fast-forward) it fetches, puts its commits on the new head (GitArchive.replay, else
+applies the batch again there) and pushes again, until its function's time is nearly over. An entry
 that cannot be written (a poison message) is reported alone in `batchItemFailures`: the
 rest of the batch is archived, and SQS moves the poison message to the dead-letter queue
 after maxReceiveCount receives. Only deterministic failures are reported per item; a
@@ -19,6 +20,8 @@ failed push fails the whole batch, so entries are never applied out of order.
 import hashlib
 import json
 import logging
+import random
+import time
 from functools import lru_cache
 
 from .. import clock
@@ -32,7 +35,12 @@ log = logging.getLogger(__name__)
 MAX_BODY = 250_000  # SQS takes 256 KiB: larger entries travel as their outbox id only
 BATCH_MAX_BYTES = 1_000_000  # SQS takes 1 MiB (1,048,576 bytes) a SendMessageBatch: a margin below it
 GROUP_ID_MAX = 128  # SQS's longest MessageGroupId
-PUSH_ATTEMPTS = 5
+# A worker whose push another's beat tries again until its function's time runs out, this much
+# before it: marking the batch failed writes the database (on a replica, a push retried up to
+# REPLICA_SYNC_TIMEOUT_MS, 10 s). PUSH_SECONDS without a Lambda context (a script, a test).
+PUSH_MARGIN_SECONDS = 15
+PUSH_SECONDS = 45
+PAUSE_SECONDS, PAUSE_MAX_SECONDS = 0.05, 2.0  # between two tries: jittered, doubling
 # The queue tries a message for at most maxReceiveCount x VisibilityTimeout (5 x 360 s:
 # infra/template.yaml), then moves it to the dead-letter queue. A row still queued well after
 # that is not coming back by itself: the sweep publishes it again (requeue_overdue).
@@ -127,8 +135,9 @@ def body(row) -> str:
     return text if len(text.encode()) <= MAX_BODY else json.dumps({"outbox_id": str(row["id"])})
 
 
-def handle_sqs_event(event: dict, settings: Settings) -> dict:
-    """The worker: archive the batch, push, mark the outbox rows done."""
+def handle_sqs_event(event: dict, settings: Settings, context=None) -> dict:
+    """The worker: archive the batch, push, mark the outbox rows done. `context`: Lambda's (its time left)."""
+    deadline = push_deadline(context)
     entries: dict[str, dict] = {}  # SQS messageId -> entry
     outbox_ids: dict[str, int] = {}
     failures: dict[str, str] = {}
@@ -150,7 +159,8 @@ def handle_sqs_event(event: dict, settings: Settings) -> dict:
     if entries:
         refused: dict[str, str] = {}  # entries of a project whose folder is another project's
         try:
-            commit = push_entries(settings, list(entries.values()), refused=lambda i, error: refused.update({list(entries)[i]: error}))
+            commit = push_entries(settings, list(entries.values()), refused=lambda i, error: refused.update({list(entries)[i]: error}),
+                                  deadline=deadline)
         except Exception as exc:  # the whole batch fails and SQS delivers it again: each of its rows counts the attempt
             with connection(settings) as conn, transaction(conn, write=True):
                 outbox.mark_failed(conn, [outbox_ids[mid] for mid in entries], f"{type(exc).__name__}: {exc}")
@@ -167,16 +177,18 @@ def handle_sqs_event(event: dict, settings: Settings) -> dict:
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failures]}
 
 
-def push_entries(settings: Settings, entries: list[dict], refused=lambda index, error: None) -> str:
-    """Apply onto the remote's head and push, again on top of any newer head; the pushed commit.
-    An entry the archive refuses (ForeignProject: its slug names another project's folder), or
-    whose attachment is lost (lost_attachments), is left out and reported to `refused(index,
-    error)`: deterministic, like a poison entry."""
+def push_entries(settings: Settings, entries: list[dict], refused=lambda index, error: None, deadline: float | None = None) -> str:
+    """Apply onto the remote's head and push, again on top of any newer head until `deadline`
+    (time.monotonic(); push_deadline's by default); the pushed commit. An entry the archive
+    refuses (ForeignProject: its slug names another project's folder), or whose attachment is
+    lost (lost_attachments), is left out and reported to `refused(index, error)`: deterministic,
+    like a poison entry."""
     from dulwich.client import get_transport_and_path  # here: the API functions import this module too
 
     from .gitrepo import BRANCH, MAINTAIN_EVERY, ForeignProject, GitArchive
     from .migrate import migrate_layout
 
+    deadline = push_deadline(None) if deadline is None else deadline
     where = storage(settings)
 
     client, remote_path = get_transport_and_path(settings.archive_git_remote)
@@ -185,8 +197,11 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
         # timeout: /tmp stays): left, git refuses to move the branch, and every batch fails.
         if stale := archive.clear_stale_locks():
             log.warning("archive clone: removed stale git locks: %s", ", ".join(map(str, stale)))
-        for _ in range(PUSH_ATTEMPTS):
-            remote_head = client.fetch(remote_path, archive.repo).refs.get(BRANCH)
+
+        def fetched() -> bytes | None:
+            return client.fetch(remote_path, archive.repo).refs.get(BRANCH)
+
+        def applied(remote_head: bytes | None) -> bytes | None:
             if remote_head:
                 archive.repo.refs[BRANCH] = remote_head  # start from the remote's head: local commits are redone
             migrate_layout(archive)  # a remote of the first layout moves on with its first new batch
@@ -204,26 +219,61 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
                     refused(index, f"ContentMissing: the attachment {exc} is in neither the archive nor the attachment storage")
             for batch in batches(accepted, len(accepted), rendering.BATCH_MAX_BYTES):  # bounded memory, as the local worker's
                 archive.apply(batch)
-            head = archive.head()
+            return archive.head()
+
+        started = time.monotonic()
+        remote_head = fetched()
+        head = applied(remote_head)
+        attempt = 0
+        while True:
             if head is None or head == remote_head:
                 return (head or b"").decode()  # nothing new: a redelivery
-
-            def update_refs(refs: dict) -> dict:
-                if refs.get(BRANCH) != remote_head:
-                    raise NotFastForward()
-                return {BRANCH: head}
-
-            try:
-                result = client.send_pack(remote_path, update_refs, archive.repo.generate_pack_data)
-            except NotFastForward:
-                log.info("archive push: the remote moved; fetching and retrying")
-                continue
-            if not (result.ref_status or {}).get(BRANCH):
+            if pushed(client, remote_path, archive, remote_head, head):
                 if archive.pack_count() > MAINTAIN_EVERY:  # each fetch and commit adds a pack to the warm clone
                     archive.maintain()
                 return head.decode()
-            log.info("archive push refused (%s); retrying", result.ref_status[BRANCH])
-    raise RuntimeError(f"archive push refused {PUSH_ATTEMPTS} times")
+            # Lost to another worker's push: again on its head, until the function's time runs out
+            # (a slow batch lost every one of a fixed number of tries to quicker workers, and the
+            # whole batch waited out the visibility timeout, again and again). A pause, jittered, so
+            # that workers that lost together do not fetch in step; the last try's time, so that
+            # one that cannot end in time is not started.
+            attempt += 1
+            pause = random.uniform(0, min(PAUSE_MAX_SECONDS, PAUSE_SECONDS * 2 ** attempt))
+            if time.monotonic() + pause + (time.monotonic() - started) > deadline:
+                raise RuntimeError(f"archive push lost to other pushes {attempt} times; no time left to try again")
+            time.sleep(pause)
+            started = time.monotonic()
+            moved = fetched()
+            if moved != remote_head:  # our commits on its head, folders copied (GitArchive.replay); else rendered again
+                head = (remote_head and moved and archive.replay(remote_head, head, moved)) or applied(moved)
+                remote_head = moved
+
+
+def pushed(client, remote_path: str, archive, remote_head: bytes | None, head: bytes) -> bool:
+    """Whether the remote's branch moved from remote_head to head (False: another push was first)."""
+    from .gitrepo import BRANCH
+
+    def update_refs(refs: dict) -> dict:
+        if refs.get(BRANCH) != remote_head:
+            raise NotFastForward()
+        return {BRANCH: head}
+
+    try:
+        result = client.send_pack(remote_path, update_refs, archive.repo.generate_pack_data)
+    except NotFastForward:
+        log.info("archive push: the remote moved; trying again on its head")
+        return False
+    if error := (result.ref_status or {}).get(BRANCH):
+        log.info("archive push refused (%s); trying again", error)
+        return False
+    return True
+
+
+def push_deadline(context) -> float:
+    """When (time.monotonic()) a worker stops pushing again: with a Lambda context, its time left
+    but PUSH_MARGIN_SECONDS (to mark the batch failed); without one, in PUSH_SECONDS."""
+    left = context.get_remaining_time_in_millis() / 1000 if hasattr(context, "get_remaining_time_in_millis") else None
+    return time.monotonic() + (PUSH_SECONDS if left is None else left - PUSH_MARGIN_SECONDS)
 
 
 def lost_attachments(archive, entry: dict, where) -> list[str]:

@@ -218,6 +218,49 @@ class GitArchive:
             raise RuntimeError("the archive branch moved during a commit: is another writer running?")
         return commit
 
+    def replay(self, base: bytes, ours: bytes, onto: bytes) -> bytes | None:
+        """The commits from `base` to `ours` made again on `onto` (another writer's commit since
+        `base`), the branch moved there; the new head. Each copies the folders it changed (a
+        project's, products/, a root file) as they are: nothing is rendered or downloaded again,
+        so a slow batch's retry takes as long as a quick one's. None, and nothing changed, if
+        `onto` changed one of those folders since `base`: its entries must be applied again there
+        (their files, their owner, the newer version of a file may depend on what it wrote)."""
+        chain, commit = [], ours
+        while commit != base:
+            current = self.repo[commit]
+            if not current.parents:  # `ours` does not descend from `base`
+                return None
+            chain.append(current)
+            commit = current.parents[0]
+        changes = [self.changed_folders(self.repo[current.parents[0]].tree, current.tree) for current in reversed(chain)]
+        if any(self.lookup(path.decode(), base) != self.lookup(path.decode(), onto) for change in changes for path in change):
+            return None
+        self.repo.refs[BRANCH] = onto
+        head = onto
+        for current, change in zip(reversed(chain), changes):
+            new_objects: list = []
+            tree = with_changes(self.tree, self.tree(self.root(head)), change, new_objects)
+            head = self.write_commit(tree.id, head, current.message.decode(), new_objects).id
+            self.commits += 1
+        return head
+
+    def changed_folders(self, old: bytes, new: bytes) -> dict[bytes, tuple[int, bytes] | None]:
+        """{path: its (mode, id) in tree `new`, or None if gone} of each entry of the root, or of
+        projects/ (a project's folder), that differs in tree `old`."""
+        changes = self.changed_entries(old, new)
+        was, now = self.tree(old), self.tree(new)
+        if b"projects" in was and b"projects" in now and all(stat.S_ISDIR(tree[b"projects"][0]) for tree in (was, now)):
+            changes.pop(b"projects", None)  # its changed folders instead
+            inside = self.changed_entries(was[b"projects"][1], now[b"projects"][1])
+            changes |= {b"projects/" + name: entry for name, entry in inside.items()}
+        return changes
+
+    def changed_entries(self, old: bytes, new: bytes) -> dict[bytes, tuple[int, bytes] | None]:
+        """{name: its (mode, id) in tree `new`, or None} of each entry that differs in tree `old`."""
+        was, now = self.tree(old), self.tree(new)
+        entries = {name: (now[name] if name in now else None) for name in {*was, *now}}
+        return {name: entry for name, entry in entries.items() if entry != (was[name] if name in was else None)}
+
     def tree(self, sha: bytes) -> Tree:
         """A tree, from the cache of recent ones when it is there (read-only: with_changes copies)."""
         return self.trees.get(sha) or self.trees.add([self.repo[sha]])
