@@ -33,6 +33,7 @@ def sqs(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setattr(cloud, "RETRY_VISIBILITY_SECONDS", 0)  # as the queue's below: a failed message is visible again at once
     with mock_aws():
         cloud.sqs_client.cache_clear()
         client = boto3.client("sqs")
@@ -433,6 +434,32 @@ def test_a_batch_whose_push_keeps_failing_is_counted_and_published_again_after_t
     with remote(settings) as archive:
         assert messages_in(archive) == [mid]
     assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0
+
+
+def test_a_failed_batch_is_received_again_soon_not_after_the_visibility_timeout(
+        sqs, settings, send, monkeypatch, tmp_path):
+    """The queue's visibility timeout is 6 x the worker's (1800 s: a cold worker clones the archive):
+    a batch that failed waited that long for its next try, its project's later messages behind it
+    (FIFO). retry_later brings it back after RETRY_VISIBILITY_SECONDS, doubling with its receives."""
+    client, queue, _ = sqs
+    send("important")
+    cloud.publish_all(settings)
+    down = settings.model_copy(update={"archive_git_remote": str(tmp_path / "unreachable.git")})
+    for _ in range(2):
+        messages = client.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, AttributeNames=["All"],
+                                          VisibilityTimeout=cloud.VISIBILITY_SECONDS)["Messages"]  # as the template's queue
+        event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                              "attributes": m["Attributes"]} for m in messages]}
+        with pytest.raises(Exception):
+            cloud.handle_sqs_event(event, down)
+    assert len(messages) == 5  # visible again at once (RETRY_VISIBILITY_SECONDS is 0 here), not in 1800 s
+    changed = []
+    cloud.sqs_client().meta.events.register("before-parameter-build.sqs.ChangeMessageVisibilityBatch",
+                                            lambda params, **_: changed.extend(entry["VisibilityTimeout"] for entry in params["Entries"]))
+    monkeypatch.setattr(cloud, "RETRY_VISIBILITY_SECONDS", 60)
+    cloud.retry_later(settings, [{"receiptHandle": messages[0]["ReceiptHandle"], "attributes": {"ApproximateReceiveCount": str(n)}}
+                                 for n in (1, 2, 5, 9)])
+    assert changed[-4:] == [60, 120, 960, cloud.VISIBILITY_SECONDS]
 
 
 def sqs_hook(hook) -> None:

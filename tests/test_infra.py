@@ -149,6 +149,24 @@ def test_a_cold_container_may_finish_downloading_its_replica(stage):
 
 
 @pytest.mark.parametrize("stage", sorted(CHALICE_CONFIG["stages"]))
+def test_the_archive_queue_outlasts_its_worker_and_the_sweep_outlasts_the_queue(stage):
+    """QA, session 37: the worker had 60 s, where a cold one pulls its replica and clones the
+    archive (dulwich indexes what it fetches in Python: 31 MB, 50,000 messages, took 11-16 s on a
+    loopback; 646 MB at a million, bench/README.md). The queue's visibility timeout is at least 6
+    times the worker's (AWS's advice: a throttled batch's retries), and a message's receives end
+    (maxReceiveCount of them, each at most that long) before the sweep publishes its row again."""
+    from chalicelib.archive import cloud
+
+    worker = CHALICE_CONFIG["stages"][stage]["lambda_functions"]["archive_worker"]["lambda_timeout"]
+    ours, _ = decode(str(ROOT / "infra" / "template.yaml"))
+    queue = ours["Resources"]["ArchiveQueue"]["Properties"]
+    assert worker >= 300
+    assert queue["VisibilityTimeout"] == cloud.VISIBILITY_SECONDS >= 6 * worker
+    assert cloud.QUEUED_MAX_SECONDS > queue["RedrivePolicy"]["maxReceiveCount"] * queue["VisibilityTimeout"]
+    assert cloud.PUSH_MARGIN_SECONDS < worker
+
+
+@pytest.mark.parametrize("stage", sorted(CHALICE_CONFIG["stages"]))
 def test_stage_settings_are_valid(stage, monkeypatch):
     """A value the app refuses (ALLOWED_HOSTS is a JSON list) would fail every cold start."""
     for name, value in CHALICE_CONFIG["stages"][stage]["environment_variables"].items():
@@ -208,11 +226,11 @@ def test_failing_archive_jobs_end_in_the_dead_letter_queue(template):
 # read, size: downloads, the archive's copies, the collector's checks; walk, delete, take: the
 # collector, take claiming the bucket; the API functions may put the claim's key too, as any
 # blobs/ key), archive jobs through SQS (send: the after-write publish and the sweep; receive,
-# delete: Lambda's queue mapping, on the worker's behalf).
+# delete: Lambda's queue mapping, on the worker's behalf; retry: the worker's retry_later).
 REACHES = {
     "APIHandler": {"put", "read", "size", "walk", "take", "send"},
     "Mcp": {"put", "read", "size", "walk", "take", "send"},
-    "ArchiveWorker": {"read", "size", "walk", "receive"},
+    "ArchiveWorker": {"read", "size", "walk", "receive", "retry"},
     "ArchiveSweep": {"send"},
     "Retention": {"read", "size", "walk", "delete", "take"},
 }
@@ -257,6 +275,9 @@ def test_each_function_reaches_only_what_its_code_calls(template):
                  # moto checks Secrets Manager's actions, not their resources: the test above checks those
                  "AppSecret": f"arn:aws:secretsmanager:{region}:{account}:secret:agent-mail/settings-abcdef"}
         written = S3Storage("blobs-bucket", deployer.client("s3")).put(b"kept")
+        deployer.client("sqs").send_message(QueueUrl=queue, MessageBody="{}", MessageGroupId="demo", MessageDeduplicationId="kept")
+        [received] = deployer.client("sqs").receive_message(QueueUrl=queue, VisibilityTimeout=0)["Messages"]
+        handle = received["ReceiptHandle"]
         iam = deployer.client("iam")
         reaches = {}
         for function, props in functions(template).items():
@@ -284,6 +305,8 @@ def test_each_function_reaches_only_what_its_code_calls(template):
                 "send": lambda: sqs.send_message(QueueUrl=queue, MessageBody="{}", MessageGroupId="demo",
                                                  MessageDeduplicationId=function),
                 "receive": lambda: sqs.receive_message(QueueUrl=queue, VisibilityTimeout=0),
+                # cloud.retry_later's ChangeMessageVisibilityBatch, authorized as sqs:ChangeMessageVisibility (as send's)
+                "retry": lambda: sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=handle, VisibilityTimeout=0),
             }
             reaches[function] = set()
             for name, call in calls.items():

@@ -41,10 +41,16 @@ GROUP_ID_MAX = 128  # SQS's longest MessageGroupId
 PUSH_MARGIN_SECONDS = 15
 PUSH_SECONDS = 45
 PAUSE_SECONDS, PAUSE_MAX_SECONDS = 0.05, 2.0  # between two tries: jittered, doubling
-# The queue tries a message for at most maxReceiveCount x VisibilityTimeout (5 x 360 s:
-# infra/template.yaml), then moves it to the dead-letter queue. A row still queued well after
-# that is not coming back by itself: the sweep publishes it again (requeue_overdue).
-QUEUED_MAX_SECONDS = 3600
+# The queue tries a message for at most maxReceiveCount x VisibilityTimeout (5 x 1800 s, 2.5 h:
+# infra/template.yaml; each receive of a worker killed by its timeout), then moves it to the
+# dead-letter queue. A row still queued after that is not coming back by itself: the sweep
+# publishes it again (requeue_overdue).
+QUEUED_MAX_SECONDS = 3 * 3600
+# A batch that failed is received again after this (retry_later), doubling with each receive
+# (60, 120, 240, 480, 960 s: ~30 min before the dead-letter queue), not after the visibility
+# timeout (6 x the worker's timeout, so 30 min each).
+RETRY_VISIBILITY_SECONDS = 60
+VISIBILITY_SECONDS = 1800  # the queue's VisibilityTimeout (infra/template.yaml)
 PUBLISH_ROWS = 100  # rows one publish sends (after a write: its own, and what is left)
 SWEEP_ROWS = 3000  # rows one sweep publishes at most: 300 SendMessageBatch calls, well within its 60 s
 
@@ -162,6 +168,7 @@ def handle_sqs_event(event: dict, settings: Settings, context=None) -> dict:
             commit = push_entries(settings, list(entries.values()), refused=lambda i, error: refused.update({list(entries)[i]: error}),
                                   deadline=deadline)
         except Exception as exc:  # the whole batch fails and SQS delivers it again: each of its rows counts the attempt
+            retry_later(settings, event["Records"])
             with connection(settings) as conn, transaction(conn, write=True):
                 outbox.mark_failed(conn, [outbox_ids[mid] for mid in entries], f"{type(exc).__name__}: {exc}")
             raise
@@ -170,11 +177,29 @@ def handle_sqs_event(event: dict, settings: Settings, context=None) -> dict:
             outbox.mark_done(conn, [outbox_ids[mid] for mid in entries if mid not in refused], commit)
     if failures:
         log.error("archive entries not written: %s", failures)
+        retry_later(settings, [record for record in event["Records"] if record["messageId"] in failures])
         with connection(settings) as conn, transaction(conn, write=True):
             for mid, error in failures.items():
                 if mid in outbox_ids:
                     outbox.mark_failed(conn, [outbox_ids[mid]], error, settings.archive_retry_seconds)
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failures]}
+
+
+def retry_later(settings: Settings, records: list[dict]) -> None:
+    """Have SQS deliver these failed messages again RETRY_VISIBILITY_SECONDS after this receive,
+    doubling with each (ApproximateReceiveCount), rather than after the queue's visibility timeout.
+    Best effort: refused, they come back after that timeout anyway."""
+    entries = [{"Id": str(index), "ReceiptHandle": record["receiptHandle"], "VisibilityTimeout": int(min(
+        RETRY_VISIBILITY_SECONDS * 2 ** (int(record.get("attributes", {}).get("ApproximateReceiveCount", 1)) - 1), VISIBILITY_SECONDS))}
+        for index, record in enumerate(records)]
+    for start in range(0, len(entries), 10):  # SQS's most a call
+        try:
+            response = sqs_client().change_message_visibility_batch(QueueUrl=settings.archive_queue_url, Entries=entries[start:start + 10])
+        except Exception as exc:
+            log.warning("archive: could not bring failed messages back sooner: %s", exc)
+            continue
+        if response.get("Failed"):
+            log.warning("archive: could not bring failed messages back sooner: %s", response["Failed"])
 
 
 def push_entries(settings: Settings, entries: list[dict], refused=lambda index, error: None, deadline: float | None = None) -> str:
