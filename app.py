@@ -69,6 +69,8 @@ def create_app(settings: Settings) -> Chalice:
         started = time.perf_counter()
         logs.current.set({})  # invoke notes the tool in it, guard the caller
         response = in_the_error_shape(_protected(request, get_response))
+        if request.method == "HEAD":  # GET's status and headers, no body (API Gateway sends what the function gives)
+            response.body = ""
         tls = (request.headers.get("x-forwarded-proto") or "").lower() == "https"  # set by API Gateway itself
         security.add_security_headers(response.headers, tls)
         response.headers.update(security.cors_headers(request.headers.get("origin"), settings))
@@ -115,23 +117,23 @@ def create_app(settings: Settings) -> Chalice:
 
     # Any content type: rest.body_arguments, not Chalice, refuses what is not JSON (in the one error shape).
     for tool in all_tools():
-        app.route(tool.rest_path, methods=[*tool.rest_methods, "OPTIONS"], name=tool.name,
+        app.route(tool.rest_path, methods=[*with_head(tool.rest_methods), "OPTIONS"], name=tool.name,
                   content_types=["*/*"])(tool_view(app, tool, settings))
 
     # The more specific routes above win; API Gateway would answer an unknown path itself (403
     # "Missing Authentication Token"), so a misspelt tool gets the local server's 404 here.
-    @app.route("/api/{name}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], content_types=["*/*"])
+    @app.route("/api/{name}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], content_types=["*/*"])
     def unknown_tool_route(name: str) -> Response:
         error = unknown_tool(name, tools)
         return json_response(error.status, error.to_dict())
 
-    @app.route("/health")
-    def health() -> dict:
-        return {"status": "ok"}
+    @app.route("/health", methods=["GET", "HEAD"])
+    def health() -> Response:
+        return json_response(200, {"status": "ok"})  # (its Content-Type in a HEAD's answer too)
 
     archive_status = tools_by_name()["archive_status"]
 
-    @app.route("/ready")
+    @app.route("/ready", methods=["GET", "HEAD"])
     def ready() -> Response:
         """200, or 503 with the problems (chalicelib/ops/readiness.py); SQS drives the archive here."""
         try:
@@ -154,7 +156,7 @@ def create_app(settings: Settings) -> Chalice:
 
         return answered(app, upload)
 
-    @app.route("/api/attachments/{sha256}", methods=["GET", "OPTIONS"])
+    @app.route("/api/attachments/{sha256}", methods=["GET", "HEAD", "OPTIONS"])
     def attachment_download(sha256: str) -> Response:
         """An attachment's bytes, for its message's sender and recipients: a redirect to a
         short-lived S3 link (no size limit), or from local storage (a trial's /tmp)."""
@@ -296,7 +298,7 @@ def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimi
             root=root, tls=(request.headers.get("x-forwarded-proto") or "").lower() == "https", too_large=too_large,
             client=source_ip(request),
         ))
-        body = answer.file.read_bytes() if answer.file is not None else answer.body  # a file: a trial's local storage
+        body = answer.body if answer.file is None else b"" if request.method == "HEAD" else answer.file.read_bytes()  # a file: a trial's local storage
         # Lambda's answer is JSON: Chalice base64-encodes the bytes of a binary type; any other body
         # must be text (the bytes of image/svg+xml, the favicon, made every page's icon a 502).
         if answer.content_type.split(";")[0].strip().lower() not in app.api.binary_types:
@@ -304,11 +306,17 @@ def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimi
         return Response(body, status_code=answer.status, headers={"Content-Type": answer.content_type, **answer.headers})
 
     for path in WEB_PATHS:
-        # HEAD: the local server answers it. An address that is no page: its 404 page, a form sent to it too.
-        methods = ["GET", "POST"] if path == "/ui/{name}" else [method for method in web_http.methods(path) if method != "HEAD"]
+        # An address that is no page: its 404 page, a form sent to it too.
+        methods = ["GET", "HEAD", "POST"] if path == "/ui/{name}" else list(web_http.methods(path))
         route = "web_" + (path.strip("/").replace("/", "_").replace("{", "").replace("}", "") or "inbox")
         # Any content type: the web UI refuses what is not its form (in its own page), as locally.
         app.route(path, methods=methods, name=route, content_types=["*/*"])(view)
+
+
+def with_head(methods) -> list[str]:
+    """HEAD wherever GET is taken, as the local server answers it (API Gateway refuses a method no
+    route declares: a balancer or a client probing with HEAD got a 403)."""
+    return [*methods, "HEAD"] if "GET" in methods and "HEAD" not in methods else list(methods)
 
 
 def tool_view(app: Chalice, tool: Tool, settings: Settings) -> Callable[[], Response]:
@@ -320,7 +328,7 @@ def tool_view(app: Chalice, tool: Tool, settings: Settings) -> Callable[[], Resp
 
 def arguments(tool: Tool, request: Request) -> Any:
     """The tool's input: the query parameters of a GET, the JSON body of a POST."""
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         given = rest.query_arguments(tool, query_pairs(request))
     else:
         given = rest.body_arguments(request.raw_body or b"", request.headers.get("content-type"))

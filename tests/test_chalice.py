@@ -80,6 +80,8 @@ def test_routes_are_exactly_the_registry(chalice_app, fastapi_app):
         if tool.read_only:
             expected.add((f"/api/{tool.name}", "GET"))
     chalice_routes = {(path, method) for path, methods in chalice_app.routes.items() for method in methods}
+    heads = {(path, "HEAD") for path, method in chalice_routes if method == "GET" and path != "/mcp"}  # as locally (Front)
+    assert heads <= chalice_routes
     fastapi_routes = {
         (route.path, method) for route in fastapi_app.routes if isinstance(route, APIRoute) for method in route.methods
     }
@@ -89,11 +91,13 @@ def test_routes_are_exactly_the_registry(chalice_app, fastapi_app):
     from chalicelib.web.pages import WebUI
 
     web = {(path, method) for path in WEB_PATHS for method in (("POST",) if path == ACTS else ("GET", "POST") if path in (*FORMS, "/ui/{name}") else ("GET",))}
+    web |= {(path, "HEAD") for path, method in web if method == "GET"}
     assert {path for path, _ in web} - {"/ui/static/{name}", "/ui/{name}"} == set(WebUI.PAGES) - {"/ui/", "/docs"}
     mcp = {("/mcp", method) for method in ("POST", "GET", "DELETE")}  # lambda_mcp
     attachments = {("/api/attachments/{sha256}", "GET"), ("/api/attachments", "PUT")}  # (tests/test_attachments_s3.py)
     unknown_tools = {("/api/{name}", method) for method in ("GET", "POST", "PUT", "PATCH", "DELETE")}  # their 404
     api = expected | mcp | attachments | unknown_tools
+    api |= {(path, "HEAD") for path, method in api if method == "GET" and path != "/mcp"}  # (the MCP SDK's: no HEAD)
     preflights = {(path, "OPTIONS") for path, _ in api if path not in ("/health", "/ready")}  # CORS (Front's, locally)
     assert chalice_routes == api | web | preflights
     assert fastapi_routes == expected | {("/metrics", "GET")}  # Prometheus locally; EMF log lines on Lambda
@@ -189,12 +193,6 @@ SAME_ANSWERS = [  # (method, path, body, headers)
 ]
 
 
-def as_on_aws(allow: str | None) -> str | None:
-    """The local server's Allow as the Chalice app's reads: the local server also answers HEAD where
-    it answers GET, which API Gateway refuses (no route declares it)."""
-    return allow if allow is None else ", ".join(method for method in allow.split(", ") if method != "HEAD")
-
-
 @pytest.mark.parametrize(("method", "path", "body", "headers"), SAME_ANSWERS, ids=lambda value: str(value)[:40])
 def test_the_chalice_app_answers_as_the_local_server(chalice, settings, method, path, body, headers):
     """README: errors have one shape everywhere. Both apps read a POST body with rest.body_arguments."""
@@ -204,7 +202,7 @@ def test_the_chalice_app_answers_as_the_local_server(chalice, settings, method, 
                                                                                        headers=headers)
     answer = chalice.http.request(method, path, headers=headers, body=body)
     allow = {name.lower(): value for name, value in answer.headers.items()}.get("allow")
-    assert (answer.status_code, json.loads(answer.body), allow) == (local.status_code, local.json(), as_on_aws(local.headers.get("allow")))
+    assert (answer.status_code, json.loads(answer.body), allow) == (local.status_code, local.json(), local.headers.get("allow"))
     if local.status_code != 200:
         assert set(local.json()["error"]) == {"code", "message", "hint"} and local.status_code < 500
 
@@ -235,7 +233,7 @@ def test_cors_answers_as_the_local_server(tmp_path, monkeypatch):
             headers = {"Host": "127.0.0.1:8765", "Origin": origin, "Access-Control-Request-Method": "POST"}
             answer = client.http.request(method, path, headers=headers, body=b"")
             expected = local.request(method, path, headers=headers)
-            expected_cors = cors(expected.headers) | ({"allow": as_on_aws(expected.headers["allow"])} if "allow" in expected.headers else {})
+            expected_cors = cors(expected.headers) | ({"allow": expected.headers["allow"]} if "allow" in expected.headers else {})
             assert (answer.status_code, cors(answer.headers)) == (expected.status_code, expected_cors), (method, path, origin)
     assert cors(answer.headers)["access-control-allow-origin"] == allowed  # (the last: a preflight of any path)
     function = chalice_app.handler_map["mcp"]  # a function URL or an HTTP API
@@ -358,6 +356,39 @@ def test_health_and_ready(chalice):
     assert chalice.get("/health") == (200, {"status": "ok"})
     status, ready = chalice.get("/ready")
     assert status == 200 and ready["status"] == "ok" and "projects" not in ready  # open to anyone: no count
+
+
+def test_head_answers_get_s_status_and_headers_without_a_body_as_the_local_server(chalice, settings):
+    """QA, session 37: no route of the Chalice app declared HEAD, so on AWS a HEAD of /health, /ready,
+    a tool's GET route, an attachment download or a web UI page got API Gateway's refusal, where the
+    local server answers GET's status and headers without the body (a balancer probing with HEAD
+    took the service for down)."""
+    import base64
+
+    from chalicelib.transports.asgi import create_app
+
+    invoke.call(TOOLS["ensure_project"], {"human_key": "/work/demo"}, settings)
+    invoke.call(TOOLS["register_agent"], {"project_key": "work-demo", "program": "p", "model": "m", "name": "BlueLake"}, settings)
+    sent = invoke.call(TOOLS["send_message"], {"project_key": "work-demo", "sender_name": "BlueLake", "to": ["BlueLake"],
+                                               "subject": "log", "body_md": "x", "attachments": [
+                                                   {"name": "run.log", "content_base64": base64.b64encode(b"passed\n").decode()}]},
+                       settings).message
+    query = urlencode({"project_key": "work-demo", "agent_name": "BlueLake", "message_id": sent.id})
+    local = TestClient(create_app(settings), base_url="http://127.0.0.1:8765")
+    shown = ("content-type", "content-disposition", "cache-control", "allow")
+
+    def head(answer) -> dict:
+        return {name.lower(): value for name, value in answer.headers.items() if name.lower() in shown}
+
+    for path in ("/health", "/ready", "/api/list_projects", "/api/whois?project_key=work-demo&agent_name=Nobody",
+                 f"/api/attachments/{sent.attachments[0].sha256}?{query}", "/ui/projects", "/ui/static/ui.css", "/api/no_such_tool"):
+        answer = chalice.http.request("HEAD", path, headers={"Host": "127.0.0.1:8765"})
+        got = chalice.http.request("GET", path, headers={"Host": "127.0.0.1:8765"})
+        assert (answer.status_code, head(answer), answer.body) == (got.status_code, head(got), b""), path
+        assert got.body, path
+        if path != "/ready":  # (the local server's also says whether its archive worker runs: none here)
+            expected = local.head(path)
+            assert (answer.status_code, head(answer), answer.body) == (expected.status_code, head(expected), expected.content), path
 
 
 def test_query_lists_take_every_value_and_other_fields_one():
