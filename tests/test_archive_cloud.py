@@ -436,6 +436,28 @@ def test_a_batch_whose_push_keeps_failing_is_counted_and_published_again_after_t
     assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0
 
 
+def test_a_push_the_remote_itself_refuses_fails_the_batch_after_a_few_tries(sqs, settings, worker, send, monkeypatch):
+    """Not a race lost (the remote's branch did not move): a hook or a protected branch says no.
+    Tried PUSH_REFUSALS times, not again and again until the function's time is over."""
+    from dulwich.client import LocalGitClient, SendPackResult
+
+    from chalicelib.archive.gitrepo import BRANCH
+
+    send("refused")
+    monkeypatch.setattr(cloud, "PAUSE_SECONDS", 0.001)
+    pushes = []
+
+    def declined(self, path, update_refs, generate_pack_data, *args, **kwargs):  # what a pre-receive hook's "no" gives
+        pushes.append(1)
+        return SendPackResult({}, ref_status={BRANCH: "pre-receive hook declined"})
+
+    monkeypatch.setattr(LocalGitClient, "send_pack", declined)
+    cloud.publish_all(settings)
+    with pytest.raises(RuntimeError, match="refused the push 5 times: pre-receive hook declined"):
+        worker(receive(sqs), LambdaContext(600))
+    assert len(pushes) == cloud.PUSH_REFUSALS
+
+
 def test_a_failed_batch_is_received_again_soon_not_after_the_visibility_timeout(
         sqs, settings, send, monkeypatch, tmp_path):
     """The queue's visibility timeout is 6 x the worker's (1800 s: a cold worker clones the archive):

@@ -41,6 +41,7 @@ GROUP_ID_MAX = 128  # SQS's longest MessageGroupId
 PUSH_MARGIN_SECONDS = 15
 PUSH_SECONDS = 45
 PAUSE_SECONDS, PAUSE_MAX_SECONDS = 0.05, 2.0  # between two tries: jittered, doubling
+PUSH_REFUSALS = 5  # pushes the remote refuses (not lost to another's) before the batch fails
 # The queue tries a message for at most maxReceiveCount x VisibilityTimeout (5 x 1800 s, 2.5 h:
 # infra/template.yaml; each receive of a worker killed by its timeout), then moves it to the
 # dead-letter queue. A row still queued after that is not coming back by itself: the sweep
@@ -249,11 +250,11 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
         started = time.monotonic()
         remote_head = fetched()
         head = applied(remote_head)
-        attempt = 0
+        attempt = refusals = 0
         while True:
             if head is None or head == remote_head:
                 return (head or b"").decode()  # nothing new: a redelivery
-            if pushed(client, remote_path, archive, remote_head, head):
+            if (refusal := refused_push(client, remote_path, archive, remote_head, head)) is None:
                 if archive.pack_count() > MAINTAIN_EVERY:  # each fetch and commit adds a pack to the warm clone
                     archive.maintain()
                 return head.decode()
@@ -272,10 +273,15 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
             if moved != remote_head:  # our commits on its head, folders copied (GitArchive.replay); else rendered again
                 head = (remote_head and moved and archive.replay(remote_head, head, moved)) or applied(moved)
                 remote_head = moved
+            elif refusal:  # the remote said no, its branch where it was (a hook, a protected branch): no race lost
+                refusals += 1
+                if refusals == PUSH_REFUSALS:
+                    raise RuntimeError(f"the archive remote refused the push {refusals} times: {refusal}")
 
 
-def pushed(client, remote_path: str, archive, remote_head: bytes | None, head: bytes) -> bool:
-    """Whether the remote's branch moved from remote_head to head (False: another push was first)."""
+def refused_push(client, remote_path: str, archive, remote_head: bytes | None, head: bytes) -> str | None:
+    """None if the remote's branch moved from remote_head to head; else "" if another push was
+    first, or the remote's reason for refusing it."""
     from .gitrepo import BRANCH
 
     def update_refs(refs: dict) -> dict:
@@ -287,11 +293,11 @@ def pushed(client, remote_path: str, archive, remote_head: bytes | None, head: b
         result = client.send_pack(remote_path, update_refs, archive.repo.generate_pack_data)
     except NotFastForward:
         log.info("archive push: the remote moved; trying again on its head")
-        return False
+        return ""
     if error := (result.ref_status or {}).get(BRANCH):
-        log.info("archive push refused (%s); trying again", error)
-        return False
-    return True
+        log.warning("archive push refused (%s); trying again", error)
+        return str(error)
+    return None
 
 
 def push_deadline(context) -> float:
