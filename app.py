@@ -298,7 +298,9 @@ def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimi
             root=root, tls=(request.headers.get("x-forwarded-proto") or "").lower() == "https", too_large=too_large,
             client=source_ip(request),
         ))
-        body = answer.body if answer.file is None else b"" if request.method == "HEAD" else answer.file.read_bytes()  # a file: a trial's local storage
+        body = answer.body  # a file: a trial's local storage (not read for a HEAD)
+        if answer.file is not None:
+            body = b"" if request.method == "HEAD" else answer.file.read_bytes()
         # Lambda's answer is JSON: Chalice base64-encodes the bytes of a binary type; any other body
         # must be text (the bytes of image/svg+xml, the favicon, made every page's icon a 502).
         if answer.content_type.split(";")[0].strip().lower() not in app.api.binary_types:
