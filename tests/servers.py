@@ -207,3 +207,60 @@ def tool_caller(client):
         return result.structured_content
 
     return call
+
+
+@contextmanager
+def git_http_server(root: Path):
+    """git's own smart HTTP server (`git http-backend`, as a git host answers) for the bare
+    repositories under `root`, on a thread of the test's process; yields its base URL
+    (http://127.0.0.1:port/). Pushes are allowed (http.receivepack)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Backend(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.run()
+
+        do_POST = do_GET
+
+        def run(self) -> None:
+            path, _, query = self.path.partition("?")
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0))) if self.headers.get("Content-Length") else (
+                self.chunked_body() if self.headers.get("Transfer-Encoding") == "chunked" else b"")
+            env = {**os.environ, "GIT_PROJECT_ROOT": str(root), "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path,
+                   "QUERY_STRING": query, "REQUEST_METHOD": self.command, "CONTENT_LENGTH": str(len(body)),
+                   "CONTENT_TYPE": self.headers.get("Content-Type", ""), "GIT_CONFIG_COUNT": "1",
+                   "GIT_CONFIG_KEY_0": "http.receivepack", "GIT_CONFIG_VALUE_0": "true",
+                   **({"HTTP_CONTENT_ENCODING": self.headers["Content-Encoding"]} if self.headers.get("Content-Encoding") else {}),
+                   **({"GIT_PROTOCOL": self.headers["Git-Protocol"]} if self.headers.get("Git-Protocol") else {})}
+            out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True).stdout
+            head, _, content = out.partition(b"\r\n\r\n")
+            headers = [line.split(b":", 1) for line in head.split(b"\r\n") if b":" in line]
+            status = next((int(value.split()[0]) for name, value in headers if name.lower() == b"status"), 200)
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() != b"status":
+                    self.send_header(name.decode(), value.decode().strip())
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+
+        def chunked_body(self) -> bytes:
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            self.rfile.readline()
+            return b"".join(chunks)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -6,9 +6,9 @@ row id (a row sent twice within SQS's five-minute window is delivered once; afte
 idempotence makes a second delivery a no-op). It runs after every write invocation on
 Lambda and from a scheduled sweep, which also picks up anything a failed publish left.
 
-`handle_sqs_event` is the worker (`@app.on_sqs_message` in app.py). It keeps a bare
-clone of ARCHIVE_GIT_REMOTE in /tmp (kept across warm invocations), applies the batch as
-one commit per project and pushes; when the push is refused (another worker pushed first:
+`handle_sqs_event` is the worker (`@app.on_sqs_message` in app.py). It keeps a bare, shallow
+clone of ARCHIVE_GIT_REMOTE in /tmp (kept across warm invocations; only heads are fetched),
+applies the batch as one commit per project and pushes; when the push is refused (another worker pushed first:
 not a fast-forward) it fetches, puts its commits on the new head (GitArchive.replay, else
 applies the batch again there) and pushes again, until its function's time is nearly over. An entry
 that cannot be written (a poison message) is reported alone in `batchItemFailures`: the
@@ -225,7 +225,9 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
             log.warning("archive clone: removed stale git locks: %s", ", ".join(map(str, stale)))
 
         def fetched() -> bytes | None:
-            return client.fetch(remote_path, archive.repo).refs.get(BRANCH)
+            # The head only (depth 1): a cold clone of the whole history grew with the archive, past
+            # the function's time; the worker reads the head's trees, and replays its own commits.
+            return client.fetch(remote_path, archive.repo, depth=1).refs.get(BRANCH)
 
         def applied(remote_head: bytes | None) -> bytes | None:
             if remote_head:
@@ -290,7 +292,7 @@ def refused_push(client, remote_path: str, archive, remote_head: bytes | None, h
         return {BRANCH: head}
 
     try:
-        result = client.send_pack(remote_path, update_refs, archive.repo.generate_pack_data)
+        result = client.send_pack(remote_path, update_refs, archive.pack_data)
     except NotFastForward:
         log.info("archive push: the remote moved; trying again on its head")
         return ""

@@ -225,13 +225,8 @@ class GitArchive:
         so a slow batch's retry takes as long as a quick one's. None, and nothing changed, if
         `onto` changed one of those folders since `base`: its entries must be applied again there
         (their files, their owner, the newer version of a file may depend on what it wrote)."""
-        chain, commit = [], ours
-        while commit != base:
-            current = self.repo[commit]
-            if not current.parents:  # `ours` does not descend from `base`
-                return None
-            chain.append(current)
-            commit = current.parents[0]
+        if (chain := self.commits_since(base, ours)) is None:
+            return None
         changes = [self.changed_folders(self.repo[current.parents[0]].tree, current.tree) for current in reversed(chain)]
         if any(self.lookup(path.decode(), base) != self.lookup(path.decode(), onto) for change in changes for path in change):
             return None
@@ -243,6 +238,50 @@ class GitArchive:
             head = self.write_commit(tree.id, head, current.message.decode(), new_objects).id
             self.commits += 1
         return head
+
+    def commits_since(self, base: bytes, head: bytes) -> list[Commit] | None:
+        """The commits from `head` back to `base` (excluded), newest first, by first parents; None if
+        `head` does not descend from `base` within what the repository holds (a shallow clone's
+        history ends at its shallow commits: their parents are not there)."""
+        chain, commit, shallow = [], head, self.repo.get_shallow()
+        while commit != base:
+            current = self.repo[commit]
+            if len(current.parents) != 1 or commit in shallow:
+                return None
+            chain.append(current)
+            commit = current.parents[0]
+        return chain
+
+    def pack_data(self, have: set[bytes], want: set[bytes], **options) -> tuple[int, Iterator]:
+        """What a push of `want` sends to a remote that has `have` (dulwich's generate_pack_data):
+        for a branch that moved on from a commit the remote has, each new commit and what its tree
+        holds that its parent's does not at the same path, reading only the trees that differ.
+        dulwich's own reads every tree of the remote's commit (and its whole history) to find what
+        the remote has: a push's time grew with the archive. Otherwise (a new remote) dulwich's."""
+        chains = [self.commits_since(base, head) for head in want for base in have if base in self.repo] if len(want) == 1 else []
+        if not (chains := [chain for chain in chains if chain is not None]):
+            return self.repo.generate_pack_data(have, want, **options)
+        found: dict[bytes, None] = {}
+        for commit in chains[0]:
+            found[commit.id] = None
+            self.new_in_tree(self.repo[commit.parents[0]].tree, commit.tree, found)
+        return len(found), (full_unpacked_object(self.repo[sha]) for sha in found)
+
+    def new_in_tree(self, old: bytes | None, new: bytes, found: dict[bytes, None]) -> None:
+        """Add to `found` the ids of tree `new` and of every object under it that tree `old` does
+        not hold at the same path; folders that are the same in both are not read."""
+        if old == new or new in found:
+            return
+        found[new] = None
+        was = self.tree(old) if old else Tree()
+        for name, mode, sha in self.tree(new).iteritems():
+            before = was[name] if name in was else None
+            if before == (mode, sha):
+                continue
+            if stat.S_ISDIR(mode):
+                self.new_in_tree(before[1] if before and stat.S_ISDIR(before[0]) else None, sha, found)
+            else:
+                found[sha] = None
 
     def changed_folders(self, old: bytes, new: bytes) -> dict[bytes, tuple[int, bytes] | None]:
         """{path: its (mode, id) in tree `new`, or None if gone} of each entry of the root, or of
@@ -335,9 +374,10 @@ class GitArchive:
     def first_held(self, paths: list[str]) -> dict[str, int]:
         """{path: commit time (Unix) of the oldest commit that holds it}, for paths the head holds:
         back from the head by first parents until none is there. It may read the whole history
-        (three trees a commit): for a restore's rare questions only."""
+        (three trees a commit): for a restore's rare questions only. A shallow clone's history ends
+        at its shallow commits."""
         times: dict[str, int] = {}
-        left, commit = set(paths), self.head()
+        left, commit, shallow = set(paths), self.head(), self.repo.get_shallow()
         while left and commit is not None:
             current = self.repo[commit]
             for path in list(left):
@@ -345,7 +385,7 @@ class GitArchive:
                     left.discard(path)  # written by the commit after this one
                 else:
                     times[path] = current.commit_time
-            commit = current.parents[0] if current.parents else None
+            commit = current.parents[0] if current.parents and commit not in shallow else None
         return times
 
     def lookup(self, path: str, commit: bytes | None = None) -> tuple[int, bytes] | None:
@@ -562,6 +602,7 @@ class GitArchive:
         return len(self.repo.object_store.packs)
 
     def commit_count(self) -> int:
+        """The commits of the branch (of a shallow clone: those it holds)."""
         head = self.head()
         return 0 if head is None else sum(1 for _ in self.repo.get_walker(include=[head]))
 
