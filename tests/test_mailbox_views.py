@@ -77,13 +77,13 @@ def test_lists_of_whole_recipient_lists_run_off_the_event_loop(call, project, se
             return real(*args)
         monkeypatch.setattr(owner, name, record)
 
-    for owner, name in ((messages, "recipients_of"), (overseer, "recipients_of"), (thread_summaries, "_addresses")):
+    for owner, name in ((messages, "recipients_of"), (overseer, "recipients_and_marks"), (thread_summaries, "_addresses")):
         recording(owner, name)
     tools, listed = tools_by_name(), {}
     for tool, arguments in (("fetch_outbox", dict(agent_name="BlueLake")), ("unified_inbox", {}), ("list_threads", {})):
         answer = orjson.loads(asyncio.run(invoke.ajson(tools[tool], dict(project_key=project, **arguments), settings)))
         [listed[tool]] = answer.get("messages") or answer["threads"]
-    assert [name for name, _ in ran_on] == ["recipients_of", "recipients_of", "_addresses"]
+    assert [name for name, _ in ran_on] == ["recipients_of", "recipients_and_marks", "_addresses"]
     assert all(thread is not threading.main_thread() for _, thread in ran_on)
     assert (listed["fetch_outbox"]["to"], listed["fetch_outbox"]["bcc"]) == (["GreenCastle"], ["RedStone"])  # the sender's
     assert (listed["unified_inbox"]["to"], listed["unified_inbox"]["cc"]) == (["GreenCastle"], [])

@@ -76,23 +76,69 @@ RECIPIENT_ADDRESS = "CASE WHEN a.project_id = m.project_id THEN a.name ELSE a.na
 
 def recipients_of(db: sqlite3.Connection, message_ids: list[int], viewers: Collection[int] | None = None
                   ) -> dict[int, dict[str, list[str]]]:
-    """{message_id: {"to": [...], "cc": [...], "bcc": [...]}} in one query. Agents of
-    another project than the message's read as Name@project; a notice's recipient is in "to".
-    Given `viewers` (agent ids; empty: nobody's), bcc only of the messages one of them sent: the
-    others' bcc rows are not even read (a page of 300-recipient messages read 100 each for nothing)."""
-    found: dict[int, dict[str, list[str]]] = {mid: {"to": [], "cc": [], "bcc": []} for mid in message_ids}
-    if message_ids:
-        bcc_seen = "" if viewers is None else f" AND (r.kind != 'bcc' OR m.sender_id IN ({placeholders(viewers) if viewers else 'NULL'}))"
-        rows = db.execute(
-            f"SELECT r.message_id, r.kind, {RECIPIENT_ADDRESS} AS address"
-            " FROM message_recipients r JOIN messages m ON m.id = r.message_id JOIN agents a ON a.id = r.agent_id"
-            f" JOIN projects p ON p.id = a.project_id WHERE r.message_id IN ({placeholders(message_ids)}){bcc_seen}"
-            " ORDER BY address COLLATE NOCASE",
-            [*message_ids, *(viewers or ())],
-        )
-        for message_id, kind, name in rows:
-            found[message_id]["to" if kind == "notice" else kind].append(name)
-    return found
+    """{message_id: {"to": [...], "cc": [...], "bcc": [...]}}, each list by address (as SQLite's
+    NOCASE orders them). Agents of another project than the message's read as Name@project; a
+    notice's recipient is in "to". Given `viewers` (agent ids; empty: nobody's), bcc only of the
+    messages one of them sent: the others' bcc rows are not even returned."""
+    return recipients_and_marks(db, message_ids, viewers, marks=False)[0]
+
+
+def recipients_and_marks(db: sqlite3.Connection, message_ids: list[int], viewers: Collection[int] | None = None,
+                         marks: bool = True) -> tuple[dict[int, dict[str, list[str]]], dict[int, tuple[int, int]]]:
+    """recipients_of's lists, and {message_id: (how many of them have not read it, not acknowledged
+    it)} (bcc counted where listed; `marks` False: not counted, {}), in three queries.
+
+    A page of 200 messages to 100-300 agents each has ~40,000 recipients, of a few hundred agents:
+    a row a recipient, joined to its agent and sorted by address in SQL, took 80-100 ms of a
+    fetch_outbox of ~150 ms. Now a row a message and kind lists its recipients' ids, each agent's
+    address is made once, and a list is sorted by the rank of its addresses among all of them
+    (the page: ~50 ms, bench/wide_pages.py; the rest is reading each row's kind, and the GROUP BY's sort)."""
+    if not message_ids:
+        return {}, {}
+    these = placeholders(message_ids)
+    messages = {mid: (project, sender) for mid, project, sender in db.execute(
+        f"SELECT id, project_id, sender_id FROM messages WHERE id IN ({these})", message_ids)}
+    with_bcc = list(messages) if viewers is None else [mid for mid, (_, sender) in messages.items() if sender in viewers]
+    counted = "count(*) - count(read_ts), count(*) - count(ack_ts)" if marks else "0, 0"
+    groups = [(mid, kind, ids.split(","), unread, unacked) for mid, kind, ids, unread, unacked in db.execute(
+        f"SELECT message_id, kind, group_concat(agent_id), {counted} FROM message_recipients"
+        f" WHERE message_id IN ({these}) AND (kind != 'bcc' OR message_id IN ({placeholders(with_bcc) or 'NULL'}))"
+        " GROUP BY message_id, kind",
+        [*message_ids, *with_bcc],
+    )]
+    # Agents are never deleted (no statement does; recipient rows reference them): every id is found.
+    agents = {id_: (name, project, slug) for id_, name, project, slug in db.execute(
+        "SELECT CAST(a.id AS TEXT), a.name, a.project_id, p.slug FROM agents a JOIN projects p ON p.id = a.project_id"
+        f" WHERE a.id IN (SELECT agent_id FROM message_recipients WHERE message_id IN ({these}))", message_ids)}
+    # Each agent's address in the messages of each project it has some of (Name there, else Name@slug), ranked.
+    needed: dict[int, set[str]] = {}
+    for mid, _, ids, _, _ in groups:
+        needed.setdefault(messages[mid][0], set()).update(ids)
+    addresses = [(name if project == home else f"{name}@{slug}", home, agent)
+                 for home, ids in needed.items() for agent in ids for name, project, slug in [agents[agent]]]
+    addresses.sort(key=lambda item: _nocase(item[0]))
+    rank: dict[int, dict[str, int]] = {home: {} for home in needed}  # {project: {agent id: its address's rank}}
+    for n, (_, home, agent) in enumerate(addresses):
+        rank[home][agent] = n
+    ranked = {mid: {"to": [], "cc": [], "bcc": []} for mid in message_ids}
+    counts: dict[int, tuple[int, int]] = {}
+    for mid, kind, ids, unread, unacked in groups:
+        ranks = rank[messages[mid][0]]
+        ranked[mid]["to" if kind == "notice" else kind] += [ranks[agent] for agent in ids]
+        if marks:
+            before = counts.get(mid, (0, 0))
+            counts[mid] = (before[0] + unread, before[1] + unacked)
+    return {mid: {kind: [addresses[n][0] for n in sorted(kept)] for kind, kept in kinds.items()}
+            for mid, kinds in ranked.items()}, counts
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _nocase(text: str) -> str:
+    """The key SQLite's NOCASE collation compares: A-Z folded, every other character as it is
+    (its UTF-8 bytes compare as the code points do)."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 
 
 MESSAGE_COLUMNS = (
@@ -829,7 +875,7 @@ TOOLS = [
     tool(reply_message, acts_as="agent_name", token_field="sender_token", idempotent=True, replay=_SENT,
          prepare=prepared_attachments(_reply_refusals)),
     tool(fetch_inbox, read_only=True, acts_as="agent_name", json_handler=inbox_json, off_loop=lambda args: args.include_bodies),
-    # Every recipient of every message listed: up to 300 each (20 such: 10-25 ms, 200: 0.2-0.45 s).
+    # Every recipient of every message listed: up to 300 each (20 such: ~5 ms, 200: ~50 ms; bench/wide_pages.py).
     tool(fetch_outbox, read_only=True, acts_as="agent_name", off_loop=True),
     tool(get_message, read_only=True, acts_as="agent_name"),
     tool(mark_message_read, acts_as="agent_name", idempotent=True, repeat_safe=True),
