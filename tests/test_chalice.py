@@ -321,18 +321,10 @@ def test_an_unexpected_failure_of_the_attachment_routes_is_a_500_in_the_error_sh
     """QA, session 31: the Chalice attachment routes caught ToolError only: a disk or S3 failure got
     Chalice's own 500 ({"Code", "Message"}); locally a full disk during PUT /api/attachments
     closed the response with no body."""
-    import base64
-
     from chalicelib.attachments import storage
     from chalicelib.transports.asgi import create_app
 
-    invoke.call(TOOLS["ensure_project"], {"human_key": "/work/demo"}, settings)
-    invoke.call(TOOLS["register_agent"], {"project_key": "work-demo", "program": "p", "model": "m", "name": "BlueLake"}, settings)
-    sent = invoke.call(TOOLS["send_message"], {"project_key": "work-demo", "sender_name": "BlueLake", "to": ["BlueLake"],
-                                               "subject": "log", "body_md": "x", "attachments": [
-                                                   {"name": "run.log", "content_base64": base64.b64encode(b"ok").decode()}]},
-                       settings).message
-    query = urlencode({"project_key": "work-demo", "agent_name": "BlueLake", "message_id": sent.id})
+    sent, query = _sent_log(settings, b"ok")
 
     def broken(errno: int, text: str):
         def fail(*_):
@@ -363,17 +355,9 @@ def test_head_answers_get_s_status_and_headers_without_a_body_as_the_local_serve
     a tool's GET route, an attachment download or a web UI page got API Gateway's refusal, where the
     local server answers GET's status and headers without the body (a balancer probing with HEAD
     took the service for down)."""
-    import base64
-
     from chalicelib.transports.asgi import create_app
 
-    invoke.call(TOOLS["ensure_project"], {"human_key": "/work/demo"}, settings)
-    invoke.call(TOOLS["register_agent"], {"project_key": "work-demo", "program": "p", "model": "m", "name": "BlueLake"}, settings)
-    sent = invoke.call(TOOLS["send_message"], {"project_key": "work-demo", "sender_name": "BlueLake", "to": ["BlueLake"],
-                                               "subject": "log", "body_md": "x", "attachments": [
-                                                   {"name": "run.log", "content_base64": base64.b64encode(b"passed\n").decode()}]},
-                       settings).message
-    query = urlencode({"project_key": "work-demo", "agent_name": "BlueLake", "message_id": sent.id})
+    sent, query = _sent_log(settings, b"passed\n")
     local = TestClient(create_app(settings), base_url="http://127.0.0.1:8765")
     shown = ("content-type", "content-disposition", "cache-control", "allow")
 
@@ -497,3 +481,16 @@ def test_a_text_attachment_over_mcp_fits_a_lambda_answer(chalice_app, chalice, s
                 assert resource["text"].encode() == data
             else:
                 assert base64.b64decode(resource["blob"]) == data and resource["mimeType"] == attachment["media_type"]
+
+
+def _sent_log(settings, content: bytes):
+    """BlueLake's message to itself in work-demo with run.log attached, and the query that downloads it as BlueLake."""
+    import base64
+
+    invoke.call(TOOLS["ensure_project"], {"human_key": "/work/demo"}, settings)
+    invoke.call(TOOLS["register_agent"], {"project_key": "work-demo", "program": "p", "model": "m", "name": "BlueLake"}, settings)
+    sent = invoke.call(TOOLS["send_message"], {"project_key": "work-demo", "sender_name": "BlueLake", "to": ["BlueLake"],
+                                               "subject": "log", "body_md": "x", "attachments": [
+                                                   {"name": "run.log", "content_base64": base64.b64encode(content).decode()}]},
+                       settings).message
+    return sent, urlencode({"project_key": "work-demo", "agent_name": "BlueLake", "message_id": sent.id})
