@@ -5,6 +5,7 @@ retention purge, and on a database made before migration 0019 and migrated forwa
 
 import json
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -181,13 +182,16 @@ def summary_views(conn) -> dict:
 
 
 def runs_until_recounted(settings, most: int = 100) -> int:
-    """Retention runs until no thread waits for its recount (and no purge is left): how many."""
-    for run in range(1, most + 1):
+    """Retention runs until no thread waits for its recount (and no purge is left): the steps they
+    took to recount (their results' thread_recount_steps: a message read, a thread finished)."""
+    read = 0
+    for _ in range(most):
         done = run_retention(settings)
+        read += done["thread_recount_steps"]
         with sql(settings) as conn:
             (pending,) = conn.execute("SELECT count(*) FROM threads_to_recount").fetchone()
         if not pending and not done["messages_purged"]:
-            return run
+            return read
     raise AssertionError(f"threads still wait for their recount after {most} runs")
 
 
@@ -218,10 +222,12 @@ def test_a_cut_thread_is_recounted_in_bounded_transactions_and_one_a_run_left_ha
     clock_at(monkeypatch, datetime.now(timezone.utc) + timedelta(days=2))
     settings = settings.model_copy(update={"retention_chunk": 3})
 
-    def purge(count: int) -> None:
+    def purge(count: int) -> int:
         call("set_retention_policy", project_key="work-demo", mode="purge", days=1)
-        assert run_retention(settings, budget=count)["messages_purged"] == count  # and the first part of the recount
+        done = run_retention(settings, budget=count)
+        assert done["messages_purged"] == count  # and the first part of the recount
         call("set_retention_policy", project_key="work-demo", mode="keep")
+        return done["thread_recount_steps"]
 
     recorded: list[list[int]] = []  # the messages recorded onto summaries, per write transaction of a run
     record, transaction = thread_summaries.record, retention.transaction
@@ -239,11 +245,12 @@ def test_a_cut_thread_is_recounted_in_bounded_transactions_and_one_a_run_left_ha
 
     monkeypatch.setattr(retention, "transaction", counted)
     monkeypatch.setattr(thread_summaries, "record", counting)
-    purge(2)
-    runs_until_recounted(settings)
+    read = purge(2)
+    assert read == 2  # the run's budget: 2 messages
+    read += runs_until_recounted(settings)
     assert max(map(len, recorded)) <= 3, [len(part) for part in recorded]
     every = [message for part in recorded for message in part]
-    assert len(every) == len(set(every)) == 22  # each remaining message read once
+    assert len(every) == len(set(every)) == 22 == read - 1  # each remaining message read once (and one thread finished)
     kept, recounted = kept_and_recounted(settings)
     assert kept == recounted
 
@@ -290,6 +297,7 @@ def test_a_long_thread_cut_again_while_its_recount_spans_runs_converges_to_a_rec
         ids.append(int(call("send_message", sender_name=("BlueLake", "RedStone")[n % 2], to=[("RedStone", "BlueLake")[n % 2]],
                             cc=["GreenCastle"] if n % 5 == 0 else [], subject=f"Long {n}", thread_id="LONG",
                             **send)["message"]["id"]))
+    time.sleep(0.002)  # ids are of the millisecond: "Long 29" must be older than "Short 2", as purging_before(short) expects
     short = int(call("send_message", sender_name="GreenCastle", to=["RedStone"], subject="Short 2", thread_id="SHORT",
                      **send)["message"]["id"])
 

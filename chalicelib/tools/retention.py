@@ -105,8 +105,8 @@ def policy(row: sqlite3.Row) -> RetentionPolicy:
 def run_retention(settings: Settings, budget: int | None = None) -> dict[str, int]:
     """One bounded retention run: at most `budget` (RETENTION_BATCH) rows of each kind. How many
     messages were purged or archived, agents retired, retired agents' reservations released,
-    reservations and build slots deleted, unused attachment content condemned and deleted
-    (tools/attachment_refs.py), and steps of merging the search index (store/search_index.py;
+    reservations and build slots deleted, steps of recounting the threads purges cut (a message read, a thread finished),
+    unused attachment content condemned and deleted (tools/attachment_refs.py), and steps of merging the search index (store/search_index.py;
     a replica's database has no index)."""
     budget = budget or settings.retention_batch
     now = clock.now()
@@ -128,7 +128,7 @@ def run_retention(settings: Settings, budget: int | None = None) -> dict[str, in
                     log.warning("project %s: archive_only, but the archive is off; its mail is kept", project["slug"])
                 continue
             done[kind] += chunked(conn, settings, budget - done[kind], step)
-        recount_cut_threads(conn, settings, now, budget)
+        done["thread_recount_steps"] = recount_cut_threads(conn, settings, now, budget)
         if settings.retention_agent_idle_days:
             idle_since = clock.later(now, -86400 * settings.retention_agent_idle_days)
             done["agents_retired"] = chunked(conn, settings, budget, lambda db, limit: retire_idle(db, idle_since, now, limit))
