@@ -323,7 +323,8 @@ def with_head(methods) -> list[str]:
 
 def tool_view(app: Chalice, tool: Tool, settings: Settings) -> Callable[[], Response]:
     def view() -> Response:
-        return respond(app, lambda: invoke.json_call(tool, arguments(tool, app.current_request), settings))
+        with invoke.lambda_answers(invoke.LAMBDA_REST):  # an answer past Lambda's 6 MB: our 422, not API Gateway's 502
+            return respond(app, lambda: invoke.json_call(tool, arguments(tool, app.current_request), settings))
 
     return view
 

@@ -114,16 +114,24 @@ def _shortened(text: str) -> str:
 
 # The most one answer may hold: every answer is built in memory and held until the client read it.
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
+# On AWS Lambda it must also fit the function's response, at most 6 MB (6,291,456 bytes) for a
+# synchronous invocation: the whole JSON Lambda returns (statusCode, headers, and the body as a JSON
+# string, escaped once more). Past it the invocation fails (API Gateway: 502). An answer is measured
+# there as the runtime will write it (invoke.lambda_weight; an MCP tools/call result holds the tool's
+# JSON twice, its text copy escaped twice), against this: 64 KiB are left for the rest (the headers,
+# ~2 KB; a JSON-RPC answer's frame).
+LAMBDA_RESPONSE_BYTES = 6 * 1024 * 1024
+LAMBDA_ANSWER_BYTES = LAMBDA_RESPONSE_BYTES - 64 * 1024
 
 
 class AnswerTooLarge(InvalidArgument):
     code = "answer_too_large"
 
 
-def answer_too_large(write: bool = False) -> AnswerTooLarge:
+def answer_too_large(write: bool = False, on_lambda: bool = False) -> AnswerTooLarge:
+    limit = "the 6 MB of an AWS Lambda response, as written there" if on_lambda else f"{MAX_ANSWER_BYTES // (1024 * 1024)} MiB"
     return AnswerTooLarge(
-        f"The answer would exceed {MAX_ANSWER_BYTES // (1024 * 1024)} MiB"
-        + (": nothing was changed." if write else "."),
+        f"The answer would exceed {limit}" + (": nothing was changed." if write else "."),
         "Ask for less, with what the tool takes: a smaller limit, no bodies, or the next page of its cursor.",
     )
 

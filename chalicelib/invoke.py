@@ -16,12 +16,15 @@ across replicas; docs/turso.md).
 """
 
 import asyncio
+import json
 import logging
 import os
 import queue
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -33,7 +36,7 @@ from .config import Settings
 from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .store.upkeep import savepoint
-from .errors import MAX_ANSWER_BYTES, ClientGone, NotActive, NotAdmitted, NotFound, TokenRefused, TooManyRequests, ToolError, Unavailable, answer_too_large, internal_error, validation_error
+from .errors import LAMBDA_ANSWER_BYTES, MAX_ANSWER_BYTES, ClientGone, NotActive, NotAdmitted, NotFound, TokenRefused, TooManyRequests, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.disconnect import Dropped, unless_client_gone
 from .store.fair_lane import FairLane
 from .store.per_process import OnePerKey
@@ -358,16 +361,60 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.
 
 
 def bounded(answer: bytes, write: bool = False) -> bytes:
+    """The answer, unless it is over MAX_ANSWER_BYTES or, on Lambda, over LAMBDA_ANSWER_BYTES as
+    written in the function's response (lambda_copies): AnswerTooLarge."""
+    copies = lambda_copies.get()
     if len(answer) > MAX_ANSWER_BYTES:
         raise answer_too_large(write)
+    # (A small answer, most of them, is surely within: not measured.)
+    if copies and len(answer) * _MOST_PER_BYTE * len(copies) > LAMBDA_ANSWER_BYTES \
+            and lambda_weight(answer, copies) > LAMBDA_ANSWER_BYTES:
+        raise answer_too_large(write, on_lambda=True)
     return answer
+
+
+# How a Lambda transport writes a tool's JSON in the function's response, which is itself JSON: for
+# each copy, how many times it is escaped as a JSON string there. Set for the call (lambda_answers) by
+# app.py's REST routes and lambda_mcp.py; () elsewhere, where only MAX_ANSWER_BYTES applies.
+LAMBDA_REST = (1,)  # the body
+LAMBDA_MCP = (1, 2)  # a tools/call result: structuredContent in the body, and a text block, a string in it
+LAMBDA_MCP_ONCE = (2,)  # a resource's text; a tool's own content (mcp_content: get_attachment's travels once)
+lambda_copies: ContextVar[tuple[int, ...]] = ContextVar("lambda_copies", default=())
+# A byte of a tool's JSON takes at most this many in a copy there (DEL, \u007f; a `"` escaped twice, 4).
+_MOST_PER_BYTE = 6
+
+
+@contextmanager
+def lambda_answers(copies: tuple[int, ...]):
+    """Answers of the calls inside are measured as Lambda writes them (`copies`: lambda_copies)."""
+    token = lambda_copies.set(copies)
+    try:
+        yield
+    finally:
+        lambda_copies.reset(token)
+
+
+def lambda_weight(answer: bytes, copies: tuple[int, ...]) -> int:
+    """The bytes `answer` (a tool's JSON) takes in a Lambda function's response, its copies escaped
+    as `copies` says. Written as the Python 3.11 runtime's json.dumps does (3.12's leaves non-ASCII
+    as it is: less): a `"` or `\\` takes 2 bytes, DEL 6, a non-ASCII character 6 (12 above U+FFFF).
+    Escaped before that too (orjson: MCP's text), each `"` and `\\` gains a backslash, of 2 bytes."""
+    marks = answer.count(b'"') + answer.count(b"\\")
+    if answer.isascii():  # (orjson writes no control character: only DEL is escaped among the rest)
+        once = len(answer) + marks + 5 * answer.count(b"\x7f")
+    else:
+        once = len(json.dumps(answer.decode())) - 2  # 30-60 ms for 8 MB: answers over ~1 MB only
+    return sum(once + 2 * marks * (times - 1) for times in copies)  # (times: 1 or 2)
 
 
 async def run_tool(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None,
                    twice: bool = False) -> tuple[bool, bytes]:
     """(is_error, JSON bytes) of one tool call: the output, or an error body (MCP tools and resources).
-    `twice`: the answer carries the JSON twice (a tools/call result): a page of bodies gets half."""
+    `twice`: the answer carries the JSON twice (a tools/call result): a page of bodies gets half.
+    On Lambda (lambda_copies: LAMBDA_MCP), an answer sent once is measured so."""
     halved = page_body_bytes.set(PAGE_BODY_BYTES // 2) if twice else None
+    once = (lambda_copies.set(LAMBDA_MCP_ONCE)
+            if lambda_copies.get() and not (twice and tool.mcp_content is None) else None)
     try:
         return False, await ajson(tool, arguments, settings, principal)
     except ToolError as exc:
@@ -378,6 +425,8 @@ async def run_tool(tool: Tool, arguments: Any, settings: Settings, principal: au
     finally:
         if halved is not None:
             page_body_bytes.reset(halved)
+        if once is not None:
+            lambda_copies.reset(once)
 
 
 # What the server's disk or database file refuses, by SQLite's primary result code: why, for the answer.
@@ -424,9 +473,10 @@ class Writer:
         threading.Thread(target=self._run, name="db-writer", daemon=True).start()
 
     def submit(self, tool: Tool, args: Input, principal: auth.Principal) -> asyncio.Future:
-        """Queue a write; the future (of the running event loop) resolves once it committed."""
+        """Queue a write; the future (of the running event loop) resolves once it committed. Its
+        answer is measured in its transaction as its request's transport sends it (lambda_copies)."""
         future = asyncio.get_running_loop().create_future()
-        self.jobs.put((tool, args, principal, future))
+        self.jobs.put((tool, args, principal, lambda_copies.get(), future))
         return future
 
     def _run(self) -> None:
@@ -444,15 +494,16 @@ class Writer:
         outcomes = []
         started = time.monotonic()
         try:
-            fresh = fresh or any(decides_on_fresh_data(tool, args) for tool, args, _, _ in batch)
+            fresh = fresh or any(decides_on_fresh_data(tool, args) for tool, args, *_ in batch)
             with _busy_or_full_is_unavailable(), connection(self.settings, fresh=fresh) as conn:
                 with transaction(conn, write=True):
-                    for tool, args, principal, _ in batch:
-                        outcomes.append(_in_savepoint(conn, tool, args, self.settings, principal))
+                    for tool, args, principal, copies, _ in batch:
+                        with lambda_answers(copies):
+                            outcomes.append(_in_savepoint(conn, tool, args, self.settings, principal))
                         if not conn.in_transaction:  # SQLite ended the batch's transaction (a full disk may): all of it is gone
                             raise outcomes[-1][1] or sqlite3.OperationalError("the transaction ended before its COMMIT")
                 _committed(self.settings)
-                outcomes = [_settled(conn, tool, args, outcome) for (tool, args, _, _), outcome in zip(batch, outcomes)]
+                outcomes = [_settled(conn, tool, args, outcome) for (tool, args, *_), outcome in zip(batch, outcomes)]
         except Exception as exc:  # the COMMIT (or BEGIN, or push) failed: nothing in the batch was acknowledged
             wakeup.rolled_back()
             log.exception("write batch of %d failed", len(batch))
@@ -465,7 +516,7 @@ class Writer:
                 outcomes = [outcome for outcome, miss in zip(outcomes, missed) if not miss]
         # One wake-up per event loop for the whole batch, not one per write.
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for (_, _, _, future), outcome in zip(batch, outcomes):
+        for (*_, future), outcome in zip(batch, outcomes):
             by_loop.setdefault(future.get_loop(), []).append((future, outcome))
         for loop, settled in by_loop.items():
             loop.call_soon_threadsafe(_resolve, settled)

@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..config import Settings
+from ..invoke import LAMBDA_MCP, lambda_answers
 
 
 class MCPHandler:
@@ -36,7 +37,10 @@ class MCPHandler:
 
     def __call__(self, event: dict, context: Any) -> dict:
         runtime = self._runtime or self._start()
-        return runtime(event, context)
+        # The event loop runs the request in a copy of this context: its tools' answers are measured
+        # as Lambda writes them (an answer past its 6 MB is a tool error, not a failed invocation).
+        with lambda_answers(LAMBDA_MCP):
+            return runtime(event, context)
 
     def _start(self) -> "_Runtime":
         with self._lock:
