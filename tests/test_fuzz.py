@@ -314,6 +314,23 @@ def test_an_overseer_message_needs_a_subject_or_reply_to_in_the_schema_too(fuzz_
             assert rule.is_valid(message) == (status != 422), extra
 
 
+def test_a_handshakes_welcome_is_both_or_neither_in_the_schema_too(fuzz_server):
+    """Both welcome fields given (not null), or neither: a null is not given, in the schema as in the
+    validator (the schema's dependentRequired took a null as given: seed 3838 found a 422 for it)."""
+    schema = httpx.get(f"{fuzz_server}/openapi.json").json()["components"]["schemas"]["MacroContactHandshakeInput"]
+    rule = jsonschema_rs.validator_for({"anyOf": schema["anyOf"]})
+    with httpx.Client(base_url=fuzz_server) as client:
+        assert client.post("/api/ensure_project", json={"human_key": "/welcome"}).status_code == 200
+        for name in ("BlueLake", "GreenCastle"):
+            client.post("/api/register_agent", json={"project_key": "welcome", "program": "p", "model": "m", "name": name})
+        for extra, status in (({}, 200), ({"welcome_subject": None, "welcome_body": None}, 200),
+                              ({"welcome_subject": None, "welcome_body": ""}, 422), ({"welcome_body": "b"}, 422),
+                              ({"welcome_subject": "s", "welcome_body": None}, 422), ({"welcome_subject": "s", "welcome_body": ""}, 200)):
+            shake = {"project_key": "welcome", "agent_name": "BlueLake", "target": "GreenCastle", **extra}
+            assert client.post("/api/macro_contact_handshake", json=shake).status_code == status, extra
+            assert rule.is_valid(shake) == (status != 422), extra
+
+
 def test_a_wait_for_mail_cursor_has_the_shape_the_schema_gives(fuzz_server):
     cursor = served_field(fuzz_server, "WaitForMailInput", "cursor")
     with httpx.Client(base_url=fuzz_server) as client:

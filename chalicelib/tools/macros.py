@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from .. import clock
 from ..archive import outbox
 from ..errors import Conflict, Forbidden, NotFound
-from ..fields import AgentAddress, AgentName, NewAgentName, ProjectKey, acting_agent
+from ..fields import AgentAddress, AgentName, NewAgentName, ProjectKey, acting_agent, given
 from ..security.agent_tokens import holds_token
 from .agents import find_agent, find_agent_by_id
 from ..registry import Input, Output, tool
@@ -268,9 +268,13 @@ class MacroContactHandshakeInput(Input):
     )
     welcome_subject: Subject | None = None
     welcome_body: Body | None = None
-    # One without the other was taken, and no welcome sent, with nothing said.
-    model_config = ConfigDict(json_schema_extra={"dependentRequired": {"welcome_subject": ["welcome_body"],
-                                                                       "welcome_body": ["welcome_subject"]}})
+    # One without the other was taken, and no welcome sent, with nothing said. Both given (not null)
+    # or neither: a null counts as not given, here as in the schema (dependentRequired counted a null
+    # as given: {"welcome_body": "", "welcome_subject": null} passed the schema and got a 422).
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"allOf": [given("welcome_subject"), given("welcome_body")]},
+        {"not": {"anyOf": [given("welcome_subject"), given("welcome_body")]}},
+    ]})
 
     @model_validator(mode="after")
     def _whole_welcome(self):
