@@ -31,6 +31,7 @@ from chalicelib.attachments import storage as attachment_storage
 from chalicelib.attachments.intake import served_type
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import ToolError, internal_error, unknown_tool
+from chalicelib.lambda_response import LAMBDA_REST, lambda_answers
 from chalicelib.transports.lambda_mcp import MCPHandler
 from chalicelib.web import http as web_http  # plain data only: the pages load on first use
 from chalicelib.registry import Tool, to_json
@@ -323,7 +324,7 @@ def with_head(methods) -> list[str]:
 
 def tool_view(app: Chalice, tool: Tool, settings: Settings) -> Callable[[], Response]:
     def view() -> Response:
-        with invoke.lambda_answers(invoke.LAMBDA_REST):  # an answer past Lambda's 6 MB: our 422, not API Gateway's 502
+        with lambda_answers(LAMBDA_REST):  # an answer past Lambda's 6 MB: our 422, not API Gateway's 502
             return respond(app, lambda: invoke.json_call(tool, arguments(tool, app.current_request), settings))
 
     return view

@@ -117,7 +117,7 @@ MAX_ANSWER_BYTES = 8 * 1024 * 1024
 # On AWS Lambda it must also fit the function's response, at most 6 MB (6,291,456 bytes) for a
 # synchronous invocation: the whole JSON Lambda returns (statusCode, headers, and the body as a JSON
 # string, escaped once more). Past it the invocation fails (API Gateway: 502). An answer is measured
-# there as the runtime will write it (invoke.lambda_weight; an MCP tools/call result holds the tool's
+# there as the runtime will write it (lambda_response.py; an MCP tools/call result holds the tool's
 # JSON twice, its text copy escaped twice), against this: 64 KiB are left for the rest (the headers,
 # ~2 KB; a JSON-RPC answer's frame).
 LAMBDA_RESPONSE_BYTES = 6 * 1024 * 1024

@@ -16,15 +16,12 @@ across replicas; docs/turso.md).
 """
 
 import asyncio
-import json
 import logging
 import os
 import queue
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -45,6 +42,7 @@ from .tools.messages import PAGE_BODY_BYTES, page_body_bytes
 from .tools.agents import refuse_people
 from .tools.projects import find_project
 from .store.replica import replica
+from .lambda_response import LAMBDA_MCP_ONCE, MOST_PER_BYTE, lambda_answers, lambda_copies, lambda_weight
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
@@ -367,51 +365,18 @@ def bounded(answer: bytes, write: bool = False) -> bytes:
     if len(answer) > MAX_ANSWER_BYTES:
         raise answer_too_large(write)
     # (A small answer, most of them, is surely within: not measured.)
-    if copies and len(answer) * _MOST_PER_BYTE * len(copies) > LAMBDA_ANSWER_BYTES \
+    if copies and len(answer) * MOST_PER_BYTE * len(copies) > LAMBDA_ANSWER_BYTES \
             and lambda_weight(answer, copies) > LAMBDA_ANSWER_BYTES:
         raise answer_too_large(write, on_lambda=True)
     return answer
 
 
-# How a Lambda transport writes a tool's JSON in the function's response, which is itself JSON: for
-# each copy, how many times it is escaped as a JSON string there. Set for the call (lambda_answers) by
-# app.py's REST routes and lambda_mcp.py; () elsewhere, where only MAX_ANSWER_BYTES applies.
-LAMBDA_REST = (1,)  # the body
-LAMBDA_MCP = (1, 2)  # a tools/call result: structuredContent in the body, and a text block, a string in it
-LAMBDA_MCP_ONCE = (2,)  # a resource's text; a tool's own content (mcp_content: get_attachment's travels once)
-lambda_copies: ContextVar[tuple[int, ...]] = ContextVar("lambda_copies", default=())
-# A byte of a tool's JSON takes at most this many in a copy there (DEL, \u007f; a `"` escaped twice, 4).
-_MOST_PER_BYTE = 6
-
-
-@contextmanager
-def lambda_answers(copies: tuple[int, ...]):
-    """Answers of the calls inside are measured as Lambda writes them (`copies`: lambda_copies)."""
-    token = lambda_copies.set(copies)
-    try:
-        yield
-    finally:
-        lambda_copies.reset(token)
-
-
-def lambda_weight(answer: bytes, copies: tuple[int, ...]) -> int:
-    """The bytes `answer` (a tool's JSON) takes in a Lambda function's response, its copies escaped
-    as `copies` says. Written as the Python 3.11 runtime's json.dumps does (3.12's leaves non-ASCII
-    as it is: less): a `"` or `\\` takes 2 bytes, DEL 6, a non-ASCII character 6 (12 above U+FFFF).
-    Escaped before that too (orjson: MCP's text), each `"` and `\\` gains a backslash, of 2 bytes."""
-    marks = answer.count(b'"') + answer.count(b"\\")
-    if answer.isascii():  # (orjson writes no control character: only DEL is escaped among the rest)
-        once = len(answer) + marks + 5 * answer.count(b"\x7f")
-    else:
-        once = len(json.dumps(answer.decode())) - 2  # 30-60 ms for 8 MB: answers over ~1 MB only
-    return sum(once + 2 * marks * (times - 1) for times in copies)  # (times: 1 or 2)
-
-
 async def run_tool(tool: Tool, arguments: Any, settings: Settings, principal: auth.Principal | None = None,
                    twice: bool = False) -> tuple[bool, bytes]:
     """(is_error, JSON bytes) of one tool call: the output, or an error body (MCP tools and resources).
-    `twice`: the answer carries the JSON twice (a tools/call result): a page of bodies gets half.
-    On Lambda (lambda_copies: LAMBDA_MCP), an answer sent once is measured so."""
+    `twice`: the answer carries the JSON twice (a tools/call result): a page of bodies gets half (on
+    Lambda its copies are weighed instead: messages.page_size). On Lambda (lambda_copies: LAMBDA_MCP),
+    an answer sent once is measured so."""
     halved = page_body_bytes.set(PAGE_BODY_BYTES // 2) if twice else None
     once = (lambda_copies.set(LAMBDA_MCP_ONCE)
             if lambda_copies.get() and not (twice and tool.mcp_content is None) else None)

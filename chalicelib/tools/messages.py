@@ -26,11 +26,12 @@ from ..config import get_settings
 from ..store import upkeep, wakeup
 from ..store.db import placeholders
 from ..store.search_index import project_token
-from ..errors import MAX_ANSWER_BYTES, Conflict, NotFound, answer_too_large
+from ..errors import LAMBDA_ANSWER_BYTES, MAX_ANSWER_BYTES, Conflict, NotFound, answer_too_large
 from ..fields import (
     AgentAddress, AgentName, MessageId, NotBlank, ProjectKey, Storable, Timestamp, acting_agent, empty_list, folded_name, matching,
 )
 from ..ids import new_id, new_ids
+from ..lambda_response import lambda_copies, lambda_weight
 from ..profiles import either
 from ..registry import Input, Output, Replay, to_json, tool
 from ..security import auth
@@ -154,13 +155,16 @@ PAGE_BODY_BYTES = MAX_ANSWER_BYTES // 2
 # The current call's: half of it when its answer is sent twice (an MCP tools/call result holds the
 # tool's JSON as text and as structuredContent: 4 MiB of bodies made 8.4 MB, past Lambda's 6 MB).
 page_body_bytes: ContextVar[int] = ContextVar("page_body_bytes", default=PAGE_BODY_BYTES)
+# On AWS Lambda, the same share of what its response holds, weighed as written there (LambdaSize):
+# ~3 MB, whatever the call's copies (they are all counted).
+LAMBDA_PAGE_BYTES = LAMBDA_ANSWER_BYTES * PAGE_BODY_BYTES // MAX_ANSWER_BYTES
 
 
-def within_page(items, limit: int, text=None) -> tuple[list, bool]:
+def within_page(items, limit: int, text=None, as_json: bool = False) -> tuple[list, bool]:
     """The first `limit` of `items`, read lazily, fewer once their texts (`text(item)`: a body, or
-    a row's JSON; None: not counted) pass the call's page_body_bytes of UTF-8 (counted in characters,
-    a page of emoji was four times that); and whether an item was left after them."""
-    page, size, budget = [], Utf8Size(), page_body_bytes.get()
+    a row's JSON if `as_json`; None: not counted) pass the call's budget (page_size); and whether an
+    item was left after them."""
+    page, (size, budget) = [], page_size(as_json)
     for item in items:
         if text:
             size.add(text(item))
@@ -168,6 +172,16 @@ def within_page(items, limit: int, text=None) -> tuple[list, bool]:
             return page, True
         page.append(item)
     return page, False
+
+
+def page_size(as_json: bool) -> "tuple[Utf8Size | LambdaSize, int]":
+    """How the call counts a page's texts, and its budget for them. Their UTF-8 (counted in
+    characters, a page of emoji was four times its budget), within page_body_bytes; on AWS Lambda
+    (lambda_copies) as its response writes them, within LAMBDA_PAGE_BYTES: there a page of Cyrillic
+    or escape-heavy bodies within the UTF-8 budget was past its 6 MB (a 422, not a shorter page)."""
+    if copies := lambda_copies.get():
+        return LambdaSize(copies, as_json), LAMBDA_PAGE_BYTES
+    return Utf8Size(), page_body_bytes.get()
 
 
 class Utf8Size:
@@ -189,6 +203,29 @@ class Utf8Size:
     def over(self, limit: int) -> bool:
         if self.known + self.at_most > limit:
             self.known += sum(len(text.encode()) for text in self.unmeasured)
+            self.unmeasured, self.at_most = [], 0
+        return self.known > limit
+
+
+class LambdaSize:
+    """What texts added one by one weigh in an AWS Lambda function's response, in each of the
+    call's `copies` (lambda_weight of a body's JSON string, orjson's, or of a row's JSON). As
+    Utf8Size, measured only as far as a limit needs: each counts its most, 12 bytes a character a
+    copy (one above U+FFFF, \\uXXXX\\uXXXX; a `"`, 8 at most), until the sum could pass the limit, and
+    is measured (once) only then: a page of small bodies measures none."""
+
+    def __init__(self, copies: tuple[int, ...], as_json: bool) -> None:
+        self.copies, self.as_json = copies, as_json
+        self.known, self.at_most, self.unmeasured = 0, 0, []
+
+    def add(self, text: str) -> None:
+        self.unmeasured.append(text)
+        self.at_most += 12 * (len(text) + 1) * len(self.copies)  # (+1: a body's quotes)
+
+    def over(self, limit: int) -> bool:
+        if self.known + self.at_most > limit:
+            self.known += sum(lambda_weight(text.encode() if self.as_json else orjson.dumps(text), self.copies)
+                              for text in self.unmeasured)
             self.unmeasured, self.at_most = [], 0
         return self.known > limit
 
@@ -661,7 +698,7 @@ def inbox_page(db, home_id: int, recipient_id: int, where: str = "", params=(), 
     cursor = db.execute(_inbox_sql(where, order, bodies), [home_id, recipient_id, *params, limit])
     cursor.row_factory = None  # tuples: no sqlite3.Row per row
     if bodies:  # read lazily, measured as it goes (the row's JSON: str() of a str is itself)
-        return within_page(map(_first, cursor), limit, str)
+        return within_page(map(_first, cursor), limit, str, as_json=True)
     if limit <= _SURELY_UNDER_CAP:
         return list(map(_first, cursor.fetchall())), False
     # Otherwise read lazily too: reading stops at the answer's cap.

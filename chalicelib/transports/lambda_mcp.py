@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..config import Settings
-from ..invoke import LAMBDA_MCP, lambda_answers
+from ..lambda_response import LAMBDA_MCP, lambda_answers
 
 
 class MCPHandler:

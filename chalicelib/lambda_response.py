@@ -1,0 +1,44 @@
+"""What a tool's answer weighs in an AWS Lambda function's response.
+
+A synchronous invocation returns at most 6 MB (errors.LAMBDA_RESPONSE_BYTES): the whole JSON the
+runtime writes, the answer in it as a JSON string, escaped once more. invoke.bounded measures an
+answer so, and a page of message bodies (tools/messages.py, within_page) counts its bodies so, on
+Lambda only: a call's lambda_copies, set by app.py's REST routes and transports/lambda_mcp.py.
+"""
+
+import json
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+# How a Lambda transport writes a tool's JSON in the function's response, which is itself JSON: for
+# each copy, how many times it is escaped as a JSON string there. Set for the call (lambda_answers) by
+# app.py's REST routes and lambda_mcp.py; () elsewhere, where only MAX_ANSWER_BYTES applies.
+LAMBDA_REST = (1,)  # the body
+LAMBDA_MCP = (1, 2)  # a tools/call result: structuredContent in the body, and a text block, a string in it
+LAMBDA_MCP_ONCE = (2,)  # a resource's text; a tool's own content (mcp_content: get_attachment's travels once)
+lambda_copies: ContextVar[tuple[int, ...]] = ContextVar("lambda_copies", default=())
+# A byte of a tool's JSON takes at most this many in a copy there (DEL, \u007f; a `"` escaped twice, 4).
+MOST_PER_BYTE = 6
+
+
+@contextmanager
+def lambda_answers(copies: tuple[int, ...]):
+    """Answers of the calls inside are measured as Lambda writes them (`copies`: lambda_copies)."""
+    token = lambda_copies.set(copies)
+    try:
+        yield
+    finally:
+        lambda_copies.reset(token)
+
+
+def lambda_weight(answer: bytes, copies: tuple[int, ...]) -> int:
+    """The bytes `answer` (a tool's JSON) takes in a Lambda function's response, its copies escaped
+    as `copies` says. Written as the Python 3.11 runtime's json.dumps does (3.12's leaves non-ASCII
+    as it is: less): a `"` or `\\` takes 2 bytes, DEL 6, a non-ASCII character 6 (12 above U+FFFF).
+    Escaped before that too (orjson: MCP's text), each `"` and `\\` gains a backslash, of 2 bytes."""
+    marks = answer.count(b'"') + answer.count(b"\\")
+    if answer.isascii():  # (orjson writes no control character: only DEL is escaped among the rest)
+        once = len(answer) + marks + 5 * answer.count(b"\x7f")
+    else:
+        once = len(json.dumps(answer.decode())) - 2  # 30-60 ms for 8 MB: answers over ~1 MB only
+    return sum(once + 2 * marks * (times - 1) for times in copies)  # (times: 1 or 2)
