@@ -1044,3 +1044,15 @@ def test_a_since_that_is_no_day_is_said_in_the_uis_words(site):
         error = re.search(r'<p class="error">(.*?)</p>', page, re.S).group(1)
         assert "is not a day" in error and html.escape(since, quote=True) in error, error
         assert "schema" not in error and "tools/list" not in error and "since_ts" not in error, error
+
+
+def test_counts_read_with_thousands_separators(tmp_path):
+    """A project's mail reaches millions: 1,234,567, not 1234567."""
+    database = tmp_path / "agent_mail.db"
+    with running_server(database) as url, httpx.Client(base_url=url, timeout=60) as api:
+        api.post("/api/ensure_project", json={"human_key": "/srv/big"}).raise_for_status()
+        with sqlite3.connect(database) as conn:  # as the write path keeps them: a row per writer, summed
+            conn.execute("INSERT INTO project_counts (id, project_id, writer, messages, agents)"
+                         " SELECT 4242, id, 99, 1234567, 1000 FROM projects WHERE slug = 'srv-big'")
+        row = re.search(r'href="/ui/project\?p=srv-big".*?</tr>', api.get("/ui/projects").text, re.S).group(0)
+        assert '<td class="num">1,000</td><td class="num">1,234,567</td>' in row

@@ -242,6 +242,11 @@ def _size(size: int) -> str:
     return f"{size / 1024:.1f} KB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MB"
 
 
+def _number(number: int) -> str:
+    """A count as people read it: 1,000,000 (a project's mail reaches millions)."""
+    return f"{number:,}"
+
+
 def _snippet(text: str, query: str) -> Markup:
     """A search_messages snippet as plain words, its hits marked. Its **…** around a hit cannot
     be told from the body's own (**bold**, a glob's src/**): the plain words are marked again
@@ -274,7 +279,7 @@ class WebUI:
             trim_blocks=True, lstrip_blocks=True, auto_reload=False,
         )
         self.env.filters.update(when=_when, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
-                                size=_size, controls_shown=_controls_shown, isolated=_isolated, reply_subject=_reply_subject, home=_home, path=_path, kept=_kept)
+                                size=_size, number=_number, controls_shown=_controls_shown, isolated=_isolated, reply_subject=_reply_subject, home=_home, path=_path, kept=_kept)
         self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
                                 shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
         # A thread's messages never change, and live refresh re-renders whole threads: each
