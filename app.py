@@ -282,7 +282,7 @@ def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimi
     ui = []
 
     def view(**names: str) -> Response:
-        from chalicelib.web.pages import WebUI
+        from chalicelib.web.pages import WebUI, as_written
 
         if not ui:
             ui.append(WebUI(settings, limiter, authenticator))  # the API's: one key cache
@@ -294,11 +294,14 @@ def add_web_routes(app: Chalice, settings: Settings, limiter: ratelimit.RateLimi
         root = full[: len(full) - len(path.rstrip("/"))] if full.endswith(path.rstrip("/")) else ""
         body = request.raw_body or b""
         too_large = len(body) > settings.max_body_bytes  # refused unread, in the UI's own page
-        answer = ui[0].handle(web_http.request(
-            request.method, path, query, b"" if too_large else body, auth.lower_headers(request.headers),
-            root=root, tls=(request.headers.get("x-forwarded-proto") or "").lower() == "https", too_large=too_large,
-            client=source_ip(request),
-        ))
+        # Measured as Lambda writes the page: a thread's bodies as its HTML (a shorter page, with
+        # "Later messages"), and a page past the 6 MB of its response is the UI's error page, not a 502.
+        with lambda_answers(LAMBDA_REST, body=as_written):
+            answer = ui[0].handle(web_http.request(
+                request.method, path, query, b"" if too_large else body, auth.lower_headers(request.headers),
+                root=root, tls=(request.headers.get("x-forwarded-proto") or "").lower() == "https", too_large=too_large,
+                client=source_ip(request),
+            ))
         body = answer.body  # a file: a trial's local storage (not read for a HEAD)
         if answer.file is not None:
             body = b"" if request.method == "HEAD" else answer.file.read_bytes()

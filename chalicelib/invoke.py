@@ -33,7 +33,7 @@ from .config import Settings
 from .store import idempotency, wakeup
 from .store.db import connection, transaction
 from .store.upkeep import savepoint
-from .errors import LAMBDA_ANSWER_BYTES, MAX_ANSWER_BYTES, ClientGone, NotActive, NotAdmitted, NotFound, TokenRefused, TooManyRequests, ToolError, Unavailable, answer_too_large, internal_error, validation_error
+from .errors import MAX_ANSWER_BYTES, ClientGone, NotActive, NotAdmitted, NotFound, TokenRefused, TooManyRequests, ToolError, Unavailable, answer_too_large, internal_error, validation_error
 from .store.disconnect import Dropped, unless_client_gone
 from .store.fair_lane import FairLane
 from .store.per_process import OnePerKey
@@ -42,7 +42,7 @@ from .tools.messages import PAGE_BODY_BYTES, page_body_bytes
 from .tools.agents import refuse_people
 from .tools.projects import find_project
 from .store.replica import replica
-from .lambda_response import LAMBDA_MCP_ONCE, MOST_PER_BYTE, lambda_answers, lambda_copies, lambda_weight
+from .lambda_response import LAMBDA_MCP_ONCE, lambda_answers, lambda_copies, past_lambda
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256
@@ -361,12 +361,9 @@ async def ajson(tool: Tool, arguments: Any, settings: Settings, principal: auth.
 def bounded(answer: bytes, write: bool = False) -> bytes:
     """The answer, unless it is over MAX_ANSWER_BYTES or, on Lambda, over LAMBDA_ANSWER_BYTES as
     written in the function's response (lambda_copies): AnswerTooLarge."""
-    copies = lambda_copies.get()
     if len(answer) > MAX_ANSWER_BYTES:
         raise answer_too_large(write)
-    # (A small answer, most of them, is surely within: not measured.)
-    if copies and len(answer) * MOST_PER_BYTE * len(copies) > LAMBDA_ANSWER_BYTES \
-            and lambda_weight(answer, copies) > LAMBDA_ANSWER_BYTES:
+    if past_lambda(answer):
         raise answer_too_large(write, on_lambda=True)
     return answer
 

@@ -31,7 +31,7 @@ from ..fields import (
     AgentAddress, AgentName, MessageId, NotBlank, ProjectKey, Storable, Timestamp, acting_agent, empty_list, folded_name, matching,
 )
 from ..ids import new_id, new_ids
-from ..lambda_response import lambda_copies, lambda_weight
+from ..lambda_response import lambda_body, lambda_copies, lambda_weight
 from ..profiles import either
 from ..registry import Input, Output, Replay, to_json, tool
 from ..security import auth
@@ -156,7 +156,8 @@ PAGE_BODY_BYTES = MAX_ANSWER_BYTES // 2
 # tool's JSON as text and as structuredContent: 4 MiB of bodies made 8.4 MB, past Lambda's 6 MB).
 page_body_bytes: ContextVar[int] = ContextVar("page_body_bytes", default=PAGE_BODY_BYTES)
 # On AWS Lambda, the same share of what its response holds, weighed as written there (LambdaSize):
-# ~3 MB, whatever the call's copies (they are all counted).
+# ~3 MB, whatever the call's copies (they are all counted). A web UI page's bodies too, as its HTML
+# writes them: the rest holds the page's markup (Markdown's tags, at most ~0.7 MB; ~0.45 KB a message).
 LAMBDA_PAGE_BYTES = LAMBDA_ANSWER_BYTES * PAGE_BODY_BYTES // MAX_ANSWER_BYTES
 
 
@@ -209,13 +210,14 @@ class Utf8Size:
 
 class LambdaSize:
     """What texts added one by one weigh in an AWS Lambda function's response, in each of the
-    call's `copies` (lambda_weight of a body's JSON string, orjson's, or of a row's JSON). As
-    Utf8Size, measured only as far as a limit needs: each counts its most, 12 bytes a character a
-    copy (one above U+FFFF, \\uXXXX\\uXXXX; a `"`, 8 at most), until the sum could pass the limit, and
-    is measured (once) only then: a page of small bodies measures none."""
+    call's `copies` (lambda_weight of a body's JSON string, orjson's, or as the transport writes it,
+    lambda_body: a web UI page's HTML; or of a row's JSON). As Utf8Size, measured only as far as a
+    limit needs: each counts its most, 12 bytes a character a copy (one above U+FFFF,
+    \\uXXXX\\uXXXX; a `"`, 8 at most; `&amp;`, 5), until the sum could pass the limit, and is
+    measured (once) only then: a page of small bodies measures none."""
 
     def __init__(self, copies: tuple[int, ...], as_json: bool) -> None:
-        self.copies, self.as_json = copies, as_json
+        self.copies, self.as_json, self.written = copies, as_json, lambda_body.get() or orjson.dumps
         self.known, self.at_most, self.unmeasured = 0, 0, []
 
     def add(self, text: str) -> None:
@@ -224,7 +226,7 @@ class LambdaSize:
 
     def over(self, limit: int) -> bool:
         if self.known + self.at_most > limit:
-            self.known += sum(lambda_weight(text.encode() if self.as_json else orjson.dumps(text), self.copies)
+            self.known += sum(lambda_weight(text.encode() if self.as_json else self.written(text), self.copies)
                               for text in self.unmeasured)
             self.unmeasured, self.at_most = [], 0
         return self.known > limit

@@ -25,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from .. import invoke
+from ..lambda_response import past_lambda
 from ..ops import logs
 from ..security import auth, ratelimit, scopes
 from ..config import Settings
@@ -235,6 +236,25 @@ def _isolated(text: str) -> str:
     return f"\u2068{text}\u2069"
 
 
+def as_written(body: str) -> bytes:
+    """A message body as a thread page writes it, its text escaped (a `&` is `&amp;`, 5 bytes where
+    the tool's JSON has 1; Markdown's own tags aside: markdown.PAGE_MAX bounds them). On AWS Lambda
+    a page of bodies is weighed so (app.py), so that the page's HTML fits the function's response."""
+    return escape(body).encode()
+
+
+def page_too_large() -> ToolError:
+    """A page past the 6 MB of an AWS Lambda response as written there (past_lambda). 500: the
+    page is the UI's making, not the person's request (413 is a request's content too large; the
+    API's 422 asks its caller for less), and it stays in the 5xx the operator watches, as the 502
+    it replaces did."""
+    exc = ToolError("This page is larger than an AWS Lambda response can carry (6 MB, as written there).",
+                    "Open a smaller part of it: a thread's earlier or later pages (Earlier or Later messages, or a link to"
+                    " one of its messages), an older page of a list; the local server (uvicorn) shows it whole.")
+    exc.status, exc.code = 500, "page_too_large"
+    return exc
+
+
 def _size(size: int) -> str:
     """1536 -> 1.5 KB."""
     if size < 1024:
@@ -362,6 +382,10 @@ class WebUI:
                 response = self.sign_in_first(request)
             else:
                 response = getattr(self, page)(request, session)
+                if response.content_type.startswith("text/html") and past_lambda(response.body):
+                    # On Lambda (app.py), a page its response cannot hold: this page, not API Gateway's bare 502.
+                    log.warning("web page %s past a Lambda response: %d bytes of HTML", request.path, len(response.body))
+                    response = self.error(request, session, page_too_large())
         except ToolError as exc:
             response = self.error(request, session, exc)
         except Exception:
