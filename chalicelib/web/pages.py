@@ -243,16 +243,19 @@ def as_written(body: str) -> bytes:
     return escape(body).encode()
 
 
-def page_too_large() -> ToolError:
+class PageTooLarge(ToolError):
     """A page past the 6 MB of an AWS Lambda response as written there (past_lambda). 500: the
     page is the UI's making, not the person's request (413 is a request's content too large; the
     API's 422 asks its caller for less), and it stays in the 5xx the operator watches, as the 502
     it replaces did."""
-    exc = ToolError("This page is larger than an AWS Lambda response can carry (6 MB, as written there).",
-                    "Open a smaller part of it: a thread's earlier or later pages (Earlier or Later messages, or a link to"
-                    " one of its messages), an older page of a list; the local server (uvicorn) shows it whole.")
-    exc.status, exc.code = 500, "page_too_large"
-    return exc
+    status = 500
+    code = "page_too_large"
+
+
+def page_too_large() -> PageTooLarge:
+    return PageTooLarge("This page is larger than an AWS Lambda response can carry (6 MB, as written there).",
+                        "Open a smaller part of it: a thread's earlier or later pages (Earlier or Later messages, or a link"
+                        " to one of its messages), an older page of a list; the local server (uvicorn) shows it whole.")
 
 
 def _size(size: int) -> str:
