@@ -198,17 +198,24 @@ class Utf8Size:
         if text.isascii():
             self.known += len(text)
         else:
-            self.unmeasured.append(text)
-            self.at_most += 4 * len(text)
+            self.later(text, 4 * len(text))
+
+    def later(self, text: str, most: int) -> None:
+        """Counted as `most` until the sum could pass the limit, then measured."""
+        self.unmeasured.append(text)
+        self.at_most += most
+
+    def measure(self, text: str) -> int:
+        return len(text.encode())
 
     def over(self, limit: int) -> bool:
         if self.known + self.at_most > limit:
-            self.known += sum(len(text.encode()) for text in self.unmeasured)
+            self.known += sum(map(self.measure, self.unmeasured))
             self.unmeasured, self.at_most = [], 0
         return self.known > limit
 
 
-class LambdaSize:
+class LambdaSize(Utf8Size):
     """What texts added one by one weigh in an AWS Lambda function's response, in each of the
     call's `copies` (lambda_weight of a body's JSON string, orjson's, or as the transport writes it,
     lambda_body: a web UI page's HTML; or of a row's JSON). As Utf8Size, measured only as far as a
@@ -217,19 +224,14 @@ class LambdaSize:
     measured (once) only then: a page of small bodies measures none."""
 
     def __init__(self, copies: tuple[int, ...], as_json: bool) -> None:
+        super().__init__()
         self.copies, self.as_json, self.written = copies, as_json, lambda_body.get() or orjson.dumps
-        self.known, self.at_most, self.unmeasured = 0, 0, []
 
     def add(self, text: str) -> None:
-        self.unmeasured.append(text)
-        self.at_most += 12 * (len(text) + 1) * len(self.copies)  # (+1: a body's quotes)
+        self.later(text, 12 * (len(text) + 1) * len(self.copies))  # (+1: a body's quotes)
 
-    def over(self, limit: int) -> bool:
-        if self.known + self.at_most > limit:
-            self.known += sum(lambda_weight(text.encode() if self.as_json else self.written(text), self.copies)
-                              for text in self.unmeasured)
-            self.unmeasured, self.at_most = [], 0
-        return self.known > limit
+    def measure(self, text: str) -> int:
+        return lambda_weight(text.encode() if self.as_json else self.written(text), self.copies)
 
 
 def body_of(row) -> str:
