@@ -30,6 +30,7 @@ REPRS = "['<', '&', '>']\n" * 10_000
 RUSSIAN = "Привет, мир. " * 8_000  # 104,000 characters, 176 KB of UTF-8: each letter \uXXXX on Lambda
 ARTICLE = re.compile(r'<article class="msg" id="m(\d+)"')
 LATER = re.compile(r'<a href="/api/ui/thread\?p=([^&"]+)&amp;t=LOGS&amp;after=(\d+)" rel="next">Later messages')
+EARLIER = re.compile(r'<a href="/api/ui/thread\?p=[^&"]+&amp;t=LOGS&amp;before=(\d+)" rel="prev">')
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,9 @@ def chalice_app(settings, slug):
     return importlib.import_module("app").create_app(settings)
 
 
-def thread_page(chalice_app, slug: str, after: str | None = None) -> tuple[dict, int]:
+def thread_page(chalice_app, slug: str, after: str | None = None, before: str | None = None) -> tuple[dict, int]:
     """(the Lambda response, its whole payload) of a thread page through the REST API's function."""
-    query = {"p": [slug], "t": ["LOGS"]} | ({"after": [after]} if after else {})
+    query = {"p": [slug], "t": ["LOGS"]} | ({"after": [after]} if after else {}) | ({"before": [before]} if before else {})
     response = chalice_app(rest_api_event("GET", "/ui/thread", None, {}, query), CONTEXT)
     return response, len(json.dumps(response))
 
@@ -93,6 +94,18 @@ def test_a_long_thread_pages_on_lambda_within_its_response_and_later_messages_re
         after = later.group(2)
     assert seen == everyone, sizes  # each once, in order
     assert max(sizes) >= 4 and len(sizes) <= 12, sizes  # as full as the budget allows: not a message a page
+    # And back: "Earlier messages" shows the page just before (it showed the first that fit of the 500
+    # before, near the thread's start), each page within the response, every message once.
+    back, before = [], EARLIER.search(response["body"]).group(1)
+    while before:
+        response, payload = thread_page(chalice_app, slug, before=before)
+        assert response["statusCode"] == 200 and payload < LAMBDA_RESPONSE_BYTES, payload
+        ids = ARTICLE.findall(response["body"])
+        assert ids and ids[-1] == everyone[everyone.index(before) - 1], (before, ids)  # ends just before it
+        back = ids + back
+        earlier = EARLIER.search(response["body"])
+        before = earlier and earlier.group(1)
+    assert back + seen[-sizes[-1]:] == everyone
 
 
 def test_a_page_past_the_lambda_response_is_the_ui_s_error_page_not_a_502(settings, slug, chalice_app, monkeypatch):

@@ -748,7 +748,11 @@ class WebUI:
 
         if query.get("before"):
             cursor, count = self.cursor_before(key, thread_id, query["before"], THREAD_SHOWN)
-            return page(cursor, count or THREAD_SHOWN), cursor is None
+            shown = page(cursor, count or THREAD_SHOWN)
+            if len(shown.messages) < count:  # its bodies cut it: the page just before holds as many (on Lambda, a few)
+                cursor, count = self.cursor_before(key, thread_id, query["before"], len(shown.messages))
+                shown = page(cursor, count)
+            return shown, cursor is None
         after, wanted = query.get("after") or None, _message_id(query.get("m", "")[:20])
         first = page(after)
         if after or first.next_cursor is None or wanted is None or holds(first):
