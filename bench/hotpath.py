@@ -195,6 +195,7 @@ def writer_cpu(batches: int, counter: list[int]) -> dict:
     writer.settings = get_settings()
     send, loop = tools_by_name()["send_message"], asyncio.get_running_loop()
     principal = (invoke.caller(None),) if hasattr(invoke, "caller") else ()  # older trees take none
+    copies = ((),) if hasattr(invoke, "lambda_copies") else ()  # how Lambda weighs the answer: () off Lambda (older trees: none)
 
     def batch() -> list:
         jobs = []
@@ -202,7 +203,7 @@ def writer_cpu(batches: int, counter: list[int]) -> dict:
             counter[0] += 1
             args = invoke.parse(send, {"project_key": PROJECT, "sender_name": "GreenCastle", "to": ["BlueLake"],
                                        "subject": f"bench-send {counter[0]}", "body_md": f"Body of bench-send {counter[0]}."})
-            jobs.append((send, args, *principal, loop.create_future()))
+            jobs.append((send, args, *principal, *copies, loop.create_future()))
         return jobs
 
     for _ in range(max(1, batches // 5)):  # warm-up
