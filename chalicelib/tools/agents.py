@@ -84,6 +84,9 @@ def find_agents(db: sqlite3.Connection, project: sqlite3.Row, names: Iterable[st
 
 
 GUESSED = 3  # missing names given a "did you mean"
+# A project with more agents guesses among the names sharing the missing one's first letter:
+# difflib over its 5,000 names took ~18 ms, inside the write (each new agent's registration).
+NEAR_MISS_NAMES = 500
 
 
 def _registering() -> str:
@@ -98,13 +101,24 @@ def _guesses(db: sqlite3.Connection, missing: dict[tuple[str, int], list[str]]) 
     first = list(islice(((key, name) for (_, key), missed in missing.items() for name in missed), GUESSED))
     names = {key: _names(db, key) for key in {key for key, _ in first}}
     more = sum(map(len, missing.values())) - len(first)
-    return "".join(did_you_mean(name, names[key]) for key, name in first) + (
+    return "".join(did_you_mean(name, _near(db, key, names[key], name)) for key, name in first) + (
         f" (No guesses for the other {more}.)" if more > 0 else "")
 
 
 def _names(db: sqlite3.Connection, project_id: int) -> list[str]:
-    """The project's agent names (bounded): the candidates of a "did you mean"."""
-    return [row[0] for row in db.execute("SELECT name FROM agents WHERE project_id = ? LIMIT 5000", (project_id,))]
+    """The project's agent names, up to one past NEAR_MISS_NAMES: a "did you mean"'s candidates (_near)."""
+    return [row[0] for row in db.execute("SELECT name FROM agents WHERE project_id = ? LIMIT ?", (project_id, NEAR_MISS_NAMES + 1))]
+
+
+def _near(db: sqlite3.Connection, project_id: int, names: list[str], word: str) -> list[str]:
+    """The candidates of a "did you mean" for `word`: the project's `names` (_names), or, past
+    NEAR_MISS_NAMES, those starting with its letter (agents_by_name; names start with an ASCII letter)."""
+    if len(names) <= NEAR_MISS_NAMES or not word[:1].isascii():
+        return names
+    letter = word[0].lower()
+    return [row[0] for row in db.execute(
+        "SELECT name FROM agents WHERE project_id = ? AND name >= ? COLLATE NOCASE AND name < ? COLLATE NOCASE LIMIT 5000",
+        (project_id, letter, chr(ord(letter) + 1)))]
 
 
 def find_agent(db: sqlite3.Connection, project: sqlite3.Row, name: str) -> sqlite3.Row:
@@ -290,7 +304,7 @@ def register_agent(db: sqlite3.Connection, args: RegisterAgentInput) -> Register
                           f" new mail. To work as it again, first {unretire(project['slug'], row['name'])}, or omit"
                           " agent_name to register a new agent.")
         return agent
-    close = did_you_mean(args.agent_name, _names(db, project["id"]))  # before it is one of them
+    close = did_you_mean(args.agent_name, _near(db, project["id"], _names(db, project["id"]), args.agent_name))  # before it is one of them
     agent = registered(db, project, _insert_agent(db, project, args.agent_name, args))
     if close:
         agent.note = (f"No agent was named {args.agent_name}, so this created it, with an empty inbox and no contacts or"
