@@ -49,14 +49,23 @@ def past_lambda(answer: bytes) -> bool:
         and lambda_weight(answer, copies) > LAMBDA_ANSWER_BYTES
 
 
+# What json.dumps writes as it is; the rest of ASCII it escapes: `"`, `\\` and \n \r \t \b \f in
+# 2 bytes, another control character or DEL in 6 (\u0001).
+_AS_IS = bytes(range(0x20, 0x7F)).replace(b'"', b"").replace(b"\\", b"")
+_SHORT_ESCAPES = b'"\\\n\r\t\b\f'
+
+
 def lambda_weight(answer: bytes, copies: tuple[int, ...]) -> int:
-    """The bytes `answer` (a tool's JSON) takes in a Lambda function's response, its copies escaped
-    as `copies` says. Written as the Python 3.11 runtime's json.dumps does (3.12's leaves non-ASCII
-    as it is: less): a `"` or `\\` takes 2 bytes, DEL 6, a non-ASCII character 6 (12 above U+FFFF).
-    Escaped before that too (orjson: MCP's text), each `"` and `\\` gains a backslash, of 2 bytes."""
+    """The bytes `answer` (a tool's JSON, or a web page's HTML) takes in a Lambda function's
+    response, its copies escaped as `copies` says. Written as the Python 3.11 runtime's json.dumps
+    does (3.12's leaves non-ASCII as it is: less): a `"`, `\\` or newline takes 2 bytes, another
+    control character or DEL 6, a non-ASCII character 6 (12 above U+FFFF). Escaped before that too
+    (orjson: MCP's text), each `"` and `\\` gains a backslash, of 2 bytes."""
     marks = answer.count(b'"') + answer.count(b"\\")
-    if answer.isascii():  # (orjson writes no control character: only DEL is escaped among the rest)
-        once = len(answer) + marks + 5 * answer.count(b"\x7f")
+    if answer.isascii():  # (the escaped ones are few: found in C, then counted)
+        escaped = answer.translate(None, _AS_IS)
+        short = sum(map(escaped.count, _SHORT_ESCAPES))
+        once = len(answer) + short + 5 * (len(escaped) - short)
     else:
         once = len(json.dumps(answer.decode())) - 2  # 30-60 ms for 8 MB: answers over ~1 MB only
     return sum(once + 2 * marks * (times - 1) for times in copies)  # (times: 1 or 2)

@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 from chalice.test import Client as ChaliceClient
+from hypothesis import given, strategies as st
 import orjson
 from fastapi.testclient import TestClient
 
@@ -312,3 +313,10 @@ def test_an_attachment_inline_up_to_its_limit_travels_once(tmp_path, monkeypatch
     finally:
         get_settings.cache_clear()
         let_go(settings.database_url)
+
+
+@given(st.text(st.characters(max_codepoint=0x7F)) | st.text())
+def test_a_texts_weight_is_what_the_runtimes_json_writes(text):
+    """Any text, a web page's HTML with its raw newlines and control characters too (a body of
+    newlines was counted at half its weight: a page within the budget could pass 6 MB)."""
+    assert lambda_weight(text.encode(), LAMBDA_REST) == len(json.dumps(text)) - 2
