@@ -213,6 +213,7 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
 
     from .gitrepo import BRANCH, MAINTAIN_EVERY, ForeignProject, GitArchive
     from .migrate import migrate_layout
+    from .packindex import fetch_into
 
     deadline = push_deadline(None) if deadline is None else deadline
     where = storage(settings)
@@ -227,6 +228,8 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
         def fetched() -> bytes | None:
             # The head only (depth 1): a cold clone of the whole history grew with the archive, past
             # the function's time; the worker reads the head's trees, and replays its own commits.
+            if archive.head() is None:  # a cold worker: its pack (the whole head) indexed on disk, not in memory
+                return fetch_into(client, remote_path, archive.repo, depth=1).refs.get(BRANCH)
             return client.fetch(remote_path, archive.repo, depth=1).refs.get(BRANCH)
 
         def applied(remote_head: bytes | None) -> bytes | None:
