@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from dulwich.client import LocalGitClient
 from dulwich.object_store import DiskObjectStore
+from dulwich.repo import Repo
 
 from chalicelib.archive import packindex
 from chalicelib.archive.gitrepo import BRANCH, GitArchive
 
-from .test_archive_cloud import send, settings, sqs, worker  # noqa: F401 (fixtures)
+from .test_archive_cloud import quicker_worker, send, settings, sqs, worker  # noqa: F401 (fixtures)
 from .test_archive_cloud_shallow import archive_one, archived_well, history
 
 
@@ -102,7 +103,7 @@ def test_a_bad_pack_is_refused_and_leaves_nothing(source, tmp_path, damage):
     pack_dir.mkdir(parents=True)
     incoming = pack_dir / "incoming.part"
     shutil.copy(pack, incoming)
-    with pytest.raises(ValueError, match="thin pack" if damage == "thin" else "cut or corrupt"):
+    with pytest.raises(ValueError, match="neither it nor the repository" if damage == "thin" else "cut or corrupt"):
         packindex.install(incoming, pack_dir)
     assert sorted(path.name for path in pack_dir.iterdir()) == ["incoming.part"]  # fetch_into removes it
 
@@ -113,6 +114,21 @@ def test_a_delta_whose_base_is_outside_the_pack_is_refused(tmp_path):
     (tmp_path / "crafted.pack").write_bytes(body + hashlib.sha1(body).digest())
     with pytest.raises(ValueError, match="base outside it"):
         packindex.index_pack(tmp_path / "crafted.pack", tmp_path / "crafted.idx", tmp_path)
+
+
+def test_a_thin_pack_is_made_whole_from_the_repository_s_objects(source, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    pack = thin_pack(source, out)
+    (tmp_path / "scratch").mkdir()
+    with Repo(str(source)) as repository:
+        checksum = packindex.index_pack(pack, tmp_path / "ours.idx", tmp_path / "scratch", repository.object_store)
+    assert pack.read_bytes()[-20:] == checksum
+    whole = out / f"pack-{checksum.hex()}.pack"
+    pack.rename(whole)
+    git(out, "index-pack", str(whole))  # git's own index of the pack made whole: every delta resolves in it
+    assert (tmp_path / "ours.idx").read_bytes() == whole.with_suffix(".idx").read_bytes()
+    assert deltas(whole, whole.with_suffix(".idx")) > 0
 
 
 def test_fetch_into_an_empty_repository_is_git_s_clone(source, tmp_path):
@@ -126,7 +142,8 @@ def test_fetch_into_an_empty_repository_is_git_s_clone(source, tmp_path):
     git(tmp_path / "clone", "fsck", "--strict")
 
 
-def test_a_cold_worker_s_fetch_is_indexed_on_disk_not_by_dulwich(sqs, settings, worker, send, monkeypatch):  # noqa: F811
+def test_a_worker_s_fetches_cold_and_warm_are_indexed_on_disk_not_by_dulwich(sqs, settings, worker, send, monkeypatch,  # noqa: F811
+                                                                              tmp_path):
     ids = [archive_one(sqs, settings, worker, send, f"old {n}") for n in range(3)]
     shutil.rmtree(settings.archive_work_dir)  # a new container
 
@@ -137,6 +154,10 @@ def test_a_cold_worker_s_fetch_is_indexed_on_disk_not_by_dulwich(sqs, settings, 
         return adding
     for name in ("add_thin_pack", "add_pack", "add_pack_data"):
         monkeypatch.setattr(DiskObjectStore, name, refused_in_the_clone(getattr(DiskObjectStore, name)))
-    ids.append(archive_one(sqs, settings, worker, send, "new"))
-    assert len(history(settings.archive_git_remote)) == 4
-    archived_well(settings, ids)
+    ids.append(archive_one(sqs, settings, worker, send, "new"))  # cold
+    quick, push_one = quicker_worker(settings, tmp_path, 2)  # another container's worker (cold too), then warm
+    while push_one():
+        pass
+    ids.append(archive_one(sqs, settings, worker, send, "newer"))  # warm: it fetches the other's commits
+    assert len(history(settings.archive_git_remote)) == 3 + 1 + 3 + 1  # old, new, the other's three, newer
+    archived_well(settings, ids + quick)

@@ -228,9 +228,9 @@ def push_entries(settings: Settings, entries: list[dict], refused=lambda index, 
         def fetched() -> bytes | None:
             # The head only (depth 1): a cold clone of the whole history grew with the archive, past
             # the function's time; the worker reads the head's trees, and replays its own commits.
-            if archive.head() is None:  # a cold worker: its pack (the whole head) indexed on disk, not in memory
-                return fetch_into(client, remote_path, archive.repo, depth=1).refs.get(BRANCH)
-            return client.fetch(remote_path, archive.repo, depth=1).refs.get(BRANCH)
+            # The pack indexed on disk: dulwich's index of a cold worker's (the whole head) in memory
+            # grew with the archive.
+            return fetch_into(client, remote_path, archive.repo, depth=1).refs.get(BRANCH)
 
         def applied(remote_head: bytes | None) -> bytes | None:
             if remote_head:

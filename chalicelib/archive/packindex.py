@@ -6,8 +6,8 @@ message), so a function of 512 MB ran out near 1,000,000 messages. Here the pack
 file as it arrives and read once in pack order: each object's (id, offset, crc32) goes to an SQLite
 file beside it, a delta's base is read back from the pack (the last BASE_CACHE_BYTES of resolved
 objects kept), and the .idx (version 2, as `git index-pack` writes it) is written from that file in
-id order. Only the pack's objects are resolved: a thin pack's bases outside it are refused, so it is
-used where the repository is empty (a cold worker's first fetch), and dulwich's fetch elsewhere.
+id order. A thin pack (a warm worker's fetch: deltas on objects it has) is made whole first, as
+`git index-pack --fix-thin` does.
 """
 
 import hashlib
@@ -21,8 +21,9 @@ from collections import OrderedDict
 from contextlib import closing
 from pathlib import Path
 
+from dulwich.object_format import SHA1
 from dulwich.objects import object_header
-from dulwich.pack import OFS_DELTA, REF_DELTA, apply_delta, read_pack_header_at, unpack_object_at
+from dulwich.pack import OFS_DELTA, REF_DELTA, apply_delta, extend_pack, read_pack_header_at, unpack_object_at
 
 BASE_CACHE_BYTES = 8 * 2**20  # resolved objects kept for the deltas after them (git's core.deltaBaseCacheLimit: 96 MB)
 ROWS_A_WRITE = 10_000  # index rows written to SQLite at once
@@ -36,28 +37,30 @@ class UnresolvedDeltas(ValueError):
 
 
 def fetch_into(client, remote_path: str, repo, depth: int | None = None):
-    """`client.fetch(remote_path, repo, depth=depth)` for an empty repository, indexing the pack
-    on disk (index_pack); the FetchPackResult. A failed fetch leaves nothing behind."""
+    """`client.fetch(remote_path, repo, depth=depth)`, the pack indexed on disk (index_pack); the
+    FetchPackResult. A failed fetch leaves nothing behind."""
     pack_dir = Path(repo.object_store.pack_dir)
     fd, incoming = tempfile.mkstemp(dir=pack_dir, prefix="incoming-", suffix=".part")  # not a .pack: no reader takes it
     try:
         with os.fdopen(fd, "wb") as out:
             result = client.fetch_pack(remote_path, repo.object_store.determine_wants_all, repo.get_graph_walker(), out.write,
                                        depth=depth)
+        if (result.object_format or SHA1.name) != SHA1.name:
+            raise ValueError(f"the remote's objects are named by {result.object_format}: the archive's by SHA-1")
         if os.path.getsize(incoming):
-            install(Path(incoming), pack_dir)
+            install(Path(incoming), pack_dir, repo.object_store)
     finally:
         Path(incoming).unlink(missing_ok=True)
     repo.update_shallow(result.new_shallow, result.new_unshallow)
     return result
 
 
-def install(incoming: Path, pack_dir: Path) -> Path:
+def install(incoming: Path, pack_dir: Path, repository=None) -> Path:
     """Move a received pack into the pack folder with its index (written last: a pack is read
-    once its .idx is there); the pack's path."""
+    once its .idx is there); the pack's path. `repository`: the object store of a thin pack's bases."""
     with tempfile.TemporaryDirectory(dir=pack_dir, prefix="index-") as scratch:
         idx = Path(scratch) / "pack.idx"
-        checksum = index_pack(incoming, idx, Path(scratch))
+        checksum = index_pack(incoming, idx, Path(scratch), repository)
         name = pack_dir / f"pack-{checksum.hex()}"
         for path in (incoming, idx):
             os.chmod(path, 0o444)  # as git leaves a pack
@@ -66,17 +69,21 @@ def install(incoming: Path, pack_dir: Path) -> Path:
     return name.with_suffix(".pack")
 
 
-def index_pack(pack: Path, idx: Path, scratch: Path) -> bytes:
+def index_pack(pack: Path, idx: Path, scratch: Path, repository=None) -> bytes:
     """Write `idx`, the version 2 index of `pack`, using `scratch` for its rows; the pack's
-    checksum. Raises ValueError for a pack that is cut, corrupt, or holds a delta on an object it
-    does not hold."""
-    with open(pack, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as contents, \
-            closing(sqlite3.connect(scratch / "objects.db", isolation_level=None)) as db:
+    checksum. A thin pack's deltas on objects of `repository` (an object store) are resolved from
+    it, and those objects appended to the pack (as `git index-pack --fix-thin`). Raises ValueError
+    for a pack that is cut, corrupt, or holds a delta on an object neither holds."""
+    with open(pack, "r+b") as file, closing(sqlite3.connect(scratch / "objects.db", isolation_level=None)) as db:
         checksum = verified_checksum(file)
         db.executescript(f"""PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -{CACHE_KIB};
             PRAGMA temp_store = FILE; CREATE TABLE objects (id BLOB NOT NULL, offset INTEGER NOT NULL, crc INTEGER NOT NULL);
             CREATE TABLE waiting (offset INTEGER NOT NULL)""")
-        Resolver(contents, db).run()
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as contents:
+            outside = Resolver(contents, db, repository).run()
+        if outside:
+            checksum, added = extend_pack(file, outside, repository.get_raw, SHA1)
+            db.executemany("INSERT INTO objects VALUES (?, ?, ?)", added)
         write_index(db, idx, checksum)
     return checksum
 
@@ -101,15 +108,17 @@ def verified_checksum(file) -> bytes:
 class Resolver:
     """Reads a pack's objects in order, resolving each delta from its base in the pack."""
 
-    def __init__(self, contents, db: sqlite3.Connection) -> None:
-        self.contents, self.db = contents, db
+    def __init__(self, contents, db: sqlite3.Connection, repository=None) -> None:
+        self.contents, self.db, self.repository = contents, db, repository
         self.cache: OrderedDict[int, tuple[int, bytes]] = OrderedDict()  # offset -> (type, raw), last used last
         self.cached_bytes = 0
         self.rows: list[tuple[bytes, int, int]] = []
         self.released = 0  # the mapping's pages before this are given back
         self.by_id = False  # REF_DELTA bases looked up by id: only once every other object is in
+        self.outside: set[bytes] = set()  # ids of the repository's objects that deltas of the pack are on
 
-    def run(self) -> None:
+    def run(self) -> set[bytes]:
+        """Every object's row; the ids of the bases outside the pack it needs (a thin pack's)."""
         version, count = read_pack_header_at(self.contents)
         if version not in (2, 3):
             raise ValueError(f"pack version {version}: not one git writes")
@@ -128,6 +137,7 @@ class Resolver:
             raise ValueError("the pack holds more than its header counts")
         self.flush()
         self.resolve_waiting()
+        return {object_id for object_id in self.outside if self.offset_of(object_id) is None}  # (in it too: not added)
 
     def release(self, read_to: int) -> None:
         """Give back the mapping's pages before `read_to`: the pass reads the pack once in order,
@@ -155,7 +165,7 @@ class Resolver:
                     left.append(offset)
                 self.flush()  # (its id found by the next)
             if len(left) == len(waiting):
-                raise UnresolvedDeltas(f"{len(left)} deltas of the pack are on objects it does not hold (a thin pack)")
+                raise UnresolvedDeltas(f"{len(left)} deltas of the pack are on objects neither it nor the repository holds")
             waiting = left
 
     def resolved(self, offset: int, unpacked) -> tuple[int, bytes]:
@@ -165,7 +175,9 @@ class Resolver:
         while unpacked.pack_type_num in (OFS_DELTA, REF_DELTA):
             chain.append((offset, unpacked.decomp_chunks))
             if unpacked.pack_type_num == REF_DELTA:
-                offset = self.offset_of(unpacked.delta_base)
+                if (offset := self.offset_of(unpacked.delta_base)) is None:  # a thin pack's: the repository's
+                    type_num, raw = self.outside_base(unpacked.delta_base)
+                    break
             elif 0 < unpacked.delta_base <= offset - 12:  # a base before it, after the header: the chain ends
                 offset -= unpacked.delta_base
             else:
@@ -182,11 +194,21 @@ class Resolver:
             self.keep(delta_offset, type_num, raw)
         return type_num, raw
 
-    def offset_of(self, base_id: bytes) -> int:
-        row = self.db.execute("SELECT offset FROM objects WHERE id = ?", (base_id,)).fetchone() if self.by_id else None
-        if row is None:
-            raise LookupError(base_id.hex())
-        return row[0]
+    def offset_of(self, object_id: bytes) -> int | None:
+        if not self.by_id:
+            raise LookupError(object_id.hex())
+        row = self.db.execute("SELECT offset FROM objects WHERE id = ?", (object_id,)).fetchone()
+        return row and row[0]
+
+    def outside_base(self, object_id: bytes) -> tuple[int, bytes]:
+        try:
+            if self.repository is None:
+                raise KeyError(object_id)
+            found = self.repository.get_raw(object_id)
+        except KeyError:
+            raise LookupError(object_id.hex()) from None
+        self.outside.add(object_id)
+        return found
 
     def keep(self, offset: int, type_num: int, raw: bytes) -> None:
         if len(raw) > BASE_CACHE_BYTES // 4:
