@@ -133,6 +133,10 @@ def test_a_thin_pack_is_made_whole_from_the_repository_s_objects(source, tmp_pat
 
 def test_fetch_into_an_empty_repository_is_git_s_clone(source, tmp_path):
     with GitArchive(tmp_path / "clone", bare=True) as clone:
+        pack_dir = tmp_path / "clone" / "objects" / "pack"
+        (pack_dir / "incoming-killed.part").write_bytes(b"PACK")  # what a fetch killed by its timeout left
+        (pack_dir / "index-killed").mkdir()
+        (pack_dir / "index-killed" / "objects.db").write_bytes(b"")
         result = packindex.fetch_into(LocalGitClient(), str(source / ".git"), clone.repo, depth=1)
         clone.repo.refs[BRANCH] = result.refs[BRANCH]
         assert clone.read("a.md") == (source / "a.md").read_bytes()

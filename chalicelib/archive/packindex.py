@@ -13,6 +13,7 @@ id order. A thin pack (a warm worker's fetch: deltas on objects it has) is made 
 import hashlib
 import mmap
 import os
+import shutil
 import sqlite3
 import struct
 import tempfile
@@ -38,8 +39,13 @@ class UnresolvedDeltas(ValueError):
 
 def fetch_into(client, remote_path: str, repo, depth: int | None = None):
     """`client.fetch(remote_path, repo, depth=depth)`, the pack indexed on disk (index_pack); the
-    FetchPackResult. A failed fetch leaves nothing behind."""
+    FetchPackResult. A failed fetch leaves nothing behind; one killed (a Lambda timeout), nothing
+    after the next (a container runs one invocation at a time)."""
     pack_dir = Path(repo.object_store.pack_dir)
+    for leftover in pack_dir.glob("incoming-*.part"):  # a fetch killed by its timeout
+        leftover.unlink()
+    for leftover in pack_dir.glob("index-*"):
+        shutil.rmtree(leftover)
     fd, incoming = tempfile.mkstemp(dir=pack_dir, prefix="incoming-", suffix=".part")  # not a .pack: no reader takes it
     try:
         with os.fdopen(fd, "wb") as out:
