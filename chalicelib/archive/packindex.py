@@ -85,6 +85,7 @@ def index_pack(pack: Path, idx: Path, scratch: Path, repository=None) -> bytes:
         db.executescript(f"""PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -{CACHE_KIB};
             PRAGMA temp_store = FILE; CREATE TABLE objects (id BLOB NOT NULL, offset INTEGER NOT NULL, crc INTEGER NOT NULL);
             CREATE TABLE waiting (offset INTEGER NOT NULL)""")
+        db.execute("BEGIN")  # one transaction for all (a scratch file: never committed): in autocommit each insert took 20 µs
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as contents:
             outside = Resolver(contents, db, repository).run()
         if outside:
