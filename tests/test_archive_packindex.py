@@ -1,7 +1,8 @@
 """A received pack indexed on disk (packindex): the .idx is byte for byte the one `git index-pack`
-writes, for packs of offset and of id deltas; a cut, corrupt or thin pack is refused and nothing
-is left in the repository; a cold archive worker's fetch goes this way, not through dulwich's
-in-memory indexer."""
+writes, for packs of offset and of id deltas; a thin pack is made whole from the repository's
+objects; a cut or corrupt pack, or a delta on an object neither holds, is refused and nothing is
+left in the repository; an archive worker's fetches, cold and warm, go this way, not through
+dulwich's in-memory indexer."""
 
 import hashlib
 import shutil
@@ -153,7 +154,7 @@ def test_a_worker_s_fetches_cold_and_warm_are_indexed_on_disk_not_by_dulwich(sqs
 
     def refused_in_the_clone(add):  # (the remote's store, in this process, takes the push as before)
         def adding(store, *args, **kwargs):
-            assert not Path(store.path).is_relative_to(settings.archive_work_dir), "dulwich indexed a cold worker's pack in memory"
+            assert not Path(store.path).is_relative_to(settings.archive_work_dir), "dulwich indexed a worker's pack in memory"
             return add(store, *args, **kwargs)
         return adding
     for name in ("add_thin_pack", "add_pack", "add_pack_data"):
