@@ -6,14 +6,17 @@ dulwich's in-memory indexer."""
 
 import hashlib
 import shutil
+import sqlite3
 import struct
 import subprocess
 import zlib
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from dulwich.client import LocalGitClient
 from dulwich.object_store import DiskObjectStore
+from dulwich.pack import write_pack_index_v2
 from dulwich.repo import Repo
 
 from chalicelib.archive import packindex
@@ -166,3 +169,16 @@ def test_a_worker_s_fetches_cold_and_warm_are_indexed_on_disk_not_by_dulwich(sqs
     ids.append(archive_one(sqs, settings, worker, send, "newer"))  # warm: it fetches the other's commits
     assert len(history(settings.archive_git_remote)) == 3 + 1 + 3 + 1  # old, new, the other's three, newer
     archived_well(settings, ids + quick)
+
+
+def test_offsets_past_2_gib_go_to_the_table_of_8_byte_ones(tmp_path):
+    """As dulwich's writer of the same entries (a 2 GiB pack is too slow to make in a test)."""
+    entries = sorted((hashlib.sha1(bytes([n])).digest(), offset, n) for n, offset in enumerate([12, 2**31 - 1, 2**31, 5 * 2**32, 700]))
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE objects (id BLOB, offset INTEGER, crc INTEGER)")
+    db.executemany("INSERT INTO objects VALUES (?, ?, ?)", entries)
+    checksum = hashlib.sha1(b"pack").digest()
+    packindex.write_index(db, tmp_path / "ours.idx", checksum)
+    expected = BytesIO()
+    write_pack_index_v2(expected, entries, checksum)
+    assert (tmp_path / "ours.idx").read_bytes() == expected.getvalue()
