@@ -242,7 +242,9 @@ class Resolver:
 
 
 def write_index(db: sqlite3.Connection, idx: Path, checksum: bytes) -> None:
-    """The version 2 .idx: fan-out, ids, crc32s, offsets (past 2 GiB: in a table of 8-byte ones)."""
+    """The version 2 .idx: fan-out, ids, crc32s, offsets (past 2 GiB: in a table of 8-byte ones).
+    Not dulwich's write_pack_index_v2: it takes the entries as one list in memory, what this module
+    avoids; here each section is written as the rows come, in id order, from SQLite."""
     fanout = [0] * 256
     for first, count in db.execute("SELECT substr(id, 1, 1), count(*) FROM objects GROUP BY 1"):
         fanout[first[0]] = count
