@@ -504,17 +504,25 @@ def test_one_long_word_an_agent_wrote_widens_no_page_on_a_phone_or_a_desk(url, b
     """QA, session 32: a thread id and subject of one 128-character hash made the project page
     2729 px wide at 1280; a project's path of one long directory, and a product's name, widened
     Projects, Products and the product's page; and the search page's project list was as wide as
-    the longest slug, 652 px on a 390 px phone for an ordinary 79-character one."""
+    the longest slug, 652 px on a 390 px phone for an ordinary 79-character one; and (session 40)
+    a thread's and the compose page's line naming such a project, 7,991 px at 1280."""
     digest = hashlib.sha512(b"artifact").hexdigest()  # 128 hex characters: the longest thread id
     httpx.post(f"{url}/api/send_message", json={"project_key": P, "sender_name": "GreenCastle", "to": ["BlueLake"],
                "thread_id": digest, "subject": f"Artifact {digest} differs", "body_md": "see the id"}).raise_for_status()
     deep = httpx.post(f"{url}/api/ensure_project", json={"human_key": "/home/me/" + "checkoutgateway" * 14}).json()["slug"]
     product = "artifacts" + "z" * 55  # the longest key: 64
     for tool, arguments in (("ensure_product", {"product_key": product, "name": "Build" + "y" * 250}),
-                            ("products_link", {"product_key": product, "project_key": deep})):
+                            ("products_link", {"product_key": product, "project_key": deep}),
+                            *(("register_agent", {"project_key": deep, "program": "p", "model": "m", "name": name})
+                              for name in ("BlueLake", "GreenCastle")),
+                            ("set_contact_policy", {"project_key": deep, "agent_name": "GreenCastle", "policy": "open"}),
+                            ("send_message", {"project_key": deep, "sender_name": "BlueLake", "to": ["GreenCastle"],
+                                              "thread_id": "T-deep", "subject": "Deep", "body_md": "in the deep project"})):
         httpx.post(f"{url}/api/{tool}", json=arguments).raise_for_status()
-    for width, paths in ((390, ["/ui/search"]),
-                         (1280, ["/ui/search", f"/ui/project?p={P}", "/ui/projects", "/ui/products", f"/ui/product?k={product}"])):
+    in_deep = [f"/ui/thread?p={deep}&t=T-deep", f"/ui/compose?p={deep}"]  # the slug beside "in" and "Project" (session 40)
+    for width, paths in ((390, ["/ui/search", *in_deep]),
+                         (1280, ["/ui/search", f"/ui/project?p={P}", "/ui/projects", "/ui/products", f"/ui/product?k={product}",
+                                 *in_deep])):
         page = browser.new_context(viewport={"width": width, "height": 800}).new_page()
         for path in paths:
             page.goto(url + path)

@@ -303,6 +303,26 @@ def test_a_thread_of_hostile_markdown_opens_its_excess_shown_as_plain_text(site)
     assert "Shown as plain text" in articles[1]
 
 
+def test_a_deeply_nested_body_is_shown_whole(site):
+    """markdown-it dropped what followed a 10th nested list level (commonmark's limit of 20 levels)
+    without a word: a file tree twelve folders deep now renders whole, and a body nested past
+    markdown.NESTING is shown as plain text, its end included."""
+    url, api, sent, tokens = site
+    tree = "Files I changed:\n\n" + "".join("  " * depth + f"- dir{depth}\n" for depth in range(12))
+    bodies = [tree + "\nQuote chain:\n\n" + ">" * 21 + " deep quoted\n\nDone.",
+              ">" * (markdown.NESTING + 20) + " too deep\n\nThe <end>."]
+    for text in bodies:
+        api.post("/api/send_message", json={
+            "project_key": "srv-app", "sender_name": "BlueLake", "sender_token": tokens["BlueLake"],
+            "to": ["GreenCastle"], "subject": "nested", "body_md": text, "thread_id": "NESTED"}).raise_for_status()
+    page = signed_in(url, ADMIN).get("/ui/thread", params={"p": "srv-app", "t": "NESTED"})
+    tree_article, deep_article = page.text.split('<article class="msg"')[1:]
+    assert "<li>dir11</li>" in tree_article and "deep quoted</p>" in tree_article and "<p>Done.</p>" in tree_article
+    assert '<pre class="plain">' not in tree_article
+    assert '<pre class="plain">' + "&gt;" * (markdown.NESTING + 20) + " too deep\n\nThe &lt;end&gt;.</pre>" in deep_article
+    assert "Shown as plain text" in deep_article and "<blockquote>" not in deep_article
+
+
 def test_a_page_of_a_thread_holds_one_get_thread_page_of_bodies(site):
     """get_thread stops a page at ~4 MiB of bodies; the UI used to gather 500 messages (125 MiB)."""
     url, api, sent, tokens = site

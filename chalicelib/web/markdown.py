@@ -6,7 +6,8 @@ markdown-it-py costs ~0.3 µs a character of prose but up to ~30 µs of dense pu
 ("![![![…"), some shapes grow quadratically with a paragraph's length ('[a]("aaa…' repeated), and
 a table pads every row to its header's width (a 2 KB table is 65,536 cells, ~0.8 s). So a page
 renders as Markdown only bodies up to BODY_MAX characters, and only PAGE_MAX units of weight()
-in all; the others are shown as plain text (bench/markdown.py has the numbers).
+in all; the others are shown as plain text (bench/markdown.py has the numbers). So is a body
+nested deeper than NESTING (lists in lists in quotes), whose rest markdown-it would drop unsaid.
 """
 
 from typing import Iterable
@@ -25,7 +26,11 @@ PAGE_MAX = 32 * 1024  # weight() rendered as Markdown on one page: ~1 s at the v
 MARKUP = b"\n!#$%&*+-:<=>@[\\]^_`{}~|"  # the characters markdown-it's inline parser stops at (its terminators)
 LINE_UNITS = 4  # a line costs the block parser about as much as 4 such characters
 PLAIN_PER_UNIT = 8  # bytes of anything else that weigh one unit
-TABLE_DELIMITER = frozenset(" \t|:-+*>")  # a delimiter row (|---|:-:|), in a quote or a list item too
+TABLE_DELIMITER = frozenset(" \t|:-+*>")
+# Levels of blocks markdown-it opens (a list item takes two: its list's and its own), as its
+# default preset (commonmark's 20 cut a file tree ten folders deep); each level a few frames of
+# recursion, so still far from Python's limit.
+NESTING = 100  # a delimiter row (|---|:-:|), in a quote or a list item too
 
 
 def _image_as_link(self, tokens, idx, options, env) -> str:
@@ -49,10 +54,26 @@ def _headings_below_the_page(state) -> None:
         token.tag = f"h{above}"  # its close follows it: headings do not nest
 
 
+def _noting_cuts(tokenize):
+    """markdown-it's block parser, telling (env["cut"]) when it is about to drop the rest of a
+    block nested deeper than NESTING: it does so silently (ParserBlock.tokenize, whose own test
+    this repeats), and the person would read a message with its end missing."""
+
+    def tokenize_noting_cuts(state, start: int, end: int) -> None:
+        line = state.skipEmptyLines(start)
+        if state.level >= NESTING and line < end and state.sCount[line] >= state.blkIndent:
+            state.env["cut"] = True
+        tokenize(state, start, end)
+
+    return tokenize_noting_cuts
+
+
 def _parser(breaks: bool) -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": breaks})
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": breaks,
+                                   "maxNesting": NESTING})
     md.enable(["table", "strikethrough"]).add_render_rule("image", _image_as_link)
     md.core.ruler.push("headings_below_the_page", _headings_below_the_page)
+    md.block.tokenize = _noting_cuts(md.block.tokenize)  # the container rules call it through md.block too
     return md
 
 
@@ -62,7 +83,11 @@ _md, _md_lines = _parser(breaks=False), _parser(breaks=True)
 
 
 def render(body: str, typed_lines: bool = False) -> Markup:
-    html = (_md_lines if typed_lines else _md).render(body)
+    md, env = _md_lines if typed_lines else _md, {}
+    html = md.renderer.render(md.parse(body, env), md.options, env)
+    if env.get("cut"):
+        return Markup(f'<p class="hint">Shown as plain text: nested deeper than the {NESTING} levels Markdown renders.</p>'
+                      f'<pre class="plain">{escape(body)}</pre>')
     return Markup(nh3.clean(
         html, tags=TAGS, attributes=ATTRIBUTES, url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer",
