@@ -44,6 +44,28 @@ def git(repo, *args) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
+def commit_by_hand(archive_dir: Path, scratch: Path, change: str, files: dict[str, bytes | None]) -> None:
+    """A commit made with git on HEAD's tree, as someone editing the archive would: each file
+    written, or removed (None). (An index of its own: the worktree holds no attachments.)"""
+    git_dir = archive_dir / ".git" if (archive_dir / ".git").exists() else archive_dir
+    where = ["--git-dir", str(git_dir), "--work-tree", str(scratch)]  # (update-index wants a work tree, any)
+    index = {**os.environ, "GIT_INDEX_FILE": str(scratch / "tamper-index")}
+
+    def run(*args, given=None):
+        return subprocess.run(["git", *where, *args], input=given, env=index, check=True, capture_output=True).stdout
+
+    run("read-tree", "HEAD")
+    for name, content in files.items():
+        if content is None:
+            run("update-index", "--force-remove", name)
+        else:
+            blob = run("hash-object", "-w", "--stdin", given=content).decode().strip()
+            run("update-index", "--add", "--cacheinfo", f"100644,{blob},{name}")
+    tree = run("write-tree").decode().strip()
+    commit = run("-c", "user.name=a", "-c", "user.email=a@b", "commit-tree", tree, "-p", "HEAD", "-m", change).decode().strip()
+    run("update-ref", "HEAD", commit)
+
+
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(database_url=f"sqlite:///{tmp_path}/agent_mail.db", archive_dir=tmp_path / "archive",
@@ -79,7 +101,7 @@ def test_a_message_renders_canonical_outbox_and_inbox_copies_and_hides_bcc_from_
     assert canonical.startswith("---json\n") and canonical.endswith("\n---\n\nBody *markdown*\n")
     assert json.loads(canonical.split("\n---\n")[0].removeprefix("---json\n"))["bcc"] == ["RedStone"]
     assert b"RedStone" not in files[f"projects/work-demo/agents/GreenCastle/inbox/{second}/{name}"]
-    assert rebuild.parse_document(files[f"projects/work-demo/messages/{second}/{name}"]) == ENTRY
+    assert rendering.parse_document(files[f"projects/work-demo/messages/{second}/{name}"]) == ENTRY
 
 
 @pytest.mark.parametrize("subject", ["../../../etc/passwd", "..", "/abs/path", "a\\..\\b", "\x00nul", "ünïcødé ✓"])
@@ -468,24 +490,7 @@ def test_a_restore_takes_attachments_from_storage_checks_the_archives_and_names_
     env = {"ARCHIVE_DIR": str(settings.archive_dir)}
 
     def tamper(change: str, files: dict[str, bytes | None]) -> None:
-        """A commit by hand on HEAD's tree (an index of its own: the worktree holds no attachments)."""
-        git_dir = settings.archive_dir / ".git" if (settings.archive_dir / ".git").exists() else settings.archive_dir
-        where = ["--git-dir", str(git_dir), "--work-tree", str(tmp_path)]  # (update-index wants a work tree, any)
-        index = {**os.environ, "GIT_INDEX_FILE": str(tmp_path / "tamper-index")}
-
-        def run(*args, given=None):
-            return subprocess.run(["git", *where, *args], input=given, env=index, check=True, capture_output=True).stdout
-
-        run("read-tree", "HEAD")
-        for name, content in files.items():
-            if content is None:
-                run("update-index", "--force-remove", name)
-            else:
-                blob = run("hash-object", "-w", "--stdin", given=content).decode().strip()
-                run("update-index", "--add", "--cacheinfo", f"100644,{blob},{name}")
-        tree = run("write-tree").decode().strip()
-        commit = run("-c", "user.name=a", "-c", "user.email=a@b", "commit-tree", tree, "-p", "HEAD", "-m", change).decode().strip()
-        run("update-ref", "HEAD", commit)
+        commit_by_hand(settings.archive_dir, tmp_path, change, files)
 
     def restore(name):
         return CliRunner().invoke(cli, ["--database-url", f"sqlite:///{tmp_path}/{name}.db", "db", "restore-from-archive"], env=env)

@@ -12,7 +12,7 @@ from chalicelib import clock
 from chalicelib.archive import rebuild
 from chalicelib.archive.verify import verify as verify_archive
 from chalicelib.archive.gitrepo import GitArchive
-from chalicelib.archive.render import message_path, parse_document
+from chalicelib.archive.render import message_copies, message_path, parse_document
 from chalicelib.archive.worker import drain
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import Conflict, InvalidArgument, NotFound
@@ -26,6 +26,7 @@ from chalicelib.tools.retention import run_retention
 from chalicelib.transports.cli import cli
 
 from .servers import ROOT
+from .test_archive import commit_by_hand
 from .test_archive_worker import canonical
 
 pytestmark = pytest.mark.both_backends
@@ -235,6 +236,32 @@ def test_archive_only_bodies_stay_in_the_archive_through_verify_repair_and_resto
     assert result.exit_code == 0, result.output
     with db.connection(Settings(database_url=restored)) as conn:
         assert conn.execute("SELECT body_md FROM messages WHERE id = ?", (first["id"],)).fetchone()[0] == "rollback steps 0"
+
+
+def test_an_archived_body_outlives_its_canonical_file_lost_or_forged(settings, call, two_projects, later, tmp_path):
+    """QA, session 40: an archived body was read from the canonical file alone, so with that file
+    lost verify called the intact copies different, and a repair wrote the note into all of them
+    (restore then took the note for the body); with it forged, the repair copied the forgery. The
+    body is now the one most of its files hold."""
+    settings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+    call("set_retention_policy", project_key="work-team", mode="archive_only", days=30)
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)
+    later(31)
+    assert run_retention(settings)["bodies_archived"] == 3
+    [first, *_] = two_projects
+    with db.connection(settings) as conn, GitArchive.local(settings) as archive:
+        entry = next(entry for entry in rebuild.message_entries(conn) if entry["id"] == first["id"])
+        path, true = message_path(entry), archive.read(message_path(entry))
+    assert parse_document(true)["body_md"] == "rollback steps 0"
+    for change, content, finding in (("lost", None, "missing"), ("forged", true.replace(b"rollback steps 0", b"FORGED"), "different")):
+        commit_by_hand(settings.archive_dir, tmp_path, change, {path: content})
+        with db.connection(settings) as conn, GitArchive.local(settings) as archive:
+            assert verify_archive(conn, archive) == {**CLEAN, finding: [path]}  # that file alone, not its intact copies
+        assert doctor.archive(settings).repair(lambda total: lambda done: None).startswith("rewrote")
+        with db.connection(settings) as conn, GitArchive.local(settings) as archive:
+            assert verify_archive(conn, archive) == CLEAN and archive.read(path) == true
+            assert all(parse_document(archive.read(copy))["body_md"] == "rollback steps 0" for copy in message_copies(entry))
 
 
 def test_purged_mail_stays_in_the_archive_and_verify_expects_it(settings, call, two_projects, later, tmp_path):

@@ -14,7 +14,7 @@ from ..store.db import placeholders
 from ..tools.messages import MESSAGE_COLUMNS, Message, attachments_of, recipients_of
 from . import outbox, render as rendering
 from .gitrepo import GitArchive
-from .render import batches, message_path, parse_document
+from .render import batches, message_of
 
 
 CHUNK = 1000
@@ -23,8 +23,8 @@ CHUNK = 1000
 def message_entries(db: sqlite3.Connection, archived_body: Callable[[dict], str | None] = lambda entry: None) -> Iterator[dict]:
     """Every message as the entry `deliver` recorded for it (bcc included). A message whose body
     retention archived (body_archived_ts: the database keeps only a note) takes the body of its
-    file in the archive, `archived_body(entry)`: that file is the body's only copy, and the note
-    must never replace it (None: the archive has no such file; the note stands in)."""
+    files in the archive, `archived_body(entry)`: they hold the body's only copies, and the note
+    must never replace them (None: the archive has no such file; the note stands in)."""
     last, projects = 0, projects_by_id(db)  # for project.json (a joined p.created_ts would meet m.created_ts)
     while True:
         rows = db.execute(
@@ -54,10 +54,23 @@ def message_entries(db: sqlite3.Connection, archived_body: Callable[[dict], str 
         last = rows[-1]["id"]
 
 
-def body_in_archive(archive: GitArchive, entry: dict) -> str | None:
-    """The body of a message's canonical file in the archive (None: there is none)."""
-    content = archive.read(message_path(entry))
-    return None if content is None else parse_document(content)["body_md"]
+def body_in_archive(entry: dict, held: Callable[[str], bytes | None], blob: Callable[[bytes], bytes]) -> str | None:
+    """The body of a message that retention archived, from its files in the archive (`held`: a
+    path's blob id, `blob`: its content): the body most of them hold (the canonical file, the
+    sender's copy and each recipient's: copies of one document), the canonical file's on a tie.
+    So one file damaged or lost, the canonical one too, neither hides the body nor, rewritten
+    from the note, replaces it in the others. None: no file holds one (the note stands in)."""
+    votes: dict[str, int] = {}
+    bodies: dict[bytes, str | None] = {}  # blob id -> its body: copies alike are read once
+    for path in rendering.message_copies(entry):  # the canonical file first
+        if (sha := held(path)) is None:
+            continue
+        if sha not in bodies:
+            document = message_of(blob(sha))
+            bodies[sha] = None if document is None else document["body_md"]
+        if bodies[sha] is not None:
+            votes[bodies[sha]] = votes.get(bodies[sha], 0) + 1
+    return max(votes, key=votes.__getitem__, default=None)  # (max keeps the first of equals)
 
 
 def other_entries(db: sqlite3.Connection) -> Iterator[dict]:
@@ -142,7 +155,12 @@ def rebuild(db: sqlite3.Connection, archive: GitArchive, on_batch=lambda n: None
     database's state wins over a newer version in the archive (a database restored from a
     backup older than the archive). The number of entries."""
     total = 0
-    entries = chain(other_entries(db), message_entries(db, lambda entry: body_in_archive(archive, entry)))  # streamed
+    head = archive.head()
+
+    def body(entry: dict) -> str | None:
+        return body_in_archive(entry, lambda path: archive.file_id(path, head), lambda sha: archive.repo[sha].data)
+
+    entries = chain(other_entries(db), message_entries(db, body))  # streamed
     for batch in batches(entries, CHUNK, rendering.BATCH_MAX_BYTES):
         archive.apply(batch, keep_newer=False)
         archive.maintain_if_due()  # as the workers do: a commit a batch, whose packs must not pile up

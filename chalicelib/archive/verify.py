@@ -16,7 +16,7 @@ from .render import (
     agent_dir, agent_kind, contact_policy, document, json_of, message_of, message_path, parse_document, project_json_path, render,
     reservation_id_of_name, second_dir_of_name,
 )
-from .rebuild import CHUNK, contact_entries, mark_entries, message_entries, product_entries, reservation_entries
+from .rebuild import CHUNK, body_in_archive, contact_entries, mark_entries, message_entries, product_entries, reservation_entries
 
 def current_path(path: str) -> str:
     """A message file's path in today's layout: a file of the first layout (a flat month
@@ -83,13 +83,11 @@ def message_problems(db: sqlite3.Connection, archive: GitArchive) -> tuple[list[
     def held(path: str) -> bytes | None:
         return archive.file_id(path, head) or archive.file_id(first_layout_path(path), head)
 
-    def archived_body(entry: dict) -> str | None:
-        sha = held(message_path(entry))
-        document = None if sha is None else message_of(archive.repo[sha].data)
-        return None if document is None else document["body_md"]  # (a file edited into nonsense: different)
+    def body(entry: dict) -> str | None:  # (a file edited into nonsense, or to another body: different)
+        return body_in_archive(entry, held, lambda sha: archive.repo[sha].data)
 
     missing, different = [], set()
-    for entry in message_entries(db, archived_body):
+    for entry in message_entries(db, body):
         older = {key: value for key, value in entry.items() if key != "project_human_key"}  # as written before it existed
         expected: dict[tuple, bytes] = {}  # bcc list shown -> its document's blob id
         for path, bcc in rendering.message_copies(entry).items():
