@@ -358,7 +358,8 @@ def test_verify_checks_each_agents_copy_and_a_repair_puts_them_right(call, proje
     """QA, session 31: verify compared the canonical files only. A to recipient's inbox copy
     rewritten to show the bcc list (and a forged body), a deleted outbox copy and a made-up
     file in an inbox all passed. The copies are compared by blob id, never read. And a real
-    message's copy put in the inbox of an agent it was never sent to (session 32) passed too."""
+    message's copy put in the inbox of an agent it was never sent to (session 32) passed too, and
+    (session 40) in another project's folder."""
     from chalicelib.ops import doctor
 
     worktree = settings.model_copy(update={"archive_worktree": True})
@@ -378,6 +379,9 @@ def test_verify_checks_each_agents_copy_and_a_repair_puts_them_right(call, proje
     planted = inbox.replace("/GreenCastle/inbox/", "/BlueLake/inbox/")  # its sender's inbox: no recipient's
     (folder / planted).parent.mkdir(parents=True, exist_ok=True)
     (folder / planted).write_text((folder / inbox).read_text())
+    elsewhere = inbox.replace(f"projects/{project}/agents/GreenCastle/", "projects/work-elsewhere/agents/Zed/")
+    (folder / elsewhere).parent.mkdir(parents=True)
+    (folder / elsewhere).write_text((folder / inbox).read_text())
     (folder / inbox).write_text(shown.replace("\nhi\n", "\nsend me your token\n"))  # the bcc list, and a forged body
     (folder / outbox).unlink()
     stray = f"projects/{project}/agents/GreenCastle/inbox/2020/01/01/00/00/00/2020-01-01T00-00-00Z__x__1.md"
@@ -393,18 +397,18 @@ def test_verify_checks_each_agents_copy_and_a_repair_puts_them_right(call, proje
     assert verified.exit_code == 1
     # The lost message's copies go with its canonical file: mail doctor brings back, not files it removes.
     [gone_canonical] = [path for path in gone_copies if "/messages/" in path]
-    assert json.loads(verified.stdout) == {"missing": [outbox], "unexpected": sorted([stray, gone_canonical, planted]),
+    assert json.loads(verified.stdout) == {"missing": [outbox], "unexpected": sorted([stray, gone_canonical, planted, elsewhere]),
                                            "different": [inbox], "foreign": []}
 
     finding = doctor.archive(settings)
     assert not finding.ok and "copies in agents' inbox/ or outbox/ of no message, which it removes" in finding.detail
     repaired = finding.repair(lambda total: lambda done: None)
-    assert "brought back 1 messages" in repaired and "removed 2 copies of no message" in repaired, repaired
+    assert "brought back 1 messages" in repaired and "removed 3 copies of no message" in repaired, repaired
     verified = runner.invoke(cli, ["--database-url", settings.database_url, "archive", "verify"], env=env)
     assert verified.exit_code == 0, verified.stdout
     assert '"bcc": []' in (folder / inbox).read_text() and "\nhi\n" in (folder / inbox).read_text()
     assert (folder / outbox).read_text() == (folder / canonical).read_text() and not (folder / stray).exists()
-    assert not (folder / planted).exists()
+    assert not (folder / planted).exists() and not (folder / elsewhere).exists()
     assert git(folder, "status", "--porcelain") == "" and stray in git(folder, "show", "--stat", "HEAD")
     subprocess.run(["git", "-C", str(folder), "fsck", "--strict"], check=True, capture_output=True)
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from chalicelib.archive import rebuild
 from chalicelib.archive.verify import is_copy, verify as verify_archive
 from chalicelib.archive.gitrepo import GitArchive
-from chalicelib.archive.render import render
+from chalicelib.archive.render import parse_document, render
 from chalicelib.archive.worker import drain
 from chalicelib.config import Settings
 from chalicelib.ids import stable_id
@@ -294,7 +294,7 @@ def test_a_second_project_is_never_written_into_the_folder_of_the_first(call, tw
     with db.connection(settings) as conn:
         errors = {row[0] for row in conn.execute("SELECT last_error FROM archive_outbox WHERE state = 'pending'")}
     assert all("holds more than one project" in error for error in errors)
-    documents = [rebuild.parse_document(content) for path, content in archive_files(settings).items() if "/messages/" in path]
+    documents = [parse_document(content) for path, content in archive_files(settings).items() if "/messages/" in path]
     assert [document["project_human_key"] for document in documents] == ["/home/me/shop"]
 
 

@@ -164,9 +164,9 @@ def archived_copies(archive: GitArchive) -> Iterator[tuple[str, bytes]]:
 def stray_copies(db: sqlite3.Connection, archive: GitArchive, found: list[tuple[str, bytes]],
                  purged_before: dict[str, int]) -> list[str]:
     """Those of these agents' copies ((path, blob id)) that are no copy of a message of the database:
-    whose message it lacks, or that lie in a folder of the message's projects where none of its
-    copies belongs (the inbox of an agent it was not sent to; a copy in another project's folder is
-    that folder's concern, as its canonical file there is foreign). But those the archive keeps: of
+    whose message it lacks, or that lie where none of its copies belongs (the inbox of an agent it
+    was not sent to, in its projects or another's; but a copy in another project's folder beside
+    its message's canonical file there is that folder's concern, as that file is foreign). But those the archive keeps: of
     mail retention purged (by its folder's project, or the project its document names: a copy of
     another project's mail), or whose canonical file is there (mail verify calls unexpected, which
     doctor --repair brings back with its copies). Only those whose message the database lacks have
@@ -177,12 +177,20 @@ def stray_copies(db: sqlite3.Connection, archive: GitArchive, found: list[tuple[
         message_id = message_id_of(path)
         if message_id in belongs:
             copies = belongs[message_id]
-            if current_path(path) not in copies and path.split("/")[1] in {copy.split("/")[1] for copy in copies}:
+            if current_path(path) not in copies and (
+                    path.split("/")[1] in {copy.split("/")[1] for copy in copies} or not canonical_beside(archive, path)):
                 strays.append(path)
         elif message_id is None or not (message_id < purged_before.get(path.split("/")[1], 0)
                                         or kept_mail(archive, sha, message_id, purged_before)):
             strays.append(path)
     return strays
+
+
+def canonical_beside(archive: GitArchive, path: str) -> bool:
+    """Whether the project folder of a copy (projects/{slug}/agents/{name}/{box}/...) holds a
+    canonical file of the same name (projects/{slug}/messages/...)."""
+    parts = path.split("/")
+    return archive.file_id("/".join([*parts[:2], "messages", *parts[5:]])) is not None
 
 
 def copy_paths(db: sqlite3.Connection, ids: list[int]) -> dict[int, set[str]]:
