@@ -247,7 +247,7 @@ def test_readiness_without_the_primary_answers_its_report_within_a_second_or_so(
         status, body = readiness.report(settings, None)
         took = time.monotonic() - started
         primary.start()
-    assert status == 503 and body["status"] == "unavailable" and "Turso primary does not answer" in body["problems"][0]
+    assert status == 503 and body["status"] == "unavailable" and "Turso primary (TURSO_SYNC_URL) did not answer" in body["problems"][0]
     assert took < settings.replica_sync_timeout_ms / 1000  # the probe's patience, 1 s, not a call's 10 (a bound, not a speed)
 
 
@@ -299,3 +299,36 @@ def test_doctor_without_the_primary_says_so(tmp_path):
         primary.start()
     assert not [finding for finding in findings if "un-acquired lock" in finding.detail]
     assert [finding.check for finding in findings if "Turso replica pull failed" in finding.detail]
+
+
+def test_stdio_on_a_replica_it_cannot_make_says_why_in_one_line(tmp_path):
+    """QA, session 40: a primary that does not answer, or a replica file another process has open
+    (the server's, given to stdio as the README's "the same database" reads), ended agent-mail
+    stdio with a traceback and no answer to initialize; the second was blamed on the primary. Now
+    its last line on stderr and the initialize's error say which, with what to do."""
+    import os
+    import subprocess
+    import sys
+
+    from .test_stdio_transport import initialize_line
+
+    def stdio_on(settings: Settings) -> tuple[str, dict]:
+        env = {**os.environ, "DATABASE_URL": settings.database_url, "TURSO_SYNC_URL": settings.turso_sync_url,
+               "REPLICA_SYNC_TIMEOUT_MS": "300", "ARCHIVE_ENABLED": "false"}
+        done = subprocess.run([sys.executable, "-m", "chalicelib", "stdio"], input=initialize_line(), capture_output=True,
+                              env=env, cwd=ROOT, timeout=60)
+        said = done.stderr.decode().splitlines()[-1]  # (after the replica's own warning in the log)
+        assert done.returncode == 1 and "Traceback" not in done.stderr.decode(), done.stderr
+        [answer] = map(json.loads, done.stdout.splitlines())
+        assert "result" not in answer and answer["error"]["code"] == -32000, answer
+        return said, answer["error"]
+
+    with turso_server(tmp_path) as primary:
+        gone = primary.url
+    said, error = stdio_on(replica_settings(tmp_path, "nowhere", gone))
+    assert said.startswith("agent-mail stdio: Turso replica bootstrap failed") and replica.UNREACHABLE_HINT in str(error)
+    with turso_server(tmp_path) as primary:
+        server = replica_settings(tmp_path, "server", primary.url)
+        call(server, "ensure_project", human_key="/srv/shared")  # this process holds the replica file open
+        said, error = stdio_on(server)
+    assert "locked" in said and replica.LOCKED_HINT in str(error) and replica.UNREACHABLE_HINT not in str(error)

@@ -425,7 +425,7 @@ def turso(settings: Settings) -> Finding:
         return Finding("turso", True, "not in replica mode")
     problem = db.write_probe(settings)
     if problem:
-        return Finding("turso", False, problem, "check TURSO_SYNC_URL, TURSO_AUTH_TOKEN and the network")
+        return Finding("turso", False, problem, "check TURSO_SYNC_URL, TURSO_AUTH_TOKEN and the network, or what the problem says")
     return Finding("turso", True, f"{settings.turso_sync_url} answers")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..config import Settings
+from ..errors import Unavailable
 from . import upkeep
 from .replica import replica
 
@@ -257,10 +258,13 @@ def error_line(exc: sqlite3.Error, settings: Settings | None) -> str:
 
 def cannot_open(exc: BaseException, settings: Settings) -> tuple[str, str] | None:
     """(what failed, what to fix) when migrate could not open the database (a directory, a file this
-    process may not open, one that is no SQLite database, one a newer build wrote), as the servers
+    process may not open, one that is no SQLite database, one a newer build wrote, a replica whose
+    primary does not answer or whose file another process has open), as the servers
     that refuse to start on it say it; None for any other exception."""
     if isinstance(exc, NewerSchema):
         return str(exc), "Point DATABASE_URL at this build's database, or upgrade Agent Mail"
+    if isinstance(exc, Unavailable):  # a replica not made: its primary unreachable, or its file another process's
+        return exc.message, exc.hint
     if isinstance(exc, sqlite3.Error):
         return error_line(exc, settings), ("DATABASE_URL must name a SQLite database file, or a path where one may be"
                                            " created, that this process may read and write")
@@ -304,8 +308,8 @@ def write_probe(settings: Settings, timeout_seconds: float = 1.0) -> str | None:
         the_replica = replica(settings)
         try:
             the_replica.lend(max_staleness_ms=0, patience_s=timeout_seconds)  # pulls now (gives the lock back if it cannot)
-        except Exception as exc:
-            return f"the Turso primary does not answer: {exc}"
+        except Exception as exc:  # (Unavailable says why: the primary unreachable, or the file another process's)
+            return f"{exc.message} ({exc.hint})" if isinstance(exc, Unavailable) else f"the Turso replica failed: {exc}"
         the_replica.give_back()
         return None
     try:

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 FIRST_RETRY_SECONDS = 0.05
 LAST_RETRY_SECONDS = 1.0
 UNREACHABLE_HINT = "The Turso primary (TURSO_SYNC_URL) did not answer; retry when it is back."
+LOCKED_HINT = ("Another process has this replica file open: each process (the server, agent-mail stdio, the CLI)"
+               " needs a replica file of its own (DATABASE_URL; docs/turso.md).")
 
 
 class Replica:
@@ -122,7 +124,8 @@ class Replica:
                 if not is_network_error(exc) or time.monotonic() + wait > deadline:
                     log.warning("replica %s failed: %s", what, exc)
                     metrics.replica_failures.inc(what)
-                    raise Unavailable(f"Turso replica {what} failed: {exc}", UNREACHABLE_HINT) from exc
+                    hint = LOCKED_HINT if "locked" in str(exc).lower() else UNREACHABLE_HINT
+                    raise Unavailable(f"Turso replica {what} failed: {exc}", hint) from exc
                 log.info("replica %s failed (%s); retrying in %.2fs", what, exc, wait)
                 time.sleep(wait)
                 wait = min(wait * 2, LAST_RETRY_SECONDS)
