@@ -66,6 +66,18 @@ def test_shared_holders_coexist_but_block_an_exclusive_request(call, project, sl
         slot("acquire", "BlueLake")  # not even a shared holder may turn exclusive while others share
 
 
+def test_a_refusal_names_a_few_holders_and_counts_the_others(call, project, slot):
+    """QA, session 40: the 409 named every shared holder (3,000 agents: 183 KB)."""
+    sharing = [f"Sharer{n}" for n in range(8)]
+    for name in sharing:
+        call("register_agent", project_key=project, program="p", model="m", name=name)
+        slot("acquire", name, exclusive=False)
+    with pytest.raises(Conflict) as refused:
+        slot("acquire", "BlueLake")
+    named = [name for name in sharing if f"{name} (shared" in refused.value.message]
+    assert named == sharing[:5] and refused.value.message.endswith(" and 3 more.")
+
+
 def test_release_frees_the_slot(call, project, slot):
     slot("acquire", "BlueLake")
     assert slot("release", "BlueLake")["released"] is True

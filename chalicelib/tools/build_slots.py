@@ -73,10 +73,14 @@ def clash(exclusive: bool, held_exclusive: bool) -> bool:
     return exclusive or held_exclusive
 
 
+NAMED_BLOCKERS = 5  # holders a refusal names; the others are counted (a slot may be shared by every agent)
+
+
 def refuse(slot: str, blockers: list[sqlite3.Row]) -> Conflict:
     held_by = ", ".join(
-        f"{row['agent']} ({'exclusive' if row['exclusive'] else 'shared'}, until {row['expires_ts']})" for row in blockers
-    )
+        f"{row['agent']} ({'exclusive' if row['exclusive'] else 'shared'}, until {row['expires_ts']})"
+        for row in blockers[:NAMED_BLOCKERS]
+    ) + (f" and {len(blockers) - NAMED_BLOCKERS} more" if len(blockers) > NAMED_BLOCKERS else "")
     return Conflict(
         f"Build slot {slot!r} is held by {held_by}.",
         "Wait until it expires or is released (list_build_slots shows holders), or ask the holder with send_message.",
@@ -285,5 +289,5 @@ TOOLS = [
     tool(acquire_build_slot, acts_as="agent_name", settle=confirm_build_slot, idempotent=True),
     tool(renew_build_slot, acts_as="agent_name"),
     tool(release_build_slot, acts_as="agent_name", fresh=True, destructive=True, repeat_safe=True),  # "not held" must not be another replica's news
-    tool(list_build_slots, read_only=True),
+    tool(list_build_slots, read_only=True, off_loop=True),  # a slot's holders are never split: a shared one may have thousands
 ]
