@@ -75,6 +75,12 @@ class OperatorCommands(click.Group):
             raise click.ClickException(db.error_line(exc, settings)) from None
 
 
+class SettingRefused(click.ClickException):
+    """A setting from the environment (or .env) refused: one line, no usage (the command line is fine)."""
+
+    exit_code = 2  # as click's own for a bad option
+
+
 @click.group(cls=OperatorCommands)
 @click.version_option(__version__, prog_name="agent-mail")
 @click.option("--database-url", metavar="URL", help="sqlite:///path/to/file.db; overrides DATABASE_URL.")
@@ -85,9 +91,11 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
         ctx.obj = Settings(database_url=database_url) if database_url else get_settings()
     except ValidationError as exc:
         variable, problem = invalid_setting(exc)  # its environment variable, or --database-url
-        raise click.BadParameter(problem, param_hint="--database-url" if database_url and variable == "DATABASE_URL" else variable)
+        if database_url and variable == "DATABASE_URL":
+            raise click.BadParameter(problem, param_hint="--database-url")
+        raise SettingRefused(f"Invalid value for {variable}: {problem}") from None
     except SettingsError as exc:  # a list setting that is not valid JSON
-        raise click.UsageError(str(exc)) from None
+        raise SettingRefused(str(exc)) from None
     logs.configure(ctx.obj)  # to stderr: stdout is for the commands' answers
 
 
