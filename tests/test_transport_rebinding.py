@@ -103,6 +103,26 @@ def test_the_mcp_sdks_check_takes_a_host_without_a_port_as_ours_does(url):
     assert httpx.post(f"{url}/mcp", headers=MCP_HEADERS | {"Host": "localhost.evil.example"}, json=rpc("resources/list")).status_code == 421
 
 
+def test_a_request_without_a_host_header_is_answered_alike_on_every_mcp_path(url):
+    """QA, session 40: without a Host header (HTTP/1.0 allows none) the lean path and REST served a
+    request, and the SDK's check behind ours answered what the SDK serves (resources/list, and
+    every call with MCP_LEAN_PATH=false) with a plain-text 421. Ours is now the only check."""
+    import http.client
+
+    parts = urlsplit(url)
+    for method in ("tools/call", "resources/list"):
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        conn.putrequest("POST", "/mcp", skip_host=True)
+        params = {"name": "list_projects", "arguments": {}} if method == "tools/call" else None
+        body = json.dumps(rpc(method, params)).encode()
+        for name, value in (MCP_HEADERS | {"Content-Length": str(len(body))}).items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        answer = conn.getresponse()
+        assert answer.status == 200 and "result" in json.loads(answer.read()), method
+        conn.close()
+
+
 def test_only_ascii_letters_fold():
     """Nothing else loosens: the Kelvin sign lower-cases to k in Python, and fullwidth digits are digits to it."""
     assert rebinding.allowed("API.Example:443", ["api.example:*"]) and rebinding.allowed("api.example", ["API.EXAMPLE"])

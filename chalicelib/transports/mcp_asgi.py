@@ -115,7 +115,7 @@ class MCPApp:
             streamable_http_path=PATH,
             stateless_http=True,
             json_response=True,
-            transport_security=transport_security(settings),
+            transport_security=transport_security(),
         )
         self.methods = served_methods(self.server)
         self.lean = LeanMCP(self.server, settings, fallback=self.sdk_http) if settings.mcp_lean_path else None
