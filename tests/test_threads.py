@@ -23,6 +23,23 @@ TODO: benchmark the inbox query
 """
 
 
+def test_a_thread_lists_its_first_participants_and_counts_the_others(call, project):
+    """QA, session 40: participants listed every agent of a thread, so a page of list_threads among
+    thousands of agents grew as limit x agents (3,001 names for one thread, past MAX_ANSWER_BYTES for 500)."""
+    from chalicelib.tools.thread_summaries import PARTICIPANTS_SHOWN
+
+    crowd = [f"Crowd{n:03d}" for n in range(PARTICIPANTS_SHOWN + 29)]  # BlueLake and these: 30 past the list
+    for name in crowd:
+        call("register_agent", project_key=project, program="p", model="m", name=name)
+        call("set_contact_policy", project_key=project, agent_name=name, policy="open")
+    call("send_message", project_key=project, sender_name="BlueLake", to=crowd[:100], cc=crowd[100:], subject="All hands",
+         body_md="x", thread_id="ALL")
+    [listed] = call("list_threads", project_key=project, limit=1)["threads"]
+    summary = call("summarize_thread", project_key=project, thread_id="ALL")
+    for shown in (listed, summary):
+        assert shown["participants"] == ["BlueLake", *crowd[:PARTICIPANTS_SHOWN - 1]] and shown["participants_more"] == 30
+
+
 def test_threads_list_get_and_summarize(call, project):
     first = call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], cc=["RedStone"],
                  subject="Schema", body_md=BODY, thread_id="DB-1", ack_required=True)["message"]

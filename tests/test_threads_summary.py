@@ -53,8 +53,9 @@ def thread_info(thread_id: str, messages: list) -> dict:
     for message in messages:
         for name in (message.sender, *message.to, *message.cc):
             seen.setdefault(name, None)
-    return dict(thread_id=thread_id, subject=messages[0].subject, message_count=len(messages), participants=list(seen),
-                first_ts=messages[0].created_ts, last_ts=messages[-1].created_ts)
+    shown = thread_summaries.PARTICIPANTS_SHOWN
+    return dict(thread_id=thread_id, subject=messages[0].subject, message_count=len(messages), participants=list(seen)[:shown],
+                participants_more=max(0, len(seen) - shown), first_ts=messages[0].created_ts, last_ts=messages[-1].created_ts)
 
 
 def listed(settings, project_key: str, agent_name: str | None, limit: int) -> list[dict]:

@@ -697,6 +697,21 @@ def test_a_digest_lists_the_newest_open_acks_and_says_how_many_more(site):
     assert "and 4 more (older) waiting" in digest
 
 
+def test_a_thread_of_many_participants_lists_the_first_and_says_how_many_more(site, big_squat):
+    """Session 40: a thread's participants are its first 100 (thread_summaries.PARTICIPANTS_SHOWN),
+    on the project page and in the digest, the others counted."""
+    url, api, database = site
+    crowd = [f"Agent{n:03d}" for n in range(129)]
+    api.post("/api/send_overseer_message", json={"project_key": big_squat, "to": crowd[:100], "cc": crowd[100:],
+                                                 "subject": "All hands", "body_md": "x", "thread_id": "ALL-HANDS"}).raise_for_status()
+    client = ui(url)
+    project = client.get("/ui/project", params={"p": big_squat}).text
+    [row] = [row for row in project.split("<tr") if "All hands" in row]  # (the agents' table names them all)
+    digest = client.get("/ui/digest", params={"p": big_squat, "t": "ALL-HANDS"}).text
+    for shown in (row, digest):
+        assert "Agent098 and 30 more" in shown and "Agent099" not in shown
+
+
 def test_waiting_for_acks_refreshes_live_when_a_message_is_acknowledged(site):
     """The view's live poll answered its newest message only: an older one acknowledged stayed listed."""
     url, api, database = site

@@ -42,6 +42,7 @@ from ..store.db import chunks, placeholders, values_of
 from .counts import writer
 
 COLUMNS = "id, thread_id, writer, messages, first_id, subject, first_ts, last_id, last_ts, participants"
+PARTICIPANTS_SHOWN = 100  # of a thread's participants, those its outputs list (shown)
 RANKS = {"to": 1, "notice": 1, "cc": 2}  # a participant's place in a message after the sender (0); bcc: none
 NOCASE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")  # SQLite's COLLATE NOCASE
 
@@ -327,8 +328,8 @@ def newest(db: sqlite3.Connection, project: sqlite3.Row, viewer: int, limit: int
         threads = [thread for thread in threads if views[thread][2][0] < page_start]
     addresses = _addresses(db, project, {agent for thread in threads for agent in views[thread][3]})
     return [
-        dict(thread_id=thread_id, subject=subject, message_count=count,
-             participants=[place[2] for place in _placed(seen, addresses)], first_ts=first_ts, last_ts=last_ts)
+        dict(thread_id=thread_id, subject=subject, message_count=count, **shown(_placed(seen, addresses)),
+             first_ts=first_ts, last_ts=last_ts)
         for thread_id in threads
         for count, (_, subject, first_ts), (_, last_ts), seen in [views[thread_id]]
     ], next_page
@@ -377,6 +378,14 @@ def _addresses(db, project: sqlite3.Row, agents) -> dict[int, str]:
         f" FROM agents a JOIN projects p ON p.id = a.project_id WHERE a.id IN ({placeholders(agents)})",
         (project["id"], *agents),
     ))
+
+
+def shown(placed: list[tuple[int, int, str]]) -> dict:
+    """A thread's participants as its outputs list them: the first PARTICIPANTS_SHOWN addresses
+    in order of appearance, and how many more (a thread every agent of a big project took part in
+    made each of a page's threads as long as its list of agents)."""
+    return {"participants": [place[2] for place in placed[:PARTICIPANTS_SHOWN]],
+            "participants_more": max(0, len(placed) - PARTICIPANTS_SHOWN)}
 
 
 def _placed(seen: dict[int, tuple[int, int]], addresses: dict[int, str]) -> list[tuple[int, int, str]]:

@@ -103,7 +103,9 @@ class ThreadInfo(Output):
     thread_id: str
     subject: str
     message_count: int
-    participants: list[str]
+    participants: list[str] = Field(description=f"Who took part (senders, to and cc), in order of appearance: the first"
+                                    f" {thread_summaries.PARTICIPANTS_SHOWN}.")
+    participants_more: int = Field(0, description="How many more took part, after those listed.")
     first_ts: str
     last_ts: str
 
@@ -294,7 +296,7 @@ def summary(thread_id: str, header: dict, messages: list[Message], acks: list[Op
     its newest messages (oldest first) and their open acks (and `more_acks` older) say."""
     key_points, action_items = extract(messages)
     return dict(thread_id=thread_id, subject=header["subject"], message_count=header["message_count"],
-                participants=[place[2] for place in header["participants"]], first_ts=header["first_ts"],
+                **thread_summaries.shown(header["participants"]), first_ts=header["first_ts"],
                 last_ts=header["last_ts"], key_points=key_points, action_items=action_items, open_acks=acks,
                 open_acks_more=more_acks)
 
