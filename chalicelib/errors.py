@@ -104,8 +104,19 @@ def _problem(err: dict, fields) -> str:
         # A sentence of its own, after pydantic's (which has no stop); a secret's field only for a word that says token.
         candidates = [field for field in fields if "token" in name or "token" not in field]
         guess = did_you_mean(name, candidates) or ending(name, candidates)
-        problem += known_as(name, fields) or (f".{guess}" if guess else "")
+        problem += alias_given_twice(name, fields) or known_as(name, fields) or (f".{guess}" if guess else "")
     return problem
+
+
+def alias_given_twice(word: str, fields) -> str:
+    """" (another name of 'x', which was given too: send one)" when `word` is one of the names a
+    field also takes (fields.acting_agent's): pydantic took the field's own and called the other
+    unknown, and the closest name guessed for it was another field's (respond_contact: "Did you
+    mean 'from_agent'?" of to_agent, agent_name's other name)."""
+    for field, info in (fields.items() if isinstance(fields, dict) else ()):
+        if word in getattr(info.validation_alias, "choices", ()):
+            return f" ({word!r} is another name of {field!r}, which was given too: send one of them)"
+    return ""
 
 
 def _shortened(text: str) -> str:

@@ -49,6 +49,16 @@ def test_the_acting_agent_under_another_name_is_pointed_to_agent_name_never_to_a
     assert "this tool calls it" not in either.value.message
 
 
+def test_a_field_given_under_both_its_names_is_told_so(call, project):
+    """QA, session 40: respond_contact with agent_name and to_agent (its other name) answered
+    "to_agent: Extra inputs are not permitted. Did you mean 'from_agent'?"."""
+    with pytest.raises(InvalidArgument) as both:
+        call("respond_contact", project_key=project, agent_name="GreenCastle", to_agent="GreenCastle", from_agent="BlueLake",
+             accept=True)
+    assert both.value.message == ("Invalid arguments: to_agent: Extra inputs are not permitted"
+                                  " ('to_agent' is another name of 'agent_name', which was given too: send one of them)")
+
+
 def test_a_field_named_by_the_last_part_of_its_name_is_pointed_to_it(call, project):
     """QA session 36: ensure_overseer(name=...) and send_overseer_message(sender=...) got only "Extra inputs
     are not permitted" (too far from overseer_name for difflib). The last part of one field's name points
