@@ -141,10 +141,12 @@ def _id_value(value):
         return int(value.partition(".")[0])  # any id, up to 2**63 - 1: text is not bounded as a JSON number
     if isinstance(value, str) or value is None or isinstance(value, bool):
         raise ValueError(f"{value!r} is not an id: a decimal number from 1 to {2**63 - 1}")
-    if isinstance(value, (int, float)) and value > MAX_ID_NUMBER:
-        raise ValueError(f"{value} is too large for a JSON number; send it as a string, \"{value}\"")
+    if isinstance(value, (int, float)) and value > 2**63 - 1:  # (the lean MCP path reads a number past 64 bits as a float)
+        raise ValueError(f"{value} is not an id: ids go up to {2**63 - 1}")
     if isinstance(value, float) and value > 2**53:  # a float holds 53 bits: 386771164157945751.0 read as ...728
         raise ValueError(f"{value!r} is not exact past 2**53 as a number with a fraction; send the id as a string")
+    if isinstance(value, int) and value > MAX_ID_NUMBER:
+        raise ValueError(f"{value} is too large for a JSON number; send it as a string, \"{value}\"")
     return value
 
 

@@ -179,6 +179,19 @@ def test_ids_as_numbers_are_bounded_as_the_schema_reads_them(fuzz_server):
     assert int(bound) == int(decimal.Decimal(repr(bound))) == MAX_ID_NUMBER
 
 
+def test_an_id_past_64_bits_is_no_id_whatever_path_reads_it(fuzz_server):
+    """QA, session 40: the lean MCP path reads a number past 64 bits as a float (orjson), and the
+    refusal said "1.1805916207174113e+21 is too large for a JSON number; send it as a string,
+    "1.1805916207174113e+21"": another id than the one sent. REST read it exactly."""
+    assert httpx.post(f"{fuzz_server}/api/ensure_project", json={"human_key": "/big"}).status_code == 200
+    call = '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_message", "arguments": '
+    for path, body in (("/api/get_message", f'{{"project_key": "big", "message_id": {2**70}}}'),
+                       ("/mcp", call + f'{{"project_key": "big", "message_id": {2**70}}}}}}}')):
+        answer = httpx.post(f"{fuzz_server}{path}", content=body, headers={"content-type": "application/json",
+                                                                          "accept": "application/json, text/event-stream"})
+        assert "ids go up to 9223372036854775807" in answer.text and "as a string" not in answer.text, (path, answer.text)
+
+
 def test_an_id_may_be_written_as_a_whole_float_in_a_query_and_in_a_body_as_the_schema_says(fuzz_server):
     """The schema's integer takes 493.0, and a query's text is a number's: before_id=493.0 was a 422
     (bench/fuzz.py --known). A body's "493.0" was taken too, though the schema's string pattern
