@@ -82,6 +82,22 @@ def let_go(database_url: str) -> None:
 
 
 @pytest.fixture
+def caught_up(settings, tmp_path):
+    """caught_up(): the git archive (a real one, in tmp_path) takes every entry written so far, as
+    the archive worker would: retention purges and archives bodies only of mail the archive holds."""
+    from chalicelib.archive.gitrepo import GitArchive
+    from chalicelib.archive.worker import drain
+
+    archiving = settings.model_copy(update={"archive_dir": tmp_path / "caught-up-archive"})
+
+    def caught_up() -> None:
+        with GitArchive.local(archiving) as archive:
+            drain(archiving, archive)
+
+    return caught_up
+
+
+@pytest.fixture
 def call(settings):
     """call("send_message", project_key=..., ...) -> the output as JSON-ready dict."""
 

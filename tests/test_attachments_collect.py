@@ -73,7 +73,9 @@ def test_an_upload_never_sent_is_deleted_after_the_grace_and_the_delay(call, pro
     assert base64.b64decode(answer["content_base64"]) == b"named content"
 
 
-def test_purged_mail_frees_its_content_unless_other_mail_names_it(call, project, collecting, at):
+def test_purged_mail_frees_its_content_unless_other_mail_names_it(call, project, collecting, at, caught_up):
+    """And (QA, session 40) only once the git archive holds the mail: a purge ahead of a lagging
+    archive let the content go before the archive worker read it (its entry failed for good)."""
     only, shared = send_with(call, project, {"only.txt": b"only the purged mail", "shared.txt": b"shared"})["attachments"]
     call("ensure_project", human_key="/elsewhere")
     for name in ("BlueLake", "GreenCastle"):
@@ -82,6 +84,8 @@ def test_purged_mail_frees_its_content_unless_other_mail_names_it(call, project,
     send_with(call, project, {"shared.txt": b"shared"}, project_key="elsewhere")
     call("set_retention_policy", project_key=project, mode="purge", days=30)
     at(31)
+    assert run_retention(collecting)["messages_purged"] == 0  # the archive has none of it yet
+    caught_up()
     done = run_retention(collecting)
     assert (done["messages_purged"], done["attachments_condemned"]) == (1, 1)
     at(31, DELAY + 1)

@@ -106,9 +106,10 @@ def test_a_run_merges_the_search_index_and_searches_find_the_same(settings, call
     assert hits() == found
 
 
-def test_purge_deletes_old_mail_of_that_project_only_in_bounded_batches(settings, call, two_projects, later):
+def test_purge_deletes_old_mail_of_that_project_only_in_bounded_batches(settings, call, two_projects, later, caught_up):
     assert subjects(call, "work-team", "rollback") == ["deploy plan 0", "deploy plan 1", "deploy plan 2"]  # indexed
     call("set_retention_policy", project_key="work-team", mode="purge", days=30)
+    caught_up()
     later(29)
     assert run_retention(settings)["messages_purged"] == 0  # not old enough yet
     later(31)
@@ -128,10 +129,11 @@ def test_purge_deletes_old_mail_of_that_project_only_in_bounded_batches(settings
         assert mail_stamp(conn) == (2, 3)  # and the purged, which a replica's search index follows
 
 
-def test_a_run_that_purges_nothing_writes_nothing_of_the_project(settings, call, two_projects, later):
+def test_a_run_that_purges_nothing_writes_nothing_of_the_project(settings, call, two_projects, later, caught_up):
     """QA, session 36: every run moved each purge project's purged_before_id up to its new cutoff,
     a write per project and run (with thousands of projects, as many), though it deleted nothing."""
     call("set_retention_policy", project_key="work-team", mode="purge", days=30)
+    caught_up()
     later(31)
     assert run_retention(settings)["messages_purged"] == 3
 
@@ -146,8 +148,9 @@ def test_a_run_that_purges_nothing_writes_nothing_of_the_project(settings, call,
     assert mark() == purged
 
 
-def test_the_server_default_applies_to_projects_without_a_policy(settings, call, two_projects, later):
+def test_the_server_default_applies_to_projects_without_a_policy(settings, call, two_projects, later, caught_up):
     call("set_retention_policy", project_key="work-other", mode="keep")
+    caught_up()
     later(400)
     assert run_retention(settings.model_copy(update={"retention_mode": "purge"}))["messages_purged"] == 3
     assert call("get_project", project_key="work-other")["messages"] == 2
@@ -192,6 +195,8 @@ def test_the_note_replacing_an_archived_body_is_not_searchable(settings, call, t
         with db.connection(settings) as conn:
             assert fts_problem(conn) is None  # the index agrees with its content
     call("set_retention_policy", project_key="work-team", mode="purge", days=30)  # a purge deletes what was indexed
+    with GitArchive.local(settings) as archive:
+        drain(settings, archive)  # (a purge waits for the archive)
     assert run_retention(settings)["messages_purged"] == 4
     assert subjects(call, "work-team", "plan") == subjects(call, "work-team", "git") == []
     if not settings.turso_sync_url:
@@ -299,9 +304,9 @@ def test_a_purge_after_archive_only_goes_oldest_first_so_verify_and_repair_keep_
     later(31)
     assert run_retention(settings, budget=1)["bodies_archived"] == 1  # the oldest
     call("set_retention_policy", project_key="work-team", mode="purge", days=30)
-    assert run_retention(settings, budget=2)["messages_purged"] == 2
     with GitArchive.local(settings) as archive:
-        drain(settings, archive)  # project.json says purge
+        drain(settings, archive)  # project.json says purge (and a purge waits for the archive)
+    assert run_retention(settings, budget=2)["messages_purged"] == 2
     [*purged, kept] = two_projects
     assert call("get_message", project_key="work-team", message_id=kept["id"])["body_md"] == "rollback steps 2"
     for message in purged:
@@ -383,6 +388,7 @@ def test_ended_reservations_and_slots_are_deleted_after_the_grace_period(setting
 def test_the_cli_and_the_scheduled_lambda_function_run_it(tmp_path, monkeypatch, later):
     database_url = f"sqlite:///{tmp_path}/agent_mail.db"
     monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("ARCHIVE_DIR", str(tmp_path / "archive"))
     get_settings.cache_clear()
     try:
         runner = CliRunner()
@@ -392,6 +398,7 @@ def test_the_cli_and_the_scheduled_lambda_function_run_it(tmp_path, monkeypatch,
         runner.invoke(cli, [*base, "send-message", "--project-key", "work-cli", "--sender-name", "BlueLake",
                             "--to", "BlueLake", "--subject", "s", "--body-md", "b"])
         runner.invoke(cli, [*base, "set-retention-policy", "--project-key", "work-cli", "--mode", "purge", "--days", "1"])
+        assert runner.invoke(cli, [*base, "archive", "drain"]).exit_code == 0  # a purge waits for the archive
         later(2)
         for budget in ("100000000000000000000000", "1000001"):  # (session 32: an OverflowError traceback from SQLite)
             refused = runner.invoke(cli, [*base, "retention", "run", "--budget", budget])
@@ -441,7 +448,7 @@ def test_the_archive_worker_runs_it_when_idle_at_most_every_interval(settings, c
         worker.join(10)
 
 
-def test_a_retried_send_whose_message_retention_purged_says_so_and_sends_nothing(settings, call, two_projects, later):
+def test_a_retried_send_whose_message_retention_purged_says_so_and_sends_nothing(settings, call, two_projects, later, caught_up):
     """With keys kept longer than a policy's days, a retry can come after the purge: it is told
     its message was sent and purged (not "no such message"), and nothing is sent again."""
     retry = dict(project_key="work-team", sender_name="BlueLake", to=["RedStone"], subject="once", body_md="only once",
@@ -449,6 +456,7 @@ def test_a_retried_send_whose_message_retention_purged_says_so_and_sends_nothing
     first = call("send_message", **retry)["message"]
     assert call("send_message", **retry)["message"]["id"] == first["id"]  # a retry: the first answer
     call("set_retention_policy", project_key="work-team", mode="purge", days=1)
+    caught_up()
     later(2)
     assert run_retention(settings)["messages_purged"] == 4
     with pytest.raises(ResultGone) as refused:

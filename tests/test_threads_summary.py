@@ -196,9 +196,10 @@ def runs_until_recounted(settings, most: int = 100) -> int:
     raise AssertionError(f"threads still wait for their recount after {most} runs")
 
 
-def test_a_retention_purge_recounts_the_threads_it_cut(call, settings, agents, monkeypatch):
+def test_a_retention_purge_recounts_the_threads_it_cut(call, settings, agents, monkeypatch, caught_up):
     mixed_history(call, rounds=3)
     call("set_retention_policy", project_key="work-demo", mode="purge", days=1)
+    caught_up()  # a purge waits for the archive
     clock_at(monkeypatch, datetime.now(timezone.utc) + timedelta(days=2))
     assert run_retention(settings, budget=5)["messages_purged"] == 5  # the oldest 5: threads cut in the middle
     call("set_retention_policy", project_key="work-demo", mode="keep")
@@ -211,7 +212,7 @@ def test_a_retention_purge_recounts_the_threads_it_cut(call, settings, agents, m
 
 
 def test_a_cut_thread_is_recounted_in_bounded_transactions_and_one_a_run_left_half_done_is_finished(
-        call, settings, agents, monkeypatch):
+        call, settings, agents, monkeypatch, caught_up):
     """A thread a purge cut was recounted whole in one transaction (0.32 s of the one writer at
     20,000 messages): now no transaction of a run reads more than RETENTION_CHUNK of its
     messages; list_threads shows the summary from before the purge until the last part, and a
@@ -225,6 +226,7 @@ def test_a_cut_thread_is_recounted_in_bounded_transactions_and_one_a_run_left_ha
 
     def purge(count: int) -> int:
         call("set_retention_policy", project_key="work-demo", mode="purge", days=1)
+        caught_up()  # a purge waits for the archive
         done = run_retention(settings, budget=count)
         assert done["messages_purged"] == count  # and the first part of the recount
         call("set_retention_policy", project_key="work-demo", mode="keep")
@@ -281,7 +283,8 @@ def test_a_cut_thread_is_recounted_in_bounded_transactions_and_one_a_run_left_ha
     assert_all_views_right(settings)
 
 
-def test_a_long_thread_cut_again_while_its_recount_spans_runs_converges_to_a_recount(call, settings, agents, monkeypatch):
+def test_a_long_thread_cut_again_while_its_recount_spans_runs_converges_to_a_recount(call, settings, agents, monkeypatch,
+                                                                                     caught_up):
     """Purges go on while a long thread's recount spans runs (RETENTION_BATCH messages read a
     run): they cut below what it has read, are held back where it has read (until it ends),
     and the mail that comes meanwhile is counted. At the end each view equals a recount from
@@ -311,6 +314,7 @@ def test_a_long_thread_cut_again_while_its_recount_spans_runs_converges_to_a_rec
                                 ).fetchone()[0] > 0
 
     call("set_retention_policy", project_key="work-demo", mode="purge", days=1)
+    caught_up()  # a purge waits for the archive
     held = []
     hold = thread_summaries.held_back
     monkeypatch.setattr(thread_summaries, "held_back", lambda *args: held.append(hold(*args)) or held[-1])
@@ -324,6 +328,7 @@ def test_a_long_thread_cut_again_while_its_recount_spans_runs_converges_to_a_rec
         assert run_retention(small)["messages_purged"] > 0 and long_begun()
     call("send_message", sender_name="GreenCastle", to=["GoldHill@work-other"], subject="New", thread_id="LONG", **send)
     call("send_message", sender_name="RedStone", to=["GreenCastle"], subject="Newer", thread_id="LONG", **send)
+    caught_up()
     purging_before(short)  # all of LONG but the new mail is old now: the purge meets what its recount has read
     assert run_retention(small, budget=100)["messages_purged"] > 0
     runs_until_recounted(small)

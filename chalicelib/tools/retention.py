@@ -172,8 +172,11 @@ def old_messages(db: sqlite3.Connection, project_id: int, before_id: int, limit:
 
 def purge_messages(db: sqlite3.Connection, project_id: int, before_id: int, limit: int) -> int:
     """Delete old messages with their recipients (the FTS triggers, or the replica's search
-    index on its next catch-up, drop them from search)."""
-    ids = old_messages(db, project_id, before_id, limit, with_body_only=False)
+    index on its next catch-up, drop them from search), only those the git archive already holds
+    (archived_below): a message's attachments, once no message names them, are deleted from the
+    attachment storage, where the archive worker reads them (a purge ahead of a lagging archive
+    made its entry fail for good, ContentMissing, and the attachment was gone everywhere)."""
+    ids = old_messages(db, project_id, archived_below(db, before_id), limit, with_body_only=False)
     if ids:
         threads = db.execute(f"SELECT id, thread_id FROM messages WHERE id IN ({placeholders(ids)}) ORDER BY id", ids).fetchall()
         held = thread_summaries.held_back(db, project_id, threads)
@@ -210,14 +213,17 @@ def archived_body(now: str) -> str:
     return f"(The body of this message was archived on {now[:10]}: the git archive keeps it, the database no longer does.)"
 
 
-def archive_bodies(db: sqlite3.Connection, project_id: int, before_id: int, limit: int, now: str) -> int:
-    """Replace old bodies with a note, but only of messages the git archive already holds: older
-    than every archive entry still pending (an entry is made with its message, so a message
-    older than the oldest pending entry, by more than the time one transaction takes, is archived)."""
+def archived_below(db: sqlite3.Connection, before_id: int) -> int:
+    """`before_id`, lowered to where the git archive holds every message below: older than every
+    archive entry still pending (an entry is made with its message, so a message older than the
+    oldest pending entry, by more than the time one transaction takes, is archived)."""
     (pending,) = db.execute("SELECT min(id) FROM archive_outbox WHERE state IN ('pending', 'queued')").fetchone()
-    if pending is not None:
-        before_id = min(before_id, pending - OUTBOX_LAG_IDS)
-    ids = old_messages(db, project_id, before_id, limit, with_body_only=True)
+    return before_id if pending is None else min(before_id, pending - OUTBOX_LAG_IDS)
+
+
+def archive_bodies(db: sqlite3.Connection, project_id: int, before_id: int, limit: int, now: str) -> int:
+    """Replace old bodies with a note, but only of messages the git archive already holds (archived_below)."""
+    ids = old_messages(db, project_id, archived_below(db, before_id), limit, with_body_only=True)
     if ids:
         db.execute(
             f"UPDATE messages SET body_md = ?, body_archived_ts = ? WHERE id IN ({placeholders(ids)})",
