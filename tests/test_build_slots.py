@@ -78,6 +78,28 @@ def test_a_refusal_names_a_few_holders_and_counts_the_others(call, project, slot
     assert named == sharing[:5] and refused.value.message.endswith(" and 3 more.")
 
 
+def test_a_retried_grant_whose_hold_has_ended_is_not_granted_again(call, project, slot, monkeypatch):
+    """QA, session 40: a retry (its idempotency key) of a grant since released, or expired, answered
+    the old grant while another agent held the slot: two agents believed they held it. The retry
+    is settled on what holds now (docs/mailbox.md)."""
+    first = slot("acquire", "BlueLake", idempotency_key="deploy-1")
+    assert slot("acquire", "BlueLake", idempotency_key="deploy-1") == first  # while it holds: the same answer
+    slot("release", "BlueLake")
+    with pytest.raises(Conflict) as ended:  # nobody holds it now
+        slot("acquire", "BlueLake", idempotency_key="deploy-1")
+    assert "has ended (released at" in ended.value.message and "new idempotency key" in ended.value.hint
+    slot("acquire", "GreenCastle")
+    with pytest.raises(Conflict) as taken:
+        slot("acquire", "BlueLake", idempotency_key="deploy-1")
+    assert "held by GreenCastle" in taken.value.message
+    second = slot("acquire", "RedStone", slot="ci", ttl_seconds=60, idempotency_key="ci-1")
+    travel(monkeypatch, 61)
+    with pytest.raises(Conflict) as expired:
+        slot("acquire", "RedStone", slot="ci", ttl_seconds=60, idempotency_key="ci-1")
+    assert f"(expired at {second['expires_ts']})" in expired.value.message
+    assert holders(call, project) == [("GreenCastle", True)]
+
+
 def test_release_frees_the_slot(call, project, slot):
     slot("acquire", "BlueLake")
     assert slot("release", "BlueLake")["released"] is True

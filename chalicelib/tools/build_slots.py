@@ -178,6 +178,8 @@ def confirm_build_slot(db: sqlite3.Connection, args: AcquireBuildSlotInput, gran
         refresh(db)  # our claim is on the primary: now see every claim pushed before it
         with transaction(db, write=True):
             mine = find_slot_row(db, row_id)
+            if mine["released_ts"] is not None or mine["expires_ts"] <= clock.now():
+                raise ended(args.slot, mine, holders(db, project["id"], [args.slot]))  # a replayed grant, since let go
             if mine["confirmed_ts"] is not None:  # a hold renewed while running
                 return build_slot(mine)
             rivals = [
@@ -200,6 +202,18 @@ def confirm_build_slot(db: sqlite3.Connection, args: AcquireBuildSlotInput, gran
         if give_up:
             raise refuse(args.slot, rivals)
         time.sleep(SETTLE_POLL_SECONDS)
+
+
+def ended(slot: str, mine: sqlite3.Row, current: list[sqlite3.Row]) -> Conflict:
+    """A retry (its idempotency key) of a grant whose hold has ended since: the retry is settled on
+    what holds now (it answered the old grant, while another agent held the slot)."""
+    if blockers := [row for row in current if row["agent_id"] != mine["agent_id"]]:
+        return refuse(slot, blockers)
+    return Conflict(
+        f"{mine['agent']}'s hold of build slot {slot!r} that this request granted has ended"
+        f" ({'released' if mine['released_ts'] else 'expired'} at {mine['released_ts'] or mine['expires_ts']}).",
+        "Acquire it again with a new idempotency key (or none) if you still need it.",
+    )
 
 
 def claim_order(row: sqlite3.Row) -> tuple:
