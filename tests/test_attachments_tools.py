@@ -126,6 +126,20 @@ def stored_image(call, project, attachment: dict) -> tuple[dict, bytes]:
     return described, base64.b64decode(got["content_base64"])
 
 
+def test_a_png_with_a_transparent_colour_keeps_its_transparency_as_webp(call, project):
+    """QA, session 40: an RGB PNG whose transparency is a colour key (tRNS) lost it: Pillow's WebP
+    saver keeps alpha only of the modes it converts, and half of this image came back opaque."""
+    image = Image.new("RGB", (400, 200), (200, 40, 40))
+    image.paste((10, 20, 30), (0, 0, 200, 200))  # the left half: the transparent colour
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", transparency=(10, 20, 30))
+    described, content = stored_image(call, project, {"name": "keyed.png", "content_base64": b64(buffer.getvalue())})
+    assert described["media_type"] == "image/webp"
+    with Image.open(io.BytesIO(content)) as stored:
+        alpha = stored.convert("RGBA").getchannel("A")
+        assert alpha.getpixel((50, 100)) == 0 and alpha.getpixel((350, 100)) == 255
+
+
 def gradient(mode: str, scale: float) -> Image.Image:
     """A 256x64 left-to-right gradient in `mode`, its value at x being x * scale."""
     image = Image.new(mode, (256, 64))

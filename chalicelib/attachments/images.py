@@ -43,6 +43,8 @@ def to_webp(name: str, media_type: str, content: bytes, max_side: int) -> tuple[
             if getattr(image, "is_animated", False) or image.mode not in WEBP_MODES or _deep_colour(image, content):
                 return name, media_type, content
             icc = image.info.get("icc_profile") or b""
+            if image.mode == "RGB" and "transparency" in image.info:  # a colour key (PNG's tRNS): WebP's saver drops it
+                image = image.convert("RGBA")  # (before scaling: the edges of what is transparent blend right)
             image.thumbnail((max_side, max_side))  # (a JPEG decodes at a reduced size: before any other work)
             ImageOps.exif_transpose(image, in_place=True)  # a phone photo tagged "rotate 90": its EXIF is not kept
             out = io.BytesIO()
