@@ -426,6 +426,32 @@ def test_local_mode_attaches_files_inside_the_project_only(call, repo, tmp_path)
         str(m) for m in call("fetch_inbox", project_key=project, agent_name="GreenCastle", include_bodies=True)["messages"])
 
 
+def test_a_folder_swapped_for_a_symlink_after_the_path_was_checked_is_not_followed(call, repo, tmp_path, monkeypatch):
+    """QA, session 40: the path was resolved and checked, then opened again by name, O_NOFOLLOW
+    covering its last part only: a process in the project swapping a folder for a symlink to /etc
+    between the two had /etc/hostname attached. Now each folder is opened in turn, none followed."""
+    from chalicelib.attachments import intake
+
+    project, root = repo
+    (root / "swap").mkdir()
+    (root / "swap" / "notes.txt").write_text("inside")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "notes.txt").write_text("password=hunter2")
+    checked = intake._refuse_unless_regular
+
+    def swapped_after_the_check(info, path):  # the race, at its worst moment: after the check, before the open
+        checked(info, path)
+        if (root / "swap").is_dir() and not (root / "swap").is_symlink():
+            os.rename(root / "swap", root / "swap-was")
+            os.symlink(tmp_path / "elsewhere", root / "swap")
+
+    monkeypatch.setattr(intake, "_refuse_unless_regular", swapped_after_the_check)
+    with pytest.raises(InvalidArgument, match="Cannot read attachment path 'swap/notes.txt'"):
+        call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b",
+             attachments=[{"path": "swap/notes.txt"}])
+    assert call("fetch_inbox", project_key=project, agent_name="GreenCastle")["messages"] == []
+
+
 def test_a_file_name_no_message_may_carry_is_refused_and_a_name_given_instead(call, repo):
     """QA, session 30: a file attached by path kept its name unchecked (ESC, a newline, a
     backslash), and get_attachment with that name, its own url and the web UI's links, answered 422."""

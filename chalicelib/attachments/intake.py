@@ -253,7 +253,10 @@ def read_project_file(path: str, project_dir: str, settings) -> bytes:
     if not os.path.isabs(project_dir) or root == os.path.sep or not os.path.isdir(root):
         raise NotFound(f"The project's directory {project_dir!r} is not a directory on this machine.",
                        "Attach the content as content_base64 instead.")
-    real = os.path.realpath(os.path.join(root, path))
+    try:
+        real = os.path.realpath(os.path.join(root, path))
+    except OSError as exc:  # a folder of it removed while it was being resolved
+        raise NotFound(f"Cannot read attachment path {path!r}: {exc.strerror}.", "Check the path.") from None
     if os.path.commonpath([real, root]) != root:
         raise InvalidArgument(f"Attachment path {path!r} leads outside the project's directory {project_dir!r}.",
                               "Only files inside the project's directory can be attached by path (symlinks are followed).")
@@ -262,7 +265,7 @@ def read_project_file(path: str, project_dir: str, settings) -> bytes:
     # file between the stat and the open (it changes nothing for a regular file's reads).
     try:
         _refuse_unless_regular(os.stat(real, follow_symlinks=False), path)
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = _open_beneath(root, real)
     except OSError as exc:
         missing = NotFound if isinstance(exc, FileNotFoundError) else InvalidArgument
         raise missing(f"Cannot read attachment path {path!r}: {exc.strerror}.", "Check the path.") from None
@@ -276,6 +279,22 @@ def read_project_file(path: str, project_dir: str, settings) -> bytes:
     if len(content) > limit:
         raise too_large(f"Attachment {path!r}", limit, "ATTACHMENT_MAX_BYTES")
     return content
+
+
+def _open_beneath(root: str, real: str) -> int:
+    """A descriptor of `real` (resolved, inside `root`), opened a folder at a time from `root`, none
+    followed if it is a symlink (ELOOP, refused): a folder of the path replaced by a symlink after
+    it was resolved (to /etc, say) led the open outside the project (O_NOFOLLOW covers the last part only)."""
+    *folders, name = os.path.relpath(real, root).split(os.sep)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for folder in folders:
+            inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _refuse_unless_regular(info: os.stat_result, path: str) -> None:
