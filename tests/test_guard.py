@@ -442,6 +442,33 @@ def test_a_guard_in_a_nested_clone_checks_its_paths_as_the_projects(api, nested,
     assert commit(nested, "b.py", **env).returncode != 0
 
 
+def test_a_guard_in_a_nested_clones_linked_work_trees_checks_its_paths_as_the_main_ones(api, nested, server, tmp_path):
+    """QA, session 40: the prefix was where the committing work tree lies, so a linked work tree of
+    the nested clone sub/ (`sub-wt/` in the project, or one outside it: no prefix) sent `a.py` as
+    sub-wt/a.py or a.py, and GreenCastle's sub/a.py blocked neither. One guard serves every work tree
+    (docs/reservations.md): each is checked as the main one. And a nested clone whose folder's name
+    holds a newline got no prefix (git's output was split on lines)."""
+    sub = nested / "sub"
+    sub.mkdir()
+    git(sub, "init", "-q")
+    git(sub, "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-q", "--allow-empty", "-m", "first")
+    install_in(api, nested, sub)
+    env = {"AGENT_NAME": "BlueLake", "AGENT_MAIL_URL": server}
+    for tree in (nested / "sub-wt", tmp_path / "elsewhere-wt"):
+        assert git(sub, "worktree", "add", "-q", str(tree)).returncode == 0
+        assert commit(tree, "b.py", **env).returncode == 0, tree
+        held = commit(tree, "a.py", **env)
+        assert held.returncode != 0 and "sub/a.py is reserved by GreenCastle" in held.stderr, (tree, held.stderr)
+    odd = nested / "new\nline"
+    odd.mkdir()
+    git(odd, "init", "-q")
+    api.post("/api/file_reservation_paths", json={"project_key": str(nested), "agent_name": "GreenCastle",
+                                                  "paths": ["new\nline/f.py"]}).raise_for_status()
+    install_in(api, nested, odd)
+    held = commit(odd, "f.py", **env)
+    assert held.returncode != 0 and "is reserved by GreenCastle" in held.stderr, held.stderr
+
+
 def test_a_guard_in_a_submodule_checks_its_paths_as_the_projects(api, nested, server, tmp_path):
     library = tmp_path / "library"
     library.mkdir()

@@ -135,10 +135,6 @@ def run_chained():
         return 1
 
 
-def git(*args, **options):
-    return subprocess.run(["git", *args], check=True, stdout=subprocess.PIPE, **options).stdout.decode().strip()
-
-
 def staged_paths():
     # --no-renames: a rename touches both its old and its new path. A name that is not UTF-8 (JSON
     # cannot carry it) is sent with U+FFFD for its odd bytes: no reservation names it, but a folder
@@ -150,23 +146,52 @@ def staged_paths():
 
 
 def work_tree_prefix():
-    """Where this repository's work tree lies under the project's directory, as `vendor/lib/`: a
-    submodule's or nested clone's paths are relative to it, while reservations are relative to the
-    project's. '' when the project's directory is a work tree of this same repository (any of them;
-    its git directory anywhere), when it is no repository's top (a folder holding a bare repository
-    and its work trees), and whenever git cannot tell: the paths as git lists them, as before."""
-    ask = ("rev-parse", "--path-format=absolute", "--git-common-dir", "--show-toplevel")
+    """Where this repository's main work tree lies under the project's directory, as `vendor/lib/`:
+    a submodule's or nested clone's paths are relative to it (in any of its work trees: a linked
+    one elsewhere commits the same files), while reservations are relative to the project's. ''
+    when the project's directory is a work tree of this same repository (any of them; its git
+    directory anywhere), when it is no repository's top (a folder holding a bare repository and its
+    work trees), and whenever git cannot tell: the paths as git lists them, as before."""
     outside = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}  # the project's, not this commit's
     try:
-        common, top = git(*ask).splitlines()
-        project_common, project_top = git("-C", PROJECT, *ask, env=outside, stderr=subprocess.DEVNULL).splitlines()
+        common = one_path(git_out("rev-parse", "--path-format=absolute", "--git-common-dir"))
+        project_common = one_path(git_out("-C", PROJECT, "rev-parse", "--path-format=absolute", "--git-common-dir", env=outside))
+        project_top = one_path(git_out("-C", PROJECT, "rev-parse", "--path-format=absolute", "--show-toplevel", env=outside))
+        main = main_work_tree(common)
     except (subprocess.CalledProcessError, OSError, ValueError):
         return ""
     project = os.path.realpath(PROJECT)
     if os.path.realpath(project_top) != project or os.path.realpath(project_common) == os.path.realpath(common):
         return ""
-    where = os.path.relpath(os.path.realpath(top), project)
+    where = os.path.relpath(os.path.realpath(main), project)
     return "" if where == "." or where == ".." or where.startswith("../") else where + "/"
+
+
+def main_work_tree(common):
+    """The repository's main work tree: this one, unless this is a linked one (its git directory not
+    the common one); then `git worktree list`'s first (which names a submodule's by its git
+    directory: its core.worktree says where it is); this one for a bare repository's."""
+    here = one_path(git_out("rev-parse", "--path-format=absolute", "--show-toplevel"))
+    if os.path.realpath(one_path(git_out("rev-parse", "--path-format=absolute", "--git-dir"))) == os.path.realpath(common):
+        return here
+    first = git_out("worktree", "list", "--porcelain", "-z").split(b"\0\0", 1)[0].split(b"\0")
+    if b"bare" in first:
+        return here
+    main = os.fsdecode(first[0].removeprefix(b"worktree "))
+    if os.path.realpath(main) == os.path.realpath(common):
+        main = os.path.join(common, one_path(git_out("--git-dir", common, "config", "core.worktree")))
+    return main
+
+
+def git_out(*args, env=None):
+    return subprocess.run(["git", *args], check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env).stdout
+
+
+def one_path(out):
+    """A path git printed on a line of its own: its newline cut, and only that (a path may hold one)."""
+    if not out.endswith(b"\n"):
+        raise ValueError("no path")
+    return os.fsdecode(out[:-1])
 
 
 def token():
@@ -462,6 +487,16 @@ def git(repo: str, *args: str) -> subprocess.CompletedProcess:
         raise Unavailable("git is not installed on the server's machine.", "Install git there, then retry.") from None
 
 
+def git_path(repo: str, *args: str) -> str:
+    return one_line(git(repo, *args).stdout)
+
+
+def one_line(out: str) -> str:
+    """A path git printed, its final newline cut and only that: a folder's name may hold a newline
+    (split into lines, it made the guard call the .git/hooks of `new\\nline` part of the work tree)."""
+    return out[:-1] if out.endswith("\n") else out
+
+
 def hooks_dir(repo: str) -> Path:
     """The directory git runs this work tree's hooks from (core.hooksPath respected)."""
     if not os.path.exists(repo):
@@ -478,7 +513,7 @@ def hooks_dir(repo: str) -> Path:
     found = git(repo, "rev-parse", "--path-format=absolute", "--git-path", "hooks")
     if found.returncode != 0:
         raise Unavailable(f"git could not locate the hooks of {repo}: {found.stderr.strip()}", "Git 2.31+ is needed.")
-    return Path(found.stdout.strip())
+    return Path(one_line(found.stdout))
 
 
 def is_guard(path: Path) -> bool:
@@ -496,7 +531,7 @@ def permitted_hooks(repo: str, roots: list[str]) -> tuple[Path, Path]:
     roots = [root for root in roots if root and "\x00" not in root]  # a key stored before NULs were refused: no directory
     check_permitted(repo, roots)
     hooks = hooks_dir(repo)
-    common = git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").stdout.strip()
+    common = git_path(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")
     standalone = Path(common or hooks) / STANDALONE
     for place in (hooks, standalone):
         real = os.path.realpath(place)  # git names it by its real path: compared with the roots resolved
@@ -511,8 +546,8 @@ def unchainable(repo: str, hooks: Path) -> str | None:
     if configured and not os.path.isabs(os.path.expanduser(configured)):
         return (f"core.hooksPath is relative ({configured}): git finds it in each work tree, so another work tree"
                 " would run its own copy, not the guard, and the guard would be written into the repository's files")
-    top = git(repo, "rev-parse", "--show-toplevel").stdout.strip()
-    git_dirs = git(repo, "rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir").stdout.split("\n")
+    top = git_path(repo, "rev-parse", "--show-toplevel")
+    git_dirs = [git_path(repo, "rev-parse", "--path-format=absolute", which) for which in ("--git-dir", "--git-common-dir")]
     real = os.path.realpath(hooks)
     inside_git = any(place and _within(real, os.path.realpath(place)) for place in git_dirs)
     if top and _within(real, os.path.realpath(top)) and not inside_git:
