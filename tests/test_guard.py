@@ -132,6 +132,29 @@ def test_core_hooks_path_is_respected(guard_tools, repo, tmp_path):
     assert not (repo / ".git" / "hooks" / "pre-commit").exists()
 
 
+def test_hooks_shared_by_two_projects_repositories_guard_the_first_until_it_is_uninstalled(guard_tools, call, repo, tmp_path):
+    """QA, session 40: with one absolute core.hooksPath for two projects' repositories (a global
+    ~/.githooks), installing for the second re-pointed the guard to it: the first's commits of
+    reserved files went through. Now 409, naming the project it guards."""
+    install, uninstall = guard_tools
+    shared = tmp_path / "global-hooks"
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")
+    call("ensure_project", human_key=str(other))
+    for tree in (repo, other):
+        git(tree, "config", "core.hooksPath", str(shared))
+    install(repo)
+    assert install(repo)["project"] == "guard-demo"  # its own project again: updated
+    with pytest.raises(Conflict) as refused:
+        call("install_precommit_guard", project_key=str(other), code_repo_path=str(other))
+    assert f"the guard of another project ({PROJECT})" in refused.value.message and "core.hooksPath" in refused.value.hint
+    assert f"PROJECT = {PROJECT!r}" in (shared / "pre-commit").read_text()
+    uninstall(repo)
+    call("install_precommit_guard", project_key=str(other), code_repo_path=str(other))
+    assert f"PROJECT = {str(other)!r}" in (shared / "pre-commit").read_text()
+
+
 def test_an_existing_hook_is_chained_and_restored(guard_tools, repo):
     install, uninstall = guard_tools
     original = repo / ".git" / "hooks" / "pre-commit"

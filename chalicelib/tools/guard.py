@@ -25,6 +25,7 @@ environment, else the file GUARD_TOKEN_FILE names (the path is written into the 
 token itself).
 """
 
+import ast
 import fcntl
 import os
 import re
@@ -592,6 +593,13 @@ def install(repo: str, roots: list[str], project: str, url: str | None, token_fi
 def _install(hooks: Path, project: str, url: str | None, token_file: str, local: dict | None) -> tuple[Path, Path | None]:
     hook, chained = hooks / HOOK, hooks / CHAINED
     foreign = os.path.lexists(hook) and not is_guard(hook)
+    if not foreign and (other := guarded_project(hook)) not in (None, project):
+        raise Conflict(
+            f"{hook} is the guard of another project ({other}): a hooks directory several repositories share"
+            " (core.hooksPath) guards one project, and installing this one would stop guarding that one.",
+            "Give this repository hooks of its own (git config --unset core.hooksPath), or uninstall_precommit_guard"
+            " there first if that project is done with it.",
+        )
     if foreign and os.path.lexists(chained):
         raise Conflict(
             f"{hook} is another hook, and {chained} (a hook the guard chained earlier) is in the way.",
@@ -612,6 +620,16 @@ def _install(hooks: Path, project: str, url: str | None, token_file: str, local:
             os.unlink(temporary)
         raise
     return hook, chained if os.path.lexists(chained) else None
+
+
+def guarded_project(hook: Path) -> str | None:
+    """The project (its human key) the guard at `hook` checks, or None: no guard, or none readable."""
+    try:
+        with hook.open("rb") as file:
+            found = re.search(rb"^PROJECT = (.+)$", file.read(1 << 16), re.MULTILINE)
+        return ast.literal_eval(found[1].decode()) if found else None
+    except (OSError, ValueError, SyntaxError):
+        return None
 
 
 def uninstall(repo: str, roots: list[str]) -> tuple[Path, bool, bool]:
