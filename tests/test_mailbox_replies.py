@@ -30,6 +30,23 @@ def test_a_reply_by_the_original_sender_goes_to_the_original_recipients(call, pr
     assert (answer["to"], answer["cc"]) == (["BlueLake"], [])
 
 
+def test_a_person_answers_mail_another_projects_agent_sent_them(call, project):
+    """QA, session 40: the person's reply_to took only the project's own messages: a reply from an
+    agent of another project, in the person's inbox, was "not found in project" (agents' replies
+    find it). Now either."""
+    call("ensure_project", human_key="/work/q2")
+    call("register_agent", project_key="work-q2", program="p", model="m", name="Rook")
+    call("set_contact_policy", project_key="work-q2", agent_name="Rook", policy="open")
+    asked = call("send_overseer_message", project_key=project, to=["Rook@work-q2"], subject="Status?", body_md="How is it going?")
+    answer = call("reply_message", project_key="work-q2", message_id=asked["message"]["id"], sender_name="Rook", body_md="Done.")
+    [received] = call("fetch_inbox", project_key=project, agent_name="Overseer")["messages"]
+    assert received["id"] == answer["message"]["id"]
+    again = call("send_overseer_message", project_key=project, to=["Rook@work-q2"], reply_to=received["id"], body_md="Thanks!")
+    assert again["message"]["subject"] == received["subject"] and again["message"]["thread_id"] == received["thread_id"]
+    rooks = call("fetch_inbox", project_key="work-q2", agent_name="Rook", include_bodies=True)["messages"]
+    assert [m["body_md"] for m in rooks if m["id"] == again["message"]["id"]] == ["Thanks!"]
+
+
 def test_a_reply_refused_for_recipients_it_picked_gives_the_call_without_them(call, project):
     """QA session 33: a follow-up to someone since retired (or closed to all mail) was told "Leave them
     out", though the caller named nobody: reply_message picks its recipients. The hint gives the call."""

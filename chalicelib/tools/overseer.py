@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from .. import clock
 from ..archive import outbox
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from ..fields import AgentName, MessageId, ProjectKey, empty_list, given, with_bcc
 from ..names import DEFAULT_CONTACT_POLICY, OVERSEER_NAMES, OVERSEER_PROFILE
 from ..registry import Input, Output, tool
@@ -112,7 +112,10 @@ def send_overseer_message(db: sqlite3.Connection, args: SendOverseerMessageInput
     sender = overseer(db, project, args.overseer_name)
     thread_id, subject = args.thread_id, args.subject
     if args.reply_to is not None:
-        original = find_message(db, project, args.reply_to)
+        try:
+            original = find_message(db, project, args.reply_to)  # any of the project's messages: the person oversees them
+        except NotFound:  # or one another project's agent sent the person, as reply_message answers an agent's
+            original = find_message(db, project, args.reply_to, viewer_id=sender["id"])
         thread_id = original["thread_id"]
         subject = subject or (original["subject"] if original["subject"].lower().startswith("re:") else f"Re: {original['subject']}"[:512])
     message = deliver(
