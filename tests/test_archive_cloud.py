@@ -412,9 +412,12 @@ def test_a_worker_out_of_time_fails_its_batch_without_trying_again(sqs, settings
 
 def test_a_batch_whose_push_keeps_failing_is_counted_and_published_again_after_the_dead_letter_queue(
         sqs, settings, worker, send, monkeypatch, tmp_path):
+    """And (QA, session 40) a poison entry in such a batch counts its attempts too: it did not."""
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        outbox.record(conn, "cloud", "message", 1, {"sender": "../../escape", "subject": "x"})  # in the same batches
     mid = send("important")
     down = settings.model_copy(update={"archive_git_remote": str(tmp_path / "unreachable.git")})  # the git host is down
-    assert cloud.publish_all(settings) == 1 + 3 + 1
+    assert cloud.publish_all(settings) == 1 + 1 + 3 + 1
     receives = 0
     while (event := receive(sqs))["Records"]:
         receives += 1
@@ -423,17 +426,21 @@ def test_a_batch_whose_push_keeps_failing_is_counted_and_published_again_after_t
         assert receives <= MAX_RECEIVES
     assert sqs[0].receive_message(QueueUrl=sqs[2], MaxNumberOfMessages=10)["Messages"]  # dead-lettered
     status = invoke.call(TOOLS["archive_status"], {}, settings)
-    assert status.pending == 5 and status.failed == 5  # each counted its attempts
+    assert status.pending == 6 and status.failed == 6  # each counted its attempts
+    with db.connection(settings) as conn:
+        attempts, error = conn.execute("SELECT attempts, last_error FROM archive_outbox WHERE entity_id = 1").fetchone()
+    assert attempts == receives and error, (attempts, error)  # (its own error: it cannot be rendered)
     assert cloud.publish_all(settings) == 0  # the queue may still be trying: not before its deadline
 
     deadline = clock.later(clock.now(), cloud.QUEUED_MAX_SECONDS + 1)
     monkeypatch.setattr(clock, "now", lambda: deadline)
-    assert cloud.publish_all(settings) == 5  # the git host is back; the sweep publishes them again
+    assert cloud.publish_all(settings) == 6  # the git host is back; the sweep publishes them again
     event = receive(sqs)
-    assert worker(event, CONTEXT) == {"batchItemFailures": []}
+    assert [item["itemIdentifier"] for item in worker(event, CONTEXT)["batchItemFailures"]] == [
+        record["messageId"] for record in event["Records"] if json.loads(record["body"])["entry"].get("sender") == "../../escape"]
     with remote(settings) as archive:
         assert messages_in(archive) == [mid]
-    assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 0
+    assert invoke.call(TOOLS["archive_status"], {}, settings).pending == 1  # the poison entry, still visible
 
 
 def test_a_push_the_remote_itself_refuses_fails_the_batch_after_a_few_tries(sqs, settings, worker, send, monkeypatch):

@@ -172,6 +172,7 @@ def handle_sqs_event(event: dict, settings: Settings, context=None) -> dict:
             retry_later(settings, event["Records"])
             with connection(settings) as conn, transaction(conn, write=True):
                 outbox.mark_failed(conn, [outbox_ids[mid] for mid in entries], f"{type(exc).__name__}: {exc}")
+                failed_alone(conn, settings, failures, outbox_ids)  # (a poison entry of the batch too: it was not counted)
             raise
         failures |= refused
         with connection(settings) as conn, transaction(conn, write=True):
@@ -180,10 +181,15 @@ def handle_sqs_event(event: dict, settings: Settings, context=None) -> dict:
         log.error("archive entries not written: %s", failures)
         retry_later(settings, [record for record in event["Records"] if record["messageId"] in failures])
         with connection(settings) as conn, transaction(conn, write=True):
-            for mid, error in failures.items():
-                if mid in outbox_ids:
-                    outbox.mark_failed(conn, [outbox_ids[mid]], error, settings.archive_retry_seconds)
+            failed_alone(conn, settings, failures, outbox_ids)
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failures]}
+
+
+def failed_alone(conn, settings: Settings, failures: dict[str, str], outbox_ids: dict[str, int]) -> None:
+    """Each entry that failed by itself ({SQS messageId: error}) counts the attempt, with its error."""
+    for mid, error in failures.items():
+        if mid in outbox_ids:
+            outbox.mark_failed(conn, [outbox_ids[mid]], error, settings.archive_retry_seconds)
 
 
 def retry_later(settings: Settings, records: list[dict]) -> None:
