@@ -30,8 +30,8 @@ from chalicelib.archive import cloud
 from chalicelib.attachments import storage as attachment_storage
 from chalicelib.attachments.intake import served_type
 from chalicelib.config import Settings, get_settings
-from chalicelib.errors import ToolError, internal_error, unknown_tool
-from chalicelib.lambda_response import LAMBDA_REST, lambda_answers
+from chalicelib.errors import LAMBDA_ANSWER_BYTES, AnswerTooLarge, ToolError, internal_error, unknown_tool
+from chalicelib.lambda_response import LAMBDA_REST, lambda_answers, lambda_weight
 from chalicelib.transports.lambda_mcp import MCPHandler
 from chalicelib.web import http as web_http  # plain data only: the pages load on first use
 from chalicelib.registry import Tool, to_json
@@ -178,6 +178,12 @@ def create_app(settings: Settings) -> Chalice:
                 served = "application/octet-stream"
         elif served not in app.api.binary_types:
             served = "application/octet-stream"
+        if isinstance(body, str) and lambda_weight(body.encode(), LAMBDA_REST) > LAMBDA_ANSWER_BYTES:
+            served, body = "application/octet-stream", body.encode()  # base64: 4/3, where Cyrillic text escaped was 6x
+        if isinstance(body, bytes) and 4 * ((len(body) + 2) // 3) > LAMBDA_ANSWER_BYTES:
+            raise AnswerTooLarge(
+                f"Attachment {found.name!r} ({len(body):,} bytes) is past what an AWS Lambda response holds (6 MB, as"
+                " base64).", "Store attachments in S3 (the stack's ATTACHMENTS_BUCKET): downloads then come from there.")
         return Response(body=body, status_code=200, headers={
             "Content-Type": served, "Content-Disposition": attachment_storage.content_disposition(found.name),
             "Cache-Control": attachment_storage.CACHE_CONTROL})

@@ -1,6 +1,7 @@
 """The Chalice app (app.py): routes from the registry, a full flow, errors identical to the FastAPI app's,
 and `chalice local` serving over real HTTP."""
 
+import base64
 import importlib
 import json
 from urllib.parse import urlencode
@@ -263,6 +264,40 @@ def test_a_file_too_large_for_a_body_uploads_to_local_storage_as_locally(chalice
     assert status == 200 and sent["message"]["attachments"][0]["size"] == len(data)
     answer = chalice.http.request("PUT", "/api/attachments", headers={"Content-Type": "application/octet-stream"}, body=b"")
     assert answer.status_code == 422 and "empty" in json.loads(answer.body)["error"]["message"]
+
+
+def test_a_download_from_local_storage_fits_a_lambda_response_or_says_it_cannot(chalice, chalice_app, settings):
+    """QA, session 40: without ATTACHMENTS_BUCKET (a trial) a text file was served as text, which the
+    runtime writes with each non-ASCII character as \\uXXXX: 2.4 MB of Cyrillic made a 7.2 MB answer,
+    past Lambda's 6 MB (API Gateway's 502). Now such text goes as binary (base64), and a file too
+    large either way is a 422 saying where downloads of that size come from."""
+    import hashlib
+
+    from .aws_events import CONTEXT, rest_api_event
+
+    chalice.post("/api/ensure_project", {"human_key": "/work/files"})
+    chalice.post("/api/register_agent", {"project_key": "work-files", "program": "p", "model": "m", "name": "BlueLake"})
+
+    def download(data: bytes, name: str) -> dict:
+        sha = hashlib.sha256(data).hexdigest()
+        chalice.post("/api/request_attachment_upload", {"project_key": "work-files", "agent_name": "BlueLake", "sha256": sha,
+                                                        "size": len(data)})
+        chalice.http.request("PUT", "/api/attachments", headers={"Content-Type": "application/octet-stream"}, body=data)
+        status, sent = chalice.post("/api/send_message", {"project_key": "work-files", "sender_name": "BlueLake", "to": ["BlueLake"],
+                                                          "subject": name, "body_md": "b", "attachments": [{"name": name, "sha256": sha}]})
+        assert status == 200, sent
+        query = {"project_key": ["work-files"], "agent_name": ["BlueLake"], "message_id": [str(sent["message"]["id"])]}
+        event = rest_api_event("GET", f"/api/attachments/{sha}", query=query, headers={"Accept": "*/*", "Host": "localhost"})
+        event["resource"] = event["requestContext"]["resourcePath"] = "/api/attachments/{sha256}"
+        event["pathParameters"] = {"sha256": sha}
+        return chalice_app(event, CONTEXT)
+
+    text = ("Ж" * 1_200_000).encode()
+    answer = download(text, "ru.txt")
+    assert answer["statusCode"] == 200 and len(json.dumps(answer)) < 6 * 1024 * 1024  # as the runtime writes it
+    assert answer["isBase64Encoded"] and base64.b64decode(answer["body"]) == text
+    refused = download(bytes(range(256)) * 19_000, "heap.bin")  # 4.9 MB: 6.5 MB as base64
+    assert refused["statusCode"] == 422 and "ATTACHMENTS_BUCKET" in json.loads(refused["body"])["error"]["hint"]
 
 
 def test_the_chalice_apps_hints_send_no_one_to_the_openapi_json_it_does_not_serve(chalice):
