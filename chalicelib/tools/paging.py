@@ -2,7 +2,10 @@
 
 The cursor holds the sort key of the previous page's last row (keyset paging, no offsets):
 a page is one index range however deep it starts, and rows added or removed between two
-pages shift nothing, so no row is listed twice or skipped. Callers pass it back as it came.
+pages shift nothing, so no row is listed twice or skipped. But a row whose sort key changes
+between pages moves: a contact asked again (list_contacts, newest request first) to the first
+page, a file reservation made again (list_file_reservations, oldest first) to the last, shown
+where it now sorts (docs/limits.md). Callers pass it back as it came.
 Its values are joined by commas, a text as `t` and its UTF-8 bytes (each byte outside
 [A-Za-z0-9._-] as `~` and two hex digits), an integer as `i` and its digits, so that the
 schema's pattern says exactly what the list takes: every cursor that matches reads as a key (an
