@@ -151,6 +151,9 @@ def test_agent_name_includes_mail_received_from_another_project(call, mail):
     hits = call("search_messages", project_key=project, query="afar", agent_name="BlueLake")["results"]
     assert [(hit["subject"], hit["sender"]) for hit in hits] == [("deploy from afar", "Visitor@work-other")]
     assert subjects(call, project, "afar") == []  # the project's own mail: not stored here
+    # The sender as the hits name it (QA, session 40: `sender` took a name of the project only: 422)
+    filtered = call("search_messages", project_key=project, query="deploy", agent_name="BlueLake", sender="Visitor@work-other")
+    assert [hit["subject"] for hit in filtered["results"]] == ["deploy from afar"]
 
 
 def test_an_agents_search_in_a_thread_walks_the_threads_messages(call, mail, settings, traced):

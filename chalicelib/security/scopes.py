@@ -79,7 +79,7 @@ NARROWED = frozenset({"health_check", "list_projects", "list_products", "ensure_
 
 # Every input field that takes Name@project addresses (fields.AgentAddress; tests/test_authz_scopes.py
 # checks that none is missing): the project an address names is checked like project_key.
-ADDRESS_FIELDS = ("to", "cc", "bcc", "to_agent", "from_agent", "target", "recipient")
+ADDRESS_FIELDS = ("to", "cc", "bcc", "to_agent", "from_agent", "target", "recipient", "sender")
 
 
 def required_role(tool) -> str:

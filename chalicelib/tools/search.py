@@ -93,7 +93,8 @@ class SearchMessagesInput(Input):
     project_key: ProjectKey
     query: Annotated[str, Field(min_length=1, max_length=1000, description=QUERY_HELP)]
     limit: Limit = 20
-    sender: AgentName | None = Field(None, description="Only messages this agent sent.")
+    sender: AgentAddress | None = Field(None, description="Only messages this agent sent (Name@project for another project's,"
+                                        " as the hits name it).")
     recipient: AgentAddress | None = Field(None, description="Only messages to this agent (to or cc; bcc only for its sender or itself).")
     thread_id: ThreadId | None = Field(None, description="Only messages of this thread.")
     importance: Annotated[list[Importance], Field(max_length=4)] = empty_list("Only these importances.")
@@ -142,7 +143,7 @@ def _filters(db, project: sqlite3.Row, args: SearchMessagesInput) -> tuple[str, 
         params = [caller, caller]
     if args.sender:
         sql += " AND m.sender_id = ?"
-        params.append(find_agent(db, project, args.sender)["id"])
+        params.append(find_agents(db, project, [args.sender])[0]["id"])
     if args.recipient:
         # A bcc recipient is visible only to the message's sender and to itself.
         sql += (
