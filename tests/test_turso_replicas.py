@@ -332,3 +332,27 @@ def test_stdio_on_a_replica_it_cannot_make_says_why_in_one_line(tmp_path):
         call(server, "ensure_project", human_key="/srv/shared")  # this process holds the replica file open
         said, error = stdio_on(server)
     assert "locked" in said and replica.LOCKED_HINT in str(error) and replica.UNREACHABLE_HINT not in str(error)
+
+
+def test_a_read_through_a_replica_behind_undoes_no_acknowledgement(tmp_path):
+    """QA, session 40: acknowledge through replica A, then mark read through replica B before B
+    pulled: B's UPDATE assigned ack_ts its stale NULL and pushed it, and the acknowledgement was gone
+    (13 of 20 through real servers), and a first read made through A was made again, later. Now the
+    call decides on a freshly pulled replica, and writes only the marks it makes (calls at the same
+    moment through two replicas undo nothing either)."""
+    with turso_server(tmp_path) as primary:
+        a, b, c = (replica_settings(tmp_path, name, primary.url, replica_max_staleness_ms=60_000) for name in "abc")
+        call(a, "ensure_project", human_key=PROJECT)
+        for name in ("BlueLake", "GreenCastle"):
+            call(a, "register_agent", project_key=PROJECT, program="p", model="m", name=name)
+            call(a, "set_contact_policy", project_key=PROJECT, agent_name=name, policy="open")
+        sent = call(a, "send_message", project_key=PROJECT, sender_name="BlueLake", to=["GreenCastle"], subject="s", body_md="b")
+        message = dict(project_key=PROJECT, agent_name="GreenCastle", message_id=sent["message"]["id"])
+        assert call(b, "get_message", **message)["subject"] == "s"  # B has pulled the message; not again for a minute
+        acked = call(a, "acknowledge_message", **message)
+        read = call(b, "mark_message_read", **message)  # B pulls first (fresh): the first read and the ack are A's
+        assert (read["read_ts"], read["ack_ts"]) == (acked["read_ts"], acked["ack_ts"])
+        with db.connection(c) as conn:  # a new replica: what the primary holds
+            [(read_ts, ack_ts)] = conn.execute("SELECT read_ts, ack_ts FROM message_recipients WHERE message_id = ?",
+                                               (sent["message"]["id"],)).fetchall()
+        assert (read_ts, ack_ts) == (acked["read_ts"], acked["ack_ts"])

@@ -875,12 +875,16 @@ def _receipt(db: sqlite3.Connection, args: ReceiptInput, acknowledge: bool) -> R
             f"Message {args.message_id} was not sent to {agent['name']}.",
             "Only recipients can mark a message read or acknowledge it; see fetch_inbox.",
         )
-    [row] = db.execute(  # fetchall: a replica finishes an UPDATE … RETURNING once its rows are read
-        "UPDATE message_recipients SET read_ts = coalesce(read_ts, ?),"
-        " ack_ts = CASE WHEN ? THEN coalesce(ack_ts, ?) ELSE ack_ts END"
-        " WHERE message_id = ? AND agent_id = ? RETURNING read_ts, ack_ts",
-        (now, acknowledge, now, args.message_id, agent["id"]),
-    ).fetchall()
+    # Only the marks this call makes are written: a replica's UPDATE pushes the columns it assigns, so
+    # a read through a replica that had not yet pulled an acknowledgement made through another wrote
+    # back its stale ack_ts, NULL, and undid it (QA, session 40).
+    made = {"read_ts": now} if before["read_ts"] is None else {}
+    if acknowledge and before["ack_ts"] is None:
+        made["ack_ts"] = now
+    if made:
+        db.execute(f"UPDATE message_recipients SET {', '.join(f'{mark} = ?' for mark in made)} WHERE message_id = ? AND agent_id = ?",
+                   (*made.values(), args.message_id, agent["id"]))
+    row = {"read_ts": before["read_ts"], "ack_ts": before["ack_ts"], **made}
     # bcc copies are not counted (whois must not reveal one), nor their reads
     if before["read_ts"] is None and before["kind"] != "bcc":
         count_reads(db, [agent["id"]])
@@ -919,6 +923,7 @@ TOOLS = [
     # Every recipient of every message listed: up to 300 each (20 such: ~5 ms, 200: ~50 ms; bench/wide_pages.py).
     tool(fetch_outbox, read_only=True, acts_as="agent_name", off_loop=True),
     tool(get_message, read_only=True, acts_as="agent_name"),
-    tool(mark_message_read, acts_as="agent_name", idempotent=True, repeat_safe=True),
-    tool(acknowledge_message, acts_as="agent_name", idempotent=True, repeat_safe=True),
+    # fresh: on a replica behind, a read made through another (its first time) looked unmade, and was made again later
+    tool(mark_message_read, acts_as="agent_name", idempotent=True, repeat_safe=True, fresh=True),
+    tool(acknowledge_message, acts_as="agent_name", idempotent=True, repeat_safe=True, fresh=True),
 ]
