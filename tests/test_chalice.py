@@ -421,18 +421,19 @@ def test_query_lists_take_every_value_and_other_fields_one():
 def test_chalice_local_serves_the_api(tmp_path):
     database = tmp_path / "local.db"
     with running_chalice_local(database) as url:
-        created = httpx.post(f"{url}/api/ensure_project", json={"human_key": "/work/demo"})
+        http = httpx.Client(timeout=60)  # the first call also makes the app (5 s was too short on a busy machine)
+        created = http.post(f"{url}/api/ensure_project", json={"human_key": "/work/demo"})
         assert created.status_code == 200 and created.json()["slug"] == "work-demo"
-        listed = httpx.get(f"{url}/api/list_projects")
+        listed = http.get(f"{url}/api/list_projects")
         assert listed.status_code == 200 and [p["slug"] for p in listed.json()["projects"]] == ["work-demo"]
         # /mcp through Mangum: its lower-case content-type and content-length came beside Chalice's own
-        tools = httpx.post(f"{url}/mcp", headers={"Accept": "application/json, text/event-stream", "Content-Type": "application/json"},
-                           json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}})
+        tools = http.post(f"{url}/mcp", headers={"Accept": "application/json, text/event-stream", "Content-Type": "application/json"},
+                          json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}})
         assert tools.status_code == 200 and tools.json()["result"]["tools"]
         assert tools.headers.get_list("content-type") == ["application/json"] and len(tools.headers.get_list("content-length")) == 1
         # docs/deploy.md: a path no route takes gets API Gateway's own answer here (infra/template.yaml's is AWS's)
         for path in ("/docs", "/openapi.json", "/metrics", "/no/such/path"):
-            unmatched = httpx.get(f"{url}{path}")
+            unmatched = http.get(f"{url}{path}")
             assert (unmatched.status_code, unmatched.json()) == (403, {"message": "Missing Authentication Token"}), path
     assert database.exists()
 
