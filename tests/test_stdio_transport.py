@@ -4,6 +4,7 @@ real HTTP server on the same database and archive."""
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
@@ -207,7 +209,9 @@ def test_a_standing_by_worker_takes_over_when_the_other_exits(tmp_path):
         assert mine and holder(lock) == os.getpid()
 
 
-def test_sigterm_stops_the_server_and_its_archive_worker(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_stops_the_server_and_its_archive_worker(tmp_path, stop):
+    """And SIGINT (QA, session 40: Ctrl-C in the client's terminal left the session alive, answering nothing)."""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "ARCHIVE_DIR": str(tmp_path / "archive")}
     server = subprocess.Popen([str(AGENT_MAIL), "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=tmp_path)
     try:
@@ -221,7 +225,7 @@ def test_sigterm_stops_the_server_and_its_archive_worker(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         worker = holder(lock)
-        server.terminate()  # stdin still open: a reader thread blocks on it
+        server.send_signal(stop)  # stdin still open: a reader thread blocks on it
         assert server.wait(timeout=60) == 0
         deadline = time.monotonic() + 10
         while os.path.exists(f"/proc/{worker}") and open(f"/proc/{worker}/stat").read().split()[2] != "Z":

@@ -196,7 +196,7 @@ def vouched(params) -> bool:
 
 def serve(first: bytes, answered_id, wire_in, wire_out, settings) -> None:
     """The session after its first line: logs to stderr, the archive worker, then the SDK's
-    server until the client closes stdin (or SIGTERM)."""
+    server until the client closes stdin (or SIGTERM, SIGINT)."""
     import logging
     import signal
 
@@ -215,7 +215,9 @@ def serve(first: bytes, answered_id, wire_in, wire_out, settings) -> None:
     worker = LocalWorker(settings) if settings.archive_enabled else None
 
     def terminate(*_) -> None:
-        """SIGTERM (a client that is done with us): stop the worker, then go at once; a thread
+        """SIGTERM (a client that is done with us), or SIGINT (Ctrl-C in the client's terminal reaches
+        its child too: Python's KeyboardInterrupt left the session alive, answering nothing): stop
+        the worker, then go at once; a thread
         blocked reading stdin would keep a normal exit waiting. Every acknowledged write is
         committed; one in progress rolls back and was never answered."""
         if worker:
@@ -227,6 +229,7 @@ def serve(first: bytes, answered_id, wire_in, wire_out, settings) -> None:
     if worker:
         worker.start()
     signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
     gc.freeze()  # no gc.collect() first: it costs ~90 ms for the ~2 MB of start-up garbage it would free
     gc.enable()
     try:
