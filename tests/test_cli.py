@@ -86,6 +86,13 @@ def test_an_id_option_takes_any_63_bit_id(run, project):
     assert result.exit_code == 1 and json.loads(result.stderr)["error"]["code"] == "not_found", result.output
     result = run("get-message", "--project-key", project, "--message-id", "x1")
     assert result.exit_code == 1 and json.loads(result.stderr)["error"]["code"] == "invalid_argument"
+    # A list of ids too, and an id written as a whole float, as the schema takes it (QA, session 40: click's INT, exit 2)
+    held = output(run("file-reservation-paths", "--project-key", project, "--agent-name", "BlueLake", "--paths", "src/a.py"))
+    [reservation] = held["granted"]
+    renewed = run("renew-file-reservations", "--project-key", project, "--agent-name", "BlueLake",
+                  "--file-reservation-ids", f"{reservation['id']}.0")
+    assert renewed.exit_code == 0, renewed.output
+    assert [item["id"] for item in json.loads(renewed.stdout)["file_reservations"]] == [reservation["id"]]
 
 
 def test_a_required_field_that_takes_null_takes_the_word(run, project):

@@ -33,7 +33,7 @@ from ..security import auth
 from ..store import db
 from ..config import RETENTION_BATCH_MAX_ROWS, Settings, get_settings, invalid_setting
 from ..errors import ToolError
-from ..fields import is_id
+from ..fields import is_id, is_id_type
 from ..registry import Tool, field_type
 
 RESERVED = {"json", "json_input", "compact", "help", "all_pages"}  # names taken by the tool commands' own options
@@ -194,7 +194,9 @@ def field_option(name: str, field: FieldInfo) -> click.Option:
         raise ValueError(f"input field {name!r} clashes with an option of every tool command")
     kind = field_type(field.annotation)
     multiple = get_origin(kind) is list
+    ids = is_id(field)
     if multiple:
+        ids = is_id_type(get_args(kind)[0])  # a list of ids: each as text too
         kind = field_type(get_args(kind)[0])
     flag = "--" + name.replace("_", "-")
     shape = JsonObject(kind).shape(multiple) if is_object(kind) else "Repeat for several." if multiple else None
@@ -202,7 +204,7 @@ def field_option(name: str, field: FieldInfo) -> click.Option:
     aliases = getattr(field.validation_alias, "choices", [])[1:]
     return FieldOption(
         [f"{flag}/--no-{flag[2:]}" if kind is bool else flag, *("--" + alias.replace("_", "-") for alias in aliases), name],
-        type=option_type(field, kind),
+        type=option_type(field, kind, ids),
         metavar="JSON" if is_object(kind) else None,
         multiple=multiple,
         # Shown in --help only: values left at their default are not passed (see `given`),
@@ -215,11 +217,12 @@ def field_option(name: str, field: FieldInfo) -> click.Option:
     )
 
 
-def option_type(field: FieldInfo, kind: Any) -> click.ParamType:
+def option_type(field: FieldInfo, kind: Any, ids: bool) -> click.ParamType:
     if field.is_required() and type(None) in get_args(field.annotation):
         return OrNull(click_type(kind))
-    # An id as text: click's INT refused one past 2**53-ish as "too large for a JSON number: send it as a string".
-    return click.STRING if is_id(field) else click_type(kind)
+    # An id as text: click's INT refused one past 2**53-ish as "too large for a JSON number: send it as a string",
+    # and one written 493.0, which the schema takes.
+    return click.STRING if ids else click_type(kind)
 
 
 class OrNull(click.ParamType):
