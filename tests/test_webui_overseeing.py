@@ -407,6 +407,33 @@ def test_what_a_person_writes_arrives_with_the_line_breaks_agents_use(site):
     assert [m["body_md"] for m in thread] == ["Line1\n\n- a\n- b\nend\n"] * 2
 
 
+def test_a_form_sent_twice_sends_one_message(site):
+    """QA, session 40: a double click on Send (or Enter twice) posted the form twice and the agent
+    got the message twice. Each form carries a key of its own (idempotency_key): its second post
+    is the first one's answer; a form shown again carries a new one."""
+    url, api, database = site
+    client = ui(url)
+
+    def form(page: str, start: str) -> dict:
+        return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page[page.index(start):]))
+
+    def inbox() -> int:
+        return len(api.post("/api/fetch_inbox", json={"project_key": P, "agent_name": "RedStone", "limit": 500}).json()["messages"])
+
+    before = inbox()
+    composed = form(client.get("/ui/compose", params={"p": P}).text, 'action="/ui/compose" class="compose" data-max')
+    letter = {**composed, "to": "RedStone", "subject": "Once", "body_md": "only once"}
+    first, second = (client.post("/ui/compose", data=letter) for _ in range(2))
+    assert first.status_code == second.status_code == 303 and first.headers["location"] == second.headers["location"]
+    assert inbox() == before + 1
+    thread_id = parse_qs(urlsplit(first.headers["location"]).query)["t"][0]
+    page = client.get("/ui/thread", params={"p": P, "t": thread_id}).text
+    reply = {**form(page, 'class="compose reply"'), "to": "RedStone", "body_md": "a reply, once"}
+    assert reply["idempotency_key"] != composed["idempotency_key"]
+    assert [client.post("/ui/compose", data=reply).status_code for _ in range(2)] == [303, 303]
+    assert inbox() == before + 2
+
+
 def test_mark_read_and_acknowledge_come_back_to_the_message_and_say_so(site):
     """The agent page came back at its top, saying nothing."""
     url, api, database = site

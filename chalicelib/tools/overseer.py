@@ -327,6 +327,6 @@ def _newest_merged(groups, newest_of, limit: int, above: int = -(2**63)) -> list
 
 TOOLS = [
     tool(ensure_overseer, repeat_safe=True),
-    tool(send_overseer_message),
+    tool(send_overseer_message, idempotent=True),  # (the web UI's forms carry a key: a double click sends once)
     tool(unified_inbox, read_only=True, off_loop=True),  # to and cc of each: 200 messages to 100-300 agents ~50 ms
 ]

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import logging
 import re
+import secrets
 import threading
 from datetime import date
 from functools import cached_property, lru_cache
@@ -304,7 +305,9 @@ class WebUI:
         self.env.filters.update(when=_when, markdown=markdown.render, snippet=_snippet, q=_quote, plain=_plain,
                                 size=_size, number=_number, controls_shown=_controls_shown, isolated=_isolated, reply_subject=_reply_subject, home=_home, path=_path, kept=_kept)
         self.env.globals.update(assets=self.assets, article=self.article, attachment_url=downloads.url, message_url=_message_url,
-                                shows_inline=lambda attachment: downloads.shows_inline(attachment, settings))
+                                shows_inline=lambda attachment: downloads.shows_inline(attachment, settings),
+                                # a form's idempotency key, new with each page: a double click on Send sends once
+                                sending_key=lambda: secrets.token_urlsafe(18))
         # A thread's messages never change, and live refresh re-renders whole threads: each
         # message's HTML is kept (a cache, safe to lose).
         self._articles: dict[tuple, Markup] = {}
@@ -885,7 +888,7 @@ class WebUI:
                     "send_overseer_message", project_key=key, to=to, cc=cc, subject=form.get("subject") or None,
                     body_md=_lines(form.get("body_md", "")), importance=form.get("importance") or "normal",
                     ack_required=form.get("ack_required") == "on", reply_to=form.get("reply_to") or None,
-                    thread_id=form.get("thread_id") or None,
+                    thread_id=form.get("thread_id") or None, idempotency_key=form.get("idempotency_key") or None,
                 ).message
             except ToolError as exc:  # the form again, with what was written and what was wrong with it
                 draft, error = form, exc
