@@ -199,11 +199,18 @@ def test_keyboard_opens_the_second_message(url, page):
     page.keyboard.press("Enter")
     page.wait_for_url("**/ui/thread**")
     assert subject.split(" — ")[0].split()[-1] in page.content()
-    page.fill("form.reply textarea[name=body_md]", "a draft")  # c does not throw a draft away
+    page.fill("form.reply textarea[name=body_md]", "a draft")  # c does not throw a draft away, nor / (QA, session 40)
+    page.locator("h1").click()
+    for key in ("c", "/"):
+        page.keyboard.press(key)
+        time.sleep(0.3)
+        assert "/ui/thread" in page.url and page.locator("form.reply textarea").input_value() == "a draft", key
+    page.goto(f"{url}/ui/compose?p={P}")  # a To and a Subject typed are a draft too (c threw the form away)
+    page.fill("form.compose input[name=subject]", "half written")
     page.locator("h1").click()
     page.keyboard.press("c")
     time.sleep(0.3)
-    assert "/ui/thread" in page.url and page.locator("form.reply textarea").input_value() == "a draft"
+    assert page.locator("form.compose input[name=subject]").input_value() == "half written"
 
 
 def test_project_page_and_overseer_actions(url, page):

@@ -13,7 +13,12 @@
     all[selected].scrollIntoView({ block: "nearest" });
   }
   function go(selector) { var link = document.querySelector(selector); if (link) location.href = link.href; }  // absent: not offered
-  function drafting() { return Array.from(document.querySelectorAll("form textarea")).some(function (t) { return t.value.trim(); }); }
+  // A form being written: a field of a form that sends changed from what the page gave it (a To or
+  // Subject typed counts, not only a body: `c` threw such a compose form away).
+  function drafting() {
+    return Array.from(document.querySelectorAll("form[method=post] textarea, form[method=post] input[type=text], form[method=post] input:not([type])"))
+      .some(function (field) { return field.value !== field.defaultValue; });
+  }
   document.addEventListener("keydown", function (event) {
     var tag = (event.target.tagName || "").toLowerCase();
     if (event.ctrlKey || event.metaKey || event.altKey || tag === "input" || tag === "textarea" || tag === "select") return;
@@ -22,7 +27,10 @@
     else if (event.key === "Enter" && selected >= 0 && tag !== "button" && tag !== "a") {  // a focused control does its own
       var link = rows()[selected] && rows()[selected].querySelector("a"); if (link) { link.click(); event.preventDefault(); }
     }
-    else if (event.key === "/") { var q = document.querySelector("input[type=search]"); if (q) q.focus(); else go("nav a[href$='/ui/search']"); event.preventDefault(); }
+    else if (event.key === "/") {  // to the search page only when that loses no draft (a reply being written)
+      var q = document.querySelector("input[type=search]"); if (q) q.focus(); else if (!drafting()) go("nav a[href$='/ui/search']");
+      event.preventDefault();
+    }
     else if (event.key === "c" && !drafting()) { go("nav a[href$='/ui/compose']"); }  // a draft is not thrown away
   });
 
