@@ -7,6 +7,7 @@ from chalicelib.errors import Conflict, InvalidArgument, NotFound
 from chalicelib.ids import stable_id
 from chalicelib.tools import tools_by_name
 from chalicelib.tools.agents import agent_id
+from chalicelib import clock
 from chalicelib.clock import later
 
 from .sql import sql, turso_plans
@@ -169,6 +170,24 @@ def test_two_replicas_granting_the_slot_agree_on_the_earliest(call, project, slo
         assert "BlueLake" in lost.value.message
     slot("release", "BlueLake")
     assert holders(call, project) == [("GreenCastle", True)]  # its own grant still runs
+
+
+def test_a_claim_that_lost_names_the_claim_that_won_not_another_loser(call, project, settings):
+    """QA, session 40: three claims raced through three replicas; each loser's 409 named the other
+    loser too, as holding the slot "until ...", though its claim was withdrawn."""
+    from chalicelib.tools.build_slots import AcquireBuildSlotInput, confirm_build_slot
+
+    now = clock.now()
+    with db.connection(settings) as conn, db.transaction(conn, write=True):
+        (project_id,) = conn.execute("SELECT id FROM projects WHERE slug = ?", (project,)).fetchone()
+        for n, name in enumerate(("BlueLake", "GreenCastle", "RedStone")):  # claimed in this order, none confirmed yet
+            conn.execute("INSERT INTO build_slots (id, project_id, slot, agent_id, exclusive, acquired_ts, expires_ts)"
+                         " VALUES (?, ?, 'deploy', ?, 1, ?, ?)", (stable_id("build_slot", project_id, "deploy", agent_id(project_id, name)),
+                                                                  project_id, agent_id(project_id, name), later(now, n / 1000),
+                                                                  later(now, 600)))
+    with db.connection(settings) as conn, pytest.raises(Conflict) as lost:
+        confirm_build_slot(conn, AcquireBuildSlotInput(project_key=project, agent_name="GreenCastle", slot="deploy"), None)
+    assert "BlueLake (exclusive" in lost.value.message and "RedStone" not in lost.value.message
 
 
 def test_a_tie_goes_to_the_lower_id(call, project, slot, settings):

@@ -199,8 +199,9 @@ def confirm_build_slot(db: sqlite3.Connection, args: AcquireBuildSlotInput, gran
             give_up = lost or time.monotonic() > deadline
             if give_up:
                 db.execute("UPDATE build_slots SET released_ts = ? WHERE id = ?", (clock.now(), row_id))
-        if give_up:
-            raise refuse(args.slot, rivals)
+        if give_up:  # named: the rivals that won (confirmed, or claimed earlier), not other losers withdrawing too
+            raise refuse(args.slot, [row for row in rivals if row["confirmed_ts"] is not None or claim_order(row) < claim_order(mine)]
+                         or rivals)
         time.sleep(SETTLE_POLL_SECONDS)
 
 
