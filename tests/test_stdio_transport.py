@@ -376,6 +376,19 @@ def test_a_bad_setting_ends_the_session_with_a_line_naming_it(tmp_path):
     assert answer["id"] == 1 and "invalid PORT" in answer["error"]["message"] and "result" not in answer
 
 
+def test_a_bad_setting_is_the_sessions_error_with_database_url_given_too(tmp_path):
+    """QA, session 40: `--database-url URL stdio` went through the command line, whose refusal of a
+    setting was click's (exit 2, nothing on stdout): the client saw its connection close."""
+    env = {**os.environ, "MAX_BODY_BYTES": "abc"}
+    for given in (["--database-url", f"sqlite:///{tmp_path}/db.sqlite"], [f"--database-url=sqlite:///{tmp_path}/db.sqlite"]):
+        done = subprocess.run([sys.executable, "-m", "chalicelib", *given, "stdio"], input=initialize_line(), capture_output=True,
+                              env=env, cwd=ROOT, timeout=60)
+        said = done.stderr.decode()
+        assert done.returncode == 1 and said.startswith("agent-mail stdio: invalid MAX_BODY_BYTES"), said
+        [answer] = map(json.loads, done.stdout.splitlines())
+        assert answer["id"] == 1 and "invalid MAX_BODY_BYTES" in answer["error"]["message"]
+
+
 def test_a_database_it_cannot_open_ends_the_session_with_a_line_naming_it(tmp_path):
     """A folder as DATABASE_URL ended the session with a traceback (no path), and sqlite:///:memory:
     served a database every call found empty ("no such table: projects")."""
