@@ -172,11 +172,6 @@ def is_id(field) -> bool:
     return any(getattr(item, "func", None) is _id_value for item in field.metadata)
 
 
-def is_id_type(annotation) -> bool:
-    """Whether a type (a list's item: Annotated[int, ...]) is one of these ids."""
-    return any(getattr(item, "func", None) is _id_value for item in getattr(annotation, "__metadata__", ()))
-
-
 MessageId = _id_type("Message id.")
 Id = _id_type("A 63-bit id, as a decimal string (a number is accepted too).")
 

@@ -33,7 +33,7 @@ from ..security import auth
 from ..store import db
 from ..config import RETENTION_BATCH_MAX_ROWS, Settings, get_settings, invalid_setting
 from ..errors import ToolError
-from ..fields import is_id, is_id_type
+from ..fields import is_id
 from ..registry import Tool, field_type
 
 RESERVED = {"json", "json_input", "compact", "help", "all_pages"}  # names taken by the tool commands' own options
@@ -194,9 +194,8 @@ def field_option(name: str, field: FieldInfo) -> click.Option:
         raise ValueError(f"input field {name!r} clashes with an option of every tool command")
     kind = field_type(field.annotation)
     multiple = get_origin(kind) is list
-    ids = is_id(field)
+    item = FieldInfo.from_annotation(get_args(kind)[0]) if multiple else field  # a list of ids: each as text too
     if multiple:
-        ids = is_id_type(get_args(kind)[0])  # a list of ids: each as text too
         kind = field_type(get_args(kind)[0])
     flag = "--" + name.replace("_", "-")
     shape = JsonObject(kind).shape(multiple) if is_object(kind) else "Repeat for several." if multiple else None
@@ -204,7 +203,7 @@ def field_option(name: str, field: FieldInfo) -> click.Option:
     aliases = getattr(field.validation_alias, "choices", [])[1:]
     return FieldOption(
         [f"{flag}/--no-{flag[2:]}" if kind is bool else flag, *("--" + alias.replace("_", "-") for alias in aliases), name],
-        type=option_type(field, kind, ids),
+        type=option_type(field, kind, is_id(item)),
         metavar="JSON" if is_object(kind) else None,
         multiple=multiple,
         # Shown in --help only: values left at their default are not passed (see `given`),
