@@ -173,13 +173,14 @@ def create_app(settings: Settings) -> Chalice:
         served, body = served_type(found.media_type), where.read(found.sha256)
         if served.startswith("text/plain"):  # as the local server serves it; Chalice sends a text type's body as text
             try:
-                body = body.decode()
+                text = body.decode()
             except UnicodeDecodeError:
                 served = "application/octet-stream"
+            else:  # as binary (base64: 4/3) when the text, escaped as written there, is past the response (Cyrillic: 6x)
+                fits = lambda_weight(body, LAMBDA_REST) <= LAMBDA_ANSWER_BYTES
+                served, body = (served, text) if fits else ("application/octet-stream", body)
         elif served not in app.api.binary_types:
             served = "application/octet-stream"
-        if isinstance(body, str) and lambda_weight(body.encode(), LAMBDA_REST) > LAMBDA_ANSWER_BYTES:
-            served, body = "application/octet-stream", body.encode()  # base64: 4/3, where Cyrillic text escaped was 6x
         if isinstance(body, bytes) and 4 * ((len(body) + 2) // 3) > LAMBDA_ANSWER_BYTES:
             raise AnswerTooLarge(
                 f"Attachment {found.name!r} ({len(body):,} bytes) is past what an AWS Lambda response holds (6 MB, as"
