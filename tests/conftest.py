@@ -2,12 +2,13 @@ import functools
 import shutil
 import sqlite3
 import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 import pytest
 
-from chalicelib import invoke
+from chalicelib import clock, invoke
 from chalicelib.config import Settings
 from chalicelib.store import db, replica
 from chalicelib.tools import tools_by_name
@@ -95,6 +96,17 @@ def caught_up(settings, tmp_path):
             drain(archiving, archive)
 
     return caught_up
+
+
+@pytest.fixture
+def later(monkeypatch):
+    """later(days): from now on the clock reads `days` days ahead (the mail sent so far is that old)."""
+
+    def later(days: float) -> None:
+        ahead = datetime.now(timezone.utc) + timedelta(days=days)
+        monkeypatch.setattr(clock, "now", lambda: ahead.isoformat(timespec="microseconds"))
+
+    return later
 
 
 @pytest.fixture

@@ -56,6 +56,7 @@ def turso_plans(database_path, statements: list[str]) -> dict[str, list[str]]:
     engine = turso.connect(":memory:")
     for (text,) in sqlite3.connect(database_path).execute(
         "SELECT sql FROM sqlite_master WHERE type IN ('table', 'index') AND sql IS NOT NULL AND tbl_name NOT LIKE 'messages_fts%'"
+        " AND tbl_name NOT LIKE 'message_runs%'"  # (embedded only too: migration 0052's WITHOUT ROWID table)
     ):
         engine.execute(text)
     return {statement: [row[-1] for row in engine.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()]

@@ -2,13 +2,11 @@
 
 import importlib
 import json
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from chalice.test import Client
 from click.testing import CliRunner
 
-from chalicelib import clock
 from chalicelib.archive import rebuild
 from chalicelib.archive.verify import verify as verify_archive
 from chalicelib.archive.gitrepo import GitArchive
@@ -30,17 +28,6 @@ from .test_archive import commit_by_hand
 from .test_archive_worker import canonical
 
 pytestmark = pytest.mark.both_backends
-
-
-@pytest.fixture
-def later(monkeypatch):
-    """later(days): from now on the clock reads `days` days ahead (the mail sent so far is that old)."""
-
-    def later(days: float) -> None:
-        ahead = datetime.now(timezone.utc) + timedelta(days=days)
-        monkeypatch.setattr(clock, "now", lambda: ahead.isoformat(timespec="microseconds"))
-
-    return later
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def test_a_snippet_of_a_long_phrase_in_a_long_body_tries_a_bounded_number_of_pla
     tried = []
     phrase_end = search_syntax._phrase_end
     monkeypatch.setattr(search_syntax, "_phrase_end", lambda lower, phrase, start: tried.append(len(phrase)) or phrase_end(lower, phrase, start))
-    [hit] = call("search_messages", project_key=project, query="-".join(["a"] * 300) + "-b")["results"]
+    [hit] = call("search_messages", project_key=project, query='"' + " ".join(["a"] * 300) + ' b"')["results"]
     assert hit["subject"] == "log" and "**a" in hit["snippet"]
     assert max(tried) <= search_syntax.SNIPPET_WORDS  # of the phrase's 301 words, the first 16
     # looking: each of 3 lists of terms in the subject and the body; marking: each place in the passage

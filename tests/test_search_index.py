@@ -97,24 +97,28 @@ def test_a_purge_is_noticed_by_its_count(tmp_path):
     assert sorted(found(index, "deploy")) == sorted(row[0] for row in conn.execute("SELECT id FROM messages"))  # not ids[0]
 
 
-def test_an_index_of_the_layout_before_is_kept_and_compared_once(tmp_path):
+def runs(index: SearchIndex, term: str) -> list[tuple[int, int]]:
+    return index.conn.execute("SELECT message_id, place FROM message_runs WHERE term = ? ORDER BY message_id", (term,)).fetchall()
+
+
+def test_an_index_of_another_layout_is_made_anew_with_every_messages_runs(tmp_path):
     conn = replica(tmp_path)
-    first = new_id()
-    add(conn, first, "kept")
+    first, second = new_id(), new_id()
+    add(conn, first, "kept CART-12")
     index = SearchIndex(tmp_path / "replica.db.search")
     index.catch_up(conn, stamp(conn))
-    index.conn.executescript("DROP TABLE whole_at; DROP INDEX messages_by_thread; PRAGMA user_version = 4;")  # as version 4 left it
-    add(conn, new_id() - 600 * MINUTE, "kept")  # older than the window: found by comparing every id
+    assert runs(index, "cart 12") == [(first, 3)]  # the subject's whole run (body "body of kept CART-12": its whole run too)
+    index.conn.executescript("DROP TABLE message_runs; PRAGMA user_version = 6;")  # as version 6 left it
+    add(conn, second, "CART-12 again")
     index = SearchIndex(tmp_path / "replica.db.search")
-    assert index.catch_up(conn, stamp(conn)) == 1 and len(found(index, "kept")) == 2
+    assert index.catch_up(conn, stamp(conn)) == 2 and runs(index, "cart 12") == [(first, 3), (second, 3)]
     assert index.conn.execute("SELECT messages, purged FROM whole_at").fetchone() == (2, 0)
 
 
-
-def test_an_archived_body_is_indexed_empty_and_an_index_of_version_5_drops_its_notes(tmp_path):
+def test_an_archived_body_is_indexed_empty_its_runs_leave_and_the_subjects_stay(tmp_path):
     """QA, session 36: the note replacing an archived body ("the git archive keeps it") was
-    indexed, so its words found every archived message. Version 6 indexes such a body empty;
-    opening an index of version 5 empties the bodies it re-indexed as archived."""
+    indexed, so its words found every archived message. An archived body is indexed empty, and
+    its runs (ids, paths) leave with it; the subject's stay."""
     conn = replica(tmp_path)
     old, new = new_id(), new_id()
     add(conn, old, "old plan")
@@ -123,16 +127,16 @@ def test_an_archived_body_is_indexed_empty_and_an_index_of_version_5_drops_its_n
     index = SearchIndex(tmp_path / "replica.db.search")
     index.catch_up(conn, stamp(conn))
     assert found(index, "note") == [] and found(index, "plan") == [old]  # indexed empty from the start
-    add(conn, new, "new plan")
+    add(conn, new, "new plan for CART-7")
+    conn.execute("UPDATE messages SET body_md = 'see src/api.py' WHERE id = ?", (new,))
     index.catch_up(conn, stamp(conn))
+    assert runs(index, "src api") == [(new, 0)] and runs(index, "cart 7") == [(new, 3)]
     conn.execute("UPDATE messages SET body_md = 'archived note', body_archived_ts = '2026-03-01T00:00:00.000000+00:00' WHERE id = ?",
                  (new,))
     index.catch_up(conn, stamp(conn))
     assert found(index, "note") == [] and sorted(found(index, "plan")) == sorted([old, new])  # archived after
-    index.conn.execute("UPDATE messages_fts SET body_md = 'archived note'")  # as version 5 indexed them
-    index.conn.execute("PRAGMA user_version = 5")
-    index = SearchIndex(tmp_path / "replica.db.search")
-    assert found(index, "note") == [] and sorted(found(index, "plan")) == sorted([old, new])
+    assert runs(index, "src api") == [] and runs(index, "cart 7") == [(new, 3)]
+
 
 def test_a_search_in_a_thread_walks_the_threads_messages_in_the_index_too(tmp_path):
     """On a replica a search in one thread read every message of the sidecar (23 ms at 100k)."""

@@ -28,21 +28,19 @@ and a page of older mail waits until it is indexed (tools/search.py).
 import os
 import re
 import sqlite3
-import threading
-import unicodedata
 from contextlib import contextmanager, suppress
-from functools import lru_cache
 from time import monotonic
 
 from .. import clock
 from ..errors import Unavailable
 
+from . import search_runs
 from .db import placeholders, rollback, transaction
 from ..ids import RANDOM_BITS
 from .per_process import OnePerKey
+from .tokenizer import TOKENIZER, folded
 
-VERSION = 6
-TOKENIZER = "porter unicode61"  # as in migrations/0002_search.sql
+VERSION = 7  # 7: message_runs. An index of another layout is made anew (a cache: filled again)
 _PROJECT_TOKEN = re.compile(r"(?<![0-9a-z])p[0-9]+(?![0-9a-z])", re.IGNORECASE)
 
 
@@ -51,31 +49,7 @@ def in_text(fts: str) -> str:
     (`p<project id>`, migration 0045); others as they are (FTS5 checks a column filter on every
     match: +0.1 ms a search for a common word). Looked for as the tokenizer reads the query: without
     diacritics (`ṗ123` and `p̈123` are its p123)."""
-    folded = fts if fts.isascii() else "".join(c for c in unicodedata.normalize("NFD", fts) if not unicodedata.combining(c))
-    return f"{{subject body_md}} : ({fts})" if _PROJECT_TOKEN.search(folded) else fts
-
-
-class _Stemmer(threading.local):
-    """An in-memory index per thread (a cache) that reads a word as the full index does."""
-
-    def __init__(self) -> None:
-        self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self.conn.executescript(f"CREATE VIRTUAL TABLE words USING fts5 (word, tokenize = '{TOKENIZER}');"
-                                " CREATE VIRTUAL TABLE stems USING fts5vocab (words, 'instance');")
-
-
-_stemmer = _Stemmer()
-
-
-@lru_cache(maxsize=4096)
-def stem(word: str) -> str:
-    """The token the index keeps of a word (porter: migrations is migrat, deploying deploi), or the
-    word itself when the tokenizer reads it as no word or several."""
-    conn = _stemmer.conn
-    conn.execute("DELETE FROM words")
-    conn.execute("INSERT INTO words (rowid, word) VALUES (1, ?)", (word,))
-    tokens = [token for (token,) in conn.execute("SELECT term FROM stems")]
-    return tokens[0] if len(tokens) == 1 else word
+    return f"{{subject body_md}} : ({fts})" if _PROJECT_TOKEN.search(folded(fts)) else fts
 
 
 def project_token(project_id: int) -> str:
@@ -89,17 +63,13 @@ def in_projects(fts: str, project_ids: list[int]) -> str:
     return f"project : ({' OR '.join(map(project_token, project_ids))}) AND {fts}"
 
 
-# Version 5: the replica's stamp when the index last held every message of it (none yet:
-# compare every id), and the messages by thread, which a search in a thread walks
-# (tools/search.py _window_sql; without, it read every message: 23 ms at 100k).
-VERSION_5 = """
-CREATE TABLE whole_at (id INTEGER PRIMARY KEY CHECK (id = 1), messages INTEGER NOT NULL, purged INTEGER NOT NULL);
-CREATE INDEX messages_by_thread ON messages (project_id, thread_id, id);
-"""
-# Version 6: an archived body is indexed empty, as migration 0050 does on embedded SQLite (the
-# database's note, "archived on …: the git archive keeps it", matched every archived message).
-# The bodies archived so far are those in archived_bodies.
-VERSION_6 = "UPDATE messages_fts SET body_md = '' WHERE rowid IN (SELECT id FROM archived_bodies);"
+# whole_at: the replica's stamp when the index last held every message of it (none yet: compare
+# every id). messages_by_thread: a search in a thread walks the thread's messages (tools/search.py
+# _window_sql; without, it read every message: 23 ms at 100k). An archived body is indexed empty,
+# as migration 0050 does on embedded SQLite (the database's note, "archived on …: the git archive
+# keeps it", matched every archived message); the bodies archived so far are in archived_bodies.
+# message_runs: ids and paths (store/search_runs.py, as migration 0052), filled with the full-text
+# rows, so never behind them (message_runs_backfill says so to the search).
 SCHEMA = f"""
 CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, body_md, project, tokenize = '{TOKENIZER}');
 CREATE TABLE messages (
@@ -109,7 +79,13 @@ CREATE TABLE messages (
 CREATE TABLE message_recipients (message_id INTEGER NOT NULL, agent_id INTEGER NOT NULL, kind TEXT NOT NULL);
 CREATE INDEX recipients_by_message ON message_recipients (message_id, agent_id);
 CREATE TABLE archived_bodies (id INTEGER PRIMARY KEY, archived_ts TEXT NOT NULL);
-{VERSION_5}
+CREATE TABLE whole_at (id INTEGER PRIMARY KEY CHECK (id = 1), messages INTEGER NOT NULL, purged INTEGER NOT NULL);
+CREATE INDEX messages_by_thread ON messages (project_id, thread_id, id);
+CREATE TABLE message_runs (term TEXT NOT NULL, message_id INTEGER NOT NULL, place INTEGER NOT NULL,
+                           PRIMARY KEY (term, place, message_id)) WITHOUT ROWID;
+CREATE INDEX message_runs_by_message ON message_runs (message_id);
+CREATE TABLE message_runs_backfill (id INTEGER PRIMARY KEY CHECK (id = 1), below INTEGER NOT NULL);
+INSERT INTO message_runs_backfill (id, below) VALUES (1, 0);
 PRAGMA user_version = {VERSION};
 """
 MESSAGE_COLUMNS = "id, project_id, sender_id, thread_id, importance, created_ts"
@@ -133,10 +109,7 @@ class SearchIndex:
     def __init__(self, path) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version in (4, 5):  # the same index, without version 5's (its next catch-up compares every id once) or 6's
-                self.conn.executescript(f"BEGIN; {VERSION_5 if version == 4 else ''} {VERSION_6} PRAGMA user_version = {VERSION}; COMMIT;")
-            elif version != VERSION:
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] != VERSION:
                 self._start_anew()
         except sqlite3.DatabaseError:
             self.conn.close()  # a malformed file, which discard_damaged removes: nothing left open on it
@@ -205,6 +178,8 @@ class SearchIndex:
                 if self.conn.execute("DELETE FROM messages_fts WHERE rowid = ?", (message_id,)).rowcount:
                     self.conn.execute("INSERT INTO messages_fts (rowid, subject, body_md, project) SELECT ?, ?, '', 'p' || project_id"
                                       " FROM messages WHERE id = ?", (message_id, subject, message_id))
+                    self.conn.execute("DELETE FROM message_runs WHERE message_id = ? AND place < ?",
+                                      (message_id, search_runs.PLACE_SUBJECT))  # the body's
                 self.conn.execute("INSERT OR REPLACE INTO archived_bodies (id, archived_ts) VALUES (?, ?)", (message_id, archived_ts))
 
     def _drop_all_but(self, ids: set[int]) -> None:
@@ -214,6 +189,7 @@ class SearchIndex:
             for start in range(0, len(gone), CHUNK):
                 chunk = gone[start : start + CHUNK]
                 self.conn.execute(f"DELETE FROM messages_fts WHERE rowid IN ({placeholders(chunk)})", chunk)
+                self.conn.execute(f"DELETE FROM message_runs WHERE message_id IN ({placeholders(chunk)})", chunk)
                 self.conn.execute(f"DELETE FROM message_recipients WHERE message_id IN ({placeholders(chunk)})", chunk)
                 self.conn.execute(f"DELETE FROM messages WHERE id IN ({placeholders(chunk)})", chunk)
 
@@ -260,6 +236,7 @@ class SearchIndex:
                     "INSERT INTO messages_fts (rowid, subject, body_md, project) VALUES (?, ?, ?, ?)",
                     [(r[0], r[6], r[7], project_token(r[1])) for r in rows],
                 )
+                search_runs.add(self.conn, [(r[0], r[6], r[7]) for r in rows])
                 self.conn.executemany(
                     "INSERT INTO message_recipients (message_id, agent_id, kind) VALUES (?, ?, ?)",
                     replica.execute(

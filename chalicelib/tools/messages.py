@@ -23,7 +23,7 @@ from ..attachments import intake
 from ..attachments.intake import Attachment, AttachmentInput
 from ..attachments.storage import storage, uploader
 from ..config import get_settings
-from ..store import upkeep, wakeup
+from ..store import search_runs, upkeep, wakeup
 from ..store.db import placeholders
 from ..store.search_index import project_token
 from ..errors import LAMBDA_ANSWER_BYTES, MAX_ANSWER_BYTES, Conflict, NotFound, answer_too_large
@@ -351,7 +351,8 @@ def store_message(db, row: tuple) -> None:
     """One messages row (id, project_id, sender_id, thread_id, subject, body_md, importance,
     ack_required, created_ts, attachments), and into the full-text index at the end of the
     transaction, with the rest of the batch: FTS5 flushes its pending index at every savepoint
-    (migrations/0022_search_index_at_commit.sql). A replica's index is its sidecar file."""
+    (migrations/0022_search_index_at_commit.sql), and its runs (ids, paths: store/search_runs.py).
+    A replica's index is its sidecar file."""
     db.execute(
         "INSERT INTO messages (id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required, created_ts,"
         " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -364,8 +365,9 @@ def store_message(db, row: tuple) -> None:
 
 
 def _index_for_search(db, rows: list[tuple[int, str, str, str]]) -> None:
-    """(id, subject, body, its project's token: migration 0045) into the full-text index."""
+    """(id, subject, body, its project's token: migration 0045) into the full-text index and message_runs."""
     db.executemany("INSERT INTO messages_fts (rowid, subject, body_md, project) VALUES (?, ?, ?, ?)", rows)
+    search_runs.add(db, [row[:3] for row in rows])
 
 
 def store_recipients(

@@ -8,7 +8,8 @@ RETENTION_AGENT_IDLE_DAYS (if set), releases the reservations retired agents sti
 file reservations and build slots that ended RETENTION_LEASE_GRACE_DAYS ago, deletes attachment
 content no message has named for ATTACHMENT_UNUSED_DAYS (tools/attachment_refs.py), and merges
 the embedded search index's segments a bounded number of pages (store/search_index.py,
-merge_fts). Each kind of work stops after RETENTION_BATCH rows, in transactions of
+merge_fts) and indexes the ids and paths of mail stored before their index (store/search_runs.py
+backfill, RUNS_SHARE times the budget). Each kind of work stops after RETENTION_BATCH rows, in transactions of
 RETENTION_CHUNK rows, so a run is short and never holds the write lock for long; the next run
 takes the rest. It runs from the local archive worker when idle, from `python -m chalicelib
 retention run`, and from a scheduled Lambda function on AWS.
@@ -32,6 +33,7 @@ from ..fields import ProjectKey
 from ..ids import RANDOM_BITS, first_id_at
 from ..registry import Input, Output, tool
 from ..store.db import connection, placeholders, transaction
+from ..store import search_runs
 from ..store.search_index import merge_fts
 from . import attachment_refs, thread_summaries
 from .agents import retire
@@ -42,6 +44,9 @@ from .reservations import LIVE, release_some
 
 log = logging.getLogger(__name__)
 
+# Messages a run indexes the runs of (store/search_runs.py backfill: mail stored before migration
+# 0052), per row of the budget: a message takes ~0.3 ms, and a million would take 200 hourly runs.
+RUNS_SHARE = 10
 # How long an archive entry can trail its message: both are written by one transaction.
 OUTBOX_LAG_IDS = (60 * 1000) << RANDOM_BITS
 
@@ -106,8 +111,8 @@ def run_retention(settings: Settings, budget: int | None = None) -> dict[str, in
     """One bounded retention run: at most `budget` (RETENTION_BATCH) rows of each kind. How many
     messages were purged or archived, agents retired, retired agents' reservations released,
     reservations and build slots deleted, steps of recounting the threads purges cut (a message read, a thread finished),
-    unused attachment content condemned and deleted (tools/attachment_refs.py), and steps of merging the search index (store/search_index.py;
-    a replica's database has no index)."""
+    unused attachment content condemned and deleted (tools/attachment_refs.py), steps of merging the search index (store/search_index.py;
+    a replica's database has no index) and messages whose runs it indexed (store/search_runs.py)."""
     budget = budget or settings.retention_batch
     now = clock.now()
     done = dict.fromkeys(("messages_purged", "bodies_archived", "agents_retired", "reservations_released", "reservations_deleted",
@@ -137,7 +142,9 @@ def run_retention(settings: Settings, budget: int | None = None) -> dict[str, in
         for table, kind in (("file_reservations", "reservations_deleted"), ("build_slots", "slots_deleted")):
             done[kind] = chunked(conn, settings, budget, lambda db, limit, t=table: delete_ended(db, t, ended, limit))
         done.update(attachment_refs.collect(conn, settings, storage(settings), budget, now))
-        done["search_merge_steps"] = 0 if settings.turso_sync_url else merge_fts(conn)
+        embedded = not settings.turso_sync_url  # (a replica's search index is its sidecar, kept by searches)
+        done["search_merge_steps"] = merge_fts(conn) if embedded else 0
+        done["search_runs_indexed"] = chunked(conn, settings, budget * RUNS_SHARE, search_runs.backfill) if embedded else 0
     if any(done.values()):
         log.info("retention: %s", done)
     return done

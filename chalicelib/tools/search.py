@@ -50,6 +50,7 @@ from ..fields import AgentAddress, AgentName, MessageId, ProjectKey, Timestamp, 
 from ..registry import Input, Output, tool
 from ..store.db import placeholders
 from ..store.disconnect import client_gone, client_left
+from ..store import search_runs
 from ..store.search_index import SearchIndex, damaged, discard_damaged, in_projects, in_text, search_index
 from .agents import find_agent, find_agents
 from .counts import mail_stamp, mail_total
@@ -57,7 +58,7 @@ from .messages import Importance, Limit, ThreadId, visible_to
 from .projects import find_project
 from .search_narrowing import Narrowed, narrowed
 from .search_syntax import (SNIPPET_CHARS, fts5_query, fts5_terms, fts5_phrases, has_cjk, literal_query, nesting,
-                            snippet, snippet_terms)
+                            plain_terms, snippet, snippet_terms)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ class SearchHit(Output):
     importance: Importance
     created_ts: str
     snippet: str = Field(description="The first passage with a query word (subject or body), words marked with **.")
-    score: float = Field(description="bm25 relevance of the query's distinctive terms; lower is better, 0 for none.")
+    score: float = Field(description="bm25 relevance of the query's distinctive terms; lower is better, 0 for none (and for an id"
+                                     " or path typed alone: those hits come subjects first, then newest).")
 
 
 INDEXING_HELP = (
@@ -303,10 +305,55 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
     return page, f"{below}.{skip}"
 
 
+def _run_page(index, term: str, whole: bool, fts: str, where: str, params: list, args: SearchMessagesInput):
+    """One page of a query that is one run typed without spaces (an id, a path: store/search_runs.py):
+    the messages with its term kept to `where`, best place first (the subject's whole run), then
+    newest; score 0. The term's rows are read in that order (its index's), up to MAX_WINDOWS windows
+    growing fourfold (filters may fail many; a thread's search reads the thread's messages instead).
+    A run longer than its term (`whole` false) is checked on each candidate against the query (fts).
+    The cursor is the last hit's place and id: the next page goes on below them."""
+    below = _run_cursor(args.cursor)
+    if args.thread_id is not None:  # the thread's messages (messages_by_thread), each looked up in the runs by id
+        sql = ("SELECT r.place, m.id, 1 FROM messages m CROSS JOIN message_runs r ON r.message_id = m.id"
+               f" WHERE r.term = ? AND (r.place, m.id) < (?, ?) AND {where} ORDER BY r.place DESC, m.id DESC LIMIT ?")
+    else:  # the term's rows in order, each flagged kept or not: a window reads at most `size` of them
+        sql = ("SELECT r.place, r.message_id, m.id IS NOT NULL FROM (SELECT place, message_id FROM message_runs"
+               " WHERE term = ? AND (place, message_id) < (?, ?) ORDER BY place DESC, message_id DESC LIMIT ?) r"
+               f" LEFT JOIN messages m ON m.id = r.message_id AND {where} ORDER BY r.place DESC, r.message_id DESC")
+    check = None if whole else Narrowed(fts, plain_terms(args.query), [])
+    page: list[tuple[int, int]] = []  # (place, id)
+    size = args.limit + 1
+    for _ in range(MAX_WINDOWS):
+        arguments = (term, *below, *params, size) if args.thread_id is not None else (term, *below, size, *params)
+        window = index.execute(sql, arguments).fetchall()
+        kept = [(place, mid) for place, mid, keep in window if keep]
+        if check:
+            matching = set(check.matching(index, [mid for _, mid in kept], _in_time))
+            kept = [row for row in kept if row[1] in matching]
+        _in_time()
+        room = args.limit - len(page)
+        page += kept[:room]
+        if len(page) == args.limit and (len(kept) > room or len(window) == size):  # more may follow
+            return [(mid, 0.0) for _, mid in page], f"{page[-1][1]}.{page[-1][0]}"
+        if len(window) < size:  # the term has no more rows
+            return [(mid, 0.0) for _, mid in page], None
+        below, size = (window[-1][0], window[-1][1]), size * 4
+    return [(mid, 0.0) for _, mid in page], f"{below[1]}.{below[0]}"
+
+
+def _run_cursor(cursor: str | None) -> tuple[int, int]:
+    """(place, id) of a _run_page cursor ("id.place"): the next page is below them."""
+    if cursor is None:
+        return search_runs.PLACE_SUBJECT_WHOLE + 1, 0
+    message_id, place = _cursor(cursor)
+    return place, message_id
+
+
 def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> SearchResults:
     """Search the project's messages; best matches first (subject hits weigh double).
 
-    Type what you are looking for: ids (CART-12), file names and paths work as typed.
+    Type what you are looking for: ids (CART-12), file names and paths work as typed (alone, they
+    find the messages that have them so, subjects first, then newest).
     Filters narrow by sender, recipient, thread, importance and time; agent_name keeps to
     the mail that agent sent or received. Each page ranks the newest matches first by
     relevance; next_cursor goes on to older ones."""
@@ -393,6 +440,8 @@ def _page(index, query: str, fts: str, where: str, params: list, args: SearchMes
     """One ranked page of the query (its FTS5 form `fts`) and the next cursor (`scope`: _ranked_page;
     `building`: _index's)."""
     floor = None if building is None else building.floor
+    if building is None and (run := _typed_run(index, query)) is not None:
+        return _run_page(index, *run, fts, where, params, args)
     try:
         narrow = narrowed(index, query, fts)
         rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
@@ -402,6 +451,14 @@ def _page(index, query: str, fts: str, where: str, params: list, args: SearchMes
             raise
         fts = in_text(literal_query(query))
         return _ranked_page(index, fts, fts, where, params, args, filtered, scope, floor)
+
+
+def _typed_run(index, query: str) -> tuple[str, bool] | None:
+    """search_runs.query_term of a query of one plain term (no operator, prefix or column) once
+    the index has every message's runs; else None (the full-text path)."""
+    if (terms := plain_terms(query)) is None or len(terms) != 1 or (run := search_runs.query_term(query)) is None:
+        return None
+    return run if search_runs.ready(index) else None
 
 
 class _Budget:

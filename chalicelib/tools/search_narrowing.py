@@ -27,7 +27,8 @@ import threading
 from collections.abc import Callable
 
 from ..store.db import placeholders
-from ..store.search_index import TOKENIZER, in_text
+from ..store.search_index import in_text
+from ..store.tokenizer import TOKENIZER
 from .search_syntax import LOOK_CHARS, plain_terms
 
 SAMPLE = 1000

@@ -27,7 +27,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from ..store.search_index import stem
+from ..store.tokenizer import stem
 
 COLUMNS = {"subject": "subject", "body": "body_md", "body_md": "body_md"}
 OPERATORS = ("AND", "OR", "NOT")
