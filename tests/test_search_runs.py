@@ -45,16 +45,19 @@ def test_a_text_has_each_part_of_each_run_as_the_index_reads_its_words():
     long = "/".join(f"w{n}" for n in range(20))
     assert max(len(term.split()) for term in body_terms(long)) == search_runs.RUN_WORDS
     assert body_terms("a" * 200 + "/b") == {}  # longer than TERM_CHARS
-    assert len(body_terms(" ".join(f"x{n}/y" for n in range(5000)))) == search_runs.MAX_RUNS
+    assert len(body_terms(" ".join(f"x{n}/y" for n in range(5000)))) == search_runs.MAX_TERMS
     # The subject's places rank first; a run whole somewhere is whole.
     assert dict(message_terms("Refactor api.py", "see src/api.py and api.py")) == {"api py": 3, "src api": 0, "src api py": 1}
     assert dict(message_terms("x", "a-b " * 10 + "x " * search_runs.BODY_CHARS + "c-d")) == {"a b": 1}  # the body's start
+    cut = "x" * (search_runs.BODY_CHARS - len(" see CART-1")) + " see CART-12345 then"
+    assert body_terms(cut) == {} and body_terms(cut[: search_runs.BODY_CHARS]) == {"cart 1": 1}  # a run the cut goes through: out
+    assert body_terms("\ue000CART-12 and CART-12\ue000") == {"\ue000cart 12": 1, "cart 12\ue000": 1}  # private use: a letter
 
 
 def test_a_query_of_one_run_typed_without_spaces_is_looked_up_by_its_term():
-    assert query_term("CART-12") == ("cart 12", True) and query_term(' "src/api.py" ') == ("src api py", True)
-    assert query_term("/src/migrations.py:") == ("src migrat py", True)
-    assert query_term("a/b/c/d/e/f/g/h") == ("a b c d e f", False)  # its first RUN_WORDS words, the rest checked
+    assert query_term("CART-12") == ("cart 12", None) and query_term(' "src/api.py" ') == ("src api py", None)
+    assert query_term("/src/migrations.py:") == ("src migrat py", None)
+    assert query_term("a/b/c/d/e/f/g/h") == ("a b c d e f", list("abcdefgh"))  # its first RUN_WORDS words; all checked
     for query in ("deploy", "src/api.py now", "café/menu", "-flag", "C++"):
         assert query_term(query) is None, query
 
@@ -97,10 +100,13 @@ def test_paging_reaches_every_match_once_newest_first(call, project):
 
 
 def test_a_run_longer_than_its_term_is_checked_on_the_candidates(call, project):
+    """QA, session 41: the check of a run of 7 words and more was FTS5's phrase, which spaces pass."""
     sent(call, project, "whole", "see https://example.com/org/repo/pull/12/files")
     sent(call, project, "other pull", "see https://example.com/org/repo/pull/13/files")
+    sent(call, project, "apart", "see example.com/org/repo/pull 12/files")
+    sent(call, project, "elsewhere", "example.com/org/repo/pull/zz, then example com org repo pull 12 files")
     assert found(call, project, "example.com/org/repo/pull/12/files") == ["whole"]
-    assert set(found(call, project, "example.com/org/repo/pull")) == {"whole", "other pull"}
+    assert set(found(call, project, "example.com/org/repo/pull")) == {"whole", "other pull", "apart", "elsewhere"}
 
 
 def test_a_search_in_a_thread_and_across_projects(call, project):
@@ -150,6 +156,10 @@ def test_mail_stored_before_the_runs_index_is_filled_in_by_retention_runs(settin
         rows = conn.execute("SELECT DISTINCT m.subject FROM message_runs r JOIN messages m ON m.id = r.message_id").fetchall()
         assert [tuple(row) for row in rows] == [("CART-5 4",)]
     assert "apart" in found(call, project, "CART-5")
+    first = call("search_messages", project_key=project, query="CART-5", limit=4)  # a full-text page, then the rest filled in
     assert run_retention(settings)["search_runs_indexed"] == 4
+    rest = call("search_messages", project_key=project, query="CART-5", limit=4, cursor=first["next_cursor"])
+    paged = [hit["subject"] for hit in first["results"] + rest["results"]]  # QA, session 41: a run's order then repeated page 1
+    assert sorted(paged) == sorted([f"CART-5 {n}" for n in range(5)] + ["apart"]) and rest["next_cursor"] is None
     assert sorted(found(call, project, "CART-5")) == [f"CART-5 {n}" for n in range(5)]
     assert run_retention(settings)["search_runs_indexed"] == 0

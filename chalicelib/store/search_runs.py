@@ -8,10 +8,11 @@ it: `mod43 file39`, `src mod43`, ...) is one row of `message_runs`, its words fo
 as the full index reads them; a query that is one such run is one ordered look-up of its term,
 newest first (tools/search.py `_run_page`).
 
-What is indexed: the subject and the body's first BODY_CHARS characters, at most MAX_RUNS
-distinct runs a message, each at most TERM_CHARS long (a long base64 blob or minified file
-would add thousands of rows to one send). A run longer than RUN_WORDS is looked up by its
-first RUN_WORDS words and the rest checked on those candidates.
+What is indexed: the subject and the body's first BODY_CHARS characters, at most MAX_TERMS
+distinct terms a message (a run of k words has up to 5k; a long base64 blob or minified file
+would add thousands of rows to one send), each at most TERM_CHARS long. A run longer than
+RUN_WORDS is looked up by its first RUN_WORDS words, and each candidate's text read again to
+check it holds the whole run (place_of).
 
 Embedded SQLite keeps the rows in the database (migrations/0052_search_runs.sql: triggers drop
 them with a purged message or an archived body), written with the full-text entry at the end
@@ -29,12 +30,13 @@ from .tokenizer import folded, stem
 
 BODY_CHARS = 64 * 1024  # of a body, as search's other checks read (tools/search_syntax.py LOOK_CHARS)
 RUN_WORDS = 6
-MAX_RUNS = 2000
+MAX_TERMS = 2000
 TERM_CHARS = 120
 # Where a message has a term, best first: a search ranks by it (a subject that is `api.py` before one
 # that names `src/cart/api.py`), then newest first. An archived body's rows (below SUBJECT) leave with it.
 PLACE_SUBJECT_WHOLE, PLACE_SUBJECT, PLACE_BODY_WHOLE, PLACE_BODY = 3, 2, 1, 0
-_WORD = re.compile(r"[^\W_]+")  # what unicode61 reads as a word: letters and digits (`_` separates too)
+# What unicode61 reads as a word: letters, digits and private-use characters (`_` separates too).
+_WORD = re.compile(r"(?:[^\W_]|[\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd])+")
 _EDGES = string.punctuation  # a word's own punctuation (`plan.`, `(see`), not a run's
 
 
@@ -55,11 +57,11 @@ def _stemmed(words: list[str]) -> list[str]:
 
 def message_terms(subject: str, body: str) -> list[tuple[str, int]]:
     """(term, place) of each distinct run of a message and part of one (2 to RUN_WORDS words, at
-    most TERM_CHARS), in text order, at most MAX_RUNS: the subject's, then the body's start's;
+    most TERM_CHARS), in text order, at most MAX_TERMS: the subject's, then the body's start's;
     its place the best of where it is (PLACE_SUBJECT_WHOLE: the subject has it as a whole run,
     `api.py`, not as `src/api.py`'s part; ...; PLACE_BODY). (One loop: it runs in every send.)"""
     found: dict[str, int] = {}
-    for whole_place, text in ((PLACE_SUBJECT_WHOLE, subject), (PLACE_BODY_WHOLE, body[:BODY_CHARS])):
+    for whole_place, text in ((PLACE_SUBJECT_WHOLE, subject), (PLACE_BODY_WHOLE, body_start(body))):
         for run in _runs(text):
             words, last = _stemmed(run), len(run)
             for start in range(last - 1):
@@ -68,15 +70,40 @@ def message_terms(subject: str, body: str) -> list[tuple[str, int]]:
                     place = whole_place if start == 0 and end == last else whole_place - 1
                     if len(term) <= TERM_CHARS and found.get(term, -1) < place:
                         found[term] = place
-                        if len(found) >= MAX_RUNS:
+                        if len(found) >= MAX_TERMS:
                             return list(found.items())
     return list(found.items())
 
 
-def query_term(query: str) -> tuple[str, bool] | None:
+def body_start(body: str) -> str:
+    """What is indexed of a body: its first BODY_CHARS characters, less a run the cut goes through
+    (`CART-12345` cut after `CART-1` is no `CART-1`)."""
+    if len(body) <= BODY_CHARS:
+        return body
+    start = body[:BODY_CHARS]
+    if body[BODY_CHARS].isspace():
+        return start
+    kept = start.rsplit(None, 1)
+    return kept[0] if len(kept) == 2 else ""
+
+
+def place_of(words: list[str], subject: str, body: str) -> int | None:
+    """The best place where the message has a run holding these words (stemmed, as query_term's)
+    in a row, or None: the check of a run longer than RUN_WORDS on the candidates its first words found."""
+    places = []
+    for whole_place, text in ((PLACE_SUBJECT_WHOLE, subject), (PLACE_BODY_WHOLE, body_start(body))):
+        for run in _runs(text):
+            stemmed = _stemmed(run)
+            for start in range(len(stemmed) - len(words) + 1):
+                if stemmed[start : start + len(words)] == words:
+                    places.append(whole_place if len(stemmed) == len(words) else whole_place - 1)
+    return max(places, default=None)
+
+
+def query_term(query: str) -> tuple[str, list[str] | None] | None:
     """The term to look up for a query that is one run typed without spaces (`CART-12`, `"src/api.py"`),
-    and whether it is the whole run (a longer one is looked up by its first words: check the rest);
-    None for any other query."""
+    and, for a run longer than the term (looked up by its first words), its words to check on each
+    candidate (place_of); None for any other query."""
     text = query.strip().strip('"')
     runs = list(_runs(text)) if text.isascii() else []
     if len(runs) != 1 or any(c.isspace() for c in text):
@@ -85,7 +112,7 @@ def query_term(query: str) -> tuple[str, bool] | None:
     for end in range(min(RUN_WORDS, len(words)), 1, -1):
         term = " ".join(words[:end])
         if len(term) <= TERM_CHARS:
-            return term, end == len(words)
+            return term, None if end == len(words) else words
     return None
 
 

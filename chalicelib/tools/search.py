@@ -69,6 +69,7 @@ RARE = 5000  # a term in at most this many messages weighs in the ranking
 MAX_RANKED_TERMS = 8
 SCOPED_SHARE = 16  # projects with at most 1/16 of the mail search within themselves in the index (_scope)
 MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
+RUN_CURSOR = 900_000  # added to the place in a run page's cursor: above any full-text skip (below WINDOW)
 MIN_PREFIX = 3  # letters or digits of a prefix (t*: every word starting with t), or one CJK character
 MAX_PREFIXES = 2
 MAX_NESTING = 32  # levels of parentheses (FTS5's parser overflows at ~99)
@@ -305,13 +306,14 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
     return page, f"{below}.{skip}"
 
 
-def _run_page(index, term: str, whole: bool, fts: str, where: str, params: list, args: SearchMessagesInput):
+def _run_page(index, term: str, words: list[str] | None, where: str, params: list, args: SearchMessagesInput):
     """One page of a query that is one run typed without spaces (an id, a path: store/search_runs.py):
     the messages with its term kept to `where`, best place first (the subject's whole run), then
     newest; score 0. The term's rows are read in that order (its index's), up to MAX_WINDOWS windows
     growing fourfold (filters may fail many; a thread's search reads the thread's messages instead).
-    A run longer than its term (`whole` false) is checked on each candidate against the query (fts).
-    The cursor is the last hit's place and id: the next page goes on below them."""
+    A run longer than its term (`words`: all of them) is checked on each candidate's text, and ranked
+    by its term's place. The cursor is the last hit's place and id (RUN_CURSOR, _run_cursor): the
+    next page goes on below them."""
     below = _run_cursor(args.cursor)
     if args.thread_id is not None:  # the thread's messages (messages_by_thread), each looked up in the runs by id
         sql = ("SELECT r.place, m.id, 1 FROM messages m CROSS JOIN message_runs r ON r.message_id = m.id"
@@ -320,33 +322,52 @@ def _run_page(index, term: str, whole: bool, fts: str, where: str, params: list,
         sql = ("SELECT r.place, r.message_id, m.id IS NOT NULL FROM (SELECT place, message_id FROM message_runs"
                " WHERE term = ? AND (place, message_id) < (?, ?) ORDER BY place DESC, message_id DESC LIMIT ?) r"
                f" LEFT JOIN messages m ON m.id = r.message_id AND {where} ORDER BY r.place DESC, r.message_id DESC")
-    check = None if whole else Narrowed(fts, plain_terms(args.query), [])
     page: list[tuple[int, int]] = []  # (place, id)
     size = args.limit + 1
     for _ in range(MAX_WINDOWS):
         arguments = (term, *below, *params, size) if args.thread_id is not None else (term, *below, size, *params)
         window = index.execute(sql, arguments).fetchall()
         kept = [(place, mid) for place, mid, keep in window if keep]
-        if check:
-            matching = set(check.matching(index, [mid for _, mid in kept], _in_time))
-            kept = [row for row in kept if row[1] in matching]
+        if words:
+            kept = _holding_run(index, words, kept)
         _in_time()
         room = args.limit - len(page)
         page += kept[:room]
         if len(page) == args.limit and (len(kept) > room or len(window) == size):  # more may follow
-            return [(mid, 0.0) for _, mid in page], f"{page[-1][1]}.{page[-1][0]}"
+            return [(mid, 0.0) for _, mid in page], f"{page[-1][1]}.{RUN_CURSOR + page[-1][0]}"
         if len(window) < size:  # the term has no more rows
             return [(mid, 0.0) for _, mid in page], None
         below, size = (window[-1][0], window[-1][1]), size * 4
-    return [(mid, 0.0) for _, mid in page], f"{below[1]}.{below[0]}"
+    return [(mid, 0.0) for _, mid in page], f"{below[1]}.{RUN_CURSOR + below[0]}"
+
+
+def _holding_run(index, words: list[str], kept: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Those of the (place, id) candidates whose text has a run holding all these words in a row."""
+    if not kept:
+        return []
+    ids = [mid for _, mid in kept]
+    texts = {row[0]: row[1:] for row in index.execute(
+        f"SELECT rowid, subject, substr(body_md, 1, {search_runs.BODY_CHARS + 1}) FROM messages_fts WHERE rowid IN ({placeholders(ids)})",
+        ids)}
+    holding = []
+    for place, mid in kept:
+        _in_time()  # (a body's start is up to 64 Ki characters to read again)
+        if mid in texts and search_runs.place_of(words, texts[mid][0], texts[mid][1] or "") is not None:
+            holding.append((place, mid))
+    return holding
 
 
 def _run_cursor(cursor: str | None) -> tuple[int, int]:
-    """(place, id) of a _run_page cursor ("id.place"): the next page is below them."""
+    """(place, id) of a _run_page cursor ("id.RUN_CURSOR+place", told apart from _ranked_page's
+    "id.skip": a skip is below WINDOW): the next page is below them."""
     if cursor is None:
         return search_runs.PLACE_SUBJECT_WHOLE + 1, 0
     message_id, place = _cursor(cursor)
-    return place, message_id
+    return place - RUN_CURSOR, message_id
+
+
+def _is_run_cursor(cursor: str | None) -> bool:
+    return cursor is not None and _cursor(cursor)[1] >= RUN_CURSOR
 
 
 def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> SearchResults:
@@ -440,8 +461,17 @@ def _page(index, query: str, fts: str, where: str, params: list, args: SearchMes
     """One ranked page of the query (its FTS5 form `fts`) and the next cursor (`scope`: _ranked_page;
     `building`: _index's)."""
     floor = None if building is None else building.floor
-    if building is None and (run := _typed_run(index, query)) is not None:
-        return _run_page(index, *run, fts, where, params, args)
+    # A page goes on the way its first went (their orders differ): a full-text cursor on full text,
+    # though the runs were filled in since; a run cursor on the runs.
+    if _is_run_cursor(args.cursor):
+        if building is not None:  # (a replica's index damaged and being built again since)
+            raise building.building()
+        run = _typed_run(index, query)
+        if run is not None:
+            return _run_page(index, *run, where, params, args)
+        args = args.model_copy(update={"cursor": f"{_cursor(args.cursor)[0]}.0"})  # (not expected: runs never go)
+    elif args.cursor is None and building is None and (run := _typed_run(index, query)) is not None:
+        return _run_page(index, *run, where, params, args)
     try:
         narrow = narrowed(index, query, fts)
         rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
