@@ -5,8 +5,8 @@ messages: `mod43` and `file39` are each in thousands of messages at a million, s
 the path grew with the mailbox (0.7 ms at 10k, 2.6 ms at 1M). Here every run of 2 to RUN_WORDS
 words written without a space between them (`CART-12`, `src/mod43/file39.py`, and each part of
 it: `mod43 file39`, `src mod43`, ...) is one row of `message_runs`, its words folded and stemmed
-as the full index reads them; a query that is one such run is one ordered look-up of its term,
-newest first (tools/search.py `_run_page`).
+as the full index reads them, with the best place of it in the message; a query that is one such
+run is one ordered look-up of its term: best place first, then newest (tools/search.py `_run_page`).
 
 What is indexed: the subject and the body's first BODY_CHARS characters, at most MAX_TERMS
 distinct terms a message (a run of k words has up to 5k; a long base64 blob or minified file
