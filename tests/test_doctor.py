@@ -215,6 +215,19 @@ def test_a_damaged_search_index_answers_503_naming_the_repair_until_doctor_rebui
     assert "Traceback" not in log.read_text()
 
 
+def test_doctor_says_how_many_messages_the_ids_and_paths_index_has_still_to_take(tmp_path):
+    database = tmp_path / "db.sqlite"
+    with running_server(database) as url:
+        zebra_mailbox(url)
+    conn = sqlite3.connect(database, isolation_level=None)
+    conn.execute("DELETE FROM message_runs")
+    conn.execute("UPDATE message_runs_backfill SET below = (SELECT max(id) + 1 FROM messages)")  # as migration 0052 leaves mail
+    conn.close()
+    assert "the ids and paths of 1 older message are being indexed" in table(doctor(database))
+    assert json.loads(run(database, "retention", "run").stdout)["search_runs_indexed"] == 1
+    assert re.search(r"ok  search index  matches the messages\n", table(doctor(database)))
+
+
 def test_a_damaged_sidecar_index_of_a_turso_replica_is_rebuilt_by_the_next_search(tmp_path):
     """The replica's sidecar (<replica>.search) is a cache: damaged, it failed every search with
     503 until an operator deleted the file; now the search that meets the damage removes it, and

@@ -145,3 +145,9 @@ def backfill(db, limit: int) -> int:
     done = len(rows) < limit
     db.execute("UPDATE message_runs_backfill SET below = ?", (0 if done or not rows else rows[-1][0],))
     return len(rows)
+
+
+def left(db) -> int:
+    """How many messages the backfill has still to index (a database with mail from before 0052)."""
+    (below,) = db.execute("SELECT below FROM message_runs_backfill").fetchone()
+    return db.execute("SELECT count(*) FROM messages WHERE id < ?", (below,)).fetchone()[0] if below > 0 else 0
