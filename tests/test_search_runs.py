@@ -114,7 +114,10 @@ def test_a_search_in_a_thread_and_across_projects(call, project):
                  body_md="")["message"]
     sent(call, project, "CART-9 elsewhere")
     call("reply_message", project_key=project, message_id=first["id"], sender_name="GreenCastle", body_md="on CART-9 too")
-    assert sorted(found(call, project, "CART-9", thread_id=first["thread_id"])) == ["CART-9 start", "Re: CART-9 start"]
+    assert found(call, project, "CART-9", thread_id=first["thread_id"]) == ["Re: CART-9 start", "CART-9 start"]  # newest first
+    page = call("search_messages", project_key=project, query="CART-9", thread_id=first["thread_id"], limit=1)
+    rest = call("search_messages", project_key=project, query="CART-9", thread_id=first["thread_id"], cursor=page["next_cursor"])
+    assert [hit["subject"] for hit in page["results"] + rest["results"]] == ["Re: CART-9 start", "CART-9 start"]
     assert sorted(found(call, project, "CART-9", agent_name="GreenCastle")) == ["CART-9 elsewhere", "CART-9 start", "Re: CART-9 start"]
 
 

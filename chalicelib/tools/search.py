@@ -310,14 +310,15 @@ def _run_page(index, term: str, words: list[str] | None, where: str, params: lis
     """One page of a query that is one run typed without spaces (an id, a path: store/search_runs.py):
     the messages with its term kept to `where`, best place first (the subject's whole run), then
     newest; score 0. The term's rows are read in that order (its index's), up to MAX_WINDOWS windows
-    growing fourfold (filters may fail many; a thread's search reads the thread's messages instead).
+    growing fourfold (filters may fail many). A thread's search reads the thread's messages newest
+    first instead, and lists them so (ranking them by place would read every one of a long thread).
     A run longer than its term (`words`: all of them) is checked on each candidate's text, and ranked
     by its term's place. The cursor is the last hit's place and id (RUN_CURSOR, _run_cursor): the
     next page goes on below them."""
     below = _run_cursor(args.cursor)
-    if args.thread_id is not None:  # the thread's messages (messages_by_thread), each looked up in the runs by id
-        sql = ("SELECT r.place, m.id, 1 FROM messages m CROSS JOIN message_runs r ON r.message_id = m.id"
-               f" WHERE r.term = ? AND (r.place, m.id) < (?, ?) AND {where} ORDER BY r.place DESC, m.id DESC LIMIT ?")
+    if args.thread_id is not None:  # the thread's messages newest first (messages_by_thread), each looked up in the runs
+        sql = ("SELECT 0, m.id, 1 FROM messages m CROSS JOIN message_runs r ON r.message_id = m.id"
+               f" WHERE r.term = ? AND m.id < ? AND {where} ORDER BY m.id DESC LIMIT ?")
     else:  # the term's rows in order, each flagged kept or not: a window reads at most `size` of them
         sql = ("SELECT r.place, r.message_id, m.id IS NOT NULL FROM (SELECT place, message_id FROM message_runs"
                " WHERE term = ? AND (place, message_id) < (?, ?) ORDER BY place DESC, message_id DESC LIMIT ?) r"
@@ -325,7 +326,7 @@ def _run_page(index, term: str, words: list[str] | None, where: str, params: lis
     page: list[tuple[int, int]] = []  # (place, id)
     size = args.limit + 1
     for _ in range(MAX_WINDOWS):
-        arguments = (term, *below, *params, size) if args.thread_id is not None else (term, *below, size, *params)
+        arguments = (term, below[1], *params, size) if args.thread_id is not None else (term, *below, size, *params)
         window = index.execute(sql, arguments).fetchall()
         kept = [(place, mid) for place, mid, keep in window if keep]
         if words:
@@ -361,7 +362,7 @@ def _run_cursor(cursor: str | None) -> tuple[int, int]:
     """(place, id) of a _run_page cursor ("id.RUN_CURSOR+place", told apart from _ranked_page's
     "id.skip": a skip is below WINDOW): the next page is below them."""
     if cursor is None:
-        return search_runs.PLACE_SUBJECT_WHOLE + 1, 0
+        return search_runs.PLACE_SUBJECT_WHOLE + 1, 2**63 - 1
     message_id, place = _cursor(cursor)
     return place - RUN_CURSOR, message_id
 
