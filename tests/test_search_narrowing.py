@@ -31,7 +31,7 @@ FILLER = 30
 def paths(call, project, monkeypatch):
     """The full-text path's narrowing: a path typed alone takes the runs' index (tests/test_search_runs.py),
     but not in a query with other words, nor while a database's runs are being filled in."""
-    monkeypatch.setattr(search, "_typed_run", lambda index, query: None)
+    monkeypatch.setattr(search, "_typed_run", lambda *args: None)
     monkeypatch.setattr(search_narrowing, "SAMPLE", 10)  # a word in fewer than 10 messages is rare here
     for number in range(FILLER):
         call("send_message", project_key=project, sender_name="BlueLake", to=["GreenCastle"], subject=f"filler {number}",

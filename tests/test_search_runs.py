@@ -99,6 +99,21 @@ def test_paging_reaches_every_match_once_newest_first(call, project):
     assert found(call, project, "CART-7", sender="RedStone") == [s for n, s in enumerate(subjects) if n % 3 == 0 and n % 4 == 0][::-1]
 
 
+def test_a_project_finds_its_run_among_another_projects_many(call, project):
+    """QA, session 41: the term's rows of every project were read in order, four windows a call:
+    a project with one of 200 messages holding CART-77 got an empty first page (with a cursor)."""
+    call("ensure_project", human_key="/work/busy")
+    for name in ("BlueLake", "GreenCastle"):
+        call("register_agent", project_key="work-busy", program="p", model="m", name=name)
+    call("set_contact_policy", project_key="work-busy", agent_name="GreenCastle", policy="open")
+    sent(call, project, "ours", "see CART-77")
+    for n in range(200):
+        sent(call, "work-busy", f"CART-77 {n}")
+    answer = call("search_messages", project_key=project, query="CART-77", limit=1)
+    assert [hit["subject"] for hit in answer["results"]] == ["ours"] and answer["next_cursor"] is None
+    assert len(found(call, "work-busy", "CART-77")) == 50  # (limit 50)
+
+
 def test_a_run_longer_than_its_term_is_checked_on_the_candidates(call, project):
     """QA, session 41: the check of a run of 7 words and more was FTS5's phrase, which spaces pass."""
     sent(call, project, "whole", "see https://example.com/org/repo/pull/12/files")

@@ -81,8 +81,8 @@ CREATE INDEX recipients_by_message ON message_recipients (message_id, agent_id);
 CREATE TABLE archived_bodies (id INTEGER PRIMARY KEY, archived_ts TEXT NOT NULL);
 CREATE TABLE whole_at (id INTEGER PRIMARY KEY CHECK (id = 1), messages INTEGER NOT NULL, purged INTEGER NOT NULL);
 CREATE INDEX messages_by_thread ON messages (project_id, thread_id, id);
-CREATE TABLE message_runs (term TEXT NOT NULL, message_id INTEGER NOT NULL, place INTEGER NOT NULL,
-                           PRIMARY KEY (term, place, message_id)) WITHOUT ROWID;
+CREATE TABLE message_runs (term TEXT NOT NULL, project_id INTEGER NOT NULL, message_id INTEGER NOT NULL,
+                           place INTEGER NOT NULL, PRIMARY KEY (term, project_id, place, message_id)) WITHOUT ROWID;
 CREATE INDEX message_runs_by_message ON message_runs (message_id);
 CREATE TABLE message_runs_backfill (id INTEGER PRIMARY KEY CHECK (id = 1), below INTEGER NOT NULL);
 INSERT INTO message_runs_backfill (id, below) VALUES (1, 0);
@@ -236,7 +236,7 @@ class SearchIndex:
                     "INSERT INTO messages_fts (rowid, subject, body_md, project) VALUES (?, ?, ?, ?)",
                     [(r[0], r[6], r[7], project_token(r[1])) for r in rows],
                 )
-                search_runs.add(self.conn, [(r[0], r[6], r[7]) for r in rows])
+                search_runs.add(self.conn, [(r[0], r[1], r[6], r[7]) for r in rows])
                 self.conn.executemany(
                     "INSERT INTO message_recipients (message_id, agent_id, kind) VALUES (?, ?, ?)",
                     replica.execute(

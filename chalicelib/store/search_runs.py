@@ -5,8 +5,9 @@ messages: `mod43` and `file39` are each in thousands of messages at a million, s
 the path grew with the mailbox (0.7 ms at 10k, 2.6 ms at 1M). Here every run of 2 to RUN_WORDS
 words written without a space between them (`CART-12`, `src/mod43/file39.py`, and each part of
 it: `mod43 file39`, `src mod43`, ...) is one row of `message_runs`, its words folded and stemmed
-as the full index reads them, with the best place of it in the message; a query that is one such
-run is one ordered look-up of its term: best place first, then newest (tools/search.py `_run_page`).
+as the full index reads them, with its message's project and the best place of it there; a
+project's search for one such run is one ordered look-up of its term in the project: best place
+first, then newest (tools/search.py `_run_page`).
 
 What is indexed: the subject and the body's first BODY_CHARS characters, at most MAX_TERMS
 distinct terms a message (a run of k words has up to 5k; a long base64 blob or minified file
@@ -116,10 +117,11 @@ def query_term(query: str) -> tuple[str, list[str] | None] | None:
     return None
 
 
-def add(db, rows: list[tuple[int, str, str]]) -> None:
-    """(message id, subject, indexed body) of new messages into message_runs."""
-    if found := [(term, message_id, place) for message_id, subject, body in rows for term, place in message_terms(subject, body)]:
-        db.executemany("INSERT OR IGNORE INTO message_runs (term, message_id, place) VALUES (?, ?, ?)", found)
+def add(db, rows: list[tuple[int, int, str, str]]) -> None:
+    """(message id, project id, subject, indexed body) of new messages into message_runs."""
+    if found := [(term, project_id, message_id, place) for message_id, project_id, subject, body in rows
+                 for term, place in message_terms(subject, body)]:
+        db.executemany("INSERT OR IGNORE INTO message_runs (term, project_id, message_id, place) VALUES (?, ?, ?, ?)", found)
 
 
 def ready(index_conn) -> bool:
@@ -138,7 +140,7 @@ def backfill(db, limit: int) -> int:
     if below <= 0:
         return 0
     rows = db.execute(
-        "SELECT id, subject, CASE WHEN body_archived_ts IS NULL THEN body_md ELSE '' END FROM messages"
+        "SELECT id, project_id, subject, CASE WHEN body_archived_ts IS NULL THEN body_md ELSE '' END FROM messages"
         " WHERE id < ? ORDER BY id DESC LIMIT ?", (below, limit),
     ).fetchall()
     add(db, [tuple(row) for row in rows])

@@ -361,13 +361,15 @@ def store_message(db, row: tuple) -> None:
     if row[9]:
         attachment_refs.name(db, row[0], [item["sha256"] for item in orjson.loads(row[9])])
     if not hasattr(db, "replica"):
-        upkeep.later(db, _index_for_search, (row[0], row[4], row[5], project_token(row[1])))
+        upkeep.later(db, _index_for_search, (row[0], row[1], row[4], row[5]))
 
 
-def _index_for_search(db, rows: list[tuple[int, str, str, str]]) -> None:
-    """(id, subject, body, its project's token: migration 0045) into the full-text index and message_runs."""
-    db.executemany("INSERT INTO messages_fts (rowid, subject, body_md, project) VALUES (?, ?, ?, ?)", rows)
-    search_runs.add(db, [row[:3] for row in rows])
+def _index_for_search(db, rows: list[tuple[int, int, str, str]]) -> None:
+    """(id, project id, subject, body) into the full-text index (with its project's token: migration
+    0045) and message_runs."""
+    db.executemany("INSERT INTO messages_fts (rowid, subject, body_md, project) VALUES (?, ?, ?, ?)",
+                   [(message_id, subject, body, project_token(project_id)) for message_id, project_id, subject, body in rows])
+    search_runs.add(db, rows)
 
 
 def store_recipients(

@@ -306,9 +306,9 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
     return page, f"{below}.{skip}"
 
 
-def _run_page(index, term: str, words: list[str] | None, where: str, params: list, args: SearchMessagesInput):
-    """One page of a query that is one run typed without spaces (an id, a path: store/search_runs.py):
-    the messages with its term kept to `where`, best place first (the subject's whole run), then
+def _run_page(index, project_id: int, term: str, words: list[str] | None, where: str, params: list, args: SearchMessagesInput):
+    """One page of a project's search for one run typed without spaces (an id, a path:
+    store/search_runs.py): the project's messages with its term kept to `where`, best place first (the subject's whole run), then
     newest; score 0. The term's rows are read in that order (its index's), up to MAX_WINDOWS windows
     growing fourfold (filters may fail many). A thread's search reads the thread's messages newest
     first instead, and lists them so (ranking them by place would read every one of a long thread).
@@ -321,12 +321,12 @@ def _run_page(index, term: str, words: list[str] | None, where: str, params: lis
                f" WHERE r.term = ? AND m.id < ? AND {where} ORDER BY m.id DESC LIMIT ?")
     else:  # the term's rows in order, each flagged kept or not: a window reads at most `size` of them
         sql = ("SELECT r.place, r.message_id, m.id IS NOT NULL FROM (SELECT place, message_id FROM message_runs"
-               " WHERE term = ? AND (place, message_id) < (?, ?) ORDER BY place DESC, message_id DESC LIMIT ?) r"
+               " WHERE term = ? AND project_id = ? AND (place, message_id) < (?, ?) ORDER BY place DESC, message_id DESC LIMIT ?) r"
                f" LEFT JOIN messages m ON m.id = r.message_id AND {where} ORDER BY r.place DESC, r.message_id DESC")
     page: list[tuple[int, int]] = []  # (place, id)
     size = args.limit + 1
     for _ in range(MAX_WINDOWS):
-        arguments = (term, below[1], *params, size) if args.thread_id is not None else (term, *below, size, *params)
+        arguments = (term, below[1], *params, size) if args.thread_id is not None else (term, project_id, *below, size, *params)
         window = index.execute(sql, arguments).fetchall()
         kept = [(place, mid) for place, mid, keep in window if keep]
         if words:
@@ -388,7 +388,8 @@ def search_messages(db: sqlite3.Connection, args: SearchMessagesInput) -> Search
     # An agent's mail is in any project; a thread's search walks the thread's messages, no other project's.
     scope = _scope(db, [project["id"]]) if args.agent_name is None and args.thread_id is None else None
     with _time_budget(db, index):
-        page, next_cursor = _page(index, args.query, fts, where, params, args, _filtered(args), scope, building)
+        page, next_cursor = _page(index, args.query, fts, where, params, args, _filtered(args), scope, building,
+                                  project["id"] if args.agent_name is None else None)
         hits = [hit for _, hit in _hits(db, args.query, project["id"], page)]
         return SearchResults(query=args.query, results=hits, next_cursor=next_cursor, indexing=_indexing(building))
 
@@ -458,7 +459,7 @@ def _indexing(building: SearchIndex | None) -> str | None:
 
 
 def _page(index, query: str, fts: str, where: str, params: list, args: SearchMessagesInput, filtered: bool,
-          scope: list[int] | None, building: SearchIndex | None):
+          scope: list[int] | None, building: SearchIndex | None, project_id: int | None = None):
     """One ranked page of the query (its FTS5 form `fts`) and the next cursor (`scope`: _ranked_page;
     `building`: _index's)."""
     floor = None if building is None else building.floor
@@ -467,12 +468,12 @@ def _page(index, query: str, fts: str, where: str, params: list, args: SearchMes
     if _is_run_cursor(args.cursor):
         if building is not None:  # (a replica's index damaged and being built again since)
             raise building.building()
-        run = _typed_run(index, query)
+        run = _typed_run(index, query, project_id)
         if run is not None:
-            return _run_page(index, *run, where, params, args)
+            return _run_page(index, project_id, *run, where, params, args)
         args = args.model_copy(update={"cursor": f"{_cursor(args.cursor)[0]}.0"})  # (not expected: runs never go)
-    elif args.cursor is None and building is None and (run := _typed_run(index, query)) is not None:
-        return _run_page(index, *run, where, params, args)
+    elif args.cursor is None and building is None and (run := _typed_run(index, query, project_id)) is not None:
+        return _run_page(index, project_id, *run, where, params, args)
     try:
         narrow = narrowed(index, query, fts)
         rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
@@ -484,10 +485,13 @@ def _page(index, query: str, fts: str, where: str, params: list, args: SearchMes
         return _ranked_page(index, fts, fts, where, params, args, filtered, scope, floor)
 
 
-def _typed_run(index, query: str) -> tuple[str, bool] | None:
-    """search_runs.query_term of a query of one plain term (no operator, prefix or column) once
-    the index has every message's runs; else None (the full-text path)."""
-    if (terms := plain_terms(query)) is None or len(terms) != 1 or (run := search_runs.query_term(query)) is None:
+def _typed_run(index, query: str, project_id: int | None) -> tuple[str, list[str] | None] | None:
+    """search_runs.query_term of a project's search (`project_id`; an agent's across projects and a
+    product's take the full-text path) for one plain term (no operator, prefix or column), once the
+    index has every message's runs; else None (the full-text path)."""
+    if project_id is None or (terms := plain_terms(query)) is None or len(terms) != 1:
+        return None
+    if (run := search_runs.query_term(query)) is None:
         return None
     return run if search_runs.ready(index) else None
 
