@@ -11,9 +11,8 @@ first, then newest (tools/search.py `_run_page`).
 
 What is indexed: the subject and the body's first BODY_CHARS characters, at most MAX_TERMS
 distinct terms a message (a run of k words has up to 5k; a long base64 blob or minified file
-would add thousands of rows to one send), each at most TERM_CHARS long. A run longer than
-RUN_WORDS is looked up by its first RUN_WORDS words, and each candidate's text read again to
-check it holds the whole run (place_of).
+would add thousands of rows to one send), each at most TERM_CHARS long. A query of a longer run
+(a URL) is the full-text index's.
 
 Embedded SQLite keeps the rows in the database (migrations/0052_search_runs.sql: triggers drop
 them with a purged message or an archived body), written with the full-text entry at the end
@@ -88,33 +87,16 @@ def body_start(body: str) -> str:
     return kept[0] if len(kept) == 2 else ""
 
 
-def place_of(words: list[str], subject: str, body: str) -> int | None:
-    """The best place where the message has a run holding these words (stemmed, as query_term's)
-    in a row, or None: the check of a run longer than RUN_WORDS on the candidates its first words found."""
-    places = []
-    for whole_place, text in ((PLACE_SUBJECT_WHOLE, subject), (PLACE_BODY_WHOLE, body_start(body))):
-        for run in _runs(text):
-            stemmed = _stemmed(run)
-            for start in range(len(stemmed) - len(words) + 1):
-                if stemmed[start : start + len(words)] == words:
-                    places.append(whole_place if len(stemmed) == len(words) else whole_place - 1)
-    return max(places, default=None)
-
-
-def query_term(query: str) -> tuple[str, list[str] | None] | None:
-    """The term to look up for a query that is one run typed without spaces (`CART-12`, `"src/api.py"`),
-    and, for a run longer than the term (looked up by its first words), its words to check on each
-    candidate (place_of); None for any other query."""
+def query_term(query: str) -> str | None:
+    """The term to look up for a query that is one run typed without spaces (`CART-12`, `"src/api.py"`)
+    of at most RUN_WORDS words and TERM_CHARS; None for any other query (a longer run, a URL, is the
+    full-text index's phrase: checking each candidate's text for it cost ~10 ms a 64 KiB body)."""
     text = query.strip().strip('"')
     runs = list(_runs(text)) if text.isascii() else []
-    if len(runs) != 1 or any(c.isspace() for c in text):
+    if len(runs) != 1 or any(c.isspace() for c in text) or len(runs[0]) > RUN_WORDS:
         return None
-    words = _stemmed(runs[0])
-    for end in range(min(RUN_WORDS, len(words)), 1, -1):
-        term = " ".join(words[:end])
-        if len(term) <= TERM_CHARS:
-            return term, None if end == len(words) else words
-    return None
+    term = " ".join(_stemmed(runs[0]))
+    return term if len(term) <= TERM_CHARS else None
 
 
 def add(db, rows: list[tuple[int, int, str, str]]) -> None:

@@ -70,6 +70,7 @@ MAX_RANKED_TERMS = 8
 SCOPED_SHARE = 16  # projects with at most 1/16 of the mail search within themselves in the index (_scope)
 MAX_WINDOWS = 4  # windows one call may walk to fill its page (filters may thin them out)
 RUN_CURSOR = 900_000  # added to the place in a run page's cursor: above any full-text skip (below WINDOW)
+RUN_WINDOW_MAX = 4096  # rows of a run's term read at once (_run_page)
 MIN_PREFIX = 3  # letters or digits of a prefix (t*: every word starting with t), or one CJK character
 MAX_PREFIXES = 2
 MAX_NESTING = 32  # levels of parentheses (FTS5's parser overflows at ~99)
@@ -306,15 +307,15 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
     return page, f"{below}.{skip}"
 
 
-def _run_page(index, project_id: int, term: str, words: list[str] | None, where: str, params: list, args: SearchMessagesInput):
+def _run_page(index, project_id: int, term: str, where: str, params: list, args: SearchMessagesInput):
     """One page of a project's search for one run typed without spaces (an id, a path:
-    store/search_runs.py): the project's messages with its term kept to `where`, best place first (the subject's whole run), then
-    newest; score 0. The term's rows are read in that order (its index's), up to MAX_WINDOWS windows
-    growing fourfold (filters may fail many). A thread's search reads the thread's messages newest
-    first instead, and lists them so (ranking them by place would read every one of a long thread).
-    A run longer than its term (`words`: all of them) is checked on each candidate's text, and ranked
-    by its term's place. The cursor is the last hit's place and id (RUN_CURSOR, _run_cursor): the
-    next page goes on below them."""
+    store/search_runs.py): the project's messages with its term kept to `where`, best place first
+    (the subject's whole run), then newest; score 0. The term's rows are read in that order (its index's), in windows growing
+    fourfold (filters may fail many) until the page is full: as a word's search reads its matches,
+    bounded by the search's time (a filter failing every row of a run in every message of a
+    million: ~1 s). A thread's search reads the thread's messages newest first instead, and lists
+    them so (ranking them by place would read every one of a long thread). The cursor is the last
+    hit's place and id (RUN_CURSOR, _run_cursor): the next page goes on below them."""
     below = _run_cursor(args.cursor)
     if args.thread_id is not None:  # the thread's messages newest first (messages_by_thread), each looked up in the runs
         sql = ("SELECT 0, m.id, 1 FROM messages m CROSS JOIN message_runs r ON r.message_id = m.id"
@@ -325,12 +326,10 @@ def _run_page(index, project_id: int, term: str, words: list[str] | None, where:
                f" LEFT JOIN messages m ON m.id = r.message_id AND {where} ORDER BY r.place DESC, r.message_id DESC")
     page: list[tuple[int, int]] = []  # (place, id)
     size = args.limit + 1
-    for _ in range(MAX_WINDOWS):
+    while True:  # until the page is full or the term's rows end: bounded by the search's time, as a word's window
         arguments = (term, below[1], *params, size) if args.thread_id is not None else (term, project_id, *below, size, *params)
         window = index.execute(sql, arguments).fetchall()
         kept = [(place, mid) for place, mid, keep in window if keep]
-        if words:
-            kept = _holding_run(index, words, kept)
         _in_time()
         room = args.limit - len(page)
         page += kept[:room]
@@ -338,24 +337,7 @@ def _run_page(index, project_id: int, term: str, words: list[str] | None, where:
             return [(mid, 0.0) for _, mid in page], f"{page[-1][1]}.{RUN_CURSOR + page[-1][0]}"
         if len(window) < size:  # the term has no more rows
             return [(mid, 0.0) for _, mid in page], None
-        below, size = (window[-1][0], window[-1][1]), size * 4
-    return [(mid, 0.0) for _, mid in page], f"{below[1]}.{RUN_CURSOR + below[0]}"
-
-
-def _holding_run(index, words: list[str], kept: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Those of the (place, id) candidates whose text has a run holding all these words in a row."""
-    if not kept:
-        return []
-    ids = [mid for _, mid in kept]
-    texts = {row[0]: row[1:] for row in index.execute(
-        f"SELECT rowid, subject, substr(body_md, 1, {search_runs.BODY_CHARS + 1}) FROM messages_fts WHERE rowid IN ({placeholders(ids)})",
-        ids)}
-    holding = []
-    for place, mid in kept:
-        _in_time()  # (a body's start is up to 64 Ki characters to read again)
-        if mid in texts and search_runs.place_of(words, texts[mid][0], texts[mid][1] or "") is not None:
-            holding.append((place, mid))
-    return holding
+        below, size = (window[-1][0], window[-1][1]), min(size * 4, RUN_WINDOW_MAX)
 
 
 def _run_cursor(cursor: str | None) -> tuple[int, int]:
@@ -470,10 +452,10 @@ def _page(index, query: str, fts: str, where: str, params: list, args: SearchMes
             raise building.building()
         run = _typed_run(index, query, project_id)
         if run is not None:
-            return _run_page(index, project_id, *run, where, params, args)
+            return _run_page(index, project_id, run, where, params, args)
         args = args.model_copy(update={"cursor": f"{_cursor(args.cursor)[0]}.0"})  # (not expected: runs never go)
     elif args.cursor is None and building is None and (run := _typed_run(index, query, project_id)) is not None:
-        return _run_page(index, project_id, *run, where, params, args)
+        return _run_page(index, project_id, run, where, params, args)
     try:
         narrow = narrowed(index, query, fts)
         rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
@@ -485,7 +467,7 @@ def _page(index, query: str, fts: str, where: str, params: list, args: SearchMes
         return _ranked_page(index, fts, fts, where, params, args, filtered, scope, floor)
 
 
-def _typed_run(index, query: str, project_id: int | None) -> tuple[str, list[str] | None] | None:
+def _typed_run(index, query: str, project_id: int | None) -> str | None:
     """search_runs.query_term of a project's search (`project_id`; an agent's across projects and a
     product's take the full-text path) for one plain term (no operator, prefix or column), once the
     index has every message's runs; else None (the full-text path)."""
