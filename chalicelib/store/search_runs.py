@@ -23,7 +23,6 @@ searches for a run take the full-text path. A Turso replica keeps them in its si
 """
 
 import re
-import sqlite3
 import string
 
 from .tokenizer import folded, stem
@@ -108,11 +107,7 @@ def add(db, rows: list[tuple[int, int, str, str]]) -> None:
 
 def ready(index_conn) -> bool:
     """Whether every message of the index is in message_runs (a backfill done)."""
-    try:
-        row = index_conn.execute("SELECT below FROM message_runs_backfill").fetchone()
-    except sqlite3.OperationalError:  # an index without the table (a database not yet migrated)
-        return False
-    return row is not None and row[0] <= 0
+    return index_conn.execute("SELECT below FROM message_runs_backfill").fetchone()[0] <= 0
 
 
 def backfill(db, limit: int) -> int:
