@@ -5,9 +5,10 @@ import pytest
 
 from chalicelib.store import db, search_runs
 from chalicelib.store.search_runs import message_terms, query_term
-from chalicelib.tools import retention
+from chalicelib.tools import retention, search
 from chalicelib.tools.retention import run_retention
 
+from .servers import running_server
 from .sql import sql
 
 pytestmark = pytest.mark.both_backends
@@ -71,6 +72,29 @@ def test_a_path_finds_the_messages_that_have_it_as_typed(call, project):
     assert set(found(call, project, '"src cart api py"')) == set(FOUND) | {"apart"}  # a phrase with spaces: full text
     assert found(call, project, "src/cart/api.py", sender="GreenCastle") == []
     assert found(call, project, "cart/api.rb") == []
+
+
+@pytest.mark.sqlite_only
+def test_a_server_answers_an_id_from_the_runs_and_pages_on_with_their_cursor(tmp_path):
+    """Through the HTTP server: the run as written (not "cart 12" apart), subjects first, a run cursor."""
+    import httpx
+
+    with running_server(tmp_path / "db.sqlite") as url:
+        def call(tool, **arguments):
+            answer = httpx.post(f"{url}/api/{tool}", json=arguments, timeout=30)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        slug = call("ensure_project", human_key="/work/http")["slug"]
+        for name in ("BlueLake", "GreenCastle"):
+            call("register_agent", project_key=slug, name=name, program="p", model="m")
+        call("set_contact_policy", project_key=slug, agent_name="GreenCastle", policy="open")
+        for subject, body in [("CART-12 broke", ""), ("apart", "cart 12"), ("later", "see CART-12"), ("newest", "CART-12 again")]:
+            call("send_message", project_key=slug, sender_name="BlueLake", to=["GreenCastle"], subject=subject, body_md=body)
+        first = call("search_messages", project_key=slug, query="CART-12", limit=2)
+        rest = call("search_messages", project_key=slug, query="CART-12", limit=2, cursor=first["next_cursor"])
+    assert [hit["subject"] for hit in first["results"] + rest["results"]] == ["CART-12 broke", "newest", "later"]
+    assert first["next_cursor"].endswith(f".{search.RUN_CURSOR + search_runs.PLACE_BODY_WHOLE}") and rest["next_cursor"] is None
 
 
 def test_the_subjects_whole_run_ranks_first_then_the_newest(call, project):

@@ -105,16 +105,20 @@ def add(db, rows: list[tuple[int, int, str, str]]) -> None:
         db.executemany("INSERT OR IGNORE INTO message_runs (term, project_id, message_id, place) VALUES (?, ?, ?, ?)", found)
 
 
+def _below(db) -> int:
+    """The backfill's mark: every message from this id up is in message_runs (0: every message)."""
+    return db.execute("SELECT below FROM message_runs_backfill").fetchone()[0]
+
+
 def ready(index_conn) -> bool:
     """Whether every message of the index is in message_runs (a backfill done)."""
-    return index_conn.execute("SELECT below FROM message_runs_backfill").fetchone()[0] <= 0
+    return _below(index_conn) <= 0
 
 
 def backfill(db, limit: int) -> int:
     """Index the runs of the `limit` newest messages not indexed yet, in the caller's write
     transaction; how many (fewer than `limit`: the backfill is done)."""
-    (below,) = db.execute("SELECT below FROM message_runs_backfill").fetchone()
-    if below <= 0:
+    if (below := _below(db)) <= 0:
         return 0
     rows = db.execute(
         "SELECT id, project_id, subject, CASE WHEN body_archived_ts IS NULL THEN body_md ELSE '' END FROM messages"
@@ -128,5 +132,5 @@ def backfill(db, limit: int) -> int:
 
 def left(db) -> int:
     """How many messages the backfill has still to index (a database with mail from before 0052)."""
-    (below,) = db.execute("SELECT below FROM message_runs_backfill").fetchone()
+    below = _below(db)
     return db.execute("SELECT count(*) FROM messages WHERE id < ?", (below,)).fetchone()[0] if below > 0 else 0

@@ -45,7 +45,7 @@ from .reservations import LIVE, release_some
 log = logging.getLogger(__name__)
 
 # Messages a run indexes the runs of (store/search_runs.py backfill: mail stored before migration
-# 0052), per row of the budget: a message takes ~0.3 ms, and a million would take 200 hourly runs.
+# 0052), per row of the budget: a message takes ~0.5 ms, and a million would take 200 hourly runs.
 RUNS_SHARE = 10
 # How long an archive entry can trail its message: both are written by one transaction.
 OUTBOX_LAG_IDS = (60 * 1000) << RANDOM_BITS

@@ -310,12 +310,13 @@ def _ranked_page(index, fts: str, rank_query: str | None, where: str, params: li
 def _run_page(index, project_id: int, term: str, where: str, params: list, args: SearchMessagesInput):
     """One page of a project's search for one run typed without spaces (an id, a path:
     store/search_runs.py): the project's messages with its term kept to `where`, best place first
-    (the subject's whole run), then newest; score 0. The term's rows are read in that order (its index's), in windows growing
-    fourfold (filters may fail many) until the page is full: as a word's search reads its matches,
-    bounded by the search's time (a filter failing every row of a run in every message of a
-    million: ~1 s). A thread's search reads the thread's messages newest first instead, and lists
-    them so (ranking them by place would read every one of a long thread). The cursor is the last
-    hit's place and id (RUN_CURSOR, _run_cursor): the next page goes on below them."""
+    (the subject's whole run), then newest; score 0. The term's rows are read in that order (its
+    index's), in windows growing fourfold (filters may fail many) until the page is full: as a
+    word's search reads its matches, bounded by the search's time (a filter failing every row of a
+    run in every message of a million: ~1 s). A thread's search reads the thread's messages newest
+    first instead, and lists them so (ranking them by place would read every one of a long thread).
+    The cursor is the last hit's place and id (RUN_CURSOR, _run_cursor): the next page goes on below
+    them."""
     below = _run_cursor(args.cursor)
     if args.thread_id is not None:  # the thread's messages newest first (messages_by_thread), each looked up in the runs
         sql = ("SELECT 0, m.id, 1 FROM messages m CROSS JOIN message_runs r ON r.message_id = m.id"
@@ -447,15 +448,13 @@ def _page(index, query: str, fts: str, where: str, params: list, args: SearchMes
     floor = None if building is None else building.floor
     # A page goes on the way its first went (their orders differ): a full-text cursor on full text,
     # though the runs were filled in since; a run cursor on the runs.
-    if _is_run_cursor(args.cursor):
-        if building is not None:  # (a replica's index damaged and being built again since)
-            raise building.building()
-        run = _typed_run(index, query, project_id)
-        if run is not None:
-            return _run_page(index, project_id, run, where, params, args)
-        args = args.model_copy(update={"cursor": f"{_cursor(args.cursor)[0]}.0"})  # (not expected: runs never go)
-    elif args.cursor is None and building is None and (run := _typed_run(index, query, project_id)) is not None:
+    run_cursor = _is_run_cursor(args.cursor)
+    if run_cursor and building is not None:  # (a replica's index damaged and being built again since)
+        raise building.building()
+    if building is None and (args.cursor is None or run_cursor) and (run := _typed_run(index, query, project_id)):
         return _run_page(index, project_id, run, where, params, args)
+    if run_cursor:  # given with a search that takes no runs (another query, or as an agent): below its id
+        args = args.model_copy(update={"cursor": f"{_cursor(args.cursor)[0]}.0"})
     try:
         narrow = narrowed(index, query, fts)
         rank_query = _rank_query(index, narrow.words if narrow else fts5_terms(query))
